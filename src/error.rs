@@ -1,0 +1,91 @@
+//! The one error type of the crate: every failure a user can cause or meet says
+//! what went wrong and what to do about it.
+
+use thiserror::Error;
+
+/// Result alias used across wgformer.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    /// No WebGPU adapter matched (or none exists on this machine).
+    #[error(
+        "no GPU adapter found{filter}. Install a GPU driver with Vulkan, Metal or DX12 support, \
+         or, for a software adapter on Linux, Mesa's lavapipe (Debian/Ubuntu: \
+         `apt-get install mesa-vulkan-drivers`). Adapters seen: {seen}"
+    )]
+    NoAdapter { filter: String, seen: String },
+
+    /// The adapter refused to open a device.
+    #[error("the adapter `{adapter}` refused to create a device: {reason}")]
+    RequestDevice { adapter: String, reason: String },
+
+    /// Tensors whose shapes do not fit together.
+    #[error("shape mismatch in {op}: {detail}")]
+    Shape { op: &'static str, detail: String },
+
+    /// A tensor or dispatch larger than the device allows.
+    #[error(
+        "{what} needs {needed} but the device allows at most {limit} ({limit_name}). \
+         Use a smaller batch or sequence length, or a GPU with larger limits"
+    )]
+    TooLarge {
+        what: String,
+        needed: String,
+        limit: String,
+        limit_name: &'static str,
+    },
+
+    /// An argument outside what the op accepts (ids out of vocabulary, zero sizes, ...).
+    #[error("invalid argument to {op}: {detail}")]
+    InvalidArgument { op: &'static str, detail: String },
+
+    /// A feature the adapter lacks (shader-f16, timestamp queries, ...).
+    #[error("{feature} is not supported by adapter `{adapter}`: {hint}")]
+    Unsupported {
+        feature: &'static str,
+        adapter: String,
+        hint: &'static str,
+    },
+
+    /// wgpu reported an error (validation, out of memory, device lost).
+    #[error("GPU error: {0}")]
+    Gpu(String),
+
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn shape(op: &'static str, detail: impl Into<String>) -> Self {
+        Error::Shape {
+            op,
+            detail: detail.into(),
+        }
+    }
+    pub(crate) fn invalid(op: &'static str, detail: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            op,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Bytes in a human unit for error messages.
+pub(crate) fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.2} {} ({n} bytes)", UNITS[unit])
+    }
+}

@@ -1,0 +1,355 @@
+//! Command batching: every op encodes its dispatch into one pending encoder (inside
+//! one open compute pass); nothing is submitted until a readback or an explicit
+//! `flush`. Kernel parameters go to a CPU-side staging area and are uploaded into
+//! one uniform arena with a single `write_buffer` per submit; each dispatch binds
+//! its 256-byte window through a dynamic offset.
+
+use super::counters::Counters;
+use super::pipelines::{Shader, PARAMS_BINDING_SIZE};
+use super::pool::{BufferPool, READBACK_USAGE};
+use super::readback::MapFuture;
+use super::Gpu;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// Uniform arena size: 4096 dispatches per submit before an early flush.
+const ARENA_BYTES: u64 = 1 << 20;
+
+/// One kernel launch: which entry point, its parameters and tensors, and the grid.
+pub struct Dispatch<'a> {
+    pub shader: &'static Shader,
+    pub entry: &'static str,
+    /// WGSL `override` constants (tile sizes, variants).
+    pub constants: &'a [(&'static str, f64)],
+    /// The kernel's Params struct as bytes (at most 256).
+    pub params: &'a [u8],
+    /// Bound read-only at bindings 1..=reads.len().
+    pub reads: &'a [&'a Tensor],
+    /// Bound read-write after the reads.
+    pub writes: &'a [&'a Tensor],
+    pub workgroups: [u32; 3],
+}
+
+pub(crate) struct Batch {
+    encoder: Option<wgpu::CommandEncoder>,
+    pass: Option<wgpu::ComputePass<'static>>,
+    arena: wgpu::Buffer,
+    staged: Vec<u8>,
+    align: usize,
+    timing: Option<Timing>,
+}
+
+/// Query set for timing one compute pass.
+struct Timing {
+    queries: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+}
+
+impl Batch {
+    pub fn new(device: &wgpu::Device, limits: &wgpu::Limits) -> Batch {
+        let arena = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgformer params arena"),
+            size: ARENA_BYTES,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Batch {
+            encoder: None,
+            pass: None,
+            arena,
+            staged: Vec::with_capacity(ARENA_BYTES as usize),
+            align: (limits.min_uniform_buffer_offset_alignment as usize)
+                .max(PARAMS_BINDING_SIZE as usize),
+            timing: None,
+        }
+    }
+
+    fn encoder(&mut self, device: &wgpu::Device) -> &mut wgpu::CommandEncoder {
+        self.pass = None;
+        self.encoder.get_or_insert_with(|| {
+            device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("wgformer batch"),
+            })
+        })
+    }
+
+    fn pass(&mut self, device: &wgpu::Device) -> &mut wgpu::ComputePass<'static> {
+        if self.pass.is_none() {
+            let pass = self
+                .encoder(device)
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("wgformer ops"),
+                    timestamp_writes: None,
+                })
+                .forget_lifetime();
+            self.pass = Some(pass);
+        }
+        self.pass.as_mut().expect("pass was just opened")
+    }
+
+    /// Submits everything encoded so far (one `queue.submit`).
+    fn submit(&mut self, gpu: &Gpu) {
+        self.pass = None;
+        if let Some(encoder) = self.encoder.take() {
+            let g = &gpu.inner;
+            if !self.staged.is_empty() {
+                g.queue.write_buffer(&self.arena, 0, &self.staged);
+                self.staged.clear();
+            }
+            g.queue.submit([encoder.finish()]);
+            Counters::add(&g.counters.submits, 1);
+        }
+    }
+}
+
+impl Gpu {
+    fn batch(&self) -> std::sync::MutexGuard<'_, Batch> {
+        self.inner.batch.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Encodes one kernel launch into the pending batch.
+    pub fn dispatch(&self, d: &Dispatch<'_>) -> Result<()> {
+        let g = &self.inner;
+        if d.params.len() as u64 > PARAMS_BINDING_SIZE {
+            return Err(Error::Gpu(format!(
+                "{}: params struct over 256 bytes",
+                d.entry
+            )));
+        }
+        let max_groups = g.limits.max_compute_workgroups_per_dimension;
+        if let Some(&n) = d.workgroups.iter().find(|&&n| n > max_groups) {
+            return Err(Error::TooLarge {
+                what: format!("kernel {} on this shape", d.entry),
+                needed: format!("{n} workgroups in one dimension"),
+                limit: max_groups.to_string(),
+                limit_name: "max_compute_workgroups_per_dimension",
+            });
+        }
+        if d.workgroups.contains(&0) {
+            return Ok(()); // empty tensor: nothing to do
+        }
+        for t in d.reads.iter().chain(d.writes) {
+            if !std::sync::Arc::ptr_eq(&t.gpu().inner, &self.inner) {
+                return Err(Error::invalid(
+                    "dispatch",
+                    format!("{}: tensor belongs to another Gpu", d.entry),
+                ));
+            }
+        }
+        let pipeline = g.pipelines.pipeline(
+            g,
+            d.shader,
+            d.entry,
+            d.constants,
+            d.reads.len(),
+            d.writes.len(),
+        )?;
+
+        let mut batch = self.batch();
+        if (batch.staged.len() + batch.align) as u64 > ARENA_BYTES {
+            batch.submit(self);
+        }
+        let offset = batch.staged.len();
+        batch.staged.extend_from_slice(d.params);
+        let padded = offset + batch.align;
+        batch.staged.resize(padded, 0);
+
+        let mut key = vec![d.reads.len() as u64, d.writes.len() as u64];
+        for t in d.reads.iter().chain(d.writes) {
+            key.extend([t.buffer_id(), t.binding_size()]);
+        }
+        let arena = batch.arena.clone();
+        let bind_group = g.pipelines.bind_group(g, key, || {
+            let (layout, _) = g.pipelines.layout(&g.device, d.reads.len(), d.writes.len());
+            let mut entries = vec![wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &arena,
+                    offset: 0,
+                    size: wgpu::BufferSize::new(PARAMS_BINDING_SIZE),
+                }),
+            }];
+            for (i, t) in d.reads.iter().chain(d.writes).enumerate() {
+                entries.push(wgpu::BindGroupEntry {
+                    binding: 1 + i as u32,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: t.buffer(),
+                        offset: 0,
+                        size: wgpu::BufferSize::new(t.binding_size()),
+                    }),
+                });
+            }
+            g.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(d.entry),
+                layout: &layout,
+                entries: &entries,
+            })
+        });
+        let pass = batch.pass(&g.device);
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind_group, &[offset as u32]);
+        let [x, y, z] = d.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+        Counters::add(&g.counters.dispatches, 1);
+        Ok(())
+    }
+
+    /// Encodes a buffer-to-buffer copy of `src` into `dst` (same byte size).
+    pub fn copy(&self, src: &Tensor, dst: &Tensor) -> Result<()> {
+        if src.nbytes() != dst.nbytes() {
+            return Err(Error::shape(
+                "copy",
+                format!("{:?} into {:?}", src.shape(), dst.shape()),
+            ));
+        }
+        let mut batch = self.batch();
+        let bytes = src.nbytes().next_multiple_of(4);
+        batch.encoder(&self.inner.device).copy_buffer_to_buffer(
+            src.buffer(),
+            0,
+            dst.buffer(),
+            0,
+            bytes,
+        );
+        Ok(())
+    }
+
+    /// Encodes a fill with zero bytes.
+    pub(crate) fn clear(&self, t: &Tensor) {
+        let mut batch = self.batch();
+        batch
+            .encoder(&self.inner.device)
+            .clear_buffer(t.buffer(), 0, Some(t.binding_size()));
+    }
+
+    /// Submits the pending batch and reports any error wgpu raised meanwhile.
+    pub fn flush(&self) -> Result<()> {
+        self.batch().submit(self);
+        self.take_device_error()
+    }
+
+    /// Waits until the GPU has finished all submitted work (native only).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn sync(&self) -> Result<()> {
+        self.flush()?;
+        self.inner
+            .device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu(e.to_string()))?;
+        self.take_device_error()
+    }
+
+    /// Copies `t`'s bytes back to the host: one submit, one map.
+    pub(crate) async fn read_bytes(&self, t: &Tensor) -> Result<Vec<u8>> {
+        let g = &self.inner;
+        let bytes = t.nbytes().next_multiple_of(4);
+        let staging = BufferPool::take(g, bytes, READBACK_USAGE, "wgformer readback", false);
+        {
+            let mut batch = self.batch();
+            batch.encoder(&g.device).copy_buffer_to_buffer(
+                t.buffer(),
+                0,
+                &staging.buffer,
+                0,
+                bytes,
+            );
+            batch.submit(self);
+        }
+        Counters::add(&g.counters.readbacks, 1);
+        self.take_device_error()?;
+        MapFuture::new(&staging.buffer, bytes, &g.device)
+            .await
+            .map_err(|e| Error::Gpu(format!("reading a tensor back failed: {e}")))?;
+        let data = mapped_bytes(&staging.buffer, bytes)?;
+        self.take_device_error()?;
+        Ok(data[..t.nbytes() as usize].to_vec())
+    }
+
+    /// Runs `encode` inside a compute pass of its own with GPU timestamps at its
+    /// start and end, and returns the pass's GPU time in milliseconds. `None` when
+    /// the adapter has no timestamp queries (callers then time the wall clock).
+    /// `encode` must only dispatch (a copy or flush would end the timed pass).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn time_gpu_ms(&self, encode: impl FnOnce() -> Result<()>) -> Result<Option<f64>> {
+        if !self.inner.features.timestamp_query {
+            encode()?;
+            self.sync()?;
+            return Ok(None);
+        }
+        let g = &self.inner;
+        {
+            let mut batch = self.batch();
+            batch.submit(self);
+            if batch.timing.is_none() {
+                let queries = g.device.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("wgformer timestamps"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: 2,
+                });
+                let resolve = g.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("wgformer timestamp resolve"),
+                    size: 16,
+                    usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                });
+                batch.timing = Some(Timing { queries, resolve });
+            }
+            let queries = batch
+                .timing
+                .as_ref()
+                .map(|t| t.queries.clone())
+                .expect("timing set above");
+            let pass = batch
+                .encoder(&g.device)
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("wgformer timed pass"),
+                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                        query_set: &queries,
+                        beginning_of_pass_write_index: Some(0),
+                        end_of_pass_write_index: Some(1),
+                    }),
+                })
+                .forget_lifetime();
+            batch.pass = Some(pass);
+        }
+        let encoded = encode();
+        let staging = BufferPool::take(g, 16, READBACK_USAGE, "wgformer timestamp readback", false);
+        {
+            let mut batch = self.batch();
+            let (queries, resolve) = {
+                let t = batch.timing.as_ref().expect("timing set above");
+                (t.queries.clone(), t.resolve.clone())
+            };
+            let encoder = batch.encoder(&g.device);
+            encoder.resolve_query_set(&queries, 0..2, &resolve, 0);
+            encoder.copy_buffer_to_buffer(&resolve, 0, &staging.buffer, 0, 16);
+            batch.submit(self);
+        }
+        encoded?;
+        pollster::block_on(MapFuture::new(&staging.buffer, 16, &g.device))
+            .map_err(|e| Error::Gpu(format!("reading timestamps failed: {e}")))?;
+        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&mapped_bytes(&staging.buffer, 16)?);
+        self.take_device_error()?;
+        let period_ns = g.queue.get_timestamp_period() as f64;
+        Ok(Some(
+            ticks[1].saturating_sub(ticks[0]) as f64 * period_ns / 1e6,
+        ))
+    }
+
+    /// Frees idle pooled buffers and cached bind groups.
+    pub fn trim(&self) {
+        self.inner.pipelines.clear_bind_groups();
+        self.inner.pool.trim();
+    }
+}
+
+/// Copies the mapped range out and unmaps the buffer.
+fn mapped_bytes(buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+    let data = buffer
+        .slice(0..bytes)
+        .get_mapped_range()
+        .map_err(|e| Error::Gpu(format!("mapping a readback buffer failed: {e}")))?
+        .to_vec();
+    buffer.unmap();
+    Ok(data)
+}

@@ -1,0 +1,211 @@
+//! Shader modules, pipelines and bind groups, each built once and cached.
+//! Pipelines are keyed by shader + entry point + override constants; bind groups
+//! by layout + the exact buffers bound, so a training step that reuses pooled
+//! buffers reuses its bind groups too.
+//!
+//! Binding convention of every wgformer kernel (group 0):
+//!   binding 0: `var<uniform> p: Params` (dynamic offset into the batch's uniform arena)
+//!   bindings 1..=R: `var<storage, read>` inputs, in the order the kernel passes them
+//!   bindings R+1..: `var<storage, read_write>` outputs
+
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// A WGSL source file, compiled into one module per device.
+#[derive(Debug)]
+pub struct Shader {
+    /// Also the module's label, e.g. `"gemm.wgsl"`.
+    pub name: &'static str,
+    pub source: &'static str,
+    /// Needs `shader-f16` (the file starts with `enable f16;`).
+    pub needs_f16: bool,
+}
+
+/// Size of the uniform window each dispatch gets; every Params struct fits in it.
+pub(crate) const PARAMS_BINDING_SIZE: u64 = 256;
+
+type PipelineKey = (&'static str, &'static str, Vec<(&'static str, u64)>);
+
+#[derive(Default)]
+pub(crate) struct PipelineCache {
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    layouts: Mutex<HashMap<(usize, usize), (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
+    pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+    bind_groups: Mutex<HashMap<Vec<u64>, wgpu::BindGroup>>,
+}
+
+/// Bind groups kept before the cache is cleared (bounds memory when shapes vary).
+const MAX_CACHED_BIND_GROUPS: usize = 4096;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl PipelineCache {
+    pub fn layout(
+        &self,
+        device: &wgpu::Device,
+        reads: usize,
+        writes: usize,
+    ) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+        lock(&self.layouts)
+            .entry((reads, writes))
+            .or_insert_with(|| {
+                let mut entries = vec![wgpu::BindGroupLayoutEntry {
+                    binding: 0,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: true,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                }];
+                for i in 0..reads + writes {
+                    entries.push(wgpu::BindGroupLayoutEntry {
+                        binding: 1 + i as u32,
+                        visibility: wgpu::ShaderStages::COMPUTE,
+                        ty: wgpu::BindingType::Buffer {
+                            ty: wgpu::BufferBindingType::Storage {
+                                read_only: i < reads,
+                            },
+                            has_dynamic_offset: false,
+                            min_binding_size: None,
+                        },
+                        count: None,
+                    });
+                }
+                let label = format!("wgformer layout r{reads} w{writes}");
+                let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: Some(&label),
+                    entries: &entries,
+                });
+                let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: Some(&label),
+                    bind_group_layouts: &[Some(&bgl)],
+                    immediate_size: 0,
+                });
+                (bgl, pl)
+            })
+            .clone()
+    }
+
+    pub fn pipeline(
+        &self,
+        gpu: &super::GpuInner,
+        shader: &'static Shader,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+        reads: usize,
+        writes: usize,
+    ) -> Result<wgpu::ComputePipeline> {
+        let key: PipelineKey = (
+            shader.name,
+            entry,
+            constants.iter().map(|(k, v)| (*k, v.to_bits())).collect(),
+        );
+        if let Some(p) = lock(&self.pipelines).get(&key) {
+            return Ok(p.clone());
+        }
+        if shader.needs_f16 && !gpu.features.shader_f16 {
+            return Err(Error::Unsupported {
+                feature: "shader-f16",
+                adapter: gpu.info.name.clone(),
+                hint: "use the f32 kernels (the default) on this adapter",
+            });
+        }
+        let device = &gpu.device;
+        let (_, layout) = self.layout(device, reads, writes);
+        let scope = ErrorScope::push(device);
+        let module = lock(&self.modules)
+            .entry(shader.name)
+            .or_insert_with(|| {
+                device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(shader.name),
+                    source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                })
+            })
+            .clone();
+        let label = format!("{}::{entry}", shader.name);
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&label),
+            layout: Some(&layout),
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants,
+                // Every kernel initialises the workgroup memory it reads.
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        if let Some(err) = scope.pop() {
+            lock(&self.modules).remove(shader.name);
+            return Err(Error::Gpu(format!(
+                "building pipeline {label} failed: {err}"
+            )));
+        }
+        super::Counters::add(&gpu.counters.pipelines_created, 1);
+        lock(&self.pipelines).insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Bind group for (layout, buffers); `key` is layout shape + buffer ids and sizes.
+    pub fn bind_group(
+        &self,
+        gpu: &super::GpuInner,
+        key: Vec<u64>,
+        make: impl FnOnce() -> wgpu::BindGroup,
+    ) -> wgpu::BindGroup {
+        let mut cache = lock(&self.bind_groups);
+        if let Some(bg) = cache.get(&key) {
+            return bg.clone();
+        }
+        if cache.len() >= MAX_CACHED_BIND_GROUPS {
+            cache.clear();
+        }
+        super::Counters::add(&gpu.counters.bind_groups_created, 1);
+        let bg = make();
+        cache.insert(key, bg.clone());
+        bg
+    }
+
+    /// Forgets cached bind groups (they keep their buffers alive).
+    pub fn clear_bind_groups(&self) {
+        lock(&self.bind_groups).clear();
+    }
+}
+
+/// Captures validation errors while a pipeline is built (native: waits for the
+/// result; in the browser the uncaptured-error handler reports them instead).
+struct ErrorScope {
+    #[cfg(not(target_arch = "wasm32"))]
+    guard: wgpu::ErrorScopeGuard,
+}
+
+impl ErrorScope {
+    fn push(device: &wgpu::Device) -> Self {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            ErrorScope {
+                guard: device.push_error_scope(wgpu::ErrorFilter::Validation),
+            }
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = device;
+            ErrorScope {}
+        }
+    }
+    fn pop(self) -> Option<wgpu::Error> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            pollster::block_on(self.guard.pop())
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            None
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! One Rust file per WGSL shader: a typed Params struct (bytemuck), input checks
+//! that turn bad shapes into errors, and the dispatch grid. Kernels know nothing
+//! of autograd.
+
+pub mod attention;
+pub mod copy;
+pub mod cross_entropy;
+pub mod elementwise;
+pub mod embedding;
+pub mod gemm;
+pub mod layernorm;
+pub mod reduce;
+pub mod softmax;
+
+use crate::gpu::Shader;
+
+macro_rules! shader {
+    ($file:literal, f16: $f16:expr) => {
+        Shader {
+            name: $file,
+            source: include_str!(concat!("../../shaders/", $file)),
+            needs_f16: $f16,
+        }
+    };
+}
+
+pub static ATTENTION_WGSL: Shader = shader!("attention.wgsl", f16: false);
+pub static COPY_WGSL: Shader = shader!("copy.wgsl", f16: false);
+pub static CROSS_ENTROPY_WGSL: Shader = shader!("cross_entropy.wgsl", f16: false);
+pub static ELEMENTWISE_WGSL: Shader = shader!("elementwise.wgsl", f16: false);
+pub static EMBEDDING_WGSL: Shader = shader!("embedding.wgsl", f16: false);
+pub static GEMM_WGSL: Shader = shader!("gemm.wgsl", f16: false);
+pub static LAYERNORM_WGSL: Shader = shader!("layernorm.wgsl", f16: false);
+pub static REDUCE_WGSL: Shader = shader!("reduce.wgsl", f16: false);
+pub static SOFTMAX_WGSL: Shader = shader!("softmax.wgsl", f16: false);
+pub static CAST_F16_WGSL: Shader = shader!("cast_f16.wgsl", f16: true);
+
+/// Every shader of the crate, for the naga validation test and warm-up.
+pub static ALL_SHADERS: &[&Shader] = &[
+    &ATTENTION_WGSL,
+    &COPY_WGSL,
+    &CROSS_ENTROPY_WGSL,
+    &ELEMENTWISE_WGSL,
+    &EMBEDDING_WGSL,
+    &GEMM_WGSL,
+    &LAYERNORM_WGSL,
+    &REDUCE_WGSL,
+    &SOFTMAX_WGSL,
+    &CAST_F16_WGSL,
+];
+
+/// Workgroups per dimension that every adapter allows (WebGPU's guaranteed minimum).
+pub const MAX_GROUPS_PER_DIM: u32 = 65_535;
+
+/// Spreads `groups` workgroups over x and y so no dimension passes 65535.
+/// Shaders recover the linear index as `wid.x + wid.y * nwg.x` and skip
+/// indices >= the real count (see `linear_group` in the shaders).
+pub fn grid_1d(groups: u32) -> [u32; 3] {
+    if groups <= MAX_GROUPS_PER_DIM {
+        [groups, 1, 1]
+    } else {
+        [MAX_GROUPS_PER_DIM, groups.div_ceil(MAX_GROUPS_PER_DIM), 1]
+    }
+}
+
+/// `ceil(n / d)` as the u32 a dispatch takes.
+pub(crate) fn groups(n: usize, d: usize) -> u32 {
+    n.div_ceil(d) as u32
+}

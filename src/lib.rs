@@ -1,0 +1,31 @@
+//! wgformer: Transformers trained and run on any WebGPU device, with hand-written
+//! WGSL kernels and no ML framework underneath.
+//!
+//! The layers, bottom up:
+//! - [`gpu`]: the device, a size-bucketed buffer pool, a pipeline/bind-group cache,
+//!   and a command batch that encodes every op and submits only on readback/flush.
+//! - [`tensor`]: shape + dtype + pooled buffer; reshape shares the buffer.
+//! - [`kernels`]: one Rust file per WGSL shader (params, bindings, dispatch grid).
+//! - [`reference`]: plain-loop f64 CPU versions of every kernel: the spec the
+//!   GPU is tested against.
+//!
+//! ```no_run
+//! use wgformer::{Gpu, Tensor, kernels::gemm::{gemm, GemmOptions}};
+//! let gpu = Gpu::new()?;
+//! let a = Tensor::randn(&gpu, &[64, 32], 1.0, 1)?;
+//! let b = Tensor::randn(&gpu, &[32, 16], 1.0, 2)?;
+//! let c = gemm(&a, &b, &GemmOptions::default())?; // (64, 16)
+//! println!("{:?}", &c.to_vec()?[..4]);
+//! # Ok::<(), wgformer::Error>(())
+//! ```
+
+pub mod error;
+pub mod gpu;
+pub mod kernels;
+pub mod reference;
+pub mod rng;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use gpu::Gpu;
+pub use tensor::{DType, Tensor};

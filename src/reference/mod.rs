@@ -1,0 +1,12 @@
+//! The CPU reference of every kernel: plain loops, f64 accumulation, shape
+//! comments. This is the spec; the GPU kernels are tested against it.
+//! Inputs and outputs are f32 slices in row-major order, like the tensors.
+
+pub mod attention;
+pub mod cross_entropy;
+pub mod elementwise;
+pub mod embedding;
+pub mod gemm;
+pub mod layernorm;
+pub mod reduce;
+pub mod softmax;

@@ -1,0 +1,301 @@
+//! `Tensor`: a shape, a dtype and a pooled GPU buffer. Row-major and contiguous;
+//! `reshape` shares the buffer. The buffer returns to the pool when the last
+//! tensor that shares it drops.
+
+use crate::error::{human_bytes, Error, Result};
+use crate::gpu::{Gpu, PooledBuffer};
+use std::sync::Arc;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    /// IEEE half; needs the adapter's shader-f16 to be used by kernels.
+    F16,
+    /// Token ids, targets, indices.
+    U32,
+}
+
+impl DType {
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 | DType::U32 => 4,
+            DType::F16 => 2,
+        }
+    }
+}
+
+struct Storage {
+    gpu: Gpu,
+    buffer: PooledBuffer,
+}
+
+#[derive(Clone)]
+pub struct Tensor {
+    storage: Arc<Storage>,
+    shape: Vec<usize>,
+    dtype: DType,
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Tensor({:?}, {:?}, buffer #{})",
+            self.shape, self.dtype, self.storage.buffer.id
+        )
+    }
+}
+
+/// Number of elements of a shape (1 for a scalar `[]`).
+pub fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+impl Tensor {
+    /// A tensor with undefined contents (a recycled buffer); kernels write all of it.
+    pub fn empty(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Tensor> {
+        Self::alloc(gpu, shape, dtype, false)
+    }
+
+    fn alloc(gpu: &Gpu, shape: &[usize], dtype: DType, for_upload: bool) -> Result<Tensor> {
+        let bytes = shape
+            .iter()
+            .try_fold(dtype.size() as u64, |acc, &d| acc.checked_mul(d as u64))
+            .ok_or_else(|| Error::invalid("Tensor::empty", format!("shape {shape:?} overflows")))?;
+        let limit = gpu.max_binding_bytes();
+        if bytes > limit {
+            return Err(Error::TooLarge {
+                what: format!("a {dtype:?} tensor of shape {shape:?}"),
+                needed: human_bytes(bytes),
+                limit: human_bytes(limit),
+                limit_name: "max_storage_buffer_binding_size",
+            });
+        }
+        let label = format!("tensor {shape:?} {dtype:?}");
+        let buffer = crate::gpu::pool_take(gpu, bytes.max(4), &label, for_upload);
+        Ok(Tensor {
+            storage: Arc::new(Storage {
+                gpu: gpu.clone(),
+                buffer,
+            }),
+            shape: shape.to_vec(),
+            dtype,
+        })
+    }
+
+    fn upload(
+        gpu: &Gpu,
+        bytes: &[u8],
+        shape: &[usize],
+        dtype: DType,
+        len: usize,
+    ) -> Result<Tensor> {
+        if len != numel(shape) {
+            return Err(Error::shape(
+                "Tensor::from_slice",
+                format!(
+                    "{len} values given for shape {shape:?} ({} elements)",
+                    numel(shape)
+                ),
+            ));
+        }
+        let t = Self::alloc(gpu, shape, dtype, true)?;
+        if !bytes.is_empty() {
+            // write_buffer needs a multiple of 4 bytes (odd-length f16 data).
+            if bytes.len() % 4 == 0 {
+                gpu.queue().write_buffer(t.buffer(), 0, bytes);
+            } else {
+                let mut padded = bytes.to_vec();
+                padded.resize(bytes.len().next_multiple_of(4), 0);
+                gpu.queue().write_buffer(t.buffer(), 0, &padded);
+            }
+        }
+        Ok(t)
+    }
+
+    pub fn from_slice(gpu: &Gpu, data: &[f32], shape: &[usize]) -> Result<Tensor> {
+        Self::upload(
+            gpu,
+            bytemuck::cast_slice(data),
+            shape,
+            DType::F32,
+            data.len(),
+        )
+    }
+
+    pub fn from_u32(gpu: &Gpu, data: &[u32], shape: &[usize]) -> Result<Tensor> {
+        Self::upload(
+            gpu,
+            bytemuck::cast_slice(data),
+            shape,
+            DType::U32,
+            data.len(),
+        )
+    }
+
+    /// f16 storage from f32 values (rounded to nearest half).
+    pub fn from_f32_as_f16(gpu: &Gpu, data: &[f32], shape: &[usize]) -> Result<Tensor> {
+        if !gpu.features().shader_f16 {
+            return Err(Error::Unsupported {
+                feature: "shader-f16",
+                adapter: gpu.adapter_info().name.clone(),
+                hint: "keep this tensor in f32 on this adapter",
+            });
+        }
+        let halves: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+        Self::upload(
+            gpu,
+            bytemuck::cast_slice(&halves),
+            shape,
+            DType::F16,
+            data.len(),
+        )
+    }
+
+    pub fn zeros(gpu: &Gpu, shape: &[usize]) -> Result<Tensor> {
+        let t = Self::empty(gpu, shape, DType::F32)?;
+        gpu.clear(&t);
+        Ok(t)
+    }
+
+    pub fn full(gpu: &Gpu, shape: &[usize], value: f32) -> Result<Tensor> {
+        Self::from_slice(gpu, &vec![value; numel(shape)], shape)
+    }
+
+    pub fn ones(gpu: &Gpu, shape: &[usize]) -> Result<Tensor> {
+        Self::full(gpu, shape, 1.0)
+    }
+
+    /// Uniform in [lo, hi), reproducible from `seed` on every platform.
+    pub fn rand_uniform(gpu: &Gpu, shape: &[usize], lo: f32, hi: f32, seed: u64) -> Result<Tensor> {
+        let mut rng = crate::rng::SplitMix64::new(seed);
+        let data: Vec<f32> = (0..numel(shape))
+            .map(|_| lo + (hi - lo) * rng.next_f32())
+            .collect();
+        Self::from_slice(gpu, &data, shape)
+    }
+
+    /// Normal(0, std^2), reproducible from `seed`.
+    pub fn randn(gpu: &Gpu, shape: &[usize], std: f32, seed: u64) -> Result<Tensor> {
+        let mut rng = crate::rng::SplitMix64::new(seed);
+        let data: Vec<f32> = (0..numel(shape)).map(|_| std * rng.next_normal()).collect();
+        Self::from_slice(gpu, &data, shape)
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+    pub fn numel(&self) -> usize {
+        numel(&self.shape)
+    }
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+    /// Size of dimension `i`; negative counts from the end (`-1` is the last).
+    pub fn dim(&self, i: isize) -> usize {
+        let r = self.shape.len() as isize;
+        let i = if i < 0 { r + i } else { i };
+        self.shape[i as usize]
+    }
+    pub fn nbytes(&self) -> u64 {
+        (self.numel() * self.dtype.size()) as u64
+    }
+    pub fn gpu(&self) -> &Gpu {
+        &self.storage.gpu
+    }
+
+    /// Same buffer, new shape (same element count).
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        if numel(shape) != self.numel() {
+            return Err(Error::shape(
+                "reshape",
+                format!("{:?} ({} elements) to {shape:?}", self.shape, self.numel()),
+            ));
+        }
+        Ok(Tensor {
+            storage: self.storage.clone(),
+            shape: shape.to_vec(),
+            dtype: self.dtype,
+        })
+    }
+
+    /// True when both tensors view the same buffer.
+    pub fn shares_buffer(&self, other: &Tensor) -> bool {
+        Arc::ptr_eq(&self.storage, &other.storage)
+    }
+
+    pub(crate) fn buffer(&self) -> &wgpu::Buffer {
+        &self.storage.buffer.buffer
+    }
+    pub(crate) fn buffer_id(&self) -> u64 {
+        self.storage.buffer.id
+    }
+    /// Bytes bound to a shader: the tensor rounded up to 16 (whole vec4s), inside its bucket.
+    pub(crate) fn binding_size(&self) -> u64 {
+        self.nbytes()
+            .max(4)
+            .next_multiple_of(16)
+            .min(self.buffer().size())
+    }
+
+    /// Reads the values back as f32 (f16 is widened; u32 is an error).
+    pub async fn to_vec_async(&self) -> Result<Vec<f32>> {
+        let bytes = self.gpu().read_bytes(self).await?;
+        match self.dtype {
+            DType::F32 => Ok(bytemuck::pod_collect_to_vec(&bytes)),
+            DType::F16 => {
+                let h: Vec<half::f16> = bytemuck::pod_collect_to_vec(&bytes);
+                Ok(h.into_iter().map(f32::from).collect())
+            }
+            DType::U32 => Err(Error::invalid("to_vec", "tensor holds u32; use to_vec_u32")),
+        }
+    }
+
+    pub async fn to_vec_u32_async(&self) -> Result<Vec<u32>> {
+        if self.dtype != DType::U32 {
+            return Err(Error::invalid(
+                "to_vec_u32",
+                format!("tensor holds {:?}", self.dtype),
+            ));
+        }
+        Ok(bytemuck::pod_collect_to_vec(
+            &self.gpu().read_bytes(self).await?,
+        ))
+    }
+
+    /// Blocking readback (native).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn to_vec(&self) -> Result<Vec<f32>> {
+        pollster::block_on(self.to_vec_async())
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn to_vec_u32(&self) -> Result<Vec<u32>> {
+        pollster::block_on(self.to_vec_u32_async())
+    }
+
+    /// Fails with a shape error unless `self` has exactly `shape`.
+    pub fn expect_shape(&self, op: &'static str, name: &str, shape: &[usize]) -> Result<()> {
+        if self.shape != shape {
+            return Err(Error::shape(
+                op,
+                format!("{name} has shape {:?}, expected {shape:?}", self.shape),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Fails unless `self` holds `dtype`.
+    pub fn expect_dtype(&self, op: &'static str, name: &str, dtype: DType) -> Result<()> {
+        if self.dtype != dtype {
+            return Err(Error::invalid(
+                op,
+                format!("{name} holds {:?}, expected {dtype:?}", self.dtype),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,144 @@
+//! The runtime itself: upload/readback, pooling, batching counters, reshape,
+//! and the errors for bad input and oversize tensors.
+
+mod common;
+use common::*;
+use wgformer::{kernels::copy::copy_into, DType, Error, Tensor};
+
+#[test]
+fn upload_then_read_back_is_exact_for_odd_sizes() {
+    let gpu = gpu();
+    for n in [1usize, 7, 63, 65, 127, 129, 100_003] {
+        let v = data(n, n as u64);
+        let t = Tensor::from_slice(&gpu, &v, &[n]).unwrap();
+        assert_eq!(t.to_vec().unwrap(), v, "n = {n}");
+    }
+    let ids: Vec<u32> = (0..13).map(|i| i * 7919).collect();
+    assert_eq!(
+        Tensor::from_u32(&gpu, &ids, &[13])
+            .unwrap()
+            .to_vec_u32()
+            .unwrap(),
+        ids
+    );
+}
+
+#[test]
+fn copy_kernel_copies_every_element() {
+    let gpu = gpu();
+    for n in [1usize, 5, 129, 70_001] {
+        let v = data(n, 3);
+        let src = Tensor::from_slice(&gpu, &v, &[n]).unwrap();
+        let dst = Tensor::zeros(&gpu, &[n]).unwrap();
+        copy_into(&src, &dst).unwrap();
+        assert_eq!(dst.to_vec().unwrap(), v);
+    }
+}
+
+#[test]
+fn zeros_ones_and_seeded_random() {
+    let gpu = gpu();
+    assert!(Tensor::zeros(&gpu, &[3, 5])
+        .unwrap()
+        .to_vec()
+        .unwrap()
+        .iter()
+        .all(|&x| x == 0.0));
+    assert!(Tensor::ones(&gpu, &[9])
+        .unwrap()
+        .to_vec()
+        .unwrap()
+        .iter()
+        .all(|&x| x == 1.0));
+    let a = Tensor::randn(&gpu, &[1000], 1.0, 42)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    let b = Tensor::randn(&gpu, &[1000], 1.0, 42)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    let c = Tensor::randn(&gpu, &[1000], 1.0, 43)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    let mean = a.iter().map(|&x| x as f64).sum::<f64>() / 1000.0;
+    let var = a.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / 1000.0;
+    assert!(
+        mean.abs() < 0.1 && (var - 1.0).abs() < 0.15,
+        "mean {mean} var {var}"
+    );
+    let u = Tensor::rand_uniform(&gpu, &[1000], -2.0, 3.0, 7)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    assert!(u.iter().all(|&x| (-2.0..3.0).contains(&x)));
+}
+
+#[test]
+fn reshape_shares_the_buffer_and_checks_size() {
+    let gpu = gpu();
+    let t = Tensor::from_slice(&gpu, &data(24, 1), &[2, 3, 4]).unwrap();
+    let r = t.reshape(&[6, 4]).unwrap();
+    assert!(r.shares_buffer(&t));
+    assert_eq!(r.to_vec().unwrap(), t.to_vec().unwrap());
+    assert!(matches!(t.reshape(&[5, 5]), Err(Error::Shape { .. })));
+}
+
+#[test]
+fn wrong_value_count_is_a_shape_error() {
+    let gpu = gpu();
+    let err = Tensor::from_slice(&gpu, &[1.0, 2.0, 3.0], &[2, 2]).unwrap_err();
+    assert!(matches!(err, Error::Shape { .. }), "{err}");
+}
+
+#[test]
+fn tensor_over_the_binding_limit_is_refused_with_the_limit_named() {
+    let gpu = gpu();
+    let limit = gpu.max_binding_bytes();
+    let n = (limit / 4 + 1) as usize;
+    let err = Tensor::empty(&gpu, &[n], DType::F32).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::TooLarge { .. }), "{msg}");
+    assert!(msg.contains("max_storage_buffer_binding_size"), "{msg}");
+}
+
+#[test]
+fn buffers_are_pooled_and_ops_batch_into_one_submit() {
+    // A Gpu of its own: the shared one's counters move with the other tests.
+    let gpu = wgformer::Gpu::new().unwrap();
+    let n = 4099;
+    let src = Tensor::from_slice(&gpu, &data(n, 9), &[n]).unwrap();
+    let expected = src.to_vec().unwrap();
+    // One "step": ten ops into fresh tensors, then one readback.
+    let step = || {
+        let mut last = None;
+        for _ in 0..10 {
+            let dst = Tensor::empty(&gpu, &[n], DType::F32).unwrap();
+            copy_into(&src, &dst).unwrap();
+            last = Some(dst);
+        }
+        let d = gpu.counters().snapshot();
+        (d, last.unwrap().to_vec().unwrap())
+    };
+    step(); // warm-up: pipelines, buffers, bind groups
+    let before = gpu.counters().snapshot();
+    let (encoded, out) = step();
+    let d = encoded - before;
+    assert_eq!(d.dispatches, 10);
+    assert_eq!(d.submits, 0, "dispatches must not submit by themselves");
+    let d = gpu.counters().snapshot() - before;
+    assert_eq!(out, expected);
+    assert_eq!(d.submits, 1, "one readback, one submit");
+    assert_eq!(d.pipelines_created, 0);
+    assert_eq!(
+        d.buffers_created, 0,
+        "steady state must reuse pooled buffers: {d:?}"
+    );
+    assert_eq!(
+        d.bind_groups_created, 0,
+        "recurring buffers must reuse bind groups: {d:?}"
+    );
+}
