@@ -1,0 +1,123 @@
+//! Timing harness of `cargo bench --bench kernels`: median GPU time per launch
+//! (timestamp queries when the adapter has them, wall clock otherwise), rates,
+//! a printed table and `target/bench/kernels.json`.
+
+use std::time::Instant;
+use wgformer::{Gpu, Result};
+
+#[derive(serde::Serialize, Clone, Debug)]
+pub struct Record {
+    pub kernel: String,
+    pub variant: String,
+    pub shape: String,
+    pub median_ms: f64,
+    /// Arithmetic rate (0 when the kernel is memory-bound and not counted in FLOPs).
+    pub gflops: f64,
+    /// Memory rate over the bytes the kernel must move at least once.
+    pub gbps: f64,
+    pub samples: usize,
+    pub launches_per_sample: usize,
+    /// "gpu-timestamp" or "wall-clock".
+    pub timer: &'static str,
+    pub adapter: String,
+}
+
+pub struct Bench {
+    pub gpu: Gpu,
+    pub records: Vec<Record>,
+    /// Only benchmarks whose "kernel/variant/shape" contains this run (CLI filter).
+    pub filter: Option<String>,
+}
+
+impl Bench {
+    pub fn new(gpu: Gpu, filter: Option<String>) -> Self {
+        Bench {
+            gpu,
+            records: Vec::new(),
+            filter,
+        }
+    }
+
+    /// Times `launch` (which encodes one kernel launch, or one fixed sequence) and
+    /// records the median. `flops` and `bytes` are per launch (0 when not meaningful).
+    pub fn measure(
+        &mut self,
+        kernel: &str,
+        variant: &str,
+        shape: &str,
+        flops: f64,
+        bytes: f64,
+        mut launch: impl FnMut() -> Result<()>,
+    ) -> Result<Option<Record>> {
+        let name = format!("{kernel}/{variant}/{shape}");
+        if let Some(f) = &self.filter {
+            if !name.contains(f.as_str()) {
+                return Ok(None);
+            }
+        }
+        // Warm-up (pipeline build, pool fill) and a first estimate of the cost.
+        launch()?;
+        self.gpu.sync()?;
+        let t0 = Instant::now();
+        launch()?;
+        self.gpu.sync()?;
+        let estimate_ms = t0.elapsed().as_secs_f64() * 1e3;
+        // Aim for ~100 ms per sample, at most 64 launches; fewer samples when slow.
+        let launches = ((100.0 / estimate_ms.max(1e-3)) as usize).clamp(1, 64);
+        let samples = if estimate_ms > 300.0 { 3 } else { 7 };
+        let mut times = Vec::with_capacity(samples);
+        let mut timer = "gpu-timestamp";
+        for _ in 0..samples {
+            let wall = Instant::now();
+            let gpu_ms = self.gpu.time_gpu_ms(|| {
+                for _ in 0..launches {
+                    launch()?;
+                }
+                Ok(())
+            })?;
+            let ms = match gpu_ms {
+                Some(ms) => ms,
+                None => {
+                    timer = "wall-clock";
+                    wall.elapsed().as_secs_f64() * 1e3
+                }
+            };
+            times.push(ms / launches as f64);
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        let median_ms = times[times.len() / 2];
+        let rate = |x: f64| {
+            if x > 0.0 {
+                x / (median_ms * 1e-3) / 1e9
+            } else {
+                0.0
+            }
+        };
+        let record = Record {
+            kernel: kernel.into(),
+            variant: variant.into(),
+            shape: shape.into(),
+            median_ms,
+            gflops: rate(flops),
+            gbps: rate(bytes),
+            samples,
+            launches_per_sample: launches,
+            timer,
+            adapter: self.gpu.adapter_name(),
+        };
+        println!(
+            "{:<22} {:<18} {:<28} {:>10.3} ms {:>9.2} GFLOP/s {:>8.2} GB/s",
+            kernel, variant, shape, median_ms, record.gflops, record.gbps
+        );
+        self.records.push(record.clone());
+        Ok(Some(record))
+    }
+
+    /// Median time of a previously measured entry (for ratios in the summary).
+    pub fn median_of(&self, kernel: &str, variant: &str, shape: &str) -> Option<f64> {
+        self.records
+            .iter()
+            .find(|r| r.kernel == kernel && r.variant == variant && r.shape == shape)
+            .map(|r| r.median_ms)
+    }
+}
