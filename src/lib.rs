@@ -24,6 +24,7 @@ pub mod gpu;
 pub mod kernels;
 pub mod reference;
 pub mod rng;
+pub mod selfcheck;
 pub mod tensor;
 
 pub use error::{Error, Result};

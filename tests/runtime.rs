@@ -142,3 +142,17 @@ fn buffers_are_pooled_and_ops_batch_into_one_submit() {
         "recurring buffers must reuse bind groups: {d:?}"
     );
 }
+
+#[test]
+fn no_matching_adapter_says_how_to_get_one() {
+    let err = pollster::block_on(wgformer::Gpu::with_adapter_filter(Some(
+        "no-such-adapter-xyz",
+    )))
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::NoAdapter { .. }), "{msg}");
+    assert!(
+        msg.contains("mesa-vulkan-drivers") && msg.contains("no-such-adapter-xyz"),
+        "{msg}"
+    );
+}
