@@ -2,8 +2,11 @@
 //! reference and times the GEMM. The same checks back the browser demo's
 //! "Kernels" tab, so they use only async-safe calls at the edges.
 
+#![cfg_attr(target_arch = "wasm32", allow(unused))]
+
 use crate::error::Result;
 use crate::gpu::Gpu;
+#[cfg(not(target_arch = "wasm32"))]
 use crate::tensor::Tensor;
 
 /// Outcome of one check.
@@ -78,6 +81,7 @@ pub fn compare(name: &str, ours: &[f32], reference: &[f64], atol: f64, rtol: f64
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn data(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = crate::rng::SplitMix64::new(seed);
     (0..n).map(|_| 2.0 * rng.next_f32() - 1.0).collect()
@@ -113,6 +117,7 @@ pub fn run(gpu: &Gpu, log: &mut dyn FnMut(String)) -> Result<Report> {
     Ok(report)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 type Check = (&'static str, fn(&Gpu) -> Result<CheckResult>);
 
 /// The list of kernel checks (name, function).

@@ -36,10 +36,12 @@ pub(crate) struct Batch {
     arena: wgpu::Buffer,
     staged: Vec<u8>,
     align: usize,
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     timing: Option<Timing>,
 }
 
-/// Query set for timing one compute pass.
+/// Query set for timing one compute pass (native benchmarks).
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 struct Timing {
     queries: wgpu::QuerySet,
     resolve: wgpu::Buffer,

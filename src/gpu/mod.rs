@@ -284,8 +284,7 @@ async fn pick_adapter(filter: Option<&str>) -> Result<wgpu::Adapter> {
         instance
             .request_adapter(&wgpu::RequestAdapterOptions {
                 power_preference,
-                force_fallback_adapter: false,
-                compatible_surface: None,
+                ..Default::default()
             })
             .await
             .map_err(|e| Error::NoAdapter {
