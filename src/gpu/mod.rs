@@ -232,16 +232,20 @@ impl Gpu {
 }
 
 async fn pick_adapter(filter: Option<&str>) -> Result<wgpu::Adapter> {
-    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
-    desc.backends = wgpu::Backends::all().with_env();
-    let instance = wgpu::Instance::new(desc);
-    let power_preference = wgpu::PowerPreference::HighPerformance;
-
     #[cfg(not(target_arch = "wasm32"))]
     {
-        let mut adapters = instance
-            .enumerate_adapters(wgpu::Backends::all().with_env())
-            .await;
+        // Vulkan/Metal/DX12 first; GL only when none of those has an adapter
+        // (initialising GL on a headless machine prints EGL errors for nothing).
+        let mut adapters = Vec::new();
+        for backends in [wgpu::Backends::PRIMARY, wgpu::Backends::all()] {
+            let backends = backends.with_env();
+            let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+            desc.backends = backends;
+            adapters = wgpu::Instance::new(desc).enumerate_adapters(backends).await;
+            if !adapters.is_empty() {
+                break;
+            }
+        }
         let seen: Vec<String> = adapters
             .iter()
             .map(|a| {
@@ -266,7 +270,6 @@ async fn pick_adapter(filter: Option<&str>) -> Result<wgpu::Adapter> {
             };
             (kind, matches!(i.backend, wgpu::Backend::Gl) as u8)
         });
-        let _ = power_preference;
         adapters.into_iter().next().ok_or_else(|| Error::NoAdapter {
             filter: filter
                 .map(|f| format!(" matching {ADAPTER_ENV}={f:?}"))
@@ -281,9 +284,11 @@ async fn pick_adapter(filter: Option<&str>) -> Result<wgpu::Adapter> {
     #[cfg(target_arch = "wasm32")]
     {
         let _ = filter;
-        instance
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = wgpu::Backends::BROWSER_WEBGPU;
+        wgpu::Instance::new(desc)
             .request_adapter(&wgpu::RequestAdapterOptions {
-                power_preference,
+                power_preference: wgpu::PowerPreference::HighPerformance,
                 ..Default::default()
             })
             .await
