@@ -1,0 +1,218 @@
+//! Optimiser kernels (shaders/optim.wgsl, optim_sgd.wgsl, grad_norm.wgsl): fused
+//! per-tensor Adam/AdamW and SGD updates, and the global gradient norm computed
+//! on the GPU. The update kernels read the clip factor from a [norm, scale]
+//! buffer, so a clipped step still needs no readback. CPU spec: `reference::optim`.
+
+use super::{grid_1d, groups, GRAD_NORM_WGSL, OPTIM_SGD_WGSL, OPTIM_WGSL};
+use crate::error::{Error, Result};
+use crate::gpu::Dispatch;
+use crate::tensor::{DType, Tensor};
+
+const WG: usize = 256;
+/// Elements one workgroup of `sumsq_partials` reduces (WG * PER_THREAD).
+pub const NORM_CHUNK: usize = WG * 16;
+
+/// Hyper-parameters of one Adam/AdamW step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamStep {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// AdamW's decoupled weight decay (0 for Adam or for excluded tensors).
+    pub decoupled_decay: f32,
+    /// Adam's L2 penalty added to the gradient (0 for AdamW).
+    pub l2: f32,
+    /// 1-based step count, for bias correction.
+    pub step: u32,
+    /// Multiplies the gradient first (1 / micro-batches for accumulation).
+    pub grad_scale: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct AdamParams {
+    n: u32,
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    decoupled_decay: f32,
+    l2: f32,
+    bias_c1: f32,
+    bias_c2: f32,
+    grad_scale: f32,
+    _pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct SgdParams {
+    n: u32,
+    lr: f32,
+    momentum: f32,
+    l2: f32,
+    grad_scale: f32,
+    _pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct NormParams {
+    n: u32,
+    offset: u32,
+    max_norm: f32,
+    _pad: u32,
+}
+
+fn check_same(op: &'static str, param: &Tensor, others: &[(&str, &Tensor)]) -> Result<()> {
+    param.expect_dtype(op, "param", DType::F32)?;
+    for (name, t) in others {
+        t.expect_dtype(op, name, DType::F32)?;
+        t.expect_shape(op, name, param.shape())?;
+    }
+    Ok(())
+}
+
+fn check_clip(op: &'static str, clip: &Tensor) -> Result<()> {
+    clip.expect_dtype(op, "clip", DType::F32)?;
+    clip.expect_shape(op, "clip", &[2])
+}
+
+/// One Adam/AdamW update of `param` in place, with moments `m`, `v` (same shape).
+/// `clip` is the [norm, scale] buffer of [`clip_scale`] (or [_, 1.0]).
+pub fn adam_step(
+    param: &Tensor,
+    grad: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    clip: &Tensor,
+    s: &AdamStep,
+) -> Result<()> {
+    const OP: &str = "adam_step";
+    check_same(OP, param, &[("grad", grad), ("m", m), ("v", v)])?;
+    check_clip(OP, clip)?;
+    if s.step == 0 {
+        return Err(Error::invalid(
+            OP,
+            "step counts from 1 (bias correction divides by 1 - beta^step)",
+        ));
+    }
+    let p = AdamParams {
+        n: param.numel() as u32,
+        lr: s.lr,
+        beta1: s.beta1,
+        beta2: s.beta2,
+        eps: s.eps,
+        decoupled_decay: s.decoupled_decay,
+        l2: s.l2,
+        bias_c1: 1.0 - s.beta1.powi(s.step as i32),
+        bias_c2: 1.0 - s.beta2.powi(s.step as i32),
+        grad_scale: s.grad_scale,
+        _pad: [0; 2],
+    };
+    param.gpu().dispatch(&Dispatch {
+        shader: &OPTIM_WGSL,
+        entry: "adam_step",
+        constants: &[],
+        params: bytemuck::bytes_of(&p),
+        reads: &[grad, clip],
+        writes: &[param, m, v],
+        workgroups: grid_1d(groups(param.numel(), WG)),
+    })
+}
+
+/// One SGD update in place: buf = momentum * buf + g + l2 * p; p -= lr * buf.
+#[allow(clippy::too_many_arguments)]
+pub fn sgd_step(
+    param: &Tensor,
+    grad: &Tensor,
+    buf: &Tensor,
+    clip: &Tensor,
+    lr: f32,
+    momentum: f32,
+    l2: f32,
+    grad_scale: f32,
+) -> Result<()> {
+    const OP: &str = "sgd_step";
+    check_same(OP, param, &[("grad", grad), ("buf", buf)])?;
+    check_clip(OP, clip)?;
+    let p = SgdParams {
+        n: param.numel() as u32,
+        lr,
+        momentum,
+        l2,
+        grad_scale,
+        _pad: [0; 3],
+    };
+    param.gpu().dispatch(&Dispatch {
+        shader: &OPTIM_SGD_WGSL,
+        entry: "sgd_step",
+        constants: &[],
+        params: bytemuck::bytes_of(&p),
+        reads: &[grad, clip],
+        writes: &[param, buf],
+        workgroups: grid_1d(groups(param.numel(), WG)),
+    })
+}
+
+/// Partial slots a tensor of `n` elements needs in the partials buffer.
+pub fn norm_partials(n: usize) -> usize {
+    n.div_ceil(NORM_CHUNK)
+}
+
+/// Writes the sums of squares of `grads` into `partials` (length: the sum of
+/// [`norm_partials`] over the grads), then `clip` = [global norm, clip factor]
+/// with factor min(1, max_norm / (norm + 1e-6)); `max_norm <= 0` means no clipping.
+pub fn global_norm(
+    grads: &[&Tensor],
+    partials: &Tensor,
+    clip: &Tensor,
+    max_norm: f32,
+) -> Result<()> {
+    const OP: &str = "global_norm";
+    check_clip(OP, clip)?;
+    let needed: usize = grads.iter().map(|g| norm_partials(g.numel())).sum();
+    if partials.numel() < needed.max(1) || partials.dtype() != DType::F32 {
+        return Err(Error::invalid(
+            OP,
+            format!("partials holds {} f32, needs {needed}", partials.numel()),
+        ));
+    }
+    let gpu = clip.gpu();
+    let mut offset = 0;
+    for g in grads {
+        g.expect_dtype(OP, "grad", DType::F32)?;
+        let p = NormParams {
+            n: g.numel() as u32,
+            offset: offset as u32,
+            max_norm,
+            _pad: 0,
+        };
+        gpu.dispatch(&Dispatch {
+            shader: &GRAD_NORM_WGSL,
+            entry: "sumsq_partials",
+            constants: &[],
+            params: bytemuck::bytes_of(&p),
+            reads: &[g],
+            writes: &[partials],
+            workgroups: grid_1d(groups(g.numel(), NORM_CHUNK)),
+        })?;
+        offset += norm_partials(g.numel());
+    }
+    let p = NormParams {
+        n: needed as u32,
+        offset: 0,
+        max_norm,
+        _pad: 0,
+    };
+    gpu.dispatch(&Dispatch {
+        shader: &GRAD_NORM_WGSL,
+        entry: "clip_scale",
+        constants: &[],
+        params: bytemuck::bytes_of(&p),
+        reads: &[partials],
+        writes: &[clip],
+        workgroups: [1, 1, 1],
+    })
+}
