@@ -9,6 +9,7 @@ pub mod elementwise;
 pub mod embedding;
 pub mod gemm;
 pub mod layernorm;
+pub mod optim;
 pub mod reduce;
 pub mod softmax;
 
@@ -30,6 +31,9 @@ pub static CROSS_ENTROPY_WGSL: Shader = shader!("cross_entropy.wgsl", f16: false
 pub static ELEMENTWISE_WGSL: Shader = shader!("elementwise.wgsl", f16: false);
 pub static EMBEDDING_WGSL: Shader = shader!("embedding.wgsl", f16: false);
 pub static GEMM_WGSL: Shader = shader!("gemm.wgsl", f16: false);
+pub static GRAD_NORM_WGSL: Shader = shader!("grad_norm.wgsl", f16: false);
+pub static OPTIM_WGSL: Shader = shader!("optim.wgsl", f16: false);
+pub static OPTIM_SGD_WGSL: Shader = shader!("optim_sgd.wgsl", f16: false);
 pub static LAYERNORM_WGSL: Shader = shader!("layernorm.wgsl", f16: false);
 pub static REDUCE_WGSL: Shader = shader!("reduce.wgsl", f16: false);
 pub static SOFTMAX_WGSL: Shader = shader!("softmax.wgsl", f16: false);
@@ -43,6 +47,9 @@ pub static ALL_SHADERS: &[&Shader] = &[
     &ELEMENTWISE_WGSL,
     &EMBEDDING_WGSL,
     &GEMM_WGSL,
+    &GRAD_NORM_WGSL,
+    &OPTIM_WGSL,
+    &OPTIM_SGD_WGSL,
     &LAYERNORM_WGSL,
     &REDUCE_WGSL,
     &SOFTMAX_WGSL,

@@ -8,5 +8,6 @@ pub mod elementwise;
 pub mod embedding;
 pub mod gemm;
 pub mod layernorm;
+pub mod optim;
 pub mod reduce;
 pub mod softmax;
