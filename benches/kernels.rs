@@ -7,6 +7,18 @@ mod harness;
 #[path = "kernels/copy.rs"]
 mod copy;
 
+#[path = "kernels/gemm.rs"]
+mod gemm;
+
+#[path = "kernels/attention.rs"]
+mod attention;
+
+#[path = "kernels/rowwise.rs"]
+mod rowwise;
+
+#[path = "kernels/elementwise.rs"]
+mod elementwise;
+
 fn main() -> wgformer::Result<()> {
     // `cargo bench` passes `--bench`; any other argument filters by name.
     let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
@@ -17,6 +29,10 @@ fn main() -> wgformer::Result<()> {
     }
     let mut bench = harness::Bench::new(gpu, filter);
     copy::run(&mut bench)?;
+    gemm::run(&mut bench)?;
+    attention::run(&mut bench)?;
+    rowwise::run(&mut bench)?;
+    elementwise::run(&mut bench)?;
 
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&dir).map_err(|e| wgformer::Error::Io {

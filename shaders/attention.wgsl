@@ -1,1 +1,1253 @@
-// placeholder: filled in by its kernel's implementation
+// Scaled dot-product attention, forward and backward: O = softmax(scale * Q K^T
+// + masks) V, the per-row log-sum-exp L that the backward pass recomputes the
+// scores from, and the gradients dQ, dK, dV from dO.
+// Q: (B, NH, Tq, HS); K, V: (B, NH, Tk, HS); key mask: (B, Tk), 0.0 = padded
+// key, any other value attends; O: (B, NH, Tq, HS); L: (B, NH, Tq), natural
+// log. Causal masking is bottom-right aligned: query row i sees key j iff
+// j <= i + (Tk - Tq). A row with no visible key gets O = 0 and L = +inf (so
+// exp(s - L) = 0 in the backward pass). Spec: src/reference/attention.rs.
+// Variants:
+//   attention_fwd            fused (flash attention): a workgroup owns a tile of
+//                            query rows of one (b, head), each thread 8 rows (4
+//                            when HS > 64) held in registers; K/V stream through
+//                            workgroup memory in tiles of BK keys with an online
+//                            softmax; the Tq x Tk scores never reach global
+//                            memory; with causal masking key tiles past the
+//                            tile's diagonal are never loaded.
+//   attention_scores_naive   unfused step 1: S = scale * Q K^T, one thread per score
+//   attention_softmax_naive  unfused step 2: masks + row softmax of S in place,
+//                            one thread per row
+//   attention_pv_naive       unfused step 3: O = P V, one thread per output value
+//   attention_bwd_prep       backward step 1: LD = (L log2 e, D = rowsum(dO * O)),
+//                            one thread per row
+//   attention_bwd_dkdv       backward step 2, fused: dK and dV; a workgroup owns
+//                            a tile of keys, each thread 8 keys (4 when HS > 64);
+//                            Q/dO tiles stream through workgroup memory; P and
+//                            dS are recomputed from Q, K and L, never stored
+//   attention_bwd_dq         backward step 3, fused: dQ in the forward's layout
+//                            (K/V tiles stream past a thread's 8 query rows)
+//   attention_softmax_bwd_naive  unfused backward: dS = scale P (dP - rowsum(P dP))
+//                            in place, one thread per row
+// The naive kernels are the simplest correct version (a GPU oracle that needs
+// no other kernel); they work on a chunk of (b, head) pairs at a time so that
+// S fits one storage binding. The benchmark baseline is the unfused path built
+// from the GEMM and softmax kernels (src/kernels/attention.rs).
+
+struct Params {
+    tq: u32,          // query rows per (b, head)
+    tk: u32,          // keys per (b, head)
+    hs: u32,          // head size
+    nh: u32,          // heads
+    scale: f32,       // scale * log2(e) for attention_fwd/_bwd_dq/_bwd_dkdv; log2(e)
+                      // for attention_bwd_prep; scale for the naive kernels
+    causal: u32,      // 1 = bottom-right aligned causal mask
+    has_mask: u32,    // 1 = binding `key_mask` holds a (B, Tk) mask
+    bh0: u32,         // naive kernels: first (b * NH + head) of this chunk
+    rows: u32,        // attention_softmax_naive: rows in this chunk (chunk * Tq)
+    out_scale: f32,   // backward: multiplies dQ and dK as they are stored
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+const LN2: f32 = 0.6931471805599453;
+// "No score yet": below every real score, finite so that differences never make NaN.
+const NEG_BIG: f32 = -3.0e38;
+
+fn pos_inf() -> f32 {
+    return bitcast<f32>(0x7f800000u);
+}
+
+// Does query row i (of Tq) see key j (of Tk) under the causal mask?
+fn causal_ok(i: u32, j: u32) -> bool {
+    return p.causal == 0u || i32(j) <= i32(i) + (i32(p.tk) - i32(p.tq));
+}
+
+// ---------------------------------------------------------------------------
+// attention_fwd: fused forward.
+//
+// Work split: a workgroup owns BQ * 4 * RG consecutive query rows of one
+// (b, head); each thread owns 4 * RG consecutive rows (RG groups of four), so
+// every K or V value it loads from workgroup memory feeds 4 * RG rows. On
+// lavapipe a workgroup-memory load costs far more than an FMA (each one is a
+// loop over the SIMD lanes), so this reuse is what sets the speed.
+// Registers: for 16-dim block b of the head, `q<b>.lo` / `q<b>.hi` hold that
+// block of the thread's first / second four query rows and `a<b>` their output
+// accumulators (structs of named mat4x4: an indexed private array would be
+// lowered to slow private memory). NB = ceil(HS / 16) blocks and RG groups are
+// live; the `if (NB > n && RG > g)` branches fold away once the overrides are set.
+// Workgroup memory: K and V tiles of BK keys, each key row padded with zeros
+// to NB * 16 dims (padded dims add nothing to scores or outputs).
+// Keys go four at a time: a 4-key x 4-dim block of K is a mat4x4 whose columns
+// are the keys, so `q_vec4 * K_block` adds four partial scores at once and
+// `V_block * p4` adds four weighted value rows. The online softmax keeps, per
+// row, the running max m and sum l (log2 units: Q is pre-scaled by
+// scale * log2(e)) and rescales the accumulator by exp2(m_old - m_new).
+// Causal: the workgroup stops at its last row's diagonal, and each thread
+// stops at its own last row's diagonal within the tile.
+
+// Threads per workgroup.
+override BQ: u32 = 16u;
+// Groups of four query rows per thread: 1 or 2.
+override RG: u32 = 2u;
+// Keys per K/V tile in workgroup memory; a multiple of 4.
+override BK: u32 = 32u;
+// 16-dim blocks per head row: ceil(HS / 16), 1..=8.
+override NB: u32 = 4u;
+// HS % 4 == 0: K and V rows are whole vec4s (vec4 loads); else scalar loads.
+override VEC: bool = true;
+
+@group(0) @binding(1) var<storage, read> q_in: array<f32>;          // (B, NH, Tq, HS)
+@group(0) @binding(2) var<storage, read> k_in: array<vec4<f32>>;    // (B, NH, Tk, HS)
+@group(0) @binding(3) var<storage, read> v_in: array<vec4<f32>>;    // (B, NH, Tk, HS)
+@group(0) @binding(4) var<storage, read> key_mask: array<f32>;      // (B, Tk) or unused
+@group(0) @binding(5) var<storage, read_write> o_out: array<f32>;   // (B, NH, Tq, HS)
+@group(0) @binding(6) var<storage, read_write> lse_out: array<f32>; // (B, NH, Tq)
+
+// (BK, NB * 4) vec4s: k_tile[key * NB * 4 + d4] = K[k0 + key, 4 d4 .. 4 d4 + 4]
+var<workgroup> k_tile: array<vec4<f32>, BK * NB * 4u>;
+var<workgroup> v_tile: array<vec4<f32>, BK * NB * 4u>;
+// key_ok[j / 4][j % 4] = 1 when tile key j exists and is not padded
+var<workgroup> key_ok: array<vec4<f32>, BK / 4u>;
+
+// One 16-dim block of four rows (one mat4x4 per row, columns = 4 dims each).
+struct Rows4 {
+    r0: mat4x4<f32>,
+    r1: mat4x4<f32>,
+    r2: mat4x4<f32>,
+    r3: mat4x4<f32>,
+}
+
+// Both row groups of one block.
+struct Rows8 {
+    lo: Rows4,
+    hi: Rows4,
+}
+
+// Scores of both row groups against four keys (column r = row r of the group).
+struct Scores8 {
+    lo: mat4x4<f32>,
+    hi: mat4x4<f32>,
+}
+
+// Online-softmax step of one row over four keys.
+struct Step {
+    m: f32,         // new running max
+    alpha: f32,     // rescale of the old sum and accumulator
+    p: vec4<f32>,   // exp2(s - m) of the four keys, 0 where masked
+}
+
+// Online-softmax step of four rows.
+struct Step4 {
+    m: vec4<f32>,
+    alpha: vec4<f32>,
+    p: mat4x4<f32>, // column r = row r's four weights
+}
+
+// Dims 4 d4 .. 4 d4 + 4 of the K row starting at element `base`; 0 past HS.
+fn k_vec4(base: u32, d4: u32) -> vec4<f32> {
+    if (VEC) {
+        if (d4 * 4u < p.hs) {
+            return k_in[base / 4u + d4];
+        }
+        return vec4<f32>(0.0);
+    }
+    var r = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        let at = base + d4 * 4u + c;
+        if (d4 * 4u + c < p.hs) {
+            r[c] = k_in[at / 4u][at % 4u];
+        }
+    }
+    return r;
+}
+
+// The same for V.
+fn v_vec4(base: u32, d4: u32) -> vec4<f32> {
+    if (VEC) {
+        if (d4 * 4u < p.hs) {
+            return v_in[base / 4u + d4];
+        }
+        return vec4<f32>(0.0);
+    }
+    var r = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        let at = base + d4 * 4u + c;
+        if (d4 * 4u + c < p.hs) {
+            r[c] = v_in[at / 4u][at % 4u];
+        }
+    }
+    return r;
+}
+
+// Block `blk` of the query row starting at `base`, times `s`; 0 past HS.
+fn load_q16(base: u32, blk: u32, s: f32) -> mat4x4<f32> {
+    var cols = mat4x4<f32>();
+    for (var c = 0u; c < 4u; c++) {
+        var r = vec4<f32>(0.0);
+        for (var e = 0u; e < 4u; e++) {
+            let dim = blk * 16u + c * 4u + e;
+            if (dim < p.hs) {
+                r[e] = q_in[base + dim] * s;
+            }
+        }
+        cols[c] = r;
+    }
+    return cols;
+}
+
+// Block `blk` of query rows `rows` of head `bh` (clamped into range), times `s`.
+fn load_q_rows(bh: u32, rows: vec4<u32>, blk: u32, s: f32) -> Rows4 {
+    let at = (vec4<u32>(bh * p.tq) + min(rows, vec4<u32>(p.tq - 1u))) * p.hs;
+    return Rows4(load_q16(at.x, blk, s), load_q16(at.y, blk, s),
+                 load_q16(at.z, blk, s), load_q16(at.w, blk, s));
+}
+
+// Columns: dims 4 d4 .. 4 d4 + 4 of tile keys j .. j + 4 of K (V).
+fn k_block(j: u32, d4: u32) -> mat4x4<f32> {
+    let w = NB * 4u;
+    let at = j * w + d4;
+    return mat4x4<f32>(k_tile[at], k_tile[at + w], k_tile[at + 2u * w], k_tile[at + 3u * w]);
+}
+
+fn v_block(j: u32, d4: u32) -> mat4x4<f32> {
+    let w = NB * 4u;
+    let at = j * w + d4;
+    return mat4x4<f32>(v_tile[at], v_tile[at + w], v_tile[at + 2u * w], v_tile[at + 3u * w]);
+}
+
+// Four rows' partial scores from one 16-dim block of K (k0..k3: its 4-dim slices).
+fn scores_rows(q: Rows4, k0: mat4x4<f32>, k1: mat4x4<f32>, k2: mat4x4<f32>,
+               k3: mat4x4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(q.r0[0] * k0 + q.r0[1] * k1 + q.r0[2] * k2 + q.r0[3] * k3,
+                       q.r1[0] * k0 + q.r1[1] * k1 + q.r1[2] * k2 + q.r1[3] * k3,
+                       q.r2[0] * k0 + q.r2[1] * k1 + q.r2[2] * k2 + q.r2[3] * k3,
+                       q.r3[0] * k0 + q.r3[1] * k1 + q.r3[2] * k2 + q.r3[3] * k3);
+}
+
+// Partial scores over block `blk` of tile keys j .. j + 4, for both row
+// groups: each K value is loaded once and used by every row.
+fn scores_blk(q: Rows8, j: u32, blk: u32) -> Scores8 {
+    let d4 = blk * 4u;
+    let k0 = k_block(j, d4);
+    let k1 = k_block(j, d4 + 1u);
+    let k2 = k_block(j, d4 + 2u);
+    let k3 = k_block(j, d4 + 3u);
+    var s = Scores8(scores_rows(q.lo, k0, k1, k2, k3), mat4x4<f32>());
+    if (RG > 1u) {
+        s.hi = scores_rows(q.hi, k0, k1, k2, k3);
+    }
+    return s;
+}
+
+fn pv_row(acc: mat4x4<f32>, alpha: f32, p4: vec4<f32>,
+          v0: mat4x4<f32>, v1: mat4x4<f32>, v2: mat4x4<f32>, v3: mat4x4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(acc[0] * alpha + v0 * p4, acc[1] * alpha + v1 * p4,
+                       acc[2] * alpha + v2 * p4, acc[3] * alpha + v3 * p4);
+}
+
+fn pv_rows(acc: Rows4, u: Step4, v0: mat4x4<f32>, v1: mat4x4<f32>, v2: mat4x4<f32>,
+           v3: mat4x4<f32>) -> Rows4 {
+    return Rows4(pv_row(acc.r0, u.alpha.x, u.p[0], v0, v1, v2, v3),
+                 pv_row(acc.r1, u.alpha.y, u.p[1], v0, v1, v2, v3),
+                 pv_row(acc.r2, u.alpha.z, u.p[2], v0, v1, v2, v3),
+                 pv_row(acc.r3, u.alpha.w, u.p[3], v0, v1, v2, v3));
+}
+
+// acc * alpha + P V over block `blk`, for both row groups (each V value is
+// loaded once).
+fn pv_blk(acc: Rows8, lo: Step4, hi: Step4, j: u32, blk: u32) -> Rows8 {
+    let d4 = blk * 4u;
+    let v0 = v_block(j, d4);
+    let v1 = v_block(j, d4 + 1u);
+    let v2 = v_block(j, d4 + 2u);
+    let v3 = v_block(j, d4 + 3u);
+    var a = Rows8(pv_rows(acc.lo, lo, v0, v1, v2, v3), acc.hi);
+    if (RG > 1u) {
+        a.hi = pv_rows(acc.hi, hi, v0, v1, v2, v3);
+    }
+    return a;
+}
+
+// One row's online-softmax step: scores s of four keys, `ok` = visible.
+fn online(s: vec4<f32>, ok: vec4<bool>, m: f32) -> Step {
+    let sm = select(vec4<f32>(NEG_BIG), s, ok);
+    let m_new = max(m, max(max(sm.x, sm.y), max(sm.z, sm.w)));
+    return Step(m_new, exp2(m - m_new), select(vec4<f32>(0.0), exp2(s - m_new), ok));
+}
+
+// Four rows' step: scores `s` (column r = row r), key validity `kok`, the rows'
+// last visible keys `lim` (causal), the keys `keys` and the running maxima `m`.
+fn online4(s: mat4x4<f32>, kok: vec4<bool>, causal: bool, lim: vec4<i32>,
+           keys: vec4<i32>, m: vec4<f32>) -> Step4 {
+    let nc = vec4<bool>(!causal);
+    let u0 = online(s[0], kok & (nc | keys <= vec4<i32>(lim.x)), m.x);
+    let u1 = online(s[1], kok & (nc | keys <= vec4<i32>(lim.y)), m.y);
+    let u2 = online(s[2], kok & (nc | keys <= vec4<i32>(lim.z)), m.z);
+    let u3 = online(s[3], kok & (nc | keys <= vec4<i32>(lim.w)), m.w);
+    return Step4(vec4<f32>(u0.m, u1.m, u2.m, u3.m),
+                 vec4<f32>(u0.alpha, u1.alpha, u2.alpha, u3.alpha),
+                 mat4x4<f32>(u0.p, u1.p, u2.p, u3.p));
+}
+
+// Writes block `blk` of an output row (the dims below HS).
+fn store_o16(base: u32, blk: u32, o: mat4x4<f32>) {
+    for (var c = 0u; c < 4u; c++) {
+        let col = o[c];
+        for (var e = 0u; e < 4u; e++) {
+            let dim = blk * 16u + c * 4u + e;
+            if (dim < p.hs) {
+                o_out[base + dim] = col[e];
+            }
+        }
+    }
+}
+
+// Block `blk` of four output rows starting at row `i` of head `bh` (the rows below Tq).
+fn store_rows(bh: u32, i: u32, blk: u32, a: Rows4, inv: vec4<f32>) {
+    let base = (bh * p.tq + i) * p.hs;
+    if (i < p.tq) { store_o16(base, blk, a.r0 * inv.x); }
+    if (i + 1u < p.tq) { store_o16(base + p.hs, blk, a.r1 * inv.y); }
+    if (i + 2u < p.tq) { store_o16(base + 2u * p.hs, blk, a.r2 * inv.z); }
+    if (i + 3u < p.tq) { store_o16(base + 3u * p.hs, blk, a.r3 * inv.w); }
+}
+
+// L of four rows starting at row `i` (the rows below Tq).
+fn store_lse(bh: u32, i: u32, lse: vec4<f32>) {
+    for (var r = 0u; r < 4u; r++) {
+        if (i + r < p.tq) {
+            lse_out[bh * p.tq + i + r] = lse[r];
+        }
+    }
+}
+
+@compute @workgroup_size(BQ)
+fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let b = wid.z;
+    let bh = b * p.nh + wid.y;
+    let row0 = wid.x * BQ * 4u * RG;     // first row of the workgroup
+    let i0 = row0 + lid * 4u * RG;       // this thread's rows: i0 .. i0 + 4 RG
+    let rows_lo = vec4<u32>(i0) + vec4<u32>(0u, 1u, 2u, 3u);
+    let rows_hi = rows_lo + vec4<u32>(4u);
+    let w = NB * 4u;                     // vec4s per padded head row
+
+    // The query rows, pre-scaled to log2 units; accumulators.
+    var q0 = Rows8();
+    var q1 = Rows8();
+    var q2 = Rows8();
+    var q3 = Rows8();
+    var q4 = Rows8();
+    var q5 = Rows8();
+    var q6 = Rows8();
+    var q7 = Rows8();
+    q0.lo = load_q_rows(bh, rows_lo, 0u, p.scale);
+    if (NB > 1u) { q1.lo = load_q_rows(bh, rows_lo, 1u, p.scale); }
+    if (NB > 2u) { q2.lo = load_q_rows(bh, rows_lo, 2u, p.scale); }
+    if (NB > 3u) { q3.lo = load_q_rows(bh, rows_lo, 3u, p.scale); }
+    if (NB > 4u) { q4.lo = load_q_rows(bh, rows_lo, 4u, p.scale); }
+    if (NB > 5u) { q5.lo = load_q_rows(bh, rows_lo, 5u, p.scale); }
+    if (NB > 6u) { q6.lo = load_q_rows(bh, rows_lo, 6u, p.scale); }
+    if (NB > 7u) { q7.lo = load_q_rows(bh, rows_lo, 7u, p.scale); }
+    if (RG > 1u) { q0.hi = load_q_rows(bh, rows_hi, 0u, p.scale); }
+    if (NB > 1u && RG > 1u) { q1.hi = load_q_rows(bh, rows_hi, 1u, p.scale); }
+    if (NB > 2u && RG > 1u) { q2.hi = load_q_rows(bh, rows_hi, 2u, p.scale); }
+    if (NB > 3u && RG > 1u) { q3.hi = load_q_rows(bh, rows_hi, 3u, p.scale); }
+    if (NB > 4u && RG > 1u) { q4.hi = load_q_rows(bh, rows_hi, 4u, p.scale); }
+    if (NB > 5u && RG > 1u) { q5.hi = load_q_rows(bh, rows_hi, 5u, p.scale); }
+    if (NB > 6u && RG > 1u) { q6.hi = load_q_rows(bh, rows_hi, 6u, p.scale); }
+    if (NB > 7u && RG > 1u) { q7.hi = load_q_rows(bh, rows_hi, 7u, p.scale); }
+    var a0 = Rows8();
+    var a1 = Rows8();
+    var a2 = Rows8();
+    var a3 = Rows8();
+    var a4 = Rows8();
+    var a5 = Rows8();
+    var a6 = Rows8();
+    var a7 = Rows8();
+    var m_lo = vec4<f32>(NEG_BIG); // running max per row (log2 units)
+    var m_hi = vec4<f32>(NEG_BIG);
+    var l_lo = vec4<f32>(0.0);     // running sum of exp2(s - m) per row
+    var l_hi = vec4<f32>(0.0);
+
+    // Keys this workgroup can see: all, or up to its last row's diagonal; the
+    // last key each row sees (causal); and this thread's last useful key.
+    let diag = i32(p.tk) - i32(p.tq);
+    let causal = p.causal != 0u;
+    var k_end = p.tk;
+    if (causal) {
+        let last = min(row0 + BQ * 4u * RG, p.tq) - 1u;
+        k_end = u32(clamp(i32(last) + diag + 1, 0, i32(p.tk)));
+    }
+    let lim_lo = vec4<i32>(rows_lo) + vec4<i32>(diag);
+    let lim_hi = vec4<i32>(rows_hi) + vec4<i32>(diag);
+    var my_end = k_end;
+    if (causal) {
+        my_end = u32(clamp(select(lim_lo.w, lim_hi.w, RG > 1u) + 1, 0, i32(k_end)));
+    }
+
+    let kv_base = bh * p.tk;
+    for (var k0 = 0u; k0 < k_end; k0 += BK) {
+        // Stage K, V and the validity of keys k0 .. k0 + BK.
+        for (var t = lid; t < BK * w; t += BQ) {
+            let r = t / w;
+            let d4 = t - r * w;
+            let key = k0 + r;
+            var kv = vec4<f32>(0.0);
+            var vv = vec4<f32>(0.0);
+            if (key < p.tk) {
+                let base = (kv_base + key) * p.hs;
+                kv = k_vec4(base, d4);
+                vv = v_vec4(base, d4);
+            }
+            k_tile[t] = kv;
+            v_tile[t] = vv;
+        }
+        for (var t = lid; t < BK / 4u; t += BQ) {
+            var ok = vec4<f32>(0.0);
+            for (var c = 0u; c < 4u; c++) {
+                let key = k0 + t * 4u + c;
+                if (key < p.tk && (p.has_mask == 0u || key_mask[b * p.tk + key] != 0.0)) {
+                    ok[c] = 1.0;
+                }
+            }
+            key_ok[t] = ok;
+        }
+        workgroupBarrier();
+
+        // This thread's keys in the tile (its rows see nothing past my_end).
+        let n = min(BK, max(my_end, k0) - k0);
+        for (var j = 0u; j < n; j += 4u) {
+            var s = scores_blk(q0, j, 0u);
+            if (NB > 1u) { let s1 = scores_blk(q1, j, 1u); s.lo += s1.lo; s.hi += s1.hi; }
+            if (NB > 2u) { let s2 = scores_blk(q2, j, 2u); s.lo += s2.lo; s.hi += s2.hi; }
+            if (NB > 3u) { let s3 = scores_blk(q3, j, 3u); s.lo += s3.lo; s.hi += s3.hi; }
+            if (NB > 4u) { let s4 = scores_blk(q4, j, 4u); s.lo += s4.lo; s.hi += s4.hi; }
+            if (NB > 5u) { let s5 = scores_blk(q5, j, 5u); s.lo += s5.lo; s.hi += s5.hi; }
+            if (NB > 6u) { let s6 = scores_blk(q6, j, 6u); s.lo += s6.lo; s.hi += s6.hi; }
+            if (NB > 7u) { let s7 = scores_blk(q7, j, 7u); s.lo += s7.lo; s.hi += s7.hi; }
+            let keys = vec4<i32>(i32(k0 + j)) + vec4<i32>(0, 1, 2, 3);
+            let kok = key_ok[j / 4u] != vec4<f32>(0.0);
+            let lo = online4(s.lo, kok, causal, lim_lo, keys, m_lo);
+            var hi = lo;
+            if (RG > 1u) {
+                hi = online4(s.hi, kok, causal, lim_hi, keys, m_hi);
+            }
+            // l * alpha + the sum of each row's four weights
+            l_lo = l_lo * lo.alpha + vec4<f32>(1.0) * lo.p;
+            l_hi = l_hi * hi.alpha + vec4<f32>(1.0) * hi.p;
+            m_lo = lo.m;
+            m_hi = hi.m;
+            a0 = pv_blk(a0, lo, hi, j, 0u);
+            if (NB > 1u) { a1 = pv_blk(a1, lo, hi, j, 1u); }
+            if (NB > 2u) { a2 = pv_blk(a2, lo, hi, j, 2u); }
+            if (NB > 3u) { a3 = pv_blk(a3, lo, hi, j, 3u); }
+            if (NB > 4u) { a4 = pv_blk(a4, lo, hi, j, 4u); }
+            if (NB > 5u) { a5 = pv_blk(a5, lo, hi, j, 5u); }
+            if (NB > 6u) { a6 = pv_blk(a6, lo, hi, j, 6u); }
+            if (NB > 7u) { a7 = pv_blk(a7, lo, hi, j, 7u); }
+        }
+        workgroupBarrier();
+    }
+
+    // O = acc / l; L = ln(sum exp(S)) = (m + log2(l)) ln 2; rows that see no
+    // key: O = 0, L = +inf.
+    let inv_lo = select(vec4<f32>(0.0), vec4<f32>(1.0) / l_lo, l_lo > vec4<f32>(0.0));
+    let inv_hi = select(vec4<f32>(0.0), vec4<f32>(1.0) / l_hi, l_hi > vec4<f32>(0.0));
+    store_rows(bh, i0, 0u, a0.lo, inv_lo);
+    if (NB > 1u) { store_rows(bh, i0, 1u, a1.lo, inv_lo); }
+    if (NB > 2u) { store_rows(bh, i0, 2u, a2.lo, inv_lo); }
+    if (NB > 3u) { store_rows(bh, i0, 3u, a3.lo, inv_lo); }
+    if (NB > 4u) { store_rows(bh, i0, 4u, a4.lo, inv_lo); }
+    if (NB > 5u) { store_rows(bh, i0, 5u, a5.lo, inv_lo); }
+    if (NB > 6u) { store_rows(bh, i0, 6u, a6.lo, inv_lo); }
+    if (NB > 7u) { store_rows(bh, i0, 7u, a7.lo, inv_lo); }
+    if (RG > 1u) { store_rows(bh, i0 + 4u, 0u, a0.hi, inv_hi); }
+    if (NB > 1u && RG > 1u) { store_rows(bh, i0 + 4u, 1u, a1.hi, inv_hi); }
+    if (NB > 2u && RG > 1u) { store_rows(bh, i0 + 4u, 2u, a2.hi, inv_hi); }
+    if (NB > 3u && RG > 1u) { store_rows(bh, i0 + 4u, 3u, a3.hi, inv_hi); }
+    if (NB > 4u && RG > 1u) { store_rows(bh, i0 + 4u, 4u, a4.hi, inv_hi); }
+    if (NB > 5u && RG > 1u) { store_rows(bh, i0 + 4u, 5u, a5.hi, inv_hi); }
+    if (NB > 6u && RG > 1u) { store_rows(bh, i0 + 4u, 6u, a6.hi, inv_hi); }
+    if (NB > 7u && RG > 1u) { store_rows(bh, i0 + 4u, 7u, a7.hi, inv_hi); }
+    store_lse(bh, i0, select(vec4<f32>(pos_inf()), (m_lo + log2(l_lo)) * LN2, l_lo > vec4<f32>(0.0)));
+    if (RG > 1u) {
+        store_lse(bh, i0 + 4u,
+                  select(vec4<f32>(pos_inf()), (m_hi + log2(l_hi)) * LN2, l_hi > vec4<f32>(0.0)));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Unfused baseline. S is one chunk: (chunk, Tq, Tk) for (b, head) = bh0 + z.
+
+@group(0) @binding(1) var<storage, read> nq: array<f32>;              // (B, NH, Tq, HS)
+@group(0) @binding(2) var<storage, read> nk: array<f32>;              // (B, NH, Tk, HS)
+@group(0) @binding(3) var<storage, read_write> s_out: array<f32>;     // (chunk, Tq, Tk)
+
+@compute @workgroup_size(16, 16)
+fn attention_scores_naive(@builtin(global_invocation_id) g: vec3<u32>) {
+    let j = g.x;
+    let i = g.y;
+    if (i >= p.tq || j >= p.tk) {
+        return;
+    }
+    let bh = p.bh0 + g.z;
+    let qb = (bh * p.tq + i) * p.hs;
+    let kb = (bh * p.tk + j) * p.hs;
+    var s = 0.0;
+    for (var d = 0u; d < p.hs; d++) {
+        s += nq[qb + d] * nk[kb + d];
+    }
+    s_out[(g.z * p.tq + i) * p.tk + j] = p.scale * s;
+}
+
+@group(0) @binding(1) var<storage, read> smask: array<f32>;           // (B, Tk) or unused
+@group(0) @binding(2) var<storage, read_write> s_io: array<f32>;      // (chunk, Tq, Tk)
+
+// One thread per row: masked entries and rows with no visible key become 0.
+@compute @workgroup_size(64)
+fn attention_softmax_naive(@builtin(workgroup_id) wid: vec3<u32>,
+                           @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_index) lid: u32) {
+    let row = (wid.x + wid.y * nwg.x) * 64u + lid; // z * Tq + i
+    if (row >= p.rows) {
+        return;
+    }
+    let z = row / p.tq;
+    let i = row - z * p.tq;
+    let b = (p.bh0 + z) / p.nh;
+    let base = row * p.tk;
+    var mx = NEG_BIG;
+    for (var j = 0u; j < p.tk; j++) {
+        if (visible(b, i, j)) {
+            mx = max(mx, s_io[base + j]);
+        }
+    }
+    var sum = 0.0;
+    for (var j = 0u; j < p.tk; j++) {
+        if (visible(b, i, j)) {
+            sum += exp(s_io[base + j] - mx);
+        }
+    }
+    var inv = 0.0;
+    if (sum > 0.0) {
+        inv = 1.0 / sum;
+    }
+    for (var j = 0u; j < p.tk; j++) {
+        var e = 0.0;
+        if (visible(b, i, j)) {
+            e = exp(s_io[base + j] - mx) * inv;
+        }
+        s_io[base + j] = e;
+    }
+}
+
+fn visible(b: u32, i: u32, j: u32) -> bool {
+    return causal_ok(i, j) && (p.has_mask == 0u || smask[b * p.tk + j] != 0.0);
+}
+
+@group(0) @binding(1) var<storage, read> pp: array<f32>;              // (chunk, Tq, Tk)
+@group(0) @binding(2) var<storage, read> pv: array<f32>;              // (B, NH, Tk, HS)
+@group(0) @binding(3) var<storage, read_write> po: array<f32>;        // (B, NH, Tq, HS)
+
+@compute @workgroup_size(16, 16)
+fn attention_pv_naive(@builtin(global_invocation_id) g: vec3<u32>) {
+    let d = g.x;
+    let i = g.y;
+    if (i >= p.tq || d >= p.hs) {
+        return;
+    }
+    let bh = p.bh0 + g.z;
+    let pb = (g.z * p.tq + i) * p.tk;
+    let vb = bh * p.tk * p.hs + d;
+    var o = 0.0;
+    for (var j = 0u; j < p.tk; j++) {
+        o += pp[pb + j] * pv[vb + j * p.hs];
+    }
+    po[(bh * p.tq + i) * p.hs + d] = o;
+}
+
+// ---------------------------------------------------------------------------
+// Backward (flash attention 2). Given Q, K, V, O, L and dO:
+//   P_ij = exp(scale q_i . k_j - L_i) on visible (i, j), 0 elsewhere
+//   D_i = dO_i . O_i (= sum_j P_ij dP_ij)
+//   dP_ij = dO_i . v_j,  dS_ij = P_ij (dP_ij - D_i)
+//   dV_j = sum_i P_ij dO_i,  dK_j = scale sum_i dS_ij q_i,  dQ_i = scale sum_j dS_ij k_j
+// Three kernels, none writes a Tq x Tk value and none uses atomics (each output
+// element is summed by one thread in a fixed order: the same bits every run):
+//   attention_bwd_prep   one thread per row: LD_i = (L_i log2(e), D_i)
+//   attention_bwd_dkdv   a workgroup owns BQ * 4 * RG keys of one (b, head),
+//                        each thread 4 * RG keys (K, V, dK, dV rows in
+//                        registers); tiles of BK query rows (Q, dO and LD)
+//                        stream through workgroup memory (k_tile holds Q,
+//                        v_tile dO); P and dS are recomputed per tile; causal:
+//                        query tiles before the keys' first visible row are
+//                        never loaded
+//   attention_bwd_dq     the forward's layout: a workgroup owns BQ * 4 * RG
+//                        query rows, each thread 4 * RG (Q, dO, dQ rows in
+//                        registers); K/V tiles stream through workgroup memory;
+//                        P and dS recomputed; causal: key tiles past the
+//                        tile's diagonal are never loaded
+// K (in dkdv) and Q (in dq) are pre-scaled by scale * log2(e), so P is exp2 of
+// the product minus L log2(e); the final dK, dQ are multiplied by p.out_scale
+// (= scale). Override constants as in the forward (BQ, RG, BK, NB, VEC).
+
+// attention_bwd_prep bindings.
+@group(0) @binding(1) var<storage, read> prep_o: array<f32>;          // (B, NH, Tq, HS)
+@group(0) @binding(2) var<storage, read> prep_do: array<f32>;         // (B, NH, Tq, HS)
+@group(0) @binding(3) var<storage, read> prep_l: array<f32>;          // (B, NH, Tq)
+@group(0) @binding(4) var<storage, read_write> prep_ld: array<f32>;   // (B, NH, Tq, 2)
+
+// One thread per row of (B * NH * Tq) = p.rows.
+@compute @workgroup_size(64)
+fn attention_bwd_prep(@builtin(workgroup_id) wid: vec3<u32>,
+                      @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let row = (wid.x + wid.y * nwg.x) * 64u + lid;
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.hs;
+    var d = 0.0;
+    for (var c = 0u; c < p.hs; c++) {
+        d += prep_do[base + c] * prep_o[base + c];
+    }
+    prep_ld[2u * row] = prep_l[row] * p.scale; // p.scale = log2(e); +inf stays +inf
+    prep_ld[2u * row + 1u] = d;
+}
+
+// attention_bwd_dq bindings (q_in, k_in, v_in, key_mask as in the forward).
+@group(0) @binding(5) var<storage, read> dq_do: array<f32>;           // (B, NH, Tq, HS)
+@group(0) @binding(6) var<storage, read> dq_ld: array<vec2<f32>>;     // (B, NH, Tq) x (L log2 e, D)
+@group(0) @binding(7) var<storage, read_write> dq_out: array<f32>;    // (B, NH, Tq, HS)
+
+// attention_bwd_dkdv bindings.
+@group(0) @binding(1) var<storage, read> kv_q: array<vec4<f32>>;      // (B, NH, Tq, HS)
+// binding 2: k_in, 3: v_in, 4: key_mask (as in the forward)
+@group(0) @binding(5) var<storage, read> kv_do: array<vec4<f32>>;     // (B, NH, Tq, HS)
+@group(0) @binding(6) var<storage, read> kv_ld: array<vec2<f32>>;     // (B, NH, Tq) x (L log2 e, D)
+@group(0) @binding(7) var<storage, read_write> dk_out: array<f32>;    // (B, NH, Tk, HS)
+@group(0) @binding(8) var<storage, read_write> dv_out: array<f32>;    // (B, NH, Tk, HS)
+
+// attention_bwd_dkdv: L log2(e) and D of tile rows 4 t .. 4 t + 4 (L = +inf past Tq).
+var<workgroup> l_tile: array<vec4<f32>, BK / 4u>;
+var<workgroup> d_tile: array<vec4<f32>, BK / 4u>;
+
+// Partial products over block `blk` of tile rows j .. j + 4 of v_tile, for both
+// row groups (scores_blk for v_tile).
+fn scores_blk_v(x: Rows8, j: u32, blk: u32) -> Scores8 {
+    let d4 = blk * 4u;
+    let m0 = v_block(j, d4);
+    let m1 = v_block(j, d4 + 1u);
+    let m2 = v_block(j, d4 + 2u);
+    let m3 = v_block(j, d4 + 3u);
+    var s = Scores8(scores_rows(x.lo, m0, m1, m2, m3), mat4x4<f32>());
+    if (RG > 1u) {
+        s.hi = scores_rows(x.hi, m0, m1, m2, m3);
+    }
+    return s;
+}
+
+// acc + the tile rows (columns of m0..m3, one 4-dim slice each) weighted by w.
+fn acc_row(acc: mat4x4<f32>, w: vec4<f32>, m0: mat4x4<f32>, m1: mat4x4<f32>,
+           m2: mat4x4<f32>, m3: mat4x4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(acc[0] + m0 * w, acc[1] + m1 * w, acc[2] + m2 * w, acc[3] + m3 * w);
+}
+
+// Four rows: column r of w weighs the tile rows for row r.
+fn acc_rows(acc: Rows4, w: mat4x4<f32>, m0: mat4x4<f32>, m1: mat4x4<f32>,
+            m2: mat4x4<f32>, m3: mat4x4<f32>) -> Rows4 {
+    return Rows4(acc_row(acc.r0, w[0], m0, m1, m2, m3), acc_row(acc.r1, w[1], m0, m1, m2, m3),
+                 acc_row(acc.r2, w[2], m0, m1, m2, m3), acc_row(acc.r3, w[3], m0, m1, m2, m3));
+}
+
+// acc += w^T (tile rows j .. j + 4 of k_tile) over block `blk`, both row groups.
+fn acc_blk_k(acc: Rows8, lo: mat4x4<f32>, hi: mat4x4<f32>, j: u32, blk: u32) -> Rows8 {
+    let d4 = blk * 4u;
+    let m0 = k_block(j, d4);
+    let m1 = k_block(j, d4 + 1u);
+    let m2 = k_block(j, d4 + 2u);
+    let m3 = k_block(j, d4 + 3u);
+    var a = Rows8(acc_rows(acc.lo, lo, m0, m1, m2, m3), acc.hi);
+    if (RG > 1u) {
+        a.hi = acc_rows(acc.hi, hi, m0, m1, m2, m3);
+    }
+    return a;
+}
+
+// The same over v_tile.
+fn acc_blk_v(acc: Rows8, lo: mat4x4<f32>, hi: mat4x4<f32>, j: u32, blk: u32) -> Rows8 {
+    let d4 = blk * 4u;
+    let m0 = v_block(j, d4);
+    let m1 = v_block(j, d4 + 1u);
+    let m2 = v_block(j, d4 + 2u);
+    let m3 = v_block(j, d4 + 3u);
+    var a = Rows8(acc_rows(acc.lo, lo, m0, m1, m2, m3), acc.hi);
+    if (RG > 1u) {
+        a.hi = acc_rows(acc.hi, hi, m0, m1, m2, m3);
+    }
+    return a;
+}
+
+// P and dS of four rows against four tile rows (column r = row r).
+struct Grad4 {
+    p: mat4x4<f32>,
+    ds: mat4x4<f32>,
+}
+
+// One column: p = exp2(s - l) where `vis`, else 0; ds = p (dp - d).
+fn grad_col(s: vec4<f32>, dp: vec4<f32>, l: vec4<f32>, d: vec4<f32>, vis: vec4<bool>) -> array<vec4<f32>, 2> {
+    let pc = select(vec4<f32>(0.0), exp2(s - l), vis);
+    return array<vec4<f32>, 2>(pc, pc * (dp - d));
+}
+
+// attention_bwd_dq: rows = this thread's query rows (one per column), tile rows
+// = four keys. l, d: the rows' L log2(e) and D; kok: keys exist and are not
+// padded; causal: key index <= lim of the row.
+fn grad_dq(s: mat4x4<f32>, dp: mat4x4<f32>, l: vec4<f32>, d: vec4<f32>, kok: vec4<bool>,
+           causal: bool, lim: vec4<i32>, keys: vec4<i32>) -> mat4x4<f32> {
+    let nc = vec4<bool>(!causal);
+    let c0 = grad_col(s[0], dp[0], vec4<f32>(l.x), vec4<f32>(d.x), kok & (nc | keys <= vec4<i32>(lim.x)));
+    let c1 = grad_col(s[1], dp[1], vec4<f32>(l.y), vec4<f32>(d.y), kok & (nc | keys <= vec4<i32>(lim.y)));
+    let c2 = grad_col(s[2], dp[2], vec4<f32>(l.z), vec4<f32>(d.z), kok & (nc | keys <= vec4<i32>(lim.z)));
+    let c3 = grad_col(s[3], dp[3], vec4<f32>(l.w), vec4<f32>(d.w), kok & (nc | keys <= vec4<i32>(lim.w)));
+    return mat4x4<f32>(c0[1], c1[1], c2[1], c3[1]);
+}
+
+// attention_bwd_dkdv: rows = this thread's keys (one per column), tile rows =
+// four queries. l, d: the queries' L log2(e) and D; kok: the keys exist and are
+// not padded; causal: query index >= first of the key.
+fn grad_kv(s: mat4x4<f32>, dp: mat4x4<f32>, l: vec4<f32>, d: vec4<f32>, kok: vec4<bool>,
+           causal: bool, first: vec4<i32>, rows: vec4<i32>) -> Grad4 {
+    let nc = vec4<bool>(!causal);
+    let c0 = grad_col(s[0], dp[0], l, d, vec4<bool>(kok.x) & (nc | rows >= vec4<i32>(first.x)));
+    let c1 = grad_col(s[1], dp[1], l, d, vec4<bool>(kok.y) & (nc | rows >= vec4<i32>(first.y)));
+    let c2 = grad_col(s[2], dp[2], l, d, vec4<bool>(kok.z) & (nc | rows >= vec4<i32>(first.z)));
+    let c3 = grad_col(s[3], dp[3], l, d, vec4<bool>(kok.w) & (nc | rows >= vec4<i32>(first.w)));
+    return Grad4(mat4x4<f32>(c0[0], c1[0], c2[0], c3[0]), mat4x4<f32>(c0[1], c1[1], c2[1], c3[1]));
+}
+
+// Block `blk` of the K (or V) row starting at element `base`, times `s`; 0 past HS.
+fn load_kv16(base: u32, blk: u32, s: f32, is_v: bool) -> mat4x4<f32> {
+    var cols = mat4x4<f32>();
+    for (var c = 0u; c < 4u; c++) {
+        var r = vec4<f32>(0.0);
+        for (var e = 0u; e < 4u; e++) {
+            let dim = blk * 16u + c * 4u + e;
+            let at = base + dim;
+            if (dim < p.hs) {
+                if (is_v) {
+                    r[e] = v_in[at / 4u][at % 4u] * s;
+                } else {
+                    r[e] = k_in[at / 4u][at % 4u] * s;
+                }
+            }
+        }
+        cols[c] = r;
+    }
+    return cols;
+}
+
+// Block `blk` of key rows `rows` of head `bh` (clamped into range), times `s`.
+fn load_kv_rows(bh: u32, rows: vec4<u32>, blk: u32, s: f32, is_v: bool) -> Rows4 {
+    let at = (vec4<u32>(bh * p.tk) + min(rows, vec4<u32>(p.tk - 1u))) * p.hs;
+    return Rows4(load_kv16(at.x, blk, s, is_v), load_kv16(at.y, blk, s, is_v),
+                 load_kv16(at.z, blk, s, is_v), load_kv16(at.w, blk, s, is_v));
+}
+
+// Block `blk` of the dO row starting at `base`; 0 past HS.
+fn load_do16(base: u32, blk: u32) -> mat4x4<f32> {
+    var cols = mat4x4<f32>();
+    for (var c = 0u; c < 4u; c++) {
+        var r = vec4<f32>(0.0);
+        for (var e = 0u; e < 4u; e++) {
+            let dim = blk * 16u + c * 4u + e;
+            if (dim < p.hs) {
+                r[e] = dq_do[base + dim];
+            }
+        }
+        cols[c] = r;
+    }
+    return cols;
+}
+
+fn load_do_rows(bh: u32, rows: vec4<u32>, blk: u32) -> Rows4 {
+    let at = (vec4<u32>(bh * p.tq) + min(rows, vec4<u32>(p.tq - 1u))) * p.hs;
+    return Rows4(load_do16(at.x, blk), load_do16(at.y, blk), load_do16(at.z, blk),
+                 load_do16(at.w, blk));
+}
+
+// Writes block `blk` of a row of dQ, dK or dV (the dims below HS), times `s`.
+fn store_dq16(base: u32, blk: u32, g: mat4x4<f32>, s: f32) {
+    for (var c = 0u; c < 4u; c++) {
+        let col = g[c] * s;
+        for (var e = 0u; e < 4u; e++) {
+            let dim = blk * 16u + c * 4u + e;
+            if (dim < p.hs) {
+                dq_out[base + dim] = col[e];
+            }
+        }
+    }
+}
+
+fn store_dk16(base: u32, blk: u32, g: mat4x4<f32>, s: f32) {
+    for (var c = 0u; c < 4u; c++) {
+        let col = g[c] * s;
+        for (var e = 0u; e < 4u; e++) {
+            let dim = blk * 16u + c * 4u + e;
+            if (dim < p.hs) {
+                dk_out[base + dim] = col[e];
+            }
+        }
+    }
+}
+
+fn store_dv16(base: u32, blk: u32, g: mat4x4<f32>) {
+    for (var c = 0u; c < 4u; c++) {
+        let col = g[c];
+        for (var e = 0u; e < 4u; e++) {
+            let dim = blk * 16u + c * 4u + e;
+            if (dim < p.hs) {
+                dv_out[base + dim] = col[e];
+            }
+        }
+    }
+}
+
+// Block `blk` of four dQ rows starting at row `i` of head `bh` (the rows below Tq).
+fn store_dq_rows(bh: u32, i: u32, blk: u32, a: Rows4) {
+    let base = (bh * p.tq + i) * p.hs;
+    let s = p.out_scale;
+    if (i < p.tq) { store_dq16(base, blk, a.r0, s); }
+    if (i + 1u < p.tq) { store_dq16(base + p.hs, blk, a.r1, s); }
+    if (i + 2u < p.tq) { store_dq16(base + 2u * p.hs, blk, a.r2, s); }
+    if (i + 3u < p.tq) { store_dq16(base + 3u * p.hs, blk, a.r3, s); }
+}
+
+// Block `blk` of four dK and dV rows starting at key `j` of head `bh` (the keys below Tk).
+fn store_dkdv_rows(bh: u32, j: u32, blk: u32, gk: Rows4, gv: Rows4) {
+    let base = (bh * p.tk + j) * p.hs;
+    let s = p.out_scale;
+    if (j < p.tk) { store_dk16(base, blk, gk.r0, s); store_dv16(base, blk, gv.r0); }
+    if (j + 1u < p.tk) { store_dk16(base + p.hs, blk, gk.r1, s); store_dv16(base + p.hs, blk, gv.r1); }
+    if (j + 2u < p.tk) { store_dk16(base + 2u * p.hs, blk, gk.r2, s); store_dv16(base + 2u * p.hs, blk, gv.r2); }
+    if (j + 3u < p.tk) { store_dk16(base + 3u * p.hs, blk, gk.r3, s); store_dv16(base + 3u * p.hs, blk, gv.r3); }
+}
+
+// The four (L log2 e, D) of rows `rows` of head `bh`: L = +inf past Tq.
+fn load_ld4(bh: u32, rows: vec4<u32>) -> array<vec4<f32>, 2> {
+    var l = vec4<f32>(pos_inf());
+    var d = vec4<f32>(0.0);
+    for (var r = 0u; r < 4u; r++) {
+        if (rows[r] < p.tq) {
+            let x = dq_ld[bh * p.tq + rows[r]];
+            l[r] = x.x;
+            d[r] = x.y;
+        }
+    }
+    return array<vec4<f32>, 2>(l, d);
+}
+
+@compute @workgroup_size(BQ)
+fn attention_bwd_dq(@builtin(workgroup_id) wid: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let b = wid.z;
+    let bh = b * p.nh + wid.y;
+    let row0 = wid.x * BQ * 4u * RG;     // first row of the workgroup
+    let i0 = row0 + lid * 4u * RG;       // this thread's rows: i0 .. i0 + 4 RG
+    let rows_lo = vec4<u32>(i0) + vec4<u32>(0u, 1u, 2u, 3u);
+    let rows_hi = rows_lo + vec4<u32>(4u);
+    let w = NB * 4u;
+
+    // Q pre-scaled to log2 units, dO, the dQ accumulators, L log2(e) and D.
+    var q0 = Rows8();
+    var q1 = Rows8();
+    var q2 = Rows8();
+    var q3 = Rows8();
+    var q4 = Rows8();
+    var q5 = Rows8();
+    var q6 = Rows8();
+    var q7 = Rows8();
+    q0.lo = load_q_rows(bh, rows_lo, 0u, p.scale);
+    if (NB > 1u) { q1.lo = load_q_rows(bh, rows_lo, 1u, p.scale); }
+    if (NB > 2u) { q2.lo = load_q_rows(bh, rows_lo, 2u, p.scale); }
+    if (NB > 3u) { q3.lo = load_q_rows(bh, rows_lo, 3u, p.scale); }
+    if (NB > 4u) { q4.lo = load_q_rows(bh, rows_lo, 4u, p.scale); }
+    if (NB > 5u) { q5.lo = load_q_rows(bh, rows_lo, 5u, p.scale); }
+    if (NB > 6u) { q6.lo = load_q_rows(bh, rows_lo, 6u, p.scale); }
+    if (NB > 7u) { q7.lo = load_q_rows(bh, rows_lo, 7u, p.scale); }
+    if (RG > 1u) { q0.hi = load_q_rows(bh, rows_hi, 0u, p.scale); }
+    if (NB > 1u && RG > 1u) { q1.hi = load_q_rows(bh, rows_hi, 1u, p.scale); }
+    if (NB > 2u && RG > 1u) { q2.hi = load_q_rows(bh, rows_hi, 2u, p.scale); }
+    if (NB > 3u && RG > 1u) { q3.hi = load_q_rows(bh, rows_hi, 3u, p.scale); }
+    if (NB > 4u && RG > 1u) { q4.hi = load_q_rows(bh, rows_hi, 4u, p.scale); }
+    if (NB > 5u && RG > 1u) { q5.hi = load_q_rows(bh, rows_hi, 5u, p.scale); }
+    if (NB > 6u && RG > 1u) { q6.hi = load_q_rows(bh, rows_hi, 6u, p.scale); }
+    if (NB > 7u && RG > 1u) { q7.hi = load_q_rows(bh, rows_hi, 7u, p.scale); }
+    var o0 = Rows8();
+    var o1 = Rows8();
+    var o2 = Rows8();
+    var o3 = Rows8();
+    var o4 = Rows8();
+    var o5 = Rows8();
+    var o6 = Rows8();
+    var o7 = Rows8();
+    o0.lo = load_do_rows(bh, rows_lo, 0u);
+    if (NB > 1u) { o1.lo = load_do_rows(bh, rows_lo, 1u); }
+    if (NB > 2u) { o2.lo = load_do_rows(bh, rows_lo, 2u); }
+    if (NB > 3u) { o3.lo = load_do_rows(bh, rows_lo, 3u); }
+    if (NB > 4u) { o4.lo = load_do_rows(bh, rows_lo, 4u); }
+    if (NB > 5u) { o5.lo = load_do_rows(bh, rows_lo, 5u); }
+    if (NB > 6u) { o6.lo = load_do_rows(bh, rows_lo, 6u); }
+    if (NB > 7u) { o7.lo = load_do_rows(bh, rows_lo, 7u); }
+    if (RG > 1u) { o0.hi = load_do_rows(bh, rows_hi, 0u); }
+    if (NB > 1u && RG > 1u) { o1.hi = load_do_rows(bh, rows_hi, 1u); }
+    if (NB > 2u && RG > 1u) { o2.hi = load_do_rows(bh, rows_hi, 2u); }
+    if (NB > 3u && RG > 1u) { o3.hi = load_do_rows(bh, rows_hi, 3u); }
+    if (NB > 4u && RG > 1u) { o4.hi = load_do_rows(bh, rows_hi, 4u); }
+    if (NB > 5u && RG > 1u) { o5.hi = load_do_rows(bh, rows_hi, 5u); }
+    if (NB > 6u && RG > 1u) { o6.hi = load_do_rows(bh, rows_hi, 6u); }
+    if (NB > 7u && RG > 1u) { o7.hi = load_do_rows(bh, rows_hi, 7u); }
+    var a0 = Rows8();
+    var a1 = Rows8();
+    var a2 = Rows8();
+    var a3 = Rows8();
+    var a4 = Rows8();
+    var a5 = Rows8();
+    var a6 = Rows8();
+    var a7 = Rows8();
+    let ld_lo = load_ld4(bh, rows_lo);
+    let ld_hi = load_ld4(bh, rows_hi);
+
+    // Keys this workgroup can see and this thread's last useful key (as the forward).
+    let diag = i32(p.tk) - i32(p.tq);
+    let causal = p.causal != 0u;
+    var k_end = p.tk;
+    if (causal) {
+        let last = min(row0 + BQ * 4u * RG, p.tq) - 1u;
+        k_end = u32(clamp(i32(last) + diag + 1, 0, i32(p.tk)));
+    }
+    let lim_lo = vec4<i32>(rows_lo) + vec4<i32>(diag);
+    let lim_hi = vec4<i32>(rows_hi) + vec4<i32>(diag);
+    var my_end = k_end;
+    if (causal) {
+        my_end = u32(clamp(select(lim_lo.w, lim_hi.w, RG > 1u) + 1, 0, i32(k_end)));
+    }
+
+    let kv_base = bh * p.tk;
+    for (var k0 = 0u; k0 < k_end; k0 += BK) {
+        // Stage K, V and the validity of keys k0 .. k0 + BK (as the forward).
+        for (var t = lid; t < BK * w; t += BQ) {
+            let r = t / w;
+            let d4 = t - r * w;
+            let key = k0 + r;
+            var kv = vec4<f32>(0.0);
+            var vv = vec4<f32>(0.0);
+            if (key < p.tk) {
+                let base = (kv_base + key) * p.hs;
+                kv = k_vec4(base, d4);
+                vv = v_vec4(base, d4);
+            }
+            k_tile[t] = kv;
+            v_tile[t] = vv;
+        }
+        for (var t = lid; t < BK / 4u; t += BQ) {
+            var ok = vec4<f32>(0.0);
+            for (var c = 0u; c < 4u; c++) {
+                let key = k0 + t * 4u + c;
+                if (key < p.tk && (p.has_mask == 0u || key_mask[b * p.tk + key] != 0.0)) {
+                    ok[c] = 1.0;
+                }
+            }
+            key_ok[t] = ok;
+        }
+        workgroupBarrier();
+
+        let n = min(BK, max(my_end, k0) - k0);
+        for (var j = 0u; j < n; j += 4u) {
+            // S (log2 units) and dP of the thread's rows against keys j .. j + 4.
+            var s = scores_blk(q0, j, 0u);
+            var dp = scores_blk_v(o0, j, 0u);
+            if (NB > 1u) { let x = scores_blk(q1, j, 1u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(o1, j, 1u); dp.lo += y.lo; dp.hi += y.hi; }
+            if (NB > 2u) { let x = scores_blk(q2, j, 2u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(o2, j, 2u); dp.lo += y.lo; dp.hi += y.hi; }
+            if (NB > 3u) { let x = scores_blk(q3, j, 3u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(o3, j, 3u); dp.lo += y.lo; dp.hi += y.hi; }
+            if (NB > 4u) { let x = scores_blk(q4, j, 4u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(o4, j, 4u); dp.lo += y.lo; dp.hi += y.hi; }
+            if (NB > 5u) { let x = scores_blk(q5, j, 5u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(o5, j, 5u); dp.lo += y.lo; dp.hi += y.hi; }
+            if (NB > 6u) { let x = scores_blk(q6, j, 6u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(o6, j, 6u); dp.lo += y.lo; dp.hi += y.hi; }
+            if (NB > 7u) { let x = scores_blk(q7, j, 7u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(o7, j, 7u); dp.lo += y.lo; dp.hi += y.hi; }
+            let keys = vec4<i32>(i32(k0 + j)) + vec4<i32>(0, 1, 2, 3);
+            let kok = key_ok[j / 4u] != vec4<f32>(0.0);
+            let ds_lo = grad_dq(s.lo, dp.lo, ld_lo[0], ld_lo[1], kok, causal, lim_lo, keys);
+            var ds_hi = ds_lo;
+            if (RG > 1u) {
+                ds_hi = grad_dq(s.hi, dp.hi, ld_hi[0], ld_hi[1], kok, causal, lim_hi, keys);
+            }
+            // dQ += dS K
+            a0 = acc_blk_k(a0, ds_lo, ds_hi, j, 0u);
+            if (NB > 1u) { a1 = acc_blk_k(a1, ds_lo, ds_hi, j, 1u); }
+            if (NB > 2u) { a2 = acc_blk_k(a2, ds_lo, ds_hi, j, 2u); }
+            if (NB > 3u) { a3 = acc_blk_k(a3, ds_lo, ds_hi, j, 3u); }
+            if (NB > 4u) { a4 = acc_blk_k(a4, ds_lo, ds_hi, j, 4u); }
+            if (NB > 5u) { a5 = acc_blk_k(a5, ds_lo, ds_hi, j, 5u); }
+            if (NB > 6u) { a6 = acc_blk_k(a6, ds_lo, ds_hi, j, 6u); }
+            if (NB > 7u) { a7 = acc_blk_k(a7, ds_lo, ds_hi, j, 7u); }
+        }
+        workgroupBarrier();
+    }
+
+    store_dq_rows(bh, i0, 0u, a0.lo);
+    if (NB > 1u) { store_dq_rows(bh, i0, 1u, a1.lo); }
+    if (NB > 2u) { store_dq_rows(bh, i0, 2u, a2.lo); }
+    if (NB > 3u) { store_dq_rows(bh, i0, 3u, a3.lo); }
+    if (NB > 4u) { store_dq_rows(bh, i0, 4u, a4.lo); }
+    if (NB > 5u) { store_dq_rows(bh, i0, 5u, a5.lo); }
+    if (NB > 6u) { store_dq_rows(bh, i0, 6u, a6.lo); }
+    if (NB > 7u) { store_dq_rows(bh, i0, 7u, a7.lo); }
+    if (RG > 1u) { store_dq_rows(bh, i0 + 4u, 0u, a0.hi); }
+    if (NB > 1u && RG > 1u) { store_dq_rows(bh, i0 + 4u, 1u, a1.hi); }
+    if (NB > 2u && RG > 1u) { store_dq_rows(bh, i0 + 4u, 2u, a2.hi); }
+    if (NB > 3u && RG > 1u) { store_dq_rows(bh, i0 + 4u, 3u, a3.hi); }
+    if (NB > 4u && RG > 1u) { store_dq_rows(bh, i0 + 4u, 4u, a4.hi); }
+    if (NB > 5u && RG > 1u) { store_dq_rows(bh, i0 + 4u, 5u, a5.hi); }
+    if (NB > 6u && RG > 1u) { store_dq_rows(bh, i0 + 4u, 6u, a6.hi); }
+    if (NB > 7u && RG > 1u) { store_dq_rows(bh, i0 + 4u, 7u, a7.hi); }
+}
+
+// Dims 4 d4 .. 4 d4 + 4 of the Q (or dO) row starting at element `base`; 0 past HS.
+fn qo_vec4(base: u32, d4: u32, is_do: bool) -> vec4<f32> {
+    if (VEC) {
+        if (d4 * 4u < p.hs) {
+            if (is_do) {
+                return kv_do[base / 4u + d4];
+            }
+            return kv_q[base / 4u + d4];
+        }
+        return vec4<f32>(0.0);
+    }
+    var r = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        let at = base + d4 * 4u + c;
+        if (d4 * 4u + c < p.hs) {
+            if (is_do) {
+                r[c] = kv_do[at / 4u][at % 4u];
+            } else {
+                r[c] = kv_q[at / 4u][at % 4u];
+            }
+        }
+    }
+    return r;
+}
+
+@compute @workgroup_size(BQ)
+fn attention_bwd_dkdv(@builtin(workgroup_id) wid: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let b = wid.z;
+    let bh = b * p.nh + wid.y;
+    let key0 = wid.x * BQ * 4u * RG;     // first key of the workgroup
+    let j0 = key0 + lid * 4u * RG;       // this thread's keys: j0 .. j0 + 4 RG
+    let keys_lo = vec4<u32>(j0) + vec4<u32>(0u, 1u, 2u, 3u);
+    let keys_hi = keys_lo + vec4<u32>(4u);
+    let w = NB * 4u;
+
+    // K pre-scaled to log2 units, V, the dK and dV accumulators.
+    var k0 = Rows8();
+    var k1 = Rows8();
+    var k2 = Rows8();
+    var k3 = Rows8();
+    var k4 = Rows8();
+    var k5 = Rows8();
+    var k6 = Rows8();
+    var k7 = Rows8();
+    k0.lo = load_kv_rows(bh, keys_lo, 0u, p.scale, false);
+    if (NB > 1u) { k1.lo = load_kv_rows(bh, keys_lo, 1u, p.scale, false); }
+    if (NB > 2u) { k2.lo = load_kv_rows(bh, keys_lo, 2u, p.scale, false); }
+    if (NB > 3u) { k3.lo = load_kv_rows(bh, keys_lo, 3u, p.scale, false); }
+    if (NB > 4u) { k4.lo = load_kv_rows(bh, keys_lo, 4u, p.scale, false); }
+    if (NB > 5u) { k5.lo = load_kv_rows(bh, keys_lo, 5u, p.scale, false); }
+    if (NB > 6u) { k6.lo = load_kv_rows(bh, keys_lo, 6u, p.scale, false); }
+    if (NB > 7u) { k7.lo = load_kv_rows(bh, keys_lo, 7u, p.scale, false); }
+    if (RG > 1u) { k0.hi = load_kv_rows(bh, keys_hi, 0u, p.scale, false); }
+    if (NB > 1u && RG > 1u) { k1.hi = load_kv_rows(bh, keys_hi, 1u, p.scale, false); }
+    if (NB > 2u && RG > 1u) { k2.hi = load_kv_rows(bh, keys_hi, 2u, p.scale, false); }
+    if (NB > 3u && RG > 1u) { k3.hi = load_kv_rows(bh, keys_hi, 3u, p.scale, false); }
+    if (NB > 4u && RG > 1u) { k4.hi = load_kv_rows(bh, keys_hi, 4u, p.scale, false); }
+    if (NB > 5u && RG > 1u) { k5.hi = load_kv_rows(bh, keys_hi, 5u, p.scale, false); }
+    if (NB > 6u && RG > 1u) { k6.hi = load_kv_rows(bh, keys_hi, 6u, p.scale, false); }
+    if (NB > 7u && RG > 1u) { k7.hi = load_kv_rows(bh, keys_hi, 7u, p.scale, false); }
+    var v0 = Rows8();
+    var v1 = Rows8();
+    var v2 = Rows8();
+    var v3 = Rows8();
+    var v4 = Rows8();
+    var v5 = Rows8();
+    var v6 = Rows8();
+    var v7 = Rows8();
+    v0.lo = load_kv_rows(bh, keys_lo, 0u, 1.0, true);
+    if (NB > 1u) { v1.lo = load_kv_rows(bh, keys_lo, 1u, 1.0, true); }
+    if (NB > 2u) { v2.lo = load_kv_rows(bh, keys_lo, 2u, 1.0, true); }
+    if (NB > 3u) { v3.lo = load_kv_rows(bh, keys_lo, 3u, 1.0, true); }
+    if (NB > 4u) { v4.lo = load_kv_rows(bh, keys_lo, 4u, 1.0, true); }
+    if (NB > 5u) { v5.lo = load_kv_rows(bh, keys_lo, 5u, 1.0, true); }
+    if (NB > 6u) { v6.lo = load_kv_rows(bh, keys_lo, 6u, 1.0, true); }
+    if (NB > 7u) { v7.lo = load_kv_rows(bh, keys_lo, 7u, 1.0, true); }
+    if (RG > 1u) { v0.hi = load_kv_rows(bh, keys_hi, 0u, 1.0, true); }
+    if (NB > 1u && RG > 1u) { v1.hi = load_kv_rows(bh, keys_hi, 1u, 1.0, true); }
+    if (NB > 2u && RG > 1u) { v2.hi = load_kv_rows(bh, keys_hi, 2u, 1.0, true); }
+    if (NB > 3u && RG > 1u) { v3.hi = load_kv_rows(bh, keys_hi, 3u, 1.0, true); }
+    if (NB > 4u && RG > 1u) { v4.hi = load_kv_rows(bh, keys_hi, 4u, 1.0, true); }
+    if (NB > 5u && RG > 1u) { v5.hi = load_kv_rows(bh, keys_hi, 5u, 1.0, true); }
+    if (NB > 6u && RG > 1u) { v6.hi = load_kv_rows(bh, keys_hi, 6u, 1.0, true); }
+    if (NB > 7u && RG > 1u) { v7.hi = load_kv_rows(bh, keys_hi, 7u, 1.0, true); }
+    var gk0 = Rows8();
+    var gk1 = Rows8();
+    var gk2 = Rows8();
+    var gk3 = Rows8();
+    var gk4 = Rows8();
+    var gk5 = Rows8();
+    var gk6 = Rows8();
+    var gk7 = Rows8();
+    var gv0 = Rows8();
+    var gv1 = Rows8();
+    var gv2 = Rows8();
+    var gv3 = Rows8();
+    var gv4 = Rows8();
+    var gv5 = Rows8();
+    var gv6 = Rows8();
+    var gv7 = Rows8();
+
+    // The thread's keys that exist and are not padded.
+    var kok_lo = vec4<bool>(false);
+    var kok_hi = vec4<bool>(false);
+    for (var r = 0u; r < 4u; r++) {
+        let a = keys_lo[r];
+        kok_lo[r] = a < p.tk && (p.has_mask == 0u || key_mask[b * p.tk + min(a, p.tk - 1u)] != 0.0);
+        let c = keys_hi[r];
+        kok_hi[r] = c < p.tk && (p.has_mask == 0u || key_mask[b * p.tk + min(c, p.tk - 1u)] != 0.0);
+    }
+
+    // Causal: key j is seen by query rows i >= j - diag. The workgroup starts at
+    // its first key's first row, each thread at its own first key's.
+    let diag = i32(p.tk) - i32(p.tq);
+    let causal = p.causal != 0u;
+    let first_lo = vec4<i32>(keys_lo) - vec4<i32>(diag);
+    let first_hi = vec4<i32>(keys_hi) - vec4<i32>(diag);
+    var q_begin = 0u;
+    var my_begin = 0u;
+    if (causal) {
+        q_begin = u32(clamp(i32(key0) - diag, 0, i32(p.tq)));
+        my_begin = u32(clamp(first_lo.x, 0, i32(p.tq)));
+    }
+
+    let q_base = bh * p.tq;
+    for (var r0 = q_begin; r0 < p.tq; r0 += BK) {
+        // Stage Q, dO, L log2(e) and D of query rows r0 .. r0 + BK.
+        for (var t = lid; t < BK * w; t += BQ) {
+            let r = t / w;
+            let d4 = t - r * w;
+            let row = r0 + r;
+            var qv = vec4<f32>(0.0);
+            var ov = vec4<f32>(0.0);
+            if (row < p.tq) {
+                let base = (q_base + row) * p.hs;
+                qv = qo_vec4(base, d4, false);
+                ov = qo_vec4(base, d4, true);
+            }
+            k_tile[t] = qv;
+            v_tile[t] = ov;
+        }
+        for (var t = lid; t < BK / 4u; t += BQ) {
+            var l = vec4<f32>(pos_inf());
+            var d = vec4<f32>(0.0);
+            for (var c = 0u; c < 4u; c++) {
+                let row = r0 + t * 4u + c;
+                if (row < p.tq) {
+                    let x = kv_ld[q_base + row];
+                    l[c] = x.x;
+                    d[c] = x.y;
+                }
+            }
+            l_tile[t] = l;
+            d_tile[t] = d;
+        }
+        workgroupBarrier();
+
+        // This thread's rows in the tile: none before its first key's first row.
+        let n = min(BK, p.tq - r0);
+        let start = (max(my_begin, r0) - r0) / 4u * 4u;
+        for (var j = start; j < n; j += 4u) {
+            // S^T (log2 units) and dP^T of the thread's keys against rows j .. j + 4.
+            var s = scores_blk(k0, j, 0u);
+            var dp = scores_blk_v(v0, j, 0u);
+            if (NB > 1u) { let x = scores_blk(k1, j, 1u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v1, j, 1u); dp.lo += y.lo; dp.hi += y.hi; }
+            if (NB > 2u) { let x = scores_blk(k2, j, 2u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v2, j, 2u); dp.lo += y.lo; dp.hi += y.hi; }
+            if (NB > 3u) { let x = scores_blk(k3, j, 3u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v3, j, 3u); dp.lo += y.lo; dp.hi += y.hi; }
+            if (NB > 4u) { let x = scores_blk(k4, j, 4u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v4, j, 4u); dp.lo += y.lo; dp.hi += y.hi; }
+            if (NB > 5u) { let x = scores_blk(k5, j, 5u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v5, j, 5u); dp.lo += y.lo; dp.hi += y.hi; }
+            if (NB > 6u) { let x = scores_blk(k6, j, 6u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v6, j, 6u); dp.lo += y.lo; dp.hi += y.hi; }
+            if (NB > 7u) { let x = scores_blk(k7, j, 7u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v7, j, 7u); dp.lo += y.lo; dp.hi += y.hi; }
+            let rows = vec4<i32>(i32(r0 + j)) + vec4<i32>(0, 1, 2, 3);
+            let l = l_tile[j / 4u];
+            let d = d_tile[j / 4u];
+            let g_lo = grad_kv(s.lo, dp.lo, l, d, kok_lo, causal, first_lo, rows);
+            var g_hi = g_lo;
+            if (RG > 1u) {
+                g_hi = grad_kv(s.hi, dp.hi, l, d, kok_hi, causal, first_hi, rows);
+            }
+            // dV += P^T dO, dK += dS^T Q
+            gv0 = acc_blk_v(gv0, g_lo.p, g_hi.p, j, 0u);
+            gk0 = acc_blk_k(gk0, g_lo.ds, g_hi.ds, j, 0u);
+            if (NB > 1u) { gv1 = acc_blk_v(gv1, g_lo.p, g_hi.p, j, 1u); gk1 = acc_blk_k(gk1, g_lo.ds, g_hi.ds, j, 1u); }
+            if (NB > 2u) { gv2 = acc_blk_v(gv2, g_lo.p, g_hi.p, j, 2u); gk2 = acc_blk_k(gk2, g_lo.ds, g_hi.ds, j, 2u); }
+            if (NB > 3u) { gv3 = acc_blk_v(gv3, g_lo.p, g_hi.p, j, 3u); gk3 = acc_blk_k(gk3, g_lo.ds, g_hi.ds, j, 3u); }
+            if (NB > 4u) { gv4 = acc_blk_v(gv4, g_lo.p, g_hi.p, j, 4u); gk4 = acc_blk_k(gk4, g_lo.ds, g_hi.ds, j, 4u); }
+            if (NB > 5u) { gv5 = acc_blk_v(gv5, g_lo.p, g_hi.p, j, 5u); gk5 = acc_blk_k(gk5, g_lo.ds, g_hi.ds, j, 5u); }
+            if (NB > 6u) { gv6 = acc_blk_v(gv6, g_lo.p, g_hi.p, j, 6u); gk6 = acc_blk_k(gk6, g_lo.ds, g_hi.ds, j, 6u); }
+            if (NB > 7u) { gv7 = acc_blk_v(gv7, g_lo.p, g_hi.p, j, 7u); gk7 = acc_blk_k(gk7, g_lo.ds, g_hi.ds, j, 7u); }
+        }
+        workgroupBarrier();
+    }
+
+    store_dkdv_rows(bh, j0, 0u, gk0.lo, gv0.lo);
+    if (NB > 1u) { store_dkdv_rows(bh, j0, 1u, gk1.lo, gv1.lo); }
+    if (NB > 2u) { store_dkdv_rows(bh, j0, 2u, gk2.lo, gv2.lo); }
+    if (NB > 3u) { store_dkdv_rows(bh, j0, 3u, gk3.lo, gv3.lo); }
+    if (NB > 4u) { store_dkdv_rows(bh, j0, 4u, gk4.lo, gv4.lo); }
+    if (NB > 5u) { store_dkdv_rows(bh, j0, 5u, gk5.lo, gv5.lo); }
+    if (NB > 6u) { store_dkdv_rows(bh, j0, 6u, gk6.lo, gv6.lo); }
+    if (NB > 7u) { store_dkdv_rows(bh, j0, 7u, gk7.lo, gv7.lo); }
+    if (RG > 1u) { store_dkdv_rows(bh, j0 + 4u, 0u, gk0.hi, gv0.hi); }
+    if (NB > 1u && RG > 1u) { store_dkdv_rows(bh, j0 + 4u, 1u, gk1.hi, gv1.hi); }
+    if (NB > 2u && RG > 1u) { store_dkdv_rows(bh, j0 + 4u, 2u, gk2.hi, gv2.hi); }
+    if (NB > 3u && RG > 1u) { store_dkdv_rows(bh, j0 + 4u, 3u, gk3.hi, gv3.hi); }
+    if (NB > 4u && RG > 1u) { store_dkdv_rows(bh, j0 + 4u, 4u, gk4.hi, gv4.hi); }
+    if (NB > 5u && RG > 1u) { store_dkdv_rows(bh, j0 + 4u, 5u, gk5.hi, gv5.hi); }
+    if (NB > 6u && RG > 1u) { store_dkdv_rows(bh, j0 + 4u, 6u, gk6.hi, gv6.hi); }
+    if (NB > 7u && RG > 1u) { store_dkdv_rows(bh, j0 + 4u, 7u, gk7.hi, gv7.hi); }
+}
+
+// ---------------------------------------------------------------------------
+// Unfused backward step (attention_unfused_bwd): softmax backward of one row per
+// thread, in place: dS = scale * P * (dP - sum_j P dP). P is 0 at masked
+// entries, so dS is too. p.rows rows of p.tk values.
+
+@group(0) @binding(1) var<storage, read> sb_p: array<f32>;            // (rows, Tk)
+@group(0) @binding(2) var<storage, read_write> sb_dp: array<f32>;     // (rows, Tk): dP in, dS out
+
+@compute @workgroup_size(64)
+fn attention_softmax_bwd_naive(@builtin(workgroup_id) wid: vec3<u32>,
+                               @builtin(num_workgroups) nwg: vec3<u32>,
+                               @builtin(local_invocation_index) lid: u32) {
+    let row = (wid.x + wid.y * nwg.x) * 64u + lid;
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.tk;
+    var d = 0.0;
+    for (var j = 0u; j < p.tk; j++) {
+        d += sb_p[base + j] * sb_dp[base + j];
+    }
+    for (var j = 0u; j < p.tk; j++) {
+        sb_dp[base + j] = p.scale * sb_p[base + j] * (sb_dp[base + j] - d);
+    }
+}

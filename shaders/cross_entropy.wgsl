@@ -1,1 +1,218 @@
-// placeholder: filled in by its kernel's implementation
+// Cross-entropy over V classes fused with its log-softmax. Per row of logits x
+// (N, V) with target t and label smoothing eps:
+//   lse  = log(sum_v exp(x_v))
+//   loss = (1 - eps) * (lse - x_t) + eps * (lse - sum_v x_v / V)
+// i.e. (1 - eps) * -log p_t + eps * mean_v(-log p_v). A row whose target is the
+// ignore index gets loss 0 and valid 0; a target >= V gets loss NaN (valid 1), so
+// a bad id poisons the mean loss instead of reading out of bounds. lse is kept
+// for the backward pass (p = exp(x - lse)).
+//
+// One read of the logits: each thread keeps an online (max, sum of exp(x - max),
+// sum of x) over its vec4 items (lane, lane + tpr, ...), and one tree in
+// workgroup memory merges the row's triples (no tree with a thread per row).
+// Variants:
+//   cross_entropy_fwd_vec4  V % 4 == 0: rows are vec4-aligned
+//   cross_entropy_fwd_any   any V (GPT-2's 50257): a row's aligned middle is read
+//                           as vec4s, its unaligned ends (up to 3 + 3 values) as
+//                           scalars; the logits are bound twice, as f32 and vec4
+// Bindings: logits (N, V) as f32, the same logits as vec4, targets (N) u32,
+// loss (N), lse (N), valid (N).
+
+struct Params {
+    rows: u32,          // N
+    cols: u32,          // V
+    ignore_index: u32,  // compared with the target when has_ignore != 0
+    has_ignore: u32,
+    smoothing: f32,     // eps
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+override TPR_LOG2: u32 = 0u;  // threads per row = 1 << TPR_LOG2
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x1: array<f32>;        // logits (N, V)
+@group(0) @binding(2) var<storage, read> x4: array<vec4<f32>>;  // the same buffer as vec4s
+@group(0) @binding(3) var<storage, read> targets: array<u32>;   // (N)
+@group(0) @binding(4) var<storage, read_write> loss: array<f32>;     // (N)
+@group(0) @binding(5) var<storage, read_write> lse_out: array<f32>;  // (N)
+@group(0) @binding(6) var<storage, read_write> valid: array<f32>;    // (N) 1 = counted, 0 = ignored
+
+const WG: u32 = 256u;
+// Stands in for -inf (WGSL implementations may assume no infinities at run time).
+const NEG_BIG: f32 = -3.0e38;
+
+var<workgroup> red_m: array<f32, WG>;
+var<workgroup> red_s: array<f32, WG>;
+var<workgroup> red_x: array<f32, WG>;
+
+struct RowPos {
+    row: u32,
+    lane: u32,
+    live: bool,  // row < rows
+}
+
+fn row_pos(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> RowPos {
+    let row = (wid.x + wid.y * nwg.x) * (WG >> TPR_LOG2) + (lid >> TPR_LOG2);
+    return RowPos(row, lid & ((1u << TPR_LOG2) - 1u), row < p.rows);
+}
+
+// Items each lane of a row visits when the row has n of them (rounded up: the
+// same for every lane, so loops over it are uniform).
+fn steps(n: u32) -> u32 {
+    return (n + (1u << TPR_LOG2) - 1u) >> TPR_LOG2;
+}
+
+// Running (max, sum of exp(x - max), sum of x).
+struct Acc {
+    m: f32,
+    s: f32,
+    sx: f32,
+}
+
+fn max4(v: vec4<f32>) -> f32 {
+    return max(max(v.x, v.y), max(v.z, v.w));
+}
+
+fn sum4(v: vec4<f32>) -> f32 {
+    return (v.x + v.y) + (v.z + v.w);
+}
+
+// Adds the values v where k holds. The running sum is rescaled only when the
+// maximum grows, which after the first items of a row is rare.
+fn online(a_in: Acc, v: vec4<f32>, k: vec4<bool>) -> Acc {
+    var a = a_in;
+    let vm = select(vec4<f32>(NEG_BIG), v, k);
+    let m = max4(vm);
+    if (m > a.m) {
+        a.s *= exp(a.m - m);
+        a.m = m;
+    }
+    let e = select(vec4<f32>(0.0), exp(vm - a.m), k);
+    a.s += sum4(e);
+    a.sx += sum4(select(vec4<f32>(0.0), v, k));
+    return a;
+}
+
+// online() for four values that are all in the row.
+fn online_all(a_in: Acc, v: vec4<f32>) -> Acc {
+    var a = a_in;
+    let m = max4(v);
+    if (m > a.m) {
+        a.s *= exp(a.m - m);
+        a.m = m;
+    }
+    a.s += sum4(exp(v - a.m));
+    a.sx += sum4(v);
+    return a;
+}
+
+fn combine(a: Acc, b: Acc) -> Acc {
+    let m = max(a.m, b.m);
+    return Acc(m, a.s * exp(a.m - m) + b.s * exp(b.m - m), a.sx + b.sx);
+}
+
+// Merges the accumulators of the threads of each row (a tree over the row's
+// consecutive invocations); every thread gets its row's result.
+fn row_reduce(lid: u32, a_in: Acc) -> Acc {
+    if (TPR_LOG2 == 0u) {
+        return a_in;
+    }
+    var a = a_in;
+    red_m[lid] = a.m;
+    red_s[lid] = a.s;
+    red_x[lid] = a.sx;
+    let lane = lid & ((1u << TPR_LOG2) - 1u);
+    for (var half = (1u << TPR_LOG2) >> 1u; half > 0u; half >>= 1u) {
+        workgroupBarrier();
+        if (lane < half) {
+            a = combine(a, Acc(red_m[lid + half], red_s[lid + half], red_x[lid + half]));
+            red_m[lid] = a.m;
+            red_s[lid] = a.s;
+            red_x[lid] = a.sx;
+        }
+    }
+    workgroupBarrier();
+    let first = lid - lane;
+    return Acc(red_m[first], red_s[first], red_x[first]);
+}
+
+// Writes loss, lse and valid of a live row (called by its lane 0).
+fn finish(pos: RowPos, a: Acc) {
+    let lse = a.m + log(a.s);
+    lse_out[pos.row] = lse;
+    let t = targets[pos.row];
+    if (p.has_ignore != 0u && t == p.ignore_index) {
+        loss[pos.row] = 0.0;
+        valid[pos.row] = 0.0;
+        return;
+    }
+    valid[pos.row] = 1.0;
+    if (t >= p.cols) {
+        loss[pos.row] = bitcast<f32>(0x7fc00000u);  // NaN: target out of range
+        return;
+    }
+    let xt = x1[pos.row * p.cols + t];
+    let mean = a.sx / f32(p.cols);
+    loss[pos.row] = (1.0 - p.smoothing) * (lse - xt) + p.smoothing * (lse - mean);
+}
+
+@compute @workgroup_size(WG)
+fn cross_entropy_fwd_vec4(@builtin(workgroup_id) wid: vec3<u32>,
+                          @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) lid: u32) {
+    let pos = row_pos(wid, nwg, lid);
+    if (TPR_LOG2 == 0u && !pos.live) {
+        return;  // a thread per row: no barrier to meet
+    }
+    let n4 = p.cols >> 2u;
+    let base = pos.row * n4;
+    var a = Acc(NEG_BIG, 0.0, 0.0);
+    // A trip count that does not depend on the lane keeps the loop uniform.
+    for (var k = 0u; k < steps(n4); k++) {
+        let i = pos.lane + (k << TPR_LOG2);
+        if (i < n4) {
+            a = online_all(a, x4[base + i]);
+        }
+    }
+    a = row_reduce(lid, a);
+    if (pos.live && pos.lane == 0u) {
+        finish(pos, a);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn cross_entropy_fwd_any(@builtin(workgroup_id) wid: vec3<u32>,
+                         @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+    let pos = row_pos(wid, nwg, lid);
+    if (TPR_LOG2 == 0u && !pos.live) {
+        return;
+    }
+    let b = pos.row * p.cols;                      // first value of the row
+    let head = min((4u - (b & 3u)) & 3u, p.cols);  // values before a vec4 boundary
+    let n4 = (p.cols - head) >> 2u;                // aligned vec4s
+    let b4 = (b + head) >> 2u;
+    var a = Acc(NEG_BIG, 0.0, 0.0);
+    for (var k = 0u; k < steps(p.cols >> 2u); k++) {
+        let i = pos.lane + (k << TPR_LOG2);
+        if (i < n4) {
+            a = online_all(a, x4[b4 + i]);
+        }
+    }
+    if (pos.lane == 0u) {
+        // The unaligned ends; lanes past them read a neighbour and are masked off.
+        let c = vec4<u32>(0u, 1u, 2u, 3u);
+        let h = vec4<f32>(x1[b], x1[b + 1u], x1[b + 2u], x1[b + 3u]);
+        a = online(a, h, c < vec4<u32>(head));
+        let t0 = b + head + 4u * n4;
+        let tail = p.cols - head - 4u * n4;
+        let t = vec4<f32>(x1[t0], x1[t0 + 1u], x1[t0 + 2u], x1[t0 + 3u]);
+        a = online(a, t, c < vec4<u32>(tail));
+    }
+    a = row_reduce(lid, a);
+    if (pos.live && pos.lane == 0u) {
+        finish(pos, a);
+    }
+}

@@ -1,1 +1,260 @@
-// placeholder: filled in by its kernel's implementation
+// Sum, mean and max over one axis. x is viewed as (outer, R, inner) with R the
+// reduced axis; the output is (outer, inner). Override OP picks the reduction
+// (0 sum, 1 mean, 2 max); mean is the sum times inv_r.
+// Variants:
+//   reduce_fwd_rows_vec4    inner == 1, R % 4 == 0: contiguous rows, laid out as
+//                           in softmax.wgsl (1 << TPR_LOG2 threads per row, vec4
+//                           items lane, lane + tpr, ..., one tree in workgroup
+//                           memory; none with a thread per row)
+//   reduce_fwd_rows_any     inner == 1, any R: a row's aligned middle as vec4s,
+//                           its unaligned ends (up to 3 + 3 values) as scalars
+//   reduce_fwd_cols_vec4    inner > 1, inner % 4 == 0: a workgroup takes a tile of
+//                           columns of one outer index and one chunk of R.
+//                           GPU plan: 1 << SLICES_LOG2 threads per vec4 column
+//                           stride over the chunk (neighbouring threads read
+//                           neighbouring columns), then a tree over the slices.
+//                           CPU plan: no slices, CPT neighbouring vec4 columns
+//                           per thread (a workgroup's lanes run one after
+//                           another on a CPU: each then reads whole cache lines).
+//                           With several chunks the output is (outer, chunks,
+//                           inner) partials, reduced again by a second dispatch.
+//   reduce_fwd_cols_scalar  inner > 1, any inner: scalar columns, one per thread
+// Bindings: x as f32, the same x as vec4, out.
+
+struct Params {
+    outer: u32,
+    r_len: u32,    // R
+    inner: u32,    // columns: vec4s for cols_vec4, values otherwise
+    tiles: u32,    // column tiles per (outer index, chunk)
+    chunks: u32,   // chunks of R (cols variants)
+    r_chunk: u32,  // rows of R per chunk
+    inv_r: f32,    // what mean multiplies the sum by
+    _pad: u32,
+}
+
+override OP: u32 = 0u;           // 0 sum, 1 mean, 2 max
+override TPR_LOG2: u32 = 0u;     // rows variants: threads per row = 1 << TPR_LOG2
+override SLICES_LOG2: u32 = 0u;  // cols variants: threads per column = 1 << SLICES_LOG2
+override CPT: u32 = 1u;          // cols_vec4: neighbouring vec4 columns per thread (<= 4)
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x1: array<f32>;
+@group(0) @binding(2) var<storage, read> x4: array<vec4<f32>>;  // the same buffer as vec4s
+@group(0) @binding(3) var<storage, read_write> out4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> out1: array<f32>;
+
+const WG: u32 = 256u;
+const OP_MAX: u32 = 2u;
+const NEG_BIG: f32 = -3.0e38;  // the identity of max (no infinities at run time)
+
+var<workgroup> red: array<vec4<f32>, WG>;
+
+fn identity() -> vec4<f32> {
+    return vec4<f32>(select(0.0, NEG_BIG, OP == OP_MAX));
+}
+
+fn op4(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    if (OP == OP_MAX) {
+        return max(a, b);
+    }
+    return a + b;
+}
+
+fn fold4(v: vec4<f32>) -> f32 {
+    if (OP == OP_MAX) {
+        return max(max(v.x, v.y), max(v.z, v.w));
+    }
+    return (v.x + v.y) + (v.z + v.w);
+}
+
+fn finish(v: vec4<f32>) -> vec4<f32> {
+    if (OP == 1u) {
+        return v * p.inv_r;
+    }
+    return v;
+}
+
+// Combines values over groups of 1 << n_log2 invocations `stride` apart (lane:
+// which member of its group); every member gets its group's result.
+fn group_reduce(lid: u32, lane: u32, stride: u32, n_log2: u32, v_in: vec4<f32>) -> vec4<f32> {
+    var v = v_in;
+    workgroupBarrier();  // the previous call's readers are done with red
+    red[lid] = v;
+    for (var half = (1u << n_log2) >> 1u; half > 0u; half >>= 1u) {
+        workgroupBarrier();
+        if (lane < half) {
+            v = op4(v, red[lid + half * stride]);
+            red[lid] = v;
+        }
+    }
+    workgroupBarrier();
+    return red[lid - lane * stride];
+}
+
+struct RowPos {
+    row: u32,
+    lane: u32,
+    live: bool,  // row < outer
+}
+
+fn row_pos(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> RowPos {
+    let row = (wid.x + wid.y * nwg.x) * (WG >> TPR_LOG2) + (lid >> TPR_LOG2);
+    return RowPos(row, lid & ((1u << TPR_LOG2) - 1u), row < p.outer);
+}
+
+// Items each lane of a row visits when the row has n of them (rounded up: the
+// same for every lane, so loops over it are uniform).
+fn steps(n: u32) -> u32 {
+    return (n + (1u << TPR_LOG2) - 1u) >> TPR_LOG2;
+}
+
+fn row_finish(pos: RowPos, lid: u32, acc: vec4<f32>) {
+    var r = vec4<f32>(fold4(acc));
+    if (TPR_LOG2 > 0u) {
+        r = group_reduce(lid, pos.lane, 1u, TPR_LOG2, r);
+    }
+    if (pos.live && pos.lane == 0u) {
+        out1[pos.row] = finish(r).x;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn reduce_fwd_rows_vec4(@builtin(workgroup_id) wid: vec3<u32>,
+                        @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+    let pos = row_pos(wid, nwg, lid);
+    if (TPR_LOG2 == 0u && !pos.live) {
+        return;  // a thread per row: no barrier to meet
+    }
+    let n4 = p.r_len >> 2u;
+    let base = pos.row * n4;
+    var acc = identity();
+    // A trip count that does not depend on the lane keeps the loop uniform.
+    for (var k = 0u; k < steps(n4); k++) {
+        let i = pos.lane + (k << TPR_LOG2);
+        if (i < n4) {
+            acc = op4(acc, x4[base + i]);
+        }
+    }
+    row_finish(pos, lid, acc);
+}
+
+@compute @workgroup_size(WG)
+fn reduce_fwd_rows_any(@builtin(workgroup_id) wid: vec3<u32>,
+                       @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    let pos = row_pos(wid, nwg, lid);
+    if (TPR_LOG2 == 0u && !pos.live) {
+        return;
+    }
+    let b = pos.row * p.r_len;                      // first value of the row
+    let head = min((4u - (b & 3u)) & 3u, p.r_len);  // values before a vec4 boundary
+    let n4 = (p.r_len - head) >> 2u;                // aligned vec4s
+    let b4 = (b + head) >> 2u;
+    var acc = identity();
+    for (var k = 0u; k < steps(p.r_len >> 2u); k++) {
+        let i = pos.lane + (k << TPR_LOG2);
+        if (i < n4) {
+            acc = op4(acc, x4[b4 + i]);
+        }
+    }
+    if (pos.lane == 0u) {
+        // The unaligned ends; lanes past them read a neighbour and are masked off.
+        let c = vec4<u32>(0u, 1u, 2u, 3u);
+        let h = vec4<f32>(x1[b], x1[b + 1u], x1[b + 2u], x1[b + 3u]);
+        acc = op4(acc, select(identity(), h, c < vec4<u32>(head)));
+        let t0 = b + head + 4u * n4;
+        let tail = p.r_len - head - 4u * n4;
+        let t = vec4<f32>(x1[t0], x1[t0 + 1u], x1[t0 + 2u], x1[t0 + 3u]);
+        acc = op4(acc, select(identity(), t, c < vec4<u32>(tail)));
+    }
+    row_finish(pos, lid, acc);
+}
+
+// Where a cols invocation works.
+struct ColPos {
+    o: u32,      // outer index
+    chunk: u32,  // chunk of R
+    col: u32,    // first of its `cpt` columns
+    slice: u32,
+    live: bool,  // o < outer and col < inner
+}
+
+fn col_pos(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, cpt: u32) -> ColPos {
+    let g = wid.x + wid.y * nwg.x;
+    let tile_w = WG >> SLICES_LOG2;  // threads across columns
+    let oc = g / p.tiles;
+    let col = ((g % p.tiles) * tile_w + (lid & (tile_w - 1u))) * cpt;
+    let o = oc / p.chunks;
+    let live = o < p.outer && col < p.inner;
+    return ColPos(min(o, p.outer - 1u), oc % p.chunks, col, lid / tile_w, live);
+}
+
+// The rows [r0, r1) of R in this invocation's chunk. They depend on the
+// workgroup only, so with one slice the loop over them is uniform; columns past
+// the last one read the last one and write nothing.
+fn chunk_rows(c: ColPos) -> vec2<u32> {
+    let r0 = c.chunk * p.r_chunk;
+    return vec2<u32>(r0, min(p.r_len, r0 + p.r_chunk));
+}
+
+@compute @workgroup_size(WG)
+fn reduce_fwd_cols_vec4(@builtin(workgroup_id) wid: vec3<u32>,
+                        @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+    let c = col_pos(wid, nwg, lid, CPT);
+    if (SLICES_LOG2 == 0u && !c.live) {
+        return;  // no tree: nothing to wait for
+    }
+    let rr = chunk_rows(c);
+    // CPT neighbouring columns per thread: on a CPU, where a workgroup's lanes run
+    // one after another, each lane then reads whole cache lines.
+    var acc: array<vec4<f32>, 4>;
+    var cols: array<u32, 4>;
+    for (var q = 0u; q < CPT; q++) {
+        acc[q] = identity();
+        cols[q] = min(c.col + q, p.inner - 1u);  // past the last column: re-read it
+    }
+    var i = (c.o * p.r_len + rr.x + c.slice) * p.inner;
+    let step = p.inner << SLICES_LOG2;
+    for (var r = rr.x + c.slice; r < rr.y; r += 1u << SLICES_LOG2) {
+        for (var q = 0u; q < CPT; q++) {
+            acc[q] = op4(acc[q], x4[i + cols[q]]);
+        }
+        i += step;
+    }
+    for (var q = 0u; q < CPT; q++) {
+        var v = acc[q];
+        if (SLICES_LOG2 > 0u) {
+            v = group_reduce(lid, c.slice, WG >> SLICES_LOG2, SLICES_LOG2, v);
+        }
+        if (c.live && c.slice == 0u && c.col + q < p.inner) {
+            out4[(c.o * p.chunks + c.chunk) * p.inner + c.col + q] = finish(v);
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn reduce_fwd_cols_scalar(@builtin(workgroup_id) wid: vec3<u32>,
+                          @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) lid: u32) {
+    let c = col_pos(wid, nwg, lid, 1u);
+    if (SLICES_LOG2 == 0u && !c.live) {
+        return;
+    }
+    let rr = chunk_rows(c);
+    var acc = identity().x;
+    var i = (c.o * p.r_len + rr.x + c.slice) * p.inner + min(c.col, p.inner - 1u);
+    let step = p.inner << SLICES_LOG2;
+    for (var r = rr.x + c.slice; r < rr.y; r += 1u << SLICES_LOG2) {
+        acc = op4(vec4<f32>(acc), vec4<f32>(x1[i])).x;
+        i += step;
+    }
+    var v = vec4<f32>(acc);
+    if (SLICES_LOG2 > 0u) {
+        v = group_reduce(lid, c.slice, WG >> SLICES_LOG2, SLICES_LOG2, v);
+    }
+    if (c.live && c.slice == 0u) {
+        out1[(c.o * p.chunks + c.chunk) * p.inner + c.col] = finish(v).x;
+    }
+}

@@ -1,1 +1,302 @@
-// placeholder: filled in by its kernel's implementation
+// Softmax over the last axis: y = softmax(scale * x) over each row of C values,
+// max-subtracted, with an optional causal mask and key-padding mask for attention
+// scores x (B, NH, Tq, Tk). Masked entries output 0; a fully masked row outputs 0.
+//
+// A workgroup holds WG >> TPR_LOG2 rows, 1 << TPR_LOG2 threads per row. Each
+// thread takes items (four values) lane, lane + tpr, ... of its row; the threads
+// of a row combine their (max, sum of exp) pairs in one tree in workgroup memory
+// (skipped when a thread has the row to itself: no barrier at all).
+// Modes (override ITEMS):
+//   ITEMS > 0   the thread's items stay in registers: one read of x, one exp per
+//               value, one write of y
+//   ITEMS = 0   streaming, for rows too long for registers: an online (max, sum)
+//               pass, then a second read of the row (from cache) that writes y
+// With a thread per row (the plan on CPU adapters), loop bounds are uniform and
+// threads past the last row return at once.
+// Variants:
+//   softmax_fwd_vec4    C % 4 == 0: item k of lane l is the vec4 at column
+//                       4 * (l + k * tpr)
+//   softmax_fwd_scalar  any C: an item is 4 scalars tpr apart (coalesced loads)
+// Override constants CAUSAL and KEY_MASK switch the masks on (both variants).
+// Bindings: x (rows, C), key_mask (B, Tk) f32 1 = keep / 0 = masked (x again when
+// unused), y (rows, C).
+
+struct Params {
+    rows: u32,      // number of rows (B * NH * Tq when masked)
+    cols: u32,      // C (= Tk when masked)
+    tq: u32,        // Tq: the causal row index is row % Tq
+    nh_tq: u32,     // NH * Tq: the key-mask row is row / (NH * Tq)
+    scale: f32,     // applied to x before the softmax
+    diag: i32,      // Tk - Tq: column j is visible from row i iff j <= i + diag
+    _pad0: u32,
+    _pad1: u32,
+}
+
+override TPR_LOG2: u32 = 0u;  // threads per row = 1 << TPR_LOG2
+override ITEMS: u32 = 0u;     // items per thread kept in registers (<= MAX_ITEMS); 0 = stream
+override CAUSAL: bool = false;
+override KEY_MASK: bool = false;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;  // (rows, C / 4), vec4 variant
+@group(0) @binding(1) var<storage, read> x1: array<f32>;        // (rows, C), scalar variant
+@group(0) @binding(2) var<storage, read> key_mask: array<f32>;  // (B, Tk)
+@group(0) @binding(3) var<storage, read_write> y4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> y1: array<f32>;
+
+const WG: u32 = 256u;
+const MAX_ITEMS: u32 = 16u;
+// Stands in for -inf (WGSL implementations may assume no infinities at run time);
+// masked and out-of-row values hold exactly this.
+const NEG_BIG: f32 = -3.0e38;
+
+var<workgroup> red_m: array<f32, WG>;
+var<workgroup> red_s: array<f32, WG>;
+
+// Where an invocation works: its row (may be past the last one), its lane in
+// the row, and the row's mask parameters.
+struct RowPos {
+    row: u32,
+    lane: u32,
+    live: bool,        // row < rows
+    last_col: i32,     // causal: the last visible column
+    mask_base: u32,    // key mask: offset of the row's batch element
+}
+
+fn row_pos(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> RowPos {
+    let row = (wid.x + wid.y * nwg.x) * (WG >> TPR_LOG2) + (lid >> TPR_LOG2);
+    var last_col = 0;
+    if (CAUSAL) {
+        last_col = i32(row % p.tq) + p.diag;
+    }
+    var mask_base = 0u;
+    if (KEY_MASK) {
+        mask_base = (row / p.nh_tq) * p.cols;
+    }
+    return RowPos(row, lid & ((1u << TPR_LOG2) - 1u), row < p.rows, last_col, mask_base);
+}
+
+// Items each lane of a row visits: ceil(ceil(C / 4) / tpr), the same for every
+// lane, so loops over it are uniform (past the row, items are skipped).
+fn steps() -> u32 {
+    return (((p.cols + 3u) >> 2u) + (1u << TPR_LOG2) - 1u) >> TPR_LOG2;
+}
+
+// The four columns of item k of a lane.
+fn cols_vec4(lane: u32, k: u32) -> vec4<u32> {
+    return vec4<u32>(4u * (lane + (k << TPR_LOG2))) + vec4<u32>(0u, 1u, 2u, 3u);
+}
+
+fn cols_scalar(lane: u32, k: u32) -> vec4<u32> {
+    let tpr = 1u << TPR_LOG2;
+    return vec4<u32>(4u * k * tpr + lane) + vec4<u32>(0u, tpr, 2u * tpr, 3u * tpr);
+}
+
+// Which of the four columns j of the row take part (the row bound and both masks).
+fn keep(pos: RowPos, j: vec4<u32>) -> vec4<bool> {
+    var k = j < vec4<u32>(p.cols);
+    if (CAUSAL) {
+        k = k & (vec4<i32>(j) <= vec4<i32>(pos.last_col));
+    }
+    if (KEY_MASK) {
+        let jc = min(j, vec4<u32>(p.cols - 1u)) + pos.mask_base;
+        let m = vec4<f32>(key_mask[jc.x], key_mask[jc.y], key_mask[jc.z], key_mask[jc.w]);
+        k = k & (m != vec4<f32>(0.0));
+    }
+    return k;
+}
+
+// scale * x at the four columns j (j.x < C) of the row, NEG_BIG where masked or
+// past C.
+fn load_vec4(pos: RowPos, j: vec4<u32>) -> vec4<f32> {
+    if (CAUSAL || KEY_MASK) {
+        let k = keep(pos, j);
+        if (!any(k)) {
+            return vec4<f32>(NEG_BIG);  // e.g. above the causal diagonal: no read
+        }
+        return select(vec4<f32>(NEG_BIG), x4[(pos.row * p.cols + j.x) >> 2u] * p.scale, k);
+    }
+    return x4[(pos.row * p.cols + j.x) >> 2u] * p.scale;
+}
+
+fn load_scalar(pos: RowPos, j: vec4<u32>) -> vec4<f32> {
+    let k = keep(pos, j);
+    if ((CAUSAL || KEY_MASK) && !any(k)) {
+        return vec4<f32>(NEG_BIG);
+    }
+    // Columns past C read a neighbour (or the binding's clamp) and are masked off.
+    let b = pos.row * p.cols;
+    let v = vec4<f32>(x1[b + j.x], x1[b + j.y], x1[b + j.z], x1[b + j.w]);
+    return select(vec4<f32>(NEG_BIG), v * p.scale, k);
+}
+
+fn store_vec4(pos: RowPos, j: vec4<u32>, y: vec4<f32>) {
+    if (pos.live && j.x < p.cols) {
+        y4[(pos.row * p.cols + j.x) >> 2u] = y;
+    }
+}
+
+fn store_scalar(pos: RowPos, j: vec4<u32>, y: vec4<f32>) {
+    let b = pos.row * p.cols;
+    if (pos.live) {
+        if (j.x < p.cols) { y1[b + j.x] = y.x; }
+        if (j.y < p.cols) { y1[b + j.y] = y.y; }
+        if (j.z < p.cols) { y1[b + j.z] = y.z; }
+        if (j.w < p.cols) { y1[b + j.w] = y.w; }
+    }
+}
+
+fn max4(v: vec4<f32>) -> f32 {
+    return max(max(v.x, v.y), max(v.z, v.w));
+}
+
+fn sum4(v: vec4<f32>) -> f32 {
+    return (v.x + v.y) + (v.z + v.w);
+}
+
+// exp(v - m) where v was loaded, 0 where it is NEG_BIG (masked, or past the row).
+fn exp_kept(v: vec4<f32>, m: f32) -> vec4<f32> {
+    return select(exp(v - m), vec4<f32>(0.0), v == vec4<f32>(NEG_BIG));
+}
+
+// Online update of st = (max, sum of exp(v - max)) with four more values. The
+// sum is rescaled only when the maximum grows, rare after a row's first items.
+fn online(st_in: vec2<f32>, v: vec4<f32>) -> vec2<f32> {
+    var st = st_in;
+    let m = max4(v);
+    if (m > st.x) {
+        st = vec2<f32>(m, st.y * exp(st.x - m));
+    }
+    return vec2<f32>(st.x, st.y + sum4(exp_kept(v, st.x)));
+}
+
+fn combine(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
+    let m = max(a.x, b.x);
+    return vec2<f32>(m, a.y * exp(a.x - m) + b.y * exp(b.x - m));
+}
+
+// Combines the (max, sum) pairs of the threads of each row: a tree over the
+// row's consecutive invocations. Every thread gets its row's pair.
+fn row_reduce(lid: u32, st_in: vec2<f32>) -> vec2<f32> {
+    if (TPR_LOG2 == 0u) {
+        return st_in;
+    }
+    var st = st_in;
+    red_m[lid] = st.x;
+    red_s[lid] = st.y;
+    let lane = lid & ((1u << TPR_LOG2) - 1u);
+    for (var half = (1u << TPR_LOG2) >> 1u; half > 0u; half >>= 1u) {
+        workgroupBarrier();
+        if (lane < half) {
+            st = combine(st, vec2<f32>(red_m[lid + half], red_s[lid + half]));
+            red_m[lid] = st.x;
+            red_s[lid] = st.y;
+        }
+    }
+    workgroupBarrier();
+    return vec2<f32>(red_m[lid - lane], red_s[lid - lane]);
+}
+
+// Register mode, after the loads: turns r (scale * x, NEG_BIG where masked) into y.
+fn softmax_regs(r: ptr<function, array<vec4<f32>, MAX_ITEMS>>, lid: u32) {
+    var m = NEG_BIG;
+    for (var k = 0u; k < ITEMS; k++) {
+        m = max(m, max4((*r)[k]));
+    }
+    var s = 0.0;
+    for (var k = 0u; k < ITEMS; k++) {
+        (*r)[k] = exp_kept((*r)[k], m);
+        s += sum4((*r)[k]);
+    }
+    let st = row_reduce(lid, vec2<f32>(m, s));
+    // st.y == 0 only when every column of the row is masked: output zeros.
+    let f = select(exp(m - st.x) / st.y, 0.0, st.y == 0.0);
+    for (var k = 0u; k < ITEMS; k++) {
+        (*r)[k] *= f;
+    }
+}
+
+// Streaming mode, after the online pass: y at four values v.
+fn softmax_out(v: vec4<f32>, st: vec2<f32>) -> vec4<f32> {
+    let inv = select(1.0 / st.y, 0.0, st.y == 0.0);
+    return exp_kept(v, st.x) * inv;
+}
+
+@compute @workgroup_size(WG)
+fn softmax_fwd_vec4(@builtin(workgroup_id) wid: vec3<u32>,
+                    @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let pos = row_pos(wid, nwg, lid);
+    if (TPR_LOG2 == 0u && !pos.live) {
+        return;  // a thread per row: no barrier to meet
+    }
+    // Loop bounds depend on C and the lane only: uniform with a thread per row.
+    if (ITEMS > 0u) {
+        var r: array<vec4<f32>, MAX_ITEMS>;
+        for (var k = 0u; k < ITEMS; k++) {
+            let j = cols_vec4(pos.lane, k);
+            r[k] = vec4<f32>(NEG_BIG);
+            if (j.x < p.cols) {
+                r[k] = load_vec4(pos, j);
+            }
+        }
+        softmax_regs(&r, lid);
+        for (var k = 0u; k < ITEMS; k++) {
+            store_vec4(pos, cols_vec4(pos.lane, k), r[k]);
+        }
+    } else {
+        var st = vec2<f32>(NEG_BIG, 0.0);
+        for (var k = 0u; k < steps(); k++) {
+            let j = cols_vec4(pos.lane, k);
+            if (j.x < p.cols) {
+                st = online(st, load_vec4(pos, j));
+            }
+        }
+        st = row_reduce(lid, st);
+        for (var k = 0u; k < steps(); k++) {
+            let j = cols_vec4(pos.lane, k);
+            if (j.x < p.cols) {
+                store_vec4(pos, j, softmax_out(load_vec4(pos, j), st));
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn softmax_fwd_scalar(@builtin(workgroup_id) wid: vec3<u32>,
+                      @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let pos = row_pos(wid, nwg, lid);
+    if (TPR_LOG2 == 0u && !pos.live) {
+        return;
+    }
+    if (ITEMS > 0u) {
+        var r: array<vec4<f32>, MAX_ITEMS>;
+        for (var k = 0u; k < ITEMS; k++) {
+            let j = cols_scalar(pos.lane, k);
+            r[k] = vec4<f32>(NEG_BIG);
+            if (j.x < p.cols) {
+                r[k] = load_scalar(pos, j);
+            }
+        }
+        softmax_regs(&r, lid);
+        for (var k = 0u; k < ITEMS; k++) {
+            store_scalar(pos, cols_scalar(pos.lane, k), r[k]);
+        }
+    } else {
+        var st = vec2<f32>(NEG_BIG, 0.0);
+        for (var k = 0u; k < steps(); k++) {
+            let j = cols_scalar(pos.lane, k);
+            if (j.x < p.cols) {
+                st = online(st, load_scalar(pos, j));
+            }
+        }
+        st = row_reduce(lid, st);
+        for (var k = 0u; k < steps(); k++) {
+            let j = cols_scalar(pos.lane, k);
+            if (j.x < p.cols) {
+                store_scalar(pos, j, softmax_out(load_scalar(pos, j), st));
+            }
+        }
+    }
+}

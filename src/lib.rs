@@ -19,9 +19,11 @@
 //! # Ok::<(), wgformer::Error>(())
 //! ```
 
+pub mod autograd;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
+pub mod optim;
 pub mod reference;
 pub mod rng;
 pub mod selfcheck;

@@ -227,6 +227,12 @@ impl Tensor {
         Arc::ptr_eq(&self.storage, &other.storage)
     }
 
+    /// True when another tensor handle views the same buffer (in-place writes
+    /// would be seen through it).
+    pub(crate) fn is_shared(&self) -> bool {
+        Arc::strong_count(&self.storage) > 1
+    }
+
     pub(crate) fn buffer(&self) -> &wgpu::Buffer {
         &self.storage.buffer.buffer
     }

@@ -1,1 +1,493 @@
-//! placeholder
+//! GEMM (shaders/gemm.wgsl): C = act(alpha * op(A) op(B) + bias), batched, with
+//! the bias and activation fused into the kernel. Every Linear layer, the LM head
+//! and the backward passes of both go through [`gemm`] or [`gemm_into`].
+//!
+//! Variants: [`GemmVariant::Naive`] (one thread per output: the oracle and the
+//! baseline), [`GemmVariant::RegisterTile`] (each thread a TM x TN tile in
+//! registers, no workgroup memory), [`GemmVariant::SharedTile`] (64 x 64
+//! workgroup tile staged through workgroup memory). [`GemmVariant::Auto`] picks
+//! the register tile on CPU adapters (lavapipe, where barriers are expensive)
+//! and the shared tile elsewhere; see [`auto_variant`].
+
+use super::GEMM_WGSL;
+use crate::error::{Error, Result};
+use crate::gpu::{Dispatch, Gpu};
+use crate::tensor::{DType, Tensor};
+
+/// The activation fused into the GEMM epilogue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Activation {
+    #[default]
+    None,
+    Relu,
+    /// GPT-2's GELU: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+    GeluTanh,
+    /// Exact GELU: 0.5 x (1 + erf(x / sqrt 2)). WGSL has no `erf`; the kernel
+    /// uses Abramowitz & Stegun 7.1.26 (|error of erf| <= 1.5e-7), written as
+    /// erfc of |x| so that 1 + erf(x) does not cancel for negative x.
+    GeluErf,
+}
+
+impl Activation {
+    fn code(self) -> u32 {
+        match self {
+            Activation::None => 0,
+            Activation::Relu => 1,
+            Activation::GeluTanh => 2,
+            Activation::GeluErf => 3,
+        }
+    }
+}
+
+/// Which kernel computes the product.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum GemmVariant {
+    /// One thread per output, scalar loads.
+    Naive,
+    /// Register tile ([`RegisterTile::default`] shape), vec4 loads, no barriers.
+    RegisterTile,
+    /// Workgroup-memory tile: 64 x 64 outputs per workgroup, K in slices of 16.
+    SharedTile,
+    /// The measured-fastest for the adapter ([`auto_variant`]).
+    #[default]
+    Auto,
+}
+
+/// Shape of the register tile: a workgroup of `wg_x` threads that share `tm`
+/// rows (4, 8, 16 or 32) and own `tn` columns each (4, 8 or 16).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RegisterTile {
+    pub wg_x: u32,
+    pub tm: u32,
+    pub tn: u32,
+}
+
+impl Default for RegisterTile {
+    /// Measured fastest on lavapipe at 1024^3 (see shaders/gemm.wgsl's header).
+    fn default() -> Self {
+        RegisterTile {
+            wg_x: 8,
+            tm: 16,
+            tn: 16,
+        }
+    }
+}
+
+/// Options of [`gemm`] and [`gemm_into`].
+#[derive(Clone, Copy, Debug)]
+pub struct GemmOptions<'a> {
+    /// A is stored (K, M) and used transposed.
+    pub trans_a: bool,
+    /// B is stored (N, K) and used transposed.
+    pub trans_b: bool,
+    pub alpha: f32,
+    /// (N), added to every row before the activation.
+    pub bias: Option<&'a Tensor>,
+    pub activation: Activation,
+    pub variant: GemmVariant,
+}
+
+impl Default for GemmOptions<'_> {
+    fn default() -> Self {
+        GemmOptions {
+            trans_a: false,
+            trans_b: false,
+            alpha: 1.0,
+            bias: None,
+            activation: Activation::None,
+            variant: GemmVariant::Auto,
+        }
+    }
+}
+
+/// Sizes and batch strides (in elements) of [`gemm_into`]: `batch` products
+/// C_b = op(A_b) op(B_b) with A_b at `b * stride_a` (0: every batch reads the
+/// same A), likewise B and C. Each matrix is contiguous: op(A) (M, K) stored as
+/// (M, K), or (K, M) when transposed; op(B) (K, N) stored as (K, N) or (N, K).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmShape {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub batch: usize,
+    pub stride_a: usize,
+    pub stride_b: usize,
+    pub stride_c: usize,
+}
+
+impl GemmShape {
+    /// One contiguous batch after another for A, B and C.
+    pub fn contiguous(m: usize, n: usize, k: usize, batch: usize) -> GemmShape {
+        GemmShape {
+            m,
+            n,
+            k,
+            batch,
+            stride_a: m * k,
+            stride_b: k * n,
+            stride_c: m * n,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch: u32,
+    stride_a: u32,
+    stride_b: u32,
+    stride_c: u32,
+    alpha: f32,
+    _pad0: [u32; 2],
+    group_x0: u32,
+    group_y0: u32,
+    group_z0: u32,
+    _pad: [u32; 3],
+}
+
+/// The variant [`GemmVariant::Auto`] resolves to on `gpu`: the register tile on
+/// CPU adapters (lavapipe: a workgroup runs as one thread and every barrier is a
+/// coroutine switch, so the barrier-free tile wins; measured in the shader
+/// header), the workgroup-memory tile on real GPUs.
+pub fn auto_variant(gpu: &Gpu) -> GemmVariant {
+    match gpu.adapter_info().device_type {
+        wgpu::DeviceType::Cpu => GemmVariant::RegisterTile,
+        _ => GemmVariant::SharedTile,
+    }
+}
+
+/// C = act(alpha * op(A) op(B) + bias) into a new tensor.
+///
+/// A is (M, K), or (K, M) with `trans_a`; B is (K, N), or (N, K) with `trans_b`.
+/// Either may carry one leading batch dimension: (batch, ., .) x (batch, ., .),
+/// or (batch, ., .) x (., .) with B shared by every batch. Returns (M, N) or
+/// (batch, M, N).
+pub fn gemm(a: &Tensor, b: &Tensor, opts: &GemmOptions) -> Result<Tensor> {
+    let shapes = || format!("A {:?} x B {:?}", a.shape(), b.shape());
+    let (batch, a2) = match a.shape() {
+        [r, c] => (None, [*r, *c]),
+        [n, r, c] => (Some(*n), [*r, *c]),
+        _ => {
+            return Err(Error::shape(
+                "gemm",
+                format!("{}: A must be rank 2 or 3", shapes()),
+            ))
+        }
+    };
+    let (b_batched, b2) = match b.shape() {
+        [r, c] => (false, [*r, *c]),
+        [n, r, c] => {
+            if batch != Some(*n) {
+                return Err(Error::shape(
+                    "gemm",
+                    format!(
+                        "{}: a batched B needs a batched A with the same batch size",
+                        shapes()
+                    ),
+                ));
+            }
+            (true, [*r, *c])
+        }
+        _ => {
+            return Err(Error::shape(
+                "gemm",
+                format!("{}: B must be rank 2 or 3", shapes()),
+            ))
+        }
+    };
+    let (m, k) = if opts.trans_a {
+        (a2[1], a2[0])
+    } else {
+        (a2[0], a2[1])
+    };
+    let (kb, n) = if opts.trans_b {
+        (b2[1], b2[0])
+    } else {
+        (b2[0], b2[1])
+    };
+    if k != kb {
+        return Err(Error::shape(
+            "gemm",
+            format!(
+                "{} (trans_a {}, trans_b {}): inner dimensions {k} and {kb} differ",
+                shapes(),
+                opts.trans_a,
+                opts.trans_b
+            ),
+        ));
+    }
+    let nb = batch.unwrap_or(1);
+    let shape = GemmShape {
+        m,
+        n,
+        k,
+        batch: nb,
+        stride_a: m * k,
+        stride_b: if b_batched { k * n } else { 0 },
+        stride_c: m * n,
+    };
+    let out_shape: Vec<usize> = match batch {
+        Some(nb) => vec![nb, m, n],
+        None => vec![m, n],
+    };
+    // Checks (dtype, bias) before allocating.
+    validate(a, b, None, &shape, opts)?;
+    let c = Tensor::empty(a.gpu(), &out_shape, DType::F32)?;
+    gemm_into(a, b, &c, &shape, opts)?;
+    Ok(c)
+}
+
+/// C = act(alpha * op(A) op(B) + bias) written into `c`, with explicit sizes and
+/// batch strides ([`GemmShape`]). The tensors' shapes are not interpreted, only
+/// their element counts: each must hold every element the strides reach.
+pub fn gemm_into(
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    shape: &GemmShape,
+    opts: &GemmOptions,
+) -> Result<()> {
+    let variant = match opts.variant {
+        GemmVariant::Auto => auto_variant(a.gpu()),
+        v => v,
+    };
+    gemm_dispatch(a, b, c, shape, opts, variant, RegisterTile::default())
+}
+
+/// [`gemm_into`] with the register tile's shape given (benchmarks and tuning);
+/// always runs the register-tile kernel.
+pub fn gemm_into_register_tile(
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    shape: &GemmShape,
+    opts: &GemmOptions,
+    tile: RegisterTile,
+) -> Result<()> {
+    if ![4, 8, 16, 32].contains(&tile.tm) || ![4, 8, 16].contains(&tile.tn) {
+        return Err(Error::invalid(
+            "gemm",
+            format!("register tile {tile:?}: tm must be 4, 8, 16 or 32 and tn 4, 8 or 16"),
+        ));
+    }
+    let limits = a.gpu().limits();
+    if tile.wg_x == 0
+        || tile.wg_x > limits.max_compute_invocations_per_workgroup
+        || tile.wg_x > limits.max_compute_workgroup_size_x
+    {
+        return Err(Error::invalid(
+            "gemm",
+            format!("register tile {tile:?}: workgroup size outside the device limits"),
+        ));
+    }
+    gemm_dispatch(a, b, c, shape, opts, GemmVariant::RegisterTile, tile)
+}
+
+fn gemm_dispatch(
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    shape: &GemmShape,
+    opts: &GemmOptions,
+    variant: GemmVariant,
+    tile: RegisterTile,
+) -> Result<()> {
+    validate(a, b, Some(c), shape, opts)?;
+    let GemmShape {
+        m,
+        n,
+        k,
+        batch,
+        stride_a,
+        stride_b,
+        stride_c,
+    } = *shape;
+    if m == 0 || n == 0 || batch == 0 {
+        return Ok(());
+    }
+    // vec4 loads need the stored matrix's contiguous dimension and the batch
+    // stride to be multiples of 4 (vec4 indices are element index / 4).
+    let vec_a = (if opts.trans_a { m } else { k }) % 4 == 0 && stride_a % 4 == 0;
+    let vec_b = (if opts.trans_b { k } else { n }) % 4 == 0 && stride_b % 4 == 0;
+    let vec_c = n % 4 == 0 && stride_c % 4 == 0;
+    let flag = |x: bool| if x { 1.0 } else { 0.0 };
+    let mut constants = vec![
+        ("TRANS_A", flag(opts.trans_a)),
+        ("TRANS_B", flag(opts.trans_b)),
+        ("ACT", opts.activation.code() as f64),
+        ("HAS_BIAS", flag(opts.bias.is_some())),
+    ];
+    let (entry, rows_per_group, cols_per_group) = match variant {
+        GemmVariant::Naive => ("gemm_fwd_naive", 8, 8),
+        GemmVariant::SharedTile => {
+            constants.push(("VEC_A", flag(vec_a)));
+            constants.push(("VEC_B", flag(vec_b)));
+            constants.push(("VEC_C", flag(vec_c)));
+            ("gemm_fwd_shared", 64, 64)
+        }
+        GemmVariant::RegisterTile | GemmVariant::Auto => {
+            constants.extend([
+                ("VEC_A", flag(vec_a)),
+                ("VEC_B", flag(vec_b)),
+                ("VEC_C", flag(vec_c)),
+                ("WG_X", tile.wg_x as f64),
+                ("TM", tile.tm as f64),
+                ("TN", tile.tn as f64),
+            ]);
+            (
+                "gemm_fwd_register",
+                tile.tm as usize,
+                (tile.wg_x * tile.tn) as usize,
+            )
+        }
+    };
+    // The register tile walks rows along x (see the shader), the others columns.
+    let grid = if entry == "gemm_fwd_register" {
+        [m.div_ceil(rows_per_group), n.div_ceil(cols_per_group), batch]
+    } else {
+        [n.div_ceil(cols_per_group), m.div_ceil(rows_per_group), batch]
+    };
+    let bias = opts.bias.unwrap_or(a);
+    let mut params = Params {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        batch: batch as u32,
+        stride_a: stride_a as u32,
+        stride_b: stride_b as u32,
+        stride_c: stride_c as u32,
+        alpha: opts.alpha,
+        _pad0: [0; 2],
+        group_x0: 0,
+        group_y0: 0,
+        group_z0: 0,
+        _pad: [0; 3],
+    };
+    // A grid over the per-dimension limit becomes several dispatches, each told
+    // its workgroup offset.
+    let max = a.gpu().limits().max_compute_workgroups_per_dimension.max(1) as usize;
+    for z0 in (0..grid[2]).step_by(max) {
+        for y0 in (0..grid[1]).step_by(max) {
+            for x0 in (0..grid[0]).step_by(max) {
+                params.group_x0 = x0 as u32;
+                params.group_y0 = y0 as u32;
+                params.group_z0 = z0 as u32;
+                a.gpu().dispatch(&Dispatch {
+                    shader: &GEMM_WGSL,
+                    entry,
+                    constants: &constants,
+                    params: bytemuck::bytes_of(&params),
+                    reads: &[a, b, bias],
+                    writes: &[c],
+                    workgroups: [
+                        (grid[0] - x0).min(max) as u32,
+                        (grid[1] - y0).min(max) as u32,
+                        (grid[2] - z0).min(max) as u32,
+                    ],
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every check of [`gemm_into`]; `c` is `None` when [`gemm`] allocates it.
+fn validate(
+    a: &Tensor,
+    b: &Tensor,
+    c: Option<&Tensor>,
+    shape: &GemmShape,
+    opts: &GemmOptions,
+) -> Result<()> {
+    a.expect_dtype("gemm", "A", DType::F32)?;
+    b.expect_dtype("gemm", "B", DType::F32)?;
+    if let Some(c) = c {
+        c.expect_dtype("gemm", "C", DType::F32)?;
+        for (name, t) in [("A", a), ("B", b)] {
+            if c.shares_buffer(t) {
+                return Err(Error::invalid(
+                    "gemm",
+                    format!("C shares its buffer with {name}; write the product into a separate tensor"),
+                ));
+            }
+        }
+        if let Some(bias) = opts.bias {
+            if c.shares_buffer(bias) {
+                return Err(Error::invalid(
+                    "gemm",
+                    "C shares its buffer with the bias; write the product into a separate tensor",
+                ));
+            }
+        }
+    }
+    if !opts.alpha.is_finite() {
+        return Err(Error::invalid(
+            "gemm",
+            format!("alpha must be finite, got {}", opts.alpha),
+        ));
+    }
+    let GemmShape {
+        m,
+        n,
+        k,
+        batch,
+        stride_a,
+        stride_b,
+        stride_c,
+    } = *shape;
+    if let Some(bias) = opts.bias {
+        bias.expect_dtype("gemm", "bias", DType::F32)?;
+        if bias.numel() != n || bias.rank() > 1 {
+            return Err(Error::shape(
+                "gemm",
+                format!("bias has shape {:?}, expected [{n}] (N)", bias.shape()),
+            ));
+        }
+    }
+    if m == 0 || n == 0 || batch == 0 {
+        return Ok(()); // nothing is read or written
+    }
+    if batch > 1 && stride_c < m * n {
+        return Err(Error::invalid(
+            "gemm",
+            format!(
+                "{shape:?}: stride_c {stride_c} is less than M*N = {} so batches of C overlap",
+                m * n
+            ),
+        ));
+    }
+    // The last element each operand's strides reach, checked against its size.
+    let reach = |stride: usize, len: usize| -> Option<usize> {
+        stride.checked_mul(batch - 1)?.checked_add(len)
+    };
+    let operands: [(&str, Option<&Tensor>, usize, usize); 3] = [
+        ("A", Some(a), stride_a, m * k),
+        ("B", Some(b), stride_b, k * n),
+        ("C", c, stride_c, m * n),
+    ];
+    for (name, t, stride, len) in operands {
+        let needed = reach(stride, len);
+        let have = t.map(|t| t.numel());
+        let fits = match (needed, have) {
+            (Some(need), Some(have)) => need <= have,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if !fits || needed.is_none_or(|x| x > u32::MAX as usize) {
+            return Err(Error::shape(
+                "gemm",
+                format!(
+                    "{name} {} holds {} elements but M={m}, N={n}, K={k}, batch={batch}, \
+                     stride {stride} need {}",
+                    t.map(|t| format!("{:?}", t.shape())).unwrap_or_default(),
+                    have.map(|h| h.to_string()).unwrap_or("?".into()),
+                    needed.map(|x| x.to_string()).unwrap_or("more than usize".into()),
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -10,6 +10,7 @@ pub mod embedding;
 pub mod gemm;
 pub mod layernorm;
 pub mod optim;
+pub mod permute;
 pub mod reduce;
 pub mod softmax;
 
@@ -35,6 +36,7 @@ pub static GRAD_NORM_WGSL: Shader = shader!("grad_norm.wgsl", f16: false);
 pub static OPTIM_WGSL: Shader = shader!("optim.wgsl", f16: false);
 pub static OPTIM_SGD_WGSL: Shader = shader!("optim_sgd.wgsl", f16: false);
 pub static LAYERNORM_WGSL: Shader = shader!("layernorm.wgsl", f16: false);
+pub static PERMUTE_WGSL: Shader = shader!("permute.wgsl", f16: false);
 pub static REDUCE_WGSL: Shader = shader!("reduce.wgsl", f16: false);
 pub static SOFTMAX_WGSL: Shader = shader!("softmax.wgsl", f16: false);
 pub static CAST_F16_WGSL: Shader = shader!("cast_f16.wgsl", f16: true);
@@ -51,6 +53,7 @@ pub static ALL_SHADERS: &[&Shader] = &[
     &OPTIM_WGSL,
     &OPTIM_SGD_WGSL,
     &LAYERNORM_WGSL,
+    &PERMUTE_WGSL,
     &REDUCE_WGSL,
     &SOFTMAX_WGSL,
     &CAST_F16_WGSL,

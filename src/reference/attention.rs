@@ -1,1 +1,169 @@
-//! placeholder
+//! CPU spec of scaled dot-product attention, forward and backward: explicit
+//! scores, masks, softmax, times V (and the chain rule back through each), in
+//! f64. The GPU kernels in `kernels::attention` (fused and unfused) are tested
+//! against it; the semantics are documented there. Inputs may be f32 (the
+//! tensors' data) or f64 (finite-difference checks of the backward).
+
+/// Attention forward. Returns (O, L):
+/// - O: (B, NH, Tq, HS) = softmax over visible keys of scale * Q K^T, times V
+/// - L: (B, NH, Tq) = ln(sum over visible keys of exp(scale * q_i . k_j));
+///   +inf (and an O row of zeros) when row i sees no key.
+///
+/// `q`: (B, NH, Tq, HS); `k`, `v`: (B, NH, Tk, HS); `key_mask`: (B, Tk) with
+/// 0.0 = padded key, anything else = attend. Causal is bottom-right aligned:
+/// row i sees key j iff j <= i + (Tk - Tq).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_fwd<T: Copy + Into<f64>>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    key_mask: Option<&[f32]>,
+    (b, nh, tq, tk, hs): (usize, usize, usize, usize, usize),
+    scale: f32,
+    causal: bool,
+) -> (Vec<f64>, Vec<f64>) {
+    assert_eq!(q.len(), b * nh * tq * hs, "q is (B, NH, Tq, HS)");
+    assert_eq!(k.len(), b * nh * tk * hs, "k is (B, NH, Tk, HS)");
+    assert_eq!(v.len(), b * nh * tk * hs, "v is (B, NH, Tk, HS)");
+    if let Some(m) = key_mask {
+        assert_eq!(m.len(), b * tk, "key_mask is (B, Tk)");
+    }
+    let mut o = vec![0.0f64; b * nh * tq * hs];
+    let mut lse = vec![0.0f64; b * nh * tq];
+    let mut s = vec![0.0f64; tk]; // one row of scores (Tk)
+    let mut visible = vec![false; tk];
+    for bi in 0..b {
+        for h in 0..nh {
+            let bh = bi * nh + h;
+            for i in 0..tq {
+                // Scores of row i: s_j = scale * q_i . k_j  (Tk)
+                let qi = &q[(bh * tq + i) * hs..][..hs];
+                for j in 0..tk {
+                    let kj = &k[(bh * tk + j) * hs..][..hs];
+                    let dot: f64 = qi.iter().zip(kj).map(|(&a, &c)| a.into() * c.into()).sum();
+                    s[j] = scale as f64 * dot;
+                    let causal_ok = !causal || (j as i64) <= i as i64 + tk as i64 - tq as i64;
+                    let pad_ok = key_mask.is_none_or(|m| m[bi * tk + j] != 0.0);
+                    visible[j] = causal_ok && pad_ok;
+                }
+                // Softmax over the visible keys.
+                let max = (0..tk)
+                    .filter(|&j| visible[j])
+                    .map(|j| s[j])
+                    .fold(f64::NEG_INFINITY, f64::max);
+                if max == f64::NEG_INFINITY {
+                    lse[bh * tq + i] = f64::INFINITY; // no visible key; O row stays 0
+                    continue;
+                }
+                let sum: f64 = (0..tk)
+                    .filter(|&j| visible[j])
+                    .map(|j| (s[j] - max).exp())
+                    .sum();
+                lse[bh * tq + i] = max + sum.ln();
+                // O_i = sum_j P_ij v_j  (HS)
+                let oi = &mut o[(bh * tq + i) * hs..][..hs];
+                for j in (0..tk).filter(|&j| visible[j]) {
+                    let pj = (s[j] - max).exp() / sum;
+                    let vj = &v[(bh * tk + j) * hs..][..hs];
+                    for (od, &vd) in oi.iter_mut().zip(vj) {
+                        *od += pj * vd.into();
+                    }
+                }
+            }
+        }
+    }
+    (o, lse)
+}
+
+/// Attention backward: the gradients (dQ, dK, dV) of a loss whose gradient with
+/// respect to O is `d_o`, for O = [`attention_fwd`]`(q, k, v, ...)`. Shapes,
+/// masks and scale as the forward; `d_o`: (B, NH, Tq, HS). Returns
+/// dQ (B, NH, Tq, HS), dK (B, NH, Tk, HS), dV (B, NH, Tk, HS).
+///
+/// With P the softmax over the visible keys (0 elsewhere) and S = scale Q K^T:
+///   dV_j = sum_i P_ij dO_i
+///   dP_ij = dO_i . v_j
+///   dS_ij = P_ij (dP_ij - sum_j' P_ij' dP_ij')     (softmax backward)
+///   dQ_i = scale sum_j dS_ij k_j,   dK_j = scale sum_i dS_ij q_i
+/// A row that sees no key has P_i = 0 and contributes nothing.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bwd<T: Copy + Into<f64>>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    d_o: &[T],
+    key_mask: Option<&[f32]>,
+    (b, nh, tq, tk, hs): (usize, usize, usize, usize, usize),
+    scale: f32,
+    causal: bool,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    assert_eq!(q.len(), b * nh * tq * hs, "q is (B, NH, Tq, HS)");
+    assert_eq!(k.len(), b * nh * tk * hs, "k is (B, NH, Tk, HS)");
+    assert_eq!(v.len(), b * nh * tk * hs, "v is (B, NH, Tk, HS)");
+    assert_eq!(d_o.len(), b * nh * tq * hs, "d_o is (B, NH, Tq, HS)");
+    if let Some(m) = key_mask {
+        assert_eq!(m.len(), b * tk, "key_mask is (B, Tk)");
+    }
+    let scale = scale as f64;
+    let f = |x: &[T]| -> Vec<f64> { x.iter().map(|&a| a.into()).collect() };
+    let (q, k, v, d_o) = (f(q), f(k), f(v), f(d_o));
+    let dot = |a: &[f64], c: &[f64]| -> f64 { a.iter().zip(c).map(|(x, y)| x * y).sum() };
+    let mut dq = vec![0.0f64; b * nh * tq * hs];
+    let mut dk = vec![0.0f64; b * nh * tk * hs];
+    let mut dv = vec![0.0f64; b * nh * tk * hs];
+    let mut p = vec![0.0f64; tk]; // one row of probabilities (Tk)
+    let mut dp = vec![0.0f64; tk]; // and of their gradients (Tk)
+    for bi in 0..b {
+        for h in 0..nh {
+            let bh = bi * nh + h;
+            for i in 0..tq {
+                let qi = &q[(bh * tq + i) * hs..][..hs];
+                let doi = &d_o[(bh * tq + i) * hs..][..hs];
+                // P_i: softmax of the visible scores, 0 elsewhere.
+                let visible = |j: usize| {
+                    (!causal || (j as i64) <= i as i64 + tk as i64 - tq as i64)
+                        && key_mask.is_none_or(|m| m[bi * tk + j] != 0.0)
+                };
+                let mut max = f64::NEG_INFINITY;
+                for j in 0..tk {
+                    p[j] = scale * dot(qi, &k[(bh * tk + j) * hs..][..hs]);
+                    if visible(j) {
+                        max = max.max(p[j]);
+                    }
+                }
+                if max == f64::NEG_INFINITY {
+                    continue; // no visible key: P_i = 0, nothing flows back
+                }
+                let mut sum = 0.0;
+                for j in 0..tk {
+                    p[j] = if visible(j) { (p[j] - max).exp() } else { 0.0 };
+                    sum += p[j];
+                }
+                // dP_ij = dO_i . v_j; D_i = sum_j P_ij dP_ij
+                let mut d = 0.0;
+                for j in 0..tk {
+                    p[j] /= sum;
+                    dp[j] = dot(doi, &v[(bh * tk + j) * hs..][..hs]);
+                    d += p[j] * dp[j];
+                }
+                for j in (0..tk).filter(|&j| p[j] != 0.0) {
+                    let ds = p[j] * (dp[j] - d); // dS_ij
+                    let kj = &k[(bh * tk + j) * hs..][..hs];
+                    let dqi = &mut dq[(bh * tq + i) * hs..][..hs];
+                    for (g, &kd) in dqi.iter_mut().zip(kj) {
+                        *g += scale * ds * kd;
+                    }
+                    let dkj = &mut dk[(bh * tk + j) * hs..][..hs];
+                    for (g, &qd) in dkj.iter_mut().zip(qi) {
+                        *g += scale * ds * qd;
+                    }
+                    let dvj = &mut dv[(bh * tk + j) * hs..][..hs];
+                    for (g, &od) in dvj.iter_mut().zip(doi) {
+                        *g += p[j] * od;
+                    }
+                }
+            }
+        }
+    }
+    (dq, dk, dv)
+}

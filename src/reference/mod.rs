@@ -9,5 +9,6 @@ pub mod embedding;
 pub mod gemm;
 pub mod layernorm;
 pub mod optim;
+pub mod permute;
 pub mod reduce;
 pub mod softmax;

@@ -1,0 +1,130 @@
+//! Row-wise kernels at GPT-2-like sizes: softmax, layernorm, cross-entropy and
+//! reductions, in GB/s over the bytes each must move at least once. Each one is
+//! followed by a plain copy that moves the same number of bytes (the bandwidth
+//! ceiling on this adapter) and the ratio of the two rates.
+
+use crate::harness::{Bench, Record};
+use wgformer::kernels::copy::copy_into;
+use wgformer::kernels::cross_entropy::{cross_entropy, CrossEntropyOptions};
+use wgformer::kernels::layernorm::layernorm;
+use wgformer::kernels::reduce::{reduce, Reduce};
+use wgformer::kernels::softmax::{softmax, SoftmaxOptions};
+use wgformer::{DType, Result, Tensor};
+
+/// Times a copy of `bytes` bytes (half read, half written) and prints the
+/// kernel's rate as a fraction of it.
+fn versus_copy(b: &mut Bench, kernel: Option<Record>, bytes: f64) -> Result<()> {
+    let Some(k) = kernel else {
+        return Ok(());
+    };
+    let n = (bytes / 8.0).ceil() as usize;
+    let src = Tensor::randn(&b.gpu, &[n], 1.0, 1)?;
+    let dst = Tensor::empty(&b.gpu, &[n], DType::F32)?;
+    let variant = format!("as {}/{}", k.kernel, k.variant);
+    // The copy runs even when the filter would skip it: it is this entry's yardstick.
+    let filter = b.filter.take();
+    let copy = b.measure(
+        "copy",
+        &variant,
+        &format!("n={n}"),
+        0.0,
+        8.0 * n as f64,
+        || copy_into(&src, &dst),
+    );
+    b.filter = filter;
+    if let Some(c) = copy? {
+        println!(
+            "  -> {}/{} {}: {:.2} GB/s = {:.0}% of copy ({:.2} GB/s)",
+            k.kernel,
+            k.variant,
+            k.shape,
+            k.gbps,
+            100.0 * k.gbps / c.gbps,
+            c.gbps
+        );
+    }
+    Ok(())
+}
+
+pub fn run(b: &mut Bench) -> Result<()> {
+    // softmax over attention scores (B, NH, T, T): read x, write y.
+    let (bb, nh, t) = (4usize, 12usize, 256usize);
+    let n = bb * nh * t * t;
+    let x = Tensor::randn(&b.gpu, &[bb, nh, t, t], 1.0, 2)?;
+    let shape = format!("{bb}x{nh}x{t}x{t}");
+    for (variant, causal) in [("plain", false), ("causal", true)] {
+        let opts = SoftmaxOptions {
+            scale: 0.125,
+            causal,
+            key_mask: None,
+        };
+        let bytes = 8.0 * n as f64;
+        let r = b.measure("softmax", variant, &shape, 0.0, bytes, || {
+            softmax(&x, &opts).map(drop)
+        })?;
+        versus_copy(b, r, bytes)?;
+    }
+    drop(x);
+
+    // layernorm (B*T, C): read x, write y, plus weight, bias, mean, rstd.
+    for (rows, c) in [(2048usize, 768usize), (8192, 64)] {
+        let x = Tensor::randn(&b.gpu, &[rows, c], 1.0, 3)?;
+        let w = Tensor::randn(&b.gpu, &[c], 1.0, 4)?;
+        let bias = Tensor::randn(&b.gpu, &[c], 1.0, 5)?;
+        let bytes = 4.0 * (2 * rows * c + 2 * c + 2 * rows) as f64;
+        let r = b.measure(
+            "layernorm",
+            "fwd",
+            &format!("{rows}x{c}"),
+            0.0,
+            bytes,
+            || layernorm(&x, &w, &bias, 1e-5).map(drop),
+        )?;
+        versus_copy(b, r, bytes)?;
+    }
+
+    // cross-entropy (N, V): read the logits once, plus targets and per-row outputs.
+    // 2048 x 50257 floats is 411 MB, over many adapters' binding limit (128 MiB on
+    // lavapipe): take as many rows as fit.
+    let v_big = 50257usize;
+    let fit = (b.gpu.max_binding_bytes() as usize / (4 * v_big)).min(2048);
+    for (rows, v) in [(fit, v_big), (2048, 256)] {
+        let x = Tensor::randn(&b.gpu, &[rows, v], 2.0, 6)?;
+        let ids: Vec<u32> = (0..rows as u32).map(|i| i * 7919 % v as u32).collect();
+        let targets = Tensor::from_u32(&b.gpu, &ids, &[rows])?;
+        let opts = CrossEntropyOptions {
+            label_smoothing: 0.1,
+            ignore_index: None,
+        };
+        let bytes = 4.0 * (rows * v + 4 * rows) as f64;
+        let r = b.measure(
+            "cross_entropy",
+            "fwd",
+            &format!("{rows}x{v}"),
+            0.0,
+            bytes,
+            || cross_entropy(&x, &targets, &opts).map(drop),
+        )?;
+        versus_copy(b, r, bytes)?;
+    }
+
+    // reductions of (B*T, C) activations: over C (rows), over B*T (columns).
+    let (rows, c) = (8192usize, 768usize);
+    let x = Tensor::randn(&b.gpu, &[rows, c], 1.0, 7)?;
+    for (axis, out) in [(1usize, rows), (0, c)] {
+        for (name, op) in [("sum", Reduce::Sum), ("max", Reduce::Max)] {
+            let bytes = 4.0 * (rows * c + out) as f64;
+            let variant = format!("{name} axis {axis}");
+            let r = b.measure(
+                "reduce",
+                &variant,
+                &format!("{rows}x{c}"),
+                0.0,
+                bytes,
+                || reduce(&x, axis, op).map(drop),
+            )?;
+            versus_copy(b, r, bytes)?;
+        }
+    }
+    Ok(())
+}

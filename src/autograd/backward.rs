@@ -1,0 +1,161 @@
+//! Backward pass of every op: one `match` over `Op`, each arm encoding the
+//! backward kernels. Returns one optional gradient per input, in the order of
+//! `Op::inputs`; inputs that need no gradient get `None` and cost nothing.
+
+use super::op::Op;
+use crate::error::Result;
+use crate::kernels::{elementwise, embedding};
+use crate::kernels::gemm::{gemm, gemm_into, GemmOptions, GemmShape};
+use crate::kernels::reduce::{reduce, Reduce};
+use crate::tensor::{DType, Tensor};
+
+pub(crate) fn backward(op: &Op, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    match op {
+        Op::Matmul { a, b, trans_a, trans_b, alpha } => {
+            let (da, db) = matmul_backward(&a.value, &b.value, dy, *trans_a, *trans_b, *alpha, a.needs_grad, b.needs_grad)?;
+            Ok(vec![da, db])
+        }
+        Op::Linear { x, w, b } => {
+            let features_out = w.shape()[1];
+            let dy2 = dy.reshape(&[dy.numel() / features_out, features_out])?;
+            let dx = when(x.needs_grad, || {
+                gemm(&dy2, &w.value, &GemmOptions { trans_b: true, ..Default::default() })?.reshape(x.shape())
+            })?;
+            let dw = when(w.needs_grad, || {
+                let x2 = x.value.reshape(&[x.value.numel() / w.shape()[0], w.shape()[0]])?;
+                gemm(&x2, &dy2, &GemmOptions { trans_a: true, ..Default::default() })
+            })?;
+            let mut grads = vec![dx, dw];
+            if let Some(b) = b {
+                grads.push(when(b.needs_grad, || reduce(&dy2, 0, Reduce::Sum))?);
+            }
+            Ok(grads)
+        }
+        Op::Add { a, b } => {
+            let da = when(a.needs_grad, || Ok(dy.clone()))?;
+            let db = when(b.needs_grad, || sum_to_suffix(dy, b.shape()))?;
+            Ok(vec![da, db])
+        }
+        Op::Mul { a, b } => {
+            let da = when(a.needs_grad, || elementwise::mul(dy, &b.value))?;
+            let db = when(b.needs_grad, || sum_to_suffix(&elementwise::mul(dy, &a.value)?, b.shape()))?;
+            Ok(vec![da, db])
+        }
+        Op::Scale { x: _, s } => Ok(vec![Some(elementwise::scale(dy, *s)?)]),
+        Op::Reshape { x } => Ok(vec![Some(dy.reshape(x.shape())?)]),
+        Op::Dropout { x: _, mask } => Ok(vec![Some(elementwise::dropout_with(dy, mask)?)]),
+        Op::SumAll { x } => {
+            // d(sum)/dx = 1 everywhere, times the incoming scalar gradient.
+            let zeros = Tensor::zeros(x.value.gpu(), x.shape())?;
+            Ok(vec![Some(elementwise::add(&zeros, &dy.reshape(&[1])?)?)])
+        }
+        Op::Gelu { x, tanh } => {
+            let dx = if *tanh {
+                elementwise::gelu_tanh_bwd(&x.value, dy)?
+            } else {
+                elementwise::gelu_erf_bwd(&x.value, dy)?
+            };
+            Ok(vec![Some(dx)])
+        }
+        Op::Relu { x } => Ok(vec![Some(elementwise::relu_bwd(&x.value, dy)?)]),
+        Op::Embedding { table, ids } => Ok(vec![Some(embedding::embedding_bwd(ids, dy, table.shape()[0])?)]),
+        Op::TokenPositionEmbedding { wte, wpe, ids } => {
+            let (dwte, dwpe) = embedding::token_position_embedding_bwd(ids, dy, wte.shape()[0], wpe.shape()[0])?;
+            Ok(vec![Some(dwte), Some(dwpe)])
+        }
+    }
+}
+
+fn when(needed: bool, f: impl FnOnce() -> Result<Tensor>) -> Result<Option<Tensor>> {
+    if needed {
+        f().map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Sums `g` over the leading dimensions that broadcasting added, down to `shape`
+/// (a suffix of g's shape).
+fn sum_to_suffix(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
+    let inner: usize = shape.iter().product();
+    if inner == g.numel() {
+        return g.reshape(shape);
+    }
+    reduce(&g.reshape(&[g.numel() / inner, inner])?, 0, Reduce::Sum)?.reshape(shape)
+}
+
+/// Batched product for the backward pass: out (batch, m, n) = alpha * op(x) op(y),
+/// x and y addressed by explicit batch strides (0 = shared by every batch).
+#[allow(clippy::too_many_arguments)]
+fn bmm(
+    x: &Tensor,
+    trans_x: bool,
+    stride_x: usize,
+    y: &Tensor,
+    trans_y: bool,
+    stride_y: usize,
+    (m, n, k, batch): (usize, usize, usize, usize),
+    alpha: f32,
+) -> Result<Tensor> {
+    let out = Tensor::empty(x.gpu(), &[batch, m, n], DType::F32)?;
+    let shape = GemmShape { m, n, k, batch, stride_a: stride_x, stride_b: stride_y, stride_c: m * n };
+    let opts = GemmOptions { trans_a: trans_x, trans_b: trans_y, alpha, ..Default::default() };
+    gemm_into(x, y, &out, &shape, &opts)?;
+    Ok(out)
+}
+
+/// Gradients of C = alpha op(A) op(B), each in its input's stored layout.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_backward(
+    a: &Tensor,
+    b: &Tensor,
+    dc: &Tensor,
+    ta: bool,
+    tb: bool,
+    alpha: f32,
+    want_a: bool,
+    want_b: bool,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let dims = dc.shape();
+    let (batch, m, n) = match dims {
+        [m, n] => (1, *m, *n),
+        [bt, m, n] => (*bt, *m, *n),
+        _ => unreachable!("gemm outputs are rank 2 or 3"),
+    };
+    let a_mat: usize = a.shape()[a.rank() - 2..].iter().product();
+    let k = a_mat / m;
+    let b_shared = b.rank() == 2 && batch > 1;
+    let sb = if b_shared { 0 } else { k * n };
+    let sa = m * k;
+    let mn = m * n;
+    let da = when(want_a, || {
+        let da = if !ta {
+            bmm(dc, false, mn, b, !tb, sb, (m, k, n, batch), alpha)?
+        } else {
+            bmm(b, tb, sb, dc, true, mn, (k, m, n, batch), alpha)?
+        };
+        da.reshape(a.shape())
+    })?;
+    let db = when(want_b, || {
+        let db = match (b_shared, ta, tb) {
+            // B shared over the batch and A's rows contiguous: one product over
+            // all batch*M rows sums the batches for free.
+            (true, false, false) => bmm(a, true, 0, dc, false, 0, (k, n, batch * m, 1), alpha)?,
+            (true, false, true) => bmm(dc, true, 0, a, false, 0, (n, k, batch * m, 1), alpha)?,
+            _ => {
+                let per_batch = if !tb {
+                    bmm(a, !ta, sa, dc, false, mn, (k, n, m, batch), alpha)?
+                } else {
+                    bmm(dc, true, mn, a, ta, sa, (n, k, m, batch), alpha)?
+                };
+                if b_shared {
+                    reduce(&per_batch, 0, Reduce::Sum)?
+                } else {
+                    per_batch
+                }
+            }
+        };
+        db.reshape(b.shape())
+    })?;
+    Ok((da, db))
+}

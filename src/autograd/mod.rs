@@ -1,0 +1,19 @@
+//! Reverse-mode autograd over GPU tensors.
+//!
+//! A [`Tape`] records one entry per op: the [`Op`](op::Op) names the op and holds
+//! the tensors it saved for its backward pass. [`Tape::backward`] walks the
+//! entries in reverse with one `match` over `Op`, encoding the backward kernels
+//! into the same command batch; gradients that reach a value through several
+//! paths (residuals, tied embeddings) are summed. Parameters ([`Param`]) are
+//! leaves whose gradients outlive the tape; everything the tape saved is freed
+//! when backward finishes. With recording off ([`Tape::no_grad`]) ops still run
+//! but nothing is recorded or saved. Kernels know nothing of any of this.
+
+mod backward;
+mod op;
+mod ops;
+mod param;
+mod tape;
+
+pub use param::Param;
+pub use tape::{Tape, Var};

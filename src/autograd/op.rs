@@ -1,0 +1,53 @@
+//! The ops the tape records, each with what its backward pass needs.
+
+use super::tape::Var;
+use crate::kernels::elementwise::DropoutMask;
+use crate::tensor::Tensor;
+
+pub(crate) enum Op {
+    /// C = alpha * op(A) op(B); A, B rank 2 or 3 (B may be shared over A's batch).
+    Matmul { a: Var, b: Var, trans_a: bool, trans_b: bool, alpha: f32 },
+    /// y = x W + b with x (.., IN), W (IN, OUT) (the Conv1D layout of GPT-2), b (OUT).
+    Linear { x: Var, w: Var, b: Option<Var> },
+    /// a + b, b broadcast over a's leading dims (b's shape a suffix of a's).
+    Add { a: Var, b: Var },
+    /// a * b with the same broadcasting.
+    Mul { a: Var, b: Var },
+    /// s * x.
+    Scale { x: Var, s: f32 },
+    /// Same data, new shape.
+    Reshape { x: Var },
+    /// Inverted dropout; the mask is regenerated from its seed.
+    Dropout { x: Var, mask: DropoutMask },
+    /// Sum of every element (a scalar).
+    SumAll { x: Var },
+    /// GELU, tanh form (GPT-2) or exact erf form.
+    Gelu { x: Var, tanh: bool },
+    Relu { x: Var },
+    /// Rows of `table` gathered by u32 `ids` (saved; no gradient).
+    Embedding { table: Var, ids: Tensor },
+    /// wte[ids] + wpe[t] for ids (B, T).
+    TokenPositionEmbedding { wte: Var, wpe: Var, ids: Tensor },
+}
+
+impl Op {
+    /// The op's inputs, in a fixed order.
+    pub fn inputs(&self) -> Vec<&Var> {
+        match self {
+            Op::Matmul { a, b, .. } | Op::Add { a, b } | Op::Mul { a, b } => vec![a, b],
+            Op::Linear { x, w, b } => {
+                let mut v = vec![x, w];
+                v.extend(b.as_ref());
+                v
+            }
+            Op::Scale { x, .. }
+            | Op::Reshape { x }
+            | Op::Dropout { x, .. }
+            | Op::SumAll { x }
+            | Op::Gelu { x, .. }
+            | Op::Relu { x } => vec![x],
+            Op::Embedding { table, .. } => vec![table],
+            Op::TokenPositionEmbedding { wte, wpe, .. } => vec![wte, wpe],
+        }
+    }
+}

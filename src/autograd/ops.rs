@@ -1,0 +1,104 @@
+//! Forward methods of the tape: run the kernel, record the op.
+
+use super::op::Op;
+use super::tape::{Tape, Var};
+use crate::error::{Error, Result};
+use crate::kernels::elementwise::{self, DropoutMask};
+use crate::kernels::embedding;
+use crate::tensor::Tensor;
+use crate::kernels::gemm::{gemm, GemmOptions};
+use crate::kernels::reduce::{reduce, Reduce};
+
+impl Tape {
+    /// alpha * op(A) op(B) (see [`crate::kernels::gemm::gemm`] for shapes).
+    pub fn matmul(&self, a: &Var, b: &Var, trans_a: bool, trans_b: bool, alpha: f32) -> Result<Var> {
+        let opts = GemmOptions { trans_a, trans_b, alpha, ..Default::default() };
+        let y = gemm(&a.value, &b.value, &opts)?;
+        Ok(self.record(y, Op::Matmul { a: a.clone(), b: b.clone(), trans_a, trans_b, alpha }))
+    }
+
+    /// y = x W (+ b): x (.., IN), W (IN, OUT), b (OUT); bias fused into the GEMM.
+    pub fn linear(&self, x: &Var, w: &Var, b: Option<&Var>) -> Result<Var> {
+        let x2 = rows_of(x, w.shape().first().copied().unwrap_or(0), "linear")?;
+        let opts = GemmOptions { bias: b.map(|b| &b.value), ..Default::default() };
+        let y2 = gemm(&x2, &w.value, &opts)?;
+        let mut out_shape = x.shape().to_vec();
+        *out_shape.last_mut().expect("rank checked") = y2.shape()[1];
+        let y = y2.reshape(&out_shape)?;
+        Ok(self.record(y, Op::Linear { x: x.clone(), w: w.clone(), b: b.cloned() }))
+    }
+
+    /// a + b, b's shape a suffix of a's (bias, residual).
+    pub fn add(&self, a: &Var, b: &Var) -> Result<Var> {
+        let y = elementwise::add(&a.value, &b.value)?;
+        Ok(self.record(y, Op::Add { a: a.clone(), b: b.clone() }))
+    }
+
+    /// a * b, b's shape a suffix of a's.
+    pub fn mul(&self, a: &Var, b: &Var) -> Result<Var> {
+        let y = elementwise::mul(&a.value, &b.value)?;
+        Ok(self.record(y, Op::Mul { a: a.clone(), b: b.clone() }))
+    }
+
+    pub fn scale(&self, x: &Var, s: f32) -> Result<Var> {
+        let y = elementwise::scale(&x.value, s)?;
+        Ok(self.record(y, Op::Scale { x: x.clone(), s }))
+    }
+
+    pub fn reshape(&self, x: &Var, shape: &[usize]) -> Result<Var> {
+        let y = x.value.reshape(shape)?;
+        Ok(self.record(y, Op::Reshape { x: x.clone() }))
+    }
+
+    /// Inverted dropout with drop probability `p` (identity when p = 0 or when
+    /// the tape is not recording, i.e. at inference).
+    pub fn dropout(&self, x: &Var, p: f32, seed: u32) -> Result<Var> {
+        let mask = DropoutMask::new(p, seed)?;
+        if p == 0.0 || !self.is_recording() {
+            return Ok(x.clone());
+        }
+        let y = elementwise::dropout_with(&x.value, &mask)?;
+        Ok(self.record(y, Op::Dropout { x: x.clone(), mask }))
+    }
+
+    /// Sum of all elements, shape [1].
+    pub fn sum_all(&self, x: &Var) -> Result<Var> {
+        let flat = x.value.reshape(&[x.value.numel()])?;
+        let s = reduce(&flat, 0, Reduce::Sum)?.reshape(&[1])?;
+        Ok(self.record(s, Op::SumAll { x: x.clone() }))
+    }
+}
+
+impl Tape {
+    /// GELU: the tanh form of GPT-2 (`tanh = true`) or the exact erf form.
+    pub fn gelu(&self, x: &Var, tanh: bool) -> Result<Var> {
+        let y = if tanh { elementwise::gelu_tanh(&x.value)? } else { elementwise::gelu_erf(&x.value)? };
+        Ok(self.record(y, Op::Gelu { x: x.clone(), tanh }))
+    }
+
+    pub fn relu(&self, x: &Var) -> Result<Var> {
+        let y = elementwise::relu(&x.value)?;
+        Ok(self.record(y, Op::Relu { x: x.clone() }))
+    }
+
+    /// table (V, C) gathered by u32 ids (any shape) -> (ids.., C).
+    pub fn embedding(&self, table: &Var, ids: &Tensor) -> Result<Var> {
+        let y = embedding::embedding(&table.value, ids)?;
+        Ok(self.record(y, Op::Embedding { table: table.clone(), ids: ids.clone() }))
+    }
+
+    /// wte[ids] + wpe[t]: ids (B, T), wte (V, C), wpe (Tmax, C) -> (B, T, C).
+    pub fn token_position_embedding(&self, wte: &Var, wpe: &Var, ids: &Tensor) -> Result<Var> {
+        let y = embedding::token_position_embedding(&wte.value, &wpe.value, ids)?;
+        Ok(self.record(y, Op::TokenPositionEmbedding { wte: wte.clone(), wpe: wpe.clone(), ids: ids.clone() }))
+    }
+}
+
+/// x viewed as (rows, features) with `features` checked.
+pub(crate) fn rows_of(x: &Var, features: usize, op: &'static str) -> Result<crate::Tensor> {
+    let shape = x.shape();
+    match shape.last() {
+        Some(&f) if f == features && f > 0 => x.value.reshape(&[x.value.numel() / f, f]),
+        _ => Err(Error::shape(op, format!("input {shape:?} must end in the weight's input size {features}"))),
+    }
+}

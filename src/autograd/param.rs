@@ -1,0 +1,83 @@
+//! Trainable parameters: a value tensor updated in place by the optimiser, and a
+//! gradient slot that backward passes accumulate into until `zero_grad`.
+
+use crate::error::Result;
+use crate::tensor::Tensor;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A named parameter. Cloning shares it (same value buffer, same gradient).
+#[derive(Clone)]
+pub struct Param(Arc<ParamInner>);
+
+struct ParamInner {
+    name: String,
+    value: Tensor,
+    grad: Mutex<Option<Tensor>>,
+    /// AdamW applies weight decay to it (false for biases and norm weights).
+    decay: bool,
+    trainable: AtomicBool,
+}
+
+impl std::fmt::Debug for Param {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Param({}, {:?})", self.0.name, self.0.value.shape())
+    }
+}
+
+impl Param {
+    /// A parameter with weight decay; see [`Param::without_decay`].
+    pub fn new(name: impl Into<String>, value: Tensor) -> Param {
+        Self::build(name.into(), value, true)
+    }
+
+    /// Biases, norm gains and the like: AdamW leaves them undecayed.
+    pub fn without_decay(name: impl Into<String>, value: Tensor) -> Param {
+        Self::build(name.into(), value, false)
+    }
+
+    fn build(name: String, value: Tensor, decay: bool) -> Param {
+        Param(Arc::new(ParamInner { name, value, grad: Mutex::new(None), decay, trainable: AtomicBool::new(true) }))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+    pub fn value(&self) -> &Tensor {
+        &self.0.value
+    }
+    pub fn decays(&self) -> bool {
+        self.0.decay
+    }
+    /// Frozen parameters get no gradient and are skipped by the optimiser.
+    pub fn is_trainable(&self) -> bool {
+        self.0.trainable.load(Ordering::Relaxed)
+    }
+    pub fn set_trainable(&self, trainable: bool) {
+        self.0.trainable.store(trainable, Ordering::Relaxed);
+    }
+
+    /// The accumulated gradient, if any backward pass reached this parameter.
+    pub fn grad(&self) -> Option<Tensor> {
+        self.lock().clone()
+    }
+
+    /// Forgets the gradient (its buffer returns to the pool).
+    pub fn zero_grad(&self) {
+        *self.lock() = None;
+    }
+
+    /// Adds `g` to the gradient (takes `g` itself when there is none yet).
+    pub(crate) fn accumulate(&self, g: Tensor) -> Result<()> {
+        let mut slot = self.lock();
+        *slot = Some(match slot.take() {
+            Some(existing) => super::tape::add_into_unshared(existing, &g)?,
+            None => g,
+        });
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Tensor>> {
+        self.0.grad.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,183 @@
+//! The tape: variables, recording, and the gradient bookkeeping of backward.
+
+use super::op::Op;
+use super::param::Param;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::kernels::elementwise::add_assign;
+use crate::tensor::Tensor;
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+/// A value on the tape: its tensor and whether gradients flow to it.
+#[derive(Clone)]
+pub struct Var {
+    pub(crate) id: usize,
+    pub(crate) value: Tensor,
+    pub(crate) needs_grad: bool,
+}
+
+impl Var {
+    pub fn value(&self) -> &Tensor {
+        &self.value
+    }
+    pub fn shape(&self) -> &[usize] {
+        self.value.shape()
+    }
+}
+
+impl std::fmt::Debug for Var {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Var#{}({:?})", self.id, self.value.shape())
+    }
+}
+
+pub(crate) struct Entry {
+    pub out: usize,
+    pub op: Op,
+}
+
+struct Inner {
+    entries: Vec<Entry>,
+    next_id: usize,
+    recording: bool,
+    params: HashMap<usize, Param>,
+}
+
+/// Records ops for one forward pass; `backward` consumes the record.
+pub struct Tape {
+    gpu: Gpu,
+    inner: RefCell<Inner>,
+}
+
+impl Tape {
+    pub fn new(gpu: &Gpu) -> Tape {
+        Tape {
+            gpu: gpu.clone(),
+            inner: RefCell::new(Inner { entries: Vec::new(), next_id: 0, recording: true, params: HashMap::new() }),
+        }
+    }
+
+    /// A tape that records nothing: inference, evaluation.
+    pub fn no_grad(gpu: &Gpu) -> Tape {
+        let t = Tape::new(gpu);
+        t.inner.borrow_mut().recording = false;
+        t
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    pub fn is_recording(&self) -> bool {
+        self.inner.borrow().recording
+    }
+
+    /// Number of recorded entries (what backward will walk).
+    pub fn len(&self) -> usize {
+        self.inner.borrow().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn fresh(&self, value: Tensor, needs_grad: bool) -> Var {
+        let mut inner = self.inner.borrow_mut();
+        let id = inner.next_id;
+        inner.next_id += 1;
+        Var { id, value, needs_grad: needs_grad && inner.recording }
+    }
+
+    /// A value that needs no gradient (inputs, targets, masks).
+    pub fn constant(&self, value: Tensor) -> Var {
+        self.fresh(value, false)
+    }
+
+    /// A parameter leaf: its gradient is added to `param.grad()` by backward.
+    pub fn param(&self, param: &Param) -> Var {
+        let var = self.fresh(param.value().clone(), param.is_trainable());
+        if var.needs_grad {
+            self.inner.borrow_mut().params.insert(var.id, param.clone());
+        }
+        var
+    }
+
+    /// Records `op` producing `value` when any input needs a gradient.
+    pub(crate) fn record(&self, value: Tensor, op: Op) -> Var {
+        let needs = op.inputs().iter().any(|v| v.needs_grad);
+        let var = self.fresh(value, needs);
+        if var.needs_grad {
+            self.inner.borrow_mut().entries.push(Entry { out: var.id, op });
+        }
+        var
+    }
+
+    /// Back-propagates from `loss` (seed gradient 1 for every element) and adds
+    /// the gradients of every parameter reached into its `grad`. Consumes the
+    /// record: saved activations are released when this returns.
+    pub fn backward(&self, loss: &Var) -> Result<()> {
+        if !loss.needs_grad {
+            return Err(Error::invalid(
+                "backward",
+                "the loss does not depend on any trainable parameter (or the tape is in no_grad mode)",
+            ));
+        }
+        let (entries, params) = {
+            let mut inner = self.inner.borrow_mut();
+            (std::mem::take(&mut inner.entries), std::mem::take(&mut inner.params))
+        };
+        let mut grads: HashMap<usize, Tensor> = HashMap::new();
+        grads.insert(loss.id, Tensor::ones(&self.gpu, loss.shape())?);
+        for entry in entries.into_iter().rev() {
+            let Some(dy) = grads.remove(&entry.out) else { continue };
+            let input_grads = super::backward::backward(&entry.op, &dy)?;
+            for (var, g) in entry.op.inputs().into_iter().zip(input_grads) {
+                let Some(g) = g else { continue };
+                if !var.needs_grad {
+                    continue;
+                }
+                if g.shape() != var.shape() {
+                    return Err(Error::Gpu(format!(
+                        "internal: gradient of shape {:?} for a value of shape {:?}",
+                        g.shape(),
+                        var.shape()
+                    )));
+                }
+                accumulate(&mut grads, var.id, g)?;
+            }
+        }
+        for (id, param) in params {
+            if let Some(g) = grads.remove(&id) {
+                param.accumulate(g)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sums gradients arriving at the same value (fan-out: residuals, tied weights).
+fn accumulate(grads: &mut HashMap<usize, Tensor>, id: usize, g: Tensor) -> Result<()> {
+    match grads.remove(&id) {
+        Some(existing) => {
+            let sum = add_into_unshared(existing, &g)?;
+            grads.insert(id, sum);
+        }
+        None => {
+            grads.insert(id, g);
+        }
+    }
+    Ok(())
+}
+
+/// `existing + g`, in place when no other handle sees `existing`'s buffer (a
+/// pass-through backward such as add or reshape hands the same buffer to
+/// several inputs; writing into it would change their gradients too).
+pub(crate) fn add_into_unshared(existing: Tensor, g: &Tensor) -> Result<Tensor> {
+    if existing.is_shared() {
+        crate::kernels::elementwise::add(&existing, g)
+    } else {
+        add_assign(&existing, g)?;
+        Ok(existing)
+    }
+}

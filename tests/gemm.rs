@@ -1,0 +1,551 @@
+//! GEMM kernels (naive, register tile, workgroup-memory tile) against the f64 CPU
+//! reference: odd sizes, every transpose combination, batches with a broadcast B,
+//! bias + every activation, alpha, the scalar-load path, grids split past 65535
+//! workgroups, and the errors for bad input.
+//!
+//! Tolerance: |ours - ref| <= 1e-4 sqrt(K) + 1e-4 |ref|. The GPU sums K products
+//! of values in [-1, 1) in f32; the rounding error of such a sum grows like
+//! eps32 * sqrt(K) * (size of the partial sums, ~sqrt(K)), i.e. ~1e-6 at K = 300,
+//! and the summation order differs per variant. 1e-4 sqrt(K) leaves ~100x margin
+//! over that while any indexing mistake (a wrong row, a missed K tail, a skipped
+//! batch) moves results by O(1). The erf approximation of the exact GELU adds
+//! <= 1.5e-7 |x| / 2, far inside the tolerance.
+
+mod common;
+use common::*;
+use wgformer::kernels::gemm::{
+    auto_variant, gemm, gemm_into, gemm_into_register_tile, Activation, GemmOptions, GemmShape,
+    GemmVariant, RegisterTile,
+};
+use wgformer::reference::gemm as cpu;
+use wgformer::{DType, Error, Tensor};
+
+const VARIANTS: [GemmVariant; 4] = [
+    GemmVariant::Naive,
+    GemmVariant::RegisterTile,
+    GemmVariant::SharedTile,
+    GemmVariant::Auto,
+];
+
+fn tol(k: usize) -> f64 {
+    1e-4 * (k.max(1) as f64).sqrt()
+}
+
+/// One problem: C = act(alpha op(A) op(B) + bias), optionally batched, checked
+/// against the reference.
+#[derive(Clone, Copy)]
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    /// None: rank-2 A; Some(b): rank-3 A with `b` batches.
+    batch: Option<usize>,
+    /// B has the batch dimension too (otherwise it is shared by every batch).
+    b_batched: bool,
+    trans_a: bool,
+    trans_b: bool,
+    alpha: f32,
+    bias: bool,
+    act: Activation,
+    /// Scale of the input values (spreads pre-activations over the tails).
+    scale: f32,
+}
+
+impl Case {
+    fn new(m: usize, n: usize, k: usize) -> Case {
+        Case {
+            m,
+            n,
+            k,
+            batch: None,
+            b_batched: false,
+            trans_a: false,
+            trans_b: false,
+            alpha: 1.0,
+            bias: false,
+            act: Activation::None,
+            scale: 1.0,
+        }
+    }
+
+    fn run(&self, variant: GemmVariant, seed: u64) {
+        let gpu = gpu();
+        let Case { m, n, k, .. } = *self;
+        let nb = self.batch.unwrap_or(1);
+        let scaled = |len, s| -> Vec<f32> { data(len, s).iter().map(|x| x * self.scale).collect() };
+        let av = scaled(nb * m * k, seed);
+        let bb = if self.b_batched { nb } else { 1 };
+        let bv = scaled(bb * k * n, seed + 1);
+        let biasv = data(n, seed + 2);
+        let a2 = if self.trans_a { [k, m] } else { [m, k] };
+        let b2 = if self.trans_b { [n, k] } else { [k, n] };
+        let a_shape: Vec<usize> = self.batch.iter().copied().chain(a2).collect();
+        let b_shape: Vec<usize> = if self.b_batched {
+            std::iter::once(nb).chain(b2).collect()
+        } else {
+            b2.to_vec()
+        };
+        let a = Tensor::from_slice(&gpu, &av, &a_shape).unwrap();
+        let b = Tensor::from_slice(&gpu, &bv, &b_shape).unwrap();
+        let bias = Tensor::from_slice(&gpu, &biasv, &[n]).unwrap();
+        let opts = GemmOptions {
+            trans_a: self.trans_a,
+            trans_b: self.trans_b,
+            alpha: self.alpha,
+            bias: self.bias.then_some(&bias),
+            activation: self.act,
+            variant,
+        };
+        let c = gemm(&a, &b, &opts).unwrap();
+        let mut expected_shape: Vec<usize> = self.batch.iter().copied().collect();
+        expected_shape.extend([m, n]);
+        assert_eq!(c.shape(), expected_shape.as_slice());
+        let reference = cpu::gemm(
+            &av,
+            &bv,
+            m,
+            n,
+            k,
+            nb,
+            m * k,
+            if self.b_batched { k * n } else { 0 },
+            self.trans_a,
+            self.trans_b,
+            self.alpha,
+            self.bias.then_some(&biasv[..]),
+            self.act.into(),
+        );
+        let what = format!(
+            "{variant:?} M={m} N={n} K={k} batch={:?} b_batched={} trans=({}, {}) alpha={} bias={} {:?}",
+            self.batch, self.b_batched, self.trans_a, self.trans_b, self.alpha, self.bias, self.act
+        );
+        let scale2 = (self.scale * self.scale * self.alpha.abs().max(1.0)) as f64;
+        assert_close(&what, &c.to_vec().unwrap(), &reference, tol(k) * scale2, 1e-4);
+    }
+}
+
+// ---------------------------------------------------------------- the reference itself
+
+#[test]
+fn reference_matches_hand_computed_products() {
+    // [[1, 2], [3, 4]] . [[5, 6], [7, 8]] = [[19, 22], [43, 50]]
+    let a = [1.0, 2.0, 3.0, 4.0];
+    let b = [5.0, 6.0, 7.0, 8.0];
+    let at = [1.0, 3.0, 2.0, 4.0]; // A stored transposed
+    let bt = [5.0, 7.0, 6.0, 8.0];
+    let want = [19.0, 22.0, 43.0, 50.0];
+    for (a, b, ta, tb) in [(&a, &b, false, false), (&at, &b, true, false), (&a, &bt, false, true), (&at, &bt, true, true)] {
+        let c = cpu::gemm(a, b, 2, 2, 2, 1, 0, 0, ta, tb, 1.0, None, cpu::Act::None);
+        assert_eq!(c, want, "trans ({ta}, {tb})");
+    }
+    // alpha, bias, relu; (1x3) . (3x2) with batch 2 and a shared B
+    let a = [1.0, -1.0, 2.0, 0.0, 0.0, 0.0];
+    let b = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+    let c = cpu::gemm(&a, &b, 1, 2, 3, 2, 3, 0, false, false, 2.0, Some(&[-10.0, 1.0]), cpu::Act::Relu);
+    // batch 0: [1 - 3 + 10, 2 - 4 + 12] = [8, 10] -> 2x + bias = [6, 21]; batch 1: relu([-10, 1])
+    assert_eq!(c, [6.0, 21.0, 0.0, 1.0]);
+}
+
+#[test]
+fn reference_activations_match_published_values() {
+    // erf / erfc from Abramowitz & Stegun tables (Table 7.1) and DLMF.
+    let close = |got: f64, want: f64, rel: f64| {
+        assert!((got - want).abs() <= rel * want.abs(), "{got} vs {want}")
+    };
+    close(cpu::erf(0.5), 0.520_499_877_813_046_5, 1e-14);
+    close(cpu::erf(1.0), 0.842_700_792_949_714_9, 1e-14);
+    close(cpu::erf(2.0), 0.995_322_265_018_952_7, 1e-14);
+    close(cpu::erf(-1.0), -0.842_700_792_949_714_9, 1e-14);
+    close(cpu::erfc(3.0), 2.209_049_699_858_544e-5, 1e-12);
+    close(cpu::erfc(5.0), 1.537_459_794_428_035e-12, 1e-12);
+    // GELU(1) = Phi(1) = 0.841344746...; the tanh form gives 0.841191990...
+    close(cpu::gelu_erf(1.0), 0.841_344_746_068_542_9, 1e-14);
+    close(cpu::gelu_tanh(1.0), 0.841_191_990_608_276_8, 1e-12);
+    close(cpu::gelu_erf(-3.0), -3.0 * 0.001_349_898_031_630_094_6, 1e-12);
+    assert_eq!(cpu::relu(-2.0), 0.0);
+    assert_eq!(cpu::relu(3.5), 3.5);
+}
+
+// ---------------------------------------------------------------- shapes
+
+#[test]
+fn every_variant_matches_the_reference_on_sizes_that_are_not_tile_multiples() {
+    let sizes = [
+        (1, 1, 1),
+        (7, 7, 7),
+        (1, 129, 65),
+        (63, 65, 127),
+        (65, 63, 129),
+        (127, 129, 63),
+        (129, 127, 1),
+    ];
+    for variant in VARIANTS {
+        for (i, &(m, n, k)) in sizes.iter().enumerate() {
+            Case::new(m, n, k).run(variant, 10 + i as u64);
+        }
+    }
+}
+
+#[test]
+fn every_variant_matches_the_reference_on_a_larger_problem() {
+    for variant in VARIANTS {
+        Case::new(257, 300, 129).run(variant, 20);
+        Case::new(192, 256, 64).run(variant, 21); // every dimension a multiple of 4: vec4 loads
+    }
+}
+
+#[test]
+fn every_transpose_combination_with_vec4_and_scalar_loads() {
+    // Per combination: a size where every stored layout allows vec4 loads and
+    // stores, then one where some do not (K % 4 != 0 for A along K, M % 4 != 0
+    // for a transposed A, N % 4 != 0 for B along N and for C), so the scalar
+    // load/store path runs next to the vec4 path of the other operand.
+    let cases = [
+        ((false, false), (33, 128, 131)),
+        ((true, false), (37, 40, 16)),
+        ((false, true), (40, 36, 7)),
+        ((true, true), (37, 41, 20)),
+    ];
+    for variant in VARIANTS {
+        for ((trans_a, trans_b), mixed) in cases {
+            for (m, n, k) in [(68, 72, 40), mixed] {
+                Case {
+                    trans_a,
+                    trans_b,
+                    ..Case::new(m, n, k)
+                }
+                .run(variant, 30);
+            }
+        }
+    }
+}
+
+#[test]
+fn batched_with_batched_or_broadcast_b() {
+    for variant in VARIANTS {
+        for b_batched in [true, false] {
+            Case {
+                batch: Some(3),
+                b_batched,
+                ..Case::new(33, 70, 45)
+            }
+            .run(variant, 50);
+            Case {
+                batch: Some(2),
+                b_batched,
+                trans_b: true,
+                ..Case::new(64, 32, 48)
+            }
+            .run(variant, 51);
+        }
+    }
+}
+
+#[test]
+fn bias_alpha_and_every_activation() {
+    for variant in VARIANTS {
+        for act in [
+            Activation::None,
+            Activation::Relu,
+            Activation::GeluTanh,
+            Activation::GeluErf,
+        ] {
+            // scale 3: pre-activations reach about +-20, past tanh's saturation
+            // and into the far tails of erf.
+            Case {
+                bias: true,
+                alpha: 0.37,
+                act,
+                scale: 3.0,
+                ..Case::new(45, 67, 33)
+            }
+            .run(variant, 60);
+        }
+        Case {
+            alpha: -2.5,
+            bias: true,
+            act: Activation::GeluErf,
+            ..Case::new(17, 21, 25)
+        }
+        .run(variant, 61);
+    }
+}
+
+#[test]
+fn empty_inner_dimension_gives_the_activated_bias() {
+    let gpu = gpu();
+    let a = Tensor::zeros(&gpu, &[3, 0]).unwrap();
+    let b = Tensor::zeros(&gpu, &[0, 5]).unwrap();
+    let bias_v = [-1.0, -0.5, 0.0, 0.5, 1.0];
+    let bias = Tensor::from_slice(&gpu, &bias_v, &[5]).unwrap();
+    for variant in VARIANTS {
+        let opts = GemmOptions {
+            bias: Some(&bias),
+            activation: Activation::Relu,
+            variant,
+            ..Default::default()
+        };
+        let c = gemm(&a, &b, &opts).unwrap();
+        let want: Vec<f32> = (0..3).flat_map(|_| bias_v.map(|x: f32| x.max(0.0))).collect();
+        assert_eq!(c.to_vec().unwrap(), want, "{variant:?}");
+    }
+}
+
+#[test]
+fn gemm_into_honours_explicit_strides() {
+    // A broadcast (stride 0), B batched with a gap between batches, C written
+    // with a gap that must stay untouched.
+    let gpu = gpu();
+    let (m, n, k, nb) = (9, 13, 11, 3);
+    let (sb, sc) = (k * n + 5, m * n + 7);
+    let av = data(m * k, 70);
+    let bv = data(sb * nb, 71);
+    let a = Tensor::from_slice(&gpu, &av, &[m, k]).unwrap();
+    let b = Tensor::from_slice(&gpu, &bv, &[sb * nb]).unwrap();
+    let shape = GemmShape {
+        m,
+        n,
+        k,
+        batch: nb,
+        stride_a: 0,
+        stride_b: sb,
+        stride_c: sc,
+    };
+    for variant in VARIANTS {
+        let c = Tensor::full(&gpu, &[sc * nb], 1234.5).unwrap();
+        gemm_into(&a, &b, &c, &shape, &GemmOptions { variant, ..Default::default() }).unwrap();
+        let out = c.to_vec().unwrap();
+        let reference = cpu::gemm(&av, &bv, m, n, k, nb, 0, sb, false, false, 1.0, None, cpu::Act::None);
+        for z in 0..nb {
+            let got = &out[z * sc..z * sc + m * n];
+            assert_close(
+                &format!("{variant:?} batch {z}"),
+                got,
+                &reference[z * m * n..(z + 1) * m * n],
+                tol(k),
+                1e-4,
+            );
+            assert!(
+                out[z * sc + m * n..(z + 1) * sc].iter().all(|&x| x == 1234.5),
+                "{variant:?}: batch {z} wrote into the gap between batches of C"
+            );
+        }
+    }
+}
+
+#[test]
+fn register_tile_shapes_all_agree_with_the_reference() {
+    let gpu = gpu();
+    let (m, n, k) = (70, 92, 36);
+    let av = data(m * k, 80);
+    let bv = data(k * n, 81);
+    let a = Tensor::from_slice(&gpu, &av, &[m, k]).unwrap();
+    let b = Tensor::from_slice(&gpu, &bv, &[k, n]).unwrap();
+    let reference = cpu::gemm(&av, &bv, m, n, k, 1, 0, 0, false, false, 1.0, None, cpu::Act::None);
+    for (wg_x, tm, tn) in [(8, 4, 4), (4, 8, 8), (16, 16, 4), (8, 16, 16), (8, 32, 16)] {
+        let tile = RegisterTile { wg_x, tm, tn };
+        let c = Tensor::empty(&gpu, &[m, n], DType::F32).unwrap();
+        gemm_into_register_tile(&a, &b, &c, &GemmShape::contiguous(m, n, k, 1), &GemmOptions::default(), tile)
+            .unwrap();
+        assert_close(&format!("{tile:?}"), &c.to_vec().unwrap(), &reference, tol(k), 1e-4);
+    }
+    let bad = RegisterTile { wg_x: 8, tm: 12, tn: 4 };
+    let c = Tensor::empty(&gpu, &[m, n], DType::F32).unwrap();
+    let err = gemm_into_register_tile(&a, &b, &c, &GemmShape::contiguous(m, n, k, 1), &GemmOptions::default(), bad)
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+}
+
+#[test]
+fn grids_past_the_per_dimension_limit_are_split() {
+    let gpu = gpu();
+    let limit = gpu.limits().max_compute_workgroups_per_dimension as usize;
+    if limit > 1 << 20 {
+        eprintln!("skipped: this adapter allows {limit} workgroups per dimension");
+        return;
+    }
+    // Batch (z) past the limit: tiny matrices, one workgroup each.
+    let nb = limit + 3;
+    let (m, n, k) = (2, 3, 2);
+    let av = data(nb * m * k, 90);
+    let bv = data(k * n, 91);
+    let a = Tensor::from_slice(&gpu, &av, &[nb, m, k]).unwrap();
+    let b = Tensor::from_slice(&gpu, &bv, &[k, n]).unwrap();
+    let reference = cpu::gemm(&av, &bv, m, n, k, nb, m * k, 0, false, false, 1.0, None, cpu::Act::None);
+    // (The split is host code shared by every variant; each kernel adds the
+    // offsets the same way. The register tile is the default on this adapter.)
+    for variant in [GemmVariant::RegisterTile] {
+        let c = gemm(&a, &b, &GemmOptions { variant, ..Default::default() }).unwrap();
+        assert_close(&format!("{variant:?} batch {nb}"), &c.to_vec().unwrap(), &reference, tol(k), 1e-4);
+    }
+    // Rows past the limit: the naive kernel has 8 rows per workgroup.
+    let m = 8 * limit + 13;
+    let av = data(m, 92);
+    let a = Tensor::from_slice(&gpu, &av, &[m, 1]).unwrap();
+    let b = Tensor::from_slice(&gpu, &[-2.0], &[1, 1]).unwrap();
+    let c = gemm(&a, &b, &GemmOptions { variant: GemmVariant::Naive, ..Default::default() }).unwrap();
+    let reference: Vec<f64> = av.iter().map(|&x| -2.0 * x as f64).collect();
+    assert_close("naive rows past the limit", &c.to_vec().unwrap(), &reference, 0.0, 0.0);
+}
+
+#[test]
+fn auto_picks_the_register_tile_on_cpu_adapters() {
+    let gpu = gpu();
+    let want = match gpu.adapter_info().device_type {
+        wgpu::DeviceType::Cpu => GemmVariant::RegisterTile,
+        _ => GemmVariant::SharedTile,
+    };
+    assert_eq!(auto_variant(&gpu), want);
+}
+
+// ---------------------------------------------------------------- errors
+
+fn expect_shape_err(r: wgformer::Result<Tensor>, mentions: &[&str]) {
+    match r {
+        Err(e @ Error::Shape { .. }) => {
+            let msg = e.to_string();
+            for m in mentions {
+                assert!(msg.contains(m), "`{msg}` should mention {m}");
+            }
+        }
+        Err(e) => panic!("expected a shape error, got {e}"),
+        Ok(t) => panic!("expected a shape error, got a tensor {:?}", t.shape()),
+    }
+}
+
+#[test]
+fn mismatched_shapes_are_errors_naming_the_shapes() {
+    let gpu = gpu();
+    let t = |shape: &[usize]| Tensor::zeros(&gpu, shape).unwrap();
+    let o = GemmOptions::default();
+    // inner dimensions
+    expect_shape_err(gemm(&t(&[4, 5]), &t(&[6, 3]), &o), &["[4, 5]", "[6, 3]"]);
+    let tb = GemmOptions { trans_b: true, ..o };
+    expect_shape_err(gemm(&t(&[4, 5]), &t(&[5, 3]), &tb), &["[4, 5]", "[5, 3]"]);
+    // batches
+    expect_shape_err(gemm(&t(&[2, 4, 5]), &t(&[3, 5, 3]), &o), &["[2, 4, 5]", "[3, 5, 3]"]);
+    expect_shape_err(gemm(&t(&[4, 5]), &t(&[2, 5, 3]), &o), &["[4, 5]", "[2, 5, 3]"]);
+    // ranks
+    expect_shape_err(gemm(&t(&[5]), &t(&[5, 3]), &o), &["[5]"]);
+    expect_shape_err(gemm(&t(&[1, 2, 4, 5]), &t(&[5, 3]), &o), &["[1, 2, 4, 5]"]);
+    // bias of the wrong length
+    let bias = t(&[4]);
+    let ob = GemmOptions { bias: Some(&bias), ..o };
+    expect_shape_err(gemm(&t(&[4, 5]), &t(&[5, 3]), &ob), &["[4]", "3"]);
+}
+
+#[test]
+fn wrong_dtypes_and_bad_gemm_into_arguments_are_errors() {
+    let gpu = gpu();
+    let f = |shape: &[usize]| Tensor::zeros(&gpu, shape).unwrap();
+    let u = |shape: &[usize]| Tensor::from_u32(&gpu, &vec![0; shape.iter().product()], shape).unwrap();
+    let o = GemmOptions::default();
+    let invalid = |r: wgformer::Result<Tensor>| match r {
+        Err(Error::InvalidArgument { .. }) => {}
+        Err(e) => panic!("expected an invalid-argument error, got {e}"),
+        Ok(_) => panic!("expected an error"),
+    };
+    invalid(gemm(&u(&[4, 5]), &f(&[5, 3]), &o));
+    invalid(gemm(&f(&[4, 5]), &u(&[5, 3]), &o));
+    let ubias = u(&[3]);
+    invalid(gemm(&f(&[4, 5]), &f(&[5, 3]), &GemmOptions { bias: Some(&ubias), ..o }));
+    invalid(gemm(&f(&[4, 5]), &f(&[5, 3]), &GemmOptions { alpha: f32::NAN, ..o }));
+
+    let (a, b) = (f(&[4, 5]), f(&[5, 3]));
+    let shape = GemmShape::contiguous(4, 3, 5, 1);
+    // C too small
+    let err = gemm_into(&a, &b, &f(&[11]), &shape, &o).unwrap_err();
+    assert!(matches!(err, Error::Shape { .. }) && err.to_string().contains("12"), "{err}");
+    // A too small for the strides
+    let err = gemm_into(&a, &b, &f(&[24]), &GemmShape::contiguous(4, 3, 5, 2), &o).unwrap_err();
+    assert!(matches!(err, Error::Shape { .. }), "{err}");
+    // C aliasing A
+    let big = f(&[40]);
+    let err = gemm_into(&big, &b, &big, &shape, &o).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+    // batches of C overlapping
+    let overlap = GemmShape { stride_c: 5, ..GemmShape::contiguous(4, 3, 5, 2) };
+    let err = gemm_into(&f(&[40]), &f(&[30]), &f(&[100]), &overlap, &o).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+    // u32 output
+    let err = gemm_into(&a, &b, &u(&[12]), &shape, &o).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+}
+
+#[test]
+#[ignore]
+fn compile_times() {
+    fn cpu_ns() -> u64 {
+        std::fs::read_dir("/proc/self/task").unwrap().filter_map(|e| {
+            let p = e.ok()?.path().join("schedstat");
+            std::fs::read_to_string(p).ok()?.split_whitespace().next()?.parse::<u64>().ok()
+        }).sum()
+    }
+    let gpu = gpu();
+    let tiles: Vec<(u32, u32, u32)> = std::env::var("TILES").unwrap_or("8,16,16".into()).split(';').map(|t| {
+        let v: Vec<u32> = t.split(',').map(|x| x.parse().unwrap()).collect();
+        (v[0], v[1], v[2])
+    }).collect();
+    for (m, n, k, act) in [(64, 64, 64, Activation::None), (63, 63, 63, Activation::None), (64, 64, 64, Activation::GeluErf)] {
+        let x = Tensor::randn(&gpu, &[m, k], 1.0, 1).unwrap();
+        let w = Tensor::randn(&gpu, &[k, n], 1.0, 1).unwrap();
+        let y = Tensor::empty(&gpu, &[m, n], DType::F32).unwrap();
+        let dims = GemmShape::contiguous(m, n, k, 1);
+        for &(wg_x, tm, tn) in &tiles {
+            let c = cpu_ns();
+            gemm_into_register_tile(&x, &w, &y, &dims, &GemmOptions { activation: act, ..Default::default() }, RegisterTile { wg_x, tm, tn }).unwrap();
+            gpu.sync().unwrap();
+            println!("reg {wg_x} {tm}x{tn} {m}x{n}x{k} {act:?}: cpu {} ms", (cpu_ns() - c) / 1000000);
+        }
+    }
+}
+
+#[test]
+#[ignore]
+fn tune() {
+    use std::time::Instant;
+    fn cpu_ns() -> u64 {
+        std::fs::read_dir("/proc/self/task").unwrap().filter_map(|e| {
+            let p = e.ok()?.path().join("schedstat");
+            std::fs::read_to_string(p).ok()?.split_whitespace().next()?.parse::<u64>().ok()
+        }).sum()
+    }
+    let gpu = gpu();
+    let s: usize = std::env::var("S").ok().and_then(|x| x.parse().ok()).unwrap_or(1024);
+    let x = Tensor::randn(&gpu, &[s, s], 1.0, 1).unwrap();
+    let w = Tensor::randn(&gpu, &[s, s], 1.0, 2).unwrap();
+    let y = Tensor::empty(&gpu, &[s, s], DType::F32).unwrap();
+    let dims = GemmShape::contiguous(s, s, s, 1);
+    let flops = 2.0 * (s * s * s) as f64;
+    let tiles: Vec<(u32, u32, u32)> = std::env::var("TILES").unwrap_or("8,16,16".into()).split(';').map(|t| {
+        let v: Vec<u32> = t.split(',').map(|x| x.parse().unwrap()).collect();
+        (v[0], v[1], v[2])
+    }).collect();
+    let mut configs: Vec<(String, Box<dyn Fn() -> wgformer::Result<()>>)> = Vec::new();
+    for (wg_x, tm, tn) in tiles {
+        let tile = RegisterTile { wg_x, tm, tn };
+        let (x, w, y) = (x.clone(), w.clone(), y.clone());
+        configs.push((format!("reg {wg_x} {tm}x{tn}"), Box::new(move || gemm_into_register_tile(&x, &w, &y, &dims, &GemmOptions::default(), tile))));
+    }
+    for (name, v) in [("SHARED", GemmVariant::SharedTile), ("NAIVE", GemmVariant::Naive)] {
+        if std::env::var(name).is_ok() {
+            let (x, w, y) = (x.clone(), w.clone(), y.clone());
+            configs.push((name.into(), Box::new(move || gemm_into(&x, &w, &y, &dims, &GemmOptions { variant: v, ..Default::default() }))));
+        }
+    }
+    let reps: usize = std::env::var("REPS").ok().and_then(|x| x.parse().ok()).unwrap_or(6);
+    let mut best = vec![(f64::MAX, f64::MAX); configs.len()];
+    for (_, f) in &configs { f().unwrap(); gpu.sync().unwrap(); }
+    for _ in 0..reps {
+        for (i, (_, f)) in configs.iter().enumerate() {
+            let t = Instant::now();
+            let c = cpu_ns();
+            f().unwrap(); gpu.sync().unwrap();
+            best[i].0 = best[i].0.min(t.elapsed().as_secs_f64());
+            best[i].1 = best[i].1.min((cpu_ns() - c) as f64 * 1e-9);
+        }
+    }
+    for ((name, _), (w, c)) in configs.iter().zip(best) {
+        println!("{name:<24} {:>8.2} ms {:>7.2} GFLOP/s wall | cpu {:>8.2} ms -> {:>7.2} GFLOP/s on 2 cores", w * 1e3, flops / w / 1e9, c*1e3, 2.0 * flops / c / 1e9);
+    }
+}

@@ -1,0 +1,154 @@
+//! Sum, mean and max on the GPU against the CPU reference: over the first,
+//! middle and last axis of tensors of several ranks, vec4 and scalar layouts,
+//! few and many rows, a grid over 65535 workgroups, empty axes and bad input.
+
+mod common;
+use common::*;
+use wgformer::kernels::reduce::ROW_PLAN_ENV;
+use wgformer::kernels::reduce::{reduce, Reduce};
+use wgformer::reference::reduce::reduce as reduce_ref;
+use wgformer::{Error, Tensor};
+
+const OPS: [Reduce; 3] = [Reduce::Sum, Reduce::Mean, Reduce::Max];
+
+fn check(shape: &[usize], axis: usize, seed: u64) {
+    let gpu = gpu();
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = data(n, seed).iter().map(|x| 3.0 * x).collect();
+    let x = Tensor::from_slice(&gpu, &v, shape).unwrap();
+    let mut out_shape = shape.to_vec();
+    out_shape.remove(axis);
+    let r_len = shape[axis] as f64;
+    for op in OPS {
+        let y = reduce(&x, axis, op).unwrap();
+        assert_eq!(y.shape(), &out_shape[..]);
+        // f32 partial sums: the error grows about like sqrt(R).
+        let atol = match op {
+            Reduce::Sum => 2e-6 * r_len.sqrt() * 3.0,
+            Reduce::Mean => 2e-6 * 3.0 / r_len.sqrt(),
+            Reduce::Max => 0.0,
+        };
+        assert_close(
+            &format!("{op:?} over axis {axis} of {shape:?}"),
+            &y.to_vec().unwrap(),
+            &reduce_ref(&v, shape, axis, op),
+            atol,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn last_axis_rows_of_every_length() {
+    for r in [1usize, 4, 7, 63, 64, 65, 127, 129, 4099] {
+        for rows in [3usize, 1100] {
+            if rows * r <= 1_000_000 {
+                check(&[rows, r], 1, r as u64);
+            }
+        }
+    }
+    check(&[7], 0, 1);
+    check(&[1, 100_003], 1, 2);
+}
+
+#[test]
+fn first_and_middle_axes() {
+    for (shape, axis) in [
+        (&[5usize, 129][..], 0usize),
+        (&[3, 65, 7], 0),
+        (&[3, 65, 7], 1),
+        (&[3, 65, 7], 2),
+        (&[2, 63, 8], 1),   // vec4 columns
+        (&[4, 1, 5], 1),    // R = 1
+        (&[127, 1100], 0),  // many columns
+        (&[100_003, 3], 0), // one long column tile
+        (&[2, 3, 4, 5], 2), // rank 4
+        (&[9, 2, 256], 1),  // wide vec4 tile
+        (&[1000, 768], 0),  // (T, C) -> (C)
+    ] {
+        check(
+            shape,
+            axis,
+            shape.iter().sum::<usize>() as u64 + axis as u64,
+        );
+    }
+}
+
+#[test]
+fn grid_beyond_65535_workgroups() {
+    // 2^24 + 1 rows of one value: 65537 workgroups at 256 rows each. Each
+    // output is its row's only value.
+    let gpu = gpu();
+    let n = (1 << 24) + 1;
+    let v: Vec<f32> = (0..n).map(|i| (i % 1000) as f32).collect();
+    let x = Tensor::from_slice(&gpu, &v, &[n, 1]).unwrap();
+    for op in OPS {
+        let y = reduce(&x, 1, op).unwrap().to_vec().unwrap();
+        if let Some(i) = (0..n).find(|&i| y[i] != v[i]) {
+            panic!("{op:?}: row {i} gives {} instead of {}", y[i], v[i]);
+        }
+    }
+    // 70000 short rows.
+    check(&[70_000, 7], 1, 3);
+}
+
+#[test]
+fn empty_axis() {
+    let gpu = gpu();
+    let x = Tensor::zeros(&gpu, &[3, 0, 2]).unwrap();
+    assert_eq!(
+        reduce(&x, 1, Reduce::Sum).unwrap().to_vec().unwrap(),
+        vec![0.0; 6]
+    );
+    let mean = reduce(&x, 1, Reduce::Mean).unwrap().to_vec().unwrap();
+    assert!(
+        mean.len() == 6 && mean.iter().all(|m| m.is_nan()),
+        "{mean:?}"
+    );
+    assert!(matches!(
+        reduce(&x, 1, Reduce::Max),
+        Err(Error::InvalidArgument { .. })
+    ));
+    // Reducing a non-empty axis of an empty tensor gives an empty tensor.
+    let y = reduce(&x, 0, Reduce::Max).unwrap();
+    assert_eq!(y.shape(), &[0, 2]);
+}
+
+#[test]
+fn bad_input_is_an_error() {
+    let gpu = gpu();
+    let x = Tensor::zeros(&gpu, &[3, 4]).unwrap();
+    let err = reduce(&x, 2, Reduce::Sum).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
+    assert!(err.to_string().contains("axis 2"), "{err}");
+    let ids = Tensor::from_u32(&gpu, &[1, 2, 3], &[3]).unwrap();
+    assert!(matches!(
+        reduce(&ids, 0, Reduce::Sum),
+        Err(Error::InvalidArgument { .. })
+    ));
+}
+
+/// Runs `tests` of this binary again in a child process with the other row plan
+/// (`WGFORMER_ROW_PLAN`: on a CPU adapter the GPU plan's trees in workgroup
+/// memory, on a GPU the barrier-free thread-per-row plan), so that one adapter
+/// covers both.
+fn rerun_with_other_plan(tests: &[&str]) {
+    if std::env::var_os(ROW_PLAN_ENV).is_some() {
+        return; // this is the child
+    }
+    let cpu = gpu().adapter_info().device_type == wgpu::DeviceType::Cpu;
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(ROW_PLAN_ENV, if cpu { "gpu" } else { "cpu" })
+        .args(tests)
+        .args(["--exact", "--test-threads=2"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "with the other row plan:\n{log}");
+    assert!(log.contains(&format!("{} passed", tests.len())), "{log}");
+}
+
+#[test]
+fn the_other_row_plan_gives_the_same_results() {
+    rerun_with_other_plan(&["last_axis_rows_of_every_length", "first_and_middle_axes"]);
+}

@@ -1,0 +1,319 @@
+//! Softmax on the GPU against the CPU reference: row lengths around the vec4 and
+//! register-tile edges, few rows (several threads per row, tree reduction) and
+//! many rows (a thread per row on CPU adapters), causal and key-padding masks,
+//! extreme inputs, a grid over 65535 workgroups, and bad input.
+
+mod common;
+use common::*;
+use wgformer::kernels::reduce::ROW_PLAN_ENV;
+use wgformer::kernels::softmax::{softmax, SoftmaxOptions};
+use wgformer::reference::softmax::softmax as softmax_ref;
+use wgformer::{Error, Tensor};
+
+const ATOL: f64 = 1e-7;
+const RTOL: f64 = 2e-5;
+
+fn check(shape: &[usize], v: &[f32], opts: &SoftmaxOptions, mask: Option<&[f32]>) {
+    let gpu = gpu();
+    let x = Tensor::from_slice(&gpu, v, shape).unwrap();
+    let y = softmax(&x, opts).unwrap();
+    assert_eq!(y.shape(), shape);
+    let r = softmax_ref(v, shape, opts.scale, opts.causal, mask);
+    assert_close(
+        &format!(
+            "softmax {shape:?} causal {} mask {}",
+            opts.causal,
+            mask.is_some()
+        ),
+        &y.to_vec().unwrap(),
+        &r,
+        ATOL,
+        RTOL,
+    );
+}
+
+#[test]
+fn rows_of_every_length_few_and_many() {
+    // Few rows: several threads per row and a tree; many rows: a thread per row
+    // on a CPU adapter. Lengths cross the vec4, register and workgroup edges.
+    for cols in [1usize, 4, 7, 63, 64, 65, 127, 129, 256, 4099] {
+        for rows in [3usize, 1100] {
+            if rows * cols > 1_000_000 {
+                continue;
+            }
+            let v: Vec<f32> = data(rows * cols, cols as u64)
+                .iter()
+                .map(|x| 4.0 * x)
+                .collect();
+            check(&[rows, cols], &v, &SoftmaxOptions::default(), None);
+        }
+    }
+    // A long row in registers on a GPU-style plan, and one that streams.
+    for cols in [4096usize, 20_001] {
+        let v: Vec<f32> = data(2 * cols, 5).iter().map(|x| 4.0 * x).collect();
+        check(&[2, cols], &v, &SoftmaxOptions::default(), None);
+    }
+}
+
+#[test]
+fn any_rank_and_scale() {
+    let v = data(2 * 3 * 65, 11);
+    for scale in [0.125f32, -2.0, 1.0] {
+        let opts = SoftmaxOptions {
+            scale,
+            ..Default::default()
+        };
+        check(&[2, 3, 65], &v, &opts, None);
+        check(&[390], &v, &opts, None);
+    }
+}
+
+#[test]
+fn extreme_inputs_are_stable() {
+    // +-1e4 would overflow exp without the max subtraction.
+    let cols = 67;
+    let mut v = data(4 * cols, 3);
+    for (i, x) in v.iter_mut().enumerate() {
+        *x = if i % 5 == 0 {
+            1e4 * x.signum()
+        } else {
+            1e4 * *x
+        };
+    }
+    let gpu = gpu();
+    let y = softmax(
+        &Tensor::from_slice(&gpu, &v, &[4, cols]).unwrap(),
+        &SoftmaxOptions::default(),
+    )
+    .unwrap()
+    .to_vec()
+    .unwrap();
+    assert!(y.iter().all(|y| y.is_finite()), "non-finite output");
+    check(&[4, cols], &v, &SoftmaxOptions::default(), None);
+    let big: Vec<f32> = data(1100 * 8, 4).iter().map(|x| 1e4 * x).collect();
+    check(&[1100, 8], &big, &SoftmaxOptions::default(), None);
+}
+
+#[test]
+fn causal_mask_is_bottom_right_aligned() {
+    // Tq < Tk (decoding against a cache), Tq == Tk, Tq > Tk (the first Tq - Tk
+    // rows see nothing: zeros).
+    for (b, nh, tq, tk) in [
+        (2usize, 3usize, 5usize, 7usize),
+        (1, 2, 8, 8),
+        (2, 2, 7, 5),
+        (1, 2, 3, 129),
+        (2, 4, 64, 64),  // 512 rows: a thread per row on a CPU adapter
+        (1, 4, 200, 67), // 800 rows, scalar path, fully masked rows
+    ] {
+        let shape = [b, nh, tq, tk];
+        let v = data(b * nh * tq * tk, (tq * tk) as u64);
+        let opts = SoftmaxOptions {
+            scale: 0.5,
+            causal: true,
+            key_mask: None,
+        };
+        check(&shape, &v, &opts, None);
+    }
+}
+
+#[test]
+fn key_padding_mask_and_fully_masked_rows() {
+    let gpu = gpu();
+    for (b, nh, tq, tk) in [
+        (3usize, 2usize, 4usize, 9usize),
+        (3, 2, 5, 8),
+        (3, 4, 50, 64),
+    ] {
+        let shape = [b, nh, tq, tk];
+        let v = data(b * nh * tq * tk, tk as u64);
+        // Batch 0: last three keys padded; batch 1: every key padded; batch 2: none.
+        let mut m = vec![1.0f32; b * tk];
+        m[tk - 3..2 * tk].fill(0.0);
+        let mask = Tensor::from_slice(&gpu, &m, &[b, tk]).unwrap();
+        for causal in [false, true] {
+            let opts = SoftmaxOptions {
+                scale: 1.0,
+                causal,
+                key_mask: Some(&mask),
+            };
+            check(&shape, &v, &opts, Some(&m));
+        }
+        // The fully masked batch element is exactly zero (not NaN).
+        let x = Tensor::from_slice(&gpu, &v, &shape).unwrap();
+        let opts = SoftmaxOptions {
+            key_mask: Some(&mask),
+            ..Default::default()
+        };
+        let y = softmax(&x, &opts).unwrap().to_vec().unwrap();
+        let per_batch = nh * tq * tk;
+        assert!(y[per_batch..2 * per_batch].iter().all(|&y| y == 0.0));
+        // Every other row sums to 1.
+        for row in y.chunks(tk).take(nh * tq) {
+            let s: f32 = row.iter().sum();
+            assert!((s - 1.0).abs() < 1e-5, "row sums to {s}");
+        }
+    }
+}
+
+#[test]
+fn grid_beyond_65535_workgroups() {
+    // 70000 short rows, then 2^24 + 1 rows of one value: more than 65535
+    // workgroups even at 256 rows per workgroup; softmax of one value is 1.
+    let v = data(70_000 * 7, 9);
+    check(&[70_000, 7], &v, &SoftmaxOptions::default(), None);
+    let gpu = gpu();
+    let n = (1 << 24) + 1;
+    let x = Tensor::full(&gpu, &[n, 1], -3.0).unwrap();
+    let y = softmax(&x, &SoftmaxOptions::default())
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    if let Some(i) = y.iter().position(|&y| y != 1.0) {
+        panic!(
+            "row {i}: softmax of a single value is {} instead of 1",
+            y[i]
+        );
+    }
+}
+
+#[test]
+fn empty_tensors_give_empty_results() {
+    let gpu = gpu();
+    for shape in [[0usize, 5], [3, 0]] {
+        let x = Tensor::zeros(&gpu, &shape).unwrap();
+        let y = softmax(&x, &SoftmaxOptions::default()).unwrap();
+        assert_eq!(y.shape(), &shape);
+        assert!(y.to_vec().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn bad_input_is_an_error() {
+    let gpu = gpu();
+    let x3 = Tensor::zeros(&gpu, &[2, 3, 4]).unwrap();
+    let causal = SoftmaxOptions {
+        causal: true,
+        ..Default::default()
+    };
+    assert!(matches!(softmax(&x3, &causal), Err(Error::Shape { .. })));
+
+    let x = Tensor::zeros(&gpu, &[2, 3, 4, 5]).unwrap();
+    let wrong = Tensor::ones(&gpu, &[2, 4]).unwrap();
+    let opts = SoftmaxOptions {
+        key_mask: Some(&wrong),
+        ..Default::default()
+    };
+    let err = softmax(&x, &opts).unwrap_err();
+    assert!(matches!(err, Error::Shape { .. }), "{err}");
+    assert!(err.to_string().contains("key_mask"), "{err}");
+
+    let ids = Tensor::from_u32(&gpu, &[1; 10], &[2, 5]).unwrap();
+    let opts = SoftmaxOptions {
+        key_mask: Some(&ids),
+        ..Default::default()
+    };
+    assert!(matches!(
+        softmax(&x, &opts),
+        Err(Error::InvalidArgument { .. })
+    ));
+
+    let nan_scale = SoftmaxOptions {
+        scale: f32::NAN,
+        ..Default::default()
+    };
+    assert!(matches!(
+        softmax(&x, &nan_scale),
+        Err(Error::InvalidArgument { .. })
+    ));
+
+    let xu = Tensor::from_u32(&gpu, &[1, 2, 3], &[3]).unwrap();
+    assert!(softmax(&xu, &SoftmaxOptions::default()).is_err());
+    let scalar = Tensor::full(&gpu, &[], 1.0).unwrap();
+    assert!(matches!(
+        softmax(&scalar, &SoftmaxOptions::default()),
+        Err(Error::Shape { .. })
+    ));
+}
+
+/// Runs `tests` of this binary again in a child process with the other row plan
+/// (`WGFORMER_ROW_PLAN`: on a CPU adapter the GPU plan's trees in workgroup
+/// memory, on a GPU the barrier-free thread-per-row plan), so that one adapter
+/// covers both.
+fn rerun_with_other_plan(tests: &[&str]) {
+    if std::env::var_os(ROW_PLAN_ENV).is_some() {
+        return; // this is the child
+    }
+    let cpu = gpu().adapter_info().device_type == wgpu::DeviceType::Cpu;
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(ROW_PLAN_ENV, if cpu { "gpu" } else { "cpu" })
+        .args(tests)
+        .args(["--exact", "--test-threads=2"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "with the other row plan:\n{log}");
+    assert!(log.contains(&format!("{} passed", tests.len())), "{log}");
+}
+
+#[test]
+fn the_other_row_plan_gives_the_same_results() {
+    rerun_with_other_plan(&[
+        "rows_of_every_length_few_and_many",
+        "causal_mask_is_bottom_right_aligned",
+        "key_padding_mask_and_fully_masked_rows",
+        "extreme_inputs_are_stable",
+    ]);
+}
+
+fn cpu_ticks() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let f: Vec<&str> = s[s.rfind(')').unwrap() + 2..].split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// (min GPU ms per launch, CPU ms per launch)
+fn time_min(gpu: &wgformer::Gpu, reps: usize, mut f: impl FnMut()) -> (f64, f64) {
+    f();
+    gpu.sync().unwrap();
+    let mut best = f64::MAX;
+    let t0 = cpu_ticks();
+    for _ in 0..reps {
+        let ms = gpu.time_gpu_ms(|| { for _ in 0..10 { f(); } Ok(()) }).unwrap().unwrap() / 10.0;
+        best = best.min(ms);
+    }
+    let cpu = (cpu_ticks() - t0) as f64 * 10.0 / (reps * 10) as f64;
+    (best, cpu)
+}
+
+#[test]
+#[ignore]
+fn perf_probe() {
+    let gpu = gpu();
+    let cols: usize = std::env::var("WGF_COLS").map(|s| s.parse().unwrap()).unwrap_or(256);
+    let kind = std::env::var("WGF_KIND").unwrap_or("softmax".into());
+    let n = 4 * 12 * 256 * 256;
+    let x = Tensor::randn(&gpu, &[n / cols, cols], 1.0, 2).unwrap();
+    let w = Tensor::randn(&gpu, &[cols], 1.0, 2).unwrap();
+    let t = Tensor::from_u32(&gpu, &vec![3; n / cols], &[n / cols]).unwrap();
+    let src = Tensor::randn(&gpu, &[n], 1.0, 1).unwrap();
+    let dst = Tensor::empty(&gpu, &[n], wgformer::DType::F32).unwrap();
+    let t0 = std::time::Instant::now();
+    let mut run = || match kind.as_str() {
+        "softmax" => { softmax(&x, &SoftmaxOptions::default()).unwrap(); }
+        "causal" => { softmax(&x.reshape(&[4, 12, n / cols / 48, cols]).unwrap(), &SoftmaxOptions { causal: true, ..Default::default() }).unwrap(); }
+        "layernorm" => { wgformer::kernels::layernorm::layernorm(&x, &w, &w, 1e-5).unwrap(); }
+        "ce" => { wgformer::kernels::cross_entropy::cross_entropy(&x, &t, &Default::default()).unwrap(); }
+        "sum1" => { wgformer::kernels::reduce::reduce(&x, 1, wgformer::kernels::reduce::Reduce::Sum).unwrap(); }
+        "sum0" => { wgformer::kernels::reduce::reduce(&x, 0, wgformer::kernels::reduce::Reduce::Sum).unwrap(); }
+        _ => panic!(),
+    };
+    run();
+    gpu.sync().unwrap();
+    println!("first run (compile) {:.2} s", t0.elapsed().as_secs_f64());
+    let c = time_min(&gpu, 8, || wgformer::kernels::copy::copy_into(&src, &dst).unwrap());
+    let s = time_min(&gpu, 8, &mut run);
+    let c2 = time_min(&gpu, 8, || wgformer::kernels::copy::copy_into(&src, &dst).unwrap());
+    println!("copy {:.2}/{:.2} ms (after: {:.2}/{:.2})  {kind} {:.2}/{:.2} ms  cpu-time ratio (same element count) {:.2}", c.0, c.1, c2.0, c2.1, s.0, s.1, c.1.min(c2.1) / s.1);
+}
+
