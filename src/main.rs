@@ -35,6 +35,12 @@ fn main() -> ExitCode {
             println!("{}\n", gpu.describe());
             let report = wgformer::selfcheck::run(&gpu, &mut |line| println!("{line}"))?;
             println!("\n{}", report.summary());
+            let n = 512;
+            let gflops = wgformer::selfcheck::gemm_gflops(&gpu, n)?;
+            println!(
+                "GEMM {n}x{n}x{n} f32: {gflops:.1} GFLOP/s on {}",
+                gpu.adapter_name()
+            );
             if report.failed() > 0 {
                 return Err(wgformer::Error::Gpu(format!(
                     "{} kernel checks failed",
