@@ -156,3 +156,36 @@ fn no_matching_adapter_says_how_to_get_one() {
         "{msg}"
     );
 }
+
+#[test]
+fn per_op_profile_times_each_dispatch() {
+    let gpu = wgformer::Gpu::new().unwrap();
+    if !gpu.features().timestamp_query {
+        eprintln!("skipped: adapter has no timestamp queries");
+        return;
+    }
+    let n = 1 << 20;
+    let src = Tensor::from_slice(&gpu, &data(n, 1), &[n]).unwrap();
+    let dst = Tensor::empty(&gpu, &[n], DType::F32).unwrap();
+    gpu.profile_begin().unwrap();
+    for _ in 0..3 {
+        copy_into(&src, &dst).unwrap();
+    }
+    let times = gpu.profile_end().unwrap();
+    assert_eq!(times.len(), 3);
+    assert!(
+        times
+            .iter()
+            .all(|t| t.entry == "copy_fwd_vec4" && t.ms > 0.0),
+        "{times:?}"
+    );
+    assert_eq!(
+        dst.to_vec().unwrap(),
+        src.to_vec().unwrap(),
+        "profiled ops still compute"
+    );
+    assert!(
+        gpu.profile_end().is_err(),
+        "profile_end without profile_begin"
+    );
+}

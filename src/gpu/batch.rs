@@ -38,6 +38,7 @@ pub(crate) struct Batch {
     align: usize,
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     timing: Option<Timing>,
+    pub(crate) profiler: Option<super::profile::Profiler>,
 }
 
 /// Query set for timing one compute pass (native benchmarks).
@@ -63,6 +64,7 @@ impl Batch {
             align: (limits.min_uniform_buffer_offset_alignment as usize)
                 .max(PARAMS_BINDING_SIZE as usize),
             timing: None,
+            profiler: None,
         }
     }
 
@@ -105,8 +107,14 @@ impl Batch {
 }
 
 impl Gpu {
-    fn batch(&self) -> std::sync::MutexGuard<'_, Batch> {
+    pub(crate) fn batch(&self) -> std::sync::MutexGuard<'_, Batch> {
         self.inner.batch.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Encodes raw commands into the pending batch (outside any compute pass).
+    pub(crate) fn encode_with(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
+        let mut batch = self.batch();
+        f(batch.encoder(&self.inner.device));
     }
 
     /// Encodes one kernel launch into the pending batch.
@@ -187,11 +195,29 @@ impl Gpu {
                 entries: &entries,
             })
         });
+        let profiled = batch.profiler.as_mut().and_then(|p| p.next_writes(d.entry));
+        if let Some((queries, first)) = &profiled {
+            let pass = batch
+                .encoder(&g.device)
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(d.entry),
+                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                        query_set: queries,
+                        beginning_of_pass_write_index: Some(*first),
+                        end_of_pass_write_index: Some(first + 1),
+                    }),
+                })
+                .forget_lifetime();
+            batch.pass = Some(pass);
+        }
         let pass = batch.pass(&g.device);
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bind_group, &[offset as u32]);
         let [x, y, z] = d.workgroups;
         pass.dispatch_workgroups(x, y, z);
+        if profiled.is_some() {
+            batch.pass = None; // the op's own pass ends here
+        }
         Counters::add(&g.counters.dispatches, 1);
         Ok(())
     }
@@ -346,7 +372,7 @@ impl Gpu {
 }
 
 /// Copies the mapped range out and unmaps the buffer.
-fn mapped_bytes(buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
+pub(crate) fn mapped_bytes(buffer: &wgpu::Buffer, bytes: u64) -> Result<Vec<u8>> {
     let data = buffer
         .slice(0..bytes)
         .get_mapped_range()

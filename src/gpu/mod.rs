@@ -6,12 +6,14 @@ mod batch;
 mod counters;
 mod pipelines;
 mod pool;
+mod profile;
 mod readback;
 
 pub use batch::Dispatch;
 pub use counters::Counters;
 pub use pipelines::Shader;
 pub(crate) use pool::PooledBuffer;
+pub use profile::OpTime;
 
 use crate::error::{Error, Result};
 use std::sync::{Arc, Mutex};
