@@ -1,25 +1,46 @@
 // GEMM: C = act(alpha * op(A) op(B) + bias), batched over z. The matmul behind
 // every Linear layer, the LM head and the backward passes (src/kernels/gemm.rs).
-//   op(A) is (M, K): A stored (M, K), or (K, M) when TRANS_A
-//   op(B) is (K, N): B stored (K, N), or (N, K) when TRANS_B
-//   C (M, N) row-major; batch b reads A + b*stride_a, B + b*stride_b (0: broadcast)
+//   op(A) (M, K): A stored (M, K), or (K, M) when TRANS_A
+//   op(B) (K, N): B stored (K, N), or (N, K) when TRANS_B
+//   C (M, N) row-major; batch z reads A + z stride_a, B + z stride_b (0: broadcast)
 // Variants:
 //   gemm_fwd_naive     one thread per output, scalar loads: the GPU oracle and
 //                      the benchmark baseline
-//   gemm_fwd_register  register tile: each thread owns TM x TN outputs in 4x4
-//                      blocks held in named mat4x4 accumulators (four named vec4
-//                      columns each; never an indexed array, which is lowered to
-//                      slow private memory); vec4 loads; no workgroup memory
-//   gemm_fwd_shared    workgroup-memory tile: 64x64 outputs per 16x16 workgroup,
-//                      K in slices of 16 staged through workgroup memory; 4x4 per thread
-// Any M, N, K: loads are clamped into range (and zeroed past K), stores are
-// guarded; callers never pad. VEC_A / VEC_B select vec4 loads where the layout
-// allows them (the contiguous dimension and batch stride multiples of 4); the
-// host sets them false otherwise and the same code loads scalars.
+//   gemm_fwd_register  register tile: each thread owns TM x TN outputs as 4x4
+//                      blocks in named mat4x4 accumulators (four named vec4
+//                      columns each, never an indexed array, which would be
+//                      lowered to slow private memory); vec4 loads; no barriers
+//   gemm_fwd_shared    workgroup-memory tile: 64 x 64 outputs per 16 x 16
+//                      workgroup, K in slices of 16 staged through workgroup
+//                      memory, 4 x 4 outputs per thread
+// Any M, N, K: loads are clamped into the matrix (and zeroed past K), stores are
+// guarded; callers never pad. VEC_A / VEC_B / VEC_C pick vec4 accesses where the
+// stored layout allows them (contiguous dimension and batch stride multiples of
+// 4); otherwise the same code reads and writes scalars. The bias and activation
+// are fused into the store.
 //
-// Tuning on lavapipe (llvmpipe 22.3, LLVM 15, 256-bit, 2 cores), 1024^3 f32:
-//   see the table at the end of src/kernels/gemm.rs's module doc (filled in by
-//   measurement; the chosen defaults are the override defaults below).
+// Tuning on lavapipe (llvmpipe 22.3.6, LLVM 15, 256-bit, 2 cores), 1024^3 f32.
+// llvmpipe runs a workgroup on one CPU thread, 8 invocations per SIMD vector;
+// every storage load whose address is not a compile-time constant becomes a
+// per-lane scalar loop (Mesa treats only constant addresses as uniform, so A
+// being the same for the whole workgroup does not help). A thread's TM x TN tile
+// loads TM + TN values per k for TM TN multiply-adds, so the bigger the tile the
+// better, until spills and LLVM compile time grow. GFLOP/s from CPU time of the
+// lavapipe threads scaled to both cores (min of 8 interleaved runs; the machine
+// was shared with other jobs, so wall-clock rates were 1.5-2x lower):
+//   register WG_X 8:  4x4 ~2 | 8x8 ~16 | 16x8 ~22 | 8x16 ~20 | 16x16 ~25
+//                     | 32x16 ~29 (TM x TN)
+//   register 16x16 with WG_X 16: ~19, WG_X 32 ~14 (the B panel leaves L2)
+//   shared (barriers are coroutine switches, workgroup loads per-lane too): ~5.6
+//   naive: ~1.05
+// Pipeline build time (cold Mesa cache): 8x8 ~0.5 s, 16x8 ~0.8 s, 16x16 ~1.3 s
+// (~2 s on the scalar path), 32x16 ~2.5-4.6 s. Default 16x16: within ~10% of
+// 32x16 at half the build time. Also tried: activation and bias as uniform
+// switches (lavapipe evaluated every branch for every output: 16x16 took ~14 s
+// to build, now override constants); scalar stores of C (vec4 stores halved the
+// build time); explicit fma() instead of mat4x4 products (no change); K unrolled
+// by 8 (~5% faster, twice the build time: not kept). On GPUs the workgroup-memory
+// tile is the default (GemmVariant::Auto); it is unmeasured here.
 
 struct Params {
     m: u32,
@@ -30,14 +51,10 @@ struct Params {
     stride_b: u32,
     stride_c: u32,
     alpha: f32,
-    _pad3: u32,
-    _pad4: u32,
-    group_x0: u32,   // workgroup offsets of this dispatch when a grid is split
+    group_x0: u32,   // workgroup offsets of this dispatch when the grid is split
     group_y0: u32,   // over several dispatches (65535 per dimension)
     group_z0: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -47,8 +64,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> c: array<vec4<f32>>;
 
 // Epilogue: 0 none, 1 relu, 2 gelu (tanh form), 3 gelu (erf form); bias or not.
-// Pipeline constants rather than uniforms: lavapipe cannot tell a uniform branch
-// from a divergent one and would evaluate every activation for every output.
+// Pipeline constants rather than uniforms: with a uniform switch lavapipe built
+// every activation into every store (a 16x16 tile pipeline took ~14 s to build).
 override ACT: u32 = 0u;
 override HAS_BIAS: bool = false;
 override TRANS_A: bool = false;

@@ -1,15 +1,17 @@
 //! GEMM kernels (naive, register tile, workgroup-memory tile) against the f64 CPU
 //! reference: odd sizes, every transpose combination, batches with a broadcast B,
-//! bias + every activation, alpha, the scalar-load path, grids split past 65535
-//! workgroups, and the errors for bad input.
+//! bias + every activation, alpha, the scalar-load path, explicit strides, grids
+//! split past 65535 workgroups, the errors for bad input, and the translation of
+//! every pipeline-constant combination to MSL and HLSL.
 //!
-//! Tolerance: |ours - ref| <= 1e-4 sqrt(K) + 1e-4 |ref|. The GPU sums K products
-//! of values in [-1, 1) in f32; the rounding error of such a sum grows like
-//! eps32 * sqrt(K) * (size of the partial sums, ~sqrt(K)), i.e. ~1e-6 at K = 300,
-//! and the summation order differs per variant. 1e-4 sqrt(K) leaves ~100x margin
-//! over that while any indexing mistake (a wrong row, a missed K tail, a skipped
-//! batch) moves results by O(1). The erf approximation of the exact GELU adds
-//! <= 1.5e-7 |x| / 2, far inside the tolerance.
+//! Tolerance: |ours - ref| <= 1e-4 sqrt(K) + 1e-4 |ref| (times scale^2 where
+//! the inputs are scaled). The GPU sums K products of values in [-1, 1) in f32,
+//! in a different order per variant; each addition rounds by up to 2^-24 of a
+//! partial sum of size ~sqrt(k)/3, so the error is typically ~2^-24 K / 4
+//! (5e-6 at K = 300) and stays below 1e-4 sqrt(K) (1.7e-3 there) by a wide
+//! margin, while any indexing mistake (a wrong row, a missed K tail, a skipped
+//! batch) moves results by O(1). The exact GELU's erf approximation adds at most
+//! 1.5e-7 |x| / 2, far inside the tolerance.
 
 mod common;
 use common::*;
@@ -120,7 +122,13 @@ impl Case {
             self.batch, self.b_batched, self.trans_a, self.trans_b, self.alpha, self.bias, self.act
         );
         let scale2 = (self.scale * self.scale * self.alpha.abs().max(1.0)) as f64;
-        assert_close(&what, &c.to_vec().unwrap(), &reference, tol(k) * scale2, 1e-4);
+        assert_close(
+            &what,
+            &c.to_vec().unwrap(),
+            &reference,
+            tol(k) * scale2,
+            1e-4,
+        );
     }
 }
 
@@ -134,14 +142,33 @@ fn reference_matches_hand_computed_products() {
     let at = [1.0, 3.0, 2.0, 4.0]; // A stored transposed
     let bt = [5.0, 7.0, 6.0, 8.0];
     let want = [19.0, 22.0, 43.0, 50.0];
-    for (a, b, ta, tb) in [(&a, &b, false, false), (&at, &b, true, false), (&a, &bt, false, true), (&at, &bt, true, true)] {
+    for (a, b, ta, tb) in [
+        (&a, &b, false, false),
+        (&at, &b, true, false),
+        (&a, &bt, false, true),
+        (&at, &bt, true, true),
+    ] {
         let c = cpu::gemm(a, b, 2, 2, 2, 1, 0, 0, ta, tb, 1.0, None, cpu::Act::None);
         assert_eq!(c, want, "trans ({ta}, {tb})");
     }
     // alpha, bias, relu; (1x3) . (3x2) with batch 2 and a shared B
     let a = [1.0, -1.0, 2.0, 0.0, 0.0, 0.0];
     let b = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
-    let c = cpu::gemm(&a, &b, 1, 2, 3, 2, 3, 0, false, false, 2.0, Some(&[-10.0, 1.0]), cpu::Act::Relu);
+    let c = cpu::gemm(
+        &a,
+        &b,
+        1,
+        2,
+        3,
+        2,
+        3,
+        0,
+        false,
+        false,
+        2.0,
+        Some(&[-10.0, 1.0]),
+        cpu::Act::Relu,
+    );
     // batch 0: [1 - 3 + 10, 2 - 4 + 12] = [8, 10] -> 2x + bias = [6, 21]; batch 1: relu([-10, 1])
     assert_eq!(c, [6.0, 21.0, 0.0, 1.0]);
 }
@@ -161,7 +188,11 @@ fn reference_activations_match_published_values() {
     // GELU(1) = Phi(1) = 0.841344746...; the tanh form gives 0.841191990...
     close(cpu::gelu_erf(1.0), 0.841_344_746_068_542_9, 1e-14);
     close(cpu::gelu_tanh(1.0), 0.841_191_990_608_276_8, 1e-12);
-    close(cpu::gelu_erf(-3.0), -3.0 * 0.001_349_898_031_630_094_6, 1e-12);
+    close(
+        cpu::gelu_erf(-3.0),
+        -3.0 * 0.001_349_898_031_630_094_6,
+        1e-12,
+    );
     assert_eq!(cpu::relu(-2.0), 0.0);
     assert_eq!(cpu::relu(3.5), 3.5);
 }
@@ -286,7 +317,9 @@ fn empty_inner_dimension_gives_the_activated_bias() {
             ..Default::default()
         };
         let c = gemm(&a, &b, &opts).unwrap();
-        let want: Vec<f32> = (0..3).flat_map(|_| bias_v.map(|x: f32| x.max(0.0))).collect();
+        let want: Vec<f32> = (0..3)
+            .flat_map(|_| bias_v.map(|x: f32| x.max(0.0)))
+            .collect();
         assert_eq!(c.to_vec().unwrap(), want, "{variant:?}");
     }
 }
@@ -294,9 +327,10 @@ fn empty_inner_dimension_gives_the_activated_bias() {
 #[test]
 fn gemm_into_honours_explicit_strides() {
     // A broadcast (stride 0), B batched with a gap between batches, C written
-    // with a gap that must stay untouched.
+    // with a gap that must stay untouched. N % 4 == 0 but the strides of B and
+    // C are not multiples of 4, so vec4 access must not be used for them.
     let gpu = gpu();
-    let (m, n, k, nb) = (9, 13, 11, 3);
+    let (m, n, k, nb) = (9, 12, 11, 3);
     let (sb, sc) = (k * n + 5, m * n + 7);
     let av = data(m * k, 70);
     let bv = data(sb * nb, 71);
@@ -313,9 +347,33 @@ fn gemm_into_honours_explicit_strides() {
     };
     for variant in VARIANTS {
         let c = Tensor::full(&gpu, &[sc * nb], 1234.5).unwrap();
-        gemm_into(&a, &b, &c, &shape, &GemmOptions { variant, ..Default::default() }).unwrap();
+        gemm_into(
+            &a,
+            &b,
+            &c,
+            &shape,
+            &GemmOptions {
+                variant,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let out = c.to_vec().unwrap();
-        let reference = cpu::gemm(&av, &bv, m, n, k, nb, 0, sb, false, false, 1.0, None, cpu::Act::None);
+        let reference = cpu::gemm(
+            &av,
+            &bv,
+            m,
+            n,
+            k,
+            nb,
+            0,
+            sb,
+            false,
+            false,
+            1.0,
+            None,
+            cpu::Act::None,
+        );
         for z in 0..nb {
             let got = &out[z * sc..z * sc + m * n];
             assert_close(
@@ -326,7 +384,9 @@ fn gemm_into_honours_explicit_strides() {
                 1e-4,
             );
             assert!(
-                out[z * sc + m * n..(z + 1) * sc].iter().all(|&x| x == 1234.5),
+                out[z * sc + m * n..(z + 1) * sc]
+                    .iter()
+                    .all(|&x| x == 1234.5),
                 "{variant:?}: batch {z} wrote into the gap between batches of C"
             );
         }
@@ -341,18 +401,56 @@ fn register_tile_shapes_all_agree_with_the_reference() {
     let bv = data(k * n, 81);
     let a = Tensor::from_slice(&gpu, &av, &[m, k]).unwrap();
     let b = Tensor::from_slice(&gpu, &bv, &[k, n]).unwrap();
-    let reference = cpu::gemm(&av, &bv, m, n, k, 1, 0, 0, false, false, 1.0, None, cpu::Act::None);
-    for (wg_x, tm, tn) in [(8, 4, 4), (4, 8, 8), (16, 16, 4), (8, 16, 16), (8, 32, 16)] {
+    let reference = cpu::gemm(
+        &av,
+        &bv,
+        m,
+        n,
+        k,
+        1,
+        0,
+        0,
+        false,
+        false,
+        1.0,
+        None,
+        cpu::Act::None,
+    );
+    for (wg_x, tm, tn) in [(8, 4, 4), (4, 8, 8), (16, 16, 4), (8, 16, 16), (4, 32, 4)] {
         let tile = RegisterTile { wg_x, tm, tn };
         let c = Tensor::empty(&gpu, &[m, n], DType::F32).unwrap();
-        gemm_into_register_tile(&a, &b, &c, &GemmShape::contiguous(m, n, k, 1), &GemmOptions::default(), tile)
-            .unwrap();
-        assert_close(&format!("{tile:?}"), &c.to_vec().unwrap(), &reference, tol(k), 1e-4);
+        gemm_into_register_tile(
+            &a,
+            &b,
+            &c,
+            &GemmShape::contiguous(m, n, k, 1),
+            &GemmOptions::default(),
+            tile,
+        )
+        .unwrap();
+        assert_close(
+            &format!("{tile:?}"),
+            &c.to_vec().unwrap(),
+            &reference,
+            tol(k),
+            1e-4,
+        );
     }
-    let bad = RegisterTile { wg_x: 8, tm: 12, tn: 4 };
+    let bad = RegisterTile {
+        wg_x: 8,
+        tm: 12,
+        tn: 4,
+    };
     let c = Tensor::empty(&gpu, &[m, n], DType::F32).unwrap();
-    let err = gemm_into_register_tile(&a, &b, &c, &GemmShape::contiguous(m, n, k, 1), &GemmOptions::default(), bad)
-        .unwrap_err();
+    let err = gemm_into_register_tile(
+        &a,
+        &b,
+        &c,
+        &GemmShape::contiguous(m, n, k, 1),
+        &GemmOptions::default(),
+        bad,
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
 }
 
@@ -371,21 +469,47 @@ fn grids_past_the_per_dimension_limit_are_split() {
     let bv = data(k * n, 91);
     let a = Tensor::from_slice(&gpu, &av, &[nb, m, k]).unwrap();
     let b = Tensor::from_slice(&gpu, &bv, &[k, n]).unwrap();
-    let reference = cpu::gemm(&av, &bv, m, n, k, nb, m * k, 0, false, false, 1.0, None, cpu::Act::None);
-    // (The split is host code shared by every variant; each kernel adds the
-    // offsets the same way. The register tile is the default on this adapter.)
-    for variant in [GemmVariant::RegisterTile] {
-        let c = gemm(&a, &b, &GemmOptions { variant, ..Default::default() }).unwrap();
-        assert_close(&format!("{variant:?} batch {nb}"), &c.to_vec().unwrap(), &reference, tol(k), 1e-4);
-    }
-    // Rows past the limit: the naive kernel has 8 rows per workgroup.
-    let m = 8 * limit + 13;
-    let av = data(m, 92);
-    let a = Tensor::from_slice(&gpu, &av, &[m, 1]).unwrap();
+    let reference = cpu::gemm(
+        &av,
+        &bv,
+        m,
+        n,
+        k,
+        nb,
+        m * k,
+        0,
+        false,
+        false,
+        1.0,
+        None,
+        cpu::Act::None,
+    );
+    // (The split is host code shared by every variant; the register tile, the
+    // default here, adds the batch offset like the others.)
+    let register = GemmOptions {
+        variant: GemmVariant::RegisterTile,
+        ..Default::default()
+    };
+    let c = gemm(&a, &b, &register).unwrap();
+    let what = format!("register tile, batch {nb}");
+    assert_close(&what, &c.to_vec().unwrap(), &reference, tol(k), 1e-4);
+
+    // Rows past the limit: the register tile walks rows along x (TM rows per
+    // workgroup), the naive kernel along y (8 rows per workgroup).
     let b = Tensor::from_slice(&gpu, &[-2.0], &[1, 1]).unwrap();
-    let c = gemm(&a, &b, &GemmOptions { variant: GemmVariant::Naive, ..Default::default() }).unwrap();
-    let reference: Vec<f64> = av.iter().map(|&x| -2.0 * x as f64).collect();
-    assert_close("naive rows past the limit", &c.to_vec().unwrap(), &reference, 0.0, 0.0);
+    let naive = GemmOptions {
+        variant: GemmVariant::Naive,
+        ..Default::default()
+    };
+    let tm = RegisterTile::default().tm as usize;
+    for (opts, m) in [(register, tm * limit + 5), (naive, 8 * limit + 13)] {
+        let av = data(m, 92);
+        let a = Tensor::from_slice(&gpu, &av, &[m, 1]).unwrap();
+        let c = gemm(&a, &b, &opts).unwrap();
+        let reference: Vec<f64> = av.iter().map(|&x| -2.0 * x as f64).collect();
+        let what = format!("{:?}, {m} rows", opts.variant);
+        assert_close(&what, &c.to_vec().unwrap(), &reference, 0.0, 0.0);
+    }
 }
 
 #[test]
@@ -423,14 +547,23 @@ fn mismatched_shapes_are_errors_naming_the_shapes() {
     let tb = GemmOptions { trans_b: true, ..o };
     expect_shape_err(gemm(&t(&[4, 5]), &t(&[5, 3]), &tb), &["[4, 5]", "[5, 3]"]);
     // batches
-    expect_shape_err(gemm(&t(&[2, 4, 5]), &t(&[3, 5, 3]), &o), &["[2, 4, 5]", "[3, 5, 3]"]);
-    expect_shape_err(gemm(&t(&[4, 5]), &t(&[2, 5, 3]), &o), &["[4, 5]", "[2, 5, 3]"]);
+    expect_shape_err(
+        gemm(&t(&[2, 4, 5]), &t(&[3, 5, 3]), &o),
+        &["[2, 4, 5]", "[3, 5, 3]"],
+    );
+    expect_shape_err(
+        gemm(&t(&[4, 5]), &t(&[2, 5, 3]), &o),
+        &["[4, 5]", "[2, 5, 3]"],
+    );
     // ranks
     expect_shape_err(gemm(&t(&[5]), &t(&[5, 3]), &o), &["[5]"]);
     expect_shape_err(gemm(&t(&[1, 2, 4, 5]), &t(&[5, 3]), &o), &["[1, 2, 4, 5]"]);
     // bias of the wrong length
     let bias = t(&[4]);
-    let ob = GemmOptions { bias: Some(&bias), ..o };
+    let ob = GemmOptions {
+        bias: Some(&bias),
+        ..o
+    };
     expect_shape_err(gemm(&t(&[4, 5]), &t(&[5, 3]), &ob), &["[4]", "3"]);
 }
 
@@ -438,7 +571,8 @@ fn mismatched_shapes_are_errors_naming_the_shapes() {
 fn wrong_dtypes_and_bad_gemm_into_arguments_are_errors() {
     let gpu = gpu();
     let f = |shape: &[usize]| Tensor::zeros(&gpu, shape).unwrap();
-    let u = |shape: &[usize]| Tensor::from_u32(&gpu, &vec![0; shape.iter().product()], shape).unwrap();
+    let u =
+        |shape: &[usize]| Tensor::from_u32(&gpu, &vec![0; shape.iter().product()], shape).unwrap();
     let o = GemmOptions::default();
     let invalid = |r: wgformer::Result<Tensor>| match r {
         Err(Error::InvalidArgument { .. }) => {}
@@ -448,14 +582,31 @@ fn wrong_dtypes_and_bad_gemm_into_arguments_are_errors() {
     invalid(gemm(&u(&[4, 5]), &f(&[5, 3]), &o));
     invalid(gemm(&f(&[4, 5]), &u(&[5, 3]), &o));
     let ubias = u(&[3]);
-    invalid(gemm(&f(&[4, 5]), &f(&[5, 3]), &GemmOptions { bias: Some(&ubias), ..o }));
-    invalid(gemm(&f(&[4, 5]), &f(&[5, 3]), &GemmOptions { alpha: f32::NAN, ..o }));
+    invalid(gemm(
+        &f(&[4, 5]),
+        &f(&[5, 3]),
+        &GemmOptions {
+            bias: Some(&ubias),
+            ..o
+        },
+    ));
+    invalid(gemm(
+        &f(&[4, 5]),
+        &f(&[5, 3]),
+        &GemmOptions {
+            alpha: f32::NAN,
+            ..o
+        },
+    ));
 
     let (a, b) = (f(&[4, 5]), f(&[5, 3]));
     let shape = GemmShape::contiguous(4, 3, 5, 1);
     // C too small
     let err = gemm_into(&a, &b, &f(&[11]), &shape, &o).unwrap_err();
-    assert!(matches!(err, Error::Shape { .. }) && err.to_string().contains("12"), "{err}");
+    assert!(
+        matches!(err, Error::Shape { .. }) && err.to_string().contains("12"),
+        "{err}"
+    );
     // A too small for the strides
     let err = gemm_into(&a, &b, &f(&[24]), &GemmShape::contiguous(4, 3, 5, 2), &o).unwrap_err();
     assert!(matches!(err, Error::Shape { .. }), "{err}");
@@ -464,7 +615,10 @@ fn wrong_dtypes_and_bad_gemm_into_arguments_are_errors() {
     let err = gemm_into(&big, &b, &big, &shape, &o).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
     // batches of C overlapping
-    let overlap = GemmShape { stride_c: 5, ..GemmShape::contiguous(4, 3, 5, 2) };
+    let overlap = GemmShape {
+        stride_c: 5,
+        ..GemmShape::contiguous(4, 3, 5, 2)
+    };
     let err = gemm_into(&f(&[40]), &f(&[30]), &f(&[100]), &overlap, &o).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
     // u32 output
@@ -472,80 +626,74 @@ fn wrong_dtypes_and_bad_gemm_into_arguments_are_errors() {
     assert!(matches!(err, Error::InvalidArgument { .. }), "{err}");
 }
 
-#[test]
-#[ignore]
-fn compile_times() {
-    fn cpu_ns() -> u64 {
-        std::fs::read_dir("/proc/self/task").unwrap().filter_map(|e| {
-            let p = e.ok()?.path().join("schedstat");
-            std::fs::read_to_string(p).ok()?.split_whitespace().next()?.parse::<u64>().ok()
-        }).sum()
-    }
-    let gpu = gpu();
-    let tiles: Vec<(u32, u32, u32)> = std::env::var("TILES").unwrap_or("8,16,16".into()).split(';').map(|t| {
-        let v: Vec<u32> = t.split(',').map(|x| x.parse().unwrap()).collect();
-        (v[0], v[1], v[2])
-    }).collect();
-    for (m, n, k, act) in [(64, 64, 64, Activation::None), (63, 63, 63, Activation::None), (64, 64, 64, Activation::GeluErf)] {
-        let x = Tensor::randn(&gpu, &[m, k], 1.0, 1).unwrap();
-        let w = Tensor::randn(&gpu, &[k, n], 1.0, 1).unwrap();
-        let y = Tensor::empty(&gpu, &[m, n], DType::F32).unwrap();
-        let dims = GemmShape::contiguous(m, n, k, 1);
-        for &(wg_x, tm, tn) in &tiles {
-            let c = cpu_ns();
-            gemm_into_register_tile(&x, &w, &y, &dims, &GemmOptions { activation: act, ..Default::default() }, RegisterTile { wg_x, tm, tn }).unwrap();
-            gpu.sync().unwrap();
-            println!("reg {wg_x} {tm}x{tn} {m}x{n}x{k} {act:?}: cpu {} ms", (cpu_ns() - c) / 1000000);
-        }
-    }
-}
+// ---------------------------------------------------------------- other backends
 
+/// Every entry point with the pipeline constants the host can set, through naga
+/// to MSL (Metal) and HLSL (DX12): tests/shaders.rs covers only the defaults,
+/// and the transposed, scalar and activation paths are separate code.
 #[test]
-#[ignore]
-fn tune() {
-    use std::time::Instant;
-    fn cpu_ns() -> u64 {
-        std::fs::read_dir("/proc/self/task").unwrap().filter_map(|e| {
-            let p = e.ok()?.path().join("schedstat");
-            std::fs::read_to_string(p).ok()?.split_whitespace().next()?.parse::<u64>().ok()
-        }).sum()
-    }
-    let gpu = gpu();
-    let s: usize = std::env::var("S").ok().and_then(|x| x.parse().ok()).unwrap_or(1024);
-    let x = Tensor::randn(&gpu, &[s, s], 1.0, 1).unwrap();
-    let w = Tensor::randn(&gpu, &[s, s], 1.0, 2).unwrap();
-    let y = Tensor::empty(&gpu, &[s, s], DType::F32).unwrap();
-    let dims = GemmShape::contiguous(s, s, s, 1);
-    let flops = 2.0 * (s * s * s) as f64;
-    let tiles: Vec<(u32, u32, u32)> = std::env::var("TILES").unwrap_or("8,16,16".into()).split(';').map(|t| {
-        let v: Vec<u32> = t.split(',').map(|x| x.parse().unwrap()).collect();
-        (v[0], v[1], v[2])
-    }).collect();
-    let mut configs: Vec<(String, Box<dyn Fn() -> wgformer::Result<()>>)> = Vec::new();
-    for (wg_x, tm, tn) in tiles {
-        let tile = RegisterTile { wg_x, tm, tn };
-        let (x, w, y) = (x.clone(), w.clone(), y.clone());
-        configs.push((format!("reg {wg_x} {tm}x{tn}"), Box::new(move || gemm_into_register_tile(&x, &w, &y, &dims, &GemmOptions::default(), tile))));
-    }
-    for (name, v) in [("SHARED", GemmVariant::SharedTile), ("NAIVE", GemmVariant::Naive)] {
-        if std::env::var(name).is_ok() {
-            let (x, w, y) = (x.clone(), w.clone(), y.clone());
-            configs.push((name.into(), Box::new(move || gemm_into(&x, &w, &y, &dims, &GemmOptions { variant: v, ..Default::default() }))));
+fn every_pipeline_constant_combination_translates_to_msl_and_hlsl() {
+    use naga::back::{hlsl, msl};
+    use naga::valid::{Capabilities, ValidationFlags, Validator};
+    let source = wgformer::kernels::GEMM_WGSL.source;
+    let module = naga::front::wgsl::parse_str(source).unwrap();
+    let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
+        .validate(&module)
+        .unwrap();
+    let mut checked = 0;
+    for entry in ["gemm_fwd_naive", "gemm_fwd_register", "gemm_fwd_shared"] {
+        for bits in 0..32u32 {
+            let bit = |i: u32| ((bits >> i) & 1) as f64;
+            let mut constants = naga::back::PipelineConstants::default();
+            constants.insert("TRANS_A".into(), bit(0));
+            constants.insert("TRANS_B".into(), bit(1));
+            // vec4 on or off for A, B and C together; activation 0..3; bias on or off
+            for name in ["VEC_A", "VEC_B", "VEC_C"] {
+                constants.insert(name.into(), bit(2));
+            }
+            constants.insert("ACT".into(), (bits >> 3 & 3) as f64);
+            constants.insert("HAS_BIAS".into(), 1.0 - bit(2));
+            if entry == "gemm_fwd_register" {
+                // row and column blocks all present (32 x 16) or minimal (4 x 4)
+                let (tm, tn) = if bits & 1 == 0 {
+                    (32.0, 16.0)
+                } else {
+                    (4.0, 4.0)
+                };
+                constants.insert("TM".into(), tm);
+                constants.insert("TN".into(), tn);
+            }
+            let what = format!("{entry} {constants:?}");
+            let (module, info) = naga::back::pipeline_constants::process_overrides(
+                &module,
+                &info,
+                Some((naga::ShaderStage::Compute, entry)),
+                &constants,
+            )
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let msl_pipeline = msl::PipelineOptions {
+                entry_point: Some((naga::ShaderStage::Compute, entry.into())),
+                ..Default::default()
+            };
+            let msl_options = msl::Options {
+                lang_version: (2, 4),
+                ..Default::default()
+            };
+            msl::write_string(&module, &info, &msl_options, &msl_pipeline)
+                .unwrap_or_else(|e| panic!("{what}: MSL: {e}"));
+            let hlsl_options = hlsl::Options {
+                shader_model: hlsl::ShaderModel::V6_2,
+                ..Default::default()
+            };
+            let hlsl_pipeline = hlsl::PipelineOptions {
+                entry_point: Some((naga::ShaderStage::Compute, entry.into())),
+            };
+            let mut out = String::new();
+            hlsl::Writer::new(&mut out, &hlsl_options, &hlsl_pipeline)
+                .write(&module, &info, None)
+                .unwrap_or_else(|e| panic!("{what}: HLSL: {e}"));
+            checked += 1;
         }
     }
-    let reps: usize = std::env::var("REPS").ok().and_then(|x| x.parse().ok()).unwrap_or(6);
-    let mut best = vec![(f64::MAX, f64::MAX); configs.len()];
-    for (_, f) in &configs { f().unwrap(); gpu.sync().unwrap(); }
-    for _ in 0..reps {
-        for (i, (_, f)) in configs.iter().enumerate() {
-            let t = Instant::now();
-            let c = cpu_ns();
-            f().unwrap(); gpu.sync().unwrap();
-            best[i].0 = best[i].0.min(t.elapsed().as_secs_f64());
-            best[i].1 = best[i].1.min((cpu_ns() - c) as f64 * 1e-9);
-        }
-    }
-    for ((name, _), (w, c)) in configs.iter().zip(best) {
-        println!("{name:<24} {:>8.2} ms {:>7.2} GFLOP/s wall | cpu {:>8.2} ms -> {:>7.2} GFLOP/s on 2 cores", w * 1e3, flops / w / 1e9, c*1e3, 2.0 * flops / c / 1e9);
-    }
+    assert_eq!(checked, 96);
 }
