@@ -23,6 +23,7 @@ pub mod autograd;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
+pub mod nn;
 pub mod optim;
 pub mod reference;
 pub mod rng;

@@ -11,13 +11,27 @@ fn tensor(v: &[f32], shape: &[usize]) -> Tensor {
 }
 
 /// loss = sum(W * alpha op(A) op(B)), so dC = W; checks dA and dB in storage layout.
-fn check_matmul(batch_a: Option<usize>, b_batched: bool, m: usize, n: usize, k: usize, ta: bool, tb: bool) {
+fn check_matmul(
+    batch_a: Option<usize>,
+    b_batched: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    ta: bool,
+    tb: bool,
+) {
     let gpu = gpu();
     let batch = batch_a.unwrap_or(1);
     let alpha = 0.75f32;
-    let a_shape: Vec<usize> = batch_a.into_iter().chain(if ta { [k, m] } else { [m, k] }).collect();
-    let b_shape: Vec<usize> =
-        batch_a.filter(|_| b_batched).into_iter().chain(if tb { [n, k] } else { [k, n] }).collect();
+    let a_shape: Vec<usize> = batch_a
+        .into_iter()
+        .chain(if ta { [k, m] } else { [m, k] })
+        .collect();
+    let b_shape: Vec<usize> = batch_a
+        .filter(|_| b_batched)
+        .into_iter()
+        .chain(if tb { [n, k] } else { [k, n] })
+        .collect();
     let av = data(a_shape.iter().product(), 1);
     let bv = data(b_shape.iter().product(), 2);
     let wv = data(batch * m * n, 3);
@@ -49,10 +63,23 @@ fn check_matmul(batch_a: Option<usize>, b_batched: bool, m: usize, n: usize, k: 
             }
         }
     }
-    let what = format!("matmul batch {batch_a:?} b_batched {b_batched} m{m} n{n} k{k} ta {ta} tb {tb}");
+    let what =
+        format!("matmul batch {batch_a:?} b_batched {b_batched} m{m} n{n} k{k} ta {ta} tb {tb}");
     let tol = 1e-5 * (batch * m.max(n).max(k)) as f64;
-    assert_close(&format!("{what} dA"), &pa.grad().unwrap().to_vec().unwrap(), &da, tol, 1e-4);
-    assert_close(&format!("{what} dB"), &pb.grad().unwrap().to_vec().unwrap(), &db, tol, 1e-4);
+    assert_close(
+        &format!("{what} dA"),
+        &pa.grad().unwrap().to_vec().unwrap(),
+        &da,
+        tol,
+        1e-4,
+    );
+    assert_close(
+        &format!("{what} dB"),
+        &pb.grad().unwrap().to_vec().unwrap(),
+        &db,
+        tol,
+        1e-4,
+    );
 }
 
 #[test]
@@ -81,10 +108,19 @@ fn linear_add_mul_scale_reshape_gradients() {
         Param::without_decay("b", tensor(&bv, &[fout])),
         Param::new("g", tensor(&gv, &[fout])),
     );
-    let (x, w, b, g) = (tape.param(&px), tape.param(&pw), tape.param(&pb), tape.param(&pg));
+    let (x, w, b, g) = (
+        tape.param(&px),
+        tape.param(&pw),
+        tape.param(&pb),
+        tape.param(&pg),
+    );
     // y = (x W + b) * g, then loss = sum(2 * reshape(y) + y_flat_same)
-    let y = tape.mul(&tape.linear(&x, &w, Some(&b)).unwrap(), &g).unwrap();
-    let z = tape.scale(&tape.reshape(&y, &[rows * fout]).unwrap(), 2.0).unwrap();
+    let y = tape
+        .mul(&tape.linear(&x, &w, Some(&b)).unwrap(), &g)
+        .unwrap();
+    let z = tape
+        .scale(&tape.reshape(&y, &[rows * fout]).unwrap(), 2.0)
+        .unwrap();
     let loss = tape.sum_all(&z).unwrap();
     tape.backward(&loss).unwrap();
 
@@ -92,15 +128,31 @@ fn linear_add_mul_scale_reshape_gradients() {
     let mut h = vec![0.0f64; rows * fout];
     for r in 0..rows {
         for o in 0..fout {
-            h[r * fout + o] = bv[o] as f64 + (0..fin).map(|i| xv[r * fin + i] as f64 * wv[i * fout + o] as f64).sum::<f64>();
+            h[r * fout + o] = bv[o] as f64
+                + (0..fin)
+                    .map(|i| xv[r * fin + i] as f64 * wv[i * fout + o] as f64)
+                    .sum::<f64>();
         }
     }
     let dh = |o: usize| 2.0 * gv[o] as f64;
-    let dx: Vec<f64> =
-        (0..rows * fin).map(|idx| (0..fout).map(|o| dh(o) * wv[(idx % fin) * fout + o] as f64).sum()).collect();
-    let dw: Vec<f64> = (0..fin * fout).map(|idx| (0..rows).map(|r| xv[r * fin + idx / fout] as f64 * dh(idx % fout)).sum()).collect();
+    let dx: Vec<f64> = (0..rows * fin)
+        .map(|idx| {
+            (0..fout)
+                .map(|o| dh(o) * wv[(idx % fin) * fout + o] as f64)
+                .sum()
+        })
+        .collect();
+    let dw: Vec<f64> = (0..fin * fout)
+        .map(|idx| {
+            (0..rows)
+                .map(|r| xv[r * fin + idx / fout] as f64 * dh(idx % fout))
+                .sum()
+        })
+        .collect();
     let db: Vec<f64> = (0..fout).map(|o| rows as f64 * dh(o)).collect();
-    let dg: Vec<f64> = (0..fout).map(|o| (0..rows).map(|r| 2.0 * h[r * fout + o]).sum()).collect();
+    let dg: Vec<f64> = (0..fout)
+        .map(|o| (0..rows).map(|r| 2.0 * h[r * fout + o]).sum())
+        .collect();
     assert_close("dx", &px.grad().unwrap().to_vec().unwrap(), &dx, 1e-5, 1e-4);
     assert_close("dW", &pw.grad().unwrap().to_vec().unwrap(), &dw, 1e-5, 1e-4);
     assert_close("db", &pb.grad().unwrap().to_vec().unwrap(), &db, 1e-5, 1e-4);
@@ -118,17 +170,31 @@ fn fan_out_sums_gradients_and_passes_accumulate_until_zero_grad() {
         let x = tape.param(&p);
         // loss = sum(x + x * x + 3x): dL/dx = 1 + 2x + 3 (x reaches the loss four times).
         let xx = tape.mul(&x, &x).unwrap();
-        let s = tape.add(&tape.add(&x, &xx).unwrap(), &tape.scale(&x, 3.0).unwrap()).unwrap();
+        let s = tape
+            .add(&tape.add(&x, &xx).unwrap(), &tape.scale(&x, 3.0).unwrap())
+            .unwrap();
         let loss = tape.sum_all(&s).unwrap();
         tape.backward(&loss).unwrap();
         assert!(tape.is_empty(), "backward consumes the record");
     };
     let expected: Vec<f64> = v.iter().map(|&x| 4.0 + 2.0 * x as f64).collect();
     run();
-    assert_close("one pass", &p.grad().unwrap().to_vec().unwrap(), &expected, 1e-6, 1e-6);
+    assert_close(
+        "one pass",
+        &p.grad().unwrap().to_vec().unwrap(),
+        &expected,
+        1e-6,
+        1e-6,
+    );
     run();
     let twice: Vec<f64> = expected.iter().map(|g| 2.0 * g).collect();
-    assert_close("two passes accumulate", &p.grad().unwrap().to_vec().unwrap(), &twice, 1e-6, 1e-6);
+    assert_close(
+        "two passes accumulate",
+        &p.grad().unwrap().to_vec().unwrap(),
+        &twice,
+        1e-6,
+        1e-6,
+    );
     p.zero_grad();
     assert!(p.grad().is_none());
 }
@@ -142,7 +208,9 @@ fn pass_through_gradients_do_not_alias() {
     let pb = Param::new("b", tensor(&[3.0, 4.0], &[2]));
     let tape = Tape::new(&gpu);
     let (a, b) = (tape.param(&pa), tape.param(&pb));
-    let s = tape.add(&tape.add(&a, &b).unwrap(), &tape.scale(&a, 5.0).unwrap()).unwrap();
+    let s = tape
+        .add(&tape.add(&a, &b).unwrap(), &tape.scale(&a, 5.0).unwrap())
+        .unwrap();
     tape.backward(&tape.sum_all(&s).unwrap()).unwrap();
     assert_eq!(pa.grad().unwrap().to_vec().unwrap(), vec![6.0, 6.0]);
     assert_eq!(pb.grad().unwrap().to_vec().unwrap(), vec![1.0, 1.0]);
@@ -159,7 +227,13 @@ fn dropout_backward_uses_the_forward_mask() {
     let forward = y.value().to_vec().unwrap();
     tape.backward(&tape.sum_all(&y).unwrap()).unwrap();
     // y = x * mask / 0.75 with x = 1, so dy/dx equals y elementwise.
-    assert_close("dropout grad", &p.grad().unwrap().to_vec().unwrap(), &to_f64(&forward), 0.0, 0.0);
+    assert_close(
+        "dropout grad",
+        &p.grad().unwrap().to_vec().unwrap(),
+        &to_f64(&forward),
+        0.0,
+        0.0,
+    );
     let kept = forward.iter().filter(|&&v| v != 0.0).count();
     assert!((650..850).contains(&kept), "kept {kept} of {n}");
 }
@@ -179,7 +253,9 @@ fn no_grad_records_nothing_and_backward_says_why() {
     // Frozen parameters get no gradient either.
     let tape = Tape::new(&gpu);
     p.set_trainable(false);
-    let loss = tape.sum_all(&tape.matmul(&x, &tape.param(&p), false, false, 1.0).unwrap()).unwrap();
+    let loss = tape
+        .sum_all(&tape.matmul(&x, &tape.param(&p), false, false, 1.0).unwrap())
+        .unwrap();
     assert!(tape.backward(&loss).is_err());
     assert!(p.grad().is_none());
 }

@@ -28,17 +28,32 @@ impl Mlp {
         }
     }
     fn params(&self) -> Vec<Param> {
-        vec![self.w1.clone(), self.b1.clone(), self.w2.clone(), self.b2.clone()]
+        vec![
+            self.w1.clone(),
+            self.b1.clone(),
+            self.w2.clone(),
+            self.b2.clone(),
+        ]
     }
     /// Mean squared error of gelu(x W1 + b1) W2 + b2 against `target`.
     fn loss(&self, tape: &Tape, x: &Tensor, target: &Tensor) -> wgformer::autograd::Var {
         let x = tape.constant(x.clone());
-        let h = tape.gelu(&tape.linear(&x, &tape.param(&self.w1), Some(&tape.param(&self.b1))).unwrap(), true).unwrap();
-        let y = tape.linear(&h, &tape.param(&self.w2), Some(&tape.param(&self.b2))).unwrap();
+        let h = tape
+            .gelu(
+                &tape
+                    .linear(&x, &tape.param(&self.w1), Some(&tape.param(&self.b1)))
+                    .unwrap(),
+                true,
+            )
+            .unwrap();
+        let y = tape
+            .linear(&h, &tape.param(&self.w2), Some(&tape.param(&self.b2)))
+            .unwrap();
         let neg_t = tape.constant(wgformer::kernels::elementwise::scale(target, -1.0).unwrap());
         let d = tape.add(&y, &neg_t).unwrap();
         let n = target.numel() as f32;
-        tape.scale(&tape.sum_all(&tape.mul(&d, &d).unwrap()).unwrap(), 1.0 / n).unwrap()
+        tape.scale(&tape.sum_all(&tape.mul(&d, &d).unwrap()).unwrap(), 1.0 / n)
+            .unwrap()
     }
 }
 
@@ -47,7 +62,12 @@ fn train(gpu: &Gpu, steps: usize, seed: u64) -> (Vec<f32>, Mlp) {
     let x = Tensor::from_slice(gpu, &data(batch * fin, 100), &[batch, fin]).unwrap();
     let t = Tensor::from_slice(gpu, &data(batch * fout, 101), &[batch, fout]).unwrap();
     let mlp = Mlp::new(gpu, fin, hidden, fout, seed);
-    let kind = OptimizerKind::AdamW { beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.0 };
+    let kind = OptimizerKind::AdamW {
+        beta1: 0.9,
+        beta2: 0.99,
+        eps: 1e-8,
+        weight_decay: 0.0,
+    };
     let mut opt = Optimizer::new(gpu, mlp.params(), kind, Some(1.0)).unwrap();
     let mut losses = Vec::new();
     for _ in 0..steps {
@@ -76,10 +96,18 @@ fn two_runs_with_the_same_seed_are_bit_identical() {
     assert_eq!(la, lb);
     for (pa, pb) in a.params().iter().zip(b.params()) {
         let (va, vb) = (pa.value().to_vec().unwrap(), pb.value().to_vec().unwrap());
-        assert!(va.iter().zip(&vb).all(|(x, y)| x.to_bits() == y.to_bits()), "{} differs", pa.name());
+        assert!(
+            va.iter().zip(&vb).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{} differs",
+            pa.name()
+        );
     }
     let (_, c) = train(&gpu, 10, 8);
-    assert_ne!(a.w1.value().to_vec().unwrap(), c.w1.value().to_vec().unwrap(), "the seed must matter");
+    assert_ne!(
+        a.w1.value().to_vec().unwrap(),
+        c.w1.value().to_vec().unwrap(),
+        "the seed must matter"
+    );
 }
 
 #[test]
@@ -90,7 +118,8 @@ fn steady_state_step_allocates_nothing_and_submits_once() {
     let x = Tensor::from_slice(&gpu, &data(batch * fin, 1), &[batch, fin]).unwrap();
     let t = Tensor::from_slice(&gpu, &data(batch * 3, 2), &[batch, 3]).unwrap();
     let mlp = Mlp::new(&gpu, fin, 32, 3, 3);
-    let mut opt = Optimizer::new(&gpu, mlp.params(), OptimizerKind::gpt_adamw(), Some(1.0)).unwrap();
+    let mut opt =
+        Optimizer::new(&gpu, mlp.params(), OptimizerKind::gpt_adamw(), Some(1.0)).unwrap();
     let mut step = || {
         let tape = Tape::new(&gpu);
         let loss = mlp.loss(&tape, &x, &t);
@@ -104,8 +133,14 @@ fn steady_state_step_allocates_nothing_and_submits_once() {
     let before = gpu.counters().snapshot();
     step();
     let d = gpu.counters().snapshot() - before;
-    assert_eq!(d.buffers_created, 0, "a steady-state step created GPU buffers: {d:?}");
-    assert_eq!(d.submits, 1, "one submit per step (the loss readback): {d:?}");
+    assert_eq!(
+        d.buffers_created, 0,
+        "a steady-state step created GPU buffers: {d:?}"
+    );
+    assert_eq!(
+        d.submits, 1,
+        "one submit per step (the loss readback): {d:?}"
+    );
     assert_eq!(d.pipelines_created, 0, "{d:?}");
     assert!(d.dispatches > 10, "{d:?}");
 }

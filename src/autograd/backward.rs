@@ -4,26 +4,60 @@
 
 use super::op::Op;
 use crate::error::Result;
-use crate::kernels::{elementwise, embedding};
+use crate::kernels::attention::{self, AttentionOptions};
 use crate::kernels::gemm::{gemm, gemm_into, GemmOptions, GemmShape};
 use crate::kernels::reduce::{reduce, Reduce};
+use crate::kernels::softmax::{self, SoftmaxOptions};
+use crate::kernels::{cross_entropy, elementwise, embedding, layernorm, permute};
 use crate::tensor::{DType, Tensor};
 
 pub(crate) fn backward(op: &Op, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
     match op {
-        Op::Matmul { a, b, trans_a, trans_b, alpha } => {
-            let (da, db) = matmul_backward(&a.value, &b.value, dy, *trans_a, *trans_b, *alpha, a.needs_grad, b.needs_grad)?;
+        Op::Matmul {
+            a,
+            b,
+            trans_a,
+            trans_b,
+            alpha,
+        } => {
+            let (da, db) = matmul_backward(
+                &a.value,
+                &b.value,
+                dy,
+                *trans_a,
+                *trans_b,
+                *alpha,
+                a.needs_grad,
+                b.needs_grad,
+            )?;
             Ok(vec![da, db])
         }
         Op::Linear { x, w, b } => {
             let features_out = w.shape()[1];
             let dy2 = dy.reshape(&[dy.numel() / features_out, features_out])?;
             let dx = when(x.needs_grad, || {
-                gemm(&dy2, &w.value, &GemmOptions { trans_b: true, ..Default::default() })?.reshape(x.shape())
+                gemm(
+                    &dy2,
+                    &w.value,
+                    &GemmOptions {
+                        trans_b: true,
+                        ..Default::default()
+                    },
+                )?
+                .reshape(x.shape())
             })?;
             let dw = when(w.needs_grad, || {
-                let x2 = x.value.reshape(&[x.value.numel() / w.shape()[0], w.shape()[0]])?;
-                gemm(&x2, &dy2, &GemmOptions { trans_a: true, ..Default::default() })
+                let x2 = x
+                    .value
+                    .reshape(&[x.value.numel() / w.shape()[0], w.shape()[0]])?;
+                gemm(
+                    &x2,
+                    &dy2,
+                    &GemmOptions {
+                        trans_a: true,
+                        ..Default::default()
+                    },
+                )
             })?;
             let mut grads = vec![dx, dw];
             if let Some(b) = b {
@@ -38,7 +72,9 @@ pub(crate) fn backward(op: &Op, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         }
         Op::Mul { a, b } => {
             let da = when(a.needs_grad, || elementwise::mul(dy, &b.value))?;
-            let db = when(b.needs_grad, || sum_to_suffix(&elementwise::mul(dy, &a.value)?, b.shape()))?;
+            let db = when(b.needs_grad, || {
+                sum_to_suffix(&elementwise::mul(dy, &a.value)?, b.shape())
+            })?;
             Ok(vec![da, db])
         }
         Op::Scale { x: _, s } => Ok(vec![Some(elementwise::scale(dy, *s)?)]),
@@ -58,10 +94,77 @@ pub(crate) fn backward(op: &Op, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
             Ok(vec![Some(dx)])
         }
         Op::Relu { x } => Ok(vec![Some(elementwise::relu_bwd(&x.value, dy)?)]),
-        Op::Embedding { table, ids } => Ok(vec![Some(embedding::embedding_bwd(ids, dy, table.shape()[0])?)]),
+        Op::Embedding { table, ids } => Ok(vec![Some(embedding::embedding_bwd(
+            ids,
+            dy,
+            table.shape()[0],
+        )?)]),
         Op::TokenPositionEmbedding { wte, wpe, ids } => {
-            let (dwte, dwpe) = embedding::token_position_embedding_bwd(ids, dy, wte.shape()[0], wpe.shape()[0])?;
+            let (dwte, dwpe) =
+                embedding::token_position_embedding_bwd(ids, dy, wte.shape()[0], wpe.shape()[0])?;
             Ok(vec![Some(dwte), Some(dwpe)])
+        }
+        Op::LayerNorm {
+            x,
+            w,
+            b: _,
+            mean,
+            rstd,
+        } => {
+            let (dx, dw, db) = layernorm::layernorm_bwd(&x.value, &w.value, mean, rstd, dy)?;
+            Ok(vec![Some(dx), Some(dw), Some(db)])
+        }
+        Op::Softmax {
+            y, scale, masking, ..
+        } => {
+            let opts = SoftmaxOptions {
+                scale: *scale,
+                causal: masking.causal,
+                key_mask: masking.key_mask.as_ref(),
+            };
+            Ok(vec![Some(softmax::softmax_bwd(y, dy, &opts)?)])
+        }
+        Op::CrossEntropy {
+            logits,
+            targets,
+            lse,
+            opts,
+            inv_count,
+        } => {
+            // Every counted row gets d(mean)/d(loss_row) = dy / count.
+            let rows = targets.numel();
+            let zeros = Tensor::zeros(dy.gpu(), &[rows])?;
+            let drows = elementwise::add(&zeros, &elementwise::scale(dy, *inv_count)?)?;
+            let v = logits.shape().last().copied().unwrap_or(0);
+            let logits2 = logits.value.reshape(&[rows, v])?;
+            let dlogits = cross_entropy::cross_entropy_bwd(&logits2, targets, lse, &drows, opts)?;
+            Ok(vec![Some(dlogits.reshape(logits.shape())?)])
+        }
+        Op::Attention {
+            inputs,
+            saved,
+            packed,
+        } => {
+            let s = saved.as_ref();
+            let nh = s.q.shape()[1];
+            let opts = AttentionOptions {
+                scale: s.scale,
+                causal: s.masking.causal,
+                key_mask: s.masking.key_mask.as_ref(),
+            };
+            let d_o = permute::split_heads(dy, nh)?;
+            let (dq, dk, dv) = attention::attention_bwd(&s.q, &s.k, &s.v, &s.o, &s.l, &d_o, &opts)?;
+            if *packed {
+                Ok(vec![Some(
+                    permute::merge_qkv(&dq, &dk, &dv)?.reshape(inputs[0].shape())?,
+                )])
+            } else {
+                Ok(vec![
+                    Some(permute::merge_heads(&dq)?),
+                    Some(permute::merge_heads(&dk)?),
+                    Some(permute::merge_heads(&dv)?),
+                ])
+            }
         }
     }
 }
@@ -98,8 +201,21 @@ fn bmm(
     alpha: f32,
 ) -> Result<Tensor> {
     let out = Tensor::empty(x.gpu(), &[batch, m, n], DType::F32)?;
-    let shape = GemmShape { m, n, k, batch, stride_a: stride_x, stride_b: stride_y, stride_c: m * n };
-    let opts = GemmOptions { trans_a: trans_x, trans_b: trans_y, alpha, ..Default::default() };
+    let shape = GemmShape {
+        m,
+        n,
+        k,
+        batch,
+        stride_a: stride_x,
+        stride_b: stride_y,
+        stride_c: m * n,
+    };
+    let opts = GemmOptions {
+        trans_a: trans_x,
+        trans_b: trans_y,
+        alpha,
+        ..Default::default()
+    };
     gemm_into(x, y, &out, &shape, &opts)?;
     Ok(out)
 }

@@ -12,8 +12,10 @@
 mod backward;
 mod op;
 mod ops;
+mod ops_nn;
 mod param;
 mod tape;
 
+pub use ops_nn::Masking;
 pub use param::Param;
 pub use tape::{Tape, Var};

@@ -1,33 +1,114 @@
 //! The ops the tape records, each with what its backward pass needs.
 
+use super::ops_nn::Masking;
 use super::tape::Var;
+use crate::kernels::cross_entropy::CrossEntropyOptions;
 use crate::kernels::elementwise::DropoutMask;
 use crate::tensor::Tensor;
 
 pub(crate) enum Op {
     /// C = alpha * op(A) op(B); A, B rank 2 or 3 (B may be shared over A's batch).
-    Matmul { a: Var, b: Var, trans_a: bool, trans_b: bool, alpha: f32 },
+    Matmul {
+        a: Var,
+        b: Var,
+        trans_a: bool,
+        trans_b: bool,
+        alpha: f32,
+    },
     /// y = x W + b with x (.., IN), W (IN, OUT) (the Conv1D layout of GPT-2), b (OUT).
-    Linear { x: Var, w: Var, b: Option<Var> },
+    Linear {
+        x: Var,
+        w: Var,
+        b: Option<Var>,
+    },
     /// a + b, b broadcast over a's leading dims (b's shape a suffix of a's).
-    Add { a: Var, b: Var },
+    Add {
+        a: Var,
+        b: Var,
+    },
     /// a * b with the same broadcasting.
-    Mul { a: Var, b: Var },
+    Mul {
+        a: Var,
+        b: Var,
+    },
     /// s * x.
-    Scale { x: Var, s: f32 },
+    Scale {
+        x: Var,
+        s: f32,
+    },
     /// Same data, new shape.
-    Reshape { x: Var },
+    Reshape {
+        x: Var,
+    },
     /// Inverted dropout; the mask is regenerated from its seed.
-    Dropout { x: Var, mask: DropoutMask },
+    Dropout {
+        x: Var,
+        mask: DropoutMask,
+    },
     /// Sum of every element (a scalar).
-    SumAll { x: Var },
+    SumAll {
+        x: Var,
+    },
     /// GELU, tanh form (GPT-2) or exact erf form.
-    Gelu { x: Var, tanh: bool },
-    Relu { x: Var },
+    Gelu {
+        x: Var,
+        tanh: bool,
+    },
+    Relu {
+        x: Var,
+    },
     /// Rows of `table` gathered by u32 `ids` (saved; no gradient).
-    Embedding { table: Var, ids: Tensor },
+    Embedding {
+        table: Var,
+        ids: Tensor,
+    },
     /// wte[ids] + wpe[t] for ids (B, T).
-    TokenPositionEmbedding { wte: Var, wpe: Var, ids: Tensor },
+    TokenPositionEmbedding {
+        wte: Var,
+        wpe: Var,
+        ids: Tensor,
+    },
+    /// LayerNorm over the last axis (mean and rstd saved).
+    LayerNorm {
+        x: Var,
+        w: Var,
+        b: Var,
+        mean: Tensor,
+        rstd: Tensor,
+    },
+    /// Softmax over the last axis; y saved.
+    Softmax {
+        x: Var,
+        y: Tensor,
+        scale: f32,
+        masking: Masking,
+    },
+    /// Mean cross-entropy over counted rows.
+    CrossEntropy {
+        logits: Var,
+        targets: Tensor,
+        lse: Tensor,
+        opts: CrossEntropyOptions,
+        inv_count: f32,
+    },
+    /// Fused attention; inputs are [qkv] (packed) or [q, k, v], each (B, T, C).
+    Attention {
+        inputs: Vec<Var>,
+        saved: Box<SavedAttention>,
+        packed: bool,
+    },
+}
+
+/// What fused attention saves for its backward pass (heads split: (B, NH, T, HS)).
+pub(crate) struct SavedAttention {
+    pub q: Tensor,
+    pub k: Tensor,
+    pub v: Tensor,
+    pub o: Tensor,
+    /// Log-sum-exp per query row (B, NH, Tq).
+    pub l: Tensor,
+    pub scale: f32,
+    pub masking: Masking,
 }
 
 impl Op {
@@ -48,6 +129,10 @@ impl Op {
             | Op::Relu { x } => vec![x],
             Op::Embedding { table, .. } => vec![table],
             Op::TokenPositionEmbedding { wte, wpe, .. } => vec![wte, wpe],
+            Op::LayerNorm { x, w, b, .. } => vec![x, w, b],
+            Op::Softmax { x, .. } => vec![x],
+            Op::CrossEntropy { logits, .. } => vec![logits],
+            Op::Attention { inputs, .. } => inputs.iter().collect(),
         }
     }
 }

@@ -5,39 +5,82 @@ use super::tape::{Tape, Var};
 use crate::error::{Error, Result};
 use crate::kernels::elementwise::{self, DropoutMask};
 use crate::kernels::embedding;
-use crate::tensor::Tensor;
 use crate::kernels::gemm::{gemm, GemmOptions};
 use crate::kernels::reduce::{reduce, Reduce};
+use crate::tensor::Tensor;
 
 impl Tape {
     /// alpha * op(A) op(B) (see [`crate::kernels::gemm::gemm`] for shapes).
-    pub fn matmul(&self, a: &Var, b: &Var, trans_a: bool, trans_b: bool, alpha: f32) -> Result<Var> {
-        let opts = GemmOptions { trans_a, trans_b, alpha, ..Default::default() };
+    pub fn matmul(
+        &self,
+        a: &Var,
+        b: &Var,
+        trans_a: bool,
+        trans_b: bool,
+        alpha: f32,
+    ) -> Result<Var> {
+        let opts = GemmOptions {
+            trans_a,
+            trans_b,
+            alpha,
+            ..Default::default()
+        };
         let y = gemm(&a.value, &b.value, &opts)?;
-        Ok(self.record(y, Op::Matmul { a: a.clone(), b: b.clone(), trans_a, trans_b, alpha }))
+        Ok(self.record(
+            y,
+            Op::Matmul {
+                a: a.clone(),
+                b: b.clone(),
+                trans_a,
+                trans_b,
+                alpha,
+            },
+        ))
     }
 
     /// y = x W (+ b): x (.., IN), W (IN, OUT), b (OUT); bias fused into the GEMM.
     pub fn linear(&self, x: &Var, w: &Var, b: Option<&Var>) -> Result<Var> {
         let x2 = rows_of(x, w.shape().first().copied().unwrap_or(0), "linear")?;
-        let opts = GemmOptions { bias: b.map(|b| &b.value), ..Default::default() };
+        let opts = GemmOptions {
+            bias: b.map(|b| &b.value),
+            ..Default::default()
+        };
         let y2 = gemm(&x2, &w.value, &opts)?;
         let mut out_shape = x.shape().to_vec();
         *out_shape.last_mut().expect("rank checked") = y2.shape()[1];
         let y = y2.reshape(&out_shape)?;
-        Ok(self.record(y, Op::Linear { x: x.clone(), w: w.clone(), b: b.cloned() }))
+        Ok(self.record(
+            y,
+            Op::Linear {
+                x: x.clone(),
+                w: w.clone(),
+                b: b.cloned(),
+            },
+        ))
     }
 
     /// a + b, b's shape a suffix of a's (bias, residual).
     pub fn add(&self, a: &Var, b: &Var) -> Result<Var> {
         let y = elementwise::add(&a.value, &b.value)?;
-        Ok(self.record(y, Op::Add { a: a.clone(), b: b.clone() }))
+        Ok(self.record(
+            y,
+            Op::Add {
+                a: a.clone(),
+                b: b.clone(),
+            },
+        ))
     }
 
     /// a * b, b's shape a suffix of a's.
     pub fn mul(&self, a: &Var, b: &Var) -> Result<Var> {
         let y = elementwise::mul(&a.value, &b.value)?;
-        Ok(self.record(y, Op::Mul { a: a.clone(), b: b.clone() }))
+        Ok(self.record(
+            y,
+            Op::Mul {
+                a: a.clone(),
+                b: b.clone(),
+            },
+        ))
     }
 
     pub fn scale(&self, x: &Var, s: f32) -> Result<Var> {
@@ -72,7 +115,11 @@ impl Tape {
 impl Tape {
     /// GELU: the tanh form of GPT-2 (`tanh = true`) or the exact erf form.
     pub fn gelu(&self, x: &Var, tanh: bool) -> Result<Var> {
-        let y = if tanh { elementwise::gelu_tanh(&x.value)? } else { elementwise::gelu_erf(&x.value)? };
+        let y = if tanh {
+            elementwise::gelu_tanh(&x.value)?
+        } else {
+            elementwise::gelu_erf(&x.value)?
+        };
         Ok(self.record(y, Op::Gelu { x: x.clone(), tanh }))
     }
 
@@ -84,13 +131,26 @@ impl Tape {
     /// table (V, C) gathered by u32 ids (any shape) -> (ids.., C).
     pub fn embedding(&self, table: &Var, ids: &Tensor) -> Result<Var> {
         let y = embedding::embedding(&table.value, ids)?;
-        Ok(self.record(y, Op::Embedding { table: table.clone(), ids: ids.clone() }))
+        Ok(self.record(
+            y,
+            Op::Embedding {
+                table: table.clone(),
+                ids: ids.clone(),
+            },
+        ))
     }
 
     /// wte[ids] + wpe[t]: ids (B, T), wte (V, C), wpe (Tmax, C) -> (B, T, C).
     pub fn token_position_embedding(&self, wte: &Var, wpe: &Var, ids: &Tensor) -> Result<Var> {
         let y = embedding::token_position_embedding(&wte.value, &wpe.value, ids)?;
-        Ok(self.record(y, Op::TokenPositionEmbedding { wte: wte.clone(), wpe: wpe.clone(), ids: ids.clone() }))
+        Ok(self.record(
+            y,
+            Op::TokenPositionEmbedding {
+                wte: wte.clone(),
+                wpe: wpe.clone(),
+                ids: ids.clone(),
+            },
+        ))
     }
 }
 
@@ -99,6 +159,9 @@ pub(crate) fn rows_of(x: &Var, features: usize, op: &'static str) -> Result<crat
     let shape = x.shape();
     match shape.last() {
         Some(&f) if f == features && f > 0 => x.value.reshape(&[x.value.numel() / f, f]),
-        _ => Err(Error::shape(op, format!("input {shape:?} must end in the weight's input size {features}"))),
+        _ => Err(Error::shape(
+            op,
+            format!("input {shape:?} must end in the weight's input size {features}"),
+        )),
     }
 }

@@ -37,7 +37,13 @@ impl Param {
     }
 
     fn build(name: String, value: Tensor, decay: bool) -> Param {
-        Param(Arc::new(ParamInner { name, value, grad: Mutex::new(None), decay, trainable: AtomicBool::new(true) }))
+        Param(Arc::new(ParamInner {
+            name,
+            value,
+            grad: Mutex::new(None),
+            decay,
+            trainable: AtomicBool::new(true),
+        }))
     }
 
     pub fn name(&self) -> &str {

@@ -54,7 +54,12 @@ impl Tape {
     pub fn new(gpu: &Gpu) -> Tape {
         Tape {
             gpu: gpu.clone(),
-            inner: RefCell::new(Inner { entries: Vec::new(), next_id: 0, recording: true, params: HashMap::new() }),
+            inner: RefCell::new(Inner {
+                entries: Vec::new(),
+                next_id: 0,
+                recording: true,
+                params: HashMap::new(),
+            }),
         }
     }
 
@@ -86,7 +91,11 @@ impl Tape {
         let mut inner = self.inner.borrow_mut();
         let id = inner.next_id;
         inner.next_id += 1;
-        Var { id, value, needs_grad: needs_grad && inner.recording }
+        Var {
+            id,
+            value,
+            needs_grad: needs_grad && inner.recording,
+        }
     }
 
     /// A value that needs no gradient (inputs, targets, masks).
@@ -108,7 +117,10 @@ impl Tape {
         let needs = op.inputs().iter().any(|v| v.needs_grad);
         let var = self.fresh(value, needs);
         if var.needs_grad {
-            self.inner.borrow_mut().entries.push(Entry { out: var.id, op });
+            self.inner
+                .borrow_mut()
+                .entries
+                .push(Entry { out: var.id, op });
         }
         var
     }
@@ -125,12 +137,17 @@ impl Tape {
         }
         let (entries, params) = {
             let mut inner = self.inner.borrow_mut();
-            (std::mem::take(&mut inner.entries), std::mem::take(&mut inner.params))
+            (
+                std::mem::take(&mut inner.entries),
+                std::mem::take(&mut inner.params),
+            )
         };
         let mut grads: HashMap<usize, Tensor> = HashMap::new();
         grads.insert(loss.id, Tensor::ones(&self.gpu, loss.shape())?);
         for entry in entries.into_iter().rev() {
-            let Some(dy) = grads.remove(&entry.out) else { continue };
+            let Some(dy) = grads.remove(&entry.out) else {
+                continue;
+            };
             let input_grads = super::backward::backward(&entry.op, &dy)?;
             for (var, g) in entry.op.inputs().into_iter().zip(input_grads) {
                 let Some(g) = g else { continue };

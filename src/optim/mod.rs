@@ -14,9 +14,19 @@ use crate::tensor::Tensor;
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum OptimizerKind {
     /// Adam with L2 penalty `l2` added to the gradient (PyTorch's `Adam`).
-    Adam { beta1: f32, beta2: f32, eps: f32, l2: f32 },
+    Adam {
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        l2: f32,
+    },
     /// AdamW with decoupled weight decay on the params that decay.
-    AdamW { beta1: f32, beta2: f32, eps: f32, weight_decay: f32 },
+    AdamW {
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        weight_decay: f32,
+    },
     /// SGD with momentum (0 for plain SGD) and L2 penalty.
     Sgd { momentum: f32, l2: f32 },
 }
@@ -24,11 +34,21 @@ pub enum OptimizerKind {
 impl OptimizerKind {
     /// The paper's Adam: beta = (0.9, 0.98), eps = 1e-9.
     pub fn paper_adam() -> Self {
-        OptimizerKind::Adam { beta1: 0.9, beta2: 0.98, eps: 1e-9, l2: 0.0 }
+        OptimizerKind::Adam {
+            beta1: 0.9,
+            beta2: 0.98,
+            eps: 1e-9,
+            l2: 0.0,
+        }
     }
     /// GPT-style AdamW: beta = (0.9, 0.95), eps = 1e-8, weight decay 0.1.
     pub fn gpt_adamw() -> Self {
-        OptimizerKind::AdamW { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 }
+        OptimizerKind::AdamW {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+        }
     }
 }
 
@@ -46,14 +66,30 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
-    pub fn new(gpu: &Gpu, params: Vec<Param>, kind: OptimizerKind, max_grad_norm: Option<f32>) -> Result<Self> {
+    pub fn new(
+        gpu: &Gpu,
+        params: Vec<Param>,
+        kind: OptimizerKind,
+        max_grad_norm: Option<f32>,
+    ) -> Result<Self> {
         let mut state = Vec::with_capacity(params.len());
-        let slots = if matches!(kind, OptimizerKind::Sgd { .. }) { 1 } else { 2 };
+        let slots = if matches!(kind, OptimizerKind::Sgd { .. }) {
+            1
+        } else {
+            2
+        };
         for p in &params {
             let shape = p.value().shape();
-            state.push((0..slots).map(|_| Tensor::zeros(gpu, shape)).collect::<Result<Vec<_>>>()?);
+            state.push(
+                (0..slots)
+                    .map(|_| Tensor::zeros(gpu, shape))
+                    .collect::<Result<Vec<_>>>()?,
+            );
         }
-        let n_partials: usize = params.iter().map(|p| norm_partials(p.value().numel())).sum();
+        let n_partials: usize = params
+            .iter()
+            .map(|p| norm_partials(p.value().numel()))
+            .sum();
         Ok(Optimizer {
             kind,
             params,
@@ -91,18 +127,29 @@ impl Optimizer {
     /// (unused, frozen) are skipped. Gradients are cleared afterwards.
     pub fn step(&mut self, lr: f32, micro_batches: u32) -> Result<()> {
         if micro_batches == 0 {
-            return Err(Error::invalid("Optimizer::step", "micro_batches must be at least 1"));
+            return Err(Error::invalid(
+                "Optimizer::step",
+                "micro_batches must be at least 1",
+            ));
         }
         self.step += 1;
-        let grads: Vec<Option<Tensor>> =
-            self.params.iter().map(|p| if p.is_trainable() { p.grad() } else { None }).collect();
+        let grads: Vec<Option<Tensor>> = self
+            .params
+            .iter()
+            .map(|p| if p.is_trainable() { p.grad() } else { None })
+            .collect();
         let grad_scale = 1.0 / micro_batches as f32;
         // Without clipping the factor in `clip` stays 1.0.
         if let Some(max_norm) = self.max_grad_norm {
             let present: Vec<&Tensor> = grads.iter().flatten().collect();
             // The grads hold sums over micro-batches: compare their norm with a
             // threshold scaled the same way (the factor is identical).
-            global_norm(&present, &self.partials, &self.clip, max_norm * micro_batches as f32)?;
+            global_norm(
+                &present,
+                &self.partials,
+                &self.clip,
+                max_norm * micro_batches as f32,
+            )?;
         }
         for ((param, grad), state) in self.params.iter().zip(&grads).zip(&self.state) {
             let Some(grad) = grad else { continue };
@@ -117,17 +164,36 @@ impl Optimizer {
                 grad_scale,
             };
             match self.kind {
-                OptimizerKind::Adam { beta1, beta2, eps, l2 } => {
+                OptimizerKind::Adam {
+                    beta1,
+                    beta2,
+                    eps,
+                    l2,
+                } => {
                     let s = adam(beta1, beta2, eps, 0.0, l2);
                     adam_step(param.value(), grad, &state[0], &state[1], &self.clip, &s)?;
                 }
-                OptimizerKind::AdamW { beta1, beta2, eps, weight_decay } => {
+                OptimizerKind::AdamW {
+                    beta1,
+                    beta2,
+                    eps,
+                    weight_decay,
+                } => {
                     let decay = if param.decays() { weight_decay } else { 0.0 };
                     let s = adam(beta1, beta2, eps, decay, 0.0);
                     adam_step(param.value(), grad, &state[0], &state[1], &self.clip, &s)?;
                 }
                 OptimizerKind::Sgd { momentum, l2 } => {
-                    sgd_step(param.value(), grad, &state[0], &self.clip, lr, momentum, l2, grad_scale)?;
+                    sgd_step(
+                        param.value(),
+                        grad,
+                        &state[0],
+                        &self.clip,
+                        lr,
+                        momentum,
+                        l2,
+                        grad_scale,
+                    )?;
                 }
             }
             param.zero_grad();

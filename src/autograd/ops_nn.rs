@@ -1,0 +1,169 @@
+//! Forward methods of the tape for the Transformer ops: layernorm, softmax,
+//! cross-entropy, fused attention (self with packed QKV, and cross).
+
+use super::op::Op;
+use super::tape::{Tape, Var};
+use crate::error::{Error, Result};
+use crate::kernels::attention::{attention_fwd, AttentionOptions};
+use crate::kernels::cross_entropy::{cross_entropy_checked, CrossEntropyOptions};
+use crate::kernels::layernorm::layernorm;
+use crate::kernels::permute::{merge_heads, split_heads, split_qkv};
+use crate::kernels::reduce::{reduce, Reduce};
+use crate::kernels::softmax::{softmax, SoftmaxOptions};
+use crate::tensor::Tensor;
+
+/// Masking of an attention or softmax op.
+#[derive(Clone, Debug, Default)]
+pub struct Masking {
+    pub causal: bool,
+    /// (B, Tk), 1.0 = attend, 0.0 = padded key.
+    pub key_mask: Option<Tensor>,
+}
+
+impl Tape {
+    /// LayerNorm over the last axis with gain `w` and bias `b` (C).
+    pub fn layernorm(&self, x: &Var, w: &Var, b: &Var, eps: f32) -> Result<Var> {
+        let (y, mean, rstd) = layernorm(&x.value, &w.value, &b.value, eps)?;
+        Ok(self.record(
+            y,
+            Op::LayerNorm {
+                x: x.clone(),
+                w: w.clone(),
+                b: b.clone(),
+                mean,
+                rstd,
+            },
+        ))
+    }
+
+    /// Softmax over the last axis of scale * x; masks need x (B, NH, Tq, Tk).
+    pub fn softmax(&self, x: &Var, scale: f32, masking: &Masking) -> Result<Var> {
+        let opts = SoftmaxOptions {
+            scale,
+            causal: masking.causal,
+            key_mask: masking.key_mask.as_ref(),
+        };
+        let y = softmax(&x.value, &opts)?;
+        Ok(self.record(
+            y.clone(),
+            Op::Softmax {
+                x: x.clone(),
+                y,
+                scale,
+                masking: masking.clone(),
+            },
+        ))
+    }
+
+    /// Mean cross-entropy over the rows whose target is not ignored: logits
+    /// (.., V), `targets` on the host (checked against V). Returns shape [1].
+    pub fn cross_entropy(
+        &self,
+        logits: &Var,
+        targets: &[u32],
+        opts: &CrossEntropyOptions,
+    ) -> Result<Var> {
+        let v = logits.shape().last().copied().unwrap_or(0);
+        let rows = logits.value.numel() / v.max(1);
+        if targets.len() != rows {
+            return Err(Error::shape(
+                "cross_entropy",
+                format!(
+                    "{} targets for logits {:?} ({rows} rows)",
+                    targets.len(),
+                    logits.shape()
+                ),
+            ));
+        }
+        let logits2 = logits.value.reshape(&[rows, v])?;
+        let out = cross_entropy_checked(&logits2, targets, &[rows], opts)?;
+        let counted = targets
+            .iter()
+            .filter(|&&t| Some(t) != opts.ignore_index)
+            .count();
+        let inv_count = 1.0 / counted.max(1) as f32;
+        let total = reduce(&out.loss, 0, Reduce::Sum)?.reshape(&[1])?;
+        let mean = crate::kernels::elementwise::scale(&total, inv_count)?;
+        let targets = Tensor::from_u32(logits.value.gpu(), targets, &[rows])?;
+        Ok(self.record(
+            mean,
+            Op::CrossEntropy {
+                logits: logits.clone(),
+                targets,
+                lse: out.lse,
+                opts: *opts,
+                inv_count,
+            },
+        ))
+    }
+
+    /// Causal or bidirectional self-attention from a packed projection
+    /// qkv (B, T, 3C) laid out [q | k | v]: fused flash attention over `nh` heads,
+    /// scale 1/sqrt(HS). Returns (B, T, C) with the heads merged.
+    pub fn self_attention(&self, qkv: &Var, nh: usize, masking: &Masking) -> Result<Var> {
+        let (q, k, v) = split_qkv(&qkv.value, nh)?;
+        self.attend(vec![qkv.clone()], q, k, v, masking, true)
+    }
+
+    /// Cross-attention (or self-attention with separate projections): q (B, Tq, C),
+    /// k and v (B, Tk, C), `nh` heads. Returns (B, Tq, C).
+    pub fn attention(
+        &self,
+        q: &Var,
+        k: &Var,
+        v: &Var,
+        nh: usize,
+        masking: &Masking,
+    ) -> Result<Var> {
+        let (qh, kh, vh) = (
+            split_heads(&q.value, nh)?,
+            split_heads(&k.value, nh)?,
+            split_heads(&v.value, nh)?,
+        );
+        self.attend(
+            vec![q.clone(), k.clone(), v.clone()],
+            qh,
+            kh,
+            vh,
+            masking,
+            false,
+        )
+    }
+
+    fn attend(
+        &self,
+        inputs: Vec<Var>,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        masking: &Masking,
+        packed: bool,
+    ) -> Result<Var> {
+        let hs = q.shape()[3];
+        let scale = 1.0 / (hs as f32).sqrt();
+        let opts = AttentionOptions {
+            scale,
+            causal: masking.causal,
+            key_mask: masking.key_mask.as_ref(),
+        };
+        let (o, l) = attention_fwd(&q, &k, &v, &opts)?;
+        let y = merge_heads(&o)?;
+        let saved = super::op::SavedAttention {
+            q,
+            k,
+            v,
+            o,
+            l,
+            scale,
+            masking: masking.clone(),
+        };
+        Ok(self.record(
+            y,
+            Op::Attention {
+                inputs,
+                saved: Box::new(saved),
+                packed,
+            },
+        ))
+    }
+}
