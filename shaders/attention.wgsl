@@ -26,8 +26,6 @@
 //                            dS are recomputed from Q, K and L, never stored
 //   attention_bwd_dq         backward step 3, fused: dQ in the forward's layout
 //                            (K/V tiles stream past a thread's 8 query rows)
-//   attention_softmax_bwd_naive  unfused backward: dS = scale P (dP - rowsum(P dP))
-//                            in place, one thread per row
 // The naive kernels are the simplest correct version (a GPU oracle that needs
 // no other kernel); they work on a chunk of (b, head) pairs at a time so that
 // S fits one storage binding. The benchmark baseline is the unfused path built
@@ -97,6 +95,7 @@ override BK: u32 = 32u;
 override NB: u32 = 4u;
 // HS % 4 == 0: K and V rows are whole vec4s (vec4 loads); else scalar loads.
 override VEC: bool = true;
+override UNI: bool = false; // TEMP
 
 @group(0) @binding(1) var<storage, read> q_in: array<f32>;          // (B, NH, Tq, HS)
 @group(0) @binding(2) var<storage, read> k_in: array<vec4<f32>>;    // (B, NH, Tk, HS)
@@ -964,7 +963,8 @@ fn attention_bwd_dq(@builtin(workgroup_id) wid: vec3<u32>,
         }
         workgroupBarrier();
 
-        let n = min(BK, max(my_end, k0) - k0);
+        var n = min(BK, max(my_end, k0) - k0);
+        if (UNI) { n = min(BK, k_end - k0); }
         for (var j = 0u; j < n; j += 4u) {
             // S (log2 units) and dP of the thread's rows against keys j .. j + 4.
             var s = scores_blk(q0, j, 0u);
@@ -1174,7 +1174,8 @@ fn attention_bwd_dkdv(@builtin(workgroup_id) wid: vec3<u32>,
 
         // This thread's rows in the tile: none before its first key's first row.
         let n = min(BK, p.tq - r0);
-        let start = (max(my_begin, r0) - r0) / 4u * 4u;
+        var start = (max(my_begin, r0) - r0) / 4u * 4u;
+        if (UNI) { start = 0u; }
         for (var j = start; j < n; j += 4u) {
             // S^T (log2 units) and dP^T of the thread's keys against rows j .. j + 4.
             var s = scores_blk(k0, j, 0u);
@@ -1224,30 +1225,4 @@ fn attention_bwd_dkdv(@builtin(workgroup_id) wid: vec3<u32>,
     if (NB > 5u && RG > 1u) { store_dkdv_rows(bh, j0 + 4u, 5u, gk5.hi, gv5.hi); }
     if (NB > 6u && RG > 1u) { store_dkdv_rows(bh, j0 + 4u, 6u, gk6.hi, gv6.hi); }
     if (NB > 7u && RG > 1u) { store_dkdv_rows(bh, j0 + 4u, 7u, gk7.hi, gv7.hi); }
-}
-
-// ---------------------------------------------------------------------------
-// Unfused backward step (attention_unfused_bwd): softmax backward of one row per
-// thread, in place: dS = scale * P * (dP - sum_j P dP). P is 0 at masked
-// entries, so dS is too. p.rows rows of p.tk values.
-
-@group(0) @binding(1) var<storage, read> sb_p: array<f32>;            // (rows, Tk)
-@group(0) @binding(2) var<storage, read_write> sb_dp: array<f32>;     // (rows, Tk): dP in, dS out
-
-@compute @workgroup_size(64)
-fn attention_softmax_bwd_naive(@builtin(workgroup_id) wid: vec3<u32>,
-                               @builtin(num_workgroups) nwg: vec3<u32>,
-                               @builtin(local_invocation_index) lid: u32) {
-    let row = (wid.x + wid.y * nwg.x) * 64u + lid;
-    if (row >= p.rows) {
-        return;
-    }
-    let base = row * p.tk;
-    var d = 0.0;
-    for (var j = 0u; j < p.tk; j++) {
-        d += sb_p[base + j] * sb_dp[base + j];
-    }
-    for (var j = 0u; j < p.tk; j++) {
-        sb_dp[base + j] = p.scale * sb_p[base + j] * (sb_dp[base + j] - d);
-    }
 }

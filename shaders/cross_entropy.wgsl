@@ -15,8 +15,11 @@
 //   cross_entropy_fwd_any   any V (GPT-2's 50257): a row's aligned middle is read
 //                           as vec4s, its unaligned ends (up to 3 + 3 values) as
 //                           scalars; the logits are bound twice, as f32 and vec4
-// Bindings: logits (N, V) as f32, the same logits as vec4, targets (N) u32,
-// loss (N), lse (N), valid (N).
+//   cross_entropy_bwd_vec4  backward, V % 4 == 0 (see "backward" below)
+//   cross_entropy_bwd_any   backward, any V: aligned middle as vec4, ends as scalars
+// Bindings, forward: logits (N, V) as f32, the same logits as vec4, targets (N)
+// u32, loss (N), lse (N), valid (N). Backward: logits as f32, as vec4, targets,
+// lse, dloss (N), dlogits (N, V).
 
 struct Params {
     rows: u32,          // N
@@ -214,5 +217,120 @@ fn cross_entropy_fwd_any(@builtin(workgroup_id) wid: vec3<u32>,
     a = row_reduce(lid, a);
     if (pos.live && pos.lane == 0u) {
         finish(pos, a);
+    }
+}
+
+// ---- backward ------------------------------------------------------------------
+// dlogits[r, v] = dloss[r] * (exp(x[r, v] - lse[r]) - q[r, v]) with the smoothed
+// target q = (1 - eps) * [v == t] + eps / V. Given the saved lse this is
+// element-wise: one read of the logits, one write, no reduction (so no tree even
+// with several threads per row). An ignored row writes zeros without reading
+// its logits; a target >= V (not ignored) writes NaN over its row, as the
+// forward's NaN loss.
+
+@group(0) @binding(4) var<storage, read> lse_in: array<f32>;             // (N)
+@group(0) @binding(5) var<storage, read> dloss: array<f32>;              // (N)
+@group(0) @binding(6) var<storage, read_write> dx4: array<vec4<f32>>;    // (N, V / 4)
+@group(0) @binding(6) var<storage, read_write> dx1: array<f32>;          // (N, V)
+
+// What every value of a row needs.
+struct RowGrad {
+    ignored: bool,  // the row writes zeros
+    t: u32,         // the target class
+    lse: f32,
+    dl: f32,        // dloss; NaN for a target >= V
+    off: f32,       // eps / V: subtracted from every p
+    hit: f32,       // 1 - eps: subtracted again at the target
+}
+
+fn row_grad(row: u32) -> RowGrad {
+    let t = targets[row];
+    var g = RowGrad(p.has_ignore != 0u && t == p.ignore_index, t, lse_in[row], dloss[row],
+                    p.smoothing / f32(p.cols), 1.0 - p.smoothing);
+    if (!g.ignored && t >= p.cols) {
+        g.dl = bitcast<f32>(0x7fc00000u);  // NaN: target out of range
+    }
+    return g;
+}
+
+// The gradient at four logits v of columns j.
+fn grad4(g: RowGrad, v: vec4<f32>, j: vec4<u32>) -> vec4<f32> {
+    let q = vec4<f32>(g.off) + select(vec4<f32>(0.0), vec4<f32>(g.hit), j == vec4<u32>(g.t));
+    return g.dl * (exp(v - g.lse) - q);
+}
+
+@compute @workgroup_size(WG)
+fn cross_entropy_bwd_vec4(@builtin(workgroup_id) wid: vec3<u32>,
+                          @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) lid: u32) {
+    let pos = row_pos(wid, nwg, lid);
+    if (!pos.live) {
+        return;  // no barrier in this kernel
+    }
+    let g = row_grad(pos.row);
+    let n4 = p.cols >> 2u;
+    let base = pos.row * n4;
+    for (var k = 0u; k < steps(n4); k++) {
+        let i = pos.lane + (k << TPR_LOG2);
+        if (i < n4) {
+            var d = vec4<f32>(0.0);
+            if (!g.ignored) {  // an ignored row: no read
+                d = grad4(g, x4[base + i], vec4<u32>(4u * i) + vec4<u32>(0u, 1u, 2u, 3u));
+            }
+            dx4[base + i] = d;
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn cross_entropy_bwd_any(@builtin(workgroup_id) wid: vec3<u32>,
+                         @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+    let pos = row_pos(wid, nwg, lid);
+    if (!pos.live) {
+        return;
+    }
+    let g = row_grad(pos.row);
+    let b = pos.row * p.cols;                      // first value of the row
+    let head = min((4u - (b & 3u)) & 3u, p.cols);  // values before a vec4 boundary
+    let n4 = (p.cols - head) >> 2u;                // aligned vec4s
+    let b4 = (b + head) >> 2u;
+    let c = vec4<u32>(0u, 1u, 2u, 3u);
+    for (var k = 0u; k < steps(p.cols >> 2u); k++) {
+        let i = pos.lane + (k << TPR_LOG2);
+        if (i < n4) {
+            var d = vec4<f32>(0.0);
+            if (!g.ignored) {  // an ignored row: no read
+                d = grad4(g, x4[b4 + i], vec4<u32>(head + 4u * i) + c);
+            }
+            // Scalar stores: the output is bound once, as f32.
+            let o = 4u * (b4 + i);
+            dx1[o] = d.x;
+            dx1[o + 1u] = d.y;
+            dx1[o + 2u] = d.z;
+            dx1[o + 3u] = d.w;
+        }
+    }
+    if (pos.lane == 0u) {
+        // The unaligned ends (up to 3 + 3 values); lanes past them read a
+        // neighbour and store nothing.
+        let t0 = head + 4u * n4;
+        let tail = p.cols - t0;
+        let h = vec4<f32>(x1[b], x1[b + 1u], x1[b + 2u], x1[b + 3u]);
+        let t = vec4<f32>(x1[b + t0], x1[b + t0 + 1u], x1[b + t0 + 2u], x1[b + t0 + 3u]);
+        var dh = vec4<f32>(0.0);
+        var dt = vec4<f32>(0.0);
+        if (!g.ignored) {  // an ignored row: no read
+            dh = grad4(g, h, c);
+            dt = grad4(g, t, vec4<u32>(t0) + c);
+        }
+        for (var q = 0u; q < 3u; q++) {
+            if (q < head) {
+                dx1[b + q] = dh[q];
+            }
+            if (q < tail) {
+                dx1[b + t0 + q] = dt[q];
+            }
+        }
     }
 }

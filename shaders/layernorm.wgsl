@@ -17,13 +17,28 @@
 // Variants:
 //   layernorm_fwd_vec4    C % 4 == 0: vec4 loads of x, weight, bias and y
 //   layernorm_fwd_scalar  any C: an item is 4 scalars tpr apart
-// Bindings: x (rows, C), weight (C), bias (C), y (rows, C), mean (rows), rstd (rows).
+//   layernorm_bwd_vec4    backward, fused (GPU plan), C % 4 == 0: dx, and
+//                         per-chunk partial sums of dweight and dbias (see
+//                         "backward" below)
+//   layernorm_bwd_scalar  the same for any C
+//   layernorm_bwd_dx_vec4 / _scalar      backward, split (CPU plan): dx alone,
+//                         in the forward's row layout, no barrier
+//   layernorm_bwd_dwdb_vec4 / _scalar    ... and the per-chunk partials alone,
+//                         in a column layout, no barrier
+//   layernorm_bwd_params  backward: sums the partials over chunks, in order
+// Bindings, forward: x (rows, C), weight (C), bias (C), y (rows, C), mean (rows),
+// rstd (rows). Backward: x, weight, mean, rstd, dy (rows, C), dx (rows, C),
+// partial (chunks, 2, C); then partial, dweight (C), dbias (C).
 
 struct Params {
     rows: u32,
-    cols: u32,  // C
+    cols: u32,        // C
     eps: f32,
-    _pad: u32,
+    chunk_rows: u32,  // backward: rows per chunk (a multiple of BLOCK_ROWS)
+    chunks: u32,      // backward: number of chunks
+    tiles: u32,       // backward, split: column tiles per chunk
+    _pad1: u32,
+    _pad2: u32,
 }
 
 override TPR_LOG2: u32 = 0u;  // threads per row = 1 << TPR_LOG2
@@ -281,4 +296,476 @@ fn layernorm_fwd_scalar(@builtin(workgroup_id) wid: vec3<u32>,
             }
         }
     }
+}
+
+// ---- backward ------------------------------------------------------------------
+// With xhat = (x - mean) * rstd and g = dy * weight, per row:
+//   dx = rstd * (g - mean_j(g) - xhat * mean_j(g * xhat))
+// and over the rows: dweight = sum_r dy * xhat, dbias = sum_r dy.
+// A workgroup owns one chunk of chunk_rows rows and walks it in blocks of
+// BLOCK_ROWS rows. For each block:
+//   phase 1, in the forward's row layout (1 << TPR_LOG2 threads per row, a tree
+//     when there are several): the row's sums of g and g * xhat, then a second
+//     pass over the row (from cache) that writes dx; the rows' mean and rstd go
+//     to workgroup memory;
+//   phase 2, in a column layout (thread lid owns the columns lid, lid + WG, ...):
+//     reads the block's x and dy once more (from cache: the host sizes
+//     BLOCK_ROWS so that a block fits) and adds dy * xhat and dy over the
+//     block's rows, in order, to its columns of the chunk's partial (chunks, 2, C).
+// layernorm_bwd_params then sums the chunks' partials in chunk order. No atomics
+// and a fixed order everywhere: dweight and dbias are the same bits every run.
+// (A thread owns its columns exclusively, so the partial needs no clearing.)
+// On lavapipe, dx written in the column layout of phase 2 measured 2-3x slower
+// than in the row layout of phase 1, and each workgroup barrier costs ~15 us:
+// there the split variants below replace this one.
+
+override BLOCK_ROWS: u32 = 1u;  // rows per block, <= WG >> TPR_LOG2
+
+@group(0) @binding(3) var<storage, read> bmean: array<f32>;        // (rows)
+@group(0) @binding(4) var<storage, read> brstd: array<f32>;        // (rows)
+@group(0) @binding(5) var<storage, read> bdy4: array<vec4<f32>>;   // (rows, C / 4)
+@group(0) @binding(5) var<storage, read> bdy1: array<f32>;         // (rows, C)
+@group(0) @binding(6) var<storage, read_write> bdx4: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> bdx1: array<f32>;
+@group(0) @binding(7) var<storage, read_write> part4: array<vec4<f32>>;  // (chunks, 2, C / 4)
+@group(0) @binding(7) var<storage, read_write> part1: array<f32>;        // (chunks, 2, C)
+// layernorm_bwd_params
+@group(0) @binding(1) var<storage, read> pin: array<f32>;                // (chunks, 2, C)
+@group(0) @binding(2) var<storage, read_write> dweight: array<f32>;      // (C)
+@group(0) @binding(3) var<storage, read_write> dbias: array<f32>;        // (C)
+
+// mean and rstd of the block's rows.
+var<workgroup> blk_mean: array<f32, WG>;
+var<workgroup> blk_rstd: array<f32, WG>;
+
+// Sums v over the threads of each row (a tree over the row's consecutive
+// invocations); every thread gets its row's sums.
+fn row_sum2(lid: u32, v_in: vec2<f32>) -> vec2<f32> {
+    if (TPR_LOG2 == 0u) {
+        return v_in;
+    }
+    var v = v_in;
+    red_n[lid] = v.x;
+    red_mean[lid] = v.y;
+    let lane = lid & ((1u << TPR_LOG2) - 1u);
+    for (var half = (1u << TPR_LOG2) >> 1u; half > 0u; half >>= 1u) {
+        workgroupBarrier();
+        if (lane < half) {
+            v += vec2<f32>(red_n[lid + half], red_mean[lid + half]);
+            red_n[lid] = v.x;
+            red_mean[lid] = v.y;
+        }
+    }
+    workgroupBarrier();
+    return vec2<f32>(red_n[lid - lane], red_mean[lid - lane]);
+}
+
+// Where a backward workgroup works: its chunk's rows [begin, end).
+struct Chunk {
+    index: u32,
+    begin: u32,
+    end: u32,
+}
+
+fn chunk_of(wid: vec3<u32>, nwg: vec3<u32>) -> Chunk {
+    let g = wid.x + wid.y * nwg.x;
+    let begin = g * p.chunk_rows;
+    return Chunk(g, begin, min(p.rows, begin + p.chunk_rows));
+}
+
+// A phase-1 thread: its row of the block (if rl < n) and lane, with the row's
+// saved mean and rstd (zeros past the block).
+struct BwdRow {
+    row: u32,
+    rl: u32,
+    lane: u32,
+    live: bool,
+    mean: f32,
+    rstd: f32,
+}
+
+fn bwd_row(lid: u32, r0: u32, n: u32) -> BwdRow {
+    let rl = lid >> TPR_LOG2;
+    var b = BwdRow(r0 + rl, rl, lid & ((1u << TPR_LOG2) - 1u), rl < n, 0.0, 0.0);
+    if (b.live) {
+        b.mean = bmean[b.row];
+        b.rstd = brstd[b.row];
+    }
+    return b;
+}
+
+// (g, xhat) at four columns j (j.x < C) of a row; g = 0 past C.
+struct GX {
+    g: vec4<f32>,
+    xhat: vec4<f32>,
+}
+
+fn gx_vec4(b: BwdRow, j: vec4<u32>) -> GX {
+    let i = (b.row * p.cols + j.x) >> 2u;
+    return GX(bdy4[i] * w4[j.x >> 2u], (x4[i] - b.mean) * b.rstd);
+}
+
+fn gx_scalar(b: BwdRow, j: vec4<u32>) -> GX {
+    // Columns past C read a neighbour (or the binding's clamp) and are zeroed.
+    let o = b.row * p.cols;
+    let x = vec4<f32>(x1[o + j.x], x1[o + j.y], x1[o + j.z], x1[o + j.w]);
+    let dy = vec4<f32>(bdy1[o + j.x], bdy1[o + j.y], bdy1[o + j.z], bdy1[o + j.w]);
+    let jc = min(j, vec4<u32>(p.cols - 1u));
+    let w = vec4<f32>(w1[jc.x], w1[jc.y], w1[jc.z], w1[jc.w]);
+    return GX(select(vec4<f32>(0.0), dy * w, inside(j)), (x - b.mean) * b.rstd);
+}
+
+// dx from (g, xhat) and the row's (mean(g), mean(g * xhat)).
+fn dx_of(b: BwdRow, v: GX, c: vec2<f32>) -> vec4<f32> {
+    return b.rstd * (v.g - c.x - v.xhat * c.y);
+}
+
+// Phase 1's end: the row's (mean(g), mean(g * xhat)) from the thread's sums
+// (the tree needs every invocation), and the row's mean and rstd for phase 2.
+fn bwd_stats(b: BwdRow, lid: u32, acc: vec2<f32>) -> vec2<f32> {
+    let c = row_sum2(lid, acc) / f32(p.cols);
+    if (b.live && b.lane == 0u) {
+        blk_mean[b.rl] = b.mean;
+        blk_rstd[b.rl] = b.rstd;
+    }
+    return c;
+}
+
+@compute @workgroup_size(WG)
+fn layernorm_bwd_vec4(@builtin(workgroup_id) wid: vec3<u32>,
+                      @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let ch = chunk_of(wid, nwg);
+    if (ch.index >= p.chunks) {
+        return;  // the whole workgroup: no barrier is left waiting
+    }
+    let c4 = p.cols >> 2u;
+    for (var r0 = ch.begin; r0 < ch.end; r0 += BLOCK_ROWS) {
+        let n = min(BLOCK_ROWS, ch.end - r0);
+        // Phase 1: the row layout.
+        let b = bwd_row(lid, r0, n);
+        var acc = vec2<f32>(0.0);
+        if (b.live) {
+            for (var k = 0u; k < steps(); k++) {
+                let j = cols_vec4(b.lane, k);
+                if (j.x < p.cols) {
+                    let v = gx_vec4(b, j);
+                    acc += vec2<f32>(sum4(v.g), dot(v.g, v.xhat));
+                }
+            }
+        }
+        let c = bwd_stats(b, lid, acc);
+        if (b.live) {
+            for (var k = 0u; k < steps(); k++) {
+                let j = cols_vec4(b.lane, k);
+                if (j.x < p.cols) {
+                    bdx4[(b.row * p.cols + j.x) >> 2u] = dx_of(b, gx_vec4(b, j), c);
+                }
+            }
+        }
+        workgroupBarrier();
+        // Phase 2: the column layout.
+        for (var col = lid; col < c4; col += WG) {
+            var dw = vec4<f32>(0.0);
+            var db = vec4<f32>(0.0);
+            for (var i = 0u; i < n; i++) {
+                let at = (r0 + i) * c4 + col;
+                let dy = bdy4[at];
+                dw += dy * ((x4[at] - blk_mean[i]) * blk_rstd[i]);
+                db += dy;
+            }
+            let o = 2u * ch.index * c4 + col;
+            if (r0 != ch.begin) {
+                dw += part4[o];
+                db += part4[o + c4];
+            }
+            part4[o] = dw;
+            part4[o + c4] = db;
+        }
+        workgroupBarrier();  // phase 2 is done with blk_mean and blk_rstd
+    }
+}
+
+@compute @workgroup_size(WG)
+fn layernorm_bwd_scalar(@builtin(workgroup_id) wid: vec3<u32>,
+                        @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+    let ch = chunk_of(wid, nwg);
+    if (ch.index >= p.chunks) {
+        return;
+    }
+    for (var r0 = ch.begin; r0 < ch.end; r0 += BLOCK_ROWS) {
+        let n = min(BLOCK_ROWS, ch.end - r0);
+        let b = bwd_row(lid, r0, n);
+        var acc = vec2<f32>(0.0);
+        if (b.live) {
+            for (var k = 0u; k < steps(); k++) {
+                let j = cols_scalar(b.lane, k);
+                if (j.x < p.cols) {
+                    let v = gx_scalar(b, j);
+                    acc += vec2<f32>(sum4(v.g), dot(v.g, v.xhat));
+                }
+            }
+        }
+        let c = bwd_stats(b, lid, acc);
+        if (b.live) {
+            let o = b.row * p.cols;
+            for (var k = 0u; k < steps(); k++) {
+                let j = cols_scalar(b.lane, k);
+                if (j.x < p.cols) {
+                    let d = dx_of(b, gx_scalar(b, j), c);
+                    bdx1[o + j.x] = d.x;
+                    if (j.y < p.cols) { bdx1[o + j.y] = d.y; }
+                    if (j.z < p.cols) { bdx1[o + j.z] = d.z; }
+                    if (j.w < p.cols) { bdx1[o + j.w] = d.w; }
+                }
+            }
+        }
+        workgroupBarrier();
+        for (var col = lid; col < p.cols; col += WG) {
+            var dw = 0.0;
+            var db = 0.0;
+            for (var i = 0u; i < n; i++) {
+                let at = (r0 + i) * p.cols + col;
+                let dy = bdy1[at];
+                dw += dy * ((x1[at] - blk_mean[i]) * blk_rstd[i]);
+                db += dy;
+            }
+            let o = 2u * ch.index * p.cols + col;
+            if (r0 != ch.begin) {
+                dw += part1[o];
+                db += part1[o + p.cols];
+            }
+            part1[o] = dw;
+            part1[o + p.cols] = db;
+        }
+        workgroupBarrier();
+    }
+}
+
+// dweight[c] and dbias[c]: the chunks' partials summed in chunk order (a thread
+// per column; no chunks: zeros).
+@compute @workgroup_size(WG)
+fn layernorm_bwd_params(@builtin(workgroup_id) wid: vec3<u32>,
+                        @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+    let c = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (c >= p.cols) {
+        return;
+    }
+    var dw = 0.0;
+    var db = 0.0;
+    for (var k = 0u; k < p.chunks; k++) {
+        dw += pin[2u * k * p.cols + c];
+        db += pin[(2u * k + 1u) * p.cols + c];
+    }
+    dweight[c] = dw;
+    dbias[c] = db;
+}
+
+// ---- backward, split (CPU plan) ---------------------------------------------------
+// layernorm_bwd_dx_*: the forward's row layout and plan (rows past the last return
+// at once with a thread per row). ITEMS > 0 keeps the thread's g and xhat in
+// registers between the sums and the writes; ITEMS = 0 reads the row again.
+// layernorm_bwd_dwdb_*: a workgroup takes a tile of columns (CPT neighbouring
+// vec4 columns per thread, as in reduce.wgsl's CPU plan) and one chunk of rows,
+// and writes that chunk's partial sums (chunks, 2, C), rows added in order.
+
+// The row's (mean(g), mean(g * xhat)) from the thread's sums.
+fn row_means(lid: u32, acc: vec2<f32>) -> vec2<f32> {
+    return row_sum2(lid, acc) / f32(p.cols);
+}
+
+fn bwd_row_of(pos: RowPos) -> BwdRow {
+    var b = BwdRow(pos.row, 0u, pos.lane, pos.live, 0.0, 0.0);
+    if (pos.live) {
+        b.mean = bmean[pos.row];
+        b.rstd = brstd[pos.row];
+    }
+    return b;
+}
+
+@compute @workgroup_size(WG)
+fn layernorm_bwd_dx_vec4(@builtin(workgroup_id) wid: vec3<u32>,
+                         @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+    let pos = row_pos(wid, nwg, lid);
+    if (TPR_LOG2 == 0u && !pos.live) {
+        return;  // a thread per row: no barrier to meet
+    }
+    let b = bwd_row_of(pos);
+    if (ITEMS > 0u) {
+        var g: array<vec4<f32>, MAX_ITEMS>;
+        var xh: array<vec4<f32>, MAX_ITEMS>;
+        var acc = vec2<f32>(0.0);
+        for (var k = 0u; k < ITEMS; k++) {
+            let j = cols_vec4(b.lane, k);
+            g[k] = vec4<f32>(0.0);
+            xh[k] = vec4<f32>(0.0);
+            if (b.live && j.x < p.cols) {
+                let v = gx_vec4(b, j);
+                g[k] = v.g;
+                xh[k] = v.xhat;
+                acc += vec2<f32>(sum4(v.g), dot(v.g, v.xhat));
+            }
+        }
+        let c = row_means(lid, acc);
+        for (var k = 0u; k < ITEMS; k++) {
+            let j = cols_vec4(b.lane, k);
+            if (b.live && j.x < p.cols) {
+                bdx4[(b.row * p.cols + j.x) >> 2u] = dx_of(b, GX(g[k], xh[k]), c);
+            }
+        }
+    } else {
+        var acc = vec2<f32>(0.0);
+        for (var k = 0u; k < steps(); k++) {
+            let j = cols_vec4(b.lane, k);
+            if (b.live && j.x < p.cols) {
+                let v = gx_vec4(b, j);
+                acc += vec2<f32>(sum4(v.g), dot(v.g, v.xhat));
+            }
+        }
+        let c = row_means(lid, acc);
+        for (var k = 0u; k < steps(); k++) {
+            let j = cols_vec4(b.lane, k);
+            if (b.live && j.x < p.cols) {
+                bdx4[(b.row * p.cols + j.x) >> 2u] = dx_of(b, gx_vec4(b, j), c);
+            }
+        }
+    }
+}
+
+fn store_dx_scalar(b: BwdRow, j: vec4<u32>, d: vec4<f32>) {
+    let o = b.row * p.cols;
+    if (b.live) {
+        if (j.x < p.cols) { bdx1[o + j.x] = d.x; }
+        if (j.y < p.cols) { bdx1[o + j.y] = d.y; }
+        if (j.z < p.cols) { bdx1[o + j.z] = d.z; }
+        if (j.w < p.cols) { bdx1[o + j.w] = d.w; }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn layernorm_bwd_dx_scalar(@builtin(workgroup_id) wid: vec3<u32>,
+                           @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_index) lid: u32) {
+    let pos = row_pos(wid, nwg, lid);
+    if (TPR_LOG2 == 0u && !pos.live) {
+        return;
+    }
+    let b = bwd_row_of(pos);
+    if (ITEMS > 0u) {
+        var g: array<vec4<f32>, MAX_ITEMS>;
+        var xh: array<vec4<f32>, MAX_ITEMS>;
+        var acc = vec2<f32>(0.0);
+        for (var k = 0u; k < ITEMS; k++) {
+            let j = cols_scalar(b.lane, k);
+            g[k] = vec4<f32>(0.0);
+            xh[k] = vec4<f32>(0.0);
+            if (b.live && j.x < p.cols) {
+                let v = gx_scalar(b, j);
+                g[k] = v.g;
+                xh[k] = v.xhat;
+                acc += vec2<f32>(sum4(v.g), dot(v.g, v.xhat));
+            }
+        }
+        let c = row_means(lid, acc);
+        for (var k = 0u; k < ITEMS; k++) {
+            store_dx_scalar(b, cols_scalar(b.lane, k), dx_of(b, GX(g[k], xh[k]), c));
+        }
+    } else {
+        var acc = vec2<f32>(0.0);
+        for (var k = 0u; k < steps(); k++) {
+            let j = cols_scalar(b.lane, k);
+            if (b.live && j.x < p.cols) {
+                let v = gx_scalar(b, j);
+                acc += vec2<f32>(sum4(v.g), dot(v.g, v.xhat));
+            }
+        }
+        let c = row_means(lid, acc);
+        for (var k = 0u; k < steps(); k++) {
+            let j = cols_scalar(b.lane, k);
+            if (j.x < p.cols) {
+                store_dx_scalar(b, j, dx_of(b, gx_scalar(b, j), c));
+            }
+        }
+    }
+}
+
+override CPT: u32 = 1u;  // dwdb_vec4: neighbouring vec4 columns per thread (<= 4)
+
+// A dwdb invocation: its chunk of rows [begin, end) and first column (vec4s
+// for the vec4 variant); live while that column is inside the row.
+struct ColChunk {
+    chunk: u32,
+    begin: u32,
+    end: u32,
+    col: u32,
+    live: bool,
+}
+
+fn col_chunk(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, width: u32, cpt: u32) -> ColChunk {
+    let g = wid.x + wid.y * nwg.x;
+    let chunk = g / p.tiles;
+    let col = ((g % p.tiles) * WG + lid) * cpt;
+    let begin = chunk * p.chunk_rows;
+    return ColChunk(chunk, begin, min(p.rows, begin + p.chunk_rows), col,
+                    chunk < p.chunks && col < width);
+}
+
+@compute @workgroup_size(WG)
+fn layernorm_bwd_dwdb_vec4(@builtin(workgroup_id) wid: vec3<u32>,
+                           @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_index) lid: u32) {
+    let c4 = p.cols >> 2u;
+    let cc = col_chunk(wid, nwg, lid, c4, CPT);
+    if (!cc.live) {
+        return;
+    }
+    var dw: array<vec4<f32>, 4>;
+    var db: array<vec4<f32>, 4>;
+    var cols: array<u32, 4>;
+    for (var q = 0u; q < CPT; q++) {
+        dw[q] = vec4<f32>(0.0);
+        db[q] = vec4<f32>(0.0);
+        cols[q] = min(cc.col + q, c4 - 1u);  // past the last column: re-read it
+    }
+    for (var r = cc.begin; r < cc.end; r++) {
+        let mean = bmean[r];
+        let rstd = brstd[r];
+        for (var q = 0u; q < CPT; q++) {
+            let at = r * c4 + cols[q];
+            let dy = bdy4[at];
+            dw[q] += dy * ((x4[at] - mean) * rstd);
+            db[q] += dy;
+        }
+    }
+    for (var q = 0u; q < CPT; q++) {
+        if (cc.col + q < c4) {
+            let o = 2u * cc.chunk * c4 + cc.col + q;
+            part4[o] = dw[q];
+            part4[o + c4] = db[q];
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn layernorm_bwd_dwdb_scalar(@builtin(workgroup_id) wid: vec3<u32>,
+                             @builtin(num_workgroups) nwg: vec3<u32>,
+                             @builtin(local_invocation_index) lid: u32) {
+    let cc = col_chunk(wid, nwg, lid, p.cols, 1u);
+    if (!cc.live) {
+        return;
+    }
+    var dw = 0.0;
+    var db = 0.0;
+    for (var r = cc.begin; r < cc.end; r++) {
+        let at = r * p.cols + cc.col;
+        let dy = bdy1[at];
+        dw += dy * ((x1[at] - bmean[r]) * brstd[r]);
+        db += dy;
+    }
+    let o = 2u * cc.chunk * p.cols + cc.col;
+    part1[o] = dw;
+    part1[o + p.cols] = db;
 }

@@ -19,7 +19,16 @@
 //                           With several chunks the output is (outer, chunks,
 //                           inner) partials, reduced again by a second dispatch.
 //   reduce_fwd_cols_scalar  inner > 1, any inner: scalar columns, one per thread
-// Bindings: x as f32, the same x as vec4, out.
+//   reduce_bwd_rows_vec4 / _scalar      backward, inner == 1: a row's dx from
+//                                       dy (and for max, the row's first argmax,
+//                                       found in the same kernel), laid out as the
+//                                       forward's rows (scalar: 4 scalars tpr apart)
+//   reduce_bwd_cols_vec4 / _scalar      backward, inner > 1: dx over a chunk of R
+//                                       for CPT neighbouring columns per thread
+//   reduce_bwd_argmax_vec4 / _scalar    backward of max, inner > 1: each chunk's
+//                                       first argmax per column
+//   reduce_bwd_argmax_merge             ... merged over the chunks, in order
+// Bindings, forward: x as f32, the same x as vec4, out. Backward: see each kernel.
 
 struct Params {
     outer: u32,
@@ -257,4 +266,295 @@ fn reduce_fwd_cols_scalar(@builtin(workgroup_id) wid: vec3<u32>,
     if (c.live && c.slice == 0u) {
         out1[(c.o * p.chunks + c.chunk) * p.inner + c.col] = finish(v).x;
     }
+}
+
+// ---- backward ------------------------------------------------------------------
+// dx[o, r, i] = dy[o, i] for sum, dy[o, i] / R for mean; for max, dy[o, i] at the
+// first r where x[o, r, i] is largest (strictly greater than every earlier
+// value; ties go to the lowest r) and 0 elsewhere.
+
+const NONE: u32 = 0xffffffffu;  // no argmax yet
+
+// reduce_bwd_rows_*: x (max; dy again otherwise), dy (outer), dx (outer, R).
+@group(0) @binding(1) var<storage, read> rx4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> rdy: array<f32>;
+// reduce_bwd_cols_*: arg (max; dy again otherwise) and dy, both (outer, inner), dx.
+@group(0) @binding(1) var<storage, read> carg4: array<vec4<u32>>;
+@group(0) @binding(1) var<storage, read> carg1: array<u32>;
+@group(0) @binding(2) var<storage, read> cdy4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> cdy1: array<f32>;
+// reduce_bwd_argmax_*: x, then the chunks' maxima and their r (outer, chunks, inner).
+@group(0) @binding(2) var<storage, read_write> pval4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> pval1: array<f32>;
+@group(0) @binding(3) var<storage, read_write> pidx4: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read_write> pidx1: array<u32>;
+// reduce_bwd_argmax_merge: the chunks' maxima and r, then arg (outer, inner).
+@group(0) @binding(1) var<storage, read> mval: array<f32>;
+@group(0) @binding(2) var<storage, read> midx: array<u32>;
+@group(0) @binding(3) var<storage, read_write> marg: array<u32>;
+
+// A running first argmax: the largest value seen and its r.
+struct Arg {
+    m: f32,
+    r: u32,
+}
+
+fn arg_push(a: Arg, v: f32, r: u32) -> Arg {
+    if (a.r == NONE || v > a.m) {
+        return Arg(v, r);
+    }
+    return a;
+}
+
+// The first argmax of two disjoint sets of r.
+fn arg_combine(a: Arg, b: Arg) -> Arg {
+    if (b.r != NONE && (a.r == NONE || b.m > a.m || (b.m == a.m && b.r < a.r))) {
+        return b;
+    }
+    return a;
+}
+
+// Combines the Args of the threads of each row (a tree over the row's
+// consecutive invocations, in red as (m, r bits)); every thread gets its row's.
+fn row_arg(lid: u32, lane: u32, a_in: Arg) -> Arg {
+    if (TPR_LOG2 == 0u) {
+        return a_in;
+    }
+    var a = a_in;
+    red[lid] = vec4<f32>(a.m, bitcast<f32>(a.r), 0.0, 0.0);
+    for (var half = (1u << TPR_LOG2) >> 1u; half > 0u; half >>= 1u) {
+        workgroupBarrier();
+        if (lane < half) {
+            let o = red[lid + half];
+            a = arg_combine(a, Arg(o.x, bitcast<u32>(o.y)));
+            red[lid] = vec4<f32>(a.m, bitcast<f32>(a.r), 0.0, 0.0);
+        }
+    }
+    workgroupBarrier();
+    let f = red[lid - lane];
+    return Arg(f.x, bitcast<u32>(f.y));
+}
+
+// What every dx value of a row (or column) is made of: the value and, for max,
+// where it goes.
+fn bwd_value(dy: f32) -> f32 {
+    if (OP == 1u) {
+        return dy * p.inv_r;
+    }
+    return dy;
+}
+
+@compute @workgroup_size(WG)
+fn reduce_bwd_rows_vec4(@builtin(workgroup_id) wid: vec3<u32>,
+                        @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+    let pos = row_pos(wid, nwg, lid);
+    if (TPR_LOG2 == 0u && !pos.live) {
+        return;  // a thread per row: no barrier to meet
+    }
+    let n4 = p.r_len >> 2u;
+    let base = min(pos.row, p.outer - 1u) * n4;  // rows past the last read the last
+    var arg_r = NONE;
+    if (OP == OP_MAX) {
+        var a = Arg(0.0, NONE);
+        for (var k = 0u; k < steps(n4); k++) {
+            let i = pos.lane + (k << TPR_LOG2);
+            if (i < n4) {
+                let v = rx4[base + i];
+                a = arg_push(a, v.x, 4u * i);
+                a = arg_push(a, v.y, 4u * i + 1u);
+                a = arg_push(a, v.z, 4u * i + 2u);
+                a = arg_push(a, v.w, 4u * i + 3u);
+            }
+        }
+        arg_r = row_arg(lid, pos.lane, a).r;
+    }
+    if (!pos.live) {
+        return;
+    }
+    let v = bwd_value(rdy[pos.row]);
+    let c = vec4<u32>(0u, 1u, 2u, 3u);
+    for (var k = 0u; k < steps(n4); k++) {
+        let i = pos.lane + (k << TPR_LOG2);
+        if (i < n4) {
+            var d = vec4<f32>(v);
+            if (OP == OP_MAX) {
+                d = select(vec4<f32>(0.0), d, vec4<u32>(4u * i) + c == vec4<u32>(arg_r));
+            }
+            out4[base + i] = d;
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn reduce_bwd_rows_scalar(@builtin(workgroup_id) wid: vec3<u32>,
+                          @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) lid: u32) {
+    let pos = row_pos(wid, nwg, lid);
+    if (TPR_LOG2 == 0u && !pos.live) {
+        return;
+    }
+    let tpr = 1u << TPR_LOG2;
+    let n = (p.r_len + 3u) >> 2u;  // items of four scalars
+    let b = min(pos.row, p.outer - 1u) * p.r_len;
+    // Item k of a lane: columns 4 k tpr + lane + (0, tpr, 2 tpr, 3 tpr).
+    var arg_r = NONE;
+    if (OP == OP_MAX) {
+        var a = Arg(0.0, NONE);
+        for (var k = 0u; k < steps(n); k++) {
+            let j0 = 4u * k * tpr + pos.lane;
+            for (var q = 0u; q < 4u; q++) {
+                let j = j0 + q * tpr;
+                if (j < p.r_len) {
+                    a = arg_push(a, x1[b + j], j);
+                }
+            }
+        }
+        arg_r = row_arg(lid, pos.lane, a).r;
+    }
+    if (!pos.live) {
+        return;
+    }
+    let v = bwd_value(rdy[pos.row]);
+    for (var k = 0u; k < steps(n); k++) {
+        let j0 = 4u * k * tpr + pos.lane;
+        for (var q = 0u; q < 4u; q++) {
+            let j = j0 + q * tpr;
+            if (j < p.r_len) {
+                out1[b + j] = select(v, select(0.0, v, j == arg_r), OP == OP_MAX);
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn reduce_bwd_cols_vec4(@builtin(workgroup_id) wid: vec3<u32>,
+                        @builtin(num_workgroups) nwg: vec3<u32>,
+                        @builtin(local_invocation_index) lid: u32) {
+    let c = col_pos(wid, nwg, lid, CPT);
+    if (!c.live) {
+        return;  // no barrier in this kernel
+    }
+    let rr = chunk_rows(c);
+    var v: array<vec4<f32>, 4>;
+    var at: array<vec4<u32>, 4>;
+    for (var q = 0u; q < CPT; q++) {
+        let col = min(c.col + q, p.inner - 1u);
+        v[q] = vec4<f32>(bwd_value(1.0)) * cdy4[c.o * p.inner + col];
+        if (OP == OP_MAX) {
+            at[q] = carg4[c.o * p.inner + col];
+        }
+    }
+    var i = (c.o * p.r_len + rr.x) * p.inner + c.col;
+    for (var r = rr.x; r < rr.y; r++) {
+        for (var q = 0u; q < CPT; q++) {
+            if (c.col + q < p.inner) {
+                var d = v[q];
+                if (OP == OP_MAX) {
+                    d = select(vec4<f32>(0.0), d, at[q] == vec4<u32>(r));
+                }
+                out4[i + q] = d;
+            }
+        }
+        i += p.inner;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn reduce_bwd_cols_scalar(@builtin(workgroup_id) wid: vec3<u32>,
+                          @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) lid: u32) {
+    let c = col_pos(wid, nwg, lid, 1u);
+    if (!c.live) {
+        return;
+    }
+    let rr = chunk_rows(c);
+    let v = bwd_value(cdy1[c.o * p.inner + c.col]);
+    var arg_r = NONE;
+    if (OP == OP_MAX) {
+        arg_r = carg1[c.o * p.inner + c.col];
+    }
+    var i = (c.o * p.r_len + rr.x) * p.inner + c.col;
+    for (var r = rr.x; r < rr.y; r++) {
+        out1[i] = select(v, select(0.0, v, r == arg_r), OP == OP_MAX);
+        i += p.inner;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn reduce_bwd_argmax_vec4(@builtin(workgroup_id) wid: vec3<u32>,
+                          @builtin(num_workgroups) nwg: vec3<u32>,
+                          @builtin(local_invocation_index) lid: u32) {
+    let c = col_pos(wid, nwg, lid, CPT);
+    if (!c.live) {
+        return;
+    }
+    let rr = chunk_rows(c);
+    var m: array<vec4<f32>, 4>;
+    var at: array<vec4<u32>, 4>;
+    for (var q = 0u; q < CPT; q++) {
+        m[q] = vec4<f32>(0.0);
+        at[q] = vec4<u32>(NONE);
+    }
+    var i = (c.o * p.r_len + rr.x) * p.inner + c.col;
+    for (var r = rr.x; r < rr.y; r++) {
+        for (var q = 0u; q < CPT; q++) {
+            let x = rx4[i + min(q, p.inner - 1u - c.col)];  // past the last column: re-read it
+            let take = (at[q] == vec4<u32>(NONE)) | (x > m[q]);
+            m[q] = select(m[q], x, take);
+            at[q] = select(at[q], vec4<u32>(r), take);
+        }
+        i += p.inner;
+    }
+    for (var q = 0u; q < CPT; q++) {
+        if (c.col + q < p.inner) {
+            let o = (c.o * p.chunks + c.chunk) * p.inner + c.col + q;
+            pval4[o] = m[q];
+            pidx4[o] = at[q];
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn reduce_bwd_argmax_scalar(@builtin(workgroup_id) wid: vec3<u32>,
+                            @builtin(num_workgroups) nwg: vec3<u32>,
+                            @builtin(local_invocation_index) lid: u32) {
+    let c = col_pos(wid, nwg, lid, 1u);
+    if (!c.live) {
+        return;
+    }
+    let rr = chunk_rows(c);
+    var a = Arg(0.0, NONE);
+    var i = (c.o * p.r_len + rr.x) * p.inner + c.col;
+    for (var r = rr.x; r < rr.y; r++) {
+        a = arg_push(a, x1[i], r);
+        i += p.inner;
+    }
+    let o = (c.o * p.chunks + c.chunk) * p.inner + c.col;
+    pval1[o] = a.m;
+    pidx1[o] = a.r;
+}
+
+// A thread per (outer, column) value: the chunks' first argmaxes in chunk order.
+// Params: outer, inner (in values), chunks.
+@compute @workgroup_size(WG)
+fn reduce_bwd_argmax_merge(@builtin(workgroup_id) wid: vec3<u32>,
+                           @builtin(num_workgroups) nwg: vec3<u32>,
+                           @builtin(local_invocation_index) lid: u32) {
+    let t = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (t >= p.outer * p.inner) {
+        return;
+    }
+    let o = t / p.inner;
+    let col = t % p.inner;
+    var a = Arg(0.0, NONE);
+    for (var k = 0u; k < p.chunks; k++) {
+        let at = (o * p.chunks + k) * p.inner + col;
+        let r = midx[at];
+        // Later chunks hold larger r: strictly greater wins.
+        if (r != NONE && (a.r == NONE || mval[at] > a.m)) {
+            a = Arg(mval[at], r);
+        }
+    }
+    marg[t] = a.r;
 }

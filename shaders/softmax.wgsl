@@ -17,9 +17,12 @@
 //   softmax_fwd_vec4    C % 4 == 0: item k of lane l is the vec4 at column
 //                       4 * (l + k * tpr)
 //   softmax_fwd_scalar  any C: an item is 4 scalars tpr apart (coalesced loads)
-// Override constants CAUSAL and KEY_MASK switch the masks on (both variants).
-// Bindings: x (rows, C), key_mask (B, Tk) f32 1 = keep / 0 = masked (x again when
-// unused), y (rows, C).
+//   softmax_bwd_vec4    backward, C % 4 == 0: dx = scale * y * (dy - sum(dy * y))
+//   softmax_bwd_scalar  backward, any C
+// Override constants CAUSAL and KEY_MASK switch the masks on (all variants).
+// Bindings, forward: x (rows, C), key_mask (B, Tk) f32 1 = keep / 0 = masked (x
+// again when unused), y (rows, C). Backward: y, dy, key_mask (y again when
+// unused), dx (all (rows, C) but the mask).
 
 struct Params {
     rows: u32,      // number of rows (B * NH * Tq when masked)
@@ -296,6 +299,201 @@ fn softmax_fwd_scalar(@builtin(workgroup_id) wid: vec3<u32>,
             let j = cols_scalar(pos.lane, k);
             if (j.x < p.cols) {
                 store_scalar(pos, j, softmax_out(load_scalar(pos, j), st));
+            }
+        }
+    }
+}
+
+// ---- backward ------------------------------------------------------------------
+// Per row: s = sum over kept j of dy_j * y_j, then dx_j = scale * y_j * (dy_j - s),
+// 0 at masked columns (their y is 0; the mask skips their reads too). The row
+// layout, the plan and the modes are the forward's: ITEMS > 0 keeps the thread's
+// y * dy and y in registers, ITEMS = 0 reads y and dy a second time (from cache).
+
+@group(0) @binding(1) var<storage, read> by4: array<vec4<f32>>;   // y (rows, C / 4)
+@group(0) @binding(1) var<storage, read> by1: array<f32>;         // y (rows, C)
+@group(0) @binding(2) var<storage, read> bdy4: array<vec4<f32>>;  // dy
+@group(0) @binding(2) var<storage, read> bdy1: array<f32>;
+@group(0) @binding(3) var<storage, read> bmask: array<f32>;       // key mask (B, Tk)
+@group(0) @binding(4) var<storage, read_write> bdx4: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> bdx1: array<f32>;
+
+// keep() of the backward, reading its own mask binding.
+fn bwd_keep(pos: RowPos, j: vec4<u32>) -> vec4<bool> {
+    var k = j < vec4<u32>(p.cols);
+    if (CAUSAL) {
+        k = k & (vec4<i32>(j) <= vec4<i32>(pos.last_col));
+    }
+    if (KEY_MASK) {
+        let jc = min(j, vec4<u32>(p.cols - 1u)) + pos.mask_base;
+        let m = vec4<f32>(bmask[jc.x], bmask[jc.y], bmask[jc.z], bmask[jc.w]);
+        k = k & (m != vec4<f32>(0.0));
+    }
+    return k;
+}
+
+// (y, dy) at the four columns j (j.x < C) of the row, zeros where masked or past C.
+struct Pair {
+    y: vec4<f32>,
+    dy: vec4<f32>,
+}
+
+fn bwd_load_vec4(pos: RowPos, j: vec4<u32>) -> Pair {
+    let i = (pos.row * p.cols + j.x) >> 2u;
+    if (CAUSAL || KEY_MASK) {
+        let k = bwd_keep(pos, j);
+        if (!any(k)) {
+            return Pair(vec4<f32>(0.0), vec4<f32>(0.0));  // no read
+        }
+        let z = vec4<f32>(0.0);
+        return Pair(select(z, by4[i], k), select(z, bdy4[i], k));
+    }
+    return Pair(by4[i], bdy4[i]);
+}
+
+fn bwd_load_scalar(pos: RowPos, j: vec4<u32>) -> Pair {
+    let k = bwd_keep(pos, j);
+    let z = vec4<f32>(0.0);
+    if ((CAUSAL || KEY_MASK) && !any(k)) {
+        return Pair(z, z);
+    }
+    // Columns past C read a neighbour (or the binding's clamp) and are zeroed.
+    let b = pos.row * p.cols;
+    let y = vec4<f32>(by1[b + j.x], by1[b + j.y], by1[b + j.z], by1[b + j.w]);
+    let dy = vec4<f32>(bdy1[b + j.x], bdy1[b + j.y], bdy1[b + j.z], bdy1[b + j.w]);
+    return Pair(select(z, y, k), select(z, dy, k));
+}
+
+fn bwd_store_vec4(pos: RowPos, j: vec4<u32>, dx: vec4<f32>) {
+    if (pos.live && j.x < p.cols) {
+        bdx4[(pos.row * p.cols + j.x) >> 2u] = dx;
+    }
+}
+
+fn bwd_store_scalar(pos: RowPos, j: vec4<u32>, dx: vec4<f32>) {
+    let b = pos.row * p.cols;
+    if (pos.live) {
+        if (j.x < p.cols) { bdx1[b + j.x] = dx.x; }
+        if (j.y < p.cols) { bdx1[b + j.y] = dx.y; }
+        if (j.z < p.cols) { bdx1[b + j.z] = dx.z; }
+        if (j.w < p.cols) { bdx1[b + j.w] = dx.w; }
+    }
+}
+
+// Sums v over the threads of each row (a tree over the row's consecutive
+// invocations); every thread gets its row's sum.
+fn row_sum(lid: u32, v_in: f32) -> f32 {
+    if (TPR_LOG2 == 0u) {
+        return v_in;
+    }
+    var v = v_in;
+    red_s[lid] = v;
+    let lane = lid & ((1u << TPR_LOG2) - 1u);
+    for (var half = (1u << TPR_LOG2) >> 1u; half > 0u; half >>= 1u) {
+        workgroupBarrier();
+        if (lane < half) {
+            v += red_s[lid + half];
+            red_s[lid] = v;
+        }
+    }
+    workgroupBarrier();
+    return red_s[lid - lane];
+}
+
+// dx from y * dy, y and the row's s (masked entries have y = 0: dx = 0).
+fn bwd_out(yd: vec4<f32>, y: vec4<f32>, s: f32) -> vec4<f32> {
+    return p.scale * (yd - y * s);
+}
+
+@compute @workgroup_size(WG)
+fn softmax_bwd_vec4(@builtin(workgroup_id) wid: vec3<u32>,
+                    @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let pos = row_pos(wid, nwg, lid);
+    if (TPR_LOG2 == 0u && !pos.live) {
+        return;  // a thread per row: no barrier to meet
+    }
+    if (ITEMS > 0u) {
+        var yd: array<vec4<f32>, MAX_ITEMS>;
+        var yr: array<vec4<f32>, MAX_ITEMS>;
+        var s = 0.0;
+        for (var k = 0u; k < ITEMS; k++) {
+            let j = cols_vec4(pos.lane, k);
+            yd[k] = vec4<f32>(0.0);
+            yr[k] = vec4<f32>(0.0);
+            if (j.x < p.cols) {
+                let v = bwd_load_vec4(pos, j);
+                yd[k] = v.y * v.dy;
+                yr[k] = v.y;
+                s += sum4(yd[k]);
+            }
+        }
+        s = row_sum(lid, s);
+        for (var k = 0u; k < ITEMS; k++) {
+            bwd_store_vec4(pos, cols_vec4(pos.lane, k), bwd_out(yd[k], yr[k], s));
+        }
+    } else {
+        var s = 0.0;
+        for (var k = 0u; k < steps(); k++) {
+            let j = cols_vec4(pos.lane, k);
+            if (j.x < p.cols) {
+                let v = bwd_load_vec4(pos, j);
+                s += sum4(v.y * v.dy);
+            }
+        }
+        s = row_sum(lid, s);
+        for (var k = 0u; k < steps(); k++) {
+            let j = cols_vec4(pos.lane, k);
+            if (j.x < p.cols) {
+                let v = bwd_load_vec4(pos, j);
+                bwd_store_vec4(pos, j, bwd_out(v.y * v.dy, v.y, s));
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn softmax_bwd_scalar(@builtin(workgroup_id) wid: vec3<u32>,
+                      @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let pos = row_pos(wid, nwg, lid);
+    if (TPR_LOG2 == 0u && !pos.live) {
+        return;
+    }
+    if (ITEMS > 0u) {
+        var yd: array<vec4<f32>, MAX_ITEMS>;
+        var yr: array<vec4<f32>, MAX_ITEMS>;
+        var s = 0.0;
+        for (var k = 0u; k < ITEMS; k++) {
+            let j = cols_scalar(pos.lane, k);
+            yd[k] = vec4<f32>(0.0);
+            yr[k] = vec4<f32>(0.0);
+            if (j.x < p.cols) {
+                let v = bwd_load_scalar(pos, j);
+                yd[k] = v.y * v.dy;
+                yr[k] = v.y;
+                s += sum4(yd[k]);
+            }
+        }
+        s = row_sum(lid, s);
+        for (var k = 0u; k < ITEMS; k++) {
+            bwd_store_scalar(pos, cols_scalar(pos.lane, k), bwd_out(yd[k], yr[k], s));
+        }
+    } else {
+        var s = 0.0;
+        for (var k = 0u; k < steps(); k++) {
+            let j = cols_scalar(pos.lane, k);
+            if (j.x < p.cols) {
+                let v = bwd_load_scalar(pos, j);
+                s += sum4(v.y * v.dy);
+            }
+        }
+        s = row_sum(lid, s);
+        for (var k = 0u; k < steps(); k++) {
+            let j = cols_scalar(pos.lane, k);
+            if (j.x < p.cols) {
+                let v = bwd_load_scalar(pos, j);
+                bwd_store_scalar(pos, j, bwd_out(v.y * v.dy, v.y, s));
             }
         }
     }

@@ -1,14 +1,23 @@
-//! Attention forward at GPT-2 small's head shape (B=4, NH=12, HS=64, causal):
-//! the fused flash-attention kernel against the unfused GEMM + softmax + GEMM
-//! path, with the buffer memory each one allocates.
+//! Attention forward, backward, and forward + backward at GPT-2 small's head
+//! shape (B=4, NH=12, HS=64, causal): the fused flash-attention kernels against
+//! the unfused GEMM + softmax + GEMM paths, with the buffer memory each one
+//! allocates.
 //!
-//! GFLOP/s count the useful work of causal attention: 4 * B * NH * T * T * HS
-//! for the full Q K^T and P V, halved for the causal triangle, for every variant
-//! (the unfused GEMMs compute the whole square, so their real rate is ~2x the
-//! printed one). Bytes: Q, K, V read once, O and L written once.
+//! GFLOP/s count the useful work of causal attention: forward 4 * B * NH * T *
+//! T * HS for the full Q K^T and P V, halved for the causal triangle; backward
+//! 2.5x the forward (the five T x T x HS products dV = P^T dO, dP = dO V^T,
+//! dQ = dS K, dK = dS^T Q and the recomputed S = Q K^T, against the forward's
+//! two: the usual flash-attention convention; the fused backward recomputes S
+//! and dP a second time for dQ, which is not counted); forward + backward 3.5x.
+//! The same count for every variant (the unfused GEMMs compute the whole
+//! square, so their real rate is ~2x the printed one). Bytes: Q, K, V read
+//! once, O and L written once (forward); Q, K, V, O, dO, L read and dQ, dK, dV
+//! written once (backward).
 
 use crate::harness::Bench;
-use wgformer::kernels::attention::{attention_fwd, attention_unfused, AttentionOptions};
+use wgformer::kernels::attention::{
+    attention_bwd, attention_fwd, attention_unfused, attention_unfused_bwd, AttentionOptions,
+};
 use wgformer::{Result, Tensor};
 
 pub fn run(b: &mut Bench) -> Result<()> {
@@ -32,6 +41,8 @@ pub fn run(b: &mut Bench) -> Result<()> {
                 .collect()
         };
         let (qs, ks, vs) = (split(&q)?, split(&k)?, split(&v)?);
+        let d_o = Tensor::randn(&b.gpu, &shape, 1.0, 4)?;
+        let dos = split(&d_o)?;
         let opts = AttentionOptions {
             scale: 1.0 / (hs as f32).sqrt(),
             causal: true,
@@ -59,18 +70,89 @@ pub fn run(b: &mut Bench) -> Result<()> {
                 attention_unfused(&q, &k, &v, &opts).map(drop)
             }
         })?;
-        if let (Some((f_ms, f_mem)), Some((u_ms, u_mem))) = (fused, unfused) {
-            println!(
-                "  attention T={t}: fused {:.2}x the speed of unfused; new buffers: fused {}, unfused {} \
-                 (one (B, NH, T, T) score matrix is {})",
-                u_ms / f_ms,
-                mib(f_mem),
-                mib(u_mem),
-                mib(scores)
-            );
-        }
+        report(t, "forward", fused, unfused, scores);
+
+        // Backward alone (the fused path given the forward's O and L), then
+        // forward + backward (what a training step runs).
+        let bwd_flops = 2.5 * flops;
+        let bwd_bytes = 4.0 * (9 * bs * nh * t * hs + bs * nh * t) as f64;
+        let (o, l) = attention_fwd(&q, &k, &v, &opts)?;
+        let fused = measure_alloc(b, "bwd fused causal", &dims, bwd_flops, bwd_bytes, || {
+            attention_bwd(&q, &k, &v, &o, &l, &d_o, &opts).map(drop)
+        })?;
+        let unfused_bwd = || -> Result<()> {
+            if per_b {
+                for i in 0..bs {
+                    attention_unfused_bwd(&qs[i], &ks[i], &vs[i], &dos[i], &opts)?;
+                }
+                Ok(())
+            } else {
+                attention_unfused_bwd(&q, &k, &v, &d_o, &opts).map(drop)
+            }
+        };
+        let unfused = measure_alloc(
+            b,
+            &format!("bwd {variant}"),
+            &dims,
+            bwd_flops,
+            bwd_bytes,
+            unfused_bwd,
+        )?;
+        drop((o, l));
+        report(t, "backward", fused, unfused, scores);
+        let fused = measure_alloc(
+            b,
+            "fwd+bwd fused causal",
+            &dims,
+            3.5 * flops,
+            bytes + bwd_bytes,
+            || {
+                let (o, l) = attention_fwd(&q, &k, &v, &opts)?;
+                attention_bwd(&q, &k, &v, &o, &l, &d_o, &opts).map(drop)
+            },
+        )?;
+        let unfused = measure_alloc(
+            b,
+            &format!("fwd+bwd {variant}"),
+            &dims,
+            3.5 * flops,
+            bytes + bwd_bytes,
+            || {
+                if per_b {
+                    for i in 0..bs {
+                        attention_unfused(&qs[i], &ks[i], &vs[i], &opts)?;
+                        attention_unfused_bwd(&qs[i], &ks[i], &vs[i], &dos[i], &opts)?;
+                    }
+                    Ok(())
+                } else {
+                    attention_unfused(&q, &k, &v, &opts)?;
+                    attention_unfused_bwd(&q, &k, &v, &d_o, &opts).map(drop)
+                }
+            },
+        )?;
+        report(t, "forward + backward", fused, unfused, scores);
     }
     Ok(())
+}
+
+/// Prints the speed ratio and the new buffers of a fused / unfused pair.
+fn report(
+    t: usize,
+    what: &str,
+    fused: Option<(f64, u64)>,
+    unfused: Option<(f64, u64)>,
+    scores: u64,
+) {
+    if let (Some((f_ms, f_mem)), Some((u_ms, u_mem))) = (fused, unfused) {
+        println!(
+            "  attention {what} T={t}: fused {:.2}x the speed of unfused; new buffers: fused {}, \
+             unfused {} (one (B, NH, T, T) score matrix is {})",
+            u_ms / f_ms,
+            mib(f_mem),
+            mib(u_mem),
+            mib(scores)
+        );
+    }
 }
 
 /// Times `launch` and returns (median ms, bytes of buffers it newly created,

@@ -1,14 +1,15 @@
 //! Row-wise kernels at GPT-2-like sizes: softmax, layernorm, cross-entropy and
-//! reductions, in GB/s over the bytes each must move at least once. Each one is
-//! followed by a plain copy that moves the same number of bytes (the bandwidth
-//! ceiling on this adapter) and the ratio of the two rates.
+//! reductions, forward and backward (`*_bwd`, at the forward's sizes), in GB/s
+//! over the bytes each must move at least once. Each one is followed by a plain
+//! copy that moves the same number of bytes (the bandwidth ceiling on this
+//! adapter) and the ratio of the two rates.
 
 use crate::harness::{Bench, Record};
 use wgformer::kernels::copy::copy_into;
-use wgformer::kernels::cross_entropy::{cross_entropy, CrossEntropyOptions};
-use wgformer::kernels::layernorm::layernorm;
-use wgformer::kernels::reduce::{reduce, Reduce};
-use wgformer::kernels::softmax::{softmax, SoftmaxOptions};
+use wgformer::kernels::cross_entropy::{cross_entropy, cross_entropy_bwd, CrossEntropyOptions};
+use wgformer::kernels::layernorm::{layernorm, layernorm_bwd};
+use wgformer::kernels::reduce::{reduce, reduce_bwd, Reduce};
+use wgformer::kernels::softmax::{softmax, softmax_bwd, SoftmaxOptions};
 use wgformer::{DType, Result, Tensor};
 
 /// Times a copy of `bytes` bytes (half read, half written) and prints the
@@ -63,6 +64,14 @@ pub fn run(b: &mut Bench) -> Result<()> {
             softmax(&x, &opts).map(drop)
         })?;
         versus_copy(b, r, bytes)?;
+        // Backward: read y and dy, write dx (masked entries are written, not read).
+        let y = softmax(&x, &opts)?;
+        let dy = Tensor::randn(&b.gpu, &[bb, nh, t, t], 1.0, 12)?;
+        let bytes = 12.0 * n as f64;
+        let r = b.measure("softmax_bwd", variant, &shape, 0.0, bytes, || {
+            softmax_bwd(&y, &dy, &opts).map(drop)
+        })?;
+        versus_copy(b, r, bytes)?;
     }
     drop(x);
 
@@ -79,6 +88,19 @@ pub fn run(b: &mut Bench) -> Result<()> {
             0.0,
             bytes,
             || layernorm(&x, &w, &bias, 1e-5).map(drop),
+        )?;
+        versus_copy(b, r, bytes)?;
+        // Backward: read x, dy, mean, rstd, weight; write dx, dweight, dbias.
+        let (_, mean, rstd) = layernorm(&x, &w, &bias, 1e-5)?;
+        let dy = Tensor::randn(&b.gpu, &[rows, c], 1.0, 13)?;
+        let bytes = 4.0 * (3 * rows * c + 2 * rows + 3 * c) as f64;
+        let r = b.measure(
+            "layernorm_bwd",
+            "bwd",
+            &format!("{rows}x{c}"),
+            0.0,
+            bytes,
+            || layernorm_bwd(&x, &w, &mean, &rstd, &dy).map(drop),
         )?;
         versus_copy(b, r, bytes)?;
     }
@@ -106,6 +128,19 @@ pub fn run(b: &mut Bench) -> Result<()> {
             || cross_entropy(&x, &targets, &opts).map(drop),
         )?;
         versus_copy(b, r, bytes)?;
+        // Backward: read the logits, targets, lse and dloss; write dlogits.
+        let lse = cross_entropy(&x, &targets, &opts)?.lse;
+        let dloss = Tensor::full(&b.gpu, &[rows], 1.0 / rows as f32)?;
+        let bytes = 4.0 * (2 * rows * v + 3 * rows) as f64;
+        let r = b.measure(
+            "cross_entropy_bwd",
+            "bwd",
+            &format!("{rows}x{v}"),
+            0.0,
+            bytes,
+            || cross_entropy_bwd(&x, &targets, &lse, &dloss, &opts).map(drop),
+        )?;
+        versus_copy(b, r, bytes)?;
     }
 
     // reductions of (B*T, C) activations: over C (rows), over B*T (columns).
@@ -122,6 +157,26 @@ pub fn run(b: &mut Bench) -> Result<()> {
                 0.0,
                 bytes,
                 || reduce(&x, axis, op).map(drop),
+            )?;
+            versus_copy(b, r, bytes)?;
+        }
+    }
+    // Backward: read dy (and x for max), write dx.
+    for (axis, out) in [(1usize, rows), (0, c)] {
+        let mut out_shape = vec![rows, c];
+        out_shape.remove(axis);
+        let dy = Tensor::randn(&b.gpu, &out_shape, 1.0, 8)?;
+        for (name, op) in [("sum", Reduce::Sum), ("max", Reduce::Max)] {
+            let reads_x = if op == Reduce::Max { 1 } else { 0 };
+            let bytes = 4.0 * ((1 + reads_x) * rows * c + out) as f64;
+            let variant = format!("{name} axis {axis}");
+            let r = b.measure(
+                "reduce_bwd",
+                &variant,
+                &format!("{rows}x{c}"),
+                0.0,
+                bytes,
+                || reduce_bwd(&dy, &[rows, c], axis, op, Some(&x)).map(drop),
             )?;
             versus_copy(b, r, bytes)?;
         }

@@ -30,7 +30,7 @@
 //! be measured and picked per adapter like the GEMM's.
 
 use super::gemm::{gemm, GemmOptions};
-use super::softmax::{softmax, SoftmaxOptions};
+use super::softmax::{softmax, softmax_bwd, SoftmaxOptions};
 use super::{grid_1d, groups, ATTENTION_WGSL, MAX_GROUPS_PER_DIM};
 use crate::error::{Error, Result};
 use crate::gpu::Dispatch;
@@ -429,16 +429,21 @@ pub fn attention_bwd(
     }
     let gpu = q.gpu();
     let nb = d.hs.div_ceil(16);
-    let (rg, kg) = (row_groups(nb), key_groups(nb));
-    let q_tiles = d.tq.div_ceil(BQ * 4 * rg);
-    let k_tiles = d.tk.div_ceil(BQ * 4 * kg);
+    let ev = |n: &str, d: usize| std::env::var(n).ok().and_then(|x| x.parse().ok()).unwrap_or(d); // TEMP
+    let (rg, kg) = (ev("WGF_RG", row_groups(nb)), ev("WGF_KG", key_groups(nb)));
+    let (bq_dq, bq_kv) = (ev("WGF_BQ_DQ", BQ), ev("WGF_BQ_KV", BQ));
+    let q_tiles = d.tq.div_ceil(bq_dq * 4 * rg);
+    let k_tiles = d.tk.div_ceil(bq_kv * 4 * kg);
     let rows = d.b * d.nh * d.tq;
     for (what, n) in [
         ("query tiles", q_tiles),
         ("key tiles", k_tiles),
         ("heads", d.nh),
         ("batch", d.b),
-        ("rows / 64 / 65535", rows.div_ceil(64).div_ceil(MAX_GROUPS_PER_DIM as usize)),
+        (
+            "rows / 64 / 65535",
+            rows.div_ceil(64).div_ceil(MAX_GROUPS_PER_DIM as usize),
+        ),
     ] {
         if n > MAX_GROUPS_PER_DIM as usize {
             return Err(too_many_groups(OP, what, n));
@@ -446,6 +451,7 @@ pub fn attention_bwd(
     }
     let wg_bytes = gpu.limits().max_compute_workgroup_storage_size as usize;
     let (bk, bq) = (keys_per_tile(nb, wg_bytes), rows_per_tile(nb, wg_bytes));
+    let (bk, bq) = (ev("WGF_BK", bk), ev("WGF_BKQ", bq));
     if bk < 4 || bq < 4 {
         return Err(Error::TooLarge {
             what: format!("{OP} with head size {}", d.hs),
@@ -476,44 +482,48 @@ pub fn attention_bwd(
     let mut p = params(&d, opts.scale * std::f32::consts::LOG2_E, opts);
     p.out_scale = opts.scale;
     let vec = (d.hs % 4 == 0) as u8 as f64;
-    gpu.dispatch(&Dispatch {
-        shader: &ATTENTION_WGSL,
-        entry: "attention_bwd_dkdv",
-        constants: &[
-            ("BQ", BQ as f64),
-            ("RG", kg as f64),
-            ("BK", bq as f64),
-            ("NB", nb as f64),
-            ("VEC", vec),
-        ],
-        params: bytemuck::bytes_of(&p),
-        reads: &[q, k, v, mask, d_o, &ld],
-        writes: &[&dk, &dv],
-        workgroups: [k_tiles as u32, d.nh as u32, d.b as u32],
-    })?;
-    gpu.dispatch(&Dispatch {
-        shader: &ATTENTION_WGSL,
-        entry: "attention_bwd_dq",
-        constants: &[
-            ("BQ", BQ as f64),
-            ("RG", rg as f64),
-            ("BK", bk as f64),
-            ("NB", nb as f64),
-            ("VEC", vec),
-        ],
-        params: bytemuck::bytes_of(&p),
-        reads: &[q, k, v, mask, d_o, &ld],
-        writes: &[&dq],
-        workgroups: [q_tiles as u32, d.nh as u32, d.b as u32],
-    })?;
+    let skip = std::env::var("WGF_SKIP").unwrap_or_default(); // TEMP
+    if skip != "dkdv" {
+        gpu.dispatch(&Dispatch {
+            shader: &ATTENTION_WGSL,
+            entry: "attention_bwd_dkdv",
+            constants: &[
+                ("BQ", bq_kv as f64),
+                ("RG", kg as f64),
+                ("BK", bq as f64),
+                ("NB", nb as f64),
+                ("VEC", vec),
+            ],
+            params: bytemuck::bytes_of(&p),
+            reads: &[q, k, v, mask, d_o, &ld],
+            writes: &[&dk, &dv],
+            workgroups: [k_tiles as u32, d.nh as u32, d.b as u32],
+        })?;
+    }
+    if skip != "dq" {
+        gpu.dispatch(&Dispatch {
+            shader: &ATTENTION_WGSL,
+            entry: "attention_bwd_dq",
+            constants: &[
+                ("BQ", bq_dq as f64),
+                ("RG", rg as f64),
+                ("BK", bk as f64),
+                ("NB", nb as f64),
+                ("VEC", vec),
+            ],
+            params: bytemuck::bytes_of(&p),
+            reads: &[q, k, v, mask, d_o, &ld],
+            writes: &[&dq],
+            workgroups: [q_tiles as u32, d.nh as u32, d.b as u32],
+        })?;
+    }
     Ok((dq, dk, dv))
 }
 
 /// Unfused attention backward, the way it is written without a fused kernel:
 /// recomputes S = scale Q K^T with [`gemm`] and P with [`softmax`] (both
 /// (B, NH, Tq, Tk) in memory), then dV = P^T dO, dP = dO V^T (GEMMs),
-/// dS = scale P (dP - rowsum(P dP)) (`attention_softmax_bwd_naive`, in place),
-/// dQ = dS K and dK = dS^T Q (GEMMs). Returns (dQ, dK, dV) for the loss
+/// dS = scale P (dP - rowsum(P dP)) ([`softmax_bwd`]), dQ = dS K and dK = dS^T Q (GEMMs). Returns (dQ, dK, dV) for the loss
 /// gradient `d_o` (B, NH, Tq, HS). The benchmark baseline and a second GPU
 /// oracle of [`attention_bwd`]; like [`attention_unfused`], P must fit one
 /// storage binding ([`Error::TooLarge`] otherwise).
@@ -549,10 +559,6 @@ pub fn attention_unfused_bwd(
             limit_name: "max_storage_buffer_binding_size",
         });
     }
-    let rows = bh * d.tq;
-    if rows.div_ceil(64) > (MAX_GROUPS_PER_DIM as usize).pow(2) {
-        return Err(too_many_groups(OP, "rows / 64 / 65535", rows.div_ceil(64)));
-    }
     let q3 = q.reshape(&[bh, d.tq, d.hs])?;
     let k3 = k.reshape(&[bh, d.tk, d.hs])?;
     let v3 = v.reshape(&[bh, d.tk, d.hs])?;
@@ -584,25 +590,25 @@ pub fn attention_unfused_bwd(
             ..Default::default()
         },
     )?; // P^T dO (B * NH, Tk, HS)
-    let ds = gemm(
+    let dp = gemm(
         &do3,
         &v3,
         &GemmOptions {
             trans_b: true,
             ..Default::default()
         },
-    )?; // dP = dO V^T (B * NH, Tq, Tk), becomes dS in place
-    let mut p = params(&d, opts.scale, opts);
-    p.rows = rows as u32;
-    gpu.dispatch(&Dispatch {
-        shader: &ATTENTION_WGSL,
-        entry: "attention_softmax_bwd_naive",
-        constants: &[],
-        params: bytemuck::bytes_of(&p),
-        reads: &[&probs],
-        writes: &[&ds],
-        workgroups: grid_1d(groups(rows, 64)),
-    })?;
+    )?; // dP = dO V^T (B * NH, Tq, Tk)
+    let ds = softmax_bwd(
+        &probs.reshape(&[d.b, d.nh, d.tq, d.tk])?,
+        &dp.reshape(&[d.b, d.nh, d.tq, d.tk])?,
+        &SoftmaxOptions {
+            scale: opts.scale,
+            causal: opts.causal,
+            key_mask: opts.key_mask,
+        },
+    )?
+    .reshape(&[bh, d.tq, d.tk])?; // dS = scale P (dP - rowsum(P dP)) (B * NH, Tq, Tk)
+    drop(dp);
     drop(probs);
     let dq = gemm(&ds, &k3, &GemmOptions::default())?; // dS K (B * NH, Tq, HS)
     let dk = gemm(

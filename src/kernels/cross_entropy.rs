@@ -17,6 +17,13 @@
 //!   error for an out-of-range id before anything runs.
 //! - lse is written for every row (ignored ones too); the backward pass
 //!   recomputes p = exp(x - lse) from it.
+//!
+//! Backward ([`cross_entropy_bwd`]), with dloss (...) the upstream gradient of
+//! each row's loss (for a mean loss: 1 / sum(valid) in every row):
+//!   dlogits[r, v] = dloss[r] * (p[r, v] - q[r, v]),  p = exp(x - lse),
+//!   q = (1 - eps) * onehot(t) + eps / V   (the smoothed target).
+//! An ignored row gets zeros whatever its dloss; a row whose target is >= V (and
+//! not the ignore index) gets NaN in every entry, as its forward loss is NaN.
 
 use super::reduce::row_plan;
 use super::CROSS_ENTROPY_WGSL;
@@ -55,43 +62,38 @@ struct Params {
     _pad: [u32; 3],
 }
 
-/// Cross-entropy of `logits` (..., V) against u32 `targets` (...); see the
-/// module docs for the exact formula and the handling of bad targets.
-pub fn cross_entropy(
+/// Checks the logits (..., V), the targets (...) and the options; returns
+/// (rows, V) and the kernels' params.
+fn layout(
+    op: &'static str,
     logits: &Tensor,
     targets: &Tensor,
     opts: &CrossEntropyOptions,
-) -> Result<CrossEntropyOutput> {
-    const OP: &str = "cross_entropy";
-    logits.expect_dtype(OP, "logits", DType::F32)?;
-    targets.expect_dtype(OP, "targets", DType::U32)?;
+) -> Result<(usize, usize, Params)> {
+    logits.expect_dtype(op, "logits", DType::F32)?;
+    targets.expect_dtype(op, "targets", DType::U32)?;
     if logits.rank() == 0 {
-        return Err(Error::shape(OP, "logits are a scalar; expected (N, V)"));
+        return Err(Error::shape(op, "logits are a scalar; expected (N, V)"));
     }
     let v = logits.dim(-1);
     if v == 0 {
-        return Err(Error::shape(OP, "logits have V = 0 classes"));
+        return Err(Error::shape(op, "logits have V = 0 classes"));
     }
-    targets.expect_shape(OP, "targets", &logits.shape()[..logits.rank() - 1])?;
+    targets.expect_shape(op, "targets", &logits.shape()[..logits.rank() - 1])?;
     let eps = opts.label_smoothing;
     if !(0.0..=1.0).contains(&eps) {
         return Err(Error::invalid(
-            OP,
+            op,
             format!("label_smoothing must be in [0, 1], got {eps}"),
         ));
     }
     if logits.numel() > u32::MAX as usize {
         return Err(Error::invalid(
-            OP,
+            op,
             format!("logits of shape {:?} are too large", logits.shape()),
         ));
     }
     let rows = targets.numel();
-    let gpu = logits.gpu();
-    let loss = Tensor::empty(gpu, targets.shape(), DType::F32)?;
-    let lse = Tensor::empty(gpu, targets.shape(), DType::F32)?;
-    let valid = Tensor::empty(gpu, targets.shape(), DType::F32)?;
-    let plan = row_plan(gpu, rows, v);
     let p = Params {
         rows: rows as u32,
         cols: v as u32,
@@ -100,6 +102,22 @@ pub fn cross_entropy(
         smoothing: eps,
         _pad: [0; 3],
     };
+    Ok((rows, v, p))
+}
+
+/// Cross-entropy of `logits` (..., V) against u32 `targets` (...); see the
+/// module docs for the exact formula and the handling of bad targets.
+pub fn cross_entropy(
+    logits: &Tensor,
+    targets: &Tensor,
+    opts: &CrossEntropyOptions,
+) -> Result<CrossEntropyOutput> {
+    let (rows, v, p) = layout("cross_entropy", logits, targets, opts)?;
+    let gpu = logits.gpu();
+    let loss = Tensor::empty(gpu, targets.shape(), DType::F32)?;
+    let lse = Tensor::empty(gpu, targets.shape(), DType::F32)?;
+    let valid = Tensor::empty(gpu, targets.shape(), DType::F32)?;
+    let plan = row_plan(gpu, rows, v);
     gpu.dispatch(&Dispatch {
         shader: &CROSS_ENTROPY_WGSL,
         entry: if v.is_multiple_of(4) {
@@ -143,4 +161,41 @@ pub fn cross_entropy_checked(
     }
     let targets = Tensor::from_u32(logits.gpu(), targets, target_shape)?;
     cross_entropy(logits, &targets, opts)
+}
+
+/// Backward of [`cross_entropy`]: from the `logits` (..., V), the `targets`
+/// (...), the forward's `lse` and the upstream gradient `dloss` of each row's
+/// loss (both of the targets' shape, f32), returns dlogits of the logits' shape;
+/// see the module docs for the formula, ignored rows and bad targets. `opts`
+/// must be the forward's.
+pub fn cross_entropy_bwd(
+    logits: &Tensor,
+    targets: &Tensor,
+    lse: &Tensor,
+    dloss: &Tensor,
+    opts: &CrossEntropyOptions,
+) -> Result<Tensor> {
+    const OP: &str = "cross_entropy_bwd";
+    let (rows, v, p) = layout(OP, logits, targets, opts)?;
+    lse.expect_dtype(OP, "lse", DType::F32)?;
+    lse.expect_shape(OP, "lse (the targets' shape)", targets.shape())?;
+    dloss.expect_dtype(OP, "dloss", DType::F32)?;
+    dloss.expect_shape(OP, "dloss (the targets' shape)", targets.shape())?;
+    let gpu = logits.gpu();
+    let dlogits = Tensor::empty(gpu, logits.shape(), DType::F32)?;
+    let plan = row_plan(gpu, rows, v);
+    gpu.dispatch(&Dispatch {
+        shader: &CROSS_ENTROPY_WGSL,
+        entry: if v.is_multiple_of(4) {
+            "cross_entropy_bwd_vec4"
+        } else {
+            "cross_entropy_bwd_any"
+        },
+        constants: &plan.constants()[..1],
+        params: bytemuck::bytes_of(&p),
+        reads: &[logits, logits, targets, lse, dloss],
+        writes: &[&dlogits],
+        workgroups: plan.workgroups,
+    })?;
+    Ok(dlogits)
 }

@@ -7,8 +7,15 @@
 //! rank-1 x). Sum over an empty axis is 0, mean NaN (as in PyTorch); max over an
 //! empty axis is an error. Accumulation is in f32 (per-thread partials, then a
 //! tree), so a sum of n values carries an error of about sqrt(n) ulps.
+//!
+//! Backward ([`reduce_bwd`]): dy has the forward output's shape (outer, inner);
+//! dx has x's shape with dx[o, r, i] = dy[o, i] for sum ([`broadcast_along`]),
+//! dy[o, i] / R for mean, and for max dy[o, i] at the FIRST r where x[o, r, i]
+//! attains the maximum (ties go to the lowest r; no split between them) and 0
+//! at every other r. Max is recomputed from x, so the forward's output is not
+//! needed; with NaN in x the routing is unspecified.
 
-use super::{grid_1d, groups, REDUCE_WGSL};
+use super::{grid_1d, groups, MAX_GROUPS_PER_DIM, REDUCE_WGSL};
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu};
 use crate::tensor::{DType, Tensor};
@@ -288,6 +295,186 @@ fn reduce_cols(
     Ok(())
 }
 
-fn cores() -> usize {
+/// Logical CPU cores of this machine (a CPU adapter's parallelism).
+pub(crate) fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Backward of [`reduce`]: the gradient of x (shape `x_shape`, reduced over
+/// `axis` with `op`) from `dy`, the upstream gradient of the forward output
+/// (x_shape without `axis`). `x` is the forward's input and is needed for
+/// [`Reduce::Max`] only (an error without it); for sum and mean it is ignored.
+/// See the module docs for the exact routing of max.
+pub fn reduce_bwd(
+    dy: &Tensor,
+    x_shape: &[usize],
+    axis: usize,
+    op: Reduce,
+    x: Option<&Tensor>,
+) -> Result<Tensor> {
+    const OP: &str = "reduce_bwd";
+    dy.expect_dtype(OP, "dy", DType::F32)?;
+    if axis >= x_shape.len() {
+        return Err(Error::invalid(
+            OP,
+            format!("axis {axis} is out of range for x of shape {x_shape:?}"),
+        ));
+    }
+    let mut out_shape = x_shape.to_vec();
+    out_shape.remove(axis);
+    dy.expect_shape(OP, "dy (x's shape without the reduced axis)", &out_shape)?;
+    let x = match (op, x) {
+        (Reduce::Max, None) => {
+            return Err(Error::invalid(
+                OP,
+                "the backward of max needs the forward's input x (to find the argmax)",
+            ))
+        }
+        (Reduce::Max, Some(x)) => {
+            x.expect_dtype(OP, "x", DType::F32)?;
+            x.expect_shape(OP, "x", x_shape)?;
+            Some(x)
+        }
+        _ => None,
+    };
+    let n = x_shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&n| n <= u32::MAX as usize)
+        .ok_or_else(|| Error::invalid(OP, format!("x of shape {x_shape:?} is too large")))?;
+    let gpu = dy.gpu();
+    let dx = Tensor::empty(gpu, x_shape, DType::F32)?;
+    if n == 0 {
+        return Ok(dx);
+    }
+    let outer: usize = x_shape[..axis].iter().product();
+    let r_len = x_shape[axis];
+    let inner: usize = x_shape[axis + 1..].iter().product();
+    let op_id = match op {
+        Reduce::Sum => OP_SUM,
+        Reduce::Mean => OP_MEAN,
+        Reduce::Max => OP_MAX,
+    };
+    let inv_r = 1.0 / r_len as f32;
+    if inner == 1 {
+        let plan = row_plan(gpu, outer, r_len);
+        let p = Params {
+            outer: outer as u32,
+            r_len: r_len as u32,
+            inner: 1,
+            tiles: 1,
+            chunks: 1,
+            r_chunk: r_len as u32,
+            inv_r,
+            _pad: 0,
+        };
+        return gpu
+            .dispatch(&Dispatch {
+                shader: &REDUCE_WGSL,
+                entry: if r_len.is_multiple_of(4) {
+                    "reduce_bwd_rows_vec4"
+                } else {
+                    "reduce_bwd_rows_scalar"
+                },
+                constants: &[("OP", op_id), ("TPR_LOG2", plan.tpr_log2 as f64)],
+                params: bytemuck::bytes_of(&p),
+                // For sum and mean the x binding holds dy again.
+                reads: &[x.unwrap_or(dy), dy],
+                writes: &[&dx],
+                workgroups: plan.workgroups,
+            })
+            .map(|()| dx);
+    }
+
+    // Columns: a thread per CPT neighbouring columns and chunk of R.
+    let vec4 = inner.is_multiple_of(4);
+    let cols = if vec4 { inner / 4 } else { inner };
+    let cpt = if cpu_plan(gpu) && vec4 { 4 } else { 1 };
+    let tiles = cols.div_ceil(ROW_WG * cpt);
+    let wanted_groups = if cpu_plan(gpu) { 4 * cores() } else { 256 };
+    let base_groups = outer * tiles;
+    let mut chunks = 1;
+    if base_groups < wanted_groups {
+        chunks = wanted_groups.div_ceil(base_groups).min(r_len.div_ceil(64));
+    }
+    let r_chunk = r_len.div_ceil(chunks);
+    let chunks = r_len.div_ceil(r_chunk);
+    let groups_total = base_groups * chunks;
+    if groups_total > (MAX_GROUPS_PER_DIM as usize).pow(2) {
+        return Err(Error::invalid(
+            OP,
+            format!("x of shape {x_shape:?} is too large"),
+        ));
+    }
+    let p = Params {
+        outer: outer as u32,
+        r_len: r_len as u32,
+        inner: cols as u32,
+        tiles: tiles as u32,
+        chunks: chunks as u32,
+        r_chunk: r_chunk as u32,
+        inv_r,
+        _pad: 0,
+    };
+    let constants = [("OP", op_id), ("CPT", cpt as f64)];
+    let suffix = |name: &'static str| -> &'static str {
+        match (name, vec4) {
+            ("cols", true) => "reduce_bwd_cols_vec4",
+            ("cols", false) => "reduce_bwd_cols_scalar",
+            (_, true) => "reduce_bwd_argmax_vec4",
+            (_, false) => "reduce_bwd_argmax_scalar",
+        }
+    };
+    let arg = match x {
+        Some(x) => {
+            let idx = Tensor::empty(gpu, &[outer, chunks, inner], DType::U32)?;
+            let val = Tensor::empty(gpu, &[outer, chunks, inner], DType::F32)?;
+            gpu.dispatch(&Dispatch {
+                shader: &REDUCE_WGSL,
+                entry: suffix("argmax"),
+                constants: &constants,
+                params: bytemuck::bytes_of(&p),
+                reads: &[x],
+                writes: &[&val, &idx],
+                workgroups: grid_1d(groups_total as u32),
+            })?;
+            if chunks == 1 {
+                Some(idx)
+            } else {
+                let arg = Tensor::empty(gpu, &[outer, inner], DType::U32)?;
+                let pm = Params {
+                    inner: inner as u32,
+                    ..p
+                };
+                gpu.dispatch(&Dispatch {
+                    shader: &REDUCE_WGSL,
+                    entry: "reduce_bwd_argmax_merge",
+                    constants: &[],
+                    params: bytemuck::bytes_of(&pm),
+                    reads: &[&val, &idx],
+                    writes: &[&arg],
+                    workgroups: grid_1d(groups(outer * inner, ROW_WG)),
+                })?;
+                Some(arg)
+            }
+        }
+        None => None,
+    };
+    gpu.dispatch(&Dispatch {
+        shader: &REDUCE_WGSL,
+        entry: suffix("cols"),
+        constants: &constants,
+        params: bytemuck::bytes_of(&p),
+        // For sum and mean the arg binding holds dy again.
+        reads: &[arg.as_ref().unwrap_or(dy), dy],
+        writes: &[&dx],
+        workgroups: grid_1d(groups_total as u32),
+    })?;
+    Ok(dx)
+}
+
+/// `dy` (x_shape without `axis`) repeated along `axis`: out[o, r, i] = dy[o, i],
+/// of shape `shape`. The backward of a sum, and a broadcast in its own right.
+pub fn broadcast_along(dy: &Tensor, shape: &[usize], axis: usize) -> Result<Tensor> {
+    reduce_bwd(dy, shape, axis, Reduce::Sum, None)
 }

@@ -11,7 +11,8 @@
 //!
 //!   Masked entries output 0, and the softmax runs over the kept entries only.
 //! - A row with no kept entry (fully masked) outputs all zeros, not NaN.
-//! - The backward pass needs only y (dx = y * (dy - sum(dy * y)) * scale).
+//! - [`softmax_bwd`] needs only y and the same options:
+//!   dx = scale * y * (dy - sum(dy * y)) per row.
 
 use super::reduce::row_plan;
 use super::SOFTMAX_WGSL;
@@ -53,20 +54,25 @@ struct Params {
     _pad1: u32,
 }
 
-/// Softmax of `scale * x` over the last axis, with optional masks (see the
-/// module docs). Returns a new tensor of x's shape.
-pub fn softmax(x: &Tensor, opts: &SoftmaxOptions) -> Result<Tensor> {
-    const OP: &str = "softmax";
-    x.expect_dtype(OP, "x", DType::F32)?;
+/// Checked launch geometry of a softmax (forward or backward) over `x`.
+struct Layout {
+    rows: usize,
+    cols: usize,
+    p: Params,
+}
+
+/// Checks x (f32, rank >= 1) and the options against x's shape.
+fn layout(op: &'static str, x: &Tensor, opts: &SoftmaxOptions) -> Result<Layout> {
+    x.expect_dtype(op, "x", DType::F32)?;
     if x.rank() == 0 {
         return Err(Error::shape(
-            OP,
+            op,
             "x is a scalar; softmax needs at least one axis",
         ));
     }
     if !opts.scale.is_finite() {
         return Err(Error::invalid(
-            OP,
+            op,
             format!("scale must be finite, got {}", opts.scale),
         ));
     }
@@ -77,7 +83,7 @@ pub fn softmax(x: &Tensor, opts: &SoftmaxOptions) -> Result<Tensor> {
     if masked {
         if x.rank() != 4 {
             return Err(Error::shape(
-                OP,
+                op,
                 format!(
                     "masks need attention scores (B, NH, Tq, Tk), got x of shape {:?}",
                     x.shape()
@@ -86,8 +92,8 @@ pub fn softmax(x: &Tensor, opts: &SoftmaxOptions) -> Result<Tensor> {
         }
         let (b, nh, q, k) = (x.dim(0), x.dim(1), x.dim(2), x.dim(3));
         if let Some(m) = opts.key_mask {
-            m.expect_dtype(OP, "key_mask", DType::F32)?;
-            m.expect_shape(OP, "key_mask (B, Tk)", &[b, k])?;
+            m.expect_dtype(op, "key_mask", DType::F32)?;
+            m.expect_shape(op, "key_mask (B, Tk)", &[b, k])?;
         }
         tq = q.max(1);
         nh_tq = (nh * q).max(1);
@@ -95,13 +101,10 @@ pub fn softmax(x: &Tensor, opts: &SoftmaxOptions) -> Result<Tensor> {
     }
     if x.numel() > u32::MAX as usize || diag.unsigned_abs() > i32::MAX as u64 {
         return Err(Error::invalid(
-            OP,
+            op,
             format!("x of shape {:?} is too large", x.shape()),
         ));
     }
-    let y = Tensor::empty(x.gpu(), x.shape(), DType::F32)?;
-    let plan = row_plan(x.gpu(), rows, cols);
-    let [tpr, items] = plan.constants();
     let p = Params {
         rows: rows as u32,
         cols: cols as u32,
@@ -112,9 +115,19 @@ pub fn softmax(x: &Tensor, opts: &SoftmaxOptions) -> Result<Tensor> {
         _pad0: 0,
         _pad1: 0,
     };
+    Ok(Layout { rows, cols, p })
+}
+
+/// Softmax of `scale * x` over the last axis, with optional masks (see the
+/// module docs). Returns a new tensor of x's shape.
+pub fn softmax(x: &Tensor, opts: &SoftmaxOptions) -> Result<Tensor> {
+    let l = layout("softmax", x, opts)?;
+    let y = Tensor::empty(x.gpu(), x.shape(), DType::F32)?;
+    let plan = row_plan(x.gpu(), l.rows, l.cols);
+    let [tpr, items] = plan.constants();
     x.gpu().dispatch(&Dispatch {
         shader: &SOFTMAX_WGSL,
-        entry: if cols.is_multiple_of(4) {
+        entry: if l.cols.is_multiple_of(4) {
             "softmax_fwd_vec4"
         } else {
             "softmax_fwd_scalar"
@@ -125,11 +138,47 @@ pub fn softmax(x: &Tensor, opts: &SoftmaxOptions) -> Result<Tensor> {
             ("CAUSAL", opts.causal as u8 as f64),
             ("KEY_MASK", opts.key_mask.is_some() as u8 as f64),
         ],
-        params: bytemuck::bytes_of(&p),
+        params: bytemuck::bytes_of(&l.p),
         // An unused key_mask binding holds x again.
         reads: &[x, opts.key_mask.unwrap_or(x)],
         writes: &[&y],
         workgroups: plan.workgroups,
     })?;
     Ok(y)
+}
+
+/// Backward of [`softmax`]: from the forward's output `y` and the upstream
+/// gradient `dy` (both of x's shape, f32) and the forward's options, returns
+/// `dx = scale * y * (dy - sum_j(dy_j * y_j))` per row (the sum over the row's
+/// kept columns). Masked columns get exactly 0 without being read (their y is 0
+/// anyway); a fully masked row gets zeros. The options are checked against y's
+/// shape as in the forward.
+pub fn softmax_bwd(y: &Tensor, dy: &Tensor, opts: &SoftmaxOptions) -> Result<Tensor> {
+    const OP: &str = "softmax_bwd";
+    let l = layout(OP, y, opts)?;
+    dy.expect_dtype(OP, "dy", DType::F32)?;
+    dy.expect_shape(OP, "dy (the shape of y)", y.shape())?;
+    let dx = Tensor::empty(y.gpu(), y.shape(), DType::F32)?;
+    let plan = row_plan(y.gpu(), l.rows, l.cols);
+    let [tpr, items] = plan.constants();
+    y.gpu().dispatch(&Dispatch {
+        shader: &SOFTMAX_WGSL,
+        entry: if l.cols.is_multiple_of(4) {
+            "softmax_bwd_vec4"
+        } else {
+            "softmax_bwd_scalar"
+        },
+        constants: &[
+            tpr,
+            items,
+            ("CAUSAL", opts.causal as u8 as f64),
+            ("KEY_MASK", opts.key_mask.is_some() as u8 as f64),
+        ],
+        params: bytemuck::bytes_of(&l.p),
+        // An unused key_mask binding holds y again.
+        reads: &[y, dy, opts.key_mask.unwrap_or(y)],
+        writes: &[&dx],
+        workgroups: plan.workgroups,
+    })?;
+    Ok(dx)
 }

@@ -1,6 +1,6 @@
 //! CPU spec of cross-entropy over V classes fused with its log-softmax, with
-//! label smoothing and an ignore index (`kernels::cross_entropy` is tested
-//! against it).
+//! label smoothing and an ignore index, and of its backward
+//! (`kernels::cross_entropy` is tested against both).
 
 /// Per-row loss and log-sum-exp of `logits` (N, V) against `targets` (N):
 ///   lse  = ln(sum_v exp(logits[v]))
@@ -40,4 +40,43 @@ pub fn cross_entropy(
         };
     }
     (loss, lse)
+}
+
+/// Backward of [`cross_entropy`] from `logits` (N, V), `targets` (N), the saved
+/// `lse` (N) and the upstream gradient `dloss` (N) of each row's loss:
+///   dlogits[r, v] = dloss[r] * (exp(logits[r, v] - lse[r]) - q[r, v]),
+///   q = (1 - eps) * [v == t] + eps / V.
+/// A row whose target equals `ignore_index` is all 0; a target >= V (not
+/// ignored) makes its row all NaN. Returns dlogits (N, V).
+pub fn cross_entropy_bwd(
+    logits: &[f32],
+    v: usize,
+    targets: &[u32],
+    lse: &[f32],
+    dloss: &[f32],
+    label_smoothing: f32,
+    ignore_index: Option<u32>,
+) -> Vec<f64> {
+    let n = targets.len();
+    assert_eq!(logits.len(), n * v, "logits are (N, V)");
+    assert_eq!(lse.len(), n, "lse is (N)");
+    assert_eq!(dloss.len(), n, "dloss is (N)");
+    let eps = label_smoothing as f64;
+    let mut d = vec![0.0f64; n * v];
+    for r in 0..n {
+        let t = targets[r];
+        if Some(t) == ignore_index {
+            continue;
+        }
+        for j in 0..v {
+            d[r * v + j] = if t as usize >= v {
+                f64::NAN
+            } else {
+                let p = (logits[r * v + j] as f64 - lse[r] as f64).exp();
+                let q = eps / v as f64 + if j == t as usize { 1.0 - eps } else { 0.0 };
+                dloss[r] as f64 * (p - q)
+            };
+        }
+    }
+    d
 }
