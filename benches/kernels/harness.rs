@@ -113,6 +113,37 @@ impl Bench {
         Ok(Some(record))
     }
 
+    /// Records a time measured elsewhere (whole steps on the wall clock).
+    pub fn record_wall(
+        &mut self,
+        kernel: &str,
+        variant: &str,
+        shape: &str,
+        ms: f64,
+        flops: f64,
+        bytes: f64,
+    ) -> Record {
+        let rate = |x: f64| if x > 0.0 { x / (ms * 1e-3) / 1e9 } else { 0.0 };
+        let record = Record {
+            kernel: kernel.into(),
+            variant: variant.into(),
+            shape: shape.into(),
+            median_ms: ms,
+            gflops: rate(flops),
+            gbps: rate(bytes),
+            samples: 1,
+            launches_per_sample: 1,
+            timer: "wall-clock",
+            adapter: self.gpu.adapter_name(),
+        };
+        println!(
+            "{:<22} {:<18} {:<28} {:>10.3} ms {:>9.2} GFLOP/s",
+            kernel, variant, shape, ms, record.gflops
+        );
+        self.records.push(record.clone());
+        record
+    }
+
     /// Median time of a previously measured entry (for ratios in the summary).
     pub fn median_of(&self, kernel: &str, variant: &str, shape: &str) -> Option<f64> {
         self.records

@@ -1,0 +1,109 @@
+//! One GPT training step (AdamW, loss read back) timed whole and broken down by
+//! kernel with per-dispatch GPU timestamps; dispatches and submits per step.
+//! Config of the performance issue: L=4, C=256, NH=4, T=256, B=8, V=256.
+
+use crate::harness::Bench;
+use std::collections::BTreeMap;
+use std::time::Instant;
+use wgformer::autograd::Tape;
+use wgformer::kernels::cross_entropy::CrossEntropyOptions;
+use wgformer::nn::{Gpt, GptConfig};
+use wgformer::optim::{Optimizer, OptimizerKind};
+use wgformer::{Result, Tensor};
+
+pub fn run(b: &mut Bench) -> Result<()> {
+    let (batch, seq) = (8, 256);
+    let config = GptConfig {
+        vocab_size: 256,
+        n_positions: seq,
+        n_embd: 256,
+        n_layer: 4,
+        n_head: 4,
+        layer_norm_epsilon: 1e-5,
+    };
+    let name = format!(
+        "L{} C{} NH{} T{seq} B{batch} V{}",
+        config.n_layer, config.n_embd, config.n_head, config.vocab_size
+    );
+    if let Some(f) = &b.filter {
+        if !format!("train_step/gpt/{name}").contains(f.as_str()) {
+            return Ok(());
+        }
+    }
+    let gpu = b.gpu.clone();
+    let model = Gpt::new(&gpu, config, 1)?;
+    let mut opt = Optimizer::new(&gpu, model.params(), OptimizerKind::gpt_adamw(), Some(1.0))?;
+    let mut rng = wgformer::rng::SplitMix64::new(7);
+    let tokens: Vec<u32> = (0..batch * (seq + 1))
+        .map(|_| (rng.next_u64() % 256) as u32)
+        .collect();
+    let inputs: Vec<u32> = (0..batch)
+        .flat_map(|r| tokens[r * (seq + 1)..][..seq].to_vec())
+        .collect();
+    let targets: Vec<u32> = (0..batch)
+        .flat_map(|r| tokens[r * (seq + 1) + 1..][..seq].to_vec())
+        .collect();
+    let ids = Tensor::from_u32(&gpu, &inputs, &[batch, seq])?;
+    // Returns the loss and the CPU seconds spent encoding (before the readback).
+    let mut step = || -> Result<(f32, f64)> {
+        let t0 = Instant::now();
+        let tape = Tape::new(&gpu);
+        let logits = model.forward(&tape, &ids)?;
+        let loss = tape.cross_entropy(&logits, &targets, &CrossEntropyOptions::default())?;
+        tape.backward(&loss)?;
+        opt.step(1e-3, 1)?;
+        let encode_s = t0.elapsed().as_secs_f64();
+        Ok((loss.value().to_vec()?[0], encode_s))
+    };
+    step()?; // warm-up: pipelines, pool
+    let steps = 3;
+    let before = gpu.counters().snapshot();
+    let t0 = Instant::now();
+    let mut encode_s = 0.0;
+    for _ in 0..steps {
+        encode_s += step()?.1;
+    }
+    let step_ms = t0.elapsed().as_secs_f64() * 1e3 / steps as f64;
+    let encode_ms = encode_s * 1e3 / steps as f64;
+    let d = gpu.counters().snapshot() - before;
+    let tokens_per_step = (batch * seq) as f64;
+    let flops = config.train_flops_per_token(seq) * tokens_per_step;
+    let record = b.record_wall("train_step", "gpt", &name, step_ms, flops, 0.0);
+    println!(
+        "train_step: {:.0} tokens/s, {:.2} model GFLOP/s, encoding {encode_ms:.1} ms ({:.1}% of the step), \
+         {} dispatches, {} submits, {} new buffers per step",
+        tokens_per_step / (step_ms / 1e3),
+        record.gflops,
+        100.0 * encode_ms / step_ms,
+        d.dispatches / steps as u64,
+        d.submits / steps as u64,
+        d.buffers_created / steps as u64,
+    );
+
+    // One more step with every dispatch timed on its own.
+    if gpu.features().timestamp_query {
+        gpu.profile_begin()?;
+        step()?;
+        let times = gpu.profile_end()?;
+        let mut by_entry: BTreeMap<&str, (usize, f64)> = BTreeMap::new();
+        for t in &times {
+            let e = by_entry.entry(t.entry).or_default();
+            e.0 += 1;
+            e.1 += t.ms;
+        }
+        let total: f64 = times.iter().map(|t| t.ms).sum();
+        let mut rows: Vec<_> = by_entry.into_iter().collect();
+        rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+        println!(
+            "  per-kernel GPU time of one step ({} dispatches, {total:.1} ms summed):",
+            times.len()
+        );
+        for (entry, (count, ms)) in rows {
+            println!(
+                "    {entry:<36} {count:>4} x  {ms:>9.2} ms  {:>5.1}%",
+                100.0 * ms / total
+            );
+        }
+    }
+    Ok(())
+}
