@@ -143,12 +143,4 @@ impl Bench {
         self.records.push(record.clone());
         record
     }
-
-    /// Median time of a previously measured entry (for ratios in the summary).
-    pub fn median_of(&self, kernel: &str, variant: &str, shape: &str) -> Option<f64> {
-        self.records
-            .iter()
-            .find(|r| r.kernel == kernel && r.variant == variant && r.shape == shape)
-            .map(|r| r.median_ms)
-    }
 }
