@@ -335,8 +335,8 @@ fn row_arg(lid: u32, lane: u32, a_in: Arg) -> Arg {
     return Arg(f.x, bitcast<u32>(f.y));
 }
 
-// What every dx value of a row (or column) is made of: the value and, for max,
-// where it goes.
+// The value dy sends to each r of its row (or column): dy, or dy / R for a
+// mean; max sends it to one r only (the callers pick it).
 fn bwd_value(dy: f32) -> f32 {
     if (OP == 1u) {
         return dy * p.inv_r;
@@ -440,7 +440,7 @@ fn reduce_bwd_cols_vec4(@builtin(workgroup_id) wid: vec3<u32>,
     var at: array<vec4<u32>, 4>;
     for (var q = 0u; q < CPT; q++) {
         let col = min(c.col + q, p.inner - 1u);
-        v[q] = vec4<f32>(bwd_value(1.0)) * cdy4[c.o * p.inner + col];
+        v[q] = cdy4[c.o * p.inner + col] * bwd_value(1.0);
         if (OP == OP_MAX) {
             at[q] = carg4[c.o * p.inner + col];
         }

@@ -24,6 +24,34 @@ enum Command {
     /// Run every kernel on this GPU against the CPU reference and time the GEMM
     /// (the default when no command is given).
     Check,
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Time GPT training steps on random tokens (AdamW, loss read back every step).
+    Train(TrainBench),
+}
+
+#[derive(clap::Args)]
+struct TrainBench {
+    #[arg(long, default_value_t = 4)]
+    layers: usize,
+    #[arg(long, default_value_t = 256)]
+    d_model: usize,
+    #[arg(long, default_value_t = 4)]
+    heads: usize,
+    #[arg(long, default_value_t = 256)]
+    seq: usize,
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    #[arg(long, default_value_t = 256)]
+    vocab: usize,
+    /// Timed steps (one more runs first as warm-up).
+    #[arg(long, default_value_t = 6)]
+    steps: usize,
 }
 
 fn main() -> ExitCode {
@@ -31,6 +59,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Check) {
         Command::Info => wgformer::Gpu::new().map(|gpu| println!("{}", gpu.describe())),
+        Command::Bench(BenchCommand::Train(args)) => {
+            wgformer::Gpu::new().and_then(|gpu| bench_train(&gpu, &args))
+        }
         Command::Check => wgformer::Gpu::new().and_then(|gpu| {
             println!("{}\n", gpu.describe());
             let report = wgformer::selfcheck::run(&gpu, &mut |line| println!("{line}"))?;
@@ -57,4 +88,65 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn bench_train(gpu: &wgformer::Gpu, a: &TrainBench) -> wgformer::Result<()> {
+    use wgformer::autograd::Tape;
+    use wgformer::kernels::cross_entropy::CrossEntropyOptions;
+    use wgformer::nn::{Gpt, GptConfig};
+    use wgformer::optim::{Optimizer, OptimizerKind};
+    let config = GptConfig {
+        vocab_size: a.vocab,
+        n_positions: a.seq,
+        n_embd: a.d_model,
+        n_layer: a.layers,
+        n_head: a.heads,
+        layer_norm_epsilon: 1e-5,
+    };
+    println!("adapter: {}", gpu.adapter_name());
+    println!(
+        "GPT L={} C={} NH={} T={} B={} V={}: {} parameters, {:.1} MFLOP per token (training)",
+        a.layers,
+        a.d_model,
+        a.heads,
+        a.seq,
+        a.batch,
+        a.vocab,
+        config.param_count(),
+        config.train_flops_per_token(a.seq) / 1e6
+    );
+    let model = Gpt::new(gpu, config, 1)?;
+    let mut opt = Optimizer::new(gpu, model.params(), OptimizerKind::gpt_adamw(), Some(1.0))?;
+    let mut rng = wgformer::rng::SplitMix64::new(1);
+    let mut tokens = |n: usize| -> Vec<u32> {
+        (0..n)
+            .map(|_| (rng.next_u64() % a.vocab as u64) as u32)
+            .collect()
+    };
+    let n = a.batch * a.seq;
+    let mut step = |i: usize| -> wgformer::Result<f32> {
+        let ids = wgformer::Tensor::from_u32(gpu, &tokens(n), &[a.batch, a.seq])?;
+        let targets = tokens(n);
+        let tape = Tape::new(gpu);
+        let logits = model.forward(&tape, &ids)?;
+        let loss = tape.cross_entropy(&logits, &targets, &CrossEntropyOptions::default())?;
+        tape.backward(&loss)?;
+        opt.step(1e-3, 1)?;
+        let value = loss.value().to_vec()?[0];
+        eprintln!("step {i}: loss {value:.4}");
+        Ok(value)
+    };
+    step(0)?; // warm-up: pipelines and the buffer pool
+    let t0 = std::time::Instant::now();
+    for i in 1..=a.steps {
+        step(i)?;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let tokens_per_s = (a.steps * n) as f64 / secs;
+    let gflops = tokens_per_s * config.train_flops_per_token(a.seq) / 1e9;
+    println!(
+        "{tokens_per_s:.0} tokens/s, {gflops:.2} model GFLOP/s, {:.0} ms per step",
+        secs * 1e3 / a.steps as f64
+    );
+    Ok(())
 }

@@ -275,7 +275,8 @@ fn check_bwd(shape: &[usize], x: &[f32], opts: &SoftmaxOptions, mask: Option<&[f
 
 #[test]
 fn bwd_rows_of_every_length_few_and_many() {
-    for cols in [1usize, 4, 7, 63, 64, 65, 127, 129, 256, 4099] {
+    // 64 and 4096 take the vec4 variant, the others the scalar one.
+    for cols in [1usize, 7, 63, 64, 65, 127, 129, 4099] {
         for rows in [3usize, 1100] {
             if rows * cols > 1_000_000 {
                 continue;
