@@ -9,7 +9,6 @@ use common::*;
 use wgformer::kernels::cross_entropy::{
     cross_entropy, cross_entropy_bwd, cross_entropy_checked, CrossEntropyOptions,
 };
-use wgformer::kernels::reduce::ROW_PLAN_ENV;
 use wgformer::reference::cross_entropy::{
     cross_entropy as ce_ref, cross_entropy_bwd as ce_bwd_ref,
 };
@@ -445,29 +444,10 @@ fn bwd_bad_input_is_an_error() {
     assert_eq!(d.shape(), &[0, 10]);
 }
 
-/// Runs `tests` of this binary again in a child process with the other row plan
-/// (`WGFORMER_ROW_PLAN`: on a CPU adapter the GPU plan's trees in workgroup
-/// memory, on a GPU the barrier-free thread-per-row plan), so that one adapter
-/// covers both.
-fn rerun_with_other_plan(tests: &[&str]) {
-    if std::env::var_os(ROW_PLAN_ENV).is_some() {
-        return; // this is the child
-    }
-    let cpu = gpu().adapter_info().device_type == wgpu::DeviceType::Cpu;
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .env(ROW_PLAN_ENV, if cpu { "gpu" } else { "cpu" })
-        .args(tests)
-        .args(["--exact", "--test-threads=2"])
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "with the other row plan:\n{log}");
-    assert!(log.contains(&format!("{} passed", tests.len())), "{log}");
-}
 
 #[test]
 fn the_other_row_plan_gives_the_same_results() {
-    rerun_with_other_plan(&[
+    rerun_with_other_row_plan(&[
         "vocabularies_of_every_size_with_and_without_smoothing",
         "ignored_rows_have_zero_loss_and_are_not_counted",
         "extreme_logits_are_stable",

@@ -7,7 +7,6 @@
 mod common;
 use common::*;
 use wgformer::kernels::layernorm::{layernorm, layernorm_bwd};
-use wgformer::kernels::reduce::ROW_PLAN_ENV;
 use wgformer::reference::layernorm::{
     layernorm as layernorm_ref, layernorm_bwd as layernorm_bwd_ref,
 };
@@ -322,29 +321,10 @@ fn bwd_bad_input_is_an_error() {
     assert!(layernorm_bwd(&scalar, &w, &s, &s, &scalar).is_err());
 }
 
-/// Runs `tests` of this binary again in a child process with the other row plan
-/// (`WGFORMER_ROW_PLAN`: on a CPU adapter the GPU plan's trees in workgroup
-/// memory, on a GPU the barrier-free thread-per-row plan), so that one adapter
-/// covers both.
-fn rerun_with_other_plan(tests: &[&str]) {
-    if std::env::var_os(ROW_PLAN_ENV).is_some() {
-        return; // this is the child
-    }
-    let cpu = gpu().adapter_info().device_type == wgpu::DeviceType::Cpu;
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .env(ROW_PLAN_ENV, if cpu { "gpu" } else { "cpu" })
-        .args(tests)
-        .args(["--exact", "--test-threads=2"])
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "with the other row plan:\n{log}");
-    assert!(log.contains(&format!("{} passed", tests.len())), "{log}");
-}
 
 #[test]
 fn the_other_row_plan_gives_the_same_results() {
-    rerun_with_other_plan(&[
+    rerun_with_other_row_plan(&[
         "rows_of_every_length_few_and_many",
         "rows_far_from_zero_keep_their_variance",
         "bwd_rows_of_every_length_few_and_many",

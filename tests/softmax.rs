@@ -5,7 +5,6 @@
 
 mod common;
 use common::*;
-use wgformer::kernels::reduce::ROW_PLAN_ENV;
 use wgformer::kernels::softmax::{softmax, softmax_bwd, SoftmaxOptions};
 use wgformer::reference::softmax::{softmax as softmax_ref, softmax_bwd as softmax_bwd_ref};
 use wgformer::{Error, Tensor};
@@ -415,29 +414,10 @@ fn bwd_bad_input_is_an_error() {
     assert_eq!(dx.shape(), &[0, 5]);
 }
 
-/// Runs `tests` of this binary again in a child process with the other row plan
-/// (`WGFORMER_ROW_PLAN`: on a CPU adapter the GPU plan's trees in workgroup
-/// memory, on a GPU the barrier-free thread-per-row plan), so that one adapter
-/// covers both.
-fn rerun_with_other_plan(tests: &[&str]) {
-    if std::env::var_os(ROW_PLAN_ENV).is_some() {
-        return; // this is the child
-    }
-    let cpu = gpu().adapter_info().device_type == wgpu::DeviceType::Cpu;
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .env(ROW_PLAN_ENV, if cpu { "gpu" } else { "cpu" })
-        .args(tests)
-        .args(["--exact", "--test-threads=2"])
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "with the other row plan:\n{log}");
-    assert!(log.contains(&format!("{} passed", tests.len())), "{log}");
-}
 
 #[test]
 fn the_other_row_plan_gives_the_same_results() {
-    rerun_with_other_plan(&[
+    rerun_with_other_row_plan(&[
         "rows_of_every_length_few_and_many",
         "causal_mask_is_bottom_right_aligned",
         "key_padding_mask_and_fully_masked_rows",

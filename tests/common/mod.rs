@@ -57,3 +57,24 @@ pub fn data(n: usize, seed: u64) -> Vec<f32> {
 pub fn to_f64(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
+
+/// Runs `tests` of the calling test binary again in a child process with the
+/// other row plan (`WGFORMER_ROW_PLAN`: on a CPU adapter the GPU plan's trees in
+/// workgroup memory, on a GPU the barrier-free thread-per-row plan), so that one
+/// adapter covers both plans of the row-wise kernels.
+pub fn rerun_with_other_row_plan(tests: &[&str]) {
+    use wgformer::kernels::reduce::ROW_PLAN_ENV;
+    if std::env::var_os(ROW_PLAN_ENV).is_some() {
+        return; // this is the child
+    }
+    let cpu = gpu().adapter_info().device_type == wgpu::DeviceType::Cpu;
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(ROW_PLAN_ENV, if cpu { "gpu" } else { "cpu" })
+        .args(tests)
+        .args(["--exact", "--test-threads=2"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "with the other row plan:\n{log}");
+    assert!(log.contains(&format!("{} passed", tests.len())), "{log}");
+}
