@@ -95,7 +95,6 @@ override BK: u32 = 32u;
 override NB: u32 = 4u;
 // HS % 4 == 0: K and V rows are whole vec4s (vec4 loads); else scalar loads.
 override VEC: bool = true;
-override UNI: bool = false; // TEMP
 
 @group(0) @binding(1) var<storage, read> q_in: array<f32>;          // (B, NH, Tq, HS)
 @group(0) @binding(2) var<storage, read> k_in: array<vec4<f32>>;    // (B, NH, Tk, HS)
@@ -731,19 +730,12 @@ fn grad_kv(s: mat4x4<f32>, dp: mat4x4<f32>, l: vec4<f32>, d: vec4<f32>, kok: vec
 fn load_kv16(base: u32, blk: u32, s: f32, is_v: bool) -> mat4x4<f32> {
     var cols = mat4x4<f32>();
     for (var c = 0u; c < 4u; c++) {
-        var r = vec4<f32>(0.0);
-        for (var e = 0u; e < 4u; e++) {
-            let dim = blk * 16u + c * 4u + e;
-            let at = base + dim;
-            if (dim < p.hs) {
-                if (is_v) {
-                    r[e] = v_in[at / 4u][at % 4u] * s;
-                } else {
-                    r[e] = k_in[at / 4u][at % 4u] * s;
-                }
-            }
+        let d4 = blk * 4u + c;
+        if (is_v) {
+            cols[c] = v_vec4(base, d4) * s;
+        } else {
+            cols[c] = k_vec4(base, d4) * s;
         }
-        cols[c] = r;
     }
     return cols;
 }
@@ -963,8 +955,7 @@ fn attention_bwd_dq(@builtin(workgroup_id) wid: vec3<u32>,
         }
         workgroupBarrier();
 
-        var n = min(BK, max(my_end, k0) - k0);
-        if (UNI) { n = min(BK, k_end - k0); }
+        let n = min(BK, max(my_end, k0) - k0);
         for (var j = 0u; j < n; j += 4u) {
             // S (log2 units) and dP of the thread's rows against keys j .. j + 4.
             var s = scores_blk(q0, j, 0u);
@@ -1174,8 +1165,7 @@ fn attention_bwd_dkdv(@builtin(workgroup_id) wid: vec3<u32>,
 
         // This thread's rows in the tile: none before its first key's first row.
         let n = min(BK, p.tq - r0);
-        var start = (max(my_begin, r0) - r0) / 4u * 4u;
-        if (UNI) { start = 0u; }
+        let start = (max(my_begin, r0) - r0) / 4u * 4u;
         for (var j = start; j < n; j += 4u) {
             // S^T (log2 units) and dP^T of the thread's keys against rows j .. j + 4.
             var s = scores_blk(k0, j, 0u);

@@ -57,6 +57,11 @@ struct TrainBench {
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
+    // Mesa's software Vulkan complains on every start when a headless session has
+    // no runtime dir; it only needs some writable place.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
     let result = match cli.command.unwrap_or(Command::Check) {
         Command::Info => wgformer::Gpu::new().map(|gpu| println!("{}", gpu.describe())),
         Command::Bench(BenchCommand::Train(args)) => {
