@@ -41,7 +41,8 @@ struct Params {
     causal: u32,      // 1 = bottom-right aligned causal mask
     has_mask: u32,    // 1 = binding `key_mask` holds a (B, Tk) mask
     bh0: u32,         // naive kernels: first (b * NH + head) of this chunk
-    rows: u32,        // attention_softmax_naive: rows in this chunk (chunk * Tq)
+    rows: u32,        // attention_softmax_naive: rows in this chunk (chunk * Tq);
+                      // attention_bwd_prep: B * NH * Tq
     out_scale: f32,   // backward: multiplies dQ and dK as they are stored
     _pad1: u32,
     _pad2: u32,
@@ -87,9 +88,10 @@ fn causal_ok(i: u32, j: u32) -> bool {
 
 // Threads per workgroup.
 override BQ: u32 = 16u;
-// Groups of four query rows per thread: 1 or 2.
+// Groups of four query rows per thread: 1 or 2 (of keys in attention_bwd_dkdv).
 override RG: u32 = 2u;
-// Keys per K/V tile in workgroup memory; a multiple of 4.
+// Keys per K/V tile in workgroup memory; a multiple of 4 (query rows per Q/dO
+// tile in attention_bwd_dkdv).
 override BK: u32 = 32u;
 // 16-dim blocks per head row: ceil(HS / 16), 1..=8.
 override NB: u32 = 4u;

@@ -135,9 +135,9 @@ pub fn attention_bwd<T: Copy + Into<f64>>(
                     continue; // no visible key: P_i = 0, nothing flows back
                 }
                 let mut sum = 0.0;
-                for j in 0..tk {
-                    p[j] = if visible(j) { (p[j] - max).exp() } else { 0.0 };
-                    sum += p[j];
+                for (j, pj) in p.iter_mut().enumerate() {
+                    *pj = if visible(j) { (*pj - max).exp() } else { 0.0 };
+                    sum += *pj;
                 }
                 // dP_ij = dO_i . v_j; D_i = sum_j P_ij dP_ij
                 let mut d = 0.0;
