@@ -321,7 +321,6 @@ fn bwd_bad_input_is_an_error() {
     assert!(layernorm_bwd(&scalar, &w, &s, &s, &scalar).is_err());
 }
 
-
 #[test]
 fn the_other_row_plan_gives_the_same_results() {
     rerun_with_other_row_plan(&[

@@ -160,7 +160,9 @@ fn bad_optimizer_input_is_an_error() {
 fn backward_with_grad(p: &wgformer::autograd::Param, c: &Tensor) {
     let tape = wgformer::autograd::Tape::new(&gpu());
     let x = tape.param(p);
-    let loss = tape.sum_all(&tape.mul(&x, &tape.constant(c.clone())).unwrap()).unwrap();
+    let loss = tape
+        .sum_all(&tape.mul(&x, &tape.constant(c.clone())).unwrap())
+        .unwrap();
     tape.backward(&loss).unwrap();
 }
 
@@ -174,11 +176,17 @@ fn optimizer_adamw_with_accumulation_clipping_and_no_decay_on_biases() {
     let b0 = to_f64(&data(nb, 2));
     let w = Param::new("w", upload(&w0, &[nw]));
     let b = Param::without_decay("b", upload(&b0, &[nb]));
-    let kind = OptimizerKind::AdamW { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
+    let kind = OptimizerKind::AdamW {
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: 0.1,
+    };
     let max_norm = 0.5f32;
     let mut opt = Optimizer::new(&gpu, vec![w.clone(), b.clone()], kind, Some(max_norm)).unwrap();
     let (mut rw, mut rb) = (w0.clone(), b0.clone());
-    let (mut mw, mut vw, mut mb, mut vb) = (vec![0.0; nw], vec![0.0; nw], vec![0.0; nb], vec![0.0; nb]);
+    let (mut mw, mut vw, mut mb, mut vb) =
+        (vec![0.0; nw], vec![0.0; nw], vec![0.0; nb], vec![0.0; nb]);
     for step in 1..=4u32 {
         let cw = data(nw, 10 + step as u64);
         let cb = data(nb, 20 + step as u64);
@@ -193,9 +201,37 @@ fn optimizer_adamw_with_accumulation_clipping_and_no_decay_on_biases() {
         let (_, factor) = reference::optim::global_norm(&[&gw, &gb], max_norm as f64);
         let gw: Vec<f64> = gw.iter().map(|g| g * factor).collect();
         let gb: Vec<f64> = gb.iter().map(|g| g * factor).collect();
-        reference::optim::adam_step(&mut rw, &gw, &mut mw, &mut vw, 1e-2, (0.9, 0.95), 1e-8, 0.1, 0.0, step);
-        reference::optim::adam_step(&mut rb, &gb, &mut mb, &mut vb, 1e-2, (0.9, 0.95), 1e-8, 0.0, 0.0, step);
+        reference::optim::adam_step(
+            &mut rw,
+            &gw,
+            &mut mw,
+            &mut vw,
+            1e-2,
+            (0.9, 0.95),
+            1e-8,
+            0.1,
+            0.0,
+            step,
+        );
+        reference::optim::adam_step(
+            &mut rb,
+            &gb,
+            &mut mb,
+            &mut vb,
+            1e-2,
+            (0.9, 0.95),
+            1e-8,
+            0.0,
+            0.0,
+            step,
+        );
     }
     assert_close("w", &w.value().to_vec().unwrap(), &rw, 1e-5, 1e-4);
-    assert_close("b (no decay)", &b.value().to_vec().unwrap(), &rb, 1e-5, 1e-4);
+    assert_close(
+        "b (no decay)",
+        &b.value().to_vec().unwrap(),
+        &rb,
+        1e-5,
+        1e-4,
+    );
 }

@@ -139,7 +139,10 @@ fn grid_spills_into_y_beyond_65535_workgroups() {
     let (nh, hs) = (3usize, 1_398_103usize);
     let c = nh * hs;
     let groups = (nh * hs).div_ceil(64) as u32; // the kernels' 64-thread workgroups
-    assert!(wgformer::kernels::grid_1d(groups)[1] > 1, "{c} threads do not spill");
+    assert!(
+        wgformer::kernels::grid_1d(groups)[1] > 1,
+        "{c} threads do not spill"
+    );
     let x = data(c, 5);
     let tx = Tensor::from_slice(&gpu, &x, &[1, 1, c]).unwrap();
     let y = perm::split_heads(&tx, nh).unwrap();

@@ -261,7 +261,6 @@ fn bwd_bad_input_is_an_error() {
     ));
 }
 
-
 #[test]
 fn the_other_row_plan_gives_the_same_results() {
     rerun_with_other_row_plan(&[

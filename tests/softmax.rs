@@ -414,7 +414,6 @@ fn bwd_bad_input_is_an_error() {
     assert_eq!(dx.shape(), &[0, 5]);
 }
 
-
 #[test]
 fn the_other_row_plan_gives_the_same_results() {
     rerun_with_other_row_plan(&[
