@@ -6,7 +6,7 @@
 //!   and a command batch that encodes every op and submits only on readback/flush.
 //! - [`tensor`]: shape + dtype + pooled buffer; reshape shares the buffer.
 //! - [`kernels`]: one Rust file per WGSL shader (params, bindings, dispatch grid).
-//! - [`reference`]: plain-loop f64 CPU versions of every kernel: the spec the
+//! - [`reference`](mod@reference): plain-loop f64 CPU versions of every kernel: the spec the
 //!   GPU is tested against.
 //!
 //! ```no_run

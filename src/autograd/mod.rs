@@ -1,6 +1,6 @@
 //! Reverse-mode autograd over GPU tensors.
 //!
-//! A [`Tape`] records one entry per op: the [`Op`](op::Op) names the op and holds
+//! A [`Tape`] records one entry per op: the `Op` enum names the op and holds
 //! the tensors it saved for its backward pass. [`Tape::backward`] walks the
 //! entries in reverse with one `match` over `Op`, encoding the backward kernels
 //! into the same command batch; gradients that reach a value through several

@@ -104,7 +104,7 @@ impl Tape {
         Ok(self.record(y, Op::Dropout { x: x.clone(), mask }))
     }
 
-    /// Sum of all elements, shape [1].
+    /// Sum of all elements, shape \[1\].
     pub fn sum_all(&self, x: &Var) -> Result<Var> {
         let flat = x.value.reshape(&[x.value.numel()])?;
         let s = reduce(&flat, 0, Reduce::Sum)?.reshape(&[1])?;
@@ -140,7 +140,7 @@ impl Tape {
         ))
     }
 
-    /// wte[ids] + wpe[t]: ids (B, T), wte (V, C), wpe (Tmax, C) -> (B, T, C).
+    /// wte\[ids\] + wpe\[t\]: ids (B, T), wte (V, C), wpe (Tmax, C) -> (B, T, C).
     pub fn token_position_embedding(&self, wte: &Var, wpe: &Var, ids: &Tensor) -> Result<Var> {
         let y = embedding::token_position_embedding(&wte.value, &wpe.value, ids)?;
         Ok(self.record(

@@ -56,7 +56,7 @@ impl Tape {
     }
 
     /// Mean cross-entropy over the rows whose target is not ignored: logits
-    /// (.., V), `targets` on the host (checked against V). Returns shape [1].
+    /// (.., V), `targets` on the host (checked against V). Returns shape \[1\].
     pub fn cross_entropy(
         &self,
         logits: &Var,

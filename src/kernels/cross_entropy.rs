@@ -20,7 +20,7 @@
 //!
 //! Backward ([`cross_entropy_bwd`]), with dloss (...) the upstream gradient of
 //! each row's loss (for a mean loss: 1 / sum(valid) in every row):
-//!   dlogits[r, v] = dloss[r] * (p[r, v] - q[r, v]),  p = exp(x - lse),
+//!   dlogits\[r, v\] = dloss\[r\] * (p\[r, v\] - q\[r, v\]),  p = exp(x - lse),
 //!   q = (1 - eps) * onehot(t) + eps / V   (the smoothed target).
 //! An ignored row gets zeros whatever its dloss; a row whose target is >= V (and
 //! not the ignore index) gets NaN in every entry, as its forward loss is NaN.

@@ -80,7 +80,7 @@ fn check_clip(op: &'static str, clip: &Tensor) -> Result<()> {
 }
 
 /// One Adam/AdamW update of `param` in place, with moments `m`, `v` (same shape).
-/// `clip` is the [norm, scale] buffer of [`clip_scale`] (or [_, 1.0]).
+/// `clip` is the \[norm, scale\] buffer of [`global_norm`] (or \[_, 1.0\]).
 pub fn adam_step(
     param: &Tensor,
     grad: &Tensor,

@@ -3,7 +3,7 @@
 //! The CPU spec is `reference::reduce`.
 //!
 //! Semantics: x (any rank >= 1, f32) viewed as (outer, R, inner) with R =
-//! shape[axis]; the result has x's shape without `axis` (a scalar `[]` from a
+//! shape\[axis\]; the result has x's shape without `axis` (a scalar `\[\]` from a
 //! rank-1 x). Sum over an empty axis is 0, mean NaN (as in PyTorch); max over an
 //! empty axis is an error. Accumulation is in f32 (per-thread partials, then a
 //! tree), so a sum of n values carries an error of about sqrt(n) ulps.

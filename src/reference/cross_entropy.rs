@@ -3,9 +3,9 @@
 //! (`kernels::cross_entropy` is tested against both).
 
 /// Per-row loss and log-sum-exp of `logits` (N, V) against `targets` (N):
-///   lse  = ln(sum_v exp(logits[v]))
-///   loss = (1 - eps) * (lse - logits[t]) + eps * (lse - sum_v logits[v] / V)
-/// i.e. (1 - eps) * -log p[t] + eps * mean_v(-log p[v]), the smoothing mass spread
+///   lse  = ln(sum_v exp(logits\[v\]))
+///   loss = (1 - eps) * (lse - logits\[t\]) + eps * (lse - sum_v logits\[v\] / V)
+/// i.e. (1 - eps) * -log p\[t\] + eps * mean_v(-log p\[v\]), the smoothing mass spread
 /// uniformly over all V classes (PyTorch's `label_smoothing`). A row whose target
 /// equals `ignore_index` has loss 0; a target >= V (not ignored) has loss NaN.
 /// lse is computed for every row. Returns (loss (N), lse (N)).
@@ -44,7 +44,7 @@ pub fn cross_entropy(
 
 /// Backward of [`cross_entropy`] from `logits` (N, V), `targets` (N), the saved
 /// `lse` (N) and the upstream gradient `dloss` (N) of each row's loss:
-///   dlogits[r, v] = dloss[r] * (exp(logits[r, v] - lse[r]) - q[r, v]),
+///   dlogits\[r, v\] = dloss\[r\] * (exp(logits\[r, v\] - lse\[r\]) - q\[r, v\]),
 ///   q = (1 - eps) * [v == t] + eps / V.
 /// A row whose target equals `ignore_index` is all 0; a target >= V (not
 /// ignored) makes its row all NaN. Returns dlogits (N, V).

@@ -119,7 +119,7 @@ pub fn relu_bwd(x: &[f32], dy: &[f32]) -> Vec<f64> {
     chain(x, dy, relu_grad)
 }
 
-/// Backward of [`dropout`]: dx[i] = dy[i] / (1 - p) where element i was kept
+/// Backward of [`dropout`]: dx\[i\] = dy\[i\] / (1 - p) where element i was kept
 /// (`uniform01(seed, i) >= p`), else 0. Written out from the mask rule rather than
 /// by calling `dropout` on dy.
 pub fn dropout_bwd(dy: &[f32], p: f32, seed: u32) -> Vec<f64> {

@@ -18,7 +18,7 @@ pub fn embedding(table: &[f32], v: usize, c: usize, ids: &[u32]) -> Vec<f64> {
 }
 
 /// wte (V, C), wpe (Tmax, C), ids (B, T) flattened with row length t -> (B, T, C):
-/// out[b, t] = wte[ids[b, t]] + wpe[t].
+/// out\[b, t\] = wte\[ids[b, t\]] + wpe\[t\].
 pub fn token_position_embedding(
     wte: &[f32],
     v: usize,
@@ -80,7 +80,7 @@ pub fn embed_scaled_plus_sinusoidal(
 }
 
 /// Backward of [`embedding`]: ids (N), dy (N, C) -> dtable (V, C), where
-/// dtable[v] = sum of dy[r] over the positions r with ids[r] == v (f64). Ids >= V
+/// dtable\[v\] = sum of dy\[r\] over the positions r with ids\[r\] == v (f64). Ids >= V
 /// contribute nothing.
 pub fn embedding_bwd(ids: &[u32], dy: &[f32], v: usize, c: usize) -> Vec<f64> {
     assert_eq!(dy.len(), ids.len() * c, "dy must be (N, C)");

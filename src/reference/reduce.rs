@@ -4,7 +4,7 @@
 use crate::kernels::reduce::Reduce;
 
 /// Reduces `x` (row-major, `shape`) over `axis`: viewing x as (outer, R, inner)
-/// with R = shape[axis], returns (outer, inner) = op over r of x[o, r, i].
+/// with R = shape\[axis\], returns (outer, inner) = op over r of x\[o, r, i\].
 /// Sum of nothing is 0, mean of nothing NaN, max of nothing -inf.
 pub fn reduce(x: &[f32], shape: &[usize], axis: usize, op: Reduce) -> Vec<f64> {
     assert!(axis < shape.len(), "axis in range");
