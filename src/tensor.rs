@@ -195,6 +195,7 @@ impl Tensor {
         self.shape.len()
     }
     /// Size of dimension `i`; negative counts from the end (`-1` is the last).
+    /// Panics when `i` is out of range, like slice indexing.
     pub fn dim(&self, i: isize) -> usize {
         let r = self.shape.len() as isize;
         let i = if i < 0 { r + i } else { i };
