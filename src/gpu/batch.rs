@@ -112,6 +112,7 @@ impl Gpu {
     }
 
     /// Encodes raw commands into the pending batch (outside any compute pass).
+    #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn encode_with(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
         let mut batch = self.batch();
         f(batch.encoder(&self.inner.device));

@@ -3,8 +3,6 @@
 //! timestamps need only `timestamp-query`). Costs a pass per op, so it is off
 //! unless a benchmark asks for it.
 
-use super::pool::{BufferPool, READBACK_USAGE};
-use super::readback::MapFuture;
 use super::Gpu;
 use crate::error::{Error, Result};
 
@@ -64,6 +62,8 @@ impl Gpu {
     /// (at most 2048 dispatches are timed; later ones run untimed).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn profile_end(&self) -> Result<Vec<OpTime>> {
+        use super::pool::{BufferPool, READBACK_USAGE};
+        use super::readback::MapFuture;
         let g = &self.inner;
         let Some(profiler) = self.batch().profiler.take() else {
             return Err(Error::invalid(
