@@ -261,11 +261,29 @@ pub fn attention_unfused(
         // Nothing to compute; with no keys every row sees nothing: O = 0.
         return Tensor::zeros(gpu, &[d.b, d.nh, d.tq, d.hs]);
     }
+    let probs = unfused_probs(OP, q, k, &d, opts)?; // (B * NH, Tq, Tk)
+    let v3 = v.reshape(&[bh, d.tk, d.hs])?;
+    let o = gemm(&probs, &v3, &GemmOptions::default())?; // (B * NH, Tq, HS)
+    o.reshape(&[d.b, d.nh, d.tq, d.hs])
+}
+
+/// P = softmax(scale * Q K^T) with the masks, materialised as (B * NH, Tq, Tk)
+/// by [`gemm`] + [`softmax`]: the first half of both unfused paths. The score
+/// matrix must fit one storage binding.
+fn unfused_probs(
+    op: &'static str,
+    q: &Tensor,
+    k: &Tensor,
+    d: &Dims,
+    opts: &AttentionOptions,
+) -> Result<Tensor> {
+    let gpu = q.gpu();
+    let bh = d.b * d.nh;
     let s_bytes = (bh * d.tq * d.tk * 4) as u64;
     if s_bytes > gpu.max_binding_bytes() {
         return Err(Error::TooLarge {
             what: format!(
-                "{OP}'s score matrix (B, NH, Tq, Tk) = {:?}",
+                "{op}'s score matrix (B, NH, Tq, Tk) = {:?}",
                 [d.b, d.nh, d.tq, d.tk]
             ),
             needed: crate::error::human_bytes(s_bytes),
@@ -275,7 +293,6 @@ pub fn attention_unfused(
     }
     let q3 = q.reshape(&[bh, d.tq, d.hs])?;
     let k3 = k.reshape(&[bh, d.tk, d.hs])?;
-    let v3 = v.reshape(&[bh, d.tk, d.hs])?;
     let scores = gemm(
         &q3,
         &k3,
@@ -285,21 +302,15 @@ pub fn attention_unfused(
             ..Default::default()
         },
     )?; // (B * NH, Tq, Tk)
-    let probs = softmax(
+    softmax(
         &scores.reshape(&[d.b, d.nh, d.tq, d.tk])?,
         &SoftmaxOptions {
             scale: 1.0,
             causal: opts.causal,
             key_mask: opts.key_mask,
         },
-    )?; // (B, NH, Tq, Tk)
-    drop(scores);
-    let o = gemm(
-        &probs.reshape(&[bh, d.tq, d.tk])?,
-        &v3,
-        &GemmOptions::default(),
-    )?; // (B * NH, Tq, HS)
-    o.reshape(&[d.b, d.nh, d.tq, d.hs])
+    )?
+    .reshape(&[bh, d.tq, d.tk])
 }
 
 /// The simplest unfused attention, all in shaders/attention.wgsl: one thread
@@ -559,41 +570,11 @@ pub fn attention_unfused_bwd(
             Tensor::zeros(gpu, &[d.b, d.nh, d.tk, d.hs])?,
         ));
     }
-    let s_bytes = (bh * d.tq * d.tk * 4) as u64;
-    if s_bytes > gpu.max_binding_bytes() {
-        return Err(Error::TooLarge {
-            what: format!(
-                "{OP}'s score matrix (B, NH, Tq, Tk) = {:?}",
-                [d.b, d.nh, d.tq, d.tk]
-            ),
-            needed: crate::error::human_bytes(s_bytes),
-            limit: crate::error::human_bytes(gpu.max_binding_bytes()),
-            limit_name: "max_storage_buffer_binding_size",
-        });
-    }
+    let probs = unfused_probs(OP, q, k, &d, opts)?; // P (B * NH, Tq, Tk)
     let q3 = q.reshape(&[bh, d.tq, d.hs])?;
     let k3 = k.reshape(&[bh, d.tk, d.hs])?;
     let v3 = v.reshape(&[bh, d.tk, d.hs])?;
     let do3 = d_o.reshape(&[bh, d.tq, d.hs])?;
-    let scores = gemm(
-        &q3,
-        &k3,
-        &GemmOptions {
-            trans_b: true,
-            alpha: opts.scale,
-            ..Default::default()
-        },
-    )?; // (B * NH, Tq, Tk)
-    let probs = softmax(
-        &scores.reshape(&[d.b, d.nh, d.tq, d.tk])?,
-        &SoftmaxOptions {
-            scale: 1.0,
-            causal: opts.causal,
-            key_mask: opts.key_mask,
-        },
-    )?
-    .reshape(&[bh, d.tq, d.tk])?; // P (B * NH, Tq, Tk)
-    drop(scores);
     let dv = gemm(
         &probs,
         &do3,
