@@ -152,6 +152,56 @@ impl Tensor {
         )
     }
 
+    /// Overwrites the values in place (f32 data; f16 tensors are rounded), e.g. to
+    /// load weights into an existing parameter. The pending batch is submitted
+    /// first, so commands encoded earlier still see the old values.
+    pub fn write_f32(&self, data: &[f32]) -> Result<()> {
+        if data.len() != self.numel() {
+            return Err(Error::Shape {
+                op: "write_f32",
+                detail: format!(
+                    "{} values for a tensor of shape {:?} ({} values)",
+                    data.len(),
+                    self.shape,
+                    self.numel()
+                ),
+            });
+        }
+        let bytes: Vec<u8> = match self.dtype {
+            DType::F32 => bytemuck::cast_slice(data).to_vec(),
+            DType::F16 => {
+                let h: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+                bytemuck::cast_slice(&h).to_vec()
+            }
+            DType::U32 => {
+                return Err(Error::invalid("write_f32", "tensor holds u32 ids; use write_u32"))
+            }
+        };
+        self.write_bytes(bytes)
+    }
+
+    /// Overwrites u32 ids in place (see [`Tensor::write_f32`]).
+    pub fn write_u32(&self, data: &[u32]) -> Result<()> {
+        self.expect_dtype("write_u32", "tensor", DType::U32)?;
+        if data.len() != self.numel() {
+            return Err(Error::Shape {
+                op: "write_u32",
+                detail: format!("{} values for a tensor of shape {:?}", data.len(), self.shape),
+            });
+        }
+        self.write_bytes(bytemuck::cast_slice(data).to_vec())
+    }
+
+    fn write_bytes(&self, mut bytes: Vec<u8>) -> Result<()> {
+        let gpu = self.gpu();
+        gpu.flush()?;
+        bytes.resize(bytes.len().next_multiple_of(4), 0);
+        if !bytes.is_empty() {
+            gpu.queue().write_buffer(self.buffer(), 0, &bytes);
+        }
+        Ok(())
+    }
+
     pub fn zeros(gpu: &Gpu, shape: &[usize]) -> Result<Tensor> {
         let t = Self::empty(gpu, shape, DType::F32)?;
         gpu.clear(&t);

@@ -189,3 +189,19 @@ fn per_op_profile_times_each_dispatch() {
         "profile_end without profile_begin"
     );
 }
+
+#[test]
+fn write_in_place_replaces_values_after_pending_reads() {
+    let gpu = common::gpu();
+    let a = Tensor::from_slice(&gpu, &[1.0, 2.0, 3.0], &[3]).unwrap();
+    // Encoded before the write: must see the old values.
+    let before = wgformer::kernels::elementwise::scale(&a, 2.0).unwrap();
+    a.write_f32(&[10.0, 20.0, 30.0]).unwrap();
+    assert_eq!(before.to_vec().unwrap(), vec![2.0, 4.0, 6.0]);
+    assert_eq!(a.to_vec().unwrap(), vec![10.0, 20.0, 30.0]);
+    assert!(a.write_f32(&[1.0]).is_err());
+    let ids = Tensor::from_u32(&gpu, &[1, 2], &[2]).unwrap();
+    ids.write_u32(&[7, 9]).unwrap();
+    assert_eq!(ids.to_vec_u32().unwrap(), vec![7, 9]);
+    assert!(ids.write_f32(&[1.0, 2.0]).is_err());
+}
