@@ -27,6 +27,7 @@ pub mod nn;
 pub mod optim;
 pub mod reference;
 pub mod rng;
+pub mod safetensors;
 pub mod selfcheck;
 pub mod tensor;
 
