@@ -20,6 +20,8 @@
 //! ```
 
 pub mod autograd;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod checkpoint;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
