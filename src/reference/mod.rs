@@ -7,6 +7,7 @@ pub mod cross_entropy;
 pub mod elementwise;
 pub mod embedding;
 pub mod gemm;
+pub mod kv_cache;
 pub mod layernorm;
 pub mod optim;
 pub mod permute;
