@@ -13,3 +13,4 @@ pub mod optim;
 pub mod permute;
 pub mod reduce;
 pub mod softmax;
+pub mod transformer;
