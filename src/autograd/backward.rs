@@ -2,13 +2,13 @@
 //! backward kernels. Returns one optional gradient per input, in the order of
 //! `Op::inputs`; inputs that need no gradient get `None` and cost nothing.
 
-use super::op::Op;
+use super::op::{AttentionInputs, Op};
 use crate::error::Result;
 use crate::kernels::attention::{self, AttentionOptions};
 use crate::kernels::gemm::{gemm, gemm_into, GemmOptions, GemmShape};
 use crate::kernels::reduce::{reduce, Reduce};
 use crate::kernels::softmax::{self, SoftmaxOptions};
-use crate::kernels::{cross_entropy, elementwise, embedding, layernorm, permute};
+use crate::kernels::{cross_entropy, elementwise, embedding, kv_cache, layernorm, permute};
 use crate::tensor::{DType, Tensor};
 
 pub(crate) fn backward(op: &Op, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
@@ -143,7 +143,7 @@ pub(crate) fn backward(op: &Op, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         Op::Attention {
             inputs,
             saved,
-            packed,
+            layout,
         } => {
             let s = saved.as_ref();
             let nh = s.q.shape()[1];
@@ -154,16 +154,19 @@ pub(crate) fn backward(op: &Op, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
             };
             let d_o = permute::split_heads(dy, nh)?;
             let (dq, dk, dv) = attention::attention_bwd(&s.q, &s.k, &s.v, &s.o, &s.l, &d_o, &opts)?;
-            if *packed {
-                Ok(vec![Some(
+            match layout {
+                AttentionInputs::PackedQkv => Ok(vec![Some(
                     permute::merge_qkv(&dq, &dk, &dv)?.reshape(inputs[0].shape())?,
-                )])
-            } else {
-                Ok(vec![
+                )]),
+                AttentionInputs::QAndPackedKv => Ok(vec![
+                    Some(permute::merge_heads(&dq)?),
+                    Some(kv_cache::kv_merge(&dk, &dv)?),
+                ]),
+                AttentionInputs::Separate => Ok(vec![
                     Some(permute::merge_heads(&dq)?),
                     Some(permute::merge_heads(&dk)?),
                     Some(permute::merge_heads(&dv)?),
-                ])
+                ]),
             }
         }
     }

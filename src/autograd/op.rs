@@ -91,12 +91,23 @@ pub(crate) enum Op {
         opts: CrossEntropyOptions,
         inv_count: f32,
     },
-    /// Fused attention; inputs are [qkv] (packed) or [q, k, v], each (B, T, C).
+    /// Fused attention; `inputs` as `layout` says.
     Attention {
         inputs: Vec<Var>,
         saved: Box<SavedAttention>,
-        packed: bool,
+        layout: AttentionInputs,
     },
+}
+
+/// How the inputs of an attention op hold q, k and v.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AttentionInputs {
+    /// \[qkv\]: one (B, T, 3C) projection laid out [q | k | v].
+    PackedQkv,
+    /// \[q, kv\]: q (B, Tq, C) and a (B, Tk, 2C) projection laid out [k | v].
+    QAndPackedKv,
+    /// \[q, k, v\], each (B, T, C).
+    Separate,
 }
 
 /// What fused attention saves for its backward pass (heads split: (B, NH, T, HS)).

@@ -1,11 +1,12 @@
 //! Forward methods of the tape for the Transformer ops: layernorm, softmax,
 //! cross-entropy, fused attention (self with packed QKV, and cross).
 
-use super::op::Op;
+use super::op::{AttentionInputs, Op};
 use super::tape::{Tape, Var};
 use crate::error::{Error, Result};
 use crate::kernels::attention::{attention_fwd, AttentionOptions};
 use crate::kernels::cross_entropy::{cross_entropy_checked, CrossEntropyOptions};
+use crate::kernels::kv_cache::kv_split;
 use crate::kernels::layernorm::layernorm;
 use crate::kernels::permute::{merge_heads, split_heads, split_qkv};
 use crate::kernels::reduce::{reduce, Reduce};
@@ -102,7 +103,14 @@ impl Tape {
     /// scale 1/sqrt(HS). Returns (B, T, C) with the heads merged.
     pub fn self_attention(&self, qkv: &Var, nh: usize, masking: &Masking) -> Result<Var> {
         let (q, k, v) = split_qkv(&qkv.value, nh)?;
-        self.attend(vec![qkv.clone()], q, k, v, masking, true)
+        self.attend(
+            vec![qkv.clone()],
+            q,
+            k,
+            v,
+            masking,
+            AttentionInputs::PackedQkv,
+        )
     }
 
     /// Cross-attention (or self-attention with separate projections): q (B, Tq, C),
@@ -126,7 +134,33 @@ impl Tape {
             kh,
             vh,
             masking,
-            false,
+            AttentionInputs::Separate,
+        )
+    }
+
+    /// Cross-attention with the keys and values in one projection: q (B, Tq, C)
+    /// from the decoder, kv (B, Tk, 2C) laid out [k | v] from the encoder output,
+    /// `nh` heads. Returns (B, Tq, C).
+    pub fn cross_attention(&self, q: &Var, kv: &Var, nh: usize, masking: &Masking) -> Result<Var> {
+        let qh = split_heads(&q.value, nh)?;
+        let (kh, vh) = kv_split(&kv.value, nh)?;
+        if kh.shape()[3] != qh.shape()[3] || kh.shape()[0] != qh.shape()[0] {
+            return Err(Error::shape(
+                "cross_attention",
+                format!(
+                    "q {:?} and kv {:?} must share the batch and C (kv holds 2C)",
+                    q.shape(),
+                    kv.shape()
+                ),
+            ));
+        }
+        self.attend(
+            vec![q.clone(), kv.clone()],
+            qh,
+            kh,
+            vh,
+            masking,
+            AttentionInputs::QAndPackedKv,
         )
     }
 
@@ -137,7 +171,7 @@ impl Tape {
         k: Tensor,
         v: Tensor,
         masking: &Masking,
-        packed: bool,
+        layout: AttentionInputs,
     ) -> Result<Var> {
         let hs = q.shape()[3];
         let scale = 1.0 / (hs as f32).sqrt();
@@ -162,7 +196,7 @@ impl Tape {
             Op::Attention {
                 inputs,
                 saved: Box::new(saved),
-                packed,
+                layout,
             },
         ))
     }

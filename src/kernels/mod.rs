@@ -8,6 +8,7 @@ pub mod cross_entropy;
 pub mod elementwise;
 pub mod embedding;
 pub mod gemm;
+pub mod kv_cache;
 pub mod layernorm;
 pub mod optim;
 pub mod permute;
@@ -32,6 +33,7 @@ pub static CROSS_ENTROPY_WGSL: Shader = shader!("cross_entropy.wgsl", f16: false
 pub static ELEMENTWISE_WGSL: Shader = shader!("elementwise.wgsl", f16: false);
 pub static EMBEDDING_WGSL: Shader = shader!("embedding.wgsl", f16: false);
 pub static GEMM_WGSL: Shader = shader!("gemm.wgsl", f16: false);
+pub static KV_CACHE_WGSL: Shader = shader!("kv_cache.wgsl", f16: false);
 pub static GRAD_NORM_WGSL: Shader = shader!("grad_norm.wgsl", f16: false);
 pub static OPTIM_WGSL: Shader = shader!("optim.wgsl", f16: false);
 pub static OPTIM_SGD_WGSL: Shader = shader!("optim_sgd.wgsl", f16: false);
@@ -49,6 +51,7 @@ pub static ALL_SHADERS: &[&Shader] = &[
     &ELEMENTWISE_WGSL,
     &EMBEDDING_WGSL,
     &GEMM_WGSL,
+    &KV_CACHE_WGSL,
     &GRAD_NORM_WGSL,
     &OPTIM_WGSL,
     &OPTIM_SGD_WGSL,

@@ -2,20 +2,46 @@
 //! learned positions, output projection tied to the token embedding, final
 //! LayerNorm). Reads top-down like nanoGPT's model.py.
 
-use crate::autograd::{Masking, Param, Tape, Var};
+use super::kv_cache::KvCache;
+use super::layers::{
+    Activation, Dropout, Embedding, FeedForward, LayerNorm, LearnedPositions, NormPlacement,
+    Residual, SelfAttention,
+};
+use crate::autograd::{Param, Tape, Var};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::tensor::Tensor;
 
-/// Sizes of a GPT (GPT-2's config.json names).
+/// Sizes of a GPT (GPT-2's config.json names). Unknown fields are an error in
+/// our own configs; [`GptConfig::from_json_str`] also reads a Hugging Face
+/// GPT-2 config.json (recognised by its `model_type`), ignoring its other keys.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GptConfig {
     pub vocab_size: usize,
+    /// Context length: the most positions a sequence may have.
     pub n_positions: usize,
     pub n_embd: usize,
     pub n_layer: usize,
     pub n_head: usize,
+    #[serde(default = "default_eps")]
     pub layer_norm_epsilon: f32,
+}
+
+fn default_eps() -> f32 {
+    1e-5
+}
+
+/// The fields of a Hugging Face GPT-2 config.json that we use (the rest is ignored).
+#[derive(serde::Deserialize)]
+struct HfGpt2Config {
+    vocab_size: usize,
+    n_positions: usize,
+    n_embd: usize,
+    n_layer: usize,
+    n_head: usize,
+    #[serde(default = "default_eps")]
+    layer_norm_epsilon: f32,
 }
 
 impl GptConfig {
@@ -34,85 +60,141 @@ impl GptConfig {
         let matmul_weights = l * 12.0 * c * c + c * self.vocab_size as f64;
         6.0 * matmul_weights + 12.0 * l * c * seq as f64
     }
-}
 
-struct Linear {
-    w: Param,
-    b: Param,
-}
+    /// Checks the sizes; the error names the field and the fix.
+    pub fn validate(&self) -> Result<()> {
+        const OP: &str = "GptConfig";
+        for (name, v) in [
+            ("vocab_size", self.vocab_size),
+            ("n_positions", self.n_positions),
+            ("n_embd", self.n_embd),
+            ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
+        ] {
+            if v == 0 {
+                return Err(Error::invalid(
+                    OP,
+                    format!("{name} is 0; it must be at least 1"),
+                ));
+            }
+        }
+        if self.n_embd % self.n_head != 0 {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "n_embd {} must be a multiple of n_head {}",
+                    self.n_embd, self.n_head
+                ),
+            ));
+        }
+        let hs = self.n_embd / self.n_head;
+        if hs > crate::kernels::attention::MAX_HEAD_SIZE {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "head size n_embd / n_head = {hs} is over the {} the attention kernel \
+                     supports; use more heads",
+                    crate::kernels::attention::MAX_HEAD_SIZE
+                ),
+            ));
+        }
+        if !(self.layer_norm_epsilon > 0.0 && self.layer_norm_epsilon.is_finite()) {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "layer_norm_epsilon {} must be positive and finite (GPT-2 uses 1e-5)",
+                    self.layer_norm_epsilon
+                ),
+            ));
+        }
+        Ok(())
+    }
 
-impl Linear {
-    fn new(gpu: &Gpu, name: &str, fin: usize, fout: usize, std: f32, seed: u64) -> Result<Linear> {
-        Ok(Linear {
-            w: Param::new(
-                format!("{name}.weight"),
-                Tensor::randn(gpu, &[fin, fout], std, seed)?,
-            ),
-            b: Param::without_decay(format!("{name}.bias"), Tensor::zeros(gpu, &[fout])?),
+    /// Parses JSON: our config (unknown fields are an error), or a Hugging Face
+    /// GPT-2 config.json (it has `"model_type"`; only the fields above are read).
+    /// The result is validated.
+    pub fn from_json_str(json: &str) -> Result<GptConfig> {
+        const OP: &str = "GptConfig::from_json";
+        let value: serde_json::Value = serde_json::from_str(json)
+            .map_err(|e| Error::invalid(OP, format!("not valid JSON: {e}")))?;
+        let config = if value.get("model_type").is_some() {
+            let hf: HfGpt2Config = serde_json::from_value(value).map_err(|e| {
+                Error::invalid(
+                    OP,
+                    format!("a Hugging Face config.json without a field we need: {e}"),
+                )
+            })?;
+            GptConfig {
+                vocab_size: hf.vocab_size,
+                n_positions: hf.n_positions,
+                n_embd: hf.n_embd,
+                n_layer: hf.n_layer,
+                n_head: hf.n_head,
+                layer_norm_epsilon: hf.layer_norm_epsilon,
+            }
+        } else {
+            serde_json::from_value(value).map_err(|e| {
+                Error::invalid(
+                    OP,
+                    format!(
+                        "{e}; a GPT config holds vocab_size, n_positions, n_embd, n_layer, \
+                         n_head and optionally layer_norm_epsilon"
+                    ),
+                )
+            })?
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads [`GptConfig::from_json_str`] from a file.
+    pub fn from_json_file(path: impl AsRef<std::path::Path>) -> Result<GptConfig> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_json_str(&text).map_err(|e| {
+            Error::invalid(
+                "GptConfig::from_json_file",
+                format!("{}: {e}", path.display()),
+            )
         })
     }
-    fn forward(&self, tape: &Tape, x: &Var) -> Result<Var> {
-        tape.linear(x, &tape.param(&self.w), Some(&tape.param(&self.b)))
-    }
 }
 
-struct LayerNorm {
-    w: Param,
-    b: Param,
-    eps: f32,
-}
-
-impl LayerNorm {
-    fn new(gpu: &Gpu, name: &str, c: usize, eps: f32) -> Result<LayerNorm> {
-        Ok(LayerNorm {
-            w: Param::without_decay(format!("{name}.weight"), Tensor::ones(gpu, &[c])?),
-            b: Param::without_decay(format!("{name}.bias"), Tensor::zeros(gpu, &[c])?),
-            eps,
-        })
-    }
-    fn forward(&self, tape: &Tape, x: &Var) -> Result<Var> {
-        tape.layernorm(x, &tape.param(&self.w), &tape.param(&self.b), self.eps)
-    }
-}
-
+/// One block: `x = x + attn(ln_1(x)); x = x + mlp(ln_2(x))`.
 struct Block {
-    ln_1: LayerNorm,
-    c_attn: Linear,
-    attn_proj: Linear,
-    ln_2: LayerNorm,
-    c_fc: Linear,
-    mlp_proj: Linear,
-    n_head: usize,
+    ln_1: Residual,
+    attn: SelfAttention,
+    ln_2: Residual,
+    mlp: FeedForward,
 }
 
 impl Block {
     fn forward(&self, tape: &Tape, x: &Var) -> Result<Var> {
-        let x = tape.add(x, &self.attn(tape, &self.ln_1.forward(tape, x)?)?)?;
-        tape.add(&x, &self.mlp(tape, &self.ln_2.forward(tape, &x)?)?)
+        let x = self.ln_1.forward(tape, x, &Dropout::off(), |h| {
+            self.attn.forward(tape, h, None)
+        })?;
+        self.ln_2
+            .forward(tape, &x, &Dropout::off(), |h| self.mlp.forward(tape, h))
     }
-    fn attn(&self, tape: &Tape, x: &Var) -> Result<Var> {
-        let qkv = self.c_attn.forward(tape, x)?;
-        let y = tape.self_attention(
-            &qkv,
-            self.n_head,
-            &Masking {
-                causal: true,
-                key_mask: None,
-            },
-        )?;
-        self.attn_proj.forward(tape, &y)
-    }
-    fn mlp(&self, tape: &Tape, x: &Var) -> Result<Var> {
-        let h = tape.gelu(&self.c_fc.forward(tape, x)?, true)?;
-        self.mlp_proj.forward(tape, &h)
+
+    /// The same block for new tokens at positions `len..`, against the cache.
+    fn step(&self, tape: &Tape, x: &Var, kv: (&Tensor, &Tensor), len: usize) -> Result<Var> {
+        let x = self.ln_1.forward(tape, x, &Dropout::off(), |h| {
+            self.attn.step(tape, h, kv, len)
+        })?;
+        self.ln_2
+            .forward(tape, &x, &Dropout::off(), |h| self.mlp.forward(tape, h))
     }
 }
 
 /// The model. Parameter names follow Hugging Face's GPT-2 (h.{i}.attn.c_attn, ...).
 pub struct Gpt {
     pub config: GptConfig,
-    wte: Param,
-    wpe: Param,
+    wte: Embedding,
+    wpe: LearnedPositions,
     h: Vec<Block>,
     ln_f: LayerNorm,
 }
@@ -120,13 +202,8 @@ pub struct Gpt {
 impl Gpt {
     /// GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2L).
     pub fn new(gpu: &Gpu, config: GptConfig, seed: u64) -> Result<Gpt> {
+        config.validate()?;
         let c = config.n_embd;
-        if config.n_head == 0 || c % config.n_head != 0 {
-            return Err(Error::invalid(
-                "Gpt::new",
-                format!("n_embd {c} must be a multiple of n_head {}", config.n_head),
-            ));
-        }
         let std = 0.02;
         let proj_std = std / (2.0 * config.n_layer as f32).sqrt();
         let mut s = seed.wrapping_mul(1000);
@@ -135,28 +212,43 @@ impl Gpt {
             s
         };
         let eps = config.layer_norm_epsilon;
+        let pre = |name: String| -> Result<Residual> {
+            Ok(Residual {
+                norm: LayerNorm::new(gpu, &name, c, eps)?,
+                placement: NormPlacement::Pre,
+            })
+        };
         let mut h = Vec::with_capacity(config.n_layer);
         for i in 0..config.n_layer {
             let p = format!("h.{i}");
+            let attn_seeds = (next(), next());
+            let mlp_seeds = (next(), next());
             h.push(Block {
-                ln_1: LayerNorm::new(gpu, &format!("{p}.ln_1"), c, eps)?,
-                c_attn: Linear::new(gpu, &format!("{p}.attn.c_attn"), c, 3 * c, std, next())?,
-                attn_proj: Linear::new(gpu, &format!("{p}.attn.c_proj"), c, c, proj_std, next())?,
-                ln_2: LayerNorm::new(gpu, &format!("{p}.ln_2"), c, eps)?,
-                c_fc: Linear::new(gpu, &format!("{p}.mlp.c_fc"), c, 4 * c, std, next())?,
-                mlp_proj: Linear::new(gpu, &format!("{p}.mlp.c_proj"), 4 * c, c, proj_std, next())?,
-                n_head: config.n_head,
+                ln_1: pre(format!("{p}.ln_1"))?,
+                attn: SelfAttention::new(
+                    gpu,
+                    (&format!("{p}.attn.c_attn"), &format!("{p}.attn.c_proj")),
+                    c,
+                    config.n_head,
+                    true,
+                    (std, proj_std),
+                    attn_seeds,
+                )?,
+                ln_2: pre(format!("{p}.ln_2"))?,
+                mlp: FeedForward::new(
+                    gpu,
+                    (&format!("{p}.mlp.c_fc"), &format!("{p}.mlp.c_proj")),
+                    c,
+                    4 * c,
+                    Activation::Gelu,
+                    (std, proj_std),
+                    mlp_seeds,
+                )?,
             });
         }
         Ok(Gpt {
-            wte: Param::new(
-                "wte.weight",
-                Tensor::randn(gpu, &[config.vocab_size, c], std, next())?,
-            ),
-            wpe: Param::new(
-                "wpe.weight",
-                Tensor::randn(gpu, &[config.n_positions, c], 0.01, next())?,
-            ),
+            wte: Embedding::new(gpu, "wte", config.vocab_size, c, std, next())?,
+            wpe: LearnedPositions::new(gpu, "wpe", config.n_positions, c, 0.01, next())?,
             h,
             ln_f: LayerNorm::new(gpu, "ln_f", c, eps)?,
             config,
@@ -165,26 +257,16 @@ impl Gpt {
 
     /// Every parameter, in a fixed order.
     pub fn params(&self) -> Vec<Param> {
-        let mut v = vec![self.wte.clone(), self.wpe.clone()];
+        let mut v = vec![self.wte.weight.clone(), self.wpe.weight.clone()];
         for b in &self.h {
-            for p in [
-                &b.ln_1.w,
-                &b.ln_1.b,
-                &b.c_attn.w,
-                &b.c_attn.b,
-                &b.attn_proj.w,
-                &b.attn_proj.b,
-                &b.ln_2.w,
-                &b.ln_2.b,
-                &b.c_fc.w,
-                &b.c_fc.b,
-                &b.mlp_proj.w,
-                &b.mlp_proj.b,
-            ] {
-                v.push(p.clone());
-            }
+            v.extend(b.ln_1.norm.params());
+            v.extend(b.attn.qkv.params());
+            v.extend(b.attn.out.params());
+            v.extend(b.ln_2.norm.params());
+            v.extend(b.mlp.fc1.params());
+            v.extend(b.mlp.fc2.params());
         }
-        v.extend([self.ln_f.w.clone(), self.ln_f.b.clone()]);
+        v.extend(self.ln_f.params());
         v
     }
 
@@ -200,16 +282,54 @@ impl Gpt {
                 ),
             ));
         }
-        let wte = tape.param(&self.wte);
-        let mut x = tape.token_position_embedding(&wte, &tape.param(&self.wpe), ids)?;
+        let wte = tape.param(&self.wte.weight);
+        let mut x = tape.token_position_embedding(&wte, &tape.param(&self.wpe.weight), ids)?;
         for block in &self.h {
             x = block.forward(tape, &x)?;
         }
         let x = self.ln_f.forward(tape, &x)?;
-        // Tied output projection: logits = x wte^T.
-        let (b, c) = (x.shape()[0], self.config.n_embd);
-        let x2 = tape.reshape(&x, &[b * t, c])?;
-        let logits = tape.matmul(&x2, &wte, false, true, 1.0)?;
-        tape.reshape(&logits, &[b, t, self.config.vocab_size])
+        self.wte.project_out(tape, &x)
+    }
+
+    /// An empty KV cache for `batch` sequences of up to `max_len` positions
+    /// (at most the context, `n_positions`).
+    pub fn new_cache(&self, batch: usize, max_len: usize) -> Result<KvCache> {
+        let cfg = &self.config;
+        if max_len > cfg.n_positions {
+            return Err(Error::invalid(
+                "Gpt::new_cache",
+                format!(
+                    "a cache of {max_len} positions exceeds the context of {} positions",
+                    cfg.n_positions
+                ),
+            ));
+        }
+        KvCache::new(
+            self.wte.weight.value().gpu(),
+            cfg.n_layer,
+            batch,
+            cfg.n_head,
+            cfg.n_embd / cfg.n_head,
+            max_len,
+        )
+    }
+
+    /// Incremental decoding (no gradient): the logits `(B, n_new, V)` of new
+    /// tokens `ids_new (B, n_new)` (u32) at positions `cache.len()..`, appending
+    /// their keys and values to `cache`. Feeding a sequence in pieces gives the
+    /// logits of [`Gpt::forward`] on the whole sequence (up to rounding).
+    pub fn forward_step(&self, cache: &mut KvCache, ids_new: &Tensor) -> Result<Tensor> {
+        let n = cache.check_step("Gpt::forward_step", ids_new, self.h.len())?;
+        let len = cache.len();
+        let tape = Tape::no_grad(ids_new.gpu());
+        let tok = self.wte.forward(&tape, ids_new)?;
+        let mut x = tape.add(&tok, &self.wpe.rows(&tape, len, n)?)?;
+        for (i, block) in self.h.iter().enumerate() {
+            x = block.step(&tape, &x, cache.layer(i), len)?;
+        }
+        let x = self.ln_f.forward(&tape, &x)?;
+        let logits = self.wte.project_out(&tape, &x)?;
+        cache.advance(n);
+        Ok(logits.value().clone())
     }
 }

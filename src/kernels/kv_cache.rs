@@ -1,0 +1,326 @@
+//! Key/value-cache kernels (shaders/kv_cache.wgsl): append new tokens' K/V to a
+//! head-major cache ([`kv_scatter`]), split a packed `[k | v]` projection
+//! ([`kv_split`]) and its backward ([`kv_merge`]), gather cache rows for beam
+//! search ([`kv_reorder`]), and attention of new query rows against a cache
+//! ([`kv_attention`]). The CPU spec is `reference::kv_cache`.
+//!
+//! Layouts: caches are `(B, NH, Tcap, HS)` f32 with rows `0..len` valid; token-major
+//! tensors are `(B, T, W)` with k at column `ko` and v at column `vo` of each row.
+//! The attention reads the cache in place (a contiguous `(B, NH, len, HS)` view does
+//! not exist without a copy) and writes its output with the heads merged.
+
+use super::{grid_1d, groups, KV_CACHE_WGSL};
+use crate::error::{Error, Result};
+use crate::gpu::Dispatch;
+use crate::tensor::{DType, Tensor};
+
+/// Threads per workgroup (the shader's `WG`).
+const WG: usize = 64;
+
+/// Largest head size of [`kv_attention`] (four output dims per thread).
+pub const MAX_HEAD_SIZE: usize = 4 * WG;
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    t: u32,
+    w: u32,
+    ko: u32,
+    vo: u32,
+    pos0: u32,
+    tcap: u32,
+    hs: u32,
+    nh: u32,
+    len: u32,
+    causal: u32,
+    has_mask: u32,
+    scale: f32,
+    _pad: [u32; 3],
+}
+
+/// (B, NH, Tcap, HS) of an f32 head-major tensor.
+fn cache_dims(op: &'static str, name: &str, x: &Tensor) -> Result<[usize; 4]> {
+    x.expect_dtype(op, name, DType::F32)?;
+    match *x.shape() {
+        [b, nh, t, hs] => Ok([b, nh, t, hs]),
+        ref s => Err(Error::shape(
+            op,
+            format!("{name} has shape {s:?}, expected (B, NH, T, HS)"),
+        )),
+    }
+}
+
+/// (B, T, W) of an f32 token-major tensor.
+fn token_dims(op: &'static str, name: &str, x: &Tensor) -> Result<[usize; 3]> {
+    x.expect_dtype(op, name, DType::F32)?;
+    match *x.shape() {
+        [b, t, w] => Ok([b, t, w]),
+        ref s => Err(Error::shape(
+            op,
+            format!("{name} has shape {s:?}, expected (B, T, W)"),
+        )),
+    }
+}
+
+fn u32_of(op: &'static str, what: &str, n: usize) -> Result<u32> {
+    u32::try_from(n).map_err(|_| Error::invalid(op, format!("{what} = {n} exceeds u32 indexing")))
+}
+
+fn run(
+    entry: &'static str,
+    p: &Params,
+    reads: &[&Tensor],
+    writes: &[&Tensor],
+    wg: [u32; 3],
+) -> Result<()> {
+    reads[0].gpu().dispatch(&Dispatch {
+        shader: &KV_CACHE_WGSL,
+        entry,
+        constants: &[],
+        params: bytemuck::bytes_of(p),
+        reads,
+        writes,
+        workgroups: wg,
+    })
+}
+
+/// Writes the k and v columns of `src (B, T, W)` into rows `pos0..pos0 + T` of the
+/// caches `k, v (B, NH, Tcap, HS)`: `k[b, h, pos0 + t, d] = src[b, t, ko + h * HS + d]`,
+/// v likewise at column `vo`. Other cache rows are untouched.
+pub fn kv_scatter(
+    src: &Tensor,
+    (ko, vo): (usize, usize),
+    k: &Tensor,
+    v: &Tensor,
+    pos0: usize,
+) -> Result<()> {
+    const OP: &str = "kv_scatter";
+    let [b, t, w] = token_dims(OP, "src", src)?;
+    let [kb, nh, tcap, hs] = cache_dims(OP, "k", k)?;
+    v.expect_shape(OP, "v (must match k)", k.shape())?;
+    v.expect_dtype(OP, "v", DType::F32)?;
+    let c = nh * hs;
+    if kb != b {
+        return Err(Error::shape(
+            OP,
+            format!("src has batch {b} but the cache has {kb}"),
+        ));
+    }
+    if ko + c > w || vo + c > w {
+        return Err(Error::shape(
+            OP,
+            format!("columns k {ko}.. and v {vo}.. of width C = {c} do not fit rows of width {w}"),
+        ));
+    }
+    if pos0 + t > tcap {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "writing rows {pos0}..{} of a cache of {tcap} rows",
+                pos0 + t
+            ),
+        ));
+    }
+    u32_of(OP, "cache elements", k.numel())?;
+    u32_of(OP, "src elements", src.numel())?;
+    let n = b * t * c;
+    let p = Params {
+        n: n as u32,
+        t: t as u32,
+        w: w as u32,
+        ko: ko as u32,
+        vo: vo as u32,
+        pos0: pos0 as u32,
+        tcap: tcap as u32,
+        hs: hs as u32,
+        nh: nh as u32,
+        ..Default::default()
+    };
+    run("kv_scatter", &p, &[src], &[k, v], grid_1d(groups(n, WG)))
+}
+
+/// Splits a packed `kv (B, T, 2C)` laid out `[k | v]` into `k, v (B, NH, T, HS)`,
+/// HS = C / NH. Backward: [`kv_merge`].
+pub fn kv_split(kv: &Tensor, nh: usize) -> Result<(Tensor, Tensor)> {
+    const OP: &str = "kv_split";
+    let [b, t, w] = token_dims(OP, "kv", kv)?;
+    if w % 2 != 0 || nh == 0 || (w / 2) % nh != 0 {
+        return Err(Error::shape(
+            OP,
+            format!("kv has last axis {w}: expected 2C with C a multiple of the {nh} heads"),
+        ));
+    }
+    let c = w / 2;
+    let shape = [b, nh, t, c / nh];
+    let k = Tensor::empty(kv.gpu(), &shape, DType::F32)?;
+    let v = Tensor::empty(kv.gpu(), &shape, DType::F32)?;
+    kv_scatter(kv, (0, c), &k, &v, 0)?;
+    Ok((k, v))
+}
+
+/// `dk, dv (B, NH, T, HS)` -> `dkv (B, T, 2C)` laid out `[dk | dv]`: the backward
+/// of [`kv_split`].
+pub fn kv_merge(dk: &Tensor, dv: &Tensor) -> Result<Tensor> {
+    const OP: &str = "kv_merge";
+    let [b, nh, t, hs] = cache_dims(OP, "dk", dk)?;
+    dv.expect_shape(OP, "dv (must match dk)", dk.shape())?;
+    dv.expect_dtype(OP, "dv", DType::F32)?;
+    let c = nh * hs;
+    let dkv = Tensor::empty(dk.gpu(), &[b, t, 2 * c], DType::F32)?;
+    u32_of(OP, "dkv elements", dkv.numel())?;
+    let n = b * t * c;
+    let p = Params {
+        n: n as u32,
+        t: t as u32,
+        w: (2 * c) as u32,
+        ko: 0,
+        vo: c as u32,
+        tcap: t as u32,
+        hs: hs as u32,
+        nh: nh as u32,
+        ..Default::default()
+    };
+    run("kv_merge", &p, &[dk, dv], &[&dkv], grid_1d(groups(n, WG)))?;
+    Ok(dkv)
+}
+
+/// Beam reorder: new caches `(idx.len(), NH, Tcap, HS)` with
+/// `out[b] = x[idx[b]]` for rows `0..len` (rows past `len` are undefined).
+/// `idx` is a u32 tensor `(B_out)` whose values must be `< B_in`; callers check
+/// them on the host (a GPU index cannot be checked without a readback).
+pub fn kv_reorder(k: &Tensor, v: &Tensor, idx: &Tensor, len: usize) -> Result<(Tensor, Tensor)> {
+    const OP: &str = "kv_reorder";
+    let [_, nh, tcap, hs] = cache_dims(OP, "k", k)?;
+    v.expect_shape(OP, "v (must match k)", k.shape())?;
+    idx.expect_dtype(OP, "idx", DType::U32)?;
+    if idx.rank() != 1 || idx.numel() == 0 {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "idx has shape {:?}, expected (B_out) with B_out >= 1",
+                idx.shape()
+            ),
+        ));
+    }
+    if len > tcap {
+        return Err(Error::invalid(
+            OP,
+            format!("len {len} exceeds the cache's {tcap} rows"),
+        ));
+    }
+    let bo = idx.numel();
+    let shape = [bo, nh, tcap, hs];
+    let ko = Tensor::empty(k.gpu(), &shape, DType::F32)?;
+    let vo = Tensor::empty(k.gpu(), &shape, DType::F32)?;
+    u32_of(OP, "cache elements", ko.numel().max(k.numel()))?;
+    let n = bo * nh * len * hs;
+    let p = Params {
+        n: n as u32,
+        t: len as u32,
+        tcap: tcap as u32,
+        hs: hs as u32,
+        nh: nh as u32,
+        ..Default::default()
+    };
+    if n > 0 {
+        run(
+            "kv_reorder",
+            &p,
+            &[k, v, idx],
+            &[&ko, &vo],
+            grid_1d(groups(n, WG)),
+        )?;
+    }
+    Ok((ko, vo))
+}
+
+/// Attention of `Tq` new query rows against the first `len` rows of the caches
+/// `k, v (B, NH, Tcap, HS)`: `q (B, Tq, W)` holds each row's query in columns
+/// `0..NH * HS` (a packed `[q | k | v]` projection, or a plain q); scale
+/// `1 / sqrt(HS)`; `causal` is bottom-right aligned (row i sees keys
+/// `j <= i + len - Tq`, and needs `Tq <= len`); `key_mask (B, Tcap)`: 0.0 = padded
+/// key. Returns `(B, Tq, NH * HS)` with the heads merged. A row that sees no key
+/// gets zeros.
+pub fn kv_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    len: usize,
+    causal: bool,
+    key_mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    const OP: &str = "kv_attention";
+    let [b, tq, w] = token_dims(OP, "q", q)?;
+    let [kb, nh, tcap, hs] = cache_dims(OP, "k", k)?;
+    v.expect_shape(OP, "v (must match k)", k.shape())?;
+    v.expect_dtype(OP, "v", DType::F32)?;
+    let c = nh * hs;
+    if kb != b {
+        return Err(Error::shape(
+            OP,
+            format!("q has batch {b} but the cache has {kb}"),
+        ));
+    }
+    if w < c {
+        return Err(Error::shape(
+            OP,
+            format!("q rows of width {w} hold no {nh} heads of {hs}"),
+        ));
+    }
+    if hs == 0 || hs > MAX_HEAD_SIZE {
+        return Err(Error::invalid(
+            OP,
+            format!("head size {hs} outside 1..={MAX_HEAD_SIZE}"),
+        ));
+    }
+    if len > tcap {
+        return Err(Error::invalid(
+            OP,
+            format!("len {len} exceeds the cache's {tcap} rows"),
+        ));
+    }
+    if causal && tq > len {
+        return Err(Error::invalid(
+            OP,
+            format!("{tq} causal query rows need at least as many cached keys, got {len}"),
+        ));
+    }
+    if let Some(m) = key_mask {
+        m.expect_dtype(OP, "key_mask", DType::F32)?;
+        m.expect_shape(OP, "key_mask (B, Tcap)", &[b, tcap])?;
+    }
+    u32_of(OP, "cache elements", k.numel())?;
+    u32_of(OP, "query elements", q.numel())?;
+    for (what, n) in [("query rows", tq), ("heads", nh), ("batch", b)] {
+        if n > super::MAX_GROUPS_PER_DIM as usize {
+            return Err(Error::TooLarge {
+                what: format!("{OP} ({what})"),
+                needed: format!("{n} workgroups in one dimension"),
+                limit: super::MAX_GROUPS_PER_DIM.to_string(),
+                limit_name: "max_compute_workgroups_per_dimension",
+            });
+        }
+    }
+    let out = Tensor::empty(q.gpu(), &[b, tq, c], DType::F32)?;
+    let p = Params {
+        t: tq as u32,
+        w: w as u32,
+        tcap: tcap as u32,
+        hs: hs as u32,
+        nh: nh as u32,
+        len: len as u32,
+        causal: causal as u32,
+        has_mask: key_mask.is_some() as u32,
+        scale: std::f32::consts::LOG2_E / (hs as f32).sqrt(),
+        ..Default::default()
+    };
+    run(
+        "kv_attention",
+        &p,
+        &[q, k, v, key_mask.unwrap_or(q)],
+        &[&out],
+        [tq as u32, nh as u32, b as u32],
+    )?;
+    Ok(out)
+}

@@ -1,0 +1,138 @@
+//! Multi-head attention layers: self-attention from one packed [q | k | v]
+//! projection (masked or not), and cross-attention with a query projection of
+//! the decoder and a packed [k | v] projection of the encoder output. Each has
+//! `forward` (training, fused flash attention on the tape) and `step`
+//! (incremental decoding against cached keys and values, no gradient).
+
+use super::basic::Linear;
+use crate::autograd::{Masking, Tape, Var};
+use crate::error::Result;
+use crate::gpu::Gpu;
+use crate::kernels::kv_cache::{kv_attention, kv_scatter, kv_split};
+use crate::tensor::Tensor;
+
+/// Self-attention: `{qkv}` (C, 3C) columns [q | k | v], then `{out}` (C, C).
+pub struct SelfAttention {
+    pub qkv: Linear,
+    pub out: Linear,
+    pub n_head: usize,
+    /// Masked (decoder) self-attention: position t sees positions <= t.
+    pub causal: bool,
+}
+
+impl SelfAttention {
+    /// Weights N(0, std) for qkv and N(0, proj_std) for out.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        gpu: &Gpu,
+        (qkv_name, out_name): (&str, &str),
+        c: usize,
+        n_head: usize,
+        causal: bool,
+        (std, proj_std): (f32, f32),
+        (seed1, seed2): (u64, u64),
+    ) -> Result<SelfAttention> {
+        Ok(SelfAttention {
+            qkv: Linear::new(gpu, qkv_name, c, 3 * c, std, seed1)?,
+            out: Linear::new(gpu, out_name, c, c, proj_std, seed2)?,
+            n_head,
+            causal,
+        })
+    }
+
+    /// x (B, T, C) -> (B, T, C); `key_mask (B, T)`: 0.0 = padding key.
+    pub fn forward(&self, tape: &Tape, x: &Var, key_mask: Option<&Tensor>) -> Result<Var> {
+        let qkv = self.qkv.forward(tape, x)?;
+        let masking = Masking {
+            causal: self.causal,
+            key_mask: key_mask.cloned(),
+        };
+        let y = tape.self_attention(&qkv, self.n_head, &masking)?;
+        self.out.forward(tape, &y)
+    }
+
+    /// Decoding: x (B, n, C) holds the tokens at positions `len..len + n`; their
+    /// keys and values are written into rows `len..` of the caches `k, v
+    /// (B, NH, Tcap, HS)` and every new token attends to the cache up to itself.
+    pub fn step(
+        &self,
+        tape: &Tape,
+        x: &Var,
+        (k, v): (&Tensor, &Tensor),
+        len: usize,
+    ) -> Result<Var> {
+        let qkv = self.qkv.forward(tape, x)?;
+        let c = qkv.shape()[2] / 3;
+        let n = qkv.shape()[1];
+        kv_scatter(qkv.value(), (c, 2 * c), k, v, len)?;
+        let y = kv_attention(qkv.value(), k, v, len + n, self.causal, None)?;
+        self.out.forward(tape, &tape.constant(y))
+    }
+}
+
+/// Cross-attention: `{q}` (C, C) on the decoder side, `{kv}` (C, 2C) columns
+/// [k | v] on the encoder output, then `{out}` (C, C).
+pub struct CrossAttention {
+    pub q: Linear,
+    pub kv: Linear,
+    pub out: Linear,
+    pub n_head: usize,
+}
+
+impl CrossAttention {
+    /// Weights N(0, std) for q and kv, N(0, proj_std) for out.
+    pub fn new(
+        gpu: &Gpu,
+        (q_name, kv_name, out_name): (&str, &str, &str),
+        c: usize,
+        n_head: usize,
+        (std, proj_std): (f32, f32),
+        seeds: [u64; 3],
+    ) -> Result<CrossAttention> {
+        Ok(CrossAttention {
+            q: Linear::new(gpu, q_name, c, c, std, seeds[0])?,
+            kv: Linear::new(gpu, kv_name, c, 2 * c, std, seeds[1])?,
+            out: Linear::new(gpu, out_name, c, c, proj_std, seeds[2])?,
+            n_head,
+        })
+    }
+
+    /// y (B, T, C) attends to memory (B, S, C); `key_mask (B, S)`: 0.0 = padding.
+    pub fn forward(
+        &self,
+        tape: &Tape,
+        y: &Var,
+        memory: &Var,
+        key_mask: Option<&Tensor>,
+    ) -> Result<Var> {
+        let q = self.q.forward(tape, y)?;
+        let kv = self.kv.forward(tape, memory)?;
+        let masking = Masking {
+            causal: false,
+            key_mask: key_mask.cloned(),
+        };
+        let o = tape.cross_attention(&q, &kv, self.n_head, &masking)?;
+        self.out.forward(tape, &o)
+    }
+
+    /// The encoder side of decoding, computed once per source: K and V of
+    /// `memory (B, S, C)`, each (B, NH, S, HS).
+    pub fn keys_values(&self, tape: &Tape, memory: &Var) -> Result<(Tensor, Tensor)> {
+        let kv = self.kv.forward(tape, memory)?;
+        kv_split(kv.value(), self.n_head)
+    }
+
+    /// Decoding: y (B, n, C) attends to precomputed `k, v (B, NH, S, HS)`.
+    pub fn step(
+        &self,
+        tape: &Tape,
+        y: &Var,
+        (k, v): (&Tensor, &Tensor),
+        key_mask: Option<&Tensor>,
+    ) -> Result<Var> {
+        let q = self.q.forward(tape, y)?;
+        let s = k.shape()[2];
+        let o = kv_attention(q.value(), k, v, s, false, key_mask)?;
+        self.out.forward(tape, &tape.constant(o))
+    }
+}

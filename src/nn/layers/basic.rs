@@ -1,0 +1,121 @@
+//! Linear ([in, out] weights, bias fused into the GEMM), LayerNorm and Embedding.
+
+use crate::autograd::{Param, Tape, Var};
+use crate::error::Result;
+use crate::gpu::Gpu;
+use crate::tensor::Tensor;
+
+/// `y = x W + b` with `W (in, out)` (GPT-2's Conv1D layout) named `{name}.weight`,
+/// `b (out)` named `{name}.bias`.
+pub struct Linear {
+    pub weight: Param,
+    pub bias: Param,
+}
+
+impl Linear {
+    /// Weight N(0, std) from `seed`, bias 0.
+    pub fn new(
+        gpu: &Gpu,
+        name: &str,
+        fin: usize,
+        fout: usize,
+        std: f32,
+        seed: u64,
+    ) -> Result<Linear> {
+        Ok(Linear {
+            weight: Param::new(
+                format!("{name}.weight"),
+                Tensor::randn(gpu, &[fin, fout], std, seed)?,
+            ),
+            bias: Param::without_decay(format!("{name}.bias"), Tensor::zeros(gpu, &[fout])?),
+        })
+    }
+
+    /// x (.., in) -> (.., out).
+    pub fn forward(&self, tape: &Tape, x: &Var) -> Result<Var> {
+        tape.linear(x, &tape.param(&self.weight), Some(&tape.param(&self.bias)))
+    }
+
+    /// Weight then bias.
+    pub fn params(&self) -> [Param; 2] {
+        [self.weight.clone(), self.bias.clone()]
+    }
+}
+
+/// LayerNorm over the last axis: gain `{name}.weight` (1) and bias `{name}.bias` (0).
+pub struct LayerNorm {
+    pub weight: Param,
+    pub bias: Param,
+    pub eps: f32,
+}
+
+impl LayerNorm {
+    pub fn new(gpu: &Gpu, name: &str, c: usize, eps: f32) -> Result<LayerNorm> {
+        Ok(LayerNorm {
+            weight: Param::without_decay(format!("{name}.weight"), Tensor::ones(gpu, &[c])?),
+            bias: Param::without_decay(format!("{name}.bias"), Tensor::zeros(gpu, &[c])?),
+            eps,
+        })
+    }
+
+    pub fn forward(&self, tape: &Tape, x: &Var) -> Result<Var> {
+        tape.layernorm(
+            x,
+            &tape.param(&self.weight),
+            &tape.param(&self.bias),
+            self.eps,
+        )
+    }
+
+    /// Weight then bias.
+    pub fn params(&self) -> [Param; 2] {
+        [self.weight.clone(), self.bias.clone()]
+    }
+}
+
+/// A token embedding table `{name}.weight (V, C)`, also usable as a tied output
+/// projection.
+pub struct Embedding {
+    pub weight: Param,
+}
+
+impl Embedding {
+    /// Table N(0, std) from `seed`.
+    pub fn new(
+        gpu: &Gpu,
+        name: &str,
+        v: usize,
+        c: usize,
+        std: f32,
+        seed: u64,
+    ) -> Result<Embedding> {
+        Ok(Embedding {
+            weight: Param::new(
+                format!("{name}.weight"),
+                Tensor::randn(gpu, &[v, c], std, seed)?,
+            ),
+        })
+    }
+
+    /// Rows of the table for u32 `ids` of any shape -> (ids.., C).
+    pub fn forward(&self, tape: &Tape, ids: &Tensor) -> Result<Var> {
+        tape.embedding(&tape.param(&self.weight), ids)
+    }
+
+    /// The tied output projection: `x (B, T, C)` -> logits `x W^T (B, T, V)`.
+    pub fn project_out(&self, tape: &Tape, x: &Var) -> Result<Var> {
+        let (b, t, c) = match *x.shape() {
+            [b, t, c] => (b, t, c),
+            ref s => {
+                return Err(crate::Error::Shape {
+                    op: "Embedding::project_out",
+                    detail: format!("x has shape {s:?}, expected (B, T, C)"),
+                })
+            }
+        };
+        let x2 = tape.reshape(x, &[b * t, c])?;
+        let logits = tape.matmul(&x2, &tape.param(&self.weight), false, true, 1.0)?;
+        let v = self.weight.value().shape()[0];
+        tape.reshape(&logits, &[b, t, v])
+    }
+}

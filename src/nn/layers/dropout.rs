@@ -1,0 +1,43 @@
+//! Dropout of one forward pass: every call site gets its own seed, derived from
+//! the pass's seed and a counter, so a pass is reproducible from one number and
+//! no two sites share a mask.
+
+use crate::autograd::{Tape, Var};
+use crate::error::Result;
+use std::cell::Cell;
+
+/// Dropout with probability `p` for one forward pass (inactive: identity).
+pub struct Dropout {
+    p: f32,
+    seed: u32,
+    active: bool,
+    site: Cell<u32>,
+}
+
+impl Dropout {
+    /// Dropout `p` seeded by `seed`; `active = false` (evaluation) makes every
+    /// [`Dropout::apply`] the identity. Dropout is also off on a no-grad tape.
+    pub fn new(p: f32, seed: u32, active: bool) -> Dropout {
+        Dropout {
+            p,
+            seed,
+            active: active && p > 0.0,
+            site: Cell::new(0),
+        }
+    }
+
+    /// No dropout at all.
+    pub fn off() -> Dropout {
+        Dropout::new(0.0, 0, false)
+    }
+
+    /// Inverted dropout of `x` with the next site's seed.
+    pub fn apply(&self, tape: &Tape, x: &Var) -> Result<Var> {
+        if !self.active {
+            return Ok(x.clone());
+        }
+        let site = self.site.get();
+        self.site.set(site + 1);
+        tape.dropout(x, self.p, crate::rng::hash_u32(self.seed, site))
+    }
+}

@@ -1,0 +1,53 @@
+//! The position-wise feed-forward network: `act(x W1 + b1) W2 + b2`.
+
+use super::basic::Linear;
+use crate::autograd::{Tape, Var};
+use crate::error::Result;
+use crate::gpu::Gpu;
+
+/// Non-linearity of the feed-forward network (serde: "relu" | "gelu").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// max(0, x): the paper's.
+    Relu,
+    /// GELU, tanh form (GPT-2's).
+    Gelu,
+}
+
+/// Two linears around an activation.
+pub struct FeedForward {
+    pub fc1: Linear,
+    pub fc2: Linear,
+    pub activation: Activation,
+}
+
+impl FeedForward {
+    /// `fc1` (c, hidden) named `fc1_name`, `fc2` (hidden, c) named `fc2_name`;
+    /// weights N(0, std) and N(0, proj_std).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        gpu: &Gpu,
+        (fc1_name, fc2_name): (&str, &str),
+        c: usize,
+        hidden: usize,
+        activation: Activation,
+        (std, proj_std): (f32, f32),
+        (seed1, seed2): (u64, u64),
+    ) -> Result<FeedForward> {
+        Ok(FeedForward {
+            fc1: Linear::new(gpu, fc1_name, c, hidden, std, seed1)?,
+            fc2: Linear::new(gpu, fc2_name, hidden, c, proj_std, seed2)?,
+            activation,
+        })
+    }
+
+    pub fn forward(&self, tape: &Tape, x: &Var) -> Result<Var> {
+        let h = self.fc1.forward(tape, x)?;
+        let h = match self.activation {
+            Activation::Relu => tape.relu(&h)?,
+            Activation::Gelu => tape.gelu(&h, true)?,
+        };
+        self.fc2.forward(tape, &h)
+    }
+}

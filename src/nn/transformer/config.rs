@@ -1,0 +1,210 @@
+//! `TransformerConfig`: the sizes and switches of the encoder-decoder, read from
+//! JSON (unknown fields are an error), with the paper's base configuration and a
+//! small one that trains in minutes on a CPU adapter.
+
+use crate::error::{Error, Result};
+use crate::nn::layers::{Activation, NormPlacement};
+
+/// Sizes of an encoder-decoder Transformer; the field names are the JSON keys.
+/// Semantics: the [`crate::nn::transformer`] module docs.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformerConfig {
+    /// Shared source/target vocabulary V (one embedding for both and the output).
+    pub vocab_size: usize,
+    pub d_model: usize,
+    /// Hidden width of the feed-forward networks.
+    pub d_ff: usize,
+    pub n_heads: usize,
+    pub n_encoder_layers: usize,
+    pub n_decoder_layers: usize,
+    /// Longest source or target sequence (rows of the positional table).
+    pub max_len: usize,
+    /// Dropout probability on embeddings and every sublayer output (0.1 in the paper).
+    pub dropout: f32,
+    #[serde(default = "default_eps")]
+    pub layer_norm_epsilon: f32,
+    /// "post" (the paper) or "pre" (adds encoder.ln_f and decoder.ln_f).
+    pub norm: NormPlacement,
+    /// "relu" (the paper) or "gelu" (tanh form).
+    pub activation: Activation,
+}
+
+fn default_eps() -> f32 {
+    1e-5
+}
+
+impl TransformerConfig {
+    /// "Attention Is All You Need", base model: d_model 512, d_ff 2048, 8 heads,
+    /// 6 + 6 layers, dropout 0.1, post-LN, ReLU, a 37000-token shared BPE vocabulary.
+    pub fn base() -> TransformerConfig {
+        TransformerConfig {
+            vocab_size: 37000,
+            d_model: 512,
+            d_ff: 2048,
+            n_heads: 8,
+            n_encoder_layers: 6,
+            n_decoder_layers: 6,
+            max_len: 512,
+            dropout: 0.1,
+            layer_norm_epsilon: 1e-5,
+            norm: NormPlacement::Post,
+            activation: Activation::Relu,
+        }
+    }
+
+    /// A small model (d_model 128, d_ff 512, 4 heads, 2 + 2 layers, 128
+    /// positions, 256 tokens) that trains on a small task in minutes on a
+    /// software adapter. Set `vocab_size` to the tokenizer's.
+    pub fn small() -> TransformerConfig {
+        TransformerConfig {
+            vocab_size: 256,
+            d_model: 128,
+            d_ff: 512,
+            n_heads: 4,
+            n_encoder_layers: 2,
+            n_decoder_layers: 2,
+            max_len: 128,
+            ..Self::base()
+        }
+    }
+
+    /// Head size d_model / n_heads.
+    pub fn head_size(&self) -> usize {
+        self.d_model / self.n_heads.max(1)
+    }
+
+    /// Checks every field; the error names the field and the fix.
+    pub fn validate(&self) -> Result<()> {
+        const OP: &str = "TransformerConfig";
+        for (name, v) in [
+            ("vocab_size", self.vocab_size),
+            ("d_model", self.d_model),
+            ("d_ff", self.d_ff),
+            ("n_heads", self.n_heads),
+            ("n_encoder_layers", self.n_encoder_layers),
+            ("n_decoder_layers", self.n_decoder_layers),
+            ("max_len", self.max_len),
+        ] {
+            if v == 0 {
+                return Err(Error::invalid(
+                    OP,
+                    format!("{name} is 0; it must be at least 1"),
+                ));
+            }
+        }
+        if self.d_model % self.n_heads != 0 {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "d_model {} must be a multiple of n_heads {} (each head gets d_model / n_heads dims)",
+                    self.d_model, self.n_heads
+                ),
+            ));
+        }
+        let max_hs = crate::kernels::attention::MAX_HEAD_SIZE;
+        if self.head_size() > max_hs {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "head size d_model / n_heads = {} is over the {max_hs} the attention kernel \
+                     supports; use more heads",
+                    self.head_size()
+                ),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "dropout {} must be in [0, 1) (the paper uses 0.1)",
+                    self.dropout
+                ),
+            ));
+        }
+        if !(self.layer_norm_epsilon > 0.0 && self.layer_norm_epsilon.is_finite()) {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "layer_norm_epsilon {} must be positive and finite (default 1e-5)",
+                    self.layer_norm_epsilon
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Parses and validates JSON (unknown or missing fields are errors).
+    pub fn from_json_str(json: &str) -> Result<TransformerConfig> {
+        let config: TransformerConfig = serde_json::from_str(json).map_err(|e| {
+            Error::invalid(
+                "TransformerConfig::from_json",
+                format!(
+                    "{e}; the fields are vocab_size, d_model, d_ff, n_heads, n_encoder_layers, \
+                     n_decoder_layers, max_len, dropout, norm (\"post\" | \"pre\"), activation \
+                     (\"relu\" | \"gelu\") and optionally layer_norm_epsilon"
+                ),
+            )
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads [`TransformerConfig::from_json_str`] from a file.
+    pub fn from_json_file(path: impl AsRef<std::path::Path>) -> Result<TransformerConfig> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_json_str(&text).map_err(|e| {
+            Error::invalid(
+                "TransformerConfig::from_json_file",
+                format!("{}: {e}", path.display()),
+            )
+        })
+    }
+
+    /// Pretty JSON that [`TransformerConfig::from_json_str`] reads back.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Parameters (the shared embedding counted once).
+    pub fn param_count(&self) -> usize {
+        let (d, f) = (self.d_model, self.d_ff);
+        let attn = d * 3 * d + 3 * d + d * d + d;
+        let cross = (d * d + d) + (d * 2 * d + 2 * d) + (d * d + d);
+        let ffn = d * f + f + f * d + d;
+        let ln = 2 * d;
+        let enc = attn + ffn + 2 * ln;
+        let dec = attn + cross + ffn + 3 * ln;
+        let finals = if self.norm == NormPlacement::Pre {
+            2 * ln
+        } else {
+            0
+        };
+        self.vocab_size * d + self.n_encoder_layers * enc + self.n_decoder_layers * dec + finals
+    }
+
+    /// Training FLOPs (forward + backward = 3x forward) of one pair of a
+    /// `src_len`-token source and a `tgt_len`-token target: 6 per weight of the
+    /// matmuls per token that goes through them, plus 3 x the attention scores
+    /// and weighted sums (4 d per query-key pair per layer, PaLM's convention of
+    /// counting causal attention in full).
+    pub fn train_flops(&self, src_len: usize, tgt_len: usize) -> f64 {
+        let (d, f, v) = (
+            self.d_model as f64,
+            self.d_ff as f64,
+            self.vocab_size as f64,
+        );
+        let (s, t) = (src_len as f64, tgt_len as f64);
+        let (le, ld) = (self.n_encoder_layers as f64, self.n_decoder_layers as f64);
+        let enc_weights = 4.0 * d * d + 2.0 * d * f;
+        let dec_weights = 6.0 * d * d + 2.0 * d * f; // self qkv + out, cross q + out
+        let cross_kv = 2.0 * d * d; // per source token, per decoder layer
+        let matmul = s * (le * enc_weights + ld * cross_kv) + t * (ld * dec_weights + d * v);
+        let attn = 4.0 * d * (le * s * s + ld * (t * t + t * s));
+        6.0 * matmul + 3.0 * attn
+    }
+}

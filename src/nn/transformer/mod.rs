@@ -1,0 +1,297 @@
+//! The encoder-decoder Transformer of "Attention Is All You Need".
+//!
+//! Semantics (the contract shared with the NumPy/JAX parity fixtures and the CPU
+//! reference `reference::transformer`):
+//! - One embedding `embed.weight (V, d)` for source tokens, target tokens and the
+//!   output projection; inputs are `embed[ids] * sqrt(d) + PE[0..T]` with the
+//!   sinusoids computed in f64, then dropout.
+//! - Encoder layer: self-attention with the source padding mask, feed-forward;
+//!   decoder layer: causal self-attention, cross-attention over the encoder output
+//!   (source padding masked), feed-forward. Each sublayer sits in a residual
+//!   block, post-LN `LN(x + drop(f(x)))` or pre-LN `x + drop(f(LN(x)))`; pre-LN
+//!   adds `encoder.ln_f` and `decoder.ln_f`.
+//! - Attention: heads of d / h dims, `softmax(q k^T / sqrt(hs) + mask) v`, heads
+//!   merged head-major, then `out`. Self-attention projects `[q | k | v]` with one
+//!   `qkv (d, 3d)`; cross-attention has `q (d, d)` and `kv (d, 2d)` = `[k | v]`.
+//! - `logits = y embed^T` (no bias, no scale).
+//! - Parameter names: `embed.weight`, `encoder.layers.{i}.{self_attn.qkv,
+//!   self_attn.out, ln_1, ffn.fc1, ffn.fc2, ln_2}.{weight,bias}`,
+//!   `decoder.layers.{i}.{self_attn.qkv, self_attn.out, ln_1, cross_attn.q,
+//!   cross_attn.kv, cross_attn.out, ln_2, ffn.fc1, ffn.fc2, ln_3}.{weight,bias}`,
+//!   `encoder.ln_f`, `decoder.ln_f` (pre-LN only). Weights are `[in, out]`.
+//! - Init: weights N(0, 0.02), biases 0, LayerNorm 1 and 0, embed N(0, d^-1/2).
+//!
+//! Decoding: [`Transformer::encode_for_decoding`] runs the encoder once and keeps
+//! every decoder layer's cross-attention keys and values ([`EncoderState`]);
+//! [`Transformer::decode_step`] then feeds target tokens a few at a time against a
+//! [`KvCache`].
+
+mod blocks;
+mod config;
+mod decode;
+
+pub use blocks::{DecoderLayer, EncoderLayer};
+pub use config::TransformerConfig;
+pub use decode::EncoderState;
+
+use super::kv_cache::KvCache;
+use super::layers::{Dropout, Embedding, LayerNorm, NormPlacement, SinusoidalPositions};
+use crate::autograd::{Param, Tape, Var};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::rng::{hash_u32, SplitMix64};
+use crate::tensor::{DType, Tensor};
+
+/// Per-call switches of [`Transformer::forward`]: dropout on or off, and the seed
+/// its masks derive from (a run is reproducible from its seeds).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ForwardOptions {
+    /// Dropout active (training). Off on a no-grad tape regardless.
+    pub train: bool,
+    /// Seed of this pass's dropout masks (use a new one every step).
+    pub dropout_seed: u32,
+}
+
+impl ForwardOptions {
+    /// Training: dropout on, masks from `dropout_seed`.
+    pub fn train(dropout_seed: u32) -> ForwardOptions {
+        ForwardOptions {
+            train: true,
+            dropout_seed,
+        }
+    }
+    /// Evaluation: no dropout.
+    pub fn eval() -> ForwardOptions {
+        ForwardOptions::default()
+    }
+}
+
+/// The model: shared embedding, encoder stack, decoder stack.
+pub struct Transformer {
+    pub config: TransformerConfig,
+    embed: Embedding,
+    pe: SinusoidalPositions,
+    encoder: Vec<EncoderLayer>,
+    encoder_ln_f: Option<LayerNorm>,
+    decoder: Vec<DecoderLayer>,
+    decoder_ln_f: Option<LayerNorm>,
+}
+
+/// Domain separation of the encoder's and the decoder's dropout sites.
+const ENCODER_DROPOUT: u32 = 0x454e_4300;
+const DECODER_DROPOUT: u32 = 0x4445_4300;
+
+impl Transformer {
+    /// A freshly initialised model (the config is validated first).
+    pub fn new(gpu: &Gpu, config: TransformerConfig, seed: u64) -> Result<Transformer> {
+        config.validate()?;
+        let mut rng = SplitMix64::new(seed);
+        let mut next = || rng.next_u64();
+        let d = config.d_model;
+        let final_norm = |name: &str| -> Result<Option<LayerNorm>> {
+            Ok(match config.norm {
+                NormPlacement::Pre => {
+                    Some(LayerNorm::new(gpu, name, d, config.layer_norm_epsilon)?)
+                }
+                NormPlacement::Post => None,
+            })
+        };
+        let embed = Embedding::new(
+            gpu,
+            "embed",
+            config.vocab_size,
+            d,
+            (d as f32).powf(-0.5),
+            next(),
+        )?;
+        let encoder = (0..config.n_encoder_layers)
+            .map(|i| EncoderLayer::new(gpu, i, &config, &mut next))
+            .collect::<Result<Vec<_>>>()?;
+        let decoder = (0..config.n_decoder_layers)
+            .map(|i| DecoderLayer::new(gpu, i, &config, &mut next))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Transformer {
+            embed,
+            pe: SinusoidalPositions::new(config.max_len, d),
+            encoder,
+            encoder_ln_f: final_norm("encoder.ln_f")?,
+            decoder,
+            decoder_ln_f: final_norm("decoder.ln_f")?,
+            config,
+        })
+    }
+
+    /// Every parameter, in a fixed order: embed, encoder layers, encoder.ln_f,
+    /// decoder layers, decoder.ln_f (names in the module docs).
+    pub fn params(&self) -> Vec<Param> {
+        let mut v = vec![self.embed.weight.clone()];
+        for layer in &self.encoder {
+            v.extend(layer.params());
+        }
+        v.extend(self.encoder_ln_f.iter().flat_map(|n| n.params()));
+        for layer in &self.decoder {
+            v.extend(layer.params());
+        }
+        v.extend(self.decoder_ln_f.iter().flat_map(|n| n.params()));
+        v
+    }
+
+    /// Logits (B, T, V) of `tgt_in (B, T)` given `src (B, S)` (u32 ids) and the
+    /// source padding mask `src_key_mask (B, S)` (f32, 1.0 = token, 0.0 = padding;
+    /// `None` = no padding). Every source row needs at least one real token.
+    pub fn forward(
+        &self,
+        tape: &Tape,
+        src: &Tensor,
+        src_key_mask: Option<&Tensor>,
+        tgt_in: &Tensor,
+        opts: &ForwardOptions,
+    ) -> Result<Var> {
+        let memory = self.encode(tape, src, src_key_mask, opts)?;
+        self.decode(tape, &memory, src_key_mask, tgt_in, opts)
+    }
+
+    /// The encoder: `src (B, S)` -> memory (B, S, d).
+    pub fn encode(
+        &self,
+        tape: &Tape,
+        src: &Tensor,
+        src_key_mask: Option<&Tensor>,
+        opts: &ForwardOptions,
+    ) -> Result<Var> {
+        const OP: &str = "Transformer::encode";
+        let (b, s) = self.check_ids(OP, "src", src)?;
+        check_mask(OP, src_key_mask, b, s)?;
+        let drop = self.dropout(opts, ENCODER_DROPOUT);
+        let mut x = self.embed_input(tape, src, 0, &drop)?;
+        for layer in &self.encoder {
+            x = layer.forward(tape, &x, src_key_mask, &drop)?;
+        }
+        match &self.encoder_ln_f {
+            Some(ln) => ln.forward(tape, &x),
+            None => Ok(x),
+        }
+    }
+
+    /// The decoder: `tgt_in (B, T)` attending to `memory (B, S, d)` -> logits (B, T, V).
+    pub fn decode(
+        &self,
+        tape: &Tape,
+        memory: &Var,
+        src_key_mask: Option<&Tensor>,
+        tgt_in: &Tensor,
+        opts: &ForwardOptions,
+    ) -> Result<Var> {
+        const OP: &str = "Transformer::decode";
+        let (b, _) = self.check_ids(OP, "tgt_in", tgt_in)?;
+        let d = self.config.d_model;
+        match *memory.shape() {
+            [mb, s, md] if mb == b && md == d => check_mask(OP, src_key_mask, b, s)?,
+            ref shape => {
+                return Err(Error::shape(
+                    OP,
+                    format!("memory has shape {shape:?}; expected (B = {b}, S, d_model = {d}), the encoder's output for the same batch"),
+                ))
+            }
+        }
+        let drop = self.dropout(opts, DECODER_DROPOUT);
+        let mut y = self.embed_input(tape, tgt_in, 0, &drop)?;
+        for layer in &self.decoder {
+            y = layer.forward(tape, &y, memory, src_key_mask, &drop)?;
+        }
+        self.logits(tape, &y)
+    }
+
+    /// An empty self-attention cache for `batch` target sequences of up to
+    /// `max_len` positions (at most the config's `max_len`).
+    pub fn new_cache(&self, batch: usize, max_len: usize) -> Result<KvCache> {
+        let cfg = &self.config;
+        if max_len > cfg.max_len {
+            return Err(Error::invalid(
+                "Transformer::new_cache",
+                format!(
+                    "a cache of {max_len} positions exceeds the model's max_len {}",
+                    cfg.max_len
+                ),
+            ));
+        }
+        KvCache::new(
+            self.embed.weight.value().gpu(),
+            cfg.n_decoder_layers,
+            batch,
+            cfg.n_heads,
+            cfg.head_size(),
+            max_len,
+        )
+    }
+
+    fn dropout(&self, opts: &ForwardOptions, domain: u32) -> Dropout {
+        Dropout::new(
+            self.config.dropout,
+            hash_u32(opts.dropout_seed, domain),
+            opts.train,
+        )
+    }
+
+    /// `drop(embed[ids] * sqrt(d) + PE[start..start + T])` for ids (B, T).
+    fn embed_input(&self, tape: &Tape, ids: &Tensor, start: usize, drop: &Dropout) -> Result<Var> {
+        let t = ids.shape()[1];
+        let e = self.embed.forward(tape, ids)?;
+        let e = tape.scale(&e, (self.config.d_model as f32).sqrt())?;
+        let pe = tape.constant(self.pe.rows(tape.gpu(), start, t)?);
+        drop.apply(tape, &tape.add(&e, &pe)?)
+    }
+
+    /// Final norm (pre-LN) and the tied output projection.
+    fn logits(&self, tape: &Tape, y: &Var) -> Result<Var> {
+        let y = match &self.decoder_ln_f {
+            Some(ln) => ln.forward(tape, y)?,
+            None => y.clone(),
+        };
+        self.embed.project_out(tape, &y)
+    }
+
+    /// (B, T) of u32 ids with 1 <= T <= max_len.
+    fn check_ids(&self, op: &'static str, name: &str, ids: &Tensor) -> Result<(usize, usize)> {
+        ids.expect_dtype(op, name, DType::U32)?;
+        let (b, t) = match *ids.shape() {
+            [b, t] => (b, t),
+            ref s => {
+                return Err(Error::shape(
+                    op,
+                    format!("{name} has shape {s:?}, expected (B, T) token ids"),
+                ))
+            }
+        };
+        if b == 0 || t == 0 {
+            return Err(Error::invalid(
+                op,
+                format!("{name} of shape ({b}, {t}) is empty"),
+            ));
+        }
+        if t > self.config.max_len {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "{name} has {t} tokens, over the model's max_len {}; truncate or split the \
+                     sequence, or train a model with a larger max_len",
+                    self.config.max_len
+                ),
+            ));
+        }
+        Ok((b, t))
+    }
+}
+
+/// A key mask must be f32 (B, S).
+fn check_mask(op: &'static str, mask: Option<&Tensor>, b: usize, s: usize) -> Result<()> {
+    if let Some(m) = mask {
+        m.expect_dtype(op, "src_key_mask", DType::F32)?;
+        m.expect_shape(
+            op,
+            "src_key_mask (B, S), 1.0 = token, 0.0 = padding",
+            &[b, s],
+        )?;
+    }
+    Ok(())
+}
