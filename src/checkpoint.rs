@@ -735,7 +735,10 @@ fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
         if e.kind() == std::io::ErrorKind::NotFound {
             Error::checkpoint(
                 path.display(),
-                format!("{what} not found: pass a checkpoint directory written by wgformer or Hugging Face"),
+                format!(
+                    "{what} not found: pass a checkpoint directory written by wgformer or \
+                     Hugging Face"
+                ),
             )
         } else {
             Error::io(path, e)

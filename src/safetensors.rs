@@ -86,7 +86,9 @@ impl Dtype {
 /// Where one tensor lives in the file, as the header describes it (validated).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorInfo {
+    /// Element type as stored.
     pub dtype: Dtype,
+    /// Dimensions, outermost first (`[]` for a scalar).
     pub shape: Vec<usize>,
     /// Byte range relative to the start of the data section.
     pub data_offsets: (usize, usize),
@@ -126,7 +128,8 @@ impl SafeTensors {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::checkpoint(
                     path.display(),
-                    "file not found: check the path (a checkpoint directory holds model.safetensors)",
+                    "file not found: check the path (a checkpoint directory holds \
+                     model.safetensors)",
                 )
             } else {
                 Error::io(path, e)
@@ -401,8 +404,11 @@ fn parse_entry(name: &str, value: serde_json::Value) -> std::result::Result<Tens
 /// One f32 tensor to write.
 #[derive(Clone, Copy, Debug)]
 pub struct TensorRef<'a> {
+    /// Unique within the file; not `__metadata__`.
     pub name: &'a str,
+    /// Dimensions; their product is `data.len()`.
     pub shape: &'a [usize],
+    /// Row-major values.
     pub data: &'a [f32],
 }
 

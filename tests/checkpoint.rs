@@ -165,7 +165,10 @@ fn raw_file(header: &str, data_len: usize) -> Vec<u8> {
 #[test]
 fn a_corrupt_header_is_refused_with_the_problem_named() {
     let entry = |name: &str, dtype: &str, shape: &str, begin: u64, end: u64| {
-        format!("\"{name}\":{{\"dtype\":\"{dtype}\",\"shape\":{shape},\"data_offsets\":[{begin},{end}]}}")
+        format!(
+            "\"{name}\":{{\"dtype\":\"{dtype}\",\"shape\":{shape},\
+             \"data_offsets\":[{begin},{end}]}}"
+        )
     };
     let ok = format!(
         "{{{},{}}}",
