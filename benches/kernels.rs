@@ -1,5 +1,11 @@
 //! `cargo bench --bench kernels [-- FILTER]`: every kernel, variant and shape;
-//! a table on stdout and `target/bench/kernels.json`.
+//! a table on stdout and `target/bench/kernels.json` (or the file named by
+//! `WGFORMER_BENCH_JSON`).
+//!
+//! Standalone: the built binary is `target/release/deps/kernels-<hash>` (printed
+//! by `cargo bench --bench kernels --no-run`); copy it anywhere and run
+//! `kernels [FILTER]` next to a Vulkan driver, with `WGFORMER_BENCH_JSON` set
+//! (the default path is inside the build's checkout).
 
 #[path = "kernels/harness.rs"]
 mod harness;
@@ -42,12 +48,16 @@ fn main() -> wgformer::Result<()> {
     train_step::run(&mut bench)?;
     decode::run(&mut bench)?;
 
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
-    std::fs::create_dir_all(&dir).map_err(|e| wgformer::Error::Io {
-        path: dir.display().to_string(),
-        source: e,
-    })?;
-    let path = dir.join("kernels.json");
+    let path = match std::env::var_os("WGFORMER_BENCH_JSON") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench/kernels.json"),
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| wgformer::Error::Io {
+            path: dir.display().to_string(),
+            source: e,
+        })?;
+    }
     let json = serde_json::to_string_pretty(&bench.records).expect("records serialize");
     std::fs::write(&path, json).map_err(|e| wgformer::Error::Io {
         path: path.display().to_string(),

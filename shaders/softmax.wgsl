@@ -31,7 +31,7 @@ struct Params {
     nh_tq: u32,     // NH * Tq: the key-mask row is row / (NH * Tq)
     scale: f32,     // applied to x before the softmax
     diag: i32,      // Tk - Tq: column j is visible from row i iff j <= i + diag
-    _pad0: u32,
+    chunk_rows: u32,  // subgroup variants: rows per workgroup
     _pad1: u32,
 }
 

@@ -25,7 +25,8 @@ pub struct Record {
 pub struct Bench {
     pub gpu: Gpu,
     pub records: Vec<Record>,
-    /// Only benchmarks whose "kernel/variant/shape" contains this run (CLI filter).
+    /// Only benchmarks whose "kernel/variant/shape" contains this run (CLI
+    /// filter; several alternatives separated by commas).
     pub filter: Option<String>,
 }
 
@@ -36,6 +37,13 @@ impl Bench {
             records: Vec::new(),
             filter,
         }
+    }
+
+    /// Whether the filter selects the benchmark called `name`.
+    pub fn selects(&self, name: &str) -> bool {
+        self.filter
+            .as_deref()
+            .is_none_or(|f| f.split(',').any(|part| name.contains(part)))
     }
 
     /// Times `launch` (which encodes one kernel launch, or one fixed sequence) and
@@ -50,10 +58,8 @@ impl Bench {
         mut launch: impl FnMut() -> Result<()>,
     ) -> Result<Option<Record>> {
         let name = format!("{kernel}/{variant}/{shape}");
-        if let Some(f) = &self.filter {
-            if !name.contains(f.as_str()) {
-                return Ok(None);
-            }
+        if !self.selects(&name) {
+            return Ok(None);
         }
         // Warm-up (pipeline build, pool fill) and a first estimate of the cost.
         launch()?;

@@ -22,6 +22,11 @@ use std::sync::{Arc, Mutex};
 /// (case-insensitive), e.g. `WGFORMER_ADAPTER=llvmpipe`.
 pub const ADAPTER_ENV: &str = "WGFORMER_ADAPTER";
 
+/// Environment variable that hides the adapter's subgroup operations from
+/// wgformer's kernels when set to `off` (or `0`): the kernels without subgroups
+/// run instead (for comparisons and for drivers with broken subgroups).
+pub const SUBGROUPS_ENV: &str = "WGFORMER_SUBGROUPS";
+
 /// Optional device features wgformer uses when the adapter has them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GpuFeatures {
@@ -46,6 +51,8 @@ pub(crate) struct GpuInner {
     pub pool: pool::BufferPool,
     pub pipelines: pipelines::PipelineCache,
     pub batch: Mutex<batch::Batch>,
+    /// Kernel choices measured on this device (autotune), by kernel + shape class.
+    pub tuned: Mutex<std::collections::HashMap<String, String>>,
     /// First uncaptured wgpu error since the last check; surfaced on the next flush.
     pub device_error: Arc<Mutex<Option<String>>>,
 }
@@ -138,6 +145,7 @@ impl Gpu {
                 pool: pool::BufferPool::default(),
                 pipelines: pipelines::PipelineCache::default(),
                 batch: Mutex::new(batch),
+                tuned: Mutex::default(),
                 counters: Counters::default(),
                 device,
                 queue,
@@ -167,6 +175,30 @@ impl Gpu {
     pub fn counters(&self) -> &Counters {
         &self.inner.counters
     }
+    /// The subgroup size every subgroup of this device has, when the adapter
+    /// has subgroup operations and a fixed size (lavapipe: 8); kernels written
+    /// for one subgroup size use this to decide whether they may run.
+    /// `None` as well when [`SUBGROUPS_ENV`] is `off`.
+    pub fn fixed_subgroup_size(&self) -> Option<u32> {
+        let i = &self.inner.info;
+        let off = matches!(
+            std::env::var(SUBGROUPS_ENV).as_deref(),
+            Ok("off" | "0" | "false" | "no")
+        );
+        (self.inner.features.subgroups && i.subgroup_min_size == i.subgroup_max_size && !off)
+            .then_some(i.subgroup_min_size)
+    }
+
+    /// A kernel choice measured earlier on this device (see [`Gpu::set_tuned`]).
+    pub fn tuned(&self, key: &str) -> Option<String> {
+        lock(&self.inner.tuned).get(key).cloned()
+    }
+
+    /// Remembers a measured kernel choice for the life of this `Gpu`.
+    pub fn set_tuned(&self, key: &str, value: &str) {
+        lock(&self.inner.tuned).insert(key.to_string(), value.to_string());
+    }
+
     /// `"<name> (<backend>)"`, for logs and benchmark records.
     pub fn adapter_name(&self) -> String {
         format!("{} ({:?})", self.inner.info.name, self.inner.info.backend)
@@ -231,6 +263,10 @@ impl Gpu {
             yes(f.subgroups),
         )
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 async fn pick_adapter(filter: Option<&str>) -> Result<wgpu::Adapter> {
