@@ -1,0 +1,112 @@
+//! The tokenizer interface every model and dataset talks to, its special tokens, and
+//! [`load_tokenizer`], which recognises a saved tokenizer directory by its files.
+
+use std::path::Path;
+
+use crate::data::bpe::BpeTokenizer;
+use crate::data::char::CharTokenizer;
+use crate::error::{Error, Result};
+
+/// The ids of the four special tokens. Tokenizers may map several roles to one id
+/// (GPT-2's files have only `<|endoftext|>`, which then plays all four).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SpecialTokens {
+    /// Padding: fills batches to a common length; ignored by the loss.
+    pub pad: u32,
+    /// Beginning of sequence: the first decoder input.
+    pub bos: u32,
+    /// End of sequence: the last target; generation stops on it.
+    pub eos: u32,
+    /// Stands for text the vocabulary cannot express.
+    pub unk: u32,
+}
+
+impl SpecialTokens {
+    /// True if `id` plays any special role.
+    pub fn contains(&self, id: u32) -> bool {
+        id == self.pad || id == self.bos || id == self.eos || id == self.unk
+    }
+}
+
+/// Text <-> token ids.
+pub trait Tokenizer: Send + Sync {
+    /// Token ids of `text`. No special tokens are added (callers add bos/eos).
+    fn encode(&self, text: &str) -> Vec<u32>;
+    /// Text of `ids`. Special tokens and ids outside the vocabulary are skipped; byte
+    /// sequences that are not valid UTF-8 become U+FFFD.
+    fn decode(&self, ids: &[u32]) -> String;
+    /// The raw bytes of `ids` (specials and out-of-vocabulary ids skipped), without
+    /// UTF-8 repair: streaming generation appends these and prints whole characters only.
+    fn decode_bytes(&self, ids: &[u32]) -> Vec<u8> {
+        self.decode(ids).into_bytes()
+    }
+    /// Number of ids (every id is below this).
+    fn vocab_size(&self) -> usize;
+    /// The special token ids.
+    fn specials(&self) -> SpecialTokens;
+    /// Writes the tokenizer's files into `dir` (created if missing); [`load_tokenizer`]
+    /// reads them back.
+    fn save(&self, dir: &Path) -> Result<()>;
+    /// `"char"` or `"bpe"`.
+    fn kind(&self) -> &'static str;
+}
+
+/// Loads the tokenizer saved in `dir`: our character tokenizer's `tokenizer.json`
+/// (with `"kind": "char"`), or a byte-level BPE's `vocab.json` + `merges.txt`
+/// (ours or GPT-2's). The char file wins when both are present.
+pub fn load_tokenizer(dir: &Path) -> Result<Box<dyn Tokenizer>> {
+    if !dir.is_dir() {
+        return Err(Error::invalid(
+            "load_tokenizer",
+            format!(
+                "`{}` is not a directory. Pass the directory that holds tokenizer.json \
+                 (char tokenizer) or vocab.json + merges.txt (BPE)",
+                dir.display()
+            ),
+        ));
+    }
+    let char_file = dir.join(CharTokenizer::FILE);
+    let foreign_json = if char_file.is_file() {
+        if CharTokenizer::is_char_file(&char_file)? {
+            return Ok(Box::new(CharTokenizer::load(dir)?));
+        }
+        true
+    } else {
+        false
+    };
+    let vocab = dir.join(BpeTokenizer::VOCAB_FILE);
+    let merges = dir.join(BpeTokenizer::MERGES_FILE);
+    match (vocab.is_file(), merges.is_file()) {
+        (true, true) => Ok(Box::new(BpeTokenizer::load(dir)?)),
+        (true, false) | (false, true) => {
+            let (have, missing) = if vocab.is_file() {
+                (BpeTokenizer::VOCAB_FILE, BpeTokenizer::MERGES_FILE)
+            } else {
+                (BpeTokenizer::MERGES_FILE, BpeTokenizer::VOCAB_FILE)
+            };
+            Err(Error::invalid(
+                "load_tokenizer",
+                format!(
+                    "`{}` has {have} but no {missing}: a BPE tokenizer needs both files. \
+                     Copy the missing file next to it",
+                    dir.display()
+                ),
+            ))
+        }
+        (false, false) => Err(Error::invalid(
+            "load_tokenizer",
+            format!(
+                "no tokenizer in `{}`{}. Expected tokenizer.json with \"kind\": \"char\" \
+                 (a wgformer char tokenizer) or vocab.json + merges.txt (a byte-level BPE \
+                 such as GPT-2's). Train one, or point to the directory that holds them",
+                dir.display(),
+                if foreign_json {
+                    " (its tokenizer.json is not a wgformer char tokenizer; \
+                     Hugging Face tokenizer.json files are not read)"
+                } else {
+                    ""
+                }
+            ),
+        )),
+    }
+}
