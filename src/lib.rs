@@ -22,6 +22,7 @@
 pub mod autograd;
 pub mod data;
 pub mod error;
+pub mod generate;
 pub mod gpu;
 pub mod kernels;
 pub mod nn;
@@ -30,6 +31,8 @@ pub mod reference;
 pub mod rng;
 pub mod selfcheck;
 pub mod tensor;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod train;
 
 pub use error::{Error, Result};
 pub use gpu::Gpu;
