@@ -6,10 +6,10 @@ use clap::ValueEnum;
 use std::path::{Path, PathBuf};
 use wgformer::checkpoint::{self, LoadMode};
 use wgformer::data::{BpeTokenizer, CharTokenizer, TextDataset, Tokenizer};
-use wgformer::nn::{Activation, Gpt, GptConfig, NormPlacement, Transformer, TransformerConfig};
+use wgformer::nn::{Gpt, GptConfig, Transformer, TransformerConfig};
 use wgformer::train::gpt::{GptData, GptTask};
 use wgformer::train::progress::ProgressReporter;
-use wgformer::train::seq2seq::{load_pairs, PairSource, Seq2SeqData, Seq2SeqTask};
+use wgformer::train::seq2seq::{load_pairs, DateTaskSetup, PairSource, Seq2SeqData, Seq2SeqTask};
 use wgformer::train::{freeze, OptimizerChoice, Schedule, TrainOptions, TrainSummary, TrainTask, Trainer};
 use wgformer::{Gpu, Result};
 
@@ -182,15 +182,16 @@ fn start<'a>(task: &'a mut dyn TrainTask, how: Start) -> Result<Trainer<'a>> {
 fn options(a: &TrainArgs, kind: ModelKind, d_model: usize) -> Result<TrainOptions> {
     let (steps, optimizer, schedule, eps, eval_every) = match kind {
         ModelKind::Encdec => {
-            let steps = a.steps.unwrap_or(if a.data.is_none() { DATE_STEPS } else { 4000 });
-            let warmup = a.warmup.unwrap_or(if a.data.is_none() { DATE_WARMUP } else { 4000 });
+            let date = DateTaskSetup::default();
+            let steps = a.steps.unwrap_or(if a.data.is_none() { date.steps } else { 4000 });
+            let warmup = a.warmup.unwrap_or(if a.data.is_none() { date.warmup } else { 4000 });
             (
                 steps,
                 OptimizerChoice::paper_adam(),
                 Schedule::Noam {
                     d_model,
                     warmup,
-                    factor: a.lr.unwrap_or(if a.data.is_none() { DATE_LR_FACTOR } else { 1.0 }),
+                    factor: a.lr.unwrap_or(if a.data.is_none() { date.lr_factor } else { 1.0 }),
                 },
                 0.1,
                 steps / 4,
@@ -227,24 +228,12 @@ fn options(a: &TrainArgs, kind: ModelKind, d_model: usize) -> Result<TrainOption
     })
 }
 
-/// Defaults of the built-in date task: sized to reach >= 99% exact match on the
-/// held-out dates within a few minutes on a software adapter.
-const DATE_STEPS: u32 = 1200;
-const DATE_WARMUP: u32 = 200;
-const DATE_LR_FACTOR: f32 = 1.0;
-const DATE_D_MODEL: usize = 64;
-const DATE_LAYERS: usize = 2;
-const DATE_HEADS: usize = 4;
-const DATE_BATCH_TOKENS: usize = 1024;
-const DATE_DROPOUT: f32 = 0.1;
-const DATE_TRAIN: usize = 20_000;
-const DATE_HELD_OUT: usize = 1_000;
-
 fn new_seq2seq(gpu: &Gpu, a: &TrainArgs) -> Result<Seq2SeqTask> {
+    let setup = DateTaskSetup::default();
     let source = match &a.data {
         None => PairSource::Dates {
-            n_train: DATE_TRAIN,
-            n_held_out: DATE_HELD_OUT,
+            n_train: setup.n_train,
+            n_held_out: setup.n_held_out,
             seed: a.seed,
         },
         Some(path) => PairSource::Tsv {
@@ -274,20 +263,28 @@ fn new_seq2seq(gpu: &Gpu, a: &TrainArgs) -> Result<Seq2SeqTask> {
     let model = match model {
         Some(m) => m,
         None => {
-            let d = a.d_model.unwrap_or(if date { DATE_D_MODEL } else { config.d_model });
             let longest = train.pairs.iter().chain(&held.pairs).map(|p| p.0.len().max(p.1.len() + 1)).max().unwrap_or(1);
+            let base = if date {
+                setup.config(tokenizer.vocab_size())
+            } else {
+                TransformerConfig {
+                    vocab_size: tokenizer.vocab_size(),
+                    max_len: longest,
+                    ..config
+                }
+            };
+            let d = a.d_model.unwrap_or(base.d_model);
+            let layers_enc = a.layers.unwrap_or(base.n_encoder_layers);
+            let layers_dec = a.layers.unwrap_or(base.n_decoder_layers);
             let config = TransformerConfig {
-                vocab_size: tokenizer.vocab_size(),
                 d_model: d,
-                d_ff: a.d_ff.unwrap_or(4 * d),
-                n_heads: a.heads.unwrap_or(if date { DATE_HEADS } else { config.n_heads }),
-                n_encoder_layers: a.layers.unwrap_or(if date { DATE_LAYERS } else { config.n_encoder_layers }),
-                n_decoder_layers: a.layers.unwrap_or(if date { DATE_LAYERS } else { config.n_decoder_layers }),
-                max_len: a.context.unwrap_or(longest.max(1)),
-                dropout: a.dropout.unwrap_or(if date { DATE_DROPOUT } else { 0.1 }),
-                layer_norm_epsilon: 1e-5,
-                norm: NormPlacement::Post,
-                activation: Activation::Relu,
+                d_ff: a.d_ff.unwrap_or(if a.d_model.is_some() { 4 * d } else { base.d_ff }),
+                n_heads: a.heads.unwrap_or(base.n_heads),
+                n_encoder_layers: layers_enc,
+                n_decoder_layers: layers_dec,
+                max_len: a.context.unwrap_or(base.max_len),
+                dropout: a.dropout.unwrap_or(base.dropout),
+                ..base
             };
             Transformer::new(gpu, config, a.seed)?
         }
@@ -295,8 +292,8 @@ fn new_seq2seq(gpu: &Gpu, a: &TrainArgs) -> Result<Seq2SeqTask> {
     freeze_for_finetune(&model.params(), a);
     let data = Seq2SeqData {
         source,
-        batch_tokens: a.batch_tokens.unwrap_or(DATE_BATCH_TOKENS),
-        eval_examples: 200,
+        batch_tokens: a.batch_tokens.unwrap_or(setup.batch_tokens),
+        eval_examples: setup.eval_examples,
         seed: a.seed,
     };
     print_config(&wgformer::checkpoint::config_json(&model.config)?);

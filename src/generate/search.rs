@@ -95,8 +95,9 @@ pub struct Hypothesis {
 /// times). At each step the `beam_size` best extensions of the live hypotheses
 /// (by total log-probability) are kept; those ending in `eos` are finished and
 /// leave the beam. Search stops when `beam_size` hypotheses are finished, none is
-/// live, no live hypothesis can beat the best finished one, or at `max_len`.
-/// Returns every finished hypothesis (or the live ones if none finished), best first.
+/// live, or no live hypothesis can beat the best finished one; at `max_len` tokens
+/// the surviving extensions end unfinished (`finished: false`). Returns the ended
+/// hypotheses, best score first.
 pub fn beam_search(dec: &mut dyn StepDecoder, bos: u32, eos: u32, opts: &BeamOptions) -> Result<Vec<Hypothesis>> {
     let k = opts.beam_size;
     if k == 0 {
@@ -131,25 +132,31 @@ pub fn beam_search(dec: &mut dyn StepDecoder, bos: u32, eos: u32, opts: &BeamOpt
         }
         cands.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
         cands.truncate(k);
+        // At the last step every candidate is final: eos ones finished, the others
+        // cut by max_len (all of one length, so ranked by log-probability alone).
+        let last = step + 1 == opts.max_len;
         let mut next: Vec<(Vec<u32>, f64)> = Vec::with_capacity(k);
         let mut parents = Vec::with_capacity(k);
         for (score, r, id) in cands {
-            if id == eos {
+            let mut tokens = live[r].0.clone();
+            if id == eos || last {
+                if id != eos {
+                    tokens.push(id);
+                }
                 finished.push(Hypothesis {
-                    tokens: live[r].0.clone(),
+                    tokens,
                     log_prob: score,
                     score: score / lp(step + 1),
-                    finished: true,
+                    finished: id == eos,
                 });
             } else {
-                let mut tokens = live[r].0.clone();
                 tokens.push(id);
                 next.push((tokens, score));
                 parents.push(r);
             }
         }
         live = next;
-        if finished.len() >= k || live.is_empty() {
+        if last || finished.len() >= k || live.is_empty() {
             break;
         }
         // Log-probs only fall as tokens are added and lp grows at most to
@@ -159,23 +166,9 @@ pub fn beam_search(dec: &mut dyn StepDecoder, bos: u32, eos: u32, opts: &BeamOpt
         if opts.alpha >= 0.0 && best_done >= best_live / lp(opts.max_len) {
             break;
         }
-        if step + 1 == opts.max_len {
-            break;
-        }
         let index: Vec<usize> = (0..k).map(|r| parents[r.min(parents.len() - 1)]).collect();
         dec.reorder(&index)?;
         feed = (0..k).map(|r| *live[r.min(live.len() - 1)].0.last().unwrap_or(&bos)).collect();
-    }
-    if finished.is_empty() {
-        finished = live
-            .into_iter()
-            .map(|(tokens, log_prob)| Hypothesis {
-                score: log_prob / lp(tokens.len()),
-                tokens,
-                log_prob,
-                finished: false,
-            })
-            .collect();
     }
     finished.sort_by(|a, b| b.score.total_cmp(&a.score));
     Ok(finished)
