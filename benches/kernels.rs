@@ -22,6 +22,9 @@ mod elementwise;
 #[path = "kernels/train_step.rs"]
 mod train_step;
 
+#[path = "kernels/decode.rs"]
+mod decode;
+
 fn main() -> wgformer::Result<()> {
     // `cargo bench` passes `--bench`; any other argument filters by name.
     let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
@@ -37,6 +40,7 @@ fn main() -> wgformer::Result<()> {
     rowwise::run(&mut bench)?;
     elementwise::run(&mut bench)?;
     train_step::run(&mut bench)?;
+    decode::run(&mut bench)?;
 
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&dir).map_err(|e| wgformer::Error::Io {

@@ -52,6 +52,11 @@ pub enum Error {
     #[error("GPU error: {0}")]
     Gpu(String),
 
+    /// A checkpoint or tensor file that is missing, corrupt, truncated, of another
+    /// architecture, or does not fit the model; `detail` says what and how to fix it.
+    #[error("checkpoint {path}: {detail}")]
+    Checkpoint { path: String, detail: String },
+
     #[error("I/O error on {path}: {source}")]
     Io {
         path: String,
@@ -64,6 +69,18 @@ impl Error {
         Error::Shape {
             op,
             detail: detail.into(),
+        }
+    }
+    pub(crate) fn checkpoint(path: impl std::fmt::Display, detail: impl Into<String>) -> Self {
+        Error::Checkpoint {
+            path: path.to_string(),
+            detail: detail.into(),
+        }
+    }
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.display().to_string(),
+            source,
         }
     }
     pub(crate) fn invalid(op: &'static str, detail: impl Into<String>) -> Self {

@@ -20,6 +20,8 @@
 //! ```
 
 pub mod autograd;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod generate;
@@ -29,6 +31,7 @@ pub mod nn;
 pub mod optim;
 pub mod reference;
 pub mod rng;
+pub mod safetensors;
 pub mod selfcheck;
 pub mod tensor;
 #[cfg(not(target_arch = "wasm32"))]

@@ -35,7 +35,12 @@ fn expected_cases() -> Vec<Case> {
         .iter()
         .map(|c| Case {
             text: c["text"].as_str().unwrap().to_string(),
-            ids: c["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect(),
+            ids: c["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect(),
         })
         .collect()
 }
@@ -46,7 +51,10 @@ fn gpt2_files_load_with_gpt2_sizes() {
     assert_eq!(tok.vocab_size(), 50257);
     assert_eq!(tok.merges().len(), 50000);
     let sp = tok.specials();
-    assert_eq!((sp.pad, sp.bos, sp.eos, sp.unk), (50256, 50256, 50256, 50256));
+    assert_eq!(
+        (sp.pad, sp.bos, sp.eos, sp.unk),
+        (50256, 50256, 50256, 50256)
+    );
     assert_eq!(tok.kind(), "bpe");
     let boxed = load_tokenizer(&fixture_dir()).unwrap();
     assert_eq!(boxed.kind(), "bpe");
@@ -67,11 +75,20 @@ fn gpt2_parity_with_reference_encoders() {
             assert_eq!(tok.encode(&c.text), ours, "{:?}", c.text);
         }
         if ours != c.ids {
-            failures.push(format!("{:?}\n  ours: {ours:?}\n  want: {:?}", c.text, c.ids));
+            failures.push(format!(
+                "{:?}\n  ours: {ours:?}\n  want: {:?}",
+                c.text, c.ids
+            ));
         }
         assert_eq!(tok.decode(&c.ids), c.text, "decode of the reference ids");
     }
-    assert!(failures.is_empty(), "{} of {} texts differ:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} texts differ:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 /// The reference encoders read `<|endoftext|>` as plain text; we read it as the
@@ -82,7 +99,10 @@ fn gpt2_special_string_in_text_is_the_special_id() {
     let tok = gpt2();
     let cases = expected_cases();
     let a = &cases.iter().find(|c| c.text == "Hello world").unwrap();
-    let b = &cases.iter().find(|c| c.text == "   leading spaces").unwrap();
+    let b = &cases
+        .iter()
+        .find(|c| c.text == "   leading spaces")
+        .unwrap();
     let text = format!("{}<|endoftext|>{}<|endoftext|>", a.text, b.text);
     let mut want = a.ids.clone();
     want.push(50256);
@@ -90,8 +110,14 @@ fn gpt2_special_string_in_text_is_the_special_id() {
     want.push(50256);
     assert_eq!(tok.encode(&text), want);
     // Read as plain text, the string is the reference's seven tokens.
-    let spelled = cases.iter().find(|c| c.text.starts_with("<|endoftext|>")).unwrap();
-    assert_eq!(&spelled.ids[..7], tok.encode_ordinary("<|endoftext|>").as_slice());
+    let spelled = cases
+        .iter()
+        .find(|c| c.text.starts_with("<|endoftext|>"))
+        .unwrap();
+    assert_eq!(
+        &spelled.ids[..7],
+        tok.encode_ordinary("<|endoftext|>").as_slice()
+    );
     assert_eq!(tok.encode(&spelled.text)[0], 50256);
     assert_eq!(tok.encode(&spelled.text)[1..], spelled.ids[7..]);
     // decode skips specials
@@ -105,9 +131,17 @@ fn gpt2_save_writes_the_same_files() {
     tok.save(&dir).unwrap();
     let merges_ours = std::fs::read_to_string(dir.join("merges.txt")).unwrap();
     let merges_orig = std::fs::read_to_string(fixture_dir().join("merges.txt")).unwrap();
-    assert!(merges_ours == merges_orig, "merges.txt differs from GPT-2's");
-    let parse = |p: PathBuf| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap() };
-    assert_eq!(parse(dir.join("vocab.json")), parse(fixture_dir().join("vocab.json")));
+    assert!(
+        merges_ours == merges_orig,
+        "merges.txt differs from GPT-2's"
+    );
+    let parse = |p: PathBuf| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
+    assert_eq!(
+        parse(dir.join("vocab.json")),
+        parse(fixture_dir().join("vocab.json"))
+    );
     let again = BpeTokenizer::load(&dir).unwrap();
     for c in expected_cases() {
         assert_eq!(again.encode_ordinary(&c.text), c.ids);
@@ -119,9 +153,44 @@ fn gpt2_save_writes_the_same_files() {
 /// combining marks, odd whitespace and arbitrary code points.
 fn random_text(rng: &mut SplitMix64, max_chars: usize) -> String {
     const POOL: &[&str] = &[
-        "a", "b", "e", "t", "h", "the", " ", " ", "  ", "\n", "\t", "\r\n", "'s", "'", "0", "42", ".", ",", "!",
-        "é", "ß", "中", "文", "😀", "👍🏽", "👨‍👩‍👧", "\u{0301}", "\u{a0}", "\u{85}", "\u{feff}", "\u{2028}", "\0",
-        "\u{10FFFF}", "<|", "|>", "<|endoftext", "Ⅻ", "²",
+        "a",
+        "b",
+        "e",
+        "t",
+        "h",
+        "the",
+        " ",
+        " ",
+        "  ",
+        "\n",
+        "\t",
+        "\r\n",
+        "'s",
+        "'",
+        "0",
+        "42",
+        ".",
+        ",",
+        "!",
+        "é",
+        "ß",
+        "中",
+        "文",
+        "😀",
+        "👍🏽",
+        "👨‍👩‍👧",
+        "\u{0301}",
+        "\u{a0}",
+        "\u{85}",
+        "\u{feff}",
+        "\u{2028}",
+        "\0",
+        "\u{10FFFF}",
+        "<|",
+        "|>",
+        "<|endoftext",
+        "Ⅻ",
+        "²",
     ];
     let n = (rng.next_u64() % (max_chars as u64 + 1)) as usize;
     let mut s = String::new();
@@ -169,9 +238,17 @@ fn train_save_load_round_trips_arbitrary_utf8() {
             plain = plain.replace("<|endoftext|>", "");
         }
         let ids = tok.encode(&plain);
-        assert!(ids.iter().all(|&id| (id as usize) < tok.vocab_size() && !specials.contains(id)), "case {i}");
+        assert!(
+            ids.iter()
+                .all(|&id| (id as usize) < tok.vocab_size() && !specials.contains(id)),
+            "case {i}"
+        );
         assert_eq!(tok.decode(&ids), plain, "case {i}: {plain:?}");
-        assert_eq!(loaded.encode(&plain), ids, "case {i}: the loaded tokenizer encodes differently");
+        assert_eq!(
+            loaded.encode(&plain),
+            ids,
+            "case {i}: the loaded tokenizer encodes differently"
+        );
         assert_eq!(loaded.decode_bytes(&ids), plain.as_bytes());
     }
     // The merges actually compress the text they were trained on.
@@ -185,7 +262,10 @@ fn trained_specials_are_last_and_encoded_from_text() {
     let tok = BpeTokenizer::train("hello hello world world", 262).unwrap();
     let n = tok.vocab_size() as u32;
     let sp = tok.specials();
-    assert_eq!((sp.eos, sp.pad, sp.bos, sp.unk), (n - 4, n - 3, n - 2, n - 1));
+    assert_eq!(
+        (sp.eos, sp.pad, sp.bos, sp.unk),
+        (n - 4, n - 3, n - 2, n - 1)
+    );
     let hello = tok.encode("hello");
     let mut want = vec![sp.bos];
     want.extend(&hello);
@@ -202,7 +282,11 @@ fn brute_force_merges(corpus: &str, n_merges: usize) -> Vec<(Vec<u8>, Vec<u8>)> 
         .split(' ')
         .enumerate()
         .map(|(i, w)| {
-            let piece = if i == 0 { w.to_string() } else { format!(" {w}") };
+            let piece = if i == 0 {
+                w.to_string()
+            } else {
+                format!(" {w}")
+            };
             piece.bytes().map(u32::from).collect()
         })
         .collect();
@@ -215,7 +299,10 @@ fn brute_force_merges(corpus: &str, n_merges: usize) -> Vec<(Vec<u8>, Vec<u8>)> 
             }
         }
         // most frequent; ties to the smallest (left, right) ids (BTreeMap iterates ascending)
-        let Some((&best, &count)) = counts.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0))) else { break };
+        let Some((&best, &count)) = counts.iter().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+        else {
+            break;
+        };
         if count < 2 {
             break;
         }
@@ -234,9 +321,16 @@ fn brute_force_merges(corpus: &str, n_merges: usize) -> Vec<(Vec<u8>, Vec<u8>)> 
             }
             *w = out;
         }
-        let joined = [bytes_of[best.0 as usize].clone(), bytes_of[best.1 as usize].clone()].concat();
+        let joined = [
+            bytes_of[best.0 as usize].clone(),
+            bytes_of[best.1 as usize].clone(),
+        ]
+        .concat();
         bytes_of.push(joined);
-        merges.push((bytes_of[best.0 as usize].clone(), bytes_of[best.1 as usize].clone()));
+        merges.push((
+            bytes_of[best.0 as usize].clone(),
+            bytes_of[best.1 as usize].clone(),
+        ));
     }
     merges
 }
@@ -244,8 +338,13 @@ fn brute_force_merges(corpus: &str, n_merges: usize) -> Vec<(Vec<u8>, Vec<u8>)> 
 #[test]
 fn learned_merges_match_a_brute_force_recount() {
     let mut rng = SplitMix64::new(3);
-    let vocab = ["low", "lower", "lowest", "newer", "newest", "wider", "widest", "aaaa", "banana", "bandana", "ab"];
-    let corpus: Vec<&str> = (0..3000).map(|_| vocab[(rng.next_u64() % vocab.len() as u64) as usize]).collect();
+    let vocab = [
+        "low", "lower", "lowest", "newer", "newest", "wider", "widest", "aaaa", "banana",
+        "bandana", "ab",
+    ];
+    let corpus: Vec<&str> = (0..3000)
+        .map(|_| vocab[(rng.next_u64() % vocab.len() as u64) as usize])
+        .collect();
     let corpus = corpus.join(" ");
     let n_merges = 60;
     let tok = BpeTokenizer::train(&corpus, 260 + n_merges).unwrap();
@@ -260,7 +359,9 @@ fn learned_merges_match_a_brute_force_recount() {
 
 #[test]
 fn bad_arguments_and_files_are_refused() {
-    let e = BpeTokenizer::train("some text", 100).unwrap_err().to_string();
+    let e = BpeTokenizer::train("some text", 100)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("260"), "{e}");
     let e = BpeTokenizer::train("", 300).unwrap_err().to_string();
     assert!(e.contains("empty"), "{e}");
@@ -268,11 +369,18 @@ fn bad_arguments_and_files_are_refused() {
     let dir = temp_dir("bad-files");
     std::fs::create_dir_all(&dir).unwrap();
     let e = load_tokenizer(&dir).err().unwrap().to_string();
-    assert!(e.contains("no tokenizer") && e.contains("vocab.json"), "{e}");
+    assert!(
+        e.contains("no tokenizer") && e.contains("vocab.json"),
+        "{e}"
+    );
 
     let tok = BpeTokenizer::train("hello hello world", 270).unwrap();
     tok.save(&dir).unwrap();
-    std::fs::write(dir.join("merges.txt"), "#version: 0.2\nh e\nthree parts here\n").unwrap();
+    std::fs::write(
+        dir.join("merges.txt"),
+        "#version: 0.2\nh e\nthree parts here\n",
+    )
+    .unwrap();
     let e = BpeTokenizer::load(&dir).unwrap_err().to_string();
     assert!(e.contains("line 3"), "{e}");
     std::fs::write(dir.join("merges.txt"), "#version: 0.2\nh zzz\n").unwrap();

@@ -46,7 +46,11 @@ fn cost(pair: &(Vec<u32>, Vec<u32>)) -> usize {
 /// Errors if a pair is longer than the model can take: a source over `max_src_len`
 /// tokens or a target over `max_tgt_len - 1` (room for bos/eos). The error names the
 /// first offending pair; drop or shorten such pairs, or use a model with a longer context.
-pub fn check_pair_lengths(pairs: &[(Vec<u32>, Vec<u32>)], max_src_len: usize, max_tgt_len: usize) -> Result<()> {
+pub fn check_pair_lengths(
+    pairs: &[(Vec<u32>, Vec<u32>)],
+    max_src_len: usize,
+    max_tgt_len: usize,
+) -> Result<()> {
     for (i, (s, t)) in pairs.iter().enumerate() {
         if s.len() > max_src_len || t.len() + 1 > max_tgt_len {
             return Err(Error::invalid(
@@ -81,7 +85,9 @@ pub fn token_budget_batches(
         if p.0.is_empty() {
             return Err(Error::invalid(
                 "token_budget_batches",
-                format!("pair {i} has an empty source, which attention cannot attend to. Remove it"),
+                format!(
+                    "pair {i} has an empty source, which attention cannot attend to. Remove it"
+                ),
             ));
         }
         if cost(p) > max_tokens {
@@ -106,7 +112,10 @@ pub fn token_budget_batches(
     let mut cur: Vec<usize> = Vec::new();
     let (mut s_max, mut t_max) = (0usize, 0usize);
     for &i in &order {
-        let (s, t) = (pairs[i].0.len().max(s_max), (pairs[i].1.len() + 1).max(t_max));
+        let (s, t) = (
+            pairs[i].0.len().max(s_max),
+            (pairs[i].1.len() + 1).max(t_max),
+        );
         if !cur.is_empty() && (cur.len() + 1) * s.max(t) > max_tokens {
             groups.push(std::mem::take(&mut cur));
             (s_max, t_max) = (pairs[i].0.len(), pairs[i].1.len() + 1);
@@ -119,14 +128,21 @@ pub fn token_budget_batches(
         groups.push(cur);
     }
     shuffle(&mut groups, &mut rng);
-    Ok(groups.iter().map(|g| pad_batch(pairs, g, specials)).collect())
+    Ok(groups
+        .iter()
+        .map(|g| pad_batch(pairs, g, specials))
+        .collect())
 }
 
 /// Pads the pairs `rows` of `pairs` into one batch.
 fn pad_batch(pairs: &[(Vec<u32>, Vec<u32>)], rows: &[usize], sp: &SpecialTokens) -> PairBatch {
     let b = rows.len();
     let s_len = rows.iter().map(|&i| pairs[i].0.len()).max().unwrap_or(0);
-    let t_len = rows.iter().map(|&i| pairs[i].1.len() + 1).max().unwrap_or(0);
+    let t_len = rows
+        .iter()
+        .map(|&i| pairs[i].1.len() + 1)
+        .max()
+        .unwrap_or(0);
     let mut batch = PairBatch {
         batch: b,
         src_len: s_len,

@@ -122,7 +122,11 @@ impl BpeTokenizer {
             bytes.extend_from_slice(entry_bytes(&entries[b as usize]));
             entries.push(Entry::Bytes(bytes));
         }
-        entries.extend(SPECIAL_STRINGS.iter().map(|s| Entry::Special(s.to_string())));
+        entries.extend(
+            SPECIAL_STRINGS
+                .iter()
+                .map(|s| Entry::Special(s.to_string())),
+        );
         Self::from_parts(entries, merges).map_err(|e| Error::invalid("BpeTokenizer::train", e))
     }
 
@@ -133,7 +137,10 @@ impl BpeTokenizer {
         Self::parse(&vocab, &merges).map_err(|e| {
             Error::invalid(
                 "BpeTokenizer::load",
-                format!("in `{}`: {e}. Use GPT-2's files or ones saved by wgformer", dir.display()),
+                format!(
+                    "in `{}`: {e}. Use GPT-2's files or ones saved by wgformer",
+                    dir.display()
+                ),
             )
         })
     }
@@ -150,23 +157,39 @@ impl BpeTokenizer {
     }
 
     fn parse(vocab_json: &str, merges_txt: &str) -> std::result::Result<Self, String> {
-        let to_byte: HashMap<char, u8> = byte_to_char().iter().enumerate().map(|(b, &c)| (c, b as u8)).collect();
+        let to_byte: HashMap<char, u8> = byte_to_char()
+            .iter()
+            .enumerate()
+            .map(|(b, &c)| (c, b as u8))
+            .collect();
         let map: HashMap<String, u64> = serde_json::from_str(vocab_json).map_err(|e| {
-            bad("vocab.json", format!("is not a JSON object of token -> id: {e}"))
+            bad(
+                "vocab.json",
+                format!("is not a JSON object of token -> id: {e}"),
+            )
         })?;
         let n = map.len();
         let mut slots: Vec<Option<Entry>> = vec![None; n];
         for (token, &id) in &map {
             let slot = slots.get_mut(id as usize).ok_or_else(|| {
-                bad("vocab.json", format!("gives `{token}` id {id}, but ids must be 0..{n} (one per entry, no gaps)"))
+                bad(
+                    "vocab.json",
+                    format!(
+                        "gives `{token}` id {id}, but ids must be 0..{n} (one per entry, no gaps)"
+                    ),
+                )
             })?;
             if slot.is_some() {
-                return Err(bad("vocab.json", format!("gives id {id} to two tokens; ids must be distinct")));
+                return Err(bad(
+                    "vocab.json",
+                    format!("gives id {id} to two tokens; ids must be distinct"),
+                ));
             }
             *slot = Some(if SPECIAL_STRINGS.contains(&token.as_str()) {
                 Entry::Special(token.clone())
             } else {
-                let bytes: Option<Vec<u8>> = token.chars().map(|c| to_byte.get(&c).copied()).collect();
+                let bytes: Option<Vec<u8>> =
+                    token.chars().map(|c| to_byte.get(&c).copied()).collect();
                 Entry::Bytes(bytes.ok_or_else(|| {
                     bad("vocab.json", format!("token `{token}` (id {id}) has a char outside GPT-2's byte alphabet; this is not a byte-level BPE vocabulary"))
                 })?)
@@ -186,11 +209,17 @@ impl BpeTokenizer {
             }
             let parts: Vec<&str> = line.split(' ').collect();
             let [a, b] = parts[..] else {
-                return Err(bad("merges.txt", format!("line {line_no} ({line:?}) is not two tokens separated by one space")));
+                return Err(bad(
+                    "merges.txt",
+                    format!("line {line_no} ({line:?}) is not two tokens separated by one space"),
+                ));
             };
             let id = |t: &str| {
                 lookup.get(t).copied().ok_or_else(|| {
-                    bad("merges.txt", format!("line {line_no} names `{t}`, which is not in vocab.json"))
+                    bad(
+                        "merges.txt",
+                        format!("line {line_no} names `{t}`, which is not in vocab.json"),
+                    )
                 })
             };
             merges.push((id(a)?, id(b)?));
@@ -199,7 +228,10 @@ impl BpeTokenizer {
     }
 
     /// Checks and indexes a vocabulary and its merges.
-    fn from_parts(entries: Vec<Entry>, merge_list: Vec<(u32, u32)>) -> std::result::Result<Self, String> {
+    fn from_parts(
+        entries: Vec<Entry>,
+        merge_list: Vec<(u32, u32)>,
+    ) -> std::result::Result<Self, String> {
         let mut ids = HashMap::with_capacity(entries.len());
         let mut special_strings = Vec::new();
         for (id, e) in entries.iter().enumerate() {
@@ -212,7 +244,12 @@ impl BpeTokenizer {
                 Entry::Special(s) => special_strings.push((s.clone(), id as u32)),
             }
         }
-        let role = |s: &str| special_strings.iter().find(|(t, _)| t == s).map(|&(_, id)| id);
+        let role = |s: &str| {
+            special_strings
+                .iter()
+                .find(|(t, _)| t == s)
+                .map(|&(_, id)| id)
+        };
         let eos = role(SPECIAL_STRINGS[0]).ok_or_else(|| {
             bad("vocab.json", format!(
                 "has no `<|endoftext|>` token, which wgformer uses as end of sequence. Add `\"<|endoftext|>\": {}`",
@@ -229,29 +266,46 @@ impl BpeTokenizer {
         let mut byte_ids = [0u32; 256];
         for (b, slot) in byte_ids.iter_mut().enumerate() {
             *slot = *ids.get(&vec![b as u8]).ok_or_else(|| {
-                bad("vocab.json", format!(
+                bad(
+                    "vocab.json",
+                    format!(
                     "has no token for the byte 0x{b:02X} (`{}`); a byte-level BPE needs all 256",
                     table[b]
-                ))
+                ),
+                )
             })?;
         }
         let mut merges = HashMap::with_capacity(merge_list.len());
         let mut merged_ids = Vec::with_capacity(merge_list.len());
         for (rank, &(a, b)) in merge_list.iter().enumerate() {
-            let (Some(Entry::Bytes(x)), Some(Entry::Bytes(y))) = (entries.get(a as usize), entries.get(b as usize)) else {
-                return Err(bad("merges.txt", format!("merge {} joins a special or unknown token", rank + 1)));
+            let (Some(Entry::Bytes(x)), Some(Entry::Bytes(y))) =
+                (entries.get(a as usize), entries.get(b as usize))
+            else {
+                return Err(bad(
+                    "merges.txt",
+                    format!("merge {} joins a special or unknown token", rank + 1),
+                ));
             };
             let joined = [x.as_slice(), y.as_slice()].concat();
             let Some(&merged) = ids.get(&joined) else {
-                return Err(bad("merges.txt", format!(
-                    "merge {} makes `{}`, which is not in vocab.json",
-                    rank + 1,
-                    joined.iter().map(|&c| table[c as usize]).collect::<String>()
-                )));
+                return Err(bad(
+                    "merges.txt",
+                    format!(
+                        "merge {} makes `{}`, which is not in vocab.json",
+                        rank + 1,
+                        joined
+                            .iter()
+                            .map(|&c| table[c as usize])
+                            .collect::<String>()
+                    ),
+                ));
             };
             merged_ids.push(merged);
             if merges.insert((a, b), (rank as u32, merged)).is_some() {
-                return Err(bad("merges.txt", format!("repeats merge {} ({a}, {b})", rank + 1)));
+                return Err(bad(
+                    "merges.txt",
+                    format!("repeats merge {} ({a}, {b})", rank + 1),
+                ));
             }
         }
         Ok(BpeTokenizer {
@@ -271,7 +325,12 @@ impl BpeTokenizer {
     pub fn merges(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
         self.merge_list
             .iter()
-            .map(|&(a, b)| (entry_bytes(&self.entries[a as usize]).to_vec(), entry_bytes(&self.entries[b as usize]).to_vec()))
+            .map(|&(a, b)| {
+                (
+                    entry_bytes(&self.entries[a as usize]).to_vec(),
+                    entry_bytes(&self.entries[b as usize]).to_vec(),
+                )
+            })
             .collect()
     }
 
@@ -363,7 +422,10 @@ impl BpeTokenizer {
         let mut alive = vec![true; n];
         // Min-heap of (rank, left position) through Reverse.
         let mut heap = BinaryHeap::new();
-        let push = |heap: &mut BinaryHeap<std::cmp::Reverse<(u32, usize)>>, id: &[u32], i: usize, j: usize| {
+        let push = |heap: &mut BinaryHeap<std::cmp::Reverse<(u32, usize)>>,
+                    id: &[u32],
+                    i: usize,
+                    j: usize| {
             if let Some(&(rank, _)) = self.merges.get(&(id[i], id[j])) {
                 heap.push(std::cmp::Reverse((rank, i)));
             }
@@ -427,7 +489,9 @@ impl Tokenizer for BpeTokenizer {
         for seg in split_specials(text, &self.special_strings) {
             match seg {
                 Segment::Special(id) => out.push(id),
-                Segment::Text(t) => pretokenize(t).for_each(|piece| self.encode_piece(piece, &mut out)),
+                Segment::Text(t) => {
+                    pretokenize(t).for_each(|piece| self.encode_piece(piece, &mut out))
+                }
             }
         }
         out
@@ -438,7 +502,11 @@ impl Tokenizer for BpeTokenizer {
     }
 
     fn decode_bytes(&self, ids: &[u32]) -> Vec<u8> {
-        ids.iter().filter_map(|&id| self.token_bytes(id)).flatten().copied().collect()
+        ids.iter()
+            .filter_map(|&id| self.token_bytes(id))
+            .flatten()
+            .copied()
+            .collect()
     }
 
     fn vocab_size(&self) -> usize {

@@ -10,7 +10,12 @@ use crate::data::pretokenize::{pretokenize, split_specials, Segment};
 type Pair = (u32, u32);
 
 /// Adds (or removes, with `sign = -1`) the adjacent pairs of `word`, `freq` times each.
-fn count_pairs(word: &[u32], freq: i64, counts: &mut HashMap<Pair, i64>, changed: &mut HashSet<Pair>) {
+fn count_pairs(
+    word: &[u32],
+    freq: i64,
+    counts: &mut HashMap<Pair, i64>,
+    changed: &mut HashSet<Pair>,
+) {
     for w in word.windows(2) {
         let p = (w[0], w[1]);
         *counts.entry(p).or_insert(0) += freq;
@@ -67,14 +72,18 @@ pub(crate) fn learn_merges(text: &str, n_merges: usize, cut: &[(String, u32)]) -
     }
     // Max-heap on (count, then smallest ids); entries go stale when counts change and
     // are skipped unless they carry the pair's current count.
-    let mut heap: BinaryHeap<(i64, Reverse<u32>, Reverse<u32>)> =
-        counts.iter().map(|(&(a, b), &c)| (c, Reverse(a), Reverse(b))).collect();
+    let mut heap: BinaryHeap<(i64, Reverse<u32>, Reverse<u32>)> = counts
+        .iter()
+        .map(|(&(a, b), &c)| (c, Reverse(a), Reverse(b)))
+        .collect();
     changed.clear();
 
     let mut merges = Vec::with_capacity(n_merges);
     let mut visited = vec![usize::MAX; words.len()];
     while merges.len() < n_merges {
-        let Some((count, Reverse(a), Reverse(b))) = heap.pop() else { break };
+        let Some((count, Reverse(a), Reverse(b))) = heap.pop() else {
+            break;
+        };
         if counts.get(&(a, b)) != Some(&count) {
             continue;
         }

@@ -86,23 +86,36 @@ impl CharTokenizer {
                 ),
             )
         };
-        let file: CharFile =
-            serde_json::from_str(&text).map_err(|e| bad(format!("is not a char tokenizer: {e}")))?;
+        let file: CharFile = serde_json::from_str(&text)
+            .map_err(|e| bad(format!("is not a char tokenizer: {e}")))?;
         if file.kind != "char" {
-            return Err(bad(format!("has kind \"{}\", expected \"char\"", file.kind)));
+            return Err(bad(format!(
+                "has kind \"{}\", expected \"char\"",
+                file.kind
+            )));
         }
         if file.version != 1 {
-            return Err(bad(format!("has version {}, this build reads version 1", file.version)));
+            return Err(bad(format!(
+                "has version {}, this build reads version 1",
+                file.version
+            )));
         }
         if file.specials != SPECIALS {
-            return Err(bad(format!("lists specials {:?}, expected {:?}", file.specials, SPECIALS)));
+            return Err(bad(format!(
+                "lists specials {:?}, expected {:?}",
+                file.specials, SPECIALS
+            )));
         }
         let mut chars = Vec::with_capacity(file.chars.len());
         for (i, s) in file.chars.iter().enumerate() {
             let mut it = s.chars();
             match (it.next(), it.next()) {
                 (Some(c), None) => chars.push(c),
-                _ => return Err(bad(format!("entry {i} of \"chars\" ({s:?}) is not exactly one char"))),
+                _ => {
+                    return Err(bad(format!(
+                        "entry {i} of \"chars\" ({s:?}) is not exactly one char"
+                    )))
+                }
             }
         }
         let tok = Self::from_chars(chars.iter().copied());
@@ -131,7 +144,10 @@ impl Tokenizer for CharTokenizer {
 
     fn decode(&self, ids: &[u32]) -> String {
         ids.iter()
-            .filter_map(|&id| id.checked_sub(N_SPECIALS).and_then(|i| self.chars.get(i as usize)))
+            .filter_map(|&id| {
+                id.checked_sub(N_SPECIALS)
+                    .and_then(|i| self.chars.get(i as usize))
+            })
             .collect()
     }
 
@@ -140,7 +156,12 @@ impl Tokenizer for CharTokenizer {
     }
 
     fn specials(&self) -> SpecialTokens {
-        SpecialTokens { pad: 0, bos: 1, eos: 2, unk: 3 }
+        SpecialTokens {
+            pad: 0,
+            bos: 1,
+            eos: 2,
+            unk: 3,
+        }
     }
 
     fn save(&self, dir: &Path) -> Result<()> {

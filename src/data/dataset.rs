@@ -24,7 +24,9 @@ fn check_fraction(op: &'static str, f: f64) -> Result<()> {
     } else {
         Err(Error::invalid(
             op,
-            format!("held-out fraction {f} is outside [0, 1). Use e.g. 0.1 for a 10% held-out split"),
+            format!(
+                "held-out fraction {f} is outside [0, 1). Use e.g. 0.1 for a 10% held-out split"
+            ),
         ))
     }
 }
@@ -40,19 +42,30 @@ pub struct TextDataset {
 impl TextDataset {
     /// Reads and tokenizes a UTF-8 text file. Errors name a missing file, an empty
     /// file, or the byte offset of the first invalid UTF-8 sequence.
-    pub fn from_file(path: &Path, tokenizer: &dyn Tokenizer, held_out_fraction: f64) -> Result<Self> {
+    pub fn from_file(
+        path: &Path,
+        tokenizer: &dyn Tokenizer,
+        held_out_fraction: f64,
+    ) -> Result<Self> {
         let text = read_utf8_file(path)?;
         if text.is_empty() {
             return Err(Error::invalid(
                 "TextDataset::from_file",
-                format!("`{}` is empty. Pass a file with text to train on", path.display()),
+                format!(
+                    "`{}` is empty. Pass a file with text to train on",
+                    path.display()
+                ),
             ));
         }
         Self::from_text(&text, tokenizer, held_out_fraction)
     }
 
     /// Tokenizes `text`.
-    pub fn from_text(text: &str, tokenizer: &dyn Tokenizer, held_out_fraction: f64) -> Result<Self> {
+    pub fn from_text(
+        text: &str,
+        tokenizer: &dyn Tokenizer,
+        held_out_fraction: f64,
+    ) -> Result<Self> {
         Self::from_tokens(tokenizer.encode(text), held_out_fraction)
     }
 
@@ -94,7 +107,10 @@ impl TextDataset {
     pub fn check_seq(&self, split: Split, seq: usize) -> Result<()> {
         let n = self.len(split);
         if seq == 0 {
-            return Err(Error::invalid("TextDataset::sample_batch", "seq is 0. Use a sequence length of at least 1"));
+            return Err(Error::invalid(
+                "TextDataset::sample_batch",
+                "seq is 0. Use a sequence length of at least 1",
+            ));
         }
         if n < seq + 1 {
             let which = match split {
@@ -116,7 +132,13 @@ impl TextDataset {
 
     /// `batch` random windows of `seq` tokens from `split`: inputs `(B, T)` row-major
     /// and targets `(B, T)`, the same windows shifted one token ahead.
-    pub fn sample_batch(&self, split: Split, batch: usize, seq: usize, rng: &mut SplitMix64) -> Result<(Vec<u32>, Vec<u32>)> {
+    pub fn sample_batch(
+        &self,
+        split: Split,
+        batch: usize,
+        seq: usize,
+        rng: &mut SplitMix64,
+    ) -> Result<(Vec<u32>, Vec<u32>)> {
         self.check_seq(split, seq)?;
         let data = self.tokens(split);
         let starts = data.len() - seq; // windows start in 0..=len-seq-1
@@ -138,7 +160,10 @@ pub fn load_tsv_pairs(path: &Path) -> Result<Vec<(String, String)>> {
     let bad = |line: usize, what: &str| {
         Error::invalid(
             "load_tsv_pairs",
-            format!("`{}` line {line}: {what}. Each line must be `source<TAB>target`", path.display()),
+            format!(
+                "`{}` line {line}: {what}. Each line must be `source<TAB>target`",
+                path.display()
+            ),
         )
     };
     let mut pairs = Vec::new();
@@ -157,7 +182,10 @@ pub fn load_tsv_pairs(path: &Path) -> Result<Vec<(String, String)>> {
     if pairs.is_empty() {
         return Err(Error::invalid(
             "load_tsv_pairs",
-            format!("`{}` holds no pairs. Write one `source<TAB>target` per line", path.display()),
+            format!(
+                "`{}` holds no pairs. Write one `source<TAB>target` per line",
+                path.display()
+            ),
         ));
     }
     Ok(pairs)
@@ -179,7 +207,10 @@ impl PairDataset {
     /// Tokenizes text pairs.
     pub fn from_text_pairs(pairs: &[(String, String)], tokenizer: &dyn Tokenizer) -> Self {
         PairDataset {
-            pairs: pairs.iter().map(|(s, t)| (tokenizer.encode(s), tokenizer.encode(t))).collect(),
+            pairs: pairs
+                .iter()
+                .map(|(s, t)| (tokenizer.encode(s), tokenizer.encode(t)))
+                .collect(),
         }
     }
 
@@ -204,7 +235,10 @@ impl PairDataset {
     pub fn split(self, held_out_fraction: f64, seed: u64) -> Result<(PairDataset, PairDataset)> {
         check_fraction("PairDataset::split", held_out_fraction)?;
         if self.pairs.is_empty() {
-            return Err(Error::invalid("PairDataset::split", "the dataset has no pairs to split. Load some pairs first"));
+            return Err(Error::invalid(
+                "PairDataset::split",
+                "the dataset has no pairs to split. Load some pairs first",
+            ));
         }
         let mut pairs = self.pairs;
         shuffle(&mut pairs, &mut SplitMix64::new(seed));

@@ -42,7 +42,10 @@ pub(crate) fn read_utf8_file(path: &Path) -> Result<String> {
                 format!("`{}` does not exist. Check the path", path.display()),
             )
         } else {
-            Error::Io { path: path.display().to_string(), source: e }
+            Error::Io {
+                path: path.display().to_string(),
+                source: e,
+            }
         }
     })?;
     String::from_utf8(bytes).map_err(|e| {
@@ -63,7 +66,10 @@ pub(crate) fn read_utf8_file(path: &Path) -> Result<String> {
 /// Writes `dir/name` through a temporary file and a rename, so a crash never
 /// leaves a half-written file under the final name. Creates `dir` if needed.
 pub(crate) fn write_file_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    let io = |path: &Path, source| Error::Io { path: path.display().to_string(), source };
+    let io = |path: &Path, source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    };
     std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
     let tmp = dir.join(format!(".{name}.tmp"));
     let dst = dir.join(name);

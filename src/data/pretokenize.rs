@@ -14,7 +14,8 @@ use super::unicode_tables::{LETTER, NUMBER};
 /// printable Latin-1 (`!`..=`~`, `¡`..=`¬`, `®`..=`ÿ`) map to themselves; the other 68
 /// take the chars U+0100.. in byte order (so the space byte is `Ġ`, U+0120).
 pub(crate) fn byte_to_char() -> [char; 256] {
-    let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let printable =
+        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
     let mut table = ['\0'; 256];
     let mut next = 256u32;
     for b in 0..256u32 {
@@ -218,12 +219,36 @@ mod tests {
         }
     }
 
+    /// Categories from the Unicode Character Database that std's classes get "wrong"
+    /// for GPT-2's purpose.
+    #[test]
+    fn letters_and_numbers_are_general_categories() {
+        // Lo, Lm, Lt: letters
+        for c in ['ª', 'ʰ', 'ǅ', '中', 'ا'] {
+            assert!(is_letter(c), "{c:?}");
+        }
+        // Alphabetic but not L: Mn U+0345, So U+24D0 / U+24B7, Nl U+216B
+        for c in ['\u{345}', 'ⓐ', 'Ⓑ', 'Ⅻ'] {
+            assert!(c.is_alphabetic() && !is_letter(c), "{c:?}");
+        }
+        // N beyond digits: Nl, No
+        for c in ['Ⅻ', '²', '½', '৴', '٣'] {
+            assert!(is_number(c), "{c:?}");
+        }
+        assert_eq!(split("ⓐ's Ⅻ's"), ["ⓐ'", "s", " Ⅻ", "'s"]);
+    }
+
     #[test]
     fn specials_split() {
         let sp = vec![("<|a|>".to_string(), 7), ("<|ab|>".to_string(), 8)];
         assert_eq!(
             split_specials("x<|a|><|ab|>y<|", &sp),
-            [Segment::Text("x"), Segment::Special(7), Segment::Special(8), Segment::Text("y<|")]
+            [
+                Segment::Text("x"),
+                Segment::Special(7),
+                Segment::Special(8),
+                Segment::Text("y<|")
+            ]
         );
     }
 }

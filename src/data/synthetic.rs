@@ -12,8 +12,18 @@ use crate::rng::SplitMix64;
 
 /// English month names, January first.
 pub const MONTHS: [&str; 12] = [
-    "January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-    "November", "December",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 ];
 
 /// Dates from this year ...
@@ -22,7 +32,7 @@ pub const FIRST_YEAR: u32 = 1900;
 pub const LAST_YEAR: u32 = 2099;
 
 fn is_leap(y: u32) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+    (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400)
 }
 
 /// Days in month `m` (1-based): months alternate 31/30 with the parity flipping at
@@ -50,7 +60,10 @@ fn all_dates() -> Vec<(u32, u32, u32)> {
 
 /// One date as a (source, target) pair.
 fn pair(y: u32, m: u32, d: u32) -> (String, String) {
-    (format!("{y:04}-{m:02}-{d:02}"), format!("{d} {} {y}", MONTHS[m as usize - 1]))
+    (
+        format!("{y:04}-{m:02}-{d:02}"),
+        format!("{d} {} {y}", MONTHS[m as usize - 1]),
+    )
 }
 
 /// Training and held-out pairs of the date task; no date is in both.
@@ -71,7 +84,7 @@ impl DateTask {
     /// Draws `n_train + n_held_out` distinct dates uniformly (seeded) and splits them.
     pub fn generate(n_train: usize, n_held_out: usize, seed: u64) -> Result<DateTask> {
         let mut dates = all_dates();
-        let total = n_train.checked_add(n_held_out).unwrap_or(usize::MAX);
+        let total = n_train.saturating_add(n_held_out);
         if total > dates.len() {
             return Err(Error::invalid(
                 "DateTask::generate",
@@ -93,7 +106,11 @@ impl DateTask {
     /// A character tokenizer over the task's alphabet (digits, `-`, space and the
     /// letters of the month names): every date encodes without `<unk>`.
     pub fn tokenizer() -> CharTokenizer {
-        CharTokenizer::from_chars("0123456789- ".chars().chain(MONTHS.iter().flat_map(|m| m.chars())))
+        CharTokenizer::from_chars(
+            "0123456789- "
+                .chars()
+                .chain(MONTHS.iter().flat_map(|m| m.chars())),
+        )
     }
 
     /// The longest source (10 chars) and target ("30 September 2024", 17 chars).

@@ -145,7 +145,7 @@ pub fn kv_scatter(
 pub fn kv_split(kv: &Tensor, nh: usize) -> Result<(Tensor, Tensor)> {
     const OP: &str = "kv_split";
     let [b, t, w] = token_dims(OP, "kv", kv)?;
-    if w % 2 != 0 || nh == 0 || (w / 2) % nh != 0 {
+    if !w.is_multiple_of(2) || nh == 0 || !(w / 2).is_multiple_of(nh) {
         return Err(Error::shape(
             OP,
             format!("kv has last axis {w}: expected 2C with C a multiple of the {nh} heads"),

@@ -101,6 +101,10 @@ impl Optimizer {
         })
     }
 
+    /// The update rule and its hyperparameters.
+    pub fn kind(&self) -> OptimizerKind {
+        self.kind
+    }
     pub fn params(&self) -> &[Param] {
         &self.params
     }

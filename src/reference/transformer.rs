@@ -93,7 +93,7 @@ pub fn encdec_logits(
 /// PE[p, j] per the spec, in f64 (the model rounds it to f32).
 fn sinusoid(p: usize, j: usize, d: usize) -> f64 {
     let angle = p as f64 / 10000f64.powf((j - j % 2) as f64 / d as f64);
-    if j % 2 == 0 {
+    if j.is_multiple_of(2) {
         angle.sin()
     } else {
         angle.cos()

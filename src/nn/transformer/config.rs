@@ -93,7 +93,7 @@ impl TransformerConfig {
                 ));
             }
         }
-        if self.d_model % self.n_heads != 0 {
+        if !self.d_model.is_multiple_of(self.n_heads) {
             return Err(Error::invalid(
                 OP,
                 format!(
