@@ -24,6 +24,7 @@ pub mod autograd;
 pub mod checkpoint;
 pub mod data;
 pub mod error;
+pub mod generate;
 pub mod gpu;
 pub mod kernels;
 pub mod nn;
@@ -33,6 +34,8 @@ pub mod rng;
 pub mod safetensors;
 pub mod selfcheck;
 pub mod tensor;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod train;
 
 pub use error::{Error, Result};
 pub use gpu::Gpu;

@@ -1,5 +1,7 @@
 //! The `wgformer` command-line tool.
 
+mod cli;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -16,13 +18,27 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train a model (the default: the built-in date-translation task).
+    ///
+    /// With no options: a small encoder-decoder learns to turn ISO dates
+    /// ("2024-03-15") into English ("15 March 2024"), then prints held-out
+    /// translations and the exact-match accuracy. `--model gpt --data FILE.txt`
+    /// trains a GPT on a text file.
+    Train(Box<cli::train::TrainArgs>),
+    /// Sample text from a GPT checkpoint, streamed to stdout.
+    Generate(cli::infer::GenerateArgs),
+    /// Translate with an encoder-decoder checkpoint (beam search).
+    Translate(cli::infer::TranslateArgs),
+    /// Held-out loss and perplexity of a checkpoint (and exact match for translation).
+    Eval(cli::infer::EvalArgs),
+    /// Per-token log-probabilities and mean NLL of token ids under a GPT, as JSON.
+    Score(cli::infer::ScoreArgs),
     /// Print the adapter, backend, driver, limits and features wgformer will use.
     ///
     /// Pick an adapter with WGFORMER_ADAPTER=<part of its name> and a backend
     /// with WGPU_BACKEND=vulkan|metal|dx12|gl.
     Info,
-    /// Run every kernel on this GPU against the CPU reference and time the GEMM
-    /// (the default when no command is given).
+    /// Run every kernel on this GPU against the CPU reference and time the GEMM.
     Check,
     /// Benchmarks.
     #[command(subcommand)]
@@ -62,7 +78,20 @@ fn main() -> ExitCode {
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
         std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
     }
-    let result = match cli.command.unwrap_or(Command::Check) {
+    // No subcommand: `train` with every default (the date task).
+    let command = match cli.command {
+        Some(c) => c,
+        None => match Cli::parse_from(["wgformer", "train"]).command {
+            Some(c) => c,
+            None => unreachable!("`train` parses to a subcommand"),
+        },
+    };
+    let result = match command {
+        Command::Train(args) => wgformer::Gpu::new().and_then(|gpu| cli::train::run(&gpu, &args)),
+        Command::Generate(args) => wgformer::Gpu::new().and_then(|gpu| cli::infer::generate(&gpu, &args)),
+        Command::Translate(args) => wgformer::Gpu::new().and_then(|gpu| cli::infer::translate(&gpu, &args)),
+        Command::Eval(args) => wgformer::Gpu::new().and_then(|gpu| cli::infer::eval(&gpu, &args)),
+        Command::Score(args) => wgformer::Gpu::new().and_then(|gpu| cli::infer::score(&gpu, &args)),
         Command::Info => wgformer::Gpu::new().map(|gpu| println!("{}", gpu.describe())),
         Command::Bench(BenchCommand::Train(args)) => {
             wgformer::Gpu::new().and_then(|gpu| bench_train(&gpu, &args))

@@ -164,6 +164,11 @@ impl Tape {
                 accumulate(&mut grads, var.id, g)?;
             }
         }
+        // A param used through several leaves (a tied embedding) sums their
+        // gradients; in leaf order, so the rounding is the same every run (a
+        // HashMap's order is random per process and would change the last bits).
+        let mut params: Vec<(usize, Param)> = params.into_iter().collect();
+        params.sort_unstable_by_key(|(id, _)| *id);
         for (id, param) in params {
             if let Some(g) = grads.remove(&id) {
                 param.accumulate(g)?;

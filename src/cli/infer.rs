@@ -1,0 +1,327 @@
+//! `wgformer generate | translate | eval | score`: inference on a checkpoint.
+
+use super::{checkpoint_tokenizer, load_transformer, model_type, read_text, usage};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use wgformer::checkpoint;
+use wgformer::data::Tokenizer;
+use wgformer::generate::{self, BeamOptions, GenerateOptions, SamplingOptions, StopReason};
+use wgformer::nn::Gpt;
+use wgformer::train::gpt::{GptData, GptTask};
+use wgformer::train::seq2seq::{load_pairs, PairSource, Seq2SeqData, Seq2SeqTask};
+use wgformer::train::{progress::eval_line, TrainTask};
+use wgformer::{Gpu, Result};
+
+/// Arguments of `wgformer generate`.
+#[derive(clap::Args, Debug)]
+pub struct GenerateArgs {
+    /// A GPT checkpoint directory (ours, or GPT-2 layout with vocab.json + merges.txt).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Text to continue (empty: start from the bos token).
+    #[arg(long, default_value = "")]
+    pub prompt: String,
+    /// Softmax temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f32,
+    /// Sample from the k most likely tokens only.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Sample from the smallest set of tokens holding this much probability.
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// Most new tokens.
+    #[arg(long, default_value_t = 200)]
+    pub max_tokens: usize,
+    /// Seed of the sampler: the same seed gives the same text.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Keep the end of a prompt longer than the context instead of failing.
+    #[arg(long)]
+    pub truncate_prompt: bool,
+}
+
+/// Loads a GPT checkpoint with its tokenizer, refusing other architectures.
+fn load_gpt_with_tokenizer(gpu: &Gpu, dir: &Path, need_tokenizer: bool) -> Result<(Gpt, Option<Box<dyn Tokenizer>>)> {
+    let t = model_type(dir)?;
+    if t != "gpt2" {
+        return Err(usage(format!(
+            "`{}` holds a `{t}` model; this command runs GPT (gpt2) checkpoints{}",
+            dir.display(),
+            if t == "encoder_decoder" {
+                ". Use `wgformer translate` or `wgformer eval` for it"
+            } else {
+                ""
+            }
+        )));
+    }
+    let (model, _) = checkpoint::load_gpt(gpu, dir)?;
+    let tok = if need_tokenizer {
+        Some(checkpoint_tokenizer(dir, model.config.vocab_size)?)
+    } else {
+        None
+    };
+    Ok((model, tok))
+}
+
+/// Streams a generation to stdout.
+pub fn generate(gpu: &Gpu, a: &GenerateArgs) -> Result<()> {
+    let (model, tok) = load_gpt_with_tokenizer(gpu, &a.checkpoint, true)?;
+    let tok = tok.ok_or_else(|| usage("no tokenizer"))?;
+    let mut prompt = tok.encode(&a.prompt);
+    if prompt.is_empty() {
+        prompt.push(tok.specials().bos);
+    }
+    let opts = GenerateOptions {
+        sampling: SamplingOptions {
+            temperature: a.temperature,
+            top_k: a.top_k,
+            top_p: a.top_p,
+            seed: a.seed,
+        },
+        max_tokens: a.max_tokens,
+        eos: Some(tok.specials().eos),
+        truncate_prompt: a.truncate_prompt,
+    };
+    let mut out = std::io::stdout().lock();
+    let io = |e: std::io::Error| wgformer::Error::Io {
+        path: "stdout".into(),
+        source: e,
+    };
+    write!(out, "{}", a.prompt).map_err(io)?;
+    out.flush().map_err(io)?;
+    // Bytes of tokens that end inside a UTF-8 character wait for the rest.
+    let mut pending: Vec<u8> = Vec::new();
+    let result = generate::generate(&model, &prompt, &opts, &mut |t| {
+        pending.extend(tok.decode_bytes(&[t]));
+        let valid = match std::str::from_utf8(&pending) {
+            Ok(s) => s.len(),
+            Err(e) if e.error_len().is_some() => pending.len(), // invalid: print lossily
+            Err(e) => e.valid_up_to(),
+        };
+        let text: Vec<u8> = pending.drain(..valid).collect();
+        write!(out, "{}", String::from_utf8_lossy(&text)).map_err(io)?;
+        out.flush().map_err(io)
+    })?;
+    writeln!(out, "{}", String::from_utf8_lossy(&pending)).map_err(io)?;
+    if result.prompt_dropped > 0 {
+        eprintln!(
+            "note: the prompt was longer than the context; its first {} tokens were dropped",
+            result.prompt_dropped
+        );
+    }
+    if result.stop == StopReason::ContextFull {
+        eprintln!(
+            "note: stopped at the end of the model's context ({} tokens)",
+            model.config.n_positions
+        );
+    }
+    Ok(())
+}
+
+/// Arguments of `wgformer translate`.
+#[derive(clap::Args, Debug)]
+pub struct TranslateArgs {
+    /// An encoder-decoder checkpoint directory.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Sentences to translate (e.g. 2024-03-15 for the date task).
+    #[arg(required = true)]
+    pub inputs: Vec<String>,
+    /// Beam size (1: greedy).
+    #[arg(long, default_value_t = 4)]
+    pub beam: usize,
+    /// Length penalty alpha ((5 + len) / 6)^alpha, as in the paper (0.6).
+    #[arg(long, default_value_t = 0.6)]
+    pub alpha: f32,
+    /// Most output tokens (default: the model's max_len).
+    #[arg(long)]
+    pub max_len: Option<usize>,
+}
+
+/// Prints `input -> translation` per input.
+pub fn translate(gpu: &Gpu, a: &TranslateArgs) -> Result<()> {
+    let t = model_type(&a.checkpoint)?;
+    if t != "encoder_decoder" {
+        return Err(usage(format!(
+            "`{}` holds a `{t}` model; translate needs an encoder_decoder checkpoint (use \
+             `wgformer generate` for a GPT)",
+            a.checkpoint.display()
+        )));
+    }
+    let model = load_transformer(gpu, &a.checkpoint)?;
+    let tok = checkpoint_tokenizer(&a.checkpoint, model.config.vocab_size)?;
+    let sp = tok.specials();
+    let opts = BeamOptions {
+        beam_size: a.beam,
+        alpha: a.alpha,
+        max_len: a.max_len.unwrap_or(model.config.max_len),
+    };
+    for input in &a.inputs {
+        let src = tok.encode(input);
+        if src.contains(&sp.unk) {
+            eprintln!("note: `{input}` has characters outside the tokenizer's vocabulary (encoded as unk)");
+        }
+        let hyps = generate::translate(&model, &src, sp.bos, sp.eos, &opts)?;
+        let best = hyps.first().map(|h| tok.decode(&h.tokens)).unwrap_or_default();
+        println!("{input} -> {best}");
+    }
+    Ok(())
+}
+
+/// Arguments of `wgformer eval`.
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// A checkpoint directory written by `wgformer train`.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Evaluate on this file (text for gpt, source<TAB>target for encdec) instead of
+    /// the run's held-out split.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Most context-long windows of --data scored (gpt).
+    #[arg(long, default_value_t = 64)]
+    pub max_windows: usize,
+}
+
+/// Held-out loss, perplexity (and exact match for translation).
+pub fn eval(gpu: &Gpu, a: &EvalArgs) -> Result<()> {
+    let dir = &a.checkpoint;
+    let state = checkpoint::read_trainer_state(dir)?;
+    let data_desc = state
+        .as_ref()
+        .and_then(|s| s.get("task"))
+        .and_then(|t| t.get("data"))
+        .cloned();
+    let step = state.as_ref().and_then(|s| s.get("step")).and_then(|s| s.as_u64()).unwrap_or(0) as u32;
+    match model_type(dir)?.as_str() {
+        "encoder_decoder" => {
+            let model = load_transformer(gpu, dir)?;
+            let tok = checkpoint_tokenizer(dir, model.config.vocab_size)?;
+            let (tok, train, held, data) = match (&a.data, data_desc) {
+                (Some(path), desc) => {
+                    let batch_tokens = desc
+                        .and_then(|d| serde_json::from_value::<Seq2SeqData>(d).ok())
+                        .map_or(1024, |d| d.batch_tokens);
+                    let text = wgformer::data::load_tsv_pairs(path)?;
+                    let all = wgformer::data::PairDataset::from_text_pairs(&text, tok.as_ref());
+                    let data = Seq2SeqData {
+                        source: PairSource::Tsv {
+                            path: path.clone(),
+                            held_out_fraction: 1.0,
+                        },
+                        batch_tokens,
+                        eval_examples: all.len(),
+                        seed: 0,
+                    };
+                    (tok, all.clone(), all, data)
+                }
+                (None, Some(desc)) => {
+                    let data: Seq2SeqData = serde_json::from_value(desc)
+                        .map_err(|e| usage(format!("the trainer state does not describe pair data ({e}); pass --data")))?;
+                    let (tok, train, held) = load_pairs(&data.source, Some(tok))?;
+                    (tok, train, held, data)
+                }
+                (None, None) => {
+                    return Err(usage(format!(
+                        "`{}` has no trainer state naming its data: pass --data FILE.tsv",
+                        dir.display()
+                    )))
+                }
+            };
+            let mut task = Seq2SeqTask::new(gpu, model, tok, train, held, data)?;
+            let m = task.evaluate(true)?;
+            println!("{}", eval_line(step, &m));
+            Ok(())
+        }
+        "gpt2" => {
+            let (model, tok) = load_gpt_with_tokenizer(gpu, dir, true)?;
+            let tok = tok.ok_or_else(|| usage("no tokenizer"))?;
+            if let Some(path) = &a.data {
+                return eval_text(&model, tok.as_ref(), path, a.max_windows);
+            }
+            let Some(desc) = data_desc else {
+                return Err(usage(format!(
+                    "`{}` has no trainer state naming its data: pass --data FILE.txt",
+                    dir.display()
+                )));
+            };
+            let data: GptData = serde_json::from_value(desc)
+                .map_err(|e| usage(format!("the trainer state does not describe text data ({e}); pass --data")))?;
+            let Some(path) = data.data.clone() else {
+                return Err(usage("the run's text file is unknown: pass --data FILE.txt"));
+            };
+            let dataset = wgformer::data::TextDataset::from_file(&path, tok.as_ref(), data.held_out_fraction)?;
+            let mut task = GptTask::new(gpu, model, tok, dataset, data)?;
+            let m = task.evaluate(true)?;
+            println!("{}", eval_line(step, &m));
+            Ok(())
+        }
+        other => Err(usage(format!("cannot evaluate a `{other}` checkpoint"))),
+    }
+}
+
+/// Mean NLL and perplexity over consecutive context-long windows of a text file.
+fn eval_text(model: &Gpt, tok: &dyn Tokenizer, path: &Path, max_windows: usize) -> Result<()> {
+    let ids = tok.encode(&read_text(path)?);
+    let ctx = model.config.n_positions;
+    let (mut nll, mut n) = (0.0f64, 0usize);
+    for window in ids.chunks(ctx).take(max_windows.max(1)) {
+        if window.len() < 2 {
+            continue;
+        }
+        let s = generate::score(model, window)?;
+        nll += s.mean_nll * s.log_probs.len() as f64;
+        n += s.log_probs.len();
+    }
+    if n == 0 {
+        return Err(usage(format!("`{}` encodes to fewer than 2 tokens: nothing to score", path.display())));
+    }
+    let mean = nll / n as f64;
+    println!(
+        "{}: mean NLL {mean:.4} nats/token, perplexity {:.3} ({n} tokens)",
+        path.display(),
+        mean.exp()
+    );
+    Ok(())
+}
+
+/// Arguments of `wgformer score`.
+#[derive(clap::Args, Debug)]
+pub struct ScoreArgs {
+    /// A GPT checkpoint (ours or a GPT-2-layout safetensors + config.json).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Token ids, comma-separated (e.g. 464,2068,7586).
+    #[arg(long, value_delimiter = ',', required_unless_present = "text")]
+    pub ids: Vec<String>,
+    /// Text to encode with the checkpoint's tokenizer instead of --ids.
+    #[arg(long, conflicts_with = "ids")]
+    pub text: Option<String>,
+}
+
+/// Prints per-token log-probabilities and the mean NLL as JSON.
+pub fn score(gpu: &Gpu, a: &ScoreArgs) -> Result<()> {
+    let (model, tok) = load_gpt_with_tokenizer(gpu, &a.checkpoint, a.text.is_some())?;
+    let ids: Vec<u32> = match (&a.text, tok) {
+        (Some(text), Some(tok)) => tok.encode(text),
+        _ => a
+            .ids
+            .iter()
+            .map(|s| {
+                s.trim().parse::<u32>().map_err(|_| {
+                    usage(format!("--ids: `{s}` is not a token id; give comma-separated integers like 464,2068"))
+                })
+            })
+            .collect::<Result<_>>()?,
+    };
+    let s = generate::score(&model, &ids)?;
+    let json = serde_json::json!({
+        "ids": ids,
+        "log_probs": s.log_probs,
+        "mean_nll": s.mean_nll,
+        "perplexity": s.mean_nll.exp(),
+    });
+    println!("{json}");
+    Ok(())
+}

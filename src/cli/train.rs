@@ -1,0 +1,474 @@
+//! `wgformer train`: the built-in date task by default, translation pairs from a
+//! TSV file, or a GPT on a text file; fresh, resumed or fine-tuned.
+
+use super::{checkpoint_tokenizer, model_type, read_text, usage};
+use clap::ValueEnum;
+use std::path::{Path, PathBuf};
+use wgformer::checkpoint::{self, LoadMode};
+use wgformer::data::{BpeTokenizer, CharTokenizer, TextDataset, Tokenizer};
+use wgformer::nn::{Gpt, GptConfig, Transformer, TransformerConfig};
+use wgformer::train::gpt::{GptData, GptTask};
+use wgformer::train::progress::ProgressReporter;
+use wgformer::train::seq2seq::{load_pairs, DateTaskSetup, PairSource, Seq2SeqData, Seq2SeqTask};
+use wgformer::train::{freeze, OptimizerChoice, Schedule, TrainOptions, TrainSummary, TrainTask, Trainer};
+use wgformer::{Gpu, Result};
+
+/// Which model `train` builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ModelKind {
+    /// The encoder-decoder of "Attention Is All You Need" (translation pairs).
+    Encdec,
+    /// A GPT-2-layout decoder-only language model (plain text).
+    Gpt,
+}
+
+/// Which tokenizer a new run trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TokenizerKind {
+    /// One token per character of the training text.
+    Char,
+    /// Byte-level BPE (GPT-2's scheme) trained on the text, `--vocab-size` tokens.
+    Bpe,
+}
+
+/// Arguments of `wgformer train`. Unset sizes and hyperparameters take the
+/// defaults of the model kind (printed at the start).
+#[derive(clap::Args, Debug)]
+pub struct TrainArgs {
+    /// encdec (the built-in date task when --data is absent) or gpt (needs --data).
+    #[arg(long, value_enum, default_value_t = ModelKind::Encdec)]
+    pub model: ModelKind,
+    /// Training data: a UTF-8 text file (gpt) or `source<TAB>target` lines (encdec).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Tokenizer of a new run (the date task always uses its own characters).
+    #[arg(long, value_enum, default_value_t = TokenizerKind::Char)]
+    pub tokenizer: TokenizerKind,
+    /// Vocabulary size of a BPE tokenizer trained for the run.
+    #[arg(long, default_value_t = 1024)]
+    pub vocab_size: usize,
+    /// Checkpoint directory (default: runs/date, runs/pairs or runs/gpt; with --resume, the resumed one).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Optimiser steps of the whole run.
+    #[arg(long)]
+    pub steps: Option<u32>,
+    /// Save and stop after this step; continue later with --resume.
+    #[arg(long)]
+    pub stop_after: Option<u32>,
+    /// Peak learning rate (gpt), or the factor of the paper's schedule (encdec).
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// Warm-up steps.
+    #[arg(long)]
+    pub warmup: Option<u32>,
+    /// Windows per micro-batch (gpt).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Tokens per window (gpt).
+    #[arg(long)]
+    pub seq: Option<usize>,
+    /// Token budget per micro-batch (encdec).
+    #[arg(long)]
+    pub batch_tokens: Option<usize>,
+    /// Micro-batches per optimiser step (gradient accumulation).
+    #[arg(long, default_value_t = 1)]
+    pub accumulation: u32,
+    /// Clip the global gradient norm to this; 0 turns clipping off.
+    #[arg(long, default_value_t = 1.0)]
+    pub clip: f32,
+    /// Label smoothing eps (default 0.1 for encdec, 0 for gpt).
+    #[arg(long)]
+    pub label_smoothing: Option<f32>,
+    /// AdamW weight decay (gpt).
+    #[arg(long, default_value_t = 0.1)]
+    pub weight_decay: f32,
+    /// Evaluate every this many steps (0: only at the end).
+    #[arg(long)]
+    pub eval_every: Option<u32>,
+    /// Checkpoint every this many steps (0: only at the end).
+    #[arg(long, default_value_t = 0)]
+    pub checkpoint_every: u32,
+    /// Seeds the initial weights, the data order and dropout.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Layers (per stack for encdec).
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Model width.
+    #[arg(long)]
+    pub d_model: Option<usize>,
+    /// Attention heads.
+    #[arg(long)]
+    pub heads: Option<usize>,
+    /// Feed-forward width (encdec; gpt uses 4 x d_model).
+    #[arg(long)]
+    pub d_ff: Option<usize>,
+    /// Dropout (encdec).
+    #[arg(long)]
+    pub dropout: Option<f32>,
+    /// Positions: the context (gpt) or longest sequence (encdec).
+    #[arg(long)]
+    pub context: Option<usize>,
+    /// Held-out share of the data.
+    #[arg(long, default_value_t = 0.1)]
+    pub held_out: f64,
+    /// Continue the run saved in this checkpoint exactly where it stopped.
+    #[arg(long, conflicts_with = "init_from")]
+    pub resume: Option<PathBuf>,
+    /// Start from this checkpoint's weights (and tokenizer), with a fresh optimiser.
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
+    /// Do not train the embeddings (with --init-from).
+    #[arg(long)]
+    pub freeze_embeddings: bool,
+    /// Do not train the lowest N layers of each stack (with --init-from).
+    #[arg(long, default_value_t = 0)]
+    pub freeze_layers: usize,
+    /// Translations to print at the end (encdec).
+    #[arg(long, default_value_t = 10)]
+    pub show: usize,
+}
+
+/// Runs `wgformer train`.
+pub fn run(gpu: &Gpu, a: &TrainArgs) -> Result<()> {
+    println!("adapter: {}", gpu.adapter_name());
+    if let Some(dir) = &a.resume {
+        return resume(gpu, a, dir);
+    }
+    if a.init_from.is_none() && (a.freeze_embeddings || a.freeze_layers > 0) {
+        return Err(usage(
+            "--freeze-embeddings and --freeze-layers fine-tune a trained model: add --init-from CHECKPOINT",
+        ));
+    }
+    match a.model {
+        ModelKind::Encdec => {
+            let mut task = new_seq2seq(gpu, a)?;
+            let opts = options(a, ModelKind::Encdec, task.model.config.d_model)?;
+            let out = a.out.clone().unwrap_or_else(|| default_out(a));
+            finish_seq2seq(&mut task, Start::Fresh(opts, Some(out)), a)
+        }
+        ModelKind::Gpt => {
+            let mut task = new_gpt(gpu, a)?;
+            let opts = options(a, ModelKind::Gpt, task.model.config.n_embd)?;
+            let out = a.out.clone().unwrap_or_else(|| default_out(a));
+            finish_gpt(&mut task, Start::Fresh(opts, Some(out)))
+        }
+    }
+}
+
+fn default_out(a: &TrainArgs) -> PathBuf {
+    PathBuf::from(match (a.model, &a.data) {
+        (ModelKind::Encdec, None) => "runs/date",
+        (ModelKind::Encdec, Some(_)) => "runs/pairs",
+        (ModelKind::Gpt, _) => "runs/gpt",
+    })
+}
+
+/// How the trainer starts: fresh with options, or resumed from a checkpoint.
+enum Start {
+    Fresh(TrainOptions, Option<PathBuf>),
+    Resume(PathBuf, Option<u32>, Option<PathBuf>),
+}
+
+fn start<'a>(task: &'a mut dyn TrainTask, how: Start) -> Result<Trainer<'a>> {
+    match how {
+        Start::Fresh(opts, out) => Trainer::new(task, opts, out),
+        Start::Resume(dir, steps, out) => Trainer::resume(task, &dir, steps, out),
+    }
+}
+
+/// The run's options from the arguments and the model kind's defaults.
+fn options(a: &TrainArgs, kind: ModelKind, d_model: usize) -> Result<TrainOptions> {
+    let (steps, optimizer, schedule, eps, eval_every) = match kind {
+        ModelKind::Encdec => {
+            let date = DateTaskSetup::default();
+            let steps = a.steps.unwrap_or(if a.data.is_none() { date.steps } else { 4000 });
+            let warmup = a.warmup.unwrap_or(if a.data.is_none() { date.warmup } else { 4000 });
+            (
+                steps,
+                OptimizerChoice::paper_adam(),
+                Schedule::Noam {
+                    d_model,
+                    warmup,
+                    factor: a.lr.unwrap_or(if a.data.is_none() { date.lr_factor } else { 1.0 }),
+                },
+                0.1,
+                steps / 4,
+            )
+        }
+        ModelKind::Gpt => {
+            let steps = a.steps.unwrap_or(1000);
+            let warmup = a.warmup.unwrap_or((steps / 20).max(1));
+            let max_lr = a.lr.unwrap_or(1e-3);
+            (
+                steps,
+                OptimizerChoice::gpt_adamw(a.weight_decay),
+                Schedule::Cosine {
+                    max_lr,
+                    min_lr: max_lr / 10.0,
+                    warmup,
+                },
+                0.0,
+                steps / 5,
+            )
+        }
+    };
+    Ok(TrainOptions {
+        steps,
+        stop_after: a.stop_after,
+        optimizer,
+        schedule,
+        grad_clip: (a.clip > 0.0).then_some(a.clip),
+        accumulation: a.accumulation,
+        label_smoothing: a.label_smoothing.unwrap_or(eps),
+        eval_every: a.eval_every.unwrap_or(eval_every),
+        checkpoint_every: a.checkpoint_every,
+        seed: a.seed,
+    })
+}
+
+fn new_seq2seq(gpu: &Gpu, a: &TrainArgs) -> Result<Seq2SeqTask> {
+    let setup = DateTaskSetup::default();
+    let source = match &a.data {
+        None => PairSource::Dates {
+            n_train: setup.n_train,
+            n_held_out: setup.n_held_out,
+            seed: a.seed,
+        },
+        Some(path) => PairSource::Tsv {
+            path: path.clone(),
+            held_out_fraction: a.held_out,
+        },
+    };
+    let date = a.data.is_none();
+    let (tokenizer, config, model) = match &a.init_from {
+        Some(dir) => {
+            check_type(dir, "encoder_decoder", "--model encdec")?;
+            let config: TransformerConfig = checkpoint::read_config(dir)?;
+            let tok = checkpoint_tokenizer(dir, config.vocab_size)?;
+            let model = Transformer::new(gpu, config, a.seed)?;
+            checkpoint::load_params(dir, &model.params(), LoadMode::Strict)?;
+            (Some(tok), config, Some(model))
+        }
+        None => {
+            let tok: Option<Box<dyn Tokenizer>> = match (&a.data, a.tokenizer) {
+                (Some(path), TokenizerKind::Bpe) => Some(Box::new(train_bpe(path, a.vocab_size)?)),
+                _ => None,
+            };
+            (tok, TransformerConfig::small(), None)
+        }
+    };
+    let (tokenizer, train, held) = load_pairs(&source, tokenizer)?;
+    let model = match model {
+        Some(m) => m,
+        None => {
+            let longest = train.pairs.iter().chain(&held.pairs).map(|p| p.0.len().max(p.1.len() + 1)).max().unwrap_or(1);
+            let base = if date {
+                setup.config(tokenizer.vocab_size())
+            } else {
+                TransformerConfig {
+                    vocab_size: tokenizer.vocab_size(),
+                    max_len: longest,
+                    ..config
+                }
+            };
+            let d = a.d_model.unwrap_or(base.d_model);
+            let layers_enc = a.layers.unwrap_or(base.n_encoder_layers);
+            let layers_dec = a.layers.unwrap_or(base.n_decoder_layers);
+            let config = TransformerConfig {
+                d_model: d,
+                d_ff: a.d_ff.unwrap_or(if a.d_model.is_some() { 4 * d } else { base.d_ff }),
+                n_heads: a.heads.unwrap_or(base.n_heads),
+                n_encoder_layers: layers_enc,
+                n_decoder_layers: layers_dec,
+                max_len: a.context.unwrap_or(base.max_len),
+                dropout: a.dropout.unwrap_or(base.dropout),
+                ..base
+            };
+            Transformer::new(gpu, config, a.seed)?
+        }
+    };
+    freeze_for_finetune(&model.params(), a);
+    let data = Seq2SeqData {
+        source,
+        batch_tokens: a.batch_tokens.unwrap_or(setup.batch_tokens),
+        eval_examples: setup.eval_examples,
+        seed: a.seed,
+    };
+    print_config(&wgformer::checkpoint::config_json(&model.config)?);
+    Seq2SeqTask::new(gpu, model, tokenizer, train, held, data)
+}
+
+fn new_gpt(gpu: &Gpu, a: &TrainArgs) -> Result<GptTask> {
+    let Some(path) = &a.data else {
+        return Err(usage(
+            "--model gpt needs a text file to train on: add --data FILE.txt (UTF-8 text)",
+        ));
+    };
+    let (tokenizer, model): (Box<dyn Tokenizer>, Gpt) = match &a.init_from {
+        Some(dir) => {
+            check_type(dir, "gpt2", "--model gpt")?;
+            let (model, _) = checkpoint::load_gpt(gpu, dir)?;
+            (checkpoint_tokenizer(dir, model.config.vocab_size)?, model)
+        }
+        None => {
+            let tok: Box<dyn Tokenizer> = match a.tokenizer {
+                TokenizerKind::Char => Box::new(CharTokenizer::from_text(&read_text(path)?)?),
+                TokenizerKind::Bpe => Box::new(train_bpe(path, a.vocab_size)?),
+            };
+            let c = a.d_model.unwrap_or(128);
+            let config = GptConfig {
+                vocab_size: tok.vocab_size(),
+                n_positions: a.context.unwrap_or(a.seq.unwrap_or(128)),
+                n_embd: c,
+                n_layer: a.layers.unwrap_or(4),
+                n_head: a.heads.unwrap_or(4),
+                layer_norm_epsilon: 1e-5,
+            };
+            (tok, Gpt::new(gpu, config, a.seed)?)
+        }
+    };
+    freeze_for_finetune(&model.params(), a);
+    let dataset = TextDataset::from_file(path, tokenizer.as_ref(), a.held_out)?;
+    let data = GptData {
+        data: Some(path.clone()),
+        batch: a.batch.unwrap_or(16),
+        seq: a.seq.unwrap_or(model.config.n_positions.min(128)),
+        held_out_fraction: a.held_out,
+        eval_windows: 32,
+        seed: a.seed,
+    };
+    print_config(&wgformer::checkpoint::config_json(&model.config)?);
+    GptTask::new(gpu, model, tokenizer, dataset, data)
+}
+
+fn train_bpe(path: &Path, vocab: usize) -> Result<BpeTokenizer> {
+    let text = read_text(path)?;
+    eprintln!("training a BPE tokenizer of {vocab} tokens on {}", path.display());
+    BpeTokenizer::train(&text, vocab)
+}
+
+fn freeze_for_finetune(params: &[wgformer::autograd::Param], a: &TrainArgs) {
+    let n = freeze::freeze(params, a.freeze_embeddings, a.freeze_layers);
+    if n > 0 {
+        eprintln!("froze {n} parameter tensors");
+    }
+}
+
+fn check_type(dir: &Path, want: &str, flag: &str) -> Result<()> {
+    let t = model_type(dir)?;
+    if t != want {
+        return Err(usage(format!(
+            "`{}` holds a `{t}` model, not a `{want}` model: pass a checkpoint of a `{want}` model, or \
+             train with the matching --model instead of {flag}",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+fn print_config(json: &serde_json::Value) {
+    eprintln!("model config: {json}");
+}
+
+/// `--resume DIR`: rebuilds the task from the checkpoint's config, tokenizer and
+/// trainer state, then continues.
+fn resume(gpu: &Gpu, a: &TrainArgs, dir: &Path) -> Result<()> {
+    let state = checkpoint::read_trainer_state(dir)?.ok_or_else(|| {
+        usage(format!(
+            "`{}` has no trainer state (it is not a training checkpoint): use --init-from to start \
+             a new run from its weights",
+            dir.display()
+        ))
+    })?;
+    let task_desc = state.get("task").cloned().unwrap_or_default();
+    let data_desc = task_desc.get("data").cloned().unwrap_or_default();
+    let out = Some(a.out.clone().unwrap_or_else(|| dir.to_path_buf()));
+    let how = Start::Resume(dir.to_path_buf(), a.steps, out);
+    match model_type(dir)?.as_str() {
+        "encoder_decoder" => {
+            let mut data: Seq2SeqData = serde_json::from_value(data_desc)
+                .map_err(|e| usage(format!("the trainer state of `{}` does not describe pair data ({e})", dir.display())))?;
+            if let (Some(path), PairSource::Tsv { path: p, .. }) = (&a.data, &mut data.source) {
+                *p = path.clone();
+            }
+            let config: TransformerConfig = checkpoint::read_config(dir)?;
+            let tok = checkpoint_tokenizer(dir, config.vocab_size)?;
+            let (tok, train, held) = load_pairs(&data.source, Some(tok))?;
+            let model = Transformer::new(gpu, config, 0)?;
+            let mut task = Seq2SeqTask::new(gpu, model, tok, train, held, data)?;
+            finish_seq2seq(&mut task, how, a)
+        }
+        "gpt2" => {
+            let mut data: GptData = serde_json::from_value(data_desc)
+                .map_err(|e| usage(format!("the trainer state of `{}` does not describe text data ({e})", dir.display())))?;
+            if let Some(path) = &a.data {
+                data.data = Some(path.clone());
+            }
+            let Some(path) = data.data.clone() else {
+                return Err(usage("the run's text file is unknown: pass it with --data"));
+            };
+            let config: GptConfig = checkpoint::read_config(dir)?;
+            let tok = checkpoint_tokenizer(dir, config.vocab_size)?;
+            let dataset = TextDataset::from_file(&path, tok.as_ref(), data.held_out_fraction)?;
+            let model = Gpt::new(gpu, config, 0)?;
+            let mut task = GptTask::new(gpu, model, tok, dataset, data)?;
+            finish_gpt(&mut task, how)
+        }
+        other => Err(usage(format!("cannot resume a `{other}` checkpoint: wgformer trains gpt2 and encoder_decoder models"))),
+    }
+}
+
+/// Runs the trainer with a progress display and prints the totals.
+fn run_trainer(task: &mut dyn TrainTask, how: Start) -> Result<TrainSummary> {
+    let mut trainer = start(task, how)?;
+    let mut progress = ProgressReporter::new(50);
+    let summary = trainer.run(&mut |e| progress.on_event(e));
+    progress.finish();
+    let summary = summary?;
+    println!(
+        "trained steps to {} of {}: {:.1} s, {:.0} target tokens/s, {:.3} model GFLOP/s achieved",
+        summary.state.step,
+        summary.state.options.steps,
+        summary.train_seconds,
+        summary.tokens_per_s,
+        summary.flops_per_s / 1e9
+    );
+    Ok(summary)
+}
+
+fn finish_seq2seq(task: &mut Seq2SeqTask, how: Start, a: &TrainArgs) -> Result<()> {
+    let summary = run_trainer(task, how)?;
+    let n = a.show.min(task.held_out().len());
+    if n > 0 {
+        let sources: Vec<Vec<u32>> = task.held_out()[..n].iter().map(|p| p.0.clone()).collect();
+        let outputs = task.translate_ids(&sources)?;
+        println!("\nheld-out translations (greedy):");
+        let tok = task.tokenizer();
+        for (pair, out) in task.held_out()[..n].iter().zip(&outputs) {
+            let mark = if *out == pair.1 { "ok " } else { "BAD" };
+            println!(
+                "  {mark} {:<12} -> {:<20} (expected {})",
+                tok.decode(&pair.0),
+                tok.decode(out),
+                tok.decode(&pair.1)
+            );
+        }
+    }
+    if let Some(m) = &summary.eval {
+        println!("\n{}", wgformer::train::progress::eval_line(summary.state.step, m));
+        if let (Some(acc), Some(n)) = (m.exact_match, m.examples) {
+            println!("exact match on {n} held-out examples: {:.2}%", 100.0 * acc);
+        }
+    }
+    Ok(())
+}
+
+fn finish_gpt(task: &mut GptTask, how: Start) -> Result<()> {
+    let summary = run_trainer(task, how)?;
+    if let Some(m) = &summary.eval {
+        println!("{}", wgformer::train::progress::eval_line(summary.state.step, m));
+    }
+    Ok(())
+}

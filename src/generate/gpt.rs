@@ -1,0 +1,212 @@
+//! GPT inference: streamed sampling ([`generate`]) and scoring ([`score`]).
+
+use super::{GenerateOptions, Generation, Sampler, StopReason};
+use crate::autograd::Tape;
+use crate::error::{Error, Result};
+use crate::kernels::cross_entropy::{cross_entropy_checked, CrossEntropyOptions};
+use crate::nn::{Gpt, KvCache};
+use crate::tensor::Tensor;
+
+/// One growing sequence on a [`Gpt`]: feed tokens, get the next token's logits.
+/// Decodes incrementally with the model's key/value cache.
+pub struct GptDecoder<'a> {
+    model: &'a Gpt,
+    cache: KvCache,
+}
+
+impl<'a> GptDecoder<'a> {
+    /// An empty sequence that can grow to `capacity` tokens (at most the model's
+    /// context).
+    pub fn new(model: &'a Gpt, capacity: usize) -> Result<Self> {
+        let ctx = model.config.n_positions;
+        if capacity == 0 || capacity > ctx {
+            return Err(Error::invalid(
+                "generate",
+                format!("a sequence capacity of {capacity} tokens: use 1 to the context of {ctx}"),
+            ));
+        }
+        Ok(GptDecoder {
+            cache: model.new_cache(1, capacity)?,
+            model,
+        })
+    }
+
+    /// Tokens fed so far.
+    pub fn len(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// True before the first token.
+    pub fn is_empty(&self) -> bool {
+        self.cache.is_empty()
+    }
+
+    /// The most tokens the sequence can hold.
+    pub fn capacity(&self) -> usize {
+        self.cache.capacity()
+    }
+
+    /// Appends `tokens` (at least one) and returns the logits (V) of the position
+    /// after the last one. Errors when the capacity would overflow or an id is
+    /// outside the vocabulary.
+    pub fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let v = self.model.config.vocab_size;
+        if tokens.is_empty() {
+            return Err(Error::invalid("generate", "no tokens to feed: give at least one"));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= v) {
+            return Err(Error::invalid(
+                "generate",
+                format!(
+                    "token id {bad} is outside the model's vocabulary of {v}: the tokenizer does not \
+                     belong to this model. Use the tokenizer saved with the checkpoint"
+                ),
+            ));
+        }
+        if self.len() + tokens.len() > self.capacity() {
+            return Err(Error::invalid(
+                "generate",
+                format!(
+                    "{} tokens exceed the decoder's capacity of {} positions (the model's context is \
+                     {}). Shorten the prompt (or allow truncation)",
+                    self.len() + tokens.len(),
+                    self.capacity(),
+                    self.model.config.n_positions
+                ),
+            ));
+        }
+        let gpu = model_gpu(self.model);
+        let n = tokens.len();
+        let ids = Tensor::from_u32(&gpu, tokens, &[1, n])?;
+        let logits = self.model.forward_step(&mut self.cache, &ids)?;
+        // Only the last position's row comes back.
+        let last = if n == 1 {
+            logits
+        } else {
+            let rows = logits.reshape(&[n, v])?;
+            crate::kernels::embedding::embedding(&rows, &Tensor::from_u32(&gpu, &[n as u32 - 1], &[1])?)?
+        };
+        last.to_vec()
+    }
+}
+
+/// Generates up to `opts.max_tokens` tokens after `prompt`, calling `on_token`
+/// with each one as soon as it is picked (an error from the callback stops
+/// generation and is returned). See the module doc for context overflow.
+pub fn generate(
+    model: &Gpt,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    on_token: &mut dyn FnMut(u32) -> Result<()>,
+) -> Result<Generation> {
+    let ctx = model.config.n_positions;
+    if prompt.is_empty() {
+        return Err(Error::invalid(
+            "generate",
+            "the prompt has no tokens: give at least one (e.g. the tokenizer's bos token)",
+        ));
+    }
+    let mut prompt_dropped = 0;
+    let mut prompt = prompt;
+    if prompt.len() >= ctx {
+        if !opts.truncate_prompt {
+            return Err(Error::invalid(
+                "generate",
+                format!(
+                    "the prompt has {} tokens but the model's context holds {ctx} (including the \
+                     tokens to generate). Shorten the prompt, or allow truncation (CLI: \
+                     --truncate-prompt) to keep its last {} tokens",
+                    prompt.len(),
+                    ctx - 1
+                ),
+            ));
+        }
+        prompt_dropped = prompt.len() - (ctx - 1);
+        prompt = &prompt[prompt_dropped..];
+    }
+    let mut sampler = Sampler::new(opts.sampling)?;
+    let mut dec = GptDecoder::new(model, (prompt.len() + opts.max_tokens).clamp(1, ctx))?;
+    let mut logits = dec.feed(prompt)?;
+    let mut tokens = Vec::new();
+    let stop = loop {
+        if tokens.len() >= opts.max_tokens {
+            break StopReason::MaxTokens;
+        }
+        let next = sampler.sample(&logits)?;
+        if Some(next) == opts.eos {
+            break StopReason::Eos;
+        }
+        tokens.push(next);
+        on_token(next)?;
+        if tokens.len() >= opts.max_tokens {
+            break StopReason::MaxTokens;
+        }
+        if dec.len() >= dec.capacity() {
+            break StopReason::ContextFull;
+        }
+        logits = dec.feed(&[next])?;
+    };
+    Ok(Generation {
+        tokens,
+        stop,
+        prompt_dropped,
+    })
+}
+
+/// Per-token log-probabilities of a sequence under a model.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Score {
+    /// log P(ids\[i + 1\] | ids\[..=i\]) for each token after the first (natural log).
+    pub log_probs: Vec<f32>,
+    /// Mean of `-log_probs`.
+    pub mean_nll: f64,
+}
+
+/// Scores `ids` (at least 2 tokens, at most the model's context) in one forward
+/// pass: each token's log-probability given the ones before it. The first token
+/// has no prediction and gets no entry.
+pub fn score(model: &Gpt, ids: &[u32]) -> Result<Score> {
+    let (ctx, v) = (model.config.n_positions, model.config.vocab_size);
+    if ids.len() < 2 {
+        return Err(Error::invalid(
+            "score",
+            format!(
+                "{} token(s) given: scoring needs at least 2 (the first is only context)",
+                ids.len()
+            ),
+        ));
+    }
+    if ids.len() > ctx {
+        return Err(Error::invalid(
+            "score",
+            format!(
+                "{} tokens exceed the model's context of {ctx} positions. Score at most {ctx} tokens \
+                 at a time",
+                ids.len()
+            ),
+        ));
+    }
+    if let Some(&bad) = ids.iter().find(|&&t| t as usize >= v) {
+        return Err(Error::invalid(
+            "score",
+            format!("token id {bad} is outside the model's vocabulary of {v}. Pass ids below {v}"),
+        ));
+    }
+    let gpu = &model_gpu(model);
+    let n = ids.len() - 1;
+    let tape = Tape::no_grad(gpu);
+    let input = Tensor::from_u32(gpu, &ids[..n], &[1, n])?;
+    let logits = model.forward(&tape, &input)?;
+    let rows = logits.value().reshape(&[n, v])?;
+    // Per-row cross-entropy without smoothing is exactly -log p(target).
+    let out = cross_entropy_checked(&rows, &ids[1..], &[n], &CrossEntropyOptions::default())?;
+    let nll = out.loss.to_vec()?;
+    let log_probs: Vec<f32> = nll.iter().map(|&x| -x).collect();
+    let mean_nll = nll.iter().map(|&x| x as f64).sum::<f64>() / n as f64;
+    Ok(Score { log_probs, mean_nll })
+}
+
+/// The GPU a model's weights live on.
+pub(crate) fn model_gpu(model: &Gpt) -> crate::gpu::Gpu {
+    model.params()[0].value().gpu().clone()
+}

@@ -1,0 +1,54 @@
+//! Freezing parameters for fine-tuning: the embeddings and/or the lower layers,
+//! chosen by parameter name (GPT-2 layout `wte`, `wpe`, `h.{i}.`; encoder-decoder
+//! `embed`, `encoder.layers.{i}.`, `decoder.layers.{i}.`).
+
+use crate::autograd::Param;
+
+/// The layer index in a parameter name (`h.3.attn...` or `encoder.layers.3....`).
+pub fn layer_index(name: &str) -> Option<usize> {
+    let rest = name
+        .strip_prefix("h.")
+        .or_else(|| name.strip_prefix("transformer.h."))
+        .or_else(|| name.split_once(".layers.").map(|(_, r)| r))?;
+    rest.split('.').next()?.parse().ok()
+}
+
+/// True for token and position embeddings (the tied output projection included).
+pub fn is_embedding(name: &str) -> bool {
+    let base = name.strip_prefix("transformer.").unwrap_or(name);
+    matches!(base, "wte.weight" | "wpe.weight" | "embed.weight")
+}
+
+/// Freezes the embeddings (when `embeddings`) and the layers with index below
+/// `lower_layers` in every stack (encoder and decoder alike). Returns the number of
+/// parameter tensors frozen. Freezing the GPT's `wte` also freezes the output
+/// projection, which is the same tensor.
+pub fn freeze(params: &[Param], embeddings: bool, lower_layers: usize) -> usize {
+    let mut n = 0;
+    for p in params {
+        let frozen = (embeddings && is_embedding(p.name()))
+            || layer_index(p.name()).is_some_and(|i| i < lower_layers);
+        if frozen {
+            p.set_trainable(false);
+            n += 1;
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_indices_and_embeddings_by_name() {
+        assert_eq!(layer_index("h.11.mlp.c_fc.weight"), Some(11));
+        assert_eq!(layer_index("transformer.h.2.ln_1.bias"), Some(2));
+        assert_eq!(layer_index("encoder.layers.0.ffn.fc1.weight"), Some(0));
+        assert_eq!(layer_index("decoder.layers.5.cross_attn.q.bias"), Some(5));
+        assert_eq!(layer_index("ln_f.weight"), None);
+        assert_eq!(layer_index("wte.weight"), None);
+        assert!(is_embedding("wte.weight") && is_embedding("embed.weight"));
+        assert!(!is_embedding("h.0.ln_1.weight"));
+    }
+}

@@ -1,0 +1,178 @@
+//! Language modelling with a [`Gpt`]: random windows of a tokenized text, next-token
+//! cross-entropy, held-out loss and perplexity on fixed windows of the held-out tail.
+
+use super::{data_seed, EvalMetrics, MicroBatch, TrainTask};
+use crate::autograd::{Param, Tape, Var};
+use crate::checkpoint::{self, CheckpointContents};
+use crate::data::{Split, TextDataset, Tokenizer};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::kernels::cross_entropy::CrossEntropyOptions;
+use crate::nn::Gpt;
+use crate::optim::Optimizer;
+use crate::rng::SplitMix64;
+use crate::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// How a [`GptTask`] batches its text; saved in the trainer state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GptData {
+    /// The text file trained on (recorded so `--resume` finds it again).
+    pub data: Option<PathBuf>,
+    /// Windows per micro-batch (B).
+    pub batch: usize,
+    /// Tokens per window (T), at most the model's context.
+    pub seq: usize,
+    /// Share of the text held out for evaluation (its tail).
+    pub held_out_fraction: f64,
+    /// Windows of held-out text per evaluation (fixed across evaluations).
+    pub eval_windows: usize,
+    /// Seeds the windows: micro-batch `m` reads the windows of (seed, m).
+    pub seed: u64,
+}
+
+/// A [`Gpt`] with its tokenizer and text.
+pub struct GptTask {
+    /// The model being trained.
+    pub model: Gpt,
+    gpu: Gpu,
+    tokenizer: Box<dyn Tokenizer>,
+    dataset: TextDataset,
+    data: GptData,
+}
+
+impl GptTask {
+    /// Checks that the tokenizer fits the model and that both splits hold at least
+    /// one window of `data.seq + 1` tokens.
+    pub fn new(gpu: &Gpu, model: Gpt, tokenizer: Box<dyn Tokenizer>, dataset: TextDataset, data: GptData) -> Result<Self> {
+        check_vocab(tokenizer.as_ref(), model.config.vocab_size)?;
+        if data.seq == 0 || data.seq > model.config.n_positions {
+            return Err(Error::invalid(
+                "train",
+                format!(
+                    "sequence length {} must be between 1 and the model's context of {} positions. \
+                     Pass a --seq in that range",
+                    data.seq, model.config.n_positions
+                ),
+            ));
+        }
+        if data.batch == 0 || data.eval_windows == 0 {
+            return Err(Error::invalid("train", "batch size and eval windows must be at least 1"));
+        }
+        dataset.check_seq(Split::Train, data.seq)?;
+        dataset.check_seq(Split::HeldOut, data.seq)?;
+        Ok(GptTask {
+            model,
+            gpu: gpu.clone(),
+            tokenizer,
+            dataset,
+            data,
+        })
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &dyn Tokenizer {
+        self.tokenizer.as_ref()
+    }
+
+    /// The batching settings.
+    pub fn data(&self) -> &GptData {
+        &self.data
+    }
+}
+
+/// Errors unless every id of `tokenizer` is inside a model vocabulary of `vocab`.
+pub fn check_vocab(tokenizer: &dyn Tokenizer, vocab: usize) -> Result<()> {
+    if tokenizer.vocab_size() > vocab {
+        return Err(Error::invalid(
+            "vocabulary",
+            format!(
+                "the tokenizer has {} tokens but the model's vocabulary has only {vocab}: they do not \
+                 belong together. Use the tokenizer saved with the model (its checkpoint directory), \
+                 or a model built for this tokenizer",
+                tokenizer.vocab_size()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl TrainTask for GptTask {
+    fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    fn params(&self) -> Vec<Param> {
+        self.model.params()
+    }
+
+    fn loss(&mut self, tape: &Tape, index: u64, eps: f32, _dropout_seed: u32) -> Result<(Var, MicroBatch)> {
+        let (b, t) = (self.data.batch, self.data.seq);
+        let mut rng = SplitMix64::new(data_seed(self.data.seed, index));
+        let (inputs, targets) = self.dataset.sample_batch(Split::Train, b, t, &mut rng)?;
+        let ids = Tensor::from_u32(tape.gpu(), &inputs, &[b, t])?;
+        let logits = self.model.forward(tape, &ids)?;
+        let opts = CrossEntropyOptions {
+            label_smoothing: eps,
+            ignore_index: None,
+        };
+        let loss = tape.cross_entropy(&logits, &targets, &opts)?;
+        let tokens = b * t;
+        Ok((
+            loss,
+            MicroBatch {
+                tokens,
+                flops: tokens as f64 * self.model.config.train_flops_per_token(t),
+            },
+        ))
+    }
+
+    fn evaluate(&mut self, _thorough: bool) -> Result<EvalMetrics> {
+        let (b, t) = (self.data.batch, self.data.seq);
+        // The same windows every time, so evaluations compare.
+        let mut rng = SplitMix64::new(0xE7A1 ^ self.data.seed);
+        let (mut total, mut tokens) = (0.0f64, 0usize);
+        let mut left = self.data.eval_windows;
+        while left > 0 {
+            let rows = left.min(b);
+            left -= rows;
+            let (inputs, targets) = self.dataset.sample_batch(Split::HeldOut, rows, t, &mut rng)?;
+            let tape = Tape::no_grad(self.gpu());
+            let ids = Tensor::from_u32(tape.gpu(), &inputs, &[rows, t])?;
+            let logits = self.model.forward(&tape, &ids)?;
+            let loss = tape.cross_entropy(&logits, &targets, &CrossEntropyOptions::default())?;
+            total += loss.value().to_vec()?[0] as f64 * (rows * t) as f64;
+            tokens += rows * t;
+        }
+        let loss = total / tokens.max(1) as f64;
+        Ok(EvalMetrics {
+            loss,
+            perplexity: loss.exp(),
+            tokens,
+            exact_match: None,
+            examples: None,
+        })
+    }
+
+    fn flops_per_token(&self) -> f64 {
+        self.model.config.train_flops_per_token(self.data.seq)
+    }
+
+    fn describe(&self) -> Value {
+        serde_json::json!({ "model": "gpt", "data": self.data })
+    }
+
+    fn save(&self, dir: &Path, optimizer: &Optimizer, trainer_state: &Value) -> Result<()> {
+        let params = self.model.params();
+        let tokenizer = self.tokenizer.as_ref();
+        let write_tokenizer = |d: &Path| tokenizer.save(d);
+        let mut contents = CheckpointContents::new(&self.model.config, &params);
+        contents.optimizer = Some(optimizer);
+        contents.trainer_state = Some(trainer_state);
+        contents.extra_files = Some(&write_tokenizer);
+        checkpoint::save_checkpoint(dir, &contents)
+    }
+}

@@ -1,0 +1,411 @@
+//! Training: one loop for both models. A [`TrainTask`] supplies the model, the data
+//! and the loss of a micro-batch; the [`Trainer`] runs the optimiser steps
+//! (accumulation, clipping, schedule), evaluates on held-out data, writes the
+//! JSON-lines eval log and checkpoints, and resumes exactly.
+//!
+//! Exact resume: the data of micro-batch `m` and its dropout seed are functions of
+//! (seed, m) alone, the optimiser state and step count are saved bit for bit, and
+//! the schedule depends only on the step, so a run stopped at step N and resumed
+//! produces the same losses as one that never stopped.
+//!
+//! - [`gpt::GptTask`]: language modelling on a text file (AdamW, cosine schedule).
+//! - [`seq2seq::Seq2SeqTask`]: translation pairs for the encoder-decoder (the
+//!   paper's Adam and warm-up, token-budget batches), including the built-in
+//!   date task.
+
+pub mod freeze;
+pub mod gpt;
+mod options;
+pub mod progress;
+pub mod seq2seq;
+
+pub use options::{OptimizerChoice, Schedule, TrainOptions};
+
+use crate::autograd::{Param, Tape, Var};
+use crate::checkpoint;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::optim::Optimizer;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// What one micro-batch contributed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MicroBatch {
+    /// Target tokens the loss averaged over.
+    pub tokens: usize,
+    /// Model FLOPs of its forward and backward pass.
+    pub flops: f64,
+}
+
+/// Held-out metrics.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EvalMetrics {
+    /// Mean cross-entropy per target token (no label smoothing), nats.
+    pub loss: f64,
+    /// exp(loss).
+    pub perplexity: f64,
+    /// Target tokens evaluated.
+    pub tokens: usize,
+    /// Share of held-out examples decoded exactly right (translation tasks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exact_match: Option<f64>,
+    /// Examples decoded for `exact_match`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub examples: Option<usize>,
+}
+
+/// A model plus its data, as the [`Trainer`] sees it.
+pub trait TrainTask {
+    /// The GPU the model lives on.
+    fn gpu(&self) -> &Gpu;
+    /// Every parameter (frozen ones included), in a fixed order.
+    fn params(&self) -> Vec<Param>;
+    /// Records the loss of micro-batch number `index` (counted over the whole run)
+    /// on `tape`, with label smoothing `eps` and dropout seeded by `dropout_seed`.
+    /// The batch must be a function of `index` and the task's seed.
+    fn loss(&mut self, tape: &Tape, index: u64, eps: f32, dropout_seed: u32) -> Result<(Var, MicroBatch)>;
+    /// Held-out metrics (`thorough`: the final evaluation, which may use more data).
+    fn evaluate(&mut self, thorough: bool) -> Result<EvalMetrics>;
+    /// Training FLOPs per token of the model (for the report before training).
+    fn flops_per_token(&self) -> f64;
+    /// Task-specific fields of the trainer state (model kind, data path, ...).
+    fn describe(&self) -> Value;
+    /// Writes a checkpoint (config, params, optimiser, tokenizer, `trainer_state`).
+    fn save(&self, dir: &Path, optimizer: &Optimizer, trainer_state: &Value) -> Result<()>;
+}
+
+/// Where a run stands; saved as `trainer_state.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainerState {
+    /// Optimiser steps done.
+    pub step: u32,
+    /// Micro-batches consumed: the data position.
+    pub micro_batches: u64,
+    /// Target tokens trained on.
+    pub tokens_seen: u64,
+    /// Model FLOPs spent so far.
+    pub flops: f64,
+    /// Seconds of training so far (all invocations).
+    pub elapsed_s: f64,
+    /// The run's options.
+    pub options: TrainOptions,
+    /// The task's own description ([`TrainTask::describe`]).
+    pub task: Value,
+}
+
+/// Something the trainer reports while it runs.
+#[derive(Clone, Debug)]
+pub enum TrainEvent {
+    /// Before the first step.
+    Start {
+        first_step: u32,
+        last_step: u32,
+        params: usize,
+        trainable: usize,
+        flops_per_token: f64,
+    },
+    /// After every optimiser step.
+    Step {
+        step: u32,
+        loss: f32,
+        lr: f32,
+        tokens_per_s: f64,
+    },
+    /// After every evaluation.
+    Eval { step: u32, metrics: EvalMetrics },
+    /// After every checkpoint.
+    Checkpoint { step: u32, dir: PathBuf },
+}
+
+/// What a finished (or stopped) run did.
+#[derive(Clone, Debug)]
+pub struct TrainSummary {
+    /// Loss of every step this invocation ran, in order.
+    pub losses: Vec<f32>,
+    /// The last evaluation.
+    pub eval: Option<EvalMetrics>,
+    /// The trainer state at the end.
+    pub state: TrainerState,
+    /// Wall seconds of this invocation's steps (evaluations and saves excluded).
+    pub train_seconds: f64,
+    /// Target tokens per second over this invocation.
+    pub tokens_per_s: f64,
+    /// Model FLOP/s over this invocation.
+    pub flops_per_s: f64,
+}
+
+/// Runs a [`TrainTask`] with [`TrainOptions`].
+pub struct Trainer<'a> {
+    task: &'a mut dyn TrainTask,
+    opt: Optimizer,
+    state: TrainerState,
+    /// Where checkpoints go (None: no checkpoints).
+    out_dir: Option<PathBuf>,
+}
+
+impl<'a> Trainer<'a> {
+    /// A fresh run from step 0; checkpoints (and `eval.jsonl`) go to `out_dir`.
+    pub fn new(task: &'a mut dyn TrainTask, options: TrainOptions, out_dir: Option<PathBuf>) -> Result<Self> {
+        options.validate()?;
+        let opt = Optimizer::new(task.gpu(), task.params(), options.optimizer.kind(), options.grad_clip)?;
+        let state = TrainerState {
+            step: 0,
+            micro_batches: 0,
+            tokens_seen: 0,
+            flops: 0.0,
+            elapsed_s: 0.0,
+            task: task.describe(),
+            options,
+        };
+        Ok(Trainer {
+            task,
+            opt,
+            state,
+            out_dir,
+        })
+    }
+
+    /// Continues the run saved in checkpoint `dir`: loads the weights, the optimiser
+    /// state and the trainer state into `task` (which must be built like the
+    /// original, e.g. with [`gpt::GptTask::from_checkpoint`]). `steps`, when given,
+    /// replaces the run's total step count (to extend a finished run) and clears
+    /// its `stop_after`. Checkpoints keep going to `out_dir`.
+    pub fn resume(task: &'a mut dyn TrainTask, dir: &Path, steps: Option<u32>, out_dir: Option<PathBuf>) -> Result<Self> {
+        let raw = checkpoint::read_trainer_state(dir)?.ok_or_else(|| {
+            Error::checkpoint(
+                dir.display(),
+                "it has no trainer_state.json, so there is no run to resume: use \
+                 --init-from to start a new run from its weights",
+            )
+        })?;
+        let mut state: TrainerState = serde_json::from_value(raw).map_err(|e| {
+            Error::checkpoint(
+                dir.display(),
+                format!("trainer_state.json does not parse ({e}): the checkpoint was not written by this trainer"),
+            )
+        })?;
+        checkpoint::load_params(dir, &task.params(), checkpoint::LoadMode::Strict)?;
+        if let Some(s) = steps {
+            state.options.steps = s;
+        }
+        // The resumed invocation runs to the end unless told otherwise.
+        state.options.stop_after = None;
+        state.options.validate()?;
+        if state.step >= state.options.steps {
+            return Err(Error::invalid(
+                "train --resume",
+                format!(
+                    "the checkpoint is at step {} and the run has {} steps: nothing left to do. \
+                     Pass --steps with a larger total to train further",
+                    state.step, state.options.steps
+                ),
+            ));
+        }
+        let mut opt = Optimizer::new(
+            task.gpu(),
+            task.params(),
+            state.options.optimizer.kind(),
+            state.options.grad_clip,
+        )?;
+        checkpoint::load_optimizer(dir, &mut opt)?;
+        if opt.steps() != state.step {
+            return Err(Error::checkpoint(
+                dir.display(),
+                format!(
+                    "the optimiser has taken {} steps but the trainer state says {}: the files \
+                     come from different saves; use a checkpoint written in one piece",
+                    opt.steps(),
+                    state.step
+                ),
+            ));
+        }
+        Ok(Trainer {
+            task,
+            opt,
+            state,
+            out_dir,
+        })
+    }
+
+    /// The run's state (step, tokens, options).
+    pub fn state(&self) -> &TrainerState {
+        &self.state
+    }
+
+    /// The optimiser (e.g. to inspect its step count).
+    pub fn optimizer(&self) -> &Optimizer {
+        &self.opt
+    }
+
+    /// Trains from the current step to the last one, reporting to `on_event`;
+    /// saves a checkpoint at the intervals and at the end when an output
+    /// directory is set.
+    pub fn run(&mut self, on_event: &mut dyn FnMut(&TrainEvent)) -> Result<TrainSummary> {
+        let opts = self.state.options.clone();
+        let params = self.task.params();
+        let trainable = params.iter().filter(|p| p.is_trainable()).map(|p| p.value().numel()).sum();
+        let first = self.state.step + 1;
+        let last = opts.last_step();
+        on_event(&TrainEvent::Start {
+            first_step: first,
+            last_step: last,
+            params: params.iter().map(|p| p.value().numel()).sum(),
+            trainable,
+            flops_per_token: self.task.flops_per_token(),
+        });
+        let mut log = match &self.out_dir {
+            Some(dir) => Some(EvalLog::open(dir)?),
+            None => None,
+        };
+        let mut losses = Vec::new();
+        let mut eval = None;
+        let (mut train_s, mut tokens, mut flops) = (0.0f64, 0u64, 0.0f64);
+        for step in first..=last {
+            let t0 = Instant::now();
+            let lr = opts.schedule.lr(step, opts.steps);
+            let mut micro_losses = Vec::with_capacity(opts.accumulation as usize);
+            let mut step_tokens = 0;
+            for _ in 0..opts.accumulation {
+                let index = self.state.micro_batches;
+                let tape = Tape::new(self.task.gpu());
+                let (loss, mb) = self.task.loss(&tape, index, opts.label_smoothing, dropout_seed(opts.seed, index))?;
+                tape.backward(&loss)?;
+                micro_losses.push(loss.value().clone());
+                self.state.micro_batches += 1;
+                step_tokens += mb.tokens as u64;
+                flops += mb.flops;
+                self.state.flops += mb.flops;
+            }
+            self.opt.step(lr, opts.accumulation)?;
+            // One submit per step: the first readback flushes the whole step.
+            let mut loss = 0.0f32;
+            for l in &micro_losses {
+                loss += l.to_vec()?[0];
+            }
+            let loss = loss / micro_losses.len() as f32;
+            if !loss.is_finite() {
+                return Err(Error::invalid(
+                    "train",
+                    format!(
+                        "the loss became {loss} at step {step}: training diverged. Lower the \
+                         learning rate, lengthen the warm-up, or enable gradient clipping"
+                    ),
+                ));
+            }
+            let secs = t0.elapsed().as_secs_f64();
+            train_s += secs;
+            tokens += step_tokens;
+            self.state.step = step;
+            self.state.tokens_seen += step_tokens;
+            self.state.elapsed_s += secs;
+            losses.push(loss);
+            on_event(&TrainEvent::Step {
+                step,
+                loss,
+                lr,
+                tokens_per_s: tokens as f64 / train_s.max(1e-9),
+            });
+            let at_end = step == last;
+            if at_end || (opts.eval_every > 0 && step % opts.eval_every == 0) {
+                let metrics = self.task.evaluate(at_end && last == opts.steps)?;
+                if let Some(log) = &mut log {
+                    log.write(step, loss, lr, self.state.tokens_seen, &metrics)?;
+                }
+                on_event(&TrainEvent::Eval {
+                    step,
+                    metrics: metrics.clone(),
+                });
+                eval = Some(metrics);
+            }
+            if let Some(dir) = &self.out_dir {
+                if at_end || (opts.checkpoint_every > 0 && step % opts.checkpoint_every == 0) {
+                    let state = serde_json::to_value(&self.state)
+                        .map_err(|e| Error::invalid("train", format!("trainer state: {e}")))?;
+                    self.task.save(dir, &self.opt, &state)?;
+                    on_event(&TrainEvent::Checkpoint {
+                        step,
+                        dir: dir.clone(),
+                    });
+                }
+            }
+        }
+        Ok(TrainSummary {
+            losses,
+            eval,
+            state: self.state.clone(),
+            train_seconds: train_s,
+            tokens_per_s: tokens as f64 / train_s.max(1e-9),
+            flops_per_s: flops / train_s.max(1e-9),
+        })
+    }
+}
+
+/// The dropout seed of micro-batch `index`: a function of (seed, index) only.
+pub fn dropout_seed(seed: u64, index: u64) -> u32 {
+    let s = crate::rng::hash_u32((seed ^ (seed >> 32)) as u32, index as u32);
+    crate::rng::hash_u32(s, (index >> 32) as u32 ^ 0x5eed)
+}
+
+/// The seed of micro-batch `index`'s data: a function of (seed, index) only.
+pub fn data_seed(seed: u64, index: u64) -> u64 {
+    let mut rng = crate::rng::SplitMix64::new(seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    rng.next_u64()
+}
+
+/// The eval log of a run whose checkpoints go to `out_dir`: `<out_dir>.eval.jsonl`,
+/// beside the checkpoint directory rather than in it, because each save replaces
+/// that directory whole.
+pub fn eval_log_path(out_dir: &Path) -> PathBuf {
+    let name = out_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "run".into());
+    out_dir.with_file_name(format!("{name}.eval.jsonl"))
+}
+
+/// The JSON-lines log of every evaluation (appended to, so a resumed run
+/// continues it).
+struct EvalLog {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl EvalLog {
+    fn open(out_dir: &Path) -> Result<EvalLog> {
+        let path = eval_log_path(out_dir);
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io_error(&path, e))?;
+        Ok(EvalLog { path, file })
+    }
+
+    fn write(&mut self, step: u32, train_loss: f32, lr: f32, tokens: u64, m: &EvalMetrics) -> Result<()> {
+        let mut line = serde_json::json!({
+            "step": step,
+            "train_loss": train_loss,
+            "lr": lr,
+            "tokens_seen": tokens,
+        });
+        if let (Value::Object(obj), Ok(Value::Object(metrics))) = (&mut line, serde_json::to_value(m)) {
+            obj.extend(metrics.into_iter().map(|(k, v)| (format!("eval_{k}"), v)));
+        }
+        writeln!(self.file, "{line}").map_err(|e| io_error(&self.path, e))
+    }
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}

@@ -1,0 +1,159 @@
+//! The hyperparameters of a training run: optimiser, learning-rate schedule,
+//! clipping, accumulation, evaluation and checkpoint intervals. Saved in every
+//! checkpoint's trainer state so `--resume` continues with the same ones.
+
+use crate::error::{Error, Result};
+use crate::optim::schedule;
+use crate::optim::OptimizerKind;
+use serde::{Deserialize, Serialize};
+
+/// The update rule (serialisable mirror of [`OptimizerKind`]'s Adam variants).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum OptimizerChoice {
+    /// Adam without weight decay ("Attention Is All You Need": 0.9, 0.98, 1e-9).
+    Adam { beta1: f32, beta2: f32, eps: f32 },
+    /// AdamW with decoupled weight decay (GPT-style: 0.9, 0.95, 1e-8, 0.1).
+    AdamW {
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        weight_decay: f32,
+    },
+}
+
+impl OptimizerChoice {
+    /// The paper's Adam.
+    pub fn paper_adam() -> Self {
+        OptimizerChoice::Adam {
+            beta1: 0.9,
+            beta2: 0.98,
+            eps: 1e-9,
+        }
+    }
+    /// GPT-style AdamW with weight decay `weight_decay`.
+    pub fn gpt_adamw(weight_decay: f32) -> Self {
+        OptimizerChoice::AdamW {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay,
+        }
+    }
+    /// The optimiser kind it stands for.
+    pub fn kind(&self) -> OptimizerKind {
+        match *self {
+            OptimizerChoice::Adam { beta1, beta2, eps } => OptimizerKind::Adam {
+                beta1,
+                beta2,
+                eps,
+                l2: 0.0,
+            },
+            OptimizerChoice::AdamW {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => OptimizerKind::AdamW {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            },
+        }
+    }
+}
+
+/// Learning rate as a function of the step (counted from 1).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Schedule {
+    /// The paper's warm-up: `factor * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)`.
+    Noam {
+        d_model: usize,
+        warmup: u32,
+        factor: f32,
+    },
+    /// Linear warm-up to `max_lr`, cosine decay to `min_lr` at the last step.
+    Cosine { max_lr: f32, min_lr: f32, warmup: u32 },
+    /// A fixed rate.
+    Constant { lr: f32 },
+}
+
+impl Schedule {
+    /// The rate at `step` of a run of `total` steps.
+    pub fn lr(&self, step: u32, total: u32) -> f32 {
+        match *self {
+            Schedule::Noam {
+                d_model,
+                warmup,
+                factor,
+            } => factor * schedule::noam(d_model, warmup, step),
+            Schedule::Cosine {
+                max_lr,
+                min_lr,
+                warmup,
+            } => schedule::cosine_with_warmup(max_lr, min_lr, warmup, total, step),
+            Schedule::Constant { lr } => lr,
+        }
+    }
+}
+
+/// Everything about a run that is not the model or the data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainOptions {
+    /// Optimiser steps of the whole run (the schedule's length).
+    pub steps: u32,
+    /// Stop after this step (save and exit) without changing the schedule: the
+    /// rest of the run follows with `--resume`. None: run to `steps`.
+    pub stop_after: Option<u32>,
+    pub optimizer: OptimizerChoice,
+    pub schedule: Schedule,
+    /// Clip the global gradient norm to this (None: no clipping).
+    pub grad_clip: Option<f32>,
+    /// Micro-batches whose gradients are averaged per optimiser step.
+    pub accumulation: u32,
+    /// eps of the label-smoothed cross-entropy (the paper: 0.1).
+    pub label_smoothing: f32,
+    /// Evaluate on held-out data every this many steps (0: only at the end).
+    pub eval_every: u32,
+    /// Save a checkpoint every this many steps (0: only at the end).
+    pub checkpoint_every: u32,
+    /// Seeds the data order and dropout: both are functions of (seed, step), so a
+    /// resumed run sees exactly what the uninterrupted one would have.
+    pub seed: u64,
+}
+
+impl TrainOptions {
+    /// Errors name the bad option and what to use instead.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |detail: String| Err(Error::invalid("train", detail));
+        if self.steps == 0 {
+            return bad("--steps is 0: train for at least one step".into());
+        }
+        if self.accumulation == 0 {
+            return bad("gradient accumulation of 0 micro-batches: use 1 or more".into());
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return bad(format!(
+                "label smoothing {} is outside [0, 1): use 0.1 (the paper) or 0",
+                self.label_smoothing
+            ));
+        }
+        if let Some(c) = self.grad_clip {
+            if !(c > 0.0) {
+                return bad(format!("gradient clip {c} must be > 0 (or off)"));
+            }
+        }
+        if self.schedule.lr(1, self.steps).is_nan() {
+            return bad("the learning-rate schedule gives NaN: check its numbers".into());
+        }
+        Ok(())
+    }
+
+    /// The last step this invocation runs.
+    pub fn last_step(&self) -> u32 {
+        self.stop_after.map_or(self.steps, |s| s.min(self.steps))
+    }
+}
