@@ -123,6 +123,12 @@ pub struct TrainOptions {
     /// Seeds the data order and dropout: both are functions of (seed, step), so a
     /// resumed run sees exactly what the uninterrupted one would have.
     pub seed: u64,
+    /// Fine-tuning: keep the embeddings fixed.
+    #[serde(default)]
+    pub freeze_embeddings: bool,
+    /// Fine-tuning: keep the lowest this many layers of each stack fixed.
+    #[serde(default)]
+    pub freeze_layers: usize,
 }
 
 impl TrainOptions {
