@@ -148,7 +148,7 @@ impl TrainOptions {
             ));
         }
         if let Some(c) = self.grad_clip {
-            if !(c > 0.0) {
+            if c.is_nan() || c <= 0.0 {
                 return bad(format!("gradient clip {c} must be > 0 (or off)"));
             }
         }

@@ -367,12 +367,14 @@ impl Default for DateTaskSetup {
             d_ff: 256,
             n_heads: 4,
             n_layers: 2,
-            // The task has 20000 distinct pairs and needs no regularisation; the
-            // number of updates, not of examples, limits how fast it is learnt,
-            // hence small batches.
+            // The number of updates, not of examples, limits how fast the task is
+            // learnt, hence small batches. With 20000 training dates the model
+            // memorises them (training loss at the label-smoothing floor) and
+            // stalls near 97% held-out; 60000 of the 73000 dates leave it nothing
+            // to memorise in 1200 steps, so no dropout is needed.
             dropout: 0.0,
             norm: crate::nn::NormPlacement::Post,
-            n_train: 20_000,
+            n_train: 60_000,
             n_held_out: 1_000,
             batch_tokens: 512,
             steps: 1200,
