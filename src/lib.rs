@@ -8,6 +8,11 @@
 //! - [`kernels`]: one Rust file per WGSL shader (params, bindings, dispatch grid).
 //! - [`reference`](mod@reference): plain-loop f64 CPU versions of every kernel: the spec the
 //!   GPU is tested against.
+//! - [`autograd`], [`nn`], [`optim`]: the tape, the models (`Gpt`, `Transformer`),
+//!   the optimisers; [`data`]: tokenizers, datasets, batches.
+//! - [`train`]: the training loop of both models (schedules, clipping,
+//!   accumulation, evaluation, checkpoints, exact resume); [`generate`]: sampling,
+//!   greedy and beam-search decoding with the KV cache, and scoring.
 //!
 //! ```no_run
 //! use wgformer::{Gpu, Tensor, kernels::gemm::{gemm, GemmOptions}};

@@ -6,11 +6,11 @@ use clap::ValueEnum;
 use std::path::{Path, PathBuf};
 use wgformer::checkpoint::{self, LoadMode};
 use wgformer::data::{BpeTokenizer, CharTokenizer, TextDataset, Tokenizer};
-use wgformer::nn::{Gpt, GptConfig, Transformer, TransformerConfig};
+use wgformer::nn::{Gpt, GptConfig, NormPlacement, Transformer, TransformerConfig};
 use wgformer::train::gpt::{GptData, GptTask};
 use wgformer::train::progress::ProgressReporter;
 use wgformer::train::seq2seq::{load_pairs, DateTaskSetup, PairSource, Seq2SeqData, Seq2SeqTask};
-use wgformer::train::{freeze, OptimizerChoice, Schedule, TrainOptions, TrainSummary, TrainTask, Trainer};
+use wgformer::train::{OptimizerChoice, Schedule, TrainOptions, TrainSummary, TrainTask, Trainer};
 use wgformer::{Gpu, Result};
 
 /// Which model `train` builds.
@@ -29,6 +29,15 @@ pub enum TokenizerKind {
     Char,
     /// Byte-level BPE (GPT-2's scheme) trained on the text, `--vocab-size` tokens.
     Bpe,
+}
+
+/// Where the encoder-decoder's layer norms sit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NormArg {
+    /// After each residual sum, as in the paper.
+    Post,
+    /// Before each sublayer (GPT-2 style), with a final norm per stack.
+    Pre,
 }
 
 /// Arguments of `wgformer train`. Unset sizes and hyperparameters take the
@@ -107,6 +116,9 @@ pub struct TrainArgs {
     /// Dropout (encdec).
     #[arg(long)]
     pub dropout: Option<f32>,
+    /// Layer norm placement (encdec): post (the paper) or pre.
+    #[arg(long, value_enum)]
+    pub norm: Option<NormArg>,
     /// Positions: the context (gpt) or longest sequence (encdec).
     #[arg(long)]
     pub context: Option<usize>,
@@ -225,6 +237,8 @@ fn options(a: &TrainArgs, kind: ModelKind, d_model: usize) -> Result<TrainOption
         eval_every: a.eval_every.unwrap_or(eval_every),
         checkpoint_every: a.checkpoint_every,
         seed: a.seed,
+        freeze_embeddings: a.freeze_embeddings,
+        freeze_layers: a.freeze_layers,
     })
 }
 
@@ -284,12 +298,16 @@ fn new_seq2seq(gpu: &Gpu, a: &TrainArgs) -> Result<Seq2SeqTask> {
                 n_decoder_layers: layers_dec,
                 max_len: a.context.unwrap_or(base.max_len),
                 dropout: a.dropout.unwrap_or(base.dropout),
+                norm: match a.norm {
+                    Some(NormArg::Post) => NormPlacement::Post,
+                    Some(NormArg::Pre) => NormPlacement::Pre,
+                    None => base.norm,
+                },
                 ..base
             };
             Transformer::new(gpu, config, a.seed)?
         }
     };
-    freeze_for_finetune(&model.params(), a);
     let data = Seq2SeqData {
         source,
         batch_tokens: a.batch_tokens.unwrap_or(setup.batch_tokens),
@@ -329,7 +347,6 @@ fn new_gpt(gpu: &Gpu, a: &TrainArgs) -> Result<GptTask> {
             (tok, Gpt::new(gpu, config, a.seed)?)
         }
     };
-    freeze_for_finetune(&model.params(), a);
     let dataset = TextDataset::from_file(path, tokenizer.as_ref(), a.held_out)?;
     let data = GptData {
         data: Some(path.clone()),
@@ -347,13 +364,6 @@ fn train_bpe(path: &Path, vocab: usize) -> Result<BpeTokenizer> {
     let text = read_text(path)?;
     eprintln!("training a BPE tokenizer of {vocab} tokens on {}", path.display());
     BpeTokenizer::train(&text, vocab)
-}
-
-fn freeze_for_finetune(params: &[wgformer::autograd::Param], a: &TrainArgs) {
-    let n = freeze::freeze(params, a.freeze_embeddings, a.freeze_layers);
-    if n > 0 {
-        eprintln!("froze {n} parameter tensors");
-    }
 }
 
 fn check_type(dir: &Path, want: &str, flag: &str) -> Result<()> {

@@ -1,4 +1,4 @@
-//! Inference: text generation with a [`Gpt`] (temperature, top-k, top-p, seeded,
+//! Inference: text generation with a [`Gpt`](crate::nn::Gpt) (temperature, top-k, top-p, seeded,
 //! streamed token by token), greedy and beam-search translation with the
 //! encoder-decoder [`Transformer`](crate::nn::Transformer), and scoring a token
 //! sequence (per-token log-probabilities and mean negative log-likelihood).

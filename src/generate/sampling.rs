@@ -66,7 +66,7 @@ impl SamplingOptions {
 pub fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0;
     for (i, &x) in logits.iter().enumerate() {
-        if x > logits[best] || logits[best].is_nan() && !x.is_nan() {
+        if x > logits[best] || (logits[best].is_nan() && !x.is_nan()) {
             best = i;
         }
     }

@@ -176,7 +176,7 @@ pub fn beam_search(dec: &mut dyn StepDecoder, bos: u32, eos: u32, opts: &BeamOpt
 
 /// V from a (rows, V) logits buffer.
 fn vocab_of(logits: &[f32], rows: usize) -> Result<usize> {
-    if rows == 0 || logits.is_empty() || logits.len() % rows != 0 {
+    if rows == 0 || logits.is_empty() || !logits.len().is_multiple_of(rows) {
         return Err(Error::shape(
             "decode",
             format!("{} logits do not split into {rows} rows", logits.len()),

@@ -152,6 +152,7 @@ impl<'a> Trainer<'a> {
     /// A fresh run from step 0; checkpoints (and `eval.jsonl`) go to `out_dir`.
     pub fn new(task: &'a mut dyn TrainTask, options: TrainOptions, out_dir: Option<PathBuf>) -> Result<Self> {
         options.validate()?;
+        freeze::freeze(&task.params(), options.freeze_embeddings, options.freeze_layers);
         let opt = Optimizer::new(task.gpu(), task.params(), options.optimizer.kind(), options.grad_clip)?;
         let state = TrainerState {
             step: 0,
@@ -172,7 +173,8 @@ impl<'a> Trainer<'a> {
 
     /// Continues the run saved in checkpoint `dir`: loads the weights, the optimiser
     /// state and the trainer state into `task` (which must be built like the
-    /// original, e.g. with [`gpt::GptTask::from_checkpoint`]). `steps`, when given,
+    /// original: same model config, tokenizer and data; `wgformer train --resume`
+    /// rebuilds it from the checkpoint's files). `steps`, when given,
     /// replaces the run's total step count (to extend a finished run) and clears
     /// its `stop_after`. Checkpoints keep going to `out_dir`.
     pub fn resume(task: &'a mut dyn TrainTask, dir: &Path, steps: Option<u32>, out_dir: Option<PathBuf>) -> Result<Self> {
@@ -196,6 +198,7 @@ impl<'a> Trainer<'a> {
         // The resumed invocation runs to the end unless told otherwise.
         state.options.stop_after = None;
         state.options.validate()?;
+        freeze::freeze(&task.params(), state.options.freeze_embeddings, state.options.freeze_layers);
         if state.step >= state.options.steps {
             return Err(Error::invalid(
                 "train --resume",
@@ -259,7 +262,7 @@ impl<'a> Trainer<'a> {
             flops_per_token: self.task.flops_per_token(),
         });
         let mut log = match &self.out_dir {
-            Some(dir) => Some(EvalLog::open(dir)?),
+            Some(dir) => Some(EvalLog::open(dir, first == 1)?),
             None => None,
         };
         let mut losses = Vec::new();
@@ -368,22 +371,24 @@ pub fn eval_log_path(out_dir: &Path) -> PathBuf {
     out_dir.with_file_name(format!("{name}.eval.jsonl"))
 }
 
-/// The JSON-lines log of every evaluation (appended to, so a resumed run
-/// continues it).
+/// The JSON-lines log of every evaluation (a resumed run continues it).
 struct EvalLog {
     path: PathBuf,
     file: std::fs::File,
 }
 
 impl EvalLog {
-    fn open(out_dir: &Path) -> Result<EvalLog> {
+    /// A fresh run starts the log anew; a resumed one appends.
+    fn open(out_dir: &Path, fresh: bool) -> Result<EvalLog> {
         let path = eval_log_path(out_dir);
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
         }
         let file = std::fs::OpenOptions::new()
             .create(true)
-            .append(true)
+            .append(!fresh)
+            .write(true)
+            .truncate(fresh)
             .open(&path)
             .map_err(|e| io_error(&path, e))?;
         Ok(EvalLog { path, file })

@@ -123,6 +123,12 @@ pub struct TrainOptions {
     /// Seeds the data order and dropout: both are functions of (seed, step), so a
     /// resumed run sees exactly what the uninterrupted one would have.
     pub seed: u64,
+    /// Fine-tuning: keep the embeddings fixed.
+    #[serde(default)]
+    pub freeze_embeddings: bool,
+    /// Fine-tuning: keep the lowest this many layers of each stack fixed.
+    #[serde(default)]
+    pub freeze_layers: usize,
 }
 
 impl TrainOptions {
@@ -142,7 +148,7 @@ impl TrainOptions {
             ));
         }
         if let Some(c) = self.grad_clip {
-            if !(c > 0.0) {
+            if c.is_nan() || c <= 0.0 {
                 return bad(format!("gradient clip {c} must be > 0 (or off)"));
             }
         }

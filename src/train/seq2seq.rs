@@ -342,6 +342,8 @@ pub struct DateTaskSetup {
     pub n_layers: usize,
     /// Dropout.
     pub dropout: f32,
+    /// Post-LN (the paper) or pre-LN.
+    pub norm: crate::nn::NormPlacement,
     /// Distinct training dates.
     pub n_train: usize,
     /// Distinct held-out dates (none of them trained on).
@@ -365,13 +367,19 @@ impl Default for DateTaskSetup {
             d_ff: 256,
             n_heads: 4,
             n_layers: 2,
-            dropout: 0.1,
-            n_train: 20_000,
+            // The number of updates, not of examples, limits how fast the task is
+            // learnt, hence small batches. With 20000 training dates the model
+            // memorises them (training loss at the label-smoothing floor) and
+            // stalls near 97% held-out; 60000 of the 73000 dates leave it nothing
+            // to memorise in 1200 steps, so no dropout is needed.
+            dropout: 0.0,
+            norm: crate::nn::NormPlacement::Post,
+            n_train: 60_000,
             n_held_out: 1_000,
-            batch_tokens: 1024,
+            batch_tokens: 512,
             steps: 1200,
-            warmup: 200,
-            lr_factor: 1.0,
+            warmup: 100,
+            lr_factor: 0.3,
             eval_examples: 200,
         }
     }
@@ -391,7 +399,7 @@ impl DateTaskSetup {
             max_len: src.max(tgt + 1),
             dropout: self.dropout,
             layer_norm_epsilon: 1e-5,
-            norm: crate::nn::NormPlacement::Post,
+            norm: self.norm,
             activation: crate::nn::Activation::Relu,
         }
     }
@@ -429,6 +437,8 @@ impl DateTaskSetup {
             eval_every: self.steps / 4,
             checkpoint_every: 0,
             seed,
+            freeze_embeddings: false,
+            freeze_layers: 0,
         };
         Ok((task, opts))
     }
