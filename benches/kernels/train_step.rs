@@ -22,10 +22,10 @@ pub fn run(b: &mut Bench) -> Result<()> {
             .filter_map(|x| x.trim().parse().ok())
             .collect();
         if parsed.len() != 6 {
-            return Err(wgformer::Error::invalid(
-                "bench",
-                format!("{CONFIG_ENV}={spec:?}: expected six numbers L,C,NH,T,B,V"),
-            ));
+            return Err(wgformer::Error::InvalidArgument {
+                op: "bench",
+                detail: format!("{CONFIG_ENV}={spec:?}: expected six numbers L,C,NH,T,B,V"),
+            });
         }
         dims.copy_from_slice(&parsed);
     }
