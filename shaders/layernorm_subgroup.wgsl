@@ -67,9 +67,13 @@ fn lnf_wb(k: u32, r: SgRow, w: ptr<function, Items>, b: ptr<function, Items>) {
     (*b)[k] = b4[c];
 }
 
-// Loads item k of x and adds it, less `shift`, to s (zero past the row).
-fn lnf_load(k: u32, r: SgRow, shift: f32, x: ptr<function, Items>, s: ptr<function, vec4<f32>>) {
+// Loads item k of x.
+fn lnf_load(k: u32, r: SgRow, x: ptr<function, Items>) {
     (*x)[k] = x4[sg_at(r, k)];
+}
+
+// Adds item k, less `shift`, to s (zero past the row).
+fn lnf_sum(k: u32, r: SgRow, shift: f32, x: ptr<function, Items>, s: ptr<function, vec4<f32>>) {
     *s += select(vec4<f32>(0.0), (*x)[k] - shift, sg_col(r, k) < r.c4);
 }
 
@@ -92,11 +96,17 @@ fn lnf_wb4(k0: u32, r: SgRow, w: ptr<function, Items>, b: ptr<function, Items>) 
     if (SG_ITEMS > k0 + 2u) { lnf_wb(k0 + 2u, r, w, b); }
     if (SG_ITEMS > k0 + 3u) { lnf_wb(k0 + 3u, r, w, b); }
 }
-fn lnf_load4(k0: u32, r: SgRow, shift: f32, x: ptr<function, Items>, s: ptr<function, vec4<f32>>) {
-    if (SG_ITEMS > k0) { lnf_load(k0, r, shift, x, s); }
-    if (SG_ITEMS > k0 + 1u) { lnf_load(k0 + 1u, r, shift, x, s); }
-    if (SG_ITEMS > k0 + 2u) { lnf_load(k0 + 2u, r, shift, x, s); }
-    if (SG_ITEMS > k0 + 3u) { lnf_load(k0 + 3u, r, shift, x, s); }
+fn lnf_load4(k0: u32, r: SgRow, x: ptr<function, Items>) {
+    if (SG_ITEMS > k0) { lnf_load(k0, r, x); }
+    if (SG_ITEMS > k0 + 1u) { lnf_load(k0 + 1u, r, x); }
+    if (SG_ITEMS > k0 + 2u) { lnf_load(k0 + 2u, r, x); }
+    if (SG_ITEMS > k0 + 3u) { lnf_load(k0 + 3u, r, x); }
+}
+fn lnf_sum4(k0: u32, r: SgRow, shift: f32, x: ptr<function, Items>, s: ptr<function, vec4<f32>>) {
+    if (SG_ITEMS > k0) { lnf_sum(k0, r, shift, x, s); }
+    if (SG_ITEMS > k0 + 1u) { lnf_sum(k0 + 1u, r, shift, x, s); }
+    if (SG_ITEMS > k0 + 2u) { lnf_sum(k0 + 2u, r, shift, x, s); }
+    if (SG_ITEMS > k0 + 3u) { lnf_sum(k0 + 3u, r, shift, x, s); }
 }
 fn lnf_dev4(k0: u32, r: SgRow, mean: f32, x: ptr<function, Items>, q: ptr<function, vec4<f32>>) {
     if (SG_ITEMS > k0) { lnf_dev(k0, r, mean, x, q); }
@@ -129,21 +139,32 @@ fn layernorm_fwd_sg(@builtin(workgroup_id) wid: vec3<u32>,
     if (SG_ITEMS > 20u) { lnf_wb4(20u, r0, &w, &b); }
     if (SG_ITEMS > 24u) { lnf_wb4(24u, r0, &w, &b); }
     if (SG_ITEMS > 28u) { lnf_wb4(28u, r0, &w, &b); }
+    // Lane j keeps the mean and rstd of row 8 t + j of each block of SG rows
+    // and stores them once per block: one store for SG rows instead of one each.
+    var keep_ms = vec2<f32>(0.0);
     for (var row = chunk.y; row < chunk.z; row++) {
         let r = SgRow(row * c4, c4, lane);
+        var x: Items;
+        if (SG_ITEMS > 0u) { lnf_load4(0u, r, &x); }
+        if (SG_ITEMS > 4u) { lnf_load4(4u, r, &x); }
+        if (SG_ITEMS > 8u) { lnf_load4(8u, r, &x); }
+        if (SG_ITEMS > 12u) { lnf_load4(12u, r, &x); }
+        if (SG_ITEMS > 16u) { lnf_load4(16u, r, &x); }
+        if (SG_ITEMS > 20u) { lnf_load4(20u, r, &x); }
+        if (SG_ITEMS > 24u) { lnf_load4(24u, r, &x); }
+        if (SG_ITEMS > 28u) { lnf_load4(28u, r, &x); }
         // Sums of x - shift, shift a value of the row: they stay small when the
         // row sits far from zero (mean 1000, std 1: no cancellation).
-        let shift = subgroupBroadcast(x4[r.base].x, 0u);
-        var x: Items;
+        let shift = subgroupBroadcast(x[0].x, 0u);
         var s = vec4<f32>(0.0);
-        if (SG_ITEMS > 0u) { lnf_load4(0u, r, shift, &x, &s); }
-        if (SG_ITEMS > 4u) { lnf_load4(4u, r, shift, &x, &s); }
-        if (SG_ITEMS > 8u) { lnf_load4(8u, r, shift, &x, &s); }
-        if (SG_ITEMS > 12u) { lnf_load4(12u, r, shift, &x, &s); }
-        if (SG_ITEMS > 16u) { lnf_load4(16u, r, shift, &x, &s); }
-        if (SG_ITEMS > 20u) { lnf_load4(20u, r, shift, &x, &s); }
-        if (SG_ITEMS > 24u) { lnf_load4(24u, r, shift, &x, &s); }
-        if (SG_ITEMS > 28u) { lnf_load4(28u, r, shift, &x, &s); }
+        if (SG_ITEMS > 0u) { lnf_sum4(0u, r, shift, &x, &s); }
+        if (SG_ITEMS > 4u) { lnf_sum4(4u, r, shift, &x, &s); }
+        if (SG_ITEMS > 8u) { lnf_sum4(8u, r, shift, &x, &s); }
+        if (SG_ITEMS > 12u) { lnf_sum4(12u, r, shift, &x, &s); }
+        if (SG_ITEMS > 16u) { lnf_sum4(16u, r, shift, &x, &s); }
+        if (SG_ITEMS > 20u) { lnf_sum4(20u, r, shift, &x, &s); }
+        if (SG_ITEMS > 24u) { lnf_sum4(24u, r, shift, &x, &s); }
+        if (SG_ITEMS > 28u) { lnf_sum4(28u, r, shift, &x, &s); }
         let mean = shift + subgroupAdd(sum4(s)) * inv_c;
         var q = vec4<f32>(0.0);
         if (SG_ITEMS > 0u) { lnf_dev4(0u, r, mean, &x, &q); }
@@ -155,10 +176,6 @@ fn layernorm_fwd_sg(@builtin(workgroup_id) wid: vec3<u32>,
         if (SG_ITEMS > 24u) { lnf_dev4(24u, r, mean, &x, &q); }
         if (SG_ITEMS > 28u) { lnf_dev4(28u, r, mean, &x, &q); }
         let rstd = inverseSqrt(subgroupAdd(sum4(q)) * inv_c + p.eps);
-        if (lane == 0u) {
-            mean_out[row] = mean;
-            rstd_out[row] = rstd;
-        }
         let ms = vec2<f32>(mean, rstd);
         if (SG_ITEMS > 0u) { lnf_store4(0u, r, ms, &x, &w, &b); }
         if (SG_ITEMS > 4u) { lnf_store4(4u, r, ms, &x, &w, &b); }
@@ -168,6 +185,15 @@ fn layernorm_fwd_sg(@builtin(workgroup_id) wid: vec3<u32>,
         if (SG_ITEMS > 20u) { lnf_store4(20u, r, ms, &x, &w, &b); }
         if (SG_ITEMS > 24u) { lnf_store4(24u, r, ms, &x, &w, &b); }
         if (SG_ITEMS > 28u) { lnf_store4(28u, r, ms, &x, &w, &b); }
+        let slot = (row - chunk.y) % SG;
+        keep_ms = select(keep_ms, ms, lane == slot);
+        if (slot == SG - 1u || row + 1u == chunk.z) {
+            let mine = row - slot + lane;
+            if (lane <= slot) {
+                mean_out[mine] = keep_ms.x;
+                rstd_out[mine] = keep_ms.y;
+            }
+        }
     }
 }
 
@@ -257,9 +283,17 @@ fn layernorm_bwd_sg(@builtin(workgroup_id) wid: vec3<u32>,
     if (SG_ITEMS > 20u) { lnb_w4(20u, r0, &w, &dw, &db); }
     if (SG_ITEMS > 24u) { lnb_w4(24u, r0, &w, &dw, &db); }
     if (SG_ITEMS > 28u) { lnb_w4(28u, r0, &w, &dw, &db); }
+    // Lane j loads the mean and rstd of row 8 t + j of each block of SG rows;
+    // each row takes its pair from its lane by a shuffle: one load per SG rows.
+    var block_ms = vec2<f32>(0.0);
     for (var row = chunk.y; row < chunk.z; row++) {
         let r = SgRow(row * c4, c4, lane);
-        let ms = vec2<f32>(bmean[row], brstd[row]);
+        let slot = (row - chunk.y) % SG;
+        if (slot == 0u) {
+            let mine = min(row + lane, chunk.z - 1u);
+            block_ms = vec2<f32>(bmean[mine], brstd[mine]);
+        }
+        let ms = vec2<f32>(subgroupShuffle(block_ms.x, slot), subgroupShuffle(block_ms.y, slot));
         var g: Items;
         var xh: Items;
         var s = mat2x4<f32>();
