@@ -40,6 +40,9 @@ pub fn process_cpu_ns() -> Option<u64> {
 pub struct Bench {
     pub gpu: Gpu,
     pub records: Vec<Record>,
+    /// Where the records are rewritten after each one (so a run stopped by a
+    /// time limit keeps what it measured).
+    pub json: Option<std::path::PathBuf>,
     /// Only benchmarks whose "kernel/variant/shape" contains this run (CLI
     /// filter; several alternatives separated by commas).
     pub filter: Option<String>,
@@ -50,7 +53,19 @@ impl Bench {
         Bench {
             gpu,
             records: Vec::new(),
+            json: None,
             filter,
+        }
+    }
+
+    /// Writes every record so far to `self.json` (errors are reported, not fatal).
+    pub fn save(&self) {
+        let Some(path) = &self.json else {
+            return;
+        };
+        let json = serde_json::to_string_pretty(&self.records).expect("records serialize");
+        if let Err(e) = std::fs::write(path, json) {
+            eprintln!("could not write {}: {e}", path.display());
         }
     }
 
@@ -140,6 +155,7 @@ impl Bench {
             kernel, variant, shape, median_ms, record.gflops, record.gbps, cpu_ms
         );
         self.records.push(record.clone());
+        self.save();
         Ok(Some(record))
     }
 
@@ -172,6 +188,7 @@ impl Bench {
             kernel, variant, shape, ms, record.gflops
         );
         self.records.push(record.clone());
+        self.save();
         record
     }
 }
