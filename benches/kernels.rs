@@ -39,15 +39,6 @@ fn main() -> wgformer::Result<()> {
     if !gpu.features().timestamp_query {
         println!("note: no timestamp queries on this adapter; times are wall clock including submit and wait");
     }
-    let mut bench = harness::Bench::new(gpu, filter);
-    copy::run(&mut bench)?;
-    gemm::run(&mut bench)?;
-    attention::run(&mut bench)?;
-    rowwise::run(&mut bench)?;
-    elementwise::run(&mut bench)?;
-    train_step::run(&mut bench)?;
-    decode::run(&mut bench)?;
-
     let path = match std::env::var_os("WGFORMER_BENCH_JSON") {
         Some(p) => std::path::PathBuf::from(p),
         None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench/kernels.json"),
@@ -58,11 +49,17 @@ fn main() -> wgformer::Result<()> {
             source: e,
         })?;
     }
-    let json = serde_json::to_string_pretty(&bench.records).expect("records serialize");
-    std::fs::write(&path, json).map_err(|e| wgformer::Error::Io {
-        path: path.display().to_string(),
-        source: e,
-    })?;
+    let mut bench = harness::Bench::new(gpu, filter);
+    // Rewritten after every record: a run cut short keeps what it measured.
+    bench.json = Some(path.clone());
+    copy::run(&mut bench)?;
+    gemm::run(&mut bench)?;
+    attention::run(&mut bench)?;
+    rowwise::run(&mut bench)?;
+    elementwise::run(&mut bench)?;
+    train_step::run(&mut bench)?;
+    decode::run(&mut bench)?;
+    bench.save();
     println!("wrote {}", path.display());
     Ok(())
 }

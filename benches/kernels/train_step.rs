@@ -73,17 +73,34 @@ pub fn run(b: &mut Bench) -> Result<()> {
     step()?; // warm-up: pipelines, pool
     let steps = 3;
     let before = gpu.counters().snapshot();
+    let cpu0 = crate::harness::process_cpu_ns();
     let t0 = Instant::now();
     let mut encode_s = 0.0;
     for _ in 0..steps {
         encode_s += step()?.1;
     }
     let step_ms = t0.elapsed().as_secs_f64() * 1e3 / steps as f64;
+    let cpu_step_ms = match (cpu0, crate::harness::process_cpu_ns()) {
+        (Some(a), Some(b)) => b.saturating_sub(a) as f64 / 1e6 / steps as f64,
+        _ => 0.0,
+    };
     let encode_ms = encode_s * 1e3 / steps as f64;
     let d = gpu.counters().snapshot() - before;
     let tokens_per_step = (batch * seq) as f64;
     let flops = config.train_flops_per_token(seq) * tokens_per_step;
     let record = b.record_wall("train_step", "gpt", &name, step_ms, flops, 0.0);
+    if cpu_step_ms > 0.0 && gpu.adapter_info().device_type == wgpu::DeviceType::Cpu {
+        // lavapipe runs in this process: CPU time over the cores is the step's
+        // cost on an otherwise idle machine (wall clock swings with other load).
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let ideal_ms = cpu_step_ms / cores;
+        println!(
+            "train_step: CPU time {cpu_step_ms:.0} ms per step over {cores} cores: {:.0} tokens/s, \
+             {:.2} model GFLOP/s with the cores to itself",
+            tokens_per_step / (ideal_ms / 1e3),
+            flops / (ideal_ms * 1e-3) / 1e9
+        );
+    }
     println!(
         "train_step: {:.0} tokens/s, {:.2} model GFLOP/s, encoding {encode_ms:.1} ms ({:.1}% of the step), \
          {} dispatches, {} submits, {} new buffers per step",
