@@ -29,6 +29,7 @@ pub mod reference;
 pub mod rng;
 pub mod selfcheck;
 pub mod tensor;
+pub mod web;
 
 pub use error::{Error, Result};
 pub use gpu::Gpu;
