@@ -41,6 +41,7 @@ pub mod selfcheck;
 pub mod tensor;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod train;
+pub mod web;
 
 pub use error::{Error, Result};
 pub use gpu::Gpu;

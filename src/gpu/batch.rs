@@ -7,7 +7,7 @@
 use super::counters::Counters;
 use super::pipelines::{Shader, PARAMS_BINDING_SIZE};
 use super::pool::{BufferPool, READBACK_USAGE};
-use super::readback::MapFuture;
+use super::readback::{MapFuture, WorkDoneFuture};
 use super::Gpu;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -278,6 +278,16 @@ impl Gpu {
             .device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::Gpu(e.to_string()))?;
+        self.take_device_error()
+    }
+
+    /// Submits the pending batch and waits until the GPU has finished all
+    /// submitted work: the async form of `sync`, usable in the browser (where
+    /// nothing may block) to time work with the wall clock.
+    pub async fn finish(&self) -> Result<()> {
+        self.flush()?;
+        let g = &self.inner;
+        WorkDoneFuture::submitted_work_done(&g.queue, &g.device).await;
         self.take_device_error()
     }
 

@@ -16,6 +16,7 @@ pub(crate) use pool::PooledBuffer;
 pub use profile::OpTime;
 
 use crate::error::{Error, Result};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Environment variable that keeps only adapters whose name contains its value
@@ -55,6 +56,8 @@ pub(crate) struct GpuInner {
     pub tuned: Mutex<std::collections::HashMap<String, String>>,
     /// First uncaptured wgpu error since the last check; surfaced on the next flush.
     pub device_error: Arc<Mutex<Option<String>>>,
+    /// Set once the device is lost (driver reset, browser reclaimed it, destroyed).
+    pub lost: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -126,8 +129,10 @@ impl Gpu {
                 *slot = Some(e.to_string());
             }
         }));
-        let lost = device_error.clone();
+        let lost_flag = Arc::new(AtomicBool::new(false));
+        let (lost, flag) = (device_error.clone(), lost_flag.clone());
         device.set_device_lost_callback(move |reason, msg| {
+            flag.store(true, Ordering::SeqCst);
             let mut slot = lost.lock().unwrap_or_else(|p| p.into_inner());
             if slot.is_none() {
                 *slot = Some(format!("device lost ({reason:?}): {msg}"));
@@ -153,6 +158,7 @@ impl Gpu {
                 limits,
                 features,
                 device_error,
+                lost: lost_flag,
             }),
         })
     }
@@ -208,6 +214,12 @@ impl Gpu {
     pub fn max_binding_bytes(&self) -> u64 {
         (self.inner.limits.max_storage_buffer_binding_size as u64)
             .min(self.inner.limits.max_buffer_size)
+    }
+
+    /// True once the device is lost: every later call fails, and a new `Gpu`
+    /// (and new tensors) is the only way on.
+    pub fn is_lost(&self) -> bool {
+        self.inner.lost.load(Ordering::SeqCst)
     }
 
     /// Returns (and clears) an error wgpu reported asynchronously.
