@@ -110,8 +110,12 @@ fn main() -> ExitCode {
     };
     let result = match command {
         Command::Train(args) => wgformer::Gpu::new().and_then(|gpu| cli::train::run(&gpu, &args)),
-        Command::Generate(args) => wgformer::Gpu::new().and_then(|gpu| cli::infer::generate(&gpu, &args)),
-        Command::Translate(args) => wgformer::Gpu::new().and_then(|gpu| cli::infer::translate(&gpu, &args)),
+        Command::Generate(args) => {
+            wgformer::Gpu::new().and_then(|gpu| cli::infer::generate(&gpu, &args))
+        }
+        Command::Translate(args) => {
+            wgformer::Gpu::new().and_then(|gpu| cli::infer::translate(&gpu, &args))
+        }
         Command::Eval(args) => wgformer::Gpu::new().and_then(|gpu| cli::infer::eval(&gpu, &args)),
         Command::Score(args) => wgformer::Gpu::new().and_then(|gpu| cli::infer::score(&gpu, &args)),
         Command::Info => wgformer::Gpu::new().map(|gpu| println!("{}", gpu.describe())),
@@ -223,12 +227,11 @@ fn bench_demo(gpu: &wgformer::Gpu, a: &DemoBench) -> wgformer::Result<()> {
         path: a.text.display().to_string(),
         source: e,
     })?;
-    let config: DemoConfig = serde_json::from_str(&a.config).map_err(|e| {
-        wgformer::Error::InvalidArgument {
+    let config: DemoConfig =
+        serde_json::from_str(&a.config).map_err(|e| wgformer::Error::InvalidArgument {
             op: "bench demo",
             detail: format!("--config is not valid JSON for DemoConfig: {e}"),
-        }
-    })?;
+        })?;
     let mut model = CharGpt::new(gpu, &text, config)?;
     println!("adapter: {}", gpu.adapter_name());
     println!(

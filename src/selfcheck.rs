@@ -253,7 +253,8 @@ async fn check_softmax(gpu: &Gpu) -> Result<CheckResult> {
             key_mask: Some(&mask),
         },
     )?
-    .to_vec_async().await?;
+    .to_vec_async()
+    .await?;
     let reference = crate::reference::softmax::softmax(&xv, &shape, 0.7, true, Some(&maskv));
     Ok(compare(
         "softmax (2,3,7,9) causal + padding",
@@ -312,7 +313,9 @@ async fn check_reduce(gpu: &Gpu) -> Result<CheckResult> {
     use crate::kernels::reduce::{reduce, Reduce};
     let shape = [5, 63, 7];
     let xv = data(5 * 63 * 7, 10);
-    let ours = reduce(&upload(gpu, &xv, &shape)?, 1, Reduce::Mean)?.to_vec_async().await?;
+    let ours = reduce(&upload(gpu, &xv, &shape)?, 1, Reduce::Mean)?
+        .to_vec_async()
+        .await?;
     let reference = crate::reference::reduce::reduce(&xv, &shape, 1, Reduce::Mean);
     Ok(compare(
         "reduce mean over the middle axis (5,63,7)",

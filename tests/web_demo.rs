@@ -29,7 +29,10 @@ fn passage() -> String {
 fn clock() -> f64 {
     use std::sync::OnceLock;
     static T0: OnceLock<std::time::Instant> = OnceLock::new();
-    T0.get_or_init(std::time::Instant::now).elapsed().as_secs_f64() * 1e3
+    T0.get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs_f64()
+        * 1e3
 }
 
 #[test]
@@ -62,7 +65,10 @@ fn probabilities_match_an_independent_softmax() {
         }
     }
     // Greedy: all mass on the first arg-max.
-    assert_eq!(probabilities(&logits, 0.0, 0).unwrap(), vec![0.0, 1.0, 0.0, 0.0, 0.0]);
+    assert_eq!(
+        probabilities(&logits, 0.0, 0).unwrap(),
+        vec![0.0, 1.0, 0.0, 0.0, 0.0]
+    );
     assert!(probabilities(&logits, -1.0, 0).is_err());
     assert!(probabilities(&logits, f32::NAN, 0).is_err());
     assert!(probabilities(&[f32::NAN; 3], 1.0, 0).is_err());

@@ -455,12 +455,14 @@ pub fn gemm_into(
                 super::gemm_tune::choose_kernel(a, b, c, shape, opts)?
             }
             GemmVariant::Tiled => GemmKernel::Block(BlockTile::default()),
-            v => return Err(Error::invalid(
-                "gemm",
-                format!(
+            v => {
+                return Err(Error::invalid(
+                    "gemm",
+                    format!(
                     "f16 inputs run on the block tile only (GemmVariant::Tiled or Auto), not {v:?}"
                 ),
-            )),
+                ))
+            }
         };
         return gemm_into_kernel(a, b, c, shape, opts, kernel);
     }

@@ -154,10 +154,7 @@ pub async fn run_bench(gpu: &Gpu, index: usize, clock: &dyn Fn() -> f64) -> Resu
                 format!("{TINY_DISPATCHES} dispatches on 4 floats, one submit"),
                 t,
             );
-            r.note = format!(
-                "{:.1} us per dispatch",
-                r.ms * 1e3 / TINY_DISPATCHES as f64
-            );
+            r.note = format!("{:.1} us per dispatch", r.ms * 1e3 / TINY_DISPATCHES as f64);
             Ok(r)
         }
         7 => {

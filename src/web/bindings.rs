@@ -61,7 +61,9 @@ fn busy() -> JsValue {
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> JsValue {
-    JsValue::from_str(&serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")))
+    JsValue::from_str(
+        &serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
+    )
 }
 
 /// The WebGPU device and what runs on it directly.
@@ -195,7 +197,10 @@ impl Trainer {
             serde_json::from_str(config_json).map_err(|e| {
                 js_error(
                     None,
-                    &Error::invalid("Trainer", format!("config is not valid JSON for the demo: {e}")),
+                    &Error::invalid(
+                        "Trainer",
+                        format!("config is not valid JSON for the demo: {e}"),
+                    ),
                 )
             })?
         };
@@ -251,7 +256,13 @@ impl Trainer {
         let mut s = self.state.try_borrow_mut().map_err(|_| busy())?;
         let g = s
             .model
-            .start_generation(prompt, max_tokens as usize, temperature, top_k as usize, seed as u64)
+            .start_generation(
+                prompt,
+                max_tokens as usize,
+                temperature,
+                top_k as usize,
+                seed as u64,
+            )
             .map_err(|e| js_error(Some(&self.gpu), &e))?;
         s.generation = Some(g);
         Ok(())

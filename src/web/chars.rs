@@ -25,7 +25,11 @@ impl CharVocab {
                 "the text is empty; paste some text to learn from",
             ));
         }
-        let index = chars.iter().enumerate().map(|(i, &c)| (c, i as u32)).collect();
+        let index = chars
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| (c, i as u32))
+            .collect();
         Ok(CharVocab { chars, index })
     }
 
