@@ -26,6 +26,8 @@
 //                            dS are recomputed from Q, K and L, never stored
 //   attention_bwd_dq         backward step 3, fused: dQ in the forward's layout
 //                            (K/V tiles stream past a thread's 8 query rows)
+// attention_gpu.wgsl holds the same three fused kernels with a work split for
+// GPUs (wide workgroups, small register tiles); the host picks per adapter.
 // The naive kernels are the simplest correct version (a GPU oracle that needs
 // no other kernel); they work on a chunk of (b, head) pairs at a time so that
 // S fits one storage binding. The benchmark baseline is the unfused path built
