@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::attention::{attention_fwd, AttentionOptions};
 use crate::kernels::elementwise::scale_assign;
-use crate::kernels::gemm::{gemm, GemmOptions};
+use crate::kernels::gemm::{gemm, GemmOptions, GemmVariant};
 use crate::kernels::layernorm::layernorm;
 use crate::kernels::softmax::{softmax, SoftmaxOptions};
 use crate::tensor::Tensor;
@@ -40,6 +40,9 @@ pub const BENCHES: &[&str] = &[
     "gemm 128",
     "gemm 256",
     "gemm 512",
+    "gemm 256 register tile",
+    "gemm 256 shared-memory tile",
+    "gemm 256 naive",
     "attention",
     "softmax",
     "layernorm",
@@ -99,7 +102,27 @@ pub async fn run_bench(gpu: &Gpu, index: usize, clock: &dyn Fn() -> f64) -> Resu
             r.gflops = Some(2.0 * (n as f64).powi(3) / (r.ms * 1e6));
             Ok(r)
         }
-        3 => {
+        3..=5 => {
+            // The variants side by side: which one `Auto` should pick differs
+            // between adapters (lavapipe and SwiftShader are both CPUs, unalike).
+            let (variant, name) = [
+                (GemmVariant::RegisterTile, "gemm register tile"),
+                (GemmVariant::SharedTile, "gemm shared-memory tile"),
+                (GemmVariant::Naive, "gemm naive"),
+            ][index - 3];
+            let n = 256;
+            let a = Tensor::randn(gpu, &[n, n], 1.0, 1)?;
+            let b = Tensor::randn(gpu, &[n, n], 1.0, 2)?;
+            let opts = GemmOptions {
+                variant,
+                ..Default::default()
+            };
+            let t = time_ms(gpu, clock, || gemm(&a, &b, &opts).map(drop)).await?;
+            let mut r = result(name, format!("{n}x{n}x{n}"), t);
+            r.gflops = Some(2.0 * (n as f64).powi(3) / (r.ms * 1e6));
+            Ok(r)
+        }
+        6 => {
             let (b, nh, t, hs) = (2, 4, 128, 32);
             let q = Tensor::randn(gpu, &[b, nh, t, hs], 1.0, 3)?;
             let k = Tensor::randn(gpu, &[b, nh, t, hs], 1.0, 4)?;
@@ -120,7 +143,7 @@ pub async fn run_bench(gpu: &Gpu, index: usize, clock: &dyn Fn() -> f64) -> Resu
             r.gflops = Some(flops / (r.ms * 1e6));
             Ok(r)
         }
-        4 => {
+        7 => {
             let shape = [2, 4, 128, 128];
             let x = Tensor::randn(gpu, &shape, 1.0, 6)?;
             let opts = SoftmaxOptions {
@@ -133,7 +156,7 @@ pub async fn run_bench(gpu: &Gpu, index: usize, clock: &dyn Fn() -> f64) -> Resu
             r.gbps = Some(8.0 * x.numel() as f64 / (r.ms * 1e6));
             Ok(r)
         }
-        5 => {
+        8 => {
             let (rows, c) = (1024, 256);
             let x = Tensor::randn(gpu, &[rows, c], 1.0, 7)?;
             let w = Tensor::randn(gpu, &[c], 1.0, 8)?;
@@ -143,7 +166,7 @@ pub async fn run_bench(gpu: &Gpu, index: usize, clock: &dyn Fn() -> f64) -> Resu
             r.gbps = Some(4.0 * (2 * rows * c + 2 * c + 2 * rows) as f64 / (r.ms * 1e6));
             Ok(r)
         }
-        6 => {
+        9 => {
             let x = Tensor::ones(gpu, &[4])?;
             let t = time_ms(gpu, clock, || {
                 (0..TINY_DISPATCHES).try_for_each(|_| scale_assign(&x, 1.0))
@@ -157,7 +180,7 @@ pub async fn run_bench(gpu: &Gpu, index: usize, clock: &dyn Fn() -> f64) -> Resu
             r.note = format!("{:.1} us per dispatch", r.ms * 1e3 / TINY_DISPATCHES as f64);
             Ok(r)
         }
-        7 => {
+        10 => {
             let x = Tensor::ones(gpu, &[1])?;
             x.to_vec_async().await?;
             let mut times = Vec::new();

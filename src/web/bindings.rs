@@ -177,11 +177,26 @@ struct TrainerState {
     generation: Option<Generation>,
 }
 
+/// The trainer's state, lent to one call at a time: a call takes it out and
+/// puts it back when done, and a call that finds it gone is told the model is
+/// busy (JS may call again while an earlier Promise is pending).
+#[derive(Clone)]
+struct Shared(Rc<RefCell<Option<TrainerState>>>);
+
+impl Shared {
+    fn take(&self) -> Result<TrainerState, JsValue> {
+        self.0.borrow_mut().take().ok_or_else(busy)
+    }
+    fn put(&self, state: TrainerState) {
+        *self.0.borrow_mut() = Some(state);
+    }
+}
+
 /// A character-level GPT being trained on one text.
 #[wasm_bindgen]
 pub struct Trainer {
     gpu: Gpu,
-    state: Rc<RefCell<TrainerState>>,
+    state: Shared,
 }
 
 #[wasm_bindgen]
@@ -207,17 +222,18 @@ impl Trainer {
         let model = CharGpt::new(&gpu, text, config).map_err(|e| js_error(Some(&gpu), &e))?;
         Ok(Trainer {
             gpu,
-            state: Rc::new(RefCell::new(TrainerState {
+            state: Shared(Rc::new(RefCell::new(Some(TrainerState {
                 model,
                 generation: None,
-            })),
+            })))),
         })
     }
 
     /// Model facts as JSON: config, vocabulary size, parameters.
     pub fn info(&self) -> String {
-        let Ok(s) = self.state.try_borrow() else {
-            return "{}".into();
+        let guard = self.state.0.borrow();
+        let Some(s) = guard.as_ref() else {
+            return "{}".into(); // busy in a call
         };
         let g = s.model.gpt_config();
         serde_json::json!({
@@ -234,12 +250,10 @@ impl Trainer {
     pub fn train_steps(&self, n: u32) -> Promise {
         let (gpu, state) = (self.gpu.clone(), self.state.clone());
         future_to_promise(async move {
-            let mut s = state.try_borrow_mut().map_err(|_| busy())?;
-            s.model
-                .train_steps(n, &performance_now)
-                .await
-                .map(|r| to_json(&r))
-                .map_err(|e| js_error(Some(&gpu), &e))
+            let mut s = state.take()?;
+            let result = s.model.train_steps(n, &performance_now).await;
+            state.put(s);
+            result.map(|r| to_json(&r)).map_err(|e| js_error(Some(&gpu), &e))
         })
     }
 
@@ -253,7 +267,8 @@ impl Trainer {
         top_k: u32,
         seed: u32,
     ) -> Result<(), JsValue> {
-        let mut s = self.state.try_borrow_mut().map_err(|_| busy())?;
+        let mut guard = self.state.0.borrow_mut();
+        let s = guard.as_mut().ok_or_else(busy)?;
         let g = s
             .model
             .start_generation(
@@ -272,21 +287,20 @@ impl Trainer {
     pub fn next_token(&self) -> Promise {
         let (gpu, state) = (self.gpu.clone(), self.state.clone());
         future_to_promise(async move {
-            let mut s = state.try_borrow_mut().map_err(|_| busy())?;
-            let TrainerState { model, generation } = &mut *s;
-            let Some(g) = generation.as_mut() else {
+            let mut s = state.take()?;
+            let Some(mut g) = s.generation.take() else {
+                state.put(s);
                 return Ok(JsValue::NULL);
             };
-            match model.next_token(g).await {
+            let result = s.model.next_token(&mut g).await;
+            if matches!(result, Ok(Some(_))) {
+                s.generation = Some(g); // more to come
+            }
+            state.put(s);
+            match result {
                 Ok(Some(text)) => Ok(JsValue::from_str(&text)),
-                Ok(None) => {
-                    *generation = None;
-                    Ok(JsValue::NULL)
-                }
-                Err(e) => {
-                    *generation = None;
-                    Err(js_error(Some(&gpu), &e))
-                }
+                Ok(None) => Ok(JsValue::NULL),
+                Err(e) => Err(js_error(Some(&gpu), &e)),
             }
         })
     }

@@ -117,7 +117,7 @@ pub fn probabilities(logits: &[f32], temperature: f32, top_k: usize) -> Result<V
         p[i] = e;
         total += e;
     }
-    if !(total > 0.0) {
+    if total.is_nan() || total <= 0.0 {
         return Err(Error::invalid(
             "sample",
             "the logits are not finite (the model diverged); rebuild the model or lower the learning rate",

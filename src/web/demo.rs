@@ -18,8 +18,11 @@ use crate::tensor::Tensor;
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct DemoConfig {
+    /// Transformer blocks L.
     pub n_layer: usize,
+    /// Model width C.
     pub n_embd: usize,
+    /// Attention heads NH (C must be a multiple).
     pub n_head: usize,
     /// Context length T (characters per training window).
     pub context: usize,
@@ -27,6 +30,7 @@ pub struct DemoConfig {
     pub batch: usize,
     /// Peak AdamW learning rate (after the linear warm-up).
     pub lr: f32,
+    /// Steps of linear learning-rate warm-up from 0.
     pub warmup: u32,
     /// Seeds the weights and the choice of training windows.
     pub seed: u32,
@@ -59,11 +63,13 @@ pub struct TrainReport {
     pub step: u32,
     /// Mean training loss over the steps of this call (nats per character).
     pub loss: f32,
-    /// Steps and tokens in this call.
+    /// Steps in this call.
     pub steps: u32,
+    /// Tokens trained on in this call (steps x batch x context).
     pub tokens: usize,
     /// Wall time of this call, including the final readback, milliseconds.
     pub ms: f64,
+    /// `tokens` over `ms`.
     pub tokens_per_s: f64,
 }
 
@@ -147,12 +153,15 @@ impl CharGpt {
         })
     }
 
+    /// The characters of the training text.
     pub fn vocab(&self) -> &CharVocab {
         &self.vocab
     }
+    /// The settings the model was built with.
     pub fn config(&self) -> &DemoConfig {
         &self.config
     }
+    /// The underlying GPT's sizes (vocabulary from the text, positions = context).
     pub fn gpt_config(&self) -> &GptConfig {
         &self.model.config
     }

@@ -3,6 +3,7 @@
 import { createServer } from "node:http";
 import { readFile } from "node:fs/promises";
 import { extname, join, normalize, resolve, sep } from "node:path";
+import { fileURLToPath } from "node:url";
 
 const TYPES = {
   ".html": "text/html; charset=utf-8",
@@ -48,8 +49,8 @@ export function serve(root, port = 0) {
 }
 
 // `node server.mjs [port]`: serve web/ for a manual look.
-if (import.meta.url === `file://${process.argv[1]}`) {
-  const root = new URL("..", import.meta.url).pathname;
+if (process.argv[1] && fileURLToPath(import.meta.url) === resolve(process.argv[1])) {
+  const root = fileURLToPath(new URL("..", import.meta.url));
   const { url } = await serve(root, Number(process.argv[2] || 8000));
   console.log(`serving ${root} at ${url}`);
 }
