@@ -73,7 +73,8 @@ const LN2: f32 = 0.6931471805599453;
 const NEG_BIG: f32 = -3.0e38;
 
 fn pos_inf() -> f32 {
-    return bitcast<f32>(0x7f800000u);
+    let bits = 0x7f800000u;  // a `let`: a constant infinity is a WGSL error (Tint)
+    return bitcast<f32>(bits);
 }
 
 @group(0) @binding(1) var<storage, read> q_in: array<vec4<f32>>;    // (B, NH, Tq, HS)
