@@ -10,9 +10,18 @@ import { join } from "node:path";
 export async function loadShaders(root) {
   const dir = join(root, "shaders");
   const names = (await readdir(dir)).filter((n) => n.endsWith(".wgsl")).sort();
+  // Modules made of several files, as src/kernels/mod.rs assembles them
+  // (`shader!("name" = "a.wgsl" "b.wgsl", ...)`): compiled whole, as the crate does.
+  const registry = await readFile(join(root, "src", "kernels", "mod.rs"), "utf8");
+  const composed = new Map();
+  for (const m of registry.matchAll(/shader!\(\s*"([^"]+)"\s*=\s*((?:"[^"]+"\s*)+),/g)) {
+    composed.set(m[1], [...m[2].matchAll(/"([^"]+)"/g)].map((f) => f[1]));
+  }
   const out = [];
   for (const name of names) {
-    const source = await readFile(join(dir, name), "utf8");
+    const parts = composed.get(name) ?? [name];
+    let source = "";
+    for (const part of parts) source += await readFile(join(dir, part), "utf8");
     const entries = [...source.matchAll(/@compute[^{]*?fn\s+(\w+)/gs)].map((m) => m[1]);
     out.push({ name, source, entries });
   }
@@ -30,8 +39,9 @@ export async function compileInBrowser(page, shaders, pipelines = false) {
   return page.evaluate(async ([shaders, pipelines]) => {
     const adapter = await navigator.gpu.requestAdapter();
     const f16 = adapter.features.has("shader-f16");
+    const subgroups = adapter.features.has("subgroups");
     const device = await adapter.requestDevice({
-      requiredFeatures: f16 ? ["shader-f16"] : [],
+      requiredFeatures: [...(f16 ? ["shader-f16"] : []), ...(subgroups ? ["subgroups"] : [])],
       requiredLimits: {
         maxComputeWorkgroupStorageSize: adapter.limits.maxComputeWorkgroupStorageSize,
         maxComputeInvocationsPerWorkgroup: adapter.limits.maxComputeInvocationsPerWorkgroup,
@@ -40,10 +50,18 @@ export async function compileInBrowser(page, shaders, pipelines = false) {
       },
     });
     const results = [];
-    for (const s of shaders) {
+    for (let s of shaders) {
       if (/^\s*enable\s+f16\s*;/m.test(s.source) && !f16) {
         results.push({ name: s.name, entry: "*", ok: true, skipped: "adapter lacks shader-f16", messages: [] });
         continue;
+      }
+      // Subgroup builtins need the adapter's feature (and `enable subgroups;` in WGSL).
+      if (/\bsubgroup[A-Z]\w*\s*\(|@builtin\(subgroup_/.test(s.source)) {
+        if (!subgroups) {
+          results.push({ name: s.name, entry: "*", ok: true, skipped: "adapter lacks subgroups", messages: [] });
+          continue;
+        }
+        s = { ...s, source: "enable subgroups;\n" + s.source };
       }
       device.pushErrorScope("validation");
       const module = device.createShaderModule({ code: s.source, label: s.name });
