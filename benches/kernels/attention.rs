@@ -91,7 +91,13 @@ pub fn run(b: &mut Bench) -> Result<()> {
             }
         })?;
         report(t, "forward", fused, unfused, scores);
-        report(t, &format!("forward ({other_name})"), fused_other, unfused, scores);
+        report(
+            t,
+            &format!("forward ({other_name})"),
+            fused_other,
+            unfused,
+            scores,
+        );
 
         // Backward alone (the fused path given the forward's O and L), then
         // forward + backward (what a training step runs).
@@ -129,7 +135,13 @@ pub fn run(b: &mut Bench) -> Result<()> {
         )?;
         drop((o, l));
         report(t, "backward", fused, unfused, scores);
-        report(t, &format!("backward ({other_name})"), fused_other, unfused, scores);
+        report(
+            t,
+            &format!("backward ({other_name})"),
+            fused_other,
+            unfused,
+            scores,
+        );
         let fused = measure_alloc(
             b,
             "fwd+bwd fused causal",

@@ -253,7 +253,9 @@ impl Trainer {
             let mut s = state.take()?;
             let result = s.model.train_steps(n, &performance_now).await;
             state.put(s);
-            result.map(|r| to_json(&r)).map_err(|e| js_error(Some(&gpu), &e))
+            result
+                .map(|r| to_json(&r))
+                .map_err(|e| js_error(Some(&gpu), &e))
         })
     }
 

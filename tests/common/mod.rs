@@ -95,7 +95,10 @@ pub fn rerun_with_other_attention_kernel(tests: &[&str]) {
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "with the other attention split:\n{log}");
+    assert!(
+        out.status.success(),
+        "with the other attention split:\n{log}"
+    );
     assert!(log.contains(&format!("{} passed", tests.len())), "{log}");
 }
 
