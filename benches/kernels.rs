@@ -1,5 +1,11 @@
 //! `cargo bench --bench kernels [-- FILTER]`: every kernel, variant and shape;
-//! a table on stdout and `target/bench/kernels.json`.
+//! a table on stdout and `target/bench/kernels.json` (or the file named by
+//! `WGFORMER_BENCH_JSON`).
+//!
+//! Standalone: the built binary is `target/release/deps/kernels-<hash>` (printed
+//! by `cargo bench --bench kernels --no-run`); copy it anywhere and run
+//! `kernels [FILTER]` next to a Vulkan driver, with `WGFORMER_BENCH_JSON` set
+//! (the default path is inside the build's checkout).
 
 #[path = "kernels/harness.rs"]
 mod harness;
@@ -33,7 +39,19 @@ fn main() -> wgformer::Result<()> {
     if !gpu.features().timestamp_query {
         println!("note: no timestamp queries on this adapter; times are wall clock including submit and wait");
     }
+    let path = match std::env::var_os("WGFORMER_BENCH_JSON") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench/kernels.json"),
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| wgformer::Error::Io {
+            path: dir.display().to_string(),
+            source: e,
+        })?;
+    }
     let mut bench = harness::Bench::new(gpu, filter);
+    // Rewritten after every record: a run cut short keeps what it measured.
+    bench.json = Some(path.clone());
     copy::run(&mut bench)?;
     gemm::run(&mut bench)?;
     attention::run(&mut bench)?;
@@ -41,18 +59,7 @@ fn main() -> wgformer::Result<()> {
     elementwise::run(&mut bench)?;
     train_step::run(&mut bench)?;
     decode::run(&mut bench)?;
-
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
-    std::fs::create_dir_all(&dir).map_err(|e| wgformer::Error::Io {
-        path: dir.display().to_string(),
-        source: e,
-    })?;
-    let path = dir.join("kernels.json");
-    let json = serde_json::to_string_pretty(&bench.records).expect("records serialize");
-    std::fs::write(&path, json).map_err(|e| wgformer::Error::Io {
-        path: path.display().to_string(),
-        source: e,
-    })?;
+    bench.save();
     println!("wrote {}", path.display());
     Ok(())
 }

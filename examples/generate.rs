@@ -13,7 +13,10 @@ use wgformer::generate::{generate, GenerateOptions, SamplingOptions};
 
 fn main() -> wgformer::Result<()> {
     let mut args = std::env::args().skip(1);
-    let (Some(dir), prompt) = (args.next().map(PathBuf::from), args.next().unwrap_or_default()) else {
+    let (Some(dir), prompt) = (
+        args.next().map(PathBuf::from),
+        args.next().unwrap_or_default(),
+    ) else {
         eprintln!("usage: generate CHECKPOINT_DIR [PROMPT]");
         std::process::exit(2);
     };
@@ -46,6 +49,10 @@ fn main() -> wgformer::Result<()> {
         let _ = stdout.flush();
         Ok(())
     })?;
-    println!("\n[{} tokens, stopped: {:?}]", generation.tokens.len(), generation.stop);
+    println!(
+        "\n[{} tokens, stopped: {:?}]",
+        generation.tokens.len(),
+        generation.stop
+    );
     Ok(())
 }

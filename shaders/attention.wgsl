@@ -26,6 +26,8 @@
 //                            dS are recomputed from Q, K and L, never stored
 //   attention_bwd_dq         backward step 3, fused: dQ in the forward's layout
 //                            (K/V tiles stream past a thread's 8 query rows)
+// attention_gpu.wgsl holds the same three fused kernels with a work split for
+// GPUs (wide workgroups, small register tiles); the host picks per adapter.
 // The naive kernels are the simplest correct version (a GPU oracle that needs
 // no other kernel); they work on a chunk of (b, head) pairs at a time so that
 // S fits one storage binding. The benchmark baseline is the unfused path built
@@ -55,7 +57,8 @@ const LN2: f32 = 0.6931471805599453;
 const NEG_BIG: f32 = -3.0e38;
 
 fn pos_inf() -> f32 {
-    return bitcast<f32>(0x7f800000u);
+    let bits = 0x7f800000u;  // a `let`: a constant infinity is a WGSL error
+    return bitcast<f32>(bits);
 }
 
 // Does query row i (of Tq) see key j (of Tk) under the causal mask?
@@ -282,10 +285,10 @@ fn online(s: vec4<f32>, ok: vec4<bool>, m: f32) -> Step {
 fn online4(s: mat4x4<f32>, kok: vec4<bool>, causal: bool, lim: vec4<i32>,
            keys: vec4<i32>, m: vec4<f32>) -> Step4 {
     let nc = vec4<bool>(!causal);
-    let u0 = online(s[0], kok & (nc | keys <= vec4<i32>(lim.x)), m.x);
-    let u1 = online(s[1], kok & (nc | keys <= vec4<i32>(lim.y)), m.y);
-    let u2 = online(s[2], kok & (nc | keys <= vec4<i32>(lim.z)), m.z);
-    let u3 = online(s[3], kok & (nc | keys <= vec4<i32>(lim.w)), m.w);
+    let u0 = online(s[0], kok & (nc | (keys <= vec4<i32>(lim.x))), m.x);
+    let u1 = online(s[1], kok & (nc | (keys <= vec4<i32>(lim.y))), m.y);
+    let u2 = online(s[2], kok & (nc | (keys <= vec4<i32>(lim.z))), m.z);
+    let u3 = online(s[3], kok & (nc | (keys <= vec4<i32>(lim.w))), m.w);
     return Step4(vec4<f32>(u0.m, u1.m, u2.m, u3.m),
                  vec4<f32>(u0.alpha, u1.alpha, u2.alpha, u3.alpha),
                  mat4x4<f32>(u0.p, u1.p, u2.p, u3.p));
@@ -708,10 +711,10 @@ fn grad_col(s: vec4<f32>, dp: vec4<f32>, l: vec4<f32>, d: vec4<f32>, vis: vec4<b
 fn grad_dq(s: mat4x4<f32>, dp: mat4x4<f32>, l: vec4<f32>, d: vec4<f32>, kok: vec4<bool>,
            causal: bool, lim: vec4<i32>, keys: vec4<i32>) -> mat4x4<f32> {
     let nc = vec4<bool>(!causal);
-    let c0 = grad_col(s[0], dp[0], vec4<f32>(l.x), vec4<f32>(d.x), kok & (nc | keys <= vec4<i32>(lim.x)));
-    let c1 = grad_col(s[1], dp[1], vec4<f32>(l.y), vec4<f32>(d.y), kok & (nc | keys <= vec4<i32>(lim.y)));
-    let c2 = grad_col(s[2], dp[2], vec4<f32>(l.z), vec4<f32>(d.z), kok & (nc | keys <= vec4<i32>(lim.z)));
-    let c3 = grad_col(s[3], dp[3], vec4<f32>(l.w), vec4<f32>(d.w), kok & (nc | keys <= vec4<i32>(lim.w)));
+    let c0 = grad_col(s[0], dp[0], vec4<f32>(l.x), vec4<f32>(d.x), kok & (nc | (keys <= vec4<i32>(lim.x))));
+    let c1 = grad_col(s[1], dp[1], vec4<f32>(l.y), vec4<f32>(d.y), kok & (nc | (keys <= vec4<i32>(lim.y))));
+    let c2 = grad_col(s[2], dp[2], vec4<f32>(l.z), vec4<f32>(d.z), kok & (nc | (keys <= vec4<i32>(lim.z))));
+    let c3 = grad_col(s[3], dp[3], vec4<f32>(l.w), vec4<f32>(d.w), kok & (nc | (keys <= vec4<i32>(lim.w))));
     return mat4x4<f32>(c0[1], c1[1], c2[1], c3[1]);
 }
 
@@ -721,10 +724,10 @@ fn grad_dq(s: mat4x4<f32>, dp: mat4x4<f32>, l: vec4<f32>, d: vec4<f32>, kok: vec
 fn grad_kv(s: mat4x4<f32>, dp: mat4x4<f32>, l: vec4<f32>, d: vec4<f32>, kok: vec4<bool>,
            causal: bool, first: vec4<i32>, rows: vec4<i32>) -> Grad4 {
     let nc = vec4<bool>(!causal);
-    let c0 = grad_col(s[0], dp[0], l, d, vec4<bool>(kok.x) & (nc | rows >= vec4<i32>(first.x)));
-    let c1 = grad_col(s[1], dp[1], l, d, vec4<bool>(kok.y) & (nc | rows >= vec4<i32>(first.y)));
-    let c2 = grad_col(s[2], dp[2], l, d, vec4<bool>(kok.z) & (nc | rows >= vec4<i32>(first.z)));
-    let c3 = grad_col(s[3], dp[3], l, d, vec4<bool>(kok.w) & (nc | rows >= vec4<i32>(first.w)));
+    let c0 = grad_col(s[0], dp[0], l, d, vec4<bool>(kok.x) & (nc | (rows >= vec4<i32>(first.x))));
+    let c1 = grad_col(s[1], dp[1], l, d, vec4<bool>(kok.y) & (nc | (rows >= vec4<i32>(first.y))));
+    let c2 = grad_col(s[2], dp[2], l, d, vec4<bool>(kok.z) & (nc | (rows >= vec4<i32>(first.z))));
+    let c3 = grad_col(s[3], dp[3], l, d, vec4<bool>(kok.w) & (nc | (rows >= vec4<i32>(first.w))));
     return Grad4(mat4x4<f32>(c0[0], c1[0], c2[0], c3[0]), mat4x4<f32>(c0[1], c1[1], c2[1], c3[1]));
 }
 

@@ -153,7 +153,10 @@ fn finish(pos: RowPos, a: Acc) {
     }
     valid[pos.row] = 1.0;
     if (t >= p.cols) {
-        loss[pos.row] = bitcast<f32>(0x7fc00000u);  // NaN: target out of range
+        // NaN: target out of range. A `let`, not a constant: WGSL rejects a
+        // constant expression that evaluates to NaN.
+        let nan_bits = 0x7fc00000u;
+        loss[pos.row] = bitcast<f32>(nan_bits);
         return;
     }
     let xt = x1[pos.row * p.cols + t];
@@ -166,9 +169,8 @@ fn cross_entropy_fwd_vec4(@builtin(workgroup_id) wid: vec3<u32>,
                           @builtin(num_workgroups) nwg: vec3<u32>,
                           @builtin(local_invocation_index) lid: u32) {
     let pos = row_pos(wid, nwg, lid);
-    if (TPR_LOG2 == 0u && !pos.live) {
-        return;  // a thread per row: no barrier to meet
-    }
+    // Rows past the end run on (no early return: a barrier may follow and
+    // must stay in uniform control flow); their stores are guarded by pos.live.
     let n4 = p.cols >> 2u;
     let base = pos.row * n4;
     var a = Acc(NEG_BIG, 0.0, 0.0);
@@ -190,9 +192,8 @@ fn cross_entropy_fwd_any(@builtin(workgroup_id) wid: vec3<u32>,
                          @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) lid: u32) {
     let pos = row_pos(wid, nwg, lid);
-    if (TPR_LOG2 == 0u && !pos.live) {
-        return;
-    }
+    // Rows past the end run on (no early return: a barrier may follow and
+    // must stay in uniform control flow); their stores are guarded by pos.live.
     let b = pos.row * p.cols;                      // first value of the row
     let head = min((4u - (b & 3u)) & 3u, p.cols);  // values before a vec4 boundary
     let n4 = (p.cols - head) >> 2u;                // aligned vec4s
@@ -248,7 +249,8 @@ fn row_grad(row: u32) -> RowGrad {
     var g = RowGrad(p.has_ignore != 0u && t == p.ignore_index, t, lse_in[row], dloss[row],
                     p.smoothing / f32(p.cols), 1.0 - p.smoothing);
     if (!g.ignored && t >= p.cols) {
-        g.dl = bitcast<f32>(0x7fc00000u);  // NaN: target out of range
+        let nan_bits = 0x7fc00000u;  // a `let`: a constant NaN is a WGSL error
+        g.dl = bitcast<f32>(nan_bits);  // NaN: target out of range
     }
     return g;
 }

@@ -13,6 +13,14 @@
 //   gemm_fwd_shared    workgroup-memory tile: 64 x 64 outputs per 16 x 16
 //                      workgroup, K in slices of 16 staged through workgroup
 //                      memory, 4 x 4 outputs per thread
+//   gemm_fwd_tiled     block tile for GPUs: up to 128 x 128 outputs per
+//                      workgroup, K in slices of 8 through double-buffered
+//                      workgroup memory (one barrier per slice), up to 8 x 8
+//                      outputs per thread; shape set by override constants
+//                      (BT_*), chosen by the autotune (src/kernels/gemm_tune.rs)
+//   gemm_fwd_subgroup  in gemm_subgroup.wgsl, appended to this file: the
+//                      register tile with A shared across a subgroup of 8 by
+//                      broadcasts (the fastest on lavapipe)
 // Any M, N, K: loads are clamped into the matrix (and zeroed past K), stores are
 // guarded; callers never pad. VEC_A / VEC_B / VEC_C pick vec4 accesses where the
 // stored layout allows them (contiguous dimension and batch stride multiples of
@@ -39,8 +47,9 @@
 // switches (lavapipe evaluated every branch for every output: 16x16 took ~14 s
 // to build, now override constants); scalar stores of C (vec4 stores halved the
 // build time); explicit fma() instead of mat4x4 products (no change); K unrolled
-// by 8 (~5% faster, twice the build time: not kept). On GPUs the workgroup-memory
-// tile is the default (GemmVariant::Auto); it is unmeasured here.
+// by 8 (~5% faster, twice the build time: not kept). The subgroup tile
+// (gemm_subgroup.wgsl) later ran 1.75x this kernel's best. On GPUs the block tile
+// is the default; its shape is measured per adapter by the autotune.
 
 struct Params {
     m: u32,
@@ -503,4 +512,149 @@ fn gemm_fwd_shared(@builtin(workgroup_id) wid: vec3<u32>,
     }
     let c0 = tile_c + lid.x * 4u;
     store_block(z * p.stride_c, tile_r + lid.y * 4u, c0, acc, bias_run(c0));
+}
+
+// ---------------------------------------------------------------- block tile (GPUs)
+
+// Workgroup of BT_WX x BT_WY threads over a block of BM = 4 BT_RM BT_WY rows and
+// BN = 4 BT_CN BT_WX columns of C; K in slices of BT_BK staged through workgroup
+// memory, double-buffered (slice t + 1 is written while slice t is read, one
+// barrier per slice). Thread (x, y) owns row runs y + i BT_WY (i < BT_RM) and
+// column runs x + j BT_WX (j < BT_CN) of 4 each: a 4 BT_RM x 4 BT_CN register
+// tile whose workgroup-memory reads are consecutive vec4s across the threads.
+// 128 x 128 with 8 x 8 per thread: BT_WX = BT_WY = 16, BT_RM = BT_CN = 2.
+override BT_WX: u32 = 16u;
+override BT_WY: u32 = 16u;
+override BT_RM: u32 = 2u;    // 1 or 2
+override BT_CN: u32 = 2u;    // 1 or 2
+const BT_BK: u32 = 8u;
+// Two buffers of (BT_BK, BM / 4) vec4 for A and (BT_BK, BN / 4) for B, BM and
+// BN at most 128: 8 KiB each, 16 KiB together (WebGPU's guaranteed minimum).
+const BT_SLOT: u32 = 256u;   // vec4 per buffer: BT_BK * 128 / 4
+var<workgroup> bt_a: array<vec4<f32>, 512>;
+var<workgroup> bt_b: array<vec4<f32>, 512>;
+
+// Copies slice k0..k0+BT_BK of op(A) (rows r0..r0+BM) and op(B) (columns
+// c0..c0+BN) into buffer `buf`; each thread moves every n-th vec4.
+fn bt_stage(buf: u32, base_a: u32, base_b: u32, r0: u32, c0: u32, k0: u32, li: u32) {
+    let nthreads = BT_WX * BT_WY;
+    let bm4 = BT_RM * BT_WY;      // BM / 4
+    let bn4 = BT_CN * BT_WX;      // BN / 4
+    let off = buf * BT_SLOT;
+    if (TRANS_A) {
+        // runs along M: (kk, row run)
+        for (var i = li; i < BT_BK * bm4; i += nthreads) {
+            let kk = i / bm4;
+            let q = i % bm4;
+            bt_a[off + kk * bm4 + q] = a_run_m(base_a, r0 + 4u * q, k0 + kk);
+        }
+    } else {
+        // runs along K: (row, k half); scattered into the (kk, row run) layout
+        for (var i = li; i < 8u * bm4; i += nthreads) {
+            let row = i >> 1u;
+            let kq = (i & 1u) * 4u;
+            let v = a_run_k(base_a, r0 + row, k0 + kq);
+            let s = off + kq * bm4 + (row >> 2u);
+            bt_a[s][row & 3u] = v.x;
+            bt_a[s + bm4][row & 3u] = v.y;
+            bt_a[s + 2u * bm4][row & 3u] = v.z;
+            bt_a[s + 3u * bm4][row & 3u] = v.w;
+        }
+    }
+    if (TRANS_B) {
+        for (var i = li; i < 8u * bn4; i += nthreads) {
+            let col = i >> 1u;
+            let kq = (i & 1u) * 4u;
+            let v = b_run_k(base_b, c0 + col, k0 + kq);
+            let s = off + kq * bn4 + (col >> 2u);
+            bt_b[s][col & 3u] = v.x;
+            bt_b[s + bn4][col & 3u] = v.y;
+            bt_b[s + 2u * bn4][col & 3u] = v.z;
+            bt_b[s + 3u * bn4][col & 3u] = v.w;
+        }
+    } else {
+        for (var i = li; i < BT_BK * bn4; i += nthreads) {
+            let kk = i / bn4;
+            let q = i % bn4;
+            bt_b[off + kk * bn4 + q] = b_run_n(base_b, c0 + 4u * q, k0 + kk);
+        }
+    }
+}
+
+// acc[4 i + r][j] += a_i[r] * b_j over one slice held in buffer `buf`.
+fn bt_compute(buf: u32, lx: u32, ly: u32, acc: ptr<function, array<vec4<f32>, 16>>) {
+    let bm4 = BT_RM * BT_WY;
+    let bn4 = BT_CN * BT_WX;
+    let off = buf * BT_SLOT;
+    for (var kk = 0u; kk < BT_BK; kk++) {
+        let a0 = bt_a[off + kk * bm4 + ly];
+        let b0 = bt_b[off + kk * bn4 + lx];
+        var a1 = vec4<f32>();
+        var b1 = vec4<f32>();
+        if (BT_RM > 1u) {
+            a1 = bt_a[off + kk * bm4 + ly + BT_WY];
+        }
+        if (BT_CN > 1u) {
+            b1 = bt_b[off + kk * bn4 + lx + BT_WX];
+        }
+        // rows of run 0
+        (*acc)[0] = fma(vec4<f32>(a0.x), b0, (*acc)[0]);
+        (*acc)[2] = fma(vec4<f32>(a0.y), b0, (*acc)[2]);
+        (*acc)[4] = fma(vec4<f32>(a0.z), b0, (*acc)[4]);
+        (*acc)[6] = fma(vec4<f32>(a0.w), b0, (*acc)[6]);
+        if (BT_CN > 1u) {
+            (*acc)[1] = fma(vec4<f32>(a0.x), b1, (*acc)[1]);
+            (*acc)[3] = fma(vec4<f32>(a0.y), b1, (*acc)[3]);
+            (*acc)[5] = fma(vec4<f32>(a0.z), b1, (*acc)[5]);
+            (*acc)[7] = fma(vec4<f32>(a0.w), b1, (*acc)[7]);
+        }
+        if (BT_RM > 1u) {
+            (*acc)[8] = fma(vec4<f32>(a1.x), b0, (*acc)[8]);
+            (*acc)[10] = fma(vec4<f32>(a1.y), b0, (*acc)[10]);
+            (*acc)[12] = fma(vec4<f32>(a1.z), b0, (*acc)[12]);
+            (*acc)[14] = fma(vec4<f32>(a1.w), b0, (*acc)[14]);
+            if (BT_CN > 1u) {
+                (*acc)[9] = fma(vec4<f32>(a1.x), b1, (*acc)[9]);
+                (*acc)[11] = fma(vec4<f32>(a1.y), b1, (*acc)[11]);
+                (*acc)[13] = fma(vec4<f32>(a1.z), b1, (*acc)[13]);
+                (*acc)[15] = fma(vec4<f32>(a1.w), b1, (*acc)[15]);
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(BT_WX, BT_WY)
+fn gemm_fwd_tiled(@builtin(workgroup_id) wid: vec3<u32>,
+                  @builtin(local_invocation_id) lid: vec3<u32>,
+                  @builtin(local_invocation_index) li: u32) {
+    let z = wid.z + p.group_z0;
+    let r0 = (wid.y + p.group_y0) * (4u * BT_RM * BT_WY);
+    let c0 = (wid.x + p.group_x0) * (4u * BT_CN * BT_WX);
+    let base_a = z * p.stride_a;
+    let base_b = z * p.stride_b;
+    // acc[(4 i + r) * 2 + j]: row 4 (y + i BT_WY) + r, column run x + j BT_WX.
+    var acc: array<vec4<f32>, 16>;
+    let slices = (p.k + BT_BK - 1u) / BT_BK;
+    bt_stage(0u, base_a, base_b, r0, c0, 0u, li);
+    workgroupBarrier();
+    for (var t = 0u; t < slices; t++) {
+        // The other buffer was last read in slice t - 1, before the barrier.
+        if (t + 1u < slices) {
+            bt_stage((t + 1u) & 1u, base_a, base_b, r0, c0, (t + 1u) * BT_BK, li);
+        }
+        bt_compute(t & 1u, lid.x, lid.y, &acc);
+        workgroupBarrier();
+    }
+    let cbase = z * p.stride_c;
+    for (var i = 0u; i < BT_RM; i++) {
+        for (var j = 0u; j < BT_CN; j++) {
+            let col = c0 + 4u * (lid.x + j * BT_WX);
+            let b = bias_run(col);
+            let row = r0 + 4u * (lid.y + i * BT_WY);
+            store_run(cbase, row, col, acc[(4u * i) * 2u + j], b);
+            store_run(cbase, row + 1u, col, acc[(4u * i + 1u) * 2u + j], b);
+            store_run(cbase, row + 2u, col, acc[(4u * i + 2u) * 2u + j], b);
+            store_run(cbase, row + 3u, col, acc[(4u * i + 3u) * 2u + j], b);
+        }
+    }
 }

@@ -220,9 +220,8 @@ fn layernorm_fwd_vec4(@builtin(workgroup_id) wid: vec3<u32>,
                       @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
     let pos = row_pos(wid, nwg, lid);
-    if (TPR_LOG2 == 0u && !pos.live) {
-        return;  // a thread per row: no barrier to meet
-    }
+    // Rows past the end run on (no early return: a barrier may follow and
+    // must stay in uniform control flow); their stores are guarded by pos.live.
     // Loop bounds depend on C and the lane only: uniform with a thread per row.
     if (ITEMS > 0u) {
         var r: array<vec4<f32>, MAX_ITEMS>;
@@ -262,9 +261,8 @@ fn layernorm_fwd_scalar(@builtin(workgroup_id) wid: vec3<u32>,
                         @builtin(num_workgroups) nwg: vec3<u32>,
                         @builtin(local_invocation_index) lid: u32) {
     let pos = row_pos(wid, nwg, lid);
-    if (TPR_LOG2 == 0u && !pos.live) {
-        return;
-    }
+    // Rows past the end run on (no early return: a barrier may follow and
+    // must stay in uniform control flow); their stores are guarded by pos.live.
     if (ITEMS > 0u) {
         var r: array<vec4<f32>, MAX_ITEMS>;
         var k_in: array<vec4<bool>, MAX_ITEMS>;
@@ -591,9 +589,8 @@ fn layernorm_bwd_dx_vec4(@builtin(workgroup_id) wid: vec3<u32>,
                          @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) lid: u32) {
     let pos = row_pos(wid, nwg, lid);
-    if (TPR_LOG2 == 0u && !pos.live) {
-        return;  // a thread per row: no barrier to meet
-    }
+    // Rows past the end run on (no early return: a barrier may follow and
+    // must stay in uniform control flow); their stores are guarded by pos.live.
     let b = bwd_row_of(pos);
     if (ITEMS > 0u) {
         var g: array<vec4<f32>, MAX_ITEMS>;
@@ -651,9 +648,8 @@ fn layernorm_bwd_dx_scalar(@builtin(workgroup_id) wid: vec3<u32>,
                            @builtin(num_workgroups) nwg: vec3<u32>,
                            @builtin(local_invocation_index) lid: u32) {
     let pos = row_pos(wid, nwg, lid);
-    if (TPR_LOG2 == 0u && !pos.live) {
-        return;
-    }
+    // Rows past the end run on (no early return: a barrier may follow and
+    // must stay in uniform control flow); their stores are guarded by pos.live.
     let b = bwd_row_of(pos);
     if (ITEMS > 0u) {
         var g: array<vec4<f32>, MAX_ITEMS>;

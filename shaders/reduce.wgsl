@@ -132,9 +132,8 @@ fn reduce_fwd_rows_vec4(@builtin(workgroup_id) wid: vec3<u32>,
                         @builtin(num_workgroups) nwg: vec3<u32>,
                         @builtin(local_invocation_index) lid: u32) {
     let pos = row_pos(wid, nwg, lid);
-    if (TPR_LOG2 == 0u && !pos.live) {
-        return;  // a thread per row: no barrier to meet
-    }
+    // Rows past the end run on (no early return: a barrier may follow and
+    // must stay in uniform control flow); their stores are guarded by pos.live.
     let n4 = p.r_len >> 2u;
     let base = pos.row * n4;
     var acc = identity();
@@ -153,9 +152,8 @@ fn reduce_fwd_rows_any(@builtin(workgroup_id) wid: vec3<u32>,
                        @builtin(num_workgroups) nwg: vec3<u32>,
                        @builtin(local_invocation_index) lid: u32) {
     let pos = row_pos(wid, nwg, lid);
-    if (TPR_LOG2 == 0u && !pos.live) {
-        return;
-    }
+    // Rows past the end run on (no early return: a barrier may follow and
+    // must stay in uniform control flow); their stores are guarded by pos.live.
     let b = pos.row * p.r_len;                      // first value of the row
     let head = min((4u - (b & 3u)) & 3u, p.r_len);  // values before a vec4 boundary
     let n4 = (p.r_len - head) >> 2u;                // aligned vec4s
@@ -212,9 +210,8 @@ fn reduce_fwd_cols_vec4(@builtin(workgroup_id) wid: vec3<u32>,
                         @builtin(num_workgroups) nwg: vec3<u32>,
                         @builtin(local_invocation_index) lid: u32) {
     let c = col_pos(wid, nwg, lid, CPT);
-    if (SLICES_LOG2 == 0u && !c.live) {
-        return;  // no tree: nothing to wait for
-    }
+    // Dead columns run on (no early return: a barrier may follow); they read
+    // clamped indices and their stores are guarded by c.live.
     let rr = chunk_rows(c);
     // CPT neighbouring columns per thread: on a CPU, where a workgroup's lanes run
     // one after another, each lane then reads whole cache lines.
@@ -248,9 +245,8 @@ fn reduce_fwd_cols_scalar(@builtin(workgroup_id) wid: vec3<u32>,
                           @builtin(num_workgroups) nwg: vec3<u32>,
                           @builtin(local_invocation_index) lid: u32) {
     let c = col_pos(wid, nwg, lid, 1u);
-    if (SLICES_LOG2 == 0u && !c.live) {
-        return;
-    }
+    // Dead columns run on (no early return: a barrier may follow); they read
+    // clamped indices and their stores are guarded by c.live.
     let rr = chunk_rows(c);
     var acc = identity().x;
     var i = (c.o * p.r_len + rr.x + c.slice) * p.inner + min(c.col, p.inner - 1u);
@@ -349,9 +345,8 @@ fn reduce_bwd_rows_vec4(@builtin(workgroup_id) wid: vec3<u32>,
                         @builtin(num_workgroups) nwg: vec3<u32>,
                         @builtin(local_invocation_index) lid: u32) {
     let pos = row_pos(wid, nwg, lid);
-    if (TPR_LOG2 == 0u && !pos.live) {
-        return;  // a thread per row: no barrier to meet
-    }
+    // Rows past the end run on (no early return: a barrier may follow and
+    // must stay in uniform control flow); their stores are guarded by pos.live.
     let n4 = p.r_len >> 2u;
     let base = min(pos.row, p.outer - 1u) * n4;  // rows past the last read the last
     var arg_r = NONE;
@@ -391,9 +386,8 @@ fn reduce_bwd_rows_scalar(@builtin(workgroup_id) wid: vec3<u32>,
                           @builtin(num_workgroups) nwg: vec3<u32>,
                           @builtin(local_invocation_index) lid: u32) {
     let pos = row_pos(wid, nwg, lid);
-    if (TPR_LOG2 == 0u && !pos.live) {
-        return;
-    }
+    // Rows past the end run on (no early return: a barrier may follow and
+    // must stay in uniform control flow); their stores are guarded by pos.live.
     let tpr = 1u << TPR_LOG2;
     let n = (p.r_len + 3u) >> 2u;  // items of four scalars
     let b = min(pos.row, p.outer - 1u) * p.r_len;

@@ -31,7 +31,7 @@ struct Params {
     nh_tq: u32,     // NH * Tq: the key-mask row is row / (NH * Tq)
     scale: f32,     // applied to x before the softmax
     diag: i32,      // Tk - Tq: column j is visible from row i iff j <= i + diag
-    _pad0: u32,
+    chunk_rows: u32,  // subgroup variants: rows per workgroup
     _pad1: u32,
 }
 
@@ -230,9 +230,8 @@ fn softmax_fwd_vec4(@builtin(workgroup_id) wid: vec3<u32>,
                     @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
     let pos = row_pos(wid, nwg, lid);
-    if (TPR_LOG2 == 0u && !pos.live) {
-        return;  // a thread per row: no barrier to meet
-    }
+    // Rows past the end run on (no early return: a barrier may follow and
+    // must stay in uniform control flow); their stores are guarded by pos.live.
     // Loop bounds depend on C and the lane only: uniform with a thread per row.
     if (ITEMS > 0u) {
         var r: array<vec4<f32>, MAX_ITEMS>;
@@ -270,9 +269,8 @@ fn softmax_fwd_scalar(@builtin(workgroup_id) wid: vec3<u32>,
                       @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
     let pos = row_pos(wid, nwg, lid);
-    if (TPR_LOG2 == 0u && !pos.live) {
-        return;
-    }
+    // Rows past the end run on (no early return: a barrier may follow and
+    // must stay in uniform control flow); their stores are guarded by pos.live.
     if (ITEMS > 0u) {
         var r: array<vec4<f32>, MAX_ITEMS>;
         for (var k = 0u; k < ITEMS; k++) {
@@ -410,9 +408,8 @@ fn softmax_bwd_vec4(@builtin(workgroup_id) wid: vec3<u32>,
                     @builtin(num_workgroups) nwg: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
     let pos = row_pos(wid, nwg, lid);
-    if (TPR_LOG2 == 0u && !pos.live) {
-        return;  // a thread per row: no barrier to meet
-    }
+    // Rows past the end run on (no early return: a barrier may follow and
+    // must stay in uniform control flow); their stores are guarded by pos.live.
     if (ITEMS > 0u) {
         var yd: array<vec4<f32>, MAX_ITEMS>;
         var yr: array<vec4<f32>, MAX_ITEMS>;
@@ -457,9 +454,8 @@ fn softmax_bwd_scalar(@builtin(workgroup_id) wid: vec3<u32>,
                       @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
     let pos = row_pos(wid, nwg, lid);
-    if (TPR_LOG2 == 0u && !pos.live) {
-        return;
-    }
+    // Rows past the end run on (no early return: a barrier may follow and
+    // must stay in uniform control flow); their stores are guarded by pos.live.
     if (ITEMS > 0u) {
         var yd: array<vec4<f32>, MAX_ITEMS>;
         var yr: array<vec4<f32>, MAX_ITEMS>;

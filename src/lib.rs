@@ -29,6 +29,7 @@ pub mod autograd;
 pub mod checkpoint;
 pub mod data;
 pub mod error;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod generate;
 pub mod gpu;
 pub mod kernels;
@@ -41,6 +42,7 @@ pub mod selfcheck;
 pub mod tensor;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod train;
+pub mod web;
 
 pub use error::{Error, Result};
 pub use gpu::Gpu;

@@ -49,6 +49,28 @@ enum Command {
 enum BenchCommand {
     /// Time GPT training steps on random tokens (AdamW, loss read back every step).
     Train(TrainBench),
+    /// The browser demo's quick kernel benchmark, natively (same code, same sizes,
+    /// wall clock), to compare with the page's "Kernels" tab.
+    Quick,
+    /// The browser demo's character-GPT training on a text file (same code and
+    /// defaults as the page's "Train" tab): tokens/s natively.
+    Demo(DemoBench),
+}
+
+#[derive(clap::Args)]
+struct DemoBench {
+    /// Text to train on (the page's default passage is web/passage.txt).
+    #[arg(long, default_value = "web/passage.txt")]
+    text: std::path::PathBuf,
+    /// Demo config as JSON (fields of wgformer::web::DemoConfig; missing ones default).
+    #[arg(long, default_value = "{}")]
+    config: String,
+    /// Steps per timed call (the page runs a few per frame).
+    #[arg(long, default_value_t = 10)]
+    steps: u32,
+    /// Timed calls (one more runs first as warm-up).
+    #[arg(long, default_value_t = 3)]
+    calls: u32,
 }
 
 #[derive(clap::Args)]
@@ -88,13 +110,27 @@ fn main() -> ExitCode {
     };
     let result = match command {
         Command::Train(args) => wgformer::Gpu::new().and_then(|gpu| cli::train::run(&gpu, &args)),
-        Command::Generate(args) => wgformer::Gpu::new().and_then(|gpu| cli::infer::generate(&gpu, &args)),
-        Command::Translate(args) => wgformer::Gpu::new().and_then(|gpu| cli::infer::translate(&gpu, &args)),
+        Command::Generate(args) => {
+            wgformer::Gpu::new().and_then(|gpu| cli::infer::generate(&gpu, &args))
+        }
+        Command::Translate(args) => {
+            wgformer::Gpu::new().and_then(|gpu| cli::infer::translate(&gpu, &args))
+        }
         Command::Eval(args) => wgformer::Gpu::new().and_then(|gpu| cli::infer::eval(&gpu, &args)),
         Command::Score(args) => wgformer::Gpu::new().and_then(|gpu| cli::infer::score(&gpu, &args)),
         Command::Info => wgformer::Gpu::new().map(|gpu| println!("{}", gpu.describe())),
         Command::Bench(BenchCommand::Train(args)) => {
             wgformer::Gpu::new().and_then(|gpu| bench_train(&gpu, &args))
+        }
+        Command::Bench(BenchCommand::Quick) => wgformer::Gpu::new().and_then(|gpu| {
+            println!("adapter: {}", gpu.adapter_name());
+            wgformer::selfcheck::bench::run_all(&gpu, &mut |r| {
+                println!("{}", wgformer::selfcheck::bench::format_row(r))
+            })
+            .map(drop)
+        }),
+        Command::Bench(BenchCommand::Demo(args)) => {
+            wgformer::Gpu::new().and_then(|gpu| bench_demo(&gpu, &args))
         }
         Command::Check => wgformer::Gpu::new().and_then(|gpu| {
             println!("{}\n", gpu.describe());
@@ -182,5 +218,40 @@ fn bench_train(gpu: &wgformer::Gpu, a: &TrainBench) -> wgformer::Result<()> {
         "{tokens_per_s:.0} tokens/s, {gflops:.2} model GFLOP/s, {:.0} ms per step",
         secs * 1e3 / a.steps as f64
     );
+    Ok(())
+}
+
+fn bench_demo(gpu: &wgformer::Gpu, a: &DemoBench) -> wgformer::Result<()> {
+    use wgformer::web::{CharGpt, DemoConfig};
+    let text = std::fs::read_to_string(&a.text).map_err(|e| wgformer::Error::Io {
+        path: a.text.display().to_string(),
+        source: e,
+    })?;
+    let config: DemoConfig =
+        serde_json::from_str(&a.config).map_err(|e| wgformer::Error::InvalidArgument {
+            op: "bench demo",
+            detail: format!("--config is not valid JSON for DemoConfig: {e}"),
+        })?;
+    let mut model = CharGpt::new(gpu, &text, config)?;
+    println!("adapter: {}", gpu.adapter_name());
+    println!(
+        "demo GPT {:?}: vocabulary {}, {} parameters",
+        config,
+        model.vocab().len(),
+        model.gpt_config().param_count()
+    );
+    let origin = std::time::Instant::now();
+    let clock = move || origin.elapsed().as_secs_f64() * 1e3;
+    for call in 0..=a.calls {
+        let r = pollster::block_on(model.train_steps(a.steps, &clock))?;
+        println!(
+            "{} step {}: loss {:.3}, {:.0} tokens/s, {:.1} ms per step",
+            if call == 0 { "warm-up" } else { "timed  " },
+            r.step,
+            r.loss,
+            r.tokens_per_s,
+            r.ms / r.steps as f64
+        );
+    }
     Ok(())
 }

@@ -1,18 +1,17 @@
 //! `wgformer check`: runs every kernel on the current adapter against the CPU
 //! reference and times the GEMM. The same checks back the browser demo's
-//! "Kernels" tab, so they use only async-safe calls at the edges.
+//! "Kernels" tab: they are async (readback awaits), with blocking wrappers on
+//! native. The browser kernel benchmark lives in [`bench`].
 
-#![cfg_attr(target_arch = "wasm32", allow(unused))]
+pub mod bench;
 
 use crate::error::Result;
 use crate::gpu::Gpu;
-#[cfg(not(target_arch = "wasm32"))]
 use crate::kernels::gemm::GemmVariant;
-#[cfg(not(target_arch = "wasm32"))]
 use crate::tensor::Tensor;
 
 /// Outcome of one check.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct CheckResult {
     pub name: String,
     pub passed: bool,
@@ -83,74 +82,103 @@ pub fn compare(name: &str, ours: &[f32], reference: &[f64], atol: f64, rtol: f64
     }
 }
 
-#[cfg(not(target_arch = "wasm32"))]
 fn data(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = crate::rng::SplitMix64::new(seed);
     (0..n).map(|_| 2.0 * rng.next_f32() - 1.0).collect()
 }
 
+/// Names of the kernel checks, in the order [`run_check`] numbers them.
+pub const CHECKS: &[&str] = &[
+    "copy",
+    "gemm naive",
+    "gemm register tile",
+    "gemm shared tile",
+    "softmax",
+    "layernorm",
+    "cross-entropy",
+    "reduce",
+    "attention",
+    "elementwise",
+    "embedding",
+];
+
+/// Runs check number `index` of [`CHECKS`]. A GPU error becomes a failed check
+/// (with the error as its detail), so one broken kernel does not hide the rest.
+pub async fn run_check(gpu: &Gpu, index: usize) -> CheckResult {
+    // An error wgpu reports late belongs to earlier work, not to this check.
+    let _ = gpu.finish().await;
+    // Validation errors inside the check (a shader the browser's compiler
+    // rejects, say) are caught here and reported as this check's failure; in
+    // the browser they would otherwise arrive after the readback.
+    let scope = gpu.device().push_error_scope(wgpu::ErrorFilter::Validation);
+    let result = match index {
+        0 => check_copy(gpu).await,
+        1 => check_gemm(gpu, GemmVariant::Naive).await,
+        2 => check_gemm(gpu, GemmVariant::RegisterTile).await,
+        3 => check_gemm(gpu, GemmVariant::SharedTile).await,
+        4 => check_softmax(gpu).await,
+        5 => check_layernorm(gpu).await,
+        6 => check_cross_entropy(gpu).await,
+        7 => check_reduce(gpu).await,
+        8 => check_attention(gpu).await,
+        9 => check_elementwise(gpu).await,
+        10 => check_embedding(gpu).await,
+        _ => Err(crate::Error::invalid(
+            "selfcheck::run_check",
+            format!("no check number {index}; there are {}", CHECKS.len()),
+        )),
+    };
+    let captured = scope.pop().await;
+    let failed = |detail: String| CheckResult {
+        name: CHECKS.get(index).copied().unwrap_or("unknown").into(),
+        passed: false,
+        worst_ratio: f64::INFINITY,
+        detail,
+    };
+    match (result, captured) {
+        (_, Some(e)) => failed(format!("GPU validation error: {e}")),
+        (Ok(r), None) => r,
+        (Err(e), None) => failed(e.to_string()),
+    }
+}
+
+/// One line per check, as `wgformer check` prints it.
+pub fn format_result(result: &CheckResult) -> String {
+    format!(
+        "{:<52} {}  (worst error {:.2} of tolerance){}",
+        result.name,
+        if result.passed { "pass" } else { "FAIL" },
+        result.worst_ratio,
+        if result.detail.is_empty() {
+            String::new()
+        } else {
+            format!(" {}", result.detail)
+        }
+    )
+}
+
 /// Runs all checks, calling `log` with one line per check as it finishes.
-#[cfg(not(target_arch = "wasm32"))]
-pub fn run(gpu: &Gpu, log: &mut dyn FnMut(String)) -> Result<Report> {
+pub async fn run_async(gpu: &Gpu, log: &mut dyn FnMut(String)) -> Result<Report> {
     let mut report = Report::default();
-    for check in checks() {
-        let result = match check.1(gpu) {
-            Ok(r) => r,
-            Err(e) => CheckResult {
-                name: check.0.into(),
-                passed: false,
-                worst_ratio: f64::INFINITY,
-                detail: e.to_string(),
-            },
-        };
-        log(format!(
-            "{:<52} {}  (worst error {:.2} of tolerance){}",
-            result.name,
-            if result.passed { "pass" } else { "FAIL" },
-            result.worst_ratio,
-            if result.detail.is_empty() {
-                String::new()
-            } else {
-                format!(" {}", result.detail)
-            }
-        ));
+    for index in 0..CHECKS.len() {
+        let result = run_check(gpu, index).await;
+        log(format_result(&result));
         report.results.push(result);
     }
     Ok(report)
 }
 
+/// Blocking form of [`run_async`] (native).
 #[cfg(not(target_arch = "wasm32"))]
-type Check = (&'static str, fn(&Gpu) -> Result<CheckResult>);
-
-/// The list of kernel checks (name, function).
-#[cfg(not(target_arch = "wasm32"))]
-fn checks() -> Vec<Check> {
-    vec![
-        ("copy", check_copy),
-        ("gemm naive", |g| check_gemm(g, GemmVariant::Naive)),
-        ("gemm register tile", |g| {
-            check_gemm(g, GemmVariant::RegisterTile)
-        }),
-        ("gemm shared tile", |g| {
-            check_gemm(g, GemmVariant::SharedTile)
-        }),
-        ("softmax", check_softmax),
-        ("layernorm", check_layernorm),
-        ("cross-entropy", check_cross_entropy),
-        ("reduce", check_reduce),
-        ("attention", check_attention),
-        ("elementwise", check_elementwise),
-        ("embedding", check_embedding),
-    ]
+pub fn run(gpu: &Gpu, log: &mut dyn FnMut(String)) -> Result<Report> {
+    pollster::block_on(run_async(gpu, log))
 }
 
-#[cfg(not(target_arch = "wasm32"))]
 fn upload(gpu: &Gpu, v: &[f32], shape: &[usize]) -> Result<Tensor> {
     Tensor::from_slice(gpu, v, shape)
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-fn check_copy(gpu: &Gpu) -> Result<CheckResult> {
+async fn check_copy(gpu: &Gpu) -> Result<CheckResult> {
     let n = 100_003;
     let v = data(n, 1);
     let src = upload(gpu, &v, &[n])?;
@@ -159,15 +187,14 @@ fn check_copy(gpu: &Gpu) -> Result<CheckResult> {
     let reference: Vec<f64> = v.iter().map(|&x| x as f64).collect();
     Ok(compare(
         "copy n=100003",
-        &dst.to_vec()?,
+        &dst.to_vec_async().await?,
         &reference,
         0.0,
         0.0,
     ))
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-fn check_gemm(gpu: &Gpu, variant: GemmVariant) -> Result<CheckResult> {
+async fn check_gemm(gpu: &Gpu, variant: GemmVariant) -> Result<CheckResult> {
     use crate::kernels::gemm::{gemm, Activation, GemmOptions};
     use crate::reference::gemm::Act;
     let (m, n, k) = (129, 65, 127);
@@ -185,7 +212,7 @@ fn check_gemm(gpu: &Gpu, variant: GemmVariant) -> Result<CheckResult> {
         variant,
         ..Default::default()
     };
-    let ours = gemm(&a, &b, &opts)?.to_vec()?;
+    let ours = gemm(&a, &b, &opts)?.to_vec_async().await?;
     let reference = crate::reference::gemm::gemm(
         &av,
         &bv,
@@ -210,8 +237,7 @@ fn check_gemm(gpu: &Gpu, variant: GemmVariant) -> Result<CheckResult> {
     ))
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-fn check_softmax(gpu: &Gpu) -> Result<CheckResult> {
+async fn check_softmax(gpu: &Gpu) -> Result<CheckResult> {
     use crate::kernels::softmax::{softmax, SoftmaxOptions};
     let shape = [2, 3, 7, 9];
     let xv = data(2 * 3 * 7 * 9, 5);
@@ -227,7 +253,8 @@ fn check_softmax(gpu: &Gpu) -> Result<CheckResult> {
             key_mask: Some(&mask),
         },
     )?
-    .to_vec()?;
+    .to_vec_async()
+    .await?;
     let reference = crate::reference::softmax::softmax(&xv, &shape, 0.7, true, Some(&maskv));
     Ok(compare(
         "softmax (2,3,7,9) causal + padding",
@@ -238,8 +265,7 @@ fn check_softmax(gpu: &Gpu) -> Result<CheckResult> {
     ))
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-fn check_layernorm(gpu: &Gpu) -> Result<CheckResult> {
+async fn check_layernorm(gpu: &Gpu) -> Result<CheckResult> {
     let (rows, c) = (65, 129);
     let (xv, wv, bv) = (data(rows * c, 6), data(c, 7), data(c, 8));
     let (x, w, b) = (
@@ -251,15 +277,14 @@ fn check_layernorm(gpu: &Gpu) -> Result<CheckResult> {
     let (reference, _, _) = crate::reference::layernorm::layernorm(&xv, c, &wv, &bv, 1e-5);
     Ok(compare(
         "layernorm 65x129",
-        &y.to_vec()?,
+        &y.to_vec_async().await?,
         &reference,
         1e-5,
         1e-4,
     ))
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-fn check_cross_entropy(gpu: &Gpu) -> Result<CheckResult> {
+async fn check_cross_entropy(gpu: &Gpu) -> Result<CheckResult> {
     use crate::kernels::cross_entropy::{cross_entropy, CrossEntropyOptions};
     let (n, v) = (33, 1000);
     let lv: Vec<f32> = data(n * v, 9).iter().map(|x| 4.0 * x).collect();
@@ -277,19 +302,20 @@ fn check_cross_entropy(gpu: &Gpu) -> Result<CheckResult> {
         crate::reference::cross_entropy::cross_entropy(&lv, v, &targets, 0.1, Some(targets[3]));
     Ok(compare(
         "cross-entropy 33x1000, smoothing 0.1, ignore",
-        &out.loss.to_vec()?,
+        &out.loss.to_vec_async().await?,
         &reference,
         1e-5,
         1e-5,
     ))
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-fn check_reduce(gpu: &Gpu) -> Result<CheckResult> {
+async fn check_reduce(gpu: &Gpu) -> Result<CheckResult> {
     use crate::kernels::reduce::{reduce, Reduce};
     let shape = [5, 63, 7];
     let xv = data(5 * 63 * 7, 10);
-    let ours = reduce(&upload(gpu, &xv, &shape)?, 1, Reduce::Mean)?.to_vec()?;
+    let ours = reduce(&upload(gpu, &xv, &shape)?, 1, Reduce::Mean)?
+        .to_vec_async()
+        .await?;
     let reference = crate::reference::reduce::reduce(&xv, &shape, 1, Reduce::Mean);
     Ok(compare(
         "reduce mean over the middle axis (5,63,7)",
@@ -300,8 +326,7 @@ fn check_reduce(gpu: &Gpu) -> Result<CheckResult> {
     ))
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-fn check_attention(gpu: &Gpu) -> Result<CheckResult> {
+async fn check_attention(gpu: &Gpu) -> Result<CheckResult> {
     use crate::kernels::attention::{attention_fwd, AttentionOptions};
     let (b, nh, tq, tk, hs) = (2, 3, 17, 33, 64);
     let (qv, kv, vv) = (
@@ -338,15 +363,14 @@ fn check_attention(gpu: &Gpu) -> Result<CheckResult> {
     );
     Ok(compare(
         "fused attention Tq=17 Tk=33 causal + padding",
-        &o.to_vec()?,
+        &o.to_vec_async().await?,
         &reference,
         1e-5,
         1e-4,
     ))
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-fn check_elementwise(gpu: &Gpu) -> Result<CheckResult> {
+async fn check_elementwise(gpu: &Gpu) -> Result<CheckResult> {
     use crate::kernels::elementwise::{add, gelu_erf};
     let (rows, c) = (129, 65);
     let (xv, bv) = (data(rows * c, 14), data(c, 15));
@@ -359,15 +383,14 @@ fn check_elementwise(gpu: &Gpu) -> Result<CheckResult> {
         .collect();
     Ok(compare(
         "gelu_erf(x + bias) 129x65",
-        &y.to_vec()?,
+        &y.to_vec_async().await?,
         &reference,
         1e-6,
         1e-5,
     ))
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-fn check_embedding(gpu: &Gpu) -> Result<CheckResult> {
+async fn check_embedding(gpu: &Gpu) -> Result<CheckResult> {
     use crate::kernels::embedding::token_position_embedding;
     let (v, c, tmax, b, t) = (50, 24, 16, 3, 7);
     let (wte, wpe) = (data(v * c, 16), data(tmax * c, 17));
@@ -381,7 +404,7 @@ fn check_embedding(gpu: &Gpu) -> Result<CheckResult> {
         crate::reference::embedding::token_position_embedding(&wte, v, &wpe, c, &ids, t);
     Ok(compare(
         "token + position embedding (3,7) x 24",
-        &y.to_vec()?,
+        &y.to_vec_async().await?,
         &reference,
         1e-6,
         1e-6,

@@ -174,7 +174,10 @@ impl Tensor {
                 bytemuck::cast_slice(&h).to_vec()
             }
             DType::U32 => {
-                return Err(Error::invalid("write_f32", "tensor holds u32 ids; use write_u32"))
+                return Err(Error::invalid(
+                    "write_f32",
+                    "tensor holds u32 ids; use write_u32",
+                ))
             }
         };
         self.write_bytes(bytes)
@@ -186,7 +189,11 @@ impl Tensor {
         if data.len() != self.numel() {
             return Err(Error::Shape {
                 op: "write_u32",
-                detail: format!("{} values for a tensor of shape {:?}", data.len(), self.shape),
+                detail: format!(
+                    "{} values for a tensor of shape {:?}",
+                    data.len(),
+                    self.shape
+                ),
             });
         }
         self.write_bytes(bytemuck::cast_slice(data).to_vec())

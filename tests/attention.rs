@@ -493,3 +493,17 @@ fn fused_runs_where_the_score_matrix_does_not_fit_a_binding() {
     assert_close("last row O", &o[(t - 1) * hs..], &o_ref, ATOL, RTOL);
     assert_close("last row L", &l[t - 1..], &l_ref, ATOL, RTOL);
 }
+
+#[test]
+fn fused_tests_pass_with_the_other_work_split() {
+    // The fused kernels have a CPU and a GPU work split (WGFORMER_ATTENTION);
+    // this adapter runs one by default, the child process the other.
+    rerun_with_other_attention_kernel(&[
+        "fused_matches_reference_self_attention",
+        "fused_handles_peaky_softmax_and_odd_head_sizes",
+        "fused_with_key_padding_mask",
+        "fused_cross_attention",
+        "fused_and_unfused_agree_on_a_larger_problem",
+        "fused_allocates_no_score_matrix",
+    ]);
+}

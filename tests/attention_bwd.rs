@@ -570,3 +570,17 @@ fn fused_backward_allocates_no_score_matrix() {
         2 * t
     );
 }
+
+#[test]
+fn fused_tests_pass_with_the_other_work_split() {
+    // The fused kernels have a CPU and a GPU work split (WGFORMER_ATTENTION);
+    // this adapter runs one by default, the child process the other.
+    rerun_with_other_attention_kernel(&[
+        "fused_matches_reference_self_attention",
+        "fused_handles_peaky_softmax_and_odd_head_sizes",
+        "fused_with_key_padding_mask",
+        "fused_cross_attention",
+        "fused_and_unfused_agree_on_a_larger_problem_and_fused_is_deterministic",
+        "fused_backward_allocates_no_score_matrix",
+    ]);
+}

@@ -31,7 +31,10 @@ fn fails(args: &[&str]) -> String {
     let out = wgformer(args);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "wgformer {args:?} should fail");
-    assert!(!err.contains("panicked"), "wgformer {args:?} panicked:\n{err}");
+    assert!(
+        !err.contains("panicked"),
+        "wgformer {args:?} panicked:\n{err}"
+    );
     assert!(err.contains("error:"), "no error message:\n{err}");
     err
 }
@@ -55,32 +58,86 @@ fn gpt_checkpoint_round_trips_through_the_cli() {
     std::fs::write(&data, TEXT.repeat(4)).unwrap();
     let ck = tmp("gpt");
     let train_args = [
-        "train", "--model", "gpt", "--data", s(&data), "--steps", "3", "--layers", "1", "--d-model", "32",
-        "--heads", "2", "--seq", "16", "--batch", "4", "--out", s(&ck),
+        "train",
+        "--model",
+        "gpt",
+        "--data",
+        s(&data),
+        "--steps",
+        "3",
+        "--layers",
+        "1",
+        "--d-model",
+        "32",
+        "--heads",
+        "2",
+        "--seq",
+        "16",
+        "--batch",
+        "4",
+        "--out",
+        s(&ck),
     ];
     let out = ok(&train_args);
     assert!(out.contains("model GFLOP/s"), "{out}");
-    for f in ["model.safetensors", "optimizer.safetensors", "config.json", "trainer_state.json", "tokenizer.json"] {
+    for f in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "config.json",
+        "trainer_state.json",
+        "tokenizer.json",
+    ] {
         assert!(ck.join(f).is_file(), "{f} missing");
     }
 
     // score via the CLI == score via the library on the loaded checkpoint.
-    let json: serde_json::Value = serde_json::from_str(&ok(&["score", "--checkpoint", s(&ck), "--text", "the lazy fox"])).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&ok(&[
+        "score",
+        "--checkpoint",
+        s(&ck),
+        "--text",
+        "the lazy fox",
+    ]))
+    .unwrap();
     let gpu = common::gpu();
     let (model, _) = wgformer::checkpoint::load_gpt(&gpu, &ck).unwrap();
     let tok = wgformer::data::load_tokenizer(&ck).unwrap();
     let ids = tok.encode("the lazy fox");
     let expected = wgformer::generate::score(&model, &ids).unwrap();
-    let got: Vec<f32> = json["log_probs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+    let got: Vec<f32> = json["log_probs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
     assert_eq!(json["ids"].as_array().unwrap().len(), ids.len());
-    assert_eq!(got, expected.log_probs, "the CLI's scores differ from the library's");
+    assert_eq!(
+        got, expected.log_probs,
+        "the CLI's scores differ from the library's"
+    );
 
     let ids_arg: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-    let by_ids: serde_json::Value =
-        serde_json::from_str(&ok(&["score", "--checkpoint", s(&ck), "--ids", &ids_arg.join(",")])).unwrap();
+    let by_ids: serde_json::Value = serde_json::from_str(&ok(&[
+        "score",
+        "--checkpoint",
+        s(&ck),
+        "--ids",
+        &ids_arg.join(","),
+    ]))
+    .unwrap();
     assert_eq!(by_ids["log_probs"], json["log_probs"]);
 
-    let text = ok(&["generate", "--checkpoint", s(&ck), "--prompt", "the ", "--max-tokens", "10", "--seed", "1"]);
+    let text = ok(&[
+        "generate",
+        "--checkpoint",
+        s(&ck),
+        "--prompt",
+        "the ",
+        "--max-tokens",
+        "10",
+        "--seed",
+        "1",
+    ]);
     assert!(text.starts_with("the "), "{text}");
     assert!(ok(&["eval", "--checkpoint", s(&ck)]).contains("perplexity"));
 
@@ -89,8 +146,17 @@ fn gpt_checkpoint_round_trips_through_the_cli() {
     assert!(out.contains("to 4 of 4"), "{out}");
 
     // Bad input: each names the problem, none panics.
-    let err = fails(&["generate", "--checkpoint", s(&ck), "--prompt", &"the ".repeat(20)]);
-    assert!(err.contains("context") && err.contains("--truncate-prompt"), "{err}");
+    let err = fails(&[
+        "generate",
+        "--checkpoint",
+        s(&ck),
+        "--prompt",
+        &"the ".repeat(20),
+    ]);
+    assert!(
+        err.contains("context") && err.contains("--truncate-prompt"),
+        "{err}"
+    );
     let err = fails(&["score", "--checkpoint", s(&ck), "--ids", "1,x"]);
     assert!(err.contains("`x`"), "{err}");
     let err = fails(&["translate", "--checkpoint", s(&ck), "2024-03-15"]);
@@ -100,16 +166,23 @@ fn gpt_checkpoint_round_trips_through_the_cli() {
     let broken = tmp("broken");
     copy_dir(&ck, &broken);
     let cfg_path = broken.join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
     cfg["n_embdd"] = 3.into();
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     let err = fails(&["score", "--checkpoint", s(&broken), "--ids", "1,2"]);
     assert!(err.contains("n_embdd"), "{err}");
     copy_dir(&ck, &broken);
-    let big = wgformer::data::CharTokenizer::from_text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789").unwrap();
+    let big = wgformer::data::CharTokenizer::from_text(
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
+    )
+    .unwrap();
     wgformer::data::Tokenizer::save(&big, &broken).unwrap();
     let err = fails(&["generate", "--checkpoint", s(&broken), "--prompt", "a"]);
-    assert!(err.contains("tokenizer has") && err.contains("vocabulary"), "{err}");
+    assert!(
+        err.contains("tokenizer has") && err.contains("vocabulary"),
+        "{err}"
+    );
 
     for p in [&data, &ck, &broken] {
         let _ = std::fs::remove_dir_all(p);
@@ -142,7 +215,13 @@ fn bad_data_and_paths_give_clear_errors() {
     assert!(err.contains("UTF-8") && err.contains("offset 3"), "{err}");
     let err = fails(&["train", "--model", "gpt"]);
     assert!(err.contains("--data"), "{err}");
-    let err = fails(&["generate", "--checkpoint", s(&tmp("no-such-checkpoint")), "--prompt", "x"]);
+    let err = fails(&[
+        "generate",
+        "--checkpoint",
+        s(&tmp("no-such-checkpoint")),
+        "--prompt",
+        "x",
+    ]);
     assert!(err.contains("does not exist"), "{err}");
     let err = fails(&["train", "--freeze-layers", "1"]);
     assert!(err.contains("--init-from"), "{err}");

@@ -1,4 +1,5 @@
-//! GEMM kernels (naive, register tile, workgroup-memory tile) against the f64 CPU
+//! GEMM kernels (naive, register tile, workgroup-memory tile, subgroup tile where
+//! the adapter has subgroups of 8, block tile, the autotuned choice) against the f64 CPU
 //! reference: odd sizes, every transpose combination, batches with a broadcast B,
 //! bias + every activation, alpha, the scalar-load path, explicit strides, grids
 //! split past 65535 workgroups, the errors for bad input, and the translation of
@@ -16,18 +17,27 @@
 mod common;
 use common::*;
 use wgformer::kernels::gemm::{
-    auto_variant, gemm, gemm_into, gemm_into_register_tile, Activation, GemmOptions, GemmShape,
-    GemmVariant, RegisterTile,
+    auto_variant, gemm, gemm_into, gemm_into_kernel, gemm_into_register_tile, Activation,
+    BlockTile, GemmKernel, GemmOptions, GemmShape, GemmVariant, RegisterTile, SubgroupTile,
 };
+use wgformer::kernels::gemm_tune;
 use wgformer::reference::gemm as cpu;
 use wgformer::{DType, Error, Tensor};
 
-const VARIANTS: [GemmVariant; 4] = [
-    GemmVariant::Naive,
-    GemmVariant::RegisterTile,
-    GemmVariant::SharedTile,
-    GemmVariant::Auto,
-];
+/// Every variant this adapter runs (the subgroup tile needs subgroups of 8).
+fn variants() -> Vec<GemmVariant> {
+    let mut v = vec![
+        GemmVariant::Naive,
+        GemmVariant::RegisterTile,
+        GemmVariant::SharedTile,
+        GemmVariant::Tiled,
+        GemmVariant::Auto,
+    ];
+    if gpu().fixed_subgroup_size() == Some(8) {
+        v.push(GemmVariant::Subgroup);
+    }
+    v
+}
 
 fn tol(k: usize) -> f64 {
     1e-4 * (k.max(1) as f64).sqrt()
@@ -210,7 +220,7 @@ fn every_variant_matches_the_reference_on_sizes_that_are_not_tile_multiples() {
         (127, 129, 63),
         (129, 127, 1),
     ];
-    for variant in VARIANTS {
+    for variant in variants() {
         for (i, &(m, n, k)) in sizes.iter().enumerate() {
             Case::new(m, n, k).run(variant, 10 + i as u64);
         }
@@ -219,7 +229,7 @@ fn every_variant_matches_the_reference_on_sizes_that_are_not_tile_multiples() {
 
 #[test]
 fn every_variant_matches_the_reference_on_a_larger_problem() {
-    for variant in VARIANTS {
+    for variant in variants() {
         Case::new(257, 300, 129).run(variant, 20);
         Case::new(192, 256, 64).run(variant, 21); // every dimension a multiple of 4: vec4 loads
     }
@@ -237,7 +247,7 @@ fn every_transpose_combination_with_vec4_and_scalar_loads() {
         ((false, true), (40, 36, 7)),
         ((true, true), (37, 41, 20)),
     ];
-    for variant in VARIANTS {
+    for variant in variants() {
         for ((trans_a, trans_b), mixed) in cases {
             for (m, n, k) in [(68, 72, 40), mixed] {
                 Case {
@@ -253,7 +263,7 @@ fn every_transpose_combination_with_vec4_and_scalar_loads() {
 
 #[test]
 fn batched_with_batched_or_broadcast_b() {
-    for variant in VARIANTS {
+    for variant in variants() {
         for b_batched in [true, false] {
             Case {
                 batch: Some(3),
@@ -274,7 +284,7 @@ fn batched_with_batched_or_broadcast_b() {
 
 #[test]
 fn bias_alpha_and_every_activation() {
-    for variant in VARIANTS {
+    for variant in variants() {
         for act in [
             Activation::None,
             Activation::Relu,
@@ -309,7 +319,7 @@ fn empty_inner_dimension_gives_the_activated_bias() {
     let b = Tensor::zeros(&gpu, &[0, 5]).unwrap();
     let bias_v = [-1.0, -0.5, 0.0, 0.5, 1.0];
     let bias = Tensor::from_slice(&gpu, &bias_v, &[5]).unwrap();
-    for variant in VARIANTS {
+    for variant in variants() {
         let opts = GemmOptions {
             bias: Some(&bias),
             activation: Activation::Relu,
@@ -345,7 +355,7 @@ fn gemm_into_honours_explicit_strides() {
         stride_b: sb,
         stride_c: sc,
     };
-    for variant in VARIANTS {
+    for variant in variants() {
         let c = Tensor::full(&gpu, &[sc * nb], 1234.5).unwrap();
         gemm_into(
             &a,
@@ -513,13 +523,221 @@ fn grids_past_the_per_dimension_limit_are_split() {
 }
 
 #[test]
-fn auto_picks_the_register_tile_on_cpu_adapters() {
+fn auto_picks_a_barrier_free_tile_on_cpu_adapters_and_the_block_tile_on_gpus() {
     let gpu = gpu();
     let want = match gpu.adapter_info().device_type {
+        wgpu::DeviceType::Cpu if gpu.fixed_subgroup_size() == Some(8) => GemmVariant::Subgroup,
         wgpu::DeviceType::Cpu => GemmVariant::RegisterTile,
-        _ => GemmVariant::SharedTile,
+        _ => GemmVariant::Tiled,
     };
     assert_eq!(auto_variant(&gpu), want);
+}
+
+/// Every subgroup and block tile shape the kernels accept, against the
+/// reference, with and without transposes and on the scalar-load path.
+#[test]
+fn subgroup_and_block_tile_shapes_all_agree_with_the_reference() {
+    let gpu = gpu();
+    let mut kernels: Vec<GemmKernel> = [
+        (16, 16, 1, 1),
+        (16, 16, 2, 1),
+        (16, 16, 1, 2),
+        (8, 16, 2, 2),
+        (16, 8, 2, 2),
+        (8, 8, 2, 2),
+        (4, 4, 1, 1),
+    ]
+    .map(|(wg_x, wg_y, rm, cn)| GemmKernel::Block(BlockTile { wg_x, wg_y, rm, cn }))
+    .to_vec();
+    if gpu.fixed_subgroup_size() == Some(8) {
+        for (tm, tn) in [(8, 4), (16, 8), (32, 16), (32, 8)] {
+            kernels.push(GemmKernel::Subgroup(SubgroupTile { tm, tn }));
+        }
+    }
+    // (M, N, K): vec4 everywhere with every tile, then the transposed and scalar
+    // A/B/C paths (K, N odd) with the smallest and the default tile of each kernel.
+    let few: Vec<GemmKernel> = kernels
+        .iter()
+        .copied()
+        .filter(|k| match k {
+            GemmKernel::Block(t) => *t == BlockTile::default() || t.wg_x == 4,
+            GemmKernel::Subgroup(t) => *t == SubgroupTile::default() || t.tm == 8,
+            _ => false,
+        })
+        .collect();
+    for (trans_a, trans_b, (m, n, k), list) in [
+        (false, false, (70, 92, 36), &kernels),
+        (true, true, (68, 96, 40), &few),
+        (false, true, (45, 51, 19), &few),
+        (true, false, (33, 70, 21), &few),
+    ] {
+        let av = data(m * k, 82);
+        let bv = data(k * n, 83);
+        let a = Tensor::from_slice(&gpu, &av, &[m * k]).unwrap();
+        let b = Tensor::from_slice(&gpu, &bv, &[k * n]).unwrap();
+        let reference = cpu::gemm(
+            &av,
+            &bv,
+            m,
+            n,
+            k,
+            1,
+            0,
+            0,
+            trans_a,
+            trans_b,
+            1.0,
+            None,
+            cpu::Act::None,
+        );
+        let opts = GemmOptions {
+            trans_a,
+            trans_b,
+            ..Default::default()
+        };
+        for &kernel in list {
+            let c = Tensor::empty(&gpu, &[m, n], DType::F32).unwrap();
+            gemm_into_kernel(
+                &a,
+                &b,
+                &c,
+                &GemmShape::contiguous(m, n, k, 1),
+                &opts,
+                kernel,
+            )
+            .unwrap();
+            let what = format!("{kernel} M={m} N={n} K={k} trans ({trans_a}, {trans_b})");
+            assert_close(&what, &c.to_vec().unwrap(), &reference, tol(k), 1e-4);
+        }
+    }
+    // Tiles the shaders do not support are errors, not wrong results.
+    let (a, b) = (
+        Tensor::zeros(&gpu, &[4, 4]).unwrap(),
+        Tensor::zeros(&gpu, &[4, 4]).unwrap(),
+    );
+    let c = Tensor::empty(&gpu, &[4, 4], DType::F32).unwrap();
+    for bad in [
+        GemmKernel::Block(BlockTile {
+            wg_x: 16,
+            wg_y: 16,
+            rm: 3,
+            cn: 1,
+        }),
+        GemmKernel::Block(BlockTile {
+            wg_x: 64,
+            wg_y: 4,
+            rm: 1,
+            cn: 1,
+        }), // 256 columns
+        GemmKernel::Subgroup(SubgroupTile { tm: 12, tn: 4 }),
+    ] {
+        let err = gemm_into_kernel(
+            &a,
+            &b,
+            &c,
+            &GemmShape::contiguous(4, 4, 4, 1),
+            &GemmOptions::default(),
+            bad,
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument { .. }), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn kernel_names_read_back_as_the_same_kernel() {
+    let mut all = gemm_tune::candidates(&gpu());
+    all.extend([
+        GemmKernel::Naive,
+        GemmKernel::Shared,
+        GemmKernel::Register(RegisterTile {
+            wg_x: 4,
+            tm: 32,
+            tn: 8,
+        }),
+        GemmKernel::Subgroup(SubgroupTile { tm: 16, tn: 4 }),
+        GemmKernel::Block(BlockTile {
+            wg_x: 8,
+            wg_y: 16,
+            rm: 1,
+            cn: 2,
+        }),
+    ]);
+    for k in all {
+        assert_eq!(GemmKernel::parse(&k.to_string()), Some(k), "{k}");
+    }
+    for bad in ["", "block", "register-8-16", "subgroup-axb", "tiled-1x1"] {
+        assert_eq!(GemmKernel::parse(bad), None, "{bad}");
+    }
+}
+
+/// With measuring switched on for one device: the first product of a class
+/// times every candidate and writes the winner to the cache file; a second
+/// device reading the same file runs the recorded kernel without measuring
+/// (it builds one pipeline, not one per candidate). Results stay exact.
+#[test]
+fn autotune_measures_once_and_remembers_the_choice_on_disk() {
+    let first = wgformer::Gpu::new().unwrap();
+    if !first.features().timestamp_query {
+        eprintln!("skipped: no timestamp queries on this adapter");
+        return;
+    }
+    let cache =
+        std::env::temp_dir().join(format!("wgformer-gemm-tune-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&cache);
+    let (m, n, k) = (48, 40, 36);
+    let av = data(m * k, 84);
+    let bv = data(k * n, 85);
+    let reference = cpu::gemm(
+        &av,
+        &bv,
+        m,
+        n,
+        k,
+        1,
+        0,
+        0,
+        false,
+        false,
+        1.0,
+        None,
+        cpu::Act::None,
+    );
+    let run = |gpu: &wgformer::Gpu| -> u64 {
+        gemm_tune::set_tuning(gpu, true, Some(&cache));
+        let a = Tensor::from_slice(gpu, &av, &[m, k]).unwrap();
+        let b = Tensor::from_slice(gpu, &bv, &[k, n]).unwrap();
+        let before = gpu.counters().snapshot().pipelines_created;
+        let c = gemm(&a, &b, &GemmOptions::default()).unwrap();
+        assert_close("autotuned", &c.to_vec().unwrap(), &reference, tol(k), 1e-4);
+        gpu.counters().snapshot().pipelines_created - before
+    };
+    let candidates = gemm_tune::candidates(&first).len() as u64;
+    assert_eq!(
+        run(&first),
+        candidates,
+        "the first device measures every candidate"
+    );
+    let text = std::fs::read_to_string(&cache).expect("the cache file was written");
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let entries: Vec<&serde_json::Value> = json
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|v| v.as_object().unwrap().values())
+        .collect();
+    assert_eq!(entries.len(), 1, "{text}");
+    assert!(
+        GemmKernel::parse(entries[0].as_str().unwrap()).is_some(),
+        "{text}"
+    );
+    let second = wgformer::Gpu::new().unwrap();
+    assert_eq!(
+        run(&second),
+        1,
+        "the second device reads the choice from disk"
+    );
+    let _ = std::fs::remove_file(&cache);
 }
 
 // ---------------------------------------------------------------- errors
@@ -641,7 +859,12 @@ fn every_pipeline_constant_combination_translates_to_msl_and_hlsl() {
         .validate(&module)
         .unwrap();
     let mut checked = 0;
-    for entry in ["gemm_fwd_naive", "gemm_fwd_register", "gemm_fwd_shared"] {
+    for entry in [
+        "gemm_fwd_naive",
+        "gemm_fwd_register",
+        "gemm_fwd_shared",
+        "gemm_fwd_tiled",
+    ] {
         for bits in 0..32u32 {
             let bit = |i: u32| ((bits >> i) & 1) as f64;
             let mut constants = naga::back::PipelineConstants::default();
@@ -662,6 +885,12 @@ fn every_pipeline_constant_combination_translates_to_msl_and_hlsl() {
                 };
                 constants.insert("TM".into(), tm);
                 constants.insert("TN".into(), tn);
+            }
+            if entry == "gemm_fwd_tiled" {
+                // every run present (8 x 8 per thread) or one of each (4 x 4)
+                let runs = if bits & 2 == 0 { 2.0 } else { 1.0 };
+                constants.insert("BT_RM".into(), runs);
+                constants.insert("BT_CN".into(), 3.0 - runs);
             }
             let what = format!("{entry} {constants:?}");
             let (module, info) = naga::back::pipeline_constants::process_overrides(
@@ -695,5 +924,83 @@ fn every_pipeline_constant_combination_translates_to_msl_and_hlsl() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 96);
+    assert_eq!(checked, 128);
+}
+
+/// f16 A and B (shader-f16), f32 products and sums: against the reference on
+/// the inputs rounded to f16 (so the f32 tolerance holds), for every transpose,
+/// odd sizes, a batch, bias and activation; and within f16 rounding of the
+/// exact product. Mixed or f16 inputs where the kernel cannot take them are errors.
+#[test]
+fn f16_inputs_with_f32_accumulation() {
+    let gpu = gpu();
+    if !gpu.features().shader_f16 {
+        eprintln!("skipped: no shader-f16 on this adapter");
+        return;
+    }
+    let round =
+        |v: &[f32]| -> Vec<f32> { v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect() };
+    for (trans_a, trans_b, (m, n, k), nb) in [
+        (false, false, (70, 92, 36), 1),
+        (true, false, (64, 40, 33), 1),
+        (false, true, (33, 48, 64), 2),
+        (true, true, (45, 51, 19), 1),
+    ] {
+        let av = data(nb * m * k, 86);
+        let bv = data(nb * k * n, 87);
+        let biasv = data(n, 88);
+        let a2 = if trans_a { [k, m] } else { [m, k] };
+        let b2 = if trans_b { [n, k] } else { [k, n] };
+        let a = Tensor::from_f32_as_f16(&gpu, &av, &[nb, a2[0], a2[1]]).unwrap();
+        let b = Tensor::from_f32_as_f16(&gpu, &bv, &[nb, b2[0], b2[1]]).unwrap();
+        let bias = Tensor::from_slice(&gpu, &biasv, &[n]).unwrap();
+        let opts = GemmOptions {
+            trans_a,
+            trans_b,
+            bias: Some(&bias),
+            activation: Activation::GeluTanh,
+            ..Default::default()
+        };
+        let c = gemm(&a, &b, &opts).unwrap();
+        assert_eq!(c.dtype(), DType::F32);
+        let args = |x: &[f32], y: &[f32]| {
+            cpu::gemm(
+                x,
+                y,
+                m,
+                n,
+                k,
+                nb,
+                m * k,
+                k * n,
+                trans_a,
+                trans_b,
+                1.0,
+                Some(&biasv[..]),
+                cpu::Act::GeluTanh,
+            )
+        };
+        let what = format!("f16 M={m} N={n} K={k} batch {nb} trans ({trans_a}, {trans_b})");
+        let got = c.to_vec().unwrap();
+        assert_close(&what, &got, &args(&round(&av), &round(&bv)), tol(k), 1e-4);
+        // Against the unrounded inputs: each product carries up to 2^-10 relative
+        // error, and the GELU slope is at most 1.13.
+        assert_close(
+            &what,
+            &got,
+            &args(&av, &bv),
+            1.2 * 2f64.powi(-10) * k as f64,
+            1e-3,
+        );
+    }
+    let a16 = Tensor::from_f32_as_f16(&gpu, &[1.0; 16], &[4, 4]).unwrap();
+    let a32 = Tensor::from_slice(&gpu, &[1.0; 16], &[4, 4]).unwrap();
+    let mixed = gemm(&a16, &a32, &GemmOptions::default()).unwrap_err();
+    assert!(matches!(mixed, Error::InvalidArgument { .. }), "{mixed}");
+    let register = GemmOptions {
+        variant: GemmVariant::RegisterTile,
+        ..Default::default()
+    };
+    let err = gemm(&a16, &a16, &register).unwrap_err();
+    assert!(err.to_string().contains("block tile"), "{err}");
 }

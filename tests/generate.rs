@@ -6,8 +6,8 @@ mod common;
 
 use wgformer::autograd::Tape;
 use wgformer::generate::{
-    self, beam_search, greedy, length_penalty, BeamOptions, GenerateOptions, Sampler, SamplingOptions, StepDecoder,
-    StopReason,
+    self, beam_search, greedy, length_penalty, BeamOptions, GenerateOptions, Sampler,
+    SamplingOptions, StepDecoder, StopReason,
 };
 use wgformer::nn::{ForwardOptions, Gpt, GptConfig, Transformer, TransformerConfig};
 use wgformer::Tensor;
@@ -59,7 +59,12 @@ fn gpt_greedy_by_recompute(model: &Gpt, prompt: &[u32], n: usize) -> Vec<u32> {
     for _ in 0..n {
         let tape = Tape::no_grad(&gpu);
         let ids = Tensor::from_u32(&gpu, &seq, &[1, seq.len()]).unwrap();
-        let logits = model.forward(&tape, &ids).unwrap().value().to_vec().unwrap();
+        let logits = model
+            .forward(&tape, &ids)
+            .unwrap()
+            .value()
+            .to_vec()
+            .unwrap();
         let t = argmax64(&logits[(seq.len() - 1) * v..seq.len() * v]);
         out.push(t);
         seq.push(t);
@@ -114,10 +119,16 @@ fn gpt_generation_stops_at_context_and_truncates_only_when_asked() {
     };
     let g = generate::generate(&model, &[1, 2, 3], &opts, &mut |_| Ok(())).unwrap();
     assert_eq!(g.stop, StopReason::ContextFull);
-    assert_eq!(g.tokens.len(), 8 - 3 + 1, "the last token needs no position of its own");
+    assert_eq!(
+        g.tokens.len(),
+        8 - 3 + 1,
+        "the last token needs no position of its own"
+    );
 
     let long: Vec<u32> = (0..10).collect();
-    let err = generate::generate(&model, &long, &opts, &mut |_| Ok(())).unwrap_err().to_string();
+    let err = generate::generate(&model, &long, &opts, &mut |_| Ok(()))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("context") && err.contains("truncat"), "{err}");
     let g = generate::generate(
         &model,
@@ -129,12 +140,19 @@ fn gpt_generation_stops_at_context_and_truncates_only_when_asked() {
         &mut |_| Ok(()),
     )
     .unwrap();
-    assert_eq!(g.prompt_dropped, 3, "keeps the last n_positions - 1 = 7 tokens");
+    assert_eq!(
+        g.prompt_dropped, 3,
+        "keeps the last n_positions - 1 = 7 tokens"
+    );
     assert_eq!(g.tokens, gpt_greedy_by_recompute(&model, &long[3..], 2));
 
-    let err = generate::generate(&model, &[], &opts, &mut |_| Ok(())).unwrap_err().to_string();
+    let err = generate::generate(&model, &[], &opts, &mut |_| Ok(()))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("at least one"), "{err}");
-    let err = generate::generate(&model, &[1, 99], &opts, &mut |_| Ok(())).unwrap_err().to_string();
+    let err = generate::generate(&model, &[1, 99], &opts, &mut |_| Ok(()))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("vocabulary"), "{err}");
 }
 
@@ -148,25 +166,46 @@ fn score_equals_cpu_log_softmax_of_forward_logits() {
     let v = model.config.vocab_size;
     let tape = Tape::no_grad(&gpu);
     let input = Tensor::from_u32(&gpu, &ids[..n], &[1, n]).unwrap();
-    let logits = model.forward(&tape, &input).unwrap().value().to_vec().unwrap();
+    let logits = model
+        .forward(&tape, &input)
+        .unwrap()
+        .value()
+        .to_vec()
+        .unwrap();
     let mut reference = Vec::new();
     for i in 0..n {
-        let row: Vec<f64> = logits[i * v..(i + 1) * v].iter().map(|&x| x as f64).collect();
+        let row: Vec<f64> = logits[i * v..(i + 1) * v]
+            .iter()
+            .map(|&x| x as f64)
+            .collect();
         let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let lse = m + row.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
         reference.push(row[ids[i + 1] as usize] - lse);
     }
     common::assert_close("log-probs", &s.log_probs, &reference, 1e-5, 1e-5);
     let mean_nll = -reference.iter().sum::<f64>() / n as f64;
-    assert!((s.mean_nll - mean_nll).abs() < 1e-5, "{} vs {mean_nll}", s.mean_nll);
+    assert!(
+        (s.mean_nll - mean_nll).abs() < 1e-5,
+        "{} vs {mean_nll}",
+        s.mean_nll
+    );
 
     assert!(generate::score(&model, &[3]).is_err());
     let long: Vec<u32> = vec![1; 17];
-    assert!(generate::score(&model, &long).unwrap_err().to_string().contains("context"));
+    assert!(generate::score(&model, &long)
+        .unwrap_err()
+        .to_string()
+        .contains("context"));
 }
 
 /// Greedy translation by running the whole decoder again for every new token.
-fn encdec_greedy_by_recompute(model: &Transformer, src: &[u32], bos: u32, eos: u32, max_len: usize) -> Vec<u32> {
+fn encdec_greedy_by_recompute(
+    model: &Transformer,
+    src: &[u32],
+    bos: u32,
+    eos: u32,
+    max_len: usize,
+) -> Vec<u32> {
     let gpu = common::gpu();
     let v = model.config.vocab_size;
     let src_t = Tensor::from_u32(&gpu, src, &[1, src.len()]).unwrap();
@@ -196,7 +235,11 @@ fn encdec_greedy_and_beam_one_equal_full_recomputation() {
     let model = tiny_transformer();
     let (bos, eos, pad) = (1, 2, 0);
     // Ragged sources: the batch pads and masks the shorter ones.
-    let sources: Vec<Vec<u32>> = vec![vec![5, 6, 7, 8, 9], vec![10, 3], vec![18, 17, 4, 4, 11, 12, 13]];
+    let sources: Vec<Vec<u32>> = vec![
+        vec![5, 6, 7, 8, 9],
+        vec![10, 3],
+        vec![18, 17, 4, 4, 11, 12, 13],
+    ];
     let batched = generate::translate_greedy(&model, &sources, bos, eos, pad, 12).unwrap();
     for (src, got) in sources.iter().zip(&batched) {
         let expected = encdec_greedy_by_recompute(&model, src, bos, eos, 12);
@@ -215,19 +258,27 @@ fn encdec_greedy_and_beam_one_equal_full_recomputation() {
         .unwrap();
         assert_eq!(beam[0].tokens, expected, "beam 1 vs greedy for {src:?}");
     }
-    let beams = generate::translate(&model, &sources[0], bos, eos, &BeamOptions::default()).unwrap();
+    let beams =
+        generate::translate(&model, &sources[0], bos, eos, &BeamOptions::default()).unwrap();
     assert!(!beams.is_empty());
-    assert!(beams.windows(2).all(|w| w[0].score >= w[1].score), "best first");
+    assert!(
+        beams.windows(2).all(|w| w[0].score >= w[1].score),
+        "best first"
+    );
 
     assert!(generate::translate_greedy(&model, &[vec![]], bos, eos, pad, 12).is_err());
-    assert!(generate::translate_greedy(&model, &[vec![40]], bos, eos, pad, 12)
-        .unwrap_err()
-        .to_string()
-        .contains("vocabulary"));
-    assert!(generate::translate_greedy(&model, &[vec![3; 13]], bos, eos, pad, 12)
-        .unwrap_err()
-        .to_string()
-        .contains("max_len"));
+    assert!(
+        generate::translate_greedy(&model, &[vec![40]], bos, eos, pad, 12)
+            .unwrap_err()
+            .to_string()
+            .contains("vocabulary")
+    );
+    assert!(
+        generate::translate_greedy(&model, &[vec![3; 13]], bos, eos, pad, 12)
+            .unwrap_err()
+            .to_string()
+            .contains("max_len")
+    );
 }
 
 /// A fixed next-token table over 4 tokens: logits depend on (last token, length).
@@ -315,7 +366,11 @@ fn wide_beam_search_finds_the_exhaustive_optimum() {
         };
         let hyps = beam_search(&mut dec, 0, 3, &opts).unwrap();
         assert_eq!(hyps[0].tokens, tokens, "alpha {alpha}");
-        assert!((hyps[0].score - score).abs() < 1e-9, "alpha {alpha}: {} vs {score}", hyps[0].score);
+        assert!(
+            (hyps[0].score - score).abs() < 1e-9,
+            "alpha {alpha}: {} vs {score}",
+            hyps[0].score
+        );
         // Greedy and beam 1 agree on the same table.
         let mut g = TableDecoder {
             rows: 1,
@@ -326,7 +381,16 @@ fn wide_beam_search_finds_the_exhaustive_optimum() {
             rows: 1,
             state: vec![(0, 0)],
         };
-        let beam1 = beam_search(&mut b, 0, 3, &BeamOptions { beam_size: 1, ..opts }).unwrap();
+        let beam1 = beam_search(
+            &mut b,
+            0,
+            3,
+            &BeamOptions {
+                beam_size: 1,
+                ..opts
+            },
+        )
+        .unwrap();
         assert_eq!(beam1[0].tokens, greedy_out[0]);
     }
 }
@@ -337,7 +401,10 @@ fn reference_distribution(logits: &[f32], t: f64, k: usize, p: f64) -> Vec<f64> 
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| logits[b].partial_cmp(&logits[a]).unwrap());
     let kept_k: Vec<usize> = order.into_iter().take(k).collect();
-    let w: Vec<f64> = kept_k.iter().map(|&i| (logits[i] as f64 / t).exp()).collect();
+    let w: Vec<f64> = kept_k
+        .iter()
+        .map(|&i| (logits[i] as f64 / t).exp())
+        .collect();
     let z: f64 = w.iter().sum();
     let mut cum = 0.0;
     let mut out = vec![0.0; n];
@@ -376,11 +443,17 @@ fn sampling_frequencies_match_the_reference_distribution() {
         for (i, (&c, &q)) in counts.iter().zip(&expected).enumerate() {
             let f = c as f64 / n as f64;
             if q == 0.0 {
-                assert_eq!(c, 0, "token {i} is outside top-k/top-p but was drawn (t {t}, k {k}, p {p})");
+                assert_eq!(
+                    c, 0,
+                    "token {i} is outside top-k/top-p but was drawn (t {t}, k {k}, p {p})"
+                );
             } else {
                 // 5 standard deviations of a binomial frequency.
                 let sd = (q * (1.0 - q) / n as f64).sqrt();
-                assert!((f - q).abs() < 5.0 * sd + 1e-3, "token {i}: {f} vs {q} (t {t}, k {k}, p {p})");
+                assert!(
+                    (f - q).abs() < 5.0 * sd + 1e-3,
+                    "token {i}: {f} vs {q} (t {t}, k {k}, p {p})"
+                );
             }
         }
     }
@@ -391,7 +464,9 @@ fn sampling_frequencies_match_the_reference_distribution() {
             ..Default::default()
         })
         .unwrap();
-        (0..50).map(|_| s.sample(&logits).unwrap()).collect::<Vec<_>>()
+        (0..50)
+            .map(|_| s.sample(&logits).unwrap())
+            .collect::<Vec<_>>()
     };
     assert_eq!(draw(7), draw(7));
     assert_ne!(draw(7), draw(8));

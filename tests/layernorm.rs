@@ -331,3 +331,14 @@ fn the_other_row_plan_gives_the_same_results() {
         "bwd_parameter_gradients_are_bit_identical_across_runs",
     ]);
 }
+
+#[test]
+fn the_kernels_without_subgroups_give_the_same_results() {
+    rerun_without_subgroups(&[
+        "rows_of_every_length_few_and_many",
+        "rows_far_from_zero_keep_their_variance",
+        "bwd_rows_of_every_length_few_and_many",
+        "bwd_rows_far_from_zero_and_constant_rows",
+        "bwd_parameter_gradients_are_bit_identical_across_runs",
+    ]);
+}

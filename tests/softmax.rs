@@ -426,3 +426,16 @@ fn the_other_row_plan_gives_the_same_results() {
         "bwd_masked_entries_are_zero_whatever_dy_holds",
     ]);
 }
+
+#[test]
+fn the_kernels_without_subgroups_give_the_same_results() {
+    rerun_without_subgroups(&[
+        "rows_of_every_length_few_and_many",
+        "causal_mask_is_bottom_right_aligned",
+        "key_padding_mask_and_fully_masked_rows",
+        "extreme_inputs_are_stable",
+        "bwd_rows_of_every_length_few_and_many",
+        "bwd_with_causal_and_key_padding_masks",
+        "bwd_masked_entries_are_zero_whatever_dy_holds",
+    ]);
+}

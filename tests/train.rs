@@ -14,12 +14,14 @@ use wgformer::train::seq2seq::{load_pairs, DateTaskSetup, PairSource, Seq2SeqDat
 use wgformer::train::{freeze, OptimizerChoice, Schedule, TrainOptions, TrainTask, Trainer};
 
 fn tmp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wgformer-test-train-{}-{name}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("wgformer-test-train-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
 
-const TEXT: &str = "It was the best of times, it was the worst of times, it was the age of wisdom, \
+const TEXT: &str =
+    "It was the best of times, it was the worst of times, it was the age of wisdom, \
 it was the age of foolishness, it was the epoch of belief, it was the epoch of incredulity, \
 it was the season of Light, it was the season of Darkness, it was the spring of hope, \
 it was the winter of despair, we had everything before us, we had nothing before us.";
@@ -101,7 +103,11 @@ fn options(steps: u32, optimizer: OptimizerChoice, schedule: Schedule) -> TrainO
 fn check_resume(make: &dyn Fn(u64) -> Box<dyn TrainTask>, opts: TrainOptions, name: &str) {
     let half = opts.steps / 2;
     let mut a = make(1);
-    let straight = Trainer::new(a.as_mut(), opts.clone(), None).unwrap().run(&mut |_| {}).unwrap().losses;
+    let straight = Trainer::new(a.as_mut(), opts.clone(), None)
+        .unwrap()
+        .run(&mut |_| {})
+        .unwrap()
+        .losses;
     assert_eq!(straight.len(), opts.steps as usize);
 
     let dir = tmp_dir(name);
@@ -117,7 +123,11 @@ fn check_resume(make: &dyn Fn(u64) -> Box<dyn TrainTask>, opts: TrainOptions, na
     .unwrap()
     .run(&mut |_| {})
     .unwrap();
-    assert_eq!(first.losses, straight[..half as usize], "{name}: the first half differs");
+    assert_eq!(
+        first.losses,
+        straight[..half as usize],
+        "{name}: the first half differs"
+    );
 
     let mut c = make(2); // other initial weights: the checkpoint must replace them
     let mut trainer = Trainer::resume(c.as_mut(), &dir, None, None).unwrap();
@@ -197,13 +207,22 @@ fn short_date_task_run_lowers_the_loss_and_writes_the_eval_log() {
     assert!(summary.tokens_per_s > 0.0 && summary.flops_per_s > 0.0);
     assert!(events >= 40);
     let log = std::fs::read_to_string(wgformer::train::eval_log_path(&dir)).unwrap();
-    let lines: Vec<serde_json::Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2, "evals at steps 20 and 40:\n{log}");
     assert_eq!(lines[1]["step"], 40);
     assert!((lines[1]["eval_loss"].as_f64().unwrap() - after.loss).abs() < 1e-9);
     assert!(lines[1]["eval_exact_match"].is_number());
     // The checkpoint has everything a resume needs.
-    for f in ["model.safetensors", "optimizer.safetensors", "config.json", "trainer_state.json", "tokenizer.json"] {
+    for f in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "config.json",
+        "trainer_state.json",
+        "tokenizer.json",
+    ] {
         assert!(dir.join(f).is_file(), "{f} missing from the checkpoint");
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -216,7 +235,10 @@ fn frozen_parameters_do_not_change() {
     let params = task.params();
     // wte, wpe and the 12 tensors of layer 0.
     let names: Vec<&str> = params.iter().map(|p| p.name()).collect();
-    let expected = names.iter().filter(|n| freeze::is_embedding(n) || freeze::layer_index(n) == Some(0)).count();
+    let expected = names
+        .iter()
+        .filter(|n| freeze::is_embedding(n) || freeze::layer_index(n) == Some(0))
+        .count();
     assert_eq!(expected, 14, "{names:?}");
     let before: Vec<Vec<f32>> = params.iter().map(|p| p.value().to_vec().unwrap()).collect();
     let mut opts = options(
@@ -227,7 +249,10 @@ fn frozen_parameters_do_not_change() {
     opts.accumulation = 1;
     opts.freeze_embeddings = true;
     opts.freeze_layers = 1;
-    Trainer::new(&mut task, opts, None).unwrap().run(&mut |_| {}).unwrap();
+    Trainer::new(&mut task, opts, None)
+        .unwrap()
+        .run(&mut |_| {})
+        .unwrap();
     assert_eq!(params.iter().filter(|p| !p.is_trainable()).count(), 14);
     for (p, b) in params.iter().zip(&before) {
         let now = p.value().to_vec().unwrap();
@@ -242,13 +267,23 @@ fn frozen_parameters_do_not_change() {
 #[test]
 fn bad_options_and_resume_without_state_are_refused() {
     let mut task = gpt_task(1);
-    let mut opts = options(0, OptimizerChoice::paper_adam(), Schedule::Constant { lr: 1e-3 });
-    let err = Trainer::new(&mut task, opts.clone(), None).err().unwrap().to_string();
+    let mut opts = options(
+        0,
+        OptimizerChoice::paper_adam(),
+        Schedule::Constant { lr: 1e-3 },
+    );
+    let err = Trainer::new(&mut task, opts.clone(), None)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("steps"), "{err}");
     opts.steps = 3;
     opts.accumulation = 0;
     assert!(Trainer::new(&mut task, opts, None).is_err());
-    let err = Trainer::resume(&mut task, &tmp_dir("nothing-here"), None, None).err().unwrap().to_string();
+    let err = Trainer::resume(&mut task, &tmp_dir("nothing-here"), None, None)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("nothing-here"), "{err}");
 }
 
@@ -269,5 +304,9 @@ fn date_task_converges() {
         .unwrap();
     let eval = summary.eval.unwrap();
     assert_eq!(eval.examples, Some(1000));
-    assert!(eval.exact_match.unwrap() >= 0.99, "exact match {:?}", eval.exact_match);
+    assert!(
+        eval.exact_match.unwrap() >= 0.99,
+        "exact match {:?}",
+        eval.exact_match
+    );
 }

@@ -13,10 +13,16 @@
 //! square, so their real rate is ~2x the printed one). Bytes: Q, K, V read
 //! once, O and L written once (forward); Q, K, V, O, dO, L read and dQ, dK, dV
 //! written once (backward).
+//!
+//! "fused" is the split the adapter gets by default (WGFORMER_ATTENTION, else
+//! the CPU split on CPU adapters and the GPU split elsewhere); "fused ..., gpu
+//! split" / "fused ..., cpu split" is the other one, so one run on any adapter
+//! measures both.
 
 use crate::harness::Bench;
 use wgformer::kernels::attention::{
-    attention_bwd, attention_fwd, attention_unfused, attention_unfused_bwd, AttentionOptions,
+    attention_bwd, attention_bwd_with, attention_fwd, attention_fwd_with, attention_unfused,
+    attention_unfused_bwd, AttentionKernel, AttentionOptions,
 };
 use wgformer::{Result, Tensor};
 
@@ -52,9 +58,23 @@ pub fn run(b: &mut Bench) -> Result<()> {
         let bytes = 4.0 * (4 * bs * nh * t * hs + bs * nh * t) as f64;
         let dims = format!("B={bs} NH={nh} T={t} HS={hs}");
 
+        let auto = AttentionKernel::Auto.resolve(&b.gpu);
+        let (other, other_name) = if auto == AttentionKernel::Cpu {
+            (AttentionKernel::Gpu, "gpu split")
+        } else {
+            (AttentionKernel::Cpu, "cpu split")
+        };
         let fused = measure_alloc(b, "fused causal", &dims, flops, bytes, || {
             attention_fwd(&q, &k, &v, &opts).map(drop)
         })?;
+        let fused_other = measure_alloc(
+            b,
+            &format!("fused causal, {other_name}"),
+            &dims,
+            flops,
+            bytes,
+            || attention_fwd_with(&q, &k, &v, &opts, other).map(drop),
+        )?;
         let variant = if per_b {
             "unfused causal, x B" // one call per batch element
         } else {
@@ -71,6 +91,7 @@ pub fn run(b: &mut Bench) -> Result<()> {
             }
         })?;
         report(t, "forward", fused, unfused, scores);
+        report(t, &format!("forward ({other_name})"), fused_other, unfused, scores);
 
         // Backward alone (the fused path given the forward's O and L), then
         // forward + backward (what a training step runs).
@@ -80,6 +101,14 @@ pub fn run(b: &mut Bench) -> Result<()> {
         let fused = measure_alloc(b, "bwd fused causal", &dims, bwd_flops, bwd_bytes, || {
             attention_bwd(&q, &k, &v, &o, &l, &d_o, &opts).map(drop)
         })?;
+        let fused_other = measure_alloc(
+            b,
+            &format!("bwd fused causal, {other_name}"),
+            &dims,
+            bwd_flops,
+            bwd_bytes,
+            || attention_bwd_with(&q, &k, &v, &o, &l, &d_o, &opts, other).map(drop),
+        )?;
         let unfused_bwd = || -> Result<()> {
             if per_b {
                 for i in 0..bs {
@@ -100,6 +129,7 @@ pub fn run(b: &mut Bench) -> Result<()> {
         )?;
         drop((o, l));
         report(t, "backward", fused, unfused, scores);
+        report(t, &format!("backward ({other_name})"), fused_other, unfused, scores);
         let fused = measure_alloc(
             b,
             "fwd+bwd fused causal",
@@ -131,6 +161,24 @@ pub fn run(b: &mut Bench) -> Result<()> {
             },
         )?;
         report(t, "forward + backward", fused, unfused, scores);
+        let fused_other = measure_alloc(
+            b,
+            &format!("fwd+bwd fused causal, {other_name}"),
+            &dims,
+            3.5 * flops,
+            bytes + bwd_bytes,
+            || {
+                let (o, l) = attention_fwd_with(&q, &k, &v, &opts, other)?;
+                attention_bwd_with(&q, &k, &v, &o, &l, &d_o, &opts, other).map(drop)
+            },
+        )?;
+        report(
+            t,
+            &format!("forward + backward ({other_name})"),
+            fused_other,
+            unfused,
+            scores,
+        );
     }
     Ok(())
 }

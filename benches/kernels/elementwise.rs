@@ -19,10 +19,7 @@ pub fn run(b: &mut Bench) -> Result<()> {
         format!("dropout/p=0.1/{rows}x{c}"),
         format!("gelu_tanh_bwd/vec4/{rows}x{c}"),
     ];
-    if names
-        .iter()
-        .any(|name| b.filter.as_deref().is_none_or(|f| name.contains(f)))
-    {
+    if names.iter().any(|name| b.selects(name)) {
         elementwise(b, rows, c)?;
     }
     embedding(b, rows, c)?;
@@ -41,9 +38,11 @@ pub fn run(b: &mut Bench) -> Result<()> {
 /// Whether the CLI filter can select a benchmark whose name starts with `kernel`
 /// (a filter naming a shape or variant selects every kernel).
 fn selected(b: &Bench, kernel: &str) -> bool {
-    b.filter
-        .as_deref()
-        .is_none_or(|f| kernel.contains(f) || f.contains(kernel) || !f.contains('/'))
+    b.filter.as_deref().is_none_or(|filter| {
+        filter
+            .split(',')
+            .any(|f| kernel.contains(f) || f.contains(kernel) || !f.contains('/'))
+    })
 }
 
 /// add (same shape, row broadcast vec4 and scalar), add_assign, GELUs, dropout.
@@ -115,7 +114,7 @@ fn embedding(b: &mut Bench, rows: usize, c: usize) -> Result<()> {
     let v = 50257usize.min((gpu.max_binding_bytes() / (4 * c as u64)) as usize);
     let shape = format!("{rows}x{c} V={v}");
     let name = format!("embedding/gather/{shape}");
-    if b.filter.as_deref().is_some_and(|f| !name.contains(f)) {
+    if !b.selects(&name) {
         return Ok(());
     }
     let table = Tensor::randn(&gpu, &[v, c], 0.02, 6)?;

@@ -1,82 +1,171 @@
-//! GEMM: every variant at square 256/512/1024 and the GPT-2 small (B*T = 2048)
-//! projection shapes, plus the register-tile shapes tried while tuning (1024^3).
-//! FLOPs = 2 M N K. The naive kernel (seconds per 1024^3 launch on lavapipe) is
-//! skipped on the GPT-2 shapes.
+//! GEMM: every variant at square sizes (256..1024, up to 4096 on GPUs), the
+//! GPT-2 small (B*T = 2048) projection shapes forward and backward (dX with B
+//! transposed, dW with A transposed), the shapes of the training-step benchmark,
+//! a sweep of every tile the autotune compares, and the autotune's ranking.
+//! FLOPs = 2 M N K. The naive kernel runs only up to 1024^3 (seconds per launch
+//! on lavapipe).
 
 use crate::harness::Bench;
 use wgformer::kernels::gemm::{
-    auto_variant, gemm_into, gemm_into_register_tile, GemmOptions, GemmShape, GemmVariant,
+    auto_variant, gemm_into, gemm_into_kernel, GemmKernel, GemmOptions, GemmShape, GemmVariant,
     RegisterTile,
 };
+use wgformer::kernels::gemm_tune;
 use wgformer::{DType, Result, Tensor};
 
-const VARIANTS: [(GemmVariant, &str); 3] = [
-    (GemmVariant::Naive, "naive"),
-    (GemmVariant::RegisterTile, "register"),
-    (GemmVariant::SharedTile, "shared"),
-];
-
-/// Register-tile shapes (workgroup width, rows, columns per thread) compared
-/// against the default at 1024^3.
-const TILES: [(u32, u32, u32); 4] = [(8, 8, 8), (8, 16, 8), (8, 32, 16), (16, 16, 16)];
+/// The variants this adapter runs.
+fn variants(b: &Bench) -> Vec<(GemmVariant, &'static str)> {
+    let mut v = vec![
+        (GemmVariant::Naive, "naive"),
+        (GemmVariant::RegisterTile, "register"),
+        (GemmVariant::SharedTile, "shared"),
+        (GemmVariant::Tiled, "tiled"),
+    ];
+    if b.gpu.fixed_subgroup_size() == Some(8) {
+        v.push((GemmVariant::Subgroup, "subgroup"));
+    }
+    v.push((GemmVariant::Auto, "auto"));
+    v
+}
 
 pub fn run(b: &mut Bench) -> Result<()> {
+    let cpu = b.gpu.adapter_info().device_type == wgpu::DeviceType::Cpu;
     println!(
-        "gemm: Auto resolves to {:?} on this adapter; register = {:?}",
+        "gemm: Auto without measuring = {:?}; autotune candidates: {}",
         auto_variant(&b.gpu),
-        RegisterTile::default()
+        gemm_tune::candidates(&b.gpu)
+            .iter()
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
-    for s in [256usize, 512, 1024] {
-        let p = Problem::new(b, s, s, s)?;
-        for (variant, name) in VARIANTS {
-            p.measure(b, name, &format!("{s}x{s}x{s}"), |x, w, y, dims| {
-                gemm_into(x, w, y, dims, &options(variant))
-            })?;
-        }
-        if s == 1024 {
-            for (wg_x, tm, tn) in TILES {
-                let tile = RegisterTile { wg_x, tm, tn };
-                let name = format!("register-{wg_x}/{tm}x{tn}");
-                p.measure(b, &name, "1024x1024x1024", |x, w, y, dims| {
-                    gemm_into_register_tile(x, w, y, dims, &GemmOptions::default(), tile)
-                })?;
+    let squares: &[usize] = if cpu {
+        &[256, 512, 1024]
+    } else {
+        &[256, 512, 1024, 2048, 4096]
+    };
+    for &s in squares {
+        let p = Problem::new(b, s, s, s, false, false)?;
+        for (variant, name) in variants(b) {
+            if variant == GemmVariant::Naive && s > 1024 {
+                continue;
             }
+            p.measure(b, name, &format!("{s}x{s}x{s}"), |x, w, y, dims, o| {
+                gemm_into(x, w, y, dims, &GemmOptions { variant, ..*o })
+            })?;
         }
     }
-    // GPT-2 small at B*T = 2048: attention QKV, MLP up, MLP down (M x K . K x N).
-    for (m, k, n) in [(2048, 768, 2304), (2048, 768, 3072), (2048, 3072, 768)] {
-        let p = Problem::new(b, m, n, k)?;
-        for (variant, name) in VARIANTS.into_iter().skip(1) {
-            p.measure(b, name, &format!("{m}x{k}·{k}x{n}"), |x, w, y, dims| {
-                gemm_into(x, w, y, dims, &options(variant))
+    // Every tile the autotune compares, and the register tiles tried on lavapipe.
+    let sweep: &[usize] = if cpu { &[1024] } else { &[1024, 4096] };
+    for &s in sweep {
+        let p = Problem::new(b, s, s, s, false, false)?;
+        let mut kernels = gemm_tune::candidates(&b.gpu);
+        if cpu {
+            for (wg_x, tm, tn) in [(8, 8, 8), (8, 32, 16)] {
+                kernels.push(GemmKernel::Register(RegisterTile { wg_x, tm, tn }));
+            }
+        }
+        for kernel in kernels {
+            p.measure(
+                b,
+                &kernel.to_string(),
+                &format!("{s}x{s}x{s}"),
+                |x, w, y, dims, o| gemm_into_kernel(x, w, y, dims, o, kernel),
+            )?;
+        }
+    }
+    // f16 inputs, f32 accumulation (the block tile; Auto measures its tiles).
+    if b.gpu.features().shader_f16 {
+        for &s in sweep {
+            let name = format!("gemm/f16 auto/{s}x{s}x{s}");
+            if !b.selects(&name) {
+                continue;
+            }
+            let values: Vec<f32> = (0..s * s)
+                .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+                .collect();
+            let p = Problem {
+                x: Tensor::from_f32_as_f16(&b.gpu, &values, &[s * s])?,
+                w: Tensor::from_f32_as_f16(&b.gpu, &values, &[s * s])?,
+                y: Tensor::empty(&b.gpu, &[s, s], DType::F32)?,
+                dims: GemmShape::contiguous(s, s, s, 1),
+                opts: GemmOptions::default(),
+            };
+            p.measure(
+                b,
+                "f16 auto",
+                &format!("{s}x{s}x{s}"),
+                |x, w, y, dims, o| gemm_into(x, w, y, dims, o),
+            )?;
+        }
+    }
+    // GPT-2 small at B*T = 2048 (M x K . K x N): QKV, MLP up, MLP down forward;
+    // dX = dY W^T (B transposed) and dW = X^T dY (A transposed) of the MLP.
+    // Then the GEMMs of the training-step benchmark (C = 256, V = 256).
+    let shapes = [
+        (2048, 768, 2304, false, false),
+        (2048, 768, 3072, false, false),
+        (2048, 3072, 768, false, false),
+        (2048, 768, 3072, false, true),
+        (768, 2048, 3072, true, false),
+        (2048, 256, 768, false, false),
+        (2048, 256, 1024, false, false),
+        (2048, 1024, 256, false, true),
+        (256, 2048, 1024, true, false),
+    ];
+    for (m, k, n, ta, tb) in shapes {
+        let p = Problem::new(b, m, n, k, ta, tb)?;
+        let shape = format!(
+            "{m}x{k}·{k}x{n}{}{}",
+            if ta { " ta" } else { "" },
+            if tb { " tb" } else { "" }
+        );
+        for (variant, name) in variants(b).into_iter().skip(1) {
+            p.measure(b, name, &shape, |x, w, y, dims, o| {
+                gemm_into(x, w, y, dims, &GemmOptions { variant, ..*o })
             })?;
+        }
+    }
+    // The autotune's ranking on 1024^3 (what Auto would pick with measuring on).
+    let name = "gemm/autotune/1024x1024x1024";
+    if b.selects(name) && b.gpu.features().timestamp_query {
+        let p = Problem::new(b, 1024, 1024, 1024, false, false)?;
+        let ranking = gemm_tune::autotune(&p.x, &p.w, &p.y, &p.dims, &p.opts)?;
+        println!("gemm autotune 1024^3 ranking:");
+        for (kernel, ms) in ranking {
+            match ms {
+                Some(ms) => println!(
+                    "    {kernel:<28} {ms:>9.3} ms {:>9.2} GFLOP/s",
+                    2.0 * 1024f64.powi(3) / (ms * 1e-3) / 1e9
+                ),
+                None => println!("    {kernel:<28} failed"),
+            }
         }
     }
     Ok(())
 }
 
-fn options(variant: GemmVariant) -> GemmOptions<'static> {
-    GemmOptions {
-        variant,
-        ..Default::default()
-    }
-}
-
-/// X (M, K) . W (K, N) -> Y (M, N) with random inputs.
+/// op(X) (M, K) . op(W) (K, N) -> Y (M, N) with random inputs.
 struct Problem {
     x: Tensor,
     w: Tensor,
     y: Tensor,
     dims: GemmShape,
+    opts: GemmOptions<'static>,
 }
 
 impl Problem {
-    fn new(b: &Bench, m: usize, n: usize, k: usize) -> Result<Problem> {
+    fn new(b: &Bench, m: usize, n: usize, k: usize, ta: bool, tb: bool) -> Result<Problem> {
         Ok(Problem {
-            x: Tensor::randn(&b.gpu, &[m, k], 1.0, 1)?,
-            w: Tensor::randn(&b.gpu, &[k, n], 1.0, 2)?,
+            x: Tensor::randn(&b.gpu, &[m * k], 1.0, 1)?,
+            w: Tensor::randn(&b.gpu, &[k * n], 1.0, 2)?,
             y: Tensor::empty(&b.gpu, &[m, n], DType::F32)?,
             dims: GemmShape::contiguous(m, n, k, 1),
+            opts: GemmOptions {
+                trans_a: ta,
+                trans_b: tb,
+                ..Default::default()
+            },
         })
     }
 
@@ -85,13 +174,13 @@ impl Problem {
         b: &mut Bench,
         variant: &str,
         shape: &str,
-        launch: impl Fn(&Tensor, &Tensor, &Tensor, &GemmShape) -> Result<()>,
+        launch: impl Fn(&Tensor, &Tensor, &Tensor, &GemmShape, &GemmOptions) -> Result<()>,
     ) -> Result<()> {
         let GemmShape { m, n, k, .. } = self.dims;
         let flops = 2.0 * (m * n * k) as f64;
         let bytes = 4.0 * (m * k + k * n + m * n) as f64;
         b.measure("gemm", variant, shape, flops, bytes, || {
-            launch(&self.x, &self.w, &self.y, &self.dims)
+            launch(&self.x, &self.w, &self.y, &self.dims, &self.opts)
         })?;
         Ok(())
     }

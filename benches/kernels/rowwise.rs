@@ -34,8 +34,15 @@ fn versus_copy(b: &mut Bench, kernel: Option<Record>, bytes: f64) -> Result<()> 
     );
     b.filter = filter;
     if let Some(c) = copy? {
+        // Also by CPU time where it means the kernel's cost (CPU adapters): the
+        // same bytes, so the ratio of the times.
+        let by_cpu = if k.cpu_ms > 0.0 && c.cpu_ms > 0.0 && cpu_adapter(b) {
+            format!(", by CPU time {:.0}%", 100.0 * c.cpu_ms / k.cpu_ms)
+        } else {
+            String::new()
+        };
         println!(
-            "  -> {}/{} {}: {:.2} GB/s = {:.0}% of copy ({:.2} GB/s)",
+            "  -> {}/{} {}: {:.2} GB/s = {:.0}% of copy ({:.2} GB/s){by_cpu}",
             k.kernel,
             k.variant,
             k.shape,
@@ -45,6 +52,10 @@ fn versus_copy(b: &mut Bench, kernel: Option<Record>, bytes: f64) -> Result<()> 
         );
     }
     Ok(())
+}
+
+fn cpu_adapter(b: &Bench) -> bool {
+    b.gpu.adapter_info().device_type == wgpu::DeviceType::Cpu
 }
 
 pub fn run(b: &mut Bench) -> Result<()> {

@@ -11,31 +11,46 @@ use wgformer::nn::{Gpt, GptConfig};
 use wgformer::optim::{Optimizer, OptimizerKind};
 use wgformer::{Result, Tensor};
 
+/// `WGFORMER_BENCH_TRAIN=L,C,NH,T,B,V` replaces the configuration (bigger GPUs).
+pub const CONFIG_ENV: &str = "WGFORMER_BENCH_TRAIN";
+
 pub fn run(b: &mut Bench) -> Result<()> {
-    let (batch, seq) = (8, 256);
+    let mut dims = [4usize, 256, 4, 256, 8, 256];
+    if let Ok(spec) = std::env::var(CONFIG_ENV) {
+        let parsed: Vec<usize> = spec
+            .split(',')
+            .filter_map(|x| x.trim().parse().ok())
+            .collect();
+        if parsed.len() != 6 {
+            return Err(wgformer::Error::InvalidArgument {
+                op: "bench",
+                detail: format!("{CONFIG_ENV}={spec:?}: expected six numbers L,C,NH,T,B,V"),
+            });
+        }
+        dims.copy_from_slice(&parsed);
+    }
+    let [n_layer, n_embd, n_head, seq, batch, vocab_size] = dims;
     let config = GptConfig {
-        vocab_size: 256,
+        vocab_size,
         n_positions: seq,
-        n_embd: 256,
-        n_layer: 4,
-        n_head: 4,
+        n_embd,
+        n_layer,
+        n_head,
         layer_norm_epsilon: 1e-5,
     };
     let name = format!(
         "L{} C{} NH{} T{seq} B{batch} V{}",
         config.n_layer, config.n_embd, config.n_head, config.vocab_size
     );
-    if let Some(f) = &b.filter {
-        if !format!("train_step/gpt/{name}").contains(f.as_str()) {
-            return Ok(());
-        }
+    if !b.selects(&format!("train_step/gpt/{name}")) {
+        return Ok(());
     }
     let gpu = b.gpu.clone();
     let model = Gpt::new(&gpu, config, 1)?;
     let mut opt = Optimizer::new(&gpu, model.params(), OptimizerKind::gpt_adamw(), Some(1.0))?;
     let mut rng = wgformer::rng::SplitMix64::new(7);
     let tokens: Vec<u32> = (0..batch * (seq + 1))
-        .map(|_| (rng.next_u64() % 256) as u32)
+        .map(|_| (rng.next_u64() % vocab_size as u64) as u32)
         .collect();
     let inputs: Vec<u32> = (0..batch)
         .flat_map(|r| tokens[r * (seq + 1)..][..seq].to_vec())
@@ -58,17 +73,34 @@ pub fn run(b: &mut Bench) -> Result<()> {
     step()?; // warm-up: pipelines, pool
     let steps = 3;
     let before = gpu.counters().snapshot();
+    let cpu0 = crate::harness::process_cpu_ns();
     let t0 = Instant::now();
     let mut encode_s = 0.0;
     for _ in 0..steps {
         encode_s += step()?.1;
     }
     let step_ms = t0.elapsed().as_secs_f64() * 1e3 / steps as f64;
+    let cpu_step_ms = match (cpu0, crate::harness::process_cpu_ns()) {
+        (Some(a), Some(b)) => b.saturating_sub(a) as f64 / 1e6 / steps as f64,
+        _ => 0.0,
+    };
     let encode_ms = encode_s * 1e3 / steps as f64;
     let d = gpu.counters().snapshot() - before;
     let tokens_per_step = (batch * seq) as f64;
     let flops = config.train_flops_per_token(seq) * tokens_per_step;
     let record = b.record_wall("train_step", "gpt", &name, step_ms, flops, 0.0);
+    if cpu_step_ms > 0.0 && gpu.adapter_info().device_type == wgpu::DeviceType::Cpu {
+        // lavapipe runs in this process: CPU time over the cores is the step's
+        // cost on an otherwise idle machine (wall clock swings with other load).
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let ideal_ms = cpu_step_ms / cores;
+        println!(
+            "train_step: CPU time {cpu_step_ms:.0} ms per step over {cores} cores: {:.0} tokens/s, \
+             {:.2} model GFLOP/s with the cores to itself",
+            tokens_per_step / (ideal_ms / 1e3),
+            flops / (ideal_ms * 1e-3) / 1e9
+        );
+    }
     println!(
         "train_step: {:.0} tokens/s, {:.2} model GFLOP/s, encoding {encode_ms:.1} ms ({:.1}% of the step), \
          {} dispatches, {} submits, {} new buffers per step",
@@ -102,6 +134,40 @@ pub fn run(b: &mut Bench) -> Result<()> {
             println!(
                 "    {entry:<36} {count:>4} x  {ms:>9.2} ms  {:>5.1}%",
                 100.0 * ms / total
+            );
+        }
+        // GEMMs by shape: M x K . K x N (batch), transposes, epilogue.
+        let mut by_shape: BTreeMap<String, (usize, f64, f64)> = BTreeMap::new();
+        for t in times.iter().filter(|t| t.entry.starts_with("gemm_fwd")) {
+            let [m, n, k, nb] = [t.params[0], t.params[1], t.params[2], t.params[3]];
+            let c = |name: &str| {
+                t.constants
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| *v)
+                    .unwrap_or(0.0)
+            };
+            let key = format!(
+                "{:<18} {m:>5}x{k:<5}.{k:>5}x{n:<5} b{nb:<3} ta{} tb{} act{} bias{}",
+                t.entry,
+                c("TRANS_A"),
+                c("TRANS_B"),
+                c("ACT"),
+                c("HAS_BIAS")
+            );
+            let e = by_shape.entry(key).or_default();
+            e.0 += 1;
+            e.1 += t.ms;
+            e.2 += 2.0 * m as f64 * n as f64 * k as f64 * nb as f64;
+        }
+        let mut rows: Vec<_> = by_shape.into_iter().collect();
+        rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+        println!("  GEMMs by shape:");
+        for (key, (count, ms, flops)) in rows {
+            println!(
+                "    {key} {count:>3} x {ms:>8.2} ms {:>5.1}% {:>7.2} GFLOP/s",
+                100.0 * ms / total,
+                flops / (ms * 1e-3) / 1e9
             );
         }
     }

@@ -42,7 +42,11 @@ pub struct GenerateArgs {
 }
 
 /// Loads a GPT checkpoint with its tokenizer, refusing other architectures.
-fn load_gpt_with_tokenizer(gpu: &Gpu, dir: &Path, need_tokenizer: bool) -> Result<(Gpt, Option<Box<dyn Tokenizer>>)> {
+fn load_gpt_with_tokenizer(
+    gpu: &Gpu,
+    dir: &Path,
+    need_tokenizer: bool,
+) -> Result<(Gpt, Option<Box<dyn Tokenizer>>)> {
     let t = model_type(dir)?;
     if t != "gpt2" {
         return Err(usage(format!(
@@ -163,7 +167,10 @@ pub fn translate(gpu: &Gpu, a: &TranslateArgs) -> Result<()> {
             eprintln!("note: `{input}` has characters outside the tokenizer's vocabulary (encoded as unk)");
         }
         let hyps = generate::translate(&model, &src, sp.bos, sp.eos, &opts)?;
-        let best = hyps.first().map(|h| tok.decode(&h.tokens)).unwrap_or_default();
+        let best = hyps
+            .first()
+            .map(|h| tok.decode(&h.tokens))
+            .unwrap_or_default();
         println!("{input} -> {best}");
     }
     Ok(())
@@ -193,7 +200,11 @@ pub fn eval(gpu: &Gpu, a: &EvalArgs) -> Result<()> {
         .and_then(|s| s.get("task"))
         .and_then(|t| t.get("data"))
         .cloned();
-    let step = state.as_ref().and_then(|s| s.get("step")).and_then(|s| s.as_u64()).unwrap_or(0) as u32;
+    let step = state
+        .as_ref()
+        .and_then(|s| s.get("step"))
+        .and_then(|s| s.as_u64())
+        .unwrap_or(0) as u32;
     match model_type(dir)?.as_str() {
         "encoder_decoder" => {
             let model = load_transformer(gpu, dir)?;
@@ -217,8 +228,11 @@ pub fn eval(gpu: &Gpu, a: &EvalArgs) -> Result<()> {
                     (tok, all.clone(), all, data)
                 }
                 (None, Some(desc)) => {
-                    let data: Seq2SeqData = serde_json::from_value(desc)
-                        .map_err(|e| usage(format!("the trainer state does not describe pair data ({e}); pass --data")))?;
+                    let data: Seq2SeqData = serde_json::from_value(desc).map_err(|e| {
+                        usage(format!(
+                            "the trainer state does not describe pair data ({e}); pass --data"
+                        ))
+                    })?;
                     let (tok, train, held) = load_pairs(&data.source, Some(tok))?;
                     (tok, train, held, data)
                 }
@@ -246,12 +260,21 @@ pub fn eval(gpu: &Gpu, a: &EvalArgs) -> Result<()> {
                     dir.display()
                 )));
             };
-            let data: GptData = serde_json::from_value(desc)
-                .map_err(|e| usage(format!("the trainer state does not describe text data ({e}); pass --data")))?;
+            let data: GptData = serde_json::from_value(desc).map_err(|e| {
+                usage(format!(
+                    "the trainer state does not describe text data ({e}); pass --data"
+                ))
+            })?;
             let Some(path) = data.data.clone() else {
-                return Err(usage("the run's text file is unknown: pass --data FILE.txt"));
+                return Err(usage(
+                    "the run's text file is unknown: pass --data FILE.txt",
+                ));
             };
-            let dataset = wgformer::data::TextDataset::from_file(&path, tok.as_ref(), data.held_out_fraction)?;
+            let dataset = wgformer::data::TextDataset::from_file(
+                &path,
+                tok.as_ref(),
+                data.held_out_fraction,
+            )?;
             let mut task = GptTask::new(gpu, model, tok, dataset, data)?;
             let m = task.evaluate(true)?;
             println!("{}", eval_line(step, &m));
@@ -275,7 +298,10 @@ fn eval_text(model: &Gpt, tok: &dyn Tokenizer, path: &Path, max_windows: usize) 
         n += s.log_probs.len();
     }
     if n == 0 {
-        return Err(usage(format!("`{}` encodes to fewer than 2 tokens: nothing to score", path.display())));
+        return Err(usage(format!(
+            "`{}` encodes to fewer than 2 tokens: nothing to score",
+            path.display()
+        )));
     }
     let mean = nll / n as f64;
     println!(

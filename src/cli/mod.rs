@@ -20,7 +20,11 @@ pub fn usage(detail: impl Into<String>) -> Error {
 
 /// The architecture of a checkpoint: the `model_type` of its config.json.
 pub fn model_type(dir: &Path) -> Result<String> {
-    if !dir.exists() && !dir.with_file_name(format!("{}.old", file_name(dir))).exists() {
+    if !dir.exists()
+        && !dir
+            .with_file_name(format!("{}.old", file_name(dir)))
+            .exists()
+    {
         return Err(usage(format!(
             "checkpoint `{}` does not exist. Pass the directory a `wgformer train` run saved \
              (its --out, `runs/date` by default)",
@@ -31,11 +35,18 @@ pub fn model_type(dir: &Path) -> Result<String> {
     let text = std::fs::read(&path).map_err(|e| {
         ckpt_error(
             path.display(),
-            format!("cannot read it ({e}): is `{}` a checkpoint directory?", dir.display()),
+            format!(
+                "cannot read it ({e}): is `{}` a checkpoint directory?",
+                dir.display()
+            ),
         )
     })?;
-    let json: serde_json::Value = serde_json::from_slice(&text)
-        .map_err(|e| ckpt_error(path.display(), format!("not valid JSON ({e}): fix or re-save it")))?;
+    let json: serde_json::Value = serde_json::from_slice(&text).map_err(|e| {
+        ckpt_error(
+            path.display(),
+            format!("not valid JSON ({e}): fix or re-save it"),
+        )
+    })?;
     match json.get("model_type").and_then(|v| v.as_str()) {
         Some(t) => Ok(t.to_string()),
         None => Err(ckpt_error(
@@ -46,7 +57,9 @@ pub fn model_type(dir: &Path) -> Result<String> {
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// The tokenizer saved in a checkpoint, checked against the model's vocabulary.
@@ -73,7 +86,10 @@ pub fn read_text(path: &Path) -> Result<String> {
         ))
     })?;
     if bytes.is_empty() {
-        return Err(usage(format!("`{}` is empty. Pass a file with text to train on", path.display())));
+        return Err(usage(format!(
+            "`{}` is empty. Pass a file with text to train on",
+            path.display()
+        )));
     }
     String::from_utf8(bytes).map_err(|e| {
         usage(format!(

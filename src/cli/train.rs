@@ -195,15 +195,23 @@ fn options(a: &TrainArgs, kind: ModelKind, d_model: usize) -> Result<TrainOption
     let (steps, optimizer, schedule, eps, eval_every) = match kind {
         ModelKind::Encdec => {
             let date = DateTaskSetup::default();
-            let steps = a.steps.unwrap_or(if a.data.is_none() { date.steps } else { 4000 });
-            let warmup = a.warmup.unwrap_or(if a.data.is_none() { date.warmup } else { 4000 });
+            let steps = a
+                .steps
+                .unwrap_or(if a.data.is_none() { date.steps } else { 4000 });
+            let warmup = a
+                .warmup
+                .unwrap_or(if a.data.is_none() { date.warmup } else { 4000 });
             (
                 steps,
                 OptimizerChoice::paper_adam(),
                 Schedule::Noam {
                     d_model,
                     warmup,
-                    factor: a.lr.unwrap_or(if a.data.is_none() { date.lr_factor } else { 1.0 }),
+                    factor: a.lr.unwrap_or(if a.data.is_none() {
+                        date.lr_factor
+                    } else {
+                        1.0
+                    }),
                 },
                 0.1,
                 steps / 4,
@@ -277,7 +285,13 @@ fn new_seq2seq(gpu: &Gpu, a: &TrainArgs) -> Result<Seq2SeqTask> {
     let model = match model {
         Some(m) => m,
         None => {
-            let longest = train.pairs.iter().chain(&held.pairs).map(|p| p.0.len().max(p.1.len() + 1)).max().unwrap_or(1);
+            let longest = train
+                .pairs
+                .iter()
+                .chain(&held.pairs)
+                .map(|p| p.0.len().max(p.1.len() + 1))
+                .max()
+                .unwrap_or(1);
             let base = if date {
                 setup.config(tokenizer.vocab_size())
             } else {
@@ -292,7 +306,11 @@ fn new_seq2seq(gpu: &Gpu, a: &TrainArgs) -> Result<Seq2SeqTask> {
             let layers_dec = a.layers.unwrap_or(base.n_decoder_layers);
             let config = TransformerConfig {
                 d_model: d,
-                d_ff: a.d_ff.unwrap_or(if a.d_model.is_some() { 4 * d } else { base.d_ff }),
+                d_ff: a.d_ff.unwrap_or(if a.d_model.is_some() {
+                    4 * d
+                } else {
+                    base.d_ff
+                }),
                 n_heads: a.heads.unwrap_or(base.n_heads),
                 n_encoder_layers: layers_enc,
                 n_decoder_layers: layers_dec,
@@ -362,7 +380,10 @@ fn new_gpt(gpu: &Gpu, a: &TrainArgs) -> Result<GptTask> {
 
 fn train_bpe(path: &Path, vocab: usize) -> Result<BpeTokenizer> {
     let text = read_text(path)?;
-    eprintln!("training a BPE tokenizer of {vocab} tokens on {}", path.display());
+    eprintln!(
+        "training a BPE tokenizer of {vocab} tokens on {}",
+        path.display()
+    );
     BpeTokenizer::train(&text, vocab)
 }
 
@@ -398,8 +419,12 @@ fn resume(gpu: &Gpu, a: &TrainArgs, dir: &Path) -> Result<()> {
     let how = Start::Resume(dir.to_path_buf(), a.steps, out);
     match model_type(dir)?.as_str() {
         "encoder_decoder" => {
-            let mut data: Seq2SeqData = serde_json::from_value(data_desc)
-                .map_err(|e| usage(format!("the trainer state of `{}` does not describe pair data ({e})", dir.display())))?;
+            let mut data: Seq2SeqData = serde_json::from_value(data_desc).map_err(|e| {
+                usage(format!(
+                    "the trainer state of `{}` does not describe pair data ({e})",
+                    dir.display()
+                ))
+            })?;
             if let (Some(path), PairSource::Tsv { path: p, .. }) = (&a.data, &mut data.source) {
                 *p = path.clone();
             }
@@ -411,8 +436,12 @@ fn resume(gpu: &Gpu, a: &TrainArgs, dir: &Path) -> Result<()> {
             finish_seq2seq(&mut task, how, a)
         }
         "gpt2" => {
-            let mut data: GptData = serde_json::from_value(data_desc)
-                .map_err(|e| usage(format!("the trainer state of `{}` does not describe text data ({e})", dir.display())))?;
+            let mut data: GptData = serde_json::from_value(data_desc).map_err(|e| {
+                usage(format!(
+                    "the trainer state of `{}` does not describe text data ({e})",
+                    dir.display()
+                ))
+            })?;
             if let Some(path) = &a.data {
                 data.data = Some(path.clone());
             }
@@ -426,7 +455,9 @@ fn resume(gpu: &Gpu, a: &TrainArgs, dir: &Path) -> Result<()> {
             let mut task = GptTask::new(gpu, model, tok, dataset, data)?;
             finish_gpt(&mut task, how)
         }
-        other => Err(usage(format!("cannot resume a `{other}` checkpoint: wgformer trains gpt2 and encoder_decoder models"))),
+        other => Err(usage(format!(
+            "cannot resume a `{other}` checkpoint: wgformer trains gpt2 and encoder_decoder models"
+        ))),
     }
 }
 
@@ -477,7 +508,10 @@ fn finish_seq2seq(task: &mut Seq2SeqTask, how: Start, a: &TrainArgs) -> Result<(
 fn finish_gpt(task: &mut GptTask, how: Start) -> Result<()> {
     let summary = run_trainer(task, how)?;
     if let Some(m) = &summary.eval {
-        println!("{}", wgformer::train::progress::eval_line(summary.state.step, m));
+        println!(
+            "{}",
+            wgformer::train::progress::eval_line(summary.state.step, m)
+        );
     }
     Ok(())
 }

@@ -52,7 +52,10 @@ impl<'a> GptDecoder<'a> {
     pub fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         let v = self.model.config.vocab_size;
         if tokens.is_empty() {
-            return Err(Error::invalid("generate", "no tokens to feed: give at least one"));
+            return Err(Error::invalid(
+                "generate",
+                "no tokens to feed: give at least one",
+            ));
         }
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= v) {
             return Err(Error::invalid(
@@ -84,7 +87,10 @@ impl<'a> GptDecoder<'a> {
             logits
         } else {
             let rows = logits.reshape(&[n, v])?;
-            crate::kernels::embedding::embedding(&rows, &Tensor::from_u32(&gpu, &[n as u32 - 1], &[1])?)?
+            crate::kernels::embedding::embedding(
+                &rows,
+                &Tensor::from_u32(&gpu, &[n as u32 - 1], &[1])?,
+            )?
         };
         last.to_vec()
     }
@@ -203,7 +209,10 @@ pub fn score(model: &Gpt, ids: &[u32]) -> Result<Score> {
     let nll = out.loss.to_vec()?;
     let log_probs: Vec<f32> = nll.iter().map(|&x| -x).collect();
     let mean_nll = nll.iter().map(|&x| x as f64).sum::<f64>() / n as f64;
-    Ok(Score { log_probs, mean_nll })
+    Ok(Score {
+        log_probs,
+        mean_nll,
+    })
 }
 
 /// The GPU a model's weights live on.

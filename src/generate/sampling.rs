@@ -89,7 +89,10 @@ pub fn log_softmax(logits: &[f32]) -> Vec<f64> {
 pub fn candidates(logits: &[f32], opts: &SamplingOptions) -> Result<Vec<(u32, f64)>> {
     opts.validate()?;
     if logits.is_empty() {
-        return Err(Error::invalid("sampling", "empty logits row (vocabulary of 0 tokens)"));
+        return Err(Error::invalid(
+            "sampling",
+            "empty logits row (vocabulary of 0 tokens)",
+        ));
     }
     if opts.is_greedy() {
         return Ok(vec![(argmax(logits), 1.0)]);
@@ -105,7 +108,11 @@ pub fn candidates(logits: &[f32], opts: &SamplingOptions) -> Result<Vec<(u32, f6
             "every logit is NaN: the model's weights are broken (retrain or reload them)",
         ));
     }
-    ids.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]).then(a.cmp(&b)));
+    ids.sort_by(|&a, &b| {
+        logits[b as usize]
+            .total_cmp(&logits[a as usize])
+            .then(a.cmp(&b))
+    });
     if let Some(k) = opts.top_k.filter(|&k| k > 0) {
         ids.truncate(k);
     }

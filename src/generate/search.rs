@@ -29,7 +29,12 @@ pub fn length_penalty(len: usize, alpha: f32) -> f64 {
 /// Greedy decoding of every row at once: starts each row with `bos`, appends the
 /// most likely token until `eos` or `max_len` tokens. Returns each row's tokens
 /// without `eos`.
-pub fn greedy(dec: &mut dyn StepDecoder, bos: u32, eos: u32, max_len: usize) -> Result<Vec<Vec<u32>>> {
+pub fn greedy(
+    dec: &mut dyn StepDecoder,
+    bos: u32,
+    eos: u32,
+    max_len: usize,
+) -> Result<Vec<Vec<u32>>> {
     let rows = dec.rows();
     let mut out = vec![Vec::new(); rows];
     let mut done = vec![false; rows];
@@ -98,15 +103,26 @@ pub struct Hypothesis {
 /// live, or no live hypothesis can beat the best finished one; at `max_len` tokens
 /// the surviving extensions end unfinished (`finished: false`). Returns the ended
 /// hypotheses, best score first.
-pub fn beam_search(dec: &mut dyn StepDecoder, bos: u32, eos: u32, opts: &BeamOptions) -> Result<Vec<Hypothesis>> {
+pub fn beam_search(
+    dec: &mut dyn StepDecoder,
+    bos: u32,
+    eos: u32,
+    opts: &BeamOptions,
+) -> Result<Vec<Hypothesis>> {
     let k = opts.beam_size;
     if k == 0 {
-        return Err(Error::invalid("beam_search", "beam size 0: use 1 (greedy) or more"));
+        return Err(Error::invalid(
+            "beam_search",
+            "beam size 0: use 1 (greedy) or more",
+        ));
     }
     if dec.rows() != k {
         return Err(Error::invalid(
             "beam_search",
-            format!("the decoder has {} rows but the beam size is {k}: build it with one row per beam", dec.rows()),
+            format!(
+                "the decoder has {} rows but the beam size is {k}: build it with one row per beam",
+                dec.rows()
+            ),
         ));
     }
     let lp = |len: usize| length_penalty(len, opts.alpha);
@@ -125,7 +141,11 @@ pub fn beam_search(dec: &mut dyn StepDecoder, bos: u32, eos: u32, opts: &BeamOpt
             // The k best tokens of this row suffice: the k best overall are among them.
             let mut ids: Vec<u32> = (0..v as u32).collect();
             let top = k.min(v);
-            ids.select_nth_unstable_by(top - 1, |&a, &b| logp[b as usize].total_cmp(&logp[a as usize]).then(a.cmp(&b)));
+            ids.select_nth_unstable_by(top - 1, |&a, &b| {
+                logp[b as usize]
+                    .total_cmp(&logp[a as usize])
+                    .then(a.cmp(&b))
+            });
             for &id in &ids[..top] {
                 cands.push((score + logp[id as usize], r, id));
             }
@@ -161,14 +181,19 @@ pub fn beam_search(dec: &mut dyn StepDecoder, bos: u32, eos: u32, opts: &BeamOpt
         }
         // Log-probs only fall as tokens are added and lp grows at most to
         // lp(max_len): a live hypothesis scores at best raw / lp(max_len).
-        let best_done = finished.iter().map(|h| h.score).fold(f64::NEG_INFINITY, f64::max);
+        let best_done = finished
+            .iter()
+            .map(|h| h.score)
+            .fold(f64::NEG_INFINITY, f64::max);
         let best_live = live.iter().map(|h| h.1).fold(f64::NEG_INFINITY, f64::max);
         if opts.alpha >= 0.0 && best_done >= best_live / lp(opts.max_len) {
             break;
         }
         let index: Vec<usize> = (0..k).map(|r| parents[r.min(parents.len() - 1)]).collect();
         dec.reorder(&index)?;
-        feed = (0..k).map(|r| *live[r.min(live.len() - 1)].0.last().unwrap_or(&bos)).collect();
+        feed = (0..k)
+            .map(|r| *live[r.min(live.len() - 1)].0.last().unwrap_or(&bos))
+            .collect();
     }
     finished.sort_by(|a, b| b.score.total_cmp(&a.score));
     Ok(finished)

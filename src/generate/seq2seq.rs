@@ -21,7 +21,12 @@ pub struct Seq2SeqDecoder<'a> {
 impl<'a> Seq2SeqDecoder<'a> {
     /// Encodes `sources` (padded with `pad`, masked) for decoding up to `max_len`
     /// target tokens each.
-    pub fn new(model: &'a Transformer, sources: &[Vec<u32>], pad: u32, max_len: usize) -> Result<Self> {
+    pub fn new(
+        model: &'a Transformer,
+        sources: &[Vec<u32>],
+        pad: u32,
+        max_len: usize,
+    ) -> Result<Self> {
         let (src, mask) = pad_sources(model, sources, pad)?;
         let state = model.encode_for_decoding(&src, Some(&mask))?;
         let cache = model.new_cache(sources.len(), decode_len(model, max_len)?)?;
@@ -34,9 +39,17 @@ impl<'a> Seq2SeqDecoder<'a> {
     }
 
     /// Encodes one `source` once and shares it between `beams` rows.
-    pub fn with_beams(model: &'a Transformer, source: &[u32], beams: usize, max_len: usize) -> Result<Self> {
+    pub fn with_beams(
+        model: &'a Transformer,
+        source: &[u32],
+        beams: usize,
+        max_len: usize,
+    ) -> Result<Self> {
         if beams == 0 {
-            return Err(Error::invalid("translate", "beam size 0: use 1 (greedy) or more"));
+            return Err(Error::invalid(
+                "translate",
+                "beam size 0: use 1 (greedy) or more",
+            ));
         }
         let (src, mask) = pad_sources(model, std::slice::from_ref(&source.to_vec()), 0)?;
         let mut state = model.encode_for_decoding(&src, Some(&mask))?;
@@ -61,7 +74,9 @@ impl StepDecoder for Seq2SeqDecoder<'_> {
     fn step(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         let gpu = self.model.params()[0].value().gpu().clone();
         let ids = Tensor::from_u32(&gpu, tokens, &[tokens.len(), 1])?;
-        self.model.decode_step(&self.state, &mut self.cache, &ids)?.to_vec()
+        self.model
+            .decode_step(&self.state, &mut self.cache, &ids)?
+            .to_vec()
     }
 
     fn reorder(&mut self, index: &[usize]) -> Result<()> {
@@ -78,7 +93,10 @@ impl StepDecoder for Seq2SeqDecoder<'_> {
 /// positions.
 fn decode_len(model: &Transformer, max_len: usize) -> Result<usize> {
     if max_len == 0 {
-        return Err(Error::invalid("translate", "a maximum target length of 0: use at least 1"));
+        return Err(Error::invalid(
+            "translate",
+            "a maximum target length of 0: use at least 1",
+        ));
     }
     Ok(max_len.min(model.config.max_len))
 }
@@ -146,7 +164,13 @@ pub fn translate_greedy(
 
 /// Beam search translation of one source; hypotheses best first
 /// (`opts.beam_size` = 1 is greedy decoding).
-pub fn translate(model: &Transformer, source: &[u32], bos: u32, eos: u32, opts: &BeamOptions) -> Result<Vec<Hypothesis>> {
+pub fn translate(
+    model: &Transformer,
+    source: &[u32],
+    bos: u32,
+    eos: u32,
+    opts: &BeamOptions,
+) -> Result<Vec<Hypothesis>> {
     let max_len = decode_len(model, opts.max_len)?;
     let mut dec = Seq2SeqDecoder::with_beams(model, source, opts.beam_size, max_len)?;
     beam_search(&mut dec, bos, eos, &BeamOptions { max_len, ..*opts })

@@ -7,7 +7,7 @@
 use super::counters::Counters;
 use super::pipelines::{Shader, PARAMS_BINDING_SIZE};
 use super::pool::{BufferPool, READBACK_USAGE};
-use super::readback::MapFuture;
+use super::readback::{MapFuture, WorkDoneFuture};
 use super::Gpu;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -38,6 +38,8 @@ pub(crate) struct Batch {
     align: usize,
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     timing: Option<Timing>,
+    /// A `time_gpu_ms` pass is being encoded.
+    timing_open: bool,
     pub(crate) profiler: Option<super::profile::Profiler>,
 }
 
@@ -64,6 +66,7 @@ impl Batch {
             align: (limits.min_uniform_buffer_offset_alignment as usize)
                 .max(PARAMS_BINDING_SIZE as usize),
             timing: None,
+            timing_open: false,
             profiler: None,
         }
     }
@@ -116,6 +119,13 @@ impl Gpu {
     pub(crate) fn encode_with(&self, f: impl FnOnce(&mut wgpu::CommandEncoder)) {
         let mut batch = self.batch();
         f(batch.encoder(&self.inner.device));
+    }
+
+    /// Whether a timed pass ([`Gpu::time_gpu_ms`]) or a per-op profile is being
+    /// recorded: measuring something else now (autotune) would end or pollute it.
+    pub fn timing_in_progress(&self) -> bool {
+        let b = self.batch();
+        b.timing_open || b.profiler.is_some()
     }
 
     /// Encodes one kernel launch into the pending batch.
@@ -196,7 +206,10 @@ impl Gpu {
                 entries: &entries,
             })
         });
-        let profiled = batch.profiler.as_mut().and_then(|p| p.next_writes(d.entry));
+        let profiled = batch
+            .profiler
+            .as_mut()
+            .and_then(|p| p.next_writes(d.entry, d.workgroups, d.params, d.constants));
         if let Some((queries, first)) = &profiled {
             let pass = batch
                 .encoder(&g.device)
@@ -265,6 +278,16 @@ impl Gpu {
             .device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::Gpu(e.to_string()))?;
+        self.take_device_error()
+    }
+
+    /// Submits the pending batch and waits until the GPU has finished all
+    /// submitted work: the async form of `sync`, usable in the browser (where
+    /// nothing may block) to time work with the wall clock.
+    pub async fn finish(&self) -> Result<()> {
+        self.flush()?;
+        let g = &self.inner;
+        WorkDoneFuture::submitted_work_done(&g.queue, &g.device).await;
         self.take_device_error()
     }
 
@@ -340,8 +363,10 @@ impl Gpu {
                 })
                 .forget_lifetime();
             batch.pass = Some(pass);
+            batch.timing_open = true;
         }
         let encoded = encode();
+        self.batch().timing_open = false;
         let staging = BufferPool::take(g, 16, READBACK_USAGE, "wgformer timestamp readback", false);
         {
             let mut batch = self.batch();

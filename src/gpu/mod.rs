@@ -16,11 +16,17 @@ pub(crate) use pool::PooledBuffer;
 pub use profile::OpTime;
 
 use crate::error::{Error, Result};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Environment variable that keeps only adapters whose name contains its value
 /// (case-insensitive), e.g. `WGFORMER_ADAPTER=llvmpipe`.
 pub const ADAPTER_ENV: &str = "WGFORMER_ADAPTER";
+
+/// Environment variable that hides the adapter's subgroup operations from
+/// wgformer's kernels when set to `off` (or `0`): the kernels without subgroups
+/// run instead (for comparisons and for drivers with broken subgroups).
+pub const SUBGROUPS_ENV: &str = "WGFORMER_SUBGROUPS";
 
 /// Optional device features wgformer uses when the adapter has them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,8 +52,12 @@ pub(crate) struct GpuInner {
     pub pool: pool::BufferPool,
     pub pipelines: pipelines::PipelineCache,
     pub batch: Mutex<batch::Batch>,
+    /// Kernel choices measured on this device (autotune), by kernel + shape class.
+    pub tuned: Mutex<std::collections::HashMap<String, String>>,
     /// First uncaptured wgpu error since the last check; surfaced on the next flush.
     pub device_error: Arc<Mutex<Option<String>>>,
+    /// Set once the device is lost (driver reset, browser reclaimed it, destroyed).
+    pub lost: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -119,8 +129,10 @@ impl Gpu {
                 *slot = Some(e.to_string());
             }
         }));
-        let lost = device_error.clone();
+        let lost_flag = Arc::new(AtomicBool::new(false));
+        let (lost, flag) = (device_error.clone(), lost_flag.clone());
         device.set_device_lost_callback(move |reason, msg| {
+            flag.store(true, Ordering::SeqCst);
             let mut slot = lost.lock().unwrap_or_else(|p| p.into_inner());
             if slot.is_none() {
                 *slot = Some(format!("device lost ({reason:?}): {msg}"));
@@ -138,6 +150,7 @@ impl Gpu {
                 pool: pool::BufferPool::default(),
                 pipelines: pipelines::PipelineCache::default(),
                 batch: Mutex::new(batch),
+                tuned: Mutex::default(),
                 counters: Counters::default(),
                 device,
                 queue,
@@ -145,6 +158,7 @@ impl Gpu {
                 limits,
                 features,
                 device_error,
+                lost: lost_flag,
             }),
         })
     }
@@ -167,6 +181,30 @@ impl Gpu {
     pub fn counters(&self) -> &Counters {
         &self.inner.counters
     }
+    /// The subgroup size every subgroup of this device has, when the adapter
+    /// has subgroup operations and a fixed size (lavapipe: 8); kernels written
+    /// for one subgroup size use this to decide whether they may run.
+    /// `None` as well when [`SUBGROUPS_ENV`] is `off`.
+    pub fn fixed_subgroup_size(&self) -> Option<u32> {
+        let i = &self.inner.info;
+        let off = matches!(
+            std::env::var(SUBGROUPS_ENV).as_deref(),
+            Ok("off" | "0" | "false" | "no")
+        );
+        (self.inner.features.subgroups && i.subgroup_min_size == i.subgroup_max_size && !off)
+            .then_some(i.subgroup_min_size)
+    }
+
+    /// A kernel choice measured earlier on this device (see [`Gpu::set_tuned`]).
+    pub fn tuned(&self, key: &str) -> Option<String> {
+        lock(&self.inner.tuned).get(key).cloned()
+    }
+
+    /// Remembers a measured kernel choice for the life of this `Gpu`.
+    pub fn set_tuned(&self, key: &str, value: &str) {
+        lock(&self.inner.tuned).insert(key.to_string(), value.to_string());
+    }
+
     /// `"<name> (<backend>)"`, for logs and benchmark records.
     pub fn adapter_name(&self) -> String {
         format!("{} ({:?})", self.inner.info.name, self.inner.info.backend)
@@ -176,6 +214,12 @@ impl Gpu {
     pub fn max_binding_bytes(&self) -> u64 {
         (self.inner.limits.max_storage_buffer_binding_size as u64)
             .min(self.inner.limits.max_buffer_size)
+    }
+
+    /// True once the device is lost: every later call fails, and a new `Gpu`
+    /// (and new tensors) is the only way on.
+    pub fn is_lost(&self) -> bool {
+        self.inner.lost.load(Ordering::SeqCst)
     }
 
     /// Returns (and clears) an error wgpu reported asynchronously.
@@ -231,6 +275,10 @@ impl Gpu {
             yes(f.subgroups),
         )
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 async fn pick_adapter(filter: Option<&str>) -> Result<wgpu::Adapter> {

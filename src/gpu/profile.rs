@@ -9,19 +9,33 @@ use crate::error::{Error, Result};
 /// Timestamp pairs one profiling session can hold (wgpu caps a query set at 4096 queries).
 pub(crate) const MAX_PROFILED: u32 = 2048;
 
+/// What is recorded of a profiled dispatch besides its times.
+pub(crate) type Label = (&'static str, [u32; 3], Vec<u32>, Vec<(&'static str, f64)>);
+
 pub(crate) struct Profiler {
     pub queries: wgpu::QuerySet,
-    pub labels: Vec<&'static str>,
+    pub labels: Vec<Label>,
 }
 
 impl Profiler {
     /// Timestamp writes for the next dispatch, or None once the set is full.
-    pub fn next_writes(&mut self, label: &'static str) -> Option<(wgpu::QuerySet, u32)> {
+    pub fn next_writes(
+        &mut self,
+        label: &'static str,
+        workgroups: [u32; 3],
+        params: &[u8],
+        constants: &[(&'static str, f64)],
+    ) -> Option<(wgpu::QuerySet, u32)> {
         let i = self.labels.len() as u32;
         if i >= MAX_PROFILED {
             return None;
         }
-        self.labels.push(label);
+        let words = params
+            .chunks_exact(4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+            .collect();
+        self.labels
+            .push((label, workgroups, words, constants.to_vec()));
         Some((self.queries.clone(), 2 * i))
     }
 }
@@ -32,6 +46,12 @@ pub struct OpTime {
     /// The kernel's entry point.
     pub entry: &'static str,
     pub ms: f64,
+    /// The dispatch's grid.
+    pub workgroups: [u32; 3],
+    /// The kernel's Params struct as 32-bit words (sizes, for breakdowns by shape).
+    pub params: Vec<u32>,
+    /// The pipeline's override constants (variants, tiles, transposes).
+    pub constants: Vec<(&'static str, f64)>,
 }
 
 impl Gpu {
@@ -98,9 +118,12 @@ impl Gpu {
             .labels
             .iter()
             .enumerate()
-            .map(|(i, &entry)| OpTime {
+            .map(|(i, (entry, workgroups, params, constants))| OpTime {
                 entry,
                 ms: ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period_ns / 1e6,
+                workgroups: *workgroups,
+                params: params.clone(),
+                constants: constants.clone(),
             })
             .collect())
     }

@@ -29,9 +29,12 @@
 //! --bench kernels -- attention` (llvmpipe, LLVM 15, 2 cores; B=4, NH=12, HS=64,
 //! causal): T=256 37 ms fused vs 121 ms unfused (3.2x), T=1024 670 ms vs 1606 ms
 //! (2.4x); new buffers 12 MiB fused (O and L) vs 99 MiB unfused at T=1024. On
-//! GPUs this register tile (8 rows x 2 HS floats per thread) is too large; a
-//! GPU variant (a row per thread or fewer, K/V shared by more threads) is to
-//! be measured and picked per adapter like the GEMM's.
+//! GPUs this register tile (8 rows x 2 HS floats per thread) is far too large
+//! (H100, B=4 NH=12 T=1024 HS=64 causal: forward 13.3 ms vs 1.16 ms unfused,
+//! backward 84 ms vs 3.0 ms), so GPUs get a second work split,
+//! shaders/attention_gpu.wgsl: 128-thread workgroups of 64 rows (keys), both
+//! operands of each product staged in workgroup memory, 4 x 4 register tiles
+//! (see [`AttentionKernel`], [`ATTENTION_ENV`]).
 //!
 //! The fused backward (flash attention 2) keeps the same layout: in
 //! `attention_bwd_dkdv` each thread holds 8 keys' K, V, dK and dV rows (4 keys
@@ -48,9 +51,9 @@
 
 use super::gemm::{gemm, GemmOptions};
 use super::softmax::{softmax, softmax_bwd, SoftmaxOptions};
-use super::{grid_1d, groups, ATTENTION_WGSL, MAX_GROUPS_PER_DIM};
+use super::{grid_1d, groups, ATTENTION_GPU_WGSL, ATTENTION_WGSL, MAX_GROUPS_PER_DIM};
 use crate::error::{Error, Result};
-use crate::gpu::Dispatch;
+use crate::gpu::{Dispatch, Gpu};
 use crate::tensor::{DType, Tensor};
 
 /// Largest head size the fused kernel supports (each thread holds its query
@@ -81,6 +84,118 @@ const MAX_BK: usize = 32;
 fn keys_per_tile(nb: usize, workgroup_bytes: usize) -> usize {
     let per_key = 2 * nb * 16 * 4 + 4;
     (workgroup_bytes / per_key / 4 * 4).min(MAX_BK)
+}
+
+/// Environment variable that picks the work split of the fused kernels:
+/// `gpu` (shaders/attention_gpu.wgsl: 64-128-thread workgroups, both operands
+/// of every product in workgroup memory, small register tiles) or `cpu`
+/// (shaders/attention.wgsl: 16 threads of 8 rows each, the head in registers).
+/// Unset or `auto`: `cpu` on CPU adapters (lavapipe), `gpu` elsewhere. Results
+/// agree to rounding either way; the tests use it to run both on one adapter.
+pub const ATTENTION_ENV: &str = "WGFORMER_ATTENTION";
+
+/// Which work split the fused kernels use ([`attention_fwd_with`],
+/// [`attention_bwd_with`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AttentionKernel {
+    /// [`ATTENTION_ENV`] if set, else by adapter type (CPU adapters: `Cpu`).
+    #[default]
+    Auto,
+    /// Few threads, many rows each, the head in registers: fast on lavapipe,
+    /// 10-30x slower than `Gpu` on an H100.
+    Cpu,
+    /// Workgroups of 4 G rows x TX lanes with register-blocked tile products
+    /// from workgroup memory. Falls back to `Cpu` where no tile set fits the
+    /// device's workgroup memory.
+    Gpu,
+}
+
+impl AttentionKernel {
+    /// `Cpu` or `Gpu`: what `self` means on `gpu`.
+    pub fn resolve(self, gpu: &Gpu) -> AttentionKernel {
+        match self {
+            AttentionKernel::Auto => match std::env::var(ATTENTION_ENV).as_deref() {
+                Ok("gpu") => AttentionKernel::Gpu,
+                Ok("cpu") => AttentionKernel::Cpu,
+                _ if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu => {
+                    AttentionKernel::Cpu
+                }
+                _ => AttentionKernel::Gpu,
+            },
+            k => k,
+        }
+    }
+}
+
+/// The three kernels of shaders/attention_gpu.wgsl.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum GpuPass {
+    Fwd,
+    DkDv,
+    Dq,
+}
+
+/// Tile sizes of the GPU kernels (their override constants): `g` groups of
+/// four rows (keys), `tx` lanes per group, `bt` columns per streamed tile,
+/// `dv` vec4s per staged head row.
+#[derive(Clone, Copy, Debug)]
+struct GpuTiles {
+    g: usize,
+    tx: usize,
+    bt: usize,
+    dv: usize,
+}
+
+impl GpuTiles {
+    /// Workgroup memory the kernel declares (mirrors the shader's arrays).
+    fn bytes(&self, pass: GpuPass) -> usize {
+        let own = 4 * self.g * self.dv; // vec4s of wa (and wb)
+        let tile = 2 * self.bt * (self.dv + 1); // ta and tb
+        let pt = self.bt * (self.g + 1);
+        match pass {
+            GpuPass::Fwd => 16 * (own + tile + pt + self.tx * (self.g + 1)) + 4 * self.bt,
+            GpuPass::DkDv => 16 * (2 * own + tile + pt) + 8 * self.bt,
+            GpuPass::Dq => 16 * (2 * own + tile + pt) + 4 * self.bt,
+        }
+    }
+
+    fn constants(&self, hs: usize) -> [(&'static str, f64); 6] {
+        [
+            ("G", self.g as f64),
+            ("TX", self.tx as f64),
+            ("BT", self.bt as f64),
+            ("DV", self.dv as f64),
+            ("NT", (self.g * self.tx) as f64),
+            ("VEC", hs.is_multiple_of(4) as u8 as f64),
+        ]
+    }
+}
+
+/// The largest tiles of `pass` for head size `hs` that fit `workgroup_bytes`,
+/// best first. The first entries are for GPUs with 48 KiB (HS = 64: 64 rows x
+/// 32 keys forward, 64 keys x 16 rows and 64 rows x 16 keys backward, 128
+/// threads, ~44 KiB); the smaller ones let the same kernels run within 32 KiB
+/// (lavapipe) and at HS = 128. `None`: nothing fits (use the CPU kernels).
+fn gpu_tiles(pass: GpuPass, hs: usize, workgroup_bytes: usize) -> Option<GpuTiles> {
+    const FWD: &[(usize, usize, usize)] = &[
+        (16, 8, 32),
+        (8, 8, 32),
+        (8, 8, 16),
+        (4, 8, 16),
+        (4, 8, 8),
+        (2, 8, 8),
+    ];
+    const BWD: &[(usize, usize, usize)] =
+        &[(16, 8, 16), (8, 8, 16), (4, 8, 16), (4, 8, 8), (2, 8, 8)];
+    let list = if pass == GpuPass::Fwd { FWD } else { BWD };
+    list.iter()
+        .map(|&(g, tx, bt)| GpuTiles {
+            g,
+            tx,
+            bt,
+            dv: hs.div_ceil(4).div_ceil(tx) * tx,
+        })
+        .find(|t| t.dv <= 4 * t.tx && t.bt <= 4 * t.tx && t.bytes(pass) <= workgroup_bytes)
 }
 
 /// Options of [`attention_fwd`] and [`attention_unfused`].
@@ -191,6 +306,18 @@ pub fn attention_fwd(
     v: &Tensor,
     opts: &AttentionOptions,
 ) -> Result<(Tensor, Tensor)> {
+    attention_fwd_with(q, k, v, opts, AttentionKernel::Auto)
+}
+
+/// [`attention_fwd`] with the work split chosen by the caller (benchmarks and
+/// tests compare them; everyone else wants `Auto`).
+pub fn attention_fwd_with(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    opts: &AttentionOptions,
+    kernel: AttentionKernel,
+) -> Result<(Tensor, Tensor)> {
     const OP: &str = "attention_fwd";
     let d = check(OP, q, k, v, opts)?;
     if d.hs > MAX_HEAD_SIZE {
@@ -204,6 +331,30 @@ pub fn attention_fwd(
         ));
     }
     let gpu = q.gpu();
+    let wg_bytes = gpu.limits().max_compute_workgroup_storage_size as usize;
+    if kernel.resolve(gpu) == AttentionKernel::Gpu {
+        if let Some(t) = gpu_tiles(GpuPass::Fwd, d.hs, wg_bytes) {
+            let tiles = d.tq.div_ceil(4 * t.g);
+            for (what, n) in [("query tiles", tiles), ("heads", d.nh), ("batch", d.b)] {
+                if n > MAX_GROUPS_PER_DIM as usize {
+                    return Err(too_many_groups(OP, what, n));
+                }
+            }
+            let o = Tensor::empty(gpu, &[d.b, d.nh, d.tq, d.hs], DType::F32)?;
+            let lse = Tensor::empty(gpu, &[d.b, d.nh, d.tq], DType::F32)?;
+            let p = params(&d, opts.scale * std::f32::consts::LOG2_E, opts);
+            gpu.dispatch(&Dispatch {
+                shader: &ATTENTION_GPU_WGSL,
+                entry: "attention_fwd_gpu",
+                constants: &t.constants(d.hs),
+                params: bytemuck::bytes_of(&p),
+                reads: &[q, k, v, opts.key_mask.unwrap_or(q)],
+                writes: &[&o, &lse],
+                workgroups: [tiles as u32, d.nh as u32, d.b as u32],
+            })?;
+            return Ok((o, lse));
+        }
+    }
     let nb = d.hs.div_ceil(16);
     let rg = row_groups(nb);
     let tiles = d.tq.div_ceil(BQ * 4 * rg);
@@ -212,7 +363,7 @@ pub fn attention_fwd(
             return Err(too_many_groups(OP, what, n));
         }
     }
-    let bk = keys_per_tile(nb, gpu.limits().max_compute_workgroup_storage_size as usize);
+    let bk = keys_per_tile(nb, wg_bytes);
     if bk < 4 {
         return Err(Error::TooLarge {
             what: format!("{OP} with head size {}", d.hs),
@@ -444,6 +595,21 @@ pub fn attention_bwd(
     d_o: &Tensor,
     opts: &AttentionOptions,
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    attention_bwd_with(q, k, v, o, l, d_o, opts, AttentionKernel::Auto)
+}
+
+/// [`attention_bwd`] with the work split chosen by the caller.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bwd_with(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    o: &Tensor,
+    l: &Tensor,
+    d_o: &Tensor,
+    opts: &AttentionOptions,
+    kernel: AttentionKernel,
+) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "attention_bwd";
     let d = check(OP, q, k, v, opts)?;
     check_bwd_extra(OP, &d, Some(o), Some(l), d_o)?;
@@ -458,10 +624,19 @@ pub fn attention_bwd(
         ));
     }
     let gpu = q.gpu();
+    let wg_bytes = gpu.limits().max_compute_workgroup_storage_size as usize;
+    let gpu_split = match kernel.resolve(gpu) {
+        AttentionKernel::Gpu => {
+            gpu_tiles(GpuPass::DkDv, d.hs, wg_bytes).zip(gpu_tiles(GpuPass::Dq, d.hs, wg_bytes))
+        }
+        _ => None,
+    };
     let nb = d.hs.div_ceil(16);
     let (rg, kg) = (row_groups(nb), key_groups(nb));
-    let q_tiles = d.tq.div_ceil(BQ * 4 * rg);
-    let k_tiles = d.tk.div_ceil(BQ * 4 * kg);
+    let (q_tiles, k_tiles) = match gpu_split {
+        Some((kv, qt)) => (d.tq.div_ceil(4 * qt.g), d.tk.div_ceil(4 * kv.g)),
+        None => (d.tq.div_ceil(BQ * 4 * rg), d.tk.div_ceil(BQ * 4 * kg)),
+    };
     let rows = d.b * d.nh * d.tq;
     for (what, n) in [
         ("query tiles", q_tiles),
@@ -477,9 +652,8 @@ pub fn attention_bwd(
             return Err(too_many_groups(OP, what, n));
         }
     }
-    let wg_bytes = gpu.limits().max_compute_workgroup_storage_size as usize;
     let (bk, bq) = (keys_per_tile(nb, wg_bytes), rows_per_tile(nb, wg_bytes));
-    if bk < 4 || bq < 4 {
+    if gpu_split.is_none() && (bk < 4 || bq < 4) {
         return Err(Error::TooLarge {
             what: format!("{OP} with head size {}", d.hs),
             needed: format!("{} bytes of workgroup memory", 4 * (2 * nb * 16 * 4 + 8)),
@@ -508,6 +682,27 @@ pub fn attention_bwd(
 
     let mut p = params(&d, opts.scale * std::f32::consts::LOG2_E, opts);
     p.out_scale = opts.scale;
+    if let Some((kv, qt)) = gpu_split {
+        gpu.dispatch(&Dispatch {
+            shader: &ATTENTION_GPU_WGSL,
+            entry: "attention_bwd_dkdv_gpu",
+            constants: &kv.constants(d.hs),
+            params: bytemuck::bytes_of(&p),
+            reads: &[q, k, v, mask, d_o, &ld],
+            writes: &[&dk, &dv],
+            workgroups: [k_tiles as u32, d.nh as u32, d.b as u32],
+        })?;
+        gpu.dispatch(&Dispatch {
+            shader: &ATTENTION_GPU_WGSL,
+            entry: "attention_bwd_dq_gpu",
+            constants: &qt.constants(d.hs),
+            params: bytemuck::bytes_of(&p),
+            reads: &[q, k, v, mask, d_o, &ld],
+            writes: &[&dq],
+            workgroups: [q_tiles as u32, d.nh as u32, d.b as u32],
+        })?;
+        return Ok((dq, dk, dv));
+    }
     let vec = (d.hs % 4 == 0) as u8 as f64;
     gpu.dispatch(&Dispatch {
         shader: &ATTENTION_WGSL,

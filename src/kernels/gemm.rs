@@ -5,19 +5,25 @@
 //! Variants: [`GemmVariant::Naive`] (one thread per output: the oracle and the
 //! baseline), [`GemmVariant::RegisterTile`] (each thread a TM x TN tile in
 //! registers, no workgroup memory), [`GemmVariant::SharedTile`] (64 x 64
-//! workgroup tile staged through workgroup memory). [`GemmVariant::Auto`] picks
-//! the register tile on CPU adapters (lavapipe, where barriers are expensive)
-//! and the shared tile elsewhere; see [`auto_variant`].
+//! workgroup tile staged through workgroup memory), [`GemmVariant::Subgroup`]
+//! (the register tile with A shared across a subgroup of 8 by broadcasts),
+//! [`GemmVariant::Tiled`] (block tile up to 128 x 128 through double-buffered
+//! workgroup memory, 8 x 8 per thread: the GPU kernel). [`GemmVariant::Auto`]
+//! runs what the autotune measured fastest for the adapter and shape class
+//! (src/kernels/gemm_tune.rs), or without measuring [`default_kernel`]: the
+//! subgroup tile on lavapipe, the block tile on GPUs.
 //!
 //! On lavapipe (2 cores) at 1024^3 the register tile ran ~25x the naive kernel
-//! and ~5x the workgroup-memory tile; the measurements and what was tried are
-//! in the header of shaders/gemm.wgsl, the benchmark in benches/kernels/gemm.rs.
+//! and ~5x the workgroup-memory tile, the subgroup tile 1.75x the register
+//! tile; the measurements and what was tried are in the headers of
+//! shaders/gemm.wgsl and shaders/gemm_subgroup.wgsl, the benchmark in
+//! benches/kernels/gemm.rs.
 //!
 //! Bias and activation are pipeline constants, as are the transposes and the
 //! vec4/scalar access choice, so each combination in use builds its own
 //! pipeline once (about a second on lavapipe for the register tile).
 
-use super::GEMM_WGSL;
+use super::{GEMM_F16_WGSL, GEMM_SUBGROUP_WGSL, GEMM_WGSL};
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu};
 use crate::tensor::{DType, Tensor};
@@ -56,7 +62,16 @@ pub enum GemmVariant {
     RegisterTile,
     /// Workgroup-memory tile: 64 x 64 outputs per workgroup, K in slices of 16.
     SharedTile,
-    /// The measured-fastest for the adapter ([`auto_variant`]).
+    /// Register tile whose workgroup is one subgroup of 8 lanes sharing A by
+    /// subgroup broadcasts ([`SubgroupTile::default`]); needs an adapter with
+    /// subgroups of fixed size 8 (lavapipe), an error elsewhere.
+    Subgroup,
+    /// Block tile staged through double-buffered workgroup memory, each thread
+    /// an 8 x 8 register tile ([`BlockTile::default`], 128 x 128 per workgroup):
+    /// the kernel for GPUs.
+    Tiled,
+    /// The fastest for the adapter and shape: measured by a short autotune where
+    /// enabled, otherwise [`auto_variant`]'s kernel (see [`choose_kernel`]).
     #[default]
     Auto,
 }
@@ -78,6 +93,129 @@ impl Default for RegisterTile {
             wg_x: 8,
             tm: 16,
             tn: 16,
+        }
+    }
+}
+
+/// Shape of the subgroup register tile: one subgroup of 8 lanes computes `tm`
+/// rows (8, 16 or 32) x 8 `tn` columns (`tn` 4, 8 or 16 per lane).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SubgroupTile {
+    pub tm: u32,
+    pub tn: u32,
+}
+
+impl Default for SubgroupTile {
+    /// 32 x 16 per lane: 1.75x the register tile on lavapipe (shaders/gemm_subgroup.wgsl).
+    fn default() -> Self {
+        SubgroupTile { tm: 32, tn: 16 }
+    }
+}
+
+/// Shape of the block tile: `wg_x` x `wg_y` threads, each owning `rm` runs of 4
+/// rows and `cn` runs of 4 columns (`rm`, `cn` 1 or 2), so a workgroup computes
+/// 4 `rm` `wg_y` rows x 4 `cn` `wg_x` columns (each at most 128).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BlockTile {
+    pub wg_x: u32,
+    pub wg_y: u32,
+    pub rm: u32,
+    pub cn: u32,
+}
+
+impl BlockTile {
+    /// Rows of C per workgroup.
+    pub fn rows(&self) -> u32 {
+        4 * self.rm * self.wg_y
+    }
+    /// Columns of C per workgroup.
+    pub fn cols(&self) -> u32 {
+        4 * self.cn * self.wg_x
+    }
+}
+
+impl Default for BlockTile {
+    /// 128 x 128 per workgroup of 16 x 16 threads, 8 x 8 outputs per thread.
+    fn default() -> Self {
+        BlockTile {
+            wg_x: 16,
+            wg_y: 16,
+            rm: 2,
+            cn: 2,
+        }
+    }
+}
+
+/// One concrete kernel with its tile shape: what a [`GemmVariant`] resolves to,
+/// what the autotune compares, and what [`gemm_into_kernel`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GemmKernel {
+    Naive,
+    Register(RegisterTile),
+    Shared,
+    Subgroup(SubgroupTile),
+    Block(BlockTile),
+}
+
+impl std::fmt::Display for GemmKernel {
+    /// A short name, e.g. `subgroup-32x16` or `block-128x128-8x8` (also the
+    /// autotune cache's format, read back by [`GemmKernel::parse`]).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GemmKernel::Naive => write!(f, "naive"),
+            GemmKernel::Shared => write!(f, "shared"),
+            GemmKernel::Register(t) => write!(f, "register-{}-{}x{}", t.wg_x, t.tm, t.tn),
+            GemmKernel::Subgroup(t) => write!(f, "subgroup-{}x{}", t.tm, t.tn),
+            GemmKernel::Block(t) => write!(
+                f,
+                "block-{}x{}-{}x{}-wg{}x{}",
+                t.rows(),
+                t.cols(),
+                4 * t.rm,
+                4 * t.cn,
+                t.wg_x,
+                t.wg_y
+            ),
+        }
+    }
+}
+
+impl GemmKernel {
+    /// The inverse of `Display`; None for anything else.
+    pub fn parse(s: &str) -> Option<GemmKernel> {
+        let nums = |t: &str, sep: char| -> Option<Vec<u32>> {
+            t.split(sep).map(|x| x.parse().ok()).collect()
+        };
+        let parts: Vec<&str> = s.split('-').collect();
+        match parts.as_slice() {
+            ["naive"] => Some(GemmKernel::Naive),
+            ["shared"] => Some(GemmKernel::Shared),
+            ["register", wg, t] => {
+                let t = nums(t, 'x')?;
+                Some(GemmKernel::Register(RegisterTile {
+                    wg_x: wg.parse().ok()?,
+                    tm: *t.first()?,
+                    tn: *t.get(1)?,
+                }))
+            }
+            ["subgroup", t] => {
+                let t = nums(t, 'x')?;
+                Some(GemmKernel::Subgroup(SubgroupTile {
+                    tm: *t.first()?,
+                    tn: *t.get(1)?,
+                }))
+            }
+            ["block", _, per, wg] => {
+                let per = nums(per, 'x')?;
+                let wg = nums(wg.strip_prefix("wg")?, 'x')?;
+                Some(GemmKernel::Block(BlockTile {
+                    wg_x: *wg.first()?,
+                    wg_y: *wg.get(1)?,
+                    rm: per.first()? / 4,
+                    cn: per.get(1)? / 4,
+                }))
+            }
+            _ => None,
         }
     }
 }
@@ -158,14 +296,64 @@ struct Params {
     _pad: u32,
 }
 
-/// The variant [`GemmVariant::Auto`] resolves to on `gpu`: the register tile on
-/// CPU adapters (lavapipe: a workgroup runs as one thread and every barrier is a
-/// coroutine switch, so the barrier-free tile wins; measured in the shader
-/// header), the workgroup-memory tile on real GPUs.
+/// The kernel family [`GemmVariant::Auto`] uses on `gpu` when it does not
+/// measure: on CPU adapters (lavapipe: a workgroup runs as one thread and every
+/// barrier is a coroutine switch, so barrier-free tiles win) the subgroup tile
+/// where subgroups of 8 lanes exist, else the register tile; on GPUs the
+/// workgroup-memory block tile. Measurements in shaders/gemm.wgsl and
+/// shaders/gemm_subgroup.wgsl.
 pub fn auto_variant(gpu: &Gpu) -> GemmVariant {
     match gpu.adapter_info().device_type {
+        wgpu::DeviceType::Cpu if subgroup_ok(gpu) => GemmVariant::Subgroup,
         wgpu::DeviceType::Cpu => GemmVariant::RegisterTile,
-        _ => GemmVariant::SharedTile,
+        _ => GemmVariant::Tiled,
+    }
+}
+
+/// The subgroup kernel broadcasts from lanes 0..8 of a workgroup of 8.
+fn subgroup_ok(gpu: &Gpu) -> bool {
+    gpu.fixed_subgroup_size() == Some(8)
+}
+
+/// The kernel [`GemmVariant::Auto`] runs for this problem without measuring:
+/// [`auto_variant`]'s family, and for the block tile the largest tile that still
+/// gives a GPU enough workgroups.
+pub fn default_kernel(gpu: &Gpu, shape: &GemmShape) -> GemmKernel {
+    default_kernel_for(gpu, shape, DType::F32)
+}
+
+/// [`default_kernel`] for inputs of `dtype` (f16 inputs run on the block tile).
+pub(crate) fn default_kernel_for(gpu: &Gpu, shape: &GemmShape, dtype: DType) -> GemmKernel {
+    let family = if dtype == DType::F16 {
+        GemmVariant::Tiled
+    } else {
+        auto_variant(gpu)
+    };
+    match family {
+        GemmVariant::Subgroup => GemmKernel::Subgroup(SubgroupTile::default()),
+        GemmVariant::RegisterTile => GemmKernel::Register(RegisterTile::default()),
+        _ => {
+            let groups = |t: BlockTile| {
+                shape.m.div_ceil(t.rows() as usize)
+                    * shape.n.div_ceil(t.cols() as usize)
+                    * shape.batch
+            };
+            let big = BlockTile::default();
+            let mid = BlockTile { cn: 1, ..big };
+            let small = BlockTile {
+                rm: 1,
+                cn: 1,
+                ..big
+            };
+            // ~ a wave of workgroups on a large GPU (100+ compute units)
+            if groups(big) >= 128 {
+                GemmKernel::Block(big)
+            } else if groups(mid) >= 128 {
+                GemmKernel::Block(mid)
+            } else {
+                GemmKernel::Block(small)
+            }
+        }
     }
 }
 
@@ -260,11 +448,36 @@ pub fn gemm_into(
     shape: &GemmShape,
     opts: &GemmOptions,
 ) -> Result<()> {
-    let variant = match opts.variant {
-        GemmVariant::Auto => auto_variant(a.gpu()),
-        v => v,
+    if a.dtype() == DType::F16 {
+        let kernel = match opts.variant {
+            GemmVariant::Auto => {
+                validate(a, b, Some(c), shape, opts)?;
+                super::gemm_tune::choose_kernel(a, b, c, shape, opts)?
+            }
+            GemmVariant::Tiled => GemmKernel::Block(BlockTile::default()),
+            v => {
+                return Err(Error::invalid(
+                    "gemm",
+                    format!(
+                    "f16 inputs run on the block tile only (GemmVariant::Tiled or Auto), not {v:?}"
+                ),
+                ))
+            }
+        };
+        return gemm_into_kernel(a, b, c, shape, opts, kernel);
+    }
+    let kernel = match opts.variant {
+        GemmVariant::Naive => GemmKernel::Naive,
+        GemmVariant::RegisterTile => GemmKernel::Register(RegisterTile::default()),
+        GemmVariant::SharedTile => GemmKernel::Shared,
+        GemmVariant::Subgroup => GemmKernel::Subgroup(SubgroupTile::default()),
+        GemmVariant::Tiled => GemmKernel::Block(BlockTile::default()),
+        GemmVariant::Auto => {
+            validate(a, b, Some(c), shape, opts)?;
+            super::gemm_tune::choose_kernel(a, b, c, shape, opts)?
+        }
     };
-    gemm_dispatch(a, b, c, shape, opts, variant, RegisterTile::default())
+    gemm_into_kernel(a, b, c, shape, opts, kernel)
 }
 
 /// [`gemm_into`] with the register tile's shape given (benchmarks and tuning);
@@ -277,23 +490,92 @@ pub fn gemm_into_register_tile(
     opts: &GemmOptions,
     tile: RegisterTile,
 ) -> Result<()> {
-    if ![4, 8, 16, 32].contains(&tile.tm) || ![4, 8, 16].contains(&tile.tn) {
-        return Err(Error::invalid(
-            "gemm",
-            format!("register tile {tile:?}: tm must be 4, 8, 16 or 32 and tn 4, 8 or 16"),
-        ));
+    gemm_into_kernel(a, b, c, shape, opts, GemmKernel::Register(tile))
+}
+
+/// [`gemm_into`] with the kernel and tile given (benchmarks, tuning, tests);
+/// `opts.variant` is ignored. Errors when the tile is not one the kernel
+/// supports or the adapter lacks what the kernel needs.
+pub fn gemm_into_kernel(
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    shape: &GemmShape,
+    opts: &GemmOptions,
+    kernel: GemmKernel,
+) -> Result<()> {
+    check_kernel(a.gpu(), kernel)?;
+    gemm_dispatch(a, b, c, shape, opts, kernel)
+}
+
+/// Whether `kernel` can run on `gpu` (tile sizes the shader supports, the
+/// device's workgroup limits and features).
+pub fn check_kernel(gpu: &Gpu, kernel: GemmKernel) -> Result<()> {
+    let limits = gpu.limits();
+    let threads_ok = |x: u32, y: u32| {
+        x > 0
+            && y > 0
+            && x <= limits.max_compute_workgroup_size_x
+            && y <= limits.max_compute_workgroup_size_y
+            && x * y <= limits.max_compute_invocations_per_workgroup
+    };
+    match kernel {
+        GemmKernel::Naive | GemmKernel::Shared => Ok(()),
+        GemmKernel::Register(tile) => {
+            if ![4, 8, 16, 32].contains(&tile.tm) || ![4, 8, 16].contains(&tile.tn) {
+                return Err(Error::invalid(
+                    "gemm",
+                    format!("register tile {tile:?}: tm must be 4, 8, 16 or 32 and tn 4, 8 or 16"),
+                ));
+            }
+            if !threads_ok(tile.wg_x, 1) {
+                return Err(Error::invalid(
+                    "gemm",
+                    format!("register tile {tile:?}: workgroup size outside the device limits"),
+                ));
+            }
+            Ok(())
+        }
+        GemmKernel::Subgroup(tile) => {
+            if ![8, 16, 32].contains(&tile.tm) || ![4, 8, 16].contains(&tile.tn) {
+                return Err(Error::invalid(
+                    "gemm",
+                    format!("subgroup tile {tile:?}: tm must be 8, 16 or 32 and tn 4, 8 or 16"),
+                ));
+            }
+            if !subgroup_ok(gpu) {
+                return Err(Error::Unsupported {
+                    feature: "subgroups of fixed size 8",
+                    adapter: gpu.adapter_info().name.clone(),
+                    hint: "use GemmVariant::Auto, RegisterTile or Tiled on this adapter",
+                });
+            }
+            Ok(())
+        }
+        GemmKernel::Block(tile) => {
+            if ![1, 2].contains(&tile.rm)
+                || ![1, 2].contains(&tile.cn)
+                || tile.rows() > 128
+                || tile.cols() > 128
+                || !threads_ok(tile.wg_x, tile.wg_y)
+            {
+                return Err(Error::invalid(
+                    "gemm",
+                    format!(
+                        "block tile {tile:?}: rm and cn must be 1 or 2, at most 128 rows and                          columns per workgroup, and the workgroup inside the device limits"
+                    ),
+                ));
+            }
+            if limits.max_compute_workgroup_storage_size < 16384 {
+                return Err(Error::Unsupported {
+                    feature: "16 KiB of workgroup memory",
+                    adapter: gpu.adapter_info().name.clone(),
+                    hint: "use GemmVariant::RegisterTile on this adapter",
+                });
+            }
+            Ok(())
+        }
     }
-    let limits = a.gpu().limits();
-    if tile.wg_x == 0
-        || tile.wg_x > limits.max_compute_invocations_per_workgroup
-        || tile.wg_x > limits.max_compute_workgroup_size_x
-    {
-        return Err(Error::invalid(
-            "gemm",
-            format!("register tile {tile:?}: workgroup size outside the device limits"),
-        ));
-    }
-    gemm_dispatch(a, b, c, shape, opts, GemmVariant::RegisterTile, tile)
 }
 
 fn gemm_dispatch(
@@ -302,8 +584,7 @@ fn gemm_dispatch(
     c: &Tensor,
     shape: &GemmShape,
     opts: &GemmOptions,
-    variant: GemmVariant,
-    tile: RegisterTile,
+    kernel: GemmKernel,
 ) -> Result<()> {
     validate(a, b, Some(c), shape, opts)?;
     let GemmShape {
@@ -332,43 +613,62 @@ fn gemm_dispatch(
         ("ACT", opts.activation.code() as f64),
         ("HAS_BIAS", flag(opts.bias.is_some())),
     ];
-    let (entry, rows_per_group, cols_per_group) = match variant {
-        GemmVariant::Naive => ("gemm_fwd_naive", 8, 8),
-        GemmVariant::SharedTile => {
-            constants.push(("VEC_A", flag(vec_a)));
-            constants.push(("VEC_B", flag(vec_b)));
-            constants.push(("VEC_C", flag(vec_c)));
-            ("gemm_fwd_shared", 64, 64)
-        }
-        GemmVariant::RegisterTile | GemmVariant::Auto => {
+    if kernel != GemmKernel::Naive {
+        constants.extend([
+            ("VEC_A", flag(vec_a)),
+            ("VEC_B", flag(vec_b)),
+            ("VEC_C", flag(vec_c)),
+        ]);
+    }
+    // (shader, entry, rows and columns of C per workgroup, rows along grid x)
+    let (shader, entry, rows, cols, rows_on_x) = match kernel {
+        GemmKernel::Naive => (&GEMM_WGSL, "gemm_fwd_naive", 8, 8, false),
+        GemmKernel::Shared => (&GEMM_WGSL, "gemm_fwd_shared", 64, 64, false),
+        GemmKernel::Register(t) => {
             constants.extend([
-                ("VEC_A", flag(vec_a)),
-                ("VEC_B", flag(vec_b)),
-                ("VEC_C", flag(vec_c)),
-                ("WG_X", tile.wg_x as f64),
-                ("TM", tile.tm as f64),
-                ("TN", tile.tn as f64),
+                ("WG_X", t.wg_x as f64),
+                ("TM", t.tm as f64),
+                ("TN", t.tn as f64),
             ]);
+            (&GEMM_WGSL, "gemm_fwd_register", t.tm, t.wg_x * t.tn, true)
+        }
+        GemmKernel::Subgroup(t) => {
+            constants.extend([("WG_X", 8.0), ("SG_TM", t.tm as f64), ("TN", t.tn as f64)]);
             (
-                "gemm_fwd_register",
-                tile.tm as usize,
-                (tile.wg_x * tile.tn) as usize,
+                &GEMM_SUBGROUP_WGSL,
+                "gemm_fwd_subgroup",
+                t.tm,
+                8 * t.tn,
+                true,
             )
         }
+        GemmKernel::Block(t) => {
+            constants.extend([
+                ("BT_WX", t.wg_x as f64),
+                ("BT_WY", t.wg_y as f64),
+                ("BT_RM", t.rm as f64),
+                ("BT_CN", t.cn as f64),
+            ]);
+            (&GEMM_WGSL, "gemm_fwd_tiled", t.rows(), t.cols(), false)
+        }
     };
-    // The register tile walks rows along x (see the shader), the others columns.
-    let grid = if entry == "gemm_fwd_register" {
-        [
-            m.div_ceil(rows_per_group),
-            n.div_ceil(cols_per_group),
-            batch,
-        ]
+    let (shader, entry) = match (a.dtype(), kernel) {
+        (DType::F16, GemmKernel::Block(_)) => (&GEMM_F16_WGSL, "gemm_fwd_tiled_f16"),
+        (DType::F16, k) => {
+            return Err(Error::invalid(
+                "gemm",
+                format!("f16 inputs run on the block tile only, not {k}"),
+            ))
+        }
+        _ => (shader, entry),
+    };
+    let (rows, cols) = (rows as usize, cols as usize);
+    // The register tiles walk rows along x (consecutive workgroups share their
+    // panel of B in cache), the others columns.
+    let grid = if rows_on_x {
+        [m.div_ceil(rows), n.div_ceil(cols), batch]
     } else {
-        [
-            n.div_ceil(cols_per_group),
-            m.div_ceil(rows_per_group),
-            batch,
-        ]
+        [n.div_ceil(cols), m.div_ceil(rows), batch]
     };
     let bias = opts.bias.unwrap_or(a);
     let mut params = Params {
@@ -395,7 +695,7 @@ fn gemm_dispatch(
                 params.group_y0 = y0 as u32;
                 params.group_z0 = z0 as u32;
                 a.gpu().dispatch(&Dispatch {
-                    shader: &GEMM_WGSL,
+                    shader,
                     entry,
                     constants: &constants,
                     params: bytemuck::bytes_of(&params),
@@ -414,15 +714,26 @@ fn gemm_dispatch(
 }
 
 /// Every check of [`gemm_into`]; `c` is `None` when [`gemm`] allocates it.
-fn validate(
+pub(crate) fn validate(
     a: &Tensor,
     b: &Tensor,
     c: Option<&Tensor>,
     shape: &GemmShape,
     opts: &GemmOptions,
 ) -> Result<()> {
-    a.expect_dtype("gemm", "A", DType::F32)?;
-    b.expect_dtype("gemm", "B", DType::F32)?;
+    // f32 inputs, or f16 inputs (both) on an adapter with shader-f16.
+    if a.dtype() == DType::F16 && b.dtype() == DType::F16 {
+        if !a.gpu().features().shader_f16 {
+            return Err(Error::Unsupported {
+                feature: "shader-f16",
+                adapter: a.gpu().adapter_info().name.clone(),
+                hint: "pass f32 A and B to gemm on this adapter",
+            });
+        }
+    } else {
+        a.expect_dtype("gemm", "A", DType::F32)?;
+        b.expect_dtype("gemm", "B", DType::F32)?;
+    }
     if let Some(c) = c {
         c.expect_dtype("gemm", "C", DType::F32)?;
         for (name, t) in [("A", a), ("B", b)] {

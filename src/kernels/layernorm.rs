@@ -13,12 +13,15 @@
 //! dweight and dbias are deterministic: no atomics; each workgroup sums its chunk
 //! of rows in row order into a (chunks, 2, C) partial, and a second pass sums the
 //! chunks in chunk order. The same inputs on the same adapter (and row plan) give
-//! the same bits every run. Two variants: on GPUs one fused kernel (dx, then the
+//! the same bits every run. On CPU adapters with subgroups, forward and backward
+//! run with a row per subgroup (shaders/layernorm_subgroup.wgsl: each value read
+//! once, weight and bias in registers across a chunk of rows, the chunk's
+//! partial sums kept in registers). Otherwise two variants: on GPUs one fused kernel (dx, then the
 //! partials from the same rows while they are in cache); on CPU adapters, where a
 //! workgroup barrier is dear, dx and the partials in two barrier-free kernels.
 
-use super::reduce::{cores, cpu_plan, row_plan, ROW_WG};
-use super::{grid_1d, groups, LAYERNORM_WGSL};
+use super::reduce::{cores, cpu_plan, row_plan, sg_plan, SgPlan, ROW_WG};
+use super::{grid_1d, groups, LAYERNORM_SUBGROUP_WGSL, LAYERNORM_WGSL};
 use crate::error::{Error, Result};
 use crate::gpu::Dispatch;
 use crate::tensor::{DType, Tensor};
@@ -81,8 +84,7 @@ pub fn layernorm(
     let y = Tensor::empty(gpu, x.shape(), DType::F32)?;
     let mean = Tensor::empty(gpu, stat_shape, DType::F32)?;
     let rstd = Tensor::empty(gpu, stat_shape, DType::F32)?;
-    let plan = row_plan(gpu, rows, cols);
-    let p = Params {
+    let mut p = Params {
         rows: rows as u32,
         cols: cols as u32,
         eps,
@@ -91,6 +93,20 @@ pub fn layernorm(
         tiles: 0,
         _pad: [0; 2],
     };
+    if let Some(sg) = sg_plan(gpu, rows, cols) {
+        p.chunk_rows = sg.chunk_rows;
+        gpu.dispatch(&Dispatch {
+            shader: &LAYERNORM_SUBGROUP_WGSL,
+            entry: "layernorm_fwd_sg",
+            constants: &sg.constants(),
+            params: bytemuck::bytes_of(&p),
+            reads: &[x, weight, bias],
+            writes: &[&y, &mean, &rstd],
+            workgroups: sg.workgroups,
+        })?;
+        return Ok((y, mean, rstd));
+    }
+    let plan = row_plan(gpu, rows, cols);
     gpu.dispatch(&Dispatch {
         shader: &LAYERNORM_WGSL,
         entry: if cols.is_multiple_of(4) {
@@ -172,6 +188,8 @@ pub fn layernorm_bwd(
     };
     let partial = if rows == 0 {
         Tensor::empty(gpu, &[0, 2, cols], DType::F32)?
+    } else if let Some(sg) = sg_plan(gpu, rows, cols) {
+        bwd_subgroup(&mut p, sg, [x, weight, mean, rstd, dy], &dx)?
     } else if cpu_plan(gpu) {
         bwd_split(&mut p, [x, weight, mean, rstd, dy], &dx, vec4)?
     } else {
@@ -187,6 +205,25 @@ pub fn layernorm_bwd(
         workgroups: grid_1d(groups(cols, ROW_WG)),
     })?;
     Ok((dx, dweight, dbias))
+}
+
+/// The subgroup backward: one kernel writes dx and each chunk's partial sums
+/// (shaders/layernorm_subgroup.wgsl). Sets `p`'s chunking; returns the partials.
+fn bwd_subgroup(p: &mut Params, sg: SgPlan, inputs: [&Tensor; 5], dx: &Tensor) -> Result<Tensor> {
+    let gpu = dx.gpu();
+    p.chunk_rows = sg.chunk_rows;
+    p.chunks = sg.chunks;
+    let partial = Tensor::empty(gpu, &[sg.chunks as usize, 2, p.cols as usize], DType::F32)?;
+    gpu.dispatch(&Dispatch {
+        shader: &LAYERNORM_SUBGROUP_WGSL,
+        entry: "layernorm_bwd_sg",
+        constants: &sg.constants(),
+        params: bytemuck::bytes_of(p),
+        reads: &inputs,
+        writes: &[dx, &partial],
+        workgroups: sg.workgroups,
+    })?;
+    Ok(partial)
 }
 
 /// The fused backward (GPU plan): one kernel writes dx and the (chunks, 2, C)

@@ -8,6 +8,7 @@ pub mod cross_entropy;
 pub mod elementwise;
 pub mod embedding;
 pub mod gemm;
+pub mod gemm_tune;
 pub mod kv_cache;
 pub mod layernorm;
 pub mod optim;
@@ -25,40 +26,68 @@ macro_rules! shader {
             needs_f16: $f16,
         }
     };
+    // A module made of several files (WGSL lets a file use what a later one declares).
+    ($name:literal = $($file:literal)+, f16: $f16:expr) => {
+        Shader {
+            name: $name,
+            source: concat!($(include_str!(concat!("../../shaders/", $file))),+),
+            needs_f16: $f16,
+        }
+    };
 }
 
 pub static ATTENTION_WGSL: Shader = shader!("attention.wgsl", f16: false);
+/// The GPU work split of the fused attention kernels (see attention.rs).
+pub static ATTENTION_GPU_WGSL: Shader = shader!("attention_gpu.wgsl", f16: false);
 pub static COPY_WGSL: Shader = shader!("copy.wgsl", f16: false);
 pub static CROSS_ENTROPY_WGSL: Shader = shader!("cross_entropy.wgsl", f16: false);
 pub static ELEMENTWISE_WGSL: Shader = shader!("elementwise.wgsl", f16: false);
 pub static EMBEDDING_WGSL: Shader = shader!("embedding.wgsl", f16: false);
 pub static GEMM_WGSL: Shader = shader!("gemm.wgsl", f16: false);
 pub static KV_CACHE_WGSL: Shader = shader!("kv_cache.wgsl", f16: false);
+/// gemm.wgsl followed by gemm_subgroup.wgsl (subgroup builtins need their own
+/// module: it only validates on adapters with the `subgroups` feature).
+pub static GEMM_SUBGROUP_WGSL: Shader =
+    shader!("gemm_subgroup.wgsl" = "gemm.wgsl" "gemm_subgroup.wgsl", f16: false);
+/// gemm_f16.wgsl (which opens with `enable f16;`) followed by gemm.wgsl.
+pub static GEMM_F16_WGSL: Shader =
+    shader!("gemm_f16.wgsl" = "gemm_f16.wgsl" "gemm.wgsl", f16: true);
 pub static GRAD_NORM_WGSL: Shader = shader!("grad_norm.wgsl", f16: false);
 pub static OPTIM_WGSL: Shader = shader!("optim.wgsl", f16: false);
 pub static OPTIM_SGD_WGSL: Shader = shader!("optim_sgd.wgsl", f16: false);
 pub static LAYERNORM_WGSL: Shader = shader!("layernorm.wgsl", f16: false);
+/// layernorm.wgsl followed by layernorm_subgroup.wgsl (subgroup builtins).
+pub static LAYERNORM_SUBGROUP_WGSL: Shader =
+    shader!("layernorm_subgroup.wgsl" = "layernorm.wgsl" "layernorm_subgroup.wgsl", f16: false);
 pub static PERMUTE_WGSL: Shader = shader!("permute.wgsl", f16: false);
 pub static REDUCE_WGSL: Shader = shader!("reduce.wgsl", f16: false);
 pub static SOFTMAX_WGSL: Shader = shader!("softmax.wgsl", f16: false);
+/// softmax.wgsl followed by softmax_subgroup.wgsl (subgroup builtins).
+pub static SOFTMAX_SUBGROUP_WGSL: Shader =
+    shader!("softmax_subgroup.wgsl" = "softmax.wgsl" "softmax_subgroup.wgsl", f16: false);
 pub static CAST_F16_WGSL: Shader = shader!("cast_f16.wgsl", f16: true);
 
 /// Every shader of the crate, for the naga validation test and warm-up.
 pub static ALL_SHADERS: &[&Shader] = &[
     &ATTENTION_WGSL,
+    &ATTENTION_GPU_WGSL,
     &COPY_WGSL,
     &CROSS_ENTROPY_WGSL,
     &ELEMENTWISE_WGSL,
     &EMBEDDING_WGSL,
     &GEMM_WGSL,
     &KV_CACHE_WGSL,
+    &GEMM_SUBGROUP_WGSL,
+    &GEMM_F16_WGSL,
     &GRAD_NORM_WGSL,
     &OPTIM_WGSL,
     &OPTIM_SGD_WGSL,
     &LAYERNORM_WGSL,
+    &LAYERNORM_SUBGROUP_WGSL,
     &PERMUTE_WGSL,
     &REDUCE_WGSL,
     &SOFTMAX_WGSL,
+    &SOFTMAX_SUBGROUP_WGSL,
     &CAST_F16_WGSL,
 ];
 

@@ -63,6 +63,55 @@ pub(crate) fn cpu_plan(gpu: &Gpu) -> bool {
     }
 }
 
+/// Plan of the row-per-subgroup kernels (`*_sg` entry points in the
+/// `*_subgroup.wgsl` shaders): a workgroup is one subgroup of `sg` lanes that
+/// walks `chunk_rows` rows, each lane holding `items` vec4 of a row.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SgPlan {
+    pub sg: u32,
+    pub items: u32,
+    pub chunk_rows: u32,
+    pub chunks: u32,
+    pub workgroups: [u32; 3],
+}
+
+/// Most vec4 items per lane of the subgroup row kernels: `SG_MAX_ITEMS`.
+pub(crate) const SG_MAX_ITEMS: usize = 32;
+
+impl SgPlan {
+    /// The plan as the shaders' override constants.
+    pub fn constants(&self) -> [(&'static str, f64); 2] {
+        [("SG", self.sg as f64), ("SG_ITEMS", self.items as f64)]
+    }
+}
+
+/// The subgroup plan for `rows` rows of `cols` values, where it applies: the
+/// CPU plan ([`cpu_plan`]; on GPUs the tree kernels stay), an adapter with a
+/// fixed subgroup size, rows of whole vec4 (C % 4 == 0) that fit in registers.
+/// On lavapipe these kernels touch each value once per pass, like the copy
+/// kernel (see shaders/layernorm_subgroup.wgsl).
+pub(crate) fn sg_plan(gpu: &Gpu, rows: usize, cols: usize) -> Option<SgPlan> {
+    if !cpu_plan(gpu) || !cols.is_multiple_of(4) || rows == 0 {
+        return None;
+    }
+    let sg = gpu.fixed_subgroup_size()? as usize;
+    let items = (cols / 4).div_ceil(sg);
+    if items == 0 || items > SG_MAX_ITEMS {
+        return None;
+    }
+    // About eight workgroups per core, up to 64 rows each (the registers that
+    // hold weight and bias, or partial sums, are reused over the chunk).
+    let chunk_rows = rows.div_ceil(8 * cores()).clamp(1, 64);
+    let chunks = rows.div_ceil(chunk_rows);
+    Some(SgPlan {
+        sg: sg as u32,
+        items: items as u32,
+        chunk_rows: chunk_rows as u32,
+        chunks: chunks as u32,
+        workgroups: grid_1d(chunks as u32),
+    })
+}
+
 /// Plans `rows` rows of `cols` values (items of four). On a GPU a row gets about
 /// four items per thread and a tree in workgroup memory. On a CPU adapter a
 /// barrier costs more than a pass over a short row, so a row gets as few threads

@@ -14,8 +14,8 @@
 //! - [`softmax_bwd`] needs only y and the same options:
 //!   dx = scale * y * (dy - sum(dy * y)) per row.
 
-use super::reduce::row_plan;
-use super::SOFTMAX_WGSL;
+use super::reduce::{row_plan, sg_plan};
+use super::{SOFTMAX_SUBGROUP_WGSL, SOFTMAX_WGSL};
 use crate::error::{Error, Result};
 use crate::gpu::Dispatch;
 use crate::tensor::{DType, Tensor};
@@ -50,7 +50,7 @@ struct Params {
     nh_tq: u32,
     scale: f32,
     diag: i32,
-    _pad0: u32,
+    chunk_rows: u32,
     _pad1: u32,
 }
 
@@ -112,7 +112,7 @@ fn layout(op: &'static str, x: &Tensor, opts: &SoftmaxOptions) -> Result<Layout>
         nh_tq: nh_tq as u32,
         scale: opts.scale,
         diag: diag as i32,
-        _pad0: 0,
+        chunk_rows: 0,
         _pad1: 0,
     };
     Ok(Layout { rows, cols, p })
@@ -123,6 +123,27 @@ fn layout(op: &'static str, x: &Tensor, opts: &SoftmaxOptions) -> Result<Layout>
 pub fn softmax(x: &Tensor, opts: &SoftmaxOptions) -> Result<Tensor> {
     let l = layout("softmax", x, opts)?;
     let y = Tensor::empty(x.gpu(), x.shape(), DType::F32)?;
+    let masks = [
+        ("CAUSAL", opts.causal as u8 as f64),
+        ("KEY_MASK", opts.key_mask.is_some() as u8 as f64),
+    ];
+    if let Some(sg) = sg_plan(x.gpu(), l.rows, l.cols) {
+        let p = Params {
+            chunk_rows: sg.chunk_rows,
+            ..l.p
+        };
+        let [a, b] = sg.constants();
+        x.gpu().dispatch(&Dispatch {
+            shader: &SOFTMAX_SUBGROUP_WGSL,
+            entry: "softmax_fwd_sg",
+            constants: &[a, b, masks[0], masks[1]],
+            params: bytemuck::bytes_of(&p),
+            reads: &[x, opts.key_mask.unwrap_or(x)],
+            writes: &[&y],
+            workgroups: sg.workgroups,
+        })?;
+        return Ok(y);
+    }
     let plan = row_plan(x.gpu(), l.rows, l.cols);
     let [tpr, items] = plan.constants();
     x.gpu().dispatch(&Dispatch {
@@ -159,6 +180,28 @@ pub fn softmax_bwd(y: &Tensor, dy: &Tensor, opts: &SoftmaxOptions) -> Result<Ten
     dy.expect_dtype(OP, "dy", DType::F32)?;
     dy.expect_shape(OP, "dy (the shape of y)", y.shape())?;
     let dx = Tensor::empty(y.gpu(), y.shape(), DType::F32)?;
+    if let Some(sg) = sg_plan(y.gpu(), l.rows, l.cols) {
+        let p = Params {
+            chunk_rows: sg.chunk_rows,
+            ..l.p
+        };
+        let [a, b] = sg.constants();
+        y.gpu().dispatch(&Dispatch {
+            shader: &SOFTMAX_SUBGROUP_WGSL,
+            entry: "softmax_bwd_sg",
+            constants: &[
+                a,
+                b,
+                ("CAUSAL", opts.causal as u8 as f64),
+                ("KEY_MASK", opts.key_mask.is_some() as u8 as f64),
+            ],
+            params: bytemuck::bytes_of(&p),
+            reads: &[y, dy, opts.key_mask.unwrap_or(y)],
+            writes: &[&dx],
+            workgroups: sg.workgroups,
+        })?;
+        return Ok(dx);
+    }
     let plan = row_plan(y.gpu(), l.rows, l.cols);
     let [tpr, items] = plan.constants();
     y.gpu().dispatch(&Dispatch {

@@ -47,7 +47,13 @@ pub struct GptTask {
 impl GptTask {
     /// Checks that the tokenizer fits the model and that both splits hold at least
     /// one window of `data.seq + 1` tokens.
-    pub fn new(gpu: &Gpu, model: Gpt, tokenizer: Box<dyn Tokenizer>, dataset: TextDataset, data: GptData) -> Result<Self> {
+    pub fn new(
+        gpu: &Gpu,
+        model: Gpt,
+        tokenizer: Box<dyn Tokenizer>,
+        dataset: TextDataset,
+        data: GptData,
+    ) -> Result<Self> {
         check_vocab(tokenizer.as_ref(), model.config.vocab_size)?;
         if data.seq == 0 || data.seq > model.config.n_positions {
             return Err(Error::invalid(
@@ -60,7 +66,10 @@ impl GptTask {
             ));
         }
         if data.batch == 0 || data.eval_windows == 0 {
-            return Err(Error::invalid("train", "batch size and eval windows must be at least 1"));
+            return Err(Error::invalid(
+                "train",
+                "batch size and eval windows must be at least 1",
+            ));
         }
         dataset.check_seq(Split::Train, data.seq)?;
         dataset.check_seq(Split::HeldOut, data.seq)?;
@@ -109,7 +118,13 @@ impl TrainTask for GptTask {
         self.model.params()
     }
 
-    fn loss(&mut self, tape: &Tape, index: u64, eps: f32, _dropout_seed: u32) -> Result<(Var, MicroBatch)> {
+    fn loss(
+        &mut self,
+        tape: &Tape,
+        index: u64,
+        eps: f32,
+        _dropout_seed: u32,
+    ) -> Result<(Var, MicroBatch)> {
         let (b, t) = (self.data.batch, self.data.seq);
         let mut rng = SplitMix64::new(data_seed(self.data.seed, index));
         let (inputs, targets) = self.dataset.sample_batch(Split::Train, b, t, &mut rng)?;
@@ -139,7 +154,9 @@ impl TrainTask for GptTask {
         while left > 0 {
             let rows = left.min(b);
             left -= rows;
-            let (inputs, targets) = self.dataset.sample_batch(Split::HeldOut, rows, t, &mut rng)?;
+            let (inputs, targets) = self
+                .dataset
+                .sample_batch(Split::HeldOut, rows, t, &mut rng)?;
             let tape = Tape::no_grad(self.gpu());
             let ids = Tensor::from_u32(tape.gpu(), &inputs, &[rows, t])?;
             let logits = self.model.forward(&tape, &ids)?;

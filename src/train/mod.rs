@@ -67,7 +67,13 @@ pub trait TrainTask {
     /// Records the loss of micro-batch number `index` (counted over the whole run)
     /// on `tape`, with label smoothing `eps` and dropout seeded by `dropout_seed`.
     /// The batch must be a function of `index` and the task's seed.
-    fn loss(&mut self, tape: &Tape, index: u64, eps: f32, dropout_seed: u32) -> Result<(Var, MicroBatch)>;
+    fn loss(
+        &mut self,
+        tape: &Tape,
+        index: u64,
+        eps: f32,
+        dropout_seed: u32,
+    ) -> Result<(Var, MicroBatch)>;
     /// Held-out metrics (`thorough`: the final evaluation, which may use more data).
     fn evaluate(&mut self, thorough: bool) -> Result<EvalMetrics>;
     /// Training FLOPs per token of the model (for the report before training).
@@ -150,10 +156,23 @@ pub struct Trainer<'a> {
 
 impl<'a> Trainer<'a> {
     /// A fresh run from step 0; checkpoints (and `eval.jsonl`) go to `out_dir`.
-    pub fn new(task: &'a mut dyn TrainTask, options: TrainOptions, out_dir: Option<PathBuf>) -> Result<Self> {
+    pub fn new(
+        task: &'a mut dyn TrainTask,
+        options: TrainOptions,
+        out_dir: Option<PathBuf>,
+    ) -> Result<Self> {
         options.validate()?;
-        freeze::freeze(&task.params(), options.freeze_embeddings, options.freeze_layers);
-        let opt = Optimizer::new(task.gpu(), task.params(), options.optimizer.kind(), options.grad_clip)?;
+        freeze::freeze(
+            &task.params(),
+            options.freeze_embeddings,
+            options.freeze_layers,
+        );
+        let opt = Optimizer::new(
+            task.gpu(),
+            task.params(),
+            options.optimizer.kind(),
+            options.grad_clip,
+        )?;
         let state = TrainerState {
             step: 0,
             micro_batches: 0,
@@ -177,7 +196,12 @@ impl<'a> Trainer<'a> {
     /// rebuilds it from the checkpoint's files). `steps`, when given,
     /// replaces the run's total step count (to extend a finished run) and clears
     /// its `stop_after`. Checkpoints keep going to `out_dir`.
-    pub fn resume(task: &'a mut dyn TrainTask, dir: &Path, steps: Option<u32>, out_dir: Option<PathBuf>) -> Result<Self> {
+    pub fn resume(
+        task: &'a mut dyn TrainTask,
+        dir: &Path,
+        steps: Option<u32>,
+        out_dir: Option<PathBuf>,
+    ) -> Result<Self> {
         let raw = checkpoint::read_trainer_state(dir)?.ok_or_else(|| {
             Error::checkpoint(
                 dir.display(),
@@ -198,7 +222,11 @@ impl<'a> Trainer<'a> {
         // The resumed invocation runs to the end unless told otherwise.
         state.options.stop_after = None;
         state.options.validate()?;
-        freeze::freeze(&task.params(), state.options.freeze_embeddings, state.options.freeze_layers);
+        freeze::freeze(
+            &task.params(),
+            state.options.freeze_embeddings,
+            state.options.freeze_layers,
+        );
         if state.step >= state.options.steps {
             return Err(Error::invalid(
                 "train --resume",
@@ -251,7 +279,11 @@ impl<'a> Trainer<'a> {
     pub fn run(&mut self, on_event: &mut dyn FnMut(&TrainEvent)) -> Result<TrainSummary> {
         let opts = self.state.options.clone();
         let params = self.task.params();
-        let trainable = params.iter().filter(|p| p.is_trainable()).map(|p| p.value().numel()).sum();
+        let trainable = params
+            .iter()
+            .filter(|p| p.is_trainable())
+            .map(|p| p.value().numel())
+            .sum();
         let first = self.state.step + 1;
         let last = opts.last_step();
         on_event(&TrainEvent::Start {
@@ -276,7 +308,12 @@ impl<'a> Trainer<'a> {
             for _ in 0..opts.accumulation {
                 let index = self.state.micro_batches;
                 let tape = Tape::new(self.task.gpu());
-                let (loss, mb) = self.task.loss(&tape, index, opts.label_smoothing, dropout_seed(opts.seed, index))?;
+                let (loss, mb) = self.task.loss(
+                    &tape,
+                    index,
+                    opts.label_smoothing,
+                    dropout_seed(opts.seed, index),
+                )?;
                 tape.backward(&loss)?;
                 micro_losses.push(loss.value().clone());
                 self.state.micro_batches += 1;
@@ -394,14 +431,23 @@ impl EvalLog {
         Ok(EvalLog { path, file })
     }
 
-    fn write(&mut self, step: u32, train_loss: f32, lr: f32, tokens: u64, m: &EvalMetrics) -> Result<()> {
+    fn write(
+        &mut self,
+        step: u32,
+        train_loss: f32,
+        lr: f32,
+        tokens: u64,
+        m: &EvalMetrics,
+    ) -> Result<()> {
         let mut line = serde_json::json!({
             "step": step,
             "train_loss": train_loss,
             "lr": lr,
             "tokens_seen": tokens,
         });
-        if let (Value::Object(obj), Ok(Value::Object(metrics))) = (&mut line, serde_json::to_value(m)) {
+        if let (Value::Object(obj), Ok(Value::Object(metrics))) =
+            (&mut line, serde_json::to_value(m))
+        {
             obj.extend(metrics.into_iter().map(|(k, v)| (format!("eval_{k}"), v)));
         }
         writeln!(self.file, "{line}").map_err(|e| io_error(&self.path, e))

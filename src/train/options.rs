@@ -75,7 +75,11 @@ pub enum Schedule {
         factor: f32,
     },
     /// Linear warm-up to `max_lr`, cosine decay to `min_lr` at the last step.
-    Cosine { max_lr: f32, min_lr: f32, warmup: u32 },
+    Cosine {
+        max_lr: f32,
+        min_lr: f32,
+        warmup: u32,
+    },
     /// A fixed rate.
     Constant { lr: f32 },
 }

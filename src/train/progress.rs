@@ -87,7 +87,10 @@ impl ProgressReporter {
                         bar.set_message(msg);
                     }
                     None => {
-                        if step % self.every == 0 || *step == self.last_step || *step == self.first_step {
+                        if step % self.every == 0
+                            || *step == self.last_step
+                            || *step == self.first_step
+                        {
                             let done = (step + 1 - self.first_step) as f64;
                             let left = (self.last_step - step) as f64;
                             let eta = self.start.elapsed().as_secs_f64() / done * left;

@@ -9,7 +9,9 @@
 use super::{data_seed, EvalMetrics, MicroBatch, TrainTask};
 use crate::autograd::{Param, Tape, Var};
 use crate::checkpoint::{self, CheckpointContents, ModelConfig};
-use crate::data::{token_budget_batches, CharTokenizer, DateTask, PairBatch, PairDataset, Tokenizer};
+use crate::data::{
+    token_budget_batches, CharTokenizer, DateTask, PairBatch, PairDataset, Tokenizer,
+};
 use crate::error::{Error, Result};
 use crate::generate::translate_greedy;
 use crate::gpu::Gpu;
@@ -41,7 +43,10 @@ pub enum PairSource {
     },
     /// A `source<TAB>target` file; its last `held_out_fraction` (after a seeded
     /// shuffle) is held out.
-    Tsv { path: PathBuf, held_out_fraction: f64 },
+    Tsv {
+        path: PathBuf,
+        held_out_fraction: f64,
+    },
 }
 
 /// How a [`Seq2SeqTask`] batches its pairs; saved in the trainer state.
@@ -72,7 +77,8 @@ pub fn load_pairs(
             seed,
         } => {
             let task = DateTask::generate(*n_train, *n_held_out, *seed)?;
-            let tok: Box<dyn Tokenizer> = tokenizer.unwrap_or_else(|| Box::new(DateTask::tokenizer()));
+            let tok: Box<dyn Tokenizer> =
+                tokenizer.unwrap_or_else(|| Box::new(DateTask::tokenizer()));
             let train = PairDataset::from_text_pairs(&task.train, tok.as_ref());
             let held = PairDataset::from_text_pairs(&task.held_out, tok.as_ref());
             Ok((tok, train, held))
@@ -85,7 +91,10 @@ pub fn load_pairs(
             let tok: Box<dyn Tokenizer> = match tokenizer {
                 Some(t) => t,
                 None => {
-                    let all: String = text.iter().flat_map(|(s, t)| [s.as_str(), t.as_str()]).collect();
+                    let all: String = text
+                        .iter()
+                        .flat_map(|(s, t)| [s.as_str(), t.as_str()])
+                        .collect();
                     Box::new(CharTokenizer::from_text(&all)?)
                 }
             };
@@ -179,7 +188,14 @@ impl Seq2SeqTask {
         let max_len = self.model.config.max_len;
         let mut out = Vec::with_capacity(sources.len());
         for chunk in sources.chunks(256) {
-            out.extend(translate_greedy(&self.model, chunk, sp.bos, sp.eos, sp.pad, max_len)?);
+            out.extend(translate_greedy(
+                &self.model,
+                chunk,
+                sp.bos,
+                sp.eos,
+                sp.pad,
+                max_len,
+            )?);
         }
         Ok(out)
     }
@@ -196,7 +212,12 @@ impl Seq2SeqTask {
     fn batch_of(&mut self, e: usize, pos: usize) -> Result<&PairBatch> {
         if self.epoch.as_ref().map(|(i, _)| *i) != Some(e) {
             let seed = data_seed(self.data.seed, e as u64);
-            let batches = token_budget_batches(&self.train, &self.tokenizer.specials(), self.data.batch_tokens, seed)?;
+            let batches = token_budget_batches(
+                &self.train,
+                &self.tokenizer.specials(),
+                self.data.batch_tokens,
+                seed,
+            )?;
             self.epoch = Some((e, batches));
         }
         let (_, batches) = self.epoch.as_ref().expect("epoch set above");
@@ -211,7 +232,13 @@ impl Seq2SeqTask {
         loop {
             if e == self.epoch_sizes.len() {
                 let seed = data_seed(self.data.seed, e as u64);
-                let n = token_budget_batches(&self.train, &self.tokenizer.specials(), self.data.batch_tokens, seed)?.len();
+                let n = token_budget_batches(
+                    &self.train,
+                    &self.tokenizer.specials(),
+                    self.data.batch_tokens,
+                    seed,
+                )?
+                .len();
                 self.epoch_sizes.push(n.max(1));
             }
             if left < self.epoch_sizes[e] {
@@ -247,19 +274,30 @@ impl TrainTask for Seq2SeqTask {
         self.model.params()
     }
 
-    fn loss(&mut self, tape: &Tape, index: u64, eps: f32, dropout_seed: u32) -> Result<(Var, MicroBatch)> {
+    fn loss(
+        &mut self,
+        tape: &Tape,
+        index: u64,
+        eps: f32,
+        dropout_seed: u32,
+    ) -> Result<(Var, MicroBatch)> {
         let (e, pos) = self.locate(index)?;
         let batch = self.batch_of(e, pos)?.clone();
         let (src, mask, tgt_in, targets) = self.tensors(&batch)?;
-        let logits = self
-            .model
-            .forward(tape, &src, Some(&mask), &tgt_in, &ForwardOptions::train(dropout_seed))?;
+        let logits = self.model.forward(
+            tape,
+            &src,
+            Some(&mask),
+            &tgt_in,
+            &ForwardOptions::train(dropout_seed),
+        )?;
         let opts = CrossEntropyOptions {
             label_smoothing: eps,
             ignore_index: Some(IGNORE),
         };
         let loss = tape.cross_entropy(&logits, &targets, &opts)?;
-        let flops = batch.batch as f64 * self.model.config.train_flops(batch.src_len, batch.tgt_len);
+        let flops =
+            batch.batch as f64 * self.model.config.train_flops(batch.src_len, batch.tgt_len);
         Ok((
             loss,
             MicroBatch {
@@ -270,12 +308,19 @@ impl TrainTask for Seq2SeqTask {
     }
 
     fn evaluate(&mut self, thorough: bool) -> Result<EvalMetrics> {
-        let batches = token_budget_batches(&self.held_out, &self.tokenizer.specials(), self.data.batch_tokens, 0xE7A1)?;
+        let batches = token_budget_batches(
+            &self.held_out,
+            &self.tokenizer.specials(),
+            self.data.batch_tokens,
+            0xE7A1,
+        )?;
         let (mut total, mut tokens) = (0.0f64, 0usize);
         for b in &batches {
             let (src, mask, tgt_in, targets) = self.tensors(b)?;
             let tape = Tape::no_grad(&self.gpu);
-            let logits = self.model.forward(&tape, &src, Some(&mask), &tgt_in, &ForwardOptions::eval())?;
+            let logits =
+                self.model
+                    .forward(&tape, &src, Some(&mask), &tgt_in, &ForwardOptions::eval())?;
             let opts = CrossEntropyOptions {
                 label_smoothing: 0.0,
                 ignore_index: Some(IGNORE),

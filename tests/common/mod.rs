@@ -59,6 +59,47 @@ pub fn to_f64(v: &[f32]) -> Vec<f64> {
 }
 
 /// Runs `tests` of the calling test binary again in a child process with the
+/// adapter's subgroup operations hidden (`WGFORMER_SUBGROUPS=off`), so that the
+/// kernels without subgroups stay covered where the subgroup ones take over.
+/// Does nothing on adapters without fixed-size subgroups (already covered).
+pub fn rerun_without_subgroups(tests: &[&str]) {
+    use wgformer::gpu::SUBGROUPS_ENV;
+    if std::env::var_os(SUBGROUPS_ENV).is_some() || gpu().fixed_subgroup_size().is_none() {
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(SUBGROUPS_ENV, "off")
+        .args(tests)
+        .args(["--exact", "--test-threads=2"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "without subgroups:\n{log}");
+    assert!(log.contains(&format!("{} passed", tests.len())), "{log}");
+}
+
+/// Runs `tests` of the calling test binary again in a child process with the
+/// fused attention kernels' other work split (`WGFORMER_ATTENTION`: on a CPU
+/// adapter the GPU split, on a GPU the CPU split), so that one adapter covers
+/// both.
+pub fn rerun_with_other_attention_kernel(tests: &[&str]) {
+    use wgformer::kernels::attention::ATTENTION_ENV;
+    if std::env::var_os(ATTENTION_ENV).is_some() {
+        return; // this is the child (or the caller picked one split)
+    }
+    let cpu = gpu().adapter_info().device_type == wgpu::DeviceType::Cpu;
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(ATTENTION_ENV, if cpu { "gpu" } else { "cpu" })
+        .args(tests)
+        .args(["--exact", "--test-threads=2"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "with the other attention split:\n{log}");
+    assert!(log.contains(&format!("{} passed", tests.len())), "{log}");
+}
+
+/// Runs `tests` of the calling test binary again in a child process with the
 /// other row plan (`WGFORMER_ROW_PLAN`: on a CPU adapter the GPU plan's trees in
 /// workgroup memory, on a GPU the barrier-free thread-per-row plan), so that one
 /// adapter covers both plans of the row-wise kernels.

@@ -16,7 +16,11 @@ pub fn sinusoidal_table(max_len: usize, d: usize) -> Vec<f32> {
         for j in 0..d {
             let i2 = (j - j % 2) as f64;
             let angle = p as f64 / 10000f64.powf(i2 / d as f64);
-            pe.push(if j.is_multiple_of(2) { angle.sin() } else { angle.cos() } as f32);
+            pe.push(if j.is_multiple_of(2) {
+                angle.sin()
+            } else {
+                angle.cos()
+            } as f32);
         }
     }
     pe

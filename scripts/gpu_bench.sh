@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# One benchmark run on a real GPU (written for an NVIDIA H100 through Vulkan)
+# with binaries built elsewhere: the adapter report, the kernel benchmark (GEMM
+# up to 4096^3 and the GPT-2 shapes with every tile the autotune compares,
+# attention at T=1024, LayerNorm / softmax / cross-entropy against the copy
+# kernel) and GPT training at two sizes. Every step has a time limit and the
+# whole run stops starting steps after TOTAL_S (400) seconds, so it stays under
+# 7 minutes; a step that fails or times out is logged and the next one runs.
+# The kernel bench rewrites its JSON after every record, so a step cut short
+# keeps what it measured.
+#
+# Build first (on any x86-64 Linux machine with the same glibc or older):
+#   cargo build --release && cargo bench --bench kernels --no-run
+#   mkdir -p bin && cp target/release/wgformer bin/ \
+#     && cp "$(ls -t target/release/deps/kernels-* | grep -v '\.d$' | head -1)" bin/kernels
+# The bench binary is self-contained (shaders are compiled in); run it as
+# `bin/kernels [FILTER[,FILTER...]]` with WGFORMER_BENCH_JSON=<file>.
+#
+# Run:  OUT=/some/dir BIN=bin scripts/gpu_bench.sh
+# Writes to $OUT: info.txt, kernels_*.log/json, train_*.log, summary.txt.
+# Needs a Vulkan loader (libvulkan.so.1) and the GPU's ICD. If the machine has
+# none, put the loader .debs in .gl/ (see /work/.library/device/README.md) and
+# the script unpacks them; an NVIDIA ICD under /usr/local/nvidia is used when
+# no other is registered.
+set -u
+OUT="${OUT:?set OUT to the output directory}"
+BIN="${BIN:-bin}"
+mkdir -p "$OUT"
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
+# Fail rather than benchmark a software adapter by mistake.
+export WGFORMER_ADAPTER="${WGFORMER_ADAPTER:-nvidia}"
+export WGPU_BACKEND="${WGPU_BACKEND:-vulkan}"
+# Measure GEMM tiles on this device (the default on GPUs; explicit for the log),
+# with the tuning cache in $OUT so it comes back with the results.
+export WGFORMER_GEMM_TUNE=on
+export WGFORMER_TUNE_CACHE="$OUT/gemm_tune.json"
+start=$(date +%s)
+
+log() { echo "[$(( $(date +%s) - start ))s] $*" | tee -a "$OUT/summary.txt"; }
+
+if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1'; then
+  if ls .gl/*.deb >/dev/null 2>&1; then
+    log "no Vulkan loader: unpacking .gl/*.deb"
+    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+  else
+    log "warning: no libvulkan.so.1 and no .gl/*.deb to unpack"
+  fi
+fi
+if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json ] \
+  && ! ls /usr/share/vulkan/icd.d/nvidia* /etc/vulkan/icd.d/nvidia* >/dev/null 2>&1; then
+  export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+fi
+
+WGF="$BIN/wgformer"
+KB="$BIN/kernels"
+[ -x "$KB" ] || KB="$(ls -t "$BIN"/kernels-* 2>/dev/null | grep -v '\.d$' | head -1)"
+[ -x "$WGF" ] || { log "missing $WGF"; exit 1; }
+[ -n "$KB" ] && [ -x "$KB" ] || { log "missing the kernel bench binary in $BIN"; exit 1; }
+
+# The whole run stays inside TOTAL_S seconds (default 400): each step's limit is
+# cut to what is left, and a step with under 10 s left is skipped.
+TOTAL_S="${TOTAL_S:-400}"
+
+# step NAME SECONDS COMMAND...: runs with a limit, output to $OUT/NAME.log.
+step() {
+  local name="$1" secs="$2"
+  shift 2
+  local left=$(( TOTAL_S - ($(date +%s) - start) ))
+  if [ "$left" -lt 10 ]; then
+    log "skip $name: the run's time is spent"
+    return
+  fi
+  [ "$secs" -gt "$left" ] && secs=$left
+  log "start $name (limit ${secs}s)"
+  timeout -k 5 "$secs" "$@" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  log "end $name: exit $rc$([ $rc -eq 124 ] && echo ' (timed out)')"
+}
+
+nvidia-smi --query-gpu=name,clocks.max.sm,power.limit --format=csv >"$OUT/nvidia_smi.txt" 2>&1 || true
+step info 30 "$WGF" info
+cat "$OUT/info.log" >>"$OUT/summary.txt"
+
+# Most important first (the time budget cuts the tail): GEMM, then training,
+# then attention and the row-wise kernels. One process per group so each JSON
+# stands alone.
+WGFORMER_BENCH_JSON="$OUT/kernels_gemm.json" step kernels_gemm 150 "$KB" "gemm/"
+
+# Training: the issue's configuration, then GPT-2 small at T = 1024 (B = 8,
+# else 4 when the logits do not fit one storage binding).
+step train_small 30 "$WGF" bench train --layers 4 --d-model 256 --heads 4 --seq 256 --batch 8 --vocab 256 --steps 10
+step train_gpt2 70 "$WGF" bench train --layers 12 --d-model 768 --heads 12 --seq 1024 --batch 8 --vocab 50257 --steps 5
+# B = 4 only when B = 8 failed fast (an error, e.g. a binding limit; not a time-out).
+if ! grep -qs "tokens/s" "$OUT/train_gpt2.log" && grep -qs "^error" "$OUT/train_gpt2.log"; then
+  step train_gpt2_b4 50 "$WGF" bench train --layers 12 --d-model 768 --heads 12 --seq 1024 --batch 4 --vocab 50257 --steps 5
+fi
+
+WGFORMER_BENCH_JSON="$OUT/kernels_attention.json" step kernels_attention 45 "$KB" "NH=12 T=1024"
+WGFORMER_BENCH_JSON="$OUT/kernels_rowwise.json" step kernels_rowwise 45 "$KB" "copy/vec4,softmax,layernorm,cross_entropy"
+
+# Per-kernel GPU time of one step of each (dispatch by dispatch, timestamps).
+WGFORMER_BENCH_JSON="$OUT/kernels_train.json" step kernels_train_small 30 "$KB" "train_step"
+WGFORMER_BENCH_TRAIN=12,768,12,1024,8,50257 WGFORMER_BENCH_JSON="$OUT/kernels_train_gpt2.json" \
+  step kernels_train_gpt2 50 "$KB" "train_step"
+
+# Summary: best GEMM rate per shape as a fraction of the H100 SXM's FP32 peak
+# (67 TFLOP/s), copy bandwidth against 3.35 TB/s, tokens/s of each training run.
+{
+  echo "--- GEMM best GFLOP/s per shape (fraction of 67 TFLOP/s FP32 peak)"
+  python3 - "$OUT" <<'EOF' || true
+import json, sys, os
+out = sys.argv[1]
+best = {}
+for name in sorted(os.listdir(out)):
+    if not (name.startswith("kernels_") and name.endswith(".json")):
+        continue
+    try:
+        records = json.load(open(os.path.join(out, name)))
+    except Exception as e:
+        print(name, "unreadable:", e)
+        continue
+    for r in records:
+        key = (r["kernel"], r["shape"])
+        if r["kernel"] == "gemm" and r["gflops"] > best.get(key, (0, ""))[0]:
+            best[key] = (r["gflops"], r["variant"])
+        if r["kernel"] == "copy" and r["variant"] == "vec4":
+            print(f"copy {r['shape']}: {r['gbps']:.0f} GB/s = {100 * r['gbps'] / 3350:.0f}% of 3.35 TB/s")
+        if r["kernel"] in ("attention", "train_step"):
+            print(f"{r['kernel']} {r['variant']} {r['shape']}: {r['median_ms']:.3f} ms {r['gflops']:.0f} GFLOP/s")
+for (k, shape), (g, v) in sorted(best.items(), key=lambda x: -x[1][0]):
+    print(f"gemm {shape:<28} {g:>9.0f} GFLOP/s = {100 * g / 67000:5.1f}% of peak ({v})")
+EOF
+  echo "--- training"
+  grep -h "tokens/s" "$OUT"/train_*.log "$OUT"/kernels_train*.log 2>/dev/null
+  echo "--- autotune ranking (1024^3)"
+  sed -n '/autotune 1024/,/^[a-z]/p' "$OUT/kernels_gemm.log" 2>/dev/null | head -15
+} >>"$OUT/summary.txt" 2>&1
+log "done"

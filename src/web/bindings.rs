@@ -1,0 +1,293 @@
+//! The JavaScript API of the browser demo (wasm-bindgen): `Engine` opens the
+//! browser's WebGPU device and runs the kernel checks and benchmark; `Trainer`
+//! trains the character GPT and streams generated text. Async methods return
+//! Promises; results are JSON strings; failures reject with a JS `Error` whose
+//! `name` says what kind it is (`DeviceLost`, `OutOfMemory`, `TooLarge`,
+//! `InvalidInput`, `Busy`, `GpuError`, `NoAdapter`, `Unsupported`, `Error`).
+
+use super::demo::{CharGpt, DemoConfig, Generation};
+use crate::error::Error;
+use crate::gpu::Gpu;
+use crate::selfcheck::{self, bench};
+use js_sys::Promise;
+use std::cell::RefCell;
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = performance, js_name = now)]
+    fn performance_now() -> f64;
+    #[wasm_bindgen(js_namespace = console, js_name = error)]
+    fn console_error(message: &str);
+}
+
+/// Sends Rust panics to the console (a panic aborts the module; the page
+/// catches the resulting trap and offers a reload).
+#[wasm_bindgen(start)]
+fn start() {
+    std::panic::set_hook(Box::new(|info| {
+        console_error(&format!("wgformer panicked: {info}"));
+    }));
+}
+
+/// A JS `Error` for `e`, named by kind so the page can offer the right way on.
+fn js_error(gpu: Option<&Gpu>, e: &Error) -> JsValue {
+    let message = e.to_string();
+    let kind = if gpu.is_some_and(Gpu::is_lost) {
+        "DeviceLost"
+    } else {
+        match e {
+            Error::TooLarge { .. } => "TooLarge",
+            Error::Gpu(m) if m.to_lowercase().contains("out of memory") => "OutOfMemory",
+            Error::Gpu(m) if m.to_lowercase().contains("device lost") => "DeviceLost",
+            Error::Gpu(_) | Error::RequestDevice { .. } => "GpuError",
+            Error::Shape { .. } | Error::InvalidArgument { .. } => "InvalidInput",
+            Error::NoAdapter { .. } => "NoAdapter",
+            Error::Unsupported { .. } => "Unsupported",
+            _ => "Error",
+        }
+    };
+    let err = js_sys::Error::new(&message);
+    err.set_name(kind);
+    err.into()
+}
+
+fn busy() -> JsValue {
+    let err = js_sys::Error::new("the model is busy with another call; wait for it to finish");
+    err.set_name("Busy");
+    err.into()
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> JsValue {
+    JsValue::from_str(
+        &serde_json::to_string(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")),
+    )
+}
+
+/// The WebGPU device and what runs on it directly.
+#[wasm_bindgen]
+pub struct Engine {
+    gpu: Gpu,
+}
+
+#[wasm_bindgen]
+impl Engine {
+    /// Opens the browser's WebGPU adapter (high-performance preference) with
+    /// its own limits and the optional features it has.
+    pub async fn create() -> Result<Engine, JsValue> {
+        Gpu::new_async()
+            .await
+            .map(|gpu| Engine { gpu })
+            .map_err(|e| js_error(None, &e))
+    }
+
+    /// Adapter, backend, limits and features as JSON.
+    pub fn adapter(&self) -> String {
+        let i = self.gpu.adapter_info();
+        let l = self.gpu.limits();
+        let f = self.gpu.features();
+        serde_json::json!({
+            "name": i.name,
+            "vendor": i.vendor,
+            "device": i.device,
+            "device_type": format!("{:?}", i.device_type),
+            "driver": i.driver,
+            "driver_info": i.driver_info,
+            "backend": format!("{:?}", i.backend),
+            "max_buffer_size": l.max_buffer_size,
+            "max_storage_buffer_binding_size": l.max_storage_buffer_binding_size,
+            "max_compute_workgroup_storage_size": l.max_compute_workgroup_storage_size,
+            "max_compute_invocations_per_workgroup": l.max_compute_invocations_per_workgroup,
+            "shader_f16": f.shader_f16,
+            "timestamp_query": f.timestamp_query,
+            "subgroups": f.subgroups,
+        })
+        .to_string()
+    }
+
+    /// The native `wgformer info` text for this adapter.
+    pub fn describe(&self) -> String {
+        self.gpu.describe()
+    }
+
+    /// True once the device is lost; create a new Engine (and Trainer) then.
+    pub fn is_lost(&self) -> bool {
+        self.gpu.is_lost()
+    }
+
+    /// Destroys the device, as a driver reset would: tests and the page's
+    /// debug mode use it to exercise the recovery path.
+    pub fn lose_device(&self) {
+        self.gpu.device().destroy();
+    }
+
+    /// Kernel check names (JSON array), numbered as `run_check` takes them.
+    pub fn check_names() -> String {
+        serde_json::to_string(selfcheck::CHECKS).unwrap_or_default()
+    }
+
+    /// Runs one kernel check against the CPU reference; resolves to JSON
+    /// `{name, passed, worst_ratio, detail}` (worst_ratio <= 1 passes).
+    pub fn run_check(&self, index: usize) -> Promise {
+        let gpu = self.gpu.clone();
+        future_to_promise(async move {
+            if index >= selfcheck::CHECKS.len() {
+                let e = Error::invalid("run_check", format!("no check number {index}"));
+                return Err(js_error(Some(&gpu), &e));
+            }
+            let r = selfcheck::run_check(&gpu, index).await;
+            if gpu.is_lost() {
+                return Err(js_error(Some(&gpu), &Error::Gpu(r.detail)));
+            }
+            Ok(to_json(&serde_json::json!({
+                "name": r.name,
+                "passed": r.passed,
+                "worst_ratio": if r.worst_ratio.is_finite() { Some(r.worst_ratio) } else { None },
+                "detail": r.detail,
+            })))
+        })
+    }
+
+    /// Benchmark names (JSON array), numbered as `run_bench` takes them.
+    pub fn bench_names() -> String {
+        serde_json::to_string(bench::BENCHES).unwrap_or_default()
+    }
+
+    /// Runs one benchmark; resolves to JSON `{name, shape, ms, gflops, gbps, note, reps}`.
+    pub fn run_bench(&self, index: usize) -> Promise {
+        let gpu = self.gpu.clone();
+        future_to_promise(async move {
+            bench::run_bench(&gpu, index, &performance_now)
+                .await
+                .map(|r| to_json(&r))
+                .map_err(|e| js_error(Some(&gpu), &e))
+        })
+    }
+
+    /// Whether this build has the encoder-decoder "Translate" demo (not yet).
+    pub fn translate_available() -> bool {
+        false
+    }
+}
+
+struct TrainerState {
+    model: CharGpt,
+    generation: Option<Generation>,
+}
+
+/// A character-level GPT being trained on one text.
+#[wasm_bindgen]
+pub struct Trainer {
+    gpu: Gpu,
+    state: Rc<RefCell<TrainerState>>,
+}
+
+#[wasm_bindgen]
+impl Trainer {
+    /// A fresh model for `text`; `config_json` overrides the defaults
+    /// (`{"n_layer":2,"n_embd":64,"n_head":4,"context":64,"batch":16,"lr":0.003,"warmup":20,"seed":1}`).
+    #[wasm_bindgen(constructor)]
+    pub fn new(engine: &Engine, text: &str, config_json: &str) -> Result<Trainer, JsValue> {
+        let gpu = engine.gpu.clone();
+        let config: DemoConfig = if config_json.trim().is_empty() {
+            DemoConfig::default()
+        } else {
+            serde_json::from_str(config_json).map_err(|e| {
+                js_error(
+                    None,
+                    &Error::invalid(
+                        "Trainer",
+                        format!("config is not valid JSON for the demo: {e}"),
+                    ),
+                )
+            })?
+        };
+        let model = CharGpt::new(&gpu, text, config).map_err(|e| js_error(Some(&gpu), &e))?;
+        Ok(Trainer {
+            gpu,
+            state: Rc::new(RefCell::new(TrainerState {
+                model,
+                generation: None,
+            })),
+        })
+    }
+
+    /// Model facts as JSON: config, vocabulary size, parameters.
+    pub fn info(&self) -> String {
+        let Ok(s) = self.state.try_borrow() else {
+            return "{}".into();
+        };
+        let g = s.model.gpt_config();
+        serde_json::json!({
+            "config": s.model.config(),
+            "vocab_size": s.model.vocab().len(),
+            "params": g.param_count(),
+            "steps": s.model.steps(),
+            "train_flops_per_token": g.train_flops_per_token(g.n_positions),
+        })
+        .to_string()
+    }
+
+    /// Trains `n` steps; resolves to JSON `{step, loss, steps, tokens, ms, tokens_per_s}`.
+    pub fn train_steps(&self, n: u32) -> Promise {
+        let (gpu, state) = (self.gpu.clone(), self.state.clone());
+        future_to_promise(async move {
+            let mut s = state.try_borrow_mut().map_err(|_| busy())?;
+            s.model
+                .train_steps(n, &performance_now)
+                .await
+                .map(|r| to_json(&r))
+                .map_err(|e| js_error(Some(&gpu), &e))
+        })
+    }
+
+    /// Starts a generation after `prompt`; then call `next_token` until it
+    /// resolves to `null`. temperature 0 is greedy; top_k 0 keeps every token.
+    pub fn start_generation(
+        &self,
+        prompt: &str,
+        max_tokens: u32,
+        temperature: f32,
+        top_k: u32,
+        seed: u32,
+    ) -> Result<(), JsValue> {
+        let mut s = self.state.try_borrow_mut().map_err(|_| busy())?;
+        let g = s
+            .model
+            .start_generation(
+                prompt,
+                max_tokens as usize,
+                temperature,
+                top_k as usize,
+                seed as u64,
+            )
+            .map_err(|e| js_error(Some(&self.gpu), &e))?;
+        s.generation = Some(g);
+        Ok(())
+    }
+
+    /// Resolves to the next generated character, or `null` when done.
+    pub fn next_token(&self) -> Promise {
+        let (gpu, state) = (self.gpu.clone(), self.state.clone());
+        future_to_promise(async move {
+            let mut s = state.try_borrow_mut().map_err(|_| busy())?;
+            let TrainerState { model, generation } = &mut *s;
+            let Some(g) = generation.as_mut() else {
+                return Ok(JsValue::NULL);
+            };
+            match model.next_token(g).await {
+                Ok(Some(text)) => Ok(JsValue::from_str(&text)),
+                Ok(None) => {
+                    *generation = None;
+                    Ok(JsValue::NULL)
+                }
+                Err(e) => {
+                    *generation = None;
+                    Err(js_error(Some(&gpu), &e))
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,306 @@
+//! The browser demo's model: a tiny character-level GPT trained on one text,
+//! with steps batched between readbacks and token-by-token generation. Plain
+//! async Rust (no wasm-bindgen), so it runs and is tested natively too.
+
+use super::chars::{draw, probabilities, CharVocab};
+use crate::autograd::Tape;
+use crate::error::{human_bytes, Error, Result};
+use crate::gpu::Gpu;
+use crate::kernels::cross_entropy::CrossEntropyOptions;
+use crate::kernels::elementwise::add_assign;
+use crate::nn::{Gpt, GptConfig};
+use crate::optim::{Optimizer, OptimizerKind};
+use crate::rng::SplitMix64;
+use crate::tensor::Tensor;
+
+/// Sizes and training settings of the demo model (JSON field names as here;
+/// missing fields take the defaults).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct DemoConfig {
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_head: usize,
+    /// Context length T (characters per training window).
+    pub context: usize,
+    /// Windows per step B.
+    pub batch: usize,
+    /// Peak AdamW learning rate (after the linear warm-up).
+    pub lr: f32,
+    pub warmup: u32,
+    /// Seeds the weights and the choice of training windows.
+    pub seed: u32,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig {
+            n_layer: 2,
+            n_embd: 64,
+            n_head: 4,
+            context: 64,
+            batch: 16,
+            lr: 3e-3,
+            warmup: 20,
+            seed: 1,
+        }
+    }
+}
+
+/// GPU memory the demo lets one model use (weights, gradients, Adam state and
+/// the activations of a step, estimated): beyond it a browser tab risks
+/// running out of memory, which the page cannot recover from as cleanly.
+pub const MEMORY_BUDGET_BYTES: u64 = 1 << 30;
+
+/// What `train_steps` measured.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct TrainReport {
+    /// Steps done so far (all calls).
+    pub step: u32,
+    /// Mean training loss over the steps of this call (nats per character).
+    pub loss: f32,
+    /// Steps and tokens in this call.
+    pub steps: u32,
+    pub tokens: usize,
+    /// Wall time of this call, including the final readback, milliseconds.
+    pub ms: f64,
+    pub tokens_per_s: f64,
+}
+
+/// A generation in progress: the context so far and the sampling settings.
+pub struct Generation {
+    tokens: Vec<u32>,
+    remaining: usize,
+    temperature: f32,
+    top_k: usize,
+    rng: SplitMix64,
+}
+
+/// A character-level GPT, its optimiser and its training text.
+pub struct CharGpt {
+    gpu: Gpu,
+    vocab: CharVocab,
+    data: Vec<u32>,
+    config: DemoConfig,
+    model: Gpt,
+    opt: Optimizer,
+    rng: SplitMix64,
+}
+
+impl CharGpt {
+    /// Builds a fresh model for `text`. Sizes the device or the demo cannot
+    /// hold are refused before anything large is allocated.
+    pub fn new(gpu: &Gpu, text: &str, config: DemoConfig) -> Result<CharGpt> {
+        let vocab = CharVocab::from_text(text)?;
+        let data = vocab.encode(text)?;
+        let c = config;
+        for (name, value) in [
+            ("n_layer", c.n_layer),
+            ("n_embd", c.n_embd),
+            ("n_head", c.n_head),
+            ("context", c.context),
+            ("batch", c.batch),
+        ] {
+            if value == 0 {
+                return Err(Error::invalid(
+                    "CharGpt::new",
+                    format!("{name} is 0; it must be at least 1"),
+                ));
+            }
+        }
+        if !(c.lr.is_finite() && c.lr > 0.0) {
+            return Err(Error::invalid(
+                "CharGpt::new",
+                format!("learning rate {} must be a positive number", c.lr),
+            ));
+        }
+        if data.len() < c.context + 1 {
+            return Err(Error::invalid(
+                "CharGpt::new",
+                format!(
+                    "the text has {} characters but training windows need context + 1 = {}; \
+                     paste a longer text or lower the context",
+                    data.len(),
+                    c.context + 1
+                ),
+            ));
+        }
+        let gpt = GptConfig {
+            vocab_size: vocab.len(),
+            n_positions: c.context,
+            n_embd: c.n_embd,
+            n_layer: c.n_layer,
+            n_head: c.n_head,
+            layer_norm_epsilon: 1e-5,
+        };
+        check_memory(gpu, &gpt, c.batch)?;
+        let model = Gpt::new(gpu, gpt, c.seed as u64)?;
+        let opt = Optimizer::new(gpu, model.params(), OptimizerKind::gpt_adamw(), Some(1.0))?;
+        Ok(CharGpt {
+            gpu: gpu.clone(),
+            vocab,
+            data,
+            config,
+            model,
+            opt,
+            rng: SplitMix64::new(c.seed as u64 ^ 0x5eed),
+        })
+    }
+
+    pub fn vocab(&self) -> &CharVocab {
+        &self.vocab
+    }
+    pub fn config(&self) -> &DemoConfig {
+        &self.config
+    }
+    pub fn gpt_config(&self) -> &GptConfig {
+        &self.model.config
+    }
+    /// Completed optimiser steps.
+    pub fn steps(&self) -> u32 {
+        self.opt.steps()
+    }
+
+    /// Runs `n` training steps on random windows of the text, submitting each
+    /// step as it is encoded, and reads the mean loss back once at the end.
+    /// `clock` returns milliseconds (`performance.now()` in the browser).
+    pub async fn train_steps(&mut self, n: u32, clock: &dyn Fn() -> f64) -> Result<TrainReport> {
+        if n == 0 {
+            return Err(Error::invalid("train_steps", "asked for 0 steps"));
+        }
+        let t0 = clock();
+        let (b, t) = (self.config.batch, self.config.context);
+        let loss_sum = Tensor::zeros(&self.gpu, &[1])?;
+        let mut inputs = vec![0u32; b * t];
+        let mut targets = vec![0u32; b * t];
+        for _ in 0..n {
+            for row in 0..b {
+                let start = (self.rng.next_u64() % (self.data.len() - t) as u64) as usize;
+                let window = &self.data[start..start + t + 1];
+                inputs[row * t..(row + 1) * t].copy_from_slice(&window[..t]);
+                targets[row * t..(row + 1) * t].copy_from_slice(&window[1..]);
+            }
+            let ids = Tensor::from_u32(&self.gpu, &inputs, &[b, t])?;
+            let tape = Tape::new(&self.gpu);
+            let logits = self.model.forward(&tape, &ids)?;
+            let loss = tape.cross_entropy(&logits, &targets, &CrossEntropyOptions::default())?;
+            tape.backward(&loss)?;
+            add_assign(&loss_sum, loss.value())?;
+            let step = self.opt.steps() + 1;
+            let warm = (step as f32 / self.config.warmup.max(1) as f32).min(1.0);
+            self.opt.step(self.config.lr * warm, 1)?;
+            // One submit per step: the GPU works while the next step is encoded.
+            self.gpu.flush()?;
+        }
+        let total = loss_sum.to_vec_async().await?[0];
+        let ms = (clock() - t0).max(1e-3);
+        let tokens = n as usize * b * t;
+        let loss = total / n as f32;
+        if !loss.is_finite() {
+            return Err(Error::invalid(
+                "train_steps",
+                "the loss is not finite (training diverged); rebuild the model with a lower learning rate",
+            ));
+        }
+        Ok(TrainReport {
+            step: self.opt.steps(),
+            loss,
+            steps: n,
+            tokens,
+            ms,
+            tokens_per_s: tokens as f64 / (ms / 1e3),
+        })
+    }
+
+    /// Starts generating after `prompt` (every character must occur in the
+    /// text; an empty prompt starts from the text's first character).
+    pub fn start_generation(
+        &self,
+        prompt: &str,
+        max_tokens: usize,
+        temperature: f32,
+        top_k: usize,
+        seed: u64,
+    ) -> Result<Generation> {
+        let mut tokens = self.vocab.encode(prompt)?;
+        if tokens.is_empty() {
+            tokens.push(self.data[0]);
+        }
+        // Validates the sampling settings now rather than at the first token.
+        probabilities(&[0.0], temperature, top_k)?;
+        Ok(Generation {
+            tokens,
+            remaining: max_tokens,
+            temperature,
+            top_k,
+            rng: SplitMix64::new(seed),
+        })
+    }
+
+    /// The next generated character, or None when `max_tokens` are out. One
+    /// forward pass over the last `context` characters and one readback.
+    pub async fn next_token(&self, g: &mut Generation) -> Result<Option<String>> {
+        if g.remaining == 0 {
+            return Ok(None);
+        }
+        let t = g.tokens.len().min(self.config.context);
+        let window = &g.tokens[g.tokens.len() - t..];
+        let ids = Tensor::from_u32(&self.gpu, window, &[1, t])?;
+        let tape = Tape::no_grad(&self.gpu);
+        let logits = self.model.forward(&tape, &ids)?;
+        let values = logits.value().to_vec_async().await?;
+        let v = self.vocab.len();
+        let last = &values[(t - 1) * v..t * v];
+        let probs = probabilities(last, g.temperature, g.top_k)?;
+        let u = (g.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        let id = draw(&probs, u) as u32;
+        g.tokens.push(id);
+        g.remaining -= 1;
+        Ok(Some(self.vocab.decode(&[id])))
+    }
+}
+
+/// Refuses a model whose largest activation exceeds the device's binding
+/// limit (the same error a tensor allocation would give, but before any is
+/// made) or whose estimated total memory exceeds [`MEMORY_BUDGET_BYTES`].
+fn check_memory(gpu: &Gpu, g: &GptConfig, batch: usize) -> Result<()> {
+    let (b, t, c, v, l) = (
+        batch as u64,
+        g.n_positions as u64,
+        g.n_embd as u64,
+        g.vocab_size as u64,
+        g.n_layer as u64,
+    );
+    let rows = b.saturating_mul(t);
+    let widest = (4 * c).max(v);
+    let largest = rows.saturating_mul(widest).saturating_mul(4);
+    let limit = gpu.max_binding_bytes();
+    if largest > limit {
+        return Err(Error::TooLarge {
+            what: format!(
+                "an activation of {rows} rows x {widest} (batch {batch} x context {t}, width max(4 n_embd, vocab))"
+            ),
+            needed: human_bytes(largest),
+            limit: human_bytes(limit),
+            limit_name: "max_storage_buffer_binding_size",
+        });
+    }
+    // Weights, gradients, Adam's two moments; about 16 C-wide activations kept per
+    // layer for backward, plus logits and their gradient.
+    let params = g.param_count() as u64;
+    let estimate = 4u64.saturating_mul(
+        (4 * params).saturating_add(rows.saturating_mul((16 * c).saturating_mul(l) + 3 * v)),
+    );
+    if estimate > MEMORY_BUDGET_BYTES {
+        return Err(Error::invalid(
+            "CharGpt::new",
+            format!(
+                "this model would use about {} of GPU memory; the demo allows {}. \
+                 Lower the batch, context, width or depth",
+                human_bytes(estimate),
+                human_bytes(MEMORY_BUDGET_BYTES)
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,509 @@
+// The wgformer demo page: WebGPU detection, then the Train / Generate /
+// Translate / Kernels tabs over the wasm API (pkg/wgformer.js, built by
+// build.sh). Long work runs as awaited calls between animation frames, so the
+// page stays responsive; every failure lands in one error panel with a way on.
+
+const $ = (id) => document.getElementById(id);
+
+// Shared state; exposed as window.wgDemo for the browser test and for debugging.
+const state = {
+  wasm: null, // the pkg module
+  engine: null,
+  trainer: null,
+  trainerText: null, // text + config the trainer was built from
+  training: false,
+  trainLoop: null, // promise of the running loop
+  stepsPerCall: 2,
+  losses: [], // {step, loss}
+  generating: false,
+  stopGeneration: false,
+  checks: [],
+  bench: [],
+};
+window.wgDemo = state;
+
+// ---------------------------------------------------------------- errors
+
+const hints = {
+  DeviceLost:
+    "The GPU device was lost (a driver reset, or the browser reclaimed the GPU). The model lived on the GPU and is gone; restart the engine, then build and train again.",
+  OutOfMemory:
+    "The GPU ran out of memory. Build a smaller model (lower the batch, context or width) and try again.",
+  TooLarge:
+    "One tensor would exceed what this GPU allows in a single binding. Lower the batch or the context and build the model again.",
+  InvalidInput: "Change the input named above and try again.",
+  NoAdapter:
+    "The browser has WebGPU but offered no adapter: the GPU may be blocklisted or hardware acceleration switched off.",
+  RuntimeError:
+    "The WebAssembly module stopped on an internal error (details in the console). Reload the page to start over.",
+};
+
+function showError(err) {
+  const name = (err && err.name) || "Error";
+  const message = (err && err.message) || String(err);
+  if (name === "Busy") return; // a click during a running call: nothing lost
+  console.error(err);
+  const lost = name === "DeviceLost" || (state.engine && safeIsLost());
+  const kind = lost ? "DeviceLost" : name;
+  $("error-title").textContent = {
+    DeviceLost: "GPU device lost",
+    OutOfMemory: "Out of GPU memory",
+    TooLarge: "Too large for this GPU",
+    InvalidInput: "Invalid input",
+    RuntimeError: "Internal error",
+  }[kind] || "Error";
+  $("error-message").textContent = message;
+  $("error-hint").textContent = hints[kind] || "";
+  $("error-restart").hidden = kind !== "DeviceLost";
+  $("error-reload").hidden = kind !== "RuntimeError";
+  $("error").dataset.kind = kind;
+  $("error").hidden = false;
+  if (kind === "DeviceLost" || kind === "RuntimeError") {
+    state.training = false;
+    state.stopGeneration = true;
+    dropTrainer();
+    updateTrainButton();
+    $("model-info").textContent = "not built";
+  }
+}
+
+// Frees a wasm object now (its GPU buffers go back to the device) rather than
+// whenever the garbage collector gets to it.
+function release(obj) {
+  try {
+    obj?.free();
+  } catch {
+    // already freed, or the module is gone: nothing left to release
+  }
+}
+
+function dropTrainer() {
+  release(state.trainer);
+  state.trainer = null;
+}
+
+function safeIsLost() {
+  try {
+    return state.engine.is_lost();
+  } catch {
+    return true; // the module itself is gone
+  }
+}
+
+function clearError() {
+  $("error").hidden = true;
+}
+
+window.addEventListener("unhandledrejection", (e) => showError(e.reason));
+window.addEventListener("error", (e) => showError(e.error || e.message));
+
+// ---------------------------------------------------------------- start-up
+
+function setStatus(text, kind) {
+  const el = $("gpu-status");
+  el.textContent = text;
+  el.dataset.state = kind;
+}
+
+function noWebGpu(reason) {
+  setStatus("WebGPU is not available", "missing");
+  $("no-webgpu-reason").textContent = reason;
+  $("no-webgpu").hidden = false;
+}
+
+// What the browser says about its adapter (browsers often leave wgpu's name
+// empty for privacy but fill vendor and architecture).
+let browserAdapterInfo = "";
+
+async function createEngine() {
+  state.engine = await state.wasm.Engine.create();
+  const a = JSON.parse(state.engine.adapter());
+  const mib = (n) => `${Math.round(n / 1048576)} MiB`;
+  const yes = (b) => (b ? "yes" : "no");
+  const name = [a.name, a.driver].filter(Boolean).join(" ") || browserAdapterInfo || "(unnamed)";
+  setStatus(
+    `WebGPU adapter: ${name} · ${a.device_type} · max storage binding ${mib(a.max_storage_buffer_binding_size)} · ` +
+      `shader-f16: ${yes(a.shader_f16)} · timestamp-query: ${yes(a.timestamp_query)}`,
+    "ready",
+  );
+  $("adapter-describe").textContent = state.engine.describe();
+}
+
+async function main() {
+  if (!("gpu" in navigator) || !navigator.gpu) {
+    noWebGpu(
+      window.isSecureContext
+        ? "This browser does not expose navigator.gpu."
+        : "This page is not a secure context (it must come from https:// or localhost), so the browser hides WebGPU.",
+    );
+    return;
+  }
+  let adapter = null;
+  try {
+    adapter = await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+  } catch (e) {
+    noWebGpu(`Asking for a GPU adapter failed: ${e.message}`);
+    return;
+  }
+  if (!adapter) {
+    noWebGpu("navigator.gpu exists but returned no adapter (the GPU may be blocklisted, or hardware acceleration is off).");
+    return;
+  }
+  const info = adapter.info || {};
+  browserAdapterInfo = [info.vendor, info.architecture, info.description].filter(Boolean).join(" ");
+  try {
+    state.wasm = await import("./pkg/wgformer.js");
+    await state.wasm.default();
+  } catch (e) {
+    setStatus("The WebAssembly build is missing", "missing");
+    showError(
+      Object.assign(new Error(`Loading pkg/wgformer.js failed (${e.message}). Build it with web/build.sh, then reload.`), {
+        name: "Error",
+      }),
+    );
+    return;
+  }
+  try {
+    await createEngine();
+  } catch (e) {
+    setStatus("Opening the GPU failed", "missing");
+    showError(e);
+    return;
+  }
+  $("app").hidden = false;
+  setupTabs();
+  setupTrain();
+  setupGenerate();
+  setupTranslate();
+  setupKernels();
+  setupErrors();
+  document.body.dataset.ready = "true";
+}
+
+// ---------------------------------------------------------------- tabs
+
+function setupTabs() {
+  for (const b of document.querySelectorAll("[data-tab]")) {
+    b.addEventListener("click", () => {
+      for (const o of document.querySelectorAll("[data-tab]")) {
+        o.setAttribute("aria-selected", String(o === b));
+        $(`tab-${o.dataset.tab}`).hidden = o !== b;
+      }
+    });
+  }
+}
+
+// Resolves at the next animation frame, or after 50 ms when frames are
+// throttled (hidden tab), so training keeps going but yields to the page.
+function nextFrame() {
+  return new Promise((resolve) => {
+    let done = false;
+    const go = () => {
+      if (!done) {
+        done = true;
+        resolve();
+      }
+    };
+    requestAnimationFrame(go);
+    setTimeout(go, 50);
+  });
+}
+
+// ---------------------------------------------------------------- train
+
+function readConfig() {
+  const num = (id) => Number($(`cfg-${id}`).value);
+  return {
+    n_layer: num("n_layer"),
+    n_embd: num("n_embd"),
+    n_head: num("n_head"),
+    context: num("context"),
+    batch: num("batch"),
+    lr: num("lr"),
+    warmup: 20,
+    seed: 1,
+  };
+}
+
+function wantedModel() {
+  return JSON.stringify({ text: $("text").value, config: readConfig() });
+}
+
+async function buildModel() {
+  await pauseTraining();
+  dropTrainer(); // the old model's GPU buffers go first
+  const config = readConfig();
+  for (const [k, v] of Object.entries(config)) {
+    if (!Number.isFinite(v) || v < 0) {
+      throw Object.assign(new Error(`${k} must be a non-negative number`), { name: "InvalidInput" });
+    }
+  }
+  state.trainer = new state.wasm.Trainer(state.engine, $("text").value, JSON.stringify(config));
+  state.trainerText = wantedModel();
+  state.losses = [];
+  const info = JSON.parse(state.trainer.info());
+  $("model-info").textContent = `${info.params.toLocaleString()} parameters, ${info.vocab_size} characters`;
+  $("stat-step").textContent = "0";
+  $("stat-loss").textContent = "–";
+  $("stat-speed").textContent = "–";
+  drawChart();
+}
+
+function updateTrainButton() {
+  $("train").textContent = state.training ? "Pause" : state.losses.length ? "Resume" : "Train";
+}
+
+async function pauseTraining() {
+  state.training = false;
+  updateTrainButton();
+  if (state.trainLoop) await state.trainLoop;
+}
+
+async function runTraining() {
+  try {
+    while (state.training) {
+      const r = JSON.parse(await state.trainer.train_steps(state.stepsPerCall));
+      state.losses.push({ step: r.step, loss: r.loss });
+      $("stat-step").textContent = String(r.step);
+      $("stat-loss").textContent = r.loss.toFixed(3);
+      $("stat-speed").textContent = Math.round(r.tokens_per_s).toLocaleString();
+      drawChart();
+      // Aim at ~150 ms of work per call: enough to amortise the readback,
+      // short enough to keep the page responsive.
+      const perStep = r.ms / r.steps;
+      state.stepsPerCall = Math.max(1, Math.min(50, Math.round(150 / perStep)));
+      await nextFrame();
+    }
+  } catch (e) {
+    state.training = false;
+    showError(e);
+  } finally {
+    updateTrainButton();
+  }
+}
+
+function setupTrain() {
+  fetch("passage.txt")
+    .then((r) => (r.ok ? r.text() : Promise.reject(new Error(r.statusText))))
+    .then((t) => {
+      if (!$("text").value) $("text").value = t;
+    })
+    .catch(() => {
+      $("text").value ||= "Paste some text here: the model learns to continue it, one character at a time.\n".repeat(4);
+    });
+  $("build").addEventListener("click", () => buildModel().catch(showError));
+  $("train").addEventListener("click", async () => {
+    if (state.training) {
+      await pauseTraining();
+      return;
+    }
+    clearError();
+    try {
+      if (!state.trainer || state.trainerText !== wantedModel()) await buildModel();
+    } catch (e) {
+      showError(e);
+      return;
+    }
+    if (state.generating) state.stopGeneration = true;
+    state.training = true;
+    updateTrainButton();
+    state.trainLoop = runTraining();
+  });
+  drawChart();
+}
+
+function drawChart() {
+  const canvas = $("loss-chart");
+  const ctx = canvas.getContext("2d");
+  const w = canvas.width;
+  const h = canvas.height;
+  const pad = { l: 48, r: 12, t: 12, b: 28 };
+  ctx.clearRect(0, 0, w, h);
+  ctx.fillStyle = getComputedStyle(canvas).getPropertyValue("--chart-bg") || "#fff";
+  ctx.fillRect(0, 0, w, h);
+  ctx.strokeStyle = "#999";
+  ctx.strokeRect(pad.l, pad.t, w - pad.l - pad.r, h - pad.t - pad.b);
+  ctx.fillStyle = "#555";
+  ctx.font = "12px system-ui, sans-serif";
+  const pts = state.losses;
+  if (!pts.length) {
+    ctx.fillText("loss per step appears here while training", pad.l + 12, h / 2);
+    return;
+  }
+  const maxStep = Math.max(...pts.map((p) => p.step), 1);
+  const losses = pts.map((p) => p.loss);
+  const hi = Math.max(...losses);
+  const lo = Math.min(0, Math.min(...losses));
+  const x = (s) => pad.l + ((w - pad.l - pad.r) * s) / maxStep;
+  const y = (l) => pad.t + ((h - pad.t - pad.b) * (hi - l)) / (hi - lo || 1);
+  ctx.fillText(hi.toFixed(2), 4, pad.t + 10);
+  ctx.fillText(lo.toFixed(2), 4, h - pad.b);
+  ctx.fillText("step " + maxStep, w - pad.r - 70, h - 8);
+  ctx.strokeStyle = "#2a6fdb";
+  ctx.lineWidth = 2;
+  ctx.beginPath();
+  pts.forEach((p, i) => (i ? ctx.lineTo(x(p.step), y(p.loss)) : ctx.moveTo(x(p.step), y(p.loss))));
+  ctx.stroke();
+}
+
+// ---------------------------------------------------------------- generate
+
+function setupGenerate() {
+  $("generate").addEventListener("click", generate);
+  $("stop-generate").addEventListener("click", () => (state.stopGeneration = true));
+}
+
+async function generate() {
+  clearError();
+  if (state.generating) return;
+  try {
+    await pauseTraining();
+    if (!state.trainer) await buildModel();
+  } catch (e) {
+    showError(e);
+    return;
+  }
+  const out = $("gen-output");
+  const prompt = $("prompt").value;
+  out.textContent = prompt;
+  out.dataset.done = "false";
+  state.generating = true;
+  state.stopGeneration = false;
+  $("generate").disabled = true;
+  $("stop-generate").disabled = false;
+  const t0 = performance.now();
+  let n = 0;
+  try {
+    state.trainer.start_generation(
+      prompt,
+      Number($("max-tokens").value),
+      Number($("temperature").value),
+      Number($("top-k").value),
+      Number($("seed").value),
+    );
+    while (!state.stopGeneration) {
+      const piece = await state.trainer.next_token();
+      if (piece === null || piece === undefined) break;
+      out.textContent += piece;
+      n += 1;
+      $("gen-speed").textContent = (n / ((performance.now() - t0) / 1000)).toFixed(1);
+      if (n % 4 === 0) await nextFrame();
+    }
+  } catch (e) {
+    showError(e);
+  } finally {
+    state.generating = false;
+    out.dataset.done = "true";
+    $("generate").disabled = false;
+    $("stop-generate").disabled = true;
+  }
+}
+
+// ---------------------------------------------------------------- translate
+
+function setupTranslate() {
+  if (state.wasm.Engine.translate_available()) {
+    $("translate-status").textContent = "Available: (to be wired to the encoder-decoder API).";
+  }
+}
+
+// ---------------------------------------------------------------- kernels
+
+function cell(tr, text, cls) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  if (cls) td.className = cls;
+  tr.appendChild(td);
+}
+
+async function runChecks() {
+  clearError();
+  await pauseTraining(); // the checks catch the device's errors while they run
+  const names = JSON.parse(state.wasm.Engine.check_names());
+  const body = $("checks-table").querySelector("tbody");
+  body.textContent = "";
+  state.checks = [];
+  $("run-checks").disabled = true;
+  $("checks-summary").textContent = "running…";
+  try {
+    for (let i = 0; i < names.length; i++) {
+      const r = JSON.parse(await state.engine.run_check(i));
+      state.checks.push(r);
+      const tr = document.createElement("tr");
+      cell(tr, r.name);
+      cell(tr, r.passed ? "pass" : "FAIL", r.passed ? "pass" : "fail");
+      cell(tr, r.worst_ratio === null ? "∞" : r.worst_ratio.toFixed(3));
+      cell(tr, r.detail);
+      body.appendChild(tr);
+      await nextFrame();
+    }
+    const failed = state.checks.filter((r) => !r.passed).length;
+    $("checks-summary").textContent = `${state.checks.length - failed} passed, ${failed} failed`;
+    $("checks-summary").dataset.failed = String(failed);
+  } catch (e) {
+    $("checks-summary").textContent = "stopped by an error";
+    showError(e);
+  } finally {
+    $("run-checks").disabled = false;
+  }
+}
+
+async function runBench() {
+  clearError();
+  await pauseTraining();
+  const names = JSON.parse(state.wasm.Engine.bench_names());
+  const body = $("bench-table").querySelector("tbody");
+  body.textContent = "";
+  state.bench = [];
+  $("run-bench").disabled = true;
+  try {
+    for (let i = 0; i < names.length; i++) {
+      const r = JSON.parse(await state.engine.run_bench(i));
+      state.bench.push(r);
+      const tr = document.createElement("tr");
+      cell(tr, r.name);
+      cell(tr, r.shape);
+      cell(tr, r.ms.toFixed(3));
+      cell(tr, r.gflops != null ? `${r.gflops.toFixed(2)} GFLOP/s` : r.gbps != null ? `${r.gbps.toFixed(2)} GB/s` : "");
+      cell(tr, r.note);
+      body.appendChild(tr);
+      await nextFrame();
+    }
+    $("bench-table").dataset.done = "true";
+  } catch (e) {
+    showError(e);
+  } finally {
+    $("run-bench").disabled = false;
+  }
+}
+
+function setupKernels() {
+  $("run-checks").addEventListener("click", runChecks);
+  $("run-bench").addEventListener("click", runBench);
+}
+
+// ---------------------------------------------------------------- recovery
+
+function setupErrors() {
+  $("error-dismiss").addEventListener("click", clearError);
+  $("error-reload").addEventListener("click", () => location.reload());
+  $("error-restart").addEventListener("click", async () => {
+    clearError();
+    dropTrainer();
+    release(state.engine);
+    state.engine = null;
+    state.losses = [];
+    drawChart();
+    try {
+      await createEngine();
+    } catch (e) {
+      showError(e);
+    }
+  });
+  if (new URLSearchParams(location.search).has("debug")) {
+    $("debug-lose-device").hidden = false;
+    $("debug-lose-device").addEventListener("click", () => state.engine.lose_device());
+  }
+}
+
+main().catch(showError);

@@ -1,0 +1,232 @@
+// Browser test of the demo page: headless Chromium with WebGPU on SwiftShader
+// (flags documented in DEVELOPERS.md). Checks the no-WebGPU explanation, that
+// every shader compiles with Chromium's WGSL compiler, the kernel checks, training (the loss falls), generation, the error paths
+// (a tensor over the device limit, a lost device) and the benchmark; writes
+// target/web-test.png (screenshot) and target/web-test.json (measured figures).
+// Run through web/test/run.sh, which builds the page first.
+import { chromium } from "playwright-core";
+import { mkdir, writeFile } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
+import { dirname, join } from "node:path";
+import { serve } from "./server.mjs";
+import { CHROMIUM_FLAGS } from "./flags.mjs";
+import { compileInBrowser, loadShaders } from "./shaders-in-browser.mjs";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const webDir = join(here, "..");
+const targetDir = join(here, "..", "..", "target");
+
+
+// Training steps before the loss is compared with the first report, and the
+// model the test trains: smaller than the page's default, because SwiftShader
+// on a shared 2-core machine manages a few hundred tokens/s.
+const TRAIN_STEPS = Number(process.env.WGFORMER_WEB_TRAIN_STEPS || 40);
+const TEST_MODEL = { n_layer: 1, n_embd: 32, n_head: 2, context: 32, batch: 8, lr: 0.01 };
+
+let failures = 0;
+function check(ok, what, detail = "") {
+  console.log(`${ok ? "ok  " : "FAIL"} ${what}${detail ? ": " + detail : ""}`);
+  if (!ok) failures += 1;
+}
+
+function time(label, t0) {
+  console.log(`     (${label}: ${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+}
+
+async function withPage(browser, url, fn, init) {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 1400 } });
+  if (init) await context.addInitScript(init);
+  const page = await context.newPage();
+  page.on("console", (m) => {
+    if (m.type() === "error" || m.type() === "warning") console.log(`     [console.${m.type()}] ${m.text()}`);
+  });
+  page.on("pageerror", (e) => console.log(`     [pageerror] ${e.message}`));
+  try {
+    await page.goto(url);
+    return await fn(page);
+  } finally {
+    await context.close();
+  }
+}
+
+async function errorPanel(page, timeout = 60_000) {
+  await page.waitForSelector("#error:not([hidden])", { timeout });
+  return page.evaluate(() => ({
+    kind: document.getElementById("error").dataset.kind,
+    message: document.getElementById("error-message").textContent,
+  }));
+}
+
+async function setModel(page, config) {
+  for (const [k, v] of Object.entries(config)) await page.fill(`#cfg-${k}`, String(v));
+}
+
+async function trainUntil(page, steps, timeout) {
+  await page.click('[data-tab="train"]');
+  await page.click("#train");
+  await page.waitForFunction(
+    (n) => {
+      const l = window.wgDemo.losses;
+      return (l.length && l[l.length - 1].step >= n) || !document.getElementById("error").hidden;
+    },
+    steps,
+    { timeout, polling: 200 },
+  );
+  await page.click("#train"); // pause
+  await page.waitForFunction(() => !window.wgDemo.training && document.getElementById("train").textContent !== "Pause");
+  return page.evaluate(() => window.wgDemo.losses.slice());
+}
+
+async function main() {
+  const server = await serve(webDir);
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    args: CHROMIUM_FLAGS,
+  });
+  const figures = { chromium: browser.version() };
+  try {
+    // 1. A browser without WebGPU gets the explanation, not a blank page.
+    await withPage(
+      browser,
+      server.url,
+      async (page) => {
+        await page.waitForSelector("#no-webgpu:not([hidden])", { timeout: 20_000 });
+        const text = await page.textContent("#no-webgpu");
+        check(text.includes("chrome://flags/#enable-unsafe-webgpu"), "no-WebGPU message explains what to enable");
+        check(await page.isHidden("#app"), "no-WebGPU: the app stays hidden");
+      },
+      () => {
+        delete Navigator.prototype.gpu;
+      },
+    );
+
+    await withPage(browser, server.url, async (page) => {
+      let t0 = performance.now();
+      await page.waitForSelector("body[data-ready=true]", { timeout: 60_000 });
+      const status = await page.textContent("#gpu-status");
+      check(status.startsWith("WebGPU adapter:"), "adapter shown", status);
+      figures.adapter = status;
+      time("page ready", t0);
+
+      // 2. Every shader compiles with the browser's WGSL compiler (not only naga).
+      t0 = performance.now();
+      const pipelines = process.env.WGFORMER_WEB_PIPELINES === "1";
+      const compiled = await compileInBrowser(page, await loadShaders(join(here, "..", "..")), pipelines);
+      for (const r of compiled.filter((r) => !r.ok)) check(false, `${r.name}::${r.entry} compiles in Chromium`, r.messages.join("\n"));
+      const skipped = compiled.filter((r) => r.skipped).map((r) => `${r.name} (${r.skipped})`);
+      check(
+        compiled.length >= 10 && compiled.every((r) => r.ok),
+        `${compiled.filter((r) => !r.skipped).length} shader ${pipelines ? "entry points" : "modules"} compile in Chromium`,
+        skipped.length ? `skipped: ${skipped.join(", ")}` : "",
+      );
+      time("shader compilation", t0);
+
+      // 3. Kernel checks against the CPU reference, in the browser.
+      t0 = performance.now();
+      await page.click('[data-tab="kernels"]');
+      await page.click("#run-checks");
+      await page.waitForSelector("#checks-summary[data-failed]", { timeout: 180_000 });
+      const checks = await page.evaluate(() => window.wgDemo.checks);
+      const names = await page.evaluate(() => JSON.parse(window.wgDemo.wasm.Engine.check_names()));
+      check(checks.length === names.length && names.length >= 10, `${checks.length} kernel checks ran`);
+      for (const c of checks) check(c.passed, `kernel check ${c.name}`, c.passed ? `worst ${c.worst_ratio?.toFixed(3)}` : c.detail);
+      figures.checks = checks;
+      time("kernel checks", t0);
+
+      // 4. Training: the loss falls.
+      t0 = performance.now();
+      await page.click('[data-tab="train"]');
+      await setModel(page, TEST_MODEL);
+      const losses = await trainUntil(page, TRAIN_STEPS, 240_000);
+      const first = losses[0];
+      const last = losses[losses.length - 1];
+      check(await page.isHidden("#error"), "training ran without an error");
+      check(
+        losses.length >= 2 && last.loss < first.loss - 0.5,
+        "training loss fell",
+        `${first.loss.toFixed(3)} at step ${first.step} -> ${last.loss.toFixed(3)} at step ${last.step}`,
+      );
+      figures.train = {
+        losses,
+        tokens_per_s: Number((await page.textContent("#stat-speed")).replace(/[^0-9.]/g, "")),
+        model: await page.textContent("#model-info"),
+        info: await page.evaluate(() => JSON.parse(window.wgDemo.trainer.info())),
+      };
+      time(`training ${last.step} steps`, t0);
+      await page.screenshot({ path: join(targetDir, "web-test.png"), fullPage: true });
+
+      // 5. Generation streams text.
+      t0 = performance.now();
+      await page.click('[data-tab="generate"]');
+      await page.fill("#max-tokens", "40");
+      await page.click("#generate");
+      await page.waitForSelector("#gen-output[data-done=true]", { timeout: 120_000 });
+      const out = await page.textContent("#gen-output");
+      const prompt = await page.inputValue("#prompt");
+      check(out.startsWith(prompt) && out.length === prompt.length + 40, "generated 40 characters after the prompt", JSON.stringify(out));
+      figures.generate = { text: out, chars_per_s: Number(await page.textContent("#gen-speed")) };
+      time("generation", t0);
+
+      // 6. A model over the device's limits: a message, then the page goes on.
+      await page.click('[data-tab="train"]');
+      await page.fill("#cfg-batch", "1000000");
+      await page.click("#build");
+      const tooLarge = await errorPanel(page);
+      check(
+        tooLarge.kind === "TooLarge" && tooLarge.message.includes("max_storage_buffer_binding_size"),
+        "oversized model refused with the device limit named",
+        tooLarge.message,
+      );
+      await page.click("#error-dismiss");
+      await page.fill("#cfg-batch", String(TEST_MODEL.batch));
+
+      // 7. The kernel benchmark (before the device loss: its pipelines are built).
+      t0 = performance.now();
+      await page.click('[data-tab="kernels"]');
+      await page.click("#run-bench");
+      await page.waitForSelector("#bench-table[data-done=true]", { timeout: 180_000 });
+      figures.bench = await page.evaluate(() => window.wgDemo.bench);
+      for (const b of figures.bench) {
+        const rate = b.gflops != null ? `${b.gflops.toFixed(2)} GFLOP/s` : b.gbps != null ? `${b.gbps.toFixed(2)} GB/s` : "";
+        console.log(`     ${b.name.padEnd(34)} ${b.shape.padEnd(40)} ${b.ms.toFixed(3).padStart(9)} ms  ${rate} ${b.note}`);
+      }
+      check(figures.bench.length >= 8 && figures.bench.every((b) => b.ms > 0), "benchmark ran");
+      time("benchmark", t0);
+
+      // 8. A lost device: a message, a restart, and the engine works again. (Not
+      // a full retrain: a new device rebuilds every pipeline, a minute on SwiftShader.)
+      t0 = performance.now();
+      await page.evaluate(() => window.wgDemo.engine.lose_device());
+      await page.click('[data-tab="train"]');
+      await page.click("#train");
+      const lost = await errorPanel(page);
+      check(lost.kind === "DeviceLost", "device loss reported", lost.message);
+      check(await page.isVisible("#error-restart"), "device loss offers a restart");
+      await page.click("#error-restart");
+      await page.waitForFunction(() => document.getElementById("gpu-status").dataset.state === "ready" && window.wgDemo.engine);
+      const copy = JSON.parse(await page.evaluate(() => window.wgDemo.engine.run_check(0)));
+      check(copy.passed, "after a restart the new device runs a kernel check", copy.name);
+      await page.click("#build");
+      await page.waitForFunction(() => document.getElementById("model-info").textContent !== "not built");
+      check(await page.isHidden("#error"), "after a restart a new model builds");
+      time("device loss and recovery", t0);
+    });
+  } finally {
+    await browser.close();
+    await server.close();
+  }
+  await mkdir(targetDir, { recursive: true });
+  await writeFile(join(targetDir, "web-test.json"), JSON.stringify(figures, null, 2));
+  console.log(`wrote target/web-test.png and target/web-test.json`);
+  if (failures) {
+    console.log(`${failures} browser check(s) failed`);
+    process.exit(1);
+  }
+  console.log("browser test passed");
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});
