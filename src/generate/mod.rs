@@ -5,6 +5,9 @@
 //!
 //! Both models decode incrementally with a key/value cache: each new token costs
 //! one position of compute, and the output equals recomputing the whole sequence.
+//! The functions that run a model read logits back synchronously and are native
+//! only; [`Sampler`] and the search algorithms over a [`StepDecoder`] also build
+//! for wasm32.
 //!
 //! Context overflow: a GPT sees at most `n_positions` tokens. A prompt longer than
 //! that is an error unless [`GenerateOptions::truncate_prompt`] is set, in which
@@ -12,14 +15,20 @@
 //! [`Generation::prompt_dropped`] says how many were dropped; generation stops
 //! when the context is full ([`StopReason::ContextFull`]).
 
+// The model-driving parts read logits back with blocking readbacks, which the
+// browser does not allow; sampling and the search algorithms work everywhere.
+#[cfg(not(target_arch = "wasm32"))]
 mod gpt;
 mod sampling;
 mod search;
+#[cfg(not(target_arch = "wasm32"))]
 mod seq2seq;
 
+#[cfg(not(target_arch = "wasm32"))]
 pub use gpt::{generate, score, GptDecoder, Score};
 pub use sampling::{argmax, candidates, log_softmax, Sampler, SamplingOptions};
 pub use search::{beam_search, greedy, length_penalty, BeamOptions, Hypothesis, StepDecoder};
+#[cfg(not(target_arch = "wasm32"))]
 pub use seq2seq::{translate, translate_greedy, Seq2SeqDecoder};
 
 /// Options of [`generate`].
