@@ -1,7 +1,7 @@
 //! `wgformer check`: runs every kernel on the current adapter against the CPU
 //! reference and times the GEMM. The same checks back the browser demo's
 //! "Kernels" tab: they are async (readback awaits), with blocking wrappers on
-//! native. The browser kernel benchmark lives in [`bench`].
+//! native. The browser kernel benchmark lives in [`bench`](mod@bench).
 
 pub mod bench;
 

@@ -132,6 +132,7 @@ fn char_gpt_learns_and_generates() {
     };
     assert_eq!(run(1), run(2));
 
+    assert!(model.start_generation("a", 1_000_000, 1.0, 0, 1).is_err());
     let err = model.start_generation("sea§", 5, 1.0, 0, 1).err().unwrap();
     assert!(err.to_string().contains('§'), "{err}");
 }

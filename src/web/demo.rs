@@ -56,6 +56,9 @@ impl Default for DemoConfig {
 /// running out of memory, which the page cannot recover from as cleanly.
 pub const MEMORY_BUDGET_BYTES: u64 = 1 << 30;
 
+/// Most characters one generation may ask for (each costs a forward pass).
+pub const MAX_GENERATED: usize = 100_000;
+
 /// What `train_steps` measured.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
 pub struct TrainReport {
@@ -231,6 +234,12 @@ impl CharGpt {
         top_k: usize,
         seed: u64,
     ) -> Result<Generation> {
+        if max_tokens > MAX_GENERATED {
+            return Err(Error::invalid(
+                "start_generation",
+                format!("{max_tokens} characters asked for; at most {MAX_GENERATED} per generation"),
+            ));
+        }
         let mut tokens = self.vocab.encode(prompt)?;
         if tokens.is_empty() {
             tokens.push(self.data[0]);

@@ -38,7 +38,8 @@ async function withPage(browser, url, fn, init) {
   if (init) await context.addInitScript(init);
   const page = await context.newPage();
   page.on("console", (m) => {
-    if (m.type() === "error" || m.type() === "warning") console.log(`     [console.${m.type()}] ${m.text()}`);
+    // First line only: the page logs the errors it shows, with wasm stack traces.
+    if (m.type() === "error" || m.type() === "warning") console.log(`     [console.${m.type()}] ${m.text().split("\n")[0]}`);
   });
   page.on("pageerror", (e) => console.log(`     [pageerror] ${e.message}`));
   try {
