@@ -493,3 +493,8 @@ fn fused_runs_where_the_score_matrix_does_not_fit_a_binding() {
     assert_close("last row O", &o[(t - 1) * hs..], &o_ref, ATOL, RTOL);
     assert_close("last row L", &l[t - 1..], &l_ref, ATOL, RTOL);
 }
+
+#[test]
+fn the_kernels_without_subgroups_give_the_same_results() {
+    rerun_without_subgroups(&["fused_matches_reference_self_attention", "fused_with_key_padding_mask"]);
+}

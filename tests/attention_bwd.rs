@@ -570,3 +570,8 @@ fn fused_backward_allocates_no_score_matrix() {
         2 * t
     );
 }
+
+#[test]
+fn the_kernels_without_subgroups_give_the_same_results() {
+    rerun_without_subgroups(&["fused_matches_reference_self_attention", "fused_with_key_padding_mask"]);
+}
