@@ -18,8 +18,8 @@
 //! recorded, nothing is measured and the static choice runs.
 
 use super::gemm::{
-    check_kernel, default_kernel_for, gemm_into_kernel, BlockTile, GemmKernel, GemmOptions,
-    GemmShape, RegisterTile, SubgroupTile,
+    check_kernel, default_kernel_for, BlockTile, GemmKernel, GemmOptions, GemmShape, RegisterTile,
+    SubgroupTile,
 };
 use crate::error::Result;
 use crate::gpu::Gpu;
@@ -164,7 +164,7 @@ pub fn autotune(
         .into_iter()
         .filter(|k| !f16 || matches!(k, GemmKernel::Block(_)));
     for kernel in list {
-        let launch = || gemm_into_kernel(a, b, c, shape, opts, kernel);
+        let launch = || super::gemm::gemm_into_kernel(a, b, c, shape, opts, kernel);
         // The first launch builds the pipeline; a kernel that fails to build
         // on this driver drops out instead of failing the product.
         let built = launch().and_then(|_| gpu.sync());
