@@ -584,3 +584,11 @@ fn fused_tests_pass_with_the_other_work_split() {
         "fused_backward_allocates_no_score_matrix",
     ]);
 }
+
+#[test]
+fn the_kernels_without_subgroups_give_the_same_results() {
+    rerun_without_subgroups(&[
+        "fused_matches_reference_self_attention",
+        "fused_with_key_padding_mask",
+    ]);
+}

@@ -91,12 +91,7 @@ pub fn run(b: &mut Bench) -> Result<()> {
                 dims: GemmShape::contiguous(s, s, s, 1),
                 opts: GemmOptions::default(),
             };
-            p.measure(
-                b,
-                "f16 auto",
-                &format!("{s}x{s}x{s}"),
-                |x, w, y, dims, o| gemm_into(x, w, y, dims, o),
-            )?;
+            p.measure(b, "f16 auto", &format!("{s}x{s}x{s}"), gemm_into)?;
         }
     }
     // GPT-2 small at B*T = 2048 (M x K . K x N): QKV, MLP up, MLP down forward;

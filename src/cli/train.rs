@@ -499,7 +499,10 @@ fn finish_seq2seq(task: &mut Seq2SeqTask, how: Start, a: &TrainArgs) -> Result<(
     }
     if let Some(m) = &summary.eval {
         if let (Some(acc), Some(n)) = (m.exact_match, m.examples) {
-            println!("\nexact match on {n} held-out examples: {:.2}%", 100.0 * acc);
+            println!(
+                "\nexact match on {n} held-out examples: {:.2}%",
+                100.0 * acc
+            );
         }
     }
     Ok(())

@@ -212,7 +212,9 @@ impl Gpu {
 
     /// Largest byte size one storage binding may have on this device.
     pub fn max_binding_bytes(&self) -> u64 {
-        (self.inner.limits.max_storage_buffer_binding_size as u64)
+        self.inner
+            .limits
+            .max_storage_buffer_binding_size
             .min(self.inner.limits.max_buffer_size)
     }
 
@@ -261,7 +263,7 @@ impl Gpu {
             i.driver,
             i.driver_info,
             crate::error::human_bytes(l.max_buffer_size),
-            crate::error::human_bytes(l.max_storage_buffer_binding_size as u64),
+            crate::error::human_bytes(l.max_storage_buffer_binding_size),
             l.max_storage_buffers_per_shader_stage,
             l.max_compute_workgroup_storage_size,
             l.max_compute_invocations_per_workgroup,

@@ -51,7 +51,10 @@
 
 use super::gemm::{gemm, GemmOptions};
 use super::softmax::{softmax, softmax_bwd, SoftmaxOptions};
-use super::{grid_1d, groups, ATTENTION_GPU_WGSL, ATTENTION_WGSL, MAX_GROUPS_PER_DIM};
+use super::{
+    grid_1d, groups, ATTENTION_GPU_WGSL, ATTENTION_SUBGROUP_WGSL, ATTENTION_WGSL,
+    MAX_GROUPS_PER_DIM,
+};
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu};
 use crate::tensor::{DType, Tensor};
@@ -62,6 +65,18 @@ pub const MAX_HEAD_SIZE: usize = 128;
 
 /// Threads per workgroup of `attention_fwd`.
 const BQ: usize = 16;
+
+/// Lanes per workgroup of the subgroup kernels (`*_sg`, one subgroup).
+const SG_LANES: usize = 8;
+
+/// Whether the fused kernels run in their subgroup form
+/// (shaders/attention_subgroup.wgsl: streamed rows shared by broadcasts instead
+/// of workgroup memory): on CPU adapters with subgroups of exactly 8 lanes
+/// (lavapipe), where every workgroup-memory load is a loop over the lanes.
+fn subgroup_kernels(gpu: &crate::gpu::Gpu) -> bool {
+    gpu.fixed_subgroup_size() == Some(SG_LANES as u32)
+        && gpu.adapter_info().device_type == wgpu::DeviceType::Cpu
+}
 
 /// Groups of four query rows per thread of `attention_fwd` for `nb` 16-dim
 /// blocks per head: 8 rows per thread up to HS = 64 (each K/V value loaded from
@@ -357,14 +372,16 @@ pub fn attention_fwd_with(
     }
     let nb = d.hs.div_ceil(16);
     let rg = row_groups(nb);
-    let tiles = d.tq.div_ceil(BQ * 4 * rg);
+    let sg = subgroup_kernels(gpu);
+    let lanes = if sg { SG_LANES } else { BQ };
+    let tiles = d.tq.div_ceil(lanes * 4 * rg);
     for (what, n) in [("query tiles", tiles), ("heads", d.nh), ("batch", d.b)] {
         if n > MAX_GROUPS_PER_DIM as usize {
             return Err(too_many_groups(OP, what, n));
         }
     }
     let bk = keys_per_tile(nb, wg_bytes);
-    if bk < 4 {
+    if bk < 4 && !sg {
         return Err(Error::TooLarge {
             what: format!("{OP} with head size {}", d.hs),
             needed: format!("{} bytes of workgroup memory", 4 * (2 * nb * 16 * 4 + 4)),
@@ -376,12 +393,20 @@ pub fn attention_fwd_with(
     let lse = Tensor::empty(gpu, &[d.b, d.nh, d.tq], DType::F32)?;
     let p = params(&d, opts.scale * std::f32::consts::LOG2_E, opts);
     gpu.dispatch(&Dispatch {
-        shader: &ATTENTION_WGSL,
-        entry: "attention_fwd",
+        shader: if sg {
+            &ATTENTION_SUBGROUP_WGSL
+        } else {
+            &ATTENTION_WGSL
+        },
+        entry: if sg {
+            "attention_fwd_sg"
+        } else {
+            "attention_fwd"
+        },
         constants: &[
             ("BQ", BQ as f64),
             ("RG", rg as f64),
-            ("BK", bk as f64),
+            ("BK", bk.max(4) as f64),
             ("NB", nb as f64),
             ("VEC", (d.hs % 4 == 0) as u8 as f64),
         ],
@@ -633,9 +658,11 @@ pub fn attention_bwd_with(
     };
     let nb = d.hs.div_ceil(16);
     let (rg, kg) = (row_groups(nb), key_groups(nb));
+    let sg = subgroup_kernels(gpu);
+    let lanes = if sg { SG_LANES } else { BQ };
     let (q_tiles, k_tiles) = match gpu_split {
         Some((kv, qt)) => (d.tq.div_ceil(4 * qt.g), d.tk.div_ceil(4 * kv.g)),
-        None => (d.tq.div_ceil(BQ * 4 * rg), d.tk.div_ceil(BQ * 4 * kg)),
+        None => (d.tq.div_ceil(lanes * 4 * rg), d.tk.div_ceil(lanes * 4 * kg)),
     };
     let rows = d.b * d.nh * d.tq;
     for (what, n) in [
@@ -653,7 +680,7 @@ pub fn attention_bwd_with(
         }
     }
     let (bk, bq) = (keys_per_tile(nb, wg_bytes), rows_per_tile(nb, wg_bytes));
-    if gpu_split.is_none() && (bk < 4 || bq < 4) {
+    if gpu_split.is_none() && (bk < 4 || bq < 4) && !sg {
         return Err(Error::TooLarge {
             what: format!("{OP} with head size {}", d.hs),
             needed: format!("{} bytes of workgroup memory", 4 * (2 * nb * 16 * 4 + 8)),
@@ -704,13 +731,22 @@ pub fn attention_bwd_with(
         return Ok((dq, dk, dv));
     }
     let vec = (d.hs % 4 == 0) as u8 as f64;
+    let shader = if sg {
+        &ATTENTION_SUBGROUP_WGSL
+    } else {
+        &ATTENTION_WGSL
+    };
     gpu.dispatch(&Dispatch {
-        shader: &ATTENTION_WGSL,
-        entry: "attention_bwd_dkdv",
+        shader,
+        entry: if sg {
+            "attention_bwd_dkdv_sg"
+        } else {
+            "attention_bwd_dkdv"
+        },
         constants: &[
             ("BQ", BQ as f64),
             ("RG", kg as f64),
-            ("BK", bq as f64),
+            ("BK", bq.max(4) as f64),
             ("NB", nb as f64),
             ("VEC", vec),
         ],
@@ -720,12 +756,16 @@ pub fn attention_bwd_with(
         workgroups: [k_tiles as u32, d.nh as u32, d.b as u32],
     })?;
     gpu.dispatch(&Dispatch {
-        shader: &ATTENTION_WGSL,
-        entry: "attention_bwd_dq",
+        shader,
+        entry: if sg {
+            "attention_bwd_dq_sg"
+        } else {
+            "attention_bwd_dq"
+        },
         constants: &[
             ("BQ", BQ as f64),
             ("RG", rg as f64),
-            ("BK", bk as f64),
+            ("BK", bk.max(4) as f64),
             ("NB", nb as f64),
             ("VEC", vec),
         ],

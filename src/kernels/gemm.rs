@@ -71,7 +71,8 @@ pub enum GemmVariant {
     /// the kernel for GPUs.
     Tiled,
     /// The fastest for the adapter and shape: measured by a short autotune where
-    /// enabled, otherwise [`auto_variant`]'s kernel (see [`choose_kernel`]).
+    /// enabled, otherwise [`auto_variant`]'s kernel (see
+    /// [`choose_kernel`](super::gemm_tune::choose_kernel)).
     #[default]
     Auto,
 }

@@ -41,7 +41,9 @@ fn shape_class_for(shape: &GemmShape, opts: &GemmOptions, dtype: DType) -> Strin
     let log2 = |x: usize| x.max(1).next_power_of_two().trailing_zeros();
     let contiguous_a = if opts.trans_a { shape.m } else { shape.k };
     let contiguous_b = if opts.trans_b { shape.k } else { shape.n };
-    let vec = contiguous_a % 4 == 0 && contiguous_b % 4 == 0 && shape.n % 4 == 0;
+    let vec = contiguous_a.is_multiple_of(4)
+        && contiguous_b.is_multiple_of(4)
+        && shape.n.is_multiple_of(4);
     format!(
         "{}ta{} tb{} vec{} m2^{} n2^{} k2^{} batch2^{}",
         if dtype == DType::F16 { "f16 " } else { "" },

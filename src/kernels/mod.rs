@@ -39,6 +39,9 @@ macro_rules! shader {
 pub static ATTENTION_WGSL: Shader = shader!("attention.wgsl", f16: false);
 /// The GPU work split of the fused attention kernels (see attention.rs).
 pub static ATTENTION_GPU_WGSL: Shader = shader!("attention_gpu.wgsl", f16: false);
+/// attention.wgsl followed by attention_subgroup.wgsl (subgroup builtins).
+pub static ATTENTION_SUBGROUP_WGSL: Shader =
+    shader!("attention_subgroup.wgsl" = "attention.wgsl" "attention_subgroup.wgsl", f16: false);
 pub static COPY_WGSL: Shader = shader!("copy.wgsl", f16: false);
 pub static CROSS_ENTROPY_WGSL: Shader = shader!("cross_entropy.wgsl", f16: false);
 pub static ELEMENTWISE_WGSL: Shader = shader!("elementwise.wgsl", f16: false);
@@ -71,6 +74,7 @@ pub static CAST_F16_WGSL: Shader = shader!("cast_f16.wgsl", f16: true);
 pub static ALL_SHADERS: &[&Shader] = &[
     &ATTENTION_WGSL,
     &ATTENTION_GPU_WGSL,
+    &ATTENTION_SUBGROUP_WGSL,
     &COPY_WGSL,
     &CROSS_ENTROPY_WGSL,
     &ELEMENTWISE_WGSL,

@@ -237,7 +237,9 @@ impl CharGpt {
         if max_tokens > MAX_GENERATED {
             return Err(Error::invalid(
                 "start_generation",
-                format!("{max_tokens} characters asked for; at most {MAX_GENERATED} per generation"),
+                format!(
+                    "{max_tokens} characters asked for; at most {MAX_GENERATED} per generation"
+                ),
             ));
         }
         let mut tokens = self.vocab.encode(prompt)?;
