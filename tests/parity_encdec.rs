@@ -12,9 +12,8 @@ mod common;
 mod parity_fixture;
 
 use common::gpu;
-use parity_fixture::{Errors, Fixture};
+use parity_fixture::Fixture;
 use wgformer::autograd::Tape;
-use wgformer::kernels::cross_entropy::CrossEntropyOptions;
 use wgformer::nn::transformer::{ForwardOptions, Transformer, TransformerConfig};
 use wgformer::Tensor;
 
@@ -65,34 +64,7 @@ fn check(file: &str, norm: &str) {
                 &ForwardOptions::eval(),
             )
             .unwrap();
-        assert_eq!(logits.shape(), &fx.logits.shape[..], "logits shape");
-        let opts = CrossEntropyOptions {
-            label_smoothing: case.label_smoothing,
-            ignore_index: case.ignore_index,
-        };
-        let loss = tape.cross_entropy(&logits, &targets, &opts).unwrap();
-        let mut errs = Errors::default();
-        errs.add("logits", &logits.value().to_vec().unwrap(), &fx.logits.data);
-        errs.add("loss", &loss.value().to_vec().unwrap(), &[case.loss]);
-        tape.backward(&loss).unwrap();
-        for p in &params {
-            let g = p
-                .grad()
-                .unwrap_or_else(|| panic!("{what}: no gradient for {}", p.name()));
-            let reference = &case.grads[p.name()];
-            assert_eq!(
-                g.shape(),
-                &reference.shape[..],
-                "gradient shape of {}",
-                p.name()
-            );
-            errs.add(
-                format!("grad {}", p.name()),
-                &g.to_vec().unwrap(),
-                &reference.data,
-            );
-        }
-        errs.assert_below(&what, TOL);
+        fx.compare_case(case, &what, &tape, &logits, &targets, &params, TOL);
     }
 }
 

@@ -2,6 +2,7 @@
 //! learned positions, output projection tied to the token embedding, final
 //! LayerNorm). Reads top-down like nanoGPT's model.py.
 
+use super::config_checks;
 use super::kv_cache::KvCache;
 use super::layers::{
     Activation, Dropout, Embedding, FeedForward, LayerNorm, LearnedPositions, NormPlacement,
@@ -64,49 +65,18 @@ impl GptConfig {
     /// Checks the sizes; the error names the field and the fix.
     pub fn validate(&self) -> Result<()> {
         const OP: &str = "GptConfig";
-        for (name, v) in [
-            ("vocab_size", self.vocab_size),
-            ("n_positions", self.n_positions),
-            ("n_embd", self.n_embd),
-            ("n_layer", self.n_layer),
-            ("n_head", self.n_head),
-        ] {
-            if v == 0 {
-                return Err(Error::invalid(
-                    OP,
-                    format!("{name} is 0; it must be at least 1"),
-                ));
-            }
-        }
-        if !self.n_embd.is_multiple_of(self.n_head) {
-            return Err(Error::invalid(
-                OP,
-                format!(
-                    "n_embd {} must be a multiple of n_head {}",
-                    self.n_embd, self.n_head
-                ),
-            ));
-        }
-        let hs = self.n_embd / self.n_head;
-        if hs > crate::kernels::attention::MAX_HEAD_SIZE {
-            return Err(Error::invalid(
-                OP,
-                format!(
-                    "head size n_embd / n_head = {hs} is over the {} the attention kernel \
-                     supports; use more heads",
-                    crate::kernels::attention::MAX_HEAD_SIZE
-                ),
-            ));
-        }
-        if !(self.layer_norm_epsilon > 0.0 && self.layer_norm_epsilon.is_finite()) {
-            return Err(Error::invalid(
-                OP,
-                format!(
-                    "layer_norm_epsilon {} must be positive and finite (GPT-2 uses 1e-5)",
-                    self.layer_norm_epsilon
-                ),
-            ));
-        }
+        config_checks::nonzero(
+            OP,
+            &[
+                ("vocab_size", self.vocab_size),
+                ("n_positions", self.n_positions),
+                ("n_embd", self.n_embd),
+                ("n_layer", self.n_layer),
+                ("n_head", self.n_head),
+            ],
+        )?;
+        config_checks::heads(OP, ("n_embd", self.n_embd), ("n_head", self.n_head))?;
+        config_checks::epsilon(OP, self.layer_norm_epsilon, "GPT-2 uses 1e-5")?;
         Ok(())
     }
 

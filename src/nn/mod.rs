@@ -2,6 +2,7 @@
 //! ([`gpt`]), the encoder-decoder of "Attention Is All You Need"
 //! ([`transformer`]), and the KV cache of incremental decoding ([`kv_cache`]).
 
+mod config_checks;
 pub mod gpt;
 pub mod kv_cache;
 pub mod layers;

@@ -5,7 +5,8 @@
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use wgformer::autograd::Param;
+use wgformer::autograd::{Param, Tape, Var};
+use wgformer::kernels::cross_entropy::CrossEntropyOptions;
 
 /// The fixture format this reader understands (the script's `VERSION`).
 pub const VERSION: u32 = 1;
@@ -188,5 +189,54 @@ impl Errors {
                 list.join("\n")
             );
         }
+    }
+}
+
+impl Fixture {
+    /// Compares `logits` (already computed on `tape`), the case's loss over
+    /// `targets` and, after the backward pass, every gradient of `params` with
+    /// the fixture; panics naming the worst tensor if one is over `tol`.
+    pub fn compare_case(
+        &self,
+        case: &Case,
+        what: &str,
+        tape: &Tape,
+        logits: &Var,
+        targets: &[u32],
+        params: &[Param],
+        tol: f64,
+    ) {
+        assert_eq!(logits.shape(), &self.logits.shape[..], "logits shape");
+        let opts = CrossEntropyOptions {
+            label_smoothing: case.label_smoothing,
+            ignore_index: case.ignore_index,
+        };
+        let loss = tape.cross_entropy(logits, targets, &opts).unwrap();
+        let mut errs = Errors::default();
+        errs.add(
+            "logits",
+            &logits.value().to_vec().unwrap(),
+            &self.logits.data,
+        );
+        errs.add("loss", &loss.value().to_vec().unwrap(), &[case.loss]);
+        tape.backward(&loss).unwrap();
+        for p in params {
+            let g = p
+                .grad()
+                .unwrap_or_else(|| panic!("{what}: no gradient for {}", p.name()));
+            let reference = &case.grads[p.name()];
+            assert_eq!(
+                g.shape(),
+                &reference.shape[..],
+                "gradient shape of {}",
+                p.name()
+            );
+            errs.add(
+                format!("grad {}", p.name()),
+                &g.to_vec().unwrap(),
+                &reference.data,
+            );
+        }
+        errs.assert_below(what, tol);
     }
 }

@@ -19,6 +19,24 @@ fn residual(gpu: &Gpu, name: String, cfg: &TransformerConfig) -> Result<Residual
     })
 }
 
+fn self_attention(
+    gpu: &Gpu,
+    p: &str,
+    cfg: &TransformerConfig,
+    causal: bool,
+    seeds: (u64, u64),
+) -> Result<SelfAttention> {
+    SelfAttention::new(
+        gpu,
+        (&format!("{p}.self_attn.qkv"), &format!("{p}.self_attn.out")),
+        cfg.d_model,
+        cfg.n_heads,
+        causal,
+        (STD, STD),
+        seeds,
+    )
+}
+
 fn feed_forward(
     gpu: &Gpu,
     p: &str,
@@ -54,15 +72,7 @@ impl EncoderLayer {
     ) -> Result<Self> {
         let p = format!("encoder.layers.{i}");
         Ok(EncoderLayer {
-            self_attn: SelfAttention::new(
-                gpu,
-                (&format!("{p}.self_attn.qkv"), &format!("{p}.self_attn.out")),
-                cfg.d_model,
-                cfg.n_heads,
-                false,
-                (STD, STD),
-                (seed(), seed()),
-            )?,
+            self_attn: self_attention(gpu, &p, cfg, false, (seed(), seed()))?,
             ln_1: residual(gpu, format!("{p}.ln_1"), cfg)?,
             ffn: feed_forward(gpu, &p, cfg, (seed(), seed()))?,
             ln_2: residual(gpu, format!("{p}.ln_2"), cfg)?,
@@ -117,15 +127,7 @@ impl DecoderLayer {
     ) -> Result<Self> {
         let p = format!("decoder.layers.{i}");
         Ok(DecoderLayer {
-            self_attn: SelfAttention::new(
-                gpu,
-                (&format!("{p}.self_attn.qkv"), &format!("{p}.self_attn.out")),
-                cfg.d_model,
-                cfg.n_heads,
-                true,
-                (STD, STD),
-                (seed(), seed()),
-            )?,
+            self_attn: self_attention(gpu, &p, cfg, true, (seed(), seed()))?,
             ln_1: residual(gpu, format!("{p}.ln_1"), cfg)?,
             cross_attn: CrossAttention::new(
                 gpu,

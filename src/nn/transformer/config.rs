@@ -3,6 +3,7 @@
 //! small one that trains in minutes on a CPU adapter.
 
 use crate::error::{Error, Result};
+use crate::nn::config_checks;
 use crate::nn::layers::{Activation, NormPlacement};
 
 /// Sizes of an encoder-decoder Transformer; the field names are the JSON keys.
@@ -77,42 +78,19 @@ impl TransformerConfig {
     /// Checks every field; the error names the field and the fix.
     pub fn validate(&self) -> Result<()> {
         const OP: &str = "TransformerConfig";
-        for (name, v) in [
-            ("vocab_size", self.vocab_size),
-            ("d_model", self.d_model),
-            ("d_ff", self.d_ff),
-            ("n_heads", self.n_heads),
-            ("n_encoder_layers", self.n_encoder_layers),
-            ("n_decoder_layers", self.n_decoder_layers),
-            ("max_len", self.max_len),
-        ] {
-            if v == 0 {
-                return Err(Error::invalid(
-                    OP,
-                    format!("{name} is 0; it must be at least 1"),
-                ));
-            }
-        }
-        if !self.d_model.is_multiple_of(self.n_heads) {
-            return Err(Error::invalid(
-                OP,
-                format!(
-                    "d_model {} must be a multiple of n_heads {} (each head gets d_model / n_heads dims)",
-                    self.d_model, self.n_heads
-                ),
-            ));
-        }
-        let max_hs = crate::kernels::attention::MAX_HEAD_SIZE;
-        if self.head_size() > max_hs {
-            return Err(Error::invalid(
-                OP,
-                format!(
-                    "head size d_model / n_heads = {} is over the {max_hs} the attention kernel \
-                     supports; use more heads",
-                    self.head_size()
-                ),
-            ));
-        }
+        config_checks::nonzero(
+            OP,
+            &[
+                ("vocab_size", self.vocab_size),
+                ("d_model", self.d_model),
+                ("d_ff", self.d_ff),
+                ("n_heads", self.n_heads),
+                ("n_encoder_layers", self.n_encoder_layers),
+                ("n_decoder_layers", self.n_decoder_layers),
+                ("max_len", self.max_len),
+            ],
+        )?;
+        config_checks::heads(OP, ("d_model", self.d_model), ("n_heads", self.n_heads))?;
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::invalid(
                 OP,
@@ -122,15 +100,7 @@ impl TransformerConfig {
                 ),
             ));
         }
-        if !(self.layer_norm_epsilon > 0.0 && self.layer_norm_epsilon.is_finite()) {
-            return Err(Error::invalid(
-                OP,
-                format!(
-                    "layer_norm_epsilon {} must be positive and finite (default 1e-5)",
-                    self.layer_norm_epsilon
-                ),
-            ));
-        }
+        config_checks::epsilon(OP, self.layer_norm_epsilon, "default 1e-5")?;
         Ok(())
     }
 
