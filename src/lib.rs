@@ -24,6 +24,10 @@
 //! # Ok::<(), wgformer::Error>(())
 //! ```
 
+// In the browser wgpu's handles are not Send/Sync (one thread), yet the engine
+// shares them through Arc as it does natively; nothing crosses threads there.
+#![cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
+
 pub mod autograd;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod checkpoint;

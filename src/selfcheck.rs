@@ -58,7 +58,7 @@ pub fn compare(name: &str, ours: &[f32], reference: &[f64], atol: f64, rtol: f64
         } else {
             err / (atol + rtol * r.abs())
         };
-        if !(ratio <= 1.0) {
+        if ratio.is_nan() || ratio > 1.0 {
             if bad == 0 {
                 first_bad = format!("first mismatch at [{i}]: ours {o}, reference {r}");
             }

@@ -102,7 +102,7 @@ impl Tensor {
         let t = Self::alloc(gpu, shape, dtype, true)?;
         if !bytes.is_empty() {
             // write_buffer needs a multiple of 4 bytes (odd-length f16 data).
-            if bytes.len() % 4 == 0 {
+            if bytes.len().is_multiple_of(4) {
                 gpu.queue().write_buffer(t.buffer(), 0, bytes);
             } else {
                 let mut padded = bytes.to_vec();

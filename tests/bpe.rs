@@ -195,7 +195,7 @@ fn random_text(rng: &mut SplitMix64, max_chars: usize) -> String {
     let n = (rng.next_u64() % (max_chars as u64 + 1)) as usize;
     let mut s = String::new();
     for _ in 0..n {
-        if rng.next_u64() % 8 == 0 {
+        if rng.next_u64().is_multiple_of(8) {
             // any scalar value
             let c = loop {
                 if let Some(c) = char::from_u32((rng.next_u64() % 0x11_0000) as u32) {

@@ -17,9 +17,6 @@ use wgformer::autograd::Tape;
 use wgformer::nn::transformer::{ForwardOptions, Transformer, TransformerConfig};
 use wgformer::Tensor;
 
-/// Relative tolerance per tensor (max |ours - ref| / max |ref|).
-const TOL: f64 = 1e-4;
-
 fn check(file: &str, norm: &str) {
     let gpu = gpu();
     let fx = Fixture::load(file);
@@ -64,7 +61,7 @@ fn check(file: &str, norm: &str) {
                 &ForwardOptions::eval(),
             )
             .unwrap();
-        fx.compare_case(case, &what, &tape, &logits, &targets, &params, TOL);
+        fx.compare_case(case, &what, &tape, &logits, &targets, &params);
     }
 }
 

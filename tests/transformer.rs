@@ -84,10 +84,9 @@ fn context_overflow_is_an_error_not_a_panic() {
     let gpu = gpu();
     let model = Gpt::new(&gpu, tiny(), 3).unwrap();
     let ids = Tensor::from_u32(&gpu, &[1; 20], &[1, 20]).unwrap();
-    let err = model
-        .forward(&Tape::no_grad(&gpu), &ids)
-        .err()
-        .expect("T = 20 > 16 positions");
+    let Err(err) = model.forward(&Tape::no_grad(&gpu), &ids) else {
+        panic!("T = 20 > 16 positions must be refused");
+    };
     assert!(err.to_string().contains("16 positions"), "{err}");
 }
 

@@ -27,7 +27,7 @@ pub fn assert_close(what: &str, ours: &[f32], reference: &[f64], atol: f64, rtol
     for (i, (&o, &r)) in ours.iter().zip(reference).enumerate() {
         let err = (o as f64 - r).abs();
         let tol = atol + rtol * r.abs();
-        if !(err <= tol) {
+        if err.is_nan() || err > tol {
             // NaN fails here too.
             bad.push((i, o, r, err));
         }

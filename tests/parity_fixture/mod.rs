@@ -192,10 +192,13 @@ impl Errors {
     }
 }
 
+/// Relative tolerance per tensor (max |ours - ref| / max |ref|).
+pub const PARITY_TOL: f64 = 1e-4;
+
 impl Fixture {
     /// Compares `logits` (already computed on `tape`), the case's loss over
     /// `targets` and, after the backward pass, every gradient of `params` with
-    /// the fixture; panics naming the worst tensor if one is over `tol`.
+    /// the fixture; panics naming the worst tensor if one is over [`PARITY_TOL`].
     pub fn compare_case(
         &self,
         case: &Case,
@@ -204,7 +207,6 @@ impl Fixture {
         logits: &Var,
         targets: &[u32],
         params: &[Param],
-        tol: f64,
     ) {
         assert_eq!(logits.shape(), &self.logits.shape[..], "logits shape");
         let opts = CrossEntropyOptions {
@@ -237,6 +239,6 @@ impl Fixture {
                 &reference.data,
             );
         }
-        errs.assert_below(what, tol);
+        errs.assert_below(what, PARITY_TOL);
     }
 }
