@@ -6,6 +6,7 @@
 //! `InvalidInput`, `Busy`, `GpuError`, `NoAdapter`, `Unsupported`, `Error`).
 
 use super::demo::{CharGpt, DemoConfig, Generation};
+use crate::data::Tokenizer;
 use crate::error::Error;
 use crate::gpu::Gpu;
 use crate::selfcheck::{self, bench};
@@ -238,7 +239,7 @@ impl Trainer {
         let g = s.model.gpt_config();
         serde_json::json!({
             "config": s.model.config(),
-            "vocab_size": s.model.vocab().len(),
+            "vocab_size": s.model.vocab().vocab_size(),
             "params": g.param_count(),
             "steps": s.model.steps(),
             "train_flops_per_token": g.train_flops_per_token(g.n_positions),
