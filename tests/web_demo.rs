@@ -211,7 +211,7 @@ fn translator_learns_and_decodes_like_the_native_greedy_search() {
         tr.model().config.max_len,
     )
     .unwrap();
-    let mut right = 0;
+    let (mut right, mut chars_right, mut chars) = (0, 0, 0);
     for (i, (source, target)) in tr.held_out()[..n].iter().enumerate() {
         let one = pollster::block_on(tr.translate(source)).unwrap();
         assert_eq!(
@@ -222,10 +222,16 @@ fn translator_learns_and_decodes_like_the_native_greedy_search() {
         let e = &eval.examples[i];
         assert_eq!((&e.source, &e.target), (source, target));
         assert_eq!(e.output, one, "{source}: evaluate's batch vs one row");
-        right += usize::from(one == *target);
+        // Counted on the native decoder's ids against the task's answer.
+        let (o, t) = (&native[i], tok.encode(target));
+        right += usize::from(*o == t);
+        chars_right += (0..t.len()).filter(|&j| o.get(j) == Some(&t[j])).count();
+        chars_right += usize::from(o.len() == t.len());
+        chars += t.len() + 1;
     }
     assert_eq!(eval.correct, right);
     assert_eq!(eval.accuracy, right as f64 / n as f64);
+    assert_eq!(eval.char_accuracy, chars_right as f64 / chars as f64);
     // Spaces around a typed date do not matter.
     let s = &tr.held_out()[0].0;
     assert_eq!(

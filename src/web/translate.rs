@@ -97,6 +97,10 @@ pub struct TranslateExample {
 pub struct TranslateEval {
     /// `correct / total`.
     pub accuracy: f64,
+    /// Share of the answers' characters the outputs have at the same position,
+    /// each answer's end counting as one more (right when the lengths agree):
+    /// partial credit, which moves before whole dates come out right.
+    pub char_accuracy: f64,
     /// Dates translated exactly right.
     pub correct: usize,
     /// Dates translated.
@@ -315,6 +319,14 @@ impl DateTranslator {
         let pairs = &self.held_out[..n];
         let sources: Vec<Vec<u32>> = pairs.iter().map(|p| self.tokenizer.encode(&p.0)).collect();
         let outputs = self.decode(&sources).await?;
+        let (mut chars_right, mut chars) = (0, 0);
+        for ((_, target), out) in pairs.iter().zip(&outputs) {
+            let target = self.tokenizer.encode(target);
+            chars_right += target.iter().zip(out).filter(|(a, b)| a == b).count();
+            // The end counts as one more position: right when the lengths agree.
+            chars_right += usize::from(out.len() == target.len());
+            chars += target.len() + 1;
+        }
         let examples: Vec<TranslateExample> = pairs
             .iter()
             .zip(&outputs)
@@ -328,6 +340,7 @@ impl DateTranslator {
         let correct = examples.iter().filter(|e| e.correct).count();
         Ok(TranslateEval {
             accuracy: correct as f64 / n as f64,
+            char_accuracy: chars_right as f64 / chars as f64,
             correct,
             total: n,
             examples,
