@@ -462,7 +462,7 @@ async function evaluateTranslator() {
   for (const e of r.examples.slice(0, 6)) {
     const tr = document.createElement("tr");
     cell(tr, e.source);
-    cell(tr, e.output || "(nothing)");
+    cell(tr, shown(e.output));
     cell(tr, e.target);
     cell(tr, e.correct ? "✓" : "✗", e.correct ? "pass" : "fail");
     body.appendChild(tr);
@@ -494,6 +494,11 @@ async function runTranslatorTraining() {
   }
 }
 
+// A model output as text; an untrained model often emits only spaces.
+function shown(output) {
+  return output.trim() ? output : output ? `(${output.length} spaces)` : "(nothing)";
+}
+
 function showTranslation(text, kind) {
   const out = $("tr-output");
   out.textContent = text;
@@ -517,7 +522,7 @@ async function translateTyped() {
     if (!state.translator) await buildTranslator();
     const out = await state.translator.translate(text);
     const right = out === answer;
-    showTranslation(`${text} → ${out || "(nothing)"}  ${right ? "✓" : `✗ (the answer is ${answer})`}`, "ok");
+    showTranslation(`${text} → ${shown(out)}  ${right ? "✓" : `✗ (the answer is ${answer})`}`, "ok");
     $("tr-output").dataset.correct = String(right);
   } catch (e) {
     if (e && e.name === "InvalidInput") showTranslation(e.message, "error");
