@@ -33,7 +33,6 @@ pub mod autograd;
 pub mod checkpoint;
 pub mod data;
 pub mod error;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod generate;
 pub mod gpu;
 pub mod kernels;

@@ -222,6 +222,7 @@ fn bench_train(gpu: &wgformer::Gpu, a: &TrainBench) -> wgformer::Result<()> {
 }
 
 fn bench_demo(gpu: &wgformer::Gpu, a: &DemoBench) -> wgformer::Result<()> {
+    use wgformer::data::Tokenizer;
     use wgformer::web::{CharGpt, DemoConfig};
     let text = std::fs::read_to_string(&a.text).map_err(|e| wgformer::Error::Io {
         path: a.text.display().to_string(),
@@ -237,7 +238,7 @@ fn bench_demo(gpu: &wgformer::Gpu, a: &DemoBench) -> wgformer::Result<()> {
     println!(
         "demo GPT {:?}: vocabulary {}, {} parameters",
         config,
-        model.vocab().len(),
+        model.vocab().vocab_size(),
         model.gpt_config().param_count()
     );
     let origin = std::time::Instant::now();

@@ -1,11 +1,14 @@
-//! The browser demo's Rust side, natively on the test adapter: character
-//! vocabulary, sampling against an independent softmax, the char-GPT trainer
-//! (initial loss ~ ln V, loss falls), generation, and the errors the page shows.
+//! The browser demo's Rust side, natively on the test adapter: the char-GPT
+//! trainer (initial loss ~ ln V, loss falls), generation, the date translator
+//! (loss falls, its asynchronous greedy decoding equals the native
+//! `generate::translate_greedy`, its accuracy equals a count over its
+//! translations) and the errors the page shows.
 
 mod common;
 
-use wgformer::web::chars::{draw, probabilities};
-use wgformer::web::{CharGpt, CharVocab, DemoConfig};
+use wgformer::data::{DateTask, Tokenizer};
+use wgformer::generate::translate_greedy;
+use wgformer::web::{CharGpt, DateTranslator, DemoConfig, TranslateConfig};
 use wgformer::Error;
 
 fn tiny() -> DemoConfig {
@@ -36,62 +39,12 @@ fn clock() -> f64 {
 }
 
 #[test]
-fn vocab_round_trips_and_names_unknown_characters() {
-    let v = CharVocab::from_text("hello, world").unwrap();
-    assert_eq!(v.len(), 9); // " ,dehlorw"
-    let ids = v.encode("world hello").unwrap();
-    assert_eq!(v.decode(&ids), "world hello");
-    let err = v.encode("help!").unwrap_err().to_string();
-    assert!(err.contains("'p'") && err.contains("rebuild"), "{err}");
-    assert!(CharVocab::from_text("").is_err());
-}
-
-#[test]
-fn probabilities_match_an_independent_softmax() {
-    let logits = [1.0f32, 3.0, -2.0, 3.0, 0.5];
-    for &(temp, k) in &[(1.0f32, 0usize), (0.5, 0), (2.0, 3), (1.0, 1)] {
-        let p = probabilities(&logits, temp, k).unwrap();
-        // Reference: the k largest by value (ties to the lower id), softmax of x / T.
-        let mut idx: Vec<usize> = (0..5).collect();
-        idx.sort_by(|&a, &b| logits[b].partial_cmp(&logits[a]).unwrap().then(a.cmp(&b)));
-        let keep = if k == 0 { 5 } else { k };
-        let mut want = [0.0f64; 5];
-        for &i in &idx[..keep] {
-            want[i] = (logits[i] as f64 / temp as f64).exp();
-        }
-        let z: f64 = want.iter().sum();
-        for i in 0..5 {
-            assert!((p[i] - want[i] / z).abs() < 1e-12, "T={temp} k={k}: {p:?}");
-        }
-    }
-    // Greedy: all mass on the first arg-max.
-    assert_eq!(
-        probabilities(&logits, 0.0, 0).unwrap(),
-        vec![0.0, 1.0, 0.0, 0.0, 0.0]
-    );
-    assert!(probabilities(&logits, -1.0, 0).is_err());
-    assert!(probabilities(&logits, f32::NAN, 0).is_err());
-    assert!(probabilities(&[f32::NAN; 3], 1.0, 0).is_err());
-}
-
-#[test]
-fn draw_follows_the_probabilities() {
-    let p = [0.1, 0.0, 0.6, 0.3];
-    let n = 10_000;
-    let mut counts = [0usize; 4];
-    for i in 0..n {
-        counts[draw(&p, (i as f64 + 0.5) / n as f64)] += 1;
-    }
-    assert_eq!(counts, [1000, 0, 6000, 3000]);
-    assert_eq!(draw(&p, 1.0), 3); // rounding past the sum stays on a token with mass
-}
-
-#[test]
 fn char_gpt_learns_and_generates() {
     let gpu = common::gpu();
     let text = passage();
     let mut model = CharGpt::new(&gpu, &text, tiny()).unwrap();
-    let v = model.vocab().len();
+    // Every id the model predicts, the four special tokens included.
+    let v = model.vocab().vocab_size();
     let first = pollster::block_on(model.train_steps(2, &clock)).unwrap();
     // Small initial weights give near-uniform predictions: loss ~ ln V.
     assert!(
@@ -120,7 +73,10 @@ fn char_gpt_learns_and_generates() {
         out.push_str(&s);
     }
     assert_eq!(out.chars().count(), 12);
-    assert!(model.vocab().encode(&out).is_ok());
+    assert!(
+        out.chars().all(|c| model.vocab().id_of(c).is_some()),
+        "{out:?} has characters outside the text"
+    );
     // Greedy decoding is deterministic whatever the seed.
     let run = |seed| {
         let mut g = model.start_generation("a", 6, 0.0, 0, seed).unwrap();
@@ -171,4 +127,184 @@ fn bad_demo_configs_are_refused_with_the_reason() {
     let err = CharGpt::new(&gpu, &text, long).err().unwrap().to_string();
     assert!(err.contains("lower the context"), "{err}");
     assert!(CharGpt::new(&gpu, "", tiny()).is_err());
+}
+
+/// A translator small enough for a test: one layer, a short epoch.
+fn tiny_translator() -> TranslateConfig {
+    TranslateConfig {
+        d_model: 32,
+        d_ff: 64,
+        n_heads: 2,
+        n_layers: 1,
+        batch_tokens: 256,
+        warmup: 20,
+        n_train: 2000,
+        n_held_out: 24,
+        seed: 4,
+        ..TranslateConfig::default()
+    }
+}
+
+#[test]
+fn date_targets_match_the_task_and_bad_dates_are_explained() {
+    let task = DateTask::generate(0, 3000, 9).unwrap();
+    for (iso, english) in &task.held_out {
+        assert_eq!(&DateTask::english(iso).unwrap(), english);
+    }
+    assert_eq!(DateTask::english("2000-02-29").unwrap(), "29 February 2000");
+    for (bad, says) in [
+        ("2024-13-45", "month 13"),
+        ("2023-02-29", "February 2023"),
+        ("1900-02-29", "February 1900"),
+        ("2024-04-31", "01 to 30"),
+        ("2024-00-10", "month 00"),
+        ("2024/03/15", "'/'"),
+        ("March 2024", "'M'"),
+        ("2024-3-15", "YYYY-MM-DD"),
+        ("2024-03", "YYYY-MM-DD"),
+        ("", "YYYY-MM-DD"),
+        ("1899-12-31", "1900..=2099"),
+        ("2100-01-01", "1900..=2099"),
+    ] {
+        let err = DateTask::english(bad).unwrap_err().to_string();
+        assert!(err.contains(says), "{bad:?}: {err}");
+    }
+}
+
+#[test]
+fn translator_learns_and_decodes_like_the_native_greedy_search() {
+    let gpu = common::gpu();
+    let mut tr = DateTranslator::new(&gpu, tiny_translator()).unwrap();
+    let first = pollster::block_on(tr.train_steps(3, &clock)).unwrap();
+    assert!(first.tokens > 0 && first.tokens_per_s > 0.0);
+    for _ in 0..3 {
+        pollster::block_on(tr.train_steps(15, &clock)).unwrap();
+    }
+    let later = pollster::block_on(tr.train_steps(5, &clock)).unwrap();
+    assert_eq!(later.step, 53);
+    eprintln!("translator loss {} -> {}", first.loss, later.loss);
+    // By then the model has learnt which characters the answers use and where
+    // (digits, month letters, spaces), if not yet which ones.
+    assert!(
+        later.loss < first.loss - 1.0,
+        "loss {} -> {}",
+        first.loss,
+        later.loss
+    );
+
+    let n = 24;
+    let eval = pollster::block_on(tr.evaluate(n)).unwrap();
+    assert_eq!((eval.total, eval.examples.len()), (n, n));
+    let tok = tr.tokenizer();
+    let sp = tok.specials();
+    let sources: Vec<Vec<u32>> = tr.held_out()[..n]
+        .iter()
+        .map(|(s, _)| tok.encode(s))
+        .collect();
+    // The native, blocking batched decoder on the same weights.
+    let native = translate_greedy(
+        tr.model(),
+        &sources,
+        sp.bos,
+        sp.eos,
+        sp.pad,
+        tr.model().config.max_len,
+    )
+    .unwrap();
+    let (mut right, mut chars_right, mut chars) = (0, 0, 0);
+    for (i, (source, target)) in tr.held_out()[..n].iter().enumerate() {
+        let one = pollster::block_on(tr.translate(source)).unwrap();
+        assert_eq!(
+            one,
+            tok.decode(&native[i]),
+            "{source}: one row vs native batch"
+        );
+        let e = &eval.examples[i];
+        assert_eq!((&e.source, &e.target), (source, target));
+        assert_eq!(e.output, one, "{source}: evaluate's batch vs one row");
+        // Counted on the native decoder's ids against the task's answer.
+        let (o, t) = (&native[i], tok.encode(target));
+        right += usize::from(*o == t);
+        chars_right += (0..t.len()).filter(|&j| o.get(j) == Some(&t[j])).count();
+        chars_right += usize::from(o.len() == t.len());
+        chars += t.len() + 1;
+    }
+    assert_eq!(eval.correct, right);
+    assert_eq!(eval.accuracy, right as f64 / n as f64);
+    assert_eq!(eval.char_accuracy, chars_right as f64 / chars as f64);
+    // Spaces around a typed date do not matter.
+    let s = &tr.held_out()[0].0;
+    assert_eq!(
+        pollster::block_on(tr.translate(&format!("  {s} "))).unwrap(),
+        eval.examples[0].output
+    );
+
+    let err = pollster::block_on(tr.translate("2024-13-45")).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidArgument { .. }) && err.to_string().contains("month 13"),
+        "{err}"
+    );
+    assert!(pollster::block_on(tr.evaluate(0)).is_err());
+    let err = pollster::block_on(tr.evaluate(n + 1))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("1 to 24"), "{err}");
+    assert!(pollster::block_on(tr.train_steps(0, &clock)).is_err());
+}
+
+#[test]
+fn bad_translator_configs_are_refused_with_the_reason() {
+    let gpu = common::gpu();
+    let bad = |c: TranslateConfig| DateTranslator::new(&gpu, c).err().unwrap().to_string();
+    let err = bad(TranslateConfig {
+        n_heads: 3,
+        ..tiny_translator()
+    });
+    assert!(err.contains("multiple of n_heads"), "{err}");
+    let err = bad(TranslateConfig {
+        batch_tokens: 10,
+        ..tiny_translator()
+    });
+    assert!(err.contains("Raise the token budget"), "{err}");
+    match DateTranslator::new(
+        &gpu,
+        TranslateConfig {
+            batch_tokens: 100_000_000,
+            ..tiny_translator()
+        },
+    ) {
+        Err(Error::TooLarge { limit_name, .. }) => {
+            assert_eq!(limit_name, "max_storage_buffer_binding_size")
+        }
+        other => panic!("expected TooLarge, got {:?}", other.err()),
+    }
+    let err = bad(TranslateConfig {
+        d_model: 1024,
+        d_ff: 4096,
+        n_heads: 16,
+        n_layers: 12,
+        ..tiny_translator()
+    });
+    assert!(err.contains("GPU memory"), "{err}");
+    let err = bad(TranslateConfig {
+        n_train: 80_000,
+        ..tiny_translator()
+    });
+    assert!(err.contains("Ask for fewer"), "{err}");
+    for c in [
+        TranslateConfig {
+            lr_factor: -1.0,
+            ..tiny_translator()
+        },
+        TranslateConfig {
+            label_smoothing: 1.0,
+            ..tiny_translator()
+        },
+        TranslateConfig {
+            n_held_out: 0,
+            ..tiny_translator()
+        },
+    ] {
+        assert!(DateTranslator::new(&gpu, c).is_err());
+    }
 }

@@ -19,6 +19,14 @@ const state = {
   stopGeneration: false,
   checks: [],
   bench: [],
+  // Translate tab
+  translator: null,
+  trTraining: false,
+  trLoop: null,
+  trStepsPerCall: 2,
+  trLosses: [], // {step, loss}
+  trEvals: [], // {step, accuracy, correct, total}
+  trLastEval: null, // the last evaluate() result
 };
 window.wgDemo = state;
 
@@ -60,10 +68,13 @@ function showError(err) {
   $("error").hidden = false;
   if (kind === "DeviceLost" || kind === "RuntimeError") {
     state.training = false;
+    state.trTraining = false;
     state.stopGeneration = true;
     dropTrainer();
     updateTrainButton();
+    updateTranslateButton();
     $("model-info").textContent = "not built";
+    $("tr-info").textContent = "not built";
   }
 }
 
@@ -80,6 +91,8 @@ function release(obj) {
 function dropTrainer() {
   release(state.trainer);
   state.trainer = null;
+  release(state.translator);
+  state.translator = null;
 }
 
 function safeIsLost() {
@@ -305,6 +318,7 @@ function setupTrain() {
       return;
     }
     if (state.generating) state.stopGeneration = true;
+    await pauseTranslator(); // one model trains at a time
     state.training = true;
     updateTrainButton();
     state.trainLoop = runTraining();
@@ -312,8 +326,7 @@ function setupTrain() {
   drawChart();
 }
 
-function drawChart() {
-  const canvas = $("loss-chart");
+function drawChart(canvas = $("loss-chart"), pts = state.losses) {
   const ctx = canvas.getContext("2d");
   const w = canvas.width;
   const h = canvas.height;
@@ -325,7 +338,6 @@ function drawChart() {
   ctx.strokeRect(pad.l, pad.t, w - pad.l - pad.r, h - pad.t - pad.b);
   ctx.fillStyle = "#555";
   ctx.font = "12px system-ui, sans-serif";
-  const pts = state.losses;
   if (!pts.length) {
     ctx.fillText("loss per step appears here while training", pad.l + 12, h / 2);
     return;
@@ -401,10 +413,158 @@ async function generate() {
 
 // ---------------------------------------------------------------- translate
 
-function setupTranslate() {
-  if (state.wasm.Engine.translate_available()) {
-    $("translate-status").textContent = "Available: (to be wired to the encoder-decoder API).";
+// Held-out dates decoded per evaluation, and how often (in steps) it runs
+// while training; it also runs whenever training pauses.
+const EVAL_DATES = 50;
+const EVAL_EVERY = 50;
+
+function updateTranslateButton() {
+  $("tr-train").textContent = state.trTraining ? "Pause" : state.trLosses.length ? "Resume" : "Train";
+}
+
+async function pauseTranslator() {
+  state.trTraining = false;
+  updateTranslateButton();
+  if (state.trLoop) await state.trLoop;
+}
+
+async function buildTranslator() {
+  await pauseTranslator();
+  release(state.translator);
+  state.translator = null;
+  state.translator = new state.wasm.Translator(state.engine, "");
+  state.trLosses = [];
+  state.trEvals = [];
+  state.trLastEval = null;
+  const info = JSON.parse(state.translator.info());
+  $("tr-info").textContent = `${info.params.toLocaleString()} parameters, ${info.config.n_layers}+${info.config.n_layers} layers, d_model ${info.config.d_model}`;
+  $("tr-step").textContent = "0";
+  $("tr-loss").textContent = "–";
+  $("tr-speed").textContent = "–";
+  $("tr-accuracy").textContent = "–";
+  $("tr-examples").querySelector("tbody").textContent = "";
+  drawChart($("tr-chart"), state.trLosses);
+  updateTranslateButton();
+}
+
+// Held-out accuracy now, with a few example rows (right ones marked ✓).
+async function evaluateTranslator() {
+  const r = JSON.parse(await state.translator.evaluate(EVAL_DATES));
+  const step = state.trLosses.length ? state.trLosses[state.trLosses.length - 1].step : 0;
+  state.trLastEval = r;
+  state.trEvals.push({ step, accuracy: r.accuracy, correct: r.correct, total: r.total });
+  state.trEvals[state.trEvals.length - 1].char_accuracy = r.char_accuracy;
+  $("tr-accuracy").textContent =
+    `${(100 * r.accuracy).toFixed(0)}% of dates (${r.correct}/${r.total}), ` +
+    `${(100 * r.char_accuracy).toFixed(0)}% of characters, at step ${step}`;
+  const body = $("tr-examples").querySelector("tbody");
+  body.textContent = "";
+  for (const e of r.examples.slice(0, 6)) {
+    const tr = document.createElement("tr");
+    cell(tr, e.source);
+    cell(tr, shown(e.output));
+    cell(tr, e.target);
+    cell(tr, e.correct ? "✓" : "✗", e.correct ? "pass" : "fail");
+    body.appendChild(tr);
   }
+  $("tr-examples").dataset.step = String(step);
+}
+
+async function runTranslatorTraining() {
+  try {
+    while (state.trTraining) {
+      const r = JSON.parse(await state.translator.train_steps(state.trStepsPerCall));
+      const before = state.trLosses.length ? state.trLosses[state.trLosses.length - 1].step : 0;
+      state.trLosses.push({ step: r.step, loss: r.loss });
+      $("tr-step").textContent = String(r.step);
+      $("tr-loss").textContent = r.loss.toFixed(3);
+      $("tr-speed").textContent = Math.round(r.tokens_per_s).toLocaleString();
+      drawChart($("tr-chart"), state.trLosses);
+      const perStep = r.ms / r.steps;
+      state.trStepsPerCall = Math.max(1, Math.min(50, Math.round(150 / perStep)));
+      if (Math.floor(r.step / EVAL_EVERY) > Math.floor(before / EVAL_EVERY)) await evaluateTranslator();
+      await nextFrame();
+    }
+    if (state.trLosses.length && state.translator) await evaluateTranslator();
+  } catch (e) {
+    state.trTraining = false;
+    showError(e);
+  } finally {
+    updateTranslateButton();
+  }
+}
+
+// A model output as text; an untrained model often emits only spaces.
+function shown(output) {
+  return output.trim() ? output : output ? `(${output.length} spaces)` : "(nothing)";
+}
+
+function showTranslation(text, kind) {
+  const out = $("tr-output");
+  out.textContent = text;
+  out.className = kind === "error" ? "message-error" : "";
+  out.dataset.state = kind;
+}
+
+async function translateTyped() {
+  const text = $("tr-input").value.trim();
+  let answer;
+  try {
+    answer = state.wasm.Translator.reference(text);
+  } catch (e) {
+    // Not a date the task has: say so here rather than asking the model.
+    showTranslation(e.message, "error");
+    return;
+  }
+  const resume = state.trTraining;
+  try {
+    await pauseTranslator();
+    if (!state.translator) await buildTranslator();
+    const out = await state.translator.translate(text);
+    const right = out === answer;
+    showTranslation(`${text} → ${shown(out)}  ${right ? "✓" : `✗ (the answer is ${answer})`}`, "ok");
+    $("tr-output").dataset.correct = String(right);
+  } catch (e) {
+    if (e && e.name === "InvalidInput") showTranslation(e.message, "error");
+    else showError(e);
+  }
+  if (resume && state.translator) {
+    state.trTraining = true;
+    updateTranslateButton();
+    state.trLoop = runTranslatorTraining();
+  }
+}
+
+function setupTranslate() {
+  if (!state.wasm.Engine.translate_available()) {
+    $("tr-train").disabled = true;
+    $("tr-translate").disabled = true;
+    showTranslation("This build has no encoder-decoder model.", "error");
+    return;
+  }
+  $("tr-build").addEventListener("click", () => buildTranslator().catch(showError));
+  $("tr-train").addEventListener("click", async () => {
+    if (state.trTraining) {
+      await pauseTranslator();
+      return;
+    }
+    clearError();
+    try {
+      await pauseTraining(); // one model trains at a time
+      if (!state.translator) await buildTranslator();
+    } catch (e) {
+      showError(e);
+      return;
+    }
+    state.trTraining = true;
+    updateTranslateButton();
+    state.trLoop = runTranslatorTraining();
+  });
+  $("tr-translate").addEventListener("click", translateTyped);
+  $("tr-input").addEventListener("keydown", (e) => {
+    if (e.key === "Enter") translateTyped();
+  });
+  drawChart($("tr-chart"), state.trLosses);
 }
 
 // ---------------------------------------------------------------- kernels
@@ -419,6 +579,7 @@ function cell(tr, text, cls) {
 async function runChecks() {
   clearError();
   await pauseTraining(); // the checks catch the device's errors while they run
+  await pauseTranslator();
   const names = JSON.parse(state.wasm.Engine.check_names());
   const body = $("checks-table").querySelector("tbody");
   body.textContent = "";
@@ -451,6 +612,7 @@ async function runChecks() {
 async function runBench() {
   clearError();
   await pauseTraining();
+  await pauseTranslator();
   const names = JSON.parse(state.wasm.Engine.bench_names());
   const body = $("bench-table").querySelector("tbody");
   body.textContent = "";
@@ -493,7 +655,9 @@ function setupErrors() {
     release(state.engine);
     state.engine = null;
     state.losses = [];
+    state.trLosses = [];
     drawChart();
+    drawChart($("tr-chart"), state.trLosses);
     try {
       await createEngine();
     } catch (e) {

@@ -113,6 +113,53 @@ impl DateTask {
         )
     }
 
+    /// The task's target for one ISO date: "2024-03-15" -> "15 March 2024".
+    /// Anything that is not a valid `YYYY-MM-DD` date from [`FIRST_YEAR`] to
+    /// [`LAST_YEAR`] is an error that says what is wrong and what to type instead.
+    pub fn english(iso: &str) -> Result<String> {
+        let bad = |detail: String| Err(Error::invalid("DateTask::english", detail));
+        if let Some(c) = iso.chars().find(|c| !(c.is_ascii_digit() || *c == '-')) {
+            return bad(format!(
+                "{iso:?} contains {c:?}, which no ISO date has: type digits and dashes, \
+                 like 2024-03-15"
+            ));
+        }
+        let parts: Vec<&str> = iso.split('-').collect();
+        let [y, m, d] = parts[..] else {
+            return bad(format!(
+                "{iso:?} is not of the form YYYY-MM-DD (year, month, day separated by dashes), \
+                 like 2024-03-15"
+            ));
+        };
+        if (y.len(), m.len(), d.len()) != (4, 2, 2) {
+            return bad(format!(
+                "{iso:?} is not of the form YYYY-MM-DD: the year takes 4 digits, the month \
+                 and the day 2 each (with a leading zero), like 2024-03-05"
+            ));
+        }
+        // Four or two ASCII digits always parse.
+        let num = |s: &str| s.parse::<u32>().unwrap_or(0);
+        let (y, m, d) = (num(y), num(m), num(d));
+        if !(FIRST_YEAR..=LAST_YEAR).contains(&y) {
+            return bad(format!(
+                "the year {y} is outside the task's {FIRST_YEAR}..={LAST_YEAR}: pick a year in that range"
+            ));
+        }
+        if !(1..=12).contains(&m) {
+            return bad(format!(
+                "there is no month {m:02}: months run from 01 (January) to 12 (December)"
+            ));
+        }
+        let days = month_days(y, m);
+        if !(1..=days).contains(&d) {
+            return bad(format!(
+                "there is no day {d:02} in {} {y}: it has days 01 to {days}",
+                MONTHS[m as usize - 1]
+            ));
+        }
+        Ok(pair(y, m, d).1)
+    }
+
     /// The longest source (10 chars) and target ("30 September 2024", 17 chars).
     pub fn max_lengths() -> (usize, usize) {
         let longest = MONTHS.iter().map(|m| m.len()).max().unwrap_or(0);

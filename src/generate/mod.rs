@@ -6,8 +6,8 @@
 //! Both models decode incrementally with a key/value cache: each new token costs
 //! one position of compute, and the output equals recomputing the whole sequence.
 //! The functions that run a model read logits back synchronously and are native
-//! only; [`Sampler`] and the search algorithms over a [`StepDecoder`] also build
-//! for wasm32.
+//! only; [`Sampler`], the search algorithms over a [`StepDecoder`] and the
+//! asynchronous [`translate_greedy_async`] also build for wasm32.
 //!
 //! Context overflow: a GPT sees at most `n_positions` tokens. A prompt longer than
 //! that is an error unless [`GenerateOptions::truncate_prompt`] is set, in which
@@ -21,15 +21,17 @@
 mod gpt;
 mod sampling;
 mod search;
-#[cfg(not(target_arch = "wasm32"))]
 mod seq2seq;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use gpt::{generate, score, GptDecoder, Score};
 pub use sampling::{argmax, candidates, log_softmax, Sampler, SamplingOptions};
-pub use search::{beam_search, greedy, length_penalty, BeamOptions, Hypothesis, StepDecoder};
+pub use search::{
+    beam_search, greedy, length_penalty, BeamOptions, GreedySearch, Hypothesis, StepDecoder,
+};
 #[cfg(not(target_arch = "wasm32"))]
-pub use seq2seq::{translate, translate_greedy, Seq2SeqDecoder};
+pub use seq2seq::{translate, translate_greedy};
+pub use seq2seq::{translate_greedy_async, Seq2SeqDecoder};
 
 /// Options of [`generate`].
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -35,30 +35,70 @@ pub fn greedy(
     eos: u32,
     max_len: usize,
 ) -> Result<Vec<Vec<u32>>> {
-    let rows = dec.rows();
-    let mut out = vec![Vec::new(); rows];
-    let mut done = vec![false; rows];
-    let mut feed = vec![bos; rows];
+    let mut search = GreedySearch::new(dec.rows(), bos, eos);
     for _ in 0..max_len {
-        let logits = dec.step(&feed)?;
-        let v = vocab_of(&logits, rows)?;
-        for r in 0..rows {
-            if done[r] {
-                continue;
-            }
-            let tok = argmax(&logits[r * v..(r + 1) * v]);
-            if tok == eos {
-                done[r] = true;
-            } else {
-                out[r].push(tok);
-            }
-            feed[r] = tok;
-        }
-        if done.iter().all(|&d| d) {
+        let logits = dec.step(search.next_tokens())?;
+        if search.advance(&logits)? {
             break;
         }
     }
-    Ok(out)
+    Ok(search.finish())
+}
+
+/// The bookkeeping of batched greedy decoding, fed one step's logits at a time:
+/// [`greedy`] drives it with a blocking [`StepDecoder`], and decoders that read
+/// logits back asynchronously (the browser) drive it the same way, so both
+/// pick tokens by one rule.
+#[derive(Clone, Debug)]
+pub struct GreedySearch {
+    out: Vec<Vec<u32>>,
+    done: Vec<bool>,
+    feed: Vec<u32>,
+    eos: u32,
+}
+
+impl GreedySearch {
+    /// `rows` sequences, each starting from `bos`.
+    pub fn new(rows: usize, bos: u32, eos: u32) -> GreedySearch {
+        GreedySearch {
+            out: vec![Vec::new(); rows],
+            done: vec![false; rows],
+            feed: vec![bos; rows],
+            eos,
+        }
+    }
+
+    /// The tokens to feed the decoder next, one per row (`bos` at first, then
+    /// each row's last pick; finished rows keep being fed and are ignored).
+    pub fn next_tokens(&self) -> &[u32] {
+        &self.feed
+    }
+
+    /// Takes the next-token logits (rows, V) of the tokens just fed and appends
+    /// each unfinished row's arg-max; returns true once every row has produced
+    /// `eos`.
+    pub fn advance(&mut self, logits: &[f32]) -> Result<bool> {
+        let rows = self.out.len();
+        let v = vocab_of(logits, rows)?;
+        for r in 0..rows {
+            if self.done[r] {
+                continue;
+            }
+            let tok = argmax(&logits[r * v..(r + 1) * v]);
+            if tok == self.eos {
+                self.done[r] = true;
+            } else {
+                self.out[r].push(tok);
+            }
+            self.feed[r] = tok;
+        }
+        Ok(self.done.iter().all(|&d| d))
+    }
+
+    /// Each row's tokens, without `eos`.
+    pub fn finish(self) -> Vec<Vec<u32>> {
+        self.out
+    }
 }
 
 /// Options of [`beam_search`].

@@ -1,8 +1,12 @@
 //! Translation with the encoder-decoder: the source is encoded once, then the
 //! decoder extends the target one token per step against a key/value cache
-//! (greedy for a batch of sources, or beam search for one).
+//! (greedy for a batch of sources, or beam search for one). The blocking
+//! functions are native only; [`translate_greedy_async`] reads logits back
+//! asynchronously and also runs in the browser.
 
-use super::search::{beam_search, greedy, BeamOptions, Hypothesis, StepDecoder};
+#[cfg(not(target_arch = "wasm32"))]
+use super::search::{beam_search, greedy, BeamOptions, Hypothesis};
+use super::search::{GreedySearch, StepDecoder};
 use crate::error::{Error, Result};
 use crate::nn::{EncoderState, KvCache, Transformer};
 use crate::tensor::Tensor;
@@ -66,17 +70,41 @@ impl<'a> Seq2SeqDecoder<'a> {
     }
 }
 
+impl Seq2SeqDecoder<'_> {
+    /// Encodes one decoding step for `tokens` (one per row): the (rows, V)
+    /// logits, not yet read back.
+    fn step_logits(&mut self, tokens: &[u32]) -> Result<Tensor> {
+        let gpu = self.model.params()[0].value().gpu().clone();
+        let ids = Tensor::from_u32(&gpu, tokens, &[tokens.len(), 1])?;
+        self.model.decode_step(&self.state, &mut self.cache, &ids)
+    }
+
+    /// [`StepDecoder::step`] with an asynchronous readback (the browser's only
+    /// kind): feeds one token per row, resolves to the (rows, V) next-token logits.
+    pub async fn step_async(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.step_logits(tokens)?.to_vec_async().await
+    }
+}
+
 impl StepDecoder for Seq2SeqDecoder<'_> {
     fn rows(&self) -> usize {
         self.cache.batch()
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     fn step(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        let gpu = self.model.params()[0].value().gpu().clone();
-        let ids = Tensor::from_u32(&gpu, tokens, &[tokens.len(), 1])?;
-        self.model
-            .decode_step(&self.state, &mut self.cache, &ids)?
-            .to_vec()
+        self.step_logits(tokens)?.to_vec()
+    }
+
+    /// Blocking readbacks do not exist in the browser: use
+    /// [`Seq2SeqDecoder::step_async`] there.
+    #[cfg(target_arch = "wasm32")]
+    fn step(&mut self, _tokens: &[u32]) -> Result<Vec<f32>> {
+        Err(Error::invalid(
+            "Seq2SeqDecoder::step",
+            "the browser has no blocking readback: use Seq2SeqDecoder::step_async or \
+             translate_greedy_async",
+        ))
     }
 
     fn reorder(&mut self, index: &[usize]) -> Result<()> {
@@ -149,6 +177,7 @@ fn pad_sources(model: &Transformer, sources: &[Vec<u32>], pad: u32) -> Result<(T
 
 /// Greedy translations of `sources` (batched), each without bos/eos, at most
 /// `max_len` tokens.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn translate_greedy(
     model: &Transformer,
     sources: &[Vec<u32>],
@@ -162,8 +191,31 @@ pub fn translate_greedy(
     greedy(&mut dec, bos, eos, max_len)
 }
 
+/// [`translate_greedy`] with asynchronous readbacks (one per decoding step, all
+/// rows at once): the same tokens, and the only form the browser can run.
+pub async fn translate_greedy_async(
+    model: &Transformer,
+    sources: &[Vec<u32>],
+    bos: u32,
+    eos: u32,
+    pad: u32,
+    max_len: usize,
+) -> Result<Vec<Vec<u32>>> {
+    let max_len = decode_len(model, max_len)?;
+    let mut dec = Seq2SeqDecoder::new(model, sources, pad, max_len)?;
+    let mut search = GreedySearch::new(sources.len(), bos, eos);
+    for _ in 0..max_len {
+        let logits = dec.step_async(search.next_tokens()).await?;
+        if search.advance(&logits)? {
+            break;
+        }
+    }
+    Ok(search.finish())
+}
+
 /// Beam search translation of one source; hypotheses best first
 /// (`opts.beam_size` = 1 is greedy decoding).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn translate(
     model: &Transformer,
     source: &[u32],

@@ -1,11 +1,15 @@
 //! The JavaScript API of the browser demo (wasm-bindgen): `Engine` opens the
 //! browser's WebGPU device and runs the kernel checks and benchmark; `Trainer`
-//! trains the character GPT and streams generated text. Async methods return
+//! trains the character GPT and streams generated text; `Translator` trains
+//! the encoder-decoder on the date task, translates and evaluates. Async methods return
 //! Promises; results are JSON strings; failures reject with a JS `Error` whose
 //! `name` says what kind it is (`DeviceLost`, `OutOfMemory`, `TooLarge`,
 //! `InvalidInput`, `Busy`, `GpuError`, `NoAdapter`, `Unsupported`, `Error`).
 
 use super::demo::{CharGpt, DemoConfig, Generation};
+use super::translate::{DateTranslator, TranslateConfig};
+use crate::data::DateTask;
+use crate::data::Tokenizer;
 use crate::error::Error;
 use crate::gpu::Gpu;
 use crate::selfcheck::{self, bench};
@@ -166,9 +170,9 @@ impl Engine {
         })
     }
 
-    /// Whether this build has the encoder-decoder "Translate" demo (not yet).
+    /// Whether this build has the encoder-decoder "Translate" demo.
     pub fn translate_available() -> bool {
-        false
+        true
     }
 }
 
@@ -177,26 +181,50 @@ struct TrainerState {
     generation: Option<Generation>,
 }
 
-/// The trainer's state, lent to one call at a time: a call takes it out and
-/// puts it back when done, and a call that finds it gone is told the model is
-/// busy (JS may call again while an earlier Promise is pending).
-#[derive(Clone)]
-struct Shared(Rc<RefCell<Option<TrainerState>>>);
+/// A model's state, lent to one call at a time: a call takes it out and puts
+/// it back when done, and a call that finds it gone is told the model is busy
+/// (JS may call again while an earlier Promise is pending).
+struct Shared<T>(Rc<RefCell<Option<T>>>);
 
-impl Shared {
-    fn take(&self) -> Result<TrainerState, JsValue> {
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared(self.0.clone())
+    }
+}
+
+impl<T> Shared<T> {
+    fn new(state: T) -> Self {
+        Shared(Rc::new(RefCell::new(Some(state))))
+    }
+    fn take(&self) -> Result<T, JsValue> {
         self.0.borrow_mut().take().ok_or_else(busy)
     }
-    fn put(&self, state: TrainerState) {
+    fn put(&self, state: T) {
         *self.0.borrow_mut() = Some(state);
     }
+}
+
+/// `config_json` as `T` (blank: the defaults), or an `InvalidInput` error.
+fn parse_config<T: Default + serde::de::DeserializeOwned>(
+    what: &'static str,
+    config_json: &str,
+) -> Result<T, JsValue> {
+    if config_json.trim().is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_str(config_json).map_err(|e| {
+        js_error(
+            None,
+            &Error::invalid(what, format!("config is not valid JSON for the demo: {e}")),
+        )
+    })
 }
 
 /// A character-level GPT being trained on one text.
 #[wasm_bindgen]
 pub struct Trainer {
     gpu: Gpu,
-    state: Shared,
+    state: Shared<TrainerState>,
 }
 
 #[wasm_bindgen]
@@ -206,26 +234,14 @@ impl Trainer {
     #[wasm_bindgen(constructor)]
     pub fn new(engine: &Engine, text: &str, config_json: &str) -> Result<Trainer, JsValue> {
         let gpu = engine.gpu.clone();
-        let config: DemoConfig = if config_json.trim().is_empty() {
-            DemoConfig::default()
-        } else {
-            serde_json::from_str(config_json).map_err(|e| {
-                js_error(
-                    None,
-                    &Error::invalid(
-                        "Trainer",
-                        format!("config is not valid JSON for the demo: {e}"),
-                    ),
-                )
-            })?
-        };
+        let config: DemoConfig = parse_config("Trainer", config_json)?;
         let model = CharGpt::new(&gpu, text, config).map_err(|e| js_error(Some(&gpu), &e))?;
         Ok(Trainer {
             gpu,
-            state: Shared(Rc::new(RefCell::new(Some(TrainerState {
+            state: Shared::new(TrainerState {
                 model,
                 generation: None,
-            })))),
+            }),
         })
     }
 
@@ -238,7 +254,7 @@ impl Trainer {
         let g = s.model.gpt_config();
         serde_json::json!({
             "config": s.model.config(),
-            "vocab_size": s.model.vocab().len(),
+            "vocab_size": s.model.vocab().vocab_size(),
             "params": g.param_count(),
             "steps": s.model.steps(),
             "train_flops_per_token": g.train_flops_per_token(g.n_positions),
@@ -305,5 +321,95 @@ impl Trainer {
                 Err(e) => Err(js_error(Some(&gpu), &e)),
             }
         })
+    }
+}
+
+/// The encoder-decoder learning the built-in date task ("2024-03-15" ->
+/// "15 March 2024").
+#[wasm_bindgen]
+pub struct Translator {
+    gpu: Gpu,
+    state: Shared<DateTranslator>,
+}
+
+#[wasm_bindgen]
+impl Translator {
+    /// A fresh model and fresh dates; `config_json` overrides the defaults
+    /// (`{"d_model":64,"d_ff":256,"n_heads":4,"n_layers":2,"norm":"post","batch_tokens":512,
+    /// "warmup":100,"lr_factor":0.3,"label_smoothing":0.1,"n_train":60000,"n_held_out":1000,"seed":1}`).
+    #[wasm_bindgen(constructor)]
+    pub fn new(engine: &Engine, config_json: &str) -> Result<Translator, JsValue> {
+        let gpu = engine.gpu.clone();
+        let config: TranslateConfig = parse_config("Translator", config_json)?;
+        let model = DateTranslator::new(&gpu, config).map_err(|e| js_error(Some(&gpu), &e))?;
+        Ok(Translator {
+            gpu,
+            state: Shared::new(model),
+        })
+    }
+
+    /// Model facts as JSON: config, vocabulary size, parameters, steps.
+    pub fn info(&self) -> String {
+        let guard = self.state.0.borrow();
+        let Some(t) = guard.as_ref() else {
+            return "{}".into(); // busy in a call
+        };
+        let c = &t.model().config;
+        serde_json::json!({
+            "config": t.config(),
+            "vocab_size": c.vocab_size,
+            "params": c.param_count(),
+            "steps": t.steps(),
+        })
+        .to_string()
+    }
+
+    /// Trains `n` steps; resolves to JSON `{step, loss, steps, tokens, ms, tokens_per_s}`
+    /// (tokens: target tokens).
+    pub fn train_steps(&self, n: u32) -> Promise {
+        let (gpu, state) = (self.gpu.clone(), self.state.clone());
+        future_to_promise(async move {
+            let mut t = state.take()?;
+            let result = t.train_steps(n, &performance_now).await;
+            state.put(t);
+            result
+                .map(|r| to_json(&r))
+                .map_err(|e| js_error(Some(&gpu), &e))
+        })
+    }
+
+    /// Resolves to the greedy translation of an ISO date; a string that is no
+    /// valid date from 1900 to 2099 rejects with an `InvalidInput` error
+    /// saying what to type.
+    pub fn translate(&self, text: String) -> Promise {
+        let (gpu, state) = (self.gpu.clone(), self.state.clone());
+        future_to_promise(async move {
+            let t = state.take()?;
+            let result = t.translate(&text).await;
+            state.put(t);
+            result
+                .map(|s| JsValue::from_str(&s))
+                .map_err(|e| js_error(Some(&gpu), &e))
+        })
+    }
+
+    /// Resolves to JSON `{accuracy, correct, total, examples: [{source, target,
+    /// output, correct}]}`: greedy decoding of the first `n` held-out dates.
+    pub fn evaluate(&self, n: u32) -> Promise {
+        let (gpu, state) = (self.gpu.clone(), self.state.clone());
+        future_to_promise(async move {
+            let t = state.take()?;
+            let result = t.evaluate(n as usize).await;
+            state.put(t);
+            result
+                .map(|r| to_json(&r))
+                .map_err(|e| js_error(Some(&gpu), &e))
+        })
+    }
+
+    /// The right answer for an ISO date ("2024-03-15" -> "15 March 2024"),
+    /// computed directly; throws `InvalidInput` saying what is wrong otherwise.
+    pub fn reference(text: &str) -> Result<String, JsValue> {
+        DateTask::english(text.trim()).map_err(|e| js_error(None, &e))
     }
 }

@@ -2,9 +2,10 @@
 //! with steps batched between readbacks and token-by-token generation. Plain
 //! async Rust (no wasm-bindgen), so it runs and is tested natively too.
 
-use super::chars::{draw, probabilities, CharVocab};
 use crate::autograd::Tape;
+use crate::data::{CharTokenizer, Tokenizer};
 use crate::error::{human_bytes, Error, Result};
+use crate::generate::{Sampler, SamplingOptions};
 use crate::gpu::Gpu;
 use crate::kernels::cross_entropy::CrossEntropyOptions;
 use crate::kernels::elementwise::add_assign;
@@ -59,16 +60,17 @@ pub const MEMORY_BUDGET_BYTES: u64 = 1 << 30;
 /// Most characters one generation may ask for (each costs a forward pass).
 pub const MAX_GENERATED: usize = 100_000;
 
-/// What `train_steps` measured.
+/// What `train_steps` measured (of the character GPT or the translator).
 #[derive(Clone, Copy, Debug, serde::Serialize)]
 pub struct TrainReport {
     /// Steps done so far (all calls).
     pub step: u32,
-    /// Mean training loss over the steps of this call (nats per character).
+    /// Mean training loss over the steps of this call (nats per token).
     pub loss: f32,
     /// Steps in this call.
     pub steps: u32,
-    /// Tokens trained on in this call (steps x batch x context).
+    /// Tokens trained on in this call: steps x batch x context for the GPT,
+    /// the real target tokens (eos included) for the translator.
     pub tokens: usize,
     /// Wall time of this call, including the final readback, milliseconds.
     pub ms: f64,
@@ -76,19 +78,17 @@ pub struct TrainReport {
     pub tokens_per_s: f64,
 }
 
-/// A generation in progress: the context so far and the sampling settings.
+/// A generation in progress: the context so far and the sampler.
 pub struct Generation {
     tokens: Vec<u32>,
     remaining: usize,
-    temperature: f32,
-    top_k: usize,
-    rng: SplitMix64,
+    sampler: Sampler,
 }
 
 /// A character-level GPT, its optimiser and its training text.
 pub struct CharGpt {
     gpu: Gpu,
-    vocab: CharVocab,
+    vocab: CharTokenizer,
     data: Vec<u32>,
     config: DemoConfig,
     model: Gpt,
@@ -100,8 +100,8 @@ impl CharGpt {
     /// Builds a fresh model for `text`. Sizes the device or the demo cannot
     /// hold are refused before anything large is allocated.
     pub fn new(gpu: &Gpu, text: &str, config: DemoConfig) -> Result<CharGpt> {
-        let vocab = CharVocab::from_text(text)?;
-        let data = vocab.encode(text)?;
+        let vocab = CharTokenizer::from_text(text)?;
+        let data = vocab.encode(text);
         let c = config;
         for (name, value) in [
             ("n_layer", c.n_layer),
@@ -135,14 +135,14 @@ impl CharGpt {
             ));
         }
         let gpt = GptConfig {
-            vocab_size: vocab.len(),
+            vocab_size: vocab.vocab_size(),
             n_positions: c.context,
             n_embd: c.n_embd,
             n_layer: c.n_layer,
             n_head: c.n_head,
             layer_norm_epsilon: 1e-5,
         };
-        check_memory(gpu, &gpt, c.batch)?;
+        check_gpt_memory(gpu, &gpt, c.batch)?;
         let model = Gpt::new(gpu, gpt, c.seed as u64)?;
         let opt = Optimizer::new(gpu, model.params(), OptimizerKind::gpt_adamw(), Some(1.0))?;
         Ok(CharGpt {
@@ -156,8 +156,9 @@ impl CharGpt {
         })
     }
 
-    /// The characters of the training text.
-    pub fn vocab(&self) -> &CharVocab {
+    /// The tokenizer over the characters of the training text (its ids start
+    /// after the four special tokens, which the text never contains).
+    pub fn vocab(&self) -> &CharTokenizer {
         &self.vocab
     }
     /// The settings the model was built with.
@@ -242,18 +243,31 @@ impl CharGpt {
                 ),
             ));
         }
-        let mut tokens = self.vocab.encode(prompt)?;
+        // The tokenizer maps unknown characters to <unk>, which the model never
+        // saw: name the character instead.
+        if let Some(c) = prompt.chars().find(|&c| self.vocab.id_of(c).is_none()) {
+            return Err(Error::invalid(
+                "start_generation",
+                format!(
+                    "the character {c:?} does not occur in the training text; \
+                     remove it from the prompt, or add it to the text and rebuild the model"
+                ),
+            ));
+        }
+        let mut tokens = self.vocab.encode(prompt);
         if tokens.is_empty() {
             tokens.push(self.data[0]);
         }
-        // Validates the sampling settings now rather than at the first token.
-        probabilities(&[0.0], temperature, top_k)?;
+        let sampler = Sampler::new(SamplingOptions {
+            temperature,
+            top_k: Some(top_k),
+            top_p: None,
+            seed,
+        })?;
         Ok(Generation {
             tokens,
             remaining: max_tokens,
-            temperature,
-            top_k,
-            rng: SplitMix64::new(seed),
+            sampler,
         })
     }
 
@@ -269,21 +283,23 @@ impl CharGpt {
         let tape = Tape::no_grad(&self.gpu);
         let logits = self.model.forward(&tape, &ids)?;
         let values = logits.value().to_vec_async().await?;
-        let v = self.vocab.len();
-        let last = &values[(t - 1) * v..t * v];
-        let probs = probabilities(last, g.temperature, g.top_k)?;
-        let u = (g.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        let id = draw(&probs, u) as u32;
+        let v = self.vocab.vocab_size();
+        let mut last = values[(t - 1) * v..t * v].to_vec();
+        // The special tokens never occur in the text: never sample them.
+        let sp = self.vocab.specials();
+        for id in [sp.pad, sp.bos, sp.eos, sp.unk] {
+            last[id as usize] = f32::NEG_INFINITY;
+        }
+        let id = g.sampler.sample(&last)?;
         g.tokens.push(id);
         g.remaining -= 1;
         Ok(Some(self.vocab.decode(&[id])))
     }
 }
 
-/// Refuses a model whose largest activation exceeds the device's binding
-/// limit (the same error a tensor allocation would give, but before any is
-/// made) or whose estimated total memory exceeds [`MEMORY_BUDGET_BYTES`].
-fn check_memory(gpu: &Gpu, g: &GptConfig, batch: usize) -> Result<()> {
+/// Refuses a GPT whose largest activation exceeds the device's binding limit
+/// or whose estimated memory exceeds [`MEMORY_BUDGET_BYTES`].
+fn check_gpt_memory(gpu: &Gpu, g: &GptConfig, batch: usize) -> Result<()> {
     let (b, t, c, v, l) = (
         batch as u64,
         g.n_positions as u64,
@@ -293,30 +309,52 @@ fn check_memory(gpu: &Gpu, g: &GptConfig, batch: usize) -> Result<()> {
     );
     let rows = b.saturating_mul(t);
     let widest = (4 * c).max(v);
-    let largest = rows.saturating_mul(widest).saturating_mul(4);
+    // About 16 C-wide activations kept per layer for backward, plus logits and
+    // their gradient.
+    check_memory(
+        gpu,
+        "CharGpt::new",
+        format!(
+            "an activation of {rows} rows x {widest} (batch {batch} x context {t}, width max(4 n_embd, vocab))"
+        ),
+        rows.saturating_mul(widest),
+        g.param_count() as u64,
+        rows.saturating_mul((16 * c).saturating_mul(l) + 3 * v),
+        "Lower the batch, context, width or depth",
+    )
+}
+
+/// Refuses a model whose largest activation (`largest` f32 values, described
+/// by `what`) exceeds the device's binding limit (the same error a tensor
+/// allocation would give, but before any is made) or whose estimated total
+/// memory (weights, gradients and Adam's two moments for `params`, plus
+/// `activations` f32 values kept for backward) exceeds [`MEMORY_BUDGET_BYTES`];
+/// `fix` says what to lower.
+pub(super) fn check_memory(
+    gpu: &Gpu,
+    op: &'static str,
+    what: String,
+    largest: u64,
+    params: u64,
+    activations: u64,
+    fix: &str,
+) -> Result<()> {
+    let largest = largest.saturating_mul(4);
     let limit = gpu.max_binding_bytes();
     if largest > limit {
         return Err(Error::TooLarge {
-            what: format!(
-                "an activation of {rows} rows x {widest} (batch {batch} x context {t}, width max(4 n_embd, vocab))"
-            ),
+            what,
             needed: human_bytes(largest),
             limit: human_bytes(limit),
             limit_name: "max_storage_buffer_binding_size",
         });
     }
-    // Weights, gradients, Adam's two moments; about 16 C-wide activations kept per
-    // layer for backward, plus logits and their gradient.
-    let params = g.param_count() as u64;
-    let estimate = 4u64.saturating_mul(
-        (4 * params).saturating_add(rows.saturating_mul((16 * c).saturating_mul(l) + 3 * v)),
-    );
+    let estimate = 4u64.saturating_mul(params.saturating_mul(4).saturating_add(activations));
     if estimate > MEMORY_BUDGET_BYTES {
         return Err(Error::invalid(
-            "CharGpt::new",
+            op,
             format!(
-                "this model would use about {} of GPU memory; the demo allows {}. \
-                 Lower the batch, context, width or depth",
+                "this model would use about {} of GPU memory; the demo allows {}. {fix}",
                 human_bytes(estimate),
                 human_bytes(MEMORY_BUDGET_BYTES)
             ),

@@ -1,8 +1,9 @@
 // Browser test of the demo page: headless Chromium with WebGPU on SwiftShader
 // (flags documented in DEVELOPERS.md). Checks the no-WebGPU explanation, that
-// every shader compiles with Chromium's WGSL compiler, the kernel checks, training (the loss falls), generation, the error paths
+// every shader compiles with Chromium's WGSL compiler, the kernel checks, training (the loss falls), generation, the
+// encoder-decoder's Translate tab (loss falls, held-out accuracy shown, a typed date translated, a bad one explained), the error paths
 // (a tensor over the device limit, a lost device) and the benchmark; writes
-// target/web-test.png (screenshot) and target/web-test.json (measured figures).
+// target/web-test.png and target/web-test-translate.png (screenshots) and target/web-test.json (measured figures).
 // Run through web/test/run.sh, which builds the page first.
 import { chromium } from "playwright-core";
 import { mkdir, writeFile } from "node:fs/promises";
@@ -22,6 +23,8 @@ const targetDir = join(here, "..", "..", "target");
 // on a shared 2-core machine manages a few hundred tokens/s.
 const TRAIN_STEPS = Number(process.env.WGFORMER_WEB_TRAIN_STEPS || 40);
 const TEST_MODEL = { n_layer: 1, n_embd: 32, n_head: 2, context: 32, batch: 8, lr: 0.01 };
+// Steps the Translate tab's encoder-decoder (the page's default model) trains.
+const TRANSLATE_STEPS = Number(process.env.WGFORMER_WEB_TRANSLATE_STEPS || 40);
 
 let failures = 0;
 function check(ok, what, detail = "") {
@@ -169,7 +172,75 @@ async function main() {
       figures.generate = { text: out, chars_per_s: Number(await page.textContent("#gen-speed")) };
       time("generation", t0);
 
-      // 6. A model over the device's limits: a message, then the page goes on.
+      // 6. Translate: the encoder-decoder trains (the loss falls), pausing
+      // evaluates it on held-out dates, a typed date is translated and a bad
+      // one is explained in place.
+      t0 = performance.now();
+      await page.click('[data-tab="translate"]');
+      await page.click("#tr-train");
+      await page.waitForFunction(
+        (n) => {
+          const l = window.wgDemo.trLosses;
+          return (l.length && l[l.length - 1].step >= n) || !document.getElementById("error").hidden;
+        },
+        TRANSLATE_STEPS,
+        { timeout: 240_000, polling: 200 },
+      );
+      const trainedAt = performance.now();
+      await page.click("#tr-train"); // pause, which evaluates
+      await page.waitForFunction(
+        () => window.wgDemo.trEvals.length > 0 || !document.getElementById("error").hidden,
+        null,
+        { timeout: 120_000, polling: 200 },
+      );
+      const tr = await page.evaluate(() => ({
+        losses: window.wgDemo.trLosses.slice(),
+        evals: window.wgDemo.trEvals.slice(),
+        examples: document.querySelectorAll("#tr-examples tbody tr").length,
+        accuracy: document.getElementById("tr-accuracy").textContent,
+        speed: document.getElementById("tr-speed").textContent,
+        info: document.getElementById("tr-info").textContent,
+      }));
+      check(await page.isHidden("#error"), "translator trained without an error");
+      const trFirst = tr.losses[0];
+      const trLast = tr.losses[tr.losses.length - 1];
+      check(
+        tr.losses.length >= 2 && trLast.loss < trFirst.loss - 1.0,
+        "translator loss fell",
+        `${trFirst.loss.toFixed(3)} at step ${trFirst.step} -> ${trLast.loss.toFixed(3)} at step ${trLast.step}`,
+      );
+      check(
+        tr.evals.length >= 1 && tr.evals[tr.evals.length - 1].total === 50 && tr.examples > 0,
+        "held-out accuracy shown with example rows",
+        tr.accuracy,
+      );
+      const evalDone = performance.now();
+      await page.fill("#tr-input", "1987-06-05");
+      await page.click("#tr-translate");
+      await page.waitForSelector("#tr-output[data-state=ok]", { timeout: 60_000 });
+      const translation = await page.textContent("#tr-output");
+      check(translation.startsWith("1987-06-05 → ") && translation.includes("5 June 1987"), "a typed date is translated", translation);
+      const translateMs = performance.now() - evalDone;
+      await page.fill("#tr-input", "2024-13-45");
+      await page.click("#tr-translate");
+      await page.waitForSelector("#tr-output[data-state=error]", { timeout: 20_000 });
+      const bad = await page.textContent("#tr-output");
+      check(bad.includes("month 13") && (await page.isHidden("#error")), "an impossible date is explained in place", bad);
+      await page.screenshot({ path: join(targetDir, "web-test-translate.png"), fullPage: true });
+      figures.translate = {
+        losses: tr.losses,
+        evals: tr.evals,
+        model: tr.info,
+        tokens_per_s: Number(tr.speed.replace(/[^0-9.]/g, "")),
+        train_seconds: (trainedAt - t0) / 1000,
+        eval_seconds: (evalDone - trainedAt) / 1000,
+        translate_ms: translateMs,
+        translation,
+        bad_input: bad,
+      };
+      time(`translator ${trLast.step} steps`, t0);
+
+      // 7. A model over the device's limits: a message, then the page goes on.
       await page.click('[data-tab="train"]');
       await page.fill("#cfg-batch", "1000000");
       await page.click("#build");
@@ -182,7 +253,7 @@ async function main() {
       await page.click("#error-dismiss");
       await page.fill("#cfg-batch", String(TEST_MODEL.batch));
 
-      // 7. The kernel benchmark (before the device loss: its pipelines are built).
+      // 8. The kernel benchmark (before the device loss: its pipelines are built).
       t0 = performance.now();
       await page.click('[data-tab="kernels"]');
       await page.click("#run-bench");
@@ -195,7 +266,7 @@ async function main() {
       check(figures.bench.length >= 10 && figures.bench.every((b) => b.ms > 0), "benchmark ran");
       time("benchmark", t0);
 
-      // 8. A lost device: a message, a restart, and the engine works again. (Not
+      // 9. A lost device: a message, a restart, and the engine works again. (Not
       // a full retrain: a new device rebuilds every pipeline, a minute on SwiftShader.)
       t0 = performance.now();
       await page.evaluate(() => window.wgDemo.engine.lose_device());
