@@ -78,6 +78,41 @@ pub struct TrainReport {
     pub tokens_per_s: f64,
 }
 
+impl TrainReport {
+    /// Reads back `loss_sum` (the summed loss of `steps` steps submitted since
+    /// `t0`) and measures the call; a non-finite loss is an error saying
+    /// which setting (`lower`) to lower.
+    pub(crate) async fn read(
+        loss_sum: &Tensor,
+        step: u32,
+        steps: u32,
+        tokens: usize,
+        t0: f64,
+        clock: &dyn Fn() -> f64,
+        lower: &str,
+    ) -> Result<TrainReport> {
+        let total = loss_sum.to_vec_async().await?[0];
+        let ms = (clock() - t0).max(1e-3);
+        let loss = total / steps as f32;
+        if !loss.is_finite() {
+            return Err(Error::invalid(
+                "train_steps",
+                format!(
+                    "the loss is not finite (training diverged); rebuild the model with a lower {lower}"
+                ),
+            ));
+        }
+        Ok(TrainReport {
+            step,
+            loss,
+            steps,
+            tokens,
+            ms,
+            tokens_per_s: tokens as f64 / (ms / 1e3),
+        })
+    }
+}
+
 /// A generation in progress: the context so far and the sampler.
 pub struct Generation {
     tokens: Vec<u32>,
@@ -205,24 +240,17 @@ impl CharGpt {
             // One submit per step: the GPU works while the next step is encoded.
             self.gpu.flush()?;
         }
-        let total = loss_sum.to_vec_async().await?[0];
-        let ms = (clock() - t0).max(1e-3);
         let tokens = n as usize * b * t;
-        let loss = total / n as f32;
-        if !loss.is_finite() {
-            return Err(Error::invalid(
-                "train_steps",
-                "the loss is not finite (training diverged); rebuild the model with a lower learning rate",
-            ));
-        }
-        Ok(TrainReport {
-            step: self.opt.steps(),
-            loss,
-            steps: n,
+        TrainReport::read(
+            &loss_sum,
+            self.opt.steps(),
+            n,
             tokens,
-            ms,
-            tokens_per_s: tokens as f64 / (ms / 1e3),
-        })
+            t0,
+            clock,
+            "learning rate",
+        )
+        .await
     }
 
     /// Starts generating after `prompt` (every character must occur in the

@@ -262,23 +262,16 @@ impl DateTranslator {
             // One submit per step: the GPU works while the next step is encoded.
             self.gpu.flush()?;
         }
-        let total = loss_sum.to_vec_async().await?[0];
-        let ms = (clock() - t0).max(1e-3);
-        let loss = total / n as f32;
-        if !loss.is_finite() {
-            return Err(Error::invalid(
-                "train_steps",
-                "the loss is not finite (training diverged); rebuild the model with a lower lr_factor",
-            ));
-        }
-        Ok(TrainReport {
-            step: self.opt.steps(),
-            loss,
-            steps: n,
+        TrainReport::read(
+            &loss_sum,
+            self.opt.steps(),
+            n,
             tokens,
-            ms,
-            tokens_per_s: tokens as f64 / (ms / 1e3),
-        })
+            t0,
+            clock,
+            "lr_factor",
+        )
+        .await
     }
 
     /// The next training batch; a new epoch (every date once, a new seeded
