@@ -9,7 +9,9 @@
 use crate::data::shuffle;
 use crate::data::tokenizer::SpecialTokens;
 use crate::error::{Error, Result};
+use crate::gpu::Gpu;
 use crate::rng::SplitMix64;
+use crate::tensor::Tensor;
 
 /// One padded batch of (source, target) pairs. All vectors are row-major.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,6 +38,42 @@ pub struct PairBatch {
     pub n_target_tokens: usize,
     /// Index of each row's pair in the input slice.
     pub pair_index: Vec<usize>,
+}
+
+/// A [`PairBatch`] on the GPU, as the encoder-decoder's forward pass and loss
+/// take it.
+pub struct PairBatchTensors {
+    /// (B, S) source ids.
+    pub src: Tensor,
+    /// (B, S) source key mask (0.0 = padding).
+    pub src_key_mask: Tensor,
+    /// (B, T) decoder input ids.
+    pub tgt_in: Tensor,
+    /// (B, T) loss targets on the host: `tgt_out`, with padded positions
+    /// replaced by [`PairBatch::IGNORE`].
+    pub targets: Vec<u32>,
+}
+
+impl PairBatch {
+    /// The target id of padded positions in [`PairBatchTensors::targets`]:
+    /// pass it as the loss's `ignore_index` (never a real id).
+    pub const IGNORE: u32 = u32::MAX;
+
+    /// Uploads the batch.
+    pub fn upload(&self, gpu: &Gpu) -> Result<PairBatchTensors> {
+        let targets = self
+            .tgt_out
+            .iter()
+            .zip(&self.tgt_mask)
+            .map(|(&t, &m)| if m > 0.0 { t } else { Self::IGNORE })
+            .collect();
+        Ok(PairBatchTensors {
+            src: Tensor::from_u32(gpu, &self.src, &[self.batch, self.src_len])?,
+            src_key_mask: Tensor::from_slice(gpu, &self.src_key_mask, &[self.batch, self.src_len])?,
+            tgt_in: Tensor::from_u32(gpu, &self.tgt_in, &[self.batch, self.tgt_len])?,
+            targets,
+        })
+    }
 }
 
 /// The cost of a pair in tokens: its longer side, the target counting eos (or bos).

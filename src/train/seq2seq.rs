@@ -18,7 +18,6 @@ use crate::gpu::Gpu;
 use crate::kernels::cross_entropy::CrossEntropyOptions;
 use crate::nn::{ForwardOptions, Transformer, TransformerConfig};
 use crate::optim::Optimizer;
-use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -27,9 +26,6 @@ use std::path::{Path, PathBuf};
 impl ModelConfig for TransformerConfig {
     const MODEL_TYPE: &'static str = "encoder_decoder";
 }
-
-/// Target id of padded positions in the loss (never a real id).
-const IGNORE: u32 = u32::MAX;
 
 /// Where the pairs come from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -248,21 +244,6 @@ impl Seq2SeqTask {
             e += 1;
         }
     }
-
-    /// Uploads a batch; targets of padded positions become [`IGNORE`].
-    fn tensors(&self, b: &PairBatch) -> Result<(Tensor, Tensor, Tensor, Vec<u32>)> {
-        let gpu = &self.gpu;
-        let src = Tensor::from_u32(gpu, &b.src, &[b.batch, b.src_len])?;
-        let mask = Tensor::from_slice(gpu, &b.src_key_mask, &[b.batch, b.src_len])?;
-        let tgt_in = Tensor::from_u32(gpu, &b.tgt_in, &[b.batch, b.tgt_len])?;
-        let targets = b
-            .tgt_out
-            .iter()
-            .zip(&b.tgt_mask)
-            .map(|(&t, &m)| if m > 0.0 { t } else { IGNORE })
-            .collect();
-        Ok((src, mask, tgt_in, targets))
-    }
 }
 
 impl TrainTask for Seq2SeqTask {
@@ -283,19 +264,19 @@ impl TrainTask for Seq2SeqTask {
     ) -> Result<(Var, MicroBatch)> {
         let (e, pos) = self.locate(index)?;
         let batch = self.batch_of(e, pos)?.clone();
-        let (src, mask, tgt_in, targets) = self.tensors(&batch)?;
+        let t = batch.upload(&self.gpu)?;
         let logits = self.model.forward(
             tape,
-            &src,
-            Some(&mask),
-            &tgt_in,
+            &t.src,
+            Some(&t.src_key_mask),
+            &t.tgt_in,
             &ForwardOptions::train(dropout_seed),
         )?;
         let opts = CrossEntropyOptions {
             label_smoothing: eps,
-            ignore_index: Some(IGNORE),
+            ignore_index: Some(PairBatch::IGNORE),
         };
-        let loss = tape.cross_entropy(&logits, &targets, &opts)?;
+        let loss = tape.cross_entropy(&logits, &t.targets, &opts)?;
         let flops =
             batch.batch as f64 * self.model.config.train_flops(batch.src_len, batch.tgt_len);
         Ok((
@@ -316,16 +297,20 @@ impl TrainTask for Seq2SeqTask {
         )?;
         let (mut total, mut tokens) = (0.0f64, 0usize);
         for b in &batches {
-            let (src, mask, tgt_in, targets) = self.tensors(b)?;
+            let t = b.upload(&self.gpu)?;
             let tape = Tape::no_grad(&self.gpu);
-            let logits =
-                self.model
-                    .forward(&tape, &src, Some(&mask), &tgt_in, &ForwardOptions::eval())?;
+            let logits = self.model.forward(
+                &tape,
+                &t.src,
+                Some(&t.src_key_mask),
+                &t.tgt_in,
+                &ForwardOptions::eval(),
+            )?;
             let opts = CrossEntropyOptions {
                 label_smoothing: 0.0,
-                ignore_index: Some(IGNORE),
+                ignore_index: Some(PairBatch::IGNORE),
             };
-            let loss = tape.cross_entropy(&logits, &targets, &opts)?;
+            let loss = tape.cross_entropy(&logits, &t.targets, &opts)?;
             total += loss.value().to_vec()?[0] as f64 * b.n_target_tokens as f64;
             tokens += b.n_target_tokens;
         }

@@ -25,9 +25,6 @@ use crate::optim::{schedule, Optimizer, OptimizerKind};
 use crate::rng::{hash_u32, SplitMix64};
 use crate::tensor::Tensor;
 
-/// Target id of padded positions in the loss (never a real id).
-const IGNORE: u32 = u32::MAX;
-
 /// Sizes and training settings of the translator (JSON field names as here;
 /// missing fields take the defaults: the sizes and schedule of `wgformer
 /// train`'s date task).
@@ -233,29 +230,21 @@ impl DateTranslator {
         let loss_sum = Tensor::zeros(&self.gpu, &[1])?;
         let opts = CrossEntropyOptions {
             label_smoothing: self.config.label_smoothing,
-            ignore_index: Some(IGNORE),
+            ignore_index: Some(PairBatch::IGNORE),
         };
         let mut tokens = 0;
         for _ in 0..n {
             let step = self.opt.steps() + 1;
             let b = self.next_batch()?;
-            let src = Tensor::from_u32(&self.gpu, &b.src, &[b.batch, b.src_len])?;
-            let mask = Tensor::from_slice(&self.gpu, &b.src_key_mask, &[b.batch, b.src_len])?;
-            let tgt_in = Tensor::from_u32(&self.gpu, &b.tgt_in, &[b.batch, b.tgt_len])?;
-            let targets: Vec<u32> = b
-                .tgt_out
-                .iter()
-                .zip(&b.tgt_mask)
-                .map(|(&t, &m)| if m > 0.0 { t } else { IGNORE })
-                .collect();
+            let t = b.upload(&self.gpu)?;
             tokens += b.n_target_tokens;
             let tape = Tape::new(&self.gpu);
             // Dropout is off (the date task needs none); the seed only varies per step.
             let fwd = ForwardOptions::train(hash_u32(self.config.seed, step));
-            let logits = self
-                .model
-                .forward(&tape, &src, Some(&mask), &tgt_in, &fwd)?;
-            let loss = tape.cross_entropy(&logits, &targets, &opts)?;
+            let logits =
+                self.model
+                    .forward(&tape, &t.src, Some(&t.src_key_mask), &t.tgt_in, &fwd)?;
+            let loss = tape.cross_entropy(&logits, &t.targets, &opts)?;
             tape.backward(&loss)?;
             add_assign(&loss_sum, loss.value())?;
             self.opt.step(self.lr(step), 1)?;
