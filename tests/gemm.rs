@@ -18,8 +18,8 @@ mod common;
 use common::*;
 use wgformer::kernels::gemm::{
     auto_variant, gemm, gemm_into, gemm_into_kernel, gemm_into_register_tile, gemv_tile,
-    Activation, BlockTile, GemmKernel, GemmOptions, GemmShape, GemmVariant, GemvTile,
-    RegisterTile, SubgroupTile,
+    Activation, BlockTile, GemmKernel, GemmOptions, GemmShape, GemmVariant, GemvTile, RegisterTile,
+    SubgroupTile,
 };
 use wgformer::kernels::gemm_tune;
 use wgformer::reference::gemm as cpu;
@@ -624,9 +624,21 @@ fn gemv_at_small_m_agrees_with_the_reference() {
     // Tiles the shader does not support are errors.
     let c = Tensor::empty(&gpu, &[m, n], DType::F32).unwrap();
     for bad in [
-        GemvTile { wg_x: 8, m: 5, cb: 1 },
-        GemvTile { wg_x: 8, m: 1, cb: 3 },
-        GemvTile { wg_x: 0, m: 1, cb: 1 },
+        GemvTile {
+            wg_x: 8,
+            m: 5,
+            cb: 1,
+        },
+        GemvTile {
+            wg_x: 8,
+            m: 1,
+            cb: 3,
+        },
+        GemvTile {
+            wg_x: 0,
+            m: 1,
+            cb: 1,
+        },
     ] {
         let err = gemm_into_kernel(
             &a,
@@ -637,7 +649,10 @@ fn gemv_at_small_m_agrees_with_the_reference() {
             GemmKernel::Gemv(bad),
         )
         .unwrap_err();
-        assert!(matches!(err, Error::InvalidArgument { .. }), "{bad:?}: {err}");
+        assert!(
+            matches!(err, Error::InvalidArgument { .. }),
+            "{bad:?}: {err}"
+        );
     }
 }
 
@@ -1002,7 +1017,11 @@ fn every_pipeline_constant_combination_translates_to_msl_and_hlsl() {
             }
             if entry == "gemm_fwd_gemv" {
                 // every row and column block present (4 x 16) or one (1 x 4)
-                let (rows, cb) = if bits & 1 == 0 { (4.0, 4.0) } else { (1.0, 1.0) };
+                let (rows, cb) = if bits & 1 == 0 {
+                    (4.0, 4.0)
+                } else {
+                    (1.0, 1.0)
+                };
                 constants.insert("GV_M".into(), rows);
                 constants.insert("GV_CB".into(), cb);
             }
