@@ -27,8 +27,8 @@
 //! An ignored row gets zeros whatever its dloss; a row whose target is >= V (and
 //! not the ignore index) gets NaN in every entry, as its forward loss is NaN.
 
-use super::reduce::{cores, cpu_plan, row_plan};
-use super::{grid_1d, CROSS_ENTROPY_SUBGROUP_WGSL, CROSS_ENTROPY_WGSL};
+use super::reduce::{cores, cpu_plan, row_plan, ROW_WG};
+use super::{grid_1d, groups, CROSS_ENTROPY_SUBGROUP_WGSL, CROSS_ENTROPY_WGSL};
 use crate::error::{Error, Result};
 use crate::gpu::Dispatch;
 use crate::tensor::{DType, Tensor};
@@ -213,18 +213,23 @@ pub fn cross_entropy_bwd(
     let gpu = logits.gpu();
     let dlogits = Tensor::empty(gpu, logits.shape(), DType::F32)?;
     let plan = row_plan(gpu, rows, v);
+    // Rows shorter than a vec4 go a vec4 of dlogits per thread.
+    let (entry, workgroups) = match v {
+        v if v.is_multiple_of(4) => ("cross_entropy_bwd_vec4", plan.workgroups),
+        v if v >= 4 => ("cross_entropy_bwd_any", plan.workgroups),
+        _ => (
+            "cross_entropy_bwd_flat",
+            grid_1d(groups((rows * v).div_ceil(4), ROW_WG)),
+        ),
+    };
     gpu.dispatch(&Dispatch {
         shader: &CROSS_ENTROPY_WGSL,
-        entry: if v.is_multiple_of(4) {
-            "cross_entropy_bwd_vec4"
-        } else {
-            "cross_entropy_bwd_any"
-        },
+        entry,
         constants: &plan.constants()[..1],
         params: bytemuck::bytes_of(&p),
         reads: &[logits, logits, targets, lse, dloss],
         writes: &[&dlogits],
-        workgroups: plan.workgroups,
+        workgroups,
     })?;
     Ok(dlogits)
 }
