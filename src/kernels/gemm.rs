@@ -77,8 +77,9 @@ pub enum GemmVariant {
     /// wasted rows ([`gemv_tile`]'s shape, or [`GemvTile::default`] where that
     /// declines).
     Gemv,
-    /// The fastest for the adapter and shape: measured by a short autotune where
-    /// enabled, otherwise [`auto_variant`]'s kernel (see
+    /// The fastest for the adapter and shape: the GEMV kernel where
+    /// [`gemv_tile`] takes the shape (M <= 4 on CPU adapters), else measured by
+    /// a short autotune where enabled, otherwise [`auto_variant`]'s kernel (see
     /// [`choose_kernel`](super::gemm_tune::choose_kernel)).
     #[default]
     Auto,
