@@ -658,3 +658,113 @@ fn gemm_fwd_tiled(@builtin(workgroup_id) wid: vec3<u32>,
         }
     }
 }
+
+// ---------------------------------------------------------------- GEMV (small M)
+
+// For M <= 4 (one token per step when decoding with a KV cache): a thread owns
+// GV_M rows (all of C's rows when M <= 4) x GV_CB column blocks of 4, at c0 + 4
+// GV_WG j, and walks K in runs of 4. Every value of B is loaded once and used
+// GV_M times, and A costs GV_M vec4 loads per 4 GV_CB of B; the tiles above
+// computed 32 (subgroup) or 16 (register) rows for each B load, 31 of 32 rows
+// wasted at M = 1.
+override GV_M: u32 = 1u;   // rows of C per thread: 1, 2, 3 or 4
+override GV_CB: u32 = 2u;  // column blocks of 4 per thread: 1, 2 or 4
+override GV_WG: u32 = 8u;  // threads per workgroup
+
+// acc += op(A)[row, k0..k0+4] . op(B)[k0..k0+4, c..c+4], b as b_block lays it out.
+fn gv_fma(acc: ptr<function, vec4<f32>>, a: vec4<f32>, b: mat4x4<f32>) {
+    *acc = fma(b[3], vec4<f32>(a.w), fma(b[2], vec4<f32>(a.z),
+           fma(b[1], vec4<f32>(a.y), fma(b[0], vec4<f32>(a.x), *acc))));
+}
+
+// One row of C against the thread's column blocks.
+fn gv_row(a: vec4<f32>, b0: mat4x4<f32>, b1: mat4x4<f32>, b2: mat4x4<f32>, b3: mat4x4<f32>,
+          acc0: ptr<function, vec4<f32>>, acc1: ptr<function, vec4<f32>>,
+          acc2: ptr<function, vec4<f32>>, acc3: ptr<function, vec4<f32>>) {
+    gv_fma(acc0, a, b0);
+    if (GV_CB > 1u) {
+        gv_fma(acc1, a, b1);
+    }
+    if (GV_CB > 2u) {
+        gv_fma(acc2, a, b2);
+        gv_fma(acc3, a, b3);
+    }
+}
+
+fn gv_store(cbase: u32, row: u32, c0: u32, acc0: vec4<f32>, acc1: vec4<f32>, acc2: vec4<f32>,
+            acc3: vec4<f32>, b: BiasRuns) {
+    let step = 4u * GV_WG;
+    store_run(cbase, row, c0, acc0, b.b0);
+    if (GV_CB > 1u) {
+        store_run(cbase, row, c0 + step, acc1, b.b1);
+    }
+    if (GV_CB > 2u) {
+        store_run(cbase, row, c0 + 2u * step, acc2, b.b2);
+        store_run(cbase, row, c0 + 3u * step, acc3, b.b3);
+    }
+}
+
+@compute @workgroup_size(GV_WG)
+fn gemm_fwd_gemv(@builtin(workgroup_id) wid: vec3<u32>,
+                 @builtin(local_invocation_id) lid: vec3<u32>) {
+    let z = wid.z + p.group_z0;
+    let r0 = (wid.y + p.group_y0) * GV_M;
+    let c0 = (wid.x + p.group_x0) * (4u * GV_CB * GV_WG) + lid.x * 4u;
+    let step = 4u * GV_WG;
+    let base_a = z * p.stride_a;
+    let base_b = z * p.stride_b;
+    // acc_ij: row r0 + i over column block j.
+    var acc00 = vec4<f32>();
+    var acc01 = vec4<f32>();
+    var acc02 = vec4<f32>();
+    var acc03 = vec4<f32>();
+    var acc10 = vec4<f32>();
+    var acc11 = vec4<f32>();
+    var acc12 = vec4<f32>();
+    var acc13 = vec4<f32>();
+    var acc20 = vec4<f32>();
+    var acc21 = vec4<f32>();
+    var acc22 = vec4<f32>();
+    var acc23 = vec4<f32>();
+    var acc30 = vec4<f32>();
+    var acc31 = vec4<f32>();
+    var acc32 = vec4<f32>();
+    var acc33 = vec4<f32>();
+    // The last pass (K % 4 != 0) reads zeros past K.
+    for (var k0 = 0u; k0 < p.k; k0 += 4u) {
+        let b0 = b_block(base_b, c0, k0);
+        var b1 = mat4x4<f32>();
+        var b2 = mat4x4<f32>();
+        var b3 = mat4x4<f32>();
+        if (GV_CB > 1u) {
+            b1 = b_block(base_b, c0 + step, k0);
+        }
+        if (GV_CB > 2u) {
+            b2 = b_block(base_b, c0 + 2u * step, k0);
+            b3 = b_block(base_b, c0 + 3u * step, k0);
+        }
+        gv_row(a_run_k(base_a, r0, k0), b0, b1, b2, b3, &acc00, &acc01, &acc02, &acc03);
+        if (GV_M > 1u) {
+            gv_row(a_run_k(base_a, r0 + 1u, k0), b0, b1, b2, b3, &acc10, &acc11, &acc12, &acc13);
+        }
+        if (GV_M > 2u) {
+            gv_row(a_run_k(base_a, r0 + 2u, k0), b0, b1, b2, b3, &acc20, &acc21, &acc22, &acc23);
+        }
+        if (GV_M > 3u) {
+            gv_row(a_run_k(base_a, r0 + 3u, k0), b0, b1, b2, b3, &acc30, &acc31, &acc32, &acc33);
+        }
+    }
+    let cbase = z * p.stride_c;
+    let bias_runs = BiasRuns(bias_run(c0), bias_run(c0 + step), bias_run(c0 + 2u * step),
+                             bias_run(c0 + 3u * step));
+    gv_store(cbase, r0, c0, acc00, acc01, acc02, acc03, bias_runs);
+    if (GV_M > 1u) {
+        gv_store(cbase, r0 + 1u, c0, acc10, acc11, acc12, acc13, bias_runs);
+    }
+    if (GV_M > 2u) {
+        gv_store(cbase, r0 + 2u, c0, acc20, acc21, acc22, acc23, bias_runs);
+    }
+    if (GV_M > 3u) {
+        gv_store(cbase, r0 + 3u, c0, acc30, acc31, acc32, acc33, bias_runs);
+    }
+}

@@ -2,7 +2,8 @@
 //! vocabulary sizes around the vec4 edges up to GPT-2's 50257, few rows (tree)
 //! and many rows (a thread per row on CPU adapters), label smoothing 0 and 0.1,
 //! ignored rows, extreme logits, out-of-range targets (NaN from the kernels, an
-//! error from the checked entry point) and bad input.
+//! error from the checked entry point) and bad input; again without subgroups
+//! where the adapter has them (the row-per-subgroup forward takes long rows).
 
 mod common;
 use common::*;
@@ -309,7 +310,9 @@ fn check_bwd(n: usize, v: usize, logits: &[f32], t: &[u32], opts: &CrossEntropyO
 
 #[test]
 fn bwd_vocabularies_of_every_size_with_and_without_smoothing() {
-    for v in [1usize, 4, 7, 63, 64, 65, 127, 129, 4099] {
+    // V < 4 (a vec4 per thread), V = 5 (every row's tail shares a vec4 with
+    // the next row's head), multiples of 4 and not.
+    for v in [1usize, 2, 3, 4, 5, 7, 63, 64, 65, 127, 129, 4099] {
         for n in [3usize, 1100] {
             if n * v > 1_000_000 {
                 continue;
@@ -453,5 +456,18 @@ fn the_other_row_plan_gives_the_same_results() {
         "bwd_vocabularies_of_every_size_with_and_without_smoothing",
         "bwd_ignored_rows_are_zero_and_extreme_logits_are_stable",
         "bwd_out_of_range_target_gives_a_nan_row",
+    ]);
+}
+
+#[test]
+fn the_kernels_without_subgroups_give_the_same_results() {
+    // Where the adapter has subgroups, long rows with few of them take the
+    // row-per-subgroup forward; this covers the tree kernels it replaces.
+    rerun_without_subgroups(&[
+        "vocabularies_of_every_size_with_and_without_smoothing",
+        "gpt2_vocabulary",
+        "ignored_rows_have_zero_loss_and_are_not_counted",
+        "extreme_logits_are_stable",
+        "out_of_range_target_gives_nan_or_an_error",
     ]);
 }

@@ -1,5 +1,5 @@
 //! GEMM kernels (naive, register tile, workgroup-memory tile, subgroup tile where
-//! the adapter has subgroups of 8, block tile, the autotuned choice) against the f64 CPU
+//! the adapter has subgroups of 8, block tile, GEMV, the autotuned choice) against the f64 CPU
 //! reference: odd sizes, every transpose combination, batches with a broadcast B,
 //! bias + every activation, alpha, the scalar-load path, explicit strides, grids
 //! split past 65535 workgroups, the errors for bad input, and the translation of
@@ -17,8 +17,9 @@
 mod common;
 use common::*;
 use wgformer::kernels::gemm::{
-    auto_variant, gemm, gemm_into, gemm_into_kernel, gemm_into_register_tile, Activation,
-    BlockTile, GemmKernel, GemmOptions, GemmShape, GemmVariant, RegisterTile, SubgroupTile,
+    auto_variant, gemm, gemm_into, gemm_into_kernel, gemm_into_register_tile, gemv_tile,
+    Activation, BlockTile, GemmKernel, GemmOptions, GemmShape, GemmVariant, GemvTile, RegisterTile,
+    SubgroupTile,
 };
 use wgformer::kernels::gemm_tune;
 use wgformer::reference::gemm as cpu;
@@ -31,6 +32,7 @@ fn variants() -> Vec<GemmVariant> {
         GemmVariant::RegisterTile,
         GemmVariant::SharedTile,
         GemmVariant::Tiled,
+        GemmVariant::Gemv,
         GemmVariant::Auto,
     ];
     if gpu().fixed_subgroup_size() == Some(8) {
@@ -533,6 +535,127 @@ fn auto_picks_a_barrier_free_tile_on_cpu_adapters_and_the_block_tile_on_gpus() {
     assert_eq!(auto_variant(&gpu), want);
 }
 
+/// The GEMV kernel at M = 1..4 (decoding), every tile it accepts, odd N and K
+/// (scalar loads and stores) and multiples of 4 (vec4), every transpose, bias,
+/// activation, alpha and a batch; and Auto takes it for M <= 4 on CPU adapters.
+#[test]
+fn gemv_at_small_m_agrees_with_the_reference() {
+    let gpu = gpu();
+    for m in 1..=4 {
+        for (trans_a, trans_b) in [(false, false), (false, true), (true, false), (true, true)] {
+            for (n, k) in [(131, 67), (256, 96), (5, 3)] {
+                let case = Case {
+                    trans_a,
+                    trans_b,
+                    ..Case::new(m, n, k)
+                };
+                case.run(GemmVariant::Gemv, 90 + m as u64);
+                case.run(GemmVariant::Auto, 95 + m as u64);
+            }
+        }
+        Case {
+            bias: true,
+            alpha: -0.75,
+            act: Activation::GeluTanh,
+            scale: 3.0,
+            batch: Some(3),
+            ..Case::new(m, 300, 129)
+        }
+        .run(GemmVariant::Gemv, 100);
+    }
+    // Every tile: rows per thread (more than M, fewer than M: several row
+    // groups), column blocks, workgroup widths.
+    let (m, n, k) = (3usize, 203usize, 45usize);
+    let av = data(m * k, 110);
+    let bv = data(k * n, 111);
+    let a = Tensor::from_slice(&gpu, &av, &[m * k]).unwrap();
+    let b = Tensor::from_slice(&gpu, &bv, &[k * n]).unwrap();
+    let reference = cpu::gemm(
+        &av,
+        &bv,
+        m,
+        n,
+        k,
+        1,
+        0,
+        0,
+        false,
+        true,
+        1.0,
+        None,
+        cpu::Act::None,
+    );
+    let opts = GemmOptions {
+        trans_b: true,
+        ..Default::default()
+    };
+    for tm in 1..=4 {
+        for cb in [1, 2, 4] {
+            for wg_x in [4, 8, 32] {
+                let kernel = GemmKernel::Gemv(GemvTile { wg_x, m: tm, cb });
+                let c = Tensor::empty(&gpu, &[m, n], DType::F32).unwrap();
+                gemm_into_kernel(
+                    &a,
+                    &b,
+                    &c,
+                    &GemmShape::contiguous(m, n, k, 1),
+                    &opts,
+                    kernel,
+                )
+                .unwrap();
+                assert_close(
+                    &format!("{kernel} M={m} N={n} K={k}"),
+                    &c.to_vec().unwrap(),
+                    &reference,
+                    tol(k),
+                    1e-4,
+                );
+            }
+        }
+    }
+    let cpu_adapter = gpu.adapter_info().device_type == wgpu::DeviceType::Cpu;
+    for m in 1..=5 {
+        let tile = gemv_tile(&gpu, &GemmShape::contiguous(m, 768, 256, 1));
+        assert_eq!(tile.is_some(), cpu_adapter && m <= 4, "M={m}: {tile:?}");
+        if let Some(t) = tile {
+            assert_eq!(t.m as usize, m);
+        }
+    }
+    // Tiles the shader does not support are errors.
+    let c = Tensor::empty(&gpu, &[m, n], DType::F32).unwrap();
+    for bad in [
+        GemvTile {
+            wg_x: 8,
+            m: 5,
+            cb: 1,
+        },
+        GemvTile {
+            wg_x: 8,
+            m: 1,
+            cb: 3,
+        },
+        GemvTile {
+            wg_x: 0,
+            m: 1,
+            cb: 1,
+        },
+    ] {
+        let err = gemm_into_kernel(
+            &a,
+            &b,
+            &c,
+            &GemmShape::contiguous(m, n, k, 1),
+            &opts,
+            GemmKernel::Gemv(bad),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidArgument { .. }),
+            "{bad:?}: {err}"
+        );
+    }
+}
+
 /// Every subgroup and block tile shape the kernels accept, against the
 /// reference, with and without transposes and on the scalar-load path.
 #[test]
@@ -656,6 +779,11 @@ fn kernel_names_read_back_as_the_same_kernel() {
             tn: 8,
         }),
         GemmKernel::Subgroup(SubgroupTile { tm: 16, tn: 4 }),
+        GemmKernel::Gemv(GemvTile {
+            wg_x: 16,
+            m: 3,
+            cb: 4,
+        }),
         GemmKernel::Block(BlockTile {
             wg_x: 8,
             wg_y: 16,
@@ -864,6 +992,7 @@ fn every_pipeline_constant_combination_translates_to_msl_and_hlsl() {
         "gemm_fwd_register",
         "gemm_fwd_shared",
         "gemm_fwd_tiled",
+        "gemm_fwd_gemv",
     ] {
         for bits in 0..32u32 {
             let bit = |i: u32| ((bits >> i) & 1) as f64;
@@ -885,6 +1014,16 @@ fn every_pipeline_constant_combination_translates_to_msl_and_hlsl() {
                 };
                 constants.insert("TM".into(), tm);
                 constants.insert("TN".into(), tn);
+            }
+            if entry == "gemm_fwd_gemv" {
+                // every row and column block present (4 x 16) or one (1 x 4)
+                let (rows, cb) = if bits & 1 == 0 {
+                    (4.0, 4.0)
+                } else {
+                    (1.0, 1.0)
+                };
+                constants.insert("GV_M".into(), rows);
+                constants.insert("GV_CB".into(), cb);
             }
             if entry == "gemm_fwd_tiled" {
                 // every run present (8 x 8 per thread) or one of each (4 x 4)
@@ -924,7 +1063,7 @@ fn every_pipeline_constant_combination_translates_to_msl_and_hlsl() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 128);
+    assert_eq!(checked, 160);
 }
 
 /// f16 A and B (shader-f16), f32 products and sums: against the reference on

@@ -48,7 +48,7 @@ fn check(shape: &[usize], x: &[f32], eps: f32, atol: f64) {
 
 #[test]
 fn rows_of_every_length_few_and_many() {
-    for c in [1usize, 4, 7, 63, 64, 65, 127, 129, 768, 4099] {
+    for c in [1usize, 4, 7, 12, 32, 63, 64, 65, 127, 129, 768, 4099] {
         for rows in [3usize, 1100] {
             if rows * c > 1_000_000 {
                 continue;

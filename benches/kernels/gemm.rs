@@ -1,7 +1,7 @@
 //! GEMM: every variant at square sizes (256..1024, up to 4096 on GPUs), the
 //! GPT-2 small (B*T = 2048) projection shapes forward and backward (dX with B
 //! transposed, dW with A transposed), the shapes of the training-step benchmark,
-//! a sweep of every tile the autotune compares, and the autotune's ranking.
+//! small-M (decoding) shapes against the GEMV kernel, a sweep of every tile the autotune compares, and the autotune's ranking.
 //! FLOPs = 2 M N K. The naive kernel runs only up to 1024^3 (seconds per launch
 //! on lavapipe).
 
@@ -116,6 +116,39 @@ pub fn run(b: &mut Bench) -> Result<()> {
             if tb { " tb" } else { "" }
         );
         for (variant, name) in variants(b).into_iter().skip(1) {
+            p.measure(b, name, &shape, |x, w, y, dims, o| {
+                gemm_into(x, w, y, dims, &GemmOptions { variant, ..*o })
+            })?;
+        }
+    }
+    // Small M (decoding with a KV cache: one row per token): the decode shapes of
+    // the GPT L4 C256 (QKV, MLP up, MLP down, LM head with the tied embedding
+    // transposed) and GPT-2 small's, at M = 1 and 4; the old tiles against the
+    // GEMV kernel (what Auto picks there on CPU adapters).
+    let small_m = [
+        (1, 256, 768, false),
+        (1, 256, 1024, false),
+        (1, 1024, 256, false),
+        (1, 256, 256, true),
+        (1, 768, 2304, false),
+        (1, 768, 3072, false),
+        (1, 3072, 768, false),
+        (4, 768, 3072, false),
+        (1, 768, 8192, true),
+    ];
+    for (m, k, n, tb) in small_m {
+        let p = Problem::new(b, m, n, k, false, tb)?;
+        let shape = format!("{m}x{k}·{k}x{n}{}", if tb { " tb" } else { "" });
+        // The workgroup-memory tiles take seconds here on CPU adapters: left out.
+        let mut list: Vec<_> = variants(b)
+            .into_iter()
+            .filter(|(v, _)| {
+                *v != GemmVariant::Naive
+                    && !(cpu && matches!(v, GemmVariant::SharedTile | GemmVariant::Tiled))
+            })
+            .collect();
+        list.insert(list.len() - 1, (GemmVariant::Gemv, "gemv"));
+        for (variant, name) in list {
             p.measure(b, name, &shape, |x, w, y, dims, o| {
                 gemm_into(x, w, y, dims, &GemmOptions { variant, ..*o })
             })?;

@@ -8,10 +8,12 @@
 //! workgroup tile staged through workgroup memory), [`GemmVariant::Subgroup`]
 //! (the register tile with A shared across a subgroup of 8 by broadcasts),
 //! [`GemmVariant::Tiled`] (block tile up to 128 x 128 through double-buffered
-//! workgroup memory, 8 x 8 per thread: the GPU kernel). [`GemmVariant::Auto`]
-//! runs what the autotune measured fastest for the adapter and shape class
-//! (src/kernels/gemm_tune.rs), or without measuring [`default_kernel`]: the
-//! subgroup tile on lavapipe, the block tile on GPUs.
+//! workgroup memory, 8 x 8 per thread: the GPU kernel), [`GemmVariant::Gemv`]
+//! (M <= 4 rows per thread against a few vec4 columns: decoding with a KV
+//! cache). [`GemmVariant::Auto`] runs the GEMV kernel for M <= 4 on CPU
+//! adapters ([`gemv_tile`]), otherwise what the autotune measured fastest for
+//! the adapter and shape class (src/kernels/gemm_tune.rs), or without measuring
+//! [`default_kernel`]: the subgroup tile on lavapipe, the block tile on GPUs.
 //!
 //! On lavapipe (2 cores) at 1024^3 the register tile ran ~25x the naive kernel
 //! and ~5x the workgroup-memory tile, the subgroup tile 1.75x the register
@@ -70,8 +72,14 @@ pub enum GemmVariant {
     /// an 8 x 8 register tile ([`BlockTile::default`], 128 x 128 per workgroup):
     /// the kernel for GPUs.
     Tiled,
-    /// The fastest for the adapter and shape: measured by a short autotune where
-    /// enabled, otherwise [`auto_variant`]'s kernel (see
+    /// Small M (decoding): each thread all of C's rows (up to 4; more rows take
+    /// more workgroups) against a few column blocks, so B is read once with no
+    /// wasted rows ([`gemv_tile`]'s shape, or [`GemvTile::default`] where that
+    /// declines).
+    Gemv,
+    /// The fastest for the adapter and shape: the GEMV kernel where
+    /// [`gemv_tile`] takes the shape (M <= 4 on CPU adapters), else measured by
+    /// a short autotune where enabled, otherwise [`auto_variant`]'s kernel (see
     /// [`choose_kernel`](super::gemm_tune::choose_kernel)).
     #[default]
     Auto,
@@ -147,6 +155,27 @@ impl Default for BlockTile {
     }
 }
 
+/// Shape of the GEMV kernel: `wg_x` threads, each owning `m` rows of C (1 to
+/// 4) and `cb` column blocks of 4 (1, 2 or 4), so a workgroup computes `m` rows
+/// x 4 `cb` `wg_x` columns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GemvTile {
+    pub wg_x: u32,
+    pub m: u32,
+    pub cb: u32,
+}
+
+impl Default for GemvTile {
+    /// One row, 16 columns per thread, 8 threads.
+    fn default() -> Self {
+        GemvTile {
+            wg_x: 8,
+            m: 1,
+            cb: 4,
+        }
+    }
+}
+
 /// One concrete kernel with its tile shape: what a [`GemmVariant`] resolves to,
 /// what the autotune compares, and what [`gemm_into_kernel`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -156,10 +185,12 @@ pub enum GemmKernel {
     Shared,
     Subgroup(SubgroupTile),
     Block(BlockTile),
+    Gemv(GemvTile),
 }
 
 impl std::fmt::Display for GemmKernel {
-    /// A short name, e.g. `subgroup-32x16` or `block-128x128-8x8` (also the
+    /// A short name, e.g. `subgroup-32x16`, `block-128x128-8x8-wg16x16` or
+    /// `gemv-8-1x8` (also the
     /// autotune cache's format, read back by [`GemmKernel::parse`]).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -167,6 +198,7 @@ impl std::fmt::Display for GemmKernel {
             GemmKernel::Shared => write!(f, "shared"),
             GemmKernel::Register(t) => write!(f, "register-{}-{}x{}", t.wg_x, t.tm, t.tn),
             GemmKernel::Subgroup(t) => write!(f, "subgroup-{}x{}", t.tm, t.tn),
+            GemmKernel::Gemv(t) => write!(f, "gemv-{}-{}x{}", t.wg_x, t.m, 4 * t.cb),
             GemmKernel::Block(t) => write!(
                 f,
                 "block-{}x{}-{}x{}-wg{}x{}",
@@ -204,6 +236,14 @@ impl GemmKernel {
                 Some(GemmKernel::Subgroup(SubgroupTile {
                     tm: *t.first()?,
                     tn: *t.get(1)?,
+                }))
+            }
+            ["gemv", wg, t] => {
+                let t = nums(t, 'x')?;
+                Some(GemmKernel::Gemv(GemvTile {
+                    wg_x: wg.parse().ok()?,
+                    m: *t.first()?,
+                    cb: t.get(1)? / 4,
                 }))
             }
             ["block", _, per, wg] => {
@@ -314,6 +354,31 @@ pub fn auto_variant(gpu: &Gpu) -> GemmVariant {
 /// The subgroup kernel broadcasts from lanes 0..8 of a workgroup of 8.
 fn subgroup_ok(gpu: &Gpu) -> bool {
     gpu.fixed_subgroup_size() == Some(8)
+}
+
+/// The GEMV tile [`GemmVariant::Auto`] uses for this problem, if any: on CPU
+/// adapters every product with M <= 4 (one row per token when decoding with a
+/// KV cache), all of C's rows per thread, 8 threads of 16 columns each (fewer
+/// columns when N is small). On lavapipe at M = 1 it ran 2.4-3.4x the subgroup
+/// tile, which computes 32 rows per load of B, at about the copy kernel's
+/// bandwidth over B (benches/kernels/gemm.rs, shapes `1x...`). 16 columns per
+/// thread beat 8 and 4 at N >= 768: a workgroup reads 512 contiguous bytes of
+/// each row of B, and 128 bytes (4 columns) ran up to 4x slower on large B.
+/// GPUs keep their tiles (not measured there).
+pub fn gemv_tile(gpu: &Gpu, shape: &GemmShape) -> Option<GemvTile> {
+    if gpu.adapter_info().device_type != wgpu::DeviceType::Cpu || shape.m == 0 || shape.m > 4 {
+        return None;
+    }
+    let cb = match shape.n {
+        n if n >= 256 => 4,
+        n if n >= 64 => 2,
+        _ => 1,
+    };
+    Some(GemvTile {
+        wg_x: 8,
+        m: shape.m as u32,
+        cb,
+    })
 }
 
 /// The kernel [`GemmVariant::Auto`] runs for this problem without measuring:
@@ -473,9 +538,16 @@ pub fn gemm_into(
         GemmVariant::SharedTile => GemmKernel::Shared,
         GemmVariant::Subgroup => GemmKernel::Subgroup(SubgroupTile::default()),
         GemmVariant::Tiled => GemmKernel::Block(BlockTile::default()),
+        GemmVariant::Gemv => GemmKernel::Gemv(gemv_tile(a.gpu(), shape).unwrap_or(GemvTile {
+            m: shape.m.clamp(1, 4) as u32,
+            ..GemvTile::default()
+        })),
         GemmVariant::Auto => {
             validate(a, b, Some(c), shape, opts)?;
-            super::gemm_tune::choose_kernel(a, b, c, shape, opts)?
+            match gemv_tile(a.gpu(), shape) {
+                Some(t) => GemmKernel::Gemv(t),
+                None => super::gemm_tune::choose_kernel(a, b, c, shape, opts)?,
+            }
         }
     };
     gemm_into_kernel(a, b, c, shape, opts, kernel)
@@ -550,6 +622,21 @@ pub fn check_kernel(gpu: &Gpu, kernel: GemmKernel) -> Result<()> {
                     adapter: gpu.adapter_info().name.clone(),
                     hint: "use GemmVariant::Auto, RegisterTile or Tiled on this adapter",
                 });
+            }
+            Ok(())
+        }
+        GemmKernel::Gemv(tile) => {
+            if !(1..=4).contains(&tile.m) || ![1, 2, 4].contains(&tile.cb) {
+                return Err(Error::invalid(
+                    "gemm",
+                    format!("GEMV tile {tile:?}: m must be 1 to 4 and cb 1, 2 or 4"),
+                ));
+            }
+            if !threads_ok(tile.wg_x, 1) {
+                return Err(Error::invalid(
+                    "gemm",
+                    format!("GEMV tile {tile:?}: workgroup size outside the device limits"),
+                ));
             }
             Ok(())
         }
@@ -651,6 +738,14 @@ fn gemm_dispatch(
                 ("BT_CN", t.cn as f64),
             ]);
             (&GEMM_WGSL, "gemm_fwd_tiled", t.rows(), t.cols(), false)
+        }
+        GemmKernel::Gemv(t) => {
+            constants.extend([
+                ("GV_WG", t.wg_x as f64),
+                ("GV_M", t.m as f64),
+                ("GV_CB", t.cb as f64),
+            ]);
+            (&GEMM_WGSL, "gemm_fwd_gemv", t.m, 4 * t.cb * t.wg_x, false)
         }
     };
     let (shader, entry) = match (a.dtype(), kernel) {

@@ -19,12 +19,22 @@
 //! partial sums kept in registers). Otherwise two variants: on GPUs one fused kernel (dx, then the
 //! partials from the same rows while they are in cache); on CPU adapters, where a
 //! workgroup barrier is dear, dx and the partials in two barrier-free kernels.
+//! On CPU adapters the forward of small rows (C % 4 == 0, C <= 64) is a thread
+//! per row with weight and bias in registers (`layernorm_fwd_rows`), with or
+//! without subgroups.
 
 use super::reduce::{cores, cpu_plan, row_plan, sg_plan, SgPlan, ROW_WG};
 use super::{grid_1d, groups, LAYERNORM_SUBGROUP_WGSL, LAYERNORM_WGSL};
 use crate::error::{Error, Result};
 use crate::gpu::Dispatch;
 use crate::tensor::{DType, Tensor};
+
+/// Largest C / 4 that the small-row forward (`layernorm_fwd_rows`) takes:
+/// `MAX_ITEMS` in layernorm.wgsl (C <= 64).
+const SMALL_ROW_ITEMS: usize = 16;
+
+/// Threads per workgroup of the small-row forward (`ROW_WG` in the shader).
+const SMALL_ROW_WG: usize = 64;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -93,6 +103,26 @@ pub fn layernorm(
         tiles: 0,
         _pad: [0; 2],
     };
+    if cpu_plan(gpu) && cols.is_multiple_of(4) && cols / 4 <= SMALL_ROW_ITEMS && rows > 0 {
+        // Small rows: a thread per row with weight and bias in registers
+        // (layernorm_fwd_rows). About eight workgroups per core, up to 16 rows
+        // per thread.
+        let per_thread = rows.div_ceil(SMALL_ROW_WG * 8 * cores()).clamp(1, 16);
+        p.chunk_rows = per_thread as u32;
+        gpu.dispatch(&Dispatch {
+            shader: &LAYERNORM_WGSL,
+            entry: "layernorm_fwd_rows",
+            constants: &[
+                ("ROW_ITEMS", (cols / 4) as f64),
+                ("ROW_WG", SMALL_ROW_WG as f64),
+            ],
+            params: bytemuck::bytes_of(&p),
+            reads: &[x, weight, bias],
+            writes: &[&y, &mean, &rstd],
+            workgroups: grid_1d(groups(rows, per_thread * SMALL_ROW_WG)),
+        })?;
+        return Ok((y, mean, rstd));
+    }
     if let Some(sg) = sg_plan(gpu, rows, cols) {
         p.chunk_rows = sg.chunk_rows;
         gpu.dispatch(&Dispatch {

@@ -44,6 +44,11 @@ pub static ATTENTION_SUBGROUP_WGSL: Shader =
     shader!("attention_subgroup.wgsl" = "attention.wgsl" "attention_subgroup.wgsl", f16: false);
 pub static COPY_WGSL: Shader = shader!("copy.wgsl", f16: false);
 pub static CROSS_ENTROPY_WGSL: Shader = shader!("cross_entropy.wgsl", f16: false);
+/// cross_entropy.wgsl followed by cross_entropy_subgroup.wgsl (subgroup builtins).
+pub static CROSS_ENTROPY_SUBGROUP_WGSL: Shader = shader!(
+    "cross_entropy_subgroup.wgsl" = "cross_entropy.wgsl" "cross_entropy_subgroup.wgsl",
+    f16: false
+);
 pub static ELEMENTWISE_WGSL: Shader = shader!("elementwise.wgsl", f16: false);
 pub static EMBEDDING_WGSL: Shader = shader!("embedding.wgsl", f16: false);
 pub static GEMM_WGSL: Shader = shader!("gemm.wgsl", f16: false);
@@ -77,6 +82,7 @@ pub static ALL_SHADERS: &[&Shader] = &[
     &ATTENTION_SUBGROUP_WGSL,
     &COPY_WGSL,
     &CROSS_ENTROPY_WGSL,
+    &CROSS_ENTROPY_SUBGROUP_WGSL,
     &ELEMENTWISE_WGSL,
     &EMBEDDING_WGSL,
     &GEMM_WGSL,
