@@ -210,8 +210,8 @@ fn reduce_fwd_cols_vec4(@builtin(workgroup_id) wid: vec3<u32>,
                         @builtin(num_workgroups) nwg: vec3<u32>,
                         @builtin(local_invocation_index) lid: u32) {
     let c = col_pos(wid, nwg, lid, CPT);
-    // Dead columns run on (no early return: a barrier may follow); they read
-    // clamped indices and their stores are guarded by c.live.
+    // Dead columns run on (no early return: a barrier may follow) but skip the
+    // rows; their stores are guarded by c.live.
     let rr = chunk_rows(c);
     // CPT neighbouring columns per thread: on a CPU, where a workgroup's lanes run
     // one after another, each lane then reads whole cache lines.
@@ -221,9 +221,13 @@ fn reduce_fwd_cols_vec4(@builtin(workgroup_id) wid: vec3<u32>,
         acc[q] = identity();
         cols[q] = min(c.col + q, p.inner - 1u);  // past the last column: re-read it
     }
+    // Dead threads skip the rows: on a CPU adapter a SIMD group of them then
+    // skips the loop whole, where a narrow matrix in a 256-thread tile would
+    // otherwise re-read its last column (5x the loads at 768 columns).
+    let r_end = select(rr.x, rr.y, c.live);
     var i = (c.o * p.r_len + rr.x + c.slice) * p.inner;
     let step = p.inner << SLICES_LOG2;
-    for (var r = rr.x + c.slice; r < rr.y; r += 1u << SLICES_LOG2) {
+    for (var r = rr.x + c.slice; r < r_end; r += 1u << SLICES_LOG2) {
         for (var q = 0u; q < CPT; q++) {
             acc[q] = op4(acc[q], x4[i + cols[q]]);
         }
@@ -245,13 +249,14 @@ fn reduce_fwd_cols_scalar(@builtin(workgroup_id) wid: vec3<u32>,
                           @builtin(num_workgroups) nwg: vec3<u32>,
                           @builtin(local_invocation_index) lid: u32) {
     let c = col_pos(wid, nwg, lid, 1u);
-    // Dead columns run on (no early return: a barrier may follow); they read
-    // clamped indices and their stores are guarded by c.live.
+    // Dead columns run on (no early return: a barrier may follow) but skip the
+    // rows; their stores are guarded by c.live.
     let rr = chunk_rows(c);
     var acc = identity().x;
+    let r_end = select(rr.x, rr.y, c.live);  // dead threads skip the rows
     var i = (c.o * p.r_len + rr.x + c.slice) * p.inner + min(c.col, p.inner - 1u);
     let step = p.inner << SLICES_LOG2;
-    for (var r = rr.x + c.slice; r < rr.y; r += 1u << SLICES_LOG2) {
+    for (var r = rr.x + c.slice; r < r_end; r += 1u << SLICES_LOG2) {
         acc = op4(vec4<f32>(acc), vec4<f32>(x1[i])).x;
         i += step;
     }

@@ -65,6 +65,8 @@ fn first_and_middle_axes() {
         (&[2, 3, 4, 5], 2), // rank 4
         (&[9, 2, 256], 1),  // wide vec4 tile
         (&[1000, 768], 0),  // (T, C) -> (C)
+        (&[4099, 36], 0),   // few vec4 columns in a wide tile, chunks of R
+        (&[4099, 37], 0),   // few scalar columns in a wide tile, chunks of R
     ] {
         check(
             shape,
