@@ -128,6 +128,21 @@ struct Rows8 {
     hi: Rows4,
 }
 
+// All blocks of a thread's 4 * RG rows: block n of the head is `b<n>`. Named
+// members, not an array, so that every access is constant and the registers
+// stay registers; blocks at or past NB are never written (their `if (NB > n)`
+// guards fold away) and stay zero.
+struct Head {
+    b0: Rows8,
+    b1: Rows8,
+    b2: Rows8,
+    b3: Rows8,
+    b4: Rows8,
+    b5: Rows8,
+    b6: Rows8,
+    b7: Rows8,
+}
+
 // Scores of both row groups against four keys (column r = row r of the group).
 struct Scores8 {
     lo: mat4x4<f32>,
@@ -325,6 +340,49 @@ fn store_lse(bh: u32, i: u32, lse: vec4<f32>) {
     }
 }
 
+// Query rows `lo` and `lo + 4` (RG > 1) of head `bh`, times `s`, as a Head.
+fn load_q_head(bh: u32, lo: vec4<u32>, s: f32) -> Head {
+    let hi = lo + vec4<u32>(4u);
+    var h = Head();
+    h.b0.lo = load_q_rows(bh, lo, 0u, s);
+    if (NB > 1u) { h.b1.lo = load_q_rows(bh, lo, 1u, s); }
+    if (NB > 2u) { h.b2.lo = load_q_rows(bh, lo, 2u, s); }
+    if (NB > 3u) { h.b3.lo = load_q_rows(bh, lo, 3u, s); }
+    if (NB > 4u) { h.b4.lo = load_q_rows(bh, lo, 4u, s); }
+    if (NB > 5u) { h.b5.lo = load_q_rows(bh, lo, 5u, s); }
+    if (NB > 6u) { h.b6.lo = load_q_rows(bh, lo, 6u, s); }
+    if (NB > 7u) { h.b7.lo = load_q_rows(bh, lo, 7u, s); }
+    if (RG > 1u) { h.b0.hi = load_q_rows(bh, hi, 0u, s); }
+    if (NB > 1u && RG > 1u) { h.b1.hi = load_q_rows(bh, hi, 1u, s); }
+    if (NB > 2u && RG > 1u) { h.b2.hi = load_q_rows(bh, hi, 2u, s); }
+    if (NB > 3u && RG > 1u) { h.b3.hi = load_q_rows(bh, hi, 3u, s); }
+    if (NB > 4u && RG > 1u) { h.b4.hi = load_q_rows(bh, hi, 4u, s); }
+    if (NB > 5u && RG > 1u) { h.b5.hi = load_q_rows(bh, hi, 5u, s); }
+    if (NB > 6u && RG > 1u) { h.b6.hi = load_q_rows(bh, hi, 6u, s); }
+    if (NB > 7u && RG > 1u) { h.b7.hi = load_q_rows(bh, hi, 7u, s); }
+    return h;
+}
+
+// Writes the output rows i .. i + 4 RG of head `bh`: `a` times `inv_lo` / `inv_hi` (1 / l).
+fn store_o_head(bh: u32, i: u32, a: Head, inv_lo: vec4<f32>, inv_hi: vec4<f32>) {
+    store_rows(bh, i, 0u, a.b0.lo, inv_lo);
+    if (NB > 1u) { store_rows(bh, i, 1u, a.b1.lo, inv_lo); }
+    if (NB > 2u) { store_rows(bh, i, 2u, a.b2.lo, inv_lo); }
+    if (NB > 3u) { store_rows(bh, i, 3u, a.b3.lo, inv_lo); }
+    if (NB > 4u) { store_rows(bh, i, 4u, a.b4.lo, inv_lo); }
+    if (NB > 5u) { store_rows(bh, i, 5u, a.b5.lo, inv_lo); }
+    if (NB > 6u) { store_rows(bh, i, 6u, a.b6.lo, inv_lo); }
+    if (NB > 7u) { store_rows(bh, i, 7u, a.b7.lo, inv_lo); }
+    if (RG > 1u) { store_rows(bh, i + 4u, 0u, a.b0.hi, inv_hi); }
+    if (NB > 1u && RG > 1u) { store_rows(bh, i + 4u, 1u, a.b1.hi, inv_hi); }
+    if (NB > 2u && RG > 1u) { store_rows(bh, i + 4u, 2u, a.b2.hi, inv_hi); }
+    if (NB > 3u && RG > 1u) { store_rows(bh, i + 4u, 3u, a.b3.hi, inv_hi); }
+    if (NB > 4u && RG > 1u) { store_rows(bh, i + 4u, 4u, a.b4.hi, inv_hi); }
+    if (NB > 5u && RG > 1u) { store_rows(bh, i + 4u, 5u, a.b5.hi, inv_hi); }
+    if (NB > 6u && RG > 1u) { store_rows(bh, i + 4u, 6u, a.b6.hi, inv_hi); }
+    if (NB > 7u && RG > 1u) { store_rows(bh, i + 4u, 7u, a.b7.hi, inv_hi); }
+}
+
 @compute @workgroup_size(BQ)
 fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>,
                  @builtin(local_invocation_index) lid: u32) {
@@ -337,38 +395,8 @@ fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>,
     let w = NB * 4u;                     // vec4s per padded head row
 
     // The query rows, pre-scaled to log2 units; accumulators.
-    var q0 = Rows8();
-    var q1 = Rows8();
-    var q2 = Rows8();
-    var q3 = Rows8();
-    var q4 = Rows8();
-    var q5 = Rows8();
-    var q6 = Rows8();
-    var q7 = Rows8();
-    q0.lo = load_q_rows(bh, rows_lo, 0u, p.scale);
-    if (NB > 1u) { q1.lo = load_q_rows(bh, rows_lo, 1u, p.scale); }
-    if (NB > 2u) { q2.lo = load_q_rows(bh, rows_lo, 2u, p.scale); }
-    if (NB > 3u) { q3.lo = load_q_rows(bh, rows_lo, 3u, p.scale); }
-    if (NB > 4u) { q4.lo = load_q_rows(bh, rows_lo, 4u, p.scale); }
-    if (NB > 5u) { q5.lo = load_q_rows(bh, rows_lo, 5u, p.scale); }
-    if (NB > 6u) { q6.lo = load_q_rows(bh, rows_lo, 6u, p.scale); }
-    if (NB > 7u) { q7.lo = load_q_rows(bh, rows_lo, 7u, p.scale); }
-    if (RG > 1u) { q0.hi = load_q_rows(bh, rows_hi, 0u, p.scale); }
-    if (NB > 1u && RG > 1u) { q1.hi = load_q_rows(bh, rows_hi, 1u, p.scale); }
-    if (NB > 2u && RG > 1u) { q2.hi = load_q_rows(bh, rows_hi, 2u, p.scale); }
-    if (NB > 3u && RG > 1u) { q3.hi = load_q_rows(bh, rows_hi, 3u, p.scale); }
-    if (NB > 4u && RG > 1u) { q4.hi = load_q_rows(bh, rows_hi, 4u, p.scale); }
-    if (NB > 5u && RG > 1u) { q5.hi = load_q_rows(bh, rows_hi, 5u, p.scale); }
-    if (NB > 6u && RG > 1u) { q6.hi = load_q_rows(bh, rows_hi, 6u, p.scale); }
-    if (NB > 7u && RG > 1u) { q7.hi = load_q_rows(bh, rows_hi, 7u, p.scale); }
-    var a0 = Rows8();
-    var a1 = Rows8();
-    var a2 = Rows8();
-    var a3 = Rows8();
-    var a4 = Rows8();
-    var a5 = Rows8();
-    var a6 = Rows8();
-    var a7 = Rows8();
+    let q = load_q_head(bh, rows_lo, p.scale);
+    var a = Head();
     var m_lo = vec4<f32>(NEG_BIG); // running max per row (log2 units)
     var m_hi = vec4<f32>(NEG_BIG);
     var l_lo = vec4<f32>(0.0);     // running sum of exp2(s - m) per row
@@ -422,14 +450,14 @@ fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>,
         // This thread's keys in the tile (its rows see nothing past my_end).
         let n = min(BK, max(my_end, k0) - k0);
         for (var j = 0u; j < n; j += 4u) {
-            var s = scores_blk(q0, j, 0u);
-            if (NB > 1u) { let s1 = scores_blk(q1, j, 1u); s.lo += s1.lo; s.hi += s1.hi; }
-            if (NB > 2u) { let s2 = scores_blk(q2, j, 2u); s.lo += s2.lo; s.hi += s2.hi; }
-            if (NB > 3u) { let s3 = scores_blk(q3, j, 3u); s.lo += s3.lo; s.hi += s3.hi; }
-            if (NB > 4u) { let s4 = scores_blk(q4, j, 4u); s.lo += s4.lo; s.hi += s4.hi; }
-            if (NB > 5u) { let s5 = scores_blk(q5, j, 5u); s.lo += s5.lo; s.hi += s5.hi; }
-            if (NB > 6u) { let s6 = scores_blk(q6, j, 6u); s.lo += s6.lo; s.hi += s6.hi; }
-            if (NB > 7u) { let s7 = scores_blk(q7, j, 7u); s.lo += s7.lo; s.hi += s7.hi; }
+            var s = scores_blk(q.b0, j, 0u);
+            if (NB > 1u) { let s1 = scores_blk(q.b1, j, 1u); s.lo += s1.lo; s.hi += s1.hi; }
+            if (NB > 2u) { let s2 = scores_blk(q.b2, j, 2u); s.lo += s2.lo; s.hi += s2.hi; }
+            if (NB > 3u) { let s3 = scores_blk(q.b3, j, 3u); s.lo += s3.lo; s.hi += s3.hi; }
+            if (NB > 4u) { let s4 = scores_blk(q.b4, j, 4u); s.lo += s4.lo; s.hi += s4.hi; }
+            if (NB > 5u) { let s5 = scores_blk(q.b5, j, 5u); s.lo += s5.lo; s.hi += s5.hi; }
+            if (NB > 6u) { let s6 = scores_blk(q.b6, j, 6u); s.lo += s6.lo; s.hi += s6.hi; }
+            if (NB > 7u) { let s7 = scores_blk(q.b7, j, 7u); s.lo += s7.lo; s.hi += s7.hi; }
             let keys = vec4<i32>(i32(k0 + j)) + vec4<i32>(0, 1, 2, 3);
             let kok = key_ok[j / 4u] != vec4<f32>(0.0);
             let lo = online4(s.lo, kok, causal, lim_lo, keys, m_lo);
@@ -442,14 +470,14 @@ fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>,
             l_hi = l_hi * hi.alpha + vec4<f32>(1.0) * hi.p;
             m_lo = lo.m;
             m_hi = hi.m;
-            a0 = pv_blk(a0, lo, hi, j, 0u);
-            if (NB > 1u) { a1 = pv_blk(a1, lo, hi, j, 1u); }
-            if (NB > 2u) { a2 = pv_blk(a2, lo, hi, j, 2u); }
-            if (NB > 3u) { a3 = pv_blk(a3, lo, hi, j, 3u); }
-            if (NB > 4u) { a4 = pv_blk(a4, lo, hi, j, 4u); }
-            if (NB > 5u) { a5 = pv_blk(a5, lo, hi, j, 5u); }
-            if (NB > 6u) { a6 = pv_blk(a6, lo, hi, j, 6u); }
-            if (NB > 7u) { a7 = pv_blk(a7, lo, hi, j, 7u); }
+            a.b0 = pv_blk(a.b0, lo, hi, j, 0u);
+            if (NB > 1u) { a.b1 = pv_blk(a.b1, lo, hi, j, 1u); }
+            if (NB > 2u) { a.b2 = pv_blk(a.b2, lo, hi, j, 2u); }
+            if (NB > 3u) { a.b3 = pv_blk(a.b3, lo, hi, j, 3u); }
+            if (NB > 4u) { a.b4 = pv_blk(a.b4, lo, hi, j, 4u); }
+            if (NB > 5u) { a.b5 = pv_blk(a.b5, lo, hi, j, 5u); }
+            if (NB > 6u) { a.b6 = pv_blk(a.b6, lo, hi, j, 6u); }
+            if (NB > 7u) { a.b7 = pv_blk(a.b7, lo, hi, j, 7u); }
         }
         workgroupBarrier();
     }
@@ -458,22 +486,7 @@ fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>,
     // key: O = 0, L = +inf.
     let inv_lo = select(vec4<f32>(0.0), vec4<f32>(1.0) / l_lo, l_lo > vec4<f32>(0.0));
     let inv_hi = select(vec4<f32>(0.0), vec4<f32>(1.0) / l_hi, l_hi > vec4<f32>(0.0));
-    store_rows(bh, i0, 0u, a0.lo, inv_lo);
-    if (NB > 1u) { store_rows(bh, i0, 1u, a1.lo, inv_lo); }
-    if (NB > 2u) { store_rows(bh, i0, 2u, a2.lo, inv_lo); }
-    if (NB > 3u) { store_rows(bh, i0, 3u, a3.lo, inv_lo); }
-    if (NB > 4u) { store_rows(bh, i0, 4u, a4.lo, inv_lo); }
-    if (NB > 5u) { store_rows(bh, i0, 5u, a5.lo, inv_lo); }
-    if (NB > 6u) { store_rows(bh, i0, 6u, a6.lo, inv_lo); }
-    if (NB > 7u) { store_rows(bh, i0, 7u, a7.lo, inv_lo); }
-    if (RG > 1u) { store_rows(bh, i0 + 4u, 0u, a0.hi, inv_hi); }
-    if (NB > 1u && RG > 1u) { store_rows(bh, i0 + 4u, 1u, a1.hi, inv_hi); }
-    if (NB > 2u && RG > 1u) { store_rows(bh, i0 + 4u, 2u, a2.hi, inv_hi); }
-    if (NB > 3u && RG > 1u) { store_rows(bh, i0 + 4u, 3u, a3.hi, inv_hi); }
-    if (NB > 4u && RG > 1u) { store_rows(bh, i0 + 4u, 4u, a4.hi, inv_hi); }
-    if (NB > 5u && RG > 1u) { store_rows(bh, i0 + 4u, 5u, a5.hi, inv_hi); }
-    if (NB > 6u && RG > 1u) { store_rows(bh, i0 + 4u, 6u, a6.hi, inv_hi); }
-    if (NB > 7u && RG > 1u) { store_rows(bh, i0 + 4u, 7u, a7.hi, inv_hi); }
+    store_o_head(bh, i0, a, inv_lo, inv_hi);
     store_lse(bh, i0, select(vec4<f32>(pos_inf()), (m_lo + log2(l_lo)) * LN2, l_lo > vec4<f32>(0.0)));
     if (RG > 1u) {
         store_lse(bh, i0 + 4u,
@@ -845,6 +858,102 @@ fn load_ld4(bh: u32, rows: vec4<u32>) -> array<vec4<f32>, 2> {
     return array<vec4<f32>, 2>(l, d);
 }
 
+// dO rows `lo` and `lo + 4` (RG > 1) of head `bh` as a Head.
+fn load_do_head(bh: u32, lo: vec4<u32>) -> Head {
+    let hi = lo + vec4<u32>(4u);
+    var h = Head();
+    h.b0.lo = load_do_rows(bh, lo, 0u);
+    if (NB > 1u) { h.b1.lo = load_do_rows(bh, lo, 1u); }
+    if (NB > 2u) { h.b2.lo = load_do_rows(bh, lo, 2u); }
+    if (NB > 3u) { h.b3.lo = load_do_rows(bh, lo, 3u); }
+    if (NB > 4u) { h.b4.lo = load_do_rows(bh, lo, 4u); }
+    if (NB > 5u) { h.b5.lo = load_do_rows(bh, lo, 5u); }
+    if (NB > 6u) { h.b6.lo = load_do_rows(bh, lo, 6u); }
+    if (NB > 7u) { h.b7.lo = load_do_rows(bh, lo, 7u); }
+    if (RG > 1u) { h.b0.hi = load_do_rows(bh, hi, 0u); }
+    if (NB > 1u && RG > 1u) { h.b1.hi = load_do_rows(bh, hi, 1u); }
+    if (NB > 2u && RG > 1u) { h.b2.hi = load_do_rows(bh, hi, 2u); }
+    if (NB > 3u && RG > 1u) { h.b3.hi = load_do_rows(bh, hi, 3u); }
+    if (NB > 4u && RG > 1u) { h.b4.hi = load_do_rows(bh, hi, 4u); }
+    if (NB > 5u && RG > 1u) { h.b5.hi = load_do_rows(bh, hi, 5u); }
+    if (NB > 6u && RG > 1u) { h.b6.hi = load_do_rows(bh, hi, 6u); }
+    if (NB > 7u && RG > 1u) { h.b7.hi = load_do_rows(bh, hi, 7u); }
+    return h;
+}
+
+// K (or V) rows `lo` and `lo + 4` (RG > 1) of head `bh`, times `s`, as a Head.
+fn load_kv_head(bh: u32, lo: vec4<u32>, s: f32, is_v: bool) -> Head {
+    let hi = lo + vec4<u32>(4u);
+    var h = Head();
+    h.b0.lo = load_kv_rows(bh, lo, 0u, s, is_v);
+    if (NB > 1u) { h.b1.lo = load_kv_rows(bh, lo, 1u, s, is_v); }
+    if (NB > 2u) { h.b2.lo = load_kv_rows(bh, lo, 2u, s, is_v); }
+    if (NB > 3u) { h.b3.lo = load_kv_rows(bh, lo, 3u, s, is_v); }
+    if (NB > 4u) { h.b4.lo = load_kv_rows(bh, lo, 4u, s, is_v); }
+    if (NB > 5u) { h.b5.lo = load_kv_rows(bh, lo, 5u, s, is_v); }
+    if (NB > 6u) { h.b6.lo = load_kv_rows(bh, lo, 6u, s, is_v); }
+    if (NB > 7u) { h.b7.lo = load_kv_rows(bh, lo, 7u, s, is_v); }
+    if (RG > 1u) { h.b0.hi = load_kv_rows(bh, hi, 0u, s, is_v); }
+    if (NB > 1u && RG > 1u) { h.b1.hi = load_kv_rows(bh, hi, 1u, s, is_v); }
+    if (NB > 2u && RG > 1u) { h.b2.hi = load_kv_rows(bh, hi, 2u, s, is_v); }
+    if (NB > 3u && RG > 1u) { h.b3.hi = load_kv_rows(bh, hi, 3u, s, is_v); }
+    if (NB > 4u && RG > 1u) { h.b4.hi = load_kv_rows(bh, hi, 4u, s, is_v); }
+    if (NB > 5u && RG > 1u) { h.b5.hi = load_kv_rows(bh, hi, 5u, s, is_v); }
+    if (NB > 6u && RG > 1u) { h.b6.hi = load_kv_rows(bh, hi, 6u, s, is_v); }
+    if (NB > 7u && RG > 1u) { h.b7.hi = load_kv_rows(bh, hi, 7u, s, is_v); }
+    return h;
+}
+
+// Writes dQ rows i .. i + 4 RG of head `bh` from `a`.
+fn store_dq_head(bh: u32, i: u32, a: Head) {
+    store_dq_rows(bh, i, 0u, a.b0.lo);
+    if (NB > 1u) { store_dq_rows(bh, i, 1u, a.b1.lo); }
+    if (NB > 2u) { store_dq_rows(bh, i, 2u, a.b2.lo); }
+    if (NB > 3u) { store_dq_rows(bh, i, 3u, a.b3.lo); }
+    if (NB > 4u) { store_dq_rows(bh, i, 4u, a.b4.lo); }
+    if (NB > 5u) { store_dq_rows(bh, i, 5u, a.b5.lo); }
+    if (NB > 6u) { store_dq_rows(bh, i, 6u, a.b6.lo); }
+    if (NB > 7u) { store_dq_rows(bh, i, 7u, a.b7.lo); }
+    if (RG > 1u) { store_dq_rows(bh, i + 4u, 0u, a.b0.hi); }
+    if (NB > 1u && RG > 1u) { store_dq_rows(bh, i + 4u, 1u, a.b1.hi); }
+    if (NB > 2u && RG > 1u) { store_dq_rows(bh, i + 4u, 2u, a.b2.hi); }
+    if (NB > 3u && RG > 1u) { store_dq_rows(bh, i + 4u, 3u, a.b3.hi); }
+    if (NB > 4u && RG > 1u) { store_dq_rows(bh, i + 4u, 4u, a.b4.hi); }
+    if (NB > 5u && RG > 1u) { store_dq_rows(bh, i + 4u, 5u, a.b5.hi); }
+    if (NB > 6u && RG > 1u) { store_dq_rows(bh, i + 4u, 6u, a.b6.hi); }
+    if (NB > 7u && RG > 1u) { store_dq_rows(bh, i + 4u, 7u, a.b7.hi); }
+}
+
+// Writes dK and dV rows j .. j + 4 RG of head `bh` from `gk` and `gv`.
+fn store_dkdv_head(bh: u32, j: u32, gk: Head, gv: Head) {
+    store_dkdv_rows(bh, j, 0u, gk.b0.lo, gv.b0.lo);
+    if (NB > 1u) { store_dkdv_rows(bh, j, 1u, gk.b1.lo, gv.b1.lo); }
+    if (NB > 2u) { store_dkdv_rows(bh, j, 2u, gk.b2.lo, gv.b2.lo); }
+    if (NB > 3u) { store_dkdv_rows(bh, j, 3u, gk.b3.lo, gv.b3.lo); }
+    if (NB > 4u) { store_dkdv_rows(bh, j, 4u, gk.b4.lo, gv.b4.lo); }
+    if (NB > 5u) { store_dkdv_rows(bh, j, 5u, gk.b5.lo, gv.b5.lo); }
+    if (NB > 6u) { store_dkdv_rows(bh, j, 6u, gk.b6.lo, gv.b6.lo); }
+    if (NB > 7u) { store_dkdv_rows(bh, j, 7u, gk.b7.lo, gv.b7.lo); }
+    if (RG > 1u) { store_dkdv_rows(bh, j + 4u, 0u, gk.b0.hi, gv.b0.hi); }
+    if (NB > 1u && RG > 1u) { store_dkdv_rows(bh, j + 4u, 1u, gk.b1.hi, gv.b1.hi); }
+    if (NB > 2u && RG > 1u) { store_dkdv_rows(bh, j + 4u, 2u, gk.b2.hi, gv.b2.hi); }
+    if (NB > 3u && RG > 1u) { store_dkdv_rows(bh, j + 4u, 3u, gk.b3.hi, gv.b3.hi); }
+    if (NB > 4u && RG > 1u) { store_dkdv_rows(bh, j + 4u, 4u, gk.b4.hi, gv.b4.hi); }
+    if (NB > 5u && RG > 1u) { store_dkdv_rows(bh, j + 4u, 5u, gk.b5.hi, gv.b5.hi); }
+    if (NB > 6u && RG > 1u) { store_dkdv_rows(bh, j + 4u, 6u, gk.b6.hi, gv.b6.hi); }
+    if (NB > 7u && RG > 1u) { store_dkdv_rows(bh, j + 4u, 7u, gk.b7.hi, gv.b7.hi); }
+}
+
+// Which of keys `keys` of batch `b` exist and are not padded.
+fn keys_ok4(b: u32, keys: vec4<u32>) -> vec4<bool> {
+    var ok = vec4<bool>(false);
+    for (var r = 0u; r < 4u; r++) {
+        let j = keys[r];
+        ok[r] = (j < p.tk) && ((p.has_mask == 0u) || (key_mask[b * p.tk + min(j, p.tk - 1u)] != 0.0));
+    }
+    return ok;
+}
+
 @compute @workgroup_size(BQ)
 fn attention_bwd_dq(@builtin(workgroup_id) wid: vec3<u32>,
                     @builtin(local_invocation_index) lid: u32) {
@@ -857,62 +966,9 @@ fn attention_bwd_dq(@builtin(workgroup_id) wid: vec3<u32>,
     let w = NB * 4u;
 
     // Q pre-scaled to log2 units, dO, the dQ accumulators, L log2(e) and D.
-    var q0 = Rows8();
-    var q1 = Rows8();
-    var q2 = Rows8();
-    var q3 = Rows8();
-    var q4 = Rows8();
-    var q5 = Rows8();
-    var q6 = Rows8();
-    var q7 = Rows8();
-    q0.lo = load_q_rows(bh, rows_lo, 0u, p.scale);
-    if (NB > 1u) { q1.lo = load_q_rows(bh, rows_lo, 1u, p.scale); }
-    if (NB > 2u) { q2.lo = load_q_rows(bh, rows_lo, 2u, p.scale); }
-    if (NB > 3u) { q3.lo = load_q_rows(bh, rows_lo, 3u, p.scale); }
-    if (NB > 4u) { q4.lo = load_q_rows(bh, rows_lo, 4u, p.scale); }
-    if (NB > 5u) { q5.lo = load_q_rows(bh, rows_lo, 5u, p.scale); }
-    if (NB > 6u) { q6.lo = load_q_rows(bh, rows_lo, 6u, p.scale); }
-    if (NB > 7u) { q7.lo = load_q_rows(bh, rows_lo, 7u, p.scale); }
-    if (RG > 1u) { q0.hi = load_q_rows(bh, rows_hi, 0u, p.scale); }
-    if (NB > 1u && RG > 1u) { q1.hi = load_q_rows(bh, rows_hi, 1u, p.scale); }
-    if (NB > 2u && RG > 1u) { q2.hi = load_q_rows(bh, rows_hi, 2u, p.scale); }
-    if (NB > 3u && RG > 1u) { q3.hi = load_q_rows(bh, rows_hi, 3u, p.scale); }
-    if (NB > 4u && RG > 1u) { q4.hi = load_q_rows(bh, rows_hi, 4u, p.scale); }
-    if (NB > 5u && RG > 1u) { q5.hi = load_q_rows(bh, rows_hi, 5u, p.scale); }
-    if (NB > 6u && RG > 1u) { q6.hi = load_q_rows(bh, rows_hi, 6u, p.scale); }
-    if (NB > 7u && RG > 1u) { q7.hi = load_q_rows(bh, rows_hi, 7u, p.scale); }
-    var o0 = Rows8();
-    var o1 = Rows8();
-    var o2 = Rows8();
-    var o3 = Rows8();
-    var o4 = Rows8();
-    var o5 = Rows8();
-    var o6 = Rows8();
-    var o7 = Rows8();
-    o0.lo = load_do_rows(bh, rows_lo, 0u);
-    if (NB > 1u) { o1.lo = load_do_rows(bh, rows_lo, 1u); }
-    if (NB > 2u) { o2.lo = load_do_rows(bh, rows_lo, 2u); }
-    if (NB > 3u) { o3.lo = load_do_rows(bh, rows_lo, 3u); }
-    if (NB > 4u) { o4.lo = load_do_rows(bh, rows_lo, 4u); }
-    if (NB > 5u) { o5.lo = load_do_rows(bh, rows_lo, 5u); }
-    if (NB > 6u) { o6.lo = load_do_rows(bh, rows_lo, 6u); }
-    if (NB > 7u) { o7.lo = load_do_rows(bh, rows_lo, 7u); }
-    if (RG > 1u) { o0.hi = load_do_rows(bh, rows_hi, 0u); }
-    if (NB > 1u && RG > 1u) { o1.hi = load_do_rows(bh, rows_hi, 1u); }
-    if (NB > 2u && RG > 1u) { o2.hi = load_do_rows(bh, rows_hi, 2u); }
-    if (NB > 3u && RG > 1u) { o3.hi = load_do_rows(bh, rows_hi, 3u); }
-    if (NB > 4u && RG > 1u) { o4.hi = load_do_rows(bh, rows_hi, 4u); }
-    if (NB > 5u && RG > 1u) { o5.hi = load_do_rows(bh, rows_hi, 5u); }
-    if (NB > 6u && RG > 1u) { o6.hi = load_do_rows(bh, rows_hi, 6u); }
-    if (NB > 7u && RG > 1u) { o7.hi = load_do_rows(bh, rows_hi, 7u); }
-    var a0 = Rows8();
-    var a1 = Rows8();
-    var a2 = Rows8();
-    var a3 = Rows8();
-    var a4 = Rows8();
-    var a5 = Rows8();
-    var a6 = Rows8();
-    var a7 = Rows8();
+    let q = load_q_head(bh, rows_lo, p.scale);
+    let o = load_do_head(bh, rows_lo);
+    var a = Head();
     let ld_lo = load_ld4(bh, rows_lo);
     let ld_hi = load_ld4(bh, rows_hi);
 
@@ -963,15 +1019,15 @@ fn attention_bwd_dq(@builtin(workgroup_id) wid: vec3<u32>,
         let n = min(BK, max(my_end, k0) - k0);
         for (var j = 0u; j < n; j += 4u) {
             // S (log2 units) and dP of the thread's rows against keys j .. j + 4.
-            var s = scores_blk(q0, j, 0u);
-            var dp = scores_blk_v(o0, j, 0u);
-            if (NB > 1u) { let x = scores_blk(q1, j, 1u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(o1, j, 1u); dp.lo += y.lo; dp.hi += y.hi; }
-            if (NB > 2u) { let x = scores_blk(q2, j, 2u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(o2, j, 2u); dp.lo += y.lo; dp.hi += y.hi; }
-            if (NB > 3u) { let x = scores_blk(q3, j, 3u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(o3, j, 3u); dp.lo += y.lo; dp.hi += y.hi; }
-            if (NB > 4u) { let x = scores_blk(q4, j, 4u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(o4, j, 4u); dp.lo += y.lo; dp.hi += y.hi; }
-            if (NB > 5u) { let x = scores_blk(q5, j, 5u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(o5, j, 5u); dp.lo += y.lo; dp.hi += y.hi; }
-            if (NB > 6u) { let x = scores_blk(q6, j, 6u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(o6, j, 6u); dp.lo += y.lo; dp.hi += y.hi; }
-            if (NB > 7u) { let x = scores_blk(q7, j, 7u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(o7, j, 7u); dp.lo += y.lo; dp.hi += y.hi; }
+            var s = scores_blk(q.b0, j, 0u);
+            var dp = scores_blk_v(o.b0, j, 0u);
+            if (NB > 1u) { let x = scores_blk(q.b1, j, 1u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(o.b1, j, 1u); dp.lo += y.lo; dp.hi += y.hi; }
+            if (NB > 2u) { let x = scores_blk(q.b2, j, 2u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(o.b2, j, 2u); dp.lo += y.lo; dp.hi += y.hi; }
+            if (NB > 3u) { let x = scores_blk(q.b3, j, 3u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(o.b3, j, 3u); dp.lo += y.lo; dp.hi += y.hi; }
+            if (NB > 4u) { let x = scores_blk(q.b4, j, 4u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(o.b4, j, 4u); dp.lo += y.lo; dp.hi += y.hi; }
+            if (NB > 5u) { let x = scores_blk(q.b5, j, 5u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(o.b5, j, 5u); dp.lo += y.lo; dp.hi += y.hi; }
+            if (NB > 6u) { let x = scores_blk(q.b6, j, 6u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(o.b6, j, 6u); dp.lo += y.lo; dp.hi += y.hi; }
+            if (NB > 7u) { let x = scores_blk(q.b7, j, 7u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(o.b7, j, 7u); dp.lo += y.lo; dp.hi += y.hi; }
             let keys = vec4<i32>(i32(k0 + j)) + vec4<i32>(0, 1, 2, 3);
             let kok = key_ok[j / 4u] != vec4<f32>(0.0);
             let ds_lo = grad_dq(s.lo, dp.lo, ld_lo[0], ld_lo[1], kok, causal, lim_lo, keys);
@@ -980,34 +1036,19 @@ fn attention_bwd_dq(@builtin(workgroup_id) wid: vec3<u32>,
                 ds_hi = grad_dq(s.hi, dp.hi, ld_hi[0], ld_hi[1], kok, causal, lim_hi, keys);
             }
             // dQ += dS K
-            a0 = acc_blk_k(a0, ds_lo, ds_hi, j, 0u);
-            if (NB > 1u) { a1 = acc_blk_k(a1, ds_lo, ds_hi, j, 1u); }
-            if (NB > 2u) { a2 = acc_blk_k(a2, ds_lo, ds_hi, j, 2u); }
-            if (NB > 3u) { a3 = acc_blk_k(a3, ds_lo, ds_hi, j, 3u); }
-            if (NB > 4u) { a4 = acc_blk_k(a4, ds_lo, ds_hi, j, 4u); }
-            if (NB > 5u) { a5 = acc_blk_k(a5, ds_lo, ds_hi, j, 5u); }
-            if (NB > 6u) { a6 = acc_blk_k(a6, ds_lo, ds_hi, j, 6u); }
-            if (NB > 7u) { a7 = acc_blk_k(a7, ds_lo, ds_hi, j, 7u); }
+            a.b0 = acc_blk_k(a.b0, ds_lo, ds_hi, j, 0u);
+            if (NB > 1u) { a.b1 = acc_blk_k(a.b1, ds_lo, ds_hi, j, 1u); }
+            if (NB > 2u) { a.b2 = acc_blk_k(a.b2, ds_lo, ds_hi, j, 2u); }
+            if (NB > 3u) { a.b3 = acc_blk_k(a.b3, ds_lo, ds_hi, j, 3u); }
+            if (NB > 4u) { a.b4 = acc_blk_k(a.b4, ds_lo, ds_hi, j, 4u); }
+            if (NB > 5u) { a.b5 = acc_blk_k(a.b5, ds_lo, ds_hi, j, 5u); }
+            if (NB > 6u) { a.b6 = acc_blk_k(a.b6, ds_lo, ds_hi, j, 6u); }
+            if (NB > 7u) { a.b7 = acc_blk_k(a.b7, ds_lo, ds_hi, j, 7u); }
         }
         workgroupBarrier();
     }
 
-    store_dq_rows(bh, i0, 0u, a0.lo);
-    if (NB > 1u) { store_dq_rows(bh, i0, 1u, a1.lo); }
-    if (NB > 2u) { store_dq_rows(bh, i0, 2u, a2.lo); }
-    if (NB > 3u) { store_dq_rows(bh, i0, 3u, a3.lo); }
-    if (NB > 4u) { store_dq_rows(bh, i0, 4u, a4.lo); }
-    if (NB > 5u) { store_dq_rows(bh, i0, 5u, a5.lo); }
-    if (NB > 6u) { store_dq_rows(bh, i0, 6u, a6.lo); }
-    if (NB > 7u) { store_dq_rows(bh, i0, 7u, a7.lo); }
-    if (RG > 1u) { store_dq_rows(bh, i0 + 4u, 0u, a0.hi); }
-    if (NB > 1u && RG > 1u) { store_dq_rows(bh, i0 + 4u, 1u, a1.hi); }
-    if (NB > 2u && RG > 1u) { store_dq_rows(bh, i0 + 4u, 2u, a2.hi); }
-    if (NB > 3u && RG > 1u) { store_dq_rows(bh, i0 + 4u, 3u, a3.hi); }
-    if (NB > 4u && RG > 1u) { store_dq_rows(bh, i0 + 4u, 4u, a4.hi); }
-    if (NB > 5u && RG > 1u) { store_dq_rows(bh, i0 + 4u, 5u, a5.hi); }
-    if (NB > 6u && RG > 1u) { store_dq_rows(bh, i0 + 4u, 6u, a6.hi); }
-    if (NB > 7u && RG > 1u) { store_dq_rows(bh, i0 + 4u, 7u, a7.hi); }
+    store_dq_head(bh, i0, a);
 }
 
 // Dims 4 d4 .. 4 d4 + 4 of the Q (or dO) row starting at element `base`; 0 past HS.
@@ -1047,80 +1088,14 @@ fn attention_bwd_dkdv(@builtin(workgroup_id) wid: vec3<u32>,
     let w = NB * 4u;
 
     // K pre-scaled to log2 units, V, the dK and dV accumulators.
-    var k0 = Rows8();
-    var k1 = Rows8();
-    var k2 = Rows8();
-    var k3 = Rows8();
-    var k4 = Rows8();
-    var k5 = Rows8();
-    var k6 = Rows8();
-    var k7 = Rows8();
-    k0.lo = load_kv_rows(bh, keys_lo, 0u, p.scale, false);
-    if (NB > 1u) { k1.lo = load_kv_rows(bh, keys_lo, 1u, p.scale, false); }
-    if (NB > 2u) { k2.lo = load_kv_rows(bh, keys_lo, 2u, p.scale, false); }
-    if (NB > 3u) { k3.lo = load_kv_rows(bh, keys_lo, 3u, p.scale, false); }
-    if (NB > 4u) { k4.lo = load_kv_rows(bh, keys_lo, 4u, p.scale, false); }
-    if (NB > 5u) { k5.lo = load_kv_rows(bh, keys_lo, 5u, p.scale, false); }
-    if (NB > 6u) { k6.lo = load_kv_rows(bh, keys_lo, 6u, p.scale, false); }
-    if (NB > 7u) { k7.lo = load_kv_rows(bh, keys_lo, 7u, p.scale, false); }
-    if (RG > 1u) { k0.hi = load_kv_rows(bh, keys_hi, 0u, p.scale, false); }
-    if (NB > 1u && RG > 1u) { k1.hi = load_kv_rows(bh, keys_hi, 1u, p.scale, false); }
-    if (NB > 2u && RG > 1u) { k2.hi = load_kv_rows(bh, keys_hi, 2u, p.scale, false); }
-    if (NB > 3u && RG > 1u) { k3.hi = load_kv_rows(bh, keys_hi, 3u, p.scale, false); }
-    if (NB > 4u && RG > 1u) { k4.hi = load_kv_rows(bh, keys_hi, 4u, p.scale, false); }
-    if (NB > 5u && RG > 1u) { k5.hi = load_kv_rows(bh, keys_hi, 5u, p.scale, false); }
-    if (NB > 6u && RG > 1u) { k6.hi = load_kv_rows(bh, keys_hi, 6u, p.scale, false); }
-    if (NB > 7u && RG > 1u) { k7.hi = load_kv_rows(bh, keys_hi, 7u, p.scale, false); }
-    var v0 = Rows8();
-    var v1 = Rows8();
-    var v2 = Rows8();
-    var v3 = Rows8();
-    var v4 = Rows8();
-    var v5 = Rows8();
-    var v6 = Rows8();
-    var v7 = Rows8();
-    v0.lo = load_kv_rows(bh, keys_lo, 0u, 1.0, true);
-    if (NB > 1u) { v1.lo = load_kv_rows(bh, keys_lo, 1u, 1.0, true); }
-    if (NB > 2u) { v2.lo = load_kv_rows(bh, keys_lo, 2u, 1.0, true); }
-    if (NB > 3u) { v3.lo = load_kv_rows(bh, keys_lo, 3u, 1.0, true); }
-    if (NB > 4u) { v4.lo = load_kv_rows(bh, keys_lo, 4u, 1.0, true); }
-    if (NB > 5u) { v5.lo = load_kv_rows(bh, keys_lo, 5u, 1.0, true); }
-    if (NB > 6u) { v6.lo = load_kv_rows(bh, keys_lo, 6u, 1.0, true); }
-    if (NB > 7u) { v7.lo = load_kv_rows(bh, keys_lo, 7u, 1.0, true); }
-    if (RG > 1u) { v0.hi = load_kv_rows(bh, keys_hi, 0u, 1.0, true); }
-    if (NB > 1u && RG > 1u) { v1.hi = load_kv_rows(bh, keys_hi, 1u, 1.0, true); }
-    if (NB > 2u && RG > 1u) { v2.hi = load_kv_rows(bh, keys_hi, 2u, 1.0, true); }
-    if (NB > 3u && RG > 1u) { v3.hi = load_kv_rows(bh, keys_hi, 3u, 1.0, true); }
-    if (NB > 4u && RG > 1u) { v4.hi = load_kv_rows(bh, keys_hi, 4u, 1.0, true); }
-    if (NB > 5u && RG > 1u) { v5.hi = load_kv_rows(bh, keys_hi, 5u, 1.0, true); }
-    if (NB > 6u && RG > 1u) { v6.hi = load_kv_rows(bh, keys_hi, 6u, 1.0, true); }
-    if (NB > 7u && RG > 1u) { v7.hi = load_kv_rows(bh, keys_hi, 7u, 1.0, true); }
-    var gk0 = Rows8();
-    var gk1 = Rows8();
-    var gk2 = Rows8();
-    var gk3 = Rows8();
-    var gk4 = Rows8();
-    var gk5 = Rows8();
-    var gk6 = Rows8();
-    var gk7 = Rows8();
-    var gv0 = Rows8();
-    var gv1 = Rows8();
-    var gv2 = Rows8();
-    var gv3 = Rows8();
-    var gv4 = Rows8();
-    var gv5 = Rows8();
-    var gv6 = Rows8();
-    var gv7 = Rows8();
+    let k = load_kv_head(bh, keys_lo, p.scale, false);
+    let v = load_kv_head(bh, keys_lo, 1.0, true);
+    var gk = Head();
+    var gv = Head();
 
     // The thread's keys that exist and are not padded.
-    var kok_lo = vec4<bool>(false);
-    var kok_hi = vec4<bool>(false);
-    for (var r = 0u; r < 4u; r++) {
-        let a = keys_lo[r];
-        kok_lo[r] = a < p.tk && (p.has_mask == 0u || key_mask[b * p.tk + min(a, p.tk - 1u)] != 0.0);
-        let c = keys_hi[r];
-        kok_hi[r] = c < p.tk && (p.has_mask == 0u || key_mask[b * p.tk + min(c, p.tk - 1u)] != 0.0);
-    }
+    let kok_lo = keys_ok4(b, keys_lo);
+    let kok_hi = keys_ok4(b, keys_hi);
 
     // Causal: key j is seen by query rows i >= j - diag. The workgroup starts at
     // its first key's first row, each thread at its own first key's.
@@ -1173,15 +1148,15 @@ fn attention_bwd_dkdv(@builtin(workgroup_id) wid: vec3<u32>,
         let start = (max(my_begin, r0) - r0) / 4u * 4u;
         for (var j = start; j < n; j += 4u) {
             // S^T (log2 units) and dP^T of the thread's keys against rows j .. j + 4.
-            var s = scores_blk(k0, j, 0u);
-            var dp = scores_blk_v(v0, j, 0u);
-            if (NB > 1u) { let x = scores_blk(k1, j, 1u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v1, j, 1u); dp.lo += y.lo; dp.hi += y.hi; }
-            if (NB > 2u) { let x = scores_blk(k2, j, 2u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v2, j, 2u); dp.lo += y.lo; dp.hi += y.hi; }
-            if (NB > 3u) { let x = scores_blk(k3, j, 3u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v3, j, 3u); dp.lo += y.lo; dp.hi += y.hi; }
-            if (NB > 4u) { let x = scores_blk(k4, j, 4u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v4, j, 4u); dp.lo += y.lo; dp.hi += y.hi; }
-            if (NB > 5u) { let x = scores_blk(k5, j, 5u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v5, j, 5u); dp.lo += y.lo; dp.hi += y.hi; }
-            if (NB > 6u) { let x = scores_blk(k6, j, 6u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v6, j, 6u); dp.lo += y.lo; dp.hi += y.hi; }
-            if (NB > 7u) { let x = scores_blk(k7, j, 7u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v7, j, 7u); dp.lo += y.lo; dp.hi += y.hi; }
+            var s = scores_blk(k.b0, j, 0u);
+            var dp = scores_blk_v(v.b0, j, 0u);
+            if (NB > 1u) { let x = scores_blk(k.b1, j, 1u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v.b1, j, 1u); dp.lo += y.lo; dp.hi += y.hi; }
+            if (NB > 2u) { let x = scores_blk(k.b2, j, 2u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v.b2, j, 2u); dp.lo += y.lo; dp.hi += y.hi; }
+            if (NB > 3u) { let x = scores_blk(k.b3, j, 3u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v.b3, j, 3u); dp.lo += y.lo; dp.hi += y.hi; }
+            if (NB > 4u) { let x = scores_blk(k.b4, j, 4u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v.b4, j, 4u); dp.lo += y.lo; dp.hi += y.hi; }
+            if (NB > 5u) { let x = scores_blk(k.b5, j, 5u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v.b5, j, 5u); dp.lo += y.lo; dp.hi += y.hi; }
+            if (NB > 6u) { let x = scores_blk(k.b6, j, 6u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v.b6, j, 6u); dp.lo += y.lo; dp.hi += y.hi; }
+            if (NB > 7u) { let x = scores_blk(k.b7, j, 7u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v.b7, j, 7u); dp.lo += y.lo; dp.hi += y.hi; }
             let rows = vec4<i32>(i32(r0 + j)) + vec4<i32>(0, 1, 2, 3);
             let l = l_tile[j / 4u];
             let d = d_tile[j / 4u];
@@ -1191,33 +1166,18 @@ fn attention_bwd_dkdv(@builtin(workgroup_id) wid: vec3<u32>,
                 g_hi = grad_kv(s.hi, dp.hi, l, d, kok_hi, causal, first_hi, rows);
             }
             // dV += P^T dO, dK += dS^T Q
-            gv0 = acc_blk_v(gv0, g_lo.p, g_hi.p, j, 0u);
-            gk0 = acc_blk_k(gk0, g_lo.ds, g_hi.ds, j, 0u);
-            if (NB > 1u) { gv1 = acc_blk_v(gv1, g_lo.p, g_hi.p, j, 1u); gk1 = acc_blk_k(gk1, g_lo.ds, g_hi.ds, j, 1u); }
-            if (NB > 2u) { gv2 = acc_blk_v(gv2, g_lo.p, g_hi.p, j, 2u); gk2 = acc_blk_k(gk2, g_lo.ds, g_hi.ds, j, 2u); }
-            if (NB > 3u) { gv3 = acc_blk_v(gv3, g_lo.p, g_hi.p, j, 3u); gk3 = acc_blk_k(gk3, g_lo.ds, g_hi.ds, j, 3u); }
-            if (NB > 4u) { gv4 = acc_blk_v(gv4, g_lo.p, g_hi.p, j, 4u); gk4 = acc_blk_k(gk4, g_lo.ds, g_hi.ds, j, 4u); }
-            if (NB > 5u) { gv5 = acc_blk_v(gv5, g_lo.p, g_hi.p, j, 5u); gk5 = acc_blk_k(gk5, g_lo.ds, g_hi.ds, j, 5u); }
-            if (NB > 6u) { gv6 = acc_blk_v(gv6, g_lo.p, g_hi.p, j, 6u); gk6 = acc_blk_k(gk6, g_lo.ds, g_hi.ds, j, 6u); }
-            if (NB > 7u) { gv7 = acc_blk_v(gv7, g_lo.p, g_hi.p, j, 7u); gk7 = acc_blk_k(gk7, g_lo.ds, g_hi.ds, j, 7u); }
+            gv.b0 = acc_blk_v(gv.b0, g_lo.p, g_hi.p, j, 0u);
+            gk.b0 = acc_blk_k(gk.b0, g_lo.ds, g_hi.ds, j, 0u);
+            if (NB > 1u) { gv.b1 = acc_blk_v(gv.b1, g_lo.p, g_hi.p, j, 1u); gk.b1 = acc_blk_k(gk.b1, g_lo.ds, g_hi.ds, j, 1u); }
+            if (NB > 2u) { gv.b2 = acc_blk_v(gv.b2, g_lo.p, g_hi.p, j, 2u); gk.b2 = acc_blk_k(gk.b2, g_lo.ds, g_hi.ds, j, 2u); }
+            if (NB > 3u) { gv.b3 = acc_blk_v(gv.b3, g_lo.p, g_hi.p, j, 3u); gk.b3 = acc_blk_k(gk.b3, g_lo.ds, g_hi.ds, j, 3u); }
+            if (NB > 4u) { gv.b4 = acc_blk_v(gv.b4, g_lo.p, g_hi.p, j, 4u); gk.b4 = acc_blk_k(gk.b4, g_lo.ds, g_hi.ds, j, 4u); }
+            if (NB > 5u) { gv.b5 = acc_blk_v(gv.b5, g_lo.p, g_hi.p, j, 5u); gk.b5 = acc_blk_k(gk.b5, g_lo.ds, g_hi.ds, j, 5u); }
+            if (NB > 6u) { gv.b6 = acc_blk_v(gv.b6, g_lo.p, g_hi.p, j, 6u); gk.b6 = acc_blk_k(gk.b6, g_lo.ds, g_hi.ds, j, 6u); }
+            if (NB > 7u) { gv.b7 = acc_blk_v(gv.b7, g_lo.p, g_hi.p, j, 7u); gk.b7 = acc_blk_k(gk.b7, g_lo.ds, g_hi.ds, j, 7u); }
         }
         workgroupBarrier();
     }
 
-    store_dkdv_rows(bh, j0, 0u, gk0.lo, gv0.lo);
-    if (NB > 1u) { store_dkdv_rows(bh, j0, 1u, gk1.lo, gv1.lo); }
-    if (NB > 2u) { store_dkdv_rows(bh, j0, 2u, gk2.lo, gv2.lo); }
-    if (NB > 3u) { store_dkdv_rows(bh, j0, 3u, gk3.lo, gv3.lo); }
-    if (NB > 4u) { store_dkdv_rows(bh, j0, 4u, gk4.lo, gv4.lo); }
-    if (NB > 5u) { store_dkdv_rows(bh, j0, 5u, gk5.lo, gv5.lo); }
-    if (NB > 6u) { store_dkdv_rows(bh, j0, 6u, gk6.lo, gv6.lo); }
-    if (NB > 7u) { store_dkdv_rows(bh, j0, 7u, gk7.lo, gv7.lo); }
-    if (RG > 1u) { store_dkdv_rows(bh, j0 + 4u, 0u, gk0.hi, gv0.hi); }
-    if (NB > 1u && RG > 1u) { store_dkdv_rows(bh, j0 + 4u, 1u, gk1.hi, gv1.hi); }
-    if (NB > 2u && RG > 1u) { store_dkdv_rows(bh, j0 + 4u, 2u, gk2.hi, gv2.hi); }
-    if (NB > 3u && RG > 1u) { store_dkdv_rows(bh, j0 + 4u, 3u, gk3.hi, gv3.hi); }
-    if (NB > 4u && RG > 1u) { store_dkdv_rows(bh, j0 + 4u, 4u, gk4.hi, gv4.hi); }
-    if (NB > 5u && RG > 1u) { store_dkdv_rows(bh, j0 + 4u, 5u, gk5.hi, gv5.hi); }
-    if (NB > 6u && RG > 1u) { store_dkdv_rows(bh, j0 + 4u, 6u, gk6.hi, gv6.hi); }
-    if (NB > 7u && RG > 1u) { store_dkdv_rows(bh, j0 + 4u, 7u, gk7.hi, gv7.hi); }
+    store_dkdv_head(bh, j0, gk, gv);
 }

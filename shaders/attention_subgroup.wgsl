@@ -196,38 +196,8 @@ fn attention_fwd_sg(@builtin(workgroup_id) wid: vec3<u32>,
     let rows_lo = vec4<u32>(i0) + vec4<u32>(0u, 1u, 2u, 3u);
     let rows_hi = rows_lo + vec4<u32>(4u);
 
-    var q0 = Rows8();
-    var q1 = Rows8();
-    var q2 = Rows8();
-    var q3 = Rows8();
-    var q4 = Rows8();
-    var q5 = Rows8();
-    var q6 = Rows8();
-    var q7 = Rows8();
-    q0.lo = load_q_rows(bh, rows_lo, 0u, p.scale);
-    if (NB > 1u) { q1.lo = load_q_rows(bh, rows_lo, 1u, p.scale); }
-    if (NB > 2u) { q2.lo = load_q_rows(bh, rows_lo, 2u, p.scale); }
-    if (NB > 3u) { q3.lo = load_q_rows(bh, rows_lo, 3u, p.scale); }
-    if (NB > 4u) { q4.lo = load_q_rows(bh, rows_lo, 4u, p.scale); }
-    if (NB > 5u) { q5.lo = load_q_rows(bh, rows_lo, 5u, p.scale); }
-    if (NB > 6u) { q6.lo = load_q_rows(bh, rows_lo, 6u, p.scale); }
-    if (NB > 7u) { q7.lo = load_q_rows(bh, rows_lo, 7u, p.scale); }
-    if (RG > 1u) { q0.hi = load_q_rows(bh, rows_hi, 0u, p.scale); }
-    if (NB > 1u && RG > 1u) { q1.hi = load_q_rows(bh, rows_hi, 1u, p.scale); }
-    if (NB > 2u && RG > 1u) { q2.hi = load_q_rows(bh, rows_hi, 2u, p.scale); }
-    if (NB > 3u && RG > 1u) { q3.hi = load_q_rows(bh, rows_hi, 3u, p.scale); }
-    if (NB > 4u && RG > 1u) { q4.hi = load_q_rows(bh, rows_hi, 4u, p.scale); }
-    if (NB > 5u && RG > 1u) { q5.hi = load_q_rows(bh, rows_hi, 5u, p.scale); }
-    if (NB > 6u && RG > 1u) { q6.hi = load_q_rows(bh, rows_hi, 6u, p.scale); }
-    if (NB > 7u && RG > 1u) { q7.hi = load_q_rows(bh, rows_hi, 7u, p.scale); }
-    var a0 = Rows8();
-    var a1 = Rows8();
-    var a2 = Rows8();
-    var a3 = Rows8();
-    var a4 = Rows8();
-    var a5 = Rows8();
-    var a6 = Rows8();
-    var a7 = Rows8();
+    let q = load_q_head(bh, rows_lo, p.scale);
+    var a = Head();
     var m_lo = vec4<f32>(NEG_BIG);
     var m_hi = vec4<f32>(NEG_BIG);
     var l_lo = vec4<f32>(0.0);
@@ -246,14 +216,14 @@ fn attention_fwd_sg(@builtin(workgroup_id) wid: vec3<u32>,
     for (var j0 = 0u; j0 < k_end; j0 += 4u) {
         let kt = sg_tile_kv(bh, j0, lane, false);
         let vt = sg_tile_kv(bh, j0, lane, true);
-        var s = sg_scores(q0, kt, 0u);
-        if (NB > 1u) { let s1 = sg_scores(q1, kt, 1u); s.lo += s1.lo; s.hi += s1.hi; }
-        if (NB > 2u) { let s2 = sg_scores(q2, kt, 2u); s.lo += s2.lo; s.hi += s2.hi; }
-        if (NB > 3u) { let s3 = sg_scores(q3, kt, 3u); s.lo += s3.lo; s.hi += s3.hi; }
-        if (NB > 4u) { let s4 = sg_scores(q4, kt, 4u); s.lo += s4.lo; s.hi += s4.hi; }
-        if (NB > 5u) { let s5 = sg_scores(q5, kt, 5u); s.lo += s5.lo; s.hi += s5.hi; }
-        if (NB > 6u) { let s6 = sg_scores(q6, kt, 6u); s.lo += s6.lo; s.hi += s6.hi; }
-        if (NB > 7u) { let s7 = sg_scores(q7, kt, 7u); s.lo += s7.lo; s.hi += s7.hi; }
+        var s = sg_scores(q.b0, kt, 0u);
+        if (NB > 1u) { let s1 = sg_scores(q.b1, kt, 1u); s.lo += s1.lo; s.hi += s1.hi; }
+        if (NB > 2u) { let s2 = sg_scores(q.b2, kt, 2u); s.lo += s2.lo; s.hi += s2.hi; }
+        if (NB > 3u) { let s3 = sg_scores(q.b3, kt, 3u); s.lo += s3.lo; s.hi += s3.hi; }
+        if (NB > 4u) { let s4 = sg_scores(q.b4, kt, 4u); s.lo += s4.lo; s.hi += s4.hi; }
+        if (NB > 5u) { let s5 = sg_scores(q.b5, kt, 5u); s.lo += s5.lo; s.hi += s5.hi; }
+        if (NB > 6u) { let s6 = sg_scores(q.b6, kt, 6u); s.lo += s6.lo; s.hi += s6.hi; }
+        if (NB > 7u) { let s7 = sg_scores(q.b7, kt, 7u); s.lo += s7.lo; s.hi += s7.hi; }
         let keys = vec4<i32>(i32(j0)) + vec4<i32>(0, 1, 2, 3);
         let kok = sg_keys_ok(b, j0, lane);
         let lo = online4(s.lo, kok, causal, lim_lo, keys, m_lo);
@@ -265,34 +235,19 @@ fn attention_fwd_sg(@builtin(workgroup_id) wid: vec3<u32>,
         l_hi = l_hi * hi.alpha + vec4<f32>(1.0) * hi.p;
         m_lo = lo.m;
         m_hi = hi.m;
-        a0 = sg_pv(a0, lo, hi, vt, 0u);
-        if (NB > 1u) { a1 = sg_pv(a1, lo, hi, vt, 1u); }
-        if (NB > 2u) { a2 = sg_pv(a2, lo, hi, vt, 2u); }
-        if (NB > 3u) { a3 = sg_pv(a3, lo, hi, vt, 3u); }
-        if (NB > 4u) { a4 = sg_pv(a4, lo, hi, vt, 4u); }
-        if (NB > 5u) { a5 = sg_pv(a5, lo, hi, vt, 5u); }
-        if (NB > 6u) { a6 = sg_pv(a6, lo, hi, vt, 6u); }
-        if (NB > 7u) { a7 = sg_pv(a7, lo, hi, vt, 7u); }
+        a.b0 = sg_pv(a.b0, lo, hi, vt, 0u);
+        if (NB > 1u) { a.b1 = sg_pv(a.b1, lo, hi, vt, 1u); }
+        if (NB > 2u) { a.b2 = sg_pv(a.b2, lo, hi, vt, 2u); }
+        if (NB > 3u) { a.b3 = sg_pv(a.b3, lo, hi, vt, 3u); }
+        if (NB > 4u) { a.b4 = sg_pv(a.b4, lo, hi, vt, 4u); }
+        if (NB > 5u) { a.b5 = sg_pv(a.b5, lo, hi, vt, 5u); }
+        if (NB > 6u) { a.b6 = sg_pv(a.b6, lo, hi, vt, 6u); }
+        if (NB > 7u) { a.b7 = sg_pv(a.b7, lo, hi, vt, 7u); }
     }
 
     let inv_lo = select(vec4<f32>(0.0), vec4<f32>(1.0) / l_lo, l_lo > vec4<f32>(0.0));
     let inv_hi = select(vec4<f32>(0.0), vec4<f32>(1.0) / l_hi, l_hi > vec4<f32>(0.0));
-    store_rows(bh, i0, 0u, a0.lo, inv_lo);
-    if (NB > 1u) { store_rows(bh, i0, 1u, a1.lo, inv_lo); }
-    if (NB > 2u) { store_rows(bh, i0, 2u, a2.lo, inv_lo); }
-    if (NB > 3u) { store_rows(bh, i0, 3u, a3.lo, inv_lo); }
-    if (NB > 4u) { store_rows(bh, i0, 4u, a4.lo, inv_lo); }
-    if (NB > 5u) { store_rows(bh, i0, 5u, a5.lo, inv_lo); }
-    if (NB > 6u) { store_rows(bh, i0, 6u, a6.lo, inv_lo); }
-    if (NB > 7u) { store_rows(bh, i0, 7u, a7.lo, inv_lo); }
-    if (RG > 1u) { store_rows(bh, i0 + 4u, 0u, a0.hi, inv_hi); }
-    if (NB > 1u && RG > 1u) { store_rows(bh, i0 + 4u, 1u, a1.hi, inv_hi); }
-    if (NB > 2u && RG > 1u) { store_rows(bh, i0 + 4u, 2u, a2.hi, inv_hi); }
-    if (NB > 3u && RG > 1u) { store_rows(bh, i0 + 4u, 3u, a3.hi, inv_hi); }
-    if (NB > 4u && RG > 1u) { store_rows(bh, i0 + 4u, 4u, a4.hi, inv_hi); }
-    if (NB > 5u && RG > 1u) { store_rows(bh, i0 + 4u, 5u, a5.hi, inv_hi); }
-    if (NB > 6u && RG > 1u) { store_rows(bh, i0 + 4u, 6u, a6.hi, inv_hi); }
-    if (NB > 7u && RG > 1u) { store_rows(bh, i0 + 4u, 7u, a7.hi, inv_hi); }
+    store_o_head(bh, i0, a, inv_lo, inv_hi);
     store_lse(bh, i0, select(vec4<f32>(pos_inf()), (m_lo + log2(l_lo)) * LN2, l_lo > vec4<f32>(0.0)));
     if (RG > 1u) {
         store_lse(bh, i0 + 4u,
@@ -310,62 +265,9 @@ fn attention_bwd_dq_sg(@builtin(workgroup_id) wid: vec3<u32>,
     let rows_lo = vec4<u32>(i0) + vec4<u32>(0u, 1u, 2u, 3u);
     let rows_hi = rows_lo + vec4<u32>(4u);
 
-    var q0 = Rows8();
-    var q1 = Rows8();
-    var q2 = Rows8();
-    var q3 = Rows8();
-    var q4 = Rows8();
-    var q5 = Rows8();
-    var q6 = Rows8();
-    var q7 = Rows8();
-    q0.lo = load_q_rows(bh, rows_lo, 0u, p.scale);
-    if (NB > 1u) { q1.lo = load_q_rows(bh, rows_lo, 1u, p.scale); }
-    if (NB > 2u) { q2.lo = load_q_rows(bh, rows_lo, 2u, p.scale); }
-    if (NB > 3u) { q3.lo = load_q_rows(bh, rows_lo, 3u, p.scale); }
-    if (NB > 4u) { q4.lo = load_q_rows(bh, rows_lo, 4u, p.scale); }
-    if (NB > 5u) { q5.lo = load_q_rows(bh, rows_lo, 5u, p.scale); }
-    if (NB > 6u) { q6.lo = load_q_rows(bh, rows_lo, 6u, p.scale); }
-    if (NB > 7u) { q7.lo = load_q_rows(bh, rows_lo, 7u, p.scale); }
-    if (RG > 1u) { q0.hi = load_q_rows(bh, rows_hi, 0u, p.scale); }
-    if (NB > 1u && RG > 1u) { q1.hi = load_q_rows(bh, rows_hi, 1u, p.scale); }
-    if (NB > 2u && RG > 1u) { q2.hi = load_q_rows(bh, rows_hi, 2u, p.scale); }
-    if (NB > 3u && RG > 1u) { q3.hi = load_q_rows(bh, rows_hi, 3u, p.scale); }
-    if (NB > 4u && RG > 1u) { q4.hi = load_q_rows(bh, rows_hi, 4u, p.scale); }
-    if (NB > 5u && RG > 1u) { q5.hi = load_q_rows(bh, rows_hi, 5u, p.scale); }
-    if (NB > 6u && RG > 1u) { q6.hi = load_q_rows(bh, rows_hi, 6u, p.scale); }
-    if (NB > 7u && RG > 1u) { q7.hi = load_q_rows(bh, rows_hi, 7u, p.scale); }
-    var o0 = Rows8();
-    var o1 = Rows8();
-    var o2 = Rows8();
-    var o3 = Rows8();
-    var o4 = Rows8();
-    var o5 = Rows8();
-    var o6 = Rows8();
-    var o7 = Rows8();
-    o0.lo = load_do_rows(bh, rows_lo, 0u);
-    if (NB > 1u) { o1.lo = load_do_rows(bh, rows_lo, 1u); }
-    if (NB > 2u) { o2.lo = load_do_rows(bh, rows_lo, 2u); }
-    if (NB > 3u) { o3.lo = load_do_rows(bh, rows_lo, 3u); }
-    if (NB > 4u) { o4.lo = load_do_rows(bh, rows_lo, 4u); }
-    if (NB > 5u) { o5.lo = load_do_rows(bh, rows_lo, 5u); }
-    if (NB > 6u) { o6.lo = load_do_rows(bh, rows_lo, 6u); }
-    if (NB > 7u) { o7.lo = load_do_rows(bh, rows_lo, 7u); }
-    if (RG > 1u) { o0.hi = load_do_rows(bh, rows_hi, 0u); }
-    if (NB > 1u && RG > 1u) { o1.hi = load_do_rows(bh, rows_hi, 1u); }
-    if (NB > 2u && RG > 1u) { o2.hi = load_do_rows(bh, rows_hi, 2u); }
-    if (NB > 3u && RG > 1u) { o3.hi = load_do_rows(bh, rows_hi, 3u); }
-    if (NB > 4u && RG > 1u) { o4.hi = load_do_rows(bh, rows_hi, 4u); }
-    if (NB > 5u && RG > 1u) { o5.hi = load_do_rows(bh, rows_hi, 5u); }
-    if (NB > 6u && RG > 1u) { o6.hi = load_do_rows(bh, rows_hi, 6u); }
-    if (NB > 7u && RG > 1u) { o7.hi = load_do_rows(bh, rows_hi, 7u); }
-    var a0 = Rows8();
-    var a1 = Rows8();
-    var a2 = Rows8();
-    var a3 = Rows8();
-    var a4 = Rows8();
-    var a5 = Rows8();
-    var a6 = Rows8();
-    var a7 = Rows8();
+    let q = load_q_head(bh, rows_lo, p.scale);
+    let o = load_do_head(bh, rows_lo);
+    var a = Head();
     let ld_lo = load_ld4(bh, rows_lo);
     let ld_hi = load_ld4(bh, rows_hi);
 
@@ -382,15 +284,15 @@ fn attention_bwd_dq_sg(@builtin(workgroup_id) wid: vec3<u32>,
     for (var j0 = 0u; j0 < k_end; j0 += 4u) {
         let kt = sg_tile_kv(bh, j0, lane, false);
         let vt = sg_tile_kv(bh, j0, lane, true);
-        var s = sg_scores(q0, kt, 0u);
-        var dp = sg_scores(o0, vt, 0u);
-        if (NB > 1u) { let x = sg_scores(q1, kt, 1u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(o1, vt, 1u); dp.lo += y.lo; dp.hi += y.hi; }
-        if (NB > 2u) { let x = sg_scores(q2, kt, 2u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(o2, vt, 2u); dp.lo += y.lo; dp.hi += y.hi; }
-        if (NB > 3u) { let x = sg_scores(q3, kt, 3u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(o3, vt, 3u); dp.lo += y.lo; dp.hi += y.hi; }
-        if (NB > 4u) { let x = sg_scores(q4, kt, 4u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(o4, vt, 4u); dp.lo += y.lo; dp.hi += y.hi; }
-        if (NB > 5u) { let x = sg_scores(q5, kt, 5u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(o5, vt, 5u); dp.lo += y.lo; dp.hi += y.hi; }
-        if (NB > 6u) { let x = sg_scores(q6, kt, 6u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(o6, vt, 6u); dp.lo += y.lo; dp.hi += y.hi; }
-        if (NB > 7u) { let x = sg_scores(q7, kt, 7u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(o7, vt, 7u); dp.lo += y.lo; dp.hi += y.hi; }
+        var s = sg_scores(q.b0, kt, 0u);
+        var dp = sg_scores(o.b0, vt, 0u);
+        if (NB > 1u) { let x = sg_scores(q.b1, kt, 1u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(o.b1, vt, 1u); dp.lo += y.lo; dp.hi += y.hi; }
+        if (NB > 2u) { let x = sg_scores(q.b2, kt, 2u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(o.b2, vt, 2u); dp.lo += y.lo; dp.hi += y.hi; }
+        if (NB > 3u) { let x = sg_scores(q.b3, kt, 3u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(o.b3, vt, 3u); dp.lo += y.lo; dp.hi += y.hi; }
+        if (NB > 4u) { let x = sg_scores(q.b4, kt, 4u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(o.b4, vt, 4u); dp.lo += y.lo; dp.hi += y.hi; }
+        if (NB > 5u) { let x = sg_scores(q.b5, kt, 5u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(o.b5, vt, 5u); dp.lo += y.lo; dp.hi += y.hi; }
+        if (NB > 6u) { let x = sg_scores(q.b6, kt, 6u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(o.b6, vt, 6u); dp.lo += y.lo; dp.hi += y.hi; }
+        if (NB > 7u) { let x = sg_scores(q.b7, kt, 7u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(o.b7, vt, 7u); dp.lo += y.lo; dp.hi += y.hi; }
         let keys = vec4<i32>(i32(j0)) + vec4<i32>(0, 1, 2, 3);
         let kok = sg_keys_ok(b, j0, lane);
         let ds_lo = grad_dq(s.lo, dp.lo, ld_lo[0], ld_lo[1], kok, causal, lim_lo, keys);
@@ -398,32 +300,17 @@ fn attention_bwd_dq_sg(@builtin(workgroup_id) wid: vec3<u32>,
         if (RG > 1u) {
             ds_hi = grad_dq(s.hi, dp.hi, ld_hi[0], ld_hi[1], kok, causal, lim_hi, keys);
         }
-        a0 = sg_acc(a0, ds_lo, ds_hi, kt, 0u);
-        if (NB > 1u) { a1 = sg_acc(a1, ds_lo, ds_hi, kt, 1u); }
-        if (NB > 2u) { a2 = sg_acc(a2, ds_lo, ds_hi, kt, 2u); }
-        if (NB > 3u) { a3 = sg_acc(a3, ds_lo, ds_hi, kt, 3u); }
-        if (NB > 4u) { a4 = sg_acc(a4, ds_lo, ds_hi, kt, 4u); }
-        if (NB > 5u) { a5 = sg_acc(a5, ds_lo, ds_hi, kt, 5u); }
-        if (NB > 6u) { a6 = sg_acc(a6, ds_lo, ds_hi, kt, 6u); }
-        if (NB > 7u) { a7 = sg_acc(a7, ds_lo, ds_hi, kt, 7u); }
+        a.b0 = sg_acc(a.b0, ds_lo, ds_hi, kt, 0u);
+        if (NB > 1u) { a.b1 = sg_acc(a.b1, ds_lo, ds_hi, kt, 1u); }
+        if (NB > 2u) { a.b2 = sg_acc(a.b2, ds_lo, ds_hi, kt, 2u); }
+        if (NB > 3u) { a.b3 = sg_acc(a.b3, ds_lo, ds_hi, kt, 3u); }
+        if (NB > 4u) { a.b4 = sg_acc(a.b4, ds_lo, ds_hi, kt, 4u); }
+        if (NB > 5u) { a.b5 = sg_acc(a.b5, ds_lo, ds_hi, kt, 5u); }
+        if (NB > 6u) { a.b6 = sg_acc(a.b6, ds_lo, ds_hi, kt, 6u); }
+        if (NB > 7u) { a.b7 = sg_acc(a.b7, ds_lo, ds_hi, kt, 7u); }
     }
 
-    store_dq_rows(bh, i0, 0u, a0.lo);
-    if (NB > 1u) { store_dq_rows(bh, i0, 1u, a1.lo); }
-    if (NB > 2u) { store_dq_rows(bh, i0, 2u, a2.lo); }
-    if (NB > 3u) { store_dq_rows(bh, i0, 3u, a3.lo); }
-    if (NB > 4u) { store_dq_rows(bh, i0, 4u, a4.lo); }
-    if (NB > 5u) { store_dq_rows(bh, i0, 5u, a5.lo); }
-    if (NB > 6u) { store_dq_rows(bh, i0, 6u, a6.lo); }
-    if (NB > 7u) { store_dq_rows(bh, i0, 7u, a7.lo); }
-    if (RG > 1u) { store_dq_rows(bh, i0 + 4u, 0u, a0.hi); }
-    if (NB > 1u && RG > 1u) { store_dq_rows(bh, i0 + 4u, 1u, a1.hi); }
-    if (NB > 2u && RG > 1u) { store_dq_rows(bh, i0 + 4u, 2u, a2.hi); }
-    if (NB > 3u && RG > 1u) { store_dq_rows(bh, i0 + 4u, 3u, a3.hi); }
-    if (NB > 4u && RG > 1u) { store_dq_rows(bh, i0 + 4u, 4u, a4.hi); }
-    if (NB > 5u && RG > 1u) { store_dq_rows(bh, i0 + 4u, 5u, a5.hi); }
-    if (NB > 6u && RG > 1u) { store_dq_rows(bh, i0 + 4u, 6u, a6.hi); }
-    if (NB > 7u && RG > 1u) { store_dq_rows(bh, i0 + 4u, 7u, a7.hi); }
+    store_dq_head(bh, i0, a);
 }
 
 // (L log2 e, D) of query rows r0 .. r0 + 4 (L = +inf past Tq): lane c < 4 loads
@@ -452,79 +339,13 @@ fn attention_bwd_dkdv_sg(@builtin(workgroup_id) wid: vec3<u32>,
     let keys_lo = vec4<u32>(j0) + vec4<u32>(0u, 1u, 2u, 3u);
     let keys_hi = keys_lo + vec4<u32>(4u);
 
-    var k0 = Rows8();
-    var k1 = Rows8();
-    var k2 = Rows8();
-    var k3 = Rows8();
-    var k4 = Rows8();
-    var k5 = Rows8();
-    var k6 = Rows8();
-    var k7 = Rows8();
-    k0.lo = load_kv_rows(bh, keys_lo, 0u, p.scale, false);
-    if (NB > 1u) { k1.lo = load_kv_rows(bh, keys_lo, 1u, p.scale, false); }
-    if (NB > 2u) { k2.lo = load_kv_rows(bh, keys_lo, 2u, p.scale, false); }
-    if (NB > 3u) { k3.lo = load_kv_rows(bh, keys_lo, 3u, p.scale, false); }
-    if (NB > 4u) { k4.lo = load_kv_rows(bh, keys_lo, 4u, p.scale, false); }
-    if (NB > 5u) { k5.lo = load_kv_rows(bh, keys_lo, 5u, p.scale, false); }
-    if (NB > 6u) { k6.lo = load_kv_rows(bh, keys_lo, 6u, p.scale, false); }
-    if (NB > 7u) { k7.lo = load_kv_rows(bh, keys_lo, 7u, p.scale, false); }
-    if (RG > 1u) { k0.hi = load_kv_rows(bh, keys_hi, 0u, p.scale, false); }
-    if (NB > 1u && RG > 1u) { k1.hi = load_kv_rows(bh, keys_hi, 1u, p.scale, false); }
-    if (NB > 2u && RG > 1u) { k2.hi = load_kv_rows(bh, keys_hi, 2u, p.scale, false); }
-    if (NB > 3u && RG > 1u) { k3.hi = load_kv_rows(bh, keys_hi, 3u, p.scale, false); }
-    if (NB > 4u && RG > 1u) { k4.hi = load_kv_rows(bh, keys_hi, 4u, p.scale, false); }
-    if (NB > 5u && RG > 1u) { k5.hi = load_kv_rows(bh, keys_hi, 5u, p.scale, false); }
-    if (NB > 6u && RG > 1u) { k6.hi = load_kv_rows(bh, keys_hi, 6u, p.scale, false); }
-    if (NB > 7u && RG > 1u) { k7.hi = load_kv_rows(bh, keys_hi, 7u, p.scale, false); }
-    var v0 = Rows8();
-    var v1 = Rows8();
-    var v2 = Rows8();
-    var v3 = Rows8();
-    var v4 = Rows8();
-    var v5 = Rows8();
-    var v6 = Rows8();
-    var v7 = Rows8();
-    v0.lo = load_kv_rows(bh, keys_lo, 0u, 1.0, true);
-    if (NB > 1u) { v1.lo = load_kv_rows(bh, keys_lo, 1u, 1.0, true); }
-    if (NB > 2u) { v2.lo = load_kv_rows(bh, keys_lo, 2u, 1.0, true); }
-    if (NB > 3u) { v3.lo = load_kv_rows(bh, keys_lo, 3u, 1.0, true); }
-    if (NB > 4u) { v4.lo = load_kv_rows(bh, keys_lo, 4u, 1.0, true); }
-    if (NB > 5u) { v5.lo = load_kv_rows(bh, keys_lo, 5u, 1.0, true); }
-    if (NB > 6u) { v6.lo = load_kv_rows(bh, keys_lo, 6u, 1.0, true); }
-    if (NB > 7u) { v7.lo = load_kv_rows(bh, keys_lo, 7u, 1.0, true); }
-    if (RG > 1u) { v0.hi = load_kv_rows(bh, keys_hi, 0u, 1.0, true); }
-    if (NB > 1u && RG > 1u) { v1.hi = load_kv_rows(bh, keys_hi, 1u, 1.0, true); }
-    if (NB > 2u && RG > 1u) { v2.hi = load_kv_rows(bh, keys_hi, 2u, 1.0, true); }
-    if (NB > 3u && RG > 1u) { v3.hi = load_kv_rows(bh, keys_hi, 3u, 1.0, true); }
-    if (NB > 4u && RG > 1u) { v4.hi = load_kv_rows(bh, keys_hi, 4u, 1.0, true); }
-    if (NB > 5u && RG > 1u) { v5.hi = load_kv_rows(bh, keys_hi, 5u, 1.0, true); }
-    if (NB > 6u && RG > 1u) { v6.hi = load_kv_rows(bh, keys_hi, 6u, 1.0, true); }
-    if (NB > 7u && RG > 1u) { v7.hi = load_kv_rows(bh, keys_hi, 7u, 1.0, true); }
-    var gk0 = Rows8();
-    var gk1 = Rows8();
-    var gk2 = Rows8();
-    var gk3 = Rows8();
-    var gk4 = Rows8();
-    var gk5 = Rows8();
-    var gk6 = Rows8();
-    var gk7 = Rows8();
-    var gv0 = Rows8();
-    var gv1 = Rows8();
-    var gv2 = Rows8();
-    var gv3 = Rows8();
-    var gv4 = Rows8();
-    var gv5 = Rows8();
-    var gv6 = Rows8();
-    var gv7 = Rows8();
+    let k = load_kv_head(bh, keys_lo, p.scale, false);
+    let v = load_kv_head(bh, keys_lo, 1.0, true);
+    var gk = Head();
+    var gv = Head();
 
-    var kok_lo = vec4<bool>(false);
-    var kok_hi = vec4<bool>(false);
-    for (var r = 0u; r < 4u; r++) {
-        let a = keys_lo[r];
-        kok_lo[r] = a < p.tk && (p.has_mask == 0u || key_mask[b * p.tk + min(a, p.tk - 1u)] != 0.0);
-        let c = keys_hi[r];
-        kok_hi[r] = c < p.tk && (p.has_mask == 0u || key_mask[b * p.tk + min(c, p.tk - 1u)] != 0.0);
-    }
+    let kok_lo = keys_ok4(b, keys_lo);
+    let kok_hi = keys_ok4(b, keys_hi);
 
     // Causal: key j is seen by query rows i >= j - diag; the workgroup starts at
     // its first key's first row (every lane: the loop must stay uniform).
@@ -540,15 +361,15 @@ fn attention_bwd_dkdv_sg(@builtin(workgroup_id) wid: vec3<u32>,
     for (var r0 = q_begin; r0 < p.tq; r0 += 4u) {
         let qt = sg_tile_qo(bh, r0, lane, false);
         let ot = sg_tile_qo(bh, r0, lane, true);
-        var s = sg_scores(k0, qt, 0u);
-        var dp = sg_scores(v0, ot, 0u);
-        if (NB > 1u) { let x = sg_scores(k1, qt, 1u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(v1, ot, 1u); dp.lo += y.lo; dp.hi += y.hi; }
-        if (NB > 2u) { let x = sg_scores(k2, qt, 2u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(v2, ot, 2u); dp.lo += y.lo; dp.hi += y.hi; }
-        if (NB > 3u) { let x = sg_scores(k3, qt, 3u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(v3, ot, 3u); dp.lo += y.lo; dp.hi += y.hi; }
-        if (NB > 4u) { let x = sg_scores(k4, qt, 4u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(v4, ot, 4u); dp.lo += y.lo; dp.hi += y.hi; }
-        if (NB > 5u) { let x = sg_scores(k5, qt, 5u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(v5, ot, 5u); dp.lo += y.lo; dp.hi += y.hi; }
-        if (NB > 6u) { let x = sg_scores(k6, qt, 6u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(v6, ot, 6u); dp.lo += y.lo; dp.hi += y.hi; }
-        if (NB > 7u) { let x = sg_scores(k7, qt, 7u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(v7, ot, 7u); dp.lo += y.lo; dp.hi += y.hi; }
+        var s = sg_scores(k.b0, qt, 0u);
+        var dp = sg_scores(v.b0, ot, 0u);
+        if (NB > 1u) { let x = sg_scores(k.b1, qt, 1u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(v.b1, ot, 1u); dp.lo += y.lo; dp.hi += y.hi; }
+        if (NB > 2u) { let x = sg_scores(k.b2, qt, 2u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(v.b2, ot, 2u); dp.lo += y.lo; dp.hi += y.hi; }
+        if (NB > 3u) { let x = sg_scores(k.b3, qt, 3u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(v.b3, ot, 3u); dp.lo += y.lo; dp.hi += y.hi; }
+        if (NB > 4u) { let x = sg_scores(k.b4, qt, 4u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(v.b4, ot, 4u); dp.lo += y.lo; dp.hi += y.hi; }
+        if (NB > 5u) { let x = sg_scores(k.b5, qt, 5u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(v.b5, ot, 5u); dp.lo += y.lo; dp.hi += y.hi; }
+        if (NB > 6u) { let x = sg_scores(k.b6, qt, 6u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(v.b6, ot, 6u); dp.lo += y.lo; dp.hi += y.hi; }
+        if (NB > 7u) { let x = sg_scores(k.b7, qt, 7u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(v.b7, ot, 7u); dp.lo += y.lo; dp.hi += y.hi; }
         let rows = vec4<i32>(i32(r0)) + vec4<i32>(0, 1, 2, 3);
         let ld = sg_ld4(bh, r0, lane);
         let g_lo = grad_kv(s.lo, dp.lo, ld[0], ld[1], kok_lo, causal, first_lo, rows);
@@ -556,31 +377,16 @@ fn attention_bwd_dkdv_sg(@builtin(workgroup_id) wid: vec3<u32>,
         if (RG > 1u) {
             g_hi = grad_kv(s.hi, dp.hi, ld[0], ld[1], kok_hi, causal, first_hi, rows);
         }
-        gv0 = sg_acc(gv0, g_lo.p, g_hi.p, ot, 0u);
-        gk0 = sg_acc(gk0, g_lo.ds, g_hi.ds, qt, 0u);
-        if (NB > 1u) { gv1 = sg_acc(gv1, g_lo.p, g_hi.p, ot, 1u); gk1 = sg_acc(gk1, g_lo.ds, g_hi.ds, qt, 1u); }
-        if (NB > 2u) { gv2 = sg_acc(gv2, g_lo.p, g_hi.p, ot, 2u); gk2 = sg_acc(gk2, g_lo.ds, g_hi.ds, qt, 2u); }
-        if (NB > 3u) { gv3 = sg_acc(gv3, g_lo.p, g_hi.p, ot, 3u); gk3 = sg_acc(gk3, g_lo.ds, g_hi.ds, qt, 3u); }
-        if (NB > 4u) { gv4 = sg_acc(gv4, g_lo.p, g_hi.p, ot, 4u); gk4 = sg_acc(gk4, g_lo.ds, g_hi.ds, qt, 4u); }
-        if (NB > 5u) { gv5 = sg_acc(gv5, g_lo.p, g_hi.p, ot, 5u); gk5 = sg_acc(gk5, g_lo.ds, g_hi.ds, qt, 5u); }
-        if (NB > 6u) { gv6 = sg_acc(gv6, g_lo.p, g_hi.p, ot, 6u); gk6 = sg_acc(gk6, g_lo.ds, g_hi.ds, qt, 6u); }
-        if (NB > 7u) { gv7 = sg_acc(gv7, g_lo.p, g_hi.p, ot, 7u); gk7 = sg_acc(gk7, g_lo.ds, g_hi.ds, qt, 7u); }
+        gv.b0 = sg_acc(gv.b0, g_lo.p, g_hi.p, ot, 0u);
+        gk.b0 = sg_acc(gk.b0, g_lo.ds, g_hi.ds, qt, 0u);
+        if (NB > 1u) { gv.b1 = sg_acc(gv.b1, g_lo.p, g_hi.p, ot, 1u); gk.b1 = sg_acc(gk.b1, g_lo.ds, g_hi.ds, qt, 1u); }
+        if (NB > 2u) { gv.b2 = sg_acc(gv.b2, g_lo.p, g_hi.p, ot, 2u); gk.b2 = sg_acc(gk.b2, g_lo.ds, g_hi.ds, qt, 2u); }
+        if (NB > 3u) { gv.b3 = sg_acc(gv.b3, g_lo.p, g_hi.p, ot, 3u); gk.b3 = sg_acc(gk.b3, g_lo.ds, g_hi.ds, qt, 3u); }
+        if (NB > 4u) { gv.b4 = sg_acc(gv.b4, g_lo.p, g_hi.p, ot, 4u); gk.b4 = sg_acc(gk.b4, g_lo.ds, g_hi.ds, qt, 4u); }
+        if (NB > 5u) { gv.b5 = sg_acc(gv.b5, g_lo.p, g_hi.p, ot, 5u); gk.b5 = sg_acc(gk.b5, g_lo.ds, g_hi.ds, qt, 5u); }
+        if (NB > 6u) { gv.b6 = sg_acc(gv.b6, g_lo.p, g_hi.p, ot, 6u); gk.b6 = sg_acc(gk.b6, g_lo.ds, g_hi.ds, qt, 6u); }
+        if (NB > 7u) { gv.b7 = sg_acc(gv.b7, g_lo.p, g_hi.p, ot, 7u); gk.b7 = sg_acc(gk.b7, g_lo.ds, g_hi.ds, qt, 7u); }
     }
 
-    store_dkdv_rows(bh, j0, 0u, gk0.lo, gv0.lo);
-    if (NB > 1u) { store_dkdv_rows(bh, j0, 1u, gk1.lo, gv1.lo); }
-    if (NB > 2u) { store_dkdv_rows(bh, j0, 2u, gk2.lo, gv2.lo); }
-    if (NB > 3u) { store_dkdv_rows(bh, j0, 3u, gk3.lo, gv3.lo); }
-    if (NB > 4u) { store_dkdv_rows(bh, j0, 4u, gk4.lo, gv4.lo); }
-    if (NB > 5u) { store_dkdv_rows(bh, j0, 5u, gk5.lo, gv5.lo); }
-    if (NB > 6u) { store_dkdv_rows(bh, j0, 6u, gk6.lo, gv6.lo); }
-    if (NB > 7u) { store_dkdv_rows(bh, j0, 7u, gk7.lo, gv7.lo); }
-    if (RG > 1u) { store_dkdv_rows(bh, j0 + 4u, 0u, gk0.hi, gv0.hi); }
-    if (NB > 1u && RG > 1u) { store_dkdv_rows(bh, j0 + 4u, 1u, gk1.hi, gv1.hi); }
-    if (NB > 2u && RG > 1u) { store_dkdv_rows(bh, j0 + 4u, 2u, gk2.hi, gv2.hi); }
-    if (NB > 3u && RG > 1u) { store_dkdv_rows(bh, j0 + 4u, 3u, gk3.hi, gv3.hi); }
-    if (NB > 4u && RG > 1u) { store_dkdv_rows(bh, j0 + 4u, 4u, gk4.hi, gv4.hi); }
-    if (NB > 5u && RG > 1u) { store_dkdv_rows(bh, j0 + 4u, 5u, gk5.hi, gv5.hi); }
-    if (NB > 6u && RG > 1u) { store_dkdv_rows(bh, j0 + 4u, 6u, gk6.hi, gv6.hi); }
-    if (NB > 7u && RG > 1u) { store_dkdv_rows(bh, j0 + 4u, 7u, gk7.hi, gv7.hi); }
+    store_dkdv_head(bh, j0, gk, gv);
 }
