@@ -108,6 +108,8 @@ var<workgroup> tcol: array<f32, BT>;
 var<workgroup> tcol2: array<f32, BT>;
 
 // vec4 d4 of the head row starting at element `base` of each input; 0 past HS.
+// One function per buffer: WGSL passes no storage-buffer pointers to functions
+// (without the unrestricted_pointer_parameters extension, which browsers lack).
 fn q4(base: u32, d4: u32) -> vec4<f32> {
     if (VEC) {
         if (d4 * 4u < p.hs) { return q_in[base / 4u + d4]; }

@@ -41,6 +41,31 @@ fn variants() -> Vec<GemmVariant> {
     v
 }
 
+/// The f64 reference of one plain product (no batch, bias or activation).
+fn plain_reference(
+    a: &[f32],
+    b: &[f32],
+    (m, n, k): (usize, usize, usize),
+    trans_a: bool,
+    trans_b: bool,
+) -> Vec<f64> {
+    cpu::gemm(
+        a,
+        b,
+        m,
+        n,
+        k,
+        1,
+        0,
+        0,
+        trans_a,
+        trans_b,
+        1.0,
+        None,
+        cpu::Act::None,
+    )
+}
+
 fn tol(k: usize) -> f64 {
     1e-4 * (k.max(1) as f64).sqrt()
 }
@@ -413,21 +438,7 @@ fn register_tile_shapes_all_agree_with_the_reference() {
     let bv = data(k * n, 81);
     let a = Tensor::from_slice(&gpu, &av, &[m, k]).unwrap();
     let b = Tensor::from_slice(&gpu, &bv, &[k, n]).unwrap();
-    let reference = cpu::gemm(
-        &av,
-        &bv,
-        m,
-        n,
-        k,
-        1,
-        0,
-        0,
-        false,
-        false,
-        1.0,
-        None,
-        cpu::Act::None,
-    );
+    let reference = plain_reference(&av, &bv, (m, n, k), false, false);
     for (wg_x, tm, tn) in [(8, 4, 4), (4, 8, 8), (16, 16, 4), (8, 16, 16), (4, 32, 4)] {
         let tile = RegisterTile { wg_x, tm, tn };
         let c = Tensor::empty(&gpu, &[m, n], DType::F32).unwrap();
@@ -570,21 +581,7 @@ fn gemv_at_small_m_agrees_with_the_reference() {
     let bv = data(k * n, 111);
     let a = Tensor::from_slice(&gpu, &av, &[m * k]).unwrap();
     let b = Tensor::from_slice(&gpu, &bv, &[k * n]).unwrap();
-    let reference = cpu::gemm(
-        &av,
-        &bv,
-        m,
-        n,
-        k,
-        1,
-        0,
-        0,
-        false,
-        true,
-        1.0,
-        None,
-        cpu::Act::None,
-    );
+    let reference = plain_reference(&av, &bv, (m, n, k), false, true);
     let opts = GemmOptions {
         trans_b: true,
         ..Default::default()
@@ -698,21 +695,7 @@ fn subgroup_and_block_tile_shapes_all_agree_with_the_reference() {
         let bv = data(k * n, 83);
         let a = Tensor::from_slice(&gpu, &av, &[m * k]).unwrap();
         let b = Tensor::from_slice(&gpu, &bv, &[k * n]).unwrap();
-        let reference = cpu::gemm(
-            &av,
-            &bv,
-            m,
-            n,
-            k,
-            1,
-            0,
-            0,
-            trans_a,
-            trans_b,
-            1.0,
-            None,
-            cpu::Act::None,
-        );
+        let reference = plain_reference(&av, &bv, (m, n, k), trans_a, trans_b);
         let opts = GemmOptions {
             trans_a,
             trans_b,
@@ -816,21 +799,7 @@ fn autotune_measures_once_and_remembers_the_choice_on_disk() {
     let (m, n, k) = (48, 40, 36);
     let av = data(m * k, 84);
     let bv = data(k * n, 85);
-    let reference = cpu::gemm(
-        &av,
-        &bv,
-        m,
-        n,
-        k,
-        1,
-        0,
-        0,
-        false,
-        false,
-        1.0,
-        None,
-        cpu::Act::None,
-    );
+    let reference = plain_reference(&av, &bv, (m, n, k), false, false);
     let run = |gpu: &wgformer::Gpu| -> u64 {
         gemm_tune::set_tuning(gpu, true, Some(&cache));
         let a = Tensor::from_slice(gpu, &av, &[m, k]).unwrap();
