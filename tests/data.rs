@@ -66,6 +66,13 @@ fn char_tokenizer_bad_input() {
         .unwrap_err()
         .to_string()
         .contains("empty"));
+    // Characters outside the alphabet are found, each once, in order of appearance.
+    let tok = CharTokenizer::from_text("abc ").unwrap();
+    assert_eq!(tok.unknown_chars("a Zb\u{e9}Z c"), vec!['Z', '\u{e9}']);
+    assert!(tok.unknown_chars("cab a").is_empty());
+    assert_eq!(wgformer::data::list_chars(&['Z', '\t']), "'Z', '\\t'");
+    let many: Vec<char> = ('A'..='L').collect();
+    assert!(wgformer::data::list_chars(&many).ends_with("'J', and 2 more"));
     let dir = temp_dir("char-bad");
     std::fs::write(dir.join("tokenizer.json"), r#"{"kind":"char","version":1,"specials":["<pad>","<bos>","<eos>","<unk>"],"chars":["ab"]}"#).unwrap();
     let e = load_tokenizer(&dir).err().unwrap().to_string();
@@ -188,11 +195,11 @@ fn pair_dataset_split_and_tsv() {
 
     let dir = temp_dir("tsv");
     let tok = CharTokenizer::from_text("abc xyz").unwrap();
-    std::fs::write(dir.join("ok.tsv"), "abc\txyz\n\nb a\tz\tz\r\n").unwrap();
+    std::fs::write(dir.join("ok.tsv"), "abc\txyz\n\nb a\tz z\r\n").unwrap();
     let p = load_tsv_pairs(&dir.join("ok.tsv")).unwrap();
     assert_eq!(
         p,
-        vec![("abc".into(), "xyz".into()), ("b a".into(), "z\tz".into())]
+        vec![("abc".into(), "xyz".into()), ("b a".into(), "z z".into())]
     );
     let ds = PairDataset::from_tsv(&dir.join("ok.tsv"), &tok).unwrap();
     assert_eq!(ds.pairs[0], (tok.encode("abc"), tok.encode("xyz")));
@@ -201,6 +208,12 @@ fn pair_dataset_split_and_tsv() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("line 3") && e.contains("no TAB"), "{e}");
+    // A third column is not silently glued onto the target.
+    std::fs::write(dir.join("tabs.tsv"), "a\tb\nc\td\te\n").unwrap();
+    let e = load_tsv_pairs(&dir.join("tabs.tsv"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("line 2") && e.contains("2 TABs"), "{e}");
     std::fs::write(dir.join("blank.tsv"), "\n\n").unwrap();
     assert!(load_tsv_pairs(&dir.join("blank.tsv"))
         .unwrap_err()

@@ -179,4 +179,11 @@ impl Tokenizer for CharTokenizer {
     fn kind(&self) -> &'static str {
         "char"
     }
+
+    fn unknown_chars(&self, text: &str) -> Vec<char> {
+        let mut seen = std::collections::HashSet::new();
+        text.chars()
+            .filter(|&c| self.id_of(c).is_none() && seen.insert(c))
+            .collect()
+    }
 }

@@ -153,8 +153,9 @@ impl TextDataset {
     }
 }
 
-/// Reads `source<TAB>target` lines (UTF-8; blank lines skipped; the first TAB
-/// separates, so a target may contain more TABs). Errors carry line numbers.
+/// Reads `source<TAB>target` lines (UTF-8; blank lines skipped; exactly one TAB
+/// per line, so a third column is an error rather than part of the target).
+/// Errors carry line numbers.
 pub fn load_tsv_pairs(path: &Path) -> Result<Vec<(String, String)>> {
     let text = read_utf8_file(path)?;
     let bad = |line: usize, what: &str| {
@@ -176,6 +177,16 @@ pub fn load_tsv_pairs(path: &Path) -> Result<Vec<(String, String)>> {
         };
         if src.is_empty() {
             return Err(bad(i + 1, "has an empty source"));
+        }
+        if tgt.contains('\t') {
+            return Err(bad(
+                i + 1,
+                &format!(
+                    "has {} TABs, so it is not one source and one target (neither may hold a \
+                     TAB: replace those inside the text with spaces)",
+                    1 + tgt.matches('\t').count()
+                ),
+            ));
         }
         pairs.push((src.to_string(), tgt.to_string()));
     }

@@ -25,7 +25,7 @@ pub use bpe::BpeTokenizer;
 pub use char::CharTokenizer;
 pub use dataset::{load_tsv_pairs, PairDataset, Split, TextDataset};
 pub use synthetic::DateTask;
-pub use tokenizer::{load_tokenizer, SpecialTokens, Tokenizer};
+pub use tokenizer::{list_chars, load_tokenizer, SpecialTokens, Tokenizer};
 
 use std::path::Path;
 

@@ -49,6 +49,21 @@ pub trait Tokenizer: Send + Sync {
     fn save(&self, dir: &Path) -> Result<()>;
     /// `"char"` or `"bpe"`.
     fn kind(&self) -> &'static str;
+    /// The characters of `text` the vocabulary cannot express (they would encode as
+    /// `<unk>`), each once, in order of appearance. None for byte-level tokenizers.
+    fn unknown_chars(&self, _text: &str) -> Vec<char> {
+        Vec::new()
+    }
+}
+
+/// `chars` for a message: `'Z', 'é', '\u{301}'`, the first ten and how many more.
+pub fn list_chars(chars: &[char]) -> String {
+    const SHOWN: usize = 10;
+    let mut list: Vec<String> = chars.iter().take(SHOWN).map(|c| format!("{c:?}")).collect();
+    if chars.len() > SHOWN {
+        list.push(format!("and {} more", chars.len() - SHOWN));
+    }
+    list.join(", ")
 }
 
 /// Loads the tokenizer saved in `dir`: our character tokenizer's `tokenizer.json`
