@@ -124,6 +124,13 @@ fn gpt_generation_stops_at_context_and_truncates_only_when_asked() {
         8 - 3 + 1,
         "the last token needs no position of its own"
     );
+    // No limit at all stops at the same place (the capacity must not wrap around).
+    let unlimited = GenerateOptions {
+        max_tokens: usize::MAX,
+        ..opts
+    };
+    let g2 = generate::generate(&model, &[1, 2, 3], &unlimited, &mut |_| Ok(())).unwrap();
+    assert_eq!((g2.stop, g2.tokens), (StopReason::ContextFull, g.tokens));
 
     let long: Vec<u32> = (0..10).collect();
     let err = generate::generate(&model, &long, &opts, &mut |_| Ok(()))

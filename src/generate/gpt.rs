@@ -131,7 +131,9 @@ pub fn generate(
         prompt = &prompt[prompt_dropped..];
     }
     let mut sampler = Sampler::new(opts.sampling)?;
-    let mut dec = GptDecoder::new(model, (prompt.len() + opts.max_tokens).clamp(1, ctx))?;
+    // Saturating: a `max_tokens` of usize::MAX means "until the context is full".
+    let capacity = prompt.len().saturating_add(opts.max_tokens).clamp(1, ctx);
+    let mut dec = GptDecoder::new(model, capacity)?;
     let mut logits = dec.feed(prompt)?;
     let mut tokens = Vec::new();
     let stop = loop {
