@@ -38,7 +38,7 @@ fn start() {
 
 /// A JS `Error` for `e`, named by kind so the page can offer the right way on.
 fn js_error(gpu: Option<&Gpu>, e: &Error) -> JsValue {
-    let message = e.to_string();
+    let message = super::user_message(e);
     let kind = if gpu.is_some_and(Gpu::is_lost) {
         "DeviceLost"
     } else {
