@@ -2,7 +2,8 @@
 
 mod cli;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use cli::flags::at_least_one;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -66,35 +67,36 @@ struct DemoBench {
     #[arg(long, default_value = "{}")]
     config: String,
     /// Steps per timed call (the page runs a few per frame).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = at_least_one::<u32>)]
     steps: u32,
     /// Timed calls (one more runs first as warm-up).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = at_least_one::<u32>)]
     calls: u32,
 }
 
 #[derive(clap::Args)]
 struct TrainBench {
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = at_least_one::<usize>)]
     layers: usize,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = at_least_one::<usize>)]
     d_model: usize,
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = at_least_one::<usize>)]
     heads: usize,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = at_least_one::<usize>)]
     seq: usize,
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = at_least_one::<usize>)]
     batch: usize,
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = at_least_one::<usize>)]
     vocab: usize,
     /// Timed steps (one more runs first as warm-up).
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 6, value_parser = at_least_one::<usize>)]
     steps: usize,
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = Cli::parse();
+    let matches = negative_values(Cli::command()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // Mesa's software Vulkan complains on every start when a headless session has
     // no runtime dir; it only needs some writable place.
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
@@ -109,7 +111,17 @@ fn main() -> ExitCode {
         },
     };
     let result = match command {
-        Command::Train(args) => wgformer::Gpu::new().and_then(|gpu| cli::train::run(&gpu, &args)),
+        Command::Train(mut args) => {
+            if let (Some(m), Some(c)) = (
+                matches.subcommand_matches("train"),
+                Cli::command().find_subcommand("train"),
+            ) {
+                args.given = cli::given_flags(c, m);
+            }
+            cli::train::check_flags(&args)
+                .and_then(|()| wgformer::Gpu::new())
+                .and_then(|gpu| cli::train::run(&gpu, &args))
+        }
         Command::Generate(args) => {
             wgformer::Gpu::new().and_then(|gpu| cli::infer::generate(&gpu, &args))
         }
@@ -158,6 +170,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Lets every flag that takes a value take a negative number (`--lr -1`), so that
+/// its range check explains the problem instead of clap reading `-1` as a flag.
+fn negative_values(cmd: clap::Command) -> clap::Command {
+    cmd.mut_args(|a| {
+        let takes_value = a.get_action().takes_values();
+        a.allow_negative_numbers(takes_value)
+    })
+    .mut_subcommands(negative_values)
 }
 
 fn bench_train(gpu: &wgformer::Gpu, a: &TrainBench) -> wgformer::Result<()> {

@@ -116,6 +116,12 @@ fn gpt_checkpoint_round_trips_through_the_cli() {
         "the CLI's scores differ from the library's"
     );
 
+    // Characters the char tokenizer never saw are named, not mapped to <unk>.
+    let err = fails(&["score", "--checkpoint", s(&ck), "--text", "the Zebra!"]);
+    assert!(err.contains("--text") && err.contains("'Z', '!'"), "{err}");
+    let err = fails(&["generate", "--checkpoint", s(&ck), "--prompt", "Zed"]);
+    assert!(err.contains("--prompt") && err.contains("'Z'"), "{err}");
+
     let ids_arg: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
     let by_ids: serde_json::Value = serde_json::from_str(&ok(&[
         "score",
@@ -139,7 +145,49 @@ fn gpt_checkpoint_round_trips_through_the_cli() {
         "1",
     ]);
     assert!(text.starts_with("the "), "{text}");
+    // No practical limit: generation runs until the context (16) is full.
+    let out = wgformer(&[
+        "generate",
+        "--checkpoint",
+        s(&ck),
+        "--prompt",
+        "the ",
+        "--max-tokens",
+        &usize::MAX.to_string(),
+        "--temperature",
+        "0",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("end of the model's context (16 tokens)"),
+        "{err}"
+    );
     assert!(ok(&["eval", "--checkpoint", s(&ck)]).contains("perplexity"));
+
+    // The checkpoint is not replaced by a new run without --overwrite, nor written
+    // while another run holds its lock.
+    let weights = std::fs::read(ck.join("model.safetensors")).unwrap();
+    let err = fails(&train_args);
+    assert!(
+        err.contains("--overwrite") && err.contains("--resume"),
+        "{err}"
+    );
+    let lock = PathBuf::from(format!("{}.lock", s(&ck)));
+    let owner = serde_json::json!({"pid": std::process::id(), "host": "test-host", "started": 0});
+    std::fs::write(&lock, owner.to_string()).unwrap();
+    let err = fails(&["train", "--resume", s(&ck), "--steps", "4"]);
+    let pid = std::process::id().to_string();
+    assert!(err.contains(s(&lock)) && err.contains(&pid), "{err}");
+    std::fs::remove_file(&lock).unwrap();
+    assert_eq!(
+        std::fs::read(ck.join("model.safetensors")).unwrap(),
+        weights
+    );
+    let mut into_file = train_args.to_vec();
+    *into_file.last_mut().unwrap() = s(&data);
+    let err = fails(&into_file);
+    assert!(err.contains("is a file"), "{err}");
 
     // Resume to a longer run; the optimiser continues from step 3.
     let out = ok(&["train", "--resume", s(&ck), "--steps", "4"]);
@@ -227,5 +275,143 @@ fn bad_data_and_paths_give_clear_errors() {
     assert!(err.contains("--init-from"), "{err}");
     for p in [&empty, &binary] {
         let _ = std::fs::remove_file(p);
+    }
+}
+
+/// Values that make no sense are refused as clap parses them (no GPU starts),
+/// naming the flag and the valid range.
+#[test]
+fn nonsense_flag_values_are_refused_by_name() {
+    let ck = ["--checkpoint", "x"];
+    let cases: &[(&[&str], &str, &str)] = &[
+        (&["train", "--lr", "-1"], "--lr", "> 0"),
+        (&["train", "--lr=nan"], "--lr", "> 0"),
+        (&["train", "--clip", "-1"], "--clip", ">= 0"),
+        (&["train", "--stop-after", "0"], "--stop-after", ">= 1"),
+        (&["train", "--steps", "0"], "--steps", ">= 1"),
+        (&["train", "--accumulation", "0"], "--accumulation", ">= 1"),
+        (&["train", "--dropout", "1"], "--dropout", "[0, 1)"),
+        (
+            &["train", "--label-smoothing", "nan"],
+            "--label-smoothing",
+            "[0, 1)",
+        ),
+        (&["train", "--held-out", "0"], "--held-out", "(0, 1)"),
+        (&["train", "--batch-tokens", "0"], "--batch-tokens", ">= 1"),
+        (
+            &["train", "--weight-decay", "-0.1"],
+            "--weight-decay",
+            ">= 0",
+        ),
+        (&["train", "--layers", "0"], "--layers", ">= 1"),
+        (
+            &["generate", ck[0], ck[1], "--top-k", "0"],
+            "--top-k",
+            ">= 1",
+        ),
+        (
+            &["generate", ck[0], ck[1], "--top-p", "1.5"],
+            "--top-p",
+            "(0, 1]",
+        ),
+        (
+            &["generate", ck[0], ck[1], "--temperature", "-1"],
+            "--temperature",
+            ">= 0",
+        ),
+        (
+            &["generate", ck[0], ck[1], "--max-tokens", "0"],
+            "--max-tokens",
+            ">= 1",
+        ),
+        (
+            &[
+                "generate",
+                ck[0],
+                ck[1],
+                "--max-tokens",
+                "18446744073709551616",
+            ],
+            "--max-tokens",
+            "too large",
+        ),
+        (
+            &["translate", ck[0], ck[1], "--alpha", "nan", "a"],
+            "--alpha",
+            "finite",
+        ),
+        (
+            &["translate", ck[0], ck[1], "--beam", "0", "a"],
+            "--beam",
+            ">= 1",
+        ),
+        (
+            &["eval", ck[0], ck[1], "--max-windows", "0"],
+            "--max-windows",
+            ">= 1",
+        ),
+        (&["bench", "train", "--batch", "0"], "--batch", ">= 1"),
+    ];
+    for (args, flag, range) in cases {
+        let err = fails(args);
+        assert!(
+            err.contains(flag) && err.contains(range),
+            "{args:?} should name {flag} and {range}:\n{err}"
+        );
+    }
+}
+
+/// Flags the chosen kind of run would ignore are refused by name before any work.
+#[test]
+fn flags_a_run_would_ignore_are_refused() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["train", "--resume", "runs/x", "--lr", "0.1"],
+            "--lr would be ignored",
+        ),
+        (
+            &[
+                "train",
+                "--model",
+                "gpt",
+                "--data",
+                "t.txt",
+                "--dropout",
+                "0.1",
+            ],
+            "--model encdec only",
+        ),
+        (&["train", "--batch", "8", "--seq", "4"], "--batch, --seq"),
+        (&["train", "--tokenizer", "bpe"], "date task"),
+        (
+            &[
+                "train",
+                "--model",
+                "gpt",
+                "--data",
+                "t.txt",
+                "--vocab-size",
+                "300",
+            ],
+            "--tokenizer bpe",
+        ),
+        (
+            &[
+                "train",
+                "--model",
+                "gpt",
+                "--data",
+                "t.txt",
+                "--init-from",
+                "c",
+                "--layers",
+                "2",
+            ],
+            "--init-from takes the model",
+        ),
+    ];
+    for (args, says) in cases {
+        let err = fails(args);
+        assert!(err.contains(says), "{args:?}:\n{err}");
     }
 }

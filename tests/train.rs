@@ -11,7 +11,9 @@ use wgformer::data::{CharTokenizer, TextDataset, Tokenizer};
 use wgformer::nn::{Gpt, GptConfig, Transformer};
 use wgformer::train::gpt::{GptData, GptTask};
 use wgformer::train::seq2seq::{load_pairs, DateTaskSetup, PairSource, Seq2SeqData, Seq2SeqTask};
-use wgformer::train::{freeze, OptimizerChoice, Schedule, TrainOptions, TrainTask, Trainer};
+use wgformer::train::{
+    freeze, Existing, OptimizerChoice, OutDir, Schedule, TrainOptions, TrainTask, Trainer,
+};
 
 fn tmp_dir(name: &str) -> PathBuf {
     let dir =
@@ -118,7 +120,7 @@ fn check_resume(make: &dyn Fn(u64) -> Box<dyn TrainTask>, opts: TrainOptions, na
             stop_after: Some(half),
             ..opts.clone()
         },
-        Some(dir.clone()),
+        Some(OutDir::claim(&dir, Existing::Refuse).unwrap()),
     )
     .unwrap()
     .run(&mut |_| {})
@@ -190,7 +192,8 @@ fn short_date_task_run_lowers_the_loss_and_writes_the_eval_log() {
     let before = task.evaluate(false).unwrap();
     let dir = tmp_dir("short");
     let mut events = 0;
-    let summary = Trainer::new(&mut task, opts, Some(dir.clone()))
+    let out = OutDir::claim(&dir, Existing::Refuse).unwrap();
+    let summary = Trainer::new(&mut task, opts, Some(out))
         .unwrap()
         .run(&mut |_| events += 1)
         .unwrap();
@@ -278,13 +281,90 @@ fn bad_options_and_resume_without_state_are_refused() {
         .to_string();
     assert!(err.contains("steps"), "{err}");
     opts.steps = 3;
-    opts.accumulation = 0;
-    assert!(Trainer::new(&mut task, opts, None).is_err());
+    let refused = |task: &mut GptTask, opts: TrainOptions, says: &[&str]| {
+        let err = Trainer::new(task, opts, None).err().unwrap().to_string();
+        assert!(says.iter().all(|s| err.contains(s)), "{err}");
+    };
+    refused(
+        &mut task,
+        TrainOptions {
+            accumulation: 0,
+            ..opts.clone()
+        },
+        &["accumulation"],
+    );
+    refused(
+        &mut task,
+        TrainOptions {
+            stop_after: Some(0),
+            ..opts.clone()
+        },
+        &["--stop-after 0"],
+    );
+    refused(
+        &mut task,
+        TrainOptions {
+            schedule: Schedule::Constant { lr: -1.0 },
+            ..opts.clone()
+        },
+        &["--lr", "-1", "> 0"],
+    );
+    // The GPT has 2 layers: freezing 99 would silently freeze all of them.
+    refused(
+        &mut task,
+        TrainOptions {
+            freeze_layers: 99,
+            ..opts.clone()
+        },
+        &["--freeze-layers 99", "2 per stack", "0 to 2"],
+    );
+    assert!(task.params().iter().all(|p| p.is_trainable()));
     let err = Trainer::resume(&mut task, &tmp_dir("nothing-here"), None, None)
         .err()
         .unwrap()
         .to_string();
     assert!(err.contains("nothing-here"), "{err}");
+
+    // A trainer holds its checkpoint directory locked until it drops.
+    let dir = tmp_dir("locked");
+    let trainer = Trainer::new(
+        &mut task,
+        opts.clone(),
+        Some(OutDir::claim(&dir, Existing::Refuse).unwrap()),
+    )
+    .unwrap();
+    let err = OutDir::claim(&dir, Existing::Replace)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("locked.lock"), "{err}");
+    drop(trainer);
+    drop(OutDir::claim(&dir, Existing::Refuse).unwrap());
+}
+
+#[test]
+fn a_run_that_fails_before_evaluating_leaves_no_files() {
+    let mut task = gpt_task(1);
+    let mut opts = options(
+        3,
+        OptimizerChoice::gpt_adamw(0.0),
+        // Steps of 1e30 blow the weights up: the loss of step 2 is no longer finite.
+        Schedule::Constant { lr: 1e30 },
+    );
+    opts.accumulation = 1;
+    let dir = tmp_dir("diverges");
+    let err = Trainer::new(
+        &mut task,
+        opts,
+        Some(OutDir::claim(&dir, Existing::Refuse).unwrap()),
+    )
+    .unwrap()
+    .run(&mut |_| {})
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("diverged"), "{err}");
+    let log = wgformer::train::eval_log_path(&dir);
+    assert!(!log.exists(), "an empty {} was left", log.display());
+    assert!(!dir.exists() && !dir.with_file_name("diverges.lock").exists());
 }
 
 /// The default date task reaches >= 99% exact match on its 1000 held-out dates

@@ -1,6 +1,10 @@
 //! `wgformer generate | translate | eval | score`: inference on a checkpoint.
 
-use super::{checkpoint_tokenizer, load_transformer, model_type, read_text, usage};
+use super::flags::{at_least_one, finite, non_negative, probability};
+use super::{
+    checkpoint_tokenizer, encode_known, load_transformer, model_type, note_unknown,
+    note_unknown_in_file, read_text, usage,
+};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use wgformer::checkpoint;
@@ -21,17 +25,17 @@ pub struct GenerateArgs {
     /// Text to continue (empty: start from the bos token).
     #[arg(long, default_value = "")]
     pub prompt: String,
-    /// Softmax temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.8)]
+    /// Softmax temperature (>= 0); 0 is greedy.
+    #[arg(long, default_value_t = 0.8, value_parser = non_negative)]
     pub temperature: f32,
-    /// Sample from the k most likely tokens only.
-    #[arg(long)]
+    /// Sample from the k most likely tokens only (k >= 1).
+    #[arg(long, value_parser = at_least_one::<usize>)]
     pub top_k: Option<usize>,
-    /// Sample from the smallest set of tokens holding this much probability.
-    #[arg(long)]
+    /// Sample from the smallest set of tokens holding this much probability, in (0, 1].
+    #[arg(long, value_parser = probability)]
     pub top_p: Option<f32>,
-    /// Most new tokens.
-    #[arg(long, default_value_t = 200)]
+    /// Most new tokens (generation also stops when the model's context is full).
+    #[arg(long, default_value_t = 200, value_parser = at_least_one::<usize>)]
     pub max_tokens: usize,
     /// Seed of the sampler: the same seed gives the same text.
     #[arg(long, default_value_t = 0)]
@@ -72,7 +76,7 @@ fn load_gpt_with_tokenizer(
 pub fn generate(gpu: &Gpu, a: &GenerateArgs) -> Result<()> {
     let (model, tok) = load_gpt_with_tokenizer(gpu, &a.checkpoint, true)?;
     let tok = tok.ok_or_else(|| usage("no tokenizer"))?;
-    let mut prompt = tok.encode(&a.prompt);
+    let mut prompt = encode_known(tok.as_ref(), &a.prompt, "--prompt")?;
     if prompt.is_empty() {
         prompt.push(tok.specials().bos);
     }
@@ -133,13 +137,13 @@ pub struct TranslateArgs {
     #[arg(required = true)]
     pub inputs: Vec<String>,
     /// Beam size (1: greedy).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = at_least_one::<usize>)]
     pub beam: usize,
     /// Length penalty alpha ((5 + len) / 6)^alpha, as in the paper (0.6).
-    #[arg(long, default_value_t = 0.6)]
+    #[arg(long, default_value_t = 0.6, value_parser = finite)]
     pub alpha: f32,
-    /// Most output tokens (default: the model's max_len).
-    #[arg(long)]
+    /// Most output tokens, up to the model's max_len (the default).
+    #[arg(long, value_parser = at_least_one::<usize>)]
     pub max_len: Option<usize>,
 }
 
@@ -156,16 +160,21 @@ pub fn translate(gpu: &Gpu, a: &TranslateArgs) -> Result<()> {
     let model = load_transformer(gpu, &a.checkpoint)?;
     let tok = checkpoint_tokenizer(&a.checkpoint, model.config.vocab_size)?;
     let sp = tok.specials();
+    let most = model.config.max_len;
+    if let Some(n) = a.max_len.filter(|&n| n > most) {
+        return Err(usage(format!(
+            "--max-len {n} is more than the model can decode (its max_len is {most}): use 1 to \
+             {most}, or leave it out"
+        )));
+    }
     let opts = BeamOptions {
         beam_size: a.beam,
         alpha: a.alpha,
-        max_len: a.max_len.unwrap_or(model.config.max_len),
+        max_len: a.max_len.unwrap_or(most),
     };
     for input in &a.inputs {
+        note_unknown(tok.as_ref(), input, &format!("`{input}`"));
         let src = tok.encode(input);
-        if src.contains(&sp.unk) {
-            eprintln!("note: `{input}` has characters outside the tokenizer's vocabulary (encoded as unk)");
-        }
         let hyps = generate::translate(&model, &src, sp.bos, sp.eos, &opts)?;
         let best = hyps
             .first()
@@ -187,7 +196,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Most context-long windows of --data scored (gpt).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = at_least_one::<usize>)]
     pub max_windows: usize,
 }
 
@@ -214,6 +223,7 @@ pub fn eval(gpu: &Gpu, a: &EvalArgs) -> Result<()> {
                     let batch_tokens = desc
                         .and_then(|d| serde_json::from_value::<Seq2SeqData>(d).ok())
                         .map_or(1024, |d| d.batch_tokens);
+                    note_unknown_in_file(tok.as_ref(), path, true)?;
                     let text = wgformer::data::load_tsv_pairs(path)?;
                     let all = wgformer::data::PairDataset::from_text_pairs(&text, tok.as_ref());
                     let data = Seq2SeqData {
@@ -286,10 +296,12 @@ pub fn eval(gpu: &Gpu, a: &EvalArgs) -> Result<()> {
 
 /// Mean NLL and perplexity over consecutive context-long windows of a text file.
 fn eval_text(model: &Gpt, tok: &dyn Tokenizer, path: &Path, max_windows: usize) -> Result<()> {
-    let ids = tok.encode(&read_text(path)?);
+    let text = read_text(path)?;
+    note_unknown(tok, &text, &format!("`{}`", path.display()));
+    let ids = tok.encode(&text);
     let ctx = model.config.n_positions;
     let (mut nll, mut n) = (0.0f64, 0usize);
-    for window in ids.chunks(ctx).take(max_windows.max(1)) {
+    for window in ids.chunks(ctx).take(max_windows) {
         if window.len() < 2 {
             continue;
         }
@@ -330,7 +342,7 @@ pub struct ScoreArgs {
 pub fn score(gpu: &Gpu, a: &ScoreArgs) -> Result<()> {
     let (model, tok) = load_gpt_with_tokenizer(gpu, &a.checkpoint, a.text.is_some())?;
     let ids: Vec<u32> = match (&a.text, tok) {
-        (Some(text), Some(tok)) => tok.encode(text),
+        (Some(text), Some(tok)) => encode_known(tok.as_ref(), text, "--text")?,
         _ => a
             .ids
             .iter()

@@ -1,12 +1,14 @@
 //! The subcommands of the `wgformer` tool beyond `info`/`check`/`bench`: training
 //! and inference on checkpoints. Helpers shared by them live here.
 
+pub mod flags;
 pub mod infer;
 pub mod train;
+mod unused_flags;
 
 use std::path::Path;
 use wgformer::checkpoint::{self, LoadMode};
-use wgformer::data::{load_tokenizer, Tokenizer};
+use wgformer::data::{list_chars, load_tokenizer, Tokenizer};
 use wgformer::nn::{Transformer, TransformerConfig};
 use wgformer::{Error, Gpu, Result};
 
@@ -16,6 +18,17 @@ pub fn usage(detail: impl Into<String>) -> Error {
         op: "wgformer",
         detail: detail.into(),
     }
+}
+
+/// The flags of subcommand `cmd` given on the command line (not defaulted), spelt
+/// as on the command line without the dashes (`batch-tokens`).
+pub fn given_flags(cmd: &clap::Command, m: &clap::ArgMatches) -> Vec<String> {
+    cmd.get_arguments()
+        .filter(|a| {
+            m.value_source(a.get_id().as_str()) == Some(clap::parser::ValueSource::CommandLine)
+        })
+        .filter_map(|a| a.get_long().map(str::to_string))
+        .collect()
 }
 
 /// The architecture of a checkpoint: the `model_type` of its config.json.
@@ -106,4 +119,42 @@ pub fn ckpt_error(path: impl std::fmt::Display, detail: impl Into<String>) -> Er
         path: path.to_string(),
         detail: detail.into(),
     }
+}
+
+/// Encodes the text of `flag`, refusing characters outside the tokenizer's
+/// vocabulary (they would silently become `<unk>` and change the result).
+pub fn encode_known(tok: &dyn Tokenizer, text: &str, flag: &str) -> Result<Vec<u32>> {
+    let unknown = tok.unknown_chars(text);
+    if !unknown.is_empty() {
+        return Err(usage(format!(
+            "{flag} has characters the checkpoint's tokenizer does not know (they never \
+             occurred in its training text): {}. Remove or replace them",
+            list_chars(&unknown)
+        )));
+    }
+    Ok(tok.encode(text))
+}
+
+/// Notes on stderr which characters of `what` the tokenizer encodes as `<unk>`,
+/// for input that is still used (a data file, a sentence to translate).
+pub fn note_unknown(tok: &dyn Tokenizer, text: &str, what: &str) {
+    let unknown = tok.unknown_chars(text);
+    if !unknown.is_empty() {
+        eprintln!(
+            "note: {what} has characters outside the tokenizer's vocabulary, encoded as <unk>: {}",
+            list_chars(&unknown)
+        );
+    }
+}
+
+/// [`note_unknown`] for a data file: text, or `source<TAB>target` lines when `pairs`.
+pub fn note_unknown_in_file(tok: &dyn Tokenizer, path: &Path, pairs: bool) -> Result<()> {
+    let text = if pairs {
+        let pairs = wgformer::data::load_tsv_pairs(path)?;
+        pairs.into_iter().flat_map(|(s, t)| [s, t]).collect()
+    } else {
+        read_text(path)?
+    };
+    note_unknown(tok, &text, &format!("`{}`", path.display()));
+    Ok(())
 }

@@ -1,7 +1,8 @@
 //! `wgformer train`: the built-in date task by default, translation pairs from a
 //! TSV file, or a GPT on a text file; fresh, resumed or fine-tuned.
 
-use super::{checkpoint_tokenizer, model_type, read_text, usage};
+use super::flags::{at_least_one, below_one, non_negative, open_fraction, positive};
+use super::{checkpoint_tokenizer, model_type, note_unknown_in_file, read_text, usage};
 use clap::ValueEnum;
 use std::path::{Path, PathBuf};
 use wgformer::checkpoint::{self, LoadMode};
@@ -10,7 +11,9 @@ use wgformer::nn::{Gpt, GptConfig, NormPlacement, Transformer, TransformerConfig
 use wgformer::train::gpt::{GptData, GptTask};
 use wgformer::train::progress::ProgressReporter;
 use wgformer::train::seq2seq::{load_pairs, DateTaskSetup, PairSource, Seq2SeqData, Seq2SeqTask};
-use wgformer::train::{OptimizerChoice, Schedule, TrainOptions, TrainSummary, TrainTask, Trainer};
+use wgformer::train::{
+    Existing, OptimizerChoice, OutDir, Schedule, TrainOptions, TrainSummary, TrainTask, Trainer,
+};
 use wgformer::{Gpu, Result};
 
 /// Which model `train` builds.
@@ -54,43 +57,47 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = TokenizerKind::Char)]
     pub tokenizer: TokenizerKind,
     /// Vocabulary size of a BPE tokenizer trained for the run.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 1024, value_parser = at_least_one::<usize>)]
     pub vocab_size: usize,
-    /// Checkpoint directory (default: runs/date, runs/pairs or runs/gpt; with --resume, the resumed one).
+    /// Checkpoint directory (default: runs/date, runs/pairs or runs/gpt; with --resume, the
+    /// resumed one). Locked while the run writes it (DIR.lock).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Optimiser steps of the whole run.
+    /// Let this new run replace the checkpoint already in --out (at its first save).
     #[arg(long)]
+    pub overwrite: bool,
+    /// Optimiser steps of the whole run.
+    #[arg(long, value_parser = at_least_one::<u32>)]
     pub steps: Option<u32>,
     /// Save and stop after this step; continue later with --resume.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<u32>)]
     pub stop_after: Option<u32>,
     /// Peak learning rate (gpt), or the factor of the paper's schedule (encdec).
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub lr: Option<f32>,
-    /// Warm-up steps.
+    /// Warm-up steps (0: none).
     #[arg(long)]
     pub warmup: Option<u32>,
     /// Windows per micro-batch (gpt).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>)]
     pub batch: Option<usize>,
     /// Tokens per window (gpt).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>)]
     pub seq: Option<usize>,
     /// Token budget per micro-batch (encdec).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>)]
     pub batch_tokens: Option<usize>,
     /// Micro-batches per optimiser step (gradient accumulation).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = at_least_one::<u32>)]
     pub accumulation: u32,
     /// Clip the global gradient norm to this; 0 turns clipping off.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = non_negative)]
     pub clip: f32,
-    /// Label smoothing eps (default 0.1 for encdec, 0 for gpt).
-    #[arg(long)]
+    /// Label smoothing eps in [0, 1) (default 0.1 for encdec, 0 for gpt).
+    #[arg(long, value_parser = below_one)]
     pub label_smoothing: Option<f32>,
     /// AdamW weight decay (gpt).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, value_parser = non_negative)]
     pub weight_decay: f32,
     /// Evaluate every this many steps (0: only at the end).
     #[arg(long)]
@@ -102,28 +109,28 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Layers (per stack for encdec).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>)]
     pub layers: Option<usize>,
     /// Model width.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>)]
     pub d_model: Option<usize>,
     /// Attention heads.
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>)]
     pub heads: Option<usize>,
     /// Feed-forward width (encdec; gpt uses 4 x d_model).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>)]
     pub d_ff: Option<usize>,
-    /// Dropout (encdec).
-    #[arg(long)]
+    /// Dropout in [0, 1) (encdec).
+    #[arg(long, value_parser = below_one)]
     pub dropout: Option<f32>,
     /// Layer norm placement (encdec): post (the paper) or pre.
     #[arg(long, value_enum)]
     pub norm: Option<NormArg>,
     /// Positions: the context (gpt) or longest sequence (encdec).
-    #[arg(long)]
+    #[arg(long, value_parser = at_least_one::<usize>)]
     pub context: Option<usize>,
-    /// Held-out share of the data.
-    #[arg(long, default_value_t = 0.1)]
+    /// Held-out share of the data, in (0, 1).
+    #[arg(long, default_value_t = 0.1, value_parser = open_fraction)]
     pub held_out: f64,
     /// Continue the run saved in this checkpoint exactly where it stopped.
     #[arg(long, conflicts_with = "init_from")]
@@ -140,33 +147,61 @@ pub struct TrainArgs {
     /// Translations to print at the end (encdec).
     #[arg(long, default_value_t = 10)]
     pub show: usize,
+    /// The flags given on the command line (set by `main`), so that those the run
+    /// would ignore are refused ([`check_flags`]).
+    #[arg(skip)]
+    pub given: Vec<String>,
+}
+
+/// Refuses flags this kind of run would ignore; cheap, so it runs before the GPU starts.
+pub fn check_flags(a: &TrainArgs) -> Result<()> {
+    if a.init_from.is_none() && a.resume.is_none() && (a.freeze_embeddings || a.freeze_layers > 0) {
+        return Err(usage(
+            "--freeze-embeddings and --freeze-layers fine-tune a trained model: add --init-from CHECKPOINT",
+        ));
+    }
+    super::unused_flags::check(a)
 }
 
 /// Runs `wgformer train`.
 pub fn run(gpu: &Gpu, a: &TrainArgs) -> Result<()> {
     println!("adapter: {}", gpu.adapter_name());
+    check_flags(a)?;
     if let Some(dir) = &a.resume {
         return resume(gpu, a, dir);
     }
-    if a.init_from.is_none() && (a.freeze_embeddings || a.freeze_layers > 0) {
-        return Err(usage(
-            "--freeze-embeddings and --freeze-layers fine-tune a trained model: add --init-from CHECKPOINT",
-        ));
-    }
+    // Claimed once the data and the model are in place and before the first step,
+    // so a bad --out fails now rather than at the first save.
+    let out_path = a.out.clone().unwrap_or_else(|| default_out(a));
     match a.model {
         ModelKind::Encdec => {
             let mut task = new_seq2seq(gpu, a)?;
             let opts = options(a, ModelKind::Encdec, task.model.config.d_model)?;
-            let out = a.out.clone().unwrap_or_else(|| default_out(a));
-            finish_seq2seq(&mut task, Start::Fresh(opts, Some(out)), a)
+            let out = claim_out(&out_path, a.overwrite)?;
+            finish_seq2seq(&mut task, Start::Fresh(opts, out), a)
         }
         ModelKind::Gpt => {
             let mut task = new_gpt(gpu, a)?;
             let opts = options(a, ModelKind::Gpt, task.model.config.n_embd)?;
-            let out = a.out.clone().unwrap_or_else(|| default_out(a));
-            finish_gpt(&mut task, Start::Fresh(opts, Some(out)))
+            let out = claim_out(&out_path, a.overwrite)?;
+            finish_gpt(&mut task, Start::Fresh(opts, out))
         }
     }
+}
+
+/// Claims the checkpoint directory for this run (see [`OutDir`]); an existing
+/// checkpoint there may be replaced only when `replace` is set.
+fn claim_out(dir: &Path, replace: bool) -> Result<OutDir> {
+    let existing = if replace {
+        Existing::Replace
+    } else {
+        Existing::Refuse
+    };
+    let out = OutDir::claim(dir, existing)?;
+    if let Some(note) = out.note() {
+        eprintln!("note: {note}");
+    }
+    Ok(out)
 }
 
 fn default_out(a: &TrainArgs) -> PathBuf {
@@ -179,14 +214,14 @@ fn default_out(a: &TrainArgs) -> PathBuf {
 
 /// How the trainer starts: fresh with options, or resumed from a checkpoint.
 enum Start {
-    Fresh(TrainOptions, Option<PathBuf>),
-    Resume(PathBuf, Option<u32>, Option<PathBuf>),
+    Fresh(TrainOptions, OutDir),
+    Resume(PathBuf, Option<u32>, OutDir),
 }
 
 fn start<'a>(task: &'a mut dyn TrainTask, how: Start) -> Result<Trainer<'a>> {
     match how {
-        Start::Fresh(opts, out) => Trainer::new(task, opts, out),
-        Start::Resume(dir, steps, out) => Trainer::resume(task, &dir, steps, out),
+        Start::Fresh(opts, out) => Trainer::new(task, opts, Some(out)),
+        Start::Resume(dir, steps, out) => Trainer::resume(task, &dir, steps, Some(out)),
     }
 }
 
@@ -269,6 +304,9 @@ fn new_seq2seq(gpu: &Gpu, a: &TrainArgs) -> Result<Seq2SeqTask> {
             check_type(dir, "encoder_decoder", "--model encdec")?;
             let config: TransformerConfig = checkpoint::read_config(dir)?;
             let tok = checkpoint_tokenizer(dir, config.vocab_size)?;
+            if let Some(path) = &a.data {
+                note_unknown_in_file(tok.as_ref(), path, true)?;
+            }
             let model = Transformer::new(gpu, config, a.seed)?;
             checkpoint::load_params(dir, &model.params(), LoadMode::Strict)?;
             (Some(tok), config, Some(model))
@@ -346,7 +384,9 @@ fn new_gpt(gpu: &Gpu, a: &TrainArgs) -> Result<GptTask> {
         Some(dir) => {
             check_type(dir, "gpt2", "--model gpt")?;
             let (model, _) = checkpoint::load_gpt(gpu, dir)?;
-            (checkpoint_tokenizer(dir, model.config.vocab_size)?, model)
+            let tok = checkpoint_tokenizer(dir, model.config.vocab_size)?;
+            note_unknown_in_file(tok.as_ref(), path, false)?;
+            (tok, model)
         }
         None => {
             let tok: Box<dyn Tokenizer> = match a.tokenizer {
@@ -406,6 +446,11 @@ fn print_config(json: &serde_json::Value) {
 /// `--resume DIR`: rebuilds the task from the checkpoint's config, tokenizer and
 /// trainer state, then continues.
 fn resume(gpu: &Gpu, a: &TrainArgs, dir: &Path) -> Result<()> {
+    let kind = model_type(dir)?;
+    // Saving over the resumed checkpoint continues it; another one is replaced only
+    // with --overwrite. The lock is taken before the checkpoint is read.
+    let out_path = a.out.clone().unwrap_or_else(|| dir.to_path_buf());
+    let out = claim_out(&out_path, a.overwrite || same_path(&out_path, dir))?;
     let state = checkpoint::read_trainer_state(dir)?.ok_or_else(|| {
         usage(format!(
             "`{}` has no trainer state (it is not a training checkpoint): use --init-from to start \
@@ -415,9 +460,8 @@ fn resume(gpu: &Gpu, a: &TrainArgs, dir: &Path) -> Result<()> {
     })?;
     let task_desc = state.get("task").cloned().unwrap_or_default();
     let data_desc = task_desc.get("data").cloned().unwrap_or_default();
-    let out = Some(a.out.clone().unwrap_or_else(|| dir.to_path_buf()));
     let how = Start::Resume(dir.to_path_buf(), a.steps, out);
-    match model_type(dir)?.as_str() {
+    match kind.as_str() {
         "encoder_decoder" => {
             let mut data: Seq2SeqData = serde_json::from_value(data_desc).map_err(|e| {
                 usage(format!(
@@ -430,6 +474,9 @@ fn resume(gpu: &Gpu, a: &TrainArgs, dir: &Path) -> Result<()> {
             }
             let config: TransformerConfig = checkpoint::read_config(dir)?;
             let tok = checkpoint_tokenizer(dir, config.vocab_size)?;
+            if let PairSource::Tsv { path, .. } = &data.source {
+                note_unknown_in_file(tok.as_ref(), path, true)?;
+            }
             let (tok, train, held) = load_pairs(&data.source, Some(tok))?;
             let model = Transformer::new(gpu, config, 0)?;
             let mut task = Seq2SeqTask::new(gpu, model, tok, train, held, data)?;
@@ -450,6 +497,7 @@ fn resume(gpu: &Gpu, a: &TrainArgs, dir: &Path) -> Result<()> {
             };
             let config: GptConfig = checkpoint::read_config(dir)?;
             let tok = checkpoint_tokenizer(dir, config.vocab_size)?;
+            note_unknown_in_file(tok.as_ref(), &path, false)?;
             let dataset = TextDataset::from_file(&path, tok.as_ref(), data.held_out_fraction)?;
             let model = Gpt::new(gpu, config, 0)?;
             let mut task = GptTask::new(gpu, model, tok, dataset, data)?;
@@ -458,6 +506,14 @@ fn resume(gpu: &Gpu, a: &TrainArgs, dir: &Path) -> Result<()> {
         other => Err(usage(format!(
             "cannot resume a `{other}` checkpoint: wgformer trains gpt2 and encoder_decoder models"
         ))),
+    }
+}
+
+/// True when both paths name the same directory (`runs/x` and `./runs/x`).
+fn same_path(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
     }
 }
 

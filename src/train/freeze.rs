@@ -3,6 +3,7 @@
 //! `embed`, `encoder.layers.{i}.`, `decoder.layers.{i}.`).
 
 use crate::autograd::Param;
+use crate::error::{Error, Result};
 
 /// The layer index in a parameter name (`h.3.attn...` or `encoder.layers.3....`).
 pub fn layer_index(name: &str) -> Option<usize> {
@@ -22,8 +23,23 @@ pub fn is_embedding(name: &str) -> bool {
 /// Freezes the embeddings (when `embeddings`) and the layers with index below
 /// `lower_layers` in every stack (encoder and decoder alike). Returns the number of
 /// parameter tensors frozen. Freezing the GPT's `wte` also freezes the output
-/// projection, which is the same tensor.
-pub fn freeze(params: &[Param], embeddings: bool, lower_layers: usize) -> usize {
+/// projection, which is the same tensor. Asking for more layers than the deepest
+/// stack has is an error (it would silently freeze the whole model).
+pub fn freeze(params: &[Param], embeddings: bool, lower_layers: usize) -> Result<usize> {
+    let layers = params
+        .iter()
+        .filter_map(|p| layer_index(p.name()))
+        .max()
+        .map_or(0, |i| i + 1);
+    if lower_layers > layers {
+        return Err(Error::invalid(
+            "train",
+            format!(
+                "--freeze-layers {lower_layers} asks for more layers than the model has \
+                 ({layers} per stack): use 0 to {layers}"
+            ),
+        ));
+    }
     let mut n = 0;
     for p in params {
         let frozen = (embeddings && is_embedding(p.name()))
@@ -33,7 +49,7 @@ pub fn freeze(params: &[Param], embeddings: bool, lower_layers: usize) -> usize 
             n += 1;
         }
     }
-    n
+    Ok(n)
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Training: one loop for both models. A [`TrainTask`] supplies the model, the data
 //! and the loss of a micro-batch; the [`Trainer`] runs the optimiser steps
 //! (accumulation, clipping, schedule), evaluates on held-out data, writes the
-//! JSON-lines eval log and checkpoints, and resumes exactly.
+//! JSON-lines eval log and checkpoints into an [`OutDir`] it holds locked, and
+//! resumes exactly.
 //!
 //! Exact resume: the data of micro-batch `m` and its dropout seed are functions of
 //! (seed, m) alone, the optimiser state and step count are saved bit for bit, and
@@ -16,10 +17,12 @@
 pub mod freeze;
 pub mod gpt;
 mod options;
+pub mod out_dir;
 pub mod progress;
 pub mod seq2seq;
 
 pub use options::{OptimizerChoice, Schedule, TrainOptions};
+pub use out_dir::{Existing, OutDir};
 
 use crate::autograd::{Param, Tape, Var};
 use crate::checkpoint;
@@ -150,8 +153,8 @@ pub struct Trainer<'a> {
     task: &'a mut dyn TrainTask,
     opt: Optimizer,
     state: TrainerState,
-    /// Where checkpoints go (None: no checkpoints).
-    out_dir: Option<PathBuf>,
+    /// Where checkpoints go, locked for the run (None: no checkpoints).
+    out_dir: Option<OutDir>,
 }
 
 impl<'a> Trainer<'a> {
@@ -159,14 +162,14 @@ impl<'a> Trainer<'a> {
     pub fn new(
         task: &'a mut dyn TrainTask,
         options: TrainOptions,
-        out_dir: Option<PathBuf>,
+        out_dir: Option<OutDir>,
     ) -> Result<Self> {
         options.validate()?;
         freeze::freeze(
             &task.params(),
             options.freeze_embeddings,
             options.freeze_layers,
-        );
+        )?;
         let opt = Optimizer::new(
             task.gpu(),
             task.params(),
@@ -200,7 +203,7 @@ impl<'a> Trainer<'a> {
         task: &'a mut dyn TrainTask,
         dir: &Path,
         steps: Option<u32>,
-        out_dir: Option<PathBuf>,
+        out_dir: Option<OutDir>,
     ) -> Result<Self> {
         let raw = checkpoint::read_trainer_state(dir)?.ok_or_else(|| {
             Error::checkpoint(
@@ -226,7 +229,7 @@ impl<'a> Trainer<'a> {
             &task.params(),
             state.options.freeze_embeddings,
             state.options.freeze_layers,
-        );
+        )?;
         if state.step >= state.options.steps {
             return Err(Error::invalid(
                 "train --resume",
@@ -293,10 +296,10 @@ impl<'a> Trainer<'a> {
             trainable,
             flops_per_token: self.task.flops_per_token(),
         });
-        let mut log = match &self.out_dir {
-            Some(dir) => Some(EvalLog::open(dir, first == 1)?),
-            None => None,
-        };
+        let mut log = self
+            .out_dir
+            .as_ref()
+            .map(|out| EvalLog::new(out.path(), first == 1));
         let mut losses = Vec::new();
         let mut eval = None;
         let (mut train_s, mut tokens, mut flops) = (0.0f64, 0u64, 0.0f64);
@@ -362,14 +365,14 @@ impl<'a> Trainer<'a> {
                 });
                 eval = Some(metrics);
             }
-            if let Some(dir) = &self.out_dir {
+            if let Some(dir) = self.out_dir.as_ref().map(OutDir::path) {
                 if at_end || (opts.checkpoint_every > 0 && step % opts.checkpoint_every == 0) {
                     let state = serde_json::to_value(&self.state)
                         .map_err(|e| Error::invalid("train", format!("trainer state: {e}")))?;
                     self.task.save(dir, &self.opt, &state)?;
                     on_event(&TrainEvent::Checkpoint {
                         step,
-                        dir: dir.clone(),
+                        dir: dir.to_path_buf(),
                     });
                 }
             }
@@ -408,27 +411,23 @@ pub fn eval_log_path(out_dir: &Path) -> PathBuf {
     out_dir.with_file_name(format!("{name}.eval.jsonl"))
 }
 
-/// The JSON-lines log of every evaluation (a resumed run continues it).
+/// The JSON-lines log of every evaluation (a resumed run continues it). The file
+/// is opened at the first line, so a run that fails before evaluating leaves no
+/// empty log (and an earlier run's log stays until this run has a line to write).
 struct EvalLog {
     path: PathBuf,
-    file: std::fs::File,
+    /// A fresh run starts the log anew; a resumed one appends.
+    fresh: bool,
+    file: Option<std::fs::File>,
 }
 
 impl EvalLog {
-    /// A fresh run starts the log anew; a resumed one appends.
-    fn open(out_dir: &Path, fresh: bool) -> Result<EvalLog> {
-        let path = eval_log_path(out_dir);
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
+    fn new(out_dir: &Path, fresh: bool) -> EvalLog {
+        EvalLog {
+            path: eval_log_path(out_dir),
+            fresh,
+            file: None,
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(!fresh)
-            .write(true)
-            .truncate(fresh)
-            .open(&path)
-            .map_err(|e| io_error(&path, e))?;
-        Ok(EvalLog { path, file })
     }
 
     fn write(
@@ -450,7 +449,21 @@ impl EvalLog {
         {
             obj.extend(metrics.into_iter().map(|(k, v)| (format!("eval_{k}"), v)));
         }
-        writeln!(self.file, "{line}").map_err(|e| io_error(&self.path, e))
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => self.file.insert(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(!self.fresh)
+                    .write(true)
+                    .truncate(self.fresh)
+                    .open(&self.path)
+                    .map_err(|e| io_error(&self.path, e))?,
+            ),
+        };
+        // One write per line: a line is never split by a crash between two writes.
+        file.write_all(format!("{line}\n").as_bytes())
+            .map_err(|e| io_error(&self.path, e))
     }
 }
 

@@ -85,6 +85,15 @@ pub enum Schedule {
 }
 
 impl Schedule {
+    /// The number `--lr` sets: the peak rate, or the factor of the paper's schedule.
+    fn peak(&self) -> f32 {
+        match *self {
+            Schedule::Noam { factor, .. } => factor,
+            Schedule::Cosine { max_lr, .. } => max_lr,
+            Schedule::Constant { lr } => lr,
+        }
+    }
+
     /// The rate at `step` of a run of `total` steps.
     pub fn lr(&self, step: u32, total: u32) -> f32 {
         match *self {
@@ -155,6 +164,15 @@ impl TrainOptions {
             if c.is_nan() || c <= 0.0 {
                 return bad(format!("gradient clip {c} must be > 0 (or off)"));
             }
+        }
+        if self.stop_after == Some(0) {
+            return bad("--stop-after 0 would stop before the first step: use 1 or more".into());
+        }
+        let lr = self.schedule.peak();
+        if !(lr.is_finite() && lr > 0.0) {
+            return bad(format!(
+                "the learning rate (--lr) is {lr}: use a finite number > 0"
+            ));
         }
         if self.schedule.lr(1, self.steps).is_nan() {
             return bad("the learning-rate schedule gives NaN: check its numbers".into());

@@ -1,0 +1,100 @@
+//! Range checks of the numeric flags, run by clap as it parses them: a value that
+//! makes no sense (a negative learning rate, NaN, a top-k of 0, ...) is refused
+//! before any work starts, with the flag named (clap adds it) and the valid range.
+
+use std::fmt::Display;
+use std::str::FromStr;
+
+/// Parses `s` as a `T` and keeps it when `ok` holds; otherwise says `range`.
+fn number<T>(s: &str, ok: impl Fn(&T) -> bool, range: &str) -> Result<T, String>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    match s.trim().parse::<T>() {
+        Ok(v) if ok(&v) => Ok(v),
+        Ok(_) => Err(format!("use {range}")),
+        Err(e) => Err(format!("{e}: use {range}")),
+    }
+}
+
+/// A whole number from 1 up (a count, a size, an interval).
+pub fn at_least_one<T>(s: &str) -> Result<T, String>
+where
+    T: FromStr + PartialOrd + From<u8>,
+    T::Err: Display,
+{
+    number(s, |v| *v >= T::from(1), "a whole number >= 1")
+}
+
+/// A finite number > 0 (a learning rate).
+pub fn positive(s: &str) -> Result<f32, String> {
+    number(
+        s,
+        |v: &f32| v.is_finite() && *v > 0.0,
+        "a finite number > 0",
+    )
+}
+
+/// A finite number >= 0 (a clip norm where 0 turns it off, a temperature, a decay).
+pub fn non_negative(s: &str) -> Result<f32, String> {
+    number(
+        s,
+        |v: &f32| v.is_finite() && *v >= 0.0,
+        "a finite number >= 0",
+    )
+}
+
+/// A finite number of either sign (a length-penalty exponent).
+pub fn finite(s: &str) -> Result<f32, String> {
+    number(s, |v: &f32| v.is_finite(), "a finite number")
+}
+
+/// A rate in [0, 1): dropout, label smoothing.
+pub fn below_one(s: &str) -> Result<f32, String> {
+    number(s, |v: &f32| (0.0..1.0).contains(v), "a number in [0, 1)")
+}
+
+/// A share in (0, 1): the held-out part of the data (both parts must exist).
+pub fn open_fraction(s: &str) -> Result<f64, String> {
+    number(s, |v: &f64| *v > 0.0 && *v < 1.0, "a number in (0, 1)")
+}
+
+/// A probability mass in (0, 1]: top-p.
+pub fn probability(s: &str) -> Result<f32, String> {
+    number(s, |v: &f32| *v > 0.0 && *v <= 1.0, "a number in (0, 1]")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_outside_the_range_are_refused_with_the_range() {
+        assert_eq!(at_least_one::<u32>("3"), Ok(3));
+        assert_eq!(
+            at_least_one::<usize>("0"),
+            Err("use a whole number >= 1".into())
+        );
+        let err = at_least_one::<u32>("99999999999").unwrap_err();
+        assert!(err.contains("too large") && err.contains(">= 1"), "{err}");
+        assert!(at_least_one::<u32>("-1").is_err());
+        assert_eq!(positive("1e-3"), Ok(1e-3));
+        for bad in ["-1", "0", "nan", "inf", "x"] {
+            let err = positive(bad).unwrap_err();
+            assert!(err.contains("> 0"), "{bad}: {err}");
+        }
+        assert_eq!(non_negative("0"), Ok(0.0));
+        assert!(non_negative("-1").is_err() && non_negative("NaN").is_err());
+        assert_eq!(finite("-0.5"), Ok(-0.5));
+        assert!(finite("nan").unwrap_err().contains("finite"));
+        assert_eq!(below_one("0"), Ok(0.0));
+        assert!(below_one("1").is_err() && below_one("-0.1").is_err());
+        assert!(below_one("nan").unwrap_err().contains("[0, 1)"));
+        assert_eq!(open_fraction("0.1"), Ok(0.1));
+        assert!(open_fraction("0").is_err() && open_fraction("1").is_err());
+        assert_eq!(probability("1"), Ok(1.0));
+        assert!(probability("0").is_err() && probability("1.5").is_err());
+        assert!(probability("nan").unwrap_err().contains("(0, 1]"));
+    }
+}

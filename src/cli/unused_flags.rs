@@ -1,0 +1,86 @@
+//! `train` flags the chosen kind of run would not use (a learning rate with
+//! `--resume`, `--dropout` for a GPT, a model size with `--init-from`, ...):
+//! refused by name instead of silently ignored.
+
+use super::train::{ModelKind, TokenizerKind, TrainArgs};
+use super::usage;
+use wgformer::Result;
+
+/// The flags `--resume` reads; the run's other settings come from its checkpoint.
+const RESUME_FLAGS: &[&str] = &["resume", "out", "overwrite", "steps", "data", "show"];
+/// What `--init-from` takes from the checkpoint instead of the flags.
+const MODEL_FLAGS: &[&str] = &[
+    "layers",
+    "d-model",
+    "heads",
+    "d-ff",
+    "dropout",
+    "norm",
+    "context",
+    "tokenizer",
+    "vocab-size",
+];
+const ENCDEC_ONLY: &[&str] = &["batch-tokens", "d-ff", "dropout", "norm", "show"];
+const GPT_ONLY: &[&str] = &["batch", "seq", "weight-decay"];
+/// The date task brings its own tokenizer and held-out dates.
+const DATA_FLAGS: &[&str] = &["tokenizer", "vocab-size", "held-out"];
+
+/// Refuses flags given on the command line (`a.given`) that this run would ignore.
+pub fn check(a: &TrainArgs) -> Result<()> {
+    let given = |allowed: &dyn Fn(&str) -> bool| -> Vec<String> {
+        a.given
+            .iter()
+            .filter(|f| !allowed(f))
+            .map(|f| format!("--{f}"))
+            .collect()
+    };
+    let refuse = |flags: Vec<String>, why: &str| -> Result<()> {
+        if flags.is_empty() {
+            return Ok(());
+        }
+        Err(usage(format!(
+            "{} would be ignored: {why}. Leave {} out",
+            flags.join(", "),
+            if flags.len() == 1 { "it" } else { "them" }
+        )))
+    };
+    if a.resume.is_some() {
+        return refuse(
+            given(&|f| RESUME_FLAGS.contains(&f)),
+            "--resume continues the run with the settings saved in its checkpoint (only --steps, \
+             --data, --out, --overwrite and --show apply; --init-from starts a new run from its \
+             weights with new settings)",
+        );
+    }
+    if a.init_from.is_some() {
+        refuse(
+            given(&|f| !MODEL_FLAGS.contains(&f)),
+            "--init-from takes the model and its tokenizer from the checkpoint",
+        )?;
+    }
+    match a.model {
+        ModelKind::Gpt => refuse(
+            given(&|f| !ENCDEC_ONLY.contains(&f)),
+            "it applies to --model encdec only",
+        )?,
+        ModelKind::Encdec => refuse(
+            given(&|f| !GPT_ONLY.contains(&f)),
+            "it applies to --model gpt only (the encoder-decoder takes --batch-tokens, and the \
+             paper's Adam has no weight decay)",
+        )?,
+    }
+    if a.model == ModelKind::Encdec && a.data.is_none() && a.init_from.is_none() {
+        refuse(
+            given(&|f| !DATA_FLAGS.contains(&f)),
+            "the built-in date task has its own tokenizer and held-out dates (these apply with \
+             --data FILE.tsv)",
+        )?;
+    }
+    if a.tokenizer != TokenizerKind::Bpe {
+        refuse(
+            given(&|f| f != "vocab-size"),
+            "--vocab-size sets the size of a BPE tokenizer: add --tokenizer bpe",
+        )?;
+    }
+    Ok(())
+}
