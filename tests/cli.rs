@@ -333,7 +333,7 @@ fn nonsense_flag_values_are_refused_by_name() {
                 "18446744073709551616",
             ],
             "--max-tokens",
-            "too large",
+            "from 1 to 18446744073709551615",
         ),
         (
             &["translate", ck[0], ck[1], "--alpha", "nan", "a"],
@@ -414,4 +414,55 @@ fn flags_a_run_would_ignore_are_refused() {
         let err = fails(args);
         assert!(err.contains(says), "{args:?}:\n{err}");
     }
+}
+
+/// `translate` on an (untrained) encoder-decoder checkpoint: a --max-len past the
+/// model's and an empty input are refused; characters the tokenizer never saw
+/// are named in a note.
+#[test]
+fn translate_names_what_the_model_cannot_take() {
+    use wgformer::checkpoint::{save_checkpoint, CheckpointContents};
+    use wgformer::data::{CharTokenizer, Tokenizer};
+    use wgformer::nn::{Transformer, TransformerConfig};
+    let tok = CharTokenizer::from_text("0123456789-").unwrap();
+    let config = TransformerConfig {
+        vocab_size: tok.vocab_size(),
+        d_model: 16,
+        d_ff: 32,
+        n_heads: 2,
+        n_encoder_layers: 1,
+        n_decoder_layers: 1,
+        max_len: 12,
+        ..TransformerConfig::small()
+    };
+    let model = Transformer::new(&common::gpu(), config, 1).unwrap();
+    let ck = tmp("encdec");
+    let params = model.params();
+    let save_tokenizer = |dir: &Path| tok.save(dir);
+    let contents = CheckpointContents {
+        extra_files: Some(&save_tokenizer),
+        ..CheckpointContents::new(&config, &params)
+    };
+    save_checkpoint(&ck, &contents).unwrap();
+
+    let err = fails(&[
+        "translate",
+        "--checkpoint",
+        s(&ck),
+        "--max-len",
+        "13",
+        "1-2",
+    ]);
+    assert!(
+        err.contains("--max-len 13") && err.contains("1 to 12"),
+        "{err}"
+    );
+    let err = fails(&["translate", "--checkpoint", s(&ck), "1-2", ""]);
+    assert!(err.contains("input 2 of 2 is empty"), "{err}");
+    let out = wgformer(&["translate", "--checkpoint", s(&ck), "--beam", "1", "12/x"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("'/', 'x'"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("12/x -> "));
+    let _ = std::fs::remove_dir_all(&ck);
 }

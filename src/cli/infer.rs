@@ -172,6 +172,13 @@ pub fn translate(gpu: &Gpu, a: &TranslateArgs) -> Result<()> {
         alpha: a.alpha,
         max_len: a.max_len.unwrap_or(most),
     };
+    if let Some(i) = a.inputs.iter().position(|s| s.is_empty()) {
+        return Err(usage(format!(
+            "input {} of {} is empty: give text to translate",
+            i + 1,
+            a.inputs.len()
+        )));
+    }
     for input in &a.inputs {
         note_unknown(tok.as_ref(), input, &format!("`{input}`"));
         let src = tok.encode(input);

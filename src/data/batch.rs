@@ -96,7 +96,7 @@ pub fn check_pair_lengths(
                 format!(
                     "pair {i} has a {}-token source and a {}-token target (+1 for bos/eos), over the \
                      model's limits of {max_src_len} and {max_tgt_len}. Remove or shorten long pairs, or \
-                     use a model with more positions",
+                     use a model with more positions (train --context)",
                     s.len(),
                     t.len()
                 ),

@@ -56,7 +56,7 @@ impl OutDir {
         let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
             return Err(Error::checkpoint(
                 dir.display(),
-                "a checkpoint path must end in a directory name (not `..`, `/` or non-UTF-8)",
+                "a checkpoint path must end in a directory name (not `.`, `..`, `/` or non-UTF-8)",
             ));
         };
         if dir.is_file() {
@@ -448,5 +448,32 @@ mod tests {
         std::fs::create_dir_all(&empty).unwrap();
         drop(OutDir::claim(&empty, Existing::Refuse).unwrap());
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    /// The error names the directory that cannot be written, not a file in it.
+    #[test]
+    #[cfg(unix)]
+    fn an_unwritable_place_is_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tmp("read-only");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o555)).unwrap();
+        // Root ignores permission bits; the check only means something for others.
+        let enforced = std::fs::File::create(root.join("probe")).is_err();
+        let result = OutDir::claim(&root.join("run"), Existing::Refuse);
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        if enforced {
+            let err = result.unwrap_err().to_string();
+            let named = format!("cannot write in `{}`", root.display());
+            assert!(err.contains(&named) && !err.contains("eval.jsonl"), "{err}");
+        }
+        let _ = std::fs::remove_dir_all(&root);
+        // sysfs takes no new files, not even from root.
+        if Path::new("/sys/kernel").is_dir() {
+            let err = OutDir::claim(Path::new("/sys/wgformer-test-run"), Existing::Refuse)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("cannot write in `/sys`"), "{err}");
+        }
     }
 }
