@@ -163,10 +163,9 @@ pub fn check_flags(a: &TrainArgs) -> Result<()> {
     super::unused_flags::check(a)
 }
 
-/// Runs `wgformer train`.
+/// Runs `wgformer train` (after [`check_flags`]).
 pub fn run(gpu: &Gpu, a: &TrainArgs) -> Result<()> {
     println!("adapter: {}", gpu.adapter_name());
-    check_flags(a)?;
     if let Some(dir) = &a.resume {
         return resume(gpu, a, dir);
     }
