@@ -32,6 +32,8 @@ pub mod autograd;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod checkpoint;
 pub mod data;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod energy;
 pub mod error;
 pub mod generate;
 pub mod gpu;
