@@ -2,6 +2,7 @@
 //! and inference on checkpoints. Helpers shared by them live here.
 
 pub mod infer;
+pub mod privacy;
 pub mod train;
 
 use std::path::Path;
