@@ -40,6 +40,7 @@ pub mod gpu;
 pub mod kernels;
 pub mod nn;
 pub mod optim;
+pub mod privacy;
 pub mod reference;
 pub mod rng;
 pub mod safetensors;

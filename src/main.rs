@@ -41,6 +41,9 @@ enum Command {
     Info,
     /// Run every kernel on this GPU against the CPU reference and time the GEMM.
     Check,
+    /// The privacy DP-SGD spends: epsilon at delta for a sampling rate, noise
+    /// multiplier and number of steps (the RDP accountant; no GPU needed).
+    Privacy(cli::privacy::PrivacyArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -130,6 +133,7 @@ fn main() -> ExitCode {
         }
         Command::Eval(args) => wgformer::Gpu::new().and_then(|gpu| cli::infer::eval(&gpu, &args)),
         Command::Score(args) => wgformer::Gpu::new().and_then(|gpu| cli::infer::score(&gpu, &args)),
+        Command::Privacy(args) => cli::privacy::run(&args),
         Command::Info => wgformer::Gpu::new().map(|gpu| println!("{}", gpu.describe())),
         Command::Bench(BenchCommand::Train(args)) => {
             wgformer::Gpu::new().and_then(|gpu| bench_train(&gpu, &args))

@@ -3,6 +3,7 @@
 
 pub mod flags;
 pub mod infer;
+pub mod privacy;
 pub mod train;
 mod unused_flags;
 
