@@ -578,17 +578,8 @@ fn configs_our_own_strict_foreign_lenient_but_faithful() {
         "{err}"
     );
 
-    // Hugging Face configs: extra fields ignored, math-changing options refused.
-    for (key, value) in [
-        ("activation_function", serde_json::json!("relu")),
-        ("scale_attn_by_inverse_layer_idx", serde_json::json!(true)),
-        ("n_inner", serde_json::json!(12)),
-        ("tie_word_embeddings", serde_json::json!(false)),
-    ] {
-        let hf = hf_copy(&root, |c| c[key] = value.clone());
-        let err = read_config::<GptConfig>(&hf).unwrap_err().to_string();
-        assert!(err.contains(key), "{key}: {err}");
-    }
+    // Hugging Face configs: sizes under transformers' aliases, n_ctx for a
+    // missing n_positions, a missing size named.
     let hf = hf_copy(&root, |c| {
         c.as_object_mut().unwrap().remove("n_positions");
     });
@@ -602,6 +593,90 @@ fn configs_our_own_strict_foreign_lenient_but_faithful() {
     });
     let err = read_config::<GptConfig>(&hf).unwrap_err().to_string();
     assert!(err.contains("n_layer"), "{err}");
+    let hf = hf_copy(&root, |c| {
+        let c = c.as_object_mut().unwrap();
+        c.remove("n_embd");
+        c.insert("hidden_size".into(), 8.into());
+    });
+    assert_eq!(read_config::<GptConfig>(&hf).unwrap().n_embd, 8, "alias");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Hugging Face GPT-2 options that change the model's math, each with a value
+/// wgformer's GPT does not compute (transformers' GPT2Config and PreTrainedConfig).
+fn math_changing_gpt2_options() -> Vec<(&'static str, serde_json::Value)> {
+    use serde_json::json;
+    vec![
+        ("activation_function", json!("relu")),
+        ("activation_function", json!("gelu")), // the exact erf form
+        ("activation_function", json!("bogus")),
+        ("activation_function", json!(1)),
+        ("scale_attn_weights", json!(false)),
+        ("scale_attn_by_inverse_layer_idx", json!(true)),
+        ("add_cross_attention", json!(true)),
+        ("is_encoder_decoder", json!(true)),
+        ("tie_word_embeddings", json!(false)),
+        ("n_inner", json!(12)),
+        ("n_inner", json!(7)),
+        ("sliding_window", json!(4)),
+        ("rope_scaling", json!({"type": "linear", "factor": 2.0})),
+        ("rope_theta", json!(10000.0)),
+        (
+            "quantization_config",
+            json!({"quant_method": "bitsandbytes"}),
+        ),
+        ("pruned_heads", json!({"0": [1]})),
+        ("hidden_size", json!(16)), // disagrees with n_embd 8
+    ]
+}
+
+#[test]
+fn every_math_changing_gpt2_option_is_refused_by_name() {
+    use serde_json::json;
+    let root = scratch("gpt2-options");
+    // A Hugging Face config.json.
+    for (key, value) in math_changing_gpt2_options() {
+        let hf = hf_copy(&root, |c| c[key] = value.clone());
+        let err = read_config::<GptConfig>(&hf).unwrap_err().to_string();
+        assert!(err.contains(&format!("\"{key}\"")), "{key}: {err}");
+    }
+    // Values that leave the math as it is load.
+    for (key, value) in [
+        ("activation_function", json!("gelu_pytorch_tanh")),
+        ("activation_function", json!("gelu_python_tanh")),
+        ("activation_function", json!("gelu_fast")),
+        ("activation_function", json!("gelu_accurate")),
+        ("n_inner", json!(32)),
+        ("scale_attn_weights", json!(null)),
+        // Scores in float32 is what wgformer's attention does anyway.
+        ("reorder_and_upcast_attn", json!(true)),
+        ("sliding_window", json!(null)),
+        ("pruned_heads", json!({})),
+        ("hidden_size", json!(8)),
+        ("attn_pdrop", json!(0.3)),
+    ] {
+        let hf = hf_copy(&root, |c| c[key] = value.clone());
+        let config = read_config::<GptConfig>(&hf);
+        assert!(config.is_ok(), "{key}: {value} refused: {:?}", config.err());
+    }
+
+    // Our own config.json carries the same options for transformers: an edited
+    // one is refused the same way (a field of another model is an unknown field).
+    let gpu = gpu();
+    let dir = root.join("ours");
+    let (model, _) = trained(&gpu, tiny(1, 8), 3, 0);
+    save(&dir, &model, None, None);
+    let path = dir.join("config.json");
+    let good: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for (key, value) in math_changing_gpt2_options() {
+        let mut edited = good.clone();
+        edited[key] = value;
+        std::fs::write(&path, edited.to_string()).unwrap();
+        let err = read_config::<GptConfig>(&dir).unwrap_err().to_string();
+        assert!(err.contains(key), "{key}: {err}");
+    }
+    std::fs::write(&path, good.to_string()).unwrap();
+    assert_eq!(read_config::<GptConfig>(&dir).unwrap(), model.config);
     let _ = std::fs::remove_dir_all(&root);
 }
 

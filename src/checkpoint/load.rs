@@ -3,7 +3,7 @@
 //! the trainer's.
 
 use super::atomic::resolve;
-use super::hf::is_attention_buffer;
+use super::hf::{self, Leftover};
 use super::save::slot_names;
 use super::{
     LoadMode, LoadReport, ModelConfig, CONFIG_FILE, FORMAT_KEY, FORMAT_VERSION, MODEL_FILE,
@@ -15,7 +15,7 @@ use crate::gpu::Gpu;
 use crate::nn::{Gpt, GptConfig};
 use crate::optim::Optimizer;
 use crate::safetensors::{self, SafeTensors};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -75,9 +75,10 @@ pub fn read_config<C: ModelConfig>(path: &Path) -> Result<C> {
     }
     json.remove("model_type");
     json.remove(FORMAT_KEY);
-    for k in C::COMPAT_KEYS {
-        json.remove(*k);
-    }
+    let compat: Map<String, Value> = C::COMPAT_KEYS
+        .iter()
+        .filter_map(|k| json.remove(*k).map(|v| (k.to_string(), v)))
+        .collect();
     let config: C = serde_json::from_value(Value::Object(json.clone())).map_err(|e| {
         fail(format!(
             "the {} config does not parse ({e}): fix that field, or write the config again",
@@ -97,6 +98,7 @@ pub fn read_config<C: ModelConfig>(path: &Path) -> Result<C> {
             )));
         }
     }
+    config.check_compat_fields(&path, &compat)?;
     Ok(config)
 }
 
@@ -135,12 +137,10 @@ pub fn load_params(path: &Path, params: &[Param], mode: LoadMode) -> Result<Load
     let mut plan = Vec::new();
     for p in params {
         let name = p.name();
-        let mut candidates = vec![name.to_string(), format!("transformer.{name}")];
-        if name == "wte.weight" {
-            // Some exports keep only the output projection of a tied pair.
-            candidates.push("lm_head.weight".into());
-        }
-        let Some(found) = candidates.into_iter().find(|c| st.info(c).is_some()) else {
+        let Some(found) = hf::file_names(name)
+            .into_iter()
+            .find(|c| st.info(c).is_some())
+        else {
             report.missing.push(name.to_string());
             continue;
         };
@@ -174,27 +174,14 @@ pub fn load_params(path: &Path, params: &[Param], mode: LoadMode) -> Result<Load
         .iter()
         .find(|(p, _)| p.name() == "wte.weight")
         .map(|(_, f)| f.clone());
-    for name in st.names() {
-        if used.contains(name) {
-            continue;
-        }
-        let bare = name.strip_prefix("transformer.").unwrap_or(name);
-        if is_attention_buffer(bare) {
-            report.ignored.push(name.to_string());
-        } else if let (Some(wte), true) = (&wte_source, bare == "lm_head.weight") {
-            let same = st.info(name).map(|i| &i.shape) == st.info(wte).map(|i| &i.shape)
-                && bits(&st.to_f32(name)?) == bits(&st.to_f32(wte)?);
-            if !same {
-                return Err(fail(format!(
-                    "`{name}` differs from `{wte}`: this model has an output projection of its \
-                     own, and wgformer's GPT ties it to the token embedding, so it cannot be \
-                     loaded faithfully"
-                )));
+    for name in st.names().filter(|n| !used.contains(*n)) {
+        match hf::leftover(&st, name, wte_source.as_deref(), fail)? {
+            Leftover::AttentionBuffer => report.ignored.push(name.to_string()),
+            Leftover::TiedLmHead => {
+                report.tied_lm_head = true;
+                report.ignored.push(name.to_string());
             }
-            report.tied_lm_head = true;
-            report.ignored.push(name.to_string());
-        } else {
-            report.unused.push(name.to_string());
+            Leftover::Unused => report.unused.push(name.to_string()),
         }
     }
 
@@ -304,10 +291,6 @@ pub fn load_gpt(gpu: &Gpu, dir: &Path) -> Result<(Gpt, LoadReport)> {
     let model = Gpt::new(gpu, config, 0)?;
     let report = load_params(dir, &model.params(), LoadMode::Strict)?;
     Ok((model, report))
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
 }
 
 fn list_tail(names: &[String]) -> String {

@@ -37,10 +37,11 @@
 //! `h.{i}.attn.masked_bias` ignored, `lm_head.weight` accepted when it equals (is
 //! tied to) `wte.weight`, F16 and BF16 tensors widened. [`read_config`] tells a
 //! foreign `config.json` from ours by the `"wgformer_format"` field: ours are read
-//! strictly (an unknown field is an error), foreign ones through
-//! [`ModelConfig::from_foreign`], which for GPT-2 takes the sizes and ignores the
-//! many other fields Hugging Face writes, refusing only options that change the
-//! model's math.
+//! strictly (an unknown field is an error, and the GPT-2 options written for
+//! `transformers` must describe our GPT), foreign ones through
+//! [`ModelConfig::from_foreign`], which for GPT-2 takes the sizes, refuses by name
+//! every option that changes the model's math, and ignores the other fields
+//! Hugging Face writes (dropout, token ids, generation settings).
 
 mod atomic;
 mod hf;
@@ -83,6 +84,14 @@ pub trait ModelConfig: Serialize + DeserializeOwned {
     /// the config; ignored when read back). Keys must be in `COMPAT_KEYS`.
     fn compat_fields(&self) -> Map<String, Value> {
         Map::new()
+    }
+    /// Checks the [`ModelConfig::COMPAT_KEYS`] fields found in one of our own
+    /// `config.json` files against the config read from it: they are not part of
+    /// the config, so an edited value that asks for a model this one is not must
+    /// be refused here, naming the field. By default they are not checked.
+    fn check_compat_fields(&self, path: &Path, fields: &Map<String, Value>) -> Result<()> {
+        let _ = (path, fields);
+        Ok(())
     }
     /// Reads a `config.json` of this `model_type` that another tool wrote (no
     /// `"wgformer_format"` field). By default such files are refused.

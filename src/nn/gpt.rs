@@ -13,9 +13,10 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::tensor::Tensor;
 
-/// Sizes of a GPT (GPT-2's config.json names). Unknown fields are an error in
-/// our own configs; [`GptConfig::from_json_str`] also reads a Hugging Face
-/// GPT-2 config.json (recognised by its `model_type`), ignoring its other keys.
+/// Sizes of a GPT (GPT-2's config.json names). Checkpoints store it in
+/// config.json; [`crate::checkpoint::read_config`] reads ours (unknown fields are
+/// an error) and Hugging Face's GPT-2 configs (options that change the math
+/// refused by name).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GptConfig {
@@ -31,18 +32,6 @@ pub struct GptConfig {
 
 fn default_eps() -> f32 {
     1e-5
-}
-
-/// The fields of a Hugging Face GPT-2 config.json that we use (the rest is ignored).
-#[derive(serde::Deserialize)]
-struct HfGpt2Config {
-    vocab_size: usize,
-    n_positions: usize,
-    n_embd: usize,
-    n_layer: usize,
-    n_head: usize,
-    #[serde(default = "default_eps")]
-    layer_norm_epsilon: f32,
 }
 
 impl GptConfig {
@@ -78,58 +67,6 @@ impl GptConfig {
         config_checks::heads(OP, ("n_embd", self.n_embd), ("n_head", self.n_head))?;
         config_checks::epsilon(OP, self.layer_norm_epsilon, "GPT-2 uses 1e-5")?;
         Ok(())
-    }
-
-    /// Parses JSON: our config (unknown fields are an error), or a Hugging Face
-    /// GPT-2 config.json (it has `"model_type"`; only the fields above are read).
-    /// The result is validated.
-    pub fn from_json_str(json: &str) -> Result<GptConfig> {
-        const OP: &str = "GptConfig::from_json";
-        let value: serde_json::Value = serde_json::from_str(json)
-            .map_err(|e| Error::invalid(OP, format!("not valid JSON: {e}")))?;
-        let config = if value.get("model_type").is_some() {
-            let hf: HfGpt2Config = serde_json::from_value(value).map_err(|e| {
-                Error::invalid(
-                    OP,
-                    format!("a Hugging Face config.json without a field we need: {e}"),
-                )
-            })?;
-            GptConfig {
-                vocab_size: hf.vocab_size,
-                n_positions: hf.n_positions,
-                n_embd: hf.n_embd,
-                n_layer: hf.n_layer,
-                n_head: hf.n_head,
-                layer_norm_epsilon: hf.layer_norm_epsilon,
-            }
-        } else {
-            serde_json::from_value(value).map_err(|e| {
-                Error::invalid(
-                    OP,
-                    format!(
-                        "{e}; a GPT config holds vocab_size, n_positions, n_embd, n_layer, \
-                         n_head and optionally layer_norm_epsilon"
-                    ),
-                )
-            })?
-        };
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Reads [`GptConfig::from_json_str`] from a file.
-    pub fn from_json_file(path: impl AsRef<std::path::Path>) -> Result<GptConfig> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_json_str(&text).map_err(|e| {
-            Error::invalid(
-                "GptConfig::from_json_file",
-                format!("{}: {e}", path.display()),
-            )
-        })
     }
 }
 
