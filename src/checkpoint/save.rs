@@ -83,7 +83,7 @@ pub(super) fn write_contents<C: ModelConfig>(
     sync_dir(tmp)
 }
 
-/// The `config.json` object [`save_checkpoint`] writes for `config`.
+/// The `config.json` object [`super::save_checkpoint`] writes for `config`.
 pub fn config_json<C: ModelConfig>(config: &C) -> Result<Value> {
     let Value::Object(fields) =
         serde_json::to_value(config).map_err(|e| Error::invalid("config_json", e.to_string()))?
