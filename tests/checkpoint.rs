@@ -15,7 +15,7 @@ use wgformer::checkpoint::{
     save_checkpoint, CheckpointContents, LoadMode, ModelConfig,
 };
 use wgformer::kernels::cross_entropy::CrossEntropyOptions;
-use wgformer::nn::{Gpt, GptConfig};
+use wgformer::nn::{Gpt, GptConfig, Transformer, TransformerConfig};
 use wgformer::optim::{Optimizer, OptimizerKind};
 use wgformer::safetensors::{serialize, Dtype, SafeTensors, TensorRef};
 use wgformer::{Gpu, Tensor};
@@ -908,5 +908,74 @@ fn an_interrupted_save_leaves_the_previous_checkpoint() {
         err.contains("nothing") && err.contains("no checkpoint"),
         "{err}"
     );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn a_config_json_too_large_for_its_weights_is_refused_before_building_the_model() {
+    let gpu = gpu();
+    let root = scratch("absurd-config");
+    let dir = root.join("gpt");
+    let (model, _) = trained(&gpu, tiny(1, 8), 6, 0);
+    save(&dir, &model, None, None);
+    let path = dir.join("config.json");
+    let good: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for (key, value) in [
+        ("n_layer", 1_000_000_000u64),
+        ("vocab_size", 1 << 40),
+        ("n_positions", 1_000_000_000),
+        ("n_embd", 1 << 20),
+    ] {
+        let mut edited = good.clone();
+        edited[key] = value.into();
+        std::fs::write(&path, edited.to_string()).unwrap();
+        // Each of these aborted the process (allocation failure) in load_gpt.
+        let err = load_gpt(&gpu, &dir).err().unwrap().to_string();
+        assert!(
+            err.contains(&format!("{key} {value}")) && err.contains("does not belong"),
+            "{key}: {err}"
+        );
+        assert!(err.contains("config.json"), "names the config: {err}");
+    }
+
+    // A Hugging Face config whose n_ctx stands in for n_positions.
+    let hf = hf_copy(&root, |c| {
+        let c = c.as_object_mut().unwrap();
+        c.remove("n_positions");
+        c.insert("n_ctx".into(), 1_000_000_000.into());
+    });
+    let err = read_config::<GptConfig>(&hf).unwrap_err().to_string();
+    assert!(err.contains("n_positions 1000000000"), "{err}");
+
+    // The encoder-decoder's.
+    let enc = root.join("encdec");
+    let config = TransformerConfig {
+        vocab_size: 11,
+        d_model: 8,
+        d_ff: 16,
+        n_heads: 2,
+        n_encoder_layers: 1,
+        n_decoder_layers: 1,
+        max_len: 8,
+        ..TransformerConfig::small()
+    };
+    let model = Transformer::new(&gpu, config, 0).unwrap();
+    let params = model.params();
+    save_checkpoint(&enc, &CheckpointContents::new(&config, &params)).unwrap();
+    let deep = TransformerConfig {
+        n_encoder_layers: 1_000_000_000,
+        ..config
+    };
+    std::fs::write(
+        enc.join("config.json"),
+        wgformer::checkpoint::config_json(&deep)
+            .unwrap()
+            .to_string(),
+    )
+    .unwrap();
+    let err = read_config::<TransformerConfig>(&enc)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("n_encoder_layers 1000000000"), "{err}");
     let _ = std::fs::remove_dir_all(&root);
 }

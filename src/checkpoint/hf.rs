@@ -235,6 +235,10 @@ impl ModelConfig for GptConfig {
         }
     }
 
+    fn check_weights_file(&self, config: &Path, weights: &Path, bytes: u64) -> Result<()> {
+        self.check_weights_fit(config, weights, bytes)
+    }
+
     /// Our own config.json carries the GPT-2 options for `transformers`; an edited
     /// one is held to the same rules as a foreign config.
     fn check_compat_fields(&self, path: &Path, fields: &Map<String, Value>) -> Result<()> {

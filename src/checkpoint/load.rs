@@ -21,15 +21,27 @@ use std::path::{Path, PathBuf};
 
 /// Reads the model config of a checkpoint directory (or of a `config.json` path),
 /// refusing a checkpoint of another `model_type`, an unknown or missing field of
-/// our own configs, and a newer format.
+/// our own configs, a newer format, and sizes the weights file beside it
+/// (`model.safetensors`) cannot hold.
 pub fn read_config<C: ModelConfig>(path: &Path) -> Result<C> {
     let path = if path.is_file() {
         path.to_path_buf()
     } else {
         resolve(path)?.join(CONFIG_FILE)
     };
+    let config: C = parse_config(&path)?;
+    // The weights beside it must be able to hold the parameters it describes.
+    let weights = path.with_file_name(MODEL_FILE);
+    if let Ok(meta) = std::fs::metadata(&weights) {
+        config.check_weights_file(&path, &weights, meta.len())?;
+    }
+    Ok(config)
+}
+
+/// The config in file `path`, ours (strictly) or another tool's.
+fn parse_config<C: ModelConfig>(path: &Path) -> Result<C> {
     let fail = |detail: String| Error::checkpoint(path.display(), detail);
-    let text = read_file(&path, "config.json")?;
+    let text = read_file(path, "config.json")?;
     let Value::Object(mut json) = serde_json::from_slice(&text).map_err(|e| {
         fail(format!(
             "config.json is not valid JSON ({e}): fix it or save the checkpoint again"
@@ -57,7 +69,7 @@ pub fn read_config<C: ModelConfig>(path: &Path) -> Result<C> {
         }
     }
     let Some(version) = json.get(FORMAT_KEY) else {
-        return C::from_foreign(&path, &json);
+        return C::from_foreign(path, &json);
     };
     match version.as_u64() {
         Some(FORMAT_VERSION) => {}
@@ -98,7 +110,7 @@ pub fn read_config<C: ModelConfig>(path: &Path) -> Result<C> {
             )));
         }
     }
-    config.check_compat_fields(&path, &compat)?;
+    config.check_compat_fields(path, &compat)?;
     Ok(config)
 }
 

@@ -54,6 +54,7 @@ pub use save::config_json;
 
 use crate::autograd::Param;
 use crate::error::{Error, Result};
+use crate::nn::TransformerConfig;
 use crate::optim::Optimizer;
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{Map, Value};
@@ -91,6 +92,14 @@ pub trait ModelConfig: Serialize + DeserializeOwned {
     /// be refused here, naming the field. By default they are not checked.
     fn check_compat_fields(&self, path: &Path, fields: &Map<String, Value>) -> Result<()> {
         let _ = (path, fields);
+        Ok(())
+    }
+    /// Refuses a config, read from `config`, whose parameters the checkpoint's
+    /// weights file `weights`, of `bytes` bytes, cannot hold: a config.json
+    /// edited to absurd sizes is refused, naming them, before a model of that
+    /// size is allocated. By default nothing is checked.
+    fn check_weights_file(&self, config: &Path, weights: &Path, bytes: u64) -> Result<()> {
+        let _ = (config, weights, bytes);
         Ok(())
     }
     /// Reads a `config.json` of this `model_type` that another tool wrote (no
@@ -168,4 +177,13 @@ pub struct LoadReport {
     pub ignored: Vec<String>,
     /// The file had an `lm_head.weight` equal to `wte.weight`.
     pub tied_lm_head: bool,
+}
+
+/// The encoder-decoder's checkpoints: wgformer writes and reads its own only.
+impl ModelConfig for TransformerConfig {
+    const MODEL_TYPE: &'static str = "encoder_decoder";
+
+    fn check_weights_file(&self, config: &Path, weights: &Path, bytes: u64) -> Result<()> {
+        self.check_weights_fit(config, weights, bytes)
+    }
 }

@@ -3,11 +3,11 @@
 //! LayerNorm). Reads top-down like nanoGPT's model.py.
 
 use super::config_checks;
-use super::init_seeds;
 use super::kv_cache::KvCache;
 use super::layers::{
     Activation, Embedding, FeedForward, LayerNorm, LearnedPositions, SelfAttention,
 };
+use super::{init_seeds, FieldNames, MemoryLimits};
 use crate::autograd::{Param, Tape, Var};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -35,14 +35,6 @@ fn default_eps() -> f32 {
 }
 
 impl GptConfig {
-    /// Parameters, counting the tied output projection once.
-    pub fn param_count(&self) -> usize {
-        let (c, v, t) = (self.n_embd, self.vocab_size, self.n_positions);
-        let block =
-            2 * 2 * c + (c * 3 * c + 3 * c) + (c * c + c) + (c * 4 * c + 4 * c) + (4 * c * c + c);
-        v * c + t * c + self.n_layer * block + 2 * c
-    }
-
     /// Training FLOPs per token (forward + backward = 3x forward): 6 per weight
     /// of the matmuls plus attention's 12 * L * C * T (PaLM appendix B convention).
     pub fn train_flops_per_token(&self, seq: usize) -> f64 {
@@ -167,6 +159,11 @@ impl Gpt {
     /// LayerNorms 1 and 0), its weights drawn from `seed` as the [`crate::nn`] docs say.
     pub fn new(gpu: &Gpu, config: GptConfig, seed: u64) -> Result<Gpt> {
         config.validate()?;
+        config.check_size(
+            &MemoryLimits::of(gpu),
+            None,
+            &FieldNames::config("Gpt::new"),
+        )?;
         let c = config.n_embd;
         let mut seed = init_seeds(seed);
         let wte = Embedding::new(gpu, "wte", config.vocab_size, c, INIT_STD, seed())?;

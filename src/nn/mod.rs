@@ -16,6 +16,7 @@ pub mod kv_cache;
 pub mod layers;
 pub mod transformer;
 
+pub use config_checks::{FieldNames, MemoryLimits};
 pub use gpt::{Gpt, GptConfig};
 pub use kv_cache::KvCache;
 pub use layers::{Activation, NormPlacement};

@@ -35,9 +35,9 @@ pub use blocks::{DecoderLayer, EncoderLayer};
 pub use config::TransformerConfig;
 pub use decode::EncoderState;
 
-use super::init_seeds;
 use super::kv_cache::KvCache;
 use super::layers::{Dropout, Embedding, LayerNorm, NormPlacement, SinusoidalPositions};
+use super::{init_seeds, FieldNames, MemoryLimits};
 use crate::autograd::{Param, Tape, Var};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -88,6 +88,8 @@ impl Transformer {
     /// drawn from `seed` as the [`crate::nn`] docs say.
     pub fn new(gpu: &Gpu, config: TransformerConfig, seed: u64) -> Result<Transformer> {
         config.validate()?;
+        let names = FieldNames::config("Transformer::new");
+        config.check_size(&MemoryLimits::of(gpu), None, &names)?;
         let mut next = init_seeds(seed);
         let d = config.d_model;
         let final_norm = |name: &str| -> Result<Option<LayerNorm>> {
