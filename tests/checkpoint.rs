@@ -979,3 +979,105 @@ fn a_config_json_too_large_for_its_weights_is_refused_before_building_the_model(
     assert!(err.contains("n_encoder_layers 1000000000"), "{err}");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// The index and value of the first NaN or infinity (numpy's widening as truth).
+fn first_non_finite(v: &[f32]) -> Option<(usize, f32)> {
+    v.iter().copied().enumerate().find(|(_, x)| !x.is_finite())
+}
+
+#[test]
+fn non_finite_weights_are_refused_naming_the_tensor() {
+    // F16 and BF16 from the bits, as numpy widens them.
+    let st = SafeTensors::read(&fixture("dtypes.safetensors")).unwrap();
+    for name in ["x.f16", "x.bf16"] {
+        let ours = st
+            .first_non_finite(name)
+            .expect("the fixture has infinities");
+        let numpy = first_non_finite(&st.to_f32(&format!("{name}.as_f32")).unwrap()).unwrap();
+        assert_eq!(ours.0, numpy.0, "{name}");
+        assert_eq!(ours.1.to_bits(), numpy.1.to_bits(), "{name}");
+    }
+
+    let gpu = gpu();
+    let root = scratch("non-finite");
+    let dir = root.join("ckpt");
+    let (model, opt) = trained(&gpu, tiny(1, 8), 7, 1);
+    save(&dir, &model, Some(&opt), None);
+    let weights = dir.join("model.safetensors");
+    let clean = std::fs::read(&weights).unwrap();
+    for value in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        std::fs::write(&weights, &clean).unwrap();
+        common::set_tensor_value(&weights, "h.0.mlp.c_fc.weight", 3, value);
+        let fresh = Gpt::new(&gpu, model.config, 8).unwrap();
+        let before = param_bits(&fresh);
+        let err = load_params(&dir, &fresh.params(), LoadMode::Strict)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`h.0.mlp.c_fc.weight`")
+                && err.contains(&value.to_string())
+                && err.contains("element 3"),
+            "{value}: {err}"
+        );
+        assert_eq!(param_bits(&fresh), before, "a refused load writes nothing");
+    }
+    std::fs::write(&weights, &clean).unwrap();
+    common::set_tensor_value(
+        &dir.join("optimizer.safetensors"),
+        "wte.weight.exp_avg_sq",
+        3,
+        f32::NAN,
+    );
+    let mut opt2 = Optimizer::new(&gpu, model.params(), OptimizerKind::gpt_adamw(), None).unwrap();
+    let err = load_optimizer(&dir, &mut opt2).unwrap_err().to_string();
+    assert!(
+        err.contains("`wte.weight.exp_avg_sq`") && err.contains("NaN"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn a_truncated_header_names_both_byte_counts() {
+    // The length prefix claims a 100-byte header; 42 bytes follow it.
+    let mut bytes = 100u64.to_le_bytes().to_vec();
+    bytes.resize(50, b' ');
+    let err = SafeTensors::from_bytes(bytes, "short.safetensors")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("claims 100 bytes but only 42 follow") && err.contains("has 50 bytes"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_weights_file_path_stands_for_its_checkpoint_directory() {
+    let gpu = gpu();
+    let root = scratch("weights-path");
+    let dir = root.join("ckpt");
+    let (model, _) = trained(&gpu, tiny(1, 8), 9, 1);
+    let state = serde_json::json!({"step": 1});
+    save(&dir, &model, None, Some(&state));
+    let weights = dir.join("model.safetensors");
+    assert_eq!(resolve(&weights).unwrap(), dir);
+    assert_eq!(read_config::<GptConfig>(&weights).unwrap(), model.config);
+    assert_eq!(read_trainer_state(&weights).unwrap(), Some(state));
+    let (loaded, report) = load_gpt(&gpu, &weights).unwrap();
+    assert_eq!(report.source, weights);
+    assert_eq!(param_bits(&loaded), param_bits(&model));
+    // Another file is still refused as one.
+    let err = resolve(&dir.join("config.json")).unwrap_err().to_string();
+    assert!(err.contains("this is a file"), "{err}");
+
+    // A truncated weights file is reported as truncated, not as a config that
+    // does not fit it.
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let err = load_gpt(&gpu, &dir).err().unwrap().to_string();
+    assert!(
+        err.contains("truncated") && !err.contains("does not belong"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}

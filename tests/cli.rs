@@ -232,9 +232,10 @@ fn bad_data_and_paths_give_clear_errors() {
 
 /// Flags and config.json fields that asked for absurd sizes aborted the process
 /// ("memory allocation of N bytes failed"); now each is refused before anything
-/// is allocated, naming the flag or the field.
+/// is allocated, naming the flag or the field. Also on a trained checkpoint: its
+/// weights file is accepted for its directory, NaN weights are refused.
 #[test]
-fn absurd_sizes_are_refused_naming_the_flag_or_field() {
+fn absurd_sizes_and_broken_checkpoints_are_refused_naming_the_cause() {
     let data = tmp("sizes.txt");
     std::fs::write(&data, TEXT.repeat(4)).unwrap();
     let out = tmp("sizes-out");
@@ -278,29 +279,27 @@ fn absurd_sizes_are_refused_naming_the_flag_or_field() {
     }
     assert!(!out.exists(), "nothing was saved");
 
-    // A trained GPT whose config.json is edited to absurd sizes.
+    // Checkpoints of each model (freshly initialised: loading is what is tested),
+    // then edited.
+    let gpu = common::gpu();
+    let config = wgformer::nn::GptConfig {
+        vocab_size: 11,
+        n_positions: 8,
+        n_embd: 8,
+        n_layer: 1,
+        n_head: 2,
+        layer_norm_epsilon: 1e-5,
+    };
+    let model = wgformer::nn::Gpt::new(&gpu, config, 0).unwrap();
+    let params = model.params();
     let ck = tmp("sizes-gpt");
-    ok(&[
-        "train",
-        "--model",
-        "gpt",
-        "--data",
-        s(&data),
-        "--steps",
-        "1",
-        "--layers",
-        "1",
-        "--d-model",
-        "16",
-        "--heads",
-        "2",
-        "--seq",
-        "8",
-        "--batch",
-        "2",
-        "--out",
-        s(&ck),
-    ]);
+    let contents = wgformer::checkpoint::CheckpointContents::new(&config, &params);
+    wgformer::checkpoint::save_checkpoint(&ck, &contents).unwrap();
+    // A weights-file path stands for its checkpoint directory.
+    let weights = ck.join("model.safetensors");
+    let scored = ok(&["score", "--checkpoint", s(&weights), "--ids", "1,2"]);
+    assert!(scored.contains("log_probs"), "{scored}");
+
     let edited = tmp("sizes-edited");
     for (field, value) in [
         ("n_layer", 1_000_000_000u64),
@@ -319,6 +318,25 @@ fn absurd_sizes_are_refused_naming_the_flag_or_field() {
         }
     }
 
+    // NaN weights: score printed null and eval a NaN loss, both exiting 0.
+    copy_dir(&ck, &edited);
+    common::set_tensor_value(
+        &edited.join("model.safetensors"),
+        "ln_f.weight",
+        0,
+        f32::NAN,
+    );
+    for cmd in [
+        &["score", "--checkpoint", s(&edited), "--ids", "1,2"][..],
+        &["eval", "--checkpoint", s(&edited)],
+    ] {
+        let err = fails(cmd);
+        assert!(
+            err.contains("`ln_f.weight`") && err.contains("NaN"),
+            "{cmd:?}: {err}"
+        );
+    }
+
     // An encoder-decoder checkpoint likewise.
     let config = wgformer::nn::TransformerConfig {
         vocab_size: 11,
@@ -330,7 +348,7 @@ fn absurd_sizes_are_refused_naming_the_flag_or_field() {
         max_len: 8,
         ..wgformer::nn::TransformerConfig::small()
     };
-    let model = wgformer::nn::Transformer::new(&common::gpu(), config, 0).unwrap();
+    let model = wgformer::nn::Transformer::new(&gpu, config, 0).unwrap();
     let params = model.params();
     let enc = tmp("sizes-encdec");
     let contents = wgformer::checkpoint::CheckpointContents::new(&config, &params);
@@ -349,7 +367,6 @@ fn absurd_sizes_are_refused_naming_the_flag_or_field() {
         let _ = std::fs::remove_dir_all(p);
         let _ = std::fs::remove_file(p);
     }
-    let _ = std::fs::remove_file(wgformer::train::eval_log_path(&ck));
 }
 
 fn set_config_field(dir: &Path, field: &str, value: serde_json::Value) {

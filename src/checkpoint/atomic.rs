@@ -1,7 +1,9 @@
 //! Atomic checkpoint directories: the `DIR.tmp` / `DIR.old` dance of a save, the
 //! recovery of an interrupted one, the directory a loader reads, and fsync.
 
-use super::{save::write_contents, CheckpointContents, ModelConfig, CONFIG_FILE, FORMAT_KEY};
+use super::{
+    save::write_contents, CheckpointContents, ModelConfig, CONFIG_FILE, FORMAT_KEY, MODEL_FILE,
+};
 use crate::error::{Error, Result};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -51,9 +53,24 @@ pub fn save_checkpoint<C: ModelConfig>(dir: &Path, contents: &CheckpointContents
     Ok(())
 }
 
-/// The directory a loader reads for checkpoint `dir`: `dir` itself, or `dir.old`
-/// when a save was interrupted between its two renames. Writes nothing.
+/// The checkpoint directory `path` names: `path` itself, or the directory of a
+/// checkpoint's weights file (`DIR/model.safetensors` stands for `DIR`).
+pub fn checkpoint_dir(path: &Path) -> &Path {
+    if path.file_name().is_some_and(|n| n == MODEL_FILE) && path.is_file() {
+        match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        }
+    } else {
+        path
+    }
+}
+
+/// The directory a loader reads for checkpoint `dir` (or for its weights file,
+/// see [`checkpoint_dir`]): `dir` itself, or `dir.old` when a save was
+/// interrupted between its two renames. Writes nothing.
 pub fn resolve(dir: &Path) -> Result<PathBuf> {
+    let dir = checkpoint_dir(dir);
     if dir.is_dir() {
         return Ok(dir.to_path_buf());
     }
@@ -63,7 +80,7 @@ pub fn resolve(dir: &Path) -> Result<PathBuf> {
     }
     let detail = if dir.exists() {
         "this is a file; a checkpoint is a directory (pass the directory holding \
-         model.safetensors and config.json)"
+         model.safetensors and config.json, or its model.safetensors)"
             .to_string()
     } else if tmp.exists() {
         format!(

@@ -2,7 +2,7 @@
 //! [`ModelConfig::from_foreign`]), its weights by name, the optimiser's state and
 //! the trainer's.
 
-use super::atomic::resolve;
+use super::atomic::{checkpoint_dir, resolve};
 use super::hf::{self, Leftover};
 use super::save::slot_names;
 use super::{
@@ -19,21 +19,24 @@ use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-/// Reads the model config of a checkpoint directory (or of a `config.json` path),
+/// Reads the model config of a checkpoint directory (or of a `config.json` path,
+/// or the directory of a `model.safetensors` path),
 /// refusing a checkpoint of another `model_type`, an unknown or missing field of
 /// our own configs, a newer format, and sizes the weights file beside it
 /// (`model.safetensors`) cannot hold.
 pub fn read_config<C: ModelConfig>(path: &Path) -> Result<C> {
+    let path = checkpoint_dir(path);
     let path = if path.is_file() {
         path.to_path_buf()
     } else {
         resolve(path)?.join(CONFIG_FILE)
     };
     let config: C = parse_config(&path)?;
-    // The weights beside it must be able to hold the parameters it describes.
+    // The weights beside it must be able to hold the parameters it describes (a
+    // weights file that cannot be read is reported when it is loaded).
     let weights = path.with_file_name(MODEL_FILE);
-    if let Ok(meta) = std::fs::metadata(&weights) {
-        config.check_weights_file(&path, &weights, meta.len())?;
+    if let Ok(bytes) = safetensors::header_data_bytes(&weights) {
+        config.check_weights_file(&path, &weights, bytes)?;
     }
     Ok(config)
 }
@@ -178,6 +181,7 @@ pub fn load_params(path: &Path, params: &[Param], mode: LoadMode) -> Result<Load
                 info.dtype.name()
             )));
         }
+        check_finite(&st, &found, fail)?;
         used.insert(found.clone());
         plan.push((p, found));
     }
@@ -226,6 +230,19 @@ pub fn load_params(path: &Path, params: &[Param], mode: LoadMode) -> Result<Load
         report.loaded.push((p.name().to_string(), found));
     }
     Ok(report)
+}
+
+/// Refuses a tensor holding NaN or infinity: a model loaded from it would score
+/// `null` and evaluate to a NaN loss without saying why.
+fn check_finite(st: &SafeTensors, name: &str, fail: impl Fn(String) -> Error) -> Result<()> {
+    match st.first_non_finite(name) {
+        None => Ok(()),
+        Some((i, x)) => Err(fail(format!(
+            "tensor `{name}` holds {x} (element {i}): a checkpoint must hold finite numbers \
+             (this one was perhaps saved from a run that diverged); load an earlier \
+             checkpoint, or retrain with a lower learning rate"
+        ))),
+    }
 }
 
 /// Restores an optimiser's state and step count from a checkpoint directory. Its
@@ -277,6 +294,7 @@ pub fn load_optimizer(dir: &Path, opt: &mut Optimizer) -> Result<()> {
                     t.shape()
                 )));
             }
+            check_finite(&st, &name, fail)?;
             used.insert(name.clone());
             plan.push((t, name));
         }

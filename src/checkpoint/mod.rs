@@ -48,7 +48,7 @@ mod hf;
 mod load;
 mod save;
 
-pub use atomic::{recover, resolve, save_checkpoint};
+pub use atomic::{checkpoint_dir, recover, resolve, save_checkpoint};
 pub use load::{load_gpt, load_optimizer, load_params, read_config, read_trainer_state};
 pub use save::config_json;
 
@@ -95,7 +95,7 @@ pub trait ModelConfig: Serialize + DeserializeOwned {
         Ok(())
     }
     /// Refuses a config, read from `config`, whose parameters the checkpoint's
-    /// weights file `weights`, of `bytes` bytes, cannot hold: a config.json
+    /// weights file `weights`, holding `bytes` bytes of tensors, cannot hold: a config.json
     /// edited to absurd sizes is refused, naming them, before a model of that
     /// size is allocated. By default nothing is checked.
     fn check_weights_file(&self, config: &Path, weights: &Path, bytes: u64) -> Result<()> {

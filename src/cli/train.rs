@@ -486,6 +486,7 @@ fn print_config(json: &serde_json::Value) {
 /// `--resume DIR`: rebuilds the task from the checkpoint's config, tokenizer and
 /// trainer state, then continues.
 fn resume(gpu: &Gpu, a: &TrainArgs, dir: &Path) -> Result<()> {
+    let dir = checkpoint::checkpoint_dir(dir);
     let state = checkpoint::read_trainer_state(dir)?.ok_or_else(|| {
         usage(format!(
             "`{}` has no trainer state (it is not a training checkpoint): use --init-from to start \

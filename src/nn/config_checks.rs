@@ -286,9 +286,9 @@ impl Footprint {
         ))
     }
 
-    /// Refuses parameters that `weights`, a file of `weights_bytes` bytes, cannot
-    /// hold even at 16 bits each (the narrowest dtype a checkpoint may use): the
-    /// config at `config` does not describe those weights.
+    /// Refuses parameters that `weights`, a file of `weights_bytes` bytes of
+    /// tensor data, cannot hold even at 16 bits each (the narrowest dtype a
+    /// checkpoint may use): the config at `config` does not describe those weights.
     fn check_file(&self, config: &Path, weights: &Path, weights_bytes: u64) -> Result<()> {
         const NARROWEST_BYTES: u64 = 2;
         let needed = self.param_count().checked_mul(NARROWEST_BYTES);
@@ -312,8 +312,8 @@ impl Footprint {
             config.display(),
             format!(
                 "it describes {} parameters, {} even at 16 bits each, but the weights beside \
-                 it ({}) hold only {weights_bytes} bytes: this config does not belong to \
-                 them{culprit}",
+                 it ({}) hold only {weights_bytes} bytes of tensors: this config does not \
+                 belong to them{culprit}",
                 self.param_count(),
                 shown_bytes(needed),
                 weights.display()
@@ -500,8 +500,8 @@ impl GptConfig {
         gpt_footprint(self, training).check(limits, names)
     }
 
-    /// Refuses a config (read from `config`) whose parameters `weights`, a file
-    /// of `bytes` bytes, cannot hold.
+    /// Refuses a config (read from `config`) whose parameters `weights`, holding
+    /// `bytes` bytes of tensors, cannot hold.
     pub(crate) fn check_weights_fit(
         &self,
         config: &Path,
@@ -532,8 +532,8 @@ impl TransformerConfig {
         transformer_footprint(self, training).check(limits, names)
     }
 
-    /// Refuses a config (read from `config`) whose parameters `weights`, a file
-    /// of `bytes` bytes, cannot hold.
+    /// Refuses a config (read from `config`) whose parameters `weights`, holding
+    /// `bytes` bytes of tensors, cannot hold.
     pub(crate) fn check_weights_fit(
         &self,
         config: &Path,
