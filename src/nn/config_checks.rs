@@ -10,7 +10,6 @@ use crate::error::{human_bytes, Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::attention::MAX_HEAD_SIZE;
 use crate::nn::{GptConfig, NormPlacement, TransformerConfig};
-use std::path::Path;
 
 /// Every `(field, value)` of `sizes` is at least 1.
 pub(crate) fn nonzero(op: &'static str, sizes: &[(&str, usize)]) -> Result<()> {
@@ -289,7 +288,13 @@ impl Footprint {
     /// Refuses parameters that `weights`, a file of `weights_bytes` bytes of
     /// tensor data, cannot hold even at 16 bits each (the narrowest dtype a
     /// checkpoint may use): the config at `config` does not describe those weights.
-    fn check_file(&self, config: &Path, weights: &Path, weights_bytes: u64) -> Result<()> {
+    #[cfg(not(target_arch = "wasm32"))] // checkpoints are native only
+    fn check_file(
+        &self,
+        config: &std::path::Path,
+        weights: &std::path::Path,
+        weights_bytes: u64,
+    ) -> Result<()> {
         const NARROWEST_BYTES: u64 = 2;
         let needed = self.param_count().checked_mul(NARROWEST_BYTES);
         if needed.is_some_and(|n| n <= weights_bytes) {
@@ -502,10 +507,11 @@ impl GptConfig {
 
     /// Refuses a config (read from `config`) whose parameters `weights`, holding
     /// `bytes` bytes of tensors, cannot hold.
+    #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn check_weights_fit(
         &self,
-        config: &Path,
-        weights: &Path,
+        config: &std::path::Path,
+        weights: &std::path::Path,
         bytes: u64,
     ) -> Result<()> {
         gpt_footprint(self, None).check_file(config, weights, bytes)
@@ -534,10 +540,11 @@ impl TransformerConfig {
 
     /// Refuses a config (read from `config`) whose parameters `weights`, holding
     /// `bytes` bytes of tensors, cannot hold.
+    #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn check_weights_fit(
         &self,
-        config: &Path,
-        weights: &Path,
+        config: &std::path::Path,
+        weights: &std::path::Path,
         bytes: u64,
     ) -> Result<()> {
         transformer_footprint(self, None).check_file(config, weights, bytes)
