@@ -159,8 +159,10 @@ impl SafeTensors {
         }
         if n > len - 8 {
             return Err(fail(format!(
-                "the header claims {n} bytes but the file has only {len} bytes: the file is \
-                 truncated (an interrupted copy or save?); save or download it again"
+                "the header claims {n} bytes but only {} follow the 8-byte length (the file has \
+                 {len} bytes): the file is truncated (an interrupted copy or save?); save or \
+                 download it again",
+                len - 8
             )));
         }
         let data_start = 8 + n as usize;
@@ -282,6 +284,34 @@ impl SafeTensors {
         Some(&self.bytes[self.data_start + b..self.data_start + e])
     }
 
+    /// The first value of a float tensor that is NaN or infinite, as (index,
+    /// value); `None` when all are finite, the tensor is absent or not F32, F16
+    /// or BF16. Reads the stored bits (exponent all ones), allocating nothing.
+    pub fn first_non_finite(&self, name: &str) -> Option<(usize, f32)> {
+        let (info, raw) = (self.tensors.get(name)?, self.raw(name)?);
+        let half = |c: &[u8]| u16::from_le_bytes([c[0], c[1]]);
+        match info.dtype {
+            Dtype::F32 => raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .enumerate()
+                .find(|(_, x)| !x.is_finite()),
+            Dtype::F16 => raw
+                .chunks_exact(2)
+                .map(half)
+                .enumerate()
+                .find(|(_, h)| h & 0x7c00 == 0x7c00)
+                .map(|(i, h)| (i, half::f16::from_bits(h).to_f32())),
+            Dtype::BF16 => raw
+                .chunks_exact(2)
+                .map(half)
+                .enumerate()
+                .find(|(_, h)| h & 0x7f80 == 0x7f80)
+                .map(|(i, h)| (i, f32::from_bits((h as u32) << 16))),
+            _ => None,
+        }
+    }
+
     /// A tensor's values as f32 (F16 and BF16 are widened exactly). Errors when the
     /// tensor is absent or holds another dtype.
     pub fn to_f32(&self, name: &str) -> Result<Vec<f32>> {
@@ -314,6 +344,36 @@ impl SafeTensors {
             }
         })
     }
+}
+
+/// The bytes of tensor data the header of file `path` describes (where its
+/// last tensor ends), reading the header only. Says nothing about whether the
+/// data is there: [`SafeTensors::read`] checks the whole file.
+pub fn header_data_bytes(path: &Path) -> Result<u64> {
+    use std::io::Read;
+    let source = path.display().to_string();
+    let fail = |detail: &str| Error::checkpoint(&source, detail);
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut n8 = [0u8; 8];
+    file.read_exact(&mut n8).map_err(|e| Error::io(path, e))?;
+    let n = u64::from_le_bytes(n8);
+    if n > MAX_HEADER_BYTES {
+        return Err(fail("the header is over the size limit"));
+    }
+    let mut header = Vec::new();
+    file.take(n)
+        .read_to_end(&mut header)
+        .map_err(|e| Error::io(path, e))?;
+    let entries: Entries =
+        serde_json::from_slice(&header).map_err(|_| fail("the header is not valid JSON"))?;
+    let mut end = 0u64;
+    for (name, value) in entries.0 {
+        if name != "__metadata__" {
+            let info = parse_entry(&name, value).map_err(|e| fail(&e))?;
+            end = end.max(info.data_offsets.1 as u64);
+        }
+    }
+    Ok(end)
 }
 
 /// The header's top-level entries in file order, duplicates kept (serde_json's own

@@ -15,7 +15,7 @@ use wgformer::checkpoint::{
     save_checkpoint, CheckpointContents, LoadMode, ModelConfig,
 };
 use wgformer::kernels::cross_entropy::CrossEntropyOptions;
-use wgformer::nn::{Gpt, GptConfig};
+use wgformer::nn::{Gpt, GptConfig, Transformer, TransformerConfig};
 use wgformer::optim::{Optimizer, OptimizerKind};
 use wgformer::safetensors::{serialize, Dtype, SafeTensors, TensorRef};
 use wgformer::{Gpu, Tensor};
@@ -578,17 +578,8 @@ fn configs_our_own_strict_foreign_lenient_but_faithful() {
         "{err}"
     );
 
-    // Hugging Face configs: extra fields ignored, math-changing options refused.
-    for (key, value) in [
-        ("activation_function", serde_json::json!("relu")),
-        ("scale_attn_by_inverse_layer_idx", serde_json::json!(true)),
-        ("n_inner", serde_json::json!(12)),
-        ("tie_word_embeddings", serde_json::json!(false)),
-    ] {
-        let hf = hf_copy(&root, |c| c[key] = value.clone());
-        let err = read_config::<GptConfig>(&hf).unwrap_err().to_string();
-        assert!(err.contains(key), "{key}: {err}");
-    }
+    // Hugging Face configs: sizes under transformers' aliases, n_ctx for a
+    // missing n_positions, a missing size named.
     let hf = hf_copy(&root, |c| {
         c.as_object_mut().unwrap().remove("n_positions");
     });
@@ -602,6 +593,90 @@ fn configs_our_own_strict_foreign_lenient_but_faithful() {
     });
     let err = read_config::<GptConfig>(&hf).unwrap_err().to_string();
     assert!(err.contains("n_layer"), "{err}");
+    let hf = hf_copy(&root, |c| {
+        let c = c.as_object_mut().unwrap();
+        c.remove("n_embd");
+        c.insert("hidden_size".into(), 8.into());
+    });
+    assert_eq!(read_config::<GptConfig>(&hf).unwrap().n_embd, 8, "alias");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// Hugging Face GPT-2 options that change the model's math, each with a value
+/// wgformer's GPT does not compute (transformers' GPT2Config and PreTrainedConfig).
+fn math_changing_gpt2_options() -> Vec<(&'static str, serde_json::Value)> {
+    use serde_json::json;
+    vec![
+        ("activation_function", json!("relu")),
+        ("activation_function", json!("gelu")), // the exact erf form
+        ("activation_function", json!("bogus")),
+        ("activation_function", json!(1)),
+        ("scale_attn_weights", json!(false)),
+        ("scale_attn_by_inverse_layer_idx", json!(true)),
+        ("add_cross_attention", json!(true)),
+        ("is_encoder_decoder", json!(true)),
+        ("tie_word_embeddings", json!(false)),
+        ("n_inner", json!(12)),
+        ("n_inner", json!(7)),
+        ("sliding_window", json!(4)),
+        ("rope_scaling", json!({"type": "linear", "factor": 2.0})),
+        ("rope_theta", json!(10000.0)),
+        (
+            "quantization_config",
+            json!({"quant_method": "bitsandbytes"}),
+        ),
+        ("pruned_heads", json!({"0": [1]})),
+        ("hidden_size", json!(16)), // disagrees with n_embd 8
+    ]
+}
+
+#[test]
+fn every_math_changing_gpt2_option_is_refused_by_name() {
+    use serde_json::json;
+    let root = scratch("gpt2-options");
+    // A Hugging Face config.json.
+    for (key, value) in math_changing_gpt2_options() {
+        let hf = hf_copy(&root, |c| c[key] = value.clone());
+        let err = read_config::<GptConfig>(&hf).unwrap_err().to_string();
+        assert!(err.contains(&format!("\"{key}\"")), "{key}: {err}");
+    }
+    // Values that leave the math as it is load.
+    for (key, value) in [
+        ("activation_function", json!("gelu_pytorch_tanh")),
+        ("activation_function", json!("gelu_python_tanh")),
+        ("activation_function", json!("gelu_fast")),
+        ("activation_function", json!("gelu_accurate")),
+        ("n_inner", json!(32)),
+        ("scale_attn_weights", json!(null)),
+        // Scores in float32 is what wgformer's attention does anyway.
+        ("reorder_and_upcast_attn", json!(true)),
+        ("sliding_window", json!(null)),
+        ("pruned_heads", json!({})),
+        ("hidden_size", json!(8)),
+        ("attn_pdrop", json!(0.3)),
+    ] {
+        let hf = hf_copy(&root, |c| c[key] = value.clone());
+        let config = read_config::<GptConfig>(&hf);
+        assert!(config.is_ok(), "{key}: {value} refused: {:?}", config.err());
+    }
+
+    // Our own config.json carries the same options for transformers: an edited
+    // one is refused the same way (a field of another model is an unknown field).
+    let gpu = gpu();
+    let dir = root.join("ours");
+    let (model, _) = trained(&gpu, tiny(1, 8), 3, 0);
+    save(&dir, &model, None, None);
+    let path = dir.join("config.json");
+    let good: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for (key, value) in math_changing_gpt2_options() {
+        let mut edited = good.clone();
+        edited[key] = value;
+        std::fs::write(&path, edited.to_string()).unwrap();
+        let err = read_config::<GptConfig>(&dir).unwrap_err().to_string();
+        assert!(err.contains(key), "{key}: {err}");
+    }
+    std::fs::write(&path, good.to_string()).unwrap();
+    assert_eq!(read_config::<GptConfig>(&dir).unwrap(), model.config);
     let _ = std::fs::remove_dir_all(&root);
 }
 
@@ -831,6 +906,177 @@ fn an_interrupted_save_leaves_the_previous_checkpoint() {
         .to_string();
     assert!(
         err.contains("nothing") && err.contains("no checkpoint"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn a_config_json_too_large_for_its_weights_is_refused_before_building_the_model() {
+    let gpu = gpu();
+    let root = scratch("absurd-config");
+    let dir = root.join("gpt");
+    let (model, _) = trained(&gpu, tiny(1, 8), 6, 0);
+    save(&dir, &model, None, None);
+    let path = dir.join("config.json");
+    let good: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for (key, value) in [
+        ("n_layer", 1_000_000_000u64),
+        ("vocab_size", 1 << 40),
+        ("n_positions", 1_000_000_000),
+        ("n_embd", 1 << 20),
+    ] {
+        let mut edited = good.clone();
+        edited[key] = value.into();
+        std::fs::write(&path, edited.to_string()).unwrap();
+        // Each of these aborted the process (allocation failure) in load_gpt.
+        let err = load_gpt(&gpu, &dir).err().unwrap().to_string();
+        assert!(
+            err.contains(&format!("{key} {value}")) && err.contains("does not belong"),
+            "{key}: {err}"
+        );
+        assert!(err.contains("config.json"), "names the config: {err}");
+    }
+
+    // A Hugging Face config whose n_ctx stands in for n_positions.
+    let hf = hf_copy(&root, |c| {
+        let c = c.as_object_mut().unwrap();
+        c.remove("n_positions");
+        c.insert("n_ctx".into(), 1_000_000_000.into());
+    });
+    let err = read_config::<GptConfig>(&hf).unwrap_err().to_string();
+    assert!(err.contains("n_positions 1000000000"), "{err}");
+
+    // The encoder-decoder's.
+    let enc = root.join("encdec");
+    let config = TransformerConfig {
+        vocab_size: 11,
+        d_model: 8,
+        d_ff: 16,
+        n_heads: 2,
+        n_encoder_layers: 1,
+        n_decoder_layers: 1,
+        max_len: 8,
+        ..TransformerConfig::small()
+    };
+    let model = Transformer::new(&gpu, config, 0).unwrap();
+    let params = model.params();
+    save_checkpoint(&enc, &CheckpointContents::new(&config, &params)).unwrap();
+    let deep = TransformerConfig {
+        n_encoder_layers: 1_000_000_000,
+        ..config
+    };
+    std::fs::write(
+        enc.join("config.json"),
+        wgformer::checkpoint::config_json(&deep)
+            .unwrap()
+            .to_string(),
+    )
+    .unwrap();
+    let err = read_config::<TransformerConfig>(&enc)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("n_encoder_layers 1000000000"), "{err}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// The index and value of the first NaN or infinity (numpy's widening as truth).
+fn first_non_finite(v: &[f32]) -> Option<(usize, f32)> {
+    v.iter().copied().enumerate().find(|(_, x)| !x.is_finite())
+}
+
+#[test]
+fn non_finite_weights_are_refused_naming_the_tensor() {
+    // F16 and BF16 from the bits, as numpy widens them.
+    let st = SafeTensors::read(&fixture("dtypes.safetensors")).unwrap();
+    for name in ["x.f16", "x.bf16"] {
+        let ours = st
+            .first_non_finite(name)
+            .expect("the fixture has infinities");
+        let numpy = first_non_finite(&st.to_f32(&format!("{name}.as_f32")).unwrap()).unwrap();
+        assert_eq!(ours.0, numpy.0, "{name}");
+        assert_eq!(ours.1.to_bits(), numpy.1.to_bits(), "{name}");
+    }
+
+    let gpu = gpu();
+    let root = scratch("non-finite");
+    let dir = root.join("ckpt");
+    let (model, opt) = trained(&gpu, tiny(1, 8), 7, 1);
+    save(&dir, &model, Some(&opt), None);
+    let weights = dir.join("model.safetensors");
+    let clean = std::fs::read(&weights).unwrap();
+    for value in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        std::fs::write(&weights, &clean).unwrap();
+        common::set_tensor_value(&weights, "h.0.mlp.c_fc.weight", 3, value);
+        let fresh = Gpt::new(&gpu, model.config, 8).unwrap();
+        let before = param_bits(&fresh);
+        let err = load_params(&dir, &fresh.params(), LoadMode::Strict)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`h.0.mlp.c_fc.weight`")
+                && err.contains(&value.to_string())
+                && err.contains("element 3"),
+            "{value}: {err}"
+        );
+        assert_eq!(param_bits(&fresh), before, "a refused load writes nothing");
+    }
+    std::fs::write(&weights, &clean).unwrap();
+    common::set_tensor_value(
+        &dir.join("optimizer.safetensors"),
+        "wte.weight.exp_avg_sq",
+        3,
+        f32::NAN,
+    );
+    let mut opt2 = Optimizer::new(&gpu, model.params(), OptimizerKind::gpt_adamw(), None).unwrap();
+    let err = load_optimizer(&dir, &mut opt2).unwrap_err().to_string();
+    assert!(
+        err.contains("`wte.weight.exp_avg_sq`") && err.contains("NaN"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn a_truncated_header_names_both_byte_counts() {
+    // The length prefix claims a 100-byte header; 42 bytes follow it.
+    let mut bytes = 100u64.to_le_bytes().to_vec();
+    bytes.resize(50, b' ');
+    let err = SafeTensors::from_bytes(bytes, "short.safetensors")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("claims 100 bytes but only 42 follow") && err.contains("has 50 bytes"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_weights_file_path_stands_for_its_checkpoint_directory() {
+    let gpu = gpu();
+    let root = scratch("weights-path");
+    let dir = root.join("ckpt");
+    let (model, _) = trained(&gpu, tiny(1, 8), 9, 1);
+    let state = serde_json::json!({"step": 1});
+    save(&dir, &model, None, Some(&state));
+    let weights = dir.join("model.safetensors");
+    assert_eq!(resolve(&weights).unwrap(), dir);
+    assert_eq!(read_config::<GptConfig>(&weights).unwrap(), model.config);
+    assert_eq!(read_trainer_state(&weights).unwrap(), Some(state));
+    let (loaded, report) = load_gpt(&gpu, &weights).unwrap();
+    assert_eq!(report.source, weights);
+    assert_eq!(param_bits(&loaded), param_bits(&model));
+    // Another file is still refused as one.
+    let err = resolve(&dir.join("config.json")).unwrap_err().to_string();
+    assert!(err.contains("this is a file"), "{err}");
+
+    // A truncated weights file is reported as truncated, not as a config that
+    // does not fit it.
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let err = load_gpt(&gpu, &dir).err().unwrap().to_string();
+    assert!(
+        err.contains("truncated") && !err.contains("does not belong"),
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&root);

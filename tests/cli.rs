@@ -462,3 +462,150 @@ fn translate_names_what_the_model_cannot_take() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("12/x -> "));
     let _ = std::fs::remove_dir_all(&ck);
 }
+
+/// Flags and config.json fields that asked for absurd sizes aborted the process
+/// ("memory allocation of N bytes failed"); now each is refused before anything
+/// is allocated, naming the flag or the field. Also on a trained checkpoint: its
+/// weights file is accepted for its directory, NaN weights are refused.
+#[test]
+fn absurd_sizes_and_broken_checkpoints_are_refused_naming_the_cause() {
+    let data = tmp("sizes.txt");
+    std::fs::write(&data, TEXT.repeat(4)).unwrap();
+    let out = tmp("sizes-out");
+    let gpt = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--model",
+            "gpt",
+            "--data",
+            s(&data),
+            "--steps",
+            "1",
+        ];
+        args.extend_from_slice(&["--out", s(&out)]);
+        args.extend_from_slice(extra);
+        fails(&args)
+    };
+    for (flags, named) in [
+        (&["--layers", "1000000000"][..], "--layers 1000000000"),
+        (&["--seq", "1000000000"], "--seq 1000000000"),
+        (&["--context", "1000000000"], "--context 1000000000"),
+        (&["--batch", "1000000000"], "--batch 1000000000"),
+        (
+            &["--d-model", "1048576", "--heads", "8192"],
+            "--d-model 1048576",
+        ),
+    ] {
+        let err = gpt(flags);
+        assert!(err.contains(named), "{flags:?}: {err}");
+    }
+    for (flags, named) in [
+        (&["--layers", "1000000000"][..], "--layers 1000000000"),
+        // The sinusoid table: max_len x d_model floats on the host, more than any
+        // machine holds.
+        (&["--context", "1000000000000"], "--context 1000000000000"),
+    ] {
+        let mut args = vec!["train", "--steps", "1", "--out", s(&out)];
+        args.extend_from_slice(flags);
+        let err = fails(&args);
+        assert!(err.contains(named), "encdec {flags:?}: {err}");
+    }
+    assert!(!out.exists(), "nothing was saved");
+
+    // Checkpoints of each model (freshly initialised: loading is what is tested),
+    // then edited.
+    let gpu = common::gpu();
+    let config = wgformer::nn::GptConfig {
+        vocab_size: 11,
+        n_positions: 8,
+        n_embd: 8,
+        n_layer: 1,
+        n_head: 2,
+        layer_norm_epsilon: 1e-5,
+    };
+    let model = wgformer::nn::Gpt::new(&gpu, config, 0).unwrap();
+    let params = model.params();
+    let ck = tmp("sizes-gpt");
+    let contents = wgformer::checkpoint::CheckpointContents::new(&config, &params);
+    wgformer::checkpoint::save_checkpoint(&ck, &contents).unwrap();
+    // A weights-file path stands for its checkpoint directory.
+    let weights = ck.join("model.safetensors");
+    let scored = ok(&["score", "--checkpoint", s(&weights), "--ids", "1,2"]);
+    assert!(scored.contains("log_probs"), "{scored}");
+
+    let edited = tmp("sizes-edited");
+    for (field, value) in [
+        ("n_layer", 1_000_000_000u64),
+        ("vocab_size", 1 << 40),
+        ("n_positions", 1_000_000_000),
+    ] {
+        copy_dir(&ck, &edited);
+        set_config_field(&edited, field, value.into());
+        for cmd in [
+            &["score", "--checkpoint", s(&edited), "--ids", "1,2"][..],
+            &["eval", "--checkpoint", s(&edited)],
+            &["generate", "--checkpoint", s(&edited), "--prompt", "the"],
+        ] {
+            let err = fails(cmd);
+            assert!(err.contains(&format!("{field} {value}")), "{cmd:?}: {err}");
+        }
+    }
+
+    // NaN weights: score printed null and eval a NaN loss, both exiting 0.
+    copy_dir(&ck, &edited);
+    common::set_tensor_value(
+        &edited.join("model.safetensors"),
+        "ln_f.weight",
+        0,
+        f32::NAN,
+    );
+    for cmd in [
+        &["score", "--checkpoint", s(&edited), "--ids", "1,2"][..],
+        &["eval", "--checkpoint", s(&edited)],
+    ] {
+        let err = fails(cmd);
+        assert!(
+            err.contains("`ln_f.weight`") && err.contains("NaN"),
+            "{cmd:?}: {err}"
+        );
+    }
+
+    // An encoder-decoder checkpoint likewise.
+    let config = wgformer::nn::TransformerConfig {
+        vocab_size: 11,
+        d_model: 8,
+        d_ff: 16,
+        n_heads: 2,
+        n_encoder_layers: 1,
+        n_decoder_layers: 1,
+        max_len: 8,
+        ..wgformer::nn::TransformerConfig::small()
+    };
+    let model = wgformer::nn::Transformer::new(&gpu, config, 0).unwrap();
+    let params = model.params();
+    let enc = tmp("sizes-encdec");
+    let contents = wgformer::checkpoint::CheckpointContents::new(&config, &params);
+    wgformer::checkpoint::save_checkpoint(&enc, &contents).unwrap();
+    for (field, value) in [
+        ("n_encoder_layers", 1_000_000_000u64),
+        ("max_len", 10u64.pow(13)),
+    ] {
+        copy_dir(&enc, &edited);
+        set_config_field(&edited, field, value.into());
+        let err = fails(&["translate", "--checkpoint", s(&edited), "2024-03-15"]);
+        assert!(err.contains(&format!("{field} {value}")), "{field}: {err}");
+    }
+
+    for p in [&data, &ck, &edited, &enc] {
+        let _ = std::fs::remove_dir_all(p);
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+fn set_config_field(dir: &Path, field: &str, value: serde_json::Value) {
+    let path = dir.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    cfg[field] = value;
+    std::fs::write(&path, cfg.to_string()).unwrap();
+}

@@ -8,7 +8,10 @@ mod common;
 use common::{assert_close, data, gpu};
 use wgformer::autograd::Tape;
 use wgformer::kernels::cross_entropy::CrossEntropyOptions;
-use wgformer::nn::{Activation, ForwardOptions, NormPlacement, Transformer, TransformerConfig};
+use wgformer::nn::{
+    Activation, FieldNames, ForwardOptions, MemoryLimits, NormPlacement, Transformer,
+    TransformerConfig,
+};
 use wgformer::optim::{Optimizer, OptimizerKind};
 use wgformer::reference::transformer::{encdec_logits, Batch, Weights};
 use wgformer::{Gpu, Tensor};
@@ -470,4 +473,100 @@ fn bad_shapes_and_lengths_are_errors() {
     let bad = TransformerConfig { d_model: 0, ..cfg };
     let err = Transformer::new(&gpu, bad, 1).err().unwrap().to_string();
     assert!(err.contains("d_model is 0"), "{err}");
+}
+
+#[test]
+fn param_count_is_the_models_parameter_count() {
+    let gpu = gpu();
+    for norm in [NormPlacement::Post, NormPlacement::Pre] {
+        let cfg = TransformerConfig {
+            n_decoder_layers: 3,
+            ..tiny(norm, Activation::Relu)
+        };
+        let model = Transformer::new(&gpu, cfg, 0).unwrap();
+        let numel: usize = model.params().iter().map(|p| p.value().numel()).sum();
+        assert_eq!(cfg.param_count(), numel, "{norm:?}");
+    }
+}
+
+#[test]
+fn absurd_sizes_are_refused_naming_the_field() {
+    let names = FieldNames::config("test");
+    let machine = MemoryLimits {
+        binding_bytes: 128 << 20,
+        total_bytes: 16 << 30,
+    };
+    // The paper's base model trains on a GPU with 2 GiB buffers and 16 GiB.
+    let gpu_like = MemoryLimits {
+        binding_bytes: 2 << 30,
+        ..machine
+    };
+    TransformerConfig::base()
+        .check_size(&gpu_like, Some(4096), &names)
+        .unwrap();
+    let base = TransformerConfig::small();
+    let cases: [(TransformerConfig, Option<usize>, &str); 6] = [
+        (
+            TransformerConfig {
+                n_encoder_layers: 1_000_000_000,
+                ..base
+            },
+            None,
+            "n_encoder_layers 1000000000",
+        ),
+        (
+            TransformerConfig {
+                n_decoder_layers: 1_000_000_000,
+                ..base
+            },
+            None,
+            "n_decoder_layers 1000000000",
+        ),
+        // The sinusoid table lives on the host: max_len x d_model floats.
+        (
+            TransformerConfig {
+                max_len: 1_000_000_000,
+                ..base
+            },
+            None,
+            "max_len 1000000000",
+        ),
+        (
+            TransformerConfig {
+                vocab_size: 1 << 40,
+                ..base
+            },
+            None,
+            "vocab_size 1099511627776",
+        ),
+        (
+            TransformerConfig {
+                d_ff: 1 << 40,
+                ..base
+            },
+            None,
+            "d_ff 1099511627776",
+        ),
+        (base, Some(1_000_000_000_000), "batch_tokens 1000000000000"),
+    ];
+    for (cfg, training, expected) in cases {
+        let err = cfg
+            .check_size(&machine, training, &names)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "expected {expected:?} in {err}");
+    }
+    // Transformer::new checks before allocating (this one grew the process to
+    // gigabytes, then aborted).
+    let deep = TransformerConfig {
+        n_encoder_layers: 1_000_000_000,
+        ..base
+    };
+    let Err(err) = Transformer::new(&gpu(), deep, 0) else {
+        panic!("a model of 10^9 layers was built");
+    };
+    assert!(
+        err.to_string().contains("n_encoder_layers 1000000000"),
+        "{err}"
+    );
 }

@@ -1,12 +1,13 @@
 //! A one-block GPT (layernorm, fused causal self-attention, GELU MLP, tied output
 //! projection, cross-entropy) trained through the tape: the loss on a fixed batch
-//! goes close to zero, and a steady-state step allocates no GPU buffer.
+//! goes close to zero, and a steady-state step allocates no GPU buffer. Sizes
+//! no machine holds are refused, naming the field, before anything is allocated.
 
 mod common;
 use common::gpu;
 use wgformer::autograd::Tape;
 use wgformer::kernels::cross_entropy::CrossEntropyOptions;
-use wgformer::nn::{Gpt, GptConfig};
+use wgformer::nn::{FieldNames, Gpt, GptConfig, MemoryLimits};
 use wgformer::optim::{Optimizer, OptimizerKind};
 use wgformer::{Gpu, Tensor};
 
@@ -118,4 +119,137 @@ fn gpt_training_is_bit_for_bit_reproducible() {
     let (a, b) = (run(5), run(5));
     assert!(a == b, "same seed, different parameters after 10 steps");
     assert!(a != run(6), "the seed must matter");
+}
+
+#[test]
+fn param_count_is_the_models_parameter_count() {
+    let gpu = gpu();
+    for config in [
+        tiny(),
+        GptConfig {
+            n_layer: 3,
+            n_positions: 7,
+            ..tiny()
+        },
+    ] {
+        let model = Gpt::new(&gpu, config, 0).unwrap();
+        let numel: usize = model.params().iter().map(|p| p.value().numel()).sum();
+        assert_eq!(config.param_count(), numel);
+    }
+}
+
+/// A machine with 128 MiB buffers and 16 GiB of memory.
+const SMALL_MACHINE: MemoryLimits = MemoryLimits {
+    binding_bytes: 128 << 20,
+    total_bytes: 16 << 30,
+};
+
+#[test]
+fn absurd_sizes_are_refused_naming_the_field() {
+    let names = FieldNames::config("test");
+    let deep = || GptConfig {
+        n_layer: 1_000_000_000,
+        ..tiny()
+    };
+    let gpt2_small = GptConfig {
+        vocab_size: 50257,
+        n_positions: 1024,
+        n_embd: 768,
+        n_layer: 12,
+        n_head: 12,
+        layer_norm_epsilon: 1e-5,
+    };
+    assert_eq!(gpt2_small.param_count(), 124_439_808, "GPT-2 small's count");
+    let gpu_like = MemoryLimits {
+        binding_bytes: 2 << 30,
+        total_bytes: 64 << 30,
+    };
+    gpt2_small
+        .check_size(&gpu_like, Some((8, 1024)), &names)
+        .unwrap();
+    tiny()
+        .check_size(&SMALL_MACHINE, Some((16, 16)), &names)
+        .unwrap();
+
+    // (config, training batch, what the error must say)
+    let cases = [
+        (deep(), None, "n_layer 1000000000"),
+        (deep(), None, "memory this machine has"),
+        (
+            GptConfig {
+                vocab_size: 1 << 40,
+                ..tiny()
+            },
+            None,
+            "vocab_size 1099511627776",
+        ),
+        (
+            GptConfig {
+                vocab_size: 1 << 40,
+                ..tiny()
+            },
+            None,
+            "max_storage_buffer_binding_size",
+        ),
+        (
+            GptConfig {
+                n_positions: 1_000_000_000,
+                ..tiny()
+            },
+            None,
+            "n_positions 1000000000",
+        ),
+        (
+            GptConfig {
+                n_embd: 1 << 20,
+                n_head: 1 << 13,
+                ..tiny()
+            },
+            None,
+            "n_embd 1048576",
+        ),
+        (tiny(), Some((1_000_000_000, 16)), "batch 1000000000"),
+        (tiny(), Some((16, 1_000_000_000)), "seq 1000000000"),
+        // So large that u64 cannot count the bytes.
+        (
+            GptConfig {
+                vocab_size: 1 << 40,
+                n_embd: 1 << 40,
+                ..tiny()
+            },
+            None,
+            "more bytes than a 64-bit count holds",
+        ),
+    ];
+    for (config, training, expected) in cases {
+        let err = config
+            .check_size(&SMALL_MACHINE, training, &names)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(expected),
+            "{config:?} {training:?}: expected {expected:?} in {err}"
+        );
+    }
+
+    // The command line names its flags instead.
+    let flags = FieldNames {
+        op: "wgformer",
+        renames: &[("n_layer", "--layers"), ("batch", "--batch")],
+    };
+    let err = deep()
+        .check_size(&SMALL_MACHINE, Some((16, 16)), &flags)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--layers 1000000000") && err.contains("--batch 16"),
+        "{err}"
+    );
+    assert!(!err.contains("n_layer"), "{err}");
+
+    // Gpt::new checks before allocating: this would otherwise abort the process.
+    let Err(err) = Gpt::new(&gpu(), deep(), 0) else {
+        panic!("a model of 10^9 blocks was built");
+    };
+    assert!(err.to_string().contains("n_layer 1000000000"), "{err}");
 }

@@ -7,7 +7,9 @@ use clap::ValueEnum;
 use std::path::{Path, PathBuf};
 use wgformer::checkpoint::{self, LoadMode};
 use wgformer::data::{BpeTokenizer, CharTokenizer, TextDataset, Tokenizer};
-use wgformer::nn::{Gpt, GptConfig, NormPlacement, Transformer, TransformerConfig};
+use wgformer::nn::{
+    FieldNames, Gpt, GptConfig, MemoryLimits, NormPlacement, Transformer, TransformerConfig,
+};
 use wgformer::train::gpt::{GptData, GptTask};
 use wgformer::train::progress::ProgressReporter;
 use wgformer::train::seq2seq::{load_pairs, DateTaskSetup, PairSource, Seq2SeqData, Seq2SeqTask};
@@ -306,6 +308,7 @@ fn new_seq2seq(gpu: &Gpu, a: &TrainArgs) -> Result<Seq2SeqTask> {
             if let Some(path) = &a.data {
                 note_unknown_in_file(tok.as_ref(), path, true)?;
             }
+            check_seq2seq_size(gpu, a, &config, false)?;
             let model = Transformer::new(gpu, config, a.seed)?;
             checkpoint::load_params(dir, &model.params(), LoadMode::Strict)?;
             (Some(tok), config, Some(model))
@@ -360,6 +363,7 @@ fn new_seq2seq(gpu: &Gpu, a: &TrainArgs) -> Result<Seq2SeqTask> {
                 },
                 ..base
             };
+            check_seq2seq_size(gpu, a, &config, true)?;
             Transformer::new(gpu, config, a.seed)?
         }
     };
@@ -383,6 +387,7 @@ fn new_gpt(gpu: &Gpu, a: &TrainArgs) -> Result<GptTask> {
         Some(dir) => {
             check_type(dir, "gpt2", "--model gpt")?;
             let (model, _) = checkpoint::load_gpt(gpu, dir)?;
+            check_gpt_size(gpu, a, &model.config, false)?;
             let tok = checkpoint_tokenizer(dir, model.config.vocab_size)?;
             note_unknown_in_file(tok.as_ref(), path, false)?;
             (tok, model)
@@ -401,20 +406,95 @@ fn new_gpt(gpu: &Gpu, a: &TrainArgs) -> Result<GptTask> {
                 n_head: a.heads.unwrap_or(4),
                 layer_norm_epsilon: 1e-5,
             };
+            check_gpt_size(gpu, a, &config, true)?;
             (tok, Gpt::new(gpu, config, a.seed)?)
         }
     };
     let dataset = TextDataset::from_file(path, tokenizer.as_ref(), a.held_out)?;
+    let (batch, seq) = gpt_batch(a, &model.config);
     let data = GptData {
         data: Some(path.clone()),
-        batch: a.batch.unwrap_or(16),
-        seq: a.seq.unwrap_or(model.config.n_positions.min(128)),
+        batch,
+        seq,
         held_out_fraction: a.held_out,
         eval_windows: 32,
         seed: a.seed,
     };
     print_config(&wgformer::checkpoint::config_json(&model.config)?);
     GptTask::new(gpu, model, tokenizer, dataset, data)
+}
+
+/// A GPT run's micro-batch: (windows, tokens per window).
+fn gpt_batch(a: &TrainArgs, config: &GptConfig) -> (usize, usize) {
+    (
+        a.batch.unwrap_or(16),
+        a.seq.unwrap_or(config.n_positions.min(128)),
+    )
+}
+
+/// Refuses a GPT and micro-batch the machine cannot hold, before anything is
+/// allocated, naming the flags that set the sizes (`sized_by_flags`: the model's
+/// sizes came from flags, not from a checkpoint).
+fn check_gpt_size(
+    gpu: &Gpu,
+    a: &TrainArgs,
+    config: &GptConfig,
+    sized_by_flags: bool,
+) -> Result<()> {
+    let positions = if a.context.is_none() && a.seq.is_some() {
+        "--seq"
+    } else {
+        "--context"
+    };
+    let mut renames = vec![("batch", "--batch"), ("seq", "--seq")];
+    if sized_by_flags {
+        renames.extend([
+            ("n_layer", "--layers"),
+            ("n_embd", "--d-model"),
+            ("n_head", "--heads"),
+            ("n_positions", positions),
+        ]);
+        if a.tokenizer == TokenizerKind::Bpe {
+            renames.push(("vocab_size", "--vocab-size"));
+        }
+    }
+    let names = FieldNames {
+        op: "wgformer",
+        renames: &renames,
+    };
+    config.check_size(&MemoryLimits::of(gpu), Some(gpt_batch(a, config)), &names)
+}
+
+/// Refuses an encoder-decoder and token budget the machine cannot hold, as
+/// [`check_gpt_size`] does.
+fn check_seq2seq_size(
+    gpu: &Gpu,
+    a: &TrainArgs,
+    config: &TransformerConfig,
+    sized_by_flags: bool,
+) -> Result<()> {
+    let mut renames = vec![("batch_tokens", "--batch-tokens")];
+    if sized_by_flags {
+        renames.extend([
+            ("n_encoder_layers", "--layers"),
+            ("n_decoder_layers", "--layers"),
+            ("d_model", "--d-model"),
+            ("d_ff", "--d-ff"),
+            ("n_heads", "--heads"),
+            ("max_len", "--context"),
+        ]);
+        if a.data.is_some() && a.tokenizer == TokenizerKind::Bpe {
+            renames.push(("vocab_size", "--vocab-size"));
+        }
+    }
+    let names = FieldNames {
+        op: "wgformer",
+        renames: &renames,
+    };
+    let batch_tokens = a
+        .batch_tokens
+        .unwrap_or(DateTaskSetup::default().batch_tokens);
+    config.check_size(&MemoryLimits::of(gpu), Some(batch_tokens), &names)
 }
 
 fn train_bpe(path: &Path, vocab: usize) -> Result<BpeTokenizer> {
@@ -445,6 +525,7 @@ fn print_config(json: &serde_json::Value) {
 /// `--resume DIR`: rebuilds the task from the checkpoint's config, tokenizer and
 /// trainer state, then continues.
 fn resume(gpu: &Gpu, a: &TrainArgs, dir: &Path) -> Result<()> {
+    let dir = checkpoint::checkpoint_dir(dir);
     let kind = model_type(dir)?;
     // Saving over the resumed checkpoint continues it; another one is replaced only
     // with --overwrite. The lock is taken before the checkpoint is read.

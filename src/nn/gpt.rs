@@ -5,17 +5,18 @@
 use super::config_checks;
 use super::kv_cache::KvCache;
 use super::layers::{
-    Activation, Dropout, Embedding, FeedForward, LayerNorm, LearnedPositions, NormPlacement,
-    Residual, SelfAttention,
+    Activation, Embedding, FeedForward, LayerNorm, LearnedPositions, SelfAttention,
 };
+use super::{init_seeds, FieldNames, MemoryLimits};
 use crate::autograd::{Param, Tape, Var};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::tensor::Tensor;
 
-/// Sizes of a GPT (GPT-2's config.json names). Unknown fields are an error in
-/// our own configs; [`GptConfig::from_json_str`] also reads a Hugging Face
-/// GPT-2 config.json (recognised by its `model_type`), ignoring its other keys.
+/// Sizes of a GPT (GPT-2's config.json names). Checkpoints store it in
+/// config.json; [`crate::checkpoint::read_config`] reads ours (unknown fields are
+/// an error) and Hugging Face's GPT-2 configs (options that change the math
+/// refused by name).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GptConfig {
@@ -33,27 +34,7 @@ fn default_eps() -> f32 {
     1e-5
 }
 
-/// The fields of a Hugging Face GPT-2 config.json that we use (the rest is ignored).
-#[derive(serde::Deserialize)]
-struct HfGpt2Config {
-    vocab_size: usize,
-    n_positions: usize,
-    n_embd: usize,
-    n_layer: usize,
-    n_head: usize,
-    #[serde(default = "default_eps")]
-    layer_norm_epsilon: f32,
-}
-
 impl GptConfig {
-    /// Parameters, counting the tied output projection once.
-    pub fn param_count(&self) -> usize {
-        let (c, v, t) = (self.n_embd, self.vocab_size, self.n_positions);
-        let block =
-            2 * 2 * c + (c * 3 * c + 3 * c) + (c * c + c) + (c * 4 * c + 4 * c) + (4 * c * c + c);
-        v * c + t * c + self.n_layer * block + 2 * c
-    }
-
     /// Training FLOPs per token (forward + backward = 3x forward): 6 per weight
     /// of the matmuls plus attention's 12 * L * C * T (PaLM appendix B convention).
     pub fn train_flops_per_token(&self, seq: usize) -> f64 {
@@ -79,84 +60,87 @@ impl GptConfig {
         config_checks::epsilon(OP, self.layer_norm_epsilon, "GPT-2 uses 1e-5")?;
         Ok(())
     }
-
-    /// Parses JSON: our config (unknown fields are an error), or a Hugging Face
-    /// GPT-2 config.json (it has `"model_type"`; only the fields above are read).
-    /// The result is validated.
-    pub fn from_json_str(json: &str) -> Result<GptConfig> {
-        const OP: &str = "GptConfig::from_json";
-        let value: serde_json::Value = serde_json::from_str(json)
-            .map_err(|e| Error::invalid(OP, format!("not valid JSON: {e}")))?;
-        let config = if value.get("model_type").is_some() {
-            let hf: HfGpt2Config = serde_json::from_value(value).map_err(|e| {
-                Error::invalid(
-                    OP,
-                    format!("a Hugging Face config.json without a field we need: {e}"),
-                )
-            })?;
-            GptConfig {
-                vocab_size: hf.vocab_size,
-                n_positions: hf.n_positions,
-                n_embd: hf.n_embd,
-                n_layer: hf.n_layer,
-                n_head: hf.n_head,
-                layer_norm_epsilon: hf.layer_norm_epsilon,
-            }
-        } else {
-            serde_json::from_value(value).map_err(|e| {
-                Error::invalid(
-                    OP,
-                    format!(
-                        "{e}; a GPT config holds vocab_size, n_positions, n_embd, n_layer, \
-                         n_head and optionally layer_norm_epsilon"
-                    ),
-                )
-            })?
-        };
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Reads [`GptConfig::from_json_str`] from a file.
-    pub fn from_json_file(path: impl AsRef<std::path::Path>) -> Result<GptConfig> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_json_str(&text).map_err(|e| {
-            Error::invalid(
-                "GptConfig::from_json_file",
-                format!("{}: {e}", path.display()),
-            )
-        })
-    }
 }
+
+/// GPT-2's init (transformers' `initializer_range`, nanoGPT's `std=0.02`): every
+/// weight matrix and the token embedding are drawn from N(0, 0.02).
+const INIT_STD: f32 = 0.02;
+
+/// OpenAI's GPT-2 (model.py) draws the position table from N(0, 0.01), half the
+/// token embedding's spread (nanoGPT uses 0.02 for both).
+const WPE_INIT_STD: f32 = 0.01;
 
 /// One block: `x = x + attn(ln_1(x)); x = x + mlp(ln_2(x))`.
 struct Block {
-    ln_1: Residual,
+    ln_1: LayerNorm,
     attn: SelfAttention,
-    ln_2: Residual,
+    ln_2: LayerNorm,
     mlp: FeedForward,
 }
 
 impl Block {
+    /// Block `h.{i}`, its four weight matrices drawn with the next seeds.
+    fn new(
+        gpu: &Gpu,
+        i: usize,
+        config: &GptConfig,
+        seed: &mut impl FnMut() -> u64,
+    ) -> Result<Block> {
+        let (c, eps) = (config.n_embd, config.layer_norm_epsilon);
+        // GPT-2 paper, section 2.3: the weights of the layers that end a residual
+        // branch are scaled by 1/sqrt(N), N the number of residual layers; each
+        // block adds two (attention and MLP), so N = 2 n_layer.
+        let proj_std = INIT_STD / (2.0 * config.n_layer as f32).sqrt();
+        let p = format!("h.{i}");
+        Ok(Block {
+            ln_1: LayerNorm::new(gpu, &format!("{p}.ln_1"), c, eps)?,
+            attn: SelfAttention::new(
+                gpu,
+                (&format!("{p}.attn.c_attn"), &format!("{p}.attn.c_proj")),
+                c,
+                config.n_head,
+                true,
+                (INIT_STD, proj_std),
+                (seed(), seed()),
+            )?,
+            ln_2: LayerNorm::new(gpu, &format!("{p}.ln_2"), c, eps)?,
+            // GPT-2's MLP is 4 n_embd wide (its config's n_inner: null).
+            mlp: FeedForward::new(
+                gpu,
+                (&format!("{p}.mlp.c_fc"), &format!("{p}.mlp.c_proj")),
+                c,
+                4 * c,
+                Activation::Gelu,
+                (INIT_STD, proj_std),
+                (seed(), seed()),
+            )?,
+        })
+    }
+
     fn forward(&self, tape: &Tape, x: &Var) -> Result<Var> {
-        let x = self.ln_1.forward(tape, x, &Dropout::off(), |h| {
-            self.attn.forward(tape, h, None)
-        })?;
-        self.ln_2
-            .forward(tape, &x, &Dropout::off(), |h| self.mlp.forward(tape, h))
+        let attn = |h: Var| self.attn.forward(tape, &h, None);
+        let mlp = |h: Var| self.mlp.forward(tape, &h);
+        let x = tape.add(x, &attn(self.ln_1.forward(tape, x)?)?)?;
+        tape.add(&x, &mlp(self.ln_2.forward(tape, &x)?)?)
     }
 
     /// The same block for new tokens at positions `len..`, against the cache.
     fn step(&self, tape: &Tape, x: &Var, kv: (&Tensor, &Tensor), len: usize) -> Result<Var> {
-        let x = self.ln_1.forward(tape, x, &Dropout::off(), |h| {
-            self.attn.step(tape, h, kv, len)
-        })?;
-        self.ln_2
-            .forward(tape, &x, &Dropout::off(), |h| self.mlp.forward(tape, h))
+        let attn = |h: Var| self.attn.step(tape, &h, kv, len);
+        let mlp = |h: Var| self.mlp.forward(tape, &h);
+        let x = tape.add(x, &attn(self.ln_1.forward(tape, x)?)?)?;
+        tape.add(&x, &mlp(self.ln_2.forward(tape, &x)?)?)
+    }
+
+    fn params(&self) -> Vec<Param> {
+        let mut v = Vec::new();
+        v.extend(self.ln_1.params());
+        v.extend(self.attn.qkv.params());
+        v.extend(self.attn.out.params());
+        v.extend(self.ln_2.params());
+        v.extend(self.mlp.fc1.params());
+        v.extend(self.mlp.fc2.params());
+        v
     }
 }
 
@@ -170,57 +154,28 @@ pub struct Gpt {
 }
 
 impl Gpt {
-    /// GPT-2 initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2L).
+    /// A freshly initialised model (GPT-2's init: weights N(0, 0.02), the residual
+    /// projections scaled by 1/sqrt(2 n_layer), wpe N(0, 0.01), biases 0,
+    /// LayerNorms 1 and 0), its weights drawn from `seed` as the [`crate::nn`] docs say.
     pub fn new(gpu: &Gpu, config: GptConfig, seed: u64) -> Result<Gpt> {
         config.validate()?;
+        config.check_size(
+            &MemoryLimits::of(gpu),
+            None,
+            &FieldNames::config("Gpt::new"),
+        )?;
         let c = config.n_embd;
-        let std = 0.02;
-        let proj_std = std / (2.0 * config.n_layer as f32).sqrt();
-        let mut s = seed.wrapping_mul(1000);
-        let mut next = || {
-            s += 1;
-            s
-        };
-        let eps = config.layer_norm_epsilon;
-        let pre = |name: String| -> Result<Residual> {
-            Ok(Residual {
-                norm: LayerNorm::new(gpu, &name, c, eps)?,
-                placement: NormPlacement::Pre,
-            })
-        };
-        let mut h = Vec::with_capacity(config.n_layer);
-        for i in 0..config.n_layer {
-            let p = format!("h.{i}");
-            let attn_seeds = (next(), next());
-            let mlp_seeds = (next(), next());
-            h.push(Block {
-                ln_1: pre(format!("{p}.ln_1"))?,
-                attn: SelfAttention::new(
-                    gpu,
-                    (&format!("{p}.attn.c_attn"), &format!("{p}.attn.c_proj")),
-                    c,
-                    config.n_head,
-                    true,
-                    (std, proj_std),
-                    attn_seeds,
-                )?,
-                ln_2: pre(format!("{p}.ln_2"))?,
-                mlp: FeedForward::new(
-                    gpu,
-                    (&format!("{p}.mlp.c_fc"), &format!("{p}.mlp.c_proj")),
-                    c,
-                    4 * c,
-                    Activation::Gelu,
-                    (std, proj_std),
-                    mlp_seeds,
-                )?,
-            });
-        }
+        let mut seed = init_seeds(seed);
+        let wte = Embedding::new(gpu, "wte", config.vocab_size, c, INIT_STD, seed())?;
+        let wpe = LearnedPositions::new(gpu, "wpe", config.n_positions, c, WPE_INIT_STD, seed())?;
+        let h = (0..config.n_layer)
+            .map(|i| Block::new(gpu, i, &config, &mut seed))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Gpt {
-            wte: Embedding::new(gpu, "wte", config.vocab_size, c, std, next())?,
-            wpe: LearnedPositions::new(gpu, "wpe", config.n_positions, c, 0.01, next())?,
+            wte,
+            wpe,
             h,
-            ln_f: LayerNorm::new(gpu, "ln_f", c, eps)?,
+            ln_f: LayerNorm::new(gpu, "ln_f", c, config.layer_norm_epsilon)?,
             config,
         })
     }
@@ -228,14 +183,7 @@ impl Gpt {
     /// Every parameter, in a fixed order.
     pub fn params(&self) -> Vec<Param> {
         let mut v = vec![self.wte.weight.clone(), self.wpe.weight.clone()];
-        for b in &self.h {
-            v.extend(b.ln_1.norm.params());
-            v.extend(b.attn.qkv.params());
-            v.extend(b.attn.out.params());
-            v.extend(b.ln_2.norm.params());
-            v.extend(b.mlp.fc1.params());
-            v.extend(b.mlp.fc2.params());
-        }
+        v.extend(self.h.iter().flat_map(Block::params));
         v.extend(self.ln_f.params());
         v
     }

@@ -1,6 +1,14 @@
 //! Models built from tape ops: the layers ([`layers`]), the GPT-2-layout decoder
 //! ([`gpt`]), the encoder-decoder of "Attention Is All You Need"
 //! ([`transformer`]), and the KV cache of incremental decoding ([`kv_cache`]).
+//!
+//! # Initial weights
+//! Both models draw their initial weights the same way: the `seed` given to
+//! `Gpt::new` or `Transformer::new` starts a SplitMix64 stream, and each randomly
+//! initialised tensor takes the next number of it as its own seed, in the order
+//! of the model's `params()`. The same seed and config give the same model, and
+//! no two tensors of a model share a seed (SplitMix64 repeats no output within
+//! 2^64 draws).
 
 mod config_checks;
 pub mod gpt;
@@ -8,7 +16,15 @@ pub mod kv_cache;
 pub mod layers;
 pub mod transformer;
 
+pub use config_checks::{FieldNames, MemoryLimits};
 pub use gpt::{Gpt, GptConfig};
 pub use kv_cache::KvCache;
 pub use layers::{Activation, NormPlacement};
 pub use transformer::{EncoderState, ForwardOptions, Transformer, TransformerConfig};
+
+/// The seeds of a model's random tensors, in `params()` order (see the module
+/// docs: one scheme for every model).
+pub(crate) fn init_seeds(seed: u64) -> impl FnMut() -> u64 {
+    let mut rng = crate::rng::SplitMix64::new(seed);
+    move || rng.next_u64()
+}

@@ -8,7 +8,7 @@ use crate::data::{Split, TextDataset, Tokenizer};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::cross_entropy::CrossEntropyOptions;
-use crate::nn::Gpt;
+use crate::nn::{FieldNames, Gpt, MemoryLimits};
 use crate::optim::Optimizer;
 use crate::rng::SplitMix64;
 use crate::tensor::Tensor;
@@ -73,6 +73,11 @@ impl GptTask {
         }
         dataset.check_seq(Split::Train, data.seq)?;
         dataset.check_seq(Split::HeldOut, data.seq)?;
+        let training = Some((data.batch, data.seq));
+        let names = FieldNames::config("train");
+        model
+            .config
+            .check_size(&MemoryLimits::of(gpu), training, &names)?;
         Ok(GptTask {
             model,
             gpu: gpu.clone(),

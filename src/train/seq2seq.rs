@@ -8,7 +8,7 @@
 
 use super::{data_seed, EvalMetrics, MicroBatch, TrainTask};
 use crate::autograd::{Param, Tape, Var};
-use crate::checkpoint::{self, CheckpointContents, ModelConfig};
+use crate::checkpoint::{self, CheckpointContents};
 use crate::data::{
     token_budget_batches, CharTokenizer, DateTask, PairBatch, PairDataset, Tokenizer,
 };
@@ -16,16 +16,11 @@ use crate::error::{Error, Result};
 use crate::generate::translate_greedy;
 use crate::gpu::Gpu;
 use crate::kernels::cross_entropy::CrossEntropyOptions;
-use crate::nn::{ForwardOptions, Transformer, TransformerConfig};
+use crate::nn::{FieldNames, ForwardOptions, MemoryLimits, Transformer, TransformerConfig};
 use crate::optim::Optimizer;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-
-/// The `model_type` of encoder-decoder checkpoints.
-impl ModelConfig for TransformerConfig {
-    const MODEL_TYPE: &'static str = "encoder_decoder";
-}
 
 /// Where the pairs come from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -142,6 +137,11 @@ impl Seq2SeqTask {
                 ),
             ));
         }
+        let training = Some(data.batch_tokens);
+        let names = FieldNames::config("train");
+        model
+            .config
+            .check_size(&MemoryLimits::of(gpu), training, &names)?;
         // Fails early (empty source, pair over the budget) rather than mid-run.
         token_budget_batches(&train.pairs, &tokenizer.specials(), data.batch_tokens, 0)?;
         Ok(Seq2SeqTask {

@@ -122,3 +122,25 @@ pub fn rerun_with_other_row_plan(tests: &[&str]) {
     assert!(out.status.success(), "with the other row plan:\n{log}");
     assert!(log.contains(&format!("{} passed", tests.len())), "{log}");
 }
+
+/// Rewrites safetensors file `file` (as a valid file, checksum and all) with
+/// `value` at element `index` of tensor `tensor`: a checkpoint whose weights are
+/// damaged in a way no byte check catches.
+pub fn set_tensor_value(file: &std::path::Path, tensor: &str, index: usize, value: f32) {
+    use wgformer::safetensors::{serialize, SafeTensors, TensorRef};
+    let st = SafeTensors::read(file).unwrap();
+    let names: Vec<String> = st.names().map(String::from).collect();
+    let mut values: Vec<Vec<f32>> = names.iter().map(|n| st.to_f32(n).unwrap()).collect();
+    let i = names.iter().position(|n| n == tensor).unwrap();
+    values[i][index] = value;
+    let tensors: Vec<TensorRef> = names
+        .iter()
+        .zip(&values)
+        .map(|(name, data)| TensorRef {
+            name,
+            shape: &st.info(name).unwrap().shape,
+            data,
+        })
+        .collect();
+    std::fs::write(file, serialize(&tensors, st.metadata(), true).unwrap()).unwrap();
+}

@@ -9,7 +9,10 @@ use crate::tensor::Tensor;
 
 use super::TransformerConfig;
 
-/// Weight init of the encoder-decoder: N(0, 0.02) for every projection.
+/// Weight init of the encoder-decoder: N(0, 0.02) for every projection (the
+/// paper does not give its init; 0.02 is GPT-2's and BERT's). No depth scaling
+/// of the residual projections as in GPT-2: post-LN renormalises every residual
+/// sum, and pre-LN stacks here are shallow.
 const STD: f32 = 0.02;
 
 fn residual(gpu: &Gpu, name: String, cfg: &TransformerConfig) -> Result<Residual> {

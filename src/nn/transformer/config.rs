@@ -140,23 +140,6 @@ impl TransformerConfig {
         serde_json::to_string_pretty(self).unwrap_or_default()
     }
 
-    /// Parameters (the shared embedding counted once).
-    pub fn param_count(&self) -> usize {
-        let (d, f) = (self.d_model, self.d_ff);
-        let attn = d * 3 * d + 3 * d + d * d + d;
-        let cross = (d * d + d) + (d * 2 * d + 2 * d) + (d * d + d);
-        let ffn = d * f + f + f * d + d;
-        let ln = 2 * d;
-        let enc = attn + ffn + 2 * ln;
-        let dec = attn + cross + ffn + 3 * ln;
-        let finals = if self.norm == NormPlacement::Pre {
-            2 * ln
-        } else {
-            0
-        };
-        self.vocab_size * d + self.n_encoder_layers * enc + self.n_decoder_layers * dec + finals
-    }
-
     /// Training FLOPs (forward + backward = 3x forward) of one pair of a
     /// `src_len`-token source and a `tgt_len`-token target: 6 per weight of the
     /// matmuls per token that goes through them, plus 3 x the attention scores

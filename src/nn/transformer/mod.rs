@@ -19,7 +19,8 @@
 //!   `decoder.layers.{i}.{self_attn.qkv, self_attn.out, ln_1, cross_attn.q,
 //!   cross_attn.kv, cross_attn.out, ln_2, ffn.fc1, ffn.fc2, ln_3}.{weight,bias}`,
 //!   `encoder.ln_f`, `decoder.ln_f` (pre-LN only). Weights are `[in, out]`.
-//! - Init: weights N(0, 0.02), biases 0, LayerNorm 1 and 0, embed N(0, d^-1/2).
+//! - Init: weights N(0, 0.02), biases 0, LayerNorm 1 and 0, embed N(0, d^-1/2);
+//!   the seeds of the random tensors as the [`crate::nn`] docs say.
 //!
 //! Decoding: [`Transformer::encode_for_decoding`] runs the encoder once and keeps
 //! every decoder layer's cross-attention keys and values ([`EncoderState`]);
@@ -36,10 +37,11 @@ pub use decode::EncoderState;
 
 use super::kv_cache::KvCache;
 use super::layers::{Dropout, Embedding, LayerNorm, NormPlacement, SinusoidalPositions};
+use super::{init_seeds, FieldNames, MemoryLimits};
 use crate::autograd::{Param, Tape, Var};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::rng::{hash_u32, SplitMix64};
+use crate::rng::hash_u32;
 use crate::tensor::{DType, Tensor};
 
 /// Per-call switches of [`Transformer::forward`]: dropout on or off, and the seed
@@ -82,11 +84,13 @@ const ENCODER_DROPOUT: u32 = 0x454e_4300;
 const DECODER_DROPOUT: u32 = 0x4445_4300;
 
 impl Transformer {
-    /// A freshly initialised model (the config is validated first).
+    /// A freshly initialised model (the config is validated first), its weights
+    /// drawn from `seed` as the [`crate::nn`] docs say.
     pub fn new(gpu: &Gpu, config: TransformerConfig, seed: u64) -> Result<Transformer> {
         config.validate()?;
-        let mut rng = SplitMix64::new(seed);
-        let mut next = || rng.next_u64();
+        let names = FieldNames::config("Transformer::new");
+        config.check_size(&MemoryLimits::of(gpu), None, &names)?;
+        let mut next = init_seeds(seed);
         let d = config.d_model;
         let final_norm = |name: &str| -> Result<Option<LayerNorm>> {
             Ok(match config.norm {
@@ -96,6 +100,8 @@ impl Transformer {
                 NormPlacement::Post => None,
             })
         };
+        // The input is embed[ids] * sqrt(d): N(0, d^-1/2) gives it unit variance,
+        // the scale of the sinusoids added to it (fairseq's init of this model).
         let embed = Embedding::new(
             gpu,
             "embed",

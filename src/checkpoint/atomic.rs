@@ -1,0 +1,198 @@
+//! Atomic checkpoint directories: the `DIR.tmp` / `DIR.old` dance of a save, the
+//! recovery of an interrupted one, the directory a loader reads, and fsync.
+
+use super::{
+    save::write_contents, CheckpointContents, ModelConfig, CONFIG_FILE, FORMAT_KEY, MODEL_FILE,
+};
+use crate::error::{Error, Result};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// Saves a checkpoint into directory `dir` atomically (see the module doc). `dir`
+/// may exist only as an earlier wgformer checkpoint (or empty): anything else is
+/// refused rather than replaced.
+pub fn save_checkpoint<C: ModelConfig>(dir: &Path, contents: &CheckpointContents<C>) -> Result<()> {
+    let (tmp, old) = siblings(dir)?;
+    recover(dir)?;
+    if dir.exists() {
+        ensure_replaceable(dir)?;
+    }
+    let mut names = BTreeSet::new();
+    for p in contents.params {
+        if !names.insert(p.name()) {
+            return Err(Error::invalid(
+                "save_checkpoint",
+                format!(
+                    "two parameters are named `{}`: give each its own name",
+                    p.name()
+                ),
+            ));
+        }
+    }
+    let parent = parent_of(dir);
+    std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+    std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    if let Err(e) = write_contents(&tmp, contents) {
+        // Nothing committed: the previous checkpoint stays as it was.
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let rename = |from: &Path, to: &Path| {
+        std::fs::rename(from, to).map_err(|e| Error::io(from, e))?;
+        sync_dir(&parent)
+    };
+    if dir.exists() {
+        rename(dir, &old)?;
+    }
+    rename(&tmp, dir)?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+        sync_dir(&parent)?;
+    }
+    Ok(())
+}
+
+/// The checkpoint directory `path` names: `path` itself, or the directory of a
+/// checkpoint's weights file (`DIR/model.safetensors` stands for `DIR`).
+pub fn checkpoint_dir(path: &Path) -> &Path {
+    if path.file_name().is_some_and(|n| n == MODEL_FILE) && path.is_file() {
+        match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        }
+    } else {
+        path
+    }
+}
+
+/// The directory a loader reads for checkpoint `dir` (or for its weights file,
+/// see [`checkpoint_dir`]): `dir` itself, or `dir.old` when a save was
+/// interrupted between its two renames. Writes nothing.
+pub fn resolve(dir: &Path) -> Result<PathBuf> {
+    let dir = checkpoint_dir(dir);
+    if dir.is_dir() {
+        return Ok(dir.to_path_buf());
+    }
+    let (tmp, old) = siblings(dir)?;
+    if !dir.exists() && old.is_dir() {
+        return Ok(old);
+    }
+    let detail = if dir.exists() {
+        "this is a file; a checkpoint is a directory (pass the directory holding \
+         model.safetensors and config.json, or its model.safetensors)"
+            .to_string()
+    } else if tmp.exists() {
+        format!(
+            "no checkpoint here: the first save into it was interrupted ({} is its unfinished \
+             copy); train again or point to another checkpoint",
+            tmp.display()
+        )
+    } else {
+        "no checkpoint here: check the path".to_string()
+    };
+    Err(Error::checkpoint(dir.display(), detail))
+}
+
+/// Finishes what an interrupted save left: restores `dir.old` to `dir` when `dir`
+/// is missing, then deletes `dir.old` and `dir.tmp`. [`save_checkpoint`] calls it
+/// first; call it yourself only when no save into `dir` is running.
+pub fn recover(dir: &Path) -> Result<()> {
+    let (tmp, old) = siblings(dir)?;
+    let parent = parent_of(dir);
+    if !dir.exists() && old.is_dir() {
+        std::fs::rename(&old, dir).map_err(|e| Error::io(&old, e))?;
+        sync_dir(&parent)?;
+    }
+    for leftover in [&old, &tmp] {
+        if std::fs::symlink_metadata(leftover).is_ok() {
+            if !leftover.is_dir() || leftover.is_symlink() {
+                return Err(Error::checkpoint(
+                    leftover.display(),
+                    format!(
+                        "saving into {} needs this name for its temporary copy, but something \
+                         else is there: move it away",
+                        dir.display()
+                    ),
+                ));
+            }
+            std::fs::remove_dir_all(leftover).map_err(|e| Error::io(leftover, e))?;
+            sync_dir(&parent)?;
+        }
+    }
+    Ok(())
+}
+
+fn ensure_replaceable(dir: &Path) -> Result<()> {
+    let refuse = || {
+        Error::checkpoint(
+            dir.display(),
+            "this directory exists and is not a wgformer checkpoint, so saving would replace \
+             files that are not ours: choose another directory, or remove it",
+        )
+    };
+    if !dir.is_dir() {
+        return Err(refuse());
+    }
+    let mut entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    if entries.next().is_none() {
+        return Ok(());
+    }
+    let ours = std::fs::read(dir.join(CONFIG_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_slice::<Value>(&t).ok())
+        .is_some_and(|v| v.get(FORMAT_KEY).is_some());
+    if ours {
+        Ok(())
+    } else {
+        Err(refuse())
+    }
+}
+
+/// `DIR.tmp` and `DIR.old`.
+fn siblings(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
+        return Err(Error::checkpoint(
+            dir.display(),
+            "a checkpoint path must end in a directory name (not `..`, `/` or non-UTF-8)",
+        ));
+    };
+    Ok((
+        dir.with_file_name(format!("{name}.tmp")),
+        dir.with_file_name(format!("{name}.old")),
+    ))
+}
+
+fn parent_of(dir: &Path) -> PathBuf {
+    match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Makes a directory's entries (renames, new files) durable.
+pub(super) fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(dir, e))?;
+    #[cfg(not(unix))]
+    let _ = dir; // Windows cannot open a directory as a file; NTFS journals renames.
+    Ok(())
+}
+
+/// Flushes every file under `dir` (written by a caller's hook) and the directories.
+pub(super) fn sync_tree(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        if path.is_dir() {
+            sync_tree(&path)?;
+            sync_dir(&path)?;
+        } else {
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,386 @@
+//! Loading a checkpoint: its config (ours strictly, foreign ones through
+//! [`ModelConfig::from_foreign`]), its weights by name, the optimiser's state and
+//! the trainer's.
+
+use super::atomic::{checkpoint_dir, resolve};
+use super::hf::{self, Leftover};
+use super::save::slot_names;
+use super::{
+    LoadMode, LoadReport, ModelConfig, CONFIG_FILE, FORMAT_KEY, FORMAT_VERSION, MODEL_FILE,
+    OPTIMIZER_FILE, TRAINER_STATE_FILE,
+};
+use crate::autograd::Param;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::nn::{Gpt, GptConfig};
+use crate::optim::Optimizer;
+use crate::safetensors::{self, SafeTensors};
+use serde_json::{Map, Value};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// Reads the model config of a checkpoint directory (or of a `config.json` path,
+/// or the directory of a `model.safetensors` path),
+/// refusing a checkpoint of another `model_type`, an unknown or missing field of
+/// our own configs, a newer format, and sizes the weights file beside it
+/// (`model.safetensors`) cannot hold.
+pub fn read_config<C: ModelConfig>(path: &Path) -> Result<C> {
+    let path = checkpoint_dir(path);
+    let path = if path.is_file() {
+        path.to_path_buf()
+    } else {
+        resolve(path)?.join(CONFIG_FILE)
+    };
+    let config: C = parse_config(&path)?;
+    // The weights beside it must be able to hold the parameters it describes (a
+    // weights file that cannot be read is reported when it is loaded).
+    let weights = path.with_file_name(MODEL_FILE);
+    if let Ok(bytes) = safetensors::header_data_bytes(&weights) {
+        config.check_weights_file(&path, &weights, bytes)?;
+    }
+    Ok(config)
+}
+
+/// The config in file `path`, ours (strictly) or another tool's.
+fn parse_config<C: ModelConfig>(path: &Path) -> Result<C> {
+    let fail = |detail: String| Error::checkpoint(path.display(), detail);
+    let text = read_file(path, "config.json")?;
+    let Value::Object(mut json) = serde_json::from_slice(&text).map_err(|e| {
+        fail(format!(
+            "config.json is not valid JSON ({e}): fix it or save the checkpoint again"
+        ))
+    })?
+    else {
+        return Err(fail("config.json must hold a JSON object".into()));
+    };
+    match json.get("model_type") {
+        Some(Value::String(t)) if t == C::MODEL_TYPE => {}
+        Some(Value::String(t)) => {
+            return Err(fail(format!(
+                "this is a checkpoint of a `{t}` model, not of a `{}` model: load it as a `{t}` \
+                 model, or pass a checkpoint of a `{}` model",
+                C::MODEL_TYPE,
+                C::MODEL_TYPE
+            )))
+        }
+        _ => {
+            return Err(fail(format!(
+                "config.json has no \"model_type\" string, so its architecture is unknown: add \
+                 \"model_type\": \"{}\" if it is such a model",
+                C::MODEL_TYPE
+            )))
+        }
+    }
+    let Some(version) = json.get(FORMAT_KEY) else {
+        return C::from_foreign(path, &json);
+    };
+    match version.as_u64() {
+        Some(FORMAT_VERSION) => {}
+        Some(v) if v > FORMAT_VERSION => {
+            return Err(fail(format!(
+                "written by a newer wgformer (checkpoint format {v}, this build reads \
+                 {FORMAT_VERSION}): upgrade wgformer"
+            )))
+        }
+        _ => {
+            return Err(fail(format!(
+                "\"{FORMAT_KEY}\" is {version}, not a known format version"
+            )))
+        }
+    }
+    json.remove("model_type");
+    json.remove(FORMAT_KEY);
+    let compat: Map<String, Value> = C::COMPAT_KEYS
+        .iter()
+        .filter_map(|k| json.remove(*k).map(|v| (k.to_string(), v)))
+        .collect();
+    let config: C = serde_json::from_value(Value::Object(json.clone())).map_err(|e| {
+        fail(format!(
+            "the {} config does not parse ({e}): fix that field, or write the config again",
+            C::MODEL_TYPE
+        ))
+    })?;
+    // Strict even when C tolerates unknown fields: a misspelt field must not be
+    // silently replaced by a default.
+    if let Ok(Value::Object(known)) = serde_json::to_value(&config) {
+        let unknown: Vec<&String> = json.keys().filter(|k| !known.contains_key(*k)).collect();
+        if !unknown.is_empty() {
+            let known: Vec<&String> = known.keys().collect();
+            return Err(fail(format!(
+                "unknown config field(s) {unknown:?}: remove or rename them (the fields of a {} \
+                 config are {known:?})",
+                C::MODEL_TYPE
+            )));
+        }
+    }
+    config.check_compat_fields(path, &compat)?;
+    Ok(config)
+}
+
+/// The trainer state of a checkpoint (`None` when it has none, e.g. a model
+/// downloaded from Hugging Face).
+pub fn read_trainer_state(dir: &Path) -> Result<Option<Value>> {
+    let path = resolve(dir)?.join(TRAINER_STATE_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = read_file(&path, "trainer_state.json")?;
+    serde_json::from_slice(&text).map(Some).map_err(|e| {
+        Error::checkpoint(
+            path.display(),
+            format!("trainer_state.json is not valid JSON ({e}): the checkpoint is corrupt"),
+        )
+    })
+}
+
+/// Loads parameter values by name from a checkpoint directory or a `.safetensors`
+/// file. All names, shapes and dtypes are checked before any parameter is written,
+/// so a refused file leaves the model as it was.
+pub fn load_params(path: &Path, params: &[Param], mode: LoadMode) -> Result<LoadReport> {
+    let file = if path.is_file() {
+        path.to_path_buf()
+    } else {
+        model_file(&resolve(path)?)?
+    };
+    let st = SafeTensors::read(&file)?;
+    let fail = |detail: String| Error::checkpoint(file.display(), detail);
+    let mut report = LoadReport {
+        source: file.clone(),
+        ..LoadReport::default()
+    };
+    let mut used = BTreeSet::new();
+    let mut plan = Vec::new();
+    for p in params {
+        let name = p.name();
+        let Some(found) = hf::file_names(name)
+            .into_iter()
+            .find(|c| st.info(c).is_some())
+        else {
+            report.missing.push(name.to_string());
+            continue;
+        };
+        let Some(info) = st.info(&found) else {
+            continue;
+        };
+        if info.shape != p.value().shape() {
+            return Err(fail(format!(
+                "tensor `{found}` has shape {:?} in the checkpoint but the model's `{name}` has \
+                 shape {:?}: the checkpoint was saved from a model of another configuration; \
+                 build the model from the checkpoint's config.json",
+                info.shape,
+                p.value().shape()
+            )));
+        }
+        if !matches!(
+            info.dtype,
+            safetensors::Dtype::F32 | safetensors::Dtype::F16 | safetensors::Dtype::BF16
+        ) {
+            return Err(fail(format!(
+                "tensor `{found}` holds {}; wgformer reads F32, F16 and BF16: convert the \
+                 checkpoint to float32 first",
+                info.dtype.name()
+            )));
+        }
+        check_finite(&st, &found, fail)?;
+        used.insert(found.clone());
+        plan.push((p, found));
+    }
+
+    let wte_source = plan
+        .iter()
+        .find(|(p, _)| p.name() == "wte.weight")
+        .map(|(_, f)| f.clone());
+    for name in st.names().filter(|n| !used.contains(*n)) {
+        match hf::leftover(&st, name, wte_source.as_deref(), fail)? {
+            Leftover::AttentionBuffer => report.ignored.push(name.to_string()),
+            Leftover::TiedLmHead => {
+                report.tied_lm_head = true;
+                report.ignored.push(name.to_string());
+            }
+            Leftover::Unused => report.unused.push(name.to_string()),
+        }
+    }
+
+    if mode == LoadMode::Strict {
+        if let Some(first) = report.missing.first() {
+            return Err(fail(format!(
+                "the model's parameter `{first}` is not in the checkpoint ({} of {} parameters \
+                 missing{}): it was saved from a model of another configuration or \
+                 architecture{}; build the model from the checkpoint's config.json, or load \
+                 with LoadMode::AllowMissing to keep the missing parameters as they are",
+                report.missing.len(),
+                params.len(),
+                list_tail(&report.missing),
+                model_type_note(&file)
+            )));
+        }
+        if let Some(first) = report.unused.first() {
+            return Err(fail(format!(
+                "the checkpoint's tensor `{first}` matches no parameter of the model ({} \
+                 tensors unused{}): it was saved from a larger model or another \
+                 architecture{}; build the model from the checkpoint's config.json",
+                report.unused.len(),
+                list_tail(&report.unused),
+                model_type_note(&file)
+            )));
+        }
+    }
+    for (p, found) in plan {
+        p.value().write_f32(&st.to_f32(&found)?)?;
+        report.loaded.push((p.name().to_string(), found));
+    }
+    Ok(report)
+}
+
+/// Refuses a tensor holding NaN or infinity: a model loaded from it would score
+/// `null` and evaluate to a NaN loss without saying why.
+fn check_finite(st: &SafeTensors, name: &str, fail: impl Fn(String) -> Error) -> Result<()> {
+    match st.first_non_finite(name) {
+        None => Ok(()),
+        Some((i, x)) => Err(fail(format!(
+            "tensor `{name}` holds {x} (element {i}): a checkpoint must hold finite numbers \
+             (this one was perhaps saved from a run that diverged); load an earlier \
+             checkpoint, or retrain with a lower learning rate"
+        ))),
+    }
+}
+
+/// Restores an optimiser's state and step count from a checkpoint directory. Its
+/// parameters must match the checkpoint's by name and shape, and its kind must
+/// keep the same state (Adam and AdamW share theirs; SGD's differs).
+pub fn load_optimizer(dir: &Path, opt: &mut Optimizer) -> Result<()> {
+    let file = resolve(dir)?.join(OPTIMIZER_FILE);
+    if !file.exists() {
+        return Err(Error::checkpoint(
+            file.display(),
+            "the checkpoint holds no optimizer state (it was saved without one): start a \
+             fresh optimizer, or resume from a checkpoint saved during training",
+        ));
+    }
+    let st = SafeTensors::read(&file)?;
+    let fail = |detail: String| Error::checkpoint(file.display(), detail);
+    let saved_kind = st.metadata().get("optimizer").cloned().unwrap_or_default();
+    let step: u32 = st
+        .metadata()
+        .get("step")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| {
+            fail("the metadata has no valid \"step\" count: the file is corrupt".into())
+        })?;
+    let (kind, slots) = slot_names(opt.kind());
+    let mut plan = Vec::new();
+    let mut used = BTreeSet::new();
+    for (p, state) in opt.params().iter().zip(opt.state()) {
+        for (slot, t) in slots.iter().zip(state) {
+            let name = format!("{}.{slot}", p.name());
+            let Some(info) = st.info(&name) else {
+                return Err(fail(format!(
+                    "no state `{name}` for the optimizer's parameter `{}` (the file holds {} \
+                     state): resume with the same optimizer kind and model as the checkpoint \
+                     ({kind} was asked for), or start a fresh optimizer",
+                    p.name(),
+                    if saved_kind.is_empty() {
+                        "unknown"
+                    } else {
+                        &saved_kind
+                    },
+                )));
+            };
+            if info.shape != t.shape() {
+                return Err(fail(format!(
+                    "state `{name}` has shape {:?} but the parameter has shape {:?}: the \
+                     checkpoint is of another model configuration",
+                    info.shape,
+                    t.shape()
+                )));
+            }
+            check_finite(&st, &name, fail)?;
+            used.insert(name.clone());
+            plan.push((t, name));
+        }
+    }
+    if let Some(extra) = st.names().find(|n| !used.contains(*n)) {
+        return Err(fail(format!(
+            "state `{extra}` belongs to no parameter of the optimizer: the checkpoint was \
+             saved with other parameters (another model, or other frozen layers); resume with \
+             the same model, or start a fresh optimizer"
+        )));
+    }
+    for (t, name) in &plan {
+        let values = st.to_f32(name)?;
+        t.write_f32(&values)?;
+    }
+    opt.set_steps(step);
+    Ok(())
+}
+
+/// Builds a [`Gpt`] from a checkpoint directory (ours or Hugging Face's GPT-2
+/// layout) and loads its weights strictly.
+pub fn load_gpt(gpu: &Gpu, dir: &Path) -> Result<(Gpt, LoadReport)> {
+    let config: GptConfig = read_config(dir)?;
+    let model = Gpt::new(gpu, config, 0)?;
+    let report = load_params(dir, &model.params(), LoadMode::Strict)?;
+    Ok((model, report))
+}
+
+fn list_tail(names: &[String]) -> String {
+    if names.len() <= 1 {
+        return String::new();
+    }
+    let shown: Vec<&str> = names.iter().take(4).map(String::as_str).collect();
+    let more = if names.len() > 4 { ", ..." } else { "" };
+    format!(": {}{more}", shown.join(", "))
+}
+
+/// " (its config.json says model_type ...)" when the file sits in a checkpoint dir.
+fn model_type_note(file: &Path) -> String {
+    let Some(dir) = file.parent() else {
+        return String::new();
+    };
+    let Ok(text) = std::fs::read(dir.join(CONFIG_FILE)) else {
+        return String::new();
+    };
+    match serde_json::from_slice::<Value>(&text) {
+        Ok(v) => match v.get("model_type").and_then(Value::as_str) {
+            Some(t) => format!(" (its config.json says model_type \"{t}\")"),
+            None => String::new(),
+        },
+        Err(_) => String::new(),
+    }
+}
+
+fn model_file(dir: &Path) -> Result<PathBuf> {
+    let file = dir.join(MODEL_FILE);
+    if file.exists() {
+        return Ok(file);
+    }
+    let hint = if dir.join("model.safetensors.index.json").exists() {
+        "the weights are split into shards, which wgformer does not read: merge them into one \
+         model.safetensors"
+    } else if dir.join("pytorch_model.bin").exists() {
+        "only pytorch_model.bin is here: convert it to model.safetensors (e.g. with the \
+         safetensors package's conversion script)"
+    } else {
+        "pass a checkpoint directory (it holds model.safetensors) or a .safetensors file"
+    };
+    Err(Error::checkpoint(
+        dir.display(),
+        format!("no {MODEL_FILE}: {hint}"),
+    ))
+}
+
+fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::checkpoint(
+                path.display(),
+                format!(
+                    "{what} not found: pass a checkpoint directory written by wgformer or \
+                     Hugging Face"
+                ),
+            )
+        } else {
+            Error::io(path, e)
+        }
+    })
+}

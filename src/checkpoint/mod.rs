@@ -1,0 +1,189 @@
+//! Checkpoints: a directory holding the model's parameters, the optimiser's state,
+//! the model config, the trainer's position and the caller's tokenizer files, saved
+//! atomically and loaded with every mismatch named.
+//!
+//! A checkpoint directory `DIR` holds:
+//! - `model.safetensors`: every parameter by name, f32 (metadata `format: pt`, so
+//!   Hugging Face loads it; a data checksum, verified on load);
+//! - `optimizer.safetensors` (optional): per parameter `{name}.exp_avg` and
+//!   `{name}.exp_avg_sq` for Adam/AdamW, `{name}.momentum_buffer` for SGD; the step
+//!   count in the metadata (`step`);
+//! - `config.json`: the model config plus `"model_type"` (`"gpt2"`,
+//!   `"encoder_decoder"`, ...) and `"wgformer_format": 1`; a GPT's config also holds
+//!   the fields Hugging Face's `GPT2Config` needs (`architectures`, `n_ctx`, ...);
+//! - `trainer_state.json` (optional): whatever the trainer passes (step, tokens
+//!   seen, data order position, schedule position, best eval loss);
+//! - any files the caller's hook writes (tokenizer `vocab.json`, `merges.txt`).
+//!
+//! # Atomic save
+//! [`save_checkpoint`] never modifies `DIR` in place. It owns two siblings,
+//! `DIR.tmp` and `DIR.old`:
+//! 1. clear leftovers of an interrupted save ([`recover`]);
+//! 2. write every file into `DIR.tmp`, fsync each file and the directory;
+//! 3. rename `DIR` to `DIR.old` (when `DIR` exists), rename `DIR.tmp` to `DIR`
+//!    (the commit point), fsync the parent directory;
+//! 4. delete `DIR.old`.
+//!
+//! A crash leaves one of: `DIR` (old) + partial `DIR.tmp`; `DIR.old` + `DIR.tmp`
+//! with no `DIR` (between the renames); `DIR` (new) + `DIR.old`. Loaders read `DIR`
+//! when it exists and `DIR.old` otherwise, so they always see one complete
+//! checkpoint, old or new, without writing anything (a reader may run while a
+//! trainer saves). The next save (or [`recover`]) restores `DIR.old` to `DIR` when
+//! `DIR` is missing and deletes the leftovers. One writer per directory.
+//!
+//! # Checkpoints from Hugging Face
+//! [`load_params`] reads GPT-2 checkpoints of the Hugging Face layout: names with or
+//! without the `transformer.` prefix, the attention buffers `h.{i}.attn.bias` and
+//! `h.{i}.attn.masked_bias` ignored, `lm_head.weight` accepted when it equals (is
+//! tied to) `wte.weight`, F16 and BF16 tensors widened. [`read_config`] tells a
+//! foreign `config.json` from ours by the `"wgformer_format"` field: ours are read
+//! strictly (an unknown field is an error, and the GPT-2 options written for
+//! `transformers` must describe our GPT), foreign ones through
+//! [`ModelConfig::from_foreign`], which for GPT-2 takes the sizes, refuses by name
+//! every option that changes the model's math, and ignores the other fields
+//! Hugging Face writes (dropout, token ids, generation settings).
+
+mod atomic;
+mod hf;
+mod load;
+mod save;
+
+pub use atomic::{checkpoint_dir, recover, resolve, save_checkpoint};
+pub use load::{load_gpt, load_optimizer, load_params, read_config, read_trainer_state};
+pub use save::config_json;
+
+use crate::autograd::Param;
+use crate::error::{Error, Result};
+use crate::nn::TransformerConfig;
+use crate::optim::Optimizer;
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+
+/// The parameters, by name.
+pub const MODEL_FILE: &str = "model.safetensors";
+/// The optimiser's state per parameter and its step count.
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+/// The model config with its `model_type`.
+pub const CONFIG_FILE: &str = "config.json";
+/// The trainer's opaque state.
+pub const TRAINER_STATE_FILE: &str = "trainer_state.json";
+/// The `config.json` field that marks a checkpoint written by wgformer.
+pub const FORMAT_KEY: &str = "wgformer_format";
+/// The checkpoint layout version this build writes and reads.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// A model config that checkpoints can store: a serde struct plus the name of its
+/// architecture (the `"model_type"` in `config.json`).
+pub trait ModelConfig: Serialize + DeserializeOwned {
+    /// `"gpt2"`, `"encoder_decoder"`, ...: a checkpoint of another type is refused.
+    const MODEL_TYPE: &'static str;
+    /// Extra fields [`ModelConfig::compat_fields`] may write (so they are not taken
+    /// for unknown fields when our own config is read back).
+    const COMPAT_KEYS: &'static [&'static str] = &[];
+    /// Fields written beside the config so other tools can read it (derived from
+    /// the config; ignored when read back). Keys must be in `COMPAT_KEYS`.
+    fn compat_fields(&self) -> Map<String, Value> {
+        Map::new()
+    }
+    /// Checks the [`ModelConfig::COMPAT_KEYS`] fields found in one of our own
+    /// `config.json` files against the config read from it: they are not part of
+    /// the config, so an edited value that asks for a model this one is not must
+    /// be refused here, naming the field. By default they are not checked.
+    fn check_compat_fields(&self, path: &Path, fields: &Map<String, Value>) -> Result<()> {
+        let _ = (path, fields);
+        Ok(())
+    }
+    /// Refuses a config, read from `config`, whose parameters the checkpoint's
+    /// weights file `weights`, holding `bytes` bytes of tensors, cannot hold: a config.json
+    /// edited to absurd sizes is refused, naming them, before a model of that
+    /// size is allocated. By default nothing is checked.
+    fn check_weights_file(&self, config: &Path, weights: &Path, bytes: u64) -> Result<()> {
+        let _ = (config, weights, bytes);
+        Ok(())
+    }
+    /// Reads a `config.json` of this `model_type` that another tool wrote (no
+    /// `"wgformer_format"` field). By default such files are refused.
+    fn from_foreign(path: &Path, json: &Map<String, Value>) -> Result<Self> {
+        let _ = json;
+        Err(Error::checkpoint(
+            path.display(),
+            format!(
+                "this {} config was not written by wgformer (it has no \"{FORMAT_KEY}\" field) \
+                 and wgformer reads only its own {} configs: write the config with wgformer",
+                Self::MODEL_TYPE,
+                Self::MODEL_TYPE
+            ),
+        ))
+    }
+}
+
+/// What [`save_checkpoint`] writes. Build with [`CheckpointContents::new`] and set
+/// the optional parts.
+pub struct CheckpointContents<'a, C> {
+    /// Written to `config.json`.
+    pub config: &'a C,
+    /// Written to `model.safetensors` (names must be unique).
+    pub params: &'a [Param],
+    /// Its state and step count go to `optimizer.safetensors`.
+    pub optimizer: Option<&'a Optimizer>,
+    /// Written to `trainer_state.json` as given.
+    pub trainer_state: Option<&'a Value>,
+    /// Called with the temporary directory to write more files (tokenizer); they
+    /// are fsynced and committed with the rest.
+    pub extra_files: Option<FileHook<'a>>,
+}
+
+/// A caller's hook that writes more files into the directory it is given.
+pub type FileHook<'a> = &'a dyn Fn(&Path) -> Result<()>;
+
+impl<'a, C: ModelConfig> CheckpointContents<'a, C> {
+    /// Config and parameters only.
+    pub fn new(config: &'a C, params: &'a [Param]) -> Self {
+        CheckpointContents {
+            config,
+            params,
+            optimizer: None,
+            trainer_state: None,
+            extra_files: None,
+        }
+    }
+}
+
+/// How [`load_params`] treats parameters the file lacks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadMode {
+    /// Every parameter must be in the file and every tensor of the file must be
+    /// used (ignorable GPT-2 buffers and a tied `lm_head.weight` aside).
+    Strict,
+    /// Parameters absent from the file keep their values and are listed in
+    /// [`LoadReport::missing`]; tensors the model lacks are listed in
+    /// [`LoadReport::unused`] (fine-tuning from a partly matching model).
+    AllowMissing,
+}
+
+/// What [`load_params`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// The file read (`DIR.old/model.safetensors` after an interrupted save).
+    pub source: PathBuf,
+    /// Parameters loaded, as (parameter name, tensor name in the file).
+    pub loaded: Vec<(String, String)>,
+    /// Parameters the file lacks (only with [`LoadMode::AllowMissing`]).
+    pub missing: Vec<String>,
+    /// Tensors of the file no parameter took (only with [`LoadMode::AllowMissing`]).
+    pub unused: Vec<String>,
+    /// Non-parameter buffers skipped (`h.{i}.attn.bias`, `h.{i}.attn.masked_bias`).
+    pub ignored: Vec<String>,
+    /// The file had an `lm_head.weight` equal to `wte.weight`.
+    pub tied_lm_head: bool,
+}
+
+/// The encoder-decoder's checkpoints: wgformer writes and reads its own only.
+impl ModelConfig for TransformerConfig {
+    const MODEL_TYPE: &'static str = "encoder_decoder";
+
+    fn check_weights_file(&self, config: &Path, weights: &Path, bytes: u64) -> Result<()> {
+        self.check_weights_fit(config, weights, bytes)
+    }
+}

@@ -1,0 +1,123 @@
+//! What a checkpoint holds on disk: the weights and optimiser state as
+//! safetensors, config.json and trainer_state.json.
+
+use super::atomic::{sync_dir, sync_tree};
+use super::{
+    CheckpointContents, ModelConfig, CONFIG_FILE, FORMAT_KEY, FORMAT_VERSION, MODEL_FILE,
+    OPTIMIZER_FILE, TRAINER_STATE_FILE,
+};
+use crate::error::{Error, Result};
+use crate::optim::OptimizerKind;
+use crate::safetensors::{self, TensorRef};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+pub(super) fn write_contents<C: ModelConfig>(
+    tmp: &Path,
+    contents: &CheckpointContents<C>,
+) -> Result<()> {
+    let meta = |pairs: &[(&str, String)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    };
+    let version = FORMAT_VERSION.to_string();
+
+    let values = contents
+        .params
+        .iter()
+        .map(|p| p.value().to_vec())
+        .collect::<Result<Vec<_>>>()?;
+    let tensors: Vec<TensorRef> = contents
+        .params
+        .iter()
+        .zip(&values)
+        .map(|(p, v)| TensorRef {
+            name: p.name(),
+            shape: p.value().shape(),
+            data: v,
+        })
+        .collect();
+    // "format": "pt" is what Hugging Face's loader requires of a safetensors file.
+    let model_meta = meta(&[("format", "pt".into()), (FORMAT_KEY, version.clone())]);
+    safetensors::write_file(&tmp.join(MODEL_FILE), &tensors, &model_meta, true)?;
+
+    if let Some(opt) = contents.optimizer {
+        let (kind, slots) = slot_names(opt.kind());
+        let mut names = Vec::new();
+        let mut values = Vec::new();
+        let mut shapes = Vec::new();
+        for (p, state) in opt.params().iter().zip(opt.state()) {
+            for (slot, t) in slots.iter().zip(state) {
+                names.push(format!("{}.{slot}", p.name()));
+                values.push(t.to_vec()?);
+                shapes.push(t.shape().to_vec());
+            }
+        }
+        let tensors: Vec<TensorRef> = (0..names.len())
+            .map(|i| TensorRef {
+                name: &names[i],
+                shape: &shapes[i],
+                data: &values[i],
+            })
+            .collect();
+        let opt_meta = meta(&[
+            (FORMAT_KEY, version),
+            ("optimizer", kind.to_string()),
+            ("hyperparameters", format!("{:?}", opt.kind())),
+            ("step", opt.steps().to_string()),
+        ]);
+        safetensors::write_file(&tmp.join(OPTIMIZER_FILE), &tensors, &opt_meta, true)?;
+    }
+
+    write_json(&tmp.join(CONFIG_FILE), &config_json(contents.config)?)?;
+    if let Some(state) = contents.trainer_state {
+        write_json(&tmp.join(TRAINER_STATE_FILE), state)?;
+    }
+    if let Some(hook) = contents.extra_files {
+        hook(tmp)?;
+        sync_tree(tmp)?;
+    }
+    sync_dir(tmp)
+}
+
+/// The `config.json` object [`super::save_checkpoint`] writes for `config`.
+pub fn config_json<C: ModelConfig>(config: &C) -> Result<Value> {
+    let Value::Object(fields) =
+        serde_json::to_value(config).map_err(|e| Error::invalid("config_json", e.to_string()))?
+    else {
+        return Err(Error::invalid(
+            "config_json",
+            "a model config must serialize to a JSON object",
+        ));
+    };
+    let mut obj = Map::new();
+    obj.insert("model_type".into(), C::MODEL_TYPE.into());
+    obj.insert(FORMAT_KEY.into(), FORMAT_VERSION.into());
+    obj.extend(fields);
+    for (k, v) in config.compat_fields() {
+        debug_assert!(
+            C::COMPAT_KEYS.contains(&k.as_str()),
+            "{k} not in COMPAT_KEYS"
+        );
+        obj.entry(k).or_insert(v);
+    }
+    Ok(Value::Object(obj))
+}
+
+pub(super) fn slot_names(kind: OptimizerKind) -> (&'static str, &'static [&'static str]) {
+    match kind {
+        OptimizerKind::Adam { .. } => ("adam", &["exp_avg", "exp_avg_sq"]),
+        OptimizerKind::AdamW { .. } => ("adamw", &["exp_avg", "exp_avg_sq"]),
+        OptimizerKind::Sgd { .. } => ("sgd", &["momentum_buffer"]),
+    }
+}
+
+fn write_json(path: &Path, value: &Value) -> Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| Error::invalid("save_checkpoint", e.to_string()))?;
+    bytes.push(b'\n');
+    safetensors::write_synced(path, &bytes)
+}
