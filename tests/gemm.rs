@@ -35,7 +35,7 @@ fn variants() -> Vec<GemmVariant> {
         GemmVariant::Gemv,
         GemmVariant::Auto,
     ];
-    if gpu().fixed_subgroup_size() == Some(8) {
+    if gpu().policy().subgroup_size == Some(8) {
         v.push(GemmVariant::Subgroup);
     }
     v
@@ -538,12 +538,13 @@ fn grids_past_the_per_dimension_limit_are_split() {
 #[test]
 fn auto_picks_a_barrier_free_tile_on_cpu_adapters_and_the_block_tile_on_gpus() {
     let gpu = gpu();
-    let want = match gpu.adapter_info().device_type {
-        wgpu::DeviceType::Cpu if gpu.fixed_subgroup_size() == Some(8) => GemmVariant::Subgroup,
-        wgpu::DeviceType::Cpu => GemmVariant::RegisterTile,
-        _ => GemmVariant::Tiled,
+    let cpu_adapter = gpu.adapter_info().device_type == wgpu::DeviceType::Cpu;
+    let want = match cpu_adapter {
+        true if gpu.policy().subgroup_size == Some(8) => GemmVariant::Subgroup,
+        true => GemmVariant::RegisterTile,
+        false => GemmVariant::Tiled,
     };
-    assert_eq!(auto_variant(&gpu), want);
+    assert_eq!(auto_variant(gpu.policy()), want);
 }
 
 /// The GEMV kernel at M = 1..4 (decoding), every tile it accepts, odd N and K
@@ -612,7 +613,7 @@ fn gemv_at_small_m_agrees_with_the_reference() {
     }
     let cpu_adapter = gpu.adapter_info().device_type == wgpu::DeviceType::Cpu;
     for m in 1..=5 {
-        let tile = gemv_tile(&gpu, &GemmShape::contiguous(m, 768, 256, 1));
+        let tile = gemv_tile(gpu.policy(), &GemmShape::contiguous(m, 768, 256, 1));
         assert_eq!(tile.is_some(), cpu_adapter && m <= 4, "M={m}: {tile:?}");
         if let Some(t) = tile {
             assert_eq!(t.m as usize, m);
@@ -669,7 +670,7 @@ fn subgroup_and_block_tile_shapes_all_agree_with_the_reference() {
     ]
     .map(|(wg_x, wg_y, rm, cn)| GemmKernel::Block(BlockTile { wg_x, wg_y, rm, cn }))
     .to_vec();
-    if gpu.fixed_subgroup_size() == Some(8) {
+    if gpu.policy().subgroup_size == Some(8) {
         for (tm, tn) in [(8, 4), (16, 8), (32, 16), (32, 8)] {
             kernels.push(GemmKernel::Subgroup(SubgroupTile { tm, tn }));
         }
@@ -800,8 +801,16 @@ fn autotune_measures_once_and_remembers_the_choice_on_disk() {
     let av = data(m * k, 84);
     let bv = data(k * n, 85);
     let reference = plain_reference(&av, &bv, (m, n, k), false, false);
+    let tuning = |gpu: wgformer::Gpu| {
+        let policy = wgformer::gpu::KernelPolicy {
+            gemm_tune: true,
+            tune_cache: Some(cache.clone()),
+            ..gpu.policy().clone()
+        };
+        gpu.with_policy(policy).unwrap()
+    };
+    let first = tuning(first);
     let run = |gpu: &wgformer::Gpu| -> u64 {
-        gemm_tune::set_tuning(gpu, true, Some(&cache));
         let a = Tensor::from_slice(gpu, &av, &[m, k]).unwrap();
         let b = Tensor::from_slice(gpu, &bv, &[k, n]).unwrap();
         let before = gpu.counters().snapshot().pipelines_created;
@@ -828,7 +837,7 @@ fn autotune_measures_once_and_remembers_the_choice_on_disk() {
         GemmKernel::parse(entries[0].as_str().unwrap()).is_some(),
         "{text}"
     );
-    let second = wgformer::Gpu::new().unwrap();
+    let second = tuning(wgformer::Gpu::new().unwrap());
     assert_eq!(
         run(&second),
         1,

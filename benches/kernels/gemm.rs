@@ -21,7 +21,7 @@ fn variants(b: &Bench) -> Vec<(GemmVariant, &'static str)> {
         (GemmVariant::SharedTile, "shared"),
         (GemmVariant::Tiled, "tiled"),
     ];
-    if b.gpu.fixed_subgroup_size() == Some(8) {
+    if b.gpu.policy().subgroup_size == Some(8) {
         v.push((GemmVariant::Subgroup, "subgroup"));
     }
     v.push((GemmVariant::Auto, "auto"));
@@ -29,10 +29,10 @@ fn variants(b: &Bench) -> Vec<(GemmVariant, &'static str)> {
 }
 
 pub fn run(b: &mut Bench) -> Result<()> {
-    let cpu = b.gpu.adapter_info().device_type == wgpu::DeviceType::Cpu;
+    let cpu = b.gpu.policy().cpu_adapter;
     println!(
         "gemm: Auto without measuring = {:?}; autotune candidates: {}",
-        auto_variant(&b.gpu),
+        auto_variant(b.gpu.policy()),
         gemm_tune::candidates(&b.gpu)
             .iter()
             .map(|k| k.to_string())

@@ -34,7 +34,7 @@
 //! backward 84 ms vs 3.0 ms), so GPUs get a second work split,
 //! shaders/attention_gpu.wgsl: 128-thread workgroups of 64 rows (keys), both
 //! operands of each product staged in workgroup memory, 4 x 4 register tiles
-//! (see [`AttentionKernel`], [`ATTENTION_ENV`]).
+//! (the kernel policy's `attention` split, [`Split`]).
 //!
 //! The fused backward (flash attention 2) keeps the same layout: in
 //! `attention_bwd_dkdv` each thread holds 8 keys' K, V, dK and dV rows (4 keys
@@ -56,7 +56,7 @@ use super::{
     MAX_GROUPS_PER_DIM,
 };
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu};
+use crate::gpu::{Dispatch, KernelPolicy, Split};
 use crate::tensor::{DType, Tensor};
 
 /// Largest head size the fused kernel supports (each thread holds its query
@@ -73,9 +73,8 @@ const SG_LANES: usize = 8;
 /// (shaders/attention_subgroup.wgsl: streamed rows shared by broadcasts instead
 /// of workgroup memory): on CPU adapters with subgroups of exactly 8 lanes
 /// (lavapipe), where every workgroup-memory load is a loop over the lanes.
-fn subgroup_kernels(gpu: &crate::gpu::Gpu) -> bool {
-    gpu.fixed_subgroup_size() == Some(SG_LANES as u32)
-        && gpu.adapter_info().device_type == wgpu::DeviceType::Cpu
+fn subgroup_kernels(policy: &KernelPolicy) -> bool {
+    policy.subgroup_size == Some(SG_LANES as u32) && policy.cpu_adapter
 }
 
 /// Groups of four query rows per thread of `attention_fwd` for `nb` 16-dim
@@ -99,47 +98,6 @@ const MAX_BK: usize = 32;
 fn keys_per_tile(nb: usize, workgroup_bytes: usize) -> usize {
     let per_key = 2 * nb * 16 * 4 + 4;
     (workgroup_bytes / per_key / 4 * 4).min(MAX_BK)
-}
-
-/// Environment variable that picks the work split of the fused kernels:
-/// `gpu` (shaders/attention_gpu.wgsl: 64-128-thread workgroups, both operands
-/// of every product in workgroup memory, small register tiles) or `cpu`
-/// (shaders/attention.wgsl: 16 threads of 8 rows each, the head in registers).
-/// Unset or `auto`: `cpu` on CPU adapters (lavapipe), `gpu` elsewhere. Results
-/// agree to rounding either way; the tests use it to run both on one adapter.
-pub const ATTENTION_ENV: &str = "WGFORMER_ATTENTION";
-
-/// Which work split the fused kernels use ([`attention_fwd_with`],
-/// [`attention_bwd_with`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum AttentionKernel {
-    /// [`ATTENTION_ENV`] if set, else by adapter type (CPU adapters: `Cpu`).
-    #[default]
-    Auto,
-    /// Few threads, many rows each, the head in registers: fast on lavapipe,
-    /// 10-30x slower than `Gpu` on an H100.
-    Cpu,
-    /// Workgroups of 4 G rows x TX lanes with register-blocked tile products
-    /// from workgroup memory. Falls back to `Cpu` where no tile set fits the
-    /// device's workgroup memory.
-    Gpu,
-}
-
-impl AttentionKernel {
-    /// `Cpu` or `Gpu`: what `self` means on `gpu`.
-    pub fn resolve(self, gpu: &Gpu) -> AttentionKernel {
-        match self {
-            AttentionKernel::Auto => match std::env::var(ATTENTION_ENV).as_deref() {
-                Ok("gpu") => AttentionKernel::Gpu,
-                Ok("cpu") => AttentionKernel::Cpu,
-                _ if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu => {
-                    AttentionKernel::Cpu
-                }
-                _ => AttentionKernel::Gpu,
-            },
-            k => k,
-        }
-    }
 }
 
 /// The three kernels of shaders/attention_gpu.wgsl.
@@ -315,23 +273,18 @@ fn too_many_groups(op: &str, what: &str, n: usize) -> Error {
 
 /// Fused attention forward: returns O (B, NH, Tq, HS) and the row log-sum-exp
 /// L (B, NH, Tq). Memory beyond the inputs and outputs: none (no Tq x Tk buffer).
+///
+/// The work split is the policy's ([`KernelPolicy::attention`] of q's `Gpu`):
+/// [`Split::Cpu`] gives a few threads many query rows each, the head in
+/// registers (fast on lavapipe, 10-30x slower than the GPU split on an H100);
+/// [`Split::Gpu`] gives workgroups of 4 G rows x TX lanes with
+/// register-blocked tile products from workgroup memory, and falls back to the
+/// CPU split where no tile set fits the device's workgroup memory.
 pub fn attention_fwd(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     opts: &AttentionOptions,
-) -> Result<(Tensor, Tensor)> {
-    attention_fwd_with(q, k, v, opts, AttentionKernel::Auto)
-}
-
-/// [`attention_fwd`] with the work split chosen by the caller (benchmarks and
-/// tests compare them; everyone else wants `Auto`).
-pub fn attention_fwd_with(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    opts: &AttentionOptions,
-    kernel: AttentionKernel,
 ) -> Result<(Tensor, Tensor)> {
     const OP: &str = "attention_fwd";
     let d = check(OP, q, k, v, opts)?;
@@ -346,8 +299,8 @@ pub fn attention_fwd_with(
         ));
     }
     let gpu = q.gpu();
-    let wg_bytes = gpu.limits().max_compute_workgroup_storage_size as usize;
-    if kernel.resolve(gpu) == AttentionKernel::Gpu {
+    let wg_bytes = gpu.policy().limits.workgroup_storage_bytes as usize;
+    if gpu.policy().attention == Split::Gpu {
         if let Some(t) = gpu_tiles(GpuPass::Fwd, d.hs, wg_bytes) {
             let tiles = d.tq.div_ceil(4 * t.g);
             for (what, n) in [("query tiles", tiles), ("heads", d.nh), ("batch", d.b)] {
@@ -372,7 +325,7 @@ pub fn attention_fwd_with(
     }
     let nb = d.hs.div_ceil(16);
     let rg = row_groups(nb);
-    let sg = subgroup_kernels(gpu);
+    let sg = subgroup_kernels(gpu.policy());
     let lanes = if sg { SG_LANES } else { BQ };
     let tiles = d.tq.div_ceil(lanes * 4 * rg);
     for (what, n) in [("query tiles", tiles), ("heads", d.nh), ("batch", d.b)] {
@@ -385,7 +338,7 @@ pub fn attention_fwd_with(
         return Err(Error::TooLarge {
             what: format!("{OP} with head size {}", d.hs),
             needed: format!("{} bytes of workgroup memory", 4 * (2 * nb * 16 * 4 + 4)),
-            limit: gpu.limits().max_compute_workgroup_storage_size.to_string(),
+            limit: wg_bytes.to_string(),
             limit_name: "max_compute_workgroup_storage_size",
         });
     }
@@ -597,7 +550,8 @@ fn check_bwd_extra(
     Ok(())
 }
 
-/// Fused attention backward (flash attention 2): the gradients (dQ, dK, dV) of
+/// Fused attention backward (flash attention 2), in the policy's work split
+/// (as [`attention_fwd`]): the gradients (dQ, dK, dV) of
 /// a loss with gradient `d_o` (B, NH, Tq, HS) with respect to O, where
 /// (O, L) = [`attention_fwd`]`(q, k, v, opts)` with the same `opts`. Returns
 /// dQ (B, NH, Tq, HS), dK (B, NH, Tk, HS), dV (B, NH, Tk, HS).
@@ -620,21 +574,6 @@ pub fn attention_bwd(
     d_o: &Tensor,
     opts: &AttentionOptions,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    attention_bwd_with(q, k, v, o, l, d_o, opts, AttentionKernel::Auto)
-}
-
-/// [`attention_bwd`] with the work split chosen by the caller.
-#[allow(clippy::too_many_arguments)]
-pub fn attention_bwd_with(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    o: &Tensor,
-    l: &Tensor,
-    d_o: &Tensor,
-    opts: &AttentionOptions,
-    kernel: AttentionKernel,
-) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "attention_bwd";
     let d = check(OP, q, k, v, opts)?;
     check_bwd_extra(OP, &d, Some(o), Some(l), d_o)?;
@@ -649,16 +588,16 @@ pub fn attention_bwd_with(
         ));
     }
     let gpu = q.gpu();
-    let wg_bytes = gpu.limits().max_compute_workgroup_storage_size as usize;
-    let gpu_split = match kernel.resolve(gpu) {
-        AttentionKernel::Gpu => {
+    let wg_bytes = gpu.policy().limits.workgroup_storage_bytes as usize;
+    let gpu_split = match gpu.policy().attention {
+        Split::Gpu => {
             gpu_tiles(GpuPass::DkDv, d.hs, wg_bytes).zip(gpu_tiles(GpuPass::Dq, d.hs, wg_bytes))
         }
-        _ => None,
+        Split::Cpu => None,
     };
     let nb = d.hs.div_ceil(16);
     let (rg, kg) = (row_groups(nb), key_groups(nb));
-    let sg = subgroup_kernels(gpu);
+    let sg = subgroup_kernels(gpu.policy());
     let lanes = if sg { SG_LANES } else { BQ };
     let (q_tiles, k_tiles) = match gpu_split {
         Some((kv, qt)) => (d.tq.div_ceil(4 * qt.g), d.tk.div_ceil(4 * kv.g)),

@@ -27,7 +27,7 @@
 
 use super::{GEMM_F16_WGSL, GEMM_SUBGROUP_WGSL, GEMM_WGSL};
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu};
+use crate::gpu::{Dispatch, Gpu, KernelPolicy};
 use crate::tensor::{DType, Tensor};
 
 /// The activation fused into the GEMM epilogue.
@@ -343,17 +343,17 @@ struct Params {
 /// where subgroups of 8 lanes exist, else the register tile; on GPUs the
 /// workgroup-memory block tile. Measurements in shaders/gemm.wgsl and
 /// shaders/gemm_subgroup.wgsl.
-pub fn auto_variant(gpu: &Gpu) -> GemmVariant {
-    match gpu.adapter_info().device_type {
-        wgpu::DeviceType::Cpu if subgroup_ok(gpu) => GemmVariant::Subgroup,
-        wgpu::DeviceType::Cpu => GemmVariant::RegisterTile,
-        _ => GemmVariant::Tiled,
+pub fn auto_variant(policy: &KernelPolicy) -> GemmVariant {
+    match policy.cpu_adapter {
+        true if subgroup_ok(policy) => GemmVariant::Subgroup,
+        true => GemmVariant::RegisterTile,
+        false => GemmVariant::Tiled,
     }
 }
 
 /// The subgroup kernel broadcasts from lanes 0..8 of a workgroup of 8.
-fn subgroup_ok(gpu: &Gpu) -> bool {
-    gpu.fixed_subgroup_size() == Some(8)
+fn subgroup_ok(policy: &KernelPolicy) -> bool {
+    policy.subgroup_size == Some(8)
 }
 
 /// The GEMV tile [`GemmVariant::Auto`] uses for this problem, if any: on CPU
@@ -365,8 +365,8 @@ fn subgroup_ok(gpu: &Gpu) -> bool {
 /// thread beat 8 and 4 at N >= 768: a workgroup reads 512 contiguous bytes of
 /// each row of B, and 128 bytes (4 columns) ran up to 4x slower on large B.
 /// GPUs keep their tiles (not measured there).
-pub fn gemv_tile(gpu: &Gpu, shape: &GemmShape) -> Option<GemvTile> {
-    if gpu.adapter_info().device_type != wgpu::DeviceType::Cpu || shape.m == 0 || shape.m > 4 {
+pub fn gemv_tile(policy: &KernelPolicy, shape: &GemmShape) -> Option<GemvTile> {
+    if !policy.cpu_adapter || shape.m == 0 || shape.m > 4 {
         return None;
     }
     let cb = match shape.n {
@@ -384,16 +384,20 @@ pub fn gemv_tile(gpu: &Gpu, shape: &GemmShape) -> Option<GemvTile> {
 /// The kernel [`GemmVariant::Auto`] runs for this problem without measuring:
 /// [`auto_variant`]'s family, and for the block tile the largest tile that still
 /// gives a GPU enough workgroups.
-pub fn default_kernel(gpu: &Gpu, shape: &GemmShape) -> GemmKernel {
-    default_kernel_for(gpu, shape, DType::F32)
+pub fn default_kernel(policy: &KernelPolicy, shape: &GemmShape) -> GemmKernel {
+    default_kernel_for(policy, shape, DType::F32)
 }
 
 /// [`default_kernel`] for inputs of `dtype` (f16 inputs run on the block tile).
-pub(crate) fn default_kernel_for(gpu: &Gpu, shape: &GemmShape, dtype: DType) -> GemmKernel {
+pub(crate) fn default_kernel_for(
+    policy: &KernelPolicy,
+    shape: &GemmShape,
+    dtype: DType,
+) -> GemmKernel {
     let family = if dtype == DType::F16 {
         GemmVariant::Tiled
     } else {
-        auto_variant(gpu)
+        auto_variant(policy)
     };
     match family {
         GemmVariant::Subgroup => GemmKernel::Subgroup(SubgroupTile::default()),
@@ -538,13 +542,15 @@ pub fn gemm_into(
         GemmVariant::SharedTile => GemmKernel::Shared,
         GemmVariant::Subgroup => GemmKernel::Subgroup(SubgroupTile::default()),
         GemmVariant::Tiled => GemmKernel::Block(BlockTile::default()),
-        GemmVariant::Gemv => GemmKernel::Gemv(gemv_tile(a.gpu(), shape).unwrap_or(GemvTile {
-            m: shape.m.clamp(1, 4) as u32,
-            ..GemvTile::default()
-        })),
+        GemmVariant::Gemv => {
+            GemmKernel::Gemv(gemv_tile(a.gpu().policy(), shape).unwrap_or(GemvTile {
+                m: shape.m.clamp(1, 4) as u32,
+                ..GemvTile::default()
+            }))
+        }
         GemmVariant::Auto => {
             validate(a, b, Some(c), shape, opts)?;
-            match gemv_tile(a.gpu(), shape) {
+            match gemv_tile(a.gpu().policy(), shape) {
                 Some(t) => GemmKernel::Gemv(t),
                 None => super::gemm_tune::choose_kernel(a, b, c, shape, opts)?,
             }
@@ -584,13 +590,13 @@ pub fn gemm_into_kernel(
 /// Whether `kernel` can run on `gpu` (tile sizes the shader supports, the
 /// device's workgroup limits and features).
 pub fn check_kernel(gpu: &Gpu, kernel: GemmKernel) -> Result<()> {
-    let limits = gpu.limits();
+    let limits = &gpu.policy().limits;
     let threads_ok = |x: u32, y: u32| {
         x > 0
             && y > 0
-            && x <= limits.max_compute_workgroup_size_x
-            && y <= limits.max_compute_workgroup_size_y
-            && x * y <= limits.max_compute_invocations_per_workgroup
+            && x <= limits.max_workgroup_size_x
+            && y <= limits.max_workgroup_size_y
+            && x * y <= limits.max_invocations
     };
     match kernel {
         GemmKernel::Naive | GemmKernel::Shared => Ok(()),
@@ -616,7 +622,7 @@ pub fn check_kernel(gpu: &Gpu, kernel: GemmKernel) -> Result<()> {
                     format!("subgroup tile {tile:?}: tm must be 8, 16 or 32 and tn 4, 8 or 16"),
                 ));
             }
-            if !subgroup_ok(gpu) {
+            if !subgroup_ok(gpu.policy()) {
                 return Err(Error::Unsupported {
                     feature: "subgroups of fixed size 8",
                     adapter: gpu.adapter_info().name.clone(),
@@ -654,7 +660,7 @@ pub fn check_kernel(gpu: &Gpu, kernel: GemmKernel) -> Result<()> {
                     ),
                 ));
             }
-            if limits.max_compute_workgroup_storage_size < 16384 {
+            if limits.workgroup_storage_bytes < 16384 {
                 return Err(Error::Unsupported {
                     feature: "16 KiB of workgroup memory",
                     adapter: gpu.adapter_info().name.clone(),
@@ -783,7 +789,7 @@ fn gemm_dispatch(
     };
     // A grid over the per-dimension limit becomes several dispatches, each told
     // its workgroup offset.
-    let max = a.gpu().limits().max_compute_workgroups_per_dimension.max(1) as usize;
+    let max = a.gpu().policy().limits.max_workgroups_per_dim.max(1) as usize;
     for z0 in (0..grid[2]).step_by(max) {
         for y0 in (0..grid[1]).step_by(max) {
             for x0 in (0..grid[0]).step_by(max) {

@@ -23,7 +23,7 @@
 //! per row with weight and bias in registers (`layernorm_fwd_rows`), with or
 //! without subgroups.
 
-use super::reduce::{cores, cpu_plan, row_plan, sg_plan, SgPlan, ROW_WG};
+use super::row_plan::{cpu_plan, row_plan, sg_plan, SgPlan, ROW_WG};
 use super::{grid_1d, groups, LAYERNORM_SUBGROUP_WGSL, LAYERNORM_WGSL};
 use crate::error::{Error, Result};
 use crate::gpu::Dispatch;
@@ -103,11 +103,13 @@ pub fn layernorm(
         tiles: 0,
         _pad: [0; 2],
     };
-    if cpu_plan(gpu) && cols.is_multiple_of(4) && cols / 4 <= SMALL_ROW_ITEMS && rows > 0 {
+    if cpu_plan(gpu.policy()) && cols.is_multiple_of(4) && cols / 4 <= SMALL_ROW_ITEMS && rows > 0 {
         // Small rows: a thread per row with weight and bias in registers
         // (layernorm_fwd_rows). About eight workgroups per core, up to 16 rows
         // per thread.
-        let per_thread = rows.div_ceil(SMALL_ROW_WG * 8 * cores()).clamp(1, 16);
+        let per_thread = rows
+            .div_ceil(SMALL_ROW_WG * 8 * gpu.policy().cores)
+            .clamp(1, 16);
         p.chunk_rows = per_thread as u32;
         gpu.dispatch(&Dispatch {
             shader: &LAYERNORM_WGSL,
@@ -123,7 +125,7 @@ pub fn layernorm(
         })?;
         return Ok((y, mean, rstd));
     }
-    if let Some(sg) = sg_plan(gpu, rows, cols) {
+    if let Some(sg) = sg_plan(gpu.policy(), rows, cols) {
         p.chunk_rows = sg.chunk_rows;
         gpu.dispatch(&Dispatch {
             shader: &LAYERNORM_SUBGROUP_WGSL,
@@ -136,7 +138,7 @@ pub fn layernorm(
         })?;
         return Ok((y, mean, rstd));
     }
-    let plan = row_plan(gpu, rows, cols);
+    let plan = row_plan(gpu.policy(), rows, cols);
     gpu.dispatch(&Dispatch {
         shader: &LAYERNORM_WGSL,
         entry: if cols.is_multiple_of(4) {
@@ -218,9 +220,9 @@ pub fn layernorm_bwd(
     };
     let partial = if rows == 0 {
         Tensor::empty(gpu, &[0, 2, cols], DType::F32)?
-    } else if let Some(sg) = sg_plan(gpu, rows, cols) {
+    } else if let Some(sg) = sg_plan(gpu.policy(), rows, cols) {
         bwd_subgroup(&mut p, sg, [x, weight, mean, rstd, dy], &dx)?
-    } else if cpu_plan(gpu) {
+    } else if cpu_plan(gpu.policy()) {
         bwd_split(&mut p, [x, weight, mean, rstd, dy], &dx, vec4)?
     } else {
         bwd_fused(&mut p, [x, weight, mean, rstd, dy], &dx, vec4)?
@@ -263,7 +265,7 @@ fn bwd_fused(p: &mut Params, inputs: [&Tensor; 5], dx: &Tensor, vec4: bool) -> R
     let gpu = dx.gpu();
     let (rows, cols) = (p.rows as usize, p.cols as usize);
     // Phase 1 of a block: the forward's threads per row, one row per group of them.
-    let tpr_log2 = row_plan(gpu, rows, cols).tpr_log2;
+    let tpr_log2 = row_plan(gpu.policy(), rows, cols).tpr_log2;
     let block_rows = ROW_WG >> tpr_log2;
     let chunks = 128.min(rows.div_ceil(block_rows));
     let chunk_rows = rows.div_ceil(chunks).next_multiple_of(block_rows);
@@ -296,7 +298,7 @@ fn bwd_fused(p: &mut Params, inputs: [&Tensor; 5], dx: &Tensor, vec4: bool) -> R
 fn bwd_split(p: &mut Params, inputs: [&Tensor; 5], dx: &Tensor, vec4: bool) -> Result<Tensor> {
     let gpu = dx.gpu();
     let (rows, cols) = (p.rows as usize, p.cols as usize);
-    let plan = row_plan(gpu, rows, cols);
+    let plan = row_plan(gpu.policy(), rows, cols);
     gpu.dispatch(&Dispatch {
         shader: &LAYERNORM_WGSL,
         entry: if vec4 {
@@ -315,7 +317,10 @@ fn bwd_split(p: &mut Params, inputs: [&Tensor; 5], dx: &Tensor, vec4: bool) -> R
     let cpt = if vec4 { 4 } else { 1 };
     let width = if vec4 { cols / 4 } else { cols };
     let tiles = width.div_ceil(ROW_WG * cpt);
-    let chunks = (4 * cores()).div_ceil(tiles).min(rows.div_ceil(64)).max(1);
+    let chunks = (4 * gpu.policy().cores)
+        .div_ceil(tiles)
+        .min(rows.div_ceil(64))
+        .max(1);
     let chunk_rows = rows.div_ceil(chunks);
     let chunks = rows.div_ceil(chunk_rows);
     p.chunk_rows = chunk_rows as u32;

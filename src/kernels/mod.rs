@@ -14,6 +14,7 @@ pub mod layernorm;
 pub mod optim;
 pub mod permute;
 pub mod reduce;
+pub(crate) mod row_plan;
 pub mod softmax;
 
 use crate::gpu::Shader;

@@ -1,6 +1,5 @@
-//! Sum, mean and max over one axis (shaders/reduce.wgsl), and the row plan
-//! that every row-wise kernel (softmax, layernorm, cross-entropy, reduce) shares.
-//! The CPU spec is `reference::reduce`.
+//! Sum, mean and max over one axis (shaders/reduce.wgsl). The CPU spec is
+//! `reference::reduce`.
 //!
 //! Semantics: x (any rank >= 1, f32) viewed as (outer, R, inner) with R =
 //! shape\[axis\]; the result has x's shape without `axis` (a scalar `\[\]` from a
@@ -15,134 +14,11 @@
 //! at every other r. Max is recomputed from x, so the forward's output is not
 //! needed; with NaN in x the routing is unspecified.
 
+use super::row_plan::{cpu_plan, row_plan, ROW_WG};
 use super::{grid_1d, groups, MAX_GROUPS_PER_DIM, REDUCE_WGSL};
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu};
+use crate::gpu::Dispatch;
 use crate::tensor::{DType, Tensor};
-
-/// Threads per workgroup of the row kernels: `WG` in their shaders.
-pub(crate) const ROW_WG: usize = 256;
-
-/// Most items (four values each) a thread of a row kernel keeps in registers:
-/// `MAX_ITEMS` in the shaders. (On lavapipe 32 already takes seconds to compile.)
-pub(crate) const MAX_ITEMS: usize = 16;
-
-/// How a row kernel spreads rows over workgroups: `1 << tpr_log2` threads per
-/// row, `ROW_WG >> tpr_log2` rows per workgroup, each thread holding `items`
-/// items in registers (0: too many, the kernel streams the row instead).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct RowPlan {
-    pub tpr_log2: u32,
-    pub items: u32,
-    pub workgroups: [u32; 3],
-}
-
-impl RowPlan {
-    /// The plan as the shaders' override constants.
-    pub fn constants(&self) -> [(&'static str, f64); 2] {
-        [
-            ("TPR_LOG2", self.tpr_log2 as f64),
-            ("ITEMS", self.items as f64),
-        ]
-    }
-}
-
-/// Environment variable that overrides how the row kernels split their work:
-/// `gpu` (several threads per row, trees in workgroup memory) or `cpu` (whole
-/// rows and columns per thread, no barriers). Unset: `cpu` on software adapters
-/// (lavapipe, SwiftShader, WARP), `gpu` elsewhere. Results are the same either
-/// way; the tests use it to run both on one adapter.
-pub const ROW_PLAN_ENV: &str = "WGFORMER_ROW_PLAN";
-
-/// True when the row kernels should use their CPU-adapter plans.
-pub(crate) fn cpu_plan(gpu: &Gpu) -> bool {
-    match std::env::var(ROW_PLAN_ENV).as_deref() {
-        Ok("gpu") => false,
-        Ok("cpu") => true,
-        _ => gpu.adapter_info().device_type == wgpu::DeviceType::Cpu,
-    }
-}
-
-/// Plan of the row-per-subgroup kernels (`*_sg` entry points in the
-/// `*_subgroup.wgsl` shaders): a workgroup is one subgroup of `sg` lanes that
-/// walks `chunk_rows` rows, each lane holding `items` vec4 of a row.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct SgPlan {
-    pub sg: u32,
-    pub items: u32,
-    pub chunk_rows: u32,
-    pub chunks: u32,
-    pub workgroups: [u32; 3],
-}
-
-/// Most vec4 items per lane of the subgroup row kernels: `SG_MAX_ITEMS`.
-pub(crate) const SG_MAX_ITEMS: usize = 32;
-
-impl SgPlan {
-    /// The plan as the shaders' override constants.
-    pub fn constants(&self) -> [(&'static str, f64); 2] {
-        [("SG", self.sg as f64), ("SG_ITEMS", self.items as f64)]
-    }
-}
-
-/// The subgroup plan for `rows` rows of `cols` values, where it applies: the
-/// CPU plan ([`cpu_plan`]; on GPUs the tree kernels stay), an adapter with a
-/// fixed subgroup size, rows of whole vec4 (C % 4 == 0) that fit in registers.
-/// On lavapipe these kernels touch each value once per pass, like the copy
-/// kernel (see shaders/layernorm_subgroup.wgsl).
-pub(crate) fn sg_plan(gpu: &Gpu, rows: usize, cols: usize) -> Option<SgPlan> {
-    if !cpu_plan(gpu) || !cols.is_multiple_of(4) || rows == 0 {
-        return None;
-    }
-    let sg = gpu.fixed_subgroup_size()? as usize;
-    let items = (cols / 4).div_ceil(sg);
-    if items == 0 || items > SG_MAX_ITEMS {
-        return None;
-    }
-    // About eight workgroups per core, up to 64 rows each (the registers that
-    // hold weight and bias, or partial sums, are reused over the chunk).
-    let chunk_rows = rows.div_ceil(8 * cores()).clamp(1, 64);
-    let chunks = rows.div_ceil(chunk_rows);
-    Some(SgPlan {
-        sg: sg as u32,
-        items: items as u32,
-        chunk_rows: chunk_rows as u32,
-        chunks: chunks as u32,
-        workgroups: grid_1d(chunks as u32),
-    })
-}
-
-/// Plans `rows` rows of `cols` values (items of four). On a GPU a row gets about
-/// four items per thread and a tree in workgroup memory. On a CPU adapter a
-/// barrier costs more than a pass over a short row, so a row gets as few threads
-/// as keep every core busy: one (and no barrier at all) once there are enough
-/// rows.
-pub(crate) fn row_plan(gpu: &Gpu, rows: usize, cols: usize) -> RowPlan {
-    let n_items = cols.div_ceil(4);
-    let mut tpr = n_items.div_ceil(4).next_power_of_two().min(ROW_WG);
-    if cpu_plan(gpu) {
-        let cores = cores();
-        // About four workgroups per core, for balance, but at most 8 threads per
-        // row: with more, a row's lanes stride through memory, which lavapipe
-        // runs up to 3x slower (50257-wide rows, CPU time per 3.1M values:
-        // 4.1 ms at 1 thread per row, 4.3 at 4, 5.0 at 8, 6.4 at 32, 14 at 64).
-        let enough = (ROW_WG * 4 * cores)
-            .div_ceil(rows.max(1))
-            .next_power_of_two();
-        tpr = tpr.min(enough).min(8);
-    }
-    let per_thread = n_items.div_ceil(tpr).next_power_of_two();
-    let tpr_log2 = tpr.trailing_zeros();
-    RowPlan {
-        tpr_log2,
-        items: if per_thread <= MAX_ITEMS {
-            per_thread as u32
-        } else {
-            0
-        },
-        workgroups: grid_1d(groups(rows, ROW_WG >> tpr_log2)),
-    }
-}
 
 /// The reduction of [`reduce`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -230,7 +106,7 @@ fn reduce_rows(
     inv_r: f32,
 ) -> Result<()> {
     let gpu = x.gpu();
-    let plan = row_plan(gpu, rows, r_len);
+    let plan = row_plan(gpu.policy(), rows, r_len);
     let p = Params {
         outer: rows as u32,
         r_len: r_len as u32,
@@ -273,7 +149,7 @@ fn reduce_cols(
     let gpu = x.gpu();
     let vec4 = inner.is_multiple_of(4);
     let cols = if vec4 { inner / 4 } else { inner };
-    let cpu = cpu_plan(gpu);
+    let cpu = cpu_plan(gpu.policy());
     // GPU: a tile is at most 64 columns wide and the rest of the workgroup
     // splits R (one tree per workgroup after its chunk). CPU: a workgroup's
     // lanes run one after another, so each takes four neighbouring vec4 columns
@@ -288,7 +164,7 @@ fn reduce_cols(
     };
     let tile = (ROW_WG >> slices_log2) * cpt;
     let tiles = cols.div_ceil(tile);
-    let wanted_groups = if cpu { 4 * cores() } else { 256 };
+    let wanted_groups = if cpu { 4 * gpu.policy().cores } else { 256 };
     let base_groups = outer * tiles;
     let mut chunks = 1;
     if base_groups < wanted_groups {
@@ -342,11 +218,6 @@ fn reduce_cols(
         reduce_cols(partial, out, outer, chunks, inner, op, inv_r)?;
     }
     Ok(())
-}
-
-/// Logical CPU cores of this machine (a CPU adapter's parallelism).
-pub(crate) fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Backward of [`reduce`]: the gradient of x (shape `x_shape`, reduced over
@@ -406,7 +277,7 @@ pub fn reduce_bwd(
     };
     let inv_r = 1.0 / r_len as f32;
     if inner == 1 {
-        let plan = row_plan(gpu, outer, r_len);
+        let plan = row_plan(gpu.policy(), outer, r_len);
         let p = Params {
             outer: outer as u32,
             r_len: r_len as u32,
@@ -438,9 +309,13 @@ pub fn reduce_bwd(
     // Columns: a thread per CPT neighbouring columns and chunk of R.
     let vec4 = inner.is_multiple_of(4);
     let cols = if vec4 { inner / 4 } else { inner };
-    let cpt = if cpu_plan(gpu) && vec4 { 4 } else { 1 };
+    let cpt = if cpu_plan(gpu.policy()) && vec4 { 4 } else { 1 };
     let tiles = cols.div_ceil(ROW_WG * cpt);
-    let wanted_groups = if cpu_plan(gpu) { 4 * cores() } else { 256 };
+    let wanted_groups = if cpu_plan(gpu.policy()) {
+        4 * gpu.policy().cores
+    } else {
+        256
+    };
     let base_groups = outer * tiles;
     let mut chunks = 1;
     if base_groups < wanted_groups {
