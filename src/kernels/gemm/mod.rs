@@ -25,9 +25,13 @@
 //! vec4/scalar access choice, so each combination in use builds its own
 //! pipeline once (about a second on lavapipe for the register tile).
 
-use super::{GEMM_F16_WGSL, GEMM_SUBGROUP_WGSL, GEMM_WGSL};
+mod plan;
+
+pub(crate) use plan::default_kernel_for;
+pub use plan::{auto_kernel, auto_variant, default_kernel, gemv_tile, plan, GemmPlan};
+
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu, KernelPolicy};
+use crate::gpu::Gpu;
 use crate::tensor::{DType, Tensor};
 
 /// The activation fused into the GEMM epilogue.
@@ -45,7 +49,8 @@ pub enum Activation {
 }
 
 impl Activation {
-    fn code(self) -> u32 {
+    /// `ACT` in shaders/gemm.wgsl.
+    pub(crate) fn code(self) -> u32 {
         match self {
             Activation::None => 0,
             Activation::Relu => 1,
@@ -337,96 +342,6 @@ struct Params {
     _pad: u32,
 }
 
-/// The kernel family [`GemmVariant::Auto`] uses on `gpu` when it does not
-/// measure: on CPU adapters (lavapipe: a workgroup runs as one thread and every
-/// barrier is a coroutine switch, so barrier-free tiles win) the subgroup tile
-/// where subgroups of 8 lanes exist, else the register tile; on GPUs the
-/// workgroup-memory block tile. Measurements in shaders/gemm.wgsl and
-/// shaders/gemm_subgroup.wgsl.
-pub fn auto_variant(policy: &KernelPolicy) -> GemmVariant {
-    match policy.cpu_adapter {
-        true if subgroup_ok(policy) => GemmVariant::Subgroup,
-        true => GemmVariant::RegisterTile,
-        false => GemmVariant::Tiled,
-    }
-}
-
-/// The subgroup kernel broadcasts from lanes 0..8 of a workgroup of 8.
-fn subgroup_ok(policy: &KernelPolicy) -> bool {
-    policy.subgroup_size == Some(8)
-}
-
-/// The GEMV tile [`GemmVariant::Auto`] uses for this problem, if any: on CPU
-/// adapters every product with M <= 4 (one row per token when decoding with a
-/// KV cache), all of C's rows per thread, 8 threads of 16 columns each (fewer
-/// columns when N is small). On lavapipe at M = 1 it ran 2.4-3.4x the subgroup
-/// tile, which computes 32 rows per load of B, at about the copy kernel's
-/// bandwidth over B (benches/kernels/gemm.rs, shapes `1x...`). 16 columns per
-/// thread beat 8 and 4 at N >= 768: a workgroup reads 512 contiguous bytes of
-/// each row of B, and 128 bytes (4 columns) ran up to 4x slower on large B.
-/// GPUs keep their tiles (not measured there).
-pub fn gemv_tile(policy: &KernelPolicy, shape: &GemmShape) -> Option<GemvTile> {
-    if !policy.cpu_adapter || shape.m == 0 || shape.m > 4 {
-        return None;
-    }
-    let cb = match shape.n {
-        n if n >= 256 => 4,
-        n if n >= 64 => 2,
-        _ => 1,
-    };
-    Some(GemvTile {
-        wg_x: 8,
-        m: shape.m as u32,
-        cb,
-    })
-}
-
-/// The kernel [`GemmVariant::Auto`] runs for this problem without measuring:
-/// [`auto_variant`]'s family, and for the block tile the largest tile that still
-/// gives a GPU enough workgroups.
-pub fn default_kernel(policy: &KernelPolicy, shape: &GemmShape) -> GemmKernel {
-    default_kernel_for(policy, shape, DType::F32)
-}
-
-/// [`default_kernel`] for inputs of `dtype` (f16 inputs run on the block tile).
-pub(crate) fn default_kernel_for(
-    policy: &KernelPolicy,
-    shape: &GemmShape,
-    dtype: DType,
-) -> GemmKernel {
-    let family = if dtype == DType::F16 {
-        GemmVariant::Tiled
-    } else {
-        auto_variant(policy)
-    };
-    match family {
-        GemmVariant::Subgroup => GemmKernel::Subgroup(SubgroupTile::default()),
-        GemmVariant::RegisterTile => GemmKernel::Register(RegisterTile::default()),
-        _ => {
-            let groups = |t: BlockTile| {
-                shape.m.div_ceil(t.rows() as usize)
-                    * shape.n.div_ceil(t.cols() as usize)
-                    * shape.batch
-            };
-            let big = BlockTile::default();
-            let mid = BlockTile { cn: 1, ..big };
-            let small = BlockTile {
-                rm: 1,
-                cn: 1,
-                ..big
-            };
-            // ~ a wave of workgroups on a large GPU (100+ compute units)
-            if groups(big) >= 128 {
-                GemmKernel::Block(big)
-            } else if groups(mid) >= 128 {
-                GemmKernel::Block(mid)
-            } else {
-                GemmKernel::Block(small)
-            }
-        }
-    }
-}
-
 /// C = act(alpha * op(A) op(B) + bias) into a new tensor.
 ///
 /// A is (M, K), or (K, M) with `trans_a`; B is (K, N), or (N, K) with `trans_b`.
@@ -518,42 +433,11 @@ pub fn gemm_into(
     shape: &GemmShape,
     opts: &GemmOptions,
 ) -> Result<()> {
-    if a.dtype() == DType::F16 {
-        let kernel = match opts.variant {
-            GemmVariant::Auto => {
-                validate(a, b, Some(c), shape, opts)?;
-                super::gemm_tune::choose_kernel(a, b, c, shape, opts)?
-            }
-            GemmVariant::Tiled => GemmKernel::Block(BlockTile::default()),
-            v => {
-                return Err(Error::invalid(
-                    "gemm",
-                    format!(
-                    "f16 inputs run on the block tile only (GemmVariant::Tiled or Auto), not {v:?}"
-                ),
-                ))
-            }
-        };
-        return gemm_into_kernel(a, b, c, shape, opts, kernel);
-    }
-    let kernel = match opts.variant {
-        GemmVariant::Naive => GemmKernel::Naive,
-        GemmVariant::RegisterTile => GemmKernel::Register(RegisterTile::default()),
-        GemmVariant::SharedTile => GemmKernel::Shared,
-        GemmVariant::Subgroup => GemmKernel::Subgroup(SubgroupTile::default()),
-        GemmVariant::Tiled => GemmKernel::Block(BlockTile::default()),
-        GemmVariant::Gemv => {
-            GemmKernel::Gemv(gemv_tile(a.gpu().policy(), shape).unwrap_or(GemvTile {
-                m: shape.m.clamp(1, 4) as u32,
-                ..GemvTile::default()
-            }))
-        }
-        GemmVariant::Auto => {
+    let kernel = match plan::variant_kernel(opts.variant, shape, a.dtype(), a.gpu().policy())? {
+        Some(kernel) => kernel,
+        None => {
             validate(a, b, Some(c), shape, opts)?;
-            match gemv_tile(a.gpu().policy(), shape) {
-                Some(t) => GemmKernel::Gemv(t),
-                None => super::gemm_tune::choose_kernel(a, b, c, shape, opts)?,
-            }
+            super::gemm_tune::choose_kernel(a, b, c, shape, opts)?
         }
     };
     gemm_into_kernel(a, b, c, shape, opts, kernel)
@@ -622,7 +506,7 @@ pub fn check_kernel(gpu: &Gpu, kernel: GemmKernel) -> Result<()> {
                     format!("subgroup tile {tile:?}: tm must be 8, 16 or 32 and tn 4, 8 or 16"),
                 ));
             }
-            if !subgroup_ok(gpu.policy()) {
+            if gpu.policy().subgroup_size != Some(8) {
                 return Err(Error::Unsupported {
                     feature: "subgroups of fixed size 8",
                     adapter: gpu.adapter_info().name.clone(),
@@ -672,6 +556,8 @@ pub fn check_kernel(gpu: &Gpu, kernel: GemmKernel) -> Result<()> {
     }
 }
 
+/// Validates, plans and encodes one product (several dispatches when the grid
+/// passes the per-dimension limit, each told its workgroup offset).
 fn gemm_dispatch(
     a: &Tensor,
     b: &Tensor,
@@ -681,136 +567,29 @@ fn gemm_dispatch(
     kernel: GemmKernel,
 ) -> Result<()> {
     validate(a, b, Some(c), shape, opts)?;
-    let GemmShape {
-        m,
-        n,
-        k,
-        batch,
-        stride_a,
-        stride_b,
-        stride_c,
-    } = *shape;
-    if m == 0 || n == 0 || batch == 0 {
+    if shape.m == 0 || shape.n == 0 || shape.batch == 0 {
         return Ok(());
     }
-    // vec4 accesses need the stored matrix's contiguous dimension and (when
-    // there are several batches) the batch stride to be multiples of 4: vec4
-    // indices are element indices / 4.
-    let aligned = |stride: usize| batch == 1 || stride.is_multiple_of(4);
-    let vec_a = (if opts.trans_a { m } else { k }).is_multiple_of(4) && aligned(stride_a);
-    let vec_b = (if opts.trans_b { k } else { n }).is_multiple_of(4) && aligned(stride_b);
-    let vec_c = n.is_multiple_of(4) && aligned(stride_c);
-    let flag = |x: bool| if x { 1.0 } else { 0.0 };
-    let mut constants = vec![
-        ("TRANS_A", flag(opts.trans_a)),
-        ("TRANS_B", flag(opts.trans_b)),
-        ("ACT", opts.activation.code() as f64),
-        ("HAS_BIAS", flag(opts.bias.is_some())),
-    ];
-    if kernel != GemmKernel::Naive {
-        constants.extend([
-            ("VEC_A", flag(vec_a)),
-            ("VEC_B", flag(vec_b)),
-            ("VEC_C", flag(vec_c)),
-        ]);
-    }
-    // (shader, entry, rows and columns of C per workgroup, rows along grid x)
-    let (shader, entry, rows, cols, rows_on_x) = match kernel {
-        GemmKernel::Naive => (&GEMM_WGSL, "gemm_fwd_naive", 8, 8, false),
-        GemmKernel::Shared => (&GEMM_WGSL, "gemm_fwd_shared", 64, 64, false),
-        GemmKernel::Register(t) => {
-            constants.extend([
-                ("WG_X", t.wg_x as f64),
-                ("TM", t.tm as f64),
-                ("TN", t.tn as f64),
-            ]);
-            (&GEMM_WGSL, "gemm_fwd_register", t.tm, t.wg_x * t.tn, true)
-        }
-        GemmKernel::Subgroup(t) => {
-            constants.extend([("WG_X", 8.0), ("SG_TM", t.tm as f64), ("TN", t.tn as f64)]);
-            (
-                &GEMM_SUBGROUP_WGSL,
-                "gemm_fwd_subgroup",
-                t.tm,
-                8 * t.tn,
-                true,
-            )
-        }
-        GemmKernel::Block(t) => {
-            constants.extend([
-                ("BT_WX", t.wg_x as f64),
-                ("BT_WY", t.wg_y as f64),
-                ("BT_RM", t.rm as f64),
-                ("BT_CN", t.cn as f64),
-            ]);
-            (&GEMM_WGSL, "gemm_fwd_tiled", t.rows(), t.cols(), false)
-        }
-        GemmKernel::Gemv(t) => {
-            constants.extend([
-                ("GV_WG", t.wg_x as f64),
-                ("GV_M", t.m as f64),
-                ("GV_CB", t.cb as f64),
-            ]);
-            (&GEMM_WGSL, "gemm_fwd_gemv", t.m, 4 * t.cb * t.wg_x, false)
-        }
-    };
-    let (shader, entry) = match (a.dtype(), kernel) {
-        (DType::F16, GemmKernel::Block(_)) => (&GEMM_F16_WGSL, "gemm_fwd_tiled_f16"),
-        (DType::F16, k) => {
-            return Err(Error::invalid(
-                "gemm",
-                format!("f16 inputs run on the block tile only, not {k}"),
-            ))
-        }
-        _ => (shader, entry),
-    };
-    let (rows, cols) = (rows as usize, cols as usize);
-    // The register tiles walk rows along x (consecutive workgroups share their
-    // panel of B in cache), the others columns.
-    let grid = if rows_on_x {
-        [m.div_ceil(rows), n.div_ceil(cols), batch]
-    } else {
-        [n.div_ceil(cols), m.div_ceil(rows), batch]
-    };
-    let bias = opts.bias.unwrap_or(a);
+    let gpu = a.gpu();
+    let plan = plan::plan(kernel, shape, opts, a.dtype(), gpu.policy())?;
     let mut params = Params {
-        m: m as u32,
-        n: n as u32,
-        k: k as u32,
-        batch: batch as u32,
-        stride_a: stride_a as u32,
-        stride_b: stride_b as u32,
-        stride_c: stride_c as u32,
+        m: shape.m as u32,
+        n: shape.n as u32,
+        k: shape.k as u32,
+        batch: shape.batch as u32,
+        stride_a: shape.stride_a as u32,
+        stride_b: shape.stride_b as u32,
+        stride_c: shape.stride_c as u32,
         alpha: opts.alpha,
         group_x0: 0,
         group_y0: 0,
         group_z0: 0,
         _pad: 0,
     };
-    // A grid over the per-dimension limit becomes several dispatches, each told
-    // its workgroup offset.
-    let max = a.gpu().policy().limits.max_workgroups_per_dim.max(1) as usize;
-    for z0 in (0..grid[2]).step_by(max) {
-        for y0 in (0..grid[1]).step_by(max) {
-            for x0 in (0..grid[0]).step_by(max) {
-                params.group_x0 = x0 as u32;
-                params.group_y0 = y0 as u32;
-                params.group_z0 = z0 as u32;
-                a.gpu().dispatch(&Dispatch {
-                    shader,
-                    entry,
-                    constants: &constants,
-                    params: bytemuck::bytes_of(&params),
-                    reads: &[a, b, bias],
-                    writes: &[c],
-                    workgroups: [
-                        (grid[0] - x0).min(max) as u32,
-                        (grid[1] - y0).min(max) as u32,
-                        (grid[2] - z0).min(max) as u32,
-                    ],
-                })?;
-            }
-        }
+    let bias = opts.bias.unwrap_or(a);
+    for (offset, launch) in plan.launches() {
+        [params.group_x0, params.group_y0, params.group_z0] = offset;
+        gpu.launch(&launch, bytemuck::bytes_of(&params), &[a, b, bias], &[c])?;
     }
     Ok(())
 }

@@ -34,7 +34,7 @@
 //! backward 84 ms vs 3.0 ms), so GPUs get a second work split,
 //! shaders/attention_gpu.wgsl: 128-thread workgroups of 64 rows (keys), both
 //! operands of each product staged in workgroup memory, 4 x 4 register tiles
-//! (the kernel policy's `attention` split, [`Split`]).
+//! (the kernel policy's `attention` split, [`Split`](crate::gpu::Split)).
 //!
 //! The fused backward (flash attention 2) keeps the same layout: in
 //! `attention_bwd_dkdv` each thread holds 8 keys' K, V, dK and dV rows (4 keys
@@ -51,125 +51,18 @@
 
 use super::gemm::{gemm, GemmOptions};
 use super::softmax::{softmax, softmax_bwd, SoftmaxOptions};
-use super::{
-    grid_1d, groups, ATTENTION_GPU_WGSL, ATTENTION_SUBGROUP_WGSL, ATTENTION_WGSL,
-    MAX_GROUPS_PER_DIM,
-};
+use super::{grid_1d, groups, ATTENTION_WGSL, MAX_GROUPS_PER_DIM};
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, KernelPolicy, Split};
+use crate::gpu::Dispatch;
 use crate::tensor::{DType, Tensor};
+
+mod plan;
+
+use plan::{too_many_groups, Dims};
 
 /// Largest head size the fused kernel supports (each thread holds its query
 /// rows and output accumulators, HS floats each, in registers).
 pub const MAX_HEAD_SIZE: usize = 128;
-
-/// Threads per workgroup of `attention_fwd`.
-const BQ: usize = 16;
-
-/// Lanes per workgroup of the subgroup kernels (`*_sg`, one subgroup).
-const SG_LANES: usize = 8;
-
-/// Whether the fused kernels run in their subgroup form
-/// (shaders/attention_subgroup.wgsl: streamed rows shared by broadcasts instead
-/// of workgroup memory): on CPU adapters with subgroups of exactly 8 lanes
-/// (lavapipe), where every workgroup-memory load is a loop over the lanes.
-fn subgroup_kernels(policy: &KernelPolicy) -> bool {
-    policy.subgroup_size == Some(SG_LANES as u32) && policy.cpu_adapter
-}
-
-/// Groups of four query rows per thread of `attention_fwd` for `nb` 16-dim
-/// blocks per head: 8 rows per thread up to HS = 64 (each K/V value loaded from
-/// workgroup memory then feeds 8 rows: 1.5x faster than 4 rows on lavapipe),
-/// 4 rows beyond (half the registers, and half the shader to compile).
-fn row_groups(nb: usize) -> usize {
-    if nb <= 4 {
-        2
-    } else {
-        1
-    }
-}
-
-/// Most keys per K/V tile of `attention_fwd` (a multiple of 4); fewer when the
-/// tiles would not fit the device's workgroup memory.
-const MAX_BK: usize = 32;
-
-/// Keys per K/V tile for `nb` 16-dim blocks per head row: K and V tiles of
-/// (BK, 16 nb) f32 plus BK key flags must fit the workgroup memory limit.
-fn keys_per_tile(nb: usize, workgroup_bytes: usize) -> usize {
-    let per_key = 2 * nb * 16 * 4 + 4;
-    (workgroup_bytes / per_key / 4 * 4).min(MAX_BK)
-}
-
-/// The three kernels of shaders/attention_gpu.wgsl.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum GpuPass {
-    Fwd,
-    DkDv,
-    Dq,
-}
-
-/// Tile sizes of the GPU kernels (their override constants): `g` groups of
-/// four rows (keys), `tx` lanes per group, `bt` columns per streamed tile,
-/// `dv` vec4s per staged head row.
-#[derive(Clone, Copy, Debug)]
-struct GpuTiles {
-    g: usize,
-    tx: usize,
-    bt: usize,
-    dv: usize,
-}
-
-impl GpuTiles {
-    /// Workgroup memory the kernel declares (mirrors the shader's arrays).
-    fn bytes(&self, pass: GpuPass) -> usize {
-        let own = 4 * self.g * self.dv; // vec4s of wa (and wb)
-        let tile = 2 * self.bt * (self.dv + 1); // ta and tb
-        let pt = self.bt * (self.g + 1);
-        match pass {
-            GpuPass::Fwd => 16 * (own + tile + pt + self.tx * (self.g + 1)) + 4 * self.bt,
-            GpuPass::DkDv => 16 * (2 * own + tile + pt) + 8 * self.bt,
-            GpuPass::Dq => 16 * (2 * own + tile + pt) + 4 * self.bt,
-        }
-    }
-
-    fn constants(&self, hs: usize) -> [(&'static str, f64); 6] {
-        [
-            ("G", self.g as f64),
-            ("TX", self.tx as f64),
-            ("BT", self.bt as f64),
-            ("DV", self.dv as f64),
-            ("NT", (self.g * self.tx) as f64),
-            ("VEC", hs.is_multiple_of(4) as u8 as f64),
-        ]
-    }
-}
-
-/// The largest tiles of `pass` for head size `hs` that fit `workgroup_bytes`,
-/// best first. The first entries are for GPUs with 48 KiB (HS = 64: 64 rows x
-/// 32 keys forward, 64 keys x 16 rows and 64 rows x 16 keys backward, 128
-/// threads, ~44 KiB); the smaller ones let the same kernels run within 32 KiB
-/// (lavapipe) and at HS = 128. `None`: nothing fits (use the CPU kernels).
-fn gpu_tiles(pass: GpuPass, hs: usize, workgroup_bytes: usize) -> Option<GpuTiles> {
-    const FWD: &[(usize, usize, usize)] = &[
-        (16, 8, 32),
-        (8, 8, 32),
-        (8, 8, 16),
-        (4, 8, 16),
-        (4, 8, 8),
-        (2, 8, 8),
-    ];
-    const BWD: &[(usize, usize, usize)] =
-        &[(16, 8, 16), (8, 8, 16), (4, 8, 16), (4, 8, 8), (2, 8, 8)];
-    let list = if pass == GpuPass::Fwd { FWD } else { BWD };
-    list.iter()
-        .map(|&(g, tx, bt)| GpuTiles {
-            g,
-            tx,
-            bt,
-            dv: hs.div_ceil(4).div_ceil(tx) * tx,
-        })
-        .find(|t| t.dv <= 4 * t.tx && t.bt <= 4 * t.tx && t.bytes(pass) <= workgroup_bytes)
-}
 
 /// Options of [`attention_fwd`] and [`attention_unfused`].
 #[derive(Clone, Copy, Debug)]
@@ -198,15 +91,7 @@ struct Params {
     _pad: [u32; 2],
 }
 
-/// The shapes of one attention call, checked.
-struct Dims {
-    b: usize,
-    nh: usize,
-    tq: usize,
-    tk: usize,
-    hs: usize,
-}
-
+/// Checks q, k, v and the options; returns the shapes.
 fn check(
     op: &'static str,
     q: &Tensor,
@@ -262,22 +147,14 @@ fn params(d: &Dims, scale: f32, opts: &AttentionOptions) -> Params {
     }
 }
 
-fn too_many_groups(op: &str, what: &str, n: usize) -> Error {
-    Error::TooLarge {
-        what: format!("{op} ({what})"),
-        needed: format!("{n} workgroups in one dimension"),
-        limit: MAX_GROUPS_PER_DIM.to_string(),
-        limit_name: "max_compute_workgroups_per_dimension",
-    }
-}
-
 /// Fused attention forward: returns O (B, NH, Tq, HS) and the row log-sum-exp
 /// L (B, NH, Tq). Memory beyond the inputs and outputs: none (no Tq x Tk buffer).
 ///
-/// The work split is the policy's ([`KernelPolicy::attention`] of q's `Gpu`):
-/// [`Split::Cpu`] gives a few threads many query rows each, the head in
+/// The work split is the policy's
+/// ([`KernelPolicy::attention`](crate::gpu::KernelPolicy::attention) of q's
+/// `Gpu`): `Split::Cpu` gives a few threads many query rows each, the head in
 /// registers (fast on lavapipe, 10-30x slower than the GPU split on an H100);
-/// [`Split::Gpu`] gives workgroups of 4 G rows x TX lanes with
+/// `Split::Gpu` gives workgroups of 4 G rows x TX lanes with
 /// register-blocked tile products from workgroup memory, and falls back to the
 /// CPU split where no tile set fits the device's workgroup memory.
 pub fn attention_fwd(
@@ -299,75 +176,16 @@ pub fn attention_fwd(
         ));
     }
     let gpu = q.gpu();
-    let wg_bytes = gpu.policy().limits.workgroup_storage_bytes as usize;
-    if gpu.policy().attention == Split::Gpu {
-        if let Some(t) = gpu_tiles(GpuPass::Fwd, d.hs, wg_bytes) {
-            let tiles = d.tq.div_ceil(4 * t.g);
-            for (what, n) in [("query tiles", tiles), ("heads", d.nh), ("batch", d.b)] {
-                if n > MAX_GROUPS_PER_DIM as usize {
-                    return Err(too_many_groups(OP, what, n));
-                }
-            }
-            let o = Tensor::empty(gpu, &[d.b, d.nh, d.tq, d.hs], DType::F32)?;
-            let lse = Tensor::empty(gpu, &[d.b, d.nh, d.tq], DType::F32)?;
-            let p = params(&d, opts.scale * std::f32::consts::LOG2_E, opts);
-            gpu.dispatch(&Dispatch {
-                shader: &ATTENTION_GPU_WGSL,
-                entry: "attention_fwd_gpu",
-                constants: &t.constants(d.hs),
-                params: bytemuck::bytes_of(&p),
-                reads: &[q, k, v, opts.key_mask.unwrap_or(q)],
-                writes: &[&o, &lse],
-                workgroups: [tiles as u32, d.nh as u32, d.b as u32],
-            })?;
-            return Ok((o, lse));
-        }
-    }
-    let nb = d.hs.div_ceil(16);
-    let rg = row_groups(nb);
-    let sg = subgroup_kernels(gpu.policy());
-    let lanes = if sg { SG_LANES } else { BQ };
-    let tiles = d.tq.div_ceil(lanes * 4 * rg);
-    for (what, n) in [("query tiles", tiles), ("heads", d.nh), ("batch", d.b)] {
-        if n > MAX_GROUPS_PER_DIM as usize {
-            return Err(too_many_groups(OP, what, n));
-        }
-    }
-    let bk = keys_per_tile(nb, wg_bytes);
-    if bk < 4 && !sg {
-        return Err(Error::TooLarge {
-            what: format!("{OP} with head size {}", d.hs),
-            needed: format!("{} bytes of workgroup memory", 4 * (2 * nb * 16 * 4 + 4)),
-            limit: wg_bytes.to_string(),
-            limit_name: "max_compute_workgroup_storage_size",
-        });
-    }
+    let launch = plan::plan_fwd(&d, gpu.policy())?;
     let o = Tensor::empty(gpu, &[d.b, d.nh, d.tq, d.hs], DType::F32)?;
     let lse = Tensor::empty(gpu, &[d.b, d.nh, d.tq], DType::F32)?;
     let p = params(&d, opts.scale * std::f32::consts::LOG2_E, opts);
-    gpu.dispatch(&Dispatch {
-        shader: if sg {
-            &ATTENTION_SUBGROUP_WGSL
-        } else {
-            &ATTENTION_WGSL
-        },
-        entry: if sg {
-            "attention_fwd_sg"
-        } else {
-            "attention_fwd"
-        },
-        constants: &[
-            ("BQ", BQ as f64),
-            ("RG", rg as f64),
-            ("BK", bk.max(4) as f64),
-            ("NB", nb as f64),
-            ("VEC", (d.hs % 4 == 0) as u8 as f64),
-        ],
-        params: bytemuck::bytes_of(&p),
-        reads: &[q, k, v, opts.key_mask.unwrap_or(q)],
-        writes: &[&o, &lse],
-        workgroups: [tiles as u32, d.nh as u32, d.b as u32],
-    })?;
+    gpu.launch(
+        &launch,
+        bytemuck::bytes_of(&p),
+        &[q, k, v, opts.key_mask.unwrap_or(q)],
+        &[&o, &lse],
+    )?;
     Ok((o, lse))
 }
 
@@ -514,20 +332,6 @@ pub fn attention_unfused_naive(
     Ok(o)
 }
 
-/// Groups of four keys per thread of `attention_bwd_dkdv` for `nb` 16-dim
-/// blocks per head: as [`row_groups`] (8 keys up to HS = 64, 1.45x faster than 4
-/// on lavapipe; 4 beyond).
-fn key_groups(nb: usize) -> usize {
-    row_groups(nb)
-}
-
-/// Query rows per Q/dO tile of `attention_bwd_dkdv` for `nb` 16-dim blocks per
-/// head row: Q and dO tiles of (BK, 16 nb) f32 plus L and D per row must fit.
-fn rows_per_tile(nb: usize, workgroup_bytes: usize) -> usize {
-    let per_row = 2 * nb * 16 * 4 + 8;
-    (workgroup_bytes / per_row / 4 * 4).min(MAX_BK)
-}
-
 /// Checks O, L and dO against the shapes of Q.
 fn check_bwd_extra(
     op: &'static str,
@@ -588,45 +392,7 @@ pub fn attention_bwd(
         ));
     }
     let gpu = q.gpu();
-    let wg_bytes = gpu.policy().limits.workgroup_storage_bytes as usize;
-    let gpu_split = match gpu.policy().attention {
-        Split::Gpu => {
-            gpu_tiles(GpuPass::DkDv, d.hs, wg_bytes).zip(gpu_tiles(GpuPass::Dq, d.hs, wg_bytes))
-        }
-        Split::Cpu => None,
-    };
-    let nb = d.hs.div_ceil(16);
-    let (rg, kg) = (row_groups(nb), key_groups(nb));
-    let sg = subgroup_kernels(gpu.policy());
-    let lanes = if sg { SG_LANES } else { BQ };
-    let (q_tiles, k_tiles) = match gpu_split {
-        Some((kv, qt)) => (d.tq.div_ceil(4 * qt.g), d.tk.div_ceil(4 * kv.g)),
-        None => (d.tq.div_ceil(lanes * 4 * rg), d.tk.div_ceil(lanes * 4 * kg)),
-    };
-    let rows = d.b * d.nh * d.tq;
-    for (what, n) in [
-        ("query tiles", q_tiles),
-        ("key tiles", k_tiles),
-        ("heads", d.nh),
-        ("batch", d.b),
-        (
-            "rows / 64 / 65535",
-            rows.div_ceil(64).div_ceil(MAX_GROUPS_PER_DIM as usize),
-        ),
-    ] {
-        if n > MAX_GROUPS_PER_DIM as usize {
-            return Err(too_many_groups(OP, what, n));
-        }
-    }
-    let (bk, bq) = (keys_per_tile(nb, wg_bytes), rows_per_tile(nb, wg_bytes));
-    if gpu_split.is_none() && (bk < 4 || bq < 4) && !sg {
-        return Err(Error::TooLarge {
-            what: format!("{OP} with head size {}", d.hs),
-            needed: format!("{} bytes of workgroup memory", 4 * (2 * nb * 16 * 4 + 8)),
-            limit: wg_bytes.to_string(),
-            limit_name: "max_compute_workgroup_storage_size",
-        });
-    }
+    let plan = plan::plan_bwd(&d, gpu.policy())?;
     let dq = Tensor::empty(gpu, &[d.b, d.nh, d.tq, d.hs], DType::F32)?;
     let dk = Tensor::empty(gpu, &[d.b, d.nh, d.tk, d.hs], DType::F32)?;
     let dv = Tensor::empty(gpu, &[d.b, d.nh, d.tk, d.hs], DType::F32)?;
@@ -635,84 +401,13 @@ pub fn attention_bwd(
     let mask = opts.key_mask.unwrap_or(q);
 
     let mut p = params(&d, std::f32::consts::LOG2_E, opts);
-    p.rows = rows as u32;
-    gpu.dispatch(&Dispatch {
-        shader: &ATTENTION_WGSL,
-        entry: "attention_bwd_prep",
-        constants: &[],
-        params: bytemuck::bytes_of(&p),
-        reads: &[o, d_o, l],
-        writes: &[&ld],
-        workgroups: grid_1d(groups(rows, 64)),
-    })?;
-
+    p.rows = (d.b * d.nh * d.tq) as u32;
+    gpu.launch(&plan.prep, bytemuck::bytes_of(&p), &[o, d_o, l], &[&ld])?;
     let mut p = params(&d, opts.scale * std::f32::consts::LOG2_E, opts);
     p.out_scale = opts.scale;
-    if let Some((kv, qt)) = gpu_split {
-        gpu.dispatch(&Dispatch {
-            shader: &ATTENTION_GPU_WGSL,
-            entry: "attention_bwd_dkdv_gpu",
-            constants: &kv.constants(d.hs),
-            params: bytemuck::bytes_of(&p),
-            reads: &[q, k, v, mask, d_o, &ld],
-            writes: &[&dk, &dv],
-            workgroups: [k_tiles as u32, d.nh as u32, d.b as u32],
-        })?;
-        gpu.dispatch(&Dispatch {
-            shader: &ATTENTION_GPU_WGSL,
-            entry: "attention_bwd_dq_gpu",
-            constants: &qt.constants(d.hs),
-            params: bytemuck::bytes_of(&p),
-            reads: &[q, k, v, mask, d_o, &ld],
-            writes: &[&dq],
-            workgroups: [q_tiles as u32, d.nh as u32, d.b as u32],
-        })?;
-        return Ok((dq, dk, dv));
-    }
-    let vec = (d.hs % 4 == 0) as u8 as f64;
-    let shader = if sg {
-        &ATTENTION_SUBGROUP_WGSL
-    } else {
-        &ATTENTION_WGSL
-    };
-    gpu.dispatch(&Dispatch {
-        shader,
-        entry: if sg {
-            "attention_bwd_dkdv_sg"
-        } else {
-            "attention_bwd_dkdv"
-        },
-        constants: &[
-            ("BQ", BQ as f64),
-            ("RG", kg as f64),
-            ("BK", bq.max(4) as f64),
-            ("NB", nb as f64),
-            ("VEC", vec),
-        ],
-        params: bytemuck::bytes_of(&p),
-        reads: &[q, k, v, mask, d_o, &ld],
-        writes: &[&dk, &dv],
-        workgroups: [k_tiles as u32, d.nh as u32, d.b as u32],
-    })?;
-    gpu.dispatch(&Dispatch {
-        shader,
-        entry: if sg {
-            "attention_bwd_dq_sg"
-        } else {
-            "attention_bwd_dq"
-        },
-        constants: &[
-            ("BQ", BQ as f64),
-            ("RG", rg as f64),
-            ("BK", bk.max(4) as f64),
-            ("NB", nb as f64),
-            ("VEC", vec),
-        ],
-        params: bytemuck::bytes_of(&p),
-        reads: &[q, k, v, mask, d_o, &ld],
-        writes: &[&dq],
-        workgroups: [q_tiles as u32, d.nh as u32, d.b as u32],
-    })?;
+    let inputs = [q, k, v, mask, d_o, &ld];
+    gpu.launch(&plan.dkdv, bytemuck::bytes_of(&p), &inputs, &[&dk, &dv])?;
+    gpu.launch(&plan.dq, bytemuck::bytes_of(&p), &inputs, &[&dq])?;
     Ok((dq, dk, dv))
 }
 
