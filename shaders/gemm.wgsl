@@ -13,11 +13,11 @@
 //   gemm_fwd_shared    workgroup-memory tile: 64 x 64 outputs per 16 x 16
 //                      workgroup, K in slices of 16 staged through workgroup
 //                      memory, 4 x 4 outputs per thread
-//   gemm_fwd_tiled     block tile for GPUs: up to 128 x 128 outputs per
+//   gemm_fwd_block     block tile for GPUs: up to 128 x 128 outputs per
 //                      workgroup, K in slices of 8 through double-buffered
 //                      workgroup memory (one barrier per slice), up to 8 x 8
 //                      outputs per thread; shape set by override constants
-//                      (BT_*), chosen by the autotune (src/kernels/gemm_tune.rs)
+//                      (BT_*), chosen by the autotune (src/kernels/gemm/tune.rs)
 //   gemm_fwd_subgroup  in gemm_subgroup.wgsl, appended to this file: the
 //                      register tile with A shared across a subgroup of 8 by
 //                      broadcasts (the fastest on lavapipe)
@@ -624,7 +624,7 @@ fn bt_compute(buf: u32, lx: u32, ly: u32, acc: ptr<function, array<vec4<f32>, 16
 }
 
 @compute @workgroup_size(BT_WX, BT_WY)
-fn gemm_fwd_tiled(@builtin(workgroup_id) wid: vec3<u32>,
+fn gemm_fwd_block(@builtin(workgroup_id) wid: vec3<u32>,
                   @builtin(local_invocation_id) lid: vec3<u32>,
                   @builtin(local_invocation_index) li: u32) {
     let z = wid.z + p.group_z0;

@@ -114,8 +114,8 @@ pub async fn run_check(gpu: &Gpu, index: usize) -> CheckResult {
     let result = match index {
         0 => check_copy(gpu).await,
         1 => check_gemm(gpu, GemmVariant::Naive).await,
-        2 => check_gemm(gpu, GemmVariant::RegisterTile).await,
-        3 => check_gemm(gpu, GemmVariant::SharedTile).await,
+        2 => check_gemm(gpu, GemmVariant::Register).await,
+        3 => check_gemm(gpu, GemmVariant::Shared).await,
         4 => check_softmax(gpu).await,
         5 => check_layernorm(gpu).await,
         6 => check_cross_entropy(gpu).await,
@@ -196,7 +196,6 @@ async fn check_copy(gpu: &Gpu) -> Result<CheckResult> {
 
 async fn check_gemm(gpu: &Gpu, variant: GemmVariant) -> Result<CheckResult> {
     use crate::kernels::gemm::{gemm, Activation, GemmOptions};
-    use crate::reference::gemm::Act;
     let (m, n, k) = (129, 65, 127);
     let (av, bv, biasv) = (data(m * k, 2), data(n * k, 3), data(n, 4));
     let (a, b, bias) = (
@@ -226,7 +225,7 @@ async fn check_gemm(gpu: &Gpu, variant: GemmVariant) -> Result<CheckResult> {
         true,
         0.5,
         Some(&biasv),
-        Act::GeluTanh,
+        Activation::GeluTanh,
     );
     Ok(compare(
         &format!("gemm {variant:?} 129x65x127, B^T, bias, GELU"),

@@ -2,13 +2,13 @@
 //! that turn bad shapes into errors, and the dispatch grid. Kernels know nothing
 //! of autograd.
 
+mod activation;
 pub mod attention;
 pub mod copy;
 pub mod cross_entropy;
 pub mod elementwise;
 pub mod embedding;
 pub mod gemm;
-pub mod gemm_tune;
 pub mod kv_cache;
 pub mod layernorm;
 pub mod optim;
@@ -16,6 +16,8 @@ pub mod permute;
 pub mod reduce;
 pub(crate) mod row_plan;
 pub mod softmax;
+
+pub use activation::Activation;
 
 use crate::gpu::Shader;
 
@@ -37,12 +39,28 @@ macro_rules! shader {
     };
 }
 
-pub static ATTENTION_WGSL: Shader = shader!("attention.wgsl", f16: false);
-/// The GPU work split of the fused attention kernels (see attention.rs).
-pub static ATTENTION_GPU_WGSL: Shader = shader!("attention_gpu.wgsl", f16: false);
-/// attention.wgsl followed by attention_subgroup.wgsl (subgroup builtins).
-pub static ATTENTION_SUBGROUP_WGSL: Shader =
-    shader!("attention_subgroup.wgsl" = "attention.wgsl" "attention_subgroup.wgsl", f16: false);
+/// The fused attention kernels' CPU-adapter work split, after
+/// attention_common.wgsl (Params, helpers, the backward's prep kernel).
+pub static ATTENTION_CPU_WGSL: Shader = shader!(
+    "attention_cpu.wgsl" = "attention_common.wgsl" "attention_cpu.wgsl",
+    f16: false
+);
+/// The fused attention kernels' GPU work split, after attention_common.wgsl.
+pub static ATTENTION_GPU_WGSL: Shader = shader!(
+    "attention_gpu.wgsl" = "attention_common.wgsl" "attention_gpu.wgsl",
+    f16: false
+);
+/// The naive unfused attention kernels (the oracle), after attention_common.wgsl.
+pub static ATTENTION_NAIVE_WGSL: Shader = shader!(
+    "attention_naive.wgsl" = "attention_common.wgsl" "attention_naive.wgsl",
+    f16: false
+);
+/// The CPU split followed by attention_subgroup.wgsl (subgroup builtins).
+pub static ATTENTION_SUBGROUP_WGSL: Shader = shader!(
+    "attention_subgroup.wgsl" =
+        "attention_common.wgsl" "attention_cpu.wgsl" "attention_subgroup.wgsl",
+    f16: false
+);
 pub static COPY_WGSL: Shader = shader!("copy.wgsl", f16: false);
 pub static CROSS_ENTROPY_WGSL: Shader = shader!("cross_entropy.wgsl", f16: false);
 /// cross_entropy.wgsl followed by cross_entropy_subgroup.wgsl (subgroup builtins).
@@ -78,8 +96,9 @@ pub static CAST_F16_WGSL: Shader = shader!("cast_f16.wgsl", f16: true);
 
 /// Every shader of the crate, for the naga validation test and warm-up.
 pub static ALL_SHADERS: &[&Shader] = &[
-    &ATTENTION_WGSL,
+    &ATTENTION_CPU_WGSL,
     &ATTENTION_GPU_WGSL,
+    &ATTENTION_NAIVE_WGSL,
     &ATTENTION_SUBGROUP_WGSL,
     &COPY_WGSL,
     &CROSS_ENTROPY_WGSL,

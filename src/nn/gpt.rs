@@ -210,7 +210,7 @@ impl Gpt {
                     (&format!("{p}.mlp.c_fc"), &format!("{p}.mlp.c_proj")),
                     c,
                     4 * c,
-                    Activation::Gelu,
+                    Activation::GeluTanh,
                     (std, proj_std),
                     mlp_seeds,
                 )?,

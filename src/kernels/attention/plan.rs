@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::{KernelPolicy, Launch, Split};
 use crate::kernels::{
-    grid_1d, groups, ATTENTION_GPU_WGSL, ATTENTION_SUBGROUP_WGSL, ATTENTION_WGSL,
+    grid_1d, groups, ATTENTION_CPU_WGSL, ATTENTION_GPU_WGSL, ATTENTION_SUBGROUP_WGSL,
     MAX_GROUPS_PER_DIM,
 };
 
@@ -212,7 +212,7 @@ pub(super) fn plan_fwd(d: &Dims, policy: &KernelPolicy) -> Result<Launch> {
         shader: if sg {
             &ATTENTION_SUBGROUP_WGSL
         } else {
-            &ATTENTION_WGSL
+            &ATTENTION_CPU_WGSL
         },
         entry: if sg {
             "attention_fwd_sg"
@@ -275,8 +275,9 @@ pub(super) fn plan_bwd(d: &Dims, policy: &KernelPolicy) -> Result<BwdPlan> {
             limit_name: "max_compute_workgroup_storage_size",
         });
     }
-    let prep = Launch {
-        shader: &ATTENTION_WGSL,
+    // attention_bwd_prep (attention_common.wgsl) from the module of the split.
+    let prep = |shader| Launch {
+        shader,
         entry: "attention_bwd_prep",
         constants: Vec::new(),
         workgroups: grid_1d(groups(rows, 64)),
@@ -284,7 +285,7 @@ pub(super) fn plan_bwd(d: &Dims, policy: &KernelPolicy) -> Result<BwdPlan> {
     let (nh, b) = (d.nh as u32, d.b as u32);
     if let Some((kv, qt)) = gpu_split {
         return Ok(BwdPlan {
-            prep,
+            prep: prep(&ATTENTION_GPU_WGSL),
             dkdv: Launch {
                 shader: &ATTENTION_GPU_WGSL,
                 entry: "attention_bwd_dkdv_gpu",
@@ -302,10 +303,10 @@ pub(super) fn plan_bwd(d: &Dims, policy: &KernelPolicy) -> Result<BwdPlan> {
     let shader = if sg {
         &ATTENTION_SUBGROUP_WGSL
     } else {
-        &ATTENTION_WGSL
+        &ATTENTION_CPU_WGSL
     };
     Ok(BwdPlan {
-        prep,
+        prep: prep(shader),
         dkdv: Launch {
             shader,
             entry: if sg {
@@ -377,7 +378,7 @@ mod tests {
         let f = plan_fwd(&d, &plain).unwrap();
         assert_eq!(
             (f.shader.name, f.entry),
-            ("attention.wgsl", "attention_fwd")
+            ("attention_cpu.wgsl", "attention_fwd")
         );
         assert_eq!(f.workgroups, [8, 12, 4]);
     }

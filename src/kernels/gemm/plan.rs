@@ -21,8 +21,8 @@ use crate::tensor::DType;
 pub fn auto_variant(policy: &KernelPolicy) -> GemmVariant {
     match policy.cpu_adapter {
         true if subgroup_ok(policy) => GemmVariant::Subgroup,
-        true => GemmVariant::RegisterTile,
-        false => GemmVariant::Tiled,
+        true => GemmVariant::Register,
+        false => GemmVariant::Block,
     }
 }
 
@@ -70,13 +70,13 @@ pub(crate) fn default_kernel_for(
     dtype: DType,
 ) -> GemmKernel {
     let family = if dtype == DType::F16 {
-        GemmVariant::Tiled
+        GemmVariant::Block
     } else {
         auto_variant(policy)
     };
     match family {
         GemmVariant::Subgroup => GemmKernel::Subgroup(SubgroupTile::default()),
-        GemmVariant::RegisterTile => GemmKernel::Register(RegisterTile::default()),
+        GemmVariant::Register => GemmKernel::Register(RegisterTile::default()),
         _ => {
             let groups = |t: BlockTile| {
                 shape.m.div_ceil(t.rows() as usize)
@@ -113,7 +113,7 @@ pub fn auto_kernel(policy: &KernelPolicy, shape: &GemmShape, dtype: DType) -> Ge
 
 /// The kernel `variant` names for this product, or `None` where
 /// [`GemmVariant::Auto`] leaves the choice to the autotune
-/// ([`choose_kernel`](crate::kernels::gemm_tune::choose_kernel): a choice
+/// ([`choose_kernel`](super::tune::choose_kernel): a choice
 /// measured on this device, else measured now where the policy allows, else
 /// [`default_kernel`]). f16 inputs run on the block tile only.
 pub(crate) fn variant_kernel(
@@ -125,21 +125,21 @@ pub(crate) fn variant_kernel(
     if dtype == DType::F16 {
         return match variant {
             GemmVariant::Auto => Ok(None),
-            GemmVariant::Tiled => Ok(Some(GemmKernel::Block(BlockTile::default()))),
+            GemmVariant::Block => Ok(Some(GemmKernel::Block(BlockTile::default()))),
             v => Err(Error::invalid(
                 "gemm",
                 format!(
-                    "f16 inputs run on the block tile only (GemmVariant::Tiled or Auto), not {v:?}"
+                    "f16 inputs run on the block tile only (GemmVariant::Block or Auto), not {v:?}"
                 ),
             )),
         };
     }
     Ok(Some(match variant {
         GemmVariant::Naive => GemmKernel::Naive,
-        GemmVariant::RegisterTile => GemmKernel::Register(RegisterTile::default()),
-        GemmVariant::SharedTile => GemmKernel::Shared,
+        GemmVariant::Register => GemmKernel::Register(RegisterTile::default()),
+        GemmVariant::Shared => GemmKernel::Shared,
         GemmVariant::Subgroup => GemmKernel::Subgroup(SubgroupTile::default()),
-        GemmVariant::Tiled => GemmKernel::Block(BlockTile::default()),
+        GemmVariant::Block => GemmKernel::Block(BlockTile::default()),
         GemmVariant::Gemv => GemmKernel::Gemv(gemv_tile(policy, shape).unwrap_or(GemvTile {
             m: shape.m.clamp(1, 4) as u32,
             ..GemvTile::default()
@@ -260,7 +260,7 @@ pub fn plan(
                 ("BT_RM", t.rm as f64),
                 ("BT_CN", t.cn as f64),
             ]);
-            (&GEMM_WGSL, "gemm_fwd_tiled", t.rows(), t.cols(), false)
+            (&GEMM_WGSL, "gemm_fwd_block", t.rows(), t.cols(), false)
         }
         GemmKernel::Gemv(t) => {
             constants.extend([
@@ -272,7 +272,7 @@ pub fn plan(
         }
     };
     let (shader, entry) = match (dtype, kernel) {
-        (DType::F16, GemmKernel::Block(_)) => (&GEMM_F16_WGSL, "gemm_fwd_tiled_f16"),
+        (DType::F16, GemmKernel::Block(_)) => (&GEMM_F16_WGSL, "gemm_fwd_block_f16"),
         (DType::F16, k) => {
             return Err(Error::invalid(
                 "gemm",
@@ -413,7 +413,7 @@ mod tests {
             &gpu(),
         )
         .unwrap();
-        assert_eq!(p.entry, "gemm_fwd_tiled");
+        assert_eq!(p.entry, "gemm_fwd_block");
         assert_eq!(p.grid, [6, 16, 1]); // columns along x
         let p = plan(
             GemmKernel::Gemv(GemvTile {
@@ -441,7 +441,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             (f16.shader.name, f16.entry),
-            ("gemm_f16.wgsl", "gemm_fwd_tiled_f16")
+            ("gemm_f16.wgsl", "gemm_fwd_block_f16")
         );
         assert!(plan(GemmKernel::Naive, &s, &opts, DType::F16, &gpu()).is_err());
     }

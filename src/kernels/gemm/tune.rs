@@ -1,7 +1,7 @@
 //! GEMM autotune: on the first product of each shape class, time a handful of
 //! candidate kernels and tiles with GPU timestamps and keep the fastest, per
 //! device in memory and per adapter + driver on disk (optional). What
-//! [`GemmVariant::Auto`](super::gemm::GemmVariant::Auto) runs.
+//! [`GemmVariant::Auto`](super::GemmVariant::Auto) runs.
 //!
 //! Whether it measures and where it keeps the results are the kernel policy's
 //! `gemm_tune` and `tune_cache` ([`KernelPolicy`](crate::gpu::KernelPolicy):
@@ -14,7 +14,7 @@
 //! While a timed pass or a per-op profile is being recorded nothing is
 //! measured and the static choice runs.
 
-use super::gemm::{
+use super::{
     check_kernel, default_kernel_for, BlockTile, GemmKernel, GemmOptions, GemmShape, RegisterTile,
     SubgroupTile,
 };
@@ -79,7 +79,7 @@ pub fn candidates(gpu: &Gpu) -> Vec<GemmKernel> {
 /// The kernel for this product: the one measured for its class on this device,
 /// else (when measuring is enabled) measured now on these very tensors (C is
 /// overwritten, which the product does anyway), else
-/// [`default_kernel`](super::gemm::default_kernel).
+/// [`default_kernel`](super::default_kernel).
 pub fn choose_kernel(
     a: &Tensor,
     b: &Tensor,
@@ -136,7 +136,7 @@ pub fn autotune(
         .into_iter()
         .filter(|k| !f16 || matches!(k, GemmKernel::Block(_)));
     for kernel in list {
-        let launch = || super::gemm::gemm_into_kernel(a, b, c, shape, opts, kernel);
+        let launch = || super::gemm_into_kernel(a, b, c, shape, opts, kernel);
         // The first launch builds the pipeline; a kernel that fails to build
         // on this driver drops out instead of failing the product.
         let built = launch().and_then(|_| gpu.sync());
