@@ -31,10 +31,10 @@ use crate::tensor::{DType, Tensor};
 
 /// Largest C / 4 that the small-row forward (`layernorm_fwd_rows`) takes:
 /// `MAX_ITEMS` in layernorm.wgsl (C <= 64).
-const SMALL_ROW_ITEMS: usize = 16;
+pub(crate) const SMALL_ROW_ITEMS: usize = 16;
 
 /// Threads per workgroup of the small-row forward (`ROW_WG` in the shader).
-const SMALL_ROW_WG: usize = 64;
+pub(crate) const SMALL_ROW_WG: usize = 64;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

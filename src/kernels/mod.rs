@@ -16,6 +16,7 @@ pub mod permute;
 pub mod reduce;
 pub(crate) mod row_plan;
 pub mod softmax;
+pub mod wgsl_mirrors;
 
 pub use activation::Activation;
 
@@ -62,10 +63,14 @@ pub static ATTENTION_SUBGROUP_WGSL: Shader = shader!(
     f16: false
 );
 pub static COPY_WGSL: Shader = shader!("copy.wgsl", f16: false);
-pub static CROSS_ENTROPY_WGSL: Shader = shader!("cross_entropy.wgsl", f16: false);
-/// cross_entropy.wgsl followed by cross_entropy_subgroup.wgsl (subgroup builtins).
+/// The row kernels (cross-entropy, layernorm, reduce, softmax) start with
+/// rows.wgsl (the row helpers they share); their subgroup modules add
+/// rows_subgroup.wgsl and the kernel's `*_subgroup.wgsl` (subgroup builtins).
+pub static CROSS_ENTROPY_WGSL: Shader =
+    shader!("cross_entropy.wgsl" = "rows.wgsl" "cross_entropy.wgsl", f16: false);
 pub static CROSS_ENTROPY_SUBGROUP_WGSL: Shader = shader!(
-    "cross_entropy_subgroup.wgsl" = "cross_entropy.wgsl" "cross_entropy_subgroup.wgsl",
+    "cross_entropy_subgroup.wgsl" =
+        "rows.wgsl" "cross_entropy.wgsl" "rows_subgroup.wgsl" "cross_entropy_subgroup.wgsl",
     f16: false
 );
 pub static ELEMENTWISE_WGSL: Shader = shader!("elementwise.wgsl", f16: false);
@@ -82,16 +87,21 @@ pub static GEMM_F16_WGSL: Shader =
 pub static GRAD_NORM_WGSL: Shader = shader!("grad_norm.wgsl", f16: false);
 pub static OPTIM_WGSL: Shader = shader!("optim.wgsl", f16: false);
 pub static OPTIM_SGD_WGSL: Shader = shader!("optim_sgd.wgsl", f16: false);
-pub static LAYERNORM_WGSL: Shader = shader!("layernorm.wgsl", f16: false);
-/// layernorm.wgsl followed by layernorm_subgroup.wgsl (subgroup builtins).
-pub static LAYERNORM_SUBGROUP_WGSL: Shader =
-    shader!("layernorm_subgroup.wgsl" = "layernorm.wgsl" "layernorm_subgroup.wgsl", f16: false);
+pub static LAYERNORM_WGSL: Shader =
+    shader!("layernorm.wgsl" = "rows.wgsl" "layernorm.wgsl", f16: false);
+pub static LAYERNORM_SUBGROUP_WGSL: Shader = shader!(
+    "layernorm_subgroup.wgsl" =
+        "rows.wgsl" "layernorm.wgsl" "rows_subgroup.wgsl" "layernorm_subgroup.wgsl",
+    f16: false
+);
 pub static PERMUTE_WGSL: Shader = shader!("permute.wgsl", f16: false);
-pub static REDUCE_WGSL: Shader = shader!("reduce.wgsl", f16: false);
-pub static SOFTMAX_WGSL: Shader = shader!("softmax.wgsl", f16: false);
-/// softmax.wgsl followed by softmax_subgroup.wgsl (subgroup builtins).
-pub static SOFTMAX_SUBGROUP_WGSL: Shader =
-    shader!("softmax_subgroup.wgsl" = "softmax.wgsl" "softmax_subgroup.wgsl", f16: false);
+pub static REDUCE_WGSL: Shader = shader!("reduce.wgsl" = "rows.wgsl" "reduce.wgsl", f16: false);
+pub static SOFTMAX_WGSL: Shader = shader!("softmax.wgsl" = "rows.wgsl" "softmax.wgsl", f16: false);
+pub static SOFTMAX_SUBGROUP_WGSL: Shader = shader!(
+    "softmax_subgroup.wgsl" =
+        "rows.wgsl" "softmax.wgsl" "rows_subgroup.wgsl" "softmax_subgroup.wgsl",
+    f16: false
+);
 pub static CAST_F16_WGSL: Shader = shader!("cast_f16.wgsl", f16: true);
 
 /// Every shader of the crate, for the naga validation test and warm-up.

@@ -43,7 +43,7 @@ struct Params {
 
 impl Reduce {
     /// `OP` in shaders/reduce.wgsl.
-    fn code(self) -> f64 {
+    pub(crate) const fn code(self) -> f64 {
         match self {
             Reduce::Sum => 0.0,
             Reduce::Mean => 1.0,

@@ -53,8 +53,8 @@ use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
 
 mod fused;
-mod plan;
-mod unfused;
+pub(crate) mod plan;
+pub(crate) mod unfused;
 
 pub use fused::{attention_bwd, attention_fwd};
 pub use unfused::{attention_unfused, attention_unfused_bwd, attention_unfused_naive};

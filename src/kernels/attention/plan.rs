@@ -25,6 +25,9 @@ pub(crate) const BQ: usize = 16;
 /// Lanes per workgroup of the subgroup kernels (`*_sg`, one subgroup).
 pub(crate) const SG_LANES: usize = 8;
 
+/// Threads (rows) per workgroup of `attention_bwd_prep`.
+pub(crate) const PREP_WG: usize = 64;
+
 /// Whether the fused kernels run in their subgroup form
 /// (shaders/attention_subgroup.wgsl: streamed rows shared by broadcasts instead
 /// of workgroup memory): on CPU adapters with subgroups of exactly 8 lanes
@@ -280,7 +283,7 @@ pub(super) fn plan_bwd(d: &Dims, policy: &KernelPolicy) -> Result<BwdPlan> {
         shader,
         entry: "attention_bwd_prep",
         constants: Vec::new(),
-        workgroups: grid_1d(groups(rows, 64)),
+        workgroups: grid_1d(groups(rows, PREP_WG)),
     };
     let (nh, b) = (d.nh as u32, d.b as u32);
     if let Some((kv, qt)) = gpu_split {

@@ -12,6 +12,12 @@ use crate::kernels::softmax::{softmax, softmax_bwd, SoftmaxOptions};
 use crate::kernels::{grid_1d, groups, ATTENTION_NAIVE_WGSL, MAX_GROUPS_PER_DIM};
 use crate::tensor::{DType, Tensor};
 
+/// Workgroups of `attention_scores_naive` and `attention_pv_naive` are
+/// NAIVE_TILE x NAIVE_TILE threads, one per output.
+pub(crate) const NAIVE_TILE: usize = 16;
+/// Threads (rows) per workgroup of `attention_softmax_naive`.
+pub(crate) const NAIVE_SOFTMAX_WG: usize = 64;
+
 /// Unfused attention, the way it is written without a fused kernel: S = scale *
 /// Q K^T with [`gemm`] (B, NH, Tq, Tk) in memory, [`softmax`] with the masks,
 /// then O = P V with [`gemm`]. The benchmark baseline and a second GPU oracle;
@@ -131,7 +137,7 @@ pub fn attention_unfused_naive(
             params: bytemuck::bytes_of(&p),
             reads: &[q, k],
             writes: &[&s],
-            workgroups: [groups(d.tk, 16), groups(d.tq, 16), n as u32],
+            workgroups: [groups(d.tk, NAIVE_TILE), groups(d.tq, NAIVE_TILE), n as u32],
         })?;
         gpu.dispatch(&Dispatch {
             shader: &ATTENTION_NAIVE_WGSL,
@@ -140,7 +146,7 @@ pub fn attention_unfused_naive(
             params: bytemuck::bytes_of(&p),
             reads: &[mask],
             writes: &[&s],
-            workgroups: grid_1d(groups(n * d.tq, 64)),
+            workgroups: grid_1d(groups(n * d.tq, NAIVE_SOFTMAX_WG)),
         })?;
         gpu.dispatch(&Dispatch {
             shader: &ATTENTION_NAIVE_WGSL,
@@ -149,7 +155,7 @@ pub fn attention_unfused_naive(
             params: bytemuck::bytes_of(&p),
             reads: &[&s, v],
             writes: &[&o],
-            workgroups: [groups(d.hs, 16), groups(d.tq, 16), n as u32],
+            workgroups: [groups(d.hs, NAIVE_TILE), groups(d.tq, NAIVE_TILE), n as u32],
         })?;
     }
     Ok(o)

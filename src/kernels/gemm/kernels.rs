@@ -218,7 +218,7 @@ pub fn check_kernel(gpu: &Gpu, kernel: GemmKernel) -> Result<()> {
                     format!("subgroup tile {tile:?}: tm must be 8, 16 or 32 and tn 4, 8 or 16"),
                 ));
             }
-            if gpu.policy().subgroup_size != Some(8) {
+            if gpu.policy().subgroup_size != Some(super::plan::SUBGROUP_LANES) {
                 return Err(Error::Unsupported {
                     feature: "subgroups of fixed size 8",
                     adapter: gpu.adapter_info().name.clone(),

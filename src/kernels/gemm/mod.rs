@@ -32,7 +32,7 @@
 //! pipeline once (about a second on lavapipe for the register tile).
 
 mod kernels;
-mod plan;
+pub(crate) mod plan;
 pub mod tune;
 
 pub use super::Activation;

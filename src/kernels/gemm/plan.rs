@@ -28,7 +28,7 @@ pub fn auto_variant(policy: &KernelPolicy) -> GemmVariant {
 
 /// The subgroup kernel broadcasts from lanes 0..8 of a workgroup of 8.
 fn subgroup_ok(policy: &KernelPolicy) -> bool {
-    policy.subgroup_size == Some(8)
+    policy.subgroup_size == Some(SUBGROUP_LANES)
 }
 
 /// The GEMV tile [`GemmVariant::Auto`] uses for this problem, if any: on CPU
@@ -151,6 +151,13 @@ pub(crate) fn variant_kernel(
     }))
 }
 
+/// Threads along each side of `gemm_fwd_naive`'s workgroup, one output each.
+pub(crate) const NAIVE_WG: u32 = 8;
+/// Outputs along each side of `gemm_fwd_shared`'s workgroup tile.
+pub(crate) const SHARED_TILE: u32 = 64;
+/// Lanes of the subgroup tile's workgroup: one subgroup of 8.
+pub(crate) const SUBGROUP_LANES: u32 = 8;
+
 /// One product's launch: `kernel`'s shader and entry point, its override
 /// constants, and the grid, which may pass the per-dimension limit
 /// ([`GemmPlan::launches`] cuts it).
@@ -233,8 +240,14 @@ pub fn plan(
     }
     // (shader, entry, rows and columns of C per workgroup, rows along grid x)
     let (shader, entry, rows, cols, rows_on_x) = match kernel {
-        GemmKernel::Naive => (&GEMM_WGSL, "gemm_fwd_naive", 8, 8, false),
-        GemmKernel::Shared => (&GEMM_WGSL, "gemm_fwd_shared", 64, 64, false),
+        GemmKernel::Naive => (&GEMM_WGSL, "gemm_fwd_naive", NAIVE_WG, NAIVE_WG, false),
+        GemmKernel::Shared => (
+            &GEMM_WGSL,
+            "gemm_fwd_shared",
+            SHARED_TILE,
+            SHARED_TILE,
+            false,
+        ),
         GemmKernel::Register(t) => {
             constants.extend([
                 ("WG_X", t.wg_x as f64),
@@ -244,12 +257,16 @@ pub fn plan(
             (&GEMM_WGSL, "gemm_fwd_register", t.tm, t.wg_x * t.tn, true)
         }
         GemmKernel::Subgroup(t) => {
-            constants.extend([("WG_X", 8.0), ("SG_TM", t.tm as f64), ("TN", t.tn as f64)]);
+            constants.extend([
+                ("WG_X", SUBGROUP_LANES as f64),
+                ("SG_TM", t.tm as f64),
+                ("TN", t.tn as f64),
+            ]);
             (
                 &GEMM_SUBGROUP_WGSL,
                 "gemm_fwd_subgroup",
                 t.tm,
-                8 * t.tn,
+                SUBGROUP_LANES * t.tn,
                 true,
             )
         }
