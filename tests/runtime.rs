@@ -278,3 +278,13 @@ fn a_policy_the_device_cannot_honour_is_refused() {
     .unwrap();
     assert!(gpu.counters().snapshot().dispatches > before);
 }
+
+#[test]
+fn every_kernel_check_of_wgformer_check_passes_on_this_adapter() {
+    // `wgformer check` and the browser page's Kernels tab: the kernels this
+    // adapter's policy picks, forward and backward, against the reference.
+    let report = wgformer::selfcheck::run(&gpu(), &mut |_| {}).unwrap();
+    let failed: Vec<_> = report.results.iter().filter(|r| !r.passed).collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    assert_eq!(report.results.len(), wgformer::selfcheck::CHECKS.len());
+}

@@ -241,14 +241,28 @@ pub fn gemm_into(
     shape: &GemmShape,
     opts: &GemmOptions,
 ) -> Result<()> {
-    let kernel = match plan::variant_kernel(opts.variant, shape, a.dtype(), a.gpu().policy())? {
-        Some(kernel) => kernel,
+    let kernel = kernel_for(a, b, c, shape, opts)?;
+    gemm_into_kernel(a, b, c, shape, opts, kernel)
+}
+
+/// The kernel [`gemm_into`] runs for this product: the one `opts.variant`
+/// names; for [`GemmVariant::Auto`] the GEMV kernel where it applies, else the
+/// choice measured on this device for the shape class (measured now, on these
+/// tensors, where the policy allows: C is overwritten), else [`default_kernel`].
+pub fn kernel_for(
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    shape: &GemmShape,
+    opts: &GemmOptions,
+) -> Result<GemmKernel> {
+    match plan::variant_kernel(opts.variant, shape, a.dtype(), a.gpu().policy())? {
+        Some(kernel) => Ok(kernel),
         None => {
             validate(a, b, Some(c), shape, opts)?;
-            tune::choose_kernel(a, b, c, shape, opts)?
+            tune::choose_kernel(a, b, c, shape, opts)
         }
-    };
-    gemm_into_kernel(a, b, c, shape, opts, kernel)
+    }
 }
 
 /// [`gemm_into`] with the register tile's shape given (benchmarks and tuning);
