@@ -1,5 +1,5 @@
 // GEMM: C = act(alpha * op(A) op(B) + bias), batched over z. The matmul behind
-// every Linear layer, the LM head and the backward passes (src/kernels/gemm.rs).
+// every Linear layer, the LM head and the backward passes (src/kernels/gemm/).
 //   op(A) (M, K): A stored (M, K), or (K, M) when TRANS_A
 //   op(B) (K, N): B stored (K, N), or (N, K) when TRANS_B
 //   C (M, N) row-major; batch z reads A + z stride_a, B + z stride_b (0: broadcast)
@@ -18,9 +18,14 @@
 //                      workgroup memory (one barrier per slice), up to 8 x 8
 //                      outputs per thread; shape set by override constants
 //                      (BT_*), chosen by the autotune (src/kernels/gemm/tune.rs)
+//   gemm_fwd_gemv      small M (decoding with a KV cache, M <= 4): each thread
+//                      all of C's GV_M rows against GV_CB column blocks of 4,
+//                      so B is read once with no wasted rows (Auto's choice
+//                      on CPU adapters)
 //   gemm_fwd_subgroup  in gemm_subgroup.wgsl, appended to this file: the
 //                      register tile with A shared across a subgroup of 8 by
 //                      broadcasts (the fastest on lavapipe)
+//   gemm_fwd_block_f16 in gemm_f16.wgsl: the block tile on f16 inputs
 // Any M, N, K: loads are clamped into the matrix (and zeroed past K), stores are
 // guarded; callers never pad. VEC_A / VEC_B / VEC_C pick vec4 accesses where the
 // stored layout allows them (contiguous dimension and batch stride multiples of

@@ -1,6 +1,11 @@
-//! One Rust file per WGSL shader: a typed Params struct (bytemuck), input checks
-//! that turn bad shapes into errors, and the dispatch grid. Kernels know nothing
-//! of autograd.
+//! The kernels, one module per op family (a file, or a folder where it has
+//! several parts: `gemm/`, `attention/`): a typed Params struct (bytemuck), the
+//! input checks that turn bad shapes into errors, the plan (which entry point,
+//! override constants and grid: a pure function of the shape and the `Gpu`'s
+//! [`KernelPolicy`](crate::gpu::KernelPolicy), unit-tested without a GPU) and
+//! the dispatch that encodes it. Kernels know nothing of autograd. This file
+//! registers every WGSL module: one file of `shaders/`, or several concatenated
+//! (shared code such as rows.wgsl and attention_common.wgsl comes first).
 
 mod activation;
 pub mod attention;

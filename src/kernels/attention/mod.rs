@@ -22,32 +22,25 @@
 //!   formulas are in `reference::attention::attention_bwd`); masked pairs and
 //!   rows that see no key contribute nothing, padded keys get dK = dV = 0.
 //!
-//! The fused kernel on lavapipe: every workgroup-memory (or storage) load there
-//! is a loop over the SIMD lanes and costs far more than an FMA, so each thread
-//! keeps 8 query rows and their accumulators in registers and uses every K/V
-//! value it loads 8 times (1.5x faster than 4 rows). Measured with `cargo bench
-//! --bench kernels -- attention` (llvmpipe, LLVM 15, 2 cores; B=4, NH=12, HS=64,
-//! causal): T=256 37 ms fused vs 121 ms unfused (3.2x), T=1024 670 ms vs 1606 ms
-//! (2.4x); new buffers 12 MiB fused (O and L) vs 99 MiB unfused at T=1024. On
-//! GPUs this register tile (8 rows x 2 HS floats per thread) is far too large
-//! (H100, B=4 NH=12 T=1024 HS=64 causal: forward 13.3 ms vs 1.16 ms unfused,
-//! backward 84 ms vs 3.0 ms), so GPUs get a second work split,
-//! shaders/attention_gpu.wgsl: 128-thread workgroups of 64 rows (keys), both
-//! operands of each product staged in workgroup memory, 4 x 4 register tiles
-//! (the kernel policy's `attention` split, [`Split`](crate::gpu::Split)).
+//! Files: this one (semantics, options, input checks), `fused.rs` (the
+//! flash-attention forward and backward), `unfused.rs` (the baselines and
+//! oracles), `plan.rs` (which fused kernel, tiles and grid: see there).
 //!
-//! The fused backward (flash attention 2) keeps the same layout: in
-//! `attention_bwd_dkdv` each thread holds 8 keys' K, V, dK and dV rows (4 keys
-//! over HS = 64) and every Q/dO value it loads feeds 8 keys in 4 products; in
-//! `attention_bwd_dq` 8 query rows' Q, dO and dQ (3 products per K/V value).
-//! 8 keys per thread measured 1.45x faster than 4 in dK/dV, 8 rows 1.55x
-//! faster than 4 in dQ. Measured (llvmpipe, LLVM 15, 2 shared cores; B=4,
-//! NH=12, HS=64, causal, T=1024): backward 913 ms fused vs 2171 ms unfused
-//! (2.4x), forward + backward 1376 ms vs 4229 ms (3.1x; the separately
-//! measured forward and backward add up to 2.4x); new buffers 36 MiB (dQ,
-//! dK, dV, row statistics) vs 153 MiB. The cost: lavapipe compiles the two
-//! backward kernels at HS = 64 in ~25 s of CPU (~2000 live floats per thread),
-//! once per process and head-size class.
+//! Two work splits of the fused kernels, picked by the kernel policy's
+//! `attention` split ([`Split`](crate::gpu::Split)): on CPU adapters
+//! (shaders/attention_cpu.wgsl, and its subgroup form
+//! shaders/attention_subgroup.wgsl on lavapipe) every workgroup-memory load is a
+//! loop over the SIMD lanes and costs far more than an FMA, so each of 16
+//! threads keeps 8 query rows (keys in `attention_bwd_dkdv`) and their
+//! accumulators in registers and uses every K/V (Q/dO) value it loads 8 times;
+//! on GPUs that register tile is far too large, so shaders/attention_gpu.wgsl
+//! gives 128-thread workgroups of 64 rows (keys), both operands of each product
+//! staged in workgroup memory, 4 x 4 register tiles. The backward is flash
+//! attention 2 in the forward's layout. The price of the CPU split: lavapipe
+//! compiles the two backward kernels at HS = 64 in tens of seconds of CPU, once
+//! per process and head-size class. Measured speeds of both splits against the
+//! unfused paths, with machine and date, are in BENCHMARKS.md (`cargo bench
+//! --bench kernels -- attention`).
 
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};

@@ -22,7 +22,7 @@ pub(crate) const NAIVE_SOFTMAX_WG: usize = 64;
 /// Q K^T with [`gemm`] (B, NH, Tq, Tk) in memory, [`softmax`] with the masks,
 /// then O = P V with [`gemm`]. The benchmark baseline and a second GPU oracle;
 /// returns O only. S and P must each fit one storage binding: beyond that this
-/// returns [`Error::TooLarge`] (the fused [`attention_fwd`] has no such limit).
+/// returns [`Error::TooLarge`] (the fused [`attention_fwd`](super::attention_fwd) has no such limit).
 pub fn attention_unfused(
     q: &Tensor,
     k: &Tensor,
@@ -167,7 +167,7 @@ pub fn attention_unfused_naive(
 /// dS = scale P (dP - rowsum(P dP)) ([`softmax_bwd`]), dQ = dS K and
 /// dK = dS^T Q (GEMMs). Returns (dQ, dK, dV) for the loss gradient `d_o`
 /// (B, NH, Tq, HS). The benchmark baseline and a second GPU oracle of
-/// [`attention_bwd`]; needs no O or L. Like [`attention_unfused`], the score
+/// [`attention_bwd`](super::attention_bwd); needs no O or L. Like [`attention_unfused`], the score
 /// matrix must fit one storage binding ([`Error::TooLarge`] otherwise).
 pub fn attention_unfused_bwd(
     q: &Tensor,
