@@ -133,26 +133,18 @@ fn plan_fwd(rows: usize, cols: usize, policy: &KernelPolicy) -> (Launch, u32) {
         return (launch, per_thread as u32);
     }
     if let Some(sg) = sg_plan(policy, rows, cols) {
-        let launch = Launch {
-            shader: &LAYERNORM_SUBGROUP_WGSL,
-            entry: "layernorm_fwd_sg",
-            constants: sg.constants().to_vec(),
-            workgroups: sg.workgroups,
-        };
+        let launch = sg.launch(&LAYERNORM_SUBGROUP_WGSL, "layernorm_fwd_sg");
         return (launch, sg.chunk_rows);
     }
-    let plan = row_plan(policy, rows, cols);
-    let launch = Launch {
-        shader: &LAYERNORM_WGSL,
-        entry: if cols.is_multiple_of(4) {
-            "layernorm_fwd_vec4"
-        } else {
-            "layernorm_fwd_scalar"
-        },
-        constants: plan.constants().to_vec(),
-        workgroups: plan.workgroups,
+    let entry = if cols.is_multiple_of(4) {
+        "layernorm_fwd_vec4"
+    } else {
+        "layernorm_fwd_scalar"
     };
-    (launch, 0)
+    (
+        row_plan(policy, rows, cols).launch(&LAYERNORM_WGSL, entry),
+        0,
+    )
 }
 
 /// Backward of [`layernorm`]: from the forward's input `x` (..., C), `weight`
@@ -288,12 +280,7 @@ fn plan_bwd(rows: usize, cols: usize, policy: &KernelPolicy) -> BwdPlan {
         return plan(BwdKernels::Empty, 0, 0, 1);
     }
     if let Some(sg) = sg_plan(policy, rows, cols) {
-        let launch = Launch {
-            shader: &LAYERNORM_SUBGROUP_WGSL,
-            entry: "layernorm_bwd_sg",
-            constants: sg.constants().to_vec(),
-            workgroups: sg.workgroups,
-        };
+        let launch = sg.launch(&LAYERNORM_SUBGROUP_WGSL, "layernorm_bwd_sg");
         return plan(
             BwdKernels::Subgroup(launch),
             sg.chunk_rows as usize,
@@ -323,16 +310,14 @@ fn plan_bwd(rows: usize, cols: usize, policy: &KernelPolicy) -> BwdPlan {
         };
         return plan(BwdKernels::Fused(launch), chunk_rows, chunks, 1);
     }
-    let dx = Launch {
-        shader: &LAYERNORM_WGSL,
-        entry: if vec4 {
+    let dx = row.launch(
+        &LAYERNORM_WGSL,
+        if vec4 {
             "layernorm_bwd_dx_vec4"
         } else {
             "layernorm_bwd_dx_scalar"
         },
-        constants: row.constants().to_vec(),
-        workgroups: row.workgroups,
-    };
+    );
     // Four neighbouring vec4 columns per thread (whole cache lines on a CPU);
     // chunks of at least 64 rows until every core has a few workgroups.
     let cpt = if vec4 { 4 } else { 1 };

@@ -41,6 +41,22 @@ struct Params {
     _pad: u32,
 }
 
+impl Params {
+    /// Rows of R contiguous values: one chunk, 1 / R for the mean.
+    fn rows(outer: usize, r_len: usize) -> Params {
+        Params {
+            outer: outer as u32,
+            r_len: r_len as u32,
+            inner: 1,
+            tiles: 1,
+            chunks: 1,
+            r_chunk: r_len as u32,
+            inv_r: 1.0 / r_len as f32,
+            _pad: 0,
+        }
+    }
+}
+
 impl Reduce {
     /// `OP` in shaders/reduce.wgsl.
     pub(crate) const fn code(self) -> f64 {
@@ -150,16 +166,7 @@ fn plan_fwd(
                 constants: vec![("OP", op.code()), ("TPR_LOG2", plan.tpr_log2 as f64)],
                 workgroups: plan.workgroups,
             },
-            params: Params {
-                outer: outer as u32,
-                r_len: r_len as u32,
-                inner: 1,
-                tiles: 1,
-                chunks: 1,
-                r_chunk: r_len as u32,
-                inv_r,
-                _pad: 0,
-            },
+            params: Params::rows(outer, r_len),
         }]);
     }
     // out[o, i] = op over r of x[o, r, i]. GPU: a tile is at most 64 columns
@@ -210,14 +217,11 @@ fn plan_fwd(
             workgroups: grid_1d(groups_total as u32),
         },
         params: Params {
-            outer: outer as u32,
-            r_len: r_len as u32,
             inner: cols as u32,
             tiles: tiles as u32,
             chunks: chunks as u32,
             r_chunk: r_chunk as u32,
-            inv_r,
-            _pad: 0,
+            ..Params::rows(outer, r_len)
         },
     }];
     if chunks > 1 {
@@ -369,20 +373,10 @@ fn plan_bwd(
     op: Reduce,
     policy: &KernelPolicy,
 ) -> Option<BwdPlan> {
-    let inv_r = 1.0 / r_len as f32;
     if inner == 1 {
         let plan = row_plan(policy, outer, r_len);
         return Some(BwdPlan {
-            params: Params {
-                outer: outer as u32,
-                r_len: r_len as u32,
-                inner: 1,
-                tiles: 1,
-                chunks: 1,
-                r_chunk: r_len as u32,
-                inv_r,
-                _pad: 0,
-            },
+            params: Params::rows(outer, r_len),
             kind: BwdKind::Rows(Launch {
                 shader: &REDUCE_WGSL,
                 entry: if r_len.is_multiple_of(4) {
@@ -439,14 +433,11 @@ fn plan_bwd(
     );
     Some(BwdPlan {
         params: Params {
-            outer: outer as u32,
-            r_len: r_len as u32,
             inner: cols as u32,
             tiles: tiles as u32,
             chunks: chunks as u32,
             r_chunk: r_chunk as u32,
-            inv_r,
-            _pad: 0,
+            ..Params::rows(outer, r_len)
         },
         kind: BwdKind::Cols {
             argmax,

@@ -4,7 +4,7 @@
 //! functions of the shape and the [`KernelPolicy`].
 
 use super::{grid_1d, groups};
-use crate::gpu::{KernelPolicy, Split};
+use crate::gpu::{KernelPolicy, Launch, Shader, Split};
 
 /// Threads per workgroup of the row kernels: `WG` in shaders/rows.wgsl.
 pub(crate) const ROW_WG: usize = 256;
@@ -36,6 +36,11 @@ impl RowPlan {
             ("ITEMS", self.items as f64),
         ]
     }
+
+    /// `entry` of `shader` on this plan's grid with its constants.
+    pub fn launch(&self, shader: &'static Shader, entry: &'static str) -> Launch {
+        launch(shader, entry, self.constants(), self.workgroups)
+    }
 }
 
 /// Plan of the row-per-subgroup kernels (`*_sg` entry points in the
@@ -54,6 +59,25 @@ impl SgPlan {
     /// The plan as the shaders' override constants.
     pub fn constants(&self) -> [(&'static str, f64); 2] {
         [("SG", self.sg as f64), ("SG_ITEMS", self.items as f64)]
+    }
+
+    /// `entry` of `shader` on this plan's grid with its constants.
+    pub fn launch(&self, shader: &'static Shader, entry: &'static str) -> Launch {
+        launch(shader, entry, self.constants(), self.workgroups)
+    }
+}
+
+fn launch(
+    shader: &'static Shader,
+    entry: &'static str,
+    constants: [(&'static str, f64); 2],
+    workgroups: [u32; 3],
+) -> Launch {
+    Launch {
+        shader,
+        entry,
+        constants: constants.to_vec(),
+        workgroups,
     }
 }
 

@@ -45,40 +45,33 @@ fn other(split: Split) -> Split {
     }
 }
 
+/// The test adapter with its kernel policy changed by `change`.
+fn with_policy(change: impl FnOnce(&mut KernelPolicy)) -> Gpu {
+    let g = gpu();
+    let mut policy = g.policy().clone();
+    change(&mut policy);
+    g.with_policy(policy).unwrap()
+}
+
 /// The test adapter with the row kernels' other plan (on a CPU adapter the GPU
 /// plan's trees in workgroup memory, on a GPU the barrier-free thread-per-row
 /// plan), so one adapter covers both.
 pub fn other_row_plan() -> Gpu {
-    let g = gpu();
-    let policy = KernelPolicy {
-        rows: other(g.policy().rows),
-        ..g.policy().clone()
-    };
-    g.with_policy(policy).unwrap()
+    with_policy(|p| p.rows = other(p.rows))
 }
 
 /// The test adapter with the fused attention kernels' other work split (on a
 /// CPU adapter the GPU split, on a GPU the CPU split).
 pub fn other_attention_split() -> Gpu {
-    let g = gpu();
-    let policy = KernelPolicy {
-        attention: other(g.policy().attention),
-        ..g.policy().clone()
-    };
-    g.with_policy(policy).unwrap()
+    with_policy(|p| p.attention = other(p.attention))
 }
 
 /// The test adapter with its subgroup operations hidden from the kernels, so
 /// the kernels without subgroups stay covered where the subgroup ones take
 /// over; `None` where the kernels use no subgroups anyway (already covered).
 pub fn without_subgroups() -> Option<Gpu> {
-    let g = gpu();
-    g.policy().subgroup_size?;
-    let policy = KernelPolicy {
-        subgroup_size: None,
-        ..g.policy().clone()
-    };
-    Some(g.with_policy(policy).unwrap())
+    gpu().policy().subgroup_size?;
+    Some(with_policy(|p| p.subgroup_size = None))
 }
 
 /// Asserts |ours - ref| <= atol + rtol * |ref| element-wise; lists the first 8 failures.

@@ -1,6 +1,7 @@
 //! The fused (flash-attention) forward and backward: no Tq x Tk buffer. Which
 //! kernel and tiles run is [`plan`](super::plan)'s choice.
 
+use super::plan::Dims;
 use super::{check, check_bwd_extra, params, plan, AttentionOptions, MAX_HEAD_SIZE};
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
@@ -23,16 +24,7 @@ pub fn attention_fwd(
 ) -> Result<(Tensor, Tensor)> {
     const OP: &str = "attention_fwd";
     let d = check(OP, q, k, v, opts)?;
-    if d.hs > MAX_HEAD_SIZE {
-        return Err(Error::invalid(
-            OP,
-            format!(
-                "head size {} is over the {MAX_HEAD_SIZE} the fused kernel supports; \
-                 use more heads of a smaller size, or attention_unfused",
-                d.hs
-            ),
-        ));
-    }
+    check_head_size(OP, &d, "attention_unfused")?;
     let gpu = q.gpu();
     let launch = plan::plan_fwd(&d, gpu.policy())?;
     let o = Tensor::empty(gpu, &[d.b, d.nh, d.tq, d.hs], DType::F32)?;
@@ -74,16 +66,7 @@ pub fn attention_bwd(
     const OP: &str = "attention_bwd";
     let d = check(OP, q, k, v, opts)?;
     check_bwd_extra(OP, &d, Some(o), Some(l), d_o)?;
-    if d.hs > MAX_HEAD_SIZE {
-        return Err(Error::invalid(
-            OP,
-            format!(
-                "head size {} is over the {MAX_HEAD_SIZE} the fused kernels support; \
-                 use more heads of a smaller size, or attention_unfused_bwd",
-                d.hs
-            ),
-        ));
-    }
+    check_head_size(OP, &d, "attention_unfused_bwd")?;
     let gpu = q.gpu();
     let plan = plan::plan_bwd(&d, gpu.policy())?;
     let dq = Tensor::empty(gpu, &[d.b, d.nh, d.tq, d.hs], DType::F32)?;
@@ -102,4 +85,20 @@ pub fn attention_bwd(
     gpu.launch(&plan.dkdv, bytemuck::bytes_of(&p), &inputs, &[&dk, &dv])?;
     gpu.launch(&plan.dq, bytemuck::bytes_of(&p), &inputs, &[&dq])?;
     Ok((dq, dk, dv))
+}
+
+/// Errors when the head is larger than the fused kernels hold in registers,
+/// naming `unfused`, the path that has no such limit.
+fn check_head_size(op: &'static str, d: &Dims, unfused: &str) -> Result<()> {
+    if d.hs > MAX_HEAD_SIZE {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "head size {} is over the {MAX_HEAD_SIZE} the fused kernels support; \
+                 use more heads of a smaller size, or {unfused}",
+                d.hs
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -290,19 +290,6 @@ pub fn gemm_into_kernel(
     kernel: GemmKernel,
 ) -> Result<()> {
     check_kernel(a.gpu(), kernel)?;
-    gemm_dispatch(a, b, c, shape, opts, kernel)
-}
-
-/// Validates, plans and encodes one product (several dispatches when the grid
-/// passes the per-dimension limit, each told its workgroup offset).
-fn gemm_dispatch(
-    a: &Tensor,
-    b: &Tensor,
-    c: &Tensor,
-    shape: &GemmShape,
-    opts: &GemmOptions,
-    kernel: GemmKernel,
-) -> Result<()> {
     validate(a, b, Some(c), shape, opts)?;
     if shape.m == 0 || shape.n == 0 || shape.batch == 0 {
         return Ok(());
@@ -324,6 +311,8 @@ fn gemm_dispatch(
         _pad: 0,
     };
     let bias = opts.bias.unwrap_or(a);
+    // Past the per-dimension limit the grid becomes several dispatches, each
+    // told its workgroup offset.
     for (offset, launch) in plan.launches() {
         [params.group_x0, params.group_y0, params.group_z0] = offset;
         gpu.launch(&launch, bytemuck::bytes_of(&params), &[a, b, bias], &[c])?;
