@@ -1,9 +1,9 @@
 //! GEMM (shaders/gemm.wgsl): C = act(alpha * op(A) op(B) + bias), batched, with
 //! the bias and activation fused into the kernel. Every Linear layer, the LM head
 //! and the backward passes of both go through [`gemm`] or [`gemm_into`]. This
-//! file holds the API and its input checks; [`kernels`](self::GemmKernel) the
-//! kernels and their tiles (kernels.rs), `plan.rs` which kernel runs and on
-//! which grid, [`tune`] the autotune.
+//! file holds the API and its input checks; `kernels.rs` the kernels' tile
+//! shapes and names ([`GemmKernel`]), `plan.rs` which kernel runs and on which
+//! grid ([`plan()`], [`auto_kernel`]), [`tune`] the autotune.
 //!
 //! Kernels (one name each: the variant, the [`GemmKernel`], the entry point
 //! `gemm_fwd_<name>` and the autotune's name):
