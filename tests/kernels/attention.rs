@@ -11,8 +11,7 @@
 //! 1e-6; L is O(10) at most here, so 1e-4 relative is ~1e-3 of headroom at most
 //! while a wrong max, a missed rescale or a wrong mask is off by >= 1e-2.
 
-mod common;
-use common::*;
+use crate::common::*;
 use wgformer::kernels::attention::{
     attention_fwd, attention_unfused, attention_unfused_naive, AttentionOptions, MAX_HEAD_SIZE,
 };

@@ -7,8 +7,7 @@
 //!
 //! Tolerance of the GPU gradients: 2e-5 abs + 1e-4 rel (see `ATOL` for why).
 
-mod common;
-use common::*;
+use crate::common::*;
 use std::sync::OnceLock;
 use wgformer::kernels::attention::{
     attention_bwd, attention_fwd, attention_unfused_bwd, AttentionOptions, MAX_HEAD_SIZE,

@@ -2,8 +2,7 @@
 //! in-place forms, activations at extreme inputs, dropout masks bit for bit
 //! against the CPU hash, f16 casts, and the errors for bad input.
 
-mod common;
-use common::*;
+use crate::common::*;
 use wgformer::kernels::elementwise as ew;
 use wgformer::reference::elementwise as r;
 use wgformer::rng::uniform01;

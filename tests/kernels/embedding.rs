@@ -2,8 +2,7 @@
 //! out-of-vocabulary ids (host error, GPU zero rows), token + learned positions,
 //! sinusoidal positions against the formula, the scaled encoder input.
 
-mod common;
-use common::*;
+use crate::common::*;
 use wgformer::kernels::embedding as emb;
 use wgformer::reference::embedding as r;
 use wgformer::rng::SplitMix64;

@@ -14,8 +14,7 @@
 //! batch) moves results by O(1). The exact GELU's erf approximation adds at most
 //! 1.5e-7 |x| / 2, far inside the tolerance.
 
-mod common;
-use common::*;
+use crate::common::*;
 use wgformer::kernels::gemm::tune;
 use wgformer::kernels::gemm::{
     auto_variant, gemm, gemm_into, gemm_into_kernel, gemm_into_register_tile, gemv_tile,

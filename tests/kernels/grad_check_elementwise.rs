@@ -3,8 +3,7 @@
 //! backward references, then the GPU backward kernels against those references on
 //! lengths that are not tile multiples (1, 7, 63, 65, 127, 129) and a large one.
 
-mod common;
-use common::*;
+use crate::common::*;
 use wgformer::kernels::{elementwise as ew, embedding as emb, permute as perm};
 use wgformer::reference::{elementwise as re, embedding as rm, permute as rp};
 use wgformer::rng::SplitMix64;

@@ -4,8 +4,7 @@
 //! backward kernels are checked against these same references in each op's own
 //! test file (tests/{softmax,layernorm,cross_entropy,reduce}.rs). Needs no GPU.
 
-mod common;
-use common::data;
+use crate::common::data;
 use wgformer::kernels::reduce::Reduce;
 use wgformer::reference::cross_entropy::{cross_entropy, cross_entropy_bwd};
 use wgformer::reference::layernorm::{layernorm, layernorm_bwd};

@@ -3,8 +3,7 @@
 //! round trips, on a grid beyond 65535 workgroups, and for their errors. (The
 //! reference comparison over many shapes is in tests/grad_check_elementwise.rs.)
 
-mod common;
-use common::*;
+use crate::common::*;
 use wgformer::kernels::permute as perm;
 use wgformer::{Error, Tensor};
 

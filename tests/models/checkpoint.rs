@@ -5,8 +5,7 @@
 //! state, and an interrupted save leaves the previous checkpoint loadable.
 //! Fixtures: tests/fixtures/checkpoint/make_fixtures.py (the `safetensors` package).
 
-mod common;
-use common::gpu;
+use crate::common::gpu;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use wgformer::autograd::Tape;
@@ -1007,7 +1006,7 @@ fn non_finite_weights_are_refused_naming_the_tensor() {
     let clean = std::fs::read(&weights).unwrap();
     for value in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
         std::fs::write(&weights, &clean).unwrap();
-        common::set_tensor_value(&weights, "h.0.mlp.c_fc.weight", 3, value);
+        crate::common::set_tensor_value(&weights, "h.0.mlp.c_fc.weight", 3, value);
         let fresh = Gpt::new(&gpu, model.config, 8).unwrap();
         let before = param_bits(&fresh);
         let err = load_params(&dir, &fresh.params(), LoadMode::Strict)
@@ -1022,7 +1021,7 @@ fn non_finite_weights_are_refused_naming_the_tensor() {
         assert_eq!(param_bits(&fresh), before, "a refused load writes nothing");
     }
     std::fs::write(&weights, &clean).unwrap();
-    common::set_tensor_value(
+    crate::common::set_tensor_value(
         &dir.join("optimizer.safetensors"),
         "wte.weight.exp_avg_sq",
         3,

@@ -4,8 +4,7 @@
 //! against finite differences of the spec; dropout reproducibility; a short
 //! training run; config JSON and bad-input errors.
 
-mod common;
-use common::{assert_close, data, gpu};
+use crate::common::{assert_close, data, gpu};
 use wgformer::autograd::Tape;
 use wgformer::kernels::cross_entropy::CrossEntropyOptions;
 use wgformer::nn::{

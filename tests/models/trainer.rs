@@ -4,8 +4,6 @@
 //! parameters fixed. The full convergence run (>= 99% exact match) is ignored by
 //! default: `cargo test --release --test train -- --ignored date_task_converges`.
 
-mod common;
-
 use std::path::PathBuf;
 use wgformer::data::{CharTokenizer, TextDataset, Tokenizer};
 use wgformer::nn::{Gpt, GptConfig, Transformer};
@@ -29,7 +27,7 @@ it was the season of Light, it was the season of Darkness, it was the spring of 
 it was the winter of despair, we had everything before us, we had nothing before us.";
 
 fn gpt_task(model_seed: u64) -> GptTask {
-    let gpu = common::gpu();
+    let gpu = crate::common::gpu();
     let tok = CharTokenizer::from_text(TEXT).unwrap();
     let config = GptConfig {
         vocab_size: tok.vocab_size(),
@@ -54,7 +52,7 @@ fn gpt_task(model_seed: u64) -> GptTask {
 
 /// A tiny date task whose epoch is a handful of batches, with dropout on.
 fn date_task(model_seed: u64) -> Seq2SeqTask {
-    let gpu = common::gpu();
+    let gpu = crate::common::gpu();
     let setup = DateTaskSetup {
         d_model: 32,
         d_ff: 64,
@@ -372,7 +370,7 @@ fn a_run_that_fails_before_evaluating_leaves_no_files() {
 #[test]
 #[ignore]
 fn date_task_converges() {
-    let gpu = common::gpu();
+    let gpu = crate::common::gpu();
     let (mut task, opts) = DateTaskSetup::default().build(&gpu, 0).unwrap();
     let summary = Trainer::new(&mut task, opts, None)
         .unwrap()
