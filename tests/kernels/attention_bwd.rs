@@ -313,9 +313,10 @@ fn unfused_matches_reference() {
 
 #[test]
 fn fused_and_unfused_agree_on_a_larger_problem_and_fused_is_deterministic() {
-    // Several key and query tiles per head, where the CPU reference is slow;
-    // with padding so that masked keys inside tiles are exercised too.
-    let c = Case::new(2, 2, 300, 300, 64, true).with_mask(|bi, j| bi == 0 || j < 250);
+    // Several key and query tiles per head (T = 150: 9 full query tiles and a
+    // ragged tenth, likewise for the key tiles), where the CPU reference is
+    // slow; with padding so that masked keys inside tiles are exercised too.
+    let c = Case::new(2, 1, 150, 150, 64, true).with_mask(|bi, j| bi == 0 || j < 130);
     let gpu = gpu();
     let a = c.fused(&gpu);
     let u = c.unfused(&gpu);
@@ -434,7 +435,9 @@ fn fused_backward_allocates_no_score_matrix() {
         gpu.trim(); // empty the pool so the next call must allocate again
         bytes
     };
-    let t = 1024;
+    // At T = 256 a score matrix (256 KiB) is already 5x the outputs; larger T
+    // only makes lavapipe work longer.
+    let t = 256;
     let scores = (t * t * 4) as u64; // one (Tq, Tk) f32 matrix
                                      // dQ, dK, dV and the (Tq, 2) row statistics
     let outputs = (3 * b * nh * t * hs * 4 + b * nh * t * 2 * 4) as u64;
@@ -473,6 +476,7 @@ fn fused_tests_pass_with_the_other_work_split() {
 }
 
 #[test]
+#[ignore = "slow: builds every fused forward and backward kernel again, without subgroups (1-2 min on lavapipe)"]
 fn the_kernels_without_subgroups_give_the_same_results() {
     if let Some(gpu) = without_subgroups() {
         on(&gpu, || {
