@@ -215,7 +215,7 @@ fn fused_handles_peaky_softmax_and_odd_head_sizes() {
 }
 
 #[test]
-#[ignore = "~50 s of pipeline compilation on lavapipe; run with --ignored"]
+#[ignore = "slow: ~50 s of pipeline compilation on lavapipe"]
 fn fused_large_head_sizes() {
     // Over 64: 4 rows (keys) per thread instead of 8; 72 has a fifth 16-dim
     // block half used; 128 is the largest supported.
