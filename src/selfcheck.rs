@@ -594,7 +594,7 @@ async fn check_attention(gpu: &Gpu, name: &str, backward: bool) -> Result<CheckR
     let (dq, dk, dv) = attention_bwd(&q, &k, &v, &o, &l, &d_o, &opts)?;
     let (rdq, rdk, rdv) =
         reference::attention_bwd(&qv, &kv, &vv, &dov, Some(&maskv), dims, scale, true);
-    // As tests/attention_bwd.rs: f32 sums over up to Tk keys of products <= ~2.
+    // As tests/kernels/attention_bwd.rs: f32 sums over up to Tk keys of products <= ~2.
     Ok(all_of(
         name,
         vec![

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::TempDir;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -39,12 +41,6 @@ fn fails(args: &[&str]) -> String {
     err
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("wgformer-test-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    p
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -54,9 +50,10 @@ away into the brown woods, and the lazy dog dreams of the quick fox. ";
 
 #[test]
 fn gpt_checkpoint_round_trips_through_the_cli() {
-    let data = tmp("text.txt");
+    let scratch = TempDir::new("gpt_checkpoint_round_trips_through_the_cli");
+    let data = scratch.join("text.txt");
     std::fs::write(&data, TEXT.repeat(4)).unwrap();
-    let ck = tmp("gpt");
+    let ck = scratch.join("gpt");
     let train_args = [
         "train",
         "--model",
@@ -80,15 +77,7 @@ fn gpt_checkpoint_round_trips_through_the_cli() {
     ];
     let out = ok(&train_args);
     assert!(out.contains("model GFLOP/s"), "{out}");
-    for f in [
-        "model.safetensors",
-        "optimizer.safetensors",
-        "config.json",
-        "trainer_state.json",
-        "tokenizer.json",
-    ] {
-        assert!(ck.join(f).is_file(), "{f} missing");
-    }
+    common::assert_complete_checkpoint(&ck);
 
     // score via the CLI == score via the library on the loaded checkpoint.
     let json: serde_json::Value = serde_json::from_str(&ok(&[
@@ -207,7 +196,7 @@ fn gpt_checkpoint_round_trips_through_the_cli() {
     assert!(err.contains("gpt2") && err.contains("generate"), "{err}");
 
     // A config with an unknown field, and a tokenizer that does not fit the model.
-    let broken = tmp("broken");
+    let broken = scratch.join("broken");
     copy_dir(&ck, &broken);
     let cfg_path = broken.join("config.json");
     let mut cfg: serde_json::Value =
@@ -227,12 +216,6 @@ fn gpt_checkpoint_round_trips_through_the_cli() {
         err.contains("tokenizer has") && err.contains("vocabulary"),
         "{err}"
     );
-
-    for p in [&data, &ck, &broken] {
-        let _ = std::fs::remove_dir_all(p);
-        let _ = std::fs::remove_file(p);
-    }
-    let _ = std::fs::remove_file(wgformer::train::eval_log_path(&ck));
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -246,32 +229,49 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn bad_data_and_paths_give_clear_errors() {
-    let missing = tmp("missing.txt");
+    let scratch = TempDir::new("bad_data_and_paths_give_clear_errors");
+    let missing = scratch.join("missing.txt");
     let err = fails(&["train", "--model", "gpt", "--data", s(&missing)]);
     assert!(err.contains("missing.txt"), "{err}");
-    let empty = tmp("empty.txt");
+    let empty = scratch.join("empty.txt");
     std::fs::write(&empty, "").unwrap();
     let err = fails(&["train", "--model", "gpt", "--data", s(&empty)]);
     assert!(err.contains("empty"), "{err}");
-    let binary = tmp("binary.txt");
+    let binary = scratch.join("binary.txt");
     std::fs::write(&binary, b"abc\xff\xfedef").unwrap();
     let err = fails(&["train", "--model", "gpt", "--data", s(&binary)]);
     assert!(err.contains("UTF-8") && err.contains("offset 3"), "{err}");
+    let text = scratch.join("text.txt");
+    std::fs::write(&text, TEXT).unwrap();
+    let err = fails(&[
+        "train",
+        "--model",
+        "gpt",
+        "--tokenizer",
+        "bpe",
+        "--vocab-size",
+        "1099511627776",
+        "--data",
+        s(&text),
+        "--out",
+        s(&scratch.join("bpe-out")),
+    ]);
+    assert!(
+        err.contains("--vocab-size 1099511627776") && err.contains("4294967295"),
+        "{err}"
+    );
     let err = fails(&["train", "--model", "gpt"]);
     assert!(err.contains("--data"), "{err}");
     let err = fails(&[
         "generate",
         "--checkpoint",
-        s(&tmp("no-such-checkpoint")),
+        s(&scratch.join("no-such-checkpoint")),
         "--prompt",
         "x",
     ]);
     assert!(err.contains("does not exist"), "{err}");
     let err = fails(&["train", "--freeze-layers", "1"]);
     assert!(err.contains("--init-from"), "{err}");
-    for p in [&empty, &binary] {
-        let _ = std::fs::remove_file(p);
-    }
 }
 
 /// Values that make no sense are refused as clap parses them (no GPU starts),
@@ -417,6 +417,7 @@ fn flags_a_run_would_ignore_are_refused() {
 /// are named in a note.
 #[test]
 fn translate_names_what_the_model_cannot_take() {
+    let scratch = TempDir::new("translate_names_what_the_model_cannot_take");
     use wgformer::checkpoint::{save_checkpoint, CheckpointContents};
     use wgformer::data::{CharTokenizer, Tokenizer};
     use wgformer::nn::{Transformer, TransformerConfig};
@@ -432,7 +433,7 @@ fn translate_names_what_the_model_cannot_take() {
         ..TransformerConfig::small()
     };
     let model = Transformer::new(&common::gpu(), config, 1).unwrap();
-    let ck = tmp("encdec");
+    let ck = scratch.join("encdec");
     let params = model.params();
     let save_tokenizer = |dir: &Path| tok.save(dir);
     let contents = CheckpointContents {
@@ -460,7 +461,6 @@ fn translate_names_what_the_model_cannot_take() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("'/', 'x'"), "{err}");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("12/x -> "));
-    let _ = std::fs::remove_dir_all(&ck);
 }
 
 /// Flags and config.json fields that asked for absurd sizes aborted the process
@@ -469,9 +469,10 @@ fn translate_names_what_the_model_cannot_take() {
 /// weights file is accepted for its directory, NaN weights are refused.
 #[test]
 fn absurd_sizes_and_broken_checkpoints_are_refused_naming_the_cause() {
-    let data = tmp("sizes.txt");
+    let scratch = TempDir::new("absurd_sizes_and_broken_checkpoints_are_refused_naming_the_cause");
+    let data = scratch.join("sizes.txt");
     std::fs::write(&data, TEXT.repeat(4)).unwrap();
-    let out = tmp("sizes-out");
+    let out = scratch.join("sizes-out");
     let gpt = |extra: &[&str]| {
         let mut args = vec![
             "train",
@@ -525,7 +526,7 @@ fn absurd_sizes_and_broken_checkpoints_are_refused_naming_the_cause() {
     };
     let model = wgformer::nn::Gpt::new(&gpu, config, 0).unwrap();
     let params = model.params();
-    let ck = tmp("sizes-gpt");
+    let ck = scratch.join("sizes-gpt");
     let contents = wgformer::checkpoint::CheckpointContents::new(&config, &params);
     wgformer::checkpoint::save_checkpoint(&ck, &contents).unwrap();
     // A weights-file path stands for its checkpoint directory.
@@ -533,7 +534,7 @@ fn absurd_sizes_and_broken_checkpoints_are_refused_naming_the_cause() {
     let scored = ok(&["score", "--checkpoint", s(&weights), "--ids", "1,2"]);
     assert!(scored.contains("log_probs"), "{scored}");
 
-    let edited = tmp("sizes-edited");
+    let edited = scratch.join("sizes-edited");
     for (field, value) in [
         ("n_layer", 1_000_000_000u64),
         ("vocab_size", 1 << 40),
@@ -571,19 +572,10 @@ fn absurd_sizes_and_broken_checkpoints_are_refused_naming_the_cause() {
     }
 
     // An encoder-decoder checkpoint likewise.
-    let config = wgformer::nn::TransformerConfig {
-        vocab_size: 11,
-        d_model: 8,
-        d_ff: 16,
-        n_heads: 2,
-        n_encoder_layers: 1,
-        n_decoder_layers: 1,
-        max_len: 8,
-        ..wgformer::nn::TransformerConfig::small()
-    };
+    let config = common::tiny_encdec();
     let model = wgformer::nn::Transformer::new(&gpu, config, 0).unwrap();
     let params = model.params();
-    let enc = tmp("sizes-encdec");
+    let enc = scratch.join("sizes-encdec");
     let contents = wgformer::checkpoint::CheckpointContents::new(&config, &params);
     wgformer::checkpoint::save_checkpoint(&enc, &contents).unwrap();
     for (field, value) in [
@@ -594,11 +586,6 @@ fn absurd_sizes_and_broken_checkpoints_are_refused_naming_the_cause() {
         set_config_field(&edited, field, value.into());
         let err = fails(&["translate", "--checkpoint", s(&edited), "2024-03-15"]);
         assert!(err.contains(&format!("{field} {value}")), "{field}: {err}");
-    }
-
-    for p in [&data, &ck, &edited, &enc] {
-        let _ = std::fs::remove_dir_all(p);
-        let _ = std::fs::remove_file(p);
     }
 }
 

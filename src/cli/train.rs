@@ -498,6 +498,13 @@ fn check_seq2seq_size(
 }
 
 fn train_bpe(path: &Path, vocab: usize) -> Result<BpeTokenizer> {
+    if vocab > BpeTokenizer::MAX_VOCAB_SIZE {
+        return Err(usage(format!(
+            "--vocab-size {vocab} is above {}, the most token ids a BPE tokenizer has: \
+             pass a smaller --vocab-size",
+            BpeTokenizer::MAX_VOCAB_SIZE
+        )));
+    }
     let text = read_text(path)?;
     eprintln!(
         "training a BPE tokenizer of {vocab} tokens on {}",

@@ -1,5 +1,5 @@
 //! The Rust constants that repeat a number a shader states (a workgroup size,
-//! a register array bound, a tile), in one table that tests/shaders.rs checks
+//! a register array bound, a tile), in one table that tests/kernels/shaders.rs checks
 //! against the shaders with naga, so that the two cannot drift apart.
 
 use super::*;

@@ -3,8 +3,7 @@
 //! scalar layouts, few and many rows, ties for max, a grid over 65535
 //! workgroups, empty axes and bad input.
 
-mod common;
-use common::*;
+use crate::common::*;
 use wgformer::kernels::reduce::{broadcast_along, reduce, reduce_bwd, Reduce};
 use wgformer::reference::reduce::{reduce as reduce_ref, reduce_bwd as reduce_bwd_ref};
 use wgformer::{Error, Tensor};

@@ -14,8 +14,7 @@
 //! batch) moves results by O(1). The exact GELU's erf approximation adds at most
 //! 1.5e-7 |x| / 2, far inside the tolerance.
 
-mod common;
-use common::*;
+use crate::common::*;
 use wgformer::kernels::gemm::tune;
 use wgformer::kernels::gemm::{
     auto_variant, gemm, gemm_into, gemm_into_kernel, gemm_into_register_tile, gemv_tile,
@@ -794,9 +793,8 @@ fn autotune_measures_once_and_remembers_the_choice_on_disk() {
         eprintln!("skipped: no timestamp queries on this adapter");
         return;
     }
-    let cache =
-        std::env::temp_dir().join(format!("wgformer-gemm-tune-{}.json", std::process::id()));
-    let _ = std::fs::remove_file(&cache);
+    let scratch = TempDir::new("gemm-tune");
+    let cache = scratch.join("tune.json");
     let (m, n, k) = (48, 40, 36);
     let av = data(m * k, 84);
     let bv = data(k * n, 85);
@@ -843,7 +841,6 @@ fn autotune_measures_once_and_remembers_the_choice_on_disk() {
         1,
         "the second device reads the choice from disk"
     );
-    let _ = std::fs::remove_file(&cache);
 }
 
 // ---------------------------------------------------------------- errors
@@ -953,7 +950,7 @@ fn wrong_dtypes_and_bad_gemm_into_arguments_are_errors() {
 // ---------------------------------------------------------------- other backends
 
 /// Every entry point with the pipeline constants the host can set, through naga
-/// to MSL (Metal) and HLSL (DX12): tests/shaders.rs covers only the defaults,
+/// to MSL (Metal) and HLSL (DX12): shaders.rs covers only the defaults,
 /// and the transposed, scalar and activation paths are separate code.
 #[test]
 fn every_pipeline_constant_combination_translates_to_msl_and_hlsl() {

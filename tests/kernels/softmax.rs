@@ -3,8 +3,7 @@
 //! tree reduction) and many rows (a thread per row on CPU adapters), causal and
 //! key-padding masks, extreme inputs, a grid over 65535 workgroups, and bad input.
 
-mod common;
-use common::*;
+use crate::common::*;
 use wgformer::kernels::softmax::{softmax, softmax_bwd, SoftmaxOptions};
 use wgformer::reference::softmax::{softmax as softmax_ref, softmax_bwd as softmax_bwd_ref};
 use wgformer::{Error, Tensor};

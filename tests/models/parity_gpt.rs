@@ -6,11 +6,8 @@
 //! weights. We load the same weights by name and must match within 1e-4 of each
 //! tensor's scale.
 
-mod common;
-mod parity_fixture;
-
-use common::gpu;
-use parity_fixture::Fixture;
+use crate::common::gpu;
+use crate::parity_fixture::Fixture;
 use wgformer::autograd::Tape;
 use wgformer::nn::{Gpt, GptConfig};
 use wgformer::Tensor;
@@ -45,7 +42,7 @@ fn gpt_matches_the_jax_reference() {
 
 #[test]
 fn gpt_parity_under_the_other_row_plan() {
-    common::on(&common::other_row_plan(), || {
+    crate::common::on(&crate::common::other_row_plan(), || {
         gpt_matches_the_jax_reference();
     });
 }

@@ -1,7 +1,6 @@
 //! Optimiser kernels against the f64 reference, step by step.
 
-mod common;
-use common::*;
+use crate::common::*;
 use wgformer::kernels::optim::{adam_step, global_norm, norm_partials, sgd_step, AdamStep};
 use wgformer::{reference, Tensor};
 

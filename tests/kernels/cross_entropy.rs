@@ -5,8 +5,7 @@
 //! error from the checked entry point) and bad input; again without subgroups
 //! where the adapter has them (the row-per-subgroup forward takes long rows).
 
-mod common;
-use common::*;
+use crate::common::*;
 use wgformer::kernels::cross_entropy::{
     cross_entropy, cross_entropy_bwd, cross_entropy_checked, CrossEntropyOptions,
 };

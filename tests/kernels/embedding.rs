@@ -2,8 +2,7 @@
 //! out-of-vocabulary ids (host error, GPU zero rows), token + learned positions,
 //! sinusoidal positions against the formula, the scaled encoder input.
 
-mod common;
-use common::*;
+use crate::common::*;
 use wgformer::kernels::embedding as emb;
 use wgformer::reference::embedding as r;
 use wgformer::rng::SplitMix64;
@@ -297,7 +296,7 @@ fn embed_scaled_plus_sinusoidal_matches_reference() {
 }
 
 // ---- backward: deterministic scatter-add (the size sweep against the f64
-// reference and the finite-difference checks are in tests/grad_check_elementwise.rs) ----
+// reference and the finite-difference checks are in grad_check_elementwise.rs) ----
 
 /// The documented result of `embedding_bwd`, computed independently on the CPU: for
 /// each row v, the f32 sum of dy rows with id v taken left to right in position order.

@@ -2,8 +2,7 @@
 //! batch, runs are bit-for-bit reproducible, and a steady-state step creates no
 //! GPU buffer and submits once (its loss readback).
 
-mod common;
-use common::*;
+use crate::common::*;
 use wgformer::autograd::{Param, Tape};
 use wgformer::optim::{Optimizer, OptimizerKind};
 use wgformer::{Gpu, Tensor};

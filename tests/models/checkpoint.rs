@@ -5,8 +5,7 @@
 //! state, and an interrupted save leaves the previous checkpoint loadable.
 //! Fixtures: tests/fixtures/checkpoint/make_fixtures.py (the `safetensors` package).
 
-mod common;
-use common::gpu;
+use crate::common::{gpu, TempDir};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use wgformer::autograd::Tape;
@@ -24,14 +23,6 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/checkpoint")
         .join(name)
-}
-
-/// A fresh scratch directory for one test.
-fn scratch(test: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("wgformer-ckpt-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// The fixture script's `pattern`: ((i * 37 + s) % 61 - 30) / 16, s = byte sum % 61.
@@ -382,7 +373,7 @@ fn save(dir: &Path, model: &Gpt, opt: Option<&Optimizer>, state: Option<&serde_j
 #[test]
 fn save_then_load_is_bit_exact_and_training_resumes_identically() {
     let gpu = gpu();
-    let root = scratch("roundtrip");
+    let root = TempDir::new("roundtrip");
     let dir = root.join("ckpt");
     let (model, mut opt) = trained(&gpu, tiny(2, 8), 1, 3);
     let state = serde_json::json!({"step": 3, "tokens_seen": 48, "rng": [1, 2], "best": 2.5});
@@ -439,13 +430,12 @@ fn save_then_load_is_bit_exact_and_training_resumes_identically() {
         LoadMode::Strict,
     )
     .unwrap();
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 #[test]
 fn our_gpt_checkpoint_is_in_hugging_faces_layout() {
     let gpu = gpu();
-    let root = scratch("hf-layout");
+    let root = TempDir::new("hf-layout");
     let dir = root.join("ckpt");
     let (model, _) = trained(&gpu, tiny(1, 8), 2, 0);
     save(&dir, &model, None, None);
@@ -479,7 +469,6 @@ fn our_gpt_checkpoint_is_in_hugging_faces_layout() {
     ] {
         assert_eq!(config[k], v, "{k}");
     }
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 #[test]
@@ -547,7 +536,7 @@ fn hf_copy(root: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
 #[test]
 fn configs_our_own_strict_foreign_lenient_but_faithful() {
     let gpu = gpu();
-    let root = scratch("configs");
+    let root = TempDir::new("configs");
     let dir = root.join("ckpt");
     let (model, _) = trained(&gpu, tiny(1, 8), 3, 0);
     save(&dir, &model, None, None);
@@ -599,7 +588,6 @@ fn configs_our_own_strict_foreign_lenient_but_faithful() {
         c.insert("hidden_size".into(), 8.into());
     });
     assert_eq!(read_config::<GptConfig>(&hf).unwrap().n_embd, 8, "alias");
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// Hugging Face GPT-2 options that change the model's math, each with a value
@@ -633,7 +621,7 @@ fn math_changing_gpt2_options() -> Vec<(&'static str, serde_json::Value)> {
 #[test]
 fn every_math_changing_gpt2_option_is_refused_by_name() {
     use serde_json::json;
-    let root = scratch("gpt2-options");
+    let root = TempDir::new("gpt2-options");
     // A Hugging Face config.json.
     for (key, value) in math_changing_gpt2_options() {
         let hf = hf_copy(&root, |c| c[key] = value.clone());
@@ -677,7 +665,6 @@ fn every_math_changing_gpt2_option_is_refused_by_name() {
     }
     std::fs::write(&path, good.to_string()).unwrap();
     assert_eq!(read_config::<GptConfig>(&dir).unwrap(), model.config);
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// Another architecture's config, as the encoder-decoder will have.
@@ -692,7 +679,7 @@ impl ModelConfig for OtherConfig {
 #[test]
 fn mismatched_checkpoints_are_refused_naming_the_tensor() {
     let gpu = gpu();
-    let root = scratch("mismatch");
+    let root = TempDir::new("mismatch");
     let dir = root.join("ckpt");
     let (model, opt) = trained(&gpu, tiny(2, 8), 4, 1);
     save(&dir, &model, Some(&opt), None);
@@ -816,13 +803,12 @@ fn mismatched_checkpoints_are_refused_naming_the_tensor() {
         err.contains("model.safetensors") && err.contains("truncated"),
         "{err}"
     );
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 #[test]
 fn an_interrupted_save_leaves_the_previous_checkpoint() {
     let gpu = gpu();
-    let root = scratch("atomic");
+    let root = TempDir::new("atomic");
     let dir = root.join("ckpt");
     let tmp = root.join("ckpt.tmp");
     let old = root.join("ckpt.old");
@@ -908,13 +894,12 @@ fn an_interrupted_save_leaves_the_previous_checkpoint() {
         err.contains("nothing") && err.contains("no checkpoint"),
         "{err}"
     );
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 #[test]
 fn a_config_json_too_large_for_its_weights_is_refused_before_building_the_model() {
     let gpu = gpu();
-    let root = scratch("absurd-config");
+    let root = TempDir::new("absurd-config");
     let dir = root.join("gpt");
     let (model, _) = trained(&gpu, tiny(1, 8), 6, 0);
     save(&dir, &model, None, None);
@@ -949,16 +934,7 @@ fn a_config_json_too_large_for_its_weights_is_refused_before_building_the_model(
 
     // The encoder-decoder's.
     let enc = root.join("encdec");
-    let config = TransformerConfig {
-        vocab_size: 11,
-        d_model: 8,
-        d_ff: 16,
-        n_heads: 2,
-        n_encoder_layers: 1,
-        n_decoder_layers: 1,
-        max_len: 8,
-        ..TransformerConfig::small()
-    };
+    let config = crate::common::tiny_encdec();
     let model = Transformer::new(&gpu, config, 0).unwrap();
     let params = model.params();
     save_checkpoint(&enc, &CheckpointContents::new(&config, &params)).unwrap();
@@ -977,7 +953,6 @@ fn a_config_json_too_large_for_its_weights_is_refused_before_building_the_model(
         .unwrap_err()
         .to_string();
     assert!(err.contains("n_encoder_layers 1000000000"), "{err}");
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// The index and value of the first NaN or infinity (numpy's widening as truth).
@@ -999,7 +974,7 @@ fn non_finite_weights_are_refused_naming_the_tensor() {
     }
 
     let gpu = gpu();
-    let root = scratch("non-finite");
+    let root = TempDir::new("non-finite");
     let dir = root.join("ckpt");
     let (model, opt) = trained(&gpu, tiny(1, 8), 7, 1);
     save(&dir, &model, Some(&opt), None);
@@ -1007,7 +982,7 @@ fn non_finite_weights_are_refused_naming_the_tensor() {
     let clean = std::fs::read(&weights).unwrap();
     for value in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
         std::fs::write(&weights, &clean).unwrap();
-        common::set_tensor_value(&weights, "h.0.mlp.c_fc.weight", 3, value);
+        crate::common::set_tensor_value(&weights, "h.0.mlp.c_fc.weight", 3, value);
         let fresh = Gpt::new(&gpu, model.config, 8).unwrap();
         let before = param_bits(&fresh);
         let err = load_params(&dir, &fresh.params(), LoadMode::Strict)
@@ -1022,7 +997,7 @@ fn non_finite_weights_are_refused_naming_the_tensor() {
         assert_eq!(param_bits(&fresh), before, "a refused load writes nothing");
     }
     std::fs::write(&weights, &clean).unwrap();
-    common::set_tensor_value(
+    crate::common::set_tensor_value(
         &dir.join("optimizer.safetensors"),
         "wte.weight.exp_avg_sq",
         3,
@@ -1034,7 +1009,6 @@ fn non_finite_weights_are_refused_naming_the_tensor() {
         err.contains("`wte.weight.exp_avg_sq`") && err.contains("NaN"),
         "{err}"
     );
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 #[test]
@@ -1054,7 +1028,7 @@ fn a_truncated_header_names_both_byte_counts() {
 #[test]
 fn a_weights_file_path_stands_for_its_checkpoint_directory() {
     let gpu = gpu();
-    let root = scratch("weights-path");
+    let root = TempDir::new("weights-path");
     let dir = root.join("ckpt");
     let (model, _) = trained(&gpu, tiny(1, 8), 9, 1);
     let state = serde_json::json!({"step": 1});
@@ -1079,5 +1053,4 @@ fn a_weights_file_path_stands_for_its_checkpoint_directory() {
         err.contains("truncated") && !err.contains("does not belong"),
         "{err}"
     );
-    let _ = std::fs::remove_dir_all(&root);
 }

@@ -2,8 +2,7 @@
 //! in-place forms, activations at extreme inputs, dropout masks bit for bit
 //! against the CPU hash, f16 casts, and the errors for bad input.
 
-mod common;
-use common::*;
+use crate::common::*;
 use wgformer::kernels::elementwise as ew;
 use wgformer::reference::elementwise as r;
 use wgformer::rng::uniform01;
@@ -519,7 +518,7 @@ fn f16_cast_round_trips_within_half_precision() {
 }
 
 // ---- backward passes (dx = dy * f'(x)); the size sweep and finite-difference
-// checks live in tests/grad_check_elementwise.rs ----
+// checks live in grad_check_elementwise.rs ----
 
 #[test]
 fn activation_backward_stays_finite_and_reaches_its_limits() {

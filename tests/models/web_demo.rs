@@ -4,8 +4,6 @@
 //! `generate::translate_greedy`, its accuracy equals a count over its
 //! translations) and the errors the page shows.
 
-mod common;
-
 use wgformer::data::{DateTask, Tokenizer};
 use wgformer::generate::translate_greedy;
 use wgformer::web::{CharGpt, DateTranslator, DemoConfig, TranslateConfig};
@@ -40,7 +38,7 @@ fn clock() -> f64 {
 
 #[test]
 fn char_gpt_learns_and_generates() {
-    let gpu = common::gpu();
+    let gpu = crate::common::gpu();
     let text = passage();
     let mut model = CharGpt::new(&gpu, &text, tiny()).unwrap();
     // Every id the model predicts, the four special tokens included.
@@ -95,7 +93,7 @@ fn char_gpt_learns_and_generates() {
 
 #[test]
 fn bad_demo_configs_are_refused_with_the_reason() {
-    let gpu = common::gpu();
+    let gpu = crate::common::gpu();
     let text = passage();
     let huge_batch = DemoConfig {
         batch: 1_000_000,
@@ -173,7 +171,7 @@ fn date_targets_match_the_task_and_bad_dates_are_explained() {
 
 #[test]
 fn translator_learns_and_decodes_like_the_native_greedy_search() {
-    let gpu = common::gpu();
+    let gpu = crate::common::gpu();
     let mut tr = DateTranslator::new(&gpu, tiny_translator()).unwrap();
     let first = pollster::block_on(tr.train_steps(3, &clock)).unwrap();
     assert!(first.tokens > 0 && first.tokens_per_s > 0.0);
@@ -254,7 +252,7 @@ fn translator_learns_and_decodes_like_the_native_greedy_search() {
 
 #[test]
 fn bad_translator_configs_are_refused_with_the_reason() {
-    let gpu = common::gpu();
+    let gpu = crate::common::gpu();
     let bad = |c: TranslateConfig| DateTranslator::new(&gpu, c).err().unwrap().to_string();
     let err = bad(TranslateConfig {
         n_heads: 3,

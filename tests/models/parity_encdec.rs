@@ -8,11 +8,8 @@
 //! post-LN with ReLU and pre-LN with GELU (tanh form). We load the same weights by
 //! name and must match within 1e-4 of each tensor's scale.
 
-mod common;
-mod parity_fixture;
-
-use common::gpu;
-use parity_fixture::Fixture;
+use crate::common::gpu;
+use crate::parity_fixture::Fixture;
 use wgformer::autograd::Tape;
 use wgformer::nn::transformer::{ForwardOptions, Transformer, TransformerConfig};
 use wgformer::Tensor;
@@ -77,7 +74,7 @@ fn pre_ln_gelu_matches_the_jax_reference() {
 
 #[test]
 fn encdec_parity_under_the_other_row_plan() {
-    common::on(&common::other_row_plan(), || {
+    crate::common::on(&crate::common::other_row_plan(), || {
         post_ln_relu_matches_the_jax_reference();
         pre_ln_gelu_matches_the_jax_reference();
     });

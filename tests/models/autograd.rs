@@ -1,8 +1,7 @@
 //! The tape: gradients of recorded ops against gradients written out by hand in
 //! f64 loops, fan-out accumulation, accumulation across backward passes, no-grad.
 
-mod common;
-use common::*;
+use crate::common::*;
 use wgformer::autograd::{Param, Tape};
 use wgformer::Tensor;
 

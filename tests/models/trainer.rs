@@ -4,9 +4,7 @@
 //! parameters fixed. The full convergence run (>= 99% exact match) is ignored by
 //! default: `cargo test --release --test train -- --ignored date_task_converges`.
 
-mod common;
-
-use std::path::PathBuf;
+use crate::common::TempDir;
 use wgformer::data::{CharTokenizer, TextDataset, Tokenizer};
 use wgformer::nn::{Gpt, GptConfig, Transformer};
 use wgformer::train::gpt::{GptData, GptTask};
@@ -15,13 +13,6 @@ use wgformer::train::{
     freeze, Existing, OptimizerChoice, OutDir, Schedule, TrainOptions, TrainTask, Trainer,
 };
 
-fn tmp_dir(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("wgformer-test-train-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
 const TEXT: &str =
     "It was the best of times, it was the worst of times, it was the age of wisdom, \
 it was the age of foolishness, it was the epoch of belief, it was the epoch of incredulity, \
@@ -29,7 +20,7 @@ it was the season of Light, it was the season of Darkness, it was the spring of 
 it was the winter of despair, we had everything before us, we had nothing before us.";
 
 fn gpt_task(model_seed: u64) -> GptTask {
-    let gpu = common::gpu();
+    let gpu = crate::common::gpu();
     let tok = CharTokenizer::from_text(TEXT).unwrap();
     let config = GptConfig {
         vocab_size: tok.vocab_size(),
@@ -54,7 +45,7 @@ fn gpt_task(model_seed: u64) -> GptTask {
 
 /// A tiny date task whose epoch is a handful of batches, with dropout on.
 fn date_task(model_seed: u64) -> Seq2SeqTask {
-    let gpu = common::gpu();
+    let gpu = crate::common::gpu();
     let setup = DateTaskSetup {
         d_model: 32,
         d_ff: 64,
@@ -103,6 +94,7 @@ fn options(steps: u32, optimizer: OptimizerChoice, schedule: Schedule) -> TrainO
 /// Runs `steps` steps straight, then the same run stopped at `steps / 2`, saved
 /// and resumed into a model initialised differently; the losses must be equal.
 fn check_resume(make: &dyn Fn(u64) -> Box<dyn TrainTask>, opts: TrainOptions, name: &str) {
+    let scratch = TempDir::new("check_resume");
     let half = opts.steps / 2;
     let mut a = make(1);
     let straight = Trainer::new(a.as_mut(), opts.clone(), None)
@@ -112,7 +104,7 @@ fn check_resume(make: &dyn Fn(u64) -> Box<dyn TrainTask>, opts: TrainOptions, na
         .losses;
     assert_eq!(straight.len(), opts.steps as usize);
 
-    let dir = tmp_dir(name);
+    let dir = scratch.join(name);
     let mut b = make(1);
     let first = Trainer::new(
         b.as_mut(),
@@ -140,8 +132,6 @@ fn check_resume(make: &dyn Fn(u64) -> Box<dyn TrainTask>, opts: TrainOptions, na
         straight[half as usize..],
         "{name}: the resumed run's losses differ from the uninterrupted run's"
     );
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_file(wgformer::train::eval_log_path(&dir));
 }
 
 #[test]
@@ -176,6 +166,7 @@ fn resumed_encdec_run_reproduces_the_loss_curve() {
 
 #[test]
 fn short_date_task_run_lowers_the_loss_and_writes_the_eval_log() {
+    let scratch = TempDir::new("short_date_task_run_lowers_the_loss_and_writes_the_eval_log");
     let mut task = date_task(3);
     let mut opts = options(
         40,
@@ -190,7 +181,7 @@ fn short_date_task_run_lowers_the_loss_and_writes_the_eval_log() {
     opts.label_smoothing = 0.0;
     opts.eval_every = 20;
     let before = task.evaluate(false).unwrap();
-    let dir = tmp_dir("short");
+    let dir = scratch.join("short");
     let mut events = 0;
     let out = OutDir::claim(&dir, Existing::Refuse).unwrap();
     let summary = Trainer::new(&mut task, opts, Some(out))
@@ -219,17 +210,7 @@ fn short_date_task_run_lowers_the_loss_and_writes_the_eval_log() {
     assert!((lines[1]["eval_loss"].as_f64().unwrap() - after.loss).abs() < 1e-9);
     assert!(lines[1]["eval_exact_match"].is_number());
     // The checkpoint has everything a resume needs.
-    for f in [
-        "model.safetensors",
-        "optimizer.safetensors",
-        "config.json",
-        "trainer_state.json",
-        "tokenizer.json",
-    ] {
-        assert!(dir.join(f).is_file(), "{f} missing from the checkpoint");
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_file(wgformer::train::eval_log_path(&dir));
+    crate::common::assert_complete_checkpoint(&dir);
 }
 
 #[test]
@@ -269,6 +250,7 @@ fn frozen_parameters_do_not_change() {
 
 #[test]
 fn bad_options_and_resume_without_state_are_refused() {
+    let scratch = TempDir::new("bad_options_and_resume_without_state_are_refused");
     let mut task = gpt_task(1);
     let mut opts = options(
         0,
@@ -319,14 +301,14 @@ fn bad_options_and_resume_without_state_are_refused() {
         &["--freeze-layers 99", "2 per stack", "0 to 2"],
     );
     assert!(task.params().iter().all(|p| p.is_trainable()));
-    let err = Trainer::resume(&mut task, &tmp_dir("nothing-here"), None, None)
+    let err = Trainer::resume(&mut task, &scratch.join("nothing-here"), None, None)
         .err()
         .unwrap()
         .to_string();
     assert!(err.contains("nothing-here"), "{err}");
 
     // A trainer holds its checkpoint directory locked until it drops.
-    let dir = tmp_dir("locked");
+    let dir = scratch.join("locked");
     let trainer = Trainer::new(
         &mut task,
         opts.clone(),
@@ -343,6 +325,7 @@ fn bad_options_and_resume_without_state_are_refused() {
 
 #[test]
 fn a_run_that_fails_before_evaluating_leaves_no_files() {
+    let scratch = TempDir::new("a_run_that_fails_before_evaluating_leaves_no_files");
     let mut task = gpt_task(1);
     let mut opts = options(
         3,
@@ -351,7 +334,7 @@ fn a_run_that_fails_before_evaluating_leaves_no_files() {
         Schedule::Constant { lr: 1e30 },
     );
     opts.accumulation = 1;
-    let dir = tmp_dir("diverges");
+    let dir = scratch.join("diverges");
     let err = Trainer::new(
         &mut task,
         opts,
@@ -370,9 +353,9 @@ fn a_run_that_fails_before_evaluating_leaves_no_files() {
 /// The default date task reaches >= 99% exact match on its 1000 held-out dates
 /// (minutes on a software adapter; run with --release --ignored).
 #[test]
-#[ignore]
+#[ignore = "slow: trains for minutes; .ci/run runs it with --release"]
 fn date_task_converges() {
-    let gpu = common::gpu();
+    let gpu = crate::common::gpu();
     let (mut task, opts) = DateTaskSetup::default().build(&gpu, 0).unwrap();
     let summary = Trainer::new(&mut task, opts, None)
         .unwrap()

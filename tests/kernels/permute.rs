@@ -1,10 +1,9 @@
 //! Head permutes: split_heads / merge_heads and the packed-QKV split / merge, checked
 //! element by element against values that name their own coordinates, as exact
 //! round trips, on a grid beyond 65535 workgroups, and for their errors. (The
-//! reference comparison over many shapes is in tests/grad_check_elementwise.rs.)
+//! reference comparison over many shapes is in grad_check_elementwise.rs.)
 
-mod common;
-use common::*;
+use crate::common::*;
 use wgformer::kernels::permute as perm;
 use wgformer::{Error, Tensor};
 

@@ -4,8 +4,7 @@
 //! against finite differences of the spec; dropout reproducibility; a short
 //! training run; config JSON and bad-input errors.
 
-mod common;
-use common::{assert_close, data, gpu};
+use crate::common::{assert_close, data, gpu, TempDir};
 use wgformer::autograd::Tape;
 use wgformer::kernels::cross_entropy::CrossEntropyOptions;
 use wgformer::nn::{
@@ -431,14 +430,12 @@ fn config_json_round_trips_and_rejects_unknown_fields() {
         .to_string();
     assert!(err.contains("multiple of n_heads 5"), "{err}");
 
-    let dir = std::env::temp_dir().join(format!("wgformer-encdec-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("encdec-config");
     let path = dir.join("config.json");
     std::fs::write(&path, cfg.to_json()).unwrap();
     assert_eq!(TransformerConfig::from_json_file(&path).unwrap(), cfg);
     let err = TransformerConfig::from_json_file(dir.join("absent.json")).unwrap_err();
     assert!(err.to_string().contains("absent.json"), "{err}");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

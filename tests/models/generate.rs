@@ -2,8 +2,6 @@
 //! against exhaustive search, sampling against an independently computed
 //! distribution, scoring against a CPU log-softmax, and bad input.
 
-mod common;
-
 use wgformer::autograd::Tape;
 use wgformer::generate::{
     self, beam_search, greedy, length_penalty, BeamOptions, GenerateOptions, Sampler,
@@ -21,7 +19,7 @@ fn tiny_gpt(ctx: usize) -> Gpt {
         n_head: 2,
         layer_norm_epsilon: 1e-5,
     };
-    Gpt::new(&common::gpu(), config, 3).unwrap()
+    Gpt::new(&crate::common::gpu(), config, 3).unwrap()
 }
 
 fn tiny_transformer() -> Transformer {
@@ -36,7 +34,7 @@ fn tiny_transformer() -> Transformer {
         dropout: 0.0,
         ..TransformerConfig::small()
     };
-    Transformer::new(&common::gpu(), config, 5).unwrap()
+    Transformer::new(&crate::common::gpu(), config, 5).unwrap()
 }
 
 /// Index of the largest value (first on ties), in f64.
@@ -52,7 +50,7 @@ fn argmax64(x: &[f32]) -> u32 {
 
 /// Greedy continuation by recomputing the whole sequence with `Gpt::forward`.
 fn gpt_greedy_by_recompute(model: &Gpt, prompt: &[u32], n: usize) -> Vec<u32> {
-    let gpu = common::gpu();
+    let gpu = crate::common::gpu();
     let v = model.config.vocab_size;
     let mut seq = prompt.to_vec();
     let mut out = Vec::new();
@@ -165,7 +163,7 @@ fn gpt_generation_stops_at_context_and_truncates_only_when_asked() {
 
 #[test]
 fn score_equals_cpu_log_softmax_of_forward_logits() {
-    let gpu = common::gpu();
+    let gpu = crate::common::gpu();
     let model = tiny_gpt(16);
     let ids: Vec<u32> = vec![4, 9, 9, 0, 22, 13, 5, 1, 17];
     let s = generate::score(&model, &ids).unwrap();
@@ -189,7 +187,7 @@ fn score_equals_cpu_log_softmax_of_forward_logits() {
         let lse = m + row.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
         reference.push(row[ids[i + 1] as usize] - lse);
     }
-    common::assert_close("log-probs", &s.log_probs, &reference, 1e-5, 1e-5);
+    crate::common::assert_close("log-probs", &s.log_probs, &reference, 1e-5, 1e-5);
     let mean_nll = -reference.iter().sum::<f64>() / n as f64;
     assert!(
         (s.mean_nll - mean_nll).abs() < 1e-5,
@@ -213,7 +211,7 @@ fn encdec_greedy_by_recompute(
     eos: u32,
     max_len: usize,
 ) -> Vec<u32> {
-    let gpu = common::gpu();
+    let gpu = crate::common::gpu();
     let v = model.config.vocab_size;
     let src_t = Tensor::from_u32(&gpu, src, &[1, src.len()]).unwrap();
     let mut tgt = vec![bos];

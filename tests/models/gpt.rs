@@ -3,8 +3,7 @@
 //! goes close to zero, and a steady-state step allocates no GPU buffer. Sizes
 //! no machine holds are refused, naming the field, before anything is allocated.
 
-mod common;
-use common::gpu;
+use crate::common::gpu;
 use wgformer::autograd::Tape;
 use wgformer::kernels::cross_entropy::CrossEntropyOptions;
 use wgformer::nn::{FieldNames, Gpt, GptConfig, MemoryLimits};

@@ -4,8 +4,7 @@
 //! adapters), rows far from zero, constant rows, bit-identical dweight and dbias
 //! from run to run, and bad input.
 
-mod common;
-use common::*;
+use crate::common::*;
 use wgformer::kernels::layernorm::{layernorm, layernorm_bwd};
 use wgformer::reference::layernorm::{
     layernorm as layernorm_ref, layernorm_bwd as layernorm_bwd_ref,

@@ -1,8 +1,7 @@
 //! The runtime itself: upload/readback, pooling, batching counters, reshape,
 //! and the errors for bad input and oversize tensors.
 
-mod common;
-use common::*;
+use crate::common::*;
 use wgformer::{kernels::copy::copy_into, DType, Error, Tensor};
 
 #[test]
@@ -192,7 +191,7 @@ fn per_op_profile_times_each_dispatch() {
 
 #[test]
 fn write_in_place_replaces_values_after_pending_reads() {
-    let gpu = common::gpu();
+    let gpu = crate::common::gpu();
     let a = Tensor::from_slice(&gpu, &[1.0, 2.0, 3.0], &[3]).unwrap();
     // Encoded before the write: must see the old values.
     let before = wgformer::kernels::elementwise::scale(&a, 2.0).unwrap();

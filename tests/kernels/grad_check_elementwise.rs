@@ -3,8 +3,7 @@
 //! backward references, then the GPU backward kernels against those references on
 //! lengths that are not tile multiples (1, 7, 63, 65, 127, 129) and a large one.
 
-mod common;
-use common::*;
+use crate::common::*;
 use wgformer::kernels::{elementwise as ew, embedding as emb, permute as perm};
 use wgformer::reference::{elementwise as re, embedding as rm, permute as rp};
 use wgformer::rng::SplitMix64;
@@ -17,42 +16,10 @@ fn central(f: impl Fn(f64) -> f64, x: f64, h: f64) -> f64 {
     (f(x + h) - f(x - h)) / (2.0 * h)
 }
 
-/// `sum(w * f(x))` for a linear map `f` of f32 inputs, in f64: the scalar loss
-/// whose gradient the backward references give.
-fn dot(w: &[f32], y: &[f64]) -> f64 {
-    assert_eq!(w.len(), y.len());
-    w.iter().zip(y).map(|(&a, &b)| a as f64 * b).sum()
-}
-
-/// Finite-difference gradient of `loss` with respect to every entry of `x`.
-/// The maps checked with it are linear in `x`, so h = 0.5 (x +- h exact in f32 for
-/// the |x| < 1 values of `data`, a multiple of 2^-23) leaves only rounding error.
-fn fd_gradient(x: &[f32], loss: impl Fn(&[f32]) -> f64) -> Vec<f64> {
-    let h = 0.5f32;
-    let mut x = x.to_vec();
-    (0..x.len())
-        .map(|i| {
-            let x0 = x[i];
-            x[i] = x0 + h;
-            let up = loss(&x);
-            x[i] = x0 - h;
-            let down = loss(&x);
-            x[i] = x0;
-            (up - down) / (2.0 * h as f64)
-        })
-        .collect()
-}
-
-#[track_caller]
-fn assert_fd(what: &str, fd: &[f64], analytic: &[f64], tol: f64) {
-    assert_eq!(fd.len(), analytic.len(), "{what}: lengths");
-    for (i, (&a, &b)) in fd.iter().zip(analytic).enumerate() {
-        assert!(
-            (a - b).abs() <= tol * (1.0 + b.abs()),
-            "{what}[{i}]: finite difference {a} vs backward {b}"
-        );
-    }
-}
+/// Step of the finite differences. The maps checked with them are linear in x,
+/// so h = 0.5 (x +- h exact in f32 for the |x| < 1 values of `data`, a multiple
+/// of 2^-23) leaves only rounding error.
+const H: f32 = 0.5;
 
 // ---- finite differences on the references ---------------------------------------
 
@@ -135,11 +102,12 @@ fn dropout_backward_reference_is_the_gradient() {
     let x = data(n, 4);
     let dy = data(n, 5);
     for (p, seed) in [(0.0f32, 1u32), (0.3, 77), (0.9, 5)] {
-        let fd = fd_gradient(&x, |x| dot(&dy, &re::dropout(x, p, seed).0));
+        let fd = fd_gradient(&x, H, |x| dot(&dy, &re::dropout(x, p, seed).0));
         assert_fd(
             &format!("dropout p={p}"),
             &fd,
             &re::dropout_bwd(&dy, p, seed),
+            1e-12,
             1e-12,
         );
     }
@@ -165,8 +133,14 @@ fn embedding_backward_references_are_the_gradient() {
     let id = ids(n, v, 6, true);
     let table = data(v * c, 7);
     let dy = data(n * c, 8);
-    let fd = fd_gradient(&table, |tab| dot(&dy, &rm::embedding(tab, v, c, &id)));
-    assert_fd("embedding", &fd, &rm::embedding_bwd(&id, &dy, v, c), 1e-12);
+    let fd = fd_gradient(&table, H, |tab| dot(&dy, &rm::embedding(tab, v, c, &id)));
+    assert_fd(
+        "embedding",
+        &fd,
+        &rm::embedding_bwd(&id, &dy, v, c),
+        1e-12,
+        1e-12,
+    );
 
     // Token + position: ids (B, T) with T < Tmax (rows t >= T get no gradient).
     let (b, t, tmax) = (3usize, 4usize, 6usize);
@@ -175,14 +149,14 @@ fn embedding_backward_references_are_the_gradient() {
     let wpe = data(tmax * c, 11);
     let dy = data(b * t * c, 12);
     let (dwte, dwpe) = rm::token_position_embedding_bwd(&id, &dy, v, c, t, tmax);
-    let fd = fd_gradient(&wte, |wte| {
+    let fd = fd_gradient(&wte, H, |wte| {
         dot(&dy, &rm::token_position_embedding(wte, v, &wpe, c, &id, t))
     });
-    assert_fd("token+position dwte", &fd, &dwte, 1e-12);
-    let fd = fd_gradient(&wpe, |wpe| {
+    assert_fd("token+position dwte", &fd, &dwte, 1e-12, 1e-12);
+    let fd = fd_gradient(&wpe, H, |wpe| {
         dot(&dy, &rm::token_position_embedding(&wte, v, wpe, c, &id, t))
     });
-    assert_fd("token+position dwpe", &fd, &dwpe, 1e-12);
+    assert_fd("token+position dwpe", &fd, &dwpe, 1e-12, 1e-12);
     assert!(dwpe[t * c..].iter().all(|&g| g == 0.0));
 }
 
@@ -193,18 +167,20 @@ fn permute_backward_references_are_the_gradient() {
     let x = data(b * t * c, 13);
     let w = data(b * t * c, 14);
     // split_heads' gradient is merge_heads of the upstream gradient, and back.
-    let fd = fd_gradient(&x, |x| dot(&w, &rp::split_heads(x, b, t, nh, hs)));
+    let fd = fd_gradient(&x, H, |x| dot(&w, &rp::split_heads(x, b, t, nh, hs)));
     assert_fd(
         "split_heads",
         &fd,
         &rp::merge_heads(&w, b, t, nh, hs),
         1e-12,
+        1e-12,
     );
-    let fd = fd_gradient(&x, |y| dot(&w, &rp::merge_heads(y, b, t, nh, hs)));
+    let fd = fd_gradient(&x, H, |y| dot(&w, &rp::merge_heads(y, b, t, nh, hs)));
     assert_fd(
         "merge_heads",
         &fd,
         &rp::split_heads(&w, b, t, nh, hs),
+        1e-12,
         1e-12,
     );
 
@@ -214,7 +190,7 @@ fn permute_backward_references_are_the_gradient() {
         data(b * t * c, 17),
         data(b * t * c, 18),
     );
-    let fd = fd_gradient(&x, |x| {
+    let fd = fd_gradient(&x, H, |x| {
         let (q, k, v) = rp::split_qkv(x, b, t, nh, hs);
         dot(&wq, &q) + dot(&wk, &k) + dot(&wv, &v)
     });
@@ -222,6 +198,7 @@ fn permute_backward_references_are_the_gradient() {
         "split_qkv",
         &fd,
         &rp::merge_qkv(&wq, &wk, &wv, b, t, nh, hs),
+        1e-12,
         1e-12,
     );
     let w = data(b * t * 3 * c, 19);
@@ -233,7 +210,7 @@ fn permute_backward_references_are_the_gradient() {
     let (gq, gk, gv) = rp::split_qkv(&w, b, t, nh, hs);
     for (name, which, g) in [("dq", 0, gq), ("dk", 1, gk), ("dv", 2, gv)] {
         let base = [&q, &k, &v];
-        let fd = fd_gradient(base[which], |s| {
+        let fd = fd_gradient(base[which], H, |s| {
             let mut parts = base.map(|p| p.as_slice());
             parts[which] = s;
             dot(
@@ -241,7 +218,7 @@ fn permute_backward_references_are_the_gradient() {
                 &rp::merge_qkv(parts[0], parts[1], parts[2], b, t, nh, hs),
             )
         });
-        assert_fd(&format!("merge_qkv {name}"), &fd, &g, 1e-12);
+        assert_fd(&format!("merge_qkv {name}"), &fd, &g, 1e-12, 1e-12);
     }
 }
 

@@ -3,8 +3,7 @@
 //! recomputing the whole sequence, for the GPT and the encoder-decoder,
 //! including after a beam reorder.
 
-mod common;
-use common::{assert_close, data, gpu};
+use crate::common::{assert_close, data, gpu};
 use wgformer::autograd::Tape;
 use wgformer::kernels::kv_cache::{kv_attention, kv_merge, kv_reorder, kv_scatter, kv_split};
 use wgformer::nn::{
@@ -102,7 +101,7 @@ fn kv_scatter_and_split_match_the_spec() {
         pos0,
     )
     .unwrap();
-    let (mut wk, mut wv) = (common::to_f64(&k0), common::to_f64(&v0));
+    let (mut wk, mut wv) = (crate::common::to_f64(&k0), crate::common::to_f64(&v0));
     spec::kv_scatter(&src, (t, w, c, 2 * c), pos0, dims, &mut wk, &mut wv);
     assert_close("scatter k", &k.to_vec().unwrap(), &wk, 0.0, 0.0);
     assert_close("scatter v", &v.to_vec().unwrap(), &wv, 0.0, 0.0);
@@ -116,7 +115,7 @@ fn kv_scatter_and_split_match_the_spec() {
     assert_close(
         "merge(split(kv))",
         &merged.to_vec().unwrap(),
-        &common::to_f64(&kv),
+        &crate::common::to_f64(&kv),
         0.0,
         0.0,
     );
