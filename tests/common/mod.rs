@@ -144,3 +144,22 @@ pub fn set_tensor_value(file: &std::path::Path, tensor: &str, index: usize, valu
         .collect();
     std::fs::write(file, serialize(&tensors, st.metadata(), true).unwrap()).unwrap();
 }
+
+/// Splits one CSV line (RFC 4180 quoting).
+pub fn split_csv(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                fields.last_mut().unwrap().push('"');
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(String::new()),
+            (c, _) => fields.last_mut().unwrap().push(c),
+        }
+    }
+    fields
+}
