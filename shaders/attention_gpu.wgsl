@@ -1,9 +1,11 @@
-// Fused attention for GPUs: the same functions as attention_fwd,
-// attention_bwd_dkdv and attention_bwd_dq in attention.wgsl (semantics,
-// bindings and Params there; spec: src/reference/attention.rs), with the work
-// split the way a GPU wants it instead of the way lavapipe does.
+// Fused attention for GPUs: appended to attention_common.wgsl (semantics,
+// Params, helpers, attention_bwd_prep) to form one module (src/kernels/mod.rs,
+// ATTENTION_GPU_WGSL). The same functions as attention_fwd,
+// attention_bwd_dkdv and attention_bwd_dq in attention_cpu.wgsl (bindings
+// there; spec: src/reference/attention.rs), with the work split the way a GPU
+// wants it instead of the way lavapipe does.
 //
-// Why a second layout: attention.wgsl gives each of 16 threads 8 query rows
+// Why a second layout: attention_cpu.wgsl gives each of 16 threads 8 query rows
 // (or keys) and the whole head in registers, which suits lavapipe (a
 // workgroup-memory load is a loop over SIMD lanes there, so per-thread reuse
 // is everything) but on a GPU means half-warp workgroups, few of them, long
@@ -33,23 +35,6 @@
 // Causal: tiles past a workgroup's diagonal are never loaded; the query tiles
 // with the most keys are started first (the grid is walked backwards).
 
-struct Params {
-    tq: u32,
-    tk: u32,
-    hs: u32,
-    nh: u32,
-    scale: f32,       // scale * log2(e)
-    causal: u32,
-    has_mask: u32,
-    bh0: u32,         // unused here
-    rows: u32,        // unused here
-    out_scale: f32,   // backward: multiplies dQ and dK as they are stored
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-
 // Groups of four rows (keys in attention_bwd_dkdv_gpu) per workgroup.
 override G: u32 = 16u;
 // Lanes per group (a power of two dividing 32).
@@ -69,13 +54,6 @@ override VEC: bool = true;
 const CM: u32 = 4u;
 const EM: u32 = 4u;
 
-const LN2: f32 = 0.6931471805599453;
-const NEG_BIG: f32 = -3.0e38;
-
-fn pos_inf() -> f32 {
-    let bits = 0x7f800000u;  // a `let`: a constant infinity is a WGSL error (Tint)
-    return bitcast<f32>(bits);
-}
 
 @group(0) @binding(1) var<storage, read> q_in: array<vec4<f32>>;    // (B, NH, Tq, HS)
 @group(0) @binding(2) var<storage, read> k_in: array<vec4<f32>>;    // (B, NH, Tk, HS)

@@ -1,7 +1,8 @@
-// Fused attention with subgroups: appended to shaders/attention.wgsl to form one
-// module (src/kernels/mod.rs, ATTENTION_SUBGROUP_WGSL), because subgroup
-// builtins fail to validate on adapters without the `subgroups` feature. Uses
-// attention.wgsl's Params, bindings, register layout and math helpers.
+// Fused attention with subgroups: appended to attention_common.wgsl and
+// attention_cpu.wgsl to form one module (src/kernels/mod.rs,
+// ATTENTION_SUBGROUP_WGSL), because subgroup builtins fail to validate on
+// adapters without the `subgroups` feature. Uses their Params, bindings,
+// register layout and math helpers.
 // Variants (subgroups of exactly 8 lanes, as on lavapipe):
 //   attention_fwd_sg      attention_fwd with a workgroup of one subgroup: the
 //                         rows a thread owns are the same (4 RG per lane), but
@@ -9,7 +10,7 @@
 //                         instead of through workgroup memory
 //   attention_bwd_dq_sg   attention_bwd_dq the same way (K and V streamed)
 //   attention_bwd_dkdv_sg attention_bwd_dkdv the same way (Q, dO and LD streamed)
-// How: every lane needs every value of a streamed row. In attention.wgsl each
+// How: every lane needs every value of a streamed row. In attention_cpu.wgsl each
 // lane reads it from workgroup memory; here lane l loads the row's vec4s l,
 // l + 8, ... from storage (each value loaded once per workgroup) and the others
 // take them by subgroupBroadcast. On lavapipe a load whose address differs per
@@ -18,7 +19,7 @@
 // loads per four keys, now 16 loads and 128 broadcasts, and no barriers.
 // The loops over keys (query rows in dkdv) run to the workgroup's causal limit
 // for every lane, since a broadcast needs every lane of the subgroup; keys past
-// a lane's own rows' diagonal are masked as in attention.wgsl.
+// a lane's own rows' diagonal are masked as in attention_cpu.wgsl.
 
 // Vec4s 4 (lane + 8 t) .. + 4 of a head row (t = 0..3: up to HS = 128): what a
 // lane holds of one streamed row.
@@ -65,7 +66,7 @@ fn sg_col(s: Slots, d4: u32) -> vec4<f32> {
     return sg_bcast(sg_slot(s, d4 / 8u), d4 % 8u);
 }
 
-// k_block / v_block of attention.wgsl for a tile in registers: column c holds
+// k_block / v_block of attention_cpu.wgsl for a tile in registers: column c holds
 // dims 4 d4 .. 4 d4 + 4 of tile row c.
 fn sg_block(t: Tile4, d4: u32) -> mat4x4<f32> {
     return mat4x4<f32>(sg_col(t.r0, d4), sg_col(t.r1, d4), sg_col(t.r2, d4), sg_col(t.r3, d4));
@@ -73,7 +74,7 @@ fn sg_block(t: Tile4, d4: u32) -> mat4x4<f32> {
 
 // The lane's slots of the K (or V, `is_v`) row starting at element `base`:
 // vec4s lane + 8 t; zeros when `ok` is false (past Tk) and past HS. (Separate
-// from sg_row_qo: attention.wgsl binds K/V and Q/dO differently per kernel, and
+// from sg_row_qo: attention_cpu.wgsl binds K/V and Q/dO differently per kernel, and
 // an entry point may use only one variable per binding.)
 fn sg_row_kv(base: u32, ok: bool, lane: u32, is_v: bool) -> Slots {
     return Slots(sg_vec_kv(base, ok, lane, is_v), sg_vec_kv(base, ok, lane + 8u, is_v),
@@ -140,7 +141,7 @@ fn sg_keys_ok(b: u32, j0: u32, lane: u32) -> vec4<bool> {
     return ok;
 }
 
-// scores_blk / scores_blk_v of attention.wgsl: partial products of both row
+// scores_blk / scores_blk_v of attention_cpu.wgsl: partial products of both row
 // groups over block `blk` of the tile's four rows.
 fn sg_scores(x: Rows8, t: Tile4, blk: u32) -> Scores8 {
     let d4 = blk * 4u;
@@ -155,7 +156,7 @@ fn sg_scores(x: Rows8, t: Tile4, blk: u32) -> Scores8 {
     return s;
 }
 
-// pv_blk of attention.wgsl over the tile's rows (V).
+// pv_blk of attention_cpu.wgsl over the tile's rows (V).
 fn sg_pv(acc: Rows8, lo: Step4, hi: Step4, t: Tile4, blk: u32) -> Rows8 {
     let d4 = blk * 4u;
     let v0 = sg_block(t, d4);
@@ -169,7 +170,7 @@ fn sg_pv(acc: Rows8, lo: Step4, hi: Step4, t: Tile4, blk: u32) -> Rows8 {
     return a;
 }
 
-// acc_blk_k / acc_blk_v of attention.wgsl over the tile's rows.
+// acc_blk_k / acc_blk_v of attention_cpu.wgsl over the tile's rows.
 fn sg_acc(acc: Rows8, lo: mat4x4<f32>, hi: mat4x4<f32>, t: Tile4, blk: u32) -> Rows8 {
     let d4 = blk * 4u;
     let m0 = sg_block(t, d4);

@@ -41,8 +41,6 @@ struct Params {
     _pad2: u32,
 }
 
-override TPR_LOG2: u32 = 0u;  // threads per row = 1 << TPR_LOG2
-
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x1: array<f32>;        // logits (N, V)
 @group(0) @binding(2) var<storage, read> x4: array<vec4<f32>>;  // the same buffer as vec4s
@@ -50,10 +48,6 @@ override TPR_LOG2: u32 = 0u;  // threads per row = 1 << TPR_LOG2
 @group(0) @binding(4) var<storage, read_write> loss: array<f32>;     // (N)
 @group(0) @binding(5) var<storage, read_write> lse_out: array<f32>;  // (N)
 @group(0) @binding(6) var<storage, read_write> valid: array<f32>;    // (N) 1 = counted, 0 = ignored
-
-const WG: u32 = 256u;
-// Stands in for -inf (WGSL implementations may assume no infinities at run time).
-const NEG_BIG: f32 = -3.0e38;
 
 var<workgroup> red_m: array<f32, WG>;
 var<workgroup> red_s: array<f32, WG>;
@@ -66,14 +60,8 @@ struct RowPos {
 }
 
 fn row_pos(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> RowPos {
-    let row = (wid.x + wid.y * nwg.x) * (WG >> TPR_LOG2) + (lid >> TPR_LOG2);
-    return RowPos(row, lid & ((1u << TPR_LOG2) - 1u), row < p.rows);
-}
-
-// Items each lane of a row visits when the row has n of them (rounded up: the
-// same for every lane, so loops over it are uniform).
-fn steps(n: u32) -> u32 {
-    return (n + (1u << TPR_LOG2) - 1u) >> TPR_LOG2;
+    let row = row_of(wid, nwg, lid);
+    return RowPos(row, lane_of(lid), row < p.rows);
 }
 
 // Running (max, sum of exp(x - max), sum of x).
@@ -81,14 +69,6 @@ struct Acc {
     m: f32,
     s: f32,
     sx: f32,
-}
-
-fn max4(v: vec4<f32>) -> f32 {
-    return max(max(v.x, v.y), max(v.z, v.w));
-}
-
-fn sum4(v: vec4<f32>) -> f32 {
-    return (v.x + v.y) + (v.z + v.w);
 }
 
 // Adds the values v where k holds. The running sum is rescaled only when the
@@ -164,7 +144,7 @@ fn row_reduce(lid: u32, a_in: Acc) -> Acc {
     red_m[lid] = a.m;
     red_s[lid] = a.s;
     red_x[lid] = a.sx;
-    let lane = lid & ((1u << TPR_LOG2) - 1u);
+    let lane = lane_of(lid);
     for (var half = (1u << TPR_LOG2) >> 1u; half > 0u; half >>= 1u) {
         workgroupBarrier();
         if (lane < half) {
@@ -318,7 +298,7 @@ fn cross_entropy_bwd_vec4(@builtin(workgroup_id) wid: vec3<u32>,
     let g = row_grad(pos.row);
     let n4 = p.cols >> 2u;
     let base = pos.row * n4;
-    for (var k = 0u; k < steps(n4); k++) {
+    for (var k = 0u; k < row_steps(n4); k++) {
         let i = pos.lane + (k << TPR_LOG2);
         if (i < n4) {
             var d = vec4<f32>(0.0);
@@ -368,7 +348,7 @@ fn cross_entropy_bwd_any(@builtin(workgroup_id) wid: vec3<u32>,
     let n4 = (p.cols - head) >> 2u;                // aligned vec4s
     let b4 = (b + head) >> 2u;
     let c = vec4<u32>(0u, 1u, 2u, 3u);
-    for (var k = 0u; k < steps(p.cols >> 2u); k++) {
+    for (var k = 0u; k < row_steps(p.cols >> 2u); k++) {
         let i = pos.lane + (k << TPR_LOG2);
         if (i < n4) {
             var d = vec4<f32>(0.0);

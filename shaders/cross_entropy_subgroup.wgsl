@@ -1,8 +1,8 @@
-// Cross-entropy forward with a row per subgroup: appended to
-// shaders/cross_entropy.wgsl to form one module (src/kernels/mod.rs,
-// CROSS_ENTROPY_SUBGROUP_WGSL), because subgroup builtins fail to validate on
-// adapters without the `subgroups` feature. Uses cross_entropy.wgsl's Params,
-// bindings, Acc4 and block helpers.
+// Cross-entropy forward with a row per subgroup: appended to rows.wgsl,
+// cross_entropy.wgsl and rows_subgroup.wgsl to form one module
+// (src/kernels/mod.rs, CROSS_ENTROPY_SUBGROUP_WGSL), because subgroup builtins
+// fail to validate on adapters without the `subgroups` feature. Uses
+// cross_entropy.wgsl's Params, bindings, Acc4 and block helpers, and SG.
 // Variant (any V; chosen for long rows, when too few rows give every thread a
 // row of its own: see src/kernels/cross_entropy.rs):
 //   cross_entropy_fwd_sg  a workgroup is one subgroup of SG lanes (SG >= 4) and
@@ -19,8 +19,6 @@
 // barriers; here a subgroup reads 8 consecutive vec4s per step and merges with
 // register shuffles. lavapipe, 667 x 50257, CPU time against the copy of the
 // same bytes: 62% (tree plan, exp per value) -> 88%.
-
-override SG: u32 = 8u;  // lanes per subgroup = workgroup size
 
 // Adds the values v where k holds (the others do not touch the sums).
 fn add_masked(a: ptr<function, Acc4>, v: vec4<f32>, k: vec4<bool>) {

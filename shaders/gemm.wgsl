@@ -1,5 +1,5 @@
 // GEMM: C = act(alpha * op(A) op(B) + bias), batched over z. The matmul behind
-// every Linear layer, the LM head and the backward passes (src/kernels/gemm.rs).
+// every Linear layer, the LM head and the backward passes (src/kernels/gemm/).
 //   op(A) (M, K): A stored (M, K), or (K, M) when TRANS_A
 //   op(B) (K, N): B stored (K, N), or (N, K) when TRANS_B
 //   C (M, N) row-major; batch z reads A + z stride_a, B + z stride_b (0: broadcast)
@@ -13,14 +13,19 @@
 //   gemm_fwd_shared    workgroup-memory tile: 64 x 64 outputs per 16 x 16
 //                      workgroup, K in slices of 16 staged through workgroup
 //                      memory, 4 x 4 outputs per thread
-//   gemm_fwd_tiled     block tile for GPUs: up to 128 x 128 outputs per
+//   gemm_fwd_block     block tile for GPUs: up to 128 x 128 outputs per
 //                      workgroup, K in slices of 8 through double-buffered
 //                      workgroup memory (one barrier per slice), up to 8 x 8
 //                      outputs per thread; shape set by override constants
-//                      (BT_*), chosen by the autotune (src/kernels/gemm_tune.rs)
+//                      (BT_*), chosen by the autotune (src/kernels/gemm/tune.rs)
+//   gemm_fwd_gemv      small M (decoding with a KV cache, M <= 4): each thread
+//                      all of C's GV_M rows against GV_CB column blocks of 4,
+//                      so B is read once with no wasted rows (Auto's choice
+//                      on CPU adapters)
 //   gemm_fwd_subgroup  in gemm_subgroup.wgsl, appended to this file: the
 //                      register tile with A shared across a subgroup of 8 by
 //                      broadcasts (the fastest on lavapipe)
+//   gemm_fwd_block_f16 in gemm_f16.wgsl: the block tile on f16 inputs
 // Any M, N, K: loads are clamped into the matrix (and zeroed past K), stores are
 // guarded; callers never pad. VEC_A / VEC_B / VEC_C pick vec4 accesses where the
 // stored layout allows them (contiguous dimension and batch stride multiples of
@@ -624,7 +629,7 @@ fn bt_compute(buf: u32, lx: u32, ly: u32, acc: ptr<function, array<vec4<f32>, 16
 }
 
 @compute @workgroup_size(BT_WX, BT_WY)
-fn gemm_fwd_tiled(@builtin(workgroup_id) wid: vec3<u32>,
+fn gemm_fwd_block(@builtin(workgroup_id) wid: vec3<u32>,
                   @builtin(local_invocation_id) lid: vec3<u32>,
                   @builtin(local_invocation_index) li: u32) {
     let z = wid.z + p.group_z0;

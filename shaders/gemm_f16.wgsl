@@ -7,7 +7,7 @@ enable f16;
 // is f32, so the only error beyond the f32 kernel's is the inputs' rounding to
 // f16 (relative 2^-11 each).
 // Variants:
-//   gemm_fwd_tiled_f16  gemm_fwd_tiled (block tile through double-buffered
+//   gemm_fwd_block_f16  gemm_fwd_block (block tile through double-buffered
 //                       workgroup memory) with A and B read as vec4<f16> and
 //                       widened to f32 as they are staged
 // Uses gemm.wgsl's Params, epilogue, workgroup tiles and bt_compute.
@@ -115,7 +115,7 @@ fn bt_stage16(buf: u32, base_a: u32, base_b: u32, r0: u32, c0: u32, k0: u32, li:
 }
 
 @compute @workgroup_size(BT_WX, BT_WY)
-fn gemm_fwd_tiled_f16(@builtin(workgroup_id) wid: vec3<u32>,
+fn gemm_fwd_block_f16(@builtin(workgroup_id) wid: vec3<u32>,
                       @builtin(local_invocation_id) lid: vec3<u32>,
                       @builtin(local_invocation_index) li: u32) {
     let z = wid.z + p.group_z0;

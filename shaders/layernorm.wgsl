@@ -45,7 +45,6 @@ struct Params {
     _pad2: u32,
 }
 
-override TPR_LOG2: u32 = 0u;  // threads per row = 1 << TPR_LOG2
 override ITEMS: u32 = 0u;     // items per thread kept in registers (<= MAX_ITEMS); 0 = stream
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -60,9 +59,6 @@ override ITEMS: u32 = 0u;     // items per thread kept in registers (<= MAX_ITEM
 @group(0) @binding(5) var<storage, read_write> mean_out: array<f32>;  // (rows)
 @group(0) @binding(6) var<storage, read_write> rstd_out: array<f32>;  // (rows)
 
-const WG: u32 = 256u;
-const MAX_ITEMS: u32 = 16u;
-
 var<workgroup> red_n: array<f32, WG>;
 var<workgroup> red_mean: array<f32, WG>;
 var<workgroup> red_m2: array<f32, WG>;
@@ -74,24 +70,13 @@ struct RowPos {
 }
 
 fn row_pos(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> RowPos {
-    let row = (wid.x + wid.y * nwg.x) * (WG >> TPR_LOG2) + (lid >> TPR_LOG2);
-    return RowPos(row, lid & ((1u << TPR_LOG2) - 1u), row < p.rows);
+    let row = row_of(wid, nwg, lid);
+    return RowPos(row, lane_of(lid), row < p.rows);
 }
 
-// Items each lane of a row visits: ceil(ceil(C / 4) / tpr), the same for every
-// lane, so loops over it are uniform (past the row, items are skipped).
+// Items each lane of a row visits: ceil(ceil(C / 4) / tpr).
 fn steps() -> u32 {
-    return (((p.cols + 3u) >> 2u) + (1u << TPR_LOG2) - 1u) >> TPR_LOG2;
-}
-
-// The four columns of item k of a lane.
-fn cols_vec4(lane: u32, k: u32) -> vec4<u32> {
-    return vec4<u32>(4u * (lane + (k << TPR_LOG2))) + vec4<u32>(0u, 1u, 2u, 3u);
-}
-
-fn cols_scalar(lane: u32, k: u32) -> vec4<u32> {
-    let tpr = 1u << TPR_LOG2;
-    return vec4<u32>(4u * k * tpr + lane) + vec4<u32>(0u, tpr, 2u * tpr, 3u * tpr);
+    return row_steps((p.cols + 3u) >> 2u);
 }
 
 // Which of the columns j are in the row.
@@ -134,10 +119,6 @@ fn count(k: vec4<bool>) -> f32 {
     return dot(select(vec4<f32>(0.0), vec4<f32>(1.0), k), vec4<f32>(1.0));
 }
 
-fn sum4(v: vec4<f32>) -> f32 {
-    return (v.x + v.y) + (v.z + v.w);
-}
-
 // Summary of some values: (count, mean, M2).
 struct Stats {
     n: f32,
@@ -174,7 +155,7 @@ fn row_reduce(lid: u32, st_in: Stats) -> Stats {
     red_n[lid] = st.n;
     red_mean[lid] = st.mean;
     red_m2[lid] = st.m2;
-    let lane = lid & ((1u << TPR_LOG2) - 1u);
+    let lane = lane_of(lid);
     for (var half = (1u << TPR_LOG2) >> 1u; half > 0u; half >>= 1u) {
         workgroupBarrier();
         if (lane < half) {
@@ -472,7 +453,7 @@ fn row_sum2(lid: u32, v_in: vec2<f32>) -> vec2<f32> {
     var v = v_in;
     red_n[lid] = v.x;
     red_mean[lid] = v.y;
-    let lane = lid & ((1u << TPR_LOG2) - 1u);
+    let lane = lane_of(lid);
     for (var half = (1u << TPR_LOG2) >> 1u; half > 0u; half >>= 1u) {
         workgroupBarrier();
         if (lane < half) {
@@ -511,7 +492,7 @@ struct BwdRow {
 
 fn bwd_row(lid: u32, r0: u32, n: u32) -> BwdRow {
     let rl = lid >> TPR_LOG2;
-    var b = BwdRow(r0 + rl, rl, lid & ((1u << TPR_LOG2) - 1u), rl < n, 0.0, 0.0);
+    var b = BwdRow(r0 + rl, rl, lane_of(lid), rl < n, 0.0, 0.0);
     if (b.live) {
         b.mean = bmean[b.row];
         b.rstd = brstd[b.row];

@@ -1,7 +1,8 @@
-// LayerNorm with a row per subgroup: appended to shaders/layernorm.wgsl to form
-// one module (src/kernels/mod.rs, LAYERNORM_SUBGROUP_WGSL), because subgroup
-// builtins fail to validate on adapters without the `subgroups` feature. Uses
-// layernorm.wgsl's Params, bindings and helpers.
+// LayerNorm with a row per subgroup: appended to rows.wgsl, layernorm.wgsl and
+// rows_subgroup.wgsl to form one module (src/kernels/mod.rs,
+// LAYERNORM_SUBGROUP_WGSL), because subgroup builtins fail to validate on
+// adapters without the `subgroups` feature. Uses their Params, bindings,
+// helpers and the SG / SG_ITEMS constants.
 // Variants (C % 4 == 0 and C <= 4 SG SG_MAX_ITEMS):
 //   layernorm_fwd_sg  a workgroup is one subgroup of SG lanes and walks a chunk
 //                     of chunk_rows rows; lane l holds the row's vec4 items l,
@@ -27,12 +28,6 @@
 // is a per-lane loop again. Measured on lavapipe, backward 2048 x 512: 7.8 ms
 // of CPU time with loops, 3.0 ms written out (the copy of the same bytes 2.8
 // ms), and the pipeline built in 0.9 s instead of 8.8 s.
-
-override SG: u32 = 8u;        // lanes per subgroup = workgroup size
-override SG_ITEMS: u32 = 1u;  // vec4 items per lane: ceil(C / (4 SG)) (<= SG_MAX_ITEMS)
-const SG_MAX_ITEMS: u32 = 32u;
-
-alias Items = array<vec4<f32>, SG_MAX_ITEMS>;
 
 // The chunk of rows of workgroup g: [g chunk_rows, min(rows, (g + 1) chunk_rows)).
 fn sg_chunk(wid: vec3<u32>, nwg: vec3<u32>) -> vec3<u32> {

@@ -42,7 +42,6 @@ struct Params {
 }
 
 override OP: u32 = 0u;           // 0 sum, 1 mean, 2 max
-override TPR_LOG2: u32 = 0u;     // rows variants: threads per row = 1 << TPR_LOG2
 override SLICES_LOG2: u32 = 0u;  // cols variants: threads per column = 1 << SLICES_LOG2
 override CPT: u32 = 1u;          // cols_vec4: neighbouring vec4 columns per thread (<= 4)
 
@@ -52,9 +51,7 @@ override CPT: u32 = 1u;          // cols_vec4: neighbouring vec4 columns per thr
 @group(0) @binding(3) var<storage, read_write> out4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> out1: array<f32>;
 
-const WG: u32 = 256u;
 const OP_MAX: u32 = 2u;
-const NEG_BIG: f32 = -3.0e38;  // the identity of max (no infinities at run time)
 
 var<workgroup> red: array<vec4<f32>, WG>;
 
@@ -107,14 +104,8 @@ struct RowPos {
 }
 
 fn row_pos(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> RowPos {
-    let row = (wid.x + wid.y * nwg.x) * (WG >> TPR_LOG2) + (lid >> TPR_LOG2);
-    return RowPos(row, lid & ((1u << TPR_LOG2) - 1u), row < p.outer);
-}
-
-// Items each lane of a row visits when the row has n of them (rounded up: the
-// same for every lane, so loops over it are uniform).
-fn steps(n: u32) -> u32 {
-    return (n + (1u << TPR_LOG2) - 1u) >> TPR_LOG2;
+    let row = row_of(wid, nwg, lid);
+    return RowPos(row, lane_of(lid), row < p.outer);
 }
 
 fn row_finish(pos: RowPos, lid: u32, acc: vec4<f32>) {
@@ -138,7 +129,7 @@ fn reduce_fwd_rows_vec4(@builtin(workgroup_id) wid: vec3<u32>,
     let base = pos.row * n4;
     var acc = identity();
     // A trip count that does not depend on the lane keeps the loop uniform.
-    for (var k = 0u; k < steps(n4); k++) {
+    for (var k = 0u; k < row_steps(n4); k++) {
         let i = pos.lane + (k << TPR_LOG2);
         if (i < n4) {
             acc = op4(acc, x4[base + i]);
@@ -159,7 +150,7 @@ fn reduce_fwd_rows_any(@builtin(workgroup_id) wid: vec3<u32>,
     let n4 = (p.r_len - head) >> 2u;                // aligned vec4s
     let b4 = (b + head) >> 2u;
     var acc = identity();
-    for (var k = 0u; k < steps(p.r_len >> 2u); k++) {
+    for (var k = 0u; k < row_steps(p.r_len >> 2u); k++) {
         let i = pos.lane + (k << TPR_LOG2);
         if (i < n4) {
             acc = op4(acc, x4[b4 + i]);
@@ -357,7 +348,7 @@ fn reduce_bwd_rows_vec4(@builtin(workgroup_id) wid: vec3<u32>,
     var arg_r = NONE;
     if (OP == OP_MAX) {
         var a = Arg(0.0, NONE);
-        for (var k = 0u; k < steps(n4); k++) {
+        for (var k = 0u; k < row_steps(n4); k++) {
             let i = pos.lane + (k << TPR_LOG2);
             if (i < n4) {
                 let v = rx4[base + i];
@@ -374,7 +365,7 @@ fn reduce_bwd_rows_vec4(@builtin(workgroup_id) wid: vec3<u32>,
     }
     let v = bwd_value(rdy[pos.row]);
     let c = vec4<u32>(0u, 1u, 2u, 3u);
-    for (var k = 0u; k < steps(n4); k++) {
+    for (var k = 0u; k < row_steps(n4); k++) {
         let i = pos.lane + (k << TPR_LOG2);
         if (i < n4) {
             var d = vec4<f32>(v);
@@ -400,7 +391,7 @@ fn reduce_bwd_rows_scalar(@builtin(workgroup_id) wid: vec3<u32>,
     var arg_r = NONE;
     if (OP == OP_MAX) {
         var a = Arg(0.0, NONE);
-        for (var k = 0u; k < steps(n); k++) {
+        for (var k = 0u; k < row_steps(n); k++) {
             let j0 = 4u * k * tpr + pos.lane;
             for (var q = 0u; q < 4u; q++) {
                 let j = j0 + q * tpr;
@@ -415,7 +406,7 @@ fn reduce_bwd_rows_scalar(@builtin(workgroup_id) wid: vec3<u32>,
         return;
     }
     let v = bwd_value(rdy[pos.row]);
-    for (var k = 0u; k < steps(n); k++) {
+    for (var k = 0u; k < row_steps(n); k++) {
         let j0 = 4u * k * tpr + pos.lane;
         for (var q = 0u; q < 4u; q++) {
             let j = j0 + q * tpr;

@@ -35,7 +35,6 @@ struct Params {
     _pad1: u32,
 }
 
-override TPR_LOG2: u32 = 0u;  // threads per row = 1 << TPR_LOG2
 override ITEMS: u32 = 0u;     // items per thread kept in registers (<= MAX_ITEMS); 0 = stream
 override CAUSAL: bool = false;
 override KEY_MASK: bool = false;
@@ -46,12 +45,6 @@ override KEY_MASK: bool = false;
 @group(0) @binding(2) var<storage, read> key_mask: array<f32>;  // (B, Tk)
 @group(0) @binding(3) var<storage, read_write> y4: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> y1: array<f32>;
-
-const WG: u32 = 256u;
-const MAX_ITEMS: u32 = 16u;
-// Stands in for -inf (WGSL implementations may assume no infinities at run time);
-// masked and out-of-row values hold exactly this.
-const NEG_BIG: f32 = -3.0e38;
 
 var<workgroup> red_m: array<f32, WG>;
 var<workgroup> red_s: array<f32, WG>;
@@ -67,7 +60,7 @@ struct RowPos {
 }
 
 fn row_pos(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> RowPos {
-    let row = (wid.x + wid.y * nwg.x) * (WG >> TPR_LOG2) + (lid >> TPR_LOG2);
+    let row = row_of(wid, nwg, lid);
     var last_col = 0;
     if (CAUSAL) {
         last_col = i32(row % p.tq) + p.diag;
@@ -76,23 +69,12 @@ fn row_pos(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> RowPos {
     if (KEY_MASK) {
         mask_base = (row / p.nh_tq) * p.cols;
     }
-    return RowPos(row, lid & ((1u << TPR_LOG2) - 1u), row < p.rows, last_col, mask_base);
+    return RowPos(row, lane_of(lid), row < p.rows, last_col, mask_base);
 }
 
-// Items each lane of a row visits: ceil(ceil(C / 4) / tpr), the same for every
-// lane, so loops over it are uniform (past the row, items are skipped).
+// Items each lane of a row visits: ceil(ceil(C / 4) / tpr).
 fn steps() -> u32 {
-    return (((p.cols + 3u) >> 2u) + (1u << TPR_LOG2) - 1u) >> TPR_LOG2;
-}
-
-// The four columns of item k of a lane.
-fn cols_vec4(lane: u32, k: u32) -> vec4<u32> {
-    return vec4<u32>(4u * (lane + (k << TPR_LOG2))) + vec4<u32>(0u, 1u, 2u, 3u);
-}
-
-fn cols_scalar(lane: u32, k: u32) -> vec4<u32> {
-    let tpr = 1u << TPR_LOG2;
-    return vec4<u32>(4u * k * tpr + lane) + vec4<u32>(0u, tpr, 2u * tpr, 3u * tpr);
+    return row_steps((p.cols + 3u) >> 2u);
 }
 
 // Which of the four columns j of the row take part (the row bound and both masks).
@@ -149,14 +131,6 @@ fn store_scalar(pos: RowPos, j: vec4<u32>, y: vec4<f32>) {
     }
 }
 
-fn max4(v: vec4<f32>) -> f32 {
-    return max(max(v.x, v.y), max(v.z, v.w));
-}
-
-fn sum4(v: vec4<f32>) -> f32 {
-    return (v.x + v.y) + (v.z + v.w);
-}
-
 // exp(v - m) where v was loaded, 0 where it is NEG_BIG (masked, or past the row).
 fn exp_kept(v: vec4<f32>, m: f32) -> vec4<f32> {
     return select(exp(v - m), vec4<f32>(0.0), v == vec4<f32>(NEG_BIG));
@@ -187,7 +161,7 @@ fn row_reduce(lid: u32, st_in: vec2<f32>) -> vec2<f32> {
     var st = st_in;
     red_m[lid] = st.x;
     red_s[lid] = st.y;
-    let lane = lid & ((1u << TPR_LOG2) - 1u);
+    let lane = lane_of(lid);
     for (var half = (1u << TPR_LOG2) >> 1u; half > 0u; half >>= 1u) {
         workgroupBarrier();
         if (lane < half) {
@@ -386,7 +360,7 @@ fn row_sum(lid: u32, v_in: f32) -> f32 {
     }
     var v = v_in;
     red_s[lid] = v;
-    let lane = lid & ((1u << TPR_LOG2) - 1u);
+    let lane = lane_of(lid);
     for (var half = (1u << TPR_LOG2) >> 1u; half > 0u; half >>= 1u) {
         workgroupBarrier();
         if (lane < half) {

@@ -1,7 +1,8 @@
-// Softmax with a row per subgroup: appended to shaders/softmax.wgsl to form one
-// module (src/kernels/mod.rs, SOFTMAX_SUBGROUP_WGSL), because subgroup builtins
-// fail to validate on adapters without the `subgroups` feature. Uses
-// softmax.wgsl's Params, bindings, masks and helpers.
+// Softmax with a row per subgroup: appended to rows.wgsl, softmax.wgsl and
+// rows_subgroup.wgsl to form one module (src/kernels/mod.rs,
+// SOFTMAX_SUBGROUP_WGSL), because subgroup builtins fail to validate on
+// adapters without the `subgroups` feature. Uses their Params, bindings, masks,
+// helpers and the SG / SG_ITEMS constants.
 // Variants (C % 4 == 0 and C <= 4 SG SG_MAX_ITEMS):
 //   softmax_fwd_sg  a workgroup is one subgroup of SG lanes and walks a chunk of
 //                   chunk_rows rows; lane l holds the row's vec4 items l, l + SG,
@@ -15,12 +16,6 @@
 // a lane's items are written out as ladders of calls, as in
 // layernorm_subgroup.wgsl (an array indexed by a loop counter that Mesa does not
 // unroll goes to scratch memory).
-
-override SG: u32 = 8u;        // lanes per subgroup = workgroup size
-override SG_ITEMS: u32 = 1u;  // vec4 items per lane: ceil(C / (4 SG)) (<= SG_MAX_ITEMS)
-const SG_MAX_ITEMS: u32 = 32u;
-
-alias Items = array<vec4<f32>, SG_MAX_ITEMS>;
 
 fn sg_pos(row: u32, lane: u32) -> RowPos {
     var last_col = 0;

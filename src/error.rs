@@ -16,6 +16,14 @@ pub enum Error {
     )]
     NoAdapter { filter: String, seen: String },
 
+    /// An environment variable set to a value wgformer does not accept.
+    #[error("environment variable {variable}={value:?}: expected {expected}")]
+    Environment {
+        variable: &'static str,
+        value: String,
+        expected: String,
+    },
+
     /// The adapter refused to open a device.
     #[error("the adapter `{adapter}` refused to create a device: {reason}")]
     RequestDevice { adapter: String, reason: String },

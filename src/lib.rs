@@ -3,9 +3,14 @@
 //!
 //! The layers, bottom up:
 //! - [`gpu`]: the device, a size-bucketed buffer pool, a pipeline/bind-group cache,
-//!   and a command batch that encodes every op and submits only on readback/flush.
+//!   a command batch that encodes every op and submits only on readback/flush,
+//!   and the [`KernelPolicy`](gpu::KernelPolicy) (adapter facts and overrides,
+//!   resolved once) that every kernel plans by.
 //! - [`tensor`]: shape + dtype + pooled buffer; reshape shares the buffer.
-//! - [`kernels`]: one Rust file per WGSL shader (params, bindings, dispatch grid).
+//! - [`kernels`]: per op family (a file, or a folder for GEMM and attention) the
+//!   input checks, the plan (entry point, override constants and grid: a pure
+//!   function of the shape and the policy) and the dispatch of its WGSL
+//!   shaders (`shaders/`, one or more files per family).
 //! - [`reference`](mod@reference): plain-loop f64 CPU versions of every kernel: the spec the
 //!   GPU is tested against.
 //! - [`autograd`], [`nn`], [`optim`]: the tape, the models (`Gpt`, `Transformer`),

@@ -522,8 +522,12 @@ fn bad_shapes_are_errors() {
 #[test]
 fn fused_backward_allocates_no_score_matrix() {
     // A Gpu of its own so that no other test's buffers are in its pool: every
-    // buffer the backward needs is then a new one, and `bytes_created` counts it.
-    let gpu = Gpu::new().unwrap();
+    // buffer the backward needs is then a new one, and `bytes_created` counts it. Same
+    // kernel policy as `gpu()` (which `on` may have changed).
+    let gpu = Gpu::new()
+        .unwrap()
+        .with_policy(gpu().policy().clone())
+        .unwrap();
     let (b, nh, hs) = (1, 1, 16);
     let created = |t: usize, fused: bool| -> u64 {
         let x = |seed| Tensor::from_slice(&gpu, &data(t * hs, seed), &[b, nh, t, hs]).unwrap();
@@ -573,22 +577,24 @@ fn fused_backward_allocates_no_score_matrix() {
 
 #[test]
 fn fused_tests_pass_with_the_other_work_split() {
-    // The fused kernels have a CPU and a GPU work split (WGFORMER_ATTENTION);
-    // this adapter runs one by default, the child process the other.
-    rerun_with_other_attention_kernel(&[
-        "fused_matches_reference_self_attention",
-        "fused_handles_peaky_softmax_and_odd_head_sizes",
-        "fused_with_key_padding_mask",
-        "fused_cross_attention",
-        "fused_and_unfused_agree_on_a_larger_problem_and_fused_is_deterministic",
-        "fused_backward_allocates_no_score_matrix",
-    ]);
+    // The fused kernels have a CPU and a GPU work split (the kernel policy's
+    // `attention`); this adapter runs one by default, these tests the other.
+    on(&other_attention_split(), || {
+        fused_matches_reference_self_attention();
+        fused_handles_peaky_softmax_and_odd_head_sizes();
+        fused_with_key_padding_mask();
+        fused_cross_attention();
+        fused_and_unfused_agree_on_a_larger_problem_and_fused_is_deterministic();
+        fused_backward_allocates_no_score_matrix();
+    });
 }
 
 #[test]
 fn the_kernels_without_subgroups_give_the_same_results() {
-    rerun_without_subgroups(&[
-        "fused_matches_reference_self_attention",
-        "fused_with_key_padding_mask",
-    ]);
+    if let Some(gpu) = without_subgroups() {
+        on(&gpu, || {
+            fused_matches_reference_self_attention();
+            fused_with_key_padding_mask();
+        });
+    }
 }

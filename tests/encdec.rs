@@ -131,7 +131,7 @@ fn post_ln_relu_forward_matches_the_spec() {
 
 #[test]
 fn pre_ln_gelu_forward_matches_the_spec() {
-    check_forward(NormPlacement::Pre, Activation::Gelu, 2);
+    check_forward(NormPlacement::Pre, Activation::GeluTanh, 2);
 }
 
 #[test]
@@ -225,7 +225,7 @@ fn post_ln_gradients_match_finite_differences_of_the_spec() {
 
 #[test]
 fn pre_ln_gradients_match_finite_differences_of_the_spec() {
-    check_gradients(NormPlacement::Pre, Activation::Gelu);
+    check_gradients(NormPlacement::Pre, Activation::GeluTanh);
 }
 
 #[test]
@@ -410,7 +410,7 @@ fn config_json_round_trips_and_rejects_unknown_fields() {
     assert_eq!(cfg.layer_norm_epsilon, 1e-5, "the default epsilon");
     assert_eq!(
         (cfg.norm, cfg.activation),
-        (NormPlacement::Pre, Activation::Gelu)
+        (NormPlacement::Pre, Activation::GeluTanh)
     );
 
     let unknown = json.replace("\"dropout\"", "\"n_layer\": 3, \"dropout\"");

@@ -16,12 +16,12 @@
 
 mod common;
 use common::*;
+use wgformer::kernels::gemm::tune;
 use wgformer::kernels::gemm::{
     auto_variant, gemm, gemm_into, gemm_into_kernel, gemm_into_register_tile, gemv_tile,
     Activation, BlockTile, GemmKernel, GemmOptions, GemmShape, GemmVariant, GemvTile, RegisterTile,
     SubgroupTile,
 };
-use wgformer::kernels::gemm_tune;
 use wgformer::reference::gemm as cpu;
 use wgformer::{DType, Error, Tensor};
 
@@ -29,13 +29,13 @@ use wgformer::{DType, Error, Tensor};
 fn variants() -> Vec<GemmVariant> {
     let mut v = vec![
         GemmVariant::Naive,
-        GemmVariant::RegisterTile,
-        GemmVariant::SharedTile,
-        GemmVariant::Tiled,
+        GemmVariant::Register,
+        GemmVariant::Shared,
+        GemmVariant::Block,
         GemmVariant::Gemv,
         GemmVariant::Auto,
     ];
-    if gpu().fixed_subgroup_size() == Some(8) {
+    if gpu().policy().subgroup_size == Some(8) {
         v.push(GemmVariant::Subgroup);
     }
     v
@@ -62,7 +62,7 @@ fn plain_reference(
         trans_b,
         1.0,
         None,
-        cpu::Act::None,
+        Activation::None,
     )
 }
 
@@ -152,7 +152,7 @@ impl Case {
             self.trans_b,
             self.alpha,
             self.bias.then_some(&biasv[..]),
-            self.act.into(),
+            self.act,
         );
         let what = format!(
             "{variant:?} M={m} N={n} K={k} batch={:?} b_batched={} trans=({}, {}) alpha={} bias={} {:?}",
@@ -185,7 +185,7 @@ fn reference_matches_hand_computed_products() {
         (&a, &bt, false, true),
         (&at, &bt, true, true),
     ] {
-        let c = cpu::gemm(a, b, 2, 2, 2, 1, 0, 0, ta, tb, 1.0, None, cpu::Act::None);
+        let c = cpu::gemm(a, b, 2, 2, 2, 1, 0, 0, ta, tb, 1.0, None, Activation::None);
         assert_eq!(c, want, "trans ({ta}, {tb})");
     }
     // alpha, bias, relu; (1x3) . (3x2) with batch 2 and a shared B
@@ -204,7 +204,7 @@ fn reference_matches_hand_computed_products() {
         false,
         2.0,
         Some(&[-10.0, 1.0]),
-        cpu::Act::Relu,
+        Activation::Relu,
     );
     // batch 0: [1 - 3 + 10, 2 - 4 + 12] = [8, 10] -> 2x + bias = [6, 21]; batch 1: relu([-10, 1])
     assert_eq!(c, [6.0, 21.0, 0.0, 1.0]);
@@ -409,7 +409,7 @@ fn gemm_into_honours_explicit_strides() {
             false,
             1.0,
             None,
-            cpu::Act::None,
+            Activation::None,
         );
         for z in 0..nb {
             let got = &out[z * sc..z * sc + m * n];
@@ -505,12 +505,12 @@ fn grids_past_the_per_dimension_limit_are_split() {
         false,
         1.0,
         None,
-        cpu::Act::None,
+        Activation::None,
     );
     // (The split is host code shared by every variant; the register tile, the
     // default here, adds the batch offset like the others.)
     let register = GemmOptions {
-        variant: GemmVariant::RegisterTile,
+        variant: GemmVariant::Register,
         ..Default::default()
     };
     let c = gemm(&a, &b, &register).unwrap();
@@ -538,12 +538,13 @@ fn grids_past_the_per_dimension_limit_are_split() {
 #[test]
 fn auto_picks_a_barrier_free_tile_on_cpu_adapters_and_the_block_tile_on_gpus() {
     let gpu = gpu();
-    let want = match gpu.adapter_info().device_type {
-        wgpu::DeviceType::Cpu if gpu.fixed_subgroup_size() == Some(8) => GemmVariant::Subgroup,
-        wgpu::DeviceType::Cpu => GemmVariant::RegisterTile,
-        _ => GemmVariant::Tiled,
+    let cpu_adapter = gpu.adapter_info().device_type == wgpu::DeviceType::Cpu;
+    let want = match cpu_adapter {
+        true if gpu.policy().subgroup_size == Some(8) => GemmVariant::Subgroup,
+        true => GemmVariant::Register,
+        false => GemmVariant::Block,
     };
-    assert_eq!(auto_variant(&gpu), want);
+    assert_eq!(auto_variant(gpu.policy()), want);
 }
 
 /// The GEMV kernel at M = 1..4 (decoding), every tile it accepts, odd N and K
@@ -612,7 +613,7 @@ fn gemv_at_small_m_agrees_with_the_reference() {
     }
     let cpu_adapter = gpu.adapter_info().device_type == wgpu::DeviceType::Cpu;
     for m in 1..=5 {
-        let tile = gemv_tile(&gpu, &GemmShape::contiguous(m, 768, 256, 1));
+        let tile = gemv_tile(gpu.policy(), &GemmShape::contiguous(m, 768, 256, 1));
         assert_eq!(tile.is_some(), cpu_adapter && m <= 4, "M={m}: {tile:?}");
         if let Some(t) = tile {
             assert_eq!(t.m as usize, m);
@@ -669,7 +670,7 @@ fn subgroup_and_block_tile_shapes_all_agree_with_the_reference() {
     ]
     .map(|(wg_x, wg_y, rm, cn)| GemmKernel::Block(BlockTile { wg_x, wg_y, rm, cn }))
     .to_vec();
-    if gpu.fixed_subgroup_size() == Some(8) {
+    if gpu.policy().subgroup_size == Some(8) {
         for (tm, tn) in [(8, 4), (16, 8), (32, 16), (32, 8)] {
             kernels.push(GemmKernel::Subgroup(SubgroupTile { tm, tn }));
         }
@@ -752,7 +753,7 @@ fn subgroup_and_block_tile_shapes_all_agree_with_the_reference() {
 
 #[test]
 fn kernel_names_read_back_as_the_same_kernel() {
-    let mut all = gemm_tune::candidates(&gpu());
+    let mut all = tune::candidates(&gpu());
     all.extend([
         GemmKernel::Naive,
         GemmKernel::Shared,
@@ -800,8 +801,16 @@ fn autotune_measures_once_and_remembers_the_choice_on_disk() {
     let av = data(m * k, 84);
     let bv = data(k * n, 85);
     let reference = plain_reference(&av, &bv, (m, n, k), false, false);
+    let tuning = |gpu: wgformer::Gpu| {
+        let policy = wgformer::gpu::KernelPolicy {
+            gemm_tune: true,
+            tune_cache: Some(cache.clone()),
+            ..gpu.policy().clone()
+        };
+        gpu.with_policy(policy).unwrap()
+    };
+    let first = tuning(first);
     let run = |gpu: &wgformer::Gpu| -> u64 {
-        gemm_tune::set_tuning(gpu, true, Some(&cache));
         let a = Tensor::from_slice(gpu, &av, &[m, k]).unwrap();
         let b = Tensor::from_slice(gpu, &bv, &[k, n]).unwrap();
         let before = gpu.counters().snapshot().pipelines_created;
@@ -809,7 +818,7 @@ fn autotune_measures_once_and_remembers_the_choice_on_disk() {
         assert_close("autotuned", &c.to_vec().unwrap(), &reference, tol(k), 1e-4);
         gpu.counters().snapshot().pipelines_created - before
     };
-    let candidates = gemm_tune::candidates(&first).len() as u64;
+    let candidates = tune::candidates(&first).len() as u64;
     assert_eq!(
         run(&first),
         candidates,
@@ -828,7 +837,7 @@ fn autotune_measures_once_and_remembers_the_choice_on_disk() {
         GemmKernel::parse(entries[0].as_str().unwrap()).is_some(),
         "{text}"
     );
-    let second = wgformer::Gpu::new().unwrap();
+    let second = tuning(wgformer::Gpu::new().unwrap());
     assert_eq!(
         run(&second),
         1,
@@ -960,7 +969,7 @@ fn every_pipeline_constant_combination_translates_to_msl_and_hlsl() {
         "gemm_fwd_naive",
         "gemm_fwd_register",
         "gemm_fwd_shared",
-        "gemm_fwd_tiled",
+        "gemm_fwd_block",
         "gemm_fwd_gemv",
     ] {
         for bits in 0..32u32 {
@@ -994,7 +1003,7 @@ fn every_pipeline_constant_combination_translates_to_msl_and_hlsl() {
                 constants.insert("GV_M".into(), rows);
                 constants.insert("GV_CB".into(), cb);
             }
-            if entry == "gemm_fwd_tiled" {
+            if entry == "gemm_fwd_block" {
                 // every run present (8 x 8 per thread) or one of each (4 x 4)
                 let runs = if bits & 2 == 0 { 2.0 } else { 1.0 };
                 constants.insert("BT_RM".into(), runs);
@@ -1085,7 +1094,7 @@ fn f16_inputs_with_f32_accumulation() {
                 trans_b,
                 1.0,
                 Some(&biasv[..]),
-                cpu::Act::GeluTanh,
+                Activation::GeluTanh,
             )
         };
         let what = format!("f16 M={m} N={n} K={k} batch {nb} trans ({trans_a}, {trans_b})");
@@ -1106,7 +1115,7 @@ fn f16_inputs_with_f32_accumulation() {
     let mixed = gemm(&a16, &a32, &GemmOptions::default()).unwrap_err();
     assert!(matches!(mixed, Error::InvalidArgument { .. }), "{mixed}");
     let register = GemmOptions {
-        variant: GemmVariant::RegisterTile,
+        variant: GemmVariant::Register,
         ..Default::default()
     };
     let err = gemm(&a16, &a16, &register).unwrap_err();

@@ -323,22 +323,24 @@ fn bwd_bad_input_is_an_error() {
 
 #[test]
 fn the_other_row_plan_gives_the_same_results() {
-    rerun_with_other_row_plan(&[
-        "rows_of_every_length_few_and_many",
-        "rows_far_from_zero_keep_their_variance",
-        "bwd_rows_of_every_length_few_and_many",
-        "bwd_rows_far_from_zero_and_constant_rows",
-        "bwd_parameter_gradients_are_bit_identical_across_runs",
-    ]);
+    on(&other_row_plan(), || {
+        rows_of_every_length_few_and_many();
+        rows_far_from_zero_keep_their_variance();
+        bwd_rows_of_every_length_few_and_many();
+        bwd_rows_far_from_zero_and_constant_rows();
+        bwd_parameter_gradients_are_bit_identical_across_runs();
+    });
 }
 
 #[test]
 fn the_kernels_without_subgroups_give_the_same_results() {
-    rerun_without_subgroups(&[
-        "rows_of_every_length_few_and_many",
-        "rows_far_from_zero_keep_their_variance",
-        "bwd_rows_of_every_length_few_and_many",
-        "bwd_rows_far_from_zero_and_constant_rows",
-        "bwd_parameter_gradients_are_bit_identical_across_runs",
-    ]);
+    if let Some(gpu) = without_subgroups() {
+        on(&gpu, || {
+            rows_of_every_length_few_and_many();
+            rows_far_from_zero_keep_their_variance();
+            bwd_rows_of_every_length_few_and_many();
+            bwd_rows_far_from_zero_and_constant_rows();
+            bwd_parameter_gradients_are_bit_identical_across_runs();
+        });
+    }
 }

@@ -77,8 +77,8 @@ fn pre_ln_gelu_matches_the_jax_reference() {
 
 #[test]
 fn encdec_parity_under_the_other_row_plan() {
-    common::rerun_with_other_row_plan(&[
-        "post_ln_relu_matches_the_jax_reference",
-        "pre_ln_gelu_matches_the_jax_reference",
-    ]);
+    common::on(&common::other_row_plan(), || {
+        post_ln_relu_matches_the_jax_reference();
+        pre_ln_gelu_matches_the_jax_reference();
+    });
 }

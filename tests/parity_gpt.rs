@@ -45,5 +45,7 @@ fn gpt_matches_the_jax_reference() {
 
 #[test]
 fn gpt_parity_under_the_other_row_plan() {
-    common::rerun_with_other_row_plan(&["gpt_matches_the_jax_reference"]);
+    common::on(&common::other_row_plan(), || {
+        gpt_matches_the_jax_reference();
+    });
 }

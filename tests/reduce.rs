@@ -265,10 +265,10 @@ fn bwd_bad_input_is_an_error() {
 
 #[test]
 fn the_other_row_plan_gives_the_same_results() {
-    rerun_with_other_row_plan(&[
-        "last_axis_rows_of_every_length",
-        "first_and_middle_axes",
-        "bwd_last_axis_rows_of_every_length",
-        "bwd_first_and_middle_axes",
-    ]);
+    on(&other_row_plan(), || {
+        last_axis_rows_of_every_length();
+        first_and_middle_axes();
+        bwd_last_axis_rows_of_every_length();
+        bwd_first_and_middle_axes();
+    });
 }

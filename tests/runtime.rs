@@ -205,3 +205,86 @@ fn write_in_place_replaces_values_after_pending_reads() {
     assert_eq!(ids.to_vec_u32().unwrap(), vec![7, 9]);
     assert!(ids.write_f32(&[1.0, 2.0]).is_err());
 }
+
+/// `wgformer info` in a child process with `vars` set; (success, stdout + stderr).
+fn info_with(vars: &[(&str, &str)]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wgformer"))
+        .arg("info")
+        .envs(vars.iter().copied())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn a_backend_that_hides_every_adapter_is_named_with_what_it_hid() {
+    // A backend this machine has no adapter for (Metal on Linux, Vulkan elsewhere).
+    let missing = if cfg!(target_os = "macos") {
+        "dx12"
+    } else {
+        "metal"
+    };
+    let (ok, text) = info_with(&[("WGPU_BACKEND", missing)]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(&format!("WGPU_BACKEND=\"{missing}\""))
+            && text.contains("without WGPU_BACKEND: "),
+        "{text}"
+    );
+    let (ok, text) = info_with(&[("WGPU_BACKEND", "vulcan")]);
+    assert!(
+        !ok && text.contains("WGPU_BACKEND=\"vulcan\"") && text.contains("vulkan, metal"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_bad_kernel_policy_variable_is_an_error_and_info_prints_the_policy() {
+    let (ok, text) = info_with(&[("WGFORMER_ATTENTION", "gpuu")]);
+    assert!(
+        !ok && text.contains("WGFORMER_ATTENTION=\"gpuu\"") && text.contains("auto, cpu, gpu"),
+        "{text}"
+    );
+    let (ok, text) = info_with(&[("WGFORMER_ROW_PLAN", "gpu"), ("WGFORMER_SUBGROUPS", "off")]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("kernel policy:") && text.contains("row plan         gpu"),
+        "{text}"
+    );
+    assert!(text.contains("subgroups        not used"), "{text}");
+}
+
+#[test]
+fn a_policy_the_device_cannot_honour_is_refused() {
+    let gpu = gpu();
+    let policy = wgformer::gpu::KernelPolicy {
+        subgroup_size: Some(5),
+        ..gpu.policy().clone()
+    };
+    let err = gpu.with_policy(policy).unwrap_err();
+    assert!(err.to_string().contains("subgroup_size"), "{err}");
+    let mut policy = gpu.policy().clone();
+    policy.limits.workgroup_storage_bytes += 1;
+    assert!(gpu.with_policy(policy).is_err());
+    // The same policy is always fine, and shares the device's counters.
+    let other = gpu.with_policy(gpu.policy().clone()).unwrap();
+    let before = gpu.counters().snapshot().dispatches;
+    copy_into(
+        &Tensor::zeros(&other, &[4]).unwrap(),
+        &Tensor::zeros(&other, &[4]).unwrap(),
+    )
+    .unwrap();
+    assert!(gpu.counters().snapshot().dispatches > before);
+}
+
+#[test]
+fn every_kernel_check_of_wgformer_check_passes_on_this_adapter() {
+    // `wgformer check` and the browser page's Kernels tab: the kernels this
+    // adapter's policy picks, forward and backward, against the reference.
+    let report = wgformer::selfcheck::run(&gpu(), &mut |_| {}).unwrap();
+    let failed: Vec<_> = report.results.iter().filter(|r| !r.passed).collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    assert_eq!(report.results.len(), wgformer::selfcheck::CHECKS.len());
+}

@@ -1,9 +1,12 @@
 //! Every shader is parsed and validated by naga and translated to SPIR-V (Vulkan),
 //! MSL (Metal) and HLSL (DX12), with default override constants. Needs no GPU:
-//! this is how the Metal and DX12 paths stay honest on a Linux CI machine.
+//! this is how the Metal and DX12 paths stay honest on a Linux CI machine. And
+//! every Rust constant that repeats a shader's number (kernels::wgsl_mirrors)
+//! equals it.
 
 use naga::back::{hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
+use wgformer::kernels::wgsl_mirrors::{wgsl_mirrors, WgslName};
 use wgformer::kernels::ALL_SHADERS;
 
 fn check(name: &str, source: &str) -> Result<usize, String> {
@@ -79,4 +82,94 @@ fn a_broken_shader_is_caught() {
         "@compute @workgroup_size(1) fn f() { let x: f32 = 1u; }"
     )
     .is_err());
+}
+
+/// The number `name` stands for in `module` (a literal, after naga's constant
+/// evaluation), if it is one.
+fn literal(module: &naga::Module, e: naga::Handle<naga::Expression>) -> Option<f64> {
+    use naga::Literal::*;
+    match module.global_expressions[e] {
+        naga::Expression::Literal(l) => Some(match l {
+            U32(v) => v as f64,
+            I32(v) => v as f64,
+            F32(v) => v as f64,
+            AbstractInt(v) => v as f64,
+            AbstractFloat(v) => v,
+            _ => return None,
+        }),
+        _ => None,
+    }
+}
+
+/// The value a mirror's WGSL name has in its module.
+fn wgsl_value(source: &str, name: WgslName) -> Result<f64, String> {
+    let module = naga::front::wgsl::parse_str(source).map_err(|e| e.emit_to_string(source))?;
+    match name {
+        WgslName::Const(n) => {
+            let (_, c) = module
+                .constants
+                .iter()
+                .find(|(_, c)| c.name.as_deref() == Some(n))
+                .ok_or(format!("no `const {n}`"))?;
+            literal(&module, c.init).ok_or(format!("`const {n}` is not a number"))
+        }
+        WgslName::Override(n) => {
+            let (_, o) = module
+                .overrides
+                .iter()
+                .find(|(_, o)| o.name.as_deref() == Some(n))
+                .ok_or(format!("no `override {n}`"))?;
+            o.init
+                .and_then(|init| literal(&module, init))
+                .ok_or(format!("`override {n}` has no numeric default"))
+        }
+        WgslName::WorkgroupSize(entry, dim) => {
+            // Override-sized workgroups take their defaults.
+            let info = Validator::new(ValidationFlags::all(), Capabilities::all())
+                .validate(&module)
+                .map_err(|e| e.emit_to_string(source))?;
+            let (module, _) = naga::back::pipeline_constants::process_overrides(
+                &module,
+                &info,
+                None,
+                &Default::default(),
+            )
+            .map_err(|e| e.to_string())?;
+            let ep = module
+                .entry_points
+                .iter()
+                .find(|ep| ep.name == entry)
+                .ok_or(format!("no entry point {entry}"))?;
+            Ok(ep.workgroup_size[dim] as f64)
+        }
+    }
+}
+
+#[test]
+fn rust_constants_that_mirror_wgsl_ones_agree_with_the_shaders() {
+    let mirrors = wgsl_mirrors();
+    let mut failures = Vec::new();
+    for m in &mirrors {
+        match wgsl_value(m.shader.source, m.wgsl) {
+            Ok(v) if v == m.value => {}
+            Ok(v) => failures.push(format!(
+                "{} {:?} is {v} but {} is {}",
+                m.shader.name, m.wgsl, m.rust, m.value
+            )),
+            Err(e) => failures.push(format!("{} {:?} ({}): {e}", m.shader.name, m.wgsl, m.rust)),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(mirrors.len() > 30, "the table lost its entries");
+}
+
+#[test]
+fn a_drifted_mirror_is_caught() {
+    // The check must see a changed number, or the test above proves nothing.
+    let src =
+        "const WG: u32 = 128u;\noverride T: u32 = 4u;\n@compute @workgroup_size(WG, T) fn f() {}";
+    assert_eq!(wgsl_value(src, WgslName::Const("WG")), Ok(128.0));
+    assert_eq!(wgsl_value(src, WgslName::Override("T")), Ok(4.0));
+    assert_eq!(wgsl_value(src, WgslName::WorkgroupSize("f", 1)), Ok(4.0));
+    assert!(wgsl_value(src, WgslName::Const("NOPE")).is_err());
 }

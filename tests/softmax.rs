@@ -416,26 +416,28 @@ fn bwd_bad_input_is_an_error() {
 
 #[test]
 fn the_other_row_plan_gives_the_same_results() {
-    rerun_with_other_row_plan(&[
-        "rows_of_every_length_few_and_many",
-        "causal_mask_is_bottom_right_aligned",
-        "key_padding_mask_and_fully_masked_rows",
-        "extreme_inputs_are_stable",
-        "bwd_rows_of_every_length_few_and_many",
-        "bwd_with_causal_and_key_padding_masks",
-        "bwd_masked_entries_are_zero_whatever_dy_holds",
-    ]);
+    on(&other_row_plan(), || {
+        rows_of_every_length_few_and_many();
+        causal_mask_is_bottom_right_aligned();
+        key_padding_mask_and_fully_masked_rows();
+        extreme_inputs_are_stable();
+        bwd_rows_of_every_length_few_and_many();
+        bwd_with_causal_and_key_padding_masks();
+        bwd_masked_entries_are_zero_whatever_dy_holds();
+    });
 }
 
 #[test]
 fn the_kernels_without_subgroups_give_the_same_results() {
-    rerun_without_subgroups(&[
-        "rows_of_every_length_few_and_many",
-        "causal_mask_is_bottom_right_aligned",
-        "key_padding_mask_and_fully_masked_rows",
-        "extreme_inputs_are_stable",
-        "bwd_rows_of_every_length_few_and_many",
-        "bwd_with_causal_and_key_padding_masks",
-        "bwd_masked_entries_are_zero_whatever_dy_holds",
-    ]);
+    if let Some(gpu) = without_subgroups() {
+        on(&gpu, || {
+            rows_of_every_length_few_and_many();
+            causal_mask_is_bottom_right_aligned();
+            key_padding_mask_and_fully_masked_rows();
+            extreme_inputs_are_stable();
+            bwd_rows_of_every_length_few_and_many();
+            bwd_with_causal_and_key_padding_masks();
+            bwd_masked_entries_are_zero_whatever_dy_holds();
+        });
+    }
 }

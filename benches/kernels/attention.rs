@@ -14,20 +14,28 @@
 //! once, O and L written once (forward); Q, K, V, O, dO, L read and dQ, dK, dV
 //! written once (backward).
 //!
-//! "fused" is the split the adapter gets by default (WGFORMER_ATTENTION, else
-//! the CPU split on CPU adapters and the GPU split elsewhere); "fused ..., gpu
-//! split" / "fused ..., cpu split" is the other one, so one run on any adapter
-//! measures both.
+//! "fused" is the split the adapter's kernel policy gets (WGFORMER_ATTENTION,
+//! else the CPU split on CPU adapters and the GPU split elsewhere); "fused ...,
+//! gpu split" / "fused ..., cpu split" is the other one (the same inputs on a
+//! handle with the other policy), so one run on any adapter measures both.
 
 use crate::harness::Bench;
+use wgformer::gpu::{KernelPolicy, Split};
 use wgformer::kernels::attention::{
-    attention_bwd, attention_bwd_with, attention_fwd, attention_fwd_with, attention_unfused,
-    attention_unfused_bwd, AttentionKernel, AttentionOptions,
+    attention_bwd, attention_fwd, attention_unfused, attention_unfused_bwd, AttentionOptions,
 };
 use wgformer::{Result, Tensor};
 
 pub fn run(b: &mut Bench) -> Result<()> {
     let (bs, nh, hs) = (4usize, 12usize, 64usize);
+    let (other, other_name) = match b.gpu.policy().attention {
+        Split::Cpu => (Split::Gpu, "gpu split"),
+        Split::Gpu => (Split::Cpu, "cpu split"),
+    };
+    let other_gpu = b.gpu.with_policy(KernelPolicy {
+        attention: other,
+        ..b.gpu.policy().clone()
+    })?;
     for t in [256usize, 1024] {
         let shape = [bs, nh, t, hs];
         let q = Tensor::randn(&b.gpu, &shape, 1.0, 1)?;
@@ -48,6 +56,8 @@ pub fn run(b: &mut Bench) -> Result<()> {
         };
         let (qs, ks, vs) = (split(&q)?, split(&k)?, split(&v)?);
         let d_o = Tensor::randn(&b.gpu, &shape, 1.0, 4)?;
+        // The same q on the other policy's handle: the ops it enters first plan by it.
+        let q_other = Tensor::randn(&other_gpu, &shape, 1.0, 1)?;
         let dos = split(&d_o)?;
         let opts = AttentionOptions {
             scale: 1.0 / (hs as f32).sqrt(),
@@ -58,12 +68,6 @@ pub fn run(b: &mut Bench) -> Result<()> {
         let bytes = 4.0 * (4 * bs * nh * t * hs + bs * nh * t) as f64;
         let dims = format!("B={bs} NH={nh} T={t} HS={hs}");
 
-        let auto = AttentionKernel::Auto.resolve(&b.gpu);
-        let (other, other_name) = if auto == AttentionKernel::Cpu {
-            (AttentionKernel::Gpu, "gpu split")
-        } else {
-            (AttentionKernel::Cpu, "cpu split")
-        };
         let fused = measure_alloc(b, "fused causal", &dims, flops, bytes, || {
             attention_fwd(&q, &k, &v, &opts).map(drop)
         })?;
@@ -73,7 +77,7 @@ pub fn run(b: &mut Bench) -> Result<()> {
             &dims,
             flops,
             bytes,
-            || attention_fwd_with(&q, &k, &v, &opts, other).map(drop),
+            || attention_fwd(&q_other, &k, &v, &opts).map(drop),
         )?;
         let variant = if per_b {
             "unfused causal, x B" // one call per batch element
@@ -113,7 +117,7 @@ pub fn run(b: &mut Bench) -> Result<()> {
             &dims,
             bwd_flops,
             bwd_bytes,
-            || attention_bwd_with(&q, &k, &v, &o, &l, &d_o, &opts, other).map(drop),
+            || attention_bwd(&q_other, &k, &v, &o, &l, &d_o, &opts).map(drop),
         )?;
         let unfused_bwd = || -> Result<()> {
             if per_b {
@@ -180,8 +184,8 @@ pub fn run(b: &mut Bench) -> Result<()> {
             3.5 * flops,
             bytes + bwd_bytes,
             || {
-                let (o, l) = attention_fwd_with(&q, &k, &v, &opts, other)?;
-                attention_bwd_with(&q, &k, &v, &o, &l, &d_o, &opts, other).map(drop)
+                let (o, l) = attention_fwd(&q_other, &k, &v, &opts)?;
+                attention_bwd(&q_other, &k, &v, &o, &l, &d_o, &opts).map(drop)
             },
         )?;
         report(

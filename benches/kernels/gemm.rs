@@ -6,22 +6,22 @@
 //! on lavapipe).
 
 use crate::harness::Bench;
+use wgformer::kernels::gemm::tune;
 use wgformer::kernels::gemm::{
     auto_variant, gemm_into, gemm_into_kernel, GemmKernel, GemmOptions, GemmShape, GemmVariant,
     RegisterTile,
 };
-use wgformer::kernels::gemm_tune;
 use wgformer::{DType, Result, Tensor};
 
 /// The variants this adapter runs.
 fn variants(b: &Bench) -> Vec<(GemmVariant, &'static str)> {
     let mut v = vec![
         (GemmVariant::Naive, "naive"),
-        (GemmVariant::RegisterTile, "register"),
-        (GemmVariant::SharedTile, "shared"),
-        (GemmVariant::Tiled, "tiled"),
+        (GemmVariant::Register, "register"),
+        (GemmVariant::Shared, "shared"),
+        (GemmVariant::Block, "block"),
     ];
-    if b.gpu.fixed_subgroup_size() == Some(8) {
+    if b.gpu.policy().subgroup_size == Some(8) {
         v.push((GemmVariant::Subgroup, "subgroup"));
     }
     v.push((GemmVariant::Auto, "auto"));
@@ -29,11 +29,11 @@ fn variants(b: &Bench) -> Vec<(GemmVariant, &'static str)> {
 }
 
 pub fn run(b: &mut Bench) -> Result<()> {
-    let cpu = b.gpu.adapter_info().device_type == wgpu::DeviceType::Cpu;
+    let cpu = b.gpu.policy().cpu_adapter;
     println!(
         "gemm: Auto without measuring = {:?}; autotune candidates: {}",
-        auto_variant(&b.gpu),
-        gemm_tune::candidates(&b.gpu)
+        auto_variant(b.gpu.policy()),
+        tune::candidates(&b.gpu)
             .iter()
             .map(|k| k.to_string())
             .collect::<Vec<_>>()
@@ -59,7 +59,7 @@ pub fn run(b: &mut Bench) -> Result<()> {
     let sweep: &[usize] = if cpu { &[1024] } else { &[1024, 4096] };
     for &s in sweep {
         let p = Problem::new(b, s, s, s, false, false)?;
-        let mut kernels = gemm_tune::candidates(&b.gpu);
+        let mut kernels = tune::candidates(&b.gpu);
         if cpu {
             for (wg_x, tm, tn) in [(8, 8, 8), (8, 32, 16)] {
                 kernels.push(GemmKernel::Register(RegisterTile { wg_x, tm, tn }));
@@ -144,7 +144,7 @@ pub fn run(b: &mut Bench) -> Result<()> {
             .into_iter()
             .filter(|(v, _)| {
                 *v != GemmVariant::Naive
-                    && !(cpu && matches!(v, GemmVariant::SharedTile | GemmVariant::Tiled))
+                    && !(cpu && matches!(v, GemmVariant::Shared | GemmVariant::Block))
             })
             .collect();
         list.insert(list.len() - 1, (GemmVariant::Gemv, "gemv"));
@@ -158,7 +158,7 @@ pub fn run(b: &mut Bench) -> Result<()> {
     let name = "gemm/autotune/1024x1024x1024";
     if b.selects(name) && b.gpu.features().timestamp_query {
         let p = Problem::new(b, 1024, 1024, 1024, false, false)?;
-        let ranking = gemm_tune::autotune(&p.x, &p.w, &p.y, &p.dims, &p.opts)?;
+        let ranking = tune::autotune(&p.x, &p.w, &p.y, &p.dims, &p.opts)?;
         println!("gemm autotune 1024^3 ranking:");
         for (kernel, ms) in ranking {
             match ms {

@@ -55,7 +55,7 @@ fn versus_copy(b: &mut Bench, kernel: Option<Record>, bytes: f64) -> Result<()> 
 }
 
 fn cpu_adapter(b: &Bench) -> bool {
-    b.gpu.adapter_info().device_type == wgpu::DeviceType::Cpu
+    b.gpu.policy().cpu_adapter
 }
 
 pub fn run(b: &mut Bench) -> Result<()> {

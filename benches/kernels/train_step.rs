@@ -22,9 +22,10 @@ pub fn run(b: &mut Bench) -> Result<()> {
             .filter_map(|x| x.trim().parse().ok())
             .collect();
         if parsed.len() != 6 {
-            return Err(wgformer::Error::InvalidArgument {
-                op: "bench",
-                detail: format!("{CONFIG_ENV}={spec:?}: expected six numbers L,C,NH,T,B,V"),
+            return Err(wgformer::Error::Environment {
+                variable: CONFIG_ENV,
+                value: spec,
+                expected: "six comma-separated numbers L,C,NH,T,B,V".into(),
             });
         }
         dims.copy_from_slice(&parsed);
@@ -89,7 +90,7 @@ pub fn run(b: &mut Bench) -> Result<()> {
     let tokens_per_step = (batch * seq) as f64;
     let flops = config.train_flops_per_token(seq) * tokens_per_step;
     let record = b.record_wall("train_step", "gpt", &name, step_ms, flops, 0.0);
-    if cpu_step_ms > 0.0 && gpu.adapter_info().device_type == wgpu::DeviceType::Cpu {
+    if cpu_step_ms > 0.0 && gpu.policy().cpu_adapter {
         // lavapipe runs in this process: CPU time over the cores is the step's
         // cost on an otherwise idle machine (wall clock swings with other load).
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;

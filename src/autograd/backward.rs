@@ -1,6 +1,13 @@
 //! Backward pass of every op: one `match` over `Op`, each arm encoding the
 //! backward kernels. Returns one optional gradient per input, in the order of
-//! `Op::inputs`; inputs that need no gradient get `None` and cost nothing.
+//! `Op::inputs`. An op is on the tape only when some input needs a gradient;
+//! where an input's gradient is a kernel of its own (either operand of a
+//! product, a linear layer's input, weight or bias, a broadcast operand of add
+//! and mul) an input that needs none gets `None` and its kernel never runs.
+//! The fused backward kernels (layernorm's dx/dweight/dbias, attention's
+//! dQ/dK/dV, token + position embedding) compute every input's gradient in one
+//! pass, and the tape drops the ones nobody needs (e.g. the parameter
+//! gradients of a frozen layer).
 
 use super::op::{AttentionInputs, Op};
 use crate::error::Result;

@@ -30,6 +30,27 @@ pub struct Dispatch<'a> {
     pub workgroups: [u32; 3],
 }
 
+/// What a kernel's plan decides: which entry point, with which override
+/// constants, on which grid. Plain data: plans build it without a GPU, and
+/// [`Gpu::launch`] encodes it with the op's params and tensors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Launch {
+    pub shader: &'static Shader,
+    pub entry: &'static str,
+    pub constants: Vec<(&'static str, f64)>,
+    pub workgroups: [u32; 3],
+}
+
+impl Launch {
+    /// The value of override constant `name`, if the launch sets it.
+    pub fn constant(&self, name: &str) -> Option<f64> {
+        self.constants
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|&(_, v)| v)
+    }
+}
+
 pub(crate) struct Batch {
     encoder: Option<wgpu::CommandEncoder>,
     pass: Option<wgpu::ComputePass<'static>>,
@@ -94,6 +115,56 @@ impl Batch {
         self.pass.as_mut().expect("pass was just opened")
     }
 
+    /// Appends `params` to the uniform arena (submitting first when it is
+    /// full) and returns its offset there.
+    fn stage_params(&mut self, gpu: &Gpu, params: &[u8]) -> usize {
+        if (self.staged.len() + self.align) as u64 > ARENA_BYTES {
+            self.submit(gpu);
+        }
+        let offset = self.staged.len();
+        self.staged.extend_from_slice(params);
+        self.staged.resize(offset + self.align, 0);
+        offset
+    }
+
+    /// Records the dispatch of `d` into the open compute pass, or into a pass
+    /// of its own with timestamps when a per-op profile is being recorded.
+    fn encode(
+        &mut self,
+        device: &wgpu::Device,
+        d: &Dispatch<'_>,
+        pipeline: &wgpu::ComputePipeline,
+        bind_group: &wgpu::BindGroup,
+        params_offset: usize,
+    ) {
+        let profiled = self
+            .profiler
+            .as_mut()
+            .and_then(|p| p.next_writes(d.entry, d.workgroups, d.params, d.constants));
+        if let Some((queries, first)) = &profiled {
+            let pass = self
+                .encoder(device)
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(d.entry),
+                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                        query_set: queries,
+                        beginning_of_pass_write_index: Some(*first),
+                        end_of_pass_write_index: Some(first + 1),
+                    }),
+                })
+                .forget_lifetime();
+            self.pass = Some(pass);
+        }
+        let pass = self.pass(device);
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, bind_group, &[params_offset as u32]);
+        let [x, y, z] = d.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+        if profiled.is_some() {
+            self.pass = None; // the op's own pass ends here
+        }
+    }
+
     /// Submits everything encoded so far (one `queue.submit`).
     fn submit(&mut self, gpu: &Gpu) {
         self.pass = None;
@@ -128,16 +199,58 @@ impl Gpu {
         b.timing_open || b.profiler.is_some()
     }
 
+    /// Encodes a planned launch with its `params` (the kernel's Params struct
+    /// as bytes) and tensors (read-only ones, then read-write ones).
+    pub fn launch(
+        &self,
+        launch: &Launch,
+        params: &[u8],
+        reads: &[&Tensor],
+        writes: &[&Tensor],
+    ) -> Result<()> {
+        self.dispatch(&Dispatch {
+            shader: launch.shader,
+            entry: launch.entry,
+            constants: &launch.constants,
+            params,
+            reads,
+            writes,
+            workgroups: launch.workgroups,
+        })
+    }
+
     /// Encodes one kernel launch into the pending batch.
     pub fn dispatch(&self, d: &Dispatch<'_>) -> Result<()> {
+        if !self.check_dispatch(d)? {
+            return Ok(()); // empty tensor: nothing to do
+        }
         let g = &self.inner;
+        let pipeline = g.pipelines.pipeline(
+            g,
+            d.shader,
+            d.entry,
+            d.constants,
+            d.reads.len(),
+            d.writes.len(),
+        )?;
+        let mut batch = self.batch();
+        let offset = batch.stage_params(self, d.params);
+        let bind_group = self.bind_group(d, &batch.arena);
+        batch.encode(&g.device, d, &pipeline, &bind_group, offset);
+        Counters::add(&g.counters.dispatches, 1);
+        Ok(())
+    }
+
+    /// Checks `d` against the device (params size, grid limits, tensors of
+    /// this device); false when its grid is empty and nothing is to be done.
+    fn check_dispatch(&self, d: &Dispatch<'_>) -> Result<bool> {
         if d.params.len() as u64 > PARAMS_BINDING_SIZE {
             return Err(Error::Gpu(format!(
                 "{}: params struct over 256 bytes",
                 d.entry
             )));
         }
-        let max_groups = g.limits.max_compute_workgroups_per_dimension;
+        let max_groups = self.inner.limits.max_compute_workgroups_per_dimension;
         if let Some(&n) = d.workgroups.iter().find(|&&n| n > max_groups) {
             return Err(Error::TooLarge {
                 what: format!("kernel {} on this shape", d.entry),
@@ -147,7 +260,7 @@ impl Gpu {
             });
         }
         if d.workgroups.contains(&0) {
-            return Ok(()); // empty tensor: nothing to do
+            return Ok(false);
         }
         for t in d.reads.iter().chain(d.writes) {
             if !std::sync::Arc::ptr_eq(&t.gpu().inner, &self.inner) {
@@ -157,35 +270,22 @@ impl Gpu {
                 ));
             }
         }
-        let pipeline = g.pipelines.pipeline(
-            g,
-            d.shader,
-            d.entry,
-            d.constants,
-            d.reads.len(),
-            d.writes.len(),
-        )?;
+        Ok(true)
+    }
 
-        let mut batch = self.batch();
-        if (batch.staged.len() + batch.align) as u64 > ARENA_BYTES {
-            batch.submit(self);
-        }
-        let offset = batch.staged.len();
-        batch.staged.extend_from_slice(d.params);
-        let padded = offset + batch.align;
-        batch.staged.resize(padded, 0);
-
+    /// The (cached) bind group of `d`'s tensors behind the params arena.
+    fn bind_group(&self, d: &Dispatch<'_>, arena: &wgpu::Buffer) -> wgpu::BindGroup {
+        let g = &self.inner;
         let mut key = vec![d.reads.len() as u64, d.writes.len() as u64];
         for t in d.reads.iter().chain(d.writes) {
             key.extend([t.buffer_id(), t.binding_size()]);
         }
-        let arena = batch.arena.clone();
-        let bind_group = g.pipelines.bind_group(g, key, || {
+        g.pipelines.bind_group(g, key, || {
             let (layout, _) = g.pipelines.layout(&g.device, d.reads.len(), d.writes.len());
             let mut entries = vec![wgpu::BindGroupEntry {
                 binding: 0,
                 resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: &arena,
+                    buffer: arena,
                     offset: 0,
                     size: wgpu::BufferSize::new(PARAMS_BINDING_SIZE),
                 }),
@@ -205,35 +305,7 @@ impl Gpu {
                 layout: &layout,
                 entries: &entries,
             })
-        });
-        let profiled = batch
-            .profiler
-            .as_mut()
-            .and_then(|p| p.next_writes(d.entry, d.workgroups, d.params, d.constants));
-        if let Some((queries, first)) = &profiled {
-            let pass = batch
-                .encoder(&g.device)
-                .begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some(d.entry),
-                    timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                        query_set: queries,
-                        beginning_of_pass_write_index: Some(*first),
-                        end_of_pass_write_index: Some(first + 1),
-                    }),
-                })
-                .forget_lifetime();
-            batch.pass = Some(pass);
-        }
-        let pass = batch.pass(&g.device);
-        pass.set_pipeline(&pipeline);
-        pass.set_bind_group(0, &bind_group, &[offset as u32]);
-        let [x, y, z] = d.workgroups;
-        pass.dispatch_workgroups(x, y, z);
-        if profiled.is_some() {
-            batch.pass = None; // the op's own pass ends here
-        }
-        Counters::add(&g.counters.dispatches, 1);
-        Ok(())
+        })
     }
 
     /// Encodes a buffer-to-buffer copy of `src` into `dst` (same byte size).

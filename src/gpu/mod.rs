@@ -1,17 +1,20 @@
 //! The GPU context: adapter and device selection, the device's real limits and
 //! features, and the shared runtime state (buffer pool, pipeline cache, the
-//! pending command batch, counters). Cloning a `Gpu` is cheap (an `Arc`).
+//! pending command batch, counters) and the [`KernelPolicy`] the kernels plan by.
+//! Cloning a `Gpu` is cheap (two `Arc`s).
 
 mod batch;
 mod counters;
 mod pipelines;
+pub mod policy;
 mod pool;
 mod profile;
 mod readback;
 
-pub use batch::Dispatch;
+pub use batch::{Dispatch, Launch};
 pub use counters::Counters;
 pub use pipelines::Shader;
+pub use policy::{KernelPolicy, PlanLimits, Split};
 pub(crate) use pool::PooledBuffer;
 pub use profile::OpTime;
 
@@ -23,10 +26,9 @@ use std::sync::{Arc, Mutex};
 /// (case-insensitive), e.g. `WGFORMER_ADAPTER=llvmpipe`.
 pub const ADAPTER_ENV: &str = "WGFORMER_ADAPTER";
 
-/// Environment variable that hides the adapter's subgroup operations from
-/// wgformer's kernels when set to `off` (or `0`): the kernels without subgroups
-/// run instead (for comparisons and for drivers with broken subgroups).
-pub const SUBGROUPS_ENV: &str = "WGFORMER_SUBGROUPS";
+/// Environment variable that restricts the backends wgpu enumerates:
+/// comma-separated `vulkan`, `metal`, `dx12`, `gl`, `webgpu` (wgpu's own).
+pub const BACKEND_ENV: &str = "WGPU_BACKEND";
 
 /// Optional device features wgformer uses when the adapter has them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,10 +38,13 @@ pub struct GpuFeatures {
     pub subgroups: bool,
 }
 
-/// A WebGPU device with wgformer's runtime around it.
+/// A WebGPU device with wgformer's runtime around it, and the policy its
+/// kernels plan by. Handles made by [`Gpu::with_policy`] share the device,
+/// queue, buffer pool, pipeline cache and command batch.
 #[derive(Clone)]
 pub struct Gpu {
     pub(crate) inner: Arc<GpuInner>,
+    policy: Arc<KernelPolicy>,
 }
 
 pub(crate) struct GpuInner {
@@ -72,7 +77,9 @@ impl std::fmt::Debug for Gpu {
 
 impl Gpu {
     /// Opens the best adapter: high-performance preference, honouring
-    /// `WGPU_BACKEND` (vulkan, metal, dx12, gl, webgpu) and `WGFORMER_ADAPTER`.
+    /// `WGPU_BACKEND` (vulkan, metal, dx12, gl, webgpu) and `WGFORMER_ADAPTER`,
+    /// with the kernel policy of the adapter and the `WGFORMER_*` variables
+    /// (an unknown value of one is an error).
     pub async fn new_async() -> Result<Gpu> {
         let filter = std::env::var(ADAPTER_ENV).ok().filter(|s| !s.is_empty());
         Self::with_adapter_filter(filter.as_deref()).await
@@ -86,11 +93,12 @@ impl Gpu {
 
     /// Opens the first adapter whose name contains `filter` (case-insensitive).
     pub async fn with_adapter_filter(filter: Option<&str>) -> Result<Gpu> {
+        let overrides = policy::Overrides::from_env()?;
         let adapter = pick_adapter(filter).await?;
-        Self::from_adapter(adapter).await
+        Self::from_adapter(adapter, &overrides).await
     }
 
-    async fn from_adapter(adapter: wgpu::Adapter) -> Result<Gpu> {
+    async fn from_adapter(adapter: wgpu::Adapter, overrides: &policy::Overrides) -> Result<Gpu> {
         let info = adapter.get_info();
         let available = adapter.features();
         let mut wanted = wgpu::Features::empty();
@@ -145,7 +153,9 @@ impl Gpu {
             subgroups: wanted.contains(wgpu::Features::SUBGROUP),
         };
         let batch = batch::Batch::new(&device, &limits);
+        let policy = KernelPolicy::resolve(&info, features, &limits, overrides);
         Ok(Gpu {
+            policy: Arc::new(policy),
             inner: Arc::new(GpuInner {
                 pool: pool::BufferPool::default(),
                 pipelines: pipelines::PipelineCache::default(),
@@ -181,18 +191,31 @@ impl Gpu {
     pub fn counters(&self) -> &Counters {
         &self.inner.counters
     }
-    /// The subgroup size every subgroup of this device has, when the adapter
-    /// has subgroup operations and a fixed size (lavapipe: 8); kernels written
-    /// for one subgroup size use this to decide whether they may run.
-    /// `None` as well when [`SUBGROUPS_ENV`] is `off`.
-    pub fn fixed_subgroup_size(&self) -> Option<u32> {
-        let i = &self.inner.info;
-        let off = matches!(
-            std::env::var(SUBGROUPS_ENV).as_deref(),
-            Ok("off" | "0" | "false" | "no")
-        );
-        (self.inner.features.subgroups && i.subgroup_min_size == i.subgroup_max_size && !off)
-            .then_some(i.subgroup_min_size)
+    /// What this handle's kernels may assume and which variants they pick.
+    pub fn policy(&self) -> &KernelPolicy {
+        &self.policy
+    }
+
+    /// A handle on the same device, queue, buffer pool, pipeline cache and
+    /// command batch whose kernels plan by `policy` (tests and benchmarks run
+    /// both work splits in one process this way). Tensors made on it carry it
+    /// into every op they enter first. An error when the device cannot honour
+    /// `policy` (a subgroup size it lacks, limits above its own, ...).
+    pub fn with_policy(&self, policy: KernelPolicy) -> Result<Gpu> {
+        let g = &self.inner;
+        if let Some(why) = policy.unsupported_by(&g.info, g.features, &g.limits) {
+            return Err(Error::invalid(
+                "Gpu::with_policy",
+                format!(
+                    "this adapter ({}) cannot run that policy: {why}",
+                    g.info.name
+                ),
+            ));
+        }
+        Ok(Gpu {
+            inner: self.inner.clone(),
+            policy: Arc::new(policy),
+        })
     }
 
     /// A kernel choice measured earlier on this device (see [`Gpu::set_tuned`]).
@@ -237,7 +260,8 @@ impl Gpu {
         }
     }
 
-    /// Human-readable report of adapter, backend, driver, limits and features.
+    /// Human-readable report of adapter, backend, driver, limits, features and
+    /// the kernel policy (`wgformer info`).
     pub fn describe(&self) -> String {
         let i = &self.inner.info;
         let l = &self.inner.limits;
@@ -275,7 +299,7 @@ impl Gpu {
             yes(f.shader_f16),
             yes(f.timestamp_query),
             yes(f.subgroups),
-        )
+        ) + &format!("\nkernel policy:\n{}", self.policy)
     }
 }
 
@@ -286,25 +310,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn pick_adapter(filter: Option<&str>) -> Result<wgpu::Adapter> {
     #[cfg(not(target_arch = "wasm32"))]
     {
-        // Vulkan/Metal/DX12 first; GL only when none of those has an adapter
-        // (initialising GL on a headless machine prints EGL errors for nothing).
-        let mut adapters = Vec::new();
-        for backends in [wgpu::Backends::PRIMARY, wgpu::Backends::all()] {
-            let backends = backends.with_env();
-            let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
-            desc.backends = backends;
-            adapters = wgpu::Instance::new(desc).enumerate_adapters(backends).await;
-            if !adapters.is_empty() {
-                break;
-            }
-        }
-        let seen: Vec<String> = adapters
-            .iter()
-            .map(|a| {
-                let i = a.get_info();
-                format!("{} ({:?})", i.name, i.backend)
-            })
-            .collect();
+        let backend_env = backends_from_env()?;
+        let mut adapters = enumerate(backend_env.as_ref().map(|(_, b)| *b)).await;
+        let names = |list: &[wgpu::Adapter]| -> Vec<String> {
+            list.iter()
+                .map(|a| {
+                    let i = a.get_info();
+                    format!("{} ({:?})", i.name, i.backend)
+                })
+                .collect()
+        };
+        let mut seen = names(&adapters);
         if let Some(f) = filter {
             let needle = f.to_lowercase();
             adapters.retain(|a| a.get_info().name.to_lowercase().contains(&needle));
@@ -322,10 +338,34 @@ async fn pick_adapter(filter: Option<&str>) -> Result<wgpu::Adapter> {
             };
             (kind, matches!(i.backend, wgpu::Backend::Gl) as u8)
         });
-        adapters.into_iter().next().ok_or_else(|| Error::NoAdapter {
-            filter: filter
-                .map(|f| format!(" matching {ADAPTER_ENV}={f:?}"))
-                .unwrap_or_default(),
+        if let Some(adapter) = adapters.into_iter().next() {
+            return Ok(adapter);
+        }
+        // Say which variable hid the adapters there are.
+        let mut hidden_by = Vec::new();
+        if let Some((value, _)) = &backend_env {
+            hidden_by.push(format!("{BACKEND_ENV}={value:?}"));
+            let hidden = names(&enumerate(None).await);
+            if seen.is_empty() && !hidden.is_empty() {
+                seen = vec![format!(
+                    "none; without {BACKEND_ENV}: {}",
+                    hidden.join(", ")
+                )];
+            }
+        }
+        if let Some(f) = filter {
+            hidden_by.push(format!("{ADAPTER_ENV}={f:?}"));
+        }
+        Err(Error::NoAdapter {
+            filter: if hidden_by.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " matching {} (unset {} to let wgformer choose)",
+                    hidden_by.join(" and "),
+                    if hidden_by.len() == 1 { "it" } else { "them" }
+                )
+            },
             seen: if seen.is_empty() {
                 "none".into()
             } else {
@@ -349,6 +389,54 @@ async fn pick_adapter(filter: Option<&str>) -> Result<wgpu::Adapter> {
                 seen: format!("none ({e}); enable WebGPU in the browser (chrome://flags/#enable-unsafe-webgpu)"),
             })
     }
+}
+
+/// Every adapter of `only` (the backends `WGPU_BACKEND` names), or without
+/// it of Vulkan/Metal/DX12, and of GL only when none of those has one
+/// (initialising GL on a headless machine prints EGL errors for nothing).
+#[cfg(not(target_arch = "wasm32"))]
+async fn enumerate(only: Option<wgpu::Backends>) -> Vec<wgpu::Adapter> {
+    let mut adapters = Vec::new();
+    for backends in [wgpu::Backends::PRIMARY, wgpu::Backends::all()] {
+        let backends = only.unwrap_or(backends);
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = backends;
+        adapters = wgpu::Instance::new(desc).enumerate_adapters(backends).await;
+        if !adapters.is_empty() {
+            break;
+        }
+    }
+    adapters
+}
+
+/// `WGPU_BACKEND` as (its value, the backends it names), checked: wgpu itself
+/// skips a name it does not know, which would hide every adapter for a typo.
+#[cfg(not(target_arch = "wasm32"))]
+fn backends_from_env() -> Result<Option<(String, wgpu::Backends)>> {
+    let Some(value) = std::env::var(BACKEND_ENV)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    else {
+        return Ok(None);
+    };
+    const NAMES: &[&str] = &[
+        "vulkan", "vk", "metal", "mtl", "dx12", "d3d12", "gl", "gles", "opengl", "webgpu", "noop",
+    ];
+    for name in value.split(',') {
+        if !NAMES.contains(&name.trim().to_lowercase().as_str()) {
+            return Err(Error::Environment {
+                variable: BACKEND_ENV,
+                value,
+                expected: "a comma-separated list of vulkan, metal, dx12, gl, webgpu; \
+                           or unset it to try every backend"
+                    .into(),
+            });
+        }
+    }
+    Ok(Some((
+        value.clone(),
+        wgpu::Backends::from_comma_list(&value),
+    )))
 }
 
 /// A storage buffer of at least `bytes` from the pool.

@@ -12,14 +12,25 @@ use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// A WGSL source file, compiled into one module per device.
-#[derive(Debug)]
+/// A WGSL module (one file, or several concatenated), compiled once per device.
 pub struct Shader {
-    /// Also the module's label, e.g. `"gemm.wgsl"`.
+    /// Also the module's label and cache key, e.g. `"gemm.wgsl"`: unique.
     pub name: &'static str,
     pub source: &'static str,
     /// Needs `shader-f16` (the file starts with `enable f16;`).
     pub needs_f16: bool,
+}
+
+impl std::fmt::Debug for Shader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Shader({})", self.name)
+    }
+}
+
+impl PartialEq for Shader {
+    fn eq(&self, other: &Shader) -> bool {
+        self.name == other.name
+    }
 }
 
 /// Size of the uniform window each dispatch gets; every Params struct fits in it.

@@ -5,6 +5,9 @@ use crate::error::{Error, Result};
 use crate::gpu::Dispatch;
 use crate::tensor::Tensor;
 
+/// Threads per workgroup (the shader's `WG`), one vec4 each.
+pub(crate) const WG: usize = 256;
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -32,6 +35,6 @@ pub fn copy_into(src: &Tensor, dst: &Tensor) -> Result<()> {
         params: bytemuck::bytes_of(&p),
         reads: &[src],
         writes: &[dst],
-        workgroups: grid_1d(groups(n_vec4, 256)),
+        workgroups: grid_1d(groups(n_vec4, WG)),
     })
 }

@@ -27,7 +27,7 @@
 //! An ignored row gets zeros whatever its dloss; a row whose target is >= V (and
 //! not the ignore index) gets NaN in every entry, as its forward loss is NaN.
 
-use super::reduce::{cores, cpu_plan, row_plan, ROW_WG};
+use super::row_plan::{cpu_plan, row_plan, ROW_WG};
 use super::{grid_1d, groups, CROSS_ENTROPY_SUBGROUP_WGSL, CROSS_ENTROPY_WGSL};
 use crate::error::{Error, Result};
 use crate::gpu::Dispatch;
@@ -122,16 +122,16 @@ pub fn cross_entropy(
     let loss = Tensor::empty(gpu, targets.shape(), DType::F32)?;
     let lse = Tensor::empty(gpu, targets.shape(), DType::F32)?;
     let valid = Tensor::empty(gpu, targets.shape(), DType::F32)?;
-    let plan = row_plan(gpu, rows, v);
+    let plan = row_plan(gpu.policy(), rows, v);
     // Long rows that the row plan splits over several threads (too few rows
     // for one each) go to a subgroup per row where the adapter has fixed-size
     // subgroups of at least 4 lanes (shaders/cross_entropy_subgroup.wgsl). With
     // a row per thread the plain kernel stays: it was faster there (lavapipe,
     // 2048 x 512: 82% of the copy against 65%).
-    let sg = gpu.fixed_subgroup_size().filter(|&sg| sg >= 4);
-    if let (Some(sg), true) = (sg, plan.tpr_log2 > 0 && cpu_plan(gpu)) {
+    let sg = gpu.policy().subgroup_size.filter(|&sg| sg >= 4);
+    if let (Some(sg), true) = (sg, plan.tpr_log2 > 0 && cpu_plan(gpu.policy())) {
         // About eight workgroups per core, up to 64 rows each.
-        let chunk_rows = rows.div_ceil(8 * cores()).clamp(1, 64);
+        let chunk_rows = rows.div_ceil(8 * gpu.policy().cores).clamp(1, 64);
         let p = Params {
             chunk_rows: chunk_rows as u32,
             ..p
@@ -212,7 +212,7 @@ pub fn cross_entropy_bwd(
     dloss.expect_shape(OP, "dloss (the targets' shape)", targets.shape())?;
     let gpu = logits.gpu();
     let dlogits = Tensor::empty(gpu, logits.shape(), DType::F32)?;
-    let plan = row_plan(gpu, rows, v);
+    let plan = row_plan(gpu.policy(), rows, v);
     // Rows shorter than a vec4 go a vec4 of dlogits per thread.
     let (entry, workgroups) = match v {
         v if v.is_multiple_of(4) => ("cross_entropy_bwd_vec4", plan.workgroups),

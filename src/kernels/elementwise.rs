@@ -155,7 +155,7 @@ fn check_distinct(op: &'static str, out: &Tensor, inputs: &[&Tensor]) -> Result<
 }
 
 /// Rows walked by one thread of the broadcast kernels (the shader's `ROWS`).
-const ROWS: usize = 8;
+pub(crate) const ROWS: usize = 8;
 
 /// How a binary op over `n` elements of a and `nb` of b is launched.
 struct BinaryPlan {

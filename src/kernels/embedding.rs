@@ -30,7 +30,7 @@ use crate::tensor::{numel, DType, Tensor};
 use bytemuck::Zeroable;
 
 /// Threads per workgroup (the shader's `WG` override).
-const WG: u32 = 64;
+pub(crate) const WG: u32 = 64;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -45,7 +45,7 @@ struct Params {
 }
 
 /// Rows of one thread's stripe (the shader's `ROWS`).
-const ROWS: usize = 8;
+pub(crate) const ROWS: usize = 8;
 
 impl Params {
     /// Params for `rows` output rows of `c` work items (vec4s or elements) each.
@@ -221,7 +221,7 @@ struct BwdParams {
 
 /// Keys sorted by one workgroup of `embedding_bwd_sort_block` (the shader's
 /// `SORT_BLOCK`, two per thread of its 256).
-const SORT_BLOCK: usize = 512;
+pub(crate) const SORT_BLOCK: usize = 512;
 
 fn bwd_dispatch(
     gpu: &Gpu,

@@ -15,7 +15,7 @@ use crate::gpu::Dispatch;
 use crate::tensor::{DType, Tensor};
 
 /// Threads per workgroup (the shader's `WG`).
-const WG: usize = 64;
+pub(crate) const WG: usize = 64;
 
 /// Largest head size of [`kv_attention`] (four output dims per thread).
 pub const MAX_HEAD_SIZE: usize = 4 * WG;

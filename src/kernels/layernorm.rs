@@ -23,18 +23,18 @@
 //! per row with weight and bias in registers (`layernorm_fwd_rows`), with or
 //! without subgroups.
 
-use super::reduce::{cores, cpu_plan, row_plan, sg_plan, SgPlan, ROW_WG};
+use super::row_plan::{cpu_plan, row_plan, sg_plan, ROW_WG};
 use super::{grid_1d, groups, LAYERNORM_SUBGROUP_WGSL, LAYERNORM_WGSL};
 use crate::error::{Error, Result};
-use crate::gpu::Dispatch;
+use crate::gpu::{KernelPolicy, Launch};
 use crate::tensor::{DType, Tensor};
 
 /// Largest C / 4 that the small-row forward (`layernorm_fwd_rows`) takes:
 /// `MAX_ITEMS` in layernorm.wgsl (C <= 64).
-const SMALL_ROW_ITEMS: usize = 16;
+pub(crate) const SMALL_ROW_ITEMS: usize = 16;
 
 /// Threads per workgroup of the small-row forward (`ROW_WG` in the shader).
-const SMALL_ROW_WG: usize = 64;
+pub(crate) const SMALL_ROW_WG: usize = 64;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -94,63 +94,57 @@ pub fn layernorm(
     let y = Tensor::empty(gpu, x.shape(), DType::F32)?;
     let mean = Tensor::empty(gpu, stat_shape, DType::F32)?;
     let rstd = Tensor::empty(gpu, stat_shape, DType::F32)?;
-    let mut p = Params {
+    let (launch, chunk_rows) = plan_fwd(rows, cols, gpu.policy());
+    let p = Params {
         rows: rows as u32,
         cols: cols as u32,
         eps,
-        chunk_rows: 0,
+        chunk_rows,
         chunks: 0,
         tiles: 0,
         _pad: [0; 2],
     };
-    if cpu_plan(gpu) && cols.is_multiple_of(4) && cols / 4 <= SMALL_ROW_ITEMS && rows > 0 {
+    gpu.launch(
+        &launch,
+        bytemuck::bytes_of(&p),
+        &[x, weight, bias],
+        &[&y, &mean, &rstd],
+    )?;
+    Ok((y, mean, rstd))
+}
+
+/// The forward of `rows` rows of `cols` values: its launch and the rows each
+/// thread (small rows) or workgroup (subgroup kernel) walks (`chunk_rows`).
+fn plan_fwd(rows: usize, cols: usize, policy: &KernelPolicy) -> (Launch, u32) {
+    if cpu_plan(policy) && cols.is_multiple_of(4) && cols / 4 <= SMALL_ROW_ITEMS && rows > 0 {
         // Small rows: a thread per row with weight and bias in registers
         // (layernorm_fwd_rows). About eight workgroups per core, up to 16 rows
         // per thread.
-        let per_thread = rows.div_ceil(SMALL_ROW_WG * 8 * cores()).clamp(1, 16);
-        p.chunk_rows = per_thread as u32;
-        gpu.dispatch(&Dispatch {
+        let per_thread = rows.div_ceil(SMALL_ROW_WG * 8 * policy.cores).clamp(1, 16);
+        let launch = Launch {
             shader: &LAYERNORM_WGSL,
             entry: "layernorm_fwd_rows",
-            constants: &[
+            constants: vec![
                 ("ROW_ITEMS", (cols / 4) as f64),
                 ("ROW_WG", SMALL_ROW_WG as f64),
             ],
-            params: bytemuck::bytes_of(&p),
-            reads: &[x, weight, bias],
-            writes: &[&y, &mean, &rstd],
             workgroups: grid_1d(groups(rows, per_thread * SMALL_ROW_WG)),
-        })?;
-        return Ok((y, mean, rstd));
+        };
+        return (launch, per_thread as u32);
     }
-    if let Some(sg) = sg_plan(gpu, rows, cols) {
-        p.chunk_rows = sg.chunk_rows;
-        gpu.dispatch(&Dispatch {
-            shader: &LAYERNORM_SUBGROUP_WGSL,
-            entry: "layernorm_fwd_sg",
-            constants: &sg.constants(),
-            params: bytemuck::bytes_of(&p),
-            reads: &[x, weight, bias],
-            writes: &[&y, &mean, &rstd],
-            workgroups: sg.workgroups,
-        })?;
-        return Ok((y, mean, rstd));
+    if let Some(sg) = sg_plan(policy, rows, cols) {
+        let launch = sg.launch(&LAYERNORM_SUBGROUP_WGSL, "layernorm_fwd_sg");
+        return (launch, sg.chunk_rows);
     }
-    let plan = row_plan(gpu, rows, cols);
-    gpu.dispatch(&Dispatch {
-        shader: &LAYERNORM_WGSL,
-        entry: if cols.is_multiple_of(4) {
-            "layernorm_fwd_vec4"
-        } else {
-            "layernorm_fwd_scalar"
-        },
-        constants: &plan.constants(),
-        params: bytemuck::bytes_of(&p),
-        reads: &[x, weight, bias],
-        writes: &[&y, &mean, &rstd],
-        workgroups: plan.workgroups,
-    })?;
-    Ok((y, mean, rstd))
+    let entry = if cols.is_multiple_of(4) {
+        "layernorm_fwd_vec4"
+    } else {
+        "layernorm_fwd_scalar"
+    };
+    (
+        row_plan(policy, rows, cols).launch(&LAYERNORM_WGSL, entry),
+        0,
+    )
 }
 
 /// Backward of [`layernorm`]: from the forward's input `x` (..., C), `weight`
@@ -206,7 +200,8 @@ pub fn layernorm_bwd(
     let dx = Tensor::empty(gpu, x.shape(), DType::F32)?;
     let dweight = Tensor::empty(gpu, &[cols], DType::F32)?;
     let dbias = Tensor::empty(gpu, &[cols], DType::F32)?;
-    let vec4 = cols.is_multiple_of(4);
+    let plan = plan_bwd(rows, cols, gpu.policy());
+    // The split plan's dx kernel runs before the chunking is set.
     let mut p = Params {
         rows: rows as u32,
         cols: cols as u32,
@@ -216,125 +211,208 @@ pub fn layernorm_bwd(
         tiles: 1,
         _pad: [0; 2],
     };
-    let partial = if rows == 0 {
-        Tensor::empty(gpu, &[0, 2, cols], DType::F32)?
-    } else if let Some(sg) = sg_plan(gpu, rows, cols) {
-        bwd_subgroup(&mut p, sg, [x, weight, mean, rstd, dy], &dx)?
-    } else if cpu_plan(gpu) {
-        bwd_split(&mut p, [x, weight, mean, rstd, dy], &dx, vec4)?
-    } else {
-        bwd_fused(&mut p, [x, weight, mean, rstd, dy], &dx, vec4)?
-    };
-    gpu.dispatch(&Dispatch {
-        shader: &LAYERNORM_WGSL,
-        entry: "layernorm_bwd_params",
-        constants: &[],
-        params: bytemuck::bytes_of(&p),
-        reads: &[&partial],
-        writes: &[&dweight, &dbias],
-        workgroups: grid_1d(groups(cols, ROW_WG)),
-    })?;
+    let inputs = [x, weight, mean, rstd, dy];
+    if let BwdKernels::Split { dx: launch, .. } = &plan.kernels {
+        gpu.launch(launch, bytemuck::bytes_of(&p), &inputs, &[&dx])?;
+    }
+    (p.chunk_rows, p.chunks, p.tiles) = (plan.chunk_rows, plan.chunks, plan.tiles);
+    let partial = Tensor::empty(gpu, &[plan.chunks as usize, 2, cols], DType::F32)?;
+    match &plan.kernels {
+        BwdKernels::Empty => {}
+        // In the split plan dx is bound (unused) so that the partials keep their binding.
+        BwdKernels::Subgroup(launch)
+        | BwdKernels::Fused(launch)
+        | BwdKernels::Split { dwdb: launch, .. } => {
+            gpu.launch(launch, bytemuck::bytes_of(&p), &inputs, &[&dx, &partial])?
+        }
+    }
+    gpu.launch(
+        &plan.params,
+        bytemuck::bytes_of(&p),
+        &[&partial],
+        &[&dweight, &dbias],
+    )?;
     Ok((dx, dweight, dbias))
 }
 
-/// The subgroup backward: one kernel writes dx and each chunk's partial sums
-/// (shaders/layernorm_subgroup.wgsl). Sets `p`'s chunking; returns the partials.
-fn bwd_subgroup(p: &mut Params, sg: SgPlan, inputs: [&Tensor; 5], dx: &Tensor) -> Result<Tensor> {
-    let gpu = dx.gpu();
-    p.chunk_rows = sg.chunk_rows;
-    p.chunks = sg.chunks;
-    let partial = Tensor::empty(gpu, &[sg.chunks as usize, 2, p.cols as usize], DType::F32)?;
-    gpu.dispatch(&Dispatch {
-        shader: &LAYERNORM_SUBGROUP_WGSL,
-        entry: "layernorm_bwd_sg",
-        constants: &sg.constants(),
-        params: bytemuck::bytes_of(p),
-        reads: &inputs,
-        writes: &[dx, &partial],
-        workgroups: sg.workgroups,
-    })?;
-    Ok(partial)
+/// The backward's kernels: dx and the (chunks, 2, C) partial sums of dweight
+/// and dbias, then `layernorm_bwd_params` sums the chunks in chunk order.
+#[derive(Clone, Debug, PartialEq)]
+struct BwdPlan {
+    kernels: BwdKernels,
+    chunk_rows: u32,
+    chunks: u32,
+    tiles: u32,
+    params: Launch,
 }
 
-/// The fused backward (GPU plan): one kernel writes dx and the (chunks, 2, C)
-/// partials, walking each chunk in blocks of rows (shaders/layernorm.wgsl).
-/// Sets `p`'s chunking; returns the partials.
-fn bwd_fused(p: &mut Params, inputs: [&Tensor; 5], dx: &Tensor, vec4: bool) -> Result<Tensor> {
-    let gpu = dx.gpu();
-    let (rows, cols) = (p.rows as usize, p.cols as usize);
-    // Phase 1 of a block: the forward's threads per row, one row per group of them.
-    let tpr_log2 = row_plan(gpu, rows, cols).tpr_log2;
-    let block_rows = ROW_WG >> tpr_log2;
-    let chunks = 128.min(rows.div_ceil(block_rows));
-    let chunk_rows = rows.div_ceil(chunks).next_multiple_of(block_rows);
-    let chunks = rows.div_ceil(chunk_rows);
-    p.chunk_rows = chunk_rows as u32;
-    p.chunks = chunks as u32;
-    let partial = Tensor::empty(gpu, &[chunks, 2, cols], DType::F32)?;
-    gpu.dispatch(&Dispatch {
-        shader: &LAYERNORM_WGSL,
-        entry: if vec4 {
-            "layernorm_bwd_vec4"
-        } else {
-            "layernorm_bwd_scalar"
-        },
-        constants: &[
-            ("TPR_LOG2", tpr_log2 as f64),
-            ("BLOCK_ROWS", block_rows as f64),
-        ],
-        params: bytemuck::bytes_of(p),
-        reads: &inputs,
-        writes: &[dx, &partial],
-        workgroups: grid_1d(chunks as u32),
-    })?;
-    Ok(partial)
+#[derive(Clone, Debug, PartialEq)]
+enum BwdKernels {
+    /// No rows: the parameter gradients are zeros.
+    Empty,
+    /// CPU plans with subgroups: one kernel writes dx and each chunk's
+    /// partials (shaders/layernorm_subgroup.wgsl).
+    Subgroup(Launch),
+    /// GPU plan: one kernel writes dx and the partials, walking each chunk in
+    /// blocks of rows.
+    Fused(Launch),
+    /// CPU plan (barriers are dear): dx in the forward's row layout, then the
+    /// partials in a column layout, neither with a barrier; reads x and dy twice.
+    Split { dx: Launch, dwdb: Launch },
 }
 
-/// The split backward (CPU plan, where barriers are dear): dx in the forward's
-/// row layout, then the (chunks, 2, C) partials in a column layout, neither with
-/// a barrier. Reads x and dy twice. Sets `p`'s chunking; returns the partials.
-fn bwd_split(p: &mut Params, inputs: [&Tensor; 5], dx: &Tensor, vec4: bool) -> Result<Tensor> {
-    let gpu = dx.gpu();
-    let (rows, cols) = (p.rows as usize, p.cols as usize);
-    let plan = row_plan(gpu, rows, cols);
-    gpu.dispatch(&Dispatch {
+fn plan_bwd(rows: usize, cols: usize, policy: &KernelPolicy) -> BwdPlan {
+    let vec4 = cols.is_multiple_of(4);
+    let params = Launch {
         shader: &LAYERNORM_WGSL,
-        entry: if vec4 {
+        entry: "layernorm_bwd_params",
+        constants: Vec::new(),
+        workgroups: grid_1d(groups(cols, ROW_WG)),
+    };
+    let plan = |kernels, chunk_rows: usize, chunks: usize, tiles: usize| BwdPlan {
+        kernels,
+        chunk_rows: chunk_rows as u32,
+        chunks: chunks as u32,
+        tiles: tiles as u32,
+        params: params.clone(),
+    };
+    if rows == 0 {
+        return plan(BwdKernels::Empty, 0, 0, 1);
+    }
+    if let Some(sg) = sg_plan(policy, rows, cols) {
+        let launch = sg.launch(&LAYERNORM_SUBGROUP_WGSL, "layernorm_bwd_sg");
+        return plan(
+            BwdKernels::Subgroup(launch),
+            sg.chunk_rows as usize,
+            sg.chunks as usize,
+            1,
+        );
+    }
+    let row = row_plan(policy, rows, cols);
+    if !cpu_plan(policy) {
+        // Phase 1 of a block: the forward's threads per row, one row per group of them.
+        let block_rows = ROW_WG >> row.tpr_log2;
+        let chunks = 128.min(rows.div_ceil(block_rows));
+        let chunk_rows = rows.div_ceil(chunks).next_multiple_of(block_rows);
+        let chunks = rows.div_ceil(chunk_rows);
+        let launch = Launch {
+            shader: &LAYERNORM_WGSL,
+            entry: if vec4 {
+                "layernorm_bwd_vec4"
+            } else {
+                "layernorm_bwd_scalar"
+            },
+            constants: vec![
+                ("TPR_LOG2", row.tpr_log2 as f64),
+                ("BLOCK_ROWS", block_rows as f64),
+            ],
+            workgroups: grid_1d(chunks as u32),
+        };
+        return plan(BwdKernels::Fused(launch), chunk_rows, chunks, 1);
+    }
+    let dx = row.launch(
+        &LAYERNORM_WGSL,
+        if vec4 {
             "layernorm_bwd_dx_vec4"
         } else {
             "layernorm_bwd_dx_scalar"
         },
-        constants: &plan.constants(),
-        params: bytemuck::bytes_of(p),
-        reads: &inputs,
-        writes: &[dx],
-        workgroups: plan.workgroups,
-    })?;
+    );
     // Four neighbouring vec4 columns per thread (whole cache lines on a CPU);
     // chunks of at least 64 rows until every core has a few workgroups.
     let cpt = if vec4 { 4 } else { 1 };
     let width = if vec4 { cols / 4 } else { cols };
     let tiles = width.div_ceil(ROW_WG * cpt);
-    let chunks = (4 * cores()).div_ceil(tiles).min(rows.div_ceil(64)).max(1);
+    let chunks = (4 * policy.cores)
+        .div_ceil(tiles)
+        .min(rows.div_ceil(64))
+        .max(1);
     let chunk_rows = rows.div_ceil(chunks);
     let chunks = rows.div_ceil(chunk_rows);
-    p.chunk_rows = chunk_rows as u32;
-    p.chunks = chunks as u32;
-    p.tiles = tiles as u32;
-    let partial = Tensor::empty(gpu, &[chunks, 2, cols], DType::F32)?;
-    gpu.dispatch(&Dispatch {
+    let dwdb = Launch {
         shader: &LAYERNORM_WGSL,
         entry: if vec4 {
             "layernorm_bwd_dwdb_vec4"
         } else {
             "layernorm_bwd_dwdb_scalar"
         },
-        constants: &[("CPT", cpt as f64)],
-        params: bytemuck::bytes_of(p),
-        reads: &inputs,
-        // dx is bound (unused) so that the partials keep their binding.
-        writes: &[dx, &partial],
+        constants: vec![("CPT", cpt as f64)],
         workgroups: grid_1d((tiles * chunks) as u32),
-    })?;
-    Ok(partial)
+    };
+    plan(BwdKernels::Split { dx, dwdb }, chunk_rows, chunks, tiles)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::policy::examples::{gpu, lavapipe};
+
+    fn no_subgroups() -> KernelPolicy {
+        KernelPolicy {
+            subgroup_size: None,
+            ..lavapipe()
+        }
+    }
+
+    #[test]
+    fn forward_variants_by_policy_and_row_length() {
+        // GPT-2 small's (B T, C) = (8192, 768): a row per subgroup on lavapipe,
+        // 64 rows per workgroup.
+        let (l, chunk_rows) = plan_fwd(8192, 768, &lavapipe());
+        assert_eq!((l.entry, chunk_rows), ("layernorm_fwd_sg", 64));
+        assert_eq!(l.workgroups, [128, 1, 1]);
+        // On a GPU: 64 threads per row (4 rows per workgroup), a tree.
+        let (l, _) = plan_fwd(8192, 768, &gpu());
+        assert_eq!(
+            (l.entry, l.workgroups),
+            ("layernorm_fwd_vec4", [2048, 1, 1])
+        );
+        assert_eq!(l.constant("TPR_LOG2"), Some(6.0));
+        // Small rows on CPU plans: a thread per row, 4 rows each.
+        let (l, chunk_rows) = plan_fwd(4096, 64, &lavapipe());
+        assert_eq!(
+            (l.entry, chunk_rows, l.workgroups),
+            ("layernorm_fwd_rows", 4, [16, 1, 1])
+        );
+        assert_eq!(l.constant("ROW_ITEMS"), Some(16.0));
+        // Ragged rows: scalar loads, 8 threads per row.
+        let (l, _) = plan_fwd(65, 129, &no_subgroups());
+        assert_eq!((l.entry, l.workgroups), ("layernorm_fwd_scalar", [3, 1, 1]));
+        assert_eq!(l.constant("TPR_LOG2"), Some(3.0));
+    }
+
+    #[test]
+    fn backward_variants_and_their_chunking() {
+        let b = plan_bwd(8192, 768, &gpu());
+        let BwdKernels::Fused(l) = &b.kernels else {
+            panic!("{b:?}")
+        };
+        assert_eq!((l.entry, l.workgroups), ("layernorm_bwd_vec4", [128, 1, 1]));
+        assert_eq!(l.constant("BLOCK_ROWS"), Some(4.0));
+        assert_eq!((b.chunk_rows, b.chunks, b.tiles), (64, 128, 1));
+        assert_eq!(b.params.workgroups, [3, 1, 1]);
+
+        let b = plan_bwd(8192, 768, &lavapipe());
+        assert!(matches!(&b.kernels, BwdKernels::Subgroup(l) if l.entry == "layernorm_bwd_sg"));
+        assert_eq!((b.chunk_rows, b.chunks), (64, 128));
+
+        // Without subgroups: dx a thread per row, the partials in 8 chunks of
+        // 1024 rows (four workgroups per core).
+        let b = plan_bwd(8192, 768, &no_subgroups());
+        let BwdKernels::Split { dx, dwdb } = &b.kernels else {
+            panic!("{b:?}")
+        };
+        assert_eq!(
+            (dx.entry, dx.workgroups),
+            ("layernorm_bwd_dx_vec4", [32, 1, 1])
+        );
+        assert_eq!(
+            (dwdb.entry, dwdb.workgroups),
+            ("layernorm_bwd_dwdb_vec4", [8, 1, 1])
+        );
+        assert_eq!((b.chunk_rows, b.chunks, b.tiles), (1024, 8, 1));
+
+        assert_eq!(plan_bwd(0, 768, &gpu()).kernels, BwdKernels::Empty);
+        assert_eq!(plan_bwd(0, 768, &gpu()).chunks, 0);
+    }
 }

@@ -1,20 +1,29 @@
-//! One Rust file per WGSL shader: a typed Params struct (bytemuck), input checks
-//! that turn bad shapes into errors, and the dispatch grid. Kernels know nothing
-//! of autograd.
+//! The kernels, one module per op family (a file, or a folder where it has
+//! several parts: `gemm/`, `attention/`): a typed Params struct (bytemuck), the
+//! input checks that turn bad shapes into errors, the plan (which entry point,
+//! override constants and grid: a pure function of the shape and the `Gpu`'s
+//! [`KernelPolicy`](crate::gpu::KernelPolicy), unit-tested without a GPU) and
+//! the dispatch that encodes it. Kernels know nothing of autograd. This file
+//! registers every WGSL module: one file of `shaders/`, or several concatenated
+//! (shared code such as rows.wgsl and attention_common.wgsl comes first).
 
+mod activation;
 pub mod attention;
 pub mod copy;
 pub mod cross_entropy;
 pub mod elementwise;
 pub mod embedding;
 pub mod gemm;
-pub mod gemm_tune;
 pub mod kv_cache;
 pub mod layernorm;
 pub mod optim;
 pub mod permute;
 pub mod reduce;
+pub(crate) mod row_plan;
 pub mod softmax;
+pub mod wgsl_mirrors;
+
+pub use activation::Activation;
 
 use crate::gpu::Shader;
 
@@ -36,17 +45,37 @@ macro_rules! shader {
     };
 }
 
-pub static ATTENTION_WGSL: Shader = shader!("attention.wgsl", f16: false);
-/// The GPU work split of the fused attention kernels (see attention.rs).
-pub static ATTENTION_GPU_WGSL: Shader = shader!("attention_gpu.wgsl", f16: false);
-/// attention.wgsl followed by attention_subgroup.wgsl (subgroup builtins).
-pub static ATTENTION_SUBGROUP_WGSL: Shader =
-    shader!("attention_subgroup.wgsl" = "attention.wgsl" "attention_subgroup.wgsl", f16: false);
+/// The fused attention kernels' CPU-adapter work split, after
+/// attention_common.wgsl (Params, helpers, the backward's prep kernel).
+pub static ATTENTION_CPU_WGSL: Shader = shader!(
+    "attention_cpu.wgsl" = "attention_common.wgsl" "attention_cpu.wgsl",
+    f16: false
+);
+/// The fused attention kernels' GPU work split, after attention_common.wgsl.
+pub static ATTENTION_GPU_WGSL: Shader = shader!(
+    "attention_gpu.wgsl" = "attention_common.wgsl" "attention_gpu.wgsl",
+    f16: false
+);
+/// The naive unfused attention kernels (the oracle), after attention_common.wgsl.
+pub static ATTENTION_NAIVE_WGSL: Shader = shader!(
+    "attention_naive.wgsl" = "attention_common.wgsl" "attention_naive.wgsl",
+    f16: false
+);
+/// The CPU split followed by attention_subgroup.wgsl (subgroup builtins).
+pub static ATTENTION_SUBGROUP_WGSL: Shader = shader!(
+    "attention_subgroup.wgsl" =
+        "attention_common.wgsl" "attention_cpu.wgsl" "attention_subgroup.wgsl",
+    f16: false
+);
 pub static COPY_WGSL: Shader = shader!("copy.wgsl", f16: false);
-pub static CROSS_ENTROPY_WGSL: Shader = shader!("cross_entropy.wgsl", f16: false);
-/// cross_entropy.wgsl followed by cross_entropy_subgroup.wgsl (subgroup builtins).
+/// The row kernels (cross-entropy, layernorm, reduce, softmax) start with
+/// rows.wgsl (the row helpers they share); their subgroup modules add
+/// rows_subgroup.wgsl and the kernel's `*_subgroup.wgsl` (subgroup builtins).
+pub static CROSS_ENTROPY_WGSL: Shader =
+    shader!("cross_entropy.wgsl" = "rows.wgsl" "cross_entropy.wgsl", f16: false);
 pub static CROSS_ENTROPY_SUBGROUP_WGSL: Shader = shader!(
-    "cross_entropy_subgroup.wgsl" = "cross_entropy.wgsl" "cross_entropy_subgroup.wgsl",
+    "cross_entropy_subgroup.wgsl" =
+        "rows.wgsl" "cross_entropy.wgsl" "rows_subgroup.wgsl" "cross_entropy_subgroup.wgsl",
     f16: false
 );
 pub static ELEMENTWISE_WGSL: Shader = shader!("elementwise.wgsl", f16: false);
@@ -63,22 +92,28 @@ pub static GEMM_F16_WGSL: Shader =
 pub static GRAD_NORM_WGSL: Shader = shader!("grad_norm.wgsl", f16: false);
 pub static OPTIM_WGSL: Shader = shader!("optim.wgsl", f16: false);
 pub static OPTIM_SGD_WGSL: Shader = shader!("optim_sgd.wgsl", f16: false);
-pub static LAYERNORM_WGSL: Shader = shader!("layernorm.wgsl", f16: false);
-/// layernorm.wgsl followed by layernorm_subgroup.wgsl (subgroup builtins).
-pub static LAYERNORM_SUBGROUP_WGSL: Shader =
-    shader!("layernorm_subgroup.wgsl" = "layernorm.wgsl" "layernorm_subgroup.wgsl", f16: false);
+pub static LAYERNORM_WGSL: Shader =
+    shader!("layernorm.wgsl" = "rows.wgsl" "layernorm.wgsl", f16: false);
+pub static LAYERNORM_SUBGROUP_WGSL: Shader = shader!(
+    "layernorm_subgroup.wgsl" =
+        "rows.wgsl" "layernorm.wgsl" "rows_subgroup.wgsl" "layernorm_subgroup.wgsl",
+    f16: false
+);
 pub static PERMUTE_WGSL: Shader = shader!("permute.wgsl", f16: false);
-pub static REDUCE_WGSL: Shader = shader!("reduce.wgsl", f16: false);
-pub static SOFTMAX_WGSL: Shader = shader!("softmax.wgsl", f16: false);
-/// softmax.wgsl followed by softmax_subgroup.wgsl (subgroup builtins).
-pub static SOFTMAX_SUBGROUP_WGSL: Shader =
-    shader!("softmax_subgroup.wgsl" = "softmax.wgsl" "softmax_subgroup.wgsl", f16: false);
+pub static REDUCE_WGSL: Shader = shader!("reduce.wgsl" = "rows.wgsl" "reduce.wgsl", f16: false);
+pub static SOFTMAX_WGSL: Shader = shader!("softmax.wgsl" = "rows.wgsl" "softmax.wgsl", f16: false);
+pub static SOFTMAX_SUBGROUP_WGSL: Shader = shader!(
+    "softmax_subgroup.wgsl" =
+        "rows.wgsl" "softmax.wgsl" "rows_subgroup.wgsl" "softmax_subgroup.wgsl",
+    f16: false
+);
 pub static CAST_F16_WGSL: Shader = shader!("cast_f16.wgsl", f16: true);
 
 /// Every shader of the crate, for the naga validation test and warm-up.
 pub static ALL_SHADERS: &[&Shader] = &[
-    &ATTENTION_WGSL,
+    &ATTENTION_CPU_WGSL,
     &ATTENTION_GPU_WGSL,
+    &ATTENTION_NAIVE_WGSL,
     &ATTENTION_SUBGROUP_WGSL,
     &COPY_WGSL,
     &CROSS_ENTROPY_WGSL,

@@ -8,9 +8,13 @@ use crate::error::{Error, Result};
 use crate::gpu::Dispatch;
 use crate::tensor::{DType, Tensor};
 
-const WG: usize = 256;
-/// Elements one workgroup of `sumsq_partials` reduces (WG * PER_THREAD).
-pub const NORM_CHUNK: usize = WG * 16;
+/// Threads per workgroup of the optimiser and gradient-norm kernels (their
+/// shaders' `WG`).
+pub(crate) const WG: usize = 256;
+/// Elements each thread of `sumsq_partials` reduces (grad_norm.wgsl's `PER_THREAD`).
+pub(crate) const PER_THREAD: usize = 16;
+/// Elements one workgroup of `sumsq_partials` reduces.
+pub const NORM_CHUNK: usize = WG * PER_THREAD;
 
 /// Hyper-parameters of one Adam/AdamW step.
 #[derive(Clone, Copy, Debug, PartialEq)]

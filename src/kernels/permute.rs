@@ -12,10 +12,10 @@ use crate::gpu::Dispatch;
 use crate::tensor::{DType, Tensor};
 
 /// Threads per workgroup (the shader's `WG` override).
-const WG: u32 = 64;
+pub(crate) const WG: u32 = 64;
 
 /// Positions walked by one thread (the shader's `ROWS`).
-const ROWS: usize = 8;
+pub(crate) const ROWS: usize = 8;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]

@@ -1,6 +1,5 @@
-//! Sum, mean and max over one axis (shaders/reduce.wgsl), and the row plan
-//! that every row-wise kernel (softmax, layernorm, cross-entropy, reduce) shares.
-//! The CPU spec is `reference::reduce`.
+//! Sum, mean and max over one axis (shaders/reduce.wgsl). The CPU spec is
+//! `reference::reduce`.
 //!
 //! Semantics: x (any rank >= 1, f32) viewed as (outer, R, inner) with R =
 //! shape\[axis\]; the result has x's shape without `axis` (a scalar `\[\]` from a
@@ -15,134 +14,11 @@
 //! at every other r. Max is recomputed from x, so the forward's output is not
 //! needed; with NaN in x the routing is unspecified.
 
+use super::row_plan::{cpu_plan, row_plan, ROW_WG};
 use super::{grid_1d, groups, MAX_GROUPS_PER_DIM, REDUCE_WGSL};
 use crate::error::{Error, Result};
-use crate::gpu::{Dispatch, Gpu};
+use crate::gpu::{KernelPolicy, Launch};
 use crate::tensor::{DType, Tensor};
-
-/// Threads per workgroup of the row kernels: `WG` in their shaders.
-pub(crate) const ROW_WG: usize = 256;
-
-/// Most items (four values each) a thread of a row kernel keeps in registers:
-/// `MAX_ITEMS` in the shaders. (On lavapipe 32 already takes seconds to compile.)
-pub(crate) const MAX_ITEMS: usize = 16;
-
-/// How a row kernel spreads rows over workgroups: `1 << tpr_log2` threads per
-/// row, `ROW_WG >> tpr_log2` rows per workgroup, each thread holding `items`
-/// items in registers (0: too many, the kernel streams the row instead).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct RowPlan {
-    pub tpr_log2: u32,
-    pub items: u32,
-    pub workgroups: [u32; 3],
-}
-
-impl RowPlan {
-    /// The plan as the shaders' override constants.
-    pub fn constants(&self) -> [(&'static str, f64); 2] {
-        [
-            ("TPR_LOG2", self.tpr_log2 as f64),
-            ("ITEMS", self.items as f64),
-        ]
-    }
-}
-
-/// Environment variable that overrides how the row kernels split their work:
-/// `gpu` (several threads per row, trees in workgroup memory) or `cpu` (whole
-/// rows and columns per thread, no barriers). Unset: `cpu` on software adapters
-/// (lavapipe, SwiftShader, WARP), `gpu` elsewhere. Results are the same either
-/// way; the tests use it to run both on one adapter.
-pub const ROW_PLAN_ENV: &str = "WGFORMER_ROW_PLAN";
-
-/// True when the row kernels should use their CPU-adapter plans.
-pub(crate) fn cpu_plan(gpu: &Gpu) -> bool {
-    match std::env::var(ROW_PLAN_ENV).as_deref() {
-        Ok("gpu") => false,
-        Ok("cpu") => true,
-        _ => gpu.adapter_info().device_type == wgpu::DeviceType::Cpu,
-    }
-}
-
-/// Plan of the row-per-subgroup kernels (`*_sg` entry points in the
-/// `*_subgroup.wgsl` shaders): a workgroup is one subgroup of `sg` lanes that
-/// walks `chunk_rows` rows, each lane holding `items` vec4 of a row.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct SgPlan {
-    pub sg: u32,
-    pub items: u32,
-    pub chunk_rows: u32,
-    pub chunks: u32,
-    pub workgroups: [u32; 3],
-}
-
-/// Most vec4 items per lane of the subgroup row kernels: `SG_MAX_ITEMS`.
-pub(crate) const SG_MAX_ITEMS: usize = 32;
-
-impl SgPlan {
-    /// The plan as the shaders' override constants.
-    pub fn constants(&self) -> [(&'static str, f64); 2] {
-        [("SG", self.sg as f64), ("SG_ITEMS", self.items as f64)]
-    }
-}
-
-/// The subgroup plan for `rows` rows of `cols` values, where it applies: the
-/// CPU plan ([`cpu_plan`]; on GPUs the tree kernels stay), an adapter with a
-/// fixed subgroup size, rows of whole vec4 (C % 4 == 0) that fit in registers.
-/// On lavapipe these kernels touch each value once per pass, like the copy
-/// kernel (see shaders/layernorm_subgroup.wgsl).
-pub(crate) fn sg_plan(gpu: &Gpu, rows: usize, cols: usize) -> Option<SgPlan> {
-    if !cpu_plan(gpu) || !cols.is_multiple_of(4) || rows == 0 {
-        return None;
-    }
-    let sg = gpu.fixed_subgroup_size()? as usize;
-    let items = (cols / 4).div_ceil(sg);
-    if items == 0 || items > SG_MAX_ITEMS {
-        return None;
-    }
-    // About eight workgroups per core, up to 64 rows each (the registers that
-    // hold weight and bias, or partial sums, are reused over the chunk).
-    let chunk_rows = rows.div_ceil(8 * cores()).clamp(1, 64);
-    let chunks = rows.div_ceil(chunk_rows);
-    Some(SgPlan {
-        sg: sg as u32,
-        items: items as u32,
-        chunk_rows: chunk_rows as u32,
-        chunks: chunks as u32,
-        workgroups: grid_1d(chunks as u32),
-    })
-}
-
-/// Plans `rows` rows of `cols` values (items of four). On a GPU a row gets about
-/// four items per thread and a tree in workgroup memory. On a CPU adapter a
-/// barrier costs more than a pass over a short row, so a row gets as few threads
-/// as keep every core busy: one (and no barrier at all) once there are enough
-/// rows.
-pub(crate) fn row_plan(gpu: &Gpu, rows: usize, cols: usize) -> RowPlan {
-    let n_items = cols.div_ceil(4);
-    let mut tpr = n_items.div_ceil(4).next_power_of_two().min(ROW_WG);
-    if cpu_plan(gpu) {
-        let cores = cores();
-        // About four workgroups per core, for balance, but at most 8 threads per
-        // row: with more, a row's lanes stride through memory, which lavapipe
-        // runs up to 3x slower (50257-wide rows, CPU time per 3.1M values:
-        // 4.1 ms at 1 thread per row, 4.3 at 4, 5.0 at 8, 6.4 at 32, 14 at 64).
-        let enough = (ROW_WG * 4 * cores)
-            .div_ceil(rows.max(1))
-            .next_power_of_two();
-        tpr = tpr.min(enough).min(8);
-    }
-    let per_thread = n_items.div_ceil(tpr).next_power_of_two();
-    let tpr_log2 = tpr.trailing_zeros();
-    RowPlan {
-        tpr_log2,
-        items: if per_thread <= MAX_ITEMS {
-            per_thread as u32
-        } else {
-            0
-        },
-        workgroups: grid_1d(groups(rows, ROW_WG >> tpr_log2)),
-    }
-}
 
 /// The reduction of [`reduce`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,7 +29,7 @@ pub enum Reduce {
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
     outer: u32,
     r_len: u32,
@@ -165,9 +41,32 @@ struct Params {
     _pad: u32,
 }
 
-const OP_SUM: f64 = 0.0;
-const OP_MEAN: f64 = 1.0;
-const OP_MAX: f64 = 2.0;
+impl Params {
+    /// Rows of R contiguous values: one chunk, 1 / R for the mean.
+    fn rows(outer: usize, r_len: usize) -> Params {
+        Params {
+            outer: outer as u32,
+            r_len: r_len as u32,
+            inner: 1,
+            tiles: 1,
+            chunks: 1,
+            r_chunk: r_len as u32,
+            inv_r: 1.0 / r_len as f32,
+            _pad: 0,
+        }
+    }
+}
+
+impl Reduce {
+    /// `OP` in shaders/reduce.wgsl.
+    pub(crate) const fn code(self) -> f64 {
+        match self {
+            Reduce::Sum => 0.0,
+            Reduce::Mean => 1.0,
+            Reduce::Max => 2.0,
+        }
+    }
+}
 
 /// Reduces `x` over `axis` with `op`; the result drops that axis.
 pub fn reduce(x: &Tensor, axis: usize, op: Reduce) -> Result<Tensor> {
@@ -186,9 +85,7 @@ pub fn reduce(x: &Tensor, axis: usize, op: Reduce) -> Result<Tensor> {
         ));
     }
     let shape = x.shape();
-    let outer: usize = shape[..axis].iter().product();
-    let r_len = shape[axis];
-    let inner: usize = shape[axis + 1..].iter().product();
+    let (outer, r_len, inner) = split_axis(shape, axis);
     let mut out_shape = shape.to_vec();
     out_shape.remove(axis);
     let gpu = x.gpu();
@@ -206,79 +103,80 @@ pub fn reduce(x: &Tensor, axis: usize, op: Reduce) -> Result<Tensor> {
     if out.numel() == 0 {
         return Ok(out);
     }
-    let op_id = match op {
-        Reduce::Sum => OP_SUM,
-        Reduce::Mean => OP_MEAN,
-        Reduce::Max => OP_MAX,
-    };
-    let inv_r = 1.0 / r_len as f32;
-    if inner == 1 {
-        reduce_rows(x, &out, outer, r_len, op_id, inv_r)?;
-    } else {
-        reduce_cols(x, &out, outer, r_len, inner, op_id, inv_r)?;
+    let stages = plan_fwd(outer, r_len, inner, op, gpu.policy())?;
+    let mut input = x.clone();
+    for (i, stage) in stages.iter().enumerate() {
+        // Every stage but the last writes (outer, chunks, inner) partials.
+        let target = if i + 1 == stages.len() {
+            out.clone()
+        } else {
+            let p = &stage.params;
+            Tensor::empty(gpu, &[outer, p.chunks as usize, inner], DType::F32)?
+        };
+        // x twice: as f32 and as vec4 (read-only bindings may alias).
+        gpu.launch(
+            &stage.launch,
+            bytemuck::bytes_of(&stage.params),
+            &[&input, &input],
+            &[&target],
+        )?;
+        input = target;
     }
     Ok(out)
 }
 
-/// `out[o] = op over r of x[o, r]`: contiguous rows.
-fn reduce_rows(
-    x: &Tensor,
-    out: &Tensor,
-    rows: usize,
-    r_len: usize,
-    op: f64,
-    inv_r: f32,
-) -> Result<()> {
-    let gpu = x.gpu();
-    let plan = row_plan(gpu, rows, r_len);
-    let p = Params {
-        outer: rows as u32,
-        r_len: r_len as u32,
-        inner: 1,
-        tiles: 1,
-        chunks: 1,
-        r_chunk: r_len as u32,
-        inv_r,
-        _pad: 0,
-    };
-    gpu.dispatch(&Dispatch {
-        shader: &REDUCE_WGSL,
-        entry: if r_len.is_multiple_of(4) {
-            "reduce_fwd_rows_vec4"
-        } else {
-            "reduce_fwd_rows_any"
-        },
-        constants: &[("OP", op), ("TPR_LOG2", plan.tpr_log2 as f64)],
-        params: bytemuck::bytes_of(&p),
-        // x twice: as f32 and as vec4 (read-only bindings may alias).
-        reads: &[x, x],
-        writes: &[out],
-        workgroups: plan.workgroups,
-    })
+/// (outer, R, inner) of `shape` reduced over `axis`.
+fn split_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
+    (
+        shape[..axis].iter().product(),
+        shape[axis],
+        shape[axis + 1..].iter().product(),
+    )
 }
 
-/// `out[o, i] = op over r of x[o, r, i]` for inner > 1. When (outer, column
-/// tiles) alone would leave the device idle, R is cut into chunks: a first
-/// dispatch writes (outer, chunks, inner) partials, a second reduces them.
-fn reduce_cols(
-    x: &Tensor,
-    out: &Tensor,
+/// One dispatch of a reduction with its params.
+#[derive(Clone, Debug, PartialEq)]
+struct Stage {
+    launch: Launch,
+    params: Params,
+}
+
+/// The forward of a reduction of (outer, R, inner) over R: one stage, or for
+/// columns that leave the device idle two (R cut into chunks: partials, then
+/// the partials reduced).
+fn plan_fwd(
     outer: usize,
     r_len: usize,
     inner: usize,
-    op: f64,
-    inv_r: f32,
-) -> Result<()> {
-    const OP: &str = "reduce";
-    let gpu = x.gpu();
+    op: Reduce,
+    policy: &KernelPolicy,
+) -> Result<Vec<Stage>> {
+    let inv_r = 1.0 / r_len as f32;
+    if inner == 1 {
+        // Contiguous rows: out[o] = op over r of x[o, r].
+        let plan = row_plan(policy, outer, r_len);
+        return Ok(vec![Stage {
+            launch: Launch {
+                shader: &REDUCE_WGSL,
+                entry: if r_len.is_multiple_of(4) {
+                    "reduce_fwd_rows_vec4"
+                } else {
+                    "reduce_fwd_rows_any"
+                },
+                constants: vec![("OP", op.code()), ("TPR_LOG2", plan.tpr_log2 as f64)],
+                workgroups: plan.workgroups,
+            },
+            params: Params::rows(outer, r_len),
+        }]);
+    }
+    // out[o, i] = op over r of x[o, r, i]. GPU: a tile is at most 64 columns
+    // wide and the rest of the workgroup splits R (one tree per workgroup after
+    // its chunk). CPU: a workgroup's lanes run one after another, so each takes
+    // four neighbouring vec4 columns (whole cache lines) and R is split only
+    // into chunks (no barrier).
     let vec4 = inner.is_multiple_of(4);
     let cols = if vec4 { inner / 4 } else { inner };
-    let cpu = cpu_plan(gpu);
-    // GPU: a tile is at most 64 columns wide and the rest of the workgroup
-    // splits R (one tree per workgroup after its chunk). CPU: a workgroup's
-    // lanes run one after another, so each takes four neighbouring vec4 columns
-    // (whole cache lines) and R is split only into chunks (no barrier).
-    let (slices_log2, cpt) = if cpu {
+    let (slices_log2, cpt) = if cpu_plan(policy) {
         (0, if vec4 { 4 } else { 1 })
     } else {
         (
@@ -286,67 +184,72 @@ fn reduce_cols(
             1,
         )
     };
-    let tile = (ROW_WG >> slices_log2) * cpt;
-    let tiles = cols.div_ceil(tile);
-    let wanted_groups = if cpu { 4 * cores() } else { 256 };
-    let base_groups = outer * tiles;
+    let tiles = cols.div_ceil((ROW_WG >> slices_log2) * cpt);
+    let (chunks, r_chunk) = r_chunks(outer * tiles, r_len, policy);
+    let groups_total = (outer * tiles)
+        .checked_mul(chunks)
+        .filter(|&g| g <= u32::MAX as usize)
+        .ok_or_else(|| {
+            Error::invalid(
+                "reduce",
+                format!("{outer} x {r_len} x {inner} is too large"),
+            )
+        })?;
+    // With chunks: partial sums for a mean, its 1 / R comes in the second stage.
+    let stage_op = if chunks > 1 && op == Reduce::Mean {
+        Reduce::Sum
+    } else {
+        op
+    };
+    let mut stages = vec![Stage {
+        launch: Launch {
+            shader: &REDUCE_WGSL,
+            entry: if vec4 {
+                "reduce_fwd_cols_vec4"
+            } else {
+                "reduce_fwd_cols_scalar"
+            },
+            constants: vec![
+                ("OP", stage_op.code()),
+                ("SLICES_LOG2", slices_log2 as f64),
+                ("CPT", cpt as f64),
+            ],
+            workgroups: grid_1d(groups_total as u32),
+        },
+        params: Params {
+            inner: cols as u32,
+            tiles: tiles as u32,
+            chunks: chunks as u32,
+            r_chunk: r_chunk as u32,
+            ..Params::rows(outer, r_len)
+        },
+    }];
+    if chunks > 1 {
+        let mut rest = plan_fwd(outer, chunks, inner, op, policy)?;
+        // The mean divides by the R of x, not by the number of chunks.
+        for s in &mut rest {
+            s.params.inv_r = inv_r;
+        }
+        stages.extend(rest);
+    }
+    Ok(stages)
+}
+
+/// How many chunks R is cut into, and the rows of R per chunk, when
+/// `base_groups` workgroups alone would leave the device idle (about four per
+/// core on CPU plans, 256 on GPUs): chunks of at least 64 rows of R.
+fn r_chunks(base_groups: usize, r_len: usize, policy: &KernelPolicy) -> (usize, usize) {
+    let wanted_groups = if cpu_plan(policy) {
+        4 * policy.cores
+    } else {
+        256
+    };
     let mut chunks = 1;
     if base_groups < wanted_groups {
-        // Chunks of at least 64 rows of R.
         chunks = wanted_groups.div_ceil(base_groups).min(r_len.div_ceil(64));
     }
     let r_chunk = r_len.div_ceil(chunks);
-    let chunks = r_len.div_ceil(r_chunk);
-    let groups_total = base_groups
-        .checked_mul(chunks)
-        .filter(|&g| g <= u32::MAX as usize)
-        .ok_or_else(|| Error::invalid(OP, format!("{outer} x {r_len} x {inner} is too large")))?;
-    // With chunks: partial sums for a mean, its 1 / R comes in the second stage.
-    let partial = if chunks > 1 {
-        Some(Tensor::empty(gpu, &[outer, chunks, inner], DType::F32)?)
-    } else {
-        None
-    };
-    let (target, stage_op) = match &partial {
-        Some(t) => (t, if op == OP_MEAN { OP_SUM } else { op }),
-        None => (out, op),
-    };
-    let p = Params {
-        outer: outer as u32,
-        r_len: r_len as u32,
-        inner: cols as u32,
-        tiles: tiles as u32,
-        chunks: chunks as u32,
-        r_chunk: r_chunk as u32,
-        inv_r,
-        _pad: 0,
-    };
-    gpu.dispatch(&Dispatch {
-        shader: &REDUCE_WGSL,
-        entry: if vec4 {
-            "reduce_fwd_cols_vec4"
-        } else {
-            "reduce_fwd_cols_scalar"
-        },
-        constants: &[
-            ("OP", stage_op),
-            ("SLICES_LOG2", slices_log2 as f64),
-            ("CPT", cpt as f64),
-        ],
-        params: bytemuck::bytes_of(&p),
-        reads: &[x, x],
-        writes: &[target],
-        workgroups: grid_1d(groups_total as u32),
-    })?;
-    if let Some(partial) = &partial {
-        reduce_cols(partial, out, outer, chunks, inner, op, inv_r)?;
-    }
-    Ok(())
-}
-
-/// Logical CPU cores of this machine (a CPU adapter's parallelism).
-pub(crate) fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    (r_len.div_ceil(r_chunk), r_chunk)
 }
 
 /// Backward of [`reduce`]: the gradient of x (shape `x_shape`, reduced over
@@ -396,134 +299,226 @@ pub fn reduce_bwd(
     if n == 0 {
         return Ok(dx);
     }
-    let outer: usize = x_shape[..axis].iter().product();
-    let r_len = x_shape[axis];
-    let inner: usize = x_shape[axis + 1..].iter().product();
-    let op_id = match op {
-        Reduce::Sum => OP_SUM,
-        Reduce::Mean => OP_MEAN,
-        Reduce::Max => OP_MAX,
+    let (outer, r_len, inner) = split_axis(x_shape, axis);
+    let plan = plan_bwd(outer, r_len, inner, op, gpu.policy())
+        .ok_or_else(|| Error::invalid(OP, format!("x of shape {x_shape:?} is too large")))?;
+    let bytes = bytemuck::bytes_of(&plan.params);
+    let (scatter, arg) = match plan.kind {
+        // For sum and mean the x binding holds dy again.
+        BwdKind::Rows(launch) => {
+            return gpu
+                .launch(&launch, bytes, &[x.unwrap_or(dy), dy], &[&dx])
+                .map(|()| dx)
+        }
+        BwdKind::Cols {
+            argmax: None,
+            scatter,
+            ..
+        } => (scatter, None),
+        BwdKind::Cols {
+            argmax: Some((argmax, merge)),
+            scatter,
+            chunks,
+        } => {
+            let x = x.unwrap_or(dy);
+            let idx = Tensor::empty(gpu, &[outer, chunks, inner], DType::U32)?;
+            let val = Tensor::empty(gpu, &[outer, chunks, inner], DType::F32)?;
+            gpu.launch(&argmax, bytes, &[x], &[&val, &idx])?;
+            let arg = match merge {
+                None => idx,
+                Some(merge) => {
+                    let arg = Tensor::empty(gpu, &[outer, inner], DType::U32)?;
+                    // The merge walks every column of the (outer, chunks, inner) partials.
+                    let pm = Params {
+                        inner: inner as u32,
+                        ..plan.params
+                    };
+                    gpu.launch(&merge, bytemuck::bytes_of(&pm), &[&val, &idx], &[&arg])?;
+                    arg
+                }
+            };
+            (scatter, Some(arg))
+        }
     };
-    let inv_r = 1.0 / r_len as f32;
+    // For sum and mean the arg binding holds dy again.
+    gpu.launch(&scatter, bytes, &[arg.as_ref().unwrap_or(dy), dy], &[&dx])?;
+    Ok(dx)
+}
+
+/// The backward of a reduction of (outer, R, inner) over R.
+#[derive(Clone, Debug, PartialEq)]
+struct BwdPlan {
+    params: Params,
+    kind: BwdKind,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum BwdKind {
+    /// inner == 1: one kernel writes each row of dx.
+    Rows(Launch),
+    /// Columns: for max, first the argmax of each column (per chunk of R, then
+    /// merged over the chunks when there are several), then the scatter of dy.
+    Cols {
+        argmax: Option<(Launch, Option<Launch>)>,
+        scatter: Launch,
+        chunks: usize,
+    },
+}
+
+/// Plans [`reduce_bwd`]; `None` when the grid is past 65535^2 workgroups.
+fn plan_bwd(
+    outer: usize,
+    r_len: usize,
+    inner: usize,
+    op: Reduce,
+    policy: &KernelPolicy,
+) -> Option<BwdPlan> {
     if inner == 1 {
-        let plan = row_plan(gpu, outer, r_len);
-        let p = Params {
-            outer: outer as u32,
-            r_len: r_len as u32,
-            inner: 1,
-            tiles: 1,
-            chunks: 1,
-            r_chunk: r_len as u32,
-            inv_r,
-            _pad: 0,
-        };
-        return gpu
-            .dispatch(&Dispatch {
+        let plan = row_plan(policy, outer, r_len);
+        return Some(BwdPlan {
+            params: Params::rows(outer, r_len),
+            kind: BwdKind::Rows(Launch {
                 shader: &REDUCE_WGSL,
                 entry: if r_len.is_multiple_of(4) {
                     "reduce_bwd_rows_vec4"
                 } else {
                     "reduce_bwd_rows_scalar"
                 },
-                constants: &[("OP", op_id), ("TPR_LOG2", plan.tpr_log2 as f64)],
-                params: bytemuck::bytes_of(&p),
-                // For sum and mean the x binding holds dy again.
-                reads: &[x.unwrap_or(dy), dy],
-                writes: &[&dx],
+                constants: vec![("OP", op.code()), ("TPR_LOG2", plan.tpr_log2 as f64)],
                 workgroups: plan.workgroups,
-            })
-            .map(|()| dx);
+            }),
+        });
     }
-
     // Columns: a thread per CPT neighbouring columns and chunk of R.
     let vec4 = inner.is_multiple_of(4);
     let cols = if vec4 { inner / 4 } else { inner };
-    let cpt = if cpu_plan(gpu) && vec4 { 4 } else { 1 };
+    let cpt = if cpu_plan(policy) && vec4 { 4 } else { 1 };
     let tiles = cols.div_ceil(ROW_WG * cpt);
-    let wanted_groups = if cpu_plan(gpu) { 4 * cores() } else { 256 };
-    let base_groups = outer * tiles;
-    let mut chunks = 1;
-    if base_groups < wanted_groups {
-        chunks = wanted_groups.div_ceil(base_groups).min(r_len.div_ceil(64));
-    }
-    let r_chunk = r_len.div_ceil(chunks);
-    let chunks = r_len.div_ceil(r_chunk);
-    let groups_total = base_groups * chunks;
+    let (chunks, r_chunk) = r_chunks(outer * tiles, r_len, policy);
+    let groups_total = outer * tiles * chunks;
     if groups_total > (MAX_GROUPS_PER_DIM as usize).pow(2) {
-        return Err(Error::invalid(
-            OP,
-            format!("x of shape {x_shape:?} is too large"),
-        ));
+        return None;
     }
-    let p = Params {
-        outer: outer as u32,
-        r_len: r_len as u32,
-        inner: cols as u32,
-        tiles: tiles as u32,
-        chunks: chunks as u32,
-        r_chunk: r_chunk as u32,
-        inv_r,
-        _pad: 0,
-    };
-    let constants = [("OP", op_id), ("CPT", cpt as f64)];
-    let suffix = |name: &'static str| -> &'static str {
-        match (name, vec4) {
-            ("cols", true) => "reduce_bwd_cols_vec4",
-            ("cols", false) => "reduce_bwd_cols_scalar",
-            (_, true) => "reduce_bwd_argmax_vec4",
-            (_, false) => "reduce_bwd_argmax_scalar",
-        }
-    };
-    let arg = match x {
-        Some(x) => {
-            let idx = Tensor::empty(gpu, &[outer, chunks, inner], DType::U32)?;
-            let val = Tensor::empty(gpu, &[outer, chunks, inner], DType::F32)?;
-            gpu.dispatch(&Dispatch {
-                shader: &REDUCE_WGSL,
-                entry: suffix("argmax"),
-                constants: &constants,
-                params: bytemuck::bytes_of(&p),
-                reads: &[x],
-                writes: &[&val, &idx],
-                workgroups: grid_1d(groups_total as u32),
-            })?;
-            if chunks == 1 {
-                Some(idx)
-            } else {
-                let arg = Tensor::empty(gpu, &[outer, inner], DType::U32)?;
-                let pm = Params {
-                    inner: inner as u32,
-                    ..p
-                };
-                gpu.dispatch(&Dispatch {
-                    shader: &REDUCE_WGSL,
-                    entry: "reduce_bwd_argmax_merge",
-                    constants: &[],
-                    params: bytemuck::bytes_of(&pm),
-                    reads: &[&val, &idx],
-                    writes: &[&arg],
-                    workgroups: grid_1d(groups(outer * inner, ROW_WG)),
-                })?;
-                Some(arg)
-            }
-        }
-        None => None,
-    };
-    gpu.dispatch(&Dispatch {
+    let launch = |entry: &'static str, workgroups| Launch {
         shader: &REDUCE_WGSL,
-        entry: suffix("cols"),
-        constants: &constants,
-        params: bytemuck::bytes_of(&p),
-        // For sum and mean the arg binding holds dy again.
-        reads: &[arg.as_ref().unwrap_or(dy), dy],
-        writes: &[&dx],
-        workgroups: grid_1d(groups_total as u32),
-    })?;
-    Ok(dx)
+        entry,
+        constants: vec![("OP", op.code()), ("CPT", cpt as f64)],
+        workgroups,
+    };
+    let grid = grid_1d(groups_total as u32);
+    let argmax = (op == Reduce::Max).then(|| {
+        let argmax = launch(
+            if vec4 {
+                "reduce_bwd_argmax_vec4"
+            } else {
+                "reduce_bwd_argmax_scalar"
+            },
+            grid,
+        );
+        let merge = (chunks > 1).then(|| Launch {
+            shader: &REDUCE_WGSL,
+            entry: "reduce_bwd_argmax_merge",
+            constants: Vec::new(),
+            workgroups: grid_1d(groups(outer * inner, ROW_WG)),
+        });
+        (argmax, merge)
+    });
+    let scatter = launch(
+        if vec4 {
+            "reduce_bwd_cols_vec4"
+        } else {
+            "reduce_bwd_cols_scalar"
+        },
+        grid,
+    );
+    Some(BwdPlan {
+        params: Params {
+            inner: cols as u32,
+            tiles: tiles as u32,
+            chunks: chunks as u32,
+            r_chunk: r_chunk as u32,
+            ..Params::rows(outer, r_len)
+        },
+        kind: BwdKind::Cols {
+            argmax,
+            scatter,
+            chunks,
+        },
+    })
 }
 
 /// `dy` (x_shape without `axis`) repeated along `axis`: out[o, r, i] = dy[o, i],
 /// of shape `shape`. The backward of a sum, and a broadcast in its own right.
 pub fn broadcast_along(dy: &Tensor, shape: &[usize], axis: usize) -> Result<Tensor> {
     reduce_bwd(dy, shape, axis, Reduce::Sum, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::policy::examples::{gpu, lavapipe};
+
+    #[test]
+    fn rows_take_the_row_plan() {
+        let s = plan_fwd(2048, 768, 1, Reduce::Sum, &lavapipe()).unwrap();
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].launch.entry, "reduce_fwd_rows_vec4");
+        assert_eq!(s[0].launch.workgroups, [8, 1, 1]);
+        let s = plan_fwd(7, 129, 1, Reduce::Max, &gpu()).unwrap();
+        assert_eq!(s[0].launch.entry, "reduce_fwd_rows_any");
+        assert_eq!(s[0].launch.constant("OP"), Some(2.0));
+    }
+
+    #[test]
+    fn columns_split_r_into_chunks_only_when_the_device_would_idle() {
+        // (5, 63, 7) on a GPU: 8 columns per tile, 32 slices of R each; R is
+        // too short to cut.
+        let s = plan_fwd(5, 63, 7, Reduce::Mean, &gpu()).unwrap();
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].launch.entry, "reduce_fwd_cols_scalar");
+        assert_eq!(s[0].launch.constant("SLICES_LOG2"), Some(5.0));
+        assert_eq!(s[0].launch.workgroups, [5, 1, 1]);
+        // One column tile over R = 4096: 64 chunks of 64 rows on a GPU, then
+        // the partials' mean (divided by the R of x).
+        let s = plan_fwd(1, 4096, 64, Reduce::Mean, &gpu()).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].launch.constant("OP"), Some(0.0)); // partial sums
+        assert_eq!((s[0].params.chunks, s[0].params.r_chunk), (64, 64));
+        assert_eq!(s[0].launch.workgroups, [64, 1, 1]);
+        assert_eq!(s[1].launch.constant("OP"), Some(1.0));
+        assert_eq!((s[1].params.r_len, s[1].params.inv_r), (64, 1.0 / 4096.0));
+        // On 2 CPU cores: 8 chunks, four vec4 columns per thread.
+        let s = plan_fwd(1, 4096, 64, Reduce::Sum, &lavapipe()).unwrap();
+        assert_eq!((s.len(), s[0].params.chunks), (2, 8));
+        assert_eq!(s[0].launch.constant("CPT"), Some(4.0));
+    }
+
+    #[test]
+    fn the_backward_of_max_finds_the_argmax_per_chunk_then_merges() {
+        let b = plan_bwd(1, 4096, 64, Reduce::Max, &lavapipe()).unwrap();
+        let BwdKind::Cols {
+            argmax: Some((argmax, Some(merge))),
+            scatter,
+            chunks,
+        } = &b.kind
+        else {
+            panic!("{b:?}")
+        };
+        assert_eq!(*chunks, 8);
+        assert_eq!(argmax.entry, "reduce_bwd_argmax_vec4");
+        assert_eq!(
+            (merge.entry, merge.workgroups),
+            ("reduce_bwd_argmax_merge", [1, 1, 1])
+        );
+        assert_eq!(
+            (scatter.entry, scatter.workgroups),
+            ("reduce_bwd_cols_vec4", [8, 1, 1])
+        );
+        let b = plan_bwd(1, 4096, 63, Reduce::Sum, &gpu()).unwrap();
+        assert!(matches!(b.kind, BwdKind::Cols { argmax: None, .. }));
+        let b = plan_bwd(65, 7, 1, Reduce::Mean, &gpu()).unwrap();
+        assert!(matches!(b.kind, BwdKind::Rows(l) if l.entry == "reduce_bwd_rows_scalar"));
+        // Past 65535^2 workgroups.
+        assert_eq!(plan_bwd(70_000 * 70_000, 1, 4, Reduce::Sum, &gpu()), None);
+    }
 }

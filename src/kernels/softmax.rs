@@ -14,7 +14,7 @@
 //! - [`softmax_bwd`] needs only y and the same options:
 //!   dx = scale * y * (dy - sum(dy * y)) per row.
 
-use super::reduce::{row_plan, sg_plan};
+use super::row_plan::{row_plan, sg_plan};
 use super::{SOFTMAX_SUBGROUP_WGSL, SOFTMAX_WGSL};
 use crate::error::{Error, Result};
 use crate::gpu::Dispatch;
@@ -127,7 +127,7 @@ pub fn softmax(x: &Tensor, opts: &SoftmaxOptions) -> Result<Tensor> {
         ("CAUSAL", opts.causal as u8 as f64),
         ("KEY_MASK", opts.key_mask.is_some() as u8 as f64),
     ];
-    if let Some(sg) = sg_plan(x.gpu(), l.rows, l.cols) {
+    if let Some(sg) = sg_plan(x.gpu().policy(), l.rows, l.cols) {
         let p = Params {
             chunk_rows: sg.chunk_rows,
             ..l.p
@@ -144,7 +144,7 @@ pub fn softmax(x: &Tensor, opts: &SoftmaxOptions) -> Result<Tensor> {
         })?;
         return Ok(y);
     }
-    let plan = row_plan(x.gpu(), l.rows, l.cols);
+    let plan = row_plan(x.gpu().policy(), l.rows, l.cols);
     let [tpr, items] = plan.constants();
     x.gpu().dispatch(&Dispatch {
         shader: &SOFTMAX_WGSL,
@@ -180,7 +180,7 @@ pub fn softmax_bwd(y: &Tensor, dy: &Tensor, opts: &SoftmaxOptions) -> Result<Ten
     dy.expect_dtype(OP, "dy", DType::F32)?;
     dy.expect_shape(OP, "dy (the shape of y)", y.shape())?;
     let dx = Tensor::empty(y.gpu(), y.shape(), DType::F32)?;
-    if let Some(sg) = sg_plan(y.gpu(), l.rows, l.cols) {
+    if let Some(sg) = sg_plan(y.gpu().policy(), l.rows, l.cols) {
         let p = Params {
             chunk_rows: sg.chunk_rows,
             ..l.p
@@ -202,7 +202,7 @@ pub fn softmax_bwd(y: &Tensor, dy: &Tensor, opts: &SoftmaxOptions) -> Result<Ten
         })?;
         return Ok(dx);
     }
-    let plan = row_plan(y.gpu(), l.rows, l.cols);
+    let plan = row_plan(y.gpu().policy(), l.rows, l.cols);
     let [tpr, items] = plan.constants();
     y.gpu().dispatch(&Dispatch {
         shader: &SOFTMAX_WGSL,

@@ -110,7 +110,7 @@ impl Block {
                 (&format!("{p}.mlp.c_fc"), &format!("{p}.mlp.c_proj")),
                 c,
                 4 * c,
-                Activation::Gelu,
+                Activation::GeluTanh,
                 (INIT_STD, proj_std),
                 (seed(), seed()),
             )?,

@@ -2,35 +2,15 @@
 //! fuses: C = act(alpha * op(A) op(B) + bias), plain loops, f64 accumulation.
 //! `relu`, `gelu_tanh` and `gelu_erf` are shared with the elementwise kernels.
 
-/// The epilogue activation (mirrors `kernels::gemm::Activation`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Act {
-    None,
-    Relu,
-    GeluTanh,
-    GeluErf,
-}
+pub use crate::kernels::Activation;
 
-impl Act {
-    pub fn apply(self, x: f64) -> f64 {
-        match self {
-            Act::None => x,
-            Act::Relu => relu(x),
-            Act::GeluTanh => gelu_tanh(x),
-            Act::GeluErf => gelu_erf(x),
-        }
-    }
-}
-
-impl From<crate::kernels::gemm::Activation> for Act {
-    fn from(a: crate::kernels::gemm::Activation) -> Act {
-        use crate::kernels::gemm::Activation as A;
-        match a {
-            A::None => Act::None,
-            A::Relu => Act::Relu,
-            A::GeluTanh => Act::GeluTanh,
-            A::GeluErf => Act::GeluErf,
-        }
+/// `act` applied to `x`: the spec of every activation.
+pub fn activate(act: Activation, x: f64) -> f64 {
+    match act {
+        Activation::None => x,
+        Activation::Relu => relu(x),
+        Activation::GeluTanh => gelu_tanh(x),
+        Activation::GeluErf => gelu_erf(x),
     }
 }
 
@@ -114,7 +94,7 @@ pub fn gemm(
     trans_b: bool,
     alpha: f32,
     bias: Option<&[f32]>,
-    act: Act,
+    act: Activation,
 ) -> Vec<f64> {
     let mut c = vec![0.0f64; batch * m * n];
     for z in 0..batch {
@@ -132,7 +112,7 @@ pub fn gemm(
                 if let Some(bias) = bias {
                     v += bias[j] as f64;
                 }
-                c[(z * m + i) * n + j] = act.apply(v);
+                c[(z * m + i) * n + j] = activate(act, v);
             }
         }
     }

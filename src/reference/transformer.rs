@@ -3,7 +3,7 @@
 //! the GPU model is tested against it, and its finite differences check the GPU
 //! model's gradients end to end.
 
-use crate::nn::{Activation, NormPlacement, TransformerConfig};
+use crate::nn::{NormPlacement, TransformerConfig};
 use std::collections::HashMap;
 
 /// Parameters by name (the names of `Transformer::params`), row-major values.
@@ -177,13 +177,7 @@ fn ffn(cfg: &TransformerConfig, w: &Weights, layer: &str, x: &[f64]) -> Vec<f64>
     let (d, f) = (cfg.d_model, cfg.d_ff);
     let mut h = linear(w, &format!("{layer}.ffn.fc1"), x, d, f);
     for v in &mut h {
-        *v = match cfg.activation {
-            Activation::Relu => v.max(0.0),
-            Activation::Gelu => {
-                let u = (2.0 / std::f64::consts::PI).sqrt() * (*v + 0.044715 * *v * *v * *v);
-                0.5 * *v * (1.0 + u.tanh())
-            }
-        };
+        *v = super::gemm::activate(cfg.activation, *v);
     }
     linear(w, &format!("{layer}.ffn.fc2"), &h, f, d)
 }

@@ -106,8 +106,8 @@ pub async fn run_bench(gpu: &Gpu, index: usize, clock: &dyn Fn() -> f64) -> Resu
             // The variants side by side: which one `Auto` should pick differs
             // between adapters (lavapipe and SwiftShader are both CPUs, unalike).
             let (variant, name) = [
-                (GemmVariant::RegisterTile, "gemm register tile"),
-                (GemmVariant::SharedTile, "gemm shared-memory tile"),
+                (GemmVariant::Register, "gemm register tile"),
+                (GemmVariant::Shared, "gemm shared-memory tile"),
                 (GemmVariant::Naive, "gemm naive"),
             ][index - 3];
             let n = 256;

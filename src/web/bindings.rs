@@ -132,7 +132,7 @@ impl Engine {
 
     /// Kernel check names (JSON array), numbered as `run_check` takes them.
     pub fn check_names() -> String {
-        serde_json::to_string(selfcheck::CHECKS).unwrap_or_default()
+        serde_json::to_string(&selfcheck::check_names()).unwrap_or_default()
     }
 
     /// Runs one kernel check against the CPU reference; resolves to JSON

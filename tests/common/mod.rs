@@ -2,14 +2,76 @@
 //! first mismatches, deterministic data.
 #![allow(dead_code)]
 
+use std::cell::RefCell;
 use std::sync::OnceLock;
+use wgformer::gpu::{KernelPolicy, Split};
 use wgformer::Gpu;
 
-/// The test adapter (lavapipe in CI). Panics with the library's own message when none exists.
+thread_local! {
+    /// The handle [`gpu`] returns on this thread inside [`on`].
+    static CURRENT: RefCell<Option<Gpu>> = const { RefCell::new(None) };
+}
+
+/// The test adapter (lavapipe in CI), or inside [`on`] the handle given there.
+/// Panics with the library's own message when no adapter exists.
 pub fn gpu() -> Gpu {
+    if let Some(g) = CURRENT.with(|c| c.borrow().clone()) {
+        return g;
+    }
     static GPU: OnceLock<Gpu> = OnceLock::new();
     GPU.get_or_init(|| Gpu::new().unwrap_or_else(|e| panic!("{e}")))
         .clone()
+}
+
+/// Runs `body` with [`gpu`] returning `handle` on this thread (each test runs
+/// on a thread of its own), so whole tests run again under another kernel
+/// policy: `on(&other_row_plan(), || { test_a(); test_b(); })`.
+pub fn on<R>(handle: &Gpu, body: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Gpu>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            CURRENT.with(|c| *c.borrow_mut() = previous);
+        }
+    }
+    let _restore = Restore(CURRENT.with(|c| c.replace(Some(handle.clone()))));
+    body()
+}
+
+fn other(split: Split) -> Split {
+    match split {
+        Split::Cpu => Split::Gpu,
+        Split::Gpu => Split::Cpu,
+    }
+}
+
+/// The test adapter with its kernel policy changed by `change`.
+fn with_policy(change: impl FnOnce(&mut KernelPolicy)) -> Gpu {
+    let g = gpu();
+    let mut policy = g.policy().clone();
+    change(&mut policy);
+    g.with_policy(policy).unwrap()
+}
+
+/// The test adapter with the row kernels' other plan (on a CPU adapter the GPU
+/// plan's trees in workgroup memory, on a GPU the barrier-free thread-per-row
+/// plan), so one adapter covers both.
+pub fn other_row_plan() -> Gpu {
+    with_policy(|p| p.rows = other(p.rows))
+}
+
+/// The test adapter with the fused attention kernels' other work split (on a
+/// CPU adapter the GPU split, on a GPU the CPU split).
+pub fn other_attention_split() -> Gpu {
+    with_policy(|p| p.attention = other(p.attention))
+}
+
+/// The test adapter with its subgroup operations hidden from the kernels, so
+/// the kernels without subgroups stay covered where the subgroup ones take
+/// over; `None` where the kernels use no subgroups anyway (already covered).
+pub fn without_subgroups() -> Option<Gpu> {
+    gpu().policy().subgroup_size?;
+    Some(with_policy(|p| p.subgroup_size = None))
 }
 
 /// Asserts |ours - ref| <= atol + rtol * |ref| element-wise; lists the first 8 failures.
@@ -56,71 +118,6 @@ pub fn data(n: usize, seed: u64) -> Vec<f32> {
 
 pub fn to_f64(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
-}
-
-/// Runs `tests` of the calling test binary again in a child process with the
-/// adapter's subgroup operations hidden (`WGFORMER_SUBGROUPS=off`), so that the
-/// kernels without subgroups stay covered where the subgroup ones take over.
-/// Does nothing on adapters without fixed-size subgroups (already covered).
-pub fn rerun_without_subgroups(tests: &[&str]) {
-    use wgformer::gpu::SUBGROUPS_ENV;
-    if std::env::var_os(SUBGROUPS_ENV).is_some() || gpu().fixed_subgroup_size().is_none() {
-        return;
-    }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .env(SUBGROUPS_ENV, "off")
-        .args(tests)
-        .args(["--exact", "--test-threads=2"])
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "without subgroups:\n{log}");
-    assert!(log.contains(&format!("{} passed", tests.len())), "{log}");
-}
-
-/// Runs `tests` of the calling test binary again in a child process with the
-/// fused attention kernels' other work split (`WGFORMER_ATTENTION`: on a CPU
-/// adapter the GPU split, on a GPU the CPU split), so that one adapter covers
-/// both.
-pub fn rerun_with_other_attention_kernel(tests: &[&str]) {
-    use wgformer::kernels::attention::ATTENTION_ENV;
-    if std::env::var_os(ATTENTION_ENV).is_some() {
-        return; // this is the child (or the caller picked one split)
-    }
-    let cpu = gpu().adapter_info().device_type == wgpu::DeviceType::Cpu;
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .env(ATTENTION_ENV, if cpu { "gpu" } else { "cpu" })
-        .args(tests)
-        .args(["--exact", "--test-threads=2"])
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "with the other attention split:\n{log}"
-    );
-    assert!(log.contains(&format!("{} passed", tests.len())), "{log}");
-}
-
-/// Runs `tests` of the calling test binary again in a child process with the
-/// other row plan (`WGFORMER_ROW_PLAN`: on a CPU adapter the GPU plan's trees in
-/// workgroup memory, on a GPU the barrier-free thread-per-row plan), so that one
-/// adapter covers both plans of the row-wise kernels.
-pub fn rerun_with_other_row_plan(tests: &[&str]) {
-    use wgformer::kernels::reduce::ROW_PLAN_ENV;
-    if std::env::var_os(ROW_PLAN_ENV).is_some() {
-        return; // this is the child
-    }
-    let cpu = gpu().adapter_info().device_type == wgpu::DeviceType::Cpu;
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .env(ROW_PLAN_ENV, if cpu { "gpu" } else { "cpu" })
-        .args(tests)
-        .args(["--exact", "--test-threads=2"])
-        .output()
-        .unwrap();
-    let log = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "with the other row plan:\n{log}");
-    assert!(log.contains(&format!("{} passed", tests.len())), "{log}");
 }
 
 /// Rewrites safetensors file `file` (as a valid file, checksum and all) with

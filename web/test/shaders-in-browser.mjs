@@ -1,4 +1,5 @@
-// Compiles every WGSL file of shaders/ with the browser's own WGSL compiler
+// Compiles every WGSL module of the crate (the files of shaders/ assembled as
+// src/kernels/mod.rs assembles them) with the browser's own WGSL compiler
 // (Chromium: Tint): each module, and optionally each compute entry point as a
 // pipeline with default override constants. naga (tests/shaders.rs) and Tint differ: Tint applies WGSL's
 // uniformity analysis to barriers and rejects constant NaNs and mixed
@@ -6,20 +7,28 @@
 import { readFile, readdir } from "node:fs/promises";
 import { join } from "node:path";
 
-/** Reads shaders/*.wgsl under `root`: [{name, source, entries}]. */
+/**
+ * The crate's shader modules under `root`, assembled exactly as
+ * src/kernels/mod.rs does: each `shader!("a.wgsl", ...)` is one file, each
+ * `shader!("name" = "a.wgsl" "b.wgsl", ...)` the files concatenated in order
+ * (WGSL lets a file use what a later one declares). [{name, source, entries}]
+ */
 export async function loadShaders(root) {
   const dir = join(root, "shaders");
-  const names = (await readdir(dir)).filter((n) => n.endsWith(".wgsl")).sort();
-  // Modules made of several files, as src/kernels/mod.rs assembles them
-  // (`shader!("name" = "a.wgsl" "b.wgsl", ...)`): compiled whole, as the crate does.
   const registry = await readFile(join(root, "src", "kernels", "mod.rs"), "utf8");
-  const composed = new Map();
-  for (const m of registry.matchAll(/shader!\(\s*"([^"]+)"\s*=\s*((?:"[^"]+"\s*)+),/g)) {
-    composed.set(m[1], [...m[2].matchAll(/"([^"]+)"/g)].map((f) => f[1]));
+  const modules = [];
+  for (const m of registry.matchAll(/shader!\(\s*"([^"]+)"\s*(?:=\s*((?:"[^"]+"\s*)+))?,\s*f16/g)) {
+    const parts = m[2] ? [...m[2].matchAll(/"([^"]+)"/g)].map((f) => f[1]) : [m[1]];
+    modules.push({ name: m[1], parts });
   }
+  if (modules.length === 0) throw new Error("no shader! modules found in src/kernels/mod.rs");
+  // Every file must belong to some module, or it would go untested.
+  const used = new Set(modules.flatMap((m) => m.parts));
+  const files = (await readdir(dir)).filter((n) => n.endsWith(".wgsl"));
+  const orphans = files.filter((f) => !used.has(f));
+  if (orphans.length) throw new Error(`shaders/ files in no module of src/kernels/mod.rs: ${orphans.join(", ")}`);
   const out = [];
-  for (const name of names) {
-    const parts = composed.get(name) ?? [name];
+  for (const { name, parts } of modules.sort((a, b) => a.name.localeCompare(b.name))) {
     let source = "";
     for (const part of parts) source += await readFile(join(dir, part), "utf8");
     const entries = [...source.matchAll(/@compute[^{]*?fn\s+(\w+)/gs)].map((m) => m[1]);

@@ -4,16 +4,7 @@ use super::basic::Linear;
 use crate::autograd::{Tape, Var};
 use crate::error::Result;
 use crate::gpu::Gpu;
-
-/// Non-linearity of the feed-forward network (serde: "relu" | "gelu").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Activation {
-    /// max(0, x): the paper's.
-    Relu,
-    /// GELU, tanh form (GPT-2's).
-    Gelu,
-}
+pub use crate::kernels::Activation;
 
 /// Two linears around an activation.
 pub struct FeedForward {
@@ -45,8 +36,10 @@ impl FeedForward {
     pub fn forward(&self, tape: &Tape, x: &Var) -> Result<Var> {
         let h = self.fc1.forward(tape, x)?;
         let h = match self.activation {
+            Activation::None => h,
             Activation::Relu => tape.relu(&h)?,
-            Activation::Gelu => tape.gelu(&h, true)?,
+            Activation::GeluTanh => tape.gelu(&h, true)?,
+            Activation::GeluErf => tape.gelu(&h, false)?,
         };
         self.fc2.forward(tape, &h)
     }

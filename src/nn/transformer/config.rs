@@ -112,7 +112,8 @@ impl TransformerConfig {
                 format!(
                     "{e}; the fields are vocab_size, d_model, d_ff, n_heads, n_encoder_layers, \
                      n_decoder_layers, max_len, dropout, norm (\"post\" | \"pre\"), activation \
-                     (\"relu\" | \"gelu\") and optionally layer_norm_epsilon"
+                     (\"relu\" | \"gelu\" | \"gelu_erf\" | \"none\") and optionally \
+                     layer_norm_epsilon"
                 ),
             )
         })?;

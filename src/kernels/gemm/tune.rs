@@ -1,34 +1,26 @@
 //! GEMM autotune: on the first product of each shape class, time a handful of
 //! candidate kernels and tiles with GPU timestamps and keep the fastest, per
 //! device in memory and per adapter + driver on disk (optional). What
-//! [`GemmVariant::Auto`](super::gemm::GemmVariant::Auto) runs.
+//! [`GemmVariant::Auto`](super::GemmVariant::Auto) runs.
 //!
-//! Environment:
-//! - `WGFORMER_GEMM_TUNE`: `0`/`off` never measures (the static choice of
-//!   [`default_kernel`](super::gemm::default_kernel)); `1`/`on` measures on every adapter; unset measures on
-//!   GPUs with timestamp queries but not on CPU adapters, where building each
-//!   candidate pipeline takes seconds (lavapipe) and the static choice was
-//!   measured ahead (shaders/gemm_subgroup.wgsl).
-//! - `WGFORMER_TUNE_CACHE`: the on-disk cache file, or `off`; by default
-//!   `$XDG_CACHE_HOME/wgformer/gemm-tune.json` (else `~/.cache/...`). Entries
-//!   are keyed by adapter, backend, driver and wgformer version, so a driver
-//!   update measures again.
+//! Whether it measures and where it keeps the results are the kernel policy's
+//! `gemm_tune` and `tune_cache` ([`KernelPolicy`](crate::gpu::KernelPolicy):
+//! `WGFORMER_GEMM_TUNE`, `WGFORMER_TUNE_CACHE`). By default GPUs with timestamp
+//! queries measure and CPU adapters do not: building each candidate pipeline
+//! takes seconds there (lavapipe), and the static choice was measured ahead
+//! (shaders/gemm_subgroup.wgsl). Cache entries are keyed by adapter, backend,
+//! driver and wgformer version, so a driver update measures again.
 //!
-//! Without timestamp queries, or while a timed pass or a per-op profile is being
-//! recorded, nothing is measured and the static choice runs.
+//! While a timed pass or a per-op profile is being recorded nothing is
+//! measured and the static choice runs.
 
-use super::gemm::{
+use super::{
     check_kernel, default_kernel_for, BlockTile, GemmKernel, GemmOptions, GemmShape, RegisterTile,
     SubgroupTile,
 };
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::tensor::{DType, Tensor};
-
-/// Environment variable that turns the measurement on or off (see the module doc).
-pub const TUNE_ENV: &str = "WGFORMER_GEMM_TUNE";
-/// Environment variable naming the on-disk cache file, or `off`.
-pub const TUNE_CACHE_ENV: &str = "WGFORMER_TUNE_CACHE";
 
 /// The class of problems that share one measured choice: transposes, whether
 /// every operand allows vec4 access, and each of M, N, K and the batch rounded
@@ -60,7 +52,7 @@ fn shape_class_for(shape: &GemmShape, opts: &GemmOptions, dtype: DType) -> Strin
 /// The kernels the autotune compares on `gpu` (those `gpu` can run).
 pub fn candidates(gpu: &Gpu) -> Vec<GemmKernel> {
     let block = |wg_x, wg_y, rm, cn| GemmKernel::Block(BlockTile { wg_x, wg_y, rm, cn });
-    let list = if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu {
+    let list = if gpu.policy().cpu_adapter {
         vec![
             GemmKernel::Subgroup(SubgroupTile::default()),
             GemmKernel::Subgroup(SubgroupTile { tm: 32, tn: 8 }),
@@ -84,37 +76,10 @@ pub fn candidates(gpu: &Gpu) -> Vec<GemmKernel> {
         .collect()
 }
 
-/// Turns measuring on or off for this `Gpu` (whatever `WGFORMER_GEMM_TUNE`
-/// says), with `cache_file` as its on-disk cache (None: `WGFORMER_TUNE_CACHE`
-/// or the default path). For programs and tests that want a choice per device
-/// rather than per process.
-pub fn set_tuning(gpu: &Gpu, on: bool, cache_file: Option<&std::path::Path>) {
-    gpu.set_tuned(SWITCH_KEY, if on { "on" } else { "off" });
-    if let Some(path) = cache_file {
-        gpu.set_tuned(CACHE_KEY, &path.to_string_lossy());
-    }
-}
-
-const SWITCH_KEY: &str = "gemm:tune";
-const CACHE_KEY: &str = "gemm:cache";
-
-fn tuning_enabled(gpu: &Gpu) -> bool {
-    let env = gpu
-        .tuned(SWITCH_KEY)
-        .unwrap_or_else(|| std::env::var(TUNE_ENV).unwrap_or_default())
-        .to_lowercase();
-    let wanted = match env.as_str() {
-        "0" | "off" | "false" | "no" => false,
-        "1" | "on" | "true" | "yes" => true,
-        _ => gpu.adapter_info().device_type != wgpu::DeviceType::Cpu,
-    };
-    wanted && gpu.features().timestamp_query && cfg!(not(target_arch = "wasm32"))
-}
-
 /// The kernel for this product: the one measured for its class on this device,
 /// else (when measuring is enabled) measured now on these very tensors (C is
 /// overwritten, which the product does anyway), else
-/// [`default_kernel`](super::gemm::default_kernel).
+/// [`default_kernel`](super::default_kernel).
 pub fn choose_kernel(
     a: &Tensor,
     b: &Tensor,
@@ -125,13 +90,20 @@ pub fn choose_kernel(
     let gpu = a.gpu();
     let dtype = a.dtype();
     let key = format!("gemm {}", shape_class_for(shape, opts, dtype));
-    if let Some(k) = gpu.tuned(&key).and_then(|v| GemmKernel::parse(&v)) {
+    // A choice measured on this device under another policy may need what
+    // this one hides (subgroups): then it does not count.
+    let runs_here = |k: &GemmKernel| check_kernel(gpu, *k).is_ok();
+    if let Some(k) = gpu
+        .tuned(&key)
+        .and_then(|v| GemmKernel::parse(&v))
+        .filter(runs_here)
+    {
         return Ok(k);
     }
-    if !tuning_enabled(gpu) || gpu.timing_in_progress() {
-        return Ok(default_kernel_for(gpu, shape, dtype));
+    if !gpu.policy().gemm_tune || gpu.timing_in_progress() {
+        return Ok(default_kernel_for(gpu.policy(), shape, dtype));
     }
-    if let Some(k) = disk::lookup(gpu, &key).filter(|k| check_kernel(gpu, *k).is_ok()) {
+    if let Some(k) = disk::lookup(gpu, &key).filter(runs_here) {
         gpu.set_tuned(&key, &k.to_string());
         return Ok(k);
     }
@@ -139,7 +111,7 @@ pub fn choose_kernel(
     let best = times
         .first()
         .and_then(|(k, t)| t.map(|_| *k))
-        .unwrap_or_else(|| default_kernel_for(gpu, shape, dtype));
+        .unwrap_or_else(|| default_kernel_for(gpu.policy(), shape, dtype));
     gpu.set_tuned(&key, &best.to_string());
     disk::store(gpu, &key, best);
     Ok(best)
@@ -164,7 +136,7 @@ pub fn autotune(
         .into_iter()
         .filter(|k| !f16 || matches!(k, GemmKernel::Block(_)));
     for kernel in list {
-        let launch = || super::gemm::gemm_into_kernel(a, b, c, shape, opts, kernel);
+        let launch = || super::gemm_into_kernel(a, b, c, shape, opts, kernel);
         // The first launch builds the pipeline; a kernel that fails to build
         // on this driver drops out instead of failing the product.
         let built = launch().and_then(|_| gpu.sync());
@@ -217,25 +189,11 @@ pub fn autotune(
 /// The on-disk cache: one JSON object per adapter key, mapping class keys to
 /// kernel names. Failures to read or write it are logged and ignored.
 mod disk {
-    use super::{GemmKernel, Gpu, CACHE_KEY, TUNE_CACHE_ENV};
+    use super::{GemmKernel, Gpu};
 
     #[cfg(not(target_arch = "wasm32"))]
-    fn path(gpu: &Gpu) -> Option<std::path::PathBuf> {
-        let env = gpu
-            .tuned(CACHE_KEY)
-            .unwrap_or_else(|| std::env::var(TUNE_CACHE_ENV).unwrap_or_default());
-        match env.to_lowercase().as_str() {
-            "off" | "0" | "none" => return None,
-            "" => {}
-            _ => return Some(env.into()),
-        }
-        let base = std::env::var_os("XDG_CACHE_HOME")
-            .filter(|s| !s.is_empty())
-            .map(std::path::PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache"))
-            })?;
-        Some(base.join("wgformer").join("gemm-tune.json"))
+    fn path(gpu: &Gpu) -> Option<&std::path::Path> {
+        gpu.policy().tune_cache.as_deref()
     }
 
     fn adapter_key(gpu: &Gpu) -> String {
@@ -261,7 +219,7 @@ mod disk {
 
     #[cfg(not(target_arch = "wasm32"))]
     pub fn lookup(gpu: &Gpu, key: &str) -> Option<GemmKernel> {
-        let all = read(&path(gpu)?);
+        let all = read(path(gpu)?);
         let name = all.get(&adapter_key(gpu))?.get(key)?.as_str()?;
         GemmKernel::parse(name)
     }
@@ -271,7 +229,7 @@ mod disk {
         let Some(path) = path(gpu) else {
             return;
         };
-        let mut all = read(&path);
+        let mut all = read(path);
         let entry = all
             .entry(adapter_key(gpu))
             .or_insert_with(|| serde_json::Value::Object(Default::default()));
@@ -285,7 +243,7 @@ mod disk {
             let tmp = path.with_extension(format!("tmp{}", std::process::id()));
             let text = serde_json::to_string_pretty(&all).unwrap_or_default();
             std::fs::write(&tmp, text)?;
-            std::fs::rename(&tmp, &path)
+            std::fs::rename(&tmp, path)
         };
         if let Err(e) = write() {
             log::warn!("gemm autotune: could not write {}: {e}", path.display());
@@ -294,7 +252,7 @@ mod disk {
 
     #[cfg(target_arch = "wasm32")]
     pub fn lookup(_gpu: &Gpu, _key: &str) -> Option<GemmKernel> {
-        let _ = (adapter_key, TUNE_CACHE_ENV, CACHE_KEY);
+        let _ = adapter_key;
         None
     }
 

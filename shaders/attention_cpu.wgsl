@@ -1,11 +1,6 @@
-// Scaled dot-product attention, forward and backward: O = softmax(scale * Q K^T
-// + masks) V, the per-row log-sum-exp L that the backward pass recomputes the
-// scores from, and the gradients dQ, dK, dV from dO.
-// Q: (B, NH, Tq, HS); K, V: (B, NH, Tk, HS); key mask: (B, Tk), 0.0 = padded
-// key, any other value attends; O: (B, NH, Tq, HS); L: (B, NH, Tq), natural
-// log. Causal masking is bottom-right aligned: query row i sees key j iff
-// j <= i + (Tk - Tq). A row with no visible key gets O = 0 and L = +inf (so
-// exp(s - L) = 0 in the backward pass). Spec: src/reference/attention.rs.
+// Fused attention, the work split for CPU adapters (lavapipe): appended to
+// attention_common.wgsl (semantics, Params, helpers, attention_bwd_prep) to
+// form one module (src/kernels/mod.rs, ATTENTION_CPU_WGSL).
 // Variants:
 //   attention_fwd            fused (flash attention): a workgroup owns a tile of
 //                            query rows of one (b, head), each thread 8 rows (4
@@ -14,57 +9,16 @@
 //                            softmax; the Tq x Tk scores never reach global
 //                            memory; with causal masking key tiles past the
 //                            tile's diagonal are never loaded.
-//   attention_scores_naive   unfused step 1: S = scale * Q K^T, one thread per score
-//   attention_softmax_naive  unfused step 2: masks + row softmax of S in place,
-//                            one thread per row
-//   attention_pv_naive       unfused step 3: O = P V, one thread per output value
-//   attention_bwd_prep       backward step 1: LD = (L log2 e, D = rowsum(dO * O)),
-//                            one thread per row
 //   attention_bwd_dkdv       backward step 2, fused: dK and dV; a workgroup owns
 //                            a tile of keys, each thread 8 keys (4 when HS > 64);
 //                            Q/dO tiles stream through workgroup memory; P and
 //                            dS are recomputed from Q, K and L, never stored
 //   attention_bwd_dq         backward step 3, fused: dQ in the forward's layout
 //                            (K/V tiles stream past a thread's 8 query rows)
+// (Step 1, attention_bwd_prep, is in attention_common.wgsl.)
 // attention_gpu.wgsl holds the same three fused kernels with a work split for
-// GPUs (wide workgroups, small register tiles); the host picks per adapter.
-// The naive kernels are the simplest correct version (a GPU oracle that needs
-// no other kernel); they work on a chunk of (b, head) pairs at a time so that
-// S fits one storage binding. The benchmark baseline is the unfused path built
-// from the GEMM and softmax kernels (src/kernels/attention.rs).
-
-struct Params {
-    tq: u32,          // query rows per (b, head)
-    tk: u32,          // keys per (b, head)
-    hs: u32,          // head size
-    nh: u32,          // heads
-    scale: f32,       // scale * log2(e) for attention_fwd/_bwd_dq/_bwd_dkdv; log2(e)
-                      // for attention_bwd_prep; scale for the naive kernels
-    causal: u32,      // 1 = bottom-right aligned causal mask
-    has_mask: u32,    // 1 = binding `key_mask` holds a (B, Tk) mask
-    bh0: u32,         // naive kernels: first (b * NH + head) of this chunk
-    rows: u32,        // attention_softmax_naive: rows in this chunk (chunk * Tq);
-                      // attention_bwd_prep: B * NH * Tq
-    out_scale: f32,   // backward: multiplies dQ and dK as they are stored
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-
-const LN2: f32 = 0.6931471805599453;
-// "No score yet": below every real score, finite so that differences never make NaN.
-const NEG_BIG: f32 = -3.0e38;
-
-fn pos_inf() -> f32 {
-    let bits = 0x7f800000u;  // a `let`: a constant infinity is a WGSL error
-    return bitcast<f32>(bits);
-}
-
-// Does query row i (of Tq) see key j (of Tk) under the causal mask?
-fn causal_ok(i: u32, j: u32) -> bool {
-    return p.causal == 0u || i32(j) <= i32(i) + (i32(p.tk) - i32(p.tq));
-}
+// GPUs (wide workgroups, small register tiles); attention_subgroup.wgsl their
+// subgroup form for lavapipe; the host picks per adapter (src/kernels/attention/plan.rs).
 
 // ---------------------------------------------------------------------------
 // attention_fwd: fused forward.
@@ -495,96 +449,6 @@ fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>,
 }
 
 // ---------------------------------------------------------------------------
-// Unfused baseline. S is one chunk: (chunk, Tq, Tk) for (b, head) = bh0 + z.
-
-@group(0) @binding(1) var<storage, read> nq: array<f32>;              // (B, NH, Tq, HS)
-@group(0) @binding(2) var<storage, read> nk: array<f32>;              // (B, NH, Tk, HS)
-@group(0) @binding(3) var<storage, read_write> s_out: array<f32>;     // (chunk, Tq, Tk)
-
-@compute @workgroup_size(16, 16)
-fn attention_scores_naive(@builtin(global_invocation_id) g: vec3<u32>) {
-    let j = g.x;
-    let i = g.y;
-    if (i >= p.tq || j >= p.tk) {
-        return;
-    }
-    let bh = p.bh0 + g.z;
-    let qb = (bh * p.tq + i) * p.hs;
-    let kb = (bh * p.tk + j) * p.hs;
-    var s = 0.0;
-    for (var d = 0u; d < p.hs; d++) {
-        s += nq[qb + d] * nk[kb + d];
-    }
-    s_out[(g.z * p.tq + i) * p.tk + j] = p.scale * s;
-}
-
-@group(0) @binding(1) var<storage, read> smask: array<f32>;           // (B, Tk) or unused
-@group(0) @binding(2) var<storage, read_write> s_io: array<f32>;      // (chunk, Tq, Tk)
-
-// One thread per row: masked entries and rows with no visible key become 0.
-@compute @workgroup_size(64)
-fn attention_softmax_naive(@builtin(workgroup_id) wid: vec3<u32>,
-                           @builtin(num_workgroups) nwg: vec3<u32>,
-                           @builtin(local_invocation_index) lid: u32) {
-    let row = (wid.x + wid.y * nwg.x) * 64u + lid; // z * Tq + i
-    if (row >= p.rows) {
-        return;
-    }
-    let z = row / p.tq;
-    let i = row - z * p.tq;
-    let b = (p.bh0 + z) / p.nh;
-    let base = row * p.tk;
-    var mx = NEG_BIG;
-    for (var j = 0u; j < p.tk; j++) {
-        if (visible(b, i, j)) {
-            mx = max(mx, s_io[base + j]);
-        }
-    }
-    var sum = 0.0;
-    for (var j = 0u; j < p.tk; j++) {
-        if (visible(b, i, j)) {
-            sum += exp(s_io[base + j] - mx);
-        }
-    }
-    var inv = 0.0;
-    if (sum > 0.0) {
-        inv = 1.0 / sum;
-    }
-    for (var j = 0u; j < p.tk; j++) {
-        var e = 0.0;
-        if (visible(b, i, j)) {
-            e = exp(s_io[base + j] - mx) * inv;
-        }
-        s_io[base + j] = e;
-    }
-}
-
-fn visible(b: u32, i: u32, j: u32) -> bool {
-    return causal_ok(i, j) && (p.has_mask == 0u || smask[b * p.tk + j] != 0.0);
-}
-
-@group(0) @binding(1) var<storage, read> pp: array<f32>;              // (chunk, Tq, Tk)
-@group(0) @binding(2) var<storage, read> pv: array<f32>;              // (B, NH, Tk, HS)
-@group(0) @binding(3) var<storage, read_write> po: array<f32>;        // (B, NH, Tq, HS)
-
-@compute @workgroup_size(16, 16)
-fn attention_pv_naive(@builtin(global_invocation_id) g: vec3<u32>) {
-    let d = g.x;
-    let i = g.y;
-    if (i >= p.tq || d >= p.hs) {
-        return;
-    }
-    let bh = p.bh0 + g.z;
-    let pb = (g.z * p.tq + i) * p.tk;
-    let vb = bh * p.tk * p.hs + d;
-    var o = 0.0;
-    for (var j = 0u; j < p.tk; j++) {
-        o += pp[pb + j] * pv[vb + j * p.hs];
-    }
-    po[(bh * p.tq + i) * p.hs + d] = o;
-}
-
-// ---------------------------------------------------------------------------
 // Backward (flash attention 2). Given Q, K, V, O, L and dO:
 //   P_ij = exp(scale q_i . k_j - L_i) on visible (i, j), 0 elsewhere
 //   D_i = dO_i . O_i (= sum_j P_ij dP_ij)
@@ -608,30 +472,6 @@ fn attention_pv_naive(@builtin(global_invocation_id) g: vec3<u32>) {
 // K (in dkdv) and Q (in dq) are pre-scaled by scale * log2(e), so P is exp2 of
 // the product minus L log2(e); the final dK, dQ are multiplied by p.out_scale
 // (= scale). Override constants as in the forward (BQ, RG, BK, NB, VEC).
-
-// attention_bwd_prep bindings.
-@group(0) @binding(1) var<storage, read> prep_o: array<f32>;          // (B, NH, Tq, HS)
-@group(0) @binding(2) var<storage, read> prep_do: array<f32>;         // (B, NH, Tq, HS)
-@group(0) @binding(3) var<storage, read> prep_l: array<f32>;          // (B, NH, Tq)
-@group(0) @binding(4) var<storage, read_write> prep_ld: array<f32>;   // (B, NH, Tq, 2)
-
-// One thread per row of (B * NH * Tq) = p.rows.
-@compute @workgroup_size(64)
-fn attention_bwd_prep(@builtin(workgroup_id) wid: vec3<u32>,
-                      @builtin(num_workgroups) nwg: vec3<u32>,
-                      @builtin(local_invocation_index) lid: u32) {
-    let row = (wid.x + wid.y * nwg.x) * 64u + lid;
-    if (row >= p.rows) {
-        return;
-    }
-    let base = row * p.hs;
-    var d = 0.0;
-    for (var c = 0u; c < p.hs; c++) {
-        d += prep_do[base + c] * prep_o[base + c];
-    }
-    prep_ld[2u * row] = prep_l[row] * p.scale; // p.scale = log2(e); +inf stays +inf
-    prep_ld[2u * row + 1u] = d;
-}
 
 // attention_bwd_dq bindings (q_in, k_in, v_in, key_mask as in the forward).
 @group(0) @binding(5) var<storage, read> dq_do: array<f32>;           // (B, NH, Tq, HS)

@@ -1,0 +1,164 @@
+//! Scaled dot-product attention, forward and backward (shaders/attention_*.wgsl):
+//! the fused flash-attention kernels that never write the Tq x Tk scores
+//! ([`attention_fwd`], [`attention_bwd`]), and unfused scores -> softmax -> P V
+//! paths that are their baselines and second oracles (forward: GEMM + softmax
+//! + GEMM, and three naive kernels; backward: GEMMs + softmax + softmax_bwd).
+//!
+//! Semantics (the CPU spec is `reference::attention`):
+//! - Q: (B, NH, Tq, HS); K, V: (B, NH, Tk, HS); f32, contiguous. Tq may differ
+//!   from Tk (cross-attention, decoding against a cache).
+//! - S = scale * Q K^T, scale given by the caller (usually 1/sqrt(HS)).
+//! - Causal masking is bottom-right aligned: query row i sees key j iff
+//!   j <= i + (Tk - Tq); with Tq == Tk that is the usual lower triangle.
+//! - Key padding mask: (B, Tk) f32, 1.0 = attend, 0.0 = padded key. Exactly 0.0
+//!   masks; any other value attends.
+//! - O = softmax over the visible keys of each row, times V: (B, NH, Tq, HS).
+//! - L = log(sum_j exp(S_ij)) over the visible keys: (B, NH, Tq), natural log,
+//!   saved for the backward pass.
+//! - A row that sees no key at all (every key padded, or Tq > Tk with causal and
+//!   i < Tq - Tk, or Tk = 0) gets O = 0 and L = +inf, so the backward's
+//!   exp(S - L) is 0 for every key.
+//! - Backward: given dO, the gradients dQ, dK, dV of the same function (the
+//!   formulas are in `reference::attention::attention_bwd`); masked pairs and
+//!   rows that see no key contribute nothing, padded keys get dK = dV = 0.
+//!
+//! Files: this one (semantics, options, input checks), `fused.rs` (the
+//! flash-attention forward and backward), `unfused.rs` (the baselines and
+//! oracles), `plan.rs` (which fused kernel, tiles and grid: see there).
+//!
+//! Two work splits of the fused kernels, picked by the kernel policy's
+//! `attention` split ([`Split`](crate::gpu::Split)): on CPU adapters
+//! (shaders/attention_cpu.wgsl, and its subgroup form
+//! shaders/attention_subgroup.wgsl on lavapipe) every workgroup-memory load is a
+//! loop over the SIMD lanes and costs far more than an FMA, so each of 16
+//! threads keeps 8 query rows (keys in `attention_bwd_dkdv`) and their
+//! accumulators in registers and uses every K/V (Q/dO) value it loads 8 times;
+//! on GPUs that register tile is far too large, so shaders/attention_gpu.wgsl
+//! gives 128-thread workgroups of 64 rows (keys), both operands of each product
+//! staged in workgroup memory, 4 x 4 register tiles. The backward is flash
+//! attention 2 in the forward's layout. The price of the CPU split: lavapipe
+//! compiles the two backward kernels at HS = 64 in tens of seconds of CPU, once
+//! per process and head-size class. Measured speeds of both splits against the
+//! unfused paths, with machine and date, are in BENCHMARKS.md (`cargo bench
+//! --bench kernels -- attention`).
+
+use crate::error::{Error, Result};
+use crate::tensor::{DType, Tensor};
+
+mod fused;
+pub(crate) mod plan;
+pub(crate) mod unfused;
+
+pub use fused::{attention_bwd, attention_fwd};
+pub use unfused::{attention_unfused, attention_unfused_bwd, attention_unfused_naive};
+
+use plan::Dims;
+
+/// Largest head size the fused kernel supports (each thread holds its query
+/// rows and output accumulators, HS floats each, in registers).
+pub const MAX_HEAD_SIZE: usize = 128;
+
+/// Options of [`attention_fwd`] and [`attention_unfused`].
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionOptions<'a> {
+    /// Multiplies Q K^T before masking and softmax (usually `1 / sqrt(HS)`).
+    pub scale: f32,
+    /// Bottom-right aligned causal mask: row i sees key j iff j <= i + Tk - Tq.
+    pub causal: bool,
+    /// (B, Tk): 1.0 = attend, 0.0 = padded key.
+    pub key_mask: Option<&'a Tensor>,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    tq: u32,
+    tk: u32,
+    hs: u32,
+    nh: u32,
+    scale: f32,
+    causal: u32,
+    has_mask: u32,
+    bh0: u32,
+    rows: u32,
+    out_scale: f32,
+    _pad: [u32; 2],
+}
+
+/// Checks q, k, v and the options; returns the shapes.
+fn check(
+    op: &'static str,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    opts: &AttentionOptions,
+) -> Result<Dims> {
+    for (name, t) in [("q", q), ("k", k), ("v", v)] {
+        t.expect_dtype(op, name, DType::F32)?;
+        if t.rank() != 4 {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "{name} has shape {:?}, expected rank 4 (B, NH, T, HS)",
+                    t.shape()
+                ),
+            ));
+        }
+    }
+    let (b, nh, tq, hs) = (q.dim(0), q.dim(1), q.dim(2), q.dim(3));
+    let tk = k.dim(2);
+    k.expect_shape(op, "k", &[b, nh, tk, hs])?;
+    v.expect_shape(op, "v (must match k)", &[b, nh, tk, hs])?;
+    if hs == 0 {
+        return Err(Error::invalid(op, "head size HS is 0"));
+    }
+    if let Some(mask) = opts.key_mask {
+        mask.expect_dtype(op, "key_mask", DType::F32)?;
+        mask.expect_shape(op, "key_mask (B, Tk)", &[b, tk])?;
+    }
+    if !opts.scale.is_finite() {
+        return Err(Error::invalid(
+            op,
+            format!("scale {} is not finite", opts.scale),
+        ));
+    }
+    Ok(Dims { b, nh, tq, tk, hs })
+}
+
+fn params(d: &Dims, scale: f32, opts: &AttentionOptions) -> Params {
+    Params {
+        tq: d.tq as u32,
+        tk: d.tk as u32,
+        hs: d.hs as u32,
+        nh: d.nh as u32,
+        scale,
+        causal: opts.causal as u32,
+        has_mask: opts.key_mask.is_some() as u32,
+        bh0: 0,
+        rows: 0,
+        out_scale: 1.0,
+        _pad: [0; 2],
+    }
+}
+
+/// Checks O, L and dO against the shapes of Q.
+fn check_bwd_extra(
+    op: &'static str,
+    d: &Dims,
+    o: Option<&Tensor>,
+    l: Option<&Tensor>,
+    d_o: &Tensor,
+) -> Result<()> {
+    let q_shape = [d.b, d.nh, d.tq, d.hs];
+    for (name, t) in [("o (must match q)", o), ("d_o (must match q)", Some(d_o))] {
+        if let Some(t) = t {
+            t.expect_dtype(op, name, DType::F32)?;
+            t.expect_shape(op, name, &q_shape)?;
+        }
+    }
+    if let Some(l) = l {
+        l.expect_dtype(op, "l", DType::F32)?;
+        l.expect_shape(op, "l (B, NH, Tq)", &[d.b, d.nh, d.tq])?;
+    }
+    Ok(())
+}

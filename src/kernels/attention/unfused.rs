@@ -1,0 +1,239 @@
+//! Unfused attention, the baselines and second oracles of the fused kernels:
+//! scores -> softmax -> P V through the GEMM and softmax kernels (forward and
+//! backward), and the naive kernels of shaders/attention_naive.wgsl that depend
+//! on no other kernel.
+
+use super::plan::{too_many_groups, Dims};
+use super::{check, check_bwd_extra, params, AttentionOptions};
+use crate::error::{Error, Result};
+use crate::gpu::Dispatch;
+use crate::kernels::gemm::{gemm, GemmOptions};
+use crate::kernels::softmax::{softmax, softmax_bwd, SoftmaxOptions};
+use crate::kernels::{grid_1d, groups, ATTENTION_NAIVE_WGSL, MAX_GROUPS_PER_DIM};
+use crate::tensor::{DType, Tensor};
+
+/// Workgroups of `attention_scores_naive` and `attention_pv_naive` are
+/// NAIVE_TILE x NAIVE_TILE threads, one per output.
+pub(crate) const NAIVE_TILE: usize = 16;
+/// Threads (rows) per workgroup of `attention_softmax_naive`.
+pub(crate) const NAIVE_SOFTMAX_WG: usize = 64;
+
+/// Unfused attention, the way it is written without a fused kernel: S = scale *
+/// Q K^T with [`gemm`] (B, NH, Tq, Tk) in memory, [`softmax`] with the masks,
+/// then O = P V with [`gemm`]. The benchmark baseline and a second GPU oracle;
+/// returns O only. S and P must each fit one storage binding: beyond that this
+/// returns [`Error::TooLarge`] (the fused [`attention_fwd`](super::attention_fwd) has no such limit).
+pub fn attention_unfused(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    opts: &AttentionOptions,
+) -> Result<Tensor> {
+    const OP: &str = "attention_unfused";
+    let d = check(OP, q, k, v, opts)?;
+    let gpu = q.gpu();
+    let bh = d.b * d.nh;
+    if bh == 0 || d.tq == 0 || d.tk == 0 {
+        // Nothing to compute; with no keys every row sees nothing: O = 0.
+        return Tensor::zeros(gpu, &[d.b, d.nh, d.tq, d.hs]);
+    }
+    let probs = unfused_probs(OP, q, k, &d, opts)?; // (B * NH, Tq, Tk)
+    let v3 = v.reshape(&[bh, d.tk, d.hs])?;
+    let o = gemm(&probs, &v3, &GemmOptions::default())?; // (B * NH, Tq, HS)
+    o.reshape(&[d.b, d.nh, d.tq, d.hs])
+}
+
+/// P = softmax(scale * Q K^T) with the masks, materialised as (B * NH, Tq, Tk)
+/// by [`gemm`] + [`softmax`]: the first half of both unfused paths. The score
+/// matrix must fit one storage binding.
+fn unfused_probs(
+    op: &'static str,
+    q: &Tensor,
+    k: &Tensor,
+    d: &Dims,
+    opts: &AttentionOptions,
+) -> Result<Tensor> {
+    let gpu = q.gpu();
+    let bh = d.b * d.nh;
+    let s_bytes = (bh * d.tq * d.tk * 4) as u64;
+    if s_bytes > gpu.max_binding_bytes() {
+        return Err(Error::TooLarge {
+            what: format!(
+                "{op}'s score matrix (B, NH, Tq, Tk) = {:?}",
+                [d.b, d.nh, d.tq, d.tk]
+            ),
+            needed: crate::error::human_bytes(s_bytes),
+            limit: crate::error::human_bytes(gpu.max_binding_bytes()),
+            limit_name: "max_storage_buffer_binding_size",
+        });
+    }
+    let q3 = q.reshape(&[bh, d.tq, d.hs])?;
+    let k3 = k.reshape(&[bh, d.tk, d.hs])?;
+    let scores = gemm(
+        &q3,
+        &k3,
+        &GemmOptions {
+            trans_b: true,
+            alpha: opts.scale,
+            ..Default::default()
+        },
+    )?; // (B * NH, Tq, Tk)
+    softmax(
+        &scores.reshape(&[d.b, d.nh, d.tq, d.tk])?,
+        &SoftmaxOptions {
+            scale: 1.0,
+            causal: opts.causal,
+            key_mask: opts.key_mask,
+        },
+    )?
+    .reshape(&[bh, d.tq, d.tk])
+}
+
+/// The simplest unfused attention, all in shaders/attention_naive.wgsl: one thread
+/// per score, one thread per softmax row, one thread per output value. S is
+/// made for as many (b, head) pairs at a time as one storage binding holds, so
+/// any size runs. The GPU oracle that depends on no other kernel; returns O.
+pub fn attention_unfused_naive(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    opts: &AttentionOptions,
+) -> Result<Tensor> {
+    const OP: &str = "attention_unfused_naive";
+    let d = check(OP, q, k, v, opts)?;
+    let gpu = q.gpu();
+    let o = Tensor::empty(gpu, &[d.b, d.nh, d.tq, d.hs], DType::F32)?;
+    let bh = d.b * d.nh;
+    if bh == 0 || d.tq == 0 {
+        return Ok(o);
+    }
+    if d.tk == 0 {
+        gpu.clear(&o); // no keys: every row sees nothing
+        return Ok(o);
+    }
+    // As many (b, head) score matrices per chunk as one binding holds.
+    let per_bh = (d.tq * d.tk * 4) as u64;
+    let chunk = ((gpu.max_binding_bytes() / per_bh) as usize).clamp(1, bh);
+    for (what, n) in [
+        ("key tiles", d.tk.div_ceil(16)),
+        ("query tiles", d.tq.div_ceil(16)),
+        ("(b, head) pairs per chunk", chunk),
+    ] {
+        if n > MAX_GROUPS_PER_DIM as usize {
+            return Err(too_many_groups(OP, what, n));
+        }
+    }
+    let s = Tensor::empty(gpu, &[chunk, d.tq, d.tk], DType::F32)?;
+    let mut p = params(&d, opts.scale, opts);
+    let mask = opts.key_mask.unwrap_or(q);
+    for bh0 in (0..bh).step_by(chunk) {
+        let n = chunk.min(bh - bh0);
+        p.bh0 = bh0 as u32;
+        p.rows = (n * d.tq) as u32;
+        gpu.dispatch(&Dispatch {
+            shader: &ATTENTION_NAIVE_WGSL,
+            entry: "attention_scores_naive",
+            constants: &[],
+            params: bytemuck::bytes_of(&p),
+            reads: &[q, k],
+            writes: &[&s],
+            workgroups: [groups(d.tk, NAIVE_TILE), groups(d.tq, NAIVE_TILE), n as u32],
+        })?;
+        gpu.dispatch(&Dispatch {
+            shader: &ATTENTION_NAIVE_WGSL,
+            entry: "attention_softmax_naive",
+            constants: &[],
+            params: bytemuck::bytes_of(&p),
+            reads: &[mask],
+            writes: &[&s],
+            workgroups: grid_1d(groups(n * d.tq, NAIVE_SOFTMAX_WG)),
+        })?;
+        gpu.dispatch(&Dispatch {
+            shader: &ATTENTION_NAIVE_WGSL,
+            entry: "attention_pv_naive",
+            constants: &[],
+            params: bytemuck::bytes_of(&p),
+            reads: &[&s, v],
+            writes: &[&o],
+            workgroups: [groups(d.hs, NAIVE_TILE), groups(d.tq, NAIVE_TILE), n as u32],
+        })?;
+    }
+    Ok(o)
+}
+
+/// Unfused attention backward, the way it is written without a fused kernel:
+/// recomputes S = scale Q K^T with [`gemm`] and P with [`softmax`] (both
+/// (B, NH, Tq, Tk) in memory), then dV = P^T dO and dP = dO V^T (GEMMs),
+/// dS = scale P (dP - rowsum(P dP)) ([`softmax_bwd`]), dQ = dS K and
+/// dK = dS^T Q (GEMMs). Returns (dQ, dK, dV) for the loss gradient `d_o`
+/// (B, NH, Tq, HS). The benchmark baseline and a second GPU oracle of
+/// [`attention_bwd`](super::attention_bwd); needs no O or L. Like [`attention_unfused`], the score
+/// matrix must fit one storage binding ([`Error::TooLarge`] otherwise).
+pub fn attention_unfused_bwd(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    d_o: &Tensor,
+    opts: &AttentionOptions,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    const OP: &str = "attention_unfused_bwd";
+    let d = check(OP, q, k, v, opts)?;
+    check_bwd_extra(OP, &d, None, None, d_o)?;
+    let gpu = q.gpu();
+    let bh = d.b * d.nh;
+    if bh == 0 || d.tq == 0 || d.tk == 0 {
+        // No (query, key) pair: every gradient is 0.
+        return Ok((
+            Tensor::zeros(gpu, &[d.b, d.nh, d.tq, d.hs])?,
+            Tensor::zeros(gpu, &[d.b, d.nh, d.tk, d.hs])?,
+            Tensor::zeros(gpu, &[d.b, d.nh, d.tk, d.hs])?,
+        ));
+    }
+    let probs = unfused_probs(OP, q, k, &d, opts)?; // P (B * NH, Tq, Tk)
+    let q3 = q.reshape(&[bh, d.tq, d.hs])?;
+    let k3 = k.reshape(&[bh, d.tk, d.hs])?;
+    let v3 = v.reshape(&[bh, d.tk, d.hs])?;
+    let do3 = d_o.reshape(&[bh, d.tq, d.hs])?;
+    let dv = gemm(
+        &probs,
+        &do3,
+        &GemmOptions {
+            trans_a: true,
+            ..Default::default()
+        },
+    )?; // P^T dO (B * NH, Tk, HS)
+    let dp = gemm(
+        &do3,
+        &v3,
+        &GemmOptions {
+            trans_b: true,
+            ..Default::default()
+        },
+    )?; // dP = dO V^T (B * NH, Tq, Tk)
+    let ds = softmax_bwd(
+        &probs.reshape(&[d.b, d.nh, d.tq, d.tk])?,
+        &dp.reshape(&[d.b, d.nh, d.tq, d.tk])?,
+        &SoftmaxOptions {
+            scale: opts.scale,
+            causal: opts.causal,
+            key_mask: opts.key_mask,
+        },
+    )?
+    .reshape(&[bh, d.tq, d.tk])?; // dS = scale P (dP - rowsum(P dP)) (B * NH, Tq, Tk)
+    drop(dp);
+    drop(probs);
+    let dq = gemm(&ds, &k3, &GemmOptions::default())?; // dS K (B * NH, Tq, HS)
+    let dk = gemm(
+        &ds,
+        &q3,
+        &GemmOptions {
+            trans_a: true,
+            ..Default::default()
+        },
+    )?; // dS^T Q (B * NH, Tk, HS)
+    Ok((
+        dq.reshape(&[d.b, d.nh, d.tq, d.hs])?,
+        dk.reshape(&[d.b, d.nh, d.tk, d.hs])?,
+        dv.reshape(&[d.b, d.nh, d.tk, d.hs])?,
+    ))
+}
