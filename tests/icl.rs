@@ -287,7 +287,7 @@ fn icl_model_learns_to_copy() {
     // copying circuit (find the earlier example with the query's input, read the
     // output after it), well beyond what echoing the outputs in context gives.
     let task = IclTask::new(4, 8).unwrap();
-    let points = train_and_measure(icl_train_task(task, 64, 8, 64), 600, 1e-2, 2000);
+    let points = train_and_measure(icl_train_task(task, 64, 8, 64), 1000, 1e-2, 2000);
     let at = |k: usize| points.iter().find(|p| p.examples == k).unwrap();
     assert_chance_at_zero(&points);
     assert!(at(8).accuracy > 0.65, "{points:?}");

@@ -74,11 +74,11 @@ pub struct TrainArgs {
     #[arg(long, value_enum)]
     pub task: Option<TaskKind>,
     /// Symbols of the icl task's input (a..) and output (A..) alphabets, 2 to 26.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 4)]
     pub alphabet: usize,
     /// Most examples before a query in the icl task (a sequence holds this + 1
     /// pairs, so the model needs a context of 2 x this + 1).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 8)]
     pub examples: usize,
     /// Tokenizer of a new run (the date task always uses its own characters).
     #[arg(long, value_enum, default_value_t = TokenizerKind::Char)]
@@ -342,7 +342,7 @@ mod icl_defaults {
     pub const HEADS: usize = 8;
     pub const BATCH: usize = 64;
     pub const STEPS: u32 = 1000;
-    pub const LR: f32 = 3e-3;
+    pub const LR: f32 = 1e-2;
     pub const EVAL_SEQUENCES: usize = 256;
 }
 

@@ -17,7 +17,9 @@ use crate::rng::SplitMix64;
 use crate::tensor::Tensor;
 
 /// Task, sizes and training settings (JSON field names as here; missing fields
-/// take the defaults: those of `wgformer train --task icl`, with a smaller batch).
+/// take the defaults: the task and model of `wgformer train --task icl`, with a
+/// smaller batch and a constant learning rate after the warm-up, since the page
+/// trains until paused).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct IclConfig {
