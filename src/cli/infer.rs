@@ -441,7 +441,7 @@ fn eval_icl(
     data.task.check_fits(c.n_positions, c.vocab_size, &name)?;
     let seed = a
         .seed
-        .map_or(data.held_out_seed(), |s| s ^ 0x5EED_1C1_0000_0000);
+        .map_or(data.held_out_seed(), |s| s ^ 0x5EE_D1C1_0000_0000);
     let task = data.task;
     let eval = IclTrainTask::new(gpu, model, data)?.evaluate_curve(a.sequences, seed)?;
     let points = eval.tally.points(&task.curve_points());

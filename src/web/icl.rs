@@ -182,7 +182,7 @@ impl IclTrainer {
     /// Accuracy by number of examples on `sequences` held-out sequences (the
     /// same ones every call, never trained on, so calls compare).
     pub async fn evaluate(&self, sequences: usize) -> Result<IclCurve> {
-        let mut rng = SplitMix64::new(self.config.seed as u64 ^ 0xE7A1_1C1);
+        let mut rng = SplitMix64::new(self.config.seed as u64 ^ 0xE7A_11C1);
         let batch = self.config.batch.max(64);
         let eval = evaluate_icl(&self.model, &self.task, sequences, batch, &mut rng).await?;
         Ok(IclCurve {
