@@ -10,9 +10,14 @@ use common::TempDir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Runs the tool in a scratch working directory (where `eval` and `generate`
+/// put their default emissions.csv).
 fn wgformer(args: &[&str]) -> Output {
+    let cwd = std::env::temp_dir().join(format!("wgformer-test-cli-{}-cwd", std::process::id()));
+    std::fs::create_dir_all(&cwd).unwrap();
     Command::new(env!("CARGO_BIN_EXE_wgformer"))
         .args(args)
+        .current_dir(cwd)
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())
         .output()
         .expect("the wgformer binary runs")
@@ -347,6 +352,31 @@ fn nonsense_flag_values_are_refused_by_name() {
             ">= 1",
         ),
         (&["bench", "train", "--batch", "0"], "--batch", ">= 1"),
+        (
+            &["train", "--carbon-intensity", "0"],
+            "--carbon-intensity",
+            "> 0",
+        ),
+        (
+            &["eval", ck[0], ck[1], "--carbon-intensity", "nan"],
+            "--carbon-intensity",
+            "> 0",
+        ),
+        (
+            &["generate", ck[0], ck[1], "--carbon-intensity", "-436"],
+            "--carbon-intensity",
+            "> 0",
+        ),
+        (
+            &["bench", "train", "--power-watts", "0"],
+            "--power-watts",
+            "> 0",
+        ),
+        (
+            &["eval", ck[0], ck[1], "--sequences", "0"],
+            "--sequences",
+            ">= 1",
+        ),
     ];
     for (args, flag, range) in cases {
         let err = fails(args);
@@ -404,6 +434,19 @@ fn flags_a_run_would_ignore_are_refused() {
                 "2",
             ],
             "--init-from takes the model",
+        ),
+        (
+            &["train", "--task", "icl", "--data", "t.txt"],
+            "--data would be ignored: --task icl",
+        ),
+        (
+            &["train", "--task", "icl", "--model", "encdec"],
+            "--task icl trains a GPT",
+        ),
+        (&["train", "--alphabet", "5"], "add --task icl"),
+        (
+            &["train", "--no-energy", "--power-watts", "100"],
+            "cannot be used with",
         ),
     ];
     for (args, says) in cases {
@@ -595,4 +638,181 @@ fn set_config_field(dir: &Path, field: &str, value: serde_json::Value) {
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     cfg[field] = value;
     std::fs::write(&path, cfg.to_string()).unwrap();
+}
+
+/// The rows of an emissions.csv as column -> value maps.
+fn csv_rows(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header = common::split_csv(lines.next().unwrap());
+    assert_eq!(header, wgformer::energy::emissions_csv::COLUMNS);
+    lines
+        .map(|l| header.iter().cloned().zip(common::split_csv(l)).collect())
+        .collect()
+}
+
+#[test]
+fn icl_runs_report_their_accuracy_curve_and_energy() {
+    let scratch = TempDir::new("icl_runs_report_their_accuracy_curve_and_energy");
+    let ck = scratch.join("icl");
+    let tiny = [
+        "--task",
+        "icl",
+        "--alphabet",
+        "4",
+        "--examples",
+        "4",
+        "--layers",
+        "1",
+        "--d-model",
+        "16",
+        "--heads",
+        "2",
+        "--batch",
+        "4",
+    ];
+    let mut args = vec!["train", "--steps", "2", "--out", s(&ck)];
+    args.extend(tiny);
+    let out = wgformer(&args);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("examples K") && stdout.contains("chance"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("energy"), "no energy report:\n{stderr}");
+    // The first run's row; where no meter is readable (this machine: no RAPL,
+    // no NVIDIA) the note says so and the energy columns stay empty.
+    let csv = ck.join("emissions.csv");
+    let rows = csv_rows(&csv);
+    assert_eq!(rows.len(), 1);
+    let first = rows[0].clone();
+    assert_eq!(first["project_name"], "wgformer train");
+    assert!(!first["gpu_model"].is_empty() && !first["run_id"].is_empty());
+    let measured = !stderr.contains("energy: not measured");
+    if !measured {
+        assert!(
+            stderr.contains("note:") && stderr.contains("--power-watts"),
+            "{stderr}"
+        );
+        for column in ["energy_consumed", "cpu_energy", "emissions"] {
+            assert_eq!(first[column], "", "{column}");
+        }
+    }
+
+    // A resumed run with a stated power: its row is added, the first one kept
+    // (the resumed run's saves replace the checkpoint directory).
+    let out = ok(&[
+        "train",
+        "--resume",
+        s(&ck),
+        "--steps",
+        "4",
+        "--power-watts",
+        "100",
+    ]);
+    assert!(out.contains("to 4 of 4"), "{out}");
+    let rows = csv_rows(&csv);
+    assert_eq!(rows.len(), 2, "the first run's row was lost");
+    assert_eq!(rows[0], first);
+    assert_ne!(rows[1]["run_id"], first["run_id"]);
+    if !measured {
+        let kwh: f64 = rows[1]["energy_consumed"].parse().unwrap();
+        let secs: f64 = rows[1]["duration"].parse().unwrap();
+        assert!(
+            (kwh - 100.0 * secs / 3.6e6).abs() < 1e-9 * kwh.max(1e-12),
+            "{kwh} vs {secs} s"
+        );
+        assert_eq!(rows[1]["tracking_mode"], "estimated");
+        let kg: f64 = rows[1]["emissions"].parse().unwrap();
+        assert!((kg - kwh * 0.436).abs() < 1e-9 * kg, "default 436 g/kWh");
+    }
+    // The eval log's last line holds the resumed run's energy report.
+    let log = std::fs::read_to_string(wgformer::train::eval_log_path(&ck)).unwrap();
+    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!(last["step"], 4);
+    assert_eq!(last["energy"]["carbon_intensity_g_per_kwh"], 436.0);
+
+    // eval: the curve as JSON, with chance and the best possible, and its row.
+    let eval_csv = scratch.join("eval-emissions.csv");
+    let json: serde_json::Value = serde_json::from_str(&ok(&[
+        "eval",
+        "--checkpoint",
+        s(&ck),
+        "--json",
+        "--sequences",
+        "40",
+        "--carbon-intensity",
+        "100",
+        "--emissions-file",
+        s(&eval_csv),
+    ]))
+    .unwrap();
+    let points = json["points"].as_array().unwrap();
+    let ks: Vec<u64> = points
+        .iter()
+        .map(|p| p["examples"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ks, [0, 1, 2, 4]);
+    assert_eq!(points[0]["chance"], 0.25);
+    assert_eq!(points[2]["best"], 1.0 - 0.75f64.powi(3));
+    assert_eq!(points[3]["queries"], 40);
+    assert_eq!(json["energy"]["carbon_intensity_g_per_kwh"], 100.0);
+    assert_eq!(csv_rows(&eval_csv)[0]["project_name"], "wgformer eval");
+    let table = ok(&[
+        "eval",
+        "--task",
+        "icl",
+        "--checkpoint",
+        s(&ck),
+        "--no-energy",
+    ]);
+    assert!(table.contains("best possible"), "{table}");
+
+    // More examples than the context holds: refused with the numbers.
+    let err = fails(&["eval", "--checkpoint", s(&ck), "--examples", "5"]);
+    assert!(
+        err.contains("needs a context of 11") && err.contains("has 9"),
+        "{err}"
+    );
+    // The checkpoint's tokenizer writes the task as text: generate answers.
+    let text = ok(&[
+        "generate",
+        "--checkpoint",
+        s(&ck),
+        "--prompt",
+        "aBbCa",
+        "--max-tokens",
+        "1",
+        "--temperature",
+        "0",
+        "--no-energy",
+    ]);
+    assert!(
+        text.starts_with("aBbCa") && text.trim_end().len() == 6,
+        "{text}"
+    );
+
+    // Sizes that do not fit, and a carbon intensity that is no number.
+    let mut args = vec!["train", "--out", s(&ck), "--context", "8"];
+    args.extend(tiny);
+    let err = fails(&args);
+    assert!(
+        err.contains("needs a context of 9") && err.contains("has 8"),
+        "{err}"
+    );
+    let err = fails(&["train", "--task", "icl", "--alphabet", "30"]);
+    assert!(
+        err.contains("--alphabet 30") && err.contains("2..=26"),
+        "{err}"
+    );
+    let err = fails(&["eval", "--checkpoint", s(&ck), "--carbon-intensity", "0"]);
+    assert!(err.contains("--carbon-intensity"), "{err}");
+
+    let _ = std::fs::remove_dir_all(&ck);
+    let _ = std::fs::remove_file(wgformer::train::eval_log_path(&ck));
+    let _ = std::fs::remove_file(&eval_csv);
 }

@@ -6,6 +6,7 @@
 mod common;
 
 use common::TempDir;
+use common::split_csv;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use wgformer::energy::emissions_csv::{self, RunInfo};
@@ -223,7 +224,11 @@ fn emissions_csv_has_codecarbons_columns_and_one_row_per_run() {
             .unwrap();
         fields[i].clone()
     };
-    assert!((get("cpu_energy").parse::<f64>().unwrap() - 2e-6).abs() < 1e-15);
+    assert!(
+        (get("cpu_energy").parse::<f64>().unwrap() - 2e-6).abs() < 1e-15,
+        "{}",
+        lines[1]
+    );
     assert!((get("energy_consumed").parse::<f64>().unwrap() - 2e-6).abs() < 1e-15);
     let kg = get("emissions").parse::<f64>().unwrap();
     assert!((kg - 2e-6 * report.carbon_intensity / 1000.0).abs() < 1e-15);
@@ -242,23 +247,4 @@ fn emissions_csv_has_codecarbons_columns_and_one_row_per_run() {
         .to_string();
     assert!(err.contains("other columns"), "{err}");
     assert_eq!(std::fs::read_to_string(&other).unwrap(), "a,b\n1,2\n");
-}
-
-/// Splits one CSV line (RFC 4180 quoting).
-fn split_csv(line: &str) -> Vec<String> {
-    let mut fields = vec![String::new()];
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                chars.next();
-                fields.last_mut().unwrap().push('"');
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => fields.push(String::new()),
-            (c, _) => fields.last_mut().unwrap().push(c),
-        }
-    }
-    fields
 }

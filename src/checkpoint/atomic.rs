@@ -2,7 +2,8 @@
 //! recovery of an interrupted one, the directory a loader reads, and fsync.
 
 use super::{
-    save::write_contents, CheckpointContents, ModelConfig, CONFIG_FILE, FORMAT_KEY, MODEL_FILE,
+    save::write_contents, CheckpointContents, ModelConfig, CARRIED_FILES, CONFIG_FILE, FORMAT_KEY,
+    MODEL_FILE,
 };
 use crate::error::{Error, Result};
 use serde_json::Value;
@@ -33,7 +34,7 @@ pub fn save_checkpoint<C: ModelConfig>(dir: &Path, contents: &CheckpointContents
     let parent = parent_of(dir);
     std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
     std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    if let Err(e) = write_contents(&tmp, contents) {
+    if let Err(e) = write_contents(&tmp, contents).and_then(|()| carry_forward(dir, &tmp)) {
         // Nothing committed: the previous checkpoint stays as it was.
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
@@ -51,6 +52,23 @@ pub fn save_checkpoint<C: ModelConfig>(dir: &Path, contents: &CheckpointContents
         sync_dir(&parent)?;
     }
     Ok(())
+}
+
+/// Copies the [`CARRIED_FILES`] that `dir` holds into `tmp` (and syncs them), so
+/// the new checkpoint keeps them.
+fn carry_forward(dir: &Path, tmp: &Path) -> Result<()> {
+    for name in CARRIED_FILES {
+        let from = dir.join(name);
+        if !from.is_file() {
+            continue;
+        }
+        let to = tmp.join(name);
+        std::fs::copy(&from, &to).map_err(|e| Error::io(&from, e))?;
+        std::fs::File::open(&to)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&to, e))?;
+    }
+    sync_dir(tmp)
 }
 
 /// The checkpoint directory `path` names: `path` itself, or the directory of a

@@ -1,5 +1,8 @@
 //! `wgformer generate | translate | eval | score`: inference on a checkpoint.
+//! `eval` also measures a checkpoint of the in-context learning task: its
+//! accuracy by number of examples in the context.
 
+use super::energy::{EnergyArgs, RunEnergy};
 use super::flags::{at_least_one, finite, non_negative, probability};
 use super::{
     checkpoint_tokenizer, encode_known, load_transformer, model_type, note_unknown,
@@ -8,12 +11,14 @@ use super::{
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use wgformer::checkpoint;
+use wgformer::data::icl::curve_table;
 use wgformer::data::Tokenizer;
 use wgformer::generate::{self, BeamOptions, GenerateOptions, SamplingOptions, StopReason};
 use wgformer::nn::Gpt;
 use wgformer::train::gpt::{GptData, GptTask};
+use wgformer::train::icl::{self, IclData, IclTrainTask};
 use wgformer::train::seq2seq::{load_pairs, PairSource, Seq2SeqData, Seq2SeqTask};
-use wgformer::train::{progress::eval_line, TrainTask};
+use wgformer::train::{progress::eval_line, EvalMetrics, TrainTask};
 use wgformer::{Gpu, Result};
 
 /// Arguments of `wgformer generate`.
@@ -43,6 +48,17 @@ pub struct GenerateArgs {
     /// Keep the end of a prompt longer than the context instead of failing.
     #[arg(long)]
     pub truncate_prompt: bool,
+    #[command(flatten)]
+    pub energy: EnergyArgs,
+    /// Append the energy report as a row to this CSV (CodeCarbon's emissions.csv
+    /// columns).
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "emissions.csv",
+        conflicts_with = "no_energy"
+    )]
+    pub emissions_file: PathBuf,
 }
 
 /// Loads a GPT checkpoint with its tokenizer, refusing other architectures.
@@ -205,23 +221,84 @@ pub struct EvalArgs {
     /// Most context-long windows of --data scored (gpt).
     #[arg(long, default_value_t = 64, value_parser = at_least_one::<usize>)]
     pub max_windows: usize,
+    /// The checkpoint's built-in task, checked against its trainer state: icl
+    /// prints the accuracy by number of in-context examples (the default for such
+    /// a checkpoint).
+    #[arg(long, value_enum)]
+    pub task: Option<super::train::TaskKind>,
+    /// Most examples before a query (icl; default: the trained value). Needs a
+    /// context of 2 x this + 1.
+    #[arg(long, value_parser = at_least_one::<usize>)]
+    pub examples: Option<usize>,
+    /// Fresh sequences scored (icl); each gives one query per number of examples.
+    #[arg(long, default_value_t = 2000, value_parser = at_least_one::<usize>)]
+    pub sequences: usize,
+    /// Seeds the sequences (icl; default: the run's own held-out sequences).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Print the results as one JSON object (with the energy report) on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub energy: EnergyArgs,
+    /// Append the energy report as a row to this CSV (CodeCarbon's emissions.csv
+    /// columns).
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "emissions.csv",
+        conflicts_with = "no_energy"
+    )]
+    pub emissions_file: PathBuf,
+    /// The flags given on the command line (set by `main`).
+    #[arg(skip)]
+    pub given: Vec<String>,
 }
 
-/// Held-out loss, perplexity (and exact match for translation).
-pub fn eval(gpu: &Gpu, a: &EvalArgs) -> Result<()> {
+/// Held-out loss, perplexity (and exact match for translation), or the
+/// in-context learning curve; then the energy report.
+pub fn eval(gpu: &Gpu, a: &EvalArgs, mut energy: RunEnergy) -> Result<()> {
     let dir = &a.checkpoint;
     let state = checkpoint::read_trainer_state(dir)?;
-    let data_desc = state
-        .as_ref()
-        .and_then(|s| s.get("task"))
-        .and_then(|t| t.get("data"))
-        .cloned();
+    let task_desc = state.as_ref().and_then(|s| s.get("task"));
+    let data_desc = task_desc.and_then(|t| t.get("data")).cloned();
+    let is_icl = task_desc
+        .and_then(|t| t.get("task"))
+        .and_then(|t| t.as_str())
+        == Some(icl::TASK_NAME);
     let step = state
         .as_ref()
         .and_then(|s| s.get("step"))
         .and_then(|s| s.as_u64())
         .unwrap_or(0) as u32;
-    match model_type(dir)?.as_str() {
+    if a.task.is_some() && !is_icl {
+        return Err(usage(format!(
+            "`{}` was not trained on --task icl (its trainer state names no such task): leave \
+             out --task to evaluate it as what it is",
+            dir.display()
+        )));
+    }
+    let icl_only: Vec<&str> = ["examples", "sequences", "seed"]
+        .into_iter()
+        .filter(|f| a.given.iter().any(|g| g == f))
+        .collect();
+    if !is_icl && !icl_only.is_empty() {
+        return Err(usage(format!(
+            "--{} would be ignored: it applies to checkpoints of the in-context learning task \
+             (wgformer train --task icl). Leave it out",
+            icl_only.join(", --")
+        )));
+    }
+    if is_icl {
+        if a.data.is_some() {
+            return Err(usage(
+                "--data would be ignored: the in-context learning task makes its own sequences. \
+                 Leave it out",
+            ));
+        }
+        return eval_icl(gpu, a, data_desc, step, energy);
+    }
+    let metrics = match model_type(dir)?.as_str() {
         "encoder_decoder" => {
             let model = load_transformer(gpu, dir)?;
             let tok = checkpoint_tokenizer(dir, model.config.vocab_size)?;
@@ -261,15 +338,28 @@ pub fn eval(gpu: &Gpu, a: &EvalArgs) -> Result<()> {
                 }
             };
             let mut task = Seq2SeqTask::new(gpu, model, tok, train, held, data)?;
-            let m = task.evaluate(true)?;
-            println!("{}", eval_line(step, &m));
-            Ok(())
+            task.evaluate(true)?
         }
         "gpt2" => {
             let (model, tok) = load_gpt_with_tokenizer(gpu, dir, true)?;
             let tok = tok.ok_or_else(|| usage("no tokenizer"))?;
             if let Some(path) = &a.data {
-                return eval_text(&model, tok.as_ref(), path, a.max_windows);
+                let (mean, n) = eval_text(&model, tok.as_ref(), path, a.max_windows)?;
+                let report = energy.finish(gpu, Some(&a.emissions_file));
+                if a.json {
+                    let json = serde_json::json!({
+                        "data": path, "mean_nll": mean, "perplexity": mean.exp(), "tokens": n,
+                        "energy": report.map(|r| r.to_json()),
+                    });
+                    println!("{json}");
+                } else {
+                    println!(
+                        "{}: mean NLL {mean:.4} nats/token, perplexity {:.3} ({n} tokens)",
+                        path.display(),
+                        mean.exp()
+                    );
+                }
+                return Ok(());
             }
             let Some(desc) = data_desc else {
                 return Err(usage(format!(
@@ -293,16 +383,103 @@ pub fn eval(gpu: &Gpu, a: &EvalArgs) -> Result<()> {
                 data.held_out_fraction,
             )?;
             let mut task = GptTask::new(gpu, model, tok, dataset, data)?;
-            let m = task.evaluate(true)?;
-            println!("{}", eval_line(step, &m));
-            Ok(())
+            task.evaluate(true)?
         }
-        other => Err(usage(format!("cannot evaluate a `{other}` checkpoint"))),
+        other => return Err(usage(format!("cannot evaluate a `{other}` checkpoint"))),
+    };
+    let report = energy.finish(gpu, Some(&a.emissions_file));
+    print_eval(a, step, &metrics, report.map(|r| r.to_json()))
+}
+
+/// The evaluation as a line, or with `--json` as one JSON object.
+fn print_eval(
+    a: &EvalArgs,
+    step: u32,
+    m: &EvalMetrics,
+    energy: Option<serde_json::Value>,
+) -> Result<()> {
+    if !a.json {
+        println!("{}", eval_line(step, m));
+        return Ok(());
     }
+    let mut json = serde_json::json!({ "checkpoint": a.checkpoint, "step": step });
+    if let (serde_json::Value::Object(obj), Ok(serde_json::Value::Object(fields))) =
+        (&mut json, serde_json::to_value(m))
+    {
+        obj.extend(fields);
+        obj.insert("energy".into(), energy.into());
+    }
+    println!("{json}");
+    Ok(())
+}
+
+/// The accuracy of an in-context learning checkpoint by number of examples, as
+/// a table (or JSON) with the best possible and chance accuracy.
+fn eval_icl(
+    gpu: &Gpu,
+    a: &EvalArgs,
+    desc: Option<serde_json::Value>,
+    step: u32,
+    mut energy: RunEnergy,
+) -> Result<()> {
+    let dir = &a.checkpoint;
+    let mut data: IclData = desc
+        .and_then(|d| serde_json::from_value(d).ok())
+        .ok_or_else(|| {
+            usage(format!(
+                "the trainer state of `{}` does not describe the in-context learning task: \
+                 re-save it with wgformer train --task icl",
+                dir.display()
+            ))
+        })?;
+    let (model, _) = checkpoint::load_gpt(gpu, dir)?;
+    if let Some(k) = a.examples {
+        data.task.examples = k;
+    }
+    let c = &model.config;
+    let name = format!("`{}`", dir.display());
+    data.task.check_fits(c.n_positions, c.vocab_size, &name)?;
+    let seed = a
+        .seed
+        .map_or(data.held_out_seed(), |s| s ^ 0x5EE_D1C1_0000_0000);
+    let task = data.task;
+    let eval = IclTrainTask::new(gpu, model, data)?.evaluate_curve(a.sequences, seed)?;
+    let points = eval.tally.points(&task.curve_points());
+    let report = energy.finish(gpu, Some(&a.emissions_file));
+    if a.json {
+        let json = serde_json::json!({
+            "checkpoint": dir,
+            "step": step,
+            "task": task,
+            "sequences": a.sequences,
+            "loss": eval.loss,
+            "chance": task.chance(),
+            "points": points,
+            "energy": report.map(|r| r.to_json()),
+        });
+        println!("{json}");
+    } else {
+        println!(
+            "{name} at step {step}: in-context learning over alphabet {} (chance {:.1}%), \
+             {} fresh sequences, one query per K each; loss {:.4}\n{}",
+            task.alphabet,
+            100.0 * task.chance(),
+            a.sequences,
+            eval.loss,
+            curve_table(&points)
+        );
+    }
+    Ok(())
 }
 
 /// Mean NLL and perplexity over consecutive context-long windows of a text file.
-fn eval_text(model: &Gpt, tok: &dyn Tokenizer, path: &Path, max_windows: usize) -> Result<()> {
+/// Returns (mean NLL, tokens).
+fn eval_text(
+    model: &Gpt,
+    tok: &dyn Tokenizer,
+    path: &Path,
+    max_windows: usize,
+) -> Result<(f64, usize)> {
     let text = read_text(path)?;
     note_unknown(tok, &text, &format!("`{}`", path.display()));
     let ids = tok.encode(&text);
@@ -322,13 +499,7 @@ fn eval_text(model: &Gpt, tok: &dyn Tokenizer, path: &Path, max_windows: usize) 
             path.display()
         )));
     }
-    let mean = nll / n as f64;
-    println!(
-        "{}: mean NLL {mean:.4} nats/token, perplexity {:.3} ({n} tokens)",
-        path.display(),
-        mean.exp()
-    );
-    Ok(())
+    Ok((nll / n as f64, n))
 }
 
 /// Arguments of `wgformer score`.

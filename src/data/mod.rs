@@ -9,12 +9,15 @@
 //! - [`token_budget_batches`]: the paper's batching: pairs of similar length grouped
 //!   under a token budget, padded, with key-padding masks ([`PairBatch`]).
 //! - [`DateTask`]: the built-in synthetic translation task (ISO dates to English).
+//! - [`icl::IclTask`]: the in-context learning task (random mappings shown by
+//!   examples in each sequence).
 
 pub mod batch;
 pub mod bpe;
 mod bpe_train;
 pub mod char;
 pub mod dataset;
+pub mod icl;
 mod pretokenize;
 pub mod synthetic;
 pub mod tokenizer;

@@ -176,6 +176,7 @@ impl TrainTask for GptTask {
             tokens,
             exact_match: None,
             examples: None,
+            in_context: None,
         })
     }
 

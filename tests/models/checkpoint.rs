@@ -2,7 +2,8 @@
 //! implementation's bytes, files written by the reference (Hugging Face GPT-2
 //! layout, F16/BF16) load, truncated/corrupt/mismatched files are refused with the
 //! problem named, a save/load round trip is bit-exact for parameters and optimiser
-//! state, and an interrupted save leaves the previous checkpoint loadable.
+//! state, an interrupted save leaves the previous checkpoint loadable, and a
+//! save keeps the runs' emissions.csv.
 //! Fixtures: tests/fixtures/checkpoint/make_fixtures.py (the `safetensors` package).
 
 use crate::common::{gpu, TempDir};
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 use wgformer::autograd::Tape;
 use wgformer::checkpoint::{
     load_gpt, load_optimizer, load_params, read_config, read_trainer_state, resolve,
-    save_checkpoint, CheckpointContents, LoadMode, ModelConfig,
+    save_checkpoint, CheckpointContents, LoadMode, ModelConfig, EMISSIONS_FILE,
 };
 use wgformer::kernels::cross_entropy::CrossEntropyOptions;
 use wgformer::nn::{Gpt, GptConfig, Transformer, TransformerConfig};
@@ -1053,4 +1054,35 @@ fn a_weights_file_path_stands_for_its_checkpoint_directory() {
         err.contains("truncated") && !err.contains("does not belong"),
         "{err}"
     );
+}
+
+#[test]
+fn a_save_carries_the_runs_emissions_csv_forward() {
+    // The energy rows a run appends after its last save must survive the next
+    // run's saves (a resume), which replace the whole directory.
+    let gpu = gpu();
+    let root = TempDir::new("emissions");
+    let dir = root.join("ckpt");
+    let (model, opt) = trained(&gpu, tiny(1, 8), 3, 1);
+    save(&dir, &model, Some(&opt), None);
+    assert!(
+        !dir.join(EMISSIONS_FILE).exists(),
+        "a save writes no CSV itself"
+    );
+    let rows = "timestamp,project_name\n2026-01-01T00:00:00,first run\n";
+    std::fs::write(dir.join(EMISSIONS_FILE), rows).unwrap();
+    let (model, opt) = trained(&gpu, tiny(1, 8), 3, 2);
+    save(&dir, &model, Some(&opt), None);
+    assert_eq!(
+        std::fs::read_to_string(dir.join(EMISSIONS_FILE)).unwrap(),
+        rows
+    );
+    // ... and the new weights are what loads.
+    let (loaded, _) = load_gpt(&gpu, &dir).unwrap();
+    assert_eq!(param_bits(&loaded), param_bits(&model));
+    // A directory without the file gets none.
+    let other = root.join("other");
+    save(&other, &model, None, None);
+    assert!(!other.join(EMISSIONS_FILE).exists());
+    let _ = std::fs::remove_dir_all(&root);
 }

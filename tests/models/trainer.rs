@@ -1,13 +1,16 @@
 //! Training: a short date-task run learns, a run stopped and resumed from its
 //! checkpoint reproduces the uninterrupted loss curve bit for bit (GPT and
-//! encoder-decoder, dropout and epoch boundaries included), and freezing keeps
-//! parameters fixed. The full convergence run (>= 99% exact match) is ignored by
-//! default: `cargo test --release --test train -- --ignored date_task_converges`.
+//! encoder-decoder, dropout and epoch boundaries included; the in-context learning
+//! task too), and freezing keeps parameters fixed. The full convergence run (>= 99%
+//! exact match) is ignored by default:
+//! `cargo test --release --test models -- --ignored date_task_converges`.
 
 use crate::common::TempDir;
+use wgformer::data::icl::IclTask;
 use wgformer::data::{CharTokenizer, TextDataset, Tokenizer};
 use wgformer::nn::{Gpt, GptConfig, Transformer};
 use wgformer::train::gpt::{GptData, GptTask};
+use wgformer::train::icl::{IclData, IclTrainTask};
 use wgformer::train::seq2seq::{load_pairs, DateTaskSetup, PairSource, Seq2SeqData, Seq2SeqTask};
 use wgformer::train::{
     freeze, Existing, OptimizerChoice, OutDir, Schedule, TrainOptions, TrainTask, Trainer,
@@ -162,6 +165,42 @@ fn resumed_encdec_run_reproduces_the_loss_curve() {
         },
     );
     check_resume(&|seed| Box::new(date_task(seed)), opts, "encdec");
+}
+
+/// A tiny in-context learning task: each micro-batch draws fresh mappings.
+fn icl_task(model_seed: u64) -> IclTrainTask {
+    let gpu = crate::common::gpu();
+    let task = IclTask::new(4, 3).unwrap();
+    let config = GptConfig {
+        vocab_size: task.vocab_size(),
+        n_positions: task.seq_len(),
+        n_embd: 16,
+        n_layer: 1,
+        n_head: 2,
+        layer_norm_epsilon: 1e-5,
+    };
+    let model = Gpt::new(&gpu, config, model_seed).unwrap();
+    let data = IclData {
+        task,
+        batch: 4,
+        eval_sequences: 8,
+        seed: 5,
+    };
+    IclTrainTask::new(&gpu, model, data).unwrap()
+}
+
+#[test]
+fn resumed_icl_run_reproduces_the_loss_curve() {
+    let opts = options(
+        6,
+        OptimizerChoice::gpt_adamw(0.1),
+        Schedule::Cosine {
+            max_lr: 3e-3,
+            min_lr: 3e-4,
+            warmup: 2,
+        },
+    );
+    check_resume(&|seed| Box::new(icl_task(seed)), opts, "icl");
 }
 
 #[test]

@@ -2,11 +2,12 @@
 //! trainer (initial loss ~ ln V, loss falls), generation, the date translator
 //! (loss falls, its asynchronous greedy decoding equals the native
 //! `generate::translate_greedy`, its accuracy equals a count over its
-//! translations) and the errors the page shows.
+//! translations), the in-context learner (loss falls, its curve has the task's
+//! chance level) and the errors the page shows.
 
 use wgformer::data::{DateTask, Tokenizer};
 use wgformer::generate::translate_greedy;
-use wgformer::web::{CharGpt, DateTranslator, DemoConfig, TranslateConfig};
+use wgformer::web::{CharGpt, DateTranslator, DemoConfig, IclConfig, IclTrainer, TranslateConfig};
 use wgformer::Error;
 
 fn tiny() -> DemoConfig {
@@ -305,4 +306,82 @@ fn bad_translator_configs_are_refused_with_the_reason() {
     ] {
         assert!(DateTranslator::new(&gpu, c).is_err());
     }
+}
+
+#[test]
+fn icl_trainer_learns_and_reports_its_curve() {
+    let gpu = crate::common::gpu();
+    let config = IclConfig {
+        n_embd: 32,
+        n_head: 4,
+        batch: 16,
+        lr: 1e-2,
+        warmup: 5,
+        ..IclConfig::default()
+    };
+    let mut model = IclTrainer::new(&gpu, config).unwrap();
+    let first = pollster::block_on(model.train_steps(2, &clock)).unwrap();
+    // Near-uniform predictions over the vocabulary (4 specials + 2 x 4 letters).
+    assert!(
+        (first.loss as f64 - 12f64.ln()).abs() < 0.15,
+        "initial loss {}",
+        first.loss
+    );
+    assert_eq!(
+        first.tokens,
+        2 * 16 * 9,
+        "answers: steps x batch x (examples + 1)"
+    );
+    pollster::block_on(model.train_steps(40, &clock)).unwrap();
+    let later = pollster::block_on(model.train_steps(5, &clock)).unwrap();
+    // It learns at least that answers are output letters: ln 12 -> about ln 4.
+    assert!(later.loss < 1.45, "loss {} after 47 steps", later.loss);
+    assert_eq!(model.steps(), 47);
+    let curve = pollster::block_on(model.evaluate(100)).unwrap();
+    let ks: Vec<usize> = curve.points.iter().map(|p| p.examples).collect();
+    assert_eq!(ks, [0, 1, 2, 4, 8]);
+    for p in &curve.points {
+        assert_eq!((p.queries, p.chance), (100, 0.25));
+        assert!((0.0..=1.0).contains(&p.accuracy));
+    }
+    // The same held-out sequences every call.
+    let again = pollster::block_on(model.evaluate(100)).unwrap();
+    assert_eq!(again, curve);
+}
+
+#[test]
+fn bad_icl_configs_are_refused_with_the_reason() {
+    let gpu = crate::common::gpu();
+    let refused = |config: IclConfig, says: &str| {
+        let e = IclTrainer::new(&gpu, config).err().expect("refused");
+        let message = wgformer::web::user_message(&e);
+        assert!(message.contains(says), "{config:?}: {message}");
+    };
+    let base = IclConfig::default();
+    refused(
+        IclConfig {
+            alphabet: 30,
+            ..base
+        },
+        "--alphabet 30 is outside 2..=26",
+    );
+    refused(
+        IclConfig {
+            examples: 0,
+            ..base
+        },
+        "--examples 0",
+    );
+    refused(IclConfig { n_head: 3, ..base }, "n_head");
+    refused(
+        IclConfig {
+            lr: f32::NAN,
+            ..base
+        },
+        "rate NaN",
+    );
+    refused(
+        IclConfig { batch: 0, ..base },
+        "Batch is 0; it must be at least 1",
+    );
 }
