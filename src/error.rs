@@ -65,6 +65,12 @@ pub enum Error {
     #[error("checkpoint {path}: {detail}")]
     Checkpoint { path: String, detail: String },
 
+    /// A checkpoint, or a file one needs, that does not exist at `path` (match on
+    /// it to tell "nothing saved yet" from a damaged checkpoint); `detail` says
+    /// what was looked for and what to do.
+    #[error("{path}: {detail}")]
+    NotFound { path: String, detail: String },
+
     #[error("I/O error on {path}: {source}")]
     Io {
         path: String,
@@ -81,6 +87,12 @@ impl Error {
     }
     pub(crate) fn checkpoint(path: impl std::fmt::Display, detail: impl Into<String>) -> Self {
         Error::Checkpoint {
+            path: path.to_string(),
+            detail: detail.into(),
+        }
+    }
+    pub(crate) fn not_found(path: impl std::fmt::Display, detail: impl Into<String>) -> Self {
+        Error::NotFound {
             path: path.to_string(),
             detail: detail.into(),
         }

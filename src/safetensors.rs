@@ -126,7 +126,7 @@ impl SafeTensors {
     pub fn read(path: &Path) -> Result<SafeTensors> {
         let bytes = std::fs::read(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                Error::checkpoint(
+                Error::not_found(
                     path.display(),
                     "file not found: check the path (a checkpoint directory holds \
                      model.safetensors)",
