@@ -58,3 +58,6 @@ pub mod web;
 pub use error::{Error, Result};
 pub use gpu::Gpu;
 pub use tensor::{DType, Tensor};
+/// The wgpu this build uses (its types appear in wgformer's API: [`Gpu::device`],
+/// [`Gpu::from_device`], ...): use `wgformer::wgpu` so the versions always match.
+pub use wgpu;
