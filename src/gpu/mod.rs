@@ -33,8 +33,11 @@ pub const BACKEND_ENV: &str = "WGPU_BACKEND";
 /// Optional device features wgformer uses when the adapter has them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GpuFeatures {
+    /// 16-bit floats in shaders (`shader-f16`): the f16 kernels may run.
     pub shader_f16: bool,
+    /// GPU timestamps: per-op profiling.
     pub timestamp_query: bool,
+    /// Subgroup operations: the subgroup kernel variants may run.
     pub subgroups: bool,
 }
 
@@ -258,21 +261,27 @@ impl Gpu {
         }
     }
 
+    /// The wgpu device (shared with wgformer's own work; see [`Gpu::from_device`]).
     pub fn device(&self) -> &wgpu::Device {
         &self.inner.device
     }
+    /// The wgpu queue wgformer submits to.
     pub fn queue(&self) -> &wgpu::Queue {
         &self.inner.queue
     }
+    /// Name, vendor, backend and driver of the adapter.
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
         &self.inner.info
     }
+    /// The device's limits, which the kernels plan by.
     pub fn limits(&self) -> &wgpu::Limits {
         &self.inner.limits
     }
+    /// The optional features wgformer uses on this device.
     pub fn features(&self) -> GpuFeatures {
         self.inner.features
     }
+    /// Counters of buffers, dispatches, submits and readbacks (see [`Counters`]).
     pub fn counters(&self) -> &Counters {
         &self.inner.counters
     }

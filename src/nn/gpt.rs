@@ -21,13 +21,18 @@ use crate::tensor::Tensor;
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GptConfig {
+    /// Tokens in the vocabulary (V).
     pub vocab_size: usize,
     /// Context length: the most positions a sequence may have.
     pub n_positions: usize,
+    /// Width of the residual stream (C).
     pub n_embd: usize,
+    /// Transformer blocks.
     pub n_layer: usize,
+    /// Attention heads per block (NH; divides `n_embd`).
     pub n_head: usize,
     #[serde(default = "default_eps")]
+    /// Epsilon of every LayerNorm (1e-5 when absent).
     pub layer_norm_epsilon: f32,
 }
 
@@ -147,6 +152,7 @@ impl Block {
 
 /// The model. Parameter names follow Hugging Face's GPT-2 (h.{i}.attn.c_attn, ...).
 pub struct Gpt {
+    /// The sizes it was built with.
     pub config: GptConfig,
     wte: Embedding,
     wpe: LearnedPositions,

@@ -16,20 +16,33 @@ use crate::tensor::Tensor;
 pub enum OptimizerKind {
     /// Adam with L2 penalty `l2` added to the gradient (PyTorch's `Adam`).
     Adam {
+        /// Decay of the first-moment average (PyTorch's `betas[0]`).
         beta1: f32,
+        /// Decay of the second-moment average (`betas[1]`).
         beta2: f32,
+        /// Added to the denominator's square root.
         eps: f32,
+        /// L2 penalty added to the gradient (PyTorch's `weight_decay` of `Adam`).
         l2: f32,
     },
     /// AdamW with decoupled weight decay on the params that decay.
     AdamW {
+        /// Decay of the first-moment average (PyTorch's `betas[0]`).
         beta1: f32,
+        /// Decay of the second-moment average (`betas[1]`).
         beta2: f32,
+        /// Added to the denominator's square root.
         eps: f32,
+        /// Decoupled weight decay, times the learning rate, on the params that decay.
         weight_decay: f32,
     },
     /// SGD with momentum (0 for plain SGD) and L2 penalty.
-    Sgd { momentum: f32, l2: f32 },
+    Sgd {
+        /// Momentum factor (0: plain SGD).
+        momentum: f32,
+        /// L2 penalty added to the gradient (PyTorch's `weight_decay` of `SGD`).
+        l2: f32,
+    },
 }
 
 impl OptimizerKind {

@@ -71,6 +71,7 @@ impl ForwardOptions {
 
 /// The model: shared embedding, encoder stack, decoder stack.
 pub struct Transformer {
+    /// The sizes it was built with.
     pub config: TransformerConfig,
     embed: Embedding,
     pe: SinusoidalPositions,
