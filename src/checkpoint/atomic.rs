@@ -96,11 +96,14 @@ pub fn resolve(dir: &Path) -> Result<PathBuf> {
     if !dir.exists() && old.is_dir() {
         return Ok(old);
     }
-    let detail = if dir.exists() {
-        "this is a file; a checkpoint is a directory (pass the directory holding \
-         model.safetensors and config.json, or its model.safetensors)"
-            .to_string()
-    } else if tmp.exists() {
+    if dir.exists() {
+        return Err(Error::checkpoint(
+            dir.display(),
+            "this is a file; a checkpoint is a directory (pass the directory holding \
+             model.safetensors and config.json, or its model.safetensors)",
+        ));
+    }
+    let detail = if tmp.exists() {
         format!(
             "no checkpoint here: the first save into it was interrupted ({} is its unfinished \
              copy); train again or point to another checkpoint",
@@ -109,7 +112,7 @@ pub fn resolve(dir: &Path) -> Result<PathBuf> {
     } else {
         "no checkpoint here: check the path".to_string()
     };
-    Err(Error::checkpoint(dir.display(), detail))
+    Err(Error::not_found(dir.display(), detail))
 }
 
 /// Finishes what an interrupted save left: restores `dir.old` to `dir` when `dir`

@@ -49,10 +49,12 @@
 mod atomic;
 mod hf;
 mod load;
+mod model;
 mod save;
 
 pub use atomic::{checkpoint_dir, recover, resolve, save_checkpoint};
 pub use load::{load_gpt, load_optimizer, load_params, read_config, read_trainer_state};
+pub use model::SaveOptions;
 pub use save::config_json;
 
 use crate::autograd::Param;

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use wgformer::checkpoint;
 use wgformer::data::icl::curve_table;
-use wgformer::data::Tokenizer;
+use wgformer::data::{TokenStream, Tokenizer};
 use wgformer::generate::{self, BeamOptions, GenerateOptions, SamplingOptions, StopReason};
 use wgformer::nn::Gpt;
 use wgformer::train::gpt::{GptData, GptTask};
@@ -115,19 +115,12 @@ pub fn generate(gpu: &Gpu, a: &GenerateArgs) -> Result<()> {
     write!(out, "{}", a.prompt).map_err(io)?;
     out.flush().map_err(io)?;
     // Bytes of tokens that end inside a UTF-8 character wait for the rest.
-    let mut pending: Vec<u8> = Vec::new();
+    let mut text = TokenStream::new(tok.as_ref());
     let result = generate::generate(&model, &prompt, &opts, &mut |t| {
-        pending.extend(tok.decode_bytes(&[t]));
-        let valid = match std::str::from_utf8(&pending) {
-            Ok(s) => s.len(),
-            Err(e) if e.error_len().is_some() => pending.len(), // invalid: print lossily
-            Err(e) => e.valid_up_to(),
-        };
-        let text: Vec<u8> = pending.drain(..valid).collect();
-        write!(out, "{}", String::from_utf8_lossy(&text)).map_err(io)?;
+        write!(out, "{}", text.push(t)).map_err(io)?;
         out.flush().map_err(io)
     })?;
-    writeln!(out, "{}", String::from_utf8_lossy(&pending)).map_err(io)?;
+    writeln!(out, "{}", text.finish()).map_err(io)?;
     if result.prompt_dropped > 0 {
         eprintln!(
             "note: the prompt was longer than the context; its first {} tokens were dropped",

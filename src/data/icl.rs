@@ -53,9 +53,11 @@ pub struct IclSequence {
 /// Model inputs and targets of `rows` sequences, row-major `(rows, T)`.
 #[derive(Clone, Debug)]
 pub struct IclBatch {
+    /// Number of sequences.
     pub rows: usize,
     /// Tokens per row: [`IclTask::seq_len`].
     pub seq: usize,
+    /// Each row's drawn mapping and inputs, for scoring the answers.
     pub sequences: Vec<IclSequence>,
     /// Token ids `(rows, T)`.
     pub inputs: Vec<u32>,
@@ -275,6 +277,7 @@ pub struct IclTally {
 }
 
 impl IclTally {
+    /// An empty tally for `task`'s K = 0..=examples.
     pub fn new(task: IclTask) -> IclTally {
         IclTally {
             task,

@@ -68,6 +68,9 @@ pub enum StopReason {
     MaxTokens,
     /// The context window is full.
     ContextFull,
+    /// The callback of [`Gpt::generate`](crate::nn::Gpt::generate) returned
+    /// `ControlFlow::Break` (the token it was given is kept).
+    Stopped,
 }
 
 /// The result of [`generate`].

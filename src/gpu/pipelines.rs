@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 pub struct Shader {
     /// Also the module's label and cache key, e.g. `"gemm.wgsl"`: unique.
     pub name: &'static str,
+    /// The WGSL text.
     pub source: &'static str,
     /// Needs `shader-f16` (the file starts with `enable f16;`).
     pub needs_f16: bool,

@@ -19,10 +19,13 @@ pub enum WgslName {
 /// One Rust constant and the WGSL number it must equal.
 #[derive(Clone, Copy, Debug)]
 pub struct WgslMirror {
+    /// The shader holding the WGSL number.
     pub shader: &'static Shader,
+    /// Where in the shader.
     pub wgsl: WgslName,
     /// The Rust constant, for the message.
     pub rust: &'static str,
+    /// The Rust constant's value.
     pub value: f64,
 }
 

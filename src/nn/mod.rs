@@ -12,12 +12,14 @@
 
 mod config_checks;
 pub mod gpt;
+mod ids;
 pub mod kv_cache;
 pub mod layers;
 pub mod transformer;
 
 pub use config_checks::{FieldNames, MemoryLimits};
 pub use gpt::{Gpt, GptConfig};
+pub use ids::TokenIds;
 pub use kv_cache::KvCache;
 pub use layers::{Activation, NormPlacement};
 pub use transformer::{EncoderState, ForwardOptions, Transformer, TransformerConfig};
