@@ -17,6 +17,7 @@ pub mod gemm;
 pub mod kv_cache;
 pub mod layernorm;
 pub mod optim;
+pub mod per_example;
 pub mod permute;
 pub mod reduce;
 pub(crate) mod row_plan;
@@ -99,6 +100,7 @@ pub static LAYERNORM_SUBGROUP_WGSL: Shader = shader!(
         "rows.wgsl" "layernorm.wgsl" "rows_subgroup.wgsl" "layernorm_subgroup.wgsl",
     f16: false
 );
+pub static PER_EXAMPLE_WGSL: Shader = shader!("per_example.wgsl", f16: false);
 pub static PERMUTE_WGSL: Shader = shader!("permute.wgsl", f16: false);
 pub static REDUCE_WGSL: Shader = shader!("reduce.wgsl" = "rows.wgsl" "reduce.wgsl", f16: false);
 pub static SOFTMAX_WGSL: Shader = shader!("softmax.wgsl" = "rows.wgsl" "softmax.wgsl", f16: false);
@@ -129,6 +131,7 @@ pub static ALL_SHADERS: &[&Shader] = &[
     &OPTIM_SGD_WGSL,
     &LAYERNORM_WGSL,
     &LAYERNORM_SUBGROUP_WGSL,
+    &PER_EXAMPLE_WGSL,
     &PERMUTE_WGSL,
     &REDUCE_WGSL,
     &SOFTMAX_WGSL,
