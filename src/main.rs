@@ -44,6 +44,10 @@ enum Command {
     /// The privacy DP-SGD spends: epsilon at delta for a sampling rate, noise
     /// multiplier and number of steps (the RDP accountant; no GPU needed).
     Privacy(cli::privacy::PrivacyArgs),
+    /// How much a GPT checkpoint memorised a canary: its exposure (log2 of the
+    /// number of possible secrets minus log2 of the canary's rank among them by
+    /// the model's log-perplexity; "The Secret Sharer", Carlini et al. 2019).
+    Audit(cli::audit::AuditArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -94,6 +98,10 @@ struct TrainBench {
     /// Timed steps (one more runs first as warm-up).
     #[arg(long, default_value_t = 6, value_parser = at_least_one::<usize>)]
     steps: usize,
+    /// Also time DP-SGD steps (per-example clipping, noise) on the same batches
+    /// and print their cost against the normal step's.
+    #[arg(long)]
+    dp: bool,
 }
 
 fn main() -> ExitCode {
@@ -134,6 +142,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => wgformer::Gpu::new().and_then(|gpu| cli::infer::eval(&gpu, &args)),
         Command::Score(args) => wgformer::Gpu::new().and_then(|gpu| cli::infer::score(&gpu, &args)),
         Command::Privacy(args) => cli::privacy::run(&args),
+        Command::Audit(args) => wgformer::Gpu::new().and_then(|gpu| cli::audit::run(&gpu, &args)),
         Command::Info => wgformer::Gpu::new().map(|gpu| println!("{}", gpu.describe())),
         Command::Bench(BenchCommand::Train(args)) => {
             wgformer::Gpu::new().and_then(|gpu| bench_train(&gpu, &args))
@@ -187,8 +196,6 @@ fn negative_values(cmd: clap::Command) -> clap::Command {
 }
 
 fn bench_train(gpu: &wgformer::Gpu, a: &TrainBench) -> wgformer::Result<()> {
-    use wgformer::autograd::Tape;
-    use wgformer::kernels::cross_entropy::CrossEntropyOptions;
     use wgformer::nn::{Gpt, GptConfig};
     use wgformer::optim::{Optimizer, OptimizerKind};
     let config = GptConfig {
@@ -213,6 +220,31 @@ fn bench_train(gpu: &wgformer::Gpu, a: &TrainBench) -> wgformer::Result<()> {
     );
     let model = Gpt::new(gpu, config, 1)?;
     let mut opt = Optimizer::new(gpu, model.params(), OptimizerKind::gpt_adamw(), Some(1.0))?;
+    let ms = time_train_steps(gpu, &model, &mut opt, a, false)?;
+    if a.dp {
+        // DP-SGD clips each example's gradient instead of the batch's.
+        let mut opt = Optimizer::new(gpu, model.params(), OptimizerKind::gpt_adamw(), None)?;
+        let dp_ms = time_train_steps(gpu, &model, &mut opt, a, true)?;
+        println!(
+            "DP-SGD step: {dp_ms:.0} ms, {:.2}x the normal step's {ms:.0} ms",
+            dp_ms / ms
+        );
+    }
+    Ok(())
+}
+
+/// Times `a.steps` GPT training steps on random tokens after one warm-up step
+/// and prints tokens/s; returns the milliseconds per step. With `dp`, each step
+/// is DP-SGD's: per-example backward, clipping at 1 and noise multiplier 1.
+fn time_train_steps(
+    gpu: &wgformer::Gpu,
+    model: &wgformer::nn::Gpt,
+    opt: &mut wgformer::optim::Optimizer,
+    a: &TrainBench,
+    dp: bool,
+) -> wgformer::Result<f64> {
+    use wgformer::autograd::Tape;
+    use wgformer::kernels::cross_entropy::CrossEntropyOptions;
     let mut rng = wgformer::rng::SplitMix64::new(1);
     let mut tokens = |n: usize| -> Vec<u32> {
         (0..n)
@@ -226,10 +258,18 @@ fn bench_train(gpu: &wgformer::Gpu, a: &TrainBench) -> wgformer::Result<()> {
         let tape = Tape::new(gpu);
         let logits = model.forward(&tape, &ids)?;
         let loss = tape.cross_entropy(&logits, &targets, &CrossEntropyOptions::default())?;
-        tape.backward(&loss)?;
+        if dp {
+            let sum = tape.scale(&loss, a.batch as f32)?;
+            let pieces = tape.backward_per_example(&sum, a.batch)?;
+            wgformer::privacy::clip_and_accumulate(pieces, 1.0)?;
+            let scale = 1.0 / a.batch as f32;
+            wgformer::privacy::add_noise(&model.params(), 1.0, scale, 1, i as u32)?;
+        } else {
+            tape.backward(&loss)?;
+        }
         opt.step(1e-3, 1)?;
         let value = loss.value().to_vec()?[0];
-        eprintln!("step {i}: loss {value:.4}");
+        eprintln!("{}step {i}: loss {value:.4}", if dp { "DP " } else { "" });
         Ok(value)
     };
     step(0)?; // warm-up: pipelines and the buffer pool
@@ -239,12 +279,13 @@ fn bench_train(gpu: &wgformer::Gpu, a: &TrainBench) -> wgformer::Result<()> {
     }
     let secs = t0.elapsed().as_secs_f64();
     let tokens_per_s = (a.steps * n) as f64 / secs;
-    let gflops = tokens_per_s * config.train_flops_per_token(a.seq) / 1e9;
+    let gflops = tokens_per_s * model.config.train_flops_per_token(a.seq) / 1e9;
     println!(
-        "{tokens_per_s:.0} tokens/s, {gflops:.2} model GFLOP/s, {:.0} ms per step",
+        "{}{tokens_per_s:.0} tokens/s, {gflops:.2} model GFLOP/s, {:.0} ms per step",
+        if dp { "DP-SGD: " } else { "" },
         secs * 1e3 / a.steps as f64
     );
-    Ok(())
+    Ok(secs * 1e3 / a.steps as f64)
 }
 
 fn bench_demo(gpu: &wgformer::Gpu, a: &DemoBench) -> wgformer::Result<()> {

@@ -22,6 +22,10 @@ const MODEL_FLAGS: &[&str] = &[
 ];
 const ENCDEC_ONLY: &[&str] = &["batch-tokens", "d-ff", "dropout", "norm", "show"];
 const GPT_ONLY: &[&str] = &["batch", "seq", "weight-decay"];
+/// A canary is planted in a GPT's training text.
+const CANARY_FLAGS: &[&str] = &["insert-canary", "canary-repeats"];
+/// The settings of DP-SGD, which apply with --dp.
+const DP_FLAGS: &[&str] = &["dp-clip", "dp-noise", "dp-delta", "dp-epsilon"];
 /// The date task brings its own tokenizer and held-out dates.
 const DATA_FLAGS: &[&str] = &["tokenizer", "vocab-size", "held-out"];
 
@@ -58,6 +62,13 @@ pub fn check(a: &TrainArgs) -> Result<()> {
             "--init-from takes the model and its tokenizer from the checkpoint",
         )?;
     }
+    if a.model == ModelKind::Encdec {
+        refuse(
+            given(&|f| !CANARY_FLAGS.contains(&f)),
+            "a canary is planted in a GPT's training text (--model gpt); for translation \
+             pairs, add the canary pair to your --data file as often as you like",
+        )?;
+    }
     match a.model {
         ModelKind::Gpt => refuse(
             given(&|f| !ENCDEC_ONLY.contains(&f)),
@@ -74,6 +85,23 @@ pub fn check(a: &TrainArgs) -> Result<()> {
             given(&|f| !DATA_FLAGS.contains(&f)),
             "the built-in date task has its own tokenizer and held-out dates (these apply with \
              --data FILE.tsv)",
+        )?;
+    }
+    if !a.dp {
+        refuse(
+            given(&|f| !DP_FLAGS.contains(&f)),
+            "the DP-SGD settings apply to private training: add --dp",
+        )?;
+    } else {
+        refuse(
+            given(&|f| f != "clip"),
+            "DP-SGD clips each example's gradient (--dp-clip), not the batch's",
+        )?;
+    }
+    if a.insert_canary.is_none() {
+        refuse(
+            given(&|f| f != "canary-repeats"),
+            "--canary-repeats counts the copies of --insert-canary TEXT: add it",
         )?;
     }
     if a.tokenizer != TokenizerKind::Bpe {

@@ -5,6 +5,7 @@
 //! memorisation audit with canaries ([`audit`]).
 
 pub mod accountant;
+pub mod audit;
 pub mod clip;
 pub mod dp_sgd;
 
