@@ -209,19 +209,25 @@ fn sample(
     };
     let _ = opened.send(());
     let (stopped, wake) = stop;
-    let mut done = lock(stopped);
-    while !*done {
-        done = wake
-            .wait_timeout(done, options.sample_every)
-            .map(|(guard, _)| guard)
-            .unwrap_or_else(|p| p.into_inner().0);
+    let mut read = || {
         if let Some(r) = rapl.as_mut() {
             r.update();
         }
         if let Some(g) = gpus.as_mut() {
             g.update();
         }
+    };
+    let mut done = lock(stopped);
+    while !*done {
+        done = wake
+            .wait_timeout(done, options.sample_every)
+            .map(|(guard, _)| guard)
+            .unwrap_or_else(|p| p.into_inner().0);
+        read();
     }
+    drop(done);
+    // Once more after the stop: the run may have ended before the first wait.
+    read();
     Readings {
         cpu_joules: rapl.as_ref().map(|r| r.joules(rapl::ZoneKind::Package)),
         ram_joules: rapl
