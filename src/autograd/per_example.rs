@@ -52,6 +52,9 @@ pub struct PerExampleGrads {
     pub uses: Vec<(Param, ParamPiece)>,
 }
 
+/// One op's input gradients, in its inputs' order (None: not needed).
+pub(crate) type InputGrads = Vec<Option<Tensor>>;
+
 /// The backward of one op when the inputs with `param` set are parameter
 /// leaves: their gradients are replaced by pieces (at their input positions);
 /// every other input's gradient is computed as in the normal backward.
@@ -59,7 +62,7 @@ pub(crate) fn backward_keeping_pieces(
     op: &Op,
     dy: &Tensor,
     param: &dyn Fn(&Var) -> bool,
-) -> Result<(Vec<Option<Tensor>>, Vec<(usize, ParamPiece)>)> {
+) -> Result<(InputGrads, Vec<(usize, ParamPiece)>)> {
     let inputs = op.inputs();
     if !inputs.iter().any(|v| param(v)) {
         return Ok((backward(op, dy)?, Vec::new()));

@@ -2,7 +2,7 @@
 
 use super::op::Op;
 use super::param::Param;
-use super::per_example::{backward_keeping_pieces, PerExampleGrads};
+use super::per_example::{backward_keeping_pieces, InputGrads, PerExampleGrads};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::elementwise::add_assign;
@@ -192,7 +192,7 @@ fn walk_back(
     gpu: &Gpu,
     loss: &Var,
     entries: Vec<Entry>,
-    op_backward: &mut dyn FnMut(&Op, &Tensor) -> Result<Vec<Option<Tensor>>>,
+    op_backward: &mut dyn FnMut(&Op, &Tensor) -> Result<InputGrads>,
 ) -> Result<HashMap<usize, Tensor>> {
     let mut grads: HashMap<usize, Tensor> = HashMap::new();
     grads.insert(loss.id, Tensor::ones(gpu, loss.shape())?);

@@ -199,7 +199,7 @@ pub fn check_flags(a: &TrainArgs) -> Result<()> {
 
 /// The DP-SGD options of a new run (`--dp`).
 fn dp_options(a: &TrainArgs) -> Option<DpOptions> {
-    a.dp.then(|| DpOptions {
+    a.dp.then_some(DpOptions {
         clip: a.dp_clip,
         noise: a.dp_noise,
         delta: a.dp_delta,
