@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::TempDir;
 use common::split_csv;
+use common::TempDir;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use wgformer::energy::emissions_csv::{self, RunInfo};

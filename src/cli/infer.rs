@@ -62,7 +62,7 @@ pub struct GenerateArgs {
 }
 
 /// Loads a GPT checkpoint with its tokenizer, refusing other architectures.
-fn load_gpt_with_tokenizer(
+pub(super) fn load_gpt_with_tokenizer(
     gpu: &Gpu,
     dir: &Path,
     need_tokenizer: bool,

@@ -50,6 +50,10 @@ const ICL_IGNORED: &[&str] = &[
     "show",
 ];
 const ICL_ONLY: &[&str] = &["alphabet", "examples"];
+/// A canary is planted in a GPT's training text.
+const CANARY_FLAGS: &[&str] = &["insert-canary", "canary-repeats"];
+/// The settings of DP-SGD, which apply with --dp.
+const DP_FLAGS: &[&str] = &["dp-clip", "dp-noise", "dp-delta", "dp-epsilon"];
 /// The date task brings its own tokenizer and held-out dates.
 const DATA_FLAGS: &[&str] = &["tokenizer", "vocab-size", "held-out"];
 
@@ -86,6 +90,11 @@ pub fn check(a: &TrainArgs) -> Result<()> {
                 "--task icl trains a GPT: leave out --model encdec (or pass --model gpt)",
             ));
         }
+        refuse(
+            given(&|f| f != "dp" && !DP_FLAGS.contains(&f) && !CANARY_FLAGS.contains(&f)),
+            "DP-SGD and canaries are built for text (--data) and translation pairs, not for \
+             --task icl",
+        )?;
         return refuse(
             given(&|f| !ICL_IGNORED.contains(&f)),
             "--task icl makes its own sequences and tokenizer and trains a new GPT \
@@ -100,6 +109,13 @@ pub fn check(a: &TrainArgs) -> Result<()> {
         refuse(
             given(&|f| !MODEL_FLAGS.contains(&f)),
             "--init-from takes the model and its tokenizer from the checkpoint",
+        )?;
+    }
+    if a.model == ModelKind::Encdec {
+        refuse(
+            given(&|f| !CANARY_FLAGS.contains(&f)),
+            "a canary is planted in a GPT's training text (--model gpt); for translation \
+             pairs, add the canary pair to your --data file as often as you like",
         )?;
     }
     match a.model {
@@ -118,6 +134,23 @@ pub fn check(a: &TrainArgs) -> Result<()> {
             given(&|f| !DATA_FLAGS.contains(&f)),
             "the built-in date task has its own tokenizer and held-out dates (these apply with \
              --data FILE.tsv)",
+        )?;
+    }
+    if !a.dp {
+        refuse(
+            given(&|f| !DP_FLAGS.contains(&f)),
+            "the DP-SGD settings apply to private training: add --dp",
+        )?;
+    } else {
+        refuse(
+            given(&|f| f != "clip"),
+            "DP-SGD clips each example's gradient (--dp-clip), not the batch's",
+        )?;
+    }
+    if a.insert_canary.is_none() {
+        refuse(
+            given(&|f| f != "canary-repeats"),
+            "--canary-repeats counts the copies of --insert-canary TEXT: add it",
         )?;
     }
     if a.tokenizer != TokenizerKind::Bpe {

@@ -10,6 +10,7 @@ pub mod gemm;
 pub mod kv_cache;
 pub mod layernorm;
 pub mod optim;
+pub mod per_example;
 pub mod permute;
 pub mod reduce;
 pub mod softmax;
