@@ -129,7 +129,7 @@ pub mod tensor;
 pub mod train;
 pub mod web;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use gpu::Gpu;
 pub use tensor::{DType, Tensor};
 /// The wgpu this build uses (its types appear in wgformer's API: [`Gpu::device`],

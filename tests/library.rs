@@ -17,7 +17,7 @@ use wgformer::nn::{
 };
 use wgformer::optim::{Optimizer, OptimizerKind, OptimizerOptions, StepOptions};
 use wgformer::rng::SplitMix64;
-use wgformer::{reference, wgpu, Error, Gpu, Tensor};
+use wgformer::{reference, wgpu, Error, ErrorKind, Gpu, Tensor};
 
 fn gpu() -> Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
@@ -516,7 +516,7 @@ fn a_device_below_webgpu_compute_limits_is_refused_naming_the_limit() {
     let err = Gpu::from_device(&adapter, &device, &queue).unwrap_err();
     let msg = err.to_string();
     assert!(
-        matches!(err, Error::InvalidArgument { .. })
+        err.kind() == ErrorKind::Device
             && msg.contains("max_compute_workgroup_storage_size")
             && msg.contains("4096")
             && msg.contains("16384"),
@@ -573,19 +573,22 @@ fn step_options_average_micro_batches_and_clip_as_documented() {
 // ---------------------------------------------------------------------------
 // Errors a program can match on.
 
+// One test per error kind, each provoking it through the public API.
+
 #[test]
-fn a_missing_checkpoint_is_not_found_and_a_damaged_one_is_not() {
+fn error_kind_not_found_for_a_missing_checkpoint_or_weights_file() {
     let gpu = gpu();
-    let root = scratch("errors");
+    let root = scratch("error-not-found");
     let missing = root.join("never-saved");
     match Gpt::load(&gpu, &missing) {
-        Err(Error::NotFound { path, .. }) => assert!(path.contains("never-saved")),
+        Err(err @ Error::NotFound { .. }) => {
+            assert_eq!(err.kind(), ErrorKind::NotFound);
+            assert!(err.to_string().contains("never-saved"), "{err}");
+        }
         other => panic!("expected NotFound, got {:?}", other.err()),
     }
-    assert!(matches!(
-        Transformer::load(&gpu, &missing),
-        Err(Error::NotFound { .. })
-    ));
+    let err = Transformer::load(&gpu, &missing).err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
 
     // A checkpoint whose weights file is gone: NotFound too, naming the file.
     let dir = root.join("no-weights");
@@ -594,23 +597,91 @@ fn a_missing_checkpoint_is_not_found_and_a_damaged_one_is_not() {
     std::fs::remove_file(dir.join("model.safetensors")).unwrap();
     let err = Gpt::load(&gpu, &dir).err().unwrap();
     assert!(
-        matches!(&err, Error::NotFound { .. }) && err.to_string().contains("model.safetensors"),
+        err.kind() == ErrorKind::NotFound && err.to_string().contains("model.safetensors"),
         "{err}"
     );
+}
 
-    // A corrupt one is a checkpoint error, not NotFound.
-    let dir = root.join("corrupt");
+#[test]
+fn error_kind_corrupt_for_a_damaged_weights_file_or_checksum() {
+    let gpu = gpu();
+    let root = scratch("error-corrupt");
+    let model = Gpt::new(&gpu, tiny_gpt_config(20), 1).unwrap();
+
+    let dir = root.join("garbage");
     model.save(&dir, &SaveOptions::default()).unwrap();
     std::fs::write(dir.join("model.safetensors"), b"not safetensors").unwrap();
-    assert!(matches!(
-        Gpt::load(&gpu, &dir),
-        Err(Error::Checkpoint { .. })
-    ));
-    // A GPT checkpoint is not an encoder-decoder.
+    let err = Gpt::load(&gpu, &dir).err().unwrap();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+
+    // One flipped bit in the tensor data: the recorded checksum no longer matches.
+    let dir = root.join("flipped");
     model.save(&dir, &SaveOptions::default()).unwrap();
+    let file = dir.join("model.safetensors");
+    let mut bytes = std::fs::read(&file).unwrap();
+    *bytes.last_mut().unwrap() ^= 1;
+    std::fs::write(&file, bytes).unwrap();
+    let err = Gpt::load(&gpu, &dir).err().unwrap();
+    assert!(
+        err.kind() == ErrorKind::Corrupt && err.to_string().contains("checksum"),
+        "{err}"
+    );
+}
+
+#[test]
+fn error_kind_incompatible_for_another_model_type_or_configuration() {
+    let gpu = gpu();
+    let dir = scratch("error-incompatible").join("gpt");
+    let model = Gpt::new(&gpu, tiny_gpt_config(20), 1).unwrap();
+    model.save(&dir, &SaveOptions::default()).unwrap();
+    // A GPT checkpoint is not an encoder-decoder.
     let err = Transformer::load(&gpu, &dir).err().unwrap();
     assert!(
-        matches!(&err, Error::Checkpoint { .. }) && err.to_string().contains("gpt2"),
+        matches!(&err, Error::Incompatible { .. }) && err.to_string().contains("gpt2"),
+        "{err}"
+    );
+    assert_eq!(err.kind(), ErrorKind::Incompatible);
+    // Weights of a narrower model under a config that asks for a wider one.
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let wider = config.replace("\"n_embd\": 16", "\"n_embd\": 32");
+    assert_ne!(wider, config, "config.json spells n_embd as expected");
+    std::fs::write(dir.join("config.json"), wider).unwrap();
+    let err = Gpt::load(&gpu, &dir).err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::Incompatible, "{err}");
+}
+
+#[test]
+fn error_kind_too_large_for_a_model_over_the_device_buffer_limit() {
+    let gpu = gpu();
+    // wpe alone would be 2^30 positions x 16 x 4 bytes = 64 GiB in one buffer.
+    let config = GptConfig {
+        n_positions: 1 << 30,
+        ..tiny_gpt_config(20)
+    };
+    let err = Gpt::new(&gpu, config, 1).err().unwrap();
+    assert!(
+        err.kind() == ErrorKind::TooLarge && err.to_string().contains("n_positions"),
+        "{err}"
+    );
+}
+
+#[test]
+fn error_kind_invalid_argument_for_ids_outside_the_vocabulary() {
+    let gpu = gpu();
+    let model = Gpt::new(&gpu, tiny_gpt_config(30), 1).unwrap();
+    let err = model.logits(&[1u32, 2, 30]).err().unwrap();
+    assert!(
+        err.kind() == ErrorKind::InvalidArgument && err.to_string().contains("30"),
+        "{err}"
+    );
+    let bad_head_split = GptConfig {
+        n_head: 3,
+        ..tiny_gpt_config(30)
+    };
+    let err = Gpt::new(&gpu, bad_head_split, 1).err().unwrap();
+    assert!(
+        err.kind() == ErrorKind::InvalidArgument && err.to_string().contains("n_head"),
         "{err}"
     );
 }

@@ -117,7 +117,7 @@ pub trait ModelConfig: Serialize + DeserializeOwned {
     /// `"wgformer_format"` field). By default such files are refused.
     fn from_foreign(path: &Path, json: &Map<String, Value>) -> Result<Self> {
         let _ = json;
-        Err(Error::checkpoint(
+        Err(Error::incompatible(
             path.display(),
             format!(
                 "this {} config was not written by wgformer (it has no \"{FORMAT_KEY}\" field) \

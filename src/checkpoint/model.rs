@@ -69,18 +69,33 @@ impl Gpt {
     /// what `options` adds: config.json, model.safetensors and the optional parts,
     /// written atomically (an interrupted save leaves the previous checkpoint
     /// readable; see [`crate::checkpoint`]). Blocking: reads the weights back from
-    /// the GPU. Errors: [`Error::Checkpoint`](crate::Error::Checkpoint) when `dir`
-    /// holds something other than a wgformer checkpoint, [`Error::Io`](crate::Error::Io)
-    /// when a file cannot be written.
+    /// the GPU.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible) when `dir` holds
+    /// something other than a wgformer checkpoint (it is not replaced),
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) when a file cannot be written,
+    /// [`ErrorKind::Device`](crate::ErrorKind::Device) when the weights cannot be
+    /// read back from the GPU.
     pub fn save(&self, dir: impl AsRef<Path>, options: &SaveOptions) -> Result<()> {
         save_model(dir.as_ref(), &self.config, &self.params(), options)
     }
 
     /// Builds the model saved in `dir` (ours, or a Hugging Face GPT-2 directory) on
-    /// `gpu` and loads its weights strictly. Errors:
-    /// [`Error::NotFound`](crate::Error::NotFound) when there is no checkpoint at
-    /// `dir`, [`Error::Checkpoint`](crate::Error::Checkpoint) when it is corrupt or
-    /// of another architecture or configuration.
+    /// `gpu` and loads its weights strictly.
+    ///
+    /// # Errors
+    /// - [`ErrorKind::NotFound`](crate::ErrorKind::NotFound): no checkpoint at `dir`.
+    /// - [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt): a damaged file (bad
+    ///   JSON, truncated or malformed safetensors, a checksum mismatch, NaN weights).
+    /// - [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible): a checkpoint of
+    ///   another model type or configuration (missing, extra or misshapen tensors).
+    /// - [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge): a config whose model
+    ///   would not fit this device or machine (checked before allocating).
+    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument): a config
+    ///   field out of range (zero sizes, heads that do not divide the width).
+    /// - [`ErrorKind::Device`](crate::ErrorKind::Device),
+    ///   [`ErrorKind::Io`](crate::ErrorKind::Io): the GPU or a read failed.
     pub fn load(gpu: &Gpu, dir: impl AsRef<Path>) -> Result<Gpt> {
         Ok(Self::load_with_report(gpu, dir)?.0)
     }
@@ -96,10 +111,13 @@ impl Gpt {
     }
 
     /// The tokenizer saved with checkpoint `dir` (see [`SaveOptions::tokenizer`]),
-    /// checked against this model's vocabulary. Errors:
-    /// [`Error::NotFound`](crate::Error::NotFound) without a checkpoint,
-    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) without a
-    /// tokenizer or with one too large for the model.
+    /// checked against this model's vocabulary.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) without a checkpoint,
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) without a
+    /// tokenizer or with one too large for the model,
+    /// [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) when its files do not parse.
     pub fn load_tokenizer(&self, dir: impl AsRef<Path>) -> Result<Box<dyn Tokenizer>> {
         checkpoint_tokenizer(dir.as_ref(), self.config.vocab_size)
     }

@@ -57,11 +57,9 @@ pub fn model_type(dir: &Path) -> Result<String> {
             ),
         )
     })?;
-    let json: serde_json::Value = serde_json::from_slice(&text).map_err(|e| {
-        ckpt_error(
-            path.display(),
-            format!("not valid JSON ({e}): fix or re-save it"),
-        )
+    let json: serde_json::Value = serde_json::from_slice(&text).map_err(|e| Error::Corrupt {
+        path: path.display().to_string(),
+        detail: format!("not valid JSON ({e}): fix or re-save it"),
     })?;
     match json.get("model_type").and_then(|v| v.as_str()) {
         Some(t) => Ok(t.to_string()),
@@ -113,9 +111,9 @@ pub fn read_text(path: &Path) -> Result<String> {
     })
 }
 
-/// An error about a checkpoint file.
+/// An error about a checkpoint file that does not fit the command.
 pub fn ckpt_error(path: impl std::fmt::Display, detail: impl Into<String>) -> Error {
-    Error::Checkpoint {
+    Error::Incompatible {
         path: path.to_string(),
         detail: detail.into(),
     }

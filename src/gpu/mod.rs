@@ -142,7 +142,10 @@ impl Gpu {
     /// (`wgpu::Limits::default()` has them); the `WGFORMER_*` variables apply as
     /// in [`Gpu::new`]. wgformer installs its own uncaptured-error handler and
     /// device-lost callback on the device (replacing the application's), so that
-    /// errors come back from its calls. Errors: [`Error::InvalidArgument`]
+    /// errors come back from its calls.
+    ///
+    /// # Errors
+    /// [`Error::Device`] (kind [`ErrorKind::Device`](crate::ErrorKind::Device))
     /// naming the missing capability or limit, with the value the device has and
     /// the one wgformer needs.
     ///
@@ -167,15 +170,15 @@ impl Gpu {
             .flags
             .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
         {
-            return Err(Error::invalid(
-                OP,
-                format!(
+            return Err(Error::Device {
+                op: OP,
+                detail: format!(
                     "the adapter `{}` has no compute shaders, which wgformer runs on: use an \
                      adapter with WebGPU compute (Vulkan, Metal, DX12 or the browser's WebGPU; \
                      not WebGL2)",
                     info.name
                 ),
-            ));
+            });
         }
         let limits = device.limits();
         let mut short = None;
@@ -183,15 +186,15 @@ impl Gpu {
             short.get_or_insert((name, needed, has));
         });
         if let Some((name, needed, has)) = short {
-            return Err(Error::invalid(
-                OP,
-                format!(
+            return Err(Error::Device {
+                op: OP,
+                detail: format!(
                     "the device's limit {name} is {has} but wgformer needs at least {needed} \
                      (reversed for alignments: at most); create the device with \
                      `required_limits: wgpu::Limits::default()` or the adapter's own \
                      `adapter.limits()`"
                 ),
-            ));
+            });
         }
         let wanted = device.features()
             & (wgpu::Features::SHADER_F16

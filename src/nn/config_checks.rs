@@ -228,7 +228,7 @@ impl Footprint {
     fn check(&self, limits: &MemoryLimits, names: &FieldNames) -> Result<()> {
         for part in &self.buffers {
             if part.bytes().is_none_or(|b| b > limits.binding_bytes) {
-                return Err(Error::invalid(
+                return Err(Error::model_too_large(
                     names.op,
                     format!(
                         "{} with {} would take {}, but one GPU buffer holds at most {} on this \
@@ -265,7 +265,7 @@ impl Footprint {
         let Some(&(_, largest)) = parts.iter().max_by_key(|(b, _)| b.unwrap_or(u64::MAX)) else {
             return Ok(());
         };
-        Err(Error::invalid(
+        Err(Error::model_too_large(
             names.op,
             format!(
                 "the model{} would need {}, more than the {} of memory this machine has (wgpu \
@@ -313,7 +313,7 @@ impl Footprint {
                 p.fix(&names)
             )
         });
-        Err(Error::checkpoint(
+        Err(Error::incompatible(
             config.display(),
             format!(
                 "it describes {} parameters, {} even at 16 bits each, but the weights beside \

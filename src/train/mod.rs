@@ -272,14 +272,14 @@ impl<'a> Trainer<'a> {
         out_dir: Option<OutDir>,
     ) -> Result<Self> {
         let raw = checkpoint::read_trainer_state(dir)?.ok_or_else(|| {
-            Error::checkpoint(
+            Error::incompatible(
                 dir.display(),
                 "it has no trainer_state.json, so there is no run to resume: use \
                  --init-from to start a new run from its weights",
             )
         })?;
         let mut state: TrainerState = serde_json::from_value(raw).map_err(|e| {
-            Error::checkpoint(
+            Error::corrupt(
                 dir.display(),
                 format!("trainer_state.json does not parse ({e}): the checkpoint was not written by this trainer"),
             )
@@ -318,7 +318,7 @@ impl<'a> Trainer<'a> {
             None => None,
         };
         if opt.steps() != state.step {
-            return Err(Error::checkpoint(
+            return Err(Error::incompatible(
                 dir.display(),
                 format!(
                     "the optimiser has taken {} steps but the trainer state says {}: the files \
