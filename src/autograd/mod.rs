@@ -12,6 +12,7 @@
 mod backward;
 mod op;
 mod ops;
+mod ops_llama;
 mod ops_nn;
 mod param;
 mod tape;

@@ -19,8 +19,11 @@ pub mod layernorm;
 pub mod optim;
 pub mod permute;
 pub mod reduce;
+pub mod rmsnorm;
+pub mod rope;
 pub(crate) mod row_plan;
 pub mod softmax;
+pub mod swiglu;
 pub mod wgsl_mirrors;
 
 pub use activation::Activation;
@@ -100,6 +103,9 @@ pub static LAYERNORM_SUBGROUP_WGSL: Shader = shader!(
     f16: false
 );
 pub static PERMUTE_WGSL: Shader = shader!("permute.wgsl", f16: false);
+pub static RMSNORM_WGSL: Shader = shader!("rmsnorm.wgsl" = "rows.wgsl" "rmsnorm.wgsl", f16: false);
+pub static ROPE_WGSL: Shader = shader!("rope.wgsl", f16: false);
+pub static SWIGLU_WGSL: Shader = shader!("swiglu.wgsl", f16: false);
 pub static REDUCE_WGSL: Shader = shader!("reduce.wgsl" = "rows.wgsl" "reduce.wgsl", f16: false);
 pub static SOFTMAX_WGSL: Shader = shader!("softmax.wgsl" = "rows.wgsl" "softmax.wgsl", f16: false);
 pub static SOFTMAX_SUBGROUP_WGSL: Shader = shader!(
@@ -131,8 +137,11 @@ pub static ALL_SHADERS: &[&Shader] = &[
     &LAYERNORM_SUBGROUP_WGSL,
     &PERMUTE_WGSL,
     &REDUCE_WGSL,
+    &RMSNORM_WGSL,
+    &ROPE_WGSL,
     &SOFTMAX_WGSL,
     &SOFTMAX_SUBGROUP_WGSL,
+    &SWIGLU_WGSL,
     &CAST_F16_WGSL,
 ];
 

@@ -1,5 +1,5 @@
 //! Models built from tape ops: the layers ([`layers`]), the GPT-2-layout decoder
-//! ([`gpt`]), the encoder-decoder of "Attention Is All You Need"
+//! ([`gpt`]), the Llama-layout decoder ([`llama`]), the encoder-decoder of "Attention Is All You Need"
 //! ([`transformer`]), and the KV cache of incremental decoding ([`kv_cache`]).
 //!
 //! # Initial weights
@@ -14,12 +14,15 @@ mod config_checks;
 pub mod gpt;
 pub mod kv_cache;
 pub mod layers;
+pub mod llama;
+mod llama_config;
 pub mod transformer;
 
 pub use config_checks::{FieldNames, MemoryLimits};
 pub use gpt::{Gpt, GptConfig};
 pub use kv_cache::KvCache;
 pub use layers::{Activation, NormPlacement};
+pub use llama::{Llama, LlamaConfig};
 pub use transformer::{EncoderState, ForwardOptions, Transformer, TransformerConfig};
 
 /// The seeds of a model's random tensors, in `params()` order (see the module
