@@ -25,6 +25,9 @@ mod rowwise;
 #[path = "kernels/elementwise.rs"]
 mod elementwise;
 
+#[path = "kernels/llama.rs"]
+mod llama;
+
 #[path = "kernels/train_step.rs"]
 mod train_step;
 
@@ -57,6 +60,7 @@ fn main() -> wgformer::Result<()> {
     attention::run(&mut bench)?;
     rowwise::run(&mut bench)?;
     elementwise::run(&mut bench)?;
+    llama::run(&mut bench)?;
     train_step::run(&mut bench)?;
     decode::run(&mut bench)?;
     bench.save();

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use wgformer::checkpoint;
 use wgformer::data::Tokenizer;
 use wgformer::generate::{self, BeamOptions, GenerateOptions, SamplingOptions, StopReason};
-use wgformer::nn::Gpt;
+use wgformer::nn::CausalLm;
 use wgformer::train::gpt::{GptData, GptTask};
 use wgformer::train::seq2seq::{load_pairs, PairSource, Seq2SeqData, Seq2SeqTask};
 use wgformer::train::{progress::eval_line, TrainTask};
@@ -19,7 +19,8 @@ use wgformer::{Gpu, Result};
 /// Arguments of `wgformer generate`.
 #[derive(clap::Args, Debug)]
 pub struct GenerateArgs {
-    /// A GPT checkpoint directory (ours, or GPT-2 layout with vocab.json + merges.txt).
+    /// A GPT or Llama checkpoint directory (ours, or Hugging Face's GPT-2 or Llama
+    /// layout with vocab.json + merges.txt).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Text to continue (empty: start from the bos token).
@@ -45,27 +46,31 @@ pub struct GenerateArgs {
     pub truncate_prompt: bool,
 }
 
-/// Loads a GPT checkpoint with its tokenizer, refusing other architectures.
-fn load_gpt_with_tokenizer(
+/// Loads a decoder-only checkpoint (GPT-2 or Llama layout) with its tokenizer,
+/// refusing other architectures.
+fn load_lm_with_tokenizer(
     gpu: &Gpu,
     dir: &Path,
     need_tokenizer: bool,
-) -> Result<(Gpt, Option<Box<dyn Tokenizer>>)> {
-    let t = model_type(dir)?;
-    if t != "gpt2" {
-        return Err(usage(format!(
-            "`{}` holds a `{t}` model; this command runs GPT (gpt2) checkpoints{}",
-            dir.display(),
-            if t == "encoder_decoder" {
-                ". Use `wgformer translate` or `wgformer eval` for it"
-            } else {
-                ""
-            }
-        )));
-    }
-    let (model, _) = checkpoint::load_gpt(gpu, dir)?;
+) -> Result<(Box<dyn CausalLm>, Option<Box<dyn Tokenizer>>)> {
+    let model: Box<dyn CausalLm> = match model_type(dir)?.as_str() {
+        "gpt2" => Box::new(checkpoint::load_gpt(gpu, dir)?.0),
+        "llama" => Box::new(checkpoint::load_llama(gpu, dir)?.0),
+        t => {
+            return Err(usage(format!(
+                "`{}` holds a `{t}` model; this command runs decoder-only (gpt2, llama) \
+                 checkpoints{}",
+                dir.display(),
+                if t == "encoder_decoder" {
+                    ". Use `wgformer translate` or `wgformer eval` for it"
+                } else {
+                    ""
+                }
+            )))
+        }
+    };
     let tok = if need_tokenizer {
-        Some(checkpoint_tokenizer(dir, model.config.vocab_size)?)
+        Some(checkpoint_tokenizer(dir, model.vocab_size())?)
     } else {
         None
     };
@@ -74,7 +79,7 @@ fn load_gpt_with_tokenizer(
 
 /// Streams a generation to stdout.
 pub fn generate(gpu: &Gpu, a: &GenerateArgs) -> Result<()> {
-    let (model, tok) = load_gpt_with_tokenizer(gpu, &a.checkpoint, true)?;
+    let (model, tok) = load_lm_with_tokenizer(gpu, &a.checkpoint, true)?;
     let tok = tok.ok_or_else(|| usage("no tokenizer"))?;
     let mut prompt = encode_known(tok.as_ref(), &a.prompt, "--prompt")?;
     if prompt.is_empty() {
@@ -100,7 +105,7 @@ pub fn generate(gpu: &Gpu, a: &GenerateArgs) -> Result<()> {
     out.flush().map_err(io)?;
     // Bytes of tokens that end inside a UTF-8 character wait for the rest.
     let mut pending: Vec<u8> = Vec::new();
-    let result = generate::generate(&model, &prompt, &opts, &mut |t| {
+    let result = generate::generate(model.as_ref(), &prompt, &opts, &mut |t| {
         pending.extend(tok.decode_bytes(&[t]));
         let valid = match std::str::from_utf8(&pending) {
             Ok(s) => s.len(),
@@ -121,7 +126,7 @@ pub fn generate(gpu: &Gpu, a: &GenerateArgs) -> Result<()> {
     if result.stop == StopReason::ContextFull {
         eprintln!(
             "note: stopped at the end of the model's context ({} tokens)",
-            model.config.n_positions
+            model.context()
         );
     }
     Ok(())
@@ -265,9 +270,20 @@ pub fn eval(gpu: &Gpu, a: &EvalArgs) -> Result<()> {
             println!("{}", eval_line(step, &m));
             Ok(())
         }
-        "gpt2" => {
-            let (model, tok) = load_gpt_with_tokenizer(gpu, dir, true)?;
+        "llama" => {
+            let (model, tok) = load_lm_with_tokenizer(gpu, dir, true)?;
             let tok = tok.ok_or_else(|| usage("no tokenizer"))?;
+            let Some(path) = &a.data else {
+                return Err(usage(format!(
+                    "`{}` is a Llama checkpoint: pass --data FILE.txt to evaluate it on a text",
+                    dir.display()
+                )));
+            };
+            eval_text(model.as_ref(), tok.as_ref(), path, a.max_windows)
+        }
+        "gpt2" => {
+            let (model, _) = checkpoint::load_gpt(gpu, dir)?;
+            let tok = checkpoint_tokenizer(dir, model.config.vocab_size)?;
             if let Some(path) = &a.data {
                 return eval_text(&model, tok.as_ref(), path, a.max_windows);
             }
@@ -302,11 +318,16 @@ pub fn eval(gpu: &Gpu, a: &EvalArgs) -> Result<()> {
 }
 
 /// Mean NLL and perplexity over consecutive context-long windows of a text file.
-fn eval_text(model: &Gpt, tok: &dyn Tokenizer, path: &Path, max_windows: usize) -> Result<()> {
+fn eval_text(
+    model: &dyn CausalLm,
+    tok: &dyn Tokenizer,
+    path: &Path,
+    max_windows: usize,
+) -> Result<()> {
     let text = read_text(path)?;
     note_unknown(tok, &text, &format!("`{}`", path.display()));
     let ids = tok.encode(&text);
-    let ctx = model.config.n_positions;
+    let ctx = model.context();
     let (mut nll, mut n) = (0.0f64, 0usize);
     for window in ids.chunks(ctx).take(max_windows) {
         if window.len() < 2 {
@@ -334,7 +355,8 @@ fn eval_text(model: &Gpt, tok: &dyn Tokenizer, path: &Path, max_windows: usize) 
 /// Arguments of `wgformer score`.
 #[derive(clap::Args, Debug)]
 pub struct ScoreArgs {
-    /// A GPT checkpoint (ours or a GPT-2-layout safetensors + config.json).
+    /// A GPT or Llama checkpoint (ours, or a Hugging Face GPT-2 or Llama-layout
+    /// model.safetensors + config.json).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Token ids, comma-separated (e.g. 464,2068,7586).
@@ -347,7 +369,7 @@ pub struct ScoreArgs {
 
 /// Prints per-token log-probabilities and the mean NLL as JSON.
 pub fn score(gpu: &Gpu, a: &ScoreArgs) -> Result<()> {
-    let (model, tok) = load_gpt_with_tokenizer(gpu, &a.checkpoint, a.text.is_some())?;
+    let (model, tok) = load_lm_with_tokenizer(gpu, &a.checkpoint, a.text.is_some())?;
     let ids: Vec<u32> = match (&a.text, tok) {
         (Some(text), Some(tok)) => encode_known(tok.as_ref(), text, "--text")?,
         _ => a
@@ -360,7 +382,7 @@ pub fn score(gpu: &Gpu, a: &ScoreArgs) -> Result<()> {
             })
             .collect::<Result<_>>()?,
     };
-    let s = generate::score(&model, &ids)?;
+    let s = generate::score(model.as_ref(), &ids)?;
     let json = serde_json::json!({
         "ids": ids,
         "log_probs": s.log_probs,

@@ -10,6 +10,7 @@
 //! no two tensors of a model share a seed (SplitMix64 repeats no output within
 //! 2^64 draws).
 
+mod causal_lm;
 mod config_checks;
 pub mod gpt;
 pub mod kv_cache;
@@ -18,6 +19,7 @@ pub mod llama;
 mod llama_config;
 pub mod transformer;
 
+pub use causal_lm::CausalLm;
 pub use config_checks::{FieldNames, MemoryLimits};
 pub use gpt::{Gpt, GptConfig};
 pub use kv_cache::KvCache;
