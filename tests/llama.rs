@@ -364,3 +364,91 @@ fn a_small_llama_learns_a_repeating_sequence() {
     assert!(losses[0] > 3.0, "starts near ln 37: {}", losses[0]);
     assert!(*losses.last().unwrap() < 0.5, "losses: {losses:?}");
 }
+
+fn wgformer(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wgformer"))
+        .args(args)
+        .output()
+        .expect("run wgformer");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// `wgformer train --model llama` on a text file, then generate, score, eval and
+/// resume on its checkpoint; flags for another kind of model are refused.
+#[test]
+fn the_command_line_trains_and_runs_a_llama() {
+    let dir = std::env::temp_dir().join(format!("wgformer-llama-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = dir.join("t.txt");
+    std::fs::write(
+        &text,
+        "the quick brown fox jumps over the lazy dog. ".repeat(40),
+    )
+    .unwrap();
+    let out = dir.join("run");
+    let (t, o) = (text.to_str().unwrap(), out.to_str().unwrap());
+    let (ok, stdout, stderr) = wgformer(&[
+        "train",
+        "--model",
+        "llama",
+        "--data",
+        t,
+        "--out",
+        o,
+        "--d-model",
+        "32",
+        "--heads",
+        "4",
+        "--kv-heads",
+        "2",
+        "--layers",
+        "1",
+        "--steps",
+        "30",
+        "--seq",
+        "32",
+        "--batch",
+        "4",
+        "--lr",
+        "3e-3",
+    ]);
+    assert!(ok, "train: {stdout}\n{stderr}");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["model_type"], "llama");
+    assert_eq!(config["num_key_value_heads"], 2);
+    let (ok, stdout, stderr) = wgformer(&[
+        "generate",
+        "--checkpoint",
+        o,
+        "--prompt",
+        "the ",
+        "--max-tokens",
+        "8",
+    ]);
+    assert!(
+        ok && stdout.starts_with("the "),
+        "generate: {stdout}\n{stderr}"
+    );
+    let (ok, stdout, stderr) = wgformer(&["score", "--checkpoint", o, "--text", "the lazy dog"]);
+    assert!(
+        ok && stdout.contains("mean_nll"),
+        "score: {stdout}\n{stderr}"
+    );
+    let (ok, stdout, stderr) = wgformer(&["eval", "--checkpoint", o, "--data", t]);
+    assert!(
+        ok && stdout.contains("perplexity"),
+        "eval: {stdout}\n{stderr}"
+    );
+    let (ok, stdout, stderr) = wgformer(&["train", "--resume", o, "--steps", "32"]);
+    assert!(
+        ok && stdout.contains("to 32 of 32"),
+        "resume: {stdout}\n{stderr}"
+    );
+    let (ok, _, stderr) = wgformer(&["train", "--model", "gpt", "--data", t, "--kv-heads", "2"]);
+    assert!(!ok && stderr.contains("--model llama only"), "{stderr}");
+    let (ok, _, stderr) = wgformer(&["train", "--model", "llama", "--data", t, "--dropout", "0.1"]);
+    assert!(!ok && stderr.contains("--dropout"), "{stderr}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -13,6 +13,7 @@ const MODEL_FLAGS: &[&str] = &[
     "layers",
     "d-model",
     "heads",
+    "kv-heads",
     "d-ff",
     "dropout",
     "norm",
@@ -21,6 +22,9 @@ const MODEL_FLAGS: &[&str] = &[
     "vocab-size",
 ];
 const ENCDEC_ONLY: &[&str] = &["batch-tokens", "d-ff", "dropout", "norm", "show"];
+const LLAMA_ONLY: &[&str] = &["kv-heads"];
+/// Of the encoder-decoder's flags, what a Llama uses too (its SwiGLU width).
+const LLAMA_TOO: &[&str] = &["d-ff"];
 const GPT_ONLY: &[&str] = &["batch", "seq", "weight-decay"];
 /// The date task brings its own tokenizer and held-out dates.
 const DATA_FLAGS: &[&str] = &["tokenizer", "vocab-size", "held-out"];
@@ -58,14 +62,24 @@ pub fn check(a: &TrainArgs) -> Result<()> {
             "--init-from takes the model and its tokenizer from the checkpoint",
         )?;
     }
+    if a.model != ModelKind::Llama {
+        refuse(
+            given(&|f| !LLAMA_ONLY.contains(&f)),
+            "it applies to --model llama only",
+        )?;
+    }
     match a.model {
         ModelKind::Gpt => refuse(
             given(&|f| !ENCDEC_ONLY.contains(&f)),
             "it applies to --model encdec only",
         )?,
+        ModelKind::Llama => refuse(
+            given(&|f| !ENCDEC_ONLY.contains(&f) || LLAMA_TOO.contains(&f)),
+            "it applies to --model encdec only",
+        )?,
         ModelKind::Encdec => refuse(
             given(&|f| !GPT_ONLY.contains(&f)),
-            "it applies to --model gpt only (the encoder-decoder takes --batch-tokens, and the \
+            "it applies to --model gpt or llama only (the encoder-decoder takes --batch-tokens, and the \
              paper's Adam has no weight decay)",
         )?,
     }
