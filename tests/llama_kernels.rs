@@ -232,28 +232,26 @@ fn reference_backward_passes_match_finite_differences() {
     let dy = data(rows * c, 3);
     let (_, rstd) = r::rmsnorm(&x, c, &w, 1e-5);
     let (dx, dw) = r::rmsnorm_bwd(&x, c, &w, &f32s(&rstd), &dy);
-    for i in 0..x.len() {
+    for (i, want) in dx.iter().enumerate() {
         let g = fd(
             &|xs: &[f32]| dot(&r::rmsnorm(xs, c, &w, 1e-5).0, &dy),
             &x,
             i,
         );
         assert!(
-            (g - dx[i]).abs() < 1e-3 * (1.0 + g.abs()),
-            "rmsnorm dx[{i}]: fd {g} vs {}",
-            dx[i]
+            (g - want).abs() < 1e-3 * (1.0 + g.abs()),
+            "rmsnorm dx[{i}]: fd {g} vs {want}"
         );
     }
-    for j in 0..c {
+    for (j, want) in dw.iter().enumerate() {
         let g = fd(
             &|ws: &[f32]| dot(&r::rmsnorm(&x, c, ws, 1e-5).0, &dy),
             &w,
             j,
         );
         assert!(
-            (g - dw[j]).abs() < 1e-3 * (1.0 + g.abs()),
-            "rmsnorm dw[{j}]: fd {g} vs {}",
-            dw[j]
+            (g - want).abs() < 1e-3 * (1.0 + g.abs()),
+            "rmsnorm dw[{j}]: fd {g} vs {want}"
         );
     }
     let gate: Vec<f32> = data(8, 4).iter().map(|v| 3.0 * v).collect();
@@ -276,13 +274,13 @@ fn reference_backward_passes_match_finite_differences() {
     let q = data(tt * nh * hs, 7);
     let dq = data(tt * nh * hs, 8);
     let back = r::rope_bwd(&dq, (tt, nh, hs), 2, 10_000.0);
-    for i in 0..q.len() {
+    for (i, want) in back.iter().enumerate() {
         let g = fd(
             &|qs: &[f32]| dot(&r::rope(qs, (tt, nh, hs), 2, 10_000.0), &dq),
             &q,
             i,
         );
-        assert!((g - back[i]).abs() < 1e-3 * (1.0 + g.abs()), "rope dx[{i}]");
+        assert!((g - want).abs() < 1e-3 * (1.0 + g.abs()), "rope dx[{i}]");
     }
 }
 

@@ -46,13 +46,12 @@ pub struct GenerateArgs {
     pub truncate_prompt: bool,
 }
 
+/// A decoder-only model and, when asked for, its tokenizer.
+type LoadedLm = (Box<dyn CausalLm>, Option<Box<dyn Tokenizer>>);
+
 /// Loads a decoder-only checkpoint (GPT-2 or Llama layout) with its tokenizer,
 /// refusing other architectures.
-fn load_lm_with_tokenizer(
-    gpu: &Gpu,
-    dir: &Path,
-    need_tokenizer: bool,
-) -> Result<(Box<dyn CausalLm>, Option<Box<dyn Tokenizer>>)> {
+fn load_lm_with_tokenizer(gpu: &Gpu, dir: &Path, need_tokenizer: bool) -> Result<LoadedLm> {
     let model: Box<dyn CausalLm> = match model_type(dir)?.as_str() {
         "gpt2" => Box::new(checkpoint::load_gpt(gpu, dir)?.0),
         "llama" => Box::new(checkpoint::load_llama(gpu, dir)?.0),
