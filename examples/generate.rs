@@ -8,8 +8,11 @@
 //! ```
 
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
-use wgformer::generate::{generate, GenerateOptions, SamplingOptions};
+use wgformer::data::TokenStream;
+use wgformer::generate::{GenerateOptions, SamplingOptions};
+use wgformer::nn::Gpt;
 
 fn main() -> wgformer::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -22,8 +25,8 @@ fn main() -> wgformer::Result<()> {
     };
 
     let gpu = wgformer::Gpu::new()?;
-    let (model, _report) = wgformer::checkpoint::load_gpt(&gpu, &dir)?;
-    let tokenizer = wgformer::data::load_tokenizer(&dir)?;
+    let model = Gpt::load(&gpu, &dir)?;
+    let tokenizer = model.load_tokenizer(&dir)?;
 
     let mut ids = tokenizer.encode(&prompt);
     if ids.is_empty() {
@@ -43,14 +46,20 @@ fn main() -> wgformer::Result<()> {
 
     print!("{prompt}");
     let mut stdout = std::io::stdout();
-    let generation = generate(&model, &ids, &options, &mut |token| {
-        // Char and byte-level tokens: print each as it comes.
-        print!("{}", tokenizer.decode(&[token]));
-        let _ = stdout.flush();
-        Ok(())
+    // A BPE token can end inside a multi-byte character: the stream holds its
+    // bytes back until the character is whole.
+    let mut text = TokenStream::new(tokenizer.as_ref());
+    let generation = model.generate(&ids, &options, |token| {
+        print!("{}", text.push(token));
+        // Stop when stdout is gone (e.g. piped into `head`).
+        match stdout.flush() {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(_) => ControlFlow::Break(()),
+        }
     })?;
     println!(
-        "\n[{} tokens, stopped: {:?}]",
+        "{}\n[{} tokens, stopped: {:?}]",
+        text.finish(),
         generation.tokens.len(),
         generation.stop
     );

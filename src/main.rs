@@ -3,6 +3,7 @@
 mod cli;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use cli::energy::{check_csv, EnergyArgs, RunEnergy};
 use cli::flags::at_least_one;
 use std::process::ExitCode;
 
@@ -94,6 +95,15 @@ struct TrainBench {
     /// Timed steps (one more runs first as warm-up).
     #[arg(long, default_value_t = 6, value_parser = at_least_one::<usize>)]
     steps: usize,
+    /// Print the results as one JSON record (with the energy report) on stdout.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    energy: EnergyArgs,
+    /// Append the energy report as a row to this CSV (CodeCarbon's
+    /// emissions.csv columns); none unless given.
+    #[arg(long, value_name = "PATH", conflicts_with = "no_energy")]
+    emissions_file: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -121,22 +131,43 @@ fn main() -> ExitCode {
             ) {
                 args.given = cli::given_flags(c, m);
             }
-            cli::train::check_flags(&args)
-                .and_then(|()| wgformer::Gpu::new())
-                .and_then(|gpu| cli::train::run(&gpu, &args))
+            cli::train::check_flags(&args).and_then(|()| {
+                let energy = RunEnergy::start(&args.energy, "wgformer train");
+                wgformer::Gpu::new().and_then(|gpu| cli::train::run(&gpu, &args, energy))
+            })
         }
         Command::Generate(args) => {
-            wgformer::Gpu::new().and_then(|gpu| cli::infer::generate(&gpu, &args))
+            check_csv(&args.energy, Some(&args.emissions_file)).and_then(|()| {
+                let mut energy = RunEnergy::start(&args.energy, "wgformer generate");
+                let gpu = wgformer::Gpu::new()?;
+                cli::infer::generate(&gpu, &args)?;
+                energy.finish(&gpu, Some(&args.emissions_file));
+                Ok(())
+            })
         }
         Command::Translate(args) => {
             wgformer::Gpu::new().and_then(|gpu| cli::infer::translate(&gpu, &args))
         }
-        Command::Eval(args) => wgformer::Gpu::new().and_then(|gpu| cli::infer::eval(&gpu, &args)),
+        Command::Eval(mut args) => {
+            if let (Some(m), Some(c)) = (
+                matches.subcommand_matches("eval"),
+                Cli::command().find_subcommand("eval"),
+            ) {
+                args.given = cli::given_flags(c, m);
+            }
+            check_csv(&args.energy, Some(&args.emissions_file)).and_then(|()| {
+                let energy = RunEnergy::start(&args.energy, "wgformer eval");
+                wgformer::Gpu::new().and_then(|gpu| cli::infer::eval(&gpu, &args, energy))
+            })
+        }
         Command::Score(args) => wgformer::Gpu::new().and_then(|gpu| cli::infer::score(&gpu, &args)),
         Command::Privacy(args) => cli::privacy::run(&args),
         Command::Info => wgformer::Gpu::new().map(|gpu| println!("{}", gpu.describe())),
         Command::Bench(BenchCommand::Train(args)) => {
-            wgformer::Gpu::new().and_then(|gpu| bench_train(&gpu, &args))
+            check_csv(&args.energy, args.emissions_file.as_ref()).and_then(|()| {
+                let energy = RunEnergy::start(&args.energy, "wgformer bench train");
+                wgformer::Gpu::new().and_then(|gpu| bench_train(&gpu, &args, energy))
+            })
         }
         Command::Bench(BenchCommand::Quick) => wgformer::Gpu::new().and_then(|gpu| {
             println!("adapter: {}", gpu.adapter_name());
@@ -186,7 +217,7 @@ fn negative_values(cmd: clap::Command) -> clap::Command {
     .mut_subcommands(negative_values)
 }
 
-fn bench_train(gpu: &wgformer::Gpu, a: &TrainBench) -> wgformer::Result<()> {
+fn bench_train(gpu: &wgformer::Gpu, a: &TrainBench, mut energy: RunEnergy) -> wgformer::Result<()> {
     use wgformer::autograd::Tape;
     use wgformer::kernels::cross_entropy::CrossEntropyOptions;
     use wgformer::nn::{Gpt, GptConfig};
@@ -199,18 +230,20 @@ fn bench_train(gpu: &wgformer::Gpu, a: &TrainBench) -> wgformer::Result<()> {
         n_head: a.heads,
         layer_norm_epsilon: 1e-5,
     };
-    println!("adapter: {}", gpu.adapter_name());
-    println!(
-        "GPT L={} C={} NH={} T={} B={} V={}: {} parameters, {:.1} MFLOP per token (training)",
-        a.layers,
-        a.d_model,
-        a.heads,
-        a.seq,
-        a.batch,
-        a.vocab,
-        config.param_count(),
-        config.train_flops_per_token(a.seq) / 1e6
-    );
+    if !a.json {
+        println!("adapter: {}", gpu.adapter_name());
+        println!(
+            "GPT L={} C={} NH={} T={} B={} V={}: {} parameters, {:.1} MFLOP per token (training)",
+            a.layers,
+            a.d_model,
+            a.heads,
+            a.seq,
+            a.batch,
+            a.vocab,
+            config.param_count(),
+            config.train_flops_per_token(a.seq) / 1e6
+        );
+    }
     let model = Gpt::new(gpu, config, 1)?;
     let mut opt = Optimizer::new(gpu, model.params(), OptimizerKind::gpt_adamw(), Some(1.0))?;
     let mut rng = wgformer::rng::SplitMix64::new(1);
@@ -240,10 +273,29 @@ fn bench_train(gpu: &wgformer::Gpu, a: &TrainBench) -> wgformer::Result<()> {
     let secs = t0.elapsed().as_secs_f64();
     let tokens_per_s = (a.steps * n) as f64 / secs;
     let gflops = tokens_per_s * config.train_flops_per_token(a.seq) / 1e9;
-    println!(
-        "{tokens_per_s:.0} tokens/s, {gflops:.2} model GFLOP/s, {:.0} ms per step",
-        secs * 1e3 / a.steps as f64
-    );
+    let ms_per_step = secs * 1e3 / a.steps as f64;
+    if !a.json {
+        println!(
+            "{tokens_per_s:.0} tokens/s, {gflops:.2} model GFLOP/s, {ms_per_step:.0} ms per step"
+        );
+    }
+    // The whole command: start-up, warm-up and the timed steps.
+    let report = energy.finish(gpu, a.emissions_file.as_deref());
+    if a.json {
+        let record = serde_json::json!({
+            "adapter": gpu.adapter_name(),
+            "config": config,
+            "batch": a.batch,
+            "steps": a.steps,
+            "params": config.param_count(),
+            "train_flops_per_token": config.train_flops_per_token(a.seq),
+            "tokens_per_s": tokens_per_s,
+            "model_gflops": gflops,
+            "ms_per_step": ms_per_step,
+            "energy": report.map(|r| r.to_json()),
+        });
+        println!("{record}");
+    }
     Ok(())
 }
 

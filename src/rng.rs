@@ -2,12 +2,16 @@
 //! counter-based hash that the dropout shader also implements (same bits on CPU
 //! and GPU, so a dropout mask is regenerated rather than stored).
 
+/// SplitMix64: a small, fast 64-bit generator; the same seed gives the same
+/// numbers on every platform.
 pub struct SplitMix64(u64);
 
 impl SplitMix64 {
+    /// A generator starting from `seed`.
     pub fn new(seed: u64) -> Self {
         SplitMix64(seed)
     }
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;

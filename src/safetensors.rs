@@ -29,22 +29,39 @@ pub const CHECKSUM_KEY: &str = "wgformer_checksum";
 /// Element types of the safetensors format that have whole-byte sizes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Dtype {
+    /// Boolean, one byte.
     Bool,
+    /// Unsigned 8-bit integer.
     U8,
+    /// Signed 8-bit integer.
     I8,
+    /// 8-bit float, 5 exponent and 2 mantissa bits.
     F8E5M2,
+    /// 8-bit float, 4 exponent and 3 mantissa bits.
     F8E4M3,
+    /// 8-bit scale (exponent only).
     F8E8M0,
+    /// Signed 16-bit integer.
     I16,
+    /// Unsigned 16-bit integer.
     U16,
+    /// IEEE half float.
     F16,
+    /// bfloat16.
     BF16,
+    /// Signed 32-bit integer.
     I32,
+    /// Unsigned 32-bit integer.
     U32,
+    /// 32-bit float (what wgformer writes).
     F32,
+    /// Signed 64-bit integer.
     I64,
+    /// Unsigned 64-bit integer.
     U64,
+    /// 64-bit float.
     F64,
+    /// Complex of two 32-bit floats.
     C64,
 }
 
@@ -126,7 +143,7 @@ impl SafeTensors {
     pub fn read(path: &Path) -> Result<SafeTensors> {
         let bytes = std::fs::read(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                Error::checkpoint(
+                Error::not_found(
                     path.display(),
                     "file not found: check the path (a checkpoint directory holds \
                      model.safetensors)",

@@ -16,22 +16,29 @@ use crate::tensor::Tensor;
 /// Outcome of one check.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct CheckResult {
+    /// The check's name.
     pub name: String,
+    /// Whether every value was within tolerance.
     pub passed: bool,
     /// Worst |ours - ref| / (atol + rtol |ref|) seen (<= 1 passes).
     pub worst_ratio: f64,
+    /// The first mismatches, or the error that stopped the check.
     pub detail: String,
 }
 
 #[derive(Default, Debug)]
+/// The results of a `wgformer check` run.
 pub struct Report {
+    /// One per check, in order.
     pub results: Vec<CheckResult>,
 }
 
 impl Report {
+    /// Checks that did not pass.
     pub fn failed(&self) -> usize {
         self.results.iter().filter(|r| !r.passed).count()
     }
+    /// One line: how many passed and failed.
     pub fn summary(&self) -> String {
         format!(
             "{} passed, {} failed",
@@ -93,6 +100,7 @@ fn data(n: usize, seed: u64) -> Vec<f32> {
 /// One kernel check: its name and what it runs.
 #[derive(Clone, Copy, Debug)]
 pub struct Check {
+    /// Its name (`wgformer check --only NAME`).
     pub name: &'static str,
     kind: Kind,
 }
@@ -594,7 +602,7 @@ async fn check_attention(gpu: &Gpu, name: &str, backward: bool) -> Result<CheckR
     let (dq, dk, dv) = attention_bwd(&q, &k, &v, &o, &l, &d_o, &opts)?;
     let (rdq, rdk, rdv) =
         reference::attention_bwd(&qv, &kv, &vv, &dov, Some(&maskv), dims, scale, true);
-    // As tests/attention_bwd.rs: f32 sums over up to Tk keys of products <= ~2.
+    // As tests/kernels/attention_bwd.rs: f32 sums over up to Tk keys of products <= ~2.
     Ok(all_of(
         name,
         vec![

@@ -7,7 +7,9 @@ use crate::gpu::{Gpu, PooledBuffer};
 use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Element type of a [`Tensor`].
 pub enum DType {
+    /// 32-bit float.
     F32,
     /// IEEE half; needs the adapter's shader-f16 to be used by kernels.
     F16,
@@ -16,6 +18,7 @@ pub enum DType {
 }
 
 impl DType {
+    /// Bytes per element.
     pub fn size(self) -> usize {
         match self {
             DType::F32 | DType::U32 => 4,
@@ -30,6 +33,10 @@ struct Storage {
 }
 
 #[derive(Clone)]
+/// An n-dimensional array on the GPU: a shape, a [`DType`] and a pooled buffer
+/// (row-major). Cloning shares the buffer; it returns to the pool when the last
+/// clone drops. Ops encode into the GPU's pending batch; reading back
+/// (`to_vec`) submits it.
 pub struct Tensor {
     storage: Arc<Storage>,
     shape: Vec<usize>,
@@ -113,6 +120,9 @@ impl Tensor {
         Ok(t)
     }
 
+    /// Uploads f32 `data` (row-major) as a tensor of `shape`. Errors when the
+    /// length is not the shape's element count or the tensor exceeds the device's
+    /// limits.
     pub fn from_slice(gpu: &Gpu, data: &[f32], shape: &[usize]) -> Result<Tensor> {
         Self::upload(
             gpu,
@@ -123,6 +133,8 @@ impl Tensor {
         )
     }
 
+    /// Uploads u32 `data` (token ids, row-major) as a tensor of `shape`; errors as
+    /// [`Tensor::from_slice`].
     pub fn from_u32(gpu: &Gpu, data: &[u32], shape: &[usize]) -> Result<Tensor> {
         Self::upload(
             gpu,
@@ -209,16 +221,19 @@ impl Tensor {
         Ok(())
     }
 
+    /// An f32 tensor of zeros.
     pub fn zeros(gpu: &Gpu, shape: &[usize]) -> Result<Tensor> {
         let t = Self::empty(gpu, shape, DType::F32)?;
         gpu.clear(&t);
         Ok(t)
     }
 
+    /// An f32 tensor filled with `value`.
     pub fn full(gpu: &Gpu, shape: &[usize], value: f32) -> Result<Tensor> {
         Self::from_slice(gpu, &vec![value; numel(shape)], shape)
     }
 
+    /// An f32 tensor of ones.
     pub fn ones(gpu: &Gpu, shape: &[usize]) -> Result<Tensor> {
         Self::full(gpu, shape, 1.0)
     }
@@ -239,15 +254,19 @@ impl Tensor {
         Self::from_slice(gpu, &data, shape)
     }
 
+    /// The dimensions, outermost first.
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
+    /// The element type.
     pub fn dtype(&self) -> DType {
         self.dtype
     }
+    /// Element count (the product of the shape).
     pub fn numel(&self) -> usize {
         numel(&self.shape)
     }
+    /// Number of dimensions.
     pub fn rank(&self) -> usize {
         self.shape.len()
     }
@@ -258,9 +277,11 @@ impl Tensor {
         let i = if i < 0 { r + i } else { i };
         self.shape[i as usize]
     }
+    /// Size of the data in bytes.
     pub fn nbytes(&self) -> u64 {
         (self.numel() * self.dtype.size()) as u64
     }
+    /// The GPU the tensor lives on.
     pub fn gpu(&self) -> &Gpu {
         &self.storage.gpu
     }
@@ -318,6 +339,7 @@ impl Tensor {
         }
     }
 
+    /// Reads a u32 tensor back (submits pending work first); works in the browser.
     pub async fn to_vec_u32_async(&self) -> Result<Vec<u32>> {
         if self.dtype != DType::U32 {
             return Err(Error::invalid(
@@ -337,6 +359,7 @@ impl Tensor {
     }
 
     #[cfg(not(target_arch = "wasm32"))]
+    /// Blocking form of [`Tensor::to_vec_u32_async`] (native only).
     pub fn to_vec_u32(&self) -> Result<Vec<u32>> {
         pollster::block_on(self.to_vec_u32_async())
     }

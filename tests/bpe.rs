@@ -2,6 +2,9 @@
 //! tests/fixtures/gpt2_tokenizer/), training against a brute-force recount, and
 //! train/save/load/encode/decode round trips on arbitrary UTF-8.
 
+mod common;
+
+use common::TempDir;
 use std::path::{Path, PathBuf};
 
 use wgformer::data::{load_tokenizer, BpeTokenizer, Tokenizer};
@@ -9,12 +12,6 @@ use wgformer::rng::SplitMix64;
 
 fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gpt2_tokenizer")
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wgformer-bpe-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
 }
 
 fn gpt2() -> BpeTokenizer {
@@ -126,8 +123,9 @@ fn gpt2_special_string_in_text_is_the_special_id() {
 
 #[test]
 fn gpt2_save_writes_the_same_files() {
+    let scratch = TempDir::new("gpt2_save_writes_the_same_files");
     let tok = gpt2();
-    let dir = temp_dir("gpt2-save");
+    let dir = scratch.join("gpt2-save");
     tok.save(&dir).unwrap();
     let merges_ours = std::fs::read_to_string(dir.join("merges.txt")).unwrap();
     let merges_orig = std::fs::read_to_string(fixture_dir().join("merges.txt")).unwrap();
@@ -146,7 +144,6 @@ fn gpt2_save_writes_the_same_files() {
     for c in expected_cases() {
         assert_eq!(again.encode_ordinary(&c.text), c.ids);
     }
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// Random text over a pool that mixes ASCII, multi-byte chars, emoji sequences,
@@ -212,6 +209,7 @@ fn random_text(rng: &mut SplitMix64, max_chars: usize) -> String {
 
 #[test]
 fn train_save_load_round_trips_arbitrary_utf8() {
+    let scratch = TempDir::new("train_save_load_round_trips_arbitrary_utf8");
     let mut rng = SplitMix64::new(11);
     let mut corpus = String::new();
     for _ in 0..400 {
@@ -220,7 +218,7 @@ fn train_save_load_round_trips_arbitrary_utf8() {
     }
     let tok = BpeTokenizer::train(&corpus, 600).unwrap();
     assert_eq!(tok.vocab_size(), 600);
-    let dir = temp_dir("roundtrip");
+    let dir = scratch.join("roundtrip");
     tok.save(&dir).unwrap();
     let loaded = load_tokenizer(&dir).unwrap();
     assert_eq!(loaded.kind(), "bpe");
@@ -254,7 +252,6 @@ fn train_save_load_round_trips_arbitrary_utf8() {
     // The merges actually compress the text they were trained on.
     let sample = "the theme of the thesis is the ethos; ".repeat(10);
     assert!(tok.encode(&sample).len() * 3 < sample.len());
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -359,14 +356,26 @@ fn learned_merges_match_a_brute_force_recount() {
 
 #[test]
 fn bad_arguments_and_files_are_refused() {
+    let scratch = TempDir::new("bad_arguments_and_files_are_refused");
     let e = BpeTokenizer::train("some text", 100)
         .unwrap_err()
         .to_string();
     assert!(e.contains("260"), "{e}");
+    // Far more than token ids can number: refused before anything is allocated.
+    let e = BpeTokenizer::train("some text", 1 << 40)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("vocab_size 1099511627776") && e.contains("4294967295"),
+        "{e}"
+    );
+    // A vocabulary larger than the text has room for stops early instead.
+    let tok = BpeTokenizer::train("ab ab ab", BpeTokenizer::MAX_VOCAB_SIZE).unwrap();
+    assert!(tok.vocab_size() < 270, "{}", tok.vocab_size());
     let e = BpeTokenizer::train("", 300).unwrap_err().to_string();
     assert!(e.contains("empty"), "{e}");
 
-    let dir = temp_dir("bad-files");
+    let dir = scratch.join("bad-files");
     std::fs::create_dir_all(&dir).unwrap();
     let e = load_tokenizer(&dir).err().unwrap().to_string();
     assert!(
@@ -395,5 +404,4 @@ fn bad_arguments_and_files_are_refused() {
     std::fs::remove_file(dir.join("vocab.json")).unwrap();
     let e = load_tokenizer(&dir).err().unwrap().to_string();
     assert!(e.contains("no vocab.json"), "{e}");
-    std::fs::remove_dir_all(&dir).ok();
 }

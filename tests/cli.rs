@@ -5,12 +5,19 @@
 
 mod common;
 
+use common::TempDir;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Runs the tool in a scratch working directory (where `eval` and `generate`
+/// put their default emissions.csv).
 fn wgformer(args: &[&str]) -> Output {
+    let cwd = std::env::temp_dir().join(format!("wgformer-test-cli-{}-cwd", std::process::id()));
+    std::fs::create_dir_all(&cwd).unwrap();
     Command::new(env!("CARGO_BIN_EXE_wgformer"))
         .args(args)
+        .current_dir(cwd)
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())
         .output()
         .expect("the wgformer binary runs")
@@ -39,12 +46,6 @@ fn fails(args: &[&str]) -> String {
     err
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("wgformer-test-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    p
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -54,9 +55,10 @@ away into the brown woods, and the lazy dog dreams of the quick fox. ";
 
 #[test]
 fn gpt_checkpoint_round_trips_through_the_cli() {
-    let data = tmp("text.txt");
+    let scratch = TempDir::new("gpt_checkpoint_round_trips_through_the_cli");
+    let data = scratch.join("text.txt");
     std::fs::write(&data, TEXT.repeat(4)).unwrap();
-    let ck = tmp("gpt");
+    let ck = scratch.join("gpt");
     let train_args = [
         "train",
         "--model",
@@ -80,15 +82,7 @@ fn gpt_checkpoint_round_trips_through_the_cli() {
     ];
     let out = ok(&train_args);
     assert!(out.contains("model GFLOP/s"), "{out}");
-    for f in [
-        "model.safetensors",
-        "optimizer.safetensors",
-        "config.json",
-        "trainer_state.json",
-        "tokenizer.json",
-    ] {
-        assert!(ck.join(f).is_file(), "{f} missing");
-    }
+    common::assert_complete_checkpoint(&ck);
 
     // score via the CLI == score via the library on the loaded checkpoint.
     let json: serde_json::Value = serde_json::from_str(&ok(&[
@@ -207,7 +201,7 @@ fn gpt_checkpoint_round_trips_through_the_cli() {
     assert!(err.contains("gpt2") && err.contains("generate"), "{err}");
 
     // A config with an unknown field, and a tokenizer that does not fit the model.
-    let broken = tmp("broken");
+    let broken = scratch.join("broken");
     copy_dir(&ck, &broken);
     let cfg_path = broken.join("config.json");
     let mut cfg: serde_json::Value =
@@ -227,12 +221,6 @@ fn gpt_checkpoint_round_trips_through_the_cli() {
         err.contains("tokenizer has") && err.contains("vocabulary"),
         "{err}"
     );
-
-    for p in [&data, &ck, &broken] {
-        let _ = std::fs::remove_dir_all(p);
-        let _ = std::fs::remove_file(p);
-    }
-    let _ = std::fs::remove_file(wgformer::train::eval_log_path(&ck));
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -246,32 +234,49 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn bad_data_and_paths_give_clear_errors() {
-    let missing = tmp("missing.txt");
+    let scratch = TempDir::new("bad_data_and_paths_give_clear_errors");
+    let missing = scratch.join("missing.txt");
     let err = fails(&["train", "--model", "gpt", "--data", s(&missing)]);
     assert!(err.contains("missing.txt"), "{err}");
-    let empty = tmp("empty.txt");
+    let empty = scratch.join("empty.txt");
     std::fs::write(&empty, "").unwrap();
     let err = fails(&["train", "--model", "gpt", "--data", s(&empty)]);
     assert!(err.contains("empty"), "{err}");
-    let binary = tmp("binary.txt");
+    let binary = scratch.join("binary.txt");
     std::fs::write(&binary, b"abc\xff\xfedef").unwrap();
     let err = fails(&["train", "--model", "gpt", "--data", s(&binary)]);
     assert!(err.contains("UTF-8") && err.contains("offset 3"), "{err}");
+    let text = scratch.join("text.txt");
+    std::fs::write(&text, TEXT).unwrap();
+    let err = fails(&[
+        "train",
+        "--model",
+        "gpt",
+        "--tokenizer",
+        "bpe",
+        "--vocab-size",
+        "1099511627776",
+        "--data",
+        s(&text),
+        "--out",
+        s(&scratch.join("bpe-out")),
+    ]);
+    assert!(
+        err.contains("--vocab-size 1099511627776") && err.contains("4294967295"),
+        "{err}"
+    );
     let err = fails(&["train", "--model", "gpt"]);
     assert!(err.contains("--data"), "{err}");
     let err = fails(&[
         "generate",
         "--checkpoint",
-        s(&tmp("no-such-checkpoint")),
+        s(&scratch.join("no-such-checkpoint")),
         "--prompt",
         "x",
     ]);
     assert!(err.contains("does not exist"), "{err}");
     let err = fails(&["train", "--freeze-layers", "1"]);
     assert!(err.contains("--init-from"), "{err}");
-    for p in [&empty, &binary] {
-        let _ = std::fs::remove_file(p);
-    }
 }
 
 /// Values that make no sense are refused as clap parses them (no GPU starts),
@@ -347,6 +352,31 @@ fn nonsense_flag_values_are_refused_by_name() {
             ">= 1",
         ),
         (&["bench", "train", "--batch", "0"], "--batch", ">= 1"),
+        (
+            &["train", "--carbon-intensity", "0"],
+            "--carbon-intensity",
+            "> 0",
+        ),
+        (
+            &["eval", ck[0], ck[1], "--carbon-intensity", "nan"],
+            "--carbon-intensity",
+            "> 0",
+        ),
+        (
+            &["generate", ck[0], ck[1], "--carbon-intensity", "-436"],
+            "--carbon-intensity",
+            "> 0",
+        ),
+        (
+            &["bench", "train", "--power-watts", "0"],
+            "--power-watts",
+            "> 0",
+        ),
+        (
+            &["eval", ck[0], ck[1], "--sequences", "0"],
+            "--sequences",
+            ">= 1",
+        ),
     ];
     for (args, flag, range) in cases {
         let err = fails(args);
@@ -405,6 +435,19 @@ fn flags_a_run_would_ignore_are_refused() {
             ],
             "--init-from takes the model",
         ),
+        (
+            &["train", "--task", "icl", "--data", "t.txt"],
+            "--data would be ignored: --task icl",
+        ),
+        (
+            &["train", "--task", "icl", "--model", "encdec"],
+            "--task icl trains a GPT",
+        ),
+        (&["train", "--alphabet", "5"], "add --task icl"),
+        (
+            &["train", "--no-energy", "--power-watts", "100"],
+            "cannot be used with",
+        ),
     ];
     for (args, says) in cases {
         let err = fails(args);
@@ -417,6 +460,7 @@ fn flags_a_run_would_ignore_are_refused() {
 /// are named in a note.
 #[test]
 fn translate_names_what_the_model_cannot_take() {
+    let scratch = TempDir::new("translate_names_what_the_model_cannot_take");
     use wgformer::checkpoint::{save_checkpoint, CheckpointContents};
     use wgformer::data::{CharTokenizer, Tokenizer};
     use wgformer::nn::{Transformer, TransformerConfig};
@@ -432,7 +476,7 @@ fn translate_names_what_the_model_cannot_take() {
         ..TransformerConfig::small()
     };
     let model = Transformer::new(&common::gpu(), config, 1).unwrap();
-    let ck = tmp("encdec");
+    let ck = scratch.join("encdec");
     let params = model.params();
     let save_tokenizer = |dir: &Path| tok.save(dir);
     let contents = CheckpointContents {
@@ -460,7 +504,6 @@ fn translate_names_what_the_model_cannot_take() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("'/', 'x'"), "{err}");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("12/x -> "));
-    let _ = std::fs::remove_dir_all(&ck);
 }
 
 /// Flags and config.json fields that asked for absurd sizes aborted the process
@@ -469,9 +512,10 @@ fn translate_names_what_the_model_cannot_take() {
 /// weights file is accepted for its directory, NaN weights are refused.
 #[test]
 fn absurd_sizes_and_broken_checkpoints_are_refused_naming_the_cause() {
-    let data = tmp("sizes.txt");
+    let scratch = TempDir::new("absurd_sizes_and_broken_checkpoints_are_refused_naming_the_cause");
+    let data = scratch.join("sizes.txt");
     std::fs::write(&data, TEXT.repeat(4)).unwrap();
-    let out = tmp("sizes-out");
+    let out = scratch.join("sizes-out");
     let gpt = |extra: &[&str]| {
         let mut args = vec![
             "train",
@@ -525,7 +569,7 @@ fn absurd_sizes_and_broken_checkpoints_are_refused_naming_the_cause() {
     };
     let model = wgformer::nn::Gpt::new(&gpu, config, 0).unwrap();
     let params = model.params();
-    let ck = tmp("sizes-gpt");
+    let ck = scratch.join("sizes-gpt");
     let contents = wgformer::checkpoint::CheckpointContents::new(&config, &params);
     wgformer::checkpoint::save_checkpoint(&ck, &contents).unwrap();
     // A weights-file path stands for its checkpoint directory.
@@ -533,7 +577,7 @@ fn absurd_sizes_and_broken_checkpoints_are_refused_naming_the_cause() {
     let scored = ok(&["score", "--checkpoint", s(&weights), "--ids", "1,2"]);
     assert!(scored.contains("log_probs"), "{scored}");
 
-    let edited = tmp("sizes-edited");
+    let edited = scratch.join("sizes-edited");
     for (field, value) in [
         ("n_layer", 1_000_000_000u64),
         ("vocab_size", 1 << 40),
@@ -571,19 +615,10 @@ fn absurd_sizes_and_broken_checkpoints_are_refused_naming_the_cause() {
     }
 
     // An encoder-decoder checkpoint likewise.
-    let config = wgformer::nn::TransformerConfig {
-        vocab_size: 11,
-        d_model: 8,
-        d_ff: 16,
-        n_heads: 2,
-        n_encoder_layers: 1,
-        n_decoder_layers: 1,
-        max_len: 8,
-        ..wgformer::nn::TransformerConfig::small()
-    };
+    let config = common::tiny_encdec();
     let model = wgformer::nn::Transformer::new(&gpu, config, 0).unwrap();
     let params = model.params();
-    let enc = tmp("sizes-encdec");
+    let enc = scratch.join("sizes-encdec");
     let contents = wgformer::checkpoint::CheckpointContents::new(&config, &params);
     wgformer::checkpoint::save_checkpoint(&enc, &contents).unwrap();
     for (field, value) in [
@@ -595,11 +630,6 @@ fn absurd_sizes_and_broken_checkpoints_are_refused_naming_the_cause() {
         let err = fails(&["translate", "--checkpoint", s(&edited), "2024-03-15"]);
         assert!(err.contains(&format!("{field} {value}")), "{field}: {err}");
     }
-
-    for p in [&data, &ck, &edited, &enc] {
-        let _ = std::fs::remove_dir_all(p);
-        let _ = std::fs::remove_file(p);
-    }
 }
 
 fn set_config_field(dir: &Path, field: &str, value: serde_json::Value) {
@@ -608,4 +638,181 @@ fn set_config_field(dir: &Path, field: &str, value: serde_json::Value) {
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     cfg[field] = value;
     std::fs::write(&path, cfg.to_string()).unwrap();
+}
+
+/// The rows of an emissions.csv as column -> value maps.
+fn csv_rows(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header = common::split_csv(lines.next().unwrap());
+    assert_eq!(header, wgformer::energy::emissions_csv::COLUMNS);
+    lines
+        .map(|l| header.iter().cloned().zip(common::split_csv(l)).collect())
+        .collect()
+}
+
+#[test]
+fn icl_runs_report_their_accuracy_curve_and_energy() {
+    let scratch = TempDir::new("icl_runs_report_their_accuracy_curve_and_energy");
+    let ck = scratch.join("icl");
+    let tiny = [
+        "--task",
+        "icl",
+        "--alphabet",
+        "4",
+        "--examples",
+        "4",
+        "--layers",
+        "1",
+        "--d-model",
+        "16",
+        "--heads",
+        "2",
+        "--batch",
+        "4",
+    ];
+    let mut args = vec!["train", "--steps", "2", "--out", s(&ck)];
+    args.extend(tiny);
+    let out = wgformer(&args);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("examples K") && stdout.contains("chance"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("energy"), "no energy report:\n{stderr}");
+    // The first run's row; where no meter is readable (this machine: no RAPL,
+    // no NVIDIA) the note says so and the energy columns stay empty.
+    let csv = ck.join("emissions.csv");
+    let rows = csv_rows(&csv);
+    assert_eq!(rows.len(), 1);
+    let first = rows[0].clone();
+    assert_eq!(first["project_name"], "wgformer train");
+    assert!(!first["gpu_model"].is_empty() && !first["run_id"].is_empty());
+    let measured = !stderr.contains("energy: not measured");
+    if !measured {
+        assert!(
+            stderr.contains("note:") && stderr.contains("--power-watts"),
+            "{stderr}"
+        );
+        for column in ["energy_consumed", "cpu_energy", "emissions"] {
+            assert_eq!(first[column], "", "{column}");
+        }
+    }
+
+    // A resumed run with a stated power: its row is added, the first one kept
+    // (the resumed run's saves replace the checkpoint directory).
+    let out = ok(&[
+        "train",
+        "--resume",
+        s(&ck),
+        "--steps",
+        "4",
+        "--power-watts",
+        "100",
+    ]);
+    assert!(out.contains("to 4 of 4"), "{out}");
+    let rows = csv_rows(&csv);
+    assert_eq!(rows.len(), 2, "the first run's row was lost");
+    assert_eq!(rows[0], first);
+    assert_ne!(rows[1]["run_id"], first["run_id"]);
+    if !measured {
+        let kwh: f64 = rows[1]["energy_consumed"].parse().unwrap();
+        let secs: f64 = rows[1]["duration"].parse().unwrap();
+        assert!(
+            (kwh - 100.0 * secs / 3.6e6).abs() < 1e-9 * kwh.max(1e-12),
+            "{kwh} vs {secs} s"
+        );
+        assert_eq!(rows[1]["tracking_mode"], "estimated");
+        let kg: f64 = rows[1]["emissions"].parse().unwrap();
+        assert!((kg - kwh * 0.436).abs() < 1e-9 * kg, "default 436 g/kWh");
+    }
+    // The eval log's last line holds the resumed run's energy report.
+    let log = std::fs::read_to_string(wgformer::train::eval_log_path(&ck)).unwrap();
+    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!(last["step"], 4);
+    assert_eq!(last["energy"]["carbon_intensity_g_per_kwh"], 436.0);
+
+    // eval: the curve as JSON, with chance and the best possible, and its row.
+    let eval_csv = scratch.join("eval-emissions.csv");
+    let json: serde_json::Value = serde_json::from_str(&ok(&[
+        "eval",
+        "--checkpoint",
+        s(&ck),
+        "--json",
+        "--sequences",
+        "40",
+        "--carbon-intensity",
+        "100",
+        "--emissions-file",
+        s(&eval_csv),
+    ]))
+    .unwrap();
+    let points = json["points"].as_array().unwrap();
+    let ks: Vec<u64> = points
+        .iter()
+        .map(|p| p["examples"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ks, [0, 1, 2, 4]);
+    assert_eq!(points[0]["chance"], 0.25);
+    assert_eq!(points[2]["best"], 1.0 - 0.75f64.powi(3));
+    assert_eq!(points[3]["queries"], 40);
+    assert_eq!(json["energy"]["carbon_intensity_g_per_kwh"], 100.0);
+    assert_eq!(csv_rows(&eval_csv)[0]["project_name"], "wgformer eval");
+    let table = ok(&[
+        "eval",
+        "--task",
+        "icl",
+        "--checkpoint",
+        s(&ck),
+        "--no-energy",
+    ]);
+    assert!(table.contains("best possible"), "{table}");
+
+    // More examples than the context holds: refused with the numbers.
+    let err = fails(&["eval", "--checkpoint", s(&ck), "--examples", "5"]);
+    assert!(
+        err.contains("needs a context of 11") && err.contains("has 9"),
+        "{err}"
+    );
+    // The checkpoint's tokenizer writes the task as text: generate answers.
+    let text = ok(&[
+        "generate",
+        "--checkpoint",
+        s(&ck),
+        "--prompt",
+        "aBbCa",
+        "--max-tokens",
+        "1",
+        "--temperature",
+        "0",
+        "--no-energy",
+    ]);
+    assert!(
+        text.starts_with("aBbCa") && text.trim_end().len() == 6,
+        "{text}"
+    );
+
+    // Sizes that do not fit, and a carbon intensity that is no number.
+    let mut args = vec!["train", "--out", s(&ck), "--context", "8"];
+    args.extend(tiny);
+    let err = fails(&args);
+    assert!(
+        err.contains("needs a context of 9") && err.contains("has 8"),
+        "{err}"
+    );
+    let err = fails(&["train", "--task", "icl", "--alphabet", "30"]);
+    assert!(
+        err.contains("--alphabet 30") && err.contains("2..=26"),
+        "{err}"
+    );
+    let err = fails(&["eval", "--checkpoint", s(&ck), "--carbon-intensity", "0"]);
+    assert!(err.contains("--carbon-intensity"), "{err}");
+
+    let _ = std::fs::remove_dir_all(&ck);
+    let _ = std::fs::remove_file(wgformer::train::eval_log_path(&ck));
+    let _ = std::fs::remove_file(&eval_csv);
 }

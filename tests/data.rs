@@ -2,21 +2,16 @@
 //! The date task is checked against a reference calendar written here from a
 //! days-in-month table.
 
+mod common;
+
+use common::TempDir;
 use std::collections::HashSet;
-use std::path::PathBuf;
 
 use wgformer::data::{
     check_pair_lengths, load_tokenizer, load_tsv_pairs, token_budget_batches, CharTokenizer,
     DateTask, PairDataset, SpecialTokens, Split, TextDataset, Tokenizer,
 };
 use wgformer::rng::SplitMix64;
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wgformer-data-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 // ---------------------------------------------------------------- char tokenizer
 
@@ -46,7 +41,7 @@ fn char_tokenizer_round_trip_and_save_load() {
         "h"
     );
 
-    let dir = temp_dir("char");
+    let dir = TempDir::new("char");
     tok.save(&dir).unwrap();
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer.json")).unwrap())
@@ -57,7 +52,6 @@ fn char_tokenizer_round_trip_and_save_load() {
     assert_eq!(loaded.vocab_size(), tok.vocab_size());
     assert_eq!(loaded.encode(text), ids);
     assert_eq!(loaded.decode(&ids), text);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -73,7 +67,7 @@ fn char_tokenizer_bad_input() {
     assert_eq!(wgformer::data::list_chars(&['Z', '\t']), "'Z', '\\t'");
     let many: Vec<char> = ('A'..='L').collect();
     assert!(wgformer::data::list_chars(&many).ends_with("'J', and 2 more"));
-    let dir = temp_dir("char-bad");
+    let dir = TempDir::new("char-bad");
     std::fs::write(dir.join("tokenizer.json"), r#"{"kind":"char","version":1,"specials":["<pad>","<bos>","<eos>","<unk>"],"chars":["ab"]}"#).unwrap();
     let e = load_tokenizer(&dir).err().unwrap().to_string();
     assert!(e.contains("not exactly one char"), "{e}");
@@ -86,14 +80,13 @@ fn char_tokenizer_bad_input() {
         .unwrap()
         .to_string();
     assert!(e.contains("not a directory"), "{e}");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 // ---------------------------------------------------------------- text dataset
 
 #[test]
 fn text_dataset_file_errors() {
-    let dir = temp_dir("text-errors");
+    let dir = TempDir::new("text-errors");
     let tok = CharTokenizer::from_text("abc").unwrap();
     let e = TextDataset::from_file(&dir.join("nope.txt"), &tok, 0.1)
         .unwrap_err()
@@ -127,7 +120,6 @@ fn text_dataset_file_errors() {
     assert!(ds.sample_batch(Split::Train, 2, 4, &mut rng).is_ok());
     assert!(ds.sample_batch(Split::HeldOut, 1, 1, &mut rng).is_err());
     assert!(TextDataset::from_tokens(vec![1, 2], 1.0).is_err());
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -193,7 +185,7 @@ fn pair_dataset_split_and_tsv() {
     assert!(ds.clone().split(1.5, 1).is_err());
     assert!(PairDataset::default().split(0.1, 1).is_err());
 
-    let dir = temp_dir("tsv");
+    let dir = TempDir::new("tsv");
     let tok = CharTokenizer::from_text("abc xyz").unwrap();
     std::fs::write(dir.join("ok.tsv"), "abc\txyz\n\nb a\tz z\r\n").unwrap();
     let p = load_tsv_pairs(&dir.join("ok.tsv")).unwrap();
@@ -224,7 +216,6 @@ fn pair_dataset_split_and_tsv() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("byte offset 4") && e.contains("line 2"), "{e}");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 // ---------------------------------------------------------------- batching

@@ -3,18 +3,15 @@
 //! NVML path where no NVIDIA driver exists, and emissions.csv in CodeCarbon's
 //! columns (fixture from tests/fixtures/energy/make_codecarbon_header.py).
 
+mod common;
+
+use common::split_csv;
+use common::TempDir;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use wgformer::energy::emissions_csv::{self, RunInfo};
 use wgformer::energy::rapl::{counted_uj, Rapl, ZoneKind};
 use wgformer::energy::{EnergyMeter, EnergyOptions};
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wgformer-energy-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// A powercap zone as Linux lays it out.
 fn zone(root: &Path, dir: &str, name: &str, energy_uj: u64, range_uj: u64) {
@@ -38,7 +35,7 @@ fn counter_wrap_counts_up_to_the_range_then_from_zero() {
 
 #[test]
 fn rapl_sums_packages_and_dram_and_survives_a_wrap() {
-    let root = temp_dir("rapl");
+    let root = TempDir::new("rapl");
     zone(
         &root,
         "intel-rapl:0",
@@ -74,7 +71,7 @@ fn rapl_sums_packages_and_dram_and_survives_a_wrap() {
 fn missing_or_unreadable_counters_are_explained() {
     let err = Rapl::open(Path::new("/nonexistent/powercap")).unwrap_err();
     assert!(err.contains("does not exist"), "{err}");
-    let root = temp_dir("norapl");
+    let root = TempDir::new("norapl");
     zone(&root, "intel-rapl:0", "package-0", 1, 10);
     std::fs::remove_file(root.join("intel-rapl:0/energy_uj")).unwrap();
     let err = Rapl::open(&root).unwrap_err();
@@ -83,10 +80,10 @@ fn missing_or_unreadable_counters_are_explained() {
 
 #[test]
 fn the_meter_measures_a_fake_machine_and_prices_it() {
-    let root = temp_dir("meter");
+    let root = TempDir::new("meter");
     zone(&root, "intel-rapl:0", "package-0", 0, 262_143_328_850);
     let meter = EnergyMeter::start(EnergyOptions {
-        powercap_root: root.clone(),
+        powercap_root: root.to_path_buf(),
         sample_every: Duration::from_millis(5),
         carbon_intensity: 500.0,
         nvml: false,
@@ -196,10 +193,10 @@ fn emissions_csv_has_codecarbons_columns_and_one_row_per_run() {
     .unwrap();
     assert_eq!(emissions_csv::COLUMNS.join(","), header.trim_end());
 
-    let root = temp_dir("csv");
+    let root = TempDir::new("csv");
     zone(&root, "intel-rapl:0", "package-0", 0, 262_143_328_850);
     let meter = EnergyMeter::start(EnergyOptions {
-        powercap_root: root.clone(),
+        powercap_root: root.to_path_buf(),
         sample_every: Duration::from_millis(5),
         nvml: false,
         ..EnergyOptions::default()
@@ -227,7 +224,11 @@ fn emissions_csv_has_codecarbons_columns_and_one_row_per_run() {
             .unwrap();
         fields[i].clone()
     };
-    assert!((get("cpu_energy").parse::<f64>().unwrap() - 2e-6).abs() < 1e-15);
+    assert!(
+        (get("cpu_energy").parse::<f64>().unwrap() - 2e-6).abs() < 1e-15,
+        "{}",
+        lines[1]
+    );
     assert!((get("energy_consumed").parse::<f64>().unwrap() - 2e-6).abs() < 1e-15);
     let kg = get("emissions").parse::<f64>().unwrap();
     assert!((kg - 2e-6 * report.carbon_intensity / 1000.0).abs() < 1e-15);
@@ -246,23 +247,4 @@ fn emissions_csv_has_codecarbons_columns_and_one_row_per_run() {
         .to_string();
     assert!(err.contains("other columns"), "{err}");
     assert_eq!(std::fs::read_to_string(&other).unwrap(), "a,b\n1,2\n");
-}
-
-/// Splits one CSV line (RFC 4180 quoting).
-fn split_csv(line: &str) -> Vec<String> {
-    let mut fields = vec![String::new()];
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                chars.next();
-                fields.last_mut().unwrap().push('"');
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => fields.push(String::new()),
-            (c, _) => fields.last_mut().unwrap().push(c),
-        }
-    }
-    fields
 }

@@ -7,6 +7,7 @@
 //! recomputation, our checkpoints round trip, size checks, and training.
 
 mod common;
+#[path = "models/parity_fixture.rs"]
 mod parity_fixture;
 
 use common::*;

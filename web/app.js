@@ -1,5 +1,5 @@
 // The wgformer demo page: WebGPU detection, then the Train / Generate /
-// Translate / Kernels tabs over the wasm API (pkg/wgformer.js, built by
+// Translate / In-context learning / Kernels tabs over the wasm API (pkg/wgformer.js, built by
 // build.sh). Long work runs as awaited calls between animation frames, so the
 // page stays responsive; every failure lands in one error panel with a way on.
 
@@ -27,6 +27,14 @@ const state = {
   trLosses: [], // {step, loss}
   trEvals: [], // {step, accuracy, correct, total}
   trLastEval: null, // the last evaluate() result
+  // In-context learning tab
+  icl: null,
+  iclConfig: null, // the config the model was built from
+  iclTraining: false,
+  iclLoop: null,
+  iclStepsPerCall: 2,
+  iclLosses: [], // {step, loss}
+  iclEvals: [], // {step, points}
 };
 window.wgDemo = state;
 
@@ -69,12 +77,15 @@ function showError(err) {
   if (kind === "DeviceLost" || kind === "RuntimeError") {
     state.training = false;
     state.trTraining = false;
+    state.iclTraining = false;
     state.stopGeneration = true;
     dropTrainer();
     updateTrainButton();
     updateTranslateButton();
+    updateIclButton();
     $("model-info").textContent = "not built";
     $("tr-info").textContent = "not built";
+    $("icl-info").textContent = "not built";
   }
 }
 
@@ -93,6 +104,8 @@ function dropTrainer() {
   state.trainer = null;
   release(state.translator);
   state.translator = null;
+  release(state.icl);
+  state.icl = null;
 }
 
 function safeIsLost() {
@@ -188,6 +201,7 @@ async function main() {
   setupTrain();
   setupGenerate();
   setupTranslate();
+  setupIcl();
   setupKernels();
   setupErrors();
   document.body.dataset.ready = "true";
@@ -319,6 +333,7 @@ function setupTrain() {
     }
     if (state.generating) state.stopGeneration = true;
     await pauseTranslator(); // one model trains at a time
+    await pauseIcl();
     state.training = true;
     updateTrainButton();
     state.trainLoop = runTraining();
@@ -551,6 +566,7 @@ function setupTranslate() {
     clearError();
     try {
       await pauseTraining(); // one model trains at a time
+      await pauseIcl();
       if (!state.translator) await buildTranslator();
     } catch (e) {
       showError(e);
@@ -567,6 +583,176 @@ function setupTranslate() {
   drawChart($("tr-chart"), state.trLosses);
 }
 
+// ---------------------------------------------------------------- in-context learning
+
+// Held-out sequences per evaluation (one query per K each), and how often (in
+// steps) it runs while training; it also runs whenever training pauses.
+const ICL_EVAL_SEQUENCES = 200;
+const ICL_EVAL_EVERY = 50;
+
+function iclConfig() {
+  return { alphabet: Number($("icl-alphabet").value), examples: Number($("icl-examples").value) };
+}
+
+function updateIclButton() {
+  $("icl-train").textContent = state.iclTraining ? "Pause" : state.iclLosses.length ? "Resume" : "Train";
+}
+
+async function pauseIcl() {
+  state.iclTraining = false;
+  updateIclButton();
+  if (state.iclLoop) await state.iclLoop;
+}
+
+async function buildIcl() {
+  await pauseIcl();
+  release(state.icl);
+  state.icl = null;
+  const config = iclConfig();
+  state.icl = new state.wasm.InContext(state.engine, JSON.stringify(config));
+  state.iclConfig = JSON.stringify(config);
+  state.iclLosses = [];
+  state.iclEvals = [];
+  const info = JSON.parse(state.icl.info());
+  $("icl-info").textContent =
+    `${info.params.toLocaleString()} parameters, ${info.config.n_layer} layers × ${info.config.n_head} heads, ` +
+    `context ${info.context}, chance ${(100 * info.chance).toFixed(1)}%`;
+  $("icl-step").textContent = "0";
+  $("icl-loss").textContent = "–";
+  $("icl-speed").textContent = "–";
+  $("icl-table").querySelector("tbody").textContent = "";
+  drawChart($("icl-chart"), state.iclLosses);
+  drawCurve();
+  updateIclButton();
+}
+
+const pct = (x) => `${(100 * x).toFixed(1)}%`;
+
+// Held-out accuracy by number of examples now: the chart and the table.
+async function evaluateIcl() {
+  const r = JSON.parse(await state.icl.evaluate(ICL_EVAL_SEQUENCES));
+  const step = state.iclLosses.length ? state.iclLosses[state.iclLosses.length - 1].step : 0;
+  state.iclEvals.push({ step, points: r.points, loss: r.loss });
+  const body = $("icl-table").querySelector("tbody");
+  body.textContent = "";
+  for (const p of r.points) {
+    const tr = document.createElement("tr");
+    cell(tr, String(p.examples));
+    cell(tr, pct(p.accuracy));
+    cell(tr, pct(p.seen_share));
+    cell(tr, p.seen_accuracy === null ? "–" : pct(p.seen_accuracy));
+    cell(tr, pct(p.best));
+    cell(tr, pct(p.chance));
+    body.appendChild(tr);
+  }
+  $("icl-table").dataset.step = String(step);
+  drawCurve();
+}
+
+async function runIclTraining() {
+  try {
+    while (state.iclTraining) {
+      const r = JSON.parse(await state.icl.train_steps(state.iclStepsPerCall));
+      const before = state.iclLosses.length ? state.iclLosses[state.iclLosses.length - 1].step : 0;
+      state.iclLosses.push({ step: r.step, loss: r.loss });
+      $("icl-step").textContent = String(r.step);
+      $("icl-loss").textContent = r.loss.toFixed(3);
+      $("icl-speed").textContent = Math.round(r.tokens_per_s).toLocaleString();
+      drawChart($("icl-chart"), state.iclLosses);
+      const perStep = r.ms / r.steps;
+      state.iclStepsPerCall = Math.max(1, Math.min(50, Math.round(150 / perStep)));
+      if (Math.floor(r.step / ICL_EVAL_EVERY) > Math.floor(before / ICL_EVAL_EVERY)) await evaluateIcl();
+      await nextFrame();
+    }
+    if (state.iclLosses.length && state.icl) await evaluateIcl();
+  } catch (e) {
+    state.iclTraining = false;
+    showError(e);
+  } finally {
+    updateIclButton();
+  }
+}
+
+// Accuracy against K: the model's latest curve (earlier ones faded), the best
+// possible and chance.
+function drawCurve(canvas = $("icl-curve")) {
+  const ctx = canvas.getContext("2d");
+  const w = canvas.width;
+  const h = canvas.height;
+  const pad = { l: 48, r: 150, t: 12, b: 32 };
+  ctx.clearRect(0, 0, w, h);
+  ctx.fillStyle = getComputedStyle(canvas).getPropertyValue("--chart-bg") || "#fff";
+  ctx.fillRect(0, 0, w, h);
+  ctx.strokeStyle = "#999";
+  ctx.strokeRect(pad.l, pad.t, w - pad.l - pad.r, h - pad.t - pad.b);
+  ctx.fillStyle = "#555";
+  ctx.font = "12px system-ui, sans-serif";
+  const evals = state.iclEvals;
+  if (!evals.length) {
+    ctx.fillText("accuracy against the number of examples appears here", pad.l + 12, h / 2);
+    canvas.dataset.points = "0";
+    return;
+  }
+  const last = evals[evals.length - 1].points;
+  const n = last.length;
+  const x = (i) => pad.l + ((w - pad.l - pad.r) * (i + 0.5)) / n;
+  const y = (a) => pad.t + (h - pad.t - pad.b) * (1 - a);
+  ctx.fillText("100%", 8, pad.t + 10);
+  ctx.fillText("0%", 20, h - pad.b);
+  last.forEach((p, i) => ctx.fillText(`K=${p.examples}`, x(i) - 12, h - 12));
+  const line = (values, color, dash, width = 2) => {
+    ctx.strokeStyle = color;
+    ctx.lineWidth = width;
+    ctx.setLineDash(dash);
+    ctx.beginPath();
+    values.forEach((v, i) => (i ? ctx.lineTo(x(i), y(v)) : ctx.moveTo(x(i), y(v))));
+    ctx.stroke();
+    ctx.setLineDash([]);
+  };
+  line(last.map((p) => p.chance), "#c62828", [6, 4]);
+  line(last.map((p) => p.best), "#1a7f37", [2, 3]);
+  for (const e of evals.slice(-4, -1)) line(e.points.map((p) => p.accuracy), "rgba(42,111,219,0.25)", [], 1);
+  line(last.map((p) => p.accuracy), "#2a6fdb", [], 3);
+  ctx.fillStyle = "#2a6fdb";
+  last.forEach((p, i) => ctx.fillRect(x(i) - 3, y(p.accuracy) - 3, 6, 6));
+  const legend = [
+    ["#2a6fdb", `model, step ${evals[evals.length - 1].step}`],
+    ["#1a7f37", "best possible"],
+    ["#c62828", "chance"],
+  ];
+  legend.forEach(([color, text], i) => {
+    ctx.fillStyle = color;
+    ctx.fillRect(w - pad.r + 12, pad.t + 8 + 20 * i, 14, 3);
+    ctx.fillStyle = "#555";
+    ctx.fillText(text, w - pad.r + 32, pad.t + 13 + 20 * i);
+  });
+  canvas.dataset.points = String(n);
+}
+
+function setupIcl() {
+  $("icl-build").addEventListener("click", () => buildIcl().catch(showError));
+  $("icl-train").addEventListener("click", async () => {
+    if (state.iclTraining) {
+      await pauseIcl();
+      return;
+    }
+    clearError();
+    try {
+      await pauseTraining(); // one model trains at a time
+      await pauseTranslator();
+      if (!state.icl || state.iclConfig !== JSON.stringify(iclConfig())) await buildIcl();
+    } catch (e) {
+      showError(e);
+      return;
+    }
+    state.iclTraining = true;
+    updateIclButton();
+    state.iclLoop = runIclTraining();
+  });
+  drawChart($("icl-chart"), state.iclLosses);
+  drawCurve();
+}
+
 // ---------------------------------------------------------------- kernels
 
 function cell(tr, text, cls) {
@@ -580,6 +766,7 @@ async function runChecks() {
   clearError();
   await pauseTraining(); // the checks catch the device's errors while they run
   await pauseTranslator();
+  await pauseIcl();
   const names = JSON.parse(state.wasm.Engine.check_names());
   const body = $("checks-table").querySelector("tbody");
   body.textContent = "";
@@ -613,6 +800,7 @@ async function runBench() {
   clearError();
   await pauseTraining();
   await pauseTranslator();
+  await pauseIcl();
   const names = JSON.parse(state.wasm.Engine.bench_names());
   const body = $("bench-table").querySelector("tbody");
   body.textContent = "";
@@ -656,8 +844,12 @@ function setupErrors() {
     state.engine = null;
     state.losses = [];
     state.trLosses = [];
+    state.iclLosses = [];
+    state.iclEvals = [];
     drawChart();
     drawChart($("tr-chart"), state.trLosses);
+    drawChart($("icl-chart"), state.iclLosses);
+    drawCurve();
     try {
       await createEngine();
     } catch (e) {

@@ -83,11 +83,13 @@ impl Tape {
         ))
     }
 
+    /// `x * s` for a scalar `s`.
     pub fn scale(&self, x: &Var, s: f32) -> Result<Var> {
         let y = elementwise::scale(&x.value, s)?;
         Ok(self.record(y, Op::Scale { x: x.clone(), s }))
     }
 
+    /// `x` with a new shape of the same element count (shares the buffer).
     pub fn reshape(&self, x: &Var, shape: &[usize]) -> Result<Var> {
         let y = x.value.reshape(shape)?;
         Ok(self.record(y, Op::Reshape { x: x.clone() }))
@@ -123,6 +125,7 @@ impl Tape {
         Ok(self.record(y, Op::Gelu { x: x.clone(), tanh }))
     }
 
+    /// `max(x, 0)` elementwise.
     pub fn relu(&self, x: &Var) -> Result<Var> {
         let y = elementwise::relu(&x.value)?;
         Ok(self.record(y, Op::Relu { x: x.clone() }))

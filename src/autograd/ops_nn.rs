@@ -16,6 +16,7 @@ use crate::tensor::Tensor;
 /// Masking of an attention or softmax op.
 #[derive(Clone, Debug, Default)]
 pub struct Masking {
+    /// Each query sees only keys at its own position or before (decoders).
     pub causal: bool,
     /// (B, Tk), 1.0 = attend, 0.0 = padded key.
     pub key_mask: Option<Tensor>,

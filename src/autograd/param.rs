@@ -46,12 +46,15 @@ impl Param {
         }))
     }
 
+    /// The parameter's name (the checkpoint key, e.g. `h.0.attn.c_attn.weight`).
     pub fn name(&self) -> &str {
         &self.0.name
     }
+    /// The current value (updated in place by the optimiser).
     pub fn value(&self) -> &Tensor {
         &self.0.value
     }
+    /// Whether AdamW's decoupled weight decay applies (not to biases and norm gains).
     pub fn decays(&self) -> bool {
         self.0.decay
     }
@@ -59,6 +62,7 @@ impl Param {
     pub fn is_trainable(&self) -> bool {
         self.0.trainable.load(Ordering::Relaxed)
     }
+    /// Freezes (`false`) or unfreezes the parameter: the optimiser skips frozen ones.
     pub fn set_trainable(&self, trainable: bool) {
         self.0.trainable.store(trainable, Ordering::Relaxed);
     }

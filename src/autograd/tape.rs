@@ -18,9 +18,11 @@ pub struct Var {
 }
 
 impl Var {
+    /// The value this op produced (on the GPU).
     pub fn value(&self) -> &Tensor {
         &self.value
     }
+    /// The value's shape.
     pub fn shape(&self) -> &[usize] {
         self.value.shape()
     }
@@ -51,6 +53,7 @@ pub struct Tape {
 }
 
 impl Tape {
+    /// A tape that records every op for [`Tape::backward`] (training).
     pub fn new(gpu: &Gpu) -> Tape {
         Tape {
             gpu: gpu.clone(),
@@ -70,10 +73,12 @@ impl Tape {
         t
     }
 
+    /// The GPU its ops run on.
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
     }
 
+    /// False for a [`Tape::no_grad`] tape (inference).
     pub fn is_recording(&self) -> bool {
         self.inner.borrow().recording
     }
@@ -83,6 +88,7 @@ impl Tape {
         self.inner.borrow().entries.len()
     }
 
+    /// True when no op has been recorded.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

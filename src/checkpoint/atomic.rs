@@ -2,7 +2,8 @@
 //! recovery of an interrupted one, the directory a loader reads, and fsync.
 
 use super::{
-    save::write_contents, CheckpointContents, ModelConfig, CONFIG_FILE, FORMAT_KEY, MODEL_FILE,
+    save::write_contents, CheckpointContents, ModelConfig, CARRIED_FILES, CONFIG_FILE, FORMAT_KEY,
+    MODEL_FILE,
 };
 use crate::error::{Error, Result};
 use serde_json::Value;
@@ -33,7 +34,7 @@ pub fn save_checkpoint<C: ModelConfig>(dir: &Path, contents: &CheckpointContents
     let parent = parent_of(dir);
     std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
     std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    if let Err(e) = write_contents(&tmp, contents) {
+    if let Err(e) = write_contents(&tmp, contents).and_then(|()| carry_forward(dir, &tmp)) {
         // Nothing committed: the previous checkpoint stays as it was.
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
@@ -51,6 +52,23 @@ pub fn save_checkpoint<C: ModelConfig>(dir: &Path, contents: &CheckpointContents
         sync_dir(&parent)?;
     }
     Ok(())
+}
+
+/// Copies the [`CARRIED_FILES`] that `dir` holds into `tmp` (and syncs them), so
+/// the new checkpoint keeps them.
+fn carry_forward(dir: &Path, tmp: &Path) -> Result<()> {
+    for name in CARRIED_FILES {
+        let from = dir.join(name);
+        if !from.is_file() {
+            continue;
+        }
+        let to = tmp.join(name);
+        std::fs::copy(&from, &to).map_err(|e| Error::io(&from, e))?;
+        std::fs::File::open(&to)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&to, e))?;
+    }
+    sync_dir(tmp)
 }
 
 /// The checkpoint directory `path` names: `path` itself, or the directory of a
@@ -78,11 +96,14 @@ pub fn resolve(dir: &Path) -> Result<PathBuf> {
     if !dir.exists() && old.is_dir() {
         return Ok(old);
     }
-    let detail = if dir.exists() {
-        "this is a file; a checkpoint is a directory (pass the directory holding \
-         model.safetensors and config.json, or its model.safetensors)"
-            .to_string()
-    } else if tmp.exists() {
+    if dir.exists() {
+        return Err(Error::checkpoint(
+            dir.display(),
+            "this is a file; a checkpoint is a directory (pass the directory holding \
+             model.safetensors and config.json, or its model.safetensors)",
+        ));
+    }
+    let detail = if tmp.exists() {
         format!(
             "no checkpoint here: the first save into it was interrupted ({} is its unfinished \
              copy); train again or point to another checkpoint",
@@ -91,7 +112,7 @@ pub fn resolve(dir: &Path) -> Result<PathBuf> {
     } else {
         "no checkpoint here: check the path".to_string()
     };
-    Err(Error::checkpoint(dir.display(), detail))
+    Err(Error::not_found(dir.display(), detail))
 }
 
 /// Finishes what an interrupted save left: restores `dir.old` to `dir` when `dir`

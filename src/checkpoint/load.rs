@@ -12,7 +12,7 @@ use super::{
 use crate::autograd::Param;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::nn::{Gpt, GptConfig};
+use crate::nn::Gpt;
 use crate::optim::Optimizer;
 use crate::safetensors::{self, SafeTensors};
 use serde_json::{Map, Value};
@@ -251,7 +251,7 @@ fn check_finite(st: &SafeTensors, name: &str, fail: impl Fn(String) -> Error) ->
 pub fn load_optimizer(dir: &Path, opt: &mut Optimizer) -> Result<()> {
     let file = resolve(dir)?.join(OPTIMIZER_FILE);
     if !file.exists() {
-        return Err(Error::checkpoint(
+        return Err(Error::not_found(
             file.display(),
             "the checkpoint holds no optimizer state (it was saved without one): start a \
              fresh optimizer, or resume from a checkpoint saved during training",
@@ -315,12 +315,9 @@ pub fn load_optimizer(dir: &Path, opt: &mut Optimizer) -> Result<()> {
 }
 
 /// Builds a [`Gpt`] from a checkpoint directory (ours or Hugging Face's GPT-2
-/// layout) and loads its weights strictly.
+/// layout) and loads its weights strictly: the same as [`Gpt::load_with_report`].
 pub fn load_gpt(gpu: &Gpu, dir: &Path) -> Result<(Gpt, LoadReport)> {
-    let config: GptConfig = read_config(dir)?;
-    let model = Gpt::new(gpu, config, 0)?;
-    let report = load_params(dir, &model.params(), LoadMode::Strict)?;
-    Ok((model, report))
+    Gpt::load_with_report(gpu, dir)
 }
 
 fn list_tail(names: &[String]) -> String {
@@ -363,7 +360,7 @@ fn model_file(dir: &Path) -> Result<PathBuf> {
     } else {
         "pass a checkpoint directory (it holds model.safetensors) or a .safetensors file"
     };
-    Err(Error::checkpoint(
+    Err(Error::not_found(
         dir.display(),
         format!("no {MODEL_FILE}: {hint}"),
     ))
@@ -372,7 +369,7 @@ fn model_file(dir: &Path) -> Result<PathBuf> {
 fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            Error::checkpoint(
+            Error::not_found(
                 path.display(),
                 format!(
                     "{what} not found: pass a checkpoint directory written by wgformer or \

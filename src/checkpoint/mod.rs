@@ -13,7 +13,10 @@
 //!   the fields Hugging Face's `GPT2Config` needs (`architectures`, `n_ctx`, ...);
 //! - `trainer_state.json` (optional): whatever the trainer passes (step, tokens
 //!   seen, data order position, schedule position, best eval loss);
-//! - any files the caller's hook writes (tokenizer `vocab.json`, `merges.txt`).
+//! - any files the caller's hook writes (tokenizer `vocab.json`, `merges.txt`);
+//! - `emissions.csv` ([`EMISSIONS_FILE`]), when a run appended its energy report:
+//!   not written by a save but carried from the checkpoint it replaces, so the
+//!   rows of earlier runs (a resumed run's first part) survive every save.
 //!
 //! # Atomic save
 //! [`save_checkpoint`] never modifies `DIR` in place. It owns two siblings,
@@ -47,11 +50,13 @@ mod atomic;
 mod hf;
 mod llama;
 mod load;
+mod model;
 mod save;
 
 pub use atomic::{checkpoint_dir, recover, resolve, save_checkpoint};
 pub use llama::load_llama;
 pub use load::{load_gpt, load_optimizer, load_params, read_config, read_trainer_state};
+pub use model::SaveOptions;
 pub use save::config_json;
 
 use crate::autograd::Param;
@@ -70,6 +75,12 @@ pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
 /// The trainer's opaque state.
 pub const TRAINER_STATE_FILE: &str = "trainer_state.json";
+/// The runs' energy reports (CodeCarbon's columns), appended after a run's last
+/// save; each save copies it from the checkpoint it replaces.
+pub const EMISSIONS_FILE: &str = "emissions.csv";
+/// Files other than the checkpoint's own that a save carries forward from the
+/// directory it replaces.
+pub const CARRIED_FILES: &[&str] = &[EMISSIONS_FILE];
 /// The `config.json` field that marks a checkpoint written by wgformer.
 pub const FORMAT_KEY: &str = "wgformer_format";
 /// The checkpoint layout version this build writes and reads.

@@ -62,6 +62,15 @@ pub fn positive(s: &str) -> Result<f32, String> {
     )
 }
 
+/// A finite number > 0 in double precision (a carbon intensity, a power).
+pub fn positive_f64(s: &str) -> Result<f64, String> {
+    number(
+        s,
+        |v: &f64| v.is_finite() && *v > 0.0,
+        "a finite number > 0",
+    )
+}
+
 /// A finite number >= 0 (a clip norm where 0 turns it off, a temperature, a decay).
 pub fn non_negative(s: &str) -> Result<f32, String> {
     number(
@@ -106,6 +115,10 @@ mod tests {
         assert_eq!(err, "too large: use a whole number from 1 to 4294967295");
         assert!(at_least_one::<u32>("-1").is_err());
         assert_eq!(positive("1e-3"), Ok(1e-3));
+        assert_eq!(positive_f64("436"), Ok(436.0));
+        for bad in ["0", "-5", "nan", "NaN", "inf"] {
+            assert!(positive_f64(bad).unwrap_err().contains("> 0"), "{bad}");
+        }
         for bad in ["-1", "0", "nan", "inf", "x"] {
             let err = positive(bad).unwrap_err();
             assert!(err.contains("> 0"), "{bad}: {err}");

@@ -1,5 +1,8 @@
 //! `wgformer generate | translate | eval | score`: inference on a checkpoint.
+//! `eval` also measures a checkpoint of the in-context learning task: its
+//! accuracy by number of examples in the context.
 
+use super::energy::{EnergyArgs, RunEnergy};
 use super::flags::{at_least_one, finite, non_negative, probability};
 use super::{
     checkpoint_tokenizer, encode_known, load_transformer, model_type, note_unknown,
@@ -8,12 +11,14 @@ use super::{
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use wgformer::checkpoint;
-use wgformer::data::Tokenizer;
+use wgformer::data::icl::curve_table;
+use wgformer::data::{TokenStream, Tokenizer};
 use wgformer::generate::{self, BeamOptions, GenerateOptions, SamplingOptions, StopReason};
 use wgformer::nn::CausalLm;
-use wgformer::train::gpt::{GptData, GptTask};
+use wgformer::train::gpt::{GptData, GptTask, LanguageModel};
+use wgformer::train::icl::{self, IclData, IclTrainTask};
 use wgformer::train::seq2seq::{load_pairs, PairSource, Seq2SeqData, Seq2SeqTask};
-use wgformer::train::{progress::eval_line, TrainTask};
+use wgformer::train::{progress::eval_line, EvalMetrics, TrainTask};
 use wgformer::{Gpu, Result};
 
 /// Arguments of `wgformer generate`.
@@ -44,6 +49,17 @@ pub struct GenerateArgs {
     /// Keep the end of a prompt longer than the context instead of failing.
     #[arg(long)]
     pub truncate_prompt: bool,
+    #[command(flatten)]
+    pub energy: EnergyArgs,
+    /// Append the energy report as a row to this CSV (CodeCarbon's emissions.csv
+    /// columns).
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "emissions.csv",
+        conflicts_with = "no_energy"
+    )]
+    pub emissions_file: PathBuf,
 }
 
 /// A decoder-only model and, when asked for, its tokenizer.
@@ -103,19 +119,12 @@ pub fn generate(gpu: &Gpu, a: &GenerateArgs) -> Result<()> {
     write!(out, "{}", a.prompt).map_err(io)?;
     out.flush().map_err(io)?;
     // Bytes of tokens that end inside a UTF-8 character wait for the rest.
-    let mut pending: Vec<u8> = Vec::new();
+    let mut text = TokenStream::new(tok.as_ref());
     let result = generate::generate(model.as_ref(), &prompt, &opts, &mut |t| {
-        pending.extend(tok.decode_bytes(&[t]));
-        let valid = match std::str::from_utf8(&pending) {
-            Ok(s) => s.len(),
-            Err(e) if e.error_len().is_some() => pending.len(), // invalid: print lossily
-            Err(e) => e.valid_up_to(),
-        };
-        let text: Vec<u8> = pending.drain(..valid).collect();
-        write!(out, "{}", String::from_utf8_lossy(&text)).map_err(io)?;
+        write!(out, "{}", text.push(t)).map_err(io)?;
         out.flush().map_err(io)
     })?;
-    writeln!(out, "{}", String::from_utf8_lossy(&pending)).map_err(io)?;
+    writeln!(out, "{}", text.finish()).map_err(io)?;
     if result.prompt_dropped > 0 {
         eprintln!(
             "note: the prompt was longer than the context; its first {} tokens were dropped",
@@ -209,23 +218,88 @@ pub struct EvalArgs {
     /// Most context-long windows of --data scored (gpt).
     #[arg(long, default_value_t = 64, value_parser = at_least_one::<usize>)]
     pub max_windows: usize,
+    /// The checkpoint's built-in task, checked against its trainer state: icl
+    /// prints the accuracy by number of in-context examples (the default for such
+    /// a checkpoint).
+    #[arg(long, value_enum)]
+    pub task: Option<super::train::TaskKind>,
+    /// Most examples before a query (icl; default: the trained value). Needs a
+    /// context of 2 x this + 1.
+    #[arg(long, value_parser = at_least_one::<usize>)]
+    pub examples: Option<usize>,
+    /// Fresh sequences scored (icl); each gives one query per number of examples.
+    #[arg(long, default_value_t = 2000, value_parser = at_least_one::<usize>)]
+    pub sequences: usize,
+    /// Seeds the sequences (icl; default: the run's own held-out sequences).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Print the results as one JSON object (with the energy report) on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub energy: EnergyArgs,
+    /// Append the energy report as a row to this CSV (CodeCarbon's emissions.csv
+    /// columns).
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "emissions.csv",
+        conflicts_with = "no_energy"
+    )]
+    pub emissions_file: PathBuf,
+    /// The flags given on the command line (set by `main`).
+    #[arg(skip)]
+    pub given: Vec<String>,
 }
 
-/// Held-out loss, perplexity (and exact match for translation).
-pub fn eval(gpu: &Gpu, a: &EvalArgs) -> Result<()> {
+/// Held-out loss, perplexity (and exact match for translation), or the
+/// in-context learning curve; then the energy report.
+pub fn eval(gpu: &Gpu, a: &EvalArgs, mut energy: RunEnergy) -> Result<()> {
     let dir = &a.checkpoint;
     let state = checkpoint::read_trainer_state(dir)?;
-    let data_desc = state
-        .as_ref()
-        .and_then(|s| s.get("task"))
-        .and_then(|t| t.get("data"))
-        .cloned();
+    let task_desc = state.as_ref().and_then(|s| s.get("task"));
+    let data_desc = task_desc.and_then(|t| t.get("data")).cloned();
+    let is_icl = task_desc
+        .and_then(|t| t.get("task"))
+        .and_then(|t| t.as_str())
+        == Some(icl::TASK_NAME);
     let step = state
         .as_ref()
         .and_then(|s| s.get("step"))
         .and_then(|s| s.as_u64())
         .unwrap_or(0) as u32;
-    match model_type(dir)?.as_str() {
+    if a.task.is_some() && !is_icl {
+        return Err(usage(format!(
+            "`{}` was not trained on --task icl (its trainer state names no such task): leave \
+             out --task to evaluate it as what it is",
+            dir.display()
+        )));
+    }
+    let icl_only: Vec<&str> = ["examples", "sequences", "seed"]
+        .into_iter()
+        .filter(|f| a.given.iter().any(|g| g == f))
+        .collect();
+    if !is_icl && !icl_only.is_empty() {
+        return Err(usage(format!(
+            "--{} would be ignored: it applies to checkpoints of the in-context learning task \
+             (wgformer train --task icl). Leave it out",
+            icl_only.join(", --")
+        )));
+    }
+    if is_icl {
+        if a.data.is_some() {
+            return Err(usage(
+                "--data would be ignored: the in-context learning task makes its own sequences. \
+                 Leave it out",
+            ));
+        }
+        return eval_icl(gpu, a, data_desc, step, energy);
+    }
+    let kind = model_type(dir)?;
+    if let (Some(path), "gpt2" | "llama") = (&a.data, kind.as_str()) {
+        return eval_text_file(gpu, a, path, energy);
+    }
+    let metrics = match kind.as_str() {
         "encoder_decoder" => {
             let model = load_transformer(gpu, dir)?;
             let tok = checkpoint_tokenizer(dir, model.config.vocab_size)?;
@@ -265,64 +339,166 @@ pub fn eval(gpu: &Gpu, a: &EvalArgs) -> Result<()> {
                 }
             };
             let mut task = Seq2SeqTask::new(gpu, model, tok, train, held, data)?;
-            let m = task.evaluate(true)?;
-            println!("{}", eval_line(step, &m));
-            Ok(())
-        }
-        "llama" => {
-            let (model, tok) = load_lm_with_tokenizer(gpu, dir, true)?;
-            let tok = tok.ok_or_else(|| usage("no tokenizer"))?;
-            let Some(path) = &a.data else {
-                return Err(usage(format!(
-                    "`{}` is a Llama checkpoint: pass --data FILE.txt to evaluate it on a text",
-                    dir.display()
-                )));
-            };
-            eval_text(model.as_ref(), tok.as_ref(), path, a.max_windows)
+            task.evaluate(true)?
         }
         "gpt2" => {
             let (model, _) = checkpoint::load_gpt(gpu, dir)?;
             let tok = checkpoint_tokenizer(dir, model.config.vocab_size)?;
-            if let Some(path) = &a.data {
-                return eval_text(&model, tok.as_ref(), path, a.max_windows);
-            }
-            let Some(desc) = data_desc else {
-                return Err(usage(format!(
-                    "`{}` has no trainer state naming its data: pass --data FILE.txt",
-                    dir.display()
-                )));
-            };
-            let data: GptData = serde_json::from_value(desc).map_err(|e| {
-                usage(format!(
-                    "the trainer state does not describe text data ({e}); pass --data"
-                ))
-            })?;
-            let Some(path) = data.data.clone() else {
-                return Err(usage(
-                    "the run's text file is unknown: pass --data FILE.txt",
-                ));
-            };
-            let dataset = wgformer::data::TextDataset::from_file(
-                &path,
-                tok.as_ref(),
-                data.held_out_fraction,
-            )?;
-            let mut task = GptTask::new(gpu, model, tok, dataset, data)?;
-            let m = task.evaluate(true)?;
-            println!("{}", eval_line(step, &m));
-            Ok(())
+            evaluate_text_run(gpu, dir, model, tok, data_desc)?
         }
-        other => Err(usage(format!("cannot evaluate a `{other}` checkpoint"))),
+        "llama" => {
+            let (model, _) = checkpoint::load_llama(gpu, dir)?;
+            let tok = checkpoint_tokenizer(dir, model.config.vocab_size)?;
+            evaluate_text_run(gpu, dir, model, tok, data_desc)?
+        }
+        other => return Err(usage(format!("cannot evaluate a `{other}` checkpoint"))),
+    };
+    let report = energy.finish(gpu, Some(&a.emissions_file));
+    print_eval(a, step, &metrics, report.map(|r| r.to_json()))
+}
+
+/// `eval --data FILE.txt` on a decoder-only checkpoint: mean NLL and perplexity
+/// of the file's context-long windows, as a line or with `--json` as JSON.
+fn eval_text_file(gpu: &Gpu, a: &EvalArgs, path: &Path, mut energy: RunEnergy) -> Result<()> {
+    let (model, tok) = load_lm_with_tokenizer(gpu, &a.checkpoint, true)?;
+    let tok = tok.ok_or_else(|| usage("no tokenizer"))?;
+    let (mean, n) = eval_text(model.as_ref(), tok.as_ref(), path, a.max_windows)?;
+    let report = energy.finish(gpu, Some(&a.emissions_file));
+    if a.json {
+        let json = serde_json::json!({
+            "data": path, "mean_nll": mean, "perplexity": mean.exp(), "tokens": n,
+            "energy": report.map(|r| r.to_json()),
+        });
+        println!("{json}");
+    } else {
+        println!(
+            "{}: mean NLL {mean:.4} nats/token, perplexity {:.3} ({n} tokens)",
+            path.display(),
+            mean.exp()
+        );
     }
+    Ok(())
+}
+
+/// Evaluates a language-model run on the held-out text its trainer state names.
+fn evaluate_text_run<M: LanguageModel>(
+    gpu: &Gpu,
+    dir: &Path,
+    model: M,
+    tok: Box<dyn Tokenizer>,
+    data_desc: Option<serde_json::Value>,
+) -> Result<EvalMetrics> {
+    let Some(desc) = data_desc else {
+        return Err(usage(format!(
+            "`{}` has no trainer state naming its data: pass --data FILE.txt",
+            dir.display()
+        )));
+    };
+    let data: GptData = serde_json::from_value(desc).map_err(|e| {
+        usage(format!(
+            "the trainer state does not describe text data ({e}); pass --data"
+        ))
+    })?;
+    let Some(path) = data.data.clone() else {
+        return Err(usage(
+            "the run's text file is unknown: pass --data FILE.txt",
+        ));
+    };
+    let dataset =
+        wgformer::data::TextDataset::from_file(&path, tok.as_ref(), data.held_out_fraction)?;
+    let mut task = GptTask::new(gpu, model, tok, dataset, data)?;
+    task.evaluate(true)
+}
+
+/// The evaluation as a line, or with `--json` as one JSON object.
+fn print_eval(
+    a: &EvalArgs,
+    step: u32,
+    m: &EvalMetrics,
+    energy: Option<serde_json::Value>,
+) -> Result<()> {
+    if !a.json {
+        println!("{}", eval_line(step, m));
+        return Ok(());
+    }
+    let mut json = serde_json::json!({ "checkpoint": a.checkpoint, "step": step });
+    if let (serde_json::Value::Object(obj), Ok(serde_json::Value::Object(fields))) =
+        (&mut json, serde_json::to_value(m))
+    {
+        obj.extend(fields);
+        obj.insert("energy".into(), energy.into());
+    }
+    println!("{json}");
+    Ok(())
+}
+
+/// The accuracy of an in-context learning checkpoint by number of examples, as
+/// a table (or JSON) with the best possible and chance accuracy.
+fn eval_icl(
+    gpu: &Gpu,
+    a: &EvalArgs,
+    desc: Option<serde_json::Value>,
+    step: u32,
+    mut energy: RunEnergy,
+) -> Result<()> {
+    let dir = &a.checkpoint;
+    let mut data: IclData = desc
+        .and_then(|d| serde_json::from_value(d).ok())
+        .ok_or_else(|| {
+            usage(format!(
+                "the trainer state of `{}` does not describe the in-context learning task: \
+                 re-save it with wgformer train --task icl",
+                dir.display()
+            ))
+        })?;
+    let (model, _) = checkpoint::load_gpt(gpu, dir)?;
+    if let Some(k) = a.examples {
+        data.task.examples = k;
+    }
+    let c = &model.config;
+    let name = format!("`{}`", dir.display());
+    data.task.check_fits(c.n_positions, c.vocab_size, &name)?;
+    let seed = a
+        .seed
+        .map_or(data.held_out_seed(), |s| s ^ 0x5EE_D1C1_0000_0000);
+    let task = data.task;
+    let eval = IclTrainTask::new(gpu, model, data)?.evaluate_curve(a.sequences, seed)?;
+    let points = eval.tally.points(&task.curve_points());
+    let report = energy.finish(gpu, Some(&a.emissions_file));
+    if a.json {
+        let json = serde_json::json!({
+            "checkpoint": dir,
+            "step": step,
+            "task": task,
+            "sequences": a.sequences,
+            "loss": eval.loss,
+            "chance": task.chance(),
+            "points": points,
+            "energy": report.map(|r| r.to_json()),
+        });
+        println!("{json}");
+    } else {
+        println!(
+            "{name} at step {step}: in-context learning over alphabet {} (chance {:.1}%), \
+             {} fresh sequences, one query per K each; loss {:.4}\n{}",
+            task.alphabet,
+            100.0 * task.chance(),
+            a.sequences,
+            eval.loss,
+            curve_table(&points)
+        );
+    }
+    Ok(())
 }
 
 /// Mean NLL and perplexity over consecutive context-long windows of a text file.
+/// Returns (mean NLL, tokens).
 fn eval_text(
     model: &dyn CausalLm,
     tok: &dyn Tokenizer,
     path: &Path,
     max_windows: usize,
-) -> Result<()> {
+) -> Result<(f64, usize)> {
     let text = read_text(path)?;
     note_unknown(tok, &text, &format!("`{}`", path.display()));
     let ids = tok.encode(&text);
@@ -342,13 +518,7 @@ fn eval_text(
             path.display()
         )));
     }
-    let mean = nll / n as f64;
-    println!(
-        "{}: mean NLL {mean:.4} nats/token, perplexity {:.3} ({n} tokens)",
-        path.display(),
-        mean.exp()
-    );
-    Ok(())
+    Ok((nll / n as f64, n))
 }
 
 /// Arguments of `wgformer score`.

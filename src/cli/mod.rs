@@ -1,6 +1,7 @@
 //! The subcommands of the `wgformer` tool beyond `info`/`check`/`bench`: training
 //! and inference on checkpoints. Helpers shared by them live here.
 
+pub mod energy;
 pub mod flags;
 pub mod infer;
 pub mod privacy;
@@ -8,9 +9,9 @@ pub mod train;
 mod unused_flags;
 
 use std::path::Path;
-use wgformer::checkpoint::{self, LoadMode};
+use wgformer::checkpoint;
 use wgformer::data::{list_chars, load_tokenizer, Tokenizer};
-use wgformer::nn::{Transformer, TransformerConfig};
+use wgformer::nn::Transformer;
 use wgformer::{Error, Gpu, Result};
 
 /// A user error of the command line: what is wrong and how to fix it.
@@ -85,10 +86,7 @@ pub fn checkpoint_tokenizer(dir: &Path, vocab: usize) -> Result<Box<dyn Tokenize
 
 /// Loads an encoder-decoder checkpoint (config and weights).
 pub fn load_transformer(gpu: &Gpu, dir: &Path) -> Result<Transformer> {
-    let config: TransformerConfig = checkpoint::read_config(dir)?;
-    let model = Transformer::new(gpu, config, 0)?;
-    checkpoint::load_params(dir, &model.params(), LoadMode::Strict)?;
-    Ok(model)
+    Transformer::load(gpu, dir)
 }
 
 /// Reads a UTF-8 text file whole, naming a missing, empty or non-UTF-8 file.

@@ -1,17 +1,23 @@
 //! `wgformer train`: the built-in date task by default, translation pairs from a
-//! TSV file, or a GPT on a text file; fresh, resumed or fine-tuned.
+//! TSV file, a GPT on a text file, or a GPT on the in-context learning task;
+//! fresh, resumed or fine-tuned. The run's energy is measured throughout and
+//! its row appended to `DIR/emissions.csv` after the final save.
 
+use super::energy::{EnergyArgs, RunEnergy};
 use super::flags::{at_least_one, below_one, non_negative, open_fraction, positive};
 use super::{checkpoint_tokenizer, model_type, note_unknown_in_file, read_text, usage};
 use clap::ValueEnum;
 use std::path::{Path, PathBuf};
 use wgformer::checkpoint::{self, LoadMode};
+use wgformer::data::icl::{curve_table, IclTask};
 use wgformer::data::{BpeTokenizer, CharTokenizer, TextDataset, Tokenizer};
+use wgformer::energy::emissions_csv;
 use wgformer::nn::{
     FieldNames, Gpt, GptConfig, Llama, LlamaConfig, MemoryLimits, NormPlacement, Transformer,
     TransformerConfig,
 };
 use wgformer::train::gpt::{GptData, GptTask, LanguageModel};
+use wgformer::train::icl::{self, IclData, IclTrainTask};
 use wgformer::train::progress::ProgressReporter;
 use wgformer::train::seq2seq::{load_pairs, DateTaskSetup, PairSource, Seq2SeqData, Seq2SeqTask};
 use wgformer::train::{
@@ -40,6 +46,15 @@ pub enum TokenizerKind {
     Bpe,
 }
 
+/// A built-in task for a GPT (instead of `--data`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TaskKind {
+    /// In-context learning: each sequence shows examples of a random mapping
+    /// (inputs a.., outputs A..) drawn afresh for it; the model must answer the
+    /// queries from the examples in its context.
+    Icl,
+}
+
 /// Where the encoder-decoder's layer norms sit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum NormArg {
@@ -59,6 +74,16 @@ pub struct TrainArgs {
     /// Training data: a UTF-8 text file (gpt) or `source<TAB>target` lines (encdec).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// A built-in task for a GPT instead of --data: icl (in-context learning).
+    #[arg(long, value_enum)]
+    pub task: Option<TaskKind>,
+    /// Symbols of the icl task's input (a..) and output (A..) alphabets, 2 to 26.
+    #[arg(long, default_value_t = 4)]
+    pub alphabet: usize,
+    /// Most examples before a query in the icl task (a sequence holds this + 1
+    /// pairs, so the model needs a context of 2 x this + 1).
+    #[arg(long, default_value_t = 8)]
+    pub examples: usize,
     /// Tokenizer of a new run (the date task always uses its own characters).
     #[arg(long, value_enum, default_value_t = TokenizerKind::Char)]
     pub tokenizer: TokenizerKind,
@@ -157,6 +182,8 @@ pub struct TrainArgs {
     /// Translations to print at the end (encdec).
     #[arg(long, default_value_t = 10)]
     pub show: usize,
+    #[command(flatten)]
+    pub energy: EnergyArgs,
     /// The flags given on the command line (set by `main`), so that those the run
     /// would ignore are refused ([`check_flags`]).
     #[arg(skip)]
@@ -173,33 +200,39 @@ pub fn check_flags(a: &TrainArgs) -> Result<()> {
     super::unused_flags::check(a)
 }
 
-/// Runs `wgformer train` (after [`check_flags`]).
-pub fn run(gpu: &Gpu, a: &TrainArgs) -> Result<()> {
+/// Runs `wgformer train` (after [`check_flags`]); `energy` measures the run.
+pub fn run(gpu: &Gpu, a: &TrainArgs, energy: RunEnergy) -> Result<()> {
     println!("adapter: {}", gpu.adapter_name());
     if let Some(dir) = &a.resume {
-        return resume(gpu, a, dir);
+        return resume(gpu, a, dir, energy);
     }
     // Claimed once the data and the model are in place and before the first step,
     // so a bad --out fails now rather than at the first save.
     let out_path = a.out.clone().unwrap_or_else(|| default_out(a));
+    if a.task == Some(TaskKind::Icl) {
+        let mut task = new_icl(gpu, a)?;
+        let opts = options(a, ModelKind::Gpt, task.model.config.n_embd)?;
+        let out = claim_out(&out_path, a.overwrite)?;
+        return finish_icl(&mut task, Start::Fresh(opts, out), energy);
+    }
     match a.model {
         ModelKind::Encdec => {
             let mut task = new_seq2seq(gpu, a)?;
             let opts = options(a, ModelKind::Encdec, task.model.config.d_model)?;
             let out = claim_out(&out_path, a.overwrite)?;
-            finish_seq2seq(&mut task, Start::Fresh(opts, out), a)
+            finish_seq2seq(&mut task, Start::Fresh(opts, out), a, energy)
         }
         ModelKind::Gpt => {
             let mut task = new_gpt(gpu, a)?;
             let opts = options(a, ModelKind::Gpt, task.model.config.n_embd)?;
             let out = claim_out(&out_path, a.overwrite)?;
-            finish_gpt(&mut task, Start::Fresh(opts, out))
+            finish_gpt(&mut task, Start::Fresh(opts, out), energy)
         }
         ModelKind::Llama => {
             let mut task = new_llama(gpu, a)?;
             let opts = options(a, ModelKind::Llama, task.model.config.hidden_size)?;
             let out = claim_out(&out_path, a.overwrite)?;
-            finish_gpt(&mut task, Start::Fresh(opts, out))
+            finish_gpt(&mut task, Start::Fresh(opts, out), energy)
         }
     }
 }
@@ -220,6 +253,9 @@ fn claim_out(dir: &Path, replace: bool) -> Result<OutDir> {
 }
 
 fn default_out(a: &TrainArgs) -> PathBuf {
+    if a.task == Some(TaskKind::Icl) {
+        return PathBuf::from("runs/icl");
+    }
     PathBuf::from(match (a.model, &a.data) {
         (ModelKind::Encdec, None) => "runs/date",
         (ModelKind::Encdec, Some(_)) => "runs/pairs",
@@ -232,6 +268,15 @@ fn default_out(a: &TrainArgs) -> PathBuf {
 enum Start {
     Fresh(TrainOptions, OutDir),
     Resume(PathBuf, Option<u32>, OutDir),
+}
+
+impl Start {
+    /// The directory the run saves into.
+    fn out_path(&self) -> &Path {
+        match self {
+            Start::Fresh(_, out) | Start::Resume(_, _, out) => out.path(),
+        }
+    }
 }
 
 fn start<'a>(task: &'a mut dyn TrainTask, how: Start) -> Result<Trainer<'a>> {
@@ -269,9 +314,12 @@ fn options(a: &TrainArgs, kind: ModelKind, d_model: usize) -> Result<TrainOption
             )
         }
         ModelKind::Gpt | ModelKind::Llama => {
-            let steps = a.steps.unwrap_or(1000);
+            let icl = a.task == Some(TaskKind::Icl);
+            let steps = a
+                .steps
+                .unwrap_or(if icl { icl_defaults::STEPS } else { 1000 });
             let warmup = a.warmup.unwrap_or((steps / 20).max(1));
-            let max_lr = a.lr.unwrap_or(1e-3);
+            let max_lr = a.lr.unwrap_or(if icl { icl_defaults::LR } else { 1e-3 });
             (
                 steps,
                 OptimizerChoice::gpt_adamw(a.weight_decay),
@@ -299,6 +347,67 @@ fn options(a: &TrainArgs, kind: ModelKind, d_model: usize) -> Result<TrainOption
         freeze_embeddings: a.freeze_embeddings,
         freeze_layers: a.freeze_layers,
     })
+}
+
+/// The in-context learning run's defaults: a model wide enough (8 heads) to form
+/// the two-layer copying circuit in a few hundred steps.
+mod icl_defaults {
+    pub const LAYERS: usize = 2;
+    pub const D_MODEL: usize = 64;
+    pub const HEADS: usize = 8;
+    pub const BATCH: usize = 64;
+    pub const STEPS: u32 = 1000;
+    pub const LR: f32 = 1e-2;
+    pub const EVAL_SEQUENCES: usize = 256;
+}
+
+/// A GPT sized by the flags (or the icl defaults) for the in-context learning task.
+fn new_icl(gpu: &Gpu, a: &TrainArgs) -> Result<IclTrainTask> {
+    let task = IclTask::new(a.alphabet, a.examples)?;
+    let n_positions = a.context.unwrap_or(task.seq_len());
+    let config = GptConfig {
+        vocab_size: task.vocab_size(),
+        n_positions,
+        n_embd: a.d_model.unwrap_or(icl_defaults::D_MODEL),
+        n_layer: a.layers.unwrap_or(icl_defaults::LAYERS),
+        n_head: a.heads.unwrap_or(icl_defaults::HEADS),
+        layer_norm_epsilon: 1e-5,
+    };
+    task.check_fits(n_positions, config.vocab_size, "the model")?;
+    let batch = a.batch.unwrap_or(icl_defaults::BATCH);
+    let names = FieldNames {
+        op: "wgformer",
+        renames: &[
+            ("batch", "--batch"),
+            ("seq", "--examples"),
+            ("n_layer", "--layers"),
+            ("n_embd", "--d-model"),
+            ("n_head", "--heads"),
+            ("n_positions", "--context"),
+        ],
+    };
+    config.check_size(
+        &MemoryLimits::of(gpu),
+        Some((batch, task.seq_len())),
+        &names,
+    )?;
+    let model = Gpt::new(gpu, config, a.seed)?;
+    let data = IclData {
+        task,
+        batch,
+        eval_sequences: icl_defaults::EVAL_SEQUENCES,
+        seed: a.seed,
+    };
+    eprintln!(
+        "in-context learning: alphabet {} (a-{} -> A-{}), up to {} examples per query, chance {:.1}%",
+        task.alphabet,
+        (b'a' + task.alphabet as u8 - 1) as char,
+        (b'A' + task.alphabet as u8 - 1) as char,
+        task.examples,
+        100.0 * task.chance()
+    );
+    print_config(&wgformer::checkpoint::config_json(&model.config)?);
+    IclTrainTask::new(gpu, model, data)
 }
 
 fn new_seq2seq(gpu: &Gpu, a: &TrainArgs) -> Result<Seq2SeqTask> {
@@ -598,6 +707,13 @@ fn check_seq2seq_size(
 }
 
 fn train_bpe(path: &Path, vocab: usize) -> Result<BpeTokenizer> {
+    if vocab > BpeTokenizer::MAX_VOCAB_SIZE {
+        return Err(usage(format!(
+            "--vocab-size {vocab} is above {}, the most token ids a BPE tokenizer has: \
+             pass a smaller --vocab-size",
+            BpeTokenizer::MAX_VOCAB_SIZE
+        )));
+    }
     let text = read_text(path)?;
     eprintln!(
         "training a BPE tokenizer of {vocab} tokens on {}",
@@ -624,7 +740,7 @@ fn print_config(json: &serde_json::Value) {
 
 /// `--resume DIR`: rebuilds the task from the checkpoint's config, tokenizer and
 /// trainer state, then continues.
-fn resume(gpu: &Gpu, a: &TrainArgs, dir: &Path) -> Result<()> {
+fn resume(gpu: &Gpu, a: &TrainArgs, dir: &Path, energy: RunEnergy) -> Result<()> {
     let dir = checkpoint::checkpoint_dir(dir);
     let kind = model_type(dir)?;
     // Saving over the resumed checkpoint continues it; another one is replaced only
@@ -660,7 +776,25 @@ fn resume(gpu: &Gpu, a: &TrainArgs, dir: &Path) -> Result<()> {
             let (tok, train, held) = load_pairs(&data.source, Some(tok))?;
             let model = Transformer::new(gpu, config, 0)?;
             let mut task = Seq2SeqTask::new(gpu, model, tok, train, held, data)?;
-            finish_seq2seq(&mut task, how, a)
+            finish_seq2seq(&mut task, how, a, energy)
+        }
+        "gpt2" if task_desc.get("task").and_then(|t| t.as_str()) == Some(icl::TASK_NAME) => {
+            if a.data.is_some() {
+                return Err(usage(
+                    "--data would be ignored: the in-context learning task makes its own \
+                     sequences. Leave it out",
+                ));
+            }
+            let data: IclData = serde_json::from_value(data_desc).map_err(|e| {
+                usage(format!(
+                    "the trainer state of `{}` does not describe the in-context learning task ({e})",
+                    dir.display()
+                ))
+            })?;
+            let config: GptConfig = checkpoint::read_config(dir)?;
+            let model = Gpt::new(gpu, config, 0)?;
+            let mut task = IclTrainTask::new(gpu, model, data)?;
+            finish_icl(&mut task, how, energy)
         }
         "gpt2" => {
             let mut data: GptData = serde_json::from_value(data_desc).map_err(|e| {
@@ -681,7 +815,7 @@ fn resume(gpu: &Gpu, a: &TrainArgs, dir: &Path) -> Result<()> {
             let dataset = TextDataset::from_file(&path, tok.as_ref(), data.held_out_fraction)?;
             let model = Gpt::new(gpu, config, 0)?;
             let mut task = GptTask::new(gpu, model, tok, dataset, data)?;
-            finish_gpt(&mut task, how)
+            finish_gpt(&mut task, how, energy)
         }
         "llama" => {
             let mut data: GptData = serde_json::from_value(data_desc).map_err(|e| {
@@ -702,7 +836,7 @@ fn resume(gpu: &Gpu, a: &TrainArgs, dir: &Path) -> Result<()> {
             let dataset = TextDataset::from_file(&path, tok.as_ref(), data.held_out_fraction)?;
             let model = Llama::new(gpu, config, 0)?;
             let mut task = GptTask::new(gpu, model, tok, dataset, data)?;
-            finish_gpt(&mut task, how)
+            finish_gpt(&mut task, how, energy)
         }
         other => Err(usage(format!(
             "cannot resume a `{other}` checkpoint: wgformer trains gpt2, llama and \
@@ -719,26 +853,54 @@ fn same_path(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Runs the trainer with a progress display and prints the totals.
-fn run_trainer(task: &mut dyn TrainTask, how: Start) -> Result<TrainSummary> {
+/// Runs the trainer with a progress display and prints the totals and the
+/// energy report. The report's row goes to `DIR/emissions.csv` (which every
+/// later save carries forward) and its JSON to the eval log's last line, while
+/// the run still holds the directory's lock.
+fn run_trainer(
+    task: &mut dyn TrainTask,
+    how: Start,
+    mut energy: RunEnergy,
+) -> Result<TrainSummary> {
+    let out_path = how.out_path().to_path_buf();
+    let csv = out_path.join(checkpoint::EMISSIONS_FILE);
+    if energy.is_on() {
+        emissions_csv::check(&csv)?; // now, not after the run
+    }
+    let gpu = task.gpu().clone();
     let mut trainer = start(task, how)?;
     let mut progress = ProgressReporter::new(50);
     let summary = trainer.run(&mut |e| progress.on_event(e));
     progress.finish();
-    let summary = summary?;
-    println!(
-        "trained steps to {} of {}: {:.1} s, {:.0} target tokens/s, {:.3} model GFLOP/s achieved",
-        summary.state.step,
-        summary.state.options.steps,
-        summary.train_seconds,
-        summary.tokens_per_s,
-        summary.flops_per_s / 1e9
-    );
-    Ok(summary)
+    if let Ok(summary) = &summary {
+        println!(
+            "trained steps to {} of {}: {:.1} s, {:.0} target tokens/s, {:.3} model GFLOP/s achieved",
+            summary.state.step,
+            summary.state.options.steps,
+            summary.train_seconds,
+            summary.tokens_per_s,
+            summary.flops_per_s / 1e9
+        );
+    }
+    // A run that failed before its first save has no checkpoint to hold the row.
+    let saved = out_path.join(checkpoint::CONFIG_FILE).is_file();
+    if let Some(report) = energy.finish(&gpu, saved.then_some(csv.as_path())) {
+        let step = trainer.state().step;
+        let line = serde_json::json!({ "step": step, "energy": report.to_json() });
+        if let Err(e) = wgformer::train::append_to_eval_log(&out_path, &line) {
+            eprintln!("warning: the energy report was not added to the eval log: {e}");
+        }
+    }
+    summary
 }
 
-fn finish_seq2seq(task: &mut Seq2SeqTask, how: Start, a: &TrainArgs) -> Result<()> {
-    let summary = run_trainer(task, how)?;
+fn finish_seq2seq(
+    task: &mut Seq2SeqTask,
+    how: Start,
+    a: &TrainArgs,
+    energy: RunEnergy,
+) -> Result<()> {
+    let summary = run_trainer(task, how, energy)?;
     let n = a.show.min(task.held_out().len());
     if n > 0 {
         let sources: Vec<Vec<u32>> = task.held_out()[..n].iter().map(|p| p.0.clone()).collect();
@@ -766,12 +928,28 @@ fn finish_seq2seq(task: &mut Seq2SeqTask, how: Start, a: &TrainArgs) -> Result<(
     Ok(())
 }
 
-fn finish_gpt<M: LanguageModel>(task: &mut GptTask<M>, how: Start) -> Result<()> {
-    let summary = run_trainer(task, how)?;
+fn finish_gpt<M: LanguageModel>(
+    task: &mut GptTask<M>,
+    how: Start,
+    energy: RunEnergy,
+) -> Result<()> {
+    let summary = run_trainer(task, how, energy)?;
     if let Some(m) = &summary.eval {
         println!(
             "{}",
             wgformer::train::progress::eval_line(summary.state.step, m)
+        );
+    }
+    Ok(())
+}
+
+fn finish_icl(task: &mut IclTrainTask, how: Start, energy: RunEnergy) -> Result<()> {
+    let summary = run_trainer(task, how, energy)?;
+    if let Some(points) = summary.eval.as_ref().and_then(|m| m.in_context.as_ref()) {
+        let queries = points.first().map_or(0, |p| p.queries);
+        println!(
+            "\nheld-out accuracy by number of in-context examples K ({queries} queries each):\n{}",
+            curve_table(points)
         );
     }
     Ok(())

@@ -2,12 +2,22 @@
 //! `--resume`, `--dropout` for a GPT, a model size with `--init-from`, ...):
 //! refused by name instead of silently ignored.
 
-use super::train::{ModelKind, TokenizerKind, TrainArgs};
+use super::train::{ModelKind, TaskKind, TokenizerKind, TrainArgs};
 use super::usage;
 use wgformer::Result;
 
 /// The flags `--resume` reads; the run's other settings come from its checkpoint.
-const RESUME_FLAGS: &[&str] = &["resume", "out", "overwrite", "steps", "data", "show"];
+const RESUME_FLAGS: &[&str] = &[
+    "resume",
+    "out",
+    "overwrite",
+    "steps",
+    "data",
+    "show",
+    "no-energy",
+    "carbon-intensity",
+    "power-watts",
+];
 /// What `--init-from` takes from the checkpoint instead of the flags.
 const MODEL_FLAGS: &[&str] = &[
     "layers",
@@ -26,6 +36,24 @@ const LLAMA_ONLY: &[&str] = &["kv-heads"];
 /// Of the encoder-decoder's flags, what a Llama uses too (its SwiGLU width).
 const LLAMA_TOO: &[&str] = &["d-ff"];
 const GPT_ONLY: &[&str] = &["batch", "seq", "weight-decay"];
+/// The in-context learning task makes its own sequences (`--examples` sets their
+/// length) and tokenizer, and trains a GPT from scratch.
+const ICL_IGNORED: &[&str] = &[
+    "data",
+    "tokenizer",
+    "vocab-size",
+    "held-out",
+    "seq",
+    "init-from",
+    "freeze-embeddings",
+    "freeze-layers",
+    "batch-tokens",
+    "d-ff",
+    "dropout",
+    "norm",
+    "show",
+];
+const ICL_ONLY: &[&str] = &["alphabet", "examples"];
 /// The date task brings its own tokenizer and held-out dates.
 const DATA_FLAGS: &[&str] = &["tokenizer", "vocab-size", "held-out"];
 
@@ -56,6 +84,22 @@ pub fn check(a: &TrainArgs) -> Result<()> {
              weights with new settings)",
         );
     }
+    if a.task == Some(TaskKind::Icl) {
+        if a.model != ModelKind::Gpt && a.given.iter().any(|f| f == "model") {
+            return Err(usage(
+                "--task icl trains a GPT: leave out --model (or pass --model gpt)",
+            ));
+        }
+        return refuse(
+            given(&|f| !ICL_IGNORED.contains(&f)),
+            "--task icl makes its own sequences and tokenizer and trains a new GPT \
+             (--examples sets the sequence length)",
+        );
+    }
+    refuse(
+        given(&|f| !ICL_ONLY.contains(&f)),
+        "--alphabet and --examples shape the in-context learning task: add --task icl",
+    )?;
     if a.init_from.is_some() {
         refuse(
             given(&|f| !MODEL_FLAGS.contains(&f)),

@@ -93,6 +93,9 @@ impl BpeTokenizer {
     pub const VOCAB_FILE: &'static str = "vocab.json";
     /// The merges file name inside a tokenizer directory.
     pub const MERGES_FILE: &'static str = "merges.txt";
+    /// The largest vocabulary [`BpeTokenizer::train`] takes: token ids are u32,
+    /// and u32::MAX itself marks an ignored target.
+    pub const MAX_VOCAB_SIZE: usize = u32::MAX as usize;
 
     /// Learns `vocab_size - 260` merges on `text` (256 byte tokens and 4 specials
     /// complete the vocabulary). Each step merges the adjacent pair that occurs most
@@ -105,6 +108,15 @@ impl BpeTokenizer {
             return Err(Error::invalid(
                 "BpeTokenizer::train",
                 format!("vocab_size {vocab_size} is below {min} (256 byte tokens + 4 specials). Ask for at least {min}"),
+            ));
+        }
+        if vocab_size > Self::MAX_VOCAB_SIZE {
+            return Err(Error::invalid(
+                "BpeTokenizer::train",
+                format!(
+                    "vocab_size {vocab_size} is above {} (token ids are u32). Ask for at most that",
+                    Self::MAX_VOCAB_SIZE
+                ),
             ));
         }
         if text.is_empty() {

@@ -78,7 +78,9 @@ pub(crate) fn learn_merges(text: &str, n_merges: usize, cut: &[(String, u32)]) -
         .collect();
     changed.clear();
 
-    let mut merges = Vec::with_capacity(n_merges);
+    // Each merge replaces at least two pairs of symbols by one symbol each, so a
+    // text of n bytes has room for at most n / 2 merges, whatever was asked.
+    let mut merges = Vec::with_capacity(n_merges.min(text.len() / 2));
     let mut visited = vec![usize::MAX; words.len()];
     while merges.len() < n_merges {
         let Some((count, Reverse(a), Reverse(b))) = heap.pop() else {

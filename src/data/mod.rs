@@ -8,14 +8,20 @@
 //!   for language modelling. [`PairDataset`]: (source, target) pairs for translation.
 //! - [`token_budget_batches`]: the paper's batching: pairs of similar length grouped
 //!   under a token budget, padded, with key-padding masks ([`PairBatch`]).
+//! - [`TokenStream`], [`Utf8Stream`]: generated tokens turned into valid UTF-8 text
+//!   as they come (bytes of a character cut between tokens wait for the rest).
 //! - [`DateTask`]: the built-in synthetic translation task (ISO dates to English).
+//! - [`icl::IclTask`]: the in-context learning task (random mappings shown by
+//!   examples in each sequence).
 
 pub mod batch;
 pub mod bpe;
 mod bpe_train;
 pub mod char;
 pub mod dataset;
+pub mod icl;
 mod pretokenize;
+mod stream;
 pub mod synthetic;
 pub mod tokenizer;
 mod unicode_tables;
@@ -24,6 +30,7 @@ pub use batch::{check_pair_lengths, token_budget_batches, PairBatch, PairBatchTe
 pub use bpe::BpeTokenizer;
 pub use char::CharTokenizer;
 pub use dataset::{load_tsv_pairs, PairDataset, Split, TextDataset};
+pub use stream::{TokenStream, Utf8Stream};
 pub use synthetic::DateTask;
 pub use tokenizer::{list_chars, load_tokenizer, SpecialTokens, Tokenizer};
 

@@ -1,7 +1,9 @@
 //! `emissions.csv`: one row per run in CodeCarbon's columns (its 3.x
 //! `EmissionsData`: durations in s, energy in kWh, power in W, emissions in
 //! kg CO2e), so tools that read CodeCarbon's file read ours. Columns that do not
-//! apply (country, cloud, Python) stay empty.
+//! apply (country, cloud, Python) stay empty; energy columns stay empty where
+//! nothing was measured, and `tracking_mode` is `estimated` (not CodeCarbon's
+//! `machine`) where the energy is a stated `--power-watts` x wall time.
 
 use super::EnergyReport;
 use crate::error::{Error, Result};
@@ -61,32 +63,50 @@ pub struct RunInfo {
     pub adapter_name: String,
 }
 
+/// Refuses a path [`append`] could not add a row to: a directory, or a file
+/// whose first line is not CodeCarbon's header (another tool's file). Call it
+/// before a long run, so its row is not lost at the end. A missing file is fine.
+pub fn check(path: &Path) -> Result<()> {
+    needs_header(path).map(drop)
+}
+
+/// Whether the file at `path` needs the header written first (missing or
+/// empty), or an error saying why no row may be appended to it.
+fn needs_header(path: &Path) -> Result<bool> {
+    if path.is_dir() {
+        return Err(Error::InvalidArgument {
+            op: "emissions.csv",
+            detail: format!(
+                "{} is a directory: give the path of a CSV file",
+                path.display()
+            ),
+        });
+    }
+    let existing = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    match existing.lines().next() {
+        None => Ok(true),
+        Some(first) if first == COLUMNS.join(",") => Ok(false),
+        Some(_) => Err(Error::InvalidArgument {
+            op: "emissions.csv",
+            detail: format!(
+                "{} has other columns than CodeCarbon's; move it away to start a new one",
+                path.display()
+            ),
+        }),
+    }
+}
+
 /// Appends `report` as one row to the CSV at `path`, writing the header first
 /// when the file is new or empty. A file with other columns is left alone and
 /// named in the error.
 pub fn append(path: &Path, report: &EnergyReport, run: &RunInfo) -> Result<()> {
-    let header = COLUMNS.join(",");
-    let existing = match std::fs::read_to_string(path) {
-        Ok(text) => Some(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(Error::io(path, e)),
-    };
-    let needs_header = match existing.as_deref().and_then(|t| t.lines().next()) {
-        None => true,
-        Some(first) if first == header => false,
-        Some(_) => {
-            return Err(Error::InvalidArgument {
-                op: "emissions.csv",
-                detail: format!(
-                    "{} has other columns than CodeCarbon's; move it away to start a new one",
-                    path.display()
-                ),
-            })
-        }
-    };
     let mut text = String::new();
-    if needs_header {
-        text.push_str(&header);
+    if needs_header(path)? {
+        text.push_str(&COLUMNS.join(","));
         text.push('\n');
     }
     text.push_str(&row(report, run).join(","));
@@ -96,6 +116,7 @@ pub fn append(path: &Path, report: &EnergyReport, run: &RunInfo) -> Result<()> {
         .append(true)
         .open(path)
         .map_err(|e| Error::io(path, e))?;
+    // One write: a row is never split by a crash between two writes.
     file.write_all(text.as_bytes())
         .map_err(|e| Error::io(path, e))
 }
@@ -146,8 +167,17 @@ pub fn row(report: &EnergyReport, run: &RunInfo) -> Vec<String> {
         ("gpu_count", gpu_count.to_string()),
         ("gpu_model", gpu_model),
         ("ram_total_size", num(ram_total_gb())),
-        // The meters count the whole machine, not this process.
-        ("tracking_mode", "machine".into()),
+        // The meters count the whole machine, not this process; a stated
+        // --power-watts figure is no measurement, and says so here.
+        (
+            "tracking_mode",
+            if report.estimated {
+                "estimated"
+            } else {
+                "machine"
+            }
+            .into(),
+        ),
         ("on_cloud", "N".into()),
         ("pue", "1".into()),
     ];

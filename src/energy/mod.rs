@@ -192,7 +192,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The sampling thread: opens the meters, tells `opened`, reads them every
-/// `sample_every` until stopped, then once more.
+/// `sample_every` until stopped, then once more (so a run shorter than the
+/// first interval is measured too).
 fn sample(
     options: &EnergyOptions,
     stop: &(Mutex<bool>, Condvar),
@@ -208,7 +209,6 @@ fn sample(
         None
     };
     let _ = opened.send(());
-    let (stopped, wake) = stop;
     let mut read = || {
         if let Some(r) = rapl.as_mut() {
             r.update();
@@ -217,6 +217,7 @@ fn sample(
             g.update();
         }
     };
+    let (stopped, wake) = stop;
     let mut done = lock(stopped);
     while !*done {
         done = wake
@@ -226,7 +227,7 @@ fn sample(
         read();
     }
     drop(done);
-    // Once more after the stop: the run may have ended before the first wait.
+    // The last reading, also when the run stopped before the first wait.
     read();
     Readings {
         cpu_joules: rapl.as_ref().map(|r| r.joules(rapl::ZoneKind::Package)),
@@ -295,8 +296,10 @@ impl EnergyReport {
             self.emissions_kg(),
         ) {
             (Some(kwh), power, Some(kg)) => {
+                // An estimate is booked as CPU energy but stands for the machine.
+                let cpu = if self.estimated { "machine" } else { "CPU" };
                 let parts: Vec<String> = [
-                    ("CPU", self.cpu_kwh),
+                    (cpu, self.cpu_kwh),
                     ("RAM", self.ram_kwh),
                     ("GPU", self.gpu_kwh),
                 ]
@@ -335,6 +338,7 @@ impl EnergyReport {
             "emissions_kg": self.emissions_kg(),
             "carbon_intensity_g_per_kwh": self.carbon_intensity,
             "estimated": self.estimated,
+            "gpus": self.gpu_names,
             "notes": self.notes,
         })
     }

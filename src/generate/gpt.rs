@@ -5,10 +5,11 @@ use super::{GenerateOptions, Generation, Sampler, StopReason};
 use crate::autograd::Tape;
 use crate::error::{Error, Result};
 use crate::kernels::cross_entropy::{cross_entropy_checked, CrossEntropyOptions};
-use crate::nn::{CausalLm, KvCache};
+use crate::nn::{CausalLm, Gpt, KvCache};
 use crate::tensor::Tensor;
+use std::ops::ControlFlow;
 
-/// One growing sequence on a decoder-only model: feed tokens, get the next token's logits.
+/// One growing sequence on a decoder-only model ([`CausalLm`]): feed tokens, get the next token's logits.
 /// Decodes incrementally with the model's key/value cache.
 pub struct GptDecoder<'a> {
     model: &'a dyn CausalLm,
@@ -99,12 +100,60 @@ impl<'a> GptDecoder<'a> {
 
 /// Generates up to `opts.max_tokens` tokens after `prompt`, calling `on_token`
 /// with each one as soon as it is picked (an error from the callback stops
-/// generation and is returned). See the module doc for context overflow.
+/// generation and is returned). See the module doc for context overflow, and
+/// [`Gpt::generate`] for a callback that can stop generation early.
 pub fn generate(
     model: &dyn CausalLm,
     prompt: &[u32],
     opts: &GenerateOptions,
     on_token: &mut dyn FnMut(u32) -> Result<()>,
+) -> Result<Generation> {
+    generate_until(model, prompt, opts, &mut |token| {
+        on_token(token).map(|()| ControlFlow::Continue(()))
+    })
+}
+
+impl Gpt {
+    /// Generates up to `opts.max_tokens` tokens after `prompt` (host ids),
+    /// calling `on_token` with each one as soon as it is picked; returning
+    /// `ControlFlow::Break(())` from it stops generation cleanly
+    /// ([`StopReason::Stopped`]). Blocking (reads each token's logits back);
+    /// native only. Errors as [`generate`].
+    ///
+    /// ```no_run
+    /// # fn demo(model: &wgformer::nn::Gpt) -> wgformer::Result<()> {
+    /// use std::ops::ControlFlow;
+    /// use wgformer::generate::GenerateOptions;
+    /// let mut text = Vec::new();
+    /// let out = model.generate(&[0], &GenerateOptions::default(), |id| {
+    ///     text.push(id);
+    ///     if text.len() == 5 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+    /// })?;
+    /// assert!(out.tokens.len() <= 5);
+    /// # Ok(()) }
+    /// ```
+    pub fn generate(
+        &self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        mut on_token: impl FnMut(u32) -> ControlFlow<()>,
+    ) -> Result<Generation> {
+        generate_until(self, prompt, opts, &mut |token| Ok(on_token(token)))
+    }
+
+    /// Each token's log-probability given the ones before it, in one pass
+    /// without a tape: the same as [`score`]. Blocking; native only.
+    pub fn score(&self, ids: &[u32]) -> Result<Score> {
+        score(self, ids)
+    }
+}
+
+/// [`generate`] whose callback may also stop generation.
+fn generate_until(
+    model: &dyn CausalLm,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    on_token: &mut dyn FnMut(u32) -> Result<ControlFlow<()>>,
 ) -> Result<Generation> {
     let ctx = model.context();
     if prompt.is_empty() {
@@ -146,7 +195,9 @@ pub fn generate(
             break StopReason::Eos;
         }
         tokens.push(next);
-        on_token(next)?;
+        if on_token(next)?.is_break() {
+            break StopReason::Stopped;
+        }
         if tokens.len() >= opts.max_tokens {
             break StopReason::MaxTokens;
         }

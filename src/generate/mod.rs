@@ -7,7 +7,8 @@
 //! one position of compute, and the output equals recomputing the whole sequence.
 //! The functions that run a model read logits back synchronously and are native
 //! only; [`Sampler`], the search algorithms over a [`StepDecoder`] and the
-//! asynchronous [`translate_greedy_async`] also build for wasm32.
+//! asynchronous [`translate_greedy_async`] also build for wasm32, and so does
+//! [`icl::evaluate_icl`], the accuracy of a GPT on the in-context learning task.
 //!
 //! Context overflow: a GPT sees at most `n_positions` tokens. A prompt longer than
 //! that is an error unless [`GenerateOptions::truncate_prompt`] is set, in which
@@ -19,6 +20,7 @@
 // browser does not allow; sampling and the search algorithms work everywhere.
 #[cfg(not(target_arch = "wasm32"))]
 mod gpt;
+pub mod icl;
 mod sampling;
 mod search;
 mod seq2seq;
@@ -66,6 +68,9 @@ pub enum StopReason {
     MaxTokens,
     /// The context window is full.
     ContextFull,
+    /// The callback of [`Gpt::generate`](crate::nn::Gpt::generate) returned
+    /// `ControlFlow::Break` (the token it was given is kept).
+    Stopped,
 }
 
 /// The result of [`generate`].

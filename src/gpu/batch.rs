@@ -17,7 +17,9 @@ const ARENA_BYTES: u64 = 1 << 20;
 
 /// One kernel launch: which entry point, its parameters and tensors, and the grid.
 pub struct Dispatch<'a> {
+    /// The WGSL module.
     pub shader: &'static Shader,
+    /// Its entry point.
     pub entry: &'static str,
     /// WGSL `override` constants (tile sizes, variants).
     pub constants: &'a [(&'static str, f64)],
@@ -27,6 +29,7 @@ pub struct Dispatch<'a> {
     pub reads: &'a [&'a Tensor],
     /// Bound read-write after the reads.
     pub writes: &'a [&'a Tensor],
+    /// Workgroups along x, y, z.
     pub workgroups: [u32; 3],
 }
 
@@ -35,9 +38,13 @@ pub struct Dispatch<'a> {
 /// [`Gpu::launch`] encodes it with the op's params and tensors.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Launch {
+    /// The WGSL module.
     pub shader: &'static Shader,
+    /// Its entry point.
     pub entry: &'static str,
+    /// Values of its `override` constants, by name.
     pub constants: Vec<(&'static str, f64)>,
+    /// Workgroups along x, y, z.
     pub workgroups: [u32; 3],
 }
 

@@ -4,6 +4,8 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 #[derive(Default, Debug)]
+/// Running totals of GPU work since the `Gpu` was made: buffers created, pool hits,
+/// dispatches, submits, readbacks, pipelines and bind groups.
 pub struct Counters {
     pub(crate) buffers_created: AtomicU64,
     pub(crate) bytes_created: AtomicU64,
@@ -31,6 +33,7 @@ pub struct CounterSnapshot {
 }
 
 impl Counters {
+    /// The totals now; subtract two snapshots to see what happened between them.
     pub fn snapshot(&self) -> CounterSnapshot {
         CounterSnapshot {
             buffers_created: self.buffers_created.load(Relaxed),

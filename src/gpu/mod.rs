@@ -33,8 +33,11 @@ pub const BACKEND_ENV: &str = "WGPU_BACKEND";
 /// Optional device features wgformer uses when the adapter has them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GpuFeatures {
+    /// 16-bit floats in shaders (`shader-f16`): the f16 kernels may run.
     pub shader_f16: bool,
+    /// GPU timestamps: per-op profiling.
     pub timestamp_query: bool,
+    /// Subgroup operations: the subgroup kernel variants may run.
     pub subgroups: bool,
 }
 
@@ -128,7 +131,92 @@ impl Gpu {
                 adapter: info.name.clone(),
                 reason: e.to_string(),
             })?;
+        Ok(Self::wrap(info, device, queue, limits, wanted, overrides))
+    }
 
+    /// Runs wgformer on a device the application created itself (a game or a
+    /// visualisation sharing its GPU): `adapter` is the one `device` came from.
+    /// wgformer uses the optional features the device was created with
+    /// (shader-f16, timestamp queries, subgroups) and plans its kernels by the
+    /// device's limits, which must reach WebGPU's default compute limits
+    /// (`wgpu::Limits::default()` has them); the `WGFORMER_*` variables apply as
+    /// in [`Gpu::new`]. wgformer installs its own uncaptured-error handler and
+    /// device-lost callback on the device (replacing the application's), so that
+    /// errors come back from its calls. Errors: [`Error::InvalidArgument`]
+    /// naming the missing capability or limit, with the value the device has and
+    /// the one wgformer needs.
+    ///
+    /// ```no_run
+    /// # async fn demo(adapter: wgpu::Adapter) -> wgformer::Result<()> {
+    /// let (device, queue) = adapter
+    ///     .request_device(&wgpu::DeviceDescriptor::default())
+    ///     .await
+    ///     .expect("the app's device");
+    /// let gpu = wgformer::Gpu::from_device(&adapter, &device, &queue)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn from_device(
+        adapter: &wgpu::Adapter,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+    ) -> Result<Gpu> {
+        const OP: &str = "Gpu::from_device";
+        let info = adapter.get_info();
+        let downlevel = adapter.get_downlevel_capabilities();
+        if !downlevel
+            .flags
+            .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
+        {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "the adapter `{}` has no compute shaders, which wgformer runs on: use an \
+                     adapter with WebGPU compute (Vulkan, Metal, DX12 or the browser's WebGPU; \
+                     not WebGL2)",
+                    info.name
+                ),
+            ));
+        }
+        let limits = device.limits();
+        let mut short = None;
+        required_limits().check_limits_with_fail_fn(&limits, false, |name, needed, has| {
+            short.get_or_insert((name, needed, has));
+        });
+        if let Some((name, needed, has)) = short {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "the device's limit {name} is {has} but wgformer needs at least {needed} \
+                     (reversed for alignments: at most); create the device with \
+                     `required_limits: wgpu::Limits::default()` or the adapter's own \
+                     `adapter.limits()`"
+                ),
+            ));
+        }
+        let wanted = device.features()
+            & (wgpu::Features::SHADER_F16
+                | wgpu::Features::TIMESTAMP_QUERY
+                | wgpu::Features::SUBGROUP);
+        let overrides = policy::Overrides::from_env()?;
+        Ok(Self::wrap(
+            info,
+            device.clone(),
+            queue.clone(),
+            limits,
+            wanted,
+            &overrides,
+        ))
+    }
+
+    /// wgformer's runtime around an open device with `wanted` optional features.
+    fn wrap(
+        info: wgpu::AdapterInfo,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        limits: wgpu::Limits,
+        wanted: wgpu::Features,
+        overrides: &policy::Overrides,
+    ) -> Gpu {
         let device_error: Arc<Mutex<Option<String>>> = Arc::default();
         let sink = device_error.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -154,7 +242,7 @@ impl Gpu {
         };
         let batch = batch::Batch::new(&device, &limits);
         let policy = KernelPolicy::resolve(&info, features, &limits, overrides);
-        Ok(Gpu {
+        Gpu {
             policy: Arc::new(policy),
             inner: Arc::new(GpuInner {
                 pool: pool::BufferPool::default(),
@@ -170,24 +258,30 @@ impl Gpu {
                 device_error,
                 lost: lost_flag,
             }),
-        })
+        }
     }
 
+    /// The wgpu device (shared with wgformer's own work; see [`Gpu::from_device`]).
     pub fn device(&self) -> &wgpu::Device {
         &self.inner.device
     }
+    /// The wgpu queue wgformer submits to.
     pub fn queue(&self) -> &wgpu::Queue {
         &self.inner.queue
     }
+    /// Name, vendor, backend and driver of the adapter.
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
         &self.inner.info
     }
+    /// The device's limits, which the kernels plan by.
     pub fn limits(&self) -> &wgpu::Limits {
         &self.inner.limits
     }
+    /// The optional features wgformer uses on this device.
     pub fn features(&self) -> GpuFeatures {
         self.inner.features
     }
+    /// Counters of buffers, dispatches, submits and readbacks (see [`Counters`]).
     pub fn counters(&self) -> &Counters {
         &self.inner.counters
     }
@@ -448,5 +542,29 @@ impl Gpu {
     /// Bytes held idle in the buffer pool.
     pub fn pool_idle_bytes(&self) -> u64 {
         self.inner.pool.idle_bytes()
+    }
+}
+
+/// The limits wgformer's kernels may rely on: WebGPU's defaults for buffers,
+/// bindings and compute (what every WebGPU device offers), nothing for the
+/// graphics pipeline.
+fn required_limits() -> wgpu::Limits {
+    let webgpu = wgpu::Limits::default();
+    wgpu::Limits {
+        max_bind_groups: webgpu.max_bind_groups,
+        max_storage_buffers_per_shader_stage: webgpu.max_storage_buffers_per_shader_stage,
+        max_uniform_buffers_per_shader_stage: webgpu.max_uniform_buffers_per_shader_stage,
+        max_storage_buffer_binding_size: webgpu.max_storage_buffer_binding_size,
+        max_uniform_buffer_binding_size: webgpu.max_uniform_buffer_binding_size,
+        max_buffer_size: webgpu.max_buffer_size,
+        max_compute_workgroup_storage_size: webgpu.max_compute_workgroup_storage_size,
+        max_compute_invocations_per_workgroup: webgpu.max_compute_invocations_per_workgroup,
+        max_compute_workgroup_size_x: webgpu.max_compute_workgroup_size_x,
+        max_compute_workgroup_size_y: webgpu.max_compute_workgroup_size_y,
+        max_compute_workgroup_size_z: webgpu.max_compute_workgroup_size_z,
+        max_compute_workgroups_per_dimension: webgpu.max_compute_workgroups_per_dimension,
+        min_storage_buffer_offset_alignment: webgpu.min_storage_buffer_offset_alignment,
+        min_uniform_buffer_offset_alignment: webgpu.min_uniform_buffer_offset_alignment,
+        ..wgpu::Limits::downlevel_webgl2_defaults()
     }
 }

@@ -10,12 +10,13 @@
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// A WGSL module (one file, or several concatenated), compiled once per device.
 pub struct Shader {
     /// Also the module's label and cache key, e.g. `"gemm.wgsl"`: unique.
     pub name: &'static str,
+    /// The WGSL text.
     pub source: &'static str,
     /// Needs `shader-f16` (the file starts with `enable f16;`).
     pub needs_f16: bool,
@@ -42,7 +43,10 @@ type PipelineKey = (&'static str, &'static str, Vec<(&'static str, u64)>);
 pub(crate) struct PipelineCache {
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     layouts: Mutex<HashMap<(usize, usize), (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
-    pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+    /// One slot per pipeline: a thread that asks for a pipeline another thread
+    /// is building waits for it instead of building it again (lavapipe takes
+    /// seconds of CPU for the large attention kernels).
+    pipelines: Mutex<HashMap<PipelineKey, Arc<Mutex<Option<wgpu::ComputePipeline>>>>>,
     bind_groups: Mutex<HashMap<Vec<u64>, wgpu::BindGroup>>,
 }
 
@@ -116,7 +120,9 @@ impl PipelineCache {
             entry,
             constants.iter().map(|(k, v)| (*k, v.to_bits())).collect(),
         );
-        if let Some(p) = lock(&self.pipelines).get(&key) {
+        let slot = lock(&self.pipelines).entry(key).or_default().clone();
+        let mut slot = lock(&slot);
+        if let Some(p) = slot.as_ref() {
             return Ok(p.clone());
         }
         if shader.needs_f16 && !gpu.features.shader_f16 {
@@ -158,7 +164,7 @@ impl PipelineCache {
             )));
         }
         super::Counters::add(&gpu.counters.pipelines_created, 1);
-        lock(&self.pipelines).insert(key, pipeline.clone());
+        *slot = Some(pipeline.clone());
         Ok(pipeline)
     }
 

@@ -64,10 +64,12 @@ pub struct PlanLimits {
     pub max_invocations: u32,
     /// `max_compute_workgroup_size_x` and `_y`.
     pub max_workgroup_size_x: u32,
+    /// `max_compute_workgroup_size_y`.
     pub max_workgroup_size_y: u32,
 }
 
 impl PlanLimits {
+    /// The planning limits of a device's `wgpu::Limits`.
     pub fn of(limits: &wgpu::Limits) -> PlanLimits {
         PlanLimits {
             workgroup_storage_bytes: limits.max_compute_workgroup_storage_size,
@@ -102,6 +104,7 @@ pub struct KernelPolicy {
     /// Logical CPU cores of this machine: a CPU adapter's parallelism, which
     /// the CPU plans size their grids by.
     pub cores: usize,
+    /// The device limits the plans respect.
     pub limits: PlanLimits,
     /// The device has `shader-f16`.
     pub shader_f16: bool,

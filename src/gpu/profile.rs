@@ -45,6 +45,7 @@ impl Profiler {
 pub struct OpTime {
     /// The kernel's entry point.
     pub entry: &'static str,
+    /// GPU time in milliseconds.
     pub ms: f64,
     /// The dispatch's grid.
     pub workgroups: [u32; 3],

@@ -371,7 +371,9 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
 /// from `(seed, i)`, so the backward pass is `dropout_with(dy, mask)`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DropoutMask {
+    /// Probability of dropping an element, `0 <= p < 1`.
     pub p: f32,
+    /// Seed of the mask's hash (a new one per step and dropout site).
     pub seed: u32,
 }
 

@@ -70,20 +70,26 @@ pub static ATTENTION_SUBGROUP_WGSL: Shader = shader!(
         "attention_common.wgsl" "attention_cpu.wgsl" "attention_subgroup.wgsl",
     f16: false
 );
+/// copy.wgsl: a plain buffer copy (the memory-bandwidth baseline of the benchmarks).
 pub static COPY_WGSL: Shader = shader!("copy.wgsl", f16: false);
 /// The row kernels (cross-entropy, layernorm, reduce, softmax) start with
 /// rows.wgsl (the row helpers they share); their subgroup modules add
 /// rows_subgroup.wgsl and the kernel's `*_subgroup.wgsl` (subgroup builtins).
 pub static CROSS_ENTROPY_WGSL: Shader =
     shader!("cross_entropy.wgsl" = "rows.wgsl" "cross_entropy.wgsl", f16: false);
+/// The cross-entropy kernels with subgroup row reductions.
 pub static CROSS_ENTROPY_SUBGROUP_WGSL: Shader = shader!(
     "cross_entropy_subgroup.wgsl" =
         "rows.wgsl" "cross_entropy.wgsl" "rows_subgroup.wgsl" "cross_entropy_subgroup.wgsl",
     f16: false
 );
+/// elementwise.wgsl: broadcasting binary ops, activations, scale and dropout.
 pub static ELEMENTWISE_WGSL: Shader = shader!("elementwise.wgsl", f16: false);
+/// embedding.wgsl: embedding lookups and sinusoidal positions.
 pub static EMBEDDING_WGSL: Shader = shader!("embedding.wgsl", f16: false);
+/// gemm.wgsl: the f32 GEMM variants (naive, register, shared, block, GEMV).
 pub static GEMM_WGSL: Shader = shader!("gemm.wgsl", f16: false);
+/// kv_cache.wgsl: incremental decoding with the key/value cache.
 pub static KV_CACHE_WGSL: Shader = shader!("kv_cache.wgsl", f16: false);
 /// gemm.wgsl followed by gemm_subgroup.wgsl (subgroup builtins need their own
 /// module: it only validates on adapters with the `subgroups` feature).
@@ -92,27 +98,40 @@ pub static GEMM_SUBGROUP_WGSL: Shader =
 /// gemm_f16.wgsl (which opens with `enable f16;`) followed by gemm.wgsl.
 pub static GEMM_F16_WGSL: Shader =
     shader!("gemm_f16.wgsl" = "gemm_f16.wgsl" "gemm.wgsl", f16: true);
+/// grad_norm.wgsl: the global gradient norm and clip factor.
 pub static GRAD_NORM_WGSL: Shader = shader!("grad_norm.wgsl", f16: false);
+/// optim.wgsl: the Adam and AdamW update.
 pub static OPTIM_WGSL: Shader = shader!("optim.wgsl", f16: false);
+/// optim_sgd.wgsl: the SGD update.
 pub static OPTIM_SGD_WGSL: Shader = shader!("optim_sgd.wgsl", f16: false);
+/// The LayerNorm kernels (rows.wgsl + layernorm.wgsl).
 pub static LAYERNORM_WGSL: Shader =
     shader!("layernorm.wgsl" = "rows.wgsl" "layernorm.wgsl", f16: false);
+/// The LayerNorm kernels with subgroup row reductions.
 pub static LAYERNORM_SUBGROUP_WGSL: Shader = shader!(
     "layernorm_subgroup.wgsl" =
         "rows.wgsl" "layernorm.wgsl" "rows_subgroup.wgsl" "layernorm_subgroup.wgsl",
     f16: false
 );
+/// permute.wgsl: the head permutes of attention and the packed-QKV split.
 pub static PERMUTE_WGSL: Shader = shader!("permute.wgsl", f16: false);
+/// RMSNorm (Llama) and its backward, after rows.wgsl.
 pub static RMSNORM_WGSL: Shader = shader!("rmsnorm.wgsl" = "rows.wgsl" "rmsnorm.wgsl", f16: false);
+/// Rotary embeddings packed into [q | k | v] with grouped-query expansion.
 pub static ROPE_WGSL: Shader = shader!("rope.wgsl", f16: false);
+/// SwiGLU (silu(gate) * up) and its backward.
 pub static SWIGLU_WGSL: Shader = shader!("swiglu.wgsl", f16: false);
+/// The row reductions (sum, mean, max).
 pub static REDUCE_WGSL: Shader = shader!("reduce.wgsl" = "rows.wgsl" "reduce.wgsl", f16: false);
+/// The row softmax and its backward.
 pub static SOFTMAX_WGSL: Shader = shader!("softmax.wgsl" = "rows.wgsl" "softmax.wgsl", f16: false);
+/// The softmax kernels with subgroup row reductions.
 pub static SOFTMAX_SUBGROUP_WGSL: Shader = shader!(
     "softmax_subgroup.wgsl" =
         "rows.wgsl" "softmax.wgsl" "rows_subgroup.wgsl" "softmax_subgroup.wgsl",
     f16: false
 );
+/// cast_f16.wgsl: f32 <-> f16 conversion (needs shader-f16).
 pub static CAST_F16_WGSL: Shader = shader!("cast_f16.wgsl", f16: true);
 
 /// Every shader of the crate, for the naga validation test and warm-up.

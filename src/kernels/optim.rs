@@ -19,9 +19,13 @@ pub const NORM_CHUNK: usize = WG * PER_THREAD;
 /// Hyper-parameters of one Adam/AdamW step.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamStep {
+    /// Learning rate.
     pub lr: f32,
+    /// Decay of the first-moment average.
     pub beta1: f32,
+    /// Decay of the second-moment average.
     pub beta2: f32,
+    /// Added to the denominator's square root.
     pub eps: f32,
     /// AdamW's decoupled weight decay (0 for Adam or for excluded tensors).
     pub decoupled_decay: f32,

@@ -23,8 +23,11 @@ use crate::tensor::{DType, Tensor};
 /// The reduction of [`reduce`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reduce {
+    /// Sum of the row.
     Sum,
+    /// Mean of the row.
     Mean,
+    /// Largest element of the row.
     Max,
 }
 

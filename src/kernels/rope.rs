@@ -66,9 +66,13 @@ pub fn rope_table(gpu: &Gpu, positions: usize, head_size: usize, theta: f64) -> 
 /// query heads (training), otherwise the rows keep `nkv` of them (decoding).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QkvHeads {
+    /// Query heads NH.
     pub nh: usize,
+    /// Key/value heads NKV (NH is a multiple of it).
     pub nkv: usize,
+    /// Head size HS (even).
     pub hs: usize,
+    /// Repeat each key/value head for its NH / NKV query heads in the packed rows.
     pub expand: bool,
 }
 

@@ -1,5 +1,5 @@
 //! The Rust constants that repeat a number a shader states (a workgroup size,
-//! a register array bound, a tile), in one table that tests/shaders.rs checks
+//! a register array bound, a tile), in one table that tests/kernels/shaders.rs checks
 //! against the shaders with naga, so that the two cannot drift apart.
 
 use super::*;
@@ -19,10 +19,13 @@ pub enum WgslName {
 /// One Rust constant and the WGSL number it must equal.
 #[derive(Clone, Copy, Debug)]
 pub struct WgslMirror {
+    /// The shader holding the WGSL number.
     pub shader: &'static Shader,
+    /// Where in the shader.
     pub wgsl: WgslName,
     /// The Rust constant, for the message.
     pub rust: &'static str,
+    /// The Rust constant's value.
     pub value: f64,
 }
 

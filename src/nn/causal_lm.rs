@@ -19,6 +19,7 @@ pub trait CausalLm {
     fn forward_step(&self, cache: &mut KvCache, ids_new: &Tensor) -> Result<Tensor>;
     /// The most positions a sequence may have.
     fn context(&self) -> usize;
+    /// Tokens of the vocabulary (V).
     fn vocab_size(&self) -> usize;
 }
 

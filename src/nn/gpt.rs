@@ -3,6 +3,7 @@
 //! LayerNorm). Reads top-down like nanoGPT's model.py.
 
 use super::config_checks;
+use super::ids::TokenIds;
 use super::kv_cache::KvCache;
 use super::layers::{
     Activation, Embedding, FeedForward, LayerNorm, LearnedPositions, SelfAttention,
@@ -20,13 +21,18 @@ use crate::tensor::Tensor;
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GptConfig {
+    /// Tokens in the vocabulary (V).
     pub vocab_size: usize,
     /// Context length: the most positions a sequence may have.
     pub n_positions: usize,
+    /// Width of the residual stream (C).
     pub n_embd: usize,
+    /// Transformer blocks.
     pub n_layer: usize,
+    /// Attention heads per block (NH; divides `n_embd`).
     pub n_head: usize,
     #[serde(default = "default_eps")]
+    /// Epsilon of every LayerNorm (1e-5 when absent).
     pub layer_norm_epsilon: f32,
 }
 
@@ -146,6 +152,7 @@ impl Block {
 
 /// The model. Parameter names follow Hugging Face's GPT-2 (h.{i}.attn.c_attn, ...).
 pub struct Gpt {
+    /// The sizes it was built with.
     pub config: GptConfig,
     wte: Embedding,
     wpe: LearnedPositions,
@@ -207,6 +214,22 @@ impl Gpt {
         }
         let x = self.ln_f.forward(tape, &x)?;
         self.wte.project_out(tape, &x)
+    }
+
+    /// Inference without a tape: the logits `(B, T, V)` of token ids `(B, T)`,
+    /// given as host ids (`&[u32]` for one sequence, `(&[u32], [B, T])` for a
+    /// batch) or as a u32 [`Tensor`] (see [`TokenIds`]). The values equal
+    /// [`Gpt::forward`]'s; the result stays on the GPU until you read it
+    /// (`.to_vec()`, blocking, native only; `.to_vec_async()` everywhere).
+    /// Errors: an id outside the vocabulary, a sequence longer than
+    /// `n_positions`, a shape that does not match the ids.
+    pub fn logits<'a>(&self, ids: impl Into<TokenIds<'a>>) -> Result<Tensor> {
+        let gpu = self.wte.weight.value().gpu();
+        let ids = ids
+            .into()
+            .to_tensor(gpu, self.config.vocab_size, "Gpt::logits", "ids")?;
+        let tape = Tape::no_grad(gpu);
+        Ok(self.forward(&tape, &ids)?.value().clone())
     }
 
     /// An empty KV cache for `batch` sequences of up to `max_len` positions

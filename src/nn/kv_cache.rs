@@ -55,6 +55,7 @@ impl KvCache {
     pub fn len(&self) -> usize {
         self.len
     }
+    /// True before the first position is stored.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

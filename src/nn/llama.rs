@@ -265,6 +265,7 @@ impl DecoderLayer {
 /// `model.layers.{i}.self_attn.q_proj.weight`, ..., `model.norm.weight`,
 /// `lm_head.weight` when not tied).
 pub struct Llama {
+    /// The sizes it was built with.
     pub config: LlamaConfig,
     embed_tokens: Embedding,
     layers: Vec<DecoderLayer>,

@@ -9,18 +9,24 @@ use serde_json::{Map, Value};
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LlamaConfig {
+    /// Tokens of the vocabulary (V).
     pub vocab_size: usize,
+    /// Model width C.
     pub hidden_size: usize,
     /// Width of the SwiGLU MLP.
     pub intermediate_size: usize,
+    /// Decoder layers.
     pub num_hidden_layers: usize,
+    /// Query heads (head size hidden_size / num_attention_heads).
     pub num_attention_heads: usize,
     /// Key/value heads (grouped-query attention); equal to
     /// `num_attention_heads` for plain multi-head attention.
     pub num_key_value_heads: usize,
     #[serde(default = "default_eps")]
+    /// RMSNorm epsilon.
     pub rms_norm_eps: f32,
     #[serde(default = "default_theta")]
+    /// RoPE base: pair i of a head turns by pos * rope_theta^(-2i / head size).
     pub rope_theta: f64,
     /// Context length: the most positions a sequence may have.
     pub max_position_embeddings: usize,
@@ -28,8 +34,10 @@ pub struct LlamaConfig {
     #[serde(default)]
     pub tie_word_embeddings: bool,
     #[serde(default)]
+    /// Beginning-of-sequence token, if the tokenizer has one.
     pub bos_token_id: Option<u32>,
     #[serde(default)]
+    /// End-of-sequence token, if the tokenizer has one.
     pub eos_token_id: Option<u32>,
 }
 

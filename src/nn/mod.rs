@@ -13,6 +13,7 @@
 mod causal_lm;
 mod config_checks;
 pub mod gpt;
+mod ids;
 pub mod kv_cache;
 pub mod layers;
 pub mod llama;
@@ -22,6 +23,7 @@ pub mod transformer;
 pub use causal_lm::CausalLm;
 pub use config_checks::{FieldNames, MemoryLimits};
 pub use gpt::{Gpt, GptConfig};
+pub use ids::TokenIds;
 pub use kv_cache::KvCache;
 pub use layers::{Activation, NormPlacement};
 pub use llama::{Llama, LlamaConfig};

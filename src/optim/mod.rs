@@ -11,24 +11,38 @@ use crate::gpu::Gpu;
 use crate::kernels::optim::{adam_step, global_norm, norm_partials, sgd_step, AdamStep};
 use crate::tensor::Tensor;
 
+/// An update rule and its hyperparameters (PyTorch's names and meanings).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum OptimizerKind {
     /// Adam with L2 penalty `l2` added to the gradient (PyTorch's `Adam`).
     Adam {
+        /// Decay of the first-moment average (PyTorch's `betas[0]`).
         beta1: f32,
+        /// Decay of the second-moment average (`betas[1]`).
         beta2: f32,
+        /// Added to the denominator's square root.
         eps: f32,
+        /// L2 penalty added to the gradient (PyTorch's `weight_decay` of `Adam`).
         l2: f32,
     },
     /// AdamW with decoupled weight decay on the params that decay.
     AdamW {
+        /// Decay of the first-moment average (PyTorch's `betas[0]`).
         beta1: f32,
+        /// Decay of the second-moment average (`betas[1]`).
         beta2: f32,
+        /// Added to the denominator's square root.
         eps: f32,
+        /// Decoupled weight decay, times the learning rate, on the params that decay.
         weight_decay: f32,
     },
     /// SGD with momentum (0 for plain SGD) and L2 penalty.
-    Sgd { momentum: f32, l2: f32 },
+    Sgd {
+        /// Momentum factor (0: plain SGD).
+        momentum: f32,
+        /// L2 penalty added to the gradient (PyTorch's `weight_decay` of `SGD`).
+        l2: f32,
+    },
 }
 
 impl OptimizerKind {
@@ -52,6 +66,47 @@ impl OptimizerKind {
     }
 }
 
+/// Construction options of [`Optimizer::with_options`]; `Default` is no clipping.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct OptimizerOptions {
+    /// Before each step, scale all gradients down together so that their global
+    /// L2 norm is at most this (PyTorch's `clip_grad_norm_(params, max_norm)`);
+    /// `None`: no clipping. Must be positive and finite.
+    pub max_grad_norm: Option<f32>,
+}
+
+/// The settings of one update, for [`Optimizer::step_with`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepOptions {
+    /// Learning rate of this step (PyTorch's `lr`; a schedule changes it per step).
+    pub lr: f32,
+    /// Backward passes whose gradients were summed into the params since the
+    /// last step (gradient accumulation): the step averages over them. At least 1.
+    pub micro_batches: u32,
+}
+
+impl Default for StepOptions {
+    /// `lr` 1e-3 (PyTorch's Adam default), one micro-batch.
+    fn default() -> Self {
+        StepOptions {
+            lr: 1e-3,
+            micro_batches: 1,
+        }
+    }
+}
+
+/// An optimiser over a set of params: its update rule, its state per param
+/// (Adam's moments, SGD's momentum) and the step count, all on the GPU.
+///
+/// ```no_run
+/// # fn demo(gpu: &wgformer::Gpu, params: Vec<wgformer::autograd::Param>) -> wgformer::Result<()> {
+/// use wgformer::optim::{Optimizer, OptimizerKind, OptimizerOptions, StepOptions};
+/// let options = OptimizerOptions { max_grad_norm: Some(1.0) };
+/// let mut opt = Optimizer::with_options(gpu, params, OptimizerKind::gpt_adamw(), options)?;
+/// // ... forward, backward ...
+/// opt.step_with(&StepOptions { lr: 3e-4, ..Default::default() })?;
+/// # Ok(()) }
+/// ```
 pub struct Optimizer {
     kind: OptimizerKind,
     params: Vec<Param>,
@@ -66,6 +121,30 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
+    /// An optimiser of `params` with update rule `kind` and `options`, its state
+    /// zeroed. Errors: a `max_grad_norm` that is not positive and finite.
+    pub fn with_options(
+        gpu: &Gpu,
+        params: Vec<Param>,
+        kind: OptimizerKind,
+        options: OptimizerOptions,
+    ) -> Result<Self> {
+        if let Some(max) = options.max_grad_norm {
+            if !(max.is_finite() && max > 0.0) {
+                return Err(Error::invalid(
+                    "Optimizer::with_options",
+                    format!(
+                        "max_grad_norm {max}: give a positive finite norm, or None for no \
+                         clipping"
+                    ),
+                ));
+            }
+        }
+        Self::new(gpu, params, kind, options.max_grad_norm)
+    }
+
+    /// [`Optimizer::with_options`] with the clipping norm as a plain argument
+    /// (`None`: no clipping).
     pub fn new(
         gpu: &Gpu,
         params: Vec<Param>,
@@ -105,6 +184,7 @@ impl Optimizer {
     pub fn kind(&self) -> OptimizerKind {
         self.kind
     }
+    /// The params it updates, in the order given.
     pub fn params(&self) -> &[Param] {
         &self.params
     }
@@ -124,6 +204,12 @@ impl Optimizer {
     /// [global gradient norm, clip factor] of the last step, still on the GPU.
     pub fn grad_norm(&self) -> &Tensor {
         &self.clip
+    }
+
+    /// One update with the learning rate and accumulation count of `options`:
+    /// the same as [`Optimizer::step`]. Encodes the update (no readback).
+    pub fn step_with(&mut self, options: &StepOptions) -> Result<()> {
+        self.step(options.lr, options.micro_batches)
     }
 
     /// One update with learning rate `lr`; gradients accumulated over

@@ -14,6 +14,7 @@ pub fn activate(act: Activation, x: f64) -> f64 {
     }
 }
 
+/// `max(x, 0)`.
 pub fn relu(x: f64) -> f64 {
     x.max(0.0)
 }

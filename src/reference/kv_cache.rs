@@ -5,9 +5,13 @@
 /// Sizes of a head-major cache (B, NH, Tcap, HS).
 #[derive(Clone, Copy, Debug)]
 pub struct CacheDims {
+    /// Sequences (B).
     pub b: usize,
+    /// Heads (NH).
     pub nh: usize,
+    /// Positions the cache holds.
     pub tcap: usize,
+    /// Head size (HS).
     pub hs: usize,
 }
 

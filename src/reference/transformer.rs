@@ -12,8 +12,11 @@ pub type Weights = HashMap<String, Vec<f64>>;
 /// Sizes of one batch: B sequences, S source and T target tokens.
 #[derive(Clone, Copy, Debug)]
 pub struct Batch {
+    /// Sequences (B).
     pub b: usize,
+    /// Source tokens per sequence (S).
     pub s: usize,
+    /// Target tokens per sequence (T).
     pub t: usize,
 }
 

@@ -231,6 +231,7 @@ impl<M: LanguageModel> TrainTask for GptTask<M> {
             tokens,
             exact_match: None,
             examples: None,
+            in_context: None,
         })
     }
 

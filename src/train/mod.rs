@@ -13,9 +13,12 @@
 //! - [`seq2seq::Seq2SeqTask`]: translation pairs for the encoder-decoder (the
 //!   paper's Adam and warm-up, token-budget batches), including the built-in
 //!   date task.
+//! - [`icl::IclTrainTask`]: a GPT learning to learn in context (random mappings
+//!   shown by examples, [`crate::data::icl`]).
 
 pub mod freeze;
 pub mod gpt;
+pub mod icl;
 mod options;
 pub mod out_dir;
 pub mod progress;
@@ -59,6 +62,9 @@ pub struct EvalMetrics {
     /// Examples decoded for `exact_match`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub examples: Option<usize>,
+    /// Accuracy by number of in-context examples (the in-context learning task).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_context: Option<Vec<crate::data::icl::IclPoint>>,
 }
 
 /// A model plus its data, as the [`Trainer`] sees it.
@@ -409,6 +415,20 @@ pub fn eval_log_path(out_dir: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "run".into());
     out_dir.with_file_name(format!("{name}.eval.jsonl"))
+}
+
+/// Appends `record` as one line to the eval log of the run saving into `out_dir`
+/// (e.g. the run's energy report after its last evaluation). Does nothing when
+/// the run has no log (it never evaluated).
+pub fn append_to_eval_log(out_dir: &Path, record: &Value) -> Result<()> {
+    let path = eval_log_path(out_dir);
+    let mut file = match std::fs::OpenOptions::new().append(true).open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_error(&path, e)),
+    };
+    file.write_all(format!("{record}\n").as_bytes())
+        .map_err(|e| io_error(&path, e))
 }
 
 /// The JSON-lines log of every evaluation (a resumed run continues it). The file

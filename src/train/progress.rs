@@ -125,5 +125,16 @@ pub fn eval_line(step: u32, m: &EvalMetrics) -> String {
     if let (Some(acc), Some(n)) = (m.exact_match, m.examples) {
         line += &format!(", exact match {:.2}% of {n}", 100.0 * acc);
     }
+    if let Some(points) = m.in_context.as_deref().filter(|p| !p.is_empty()) {
+        let by_k: Vec<String> = points
+            .iter()
+            .map(|p| format!("{} {:.0}%", p.examples, 100.0 * p.accuracy))
+            .collect();
+        line += &format!(
+            "; accuracy with K examples: {} (chance {:.0}%)",
+            by_k.join(", "),
+            100.0 * points[0].chance
+        );
+    }
     line
 }

@@ -331,6 +331,7 @@ impl TrainTask for Seq2SeqTask {
             tokens,
             exact_match: exact,
             examples: exact.map(|_| n),
+            in_context: None,
         })
     }
 

@@ -1,12 +1,15 @@
 //! The JavaScript API of the browser demo (wasm-bindgen): `Engine` opens the
 //! browser's WebGPU device and runs the kernel checks and benchmark; `Trainer`
 //! trains the character GPT and streams generated text; `Translator` trains
-//! the encoder-decoder on the date task, translates and evaluates. Async methods return
+//! the encoder-decoder on the date task, translates and evaluates; `InContext`
+//! trains a GPT on the in-context learning task and measures its accuracy by
+//! number of examples. Async methods return
 //! Promises; results are JSON strings; failures reject with a JS `Error` whose
 //! `name` says what kind it is (`DeviceLost`, `OutOfMemory`, `TooLarge`,
 //! `InvalidInput`, `Busy`, `GpuError`, `NoAdapter`, `Unsupported`, `Error`).
 
 use super::demo::{CharGpt, DemoConfig, Generation};
+use super::icl::{IclConfig, IclTrainer};
 use super::translate::{DateTranslator, TranslateConfig};
 use crate::data::DateTask;
 use crate::data::Tokenizer;
@@ -411,5 +414,76 @@ impl Translator {
     /// computed directly; throws `InvalidInput` saying what is wrong otherwise.
     pub fn reference(text: &str) -> Result<String, JsValue> {
         DateTask::english(text.trim()).map_err(|e| js_error(None, &e))
+    }
+}
+
+/// A GPT learning in context: each sequence shows examples of a random mapping
+/// drawn afresh for it (inputs a.., outputs A..), and the model must answer from
+/// those examples.
+#[wasm_bindgen]
+pub struct InContext {
+    gpu: Gpu,
+    state: Shared<IclTrainer>,
+}
+
+#[wasm_bindgen]
+impl InContext {
+    /// A fresh model; `config_json` overrides the defaults
+    /// (`{"alphabet":4,"examples":8,"n_layer":2,"n_embd":64,"n_head":8,"batch":32,
+    /// "lr":0.003,"warmup":20,"seed":1}`).
+    #[wasm_bindgen(constructor)]
+    pub fn new(engine: &Engine, config_json: &str) -> Result<InContext, JsValue> {
+        let gpu = engine.gpu.clone();
+        let config: IclConfig = parse_config("InContext", config_json)?;
+        let model = IclTrainer::new(&gpu, config).map_err(|e| js_error(Some(&gpu), &e))?;
+        Ok(InContext {
+            gpu,
+            state: Shared::new(model),
+        })
+    }
+
+    /// Model facts as JSON: config, parameters, steps, chance level.
+    pub fn info(&self) -> String {
+        let guard = self.state.0.borrow();
+        let Some(t) = guard.as_ref() else {
+            return "{}".into(); // busy in a call
+        };
+        serde_json::json!({
+            "config": t.config(),
+            "params": t.gpt_config().param_count(),
+            "context": t.gpt_config().n_positions,
+            "steps": t.steps(),
+            "chance": t.task().chance(),
+        })
+        .to_string()
+    }
+
+    /// Trains `n` steps; resolves to JSON `{step, loss, steps, tokens, ms, tokens_per_s}`
+    /// (tokens: the answers the loss is on).
+    pub fn train_steps(&self, n: u32) -> Promise {
+        let (gpu, state) = (self.gpu.clone(), self.state.clone());
+        future_to_promise(async move {
+            let mut t = state.take()?;
+            let result = t.train_steps(n, &performance_now).await;
+            state.put(t);
+            result
+                .map(|r| to_json(&r))
+                .map_err(|e| js_error(Some(&gpu), &e))
+        })
+    }
+
+    /// Resolves to JSON `{points: [{examples, accuracy, queries, seen_share,
+    /// seen_accuracy, chance, best}], loss, sequences}` on `sequences` held-out
+    /// sequences (the same every call).
+    pub fn evaluate(&self, sequences: u32) -> Promise {
+        let (gpu, state) = (self.gpu.clone(), self.state.clone());
+        future_to_promise(async move {
+            let t = state.take()?;
+            let result = t.evaluate(sequences as usize).await;
+            state.put(t);
+            result
+                .map(|r| to_json(&r))
+                .map_err(|e| js_error(Some(&gpu), &e))
+        })
     }
 }

@@ -327,7 +327,7 @@ impl CharGpt {
 
 /// Refuses a GPT whose largest activation exceeds the device's binding limit
 /// or whose estimated memory exceeds [`MEMORY_BUDGET_BYTES`].
-fn check_gpt_memory(gpu: &Gpu, g: &GptConfig, batch: usize) -> Result<()> {
+pub(super) fn check_gpt_memory(gpu: &Gpu, g: &GptConfig, batch: usize) -> Result<()> {
     let (b, t, c, v, l) = (
         batch as u64,
         g.n_positions as u64,

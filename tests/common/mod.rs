@@ -1,6 +1,21 @@
 //! Shared test helpers: one Gpu per test binary, closeness checks that print the
-//! first mismatches, deterministic data.
+//! first mismatches, deterministic data; finite differences (`fd`), the
+//! attention test problem (`attention`), scratch directories (`scratch`) and
+//! small models and checkpoints (`models`).
 #![allow(dead_code)]
+
+pub mod attention;
+mod fd;
+mod models;
+mod scratch;
+
+// Not every test binary uses every helper.
+#[allow(unused_imports)]
+pub use fd::{assert_fd, dot, fd_gradient};
+#[allow(unused_imports)]
+pub use models::{assert_complete_checkpoint, randomise, set_tensor_value, tiny_encdec};
+#[allow(unused_imports)]
+pub use scratch::TempDir;
 
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -120,24 +135,21 @@ pub fn to_f64(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }
 
-/// Rewrites safetensors file `file` (as a valid file, checksum and all) with
-/// `value` at element `index` of tensor `tensor`: a checkpoint whose weights are
-/// damaged in a way no byte check catches.
-pub fn set_tensor_value(file: &std::path::Path, tensor: &str, index: usize, value: f32) {
-    use wgformer::safetensors::{serialize, SafeTensors, TensorRef};
-    let st = SafeTensors::read(file).unwrap();
-    let names: Vec<String> = st.names().map(String::from).collect();
-    let mut values: Vec<Vec<f32>> = names.iter().map(|n| st.to_f32(n).unwrap()).collect();
-    let i = names.iter().position(|n| n == tensor).unwrap();
-    values[i][index] = value;
-    let tensors: Vec<TensorRef> = names
-        .iter()
-        .zip(&values)
-        .map(|(name, data)| TensorRef {
-            name,
-            shape: &st.info(name).unwrap().shape,
-            data,
-        })
-        .collect();
-    std::fs::write(file, serialize(&tensors, st.metadata(), true).unwrap()).unwrap();
+/// Splits one CSV line (RFC 4180 quoting).
+pub fn split_csv(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                fields.last_mut().unwrap().push('"');
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => fields.push(String::new()),
+            (c, _) => fields.last_mut().unwrap().push(c),
+        }
+    }
+    fields
 }

@@ -1,9 +1,10 @@
 // Browser test of the demo page: headless Chromium with WebGPU on SwiftShader
 // (flags documented in DEVELOPERS.md). Checks the no-WebGPU explanation, that
 // every shader compiles with Chromium's WGSL compiler, the kernel checks, training (the loss falls), generation, the
-// encoder-decoder's Translate tab (loss falls, held-out accuracy shown, a typed date translated, a bad one explained), the error paths
-// (a tensor over the device limit, a lost device) and the benchmark; writes
-// target/web-test.png and target/web-test-translate.png (screenshots) and target/web-test.json (measured figures).
+// encoder-decoder's Translate tab (loss falls, held-out accuracy shown, a typed date translated, a bad one explained),
+// the In-context learning tab (the loss falls, accuracy against K shown with chance and the best possible), the error paths
+// (a tensor over the device limit, a lost device) and the benchmark; writes target/web-test.png,
+// target/web-test-translate.png and target/web-test-icl.png (screenshots) and target/web-test.json (measured figures).
 // Run through web/test/run.sh, which builds the page first.
 import { chromium } from "playwright-core";
 import { mkdir, writeFile } from "node:fs/promises";
@@ -25,6 +26,8 @@ const TRAIN_STEPS = Number(process.env.WGFORMER_WEB_TRAIN_STEPS || 40);
 const TEST_MODEL = { n_layer: 1, n_embd: 32, n_head: 2, context: 32, batch: 8, lr: 0.01 };
 // Steps the Translate tab's encoder-decoder (the page's default model) trains.
 const TRANSLATE_STEPS = Number(process.env.WGFORMER_WEB_TRANSLATE_STEPS || 40);
+// Steps the In-context learning tab's GPT (the page's default model) trains.
+const ICL_STEPS = Number(process.env.WGFORMER_WEB_ICL_STEPS || 40);
 
 let failures = 0;
 function check(ok, what, detail = "") {
@@ -240,7 +243,65 @@ async function main() {
       };
       time(`translator ${trLast.step} steps`, t0);
 
-      // 7. A model over the device's limits: a message, then the page goes on.
+      // 7. In-context learning: the GPT trains on fresh mappings (the loss falls),
+      // pausing evaluates it, and the chart and table show its accuracy against
+      // the number of examples K with chance and the best possible.
+      t0 = performance.now();
+      await page.click('[data-tab="icl"]');
+      await page.click("#icl-train");
+      await page.waitForFunction(
+        (n) => {
+          const l = window.wgDemo.iclLosses;
+          return (l.length && l[l.length - 1].step >= n) || !document.getElementById("error").hidden;
+        },
+        ICL_STEPS,
+        { timeout: 240_000, polling: 200 },
+      );
+      const iclTrainedAt = performance.now();
+      await page.click("#icl-train"); // pause, which evaluates
+      await page.waitForFunction(
+        () => window.wgDemo.iclEvals.length > 0 || !document.getElementById("error").hidden,
+        null,
+        { timeout: 120_000, polling: 200 },
+      );
+      const icl = await page.evaluate(() => ({
+        losses: window.wgDemo.iclLosses.slice(),
+        evals: window.wgDemo.iclEvals.slice(),
+        rows: document.querySelectorAll("#icl-table tbody tr").length,
+        plotted: document.getElementById("icl-curve").dataset.points,
+        info: document.getElementById("icl-info").textContent,
+        speed: document.getElementById("icl-speed").textContent,
+      }));
+      check(await page.isHidden("#error"), "in-context learner trained without an error");
+      const iclFirst = icl.losses[0];
+      const iclLast = icl.losses[icl.losses.length - 1];
+      check(
+        icl.losses.length >= 2 && iclLast.loss < iclFirst.loss - 0.5,
+        "in-context learner's loss fell",
+        `${iclFirst.loss.toFixed(3)} at step ${iclFirst.step} -> ${iclLast.loss.toFixed(3)} at step ${iclLast.step}`,
+      );
+      const curve = icl.evals.length ? icl.evals[icl.evals.length - 1].points : [];
+      const ks = curve.map((p) => p.examples).join(",");
+      const formulas = curve.every(
+        (p) => p.chance === 0.25 && Math.abs(p.best - (1 - 0.75 ** (p.examples + 1))) < 1e-12 && p.accuracy >= 0 && p.accuracy <= 1,
+      );
+      check(
+        ks === "0,1,2,4,8" && formulas && icl.rows === 5 && icl.plotted === "5",
+        "accuracy against K plotted and tabled with chance and the best possible",
+        curve.map((p) => `K=${p.examples} ${(100 * p.accuracy).toFixed(0)}%`).join(", "),
+      );
+      await page.screenshot({ path: join(targetDir, "web-test-icl.png"), fullPage: true });
+      figures.icl = {
+        losses: icl.losses,
+        curve,
+        model: icl.info,
+        answers_per_s: Number(icl.speed.replace(/[^0-9.]/g, "")),
+        train_seconds: (iclTrainedAt - t0) / 1000,
+        eval_seconds: (performance.now() - iclTrainedAt) / 1000,
+      };
+      time(`in-context learner ${iclLast.step} steps`, t0);
+
+      // 8. A model over the device's limits: a message, then the page goes on.
       await page.click('[data-tab="train"]');
       await page.fill("#cfg-batch", "1000000");
       await page.click("#build");
@@ -253,7 +314,7 @@ async function main() {
       await page.click("#error-dismiss");
       await page.fill("#cfg-batch", String(TEST_MODEL.batch));
 
-      // 8. The kernel benchmark (before the device loss: its pipelines are built).
+      // 9. The kernel benchmark (before the device loss: its pipelines are built).
       t0 = performance.now();
       await page.click('[data-tab="kernels"]');
       await page.click("#run-bench");
@@ -266,7 +327,7 @@ async function main() {
       check(figures.bench.length >= 10 && figures.bench.every((b) => b.ms > 0), "benchmark ran");
       time("benchmark", t0);
 
-      // 9. A lost device: a message, a restart, and the engine works again. (Not
+      // 10. A lost device: a message, a restart, and the engine works again. (Not
       // a full retrain: a new device rebuilds every pipeline, a minute on SwiftShader.)
       t0 = performance.now();
       await page.evaluate(() => window.wgDemo.engine.lose_device());

@@ -1,7 +1,7 @@
 // Compiles every WGSL module of the crate (the files of shaders/ assembled as
 // src/kernels/mod.rs assembles them) with the browser's own WGSL compiler
 // (Chromium: Tint): each module, and optionally each compute entry point as a
-// pipeline with default override constants. naga (tests/shaders.rs) and Tint differ: Tint applies WGSL's
+// pipeline with default override constants. naga (tests/kernels/shaders.rs) and Tint differ: Tint applies WGSL's
 // uniformity analysis to barriers and rejects constant NaNs and mixed
 // bitwise/relational operators without parentheses, for example.
 import { readFile, readdir } from "node:fs/promises";

@@ -8,8 +8,11 @@ use crate::gpu::Gpu;
 /// rows (4, 8, 16 or 32) and own `tn` columns each (4, 8 or 16).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RegisterTile {
+    /// Threads per workgroup.
     pub wg_x: u32,
+    /// Rows of C per workgroup.
     pub tm: u32,
+    /// Columns of C per thread.
     pub tn: u32,
 }
 
@@ -29,7 +32,9 @@ impl Default for RegisterTile {
 /// rows (8, 16 or 32) x 8 `tn` columns (`tn` 4, 8 or 16 per lane).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SubgroupTile {
+    /// Rows of C per subgroup.
     pub tm: u32,
+    /// Columns of C per lane.
     pub tn: u32,
 }
 
@@ -45,9 +50,13 @@ impl Default for SubgroupTile {
 /// 4 `rm` `wg_y` rows x 4 `cn` `wg_x` columns (each at most 128).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BlockTile {
+    /// Threads along the columns.
     pub wg_x: u32,
+    /// Threads along the rows.
     pub wg_y: u32,
+    /// Runs of 4 rows per thread.
     pub rm: u32,
+    /// Runs of 4 columns per thread.
     pub cn: u32,
 }
 
@@ -79,8 +88,11 @@ impl Default for BlockTile {
 /// x 4 `cb` `wg_x` columns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct GemvTile {
+    /// Threads per workgroup.
     pub wg_x: u32,
+    /// Rows of C per thread.
     pub m: u32,
+    /// Column blocks of 4 per thread.
     pub cb: u32,
 }
 
@@ -101,11 +113,17 @@ impl Default for GemvTile {
 /// variant's name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GemmKernel {
+    /// One thread per output, no tiling: the oracle and baseline.
     Naive,
+    /// Register tiles (shaders/gemm.wgsl).
     Register(RegisterTile),
+    /// Workgroup-memory tiles.
     Shared,
+    /// Subgroup register tiles, rows of A shared by broadcast (needs subgroups).
     Subgroup(SubgroupTile),
+    /// Double-buffered workgroup-memory block tiles (GPUs).
     Block(BlockTile),
+    /// Matrix-vector products (M of 1 to 4).
     Gemv(GemvTile),
 }
 

@@ -81,10 +81,13 @@ pub struct GemmOptions<'a> {
     pub trans_a: bool,
     /// B is stored (N, K) and used transposed.
     pub trans_b: bool,
+    /// Scale of the product: C = alpha op(A) op(B) (+ bias).
     pub alpha: f32,
     /// (N), added to every row before the activation.
     pub bias: Option<&'a Tensor>,
+    /// Applied to each output after the bias.
     pub activation: Activation,
+    /// Which kernel (`Auto`: the policy's choice).
     pub variant: GemmVariant,
 }
 
@@ -107,12 +110,19 @@ impl Default for GemmOptions<'_> {
 /// (M, K), or (K, M) when transposed; op(B) (K, N) stored as (K, N) or (N, K).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GemmShape {
+    /// Rows of C.
     pub m: usize,
+    /// Columns of C.
     pub n: usize,
+    /// The inner dimension.
     pub k: usize,
+    /// Products in the batch.
     pub batch: usize,
+    /// Elements between consecutive A matrices (0: one shared A).
     pub stride_a: usize,
+    /// Elements between consecutive B matrices (0: one shared B).
     pub stride_b: usize,
+    /// Elements between consecutive C matrices.
     pub stride_c: usize,
 }
 

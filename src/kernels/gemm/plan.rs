@@ -163,8 +163,11 @@ pub(crate) const SUBGROUP_LANES: u32 = 8;
 /// ([`GemmPlan::launches`] cuts it).
 #[derive(Clone, Debug, PartialEq)]
 pub struct GemmPlan {
+    /// The WGSL module.
     pub shader: &'static Shader,
+    /// Its entry point.
     pub entry: &'static str,
+    /// Values of its `override` constants, by name.
     pub constants: Vec<(&'static str, f64)>,
     /// Workgroups along x, y, z in all.
     pub grid: [usize; 3],

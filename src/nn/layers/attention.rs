@@ -13,8 +13,11 @@ use crate::tensor::Tensor;
 
 /// Self-attention: `{qkv}` (C, 3C) columns [q | k | v], then `{out}` (C, C).
 pub struct SelfAttention {
+    /// Projection to `[q | k | v]`, `(C, 3C)`.
     pub qkv: Linear,
+    /// Output projection `(C, C)`.
     pub out: Linear,
+    /// Heads (NH).
     pub n_head: usize,
     /// Masked (decoder) self-attention: position t sees positions <= t.
     pub causal: bool,
@@ -73,9 +76,13 @@ impl SelfAttention {
 /// Cross-attention: `{q}` (C, C) on the decoder side, `{kv}` (C, 2C) columns
 /// [k | v] on the encoder output, then `{out}` (C, C).
 pub struct CrossAttention {
+    /// Query projection of the decoder input, `(C, C)`.
     pub q: Linear,
+    /// Projection of the encoder output to `[k | v]`, `(C, 2C)`.
     pub kv: Linear,
+    /// Output projection `(C, C)`.
     pub out: Linear,
+    /// Heads (NH).
     pub n_head: usize,
 }
 

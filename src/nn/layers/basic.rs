@@ -8,7 +8,9 @@ use crate::tensor::Tensor;
 /// `y = x W + b` with `W (in, out)` (GPT-2's Conv1D layout) named `{name}.weight`,
 /// `b (out)` named `{name}.bias`.
 pub struct Linear {
+    /// `W (in, out)`.
     pub weight: Param,
+    /// `b (out)`.
     pub bias: Param,
 }
 
@@ -44,12 +46,16 @@ impl Linear {
 
 /// LayerNorm over the last axis: gain `{name}.weight` (1) and bias `{name}.bias` (0).
 pub struct LayerNorm {
+    /// Gain `(C)`.
     pub weight: Param,
+    /// Bias `(C)`.
     pub bias: Param,
+    /// Added to the variance before its square root.
     pub eps: f32,
 }
 
 impl LayerNorm {
+    /// A LayerNorm over `c` features named `{name}.weight` and `{name}.bias`.
     pub fn new(gpu: &Gpu, name: &str, c: usize, eps: f32) -> Result<LayerNorm> {
         Ok(LayerNorm {
             weight: Param::without_decay(format!("{name}.weight"), Tensor::ones(gpu, &[c])?),
@@ -58,6 +64,7 @@ impl LayerNorm {
         })
     }
 
+    /// Normalises the last axis of `x (.., C)`.
     pub fn forward(&self, tape: &Tape, x: &Var) -> Result<Var> {
         tape.layernorm(
             x,
@@ -76,6 +83,7 @@ impl LayerNorm {
 /// A token embedding table `{name}.weight (V, C)`, also usable as a tied output
 /// projection.
 pub struct Embedding {
+    /// The table `(V, C)`.
     pub weight: Param,
 }
 

@@ -8,8 +8,11 @@ pub use crate::kernels::Activation;
 
 /// Two linears around an activation.
 pub struct FeedForward {
+    /// `(C, hidden)`.
     pub fc1: Linear,
+    /// `(hidden, C)`.
     pub fc2: Linear,
+    /// Between the two.
     pub activation: Activation,
 }
 
@@ -33,6 +36,7 @@ impl FeedForward {
         })
     }
 
+    /// `fc2(act(fc1(x)))` for `x (.., C)`.
     pub fn forward(&self, tape: &Tape, x: &Var) -> Result<Var> {
         let h = self.fc1.forward(tape, x)?;
         let h = match self.activation {

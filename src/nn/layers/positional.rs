@@ -35,6 +35,7 @@ pub struct SinusoidalPositions {
 }
 
 impl SinusoidalPositions {
+    /// The table of `max_len` positions of width `d` (computed in f64).
     pub fn new(max_len: usize, d: usize) -> SinusoidalPositions {
         SinusoidalPositions {
             table: sinusoidal_table(max_len, d),
@@ -66,6 +67,7 @@ impl SinusoidalPositions {
 
 /// A learned table of positions `{name}.weight (max_len, C)` (GPT-2's wpe).
 pub struct LearnedPositions {
+    /// `(max_len, C)`.
     pub weight: Param,
 }
 

@@ -18,7 +18,9 @@ pub enum NormPlacement {
 
 /// The norm of one residual block and where it goes.
 pub struct Residual {
+    /// The block's LayerNorm.
     pub norm: LayerNorm,
+    /// Before the sublayer (pre-LN) or after the sum (post-LN).
     pub placement: NormPlacement,
 }
 

@@ -59,9 +59,13 @@ fn feed_forward(
 
 /// Self-attention over the source (padding keys masked), then the feed-forward.
 pub struct EncoderLayer {
+    /// Self-attention over the source.
     pub self_attn: SelfAttention,
+    /// Residual block around the self-attention.
     pub ln_1: Residual,
+    /// Feed-forward network.
     pub ffn: FeedForward,
+    /// Residual block around the feed-forward.
     pub ln_2: Residual,
 }
 
@@ -112,11 +116,17 @@ impl EncoderLayer {
 
 /// Masked self-attention, cross-attention over the encoder output, feed-forward.
 pub struct DecoderLayer {
+    /// Causal self-attention over the target.
     pub self_attn: SelfAttention,
+    /// Residual block around the self-attention.
     pub ln_1: Residual,
+    /// Attention over the encoder output.
     pub cross_attn: CrossAttention,
+    /// Residual block around the cross-attention.
     pub ln_2: Residual,
+    /// Feed-forward network.
     pub ffn: FeedForward,
+    /// Residual block around the feed-forward.
     pub ln_3: Residual,
 }
 

@@ -13,17 +13,22 @@ use crate::nn::layers::{Activation, NormPlacement};
 pub struct TransformerConfig {
     /// Shared source/target vocabulary V (one embedding for both and the output).
     pub vocab_size: usize,
+    /// Model width d (embedding and every sublayer output).
     pub d_model: usize,
     /// Hidden width of the feed-forward networks.
     pub d_ff: usize,
+    /// Attention heads (divides `d_model`).
     pub n_heads: usize,
+    /// Encoder layers.
     pub n_encoder_layers: usize,
+    /// Decoder layers.
     pub n_decoder_layers: usize,
     /// Longest source or target sequence (rows of the positional table).
     pub max_len: usize,
     /// Dropout probability on embeddings and every sublayer output (0.1 in the paper).
     pub dropout: f32,
     #[serde(default = "default_eps")]
+    /// Epsilon of every LayerNorm (1e-5 when absent).
     pub layer_norm_epsilon: f32,
     /// "post" (the paper) or "pre" (adds encoder.ln_f and decoder.ln_f).
     pub norm: NormPlacement,

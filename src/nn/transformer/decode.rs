@@ -111,7 +111,7 @@ impl Transformer {
                 state.key_mask.as_ref(),
             )?;
         }
-        let logits = self.logits(&tape, &y)?;
+        let logits = self.output_logits(&tape, &y)?;
         cache.advance(n);
         Ok(logits.value().clone())
     }

@@ -35,6 +35,7 @@ pub use blocks::{DecoderLayer, EncoderLayer};
 pub use config::TransformerConfig;
 pub use decode::EncoderState;
 
+use super::ids::TokenIds;
 use super::kv_cache::KvCache;
 use super::layers::{Dropout, Embedding, LayerNorm, NormPlacement, SinusoidalPositions};
 use super::{init_seeds, FieldNames, MemoryLimits};
@@ -70,6 +71,7 @@ impl ForwardOptions {
 
 /// The model: shared embedding, encoder stack, decoder stack.
 pub struct Transformer {
+    /// The sizes it was built with.
     pub config: TransformerConfig,
     embed: Embedding,
     pe: SinusoidalPositions,
@@ -205,7 +207,29 @@ impl Transformer {
         for layer in &self.decoder {
             y = layer.forward(tape, &y, memory, src_key_mask, &drop)?;
         }
-        self.logits(tape, &y)
+        self.output_logits(tape, &y)
+    }
+
+    /// Inference without a tape: the logits `(B, T, V)` of target ids
+    /// `tgt_in (B, T)` given source ids `src (B, S)`, both as host ids or u32
+    /// tensors (see [`TokenIds`]), and the source padding mask `(B, S)` (f32,
+    /// 1.0 = token, 0.0 = padding; `None` = no padding). Dropout is off; the
+    /// values equal [`Transformer::forward`]'s in evaluation mode. The result
+    /// stays on the GPU until read.
+    pub fn logits<'a, 'b>(
+        &self,
+        src: impl Into<TokenIds<'a>>,
+        src_key_mask: Option<&Tensor>,
+        tgt_in: impl Into<TokenIds<'b>>,
+    ) -> Result<Tensor> {
+        const OP: &str = "Transformer::logits";
+        let gpu = self.embed.weight.value().gpu();
+        let v = self.config.vocab_size;
+        let src = src.into().to_tensor(gpu, v, OP, "src")?;
+        let tgt_in = tgt_in.into().to_tensor(gpu, v, OP, "tgt_in")?;
+        let tape = Tape::no_grad(gpu);
+        let logits = self.forward(&tape, &src, src_key_mask, &tgt_in, &ForwardOptions::eval())?;
+        Ok(logits.value().clone())
     }
 
     /// An empty self-attention cache for `batch` target sequences of up to
@@ -249,7 +273,7 @@ impl Transformer {
     }
 
     /// Final norm (pre-LN) and the tied output projection.
-    fn logits(&self, tape: &Tape, y: &Var) -> Result<Var> {
+    fn output_logits(&self, tape: &Tape, y: &Var) -> Result<Var> {
         let y = match &self.decoder_ln_f {
             Some(ln) => ln.forward(tape, y)?,
             None => y.clone(),

@@ -1,0 +1,236 @@
+//! Optimiser kernels against the f64 reference, step by step.
+
+use crate::common::*;
+use wgformer::kernels::optim::{adam_step, global_norm, norm_partials, sgd_step, AdamStep};
+use wgformer::{reference, Tensor};
+
+fn upload(v: &[f64], shape: &[usize]) -> Tensor {
+    let f: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+    Tensor::from_slice(&gpu(), &f, shape).unwrap()
+}
+
+#[test]
+fn adamw_and_adam_match_the_reference_over_ten_steps() {
+    let gpu = gpu();
+    for (n, decay, l2) in [
+        (1usize, 0.1f32, 0.0f32),
+        (129, 0.01, 0.0),
+        (4099, 0.0, 0.05),
+    ] {
+        let mut p: Vec<f64> = to_f64(&data(n, 1));
+        let (mut m, mut v) = (vec![0.0; n], vec![0.0; n]);
+        let param = upload(&p, &[n]);
+        let (gm, gv) = (
+            Tensor::zeros(&gpu, &[n]).unwrap(),
+            Tensor::zeros(&gpu, &[n]).unwrap(),
+        );
+        let clip = Tensor::from_slice(&gpu, &[0.0, 1.0], &[2]).unwrap();
+        for step in 1..=10u32 {
+            // Gradients in f32 so both sides see the same values.
+            let g32 = data(n, 100 + step as u64);
+            let grad = Tensor::from_slice(&gpu, &g32, &[n]).unwrap();
+            let s = AdamStep {
+                lr: 1e-2,
+                beta1: 0.9,
+                beta2: 0.98,
+                eps: 1e-9,
+                decoupled_decay: decay,
+                l2,
+                step,
+                grad_scale: 0.5,
+            };
+            adam_step(&param, &grad, &gm, &gv, &clip, &s).unwrap();
+            let g: Vec<f64> = g32.iter().map(|&x| 0.5 * x as f64).collect();
+            reference::optim::adam_step(
+                &mut p,
+                &g,
+                &mut m,
+                &mut v,
+                1e-2,
+                (0.9, 0.98),
+                1e-9,
+                decay as f64,
+                l2 as f64,
+                step,
+            );
+        }
+        assert_close(
+            &format!("adam param n={n}"),
+            &param.to_vec().unwrap(),
+            &p,
+            1e-5,
+            1e-4,
+        );
+        assert_close(
+            &format!("adam m n={n}"),
+            &gm.to_vec().unwrap(),
+            &m,
+            1e-6,
+            1e-4,
+        );
+        assert_close(
+            &format!("adam v n={n}"),
+            &gv.to_vec().unwrap(),
+            &v,
+            1e-7,
+            1e-4,
+        );
+    }
+}
+
+#[test]
+fn sgd_with_momentum_matches_the_reference() {
+    let gpu = gpu();
+    let n = 1000;
+    let mut p = to_f64(&data(n, 2));
+    let mut b = vec![0.0; n];
+    let param = upload(&p, &[n]);
+    let buf = Tensor::zeros(&gpu, &[n]).unwrap();
+    let clip = Tensor::from_slice(&gpu, &[0.0, 1.0], &[2]).unwrap();
+    for step in 0..5 {
+        let g32 = data(n, 50 + step);
+        let grad = Tensor::from_slice(&gpu, &g32, &[n]).unwrap();
+        sgd_step(&param, &grad, &buf, &clip, 0.1, 0.9, 1e-3, 1.0).unwrap();
+        reference::optim::sgd_step(&mut p, &to_f64(&g32), &mut b, 0.1, 0.9, 1e-3);
+    }
+    assert_close("sgd param", &param.to_vec().unwrap(), &p, 1e-5, 1e-4);
+}
+
+#[test]
+fn global_norm_and_clip_factor_match_the_reference() {
+    let gpu = gpu();
+    let sizes = [1usize, 7, 4096, 4097, 70_000];
+    let grads32: Vec<Vec<f32>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| data(n, i as u64))
+        .collect();
+    let grads: Vec<Tensor> = grads32
+        .iter()
+        .map(|g| Tensor::from_slice(&gpu, g, &[g.len()]).unwrap())
+        .collect();
+    let refs: Vec<Vec<f64>> = grads32.iter().map(|g| to_f64(g)).collect();
+    let ref_slices: Vec<&[f64]> = refs.iter().map(|g| g.as_slice()).collect();
+    let partials = Tensor::zeros(&gpu, &[sizes.iter().map(|&n| norm_partials(n)).sum()]).unwrap();
+    let clip = Tensor::zeros(&gpu, &[2]).unwrap();
+    let views: Vec<&Tensor> = grads.iter().collect();
+    for max_norm in [0.0f32, 1.0, 1e6] {
+        global_norm(&views, &partials, &clip, max_norm).unwrap();
+        let (norm, scale) = reference::optim::global_norm(&ref_slices, max_norm as f64);
+        assert_close(
+            &format!("norm/scale max_norm={max_norm}"),
+            &clip.to_vec().unwrap(),
+            &[norm, scale],
+            1e-6,
+            1e-5,
+        );
+    }
+    // A partials buffer shorter than the gradients need is refused.
+    let too_small = Tensor::zeros(&gpu, &[1]).unwrap();
+    assert!(global_norm(&views, &too_small, &clip, 1.0).is_err());
+}
+
+#[test]
+fn bad_optimizer_input_is_an_error() {
+    let gpu = gpu();
+    let p = Tensor::zeros(&gpu, &[4]).unwrap();
+    let g = Tensor::zeros(&gpu, &[5]).unwrap();
+    let clip = Tensor::from_slice(&gpu, &[0.0, 1.0], &[2]).unwrap();
+    let s = AdamStep {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        decoupled_decay: 0.0,
+        l2: 0.0,
+        step: 1,
+        grad_scale: 1.0,
+    };
+    assert!(adam_step(&p, &g, &p.clone(), &p.clone(), &clip, &s).is_err());
+    let g4 = Tensor::zeros(&gpu, &[4]).unwrap();
+    let (m, v) = (
+        Tensor::zeros(&gpu, &[4]).unwrap(),
+        Tensor::zeros(&gpu, &[4]).unwrap(),
+    );
+    assert!(adam_step(&p, &g4, &m, &v, &clip, &AdamStep { step: 0, ..s }).is_err());
+}
+
+/// Gives `p` the gradient `c` through a tape: loss = sum(p * c).
+fn backward_with_grad(p: &wgformer::autograd::Param, c: &Tensor) {
+    let tape = wgformer::autograd::Tape::new(&gpu());
+    let x = tape.param(p);
+    let loss = tape
+        .sum_all(&tape.mul(&x, &tape.constant(c.clone())).unwrap())
+        .unwrap();
+    tape.backward(&loss).unwrap();
+}
+
+#[test]
+fn optimizer_adamw_with_accumulation_clipping_and_no_decay_on_biases() {
+    use wgformer::autograd::Param;
+    use wgformer::optim::{Optimizer, OptimizerKind};
+    let gpu = gpu();
+    let (nw, nb) = (300usize, 7usize);
+    let w0 = to_f64(&data(nw, 1));
+    let b0 = to_f64(&data(nb, 2));
+    let w = Param::new("w", upload(&w0, &[nw]));
+    let b = Param::without_decay("b", upload(&b0, &[nb]));
+    let kind = OptimizerKind::AdamW {
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: 0.1,
+    };
+    let max_norm = 0.5f32;
+    let mut opt = Optimizer::new(&gpu, vec![w.clone(), b.clone()], kind, Some(max_norm)).unwrap();
+    let (mut rw, mut rb) = (w0.clone(), b0.clone());
+    let (mut mw, mut vw, mut mb, mut vb) =
+        (vec![0.0; nw], vec![0.0; nw], vec![0.0; nb], vec![0.0; nb]);
+    for step in 1..=4u32 {
+        let cw = data(nw, 10 + step as u64);
+        let cb = data(nb, 20 + step as u64);
+        // Two micro-batches with the same gradient: their mean is c.
+        for _ in 0..2 {
+            backward_with_grad(&w, &Tensor::from_slice(&gpu, &cw, &[nw]).unwrap());
+            backward_with_grad(&b, &Tensor::from_slice(&gpu, &cb, &[nb]).unwrap());
+        }
+        opt.step(1e-2, 2).unwrap();
+        assert!(w.grad().is_none(), "step clears the gradients");
+        let (gw, gb) = (to_f64(&cw), to_f64(&cb));
+        let (_, factor) = reference::optim::global_norm(&[&gw, &gb], max_norm as f64);
+        let gw: Vec<f64> = gw.iter().map(|g| g * factor).collect();
+        let gb: Vec<f64> = gb.iter().map(|g| g * factor).collect();
+        reference::optim::adam_step(
+            &mut rw,
+            &gw,
+            &mut mw,
+            &mut vw,
+            1e-2,
+            (0.9, 0.95),
+            1e-8,
+            0.1,
+            0.0,
+            step,
+        );
+        reference::optim::adam_step(
+            &mut rb,
+            &gb,
+            &mut mb,
+            &mut vb,
+            1e-2,
+            (0.9, 0.95),
+            1e-8,
+            0.0,
+            0.0,
+            step,
+        );
+    }
+    assert_close("w", &w.value().to_vec().unwrap(), &rw, 1e-5, 1e-4);
+    assert_close(
+        "b (no decay)",
+        &b.value().to_vec().unwrap(),
+        &rb,
+        1e-5,
+        1e-4,
+    );
+}
