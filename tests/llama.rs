@@ -453,3 +453,99 @@ fn the_command_line_trains_and_runs_a_llama() {
     assert!(!ok && stderr.contains("--dropout"), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// SmolLM-135M's shape (hidden 576, 30 layers, 9 heads, 3 key/value heads,
+/// intermediate 1536, vocab 49152) builds, trains a step and decodes with its
+/// KV cache on the test adapter. Minutes on a software adapter: run with
+/// `cargo test --release --test llama -- --ignored --nocapture`.
+#[test]
+#[ignore = "minutes on a software adapter"]
+fn a_smollm_135m_shape_builds_trains_a_step_and_decodes() {
+    use std::time::Instant;
+    use wgformer::optim::{Optimizer, OptimizerKind};
+    let g = gpu();
+    let config = LlamaConfig {
+        vocab_size: 49152,
+        hidden_size: 576,
+        intermediate_size: 1536,
+        num_hidden_layers: 30,
+        num_attention_heads: 9,
+        num_key_value_heads: 3,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10_000.0,
+        max_position_embeddings: 2048,
+        tie_word_embeddings: true,
+        bos_token_id: Some(0),
+        eos_token_id: Some(0),
+    };
+    let t0 = Instant::now();
+    let model = Llama::new(&g, config, 0).unwrap();
+    println!(
+        "built {} parameters in {:.1} s",
+        config.param_count(),
+        t0.elapsed().as_secs_f64()
+    );
+    let params = model.params();
+    let mut opt =
+        Optimizer::new(&g, params.clone(), OptimizerKind::gpt_adamw(), Some(1.0)).unwrap();
+    let (b, t) = (1, 64);
+    let ids: Vec<u32> = (0..b * t).map(|i| (i * 7919 % 49152) as u32).collect();
+    let targets: Vec<u32> = ids.iter().map(|x| (x + 1) % 49152).collect();
+    let ids_t = Tensor::from_u32(&g, &ids, &[b, t]).unwrap();
+    let mut losses = Vec::new();
+    for step in 0..2 {
+        let t0 = Instant::now();
+        let tape = Tape::new(&g);
+        let logits = model.forward(&tape, &ids_t).unwrap();
+        let loss = tape
+            .cross_entropy(&logits, &targets, &CrossEntropyOptions::default())
+            .unwrap();
+        tape.backward(&loss).unwrap();
+        opt.step(1e-3, 1).unwrap();
+        let l = loss.value().to_vec().unwrap()[0];
+        println!(
+            "step {step}: loss {l:.4}, {:.1} s ({b}x{t} tokens)",
+            t0.elapsed().as_secs_f64()
+        );
+        losses.push(l);
+        for p in &params {
+            p.zero_grad();
+        }
+    }
+    assert!(
+        (losses[0] - (49152f32).ln()).abs() < 0.5,
+        "initial loss {}",
+        losses[0]
+    );
+    assert!(
+        losses[1] < losses[0],
+        "one step on the same batch lowers its loss: {losses:?}"
+    );
+    let mut cache = model.new_cache(1, 64).unwrap();
+    let t0 = Instant::now();
+    model
+        .forward_step(
+            &mut cache,
+            &Tensor::from_u32(&g, &ids[..16], &[1, 16]).unwrap(),
+        )
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    let prompt_s = t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    let n = 16;
+    for i in 0..n {
+        model
+            .forward_step(
+                &mut cache,
+                &Tensor::from_u32(&g, &ids[16 + i..17 + i], &[1, 1]).unwrap(),
+            )
+            .unwrap()
+            .to_vec()
+            .unwrap();
+    }
+    println!(
+        "decode: 16-token prompt {prompt_s:.2} s, then {:.0} ms/token over {n} tokens",
+        1e3 * t0.elapsed().as_secs_f64() / n as f64
+    );
+}
