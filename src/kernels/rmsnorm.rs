@@ -186,12 +186,13 @@ mod tests {
 
     #[test]
     fn dweight_chunks_keep_every_core_busy_and_at_least_64_rows() {
-        // 2 cores, 576 columns = 3 tiles: 8 chunks of 256 rows.
+        // 2 cores, 576 columns = 3 tiles: 3 chunks of 683 rows (9 workgroups,
+        // about four per core).
         assert_eq!(
             plan_dw(&lavapipe(), 2048, 576),
             DwPlan {
-                chunk_rows: 256,
-                chunks: 8,
+                chunk_rows: 683,
+                chunks: 3,
                 tiles: 3
             }
         );
