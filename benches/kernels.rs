@@ -28,6 +28,9 @@ mod elementwise;
 #[path = "kernels/llama.rs"]
 mod llama;
 
+#[path = "kernels/per_example.rs"]
+mod per_example;
+
 #[path = "kernels/train_step.rs"]
 mod train_step;
 
@@ -61,6 +64,7 @@ fn main() -> wgformer::Result<()> {
     rowwise::run(&mut bench)?;
     elementwise::run(&mut bench)?;
     llama::run(&mut bench)?;
+    per_example::run(&mut bench)?;
     train_step::run(&mut bench)?;
     decode::run(&mut bench)?;
     bench.save();

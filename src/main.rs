@@ -45,6 +45,10 @@ enum Command {
     /// The privacy DP-SGD spends: epsilon at delta for a sampling rate, noise
     /// multiplier and number of steps (the RDP accountant; no GPU needed).
     Privacy(cli::privacy::PrivacyArgs),
+    /// How much a GPT checkpoint memorised a canary: its exposure (log2 of the
+    /// number of possible secrets minus log2 of the canary's rank among them by
+    /// the model's log-perplexity; "The Secret Sharer", Carlini et al. 2019).
+    Audit(cli::audit::AuditArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -104,6 +108,10 @@ struct TrainBench {
     /// emissions.csv columns); none unless given.
     #[arg(long, value_name = "PATH", conflicts_with = "no_energy")]
     emissions_file: Option<std::path::PathBuf>,
+    /// Also time DP-SGD steps (per-example clipping, noise) on the same batches
+    /// and print their cost against the normal step's.
+    #[arg(long)]
+    dp: bool,
 }
 
 fn main() -> ExitCode {
@@ -162,6 +170,7 @@ fn main() -> ExitCode {
         }
         Command::Score(args) => wgformer::Gpu::new().and_then(|gpu| cli::infer::score(&gpu, &args)),
         Command::Privacy(args) => cli::privacy::run(&args),
+        Command::Audit(args) => wgformer::Gpu::new().and_then(|gpu| cli::audit::run(&gpu, &args)),
         Command::Info => wgformer::Gpu::new().map(|gpu| println!("{}", gpu.describe())),
         Command::Bench(BenchCommand::Train(args)) => {
             check_csv(&args.energy, args.emissions_file.as_ref()).and_then(|()| {
@@ -218,8 +227,6 @@ fn negative_values(cmd: clap::Command) -> clap::Command {
 }
 
 fn bench_train(gpu: &wgformer::Gpu, a: &TrainBench, mut energy: RunEnergy) -> wgformer::Result<()> {
-    use wgformer::autograd::Tape;
-    use wgformer::kernels::cross_entropy::CrossEntropyOptions;
     use wgformer::nn::{Gpt, GptConfig};
     use wgformer::optim::{Optimizer, OptimizerKind};
     let config = GptConfig {
@@ -246,6 +253,66 @@ fn bench_train(gpu: &wgformer::Gpu, a: &TrainBench, mut energy: RunEnergy) -> wg
     }
     let model = Gpt::new(gpu, config, 1)?;
     let mut opt = Optimizer::new(gpu, model.params(), OptimizerKind::gpt_adamw(), Some(1.0))?;
+    let plain = time_train_steps(gpu, &model, &mut opt, a, false)?;
+    let dp = if a.dp {
+        // DP-SGD clips each example's gradient instead of the batch's.
+        let mut opt = Optimizer::new(gpu, model.params(), OptimizerKind::gpt_adamw(), None)?;
+        let dp = time_train_steps(gpu, &model, &mut opt, a, true)?;
+        if !a.json {
+            println!(
+                "DP-SGD step: {:.0} ms, {:.2}x the normal step's {:.0} ms",
+                dp.ms_per_step,
+                dp.ms_per_step / plain.ms_per_step,
+                plain.ms_per_step
+            );
+        }
+        Some(dp)
+    } else {
+        None
+    };
+    // The whole command: start-up, warm-up and the timed steps.
+    let report = energy.finish(gpu, a.emissions_file.as_deref());
+    if a.json {
+        let flops = config.train_flops_per_token(a.seq);
+        let mut record = serde_json::json!({
+            "adapter": gpu.adapter_name(),
+            "config": config,
+            "batch": a.batch,
+            "steps": a.steps,
+            "params": config.param_count(),
+            "train_flops_per_token": flops,
+            "tokens_per_s": plain.tokens_per_s,
+            "model_gflops": plain.tokens_per_s * flops / 1e9,
+            "ms_per_step": plain.ms_per_step,
+            "energy": report.map(|r| r.to_json()),
+        });
+        if let Some(dp) = dp {
+            record["dp_ms_per_step"] = dp.ms_per_step.into();
+            record["dp_slowdown"] = (dp.ms_per_step / plain.ms_per_step).into();
+        }
+        println!("{record}");
+    }
+    Ok(())
+}
+
+/// Throughput of timed training steps.
+struct StepTiming {
+    tokens_per_s: f64,
+    ms_per_step: f64,
+}
+
+/// Times `a.steps` GPT training steps on random tokens after one warm-up step
+/// and prints tokens/s (unless `--json`); returns the throughput. With `dp`, each step
+/// is DP-SGD's: per-example backward, clipping at 1 and noise multiplier 1.
+fn time_train_steps(
+    gpu: &wgformer::Gpu,
+    model: &wgformer::nn::Gpt,
+    opt: &mut wgformer::optim::Optimizer,
+    a: &TrainBench,
+    dp: bool,
+) -> wgformer::Result<StepTiming> {
+    use wgformer::autograd::Tape;
+    use wgformer::kernels::cross_entropy::CrossEntropyOptions;
     let mut rng = wgformer::rng::SplitMix64::new(1);
     let mut tokens = |n: usize| -> Vec<u32> {
         (0..n)
@@ -259,10 +326,18 @@ fn bench_train(gpu: &wgformer::Gpu, a: &TrainBench, mut energy: RunEnergy) -> wg
         let tape = Tape::new(gpu);
         let logits = model.forward(&tape, &ids)?;
         let loss = tape.cross_entropy(&logits, &targets, &CrossEntropyOptions::default())?;
-        tape.backward(&loss)?;
+        if dp {
+            let sum = tape.scale(&loss, a.batch as f32)?;
+            let pieces = tape.backward_per_example(&sum, a.batch)?;
+            wgformer::privacy::clip_and_accumulate(pieces, 1.0)?;
+            let scale = 1.0 / a.batch as f32;
+            wgformer::privacy::add_noise(&model.params(), 1.0, scale, 1, i as u32)?;
+        } else {
+            tape.backward(&loss)?;
+        }
         opt.step(1e-3, 1)?;
         let value = loss.value().to_vec()?[0];
-        eprintln!("step {i}: loss {value:.4}");
+        eprintln!("{}step {i}: loss {value:.4}", if dp { "DP " } else { "" });
         Ok(value)
     };
     step(0)?; // warm-up: pipelines and the buffer pool
@@ -272,31 +347,18 @@ fn bench_train(gpu: &wgformer::Gpu, a: &TrainBench, mut energy: RunEnergy) -> wg
     }
     let secs = t0.elapsed().as_secs_f64();
     let tokens_per_s = (a.steps * n) as f64 / secs;
-    let gflops = tokens_per_s * config.train_flops_per_token(a.seq) / 1e9;
     let ms_per_step = secs * 1e3 / a.steps as f64;
     if !a.json {
+        let gflops = tokens_per_s * model.config.train_flops_per_token(a.seq) / 1e9;
         println!(
-            "{tokens_per_s:.0} tokens/s, {gflops:.2} model GFLOP/s, {ms_per_step:.0} ms per step"
+            "{}{tokens_per_s:.0} tokens/s, {gflops:.2} model GFLOP/s, {ms_per_step:.0} ms per step",
+            if dp { "DP-SGD: " } else { "" },
         );
     }
-    // The whole command: start-up, warm-up and the timed steps.
-    let report = energy.finish(gpu, a.emissions_file.as_deref());
-    if a.json {
-        let record = serde_json::json!({
-            "adapter": gpu.adapter_name(),
-            "config": config,
-            "batch": a.batch,
-            "steps": a.steps,
-            "params": config.param_count(),
-            "train_flops_per_token": config.train_flops_per_token(a.seq),
-            "tokens_per_s": tokens_per_s,
-            "model_gflops": gflops,
-            "ms_per_step": ms_per_step,
-            "energy": report.map(|r| r.to_json()),
-        });
-        println!("{record}");
-    }
-    Ok(())
+    Ok(StepTiming {
+        tokens_per_s,
+        ms_per_step,
+    })
 }
 
 fn bench_demo(gpu: &wgformer::Gpu, a: &DemoBench) -> wgformer::Result<()> {

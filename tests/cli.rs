@@ -377,6 +377,53 @@ fn nonsense_flag_values_are_refused_by_name() {
             "--sequences",
             ">= 1",
         ),
+        (
+            &["train", "--dp", "--dp-noise", "1", "--dp-clip", "0"],
+            "--dp-clip",
+            "> 0",
+        ),
+        (&["train", "--dp", "--dp-noise", "-1"], "--dp-noise", ">= 0"),
+        (
+            &["train", "--dp", "--dp-noise", "1", "--dp-delta", "1"],
+            "--dp-delta",
+            "(0, 1)",
+        ),
+        (
+            &["train", "--dp", "--dp-epsilon", "nan"],
+            "--dp-epsilon",
+            "> 0",
+        ),
+        (&["train", "--dp"], "--dp-noise", "--dp-epsilon"),
+        (
+            &[
+                "train",
+                "--model",
+                "gpt",
+                "--data",
+                "t.txt",
+                "--insert-canary",
+                "PIN 1",
+                "--canary-repeats",
+                "0",
+            ],
+            "--canary-repeats",
+            ">= 1",
+        ),
+        (
+            &[
+                "audit",
+                ck[0],
+                ck[1],
+                "--canary",
+                "PIN 1",
+                "--secret-format",
+                "D",
+                "--samples",
+                "0",
+            ],
+            "--samples",
+            ">= 1",
+        ),
     ];
     for (args, flag, range) in cases {
         let err = fails(args);
@@ -444,9 +491,32 @@ fn flags_a_run_would_ignore_are_refused() {
             "--task icl trains a GPT",
         ),
         (&["train", "--alphabet", "5"], "add --task icl"),
+        (&["train", "--task", "icl", "--dp"], "not for --task icl"),
         (
             &["train", "--no-energy", "--power-watts", "100"],
             "cannot be used with",
+        ),
+        (&["train", "--dp-noise", "1"], "add --dp"),
+        (
+            &["train", "--dp", "--dp-noise", "1", "--clip", "1"],
+            "--clip would be ignored",
+        ),
+        (&["train", "--insert-canary", "PIN 1"], "--model gpt"),
+        (
+            &[
+                "train",
+                "--model",
+                "gpt",
+                "--data",
+                "t.txt",
+                "--canary-repeats",
+                "3",
+            ],
+            "--insert-canary TEXT",
+        ),
+        (
+            &["train", "--resume", "runs/x", "--dp"],
+            "--dp would be ignored",
         ),
     ];
     for (args, says) in cases {
@@ -811,8 +881,132 @@ fn icl_runs_report_their_accuracy_curve_and_energy() {
     );
     let err = fails(&["eval", "--checkpoint", s(&ck), "--carbon-intensity", "0"]);
     assert!(err.contains("--carbon-intensity"), "{err}");
+}
 
-    let _ = std::fs::remove_dir_all(&ck);
-    let _ = std::fs::remove_file(wgformer::train::eval_log_path(&ck));
-    let _ = std::fs::remove_file(&eval_csv);
+/// `train --dp` with a planted canary, end to end: the epsilon it reports (at
+/// the end, in the eval log, in the checkpoint) is the accountant's for the
+/// run's q, sigma and steps (`wgformer privacy`), a resume keeps accounting,
+/// and `audit` ranks the canary among every secret of its form.
+#[test]
+fn private_training_reports_its_epsilon_and_audit_ranks_the_canary() {
+    let scratch = TempDir::new("private_training_reports_its_epsilon_and_audit_ranks_the_canary");
+    let data = scratch.join("dp-text.txt");
+    // Every digit occurs: the audit scores every secret of three digits.
+    std::fs::write(&data, TEXT.repeat(4) + "room 0123456789. ").unwrap();
+    let ck = scratch.join("dp-gpt");
+    let out = ok(&[
+        "train",
+        "--model",
+        "gpt",
+        "--data",
+        s(&data),
+        "--steps",
+        "3",
+        "--layers",
+        "1",
+        "--d-model",
+        "16",
+        "--heads",
+        "2",
+        "--seq",
+        "16",
+        "--batch",
+        "4",
+        "--dp",
+        "--dp-noise",
+        "1.1",
+        "--dp-clip",
+        "0.5",
+        "--dp-delta",
+        "1e-3",
+        "--insert-canary",
+        "my PIN is 381",
+        "--canary-repeats",
+        "5",
+        "--out",
+        s(&ck),
+    ]);
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck.join("trainer_state.json")).unwrap())
+            .unwrap();
+    let p = &state["privacy"];
+    let (n, batch) = (
+        p["examples"].as_u64().unwrap(),
+        p["expected_batch"].as_u64(),
+    );
+    assert_eq!(batch, Some(4));
+    assert_eq!(p["noise"].as_f64(), Some(1.1));
+    assert_eq!(state["task"]["canary"]["repeats"].as_u64(), Some(5));
+    let accountant = |steps: &str| -> f64 {
+        let json: serde_json::Value = serde_json::from_str(&ok(&[
+            "privacy",
+            "--batch",
+            "4",
+            "--examples",
+            &n.to_string(),
+            "--noise",
+            "1.1",
+            "--steps",
+            steps,
+            "--delta",
+            "1e-3",
+            "--json",
+        ]))
+        .unwrap();
+        json["epsilon"].as_f64().unwrap()
+    };
+    let eps3 = p["epsilon"].as_f64().unwrap();
+    assert!((eps3 / accountant("3") - 1.0).abs() < 1e-9, "{eps3}");
+    assert!(out.contains("privacy spent: epsilon"), "{out}");
+    // The last evaluation's line (the energy report's line follows it).
+    let log = std::fs::read_to_string(wgformer::train::eval_log_path(&ck)).unwrap();
+    let last: serde_json::Value = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|line| line.get("energy").is_none())
+        .last()
+        .unwrap();
+    assert_eq!(last["epsilon"].as_f64(), Some(eps3));
+    assert_eq!(last["delta"].as_f64(), Some(1e-3));
+
+    // Resumed: the same mechanism, two more steps accounted.
+    ok(&["train", "--resume", s(&ck), "--steps", "5"]);
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck.join("trainer_state.json")).unwrap())
+            .unwrap();
+    let eps5 = state["privacy"]["epsilon"].as_f64().unwrap();
+    assert!((eps5 / accountant("5") - 1.0).abs() < 1e-9, "{eps5}");
+
+    let report: serde_json::Value = serde_json::from_str(&ok(&[
+        "audit",
+        "--checkpoint",
+        s(&ck),
+        "--canary",
+        "my PIN is 381",
+        "--secret-format",
+        "DDD",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(report["candidates"].as_f64(), Some(1000.0));
+    assert_eq!(report["secret"].as_str(), Some("381"));
+    assert_eq!(report["method"].as_str(), Some("enumeration"));
+    let rank = report["rank"].as_f64().unwrap();
+    assert!((1.0..=1000.0).contains(&rank), "{report}");
+    let exposure = report["exposure"].as_f64().unwrap();
+    assert!(
+        (exposure - (1000f64.log2() - rank.log2())).abs() < 1e-9,
+        "{report}"
+    );
+    // Characters outside the model's vocabulary are named.
+    let err = fails(&[
+        "audit",
+        "--checkpoint",
+        s(&ck),
+        "--canary",
+        "my PIN is 381",
+        "--secret-format",
+        "UUU",
+    ]);
+    assert!(err.contains("--secret-format"), "{err}");
 }

@@ -6,7 +6,9 @@
 //! into the same command batch; gradients that reach a value through several
 //! paths (residuals, tied embeddings) are summed. Parameters ([`Param`]) are
 //! leaves whose gradients outlive the tape; everything the tape saved is freed
-//! when backward finishes. With recording off ([`Tape::no_grad`]) ops still run
+//! when backward finishes. [`Tape::backward_per_example`] (DP-SGD) keeps, for
+//! each parameter use, what its per-example gradients are made of instead of
+//! summing them over the batch. With recording off ([`Tape::no_grad`]) ops still run
 //! but nothing is recorded or saved. Kernels know nothing of any of this.
 
 mod backward;
@@ -15,8 +17,10 @@ mod ops;
 mod ops_llama;
 mod ops_nn;
 mod param;
+mod per_example;
 mod tape;
 
 pub use ops_nn::Masking;
 pub use param::Param;
+pub use per_example::{ParamPiece, PerExampleGrads};
 pub use tape::{Tape, Var};

@@ -144,6 +144,31 @@ pub(crate) struct SavedAttention {
 }
 
 impl Op {
+    /// The op's name, for messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Matmul { .. } => "matmul",
+            Op::Linear { .. } => "linear",
+            Op::Add { .. } => "add",
+            Op::Mul { .. } => "mul",
+            Op::Scale { .. } => "scale",
+            Op::Reshape { .. } => "reshape",
+            Op::Dropout { .. } => "dropout",
+            Op::SumAll { .. } => "sum",
+            Op::Gelu { .. } => "GELU",
+            Op::Relu { .. } => "ReLU",
+            Op::Embedding { .. } => "embedding",
+            Op::TokenPositionEmbedding { .. } => "token + position embedding",
+            Op::LayerNorm { .. } => "layernorm",
+            Op::RmsNorm { .. } => "RMSNorm",
+            Op::SwiGlu { .. } => "SwiGLU",
+            Op::RopeQkv { .. } => "RoPE q/k/v packing",
+            Op::Softmax { .. } => "softmax",
+            Op::CrossEntropy { .. } => "cross-entropy",
+            Op::Attention { .. } => "attention",
+        }
+    }
+
     /// The op's inputs, in a fixed order.
     pub fn inputs(&self) -> Vec<&Var> {
         match self {

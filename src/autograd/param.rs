@@ -67,6 +67,12 @@ impl Param {
         self.0.trainable.store(trainable, Ordering::Relaxed);
     }
 
+    /// True when `other` is this same parameter (a clone of it), not merely one
+    /// with the same name.
+    pub fn same_as(&self, other: &Param) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// The accumulated gradient, if any backward pass reached this parameter.
     pub fn grad(&self) -> Option<Tensor> {
         self.lock().clone()

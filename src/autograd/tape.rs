@@ -2,6 +2,7 @@
 
 use super::op::Op;
 use super::param::Param;
+use super::per_example::{backward_keeping_pieces, InputGrads, PerExampleGrads};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::elementwise::add_assign;
@@ -135,41 +136,10 @@ impl Tape {
     /// the gradients of every parameter reached into its `grad`. Consumes the
     /// record: saved activations are released when this returns.
     pub fn backward(&self, loss: &Var) -> Result<()> {
-        if !loss.needs_grad {
-            return Err(Error::invalid(
-                "backward",
-                "the loss does not depend on any trainable parameter (or the tape is in no_grad mode)",
-            ));
-        }
-        let (entries, params) = {
-            let mut inner = self.inner.borrow_mut();
-            (
-                std::mem::take(&mut inner.entries),
-                std::mem::take(&mut inner.params),
-            )
-        };
-        let mut grads: HashMap<usize, Tensor> = HashMap::new();
-        grads.insert(loss.id, Tensor::ones(&self.gpu, loss.shape())?);
-        for entry in entries.into_iter().rev() {
-            let Some(dy) = grads.remove(&entry.out) else {
-                continue;
-            };
-            let input_grads = super::backward::backward(&entry.op, &dy)?;
-            for (var, g) in entry.op.inputs().into_iter().zip(input_grads) {
-                let Some(g) = g else { continue };
-                if !var.needs_grad {
-                    continue;
-                }
-                if g.shape() != var.shape() {
-                    return Err(Error::Gpu(format!(
-                        "internal: gradient of shape {:?} for a value of shape {:?}",
-                        g.shape(),
-                        var.shape()
-                    )));
-                }
-                accumulate(&mut grads, var.id, g)?;
-            }
-        }
+        let (entries, params) = self.take_record(loss)?;
+        let mut grads = walk_back(&self.gpu, loss, entries, &mut |op, dy| {
+            super::backward::backward(op, dy)
+        })?;
         // A param used through several leaves (a tied embedding) sums their
         // gradients; in leaf order, so the rounding is the same every run (a
         // HashMap's order is random per process and would change the last bits).
@@ -182,6 +152,77 @@ impl Tape {
         }
         Ok(())
     }
+
+    /// DP-SGD's backward: back-propagates from `loss` (the sum of the losses of
+    /// `examples` independent examples, the leading axis of the batch) like
+    /// [`Tape::backward`], but leaves the parameters' `grad` alone and returns,
+    /// for every use of a trainable parameter, what its per-example gradients are
+    /// made of ([`PerExampleGrads`]); no parameter gradient is summed over the
+    /// batch. Errors when a parameter enters an op whose per-example gradient is
+    /// not implemented.
+    pub fn backward_per_example(&self, loss: &Var, examples: usize) -> Result<PerExampleGrads> {
+        let (entries, params) = self.take_record(loss)?;
+        let mut uses = Vec::new();
+        let is_param = |v: &Var| params.contains_key(&v.id);
+        walk_back(&self.gpu, loss, entries, &mut |op, dy| {
+            let (grads, pieces) = backward_keeping_pieces(op, dy, &is_param)?;
+            let inputs = op.inputs();
+            for (at, piece) in pieces {
+                uses.push((params[&inputs[at].id].clone(), piece));
+            }
+            Ok(grads)
+        })?;
+        Ok(PerExampleGrads { examples, uses })
+    }
+
+    /// Takes the recorded entries and parameter leaves for a backward from `loss`.
+    fn take_record(&self, loss: &Var) -> Result<(Vec<Entry>, HashMap<usize, Param>)> {
+        if !loss.needs_grad {
+            return Err(Error::invalid(
+                "backward",
+                "the loss does not depend on any trainable parameter (or the tape is in no_grad mode)",
+            ));
+        }
+        let mut inner = self.inner.borrow_mut();
+        Ok((
+            std::mem::take(&mut inner.entries),
+            std::mem::take(&mut inner.params),
+        ))
+    }
+}
+
+/// Walks `entries` in reverse from `loss` (seed gradient 1), calling `op_backward`
+/// for each op that received a gradient and summing what arrives at each value.
+/// Returns the gradients left at the leaves.
+fn walk_back(
+    gpu: &Gpu,
+    loss: &Var,
+    entries: Vec<Entry>,
+    op_backward: &mut dyn FnMut(&Op, &Tensor) -> Result<InputGrads>,
+) -> Result<HashMap<usize, Tensor>> {
+    let mut grads: HashMap<usize, Tensor> = HashMap::new();
+    grads.insert(loss.id, Tensor::ones(gpu, loss.shape())?);
+    for entry in entries.into_iter().rev() {
+        let Some(dy) = grads.remove(&entry.out) else {
+            continue;
+        };
+        let input_grads = op_backward(&entry.op, &dy)?;
+        for (var, g) in entry.op.inputs().into_iter().zip(input_grads) {
+            let Some(g) = g else { continue };
+            if !var.needs_grad {
+                continue;
+            }
+            if g.shape() != var.shape() {
+                return Err(Error::Gpu(format!(
+                    "internal: gradient of shape {:?} for a value of shape {:?}",
+                    g.shape(),
+                    var.shape()
+                )));
+            }
+            accumulate(&mut grads, var.id, g)?;
+        }
+    }
+    Ok(grads)
 }
 
 /// Sums gradients arriving at the same value (fan-out: residuals, tied weights).

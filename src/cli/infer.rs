@@ -14,7 +14,7 @@ use wgformer::checkpoint;
 use wgformer::data::icl::curve_table;
 use wgformer::data::{TokenStream, Tokenizer};
 use wgformer::generate::{self, BeamOptions, GenerateOptions, SamplingOptions, StopReason};
-use wgformer::nn::CausalLm;
+use wgformer::nn::{CausalLm, Gpt};
 use wgformer::train::gpt::{GptData, GptTask, LanguageModel};
 use wgformer::train::icl::{self, IclData, IclTrainTask};
 use wgformer::train::seq2seq::{load_pairs, PairSource, Seq2SeqData, Seq2SeqTask};
@@ -86,6 +86,33 @@ fn load_lm_with_tokenizer(gpu: &Gpu, dir: &Path, need_tokenizer: bool) -> Result
     };
     let tok = if need_tokenizer {
         Some(checkpoint_tokenizer(dir, model.vocab_size())?)
+    } else {
+        None
+    };
+    Ok((model, tok))
+}
+
+/// Loads a GPT checkpoint with its tokenizer, refusing other architectures.
+pub(super) fn load_gpt_with_tokenizer(
+    gpu: &Gpu,
+    dir: &Path,
+    need_tokenizer: bool,
+) -> Result<(Gpt, Option<Box<dyn Tokenizer>>)> {
+    let t = model_type(dir)?;
+    if t != "gpt2" {
+        return Err(usage(format!(
+            "`{}` holds a `{t}` model; this command runs GPT (gpt2) checkpoints{}",
+            dir.display(),
+            if t == "encoder_decoder" {
+                ". Use `wgformer translate` or `wgformer eval` for it"
+            } else {
+                ""
+            }
+        )));
+    }
+    let (model, _) = checkpoint::load_gpt(gpu, dir)?;
+    let tok = if need_tokenizer {
+        Some(checkpoint_tokenizer(dir, model.config.vocab_size)?)
     } else {
         None
     };

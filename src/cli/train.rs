@@ -16,12 +16,14 @@ use wgformer::nn::{
     FieldNames, Gpt, GptConfig, Llama, LlamaConfig, MemoryLimits, NormPlacement, Transformer,
     TransformerConfig,
 };
+use wgformer::privacy::audit::Canary;
 use wgformer::train::gpt::{GptData, GptTask, LanguageModel};
 use wgformer::train::icl::{self, IclData, IclTrainTask};
 use wgformer::train::progress::ProgressReporter;
 use wgformer::train::seq2seq::{load_pairs, DateTaskSetup, PairSource, Seq2SeqData, Seq2SeqTask};
 use wgformer::train::{
-    Existing, OptimizerChoice, OutDir, Schedule, TrainOptions, TrainSummary, TrainTask, Trainer,
+    DpOptions, Existing, OptimizerChoice, OutDir, Schedule, TrainOptions, TrainSummary, TrainTask,
+    Trainer,
 };
 use wgformer::{Gpu, Result};
 
@@ -184,6 +186,32 @@ pub struct TrainArgs {
     pub show: usize,
     #[command(flatten)]
     pub energy: EnergyArgs,
+    /// Train with differential privacy (DP-SGD): Poisson-sampled batches of
+    /// expected size --batch x --accumulation (gpt; encdec: as many pairs as
+    /// --batch-tokens holds at the longest pair), each example's gradient
+    /// clipped to --dp-clip, Gaussian noise, epsilon accounted.
+    #[arg(long)]
+    pub dp: bool,
+    /// DP-SGD: the per-example clipping norm C.
+    #[arg(long, default_value_t = 1.0)]
+    pub dp_clip: f32,
+    /// DP-SGD: the noise multiplier sigma (noise std over C); or give --dp-epsilon.
+    #[arg(long)]
+    pub dp_noise: Option<f64>,
+    /// DP-SGD: the delta of (epsilon, delta)-DP (below 1 / examples).
+    #[arg(long, default_value_t = 1e-5)]
+    pub dp_delta: f64,
+    /// DP-SGD: the privacy budget. Alone, the noise is solved to spend it over
+    /// --steps; with --dp-noise, training stops (and saves) before exceeding it.
+    #[arg(long)]
+    pub dp_epsilon: Option<f64>,
+    /// Plant this text (a canary, e.g. "my PIN is 3816") in the training text
+    /// for a memorisation audit (gpt; see `wgformer audit`).
+    #[arg(long)]
+    pub insert_canary: Option<String>,
+    /// Copies of the canary, evenly spaced through the training text.
+    #[arg(long, default_value_t = 10, value_parser = at_least_one::<usize>)]
+    pub canary_repeats: usize,
     /// The flags given on the command line (set by `main`), so that those the run
     /// would ignore are refused ([`check_flags`]).
     #[arg(skip)]
@@ -197,7 +225,21 @@ pub fn check_flags(a: &TrainArgs) -> Result<()> {
             "--freeze-embeddings and --freeze-layers fine-tune a trained model: add --init-from CHECKPOINT",
         ));
     }
-    super::unused_flags::check(a)
+    super::unused_flags::check(a)?;
+    if a.dp && a.resume.is_none() {
+        wgformer::privacy::dp_sgd::check_settings(a.dp_clip, a.dp_noise, a.dp_delta, a.dp_epsilon)?;
+    }
+    Ok(())
+}
+
+/// The DP-SGD options of a new run (`--dp`).
+fn dp_options(a: &TrainArgs) -> Option<DpOptions> {
+    a.dp.then_some(DpOptions {
+        clip: a.dp_clip,
+        noise: a.dp_noise,
+        delta: a.dp_delta,
+        epsilon: a.dp_epsilon,
+    })
 }
 
 /// Runs `wgformer train` (after [`check_flags`]); `energy` measures the run.
@@ -213,26 +255,32 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, energy: RunEnergy) -> Result<()> {
         let mut task = new_icl(gpu, a)?;
         let opts = options(a, ModelKind::Gpt, task.model.config.n_embd)?;
         let out = claim_out(&out_path, a.overwrite)?;
-        return finish_icl(&mut task, Start::Fresh(opts, out), energy);
+        return finish_icl(&mut task, Start::Fresh(opts, None, out), energy);
     }
     match a.model {
         ModelKind::Encdec => {
             let mut task = new_seq2seq(gpu, a)?;
             let opts = options(a, ModelKind::Encdec, task.model.config.d_model)?;
             let out = claim_out(&out_path, a.overwrite)?;
-            finish_seq2seq(&mut task, Start::Fresh(opts, out), a, energy)
+            finish_seq2seq(&mut task, Start::Fresh(opts, dp_options(a), out), a, energy)
         }
         ModelKind::Gpt => {
             let mut task = new_gpt(gpu, a)?;
             let opts = options(a, ModelKind::Gpt, task.model.config.n_embd)?;
             let out = claim_out(&out_path, a.overwrite)?;
-            finish_gpt(&mut task, Start::Fresh(opts, out), energy)
+            finish_gpt(&mut task, Start::Fresh(opts, dp_options(a), out), energy)
         }
         ModelKind::Llama => {
+            if a.dp {
+                return Err(usage(
+                    "--dp trains --model gpt or encdec: DP-SGD's per-example gradients do not \
+                     cover the Llama layout's ops (RMSNorm, SwiGLU, RoPE) yet",
+                ));
+            }
             let mut task = new_llama(gpu, a)?;
             let opts = options(a, ModelKind::Llama, task.model.config.hidden_size)?;
             let out = claim_out(&out_path, a.overwrite)?;
-            finish_gpt(&mut task, Start::Fresh(opts, out), energy)
+            finish_gpt(&mut task, Start::Fresh(opts, None, out), energy)
         }
     }
 }
@@ -264,9 +312,10 @@ fn default_out(a: &TrainArgs) -> PathBuf {
     })
 }
 
-/// How the trainer starts: fresh with options, or resumed from a checkpoint.
+/// How the trainer starts: fresh with options (private with DP options), or
+/// resumed from a checkpoint.
 enum Start {
-    Fresh(TrainOptions, OutDir),
+    Fresh(TrainOptions, Option<DpOptions>, OutDir),
     Resume(PathBuf, Option<u32>, OutDir),
 }
 
@@ -274,14 +323,15 @@ impl Start {
     /// The directory the run saves into.
     fn out_path(&self) -> &Path {
         match self {
-            Start::Fresh(_, out) | Start::Resume(_, _, out) => out.path(),
+            Start::Fresh(_, _, out) | Start::Resume(_, _, out) => out.path(),
         }
     }
 }
 
 fn start<'a>(task: &'a mut dyn TrainTask, how: Start) -> Result<Trainer<'a>> {
     match how {
-        Start::Fresh(opts, out) => Trainer::new(task, opts, Some(out)),
+        Start::Fresh(opts, None, out) => Trainer::new(task, opts, Some(out)),
+        Start::Fresh(opts, Some(dp), out) => Trainer::new(task, opts, Some(out))?.with_dp(dp),
         Start::Resume(dir, steps, out) => Trainer::resume(task, &dir, steps, Some(out)),
     }
 }
@@ -338,7 +388,8 @@ fn options(a: &TrainArgs, kind: ModelKind, d_model: usize) -> Result<TrainOption
         stop_after: a.stop_after,
         optimizer,
         schedule,
-        grad_clip: (a.clip > 0.0).then_some(a.clip),
+        // DP-SGD clips each example instead (--clip with --dp is refused).
+        grad_clip: (a.clip > 0.0 && !a.dp).then_some(a.clip),
         accumulation: a.accumulation,
         label_smoothing: a.label_smoothing.unwrap_or(eps),
         eval_every: a.eval_every.unwrap_or(eval_every),
@@ -518,7 +569,14 @@ fn new_gpt(gpu: &Gpu, a: &TrainArgs) -> Result<GptTask> {
         }
         None => {
             let tok: Box<dyn Tokenizer> = match a.tokenizer {
-                TokenizerKind::Char => Box::new(CharTokenizer::from_text(&read_text(path)?)?),
+                TokenizerKind::Char => {
+                    // A planted canary's characters belong to the vocabulary too.
+                    let mut text = read_text(path)?;
+                    if let Some(canary) = &a.insert_canary {
+                        text.push_str(canary);
+                    }
+                    Box::new(CharTokenizer::from_text(&text)?)
+                }
                 TokenizerKind::Bpe => Box::new(train_bpe(path, a.vocab_size)?),
             };
             let c = a.d_model.unwrap_or(128);
@@ -545,7 +603,14 @@ fn new_gpt(gpu: &Gpu, a: &TrainArgs) -> Result<GptTask> {
         seed: a.seed,
     };
     print_config(&wgformer::checkpoint::config_json(&model.config)?);
-    GptTask::new(gpu, model, tokenizer, dataset, data)
+    let task = GptTask::new(gpu, model, tokenizer, dataset, data)?;
+    match &a.insert_canary {
+        Some(text) => task.with_canary(Canary {
+            text: text.clone(),
+            repeats: a.canary_repeats,
+        }),
+        None => Ok(task),
+    }
 }
 
 /// A Llama run: a new model sized by the flags (defaults as the GPT's, plus
@@ -815,6 +880,15 @@ fn resume(gpu: &Gpu, a: &TrainArgs, dir: &Path, energy: RunEnergy) -> Result<()>
             let dataset = TextDataset::from_file(&path, tok.as_ref(), data.held_out_fraction)?;
             let model = Gpt::new(gpu, config, 0)?;
             let mut task = GptTask::new(gpu, model, tok, dataset, data)?;
+            if let Some(canary) = task_desc.get("canary") {
+                let canary: Canary = serde_json::from_value(canary.clone()).map_err(|e| {
+                    usage(format!(
+                        "the trainer state of `{}` has a canary that does not parse ({e})",
+                        dir.display()
+                    ))
+                })?;
+                task = task.with_canary(canary)?;
+            }
             finish_gpt(&mut task, how, energy)
         }
         "llama" => {
@@ -869,6 +943,27 @@ fn run_trainer(
     }
     let gpu = task.gpu().clone();
     let mut trainer = start(task, how)?;
+    if let Some(p) = &trainer.state().privacy {
+        let o = &p.options;
+        eprintln!(
+            "DP-SGD: {} examples, expected batch {} (sampling rate {:.3e}), clipping norm {}, \
+             noise multiplier {:.4}{}; delta {:e}",
+            p.examples,
+            p.expected_batch,
+            p.sampling_rate,
+            o.clip,
+            p.noise,
+            match (o.noise, o.epsilon) {
+                (None, Some(e)) => format!(
+                    " (solved for epsilon {e} over {} steps)",
+                    trainer.state().options.steps
+                ),
+                (Some(_), Some(e)) => format!(", stopping before epsilon {e}"),
+                _ => String::new(),
+            },
+            o.delta
+        );
+    }
     let mut progress = ProgressReporter::new(50);
     let summary = trainer.run(&mut |e| progress.on_event(e));
     progress.finish();
@@ -881,6 +976,13 @@ fn run_trainer(
             summary.tokens_per_s,
             summary.flops_per_s / 1e9
         );
+        if let Some(p) = &summary.state.privacy {
+            println!(
+                "privacy spent: {} after {} DP-SGD steps",
+                p.describe(),
+                summary.state.step
+            );
+        }
     }
     // A run that failed before its first save has no checkpoint to hold the row.
     let saved = out_path.join(checkpoint::CONFIG_FILE).is_file();

@@ -54,6 +54,10 @@ const ICL_IGNORED: &[&str] = &[
     "show",
 ];
 const ICL_ONLY: &[&str] = &["alphabet", "examples"];
+/// A canary is planted in a GPT's training text.
+const CANARY_FLAGS: &[&str] = &["insert-canary", "canary-repeats"];
+/// The settings of DP-SGD, which apply with --dp.
+const DP_FLAGS: &[&str] = &["dp-clip", "dp-noise", "dp-delta", "dp-epsilon"];
 /// The date task brings its own tokenizer and held-out dates.
 const DATA_FLAGS: &[&str] = &["tokenizer", "vocab-size", "held-out"];
 
@@ -90,6 +94,11 @@ pub fn check(a: &TrainArgs) -> Result<()> {
                 "--task icl trains a GPT: leave out --model (or pass --model gpt)",
             ));
         }
+        refuse(
+            given(&|f| f != "dp" && !DP_FLAGS.contains(&f) && !CANARY_FLAGS.contains(&f)),
+            "DP-SGD and canaries are built for text (--data) and translation pairs, not for \
+             --task icl",
+        )?;
         return refuse(
             given(&|f| !ICL_IGNORED.contains(&f)),
             "--task icl makes its own sequences and tokenizer and trains a new GPT \
@@ -112,6 +121,13 @@ pub fn check(a: &TrainArgs) -> Result<()> {
             "it applies to --model llama only",
         )?;
     }
+    if a.model != ModelKind::Gpt {
+        refuse(
+            given(&|f| !CANARY_FLAGS.contains(&f)),
+            "a canary is planted in a GPT's training text (--model gpt); for translation \
+             pairs, add the canary pair to your --data file as often as you like",
+        )?;
+    }
     match a.model {
         ModelKind::Gpt => refuse(
             given(&|f| !ENCDEC_ONLY.contains(&f)),
@@ -132,6 +148,23 @@ pub fn check(a: &TrainArgs) -> Result<()> {
             given(&|f| !DATA_FLAGS.contains(&f)),
             "the built-in date task has its own tokenizer and held-out dates (these apply with \
              --data FILE.tsv)",
+        )?;
+    }
+    if !a.dp {
+        refuse(
+            given(&|f| !DP_FLAGS.contains(&f)),
+            "the DP-SGD settings apply to private training: add --dp",
+        )?;
+    } else {
+        refuse(
+            given(&|f| f != "clip"),
+            "DP-SGD clips each example's gradient (--dp-clip), not the batch's",
+        )?;
+    }
+    if a.insert_canary.is_none() {
+        refuse(
+            given(&|f| f != "canary-repeats"),
+            "--canary-repeats counts the copies of --insert-canary TEXT: add it",
         )?;
     }
     if a.tokenizer != TokenizerKind::Bpe {

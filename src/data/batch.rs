@@ -174,13 +174,29 @@ pub fn token_budget_batches(
 
 /// Pads the pairs `rows` of `pairs` into one batch.
 fn pad_batch(pairs: &[(Vec<u32>, Vec<u32>)], rows: &[usize], sp: &SpecialTokens) -> PairBatch {
-    let b = rows.len();
     let s_len = rows.iter().map(|&i| pairs[i].0.len()).max().unwrap_or(0);
     let t_len = rows
         .iter()
         .map(|&i| pairs[i].1.len() + 1)
         .max()
         .unwrap_or(0);
+    pad_fixed(pairs, rows, rows.len(), (s_len, t_len), sp)
+}
+
+/// Pads the pairs `rows` of `pairs` into a batch of `slots` rows (at least
+/// `rows.len()`) of source length S and decoder length T (at least the longest
+/// source, and the longest target + 1): fixed shapes whatever
+/// the pairs (DP-SGD's micro-batches). A slot past `rows` holds no pair: its
+/// targets are all padding (no loss) and its source one pad token that its key
+/// mask keeps (attention needs a key); `pair_index` lists the real rows only.
+pub fn pad_fixed(
+    pairs: &[(Vec<u32>, Vec<u32>)],
+    rows: &[usize],
+    slots: usize,
+    (s_len, t_len): (usize, usize),
+    sp: &SpecialTokens,
+) -> PairBatch {
+    let b = slots.max(rows.len());
     let mut batch = PairBatch {
         batch: b,
         src_len: s_len,
@@ -193,6 +209,11 @@ fn pad_batch(pairs: &[(Vec<u32>, Vec<u32>)], rows: &[usize], sp: &SpecialTokens)
         n_target_tokens: 0,
         pair_index: rows.to_vec(),
     };
+    for r in rows.len()..b {
+        if s_len > 0 {
+            batch.src_key_mask[r * s_len] = 1.0;
+        }
+    }
     for (r, &i) in rows.iter().enumerate() {
         let (src, tgt) = &pairs[i];
         let s0 = r * s_len;

@@ -130,6 +130,37 @@ impl TextDataset {
         Ok(())
     }
 
+    /// Inserts `tokens` `repeats` times into the training split, evenly spaced
+    /// (copy k before training token (k + 1) len / (repeats + 1)); the
+    /// held-out split is unchanged. Memorisation audits plant canaries so.
+    pub fn insert_into_train(&mut self, tokens: &[u32], repeats: usize) {
+        let train = &self.tokens[..self.split_at];
+        let mut out = Vec::with_capacity(self.tokens.len() + repeats * tokens.len());
+        let mut from = 0;
+        for k in 1..=repeats {
+            let at = k * train.len() / (repeats + 1);
+            out.extend_from_slice(&train[from..at]);
+            out.extend_from_slice(tokens);
+            from = at;
+        }
+        out.extend_from_slice(&self.tokens[from..]);
+        self.split_at += repeats * tokens.len();
+        self.tokens = out;
+    }
+
+    /// The training split cut into windows of `seq + 1` tokens that overlap by
+    /// one (window i is tokens `i seq ..= (i + 1) seq`: `seq` inputs and their
+    /// `seq` next tokens): DP-SGD's examples, each token predicted in exactly one.
+    pub fn train_windows(&self, seq: usize) -> usize {
+        self.len(Split::Train).saturating_sub(1) / seq.max(1)
+    }
+
+    /// Window `i` of [`TextDataset::train_windows`]: (inputs, targets), `seq` each.
+    pub fn train_window(&self, i: usize, seq: usize) -> (&[u32], &[u32]) {
+        let data = &self.tokens(Split::Train)[i * seq..];
+        (&data[..seq], &data[1..seq + 1])
+    }
+
     /// `batch` random windows of `seq` tokens from `split`: inputs `(B, T)` row-major
     /// and targets `(B, T)`, the same windows shifted one token ahead.
     pub fn sample_batch(

@@ -26,7 +26,7 @@ pub mod synthetic;
 pub mod tokenizer;
 mod unicode_tables;
 
-pub use batch::{check_pair_lengths, token_budget_batches, PairBatch, PairBatchTensors};
+pub use batch::{check_pair_lengths, pad_fixed, token_budget_batches, PairBatch, PairBatchTensors};
 pub use bpe::BpeTokenizer;
 pub use char::CharTokenizer;
 pub use dataset::{load_tsv_pairs, PairDataset, Split, TextDataset};

@@ -1,5 +1,6 @@
 //! Decoder-only inference (GPT, Llama: any [`CausalLm`]): streamed sampling
-//! ([`generate`]) and scoring ([`score`]).
+//! ([`generate`]) and scoring ([`score`], and [`sequence_nll`] for many
+//! sequences at once).
 
 use super::{GenerateOptions, Generation, Sampler, StopReason};
 use crate::autograd::Tape;
@@ -267,6 +268,67 @@ pub fn score(model: &dyn CausalLm, ids: &[u32]) -> Result<Score> {
         log_probs,
         mean_nll,
     })
+}
+
+/// The total negative log-likelihood (nats) of each of `sequences` (each of 2
+/// to `n_positions` tokens): the sum over its tokens after the first of
+/// `-log P(token | the ones before)`. Sequences of one length share batches
+/// of up to `batch`, one forward pass each (the memorisation audit scores
+/// thousands of candidate texts so).
+pub fn sequence_nll(model: &Gpt, sequences: &[Vec<u32>], batch: usize) -> Result<Vec<f64>> {
+    let (ctx, v) = (model.config.n_positions, model.config.vocab_size);
+    for seq in sequences {
+        if seq.len() < 2 || seq.len() > ctx {
+            return Err(Error::invalid(
+                "sequence_nll",
+                format!(
+                    "a sequence of {} tokens: scoring needs 2 to {ctx} (the model's context)",
+                    seq.len()
+                ),
+            ));
+        }
+        if let Some(&bad) = seq.iter().find(|&&t| t as usize >= v) {
+            return Err(Error::invalid(
+                "sequence_nll",
+                format!("token id {bad} is outside the model's vocabulary of {v}"),
+            ));
+        }
+    }
+    let gpu = &model_gpu(model);
+    let mut out = vec![0.0f64; sequences.len()];
+    let mut lengths: Vec<usize> = sequences.iter().map(Vec::len).collect();
+    lengths.sort_unstable();
+    lengths.dedup();
+    for len in lengths {
+        let same: Vec<usize> = (0..sequences.len())
+            .filter(|&i| sequences[i].len() == len)
+            .collect();
+        let n = len - 1;
+        for rows in same.chunks(batch.max(1)) {
+            let b = rows.len();
+            let inputs: Vec<u32> = rows
+                .iter()
+                .flat_map(|&i| &sequences[i][..n])
+                .copied()
+                .collect();
+            let targets: Vec<u32> = rows
+                .iter()
+                .flat_map(|&i| &sequences[i][1..])
+                .copied()
+                .collect();
+            let tape = Tape::no_grad(gpu);
+            let ids = Tensor::from_u32(gpu, &inputs, &[b, n])?;
+            let logits = model.forward(&tape, &ids)?;
+            let flat = logits.value().reshape(&[b * n, v])?;
+            let ce =
+                cross_entropy_checked(&flat, &targets, &[b * n], &CrossEntropyOptions::default())?;
+            let nll = ce.loss.to_vec()?;
+            for (r, &i) in rows.iter().enumerate() {
+                out[i] = nll[r * n..(r + 1) * n].iter().map(|&x| x as f64).sum();
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The GPU a model's weights live on.

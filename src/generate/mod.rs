@@ -26,7 +26,7 @@ mod search;
 mod seq2seq;
 
 #[cfg(not(target_arch = "wasm32"))]
-pub use gpt::{generate, score, GptDecoder, Score};
+pub use gpt::{generate, score, sequence_nll, GptDecoder, Score};
 pub use sampling::{argmax, candidates, log_softmax, Sampler, SamplingOptions};
 pub use search::{
     beam_search, greedy, length_penalty, BeamOptions, GreedySearch, Hypothesis, StepDecoder,

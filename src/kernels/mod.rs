@@ -17,6 +17,7 @@ pub mod gemm;
 pub mod kv_cache;
 pub mod layernorm;
 pub mod optim;
+pub mod per_example;
 pub mod permute;
 pub mod reduce;
 pub mod rmsnorm;
@@ -113,6 +114,8 @@ pub static LAYERNORM_SUBGROUP_WGSL: Shader = shader!(
         "rows.wgsl" "layernorm.wgsl" "rows_subgroup.wgsl" "layernorm_subgroup.wgsl",
     f16: false
 );
+/// per_example.wgsl: DP-SGD's per-example norms, clipping and noise.
+pub static PER_EXAMPLE_WGSL: Shader = shader!("per_example.wgsl", f16: false);
 /// permute.wgsl: the head permutes of attention and the packed-QKV split.
 pub static PERMUTE_WGSL: Shader = shader!("permute.wgsl", f16: false);
 /// RMSNorm (Llama) and its backward, after rows.wgsl.
@@ -154,6 +157,7 @@ pub static ALL_SHADERS: &[&Shader] = &[
     &OPTIM_SGD_WGSL,
     &LAYERNORM_WGSL,
     &LAYERNORM_SUBGROUP_WGSL,
+    &PER_EXAMPLE_WGSL,
     &PERMUTE_WGSL,
     &REDUCE_WGSL,
     &RMSNORM_WGSL,

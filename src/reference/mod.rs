@@ -11,6 +11,7 @@ pub mod kv_cache;
 pub mod layernorm;
 pub mod llama;
 pub mod optim;
+pub mod per_example;
 pub mod permute;
 pub mod reduce;
 pub mod softmax;

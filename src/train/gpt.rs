@@ -1,8 +1,12 @@
 //! Language modelling with a decoder-only model ([`Gpt`], [`Llama`]): random
 //! windows of a tokenized text, next-token cross-entropy, held-out loss and
 //! perplexity on fixed windows of the held-out tail.
+//! For DP-SGD the examples are the training text's consecutive windows (each
+//! token predicted in exactly one), drawn by the trainer's Poisson sampling; a
+//! canary ([`GptTask::with_canary`]) can be planted in the training text for a
+//! memorisation audit.
 
-use super::{data_seed, EvalMetrics, MicroBatch, TrainTask};
+use super::{data_seed, DpData, EvalMetrics, MicroBatch, TrainTask};
 use crate::autograd::{Param, Tape, Var};
 use crate::checkpoint::{self, CheckpointContents, ModelConfig};
 use crate::data::{Split, TextDataset, Tokenizer};
@@ -11,6 +15,7 @@ use crate::gpu::Gpu;
 use crate::kernels::cross_entropy::CrossEntropyOptions;
 use crate::nn::{CausalLm, FieldNames, Gpt, Llama, MemoryLimits};
 use crate::optim::Optimizer;
+use crate::privacy::audit::Canary;
 use crate::rng::SplitMix64;
 use crate::tensor::Tensor;
 use serde::{Deserialize, Serialize};
@@ -98,6 +103,7 @@ pub struct GptTask<M = Gpt> {
     tokenizer: Box<dyn Tokenizer>,
     dataset: TextDataset,
     data: GptData,
+    canary: Option<Canary>,
 }
 
 impl<M: LanguageModel> GptTask<M> {
@@ -139,7 +145,42 @@ impl<M: LanguageModel> GptTask<M> {
             tokenizer,
             dataset,
             data,
+            canary: None,
         })
+    }
+
+    /// Plants `canary.text` `canary.repeats` times in the training text, evenly
+    /// spaced, each copy on a line of its own when the tokenizer knows the line
+    /// break (the held-out text is unchanged). Its characters must be in the
+    /// tokenizer's vocabulary.
+    pub fn with_canary(mut self, canary: Canary) -> Result<Self> {
+        let unknown = self.tokenizer.unknown_chars(&canary.text);
+        if !unknown.is_empty() || canary.text.is_empty() {
+            return Err(Error::invalid(
+                "train --insert-canary",
+                format!(
+                    "the canary {:?} is empty or has characters the tokenizer does not know: {}. \
+                     A new run's char tokenizer learns the canary's characters; one taken from a \
+                     checkpoint knows only its own",
+                    canary.text,
+                    crate::data::list_chars(&unknown)
+                ),
+            ));
+        }
+        let line = if self.tokenizer.unknown_chars("\n").is_empty() {
+            format!("\n{}\n", canary.text)
+        } else {
+            canary.text.clone()
+        };
+        let tokens = self.tokenizer.encode(&line);
+        self.dataset.insert_into_train(&tokens, canary.repeats);
+        self.canary = Some(canary);
+        Ok(self)
+    }
+
+    /// The planted canary, if any.
+    pub fn canary(&self) -> Option<&Canary> {
+        self.canary.as_ref()
     }
 
     /// The tokenizer.
@@ -152,6 +193,9 @@ impl<M: LanguageModel> GptTask<M> {
         &self.data
     }
 }
+
+/// The target of an unused DP slot: never a token id.
+const IGNORE: u32 = u32::MAX;
 
 /// Errors unless every id of `tokenizer` is inside a model vocabulary of `vocab`.
 pub fn check_vocab(tokenizer: &dyn Tokenizer, vocab: usize) -> Result<()> {
@@ -240,7 +284,63 @@ impl<M: LanguageModel> TrainTask for GptTask<M> {
     }
 
     fn describe(&self) -> Value {
-        serde_json::json!({ "model": M::KIND, "data": self.data })
+        match &self.canary {
+            Some(canary) => {
+                serde_json::json!({ "model": M::KIND, "data": self.data, "canary": canary })
+            }
+            None => serde_json::json!({ "model": M::KIND, "data": self.data }),
+        }
+    }
+
+    fn dp_data(&self) -> Result<DpData> {
+        let seq = self.data.seq;
+        let examples = self.dataset.train_windows(seq);
+        if examples == 0 {
+            return Err(Error::invalid(
+                "train --dp",
+                format!("the training text holds no window of --seq {seq} + 1 tokens"),
+            ));
+        }
+        Ok(DpData {
+            examples,
+            capacity: self.data.batch,
+        })
+    }
+
+    fn dp_loss(
+        &mut self,
+        tape: &Tape,
+        examples: &[usize],
+        eps: f32,
+        _dropout_seed: u32,
+    ) -> Result<(Var, MicroBatch)> {
+        let (b, t) = (self.data.batch, self.data.seq);
+        // Unused slots: token 0 in, no target (they add nothing).
+        let mut inputs = vec![0u32; b * t];
+        let mut targets = vec![IGNORE; b * t];
+        for (slot, &i) in examples.iter().enumerate() {
+            let (x, y) = self.dataset.train_window(i, t);
+            inputs[slot * t..(slot + 1) * t].copy_from_slice(x);
+            targets[slot * t..(slot + 1) * t].copy_from_slice(y);
+        }
+        let ids = Tensor::from_u32(tape.gpu(), &inputs, &[b, t])?;
+        let logits = self.model.forward(tape, &ids)?;
+        let opts = CrossEntropyOptions {
+            label_smoothing: eps,
+            ignore_index: Some(IGNORE),
+        };
+        // The mean over the used slots' tokens times their number: the sum of
+        // each example's mean token loss.
+        let mean = tape.cross_entropy(&logits, &targets, &opts)?;
+        let loss = tape.scale(&mean, examples.len() as f32)?;
+        let tokens = examples.len() * t;
+        Ok((
+            loss,
+            MicroBatch {
+                tokens,
+                flops: tokens as f64 * self.model.train_flops_per_token(t),
+            },
+        ))
     }
 
     fn save(&self, dir: &Path, optimizer: &Optimizer, trainer_state: &Value) -> Result<()> {

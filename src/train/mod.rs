@@ -9,6 +9,11 @@
 //! the schedule depends only on the step, so a run stopped at step N and resumed
 //! produces the same losses as one that never stopped.
 //!
+//! Private training: [`Trainer::with_dp`] makes every step a DP-SGD step
+//! ([`dp`]): Poisson-sampled batches, per-example clipping, Gaussian noise, and
+//! the privacy spent (epsilon) in the progress, the eval log and the trainer
+//! state.
+//!
 //! - [`gpt::GptTask`]: language modelling on a text file (AdamW, cosine schedule).
 //! - [`seq2seq::Seq2SeqTask`]: translation pairs for the encoder-decoder (the
 //!   paper's Adam and warm-up, token-budget batches), including the built-in
@@ -16,6 +21,7 @@
 //! - [`icl::IclTrainTask`]: a GPT learning to learn in context (random mappings
 //!   shown by examples, [`crate::data::icl`]).
 
+pub mod dp;
 pub mod freeze;
 pub mod gpt;
 pub mod icl;
@@ -24,6 +30,7 @@ pub mod out_dir;
 pub mod progress;
 pub mod seq2seq;
 
+pub use dp::{DpData, DpOptions, PrivacyState};
 pub use options::{OptimizerChoice, Schedule, TrainOptions};
 pub use out_dir::{Existing, OutDir};
 
@@ -91,6 +98,30 @@ pub trait TrainTask {
     fn describe(&self) -> Value;
     /// Writes a checkpoint (config, params, optimiser, tokenizer, `trainer_state`).
     fn save(&self, dir: &Path, optimizer: &Optimizer, trainer_state: &Value) -> Result<()>;
+    /// DP-SGD: the examples Poisson sampling draws from and how many fit one
+    /// micro-batch. The default: this task cannot train privately.
+    fn dp_data(&self) -> Result<DpData> {
+        Err(Error::invalid(
+            "train --dp",
+            "this task has no per-example data for DP-SGD",
+        ))
+    }
+    /// DP-SGD: records on `tape` the sum of each example's loss over
+    /// `examples` (indices below [`TrainTask::dp_data`]'s `examples`, at most
+    /// its `capacity`), in one micro-batch of `capacity` slots whose unused
+    /// slots contribute nothing; examples are the batch's leading axis.
+    fn dp_loss(
+        &mut self,
+        _tape: &Tape,
+        _examples: &[usize],
+        _eps: f32,
+        _dropout_seed: u32,
+    ) -> Result<(Var, MicroBatch)> {
+        Err(Error::invalid(
+            "train --dp",
+            "this task has no per-example data for DP-SGD",
+        ))
+    }
 }
 
 /// Where a run stands; saved as `trainer_state.json`.
@@ -111,6 +142,9 @@ pub struct TrainerState {
     pub options: TrainOptions,
     /// The task's own description ([`TrainTask::describe`]).
     pub task: Value,
+    /// DP-SGD runs: the mechanism and the privacy spent so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<PrivacyState>,
 }
 
 /// Something the trainer reports while it runs.
@@ -130,11 +164,15 @@ pub enum TrainEvent {
         loss: f32,
         lr: f32,
         tokens_per_s: f64,
+        /// DP-SGD: epsilon spent so far (infinite without noise).
+        epsilon: Option<f64>,
     },
     /// After every evaluation.
     Eval { step: u32, metrics: EvalMetrics },
     /// After every checkpoint.
     Checkpoint { step: u32, dir: PathBuf },
+    /// A DP-SGD run stopped early: one more step would exceed its budget.
+    BudgetReached { step: u32, privacy: PrivacyState },
 }
 
 /// What a finished (or stopped) run did.
@@ -161,6 +199,8 @@ pub struct Trainer<'a> {
     state: TrainerState,
     /// Where checkpoints go, locked for the run (None: no checkpoints).
     out_dir: Option<OutDir>,
+    /// DP-SGD runs: sampling, clipping, noise and accounting.
+    dp: Option<dp::DpRun>,
 }
 
 impl<'a> Trainer<'a> {
@@ -190,13 +230,33 @@ impl<'a> Trainer<'a> {
             elapsed_s: 0.0,
             task: task.describe(),
             options,
+            privacy: None,
         };
         Ok(Trainer {
             task,
             opt,
             state,
             out_dir,
+            dp: None,
         })
+    }
+
+    /// Makes this fresh run private: every step a DP-SGD step with `dp`'s
+    /// clipping norm and noise (or budget). Errors name the bad option: a
+    /// clipping norm or noise out of range, a sampling rate outside (0, 1], a
+    /// budget spent before the first step, global clipping left on, a task
+    /// without per-example data.
+    pub fn with_dp(mut self, dp: DpOptions) -> Result<Self> {
+        if self.state.step != 0 {
+            return Err(Error::invalid(
+                "train --dp",
+                "DP-SGD starts with a run: a resumed run keeps its own settings",
+            ));
+        }
+        let run = dp::DpRun::start(&*self.task, dp, &self.state)?;
+        self.state.privacy = Some(run.state_at(0));
+        self.dp = Some(run);
+        Ok(self)
     }
 
     /// Continues the run saved in checkpoint `dir`: loads the weights, the optimiser
@@ -253,6 +313,10 @@ impl<'a> Trainer<'a> {
             state.options.grad_clip,
         )?;
         checkpoint::load_optimizer(dir, &mut opt)?;
+        let dp = match state.privacy.clone() {
+            Some(saved) => Some(dp::DpRun::resume(&*task, saved, state.step)?),
+            None => None,
+        };
         if opt.steps() != state.step {
             return Err(Error::checkpoint(
                 dir.display(),
@@ -269,6 +333,7 @@ impl<'a> Trainer<'a> {
             opt,
             state,
             out_dir,
+            dp,
         })
     }
 
@@ -312,32 +377,20 @@ impl<'a> Trainer<'a> {
         for step in first..=last {
             let t0 = Instant::now();
             let lr = opts.schedule.lr(step, opts.steps);
-            let mut micro_losses = Vec::with_capacity(opts.accumulation as usize);
-            let mut step_tokens = 0;
-            for _ in 0..opts.accumulation {
-                let index = self.state.micro_batches;
-                let tape = Tape::new(self.task.gpu());
-                let (loss, mb) = self.task.loss(
-                    &tape,
-                    index,
-                    opts.label_smoothing,
-                    dropout_seed(opts.seed, index),
-                )?;
-                tape.backward(&loss)?;
-                micro_losses.push(loss.value().clone());
-                self.state.micro_batches += 1;
-                step_tokens += mb.tokens as u64;
-                flops += mb.flops;
-                self.state.flops += mb.flops;
-            }
-            self.opt.step(lr, opts.accumulation)?;
+            let outcome = match &self.dp {
+                Some(dp) => dp.step(&mut *self.task, &mut self.opt, &mut self.state, (step, lr))?,
+                None => self.step(lr)?,
+            };
+            flops += outcome.flops;
+            self.state.flops += outcome.flops;
             // One submit per step: the first readback flushes the whole step.
             let mut loss = 0.0f32;
-            for l in &micro_losses {
+            for l in &outcome.losses {
                 loss += l.to_vec()?[0];
             }
-            let loss = loss / micro_losses.len() as f32;
-            if !loss.is_finite() {
+            // A DP step that drew no example has no loss (NaN).
+            let loss = loss / outcome.divisor;
+            if !outcome.losses.is_empty() && !loss.is_finite() {
                 return Err(Error::invalid(
                     "train",
                     format!(
@@ -347,23 +400,38 @@ impl<'a> Trainer<'a> {
                 ));
             }
             let secs = t0.elapsed().as_secs_f64();
+            let step_tokens = outcome.tokens;
             train_s += secs;
             tokens += step_tokens;
             self.state.step = step;
             self.state.tokens_seen += step_tokens;
             self.state.elapsed_s += secs;
+            if let Some(dp) = &self.dp {
+                self.state.privacy = Some(dp.state_at(step));
+            }
+            let epsilon = self
+                .state
+                .privacy
+                .as_ref()
+                .map(|p| p.epsilon.unwrap_or(f64::INFINITY));
             losses.push(loss);
             on_event(&TrainEvent::Step {
                 step,
                 loss,
                 lr,
                 tokens_per_s: tokens as f64 / train_s.max(1e-9),
+                epsilon,
             });
-            let at_end = step == last;
+            let out_of_budget = self
+                .dp
+                .as_ref()
+                .is_some_and(|dp| dp.budget_stops_after(step));
+            let at_end = step == last || out_of_budget;
             if at_end || (opts.eval_every > 0 && step % opts.eval_every == 0) {
                 let metrics = self.task.evaluate(at_end && last == opts.steps)?;
                 if let Some(log) = &mut log {
-                    log.write(step, loss, lr, self.state.tokens_seen, &metrics)?;
+                    let privacy = self.state.privacy.as_ref();
+                    log.write(step, loss, lr, self.state.tokens_seen, &metrics, privacy)?;
                 }
                 on_event(&TrainEvent::Eval {
                     step,
@@ -382,6 +450,12 @@ impl<'a> Trainer<'a> {
                     });
                 }
             }
+            if out_of_budget {
+                if let Some(privacy) = self.state.privacy.clone() {
+                    on_event(&TrainEvent::BudgetReached { step, privacy });
+                }
+                break;
+            }
         }
         Ok(TrainSummary {
             losses,
@@ -391,6 +465,32 @@ impl<'a> Trainer<'a> {
             tokens_per_s: tokens as f64 / train_s.max(1e-9),
             flops_per_s: flops / train_s.max(1e-9),
         })
+    }
+
+    /// One ordinary optimiser step: `accumulation` micro-batches, then the update.
+    fn step(&mut self, lr: f32) -> Result<dp::StepOutcome> {
+        let opts = &self.state.options;
+        let (seed, eps, accumulation) = (opts.seed, opts.label_smoothing, opts.accumulation);
+        let mut out = dp::StepOutcome {
+            losses: Vec::with_capacity(accumulation as usize),
+            divisor: accumulation as f32,
+            tokens: 0,
+            flops: 0.0,
+        };
+        for _ in 0..accumulation {
+            let index = self.state.micro_batches;
+            let tape = Tape::new(self.task.gpu());
+            let (loss, mb) = self
+                .task
+                .loss(&tape, index, eps, dropout_seed(seed, index))?;
+            tape.backward(&loss)?;
+            out.losses.push(loss.value().clone());
+            self.state.micro_batches += 1;
+            out.tokens += mb.tokens as u64;
+            out.flops += mb.flops;
+        }
+        self.opt.step(lr, accumulation)?;
+        Ok(out)
     }
 }
 
@@ -457,6 +557,7 @@ impl EvalLog {
         lr: f32,
         tokens: u64,
         m: &EvalMetrics,
+        privacy: Option<&PrivacyState>,
     ) -> Result<()> {
         let mut line = serde_json::json!({
             "step": step,
@@ -464,6 +565,11 @@ impl EvalLog {
             "lr": lr,
             "tokens_seen": tokens,
         });
+        if let (Value::Object(obj), Some(p)) = (&mut line, privacy) {
+            // null: infinite (no noise).
+            obj.insert("epsilon".into(), serde_json::json!(p.epsilon));
+            obj.insert("delta".into(), serde_json::json!(p.options.delta));
+        }
         if let (Value::Object(obj), Ok(Value::Object(metrics))) =
             (&mut line, serde_json::to_value(m))
         {

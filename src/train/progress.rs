@@ -1,5 +1,5 @@
 //! Shows a run's [`TrainEvent`]s: a progress bar (step, loss, learning rate,
-//! tokens/s, ETA) on a terminal, plain lines when stderr is a file or a pipe.
+//! tokens/s, epsilon of a private run, ETA) on a terminal, plain lines when stderr is a file or a pipe.
 //! Everything goes to stderr, so stdout holds only results.
 
 use super::{EvalMetrics, TrainEvent};
@@ -76,11 +76,15 @@ impl ProgressReporter {
                 loss,
                 lr,
                 tokens_per_s,
+                epsilon,
             } => {
-                let msg = format!(
+                let mut msg = format!(
                     "{step}/{} loss {loss:.4} lr {lr:.2e} {tokens_per_s:.0} tok/s",
                     self.last_step
                 );
+                if let Some(eps) = epsilon {
+                    msg += &format!(" eps {eps:.3}");
+                }
                 match &self.bar {
                     Some(bar) => {
                         bar.set_position((step + 1 - self.first_step) as u64);
@@ -100,6 +104,12 @@ impl ProgressReporter {
                 }
             }
             TrainEvent::Eval { step, metrics } => self.println(&eval_line(*step, metrics)),
+            TrainEvent::BudgetReached { step, privacy } => self.println(&format!(
+                "step {step}: stopped, one more step would exceed the privacy budget ({} spent \
+                 of --dp-epsilon {})",
+                privacy.describe(),
+                privacy.options.epsilon.unwrap_or(f64::INFINITY)
+            )),
             TrainEvent::Checkpoint { step, dir } => {
                 if self.bar.is_none() || *step == self.last_step {
                     self.println(&format!("step {step}: saved checkpoint {}", dir.display()));

@@ -3,14 +3,20 @@
 //! label-smoothed cross-entropy over the real target tokens, and held-out loss,
 //! perplexity and exact-match accuracy of greedy decoding.
 //!
+//! For DP-SGD the examples are the training pairs, drawn by the trainer's
+//! Poisson sampling into micro-batches of fixed shape: as many pairs as the
+//! token budget holds at the longest source and target, every pair padded to
+//! those lengths. An example's loss is its summed token loss over that
+//! longest target length (+ 1), so its gradient has a per-token mean's scale.
+//!
 //! The pairs come from the built-in date task ([`DateTask`]: "2024-03-15" ->
 //! "15 March 2024") or from a `source<TAB>target` file.
 
-use super::{data_seed, EvalMetrics, MicroBatch, TrainTask};
+use super::{data_seed, DpData, EvalMetrics, MicroBatch, TrainTask};
 use crate::autograd::{Param, Tape, Var};
 use crate::checkpoint::{self, CheckpointContents};
 use crate::data::{
-    token_budget_batches, CharTokenizer, DateTask, PairBatch, PairDataset, Tokenizer,
+    pad_fixed, token_budget_batches, CharTokenizer, DateTask, PairBatch, PairDataset, Tokenizer,
 };
 use crate::error::{Error, Result};
 use crate::generate::translate_greedy;
@@ -220,6 +226,25 @@ impl Seq2SeqTask {
         Ok(&batches[pos])
     }
 
+    /// DP-SGD's fixed micro-batch: (pairs per micro-batch, S, T), S and T the
+    /// longest source and target (+ 1) of the training pairs.
+    fn dp_shape(&self) -> Result<(usize, usize, usize)> {
+        let s = self.train.iter().map(|p| p.0.len()).max().unwrap_or(1);
+        let t = self.train.iter().map(|p| p.1.len() + 1).max().unwrap_or(1);
+        let capacity = self.data.batch_tokens / s.max(t);
+        if capacity == 0 {
+            return Err(Error::invalid(
+                "train --dp",
+                format!(
+                    "--batch-tokens {} cannot hold one pair padded to the longest source ({s}) \
+                     and target ({t}) tokens: raise it",
+                    self.data.batch_tokens
+                ),
+            ));
+        }
+        Ok((capacity, s, t))
+    }
+
     /// (epoch, position) of micro-batch `index`: epochs follow each other, each a
     /// fresh seeded order of every pair.
     fn locate(&mut self, index: u64) -> Result<(usize, usize)> {
@@ -344,6 +369,56 @@ impl TrainTask for Seq2SeqTask {
 
     fn describe(&self) -> Value {
         serde_json::json!({ "model": "encoder_decoder", "data": self.data })
+    }
+
+    fn dp_data(&self) -> Result<DpData> {
+        Ok(DpData {
+            examples: self.train.len(),
+            capacity: self.dp_shape()?.0,
+        })
+    }
+
+    fn dp_loss(
+        &mut self,
+        tape: &Tape,
+        examples: &[usize],
+        eps: f32,
+        dropout_seed: u32,
+    ) -> Result<(Var, MicroBatch)> {
+        let (capacity, s, t) = self.dp_shape()?;
+        let sp = self.tokenizer.specials();
+        let batch = pad_fixed(&self.train, examples, capacity, (s, t), &sp);
+        let tensors = batch.upload(&self.gpu)?;
+        let logits = self.model.forward(
+            tape,
+            &tensors.src,
+            Some(&tensors.src_key_mask),
+            &tensors.tgt_in,
+            &ForwardOptions::train(dropout_seed),
+        )?;
+        let opts = CrossEntropyOptions {
+            label_smoothing: eps,
+            ignore_index: Some(PairBatch::IGNORE),
+        };
+        let mean = tape.cross_entropy(&logits, &tensors.targets, &opts)?;
+        // The mean over the batch's target tokens, times their count over T:
+        // the sum of each example's summed token loss over T.
+        let counted = batch.n_target_tokens as f32;
+        let loss = tape.scale(&mean, counted / t as f32)?;
+        let real: f64 = examples
+            .iter()
+            .map(|&i| {
+                let (src, tgt) = &self.train[i];
+                self.model.config.train_flops(src.len(), tgt.len() + 1)
+            })
+            .sum();
+        Ok((
+            loss,
+            MicroBatch {
+                tokens: batch.n_target_tokens,
+                flops: real,
+            },
+        ))
     }
 
     fn save(&self, dir: &Path, optimizer: &Optimizer, trainer_state: &Value) -> Result<()> {

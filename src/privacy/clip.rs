@@ -1,0 +1,233 @@
+//! DP-SGD's per-example clipping on the GPU, from what a per-example backward
+//! kept ([`PerExampleGrads`]): each example's gradient norm over all the
+//! parameters, its clip factor `c_b = min(1, C / (||g_b|| + 1e-6))`, and the
+//! clipped sum `sum_b c_b g_b` added to every parameter's `grad`.
+//!
+//! How each parameter's per-example gradient is handled:
+//! - A linear layer's weight (used once): never materialised. Its per-example
+//!   squared norm `||x_b^T dy_b||_F^2` is either the "ghost norm"
+//!   `<x_b x_b^T, dy_b dy_b^T>` (Li et al. 2021; two (R, R) Gram matrices per
+//!   example) or the sum of squares of the per-example product `x_b^T dy_b`
+//!   computed and dropped at once, whichever takes fewer multiply-adds
+//!   ([`ghost_norm_is_cheaper`]). Once the clip factors are known its clipped
+//!   gradient is one product `x^T (c ⊙ dy)` ("book-keeping", Bu et al. 2023):
+//!   no second backward pass.
+//! - Everything else (biases, LayerNorm gains, embedding tables, learned
+//!   positions, a tied table used as embedding and output projection, any
+//!   parameter used more than once): its per-example gradients are materialised
+//!   as (B, ..) — for a tied table the sum over its uses, so the norm is that of
+//!   the whole per-example gradient, cross terms included — then their squares
+//!   summed per example and, after the factors, their weighted sum taken.
+//!   A table's (B, V, C) is the largest of these; it must fit one binding.
+
+use crate::autograd::{Param, ParamPiece, PerExampleGrads};
+use crate::error::{Error, Result};
+use crate::kernels::elementwise::add_assign;
+use crate::kernels::gemm::{gemm, GemmOptions};
+use crate::kernels::per_example::{
+    add_dot, add_sumsq, clip_factors, layernorm_gain, position_rows, scale_examples, scatter_rows,
+    weighted_sum,
+};
+use crate::kernels::reduce::{reduce, Reduce};
+use crate::tensor::Tensor;
+
+/// True when a linear layer's per-example squared norms over `rows` rows per
+/// example, `fin` inputs and `fout` outputs cost fewer multiply-adds as ghost
+/// norms (two Gram matrices: rows^2 (fin + fout)) than as the per-example
+/// product (rows fin fout). (Bu et al. weigh memory instead: 2 rows^2 against
+/// fin fout; both products here are dropped right away, so the work decides.)
+pub fn ghost_norm_is_cheaper(rows: usize, fin: usize, fout: usize) -> bool {
+    rows * (fin + fout) < fin * fout
+}
+
+/// One parameter's per-example gradients, as the clipping needs them.
+enum PerExample {
+    /// A linear weight's activations (rows, IN) and output gradients (rows, OUT).
+    Linear { x: Tensor, dy: Tensor },
+    /// Materialised: (B, ..) with the parameter's shape after B.
+    Full(Tensor),
+}
+
+/// Computes every example's squared gradient norm, clips each example's
+/// gradient to norm `clip` and adds the clipped sum `sum_b c_b g_b` to each
+/// parameter's `grad` (on the GPU; nothing is read back). Returns the squared
+/// per-example norms (B) before clipping.
+pub fn clip_and_accumulate(grads: PerExampleGrads, clip: f32) -> Result<Tensor> {
+    let b = grads.examples;
+    let Some((first, _)) = grads.uses.first() else {
+        return Err(Error::invalid(
+            "clip_and_accumulate",
+            "the backward reached no trainable parameter",
+        ));
+    };
+    let gpu = first.value().gpu().clone();
+    let norms = Tensor::zeros(&gpu, &[b])?;
+    let mut params: Vec<(Param, PerExample)> = Vec::new();
+    for (param, uses) in group_by_param(grads.uses) {
+        let per_example = match <[ParamPiece; 1]>::try_from(uses) {
+            Ok([ParamPiece::LinearWeight { x, dy }]) => {
+                linear_norms(&x, &dy, b, &norms)?;
+                PerExample::Linear { x, dy }
+            }
+            Ok([piece]) => full(&param, vec![piece], b, &norms)?,
+            Err(uses) => full(&param, uses, b, &norms)?,
+        };
+        params.push((param, per_example));
+    }
+    let factors = clip_factors(&norms, clip)?;
+    for (param, per_example) in params {
+        let clipped = match per_example {
+            PerExample::Linear { x, dy } => clipped_linear(&x, &dy, &factors)?,
+            PerExample::Full(g) => weighted_sum(&factors, &g)?,
+        };
+        param.accumulate(clipped.reshape(param.value().shape())?)?;
+    }
+    Ok(norms)
+}
+
+/// The uses of each parameter, parameters in the order first met.
+fn group_by_param(uses: Vec<(Param, ParamPiece)>) -> Vec<(Param, Vec<ParamPiece>)> {
+    let mut groups: Vec<(Param, Vec<ParamPiece>)> = Vec::new();
+    for (param, piece) in uses {
+        match groups.iter_mut().find(|(p, _)| p.same_as(&param)) {
+            Some((_, pieces)) => pieces.push(piece),
+            None => groups.push((param, vec![piece])),
+        }
+    }
+    groups
+}
+
+/// `rows` viewed as (B, rows / B, cols), checking that B divides the rows.
+fn per_example_rows(t: &Tensor, b: usize) -> Result<Tensor> {
+    let cols = t.shape().last().copied().unwrap_or(0);
+    let rows = t.numel() / cols.max(1);
+    if b == 0 || !rows.is_multiple_of(b) {
+        return Err(Error::shape(
+            "per-example gradients",
+            format!(
+                "{rows} rows cannot be split into {b} examples: every op's rows must hold the \
+                 examples one after another, the same number each"
+            ),
+        ));
+    }
+    t.reshape(&[b, rows / b, cols])
+}
+
+/// Adds a linear weight's per-example squared norms to `norms`.
+fn linear_norms(x: &Tensor, dy: &Tensor, b: usize, norms: &Tensor) -> Result<()> {
+    let (x3, dy3) = (per_example_rows(x, b)?, per_example_rows(dy, b)?);
+    let (rows, fin, fout) = (x3.shape()[1], x3.shape()[2], dy3.shape()[2]);
+    let gram = |t: &Tensor| {
+        let opts = GemmOptions {
+            trans_b: true,
+            ..Default::default()
+        };
+        gemm(t, t, &opts)
+    };
+    if ghost_norm_is_cheaper(rows, fin, fout) {
+        add_dot(&gram(&x3)?, &gram(&dy3)?, norms)
+    } else {
+        add_sumsq(&per_example_product(&x3, &dy3)?, norms)
+    }
+}
+
+/// `x_b^T dy_b` for every example: x (B, R, IN), dy (B, R, OUT) -> (B, IN, OUT).
+fn per_example_product(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    let opts = GemmOptions {
+        trans_a: true,
+        ..Default::default()
+    };
+    gemm(x, dy, &opts)
+}
+
+/// The clipped weight gradient `x^T (c ⊙ dy)`, scaling the narrower of x and dy.
+fn clipped_linear(x: &Tensor, dy: &Tensor, factors: &Tensor) -> Result<Tensor> {
+    let b = factors.numel();
+    let opts = GemmOptions {
+        trans_a: true,
+        ..Default::default()
+    };
+    let (rows, fin, fout) = (x.shape()[0], x.shape()[1], dy.shape()[1]);
+    if fin < fout {
+        let xs = scale_examples(factors, &x.reshape(&[b, rows / b, fin])?)?;
+        gemm(&xs.reshape(&[rows, fin])?, dy, &opts)
+    } else {
+        let dys = scale_examples(factors, &dy.reshape(&[b, rows / b, fout])?)?;
+        gemm(x, &dys.reshape(&[rows, fout])?, &opts)
+    }
+}
+
+/// Materialises `param`'s per-example gradients (B, ..), summed over its uses,
+/// and adds their squared norms to `norms`.
+fn full(param: &Param, uses: Vec<ParamPiece>, b: usize, norms: &Tensor) -> Result<PerExample> {
+    let gpu = param.value().gpu();
+    let mut shape = vec![b];
+    shape.extend_from_slice(param.value().shape());
+    let table_zeros = || Tensor::zeros(gpu, &shape);
+    let mut total: Option<Tensor> = None;
+    for piece in uses {
+        // Tables take their rows in place; the other pieces are whole tensors.
+        let whole = match piece {
+            ParamPiece::Gather { ids, dy } => {
+                let g = total.take().map_or_else(table_zeros, Ok)?;
+                scatter_rows(&g, &ids, &dy)?;
+                total = Some(g);
+                continue;
+            }
+            ParamPiece::Positions { dy } => {
+                let g = total.take().map_or_else(table_zeros, Ok)?;
+                position_rows(&g, &dy)?;
+                total = Some(g);
+                continue;
+            }
+            ParamPiece::LinearWeight { x, dy } => {
+                per_example_product(&per_example_rows(&x, b)?, &per_example_rows(&dy, b)?)?
+            }
+            ParamPiece::OutputProjection { x, dy } => {
+                per_example_product(&per_example_rows(&dy, b)?, &per_example_rows(&x, b)?)?
+            }
+            ParamPiece::Bias { dy } => reduce(&per_example_rows(&dy, b)?, 1, Reduce::Sum)?,
+            ParamPiece::LayerNormGain { x, mean, rstd, dy } => {
+                layernorm_gain(&x, &mean, &rstd, &dy, b)?
+            }
+        };
+        if whole.numel() != b * param.value().numel() {
+            return Err(Error::shape(
+                "per-example gradients",
+                format!(
+                    "{} per-example values for parameter `{}` of shape {:?} over {b} examples",
+                    whole.numel(),
+                    param.name(),
+                    param.value().shape()
+                ),
+            ));
+        }
+        let whole = whole.reshape(&shape)?;
+        total = Some(match total {
+            Some(g) => {
+                add_assign(&g, &whole)?;
+                g
+            }
+            None => whole,
+        });
+    }
+    let g = total.map_or_else(table_zeros, Ok)?;
+    add_sumsq(&g, norms)?;
+    Ok(PerExample::Full(g))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ghost_norm_is_cheaper;
+
+    #[test]
+    fn ghost_norms_win_for_short_rows_and_wide_layers() {
+        // The issue-6 GPT (T = 256, C = 256): every product is cheaper.
+        assert!(!ghost_norm_is_cheaper(256, 256, 768));
+        assert!(!ghost_norm_is_cheaper(256, 1024, 256));
+        // GPT-2 small at T = 128: the Gram matrices are.
+        assert!(ghost_norm_is_cheaper(128, 768, 3072));
+        // Equal cost: the product (no Gram matrices to build).
+        assert!(!ghost_norm_is_cheaper(1, 2, 2));
+    }
+}
