@@ -367,7 +367,9 @@ fn a_small_llama_learns_a_repeating_sequence() {
 }
 
 fn wgformer(args: &[&str]) -> (bool, String, String) {
+    // Outside the repository: runs write their emissions.csv into the working directory.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wgformer"))
+        .current_dir(std::env::temp_dir())
         .args(args)
         .output()
         .expect("run wgformer");
