@@ -1,26 +1,27 @@
-//! GPT inference: streamed sampling ([`generate`]) and scoring ([`score`], and
-//! [`sequence_nll`] for many sequences at once).
+//! Decoder-only inference (GPT, Llama: any [`CausalLm`]): streamed sampling
+//! ([`generate`]) and scoring ([`score`], and [`sequence_nll`] for many
+//! sequences at once).
 
 use super::{GenerateOptions, Generation, Sampler, StopReason};
 use crate::autograd::Tape;
 use crate::error::{Error, Result};
 use crate::kernels::cross_entropy::{cross_entropy_checked, CrossEntropyOptions};
-use crate::nn::{Gpt, KvCache};
+use crate::nn::{CausalLm, Gpt, KvCache};
 use crate::tensor::Tensor;
 use std::ops::ControlFlow;
 
-/// One growing sequence on a [`Gpt`]: feed tokens, get the next token's logits.
+/// One growing sequence on a decoder-only model ([`CausalLm`]): feed tokens, get the next token's logits.
 /// Decodes incrementally with the model's key/value cache.
 pub struct GptDecoder<'a> {
-    model: &'a Gpt,
+    model: &'a dyn CausalLm,
     cache: KvCache,
 }
 
 impl<'a> GptDecoder<'a> {
     /// An empty sequence that can grow to `capacity` tokens (at most the model's
     /// context).
-    pub fn new(model: &'a Gpt, capacity: usize) -> Result<Self> {
-        let ctx = model.config.n_positions;
+    pub fn new(model: &'a dyn CausalLm, capacity: usize) -> Result<Self> {
+        let ctx = model.context();
         if capacity == 0 || capacity > ctx {
             return Err(Error::invalid(
                 "generate",
@@ -52,7 +53,7 @@ impl<'a> GptDecoder<'a> {
     /// after the last one. Errors when the capacity would overflow or an id is
     /// outside the vocabulary.
     pub fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        let v = self.model.config.vocab_size;
+        let v = self.model.vocab_size();
         if tokens.is_empty() {
             return Err(Error::invalid(
                 "generate",
@@ -76,7 +77,7 @@ impl<'a> GptDecoder<'a> {
                      {}). Shorten the prompt (or allow truncation)",
                     self.len() + tokens.len(),
                     self.capacity(),
-                    self.model.config.n_positions
+                    self.model.context()
                 ),
             ));
         }
@@ -103,7 +104,7 @@ impl<'a> GptDecoder<'a> {
 /// generation and is returned). See the module doc for context overflow, and
 /// [`Gpt::generate`] for a callback that can stop generation early.
 pub fn generate(
-    model: &Gpt,
+    model: &dyn CausalLm,
     prompt: &[u32],
     opts: &GenerateOptions,
     on_token: &mut dyn FnMut(u32) -> Result<()>,
@@ -150,12 +151,12 @@ impl Gpt {
 
 /// [`generate`] whose callback may also stop generation.
 fn generate_until(
-    model: &Gpt,
+    model: &dyn CausalLm,
     prompt: &[u32],
     opts: &GenerateOptions,
     on_token: &mut dyn FnMut(u32) -> Result<ControlFlow<()>>,
 ) -> Result<Generation> {
-    let ctx = model.config.n_positions;
+    let ctx = model.context();
     if prompt.is_empty() {
         return Err(Error::invalid(
             "generate",
@@ -225,8 +226,8 @@ pub struct Score {
 /// Scores `ids` (at least 2 tokens, at most the model's context) in one forward
 /// pass: each token's log-probability given the ones before it. The first token
 /// has no prediction and gets no entry.
-pub fn score(model: &Gpt, ids: &[u32]) -> Result<Score> {
-    let (ctx, v) = (model.config.n_positions, model.config.vocab_size);
+pub fn score(model: &dyn CausalLm, ids: &[u32]) -> Result<Score> {
+    let (ctx, v) = (model.context(), model.vocab_size());
     if ids.len() < 2 {
         return Err(Error::invalid(
             "score",
@@ -331,6 +332,6 @@ pub fn sequence_nll(model: &Gpt, sequences: &[Vec<u32>], batch: usize) -> Result
 }
 
 /// The GPU a model's weights live on.
-pub(crate) fn model_gpu(model: &Gpt) -> crate::gpu::Gpu {
+pub(crate) fn model_gpu(model: &dyn CausalLm) -> crate::gpu::Gpu {
     model.params()[0].value().gpu().clone()
 }
