@@ -38,7 +38,7 @@ impl ModelConfig for LlamaConfig {
                     Err(e)
                 }
             })
-            .map_err(|e| Error::checkpoint(path.display(), e))
+            .map_err(|e| Error::incompatible(path.display(), e))
     }
 
     fn check_weights_file(&self, config: &Path, weights: &Path, bytes: u64) -> Result<()> {
@@ -46,7 +46,7 @@ impl ModelConfig for LlamaConfig {
     }
 
     fn from_foreign(path: &Path, json: &Map<String, Value>) -> Result<Self> {
-        LlamaConfig::from_hf(json).map_err(|e| Error::checkpoint(path.display(), e))
+        LlamaConfig::from_hf(json).map_err(|e| Error::incompatible(path.display(), e))
     }
 }
 
