@@ -162,7 +162,7 @@ pub enum Error {
     },
 }
 
-/// The kind of an [`Error`], for a program to act on (retry, fall back, ask the
+/// The kind of an [`Error`](enum@Error), for a program to act on (retry, fall back, ask the
 /// user) without reading messages. Several variants share a kind; see
 /// [`Error::kind`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -88,7 +88,7 @@ pub fn rope_angle(pos: usize, i: usize, hs: usize, theta: f64) -> f64 {
 
 /// Rotary embedding, "rotate half" layout, of `x (B, T, NH * HS)` at positions
 /// `pos0..pos0 + T`: for d < HS / 2, with a = rope_angle(pos, d),
-///   y[d] = x[d] cos a - x[d + HS/2] sin a,  y[d + HS/2] = x[d + HS/2] cos a + x[d] sin a.
+/// `y[d] = x[d] cos a - x[d + HS/2] sin a`, `y[d + HS/2] = x[d + HS/2] cos a + x[d] sin a`.
 pub fn rope(x: &[f32], (t, nh, hs): (usize, usize, usize), pos0: usize, theta: f64) -> Vec<f64> {
     rotate(x, (t, nh, hs), pos0, theta, 1.0)
 }
