@@ -12,13 +12,13 @@
 //! while a wrong max, a missed rescale or a wrong mask is off by >= 1e-2.
 
 use crate::common::attention::{
-    assert_fused_memory_linear, bytes_created, mask, unpooled_gpu, Case,
+    assert_fused_memory_linear, bytes_created, mask, unpooled_gpu, Case, UNFUSED_SHAPES,
 };
 use crate::common::*;
 use wgformer::kernels::attention::{
     attention_fwd, attention_unfused, attention_unfused_naive, AttentionOptions, MAX_HEAD_SIZE,
 };
-use wgformer::{reference, Error, Gpu, Tensor};
+use wgformer::{reference, Error, Tensor};
 
 const ATOL: f64 = 1e-5;
 const RTOL: f64 = 1e-4;

@@ -8,7 +8,7 @@
 //! Tolerance of the GPU gradients: 2e-5 abs + 1e-4 rel (see `ATOL` for why).
 
 use crate::common::attention::{
-    assert_fused_memory_linear, bytes_created, mask, unpooled_gpu, Case,
+    assert_fused_memory_linear, bytes_created, mask, unpooled_gpu, Case, UNFUSED_SHAPES,
 };
 use crate::common::*;
 use wgformer::kernels::attention::{
