@@ -963,8 +963,8 @@ fn private_training_reports_its_epsilon_and_audit_ranks_the_canary() {
     let last: serde_json::Value = log
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|line| line.get("energy").is_none())
-        .last()
+        .rev()
+        .find(|line| line.get("energy").is_none())
         .unwrap();
     assert_eq!(last["epsilon"].as_f64(), Some(eps3));
     assert_eq!(last["delta"].as_f64(), Some(1e-3));
