@@ -862,22 +862,8 @@ fn resume(gpu: &Gpu, a: &TrainArgs, dir: &Path, energy: RunEnergy) -> Result<()>
             finish_icl(&mut task, how, energy)
         }
         "gpt2" => {
-            let mut data: GptData = serde_json::from_value(data_desc).map_err(|e| {
-                usage(format!(
-                    "the trainer state of `{}` does not describe text data ({e})",
-                    dir.display()
-                ))
-            })?;
-            if let Some(path) = &a.data {
-                data.data = Some(path.clone());
-            }
-            let Some(path) = data.data.clone() else {
-                return Err(usage("the run's text file is unknown: pass it with --data"));
-            };
             let config: GptConfig = checkpoint::read_config(dir)?;
-            let tok = checkpoint_tokenizer(dir, config.vocab_size)?;
-            note_unknown_in_file(tok.as_ref(), &path, false)?;
-            let dataset = TextDataset::from_file(&path, tok.as_ref(), data.held_out_fraction)?;
+            let (data, tok, dataset) = resumed_text(a, dir, data_desc, config.vocab_size)?;
             let model = Gpt::new(gpu, config, 0)?;
             let mut task = GptTask::new(gpu, model, tok, dataset, data)?;
             if let Some(canary) = task_desc.get("canary") {
@@ -892,22 +878,8 @@ fn resume(gpu: &Gpu, a: &TrainArgs, dir: &Path, energy: RunEnergy) -> Result<()>
             finish_gpt(&mut task, how, energy)
         }
         "llama" => {
-            let mut data: GptData = serde_json::from_value(data_desc).map_err(|e| {
-                usage(format!(
-                    "the trainer state of `{}` does not describe text data ({e})",
-                    dir.display()
-                ))
-            })?;
-            if let Some(path) = &a.data {
-                data.data = Some(path.clone());
-            }
-            let Some(path) = data.data.clone() else {
-                return Err(usage("the run's text file is unknown: pass it with --data"));
-            };
             let config: LlamaConfig = checkpoint::read_config(dir)?;
-            let tok = checkpoint_tokenizer(dir, config.vocab_size)?;
-            note_unknown_in_file(tok.as_ref(), &path, false)?;
-            let dataset = TextDataset::from_file(&path, tok.as_ref(), data.held_out_fraction)?;
+            let (data, tok, dataset) = resumed_text(a, dir, data_desc, config.vocab_size)?;
             let model = Llama::new(gpu, config, 0)?;
             let mut task = GptTask::new(gpu, model, tok, dataset, data)?;
             finish_gpt(&mut task, how, energy)
@@ -917,6 +889,33 @@ fn resume(gpu: &Gpu, a: &TrainArgs, dir: &Path, energy: RunEnergy) -> Result<()>
              encoder_decoder models"
         ))),
     }
+}
+
+/// The text data of a resumed language-model run (GPT or Llama): its saved
+/// description (with `--data` replacing the file), the checkpoint's tokenizer
+/// and the dataset read again.
+fn resumed_text(
+    a: &TrainArgs,
+    dir: &Path,
+    data_desc: serde_json::Value,
+    vocab_size: usize,
+) -> Result<(GptData, Box<dyn Tokenizer>, TextDataset)> {
+    let mut data: GptData = serde_json::from_value(data_desc).map_err(|e| {
+        usage(format!(
+            "the trainer state of `{}` does not describe text data ({e})",
+            dir.display()
+        ))
+    })?;
+    if let Some(path) = &a.data {
+        data.data = Some(path.clone());
+    }
+    let Some(path) = data.data.clone() else {
+        return Err(usage("the run's text file is unknown: pass it with --data"));
+    };
+    let tok = checkpoint_tokenizer(dir, vocab_size)?;
+    note_unknown_in_file(tok.as_ref(), &path, false)?;
+    let dataset = TextDataset::from_file(&path, tok.as_ref(), data.held_out_fraction)?;
+    Ok((data, tok, dataset))
 }
 
 /// True when both paths name the same directory (`runs/x` and `./runs/x`).
