@@ -145,11 +145,11 @@ fn main() -> ExitCode {
             })
         }
         Command::Generate(args) => {
-            check_csv(&args.energy, Some(&args.emissions_file)).and_then(|()| {
+            check_csv(&args.energy, Some(&args.emissions.path)).and_then(|()| {
                 let mut energy = RunEnergy::start(&args.energy, "wgformer generate");
                 let gpu = wgformer::Gpu::new()?;
                 cli::infer::generate(&gpu, &args)?;
-                energy.finish(&gpu, Some(&args.emissions_file));
+                energy.finish(&gpu, Some(&args.emissions.path));
                 Ok(())
             })
         }
@@ -163,7 +163,7 @@ fn main() -> ExitCode {
             ) {
                 args.given = cli::given_flags(c, m);
             }
-            check_csv(&args.energy, Some(&args.emissions_file)).and_then(|()| {
+            check_csv(&args.energy, Some(&args.emissions.path)).and_then(|()| {
                 let energy = RunEnergy::start(&args.energy, "wgformer eval");
                 wgformer::Gpu::new().and_then(|gpu| cli::infer::eval(&gpu, &args, energy))
             })

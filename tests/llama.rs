@@ -311,20 +311,7 @@ fn bad_configs_and_oversized_models_are_refused_by_name() {
     });
     assert!(e.contains("vocab_size") && e.contains("hidden_size"), "{e}");
     // SmolLM-135M's shape counts its parameters like Hugging Face (134.5M, tied).
-    let smollm = LlamaConfig {
-        vocab_size: 49152,
-        hidden_size: 576,
-        intermediate_size: 1536,
-        num_hidden_layers: 30,
-        num_attention_heads: 9,
-        num_key_value_heads: 3,
-        rms_norm_eps: 1e-5,
-        rope_theta: 10_000.0,
-        max_position_embeddings: 2048,
-        tie_word_embeddings: true,
-        bos_token_id: Some(0),
-        eos_token_id: Some(0),
-    };
+    let smollm = smollm_135m();
     assert_eq!(smollm.param_count(), 134_515_008);
 }
 
@@ -466,20 +453,7 @@ fn a_smollm_135m_shape_builds_trains_a_step_and_decodes() {
     use std::time::Instant;
     use wgformer::optim::{Optimizer, OptimizerKind};
     let g = gpu();
-    let config = LlamaConfig {
-        vocab_size: 49152,
-        hidden_size: 576,
-        intermediate_size: 1536,
-        num_hidden_layers: 30,
-        num_attention_heads: 9,
-        num_key_value_heads: 3,
-        rms_norm_eps: 1e-5,
-        rope_theta: 10_000.0,
-        max_position_embeddings: 2048,
-        tie_word_embeddings: true,
-        bos_token_id: Some(0),
-        eos_token_id: Some(0),
-    };
+    let config = smollm_135m();
     let t0 = Instant::now();
     let model = Llama::new(&g, config, 0).unwrap();
     println!(
@@ -550,4 +524,22 @@ fn a_smollm_135m_shape_builds_trains_a_step_and_decodes() {
         "decode: 16-token prompt {prompt_s:.2} s, then {:.0} ms/token over {n} tokens",
         1e3 * t0.elapsed().as_secs_f64() / n as f64
     );
+}
+
+/// SmolLM-135M's sizes (its config.json on the Hugging Face hub).
+fn smollm_135m() -> LlamaConfig {
+    LlamaConfig {
+        vocab_size: 49152,
+        hidden_size: 576,
+        intermediate_size: 1536,
+        num_hidden_layers: 30,
+        num_attention_heads: 9,
+        num_key_value_heads: 3,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10_000.0,
+        max_position_embeddings: 2048,
+        tie_word_embeddings: true,
+        bos_token_id: Some(0),
+        eos_token_id: Some(0),
+    }
 }

@@ -2,7 +2,7 @@
 //! `eval` also measures a checkpoint of the in-context learning task: its
 //! accuracy by number of examples in the context.
 
-use super::energy::{EnergyArgs, RunEnergy};
+use super::energy::{EmissionsFile, EnergyArgs, RunEnergy};
 use super::flags::{at_least_one, finite, non_negative, probability};
 use super::{
     checkpoint_tokenizer, encode_known, load_transformer, model_type, note_unknown,
@@ -51,15 +51,8 @@ pub struct GenerateArgs {
     pub truncate_prompt: bool,
     #[command(flatten)]
     pub energy: EnergyArgs,
-    /// Append the energy report as a row to this CSV (CodeCarbon's emissions.csv
-    /// columns).
-    #[arg(
-        long,
-        value_name = "PATH",
-        default_value = "emissions.csv",
-        conflicts_with = "no_energy"
-    )]
-    pub emissions_file: PathBuf,
+    #[command(flatten)]
+    pub emissions: EmissionsFile,
 }
 
 /// A decoder-only model and, when asked for, its tokenizer.
@@ -265,15 +258,8 @@ pub struct EvalArgs {
     pub json: bool,
     #[command(flatten)]
     pub energy: EnergyArgs,
-    /// Append the energy report as a row to this CSV (CodeCarbon's emissions.csv
-    /// columns).
-    #[arg(
-        long,
-        value_name = "PATH",
-        default_value = "emissions.csv",
-        conflicts_with = "no_energy"
-    )]
-    pub emissions_file: PathBuf,
+    #[command(flatten)]
+    pub emissions: EmissionsFile,
     /// The flags given on the command line (set by `main`).
     #[arg(skip)]
     pub given: Vec<String>,
@@ -380,7 +366,7 @@ pub fn eval(gpu: &Gpu, a: &EvalArgs, mut energy: RunEnergy) -> Result<()> {
         }
         other => return Err(usage(format!("cannot evaluate a `{other}` checkpoint"))),
     };
-    let report = energy.finish(gpu, Some(&a.emissions_file));
+    let report = energy.finish(gpu, Some(&a.emissions.path));
     print_eval(a, step, &metrics, report.map(|r| r.to_json()))
 }
 
@@ -390,7 +376,7 @@ fn eval_text_file(gpu: &Gpu, a: &EvalArgs, path: &Path, mut energy: RunEnergy) -
     let (model, tok) = load_lm_with_tokenizer(gpu, &a.checkpoint, true)?;
     let tok = tok.ok_or_else(|| usage("no tokenizer"))?;
     let (mean, n) = eval_text(model.as_ref(), tok.as_ref(), path, a.max_windows)?;
-    let report = energy.finish(gpu, Some(&a.emissions_file));
+    let report = energy.finish(gpu, Some(&a.emissions.path));
     if a.json {
         let json = serde_json::json!({
             "data": path, "mean_nll": mean, "perplexity": mean.exp(), "tokens": n,
@@ -491,7 +477,7 @@ fn eval_icl(
     let task = data.task;
     let eval = IclTrainTask::new(gpu, model, data)?.evaluate_curve(a.sequences, seed)?;
     let points = eval.tally.points(&task.curve_points());
-    let report = energy.finish(gpu, Some(&a.emissions_file));
+    let report = energy.finish(gpu, Some(&a.emissions.path));
     if a.json {
         let json = serde_json::json!({
             "checkpoint": dir,

@@ -657,24 +657,19 @@ fn new_llama(gpu: &Gpu, a: &TrainArgs) -> Result<GptTask<Llama>> {
                 bos_token_id: Some(tok.specials().bos),
                 eos_token_id: Some(tok.specials().eos),
             };
-            let positions = if a.context.is_none() && a.seq.is_some() {
-                "--seq"
-            } else {
-                "--context"
-            };
-            let mut renames = vec![
-                ("batch", "--batch"),
-                ("seq", "--seq"),
-                ("num_hidden_layers", "--layers"),
-                ("hidden_size", "--d-model"),
-                ("intermediate_size", "--d-ff"),
-                ("num_attention_heads", "--heads"),
-                ("num_key_value_heads", "--kv-heads"),
-                ("max_position_embeddings", positions),
-            ];
-            if a.tokenizer == TokenizerKind::Bpe {
-                renames.push(("vocab_size", "--vocab-size"));
-            }
+            let renames = decoder_size_names(
+                a,
+                Some((
+                    &[
+                        ("num_hidden_layers", "--layers"),
+                        ("hidden_size", "--d-model"),
+                        ("intermediate_size", "--d-ff"),
+                        ("num_attention_heads", "--heads"),
+                        ("num_key_value_heads", "--kv-heads"),
+                    ],
+                    "max_position_embeddings",
+                )),
+            );
             let names = FieldNames {
                 op: "wgformer",
                 renames: &renames,
@@ -715,28 +710,47 @@ fn check_gpt_size(
     config: &GptConfig,
     sized_by_flags: bool,
 ) -> Result<()> {
-    let positions = if a.context.is_none() && a.seq.is_some() {
-        "--seq"
-    } else {
-        "--context"
-    };
-    let mut renames = vec![("batch", "--batch"), ("seq", "--seq")];
-    if sized_by_flags {
-        renames.extend([
-            ("n_layer", "--layers"),
-            ("n_embd", "--d-model"),
-            ("n_head", "--heads"),
-            ("n_positions", positions),
-        ]);
-        if a.tokenizer == TokenizerKind::Bpe {
-            renames.push(("vocab_size", "--vocab-size"));
-        }
-    }
+    let renames = decoder_size_names(
+        a,
+        sized_by_flags.then_some((
+            &[
+                ("n_layer", "--layers"),
+                ("n_embd", "--d-model"),
+                ("n_head", "--heads"),
+            ],
+            "n_positions",
+        )),
+    );
     let names = FieldNames {
         op: "wgformer",
         renames: &renames,
     };
     config.check_size(&MemoryLimits::of(gpu), Some(gpt_batch(a, config)), &names)
+}
+
+/// The flags a decoder-only model's size errors name: `--batch` and `--seq`,
+/// and where its sizes came from flags (`sized`: the config's fields with
+/// their flags, and its positions field), those, the positions field as
+/// `--context` (or `--seq` when only that was given) and, for a BPE tokenizer
+/// trained here, `--vocab-size`.
+fn decoder_size_names(
+    a: &TrainArgs,
+    sized: Option<(&[(&'static str, &'static str)], &'static str)>,
+) -> Vec<(&'static str, &'static str)> {
+    let mut renames = vec![("batch", "--batch"), ("seq", "--seq")];
+    if let Some((fields, positions_field)) = sized {
+        renames.extend_from_slice(fields);
+        let positions = if a.context.is_none() && a.seq.is_some() {
+            "--seq"
+        } else {
+            "--context"
+        };
+        renames.push((positions_field, positions));
+        if a.tokenizer == TokenizerKind::Bpe {
+            renames.push(("vocab_size", "--vocab-size"));
+        }
+    }
+    renames
 }
 
 /// Refuses an encoder-decoder and token budget the machine cannot hold, as

@@ -16,6 +16,7 @@ pub mod embedding;
 pub mod gemm;
 pub mod kv_cache;
 pub mod layernorm;
+mod norm_rows;
 pub mod optim;
 pub mod per_example;
 pub mod permute;

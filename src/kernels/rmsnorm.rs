@@ -8,41 +8,12 @@
 //! Rows are spread as the shared row plan says (`row_plan`: a thread per row on
 //! CPU adapters once every core is busy, a tree of threads per row on GPUs).
 
+use super::norm_rows::{check_eps, rows_cols, NormParams};
 use super::row_plan::{row_plan, ROW_WG};
 use super::{grid_1d, groups, RMSNORM_WGSL};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::{KernelPolicy, Launch, Split};
 use crate::tensor::{DType, Tensor};
-
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    rows: u32,
-    cols: u32,
-    eps: f32,
-    chunk_rows: u32,
-    chunks: u32,
-    tiles: u32,
-    _pad: [u32; 2],
-}
-
-/// (rows, C) of `x`, checked: f32, rank >= 1, C >= 1, u32-indexable.
-fn rows_cols(op: &'static str, x: &Tensor) -> Result<(usize, usize)> {
-    x.expect_dtype(op, "x", DType::F32)?;
-    if x.rank() == 0 || x.dim(-1) == 0 {
-        return Err(Error::shape(
-            op,
-            format!("x of shape {:?} has no last axis to normalise", x.shape()),
-        ));
-    }
-    if x.numel() > u32::MAX as usize {
-        return Err(Error::invalid(
-            op,
-            format!("x of shape {:?} is too large", x.shape()),
-        ));
-    }
-    Ok((x.numel() / x.dim(-1), x.dim(-1)))
-}
 
 /// The row kernels' launch: the shared row plan's grid and threads per row.
 fn row_launch(policy: &KernelPolicy, rows: usize, cols: usize, entry: &'static str) -> Launch {
@@ -62,24 +33,11 @@ pub fn rmsnorm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<(Tensor, Tensor)
     let (rows, cols) = rows_cols(OP, x)?;
     weight.expect_dtype(OP, "weight", DType::F32)?;
     weight.expect_shape(OP, "weight (C)", &[cols])?;
-    if !(eps >= 0.0 && eps.is_finite()) {
-        return Err(Error::invalid(
-            OP,
-            format!("eps must be finite and >= 0, got {eps}"),
-        ));
-    }
+    check_eps(OP, eps)?;
     let gpu = x.gpu();
     let y = Tensor::empty(gpu, x.shape(), DType::F32)?;
     let rstd = Tensor::empty(gpu, &x.shape()[..x.rank() - 1], DType::F32)?;
-    let p = Params {
-        rows: rows as u32,
-        cols: cols as u32,
-        eps,
-        chunk_rows: 0,
-        chunks: 0,
-        tiles: 0,
-        _pad: [0; 2],
-    };
+    let p = NormParams::new(rows, cols, eps);
     let launch = row_launch(gpu.policy(), rows, cols, "rmsnorm_fwd");
     gpu.launch(&launch, bytemuck::bytes_of(&p), &[x, weight], &[&y, &rstd])?;
     Ok((y, rstd))
@@ -131,14 +89,11 @@ pub fn rmsnorm_bwd(
     let dx = Tensor::empty(gpu, x.shape(), DType::F32)?;
     let dw = Tensor::empty(gpu, &[cols], DType::F32)?;
     let plan = plan_dw(gpu.policy(), rows, cols);
-    let p = Params {
-        rows: rows as u32,
-        cols: cols as u32,
-        eps: 0.0,
+    let p = NormParams {
         chunk_rows: plan.chunk_rows as u32,
         chunks: if rows == 0 { 0 } else { plan.chunks as u32 },
         tiles: plan.tiles as u32,
-        _pad: [0; 2],
+        ..NormParams::new(rows, cols, 0.0)
     };
     let params = bytemuck::bytes_of(&p);
     let launch = row_launch(gpu.policy(), rows, cols, "rmsnorm_bwd_dx");

@@ -333,6 +333,46 @@ fn shown_bytes(bytes: Option<u64>) -> String {
 
 // ---------------------------------------------------------------- the models
 
+/// The size methods every model config has, written once over its footprint
+/// function; the configs differ only in what `training` describes and in the
+/// docs.
+macro_rules! size_checks {
+    (
+        impl $config:ty, footprint: $footprint:ident, training: $training:ty;
+        $(#[$param_doc:meta])* param_count;
+        $(#[$check_doc:meta])* check_size;
+    ) => {
+        impl $config {
+            $(#[$param_doc])*
+            pub fn param_count(&self) -> usize {
+                usize::try_from($footprint(self, None).param_count()).unwrap_or(usize::MAX)
+            }
+
+            $(#[$check_doc])*
+            pub fn check_size(
+                &self,
+                limits: &MemoryLimits,
+                training: Option<$training>,
+                names: &FieldNames,
+            ) -> Result<()> {
+                $footprint(self, training).check(limits, names)
+            }
+
+            /// Refuses a config (read from `config`) whose parameters `weights`,
+            /// holding `bytes` bytes of tensors, cannot hold.
+            #[cfg(not(target_arch = "wasm32"))]
+            pub(crate) fn check_weights_fit(
+                &self,
+                config: &std::path::Path,
+                weights: &std::path::Path,
+                bytes: u64,
+            ) -> Result<()> {
+                $footprint(self, None).check_file(config, weights, bytes)
+            }
+        }
+    };
+}
+
 /// The GPT's parameters, its largest tensors and, when training on `batch`
 /// windows of `seq` tokens, its activations.
 fn gpt_footprint(g: &GptConfig, training: Option<(usize, usize)>) -> Footprint {
@@ -484,71 +524,29 @@ fn transformer_footprint(cfg: &TransformerConfig, training: Option<usize>) -> Fo
     f
 }
 
-impl GptConfig {
+size_checks! {
+    impl GptConfig, footprint: gpt_footprint, training: (usize, usize);
     /// Parameters, counting the tied output projection once (saturating at
     /// `usize::MAX` for sizes no machine holds).
-    pub fn param_count(&self) -> usize {
-        usize::try_from(gpt_footprint(self, None).param_count()).unwrap_or(usize::MAX)
-    }
-
+    param_count;
     /// Refuses sizes that cannot be allocated within `limits`: a tensor over the
     /// device's buffer limit, or weights (and with `training = Some((batch,
     /// seq))`, gradients, Adam's moments and the activations of `batch` windows
     /// of `seq` tokens) over the machine's memory. The error names the sizes as
     /// `names` says. Cheap: call it before building a model.
-    pub fn check_size(
-        &self,
-        limits: &MemoryLimits,
-        training: Option<(usize, usize)>,
-        names: &FieldNames,
-    ) -> Result<()> {
-        gpt_footprint(self, training).check(limits, names)
-    }
-
-    /// Refuses a config (read from `config`) whose parameters `weights`, holding
-    /// `bytes` bytes of tensors, cannot hold.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub(crate) fn check_weights_fit(
-        &self,
-        config: &std::path::Path,
-        weights: &std::path::Path,
-        bytes: u64,
-    ) -> Result<()> {
-        gpt_footprint(self, None).check_file(config, weights, bytes)
-    }
+    check_size;
 }
 
-impl TransformerConfig {
+size_checks! {
+    impl TransformerConfig, footprint: transformer_footprint, training: usize;
     /// Parameters (the shared embedding counted once; saturating at
     /// `usize::MAX` for sizes no machine holds).
-    pub fn param_count(&self) -> usize {
-        usize::try_from(transformer_footprint(self, None).param_count()).unwrap_or(usize::MAX)
-    }
-
+    param_count;
     /// Refuses sizes that cannot be allocated within `limits`, as
     /// [`GptConfig::check_size`] does; `training = Some(batch_tokens)` adds the
     /// training state and the activations of micro-batches of `batch_tokens`
     /// tokens.
-    pub fn check_size(
-        &self,
-        limits: &MemoryLimits,
-        training: Option<usize>,
-        names: &FieldNames,
-    ) -> Result<()> {
-        transformer_footprint(self, training).check(limits, names)
-    }
-
-    /// Refuses a config (read from `config`) whose parameters `weights`, holding
-    /// `bytes` bytes of tensors, cannot hold.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub(crate) fn check_weights_fit(
-        &self,
-        config: &std::path::Path,
-        weights: &std::path::Path,
-        bytes: u64,
-    ) -> Result<()> {
-        transformer_footprint(self, None).check_file(config, weights, bytes)
-    }
+    check_size;
 }
 
 /// The Llama's parameters, its largest tensors, its RoPE table and, when
@@ -634,32 +632,11 @@ fn llama_footprint(g: &LlamaConfig, training: Option<(usize, usize)>) -> Footpri
     f
 }
 
-impl LlamaConfig {
+size_checks! {
+    impl LlamaConfig, footprint: llama_footprint, training: (usize, usize);
     /// Parameters (saturating at `usize::MAX` for sizes no machine holds).
-    pub fn param_count(&self) -> usize {
-        usize::try_from(llama_footprint(self, None).param_count()).unwrap_or(usize::MAX)
-    }
-
+    param_count;
     /// Refuses sizes that cannot be allocated within `limits`, as
     /// [`GptConfig::check_size`] does.
-    pub fn check_size(
-        &self,
-        limits: &MemoryLimits,
-        training: Option<(usize, usize)>,
-        names: &FieldNames,
-    ) -> Result<()> {
-        llama_footprint(self, training).check(limits, names)
-    }
-
-    /// Refuses a config (read from `config`) whose parameters `weights`, holding
-    /// `bytes` bytes of tensors, cannot hold.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub(crate) fn check_weights_fit(
-        &self,
-        config: &std::path::Path,
-        weights: &std::path::Path,
-        bytes: u64,
-    ) -> Result<()> {
-        llama_footprint(self, None).check_file(config, weights, bytes)
-    }
+    check_size;
 }

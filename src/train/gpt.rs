@@ -57,43 +57,33 @@ pub trait LanguageModel: CausalLm {
     ) -> Result<()>;
 }
 
-impl LanguageModel for Gpt {
-    type Config = crate::nn::GptConfig;
-    const KIND: &'static str = "gpt";
-    fn config(&self) -> &Self::Config {
-        &self.config
-    }
-    fn train_flops_per_token(&self, seq: usize) -> f64 {
-        self.config.train_flops_per_token(seq)
-    }
-    fn check_size(
-        &self,
-        limits: &MemoryLimits,
-        training: Option<(usize, usize)>,
-        names: &FieldNames,
-    ) -> Result<()> {
-        self.config.check_size(limits, training, names)
-    }
+/// `LanguageModel` for a model whose config has the size methods (the same
+/// few lines for each decoder-only model).
+macro_rules! language_model {
+    ($model:ty, $config:ty, $kind:literal) => {
+        impl LanguageModel for $model {
+            type Config = $config;
+            const KIND: &'static str = $kind;
+            fn config(&self) -> &Self::Config {
+                &self.config
+            }
+            fn train_flops_per_token(&self, seq: usize) -> f64 {
+                self.config.train_flops_per_token(seq)
+            }
+            fn check_size(
+                &self,
+                limits: &MemoryLimits,
+                training: Option<(usize, usize)>,
+                names: &FieldNames,
+            ) -> Result<()> {
+                self.config.check_size(limits, training, names)
+            }
+        }
+    };
 }
 
-impl LanguageModel for Llama {
-    type Config = crate::nn::LlamaConfig;
-    const KIND: &'static str = "llama";
-    fn config(&self) -> &Self::Config {
-        &self.config
-    }
-    fn train_flops_per_token(&self, seq: usize) -> f64 {
-        self.config.train_flops_per_token(seq)
-    }
-    fn check_size(
-        &self,
-        limits: &MemoryLimits,
-        training: Option<(usize, usize)>,
-        names: &FieldNames,
-    ) -> Result<()> {
-        self.config.check_size(limits, training, names)
-    }
-}
+language_model!(Gpt, crate::nn::GptConfig, "gpt");
+language_model!(Llama, crate::nn::LlamaConfig, "llama");
 
 /// A decoder-only model (a [`Gpt`] unless named) with its tokenizer and text.
 pub struct GptTask<M = Gpt> {
