@@ -123,9 +123,6 @@ pub mod safetensors;
 pub mod selfcheck;
 pub mod tensor;
 #[cfg(not(target_arch = "wasm32"))]
-// Other work is reshaping the training loop's public types now; their fields
-// get documented with it (issue 19), so this module is exempt until then.
-#[allow(missing_docs)]
 pub mod train;
 pub mod web;
 

@@ -43,10 +43,13 @@ pub struct GptData {
 /// What a language-modelling run needs of its model beyond [`CausalLm`]: a
 /// config that checkpoints save, its cost and its size check.
 pub trait LanguageModel: CausalLm {
+    /// The model's config, as checkpoints save it.
     type Config: ModelConfig;
     /// The `model` of the trainer state's task description.
     const KIND: &'static str;
+    /// The model's config.
     fn config(&self) -> &Self::Config;
+    /// Training FLOPs per token (forward + backward) on windows of `seq` tokens.
     fn train_flops_per_token(&self, seq: usize) -> f64;
     /// The config's size check (see `GptConfig::check_size`).
     fn check_size(
