@@ -122,6 +122,7 @@ pub mod rng;
 pub mod safetensors;
 pub mod selfcheck;
 pub mod tensor;
+mod token_ids;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod train;
 pub mod web;
@@ -129,6 +130,7 @@ pub mod web;
 pub use error::{Error, ErrorKind, Result};
 pub use gpu::Gpu;
 pub use tensor::{DType, Tensor};
+pub use token_ids::TokenIds;
 /// The wgpu this build uses (its types appear in wgformer's API: [`Gpu::device`],
 /// [`Gpu::from_device`], ...): use `wgformer::wgpu` so the versions always match.
 pub use wgpu;

@@ -8,8 +8,8 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use wgformer::autograd::{Param, Tape};
-use wgformer::checkpoint::{load_optimizer, SaveOptions};
-use wgformer::data::{BpeTokenizer, TokenStream, Tokenizer, Utf8Stream};
+use wgformer::checkpoint::{checkpoint_tokenizer, load_optimizer, SaveOptions};
+use wgformer::data::{BpeTokenizer, CharTokenizer, TokenStream, Tokenizer, Utf8Stream};
 use wgformer::generate::{GenerateOptions, SamplingOptions, StopReason};
 use wgformer::kernels::cross_entropy::CrossEntropyOptions;
 use wgformer::nn::{
@@ -157,6 +157,12 @@ fn train_save_load_gives_identical_logits_tokenizer_and_optimizer_state() {
         streamed,
         String::from_utf8_lossy(&tok.decode_bytes(&out.tokens))
     );
+    // The same prompt as a u32 tensor samples the same tokens.
+    let prompt = Tensor::from_u32(loaded.params()[0].value().gpu(), &ids[..4], &[1, 4]).unwrap();
+    let again = loaded
+        .generate(&prompt, &opts, |_| ControlFlow::Continue(()))
+        .unwrap();
+    assert_eq!(again.tokens, out.tokens);
     let mut seen = 0;
     let stopped = loaded
         .generate(&ids[..4], &opts, |_| {
@@ -267,6 +273,64 @@ fn gpt_logits_without_a_tape_match_the_tape_and_the_jax_reference() {
         let lse = max + logits.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
         let want = logits[row[i + 1] as usize] - lse;
         assert!((lp as f64 - want).abs() < 1e-4, "log p {i}: {lp} vs {want}");
+    }
+    // The same sequence as a (1, T) tensor scores the same; a batch is refused.
+    let row_t = Tensor::from_u32(&gpu, row, &[1, t]).unwrap();
+    assert_eq!(model.score(&row_t).unwrap().log_probs, score.log_probs);
+    let two_rows = Tensor::from_u32(&gpu, &[row, row].concat(), &[2, t]).unwrap();
+    let err = model.score(&two_rows).err().unwrap();
+    assert!(matches!(err, Error::Shape { .. }), "{err}");
+
+    // The loss takes its targets in the same forms: the next tokens, as host
+    // ids and as a tensor, against the mean NLL by hand in f64.
+    let (inputs, targets): (Vec<u32>, Vec<u32>) = (0..b)
+        .flat_map(|r| (0..t - 1).map(move |i| (r * t + i, r * t + i + 1)))
+        .map(|(i, j)| (ids[i], ids[j]))
+        .unzip();
+    let rows = b * (t - 1);
+    let mut nll = 0.0;
+    let per_row = model
+        .logits((&inputs, [b, t - 1]))
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    for (r, &target) in targets.iter().enumerate() {
+        let logits: Vec<f64> = per_row[r * v..(r + 1) * v]
+            .iter()
+            .map(|&x| x as f64)
+            .collect();
+        let max = logits.iter().cloned().fold(f64::MIN, f64::max);
+        let lse = max + logits.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+        nll += (lse - logits[target as usize]) / rows as f64;
+    }
+    let targets_t = Tensor::from_u32(&gpu, &targets, &[b, t - 1]).unwrap();
+    let inputs_t = Tensor::from_u32(&gpu, &inputs, &[b, t - 1]).unwrap();
+    let ce = CrossEntropyOptions::default();
+    for (form, loss) in [
+        ("host", {
+            let tape = Tape::no_grad(&gpu);
+            let logits = model.forward(&tape, &inputs_t).unwrap();
+            tape.cross_entropy(&logits, &targets, &ce)
+                .unwrap()
+                .value()
+                .to_vec()
+                .unwrap()
+        }),
+        ("tensor", {
+            let tape = Tape::no_grad(&gpu);
+            let logits = model.forward(&tape, &inputs_t).unwrap();
+            tape.cross_entropy(&logits, &targets_t, &ce)
+                .unwrap()
+                .value()
+                .to_vec()
+                .unwrap()
+        }),
+    ] {
+        assert!(
+            (loss[0] as f64 - nll).abs() < 1e-5 * nll.max(1.0),
+            "{form} targets: {} vs {nll}",
+            loss[0]
+        );
     }
 }
 
@@ -649,6 +713,24 @@ fn error_kind_incompatible_for_another_model_type_or_configuration() {
     std::fs::write(dir.join("config.json"), wider).unwrap();
     let err = Gpt::load(&gpu, &dir).err().unwrap();
     assert_eq!(err.kind(), ErrorKind::Incompatible, "{err}");
+    // A checkpoint's tokenizer with more tokens (26 letters + 4 specials) than
+    // the model asking for it has ids.
+    let letters = CharTokenizer::from_text("abcdefghijklmnopqrstuvwxyz").unwrap();
+    let dir = scratch("error-incompatible").join("letters");
+    let options = SaveOptions {
+        tokenizer: Some(&letters),
+        ..SaveOptions::default()
+    };
+    Gpt::new(&gpu, tiny_gpt_config(30), 1)
+        .unwrap()
+        .save(&dir, &options)
+        .unwrap();
+    assert_eq!(checkpoint_tokenizer(&dir, 30).unwrap().vocab_size(), 30);
+    let err = checkpoint_tokenizer(&dir, 20).err().unwrap();
+    assert!(
+        err.kind() == ErrorKind::Incompatible && err.to_string().contains("30 tokens"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -56,7 +56,7 @@ mod save;
 pub use atomic::{checkpoint_dir, recover, resolve, save_checkpoint};
 pub use llama::load_llama;
 pub use load::{load_gpt, load_optimizer, load_params, read_config, read_trainer_state};
-pub use model::SaveOptions;
+pub use model::{checkpoint_tokenizer, SaveOptions};
 pub use save::config_json;
 
 use crate::autograd::Param;

@@ -6,7 +6,7 @@ use super::{load_params, read_config, resolve, save_checkpoint};
 use super::{CheckpointContents, LoadMode, LoadReport, ModelConfig};
 use crate::autograd::Param;
 use crate::data::{load_tokenizer, Tokenizer};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::{Gpt, GptConfig, Transformer, TransformerConfig};
 use crate::optim::Optimizer;
@@ -56,11 +56,19 @@ fn save_model<C: ModelConfig>(
     save_checkpoint(dir, &contents)
 }
 
-/// The tokenizer saved in checkpoint `dir`, refused when it has ids outside a
-/// model vocabulary of `vocab_size`.
-fn checkpoint_tokenizer(dir: &Path, vocab_size: usize) -> Result<Box<dyn Tokenizer>> {
-    let tokenizer = load_tokenizer(&resolve(dir)?)?;
-    check_vocab(tokenizer.as_ref(), vocab_size)?;
+/// The tokenizer saved in checkpoint `dir`.
+///
+/// # Errors
+/// [`Error::NotFound`] without one, [`Error::Corrupt`] for a damaged one, and
+/// [`Error::Incompatible`] when it has ids outside a model vocabulary of
+/// `vocab_size` (it belongs to another model).
+pub fn checkpoint_tokenizer(dir: &Path, vocab_size: usize) -> Result<Box<dyn Tokenizer>> {
+    let dir = resolve(dir)?;
+    let tokenizer = load_tokenizer(&dir)?;
+    check_vocab(tokenizer.as_ref(), vocab_size).map_err(|e| match e {
+        Error::InvalidArgument { detail, .. } => Error::incompatible(dir.display(), detail),
+        other => other,
+    })?;
     Ok(tokenizer)
 }
 

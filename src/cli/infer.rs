@@ -5,12 +5,12 @@
 use super::energy::{EmissionsFile, EnergyArgs, RunEnergy};
 use super::flags::{at_least_one, finite, non_negative, probability};
 use super::{
-    checkpoint_tokenizer, encode_known, load_transformer, model_type, note_unknown,
-    note_unknown_in_file, read_text, usage,
+    encode_known, load_transformer, model_type, note_unknown, note_unknown_in_file, read_text,
+    usage,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use wgformer::checkpoint;
+use wgformer::checkpoint::{self, checkpoint_tokenizer};
 use wgformer::data::icl::curve_table;
 use wgformer::data::{TokenStream, Tokenizer};
 use wgformer::generate::{self, BeamOptions, GenerateOptions, SamplingOptions, StopReason};

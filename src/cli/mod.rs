@@ -11,7 +11,7 @@ mod unused_flags;
 
 use std::path::Path;
 use wgformer::checkpoint;
-use wgformer::data::{list_chars, load_tokenizer, Tokenizer};
+use wgformer::data::{list_chars, Tokenizer};
 use wgformer::nn::Transformer;
 use wgformer::{Error, Gpu, Result};
 
@@ -74,13 +74,6 @@ fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-/// The tokenizer saved in a checkpoint, checked against the model's vocabulary.
-pub fn checkpoint_tokenizer(dir: &Path, vocab: usize) -> Result<Box<dyn Tokenizer>> {
-    let tok = load_tokenizer(&checkpoint::resolve(dir)?)?;
-    wgformer::train::gpt::check_vocab(tok.as_ref(), vocab)?;
-    Ok(tok)
 }
 
 /// Loads an encoder-decoder checkpoint (config and weights).

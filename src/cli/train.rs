@@ -5,9 +5,10 @@
 
 use super::energy::{EnergyArgs, RunEnergy};
 use super::flags::{at_least_one, below_one, non_negative, open_fraction, positive};
-use super::{checkpoint_tokenizer, model_type, note_unknown_in_file, read_text, usage};
+use super::{model_type, note_unknown_in_file, read_text, usage};
 use clap::ValueEnum;
 use std::path::{Path, PathBuf};
+use wgformer::checkpoint::checkpoint_tokenizer;
 use wgformer::checkpoint::{self, LoadMode};
 use wgformer::data::icl::{curve_table, IclTask};
 use wgformer::data::{BpeTokenizer, CharTokenizer, TextDataset, Tokenizer};

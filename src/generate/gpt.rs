@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::kernels::cross_entropy::{cross_entropy_checked, CrossEntropyOptions};
 use crate::nn::{CausalLm, Gpt, KvCache};
 use crate::tensor::Tensor;
+use crate::token_ids::TokenIds;
 use std::ops::ControlFlow;
 
 /// One growing sequence on a decoder-only model ([`CausalLm`]): feed tokens, get the next token's logits.
@@ -99,23 +100,32 @@ impl<'a> GptDecoder<'a> {
     }
 }
 
-/// Generates up to `opts.max_tokens` tokens after `prompt`, calling `on_token`
+/// Generates up to `opts.max_tokens` tokens after `prompt` (one sequence: host
+/// ids or a u32 tensor, see [`TokenIds`]), calling `on_token`
 /// with each one as soon as it is picked (an error from the callback stops
 /// generation and is returned). See the module doc for context overflow, and
 /// [`Gpt::generate`] for a callback that can stop generation early.
-pub fn generate(
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for an empty prompt, an id outside the
+/// vocabulary, or a prompt that fills the context (unless
+/// `opts.truncate_prompt`); [`Error::Shape`] for a prompt of more than one
+/// sequence; the callback's own errors; [`Error::Device`] when the device fails.
+pub fn generate<'p>(
     model: &dyn CausalLm,
-    prompt: &[u32],
+    prompt: impl Into<TokenIds<'p>>,
     opts: &GenerateOptions,
     on_token: &mut dyn FnMut(u32) -> Result<()>,
 ) -> Result<Generation> {
-    generate_until(model, prompt, opts, &mut |token| {
+    let prompt = prompt.into().one_sequence("generate", "the prompt")?;
+    generate_until(model, &prompt, opts, &mut |token| {
         on_token(token).map(|()| ControlFlow::Continue(()))
     })
 }
 
 impl Gpt {
-    /// Generates up to `opts.max_tokens` tokens after `prompt` (host ids),
+    /// Generates up to `opts.max_tokens` tokens after `prompt` (one sequence:
+    /// host ids or a u32 tensor, see [`TokenIds`]),
     /// calling `on_token` with each one as soon as it is picked; returning
     /// `ControlFlow::Break(())` from it stops generation cleanly
     /// ([`StopReason::Stopped`]). Blocking (reads each token's logits back);
@@ -133,18 +143,19 @@ impl Gpt {
     /// assert!(out.tokens.len() <= 5);
     /// # Ok(()) }
     /// ```
-    pub fn generate(
+    pub fn generate<'p>(
         &self,
-        prompt: &[u32],
+        prompt: impl Into<TokenIds<'p>>,
         opts: &GenerateOptions,
         mut on_token: impl FnMut(u32) -> ControlFlow<()>,
     ) -> Result<Generation> {
-        generate_until(self, prompt, opts, &mut |token| Ok(on_token(token)))
+        let prompt = prompt.into().one_sequence("generate", "the prompt")?;
+        generate_until(self, &prompt, opts, &mut |token| Ok(on_token(token)))
     }
 
     /// Each token's log-probability given the ones before it, in one pass
     /// without a tape: the same as [`score`]. Blocking; native only.
-    pub fn score(&self, ids: &[u32]) -> Result<Score> {
+    pub fn score<'i>(&self, ids: impl Into<TokenIds<'i>>) -> Result<Score> {
         score(self, ids)
     }
 }
@@ -223,10 +234,17 @@ pub struct Score {
     pub mean_nll: f64,
 }
 
-/// Scores `ids` (at least 2 tokens, at most the model's context) in one forward
-/// pass: each token's log-probability given the ones before it. The first token
-/// has no prediction and gets no entry.
-pub fn score(model: &dyn CausalLm, ids: &[u32]) -> Result<Score> {
+/// Scores `ids` (one sequence of at least 2 tokens, at most the model's
+/// context: host ids or a u32 tensor, see [`TokenIds`]) in one forward pass:
+/// each token's log-probability given the ones before it. The first token has
+/// no prediction and gets no entry.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for fewer than 2 tokens, more than the context,
+/// or an id outside the vocabulary; [`Error::Shape`] for more than one sequence.
+pub fn score<'i>(model: &dyn CausalLm, ids: impl Into<TokenIds<'i>>) -> Result<Score> {
+    let ids = ids.into().one_sequence("score", "ids")?;
+    let ids = &ids[..];
     let (ctx, v) = (model.context(), model.vocab_size());
     if ids.len() < 2 {
         return Err(Error::invalid(

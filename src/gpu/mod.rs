@@ -89,6 +89,12 @@ impl Gpu {
     }
 
     /// Blocking form of [`Gpu::new_async`] (native only).
+    ///
+    /// # Errors
+    /// [`Error::NoAdapter`] when no adapter is found (naming `WGPU_BACKEND` or
+    /// `WGFORMER_ADAPTER` when one of them hid it), [`Error::RequestDevice`] when
+    /// the adapter refuses a device, [`Error::Environment`] for an unknown value
+    /// of a `WGFORMER_*` variable.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn new() -> Result<Gpu> {
         pollster::block_on(Self::new_async())

@@ -279,6 +279,11 @@ pub struct Llama {
 impl Llama {
     /// A freshly initialised model (Hugging Face's init: weights N(0, 0.02),
     /// RMSNorm gains 1), its weights drawn from `seed` as the [`crate::nn`] docs say.
+    ///
+    /// # Errors
+    /// As [`crate::nn::Gpt::new`]: [`Error::InvalidArgument`] for a config that
+    /// cannot be built (e.g. heads not divisible by the key/value heads),
+    /// [`Error::ModelTooLarge`] for one that does not fit, [`Error::Device`].
     pub fn new(gpu: &Gpu, config: LlamaConfig, seed: u64) -> Result<Llama> {
         config.validate()?;
         config.check_size(

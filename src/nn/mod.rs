@@ -13,17 +13,16 @@
 mod causal_lm;
 mod config_checks;
 pub mod gpt;
-mod ids;
 pub mod kv_cache;
 pub mod layers;
 pub mod llama;
 mod llama_config;
 pub mod transformer;
 
+pub use crate::token_ids::TokenIds;
 pub use causal_lm::CausalLm;
 pub use config_checks::{FieldNames, MemoryLimits};
 pub use gpt::{Gpt, GptConfig};
-pub use ids::TokenIds;
 pub use kv_cache::KvCache;
 pub use layers::{Activation, NormPlacement};
 pub use llama::{Llama, LlamaConfig};
