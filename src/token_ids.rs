@@ -159,6 +159,7 @@ impl<'a> TokenIds<'a> {
     /// One sequence on the host: `(1, T)` host ids or tensor, or a 1-D u32
     /// tensor; a batch of more than one row is refused (`op` works on one
     /// sequence at a time).
+    #[cfg(not(target_arch = "wasm32"))] // generation and scoring are native only
     pub(crate) fn one_sequence(self, op: &'static str, name: &str) -> Result<Cow<'a, [u32]>> {
         let rows = match self {
             TokenIds::Host { shape, .. } => shape[0],
