@@ -1,6 +1,7 @@
 //! The subcommands of the `wgformer` tool beyond `info`/`check`/`bench`: training
 //! and inference on checkpoints. Helpers shared by them live here.
 
+pub mod adapter;
 pub mod audit;
 pub mod energy;
 pub mod flags;
