@@ -14,7 +14,8 @@ use common::*;
 use parity_fixture::{rel_err, Fixture};
 use std::collections::BTreeMap;
 use wgformer::autograd::Tape;
-use wgformer::checkpoint::{load_llama, save_checkpoint, CheckpointContents};
+use wgformer::checkpoint::{load_llama, SaveOptions};
+use wgformer::data::{CharTokenizer, Tokenizer};
 use wgformer::kernels::cross_entropy::CrossEntropyOptions;
 use wgformer::kernels::rope::{rope_qkv, rope_table, QkvHeads};
 use wgformer::nn::{Llama, LlamaConfig};
@@ -123,12 +124,20 @@ fn a_hugging_face_llama_checkpoint_loads_and_gives_the_reference_logits() {
         "logits of the loaded checkpoint: relative error {err:e}"
     );
 
-    // Our own checkpoint of it round-trips (config.json under the same names).
+    // Our own checkpoint of it round-trips in one call each, with a tokenizer
+    // (config.json under the same names).
     let ours = dir.join("ours");
-    let params = model.params();
-    save_checkpoint(&ours, &CheckpointContents::new(&model.config, &params)).unwrap();
-    let (again, _) = load_llama(&gpu(), &ours).unwrap();
+    let letters = CharTokenizer::from_text("abcdefgh").unwrap();
+    assert!(letters.vocab_size() <= model.config.vocab_size);
+    let options = SaveOptions {
+        tokenizer: Some(&letters),
+        ..SaveOptions::default()
+    };
+    model.save(&ours, &options).unwrap();
+    let again = Llama::load(&gpu(), &ours).unwrap();
     assert_eq!(again.config, model.config);
+    let tokenizer = again.load_tokenizer(&ours).unwrap();
+    assert_eq!(tokenizer.encode("badge"), letters.encode("badge"));
     let logits2 = again.forward(&Tape::no_grad(&gpu()), &ids_t).unwrap();
     assert_eq!(
         logits2.value().to_vec().unwrap(),

@@ -3,7 +3,7 @@
 //! names are our parameter names; its config is read strictly
 //! ([`LlamaConfig::from_hf`]).
 
-use super::{load_params, read_config, LoadMode, LoadReport, ModelConfig};
+use super::{LoadReport, ModelConfig};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::{Llama, LlamaConfig};
@@ -51,10 +51,7 @@ impl ModelConfig for LlamaConfig {
 }
 
 /// Builds a [`Llama`] from a checkpoint directory (ours or Hugging Face's) and
-/// loads its weights strictly.
+/// loads its weights strictly: [`Llama::load_with_report`].
 pub fn load_llama(gpu: &Gpu, dir: &Path) -> Result<(Llama, LoadReport)> {
-    let config: LlamaConfig = read_config(dir)?;
-    let model = Llama::new(gpu, config, 0)?;
-    let report = load_params(dir, &model.params(), LoadMode::Strict)?;
-    Ok((model, report))
+    Llama::load_with_report(gpu, dir)
 }
