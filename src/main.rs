@@ -3,8 +3,7 @@
 mod cli;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use cli::energy::{check_csv, EnergyArgs, RunEnergy};
-use cli::flags::at_least_one;
+use cli::energy::{check_csv, RunEnergy};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -54,67 +53,7 @@ enum Command {
     Audit(cli::audit::AuditArgs),
     /// Benchmarks.
     #[command(subcommand)]
-    Bench(BenchCommand),
-}
-
-#[derive(Subcommand)]
-enum BenchCommand {
-    /// Time GPT training steps on random tokens (AdamW, loss read back every step).
-    Train(TrainBench),
-    /// The browser demo's quick kernel benchmark, natively (same code, same sizes,
-    /// wall clock), to compare with the page's "Kernels" tab.
-    Quick,
-    /// The browser demo's character-GPT training on a text file (same code and
-    /// defaults as the page's "Train" tab): tokens/s natively.
-    Demo(DemoBench),
-}
-
-#[derive(clap::Args)]
-struct DemoBench {
-    /// Text to train on (the page's default passage is web/passage.txt).
-    #[arg(long, default_value = "web/passage.txt")]
-    text: std::path::PathBuf,
-    /// Demo config as JSON (fields of wgformer::web::DemoConfig; missing ones default).
-    #[arg(long, default_value = "{}")]
-    config: String,
-    /// Steps per timed call (the page runs a few per frame).
-    #[arg(long, default_value_t = 10, value_parser = at_least_one::<u32>)]
-    steps: u32,
-    /// Timed calls (one more runs first as warm-up).
-    #[arg(long, default_value_t = 3, value_parser = at_least_one::<u32>)]
-    calls: u32,
-}
-
-#[derive(clap::Args)]
-struct TrainBench {
-    #[arg(long, default_value_t = 4, value_parser = at_least_one::<usize>)]
-    layers: usize,
-    #[arg(long, default_value_t = 256, value_parser = at_least_one::<usize>)]
-    d_model: usize,
-    #[arg(long, default_value_t = 4, value_parser = at_least_one::<usize>)]
-    heads: usize,
-    #[arg(long, default_value_t = 256, value_parser = at_least_one::<usize>)]
-    seq: usize,
-    #[arg(long, default_value_t = 8, value_parser = at_least_one::<usize>)]
-    batch: usize,
-    #[arg(long, default_value_t = 256, value_parser = at_least_one::<usize>)]
-    vocab: usize,
-    /// Timed steps (one more runs first as warm-up).
-    #[arg(long, default_value_t = 6, value_parser = at_least_one::<usize>)]
-    steps: usize,
-    /// Print the results as one JSON record (with the energy report) on stdout.
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    energy: EnergyArgs,
-    /// Append the energy report as a row to this CSV (CodeCarbon's
-    /// emissions.csv columns); none unless given.
-    #[arg(long, value_name = "PATH", conflicts_with = "no_energy")]
-    emissions_file: Option<std::path::PathBuf>,
-    /// Also time DP-SGD steps (per-example clipping, noise) on the same batches
-    /// and print their cost against the normal step's.
-    #[arg(long)]
-    dp: bool,
+    Bench(cli::bench::BenchCommand),
 }
 
 fn main() -> ExitCode {
@@ -186,24 +125,7 @@ fn main() -> ExitCode {
             .open()
             .and_then(|gpu| cli::audit::run(&gpu, &args)),
         Command::Info(args) => cli::adapter::info(&args, &cli.adapter),
-        Command::Bench(BenchCommand::Train(args)) => {
-            check_csv(&args.energy, args.emissions_file.as_ref()).and_then(|()| {
-                let energy = RunEnergy::start(&args.energy, "wgformer bench train");
-                cli.adapter
-                    .open()
-                    .and_then(|gpu| bench_train(&gpu, &args, energy))
-            })
-        }
-        Command::Bench(BenchCommand::Quick) => cli.adapter.open().and_then(|gpu| {
-            println!("adapter: {}", gpu.adapter_name());
-            wgformer::selfcheck::bench::run_all(&gpu, &mut |r| {
-                println!("{}", wgformer::selfcheck::bench::format_row(r))
-            })
-            .map(drop)
-        }),
-        Command::Bench(BenchCommand::Demo(args)) => {
-            cli.adapter.open().and_then(|gpu| bench_demo(&gpu, &args))
-        }
+        Command::Bench(bench) => cli::bench::run(&bench, &cli.adapter),
         Command::Check => cli.adapter.open().and_then(|gpu| {
             println!("{}\n", gpu.describe());
             let report = wgformer::selfcheck::run(&gpu, &mut |line| println!("{line}"))?;
@@ -240,175 +162,4 @@ fn negative_values(cmd: clap::Command) -> clap::Command {
         a.allow_negative_numbers(takes_value)
     })
     .mut_subcommands(negative_values)
-}
-
-fn bench_train(gpu: &wgformer::Gpu, a: &TrainBench, mut energy: RunEnergy) -> wgformer::Result<()> {
-    use wgformer::nn::{Gpt, GptConfig};
-    use wgformer::optim::{Optimizer, OptimizerKind};
-    let config = GptConfig {
-        vocab_size: a.vocab,
-        n_positions: a.seq,
-        n_embd: a.d_model,
-        n_layer: a.layers,
-        n_head: a.heads,
-        layer_norm_epsilon: 1e-5,
-    };
-    if !a.json {
-        println!("adapter: {}", gpu.adapter_name());
-        println!(
-            "GPT L={} C={} NH={} T={} B={} V={}: {} parameters, {:.1} MFLOP per token (training)",
-            a.layers,
-            a.d_model,
-            a.heads,
-            a.seq,
-            a.batch,
-            a.vocab,
-            config.param_count(),
-            config.train_flops_per_token(a.seq) / 1e6
-        );
-    }
-    let model = Gpt::new(gpu, config, 1)?;
-    let mut opt = Optimizer::new(gpu, model.params(), OptimizerKind::gpt_adamw(), Some(1.0))?;
-    let plain = time_train_steps(gpu, &model, &mut opt, a, false)?;
-    let dp = if a.dp {
-        // DP-SGD clips each example's gradient instead of the batch's.
-        let mut opt = Optimizer::new(gpu, model.params(), OptimizerKind::gpt_adamw(), None)?;
-        let dp = time_train_steps(gpu, &model, &mut opt, a, true)?;
-        if !a.json {
-            println!(
-                "DP-SGD step: {:.0} ms, {:.2}x the normal step's {:.0} ms",
-                dp.ms_per_step,
-                dp.ms_per_step / plain.ms_per_step,
-                plain.ms_per_step
-            );
-        }
-        Some(dp)
-    } else {
-        None
-    };
-    // The whole command: start-up, warm-up and the timed steps.
-    let report = energy.finish(gpu, a.emissions_file.as_deref());
-    if a.json {
-        let flops = config.train_flops_per_token(a.seq);
-        let mut record = serde_json::json!({
-            "adapter": gpu.adapter_name(),
-            "config": config,
-            "batch": a.batch,
-            "steps": a.steps,
-            "params": config.param_count(),
-            "train_flops_per_token": flops,
-            "tokens_per_s": plain.tokens_per_s,
-            "model_gflops": plain.tokens_per_s * flops / 1e9,
-            "ms_per_step": plain.ms_per_step,
-            "energy": report.map(|r| r.to_json()),
-        });
-        if let Some(dp) = dp {
-            record["dp_ms_per_step"] = dp.ms_per_step.into();
-            record["dp_slowdown"] = (dp.ms_per_step / plain.ms_per_step).into();
-        }
-        println!("{record}");
-    }
-    Ok(())
-}
-
-/// Throughput of timed training steps.
-struct StepTiming {
-    tokens_per_s: f64,
-    ms_per_step: f64,
-}
-
-/// Times `a.steps` GPT training steps on random tokens after one warm-up step
-/// and prints tokens/s (unless `--json`); returns the throughput. With `dp`, each step
-/// is DP-SGD's: per-example backward, clipping at 1 and noise multiplier 1.
-fn time_train_steps(
-    gpu: &wgformer::Gpu,
-    model: &wgformer::nn::Gpt,
-    opt: &mut wgformer::optim::Optimizer,
-    a: &TrainBench,
-    dp: bool,
-) -> wgformer::Result<StepTiming> {
-    use wgformer::autograd::Tape;
-    use wgformer::kernels::cross_entropy::CrossEntropyOptions;
-    let mut rng = wgformer::rng::SplitMix64::new(1);
-    let mut tokens = |n: usize| -> Vec<u32> {
-        (0..n)
-            .map(|_| (rng.next_u64() % a.vocab as u64) as u32)
-            .collect()
-    };
-    let n = a.batch * a.seq;
-    let mut step = |i: usize| -> wgformer::Result<f32> {
-        let ids = wgformer::Tensor::from_u32(gpu, &tokens(n), &[a.batch, a.seq])?;
-        let targets = tokens(n);
-        let tape = Tape::new(gpu);
-        let logits = model.forward(&tape, &ids)?;
-        let loss = tape.cross_entropy(&logits, &targets, &CrossEntropyOptions::default())?;
-        if dp {
-            let sum = tape.scale(&loss, a.batch as f32)?;
-            let pieces = tape.backward_per_example(&sum, a.batch)?;
-            wgformer::privacy::clip_and_accumulate(pieces, 1.0)?;
-            let scale = 1.0 / a.batch as f32;
-            wgformer::privacy::add_noise(&model.params(), 1.0, scale, 1, i as u32)?;
-        } else {
-            tape.backward(&loss)?;
-        }
-        opt.step(1e-3, 1)?;
-        let value = loss.value().to_vec()?[0];
-        eprintln!("{}step {i}: loss {value:.4}", if dp { "DP " } else { "" });
-        Ok(value)
-    };
-    step(0)?; // warm-up: pipelines and the buffer pool
-    let t0 = std::time::Instant::now();
-    for i in 1..=a.steps {
-        step(i)?;
-    }
-    let secs = t0.elapsed().as_secs_f64();
-    let tokens_per_s = (a.steps * n) as f64 / secs;
-    let ms_per_step = secs * 1e3 / a.steps as f64;
-    if !a.json {
-        let gflops = tokens_per_s * model.config.train_flops_per_token(a.seq) / 1e9;
-        println!(
-            "{}{tokens_per_s:.0} tokens/s, {gflops:.2} model GFLOP/s, {ms_per_step:.0} ms per step",
-            if dp { "DP-SGD: " } else { "" },
-        );
-    }
-    Ok(StepTiming {
-        tokens_per_s,
-        ms_per_step,
-    })
-}
-
-fn bench_demo(gpu: &wgformer::Gpu, a: &DemoBench) -> wgformer::Result<()> {
-    use wgformer::data::Tokenizer;
-    use wgformer::web::{CharGpt, DemoConfig};
-    let text = std::fs::read_to_string(&a.text).map_err(|e| wgformer::Error::Io {
-        path: a.text.display().to_string(),
-        source: e,
-    })?;
-    let config: DemoConfig =
-        serde_json::from_str(&a.config).map_err(|e| wgformer::Error::InvalidArgument {
-            op: "bench demo",
-            detail: format!("--config is not valid JSON for DemoConfig: {e}"),
-        })?;
-    let mut model = CharGpt::new(gpu, &text, config)?;
-    println!("adapter: {}", gpu.adapter_name());
-    println!(
-        "demo GPT {:?}: vocabulary {}, {} parameters",
-        config,
-        model.vocab().vocab_size(),
-        model.gpt_config().param_count()
-    );
-    let origin = std::time::Instant::now();
-    let clock = move || origin.elapsed().as_secs_f64() * 1e3;
-    for call in 0..=a.calls {
-        let r = pollster::block_on(model.train_steps(a.steps, &clock))?;
-        println!(
-            "{} step {}: loss {:.3}, {:.0} tokens/s, {:.1} ms per step",
-            if call == 0 { "warm-up" } else { "timed  " },
-            r.step,
-            r.loss,
-            r.tokens_per_s,
-            r.ms / r.steps as f64
-        );
-    }
-    Ok(())
 }

@@ -3,6 +3,7 @@
 
 pub mod adapter;
 pub mod audit;
+pub mod bench;
 pub mod energy;
 pub mod flags;
 pub mod infer;
