@@ -1051,3 +1051,42 @@ fn adapter_and_backend_flags_choose_the_adapter_and_name_bad_values() {
         "{err}"
     );
 }
+
+#[test]
+fn bench_train_times_a_llama_and_counts_its_parameters() {
+    let out = ok(&[
+        "bench",
+        "train",
+        "--model",
+        "llama",
+        "--layers",
+        "1",
+        "--d-model",
+        "32",
+        "--heads",
+        "4",
+        "--kv-heads",
+        "2",
+        "--seq",
+        "16",
+        "--batch",
+        "2",
+        "--vocab",
+        "50",
+        "--steps",
+        "1",
+        "--json",
+        "--no-energy",
+    ]);
+    let record: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(record["model"], "llama");
+    // By hand: embed and untied head 2 V C; per layer q, o C^2 each, k, v C x
+    // (C / 2) each (2 of 4 heads), gate, up, down C x FF (FF = 8/3 C rounded
+    // up to 8 = 88), two RMSNorm gains; the final gain.
+    let (v, c, ff) = (50, 32, 88);
+    let layer = 2 * c * c + 2 * c * (c / 2) + 3 * c * ff + 2 * c;
+    assert_eq!(record["params"], 2 * v * c + layer + c);
+    assert!(record["tokens_per_s"].as_f64().unwrap() > 0.0, "{record}");
+    let err = fails(&["bench", "train", "--model", "llama", "--dp", "--no-energy"]);
+    assert!(err.contains("--dp") && err.contains("--model gpt"), "{err}");
+}
