@@ -9,7 +9,10 @@
 // rows, then the chunks summed in order (no atomics).
 // Variants:
 //   rmsnorm_fwd          y and rstd
+//   rmsnorm_fwd_vec4     the same when C % 4 == 0: vec4 loads and stores, a
+//                        lane's items at 4 (lane + k tpr)
 //   rmsnorm_bwd_dx       dx, in the forward's row layout
+//   rmsnorm_bwd_dx_vec4  the same when C % 4 == 0
 //   rmsnorm_bwd_dw_part  a thread per column of one chunk of rows: partial (chunks, C)
 //   rmsnorm_bwd_dw       dweight[c] = sum over chunks of partial[chunk, c], in order
 // Bindings: fwd x (rows, C), weight (C), y (rows, C), rstd (rows); bwd_dx x,
@@ -38,6 +41,15 @@ struct Params {
 @group(0) @binding(3) var<storage, read> b_rstd: array<f32>;
 @group(0) @binding(4) var<storage, read> b_dy: array<f32>;
 @group(0) @binding(5) var<storage, read_write> b_dx: array<f32>;
+
+@group(0) @binding(1) var<storage, read> f4_x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> f4_w: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> f4_y: array<vec4<f32>>;
+
+@group(0) @binding(1) var<storage, read> b4_x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b4_w: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> b4_dy: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> b4_dx: array<vec4<f32>>;
 
 @group(0) @binding(1) var<storage, read> q_x: array<f32>;
 @group(0) @binding(2) var<storage, read> q_rstd: array<f32>;
@@ -132,6 +144,65 @@ fn rmsnorm_bwd_dx(@builtin(workgroup_id) wid: vec3<u32>,
         if (live && j < p.cols) {
             let xhat = b_x[base + j] * rstd;
             b_dx[base + j] = rstd * (b_dy[base + j] * b_w[j] - xhat * m);
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn rmsnorm_fwd_vec4(@builtin(workgroup_id) wid: vec3<u32>,
+                    @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let row = row_of(wid, nwg, lid);
+    let lane = lane_of(lid);
+    let live = row < p.rows;
+    let c4 = p.cols >> 2u;
+    let base = row * c4;
+    var ss = 0.0;
+    for (var k = 0u; k < row_steps(c4); k++) {
+        let j = lane + (k << TPR_LOG2);
+        if (live && j < c4) {
+            let v = f4_x[base + j];
+            ss += dot(v, v);
+        }
+    }
+    let rstd = inverseSqrt(row_total(lid, ss) / f32(p.cols) + p.eps);
+    if (live && lane == 0u) {
+        f_rstd[row] = rstd;
+    }
+    for (var k = 0u; k < row_steps(c4); k++) {
+        let j = lane + (k << TPR_LOG2);
+        if (live && j < c4) {
+            f4_y[base + j] = f4_x[base + j] * rstd * f4_w[j];
+        }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn rmsnorm_bwd_dx_vec4(@builtin(workgroup_id) wid: vec3<u32>,
+                       @builtin(num_workgroups) nwg: vec3<u32>,
+                       @builtin(local_invocation_index) lid: u32) {
+    let row = row_of(wid, nwg, lid);
+    let lane = lane_of(lid);
+    let live = row < p.rows;
+    let c4 = p.cols >> 2u;
+    let base = row * c4;
+    var rstd = 0.0;
+    if (live) {
+        rstd = b_rstd[row];
+    }
+    var acc = 0.0;  // sum of g * xhat over the thread's columns
+    for (var k = 0u; k < row_steps(c4); k++) {
+        let j = lane + (k << TPR_LOG2);
+        if (live && j < c4) {
+            acc += dot(b4_dy[base + j] * b4_w[j], b4_x[base + j] * rstd);
+        }
+    }
+    let m = row_total(lid, acc) / f32(p.cols);
+    for (var k = 0u; k < row_steps(c4); k++) {
+        let j = lane + (k << TPR_LOG2);
+        if (live && j < c4) {
+            let xhat = b4_x[base + j] * rstd;
+            b4_dx[base + j] = rstd * (b4_dy[base + j] * b4_w[j] - xhat * m);
         }
     }
 }

@@ -6,7 +6,8 @@
 //! `dx = rstd * (g - xhat * mean_j(g * xhat))`, `dweight = sum over rows of dy * xhat`,
 //! the latter deterministic (per-chunk partial sums, then the chunks in order).
 //! Rows are spread as the shared row plan says (`row_plan`: a thread per row on
-//! CPU adapters once every core is busy, a tree of threads per row on GPUs).
+//! CPU adapters once every core is busy, a tree of threads per row on GPUs);
+//! rows of a multiple of four values are read and written as vec4.
 
 use super::norm_rows::{check_eps, rows_cols, NormParams};
 use super::row_plan::{row_plan, ROW_WG};
@@ -38,7 +39,12 @@ pub fn rmsnorm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<(Tensor, Tensor)
     let y = Tensor::empty(gpu, x.shape(), DType::F32)?;
     let rstd = Tensor::empty(gpu, &x.shape()[..x.rank() - 1], DType::F32)?;
     let p = NormParams::new(rows, cols, eps);
-    let launch = row_launch(gpu.policy(), rows, cols, "rmsnorm_fwd");
+    let entry = if cols.is_multiple_of(4) {
+        "rmsnorm_fwd_vec4"
+    } else {
+        "rmsnorm_fwd"
+    };
+    let launch = row_launch(gpu.policy(), rows, cols, entry);
     gpu.launch(&launch, bytemuck::bytes_of(&p), &[x, weight], &[&y, &rstd])?;
     Ok((y, rstd))
 }
@@ -96,7 +102,12 @@ pub fn rmsnorm_bwd(
         ..NormParams::new(rows, cols, 0.0)
     };
     let params = bytemuck::bytes_of(&p);
-    let launch = row_launch(gpu.policy(), rows, cols, "rmsnorm_bwd_dx");
+    let entry = if cols.is_multiple_of(4) {
+        "rmsnorm_bwd_dx_vec4"
+    } else {
+        "rmsnorm_bwd_dx"
+    };
+    let launch = row_launch(gpu.policy(), rows, cols, entry);
     gpu.launch(&launch, params, &[x, weight, rstd, dy], &[&dx])?;
     let partial = Tensor::empty(gpu, &[plan.chunks, cols], DType::F32)?;
     if rows > 0 {
