@@ -74,7 +74,10 @@ fn char_tokenizer_bad_input() {
     // A foreign tokenizer.json (no "kind": "char") is read as Hugging Face's.
     std::fs::write(dir.join("tokenizer.json"), r#"{"model": {"type": "BPE"}}"#).unwrap();
     let e = load_tokenizer(&dir).err().unwrap().to_string();
-    assert!(e.contains("tokenizer.json") && e.contains("pre_tokenizer"), "{e}");
+    assert!(
+        e.contains("tokenizer.json") && e.contains("pre_tokenizer"),
+        "{e}"
+    );
     let e = load_tokenizer(&dir.join("missing"))
         .err()
         .unwrap()

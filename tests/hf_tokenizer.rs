@@ -136,7 +136,8 @@ fn load_edited(scratch: &TempDir, name: &str, edit: impl FnOnce(&mut Value)) -> 
 #[test]
 fn options_that_change_the_encoding_are_refused_by_name() {
     let scratch = TempDir::new("hf_tokenizer_bad_options");
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut Value)>, &str)> = vec![
+    type Edit = Box<dyn FnOnce(&mut Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
         (
             "prefix-space",
             Box::new(|d| d["pre_tokenizer"]["add_prefix_space"] = json!(true)),
