@@ -233,6 +233,13 @@ fn sharded_checkpoints_load_and_bad_indexes_are_refused_by_name() {
         );
     }
 
+    // The index stands for its checkpoint directory, as model.safetensors does.
+    let index = dir.join("model.safetensors.index.json");
+    let (again, report) = Gpt::load_with_report(&gpu, &index).unwrap();
+    assert_eq!(report.source, index);
+    let first = |m: &Gpt| m.params()[0].value().to_vec().unwrap();
+    assert_eq!(first(&again), first(&model));
+
     // The index names a shard that is missing.
     std::fs::remove_file(dir.join("model-00002-of-00003.safetensors")).unwrap();
     let e = load_params(&dir, &model.params(), LoadMode::Strict)

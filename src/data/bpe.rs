@@ -149,7 +149,8 @@ impl BpeTokenizer {
                 format!("vocab_size {vocab_size} is below {min} (256 byte tokens + 4 specials). Ask for at least {min}"),
             ));
         }
-        if vocab_size > Self::MAX_VOCAB_SIZE {
+        // Compared as u64: on 32-bit targets usize::MAX is MAX_VOCAB_SIZE itself.
+        if vocab_size as u64 > Self::MAX_VOCAB_SIZE as u64 {
             return Err(Error::invalid(
                 "BpeTokenizer::train",
                 format!(
