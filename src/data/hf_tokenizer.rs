@@ -375,6 +375,11 @@ fn parse_merges(model: &Map<String, Value>) -> std::result::Result<Vec<(&str, &s
         .collect()
 }
 
+/// `id` as an index; one beyond any vocabulary where usize is narrower (wasm32).
+fn slot_index(id: u64) -> usize {
+    usize::try_from(id).unwrap_or(usize::MAX)
+}
+
 /// Reads a `tokenizer.json`; errors say what is wrong (the caller adds the file).
 fn parse(text: &str, roles: &RoleNames) -> std::result::Result<BpeTokenizer, String> {
     let root: Value = serde_json::from_str(text)
@@ -412,7 +417,7 @@ fn parse(text: &str, roles: &RoleNames) -> std::result::Result<BpeTokenizer, Str
     let mut slots: Vec<Option<Entry>> = vec![None; bound];
     for a in &added {
         let slot = slots
-            .get_mut(a.id as usize)
+            .get_mut(slot_index(a.id))
             .ok_or_else(|| format!("the added token `{}` has id {}, beyond the {bound} tokens (ids must be 0..n without gaps)", a.content, a.id))?;
         if slot.is_some() {
             return Err(format!("two added tokens have id {}", a.id));
@@ -429,7 +434,7 @@ fn parse(text: &str, roles: &RoleNames) -> std::result::Result<BpeTokenizer, Str
         .map(|(b, &c)| (c, b as u8))
         .collect();
     for (token, &id) in &vocab {
-        let slot = slots.get_mut(id as usize).ok_or_else(|| {
+        let slot = slots.get_mut(slot_index(id)).ok_or_else(|| {
             format!("model.vocab gives `{token}` id {id}, beyond the {bound} tokens (ids must be 0..n without gaps)")
         })?;
         match slot {
