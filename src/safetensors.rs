@@ -7,9 +7,11 @@
 //! The reader trusts nothing in the file: every length, offset, shape and dtype is
 //! checked (the tensors must tile the data exactly, as the reference implementation
 //! requires), so a truncated, corrupt or hostile file yields an [`Error::Corrupt`]
-//! naming the file and the problem, never a panic or a huge allocation. F32, F16 and
-//! BF16 tensors are read (widened to f32); other dtypes are recognised but refused
-//! when asked for. The writer emits F32 only, deterministically (tensors sorted by
+//! naming the file and the problem, never a panic or a huge allocation. Files are
+//! memory-mapped on native targets (no copy of the whole file; F16 and BF16 stay as
+//! stored until a tensor is asked for). F32, F16 and BF16 tensors are read (widened
+//! to f32, one tensor at a time); other dtypes are recognised but refused when asked
+//! for. The writer emits F32 only, deterministically (tensors sorted by
 //! name), in the same byte layout as the reference writer.
 
 use crate::error::{Error, Result};
@@ -118,10 +120,28 @@ impl TensorInfo {
     }
 }
 
-/// A whole safetensors file in memory with its validated header.
+/// The bytes of a file: memory-mapped, or read into memory (wasm32, byte sources).
+enum Storage {
+    Owned(Vec<u8>),
+    #[cfg(not(target_arch = "wasm32"))]
+    Mapped(memmap2::Mmap),
+}
+
+impl std::ops::Deref for Storage {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Storage::Owned(v) => v,
+            #[cfg(not(target_arch = "wasm32"))]
+            Storage::Mapped(m) => m,
+        }
+    }
+}
+
+/// A whole safetensors file (mapped or in memory) with its validated header.
 pub struct SafeTensors {
     source: String,
-    bytes: Vec<u8>,
+    bytes: Storage,
     data_start: usize,
     tensors: BTreeMap<String, TensorInfo>,
     metadata: BTreeMap<String, String>,
@@ -139,9 +159,14 @@ impl std::fmt::Debug for SafeTensors {
 }
 
 impl SafeTensors {
-    /// Reads and validates a file (one read of the whole file).
+    /// Opens and validates a file: memory-mapped on native targets (read whole where
+    /// mapping fails, and on wasm32).
+    ///
+    /// The file must not be changed while the returned value lives (wgformer never
+    /// rewrites a checkpoint file in place: a save writes new files and renames them).
     pub fn read(path: &Path) -> Result<SafeTensors> {
-        let bytes = std::fs::read(path).map_err(|e| {
+        let source = path.display().to_string();
+        let not_found = |e: std::io::Error| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::not_found(
                     path.display(),
@@ -151,13 +176,34 @@ impl SafeTensors {
             } else {
                 Error::io(path, e)
             }
-        })?;
-        Self::from_bytes(bytes, &path.display().to_string())
+        };
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let file = std::fs::File::open(path).map_err(not_found)?;
+            // SAFETY: the map is read-only and lives inside the returned value; the
+            // file is not modified meanwhile (see above). An empty file cannot be
+            // mapped and takes the read path below.
+            if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
+                return Self::from_storage(Storage::Mapped(map), source);
+            }
+        }
+        let bytes = std::fs::read(path).map_err(not_found)?;
+        Self::from_storage(Storage::Owned(bytes), source)
     }
 
     /// Validates bytes already in memory; `source` names them in errors.
     pub fn from_bytes(bytes: Vec<u8>, source: &str) -> Result<SafeTensors> {
-        let fail = |detail: String| Error::corrupt(source, detail);
+        Self::from_storage(Storage::Owned(bytes), source.to_string())
+    }
+
+    /// True when the file is memory-mapped rather than copied into memory.
+    pub fn is_mapped(&self) -> bool {
+        !matches!(self.bytes, Storage::Owned(_))
+    }
+
+    fn from_storage(storage: Storage, source: String) -> Result<SafeTensors> {
+        let bytes: &[u8] = &storage;
+        let fail = |detail: String| Error::corrupt(&source, detail);
         let len = bytes.len() as u64;
         let Some(prefix) = bytes.get(..8) else {
             return Err(fail(format!(
@@ -263,8 +309,8 @@ impl SafeTensors {
             }
         }
         Ok(SafeTensors {
-            source: source.to_string(),
-            bytes,
+            source,
+            bytes: storage,
             data_start,
             tensors,
             metadata,

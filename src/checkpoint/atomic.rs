@@ -3,7 +3,7 @@
 
 use super::{
     save::write_contents, CheckpointContents, ModelConfig, CARRIED_FILES, CONFIG_FILE, FORMAT_KEY,
-    MODEL_FILE,
+    INDEX_FILE, MODEL_FILE,
 };
 use crate::error::{Error, Result};
 use serde_json::Value;
@@ -72,9 +72,14 @@ fn carry_forward(dir: &Path, tmp: &Path) -> Result<()> {
 }
 
 /// The checkpoint directory `path` names: `path` itself, or the directory of a
-/// checkpoint's weights file (`DIR/model.safetensors` stands for `DIR`).
+/// checkpoint's weights file (`DIR/model.safetensors`, or the shard index
+/// `DIR/model.safetensors.index.json`, stands for `DIR`).
 pub fn checkpoint_dir(path: &Path) -> &Path {
-    if path.file_name().is_some_and(|n| n == MODEL_FILE) && path.is_file() {
+    if path
+        .file_name()
+        .is_some_and(|n| n == MODEL_FILE || n == INDEX_FILE)
+        && path.is_file()
+    {
         match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),

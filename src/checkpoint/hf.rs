@@ -2,10 +2,10 @@
 //! prefix, the attention buffers, a tied `lm_head.weight`) and its `config.json`,
 //! written beside ours and read, strictly, from theirs.
 
+use super::weights::Weights;
 use super::ModelConfig;
 use crate::error::{Error, Result};
 use crate::nn::GptConfig;
-use crate::safetensors::SafeTensors;
 use serde_json::{json, Map, Value};
 use std::path::Path;
 
@@ -34,7 +34,7 @@ pub(super) enum Leftover {
 /// token embedding was loaded from, if any. An `lm_head.weight` that differs from
 /// it is an error: wgformer's GPT ties the two.
 pub(super) fn leftover(
-    st: &SafeTensors,
+    st: &Weights,
     name: &str,
     wte: Option<&str>,
     fail: impl Fn(String) -> Error,
@@ -91,6 +91,9 @@ const GPT2_COMPAT_KEYS: &[&str] = &[
     "tie_word_embeddings",
     "use_cache",
     "torch_dtype",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
 ];
 
 /// Hugging Face's names of GELU's tanh form, the activation wgformer's GPT has:

@@ -10,8 +10,9 @@ use crate::nn::{Llama, LlamaConfig};
 use serde_json::{json, Map, Value};
 use std::path::Path;
 
-/// Fields written beside our config so `transformers` loads the checkpoint.
-const LLAMA_COMPAT_KEYS: &[&str] = &["architectures", "hidden_act", "torch_dtype"];
+/// Fields written beside our config so `transformers` loads the checkpoint (the
+/// tokenizer's `pad_token_id` among them; bos and eos are fields of the config).
+const LLAMA_COMPAT_KEYS: &[&str] = &["architectures", "hidden_act", "torch_dtype", "pad_token_id"];
 
 impl ModelConfig for LlamaConfig {
     const MODEL_TYPE: &'static str = "llama";

@@ -5,9 +5,10 @@
 use super::atomic::{checkpoint_dir, resolve};
 use super::hf::{self, Leftover};
 use super::save::slot_names;
+use super::weights::{declared_bytes, Weights};
 use super::{
-    LoadMode, LoadReport, ModelConfig, CONFIG_FILE, FORMAT_KEY, FORMAT_VERSION, MODEL_FILE,
-    OPTIMIZER_FILE, TRAINER_STATE_FILE,
+    LoadMode, LoadReport, ModelConfig, CONFIG_FILE, FORMAT_KEY, FORMAT_VERSION, OPTIMIZER_FILE,
+    TRAINER_STATE_FILE,
 };
 use crate::autograd::Param;
 use crate::error::{Error, Result};
@@ -34,8 +35,7 @@ pub fn read_config<C: ModelConfig>(path: &Path) -> Result<C> {
     let config: C = parse_config(&path)?;
     // The weights beside it must be able to hold the parameters it describes (a
     // weights file that cannot be read is reported when it is loaded).
-    let weights = path.with_file_name(MODEL_FILE);
-    if let Ok(bytes) = safetensors::header_data_bytes(&weights) {
+    if let Some((weights, bytes)) = declared_bytes(&path) {
         config.check_weights_file(&path, &weights, bytes)?;
     }
     Ok(config)
@@ -134,16 +134,19 @@ pub fn read_trainer_state(dir: &Path) -> Result<Option<Value>> {
     })
 }
 
-/// Loads parameter values by name from a checkpoint directory or a `.safetensors`
-/// file. All names, shapes and dtypes are checked before any parameter is written,
-/// so a refused file leaves the model as it was.
+/// Loads parameter values by name from a checkpoint directory (its
+/// `model.safetensors`, or the shards of its `model.safetensors.index.json`), a
+/// `.safetensors` file or a shard index. All names, shapes and dtypes are checked
+/// before any parameter is written, so a refused file leaves the model as it was.
+/// The files are memory-mapped; each tensor is widened to f32 (from F16 or BF16)
+/// only as it is uploaded, so memory holds at most one tensor's f32 copy.
 pub fn load_params(path: &Path, params: &[Param], mode: LoadMode) -> Result<LoadReport> {
-    let file = if path.is_file() {
-        path.to_path_buf()
+    let st = if path.is_file() {
+        Weights::open(path)?
     } else {
-        model_file(&resolve(path)?)?
+        Weights::open(&resolve(path)?)?
     };
-    let st = SafeTensors::read(&file)?;
+    let file = st.source().to_path_buf();
     let fail = |detail: String| Error::incompatible(file.display(), detail);
     let mut report = LoadReport {
         source: file.clone(),
@@ -182,7 +185,10 @@ pub fn load_params(path: &Path, params: &[Param], mode: LoadMode) -> Result<Load
                 info.dtype.name()
             )));
         }
-        check_finite(&st, &found, &file)?;
+        if let Some((i, x)) = st.first_non_finite(&found) {
+            let shard = st.file_of(&found).map_or(file.clone(), PathBuf::from);
+            return Err(non_finite(&shard, &found, i, x));
+        }
         used.insert(found.clone());
         plan.push((p, found));
     }
@@ -238,15 +244,19 @@ pub fn load_params(path: &Path, params: &[Param], mode: LoadMode) -> Result<Load
 fn check_finite(st: &SafeTensors, name: &str, file: &Path) -> Result<()> {
     match st.first_non_finite(name) {
         None => Ok(()),
-        Some((i, x)) => Err(Error::corrupt(
-            file.display(),
-            format!(
-                "tensor `{name}` holds {x} (element {i}): a checkpoint must hold finite numbers \
+        Some((i, x)) => Err(non_finite(file, name, i, x)),
+    }
+}
+
+fn non_finite(file: &Path, name: &str, i: usize, x: f32) -> Error {
+    Error::corrupt(
+        file.display(),
+        format!(
+            "tensor `{name}` holds {x} (element {i}): a checkpoint must hold finite numbers \
              (this one was perhaps saved from a run that diverged); load an earlier \
              checkpoint, or retrain with a lower learning rate"
-            ),
-        )),
-    }
+        ),
+    )
 }
 
 /// Restores an optimiser's state and step count from a checkpoint directory. Its
@@ -351,26 +361,6 @@ fn model_type_note(file: &Path) -> String {
         },
         Err(_) => String::new(),
     }
-}
-
-fn model_file(dir: &Path) -> Result<PathBuf> {
-    let file = dir.join(MODEL_FILE);
-    if file.exists() {
-        return Ok(file);
-    }
-    let hint = if dir.join("model.safetensors.index.json").exists() {
-        "the weights are split into shards, which wgformer does not read: merge them into one \
-         model.safetensors"
-    } else if dir.join("pytorch_model.bin").exists() {
-        "only pytorch_model.bin is here: convert it to model.safetensors (e.g. with the \
-         safetensors package's conversion script)"
-    } else {
-        "pass a checkpoint directory (it holds model.safetensors) or a .safetensors file"
-    };
-    Err(Error::not_found(
-        dir.display(),
-        format!("no {MODEL_FILE}: {hint}"),
-    ))
 }
 
 fn read_file(path: &Path, what: &str) -> Result<Vec<u8>> {

@@ -13,7 +13,11 @@
 //!   the fields Hugging Face's `GPT2Config` needs (`architectures`, `n_ctx`, ...);
 //! - `trainer_state.json` (optional): whatever the trainer passes (step, tokens
 //!   seen, data order position, schedule position, best eval loss);
-//! - any files the caller's hook writes (tokenizer `vocab.json`, `merges.txt`);
+//! - the tokenizer's files ([`CheckpointContents::tokenizer`]): a BPE's `vocab.json`,
+//!   `merges.txt` and Hugging Face's `tokenizer.json`, `tokenizer_config.json`,
+//!   `special_tokens_map.json`, or a char tokenizer's `char_tokenizer.json`; its
+//!   `bos_token_id`, `eos_token_id` and `pad_token_id` also go into `config.json`;
+//! - any files the caller's hook writes;
 //! - `emissions.csv` ([`EMISSIONS_FILE`]), when a run appended its energy report:
 //!   not written by a save but carried from the checkpoint it replaces, so the
 //!   rows of earlier runs (a resumed run's first part) survive every save.
@@ -35,7 +39,9 @@
 //! `DIR` is missing and deletes the leftovers. One writer per directory.
 //!
 //! # Checkpoints from Hugging Face
-//! [`load_params`] reads GPT-2 checkpoints of the Hugging Face layout: names with or
+//! [`load_params`] reads the weights from `model.safetensors` or, for a model split
+//! into shards, from the files `model.safetensors.index.json` lists (memory-mapped;
+//! a missing shard is named). It reads GPT-2 checkpoints of the Hugging Face layout: names with or
 //! without the `transformer.` prefix, the attention buffers `h.{i}.attn.bias` and
 //! `h.{i}.attn.masked_bias` ignored, `lm_head.weight` accepted when it equals (is
 //! tied to) `wte.weight`, F16 and BF16 tensors widened. [`read_config`] tells a
@@ -52,6 +58,7 @@ mod llama;
 mod load;
 mod model;
 mod save;
+mod weights;
 
 pub use atomic::{checkpoint_dir, recover, resolve, save_checkpoint};
 pub use llama::load_llama;
@@ -60,6 +67,7 @@ pub use model::{checkpoint_tokenizer, SaveOptions};
 pub use save::config_json;
 
 use crate::autograd::Param;
+use crate::data::Tokenizer;
 use crate::error::{Error, Result};
 use crate::nn::TransformerConfig;
 use crate::optim::Optimizer;
@@ -69,6 +77,8 @@ use std::path::{Path, PathBuf};
 
 /// The parameters, by name.
 pub const MODEL_FILE: &str = "model.safetensors";
+/// Hugging Face's index of a model split into shards (read, never written).
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
 /// The optimiser's state per parameter and its step count.
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 /// The model config with its `model_type`.
@@ -85,6 +95,9 @@ pub const CARRIED_FILES: &[&str] = &[EMISSIONS_FILE];
 pub const FORMAT_KEY: &str = "wgformer_format";
 /// The checkpoint layout version this build writes and reads.
 pub const FORMAT_VERSION: u64 = 1;
+/// The special token ids `config.json` carries for Hugging Face (bos, eos, pad), in
+/// that order; informative only, the tokenizer's files are what wgformer reads.
+pub(crate) const TOKEN_ID_KEYS: &[&str] = &["bos_token_id", "eos_token_id", "pad_token_id"];
 
 /// A model config that checkpoints can store: a serde struct plus the name of its
 /// architecture (the `"model_type"` in `config.json`).
@@ -142,6 +155,10 @@ pub struct CheckpointContents<'a, C> {
     pub optimizer: Option<&'a Optimizer>,
     /// Written to `trainer_state.json` as given.
     pub trainer_state: Option<&'a Value>,
+    /// Its files are written beside the weights, and its special token ids into
+    /// `config.json` (`bos_token_id`, `eos_token_id`, `pad_token_id`, where the
+    /// config's [`ModelConfig::COMPAT_KEYS`] admit them), so Hugging Face sees them.
+    pub tokenizer: Option<&'a dyn Tokenizer>,
     /// Called with the temporary directory to write more files (tokenizer); they
     /// are fsynced and committed with the rest.
     pub extra_files: Option<FileHook<'a>>,
@@ -158,6 +175,7 @@ impl<'a, C: ModelConfig> CheckpointContents<'a, C> {
             params,
             optimizer: None,
             trainer_state: None,
+            tokenizer: None,
             extra_files: None,
         }
     }
@@ -195,6 +213,7 @@ pub struct LoadReport {
 /// The encoder-decoder's checkpoints: wgformer writes and reads its own only.
 impl ModelConfig for TransformerConfig {
     const MODEL_TYPE: &'static str = "encoder_decoder";
+    const COMPAT_KEYS: &'static [&'static str] = TOKEN_ID_KEYS;
 
     fn check_weights_file(&self, config: &Path, weights: &Path, bytes: u64) -> Result<()> {
         self.check_weights_fit(config, weights, bytes)

@@ -25,8 +25,9 @@ use std::path::Path;
 /// ```
 #[derive(Clone, Copy, Default)]
 pub struct SaveOptions<'a> {
-    /// Saved beside the weights (`vocab.json` + `merges.txt`, or `tokenizer.json`),
-    /// so `load_tokenizer` finds it.
+    /// Saved beside the weights (a BPE's `vocab.json` + `merges.txt` and Hugging
+    /// Face's `tokenizer.json`, or `char_tokenizer.json`), so `load_tokenizer` finds
+    /// it; its special token ids also go into `config.json`.
     pub tokenizer: Option<&'a dyn Tokenizer>,
     /// Its state and step count go to `optimizer.safetensors`, for resuming with
     /// [`super::load_optimizer`].
@@ -46,13 +47,7 @@ fn save_model<C: ModelConfig>(
     let mut contents = CheckpointContents::new(config, params);
     contents.optimizer = options.optimizer;
     contents.trainer_state = options.trainer_state;
-    let write_tokenizer = |d: &Path| match options.tokenizer {
-        Some(tokenizer) => tokenizer.save(d),
-        None => Ok(()),
-    };
-    if options.tokenizer.is_some() {
-        contents.extra_files = Some(&write_tokenizer);
-    }
+    contents.tokenizer = options.tokenizer;
     save_checkpoint(dir, &contents)
 }
 

@@ -4,7 +4,7 @@
 use super::atomic::{sync_dir, sync_tree};
 use super::{
     CheckpointContents, ModelConfig, CONFIG_FILE, FORMAT_KEY, FORMAT_VERSION, MODEL_FILE,
-    OPTIMIZER_FILE, TRAINER_STATE_FILE,
+    OPTIMIZER_FILE, TOKEN_ID_KEYS, TRAINER_STATE_FILE,
 };
 use crate::error::{Error, Result};
 use crate::optim::OptimizerKind;
@@ -72,7 +72,19 @@ pub(super) fn write_contents<C: ModelConfig>(
         safetensors::write_file(&tmp.join(OPTIMIZER_FILE), &tensors, &opt_meta, true)?;
     }
 
-    write_json(&tmp.join(CONFIG_FILE), &config_json(contents.config)?)?;
+    let mut config = config_json(contents.config)?;
+    if let (Some(tokenizer), Value::Object(fields)) = (contents.tokenizer, &mut config) {
+        tokenizer.save(tmp)?;
+        sync_tree(tmp)?;
+        let sp = tokenizer.specials();
+        for (key, id) in TOKEN_ID_KEYS.iter().zip([sp.bos, sp.eos, sp.pad]) {
+            // Only where the config reads the key back; a config's own value stays.
+            if C::COMPAT_KEYS.contains(key) {
+                fields.entry(*key).or_insert(id.into());
+            }
+        }
+    }
+    write_json(&tmp.join(CONFIG_FILE), &config)?;
     if let Some(state) = contents.trainer_state {
         write_json(&tmp.join(TRAINER_STATE_FILE), state)?;
     }

@@ -1,7 +1,8 @@
 //! Byte-level BPE exactly as GPT-2: text is split by GPT-2's pattern, each piece's
 //! UTF-8 bytes start as one token each, and merges apply lowest rank first.
-//! Saved and loaded as GPT-2's `vocab.json` (token string -> id) + `merges.txt`, so
-//! GPT-2's own files load and encode like GPT-2.
+//! Saved as GPT-2's `vocab.json` (token string -> id) + `merges.txt` and as Hugging
+//! Face's `tokenizer.json` ([`super::hf_tokenizer`]); GPT-2's own files, and byte-level
+//! BPE `tokenizer.json` files, load and encode like their originals.
 //!
 //! Special tokens. Vocabulary entries named `<|endoftext|>`, `<|pad|>`, `<|bos|>` and
 //! `<|unk|>` are specials: `<|endoftext|>` is eos and must be present; each other role
@@ -11,13 +12,16 @@
 //! `<|bos|>`, `<|unk|>`. A special token's string inside input text encodes as its id
 //! (like tiktoken's `allowed_special="all"`); the text on either side encodes on its own.
 //! [`BpeTokenizer::encode_ordinary`] reads them as plain text instead.
-//! `decode` skips specials.
+//! `decode` skips specials. A `tokenizer.json` names its specials itself (`added_tokens`),
+//! and may add non-special tokens, which are split out of text like specials but decode
+//! to their text.
 
 use std::collections::{BinaryHeap, HashMap};
 use std::path::Path;
 use std::sync::Mutex;
 
 use crate::data::bpe_train::learn_merges;
+use crate::data::hf_tokenizer;
 use crate::data::pretokenize::{byte_to_char, pretokenize, split_specials, Segment};
 use crate::data::tokenizer::{SpecialTokens, Tokenizer};
 use crate::data::{read_utf8_file, write_file_atomic};
@@ -31,12 +35,47 @@ const CACHE_MAX_PIECE: usize = 64;
 /// The cache is cleared when it holds this many pieces (bounded memory on huge texts).
 const CACHE_MAX_ENTRIES: usize = 200_000;
 
-/// One vocabulary entry: a byte string, or a special token (never produced by merges).
+/// One vocabulary entry: a byte string, or a token matched in text as a whole (never
+/// produced by merges).
 #[derive(Clone, Debug, PartialEq)]
-enum Entry {
+pub(crate) enum Entry {
     Bytes(Vec<u8>),
+    /// A special token: encoded from its string in text, skipped by decode.
     Special(String),
+    /// A non-special added token of a `tokenizer.json`: encoded from its string in
+    /// text, decoded to it.
+    Added(String),
 }
+
+/// The special tokens that play each role, by string; `None` takes wgformer's names
+/// (`<|endoftext|>` for eos; `<|pad|>`, `<|bos|>`, `<|unk|>` or else eos for the others).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct RoleNames {
+    pub eos: Option<String>,
+    pub pad: Option<String>,
+    pub bos: Option<String>,
+    pub unk: Option<String>,
+}
+
+/// How errors name the parts a tokenizer was read from.
+#[derive(Clone, Copy)]
+pub(crate) struct PartNames {
+    /// The vocabulary (`vocab.json`, `tokenizer.json's model.vocab`).
+    pub vocab: &'static str,
+    /// The merges.
+    pub merges: &'static str,
+    /// Where the roles of the specials are named.
+    pub roles: &'static str,
+    /// How to add an end-of-sequence token (`{n}`: the vocabulary size).
+    pub eos_fix: &'static str,
+}
+
+const GPT2_FILES: PartNames = PartNames {
+    vocab: "vocab.json",
+    merges: "merges.txt",
+    roles: "vocab.json",
+    eos_fix: "Add `\"<|endoftext|>\": {n}`",
+};
 
 /// A byte-level BPE tokenizer (GPT-2's scheme).
 pub struct BpeTokenizer {
@@ -110,9 +149,8 @@ impl BpeTokenizer {
                 format!("vocab_size {vocab_size} is below {min} (256 byte tokens + 4 specials). Ask for at least {min}"),
             ));
         }
-        // Always false where usize is 32 bits (wasm32), hence the allow.
-        #[allow(clippy::absurd_extreme_comparisons)]
-        if vocab_size > Self::MAX_VOCAB_SIZE {
+        // Compared as u64: on 32-bit targets usize::MAX is MAX_VOCAB_SIZE itself.
+        if vocab_size as u64 > Self::MAX_VOCAB_SIZE as u64 {
             return Err(Error::invalid(
                 "BpeTokenizer::train",
                 format!(
@@ -141,11 +179,22 @@ impl BpeTokenizer {
                 .iter()
                 .map(|s| Entry::Special(s.to_string())),
         );
-        Self::from_parts(entries, merges).map_err(|e| Error::invalid("BpeTokenizer::train", e))
+        Self::from_parts(entries, merges, &RoleNames::default(), GPT2_FILES)
+            .map_err(|e| Error::invalid("BpeTokenizer::train", e))
+    }
+
+    /// Reads the tokenizer saved in `dir`: Hugging Face's `tokenizer.json` when there
+    /// is one (see [`BpeTokenizer::load_tokenizer_json`]), else `vocab.json` and
+    /// `merges.txt` (GPT-2's format).
+    pub fn load(dir: &Path) -> Result<Self> {
+        if dir.join(hf_tokenizer::TOKENIZER_FILE).is_file() {
+            return Self::load_tokenizer_json(dir);
+        }
+        Self::load_vocab_and_merges(dir)
     }
 
     /// Reads `dir/vocab.json` and `dir/merges.txt` (GPT-2's format).
-    pub fn load(dir: &Path) -> Result<Self> {
+    pub fn load_vocab_and_merges(dir: &Path) -> Result<Self> {
         let vocab = read_utf8_file(&dir.join(Self::VOCAB_FILE))?;
         let merges = read_utf8_file(&dir.join(Self::MERGES_FILE))?;
         Self::parse(&vocab, &merges).map_err(|e| {
@@ -211,8 +260,18 @@ impl BpeTokenizer {
         }
         // n distinct ids below n: every slot is filled.
         let entries: Vec<Entry> = slots.into_iter().flatten().collect();
+        let merges = Self::parse_merges_txt(merges_txt, &map)?;
+        Self::from_parts(entries, merges, &RoleNames::default(), GPT2_FILES)
+    }
+
+    /// The merges of `merges.txt` as id pairs, through the vocabulary `map`.
+    fn parse_merges_txt(
+        merges_txt: &str,
+        map: &HashMap<String, u64>,
+    ) -> std::result::Result<Vec<(u32, u32)>, String> {
+        let n = map.len();
         let mut lookup: HashMap<&str, u32> = HashMap::with_capacity(n);
-        for (token, &id) in &map {
+        for (token, &id) in map {
             lookup.insert(token.as_str(), id as u32);
         }
         let mut merges = Vec::new();
@@ -238,13 +297,16 @@ impl BpeTokenizer {
             };
             merges.push((id(a)?, id(b)?));
         }
-        Self::from_parts(entries, merges)
+        Ok(merges)
     }
 
-    /// Checks and indexes a vocabulary and its merges.
-    fn from_parts(
+    /// Checks and indexes a vocabulary and its merges; `roles` picks the specials'
+    /// roles, `parts` names the files in errors.
+    pub(crate) fn from_parts(
         entries: Vec<Entry>,
         merge_list: Vec<(u32, u32)>,
+        roles: &RoleNames,
+        parts: PartNames,
     ) -> std::result::Result<Self, String> {
         let mut ids = HashMap::with_capacity(entries.len());
         let mut special_strings = Vec::new();
@@ -252,36 +314,52 @@ impl BpeTokenizer {
             match e {
                 Entry::Bytes(b) => {
                     if ids.insert(b.clone(), id as u32).is_some() {
-                        return Err(bad("vocab.json", format!("lists the bytes {b:?} twice")));
+                        return Err(bad(parts.vocab, format!("lists the bytes {b:?} twice")));
                     }
                 }
-                Entry::Special(s) => special_strings.push((s.clone(), id as u32)),
+                Entry::Special(s) | Entry::Added(s) => special_strings.push((s.clone(), id as u32)),
             }
         }
-        let role = |s: &str| {
-            special_strings
+        let special_id = |s: &str| {
+            entries
                 .iter()
-                .find(|(t, _)| t == s)
-                .map(|&(_, id)| id)
+                .position(|e| matches!(e, Entry::Special(t) if t == s))
+                .map(|id| id as u32)
         };
-        let eos = role(SPECIAL_STRINGS[0]).ok_or_else(|| {
-            bad("vocab.json", format!(
-                "has no `<|endoftext|>` token, which wgformer uses as end of sequence. Add `\"<|endoftext|>\": {}`",
-                entries.len()
-            ))
+        // A role named by the files must be a special token; else wgformer's name, if present.
+        let role = |role: &str, named: &Option<String>, default: &str| match named {
+            Some(name) => special_id(name).map(Some).ok_or_else(|| {
+                bad(
+                    parts.roles,
+                    format!(
+                        "names `{name}` as the {role} token, but {} has no such special token",
+                        parts.vocab
+                    ),
+                )
+            }),
+            None => Ok(special_id(default)),
+        };
+        let eos = role("end-of-sequence", &roles.eos, SPECIAL_STRINGS[0])?.ok_or_else(|| {
+            bad(
+                parts.vocab,
+                format!(
+                    "has no `<|endoftext|>` token, which wgformer uses as end of sequence. {}",
+                    parts.eos_fix.replace("{n}", &entries.len().to_string())
+                ),
+            )
         })?;
         let specials = SpecialTokens {
-            pad: role("<|pad|>").unwrap_or(eos),
-            bos: role("<|bos|>").unwrap_or(eos),
+            pad: role("padding", &roles.pad, SPECIAL_STRINGS[1])?.unwrap_or(eos),
+            bos: role("beginning-of-sequence", &roles.bos, SPECIAL_STRINGS[2])?.unwrap_or(eos),
             eos,
-            unk: role("<|unk|>").unwrap_or(eos),
+            unk: role("unknown", &roles.unk, SPECIAL_STRINGS[3])?.unwrap_or(eos),
         };
         let table = byte_to_char();
         let mut byte_ids = [0u32; 256];
         for (b, slot) in byte_ids.iter_mut().enumerate() {
             *slot = *ids.get(&vec![b as u8]).ok_or_else(|| {
                 bad(
-                    "vocab.json",
+                    parts.vocab,
                     format!(
                     "has no token for the byte 0x{b:02X} (`{}`); a byte-level BPE needs all 256",
                     table[b]
@@ -296,28 +374,29 @@ impl BpeTokenizer {
                 (entries.get(a as usize), entries.get(b as usize))
             else {
                 return Err(bad(
-                    "merges.txt",
-                    format!("merge {} joins a special or unknown token", rank + 1),
+                    parts.merges,
+                    format!("merge {} joins a special, added or unknown token", rank + 1),
                 ));
             };
             let joined = [x.as_slice(), y.as_slice()].concat();
             let Some(&merged) = ids.get(&joined) else {
                 return Err(bad(
-                    "merges.txt",
+                    parts.merges,
                     format!(
-                        "merge {} makes `{}`, which is not in vocab.json",
+                        "merge {} makes `{}`, which is not in {}",
                         rank + 1,
                         joined
                             .iter()
                             .map(|&c| table[c as usize])
-                            .collect::<String>()
+                            .collect::<String>(),
+                        parts.vocab
                     ),
                 ));
             };
             merged_ids.push(merged);
             if merges.insert((a, b), (rank as u32, merged)).is_some() {
                 return Err(bad(
-                    "merges.txt",
+                    parts.merges,
                     format!("repeats merge {} ({a}, {b})", rank + 1),
                 ));
             }
@@ -335,6 +414,16 @@ impl BpeTokenizer {
         })
     }
 
+    /// The vocabulary in id order.
+    pub(crate) fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// The merges in rank order, as (left id, right id).
+    pub(crate) fn merge_ids(&self) -> &[(u32, u32)] {
+        &self.merge_list
+    }
+
     /// The merges in rank order, as byte strings.
     pub fn merges(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
         self.merge_list
@@ -348,10 +437,12 @@ impl BpeTokenizer {
             .collect()
     }
 
-    /// The bytes of token `id` (`None` for specials and ids outside the vocabulary).
+    /// The bytes of token `id` (an added token's text; `None` for specials and ids
+    /// outside the vocabulary).
     pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {
         match self.entries.get(id as usize)? {
             Entry::Bytes(b) => Some(b),
+            Entry::Added(s) => Some(s.as_bytes()),
             Entry::Special(_) => None,
         }
     }
@@ -366,7 +457,7 @@ impl BpeTokenizer {
         let table = byte_to_char();
         match self.entries.get(id as usize)? {
             Entry::Bytes(b) => Some(b.iter().map(|&c| table[c as usize]).collect()),
-            Entry::Special(s) => Some(s.clone()),
+            Entry::Special(s) | Entry::Added(s) => Some(s.clone()),
         }
     }
 
@@ -493,7 +584,7 @@ impl BpeTokenizer {
 fn entry_bytes(e: &Entry) -> &[u8] {
     match e {
         Entry::Bytes(b) => b,
-        Entry::Special(_) => &[],
+        Entry::Special(_) | Entry::Added(_) => &[],
     }
 }
 
@@ -531,10 +622,13 @@ impl Tokenizer for BpeTokenizer {
         self.specials
     }
 
+    /// Writes `vocab.json` + `merges.txt` (GPT-2's files) and Hugging Face's
+    /// `tokenizer.json`, `tokenizer_config.json` and `special_tokens_map.json`.
     fn save(&self, dir: &Path) -> Result<()> {
         let (vocab, merges) = self.to_vocab_and_merges();
         write_file_atomic(dir, Self::VOCAB_FILE, vocab.as_bytes())?;
-        write_file_atomic(dir, Self::MERGES_FILE, merges.as_bytes())
+        write_file_atomic(dir, Self::MERGES_FILE, merges.as_bytes())?;
+        hf_tokenizer::save(self, dir)
     }
 
     fn kind(&self) -> &'static str {

@@ -1,5 +1,6 @@
 //! Character tokenizer: one id per distinct char of a text, plus four specials.
-//! Saved as one JSON file, `tokenizer.json`, marked `"kind": "char"`.
+//! Saved as one JSON file, `char_tokenizer.json`, marked `"kind": "char"` (older
+//! checkpoints name it `tokenizer.json`, the name Hugging Face's tokenizers use).
 //!
 //! Ids: 0 `<pad>`, 1 `<bos>`, 2 `<eos>`, 3 `<unk>`, then the chars in code point order.
 //! Special token strings in input text are ordinary characters here (`"<eos>"` encodes
@@ -37,7 +38,9 @@ struct CharFile {
 
 impl CharTokenizer {
     /// The file name inside a tokenizer directory.
-    pub const FILE: &'static str = "tokenizer.json";
+    pub const FILE: &'static str = "char_tokenizer.json";
+    /// The name older checkpoints gave the file (read when [`CharTokenizer::FILE`] is absent).
+    pub const LEGACY_FILE: &'static str = "tokenizer.json";
 
     /// The alphabet of `text` (every distinct char, sorted). Errors on empty text.
     pub fn from_text(text: &str) -> Result<Self> {
@@ -73,9 +76,12 @@ impl CharTokenizer {
         self.ids.get(&c).copied()
     }
 
-    /// Reads `dir/tokenizer.json`.
+    /// Reads `dir/char_tokenizer.json` (or an older checkpoint's `dir/tokenizer.json`).
     pub fn load(dir: &Path) -> Result<Self> {
-        let path = dir.join(Self::FILE);
+        let path = match dir.join(Self::FILE) {
+            p if p.is_file() => p,
+            _ => dir.join(Self::LEGACY_FILE),
+        };
         let text = read_utf8_file(&path)?;
         let bad = |detail: String| {
             Error::invalid(

@@ -3,7 +3,8 @@
 //!
 //! - [`Tokenizer`]: the interface; [`CharTokenizer`] (one id per char) and
 //!   [`BpeTokenizer`] (GPT-2's byte-level BPE: trains on text, saves and loads
-//!   GPT-2's `vocab.json` + `merges.txt`); [`load_tokenizer`] picks by the files found.
+//!   GPT-2's `vocab.json` + `merges.txt` and Hugging Face's `tokenizer.json`);
+//!   [`load_tokenizer`] picks by the files found.
 //! - [`TextDataset`]: one token stream with a held-out tail, sampled as random windows
 //!   for language modelling. [`PairDataset`]: (source, target) pairs for translation.
 //! - [`token_budget_batches`]: the paper's batching: pairs of similar length grouped
@@ -19,6 +20,7 @@ pub mod bpe;
 mod bpe_train;
 pub mod char;
 pub mod dataset;
+pub mod hf_tokenizer;
 pub mod icl;
 mod pretokenize;
 mod stream;

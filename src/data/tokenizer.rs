@@ -5,6 +5,7 @@ use std::path::Path;
 
 use crate::data::bpe::BpeTokenizer;
 use crate::data::char::CharTokenizer;
+use crate::data::hf_tokenizer::TOKENIZER_FILE;
 use crate::error::{Error, Result};
 
 /// The ids of the four special tokens. Tokenizers may map several roles to one id
@@ -66,33 +67,36 @@ pub fn list_chars(chars: &[char]) -> String {
     list.join(", ")
 }
 
-/// Loads the tokenizer saved in `dir`: our character tokenizer's `tokenizer.json`
-/// (with `"kind": "char"`), or a byte-level BPE's `vocab.json` + `merges.txt`
-/// (ours or GPT-2's). The char file wins when both are present.
+/// Loads the tokenizer saved in `dir`, by the files found, in this order: our
+/// character tokenizer's `char_tokenizer.json` (or, from older checkpoints, a
+/// `tokenizer.json` with `"kind": "char"`); Hugging Face's `tokenizer.json` (a
+/// byte-level BPE; other model types are refused by name); GPT-2's `vocab.json` +
+/// `merges.txt`. A BPE directory written by wgformer holds both BPE forms.
 pub fn load_tokenizer(dir: &Path) -> Result<Box<dyn Tokenizer>> {
     if !dir.is_dir() {
         return Err(Error::invalid(
             "load_tokenizer",
             format!(
-                "`{}` is not a directory. Pass the directory that holds tokenizer.json \
-                 (char tokenizer) or vocab.json + merges.txt (BPE)",
+                "`{}` is not a directory. Pass the directory that holds the tokenizer's files \
+                 (tokenizer.json, vocab.json + merges.txt, or char_tokenizer.json)",
                 dir.display()
             ),
         ));
     }
-    let char_file = dir.join(CharTokenizer::FILE);
-    let foreign_json = if char_file.is_file() {
-        if CharTokenizer::is_char_file(&char_file)? {
+    if dir.join(CharTokenizer::FILE).is_file() {
+        return Ok(Box::new(CharTokenizer::load(dir)?));
+    }
+    let hf_file = dir.join(TOKENIZER_FILE);
+    if hf_file.is_file() {
+        if CharTokenizer::is_char_file(&hf_file)? {
             return Ok(Box::new(CharTokenizer::load(dir)?));
         }
-        true
-    } else {
-        false
-    };
+        return Ok(Box::new(BpeTokenizer::load_tokenizer_json(dir)?));
+    }
     let vocab = dir.join(BpeTokenizer::VOCAB_FILE);
     let merges = dir.join(BpeTokenizer::MERGES_FILE);
     match (vocab.is_file(), merges.is_file()) {
-        (true, true) => Ok(Box::new(BpeTokenizer::load(dir)?)),
+        (true, true) => Ok(Box::new(BpeTokenizer::load_vocab_and_merges(dir)?)),
         (true, false) | (false, true) => {
             let (have, missing) = if vocab.is_file() {
                 (BpeTokenizer::VOCAB_FILE, BpeTokenizer::MERGES_FILE)
@@ -111,16 +115,11 @@ pub fn load_tokenizer(dir: &Path) -> Result<Box<dyn Tokenizer>> {
         (false, false) => Err(Error::invalid(
             "load_tokenizer",
             format!(
-                "no tokenizer in `{}`{}. Expected tokenizer.json with \"kind\": \"char\" \
-                 (a wgformer char tokenizer) or vocab.json + merges.txt (a byte-level BPE \
-                 such as GPT-2's). Train one, or point to the directory that holds them",
+                "no tokenizer in `{}`. Expected Hugging Face's tokenizer.json (byte-level BPE), \
+                 vocab.json + merges.txt (a byte-level BPE such as GPT-2's) or \
+                 char_tokenizer.json (a wgformer char tokenizer). Train one, or point to the \
+                 directory that holds them",
                 dir.display(),
-                if foreign_json {
-                    " (its tokenizer.json is not a wgformer char tokenizer; \
-                     Hugging Face tokenizer.json files are not read)"
-                } else {
-                    ""
-                }
             ),
         )),
     }

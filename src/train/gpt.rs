@@ -339,11 +339,10 @@ impl<M: LanguageModel> TrainTask for GptTask<M> {
     fn save(&self, dir: &Path, optimizer: &Optimizer, trainer_state: &Value) -> Result<()> {
         let params = self.model.params();
         let tokenizer = self.tokenizer.as_ref();
-        let write_tokenizer = |d: &Path| tokenizer.save(d);
         let mut contents = CheckpointContents::new(self.model.config(), &params);
         contents.optimizer = Some(optimizer);
         contents.trainer_state = Some(trainer_state);
-        contents.extra_files = Some(&write_tokenizer);
+        contents.tokenizer = Some(tokenizer);
         checkpoint::save_checkpoint(dir, &contents)
     }
 }

@@ -6,7 +6,6 @@ use super::{data_seed, EvalMetrics, MicroBatch, TrainTask};
 use crate::autograd::{Param, Tape, Var};
 use crate::checkpoint::{self, CheckpointContents};
 use crate::data::icl::{IclTask, IGNORE};
-use crate::data::Tokenizer;
 use crate::error::{Error, Result};
 use crate::generate::icl::{evaluate_icl, IclEval};
 use crate::gpu::Gpu;
@@ -159,11 +158,10 @@ impl TrainTask for IclTrainTask {
     fn save(&self, dir: &Path, optimizer: &Optimizer, trainer_state: &Value) -> Result<()> {
         let params = self.model.params();
         let tokenizer = self.data.task.tokenizer();
-        let write_tokenizer = |d: &Path| tokenizer.save(d);
         let mut contents = CheckpointContents::new(&self.model.config, &params);
         contents.optimizer = Some(optimizer);
         contents.trainer_state = Some(trainer_state);
-        contents.extra_files = Some(&write_tokenizer);
+        contents.tokenizer = Some(&tokenizer);
         checkpoint::save_checkpoint(dir, &contents)
     }
 }

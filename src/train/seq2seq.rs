@@ -429,11 +429,10 @@ impl TrainTask for Seq2SeqTask {
     fn save(&self, dir: &Path, optimizer: &Optimizer, trainer_state: &Value) -> Result<()> {
         let params = self.model.params();
         let tokenizer = self.tokenizer.as_ref();
-        let write_tokenizer = |d: &Path| tokenizer.save(d);
         let mut contents = CheckpointContents::new(&self.model.config, &params);
         contents.optimizer = Some(optimizer);
         contents.trainer_state = Some(trainer_state);
-        contents.extra_files = Some(&write_tokenizer);
+        contents.tokenizer = Some(tokenizer);
         checkpoint::save_checkpoint(dir, &contents)
     }
 }
