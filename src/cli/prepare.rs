@@ -88,7 +88,7 @@ pub fn run(a: &PrepareArgs) -> Result<()> {
     let secs = start.elapsed().as_secs_f64();
     println!(
         "{} files, {} bytes -> {} tokens ({:.0} tokens/s): {} train tokens in {} shards, {} held-out \
-         tokens in {} shards, ids stored as {:?}, in {}",
+         tokens in {} shards, ids stored as {}, in {}",
         s.files.len(),
         s.bytes,
         s.train_tokens + s.val_tokens,
@@ -97,7 +97,7 @@ pub fn run(a: &PrepareArgs) -> Result<()> {
         s.train_shards.len(),
         s.val_tokens,
         s.val_shards.len(),
-        s.dtype,
+        format!("{:?}", s.dtype).to_lowercase(),
         a.out.display()
     );
     println!(

@@ -89,7 +89,7 @@ pub fn check(a: &TrainArgs) -> Result<()> {
         return refuse(
             given(&|f| RESUME_FLAGS.contains(&f)),
             "--resume continues the run with the settings saved in its checkpoint (only --steps, \
-             --data, --out, --overwrite and --show apply; --init-from starts a new run from its \
+             --data, --val-data, --out, --overwrite and --show apply; --init-from starts a new run from its \
              weights with new settings)",
         );
     }

@@ -10,13 +10,12 @@
 //! same tail a text file's held-out split is) becomes the `val_*` shards.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use memmap2::Mmap;
 
 use crate::data::shards::{
-    shard_name, shard_paths, Shard, ShardHeader, ShardWriter, TokenDtype, TOKENIZER_DIR,
+    parallel_map, shard_name, shard_paths, Shard, ShardHeader, ShardWriter, TokenDtype,
+    TOKENIZER_DIR,
 };
 use crate::data::tokenizer::Tokenizer;
 use crate::error::{Error, Result};
@@ -310,28 +309,12 @@ pub fn prepare(
     on_progress(0, total);
     // Rounds of a few chunks per thread bound the ids held in memory.
     for round in chunks.chunks(options.threads * 4) {
-        let results: Vec<Mutex<Option<Result<Vec<u32>>>>> =
-            round.iter().map(|_| Mutex::new(None)).collect();
-        let next = AtomicUsize::new(0);
-        std::thread::scope(|scope| {
-            for _ in 0..options.threads.min(round.len()) {
-                scope.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(c) = round.get(i) else { break };
-                    let Some(map) = &maps[c.file] else { continue };
-                    let ids = chunk_text(&files[c.file], map, c.start, c.end)
-                        .map(|text| tokenizer.encode(text));
-                    if let Ok(mut slot) = results[i].lock() {
-                        *slot = Some(ids);
-                    }
-                });
-            }
+        let results = parallel_map(round, options.threads, |c| {
+            let map = maps[c.file].as_deref().unwrap_or_default();
+            chunk_text(&files[c.file], map, c.start, c.end).map(|text| tokenizer.encode(text))
         });
-        for (c, slot) in round.iter().zip(results) {
-            let ids =
-                slot.into_inner().ok().flatten().unwrap_or_else(|| {
-                    Err(Error::invalid("prepare", "a tokenizing thread failed"))
-                })?;
+        for (c, ids) in round.iter().zip(results) {
+            let ids = ids?;
             parts.push(&ids)?;
             done += (c.end - c.start) as u64;
             on_progress(done, total);

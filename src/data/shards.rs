@@ -428,23 +428,13 @@ pub struct ShardSet {
 }
 
 impl ShardSet {
-    /// Opens and checks every shard (in parallel: each check reads the whole file).
+    /// Opens and checks every shard, one thread per core (each check reads the
+    /// whole file once).
     pub fn open(paths: &[PathBuf]) -> Result<ShardSet> {
-        let opened: Vec<Result<Shard>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = paths
-                .iter()
-                .map(|p| scope.spawn(move || Shard::open(p)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(Error::invalid("token shard", "a shard check panicked"))
-                    })
-                })
-                .collect()
-        });
-        let shards = opened.into_iter().collect::<Result<Vec<_>>>()?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let shards = parallel_map(paths, threads, |p| Shard::open(p))
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
         let mut starts = Vec::with_capacity(shards.len());
         let mut len = 0;
         for s in &shards {
@@ -509,6 +499,40 @@ impl ShardSet {
         }
         Ok(())
     }
+}
+
+/// `f` of every item on `threads` threads (each takes the next item left), the
+/// results in the items' order.
+pub(crate) fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> Result<R> + Sync,
+) -> Vec<Result<R>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let slots: Vec<Mutex<Option<Result<R>>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..threads.clamp(1, items.len().max(1)) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                let result = f(item);
+                if let Ok(mut slot) = slots[i].lock() {
+                    *slot = Some(result);
+                }
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|slot| {
+            slot.into_inner()
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| Err(Error::invalid("parallel work", "a worker thread panicked")))
+        })
+        .collect()
 }
 
 /// The shards of split `prefix` (`train` or `val`) in a prepared directory,
