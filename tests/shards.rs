@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 
 use wgformer::data::prepare::{prepare, PrepareOptions};
 use wgformer::data::shards::{Shard, TokenData, TokenDtype, TokenizerId};
-use wgformer::data::{BpeTokenizer, CharTokenizer, Split, TextDataset, Tokenizer};
+use wgformer::data::{load_tokenizer, BpeTokenizer, CharTokenizer, Split, TextDataset, Tokenizer};
 use wgformer::rng::SplitMix64;
 
 /// Lines of prose with the whitespace that matters to GPT-2's pre-tokenizer:
@@ -94,6 +94,9 @@ fn batches_match(text: &str, tok: &dyn Tokenizer) {
     let whole = tok.encode(text);
     let (train, val) = (shard_ids(&data, "train"), shard_ids(&data, "val"));
     assert_eq!([train.clone(), val.clone()].concat(), whole);
+    // The saved tokenizer is the same tokenizer (a run loads it from there).
+    let saved = load_tokenizer(&data.join("tokenizer")).unwrap();
+    assert_eq!(TokenizerId::of(saved.as_ref()), TokenizerId::of(tok));
     let memory = TextDataset::from_text(text, tok, 0.1).unwrap();
     assert_eq!(memory.tokens(Split::Train), train.as_slice());
     assert_eq!(memory.tokens(Split::HeldOut), val.as_slice());
@@ -495,6 +498,10 @@ fn prepare_train_on_shards_log_every_step_and_plot_the_runs() {
     for run in ["shards", "text"] {
         assert!(labels.iter().any(|l| l.starts_with(run)), "{labels:?}");
     }
+
+    // A run named by its log.
+    ok(&["plot", s(&log), "--out", s(&dir.join("one.svg"))]);
+    assert!(dir.join("one.svg").is_file());
 
     // Bad input, refused before any training.
     let err = fails(&["plot", s(&dir.join("nothing")), "--out", s(&svg)]);

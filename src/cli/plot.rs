@@ -14,7 +14,7 @@ use wgformer::{Error, Result};
 #[derive(clap::Args, Debug)]
 pub struct PlotArgs {
     /// Checkpoint directories of the runs (their --out); the logs beside them
-    /// (DIR.train.jsonl, DIR.eval.jsonl) are read.
+    /// (DIR.train.jsonl, DIR.eval.jsonl) are read. A log's path names its run too.
     #[arg(required = true, num_args = 1..)]
     pub runs: Vec<PathBuf>,
     /// The SVG file to write.
@@ -52,6 +52,15 @@ fn points(records: &[serde_json::Value], key: &str) -> Vec<(f64, f64)> {
 }
 
 fn read_curves(dir: &Path) -> Result<Curves> {
+    // A log itself names its run too: `runs/gpt.train.jsonl` is run `runs/gpt`.
+    let as_text = dir.to_string_lossy();
+    let dir = match [".train.jsonl", ".eval.jsonl"]
+        .iter()
+        .find_map(|suffix| as_text.strip_suffix(suffix))
+    {
+        Some(run) => Path::new(run),
+        None => dir,
+    };
     let train_log = train_log_path(dir);
     let eval_log = eval_log_path(dir);
     if !train_log.is_file() && !eval_log.is_file() {
