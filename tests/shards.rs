@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use wgformer::data::prepare::{prepare, PrepareOptions};
-use wgformer::data::shards::{Shard, TokenData, TokenDtype, TokenizerId};
+use wgformer::data::shards::{Shard, TokenDtype, TokenizerId};
+use wgformer::data::token_data::TokenData;
 use wgformer::data::{load_tokenizer, BpeTokenizer, CharTokenizer, Split, TextDataset, Tokenizer};
 use wgformer::rng::SplitMix64;
 

@@ -10,7 +10,8 @@ use clap::ValueEnum;
 use std::path::{Path, PathBuf};
 use wgformer::checkpoint::{self, LoadMode};
 use wgformer::data::icl::{curve_table, IclTask};
-use wgformer::data::shards::{is_shard_data, prepared_tokenizer, TokenData};
+use wgformer::data::shards::{is_shard_data, prepared_tokenizer};
+use wgformer::data::token_data::TokenData;
 use wgformer::data::{BpeTokenizer, CharTokenizer, Tokenizer};
 use wgformer::energy::emissions_csv;
 use wgformer::nn::{

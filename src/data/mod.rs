@@ -11,7 +11,8 @@
 //! - [`TokenStream`], [`Utf8Stream`]: generated tokens turned into valid UTF-8 text
 //!   as they come (bytes of a character cut between tokens wait for the rest).
 //! - `shards`, `prepare`: text tokenized once into binary token shards
-//!   (`wgformer prepare`), read memory-mapped for training (native only).
+//!   (`wgformer prepare`), read memory-mapped for training through
+//!   `token_data::TokenData` (text or shards; native only).
 //! - [`DateTask`]: the built-in synthetic translation task (ISO dates to English).
 //! - [`icl::IclTask`]: the in-context learning task (random mappings shown by
 //!   examples in each sequence).
@@ -29,6 +30,8 @@ mod pretokenize;
 pub mod shards;
 mod stream;
 pub mod synthetic;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod token_data;
 pub mod tokenizer;
 mod unicode_tables;
 

@@ -9,7 +9,7 @@
 use super::{data_seed, DpData, EvalMetrics, MicroBatch, TrainTask};
 use crate::autograd::{Param, Tape, Var};
 use crate::checkpoint::{self, CheckpointContents, ModelConfig};
-use crate::data::shards::TokenData;
+use crate::data::token_data::TokenData;
 use crate::data::{Split, Tokenizer};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
