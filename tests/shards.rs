@@ -146,8 +146,15 @@ fn several_files_and_a_separate_held_out_set() {
     std::fs::write(inputs.join("1.txt"), a).unwrap();
     std::fs::write(inputs.join("sub/2.txt"), b).unwrap();
     std::fs::write(inputs.join(".hidden"), "skipped").unwrap();
-    let out = dir.join("data");
-    let summary = prepare(&[inputs], &tok, &out, &small_options(0.0), &mut |_, _| {}).unwrap();
+    let out = inputs.join("data"); // inside --data: its shards are not read as text
+    let summary = prepare(
+        &[inputs.clone()],
+        &tok,
+        &out,
+        &small_options(0.0),
+        &mut |_, _| {},
+    )
+    .unwrap();
     assert_eq!(summary.files.len(), 2);
     assert!(summary.val_shards.is_empty());
     let want = [tok.encode(a), tok.encode(b)].concat();
@@ -184,7 +191,7 @@ fn several_files_and_a_separate_held_out_set() {
     assert_eq!(d.tokens(Split::HeldOut), held.as_slice());
     // An earlier prepare's shards are kept unless --overwrite.
     let again = prepare(
-        std::slice::from_ref(&train_txt),
+        std::slice::from_ref(&inputs),
         &tok,
         &out,
         &small_options(0.0),

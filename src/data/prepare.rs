@@ -244,8 +244,19 @@ pub fn prepare(
             "--shard-tokens and --threads must be at least 1",
         ));
     }
-    let files = input_files(inputs)?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    // An --out inside a --data directory holds shards, not text.
+    let out_abs = out.canonicalize().map_err(|e| Error::io(out, e))?;
+    let files: Vec<PathBuf> = input_files(inputs)?
+        .into_iter()
+        .filter(|f| !f.canonicalize().is_ok_and(|f| f.starts_with(&out_abs)))
+        .collect();
+    if files.is_empty() {
+        return Err(Error::invalid(
+            "prepare --data",
+            "no text files outside --out. Pass the text files or their directory",
+        ));
+    }
     let old: Vec<PathBuf> = [shard_paths(out, "train")?, shard_paths(out, "val")?].concat();
     if !old.is_empty() && !options.overwrite {
         return Err(Error::invalid(
