@@ -26,8 +26,20 @@ enum Command {
     /// With no options: a small encoder-decoder learns to turn ISO dates
     /// ("2024-03-15") into English ("15 March 2024"), then prints held-out
     /// translations and the exact-match accuracy. `--model gpt --data FILE.txt`
-    /// trains a GPT on a text file.
+    /// trains a GPT on a text file, `--data DIR` on the token shards of
+    /// `wgformer prepare`. Every step's loss, learning rate, gradient norm and
+    /// tokens/s go to DIR.train.jsonl beside the checkpoint (`wgformer plot`).
     Train(Box<cli::train::TrainArgs>),
+    /// Tokenize text files once, in parallel, into token shards for `train --data DIR`.
+    ///
+    /// Writes DIR/train_000000.bin, ... and DIR/val_000000.bin, ... (the last
+    /// --val-fraction of the tokens) and DIR/tokenizer/: binary token ids (u16
+    /// when the vocabulary fits, else u32) after a small JSON header. Training
+    /// reads them memory-mapped and checks every shard before it starts.
+    Prepare(cli::prepare::PrepareArgs),
+    /// Plot the loss curves of one or several runs as an SVG (from DIR.train.jsonl
+    /// and DIR.eval.jsonl beside each checkpoint directory).
+    Plot(cli::plot::PlotArgs),
     /// Sample text from a GPT checkpoint, streamed to stdout.
     Generate(cli::infer::GenerateArgs),
     /// Translate with an encoder-decoder checkpoint (beam search).
@@ -88,6 +100,8 @@ fn main() -> ExitCode {
                     .and_then(|gpu| cli::train::run(&gpu, &args, energy))
             })
         }
+        Command::Prepare(args) => cli::prepare::run(&args),
+        Command::Plot(args) => cli::plot::run(&args),
         Command::Generate(args) => {
             check_csv(&args.energy, Some(&args.emissions.path)).and_then(|()| {
                 let mut energy = RunEnergy::start(&args.energy, "wgformer generate");

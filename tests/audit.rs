@@ -69,6 +69,7 @@ fn train_and_audit(s: &Setup, dp: Option<DpOptions>) -> (Exposure, Option<f64>) 
     let model = Gpt::new(&gpu, config, 1).unwrap();
     let data = GptData {
         data: None,
+        val_data: None,
         batch: 8,
         seq: 32,
         held_out_fraction: 0.1,

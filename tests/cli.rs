@@ -976,6 +976,21 @@ fn private_training_reports_its_epsilon_and_audit_ranks_the_canary() {
             .unwrap();
     let eps5 = state["privacy"]["epsilon"].as_f64().unwrap();
     assert!((eps5 / accountant("5") - 1.0).abs() < 1e-9, "{eps5}");
+    // The step log has every step's epsilon (the accountant's after that
+    // many steps), and no global gradient norm (DP-SGD clips each example).
+    let steps = std::fs::read_to_string(wgformer::train::train_log_path(&ck)).unwrap();
+    let steps: Vec<serde_json::Value> = steps
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(steps.len(), 5);
+    for (i, line) in steps.iter().enumerate() {
+        assert_eq!(line["step"].as_u64(), Some(i as u64 + 1));
+        let eps = line["epsilon"].as_f64().unwrap();
+        let want = accountant(&(i + 1).to_string());
+        assert!((eps / want - 1.0).abs() < 1e-9, "{line}");
+        assert!(line.get("grad_norm").is_none(), "{line}");
+    }
 
     let report: serde_json::Value = serde_json::from_str(&ok(&[
         "audit",

@@ -46,6 +46,7 @@ fn gpt_task(gpu: &Gpu) -> GptTask {
     let model = Gpt::new(gpu, config, 3).unwrap();
     let data = GptData {
         data: None,
+        val_data: None,
         batch: 4,
         seq: 8,
         held_out_fraction: 0.1,

@@ -95,6 +95,11 @@ pub fn open_fraction(s: &str) -> Result<f64, String> {
     number(s, |v: &f64| *v > 0.0 && *v < 1.0, "a number in (0, 1)")
 }
 
+/// A share in [0, 1): the held-out part of prepared data (0: none).
+pub fn share(s: &str) -> Result<f64, String> {
+    number(s, |v: &f64| (0.0..1.0).contains(v), "a number in [0, 1)")
+}
+
 /// A probability mass in (0, 1]: top-p.
 pub fn probability(s: &str) -> Result<f32, String> {
     number(s, |v: &f32| *v > 0.0 && *v <= 1.0, "a number in (0, 1]")
@@ -132,6 +137,8 @@ mod tests {
         assert!(below_one("nan").unwrap_err().contains("[0, 1)"));
         assert_eq!(open_fraction("0.1"), Ok(0.1));
         assert!(open_fraction("0").is_err() && open_fraction("1").is_err());
+        assert_eq!(share("0"), Ok(0.0));
+        assert!(share("1").unwrap_err().contains("[0, 1)") && share("nan").is_err());
         assert_eq!(probability("1"), Ok(1.0));
         assert!(probability("0").is_err() && probability("1.5").is_err());
         assert!(probability("nan").unwrap_err().contains("(0, 1]"));

@@ -7,6 +7,8 @@ pub mod bench;
 pub mod energy;
 pub mod flags;
 pub mod infer;
+pub mod plot;
+pub mod prepare;
 pub mod privacy;
 pub mod train;
 mod unused_flags;

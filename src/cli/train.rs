@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use wgformer::checkpoint::checkpoint_tokenizer;
 use wgformer::checkpoint::{self, LoadMode};
 use wgformer::data::icl::{curve_table, IclTask};
-use wgformer::data::{BpeTokenizer, CharTokenizer, TextDataset, Tokenizer};
+use wgformer::data::shards::{is_shard_data, prepared_tokenizer};
+use wgformer::data::token_data::TokenData;
+use wgformer::data::{BpeTokenizer, CharTokenizer, Tokenizer};
 use wgformer::energy::emissions_csv;
 use wgformer::nn::{
     FieldNames, Gpt, GptConfig, Llama, LlamaConfig, MemoryLimits, NormPlacement, Transformer,
@@ -74,9 +76,16 @@ pub struct TrainArgs {
     /// encdec (the built-in date task when --data is absent), gpt or llama (need --data).
     #[arg(long, value_enum, default_value_t = ModelKind::Encdec)]
     pub model: ModelKind,
-    /// Training data: a UTF-8 text file (gpt) or `source<TAB>target` lines (encdec).
+    /// Training data: a UTF-8 text file or a directory of token shards written
+    /// by `wgformer prepare` (gpt, llama; read memory-mapped), or
+    /// `source<TAB>target` lines (encdec).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// A separate held-out set (gpt, llama): a text file, a prepared directory
+    /// (its val_*.bin shards) or one shard. Default: the prepared directory's
+    /// val_*.bin shards, or the text's last --held-out share.
+    #[arg(long)]
+    pub val_data: Option<PathBuf>,
     /// A built-in task for a GPT instead of --data: icl (in-context learning).
     #[arg(long, value_enum)]
     pub task: Option<TaskKind>,
@@ -556,7 +565,8 @@ fn new_seq2seq(gpu: &Gpu, a: &TrainArgs) -> Result<Seq2SeqTask> {
 fn new_gpt(gpu: &Gpu, a: &TrainArgs) -> Result<GptTask> {
     let Some(path) = &a.data else {
         return Err(usage(
-            "--model gpt needs a text file to train on: add --data FILE.txt (UTF-8 text)",
+            "--model gpt needs data to train on: add --data FILE.txt (UTF-8 text) or --data DIR \
+             (token shards written by `wgformer prepare`)",
         ));
     };
     let (tokenizer, model): (Box<dyn Tokenizer>, Gpt) = match &a.init_from {
@@ -565,11 +575,12 @@ fn new_gpt(gpu: &Gpu, a: &TrainArgs) -> Result<GptTask> {
             let (model, _) = checkpoint::load_gpt(gpu, dir)?;
             check_gpt_size(gpu, a, &model.config, false)?;
             let tok = checkpoint_tokenizer(dir, model.config.vocab_size)?;
-            note_unknown_in_file(tok.as_ref(), path, false)?;
+            note_unknown_in_text(tok.as_ref(), path)?;
             (tok, model)
         }
         None => {
             let tok: Box<dyn Tokenizer> = match a.tokenizer {
+                _ if is_shard_data(path) => prepared_tokenizer(path)?,
                 TokenizerKind::Char => {
                     // A planted canary's characters belong to the vocabulary too.
                     let mut text = read_text(path)?;
@@ -593,10 +604,11 @@ fn new_gpt(gpu: &Gpu, a: &TrainArgs) -> Result<GptTask> {
             (tok, Gpt::new(gpu, config, a.seed)?)
         }
     };
-    let dataset = TextDataset::from_file(path, tokenizer.as_ref(), a.held_out)?;
+    let dataset = TokenData::load(path, a.val_data.as_deref(), tokenizer.as_ref(), a.held_out)?;
     let (batch, seq) = gpt_batch(a, &model.config);
     let data = GptData {
         data: Some(path.clone()),
+        val_data: a.val_data.clone(),
         batch,
         seq,
         held_out_fraction: a.held_out,
@@ -620,7 +632,8 @@ fn new_gpt(gpu: &Gpu, a: &TrainArgs) -> Result<GptTask> {
 fn new_llama(gpu: &Gpu, a: &TrainArgs) -> Result<GptTask<Llama>> {
     let Some(path) = &a.data else {
         return Err(usage(
-            "--model llama needs a text file to train on: add --data FILE.txt (UTF-8 text)",
+            "--model llama needs data to train on: add --data FILE.txt (UTF-8 text) or --data DIR \
+             (token shards written by `wgformer prepare`)",
         ));
     };
     let batch_of = |config: &LlamaConfig| {
@@ -634,11 +647,12 @@ fn new_llama(gpu: &Gpu, a: &TrainArgs) -> Result<GptTask<Llama>> {
             check_type(dir, "llama", "--model llama")?;
             let (model, _) = checkpoint::load_llama(gpu, dir)?;
             let tok = checkpoint_tokenizer(dir, model.config.vocab_size)?;
-            note_unknown_in_file(tok.as_ref(), path, false)?;
+            note_unknown_in_text(tok.as_ref(), path)?;
             (tok, model)
         }
         None => {
             let tok: Box<dyn Tokenizer> = match a.tokenizer {
+                _ if is_shard_data(path) => prepared_tokenizer(path)?,
                 TokenizerKind::Char => Box::new(CharTokenizer::from_text(&read_text(path)?)?),
                 TokenizerKind::Bpe => Box::new(train_bpe(path, a.vocab_size)?),
             };
@@ -680,10 +694,11 @@ fn new_llama(gpu: &Gpu, a: &TrainArgs) -> Result<GptTask<Llama>> {
             (tok, Llama::new(gpu, config, a.seed)?)
         }
     };
-    let dataset = TextDataset::from_file(path, tokenizer.as_ref(), a.held_out)?;
+    let dataset = TokenData::load(path, a.val_data.as_deref(), tokenizer.as_ref(), a.held_out)?;
     let (batch, seq) = batch_of(&model.config);
     let data = GptData {
         data: Some(path.clone()),
+        val_data: a.val_data.clone(),
         batch,
         seq,
         held_out_fraction: a.held_out,
@@ -914,7 +929,7 @@ fn resumed_text(
     dir: &Path,
     data_desc: serde_json::Value,
     vocab_size: usize,
-) -> Result<(GptData, Box<dyn Tokenizer>, TextDataset)> {
+) -> Result<(GptData, Box<dyn Tokenizer>, TokenData)> {
     let mut data: GptData = serde_json::from_value(data_desc).map_err(|e| {
         usage(format!(
             "the trainer state of `{}` does not describe text data ({e})",
@@ -924,13 +939,26 @@ fn resumed_text(
     if let Some(path) = &a.data {
         data.data = Some(path.clone());
     }
+    if let Some(path) = &a.val_data {
+        data.val_data = Some(path.clone());
+    }
     let Some(path) = data.data.clone() else {
         return Err(usage("the run's text file is unknown: pass it with --data"));
     };
     let tok = checkpoint_tokenizer(dir, vocab_size)?;
-    note_unknown_in_file(tok.as_ref(), &path, false)?;
-    let dataset = TextDataset::from_file(&path, tok.as_ref(), data.held_out_fraction)?;
+    note_unknown_in_text(tok.as_ref(), &path)?;
+    let val = data.val_data.as_deref();
+    let dataset = TokenData::load(&path, val, tok.as_ref(), data.held_out_fraction)?;
     Ok((data, tok, dataset))
+}
+
+/// [`note_unknown_in_file`] for a language model's data, when it is text (prepared
+/// shards were checked against the tokenizer when they were opened).
+fn note_unknown_in_text(tok: &dyn Tokenizer, path: &Path) -> Result<()> {
+    if is_shard_data(path) {
+        return Ok(());
+    }
+    note_unknown_in_file(tok, path, false)
 }
 
 /// True when both paths name the same directory (`runs/x` and `./runs/x`).

@@ -4,6 +4,7 @@
 
 use super::train::{ModelKind, TaskKind, TokenizerKind, TrainArgs};
 use super::usage;
+use wgformer::data::shards::is_shard_data;
 use wgformer::Result;
 
 /// The flags `--resume` reads; the run's other settings come from its checkpoint.
@@ -13,6 +14,7 @@ const RESUME_FLAGS: &[&str] = &[
     "overwrite",
     "steps",
     "data",
+    "val-data",
     "show",
     "no-energy",
     "carbon-intensity",
@@ -35,11 +37,14 @@ const ENCDEC_ONLY: &[&str] = &["batch-tokens", "d-ff", "dropout", "norm", "show"
 const LLAMA_ONLY: &[&str] = &["kv-heads"];
 /// Of the encoder-decoder's flags, what a Llama uses too (its SwiGLU width).
 const LLAMA_TOO: &[&str] = &["d-ff"];
-const GPT_ONLY: &[&str] = &["batch", "seq", "weight-decay"];
+const GPT_ONLY: &[&str] = &["batch", "seq", "weight-decay", "val-data"];
+/// Prepared token shards bring their tokenizer and held-out split.
+const PREPARED_IGNORED: &[&str] = &["tokenizer", "vocab-size", "held-out"];
 /// The in-context learning task makes its own sequences (`--examples` sets their
 /// length) and tokenizer, and trains a GPT from scratch.
 const ICL_IGNORED: &[&str] = &[
     "data",
+    "val-data",
     "tokenizer",
     "vocab-size",
     "held-out",
@@ -84,7 +89,7 @@ pub fn check(a: &TrainArgs) -> Result<()> {
         return refuse(
             given(&|f| RESUME_FLAGS.contains(&f)),
             "--resume continues the run with the settings saved in its checkpoint (only --steps, \
-             --data, --out, --overwrite and --show apply; --init-from starts a new run from its \
+             --data, --val-data, --out, --overwrite and --show apply; --init-from starts a new run from its \
              weights with new settings)",
         );
     }
@@ -142,6 +147,18 @@ pub fn check(a: &TrainArgs) -> Result<()> {
             "it applies to --model gpt or llama only (the encoder-decoder takes --batch-tokens, and the \
              paper's Adam has no weight decay)",
         )?,
+    }
+    if a.model != ModelKind::Encdec && a.data.as_deref().is_some_and(is_shard_data) {
+        refuse(
+            given(&|f| !PREPARED_IGNORED.contains(&f)),
+            "prepared data brings the tokenizer it was made with (DIR/tokenizer) and its \
+             held-out split (DIR/val_*.bin, or --val-data)",
+        )?;
+    } else if a.val_data.is_some() {
+        refuse(
+            given(&|f| f != "held-out"),
+            "--val-data is the held-out set, so no share of the training text is held out",
+        )?;
     }
     if a.model == ModelKind::Encdec && a.data.is_none() && a.init_from.is_none() {
         refuse(

@@ -84,6 +84,22 @@ impl TextDataset {
         Ok(TextDataset { tokens, split_at })
     }
 
+    /// Training tokens and a separate held-out stream (`train --val-data`).
+    pub fn from_splits(mut train: Vec<u32>, held_out: Vec<u32>) -> Result<Self> {
+        if train.is_empty() || held_out.is_empty() {
+            return Err(Error::invalid(
+                "TextDataset",
+                "the training or the held-out text encodes to no tokens. Pass non-empty texts",
+            ));
+        }
+        let split_at = train.len();
+        train.extend(held_out);
+        Ok(TextDataset {
+            tokens: train,
+            split_at,
+        })
+    }
+
     /// The tokens of one split.
     pub fn tokens(&self, split: Split) -> &[u32] {
         match split {

@@ -11,6 +11,9 @@
 //!   under a token budget, padded, with key-padding masks ([`PairBatch`]).
 //! - [`TokenStream`], [`Utf8Stream`]: generated tokens turned into valid UTF-8 text
 //!   as they come (bytes of a character cut between tokens wait for the rest).
+//! - `shards`, `prepare`: text tokenized once into binary token shards
+//!   (`wgformer prepare`), read memory-mapped for training through
+//!   `token_data::TokenData` (text or shards; native only).
 //! - [`DateTask`]: the built-in synthetic translation task (ISO dates to English).
 //! - [`icl::IclTask`]: the in-context learning task (random mappings shown by
 //!   examples in each sequence).
@@ -22,9 +25,15 @@ pub mod char;
 pub mod dataset;
 pub mod hf_tokenizer;
 pub mod icl;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod prepare;
 mod pretokenize;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod shards;
 mod stream;
 pub mod synthetic;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod token_data;
 pub mod tokenizer;
 mod unicode_tables;
 

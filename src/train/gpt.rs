@@ -9,7 +9,8 @@
 use super::{data_seed, DpData, EvalMetrics, MicroBatch, TrainTask};
 use crate::autograd::{Param, Tape, Var};
 use crate::checkpoint::{self, CheckpointContents, ModelConfig};
-use crate::data::{Split, TextDataset, Tokenizer};
+use crate::data::token_data::TokenData;
+use crate::data::{Split, Tokenizer};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::cross_entropy::CrossEntropyOptions;
@@ -26,8 +27,12 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GptData {
-    /// The text file trained on (recorded so `--resume` finds it again).
+    /// The text file or prepared shards trained on (recorded so `--resume`
+    /// finds them again).
     pub data: Option<PathBuf>,
+    /// A separate held-out set (`--val-data`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_data: Option<PathBuf>,
     /// Windows per micro-batch (B).
     pub batch: usize,
     /// Tokens per window (T), at most the model's context.
@@ -94,21 +99,23 @@ pub struct GptTask<M = Gpt> {
     pub model: M,
     gpu: Gpu,
     tokenizer: Box<dyn Tokenizer>,
-    dataset: TextDataset,
+    dataset: TokenData,
     data: GptData,
     canary: Option<Canary>,
 }
 
 impl<M: LanguageModel> GptTask<M> {
     /// Checks that the tokenizer fits the model and that both splits hold at least
-    /// one window of `data.seq + 1` tokens.
+    /// one window of `data.seq + 1` tokens. `dataset`: a `TextDataset` or
+    /// prepared shards ([`TokenData`]).
     pub fn new(
         gpu: &Gpu,
         model: M,
         tokenizer: Box<dyn Tokenizer>,
-        dataset: TextDataset,
+        dataset: impl Into<TokenData>,
         data: GptData,
     ) -> Result<Self> {
+        let dataset = dataset.into();
         check_vocab(tokenizer.as_ref(), model.vocab_size())?;
         if data.seq == 0 || data.seq > model.context() {
             return Err(Error::invalid(
@@ -166,7 +173,7 @@ impl<M: LanguageModel> GptTask<M> {
             canary.text.clone()
         };
         let tokens = self.tokenizer.encode(&line);
-        self.dataset.insert_into_train(&tokens, canary.repeats);
+        self.dataset.insert_into_train(&tokens, canary.repeats)?;
         self.canary = Some(canary);
         Ok(self)
     }
@@ -312,9 +319,11 @@ impl<M: LanguageModel> TrainTask for GptTask<M> {
         let mut inputs = vec![0u32; b * t];
         let mut targets = vec![IGNORE; b * t];
         for (slot, &i) in examples.iter().enumerate() {
-            let (x, y) = self.dataset.train_window(i, t);
-            inputs[slot * t..(slot + 1) * t].copy_from_slice(x);
-            targets[slot * t..(slot + 1) * t].copy_from_slice(y);
+            self.dataset.copy_train_window(
+                i,
+                &mut inputs[slot * t..(slot + 1) * t],
+                &mut targets[slot * t..(slot + 1) * t],
+            );
         }
         let ids = Tensor::from_u32(tape.gpu(), &inputs, &[b, t])?;
         let logits = self.model.forward(tape, &ids)?;

@@ -2,7 +2,8 @@
 //! and the loss of a micro-batch; the [`Trainer`] runs the optimiser steps
 //! (accumulation, clipping, schedule), evaluates on held-out data, writes the
 //! JSON-lines eval log and checkpoints into an [`OutDir`] it holds locked, and
-//! resumes exactly.
+//! resumes exactly. Every step's loss, learning rate, gradient norm and
+//! tokens/s go to the step log `DIR.train.jsonl` ([`step_log`]).
 //!
 //! Exact resume: the data of micro-batch `m` and its dropout seed are functions of
 //! (seed, m) alone, the optimiser state and step count are saved bit for bit, and
@@ -29,10 +30,12 @@ mod options;
 pub mod out_dir;
 pub mod progress;
 pub mod seq2seq;
+pub mod step_log;
 
 pub use dp::{DpData, DpOptions, PrivacyState};
 pub use options::{OptimizerChoice, Schedule, TrainOptions};
 pub use out_dir::{Existing, OutDir};
+pub use step_log::{read_log, train_log_path};
 
 use crate::autograd::{Param, Tape, Var};
 use crate::checkpoint;
@@ -396,6 +399,10 @@ impl<'a> Trainer<'a> {
             .out_dir
             .as_ref()
             .map(|out| EvalLog::new(out.path(), first == 1));
+        let mut step_log = self
+            .out_dir
+            .as_ref()
+            .map(|out| step_log::StepLog::new(out.path(), first - 1));
         let mut losses = Vec::new();
         let mut eval = None;
         let (mut train_s, mut tokens, mut flops) = (0.0f64, 0u64, 0.0f64);
@@ -440,6 +447,26 @@ impl<'a> Trainer<'a> {
                 .as_ref()
                 .map(|p| p.epsilon.unwrap_or(f64::INFINITY));
             losses.push(loss);
+            if let Some(step_log) = &mut step_log {
+                // Computed on the GPU for clipping (over the summed micro-batch
+                // gradients); the step is done, so this read waits for nothing.
+                let grad_norm = match (&self.dp, opts.grad_clip) {
+                    (None, Some(_)) => {
+                        Some(self.opt.grad_norm().to_vec()?[0] / opts.accumulation as f32)
+                    }
+                    _ => None,
+                };
+                step_log.write(&step_log::StepRecord {
+                    step,
+                    loss,
+                    lr,
+                    grad_norm,
+                    tokens_per_s: step_tokens as f64 / secs.max(1e-9),
+                    tokens_seen: self.state.tokens_seen,
+                    elapsed_s: self.state.elapsed_s,
+                    epsilon: self.state.privacy.as_ref().map(|p| p.epsilon),
+                })?;
+            }
             on_event(&TrainEvent::Step {
                 step,
                 loss,

@@ -37,6 +37,7 @@ fn gpt_task(model_seed: u64) -> GptTask {
     let model = Gpt::new(&gpu, config, model_seed).unwrap();
     let data = GptData {
         data: None,
+        val_data: None,
         batch: 4,
         seq: 16,
         held_out_fraction: 0.2,
