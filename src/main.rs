@@ -70,7 +70,14 @@ enum Command {
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let matches = negative_values(Cli::command()).get_matches();
+    let args = match cli::run_config::expand(&Cli::command(), std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let matches = negative_values(Cli::command()).get_matches_from(args);
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // Mesa's software Vulkan complains on every start when a headless session has
     // no runtime dir; it only needs some writable place.
@@ -92,6 +99,8 @@ fn main() -> ExitCode {
                 Cli::command().find_subcommand("train"),
             ) {
                 args.given = cli::given_flags(c, m);
+                args.resolved = cli::run_config::resolved(c, m);
+                eprintln!("run config: {}", args.resolved);
             }
             cli::train::check_flags(&args).and_then(|()| {
                 let energy = RunEnergy::start(&args.energy, "wgformer train");

@@ -1105,3 +1105,55 @@ fn bench_train_times_a_llama_and_counts_its_parameters() {
     let err = fails(&["bench", "train", "--model", "llama", "--dp", "--no-energy"]);
     assert!(err.contains("--dp") && err.contains("--model gpt"), "{err}");
 }
+
+#[test]
+fn a_run_config_file_sets_options_flags_win_and_the_checkpoint_records_them() {
+    let scratch = TempDir::new("a_run_config_file_sets_options");
+    let data = scratch.join("text.txt");
+    std::fs::write(&data, TEXT.repeat(4)).unwrap();
+    let ck = scratch.join("gpt");
+    let config = scratch.join("run.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "model = \"gpt\"\ndata = {:?}\nout = {:?}\nsteps = 3\nd_model = 32\nlayers = 1\n\
+             heads = 2\nseq = 16\nbatch = 2\nno_energy = true\n",
+            s(&data),
+            s(&ck)
+        ),
+    )
+    .unwrap();
+    ok(&["train", "--config", s(&config), "--steps", "2"]);
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck.join("trainer_state.json")).unwrap())
+            .unwrap();
+    // The flag won over the file; the file's options were honoured.
+    assert_eq!(state["step"], 2);
+    assert_eq!(state["run_config"]["steps"], "2");
+    assert_eq!(state["run_config"]["d_model"], "32");
+    assert_eq!(state["run_config"]["config"], s(&config));
+    let model: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        (model["n_embd"].as_u64(), model["n_layer"].as_u64()),
+        (Some(32), Some(1))
+    );
+
+    // An unknown option is named with the closest one; a value of the wrong kind too.
+    std::fs::write(&config, "d_modle = 32\n").unwrap();
+    let err = fails(&["train", "--config", s(&config)]);
+    assert!(
+        err.contains("`d_modle`") && err.contains("`d_model`"),
+        "{err}"
+    );
+    std::fs::write(&config, "dp = 3\n").unwrap();
+    let err = fails(&["train", "--config", s(&config)]);
+    assert!(
+        err.contains("`dp`") && err.contains("true or false"),
+        "{err}"
+    );
+    let json = scratch.join("run.json");
+    std::fs::write(&json, "[1, 2]").unwrap();
+    let err = fails(&["train", "--config", s(&json)]);
+    assert!(err.contains("a table of options"), "{err}");
+}

@@ -10,6 +10,7 @@ pub mod infer;
 pub mod plot;
 pub mod prepare;
 pub mod privacy;
+pub mod run_config;
 pub mod train;
 mod unused_flags;
 

@@ -7,6 +7,7 @@ use super::energy::{EnergyArgs, RunEnergy};
 use super::flags::{at_least_one, below_one, non_negative, open_fraction, positive};
 use super::{model_type, note_unknown_in_file, read_text, usage};
 use clap::ValueEnum;
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use wgformer::checkpoint::checkpoint_tokenizer;
 use wgformer::checkpoint::{self, LoadMode};
@@ -222,10 +223,17 @@ pub struct TrainArgs {
     /// Copies of the canary, evenly spaced through the training text.
     #[arg(long, default_value_t = 10, value_parser = at_least_one::<usize>)]
     pub canary_repeats: usize,
+    /// Take options from this TOML (or .json) file, by their flag names
+    /// (`d_model = 256`); flags on the command line win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// The flags given on the command line (set by `main`), so that those the run
     /// would ignore are refused ([`check_flags`]).
     #[arg(skip)]
     pub given: Vec<String>,
+    /// Every option as resolved (file, flags, defaults; set by `main`).
+    #[arg(skip)]
+    pub resolved: Value,
 }
 
 /// Refuses flags this kind of run would ignore; cheap, so it runs before the GPU starts.
@@ -265,20 +273,33 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, energy: RunEnergy) -> Result<()> {
         let mut task = new_icl(gpu, a)?;
         let opts = options(a, ModelKind::Gpt, task.model.config.n_embd)?;
         let out = claim_out(&out_path, a.overwrite)?;
-        return finish_icl(&mut task, Start::Fresh(opts, None, out), energy);
+        return finish_icl(
+            &mut task,
+            Start::Fresh(opts, None, out, a.resolved.clone()),
+            energy,
+        );
     }
     match a.model {
         ModelKind::Encdec => {
             let mut task = new_seq2seq(gpu, a)?;
             let opts = options(a, ModelKind::Encdec, task.model.config.d_model)?;
             let out = claim_out(&out_path, a.overwrite)?;
-            finish_seq2seq(&mut task, Start::Fresh(opts, dp_options(a), out), a, energy)
+            finish_seq2seq(
+                &mut task,
+                Start::Fresh(opts, dp_options(a), out, a.resolved.clone()),
+                a,
+                energy,
+            )
         }
         ModelKind::Gpt => {
             let mut task = new_gpt(gpu, a)?;
             let opts = options(a, ModelKind::Gpt, task.model.config.n_embd)?;
             let out = claim_out(&out_path, a.overwrite)?;
-            finish_gpt(&mut task, Start::Fresh(opts, dp_options(a), out), energy)
+            finish_gpt(
+                &mut task,
+                Start::Fresh(opts, dp_options(a), out, a.resolved.clone()),
+                energy,
+            )
         }
         ModelKind::Llama => {
             if a.dp {
@@ -290,7 +311,11 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, energy: RunEnergy) -> Result<()> {
             let mut task = new_llama(gpu, a)?;
             let opts = options(a, ModelKind::Llama, task.model.config.hidden_size)?;
             let out = claim_out(&out_path, a.overwrite)?;
-            finish_gpt(&mut task, Start::Fresh(opts, None, out), energy)
+            finish_gpt(
+                &mut task,
+                Start::Fresh(opts, None, out, a.resolved.clone()),
+                energy,
+            )
         }
     }
 }
@@ -323,26 +348,33 @@ fn default_out(a: &TrainArgs) -> PathBuf {
 }
 
 /// How the trainer starts: fresh with options (private with DP options), or
-/// resumed from a checkpoint.
+/// resumed from a checkpoint; each with the options the command line resolved
+/// to (`run_config::resolved`), which the trainer state records.
 enum Start {
-    Fresh(TrainOptions, Option<DpOptions>, OutDir),
-    Resume(PathBuf, Option<u32>, OutDir),
+    Fresh(TrainOptions, Option<DpOptions>, OutDir, Value),
+    Resume(PathBuf, Option<u32>, OutDir, Value),
 }
 
 impl Start {
     /// The directory the run saves into.
     fn out_path(&self) -> &Path {
         match self {
-            Start::Fresh(_, _, out) | Start::Resume(_, _, out) => out.path(),
+            Start::Fresh(_, _, out, _) | Start::Resume(_, _, out, _) => out.path(),
         }
     }
 }
 
 fn start<'a>(task: &'a mut dyn TrainTask, how: Start) -> Result<Trainer<'a>> {
     match how {
-        Start::Fresh(opts, None, out) => Trainer::new(task, opts, Some(out)),
-        Start::Fresh(opts, Some(dp), out) => Trainer::new(task, opts, Some(out))?.with_dp(dp),
-        Start::Resume(dir, steps, out) => Trainer::resume(task, &dir, steps, Some(out)),
+        Start::Fresh(opts, None, out, run) => {
+            Ok(Trainer::new(task, opts, Some(out))?.with_run_config(run))
+        }
+        Start::Fresh(opts, Some(dp), out, run) => Trainer::new(task, opts, Some(out))?
+            .with_run_config(run)
+            .with_dp(dp),
+        Start::Resume(dir, steps, out, run) => {
+            Ok(Trainer::resume(task, &dir, steps, Some(out))?.with_run_config(run))
+        }
     }
 }
 
@@ -851,7 +883,7 @@ fn resume(gpu: &Gpu, a: &TrainArgs, dir: &Path, energy: RunEnergy) -> Result<()>
     })?;
     let task_desc = state.get("task").cloned().unwrap_or_default();
     let data_desc = task_desc.get("data").cloned().unwrap_or_default();
-    let how = Start::Resume(dir.to_path_buf(), a.steps, out);
+    let how = Start::Resume(dir.to_path_buf(), a.steps, out, a.resolved.clone());
     match kind.as_str() {
         "encoder_decoder" => {
             let mut data: Seq2SeqData = serde_json::from_value(data_desc).map_err(|e| {

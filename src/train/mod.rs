@@ -148,6 +148,11 @@ pub struct TrainerState {
     /// DP-SGD runs: the mechanism and the privacy spent so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privacy: Option<PrivacyState>,
+    /// The options of the command that ran (or last resumed) the run, as it
+    /// resolved them (e.g. `wgformer train`'s flags and config file), for
+    /// the record; the trainer does not read it.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub run_config: Value,
 }
 
 /// Something the trainer reports while it runs.
@@ -259,6 +264,7 @@ impl<'a> Trainer<'a> {
             task: task.describe(),
             options,
             privacy: None,
+            run_config: Value::Null,
         };
         Ok(Trainer {
             task,
@@ -267,6 +273,13 @@ impl<'a> Trainer<'a> {
             out_dir,
             dp: None,
         })
+    }
+
+    /// Records `run_config` (what the command that runs the trainer resolved
+    /// its options to) in the trainer state and so in every checkpoint.
+    pub fn with_run_config(mut self, run_config: Value) -> Self {
+        self.state.run_config = run_config;
+        self
     }
 
     /// Makes this fresh run private: every step a DP-SGD step with `dp`'s
