@@ -121,29 +121,17 @@ impl TextDataset {
     /// Errors unless `split` holds at least `seq + 1` tokens (one window and its
     /// shifted target). Call it before training to fail early.
     pub fn check_seq(&self, split: Split, seq: usize) -> Result<()> {
-        let n = self.len(split);
-        if seq == 0 {
-            return Err(Error::invalid(
-                "TextDataset::sample_batch",
-                "seq is 0. Use a sequence length of at least 1",
-            ));
-        }
-        if n < seq + 1 {
-            let which = match split {
-                Split::Train => "training",
-                Split::HeldOut => "held-out",
-            };
-            return Err(Error::invalid(
-                "TextDataset::sample_batch",
-                format!(
-                    "the {which} split has {n} tokens, fewer than seq + 1 = {}. Use a shorter sequence \
-                     length, more text{}",
-                    seq + 1,
-                    if split == Split::HeldOut { ", or a larger held-out fraction" } else { "" }
-                ),
-            ));
-        }
-        Ok(())
+        let more = match split {
+            Split::Train => "",
+            Split::HeldOut => ", or a larger held-out fraction",
+        };
+        check_window(
+            "TextDataset::sample_batch",
+            split,
+            self.len(split),
+            seq,
+            more,
+        )
     }
 
     /// Inserts `tokens` `repeats` times into the training split, evenly spaced
@@ -307,4 +295,37 @@ impl PairDataset {
         let held_out = pairs.split_off(pairs.len() - held.min(pairs.len()));
         Ok((PairDataset { pairs }, PairDataset { pairs: held_out }))
     }
+}
+
+/// Errors unless a split of `n` tokens holds one window of `seq` tokens and
+/// its shifted target (`n >= seq + 1`); `more` ends the advice with where more
+/// data can come from.
+pub(crate) fn check_window(
+    op: &'static str,
+    split: Split,
+    n: usize,
+    seq: usize,
+    more: &str,
+) -> Result<()> {
+    if seq == 0 {
+        return Err(Error::invalid(
+            op,
+            "seq is 0. Use a sequence length of at least 1",
+        ));
+    }
+    if n < seq + 1 {
+        let which = match split {
+            Split::Train => "training",
+            Split::HeldOut => "held-out",
+        };
+        return Err(Error::invalid(
+            op,
+            format!(
+                "the {which} split has {n} tokens, fewer than seq + 1 = {}. Use a shorter \
+                 sequence length or more data{more}",
+                seq + 1
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use crate::data::dataset::check_window;
 use crate::data::shards::{is_shard_data, shard_paths, ShardSet, TokenizerId};
 use crate::data::tokenizer::Tokenizer;
 use crate::data::{below, read_utf8_file, Split, TextDataset};
@@ -67,33 +68,11 @@ impl ShardDataset {
 
     /// Errors unless `split` holds at least `seq + 1` tokens.
     pub fn check_seq(&self, split: Split, seq: usize) -> Result<()> {
-        let n = self.len(split);
-        if seq == 0 {
-            return Err(Error::invalid(
-                "train --data",
-                "seq is 0. Use a sequence length of at least 1",
-            ));
-        }
-        if n < seq + 1 {
-            let which = match split {
-                Split::Train => "training",
-                Split::HeldOut => "held-out",
-            };
-            return Err(Error::invalid(
-                "train --data",
-                format!(
-                    "the {which} data has {n} tokens, fewer than seq + 1 = {}. Use a shorter \
-                     sequence length or more data{}",
-                    seq + 1,
-                    if split == Split::HeldOut {
-                        " (`wgformer prepare --val-fraction`, or --val-data)"
-                    } else {
-                        ""
-                    }
-                ),
-            ));
-        }
-        Ok(())
+        let more = match split {
+            Split::Train => "",
+            Split::HeldOut => " (`wgformer prepare --val-fraction`, or --val-data)",
+        };
+        check_window("train --data", split, self.len(split), seq, more)
     }
 
     /// `batch` random windows of `seq` tokens: the same draws, in the same order,
