@@ -273,6 +273,83 @@ fn fused_matches_reference_and_unfused_on_a_long_sequence() {
 }
 
 #[test]
+fn key_tiles_outside_the_window_are_never_read() {
+    // K and V of keys 40..72 are NaN (past the first key tile, which the
+    // global tokens' rows read). A kernel that multiplied them, even by a
+    // weight of 0, would make NaN; so rows (and keys) far enough from them
+    // must come out equal to the reference on clean data: proof that their
+    // workgroups skip those tiles, not just mask them. Far enough: past the
+    // window plus the largest tile of rows or keys (64) and of streamed keys (32).
+    let (t, hs, w, g) = (400, 16, 40, 4);
+    let case = Case::new(1, 1, t, t, hs, true)
+        .with_pattern(AttentionPattern::sliding_window(w).with_global_tokens(g));
+    let [q, k, v, d_o] = case.inputs();
+    let poison = |x: &[f32]| -> Vec<f32> {
+        let mut x = x.to_vec();
+        x[40 * hs..72 * hs].fill(f32::NAN);
+        x
+    };
+    let gpu = gpu();
+    let tensor = |x: &[f32]| Tensor::from_slice(&gpu, x, &[1, 1, t, hs]).unwrap();
+    let (qt, kt, vt, dot) = (
+        tensor(&q),
+        tensor(&poison(&k)),
+        tensor(&poison(&v)),
+        tensor(&d_o),
+    );
+    let opts = case.opts(None);
+    let (o, l) = attention_fwd(&qt, &kt, &vt, &opts).unwrap();
+    let (dq, dk, dv) = attention_bwd(&qt, &kt, &vt, &o, &l, &dot, &opts).unwrap();
+    let (o_ref, _) = Forward::reference(&case);
+    let (dq_ref, dk_ref, dv_ref) = Backward::reference(&case);
+    // Rows from 72 + w + 64 see no poisoned key and share no tile with one that does.
+    let rows = (72 + w + 64) * hs..;
+    let o = o.to_vec().unwrap();
+    assert_close(
+        "O of far rows",
+        &o[rows.clone()],
+        &o_ref[rows.clone()],
+        1e-5,
+        1e-4,
+    );
+    let dq = dq.to_vec().unwrap();
+    assert_close(
+        "dQ of far rows",
+        &dq[rows.clone()],
+        &dq_ref[rows],
+        2e-5,
+        1e-4,
+    );
+    // Keys seen only by clean rows: from 72 + w + 64 (rows) + w + 64 (their keys).
+    let keys = (72 + 2 * w + 128) * hs..;
+    let dk = dk.to_vec().unwrap();
+    assert_close(
+        "dK of far keys",
+        &dk[keys.clone()],
+        &dk_ref[keys.clone()],
+        2e-5,
+        1e-4,
+    );
+    let dv = dv.to_vec().unwrap();
+    assert_close(
+        "dV of far keys",
+        &dv[keys.clone()],
+        &dv_ref[keys],
+        2e-5,
+        1e-4,
+    );
+    // Not vacuous: dense causal attention reads every tile up to the diagonal.
+    let dense = AttentionOptions {
+        pattern: AttentionPattern::DENSE,
+        ..opts
+    };
+    let (o, _) = attention_fwd(&qt, &kt, &vt, &dense).unwrap();
+    assert!(o.to_vec().unwrap()[(t - 1) * hs..]
+        .iter()
+        .all(|x| x.is_nan()));
+}
+
+#[test]
 fn dense_patterns_change_nothing() {
     // Global tokens without a window are dense: the same bits as no pattern.
     let gpu = gpu();
@@ -334,6 +411,7 @@ fn fused_tests_pass_with_the_other_work_split() {
         fused_forward_matches_reference();
         fused_backward_matches_reference();
         decoding_rows_against_a_longer_cache();
+        key_tiles_outside_the_window_are_never_read();
     });
 }
 
@@ -345,6 +423,7 @@ fn the_kernels_without_subgroups_give_the_same_results() {
             fused_forward_matches_reference();
             fused_backward_matches_reference();
             decoding_rows_against_a_longer_cache();
+            key_tiles_outside_the_window_are_never_read();
         });
     }
 }
