@@ -19,6 +19,9 @@ mod gemm;
 #[path = "kernels/attention.rs"]
 mod attention;
 
+#[path = "kernels/sparse.rs"]
+mod sparse;
+
 #[path = "kernels/rowwise.rs"]
 mod rowwise;
 
@@ -61,6 +64,7 @@ fn main() -> wgformer::Result<()> {
     copy::run(&mut bench)?;
     gemm::run(&mut bench)?;
     attention::run(&mut bench)?;
+    sparse::run(&mut bench)?;
     rowwise::run(&mut bench)?;
     elementwise::run(&mut bench)?;
     llama::run(&mut bench)?;

@@ -7,8 +7,9 @@
 // Q: (B, NH, Tq, HS); K, V: (B, NH, Tk, HS); key mask: (B, Tk), 0.0 = padded
 // key, any other value attends; O: (B, NH, Tq, HS); L: (B, NH, Tq), natural
 // log. Causal masking is bottom-right aligned: query row i sees key j iff
-// j <= i + (Tk - Tq). A row with no visible key gets O = 0 and L = +inf (so
-// exp(s - L) = 0 in the backward pass). Spec: src/reference/attention.rs.
+// j <= i + (Tk - Tq). A sparse pattern (window, global below) masks more pairs.
+// A row with no visible key gets O = 0 and L = +inf (so exp(s - L) = 0 in the
+// backward pass). Spec: src/reference/attention.rs.
 // The kernels:
 //   attention_cpu.wgsl    the fused kernels' CPU-adapter work split (few
 //                         threads, the head in registers), and with
@@ -31,8 +32,8 @@ struct Params {
     rows: u32,        // attention_softmax_naive: rows in this chunk (chunk * Tq);
                       // attention_bwd_prep: B * NH * Tq
     out_scale: f32,   // backward: multiplies dQ and dK as they are stored
-    _pad1: u32,
-    _pad2: u32,
+    window: u32,      // sliding window W (0 = none), at most Tq + Tk + 1
+    global: u32,      // global tokens G (0 without a window), at most Tk
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -46,9 +47,121 @@ fn pos_inf() -> f32 {
     return bitcast<f32>(bits);
 }
 
-// Does query row i (of Tq) see key j (of Tk) under the causal mask?
-fn causal_ok(i: u32, j: u32) -> bool {
-    return p.causal == 0u || i32(j) <= i32(i) + (i32(p.tk) - i32(p.tq));
+// ---------------------------------------------------------------------------
+// Sparse patterns (src/kernels/attention/pattern.rs). Query row i sits at key
+// position pos = i + Tk - Tq. With a window W > 0 it sees key j only when
+// |pos - j| < W, unless j < G or pos < G (global tokens); causal masking keeps
+// j <= pos. Said per row: row i sees the keys [lo, hi] and [0, g) of its
+// KeyRange; said per key: key j is seen by the rows [first, last] of its
+// RowRange and the rows [0, global_rows()). The dense case (W = 0, G = 0) is
+// lo = 0, g = 0 and hi = pos (causal) or past every key. The fused kernels walk
+// only the tiles of a Span: [0, g_end) then [lo, end).
+
+const FAR: i32 = 0x3fffffff; // past every key and row
+
+// The keys four query rows see: [lo, hi] and [0, g).
+struct KeyRange {
+    lo: vec4<i32>,
+    hi: vec4<i32>,
+    g: vec4<i32>,
+}
+
+fn key_range(rows: vec4<i32>) -> KeyRange {
+    let pos = rows + vec4<i32>(i32(p.tk) - i32(p.tq));
+    let w = i32(p.window) - 1;
+    let g = i32(p.global);
+    let windowed = vec4<bool>(p.window != 0u) & (pos >= vec4<i32>(g));
+    var hi = select(vec4<i32>(FAR), pos + vec4<i32>(w), windowed);
+    if (p.causal != 0u) {
+        hi = pos;
+    }
+    let lo = select(vec4<i32>(0), pos - vec4<i32>(w), windowed);
+    return KeyRange(lo, hi, min(vec4<i32>(g), hi + vec4<i32>(1)));
+}
+
+// Row c (0..3) of `r` against four keys.
+fn row_sees(r: KeyRange, c: u32, keys: vec4<i32>) -> vec4<bool> {
+    return ((keys >= vec4<i32>(r.lo[c])) & (keys <= vec4<i32>(r.hi[c]))) | (keys < vec4<i32>(r.g[c]));
+}
+
+// The four rows of `r` against one key.
+fn rows_see(r: KeyRange, key: i32) -> vec4<bool> {
+    let k = vec4<i32>(key);
+    return ((k >= r.lo) & (k <= r.hi)) | (k < r.g);
+}
+
+// The query rows that see four keys: [first, last] (and [0, global_rows())).
+struct RowRange {
+    first: vec4<i32>,
+    last: vec4<i32>,
+}
+
+fn row_range(keys: vec4<i32>) -> RowRange {
+    let diag = vec4<i32>(i32(p.tk) - i32(p.tq));
+    let w = i32(p.window) - 1;
+    let windowed = vec4<bool>(p.window != 0u) & (keys >= vec4<i32>(i32(p.global)));
+    var first = select(vec4<i32>(-FAR), keys - vec4<i32>(w), windowed);
+    if (p.causal != 0u) {
+        first = keys;
+    }
+    let last = select(vec4<i32>(FAR), keys + vec4<i32>(w), windowed);
+    return RowRange(first - diag, last - diag);
+}
+
+// Rows [0, global_rows()) see every key: the global queries (causal masking
+// leaves them only keys they reach anyway).
+fn global_rows() -> i32 {
+    if (p.causal != 0u) {
+        return 0;
+    }
+    return i32(p.global) - (i32(p.tk) - i32(p.tq));
+}
+
+// Key c (0..3) of `r` against four query rows.
+fn key_seen(r: RowRange, c: u32, rows: vec4<i32>, g_rows: i32) -> vec4<bool> {
+    return ((rows >= vec4<i32>(r.first[c])) & (rows <= vec4<i32>(r.last[c]))) | (rows < vec4<i32>(g_rows));
+}
+
+// The four keys of `r` against one query row.
+fn keys_seen(r: RowRange, row: i32, g_rows: i32) -> vec4<bool> {
+    let i = vec4<i32>(row);
+    return ((i >= r.first) & (i <= r.last)) | vec4<bool>(row < g_rows);
+}
+
+// What a block of rows (keys) walks: [0, g_end) then [lo, end), each < end.
+struct Span {
+    g_end: u32,
+    lo: u32,
+    end: u32,
+}
+
+// The keys query rows first .. last (first <= last) see.
+fn key_span(first: u32, last: u32) -> Span {
+    let r = key_range(vec4<i32>(i32(first), i32(last), i32(last), i32(last)));
+    let end = clamp(max(r.hi.x, r.hi.y) + 1, 0, i32(p.tk));
+    return Span(u32(clamp(max(r.g.x, r.g.y), 0, end)), u32(clamp(r.lo.x, 0, end)), u32(end));
+}
+
+// The query rows that see keys first .. last (first <= last).
+fn row_span(first: u32, last: u32) -> Span {
+    let r = row_range(vec4<i32>(i32(first), i32(last), i32(last), i32(last)));
+    let end = clamp(max(r.last.x, r.last.y) + 1, 0, i32(p.tq));
+    return Span(u32(clamp(global_rows(), 0, end)), u32(clamp(r.first.x, 0, end)), u32(end));
+}
+
+// The first tile of a span, and the tile after `at` for tiles of `step`.
+fn span_start(s: Span) -> u32 {
+    return select(s.lo, 0u, s.g_end > 0u);
+}
+
+fn span_next(s: Span, at: u32, step: u32) -> u32 {
+    let n = at + step;
+    return select(n, s.lo, n >= s.g_end && n < s.lo);
+}
+
+// Does query row i (of Tq) see key j (of Tk) under the causal mask and the pattern?
+fn pair_ok(i: u32, j: u32) -> bool {
+    return row_sees(key_range(vec4<i32>(i32(i))), 0u, vec4<i32>(i32(j))).x;
 }
 
 // attention_bwd_prep bindings.

@@ -7,8 +7,9 @@
 //                            when HS > 64) held in registers; K/V stream through
 //                            workgroup memory in tiles of BK keys with an online
 //                            softmax; the Tq x Tk scores never reach global
-//                            memory; with causal masking key tiles past the
-//                            tile's diagonal are never loaded.
+//                            memory; key tiles that no row of the tile sees
+//                            (past the diagonal with causal masking, outside a
+//                            sliding window) are never loaded.
 //   attention_bwd_dkdv       backward step 2, fused: dK and dV; a workgroup owns
 //                            a tile of keys, each thread 8 keys (4 when HS > 64);
 //                            Q/dO tiles stream through workgroup memory; P and
@@ -40,8 +41,9 @@
 // `V_block * p4` adds four weighted value rows. The online softmax keeps, per
 // row, the running max m and sum l (log2 units: Q is pre-scaled by
 // scale * log2(e)) and rescales the accumulator by exp2(m_old - m_new).
-// Causal: the workgroup stops at its last row's diagonal, and each thread
-// stops at its own last row's diagonal within the tile.
+// Causal masking and patterns: the workgroup walks only the key tiles its rows
+// see (a Span of attention_common.wgsl), and each thread stops at its own rows'
+// last key within a tile.
 
 // Threads per workgroup.
 override BQ: u32 = 16u;
@@ -249,15 +251,14 @@ fn online(s: vec4<f32>, ok: vec4<bool>, m: f32) -> Step {
     return Step(m_new, exp2(m - m_new), select(vec4<f32>(0.0), exp2(s - m_new), ok));
 }
 
-// Four rows' step: scores `s` (column r = row r), key validity `kok`, the rows'
-// last visible keys `lim` (causal), the keys `keys` and the running maxima `m`.
-fn online4(s: mat4x4<f32>, kok: vec4<bool>, causal: bool, lim: vec4<i32>,
-           keys: vec4<i32>, m: vec4<f32>) -> Step4 {
-    let nc = vec4<bool>(!causal);
-    let u0 = online(s[0], kok & (nc | (keys <= vec4<i32>(lim.x))), m.x);
-    let u1 = online(s[1], kok & (nc | (keys <= vec4<i32>(lim.y))), m.y);
-    let u2 = online(s[2], kok & (nc | (keys <= vec4<i32>(lim.z))), m.z);
-    let u3 = online(s[3], kok & (nc | (keys <= vec4<i32>(lim.w))), m.w);
+// Four rows' step: scores `s` (column r = row r), key validity `kok`, the keys
+// the rows see `kr` (causal mask and pattern), the keys `keys` and the running
+// maxima `m`.
+fn online4(s: mat4x4<f32>, kok: vec4<bool>, kr: KeyRange, keys: vec4<i32>, m: vec4<f32>) -> Step4 {
+    let u0 = online(s[0], kok & row_sees(kr, 0u, keys), m.x);
+    let u1 = online(s[1], kok & row_sees(kr, 1u, keys), m.y);
+    let u2 = online(s[2], kok & row_sees(kr, 2u, keys), m.z);
+    let u3 = online(s[3], kok & row_sees(kr, 3u, keys), m.w);
     return Step4(vec4<f32>(u0.m, u1.m, u2.m, u3.m),
                  vec4<f32>(u0.alpha, u1.alpha, u2.alpha, u3.alpha),
                  mat4x4<f32>(u0.p, u1.p, u2.p, u3.p));
@@ -356,24 +357,15 @@ fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>,
     var l_lo = vec4<f32>(0.0);     // running sum of exp2(s - m) per row
     var l_hi = vec4<f32>(0.0);
 
-    // Keys this workgroup can see: all, or up to its last row's diagonal; the
-    // last key each row sees (causal); and this thread's last useful key.
-    let diag = i32(p.tk) - i32(p.tq);
-    let causal = p.causal != 0u;
-    var k_end = p.tk;
-    if (causal) {
-        let last = min(row0 + BQ * 4u * RG, p.tq) - 1u;
-        k_end = u32(clamp(i32(last) + diag + 1, 0, i32(p.tk)));
-    }
-    let lim_lo = vec4<i32>(rows_lo) + vec4<i32>(diag);
-    let lim_hi = vec4<i32>(rows_hi) + vec4<i32>(diag);
-    var my_end = k_end;
-    if (causal) {
-        my_end = u32(clamp(select(lim_lo.w, lim_hi.w, RG > 1u) + 1, 0, i32(k_end)));
-    }
+    // Key tiles this workgroup can see, the keys each row sees, and the end of
+    // this thread's keys.
+    let span = key_span(row0, min(row0 + BQ * 4u * RG, p.tq) - 1u);
+    let kr_lo = key_range(vec4<i32>(rows_lo));
+    let kr_hi = key_range(vec4<i32>(rows_hi));
+    let my_end = min(key_span(i0, i0 + 4u * RG - 1u).end, span.end);
 
     let kv_base = bh * p.tk;
-    for (var k0 = 0u; k0 < k_end; k0 += BK) {
+    for (var k0 = span_start(span); k0 < span.end; k0 = span_next(span, k0, BK)) {
         // Stage K, V and the validity of keys k0 .. k0 + BK.
         for (var t = lid; t < BK * w; t += BQ) {
             let r = t / w;
@@ -414,10 +406,10 @@ fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>,
             if (NB > 7u) { let s7 = scores_blk(q.b7, j, 7u); s.lo += s7.lo; s.hi += s7.hi; }
             let keys = vec4<i32>(i32(k0 + j)) + vec4<i32>(0, 1, 2, 3);
             let kok = key_ok[j / 4u] != vec4<f32>(0.0);
-            let lo = online4(s.lo, kok, causal, lim_lo, keys, m_lo);
+            let lo = online4(s.lo, kok, kr_lo, keys, m_lo);
             var hi = lo;
             if (RG > 1u) {
-                hi = online4(s.hi, kok, causal, lim_hi, keys, m_hi);
+                hi = online4(s.hi, kok, kr_hi, keys, m_hi);
             }
             // l * alpha + the sum of each row's four weights
             l_lo = l_lo * lo.alpha + vec4<f32>(1.0) * lo.p;
@@ -461,14 +453,14 @@ fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>,
 //                        each thread 4 * RG keys (K, V, dK, dV rows in
 //                        registers); tiles of BK query rows (Q, dO and LD)
 //                        stream through workgroup memory (k_tile holds Q,
-//                        v_tile dO); P and dS are recomputed per tile; causal:
-//                        query tiles before the keys' first visible row are
-//                        never loaded
+//                        v_tile dO); P and dS are recomputed per tile; query
+//                        tiles that see none of the keys (causal, pattern)
+//                        are never loaded
 //   attention_bwd_dq     the forward's layout: a workgroup owns BQ * 4 * RG
 //                        query rows, each thread 4 * RG (Q, dO, dQ rows in
 //                        registers); K/V tiles stream through workgroup memory;
-//                        P and dS recomputed; causal: key tiles past the
-//                        tile's diagonal are never loaded
+//                        P and dS recomputed; as the forward, key tiles the
+//                        rows do not see are never loaded
 // K (in dkdv) and Q (in dq) are pre-scaled by scale * log2(e), so P is exp2 of
 // the product minus L log2(e); the final dK, dQ are multiplied by p.out_scale
 // (= scale). Override constants as in the forward (BQ, RG, BK, NB, VEC).
@@ -560,27 +552,25 @@ fn grad_col(s: vec4<f32>, dp: vec4<f32>, l: vec4<f32>, d: vec4<f32>, vis: vec4<b
 
 // attention_bwd_dq: rows = this thread's query rows (one per column), tile rows
 // = four keys. l, d: the rows' L log2(e) and D; kok: keys exist and are not
-// padded; causal: key index <= lim of the row.
+// padded; kr: the keys the rows see (causal mask and pattern).
 fn grad_dq(s: mat4x4<f32>, dp: mat4x4<f32>, l: vec4<f32>, d: vec4<f32>, kok: vec4<bool>,
-           causal: bool, lim: vec4<i32>, keys: vec4<i32>) -> mat4x4<f32> {
-    let nc = vec4<bool>(!causal);
-    let c0 = grad_col(s[0], dp[0], vec4<f32>(l.x), vec4<f32>(d.x), kok & (nc | (keys <= vec4<i32>(lim.x))));
-    let c1 = grad_col(s[1], dp[1], vec4<f32>(l.y), vec4<f32>(d.y), kok & (nc | (keys <= vec4<i32>(lim.y))));
-    let c2 = grad_col(s[2], dp[2], vec4<f32>(l.z), vec4<f32>(d.z), kok & (nc | (keys <= vec4<i32>(lim.z))));
-    let c3 = grad_col(s[3], dp[3], vec4<f32>(l.w), vec4<f32>(d.w), kok & (nc | (keys <= vec4<i32>(lim.w))));
+           kr: KeyRange, keys: vec4<i32>) -> mat4x4<f32> {
+    let c0 = grad_col(s[0], dp[0], vec4<f32>(l.x), vec4<f32>(d.x), kok & row_sees(kr, 0u, keys));
+    let c1 = grad_col(s[1], dp[1], vec4<f32>(l.y), vec4<f32>(d.y), kok & row_sees(kr, 1u, keys));
+    let c2 = grad_col(s[2], dp[2], vec4<f32>(l.z), vec4<f32>(d.z), kok & row_sees(kr, 2u, keys));
+    let c3 = grad_col(s[3], dp[3], vec4<f32>(l.w), vec4<f32>(d.w), kok & row_sees(kr, 3u, keys));
     return mat4x4<f32>(c0[1], c1[1], c2[1], c3[1]);
 }
 
 // attention_bwd_dkdv: rows = this thread's keys (one per column), tile rows =
 // four queries. l, d: the queries' L log2(e) and D; kok: the keys exist and are
-// not padded; causal: query index >= first of the key.
+// not padded; rr and g_rows: the queries that see each key (causal mask and pattern).
 fn grad_kv(s: mat4x4<f32>, dp: mat4x4<f32>, l: vec4<f32>, d: vec4<f32>, kok: vec4<bool>,
-           causal: bool, first: vec4<i32>, rows: vec4<i32>) -> Grad4 {
-    let nc = vec4<bool>(!causal);
-    let c0 = grad_col(s[0], dp[0], l, d, vec4<bool>(kok.x) & (nc | (rows >= vec4<i32>(first.x))));
-    let c1 = grad_col(s[1], dp[1], l, d, vec4<bool>(kok.y) & (nc | (rows >= vec4<i32>(first.y))));
-    let c2 = grad_col(s[2], dp[2], l, d, vec4<bool>(kok.z) & (nc | (rows >= vec4<i32>(first.z))));
-    let c3 = grad_col(s[3], dp[3], l, d, vec4<bool>(kok.w) & (nc | (rows >= vec4<i32>(first.w))));
+           rr: RowRange, g_rows: i32, rows: vec4<i32>) -> Grad4 {
+    let c0 = grad_col(s[0], dp[0], l, d, vec4<bool>(kok.x) & key_seen(rr, 0u, rows, g_rows));
+    let c1 = grad_col(s[1], dp[1], l, d, vec4<bool>(kok.y) & key_seen(rr, 1u, rows, g_rows));
+    let c2 = grad_col(s[2], dp[2], l, d, vec4<bool>(kok.z) & key_seen(rr, 2u, rows, g_rows));
+    let c3 = grad_col(s[3], dp[3], l, d, vec4<bool>(kok.w) & key_seen(rr, 3u, rows, g_rows));
     return Grad4(mat4x4<f32>(c0[0], c1[0], c2[0], c3[0]), mat4x4<f32>(c0[1], c1[1], c2[1], c3[1]));
 }
 
@@ -812,23 +802,15 @@ fn attention_bwd_dq(@builtin(workgroup_id) wid: vec3<u32>,
     let ld_lo = load_ld4(bh, rows_lo);
     let ld_hi = load_ld4(bh, rows_hi);
 
-    // Keys this workgroup can see and this thread's last useful key (as the forward).
-    let diag = i32(p.tk) - i32(p.tq);
-    let causal = p.causal != 0u;
-    var k_end = p.tk;
-    if (causal) {
-        let last = min(row0 + BQ * 4u * RG, p.tq) - 1u;
-        k_end = u32(clamp(i32(last) + diag + 1, 0, i32(p.tk)));
-    }
-    let lim_lo = vec4<i32>(rows_lo) + vec4<i32>(diag);
-    let lim_hi = vec4<i32>(rows_hi) + vec4<i32>(diag);
-    var my_end = k_end;
-    if (causal) {
-        my_end = u32(clamp(select(lim_lo.w, lim_hi.w, RG > 1u) + 1, 0, i32(k_end)));
-    }
+    // Key tiles this workgroup can see, the keys each row sees and the end of
+    // this thread's keys (as the forward).
+    let span = key_span(row0, min(row0 + BQ * 4u * RG, p.tq) - 1u);
+    let kr_lo = key_range(vec4<i32>(rows_lo));
+    let kr_hi = key_range(vec4<i32>(rows_hi));
+    let my_end = min(key_span(i0, i0 + 4u * RG - 1u).end, span.end);
 
     let kv_base = bh * p.tk;
-    for (var k0 = 0u; k0 < k_end; k0 += BK) {
+    for (var k0 = span_start(span); k0 < span.end; k0 = span_next(span, k0, BK)) {
         // Stage K, V and the validity of keys k0 .. k0 + BK (as the forward).
         for (var t = lid; t < BK * w; t += BQ) {
             let r = t / w;
@@ -870,10 +852,10 @@ fn attention_bwd_dq(@builtin(workgroup_id) wid: vec3<u32>,
             if (NB > 7u) { let x = scores_blk(q.b7, j, 7u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(o.b7, j, 7u); dp.lo += y.lo; dp.hi += y.hi; }
             let keys = vec4<i32>(i32(k0 + j)) + vec4<i32>(0, 1, 2, 3);
             let kok = key_ok[j / 4u] != vec4<f32>(0.0);
-            let ds_lo = grad_dq(s.lo, dp.lo, ld_lo[0], ld_lo[1], kok, causal, lim_lo, keys);
+            let ds_lo = grad_dq(s.lo, dp.lo, ld_lo[0], ld_lo[1], kok, kr_lo, keys);
             var ds_hi = ds_lo;
             if (RG > 1u) {
-                ds_hi = grad_dq(s.hi, dp.hi, ld_hi[0], ld_hi[1], kok, causal, lim_hi, keys);
+                ds_hi = grad_dq(s.hi, dp.hi, ld_hi[0], ld_hi[1], kok, kr_hi, keys);
             }
             // dQ += dS K
             a.b0 = acc_blk_k(a.b0, ds_lo, ds_hi, j, 0u);
@@ -937,21 +919,16 @@ fn attention_bwd_dkdv(@builtin(workgroup_id) wid: vec3<u32>,
     let kok_lo = keys_ok4(b, keys_lo);
     let kok_hi = keys_ok4(b, keys_hi);
 
-    // Causal: key j is seen by query rows i >= j - diag. The workgroup starts at
-    // its first key's first row, each thread at its own first key's.
-    let diag = i32(p.tk) - i32(p.tq);
-    let causal = p.causal != 0u;
-    let first_lo = vec4<i32>(keys_lo) - vec4<i32>(diag);
-    let first_hi = vec4<i32>(keys_hi) - vec4<i32>(diag);
-    var q_begin = 0u;
-    var my_begin = 0u;
-    if (causal) {
-        q_begin = u32(clamp(i32(key0) - diag, 0, i32(p.tq)));
-        my_begin = u32(clamp(first_lo.x, 0, i32(p.tq)));
-    }
+    // The query tiles that see this workgroup's keys, the rows that see each
+    // key, and this thread's first row past the global rows.
+    let span = row_span(key0, min(key0 + BQ * 4u * RG, p.tk) - 1u);
+    let rr_lo = row_range(vec4<i32>(keys_lo));
+    let rr_hi = row_range(vec4<i32>(keys_hi));
+    let g_rows = global_rows();
+    let my_begin = row_span(j0, j0 + 4u * RG - 1u).lo;
 
     let q_base = bh * p.tq;
-    for (var r0 = q_begin; r0 < p.tq; r0 += BK) {
+    for (var r0 = span_start(span); r0 < span.end; r0 = span_next(span, r0, BK)) {
         // Stage Q, dO, L log2(e) and D of query rows r0 .. r0 + BK.
         for (var t = lid; t < BK * w; t += BQ) {
             let r = t / w;
@@ -983,9 +960,13 @@ fn attention_bwd_dkdv(@builtin(workgroup_id) wid: vec3<u32>,
         }
         workgroupBarrier();
 
-        // This thread's rows in the tile: none before its first key's first row.
-        let n = min(BK, p.tq - r0);
-        let start = (max(my_begin, r0) - r0) / 4u * 4u;
+        // This thread's rows in the tile: none before its first key's first row
+        // (but for the global rows).
+        let n = min(BK, span.end - r0);
+        var start = (max(my_begin, r0) - r0) / 4u * 4u;
+        if (i32(r0) < g_rows) {
+            start = 0u;
+        }
         for (var j = start; j < n; j += 4u) {
             // S^T (log2 units) and dP^T of the thread's keys against rows j .. j + 4.
             var s = scores_blk(k.b0, j, 0u);
@@ -1000,10 +981,10 @@ fn attention_bwd_dkdv(@builtin(workgroup_id) wid: vec3<u32>,
             let rows = vec4<i32>(i32(r0 + j)) + vec4<i32>(0, 1, 2, 3);
             let l = l_tile[j / 4u];
             let d = d_tile[j / 4u];
-            let g_lo = grad_kv(s.lo, dp.lo, l, d, kok_lo, causal, first_lo, rows);
+            let g_lo = grad_kv(s.lo, dp.lo, l, d, kok_lo, rr_lo, g_rows, rows);
             var g_hi = g_lo;
             if (RG > 1u) {
-                g_hi = grad_kv(s.hi, dp.hi, l, d, kok_hi, causal, first_hi, rows);
+                g_hi = grad_kv(s.hi, dp.hi, l, d, kok_hi, rr_hi, g_rows, rows);
             }
             // dV += P^T dO, dK += dS^T Q
             gv.b0 = acc_blk_v(gv.b0, g_lo.p, g_hi.p, j, 0u);

@@ -32,8 +32,9 @@
 // Every barrier sits in control flow that depends only on the workgroup id and
 // the uniform params. No atomics: every output element is summed by one lane in
 // a fixed order (bit-identical runs).
-// Causal: tiles past a workgroup's diagonal are never loaded; the query tiles
-// with the most keys are started first (the grid is walked backwards).
+// Causal masking and patterns: tiles no row (key) of a workgroup sees are never
+// loaded (the Span of attention_common.wgsl); with causal masking the query
+// tiles with the most keys are started first (the grid is walked backwards).
 
 // Groups of four rows (keys in attention_bwd_dkdv_gpu) per workgroup.
 override G: u32 = 16u;
@@ -188,7 +189,6 @@ fn attention_fwd_gpu(@builtin(workgroup_id) wid: vec3<u32>,
     let tx = lid - ty * TX;
     let gs = G + 1u;
     let ts = DV + 1u;
-    let diag = i32(p.tk) - i32(p.tq);
 
     // Q of the workgroup's rows, in log2 units.
     for (var t = lid; t < 4u * G * DV; t += NT) {
@@ -201,13 +201,9 @@ fn attention_fwd_gpu(@builtin(workgroup_id) wid: vec3<u32>,
         }
         wa[t] = x;
     }
-    var k_end = p.tk;
-    if (causal) {
-        let last = min(row0 + 4u * G, p.tq) - 1u;
-        k_end = u32(clamp(i32(last) + diag + 1, 0, i32(p.tk)));
-    }
+    let span = key_span(row0, min(row0 + 4u * G, p.tq) - 1u);
     let my0 = ty * 4u;                                   // the group's first row in wa
-    let lim = vec4<i32>(i32(row0 + my0)) + vec4<i32>(0, 1, 2, 3) + vec4<i32>(diag);
+    let kr = key_range(vec4<i32>(i32(row0 + my0)) + vec4<i32>(0, 1, 2, 3));
     let cols = BT / TX;
     let ev = DV / TX;
     var m = vec4<f32>(NEG_BIG); // running max per row (log2 units)
@@ -215,7 +211,7 @@ fn attention_fwd_gpu(@builtin(workgroup_id) wid: vec3<u32>,
     var acc: array<array<vec4<f32>, EM>, 4>; // [row][e]: head vec4 tx + TX e
 
     let kvb = bh * p.tk;
-    for (var k0 = 0u; k0 < k_end; k0 += BT) {
+    for (var k0 = span_start(span); k0 < span.end; k0 = span_next(span, k0, BT)) {
         for (var t = lid; t < BT * DV; t += NT) {
             let r = t / DV;
             let d4 = t - r * DV;
@@ -249,7 +245,7 @@ fn attention_fwd_gpu(@builtin(workgroup_id) wid: vec3<u32>,
         var tmax = vec4<f32>(NEG_BIG);
         for (var c = 0u; c < cols; c++) {
             let j = tx + TX * c;
-            let ok = vec4<bool>(tcol[j] != 0.0) & (vec4<bool>(!causal) | (vec4<i32>(i32(k0 + j)) <= lim));
+            let ok = vec4<bool>(tcol[j] != 0.0) & rows_see(kr, i32(k0 + j));
             tmax = max(tmax, select(vec4<f32>(NEG_BIG), s[c], ok));
         }
         mx[tx * gs + ty] = tmax;
@@ -262,7 +258,7 @@ fn attention_fwd_gpu(@builtin(workgroup_id) wid: vec3<u32>,
         let alpha = exp2(m - m_new);
         for (var c = 0u; c < cols; c++) {
             let j = tx + TX * c;
-            let ok = vec4<bool>(tcol[j] != 0.0) & (vec4<bool>(!causal) | (vec4<i32>(i32(k0 + j)) <= lim));
+            let ok = vec4<bool>(tcol[j] != 0.0) & rows_see(kr, i32(k0 + j));
             pt[j * gs + ty] = select(vec4<f32>(0.0), exp2(s[c] - m_new), ok);
         }
         m = m_new;
@@ -315,13 +311,11 @@ fn attention_bwd_dkdv_gpu(@builtin(workgroup_id) wid: vec3<u32>,
                           @builtin(local_invocation_index) lid: u32) {
     let b = wid.z;
     let bh = b * p.nh + wid.y;
-    let causal = p.causal != 0u;
     let key0 = wid.x * 4u * G;
     let ty = lid / TX;
     let tx = lid - ty * TX;
     let gs = G + 1u;
     let ts = DV + 1u;
-    let diag = i32(p.tk) - i32(p.tq);
 
     for (var t = lid; t < 4u * G * DV; t += NT) {
         let r = t / DV;
@@ -343,19 +337,17 @@ fn attention_bwd_dkdv_gpu(@builtin(workgroup_id) wid: vec3<u32>,
     for (var r = 0u; r < 4u; r++) {
         kok[r] = key_visible(b, keys[r]);
     }
-    // Key j is seen by query rows i >= j - diag.
-    let first = vec4<i32>(keys) - vec4<i32>(diag);
-    var q_begin = 0u;
-    if (causal) {
-        q_begin = u32(clamp(i32(key0) - diag, 0, i32(p.tq)));
-    }
+    // The query rows that see the workgroup's keys, and those that see each key.
+    let span = row_span(key0, min(key0 + 4u * G, p.tk) - 1u);
+    let rr = row_range(vec4<i32>(keys));
+    let g_rows = global_rows();
     let cols = BT / TX;
     let ev = DV / TX;
     var gk: array<array<vec4<f32>, EM>, 4>;
     var gv: array<array<vec4<f32>, EM>, 4>;
 
     let qb = bh * p.tq;
-    for (var r0 = q_begin; r0 < p.tq; r0 += BT) {
+    for (var r0 = span_start(span); r0 < span.end; r0 = span_next(span, r0, BT)) {
         for (var t = lid; t < BT * DV; t += NT) {
             let r = t / DV;
             let d4 = t - r * DV;
@@ -401,7 +393,7 @@ fn attention_bwd_dkdv_gpu(@builtin(workgroup_id) wid: vec3<u32>,
         var ds: array<vec4<f32>, CM>;
         for (var c = 0u; c < cols; c++) {
             let i = tx + TX * c;
-            let ok = kok & (vec4<bool>(!causal) | (vec4<i32>(i32(r0 + i)) >= first));
+            let ok = kok & keys_seen(rr, i32(r0 + i), g_rows);
             let pc = select(vec4<f32>(0.0), exp2(s[c] - vec4<f32>(tcol[i])), ok);
             ds[c] = pc * (dp[c] - vec4<f32>(tcol2[i]));
             pt[i * gs + ty] = pc;
@@ -464,7 +456,6 @@ fn attention_bwd_dq_gpu(@builtin(workgroup_id) wid: vec3<u32>,
     let tx = lid - ty * TX;
     let gs = G + 1u;
     let ts = DV + 1u;
-    let diag = i32(p.tk) - i32(p.tq);
 
     for (var t = lid; t < 4u * G * DV; t += NT) {
         let r = t / DV;
@@ -491,18 +482,14 @@ fn attention_bwd_dq_gpu(@builtin(workgroup_id) wid: vec3<u32>,
             dd[r] = x.y;
         }
     }
-    var k_end = p.tk;
-    if (causal) {
-        let last = min(row0 + 4u * G, p.tq) - 1u;
-        k_end = u32(clamp(i32(last) + diag + 1, 0, i32(p.tk)));
-    }
-    let lim = vec4<i32>(i32(row0 + my0)) + vec4<i32>(0, 1, 2, 3) + vec4<i32>(diag);
+    let span = key_span(row0, min(row0 + 4u * G, p.tq) - 1u);
+    let kr = key_range(vec4<i32>(i32(row0 + my0)) + vec4<i32>(0, 1, 2, 3));
     let cols = BT / TX;
     let ev = DV / TX;
     var acc: array<array<vec4<f32>, EM>, 4>;
 
     let kvb = bh * p.tk;
-    for (var k0 = 0u; k0 < k_end; k0 += BT) {
+    for (var k0 = span_start(span); k0 < span.end; k0 = span_next(span, k0, BT)) {
         for (var t = lid; t < BT * DV; t += NT) {
             let r = t / DV;
             let d4 = t - r * DV;
@@ -541,7 +528,7 @@ fn attention_bwd_dq_gpu(@builtin(workgroup_id) wid: vec3<u32>,
         }
         for (var c = 0u; c < cols; c++) {
             let j = tx + TX * c;
-            let ok = vec4<bool>(tcol[j] != 0.0) & (vec4<bool>(!causal) | (vec4<i32>(i32(k0 + j)) <= lim));
+            let ok = vec4<bool>(tcol[j] != 0.0) & rows_see(kr, i32(k0 + j));
             let pc = select(vec4<f32>(0.0), exp2(s[c] - lq), ok);
             pt[j * gs + ty] = pc * (dp[c] - dd);
         }

@@ -76,7 +76,7 @@ fn attention_softmax_naive(@builtin(workgroup_id) wid: vec3<u32>,
 }
 
 fn visible(b: u32, i: u32, j: u32) -> bool {
-    return causal_ok(i, j) && (p.has_mask == 0u || smask[b * p.tk + j] != 0.0);
+    return pair_ok(i, j) && (p.has_mask == 0u || smask[b * p.tk + j] != 0.0);
 }
 
 @group(0) @binding(1) var<storage, read> pp: array<f32>;              // (chunk, Tq, Tk)

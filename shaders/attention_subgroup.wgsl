@@ -17,9 +17,10 @@
 // lane (workgroup memory included) is a loop over the lanes (~20 ns a vec4),
 // a broadcast a register shuffle (~1.4 ns): for HS = 64 a lane did 128 such
 // loads per four keys, now 16 loads and 128 broadcasts, and no barriers.
-// The loops over keys (query rows in dkdv) run to the workgroup's causal limit
-// for every lane, since a broadcast needs every lane of the subgroup; keys past
-// a lane's own rows' diagonal are masked as in attention_cpu.wgsl.
+// The loops over keys (query rows in dkdv) walk the workgroup's Span (the keys
+// its rows see under causal masking and the pattern) for every lane, since a
+// broadcast needs every lane of the subgroup; keys a lane's own rows do not see
+// are masked as in attention_cpu.wgsl.
 
 // Vec4s 4 (lane + 8 t) .. + 4 of a head row (t = 0..3: up to HS = 128): what a
 // lane holds of one streamed row.
@@ -204,17 +205,11 @@ fn attention_fwd_sg(@builtin(workgroup_id) wid: vec3<u32>,
     var l_lo = vec4<f32>(0.0);
     var l_hi = vec4<f32>(0.0);
 
-    let diag = i32(p.tk) - i32(p.tq);
-    let causal = p.causal != 0u;
-    var k_end = p.tk;
-    if (causal) {
-        let last = min(row0 + SG_LANES * 4u * RG, p.tq) - 1u;
-        k_end = u32(clamp(i32(last) + diag + 1, 0, i32(p.tk)));
-    }
-    let lim_lo = vec4<i32>(rows_lo) + vec4<i32>(diag);
-    let lim_hi = vec4<i32>(rows_hi) + vec4<i32>(diag);
+    let span = key_span(row0, min(row0 + SG_LANES * 4u * RG, p.tq) - 1u);
+    let kr_lo = key_range(vec4<i32>(rows_lo));
+    let kr_hi = key_range(vec4<i32>(rows_hi));
 
-    for (var j0 = 0u; j0 < k_end; j0 += 4u) {
+    for (var j0 = span_start(span); j0 < span.end; j0 = span_next(span, j0, 4u)) {
         let kt = sg_tile_kv(bh, j0, lane, false);
         let vt = sg_tile_kv(bh, j0, lane, true);
         var s = sg_scores(q.b0, kt, 0u);
@@ -227,10 +222,10 @@ fn attention_fwd_sg(@builtin(workgroup_id) wid: vec3<u32>,
         if (NB > 7u) { let s7 = sg_scores(q.b7, kt, 7u); s.lo += s7.lo; s.hi += s7.hi; }
         let keys = vec4<i32>(i32(j0)) + vec4<i32>(0, 1, 2, 3);
         let kok = sg_keys_ok(b, j0, lane);
-        let lo = online4(s.lo, kok, causal, lim_lo, keys, m_lo);
+        let lo = online4(s.lo, kok, kr_lo, keys, m_lo);
         var hi = lo;
         if (RG > 1u) {
-            hi = online4(s.hi, kok, causal, lim_hi, keys, m_hi);
+            hi = online4(s.hi, kok, kr_hi, keys, m_hi);
         }
         l_lo = l_lo * lo.alpha + vec4<f32>(1.0) * lo.p;
         l_hi = l_hi * hi.alpha + vec4<f32>(1.0) * hi.p;
@@ -272,17 +267,11 @@ fn attention_bwd_dq_sg(@builtin(workgroup_id) wid: vec3<u32>,
     let ld_lo = load_ld4(bh, rows_lo);
     let ld_hi = load_ld4(bh, rows_hi);
 
-    let diag = i32(p.tk) - i32(p.tq);
-    let causal = p.causal != 0u;
-    var k_end = p.tk;
-    if (causal) {
-        let last = min(row0 + SG_LANES * 4u * RG, p.tq) - 1u;
-        k_end = u32(clamp(i32(last) + diag + 1, 0, i32(p.tk)));
-    }
-    let lim_lo = vec4<i32>(rows_lo) + vec4<i32>(diag);
-    let lim_hi = vec4<i32>(rows_hi) + vec4<i32>(diag);
+    let span = key_span(row0, min(row0 + SG_LANES * 4u * RG, p.tq) - 1u);
+    let kr_lo = key_range(vec4<i32>(rows_lo));
+    let kr_hi = key_range(vec4<i32>(rows_hi));
 
-    for (var j0 = 0u; j0 < k_end; j0 += 4u) {
+    for (var j0 = span_start(span); j0 < span.end; j0 = span_next(span, j0, 4u)) {
         let kt = sg_tile_kv(bh, j0, lane, false);
         let vt = sg_tile_kv(bh, j0, lane, true);
         var s = sg_scores(q.b0, kt, 0u);
@@ -296,10 +285,10 @@ fn attention_bwd_dq_sg(@builtin(workgroup_id) wid: vec3<u32>,
         if (NB > 7u) { let x = sg_scores(q.b7, kt, 7u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(o.b7, vt, 7u); dp.lo += y.lo; dp.hi += y.hi; }
         let keys = vec4<i32>(i32(j0)) + vec4<i32>(0, 1, 2, 3);
         let kok = sg_keys_ok(b, j0, lane);
-        let ds_lo = grad_dq(s.lo, dp.lo, ld_lo[0], ld_lo[1], kok, causal, lim_lo, keys);
+        let ds_lo = grad_dq(s.lo, dp.lo, ld_lo[0], ld_lo[1], kok, kr_lo, keys);
         var ds_hi = ds_lo;
         if (RG > 1u) {
-            ds_hi = grad_dq(s.hi, dp.hi, ld_hi[0], ld_hi[1], kok, causal, lim_hi, keys);
+            ds_hi = grad_dq(s.hi, dp.hi, ld_hi[0], ld_hi[1], kok, kr_hi, keys);
         }
         a.b0 = sg_acc(a.b0, ds_lo, ds_hi, kt, 0u);
         if (NB > 1u) { a.b1 = sg_acc(a.b1, ds_lo, ds_hi, kt, 1u); }
@@ -348,18 +337,14 @@ fn attention_bwd_dkdv_sg(@builtin(workgroup_id) wid: vec3<u32>,
     let kok_lo = keys_ok4(b, keys_lo);
     let kok_hi = keys_ok4(b, keys_hi);
 
-    // Causal: key j is seen by query rows i >= j - diag; the workgroup starts at
-    // its first key's first row (every lane: the loop must stay uniform).
-    let diag = i32(p.tk) - i32(p.tq);
-    let causal = p.causal != 0u;
-    let first_lo = vec4<i32>(keys_lo) - vec4<i32>(diag);
-    let first_hi = vec4<i32>(keys_hi) - vec4<i32>(diag);
-    var q_begin = 0u;
-    if (causal) {
-        q_begin = u32(clamp(i32(key0) - diag, 0, i32(p.tq)));
-    }
+    // The query rows that see the workgroup's keys (every lane walks them: the
+    // loop must stay uniform) and the rows that see each key.
+    let span = row_span(key0, min(key0 + SG_LANES * 4u * RG, p.tk) - 1u);
+    let rr_lo = row_range(vec4<i32>(keys_lo));
+    let rr_hi = row_range(vec4<i32>(keys_hi));
+    let g_rows = global_rows();
 
-    for (var r0 = q_begin; r0 < p.tq; r0 += 4u) {
+    for (var r0 = span_start(span); r0 < span.end; r0 = span_next(span, r0, 4u)) {
         let qt = sg_tile_qo(bh, r0, lane, false);
         let ot = sg_tile_qo(bh, r0, lane, true);
         var s = sg_scores(k.b0, qt, 0u);
@@ -373,10 +358,10 @@ fn attention_bwd_dkdv_sg(@builtin(workgroup_id) wid: vec3<u32>,
         if (NB > 7u) { let x = sg_scores(k.b7, qt, 7u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(v.b7, ot, 7u); dp.lo += y.lo; dp.hi += y.hi; }
         let rows = vec4<i32>(i32(r0)) + vec4<i32>(0, 1, 2, 3);
         let ld = sg_ld4(bh, r0, lane);
-        let g_lo = grad_kv(s.lo, dp.lo, ld[0], ld[1], kok_lo, causal, first_lo, rows);
+        let g_lo = grad_kv(s.lo, dp.lo, ld[0], ld[1], kok_lo, rr_lo, g_rows, rows);
         var g_hi = g_lo;
         if (RG > 1u) {
-            g_hi = grad_kv(s.hi, dp.hi, ld[0], ld[1], kok_hi, causal, first_hi, rows);
+            g_hi = grad_kv(s.hi, dp.hi, ld[0], ld[1], kok_hi, rr_hi, g_rows, rows);
         }
         gv.b0 = sg_acc(gv.b0, g_lo.p, g_hi.p, ot, 0u);
         gk.b0 = sg_acc(gk.b0, g_lo.ds, g_hi.ds, qt, 0u);

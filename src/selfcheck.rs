@@ -584,6 +584,7 @@ async fn check_attention(gpu: &Gpu, name: &str, backward: bool) -> Result<CheckR
         scale,
         causal: true,
         key_mask: Some(&mask),
+        pattern: Default::default(),
     };
     let dims = (b, nh, tq, tk, hs);
     let (o, l) = attention_fwd(&q, &k, &v, &opts)?;

@@ -63,6 +63,7 @@ pub fn run(b: &mut Bench) -> Result<()> {
             scale: 1.0 / (hs as f32).sqrt(),
             causal: true,
             key_mask: None,
+            pattern: Default::default(),
         };
         let flops = 4.0 * (bs * nh * t * t * hs) as f64 / 2.0; // causal: half the square
         let bytes = 4.0 * (4 * bs * nh * t * hs + bs * nh * t) as f64;

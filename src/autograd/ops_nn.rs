@@ -193,6 +193,7 @@ impl Tape {
             scale,
             causal: masking.causal,
             key_mask: masking.key_mask.as_ref(),
+            pattern: Default::default(),
         };
         let (o, l) = attention_fwd(&q, &k, &v, &opts)?;
         let y = merge_heads(&o)?;

@@ -3,6 +3,35 @@
 //! f64. The GPU kernels in `kernels::attention` (fused and unfused) are tested
 //! against it; the semantics are documented there. Inputs may be f32 (the
 //! tensors' data) or f64 (finite-difference checks of the backward).
+//! The `_pattern` forms add a sparse [`AttentionPattern`] (sliding window,
+//! global tokens), applied pair by pair from its definition.
+
+use crate::kernels::attention::AttentionPattern;
+
+/// Does query row i (of Tq) see key j (of Tk)? Query row i sits at key
+/// position pos = i + Tk - Tq. Causal: j <= pos. Padding: the key's mask is
+/// not 0.0. Window W: |pos - j| < W, unless key j or position pos is among the
+/// first G (global tokens).
+#[allow(clippy::too_many_arguments)]
+fn visible(
+    pattern: &AttentionPattern,
+    causal: bool,
+    key_mask: Option<&[f32]>,
+    (bi, tq, tk): (usize, usize, usize),
+    i: usize,
+    j: usize,
+) -> bool {
+    let pos = i as i64 + tk as i64 - tq as i64;
+    let j_pos = j as i64;
+    let causal_ok = !causal || j_pos <= pos;
+    let pad_ok = key_mask.is_none_or(|m| m[bi * tk + j] != 0.0);
+    let global = pattern.global_tokens as i64;
+    let window_ok = match pattern.sliding_window {
+        None => true,
+        Some(w) => (pos - j_pos).abs() < w as i64 || j_pos < global || pos < global,
+    };
+    causal_ok && pad_ok && window_ok
+}
 
 /// Attention forward. Returns (O, L):
 /// - O: (B, NH, Tq, HS) = softmax over visible keys of scale * Q K^T, times V
@@ -18,9 +47,25 @@ pub fn attention_fwd<T: Copy + Into<f64>>(
     k: &[T],
     v: &[T],
     key_mask: Option<&[f32]>,
+    dims: (usize, usize, usize, usize, usize),
+    scale: f32,
+    causal: bool,
+) -> (Vec<f64>, Vec<f64>) {
+    let dense = AttentionPattern::DENSE;
+    attention_fwd_pattern(q, k, v, key_mask, dims, scale, causal, &dense)
+}
+
+/// [`attention_fwd`] with a sparse `pattern` on top of the causal and key masks.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_fwd_pattern<T: Copy + Into<f64>>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    key_mask: Option<&[f32]>,
     (b, nh, tq, tk, hs): (usize, usize, usize, usize, usize),
     scale: f32,
     causal: bool,
+    pattern: &AttentionPattern,
 ) -> (Vec<f64>, Vec<f64>) {
     assert_eq!(q.len(), b * nh * tq * hs, "q is (B, NH, Tq, HS)");
     assert_eq!(k.len(), b * nh * tk * hs, "k is (B, NH, Tk, HS)");
@@ -42,9 +87,7 @@ pub fn attention_fwd<T: Copy + Into<f64>>(
                     let kj = &k[(bh * tk + j) * hs..][..hs];
                     let dot: f64 = qi.iter().zip(kj).map(|(&a, &c)| a.into() * c.into()).sum();
                     s[j] = scale as f64 * dot;
-                    let causal_ok = !causal || (j as i64) <= i as i64 + tk as i64 - tq as i64;
-                    let pad_ok = key_mask.is_none_or(|m| m[bi * tk + j] != 0.0);
-                    visible[j] = causal_ok && pad_ok;
+                    visible[j] = self::visible(pattern, causal, key_mask, (bi, tq, tk), i, j);
                 }
                 // Softmax over the visible keys.
                 let max = (0..tk)
@@ -93,9 +136,26 @@ pub fn attention_bwd<T: Copy + Into<f64>>(
     v: &[T],
     d_o: &[T],
     key_mask: Option<&[f32]>,
+    dims: (usize, usize, usize, usize, usize),
+    scale: f32,
+    causal: bool,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let dense = AttentionPattern::DENSE;
+    attention_bwd_pattern(q, k, v, d_o, key_mask, dims, scale, causal, &dense)
+}
+
+/// [`attention_bwd`] with a sparse `pattern` on top of the causal and key masks.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bwd_pattern<T: Copy + Into<f64>>(
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    d_o: &[T],
+    key_mask: Option<&[f32]>,
     (b, nh, tq, tk, hs): (usize, usize, usize, usize, usize),
     scale: f32,
     causal: bool,
+    pattern: &AttentionPattern,
 ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     assert_eq!(q.len(), b * nh * tq * hs, "q is (B, NH, Tq, HS)");
     assert_eq!(k.len(), b * nh * tk * hs, "k is (B, NH, Tk, HS)");
@@ -120,10 +180,7 @@ pub fn attention_bwd<T: Copy + Into<f64>>(
                 let qi = &q[(bh * tq + i) * hs..][..hs];
                 let doi = &d_o[(bh * tq + i) * hs..][..hs];
                 // P_i: softmax of the visible scores, 0 elsewhere.
-                let visible = |j: usize| {
-                    (!causal || (j as i64) <= i as i64 + tk as i64 - tq as i64)
-                        && key_mask.is_none_or(|m| m[bi * tk + j] != 0.0)
-                };
+                let visible = |j: usize| visible(pattern, causal, key_mask, (bi, tq, tk), i, j);
                 let mut max = f64::NEG_INFINITY;
                 for j in 0..tk {
                     p[j] = scale * dot(qi, &k[(bh * tk + j) * hs..][..hs]);

@@ -131,6 +131,7 @@ pub async fn run_bench(gpu: &Gpu, index: usize, clock: &dyn Fn() -> f64) -> Resu
                 scale: 1.0 / (hs as f32).sqrt(),
                 causal: true,
                 key_mask: None,
+                pattern: Default::default(),
             };
             let timed = time_ms(gpu, clock, || attention_fwd(&q, &k, &v, &opts).map(drop)).await?;
             let mut r = result(

@@ -2,7 +2,7 @@
 //! tests: its inputs, its tensors on the GPU and its options.
 
 use super::data;
-use wgformer::kernels::attention::AttentionOptions;
+use wgformer::kernels::attention::{AttentionOptions, AttentionPattern};
 use wgformer::{Gpu, Tensor};
 
 /// A Gpu of its own, so that no other test's buffers are in its pool: every
@@ -64,7 +64,8 @@ pub const UNFUSED_SHAPES: [(usize, usize, usize, usize, usize, bool); 6] = [
 pub type Dims = (usize, usize, usize, usize, usize);
 
 /// Q (B, NH, Tq, HS), K and V (B, NH, Tk, HS) and, for the backward, dO
-/// (B, NH, Tq, HS), from `seed`; options `causal`, key `mask`, `sharp`.
+/// (B, NH, Tq, HS), from `seed`; options `causal`, key `mask`, `sharp` and
+/// the sparse `pattern`.
 #[derive(Clone)]
 pub struct Case {
     pub b: usize,
@@ -78,6 +79,8 @@ pub struct Case {
     /// Multiplies 1/sqrt(HS): >1 makes the softmax peaky (tests the running max).
     pub sharp: f32,
     pub seed: u64,
+    /// Sliding window and global tokens (dense unless set).
+    pub pattern: AttentionPattern,
 }
 
 impl Case {
@@ -92,6 +95,7 @@ impl Case {
             mask: None,
             sharp: 1.0,
             seed: (b * 1000 + nh * 100 + tq * 10 + tk + hs) as u64,
+            pattern: AttentionPattern::DENSE,
         }
     }
 
@@ -101,13 +105,23 @@ impl Case {
         self
     }
 
+    /// The same problem with a sparse `pattern`.
+    pub fn with_pattern(mut self, pattern: AttentionPattern) -> Case {
+        self.pattern = pattern;
+        self
+    }
+
     pub fn dims(&self) -> Dims {
         (self.b, self.nh, self.tq, self.tk, self.hs)
     }
 
     pub fn name(&self) -> String {
+        let pattern = match self.pattern.sliding_window {
+            None => String::new(),
+            Some(w) => format!(" window={w} global={}", self.pattern.global_tokens),
+        };
         format!(
-            "B={} NH={} Tq={} Tk={} HS={} causal={} mask={} sharp={}",
+            "B={} NH={} Tq={} Tk={} HS={} causal={} mask={} sharp={}{pattern}",
             self.b,
             self.nh,
             self.tq,
@@ -115,7 +129,7 @@ impl Case {
             self.hs,
             self.causal,
             self.mask.is_some(),
-            self.sharp
+            self.sharp,
         )
     }
 
@@ -156,6 +170,7 @@ impl Case {
             scale: self.scale(),
             causal: self.causal,
             key_mask: mask,
+            pattern: self.pattern,
         }
     }
 }

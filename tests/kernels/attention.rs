@@ -24,7 +24,7 @@ const ATOL: f64 = 1e-5;
 const RTOL: f64 = 1e-4;
 
 /// The forward checks of one attention problem.
-trait Forward {
+pub(crate) trait Forward {
     /// O and L by the f64 reference.
     fn reference(&self) -> (Vec<f64>, Vec<f64>);
     /// Fused O and L against the reference.
@@ -36,7 +36,7 @@ trait Forward {
 impl Forward for Case {
     fn reference(&self) -> (Vec<f64>, Vec<f64>) {
         let [q, k, v, _] = self.inputs();
-        reference::attention::attention_fwd(
+        reference::attention::attention_fwd_pattern(
             &q,
             &k,
             &v,
@@ -44,6 +44,7 @@ impl Forward for Case {
             self.dims(),
             self.scale(),
             self.causal,
+            &self.pattern,
         )
     }
 
@@ -239,6 +240,7 @@ fn fused_and_unfused_agree_on_a_larger_problem() {
         scale: 0.125,
         causal: true,
         key_mask: None,
+        pattern: Default::default(),
     };
     let (o, _) = attention_fwd(&q, &k, &v, &opts).unwrap();
     let o2 = attention_unfused(&q, &k, &v, &opts).unwrap();
@@ -264,6 +266,7 @@ fn bad_shapes_and_masks_are_errors() {
             scale: 0.25,
             causal: false,
             key_mask: m,
+            pattern: Default::default(),
         }
     }
     let shape_err = |r: wgformer::Result<()>, what: &str| match r {
@@ -324,6 +327,7 @@ fn bad_shapes_and_masks_are_errors() {
             scale: f32::NAN,
             causal: false,
             key_mask: None,
+            pattern: Default::default(),
         },
     )
     .unwrap_err();
@@ -342,6 +346,7 @@ fn fused_allocates_no_score_matrix() {
             scale: 0.25,
             causal: true,
             key_mask: None,
+            pattern: Default::default(),
         };
         bytes_created(&gpu, || {
             let out = if fused {
@@ -378,6 +383,7 @@ fn fused_runs_where_the_score_matrix_does_not_fit_a_binding() {
         scale: 0.25,
         causal: true,
         key_mask: None,
+        pattern: Default::default(),
     };
     let err = attention_unfused(&q, &k, &v, &opts).unwrap_err();
     assert!(matches!(err, Error::TooLarge { .. }), "{err}");

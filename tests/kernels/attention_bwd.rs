@@ -28,7 +28,7 @@ use wgformer::{reference, Error, Gpu, Tensor};
 const ATOL: f64 = 2e-5;
 const RTOL: f64 = 1e-4;
 
-struct Grads {
+pub(crate) struct Grads {
     dq: Vec<f32>,
     dk: Vec<f32>,
     dv: Vec<f32>,
@@ -49,7 +49,7 @@ impl Grads {
 }
 
 /// The backward checks of one attention problem.
-trait Backward {
+pub(crate) trait Backward {
     /// dQ, dK and dV by the f64 reference.
     fn reference(&self) -> (Vec<f64>, Vec<f64>, Vec<f64>);
     /// The fused forward then the fused backward.
@@ -63,7 +63,7 @@ trait Backward {
 impl Backward for Case {
     fn reference(&self) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let [q, k, v, d_o] = self.inputs();
-        reference::attention::attention_bwd(
+        reference::attention::attention_bwd_pattern(
             &q,
             &k,
             &v,
@@ -72,6 +72,7 @@ impl Backward for Case {
             self.dims(),
             self.scale(),
             self.causal,
+            &self.pattern,
         )
     }
 
@@ -352,6 +353,7 @@ fn bad_shapes_are_errors() {
             scale: 0.25,
             causal: true,
             key_mask: m,
+            pattern: Default::default(),
         }
     }
     attention_bwd(&q, &k, &v, &o, &l, &d_o, &opts(Some(&ok_mask))).unwrap();
@@ -409,6 +411,7 @@ fn fused_backward_allocates_no_score_matrix() {
             scale: 0.25,
             causal: true,
             key_mask: None,
+            pattern: Default::default(),
         };
         let (o, l) = attention_fwd(&q, &k, &v, &opts).unwrap();
         bytes_created(&gpu, || {

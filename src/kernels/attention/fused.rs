@@ -8,6 +8,8 @@ use crate::tensor::{DType, Tensor};
 
 /// Fused attention forward: returns O (B, NH, Tq, HS) and the row log-sum-exp
 /// L (B, NH, Tq). Memory beyond the inputs and outputs: none (no Tq x Tk buffer).
+/// Each workgroup visits only the key tiles its rows see under the causal mask
+/// and the options' pattern (a sliding window: T W work instead of T^2).
 ///
 /// The work split is the policy's
 /// ([`KernelPolicy::attention`](crate::gpu::KernelPolicy::attention) of q's
@@ -52,7 +54,9 @@ pub fn attention_fwd(
 /// tiles and recomputes P and dS again). Memory beyond inputs and outputs: the
 /// (B, NH, Tq, 2) row statistics; no Tq x Tk buffer, no atomics, and every
 /// output element is summed by one thread in a fixed order (bit-identical runs).
-/// Causal masking skips the tiles above the diagonal in both kernels.
+/// Causal masking skips the tiles above the diagonal in both kernels, and a
+/// sliding window ([`AttentionPattern`](super::AttentionPattern)) every tile
+/// outside it, so the work grows with the visible (query, key) pairs.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_bwd(
     q: &Tensor,

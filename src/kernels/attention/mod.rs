@@ -12,6 +12,9 @@
 //!   j <= i + (Tk - Tq); with Tq == Tk that is the usual lower triangle.
 //! - Key padding mask: (B, Tk) f32, 1.0 = attend, 0.0 = padded key. Exactly 0.0
 //!   masks; any other value attends.
+//! - Sparse pattern ([`AttentionPattern`], `pattern.rs`): a sliding window of
+//!   W keys (|i + Tk - Tq - j| < W) and G global tokens; a pair is visible when
+//!   the causal mask, the key padding and the pattern all allow it.
 //! - O = softmax over the visible keys of each row, times V: (B, NH, Tq, HS).
 //! - L = log(sum_j exp(S_ij)) over the visible keys: (B, NH, Tq), natural log,
 //!   saved for the backward pass.
@@ -46,10 +49,12 @@ use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
 
 mod fused;
+mod pattern;
 pub(crate) mod plan;
 pub(crate) mod unfused;
 
 pub use fused::{attention_bwd, attention_fwd};
+pub use pattern::AttentionPattern;
 pub use unfused::{attention_unfused, attention_unfused_bwd, attention_unfused_naive};
 
 use plan::Dims;
@@ -67,6 +72,8 @@ pub struct AttentionOptions<'a> {
     pub causal: bool,
     /// (B, Tk): 1.0 = attend, 0.0 = padded key.
     pub key_mask: Option<&'a Tensor>,
+    /// Sliding window and global tokens ([`AttentionPattern::DENSE`]: none).
+    pub pattern: AttentionPattern,
 }
 
 #[repr(C)]
@@ -82,7 +89,8 @@ struct Params {
     bh0: u32,
     rows: u32,
     out_scale: f32,
-    _pad: [u32; 2],
+    window: u32,
+    global: u32,
 }
 
 /// Checks q, k, v and the options; returns the shapes.
@@ -116,6 +124,7 @@ fn check(
         mask.expect_dtype(op, "key_mask", DType::F32)?;
         mask.expect_shape(op, "key_mask (B, Tk)", &[b, tk])?;
     }
+    opts.pattern.check(op, opts.causal, tq, tk)?;
     if !opts.scale.is_finite() {
         return Err(Error::invalid(
             op,
@@ -126,6 +135,7 @@ fn check(
 }
 
 fn params(d: &Dims, scale: f32, opts: &AttentionOptions) -> Params {
+    let (window, global) = opts.pattern.kernel_params(d.tq, d.tk);
     Params {
         tq: d.tq as u32,
         tk: d.tk as u32,
@@ -137,7 +147,8 @@ fn params(d: &Dims, scale: f32, opts: &AttentionOptions) -> Params {
         bh0: 0,
         rows: 0,
         out_scale: 1.0,
-        _pad: [0; 2],
+        window,
+        global,
     }
 }
 

@@ -44,8 +44,9 @@ pub fn attention_unfused(
 }
 
 /// P = softmax(scale * Q K^T) with the masks, materialised as (B * NH, Tq, Tk)
-/// by [`gemm`] + [`softmax`]: the first half of both unfused paths. The score
-/// matrix must fit one storage binding.
+/// by [`gemm`] + [`softmax`] (the naive kernel's softmax for a sparse
+/// pattern): the first half of both unfused paths. The score matrix must fit
+/// one storage binding.
 fn unfused_probs(
     op: &'static str,
     q: &Tensor,
@@ -78,6 +79,22 @@ fn unfused_probs(
             ..Default::default()
         },
     )?; // (B * NH, Tq, Tk)
+    if !opts.pattern.is_dense() {
+        // The softmax kernel knows only the causal and key masks: the pattern's
+        // masked softmax is the naive kernel's, in place on S.
+        let mut p = params(d, opts.scale, opts);
+        p.rows = (bh * d.tq) as u32;
+        gpu.dispatch(&Dispatch {
+            shader: &ATTENTION_NAIVE_WGSL,
+            entry: "attention_softmax_naive",
+            constants: &[],
+            params: bytemuck::bytes_of(&p),
+            reads: &[opts.key_mask.unwrap_or(q)],
+            writes: &[&scores],
+            workgroups: grid_1d(groups(bh * d.tq, NAIVE_SOFTMAX_WG)),
+        })?;
+        return Ok(scores);
+    }
     softmax(
         &scores.reshape(&[d.b, d.nh, d.tq, d.tk])?,
         &SoftmaxOptions {

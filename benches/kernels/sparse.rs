@@ -1,0 +1,69 @@
+//! Sparse attention (`cargo bench --bench kernels -- sparse`): the fused
+//! forward + backward at B=1 NH=8 HS=64, dense causal against a causal sliding
+//! window of W = 256 keys, at T = 1024, 4096 and 16384 (the adapter's default
+//! work split). The window's work grows with T W, the dense one's with T^2.
+//!
+//! GFLOP/s count the useful work of each: 3.5 x 4 x HS x (visible pairs), the
+//! visible pairs being T (T + 1) / 2 (dense causal) or the W keys (pos - W,
+//! pos] of each row (fewer for the first W rows); the same convention as
+//! attention.rs. Bytes: Q, K, V, O, dO, L read and dQ, dK, dV written once.
+
+use crate::harness::Bench;
+use wgformer::kernels::attention::{
+    attention_bwd, attention_fwd, AttentionOptions, AttentionPattern,
+};
+use wgformer::{Result, Tensor};
+
+/// The window of the sparse rows.
+const WINDOW: usize = 256;
+
+pub fn run(b: &mut Bench) -> Result<()> {
+    let (bs, nh, hs) = (1usize, 8usize, 64usize);
+    for t in [1024usize, 4096, 16384] {
+        let shape = [bs, nh, t, hs];
+        let dims = format!("B={bs} NH={nh} T={t} HS={hs}");
+        let mut times = Vec::new();
+        for (variant, pattern) in [
+            ("fwd+bwd dense causal", AttentionPattern::DENSE),
+            (
+                "fwd+bwd window 256 causal",
+                AttentionPattern::sliding_window(WINDOW),
+            ),
+        ] {
+            if !b.selects(&format!("sparse/{variant}/{dims}")) {
+                continue;
+            }
+            let q = Tensor::randn(&b.gpu, &shape, 1.0, 1)?;
+            let k = Tensor::randn(&b.gpu, &shape, 1.0, 2)?;
+            let v = Tensor::randn(&b.gpu, &shape, 1.0, 3)?;
+            let d_o = Tensor::randn(&b.gpu, &shape, 1.0, 4)?;
+            let opts = AttentionOptions {
+                scale: 1.0 / (hs as f32).sqrt(),
+                causal: true,
+                key_mask: None,
+                pattern,
+            };
+            let pairs = visible_pairs(t, pattern.sliding_window);
+            let flops = 3.5 * 4.0 * (bs * nh * hs) as f64 * pairs;
+            let bytes = 4.0 * (13 * bs * nh * t * hs + 2 * bs * nh * t) as f64;
+            let record = b.measure("sparse", variant, &dims, flops, bytes, || {
+                let (o, l) = attention_fwd(&q, &k, &v, &opts)?;
+                attention_bwd(&q, &k, &v, &o, &l, &d_o, &opts).map(drop)
+            })?;
+            times.extend(record.map(|r| r.median_ms));
+        }
+        if let [dense, window] = times[..] {
+            println!(
+                "  sparse attention T={t}: window {WINDOW} is {:.2}x the speed of dense causal",
+                dense / window
+            );
+        }
+    }
+    Ok(())
+}
+
+/// (query, key) pairs a causal row sees, summed over T rows: all keys up to the
+/// row, or at most `window` of them.
+fn visible_pairs(t: usize, window: Option<usize>) -> f64 {
+    (1..=t).map(|i| window.map_or(i, |w| i.min(w)) as f64).sum()
+}

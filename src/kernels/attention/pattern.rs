@@ -1,0 +1,90 @@
+//! Sparse attention patterns (a sliding window and global tokens): which
+//! (query, key) pairs a row may see on top of causal masking and key padding,
+//! their checks, and the two numbers the kernels get in their params.
+
+use crate::error::{Error, Result};
+
+/// Which (query row i, key j) pairs attention may use, beyond the causal mask
+/// and the key padding (a pair must pass all three). Query row i sits at key
+/// position `pos = i + (Tk - Tq)`, as in the bottom-right aligned causal mask.
+///
+/// - `sliding_window: Some(W)`: row i sees key j only when `|pos - j| < W`;
+///   with causal masking that is the W keys `(pos - W, pos]` (Mistral's
+///   `sliding_window`), without it the 2W - 1 keys `(pos - W, pos + W)` (W - 1
+///   on each side). W = 0 is an error; `None` is no window.
+/// - `global_tokens: G` (only with a window): the first G positions are global:
+///   a query at position `pos < G` sees every key and key `j < G` is seen by
+///   every query (Longformer, BigBird), causal masking and padding still apply.
+///
+/// The default is dense (no window): the fused kernels then run exactly as
+/// without a pattern. With a window the fused kernels visit only the key tiles
+/// (query tiles in the backward's dK/dV) that hold an allowed pair, so their
+/// work grows with T W instead of T^2.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AttentionPattern {
+    /// W: keys within `|pos - j| < W` of the query's position; `None` = all.
+    pub sliding_window: Option<usize>,
+    /// G: the first G positions attend to, and are attended by, everything.
+    pub global_tokens: usize,
+}
+
+impl AttentionPattern {
+    /// Every pair (the causal mask and key padding still apply).
+    pub const DENSE: AttentionPattern = AttentionPattern {
+        sliding_window: None,
+        global_tokens: 0,
+    };
+
+    /// A sliding window of `w` keys and no global tokens.
+    pub fn sliding_window(w: usize) -> AttentionPattern {
+        AttentionPattern {
+            sliding_window: Some(w),
+            global_tokens: 0,
+        }
+    }
+
+    /// The same pattern with the first `g` positions global.
+    pub fn with_global_tokens(self, g: usize) -> AttentionPattern {
+        AttentionPattern {
+            global_tokens: g,
+            ..self
+        }
+    }
+
+    /// True when the pattern allows every pair (no window: global tokens alone
+    /// change nothing).
+    pub fn is_dense(&self) -> bool {
+        self.sliding_window.is_none()
+    }
+
+    /// Errors for a pattern the kernels cannot run for these shapes: a window
+    /// of 0, or a bidirectional window with more query rows than keys (rows
+    /// would sit at negative key positions, before the first key).
+    pub(super) fn check(&self, op: &'static str, causal: bool, tq: usize, tk: usize) -> Result<()> {
+        match self.sliding_window {
+            Some(0) => Err(Error::invalid(
+                op,
+                "sliding_window is 0: a window holds at least the query's own position; \
+                 set it to 1 or more, or to None for dense attention",
+            )),
+            Some(w) if !causal && tq > tk => Err(Error::invalid(
+                op,
+                format!(
+                    "sliding_window {w} without causal masking needs Tq <= Tk (query row i \
+                     sits at key position i + Tk - Tq), got Tq = {tq}, Tk = {tk}; \
+                     use causal masking or no window"
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// (window, global) as the kernels' params hold them: 0 = no window; both
+    /// clamped to where they change nothing more (so they fit u32 and i32 sums).
+    pub(super) fn kernel_params(&self, tq: usize, tk: usize) -> (u32, u32) {
+        match self.sliding_window {
+            None => (0, 0),
+            Some(w) => (w.min(tq + tk + 1) as u32, self.global_tokens.min(tk) as u32),
+        }
+    }
+}
