@@ -8,10 +8,13 @@
 //!   squared norm `||x_b^T dy_b||_F^2` is either the "ghost norm"
 //!   `<x_b x_b^T, dy_b dy_b^T>` (Li et al. 2021; two (R, R) Gram matrices per
 //!   example) or the sum of squares of the per-example product `x_b^T dy_b`
-//!   computed and dropped at once, whichever takes fewer multiply-adds
-//!   ([`ghost_norm_is_cheaper`]). Once the clip factors are known its clipped
-//!   gradient is one product `x^T (c ⊙ dy)` ("book-keeping", Bu et al. 2023):
-//!   no second backward pass.
+//!   kept, whichever takes fewer multiply-adds ([`ghost_norm_is_cheaper`]).
+//!   Once the clip factors are known its clipped gradient is, after ghost
+//!   norms, one product `x^T (c ⊙ dy)` ("book-keeping", Bu et al. 2023), and
+//!   after per-example products their weighted sum `sum_b c_b (x_b^T dy_b)`,
+//!   which reads B IN OUT values instead of redoing a GEMM of B R IN OUT
+//!   multiply-adds (the products are held until the factors are known: B IN
+//!   OUT values per layer). No second backward pass either way.
 //! - Everything else (biases, LayerNorm gains, embedding tables, learned
 //!   positions, a tied table used as embedding and output projection, any
 //!   parameter used more than once): its per-example gradients are materialised
@@ -42,9 +45,11 @@ pub fn ghost_norm_is_cheaper(rows: usize, fin: usize, fout: usize) -> bool {
 
 /// One parameter's per-example gradients, as the clipping needs them.
 enum PerExample {
-    /// A linear weight's activations (rows, IN) and output gradients (rows, OUT).
+    /// A linear weight's activations (rows, IN) and output gradients (rows, OUT),
+    /// kept when its norms were ghost norms.
     Linear { x: Tensor, dy: Tensor },
-    /// Materialised: (B, ..) with the parameter's shape after B.
+    /// Materialised: (B, ..) with the parameter's shape after B (a linear
+    /// weight's per-example products (B, IN, OUT) when they gave its norms).
     Full(Tensor),
 }
 
@@ -65,10 +70,7 @@ pub fn clip_and_accumulate(grads: PerExampleGrads, clip: f32) -> Result<Tensor> 
     let mut params: Vec<(Param, PerExample)> = Vec::new();
     for (param, uses) in group_by_param(grads.uses) {
         let per_example = match <[ParamPiece; 1]>::try_from(uses) {
-            Ok([ParamPiece::LinearWeight { x, dy }]) => {
-                linear_norms(&x, &dy, b, &norms)?;
-                PerExample::Linear { x, dy }
-            }
+            Ok([ParamPiece::LinearWeight { x, dy }]) => linear_norms(x, dy, b, &norms)?,
             Ok([piece]) => full(&param, vec![piece], b, &norms)?,
             Err(uses) => full(&param, uses, b, &norms)?,
         };
@@ -113,9 +115,10 @@ fn per_example_rows(t: &Tensor, b: usize) -> Result<Tensor> {
     t.reshape(&[b, rows / b, cols])
 }
 
-/// Adds a linear weight's per-example squared norms to `norms`.
-fn linear_norms(x: &Tensor, dy: &Tensor, b: usize, norms: &Tensor) -> Result<()> {
-    let (x3, dy3) = (per_example_rows(x, b)?, per_example_rows(dy, b)?);
+/// Adds a linear weight's per-example squared norms to `norms`; returns what
+/// its clipped gradient will be made of.
+fn linear_norms(x: Tensor, dy: Tensor, b: usize, norms: &Tensor) -> Result<PerExample> {
+    let (x3, dy3) = (per_example_rows(&x, b)?, per_example_rows(&dy, b)?);
     let (rows, fin, fout) = (x3.shape()[1], x3.shape()[2], dy3.shape()[2]);
     let gram = |t: &Tensor| {
         let opts = GemmOptions {
@@ -125,9 +128,12 @@ fn linear_norms(x: &Tensor, dy: &Tensor, b: usize, norms: &Tensor) -> Result<()>
         gemm(t, t, &opts)
     };
     if ghost_norm_is_cheaper(rows, fin, fout) {
-        add_dot(&gram(&x3)?, &gram(&dy3)?, norms)
+        add_dot(&gram(&x3)?, &gram(&dy3)?, norms)?;
+        Ok(PerExample::Linear { x, dy })
     } else {
-        add_sumsq(&per_example_product(&x3, &dy3)?, norms)
+        let products = per_example_product(&x3, &dy3)?;
+        add_sumsq(&products, norms)?;
+        Ok(PerExample::Full(products))
     }
 }
 
