@@ -25,6 +25,9 @@ mod rowwise;
 #[path = "kernels/elementwise.rs"]
 mod elementwise;
 
+#[path = "kernels/llama.rs"]
+mod llama;
+
 #[path = "kernels/per_example.rs"]
 mod per_example;
 
@@ -60,6 +63,7 @@ fn main() -> wgformer::Result<()> {
     attention::run(&mut bench)?;
     rowwise::run(&mut bench)?;
     elementwise::run(&mut bench)?;
+    llama::run(&mut bench)?;
     per_example::run(&mut bench)?;
     train_step::run(&mut bench)?;
     decode::run(&mut bench)?;

@@ -22,7 +22,9 @@
 //                 of a tile of WG keys, then owns HS / WG output dims (online
 //                 softmax across tiles). Decoding has few query rows, so this splits
 //                 the keys over threads where the fused training kernel (rows per
-//                 thread) would leave most threads idle.
+//                 thread) would leave most threads idle. Grouped-query attention:
+//                 the cache holds NH key/value heads and query head h (of
+//                 NH * group) reads cached head h / group.
 
 struct Params {
     n: u32,         // threads with work (element kernels)
@@ -38,7 +40,7 @@ struct Params {
     causal: u32,    // attention: 1 = bottom-right aligned causal mask
     has_mask: u32,  // attention: 1 = `key_mask` holds a (B, Tcap) mask
     scale: f32,     // attention: log2(e) / sqrt(HS)
-    _pad0: u32,
+    group: u32,     // attention: query heads per cached key/value head (grouped-query)
     _pad1: u32,
     _pad2: u32,
 }
@@ -62,7 +64,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> ro_k_out: array<f32>;
 @group(0) @binding(5) var<storage, read_write> ro_v_out: array<f32>;
 
-// kv_attention: q (B, Tq, W), k, v (B, NH, Tcap, HS), key_mask (B, Tcap) -> out (B, Tq, NH * HS)
+// kv_attention: q (B, Tq, W), k, v (B, NH, Tcap, HS), key_mask (B, Tcap) -> out (B, Tq, NH * group * HS)
 @group(0) @binding(1) var<storage, read> at_q: array<f32>;
 @group(0) @binding(2) var<storage, read> at_k: array<f32>;
 @group(0) @binding(3) var<storage, read> at_v: array<f32>;
@@ -163,7 +165,7 @@ fn kv_attention(@builtin(workgroup_id) wid: vec3<u32>,
     if (p.causal != 0u) {
         j_end = min(p.len, i + p.len - p.t + 1u);
     }
-    let kv_base = (b * p.nh + h) * p.tcap;
+    let kv_base = (b * p.nh + h / p.group) * p.tcap;
     var m = NEG_BIG;   // running max of the scores (log2 units)
     var l = 0.0;       // running sum of exp2(score - m)
     var acc0 = 0.0;    // output dims lid, lid + WG, lid + 2 WG, lid + 3 WG
@@ -220,7 +222,7 @@ fn kv_attention(@builtin(workgroup_id) wid: vec3<u32>,
     }
     // A row that sees no key (every key masked) gets zeros, like the fused kernel.
     let inv = select(0.0, 1.0 / l, l > 0.0);
-    let o_base = (b * p.t + i) * (p.nh * hs) + h * hs;
+    let o_base = (b * p.t + i) * (p.nh * p.group * hs) + h * hs;
     if (lid < hs) {
         at_out[o_base + lid] = acc0 * inv;
     }

@@ -8,7 +8,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in wgformer. Each message says what was wrong
 /// and what to do; match on the variant to act on a kind of failure (e.g.
-/// [`Error::NotFound`]: nothing saved at a path yet).
+/// [`Error::NotFound`]: nothing saved at a path yet), or on [`Error::kind`] to
+/// act on a broader [`ErrorKind`].
 #[derive(Debug, Error)]
 pub enum Error {
     /// No WebGPU adapter matched (or none exists on this machine).
@@ -89,17 +90,54 @@ pub enum Error {
         hint: &'static str,
     },
 
+    /// A device that lacks what wgformer needs (compute shaders, a limit below
+    /// WebGPU's defaults); `detail` names it, the value the device has and the one
+    /// needed.
+    #[error("{op}: {detail}")]
+    Device {
+        /// The constructor that refused the device.
+        op: &'static str,
+        /// The missing capability or limit, and how to create a device that has it.
+        detail: String,
+    },
+
     /// wgpu reported an error (validation, out of memory, device lost).
     #[error("GPU error: {0}")]
     Gpu(String),
 
-    /// A checkpoint or tensor file that is missing, corrupt, truncated, of another
-    /// architecture, or does not fit the model; `detail` says what and how to fix it.
+    /// A checkpoint or tensor file that is damaged: not valid JSON, a truncated or
+    /// malformed safetensors file, a checksum that does not match, non-finite
+    /// weights; `detail` says what and how to fix it (usually: save it again, or
+    /// load an earlier checkpoint).
     #[error("checkpoint {path}: {detail}")]
-    Checkpoint {
+    Corrupt {
         /// The directory or file.
         path: String,
         /// What is wrong with it and how to fix it.
+        detail: String,
+    },
+
+    /// A well-formed checkpoint, config or directory that does not fit what was
+    /// asked of it: another model type, configuration, vocabulary or optimizer, a
+    /// newer format, an option wgformer does not implement, or a directory that is
+    /// not a checkpoint where one would be written; `detail` says what and how to
+    /// fix it.
+    #[error("checkpoint {path}: {detail}")]
+    Incompatible {
+        /// The directory or file.
+        path: String,
+        /// What does not fit and what to pass instead.
+        detail: String,
+    },
+
+    /// A model configuration whose tensors would not fit: one tensor over the
+    /// device's largest buffer, or the whole over the machine's memory (checked
+    /// before anything is allocated); `detail` names the sizes and the field to lower.
+    #[error("{op}: {detail}")]
+    ModelTooLarge {
+        /// The constructor or command that refused it.
+        op: &'static str,
+        /// The sizes, the limit and the field to lower.
         detail: String,
     },
 
@@ -124,16 +162,78 @@ pub enum Error {
     },
 }
 
+/// The kind of an [`Error`](enum@Error), for a program to act on (retry, fall back, ask the
+/// user) without reading messages. Several variants share a kind; see
+/// [`Error::kind`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Nothing at a path: no checkpoint saved there yet ([`Error::NotFound`]).
+    NotFound,
+    /// A damaged file: bad JSON, a truncated or malformed safetensors file, a
+    /// checksum mismatch, non-finite weights ([`Error::Corrupt`]).
+    Corrupt,
+    /// A well-formed file or directory that does not fit: another model type,
+    /// shape, vocabulary or optimizer, a newer format ([`Error::Incompatible`]).
+    Incompatible,
+    /// More than the device or machine holds: a tensor or dispatch over a device
+    /// limit ([`Error::TooLarge`]), a model over the memory
+    /// ([`Error::ModelTooLarge`]).
+    TooLarge,
+    /// An argument, shape, configuration field or environment variable outside
+    /// what is accepted ([`Error::InvalidArgument`], [`Error::Shape`],
+    /// [`Error::Environment`]).
+    InvalidArgument,
+    /// The GPU: no adapter, a device refused or lost, a missing feature or limit,
+    /// a wgpu error ([`Error::NoAdapter`], [`Error::RequestDevice`],
+    /// [`Error::Unsupported`], [`Error::Device`], [`Error::Gpu`]).
+    Device,
+    /// The operating system refused a read or write ([`Error::Io`]).
+    Io,
+}
+
 impl Error {
+    /// The kind of this error (see [`ErrorKind`]); the message stays available
+    /// through `Display`.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::Corrupt { .. } => ErrorKind::Corrupt,
+            Error::Incompatible { .. } => ErrorKind::Incompatible,
+            Error::TooLarge { .. } | Error::ModelTooLarge { .. } => ErrorKind::TooLarge,
+            Error::InvalidArgument { .. } | Error::Shape { .. } | Error::Environment { .. } => {
+                ErrorKind::InvalidArgument
+            }
+            Error::NoAdapter { .. }
+            | Error::RequestDevice { .. }
+            | Error::Unsupported { .. }
+            | Error::Device { .. }
+            | Error::Gpu(_) => ErrorKind::Device,
+            Error::Io { .. } => ErrorKind::Io,
+        }
+    }
+
     pub(crate) fn shape(op: &'static str, detail: impl Into<String>) -> Self {
         Error::Shape {
             op,
             detail: detail.into(),
         }
     }
-    pub(crate) fn checkpoint(path: impl std::fmt::Display, detail: impl Into<String>) -> Self {
-        Error::Checkpoint {
+    pub(crate) fn corrupt(path: impl std::fmt::Display, detail: impl Into<String>) -> Self {
+        Error::Corrupt {
             path: path.to_string(),
+            detail: detail.into(),
+        }
+    }
+    pub(crate) fn incompatible(path: impl std::fmt::Display, detail: impl Into<String>) -> Self {
+        Error::Incompatible {
+            path: path.to_string(),
+            detail: detail.into(),
+        }
+    }
+    pub(crate) fn model_too_large(op: &'static str, detail: impl Into<String>) -> Self {
+        Error::ModelTooLarge {
+            op,
             detail: detail.into(),
         }
     }

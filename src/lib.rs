@@ -122,16 +122,15 @@ pub mod rng;
 pub mod safetensors;
 pub mod selfcheck;
 pub mod tensor;
+mod token_ids;
 #[cfg(not(target_arch = "wasm32"))]
-// Other work is reshaping the training loop's public types now; their fields
-// get documented with it (issue 19), so this module is exempt until then.
-#[allow(missing_docs)]
 pub mod train;
 pub mod web;
 
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use gpu::Gpu;
 pub use tensor::{DType, Tensor};
+pub use token_ids::TokenIds;
 /// The wgpu this build uses (its types appear in wgformer's API: [`Gpu::device`],
 /// [`Gpu::from_device`], ...): use `wgformer::wgpu` so the versions always match.
 pub use wgpu;

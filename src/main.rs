@@ -16,6 +16,8 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    adapter: cli::adapter::AdapterArgs,
 }
 
 #[derive(Subcommand)]
@@ -37,9 +39,10 @@ enum Command {
     Score(cli::infer::ScoreArgs),
     /// Print the adapter, backend, driver, limits and features wgformer will use.
     ///
-    /// Pick an adapter with WGFORMER_ADAPTER=<part of its name> and a backend
-    /// with WGPU_BACKEND=vulkan|metal|dx12|gl.
-    Info,
+    /// Pick an adapter with --adapter <part of its name> (or WGFORMER_ADAPTER)
+    /// and a backend with --backend vulkan|metal|dx12|gl (or WGPU_BACKEND);
+    /// --all lists every adapter.
+    Info(cli::adapter::InfoArgs),
     /// Run every kernel on this GPU against the CPU reference and time the GEMM.
     Check,
     /// The privacy DP-SGD spends: epsilon at delta for a sampling rate, noise
@@ -141,21 +144,24 @@ fn main() -> ExitCode {
             }
             cli::train::check_flags(&args).and_then(|()| {
                 let energy = RunEnergy::start(&args.energy, "wgformer train");
-                wgformer::Gpu::new().and_then(|gpu| cli::train::run(&gpu, &args, energy))
+                cli.adapter
+                    .open()
+                    .and_then(|gpu| cli::train::run(&gpu, &args, energy))
             })
         }
         Command::Generate(args) => {
-            check_csv(&args.energy, Some(&args.emissions_file)).and_then(|()| {
+            check_csv(&args.energy, Some(&args.emissions.path)).and_then(|()| {
                 let mut energy = RunEnergy::start(&args.energy, "wgformer generate");
-                let gpu = wgformer::Gpu::new()?;
+                let gpu = cli.adapter.open()?;
                 cli::infer::generate(&gpu, &args)?;
-                energy.finish(&gpu, Some(&args.emissions_file));
+                energy.finish(&gpu, Some(&args.emissions.path));
                 Ok(())
             })
         }
-        Command::Translate(args) => {
-            wgformer::Gpu::new().and_then(|gpu| cli::infer::translate(&gpu, &args))
-        }
+        Command::Translate(args) => cli
+            .adapter
+            .open()
+            .and_then(|gpu| cli::infer::translate(&gpu, &args)),
         Command::Eval(mut args) => {
             if let (Some(m), Some(c)) = (
                 matches.subcommand_matches("eval"),
@@ -163,22 +169,32 @@ fn main() -> ExitCode {
             ) {
                 args.given = cli::given_flags(c, m);
             }
-            check_csv(&args.energy, Some(&args.emissions_file)).and_then(|()| {
+            check_csv(&args.energy, Some(&args.emissions.path)).and_then(|()| {
                 let energy = RunEnergy::start(&args.energy, "wgformer eval");
-                wgformer::Gpu::new().and_then(|gpu| cli::infer::eval(&gpu, &args, energy))
+                cli.adapter
+                    .open()
+                    .and_then(|gpu| cli::infer::eval(&gpu, &args, energy))
             })
         }
-        Command::Score(args) => wgformer::Gpu::new().and_then(|gpu| cli::infer::score(&gpu, &args)),
+        Command::Score(args) => cli
+            .adapter
+            .open()
+            .and_then(|gpu| cli::infer::score(&gpu, &args)),
         Command::Privacy(args) => cli::privacy::run(&args),
-        Command::Audit(args) => wgformer::Gpu::new().and_then(|gpu| cli::audit::run(&gpu, &args)),
-        Command::Info => wgformer::Gpu::new().map(|gpu| println!("{}", gpu.describe())),
+        Command::Audit(args) => cli
+            .adapter
+            .open()
+            .and_then(|gpu| cli::audit::run(&gpu, &args)),
+        Command::Info(args) => cli::adapter::info(&args, &cli.adapter),
         Command::Bench(BenchCommand::Train(args)) => {
             check_csv(&args.energy, args.emissions_file.as_ref()).and_then(|()| {
                 let energy = RunEnergy::start(&args.energy, "wgformer bench train");
-                wgformer::Gpu::new().and_then(|gpu| bench_train(&gpu, &args, energy))
+                cli.adapter
+                    .open()
+                    .and_then(|gpu| bench_train(&gpu, &args, energy))
             })
         }
-        Command::Bench(BenchCommand::Quick) => wgformer::Gpu::new().and_then(|gpu| {
+        Command::Bench(BenchCommand::Quick) => cli.adapter.open().and_then(|gpu| {
             println!("adapter: {}", gpu.adapter_name());
             wgformer::selfcheck::bench::run_all(&gpu, &mut |r| {
                 println!("{}", wgformer::selfcheck::bench::format_row(r))
@@ -186,9 +202,9 @@ fn main() -> ExitCode {
             .map(drop)
         }),
         Command::Bench(BenchCommand::Demo(args)) => {
-            wgformer::Gpu::new().and_then(|gpu| bench_demo(&gpu, &args))
+            cli.adapter.open().and_then(|gpu| bench_demo(&gpu, &args))
         }
-        Command::Check => wgformer::Gpu::new().and_then(|gpu| {
+        Command::Check => cli.adapter.open().and_then(|gpu| {
             println!("{}\n", gpu.describe());
             let report = wgformer::selfcheck::run(&gpu, &mut |line| println!("{line}"))?;
             println!("\n{}", report.summary());

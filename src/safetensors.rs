@@ -6,7 +6,7 @@
 //!
 //! The reader trusts nothing in the file: every length, offset, shape and dtype is
 //! checked (the tensors must tile the data exactly, as the reference implementation
-//! requires), so a truncated, corrupt or hostile file yields an [`Error::Checkpoint`]
+//! requires), so a truncated, corrupt or hostile file yields an [`Error::Corrupt`]
 //! naming the file and the problem, never a panic or a huge allocation. F32, F16 and
 //! BF16 tensors are read (widened to f32); other dtypes are recognised but refused
 //! when asked for. The writer emits F32 only, deterministically (tensors sorted by
@@ -157,7 +157,7 @@ impl SafeTensors {
 
     /// Validates bytes already in memory; `source` names them in errors.
     pub fn from_bytes(bytes: Vec<u8>, source: &str) -> Result<SafeTensors> {
-        let fail = |detail: String| Error::checkpoint(source, detail);
+        let fail = |detail: String| Error::corrupt(source, detail);
         let len = bytes.len() as u64;
         let Some(prefix) = bytes.get(..8) else {
             return Err(fail(format!(
@@ -333,7 +333,7 @@ impl SafeTensors {
     /// tensor is absent or holds another dtype.
     pub fn to_f32(&self, name: &str) -> Result<Vec<f32>> {
         let (Some(info), Some(raw)) = (self.tensors.get(name), self.raw(name)) else {
-            return Err(Error::checkpoint(
+            return Err(Error::incompatible(
                 &self.source,
                 format!("no tensor named `{name}` in the file"),
             ));
@@ -350,7 +350,7 @@ impl SafeTensors {
             Dtype::F16 => halves().map(|h| half::f16::from_bits(h).to_f32()).collect(),
             Dtype::BF16 => halves().map(|h| f32::from_bits((h as u32) << 16)).collect(),
             other => {
-                return Err(Error::checkpoint(
+                return Err(Error::incompatible(
                     &self.source,
                     format!(
                         "tensor `{name}` holds {}; wgformer reads F32, F16 and BF16 tensors: \
@@ -369,7 +369,7 @@ impl SafeTensors {
 pub fn header_data_bytes(path: &Path) -> Result<u64> {
     use std::io::Read;
     let source = path.display().to_string();
-    let fail = |detail: &str| Error::checkpoint(&source, detail);
+    let fail = |detail: &str| Error::corrupt(&source, detail);
     let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut n8 = [0u8; 8];
     file.read_exact(&mut n8).map_err(|e| Error::io(path, e))?;

@@ -120,9 +120,11 @@ impl Tensor {
         Ok(t)
     }
 
-    /// Uploads f32 `data` (row-major) as a tensor of `shape`. Errors when the
-    /// length is not the shape's element count or the tensor exceeds the device's
-    /// limits.
+    /// Uploads f32 `data` (row-major) as a tensor of `shape`.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when the length is not the shape's element count,
+    /// [`Error::TooLarge`] when the tensor exceeds the device's buffer limit.
     pub fn from_slice(gpu: &Gpu, data: &[f32], shape: &[usize]) -> Result<Tensor> {
         Self::upload(
             gpu,

@@ -963,8 +963,8 @@ fn private_training_reports_its_epsilon_and_audit_ranks_the_canary() {
     let last: serde_json::Value = log
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|line| line.get("energy").is_none())
-        .last()
+        .rev()
+        .find(|line| line.get("energy").is_none())
         .unwrap();
     assert_eq!(last["epsilon"].as_f64(), Some(eps3));
     assert_eq!(last["delta"].as_f64(), Some(1e-3));
@@ -1009,4 +1009,45 @@ fn private_training_reports_its_epsilon_and_audit_ranks_the_canary() {
         "UUU",
     ]);
     assert!(err.contains("--secret-format"), "{err}");
+}
+
+#[test]
+fn adapter_and_backend_flags_choose_the_adapter_and_name_bad_values() {
+    // `info --all` lists every adapter with its limits and features.
+    let all = ok(&["info", "--all"]);
+    let first = all
+        .lines()
+        .find_map(|l| l.strip_prefix("[0] adapter:"))
+        .unwrap_or_else(|| panic!("no adapter listed:\n{all}"));
+    let word = first.split_whitespace().next().unwrap();
+    assert!(all.contains("max_storage_buffer_binding_size") && all.contains("subgroups"));
+    // --adapter picks by part of the name, before or after the subcommand.
+    for args in [
+        ["--adapter", word, "info"],
+        ["info", "--adapter", &word.to_uppercase()],
+    ] {
+        let info = ok(&args);
+        assert!(
+            info.contains(&format!("adapter:  {}", first.trim())),
+            "{info}"
+        );
+    }
+    let err = fails(&["info", "--adapter", "no-such-adapter-xyz"]);
+    assert!(err.contains("--adapter=\"no-such-adapter-xyz\""), "{err}");
+    // A backend name with a typo, and a backend this machine has no adapter for.
+    let err = fails(&["info", "--backend", "vulcan"]);
+    assert!(
+        err.contains("--backend") && err.contains("vulkan, metal"),
+        "{err}"
+    );
+    let missing = if cfg!(target_os = "macos") {
+        "dx12"
+    } else {
+        "metal"
+    };
+    let err = fails(&["info", "--backend", missing]);
+    assert!(
+        err.contains(&format!("--backend=\"{missing}\"")) && err.contains("without --backend: "),
+        "{err}"
+    );
 }

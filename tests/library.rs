@@ -8,8 +8,8 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use wgformer::autograd::{Param, Tape};
-use wgformer::checkpoint::{load_optimizer, SaveOptions};
-use wgformer::data::{BpeTokenizer, TokenStream, Tokenizer, Utf8Stream};
+use wgformer::checkpoint::{checkpoint_tokenizer, load_optimizer, SaveOptions};
+use wgformer::data::{BpeTokenizer, CharTokenizer, TokenStream, Tokenizer, Utf8Stream};
 use wgformer::generate::{GenerateOptions, SamplingOptions, StopReason};
 use wgformer::kernels::cross_entropy::CrossEntropyOptions;
 use wgformer::nn::{
@@ -17,7 +17,7 @@ use wgformer::nn::{
 };
 use wgformer::optim::{Optimizer, OptimizerKind, OptimizerOptions, StepOptions};
 use wgformer::rng::SplitMix64;
-use wgformer::{reference, wgpu, Error, Gpu, Tensor};
+use wgformer::{reference, wgpu, Error, ErrorKind, Gpu, Tensor};
 
 fn gpu() -> Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
@@ -157,6 +157,12 @@ fn train_save_load_gives_identical_logits_tokenizer_and_optimizer_state() {
         streamed,
         String::from_utf8_lossy(&tok.decode_bytes(&out.tokens))
     );
+    // The same prompt as a u32 tensor samples the same tokens.
+    let prompt = Tensor::from_u32(loaded.params()[0].value().gpu(), &ids[..4], &[1, 4]).unwrap();
+    let again = loaded
+        .generate(&prompt, &opts, |_| ControlFlow::Continue(()))
+        .unwrap();
+    assert_eq!(again.tokens, out.tokens);
     let mut seen = 0;
     let stopped = loaded
         .generate(&ids[..4], &opts, |_| {
@@ -267,6 +273,64 @@ fn gpt_logits_without_a_tape_match_the_tape_and_the_jax_reference() {
         let lse = max + logits.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
         let want = logits[row[i + 1] as usize] - lse;
         assert!((lp as f64 - want).abs() < 1e-4, "log p {i}: {lp} vs {want}");
+    }
+    // The same sequence as a (1, T) tensor scores the same; a batch is refused.
+    let row_t = Tensor::from_u32(&gpu, row, &[1, t]).unwrap();
+    assert_eq!(model.score(&row_t).unwrap().log_probs, score.log_probs);
+    let two_rows = Tensor::from_u32(&gpu, &[row, row].concat(), &[2, t]).unwrap();
+    let err = model.score(&two_rows).err().unwrap();
+    assert!(matches!(err, Error::Shape { .. }), "{err}");
+
+    // The loss takes its targets in the same forms: the next tokens, as host
+    // ids and as a tensor, against the mean NLL by hand in f64.
+    let (inputs, targets): (Vec<u32>, Vec<u32>) = (0..b)
+        .flat_map(|r| (0..t - 1).map(move |i| (r * t + i, r * t + i + 1)))
+        .map(|(i, j)| (ids[i], ids[j]))
+        .unzip();
+    let rows = b * (t - 1);
+    let mut nll = 0.0;
+    let per_row = model
+        .logits((&inputs, [b, t - 1]))
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    for (r, &target) in targets.iter().enumerate() {
+        let logits: Vec<f64> = per_row[r * v..(r + 1) * v]
+            .iter()
+            .map(|&x| x as f64)
+            .collect();
+        let max = logits.iter().cloned().fold(f64::MIN, f64::max);
+        let lse = max + logits.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+        nll += (lse - logits[target as usize]) / rows as f64;
+    }
+    let targets_t = Tensor::from_u32(&gpu, &targets, &[b, t - 1]).unwrap();
+    let inputs_t = Tensor::from_u32(&gpu, &inputs, &[b, t - 1]).unwrap();
+    let ce = CrossEntropyOptions::default();
+    for (form, loss) in [
+        ("host", {
+            let tape = Tape::no_grad(&gpu);
+            let logits = model.forward(&tape, &inputs_t).unwrap();
+            tape.cross_entropy(&logits, &targets, &ce)
+                .unwrap()
+                .value()
+                .to_vec()
+                .unwrap()
+        }),
+        ("tensor", {
+            let tape = Tape::no_grad(&gpu);
+            let logits = model.forward(&tape, &inputs_t).unwrap();
+            tape.cross_entropy(&logits, &targets_t, &ce)
+                .unwrap()
+                .value()
+                .to_vec()
+                .unwrap()
+        }),
+    ] {
+        assert!(
+            (loss[0] as f64 - nll).abs() < 1e-5 * nll.max(1.0),
+            "{form} targets: {} vs {nll}",
+            loss[0]
+        );
     }
 }
 
@@ -516,7 +580,7 @@ fn a_device_below_webgpu_compute_limits_is_refused_naming_the_limit() {
     let err = Gpu::from_device(&adapter, &device, &queue).unwrap_err();
     let msg = err.to_string();
     assert!(
-        matches!(err, Error::InvalidArgument { .. })
+        err.kind() == ErrorKind::Device
             && msg.contains("max_compute_workgroup_storage_size")
             && msg.contains("4096")
             && msg.contains("16384"),
@@ -573,19 +637,22 @@ fn step_options_average_micro_batches_and_clip_as_documented() {
 // ---------------------------------------------------------------------------
 // Errors a program can match on.
 
+// One test per error kind, each provoking it through the public API.
+
 #[test]
-fn a_missing_checkpoint_is_not_found_and_a_damaged_one_is_not() {
+fn error_kind_not_found_for_a_missing_checkpoint_or_weights_file() {
     let gpu = gpu();
-    let root = scratch("errors");
+    let root = scratch("error-not-found");
     let missing = root.join("never-saved");
     match Gpt::load(&gpu, &missing) {
-        Err(Error::NotFound { path, .. }) => assert!(path.contains("never-saved")),
+        Err(err @ Error::NotFound { .. }) => {
+            assert_eq!(err.kind(), ErrorKind::NotFound);
+            assert!(err.to_string().contains("never-saved"), "{err}");
+        }
         other => panic!("expected NotFound, got {:?}", other.err()),
     }
-    assert!(matches!(
-        Transformer::load(&gpu, &missing),
-        Err(Error::NotFound { .. })
-    ));
+    let err = Transformer::load(&gpu, &missing).err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
 
     // A checkpoint whose weights file is gone: NotFound too, naming the file.
     let dir = root.join("no-weights");
@@ -594,23 +661,109 @@ fn a_missing_checkpoint_is_not_found_and_a_damaged_one_is_not() {
     std::fs::remove_file(dir.join("model.safetensors")).unwrap();
     let err = Gpt::load(&gpu, &dir).err().unwrap();
     assert!(
-        matches!(&err, Error::NotFound { .. }) && err.to_string().contains("model.safetensors"),
+        err.kind() == ErrorKind::NotFound && err.to_string().contains("model.safetensors"),
         "{err}"
     );
+}
 
-    // A corrupt one is a checkpoint error, not NotFound.
-    let dir = root.join("corrupt");
+#[test]
+fn error_kind_corrupt_for_a_damaged_weights_file_or_checksum() {
+    let gpu = gpu();
+    let root = scratch("error-corrupt");
+    let model = Gpt::new(&gpu, tiny_gpt_config(20), 1).unwrap();
+
+    let dir = root.join("garbage");
     model.save(&dir, &SaveOptions::default()).unwrap();
     std::fs::write(dir.join("model.safetensors"), b"not safetensors").unwrap();
-    assert!(matches!(
-        Gpt::load(&gpu, &dir),
-        Err(Error::Checkpoint { .. })
-    ));
-    // A GPT checkpoint is not an encoder-decoder.
+    let err = Gpt::load(&gpu, &dir).err().unwrap();
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Corrupt);
+
+    // One flipped bit in the tensor data: the recorded checksum no longer matches.
+    let dir = root.join("flipped");
     model.save(&dir, &SaveOptions::default()).unwrap();
+    let file = dir.join("model.safetensors");
+    let mut bytes = std::fs::read(&file).unwrap();
+    *bytes.last_mut().unwrap() ^= 1;
+    std::fs::write(&file, bytes).unwrap();
+    let err = Gpt::load(&gpu, &dir).err().unwrap();
+    assert!(
+        err.kind() == ErrorKind::Corrupt && err.to_string().contains("checksum"),
+        "{err}"
+    );
+}
+
+#[test]
+fn error_kind_incompatible_for_another_model_type_or_configuration() {
+    let gpu = gpu();
+    let dir = scratch("error-incompatible").join("gpt");
+    let model = Gpt::new(&gpu, tiny_gpt_config(20), 1).unwrap();
+    model.save(&dir, &SaveOptions::default()).unwrap();
+    // A GPT checkpoint is not an encoder-decoder.
     let err = Transformer::load(&gpu, &dir).err().unwrap();
     assert!(
-        matches!(&err, Error::Checkpoint { .. }) && err.to_string().contains("gpt2"),
+        matches!(&err, Error::Incompatible { .. }) && err.to_string().contains("gpt2"),
+        "{err}"
+    );
+    assert_eq!(err.kind(), ErrorKind::Incompatible);
+    // Weights of a narrower model under a config that asks for a wider one.
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let wider = config.replace("\"n_embd\": 16", "\"n_embd\": 32");
+    assert_ne!(wider, config, "config.json spells n_embd as expected");
+    std::fs::write(dir.join("config.json"), wider).unwrap();
+    let err = Gpt::load(&gpu, &dir).err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::Incompatible, "{err}");
+    // A checkpoint's tokenizer with more tokens (26 letters + 4 specials) than
+    // the model asking for it has ids.
+    let letters = CharTokenizer::from_text("abcdefghijklmnopqrstuvwxyz").unwrap();
+    let dir = scratch("error-incompatible").join("letters");
+    let options = SaveOptions {
+        tokenizer: Some(&letters),
+        ..SaveOptions::default()
+    };
+    Gpt::new(&gpu, tiny_gpt_config(30), 1)
+        .unwrap()
+        .save(&dir, &options)
+        .unwrap();
+    assert_eq!(checkpoint_tokenizer(&dir, 30).unwrap().vocab_size(), 30);
+    let err = checkpoint_tokenizer(&dir, 20).err().unwrap();
+    assert!(
+        err.kind() == ErrorKind::Incompatible && err.to_string().contains("30 tokens"),
+        "{err}"
+    );
+}
+
+#[test]
+fn error_kind_too_large_for_a_model_over_the_device_buffer_limit() {
+    let gpu = gpu();
+    // wpe alone would be 2^30 positions x 16 x 4 bytes = 64 GiB in one buffer.
+    let config = GptConfig {
+        n_positions: 1 << 30,
+        ..tiny_gpt_config(20)
+    };
+    let err = Gpt::new(&gpu, config, 1).err().unwrap();
+    assert!(
+        err.kind() == ErrorKind::TooLarge && err.to_string().contains("n_positions"),
+        "{err}"
+    );
+}
+
+#[test]
+fn error_kind_invalid_argument_for_ids_outside_the_vocabulary() {
+    let gpu = gpu();
+    let model = Gpt::new(&gpu, tiny_gpt_config(30), 1).unwrap();
+    let err = model.logits(&[1u32, 2, 30]).err().unwrap();
+    assert!(
+        err.kind() == ErrorKind::InvalidArgument && err.to_string().contains("30"),
+        "{err}"
+    );
+    let bad_head_split = GptConfig {
+        n_head: 3,
+        ..tiny_gpt_config(30)
+    };
+    let err = Gpt::new(&gpu, bad_head_split, 1).err().unwrap();
+    assert!(
+        err.kind() == ErrorKind::InvalidArgument && err.to_string().contains("n_head"),
         "{err}"
     );
 }

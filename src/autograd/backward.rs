@@ -15,7 +15,9 @@ use crate::kernels::attention::{self, AttentionOptions};
 use crate::kernels::gemm::{gemm, gemm_into, GemmOptions, GemmShape};
 use crate::kernels::reduce::{reduce, Reduce};
 use crate::kernels::softmax::{self, SoftmaxOptions};
-use crate::kernels::{cross_entropy, elementwise, embedding, kv_cache, layernorm, permute};
+use crate::kernels::{
+    cross_entropy, elementwise, embedding, kv_cache, layernorm, permute, rmsnorm, rope, swiglu,
+};
 use crate::tensor::{DType, Tensor};
 
 pub(crate) fn backward(op: &Op, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
@@ -120,6 +122,20 @@ pub(crate) fn backward(op: &Op, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         } => {
             let (dx, dw, db) = layernorm::layernorm_bwd(&x.value, &w.value, mean, rstd, dy)?;
             Ok(vec![Some(dx), Some(dw), Some(db)])
+        }
+        Op::RmsNorm { x, w, rstd } => {
+            let (dx, dw) = rmsnorm::rmsnorm_bwd(&x.value, &w.value, rstd, dy)?;
+            Ok(vec![Some(dx), Some(dw)])
+        }
+        Op::SwiGlu { gate, up } => {
+            let (dgate, dup) = swiglu::swiglu_bwd(&gate.value, &up.value, dy)?;
+            Ok(vec![Some(dgate), Some(dup)])
+        }
+        Op::RopeQkv {
+            table, heads, pos0, ..
+        } => {
+            let (dq, dk, dv) = rope::rope_qkv_bwd(dy, table, *heads, *pos0)?;
+            Ok(vec![Some(dq), Some(dk), Some(dv)])
         }
         Op::Softmax {
             y, scale, masking, ..

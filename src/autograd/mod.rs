@@ -14,6 +14,7 @@
 mod backward;
 mod op;
 mod ops;
+mod ops_llama;
 mod ops_nn;
 mod param;
 mod per_example;

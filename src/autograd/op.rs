@@ -4,6 +4,7 @@ use super::ops_nn::Masking;
 use super::tape::Var;
 use crate::kernels::cross_entropy::CrossEntropyOptions;
 use crate::kernels::elementwise::DropoutMask;
+use crate::kernels::rope::QkvHeads;
 use crate::tensor::Tensor;
 
 pub(crate) enum Op {
@@ -76,6 +77,26 @@ pub(crate) enum Op {
         mean: Tensor,
         rstd: Tensor,
     },
+    /// RMSNorm over the last axis (rstd saved).
+    RmsNorm {
+        x: Var,
+        w: Var,
+        rstd: Tensor,
+    },
+    /// silu(gate) * up.
+    SwiGlu {
+        gate: Var,
+        up: Var,
+    },
+    /// RoPE on q and k, packed with v into [q | k | v] rows (k, v expanded).
+    RopeQkv {
+        q: Var,
+        k: Var,
+        v: Var,
+        table: Tensor,
+        heads: QkvHeads,
+        pos0: usize,
+    },
     /// Softmax over the last axis; y saved.
     Softmax {
         x: Var,
@@ -139,6 +160,9 @@ impl Op {
             Op::Embedding { .. } => "embedding",
             Op::TokenPositionEmbedding { .. } => "token + position embedding",
             Op::LayerNorm { .. } => "layernorm",
+            Op::RmsNorm { .. } => "RMSNorm",
+            Op::SwiGlu { .. } => "SwiGLU",
+            Op::RopeQkv { .. } => "RoPE q/k/v packing",
             Op::Softmax { .. } => "softmax",
             Op::CrossEntropy { .. } => "cross-entropy",
             Op::Attention { .. } => "attention",
@@ -163,6 +187,9 @@ impl Op {
             Op::Embedding { table, .. } => vec![table],
             Op::TokenPositionEmbedding { wte, wpe, .. } => vec![wte, wpe],
             Op::LayerNorm { x, w, b, .. } => vec![x, w, b],
+            Op::RmsNorm { x, w, .. } => vec![x, w],
+            Op::SwiGlu { gate, up } => vec![gate, up],
+            Op::RopeQkv { q, k, v, .. } => vec![q, k, v],
             Op::Softmax { x, .. } => vec![x],
             Op::CrossEntropy { logits, .. } => vec![logits],
             Op::Attention { inputs, .. } => inputs.iter().collect(),

@@ -12,6 +12,7 @@ use crate::kernels::permute::{merge_heads, split_heads, split_qkv};
 use crate::kernels::reduce::{reduce, Reduce};
 use crate::kernels::softmax::{softmax, SoftmaxOptions};
 use crate::tensor::Tensor;
+use crate::token_ids::TokenIds;
 
 /// Masking of an attention or softmax op.
 #[derive(Clone, Debug, Default)]
@@ -58,13 +59,22 @@ impl Tape {
     }
 
     /// Mean cross-entropy over the rows whose target is not ignored: logits
-    /// (.., V), `targets` on the host (checked against V). Returns shape \[1\].
-    pub fn cross_entropy(
+    /// (.., V), `targets` one per row as host ids or a u32 tensor (see
+    /// [`TokenIds`]: a tensor is read back, blocking, to check the ids and
+    /// count the ignored ones). Returns shape \[1\].
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when the targets are not one per row of the logits,
+    /// [`Error::InvalidArgument`] for a target outside the vocabulary (other
+    /// than `opts.ignore_index`).
+    pub fn cross_entropy<'t>(
         &self,
         logits: &Var,
-        targets: &[u32],
+        targets: impl Into<TokenIds<'t>>,
         opts: &CrossEntropyOptions,
     ) -> Result<Var> {
+        let given = targets.into();
+        let targets = given.to_host("cross_entropy", "targets")?;
         let v = logits.shape().last().copied().unwrap_or(0);
         let rows = logits.value.numel() / v.max(1);
         if targets.len() != rows {
@@ -78,7 +88,7 @@ impl Tape {
             ));
         }
         let logits2 = logits.value.reshape(&[rows, v])?;
-        let out = cross_entropy_checked(&logits2, targets, &[rows], opts)?;
+        let out = cross_entropy_checked(&logits2, &targets, &[rows], opts)?;
         let counted = targets
             .iter()
             .filter(|&&t| Some(t) != opts.ignore_index)
@@ -86,7 +96,10 @@ impl Tape {
         let inv_count = 1.0 / counted.max(1) as f32;
         let total = reduce(&out.loss, 0, Reduce::Sum)?.reshape(&[1])?;
         let mean = crate::kernels::elementwise::scale(&total, inv_count)?;
-        let targets = Tensor::from_u32(logits.value.gpu(), targets, &[rows])?;
+        let targets = match given {
+            TokenIds::Tensor(t) => t.reshape(&[rows])?,
+            TokenIds::Host { .. } => Tensor::from_u32(logits.value.gpu(), &targets, &[rows])?,
+        };
         Ok(self.record(
             mean,
             Op::CrossEntropy {

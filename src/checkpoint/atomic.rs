@@ -97,7 +97,7 @@ pub fn resolve(dir: &Path) -> Result<PathBuf> {
         return Ok(old);
     }
     if dir.exists() {
-        return Err(Error::checkpoint(
+        return Err(Error::incompatible(
             dir.display(),
             "this is a file; a checkpoint is a directory (pass the directory holding \
              model.safetensors and config.json, or its model.safetensors)",
@@ -128,7 +128,7 @@ pub fn recover(dir: &Path) -> Result<()> {
     for leftover in [&old, &tmp] {
         if std::fs::symlink_metadata(leftover).is_ok() {
             if !leftover.is_dir() || leftover.is_symlink() {
-                return Err(Error::checkpoint(
+                return Err(Error::incompatible(
                     leftover.display(),
                     format!(
                         "saving into {} needs this name for its temporary copy, but something \
@@ -146,7 +146,7 @@ pub fn recover(dir: &Path) -> Result<()> {
 
 fn ensure_replaceable(dir: &Path) -> Result<()> {
     let refuse = || {
-        Error::checkpoint(
+        Error::incompatible(
             dir.display(),
             "this directory exists and is not a wgformer checkpoint, so saving would replace \
              files that are not ours: choose another directory, or remove it",
@@ -173,7 +173,7 @@ fn ensure_replaceable(dir: &Path) -> Result<()> {
 /// `DIR.tmp` and `DIR.old`.
 fn siblings(dir: &Path) -> Result<(PathBuf, PathBuf)> {
     let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
-        return Err(Error::checkpoint(
+        return Err(Error::incompatible(
             dir.display(),
             "a checkpoint path must end in a directory name (not `..`, `/` or non-UTF-8)",
         ));

@@ -155,7 +155,7 @@ const GPT2_ABSENT: &[(&str, &str)] = &[
 /// the scores in float32, which is how wgformer computes them anyway.
 fn check_gpt2_options(json: &Map<String, Value>, n_embd: u64, path: &Path) -> Result<()> {
     let refuse = |key: &str, value: &Value, why: &str| {
-        Error::checkpoint(
+        Error::incompatible(
             path.display(),
             format!(
                 "the GPT-2 option \"{key}\": {value} changes the model ({why}), and wgformer's \
@@ -252,7 +252,7 @@ impl ModelConfig for GptConfig {
     /// change the model's math are refused by name (see `check_gpt2_options`);
     /// the rest is ignored.
     fn from_foreign(path: &Path, json: &Map<String, Value>) -> Result<Self> {
-        let fail = |detail: String| Error::checkpoint(path.display(), detail);
+        let fail = |detail: String| Error::incompatible(path.display(), detail);
         let size = |key: &str| -> Result<Option<u64>> {
             match json.get(key) {
                 None | Some(Value::Null) => Ok(None),

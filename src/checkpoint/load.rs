@@ -43,15 +43,16 @@ pub fn read_config<C: ModelConfig>(path: &Path) -> Result<C> {
 
 /// The config in file `path`, ours (strictly) or another tool's.
 fn parse_config<C: ModelConfig>(path: &Path) -> Result<C> {
-    let fail = |detail: String| Error::checkpoint(path.display(), detail);
+    let fail = |detail: String| Error::incompatible(path.display(), detail);
     let text = read_file(path, "config.json")?;
+    let corrupt = |detail: String| Error::corrupt(path.display(), detail);
     let Value::Object(mut json) = serde_json::from_slice(&text).map_err(|e| {
-        fail(format!(
+        corrupt(format!(
             "config.json is not valid JSON ({e}): fix it or save the checkpoint again"
         ))
     })?
     else {
-        return Err(fail("config.json must hold a JSON object".into()));
+        return Err(corrupt("config.json must hold a JSON object".into()));
     };
     match json.get("model_type") {
         Some(Value::String(t)) if t == C::MODEL_TYPE => {}
@@ -126,7 +127,7 @@ pub fn read_trainer_state(dir: &Path) -> Result<Option<Value>> {
     }
     let text = read_file(&path, "trainer_state.json")?;
     serde_json::from_slice(&text).map(Some).map_err(|e| {
-        Error::checkpoint(
+        Error::corrupt(
             path.display(),
             format!("trainer_state.json is not valid JSON ({e}): the checkpoint is corrupt"),
         )
@@ -143,7 +144,7 @@ pub fn load_params(path: &Path, params: &[Param], mode: LoadMode) -> Result<Load
         model_file(&resolve(path)?)?
     };
     let st = SafeTensors::read(&file)?;
-    let fail = |detail: String| Error::checkpoint(file.display(), detail);
+    let fail = |detail: String| Error::incompatible(file.display(), detail);
     let mut report = LoadReport {
         source: file.clone(),
         ..LoadReport::default()
@@ -181,7 +182,7 @@ pub fn load_params(path: &Path, params: &[Param], mode: LoadMode) -> Result<Load
                 info.dtype.name()
             )));
         }
-        check_finite(&st, &found, fail)?;
+        check_finite(&st, &found, &file)?;
         used.insert(found.clone());
         plan.push((p, found));
     }
@@ -234,14 +235,17 @@ pub fn load_params(path: &Path, params: &[Param], mode: LoadMode) -> Result<Load
 
 /// Refuses a tensor holding NaN or infinity: a model loaded from it would score
 /// `null` and evaluate to a NaN loss without saying why.
-fn check_finite(st: &SafeTensors, name: &str, fail: impl Fn(String) -> Error) -> Result<()> {
+fn check_finite(st: &SafeTensors, name: &str, file: &Path) -> Result<()> {
     match st.first_non_finite(name) {
         None => Ok(()),
-        Some((i, x)) => Err(fail(format!(
-            "tensor `{name}` holds {x} (element {i}): a checkpoint must hold finite numbers \
+        Some((i, x)) => Err(Error::corrupt(
+            file.display(),
+            format!(
+                "tensor `{name}` holds {x} (element {i}): a checkpoint must hold finite numbers \
              (this one was perhaps saved from a run that diverged); load an earlier \
              checkpoint, or retrain with a lower learning rate"
-        ))),
+            ),
+        )),
     }
 }
 
@@ -258,14 +262,17 @@ pub fn load_optimizer(dir: &Path, opt: &mut Optimizer) -> Result<()> {
         ));
     }
     let st = SafeTensors::read(&file)?;
-    let fail = |detail: String| Error::checkpoint(file.display(), detail);
+    let fail = |detail: String| Error::incompatible(file.display(), detail);
     let saved_kind = st.metadata().get("optimizer").cloned().unwrap_or_default();
     let step: u32 = st
         .metadata()
         .get("step")
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| {
-            fail("the metadata has no valid \"step\" count: the file is corrupt".into())
+            Error::corrupt(
+                file.display(),
+                "the metadata has no valid \"step\" count: the file is corrupt",
+            )
         })?;
     let (kind, slots) = slot_names(opt.kind());
     let mut plan = Vec::new();
@@ -294,7 +301,7 @@ pub fn load_optimizer(dir: &Path, opt: &mut Optimizer) -> Result<()> {
                     t.shape()
                 )));
             }
-            check_finite(&st, &name, fail)?;
+            check_finite(&st, &name, &file)?;
             used.insert(name.clone());
             plan.push((t, name));
         }

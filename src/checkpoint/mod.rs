@@ -48,13 +48,15 @@
 
 mod atomic;
 mod hf;
+mod llama;
 mod load;
 mod model;
 mod save;
 
 pub use atomic::{checkpoint_dir, recover, resolve, save_checkpoint};
+pub use llama::load_llama;
 pub use load::{load_gpt, load_optimizer, load_params, read_config, read_trainer_state};
-pub use model::SaveOptions;
+pub use model::{checkpoint_tokenizer, SaveOptions};
 pub use save::config_json;
 
 use crate::autograd::Param;
@@ -117,7 +119,7 @@ pub trait ModelConfig: Serialize + DeserializeOwned {
     /// `"wgformer_format"` field). By default such files are refused.
     fn from_foreign(path: &Path, json: &Map<String, Value>) -> Result<Self> {
         let _ = json;
-        Err(Error::checkpoint(
+        Err(Error::incompatible(
             path.display(),
             format!(
                 "this {} config was not written by wgformer (it has no \"{FORMAT_KEY}\" field) \

@@ -6,7 +6,7 @@ use super::{load_params, read_config, resolve, save_checkpoint};
 use super::{CheckpointContents, LoadMode, LoadReport, ModelConfig};
 use crate::autograd::Param;
 use crate::data::{load_tokenizer, Tokenizer};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::{Gpt, GptConfig, Transformer, TransformerConfig};
 use crate::optim::Optimizer;
@@ -56,11 +56,19 @@ fn save_model<C: ModelConfig>(
     save_checkpoint(dir, &contents)
 }
 
-/// The tokenizer saved in checkpoint `dir`, refused when it has ids outside a
-/// model vocabulary of `vocab_size`.
-fn checkpoint_tokenizer(dir: &Path, vocab_size: usize) -> Result<Box<dyn Tokenizer>> {
-    let tokenizer = load_tokenizer(&resolve(dir)?)?;
-    check_vocab(tokenizer.as_ref(), vocab_size)?;
+/// The tokenizer saved in checkpoint `dir`.
+///
+/// # Errors
+/// [`Error::NotFound`] without one, [`Error::Corrupt`] for a damaged one, and
+/// [`Error::Incompatible`] when it has ids outside a model vocabulary of
+/// `vocab_size` (it belongs to another model).
+pub fn checkpoint_tokenizer(dir: &Path, vocab_size: usize) -> Result<Box<dyn Tokenizer>> {
+    let dir = resolve(dir)?;
+    let tokenizer = load_tokenizer(&dir)?;
+    check_vocab(tokenizer.as_ref(), vocab_size).map_err(|e| match e {
+        Error::InvalidArgument { detail, .. } => Error::incompatible(dir.display(), detail),
+        other => other,
+    })?;
     Ok(tokenizer)
 }
 
@@ -69,18 +77,33 @@ impl Gpt {
     /// what `options` adds: config.json, model.safetensors and the optional parts,
     /// written atomically (an interrupted save leaves the previous checkpoint
     /// readable; see [`crate::checkpoint`]). Blocking: reads the weights back from
-    /// the GPU. Errors: [`Error::Checkpoint`](crate::Error::Checkpoint) when `dir`
-    /// holds something other than a wgformer checkpoint, [`Error::Io`](crate::Error::Io)
-    /// when a file cannot be written.
+    /// the GPU.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible) when `dir` holds
+    /// something other than a wgformer checkpoint (it is not replaced),
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) when a file cannot be written,
+    /// [`ErrorKind::Device`](crate::ErrorKind::Device) when the weights cannot be
+    /// read back from the GPU.
     pub fn save(&self, dir: impl AsRef<Path>, options: &SaveOptions) -> Result<()> {
         save_model(dir.as_ref(), &self.config, &self.params(), options)
     }
 
     /// Builds the model saved in `dir` (ours, or a Hugging Face GPT-2 directory) on
-    /// `gpu` and loads its weights strictly. Errors:
-    /// [`Error::NotFound`](crate::Error::NotFound) when there is no checkpoint at
-    /// `dir`, [`Error::Checkpoint`](crate::Error::Checkpoint) when it is corrupt or
-    /// of another architecture or configuration.
+    /// `gpu` and loads its weights strictly.
+    ///
+    /// # Errors
+    /// - [`ErrorKind::NotFound`](crate::ErrorKind::NotFound): no checkpoint at `dir`.
+    /// - [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt): a damaged file (bad
+    ///   JSON, truncated or malformed safetensors, a checksum mismatch, NaN weights).
+    /// - [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible): a checkpoint of
+    ///   another model type or configuration (missing, extra or misshapen tensors).
+    /// - [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge): a config whose model
+    ///   would not fit this device or machine (checked before allocating).
+    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument): a config
+    ///   field out of range (zero sizes, heads that do not divide the width).
+    /// - [`ErrorKind::Device`](crate::ErrorKind::Device),
+    ///   [`ErrorKind::Io`](crate::ErrorKind::Io): the GPU or a read failed.
     pub fn load(gpu: &Gpu, dir: impl AsRef<Path>) -> Result<Gpt> {
         Ok(Self::load_with_report(gpu, dir)?.0)
     }
@@ -96,10 +119,13 @@ impl Gpt {
     }
 
     /// The tokenizer saved with checkpoint `dir` (see [`SaveOptions::tokenizer`]),
-    /// checked against this model's vocabulary. Errors:
-    /// [`Error::NotFound`](crate::Error::NotFound) without a checkpoint,
-    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) without a
-    /// tokenizer or with one too large for the model.
+    /// checked against this model's vocabulary.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) without a checkpoint,
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) without a
+    /// tokenizer or with one too large for the model,
+    /// [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) when its files do not parse.
     pub fn load_tokenizer(&self, dir: impl AsRef<Path>) -> Result<Box<dyn Tokenizer>> {
         checkpoint_tokenizer(dir.as_ref(), self.config.vocab_size)
     }

@@ -24,6 +24,21 @@ pub struct EnergyArgs {
     pub power_watts: Option<f64>,
 }
 
+/// `--emissions-file` of the commands that append their energy row to a CSV in
+/// the working directory unless told otherwise (`generate`, `eval`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct EmissionsFile {
+    /// Append the energy report as a row to this CSV (CodeCarbon's emissions.csv
+    /// columns).
+    #[arg(
+        long = "emissions-file",
+        value_name = "PATH",
+        default_value = "emissions.csv",
+        conflicts_with = "no_energy"
+    )]
+    pub path: PathBuf,
+}
+
 /// The meter of one command, from [`RunEnergy::start`] to [`RunEnergy::finish`].
 pub struct RunEnergy {
     meter: Option<EnergyMeter>,

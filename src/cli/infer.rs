@@ -2,20 +2,20 @@
 //! `eval` also measures a checkpoint of the in-context learning task: its
 //! accuracy by number of examples in the context.
 
-use super::energy::{EnergyArgs, RunEnergy};
+use super::energy::{EmissionsFile, EnergyArgs, RunEnergy};
 use super::flags::{at_least_one, finite, non_negative, probability};
 use super::{
-    checkpoint_tokenizer, encode_known, load_transformer, model_type, note_unknown,
-    note_unknown_in_file, read_text, usage,
+    encode_known, load_transformer, model_type, note_unknown, note_unknown_in_file, read_text,
+    usage,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use wgformer::checkpoint;
+use wgformer::checkpoint::{self, checkpoint_tokenizer};
 use wgformer::data::icl::curve_table;
 use wgformer::data::{TokenStream, Tokenizer};
 use wgformer::generate::{self, BeamOptions, GenerateOptions, SamplingOptions, StopReason};
-use wgformer::nn::Gpt;
-use wgformer::train::gpt::{GptData, GptTask};
+use wgformer::nn::{CausalLm, Gpt};
+use wgformer::train::gpt::{GptData, GptTask, LanguageModel};
 use wgformer::train::icl::{self, IclData, IclTrainTask};
 use wgformer::train::seq2seq::{load_pairs, PairSource, Seq2SeqData, Seq2SeqTask};
 use wgformer::train::{progress::eval_line, EvalMetrics, TrainTask};
@@ -24,7 +24,8 @@ use wgformer::{Gpu, Result};
 /// Arguments of `wgformer generate`.
 #[derive(clap::Args, Debug)]
 pub struct GenerateArgs {
-    /// A GPT checkpoint directory (ours, or GPT-2 layout with vocab.json + merges.txt).
+    /// A GPT or Llama checkpoint directory (ours, or Hugging Face's GPT-2 or Llama
+    /// layout with vocab.json + merges.txt).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Text to continue (empty: start from the bos token).
@@ -50,15 +51,38 @@ pub struct GenerateArgs {
     pub truncate_prompt: bool,
     #[command(flatten)]
     pub energy: EnergyArgs,
-    /// Append the energy report as a row to this CSV (CodeCarbon's emissions.csv
-    /// columns).
-    #[arg(
-        long,
-        value_name = "PATH",
-        default_value = "emissions.csv",
-        conflicts_with = "no_energy"
-    )]
-    pub emissions_file: PathBuf,
+    #[command(flatten)]
+    pub emissions: EmissionsFile,
+}
+
+/// A decoder-only model and, when asked for, its tokenizer.
+type LoadedLm = (Box<dyn CausalLm>, Option<Box<dyn Tokenizer>>);
+
+/// Loads a decoder-only checkpoint (GPT-2 or Llama layout) with its tokenizer,
+/// refusing other architectures.
+fn load_lm_with_tokenizer(gpu: &Gpu, dir: &Path, need_tokenizer: bool) -> Result<LoadedLm> {
+    let model: Box<dyn CausalLm> = match model_type(dir)?.as_str() {
+        "gpt2" => Box::new(checkpoint::load_gpt(gpu, dir)?.0),
+        "llama" => Box::new(checkpoint::load_llama(gpu, dir)?.0),
+        t => {
+            return Err(usage(format!(
+                "`{}` holds a `{t}` model; this command runs decoder-only (gpt2, llama) \
+                 checkpoints{}",
+                dir.display(),
+                if t == "encoder_decoder" {
+                    ". Use `wgformer translate` or `wgformer eval` for it"
+                } else {
+                    ""
+                }
+            )))
+        }
+    };
+    let tok = if need_tokenizer {
+        Some(checkpoint_tokenizer(dir, model.vocab_size())?)
+    } else {
+        None
+    };
+    Ok((model, tok))
 }
 
 /// Loads a GPT checkpoint with its tokenizer, refusing other architectures.
@@ -90,7 +114,7 @@ pub(super) fn load_gpt_with_tokenizer(
 
 /// Streams a generation to stdout.
 pub fn generate(gpu: &Gpu, a: &GenerateArgs) -> Result<()> {
-    let (model, tok) = load_gpt_with_tokenizer(gpu, &a.checkpoint, true)?;
+    let (model, tok) = load_lm_with_tokenizer(gpu, &a.checkpoint, true)?;
     let tok = tok.ok_or_else(|| usage("no tokenizer"))?;
     let mut prompt = encode_known(tok.as_ref(), &a.prompt, "--prompt")?;
     if prompt.is_empty() {
@@ -116,7 +140,7 @@ pub fn generate(gpu: &Gpu, a: &GenerateArgs) -> Result<()> {
     out.flush().map_err(io)?;
     // Bytes of tokens that end inside a UTF-8 character wait for the rest.
     let mut text = TokenStream::new(tok.as_ref());
-    let result = generate::generate(&model, &prompt, &opts, &mut |t| {
+    let result = generate::generate(model.as_ref(), &prompt, &opts, &mut |t| {
         write!(out, "{}", text.push(t)).map_err(io)?;
         out.flush().map_err(io)
     })?;
@@ -130,7 +154,7 @@ pub fn generate(gpu: &Gpu, a: &GenerateArgs) -> Result<()> {
     if result.stop == StopReason::ContextFull {
         eprintln!(
             "note: stopped at the end of the model's context ({} tokens)",
-            model.config.n_positions
+            model.context()
         );
     }
     Ok(())
@@ -234,15 +258,8 @@ pub struct EvalArgs {
     pub json: bool,
     #[command(flatten)]
     pub energy: EnergyArgs,
-    /// Append the energy report as a row to this CSV (CodeCarbon's emissions.csv
-    /// columns).
-    #[arg(
-        long,
-        value_name = "PATH",
-        default_value = "emissions.csv",
-        conflicts_with = "no_energy"
-    )]
-    pub emissions_file: PathBuf,
+    #[command(flatten)]
+    pub emissions: EmissionsFile,
     /// The flags given on the command line (set by `main`).
     #[arg(skip)]
     pub given: Vec<String>,
@@ -291,7 +308,11 @@ pub fn eval(gpu: &Gpu, a: &EvalArgs, mut energy: RunEnergy) -> Result<()> {
         }
         return eval_icl(gpu, a, data_desc, step, energy);
     }
-    let metrics = match model_type(dir)?.as_str() {
+    let kind = model_type(dir)?;
+    if let (Some(path), "gpt2" | "llama") = (&a.data, kind.as_str()) {
+        return eval_text_file(gpu, a, path, energy);
+    }
+    let metrics = match kind.as_str() {
         "encoder_decoder" => {
             let model = load_transformer(gpu, dir)?;
             let tok = checkpoint_tokenizer(dir, model.config.vocab_size)?;
@@ -334,54 +355,72 @@ pub fn eval(gpu: &Gpu, a: &EvalArgs, mut energy: RunEnergy) -> Result<()> {
             task.evaluate(true)?
         }
         "gpt2" => {
-            let (model, tok) = load_gpt_with_tokenizer(gpu, dir, true)?;
-            let tok = tok.ok_or_else(|| usage("no tokenizer"))?;
-            if let Some(path) = &a.data {
-                let (mean, n) = eval_text(&model, tok.as_ref(), path, a.max_windows)?;
-                let report = energy.finish(gpu, Some(&a.emissions_file));
-                if a.json {
-                    let json = serde_json::json!({
-                        "data": path, "mean_nll": mean, "perplexity": mean.exp(), "tokens": n,
-                        "energy": report.map(|r| r.to_json()),
-                    });
-                    println!("{json}");
-                } else {
-                    println!(
-                        "{}: mean NLL {mean:.4} nats/token, perplexity {:.3} ({n} tokens)",
-                        path.display(),
-                        mean.exp()
-                    );
-                }
-                return Ok(());
-            }
-            let Some(desc) = data_desc else {
-                return Err(usage(format!(
-                    "`{}` has no trainer state naming its data: pass --data FILE.txt",
-                    dir.display()
-                )));
-            };
-            let data: GptData = serde_json::from_value(desc).map_err(|e| {
-                usage(format!(
-                    "the trainer state does not describe text data ({e}); pass --data"
-                ))
-            })?;
-            let Some(path) = data.data.clone() else {
-                return Err(usage(
-                    "the run's text file is unknown: pass --data FILE.txt",
-                ));
-            };
-            let dataset = wgformer::data::TextDataset::from_file(
-                &path,
-                tok.as_ref(),
-                data.held_out_fraction,
-            )?;
-            let mut task = GptTask::new(gpu, model, tok, dataset, data)?;
-            task.evaluate(true)?
+            let (model, _) = checkpoint::load_gpt(gpu, dir)?;
+            let tok = checkpoint_tokenizer(dir, model.config.vocab_size)?;
+            evaluate_text_run(gpu, dir, model, tok, data_desc)?
+        }
+        "llama" => {
+            let (model, _) = checkpoint::load_llama(gpu, dir)?;
+            let tok = checkpoint_tokenizer(dir, model.config.vocab_size)?;
+            evaluate_text_run(gpu, dir, model, tok, data_desc)?
         }
         other => return Err(usage(format!("cannot evaluate a `{other}` checkpoint"))),
     };
-    let report = energy.finish(gpu, Some(&a.emissions_file));
+    let report = energy.finish(gpu, Some(&a.emissions.path));
     print_eval(a, step, &metrics, report.map(|r| r.to_json()))
+}
+
+/// `eval --data FILE.txt` on a decoder-only checkpoint: mean NLL and perplexity
+/// of the file's context-long windows, as a line or with `--json` as JSON.
+fn eval_text_file(gpu: &Gpu, a: &EvalArgs, path: &Path, mut energy: RunEnergy) -> Result<()> {
+    let (model, tok) = load_lm_with_tokenizer(gpu, &a.checkpoint, true)?;
+    let tok = tok.ok_or_else(|| usage("no tokenizer"))?;
+    let (mean, n) = eval_text(model.as_ref(), tok.as_ref(), path, a.max_windows)?;
+    let report = energy.finish(gpu, Some(&a.emissions.path));
+    if a.json {
+        let json = serde_json::json!({
+            "data": path, "mean_nll": mean, "perplexity": mean.exp(), "tokens": n,
+            "energy": report.map(|r| r.to_json()),
+        });
+        println!("{json}");
+    } else {
+        println!(
+            "{}: mean NLL {mean:.4} nats/token, perplexity {:.3} ({n} tokens)",
+            path.display(),
+            mean.exp()
+        );
+    }
+    Ok(())
+}
+
+/// Evaluates a language-model run on the held-out text its trainer state names.
+fn evaluate_text_run<M: LanguageModel>(
+    gpu: &Gpu,
+    dir: &Path,
+    model: M,
+    tok: Box<dyn Tokenizer>,
+    data_desc: Option<serde_json::Value>,
+) -> Result<EvalMetrics> {
+    let Some(desc) = data_desc else {
+        return Err(usage(format!(
+            "`{}` has no trainer state naming its data: pass --data FILE.txt",
+            dir.display()
+        )));
+    };
+    let data: GptData = serde_json::from_value(desc).map_err(|e| {
+        usage(format!(
+            "the trainer state does not describe text data ({e}); pass --data"
+        ))
+    })?;
+    let Some(path) = data.data.clone() else {
+        return Err(usage(
+            "the run's text file is unknown: pass --data FILE.txt",
+        ));
+    };
+    let dataset =
+        wgformer::data::TextDataset::from_file(&path, tok.as_ref(), data.held_out_fraction)?;
+    let mut task = GptTask::new(gpu, model, tok, dataset, data)?;
+    task.evaluate(true)
 }
 
 /// The evaluation as a line, or with `--json` as one JSON object.
@@ -438,7 +477,7 @@ fn eval_icl(
     let task = data.task;
     let eval = IclTrainTask::new(gpu, model, data)?.evaluate_curve(a.sequences, seed)?;
     let points = eval.tally.points(&task.curve_points());
-    let report = energy.finish(gpu, Some(&a.emissions_file));
+    let report = energy.finish(gpu, Some(&a.emissions.path));
     if a.json {
         let json = serde_json::json!({
             "checkpoint": dir,
@@ -468,7 +507,7 @@ fn eval_icl(
 /// Mean NLL and perplexity over consecutive context-long windows of a text file.
 /// Returns (mean NLL, tokens).
 fn eval_text(
-    model: &Gpt,
+    model: &dyn CausalLm,
     tok: &dyn Tokenizer,
     path: &Path,
     max_windows: usize,
@@ -476,7 +515,7 @@ fn eval_text(
     let text = read_text(path)?;
     note_unknown(tok, &text, &format!("`{}`", path.display()));
     let ids = tok.encode(&text);
-    let ctx = model.config.n_positions;
+    let ctx = model.context();
     let (mut nll, mut n) = (0.0f64, 0usize);
     for window in ids.chunks(ctx).take(max_windows) {
         if window.len() < 2 {
@@ -498,7 +537,8 @@ fn eval_text(
 /// Arguments of `wgformer score`.
 #[derive(clap::Args, Debug)]
 pub struct ScoreArgs {
-    /// A GPT checkpoint (ours or a GPT-2-layout safetensors + config.json).
+    /// A GPT or Llama checkpoint (ours, or a Hugging Face GPT-2 or Llama-layout
+    /// model.safetensors + config.json).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Token ids, comma-separated (e.g. 464,2068,7586).
@@ -511,7 +551,7 @@ pub struct ScoreArgs {
 
 /// Prints per-token log-probabilities and the mean NLL as JSON.
 pub fn score(gpu: &Gpu, a: &ScoreArgs) -> Result<()> {
-    let (model, tok) = load_gpt_with_tokenizer(gpu, &a.checkpoint, a.text.is_some())?;
+    let (model, tok) = load_lm_with_tokenizer(gpu, &a.checkpoint, a.text.is_some())?;
     let ids: Vec<u32> = match (&a.text, tok) {
         (Some(text), Some(tok)) => encode_known(tok.as_ref(), text, "--text")?,
         _ => a
@@ -524,7 +564,7 @@ pub fn score(gpu: &Gpu, a: &ScoreArgs) -> Result<()> {
             })
             .collect::<Result<_>>()?,
     };
-    let s = generate::score(&model, &ids)?;
+    let s = generate::score(model.as_ref(), &ids)?;
     let json = serde_json::json!({
         "ids": ids,
         "log_probs": s.log_probs,

@@ -1,6 +1,7 @@
 //! The subcommands of the `wgformer` tool beyond `info`/`check`/`bench`: training
 //! and inference on checkpoints. Helpers shared by them live here.
 
+pub mod adapter;
 pub mod audit;
 pub mod energy;
 pub mod flags;
@@ -11,7 +12,7 @@ mod unused_flags;
 
 use std::path::Path;
 use wgformer::checkpoint;
-use wgformer::data::{list_chars, load_tokenizer, Tokenizer};
+use wgformer::data::{list_chars, Tokenizer};
 use wgformer::nn::Transformer;
 use wgformer::{Error, Gpu, Result};
 
@@ -57,11 +58,9 @@ pub fn model_type(dir: &Path) -> Result<String> {
             ),
         )
     })?;
-    let json: serde_json::Value = serde_json::from_slice(&text).map_err(|e| {
-        ckpt_error(
-            path.display(),
-            format!("not valid JSON ({e}): fix or re-save it"),
-        )
+    let json: serde_json::Value = serde_json::from_slice(&text).map_err(|e| Error::Corrupt {
+        path: path.display().to_string(),
+        detail: format!("not valid JSON ({e}): fix or re-save it"),
     })?;
     match json.get("model_type").and_then(|v| v.as_str()) {
         Some(t) => Ok(t.to_string()),
@@ -76,13 +75,6 @@ fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-/// The tokenizer saved in a checkpoint, checked against the model's vocabulary.
-pub fn checkpoint_tokenizer(dir: &Path, vocab: usize) -> Result<Box<dyn Tokenizer>> {
-    let tok = load_tokenizer(&checkpoint::resolve(dir)?)?;
-    wgformer::train::gpt::check_vocab(tok.as_ref(), vocab)?;
-    Ok(tok)
 }
 
 /// Loads an encoder-decoder checkpoint (config and weights).
@@ -113,9 +105,9 @@ pub fn read_text(path: &Path) -> Result<String> {
     })
 }
 
-/// An error about a checkpoint file.
+/// An error about a checkpoint file that does not fit the command.
 pub fn ckpt_error(path: impl std::fmt::Display, detail: impl Into<String>) -> Error {
-    Error::Checkpoint {
+    Error::Incompatible {
         path: path.to_string(),
         detail: detail.into(),
     }

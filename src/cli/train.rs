@@ -5,18 +5,20 @@
 
 use super::energy::{EnergyArgs, RunEnergy};
 use super::flags::{at_least_one, below_one, non_negative, open_fraction, positive};
-use super::{checkpoint_tokenizer, model_type, note_unknown_in_file, read_text, usage};
+use super::{model_type, note_unknown_in_file, read_text, usage};
 use clap::ValueEnum;
 use std::path::{Path, PathBuf};
+use wgformer::checkpoint::checkpoint_tokenizer;
 use wgformer::checkpoint::{self, LoadMode};
 use wgformer::data::icl::{curve_table, IclTask};
 use wgformer::data::{BpeTokenizer, CharTokenizer, TextDataset, Tokenizer};
 use wgformer::energy::emissions_csv;
 use wgformer::nn::{
-    FieldNames, Gpt, GptConfig, MemoryLimits, NormPlacement, Transformer, TransformerConfig,
+    FieldNames, Gpt, GptConfig, Llama, LlamaConfig, MemoryLimits, NormPlacement, Transformer,
+    TransformerConfig,
 };
 use wgformer::privacy::audit::Canary;
-use wgformer::train::gpt::{GptData, GptTask};
+use wgformer::train::gpt::{GptData, GptTask, LanguageModel};
 use wgformer::train::icl::{self, IclData, IclTrainTask};
 use wgformer::train::progress::ProgressReporter;
 use wgformer::train::seq2seq::{load_pairs, DateTaskSetup, PairSource, Seq2SeqData, Seq2SeqTask};
@@ -33,6 +35,9 @@ pub enum ModelKind {
     Encdec,
     /// A GPT-2-layout decoder-only language model (plain text).
     Gpt,
+    /// A Llama-layout decoder-only language model (plain text): rotary
+    /// positions, RMSNorm, SwiGLU, grouped-query attention (--kv-heads).
+    Llama,
 }
 
 /// Which tokenizer a new run trains.
@@ -66,7 +71,7 @@ pub enum NormArg {
 /// defaults of the model kind (printed at the start).
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// encdec (the built-in date task when --data is absent) or gpt (needs --data).
+    /// encdec (the built-in date task when --data is absent), gpt or llama (need --data).
     #[arg(long, value_enum, default_value_t = ModelKind::Encdec)]
     pub model: ModelKind,
     /// Training data: a UTF-8 text file (gpt) or `source<TAB>target` lines (encdec).
@@ -146,7 +151,11 @@ pub struct TrainArgs {
     /// Attention heads.
     #[arg(long, value_parser = at_least_one::<usize>)]
     pub heads: Option<usize>,
-    /// Feed-forward width (encdec; gpt uses 4 x d_model).
+    /// Key/value heads of a Llama (grouped-query attention; default: --heads).
+    #[arg(long, value_parser = at_least_one::<usize>)]
+    pub kv_heads: Option<usize>,
+    /// Feed-forward width (encdec; llama's SwiGLU, default 8/3 d_model rounded
+    /// up to a multiple of 8; gpt uses 4 x d_model).
     #[arg(long, value_parser = at_least_one::<usize>)]
     pub d_ff: Option<usize>,
     /// Dropout in [0, 1) (encdec).
@@ -262,6 +271,18 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, energy: RunEnergy) -> Result<()> {
             let out = claim_out(&out_path, a.overwrite)?;
             finish_gpt(&mut task, Start::Fresh(opts, dp_options(a), out), energy)
         }
+        ModelKind::Llama => {
+            if a.dp {
+                return Err(usage(
+                    "--dp trains --model gpt or encdec: DP-SGD's per-example gradients do not \
+                     cover the Llama layout's ops (RMSNorm, SwiGLU, RoPE) yet",
+                ));
+            }
+            let mut task = new_llama(gpu, a)?;
+            let opts = options(a, ModelKind::Llama, task.model.config.hidden_size)?;
+            let out = claim_out(&out_path, a.overwrite)?;
+            finish_gpt(&mut task, Start::Fresh(opts, None, out), energy)
+        }
     }
 }
 
@@ -288,6 +309,7 @@ fn default_out(a: &TrainArgs) -> PathBuf {
         (ModelKind::Encdec, None) => "runs/date",
         (ModelKind::Encdec, Some(_)) => "runs/pairs",
         (ModelKind::Gpt, _) => "runs/gpt",
+        (ModelKind::Llama, _) => "runs/llama",
     })
 }
 
@@ -342,7 +364,7 @@ fn options(a: &TrainArgs, kind: ModelKind, d_model: usize) -> Result<TrainOption
                 steps / 4,
             )
         }
-        ModelKind::Gpt => {
+        ModelKind::Gpt | ModelKind::Llama => {
             let icl = a.task == Some(TaskKind::Icl);
             let steps = a
                 .steps
@@ -592,6 +614,86 @@ fn new_gpt(gpu: &Gpu, a: &TrainArgs) -> Result<GptTask> {
     }
 }
 
+/// A Llama run: a new model sized by the flags (defaults as the GPT's, plus
+/// --kv-heads and a SwiGLU width of about 8/3 d_model), or `--init-from` a
+/// Llama checkpoint (ours or Hugging Face's) with its tokenizer.
+fn new_llama(gpu: &Gpu, a: &TrainArgs) -> Result<GptTask<Llama>> {
+    let Some(path) = &a.data else {
+        return Err(usage(
+            "--model llama needs a text file to train on: add --data FILE.txt (UTF-8 text)",
+        ));
+    };
+    let batch_of = |config: &LlamaConfig| {
+        (
+            a.batch.unwrap_or(16),
+            a.seq.unwrap_or(config.max_position_embeddings.min(128)),
+        )
+    };
+    let (tokenizer, model): (Box<dyn Tokenizer>, Llama) = match &a.init_from {
+        Some(dir) => {
+            check_type(dir, "llama", "--model llama")?;
+            let (model, _) = checkpoint::load_llama(gpu, dir)?;
+            let tok = checkpoint_tokenizer(dir, model.config.vocab_size)?;
+            note_unknown_in_file(tok.as_ref(), path, false)?;
+            (tok, model)
+        }
+        None => {
+            let tok: Box<dyn Tokenizer> = match a.tokenizer {
+                TokenizerKind::Char => Box::new(CharTokenizer::from_text(&read_text(path)?)?),
+                TokenizerKind::Bpe => Box::new(train_bpe(path, a.vocab_size)?),
+            };
+            let c = a.d_model.unwrap_or(128);
+            let heads = a.heads.unwrap_or(4);
+            let config = LlamaConfig {
+                vocab_size: tok.vocab_size(),
+                hidden_size: c,
+                intermediate_size: a.d_ff.unwrap_or((8 * c).div_ceil(3).next_multiple_of(8)),
+                num_hidden_layers: a.layers.unwrap_or(4),
+                num_attention_heads: heads,
+                num_key_value_heads: a.kv_heads.unwrap_or(heads),
+                rms_norm_eps: 1e-5,
+                rope_theta: 10_000.0,
+                max_position_embeddings: a.context.unwrap_or(a.seq.unwrap_or(128)),
+                tie_word_embeddings: false,
+                bos_token_id: Some(tok.specials().bos),
+                eos_token_id: Some(tok.specials().eos),
+            };
+            let renames = decoder_size_names(
+                a,
+                Some((
+                    &[
+                        ("num_hidden_layers", "--layers"),
+                        ("hidden_size", "--d-model"),
+                        ("intermediate_size", "--d-ff"),
+                        ("num_attention_heads", "--heads"),
+                        ("num_key_value_heads", "--kv-heads"),
+                    ],
+                    "max_position_embeddings",
+                )),
+            );
+            let names = FieldNames {
+                op: "wgformer",
+                renames: &renames,
+            };
+            config.validate()?;
+            config.check_size(&MemoryLimits::of(gpu), Some(batch_of(&config)), &names)?;
+            (tok, Llama::new(gpu, config, a.seed)?)
+        }
+    };
+    let dataset = TextDataset::from_file(path, tokenizer.as_ref(), a.held_out)?;
+    let (batch, seq) = batch_of(&model.config);
+    let data = GptData {
+        data: Some(path.clone()),
+        batch,
+        seq,
+        held_out_fraction: a.held_out,
+        eval_windows: 32,
+        seed: a.seed,
+    };
+    print_config(&wgformer::checkpoint::config_json(&model.config)?);
+    GptTask::new(gpu, model, tokenizer, dataset, data)
+}
+
 /// A GPT run's micro-batch: (windows, tokens per window).
 fn gpt_batch(a: &TrainArgs, config: &GptConfig) -> (usize, usize) {
     (
@@ -609,28 +711,47 @@ fn check_gpt_size(
     config: &GptConfig,
     sized_by_flags: bool,
 ) -> Result<()> {
-    let positions = if a.context.is_none() && a.seq.is_some() {
-        "--seq"
-    } else {
-        "--context"
-    };
-    let mut renames = vec![("batch", "--batch"), ("seq", "--seq")];
-    if sized_by_flags {
-        renames.extend([
-            ("n_layer", "--layers"),
-            ("n_embd", "--d-model"),
-            ("n_head", "--heads"),
-            ("n_positions", positions),
-        ]);
-        if a.tokenizer == TokenizerKind::Bpe {
-            renames.push(("vocab_size", "--vocab-size"));
-        }
-    }
+    let renames = decoder_size_names(
+        a,
+        sized_by_flags.then_some((
+            &[
+                ("n_layer", "--layers"),
+                ("n_embd", "--d-model"),
+                ("n_head", "--heads"),
+            ],
+            "n_positions",
+        )),
+    );
     let names = FieldNames {
         op: "wgformer",
         renames: &renames,
     };
     config.check_size(&MemoryLimits::of(gpu), Some(gpt_batch(a, config)), &names)
+}
+
+/// The flags a decoder-only model's size errors name: `--batch` and `--seq`,
+/// and where its sizes came from flags (`sized`: the config's fields with
+/// their flags, and its positions field), those, the positions field as
+/// `--context` (or `--seq` when only that was given) and, for a BPE tokenizer
+/// trained here, `--vocab-size`.
+fn decoder_size_names(
+    a: &TrainArgs,
+    sized: Option<(&[(&'static str, &'static str)], &'static str)>,
+) -> Vec<(&'static str, &'static str)> {
+    let mut renames = vec![("batch", "--batch"), ("seq", "--seq")];
+    if let Some((fields, positions_field)) = sized {
+        renames.extend_from_slice(fields);
+        let positions = if a.context.is_none() && a.seq.is_some() {
+            "--seq"
+        } else {
+            "--context"
+        };
+        renames.push((positions_field, positions));
+        if a.tokenizer == TokenizerKind::Bpe {
+            renames.push(("vocab_size", "--vocab-size"));
+        }
+    }
+    renames
 }
 
 /// Refuses an encoder-decoder and token budget the machine cannot hold, as
@@ -756,22 +877,8 @@ fn resume(gpu: &Gpu, a: &TrainArgs, dir: &Path, energy: RunEnergy) -> Result<()>
             finish_icl(&mut task, how, energy)
         }
         "gpt2" => {
-            let mut data: GptData = serde_json::from_value(data_desc).map_err(|e| {
-                usage(format!(
-                    "the trainer state of `{}` does not describe text data ({e})",
-                    dir.display()
-                ))
-            })?;
-            if let Some(path) = &a.data {
-                data.data = Some(path.clone());
-            }
-            let Some(path) = data.data.clone() else {
-                return Err(usage("the run's text file is unknown: pass it with --data"));
-            };
             let config: GptConfig = checkpoint::read_config(dir)?;
-            let tok = checkpoint_tokenizer(dir, config.vocab_size)?;
-            note_unknown_in_file(tok.as_ref(), &path, false)?;
-            let dataset = TextDataset::from_file(&path, tok.as_ref(), data.held_out_fraction)?;
+            let (data, tok, dataset) = resumed_text(a, dir, data_desc, config.vocab_size)?;
             let model = Gpt::new(gpu, config, 0)?;
             let mut task = GptTask::new(gpu, model, tok, dataset, data)?;
             if let Some(canary) = task_desc.get("canary") {
@@ -785,10 +892,45 @@ fn resume(gpu: &Gpu, a: &TrainArgs, dir: &Path, energy: RunEnergy) -> Result<()>
             }
             finish_gpt(&mut task, how, energy)
         }
+        "llama" => {
+            let config: LlamaConfig = checkpoint::read_config(dir)?;
+            let (data, tok, dataset) = resumed_text(a, dir, data_desc, config.vocab_size)?;
+            let model = Llama::new(gpu, config, 0)?;
+            let mut task = GptTask::new(gpu, model, tok, dataset, data)?;
+            finish_gpt(&mut task, how, energy)
+        }
         other => Err(usage(format!(
-            "cannot resume a `{other}` checkpoint: wgformer trains gpt2 and encoder_decoder models"
+            "cannot resume a `{other}` checkpoint: wgformer trains gpt2, llama and \
+             encoder_decoder models"
         ))),
     }
+}
+
+/// The text data of a resumed language-model run (GPT or Llama): its saved
+/// description (with `--data` replacing the file), the checkpoint's tokenizer
+/// and the dataset read again.
+fn resumed_text(
+    a: &TrainArgs,
+    dir: &Path,
+    data_desc: serde_json::Value,
+    vocab_size: usize,
+) -> Result<(GptData, Box<dyn Tokenizer>, TextDataset)> {
+    let mut data: GptData = serde_json::from_value(data_desc).map_err(|e| {
+        usage(format!(
+            "the trainer state of `{}` does not describe text data ({e})",
+            dir.display()
+        ))
+    })?;
+    if let Some(path) = &a.data {
+        data.data = Some(path.clone());
+    }
+    let Some(path) = data.data.clone() else {
+        return Err(usage("the run's text file is unknown: pass it with --data"));
+    };
+    let tok = checkpoint_tokenizer(dir, vocab_size)?;
+    note_unknown_in_file(tok.as_ref(), &path, false)?;
+    let dataset = TextDataset::from_file(&path, tok.as_ref(), data.held_out_fraction)?;
+    Ok((data, tok, dataset))
 }
 
 /// True when both paths name the same directory (`runs/x` and `./runs/x`).
@@ -902,7 +1044,11 @@ fn finish_seq2seq(
     Ok(())
 }
 
-fn finish_gpt(task: &mut GptTask, how: Start, energy: RunEnergy) -> Result<()> {
+fn finish_gpt<M: LanguageModel>(
+    task: &mut GptTask<M>,
+    how: Start,
+    energy: RunEnergy,
+) -> Result<()> {
     let summary = run_trainer(task, how, energy)?;
     if let Some(m) = &summary.eval {
         println!(

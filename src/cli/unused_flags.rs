@@ -23,6 +23,7 @@ const MODEL_FLAGS: &[&str] = &[
     "layers",
     "d-model",
     "heads",
+    "kv-heads",
     "d-ff",
     "dropout",
     "norm",
@@ -31,6 +32,9 @@ const MODEL_FLAGS: &[&str] = &[
     "vocab-size",
 ];
 const ENCDEC_ONLY: &[&str] = &["batch-tokens", "d-ff", "dropout", "norm", "show"];
+const LLAMA_ONLY: &[&str] = &["kv-heads"];
+/// Of the encoder-decoder's flags, what a Llama uses too (its SwiGLU width).
+const LLAMA_TOO: &[&str] = &["d-ff"];
 const GPT_ONLY: &[&str] = &["batch", "seq", "weight-decay"];
 /// The in-context learning task makes its own sequences (`--examples` sets their
 /// length) and tokenizer, and trains a GPT from scratch.
@@ -87,7 +91,7 @@ pub fn check(a: &TrainArgs) -> Result<()> {
     if a.task == Some(TaskKind::Icl) {
         if a.model != ModelKind::Gpt && a.given.iter().any(|f| f == "model") {
             return Err(usage(
-                "--task icl trains a GPT: leave out --model encdec (or pass --model gpt)",
+                "--task icl trains a GPT: leave out --model (or pass --model gpt)",
             ));
         }
         refuse(
@@ -111,7 +115,13 @@ pub fn check(a: &TrainArgs) -> Result<()> {
             "--init-from takes the model and its tokenizer from the checkpoint",
         )?;
     }
-    if a.model == ModelKind::Encdec {
+    if a.model != ModelKind::Llama {
+        refuse(
+            given(&|f| !LLAMA_ONLY.contains(&f)),
+            "it applies to --model llama only",
+        )?;
+    }
+    if a.model != ModelKind::Gpt {
         refuse(
             given(&|f| !CANARY_FLAGS.contains(&f)),
             "a canary is planted in a GPT's training text (--model gpt); for translation \
@@ -123,9 +133,13 @@ pub fn check(a: &TrainArgs) -> Result<()> {
             given(&|f| !ENCDEC_ONLY.contains(&f)),
             "it applies to --model encdec only",
         )?,
+        ModelKind::Llama => refuse(
+            given(&|f| !ENCDEC_ONLY.contains(&f) || LLAMA_TOO.contains(&f)),
+            "it applies to --model encdec only",
+        )?,
         ModelKind::Encdec => refuse(
             given(&|f| !GPT_ONLY.contains(&f)),
-            "it applies to --model gpt only (the encoder-decoder takes --batch-tokens, and the \
+            "it applies to --model gpt or llama only (the encoder-decoder takes --batch-tokens, and the \
              paper's Adam has no weight decay)",
         )?,
     }

@@ -110,6 +110,8 @@ impl BpeTokenizer {
                 format!("vocab_size {vocab_size} is below {min} (256 byte tokens + 4 specials). Ask for at least {min}"),
             ));
         }
+        // Always false where usize is 32 bits (wasm32), hence the allow.
+        #[allow(clippy::absurd_extreme_comparisons)]
         if vocab_size > Self::MAX_VOCAB_SIZE {
             return Err(Error::invalid(
                 "BpeTokenizer::train",

@@ -1,26 +1,28 @@
-//! GPT inference: streamed sampling ([`generate`]) and scoring ([`score`], and
-//! [`sequence_nll`] for many sequences at once).
+//! Decoder-only inference (GPT, Llama: any [`CausalLm`]): streamed sampling
+//! ([`generate`]) and scoring ([`score`], and [`sequence_nll`] for many
+//! sequences at once).
 
 use super::{GenerateOptions, Generation, Sampler, StopReason};
 use crate::autograd::Tape;
 use crate::error::{Error, Result};
 use crate::kernels::cross_entropy::{cross_entropy_checked, CrossEntropyOptions};
-use crate::nn::{Gpt, KvCache};
+use crate::nn::{CausalLm, Gpt, KvCache};
 use crate::tensor::Tensor;
+use crate::token_ids::TokenIds;
 use std::ops::ControlFlow;
 
-/// One growing sequence on a [`Gpt`]: feed tokens, get the next token's logits.
+/// One growing sequence on a decoder-only model ([`CausalLm`]): feed tokens, get the next token's logits.
 /// Decodes incrementally with the model's key/value cache.
 pub struct GptDecoder<'a> {
-    model: &'a Gpt,
+    model: &'a dyn CausalLm,
     cache: KvCache,
 }
 
 impl<'a> GptDecoder<'a> {
     /// An empty sequence that can grow to `capacity` tokens (at most the model's
     /// context).
-    pub fn new(model: &'a Gpt, capacity: usize) -> Result<Self> {
-        let ctx = model.config.n_positions;
+    pub fn new(model: &'a dyn CausalLm, capacity: usize) -> Result<Self> {
+        let ctx = model.context();
         if capacity == 0 || capacity > ctx {
             return Err(Error::invalid(
                 "generate",
@@ -52,7 +54,7 @@ impl<'a> GptDecoder<'a> {
     /// after the last one. Errors when the capacity would overflow or an id is
     /// outside the vocabulary.
     pub fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        let v = self.model.config.vocab_size;
+        let v = self.model.vocab_size();
         if tokens.is_empty() {
             return Err(Error::invalid(
                 "generate",
@@ -76,7 +78,7 @@ impl<'a> GptDecoder<'a> {
                      {}). Shorten the prompt (or allow truncation)",
                     self.len() + tokens.len(),
                     self.capacity(),
-                    self.model.config.n_positions
+                    self.model.context()
                 ),
             ));
         }
@@ -98,23 +100,32 @@ impl<'a> GptDecoder<'a> {
     }
 }
 
-/// Generates up to `opts.max_tokens` tokens after `prompt`, calling `on_token`
+/// Generates up to `opts.max_tokens` tokens after `prompt` (one sequence: host
+/// ids or a u32 tensor, see [`TokenIds`]), calling `on_token`
 /// with each one as soon as it is picked (an error from the callback stops
 /// generation and is returned). See the module doc for context overflow, and
 /// [`Gpt::generate`] for a callback that can stop generation early.
-pub fn generate(
-    model: &Gpt,
-    prompt: &[u32],
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for an empty prompt, an id outside the
+/// vocabulary, or a prompt that fills the context (unless
+/// `opts.truncate_prompt`); [`Error::Shape`] for a prompt of more than one
+/// sequence; the callback's own errors; [`Error::Device`] when the device fails.
+pub fn generate<'p>(
+    model: &dyn CausalLm,
+    prompt: impl Into<TokenIds<'p>>,
     opts: &GenerateOptions,
     on_token: &mut dyn FnMut(u32) -> Result<()>,
 ) -> Result<Generation> {
-    generate_until(model, prompt, opts, &mut |token| {
+    let prompt = prompt.into().one_sequence("generate", "the prompt")?;
+    generate_until(model, &prompt, opts, &mut |token| {
         on_token(token).map(|()| ControlFlow::Continue(()))
     })
 }
 
 impl Gpt {
-    /// Generates up to `opts.max_tokens` tokens after `prompt` (host ids),
+    /// Generates up to `opts.max_tokens` tokens after `prompt` (one sequence:
+    /// host ids or a u32 tensor, see [`TokenIds`]),
     /// calling `on_token` with each one as soon as it is picked; returning
     /// `ControlFlow::Break(())` from it stops generation cleanly
     /// ([`StopReason::Stopped`]). Blocking (reads each token's logits back);
@@ -132,30 +143,31 @@ impl Gpt {
     /// assert!(out.tokens.len() <= 5);
     /// # Ok(()) }
     /// ```
-    pub fn generate(
+    pub fn generate<'p>(
         &self,
-        prompt: &[u32],
+        prompt: impl Into<TokenIds<'p>>,
         opts: &GenerateOptions,
         mut on_token: impl FnMut(u32) -> ControlFlow<()>,
     ) -> Result<Generation> {
-        generate_until(self, prompt, opts, &mut |token| Ok(on_token(token)))
+        let prompt = prompt.into().one_sequence("generate", "the prompt")?;
+        generate_until(self, &prompt, opts, &mut |token| Ok(on_token(token)))
     }
 
     /// Each token's log-probability given the ones before it, in one pass
     /// without a tape: the same as [`score`]. Blocking; native only.
-    pub fn score(&self, ids: &[u32]) -> Result<Score> {
+    pub fn score<'i>(&self, ids: impl Into<TokenIds<'i>>) -> Result<Score> {
         score(self, ids)
     }
 }
 
 /// [`generate`] whose callback may also stop generation.
 fn generate_until(
-    model: &Gpt,
+    model: &dyn CausalLm,
     prompt: &[u32],
     opts: &GenerateOptions,
     on_token: &mut dyn FnMut(u32) -> Result<ControlFlow<()>>,
 ) -> Result<Generation> {
-    let ctx = model.config.n_positions;
+    let ctx = model.context();
     if prompt.is_empty() {
         return Err(Error::invalid(
             "generate",
@@ -222,11 +234,18 @@ pub struct Score {
     pub mean_nll: f64,
 }
 
-/// Scores `ids` (at least 2 tokens, at most the model's context) in one forward
-/// pass: each token's log-probability given the ones before it. The first token
-/// has no prediction and gets no entry.
-pub fn score(model: &Gpt, ids: &[u32]) -> Result<Score> {
-    let (ctx, v) = (model.config.n_positions, model.config.vocab_size);
+/// Scores `ids` (one sequence of at least 2 tokens, at most the model's
+/// context: host ids or a u32 tensor, see [`TokenIds`]) in one forward pass:
+/// each token's log-probability given the ones before it. The first token has
+/// no prediction and gets no entry.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for fewer than 2 tokens, more than the context,
+/// or an id outside the vocabulary; [`Error::Shape`] for more than one sequence.
+pub fn score<'i>(model: &dyn CausalLm, ids: impl Into<TokenIds<'i>>) -> Result<Score> {
+    let ids = ids.into().one_sequence("score", "ids")?;
+    let ids = &ids[..];
+    let (ctx, v) = (model.context(), model.vocab_size());
     if ids.len() < 2 {
         return Err(Error::invalid(
             "score",
@@ -331,6 +350,6 @@ pub fn sequence_nll(model: &Gpt, sequences: &[Vec<u32>], batch: usize) -> Result
 }
 
 /// The GPU a model's weights live on.
-pub(crate) fn model_gpu(model: &Gpt) -> crate::gpu::Gpu {
+pub(crate) fn model_gpu(model: &dyn CausalLm) -> crate::gpu::Gpu {
     model.params()[0].value().gpu().clone()
 }

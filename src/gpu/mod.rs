@@ -3,6 +3,7 @@
 //! pending command batch, counters) and the [`KernelPolicy`] the kernels plan by.
 //! Cloning a `Gpu` is cheap (two `Arc`s).
 
+mod adapter;
 mod batch;
 mod counters;
 mod pipelines;
@@ -11,6 +12,9 @@ mod pool;
 mod profile;
 mod readback;
 
+#[cfg(not(target_arch = "wasm32"))]
+pub use adapter::describe_adapters;
+pub use adapter::AdapterChoice;
 pub use batch::{Dispatch, Launch};
 pub use counters::Counters;
 pub use pipelines::Shader;
@@ -80,25 +84,48 @@ impl std::fmt::Debug for Gpu {
 
 impl Gpu {
     /// Opens the best adapter: high-performance preference, honouring
-    /// `WGPU_BACKEND` (vulkan, metal, dx12, gl, webgpu) and `WGFORMER_ADAPTER`,
-    /// with the kernel policy of the adapter and the `WGFORMER_*` variables
-    /// (an unknown value of one is an error).
+    /// `WGPU_BACKEND` (vulkan, metal, dx12, gl, webgpu) and `WGFORMER_ADAPTER`
+    /// (see [`AdapterChoice::from_env`]), with the kernel policy of the adapter
+    /// and the `WGFORMER_*` variables (an unknown value of one is an error).
     pub async fn new_async() -> Result<Gpu> {
-        let filter = std::env::var(ADAPTER_ENV).ok().filter(|s| !s.is_empty());
-        Self::with_adapter_filter(filter.as_deref()).await
+        Self::open_async(&AdapterChoice::from_env()).await
     }
 
     /// Blocking form of [`Gpu::new_async`] (native only).
+    ///
+    /// # Errors
+    /// [`Error::NoAdapter`] when no adapter is found (naming `WGPU_BACKEND` or
+    /// `WGFORMER_ADAPTER` when one of them hid it), [`Error::RequestDevice`] when
+    /// the adapter refuses a device, [`Error::Environment`] for an unknown value
+    /// of a `WGFORMER_*` variable or an unknown backend.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn new() -> Result<Gpu> {
         pollster::block_on(Self::new_async())
     }
 
-    /// Opens the first adapter whose name contains `filter` (case-insensitive).
-    pub async fn with_adapter_filter(filter: Option<&str>) -> Result<Gpu> {
+    /// Opens the best adapter `choice` allows, with the kernel policy of the
+    /// adapter and the `WGFORMER_*` variables.
+    pub async fn open_async(choice: &AdapterChoice) -> Result<Gpu> {
         let overrides = policy::Overrides::from_env()?;
-        let adapter = pick_adapter(filter).await?;
+        let adapter = adapter::pick_adapter(choice).await?;
         Self::from_adapter(adapter, &overrides).await
+    }
+
+    /// Blocking form of [`Gpu::open_async`] (native only); errors as
+    /// [`Gpu::new`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn open(choice: &AdapterChoice) -> Result<Gpu> {
+        pollster::block_on(Self::open_async(choice))
+    }
+
+    /// Opens the first adapter whose name contains `filter` (case-insensitive),
+    /// on the backends `WGPU_BACKEND` allows.
+    pub async fn with_adapter_filter(filter: Option<&str>) -> Result<Gpu> {
+        let mut choice = AdapterChoice::from_env().any_name();
+        if let Some(f) = filter {
+            choice = choice.name_given_as(f, ADAPTER_ENV);
+        }
+        Self::open_async(&choice).await
     }
 
     async fn from_adapter(adapter: wgpu::Adapter, overrides: &policy::Overrides) -> Result<Gpu> {
@@ -142,7 +169,10 @@ impl Gpu {
     /// (`wgpu::Limits::default()` has them); the `WGFORMER_*` variables apply as
     /// in [`Gpu::new`]. wgformer installs its own uncaptured-error handler and
     /// device-lost callback on the device (replacing the application's), so that
-    /// errors come back from its calls. Errors: [`Error::InvalidArgument`]
+    /// errors come back from its calls.
+    ///
+    /// # Errors
+    /// [`Error::Device`] (kind [`ErrorKind::Device`](crate::ErrorKind::Device))
     /// naming the missing capability or limit, with the value the device has and
     /// the one wgformer needs.
     ///
@@ -167,15 +197,15 @@ impl Gpu {
             .flags
             .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
         {
-            return Err(Error::invalid(
-                OP,
-                format!(
+            return Err(Error::Device {
+                op: OP,
+                detail: format!(
                     "the adapter `{}` has no compute shaders, which wgformer runs on: use an \
                      adapter with WebGPU compute (Vulkan, Metal, DX12 or the browser's WebGPU; \
                      not WebGL2)",
                     info.name
                 ),
-            ));
+            });
         }
         let limits = device.limits();
         let mut short = None;
@@ -183,15 +213,15 @@ impl Gpu {
             short.get_or_insert((name, needed, has));
         });
         if let Some((name, needed, has)) = short {
-            return Err(Error::invalid(
-                OP,
-                format!(
+            return Err(Error::Device {
+                op: OP,
+                detail: format!(
                     "the device's limit {name} is {has} but wgformer needs at least {needed} \
                      (reversed for alignments: at most); create the device with \
                      `required_limits: wgpu::Limits::default()` or the adapter's own \
                      `adapter.limits()`"
                 ),
-            ));
+            });
         }
         let wanted = device.features()
             & (wgpu::Features::SHADER_F16
@@ -357,180 +387,14 @@ impl Gpu {
     /// Human-readable report of adapter, backend, driver, limits, features and
     /// the kernel policy (`wgformer info`).
     pub fn describe(&self) -> String {
-        let i = &self.inner.info;
-        let l = &self.inner.limits;
-        let f = self.inner.features;
-        let yes = |b: bool| if b { "yes" } else { "no" };
-        format!(
-            "adapter:  {}\nbackend:  {:?}\ndevice:   {:?} (vendor 0x{:04x}, device 0x{:04x})\n\
-             driver:   {} {}\n\
-             limits:\n  max_buffer_size                        {}\n  \
-             max_storage_buffer_binding_size        {}\n  \
-             max_storage_buffers_per_shader_stage   {}\n  \
-             max_compute_workgroup_storage_size     {}\n  \
-             max_compute_invocations_per_workgroup  {}\n  \
-             max_compute_workgroup_size (x, y, z)   ({}, {}, {})\n  \
-             max_compute_workgroups_per_dimension   {}\n  \
-             min_uniform_buffer_offset_alignment    {}\n\
-             features:\n  shader-f16       {}\n  timestamp-query  {}\n  subgroups        {}",
-            i.name,
-            i.backend,
-            i.device_type,
-            i.vendor,
-            i.device,
-            i.driver,
-            i.driver_info,
-            crate::error::human_bytes(l.max_buffer_size),
-            crate::error::human_bytes(l.max_storage_buffer_binding_size),
-            l.max_storage_buffers_per_shader_stage,
-            l.max_compute_workgroup_storage_size,
-            l.max_compute_invocations_per_workgroup,
-            l.max_compute_workgroup_size_x,
-            l.max_compute_workgroup_size_y,
-            l.max_compute_workgroup_size_z,
-            l.max_compute_workgroups_per_dimension,
-            l.min_uniform_buffer_offset_alignment,
-            yes(f.shader_f16),
-            yes(f.timestamp_query),
-            yes(f.subgroups),
-        ) + &format!("\nkernel policy:\n{}", self.policy)
+        let i = &self.inner;
+        adapter::adapter_report(&i.info, &i.limits, &i.features)
+            + &format!("\nkernel policy:\n{}", self.policy)
     }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-async fn pick_adapter(filter: Option<&str>) -> Result<wgpu::Adapter> {
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        let backend_env = backends_from_env()?;
-        let mut adapters = enumerate(backend_env.as_ref().map(|(_, b)| *b)).await;
-        let names = |list: &[wgpu::Adapter]| -> Vec<String> {
-            list.iter()
-                .map(|a| {
-                    let i = a.get_info();
-                    format!("{} ({:?})", i.name, i.backend)
-                })
-                .collect()
-        };
-        let mut seen = names(&adapters);
-        if let Some(f) = filter {
-            let needle = f.to_lowercase();
-            adapters.retain(|a| a.get_info().name.to_lowercase().contains(&needle));
-        }
-        // Prefer discrete, then integrated, then anything (software last); within a
-        // kind, prefer Vulkan/Metal/DX12 over GL.
-        adapters.sort_by_key(|a| {
-            let i = a.get_info();
-            let kind = match i.device_type {
-                wgpu::DeviceType::DiscreteGpu => 0,
-                wgpu::DeviceType::IntegratedGpu => 1,
-                wgpu::DeviceType::VirtualGpu => 2,
-                wgpu::DeviceType::Other => 3,
-                wgpu::DeviceType::Cpu => 4,
-            };
-            (kind, matches!(i.backend, wgpu::Backend::Gl) as u8)
-        });
-        if let Some(adapter) = adapters.into_iter().next() {
-            return Ok(adapter);
-        }
-        // Say which variable hid the adapters there are.
-        let mut hidden_by = Vec::new();
-        if let Some((value, _)) = &backend_env {
-            hidden_by.push(format!("{BACKEND_ENV}={value:?}"));
-            let hidden = names(&enumerate(None).await);
-            if seen.is_empty() && !hidden.is_empty() {
-                seen = vec![format!(
-                    "none; without {BACKEND_ENV}: {}",
-                    hidden.join(", ")
-                )];
-            }
-        }
-        if let Some(f) = filter {
-            hidden_by.push(format!("{ADAPTER_ENV}={f:?}"));
-        }
-        Err(Error::NoAdapter {
-            filter: if hidden_by.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    " matching {} (unset {} to let wgformer choose)",
-                    hidden_by.join(" and "),
-                    if hidden_by.len() == 1 { "it" } else { "them" }
-                )
-            },
-            seen: if seen.is_empty() {
-                "none".into()
-            } else {
-                seen.join(", ")
-            },
-        })
-    }
-    #[cfg(target_arch = "wasm32")]
-    {
-        let _ = filter;
-        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
-        desc.backends = wgpu::Backends::BROWSER_WEBGPU;
-        wgpu::Instance::new(desc)
-            .request_adapter(&wgpu::RequestAdapterOptions {
-                power_preference: wgpu::PowerPreference::HighPerformance,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| Error::NoAdapter {
-                filter: String::new(),
-                seen: format!("none ({e}); enable WebGPU in the browser (chrome://flags/#enable-unsafe-webgpu)"),
-            })
-    }
-}
-
-/// Every adapter of `only` (the backends `WGPU_BACKEND` names), or without
-/// it of Vulkan/Metal/DX12, and of GL only when none of those has one
-/// (initialising GL on a headless machine prints EGL errors for nothing).
-#[cfg(not(target_arch = "wasm32"))]
-async fn enumerate(only: Option<wgpu::Backends>) -> Vec<wgpu::Adapter> {
-    let mut adapters = Vec::new();
-    for backends in [wgpu::Backends::PRIMARY, wgpu::Backends::all()] {
-        let backends = only.unwrap_or(backends);
-        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
-        desc.backends = backends;
-        adapters = wgpu::Instance::new(desc).enumerate_adapters(backends).await;
-        if !adapters.is_empty() {
-            break;
-        }
-    }
-    adapters
-}
-
-/// `WGPU_BACKEND` as (its value, the backends it names), checked: wgpu itself
-/// skips a name it does not know, which would hide every adapter for a typo.
-#[cfg(not(target_arch = "wasm32"))]
-fn backends_from_env() -> Result<Option<(String, wgpu::Backends)>> {
-    let Some(value) = std::env::var(BACKEND_ENV)
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-    else {
-        return Ok(None);
-    };
-    const NAMES: &[&str] = &[
-        "vulkan", "vk", "metal", "mtl", "dx12", "d3d12", "gl", "gles", "opengl", "webgpu", "noop",
-    ];
-    for name in value.split(',') {
-        if !NAMES.contains(&name.trim().to_lowercase().as_str()) {
-            return Err(Error::Environment {
-                variable: BACKEND_ENV,
-                value,
-                expected: "a comma-separated list of vulkan, metal, dx12, gl, webgpu; \
-                           or unset it to try every backend"
-                    .into(),
-            });
-        }
-    }
-    Ok(Some((
-        value.clone(),
-        wgpu::Backends::from_comma_list(&value),
-    )))
 }
 
 /// A storage buffer of at least `bytes` from the pool.

@@ -36,7 +36,8 @@ struct Params {
     causal: u32,
     has_mask: u32,
     scale: f32,
-    _pad: [u32; 3],
+    group: u32,
+    _pad: [u32; 2],
 }
 
 /// (B, NH, Tcap, HS) of an f32 head-major tensor.
@@ -250,11 +251,33 @@ pub fn kv_attention(
     causal: bool,
     key_mask: Option<&Tensor>,
 ) -> Result<Tensor> {
+    kv_attention_grouped(q, k, v, len, 1, causal, key_mask)
+}
+
+/// [`kv_attention`] with grouped-query heads: the caches hold NKV key/value
+/// heads and q holds `group * NKV` query heads; query head h attends with cached
+/// head `h / group`. Returns `(B, Tq, group * NKV * HS)`.
+pub fn kv_attention_grouped(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    len: usize,
+    group: usize,
+    causal: bool,
+    key_mask: Option<&Tensor>,
+) -> Result<Tensor> {
     const OP: &str = "kv_attention";
     let [b, tq, w] = token_dims(OP, "q", q)?;
-    let [kb, nh, tcap, hs] = cache_dims(OP, "k", k)?;
+    let [kb, nkv, tcap, hs] = cache_dims(OP, "k", k)?;
     v.expect_shape(OP, "v (must match k)", k.shape())?;
     v.expect_dtype(OP, "v", DType::F32)?;
+    if group == 0 {
+        return Err(Error::invalid(
+            OP,
+            "group (query heads per key/value head) must be >= 1",
+        ));
+    }
+    let nh = nkv * group;
     let c = nh * hs;
     if kb != b {
         return Err(Error::shape(
@@ -308,11 +331,12 @@ pub fn kv_attention(
         w: w as u32,
         tcap: tcap as u32,
         hs: hs as u32,
-        nh: nh as u32,
+        nh: nkv as u32,
         len: len as u32,
         causal: causal as u32,
         has_mask: key_mask.is_some() as u32,
         scale: std::f32::consts::LOG2_E / (hs as f32).sqrt(),
+        group: group as u32,
         ..Default::default()
     };
     run(

@@ -23,6 +23,7 @@
 //! per row with weight and bias in registers (`layernorm_fwd_rows`), with or
 //! without subgroups.
 
+use super::norm_rows::{check_eps, rows_cols, NormParams};
 use super::row_plan::{cpu_plan, row_plan, sg_plan, ROW_WG};
 use super::{grid_1d, groups, LAYERNORM_SUBGROUP_WGSL, LAYERNORM_WGSL};
 use crate::error::{Error, Result};
@@ -36,18 +37,6 @@ pub(crate) const SMALL_ROW_ITEMS: usize = 16;
 /// Threads per workgroup of the small-row forward (`ROW_WG` in the shader).
 pub(crate) const SMALL_ROW_WG: usize = 64;
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    rows: u32,
-    cols: u32,
-    eps: f32,
-    chunk_rows: u32,
-    chunks: u32,
-    tiles: u32,
-    _pad: [u32; 2],
-}
-
 /// Layer norm of `x` over its last axis with `weight` and `bias` of shape (C).
 /// Returns `(y, mean, rstd)`: y has x's shape, mean and rstd x's shape minus the
 /// last axis.
@@ -58,51 +47,21 @@ pub fn layernorm(
     eps: f32,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "layernorm";
-    x.expect_dtype(OP, "x", DType::F32)?;
+    let (rows, cols) = rows_cols(OP, x)?;
     weight.expect_dtype(OP, "weight", DType::F32)?;
     bias.expect_dtype(OP, "bias", DType::F32)?;
-    if x.rank() == 0 {
-        return Err(Error::shape(
-            OP,
-            "x is a scalar; layernorm normalises its last axis",
-        ));
-    }
-    let cols = x.dim(-1);
-    if cols == 0 {
-        return Err(Error::shape(
-            OP,
-            format!("x of shape {:?} has an empty last axis", x.shape()),
-        ));
-    }
     weight.expect_shape(OP, "weight (C)", &[cols])?;
     bias.expect_shape(OP, "bias (C)", &[cols])?;
-    if !(eps >= 0.0 && eps.is_finite()) {
-        return Err(Error::invalid(
-            OP,
-            format!("eps must be finite and >= 0, got {eps}"),
-        ));
-    }
-    if x.numel() > u32::MAX as usize {
-        return Err(Error::invalid(
-            OP,
-            format!("x of shape {:?} is too large", x.shape()),
-        ));
-    }
-    let rows = x.numel() / cols;
+    check_eps(OP, eps)?;
     let gpu = x.gpu();
     let stat_shape = &x.shape()[..x.rank() - 1];
     let y = Tensor::empty(gpu, x.shape(), DType::F32)?;
     let mean = Tensor::empty(gpu, stat_shape, DType::F32)?;
     let rstd = Tensor::empty(gpu, stat_shape, DType::F32)?;
     let (launch, chunk_rows) = plan_fwd(rows, cols, gpu.policy());
-    let p = Params {
-        rows: rows as u32,
-        cols: cols as u32,
-        eps,
+    let p = NormParams {
         chunk_rows,
-        chunks: 0,
-        tiles: 0,
-        _pad: [0; 2],
+        ..NormParams::new(rows, cols, eps)
     };
     gpu.launch(
         &launch,
@@ -161,27 +120,14 @@ pub fn layernorm_bwd(
     dy: &Tensor,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "layernorm_bwd";
+    let (rows, cols) = rows_cols(OP, x)?;
     for (t, name) in [
-        (x, "x"),
         (weight, "weight"),
         (mean, "mean"),
         (rstd, "rstd"),
         (dy, "dy"),
     ] {
         t.expect_dtype(OP, name, DType::F32)?;
-    }
-    if x.rank() == 0 {
-        return Err(Error::shape(
-            OP,
-            "x is a scalar; layernorm normalises its last axis",
-        ));
-    }
-    let cols = x.dim(-1);
-    if cols == 0 {
-        return Err(Error::shape(
-            OP,
-            format!("x of shape {:?} has an empty last axis", x.shape()),
-        ));
     }
     weight.expect_shape(OP, "weight (C)", &[cols])?;
     let stat_shape = &x.shape()[..x.rank() - 1];
@@ -195,21 +141,15 @@ pub fn layernorm_bwd(
             format!("x of shape {:?} is too large", x.shape()),
         ));
     }
-    let rows = x.numel() / cols;
     let gpu = x.gpu();
     let dx = Tensor::empty(gpu, x.shape(), DType::F32)?;
     let dweight = Tensor::empty(gpu, &[cols], DType::F32)?;
     let dbias = Tensor::empty(gpu, &[cols], DType::F32)?;
     let plan = plan_bwd(rows, cols, gpu.policy());
     // The split plan's dx kernel runs before the chunking is set.
-    let mut p = Params {
-        rows: rows as u32,
-        cols: cols as u32,
-        eps: 0.0,
-        chunk_rows: 0,
-        chunks: 0,
+    let mut p = NormParams {
         tiles: 1,
-        _pad: [0; 2],
+        ..NormParams::new(rows, cols, 0.0)
     };
     let inputs = [x, weight, mean, rstd, dy];
     if let BwdKernels::Split { dx: launch, .. } = &plan.kernels {

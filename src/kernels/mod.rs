@@ -16,12 +16,16 @@ pub mod embedding;
 pub mod gemm;
 pub mod kv_cache;
 pub mod layernorm;
+mod norm_rows;
 pub mod optim;
 pub mod per_example;
 pub mod permute;
 pub mod reduce;
+pub mod rmsnorm;
+pub mod rope;
 pub(crate) mod row_plan;
 pub mod softmax;
+pub mod swiglu;
 pub mod wgsl_mirrors;
 
 pub use activation::Activation;
@@ -115,6 +119,12 @@ pub static LAYERNORM_SUBGROUP_WGSL: Shader = shader!(
 pub static PER_EXAMPLE_WGSL: Shader = shader!("per_example.wgsl", f16: false);
 /// permute.wgsl: the head permutes of attention and the packed-QKV split.
 pub static PERMUTE_WGSL: Shader = shader!("permute.wgsl", f16: false);
+/// RMSNorm (Llama) and its backward, after rows.wgsl.
+pub static RMSNORM_WGSL: Shader = shader!("rmsnorm.wgsl" = "rows.wgsl" "rmsnorm.wgsl", f16: false);
+/// Rotary embeddings packed into [q | k | v] with grouped-query expansion.
+pub static ROPE_WGSL: Shader = shader!("rope.wgsl", f16: false);
+/// SwiGLU (silu(gate) * up) and its backward.
+pub static SWIGLU_WGSL: Shader = shader!("swiglu.wgsl", f16: false);
 /// The row reductions (sum, mean, max).
 pub static REDUCE_WGSL: Shader = shader!("reduce.wgsl" = "rows.wgsl" "reduce.wgsl", f16: false);
 /// The row softmax and its backward.
@@ -151,8 +161,11 @@ pub static ALL_SHADERS: &[&Shader] = &[
     &PER_EXAMPLE_WGSL,
     &PERMUTE_WGSL,
     &REDUCE_WGSL,
+    &RMSNORM_WGSL,
+    &ROPE_WGSL,
     &SOFTMAX_WGSL,
     &SOFTMAX_SUBGROUP_WGSL,
+    &SWIGLU_WGSL,
     &CAST_F16_WGSL,
 ];
 

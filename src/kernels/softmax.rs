@@ -123,48 +123,9 @@ fn layout(op: &'static str, x: &Tensor, opts: &SoftmaxOptions) -> Result<Layout>
 pub fn softmax(x: &Tensor, opts: &SoftmaxOptions) -> Result<Tensor> {
     let l = layout("softmax", x, opts)?;
     let y = Tensor::empty(x.gpu(), x.shape(), DType::F32)?;
-    let masks = [
-        ("CAUSAL", opts.causal as u8 as f64),
-        ("KEY_MASK", opts.key_mask.is_some() as u8 as f64),
-    ];
-    if let Some(sg) = sg_plan(x.gpu().policy(), l.rows, l.cols) {
-        let p = Params {
-            chunk_rows: sg.chunk_rows,
-            ..l.p
-        };
-        let [a, b] = sg.constants();
-        x.gpu().dispatch(&Dispatch {
-            shader: &SOFTMAX_SUBGROUP_WGSL,
-            entry: "softmax_fwd_sg",
-            constants: &[a, b, masks[0], masks[1]],
-            params: bytemuck::bytes_of(&p),
-            reads: &[x, opts.key_mask.unwrap_or(x)],
-            writes: &[&y],
-            workgroups: sg.workgroups,
-        })?;
-        return Ok(y);
-    }
-    let plan = row_plan(x.gpu().policy(), l.rows, l.cols);
-    let [tpr, items] = plan.constants();
-    x.gpu().dispatch(&Dispatch {
-        shader: &SOFTMAX_WGSL,
-        entry: if l.cols.is_multiple_of(4) {
-            "softmax_fwd_vec4"
-        } else {
-            "softmax_fwd_scalar"
-        },
-        constants: &[
-            tpr,
-            items,
-            ("CAUSAL", opts.causal as u8 as f64),
-            ("KEY_MASK", opts.key_mask.is_some() as u8 as f64),
-        ],
-        params: bytemuck::bytes_of(&l.p),
-        // An unused key_mask binding holds x again.
-        reads: &[x, opts.key_mask.unwrap_or(x)],
-        writes: &[&y],
-        workgroups: plan.workgroups,
-    })?;
+    // An unused key_mask binding holds x again.
+    let reads = [x, opts.key_mask.unwrap_or(x)];
+    dispatch_rows(Pass::Forward, &l, opts, &reads, &y)?;
     Ok(y)
 }
 
@@ -180,48 +141,67 @@ pub fn softmax_bwd(y: &Tensor, dy: &Tensor, opts: &SoftmaxOptions) -> Result<Ten
     dy.expect_dtype(OP, "dy", DType::F32)?;
     dy.expect_shape(OP, "dy (the shape of y)", y.shape())?;
     let dx = Tensor::empty(y.gpu(), y.shape(), DType::F32)?;
-    if let Some(sg) = sg_plan(y.gpu().policy(), l.rows, l.cols) {
+    // An unused key_mask binding holds y again.
+    let reads = [y, dy, opts.key_mask.unwrap_or(y)];
+    dispatch_rows(Pass::Backward, &l, opts, &reads, &dx)?;
+    Ok(dx)
+}
+
+/// Which softmax kernel a dispatch runs.
+#[derive(Clone, Copy)]
+enum Pass {
+    Forward,
+    Backward,
+}
+
+/// Runs the forward or backward over `l`'s rows: the subgroup kernel where the
+/// policy plans one, else the row-planned kernel (vec4 when the rows allow).
+fn dispatch_rows(
+    pass: Pass,
+    l: &Layout,
+    opts: &SoftmaxOptions,
+    reads: &[&Tensor],
+    out: &Tensor,
+) -> Result<()> {
+    let gpu = out.gpu();
+    let masks = [
+        ("CAUSAL", opts.causal as u8 as f64),
+        ("KEY_MASK", opts.key_mask.is_some() as u8 as f64),
+    ];
+    if let Some(sg) = sg_plan(gpu.policy(), l.rows, l.cols) {
         let p = Params {
             chunk_rows: sg.chunk_rows,
             ..l.p
         };
         let [a, b] = sg.constants();
-        y.gpu().dispatch(&Dispatch {
+        return gpu.dispatch(&Dispatch {
             shader: &SOFTMAX_SUBGROUP_WGSL,
-            entry: "softmax_bwd_sg",
-            constants: &[
-                a,
-                b,
-                ("CAUSAL", opts.causal as u8 as f64),
-                ("KEY_MASK", opts.key_mask.is_some() as u8 as f64),
-            ],
+            entry: match pass {
+                Pass::Forward => "softmax_fwd_sg",
+                Pass::Backward => "softmax_bwd_sg",
+            },
+            constants: &[a, b, masks[0], masks[1]],
             params: bytemuck::bytes_of(&p),
-            reads: &[y, dy, opts.key_mask.unwrap_or(y)],
-            writes: &[&dx],
+            reads,
+            writes: &[out],
             workgroups: sg.workgroups,
-        })?;
-        return Ok(dx);
+        });
     }
-    let plan = row_plan(y.gpu().policy(), l.rows, l.cols);
+    let plan = row_plan(gpu.policy(), l.rows, l.cols);
     let [tpr, items] = plan.constants();
-    y.gpu().dispatch(&Dispatch {
+    let vec4 = l.cols.is_multiple_of(4);
+    gpu.dispatch(&Dispatch {
         shader: &SOFTMAX_WGSL,
-        entry: if l.cols.is_multiple_of(4) {
-            "softmax_bwd_vec4"
-        } else {
-            "softmax_bwd_scalar"
+        entry: match (pass, vec4) {
+            (Pass::Forward, true) => "softmax_fwd_vec4",
+            (Pass::Forward, false) => "softmax_fwd_scalar",
+            (Pass::Backward, true) => "softmax_bwd_vec4",
+            (Pass::Backward, false) => "softmax_bwd_scalar",
         },
-        constants: &[
-            tpr,
-            items,
-            ("CAUSAL", opts.causal as u8 as f64),
-            ("KEY_MASK", opts.key_mask.is_some() as u8 as f64),
-        ],
+        constants: &[tpr, items, masks[0], masks[1]],
         params: bytemuck::bytes_of(&l.p),
-        // An unused key_mask binding holds y again.
-        reads: &[y, dy, opts.key_mask.unwrap_or(y)],
-        writes: &[&dx],
+        reads,
+        writes: &[out],
         workgroups: plan.workgroups,
-    })?;
-    Ok(dx)
+    })
 }

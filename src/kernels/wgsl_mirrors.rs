@@ -123,6 +123,8 @@ pub fn wgsl_mirrors() -> Vec<WgslMirror> {
         m!(PERMUTE_WGSL, Override("WG"), permute::WG),
         m!(PERMUTE_WGSL, Const("ROWS"), permute::ROWS),
         m!(REDUCE_WGSL, Const("OP_MAX"), reduce::Reduce::Max.code()),
+        m!(ROPE_WGSL, Const("WG"), rope::WG),
+        m!(SWIGLU_WGSL, Const("WG"), swiglu::WG),
         m!(
             SOFTMAX_SUBGROUP_WGSL,
             Const("SG_MAX_ITEMS"),
@@ -134,6 +136,7 @@ pub fn wgsl_mirrors() -> Vec<WgslMirror> {
         &CROSS_ENTROPY_WGSL,
         &LAYERNORM_WGSL,
         &REDUCE_WGSL,
+        &RMSNORM_WGSL,
         &SOFTMAX_WGSL,
     ] {
         all.push(WgslMirror {

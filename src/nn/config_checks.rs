@@ -9,7 +9,7 @@
 use crate::error::{human_bytes, Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::attention::MAX_HEAD_SIZE;
-use crate::nn::{GptConfig, NormPlacement, TransformerConfig};
+use crate::nn::{GptConfig, LlamaConfig, NormPlacement, TransformerConfig};
 
 /// Every `(field, value)` of `sizes` is at least 1.
 pub(crate) fn nonzero(op: &'static str, sizes: &[(&str, usize)]) -> Result<()> {
@@ -228,7 +228,7 @@ impl Footprint {
     fn check(&self, limits: &MemoryLimits, names: &FieldNames) -> Result<()> {
         for part in &self.buffers {
             if part.bytes().is_none_or(|b| b > limits.binding_bytes) {
-                return Err(Error::invalid(
+                return Err(Error::model_too_large(
                     names.op,
                     format!(
                         "{} with {} would take {}, but one GPU buffer holds at most {} on this \
@@ -265,7 +265,7 @@ impl Footprint {
         let Some(&(_, largest)) = parts.iter().max_by_key(|(b, _)| b.unwrap_or(u64::MAX)) else {
             return Ok(());
         };
-        Err(Error::invalid(
+        Err(Error::model_too_large(
             names.op,
             format!(
                 "the model{} would need {}, more than the {} of memory this machine has (wgpu \
@@ -313,7 +313,7 @@ impl Footprint {
                 p.fix(&names)
             )
         });
-        Err(Error::checkpoint(
+        Err(Error::incompatible(
             config.display(),
             format!(
                 "it describes {} parameters, {} even at 16 bits each, but the weights beside \
@@ -332,6 +332,46 @@ fn shown_bytes(bytes: Option<u64>) -> String {
 }
 
 // ---------------------------------------------------------------- the models
+
+/// The size methods every model config has, written once over its footprint
+/// function; the configs differ only in what `training` describes and in the
+/// docs.
+macro_rules! size_checks {
+    (
+        impl $config:ty, footprint: $footprint:ident, training: $training:ty;
+        $(#[$param_doc:meta])* param_count;
+        $(#[$check_doc:meta])* check_size;
+    ) => {
+        impl $config {
+            $(#[$param_doc])*
+            pub fn param_count(&self) -> usize {
+                usize::try_from($footprint(self, None).param_count()).unwrap_or(usize::MAX)
+            }
+
+            $(#[$check_doc])*
+            pub fn check_size(
+                &self,
+                limits: &MemoryLimits,
+                training: Option<$training>,
+                names: &FieldNames,
+            ) -> Result<()> {
+                $footprint(self, training).check(limits, names)
+            }
+
+            /// Refuses a config (read from `config`) whose parameters `weights`,
+            /// holding `bytes` bytes of tensors, cannot hold.
+            #[cfg(not(target_arch = "wasm32"))]
+            pub(crate) fn check_weights_fit(
+                &self,
+                config: &std::path::Path,
+                weights: &std::path::Path,
+                bytes: u64,
+            ) -> Result<()> {
+                $footprint(self, None).check_file(config, weights, bytes)
+            }
+        }
+    };
+}
 
 /// The GPT's parameters, its largest tensors and, when training on `batch`
 /// windows of `seq` tokens, its activations.
@@ -484,69 +524,119 @@ fn transformer_footprint(cfg: &TransformerConfig, training: Option<usize>) -> Fo
     f
 }
 
-impl GptConfig {
+size_checks! {
+    impl GptConfig, footprint: gpt_footprint, training: (usize, usize);
     /// Parameters, counting the tied output projection once (saturating at
     /// `usize::MAX` for sizes no machine holds).
-    pub fn param_count(&self) -> usize {
-        usize::try_from(gpt_footprint(self, None).param_count()).unwrap_or(usize::MAX)
-    }
-
+    param_count;
     /// Refuses sizes that cannot be allocated within `limits`: a tensor over the
     /// device's buffer limit, or weights (and with `training = Some((batch,
     /// seq))`, gradients, Adam's moments and the activations of `batch` windows
     /// of `seq` tokens) over the machine's memory. The error names the sizes as
     /// `names` says. Cheap: call it before building a model.
-    pub fn check_size(
-        &self,
-        limits: &MemoryLimits,
-        training: Option<(usize, usize)>,
-        names: &FieldNames,
-    ) -> Result<()> {
-        gpt_footprint(self, training).check(limits, names)
-    }
-
-    /// Refuses a config (read from `config`) whose parameters `weights`, holding
-    /// `bytes` bytes of tensors, cannot hold.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub(crate) fn check_weights_fit(
-        &self,
-        config: &std::path::Path,
-        weights: &std::path::Path,
-        bytes: u64,
-    ) -> Result<()> {
-        gpt_footprint(self, None).check_file(config, weights, bytes)
-    }
+    check_size;
 }
 
-impl TransformerConfig {
+size_checks! {
+    impl TransformerConfig, footprint: transformer_footprint, training: usize;
     /// Parameters (the shared embedding counted once; saturating at
     /// `usize::MAX` for sizes no machine holds).
-    pub fn param_count(&self) -> usize {
-        usize::try_from(transformer_footprint(self, None).param_count()).unwrap_or(usize::MAX)
-    }
-
+    param_count;
     /// Refuses sizes that cannot be allocated within `limits`, as
     /// [`GptConfig::check_size`] does; `training = Some(batch_tokens)` adds the
     /// training state and the activations of micro-batches of `batch_tokens`
     /// tokens.
-    pub fn check_size(
-        &self,
-        limits: &MemoryLimits,
-        training: Option<usize>,
-        names: &FieldNames,
-    ) -> Result<()> {
-        transformer_footprint(self, training).check(limits, names)
-    }
+    check_size;
+}
 
-    /// Refuses a config (read from `config`) whose parameters `weights`, holding
-    /// `bytes` bytes of tensors, cannot hold.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub(crate) fn check_weights_fit(
-        &self,
-        config: &std::path::Path,
-        weights: &std::path::Path,
-        bytes: u64,
-    ) -> Result<()> {
-        transformer_footprint(self, None).check_file(config, weights, bytes)
+/// The Llama's parameters, its largest tensors, its RoPE table and, when
+/// training on `batch` windows of `seq` tokens, its activations.
+fn llama_footprint(g: &LlamaConfig, training: Option<(usize, usize)>) -> Footprint {
+    let (v, c, ff, l, p) = (
+        ("vocab_size", g.vocab_size),
+        ("hidden_size", g.hidden_size),
+        ("intermediate_size", g.intermediate_size),
+        ("num_hidden_layers", g.num_hidden_layers),
+        ("max_position_embeddings", g.max_position_embeddings),
+    );
+    let kvh = ("num_key_value_heads", g.num_key_value_heads);
+    let (c64, ff64) = (g.hidden_size as u64, g.intermediate_size as u64);
+    let kv64 = (g.num_key_value_heads as u64).saturating_mul(g.head_dim() as u64);
+    // q_proj, o_proj: 2 C^2; k_proj, v_proj: 2 C KV; the MLP: 3 C FF; two RMSNorms: 2C.
+    let layer = || {
+        c64.checked_mul(c64)?
+            .checked_mul(2)?
+            .checked_add(c64.checked_mul(kv64)?.checked_mul(2)?)?
+            .checked_add(c64.checked_mul(ff64)?.checked_mul(3)?)?
+            .checked_add(2 * c64)?
+            .checked_mul(g.num_hidden_layers as u64)
+    };
+    let mut params = vec![
+        Part::product("the token embedding model.embed_tokens", 1, &[v, c]),
+        Part::new(
+            "the layers (2 hidden_size^2 + 2 hidden_size kv_width + 3 hidden_size \
+             intermediate_size + 2 hidden_size parameters each)",
+            &[l, c, kvh, ff],
+            layer(),
+        ),
+        Part::product("the final RMSNorm model.norm", 1, &[c]),
+    ];
+    if !g.tie_word_embeddings {
+        params.push(Part::product("the output head lm_head", 1, &[v, c]));
     }
+    let mut f = Footprint {
+        params,
+        buffers: vec![
+            Part::product("the token embedding model.embed_tokens", 1, &[v, c]),
+            Part::product("each layer's mlp.gate_proj.weight", 1, &[ff, c]),
+            Part::new(
+                "the RoPE table",
+                &[p],
+                (g.max_position_embeddings as u64).checked_mul(g.head_dim() as u64),
+            ),
+        ],
+        activations: None,
+        host: Vec::new(),
+    };
+    if let Some((batch, seq)) = training {
+        let (b, s) = (("batch", batch), ("seq", seq));
+        f.buffers.extend([
+            Part::product("the logits", 1, &[b, s, v]),
+            Part::product(
+                "each layer's MLP gate (intermediate_size wide)",
+                1,
+                &[b, s, ff],
+            ),
+            Part::product(
+                "each layer's packed q, k, v (3 hidden_size wide)",
+                3,
+                &[b, s, c],
+            ),
+        ]);
+        // About 14 hidden_size-wide and 3 intermediate_size-wide values per token
+        // and layer kept for backward (norm outputs, q/k/v and their packed and
+        // split copies, attention output, gate, up, their product, residual
+        // sums), plus the logits, their softmax and gradient.
+        let per_token = c64
+            .checked_mul(14)
+            .and_then(|x| x.checked_add(ff64.checked_mul(3)?))
+            .and_then(|x| x.checked_mul(g.num_hidden_layers as u64))
+            .and_then(|x| x.checked_add((g.vocab_size as u64).checked_mul(3)?));
+        let tokens = (batch as u64).checked_mul(seq as u64);
+        f.activations = Some(Part::new(
+            "the activations kept for backward",
+            &[b, s, l, c, ff, v],
+            per_token.and_then(|p| p.checked_mul(tokens?)),
+        ));
+    }
+    f
+}
+
+size_checks! {
+    impl LlamaConfig, footprint: llama_footprint, training: (usize, usize);
+    /// Parameters (saturating at `usize::MAX` for sizes no machine holds).
+    param_count;
+    /// Refuses sizes that cannot be allocated within `limits`, as
+    /// [`GptConfig::check_size`] does.
+    check_size;
 }

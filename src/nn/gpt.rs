@@ -3,7 +3,6 @@
 //! LayerNorm). Reads top-down like nanoGPT's model.py.
 
 use super::config_checks;
-use super::ids::TokenIds;
 use super::kv_cache::KvCache;
 use super::layers::{
     Activation, Embedding, FeedForward, LayerNorm, LearnedPositions, SelfAttention,
@@ -13,6 +12,7 @@ use crate::autograd::{Param, Tape, Var};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::tensor::Tensor;
+use crate::token_ids::TokenIds;
 
 /// Sizes of a GPT (GPT-2's config.json names). Checkpoints store it in
 /// config.json; [`crate::checkpoint::read_config`] reads ours (unknown fields are
@@ -164,6 +164,13 @@ impl Gpt {
     /// A freshly initialised model (GPT-2's init: weights N(0, 0.02), the residual
     /// projections scaled by 1/sqrt(2 n_layer), wpe N(0, 0.01), biases 0,
     /// LayerNorms 1 and 0), its weights drawn from `seed` as the [`crate::nn`] docs say.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a config that cannot be built (a width
+    /// not divisible by the heads, a zero size, ...), [`Error::ModelTooLarge`]
+    /// when a tensor would exceed the device's buffer limit or the whole the
+    /// machine's memory (checked before allocating), [`Error::Device`] when the
+    /// device fails.
     pub fn new(gpu: &Gpu, config: GptConfig, seed: u64) -> Result<Gpt> {
         config.validate()?;
         config.check_size(
@@ -221,8 +228,11 @@ impl Gpt {
     /// batch) or as a u32 [`Tensor`] (see [`TokenIds`]). The values equal
     /// [`Gpt::forward`]'s; the result stays on the GPU until you read it
     /// (`.to_vec()`, blocking, native only; `.to_vec_async()` everywhere).
-    /// Errors: an id outside the vocabulary, a sequence longer than
-    /// `n_positions`, a shape that does not match the ids.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an id outside the vocabulary, no ids, or
+    /// a sequence longer than `n_positions`; [`Error::Shape`] when host ids do
+    /// not fill their shape or a tensor is not `(B, T)` u32.
     pub fn logits<'a>(&self, ids: impl Into<TokenIds<'a>>) -> Result<Tensor> {
         let gpu = self.wte.weight.value().gpu();
         let ids = ids

@@ -1,5 +1,5 @@
 //! Models built from tape ops: the layers ([`layers`]), the GPT-2-layout decoder
-//! ([`gpt`]), the encoder-decoder of "Attention Is All You Need"
+//! ([`gpt`]), the Llama-layout decoder ([`llama`]), the encoder-decoder of "Attention Is All You Need"
 //! ([`transformer`]), and the KV cache of incremental decoding ([`kv_cache`]).
 //!
 //! # Initial weights
@@ -10,18 +10,22 @@
 //! no two tensors of a model share a seed (SplitMix64 repeats no output within
 //! 2^64 draws).
 
+mod causal_lm;
 mod config_checks;
 pub mod gpt;
-mod ids;
 pub mod kv_cache;
 pub mod layers;
+pub mod llama;
+mod llama_config;
 pub mod transformer;
 
+pub use crate::token_ids::TokenIds;
+pub use causal_lm::CausalLm;
 pub use config_checks::{FieldNames, MemoryLimits};
 pub use gpt::{Gpt, GptConfig};
-pub use ids::TokenIds;
 pub use kv_cache::KvCache;
 pub use layers::{Activation, NormPlacement};
+pub use llama::{Llama, LlamaConfig};
 pub use transformer::{EncoderState, ForwardOptions, Transformer, TransformerConfig};
 
 /// The seeds of a model's random tensors, in `params()` order (see the module

@@ -215,6 +215,10 @@ impl Optimizer {
     /// One update with learning rate `lr`; gradients accumulated over
     /// `micro_batches` backward passes are averaged. Params without a gradient
     /// (unused, frozen) are skipped. Gradients are cleared afterwards.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidArgument`] for `micro_batches` of 0;
+    /// [`crate::Error::Device`] when the device fails.
     pub fn step(&mut self, lr: f32, micro_batches: u32) -> Result<()> {
         if micro_batches == 0 {
             return Err(Error::invalid(

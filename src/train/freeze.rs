@@ -1,6 +1,7 @@
 //! Freezing parameters for fine-tuning: the embeddings and/or the lower layers,
 //! chosen by parameter name (GPT-2 layout `wte`, `wpe`, `h.{i}.`; encoder-decoder
-//! `embed`, `encoder.layers.{i}.`, `decoder.layers.{i}.`).
+//! `embed`, `encoder.layers.{i}.`, `decoder.layers.{i}.`; Llama
+//! `model.embed_tokens`, `model.layers.{i}.`).
 
 use crate::autograd::Param;
 use crate::error::{Error, Result};
@@ -17,7 +18,10 @@ pub fn layer_index(name: &str) -> Option<usize> {
 /// True for token and position embeddings (the tied output projection included).
 pub fn is_embedding(name: &str) -> bool {
     let base = name.strip_prefix("transformer.").unwrap_or(name);
-    matches!(base, "wte.weight" | "wpe.weight" | "embed.weight")
+    matches!(
+        base,
+        "wte.weight" | "wpe.weight" | "embed.weight" | "model.embed_tokens.weight"
+    )
 }
 
 /// Freezes the embeddings (when `embeddings`) and the layers with index below

@@ -1,5 +1,6 @@
-//! Language modelling with a [`Gpt`]: random windows of a tokenized text, next-token
-//! cross-entropy, held-out loss and perplexity on fixed windows of the held-out tail.
+//! Language modelling with a decoder-only model ([`Gpt`], [`Llama`]): random
+//! windows of a tokenized text, next-token cross-entropy, held-out loss and
+//! perplexity on fixed windows of the held-out tail.
 //! For DP-SGD the examples are the training text's consecutive windows (each
 //! token predicted in exactly one), drawn by the trainer's Poisson sampling; a
 //! canary ([`GptTask::with_canary`]) can be planted in the training text for a
@@ -7,12 +8,12 @@
 
 use super::{data_seed, DpData, EvalMetrics, MicroBatch, TrainTask};
 use crate::autograd::{Param, Tape, Var};
-use crate::checkpoint::{self, CheckpointContents};
+use crate::checkpoint::{self, CheckpointContents, ModelConfig};
 use crate::data::{Split, TextDataset, Tokenizer};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::cross_entropy::CrossEntropyOptions;
-use crate::nn::{FieldNames, Gpt, MemoryLimits};
+use crate::nn::{CausalLm, FieldNames, Gpt, Llama, MemoryLimits};
 use crate::optim::Optimizer;
 use crate::privacy::audit::Canary;
 use crate::rng::SplitMix64;
@@ -39,10 +40,58 @@ pub struct GptData {
     pub seed: u64,
 }
 
-/// A [`Gpt`] with its tokenizer and text.
-pub struct GptTask {
+/// What a language-modelling run needs of its model beyond [`CausalLm`]: a
+/// config that checkpoints save, its cost and its size check.
+pub trait LanguageModel: CausalLm {
+    /// The model's config, as checkpoints save it.
+    type Config: ModelConfig;
+    /// The `model` of the trainer state's task description.
+    const KIND: &'static str;
+    /// The model's config.
+    fn config(&self) -> &Self::Config;
+    /// Training FLOPs per token (forward + backward) on windows of `seq` tokens.
+    fn train_flops_per_token(&self, seq: usize) -> f64;
+    /// The config's size check (see `GptConfig::check_size`).
+    fn check_size(
+        &self,
+        limits: &MemoryLimits,
+        training: Option<(usize, usize)>,
+        names: &FieldNames,
+    ) -> Result<()>;
+}
+
+/// `LanguageModel` for a model whose config has the size methods (the same
+/// few lines for each decoder-only model).
+macro_rules! language_model {
+    ($model:ty, $config:ty, $kind:literal) => {
+        impl LanguageModel for $model {
+            type Config = $config;
+            const KIND: &'static str = $kind;
+            fn config(&self) -> &Self::Config {
+                &self.config
+            }
+            fn train_flops_per_token(&self, seq: usize) -> f64 {
+                self.config.train_flops_per_token(seq)
+            }
+            fn check_size(
+                &self,
+                limits: &MemoryLimits,
+                training: Option<(usize, usize)>,
+                names: &FieldNames,
+            ) -> Result<()> {
+                self.config.check_size(limits, training, names)
+            }
+        }
+    };
+}
+
+language_model!(Gpt, crate::nn::GptConfig, "gpt");
+language_model!(Llama, crate::nn::LlamaConfig, "llama");
+
+/// A decoder-only model (a [`Gpt`] unless named) with its tokenizer and text.
+pub struct GptTask<M = Gpt> {
     /// The model being trained.
-    pub model: Gpt,
+    pub model: M,
     gpu: Gpu,
     tokenizer: Box<dyn Tokenizer>,
     dataset: TextDataset,
@@ -50,24 +99,25 @@ pub struct GptTask {
     canary: Option<Canary>,
 }
 
-impl GptTask {
+impl<M: LanguageModel> GptTask<M> {
     /// Checks that the tokenizer fits the model and that both splits hold at least
     /// one window of `data.seq + 1` tokens.
     pub fn new(
         gpu: &Gpu,
-        model: Gpt,
+        model: M,
         tokenizer: Box<dyn Tokenizer>,
         dataset: TextDataset,
         data: GptData,
     ) -> Result<Self> {
-        check_vocab(tokenizer.as_ref(), model.config.vocab_size)?;
-        if data.seq == 0 || data.seq > model.config.n_positions {
+        check_vocab(tokenizer.as_ref(), model.vocab_size())?;
+        if data.seq == 0 || data.seq > model.context() {
             return Err(Error::invalid(
                 "train",
                 format!(
                     "sequence length {} must be between 1 and the model's context of {} positions. \
                      Pass a --seq in that range",
-                    data.seq, model.config.n_positions
+                    data.seq,
+                    model.context()
                 ),
             ));
         }
@@ -81,9 +131,7 @@ impl GptTask {
         dataset.check_seq(Split::HeldOut, data.seq)?;
         let training = Some((data.batch, data.seq));
         let names = FieldNames::config("train");
-        model
-            .config
-            .check_size(&MemoryLimits::of(gpu), training, &names)?;
+        model.check_size(&MemoryLimits::of(gpu), training, &names)?;
         Ok(GptTask {
             model,
             gpu: gpu.clone(),
@@ -158,7 +206,7 @@ pub fn check_vocab(tokenizer: &dyn Tokenizer, vocab: usize) -> Result<()> {
     Ok(())
 }
 
-impl TrainTask for GptTask {
+impl<M: LanguageModel> TrainTask for GptTask<M> {
     fn gpu(&self) -> &Gpu {
         &self.gpu
     }
@@ -189,7 +237,7 @@ impl TrainTask for GptTask {
             loss,
             MicroBatch {
                 tokens,
-                flops: tokens as f64 * self.model.config.train_flops_per_token(t),
+                flops: tokens as f64 * self.model.train_flops_per_token(t),
             },
         ))
     }
@@ -225,15 +273,15 @@ impl TrainTask for GptTask {
     }
 
     fn flops_per_token(&self) -> f64 {
-        self.model.config.train_flops_per_token(self.data.seq)
+        self.model.train_flops_per_token(self.data.seq)
     }
 
     fn describe(&self) -> Value {
         match &self.canary {
             Some(canary) => {
-                serde_json::json!({ "model": "gpt", "data": self.data, "canary": canary })
+                serde_json::json!({ "model": M::KIND, "data": self.data, "canary": canary })
             }
-            None => serde_json::json!({ "model": "gpt", "data": self.data }),
+            None => serde_json::json!({ "model": M::KIND, "data": self.data }),
         }
     }
 
@@ -283,7 +331,7 @@ impl TrainTask for GptTask {
             loss,
             MicroBatch {
                 tokens,
-                flops: tokens as f64 * self.model.config.train_flops_per_token(t),
+                flops: tokens as f64 * self.model.train_flops_per_token(t),
             },
         ))
     }
@@ -292,7 +340,7 @@ impl TrainTask for GptTask {
         let params = self.model.params();
         let tokenizer = self.tokenizer.as_ref();
         let write_tokenizer = |d: &Path| tokenizer.save(d);
-        let mut contents = CheckpointContents::new(&self.model.config, &params);
+        let mut contents = CheckpointContents::new(self.model.config(), &params);
         contents.optimizer = Some(optimizer);
         contents.trainer_state = Some(trainer_state);
         contents.extra_files = Some(&write_tokenizer);

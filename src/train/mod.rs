@@ -152,27 +152,52 @@ pub struct TrainerState {
 pub enum TrainEvent {
     /// Before the first step.
     Start {
+        /// The step about to run (1, or the one after a resumed checkpoint's).
         first_step: u32,
+        /// The last step this run will take (`stop_after` or `steps`).
         last_step: u32,
+        /// The model's parameters.
         params: usize,
+        /// Those of them that are trained (the rest are frozen).
         trainable: usize,
+        /// Training FLOPs per token (forward + backward), for the MFU figure.
         flops_per_token: f64,
     },
     /// After every optimiser step.
     Step {
+        /// The step just taken (counted from 1).
         step: u32,
+        /// Its mean training loss, nats per token.
         loss: f32,
+        /// The learning rate it used.
         lr: f32,
+        /// Tokens trained on per second of training time since this run
+        /// started (evaluations and saves not counted).
         tokens_per_s: f64,
         /// DP-SGD: epsilon spent so far (infinite without noise).
         epsilon: Option<f64>,
     },
     /// After every evaluation.
-    Eval { step: u32, metrics: EvalMetrics },
+    Eval {
+        /// The step evaluated after.
+        step: u32,
+        /// The held-out figures.
+        metrics: EvalMetrics,
+    },
     /// After every checkpoint.
-    Checkpoint { step: u32, dir: PathBuf },
+    Checkpoint {
+        /// The step saved.
+        step: u32,
+        /// Where it was saved.
+        dir: PathBuf,
+    },
     /// A DP-SGD run stopped early: one more step would exceed its budget.
-    BudgetReached { step: u32, privacy: PrivacyState },
+    BudgetReached {
+        /// The last step taken.
+        step: u32,
+        /// The privacy spent by then.
+        privacy: PrivacyState,
+    },
 }
 
 /// What a finished (or stopped) run did.
@@ -272,14 +297,14 @@ impl<'a> Trainer<'a> {
         out_dir: Option<OutDir>,
     ) -> Result<Self> {
         let raw = checkpoint::read_trainer_state(dir)?.ok_or_else(|| {
-            Error::checkpoint(
+            Error::incompatible(
                 dir.display(),
                 "it has no trainer_state.json, so there is no run to resume: use \
                  --init-from to start a new run from its weights",
             )
         })?;
         let mut state: TrainerState = serde_json::from_value(raw).map_err(|e| {
-            Error::checkpoint(
+            Error::corrupt(
                 dir.display(),
                 format!("trainer_state.json does not parse ({e}): the checkpoint was not written by this trainer"),
             )
@@ -318,7 +343,7 @@ impl<'a> Trainer<'a> {
             None => None,
         };
         if opt.steps() != state.step {
-            return Err(Error::checkpoint(
+            return Err(Error::incompatible(
                 dir.display(),
                 format!(
                     "the optimiser has taken {} steps but the trainer state says {}: the files \

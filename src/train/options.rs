@@ -12,12 +12,23 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum OptimizerChoice {
     /// Adam without weight decay ("Attention Is All You Need": 0.9, 0.98, 1e-9).
-    Adam { beta1: f32, beta2: f32, eps: f32 },
+    Adam {
+        /// Decay of the first moment.
+        beta1: f32,
+        /// Decay of the second moment.
+        beta2: f32,
+        /// Added to the root of the second moment.
+        eps: f32,
+    },
     /// AdamW with decoupled weight decay (GPT-style: 0.9, 0.95, 1e-8, 0.1).
     AdamW {
+        /// Decay of the first moment.
         beta1: f32,
+        /// Decay of the second moment.
         beta2: f32,
+        /// Added to the root of the second moment.
         eps: f32,
+        /// Decoupled decay: each step multiplies the weights by `1 - lr * weight_decay`.
         weight_decay: f32,
     },
 }
@@ -70,18 +81,27 @@ impl OptimizerChoice {
 pub enum Schedule {
     /// The paper's warm-up: `factor * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)`.
     Noam {
+        /// The model width the rate scales with.
         d_model: usize,
+        /// Steps of linear warm-up before the inverse-square-root decay.
         warmup: u32,
+        /// The factor in front (`--lr` sets it; the paper: 1).
         factor: f32,
     },
     /// Linear warm-up to `max_lr`, cosine decay to `min_lr` at the last step.
     Cosine {
+        /// The rate at the end of the warm-up.
         max_lr: f32,
+        /// The rate at the last step.
         min_lr: f32,
+        /// Steps of linear warm-up from 0.
         warmup: u32,
     },
     /// A fixed rate.
-    Constant { lr: f32 },
+    Constant {
+        /// The rate of every step.
+        lr: f32,
+    },
 }
 
 impl Schedule {
@@ -121,7 +141,9 @@ pub struct TrainOptions {
     /// Stop after this step (save and exit) without changing the schedule: the
     /// rest of the run follows with `--resume`. None: run to `steps`.
     pub stop_after: Option<u32>,
+    /// The update rule and its constants.
     pub optimizer: OptimizerChoice,
+    /// The learning rate of each step.
     pub schedule: Schedule,
     /// Clip the global gradient norm to this (None: no clipping).
     pub grad_clip: Option<f32>,

@@ -54,13 +54,13 @@ impl OutDir {
     /// another live run holds. Creates the missing parent directories.
     pub fn claim(dir: &Path, existing: Existing) -> Result<OutDir> {
         let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
-            return Err(Error::checkpoint(
+            return Err(Error::incompatible(
                 dir.display(),
                 "a checkpoint path must end in a directory name (not `.`, `..`, `/` or non-UTF-8)",
             ));
         };
         if dir.is_file() {
-            return Err(Error::checkpoint(
+            return Err(Error::incompatible(
                 dir.display(),
                 "this is a file, not a directory: a checkpoint is a directory of files. Choose \
                  a directory path for --out (one that does not exist yet, or an earlier \
@@ -84,7 +84,7 @@ impl OutDir {
                     parent.display()
                 ),
             };
-            Error::checkpoint(dir.display(), detail)
+            Error::incompatible(dir.display(), detail)
         })?;
         let lock = dir.with_file_name(format!("{name}.lock"));
         let (owner, note) = take_lock(dir, &lock, &parent)?;
@@ -122,7 +122,7 @@ impl OutDir {
         let checkpoint = if dir.is_dir() {
             let mut entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
             if entries.next().is_some() && !is_our_checkpoint(dir) {
-                return Err(Error::checkpoint(
+                return Err(Error::incompatible(
                     dir.display(),
                     "this directory exists and is not a wgformer checkpoint, so saving would \
                      replace files that are not ours: choose another --out, or remove it",
@@ -135,7 +135,7 @@ impl OutDir {
             old.is_dir() && is_our_checkpoint(&old)
         };
         if checkpoint && existing == Existing::Refuse {
-            return Err(Error::checkpoint(
+            return Err(Error::incompatible(
                 dir.display(),
                 "a checkpoint is already here and this new run would replace it. Continue it \
                  with --resume, replace it with --overwrite, or choose another --out",
@@ -180,7 +180,7 @@ fn take_lock(dir: &Path, lock: &Path, parent: &Path) -> Result<(LockOwner, Optio
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => {
-                return Err(Error::checkpoint(
+                return Err(Error::incompatible(
                     dir.display(),
                     format!(
                         "cannot write in `{}`, where this checkpoint, its lock and its eval log \
@@ -237,7 +237,7 @@ fn take_lock(dir: &Path, lock: &Path, parent: &Path) -> Result<(LockOwner, Optio
 }
 
 fn held(dir: &Path, lock: &Path, who: String) -> Error {
-    Error::checkpoint(
+    Error::incompatible(
         dir.display(),
         format!(
             "another run is writing this checkpoint: the lock `{}` says {who}. Wait for that \
@@ -315,7 +315,7 @@ fn probe_writable(dir: &Path) -> Result<()> {
     std::fs::File::create(&probe)
         .and_then(|_| std::fs::remove_file(&probe))
         .map_err(|e| {
-            Error::checkpoint(
+            Error::incompatible(
                 dir.display(),
                 format!("cannot write in this directory ({e}): choose a writable --out"),
             )

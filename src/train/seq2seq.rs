@@ -34,14 +34,19 @@ use std::path::{Path, PathBuf};
 pub enum PairSource {
     /// The built-in date task: `n_train` + `n_held_out` distinct dates drawn with `seed`.
     Dates {
+        /// Dates trained on.
         n_train: usize,
+        /// Dates held out for evaluation.
         n_held_out: usize,
+        /// Seeds the draw.
         seed: u64,
     },
     /// A `source<TAB>target` file; its last `held_out_fraction` (after a seeded
     /// shuffle) is held out.
     Tsv {
+        /// The file.
         path: PathBuf,
+        /// The share of pairs held out, in (0, 1).
         held_out_fraction: f64,
     },
 }

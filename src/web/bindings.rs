@@ -205,6 +205,27 @@ impl<T> Shared<T> {
     fn put(&self, state: T) {
         *self.0.borrow_mut() = Some(state);
     }
+
+    /// A Promise for `work` on the state: lent to `work` (which hands it
+    /// back with its result), put back, and the result made a JS value by
+    /// `to_js` or a JS error.
+    fn lend<R, Fut>(
+        &self,
+        gpu: &Gpu,
+        work: impl FnOnce(T) -> Fut + 'static,
+        to_js: impl FnOnce(R) -> JsValue + 'static,
+    ) -> Promise
+    where
+        T: 'static,
+        Fut: std::future::Future<Output = (T, Result<R, Error>)> + 'static,
+    {
+        let (gpu, state) = (gpu.clone(), self.clone());
+        future_to_promise(async move {
+            let (t, result) = work(state.take()?).await;
+            state.put(t);
+            result.map(to_js).map_err(|e| js_error(Some(&gpu), &e))
+        })
+    }
 }
 
 /// `config_json` as `T` (blank: the defaults), or an `InvalidInput` error.
@@ -267,15 +288,14 @@ impl Trainer {
 
     /// Trains `n` steps; resolves to JSON `{step, loss, steps, tokens, ms, tokens_per_s}`.
     pub fn train_steps(&self, n: u32) -> Promise {
-        let (gpu, state) = (self.gpu.clone(), self.state.clone());
-        future_to_promise(async move {
-            let mut s = state.take()?;
-            let result = s.model.train_steps(n, &performance_now).await;
-            state.put(s);
-            result
-                .map(|r| to_json(&r))
-                .map_err(|e| js_error(Some(&gpu), &e))
-        })
+        self.state.lend(
+            &self.gpu,
+            move |mut s| async move {
+                let result = s.model.train_steps(n, &performance_now).await;
+                (s, result)
+            },
+            |r| to_json(&r),
+        )
     }
 
     /// Starts a generation after `prompt`; then call `next_token` until it
@@ -370,44 +390,41 @@ impl Translator {
     /// Trains `n` steps; resolves to JSON `{step, loss, steps, tokens, ms, tokens_per_s}`
     /// (tokens: target tokens).
     pub fn train_steps(&self, n: u32) -> Promise {
-        let (gpu, state) = (self.gpu.clone(), self.state.clone());
-        future_to_promise(async move {
-            let mut t = state.take()?;
-            let result = t.train_steps(n, &performance_now).await;
-            state.put(t);
-            result
-                .map(|r| to_json(&r))
-                .map_err(|e| js_error(Some(&gpu), &e))
-        })
+        self.state.lend(
+            &self.gpu,
+            move |mut t| async move {
+                let result = t.train_steps(n, &performance_now).await;
+                (t, result)
+            },
+            |r| to_json(&r),
+        )
     }
 
     /// Resolves to the greedy translation of an ISO date; a string that is no
     /// valid date from 1900 to 2099 rejects with an `InvalidInput` error
     /// saying what to type.
     pub fn translate(&self, text: String) -> Promise {
-        let (gpu, state) = (self.gpu.clone(), self.state.clone());
-        future_to_promise(async move {
-            let t = state.take()?;
-            let result = t.translate(&text).await;
-            state.put(t);
-            result
-                .map(|s| JsValue::from_str(&s))
-                .map_err(|e| js_error(Some(&gpu), &e))
-        })
+        self.state.lend(
+            &self.gpu,
+            move |t| async move {
+                let result = t.translate(&text).await;
+                (t, result)
+            },
+            |s| JsValue::from_str(&s),
+        )
     }
 
     /// Resolves to JSON `{accuracy, correct, total, examples: [{source, target,
     /// output, correct}]}`: greedy decoding of the first `n` held-out dates.
     pub fn evaluate(&self, n: u32) -> Promise {
-        let (gpu, state) = (self.gpu.clone(), self.state.clone());
-        future_to_promise(async move {
-            let t = state.take()?;
-            let result = t.evaluate(n as usize).await;
-            state.put(t);
-            result
-                .map(|r| to_json(&r))
-                .map_err(|e| js_error(Some(&gpu), &e))
-        })
+        self.state.lend(
+            &self.gpu,
+            move |t| async move {
+                let result = t.evaluate(n as usize).await;
+                (t, result)
+            },
+            |r| to_json(&r),
+        )
     }
 
     /// The right answer for an ISO date ("2024-03-15" -> "15 March 2024"),
@@ -461,29 +478,27 @@ impl InContext {
     /// Trains `n` steps; resolves to JSON `{step, loss, steps, tokens, ms, tokens_per_s}`
     /// (tokens: the answers the loss is on).
     pub fn train_steps(&self, n: u32) -> Promise {
-        let (gpu, state) = (self.gpu.clone(), self.state.clone());
-        future_to_promise(async move {
-            let mut t = state.take()?;
-            let result = t.train_steps(n, &performance_now).await;
-            state.put(t);
-            result
-                .map(|r| to_json(&r))
-                .map_err(|e| js_error(Some(&gpu), &e))
-        })
+        self.state.lend(
+            &self.gpu,
+            move |mut t| async move {
+                let result = t.train_steps(n, &performance_now).await;
+                (t, result)
+            },
+            |r| to_json(&r),
+        )
     }
 
     /// Resolves to JSON `{points: [{examples, accuracy, queries, seen_share,
     /// seen_accuracy, chance, best}], loss, sequences}` on `sequences` held-out
     /// sequences (the same every call).
     pub fn evaluate(&self, sequences: u32) -> Promise {
-        let (gpu, state) = (self.gpu.clone(), self.state.clone());
-        future_to_promise(async move {
-            let t = state.take()?;
-            let result = t.evaluate(sequences as usize).await;
-            state.put(t);
-            result
-                .map(|r| to_json(&r))
-                .map_err(|e| js_error(Some(&gpu), &e))
-        })
+        self.state.lend(
+            &self.gpu,
+            move |t| async move {
+                let result = t.evaluate(sequences as usize).await;
+                (t, result)
+            },
+            |r| to_json(&r),
+        )
     }
 }

@@ -113,6 +113,39 @@ impl TrainReport {
     }
 }
 
+/// The batch of one browser training step: `inputs` of `shape` (rows, seq)
+/// and their `targets`.
+pub(crate) struct StepBatch<'a> {
+    pub inputs: &'a [u32],
+    pub targets: &'a [u32],
+    pub shape: [usize; 2],
+}
+
+/// One training step of a browser GPT: the loss of `batch`, its backward, an
+/// optimiser step at `lr` warmed up linearly over `warmup` steps, and the loss
+/// added to `loss_sum`. Submitted at once, so the GPU works while the next
+/// step is encoded.
+pub(crate) fn gpt_step(
+    model: &Gpt,
+    opt: &mut Optimizer,
+    batch: StepBatch,
+    ce: &CrossEntropyOptions,
+    (lr, warmup): (f32, u32),
+    loss_sum: &Tensor,
+) -> Result<()> {
+    let gpu = loss_sum.gpu();
+    let ids = Tensor::from_u32(gpu, batch.inputs, &batch.shape)?;
+    let tape = Tape::new(gpu);
+    let logits = model.forward(&tape, &ids)?;
+    let loss = tape.cross_entropy(&logits, batch.targets, ce)?;
+    tape.backward(&loss)?;
+    add_assign(loss_sum, loss.value())?;
+    let step = opt.steps() + 1;
+    let warm = (step as f32 / warmup.max(1) as f32).min(1.0);
+    opt.step(lr * warm, 1)?;
+    gpu.flush()
+}
+
 /// A generation in progress: the context so far and the sampler.
 pub struct Generation {
     tokens: Vec<u32>,
@@ -228,17 +261,14 @@ impl CharGpt {
                 inputs[row * t..(row + 1) * t].copy_from_slice(&window[..t]);
                 targets[row * t..(row + 1) * t].copy_from_slice(&window[1..]);
             }
-            let ids = Tensor::from_u32(&self.gpu, &inputs, &[b, t])?;
-            let tape = Tape::new(&self.gpu);
-            let logits = self.model.forward(&tape, &ids)?;
-            let loss = tape.cross_entropy(&logits, &targets, &CrossEntropyOptions::default())?;
-            tape.backward(&loss)?;
-            add_assign(&loss_sum, loss.value())?;
-            let step = self.opt.steps() + 1;
-            let warm = (step as f32 / self.config.warmup.max(1) as f32).min(1.0);
-            self.opt.step(self.config.lr * warm, 1)?;
-            // One submit per step: the GPU works while the next step is encoded.
-            self.gpu.flush()?;
+            let batch = StepBatch {
+                inputs: &inputs,
+                targets: &targets,
+                shape: [b, t],
+            };
+            let schedule = (self.config.lr, self.config.warmup);
+            let ce = CrossEntropyOptions::default();
+            gpt_step(&self.model, &mut self.opt, batch, &ce, schedule, &loss_sum)?;
         }
         let tokens = n as usize * b * t;
         TrainReport::read(

@@ -3,14 +3,12 @@
 //! function of the number of examples in its context ([`evaluate_icl`]). Plain
 //! async Rust (no wasm-bindgen), so it runs and is tested natively too.
 
-use super::demo::{check_gpt_memory, TrainReport};
-use crate::autograd::Tape;
+use super::demo::{check_gpt_memory, gpt_step, StepBatch, TrainReport};
 use crate::data::icl::{IclPoint, IclTask, IGNORE};
 use crate::error::{Error, Result};
 use crate::generate::icl::evaluate_icl;
 use crate::gpu::Gpu;
 use crate::kernels::cross_entropy::CrossEntropyOptions;
-use crate::kernels::elementwise::add_assign;
 use crate::nn::{Gpt, GptConfig};
 use crate::optim::{Optimizer, OptimizerKind};
 use crate::rng::SplitMix64;
@@ -155,16 +153,20 @@ impl IclTrainer {
         };
         for _ in 0..n {
             let b = self.task.batch(self.config.batch, &mut self.rng);
-            let ids = Tensor::from_u32(&self.gpu, &b.inputs, &[b.rows, b.seq])?;
-            let tape = Tape::new(&self.gpu);
-            let logits = self.model.forward(&tape, &ids)?;
-            let loss = tape.cross_entropy(&logits, &b.targets, &opts)?;
-            tape.backward(&loss)?;
-            add_assign(&loss_sum, loss.value())?;
-            let step = self.opt.steps() + 1;
-            let warm = (step as f32 / self.config.warmup.max(1) as f32).min(1.0);
-            self.opt.step(self.config.lr * warm, 1)?;
-            self.gpu.flush()?; // the GPU works while the next step is encoded
+            let batch = StepBatch {
+                inputs: &b.inputs,
+                targets: &b.targets,
+                shape: [b.rows, b.seq],
+            };
+            let schedule = (self.config.lr, self.config.warmup);
+            gpt_step(
+                &self.model,
+                &mut self.opt,
+                batch,
+                &opts,
+                schedule,
+                &loss_sum,
+            )?;
         }
         let answers = n as usize * self.config.batch * (self.task.examples + 1);
         TrainReport::read(

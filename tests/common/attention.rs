@@ -5,6 +5,61 @@ use super::data;
 use wgformer::kernels::attention::AttentionOptions;
 use wgformer::{Gpu, Tensor};
 
+/// A Gpu of its own, so that no other test's buffers are in its pool: every
+/// buffer an op needs is then a new one, and `bytes_created` counts it. Same
+/// kernel policy as `gpu()` (which `on` may have changed).
+pub fn unpooled_gpu() -> Gpu {
+    Gpu::new()
+        .unwrap()
+        .with_policy(super::gpu().policy().clone())
+        .unwrap()
+}
+
+/// The bytes of the buffers `op` creates on `gpu`. `op` returns everything it
+/// holds (inputs made before it too), which is dropped and the pool emptied
+/// afterwards, so that the next call must allocate again.
+pub fn bytes_created<R>(gpu: &Gpu, op: impl FnOnce() -> R) -> u64 {
+    gpu.sync().unwrap();
+    let before = gpu.counters().snapshot();
+    let held = op();
+    gpu.sync().unwrap();
+    let bytes = (gpu.counters().snapshot() - before).bytes_created;
+    drop(held);
+    gpu.trim();
+    bytes
+}
+
+/// The fused kernels' memory at T (`fused_t`) and 2T (`fused_2t`): at most
+/// the `outputs` (which `outputs_are`) plus a quarter, and growing no faster than T.
+pub fn assert_fused_memory_linear(
+    t: usize,
+    fused_t: u64,
+    fused_2t: u64,
+    outputs: u64,
+    outputs_are: &str,
+) {
+    assert!(
+        fused_t <= outputs + outputs / 4,
+        "fused at T={t} created {fused_t} B; {outputs_are} are {outputs} B"
+    );
+    assert!(
+        fused_2t <= 2 * fused_t + 1024,
+        "fused memory grows faster than T: {fused_t} B at T={t}, {fused_2t} B at T={}",
+        2 * t
+    );
+}
+
+/// (B, NH, Tq, Tk, HS, causal) the unfused forward and backward are checked
+/// at: below, at and past the tile edges, Tq != Tk both ways, and Tk = 1.
+pub const UNFUSED_SHAPES: [(usize, usize, usize, usize, usize, bool); 6] = [
+    (2, 3, 7, 7, 16, false),
+    (1, 2, 65, 65, 64, true),
+    (1, 1, 129, 129, 16, true),
+    (2, 1, 63, 127, 64, true),
+    (1, 2, 129, 63, 16, true),
+    (1, 1, 127, 1, 16, false),
+];
+
 /// (B, NH, Tq, Tk, HS).
 pub type Dims = (usize, usize, usize, usize, usize);
 

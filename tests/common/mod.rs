@@ -131,6 +131,25 @@ pub fn data(n: usize, seed: u64) -> Vec<f32> {
     (0..n).map(|_| 2.0 * rng.next_f32() - 1.0).collect()
 }
 
+/// `data(n, seed)` times `scale` plus `shift`: logits or activations of a chosen range.
+pub fn scaled_data(n: usize, seed: u64, scale: f32, shift: f32) -> Vec<f32> {
+    data(n, seed).iter().map(|x| scale * x + shift).collect()
+}
+
+/// (rows, cols) for each row length in `cols`, with few rows (several threads
+/// per row) and many (a thread per row on a CPU adapter), up to a million values.
+pub fn few_and_many_rows(cols: &[usize]) -> Vec<(usize, usize)> {
+    let mut shapes = Vec::new();
+    for &c in cols {
+        for rows in [3usize, 1100] {
+            if rows * c <= 1_000_000 {
+                shapes.push((rows, c));
+            }
+        }
+    }
+    shapes
+}
+
 pub fn to_f64(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| x as f64).collect()
 }

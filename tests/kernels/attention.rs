@@ -11,12 +11,14 @@
 //! 1e-6; L is O(10) at most here, so 1e-4 relative is ~1e-3 of headroom at most
 //! while a wrong max, a missed rescale or a wrong mask is off by >= 1e-2.
 
-use crate::common::attention::{mask, Case};
+use crate::common::attention::{
+    assert_fused_memory_linear, bytes_created, mask, unpooled_gpu, Case, UNFUSED_SHAPES,
+};
 use crate::common::*;
 use wgformer::kernels::attention::{
     attention_fwd, attention_unfused, attention_unfused_naive, AttentionOptions, MAX_HEAD_SIZE,
 };
-use wgformer::{reference, Error, Gpu, Tensor};
+use wgformer::{reference, Error, Tensor};
 
 const ATOL: f64 = 1e-5;
 const RTOL: f64 = 1e-4;
@@ -215,14 +217,7 @@ fn fused_cross_attention() {
 
 #[test]
 fn unfused_matches_reference() {
-    for (b, nh, tq, tk, hs, causal) in [
-        (2, 3, 7, 7, 16, false),
-        (1, 2, 65, 65, 64, true),
-        (1, 1, 129, 129, 16, true),
-        (2, 1, 63, 127, 64, true),
-        (1, 2, 129, 63, 16, true),
-        (1, 1, 127, 1, 16, false),
-    ] {
+    for (b, nh, tq, tk, hs, causal) in UNFUSED_SHAPES {
         Case::new(b, nh, tq, tk, hs, causal).check_unfused();
     }
     let mut c = Case::new(3, 2, 65, 65, 64, true);
@@ -337,13 +332,7 @@ fn bad_shapes_and_masks_are_errors() {
 
 #[test]
 fn fused_allocates_no_score_matrix() {
-    // A Gpu of its own so that no other test's buffers are in its pool: every
-    // buffer an op needs is then a new one, and `bytes_created` counts it. Same
-    // kernel policy as `gpu()` (which `on` may have changed).
-    let gpu = Gpu::new()
-        .unwrap()
-        .with_policy(gpu().policy().clone())
-        .unwrap();
+    let gpu = unpooled_gpu();
     let (b, nh, hs) = (1, 1, 16);
     let created = |t: usize, fused: bool| -> u64 {
         let q = Tensor::from_slice(&gpu, &data(b * nh * t * hs, 1), &[b, nh, t, hs]).unwrap();
@@ -354,17 +343,14 @@ fn fused_allocates_no_score_matrix() {
             causal: true,
             key_mask: None,
         };
-        let before = gpu.counters().snapshot();
-        let out = if fused {
-            attention_fwd(&q, &k, &v, &opts).unwrap().0
-        } else {
-            attention_unfused(&q, &k, &v, &opts).unwrap()
-        };
-        gpu.sync().unwrap();
-        let bytes = (gpu.counters().snapshot() - before).bytes_created;
-        drop((q, k, v, out));
-        gpu.trim(); // empty the pool so the next call must allocate again
-        bytes
+        bytes_created(&gpu, || {
+            let out = if fused {
+                attention_fwd(&q, &k, &v, &opts).unwrap().0
+            } else {
+                attention_unfused(&q, &k, &v, &opts).unwrap()
+            };
+            (q, k, v, out)
+        })
     };
     let t = 1024;
     let scores = (t * t * 4) as u64; // one (Tq, Tk) f32 matrix
@@ -375,17 +361,7 @@ fn fused_allocates_no_score_matrix() {
         unfused >= scores,
         "unfused created {unfused} B, a score matrix is {scores} B"
     );
-    let fused_1k = created(t, true);
-    let fused_2k = created(2 * t, true);
-    assert!(
-        fused_1k <= outputs + outputs / 4,
-        "fused at T={t} created {fused_1k} B; O + L are {outputs} B"
-    );
-    assert!(
-        fused_2k <= 2 * fused_1k + 1024,
-        "fused memory grows faster than T: {fused_1k} B at T={t}, {fused_2k} B at T={}",
-        2 * t
-    );
+    assert_fused_memory_linear(t, created(t, true), created(2 * t, true), outputs, "O + L");
 }
 
 #[test]

@@ -7,7 +7,9 @@
 //!
 //! Tolerance of the GPU gradients: 2e-5 abs + 1e-4 rel (see `ATOL` for why).
 
-use crate::common::attention::{mask, Case};
+use crate::common::attention::{
+    assert_fused_memory_linear, bytes_created, mask, unpooled_gpu, Case, UNFUSED_SHAPES,
+};
 use crate::common::*;
 use wgformer::kernels::attention::{
     attention_bwd, attention_fwd, attention_unfused_bwd, AttentionOptions, MAX_HEAD_SIZE,
@@ -293,14 +295,7 @@ fn fused_cross_attention() {
 
 #[test]
 fn unfused_matches_reference() {
-    for (b, nh, tq, tk, hs, causal) in [
-        (2, 3, 7, 7, 16, false),
-        (1, 2, 65, 65, 64, true),
-        (1, 1, 129, 129, 16, true),
-        (2, 1, 63, 127, 64, true),
-        (1, 2, 129, 63, 16, true),
-        (1, 1, 127, 1, 16, false),
-    ] {
+    for (b, nh, tq, tk, hs, causal) in UNFUSED_SHAPES {
         Case::new(b, nh, tq, tk, hs, causal).check_unfused();
     }
     Case::new(3, 2, 65, 65, 64, true)
@@ -405,13 +400,7 @@ fn bad_shapes_are_errors() {
 
 #[test]
 fn fused_backward_allocates_no_score_matrix() {
-    // A Gpu of its own so that no other test's buffers are in its pool: every
-    // buffer the backward needs is then a new one, and `bytes_created` counts it. Same
-    // kernel policy as `gpu()` (which `on` may have changed).
-    let gpu = Gpu::new()
-        .unwrap()
-        .with_policy(gpu().policy().clone())
-        .unwrap();
+    let gpu = unpooled_gpu();
     let (b, nh, hs) = (1, 1, 16);
     let created = |t: usize, fused: bool| -> u64 {
         let x = |seed| Tensor::from_slice(&gpu, &data(t * hs, seed), &[b, nh, t, hs]).unwrap();
@@ -422,18 +411,14 @@ fn fused_backward_allocates_no_score_matrix() {
             key_mask: None,
         };
         let (o, l) = attention_fwd(&q, &k, &v, &opts).unwrap();
-        gpu.sync().unwrap();
-        let before = gpu.counters().snapshot();
-        let grads = if fused {
-            attention_bwd(&q, &k, &v, &o, &l, &d_o, &opts).unwrap()
-        } else {
-            attention_unfused_bwd(&q, &k, &v, &d_o, &opts).unwrap()
-        };
-        gpu.sync().unwrap();
-        let bytes = (gpu.counters().snapshot() - before).bytes_created;
-        drop((q, k, v, d_o, o, l, grads));
-        gpu.trim(); // empty the pool so the next call must allocate again
-        bytes
+        bytes_created(&gpu, || {
+            let grads = if fused {
+                attention_bwd(&q, &k, &v, &o, &l, &d_o, &opts).unwrap()
+            } else {
+                attention_unfused_bwd(&q, &k, &v, &d_o, &opts).unwrap()
+            };
+            (q, k, v, d_o, o, l, grads)
+        })
     };
     // At T = 256 a score matrix (256 KiB) is already 5x the outputs; larger T
     // only makes lavapipe work longer.
@@ -448,17 +433,9 @@ fn fused_backward_allocates_no_score_matrix() {
         "unfused created {unfused} B, P and dP are {} B",
         2 * scores
     );
-    let fused_1k = created(t, true);
-    let fused_2k = created(2 * t, true);
-    assert!(
-        fused_1k <= outputs + outputs / 4,
-        "fused at T={t} created {fused_1k} B; dQ, dK, dV and the row statistics are {outputs} B"
-    );
-    assert!(
-        fused_2k <= 2 * fused_1k + 1024,
-        "fused memory grows faster than T: {fused_1k} B at T={t}, {fused_2k} B at T={}",
-        2 * t
-    );
+    let (fused_t, fused_2t) = (created(t, true), created(2 * t, true));
+    let outputs_are = "dQ, dK, dV and the row statistics";
+    assert_fused_memory_linear(t, fused_t, fused_2t, outputs, outputs_are);
 }
 
 #[test]

@@ -74,30 +74,58 @@ fn check_tol(
     );
 }
 
-#[test]
-fn vocabularies_of_every_size_with_and_without_smoothing() {
-    for v in [1usize, 4, 7, 63, 64, 65, 127, 129, 4099] {
-        for n in [3usize, 1100] {
-            if n * v > 1_000_000 {
-                continue;
+/// Runs `run(n, v, logits, targets, options)` for each vocabulary size in
+/// `vocabs` with few and many rows, without and with label smoothing.
+fn for_each_vocabulary(
+    vocabs: &[usize],
+    mut run: impl FnMut(usize, usize, &[f32], &[u32], &CrossEntropyOptions),
+) {
+    for (n, v) in few_and_many_rows(vocabs) {
+        let x = scaled_data(n * v, v as u64, 5.0, 0.0);
+        let t = targets(n, v, v as u64);
+        for label_smoothing in [0.0f32, 0.1] {
+            let opts = CrossEntropyOptions {
+                label_smoothing,
+                ignore_index: None,
+            };
+            run(n, v, &x, &t, &opts);
+        }
+    }
+}
+
+/// Runs `run(n, v, logits, targets, options, every)` where every `every`-th
+/// row's target is the ignore index: one outside the vocabulary (the usual
+/// -100 as u32) and one inside.
+fn for_each_ignored_case(
+    mut run: impl FnMut(usize, usize, &[f32], &[u32], &CrossEntropyOptions, usize),
+) {
+    for (n, v) in [(6usize, 65usize), (1100, 64), (5, 129)] {
+        let x = data(n * v, 3);
+        for (ignore, every) in [(u32::MAX - 99, 3usize), (5u32, 2)] {
+            let mut t = targets(n, v, 4);
+            for (i, t) in t.iter_mut().enumerate() {
+                if i % every == 0 {
+                    *t = ignore;
+                }
             }
-            let x: Vec<f32> = data(n * v, v as u64).iter().map(|x| 5.0 * x).collect();
-            let t = targets(n, v, v as u64);
-            for label_smoothing in [0.0f32, 0.1] {
-                let opts = CrossEntropyOptions {
-                    label_smoothing,
-                    ignore_index: None,
-                };
-                check(n, v, &x, &t, &opts);
-            }
+            let opts = CrossEntropyOptions {
+                label_smoothing: 0.1,
+                ignore_index: Some(ignore),
+            };
+            run(n, v, &x, &t, &opts, every);
         }
     }
 }
 
 #[test]
+fn vocabularies_of_every_size_with_and_without_smoothing() {
+    for_each_vocabulary(&[1, 4, 7, 63, 64, 65, 127, 129, 4099], check);
+}
+
+#[test]
 fn gpt2_vocabulary() {
     let (n, v) = (4usize, 50257usize);
-    let x: Vec<f32> = data(n * v, 1).iter().map(|x| 5.0 * x).collect();
+    let x = scaled_data(n * v, 1, 5.0, 0.0);
     let t = vec![0u32, 50256, 12345, 7];
     for label_smoothing in [0.0f32, 0.1] {
         check(
@@ -115,30 +143,14 @@ fn gpt2_vocabulary() {
 
 #[test]
 fn ignored_rows_have_zero_loss_and_are_not_counted() {
-    for (n, v) in [(6usize, 65usize), (1100, 64), (5, 129)] {
-        let x = data(n * v, 3);
-        // An ignore index outside the vocabulary (the usual -100 as u32) and one inside.
-        for (ignore, every) in [(u32::MAX - 99, 3usize), (5u32, 2)] {
-            let mut t = targets(n, v, 4);
-            for (i, t) in t.iter_mut().enumerate() {
-                if i % every == 0 {
-                    *t = ignore;
-                }
-            }
-            let opts = CrossEntropyOptions {
-                label_smoothing: 0.1,
-                ignore_index: Some(ignore),
-            };
-            check(n, v, &x, &t, &opts);
-        }
-    }
+    for_each_ignored_case(|n, v, x, t, opts, _| check(n, v, x, t, opts));
 }
 
 #[test]
 fn extreme_logits_are_stable() {
     // +-1e4: exp overflows without the max subtraction.
     for (n, v) in [(4usize, 67usize), (1100, 16), (3, 4099)] {
-        let x: Vec<f32> = data(n * v, 5).iter().map(|x| 1e4 * x).collect();
+        let x = scaled_data(n * v, 5, 1e4, 0.0);
         let t = targets(n, v, 6);
         let gpu = gpu();
         let out = cross_entropy(
@@ -311,25 +323,10 @@ fn check_bwd(n: usize, v: usize, logits: &[f32], t: &[u32], opts: &CrossEntropyO
 fn bwd_vocabularies_of_every_size_with_and_without_smoothing() {
     // V < 4 (a vec4 per thread), V = 5 (every row's tail shares a vec4 with
     // the next row's head), multiples of 4 and not.
-    for v in [1usize, 2, 3, 4, 5, 7, 63, 64, 65, 127, 129, 4099] {
-        for n in [3usize, 1100] {
-            if n * v > 1_000_000 {
-                continue;
-            }
-            let x: Vec<f32> = data(n * v, v as u64).iter().map(|x| 5.0 * x).collect();
-            let t = targets(n, v, v as u64);
-            for label_smoothing in [0.0f32, 0.1] {
-                let opts = CrossEntropyOptions {
-                    label_smoothing,
-                    ignore_index: None,
-                };
-                check_bwd(n, v, &x, &t, &opts);
-            }
-        }
-    }
+    for_each_vocabulary(&[1, 2, 3, 4, 5, 7, 63, 64, 65, 127, 129, 4099], check_bwd);
     // GPT-2's vocabulary, and more than 65535 rows.
     let (n, v) = (4usize, 50257usize);
-    let x: Vec<f32> = data(n * v, 1).iter().map(|x| 5.0 * x).collect();
+    let x = scaled_data(n * v, 1, 5.0, 0.0);
     let opts = CrossEntropyOptions {
         label_smoothing: 0.1,
         ignore_index: None,
@@ -341,32 +338,19 @@ fn bwd_vocabularies_of_every_size_with_and_without_smoothing() {
 
 #[test]
 fn bwd_ignored_rows_are_zero_and_extreme_logits_are_stable() {
-    for (n, v) in [(6usize, 65usize), (1100, 64), (5, 129)] {
-        let x = data(n * v, 3);
-        for (ignore, every) in [(u32::MAX - 99, 3usize), (5u32, 2)] {
-            let mut t = targets(n, v, 4);
-            for (i, t) in t.iter_mut().enumerate() {
-                if i % every == 0 {
-                    *t = ignore;
-                }
-            }
-            let opts = CrossEntropyOptions {
-                label_smoothing: 0.1,
-                ignore_index: Some(ignore),
-            };
-            check_bwd(n, v, &x, &t, &opts);
-            // Zeros even where dloss is NaN.
-            let dloss = vec![f32::NAN; n];
-            let (d, _) = run_bwd(n, v, &x, &t, &dloss, &opts);
-            for (r, row) in d.chunks(v).enumerate() {
-                if r % every == 0 {
-                    assert!(row.iter().all(|&g| g == 0.0), "ignored row {r}: {row:?}");
-                }
+    for_each_ignored_case(|n, v, x, t, opts, every| {
+        check_bwd(n, v, x, t, opts);
+        // Zeros even where dloss is NaN.
+        let dloss = vec![f32::NAN; n];
+        let (d, _) = run_bwd(n, v, x, t, &dloss, opts);
+        for (r, row) in d.chunks(v).enumerate() {
+            if r % every == 0 {
+                assert!(row.iter().all(|&g| g == 0.0), "ignored row {r}: {row:?}");
             }
         }
-    }
+    });
     for (n, v) in [(4usize, 67usize), (1100, 16), (3, 4099)] {
-        let x: Vec<f32> = data(n * v, 5).iter().map(|x| 1e4 * x).collect();
+        let x = scaled_data(n * v, 5, 1e4, 0.0);
         let t = targets(n, v, 6);
         check_bwd(n, v, &x, &t, &CrossEntropyOptions::default());
     }

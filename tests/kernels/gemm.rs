@@ -549,6 +549,19 @@ fn auto_picks_a_barrier_free_tile_on_cpu_adapters_and_the_block_tile_on_gpus() {
 /// The GEMV kernel at M = 1..4 (decoding), every tile it accepts, odd N and K
 /// (scalar loads and stores) and multiples of 4 (vec4), every transpose, bias,
 /// activation, alpha and a batch; and Auto takes it for M <= 4 on CPU adapters.
+/// C (M, N) = op(A) op(B) of contiguous operands computed by `kernel`, read back.
+fn with_kernel(
+    a: &Tensor,
+    b: &Tensor,
+    (m, n, k): (usize, usize, usize),
+    opts: &GemmOptions,
+    kernel: GemmKernel,
+) -> Vec<f32> {
+    let c = Tensor::empty(a.gpu(), &[m, n], DType::F32).unwrap();
+    gemm_into_kernel(a, b, &c, &GemmShape::contiguous(m, n, k, 1), opts, kernel).unwrap();
+    c.to_vec().unwrap()
+}
+
 #[test]
 fn gemv_at_small_m_agrees_with_the_reference() {
     let gpu = gpu();
@@ -590,19 +603,9 @@ fn gemv_at_small_m_agrees_with_the_reference() {
         for cb in [1, 2, 4] {
             for wg_x in [4, 8, 32] {
                 let kernel = GemmKernel::Gemv(GemvTile { wg_x, m: tm, cb });
-                let c = Tensor::empty(&gpu, &[m, n], DType::F32).unwrap();
-                gemm_into_kernel(
-                    &a,
-                    &b,
-                    &c,
-                    &GemmShape::contiguous(m, n, k, 1),
-                    &opts,
-                    kernel,
-                )
-                .unwrap();
                 assert_close(
                     &format!("{kernel} M={m} N={n} K={k}"),
-                    &c.to_vec().unwrap(),
+                    &with_kernel(&a, &b, (m, n, k), &opts, kernel),
                     &reference,
                     tol(k),
                     1e-4,
@@ -702,18 +705,9 @@ fn subgroup_and_block_tile_shapes_all_agree_with_the_reference() {
             ..Default::default()
         };
         for &kernel in list {
-            let c = Tensor::empty(&gpu, &[m, n], DType::F32).unwrap();
-            gemm_into_kernel(
-                &a,
-                &b,
-                &c,
-                &GemmShape::contiguous(m, n, k, 1),
-                &opts,
-                kernel,
-            )
-            .unwrap();
+            let c = with_kernel(&a, &b, (m, n, k), &opts, kernel);
             let what = format!("{kernel} M={m} N={n} K={k} trans ({trans_a}, {trans_b})");
-            assert_close(&what, &c.to_vec().unwrap(), &reference, tol(k), 1e-4);
+            assert_close(&what, &c, &reference, tol(k), 1e-4);
         }
     }
     // Tiles the shaders do not support are errors, not wrong results.
@@ -980,23 +974,18 @@ fn every_pipeline_constant_combination_translates_to_msl_and_hlsl() {
             }
             constants.insert("ACT".into(), (bits >> 3 & 3) as f64);
             constants.insert("HAS_BIAS".into(), 1.0 - bit(2));
+            // The largest tile (every block present) with TRANS_A off, the smallest with it on.
+            let largest_or_smallest =
+                |largest, smallest| if bits & 1 == 0 { largest } else { smallest };
             if entry == "gemm_fwd_register" {
                 // row and column blocks all present (32 x 16) or minimal (4 x 4)
-                let (tm, tn) = if bits & 1 == 0 {
-                    (32.0, 16.0)
-                } else {
-                    (4.0, 4.0)
-                };
+                let (tm, tn) = largest_or_smallest((32.0, 16.0), (4.0, 4.0));
                 constants.insert("TM".into(), tm);
                 constants.insert("TN".into(), tn);
             }
             if entry == "gemm_fwd_gemv" {
                 // every row and column block present (4 x 16) or one (1 x 4)
-                let (rows, cb) = if bits & 1 == 0 {
-                    (4.0, 4.0)
-                } else {
-                    (1.0, 1.0)
-                };
+                let (rows, cb) = largest_or_smallest((4.0, 4.0), (1.0, 1.0));
                 constants.insert("GV_M".into(), rows);
                 constants.insert("GV_CB".into(), cb);
             }

@@ -35,7 +35,6 @@ pub use blocks::{DecoderLayer, EncoderLayer};
 pub use config::TransformerConfig;
 pub use decode::EncoderState;
 
-use super::ids::TokenIds;
 use super::kv_cache::KvCache;
 use super::layers::{Dropout, Embedding, LayerNorm, NormPlacement, SinusoidalPositions};
 use super::{init_seeds, FieldNames, MemoryLimits};
@@ -44,6 +43,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::rng::hash_u32;
 use crate::tensor::{DType, Tensor};
+use crate::token_ids::TokenIds;
 
 /// Per-call switches of [`Transformer::forward`]: dropout on or off, and the seed
 /// its masks derive from (a run is reproducible from its seeds).
@@ -88,6 +88,11 @@ const DECODER_DROPOUT: u32 = 0x4445_4300;
 impl Transformer {
     /// A freshly initialised model (the config is validated first), its weights
     /// drawn from `seed` as the [`crate::nn`] docs say.
+    ///
+    /// # Errors
+    /// As [`crate::nn::Gpt::new`]: [`Error::InvalidArgument`] for a config that
+    /// cannot be built, [`Error::ModelTooLarge`] for one that does not fit,
+    /// [`Error::Device`].
     pub fn new(gpu: &Gpu, config: TransformerConfig, seed: u64) -> Result<Transformer> {
         config.validate()?;
         let names = FieldNames::config("Transformer::new");
@@ -216,6 +221,10 @@ impl Transformer {
     /// 1.0 = token, 0.0 = padding; `None` = no padding). Dropout is off; the
     /// values equal [`Transformer::forward`]'s in evaluation mode. The result
     /// stays on the GPU until read.
+    ///
+    /// # Errors
+    /// As [`crate::nn::Gpt::logits`], for either sequence; [`Error::Shape`]
+    /// when the batch sizes or the mask's shape disagree.
     pub fn logits<'a, 'b>(
         &self,
         src: impl Into<TokenIds<'a>>,

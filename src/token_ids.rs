@@ -1,15 +1,20 @@
-//! Token ids in the two forms the models' inference methods accept: ids in host
-//! memory with their (B, T) shape, or a u32 tensor already on the GPU.
+//! Token ids in the two forms the models' inference methods, generation,
+//! scoring and the cross-entropy loss accept: ids in host memory with their
+//! (B, T) shape, or a u32 tensor already on the GPU.
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::tensor::{DType, Tensor};
+use std::borrow::Cow;
 
-/// A batch of token ids `(B, T)` as `Gpt::logits` and `Transformer::logits`
-/// take them. Build it with `.into()` from:
+/// A batch of token ids `(B, T)` as `Gpt::logits`, `Transformer::logits`,
+/// `Gpt::generate`, `Gpt::score` and `Tape::cross_entropy` take them. Build it
+/// with `.into()` from:
 /// - `&[u32]` or `&Vec<u32>` or `&[u32; N]`: one sequence, shape `(1, len)`;
 /// - `(&[u32], [B, T])`: `B` rows of `T` ids, row-major;
-/// - `&Tensor`: a `(B, T)` u32 tensor on the model's GPU (not copied).
+/// - `&Tensor`: a `(B, T)` u32 tensor on the model's GPU (not copied by
+///   `logits`; read back, blocking and native only, where the ids are needed on
+///   the host: generation, scoring and the loss's targets).
 #[derive(Clone, Copy, Debug)]
 pub enum TokenIds<'a> {
     /// Ids in host memory, row-major, with their shape `[B, T]`.
@@ -62,7 +67,7 @@ impl<'a> From<&'a Tensor> for TokenIds<'a> {
     }
 }
 
-impl TokenIds<'_> {
+impl<'a> TokenIds<'a> {
     /// The ids as a `(B, T)` u32 tensor on `gpu`: host ids are checked (their
     /// count against the shape, each id against `vocab_size`) and uploaded, a
     /// tensor is checked for its dtype and rank and shared. `op` and `name` name
@@ -126,4 +131,71 @@ impl TokenIds<'_> {
             }
         }
     }
+
+    /// The ids on the host, row-major: host ids as given (their count checked
+    /// against the shape), a u32 tensor of any shape read back (blocking;
+    /// native only). `op` and `name` name the caller and the argument in errors.
+    pub(crate) fn to_host(self, op: &'static str, name: &str) -> Result<Cow<'a, [u32]>> {
+        match self {
+            TokenIds::Host { ids, shape: [b, t] } => {
+                if b.checked_mul(t) != Some(ids.len()) {
+                    return Err(Error::shape(
+                        op,
+                        format!(
+                            "{name}: {} ids given for shape ({b}, {t}); pass B * T ids, row-major",
+                            ids.len()
+                        ),
+                    ));
+                }
+                Ok(Cow::Borrowed(ids))
+            }
+            TokenIds::Tensor(t) => {
+                t.expect_dtype(op, name, DType::U32)?;
+                read_back(t, op, name).map(Cow::Owned)
+            }
+        }
+    }
+
+    /// One sequence on the host: `(1, T)` host ids or tensor, or a 1-D u32
+    /// tensor; a batch of more than one row is refused (`op` works on one
+    /// sequence at a time).
+    #[cfg(not(target_arch = "wasm32"))] // generation and scoring are native only
+    pub(crate) fn one_sequence(self, op: &'static str, name: &str) -> Result<Cow<'a, [u32]>> {
+        let rows = match self {
+            TokenIds::Host { shape, .. } => shape[0],
+            TokenIds::Tensor(t) if t.rank() == 2 => t.dim(0),
+            TokenIds::Tensor(t) if t.rank() == 1 => 1,
+            TokenIds::Tensor(t) => {
+                return Err(Error::shape(
+                    op,
+                    format!(
+                        "{name} has shape {:?}; expected one sequence, (T) or (1, T)",
+                        t.shape()
+                    ),
+                ))
+            }
+        };
+        if rows != 1 {
+            return Err(Error::shape(
+                op,
+                format!("{name} holds {rows} sequences; {op} takes one at a time"),
+            ));
+        }
+        self.to_host(op, name)
+    }
+}
+
+/// A u32 tensor's values (blocking readback; the browser has none).
+#[cfg(not(target_arch = "wasm32"))]
+fn read_back(t: &Tensor, _op: &'static str, _name: &str) -> Result<Vec<u32>> {
+    t.to_vec_u32()
+}
+
+/// The browser cannot block on a readback: say to pass host ids.
+#[cfg(target_arch = "wasm32")]
+fn read_back(_t: &Tensor, op: &'static str, name: &str) -> Result<Vec<u32>> {
+    Err(Error::invalid(
+        op,
+        format!("{name} is a GPU tensor, which the browser cannot read back here; pass the ids as a host slice"),
+    ))
 }

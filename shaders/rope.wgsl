@@ -1,0 +1,141 @@
+// Rotary position embeddings (RoPE) in Hugging Face's "rotate half" layout,
+// applied while packing q, k and v into the [q | k | v] rows the attention
+// kernels read, with grouped-query K/V expansion. For a head of HS values at
+// position pos and d < HS / 2, with (cos, sin) of angle pos * theta^(-2d / HS)
+// from the host's table (2, P, HS / 2):
+//   y[d] = x[d] cos - x[d + HS/2] sin,  y[d + HS/2] = x[d + HS/2] cos + x[d] sin.
+// q (rows, NH * HS), k and v (rows, NKV * HS), rows = B * T at positions
+// pos0 + t. The output row holds NH query heads, then KO key heads, then KO
+// value heads; output k/v head h reads input head h / DIV. Training expands
+// (KO = NH, DIV = NH / NKV: each query head gets its own copy, Hugging Face's
+// repeat_kv); decoding keeps KO = NKV, DIV = 1 (the cache stores KV heads only).
+// Variants:
+//   rope_qkv      q, k, v, table -> packed (rows, (NH + 2 KO) * HS); a thread
+//                 per output value
+//   rope_qkv_bwd  dpacked, table -> dq, dk, dv: the inverse rotation, each
+//                 key/value head summing its DIV output heads in order
+//                 (deterministic, no atomics); a thread per input value
+
+struct Params {
+    rows: u32,  // B * T
+    t: u32,     // T: position of row r is pos0 + r % T
+    nh: u32,    // query heads NH
+    nkv: u32,   // key/value heads NKV of the inputs
+    ko: u32,    // key/value heads KO of the packed rows
+    div: u32,   // packed k/v head h reads input head h / DIV
+    hs: u32,    // head size HS (even)
+    pos0: u32,  // position of the first row of each sequence
+    npos: u32,  // P: rows of the table
+    n: u32,     // threads with work
+    _pad0: u32,
+    _pad1: u32,
+}
+
+const WG: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> f_q: array<f32>;
+@group(0) @binding(2) var<storage, read> f_k: array<f32>;
+@group(0) @binding(3) var<storage, read> f_v: array<f32>;
+@group(0) @binding(4) var<storage, read> f_table: array<f32>;
+@group(0) @binding(5) var<storage, read_write> f_out: array<f32>;
+
+@group(0) @binding(1) var<storage, read> b_dout: array<f32>;
+@group(0) @binding(2) var<storage, read> b_table: array<f32>;
+@group(0) @binding(3) var<storage, read_write> b_dq: array<f32>;
+@group(0) @binding(4) var<storage, read_write> b_dk: array<f32>;
+@group(0) @binding(5) var<storage, read_write> b_dv: array<f32>;
+
+// How value d of a head at row r rotates: the partner's index in the head,
+// the sign of the partner's term, and where (cos, sin) sit in the table
+// (cos at `at`, sin at `at + P * HS / 2`).
+struct Turn {
+    partner: u32,
+    sign: f32,
+    at: u32,
+}
+
+fn turn(r: u32, d: u32) -> Turn {
+    let half = p.hs >> 1u;
+    let lower = d < half;
+    let i = select(d - half, d, lower);
+    let at = (p.pos0 + r % p.t) * half + i;
+    return Turn(select(d - half, d + half, lower), select(1.0, -1.0, lower), at);
+}
+
+fn sin_at(at: u32) -> u32 {
+    return p.npos * (p.hs >> 1u) + at;
+}
+
+@compute @workgroup_size(WG)
+fn rope_qkv(@builtin(workgroup_id) wid: vec3<u32>,
+            @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (i >= p.n) {
+        return;
+    }
+    let w = (p.nh + 2u * p.ko) * p.hs;
+    let r = i / w;
+    let col = i - r * w;
+    let head = col / p.hs;
+    let d = col - head * p.hs;
+    if (head < p.nh) {
+        let tr = turn(r, d);
+        let base = (r * p.nh + head) * p.hs;
+        f_out[i] = f_q[base + d] * f_table[tr.at] + tr.sign * f_q[base + tr.partner] * f_table[sin_at(tr.at)];
+    } else if (head < p.nh + p.ko) {
+        let tr = turn(r, d);
+        let base = (r * p.nkv + (head - p.nh) / p.div) * p.hs;
+        f_out[i] = f_k[base + d] * f_table[tr.at] + tr.sign * f_k[base + tr.partner] * f_table[sin_at(tr.at)];
+    } else {
+        f_out[i] = f_v[(r * p.nkv + (head - p.nh - p.ko) / p.div) * p.hs + d];
+    }
+}
+
+@compute @workgroup_size(WG)
+fn rope_qkv_bwd(@builtin(workgroup_id) wid: vec3<u32>,
+                @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (i >= p.n) {
+        return;
+    }
+    let w = (p.nh + 2u * p.ko) * p.hs;
+    let cq = p.nh * p.hs;
+    let ckv = p.nkv * p.hs;
+    let per_row = cq + 2u * ckv;
+    let r = i / per_row;
+    let col = i - r * per_row;
+    let row = r * w;
+    if (col < cq) {
+        let d = col % p.hs;
+        let tr = turn(r, d);
+        let at = row + col;
+        let c = b_table[tr.at];
+        let s = b_table[sin_at(tr.at)];
+        b_dq[r * cq + col] = b_dout[at] * c - tr.sign * b_dout[at - d + tr.partner] * s;
+    } else if (col < cq + ckv) {
+        let c = col - cq;
+        let j = c / p.hs;
+        let d = c - j * p.hs;
+        let tr = turn(r, d);
+        let cs = b_table[tr.at];
+        let sn = b_table[sin_at(tr.at)];
+        var acc = 0.0;
+        for (var h = j * p.div; h < (j + 1u) * p.div; h++) {
+            let at = row + cq + h * p.hs;
+            acc += b_dout[at + d] * cs - tr.sign * b_dout[at + tr.partner] * sn;
+        }
+        b_dk[r * ckv + c] = acc;
+    } else {
+        let c = col - cq - ckv;
+        let j = c / p.hs;
+        let d = c - j * p.hs;
+        var acc = 0.0;
+        for (var h = j * p.div; h < (j + 1u) * p.div; h++) {
+            acc += b_dout[row + cq + (p.ko + h) * p.hs + d];
+        }
+        b_dv[r * ckv + c] = acc;
+    }
+}

@@ -1,0 +1,61 @@
+//! Forward methods of the tape for the Llama-layout ops: RMSNorm, SwiGLU, and
+//! rotary embeddings packed into `[q | k | v]` with grouped-query expansion.
+
+use super::op::Op;
+use super::tape::{Tape, Var};
+use crate::error::Result;
+use crate::kernels::rmsnorm::rmsnorm;
+use crate::kernels::rope::{rope_qkv, QkvHeads};
+use crate::kernels::swiglu::swiglu;
+use crate::tensor::Tensor;
+
+impl Tape {
+    /// RMSNorm over the last axis with gain `w` (C).
+    pub fn rmsnorm(&self, x: &Var, w: &Var, eps: f32) -> Result<Var> {
+        let (y, rstd) = rmsnorm(&x.value, &w.value, eps)?;
+        Ok(self.record(
+            y,
+            Op::RmsNorm {
+                x: x.clone(),
+                w: w.clone(),
+                rstd,
+            },
+        ))
+    }
+
+    /// `silu(gate) * up`, elementwise.
+    pub fn swiglu(&self, gate: &Var, up: &Var) -> Result<Var> {
+        let y = swiglu(&gate.value, &up.value)?;
+        Ok(self.record(
+            y,
+            Op::SwiGlu {
+                gate: gate.clone(),
+                up: up.clone(),
+            },
+        ))
+    }
+
+    /// q (B, T, NH HS), k and v (B, T, NKV HS) -> packed `[q | k | v]` rows, q and
+    /// k rotated for positions `pos0..` by `table` (`kernels::rope::rope_table`),
+    /// k and v expanded to NH heads when `heads.expand` (see `kernels::rope`).
+    pub fn rope_qkv(
+        &self,
+        (q, k, v): (&Var, &Var, &Var),
+        table: &Tensor,
+        heads: QkvHeads,
+        pos0: usize,
+    ) -> Result<Var> {
+        let y = rope_qkv(&q.value, &k.value, &v.value, table, heads, pos0)?;
+        Ok(self.record(
+            y,
+            Op::RopeQkv {
+                q: q.clone(),
+                k: k.clone(),
+                v: v.clone(),
+                table: table.clone(),
+                heads,
+                pos0,
+            },
+        ))
+    }
+}

@@ -1,0 +1,60 @@
+//! Llama checkpoints: our own (config.json with Hugging Face's `LlamaConfig`
+//! names) and Hugging Face's `model.safetensors` + `config.json`, whose tensor
+//! names are our parameter names; its config is read strictly
+//! ([`LlamaConfig::from_hf`]).
+
+use super::{load_params, read_config, LoadMode, LoadReport, ModelConfig};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::nn::{Llama, LlamaConfig};
+use serde_json::{json, Map, Value};
+use std::path::Path;
+
+/// Fields written beside our config so `transformers` loads the checkpoint.
+const LLAMA_COMPAT_KEYS: &[&str] = &["architectures", "hidden_act", "torch_dtype"];
+
+impl ModelConfig for LlamaConfig {
+    const MODEL_TYPE: &'static str = "llama";
+    const COMPAT_KEYS: &'static [&'static str] = LLAMA_COMPAT_KEYS;
+
+    fn compat_fields(&self) -> Map<String, Value> {
+        match json!({
+            "architectures": ["LlamaForCausalLM"],
+            "hidden_act": "silu",
+            "torch_dtype": "float32",
+        }) {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    }
+
+    fn check_compat_fields(&self, path: &Path, fields: &Map<String, Value>) -> Result<()> {
+        LlamaConfig::from_hf(fields)
+            .map(|_| ())
+            .or_else(|e| {
+                if e.contains("is missing") {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+            .map_err(|e| Error::incompatible(path.display(), e))
+    }
+
+    fn check_weights_file(&self, config: &Path, weights: &Path, bytes: u64) -> Result<()> {
+        self.check_weights_fit(config, weights, bytes)
+    }
+
+    fn from_foreign(path: &Path, json: &Map<String, Value>) -> Result<Self> {
+        LlamaConfig::from_hf(json).map_err(|e| Error::incompatible(path.display(), e))
+    }
+}
+
+/// Builds a [`Llama`] from a checkpoint directory (ours or Hugging Face's) and
+/// loads its weights strictly.
+pub fn load_llama(gpu: &Gpu, dir: &Path) -> Result<(Llama, LoadReport)> {
+    let config: LlamaConfig = read_config(dir)?;
+    let model = Llama::new(gpu, config, 0)?;
+    let report = load_params(dir, &model.params(), LoadMode::Strict)?;
+    Ok((model, report))
+}

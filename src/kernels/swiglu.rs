@@ -1,0 +1,66 @@
+//! SwiGLU (shaders/swiglu.wgsl): `y = silu(gate) * up`, the gated activation of
+//! Llama's MLP, and its backward. The CPU spec is `reference::llama::swiglu`.
+
+use super::{grid_1d, groups, SWIGLU_WGSL};
+use crate::error::{Error, Result};
+use crate::gpu::Launch;
+use crate::tensor::{DType, Tensor};
+
+/// Threads per workgroup (the shader's `WG`).
+pub(crate) const WG: usize = 64;
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    _pad: [u32; 3],
+}
+
+fn check(op: &'static str, gate: &Tensor, up: &Tensor) -> Result<Params> {
+    gate.expect_dtype(op, "gate", DType::F32)?;
+    up.expect_dtype(op, "up", DType::F32)?;
+    up.expect_shape(op, "up (the shape of gate)", gate.shape())?;
+    let n = u32::try_from(gate.numel()).map_err(|_| {
+        Error::invalid(op, format!("gate of shape {:?} is too large", gate.shape()))
+    })?;
+    Ok(Params { n, _pad: [0; 3] })
+}
+
+fn launch(entry: &'static str, n: u32) -> Launch {
+    Launch {
+        shader: &SWIGLU_WGSL,
+        entry,
+        constants: Vec::new(),
+        workgroups: grid_1d(groups(n as usize, WG)),
+    }
+}
+
+/// `silu(gate) * up`, elementwise; gate and up have one shape.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    let p = check("swiglu", gate, up)?;
+    let y = Tensor::empty(gate.gpu(), gate.shape(), DType::F32)?;
+    gate.gpu().launch(
+        &launch("swiglu_fwd", p.n),
+        bytemuck::bytes_of(&p),
+        &[gate, up],
+        &[&y],
+    )?;
+    Ok(y)
+}
+
+/// Backward of [`swiglu`]: `(dgate, dup)` from the forward's inputs and `dy`.
+pub fn swiglu_bwd(gate: &Tensor, up: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
+    const OP: &str = "swiglu_bwd";
+    let p = check(OP, gate, up)?;
+    dy.expect_dtype(OP, "dy", DType::F32)?;
+    dy.expect_shape(OP, "dy (the shape of gate)", gate.shape())?;
+    let dgate = Tensor::empty(gate.gpu(), gate.shape(), DType::F32)?;
+    let dup = Tensor::empty(gate.gpu(), gate.shape(), DType::F32)?;
+    gate.gpu().launch(
+        &launch("swiglu_bwd", p.n),
+        bytemuck::bytes_of(&p),
+        &[gate, up, dy],
+        &[&dgate, &dup],
+    )?;
+    Ok((dgate, dup))
+}

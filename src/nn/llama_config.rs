@@ -1,0 +1,242 @@
+//! The sizes of a [`Llama`](super::Llama) under Hugging Face's `LlamaConfig`
+//! names, and the strict reading of Hugging Face's own `config.json`: fields
+//! that would change the math and are not implemented are refused by name.
+
+use crate::error::{Error, Result};
+use serde_json::{Map, Value};
+
+/// Sizes of a Llama-layout decoder (Hugging Face's config.json names).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlamaConfig {
+    /// Tokens of the vocabulary (V).
+    pub vocab_size: usize,
+    /// Model width C.
+    pub hidden_size: usize,
+    /// Width of the SwiGLU MLP.
+    pub intermediate_size: usize,
+    /// Decoder layers.
+    pub num_hidden_layers: usize,
+    /// Query heads (head size hidden_size / num_attention_heads).
+    pub num_attention_heads: usize,
+    /// Key/value heads (grouped-query attention); equal to
+    /// `num_attention_heads` for plain multi-head attention.
+    pub num_key_value_heads: usize,
+    #[serde(default = "default_eps")]
+    /// RMSNorm epsilon.
+    pub rms_norm_eps: f32,
+    #[serde(default = "default_theta")]
+    /// RoPE base: pair i of a head turns by pos * rope_theta^(-2i / head size).
+    pub rope_theta: f64,
+    /// Context length: the most positions a sequence may have.
+    pub max_position_embeddings: usize,
+    /// The output head is the token embedding (no `lm_head.weight` of its own).
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    #[serde(default)]
+    /// Beginning-of-sequence token, if the tokenizer has one.
+    pub bos_token_id: Option<u32>,
+    #[serde(default)]
+    /// End-of-sequence token, if the tokenizer has one.
+    pub eos_token_id: Option<u32>,
+}
+
+fn default_eps() -> f32 {
+    1e-6
+}
+
+fn default_theta() -> f64 {
+    10_000.0
+}
+
+impl LlamaConfig {
+    /// Head size: hidden_size / num_attention_heads.
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads.max(1)
+    }
+
+    /// Checks the sizes; the error names the field and the fix.
+    pub fn validate(&self) -> Result<()> {
+        super::llama::validate(self)
+    }
+
+    /// Training FLOPs per token (forward + backward = 3x forward): 6 per weight
+    /// of the matmuls plus attention's 12 * L * C * T (PaLM appendix B convention).
+    pub fn train_flops_per_token(&self, seq: usize) -> f64 {
+        let (c, l) = (self.hidden_size as f64, self.num_hidden_layers as f64);
+        let kv = (self.num_key_value_heads * self.head_dim()) as f64;
+        let per_layer = 2.0 * c * c + 2.0 * c * kv + 3.0 * c * self.intermediate_size as f64;
+        6.0 * (l * per_layer + c * self.vocab_size as f64) + 12.0 * l * c * seq as f64
+    }
+
+    /// Reads Hugging Face's `LlamaConfig` JSON. The sizes are required (or take
+    /// `transformers`' defaults: rms_norm_eps 1e-6, rope_theta 10000,
+    /// num_key_value_heads = num_attention_heads, untied head); fields that
+    /// change the math are refused by name unless they hold the value wgformer
+    /// implements; fields of no effect on the math are ignored; any other field
+    /// is refused, so nothing is silently misread.
+    pub fn from_hf(json: &Map<String, Value>) -> std::result::Result<LlamaConfig, String> {
+        for (key, value) in json {
+            if IGNORED.contains(&key.as_str()) {
+                continue;
+            }
+            if let Some((_, ok, why)) = MUST_BE.iter().find(|(k, _, _)| k == key) {
+                if !ok(value) {
+                    return Err(format!(
+                        "config field `{key}` = {value} is not supported: {why}; wgformer \
+                         implements the plain Llama layout only"
+                    ));
+                }
+                continue;
+            }
+            if !SIZES.contains(&key.as_str()) {
+                return Err(format!(
+                    "config field `{key}` is not a Llama field wgformer knows; it may change \
+                     the model, so the config is refused (remove the field if it does not)"
+                ));
+            }
+        }
+        let size = |k: &str| -> std::result::Result<Option<usize>, String> {
+            match json.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| {
+                    format!("config field `{k}` = {v} must be a non-negative integer")
+                }),
+            }
+        };
+        let need = |k: &str| size(k)?.ok_or_else(|| format!("config field `{k}` is missing"));
+        let float = |k: &str, default: f64| -> std::result::Result<f64, String> {
+            match json.get(k) {
+                None | Some(Value::Null) => Ok(default),
+                Some(v) => v
+                    .as_f64()
+                    .ok_or_else(|| format!("config field `{k}` = {v} must be a number")),
+            }
+        };
+        let heads = need("num_attention_heads")?;
+        let token = |k: &str| -> std::result::Result<Option<u32>, String> {
+            match json.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::Number(n)) => n
+                    .as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .map(Some)
+                    .ok_or_else(|| format!("config field `{k}` = {n} must be a token id")),
+                Some(v) => Err(format!(
+                    "config field `{k}` = {v}: wgformer takes one token id here, not a list"
+                )),
+            }
+        };
+        let cfg = LlamaConfig {
+            vocab_size: need("vocab_size")?,
+            hidden_size: need("hidden_size")?,
+            intermediate_size: need("intermediate_size")?,
+            num_hidden_layers: need("num_hidden_layers")?,
+            num_attention_heads: heads,
+            num_key_value_heads: size("num_key_value_heads")?.unwrap_or(heads),
+            rms_norm_eps: float("rms_norm_eps", default_eps() as f64)? as f32,
+            rope_theta: float("rope_theta", default_theta())?,
+            max_position_embeddings: size("max_position_embeddings")?.unwrap_or(2048),
+            tie_word_embeddings: json
+                .get("tie_word_embeddings")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            bos_token_id: token("bos_token_id")?,
+            eos_token_id: token("eos_token_id")?,
+        };
+        if let Some(hd) = size("head_dim")? {
+            if hd != cfg.head_dim() {
+                return Err(format!(
+                    "config field `head_dim` = {hd} is not supported: wgformer's heads are \
+                     hidden_size / num_attention_heads = {} wide",
+                    cfg.head_dim()
+                ));
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// [`LlamaConfig::from_hf`] with the error naming `what` (a file).
+    pub fn from_hf_named(json: &Map<String, Value>, what: &str) -> Result<LlamaConfig> {
+        LlamaConfig::from_hf(json)
+            .map_err(|e| Error::invalid("LlamaConfig::from_hf", format!("{what}: {e}")))
+    }
+}
+
+/// The fields [`LlamaConfig`] reads.
+const SIZES: &[&str] = &[
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "rms_norm_eps",
+    "rope_theta",
+    "max_position_embeddings",
+    "head_dim",
+    "tie_word_embeddings",
+    "bos_token_id",
+    "eos_token_id",
+];
+
+/// Fields of no effect on the forward math (bookkeeping, initialisation,
+/// dropout that is 0 in every released model and off at inference, a padding id).
+const IGNORED: &[&str] = &[
+    "architectures",
+    "model_type",
+    "torch_dtype",
+    "transformers_version",
+    "_name_or_path",
+    "initializer_range",
+    "use_cache",
+    "pad_token_id",
+    "pretraining_tp",
+    "is_llama_config",
+    "wgformer_format",
+];
+
+type Check = fn(&Value) -> bool;
+
+fn null_or(v: &Value, ok: impl Fn(&Value) -> bool) -> bool {
+    v.is_null() || ok(v)
+}
+
+/// Fields that change the math: the value wgformer implements, and what another does.
+const MUST_BE: &[(&str, Check, &str)] = &[
+    (
+        "hidden_act",
+        |v| null_or(v, |v| v == "silu"),
+        "the MLP gate must be \"silu\" (SwiGLU)",
+    ),
+    (
+        "rope_scaling",
+        |v| v.is_null(),
+        "scaled RoPE (linear, dynamic, YaRN, llama3) changes the angles",
+    ),
+    (
+        "attention_bias",
+        |v| null_or(v, |v| v == false),
+        "biases on q/k/v/o projections",
+    ),
+    (
+        "mlp_bias",
+        |v| null_or(v, |v| v == false),
+        "biases on the MLP projections",
+    ),
+    (
+        "attention_dropout",
+        |v| null_or(v, |v| v.as_f64() == Some(0.0)),
+        "attention dropout",
+    ),
+    (
+        "partial_rotary_factor",
+        |v| null_or(v, |v| v.as_f64() == Some(1.0)),
+        "RoPE on part of each head",
+    ),
+    (
+        "rope_interleaved",
+        |v| null_or(v, |v| v == false),
+        "interleaved (GPT-J) RoPE pairs",
+    ),
+];
