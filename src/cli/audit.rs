@@ -75,13 +75,15 @@ pub fn run(gpu: &Gpu, a: &AuditArgs) -> Result<()> {
             }
             ("encoder_decoder", None) => {
                 return Err(usage(format!(
-                    "`{}` holds an encoder-decoder: give the source of the canary pair with                      --source (the canary is its target)",
+                    "`{}` holds an encoder-decoder: give the source of the canary pair with \
+                     --source (the canary is its target)",
                     a.checkpoint.display()
                 )))
             }
             (_, Some(_)) => {
                 return Err(usage(format!(
-                    "--source is for encoder-decoder checkpoints; `{}` holds a `{kind}` model:                      leave --source out",
+                    "--source is for encoder-decoder checkpoints; `{}` holds a `{kind}` model: \
+                     leave --source out",
                     a.checkpoint.display()
                 )))
             }
