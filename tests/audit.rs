@@ -201,7 +201,7 @@ fn an_encoder_decoders_target_nll_equals_the_reference_models() {
         norm: NormPlacement::Pre,
         activation: Activation::Relu,
     };
-    let model = Transformer::new(&gpu, cfg.clone(), 5).unwrap();
+    let model = Transformer::new(&gpu, cfg, 5).unwrap();
     // Random weights (norm gains around 1), so that every term shows.
     let mut weights = Weights::new();
     for (i, p) in model.params().iter().enumerate() {

@@ -49,6 +49,9 @@ pub struct AuditArgs {
     pub json: bool,
 }
 
+/// Log-perplexities in bits of candidate texts.
+type Scorer<'a> = dyn FnMut(&[String]) -> Result<Vec<f64>> + 'a;
+
 pub fn run(gpu: &Gpu, a: &AuditArgs) -> Result<()> {
     let format = SecretFormat::parse(&a.secret_format)?;
     let kind = model_type(&a.checkpoint)?;
@@ -60,43 +63,48 @@ pub fn run(gpu: &Gpu, a: &AuditArgs) -> Result<()> {
     let bits = |nll: Vec<f64>| nll.iter().map(|x| x / std::f64::consts::LN_2).collect();
     // Log-perplexity in bits of each candidate text: a GPT's of the text, an
     // encoder-decoder's of the text as the target of --source.
-    let mut score: Box<dyn FnMut(&[String]) -> Result<Vec<f64>>> =
-        match (kind.as_str(), &a.source) {
-            ("encoder_decoder", Some(source)) => {
-                let model = load_transformer(gpu, &a.checkpoint)?;
-                let tok = checkpoint_tokenizer(&a.checkpoint, model.config.vocab_size)?;
-                check_known(tok.as_ref())?;
-                let src = encode_known(tok.as_ref(), source, "--source")?;
-                let sp = tok.specials();
-                Box::new(move |texts: &[String]| {
-                    let ids: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t)).collect();
-                    Ok(bits(target_nll(&model, &src, &ids, (sp.bos, sp.eos), a.batch)?))
-                })
-            }
-            ("encoder_decoder", None) => {
-                return Err(usage(format!(
-                    "`{}` holds an encoder-decoder: give the source of the canary pair with \
+    let mut score: Box<Scorer> = match (kind.as_str(), &a.source) {
+        ("encoder_decoder", Some(source)) => {
+            let model = load_transformer(gpu, &a.checkpoint)?;
+            let tok = checkpoint_tokenizer(&a.checkpoint, model.config.vocab_size)?;
+            check_known(tok.as_ref())?;
+            let src = encode_known(tok.as_ref(), source, "--source")?;
+            let sp = tok.specials();
+            Box::new(move |texts: &[String]| {
+                let ids: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t)).collect();
+                Ok(bits(target_nll(
+                    &model,
+                    &src,
+                    &ids,
+                    (sp.bos, sp.eos),
+                    a.batch,
+                )?))
+            })
+        }
+        ("encoder_decoder", None) => {
+            return Err(usage(format!(
+                "`{}` holds an encoder-decoder: give the source of the canary pair with \
                      --source (the canary is its target)",
-                    a.checkpoint.display()
-                )))
-            }
-            (_, Some(_)) => {
-                return Err(usage(format!(
-                    "--source is for encoder-decoder checkpoints; `{}` holds a `{kind}` model: \
+                a.checkpoint.display()
+            )))
+        }
+        (_, Some(_)) => {
+            return Err(usage(format!(
+                "--source is for encoder-decoder checkpoints; `{}` holds a `{kind}` model: \
                      leave --source out",
-                    a.checkpoint.display()
-                )))
-            }
-            _ => {
-                let (model, tok) = load_gpt_with_tokenizer(gpu, &a.checkpoint, true)?;
-                let tok = tok.ok_or_else(|| usage("the checkpoint has no tokenizer"))?;
-                check_known(tok.as_ref())?;
-                Box::new(move |texts: &[String]| {
-                    let ids: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t)).collect();
-                    Ok(bits(sequence_nll(&model, &ids, a.batch)?))
-                })
-            }
-        };
+                a.checkpoint.display()
+            )))
+        }
+        _ => {
+            let (model, tok) = load_gpt_with_tokenizer(gpu, &a.checkpoint, true)?;
+            let tok = tok.ok_or_else(|| usage("the checkpoint has no tokenizer"))?;
+            check_known(tok.as_ref())?;
+            Box::new(move |texts: &[String]| {
+                let ids: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t)).collect();
+                Ok(bits(sequence_nll(&model, &ids, a.batch)?))
+            })
+        }
+    };
     let opts = AuditOptions {
         max_enumerate: a.max_enumerate,
         samples: a.samples,
