@@ -3,16 +3,22 @@
 //! a markedly lower one when the same GPT trains as long with DP-SGD (fixed
 //! seeds; the secret space is 3 digits so the audit scores all 1000
 //! candidates). The longer version (4 digits, a larger model) is ignored by
-//! default: `cargo test --release --test audit -- --ignored`.
+//! default: `cargo test --release --test audit -- --ignored`. An
+//! encoder-decoder's candidates are scored by the log-likelihood of the target
+//! given the source: checked against the f64 CPU reference model, and end to
+//! end with a canary pair planted 15 times among random pairs.
 
 mod common;
 
 use wgformer::data::{CharTokenizer, TextDataset, Tokenizer};
 use wgformer::generate::sequence_nll;
-use wgformer::nn::{Gpt, GptConfig};
+use wgformer::nn::{Activation, Gpt, GptConfig, NormPlacement, Transformer, TransformerConfig};
 use wgformer::privacy::audit::{exposure, AuditOptions, Canary, Exposure, SecretFormat};
+use wgformer::privacy::pair_nll::target_nll;
+use wgformer::reference::transformer::{encdec_logits, Batch, Weights};
 use wgformer::rng::SplitMix64;
 use wgformer::train::gpt::{GptData, GptTask};
+use wgformer::train::seq2seq::{load_pairs, PairSource, Seq2SeqData, Seq2SeqTask};
 use wgformer::train::{DpOptions, OptimizerChoice, Schedule, TrainOptions, Trainer};
 
 /// About `chars` characters of lines of words and numbers below 1000, so that
@@ -178,4 +184,184 @@ fn dp_sgd_lowers_the_exposure_of_a_four_digit_canary() {
     };
     // Of at most log2(10000) = 13.3 bits.
     check(&s, 10.0, 6.0);
+}
+
+#[test]
+fn an_encoder_decoders_target_nll_equals_the_reference_models() {
+    let gpu = common::gpu();
+    let cfg = TransformerConfig {
+        vocab_size: 13,
+        d_model: 16,
+        d_ff: 24,
+        n_heads: 2,
+        n_encoder_layers: 2,
+        n_decoder_layers: 1,
+        max_len: 8,
+        dropout: 0.0,
+        layer_norm_epsilon: 1e-5,
+        norm: NormPlacement::Pre,
+        activation: Activation::Relu,
+    };
+    let model = Transformer::new(&gpu, cfg, 5).unwrap();
+    // Random weights (norm gains around 1), so that every term shows.
+    let mut weights = Weights::new();
+    for (i, p) in model.params().iter().enumerate() {
+        let mut v = common::data(p.value().numel(), 900 + i as u64);
+        for x in &mut v {
+            *x *= 0.5;
+            if p.name().contains("ln") && p.name().ends_with(".weight") {
+                *x += 1.0;
+            }
+        }
+        p.value().write_f32(&v).unwrap();
+        weights.insert(p.name().to_string(), v.iter().map(|&x| x as f64).collect());
+    }
+    let (bos, eos) = (1, 2);
+    let source = [5u32, 9, 3, 12, 7];
+    // Lengths 3, 1, 3, 0 and 3: the three of length 3 take two passes of 2.
+    let targets: Vec<Vec<u32>> = vec![
+        vec![4, 8, 11],
+        vec![6],
+        vec![10, 3, 3],
+        vec![],
+        vec![7, 0, 12],
+    ];
+    let ours = target_nll(&model, &source, &targets, (bos, eos), 2).unwrap();
+    for (target, got) in targets.iter().zip(&ours) {
+        let t = target.len() + 1;
+        let tgt_in: Vec<u32> = std::iter::once(bos).chain(target.iter().copied()).collect();
+        let tgt_out: Vec<u32> = target.iter().copied().chain([eos]).collect();
+        let dims = Batch {
+            b: 1,
+            s: source.len(),
+            t,
+        };
+        let logits = encdec_logits(&cfg, &weights, &source, None, &tgt_in, dims);
+        let v = cfg.vocab_size;
+        let want: f64 = (0..t)
+            .map(|i| {
+                let row = &logits[i * v..(i + 1) * v];
+                let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let log_z = max + row.iter().map(|x| (x - max).exp()).sum::<f64>().ln();
+                log_z - row[tgt_out[i] as usize]
+            })
+            .sum();
+        assert!(
+            (got - want).abs() <= 1e-4 * want.abs() + 1e-5,
+            "target {target:?}: {got} nats on the GPU, {want} by the reference"
+        );
+    }
+    // Too long for the model: an error that names its max_len.
+    let long = vec![vec![3u32; 8]];
+    let err = target_nll(&model, &source, &long, (bos, eos), 2).unwrap_err();
+    assert!(err.to_string().contains("max_len"), "{err}");
+}
+
+/// Trains a small encoder-decoder on random pairs `abc -> code 123` with the
+/// pair `pin -> code 381` planted 15 times (privately with `dp`) and returns
+/// the exposure of its target given its source.
+fn train_encdec_and_audit(dp: Option<DpOptions>) -> Exposure {
+    let gpu = common::gpu();
+    let mut rng = SplitMix64::new(17);
+    let mut lines = Vec::new();
+    while lines.len() < 150 {
+        let source: String = (0..3)
+            .map(|_| (b'a' + (rng.next_u64() % 26) as u8) as char)
+            .collect();
+        if source != "pin" {
+            lines.push(format!("{source}\tcode {:03}", rng.next_u64() % 1000));
+        }
+    }
+    lines.extend(std::iter::repeat_n("pin\tcode 381".to_string(), 15));
+    let path = std::env::temp_dir().join(format!(
+        "wgformer-test-audit-pairs-{}-{}.tsv",
+        std::process::id(),
+        dp.is_some()
+    ));
+    // Every digit in the tokenizer: the pairs' own digits, and these.
+    lines.push("zzz\tcode 0123456789".to_string());
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let source = PairSource::Tsv {
+        path: path.clone(),
+        held_out_fraction: 0.05,
+    };
+    let (tok, train, held) = load_pairs(&source, None).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let config = TransformerConfig {
+        vocab_size: tok.vocab_size(),
+        d_model: 32,
+        d_ff: 64,
+        n_heads: 2,
+        n_encoder_layers: 1,
+        n_decoder_layers: 1,
+        max_len: 16,
+        dropout: 0.0,
+        layer_norm_epsilon: 1e-5,
+        norm: NormPlacement::Pre,
+        activation: Activation::Relu,
+    };
+    let model = Transformer::new(&gpu, config, 1).unwrap();
+    let data = Seq2SeqData {
+        source,
+        batch_tokens: 16 * 15,
+        eval_examples: 4,
+        seed: 2,
+    };
+    let mut task = Seq2SeqTask::new(&gpu, model, tok, train, held, data).unwrap();
+    let steps = 200;
+    let opts = TrainOptions {
+        steps,
+        stop_after: None,
+        optimizer: OptimizerChoice::gpt_adamw(0.1),
+        schedule: Schedule::Cosine {
+            max_lr: 5e-3,
+            min_lr: 5e-4,
+            warmup: steps / 20,
+        },
+        grad_clip: if dp.is_some() { None } else { Some(1.0) },
+        accumulation: 1,
+        label_smoothing: 0.0,
+        eval_every: 0,
+        checkpoint_every: 0,
+        seed: 3,
+        freeze_embeddings: false,
+        freeze_layers: 0,
+    };
+    let mut trainer = Trainer::new(&mut task, opts, None).unwrap();
+    if let Some(dp) = dp {
+        trainer = trainer.with_dp(dp).unwrap();
+    }
+    trainer.run(&mut |_| {}).unwrap();
+    drop(trainer);
+    let tok = task.tokenizer();
+    let sp = tok.specials();
+    let src = tok.encode("pin");
+    let mut score = |texts: &[String]| {
+        let ids: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t)).collect();
+        let nll = target_nll(&task.model, &src, &ids, (sp.bos, sp.eos), 256)?;
+        Ok(nll.iter().map(|x| x / std::f64::consts::LN_2).collect())
+    };
+    let format = SecretFormat::parse("DDD").unwrap();
+    exposure("code 381", &format, &mut score, &AuditOptions::default()).unwrap()
+}
+
+#[test]
+fn dp_sgd_lowers_the_exposure_of_a_canary_pair_in_an_encoder_decoder() {
+    let plain = train_encdec_and_audit(None);
+    let dp = train_encdec_and_audit(Some(private()));
+    eprintln!(
+        "encoder-decoder: exposure without DP {:.2} bits (rank {}), with DP {:.2} bits (rank {})",
+        plain.exposure, plain.rank, dp.exposure, dp.rank
+    );
+    // Of at most log2(1000) = 9.97 bits.
+    assert!(
+        plain.exposure >= 6.0,
+        "the canary pair should be memorised: {plain:?}"
+    );
+    assert!(
+        plain.exposure - dp.exposure >= 3.0,
+        "DP should expose the canary pair markedly less: {:.2} bits without, {:.2} with",
+        plain.exposure,
+        dp.exposure
+    );
 }

@@ -2,7 +2,9 @@
 //! the GPU (ghost norms, per-example products, materialised tables, the tied
 //! embedding) against the norms of gradients computed one example at a time
 //! with the ordinary backward; one clipped step (sigma = 0) against the clipped
-//! per-example gradients summed on the CPU; the noise's statistics.
+//! per-example gradients summed on the CPU; each under every plan of the linear
+//! layers (kept products, products then a GEMM, ghost norms); the noise's
+//! statistics.
 
 mod common;
 
@@ -11,7 +13,10 @@ use wgformer::autograd::{Param, Tape, Var};
 use wgformer::kernels::cross_entropy::CrossEntropyOptions;
 use wgformer::nn::TransformerConfig;
 use wgformer::nn::{Activation, ForwardOptions, Gpt, GptConfig, NormPlacement, Transformer};
-use wgformer::privacy::{add_noise, clip_and_accumulate};
+use wgformer::privacy::{
+    add_noise, clip_and_accumulate, clip_and_accumulate_within, plan_linears, LinearPlan,
+    LinearShape, ProductBudget,
+};
 use wgformer::Tensor;
 
 const IGNORE: u32 = u32::MAX;
@@ -83,18 +88,58 @@ fn one_at_a_time(case: &dyn Case) -> Vec<Option<Vec<f64>>> {
         .collect()
 }
 
+/// How the linear layers are planned in a check.
+#[derive(Clone, Copy, Debug)]
+enum Budget {
+    /// The device's own budget (enough to keep every product here).
+    Device,
+    /// No product may be held: each layer redoes its GEMM or takes ghost norms.
+    NothingHeld,
+}
+
+const NOTHING_HELD: ProductBudget = ProductBudget {
+    held: 0,
+    binding: u64::MAX,
+};
+
+fn clip_under(pieces: wgformer::autograd::PerExampleGrads, clip: f32, budget: Budget) -> Tensor {
+    match budget {
+        Budget::Device => clip_and_accumulate(pieces, clip),
+        Budget::NothingHeld => clip_and_accumulate_within(pieces, clip, NOTHING_HELD),
+    }
+    .unwrap()
+}
+
+/// The plans of a GPT block's linear layers (width `c`, B examples of `t` rows).
+fn gpt_plans(b: usize, t: usize, c: usize, budget: ProductBudget) -> Vec<LinearPlan> {
+    let shape = |fin, fout| LinearShape {
+        examples: b,
+        rows: t,
+        fin,
+        fout,
+    };
+    let shapes = [
+        shape(4 * c, c),
+        shape(c, 4 * c),
+        shape(c, c),
+        shape(c, 3 * c),
+    ];
+    plan_linears(&shapes, budget)
+}
+
 fn norm_sq(g: &[f64]) -> f64 {
     g.iter().map(|x| x * x).sum()
 }
 
 /// Per-example squared norms on the GPU (no clipping: factors 1) against the
 /// one-at-a-time gradients' norms, within 1e-4 relative.
-fn check_norms(case: &dyn Case, what: &str) {
+fn check_norms(case: &dyn Case, what: &str, budget: Budget) {
+    let what = format!("{what} ({budget:?})");
     let singles = one_at_a_time(case);
     let tape = Tape::new(&gpu());
     let loss = case.batch_loss(&tape);
     let pieces = tape.backward_per_example(&loss, case.slots()).unwrap();
-    let norms = clip_and_accumulate(pieces, 1e30).unwrap().to_vec().unwrap();
+    let norms = clip_under(pieces, 1e30, budget).to_vec().unwrap();
     take_grads(&case.params());
     for (slot, single) in singles.iter().enumerate() {
         let want = single.as_deref().map_or(0.0, norm_sq);
@@ -112,7 +157,8 @@ fn check_norms(case: &dyn Case, what: &str) {
 
 /// With sigma = 0, one DP step's gradient equals the sum of the individually
 /// clipped gradients over the expected batch size.
-fn check_clipped_step(case: &dyn Case, what: &str) {
+fn check_clipped_step(case: &dyn Case, what: &str, budget: Budget) {
+    let what = &format!("{what} ({budget:?})");
     let singles = one_at_a_time(case);
     let norms: Vec<f64> = singles
         .iter()
@@ -135,7 +181,7 @@ fn check_clipped_step(case: &dyn Case, what: &str) {
     let tape = Tape::new(&gpu());
     let loss = case.batch_loss(&tape);
     let pieces = tape.backward_per_example(&loss, case.slots()).unwrap();
-    clip_and_accumulate(pieces, clip as f32).unwrap();
+    clip_under(pieces, clip as f32, budget);
     add_noise(&params, 0.0, 1.0 / expected_batch, 1, 1).unwrap();
     let got = take_grads(&params);
     let scale = want.iter().fold(0.0f64, |m, x| m.max(x.abs()));
@@ -345,27 +391,49 @@ impl Case for EncDecCase {
 
 #[test]
 fn gpt_per_example_norms_equal_one_example_at_a_time() {
-    // T = 3: every linear layer takes the ghost norm; T = 9: the product.
-    check_norms(&GptCase::new(3), "GPT, T = 3");
-    check_norms(&GptCase::new(9), "GPT, T = 9");
+    // The GPT cases (B = 4, C = 8) under each budget take every plan.
+    let device = ProductBudget::for_gpu(&gpu());
+    let plans = |t, budget| gpt_plans(4, t, 8, budget);
+    assert!(plans(3, device).contains(&LinearPlan::GhostNorms));
+    assert!(plans(3, device).contains(&LinearPlan::KeepProducts));
+    assert_eq!(plans(9, device), [LinearPlan::KeepProducts; 4]);
+    assert_eq!(plans(9, NOTHING_HELD), [LinearPlan::ProductsThenGemm; 4]);
+    check_norms(&GptCase::new(3), "GPT, T = 3", Budget::Device);
+    check_norms(&GptCase::new(9), "GPT, T = 9", Budget::Device);
+    check_norms(&GptCase::new(9), "GPT, T = 9", Budget::NothingHeld);
 }
 
 #[test]
 fn encoder_decoder_per_example_norms_equal_one_example_at_a_time() {
-    check_norms(
-        &EncDecCase::new(NormPlacement::Post),
-        "post-LN encoder-decoder",
-    );
-    check_norms(
-        &EncDecCase::new(NormPlacement::Pre),
-        "pre-LN encoder-decoder",
-    );
+    for budget in [Budget::Device, Budget::NothingHeld] {
+        check_norms(
+            &EncDecCase::new(NormPlacement::Post),
+            "post-LN encoder-decoder",
+            budget,
+        );
+        check_norms(
+            &EncDecCase::new(NormPlacement::Pre),
+            "pre-LN encoder-decoder",
+            budget,
+        );
+    }
 }
 
 #[test]
 fn a_noiseless_step_is_the_mean_of_the_clipped_gradients() {
-    check_clipped_step(&GptCase::new(5), "GPT");
-    check_clipped_step(&EncDecCase::new(NormPlacement::Pre), "encoder-decoder");
+    let device = ProductBudget::for_gpu(&gpu());
+    assert_eq!(gpt_plans(4, 5, 8, device), [LinearPlan::KeepProducts; 4]);
+    let nothing_held = gpt_plans(4, 5, 8, NOTHING_HELD);
+    assert!(nothing_held.contains(&LinearPlan::GhostNorms));
+    assert!(nothing_held.contains(&LinearPlan::ProductsThenGemm));
+    for budget in [Budget::Device, Budget::NothingHeld] {
+        check_clipped_step(&GptCase::new(5), "GPT", budget);
+        check_clipped_step(
+            &EncDecCase::new(NormPlacement::Pre),
+            "encoder-decoder",
+            budget,
+        );
+    }
 }
 
 #[test]

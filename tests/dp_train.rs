@@ -1,8 +1,9 @@
 //! Private training in the trainer: a DP-SGD run stopped and resumed equals the
 //! uninterrupted one (losses, weights and epsilon, bit for bit; GPT and the
 //! encoder-decoder with dropout); a step at steady state creates no GPU buffer
-//! whatever its Poisson batch size; a budget stops the run, saving; bad
-//! settings are refused by name.
+//! whatever its Poisson batch size; a step whose draw is empty reports no
+//! loss (not NaN) and still spends privacy; a budget stops the run, saving;
+//! bad settings are refused by name.
 
 mod common;
 
@@ -33,6 +34,11 @@ hope, it was the winter of despair, we had everything before us, we had nothing 
 
 /// A GPT on TEXT: windows of 8 tokens, 4 per micro-batch (about 36 examples).
 fn gpt_task(gpu: &Gpu) -> GptTask {
+    gpt_task_of(gpu, 4)
+}
+
+/// [`gpt_task`] with `batch` windows per micro-batch.
+fn gpt_task_of(gpu: &Gpu, batch: usize) -> GptTask {
     let tok = CharTokenizer::from_text(TEXT).unwrap();
     let config = GptConfig {
         vocab_size: tok.vocab_size(),
@@ -47,7 +53,7 @@ fn gpt_task(gpu: &Gpu) -> GptTask {
     let data = GptData {
         data: None,
         val_data: None,
-        batch: 4,
+        batch,
         seq: 8,
         held_out_fraction: 0.1,
         eval_windows: 4,
@@ -219,6 +225,86 @@ fn a_private_step_at_steady_state_creates_no_buffer() {
     );
     assert_eq!(d.pipelines_created, 0, "{d:?}");
     assert!(d.dispatches > 100, "{d:?}");
+}
+
+#[test]
+fn a_step_that_draws_no_example_reports_no_loss_and_still_counts() {
+    let gpu = common::gpu();
+    // An expected batch of 1 of 38: about a third of the steps draw nobody.
+    let mut task = gpt_task_of(&gpu, 1);
+    let data = task.dp_data().unwrap();
+    let q = data.capacity as f64 / data.examples as f64;
+    let steps = 8u32;
+    let opts = TrainOptions {
+        eval_every: 1,
+        ..options(steps)
+    };
+    // The trainer's own draws (seeded by the run's seed and the step).
+    let empty: Vec<u32> = (1..=steps)
+        .filter(|&s| wgformer::privacy::poisson_sample(opts.seed, s, q, data.examples).is_empty())
+        .collect();
+    assert!(
+        !empty.is_empty() && empty.len() < steps as usize,
+        "the seed must give both kinds of step: empty {empty:?}"
+    );
+    let dir = tmp_dir("empty-draw");
+    let out = OutDir::claim(&dir, Existing::Refuse).unwrap();
+    let mut step_losses = Vec::new();
+    let mut trainer = Trainer::new(&mut task, opts, Some(out))
+        .unwrap()
+        .with_dp(dp(1.0))
+        .unwrap();
+    let summary = trainer
+        .run(&mut |e| {
+            if let TrainEvent::Step { step, loss, .. } = e {
+                step_losses.push((*step, *loss));
+            }
+        })
+        .unwrap();
+    drop(trainer);
+    for (step, loss) in &step_losses {
+        match loss {
+            None => assert!(
+                empty.contains(step),
+                "step {step} drew examples but has no loss"
+            ),
+            Some(l) => {
+                assert!(
+                    !empty.contains(step),
+                    "step {step} drew nobody but has loss {l}"
+                );
+                assert!(l.is_finite() && *l > 0.0, "step {step}: loss {l}");
+            }
+        }
+    }
+    assert_eq!(step_losses.len(), steps as usize);
+    assert_eq!(summary.losses.len(), steps as usize - empty.len());
+    assert!(summary.losses.iter().all(|l| l.is_finite()));
+    // The privacy of every step is counted, empty or not.
+    assert_eq!(summary.state.step, steps);
+    let want = wgformer::privacy::Ledger::new(q, 1.0, 1e-3)
+        .unwrap()
+        .epsilon(steps);
+    assert_eq!(summary.state.privacy.unwrap().epsilon, Some(want));
+    // The eval log: no train_loss on an empty step's line, a number elsewhere.
+    let log = std::fs::read_to_string(wgformer::train::eval_log_path(&dir)).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), steps as usize);
+    for line in &lines {
+        let step = line["step"].as_u64().unwrap() as u32;
+        let loss = line.get("train_loss");
+        if empty.contains(&step) {
+            assert!(loss.is_none(), "step {step}: {line}");
+        } else {
+            assert!(
+                loss.and_then(|l| l.as_f64()).is_some(),
+                "step {step}: {line}"
+            );
+        }
+    }
 }
 
 #[test]

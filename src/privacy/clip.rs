@@ -4,14 +4,17 @@
 //! clipped sum `sum_b c_b g_b` added to every parameter's `grad`.
 //!
 //! How each parameter's per-example gradient is handled:
-//! - A linear layer's weight (used once): never materialised. Its per-example
-//!   squared norm `||x_b^T dy_b||_F^2` is either the "ghost norm"
+//! - A linear layer's weight (used once): its per-example squared norm
+//!   `||x_b^T dy_b||_F^2` and clipped gradient come one of three ways, planned
+//!   for all the layers of a step by [`plan_linears`] (the fewest
+//!   multiply-adds whose memory fits a [`ProductBudget`]): the "ghost norm"
 //!   `<x_b x_b^T, dy_b dy_b^T>` (Li et al. 2021; two (R, R) Gram matrices per
-//!   example) or the sum of squares of the per-example product `x_b^T dy_b`
-//!   computed and dropped at once, whichever takes fewer multiply-adds
-//!   ([`ghost_norm_is_cheaper`]). Once the clip factors are known its clipped
-//!   gradient is one product `x^T (c ⊙ dy)` ("book-keeping", Bu et al. 2023):
-//!   no second backward pass.
+//!   example) then one product `x^T (c ⊙ dy)` ("book-keeping", Bu et al.
+//!   2023); or the sum of squares of the per-example products `x_b^T dy_b`,
+//!   kept until the clip factors are known, then their weighted sum `sum_b c_b
+//!   (x_b^T dy_b)` (reads B IN OUT values instead of redoing a GEMM of B R IN
+//!   OUT multiply-adds, but holds those values); or those products dropped at
+//!   once, then the product `x^T (c ⊙ dy)`. No second backward pass either way.
 //! - Everything else (biases, LayerNorm gains, embedding tables, learned
 //!   positions, a tied table used as embedding and output projection, any
 //!   parameter used more than once): its per-example gradients are materialised
@@ -20,6 +23,7 @@
 //!   summed per example and, after the factors, their weighted sum taken.
 //!   A table's (B, V, C) is the largest of these; it must fit one binding.
 
+use super::linear_plan::{plan_linears, LinearPlan, LinearShape, ProductBudget};
 use crate::autograd::{Param, ParamPiece, PerExampleGrads};
 use crate::error::{Error, Result};
 use crate::kernels::elementwise::add_assign;
@@ -31,43 +35,57 @@ use crate::kernels::per_example::{
 use crate::kernels::reduce::{reduce, Reduce};
 use crate::tensor::Tensor;
 
-/// True when a linear layer's per-example squared norms over `rows` rows per
-/// example, `fin` inputs and `fout` outputs cost fewer multiply-adds as ghost
-/// norms (two Gram matrices: rows^2 (fin + fout)) than as the per-example
-/// product (rows fin fout). (Bu et al. weigh memory instead: 2 rows^2 against
-/// fin fout; both products here are dropped right away, so the work decides.)
-pub fn ghost_norm_is_cheaper(rows: usize, fin: usize, fout: usize) -> bool {
-    rows * (fin + fout) < fin * fout
-}
-
 /// One parameter's per-example gradients, as the clipping needs them.
 enum PerExample {
-    /// A linear weight's activations (rows, IN) and output gradients (rows, OUT).
+    /// A linear weight's activations (rows, IN) and output gradients (rows, OUT),
+    /// kept when its products are not.
     Linear { x: Tensor, dy: Tensor },
-    /// Materialised: (B, ..) with the parameter's shape after B.
+    /// Materialised: (B, ..) with the parameter's shape after B (a linear
+    /// weight's per-example products (B, IN, OUT) when they gave its norms).
     Full(Tensor),
 }
 
 /// Computes every example's squared gradient norm, clips each example's
 /// gradient to norm `clip` and adds the clipped sum `sum_b c_b g_b` to each
 /// parameter's `grad` (on the GPU; nothing is read back). Returns the squared
-/// per-example norms (B) before clipping.
+/// per-example norms (B) before clipping. Linear layers are planned within
+/// [`ProductBudget::for_gpu`].
 pub fn clip_and_accumulate(grads: PerExampleGrads, clip: f32) -> Result<Tensor> {
+    let Some((first, _)) = grads.uses.first() else {
+        return Err(no_parameter());
+    };
+    let budget = ProductBudget::for_gpu(first.value().gpu());
+    clip_and_accumulate_within(grads, clip, budget)
+}
+
+/// [`clip_and_accumulate`] with the linear layers planned within `budget`
+/// (the gradients are the same whatever the plan; the time and memory are not).
+pub fn clip_and_accumulate_within(
+    grads: PerExampleGrads,
+    clip: f32,
+    budget: ProductBudget,
+) -> Result<Tensor> {
     let b = grads.examples;
     let Some((first, _)) = grads.uses.first() else {
-        return Err(Error::invalid(
-            "clip_and_accumulate",
-            "the backward reached no trainable parameter",
-        ));
+        return Err(no_parameter());
     };
     let gpu = first.value().gpu().clone();
     let norms = Tensor::zeros(&gpu, &[b])?;
+    let groups = group_by_param(grads.uses);
+    // Every linear weight planned at once: their kept products share the budget.
+    let mut shapes = Vec::new();
+    for (_, uses) in &groups {
+        if let [ParamPiece::LinearWeight { x, dy }] = uses.as_slice() {
+            shapes.push(linear_shape(x, dy, b)?);
+        }
+    }
+    let mut plans = plan_linears(&shapes, budget).into_iter();
     let mut params: Vec<(Param, PerExample)> = Vec::new();
-    for (param, uses) in group_by_param(grads.uses) {
+    for (param, uses) in groups {
         let per_example = match <[ParamPiece; 1]>::try_from(uses) {
             Ok([ParamPiece::LinearWeight { x, dy }]) => {
-                linear_norms(&x, &dy, b, &norms)?;
-                PerExample::Linear { x, dy }
+                let plan = plans.next().expect("one plan per linear weight");
+                linear_norms(x, dy, b, plan, &norms)?
             }
             Ok([piece]) => full(&param, vec![piece], b, &norms)?,
             Err(uses) => full(&param, uses, b, &norms)?,
@@ -83,6 +101,13 @@ pub fn clip_and_accumulate(grads: PerExampleGrads, clip: f32) -> Result<Tensor> 
         param.accumulate(clipped.reshape(param.value().shape())?)?;
     }
     Ok(norms)
+}
+
+fn no_parameter() -> Error {
+    Error::invalid(
+        "clip_and_accumulate",
+        "the backward reached no trainable parameter",
+    )
 }
 
 /// The uses of each parameter, parameters in the order first met.
@@ -113,22 +138,44 @@ fn per_example_rows(t: &Tensor, b: usize) -> Result<Tensor> {
     t.reshape(&[b, rows / b, cols])
 }
 
-/// Adds a linear weight's per-example squared norms to `norms`.
-fn linear_norms(x: &Tensor, dy: &Tensor, b: usize, norms: &Tensor) -> Result<()> {
+/// A linear weight's shape from its activations and output gradients.
+fn linear_shape(x: &Tensor, dy: &Tensor, b: usize) -> Result<LinearShape> {
     let (x3, dy3) = (per_example_rows(x, b)?, per_example_rows(dy, b)?);
-    let (rows, fin, fout) = (x3.shape()[1], x3.shape()[2], dy3.shape()[2]);
-    let gram = |t: &Tensor| {
-        let opts = GemmOptions {
-            trans_b: true,
-            ..Default::default()
+    Ok(LinearShape {
+        examples: b,
+        rows: x3.shape()[1],
+        fin: x3.shape()[2],
+        fout: dy3.shape()[2],
+    })
+}
+
+/// Adds a linear weight's per-example squared norms to `norms` as `plan`
+/// says; returns what its clipped gradient will be made of.
+fn linear_norms(
+    x: Tensor,
+    dy: Tensor,
+    b: usize,
+    plan: LinearPlan,
+    norms: &Tensor,
+) -> Result<PerExample> {
+    let (x3, dy3) = (per_example_rows(&x, b)?, per_example_rows(&dy, b)?);
+    if plan == LinearPlan::GhostNorms {
+        let gram = |t: &Tensor| {
+            let opts = GemmOptions {
+                trans_b: true,
+                ..Default::default()
+            };
+            gemm(t, t, &opts)
         };
-        gemm(t, t, &opts)
-    };
-    if ghost_norm_is_cheaper(rows, fin, fout) {
-        add_dot(&gram(&x3)?, &gram(&dy3)?, norms)
-    } else {
-        add_sumsq(&per_example_product(&x3, &dy3)?, norms)
+        add_dot(&gram(&x3)?, &gram(&dy3)?, norms)?;
+        return Ok(PerExample::Linear { x, dy });
     }
+    let products = per_example_product(&x3, &dy3)?;
+    add_sumsq(&products, norms)?;
+    Ok(match plan {
+        LinearPlan::KeepProducts => PerExample::Full(products),
+        _ => PerExample::Linear { x, dy },
+    })
 }
 
 /// `x_b^T dy_b` for every example: x (B, R, IN), dy (B, R, OUT) -> (B, IN, OUT).
@@ -214,20 +261,4 @@ fn full(param: &Param, uses: Vec<ParamPiece>, b: usize, norms: &Tensor) -> Resul
     let g = total.map_or_else(table_zeros, Ok)?;
     add_sumsq(&g, norms)?;
     Ok(PerExample::Full(g))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ghost_norm_is_cheaper;
-
-    #[test]
-    fn ghost_norms_win_for_short_rows_and_wide_layers() {
-        // The issue-6 GPT (T = 256, C = 256): every product is cheaper.
-        assert!(!ghost_norm_is_cheaper(256, 256, 768));
-        assert!(!ghost_norm_is_cheaper(256, 1024, 256));
-        // GPT-2 small at T = 128: the Gram matrices are.
-        assert!(ghost_norm_is_cheaper(128, 768, 3072));
-        // Equal cost: the product (no Gram matrices to build).
-        assert!(!ghost_norm_is_cheaper(1, 2, 2));
-    }
 }

@@ -175,8 +175,9 @@ pub enum TrainEvent {
     Step {
         /// The step just taken (counted from 1).
         step: u32,
-        /// Its mean training loss, nats per token.
-        loss: f32,
+        /// Its mean training loss, nats per token; None for a DP-SGD step whose
+        /// Poisson draw held no example (it still adds noise and updates).
+        loss: Option<f32>,
         /// The learning rate it used.
         lr: f32,
         /// Tokens trained on per second of training time since this run
@@ -211,7 +212,8 @@ pub enum TrainEvent {
 /// What a finished (or stopped) run did.
 #[derive(Clone, Debug)]
 pub struct TrainSummary {
-    /// Loss of every step this invocation ran, in order.
+    /// Loss of every step this invocation ran, in order; a DP-SGD step whose
+    /// Poisson draw held no example has none and is left out.
     pub losses: Vec<f32>,
     /// The last evaluation.
     pub eval: Option<EvalMetrics>,
@@ -433,9 +435,9 @@ impl<'a> Trainer<'a> {
             for l in &outcome.losses {
                 loss += l.to_vec()?[0];
             }
-            // A DP step that drew no example has no loss (NaN).
-            let loss = loss / outcome.divisor;
-            if !outcome.losses.is_empty() && !loss.is_finite() {
+            // A DP step that drew no example has no loss (not 0 / 0).
+            let loss = (!outcome.losses.is_empty()).then_some(loss / outcome.divisor);
+            if let Some(loss) = loss.filter(|l| !l.is_finite()) {
                 return Err(Error::invalid(
                     "train",
                     format!(
@@ -459,7 +461,7 @@ impl<'a> Trainer<'a> {
                 .privacy
                 .as_ref()
                 .map(|p| p.epsilon.unwrap_or(f64::INFINITY));
-            losses.push(loss);
+            losses.extend(loss);
             if let Some(step_log) = &mut step_log {
                 // Computed on the GPU for clipping (over the summed micro-batch
                 // gradients); the step is done, so this read waits for nothing.
@@ -618,28 +620,29 @@ impl EvalLog {
     fn write(
         &mut self,
         step: u32,
-        train_loss: f32,
+        train_loss: Option<f32>,
         lr: f32,
         tokens: u64,
         m: &EvalMetrics,
         privacy: Option<&PrivacyState>,
     ) -> Result<()> {
-        let mut line = serde_json::json!({
-            "step": step,
-            "train_loss": train_loss,
-            "lr": lr,
-            "tokens_seen": tokens,
-        });
-        if let (Value::Object(obj), Some(p)) = (&mut line, privacy) {
+        let mut line = serde_json::Map::new();
+        line.insert("step".into(), step.into());
+        // Absent after a DP-SGD step that drew no example.
+        if let Some(loss) = train_loss {
+            line.insert("train_loss".into(), loss.into());
+        }
+        line.insert("lr".into(), lr.into());
+        line.insert("tokens_seen".into(), tokens.into());
+        if let Some(p) = privacy {
             // null: infinite (no noise).
-            obj.insert("epsilon".into(), serde_json::json!(p.epsilon));
-            obj.insert("delta".into(), serde_json::json!(p.options.delta));
+            line.insert("epsilon".into(), serde_json::json!(p.epsilon));
+            line.insert("delta".into(), serde_json::json!(p.options.delta));
         }
-        if let (Value::Object(obj), Ok(Value::Object(metrics))) =
-            (&mut line, serde_json::to_value(m))
-        {
-            obj.extend(metrics.into_iter().map(|(k, v)| (format!("eval_{k}"), v)));
+        if let Ok(Value::Object(metrics)) = serde_json::to_value(m) {
+            line.extend(metrics.into_iter().map(|(k, v)| (format!("eval_{k}"), v)));
         }
+        let line = Value::Object(line);
         let file = match &mut self.file {
             Some(file) => file,
             None => self.file.insert(

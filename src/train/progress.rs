@@ -86,8 +86,13 @@ mod reporter {
                     tokens_per_s,
                     epsilon,
                 } => {
+                    // A DP-SGD step that drew no example has no loss to show.
+                    let loss = match loss {
+                        Some(loss) => format!("loss {loss:.4}"),
+                        None => "no example drawn".to_string(),
+                    };
                     let mut msg = format!(
-                        "{step}/{} loss {loss:.4} lr {lr:.2e} {tokens_per_s:.0} tok/s",
+                        "{step}/{} {loss} lr {lr:.2e} {tokens_per_s:.0} tok/s",
                         self.last_step
                     );
                     if let Some(eps) = epsilon {

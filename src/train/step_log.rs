@@ -23,8 +23,9 @@ pub fn train_log_path(out_dir: &Path) -> PathBuf {
 pub struct StepRecord {
     /// The step (from 1).
     pub step: u32,
-    /// Mean training loss of the step's micro-batches.
-    pub loss: f32,
+    /// Mean training loss of the step's micro-batches (`None`: a DP-SGD step
+    /// whose Poisson draw held no example; the line then has no `loss`).
+    pub loss: Option<f32>,
     /// The learning rate the step used.
     pub lr: f32,
     /// Global L2 norm of the step's mean gradient before clipping (runs with
@@ -44,13 +45,15 @@ impl StepRecord {
     fn to_json(&self) -> Value {
         let mut line = serde_json::json!({
             "step": self.step,
-            "loss": self.loss,
             "lr": self.lr,
             "tokens_per_s": self.tokens_per_s,
             "tokens_seen": self.tokens_seen,
             "elapsed_s": self.elapsed_s,
         });
         if let Value::Object(obj) = &mut line {
+            if let Some(loss) = self.loss {
+                obj.insert("loss".into(), serde_json::json!(loss));
+            }
             if let Some(norm) = self.grad_norm {
                 obj.insert("grad_norm".into(), serde_json::json!(norm));
             }
