@@ -10,6 +10,7 @@ pub mod audit;
 pub mod clip;
 pub mod dp_sgd;
 pub mod linear_plan;
+#[cfg(not(target_arch = "wasm32"))] // blocking readbacks
 pub mod pair_nll;
 
 pub use accountant::{epsilon, noise_for_epsilon, Conversion, RdpAccountant, DEFAULT_ORDERS};
