@@ -7,9 +7,8 @@
 
 mod common;
 
-use common::TempDir;
+use common::{fails, ok, wgformer, TempDir};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use wgformer::data::prepare::{prepare, PrepareOptions};
 use wgformer::data::shards::{Shard, TokenDtype, TokenizerId};
@@ -347,32 +346,6 @@ fn damaged_shards_are_refused_naming_the_file_and_the_fault() {
 }
 
 // ------------------------------------------------------------------- the CLI
-
-fn wgformer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wgformer"))
-        .args(args)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .output()
-        .expect("the wgformer binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = wgformer(args);
-    assert!(
-        out.status.success(),
-        "wgformer {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = wgformer(args);
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "wgformer {args:?} should fail");
-    assert!(!err.contains("panicked"), "{args:?} panicked:\n{err}");
-    err
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

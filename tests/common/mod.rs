@@ -7,6 +7,7 @@
 pub mod attention;
 mod fd;
 mod models;
+mod run_cli;
 mod scratch;
 
 // Not every test binary uses every helper.
@@ -14,6 +15,8 @@ mod scratch;
 pub use fd::{assert_fd, dot, fd_gradient};
 #[allow(unused_imports)]
 pub use models::{assert_complete_checkpoint, randomise, set_tensor_value, tiny_encdec};
+#[allow(unused_imports)]
+pub use run_cli::{fails, ok, wgformer};
 #[allow(unused_imports)]
 pub use scratch::TempDir;
 
