@@ -48,6 +48,8 @@ enum Command {
     Eval(cli::infer::EvalArgs),
     /// Per-token log-probabilities and mean NLL of token ids under a GPT, as JSON.
     Score(cli::infer::ScoreArgs),
+    /// Fold a LoRA run's adapters into its weights: a plain checkpoint.
+    MergeLora(cli::merge_lora::MergeLoraArgs),
     /// Print the adapter, backend, driver, limits and features wgformer will use.
     ///
     /// Pick an adapter with --adapter <part of its name> (or WGFORMER_ADAPTER)
@@ -142,6 +144,10 @@ fn main() -> ExitCode {
             .adapter
             .open()
             .and_then(|gpu| cli::infer::score(&gpu, &args)),
+        Command::MergeLora(args) => cli
+            .adapter
+            .open()
+            .and_then(|gpu| cli::merge_lora::run(&gpu, &args)),
         Command::Privacy(args) => cli::privacy::run(&args),
         Command::Audit(args) => cli
             .adapter

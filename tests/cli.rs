@@ -1120,3 +1120,149 @@ fn a_run_config_file_sets_options_flags_win_and_the_checkpoint_records_them() {
     let err = fails(&["train", "--config", s(&json)]);
     assert!(err.contains("a table of options"), "{err}");
 }
+
+#[test]
+fn lora_fine_tunes_saves_peft_files_and_merges_into_a_plain_checkpoint() {
+    use wgformer::safetensors::SafeTensors;
+    let scratch = TempDir::new("lora_cli");
+    let data = scratch.join("text.txt");
+    std::fs::write(&data, TEXT.repeat(4)).unwrap();
+    let (base, tuned, merged) = (
+        scratch.join("base"),
+        scratch.join("tuned"),
+        scratch.join("merged"),
+    );
+    let size = [
+        "--layers",
+        "1",
+        "--d-model",
+        "32",
+        "--heads",
+        "2",
+        "--seq",
+        "16",
+        "--batch",
+        "4",
+    ];
+    let mut args = vec![
+        "train",
+        "--model",
+        "gpt",
+        "--data",
+        s(&data),
+        "--steps",
+        "2",
+        "--out",
+        s(&base),
+    ];
+    args.extend(size);
+    ok(&args);
+    let err = fails(&[
+        "train",
+        "--model",
+        "gpt",
+        "--data",
+        s(&data),
+        "--lora-rank",
+        "4",
+    ]);
+    assert!(err.contains("--init-from"), "{err}");
+    let tune = |targets: &str, out: &Path| {
+        wgformer(&[
+            "train",
+            "--model",
+            "gpt",
+            "--data",
+            s(&data),
+            "--init-from",
+            s(&base),
+            "--steps",
+            "3",
+            "--lr",
+            "1e-2",
+            "--lora-rank",
+            "4",
+            "--lora-alpha",
+            "8",
+            "--lora-targets",
+            targets,
+            "--seq",
+            "16",
+            "--batch",
+            "4",
+            "--out",
+            s(out),
+        ])
+    };
+    let bad = tune("q_proj", &scratch.join("bad"));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("`q_proj`") && err.contains("c_attn"),
+        "{err}"
+    );
+    let run = tune("attn,mlp", &tuned);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    // The base weights are frozen: the LoRA checkpoint holds them unchanged.
+    let read = |dir: &Path, file: &str| SafeTensors::read(&dir.join(file)).unwrap();
+    let (base_st, tuned_st) = (
+        read(&base, "model.safetensors"),
+        read(&tuned, "model.safetensors"),
+    );
+    for name in base_st.names() {
+        assert_eq!(
+            base_st.to_f32(name).unwrap(),
+            tuned_st.to_f32(name).unwrap(),
+            "{name}"
+        );
+    }
+    let adapter = read(&tuned, "adapter_model.safetensors");
+    assert_eq!(
+        adapter.len(),
+        2 * 4,
+        "A and B of c_attn, attn.c_proj, c_fc, mlp.c_proj"
+    );
+
+    ok(&["merge-lora", s(&tuned), "--out", s(&merged)]);
+    assert!(!merged.join("adapter_config.json").exists());
+    // merged W = W + (alpha / r) (B A)^T for GPT-2's (in, out) weights, in f64 here.
+    let merged_st = read(&merged, "model.safetensors");
+    let module = "h.0.mlp.c_fc";
+    let key = |f: &str| format!("base_model.model.transformer.{module}.{f}.weight");
+    let (a, b) = (
+        adapter.to_f32(&key("lora_A")).unwrap(),
+        adapter.to_f32(&key("lora_B")).unwrap(),
+    );
+    let w = base_st.to_f32(&format!("{module}.weight")).unwrap();
+    let (r, fin) = (4, 32);
+    let fout = w.len() / fin;
+    let expected: Vec<f64> = (0..fin * fout)
+        .map(|at| {
+            let (i, o) = (at / fout, at % fout);
+            let delta: f64 = (0..r)
+                .map(|k| b[o * r + k] as f64 * a[k * fin + i] as f64)
+                .sum();
+            w[at] as f64 + 2.0 * delta
+        })
+        .collect();
+    let got = merged_st.to_f32(&format!("{module}.weight")).unwrap();
+    assert!(
+        got.iter().zip(&w).any(|(g, w)| g != w),
+        "the adapter changed nothing"
+    );
+    common::assert_close("merged c_fc", &got, &expected, 1e-6, 1e-5);
+
+    // The LoRA checkpoint scores as its merged model does.
+    let score = |dir: &Path| -> f64 {
+        let out = ok(&["score", "--checkpoint", s(dir), "--text", "the lazy fox"]);
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+        json["mean_nll"].as_f64().unwrap()
+    };
+    assert!((score(&tuned) - score(&merged)).abs() < 1e-4);
+    let err = fails(&["merge-lora", s(&base), "--out", s(&scratch.join("again"))]);
+    assert!(err.contains("no LoRA adapter"), "{err}");
+}

@@ -21,6 +21,6 @@ mod per_example;
 mod tape;
 
 pub use ops_nn::Masking;
-pub use param::Param;
+pub use param::{LoraFactors, Param};
 pub use per_example::{ParamPiece, PerExampleGrads};
 pub use tape::{Tape, Var};

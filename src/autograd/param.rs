@@ -17,6 +17,25 @@ struct ParamInner {
     /// AdamW applies weight decay to it (false for biases and norm weights).
     decay: bool,
     trainable: AtomicBool,
+    /// Low-rank adapter factors added to the value by [`super::Tape::weight`].
+    lora: Mutex<Option<Arc<LoraFactors>>>,
+}
+
+/// A LoRA adapter on one weight matrix `W`: the model uses
+/// `W + scale * delta(A, B)` while `W` stays frozen (Hu et al. 2021; the PEFT
+/// library's layout). `a` is `(r, in)` and `b` is `(out, r)` whatever `W`'s layout;
+/// `delta` is `B A` for a `W (out, in)` (torch's Linear) and its transpose
+/// `A^T B^T` for a `W (in, out)` (GPT-2's Conv1D, PEFT's `fan_in_fan_out`).
+#[derive(Clone, Debug)]
+pub struct LoraFactors {
+    /// `lora_A (r, in)`.
+    pub a: Param,
+    /// `lora_B (out, r)`.
+    pub b: Param,
+    /// `lora_alpha / r`.
+    pub scale: f32,
+    /// `W` is stored `(in, out)` (true) or `(out, in)` (false).
+    pub fan_in_fan_out: bool,
 }
 
 impl std::fmt::Debug for Param {
@@ -43,6 +62,7 @@ impl Param {
             grad: Mutex::new(None),
             decay,
             trainable: AtomicBool::new(true),
+            lora: Mutex::new(None),
         }))
     }
 
@@ -65,6 +85,21 @@ impl Param {
     /// Freezes (`false`) or unfreezes the parameter: the optimiser skips frozen ones.
     pub fn set_trainable(&self, trainable: bool) {
         self.0.trainable.store(trainable, Ordering::Relaxed);
+    }
+
+    /// The LoRA adapter attached to this weight, if any.
+    pub fn lora(&self) -> Option<Arc<LoraFactors>> {
+        self.0
+            .lora
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Attaches (`Some`) or removes (`None`) a LoRA adapter: while one is attached,
+    /// [`super::Tape::weight`] gives the adapted weight.
+    pub fn set_lora(&self, lora: Option<LoraFactors>) {
+        *self.0.lora.lock().unwrap_or_else(|p| p.into_inner()) = lora.map(Arc::new);
     }
 
     /// True when `other` is this same parameter (a clone of it), not merely one

@@ -119,6 +119,25 @@ impl Tape {
         var
     }
 
+    /// A weight matrix as the model uses it: [`Tape::param`], plus
+    /// `scale * delta(A, B)` when a LoRA adapter is attached (see
+    /// [`super::LoraFactors`]). The frozen base gets no gradient; `A` and `B` do.
+    pub fn weight(&self, param: &Param) -> Result<Var> {
+        let w = self.param(param);
+        let Some(lora) = param.lora() else {
+            return Ok(w);
+        };
+        let (a, b) = (self.param(&lora.a), self.param(&lora.b));
+        let delta = if lora.fan_in_fan_out {
+            // W (in, out) += A^T B^T: (in, r) (r, out).
+            self.matmul(&a, &b, true, true, lora.scale)?
+        } else {
+            // W (out, in) += B A: (out, r) (r, in).
+            self.matmul(&b, &a, false, false, lora.scale)?
+        };
+        self.add(&w, &delta)
+    }
+
     /// Records `op` producing `value` when any input needs a gradient.
     pub(crate) fn record(&self, value: Tensor, op: Op) -> Var {
         let needs = op.inputs().iter().any(|v| v.needs_grad);

@@ -17,6 +17,9 @@
 //!   `merges.txt` and Hugging Face's `tokenizer.json`, `tokenizer_config.json`,
 //!   `special_tokens_map.json`, or a char tokenizer's `char_tokenizer.json`; its
 //!   `bos_token_id`, `eos_token_id` and `pad_token_id` also go into `config.json`;
+//! - `adapter_model.safetensors` and `adapter_config.json`, when parameters carry
+//!   LoRA adapters: the adapters in PEFT's layout (`model.safetensors` then holds
+//!   the frozen base weights); loading a model merges them into its weights;
 //! - any files the caller's hook writes;
 //! - `emissions.csv` ([`EMISSIONS_FILE`]), when a run appended its energy report:
 //!   not written by a save but carried from the checkpoint it replaces, so the
@@ -56,6 +59,7 @@ mod atomic;
 mod hf;
 mod llama;
 mod load;
+mod lora;
 mod model;
 mod save;
 mod weights;
@@ -63,7 +67,8 @@ mod weights;
 pub use atomic::{checkpoint_dir, recover, resolve, save_checkpoint};
 pub use llama::load_llama;
 pub use load::{load_gpt, load_optimizer, load_params, read_config, read_trainer_state};
-pub use model::{checkpoint_tokenizer, SaveOptions};
+pub use lora::{load_adapters, ADAPTER_CONFIG_FILE, ADAPTER_FILE};
+pub use model::{checkpoint_tokenizer, merge_saved_adapters, SaveOptions};
 pub use save::config_json;
 
 use crate::autograd::Param;
@@ -208,6 +213,9 @@ pub struct LoadReport {
     pub ignored: Vec<String>,
     /// The file had an `lm_head.weight` equal to `wte.weight`.
     pub tied_lm_head: bool,
+    /// Weights a saved LoRA adapter was merged into (a model's `load` merges the
+    /// checkpoint's `adapter_model.safetensors`; 0 without one).
+    pub merged_adapters: usize,
 }
 
 /// The encoder-decoder's checkpoints: wgformer writes and reads its own only.

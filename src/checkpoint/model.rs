@@ -51,6 +51,16 @@ fn save_model<C: ModelConfig>(
     save_checkpoint(dir, &contents)
 }
 
+/// Merges the LoRA adapter saved in checkpoint `dir`, if any, into `params`'
+/// weights; returns how many weights it changed.
+pub fn merge_saved_adapters(dir: &Path, params: &[Param]) -> Result<usize> {
+    let dir = resolve(dir)?;
+    match super::load_adapters(&dir, params)? {
+        Some(_) => crate::nn::lora::merge(params),
+        None => Ok(0),
+    }
+}
+
 /// The tokenizer saved in checkpoint `dir`.
 ///
 /// # Errors
@@ -117,7 +127,8 @@ macro_rules! checkpoint_methods {
                 let dir = dir.as_ref();
                 let config: $config = read_config(dir)?;
                 let model = $model::new(gpu, config, 0)?;
-                let report = load_params(dir, &model.params(), LoadMode::Strict)?;
+                let mut report = load_params(dir, &model.params(), LoadMode::Strict)?;
+                report.merged_adapters = merge_saved_adapters(dir, &model.params())?;
                 Ok((model, report))
             }
 

@@ -85,6 +85,7 @@ pub(super) fn write_contents<C: ModelConfig>(
         }
     }
     write_json(&tmp.join(CONFIG_FILE), &config)?;
+    super::lora::write_adapters::<C>(tmp, contents.params)?;
     if let Some(state) = contents.trainer_state {
         write_json(&tmp.join(TRAINER_STATE_FILE), state)?;
     }
@@ -127,7 +128,7 @@ pub(super) fn slot_names(kind: OptimizerKind) -> (&'static str, &'static [&'stat
     }
 }
 
-fn write_json(path: &Path, value: &Value) -> Result<()> {
+pub(super) fn write_json(path: &Path, value: &Value) -> Result<()> {
     let mut bytes = serde_json::to_vec_pretty(value)
         .map_err(|e| Error::invalid("save_checkpoint", e.to_string()))?;
     bytes.push(b'\n');

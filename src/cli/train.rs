@@ -16,6 +16,7 @@ use wgformer::data::shards::{is_shard_data, prepared_tokenizer};
 use wgformer::data::token_data::TokenData;
 use wgformer::data::{BpeTokenizer, CharTokenizer, Tokenizer};
 use wgformer::energy::emissions_csv;
+use wgformer::nn::lora::LoraOptions;
 use wgformer::nn::{
     FieldNames, Gpt, GptConfig, Llama, LlamaConfig, MemoryLimits, NormPlacement, Transformer,
     TransformerConfig,
@@ -192,6 +193,18 @@ pub struct TrainArgs {
     /// Do not train the lowest N layers of each stack (with --init-from).
     #[arg(long, default_value_t = 0)]
     pub freeze_layers: usize,
+    /// LoRA fine-tuning (with --init-from): freeze the model and train rank-R
+    /// adapters on the --lora-targets layers; checkpoints hold them in PEFT's
+    /// files, `wgformer merge-lora` folds them into a plain checkpoint.
+    #[arg(long, value_name = "R", value_parser = at_least_one::<usize>)]
+    pub lora_rank: Option<usize>,
+    /// LoRA: the adapters' output is scaled by alpha / rank (PEFT's default 8).
+    #[arg(long, default_value_t = 8.0)]
+    pub lora_alpha: f32,
+    /// LoRA: the layers adapted, comma-separated: attn, mlp, or module names
+    /// (c_attn, q_proj, h.0.mlp.c_fc, ...).
+    #[arg(long, value_delimiter = ',', default_value = "attn")]
+    pub lora_targets: Vec<String>,
     /// Translations to print at the end (encdec).
     #[arg(long, default_value_t = 10)]
     pub show: usize,
@@ -243,11 +256,31 @@ pub fn check_flags(a: &TrainArgs) -> Result<()> {
             "--freeze-embeddings and --freeze-layers fine-tune a trained model: add --init-from CHECKPOINT",
         ));
     }
+    if a.init_from.is_none() && a.lora_rank.is_none() {
+        let lora_flag = a.given.iter().find(|f| f.starts_with("lora-"));
+        if let Some(flag) = lora_flag {
+            return Err(usage(format!(
+                "--{flag} sets up LoRA fine-tuning: add --lora-rank R and --init-from CHECKPOINT"
+            )));
+        }
+    }
+    if a.lora_rank.is_some() && a.init_from.is_none() && a.resume.is_none() {
+        return Err(usage(
+            "--lora-rank fine-tunes a trained model: add --init-from CHECKPOINT",
+        ));
+    }
     super::unused_flags::check(a)?;
     if a.dp && a.resume.is_none() {
         wgformer::privacy::dp_sgd::check_settings(a.dp_clip, a.dp_noise, a.dp_delta, a.dp_epsilon)?;
     }
     Ok(())
+}
+
+/// The LoRA options of a new run (`--lora-rank`).
+fn lora_options(a: &TrainArgs) -> Result<Option<LoraOptions>> {
+    a.lora_rank
+        .map(|rank| LoraOptions::new(rank, a.lora_alpha, a.lora_targets.clone()))
+        .transpose()
 }
 
 /// The DP-SGD options of a new run (`--dp`).
@@ -275,7 +308,7 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, energy: RunEnergy) -> Result<()> {
         let out = claim_out(&out_path, a.overwrite)?;
         return finish_icl(
             &mut task,
-            Start::Fresh(opts, None, out, a.resolved.clone()),
+            Start::Fresh(opts, None, None, out, a.resolved.clone()),
             energy,
         );
     }
@@ -286,7 +319,13 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, energy: RunEnergy) -> Result<()> {
             let out = claim_out(&out_path, a.overwrite)?;
             finish_seq2seq(
                 &mut task,
-                Start::Fresh(opts, dp_options(a), out, a.resolved.clone()),
+                Start::Fresh(
+                    opts,
+                    dp_options(a),
+                    lora_options(a)?,
+                    out,
+                    a.resolved.clone(),
+                ),
                 a,
                 energy,
             )
@@ -297,7 +336,13 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, energy: RunEnergy) -> Result<()> {
             let out = claim_out(&out_path, a.overwrite)?;
             finish_gpt(
                 &mut task,
-                Start::Fresh(opts, dp_options(a), out, a.resolved.clone()),
+                Start::Fresh(
+                    opts,
+                    dp_options(a),
+                    lora_options(a)?,
+                    out,
+                    a.resolved.clone(),
+                ),
                 energy,
             )
         }
@@ -313,7 +358,7 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, energy: RunEnergy) -> Result<()> {
             let out = claim_out(&out_path, a.overwrite)?;
             finish_gpt(
                 &mut task,
-                Start::Fresh(opts, None, out, a.resolved.clone()),
+                Start::Fresh(opts, None, lora_options(a)?, out, a.resolved.clone()),
                 energy,
             )
         }
@@ -347,11 +392,18 @@ fn default_out(a: &TrainArgs) -> PathBuf {
     })
 }
 
-/// How the trainer starts: fresh with options (private with DP options), or
+/// How the trainer starts: fresh with options (private with DP options, a
+/// LoRA fine-tune with LoRA options), or
 /// resumed from a checkpoint; each with the options the command line resolved
 /// to (`run_config::resolved`), which the trainer state records.
 enum Start {
-    Fresh(TrainOptions, Option<DpOptions>, OutDir, Value),
+    Fresh(
+        TrainOptions,
+        Option<DpOptions>,
+        Option<LoraOptions>,
+        OutDir,
+        Value,
+    ),
     Resume(PathBuf, Option<u32>, OutDir, Value),
 }
 
@@ -359,26 +411,29 @@ impl Start {
     /// The directory the run saves into.
     fn out_path(&self) -> &Path {
         match self {
-            Start::Fresh(_, _, out, _) | Start::Resume(_, _, out, _) => out.path(),
+            Start::Fresh(_, _, _, out, _) | Start::Resume(_, _, out, _) => out.path(),
         }
     }
 }
 
 fn start<'a>(task: &'a mut dyn TrainTask, how: Start) -> Result<Trainer<'a>> {
     match how {
-        Start::Fresh(opts, None, out, run) => {
-            Ok(Trainer::new(task, opts, Some(out))?.with_run_config(run))
+        Start::Fresh(opts, dp, lora, out, run) => {
+            let mut trainer = Trainer::new(task, opts, Some(out))?.with_run_config(run);
+            if let Some(lora) = lora {
+                trainer = trainer.with_lora(lora)?;
+            }
+            match dp {
+                Some(dp) => trainer.with_dp(dp),
+                None => Ok(trainer),
+            }
         }
-        Start::Fresh(opts, Some(dp), out, run) => Trainer::new(task, opts, Some(out))?
-            .with_run_config(run)
-            .with_dp(dp),
         Start::Resume(dir, steps, out, run) => {
             Ok(Trainer::resume(task, &dir, steps, Some(out))?.with_run_config(run))
         }
     }
 }
 
-/// The run's options from the arguments and the model kind's defaults.
 fn options(a: &TrainArgs, kind: ModelKind, d_model: usize) -> Result<TrainOptions> {
     let (steps, optimizer, schedule, eps, eval_every) = match kind {
         ModelKind::Encdec => {
@@ -528,6 +583,7 @@ fn new_seq2seq(gpu: &Gpu, a: &TrainArgs) -> Result<Seq2SeqTask> {
             check_seq2seq_size(gpu, a, &config, false)?;
             let model = Transformer::new(gpu, config, a.seed)?;
             checkpoint::load_params(dir, &model.params(), LoadMode::Strict)?;
+            checkpoint::merge_saved_adapters(dir, &model.params())?;
             (Some(tok), config, Some(model))
         }
         None => {

@@ -39,7 +39,7 @@ impl Proj {
     fn forward(&self, tape: &Tape, x: &Var) -> Result<Var> {
         let [b, t, c] = three_dims("Proj::forward", x.shape())?;
         let x2 = tape.reshape(x, &[b * t, c])?;
-        let y = tape.matmul(&x2, &tape.param(&self.weight), false, true, 1.0)?;
+        let y = tape.matmul(&x2, &tape.weight(&self.weight)?, false, true, 1.0)?;
         tape.reshape(&y, &[b, t, self.weight.value().shape()[0]])
     }
 }

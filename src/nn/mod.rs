@@ -1,6 +1,7 @@
 //! Models built from tape ops: the layers ([`layers`]), the GPT-2-layout decoder
 //! ([`gpt`]), the Llama-layout decoder ([`llama`]), the encoder-decoder of "Attention Is All You Need"
-//! ([`transformer`]), and the KV cache of incremental decoding ([`kv_cache`]).
+//! ([`transformer`]), the KV cache of incremental decoding ([`kv_cache`]), and
+//! LoRA adapters for fine-tuning any of them ([`lora`], native only).
 //!
 //! # Initial weights
 //! Both models draw their initial weights the same way: the `seed` given to
@@ -17,6 +18,8 @@ pub mod kv_cache;
 pub mod layers;
 pub mod llama;
 mod llama_config;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod lora;
 pub mod transformer;
 
 pub use crate::token_ids::TokenIds;

@@ -41,6 +41,7 @@ use crate::autograd::{Param, Tape, Var};
 use crate::checkpoint;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::nn::lora::{self, LoraOptions};
 use crate::optim::Optimizer;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -153,6 +154,10 @@ pub struct TrainerState {
     /// the record; the trainer does not read it.
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub run_config: Value,
+    /// LoRA runs: the adapters' rank, alpha and targets (the base model frozen;
+    /// see [`Trainer::with_lora`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraOptions>,
 }
 
 /// Something the trainer reports while it runs.
@@ -227,6 +232,14 @@ pub struct TrainSummary {
     pub flops_per_s: f64,
 }
 
+/// The task's parameters and the LoRA factors attached to them (what the
+/// optimiser updates; frozen ones included).
+fn all_params(task: &dyn TrainTask) -> Vec<Param> {
+    let mut params = task.params();
+    params.extend(lora::adapter_params(&params));
+    params
+}
+
 /// Runs a [`TrainTask`] with [`TrainOptions`].
 pub struct Trainer<'a> {
     task: &'a mut dyn TrainTask,
@@ -267,6 +280,7 @@ impl<'a> Trainer<'a> {
             options,
             privacy: None,
             run_config: Value::Null,
+            lora: None,
         };
         Ok(Trainer {
             task,
@@ -284,6 +298,43 @@ impl<'a> Trainer<'a> {
         self
     }
 
+    /// Makes this fresh run a LoRA fine-tune: every weight of the model is
+    /// frozen and the linear layers `lora.targets` selects get low-rank adapters
+    /// (see [`crate::nn::lora`]), which are all that trains; checkpoints hold the
+    /// frozen base weights and the adapters in PEFT's files. Errors name the bad
+    /// option: rank, alpha, a target that selects nothing, freezing options
+    /// (LoRA freezes everything already), DP-SGD (its per-example gradients
+    /// need plain weights), a resumed run.
+    pub fn with_lora(mut self, lora: LoraOptions) -> Result<Self> {
+        let refuse = |detail: &str| Err(Error::invalid("train --lora-rank", detail.to_string()));
+        if self.state.step != 0 || self.state.lora.is_some() {
+            return refuse("LoRA starts with a run: a resumed run keeps its own adapters");
+        }
+        if self.state.options.freeze_embeddings || self.state.options.freeze_layers > 0 {
+            return refuse(
+                "--freeze-embeddings / --freeze-layers do nothing with LoRA, which freezes \
+                 every base weight: drop them",
+            );
+        }
+        if self.dp.is_some() {
+            return refuse("LoRA with DP-SGD (--dp) is not supported: train one or the other");
+        }
+        let params = self.task.params();
+        let targets = lora::targets(&params, &lora)?;
+        for p in &params {
+            p.set_trainable(false);
+        }
+        lora::attach(&targets, &lora, self.state.options.seed)?;
+        self.opt = Optimizer::new(
+            self.task.gpu(),
+            all_params(&*self.task),
+            self.state.options.optimizer.kind(),
+            self.state.options.grad_clip,
+        )?;
+        self.state.lora = Some(lora);
+        Ok(self)
+    }
+
     /// Makes this fresh run private: every step a DP-SGD step with `dp`'s
     /// clipping norm and noise (or budget). Errors name the bad option: a
     /// clipping norm or noise out of range, a sampling rate outside (0, 1], a
@@ -294,6 +345,12 @@ impl<'a> Trainer<'a> {
             return Err(Error::invalid(
                 "train --dp",
                 "DP-SGD starts with a run: a resumed run keeps its own settings",
+            ));
+        }
+        if self.state.lora.is_some() {
+            return Err(Error::invalid(
+                "train --dp",
+                "DP-SGD with LoRA is not supported: train one or the other",
             ));
         }
         let run = dp::DpRun::start(&*self.task, dp, &self.state)?;
@@ -349,9 +406,33 @@ impl<'a> Trainer<'a> {
                 ),
             ));
         }
+        let adapters = checkpoint::load_adapters(&checkpoint::resolve(dir)?, &task.params())?;
+        match (&state.lora, adapters) {
+            (Some(_), Some(_)) => {
+                for p in task.params() {
+                    p.set_trainable(false);
+                }
+            }
+            (None, None) => {}
+            (lora, _) => {
+                return Err(Error::incompatible(
+                    dir.display(),
+                    format!(
+                        "trainer_state.json {} LoRA run but the adapter files are {}: the \
+                         checkpoint is incomplete; resume from one written in one piece",
+                        if lora.is_some() {
+                            "describes a"
+                        } else {
+                            "describes no"
+                        },
+                        if lora.is_some() { "missing" } else { "there" }
+                    ),
+                ))
+            }
+        }
         let mut opt = Optimizer::new(
             task.gpu(),
-            task.params(),
+            all_params(&*task),
             state.options.optimizer.kind(),
             state.options.grad_clip,
         )?;
@@ -395,7 +476,7 @@ impl<'a> Trainer<'a> {
     /// directory is set.
     pub fn run(&mut self, on_event: &mut dyn FnMut(&TrainEvent)) -> Result<TrainSummary> {
         let opts = self.state.options.clone();
-        let params = self.task.params();
+        let params = all_params(&*self.task);
         let trainable = params
             .iter()
             .filter(|p| p.is_trainable())

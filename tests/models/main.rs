@@ -13,6 +13,7 @@ mod checkpoint;
 mod encdec;
 mod generate;
 mod gpt;
+mod lora;
 mod parity_encdec;
 mod parity_gpt;
 mod trainer;

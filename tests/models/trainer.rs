@@ -22,7 +22,7 @@ it was the age of foolishness, it was the epoch of belief, it was the epoch of i
 it was the season of Light, it was the season of Darkness, it was the spring of hope, \
 it was the winter of despair, we had everything before us, we had nothing before us.";
 
-fn gpt_task(model_seed: u64) -> GptTask {
+pub(crate) fn gpt_task(model_seed: u64) -> GptTask {
     let gpu = crate::common::gpu();
     let tok = CharTokenizer::from_text(TEXT).unwrap();
     let config = GptConfig {
@@ -78,7 +78,7 @@ fn date_task(model_seed: u64) -> Seq2SeqTask {
     Seq2SeqTask::new(&gpu, model, tok, train, held, data).unwrap()
 }
 
-fn options(steps: u32, optimizer: OptimizerChoice, schedule: Schedule) -> TrainOptions {
+pub(crate) fn options(steps: u32, optimizer: OptimizerChoice, schedule: Schedule) -> TrainOptions {
     TrainOptions {
         steps,
         stop_after: None,

@@ -35,7 +35,11 @@ impl Linear {
 
     /// x (.., in) -> (.., out).
     pub fn forward(&self, tape: &Tape, x: &Var) -> Result<Var> {
-        tape.linear(x, &tape.param(&self.weight), Some(&tape.param(&self.bias)))
+        tape.linear(
+            x,
+            &tape.weight(&self.weight)?,
+            Some(&tape.param(&self.bias)),
+        )
     }
 
     /// Weight then bias.

@@ -1,0 +1,357 @@
+//! LoRA: the adapters' gradients equal what the chain rule gives from the dense
+//! weight's gradient (GPT's `(in, out)` and Llama's `(out, in)` layouts), a
+//! merged model computes the unmerged one's logits, the PEFT files round-trip,
+//! a LoRA run trains only the adapters and resumes bit for bit, and bad options
+//! are refused by name.
+
+use crate::common::{assert_close, data, gpu, randomise, TempDir};
+use crate::trainer::{gpt_task, options};
+use wgformer::autograd::{Param, Tape, Var};
+use wgformer::checkpoint::{SaveOptions, ADAPTER_CONFIG_FILE, ADAPTER_FILE};
+use wgformer::kernels::cross_entropy::CrossEntropyOptions;
+use wgformer::nn::lora::{self, LoraOptions};
+use wgformer::nn::{Gpt, GptConfig, Llama, LlamaConfig};
+use wgformer::safetensors::SafeTensors;
+use wgformer::train::{Existing, OptimizerChoice, OutDir, Schedule, TrainTask, Trainer};
+use wgformer::{ErrorKind, Gpu, Tensor};
+
+fn tiny_gpt(g: &Gpu) -> Gpt {
+    let config = GptConfig {
+        vocab_size: 13,
+        n_positions: 8,
+        n_embd: 16,
+        n_layer: 2,
+        n_head: 2,
+        layer_norm_epsilon: 1e-5,
+    };
+    Gpt::new(g, config, 3).unwrap()
+}
+
+fn tiny_llama(g: &Gpu) -> Llama {
+    let config = LlamaConfig {
+        vocab_size: 13,
+        hidden_size: 16,
+        intermediate_size: 24,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10_000.0,
+        max_position_embeddings: 8,
+        tie_word_embeddings: false,
+        bos_token_id: None,
+        eos_token_id: None,
+    };
+    Llama::new(g, config, 3).unwrap()
+}
+
+/// A model's forward pass: token ids to logits, recorded on the tape.
+type Forward<'a> = &'a dyn Fn(&Tape, &Tensor) -> Var;
+
+const IDS: [u32; 14] = [1, 5, 2, 9, 12, 0, 7, 3, 3, 8, 11, 4, 6, 10];
+
+/// Attaches rank-2 adapters to the attention and MLP weights of `params`, with
+/// `B` random (a fresh adapter's zero `B` would leave `A`'s gradient zero).
+fn adapt(params: &[Param]) -> (Vec<Param>, LoraOptions) {
+    let options = LoraOptions::new(2, 3.0, vec!["attn".into(), "mlp".into()]).unwrap();
+    let targets = lora::targets(params, &options).unwrap();
+    assert!(targets.len() >= 4, "{targets:?}");
+    let factors = lora::attach(&targets, &options, 1).unwrap();
+    for (i, b) in factors.iter().skip(1).step_by(2).enumerate() {
+        let v: Vec<f32> = data(b.value().numel(), 40 + i as u64)
+            .iter()
+            .map(|x| 0.3 * x)
+            .collect();
+        b.value().write_f32(&v).unwrap();
+    }
+    (factors, options)
+}
+
+/// The loss of `forward` on [`IDS`] (B 2, T 7) and its backward on a fresh tape.
+fn loss_and_backward(g: &Gpu, forward: Forward) -> f32 {
+    let tape = Tape::new(g);
+    let ids = Tensor::from_u32(g, &IDS, &[2, 7]).unwrap();
+    let logits = forward(&tape, &ids);
+    let targets: Vec<u32> = IDS.iter().map(|i| (i * 5 + 1) % 13).collect();
+    let loss = tape
+        .cross_entropy(&logits, &targets[..], &CrossEntropyOptions::default())
+        .unwrap();
+    tape.backward(&loss).unwrap();
+    loss.value().to_vec().unwrap()[0]
+}
+
+/// Checks, for two models built alike (`adapted` with adapters, `dense` with
+/// each adapted weight replaced by `W + scale * delta`, all weights trainable),
+/// that the losses agree and that each adapter's gradients are those the chain
+/// rule gives from the dense weight's gradient G: for `W (in, out)`,
+/// `dA[k,i] = s sum_o G[i,o] B[o,k]` and `dB[o,k] = s sum_i G[i,o] A[k,i]`
+/// (the transposed indexing for `W (out, in)`), in f64 on the CPU.
+fn check_chain_rule(g: &Gpu, adapted: &[Param], dense: &[Param], forward: (Forward, Forward)) {
+    randomise(adapted, 9, 0.5);
+    randomise(dense, 9, 0.5);
+    let (_, options) = adapt(adapted);
+    let scale = options.scale() as f64;
+    let mut checked = 0;
+    for (w, d) in adapted.iter().zip(dense) {
+        if w.lora().is_some() {
+            d.value().write_f32(&merged_value(w)).unwrap();
+        }
+    }
+    let loss_lora = loss_and_backward(g, forward.0);
+    let loss_dense = loss_and_backward(g, forward.1);
+    assert!(
+        (loss_lora - loss_dense).abs() <= 1e-5 * loss_dense.abs().max(1.0),
+        "loss {loss_lora} with adapters, {loss_dense} with the merged weights"
+    );
+    for (w, d) in adapted.iter().zip(dense) {
+        let Some(l) = w.lora() else {
+            continue;
+        };
+        assert!(
+            w.grad().is_none(),
+            "{} is frozen but got a gradient",
+            w.name()
+        );
+        let grad = d.grad().unwrap().to_vec().unwrap();
+        let a = l.a.value().to_vec().unwrap();
+        let b = l.b.value().to_vec().unwrap();
+        let (r, fin) = (l.a.value().shape()[0], l.a.value().shape()[1]);
+        let fout = l.b.value().shape()[0];
+        let g_at = |i: usize, o: usize| -> f64 {
+            if l.fan_in_fan_out {
+                grad[i * fout + o] as f64
+            } else {
+                grad[o * fin + i] as f64
+            }
+        };
+        let mut da = vec![0.0f64; r * fin];
+        let mut db = vec![0.0f64; fout * r];
+        for k in 0..r {
+            for i in 0..fin {
+                for o in 0..fout {
+                    da[k * fin + i] += scale * g_at(i, o) * b[o * r + k] as f64;
+                    db[o * r + k] += scale * g_at(i, o) * a[k * fin + i] as f64;
+                }
+            }
+        }
+        let ours_a = l.a.grad().unwrap().to_vec().unwrap();
+        let ours_b = l.b.grad().unwrap().to_vec().unwrap();
+        assert!(
+            ours_a.iter().any(|x| x.abs() > 1e-6),
+            "{}: dA is all 0",
+            w.name()
+        );
+        assert_close(&format!("{} dA", w.name()), &ours_a, &da, 1e-5, 1e-3);
+        assert_close(&format!("{} dB", w.name()), &ours_b, &db, 1e-5, 1e-3);
+        checked += 1;
+    }
+    assert!(checked >= 4);
+}
+
+/// `W + scale * delta(A, B)` computed on the CPU in f64 from the factors.
+fn merged_value(w: &Param) -> Vec<f32> {
+    let l = w.lora().unwrap();
+    let (a, b) = (l.a.value().to_vec().unwrap(), l.b.value().to_vec().unwrap());
+    let (r, fin) = (l.a.value().shape()[0], l.a.value().shape()[1]);
+    let fout = l.b.value().shape()[0];
+    let mut v = w.value().to_vec().unwrap();
+    for o in 0..fout {
+        for i in 0..fin {
+            let delta: f64 = (0..r)
+                .map(|k| b[o * r + k] as f64 * a[k * fin + i] as f64)
+                .sum();
+            let at = if l.fan_in_fan_out {
+                i * fout + o
+            } else {
+                o * fin + i
+            };
+            v[at] = (v[at] as f64 + l.scale as f64 * delta) as f32;
+        }
+    }
+    v
+}
+
+#[test]
+fn gpt_adapter_gradients_follow_from_the_dense_gradient() {
+    let g = gpu();
+    let (adapted, dense) = (tiny_gpt(&g), tiny_gpt(&g));
+    check_chain_rule(
+        &g,
+        &adapted.params(),
+        &dense.params(),
+        (&|t, ids| adapted.forward(t, ids).unwrap(), &|t, ids| {
+            dense.forward(t, ids).unwrap()
+        }),
+    );
+}
+
+#[test]
+fn llama_adapter_gradients_follow_from_the_dense_gradient() {
+    let g = gpu();
+    let (adapted, dense) = (tiny_llama(&g), tiny_llama(&g));
+    check_chain_rule(
+        &g,
+        &adapted.params(),
+        &dense.params(),
+        (&|t, ids| adapted.forward(t, ids).unwrap(), &|t, ids| {
+            dense.forward(t, ids).unwrap()
+        }),
+    );
+}
+
+#[test]
+fn merged_and_saved_adapters_give_the_unmerged_logits() {
+    let g = gpu();
+    let scratch = TempDir::new("lora_merge");
+    let model = tiny_gpt(&g);
+    randomise(&model.params(), 2, 0.5);
+    let (factors, options) = adapt(&model.params());
+    let ids = Tensor::from_u32(&g, &IDS, &[2, 7]).unwrap();
+    let unmerged = model.logits(&ids).unwrap().to_vec().unwrap();
+
+    // Saved: the base weights plus PEFT's two files, named as transformers names them.
+    let dir = scratch.join("adapted");
+    model.save(&dir, &SaveOptions::default()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(ADAPTER_CONFIG_FILE)).unwrap()).unwrap();
+    assert_eq!(config["peft_type"], "LORA");
+    assert_eq!(config["r"], 2);
+    assert_eq!(config["lora_alpha"], 3.0);
+    assert_eq!(config["fan_in_fan_out"], true);
+    let st = SafeTensors::read(&dir.join(ADAPTER_FILE)).unwrap();
+    assert_eq!(st.len(), factors.len());
+    let a = st
+        .info("base_model.model.transformer.h.0.attn.c_attn.lora_A.weight")
+        .unwrap();
+    assert_eq!(a.shape, [2, 16]);
+    let b = st
+        .info("base_model.model.transformer.h.0.attn.c_attn.lora_B.weight")
+        .unwrap();
+    assert_eq!(b.shape, [48, 2]);
+    assert_eq!(options.scale(), 1.5);
+
+    // Loading merges the adapter into the weights.
+    let (loaded, report) = Gpt::load_with_report(&g, &dir).unwrap();
+    assert_eq!(report.merged_adapters, factors.len() / 2);
+    assert!(loaded.params().iter().all(|p| p.lora().is_none()));
+    let from_disk = loaded.logits(&ids).unwrap().to_vec().unwrap();
+    let reference: Vec<f64> = unmerged.iter().map(|&x| x as f64).collect();
+    assert_close("loaded and merged", &from_disk, &reference, 1e-5, 1e-4);
+
+    // Merging in place: plain weights, the same function.
+    let expected: Vec<Vec<f32>> = model
+        .params()
+        .iter()
+        .filter(|p| p.lora().is_some())
+        .map(merged_value)
+        .collect();
+    assert_eq!(lora::merge(&model.params()).unwrap(), expected.len());
+    let merged = model.logits(&ids).unwrap().to_vec().unwrap();
+    assert_close("merged in place", &merged, &reference, 1e-5, 1e-4);
+    model
+        .save(&scratch.join("plain"), &SaveOptions::default())
+        .unwrap();
+    assert!(!scratch.join("plain").join(ADAPTER_FILE).exists());
+}
+
+#[test]
+fn lora_run_trains_only_the_adapters_and_resumes_bit_for_bit() {
+    let scratch = TempDir::new("lora_run");
+    let mut opts = options(
+        4,
+        OptimizerChoice::gpt_adamw(0.1),
+        Schedule::Constant { lr: 1e-2 },
+    );
+    opts.accumulation = 1;
+    let lora = LoraOptions::new(4, 8.0, vec!["attn".into(), "mlp".into()]).unwrap();
+
+    let mut straight_task = gpt_task(1);
+    let before: Vec<Vec<f32>> = straight_task
+        .params()
+        .iter()
+        .map(|p| p.value().to_vec().unwrap())
+        .collect();
+    let straight = Trainer::new(&mut straight_task, opts.clone(), None)
+        .unwrap()
+        .with_lora(lora.clone())
+        .unwrap()
+        .run(&mut |_| {})
+        .unwrap()
+        .losses;
+    for (p, b) in straight_task.params().iter().zip(&before) {
+        assert_eq!(
+            &p.value().to_vec().unwrap(),
+            b,
+            "{} is frozen but changed",
+            p.name()
+        );
+    }
+    let adapters = lora::adapter_params(&straight_task.params());
+    assert_eq!(
+        adapters.len(),
+        2 * 4 * 2,
+        "A and B on 4 weights per layer, 2 layers"
+    );
+    let b_moved = adapters
+        .iter()
+        .filter(|p| p.name().contains("lora_B"))
+        .all(|p| p.value().to_vec().unwrap().iter().any(|x| *x != 0.0));
+    assert!(b_moved, "every lora_B left 0: the adapters did not train");
+
+    let dir = scratch.join("run");
+    let mut first_task = gpt_task(1);
+    let first = Trainer::new(
+        &mut first_task,
+        wgformer::train::TrainOptions {
+            stop_after: Some(2),
+            ..opts.clone()
+        },
+        Some(OutDir::claim(&dir, Existing::Refuse).unwrap()),
+    )
+    .unwrap()
+    .with_lora(lora.clone())
+    .unwrap()
+    .run(&mut |_| {})
+    .unwrap();
+    assert_eq!(first.losses, straight[..2]);
+    assert!(dir.join(ADAPTER_FILE).is_file() && dir.join(ADAPTER_CONFIG_FILE).is_file());
+
+    let mut resumed_task = gpt_task(1);
+    let mut trainer = Trainer::resume(&mut resumed_task, &dir, None, None).unwrap();
+    assert_eq!(trainer.state().lora.as_ref(), Some(&lora));
+    let second = trainer.run(&mut |_| {}).unwrap();
+    assert_eq!(second.losses, straight[2..], "the resumed LoRA run differs");
+}
+
+#[test]
+fn bad_lora_options_are_refused_by_name() {
+    let err = |r: Result<LoraOptions, wgformer::Error>| r.unwrap_err().to_string();
+    assert!(err(LoraOptions::new(0, 8.0, vec!["attn".into()])).contains("rank is 0"));
+    assert!(err(LoraOptions::new(4, f32::NAN, vec!["attn".into()])).contains("--lora-alpha"));
+    assert!(err(LoraOptions::new(4, 8.0, vec![])).contains("--lora-targets"));
+    let g = gpu();
+    let model = tiny_gpt(&g);
+    let unknown = LoraOptions::new(4, 8.0, vec!["q_proj".into()]).unwrap();
+    let e = lora::targets(&model.params(), &unknown).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+    assert!(
+        e.to_string().contains("`q_proj`") && e.to_string().contains("c_attn"),
+        "{e}"
+    );
+    // Factors that do not fit the weight.
+    let params = model.params();
+    let w = params
+        .iter()
+        .find(|p| p.name() == "h.0.attn.c_attn.weight")
+        .unwrap();
+    let norm = params
+        .iter()
+        .find(|p| p.name() == "h.0.ln_1.weight")
+        .unwrap();
+    let one = Tensor::zeros(&g, &[4, 1]).unwrap();
+    let e = lora::attach_factors(norm, one.clone(), one, 1.0).unwrap_err();
+    assert!(e.to_string().contains("weight matrices only"), "{e}");
+    let bad = Tensor::zeros(&g, &[4, 3]).unwrap();
+    let e = lora::attach_factors(w, bad.clone(), bad, 1.0).unwrap_err();
+    assert!(e.to_string().contains("lora_A"), "{e}");
+}
