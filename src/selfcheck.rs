@@ -670,9 +670,8 @@ async fn check_embedding(gpu: &Gpu, name: &str) -> Result<CheckResult> {
 ///
 /// # Errors
 /// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when an `n` x `n` matrix or its GEMM grid
-/// exceeds the device's limits; [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument)
-/// as the GEMM refuses its shapes (e.g. `n` = 0); [`ErrorKind::Device`](crate::ErrorKind::Device)
-/// as [`Gpu::sync`].
+/// exceeds the device's limits; [`ErrorKind::Device`](crate::ErrorKind::Device) as [`Gpu::sync`]
+/// or when the GEMM's pipeline cannot be built.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn gemm_gflops(gpu: &Gpu, n: usize) -> Result<f64> {
     use crate::kernels::gemm::{gemm, GemmOptions};
