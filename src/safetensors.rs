@@ -203,7 +203,7 @@ impl SafeTensors {
     ///
     /// # Errors
     /// [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt)
-    /// ([`Error::Corrupt`](crate::Error::Corrupt), naming `source`) when the bytes are not a valid
+    /// ([`Error::Corrupt`], naming `source`) when the bytes are not a valid
     /// safetensors file: shorter than the 8-byte length, a header over [`MAX_HEADER_BYTES`] or
     /// past the end, not a JSON object, a duplicate tensor or `__metadata__` entry, an unknown
     /// dtype, offsets that do not match the shape, tensors that leave gaps, overlap or run past
@@ -572,7 +572,7 @@ pub struct TensorRef<'a> {
 /// # Errors
 /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when two tensors share a name,
 /// a tensor is named `__metadata__`, or a tensor's `data.len()` is not the product of its shape
-/// ([`Error::Shape`](crate::Error::Shape)).
+/// ([`Error::Shape`]).
 pub fn serialize(
     tensors: &[TensorRef],
     metadata: &BTreeMap<String, String>,

@@ -65,7 +65,7 @@ impl Tensor {
     /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the byte size of
     ///   `shape` overflows `u64`.
     /// - [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge)
-    ///   ([`Error::TooLarge`](crate::Error::TooLarge)) when it exceeds the device's largest storage
+    ///   ([`Error::TooLarge`]) when it exceeds the device's largest storage
     ///   binding ([`Gpu::max_binding_bytes`]).
     ///
     /// Running out of GPU memory is reported by wgpu later:
@@ -164,7 +164,7 @@ impl Tensor {
     ///
     /// # Errors
     /// [`ErrorKind::Device`](crate::ErrorKind::Device)
-    /// ([`Error::Unsupported`](crate::Error::Unsupported)) when the adapter lacks shader-f16;
+    /// ([`Error::Unsupported`]) when the adapter lacks shader-f16;
     /// otherwise as [`Tensor::from_slice`].
     pub fn from_f32_as_f16(gpu: &Gpu, data: &[f32], shape: &[usize]) -> Result<Tensor> {
         if !gpu.features().shader_f16 {
@@ -190,8 +190,8 @@ impl Tensor {
     ///
     /// # Errors
     /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument):
-    ///   [`Error::Shape`](crate::Error::Shape) when `data.len()` is not the element count,
-    ///   [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a u32 tensor.
+    ///   [`Error::Shape`] when `data.len()` is not the element count,
+    ///   [`Error::InvalidArgument`] for a u32 tensor.
     /// - [`ErrorKind::Device`](crate::ErrorKind::Device) as [`Gpu::flush`] (the pending batch is
     ///   submitted first).
     pub fn write_f32(&self, data: &[f32]) -> Result<()> {
@@ -337,7 +337,7 @@ impl Tensor {
     ///
     /// # Errors
     /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument)
-    /// ([`Error::Shape`](crate::Error::Shape)) when `shape` has another element count.
+    /// ([`Error::Shape`]) when `shape` has another element count.
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         if numel(shape) != self.numel() {
             return Err(Error::shape(
@@ -384,7 +384,7 @@ impl Tensor {
     /// # Errors
     /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for a u32 tensor (use
     ///   [`Tensor::to_vec_u32_async`]).
-    /// - [`ErrorKind::Device`](crate::ErrorKind::Device) ([`Error::Gpu`](crate::Error::Gpu)) when
+    /// - [`ErrorKind::Device`](crate::ErrorKind::Device) ([`Error::Gpu`]) when
     ///   wgpu reported an error since the last check (it may come from any work encoded before), or
     ///   mapping the buffer failed (device lost).
     pub async fn to_vec_async(&self) -> Result<Vec<f32>> {
@@ -438,7 +438,7 @@ impl Tensor {
     ///
     /// # Errors
     /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument)
-    /// ([`Error::Shape`](crate::Error::Shape), naming `op` and `name`) when the shapes differ.
+    /// ([`Error::Shape`], naming `op` and `name`) when the shapes differ.
     pub fn expect_shape(&self, op: &'static str, name: &str, shape: &[usize]) -> Result<()> {
         if self.shape != shape {
             return Err(Error::shape(

@@ -241,8 +241,8 @@ impl Gpu {
     ///   another [`Gpu`] (another device).
     /// - [`ErrorKind::Device`](crate::ErrorKind::Device): `params` over 256 bytes, or building the
     ///   pipeline failed (bad entry point or override constant, invalid WGSL)
-    ///   ([`Error::Gpu`](crate::Error::Gpu)); an f16 shader on an adapter without shader-f16
-    ///   ([`Error::Unsupported`](crate::Error::Unsupported)).
+    ///   ([`Error::Gpu`]); an f16 shader on an adapter without shader-f16
+    ///   ([`Error::Unsupported`]).
     ///
     /// An empty grid (a zero workgroup count) encodes nothing and is not an error. Errors in the
     /// work itself come back from the next [`Gpu::flush`] or readback.
@@ -340,7 +340,7 @@ impl Gpu {
     ///
     /// # Errors
     /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument)
-    /// ([`Error::Shape`](crate::Error::Shape)) when `src` and `dst` differ in byte size.
+    /// ([`Error::Shape`]) when `src` and `dst` differ in byte size.
     pub fn copy(&self, src: &Tensor, dst: &Tensor) -> Result<()> {
         if src.nbytes() != dst.nbytes() {
             return Err(Error::shape(
@@ -373,7 +373,7 @@ impl Gpu {
     /// Does not wait for the GPU.
     ///
     /// # Errors
-    /// [`ErrorKind::Device`](crate::ErrorKind::Device) ([`Error::Gpu`](crate::Error::Gpu)) when
+    /// [`ErrorKind::Device`](crate::ErrorKind::Device) ([`Error::Gpu`]) when
     /// wgpu reported an error since the last check (validation, out of memory, device lost): it may
     /// come from any work encoded before.
     pub fn flush(&self) -> Result<()> {

@@ -92,12 +92,12 @@ impl Gpu {
     ///
     /// # Errors
     /// - [`ErrorKind::Device`](crate::ErrorKind::Device): no adapter found
-    ///   ([`Error::NoAdapter`](crate::Error::NoAdapter), naming `WGPU_BACKEND` or
+    ///   ([`Error::NoAdapter`], naming `WGPU_BACKEND` or
     ///   `WGFORMER_ADAPTER` when one of them hid the adapters there are; in the browser, when
     ///   WebGPU is unavailable), or the adapter refused to open a device
-    ///   ([`Error::RequestDevice`](crate::Error::RequestDevice)).
+    ///   ([`Error::RequestDevice`]).
     /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument):
-    ///   [`Error::Environment`](crate::Error::Environment) for an unknown value of a `WGFORMER_*`
+    ///   [`Error::Environment`] for an unknown value of a `WGFORMER_*`
     ///   variable or a `WGPU_BACKEND` that names no backend.
     pub async fn new_async() -> Result<Gpu> {
         Self::open_async(&AdapterChoice::from_env()).await
@@ -122,7 +122,7 @@ impl Gpu {
     ///
     /// # Errors
     /// As [`Gpu::new_async`]; a backend list set with [`AdapterChoice::backends`] that names no
-    /// backend is [`Error::InvalidArgument`](crate::Error::InvalidArgument) (kind
+    /// backend is [`Error::InvalidArgument`] (kind
     /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument)).
     pub async fn open_async(choice: &AdapterChoice) -> Result<Gpu> {
         let overrides = policy::Overrides::from_env()?;
@@ -147,7 +147,7 @@ impl Gpu {
     ///
     /// # Errors
     /// As [`Gpu::new_async`]; [`ErrorKind::Device`](crate::ErrorKind::Device)
-    /// ([`Error::NoAdapter`](crate::Error::NoAdapter)) when no adapter's name contains `filter`.
+    /// ([`Error::NoAdapter`]) when no adapter's name contains `filter`.
     pub async fn with_adapter_filter(filter: Option<&str>) -> Result<Gpu> {
         let mut choice = AdapterChoice::from_env().any_name();
         if let Some(f) = filter {

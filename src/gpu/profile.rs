@@ -60,7 +60,7 @@ impl Gpu {
     ///
     /// # Errors
     /// [`ErrorKind::Device`](crate::ErrorKind::Device)
-    /// ([`Error::Unsupported`](crate::Error::Unsupported)) when the adapter has no timestamp
+    /// ([`Error::Unsupported`]) when the adapter has no timestamp
     /// queries; otherwise as [`Gpu::flush`].
     pub fn profile_begin(&self) -> Result<()> {
         let g = &self.inner;

@@ -72,7 +72,7 @@ pub fn clip_and_accumulate(grads: PerExampleGrads, clip: f32) -> Result<Tensor> 
 /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the backward reached no
 ///   trainable parameter, `clip` is not a finite number > 0 (checked after the norms are encoded,
 ///   before any `grad` changes), or a kept per-example tensor does not divide into `grads.examples`
-///   rows ([`Error::Shape`](crate::Error::Shape)).
+///   rows ([`Error::Shape`]).
 /// - [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when a materialised per-example gradient
 ///   (B, ..) (an embedding table's (B, V, C) is the largest) or a kernel grid exceeds the device's
 ///   limits.

@@ -131,7 +131,7 @@ impl DateTranslator {
     ///   `label_smoothing` outside [0, 1); sizes
     ///   [`TransformerConfig::validate`](crate::nn::TransformerConfig::validate) refuses; more
     ///   dates than [`DateTask::generate`] can draw; `batch_tokens` below the longest pair (as
-    ///   [`token_budget_batches`](crate::data::token_budget_batches)); estimated memory over
+    ///   [`token_budget_batches`]); estimated memory over
     ///   [`MEMORY_BUDGET_BYTES`](crate::web::demo::MEMORY_BUDGET_BYTES) (not
     ///   [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge)).
     /// - [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when the largest activation exceeds
