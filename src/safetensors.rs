@@ -164,6 +164,14 @@ impl SafeTensors {
     ///
     /// The file must not be changed while the returned value lives (wgformer never
     /// rewrites a checkpoint file in place: a save writes new files and renames them).
+    ///
+    /// Blocking (reads the file; on wasm32 there is no file system, so use
+    /// [`SafeTensors::from_bytes`]).
+    ///
+    /// # Errors
+    /// - [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when `path` does not exist.
+    /// - [`ErrorKind::Io`](crate::ErrorKind::Io) when it cannot be opened or read.
+    /// - [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) as [`SafeTensors::from_bytes`].
     pub fn read(path: &Path) -> Result<SafeTensors> {
         let source = path.display().to_string();
         let not_found = |e: std::io::Error| {
@@ -192,6 +200,14 @@ impl SafeTensors {
     }
 
     /// Validates bytes already in memory; `source` names them in errors.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt)
+    /// ([`Error::Corrupt`], naming `source`) when the bytes are not a valid
+    /// safetensors file: shorter than the 8-byte length, a header over [`MAX_HEADER_BYTES`] or
+    /// past the end, not a JSON object, a duplicate tensor or `__metadata__` entry, an unknown
+    /// dtype, offsets that do not match the shape, tensors that leave gaps, overlap or run past
+    /// the data, trailing bytes, or a data checksum ([`CHECKSUM_KEY`]) that does not match.
     pub fn from_bytes(bytes: Vec<u8>, source: &str) -> Result<SafeTensors> {
         Self::from_storage(Storage::Owned(bytes), source.to_string())
     }
@@ -377,6 +393,10 @@ impl SafeTensors {
 
     /// A tensor's values as f32 (F16 and BF16 are widened exactly). Errors when the
     /// tensor is absent or holds another dtype.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible) when there is no tensor `name`
+    /// or it holds a dtype other than F32, F16 or BF16.
     pub fn to_f32(&self, name: &str) -> Result<Vec<f32>> {
         let (Some(info), Some(raw)) = (self.tensors.get(name), self.raw(name)) else {
             return Err(Error::incompatible(
@@ -412,6 +432,15 @@ impl SafeTensors {
 /// The bytes of tensor data the header of file `path` describes (where its
 /// last tensor ends), reading the header only. Says nothing about whether the
 /// data is there: [`SafeTensors::read`] checks the whole file.
+///
+/// Blocking (reads the header only).
+///
+/// # Errors
+/// - [`ErrorKind::Io`](crate::ErrorKind::Io) when the file cannot be opened or is shorter than 8
+///   bytes (a missing file is `Io` here, not `NotFound` as in [`SafeTensors::read`]).
+/// - [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) when the header is over the size limit, not
+///   valid JSON, or has an entry [`SafeTensors::read`] would refuse on its own (bad dtype, shape or
+///   offsets).
 pub fn header_data_bytes(path: &Path) -> Result<u64> {
     use std::io::Read;
     let source = path.display().to_string();
@@ -539,6 +568,11 @@ pub struct TensorRef<'a> {
 /// `metadata` (omitted when empty). With `checksum`, a checksum of the data bytes is
 /// added to the metadata under [`CHECKSUM_KEY`]. The layout (header key order,
 /// space padding to 8 bytes) matches the reference writer's.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when two tensors share a name,
+/// a tensor is named `__metadata__`, or a tensor's `data.len()` is not the product of its shape
+/// ([`Error::Shape`]).
 pub fn serialize(
     tensors: &[TensorRef],
     metadata: &BTreeMap<String, String>,
@@ -613,6 +647,12 @@ pub fn serialize(
 
 /// [`serialize`]s into `path` and flushes it to disk (fsync). Not atomic by itself:
 /// [`crate::checkpoint`] writes into a temporary directory and renames.
+///
+/// Blocking (writes and fsyncs the file).
+///
+/// # Errors
+/// As [`serialize`]; [`ErrorKind::Io`](crate::ErrorKind::Io) when the file cannot be created,
+/// written or synced.
 pub fn write_file(
     path: &Path,
     tensors: &[TensorRef],

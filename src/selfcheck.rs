@@ -290,6 +290,12 @@ pub fn format_result(result: &CheckResult) -> String {
 }
 
 /// Runs all checks, calling `log` with one line per check as it finishes.
+///
+/// Async (readbacks await); works in the browser.
+///
+/// # Errors
+/// None today: a check that fails, errors or raises a GPU validation error becomes a failed
+/// [`CheckResult`] with the error as its detail, so the `Result` is always `Ok`.
 pub async fn run_async(gpu: &Gpu, log: &mut dyn FnMut(String)) -> Result<Report> {
     let mut report = Report::default();
     for index in 0..CHECKS.len() {
@@ -301,6 +307,9 @@ pub async fn run_async(gpu: &Gpu, log: &mut dyn FnMut(String)) -> Result<Report>
 }
 
 /// Blocking form of [`run_async`] (native).
+///
+/// # Errors
+/// As [`run_async`] (always `Ok` today).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn run(gpu: &Gpu, log: &mut dyn FnMut(String)) -> Result<Report> {
     pollster::block_on(run_async(gpu, log))
@@ -656,6 +665,13 @@ async fn check_embedding(gpu: &Gpu, name: &str) -> Result<CheckResult> {
 }
 
 /// GFLOP/s of the default GEMM at n^3 on this adapter (wall clock incl. submit).
+///
+/// Blocking (native only): waits for the GPU around the timed GEMMs.
+///
+/// # Errors
+/// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when an `n` x `n` matrix or its GEMM grid
+/// exceeds the device's limits; [`ErrorKind::Device`](crate::ErrorKind::Device) as [`Gpu::sync`]
+/// or when the GEMM's pipeline cannot be built.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn gemm_gflops(gpu: &Gpu, n: usize) -> Result<f64> {
     use crate::kernels::gemm::{gemm, GemmOptions};

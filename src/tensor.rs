@@ -60,6 +60,16 @@ pub fn numel(shape: &[usize]) -> usize {
 
 impl Tensor {
     /// A tensor with undefined contents (a recycled buffer); kernels write all of it.
+    ///
+    /// # Errors
+    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the byte size of
+    ///   `shape` overflows `u64`.
+    /// - [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge)
+    ///   ([`Error::TooLarge`]) when it exceeds the device's largest storage
+    ///   binding ([`Gpu::max_binding_bytes`]).
+    ///
+    /// Running out of GPU memory is reported by wgpu later:
+    /// [`ErrorKind::Device`](crate::ErrorKind::Device) from the next flush or readback.
     pub fn empty(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<Tensor> {
         Self::alloc(gpu, shape, dtype, false)
     }
@@ -137,6 +147,9 @@ impl Tensor {
 
     /// Uploads u32 `data` (token ids, row-major) as a tensor of `shape`; errors as
     /// [`Tensor::from_slice`].
+    ///
+    /// # Errors
+    /// As [`Tensor::from_slice`].
     pub fn from_u32(gpu: &Gpu, data: &[u32], shape: &[usize]) -> Result<Tensor> {
         Self::upload(
             gpu,
@@ -148,6 +161,11 @@ impl Tensor {
     }
 
     /// f16 storage from f32 values (rounded to nearest half).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Device`](crate::ErrorKind::Device)
+    /// ([`Error::Unsupported`]) when the adapter lacks shader-f16;
+    /// otherwise as [`Tensor::from_slice`].
     pub fn from_f32_as_f16(gpu: &Gpu, data: &[f32], shape: &[usize]) -> Result<Tensor> {
         if !gpu.features().shader_f16 {
             return Err(Error::Unsupported {
@@ -169,6 +187,13 @@ impl Tensor {
     /// Overwrites the values in place (f32 data; f16 tensors are rounded), e.g. to
     /// load weights into an existing parameter. The pending batch is submitted
     /// first, so commands encoded earlier still see the old values.
+    ///
+    /// # Errors
+    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument):
+    ///   [`Error::Shape`] when `data.len()` is not the element count,
+    ///   [`Error::InvalidArgument`] for a u32 tensor.
+    /// - [`ErrorKind::Device`](crate::ErrorKind::Device) as [`Gpu::flush`] (the pending batch is
+    ///   submitted first).
     pub fn write_f32(&self, data: &[f32]) -> Result<()> {
         if data.len() != self.numel() {
             return Err(Error::Shape {
@@ -198,6 +223,11 @@ impl Tensor {
     }
 
     /// Overwrites u32 ids in place (see [`Tensor::write_f32`]).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the tensor is not u32
+    /// or `data.len()` is not its element count; [`ErrorKind::Device`](crate::ErrorKind::Device) as
+    /// [`Gpu::flush`].
     pub fn write_u32(&self, data: &[u32]) -> Result<()> {
         self.expect_dtype("write_u32", "tensor", DType::U32)?;
         if data.len() != self.numel() {
@@ -224,6 +254,9 @@ impl Tensor {
     }
 
     /// An f32 tensor of zeros.
+    ///
+    /// # Errors
+    /// As [`Tensor::empty`].
     pub fn zeros(gpu: &Gpu, shape: &[usize]) -> Result<Tensor> {
         let t = Self::empty(gpu, shape, DType::F32)?;
         gpu.clear(&t);
@@ -231,16 +264,25 @@ impl Tensor {
     }
 
     /// An f32 tensor filled with `value`.
+    ///
+    /// # Errors
+    /// As [`Tensor::from_slice`] (the values are built on the host first).
     pub fn full(gpu: &Gpu, shape: &[usize], value: f32) -> Result<Tensor> {
         Self::from_slice(gpu, &vec![value; numel(shape)], shape)
     }
 
     /// An f32 tensor of ones.
+    ///
+    /// # Errors
+    /// As [`Tensor::from_slice`].
     pub fn ones(gpu: &Gpu, shape: &[usize]) -> Result<Tensor> {
         Self::full(gpu, shape, 1.0)
     }
 
     /// Uniform in [lo, hi), reproducible from `seed` on every platform.
+    ///
+    /// # Errors
+    /// As [`Tensor::from_slice`] (the values are built on the host first).
     pub fn rand_uniform(gpu: &Gpu, shape: &[usize], lo: f32, hi: f32, seed: u64) -> Result<Tensor> {
         let mut rng = crate::rng::SplitMix64::new(seed);
         let data: Vec<f32> = (0..numel(shape))
@@ -250,6 +292,9 @@ impl Tensor {
     }
 
     /// Normal(0, std^2), reproducible from `seed`.
+    ///
+    /// # Errors
+    /// As [`Tensor::from_slice`] (the values are built on the host first).
     pub fn randn(gpu: &Gpu, shape: &[usize], std: f32, seed: u64) -> Result<Tensor> {
         let mut rng = crate::rng::SplitMix64::new(seed);
         let data: Vec<f32> = (0..numel(shape)).map(|_| std * rng.next_normal()).collect();
@@ -289,6 +334,10 @@ impl Tensor {
     }
 
     /// Same buffer, new shape (same element count).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument)
+    /// ([`Error::Shape`]) when `shape` has another element count.
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         if numel(shape) != self.numel() {
             return Err(Error::shape(
@@ -329,6 +378,15 @@ impl Tensor {
     }
 
     /// Reads the values back as f32 (f16 is widened; u32 is an error).
+    ///
+    /// Async: submits the pending batch and waits for the map; works in the browser.
+    ///
+    /// # Errors
+    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for a u32 tensor (use
+    ///   [`Tensor::to_vec_u32_async`]).
+    /// - [`ErrorKind::Device`](crate::ErrorKind::Device) ([`Error::Gpu`]) when
+    ///   wgpu reported an error since the last check (it may come from any work encoded before), or
+    ///   mapping the buffer failed (device lost).
     pub async fn to_vec_async(&self) -> Result<Vec<f32>> {
         let bytes = self.gpu().read_bytes(self).await?;
         match self.dtype {
@@ -342,6 +400,10 @@ impl Tensor {
     }
 
     /// Reads a u32 tensor back (submits pending work first); works in the browser.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) unless the tensor is u32;
+    /// [`ErrorKind::Device`](crate::ErrorKind::Device) as [`Tensor::to_vec_async`].
     pub async fn to_vec_u32_async(&self) -> Result<Vec<u32>> {
         if self.dtype != DType::U32 {
             return Err(Error::invalid(
@@ -355,6 +417,9 @@ impl Tensor {
     }
 
     /// Blocking readback (native).
+    ///
+    /// # Errors
+    /// As [`Tensor::to_vec_async`].
     #[cfg(not(target_arch = "wasm32"))]
     pub fn to_vec(&self) -> Result<Vec<f32>> {
         pollster::block_on(self.to_vec_async())
@@ -362,11 +427,18 @@ impl Tensor {
 
     #[cfg(not(target_arch = "wasm32"))]
     /// Blocking form of [`Tensor::to_vec_u32_async`] (native only).
+    ///
+    /// # Errors
+    /// As [`Tensor::to_vec_u32_async`].
     pub fn to_vec_u32(&self) -> Result<Vec<u32>> {
         pollster::block_on(self.to_vec_u32_async())
     }
 
     /// Fails with a shape error unless `self` has exactly `shape`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument)
+    /// ([`Error::Shape`], naming `op` and `name`) when the shapes differ.
     pub fn expect_shape(&self, op: &'static str, name: &str, shape: &[usize]) -> Result<()> {
         if self.shape != shape {
             return Err(Error::shape(
@@ -378,6 +450,10 @@ impl Tensor {
     }
 
     /// Fails unless `self` holds `dtype`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument), naming `op` and `name`,
+    /// when the dtypes differ.
     pub fn expect_dtype(&self, op: &'static str, name: &str, dtype: DType) -> Result<()> {
         if self.dtype != dtype {
             return Err(Error::invalid(

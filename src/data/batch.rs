@@ -60,6 +60,12 @@ impl PairBatch {
     pub const IGNORE: u32 = u32::MAX;
 
     /// Uploads the batch.
+    ///
+    /// # Errors
+    /// As [`Tensor::from_slice`]: [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) over the
+    /// device's buffer limit, [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument)
+    /// when the vectors do not hold `batch` x `src_len` / `tgt_len` values (only possible when the
+    /// fields were edited by hand).
     pub fn upload(&self, gpu: &Gpu) -> Result<PairBatchTensors> {
         let targets = self
             .tgt_out
@@ -84,6 +90,10 @@ fn cost(pair: &(Vec<u32>, Vec<u32>)) -> usize {
 /// Errors if a pair is longer than the model can take: a source over `max_src_len`
 /// tokens or a target over `max_tgt_len - 1` (room for bos/eos). The error names the
 /// first offending pair; drop or shorten such pairs, or use a model with a longer context.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) naming the first pair over
+/// either limit.
 pub fn check_pair_lengths(
     pairs: &[(Vec<u32>, Vec<u32>)],
     max_src_len: usize,
@@ -113,6 +123,10 @@ pub fn check_pair_lengths(
 /// come in a seeded random order; batches are filled greedily in that order and
 /// finally shuffled (seeded). Pass a different `seed` each epoch. Every pair lands in
 /// exactly one batch. Errors if a pair has an empty source or alone exceeds the budget.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) naming the first pair with an
+/// empty source or whose cost alone exceeds `max_tokens`.
 pub fn token_budget_batches(
     pairs: &[(Vec<u32>, Vec<u32>)],
     specials: &SpecialTokens,

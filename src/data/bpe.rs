@@ -141,6 +141,12 @@ impl BpeTokenizer {
     /// often over the pre-tokenized words (ties: smallest left id, then smallest right
     /// id; byte `b` has id `b`, the k-th merge makes id `256 + k`). Training stops early,
     /// with a smaller vocabulary, when no pair occurs at least twice.
+    ///
+    /// Runs on the calling thread (seconds for a few MB of text).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `vocab_size` is below
+    /// 260 or above [`BpeTokenizer::MAX_VOCAB_SIZE`], or `text` is empty.
     pub fn train(text: &str, vocab_size: usize) -> Result<Self> {
         let min = 256 + SPECIAL_STRINGS.len();
         if vocab_size < min {
@@ -186,6 +192,13 @@ impl BpeTokenizer {
     /// Reads the tokenizer saved in `dir`: Hugging Face's `tokenizer.json` when there
     /// is one (see [`BpeTokenizer::load_tokenizer_json`]), else `vocab.json` and
     /// `merges.txt` (GPT-2's format).
+    ///
+    /// Blocking (reads files; without a file system, as in the browser, use
+    /// [`BpeTokenizer::from_tokenizer_json`] or [`BpeTokenizer::from_vocab_and_merges`]).
+    ///
+    /// # Errors
+    /// As [`BpeTokenizer::load_tokenizer_json`] when `dir` holds a `tokenizer.json`, else as
+    /// [`BpeTokenizer::load_vocab_and_merges`].
     pub fn load(dir: &Path) -> Result<Self> {
         if dir.join(hf_tokenizer::TOKENIZER_FILE).is_file() {
             return Self::load_tokenizer_json(dir);
@@ -194,6 +207,17 @@ impl BpeTokenizer {
     }
 
     /// Reads `dir/vocab.json` and `dir/merges.txt` (GPT-2's format).
+    ///
+    /// Blocking (reads files).
+    ///
+    /// # Errors
+    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when either file does
+    ///   not exist (not [`ErrorKind::NotFound`](crate::ErrorKind::NotFound)) or is not valid UTF-8,
+    ///   and when their contents are not a byte-level BPE vocabulary and merges (bad JSON, ids with
+    ///   gaps or duplicates, tokens outside GPT-2's byte alphabet, merges of unknown tokens, no
+    ///   `<|endoftext|>`): a damaged file is this kind too, not
+    ///   [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt).
+    /// - [`ErrorKind::Io`](crate::ErrorKind::Io) when a file cannot be read.
     pub fn load_vocab_and_merges(dir: &Path) -> Result<Self> {
         let vocab = read_utf8_file(&dir.join(Self::VOCAB_FILE))?;
         let merges = read_utf8_file(&dir.join(Self::MERGES_FILE))?;
@@ -210,6 +234,10 @@ impl BpeTokenizer {
 
     /// Builds the tokenizer from the contents of `vocab.json` and `merges.txt`
     /// (for callers without a file system, such as the browser).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the contents are not
+    /// a byte-level BPE vocabulary and merges (as [`BpeTokenizer::load_vocab_and_merges`]).
     pub fn from_vocab_and_merges(vocab_json: &str, merges_txt: &str) -> Result<Self> {
         Self::parse(vocab_json, merges_txt).map_err(|e| {
             Error::invalid(

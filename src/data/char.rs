@@ -43,6 +43,9 @@ impl CharTokenizer {
     pub const LEGACY_FILE: &'static str = "tokenizer.json";
 
     /// The alphabet of `text` (every distinct char, sorted). Errors on empty text.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `text` is empty.
     pub fn from_text(text: &str) -> Result<Self> {
         if text.is_empty() {
             return Err(Error::invalid(
@@ -77,6 +80,17 @@ impl CharTokenizer {
     }
 
     /// Reads `dir/char_tokenizer.json` (or an older checkpoint's `dir/tokenizer.json`).
+    ///
+    /// Blocking (reads a file).
+    ///
+    /// # Errors
+    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the file does not
+    ///   exist (not [`ErrorKind::NotFound`](crate::ErrorKind::NotFound)), is not valid UTF-8, or is
+    ///   not a version 1 char tokenizer (bad JSON, another kind or version, other specials, entries
+    ///   that are not one char, chars not sorted and distinct): damaged and newer files are this
+    ///   kind too, not [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) or
+    ///   [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible).
+    /// - [`ErrorKind::Io`](crate::ErrorKind::Io) when it cannot be read.
     pub fn load(dir: &Path) -> Result<Self> {
         let path = match dir.join(Self::FILE) {
             p if p.is_file() => p,

@@ -42,6 +42,14 @@ pub struct TextDataset {
 impl TextDataset {
     /// Reads and tokenizes a UTF-8 text file. Errors name a missing file, an empty
     /// file, or the byte offset of the first invalid UTF-8 sequence.
+    ///
+    /// Blocking (reads the whole file).
+    ///
+    /// # Errors
+    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `path` does not
+    ///   exist (not [`ErrorKind::NotFound`](crate::ErrorKind::NotFound)), is not valid UTF-8, or is
+    ///   empty; otherwise as [`TextDataset::from_tokens`].
+    /// - [`ErrorKind::Io`](crate::ErrorKind::Io) when it cannot be read.
     pub fn from_file(
         path: &Path,
         tokenizer: &dyn Tokenizer,
@@ -61,6 +69,9 @@ impl TextDataset {
     }
 
     /// Tokenizes `text`.
+    ///
+    /// # Errors
+    /// As [`TextDataset::from_tokens`].
     pub fn from_text(
         text: &str,
         tokenizer: &dyn Tokenizer,
@@ -71,6 +82,11 @@ impl TextDataset {
 
     /// Wraps an already tokenized stream. The held-out part is the last
     /// `round(len * held_out_fraction)` tokens.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `held_out_fraction`
+    /// is outside [0, 1) (NaN included) or `tokens` is empty. A fraction that holds out every token
+    /// is not refused here; [`TextDataset::check_seq`] then fails for the training split.
     pub fn from_tokens(tokens: Vec<u32>, held_out_fraction: f64) -> Result<Self> {
         check_fraction("TextDataset", held_out_fraction)?;
         if tokens.is_empty() {
@@ -85,6 +101,10 @@ impl TextDataset {
     }
 
     /// Training tokens and a separate held-out stream (`train --val-data`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `train` or `held_out`
+    /// is empty.
     pub fn from_splits(mut train: Vec<u32>, held_out: Vec<u32>) -> Result<Self> {
         if train.is_empty() || held_out.is_empty() {
             return Err(Error::invalid(
@@ -120,6 +140,10 @@ impl TextDataset {
 
     /// Errors unless `split` holds at least `seq + 1` tokens (one window and its
     /// shifted target). Call it before training to fail early.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `seq` is 0 or the
+    /// split has fewer than `seq + 1` tokens.
     pub fn check_seq(&self, split: Split, seq: usize) -> Result<()> {
         let more = match split {
             Split::Train => "",
@@ -167,6 +191,9 @@ impl TextDataset {
 
     /// `batch` random windows of `seq` tokens from `split`: inputs `(B, T)` row-major
     /// and targets `(B, T)`, the same windows shifted one token ahead.
+    ///
+    /// # Errors
+    /// As [`TextDataset::check_seq`].
     pub fn sample_batch(
         &self,
         split: Split,
@@ -191,6 +218,15 @@ impl TextDataset {
 /// Reads `source<TAB>target` lines (UTF-8; blank lines skipped; exactly one TAB
 /// per line, so a third column is an error rather than part of the target).
 /// Errors carry line numbers.
+///
+/// Blocking (reads the whole file).
+///
+/// # Errors
+/// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `path` does not exist
+///   (not [`ErrorKind::NotFound`](crate::ErrorKind::NotFound)) or is not valid UTF-8, a line has no
+///   TAB, more than one TAB or an empty source (the error gives the line number), or the file holds
+///   no pair.
+/// - [`ErrorKind::Io`](crate::ErrorKind::Io) when it cannot be read.
 pub fn load_tsv_pairs(path: &Path) -> Result<Vec<(String, String)>> {
     let text = read_utf8_file(path)?;
     let bad = |line: usize, what: &str| {
@@ -261,6 +297,9 @@ impl PairDataset {
     }
 
     /// Reads a TSV file of pairs ([`load_tsv_pairs`]) and tokenizes it.
+    ///
+    /// # Errors
+    /// As [`load_tsv_pairs`].
     pub fn from_tsv(path: &Path, tokenizer: &dyn Tokenizer) -> Result<Self> {
         Ok(Self::from_text_pairs(&load_tsv_pairs(path)?, tokenizer))
     }
@@ -278,6 +317,10 @@ impl PairDataset {
     /// Shuffles the pairs (seeded) and splits off `round(len * held_out_fraction)` of
     /// them, at least one when the fraction is positive and two or more pairs exist:
     /// returns (train, held_out).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `held_out_fraction`
+    /// is outside [0, 1) or there are no pairs.
     pub fn split(self, held_out_fraction: f64, seed: u64) -> Result<(PairDataset, PairDataset)> {
         check_fraction("PairDataset::split", held_out_fraction)?;
         if self.pairs.is_empty() {

@@ -44,6 +44,18 @@ impl BpeTokenizer {
     /// Reads `dir/tokenizer.json` (Hugging Face's byte-level BPE), taking the roles of
     /// its special tokens from `dir/tokenizer_config.json` or
     /// `dir/special_tokens_map.json` when present.
+    ///
+    /// Blocking (reads files).
+    ///
+    /// # Errors
+    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `tokenizer.json`
+    ///   does not exist (not [`ErrorKind::NotFound`](crate::ErrorKind::NotFound)) or is not valid
+    ///   UTF-8; when it is not a byte-level BPE tokenizer (another model type, normalizer,
+    ///   pre-tokenizer or decoder, bad vocabulary or merges); when `tokenizer_config.json` /
+    ///   `special_tokens_map.json` is not valid JSON or names a role with neither a string nor a
+    ///   `"content"` string. Damaged files are this kind too, not
+    ///   [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt).
+    /// - [`ErrorKind::Io`](crate::ErrorKind::Io) when a file cannot be read.
     pub fn load_tokenizer_json(dir: &Path) -> Result<Self> {
         let path = dir.join(TOKENIZER_FILE);
         let text = read_utf8_file(&path)?;
@@ -63,6 +75,10 @@ impl BpeTokenizer {
     /// Builds the tokenizer from the contents of a `tokenizer.json` (for callers
     /// without a file system, such as the browser); the specials' roles follow
     /// wgformer's names.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `json` is not a
+    /// byte-level BPE `tokenizer.json` (as [`BpeTokenizer::load_tokenizer_json`]).
     pub fn from_tokenizer_json(json: &str) -> Result<Self> {
         parse(json, &RoleNames::default()).map_err(|e| {
             Error::invalid(

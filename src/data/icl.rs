@@ -67,6 +67,9 @@ pub struct IclBatch {
 
 impl IclTask {
     /// Checks the sizes: 2 to [`MAX_ALPHABET`] symbols, at least 1 example.
+    ///
+    /// # Errors
+    /// As [`IclTask::validate`].
     pub fn new(alphabet: usize, examples: usize) -> Result<IclTask> {
         let task = IclTask { alphabet, examples };
         task.validate()?;
@@ -74,6 +77,10 @@ impl IclTask {
     }
 
     /// Refuses an alphabet outside 2..=26 or 0 examples, naming the flag.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for an alphabet outside
+    /// 2..=[`MAX_ALPHABET`] or 0 examples.
     pub fn validate(&self) -> Result<()> {
         if !(2..=MAX_ALPHABET).contains(&self.alphabet) {
             return Err(Error::invalid(
@@ -129,6 +136,10 @@ impl IclTask {
 
     /// Refuses a model whose context or vocabulary cannot hold the task, with
     /// the numbers; `model` names it in the message ("the model", "`runs/icl`").
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when [`IclTask::seq_len`]
+    /// exceeds `n_positions` or [`IclTask::vocab_size`] exceeds `vocab_size`.
     pub fn check_fits(&self, n_positions: usize, vocab_size: usize, model: &str) -> Result<()> {
         if self.seq_len() > n_positions {
             return Err(Error::invalid(

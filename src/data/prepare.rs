@@ -68,6 +68,14 @@ pub struct PrepareSummary {
 
 /// The text files named by `inputs`: files as given, directories searched
 /// recursively (hidden entries skipped), each directory's files in name order.
+///
+/// Blocking (lists directories).
+///
+/// # Errors
+/// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when an input is neither a
+///   file nor a directory (a missing path is this kind, not
+///   [`ErrorKind::NotFound`](crate::ErrorKind::NotFound)), or nothing is found.
+/// - [`ErrorKind::Io`](crate::ErrorKind::Io) when a directory cannot be read.
 pub fn input_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         let mut entries = Vec::new();
@@ -222,6 +230,18 @@ impl PartWriter<'_> {
 /// `on_progress(bytes done, bytes in all)` is called as the text is read.
 /// Shards of an earlier `prepare` in `out` are refused unless
 /// `options.overwrite`, and replaced only once the new ones are complete.
+///
+/// Blocking: reads, tokenizes (on `options.threads` threads) and writes everything before it
+/// returns.
+///
+/// # Errors
+/// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument): `options.val_fraction`
+///   outside [0, 1); a zero `shard_tokens`, `threads` or `chunk_bytes`; inputs as [`input_files`],
+///   or none outside `out`; shards of an earlier `prepare` in `out` without `options.overwrite`; a
+///   file that is not valid UTF-8; text that encodes to no ids.
+/// - [`ErrorKind::Io`](crate::ErrorKind::Io) when `out` cannot be created, or a file cannot be
+///   read, written, renamed or removed.
+/// - As [`Tokenizer::save`] for `out/tokenizer/`.
 pub fn prepare(
     inputs: &[PathBuf],
     tokenizer: &dyn Tokenizer,

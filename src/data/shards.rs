@@ -190,6 +190,12 @@ pub struct ShardWriter {
 
 impl ShardWriter {
     /// Starts `path` (written as `.NAME.tmp` beside it until [`ShardWriter::finish`]).
+    ///
+    /// Blocking (creates the file).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) when the temporary file cannot be created or
+    /// written.
     pub fn create(path: &Path, header: &ShardHeader) -> Result<Self> {
         let name = path
             .file_name()
@@ -219,6 +225,13 @@ impl ShardWriter {
     }
 
     /// Appends `ids` (each below the header's vocabulary size).
+    ///
+    /// Blocking (buffered writes). The ids are not checked: an id at or above the header's
+    /// vocabulary size makes a shard [`Shard::open`] refuses (and in a u16 shard an id above 65535
+    /// is cut to its low 16 bits).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) when writing fails.
     pub fn push(&mut self, ids: &[u32]) -> Result<()> {
         let mut bytes = Vec::with_capacity(ids.len() * self.header.dtype.width());
         match self.header.dtype {
@@ -237,6 +250,12 @@ impl ShardWriter {
     }
 
     /// Writes the final token count into the header and moves the shard to its name.
+    ///
+    /// Blocking (writes, fsyncs and renames).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) when the header cannot be rewritten, the file synced
+    /// or renamed.
     pub fn finish(self) -> Result<PathBuf> {
         let io = |e| Error::io(&self.tmp, e);
         let header = self.header.encode(self.data_offset)?;
@@ -269,6 +288,17 @@ impl Shard {
     /// Opens and checks `path`: the magic, the version, the header, the length
     /// (a truncated file or trailing bytes) and every id against the header's
     /// vocabulary. Errors name the file and what is wrong with it.
+    ///
+    /// Blocking (reads the whole file once to check the ids).
+    ///
+    /// # Errors
+    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `path` does not
+    ///   exist (not [`ErrorKind::NotFound`](crate::ErrorKind::NotFound)), is not a shard, is
+    ///   truncated or longer than its header says, has a header that does not parse or an id beyond
+    ///   its vocabulary (damage is this kind, not
+    ///   [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt)), or is of another version (not
+    ///   [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible)).
+    /// - [`ErrorKind::Io`](crate::ErrorKind::Io) when it cannot be opened, measured or mapped.
     pub fn open(path: &Path) -> Result<Shard> {
         let file = File::open(path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => bad_shard(path, "does not exist. Check the path"),
@@ -430,6 +460,11 @@ pub struct ShardSet {
 impl ShardSet {
     /// Opens and checks every shard, one thread per core (each check reads the
     /// whole file once).
+    ///
+    /// Blocking (reads every shard once).
+    ///
+    /// # Errors
+    /// As [`Shard::open`], for the first of `paths` (in order) that fails.
     pub fn open(paths: &[PathBuf]) -> Result<ShardSet> {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let shards = parallel_map(paths, threads, |p| Shard::open(p))
@@ -482,6 +517,11 @@ impl ShardSet {
     }
 
     /// Errors unless every shard was made by `tokenizer`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) (not
+    /// [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible)) naming the first shard made by
+    /// another tokenizer.
     pub fn check_tokenizer(&self, tokenizer: &TokenizerId, whose: &str) -> Result<()> {
         for s in &self.shards {
             if &s.header.tokenizer != tokenizer {
@@ -537,6 +577,11 @@ pub(crate) fn parallel_map<T: Sync, R: Send>(
 
 /// The shards of split `prefix` (`train` or `val`) in a prepared directory,
 /// sorted by name.
+///
+/// Blocking (lists `dir`).
+///
+/// # Errors
+/// [`ErrorKind::Io`](crate::ErrorKind::Io) when `dir` cannot be read (a missing `dir` included).
 pub fn shard_paths(dir: &Path, prefix: &str) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     let mut paths = Vec::new();
@@ -575,6 +620,12 @@ pub fn is_shard_data(path: &Path) -> bool {
 
 /// The tokenizer saved with prepared data: `DIR/tokenizer/`, or the one beside
 /// a single shard file.
+///
+/// Blocking (reads files).
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when there is no `tokenizer/`
+/// directory beside the shards; otherwise as [`load_tokenizer`].
 pub fn prepared_tokenizer(data: &Path) -> Result<Box<dyn Tokenizer>> {
     let dir = if data.is_dir() {
         data.to_path_buf()

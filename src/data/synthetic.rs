@@ -82,6 +82,10 @@ impl DateTask {
     }
 
     /// Draws `n_train + n_held_out` distinct dates uniformly (seeded) and splits them.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `n_train +
+    /// n_held_out` exceeds [`DateTask::n_dates`].
     pub fn generate(n_train: usize, n_held_out: usize, seed: u64) -> Result<DateTask> {
         let mut dates = all_dates();
         let total = n_train.saturating_add(n_held_out);
@@ -116,6 +120,10 @@ impl DateTask {
     /// The task's target for one ISO date: "2024-03-15" -> "15 March 2024".
     /// Anything that is not a valid `YYYY-MM-DD` date from [`FIRST_YEAR`] to
     /// [`LAST_YEAR`] is an error that says what is wrong and what to type instead.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `iso` is not a valid
+    /// `YYYY-MM-DD` date in [`FIRST_YEAR`]..=[`LAST_YEAR`].
     pub fn english(iso: &str) -> Result<String> {
         let bad = |detail: String| Err(Error::invalid("DateTask::english", detail));
         if let Some(c) = iso.chars().find(|c| !(c.is_ascii_digit() || *c == '-')) {

@@ -67,6 +67,10 @@ impl ShardDataset {
     }
 
     /// Errors unless `split` holds at least `seq + 1` tokens.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `seq` is 0 or the
+    /// split has fewer than `seq + 1` tokens.
     pub fn check_seq(&self, split: Split, seq: usize) -> Result<()> {
         let more = match split {
             Split::Train => "",
@@ -77,6 +81,9 @@ impl ShardDataset {
 
     /// `batch` random windows of `seq` tokens: the same draws, in the same order,
     /// as [`TextDataset::sample_batch`] on the same stream.
+    ///
+    /// # Errors
+    /// As [`ShardDataset::check_seq`].
     pub fn sample_batch(
         &self,
         split: Split,
@@ -126,6 +133,18 @@ impl TokenData {
     /// a directory's `val_*` shards, or its `train_*` ones if it has none), else the
     /// prepared directory's `val_*` shards, else a text's last
     /// `held_out_fraction`. Every shard is checked before this returns.
+    ///
+    /// Blocking: reads and tokenizes a text, and reads every shard once to check it.
+    ///
+    /// # Errors
+    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument): `data` or `val` does
+    ///   not exist (not [`ErrorKind::NotFound`](crate::ErrorKind::NotFound)), is an empty or
+    ///   non-UTF-8 text, or a directory without `train_*` shards (for `val`: without `val_*` or
+    ///   `train_*` shards); a directory `data` without `val_*` shards and no `val`; shards made by
+    ///   another tokenizer (as [`ShardSet::check_tokenizer`]) or damaged (as
+    ///   [`Shard::open`](crate::data::shards::Shard::open)); a text `data` as
+    ///   [`TextDataset::from_tokens`] / [`TextDataset::from_splits`].
+    /// - [`ErrorKind::Io`](crate::ErrorKind::Io) when a file or directory cannot be read.
     pub fn load(
         data: &Path,
         val: Option<&Path>,
@@ -220,6 +239,9 @@ impl TokenData {
     }
 
     /// Errors unless `split` holds at least `seq + 1` tokens.
+    ///
+    /// # Errors
+    /// As [`TextDataset::check_seq`].
     pub fn check_seq(&self, split: Split, seq: usize) -> Result<()> {
         match self {
             TokenData::Text(d) => d.check_seq(split, seq),
@@ -228,6 +250,9 @@ impl TokenData {
     }
 
     /// `batch` random windows of `seq` tokens from `split`: inputs and targets `(B, T)`.
+    ///
+    /// # Errors
+    /// As [`TextDataset::check_seq`].
     pub fn sample_batch(
         &self,
         split: Split,
@@ -270,6 +295,9 @@ impl TokenData {
 
     /// Plants `tokens` `repeats` times in the training text (a text only: shards
     /// are read-only).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for [`TokenData::Shards`].
     pub fn insert_into_train(&mut self, tokens: &[u32], repeats: usize) -> Result<()> {
         match self {
             TokenData::Text(d) => {

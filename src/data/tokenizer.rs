@@ -46,7 +46,12 @@ pub trait Tokenizer: Send + Sync {
     /// The special token ids.
     fn specials(&self) -> SpecialTokens;
     /// Writes the tokenizer's files into `dir` (created if missing); [`load_tokenizer`]
-    /// reads them back.
+    /// reads them back. Blocking (writes files, each through a temporary file and a
+    /// rename).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) when `dir` cannot be created or a file
+    /// cannot be written or renamed.
     fn save(&self, dir: &Path) -> Result<()>;
     /// `"char"` or `"bpe"`.
     fn kind(&self) -> &'static str;
@@ -72,6 +77,15 @@ pub fn list_chars(chars: &[char]) -> String {
 /// `tokenizer.json` with `"kind": "char"`); Hugging Face's `tokenizer.json` (a
 /// byte-level BPE; other model types are refused by name); GPT-2's `vocab.json` +
 /// `merges.txt`. A BPE directory written by wgformer holds both BPE forms.
+///
+/// Blocking (reads files).
+///
+/// # Errors
+/// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `dir` is not a
+///   directory (a missing one included: not [`ErrorKind::NotFound`](crate::ErrorKind::NotFound)),
+///   holds no tokenizer, or holds only one of `vocab.json` / `merges.txt`.
+/// - Otherwise as [`CharTokenizer::load`], [`BpeTokenizer::load_tokenizer_json`] or
+///   [`BpeTokenizer::load_vocab_and_merges`], by the files found.
 pub fn load_tokenizer(dir: &Path) -> Result<Box<dyn Tokenizer>> {
     if !dir.is_dir() {
         return Err(Error::invalid(

@@ -66,6 +66,14 @@ pub struct RunInfo {
 /// Refuses a path [`append`] could not add a row to: a directory, or a file
 /// whose first line is not CodeCarbon's header (another tool's file). Call it
 /// before a long run, so its row is not lost at the end. A missing file is fine.
+///
+/// Blocking (reads the file).
+///
+/// # Errors
+/// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `path` is a directory
+///   or a file whose first line is not CodeCarbon's header.
+/// - [`ErrorKind::Io`](crate::ErrorKind::Io) when an existing file cannot be read (not valid UTF-8
+///   included).
 pub fn check(path: &Path) -> Result<()> {
     needs_header(path).map(drop)
 }
@@ -103,6 +111,12 @@ fn needs_header(path: &Path) -> Result<bool> {
 /// Appends `report` as one row to the CSV at `path`, writing the header first
 /// when the file is new or empty. A file with other columns is left alone and
 /// named in the error.
+///
+/// Blocking (reads, then appends in one write).
+///
+/// # Errors
+/// As [`check`]; [`ErrorKind::Io`](crate::ErrorKind::Io) when the file cannot be opened for
+/// appending or written.
 pub fn append(path: &Path, report: &EnergyReport, run: &RunInfo) -> Result<()> {
     let mut text = String::new();
     if needs_header(path)? {

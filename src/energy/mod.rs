@@ -56,6 +56,11 @@ impl Default for EnergyOptions {
 
 impl EnergyOptions {
     /// Refuses a carbon intensity or power that is not a positive number.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `carbon_intensity` is
+    /// not a positive finite number, or `power_watts` is given and is not one. `sample_every` and
+    /// `powercap_root` are not checked.
     pub fn validate(&self) -> Result<()> {
         if !(self.carbon_intensity.is_finite() && self.carbon_intensity > 0.0) {
             return Err(invalid(format!(

@@ -22,6 +22,10 @@ struct Gpu {
 
 impl NvmlGpus {
     /// Loads NVML and opens every GPU it lists; `Err` says why not.
+    ///
+    /// # Errors
+    /// A `String` (not a [`crate::Error`]) saying why there is nothing to read:
+    /// NVML cannot be loaded, lists no GPU, or no GPU reports its energy or power.
     pub fn open() -> Result<NvmlGpus, String> {
         let nvml = ["libnvidia-ml.so.1", "libnvidia-ml.so", "nvml.dll"]
             .iter()

@@ -39,6 +39,10 @@ impl Rapl {
     /// [`POWERCAP_ROOT`]). `Err` says why there is nothing to read: no powercap
     /// zones, or counters that only root may read (Linux 5.10 and later).
     /// Platform zones (`psys`) are left out: they include the packages.
+    ///
+    /// # Errors
+    /// A `String` (not a [`crate::Error`]) saying why there is nothing to read, as above;
+    /// [`crate::energy::EnergyMeter`] turns it into a note, never a failed run.
     pub fn open(root: &Path) -> Result<Rapl, String> {
         let entries = std::fs::read_dir(root).map_err(|_| {
             format!(

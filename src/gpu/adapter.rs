@@ -231,6 +231,13 @@ fn checked_backends(choice: &AdapterChoice) -> Result<Option<wgpu::Backends>> {
 /// A report of every adapter `choice` allows (all of them for
 /// [`AdapterChoice::any`]), best first: name, backend, type, driver, limits
 /// and features, read from the adapters without opening a device.
+///
+/// Blocking (native only).
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `choice`'s backend list
+/// names no backend ([`Error::Environment`](crate::Error::Environment) when it came from
+/// `WGPU_BACKEND`). No adapter at all is not an error: the report says "no adapters".
 #[cfg(not(target_arch = "wasm32"))]
 pub fn describe_adapters(choice: &AdapterChoice) -> Result<String> {
     let backends = checked_backends(choice)?;

@@ -208,6 +208,9 @@ impl Gpu {
 
     /// Encodes a planned launch with its `params` (the kernel's Params struct
     /// as bytes) and tensors (read-only ones, then read-write ones).
+    ///
+    /// # Errors
+    /// As [`Gpu::dispatch`].
     pub fn launch(
         &self,
         launch: &Launch,
@@ -227,6 +230,22 @@ impl Gpu {
     }
 
     /// Encodes one kernel launch into the pending batch.
+    ///
+    /// Nothing is submitted; the first launch of a pipeline builds it (natively it waits for the
+    /// driver's validation result).
+    ///
+    /// # Errors
+    /// - [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when a grid dimension exceeds the
+    ///   device's `max_compute_workgroups_per_dimension`.
+    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when a tensor belongs to
+    ///   another [`Gpu`] (another device).
+    /// - [`ErrorKind::Device`](crate::ErrorKind::Device): `params` over 256 bytes, or building the
+    ///   pipeline failed (bad entry point or override constant, invalid WGSL)
+    ///   ([`Error::Gpu`]); an f16 shader on an adapter without shader-f16
+    ///   ([`Error::Unsupported`]).
+    ///
+    /// An empty grid (a zero workgroup count) encodes nothing and is not an error. Errors in the
+    /// work itself come back from the next [`Gpu::flush`] or readback.
     pub fn dispatch(&self, d: &Dispatch<'_>) -> Result<()> {
         if !self.check_dispatch(d)? {
             return Ok(()); // empty tensor: nothing to do
@@ -316,6 +335,12 @@ impl Gpu {
     }
 
     /// Encodes a buffer-to-buffer copy of `src` into `dst` (same byte size).
+    ///
+    /// Encodes only; nothing is submitted.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument)
+    /// ([`Error::Shape`]) when `src` and `dst` differ in byte size.
     pub fn copy(&self, src: &Tensor, dst: &Tensor) -> Result<()> {
         if src.nbytes() != dst.nbytes() {
             return Err(Error::shape(
@@ -344,12 +369,23 @@ impl Gpu {
     }
 
     /// Submits the pending batch and reports any error wgpu raised meanwhile.
+    ///
+    /// Does not wait for the GPU.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Device`](crate::ErrorKind::Device) ([`Error::Gpu`]) when
+    /// wgpu reported an error since the last check (validation, out of memory, device lost): it may
+    /// come from any work encoded before.
     pub fn flush(&self) -> Result<()> {
         self.batch().submit(self);
         self.take_device_error()
     }
 
     /// Waits until the GPU has finished all submitted work (native only).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Device`](crate::ErrorKind::Device) as [`Gpu::flush`], or when waiting on the
+    /// device fails (device lost, timeout).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn sync(&self) -> Result<()> {
         self.flush()?;
@@ -363,6 +399,12 @@ impl Gpu {
     /// Submits the pending batch and waits until the GPU has finished all
     /// submitted work: the async form of `sync`, usable in the browser (where
     /// nothing may block) to time work with the wall clock.
+    ///
+    /// Async.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Device`](crate::ErrorKind::Device) as [`Gpu::flush`], including errors wgpu
+    /// reported while the work ran.
     pub async fn finish(&self) -> Result<()> {
         self.flush()?;
         let g = &self.inner;
@@ -400,6 +442,13 @@ impl Gpu {
     /// start and end, and returns the pass's GPU time in milliseconds. `None` when
     /// the adapter has no timestamp queries (callers then time the wall clock).
     /// `encode` must only dispatch (a copy or flush would end the timed pass).
+    ///
+    /// Blocking (native only).
+    ///
+    /// # Errors
+    /// What `encode` returns (after the timed pass is closed), else
+    /// [`ErrorKind::Device`](crate::ErrorKind::Device) as [`Gpu::sync`] or when reading the
+    /// timestamps back fails.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn time_gpu_ms(&self, encode: impl FnOnce() -> Result<()>) -> Result<Option<f64>> {
         if !self.inner.features.timestamp_query {

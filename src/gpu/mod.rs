@@ -87,6 +87,18 @@ impl Gpu {
     /// `WGPU_BACKEND` (vulkan, metal, dx12, gl, webgpu) and `WGFORMER_ADAPTER`
     /// (see [`AdapterChoice::from_env`]), with the kernel policy of the adapter
     /// and the `WGFORMER_*` variables (an unknown value of one is an error).
+    ///
+    /// Async; works in the browser (where it opens the browser's WebGPU adapter).
+    ///
+    /// # Errors
+    /// - [`ErrorKind::Device`](crate::ErrorKind::Device): no adapter found
+    ///   ([`Error::NoAdapter`], naming `WGPU_BACKEND` or
+    ///   `WGFORMER_ADAPTER` when one of them hid the adapters there are; in the browser, when
+    ///   WebGPU is unavailable), or the adapter refused to open a device
+    ///   ([`Error::RequestDevice`]).
+    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument):
+    ///   [`Error::Environment`] for an unknown value of a `WGFORMER_*`
+    ///   variable or a `WGPU_BACKEND` that names no backend.
     pub async fn new_async() -> Result<Gpu> {
         Self::open_async(&AdapterChoice::from_env()).await
     }
@@ -105,6 +117,13 @@ impl Gpu {
 
     /// Opens the best adapter `choice` allows, with the kernel policy of the
     /// adapter and the `WGFORMER_*` variables.
+    ///
+    /// Async; works in the browser (where `choice` is ignored: the browser picks the adapter).
+    ///
+    /// # Errors
+    /// As [`Gpu::new_async`]; a backend list set with [`AdapterChoice::backends`] that names no
+    /// backend is [`Error::InvalidArgument`] (kind
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument)).
     pub async fn open_async(choice: &AdapterChoice) -> Result<Gpu> {
         let overrides = policy::Overrides::from_env()?;
         let adapter = adapter::pick_adapter(choice).await?;
@@ -113,6 +132,9 @@ impl Gpu {
 
     /// Blocking form of [`Gpu::open_async`] (native only); errors as
     /// [`Gpu::new`].
+    ///
+    /// # Errors
+    /// As [`Gpu::open_async`].
     #[cfg(not(target_arch = "wasm32"))]
     pub fn open(choice: &AdapterChoice) -> Result<Gpu> {
         pollster::block_on(Self::open_async(choice))
@@ -120,6 +142,12 @@ impl Gpu {
 
     /// Opens the first adapter whose name contains `filter` (case-insensitive),
     /// on the backends `WGPU_BACKEND` allows.
+    ///
+    /// Async; works in the browser (where `filter` is ignored).
+    ///
+    /// # Errors
+    /// As [`Gpu::new_async`]; [`ErrorKind::Device`](crate::ErrorKind::Device)
+    /// ([`Error::NoAdapter`]) when no adapter's name contains `filter`.
     pub async fn with_adapter_filter(filter: Option<&str>) -> Result<Gpu> {
         let mut choice = AdapterChoice::from_env().any_name();
         if let Some(f) = filter {
@@ -325,6 +353,10 @@ impl Gpu {
     /// both work splits in one process this way). Tensors made on it carry it
     /// into every op they enter first. An error when the device cannot honour
     /// `policy` (a subgroup size it lacks, limits above its own, ...).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when this device cannot
+    /// run `policy` (the error says why).
     pub fn with_policy(&self, policy: KernelPolicy) -> Result<Gpu> {
         let g = &self.inner;
         if let Some(why) = policy.unsupported_by(&g.info, g.features, &g.limits) {

@@ -106,6 +106,14 @@ impl PipelineCache {
             .clone()
     }
 
+    /// The compute pipeline of `entry` in `shader` with override `constants` and a layout of
+    /// `reads` read-only then `writes` read-write storage bindings, built once and cached.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Device`](crate::ErrorKind::Device):
+    /// [`Error::Unsupported`](crate::Error::Unsupported) for an f16 shader without shader-f16,
+    /// [`Error::Gpu`](crate::Error::Gpu) when the driver refuses the module or pipeline (native
+    /// only; in the browser the error arrives through the uncaptured-error handler).
     pub fn pipeline(
         &self,
         gpu: &super::GpuInner,

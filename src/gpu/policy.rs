@@ -124,6 +124,11 @@ impl Overrides {
     /// Reads every variable through `env` (the process environment in
     /// [`Overrides::from_env`]); an unknown value is an error naming the
     /// variable and what it accepts.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument)
+    /// ([`Error::Environment`](crate::Error::Environment)) naming the first variable with a value
+    /// it does not accept.
     pub fn parse(env: &dyn Fn(&str) -> Option<String>) -> Result<Overrides> {
         let read = |var: &str| {
             env(var)
@@ -170,6 +175,9 @@ impl Overrides {
     }
 
     /// [`Overrides::parse`] of the process environment.
+    ///
+    /// # Errors
+    /// As [`Overrides::parse`].
     pub fn from_env() -> Result<Overrides> {
         Self::parse(&|var| std::env::var(var).ok())
     }

@@ -57,6 +57,11 @@ pub struct OpTime {
 
 impl Gpu {
     /// Starts timing every dispatch separately. Errors without timestamp queries.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Device`](crate::ErrorKind::Device)
+    /// ([`Error::Unsupported`]) when the adapter has no timestamp
+    /// queries; otherwise as [`Gpu::flush`].
     pub fn profile_begin(&self) -> Result<()> {
         let g = &self.inner;
         if !g.features.timestamp_query {
@@ -81,6 +86,13 @@ impl Gpu {
 
     /// Stops profiling and returns each dispatch's GPU time, in encoding order
     /// (at most 2048 dispatches are timed; later ones run untimed).
+    ///
+    /// Blocking (native only).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when
+    /// [`Gpu::profile_begin`] was not called; [`ErrorKind::Device`](crate::ErrorKind::Device) as
+    /// [`Gpu::flush`] or when reading the timestamps back fails.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn profile_end(&self) -> Result<Vec<OpTime>> {
         use super::pool::{BufferPool, READBACK_USAGE};

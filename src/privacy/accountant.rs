@@ -68,6 +68,10 @@ impl RdpAccountant {
     }
 
     /// An accountant over the given orders (each > 1 and finite).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `orders` is empty or
+    /// holds an order that is not a finite number above 1.
     pub fn with_orders(orders: &[f64]) -> Result<RdpAccountant> {
         if orders.is_empty() {
             return Err(invalid("the list of RDP orders is empty"));
@@ -86,6 +90,11 @@ impl RdpAccountant {
     /// Adds `steps` steps of the sampled Gaussian mechanism with sampling rate
     /// `q` in [0, 1] and noise multiplier `sigma` >= 0 (the noise's standard
     /// deviation over the clipping norm).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `q` is outside [0, 1]
+    /// or `sigma` is not a finite number >= 0 (nothing is added then). `sigma` 0 with `q` > 0 is
+    /// accepted and spends an infinite RDP.
     pub fn compose(&mut self, q: f64, sigma: f64, steps: u64) -> Result<()> {
         check_mechanism(q, sigma)?;
         for (spent, &a) in self.rdp.iter_mut().zip(&self.orders) {
@@ -106,6 +115,10 @@ impl RdpAccountant {
 
     /// The smallest epsilon (and the order that gives it) such that what was
     /// spent is (epsilon, delta)-DP, for `delta` in (0, 1).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `delta` is outside
+    /// (0, 1). An infinite epsilon (no noise) is a value, not an error.
     pub fn epsilon(&self, delta: f64, conversion: Conversion) -> Result<(f64, f64)> {
         if !(delta > 0.0 && delta < 1.0) {
             return Err(invalid(format!(
@@ -118,6 +131,10 @@ impl RdpAccountant {
 
 /// Epsilon at `delta` after `steps` steps with sampling rate `q` and noise
 /// multiplier `sigma`, over the default orders with the tight conversion.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) as [`RdpAccountant::compose`]
+/// (`q`, `sigma`) and [`RdpAccountant::epsilon`] (`delta`).
 pub fn epsilon(q: f64, sigma: f64, steps: u64, delta: f64) -> Result<f64> {
     let mut accountant = RdpAccountant::new();
     accountant.compose(q, sigma, steps)?;
@@ -128,6 +145,11 @@ pub fn epsilon(q: f64, sigma: f64, steps: u64, delta: f64) -> Result<f64> {
 /// sampling rate `q` stay within `target_epsilon` at `delta`: what
 /// `--dp-epsilon` solves for. An error when even very large noise cannot reach
 /// the target.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `target_epsilon` is not a
+/// positive finite number, `q` or `delta` is out of range (as [`epsilon`]), or even a noise
+/// multiplier of 10^4 stays above the target.
 pub fn noise_for_epsilon(q: f64, steps: u64, delta: f64, target_epsilon: f64) -> Result<f64> {
     if !(target_epsilon.is_finite() && target_epsilon > 0.0) {
         return Err(invalid(format!(

@@ -46,6 +46,10 @@ pub struct SecretFormat {
 impl SecretFormat {
     /// Parses a form such as `DDD-DD`; an empty form or one without a class
     /// character is an error.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `spec` is empty or
+    /// holds no class character (`D`, `L`, `U`, `X`).
     pub fn parse(spec: &str) -> Result<SecretFormat> {
         let class = |c: char| -> Vec<char> {
             match c {
@@ -105,6 +109,10 @@ impl SecretFormat {
 
     /// Splits `canary` into (prefix, secret, suffix) at the last substring of
     /// this form.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `canary` holds no
+    /// substring of this form.
     pub fn locate(&self, canary: &str) -> Result<(String, String, String)> {
         let chars: Vec<char> = canary.chars().collect();
         let n = self.positions.len();
@@ -193,6 +201,14 @@ const MIN_BELOW: usize = 10;
 /// The exposure of `canary` (its secret of the form `format`), with `score`
 /// giving the log-perplexity in bits of each candidate text (the canary with
 /// its secret replaced).
+///
+/// Calls `score` on the calling thread, in chunks of `opts.chunk` texts.
+///
+/// # Errors
+/// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) as [`SecretFormat::locate`];
+///   when `score` returns another number of values than texts; when the candidates are sampled
+///   (more than `opts.max_enumerate`) and `opts.samples` is below 2.
+/// - Whatever `score` returns, as it returns it.
 pub fn exposure(
     canary: &str,
     format: &SecretFormat,

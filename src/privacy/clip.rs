@@ -50,6 +50,11 @@ enum PerExample {
 /// parameter's `grad` (on the GPU; nothing is read back). Returns the squared
 /// per-example norms (B) before clipping. Linear layers are planned within
 /// [`ProductBudget::for_gpu`].
+///
+/// Encodes GPU work only; nothing is read back.
+///
+/// # Errors
+/// As [`clip_and_accumulate_within`] under [`ProductBudget::for_gpu`].
 pub fn clip_and_accumulate(grads: PerExampleGrads, clip: f32) -> Result<Tensor> {
     let Some((first, _)) = grads.uses.first() else {
         return Err(no_parameter());
@@ -60,6 +65,18 @@ pub fn clip_and_accumulate(grads: PerExampleGrads, clip: f32) -> Result<Tensor> 
 
 /// [`clip_and_accumulate`] with the linear layers planned within `budget`
 /// (the gradients are the same whatever the plan; the time and memory are not).
+///
+/// Encodes GPU work only; nothing is read back.
+///
+/// # Errors
+/// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the backward reached no
+///   trainable parameter, `clip` is not a finite number > 0 (checked after the norms are encoded,
+///   before any `grad` changes), or a kept per-example tensor does not divide into `grads.examples`
+///   rows ([`Error::Shape`]).
+/// - [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when a materialised per-example gradient
+///   (B, ..) (an embedding table's (B, V, C) is the largest) or a kernel grid exceeds the device's
+///   limits.
+/// - [`ErrorKind::Device`](crate::ErrorKind::Device) as [`Gpu::dispatch`](crate::Gpu::dispatch).
 pub fn clip_and_accumulate_within(
     grads: PerExampleGrads,
     clip: f32,

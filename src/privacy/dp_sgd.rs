@@ -48,6 +48,15 @@ pub fn noise_key(seed: u64, step: u32, param: usize) -> u32 {
 /// when it has none) and multiplies by `scale`: `g = (g + noise) * scale`, on
 /// the GPU, with the noise of parameter `i` (its position in `params`) from
 /// [`noise_key`]`(seed, step, i)`.
+///
+/// Encodes GPU work only.
+///
+/// # Errors
+/// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `std` is not a finite
+///   number >= 0, `scale` is not finite, a gradient is not f32 or holds 2^31 values or more.
+/// - [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) as [`Tensor::zeros`] for a parameter
+///   without a gradient yet; [`ErrorKind::Device`](crate::ErrorKind::Device) as
+///   [`Gpu::dispatch`](crate::Gpu::dispatch).
 pub fn add_noise(params: &[Param], std: f32, scale: f32, seed: u64, step: u32) -> Result<()> {
     for (i, param) in params.iter().enumerate() {
         if !param.is_trainable() {
@@ -77,6 +86,10 @@ pub struct Ledger {
 impl Ledger {
     /// The ledger of steps with sampling rate `q` and noise multiplier `sigma`
     /// at `delta` (each checked as the accountant checks them).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) as
+    /// [`RdpAccountant::compose`] (`q`, `sigma`) and [`RdpAccountant::epsilon`] (`delta`).
     pub fn new(q: f64, sigma: f64, delta: f64) -> Result<Ledger> {
         let mut one = RdpAccountant::new();
         one.compose(q, sigma, 1)?;
@@ -104,6 +117,11 @@ impl Ledger {
 }
 
 /// Checks the numbers of a DP-SGD run; the error names the flag.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) naming the flag: `clip` not a
+/// finite number > 0, `noise` not a finite number >= 0, `delta` outside (0, 1), `epsilon` not a
+/// finite number > 0, or neither `noise` nor `epsilon` given.
 pub fn check_settings(
     clip: f32,
     noise: Option<f64>,
@@ -150,6 +168,10 @@ pub fn check_settings(
 
 /// The sampling rate q of an expected batch of `expected` examples out of `n`;
 /// an error unless it is in (0, 1].
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `n` or `expected` is 0,
+/// or `expected > n`.
 pub fn sampling_rate(expected: usize, n: usize) -> Result<f64> {
     if n == 0 || expected == 0 || expected > n {
         return Err(Error::invalid(

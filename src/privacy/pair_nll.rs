@@ -11,6 +11,17 @@ use crate::nn::Transformer;
 /// `-ln p(target, EOS | source)` in nats for each of `targets`: the decoder
 /// reads `BOS target` and predicts `target EOS`. Targets of the same length
 /// share forward passes of up to `batch` rows (no padding, so no mask).
+///
+/// Blocking (native only): reads each chunk's losses back.
+///
+/// # Errors
+/// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `source` is empty or
+///   over the model's `max_len`, a target with its end token is over `max_len`, or an id (of
+///   `source`, `targets`, `bos`, `eos`) is outside the vocabulary (as the model's `logits` and
+///   [`cross_entropy_checked`]).
+/// - [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when a chunk of `batch` rows exceeds a
+///   device limit (lower `batch`); [`ErrorKind::Device`](crate::ErrorKind::Device) as
+///   [`Tensor::to_vec`](crate::Tensor::to_vec).
 pub fn target_nll(
     model: &Transformer,
     source: &[u32],

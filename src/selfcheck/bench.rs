@@ -81,6 +81,17 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// Runs benchmark number `index` of [`BENCHES`]; `clock` returns milliseconds.
+///
+/// Async (waits for the GPU with [`Gpu::finish`]); works in the browser.
+///
+/// # Errors
+/// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `index` is not below
+///   [`BENCHES`]`.len()`.
+/// - [`ErrorKind::Device`](crate::ErrorKind::Device) as [`Gpu::finish`] and
+///   [`Tensor::to_vec_async`], or when a kernel cannot be built on this adapter;
+///   [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) as a kernel's grid limit. A benchmark's
+///   kernel error ends it (unlike [`crate::selfcheck::run_check`], which reports it as a failed
+///   check).
 pub async fn run_bench(gpu: &Gpu, index: usize, clock: &dyn Fn() -> f64) -> Result<BenchResult> {
     let result = |name: &str, shape: String, (ms, reps): (f64, usize)| BenchResult {
         name: name.into(),
@@ -208,6 +219,12 @@ pub async fn run_bench(gpu: &Gpu, index: usize, clock: &dyn Fn() -> f64) -> Resu
 }
 
 /// Runs every benchmark with a native monotonic clock, calling `log` per result.
+///
+/// Blocking (native only).
+///
+/// # Errors
+/// As [`run_bench`]; the first benchmark that fails ends the run (`log` has seen the ones before
+/// it).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn run_all(gpu: &Gpu, log: &mut dyn FnMut(&BenchResult)) -> Result<Vec<BenchResult>> {
     let origin = std::time::Instant::now();

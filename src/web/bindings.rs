@@ -83,6 +83,10 @@ pub struct Engine {
 impl Engine {
     /// Opens the browser's WebGPU adapter (high-performance preference) with
     /// its own limits and the optional features it has.
+    ///
+    /// # Errors
+    /// Rejects with a JS `Error` named `NoAdapter` (no WebGPU in this browser) or `GpuError` (the
+    /// adapter refused a device).
     pub async fn create() -> Result<Engine, JsValue> {
         Gpu::new_async()
             .await
@@ -255,6 +259,11 @@ pub struct Trainer {
 impl Trainer {
     /// A fresh model for `text`; `config_json` overrides the defaults
     /// (`{"n_layer":2,"n_embd":64,"n_head":4,"context":64,"batch":16,"lr":0.003,"warmup":20,"seed":1}`).
+    ///
+    /// # Errors
+    /// Throws a JS `Error` named `InvalidInput` for a `config_json` that does not parse or settings
+    /// `CharGpt::new` refuses (its memory budget included), `TooLarge` over a device limit,
+    /// `DeviceLost` / `GpuError` from the GPU.
     #[wasm_bindgen(constructor)]
     pub fn new(engine: &Engine, text: &str, config_json: &str) -> Result<Trainer, JsValue> {
         let gpu = engine.gpu.clone();
@@ -300,6 +309,10 @@ impl Trainer {
 
     /// Starts a generation after `prompt`; then call `next_token` until it
     /// resolves to `null`. temperature 0 is greedy; top_k 0 keeps every token.
+    ///
+    /// # Errors
+    /// Throws `Busy` while another call holds the model, `InvalidInput` as
+    /// `CharGpt::start_generation`.
     pub fn start_generation(
         &self,
         prompt: &str,
@@ -360,6 +373,9 @@ impl Translator {
     /// A fresh model and fresh dates; `config_json` overrides the defaults
     /// (`{"d_model":64,"d_ff":256,"n_heads":4,"n_layers":2,"norm":"post","batch_tokens":512,
     /// "warmup":100,"lr_factor":0.3,"label_smoothing":0.1,"n_train":60000,"n_held_out":1000,"seed":1}`).
+    ///
+    /// # Errors
+    /// Throws as `Trainer::new`, for the settings `DateTranslator::new` refuses.
     #[wasm_bindgen(constructor)]
     pub fn new(engine: &Engine, config_json: &str) -> Result<Translator, JsValue> {
         let gpu = engine.gpu.clone();
@@ -429,6 +445,10 @@ impl Translator {
 
     /// The right answer for an ISO date ("2024-03-15" -> "15 March 2024"),
     /// computed directly; throws `InvalidInput` saying what is wrong otherwise.
+    ///
+    /// # Errors
+    /// Throws a JS `Error` named `InvalidInput` for anything but a `YYYY-MM-DD` date in
+    /// 1900..=2099.
     pub fn reference(text: &str) -> Result<String, JsValue> {
         DateTask::english(text.trim()).map_err(|e| js_error(None, &e))
     }
@@ -448,6 +468,9 @@ impl InContext {
     /// A fresh model; `config_json` overrides the defaults
     /// (`{"alphabet":4,"examples":8,"n_layer":2,"n_embd":64,"n_head":8,"batch":32,
     /// "lr":0.003,"warmup":20,"seed":1}`).
+    ///
+    /// # Errors
+    /// Throws as `Trainer::new`, for the settings `IclTrainer::new` refuses.
     #[wasm_bindgen(constructor)]
     pub fn new(engine: &Engine, config_json: &str) -> Result<InContext, JsValue> {
         let gpu = engine.gpu.clone();

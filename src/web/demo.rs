@@ -167,6 +167,18 @@ pub struct CharGpt {
 impl CharGpt {
     /// Builds a fresh model for `text`. Sizes the device or the demo cannot
     /// hold are refused before anything large is allocated.
+    ///
+    /// # Errors
+    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument): `text` is empty or
+    ///   shorter than `context + 1` characters; a size (`n_layer`, `n_embd`, `n_head`, `context`,
+    ///   `batch`) is 0; `lr` is not a positive finite number; `n_head` does not divide `n_embd` (as
+    ///   [`GptConfig::validate`](crate::nn::GptConfig::validate)); the model's estimated memory
+    ///   exceeds [`MEMORY_BUDGET_BYTES`] (this is
+    ///   [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument), not
+    ///   [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge)).
+    /// - [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when the largest activation exceeds
+    ///   the device's binding limit.
+    /// - Otherwise as [`Gpt::new`](crate::nn::Gpt::new) and the optimiser's constructor.
     pub fn new(gpu: &Gpu, text: &str, config: DemoConfig) -> Result<CharGpt> {
         let vocab = CharTokenizer::from_text(text)?;
         let data = vocab.encode(text);
@@ -245,6 +257,16 @@ impl CharGpt {
     /// Runs `n` training steps on random windows of the text, submitting each
     /// step as it is encoded, and reads the mean loss back once at the end.
     /// `clock` returns milliseconds (`performance.now()` in the browser).
+    ///
+    /// Async (one readback at the end); works in the browser.
+    ///
+    /// # Errors
+    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `n` is 0, or the
+    ///   mean loss is not finite (the steps have been taken: the weights are then likely NaN, so
+    ///   rebuild the model with a lower learning rate).
+    /// - [`ErrorKind::Device`](crate::ErrorKind::Device) as
+    ///   [`Tensor::to_vec_async`](crate::Tensor::to_vec_async) (an error of any step surfaces
+    ///   there); [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) as a kernel's grid limit.
     pub async fn train_steps(&mut self, n: u32, clock: &dyn Fn() -> f64) -> Result<TrainReport> {
         if n == 0 {
             return Err(Error::invalid("train_steps", "asked for 0 steps"));
@@ -285,6 +307,11 @@ impl CharGpt {
 
     /// Starts generating after `prompt` (every character must occur in the
     /// text; an empty prompt starts from the text's first character).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `max_tokens` exceeds
+    /// [`MAX_GENERATED`], `prompt` has a character the training text lacks, or the sampling options
+    /// are invalid (e.g. a negative or non-finite `temperature`).
     pub fn start_generation(
         &self,
         prompt: &str,
@@ -331,6 +358,14 @@ impl CharGpt {
 
     /// The next generated character, or None when `max_tokens` are out. One
     /// forward pass over the last `context` characters and one readback.
+    ///
+    /// Async (one readback); works in the browser.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Device`](crate::ErrorKind::Device) as
+    /// [`Tensor::to_vec_async`](crate::Tensor::to_vec_async);
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when every logit is NaN
+    /// (broken weights). A `g` started by another model is not detected.
     pub async fn next_token(&self, g: &mut Generation) -> Result<Option<String>> {
         if g.remaining == 0 {
             return Ok(None);

@@ -82,6 +82,17 @@ impl IclTrainer {
     /// Builds a fresh model for the task. Sizes the device or the demo cannot
     /// hold, and a task that makes no sense, are refused before anything large
     /// is allocated.
+    ///
+    /// # Errors
+    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument): the task as
+    ///   [`IclTask::new`](crate::data::icl::IclTask::new); `n_layer` or `batch` 0; `lr` not a
+    ///   positive finite number; sizes [`GptConfig::validate`](crate::nn::GptConfig::validate)
+    ///   refuses; estimated memory over
+    ///   [`MEMORY_BUDGET_BYTES`](crate::web::demo::MEMORY_BUDGET_BYTES) (not
+    ///   [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge)).
+    /// - [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when the largest activation exceeds
+    ///   the device's binding limit.
+    /// - Otherwise as [`Gpt::new`](crate::nn::Gpt::new) and the optimiser's constructor.
     pub fn new(gpu: &Gpu, config: IclConfig) -> Result<IclTrainer> {
         let c = config;
         let task = IclTask::new(c.alphabet, c.examples)?;
@@ -141,6 +152,11 @@ impl IclTrainer {
     /// Runs `n` training steps on fresh sequences, submitting each step as it is
     /// encoded, and reads the mean loss back once at the end; `clock` returns
     /// milliseconds. `tokens` counts the answers the loss is on.
+    ///
+    /// Async (one readback at the end); works in the browser.
+    ///
+    /// # Errors
+    /// As [`CharGpt::train_steps`](crate::web::CharGpt::train_steps).
     pub async fn train_steps(&mut self, n: u32, clock: &dyn Fn() -> f64) -> Result<TrainReport> {
         if n == 0 {
             return Err(Error::invalid("train_steps", "asked for 0 steps"));
@@ -183,6 +199,13 @@ impl IclTrainer {
 
     /// Accuracy by number of examples on `sequences` held-out sequences (the
     /// same ones every call, never trained on, so calls compare).
+    ///
+    /// Async (one readback per batch); works in the browser.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `sequences` is 0;
+    /// [`ErrorKind::Device`](crate::ErrorKind::Device) as
+    /// [`Tensor::to_vec_async`](crate::Tensor::to_vec_async).
     pub async fn evaluate(&self, sequences: usize) -> Result<IclCurve> {
         let mut rng = SplitMix64::new(self.config.seed as u64 ^ 0xE7A_11C1);
         let batch = self.config.batch.max(64);

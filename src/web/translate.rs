@@ -124,6 +124,20 @@ pub struct DateTranslator {
 impl DateTranslator {
     /// Draws the dates and builds a fresh model. Sizes the device or the demo
     /// cannot hold are refused before anything large is allocated.
+    ///
+    /// # Errors
+    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument): `batch_tokens`,
+    ///   `n_train` or `n_held_out` is 0; `lr_factor` not a positive finite number;
+    ///   `label_smoothing` outside [0, 1); sizes
+    ///   [`TransformerConfig::validate`](crate::nn::TransformerConfig::validate) refuses; more
+    ///   dates than [`DateTask::generate`] can draw; `batch_tokens` below the longest pair (as
+    ///   [`token_budget_batches`]); estimated memory over
+    ///   [`MEMORY_BUDGET_BYTES`](crate::web::demo::MEMORY_BUDGET_BYTES) (not
+    ///   [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge)).
+    /// - [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when the largest activation exceeds
+    ///   the device's binding limit.
+    /// - Otherwise as [`Transformer::new`](crate::nn::Transformer::new) and the optimiser's
+    ///   constructor.
     pub fn new(gpu: &Gpu, config: TranslateConfig) -> Result<DateTranslator> {
         const OP: &str = "DateTranslator::new";
         let c = config;
@@ -222,6 +236,12 @@ impl DateTranslator {
     /// Runs `n` training steps, submitting each as it is encoded, and reads the
     /// mean loss back once at the end. Tokens are target tokens (eos included).
     /// `clock` returns milliseconds (`performance.now()` in the browser).
+    ///
+    /// Async (one readback at the end); works in the browser.
+    ///
+    /// # Errors
+    /// As [`CharGpt::train_steps`](crate::web::CharGpt::train_steps); here the setting to lower for
+    /// a non-finite loss is `lr_factor`.
     pub async fn train_steps(&mut self, n: u32, clock: &dyn Fn() -> f64) -> Result<TrainReport> {
         if n == 0 {
             return Err(Error::invalid("train_steps", "asked for 0 steps"));
@@ -278,6 +298,14 @@ impl DateTranslator {
     /// Greedy translation of one ISO date (`YYYY-MM-DD`, 1900..=2099; spaces
     /// around it are ignored). Anything else is an error saying what to type,
     /// since the model has only seen such dates.
+    ///
+    /// Async (one readback per output position); works in the browser.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) as [`DateTask::english`]
+    /// for anything but a `YYYY-MM-DD` date in 1900..=2099;
+    /// [`ErrorKind::Device`](crate::ErrorKind::Device) as
+    /// [`Tensor::to_vec_async`](crate::Tensor::to_vec_async).
     pub async fn translate(&self, date: &str) -> Result<String> {
         let date = date.trim();
         DateTask::english(date)?;
@@ -287,6 +315,13 @@ impl DateTranslator {
 
     /// Exact-match accuracy of greedy decoding on the first `n` held-out dates,
     /// decoded as one batch (one readback per output position).
+    ///
+    /// Async (one readback per output position); works in the browser.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `n` is 0 or more than
+    /// [`DateTranslator::held_out`] holds; [`ErrorKind::Device`](crate::ErrorKind::Device) as
+    /// [`Tensor::to_vec_async`](crate::Tensor::to_vec_async).
     pub async fn evaluate(&self, n: usize) -> Result<TranslateEval> {
         if n == 0 || n > self.held_out.len() {
             return Err(Error::invalid(
