@@ -74,7 +74,10 @@ impl Tensor {
         Self::alloc(gpu, shape, dtype, false)
     }
 
-    fn alloc(gpu: &Gpu, shape: &[usize], dtype: DType, for_upload: bool) -> Result<Tensor> {
+    /// The bytes of a `dtype` tensor of `shape`, refused (before anything is
+    /// allocated, on the host or the GPU) when they overflow or exceed the
+    /// device's largest storage binding.
+    fn checked_bytes(gpu: &Gpu, shape: &[usize], dtype: DType) -> Result<u64> {
         let bytes = shape
             .iter()
             .try_fold(dtype.size() as u64, |acc, &d| acc.checked_mul(d as u64))
@@ -88,6 +91,18 @@ impl Tensor {
                 limit_name: "max_storage_buffer_binding_size",
             });
         }
+        Ok(bytes)
+    }
+
+    /// The element count of an f32 tensor of `shape` whose values are built on
+    /// the host, checked first as [`Tensor::checked_bytes`] does.
+    fn host_numel(gpu: &Gpu, shape: &[usize]) -> Result<usize> {
+        Self::checked_bytes(gpu, shape, DType::F32)?;
+        Ok(numel(shape))
+    }
+
+    fn alloc(gpu: &Gpu, shape: &[usize], dtype: DType, for_upload: bool) -> Result<Tensor> {
+        let bytes = Self::checked_bytes(gpu, shape, dtype)?;
         let label = format!("tensor {shape:?} {dtype:?}");
         let buffer = crate::gpu::pool_take(gpu, bytes.max(4), &label, for_upload);
         Ok(Tensor {
@@ -107,6 +122,8 @@ impl Tensor {
         dtype: DType,
         len: usize,
     ) -> Result<Tensor> {
+        // Before numel, whose product would overflow on an absurd shape.
+        Self::checked_bytes(gpu, shape, dtype)?;
         if len != numel(shape) {
             return Err(Error::shape(
                 "Tensor::from_slice",
@@ -266,9 +283,10 @@ impl Tensor {
     /// An f32 tensor filled with `value`.
     ///
     /// # Errors
-    /// As [`Tensor::from_slice`] (the values are built on the host first).
+    /// As [`Tensor::from_slice`] (the size is checked before the values are
+    /// built on the host).
     pub fn full(gpu: &Gpu, shape: &[usize], value: f32) -> Result<Tensor> {
-        Self::from_slice(gpu, &vec![value; numel(shape)], shape)
+        Self::from_slice(gpu, &vec![value; Self::host_numel(gpu, shape)?], shape)
     }
 
     /// An f32 tensor of ones.
@@ -282,10 +300,11 @@ impl Tensor {
     /// Uniform in [lo, hi), reproducible from `seed` on every platform.
     ///
     /// # Errors
-    /// As [`Tensor::from_slice`] (the values are built on the host first).
+    /// As [`Tensor::from_slice`] (the size is checked before the values are
+    /// built on the host).
     pub fn rand_uniform(gpu: &Gpu, shape: &[usize], lo: f32, hi: f32, seed: u64) -> Result<Tensor> {
         let mut rng = crate::rng::SplitMix64::new(seed);
-        let data: Vec<f32> = (0..numel(shape))
+        let data: Vec<f32> = (0..Self::host_numel(gpu, shape)?)
             .map(|_| lo + (hi - lo) * rng.next_f32())
             .collect();
         Self::from_slice(gpu, &data, shape)
@@ -294,10 +313,13 @@ impl Tensor {
     /// Normal(0, std^2), reproducible from `seed`.
     ///
     /// # Errors
-    /// As [`Tensor::from_slice`] (the values are built on the host first).
+    /// As [`Tensor::from_slice`] (the size is checked before the values are
+    /// built on the host).
     pub fn randn(gpu: &Gpu, shape: &[usize], std: f32, seed: u64) -> Result<Tensor> {
         let mut rng = crate::rng::SplitMix64::new(seed);
-        let data: Vec<f32> = (0..numel(shape)).map(|_| std * rng.next_normal()).collect();
+        let data: Vec<f32> = (0..Self::host_numel(gpu, shape)?)
+            .map(|_| std * rng.next_normal())
+            .collect();
         Self::from_slice(gpu, &data, shape)
     }
 
@@ -339,7 +361,8 @@ impl Tensor {
     /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument)
     /// ([`Error::Shape`]) when `shape` has another element count.
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
-        if numel(shape) != self.numel() {
+        let elements = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        if elements != Some(self.numel()) {
             return Err(Error::shape(
                 "reshape",
                 format!("{:?} ({} elements) to {shape:?}", self.shape, self.numel()),

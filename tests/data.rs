@@ -91,10 +91,13 @@ fn char_tokenizer_bad_input() {
 fn text_dataset_file_errors() {
     let dir = TempDir::new("text-errors");
     let tok = CharTokenizer::from_text("abc").unwrap();
-    let e = TextDataset::from_file(&dir.join("nope.txt"), &tok, 0.1)
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("does not exist"), "{e}");
+    let e = TextDataset::from_file(&dir.join("nope.txt"), &tok, 0.1).unwrap_err();
+    assert_eq!(e.kind(), wgformer::ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains("does not exist"), "{e}");
+    let Err(e) = wgformer::data::load_tokenizer(&dir.join("no-such-dir")) else {
+        panic!("a missing tokenizer directory loaded");
+    };
+    assert_eq!(e.kind(), wgformer::ErrorKind::NotFound, "{e}");
 
     std::fs::write(dir.join("empty.txt"), "").unwrap();
     let e = TextDataset::from_file(&dir.join("empty.txt"), &tok, 0.1)

@@ -211,9 +211,9 @@ impl BpeTokenizer {
     /// Blocking (reads files).
     ///
     /// # Errors
-    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when either file does
-    ///   not exist (not [`ErrorKind::NotFound`](crate::ErrorKind::NotFound)) or is not valid UTF-8,
-    ///   and when their contents are not a byte-level BPE vocabulary and merges (bad JSON, ids with
+    /// - [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when either file does not exist.
+    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when a file is not
+    ///   valid UTF-8, and when their contents are not a byte-level BPE vocabulary and merges (bad JSON, ids with
     ///   gaps or duplicates, tokens outside GPT-2's byte alphabet, merges of unknown tokens, no
     ///   `<|endoftext|>`): a damaged file is this kind too, not
     ///   [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt).

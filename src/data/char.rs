@@ -84,8 +84,9 @@ impl CharTokenizer {
     /// Blocking (reads a file).
     ///
     /// # Errors
-    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the file does not
-    ///   exist (not [`ErrorKind::NotFound`](crate::ErrorKind::NotFound)), is not valid UTF-8, or is
+    /// - [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when the file does not exist.
+    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when it is not valid
+    ///   UTF-8, or is
     ///   not a version 1 char tokenizer (bad JSON, another kind or version, other specials, entries
     ///   that are not one char, chars not sorted and distinct): damaged and newer files are this
     ///   kind too, not [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) or

@@ -46,9 +46,9 @@ impl TextDataset {
     /// Blocking (reads the whole file).
     ///
     /// # Errors
-    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `path` does not
-    ///   exist (not [`ErrorKind::NotFound`](crate::ErrorKind::NotFound)), is not valid UTF-8, or is
-    ///   empty; otherwise as [`TextDataset::from_tokens`].
+    /// - [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when `path` does not exist.
+    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when it is not valid
+    ///   UTF-8, or is empty; otherwise as [`TextDataset::from_tokens`].
     /// - [`ErrorKind::Io`](crate::ErrorKind::Io) when it cannot be read.
     pub fn from_file(
         path: &Path,
@@ -222,8 +222,9 @@ impl TextDataset {
 /// Blocking (reads the whole file).
 ///
 /// # Errors
-/// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `path` does not exist
-///   (not [`ErrorKind::NotFound`](crate::ErrorKind::NotFound)) or is not valid UTF-8, a line has no
+/// - [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when `path` does not exist.
+/// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when it is not valid UTF-8,
+///   a line has no
 ///   TAB, more than one TAB or an empty source (the error gives the line number), or the file holds
 ///   no pair.
 /// - [`ErrorKind::Io`](crate::ErrorKind::Io) when it cannot be read.

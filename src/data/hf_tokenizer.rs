@@ -48,8 +48,8 @@ impl BpeTokenizer {
     /// Blocking (reads files).
     ///
     /// # Errors
-    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `tokenizer.json`
-    ///   does not exist (not [`ErrorKind::NotFound`](crate::ErrorKind::NotFound)) or is not valid
+    /// - [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when `tokenizer.json` does not exist.
+    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when it is not valid
     ///   UTF-8; when it is not a byte-level BPE tokenizer (another model type, normalizer,
     ///   pre-tokenizer or decoder, bad vocabulary or merges); when `tokenizer_config.json` /
     ///   `special_tokens_map.json` is not valid JSON or names a role with neither a string nor a

@@ -55,10 +55,7 @@ use crate::rng::SplitMix64;
 pub(crate) fn read_utf8_file(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            Error::invalid(
-                "read file",
-                format!("`{}` does not exist. Check the path", path.display()),
-            )
+            Error::not_found(path.display(), "the file does not exist. Check the path")
         } else {
             Error::Io {
                 path: path.display().to_string(),

@@ -72,9 +72,9 @@ pub struct PrepareSummary {
 /// Blocking (lists directories).
 ///
 /// # Errors
-/// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when an input is neither a
-///   file nor a directory (a missing path is this kind, not
-///   [`ErrorKind::NotFound`](crate::ErrorKind::NotFound)), or nothing is found.
+/// - [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when an input is neither a file nor a
+///   directory (it does not exist).
+/// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when nothing is found.
 /// - [`ErrorKind::Io`](crate::ErrorKind::Io) when a directory cannot be read.
 pub fn input_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -105,12 +105,9 @@ pub fn input_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
         } else if input.is_file() {
             files.push(input.clone());
         } else {
-            return Err(Error::invalid(
-                "prepare --data",
-                format!(
-                    "`{}` does not exist. Pass UTF-8 text files or directories of them",
-                    input.display()
-                ),
+            return Err(Error::not_found(
+                input.display(),
+                "does not exist. Pass UTF-8 text files or directories of them",
             ));
         }
     }

@@ -231,8 +231,24 @@ impl ShardWriter {
     /// is cut to its low 16 bits).
     ///
     /// # Errors
-    /// [`ErrorKind::Io`](crate::ErrorKind::Io) when writing fails.
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when an id
+    /// is not below the header's `vocab_size` (nothing is written: a u16 shard
+    /// would otherwise keep only its low 16 bits); [`ErrorKind::Io`](crate::ErrorKind::Io)
+    /// when writing fails.
     pub fn push(&mut self, ids: &[u32]) -> Result<()> {
+        if let Some(&id) = ids
+            .iter()
+            .find(|&&id| id as usize >= self.header.vocab_size)
+        {
+            return Err(Error::invalid(
+                "token shard",
+                format!(
+                    "id {id} is outside the shard's vocabulary of {}: write the ids of the \
+                     tokenizer the header was made for",
+                    self.header.vocab_size
+                ),
+            ));
+        }
         let mut bytes = Vec::with_capacity(ids.len() * self.header.dtype.width());
         match self.header.dtype {
             TokenDtype::U16 => ids
@@ -292,8 +308,8 @@ impl Shard {
     /// Blocking (reads the whole file once to check the ids).
     ///
     /// # Errors
-    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `path` does not
-    ///   exist (not [`ErrorKind::NotFound`](crate::ErrorKind::NotFound)), is not a shard, is
+    /// - [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when `path` does not exist.
+    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when it is not a shard, is
     ///   truncated or longer than its header says, has a header that does not parse or an id beyond
     ///   its vocabulary (damage is this kind, not
     ///   [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt)), or is of another version (not
@@ -301,7 +317,10 @@ impl Shard {
     /// - [`ErrorKind::Io`](crate::ErrorKind::Io) when it cannot be opened, measured or mapped.
     pub fn open(path: &Path) -> Result<Shard> {
         let file = File::open(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => bad_shard(path, "does not exist. Check the path"),
+            std::io::ErrorKind::NotFound => Error::not_found(
+                path.display(),
+                "the token shard does not exist. Check the path",
+            ),
             _ => Error::io(path, e),
         })?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len() as usize;

@@ -137,8 +137,9 @@ impl TokenData {
     /// Blocking: reads and tokenizes a text, and reads every shard once to check it.
     ///
     /// # Errors
-    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument): `data` or `val` does
-    ///   not exist (not [`ErrorKind::NotFound`](crate::ErrorKind::NotFound)), is an empty or
+    /// - [`ErrorKind::NotFound`](crate::ErrorKind::NotFound): `data` or `val` does not exist.
+    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument): `data` or `val` is an
+    ///   empty or
     ///   non-UTF-8 text, or a directory without `train_*` shards (for `val`: without `val_*` or
     ///   `train_*` shards); a directory `data` without `val_*` shards and no `val`; shards made by
     ///   another tokenizer (as [`ShardSet::check_tokenizer`]) or damaged (as

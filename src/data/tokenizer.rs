@@ -81,12 +81,19 @@ pub fn list_chars(chars: &[char]) -> String {
 /// Blocking (reads files).
 ///
 /// # Errors
+/// - [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when `dir` does not exist.
 /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `dir` is not a
-///   directory (a missing one included: not [`ErrorKind::NotFound`](crate::ErrorKind::NotFound)),
-///   holds no tokenizer, or holds only one of `vocab.json` / `merges.txt`.
+///   directory, holds no tokenizer, or holds only one of `vocab.json` / `merges.txt`.
 /// - Otherwise as [`CharTokenizer::load`], [`BpeTokenizer::load_tokenizer_json`] or
 ///   [`BpeTokenizer::load_vocab_and_merges`], by the files found.
 pub fn load_tokenizer(dir: &Path) -> Result<Box<dyn Tokenizer>> {
+    if !dir.exists() {
+        return Err(Error::not_found(
+            dir.display(),
+            "does not exist. Pass the directory that holds the tokenizer's files \
+             (tokenizer.json, vocab.json + merges.txt, or char_tokenizer.json)",
+        ));
+    }
     if !dir.is_dir() {
         return Err(Error::invalid(
             "load_tokenizer",

@@ -84,6 +84,31 @@ fn reshape_shares_the_buffer_and_checks_size() {
     assert!(r.shares_buffer(&t));
     assert_eq!(r.to_vec().unwrap(), t.to_vec().unwrap());
     assert!(matches!(t.reshape(&[5, 5]), Err(Error::Shape { .. })));
+    // A product that overflows usize is a shape error, not a panic.
+    assert!(matches!(
+        t.reshape(&[usize::MAX, 2]),
+        Err(Error::Shape { .. })
+    ));
+}
+
+#[test]
+fn absurd_shapes_are_refused_before_anything_is_allocated() {
+    let gpu = gpu();
+    let huge = [1usize << 20, 1 << 20];
+    // The host values of `full` / `randn` / `rand_uniform` would need 4 TiB.
+    for t in [
+        Tensor::full(&gpu, &huge, 1.0),
+        Tensor::randn(&gpu, &huge, 1.0, 1),
+        Tensor::rand_uniform(&gpu, &huge, 0.0, 1.0, 1),
+    ] {
+        assert!(matches!(t, Err(Error::TooLarge { .. })), "{:?}", t.err());
+    }
+    let overflow = Tensor::from_slice(&gpu, &[1.0], &[usize::MAX, 2]).unwrap_err();
+    assert_eq!(
+        overflow.kind(),
+        wgformer::ErrorKind::InvalidArgument,
+        "{overflow}"
+    );
 }
 
 #[test]
