@@ -258,7 +258,11 @@ pub fn prepare(
     if options.shard_tokens == 0 || options.threads == 0 || options.chunk_bytes == 0 {
         return Err(Error::invalid(
             "prepare",
-            "--shard-tokens and --threads must be at least 1",
+            format!(
+                "--shard-tokens ({}), --threads ({}) and the chunk size ({} bytes) must each be \
+                 at least 1",
+                options.shard_tokens, options.threads, options.chunk_bytes
+            ),
         ));
     }
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;

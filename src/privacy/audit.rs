@@ -231,7 +231,11 @@ pub fn exposure(
             }
             let lp = score(&chunk)?;
             if lp.len() != chunk.len() {
-                return Err(invalid("the scorer returned one value per text"));
+                return Err(invalid(format!(
+                    "the scorer returned {} values for {} texts: it must return one per text",
+                    lp.len(),
+                    chunk.len()
+                )));
             }
             scored += chunk.len();
             out.extend(lp);
