@@ -229,7 +229,7 @@ def main():
     ap.add_argument("--gpt2", action="store_true",
                     help="also train GPT-2 small (L12 C768 NH12 T1024 B8 V50257)")
     ap.add_argument("--tiny", action="store_true",
-                    help="dry run: a 1-layer model and GEMMs of at most 64")
+                    help="dry run: a 1-layer model and GEMMs of at most 256")
     ap.add_argument("--steps", type=int, default=6, help="timed steps (bench train's default)")
     ap.add_argument("--modes", default="fp32,bf16", help="comma-separated: fp32, bf16")
     ap.add_argument("--time-limit", type=float, default=150.0,
@@ -299,7 +299,9 @@ def main():
 
     if not args.no_gemm:
         if args.tiny:
-            squares, shapes, min_s = [16, 64], [(64, 32, 48, False, True), (48, 64, 32, True, False)], 0.001
+            # 256^3 is also the dry run's GEMM of ours: one pair for the ratio path.
+            squares = [64, 256]
+            shapes, min_s = [(64, 32, 48, False, True), (48, 64, 32, True, False)], 0.001
         else:
             squares = GEMM_SQUARES if device.type == "cuda" else [256, 512, 1024]
             shapes, min_s = GEMM_SHAPES, 0.02
