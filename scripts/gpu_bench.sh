@@ -19,6 +19,10 @@
 #     && cp "$(ls -t target/release/deps/kernels-* | grep -v '\.d$' | head -1)" bin/kernels
 # The bench binary is self-contained (shaders are compiled in); run it as
 # `bin/kernels [FILTER[,FILTER...]]` with WGFORMER_BENCH_JSON=<file>.
+# Optional: the kernel test binary as bin/kernel_tests (`cargo test --release
+# --test kernels --no-run`, the newest target/release/deps/kernels-*): then the
+# cooperative-matrix GEMM is checked against the f64 reference on the GPU
+# first (it has never run on hardware with the feature before).
 #
 # Run:  OUT=/some/dir BIN=bin scripts/gpu_bench.sh
 # Writes to $OUT: info.txt, kernels_*.log/json, train_*.log, torch_peer.log/json,
@@ -122,6 +126,11 @@ step() {
 nvidia-smi --query-gpu=name,clocks.max.sm,power.limit --format=csv >"$OUT/nvidia_smi.txt" 2>&1 || true
 step info 30 "$WGF" info
 cat "$OUT/info.log" >>"$OUT/summary.txt"
+
+if [ -x "$BIN/kernel_tests" ]; then
+  step coop_tests 60 "$BIN/kernel_tests" gemm_coop:: shaders::every_cooperative --nocapture --test-threads 1
+  grep -h "test result\|SKIPPED\|panicked" "$OUT/coop_tests.log" >>"$OUT/summary.txt" 2>/dev/null
+fi
 
 # Most important first (the time budget cuts the tail): GEMM, then training,
 # then attention and the row-wise kernels. One process per group so each JSON
