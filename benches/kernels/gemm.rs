@@ -1,11 +1,14 @@
 //! GEMM: every variant at square sizes (256..1024, up to 4096 on GPUs), the
 //! GPT-2 small (B*T = 2048) projection shapes forward and backward (dX with B
 //! transposed, dW with A transposed), the shapes of the training-step benchmark,
-//! small-M (decoding) shapes against the GEMV kernel, a sweep of every tile the autotune compares, and the autotune's ranking.
+//! small-M (decoding) shapes against the GEMV kernel, a sweep of every tile the autotune compares,
+//! the cooperative-matrix kernel (`gemm/coop f16`, `gemm/coop f32`; skipped with
+//! a note where the adapter lists no configuration) and the autotune's ranking.
 //! FLOPs = 2 M N K. The naive kernel runs only up to 1024^3 (seconds per launch
 //! on lavapipe).
 
 use crate::harness::Bench;
+use wgformer::kernels::gemm::coop::coop_tile;
 use wgformer::kernels::gemm::tune;
 use wgformer::kernels::gemm::{
     auto_variant, gemm_into, gemm_into_kernel, GemmKernel, GemmOptions, GemmShape, GemmVariant,
@@ -60,6 +63,8 @@ pub fn run(b: &mut Bench) -> Result<()> {
     for &s in sweep {
         let p = Problem::new(b, s, s, s, false, false)?;
         let mut kernels = tune::candidates(&b.gpu);
+        // f32 inputs here: the f16 cooperative kernel has its row below.
+        kernels.retain(|k| !matches!(k, GemmKernel::Coop(t) if t.input != DType::F32));
         if cpu {
             for (wg_x, tm, tn) in [(8, 8, 8), (8, 32, 16)] {
                 kernels.push(GemmKernel::Register(RegisterTile { wg_x, tm, tn }));
@@ -92,6 +97,49 @@ pub fn run(b: &mut Bench) -> Result<()> {
                 opts: GemmOptions::default(),
             };
             p.measure(b, "f16 auto", &format!("{s}x{s}x{s}"), gemm_into)?;
+        }
+    }
+    // Cooperative matrices (tensor cores) where the adapter lists a
+    // configuration: f16 inputs (the tensor-core case) and f32 inputs.
+    for dtype in [DType::F16, DType::F32] {
+        let Some(tile) = coop_tile(b.gpu.policy(), dtype) else {
+            println!(
+                "gemm/coop {dtype:?}: skipped, no configuration {dtype:?} -> f32 (cooperative \
+                 matrices: {})",
+                b.gpu.features().cooperative_matrix
+            );
+            continue;
+        };
+        let input = if dtype == DType::F16 { "f16" } else { "f32" };
+        for &s in sweep {
+            let name = format!("gemm/coop {input}/{s}x{s}x{s}");
+            if !b.selects(&name) {
+                continue;
+            }
+            let values: Vec<f32> = (0..s * s)
+                .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+                .collect();
+            let upload = |v: &[f32]| {
+                if dtype == DType::F16 {
+                    Tensor::from_f32_as_f16(&b.gpu, v, &[s * s])
+                } else {
+                    Tensor::from_slice(&b.gpu, v, &[s * s])
+                }
+            };
+            let p = Problem {
+                x: upload(&values)?,
+                w: upload(&values)?,
+                y: Tensor::empty(&b.gpu, &[s, s], DType::F32)?,
+                dims: GemmShape::contiguous(s, s, s, 1),
+                opts: GemmOptions::default(),
+            };
+            let kernel = GemmKernel::Coop(tile);
+            p.measure(
+                b,
+                &format!("coop {input}"),
+                &format!("{s}x{s}x{s}"),
+                |x, w, y, dims, o| gemm_into_kernel(x, w, y, dims, o, kernel),
+            )?;
         }
     }
     // GPT-2 small at B*T = 2048 (M x K . K x N): QKV, MLP up, MLP down forward;

@@ -259,6 +259,15 @@ pub fn describe_adapters(choice: &AdapterChoice) -> Result<String> {
                 shader_f16: f.contains(wgpu::Features::SHADER_F16),
                 timestamp_query: f.contains(wgpu::Features::TIMESTAMP_QUERY),
                 subgroups: f.contains(wgpu::Features::SUBGROUP),
+                // What a device opened on it would use (the variable included).
+                cooperative_matrix: super::CoopMatrices::of_adapter(
+                    &a.get_info(),
+                    f,
+                    &a.cooperative_matrix_properties(),
+                    true,
+                    super::policy::Overrides::from_env()
+                        .is_ok_and(|o| o.coop_matrix == Some(false)),
+                ),
             };
             format!(
                 "[{i}] {}",
@@ -288,7 +297,8 @@ pub(super) fn adapter_report(
          max_compute_workgroup_size (x, y, z)   ({}, {}, {})\n  \
          max_compute_workgroups_per_dimension   {}\n  \
          min_uniform_buffer_offset_alignment    {}\n\
-         features:\n  shader-f16       {}\n  timestamp-query  {}\n  subgroups        {}",
+         features:\n  shader-f16       {}\n  timestamp-query  {}\n  subgroups        {}\n  \
+         cooperative matrices  {}",
         i.name,
         i.backend,
         i.device_type,
@@ -309,5 +319,6 @@ pub(super) fn adapter_report(
         yes(f.shader_f16),
         yes(f.timestamp_query),
         yes(f.subgroups),
+        f.cooperative_matrix,
     )
 }

@@ -5,6 +5,7 @@
 
 mod adapter;
 mod batch;
+pub mod coop;
 mod counters;
 mod pipelines;
 pub mod policy;
@@ -16,6 +17,7 @@ mod readback;
 pub use adapter::describe_adapters;
 pub use adapter::AdapterChoice;
 pub use batch::{Dispatch, Launch};
+pub use coop::{CoopMatrices, CoopMatrixConfig, CoopScalar, CoopUnavailable};
 pub use counters::Counters;
 pub use pipelines::Shader;
 pub use policy::{KernelPolicy, PlanLimits, Split};
@@ -43,6 +45,9 @@ pub struct GpuFeatures {
     pub timestamp_query: bool,
     /// Subgroup operations: the subgroup kernel variants may run.
     pub subgroups: bool,
+    /// The adapter's cooperative-matrix configurations (tensor cores), and
+    /// whether the kernels may use them on this device.
+    pub cooperative_matrix: CoopMatrices,
 }
 
 /// A WebGPU device with wgformer's runtime around it, and the policy its
@@ -169,6 +174,21 @@ impl Gpu {
                 wanted |= f;
             }
         }
+        // Cooperative matrices are experimental in wgpu 30: requesting them
+        // takes the unsafe opt-in below. Only where the adapter exposes them
+        // and WGFORMER_COOP_MATRIX is not off.
+        let coop = available.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+            && overrides.coop_matrix != Some(false);
+        if coop {
+            wanted |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        }
+        let coop_matrix = CoopMatrices::of_adapter(
+            &info,
+            available,
+            &adapter.cooperative_matrix_properties(),
+            coop,
+            overrides.coop_matrix == Some(false),
+        );
         // The adapter's own limits, not the conservative defaults: large storage
         // bindings and workgroup memory are what make big GEMMs and attention fit.
         let limits = adapter.limits();
@@ -177,7 +197,14 @@ impl Gpu {
                 label: Some("wgformer device"),
                 required_features: wanted,
                 required_limits: limits.clone(),
-                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                experimental_features: if coop {
+                    // SAFETY: wgpu's terms for experimental features (bugs in
+                    // them may be undefined behaviour). Only the cooperative
+                    // matrix feature is requested, and only its GEMM uses it.
+                    unsafe { wgpu::ExperimentalFeatures::enabled() }
+                } else {
+                    wgpu::ExperimentalFeatures::disabled()
+                },
                 memory_hints: wgpu::MemoryHints::Performance,
                 trace: wgpu::Trace::Off,
             })
@@ -186,7 +213,15 @@ impl Gpu {
                 adapter: info.name.clone(),
                 reason: e.to_string(),
             })?;
-        Ok(Self::wrap(info, device, queue, limits, wanted, overrides))
+        Ok(Self::wrap(
+            info,
+            device,
+            queue,
+            limits,
+            wanted,
+            coop_matrix,
+            overrides,
+        ))
     }
 
     /// Runs wgformer on a device the application created itself (a game or a
@@ -256,12 +291,23 @@ impl Gpu {
                 | wgpu::Features::TIMESTAMP_QUERY
                 | wgpu::Features::SUBGROUP);
         let overrides = policy::Overrides::from_env()?;
+        let on_device = device
+            .features()
+            .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
+        let coop_matrix = CoopMatrices::of_adapter(
+            &info,
+            adapter.features(),
+            &adapter.cooperative_matrix_properties(),
+            on_device && overrides.coop_matrix != Some(false),
+            overrides.coop_matrix == Some(false),
+        );
         Ok(Self::wrap(
             info,
             device.clone(),
             queue.clone(),
             limits,
             wanted,
+            coop_matrix,
             &overrides,
         ))
     }
@@ -273,6 +319,7 @@ impl Gpu {
         queue: wgpu::Queue,
         limits: wgpu::Limits,
         wanted: wgpu::Features,
+        cooperative_matrix: CoopMatrices,
         overrides: &policy::Overrides,
     ) -> Gpu {
         let device_error: Arc<Mutex<Option<String>>> = Arc::default();
@@ -297,6 +344,7 @@ impl Gpu {
             shader_f16: wanted.contains(wgpu::Features::SHADER_F16),
             timestamp_query: wanted.contains(wgpu::Features::TIMESTAMP_QUERY),
             subgroups: wanted.contains(wgpu::Features::SUBGROUP),
+            cooperative_matrix,
         };
         let batch = batch::Batch::new(&device, &limits);
         let policy = KernelPolicy::resolve(&info, features, &limits, overrides);

@@ -3,7 +3,7 @@
 //! [`Gpu`](super::Gpu) opens. Kernels read [`Gpu::policy`](super::Gpu::policy);
 //! nothing else in the engine reads the environment.
 
-use super::GpuFeatures;
+use super::{CoopMatrices, GpuFeatures};
 use crate::error::{Error, Result};
 use std::path::PathBuf;
 
@@ -28,6 +28,11 @@ pub const GEMM_TUNE_ENV: &str = "WGFORMER_GEMM_TUNE";
 /// A file path, or `off`: where measured GEMM choices persist (default
 /// `$XDG_CACHE_HOME/wgformer/gemm-tune.json`, else `~/.cache/...`).
 pub const TUNE_CACHE_ENV: &str = "WGFORMER_TUNE_CACHE";
+
+/// `auto` | `on` | `off`: `off` leaves wgpu's experimental cooperative-matrix
+/// feature unrequested, so no kernel uses tensor cores (`auto`/`on`: request it
+/// where the adapter exposes it).
+pub const COOP_MATRIX_ENV: &str = "WGFORMER_COOP_MATRIX";
 
 /// Spellings of "on" and "off" that every switch variable accepts (any case).
 const ON: &[&str] = &["on", "1", "true", "yes"];
@@ -108,6 +113,12 @@ pub struct KernelPolicy {
     pub limits: PlanLimits,
     /// The device has `shader-f16`.
     pub shader_f16: bool,
+    /// Cooperative-matrix configurations the kernels may use (none unless
+    /// the device was opened with the feature; [`COOP_MATRIX_ENV`]).
+    pub coop_matrix: CoopMatrices,
+    /// Threads of a cooperative-matrix workgroup: the adapter's largest
+    /// subgroup size, so a workgroup is whole subgroups of any size it runs.
+    pub coop_lanes: u32,
 }
 
 /// The overrides read from the environment, checked.
@@ -118,6 +129,7 @@ pub(crate) struct Overrides {
     rows: Option<Split>,
     gemm_tune: Option<bool>,
     tune_cache: Option<PathBuf>,
+    pub(crate) coop_matrix: Option<bool>,
 }
 
 impl Overrides {
@@ -171,6 +183,7 @@ impl Overrides {
             rows: split(ROW_PLAN_ENV)?,
             gemm_tune: switch(GEMM_TUNE_ENV)?,
             tune_cache: tune_cache.filter(|_| cfg!(not(target_arch = "wasm32"))),
+            coop_matrix: switch(COOP_MATRIX_ENV)?,
         })
     }
 
@@ -218,6 +231,8 @@ impl KernelPolicy {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             limits: PlanLimits::of(limits),
             shader_f16: features.shader_f16,
+            coop_matrix: features.cooperative_matrix,
+            coop_lanes: info.subgroup_max_size.max(1),
         }
     }
 
@@ -245,6 +260,10 @@ impl KernelPolicy {
             || l.max_workgroup_size_y > own.max_workgroup_size_y
         {
             Some(format!("limits {l:?} exceed the device's {own:?}"))
+        } else if self.coop_matrix.unavailable().is_none()
+            && features.cooperative_matrix.unavailable().is_some()
+        {
+            Some("coop_matrix: the device has no cooperative matrices".into())
         } else if self.shader_f16 && !features.shader_f16 {
             Some("shader_f16: the device lacks shader-f16".into())
         } else if self.gemm_tune && !features.timestamp_query {
@@ -280,6 +299,7 @@ impl std::fmt::Display for KernelPolicy {
         writeln!(f, "  attention split  {}", self.attention)?;
         writeln!(f, "  row plan         {}", self.rows)?;
         writeln!(f, "  gemm autotune    {}", on(self.gemm_tune))?;
+        writeln!(f, "  coop matrices    {}", self.coop_matrix)?;
         match &self.tune_cache {
             Some(p) => writeln!(f, "  tune cache       {}", p.display())?,
             None => writeln!(f, "  tune cache       off")?,
@@ -311,6 +331,8 @@ pub(crate) mod examples {
                 max_workgroup_size_y: 1024,
             },
             shader_f16: true,
+            coop_matrix: CoopMatrices::default(),
+            coop_lanes: 8,
         }
     }
 
@@ -332,6 +354,8 @@ pub(crate) mod examples {
                 max_workgroup_size_y: 1024,
             },
             shader_f16: true,
+            coop_matrix: CoopMatrices::default(),
+            coop_lanes: 32,
         }
     }
 }
@@ -350,7 +374,7 @@ mod tests {
 
     #[test]
     fn every_switch_accepts_the_same_spellings() {
-        for var in [SUBGROUPS_ENV, GEMM_TUNE_ENV] {
+        for var in [SUBGROUPS_ENV, GEMM_TUNE_ENV, COOP_MATRIX_ENV] {
             for (value, want) in [
                 ("on", Some(true)),
                 ("TRUE", Some(true)),
@@ -364,10 +388,10 @@ mod tests {
                 ("", None),
             ] {
                 let o = parse(&[(var, value)]).unwrap();
-                let got = if var == SUBGROUPS_ENV {
-                    o.subgroups
-                } else {
-                    o.gemm_tune
+                let got = match var {
+                    SUBGROUPS_ENV => o.subgroups,
+                    GEMM_TUNE_ENV => o.gemm_tune,
+                    _ => o.coop_matrix,
                 };
                 assert_eq!(got, want, "{var}={value}");
             }

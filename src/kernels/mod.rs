@@ -100,6 +100,28 @@ pub static GEMM_SUBGROUP_WGSL: Shader =
 /// gemm_f16.wgsl (which opens with `enable f16;`) followed by gemm.wgsl.
 pub static GEMM_F16_WGSL: Shader =
     shader!("gemm_f16.wgsl" = "gemm_f16.wgsl" "gemm.wgsl", f16: true);
+/// The cooperative-matrix GEMM (tensor cores), f16 inputs on 16x16x16
+/// matrices with f32 accumulators: gemm_coop_f16x16.wgsl (its `enable`s, types
+/// and loads) + gemm_coop.wgsl (the kernel) + gemm.wgsl (Params, epilogue).
+pub static GEMM_COOP_F16X16_WGSL: Shader = shader!(
+    "gemm_coop_f16x16.wgsl" = "gemm_coop_f16x16.wgsl" "gemm_coop.wgsl" "gemm.wgsl",
+    f16: true
+);
+/// The cooperative-matrix GEMM, f16 inputs on 8x8x8 matrices (Metal), f32 accumulators.
+pub static GEMM_COOP_F16X8_WGSL: Shader = shader!(
+    "gemm_coop_f16x8.wgsl" = "gemm_coop_f16x8.wgsl" "gemm_coop.wgsl" "gemm.wgsl",
+    f16: true
+);
+/// The cooperative-matrix GEMM, f32 inputs on 16x16x16 matrices.
+pub static GEMM_COOP_F32X16_WGSL: Shader = shader!(
+    "gemm_coop_f32x16.wgsl" = "gemm_coop_f32x16.wgsl" "gemm_coop.wgsl" "gemm.wgsl",
+    f16: false
+);
+/// The cooperative-matrix GEMM, f32 inputs on 8x8x8 matrices (Metal).
+pub static GEMM_COOP_F32X8_WGSL: Shader = shader!(
+    "gemm_coop_f32x8.wgsl" = "gemm_coop_f32x8.wgsl" "gemm_coop.wgsl" "gemm.wgsl",
+    f16: false
+);
 /// grad_norm.wgsl: the global gradient norm and clip factor.
 pub static GRAD_NORM_WGSL: Shader = shader!("grad_norm.wgsl", f16: false);
 /// optim.wgsl: the Adam and AdamW update.
@@ -167,6 +189,18 @@ pub static ALL_SHADERS: &[&Shader] = &[
     &SOFTMAX_SUBGROUP_WGSL,
     &SWIGLU_WGSL,
     &CAST_F16_WGSL,
+];
+
+/// The shaders that need wgpu's experimental cooperative-matrix feature
+/// (`enable wgpu_cooperative_matrix;`): kept out of [`ALL_SHADERS`] because
+/// no pipeline of them builds without the feature and naga's HLSL backend
+/// cannot translate them (it panics: wgpu 30 has no DX12 path for them). The
+/// naga test validates them and translates them to SPIR-V and MSL.
+pub static COOP_SHADERS: &[&Shader] = &[
+    &GEMM_COOP_F16X16_WGSL,
+    &GEMM_COOP_F16X8_WGSL,
+    &GEMM_COOP_F32X16_WGSL,
+    &GEMM_COOP_F32X8_WGSL,
 ];
 
 /// Workgroups per dimension that every adapter allows (WebGPU's guaranteed minimum).

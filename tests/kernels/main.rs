@@ -13,6 +13,7 @@ mod cross_entropy;
 mod elementwise;
 mod embedding;
 mod gemm;
+mod gemm_coop;
 mod grad_check_elementwise;
 mod grad_check_rowwise;
 mod kv_cache;

@@ -2,16 +2,24 @@
 //! MSL (Metal) and HLSL (DX12), with default override constants. Needs no GPU:
 //! this is how the Metal and DX12 paths stay honest on a Linux CI machine. And
 //! every Rust constant that repeats a shader's number (kernels::wgsl_mirrors)
-//! equals it.
+//! equals it. The cooperative-matrix shaders (kernels::COOP_SHADERS) validate
+//! with naga's cooperative-matrix capability and translate to SPIR-V and MSL
+//! only: naga 30's HLSL backend has no cooperative matrices (it panics on
+//! them) and wgpu 30 offers them on Vulkan and Metal only.
 
 use naga::back::{hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 use wgformer::kernels::wgsl_mirrors::{wgsl_mirrors, WgslName};
-use wgformer::kernels::ALL_SHADERS;
+use wgformer::kernels::{ALL_SHADERS, COOP_SHADERS};
 
 fn check(name: &str, source: &str) -> Result<usize, String> {
+    check_with(name, source, Capabilities::empty(), true)
+}
+
+/// [`check`] with `extra` capabilities, and HLSL only where `hlsl`.
+fn check_with(name: &str, source: &str, extra: Capabilities, hlsl: bool) -> Result<usize, String> {
     let module = naga::front::wgsl::parse_str(source).map_err(|e| e.emit_to_string(source))?;
-    let caps = Capabilities::SHADER_FLOAT16 | Capabilities::SUBGROUP;
+    let caps = Capabilities::SHADER_FLOAT16 | Capabilities::SUBGROUP | extra;
     let info = Validator::new(ValidationFlags::all(), caps)
         .validate(&module)
         .map_err(|e| e.emit_to_string(source))?;
@@ -45,6 +53,9 @@ fn check(name: &str, source: &str) -> Result<usize, String> {
         };
         msl::write_string(&module, &info, &msl_options, &msl_pipeline)
             .map_err(|e| format!("{name}::{ep}: MSL: {e}"))?;
+        if !hlsl {
+            continue;
+        }
         let hlsl_options = hlsl::Options {
             shader_model: hlsl::ShaderModel::V6_2,
             ..Default::default()
@@ -72,6 +83,89 @@ fn every_shader_validates_and_translates_to_spirv_msl_hlsl() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     assert!(total > 0, "no entry points found");
+}
+
+#[test]
+fn every_cooperative_matrix_shader_validates_and_translates_to_spirv_and_msl() {
+    let mut failures = Vec::new();
+    let mut total = 0;
+    for shader in COOP_SHADERS {
+        // Without the capability naga must refuse them (the test is not vacuous).
+        if check(shader.name, shader.source).is_ok() {
+            failures.push(format!("{}: validated without the capability", shader.name));
+        }
+        match check_with(
+            shader.name,
+            shader.source,
+            Capabilities::COOPERATIVE_MATRIX,
+            false,
+        ) {
+            Ok(n) => total += n,
+            Err(e) => failures.push(format!("{}:\n{e}", shader.name)),
+        }
+        assert!(
+            !ALL_SHADERS.iter().any(|s| s.name == shader.name),
+            "{} is in both lists",
+            shader.name
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert_eq!(COOP_SHADERS.len(), 4);
+    assert!(total >= 4, "no entry points found");
+}
+
+/// Every transpose and epilogue the tape uses builds its own pipeline from
+/// pipeline constants: each combination must translate too.
+#[test]
+fn the_cooperative_gemm_translates_with_every_transpose_and_epilogue() {
+    let shader = &wgformer::kernels::GEMM_COOP_F16X16_WGSL;
+    let module = naga::front::wgsl::parse_str(shader.source).unwrap();
+    let caps = Capabilities::all();
+    let info = Validator::new(ValidationFlags::all(), caps)
+        .validate(&module)
+        .unwrap();
+    for (ta, tb, act, bias, vec_a) in [
+        (0.0, 0.0, 0.0, 0.0, 1.0),
+        (1.0, 0.0, 1.0, 1.0, 0.0),
+        (0.0, 1.0, 2.0, 1.0, 1.0),
+        (1.0, 1.0, 3.0, 0.0, 0.0),
+    ] {
+        let constants: naga::back::PipelineConstants = [
+            ("TRANS_A", ta),
+            ("TRANS_B", tb),
+            ("ACT", act),
+            ("HAS_BIAS", bias),
+            ("VEC_A", vec_a),
+            ("VEC_B", 1.0 - vec_a),
+            ("VEC_C", vec_a),
+            ("COOP_WG", 64.0),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let (m, i) = naga::back::pipeline_constants::process_overrides(
+            &module,
+            &info,
+            Some((naga::ShaderStage::Compute, "gemm_fwd_coop")),
+            &constants,
+        )
+        .unwrap();
+        let pipeline = spv::PipelineOptions {
+            shader_stage: naga::ShaderStage::Compute,
+            entry_point: "gemm_fwd_coop".into(),
+        };
+        spv::write_vec(&m, &i, &spv::Options::default(), Some(&pipeline)).unwrap();
+        let msl_pipeline = msl::PipelineOptions {
+            entry_point: Some((naga::ShaderStage::Compute, "gemm_fwd_coop".into())),
+            ..Default::default()
+        };
+        let msl_options = msl::Options {
+            lang_version: (2, 3),
+            ..Default::default()
+        };
+        let (src, _) = msl::write_string(&m, &i, &msl_options, &msl_pipeline).unwrap();
+        assert!(src.contains("simdgroup_multiply_accumulate"), "{src}");
+    }
 }
 
 #[test]

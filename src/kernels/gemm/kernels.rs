@@ -125,6 +125,8 @@ pub enum GemmKernel {
     Block(BlockTile),
     /// Matrix-vector products (M of 1 to 4).
     Gemv(GemvTile),
+    /// Cooperative matrices (tensor cores; needs the adapter's configuration).
+    Coop(super::coop::CoopTile),
 }
 
 impl std::fmt::Display for GemmKernel {
@@ -138,6 +140,7 @@ impl std::fmt::Display for GemmKernel {
             GemmKernel::Register(t) => write!(f, "register-{}-{}x{}", t.wg_x, t.tm, t.tn),
             GemmKernel::Subgroup(t) => write!(f, "subgroup-{}x{}", t.tm, t.tn),
             GemmKernel::Gemv(t) => write!(f, "gemv-{}-{}x{}", t.wg_x, t.m, 4 * t.cb),
+            GemmKernel::Coop(t) => f.write_str(&super::coop::name(t)),
             GemmKernel::Block(t) => write!(
                 f,
                 "block-{}x{}-{}x{}-wg{}x{}",
@@ -186,6 +189,7 @@ impl GemmKernel {
                     cb: t.get(1)? / 4,
                 }))
             }
+            ["coop", input, size, wg] => super::coop::parse(input, size, wg),
             ["block", _, per, wg] => {
                 let per = nums(per, 'x')?;
                 let wg = nums(wg.strip_prefix("wg")?, 'x')?;
@@ -214,6 +218,7 @@ pub fn check_kernel(gpu: &Gpu, kernel: GemmKernel) -> Result<()> {
     };
     match kernel {
         GemmKernel::Naive | GemmKernel::Shared => Ok(()),
+        GemmKernel::Coop(tile) => super::coop::check(gpu, tile),
         GemmKernel::Register(tile) => {
             if ![4, 8, 16, 32].contains(&tile.tm) || ![4, 8, 16].contains(&tile.tn) {
                 return Err(Error::invalid(

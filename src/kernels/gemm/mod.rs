@@ -15,11 +15,13 @@
 //! a subgroup of 8 by broadcasts), [`Block`](GemmVariant::Block) (block tile up
 //! to 128 x 128 through double-buffered workgroup memory, 8 x 8 per thread: the
 //! GPU kernel), [`Gemv`](GemmVariant::Gemv) (M <= 4 rows per thread against a
-//! few vec4 columns: decoding with a KV cache). [`GemmVariant::Auto`] runs the
+//! few vec4 columns: decoding with a KV cache), [`Coop`](GemmVariant::Coop)
+//! (cooperative matrices, the tensor cores: [`coop`]). [`GemmVariant::Auto`] runs the
 //! GEMV kernel for M <= 4 on CPU adapters ([`gemv_tile`]), otherwise what the
 //! autotune measured fastest for the adapter and shape class ([`tune`]), or
 //! without measuring [`default_kernel`]: the subgroup tile on lavapipe, the
-//! block tile on GPUs.
+//! cooperative-matrix kernel where the adapter lists a configuration for the
+//! input type ([`coop::coop_tile`]), else the block tile on GPUs.
 //!
 //! On lavapipe (2 cores) at 1024^3 the register tile ran ~25x the naive kernel
 //! and ~5x the workgroup-memory tile, the subgroup tile 1.75x the register
@@ -31,6 +33,7 @@
 //! vec4/scalar access choice, so each combination in use builds its own
 //! pipeline once (about a second on lavapipe for the register tile).
 
+pub mod coop;
 mod kernels;
 pub(crate) mod plan;
 pub mod tune;
@@ -66,6 +69,10 @@ pub enum GemmVariant {
     /// wasted rows ([`gemv_tile`]'s shape, or [`GemvTile::default`] where that
     /// declines).
     Gemv,
+    /// Cooperative matrices (tensor cores) through workgroup-memory staging
+    /// ([`coop::coop_tile`]'s configuration for the input type); an error on
+    /// adapters that list none (see `wgformer info`).
+    Coop,
     /// The fastest for the adapter and shape: the GEMV kernel where
     /// [`gemv_tile`] takes the shape (M <= 4 on CPU adapters), else measured by
     /// a short autotune where enabled, otherwise [`auto_variant`]'s kernel (see

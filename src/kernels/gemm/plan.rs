@@ -3,6 +3,7 @@
 //! functions of the shape and the [`KernelPolicy`]; [`super::gemm_into`]
 //! encodes what they decide.
 
+use super::coop::coop_tile;
 use super::{
     BlockTile, GemmKernel, GemmOptions, GemmShape, GemmVariant, GemvTile, RegisterTile,
     SubgroupTile,
@@ -63,12 +64,17 @@ pub fn default_kernel(policy: &KernelPolicy, shape: &GemmShape) -> GemmKernel {
     default_kernel_for(policy, shape, DType::F32)
 }
 
-/// [`default_kernel`] for inputs of `dtype` (f16 inputs run on the block tile).
+/// [`default_kernel`] for inputs of `dtype`: the cooperative-matrix kernel
+/// where the policy has a configuration for `dtype` ([`coop_tile`]), else f16
+/// inputs on the block tile and f32 on [`auto_variant`]'s family.
 pub(crate) fn default_kernel_for(
     policy: &KernelPolicy,
     shape: &GemmShape,
     dtype: DType,
 ) -> GemmKernel {
+    if let Some(t) = coop_tile(policy, dtype) {
+        return GemmKernel::Coop(t);
+    }
     let family = if dtype == DType::F16 {
         GemmVariant::Block
     } else {
@@ -122,6 +128,20 @@ pub(crate) fn variant_kernel(
     dtype: DType,
     policy: &KernelPolicy,
 ) -> Result<Option<GemmKernel>> {
+    if variant == GemmVariant::Coop {
+        return match coop_tile(policy, dtype) {
+            Some(t) => Ok(Some(GemmKernel::Coop(t))),
+            None => Err(Error::invalid(
+                "gemm",
+                format!(
+                    "GemmVariant::Coop: this adapter offers no cooperative-matrix configuration \
+                     for {dtype:?} inputs with f32 accumulators (cooperative matrices: {}); use \
+                     GemmVariant::Auto",
+                    policy.coop_matrix
+                ),
+            )),
+        };
+    }
     if dtype == DType::F16 {
         return match variant {
             GemmVariant::Auto => Ok(None),
@@ -144,6 +164,7 @@ pub(crate) fn variant_kernel(
             m: shape.m.clamp(1, 4) as u32,
             ..GemvTile::default()
         })),
+        GemmVariant::Coop => unreachable!("handled above"),
         GemmVariant::Auto => match gemv_tile(policy, shape) {
             Some(t) => GemmKernel::Gemv(t),
             None => return Ok(None),
@@ -290,8 +311,22 @@ pub fn plan(
             ]);
             (&GEMM_WGSL, "gemm_fwd_gemv", t.m, 4 * t.cb * t.wg_x, false)
         }
+        GemmKernel::Coop(t) => {
+            constants.push(("COOP_WG", t.lanes as f64));
+            (t.shader(), "gemm_fwd_coop", t.block(), t.block(), false)
+        }
     };
     let (shader, entry) = match (dtype, kernel) {
+        (d, GemmKernel::Coop(t)) if d == t.input => (shader, entry),
+        (d, GemmKernel::Coop(t)) => {
+            return Err(Error::invalid(
+                "gemm",
+                format!(
+                    "{d:?} inputs on the cooperative kernel {kernel} for {:?} inputs",
+                    t.input
+                ),
+            ))
+        }
         (DType::F16, GemmKernel::Block(_)) => (&GEMM_F16_WGSL, "gemm_fwd_block_f16"),
         (DType::F16, k) => {
             return Err(Error::invalid(

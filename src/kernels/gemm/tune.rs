@@ -71,7 +71,13 @@ pub fn candidates(gpu: &Gpu) -> Vec<GemmKernel> {
             GemmKernel::Subgroup(SubgroupTile::default()),
         ]
     };
+    // Where the adapter lists cooperative matrices, they compete too.
+    let coop = [DType::F16, DType::F32]
+        .into_iter()
+        .filter_map(|dtype| super::coop::coop_tile(gpu.policy(), dtype))
+        .map(GemmKernel::Coop);
     list.into_iter()
+        .chain(coop)
         .filter(|k| check_kernel(gpu, *k).is_ok())
         .collect()
 }
@@ -130,11 +136,14 @@ pub fn autotune(
 ) -> Result<Vec<(GemmKernel, Option<f64>)>> {
     let gpu = a.gpu();
     let mut out = Vec::new();
-    // f16 inputs run on the block tile only.
+    // f16 inputs run on the block tile or the f16 cooperative kernel; each
+    // cooperative kernel takes its own input type.
     let f16 = a.dtype() == DType::F16;
-    let list = candidates(gpu)
-        .into_iter()
-        .filter(|k| !f16 || matches!(k, GemmKernel::Block(_)));
+    let list = candidates(gpu).into_iter().filter(|k| match k {
+        GemmKernel::Coop(t) => t.input == a.dtype(),
+        GemmKernel::Block(_) => true,
+        _ => !f16,
+    });
     for kernel in list {
         let launch = || super::gemm_into_kernel(a, b, c, shape, opts, kernel);
         // The first launch builds the pipeline; a kernel that fails to build
