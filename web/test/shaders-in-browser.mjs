@@ -60,6 +60,11 @@ export async function compileInBrowser(page, shaders, pipelines = false) {
     });
     const results = [];
     for (let s of shaders) {
+      // wgpu's own WGSL extension (tensor cores, native only): not part of WebGPU.
+      if (/^\s*enable\s+wgpu_cooperative_matrix\s*;/m.test(s.source)) {
+        results.push({ name: s.name, entry: "*", ok: true, skipped: "native-only cooperative matrices", messages: [] });
+        continue;
+      }
       if (/^\s*enable\s+f16\s*;/m.test(s.source) && !f16) {
         results.push({ name: s.name, entry: "*", ok: true, skipped: "adapter lacks shader-f16", messages: [] });
         continue;
