@@ -7,6 +7,7 @@ pub mod bench;
 pub mod energy;
 pub mod flags;
 pub mod infer;
+pub mod parallel;
 pub mod plot;
 pub mod prepare;
 pub mod privacy;

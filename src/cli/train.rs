@@ -223,6 +223,16 @@ pub struct TrainArgs {
     /// Copies of the canary, evenly spaced through the training text.
     #[arg(long, default_value_t = 10, value_parser = at_least_one::<usize>)]
     pub canary_repeats: usize,
+    /// Train over the processes of `mpirun -np N` (feature `mpi`; gpt, llama):
+    /// data (each rank takes 1/N of every global --batch; gradients summed
+    /// over ranks) or zero1 (the same, each rank keeping 1/N of the
+    /// optimiser state).
+    #[arg(long, value_enum)]
+    pub parallel: Option<super::parallel::ParallelArg>,
+    /// Seconds a --parallel rank waits for another before failing with that
+    /// rank named.
+    #[arg(long, default_value_t = 300.0, value_parser = positive)]
+    pub dist_timeout: f32,
     /// Take options from this TOML (or .json) file, by their flag names
     /// (`d_model = 256`); flags on the command line win.
     #[arg(long, value_name = "FILE")]
@@ -262,6 +272,9 @@ fn dp_options(a: &TrainArgs) -> Option<DpOptions> {
 
 /// Runs `wgformer train` (after [`check_flags`]); `energy` measures the run.
 pub fn run(gpu: &Gpu, a: &TrainArgs, energy: RunEnergy) -> Result<()> {
+    if let Some(mode) = a.parallel.filter(|_| !super::parallel::started()) {
+        return super::parallel::run(a, mode, move || run(gpu, a, energy));
+    }
     println!("adapter: {}", gpu.adapter_name());
     if let Some(dir) = &a.resume {
         return resume(gpu, a, dir, energy);
@@ -322,7 +335,10 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, energy: RunEnergy) -> Result<()> {
 
 /// Claims the checkpoint directory for this run (see [`OutDir`]); an existing
 /// checkpoint there may be replaced only when `replace` is set.
-fn claim_out(dir: &Path, replace: bool) -> Result<OutDir> {
+fn claim_out(dir: &Path, replace: bool) -> Result<Option<OutDir>> {
+    if super::parallel::rank() > 0 {
+        return Ok(None); // rank 0 writes the checkpoints of a parallel run
+    }
     let existing = if replace {
         Existing::Replace
     } else {
@@ -332,7 +348,7 @@ fn claim_out(dir: &Path, replace: bool) -> Result<OutDir> {
     if let Some(note) = out.note() {
         eprintln!("note: {note}");
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 fn default_out(a: &TrainArgs) -> PathBuf {
@@ -351,31 +367,32 @@ fn default_out(a: &TrainArgs) -> PathBuf {
 /// resumed from a checkpoint; each with the options the command line resolved
 /// to (`run_config::resolved`), which the trainer state records.
 enum Start {
-    Fresh(TrainOptions, Option<DpOptions>, OutDir, Value),
-    Resume(PathBuf, Option<u32>, OutDir, Value),
+    Fresh(TrainOptions, Option<DpOptions>, Option<OutDir>, Value),
+    Resume(PathBuf, Option<u32>, Option<OutDir>, Value),
 }
 
 impl Start {
-    /// The directory the run saves into.
-    fn out_path(&self) -> &Path {
+    /// The directory the run saves into (None: a parallel run's rank > 0).
+    fn out_path(&self) -> Option<&Path> {
         match self {
-            Start::Fresh(_, _, out, _) | Start::Resume(_, _, out, _) => out.path(),
+            Start::Fresh(_, _, out, _) | Start::Resume(_, _, out, _) => {
+                out.as_ref().map(OutDir::path)
+            }
         }
     }
 }
 
 fn start<'a>(task: &'a mut dyn TrainTask, how: Start) -> Result<Trainer<'a>> {
-    match how {
-        Start::Fresh(opts, None, out, run) => {
-            Ok(Trainer::new(task, opts, Some(out))?.with_run_config(run))
-        }
-        Start::Fresh(opts, Some(dp), out, run) => Trainer::new(task, opts, Some(out))?
+    let trainer = match how {
+        Start::Fresh(opts, None, out, run) => Trainer::new(task, opts, out)?.with_run_config(run),
+        Start::Fresh(opts, Some(dp), out, run) => Trainer::new(task, opts, out)?
             .with_run_config(run)
-            .with_dp(dp),
+            .with_dp(dp)?,
         Start::Resume(dir, steps, out, run) => {
-            Ok(Trainer::resume(task, &dir, steps, Some(out))?.with_run_config(run))
+            Trainer::resume(task, &dir, steps, out)?.with_run_config(run)
         }
-    }
+    };
+    super::parallel::attach(trainer)
 }
 
 /// The run's options from the arguments and the model kind's defaults.
@@ -1010,10 +1027,13 @@ fn run_trainer(
     how: Start,
     mut energy: RunEnergy,
 ) -> Result<TrainSummary> {
-    let out_path = how.out_path().to_path_buf();
-    let csv = out_path.join(checkpoint::EMISSIONS_FILE);
-    if energy.is_on() {
-        emissions_csv::check(&csv)?; // now, not after the run
+    // None on the ranks > 0 of a parallel run: rank 0 writes the files.
+    let out_path = how.out_path().map(Path::to_path_buf);
+    let csv = out_path
+        .as_ref()
+        .map(|o| o.join(checkpoint::EMISSIONS_FILE));
+    if let Some(csv) = csv.as_ref().filter(|_| energy.is_on()) {
+        emissions_csv::check(csv)?; // now, not after the run
     }
     let gpu = task.gpu().clone();
     let mut trainer = start(task, how)?;
@@ -1039,8 +1059,16 @@ fn run_trainer(
         );
     }
     let mut progress = ProgressReporter::new(50);
-    let summary = trainer.run(&mut |e| progress.on_event(e));
+    let quiet = super::parallel::rank() > 0; // rank 0 reports for the run
+    let summary = trainer.run(&mut |e| {
+        if !quiet {
+            progress.on_event(e)
+        }
+    });
     progress.finish();
+    if let Some(p) = trainer.parallel() {
+        eprintln!("{}", p.summary());
+    }
     if let Ok(summary) = &summary {
         println!(
             "trained steps to {} of {}: {:.1} s, {:.0} target tokens/s, {:.3} model GFLOP/s achieved",
@@ -1059,11 +1087,18 @@ fn run_trainer(
         }
     }
     // A run that failed before its first save has no checkpoint to hold the row.
-    let saved = out_path.join(checkpoint::CONFIG_FILE).is_file();
-    if let Some(report) = energy.finish(&gpu, saved.then_some(csv.as_path())) {
+    let saved = out_path
+        .as_ref()
+        .is_some_and(|o| o.join(checkpoint::CONFIG_FILE).is_file());
+    let csv = csv.as_deref().filter(|_| saved);
+    if let Some(report) = energy.finish(&gpu, csv) {
         let step = trainer.state().step;
         let line = serde_json::json!({ "step": step, "energy": report.to_json() });
-        if let Err(e) = wgformer::train::append_to_eval_log(&out_path, &line) {
+        let logged = match &out_path {
+            Some(out) => wgformer::train::append_to_eval_log(out, &line),
+            None => Ok(()),
+        };
+        if let Err(e) = logged {
             eprintln!("warning: the energy report was not added to the eval log: {e}");
         }
     }
