@@ -109,6 +109,8 @@ pub mod autograd;
 pub mod checkpoint;
 pub mod data;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod dist;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod energy;
 pub mod error;
 pub mod generate;

@@ -8,6 +8,7 @@ pub mod energy;
 pub mod flags;
 pub mod infer;
 pub mod merge_lora;
+pub mod parallel;
 pub mod plot;
 pub mod prepare;
 pub mod privacy;

@@ -236,6 +236,16 @@ pub struct TrainArgs {
     /// Copies of the canary, evenly spaced through the training text.
     #[arg(long, default_value_t = 10, value_parser = at_least_one::<usize>)]
     pub canary_repeats: usize,
+    /// Train over the processes of `mpirun -np N` (feature `mpi`; gpt, llama):
+    /// data (each rank takes 1/N of every global --batch; gradients summed
+    /// over ranks) or zero1 (the same, each rank keeping 1/N of the
+    /// optimiser state).
+    #[arg(long, value_enum)]
+    pub parallel: Option<super::parallel::ParallelArg>,
+    /// Seconds a --parallel rank waits for another before failing with that
+    /// rank named.
+    #[arg(long, default_value_t = 300.0, value_parser = positive)]
+    pub dist_timeout: f32,
     /// Take options from this TOML (or .json) file, by their flag names
     /// (`d_model = 256`); flags on the command line win.
     #[arg(long, value_name = "FILE")]
@@ -263,6 +273,11 @@ pub fn check_flags(a: &TrainArgs) -> Result<()> {
                 "--{flag} sets up LoRA fine-tuning: add --lora-rank R and --init-from CHECKPOINT"
             )));
         }
+    }
+    if a.lora_rank.is_some() && a.parallel.is_some() {
+        return Err(usage(
+            "--lora-rank with --parallel is not supported yet: fine-tune with LoRA in one process",
+        ));
     }
     if a.lora_rank.is_some() && a.init_from.is_none() && a.resume.is_none() {
         return Err(usage(
@@ -295,6 +310,9 @@ fn dp_options(a: &TrainArgs) -> Option<DpOptions> {
 
 /// Runs `wgformer train` (after [`check_flags`]); `energy` measures the run.
 pub fn run(gpu: &Gpu, a: &TrainArgs, energy: RunEnergy) -> Result<()> {
+    if let Some(mode) = a.parallel.filter(|_| !super::parallel::started()) {
+        return super::parallel::run(a, mode, move || run(gpu, a, energy));
+    }
     println!("adapter: {}", gpu.adapter_name());
     if let Some(dir) = &a.resume {
         return resume(gpu, a, dir, energy);
@@ -367,7 +385,10 @@ pub fn run(gpu: &Gpu, a: &TrainArgs, energy: RunEnergy) -> Result<()> {
 
 /// Claims the checkpoint directory for this run (see [`OutDir`]); an existing
 /// checkpoint there may be replaced only when `replace` is set.
-fn claim_out(dir: &Path, replace: bool) -> Result<OutDir> {
+fn claim_out(dir: &Path, replace: bool) -> Result<Option<OutDir>> {
+    if super::parallel::rank() > 0 {
+        return Ok(None); // rank 0 writes the checkpoints of a parallel run
+    }
     let existing = if replace {
         Existing::Replace
     } else {
@@ -377,7 +398,7 @@ fn claim_out(dir: &Path, replace: bool) -> Result<OutDir> {
     if let Some(note) = out.note() {
         eprintln!("note: {note}");
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 fn default_out(a: &TrainArgs) -> PathBuf {
@@ -401,39 +422,43 @@ enum Start {
         TrainOptions,
         Option<DpOptions>,
         Option<LoraOptions>,
-        OutDir,
+        Option<OutDir>,
         Value,
     ),
-    Resume(PathBuf, Option<u32>, OutDir, Value),
+    Resume(PathBuf, Option<u32>, Option<OutDir>, Value),
 }
 
 impl Start {
-    /// The directory the run saves into.
-    fn out_path(&self) -> &Path {
+    /// The directory the run saves into (None: a parallel run's rank > 0).
+    fn out_path(&self) -> Option<&Path> {
         match self {
-            Start::Fresh(_, _, _, out, _) | Start::Resume(_, _, out, _) => out.path(),
+            Start::Fresh(_, _, _, out, _) | Start::Resume(_, _, out, _) => {
+                out.as_ref().map(OutDir::path)
+            }
         }
     }
 }
 
 fn start<'a>(task: &'a mut dyn TrainTask, how: Start) -> Result<Trainer<'a>> {
-    match how {
+    let trainer = match how {
         Start::Fresh(opts, dp, lora, out, run) => {
-            let mut trainer = Trainer::new(task, opts, Some(out))?.with_run_config(run);
+            let mut trainer = Trainer::new(task, opts, out)?.with_run_config(run);
             if let Some(lora) = lora {
                 trainer = trainer.with_lora(lora)?;
             }
             match dp {
-                Some(dp) => trainer.with_dp(dp),
-                None => Ok(trainer),
+                Some(dp) => trainer.with_dp(dp)?,
+                None => trainer,
             }
         }
         Start::Resume(dir, steps, out, run) => {
-            Ok(Trainer::resume(task, &dir, steps, Some(out))?.with_run_config(run))
+            Trainer::resume(task, &dir, steps, out)?.with_run_config(run)
         }
-    }
+    };
+    super::parallel::attach(trainer)
 }
 
+/// The run's options from the arguments and the model kind's defaults.
 fn options(a: &TrainArgs, kind: ModelKind, d_model: usize) -> Result<TrainOptions> {
     let (steps, optimizer, schedule, eps, eval_every) = match kind {
         ModelKind::Encdec => {
@@ -1066,10 +1091,13 @@ fn run_trainer(
     how: Start,
     mut energy: RunEnergy,
 ) -> Result<TrainSummary> {
-    let out_path = how.out_path().to_path_buf();
-    let csv = out_path.join(checkpoint::EMISSIONS_FILE);
-    if energy.is_on() {
-        emissions_csv::check(&csv)?; // now, not after the run
+    // None on the ranks > 0 of a parallel run: rank 0 writes the files.
+    let out_path = how.out_path().map(Path::to_path_buf);
+    let csv = out_path
+        .as_ref()
+        .map(|o| o.join(checkpoint::EMISSIONS_FILE));
+    if let Some(csv) = csv.as_ref().filter(|_| energy.is_on()) {
+        emissions_csv::check(csv)?; // now, not after the run
     }
     let gpu = task.gpu().clone();
     let mut trainer = start(task, how)?;
@@ -1095,8 +1123,16 @@ fn run_trainer(
         );
     }
     let mut progress = ProgressReporter::new(50);
-    let summary = trainer.run(&mut |e| progress.on_event(e));
+    let quiet = super::parallel::rank() > 0; // rank 0 reports for the run
+    let summary = trainer.run(&mut |e| {
+        if !quiet {
+            progress.on_event(e)
+        }
+    });
     progress.finish();
+    if let Some(p) = trainer.parallel() {
+        eprintln!("{}", p.summary());
+    }
     if let Ok(summary) = &summary {
         println!(
             "trained steps to {} of {}: {:.1} s, {:.0} target tokens/s, {:.3} model GFLOP/s achieved",
@@ -1115,11 +1151,18 @@ fn run_trainer(
         }
     }
     // A run that failed before its first save has no checkpoint to hold the row.
-    let saved = out_path.join(checkpoint::CONFIG_FILE).is_file();
-    if let Some(report) = energy.finish(&gpu, saved.then_some(csv.as_path())) {
+    let saved = out_path
+        .as_ref()
+        .is_some_and(|o| o.join(checkpoint::CONFIG_FILE).is_file());
+    let csv = csv.as_deref().filter(|_| saved);
+    if let Some(report) = energy.finish(&gpu, csv) {
         let step = trainer.state().step;
         let line = serde_json::json!({ "step": step, "energy": report.to_json() });
-        if let Err(e) = wgformer::train::append_to_eval_log(&out_path, &line) {
+        let logged = match &out_path {
+            Some(out) => wgformer::train::append_to_eval_log(out, &line),
+            None => Ok(()),
+        };
+        if let Err(e) = logged {
             eprintln!("warning: the energy report was not added to the eval log: {e}");
         }
     }

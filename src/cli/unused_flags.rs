@@ -19,6 +19,8 @@ const RESUME_FLAGS: &[&str] = &[
     "no-energy",
     "carbon-intensity",
     "power-watts",
+    "parallel",
+    "dist-timeout",
 ];
 /// What `--init-from` takes from the checkpoint instead of the flags.
 const MODEL_FLAGS: &[&str] = &[

@@ -196,6 +196,10 @@ impl Optimizer {
     pub fn state(&self) -> &[Vec<Tensor>] {
         &self.state
     }
+    /// The global-norm clipping threshold (None: no clipping).
+    pub fn max_grad_norm(&self) -> Option<f32> {
+        self.max_grad_norm
+    }
     /// Restores the step count (checkpoint resume); state tensors are written in place.
     pub fn set_steps(&mut self, steps: u32) {
         self.step = steps;

@@ -102,6 +102,9 @@ pub struct GptTask<M = Gpt> {
     dataset: TokenData,
     data: GptData,
     canary: Option<Canary>,
+    /// Data parallel: (rank, ranks); this rank trains on its share of every
+    /// global batch of `data.batch` windows.
+    shard: Option<(usize, usize)>,
 }
 
 impl<M: LanguageModel> GptTask<M> {
@@ -146,6 +149,7 @@ impl<M: LanguageModel> GptTask<M> {
             dataset,
             data,
             canary: None,
+            shard: None,
         })
     }
 
@@ -231,7 +235,15 @@ impl<M: LanguageModel> TrainTask for GptTask<M> {
     ) -> Result<(Var, MicroBatch)> {
         let (b, t) = (self.data.batch, self.data.seq);
         let mut rng = SplitMix64::new(data_seed(self.data.seed, index));
-        let (inputs, targets) = self.dataset.sample_batch(Split::Train, b, t, &mut rng)?;
+        let (mut inputs, mut targets) = self.dataset.sample_batch(Split::Train, b, t, &mut rng)?;
+        // Data parallel: the global batch is drawn as in one process, and this
+        // rank keeps its rows.
+        let (rank, world) = self.shard.unwrap_or((0, 1));
+        let b = b / world;
+        if world > 1 {
+            inputs = inputs[rank * b * t..(rank + 1) * b * t].to_vec();
+            targets = targets[rank * b * t..(rank + 1) * b * t].to_vec();
+        }
         let ids = Tensor::from_u32(tape.gpu(), &inputs, &[b, t])?;
         let logits = self.model.forward(tape, &ids)?;
         let opts = CrossEntropyOptions {
@@ -250,17 +262,25 @@ impl<M: LanguageModel> TrainTask for GptTask<M> {
     }
 
     fn evaluate(&mut self, _thorough: bool) -> Result<EvalMetrics> {
-        let (b, t) = (self.data.batch, self.data.seq);
+        // Data parallel: chunk k of the held-out windows is rank k mod N's.
+        let (rank, world) = self.shard.unwrap_or((0, 1));
+        let (b, t) = (self.data.batch / world, self.data.seq);
         // The same windows every time, so evaluations compare.
         let mut rng = SplitMix64::new(0xE7A1 ^ self.data.seed);
         let (mut total, mut tokens) = (0.0f64, 0usize);
         let mut left = self.data.eval_windows;
-        while left > 0 {
+        for chunk in 0.. {
+            if left == 0 {
+                break;
+            }
             let rows = left.min(b);
             left -= rows;
             let (inputs, targets) = self
                 .dataset
                 .sample_batch(Split::HeldOut, rows, t, &mut rng)?;
+            if chunk % world != rank {
+                continue;
+            }
             let tape = Tape::no_grad(self.gpu());
             let ids = Tensor::from_u32(tape.gpu(), &inputs, &[rows, t])?;
             let logits = self.model.forward(&tape, &ids)?;
@@ -290,6 +310,28 @@ impl<M: LanguageModel> TrainTask for GptTask<M> {
             }
             None => serde_json::json!({ "model": M::KIND, "data": self.data }),
         }
+    }
+
+    fn shard_data(&mut self, rank: usize, world: usize) -> Result<u64> {
+        let b = self.data.batch;
+        if world == 0 || rank >= world || b % world != 0 {
+            return Err(Error::invalid(
+                "train --parallel",
+                format!(
+                    "--batch {b} is the global batch, shared equally by the {world} ranks: pass a \
+                     multiple of {world}"
+                ),
+            ));
+        }
+        self.shard = Some((rank, world));
+        // The first global batch and the first held-out windows stand for the data.
+        let t = self.data.seq;
+        let mut rng = SplitMix64::new(data_seed(self.data.seed, 0));
+        let (train, _) = self.dataset.sample_batch(Split::Train, b, t, &mut rng)?;
+        let mut rng = SplitMix64::new(0xE7A1 ^ self.data.seed);
+        let (held, _) = self.dataset.sample_batch(Split::HeldOut, b, t, &mut rng)?;
+        let h = crate::dist::fnv1a(bytemuck::cast_slice(&train), crate::dist::FNV_OFFSET);
+        Ok(crate::dist::fnv1a(bytemuck::cast_slice(&held), h))
     }
 
     fn dp_data(&self) -> Result<DpData> {

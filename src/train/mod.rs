@@ -28,6 +28,7 @@ pub mod gpt;
 pub mod icl;
 mod options;
 pub mod out_dir;
+pub mod parallel;
 pub mod progress;
 pub mod seq2seq;
 pub mod step_log;
@@ -108,6 +109,16 @@ pub trait TrainTask {
         Err(Error::invalid(
             "train --dp",
             "this task has no per-example data for DP-SGD",
+        ))
+    }
+    /// Data parallel: from now on train on rank `rank`'s share of every
+    /// global batch (of `world` equal shares) and evaluate its share of the
+    /// held-out data; returns a hash of the data the run draws from, which
+    /// must be the same on every rank. The default: this task cannot.
+    fn shard_data(&mut self, _rank: usize, _world: usize) -> Result<u64> {
+        Err(Error::invalid(
+            "train --parallel",
+            "this task cannot be trained data-parallel yet: use --model gpt or llama on --data",
         ))
     }
     /// DP-SGD: records on `tape` the sum of each example's loss over
@@ -249,6 +260,8 @@ pub struct Trainer<'a> {
     out_dir: Option<OutDir>,
     /// DP-SGD runs: sampling, clipping, noise and accounting.
     dp: Option<dp::DpRun>,
+    /// Runs over several processes: where the ranks meet.
+    parallel: Option<Box<dyn parallel::Parallelism>>,
 }
 
 impl<'a> Trainer<'a> {
@@ -288,6 +301,7 @@ impl<'a> Trainer<'a> {
             state,
             out_dir,
             dp: None,
+            parallel: None,
         })
     }
 
@@ -458,7 +472,41 @@ impl<'a> Trainer<'a> {
             state,
             out_dir,
             dp,
+            parallel: None,
         })
+    }
+
+    /// Spreads the run over the ranks of `parallel` (data parallel): this
+    /// rank trains on its share of each global batch; the start refuses
+    /// ranks whose config, options, data or weights differ from rank 0's.
+    /// Only rank 0 should hold an output directory.
+    pub fn with_parallel(mut self, mut parallel: Box<dyn parallel::Parallelism>) -> Result<Self> {
+        if self.dp.is_some() {
+            return Err(Error::invalid(
+                "train --parallel",
+                "DP-SGD (--dp) does not run over several processes yet: leave out one of them",
+            ));
+        }
+        let data = self.task.shard_data(parallel.rank(), parallel.world())?;
+        let fingerprint = serde_json::json!({
+            "task": self.state.task,
+            "options": self.state.options,
+            "step": self.state.step,
+            "micro_batches": self.state.micro_batches,
+            "data": format!("{data:016x}"),
+            "weights": format!("{:016x}", crate::dist::data_parallel::params_hash(&self.task.params())?),
+        });
+        let kind = self.opt.kind();
+        let placeholder = Optimizer::new(self.task.gpu(), Vec::new(), kind, None)?;
+        let opt = std::mem::replace(&mut self.opt, placeholder);
+        self.opt = parallel.begin(&fingerprint, opt)?;
+        self.parallel = Some(parallel);
+        Ok(self)
+    }
+
+    /// The parallel run, if any.
+    pub fn parallel(&self) -> Option<&dyn parallel::Parallelism> {
+        self.parallel.as_deref()
     }
 
     /// The run's state (step, tokens, options).
@@ -518,6 +566,10 @@ impl<'a> Trainer<'a> {
             }
             // A DP step that drew no example has no loss (not 0 / 0).
             let loss = (!outcome.losses.is_empty()).then_some(loss / outcome.divisor);
+            let loss = match (&mut self.parallel, loss) {
+                (Some(p), Some(loss)) => Some(p.mean_loss(loss)?),
+                (_, loss) => loss,
+            };
             if let Some(loss) = loss.filter(|l| !l.is_finite()) {
                 return Err(Error::invalid(
                     "train",
@@ -546,10 +598,14 @@ impl<'a> Trainer<'a> {
             if let Some(step_log) = &mut step_log {
                 // Computed on the GPU for clipping (over the summed micro-batch
                 // gradients); the step is done, so this read waits for nothing.
+                // Over every rank's micro-batches in a parallel run.
+                let world = self.parallel.as_ref().map_or(1.0, |p| p.world() as f32);
+                let micro_batches = opts.accumulation as f32 * world;
                 let grad_norm = match (&self.dp, opts.grad_clip) {
-                    (None, Some(_)) => {
-                        Some(self.opt.grad_norm().to_vec()?[0] / opts.accumulation as f32)
-                    }
+                    (None, Some(_)) => match self.parallel.as_ref().and_then(|p| p.grad_norm()) {
+                        Some(norm) => Some(norm / micro_batches),
+                        None => Some(self.opt.grad_norm().to_vec()?[0] / micro_batches),
+                    },
                     _ => None,
                 };
                 step_log.write(&step_log::StepRecord {
@@ -577,6 +633,10 @@ impl<'a> Trainer<'a> {
             let at_end = step == last || out_of_budget;
             if at_end || (opts.eval_every > 0 && step % opts.eval_every == 0) {
                 let metrics = self.task.evaluate(at_end && last == opts.steps)?;
+                let metrics = match &mut self.parallel {
+                    Some(p) => p.reduce_eval(metrics)?,
+                    None => metrics,
+                };
                 if let Some(log) = &mut log {
                     let privacy = self.state.privacy.as_ref();
                     log.write(step, loss, lr, self.state.tokens_seen, &metrics, privacy)?;
@@ -587,11 +647,20 @@ impl<'a> Trainer<'a> {
                 });
                 eval = Some(metrics);
             }
-            if let Some(dir) = self.out_dir.as_ref().map(OutDir::path) {
-                if at_end || (opts.checkpoint_every > 0 && step % opts.checkpoint_every == 0) {
+            // Every rank of a parallel run takes part in a save (ZeRO-1
+            // gathers the optimiser state); only the one with a directory writes.
+            let saves = self.out_dir.is_some() || self.parallel.as_ref().is_some_and(|p| p.saves());
+            if saves && (at_end || (opts.checkpoint_every > 0 && step % opts.checkpoint_every == 0))
+            {
+                let gathered = match &mut self.parallel {
+                    Some(p) => p.optimizer_to_save(&self.opt)?,
+                    None => None,
+                };
+                if let Some(dir) = self.out_dir.as_ref().map(OutDir::path) {
                     let state = serde_json::to_value(&self.state)
                         .map_err(|e| Error::invalid("train", format!("trainer state: {e}")))?;
-                    self.task.save(dir, &self.opt, &state)?;
+                    self.task
+                        .save(dir, gathered.as_ref().unwrap_or(&self.opt), &state)?;
                     on_event(&TrainEvent::Checkpoint {
                         step,
                         dir: dir.to_path_buf(),
@@ -637,7 +706,15 @@ impl<'a> Trainer<'a> {
             out.tokens += mb.tokens as u64;
             out.flops += mb.flops;
         }
-        self.opt.step(lr, accumulation)?;
+        match &mut self.parallel {
+            Some(p) => {
+                p.update(&mut self.opt, lr, accumulation)?;
+                // Every rank trained on an equal share of the global batch.
+                out.tokens *= p.world() as u64;
+                out.flops *= p.world() as f64;
+            }
+            None => self.opt.step(lr, accumulation)?,
+        }
         Ok(out)
     }
 }

@@ -1,0 +1,104 @@
+//! `wgformer train --parallel data|zero1`: the run as one rank of an `mpirun`
+//! job (feature `mpi`). Starts MPI around the run, hands the ranks to the
+//! trainer, lets only rank 0 claim the output directory and print progress.
+
+use super::train::TrainArgs;
+use super::usage;
+use clap::ValueEnum;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use wgformer::dist::Comm;
+use wgformer::train::Trainer;
+use wgformer::Result;
+
+/// How a run is spread over the ranks of `mpirun`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ParallelArg {
+    /// Data parallel: each rank trains on 1/N of every global batch and
+    /// keeps the whole optimiser state.
+    Data,
+    /// Data parallel with ZeRO stage 1: each rank keeps and updates 1/N of
+    /// the optimiser state (AdamW's moments).
+    Zero1,
+}
+
+static STARTED: AtomicBool = AtomicBool::new(false);
+static RANK: AtomicUsize = AtomicUsize::new(0);
+/// The communicator between [`run`] and [`attach`] (taken once).
+type Ranks = (Box<dyn Comm + Send>, ParallelArg);
+static COMM: Mutex<Option<Ranks>> = Mutex::new(None);
+
+/// Whether this process is inside a `--parallel` run (MPI started).
+pub fn started() -> bool {
+    STARTED.load(Ordering::Relaxed)
+}
+
+/// This process's rank (0 outside a parallel run).
+pub fn rank() -> usize {
+    RANK.load(Ordering::Relaxed)
+}
+
+/// Runs `body` (the whole `train` command) as one rank of an `mpirun` job.
+/// An error ends this process at once with the rank named: mpirun then
+/// stops the other ranks (finalising MPI could wait on the rank that failed).
+#[allow(unused_variables)]
+pub fn run(a: &TrainArgs, mode: ParallelArg, body: impl FnOnce() -> Result<()>) -> Result<()> {
+    #[cfg(not(feature = "mpi"))]
+    {
+        Err(usage(format!(
+            "--parallel {} needs the `mpi` feature, which this wgformer was built without: \
+             install MPI (`scripts/setup.sh --mpi`), build with `cargo build --release \
+             --features mpi` and start the ranks with `mpirun -np N wgformer train ...`",
+            mode.to_possible_value()
+                .map_or("", |v| v.get_name())
+                .to_owned()
+        )))
+    }
+    #[cfg(feature = "mpi")]
+    {
+        use wgformer::dist::mpi::MpiComm;
+        let timeout = std::time::Duration::from_secs_f32(a.dist_timeout);
+        let (comm, session) = MpiComm::init(timeout)?;
+        let (me, size) = (comm.rank(), comm.size());
+        eprintln!("rank {me} of {size}: pid {}", std::process::id());
+        RANK.store(me, Ordering::Relaxed);
+        STARTED.store(true, Ordering::Relaxed);
+        *COMM.lock().unwrap_or_else(|p| p.into_inner()) = Some((Box::new(comm), mode));
+        match body() {
+            Ok(()) => {
+                drop(session);
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("error: rank {me} of {size}: {e}");
+                std::process::exit(1)
+            }
+        }
+    }
+}
+
+/// Hands the ranks to `trainer` (in a `--parallel` run; otherwise returns it
+/// as it is). Every run of `wgformer train` saves checkpoints (rank 0 writes).
+pub fn attach(trainer: Trainer<'_>) -> Result<Trainer<'_>> {
+    let taken = COMM.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let Some((comm, mode)) = taken else {
+        return Ok(trainer);
+    };
+    let params = trainer.optimizer().params().to_vec();
+    let Some(gpu) = params.first().map(|p| p.value().gpu().clone()) else {
+        return Err(usage("--parallel: the model has no parameters"));
+    };
+    let mode = match mode {
+        ParallelArg::Data => wgformer::dist::ParallelMode::Data,
+        ParallelArg::Zero1 => wgformer::dist::ParallelMode::Zero1,
+    };
+    let dp = wgformer::dist::DataParallel::new(
+        comm,
+        mode,
+        &gpu,
+        &params,
+        wgformer::dist::data_parallel::DEFAULT_BUCKET_BYTES,
+        true,
+    );
+    trainer.with_parallel(Box::new(dp))
+}
