@@ -599,6 +599,9 @@ fn absurd_sizes_and_broken_checkpoints_are_refused_naming_the_cause() {
         n_layer: 1,
         n_head: 2,
         layer_norm_epsilon: 1e-5,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     };
     let model = wgformer::nn::Gpt::new(&gpu, config, 0).unwrap();
     let params = model.params();

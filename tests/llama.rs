@@ -229,6 +229,9 @@ fn tiny_config(tied: bool) -> LlamaConfig {
         tie_word_embeddings: tied,
         bos_token_id: None,
         eos_token_id: None,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     }
 }
 
@@ -550,5 +553,8 @@ fn smollm_135m() -> LlamaConfig {
         tie_word_embeddings: true,
         bos_token_id: Some(0),
         eos_token_id: Some(0),
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     }
 }

@@ -12,6 +12,7 @@ use crate::harness::Bench;
 use wgformer::kernels::attention::{
     attention_bwd, attention_fwd, AttentionOptions, AttentionPattern,
 };
+use wgformer::nn::KvCache;
 use wgformer::{Result, Tensor};
 
 /// The window of the sparse rows.
@@ -58,6 +59,29 @@ pub fn run(b: &mut Bench) -> Result<()> {
                 dense / window
             );
         }
+    }
+    kv_cache_memory(b, (nh, hs))
+}
+
+/// Decoding memory: one layer's KV cache for a sequence of T positions, dense
+/// (T rows) against the sliding window's ring buffer (W - 1 + W rows: the
+/// window, plus room for a step of up to W tokens), as allocated.
+fn kv_cache_memory(b: &mut Bench, (nh, hs): (usize, usize)) -> Result<()> {
+    if !b.selects("sparse/kv cache memory") {
+        return Ok(());
+    }
+    for t in [1024usize, 4096, 16384] {
+        let dense = KvCache::new_windowed(&b.gpu, 1, 1, (nh, hs), t, AttentionPattern::DENSE, t)?;
+        let window = AttentionPattern::sliding_window(WINDOW);
+        let ring = KvCache::new_windowed(&b.gpu, 1, 1, (nh, hs), t, window, WINDOW)?;
+        println!(
+            "  kv cache memory per layer B=1 NH={nh} HS={hs} T={t}: dense {} KiB ({} rows), \
+             window {WINDOW} ring {} KiB ({} rows)",
+            dense.bytes() / 1024,
+            dense.rows(),
+            ring.bytes() / 1024,
+            ring.rows()
+        );
     }
     Ok(())
 }

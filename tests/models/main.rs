@@ -15,6 +15,7 @@ mod generate;
 mod gpt;
 mod parity_encdec;
 mod parity_gpt;
+mod sliding_window;
 mod trainer;
 mod training_step;
 mod web_demo;

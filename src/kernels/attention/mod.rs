@@ -54,7 +54,7 @@ pub(crate) mod plan;
 pub(crate) mod unfused;
 
 pub use fused::{attention_bwd, attention_fwd};
-pub use pattern::AttentionPattern;
+pub use pattern::{AttentionPattern, SparseLayout, SparseLayoutKind};
 pub use unfused::{attention_unfused, attention_unfused_bwd, attention_unfused_naive};
 
 use plan::Dims;

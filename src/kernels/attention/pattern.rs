@@ -88,3 +88,95 @@ impl AttentionPattern {
         }
     }
 }
+
+/// The Sparse Transformer's block layouts (Child et al. 2019, section 4.2),
+/// as a model config names them: `{"kind": "strided" | "fixed", "block": B,
+/// "stride": S}`. Positions fall into blocks of B; query block `qb` sees key
+/// block `kb` (d = qb - kb, causal masking keeps d >= 0) when
+/// - strided: `|d| < S` (the local band) or `|d|` is a multiple of S;
+/// - fixed: `qb / S == kb / S` (the same chunk of S blocks) or
+///   `kb % S == S - 1` (the last block of every chunk summarises it).
+///
+/// Both always include the diagonal block, so no query row is left without
+/// a key. [`SparseLayout::allows`] is the definition the f64 reference and
+/// the checks use; the fused kernels do not take a layout yet, and the models
+/// refuse a config that names one (see `nn::config_checks::attention_pattern`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SparseLayout {
+    /// Strided or fixed.
+    pub kind: SparseLayoutKind,
+    /// B: positions per block.
+    pub block: usize,
+    /// S: the stride (strided) or chunk length (fixed), in blocks.
+    pub stride: usize,
+}
+
+/// Which Sparse Transformer layout ([`SparseLayout`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SparseLayoutKind {
+    /// A local band of S blocks plus every S-th block before it.
+    Strided,
+    /// Chunks of S blocks plus each chunk's last ("summary") block.
+    Fixed,
+}
+
+impl SparseLayout {
+    /// Does query block `qb` see key block `kb`? (Causal masking is applied
+    /// separately, pair by pair.)
+    pub fn allows(&self, qb: usize, kb: usize) -> bool {
+        let s = self.stride.max(1);
+        let d = qb.abs_diff(kb);
+        match self.kind {
+            SparseLayoutKind::Strided => d < s || d.is_multiple_of(s),
+            SparseLayoutKind::Fixed => qb / s == kb / s || kb % s == s - 1,
+        }
+    }
+
+    /// Errors for a block or stride of 0, naming the value and the fix.
+    pub fn check(&self, op: &'static str) -> Result<()> {
+        for (name, v) in [("block", self.block), ("stride", self.stride)] {
+            if v == 0 {
+                return Err(Error::invalid(
+                    op,
+                    format!(
+                        "sparse_layout {name} is 0 in {self:?}: a layout needs blocks of at \
+                         least 1 position and a stride of at least 1 block"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Parses the CLI form `KIND:BLOCK:STRIDE` (e.g. `strided:64:4`).
+    pub fn parse(text: &str) -> Result<SparseLayout> {
+        const OP: &str = "SparseLayout::parse";
+        let bad = || {
+            Error::invalid(
+                OP,
+                format!(
+                    "sparse layout {text:?} is not KIND:BLOCK:STRIDE with KIND strided or \
+                     fixed and two positive integers (e.g. strided:64:4)"
+                ),
+            )
+        };
+        let parts: Vec<&str> = text.split(':').collect();
+        let [kind, block, stride] = parts[..] else {
+            return Err(bad());
+        };
+        let kind = match kind {
+            "strided" => SparseLayoutKind::Strided,
+            "fixed" => SparseLayoutKind::Fixed,
+            _ => return Err(bad()),
+        };
+        let layout = SparseLayout {
+            kind,
+            block: block.parse().map_err(|_| bad())?,
+            stride: stride.parse().map_err(|_| bad())?,
+        };
+        layout.check(OP)?;
+        Ok(layout)
+    }
+}
