@@ -406,6 +406,14 @@ fn flags_a_run_would_ignore_are_refused() {
             "--lr would be ignored",
         ),
         (
+            &["train", "--resume", "runs/x", "--sliding-window", "8"],
+            "the attention pattern it was trained with",
+        ),
+        (
+            &["train", "--init-from", "runs/x", "--sparse-layout", "fixed:64:4"],
+            "--sparse-layout would be ignored: a checkpoint runs with the attention pattern",
+        ),
+        (
             &[
                 "train",
                 "--model",
@@ -1122,4 +1130,15 @@ fn a_run_config_file_sets_options_flags_win_and_the_checkpoint_records_them() {
     std::fs::write(&json, "[1, 2]").unwrap();
     let err = fails(&["train", "--config", s(&json)]);
     assert!(err.contains("a table of options"), "{err}");
+}
+
+/// The sparse-attention flags: bad values are refused with the fix.
+#[test]
+fn sparse_attention_flags_name_the_bad_value() {
+    let err = fails(&["train", "--sliding-window", "0"]);
+    assert!(err.contains("--sliding-window") && err.contains("1 or more"), "{err}");
+    let err = fails(&["train", "--sparse-layout", "diagonal:4:2"]);
+    assert!(err.contains("KIND:BLOCK:STRIDE"), "{err}");
+    let err = fails(&["train", "--sparse-layout", "strided:0:2"]);
+    assert!(err.contains("block is 0"), "{err}");
 }

@@ -188,8 +188,8 @@ pub struct TrainArgs {
     #[arg(long, value_name = "G", default_value_t = 0)]
     pub global_tokens: usize,
     /// A Sparse Transformer block layout KIND:BLOCK:STRIDE (strided or fixed,
-    /// e.g. strided:64:4), saved as `sparse_layout`; refused until the fused
-    /// kernels take block layouts.
+    /// e.g. strided:64:4) instead of a window, saved as `sparse_layout`
+    /// (`generate` and `translate` refuse it: no KV-cache decoding with it).
     #[arg(long, value_name = "KIND:BLOCK:STRIDE", value_parser = sparse_layout)]
     pub sparse_layout: Option<SparseLayout>,
     /// Held-out share of the data, in (0, 1).

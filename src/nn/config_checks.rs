@@ -66,8 +66,8 @@ pub(crate) fn epsilon(op: &'static str, eps: f32, usual: &str) -> Result<()> {
 /// The attention pattern a model config names (`sliding_window`,
 /// `global_tokens`, `sparse_layout`), checked: a window of 0, global tokens
 /// without a window (they change nothing then, so the field would be silently
-/// ignored), and a block-sparse layout (the fused kernels do not take one yet)
-/// are errors that name the value and the fix.
+/// ignored), a layout block or stride of 0, and a layout with a window are
+/// errors that name the value and the fix.
 pub(crate) fn attention_pattern(
     op: &'static str,
     sliding_window: Option<usize>,
@@ -93,18 +93,20 @@ pub(crate) fn attention_pattern(
     }
     if let Some(layout) = sparse_layout {
         layout.check(op)?;
-        return Err(Error::invalid(
-            op,
-            format!(
-                "sparse_layout {layout:?} is not supported yet: the fused attention kernels \
-                 take a sliding window and global tokens but no block-sparse layout; remove \
-                 sparse_layout (or use sliding_window / global_tokens)"
-            ),
-        ));
+        if let Some(w) = sliding_window {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "sparse_layout {layout:?} and sliding_window {w} together: the attention \
+                     kernels take one or the other; remove one of them"
+                ),
+            ));
+        }
     }
     Ok(AttentionPattern {
         sliding_window,
         global_tokens,
+        layout: sparse_layout,
     })
 }
 

@@ -84,6 +84,16 @@ impl KvCache {
         max_step: usize,
     ) -> Result<KvCache> {
         const OP: &str = "KvCache::new_windowed";
+        if let Some(layout) = pattern.layout {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "incremental decoding with the block layout {layout:?} is not implemented \
+                     (the cache's attention takes a sliding window only); score or evaluate the \
+                     model (whole-sequence forward passes), or train it with a window"
+                ),
+            ));
+        }
         let Some(w) = pattern.sliding_window else {
             if max_len == usize::MAX {
                 return Err(Error::invalid(

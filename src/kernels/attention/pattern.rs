@@ -1,6 +1,7 @@
-//! Sparse attention patterns (a sliding window and global tokens): which
-//! (query, key) pairs a row may see on top of causal masking and key padding,
-//! their checks, and the two numbers the kernels get in their params.
+//! Sparse attention patterns (a sliding window and global tokens, or a
+//! Sparse Transformer block layout): which (query, key) pairs a row may see on
+//! top of causal masking and key padding, their checks, and the numbers the
+//! kernels get in their params.
 
 use crate::error::{Error, Result};
 
@@ -26,6 +27,9 @@ pub struct AttentionPattern {
     pub sliding_window: Option<usize>,
     /// G: the first G positions attend to, and are attended by, everything.
     pub global_tokens: usize,
+    /// A Sparse Transformer block layout ([`SparseLayout`]) instead of a
+    /// window: a pair is visible when its blocks are. Not with a window.
+    pub layout: Option<SparseLayout>,
 }
 
 impl AttentionPattern {
@@ -33,13 +37,22 @@ impl AttentionPattern {
     pub const DENSE: AttentionPattern = AttentionPattern {
         sliding_window: None,
         global_tokens: 0,
+        layout: None,
     };
 
     /// A sliding window of `w` keys and no global tokens.
     pub fn sliding_window(w: usize) -> AttentionPattern {
         AttentionPattern {
             sliding_window: Some(w),
-            global_tokens: 0,
+            ..AttentionPattern::DENSE
+        }
+    }
+
+    /// A block-sparse layout alone.
+    pub fn block_sparse(layout: SparseLayout) -> AttentionPattern {
+        AttentionPattern {
+            layout: Some(layout),
+            ..AttentionPattern::DENSE
         }
     }
 
@@ -54,13 +67,43 @@ impl AttentionPattern {
     /// True when the pattern allows every pair (no window: global tokens alone
     /// change nothing).
     pub fn is_dense(&self) -> bool {
-        self.sliding_window.is_none()
+        self.sliding_window.is_none() && self.layout.is_none()
     }
 
     /// Errors for a pattern the kernels cannot run for these shapes: a window
     /// of 0, or a bidirectional window with more query rows than keys (rows
     /// would sit at negative key positions, before the first key).
     pub(super) fn check(&self, op: &'static str, causal: bool, tq: usize, tk: usize) -> Result<()> {
+        if let Some(layout) = self.layout {
+            layout.check(op)?;
+            if self.sliding_window.is_some() {
+                return Err(Error::invalid(
+                    op,
+                    format!(
+                        "a block layout {layout:?} and a sliding window {:?} together: the \
+                         kernels take one or the other; drop one of them",
+                        self.sliding_window
+                    ),
+                ));
+            }
+            if !causal && tq > tk {
+                return Err(Error::invalid(
+                    op,
+                    format!(
+                        "the block layout {layout:?} without causal masking needs Tq <= Tk \
+                         (query row i sits at key position i + Tk - Tq), got Tq = {tq}, Tk = \
+                         {tk}; use causal masking or no layout"
+                    ),
+                ));
+            }
+            let limit = u32::MAX as usize / 2;
+            if layout.block > limit || layout.stride > limit {
+                return Err(Error::invalid(
+                    op,
+                    format!("the block layout {layout:?} has a block or stride over {limit}"),
+                ));
+            }
+        }
         match self.sliding_window {
             Some(0) => Err(Error::invalid(
                 op,
@@ -87,6 +130,22 @@ impl AttentionPattern {
             Some(w) => (w.min(tq + tk + 1) as u32, self.global_tokens.min(tk) as u32),
         }
     }
+
+    /// (layout, block, stride) as the kernels' params hold them: layout 0 =
+    /// none, 1 = strided, 2 = fixed (sizes checked by [`Self::check`]).
+    pub(super) fn layout_params(&self) -> (u32, u32, u32) {
+        match self.layout {
+            None => (0, 1, 1),
+            Some(l) => (
+                match l.kind {
+                    SparseLayoutKind::Strided => 1,
+                    SparseLayoutKind::Fixed => 2,
+                },
+                l.block as u32,
+                l.stride as u32,
+            ),
+        }
+    }
 }
 
 /// The Sparse Transformer's block layouts (Child et al. 2019, section 4.2),
@@ -98,9 +157,9 @@ impl AttentionPattern {
 ///   `kb % S == S - 1` (the last block of every chunk summarises it).
 ///
 /// Both always include the diagonal block, so no query row is left without
-/// a key. [`SparseLayout::allows`] is the definition the f64 reference and
-/// the checks use; the fused kernels do not take a layout yet, and the models
-/// refuse a config that names one (see `nn::config_checks::attention_pattern`).
+/// a key. [`SparseLayout::allows`] is the definition the f64 reference uses;
+/// the kernels (`blocks_ok` in shaders/attention_common.wgsl) apply it pair by
+/// pair and skip the (query tile, key tile) pairs it leaves empty.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SparseLayout {

@@ -44,8 +44,9 @@ pub struct TransformerConfig {
     /// every position (Longformer's global tokens); 0 when absent.
     #[serde(default, skip_serializing_if = "crate::nn::is_zero")]
     pub global_tokens: usize,
-    /// A Sparse Transformer block layout: read and checked, then refused until
-    /// the fused kernels take one (the error names it).
+    /// A Sparse Transformer block layout (`{"kind": "strided" | "fixed",
+    /// "block": B, "stride": S}`) instead of a window; incremental decoding
+    /// (`new_cache`) refuses it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sparse_layout: Option<SparseLayout>,
 }
