@@ -34,7 +34,7 @@ struct Params {
     out_scale: f32,   // backward: multiplies dQ and dK as they are stored
     window: u32,      // sliding window W (0 = none), at most Tq + Tk + 1
     global: u32,      // global tokens G (0 without a window), at most Tk
-    layout: u32,      // block-sparse layout: 0 none, 1 strided, 2 fixed
+    sparse_kind: u32, // block-sparse layout: 0 none, 1 strided, 2 fixed
     block: u32,       // the layout's block B (positions per block), >= 1
     stride: u32,      // the layout's stride S (blocks), >= 1
     _pad: u32,
@@ -69,7 +69,7 @@ const FAR: i32 = 0x3fffffff; // past every key and row
 // A pair must pass the layout on top of the causal mask (no window with a layout).
 fn blocks_ok(qb: vec4<i32>, kb: vec4<i32>) -> vec4<bool> {
     let s = vec4<i32>(i32(max(p.stride, 1u)));
-    if (p.layout == 1u) {
+    if (p.sparse_kind == 1u) {
         let d = abs(qb - kb);
         return (d < s) | (d % s == vec4<i32>(0));
     }
@@ -80,7 +80,7 @@ fn blocks_ok(qb: vec4<i32>, kb: vec4<i32>) -> vec4<bool> {
 // row at a negative position sees no key under causal masking, and the host
 // refuses a layout without it when Tq > Tk).
 fn layout_ok(qp: vec4<i32>, kp: vec4<i32>) -> vec4<bool> {
-    if (p.layout == 0u) {
+    if (p.sparse_kind == 0u) {
         return vec4<bool>(true);
     }
     let b = vec4<i32>(i32(max(p.block, 1u)));
@@ -92,7 +92,7 @@ fn layout_ok(qp: vec4<i32>, kp: vec4<i32>) -> vec4<bool> {
 // mask): the fused kernels skip a tile of rows x keys when it says no, so blocks
 // as large as the tiles (tiles are at most 64 rows or keys) skip exactly.
 fn tile_ok(r0: u32, r1: u32, k0: u32, k1: u32) -> bool {
-    if (p.layout == 0u) {
+    if (p.sparse_kind == 0u) {
         return true;
     }
     let diag = i32(p.tk) - i32(p.tq);

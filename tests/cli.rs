@@ -410,7 +410,13 @@ fn flags_a_run_would_ignore_are_refused() {
             "the attention pattern it was trained with",
         ),
         (
-            &["train", "--init-from", "runs/x", "--sparse-layout", "fixed:64:4"],
+            &[
+                "train",
+                "--init-from",
+                "runs/x",
+                "--sparse-layout",
+                "fixed:64:4",
+            ],
             "--sparse-layout would be ignored: a checkpoint runs with the attention pattern",
         ),
         (
@@ -1136,7 +1142,10 @@ fn a_run_config_file_sets_options_flags_win_and_the_checkpoint_records_them() {
 #[test]
 fn sparse_attention_flags_name_the_bad_value() {
     let err = fails(&["train", "--sliding-window", "0"]);
-    assert!(err.contains("--sliding-window") && err.contains("1 or more"), "{err}");
+    assert!(
+        err.contains("--sliding-window") && err.contains("1 or more"),
+        "{err}"
+    );
     let err = fails(&["train", "--sparse-layout", "diagonal:4:2"]);
     assert!(err.contains("KIND:BLOCK:STRIDE"), "{err}");
     let err = fails(&["train", "--sparse-layout", "strided:0:2"]);

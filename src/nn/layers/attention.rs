@@ -93,6 +93,15 @@ impl SelfAttention {
 /// A cache's window must be the layer's pattern (a cache made for another
 /// model, or a window on a non-causal layer, would compute something else).
 pub(crate) fn check_ring(pattern: &AttentionPattern, ring: KvRing) -> Result<()> {
+    if let Some(layout) = pattern.layout {
+        return Err(Error::invalid(
+            "SelfAttention::step",
+            format!(
+                "incremental decoding with the block layout {layout:?} is not implemented (the \
+                 cache's attention takes a sliding window only)"
+            ),
+        ));
+    }
     let (w, g) = match pattern.sliding_window {
         Some(w) => (w, pattern.global_tokens),
         None => (0, 0),
