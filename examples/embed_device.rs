@@ -33,6 +33,9 @@ fn main() -> wgformer::Result<()> {
         n_layer: 1,
         n_head: 2,
         layer_norm_epsilon: 1e-5,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     };
     let model = Gpt::new(&gpu, config, 0)?;
     let logits = model.logits(&[1u32, 2, 3])?; // (1, 3, 64), on the app's device

@@ -38,6 +38,9 @@ fn main() -> wgformer::Result<()> {
         n_layer: 2,
         n_head: 2,
         layer_norm_epsilon: 1e-5,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     };
     let model = Gpt::new(&gpu, config, 0)?;
     let clip = OptimizerOptions {

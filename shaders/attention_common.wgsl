@@ -34,6 +34,10 @@ struct Params {
     out_scale: f32,   // backward: multiplies dQ and dK as they are stored
     window: u32,      // sliding window W (0 = none), at most Tq + Tk + 1
     global: u32,      // global tokens G (0 without a window), at most Tk
+    sparse_kind: u32, // block-sparse layout: 0 none, 1 strided, 2 fixed
+    block: u32,       // the layout's block B (positions per block), >= 1
+    stride: u32,      // the layout's stride S (blocks), >= 1
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -59,11 +63,64 @@ fn pos_inf() -> f32 {
 
 const FAR: i32 = 0x3fffffff; // past every key and row
 
-// The keys four query rows see: [lo, hi] and [0, g).
+// Block-sparse layouts (the Sparse Transformer's, SparseLayout in pattern.rs):
+// positions fall into blocks of B; query block qb sees key block kb (d = |qb - kb|)
+// when strided: d < S or d % S == 0; fixed: qb / S == kb / S or kb % S == S - 1.
+// A pair must pass the layout on top of the causal mask (no window with a layout).
+fn blocks_ok(qb: vec4<i32>, kb: vec4<i32>) -> vec4<bool> {
+    let s = vec4<i32>(i32(max(p.stride, 1u)));
+    if (p.sparse_kind == 1u) {
+        let d = abs(qb - kb);
+        return (d < s) | (d % s == vec4<i32>(0));
+    }
+    return (qb / s == kb / s) | (kb % s == s - vec4<i32>(1));
+}
+
+// Query positions qp against key positions kp (both >= 0 where it matters: a
+// row at a negative position sees no key under causal masking, and the host
+// refuses a layout without it when Tq > Tk).
+fn layout_ok(qp: vec4<i32>, kp: vec4<i32>) -> vec4<bool> {
+    if (p.sparse_kind == 0u) {
+        return vec4<bool>(true);
+    }
+    let b = vec4<i32>(i32(max(p.block, 1u)));
+    return blocks_ok(max(qp, vec4<i32>(0)) / b, kp / b);
+}
+
+// Might any of query rows r0..=r1 see any of keys k0..=k1 under the layout? Exact
+// up to 64 (query block, key block) pairs, otherwise yes (the pair checks still
+// mask): the fused kernels skip a tile of rows x keys when it says no, so blocks
+// as large as the tiles (tiles are at most 64 rows or keys) skip exactly.
+fn tile_ok(r0: u32, r1: u32, k0: u32, k1: u32) -> bool {
+    if (p.sparse_kind == 0u) {
+        return true;
+    }
+    let diag = i32(p.tk) - i32(p.tq);
+    let b = i32(max(p.block, 1u));
+    let q_lo = max(i32(r0) + diag, 0) / b;
+    let q_hi = max(i32(r1) + diag, 0) / b;
+    let k_lo = i32(k0) / b;
+    let k_hi = i32(k1) / b;
+    if (q_hi - q_lo > 63 || k_hi - k_lo > 63 || (q_hi - q_lo + 1) * (k_hi - k_lo + 1) > 64) {
+        return true;
+    }
+    for (var qb = q_lo; qb <= q_hi; qb++) {
+        for (var kb = k_lo; kb <= k_hi; kb++) {
+            if (blocks_ok(vec4<i32>(qb), vec4<i32>(kb)).x) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+// The keys four query rows (at key positions pos) see: [lo, hi] and [0, g),
+// those the layout allows.
 struct KeyRange {
     lo: vec4<i32>,
     hi: vec4<i32>,
     g: vec4<i32>,
+    pos: vec4<i32>,
 }
 
 fn key_range(rows: vec4<i32>) -> KeyRange {
@@ -76,24 +133,27 @@ fn key_range(rows: vec4<i32>) -> KeyRange {
         hi = pos;
     }
     let lo = select(vec4<i32>(0), pos - vec4<i32>(w), windowed);
-    return KeyRange(lo, hi, min(vec4<i32>(g), hi + vec4<i32>(1)));
+    return KeyRange(lo, hi, min(vec4<i32>(g), hi + vec4<i32>(1)), pos);
 }
 
 // Row c (0..3) of `r` against four keys.
 fn row_sees(r: KeyRange, c: u32, keys: vec4<i32>) -> vec4<bool> {
-    return ((keys >= vec4<i32>(r.lo[c])) & (keys <= vec4<i32>(r.hi[c]))) | (keys < vec4<i32>(r.g[c]));
+    let in_range = ((keys >= vec4<i32>(r.lo[c])) & (keys <= vec4<i32>(r.hi[c]))) | (keys < vec4<i32>(r.g[c]));
+    return in_range & layout_ok(vec4<i32>(r.pos[c]), keys);
 }
 
 // The four rows of `r` against one key.
 fn rows_see(r: KeyRange, key: i32) -> vec4<bool> {
     let k = vec4<i32>(key);
-    return ((k >= r.lo) & (k <= r.hi)) | (k < r.g);
+    return (((k >= r.lo) & (k <= r.hi)) | (k < r.g)) & layout_ok(r.pos, k);
 }
 
-// The query rows that see four keys: [first, last] (and [0, global_rows())).
+// The query rows that see four keys: [first, last] (and [0, global_rows())),
+// those the layout allows.
 struct RowRange {
     first: vec4<i32>,
     last: vec4<i32>,
+    keys: vec4<i32>,
 }
 
 fn row_range(keys: vec4<i32>) -> RowRange {
@@ -105,7 +165,7 @@ fn row_range(keys: vec4<i32>) -> RowRange {
         first = keys;
     }
     let last = select(vec4<i32>(FAR), keys + vec4<i32>(w), windowed);
-    return RowRange(first - diag, last - diag);
+    return RowRange(first - diag, last - diag, keys);
 }
 
 // Rows [0, global_rows()) see every key: the global queries (causal masking
@@ -119,13 +179,16 @@ fn global_rows() -> i32 {
 
 // Key c (0..3) of `r` against four query rows.
 fn key_seen(r: RowRange, c: u32, rows: vec4<i32>, g_rows: i32) -> vec4<bool> {
-    return ((rows >= vec4<i32>(r.first[c])) & (rows <= vec4<i32>(r.last[c]))) | (rows < vec4<i32>(g_rows));
+    let in_range = ((rows >= vec4<i32>(r.first[c])) & (rows <= vec4<i32>(r.last[c]))) | (rows < vec4<i32>(g_rows));
+    let diag = vec4<i32>(i32(p.tk) - i32(p.tq));
+    return in_range & layout_ok(rows + diag, vec4<i32>(r.keys[c]));
 }
 
 // The four keys of `r` against one query row.
 fn keys_seen(r: RowRange, row: i32, g_rows: i32) -> vec4<bool> {
     let i = vec4<i32>(row);
-    return ((i >= r.first) & (i <= r.last)) | vec4<bool>(row < g_rows);
+    let in_range = ((i >= r.first) & (i <= r.last)) | vec4<bool>(row < g_rows);
+    return in_range & layout_ok(i + vec4<i32>(i32(p.tk) - i32(p.tq)), r.keys);
 }
 
 // What a block of rows (keys) walks: [0, g_end) then [lo, end), each < end.

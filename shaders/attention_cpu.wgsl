@@ -366,6 +366,9 @@ fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>,
 
     let kv_base = bh * p.tk;
     for (var k0 = span_start(span); k0 < span.end; k0 = span_next(span, k0, BK)) {
+        if (!tile_ok(row0, min(row0 + BQ * 4u * RG, p.tq) - 1u, k0, k0 + BK - 1u)) {
+            continue; // a tile the block layout leaves out
+        }
         // Stage K, V and the validity of keys k0 .. k0 + BK.
         for (var t = lid; t < BK * w; t += BQ) {
             let r = t / w;
@@ -811,6 +814,9 @@ fn attention_bwd_dq(@builtin(workgroup_id) wid: vec3<u32>,
 
     let kv_base = bh * p.tk;
     for (var k0 = span_start(span); k0 < span.end; k0 = span_next(span, k0, BK)) {
+        if (!tile_ok(row0, min(row0 + BQ * 4u * RG, p.tq) - 1u, k0, k0 + BK - 1u)) {
+            continue; // a tile the block layout leaves out
+        }
         // Stage K, V and the validity of keys k0 .. k0 + BK (as the forward).
         for (var t = lid; t < BK * w; t += BQ) {
             let r = t / w;
@@ -929,6 +935,9 @@ fn attention_bwd_dkdv(@builtin(workgroup_id) wid: vec3<u32>,
 
     let q_base = bh * p.tq;
     for (var r0 = span_start(span); r0 < span.end; r0 = span_next(span, r0, BK)) {
+        if (!tile_ok(r0, r0 + BK - 1u, key0, min(key0 + BQ * 4u * RG, p.tk) - 1u)) {
+            continue; // a tile the block layout leaves out
+        }
         // Stage Q, dO, L log2(e) and D of query rows r0 .. r0 + BK.
         for (var t = lid; t < BK * w; t += BQ) {
             let r = t / w;

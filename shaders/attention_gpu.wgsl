@@ -212,6 +212,9 @@ fn attention_fwd_gpu(@builtin(workgroup_id) wid: vec3<u32>,
 
     let kvb = bh * p.tk;
     for (var k0 = span_start(span); k0 < span.end; k0 = span_next(span, k0, BT)) {
+        if (!tile_ok(row0, min(row0 + 4u * G, p.tq) - 1u, k0, k0 + BT - 1u)) {
+            continue; // a tile the block layout leaves out
+        }
         for (var t = lid; t < BT * DV; t += NT) {
             let r = t / DV;
             let d4 = t - r * DV;
@@ -348,6 +351,9 @@ fn attention_bwd_dkdv_gpu(@builtin(workgroup_id) wid: vec3<u32>,
 
     let qb = bh * p.tq;
     for (var r0 = span_start(span); r0 < span.end; r0 = span_next(span, r0, BT)) {
+        if (!tile_ok(r0, r0 + BT - 1u, key0, min(key0 + 4u * G, p.tk) - 1u)) {
+            continue; // a tile the block layout leaves out
+        }
         for (var t = lid; t < BT * DV; t += NT) {
             let r = t / DV;
             let d4 = t - r * DV;
@@ -490,6 +496,9 @@ fn attention_bwd_dq_gpu(@builtin(workgroup_id) wid: vec3<u32>,
 
     let kvb = bh * p.tk;
     for (var k0 = span_start(span); k0 < span.end; k0 = span_next(span, k0, BT)) {
+        if (!tile_ok(row0, min(row0 + 4u * G, p.tq) - 1u, k0, k0 + BT - 1u)) {
+            continue; // a tile the block layout leaves out
+        }
         for (var t = lid; t < BT * DV; t += NT) {
             let r = t / DV;
             let d4 = t - r * DV;

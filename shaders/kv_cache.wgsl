@@ -24,7 +24,10 @@
 //                 the keys over threads where the fused training kernel (rows per
 //                 thread) would leave most threads idle. Grouped-query attention:
 //                 the cache holds NH key/value heads and query head h (of
-//                 NH * group) reads cached head h / group.
+//                 NH * group) reads cached head h / group. Sliding window (causal):
+//                 row i at position pos sees keys (pos - W, pos] and the G global
+//                 positions; a windowed cache is a ring (cache_row below), so memory
+//                 is O(G + W) rows whatever the sequence length.
 
 struct Params {
     n: u32,         // threads with work (element kernels)
@@ -41,8 +44,14 @@ struct Params {
     has_mask: u32,  // attention: 1 = `key_mask` holds a (B, Tcap) mask
     scale: f32,     // attention: log2(e) / sqrt(HS)
     group: u32,     // attention: query heads per cached key/value head (grouped-query)
+    window: u32,    // attention: sliding window W (0 = none; causal only)
+    global: u32,    // attention: global positions G (0 without a window); ring: rows
+                    // 0..G hold positions 0..G for good
+    ring: u32,      // rows G..G + ring are a ring buffer for positions >= G (0 = none:
+                    // position t at row t)
     _pad1: u32,
     _pad2: u32,
+    _pad3: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -81,6 +90,16 @@ fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wid.x + wid.y * nwg.x) * WG + lid;
 }
 
+// The cache row of position `pos`: itself, or in a ring cache (p.ring > 0) the
+// global positions 0..G at their own rows and the others cycling through rows
+// G..G + ring. The host keeps every position a step reads within one turn.
+fn cache_row(pos: u32) -> u32 {
+    if (p.ring == 0u || pos < p.global) {
+        return pos;
+    }
+    return p.global + (pos - p.global) % p.ring;
+}
+
 // Thread i of an element kernel over (b, t, c), c < C = NH * HS: returns
 // (token-major offset of column c of row (b, t) without ko/vo, head-major offset
 // of (b, h, pos0 + t, d)).
@@ -93,7 +112,7 @@ fn token_and_head(i: u32) -> vec2<u32> {
     let h = c / p.hs;
     let d = c - h * p.hs;
     let token = bt * p.w + c;
-    let head = ((b * p.nh + h) * p.tcap + p.pos0 + t) * p.hs + d;
+    let head = ((b * p.nh + h) * p.tcap + cache_row(p.pos0 + t)) * p.hs + d;
     return vec2<u32>(token, head);
 }
 
@@ -160,11 +179,18 @@ fn kv_attention(@builtin(workgroup_id) wid: vec3<u32>,
     workgroupBarrier();
 
     // Keys visible to row i: j < len, and j <= i + len - Tq when causal (the host
-    // guarantees Tq <= len then).
+    // guarantees Tq <= len then); with a window W only [j_end - W, j_end) and the
+    // global positions [0, g) before it. Slot s of the walk is key key_pos(s).
     var j_end = p.len;
     if (p.causal != 0u) {
         j_end = min(p.len, i + p.len - p.t + 1u);
     }
+    var lo = 0u;
+    if (p.window != 0u && j_end > p.window) {
+        lo = j_end - p.window;
+    }
+    let g = min(p.global, lo);
+    let n_slots = g + j_end - lo;
     let kv_base = (b * p.nh + h / p.group) * p.tcap;
     var m = NEG_BIG;   // running max of the scores (log2 units)
     var l = 0.0;       // running sum of exp2(score - m)
@@ -172,12 +198,13 @@ fn kv_attention(@builtin(workgroup_id) wid: vec3<u32>,
     var acc1 = 0.0;
     var acc2 = 0.0;
     var acc3 = 0.0;
-    for (var j0 = 0u; j0 < j_end; j0 += WG) {
+    for (var j0 = 0u; j0 < n_slots; j0 += WG) {
         // This thread's key: its score, or NEG_BIG when masked or past the end.
         let j = j0 + lid;
+        let row = cache_row(select(lo + j - g, j, j < g));
         var s = NEG_BIG;
-        if (j < j_end && (p.has_mask == 0u || at_mask[b * p.tcap + j] != 0.0)) {
-            let k_row = (kv_base + j) * hs;
+        if (j < n_slots && (p.has_mask == 0u || at_mask[b * p.tcap + row] != 0.0)) {
+            let k_row = (kv_base + row) * hs;
             var dot = 0.0;
             for (var d = 0u; d < hs; d++) {
                 dot += q_tile[d] * at_k[k_row + d];
@@ -199,11 +226,12 @@ fn kv_attention(@builtin(workgroup_id) wid: vec3<u32>,
         acc1 *= corr;
         acc2 *= corr;
         acc3 *= corr;
-        let n = min(WG, j_end - j0);
+        let n = min(WG, n_slots - j0);
         for (var r = 0u; r < n; r++) {
             let pr = p_tile[r];
             l += pr;
-            let v_row = (kv_base + j0 + r) * hs;
+            let jr = j0 + r;
+            let v_row = (kv_base + cache_row(select(lo + jr - g, jr, jr < g))) * hs;
             if (lid < hs) {
                 acc0 += pr * at_v[v_row + lid];
             }

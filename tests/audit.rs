@@ -70,6 +70,9 @@ fn train_and_audit(s: &Setup, dp: Option<DpOptions>) -> (Exposure, Option<f64>) 
         n_layer: s.layers,
         n_head: 2,
         layer_norm_epsilon: 1e-5,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     };
     let dataset = TextDataset::from_text(&text, &tok, 0.1).unwrap();
     let model = Gpt::new(&gpu, config, 1).unwrap();
@@ -201,6 +204,9 @@ fn an_encoder_decoders_target_nll_equals_the_reference_models() {
         layer_norm_epsilon: 1e-5,
         norm: NormPlacement::Pre,
         activation: Activation::Relu,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     };
     let model = Transformer::new(&gpu, cfg, 5).unwrap();
     // Random weights (norm gains around 1), so that every term shows.
@@ -299,6 +305,9 @@ fn train_encdec_and_audit(dp: Option<DpOptions>) -> Exposure {
         layer_norm_epsilon: 1e-5,
         norm: NormPlacement::Pre,
         activation: Activation::Relu,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     };
     let model = Transformer::new(&gpu, config, 1).unwrap();
     let data = Seq2SeqData {

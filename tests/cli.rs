@@ -406,6 +406,20 @@ fn flags_a_run_would_ignore_are_refused() {
             "--lr would be ignored",
         ),
         (
+            &["train", "--resume", "runs/x", "--sliding-window", "8"],
+            "the attention pattern it was trained with",
+        ),
+        (
+            &[
+                "train",
+                "--init-from",
+                "runs/x",
+                "--sparse-layout",
+                "fixed:64:4",
+            ],
+            "--sparse-layout would be ignored: a checkpoint runs with the attention pattern",
+        ),
+        (
             &[
                 "train",
                 "--model",
@@ -599,6 +613,9 @@ fn absurd_sizes_and_broken_checkpoints_are_refused_naming_the_cause() {
         n_layer: 1,
         n_head: 2,
         layer_norm_epsilon: 1e-5,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     };
     let model = wgformer::nn::Gpt::new(&gpu, config, 0).unwrap();
     let params = model.params();
@@ -1265,4 +1282,17 @@ fn lora_fine_tunes_saves_peft_files_and_merges_into_a_plain_checkpoint() {
     assert!((score(&tuned) - score(&merged)).abs() < 1e-4);
     let err = fails(&["merge-lora", s(&base), "--out", s(&scratch.join("again"))]);
     assert!(err.contains("no LoRA adapter"), "{err}");
+
+/// The sparse-attention flags: bad values are refused with the fix.
+#[test]
+fn sparse_attention_flags_name_the_bad_value() {
+    let err = fails(&["train", "--sliding-window", "0"]);
+    assert!(
+        err.contains("--sliding-window") && err.contains("1 or more"),
+        "{err}"
+    );
+    let err = fails(&["train", "--sparse-layout", "diagonal:4:2"]);
+    assert!(err.contains("KIND:BLOCK:STRIDE"), "{err}");
+    let err = fails(&["train", "--sparse-layout", "strided:0:2"]);
+    assert!(err.contains("block is 0"), "{err}");
 }

@@ -205,6 +205,9 @@ impl GptCase {
             n_layer: 2,
             n_head: 2,
             layer_norm_epsilon: 1e-5,
+            sliding_window: None,
+            global_tokens: 0,
+            sparse_layout: None,
         };
         let model = Gpt::new(&gpu(), config, 3).unwrap();
         perturb(&model.params(), 5);
@@ -289,6 +292,9 @@ impl EncDecCase {
             layer_norm_epsilon: 1e-5,
             norm,
             activation: Activation::GeluTanh,
+            sliding_window: None,
+            global_tokens: 0,
+            sparse_layout: None,
         };
         let model = Transformer::new(&gpu(), config, 4).unwrap();
         perturb(&model.params(), 6);

@@ -47,6 +47,9 @@ fn gpt_task_of(gpu: &Gpu, batch: usize) -> GptTask {
         n_layer: 1,
         n_head: 2,
         layer_norm_epsilon: 1e-5,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     };
     let dataset = TextDataset::from_text(TEXT, &tok, 0.1).unwrap();
     let model = Gpt::new(gpu, config, 3).unwrap();

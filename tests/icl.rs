@@ -200,6 +200,9 @@ fn icl_train_task(task: IclTask, n_embd: usize, n_head: usize, batch: usize) -> 
         n_layer: 2,
         n_head,
         layer_norm_epsilon: 1e-5,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     };
     let model = Gpt::new(&gpu, config, 1).unwrap();
     let data = IclData {

@@ -56,6 +56,9 @@ fn tiny_gpt_config(vocab_size: usize) -> GptConfig {
         n_layer: 1,
         n_head: 2,
         layer_norm_epsilon: 1e-5,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     }
 }
 
@@ -363,6 +366,9 @@ fn tiny_encdec_config(norm: NormPlacement) -> TransformerConfig {
         layer_norm_epsilon: 1e-5,
         norm,
         activation: Activation::Relu,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     }
 }
 

@@ -229,6 +229,9 @@ fn tiny_config(tied: bool) -> LlamaConfig {
         tie_word_embeddings: tied,
         bos_token_id: None,
         eos_token_id: None,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     }
 }
 
@@ -550,6 +553,9 @@ fn smollm_135m() -> LlamaConfig {
         tie_word_embeddings: true,
         bos_token_id: Some(0),
         eos_token_id: Some(0),
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     }
 }
 
@@ -623,6 +629,9 @@ fn on_the_date_task_a_llama_learns_like_the_gpt() {
         n_layer: layers,
         n_head: heads,
         layer_norm_epsilon: 1e-5,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     };
     let gpt = Gpt::new(&g, gpt_config, 5).unwrap();
     let mut gpt_task =
@@ -642,6 +651,9 @@ fn on_the_date_task_a_llama_learns_like_the_gpt() {
         tie_word_embeddings: true,
         bos_token_id: None,
         eos_token_id: None,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     };
     let llama = Llama::new(&g, llama_config, 5).unwrap();
     let mut llama_task = GptTask::new(&g, llama, Box::new(tok.clone()), dataset(), data).unwrap();

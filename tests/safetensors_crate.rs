@@ -307,6 +307,9 @@ fn checkpoints_we_write_load_with_the_crate_and_carry_token_ids() {
         n_layer: 1,
         n_head: 2,
         layer_norm_epsilon: 1e-5,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     };
     let gpu = gpu();
     let model = Gpt::new(&gpu, config, 7).unwrap();

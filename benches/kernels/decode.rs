@@ -38,6 +38,9 @@ fn gpt(b: &mut Bench) -> Result<()> {
         n_layer: 4,
         n_head: 4,
         layer_norm_epsilon: 1e-5,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     };
     let model = Gpt::new(&gpu, config, 1)?;
     let (prompt_len, new) = (16, 48);

@@ -87,6 +87,9 @@ fn decode(b: &mut Bench) -> Result<()> {
             tie_word_embeddings: true,
             bos_token_id: None,
             eos_token_id: None,
+            sliding_window: None,
+            global_tokens: 0,
+            sparse_layout: None,
         };
         let gpu = b.gpu.clone();
         let model = Llama::new(&gpu, config, 1)?;

@@ -1,7 +1,9 @@
 //! Sparse attention (`cargo bench --bench kernels -- sparse`): the fused
 //! forward + backward at B=1 NH=8 HS=64, dense causal against a causal sliding
-//! window of W = 256 keys, at T = 1024, 4096 and 16384 (the adapter's default
-//! work split). The window's work grows with T W, the dense one's with T^2.
+//! window of W = 256 keys and the Sparse Transformer's strided layout (blocks
+//! of 64, stride 16), at T = 1024, 4096 and 16384 (the adapter's default work
+//! split). The window's work grows with T W, the dense one's with T^2; and the
+//! KV-cache memory of decoding with and without the window's ring buffer.
 //!
 //! GFLOP/s count the useful work of each: 3.5 x 4 x HS x (visible pairs), the
 //! visible pairs being T (T + 1) / 2 (dense causal) or the W keys (pos - W,
@@ -10,8 +12,10 @@
 
 use crate::harness::Bench;
 use wgformer::kernels::attention::{
-    attention_bwd, attention_fwd, AttentionOptions, AttentionPattern,
+    attention_bwd, attention_fwd, AttentionOptions, AttentionPattern, SparseLayout,
+    SparseLayoutKind,
 };
+use wgformer::nn::KvCache;
 use wgformer::{Result, Tensor};
 
 /// The window of the sparse rows.
@@ -29,6 +33,10 @@ pub fn run(b: &mut Bench) -> Result<()> {
                 "fwd+bwd window 256 causal",
                 AttentionPattern::sliding_window(WINDOW),
             ),
+            (
+                "fwd+bwd strided 64x16 causal",
+                AttentionPattern::block_sparse(STRIDED),
+            ),
         ] {
             if !b.selects(&format!("sparse/{variant}/{dims}")) {
                 continue;
@@ -43,7 +51,10 @@ pub fn run(b: &mut Bench) -> Result<()> {
                 key_mask: None,
                 pattern,
             };
-            let pairs = visible_pairs(t, pattern.sliding_window);
+            let pairs = match pattern.layout {
+                Some(layout) => layout_pairs(t, layout),
+                None => visible_pairs(t, pattern.sliding_window),
+            };
             let flops = 3.5 * 4.0 * (bs * nh * hs) as f64 * pairs;
             let bytes = 4.0 * (13 * bs * nh * t * hs + 2 * bs * nh * t) as f64;
             let record = b.measure("sparse", variant, &dims, flops, bytes, || {
@@ -52,14 +63,66 @@ pub fn run(b: &mut Bench) -> Result<()> {
             })?;
             times.extend(record.map(|r| r.median_ms));
         }
-        if let [dense, window] = times[..] {
+        if let [dense, window, strided] = times[..] {
             println!(
-                "  sparse attention T={t}: window {WINDOW} is {:.2}x the speed of dense causal",
-                dense / window
+                "  sparse attention T={t}: window {WINDOW} is {:.2}x, strided 64x16 {:.2}x the \
+                 speed of dense causal",
+                dense / window,
+                dense / strided
             );
         }
     }
+    kv_cache_memory(b, (nh, hs))
+}
+
+/// Decoding memory: one layer's KV cache for a sequence of T positions, dense
+/// (T rows) against the sliding window's ring buffer (W - 1 + W rows: the
+/// window, plus room for a step of up to W tokens), as allocated.
+fn kv_cache_memory(b: &mut Bench, (nh, hs): (usize, usize)) -> Result<()> {
+    if !b.selects("sparse/kv cache memory") {
+        return Ok(());
+    }
+    for t in [1024usize, 4096, 16384] {
+        let dense = KvCache::new_windowed(&b.gpu, 1, 1, (nh, hs), t, AttentionPattern::DENSE, t)?;
+        let window = AttentionPattern::sliding_window(WINDOW);
+        let ring = KvCache::new_windowed(&b.gpu, 1, 1, (nh, hs), t, window, WINDOW)?;
+        println!(
+            "  kv cache memory per layer B=1 NH={nh} HS={hs} T={t}: dense {} KiB ({} rows), \
+             window {WINDOW} ring {} KiB ({} rows)",
+            dense.bytes() / 1024,
+            dense.rows(),
+            ring.bytes() / 1024,
+            ring.rows()
+        );
+    }
     Ok(())
+}
+
+/// The Sparse Transformer's strided layout of the third rows: blocks of 64,
+/// a local band of 16 blocks (1024 positions) and every 16th block before it
+/// (stride about sqrt(T / B) at T = 16384, as the paper picks it).
+const STRIDED: SparseLayout = SparseLayout {
+    kind: SparseLayoutKind::Strided,
+    block: 64,
+    stride: 16,
+};
+
+/// (query, key) pairs a causal row sees under `layout`, summed over T rows:
+/// whole blocks below the diagonal, the causal triangle of the diagonal block.
+fn layout_pairs(t: usize, layout: SparseLayout) -> f64 {
+    let b = layout.block;
+    let size = |blk: usize| (t - blk * b).min(b) as f64;
+    let blocks = t.div_ceil(b);
+    let mut pairs = 0.0;
+    for qb in 0..blocks {
+        for kb in 0..qb {
+            if layout.allows(qb, kb) {
+                pairs += size(qb) * size(kb);
+            }
+        }
+        pairs += size(qb) * (size(qb) + 1.0) / 2.0;
+    }
+    pairs
 }
 
 /// (query, key) pairs a causal row sees, summed over T rows: all keys up to the

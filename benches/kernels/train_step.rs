@@ -38,6 +38,9 @@ pub fn run(b: &mut Bench) -> Result<()> {
         n_layer,
         n_head,
         layer_norm_epsilon: 1e-5,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     };
     let name = format!(
         "L{} C{} NH{} T{seq} B{batch} V{}",

@@ -174,7 +174,7 @@ pub(crate) fn backward(op: &Op, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
                 scale: s.scale,
                 causal: s.masking.causal,
                 key_mask: s.masking.key_mask.as_ref(),
-                pattern: Default::default(),
+                pattern: s.masking.pattern,
             };
             let d_o = permute::split_heads(dy, nh)?;
             let (dq, dk, dv) = attention::attention_bwd(&s.q, &s.k, &s.v, &s.o, &s.l, &d_o, &opts)?;

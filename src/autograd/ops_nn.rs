@@ -4,7 +4,7 @@
 use super::op::{AttentionInputs, Op};
 use super::tape::{Tape, Var};
 use crate::error::{Error, Result};
-use crate::kernels::attention::{attention_fwd, AttentionOptions};
+use crate::kernels::attention::{attention_fwd, AttentionOptions, AttentionPattern};
 use crate::kernels::cross_entropy::{cross_entropy_checked, CrossEntropyOptions};
 use crate::kernels::kv_cache::kv_split;
 use crate::kernels::layernorm::layernorm;
@@ -21,6 +21,9 @@ pub struct Masking {
     pub causal: bool,
     /// (B, Tk), 1.0 = attend, 0.0 = padded key.
     pub key_mask: Option<Tensor>,
+    /// Sparse pattern (sliding window, global tokens) of the fused attention
+    /// ops; the softmax op refuses anything but the default dense one.
+    pub pattern: AttentionPattern,
 }
 
 impl Tape {
@@ -41,6 +44,16 @@ impl Tape {
 
     /// Softmax over the last axis of scale * x; masks need x (B, NH, Tq, Tk).
     pub fn softmax(&self, x: &Var, scale: f32, masking: &Masking) -> Result<Var> {
+        if !masking.pattern.is_dense() {
+            return Err(Error::invalid(
+                "Tape::softmax",
+                format!(
+                    "the sparse pattern {:?} is applied by the attention ops only; use \
+                     Tape::self_attention / Tape::attention, or a dense pattern here",
+                    masking.pattern
+                ),
+            ));
+        }
         let opts = SoftmaxOptions {
             scale,
             causal: masking.causal,
@@ -193,7 +206,7 @@ impl Tape {
             scale,
             causal: masking.causal,
             key_mask: masking.key_mask.as_ref(),
-            pattern: Default::default(),
+            pattern: masking.pattern,
         };
         let (o, l) = attention_fwd(&q, &k, &v, &opts)?;
         let y = merge_heads(&o)?;

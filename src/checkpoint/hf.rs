@@ -140,10 +140,6 @@ const GPT2_FLAGS: &[(&str, bool, &str)] = &[
 
 /// Options GPT-2 does not have; any non-null value changes the model.
 const GPT2_ABSENT: &[(&str, &str)] = &[
-    (
-        "sliding_window",
-        "limits how far back each position attends",
-    ),
     ("rope_scaling", "asks for rotary position embeddings"),
     ("rope_parameters", "asks for rotary position embeddings"),
     ("rope_theta", "asks for rotary position embeddings"),
@@ -307,6 +303,9 @@ impl ModelConfig for GptConfig {
             "n_layer": need("n_layer", Some("num_hidden_layers"))?,
             "n_head": need("n_head", Some("num_attention_heads"))?,
             "layer_norm_epsilon": eps,
+            // Mistral's name; wgformer's GPT honours it (a window of 0 is refused
+            // with the others when the config is validated).
+            "sliding_window": json.get("sliding_window").cloned().unwrap_or(Value::Null),
         });
         serde_json::from_value(sizes).map_err(|e| {
             fail(format!(

@@ -124,6 +124,9 @@ fn build(gpu: &Gpu, a: &TrainBench) -> Result<Timed> {
                 n_layer: a.layers,
                 n_head: a.heads,
                 layer_norm_epsilon: 1e-5,
+                sliding_window: None,
+                global_tokens: 0,
+                sparse_layout: None,
             };
             Ok(Timed {
                 name: format!(
@@ -152,6 +155,9 @@ fn build(gpu: &Gpu, a: &TrainBench) -> Result<Timed> {
                 tie_word_embeddings: false,
                 bos_token_id: None,
                 eos_token_id: None,
+                sliding_window: None,
+                global_tokens: 0,
+                sparse_layout: None,
             };
             Ok(Timed {
                 name: format!(

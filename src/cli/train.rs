@@ -17,6 +17,7 @@ use wgformer::data::token_data::TokenData;
 use wgformer::data::{BpeTokenizer, CharTokenizer, Tokenizer};
 use wgformer::energy::emissions_csv;
 use wgformer::nn::lora::LoraOptions;
+use wgformer::kernels::attention::SparseLayout;
 use wgformer::nn::{
     FieldNames, Gpt, GptConfig, Llama, LlamaConfig, MemoryLimits, NormPlacement, Transformer,
     TransformerConfig,
@@ -178,6 +179,20 @@ pub struct TrainArgs {
     /// Positions: the context (gpt) or longest sequence (encdec).
     #[arg(long, value_parser = at_least_one::<usize>)]
     pub context: Option<usize>,
+    /// Sliding-window attention (every model): each position attends to the W
+    /// positions up to itself (the encoder's: within W either side); saved in
+    /// the checkpoint's config as `sliding_window`.
+    #[arg(long, value_name = "W", value_parser = window_size)]
+    pub sliding_window: Option<usize>,
+    /// With --sliding-window: the first G positions attend to, and are
+    /// attended by, every position (`global_tokens`).
+    #[arg(long, value_name = "G", default_value_t = 0)]
+    pub global_tokens: usize,
+    /// A Sparse Transformer block layout KIND:BLOCK:STRIDE (strided or fixed,
+    /// e.g. strided:64:4) instead of a window, saved as `sparse_layout`
+    /// (`generate` and `translate` refuse it: no KV-cache decoding with it).
+    #[arg(long, value_name = "KIND:BLOCK:STRIDE", value_parser = sparse_layout)]
+    pub sparse_layout: Option<SparseLayout>,
     /// Held-out share of the data, in (0, 1).
     #[arg(long, default_value_t = 0.1, value_parser = open_fraction)]
     pub held_out: f64,
@@ -257,6 +272,30 @@ pub struct TrainArgs {
     /// Every option as resolved (file, flags, defaults; set by `main`).
     #[arg(skip)]
     pub resolved: Value,
+}
+
+/// `--sliding-window W`: at least 1, said with the fix.
+fn window_size(s: &str) -> std::result::Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err(
+            "0: a window holds at least the query's own position; give 1 or more, or \
+                      leave --sliding-window out for dense attention"
+                .into(),
+        ),
+        Ok(w) => Ok(w),
+        Err(_) => Err(format!("{s:?} is not a window size (a whole number >= 1)")),
+    }
+}
+
+/// `--sparse-layout KIND:BLOCK:STRIDE`.
+fn sparse_layout(s: &str) -> std::result::Result<SparseLayout, String> {
+    SparseLayout::parse(s).map_err(|e| e.to_string())
+}
+
+/// The attention pattern the flags give a new model's config:
+/// (sliding_window, global_tokens, sparse_layout); the config checks them.
+fn pattern_fields(a: &TrainArgs) -> (Option<usize>, usize, Option<SparseLayout>) {
+    (a.sliding_window, a.global_tokens, a.sparse_layout)
 }
 
 /// Refuses flags this kind of run would ignore; cheap, so it runs before the GPU starts.
@@ -538,6 +577,7 @@ mod icl_defaults {
 fn new_icl(gpu: &Gpu, a: &TrainArgs) -> Result<IclTrainTask> {
     let task = IclTask::new(a.alphabet, a.examples)?;
     let n_positions = a.context.unwrap_or(task.seq_len());
+    let (sliding_window, global_tokens, sparse_layout) = pattern_fields(a);
     let config = GptConfig {
         vocab_size: task.vocab_size(),
         n_positions,
@@ -545,6 +585,9 @@ fn new_icl(gpu: &Gpu, a: &TrainArgs) -> Result<IclTrainTask> {
         n_layer: a.layers.unwrap_or(icl_defaults::LAYERS),
         n_head: a.heads.unwrap_or(icl_defaults::HEADS),
         layer_norm_epsilon: 1e-5,
+        sliding_window,
+        global_tokens,
+        sparse_layout,
     };
     task.check_fits(n_positions, config.vocab_size, "the model")?;
     let batch = a.batch.unwrap_or(icl_defaults::BATCH);
@@ -659,6 +702,9 @@ fn new_seq2seq(gpu: &Gpu, a: &TrainArgs) -> Result<Seq2SeqTask> {
                     Some(NormArg::Pre) => NormPlacement::Pre,
                     None => base.norm,
                 },
+                sliding_window: a.sliding_window,
+                global_tokens: a.global_tokens,
+                sparse_layout: a.sparse_layout,
                 ..base
             };
             check_seq2seq_size(gpu, a, &config, true)?;
@@ -705,6 +751,7 @@ fn new_gpt(gpu: &Gpu, a: &TrainArgs) -> Result<GptTask> {
                 TokenizerKind::Bpe => Box::new(train_bpe(path, a.vocab_size)?),
             };
             let c = a.d_model.unwrap_or(128);
+            let (sliding_window, global_tokens, sparse_layout) = pattern_fields(a);
             let config = GptConfig {
                 vocab_size: tok.vocab_size(),
                 n_positions: a.context.unwrap_or(a.seq.unwrap_or(128)),
@@ -712,6 +759,9 @@ fn new_gpt(gpu: &Gpu, a: &TrainArgs) -> Result<GptTask> {
                 n_layer: a.layers.unwrap_or(4),
                 n_head: a.heads.unwrap_or(4),
                 layer_norm_epsilon: 1e-5,
+                sliding_window,
+                global_tokens,
+                sparse_layout,
             };
             check_gpt_size(gpu, a, &config, true)?;
             (tok, Gpt::new(gpu, config, a.seed)?)
@@ -771,6 +821,7 @@ fn new_llama(gpu: &Gpu, a: &TrainArgs) -> Result<GptTask<Llama>> {
             };
             let c = a.d_model.unwrap_or(128);
             let heads = a.heads.unwrap_or(4);
+            let (sliding_window, global_tokens, sparse_layout) = pattern_fields(a);
             let config = LlamaConfig {
                 vocab_size: tok.vocab_size(),
                 hidden_size: c,
@@ -784,6 +835,9 @@ fn new_llama(gpu: &Gpu, a: &TrainArgs) -> Result<GptTask<Llama>> {
                 tie_word_embeddings: false,
                 bos_token_id: Some(tok.specials().bos),
                 eos_token_id: Some(tok.specials().eos),
+                sliding_window,
+                global_tokens,
+                sparse_layout,
             };
             let renames = decoder_size_names(
                 a,

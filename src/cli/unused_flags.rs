@@ -34,7 +34,12 @@ const MODEL_FLAGS: &[&str] = &[
     "context",
     "tokenizer",
     "vocab-size",
+    "sliding-window",
+    "global-tokens",
+    "sparse-layout",
 ];
+/// The attention pattern: a checkpoint keeps the one it was trained with.
+const PATTERN_FLAGS: &[&str] = &["sliding-window", "global-tokens", "sparse-layout"];
 const ENCDEC_ONLY: &[&str] = &["batch-tokens", "d-ff", "dropout", "norm", "show"];
 const LLAMA_ONLY: &[&str] = &["kv-heads"];
 /// Of the encoder-decoder's flags, what a Llama uses too (its SwiGLU width).
@@ -90,6 +95,14 @@ pub fn check(a: &TrainArgs) -> Result<()> {
             if flags.len() == 1 { "it" } else { "them" }
         )))
     };
+    if a.resume.is_some() || a.init_from.is_some() {
+        refuse(
+            given(&|f| !PATTERN_FLAGS.contains(&f)),
+            "a checkpoint runs with the attention pattern it was trained with (sliding_window, \
+             global_tokens and sparse_layout in its config.json), and a different one would \
+             compute another function with its weights; train a new model for another pattern",
+        )?;
+    }
     if a.resume.is_some() {
         return refuse(
             given(&|f| RESUME_FLAGS.contains(&f)),

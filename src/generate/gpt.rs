@@ -21,12 +21,17 @@ pub struct GptDecoder<'a> {
 impl<'a> GptDecoder<'a> {
     /// An empty sequence that can grow to `capacity` tokens (at most the model's
     /// context).
+    /// A model with a sliding window decodes with a ring cache of the window's
+    /// keys; one whose positions continue past its context (Llama) may then
+    /// grow past the context ([`CausalLm::decode_limit`]).
     pub fn new(model: &'a dyn CausalLm, capacity: usize) -> Result<Self> {
-        let ctx = model.context();
-        if capacity == 0 || capacity > ctx {
+        let limit = model.decode_limit();
+        if capacity == 0 || capacity > limit {
             return Err(Error::invalid(
                 "generate",
-                format!("a sequence capacity of {capacity} tokens: use 1 to the context of {ctx}"),
+                format!(
+                    "a sequence capacity of {capacity} tokens: use 1 to the context of {limit}"
+                ),
             ));
         }
         Ok(GptDecoder {
@@ -70,7 +75,7 @@ impl<'a> GptDecoder<'a> {
                 ),
             ));
         }
-        if self.len() + tokens.len() > self.capacity() {
+        if self.len().saturating_add(tokens.len()) > self.capacity() {
             return Err(Error::invalid(
                 "generate",
                 format!(
@@ -83,6 +88,14 @@ impl<'a> GptDecoder<'a> {
             ));
         }
         let gpu = model_gpu(self.model);
+        // A sliding-window (ring) cache takes a bounded number of tokens per
+        // step: a long prompt goes in pieces, and only the last one's logits count.
+        let step = self.cache.max_step().max(1);
+        let (head, tokens) = tokens.split_at(tokens.len() - (tokens.len() - 1) % step - 1);
+        for piece in head.chunks(step) {
+            let ids = Tensor::from_u32(&gpu, piece, &[1, piece.len()])?;
+            self.model.forward_step(&mut self.cache, &ids)?;
+        }
         let n = tokens.len();
         let ids = Tensor::from_u32(&gpu, tokens, &[1, n])?;
         let logits = self.model.forward_step(&mut self.cache, &ids)?;
@@ -167,7 +180,7 @@ fn generate_until(
     opts: &GenerateOptions,
     on_token: &mut dyn FnMut(u32) -> Result<ControlFlow<()>>,
 ) -> Result<Generation> {
-    let ctx = model.context();
+    let ctx = model.decode_limit();
     if prompt.is_empty() {
         return Err(Error::invalid(
             "generate",

@@ -37,7 +37,59 @@ struct Params {
     has_mask: u32,
     scale: f32,
     group: u32,
-    _pad: [u32; 2],
+    window: u32,
+    global: u32,
+    ring: u32,
+    _pad: [u32; 3],
+}
+
+/// How a cache maps positions to rows, and the attention window over them
+/// (shaders/kv_cache.wgsl's `cache_row`). The default is a plain cache:
+/// position t at row t, no window. A sliding-window cache keeps the G global
+/// positions at rows `0..G` and cycles the others through rows `G..G + ring`,
+/// so it holds `G + ring` rows however long the sequence grows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvRing {
+    /// Sliding window W of [`kv_attention_ring`] (0 = none; causal only): row i
+    /// at position pos sees keys `(pos - W, pos]` and the global positions.
+    pub window: usize,
+    /// G global positions: always visible, kept at rows `0..G`.
+    pub global: usize,
+    /// Rows `G..G + ring` hold the positions `>= G` cyclically (0 = no ring).
+    pub ring: usize,
+}
+
+impl KvRing {
+    /// The row of position `pos` (the shader's `cache_row`).
+    pub fn row(&self, pos: usize) -> usize {
+        if self.ring == 0 || pos < self.global {
+            pos
+        } else {
+            self.global + (pos - self.global) % self.ring
+        }
+    }
+
+    /// Checks that positions `first..end` of a step fit a cache of `tcap` rows.
+    fn check(&self, op: &'static str, first: usize, end: usize, tcap: usize) -> Result<()> {
+        if self.ring == 0 {
+            if end > tcap {
+                return Err(Error::invalid(
+                    op,
+                    format!("positions {first}..{end} do not fit a cache of {tcap} rows"),
+                ));
+            }
+        } else if self.global + self.ring > tcap || end - first > self.ring {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "a ring of {} rows after {} global rows in a cache of {tcap} rows cannot \
+                     take positions {first}..{end} at once",
+                    self.ring, self.global
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// (B, NH, Tcap, HS) of an f32 head-major tensor.
@@ -96,6 +148,19 @@ pub fn kv_scatter(
     v: &Tensor,
     pos0: usize,
 ) -> Result<()> {
+    kv_scatter_ring(src, (ko, vo), k, v, pos0, KvRing::default())
+}
+
+/// [`kv_scatter`] into a cache laid out as `ring` says: position `pos0 + t`
+/// goes to row `ring.row(pos0 + t)`.
+pub fn kv_scatter_ring(
+    src: &Tensor,
+    (ko, vo): (usize, usize),
+    k: &Tensor,
+    v: &Tensor,
+    pos0: usize,
+    ring: KvRing,
+) -> Result<()> {
     const OP: &str = "kv_scatter";
     let [b, t, w] = token_dims(OP, "src", src)?;
     let [kb, nh, tcap, hs] = cache_dims(OP, "k", k)?;
@@ -114,15 +179,7 @@ pub fn kv_scatter(
             format!("columns k {ko}.. and v {vo}.. of width C = {c} do not fit rows of width {w}"),
         ));
     }
-    if pos0 + t > tcap {
-        return Err(Error::invalid(
-            OP,
-            format!(
-                "writing rows {pos0}..{} of a cache of {tcap} rows",
-                pos0 + t
-            ),
-        ));
-    }
+    ring.check(OP, pos0, pos0 + t, tcap)?;
     u32_of(OP, "cache elements", k.numel())?;
     u32_of(OP, "src elements", src.numel())?;
     let n = b * t * c;
@@ -136,6 +193,8 @@ pub fn kv_scatter(
         tcap: tcap as u32,
         hs: hs as u32,
         nh: nh as u32,
+        global: ring.global as u32,
+        ring: ring.ring as u32,
         ..Default::default()
     };
     run("kv_scatter", &p, &[src], &[k, v], grid_1d(groups(n, WG)))
@@ -266,6 +325,24 @@ pub fn kv_attention_grouped(
     causal: bool,
     key_mask: Option<&Tensor>,
 ) -> Result<Tensor> {
+    kv_attention_ring(q, k, v, (len, group), causal, key_mask, KvRing::default())
+}
+
+/// [`kv_attention_grouped`] (`(len, group)`) against a cache laid out as
+/// `ring` says, with its sliding window: row i at position
+/// `pos = i + len - Tq` sees the keys `(pos - W, pos]` and the global
+/// positions `0..G` (causal only). `key_mask (B, Tcap)` is indexed by cache row.
+/// The keys a step reads must all still be in the ring: the caller keeps
+/// `Tq + W - 1 <= ring` ([`crate::nn::KvCache`] does).
+pub fn kv_attention_ring(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    (len, group): (usize, usize),
+    causal: bool,
+    key_mask: Option<&Tensor>,
+    ring: KvRing,
+) -> Result<Tensor> {
     const OP: &str = "kv_attention";
     let [b, tq, w] = token_dims(OP, "q", q)?;
     let [kb, nkv, tcap, hs] = cache_dims(OP, "k", k)?;
@@ -297,12 +374,36 @@ pub fn kv_attention_grouped(
             format!("head size {hs} outside 1..={MAX_HEAD_SIZE}"),
         ));
     }
-    if len > tcap {
+    if ring.window > 0 && !causal {
         return Err(Error::invalid(
             OP,
-            format!("len {len} exceeds the cache's {tcap} rows"),
+            format!(
+                "a sliding window ({}) needs causal attention here: decoding attends to the \
+                 positions up to each query",
+                ring.window
+            ),
         ));
     }
+    if ring.ring > 0 && ring.window == 0 {
+        return Err(Error::invalid(
+            OP,
+            "a ring cache forgets old positions, so it needs a sliding window (set window)",
+        ));
+    }
+    if ring.ring > 0 && tq + ring.window > ring.ring + 1 {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "{tq} query rows with a window of {} read {} positions, more than the ring's {} \
+                 rows hold; feed at most {} tokens per step",
+                ring.window,
+                tq + ring.window - 1,
+                ring.ring,
+                ring.ring + 1 - ring.window
+            ),
+        ));
+    }
+    ring.check(OP, len.saturating_sub(tq), len, tcap)?;
     if causal && tq > len {
         return Err(Error::invalid(
             OP,
@@ -337,6 +438,9 @@ pub fn kv_attention_grouped(
         has_mask: key_mask.is_some() as u32,
         scale: std::f32::consts::LOG2_E / (hs as f32).sqrt(),
         group: group as u32,
+        window: ring.window.min(len) as u32,
+        global: ring.global as u32,
+        ring: ring.ring as u32,
         ..Default::default()
     };
     run(

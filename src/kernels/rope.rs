@@ -35,6 +35,19 @@ struct Params {
 /// The cos and sin table `(2, positions, head_size / 2)` of angle
 /// `pos * theta^(-2 i / head_size)` (Hugging Face's default RoPE), computed in f64.
 pub fn rope_table(gpu: &Gpu, positions: usize, head_size: usize, theta: f64) -> Result<Tensor> {
+    rope_table_from(gpu, 0, positions, head_size, theta)
+}
+
+/// The rows `first..first + positions` of [`rope_table`] (row r holds position
+/// `first + r`): a decoding step past the model's table (sliding-window
+/// decoding beyond the trained context) gets its positions' angles this way.
+pub fn rope_table_from(
+    gpu: &Gpu,
+    first: usize,
+    positions: usize,
+    head_size: usize,
+    theta: f64,
+) -> Result<Tensor> {
     const OP: &str = "rope_table";
     if head_size == 0 || !head_size.is_multiple_of(2) {
         return Err(Error::invalid(
@@ -54,8 +67,9 @@ pub fn rope_table(gpu: &Gpu, positions: usize, head_size: usize, theta: f64) -> 
     let mut table = vec![0.0f32; 2 * positions * half];
     for pos in 0..positions {
         for i in 0..half {
-            table[pos * half + i] = angle(pos, i).cos() as f32;
-            table[(positions + pos) * half + i] = angle(pos, i).sin() as f32;
+            let a = angle(first + pos, i);
+            table[pos * half + i] = a.cos() as f32;
+            table[(positions + pos) * half + i] = a.sin() as f32;
         }
     }
     Tensor::from_slice(gpu, &table, &[2, positions, half])

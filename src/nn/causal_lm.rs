@@ -21,6 +21,12 @@ pub trait CausalLm {
     fn context(&self) -> usize;
     /// Tokens of the vocabulary (V).
     fn vocab_size(&self) -> usize;
+    /// The most positions decoding may reach: the context, or for a model
+    /// whose positions continue past it and whose sliding window bounds the
+    /// KV cache (Llama with `sliding_window`), `usize::MAX`.
+    fn decode_limit(&self) -> usize {
+        self.context()
+    }
 }
 
 impl CausalLm for Gpt {
@@ -59,6 +65,13 @@ impl CausalLm for Llama {
     }
     fn context(&self) -> usize {
         self.config.max_position_embeddings
+    }
+    fn decode_limit(&self) -> usize {
+        // RoPE has angles for every position; a window keeps the cache O(W).
+        match self.config.sliding_window {
+            Some(_) => usize::MAX,
+            None => self.config.max_position_embeddings,
+        }
     }
     fn vocab_size(&self) -> usize {
         self.config.vocab_size

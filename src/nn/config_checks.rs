@@ -8,7 +8,7 @@
 
 use crate::error::{human_bytes, Error, Result};
 use crate::gpu::Gpu;
-use crate::kernels::attention::MAX_HEAD_SIZE;
+use crate::kernels::attention::{AttentionPattern, SparseLayout, MAX_HEAD_SIZE};
 use crate::nn::{GptConfig, LlamaConfig, NormPlacement, TransformerConfig};
 
 /// Every `(field, value)` of `sizes` is at least 1.
@@ -61,6 +61,53 @@ pub(crate) fn epsilon(op: &'static str, eps: f32, usual: &str) -> Result<()> {
             format!("layer_norm_epsilon {eps} must be positive and finite ({usual})"),
         ))
     }
+}
+
+/// The attention pattern a model config names (`sliding_window`,
+/// `global_tokens`, `sparse_layout`), checked: a window of 0, global tokens
+/// without a window (they change nothing then, so the field would be silently
+/// ignored), a layout block or stride of 0, and a layout with a window are
+/// errors that name the value and the fix.
+pub(crate) fn attention_pattern(
+    op: &'static str,
+    sliding_window: Option<usize>,
+    global_tokens: usize,
+    sparse_layout: Option<SparseLayout>,
+) -> Result<AttentionPattern> {
+    if sliding_window == Some(0) {
+        return Err(Error::invalid(
+            op,
+            "sliding_window is 0: a window holds at least the query's own position; set it \
+             to 1 or more, or leave it out (null) for dense attention",
+        ));
+    }
+    if global_tokens > 0 && sliding_window.is_none() {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "global_tokens {global_tokens} without a sliding_window changes nothing \
+                 (dense attention already sees every position); set sliding_window too, or \
+                 global_tokens to 0"
+            ),
+        ));
+    }
+    if let Some(layout) = sparse_layout {
+        layout.check(op)?;
+        if let Some(w) = sliding_window {
+            return Err(Error::invalid(
+                op,
+                format!(
+                    "sparse_layout {layout:?} and sliding_window {w} together: the attention \
+                     kernels take one or the other; remove one of them"
+                ),
+            ));
+        }
+    }
+    Ok(AttentionPattern {
+        sliding_window,
+        global_tokens,
+        layout: sparse_layout,
+    })
 }
 
 // ---------------------------------------------------------------- memory

@@ -11,6 +11,8 @@ use super::{init_seeds, FieldNames, MemoryLimits};
 use crate::autograd::{Param, Tape, Var};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::kernels::attention::{AttentionPattern, SparseLayout};
+use crate::kernels::kv_cache::KvRing;
 use crate::tensor::Tensor;
 use crate::token_ids::TokenIds;
 
@@ -34,6 +36,20 @@ pub struct GptConfig {
     #[serde(default = "default_eps")]
     /// Epsilon of every LayerNorm (1e-5 when absent).
     pub layer_norm_epsilon: f32,
+    /// Sliding-window attention (the name of Mistral's config): each position
+    /// attends to the W positions up to itself (the encoder: within W either
+    /// side); absent or null: dense. See [`AttentionPattern`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sliding_window: Option<usize>,
+    /// With a window, the first G positions attend to and are attended by
+    /// every position (Longformer's global tokens); 0 when absent.
+    #[serde(default, skip_serializing_if = "crate::nn::is_zero")]
+    pub global_tokens: usize,
+    /// A Sparse Transformer block layout (`{"kind": "strided" | "fixed",
+    /// "block": B, "stride": S}`) instead of a window; incremental decoding
+    /// (`new_cache`) refuses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sparse_layout: Option<SparseLayout>,
 }
 
 fn default_eps() -> f32 {
@@ -64,7 +80,19 @@ impl GptConfig {
         )?;
         config_checks::heads(OP, ("n_embd", self.n_embd), ("n_head", self.n_head))?;
         config_checks::epsilon(OP, self.layer_norm_epsilon, "GPT-2 uses 1e-5")?;
+        self.attention_pattern()?;
         Ok(())
+    }
+
+    /// The attention pattern of every layer, from `sliding_window`,
+    /// `global_tokens` and `sparse_layout` (checked: the errors name the value).
+    pub fn attention_pattern(&self) -> Result<AttentionPattern> {
+        config_checks::attention_pattern(
+            "GptConfig",
+            self.sliding_window,
+            self.global_tokens,
+            self.sparse_layout,
+        )
     }
 }
 
@@ -108,7 +136,8 @@ impl Block {
                 true,
                 (INIT_STD, proj_std),
                 (seed(), seed()),
-            )?,
+            )?
+            .with_pattern(config.attention_pattern()?),
             ln_2: LayerNorm::new(gpu, &format!("{p}.ln_2"), c, eps)?,
             // GPT-2's MLP is 4 n_embd wide (its config's n_inner: null).
             mlp: FeedForward::new(
@@ -131,8 +160,14 @@ impl Block {
     }
 
     /// The same block for new tokens at positions `len..`, against the cache.
-    fn step(&self, tape: &Tape, x: &Var, kv: (&Tensor, &Tensor), len: usize) -> Result<Var> {
-        let attn = |h: Var| self.attn.step(tape, &h, kv, len);
+    fn step(
+        &self,
+        tape: &Tape,
+        x: &Var,
+        kv: (&Tensor, &Tensor),
+        (len, ring): (usize, KvRing),
+    ) -> Result<Var> {
+        let attn = |h: Var| self.attn.step(tape, &h, kv, len, ring);
         let mlp = |h: Var| self.mlp.forward(tape, &h);
         let x = tape.add(x, &attn(self.ln_1.forward(tape, x)?)?)?;
         tape.add(&x, &mlp(self.ln_2.forward(tape, &x)?)?)
@@ -243,25 +278,31 @@ impl Gpt {
     }
 
     /// An empty KV cache for `batch` sequences of up to `max_len` positions
-    /// (at most the context, `n_positions`).
+    /// (at most the context, `n_positions`: the learned position table ends
+    /// there, and a sliding window does not extend it). With a sliding window
+    /// the cache keeps only the window's keys (a ring buffer, see
+    /// [`KvCache::new_windowed`]): then each step feeds at most W tokens.
     pub fn new_cache(&self, batch: usize, max_len: usize) -> Result<KvCache> {
         let cfg = &self.config;
         if max_len > cfg.n_positions {
             return Err(Error::invalid(
                 "Gpt::new_cache",
                 format!(
-                    "a cache of {max_len} positions exceeds the context of {} positions",
+                    "a cache of {max_len} positions exceeds the context of {} positions (GPT's \
+                     learned positions end there, with or without a sliding window)",
                     cfg.n_positions
                 ),
             ));
         }
-        KvCache::new(
+        let pattern = cfg.attention_pattern()?;
+        KvCache::new_windowed(
             self.wte.weight.value().gpu(),
             cfg.n_layer,
             batch,
-            cfg.n_head,
-            cfg.n_embd / cfg.n_head,
+            (cfg.n_head, cfg.n_embd / cfg.n_head),
             max_len,
+            pattern,
+            pattern.sliding_window.unwrap_or(max_len),
         )
     }
 
@@ -276,7 +317,7 @@ impl Gpt {
         let tok = self.wte.forward(&tape, ids_new)?;
         let mut x = tape.add(&tok, &self.wpe.rows(&tape, len, n)?)?;
         for (i, block) in self.h.iter().enumerate() {
-            x = block.step(&tape, &x, cache.layer(i), len)?;
+            x = block.step(&tape, &x, cache.layer(i), (len, cache.ring()))?;
         }
         let x = self.ln_f.forward(&tape, &x)?;
         let logits = self.wte.project_out(&tape, &x)?;

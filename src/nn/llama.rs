@@ -11,8 +11,10 @@ use super::{init_seeds, FieldNames, MemoryLimits};
 use crate::autograd::{Masking, Param, Tape, Var};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernels::kv_cache::{kv_attention_grouped, kv_scatter};
-use crate::kernels::rope::{rope_table, QkvHeads};
+use crate::kernels::attention::AttentionPattern;
+use crate::kernels::kv_cache::{kv_attention_ring, kv_scatter_ring, KvRing};
+use crate::kernels::rope::{rope_table, rope_table_from, QkvHeads};
+use crate::nn::layers::check_ring;
 use crate::tensor::Tensor;
 
 pub use super::llama_config::LlamaConfig;
@@ -80,6 +82,8 @@ struct Attention {
     o_proj: Proj,
     /// Query and key/value heads, expanded for training (see `kernels::rope`).
     heads: QkvHeads,
+    /// Sparse pattern on top of the causal mask (Mistral's sliding window).
+    pattern: AttentionPattern,
 }
 
 impl Attention {
@@ -102,6 +106,7 @@ impl Attention {
                 hs,
                 expand: true,
             },
+            pattern: cfg.attention_pattern()?,
         })
     }
 
@@ -121,6 +126,7 @@ impl Attention {
         let masking = Masking {
             causal: true,
             key_mask: None,
+            pattern: self.pattern,
         };
         let y = tape.self_attention(&qkv, self.heads.nh, &masking)?;
         self.o_proj.forward(tape, &y)
@@ -132,21 +138,22 @@ impl Attention {
         &self,
         tape: &Tape,
         x: &Var,
-        rope: &Tensor,
+        (rope, rope_pos0): (&Tensor, usize),
         (kc, vc): (&Tensor, &Tensor),
-        len: usize,
+        (len, ring): (usize, KvRing),
     ) -> Result<Var> {
+        check_ring(&self.pattern, ring)?;
         let (q, k, v) = self.qkv(tape, x)?;
         let heads = QkvHeads {
             expand: false,
             ..self.heads
         };
-        let packed = tape.rope_qkv((&q, &k, &v), rope, heads, len)?;
+        let packed = tape.rope_qkv((&q, &k, &v), rope, heads, rope_pos0)?;
         let (cq, ckv) = (heads.nh * heads.hs, heads.nkv * heads.hs);
-        kv_scatter(packed.value(), (cq, cq + ckv), kc, vc, len)?;
+        kv_scatter_ring(packed.value(), (cq, cq + ckv), kc, vc, len, ring)?;
         let n = x.shape()[1];
         let group = heads.nh / heads.nkv;
-        let y = kv_attention_grouped(packed.value(), kc, vc, len + n, group, true, None)?;
+        let y = kv_attention_ring(packed.value(), kc, vc, (len + n, group), true, None, ring)?;
         self.o_proj.forward(tape, &tape.constant(y))
     }
 }
@@ -227,12 +234,12 @@ impl DecoderLayer {
         &self,
         tape: &Tape,
         x: &Var,
-        rope: &Tensor,
+        rope: (&Tensor, usize),
         kv: (&Tensor, &Tensor),
-        len: usize,
+        at: (usize, KvRing),
     ) -> Result<Var> {
         let h = self.input_layernorm.forward(tape, x)?;
-        let x = tape.add(x, &self.self_attn.step(tape, &h, rope, kv, len)?)?;
+        let x = tape.add(x, &self.self_attn.step(tape, &h, rope, kv, at)?)?;
         tape.add(
             &x,
             &self
@@ -367,17 +374,25 @@ impl Llama {
     }
 
     /// An empty KV cache for `batch` sequences of up to `max_len` positions; it
-    /// holds the `num_key_value_heads` heads only.
+    /// holds the `num_key_value_heads` heads only. Without a sliding window
+    /// `max_len` is at most `max_position_embeddings`; with one the cache is a
+    /// ring of the window's keys ([`KvCache::new_windowed`]: each step feeds
+    /// at most W tokens) and `max_len` may pass the trained context (RoPE
+    /// angles exist for every position), `usize::MAX` for no bound.
     pub fn new_cache(&self, batch: usize, max_len: usize) -> Result<KvCache> {
-        self.check_len("Llama::new_cache", max_len)?;
         let cfg = &self.config;
-        KvCache::new(
+        let pattern = cfg.attention_pattern()?;
+        if pattern.is_dense() {
+            self.check_len("Llama::new_cache", max_len)?;
+        }
+        KvCache::new_windowed(
             self.rope.gpu(),
             cfg.num_hidden_layers,
             batch,
-            cfg.num_key_value_heads,
-            cfg.head_dim(),
+            (cfg.num_key_value_heads, cfg.head_dim()),
             max_len,
+            pattern,
+            pattern.sliding_window.unwrap_or(max_len),
         )
     }
 
@@ -389,9 +404,20 @@ impl Llama {
         let n = cache.check_step("Llama::forward_step", ids_new, self.layers.len())?;
         let len = cache.len();
         let tape = Tape::no_grad(ids_new.gpu());
+        // Past the model's table (sliding-window decoding beyond the trained
+        // context) the step's angles are computed for its own positions.
+        let cfg = &self.config;
+        let step_table;
+        let rope = if len + n <= self.rope.shape()[1] {
+            (&self.rope, len)
+        } else {
+            let (hs, theta) = (cfg.head_dim(), cfg.rope_theta);
+            step_table = rope_table_from(ids_new.gpu(), len, n, hs, theta)?;
+            (&step_table, 0)
+        };
         let mut x = self.embed_tokens.forward(&tape, ids_new)?;
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.step(&tape, &x, &self.rope, cache.layer(i), len)?;
+            x = layer.step(&tape, &x, rope, cache.layer(i), (len, cache.ring()))?;
         }
         let logits = self.head(&tape, &x)?;
         cache.advance(n);
@@ -459,5 +485,6 @@ pub(crate) fn validate(cfg: &LlamaConfig) -> Result<()> {
             ),
         ));
     }
+    cfg.attention_pattern()?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! that would change the math and are not implemented are refused by name.
 
 use crate::error::{Error, Result};
+use crate::kernels::attention::{AttentionPattern, SparseLayout};
 use serde_json::{Map, Value};
 
 /// Sizes of a Llama-layout decoder (Hugging Face's config.json names).
@@ -39,6 +40,20 @@ pub struct LlamaConfig {
     #[serde(default)]
     /// End-of-sequence token, if the tokenizer has one.
     pub eos_token_id: Option<u32>,
+    /// Sliding-window attention (the name of Mistral's config): each position
+    /// attends to the W positions up to itself (the encoder: within W either
+    /// side); absent or null: dense. See [`AttentionPattern`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sliding_window: Option<usize>,
+    /// With a window, the first G positions attend to and are attended by
+    /// every position (Longformer's global tokens); 0 when absent.
+    #[serde(default, skip_serializing_if = "crate::nn::is_zero")]
+    pub global_tokens: usize,
+    /// A Sparse Transformer block layout (`{"kind": "strided" | "fixed",
+    /// "block": B, "stride": S}`) instead of a window; incremental decoding
+    /// (`new_cache`) refuses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sparse_layout: Option<SparseLayout>,
 }
 
 fn default_eps() -> f32 {
@@ -58,6 +73,17 @@ impl LlamaConfig {
     /// Checks the sizes; the error names the field and the fix.
     pub fn validate(&self) -> Result<()> {
         super::llama::validate(self)
+    }
+
+    /// The attention pattern of every layer, from `sliding_window`,
+    /// `global_tokens` and `sparse_layout` (checked: the errors name the value).
+    pub fn attention_pattern(&self) -> Result<AttentionPattern> {
+        super::config_checks::attention_pattern(
+            "LlamaConfig",
+            self.sliding_window,
+            self.global_tokens,
+            self.sparse_layout,
+        )
     }
 
     /// Training FLOPs per token (forward + backward = 3x forward): 6 per weight
@@ -143,6 +169,9 @@ impl LlamaConfig {
                 .unwrap_or(false),
             bos_token_id: token("bos_token_id")?,
             eos_token_id: token("eos_token_id")?,
+            sliding_window: sliding_window(json, &size)?,
+            global_tokens: 0,
+            sparse_layout: None,
         };
         if let Some(hd) = size("head_dim")? {
             if hd != cfg.head_dim() {
@@ -163,8 +192,41 @@ impl LlamaConfig {
     }
 }
 
+/// Mistral's `sliding_window` (a number, or null for none), switched off by
+/// Qwen2's `use_sliding_window: false`; Qwen2's per-layer form
+/// (`max_window_layers` below the layer count: only some layers windowed) is
+/// refused by name.
+fn sliding_window(
+    json: &Map<String, Value>,
+    size: &dyn Fn(&str) -> std::result::Result<Option<usize>, String>,
+) -> std::result::Result<Option<usize>, String> {
+    let window = size("sliding_window")?;
+    match json.get("use_sliding_window") {
+        None | Some(Value::Null) | Some(Value::Bool(true)) => {}
+        Some(Value::Bool(false)) => return Ok(None),
+        Some(v) => {
+            return Err(format!(
+                "config field `use_sliding_window` = {v} must be true or false"
+            ))
+        }
+    }
+    if let (Some(w), Some(layers)) = (window, size("max_window_layers")?) {
+        let n = size("num_hidden_layers")?.unwrap_or(0);
+        if layers < n {
+            return Err(format!(
+                "config field `max_window_layers` = {layers} windows only some of the {n} \
+                 layers (sliding_window {w}); wgformer applies one window to every layer"
+            ));
+        }
+    }
+    Ok(window)
+}
+
 /// The fields [`LlamaConfig`] reads.
 const SIZES: &[&str] = &[
+    "sliding_window",
+    "use_sliding_window",
+    "max_window_layers",
     "vocab_size",
     "hidden_size",
     "intermediate_size",

@@ -37,3 +37,9 @@ pub(crate) fn init_seeds(seed: u64) -> impl FnMut() -> u64 {
     let mut rng = crate::rng::SplitMix64::new(seed);
     move || rng.next_u64()
 }
+
+/// serde's `skip_serializing_if` for a count that is 0 by default (a config
+/// field left out of the JSON when it has its default).
+pub(crate) fn is_zero(n: &usize) -> bool {
+    *n == 0
+}

@@ -11,7 +11,7 @@ use crate::kernels::attention::AttentionPattern;
 /// Does query row i (of Tq) see key j (of Tk)? Query row i sits at key
 /// position pos = i + Tk - Tq. Causal: j <= pos. Padding: the key's mask is
 /// not 0.0. Window W: |pos - j| < W, unless key j or position pos is among the
-/// first G (global tokens).
+/// first G (global tokens). Block layout of block B: `allows(pos / B, j / B)`.
 #[allow(clippy::too_many_arguments)]
 fn visible(
     pattern: &AttentionPattern,
@@ -30,7 +30,12 @@ fn visible(
         None => true,
         Some(w) => (pos - j_pos).abs() < w as i64 || j_pos < global || pos < global,
     };
-    causal_ok && pad_ok && window_ok
+    let layout_ok = pattern.layout.is_none_or(|l| {
+        // A row before the first key (pos < 0) sees none under causal masking,
+        // and the kernels refuse a layout without it there.
+        pos >= 0 && l.allows(pos as usize / l.block, j / l.block)
+    });
+    causal_ok && pad_ok && window_ok && layout_ok
 }
 
 /// Attention forward. Returns (O, L):

@@ -511,6 +511,9 @@ impl DateTaskSetup {
             layer_norm_epsilon: 1e-5,
             norm: self.norm,
             activation: crate::nn::Activation::Relu,
+            sliding_window: None,
+            global_tokens: 0,
+            sparse_layout: None,
         }
     }
 

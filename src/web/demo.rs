@@ -221,6 +221,9 @@ impl CharGpt {
             n_layer: c.n_layer,
             n_head: c.n_head,
             layer_norm_epsilon: 1e-5,
+            sliding_window: None,
+            global_tokens: 0,
+            sparse_layout: None,
         };
         check_gpt_memory(gpu, &gpt, c.batch)?;
         let model = Gpt::new(gpu, gpt, c.seed as u64)?;

@@ -117,6 +117,9 @@ impl IclTrainer {
             n_layer: c.n_layer,
             n_head: c.n_head,
             layer_norm_epsilon: 1e-5,
+            sliding_window: None,
+            global_tokens: 0,
+            sparse_layout: None,
         };
         gpt.validate()?;
         check_gpt_memory(gpu, &gpt, c.batch)?;

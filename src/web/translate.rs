@@ -185,6 +185,9 @@ impl DateTranslator {
             layer_norm_epsilon: 1e-5,
             norm: c.norm,
             activation: Activation::Relu,
+            sliding_window: None,
+            global_tokens: 0,
+            sparse_layout: None,
         };
         tc.validate()?;
         check_translator_memory(gpu, &tc, c.batch_tokens)?;

@@ -1,4 +1,5 @@
-//! Sparse attention patterns (sliding window, global tokens): the f64 reference
+//! Sparse attention patterns (sliding window, global tokens, the Sparse
+//! Transformer's strided and fixed block layouts): the f64 reference
 //! against the patterns' definitions and central differences, then the fused
 //! forward and backward (every work split) and the unfused paths against it,
 //! over every pattern x {causal, not} x {padding, none} x ragged T x two head
@@ -11,19 +12,39 @@ use crate::common::attention::{mask, Case, Dims};
 use crate::common::*;
 use wgformer::kernels::attention::{
     attention_bwd, attention_fwd, attention_unfused, attention_unfused_bwd, AttentionOptions,
-    AttentionPattern,
+    AttentionPattern, SparseLayout, SparseLayoutKind,
 };
 use wgformer::{reference, Error, Tensor};
 
 /// A window inside one key tile, a narrow window with global tokens, and a
 /// window across tiles with global tokens that span a tile edge of the
 /// subgroup kernels (4 keys) but not of the others.
-fn patterns() -> [AttentionPattern; 3] {
+/// Then the Sparse Transformer's block layouts: strided with blocks smaller
+/// than every tile, fixed with blocks of 16 (a tile edge of some kernels).
+fn patterns() -> [AttentionPattern; 5] {
     [
         AttentionPattern::sliding_window(16),
         AttentionPattern::sliding_window(5).with_global_tokens(3),
         AttentionPattern::sliding_window(40).with_global_tokens(9),
+        AttentionPattern::block_sparse(strided(8, 3)),
+        AttentionPattern::block_sparse(fixed(16, 2)),
     ]
+}
+
+fn strided(block: usize, stride: usize) -> SparseLayout {
+    SparseLayout {
+        kind: SparseLayoutKind::Strided,
+        block,
+        stride,
+    }
+}
+
+fn fixed(block: usize, stride: usize) -> SparseLayout {
+    SparseLayout {
+        kind: SparseLayoutKind::Fixed,
+        block,
+        stride,
+    }
 }
 
 /// Batch 0 unpadded; batch 1 pads its last quarter and every 5th key (so with
@@ -116,6 +137,53 @@ fn reference_follows_the_pattern_definitions() {
     assert!((l[5] - sum.ln()).abs() < 1e-12, "row 5 L");
 }
 
+#[test]
+fn reference_follows_the_block_layout_definitions() {
+    // Causal, T = 9, row 7. Strided, blocks of 1, stride 3: keys with 7 - j < 3
+    // or (7 - j) % 3 == 0: 1, 4, 5, 6, 7. Fixed, blocks of 2, stride 2 (chunks of
+    // two blocks, the second summarising): row 7 is in block 3, chunk 1 =
+    // blocks 2, 3 (keys 4..=7); summary blocks 1 and 3 (keys 2, 3, 6, 7): so
+    // keys 2..=7.
+    let (t, hs) = (9, 4);
+    let [q, k, v, _] = Case::new(1, 1, t, t, hs, true).inputs();
+    let dims = (1, 1, t, t, hs);
+    for (layout, keys) in [
+        (strided(1, 3), vec![1, 4, 5, 6, 7]),
+        (fixed(2, 2), vec![2, 3, 4, 5, 6, 7]),
+    ] {
+        let pattern = AttentionPattern::block_sparse(layout);
+        let (o, l) = reference::attention::attention_fwd_pattern(
+            &q, &k, &v, None, dims, 0.5, true, &pattern,
+        );
+        let s: Vec<f64> = keys
+            .iter()
+            .map(|&j| {
+                (0..hs)
+                    .map(|d| q[7 * hs + d] as f64 * k[j * hs + d] as f64)
+                    .sum::<f64>()
+                    * 0.5
+            })
+            .collect();
+        let sum: f64 = s.iter().map(|x| x.exp()).sum();
+        let o7: Vec<f64> = (0..hs)
+            .map(|d| {
+                keys.iter()
+                    .zip(&s)
+                    .map(|(&j, x)| x.exp() / sum * v[j * hs + d] as f64)
+                    .sum()
+            })
+            .collect();
+        assert_close(
+            &format!("{layout:?} row 7 O"),
+            &to_f32(&o[7 * hs..8 * hs]),
+            &o7,
+            1e-6,
+            0.0,
+        );
+        assert!((l[7] - sum.ln()).abs() < 1e-12, "{layout:?} row 7 L");
+    }
+}
+
 fn to_f32(x: &[f64]) -> Vec<f32> {
     x.iter().map(|&a| a as f32).collect()
 }
@@ -124,7 +192,7 @@ fn to_f32(x: &[f64]) -> Vec<f32> {
 fn reference_backward_with_patterns_matches_central_differences() {
     // As attention_bwd.rs: loss = sum(W * O), 1e-7 abs + 1e-6 rel.
     // (dims, causal, pattern, padded)
-    let cases: [(Dims, bool, AttentionPattern, bool); 4] = [
+    let cases: [(Dims, bool, AttentionPattern, bool); 6] = [
         (
             (1, 2, 7, 7, 3),
             true,
@@ -147,6 +215,18 @@ fn reference_backward_with_patterns_matches_central_differences() {
             (1, 1, 5, 8, 2),
             false,
             AttentionPattern::sliding_window(3),
+            false,
+        ),
+        (
+            (1, 1, 8, 8, 2),
+            true,
+            AttentionPattern::block_sparse(strided(2, 2)),
+            true,
+        ),
+        (
+            (1, 1, 6, 8, 2),
+            false,
+            AttentionPattern::block_sparse(fixed(2, 2)),
             false,
         ),
     ];
@@ -233,10 +313,17 @@ fn decoding_rows_against_a_longer_cache() {
 
 #[test]
 fn fused_matches_reference_and_unfused_on_a_long_sequence() {
-    // T = 1000: many key tiles outside the window; causal and not, padded.
-    for causal in [true, false] {
-        let mut c = Case::new(2, 1, 1000, 1000, 64, causal)
-            .with_pattern(AttentionPattern::sliding_window(100).with_global_tokens(4));
+    // T = 1000: many key tiles outside the window (or the strided layout's
+    // blocks); causal and not, padded.
+    let window = AttentionPattern::sliding_window(100).with_global_tokens(4);
+    let layout = AttentionPattern::block_sparse(strided(64, 3));
+    for (causal, pattern) in [
+        (true, window),
+        (false, window),
+        (true, layout),
+        (false, layout),
+    ] {
+        let mut c = Case::new(2, 1, 1000, 1000, 64, causal).with_pattern(pattern);
         c.mask = Some(mask(2, 1000, |b, j| b == 0 || j < 900));
         Forward::check_fused(&c);
         Backward::check_fused(&c);
@@ -360,6 +447,7 @@ fn dense_patterns_change_nothing() {
         pattern: AttentionPattern {
             sliding_window: None,
             global_tokens: 5,
+            layout: None,
         },
         ..dense
     };
@@ -403,6 +491,79 @@ fn bad_patterns_are_errors_that_name_the_value() {
     assert!(err.to_string().contains("Tq = 9, Tk = 7"), "{err}");
     // With causal masking the same shapes run.
     attention_fwd(&q, &k, &v, &opts(3, true)).unwrap();
+    // Layouts: a block of 0, a layout with a window, a bidirectional layout
+    // with rows before the first key.
+    let with = |pattern: AttentionPattern, causal: bool| AttentionOptions {
+        causal,
+        pattern,
+        ..c.opts(None)
+    };
+    let zero_block = with(AttentionPattern::block_sparse(strided(0, 2)), true);
+    let err = attention_fwd(&q, &k, &v, &zero_block).unwrap_err();
+    assert!(err.to_string().contains("block is 0"), "{err}");
+    let both = AttentionPattern {
+        sliding_window: Some(4),
+        ..AttentionPattern::block_sparse(fixed(4, 2))
+    };
+    let err = attention_unfused(&q, &k, &v, &with(both, true)).unwrap_err();
+    assert!(err.to_string().contains("one or the other"), "{err}");
+    let err = attention_fwd(
+        &q,
+        &k,
+        &v,
+        &with(AttentionPattern::block_sparse(fixed(4, 2)), false),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("Tq = 9, Tk = 7"), "{err}");
+}
+
+#[test]
+fn key_tiles_the_block_layout_leaves_out_are_never_read() {
+    // Strided, blocks of 64, stride 4, causal, T = 512: query blocks 6 and 7
+    // (rows 384..512) do not see key block 1 (distances 5 and 6), which is
+    // poisoned with NaN. Tiles are at most 64 rows or keys and aligned, so no
+    // workgroup of those rows may read block 1 (0 x NaN would be NaN).
+    let (t, hs) = (512, 16);
+    let case = Case::new(1, 1, t, t, hs, true)
+        .with_pattern(AttentionPattern::block_sparse(strided(64, 4)));
+    let [q, k, v, d_o] = case.inputs();
+    let poison = |x: &[f32]| -> Vec<f32> {
+        let mut x = x.to_vec();
+        x[64 * hs..128 * hs].fill(f32::NAN);
+        x
+    };
+    let gpu = gpu();
+    let tensor = |x: &[f32]| Tensor::from_slice(&gpu, x, &[1, 1, t, hs]).unwrap();
+    let (qt, kt, vt, dot) = (
+        tensor(&q),
+        tensor(&poison(&k)),
+        tensor(&poison(&v)),
+        tensor(&d_o),
+    );
+    let opts = case.opts(None);
+    let (o, l) = attention_fwd(&qt, &kt, &vt, &opts).unwrap();
+    let (dq, _, _) = attention_bwd(&qt, &kt, &vt, &o, &l, &dot, &opts).unwrap();
+    let (o_ref, _) = Forward::reference(&case);
+    let (dq_ref, _, _) = Backward::reference(&case);
+    let rows = 384 * hs..;
+    let o = o.to_vec().unwrap();
+    assert_close(
+        "O of rows 384..",
+        &o[rows.clone()],
+        &o_ref[rows.clone()],
+        1e-5,
+        1e-4,
+    );
+    let dq = dq.to_vec().unwrap();
+    assert_close(
+        "dQ of rows 384..",
+        &dq[rows.clone()],
+        &dq_ref[rows],
+        2e-5,
+        1e-4,
+    );
+    // Not vacuous: block 5 (rows 320..384) sees block 1 (distance 4).
+    assert!(o[320 * hs..384 * hs].iter().all(|x| x.is_nan()));
 }
 
 #[test]
@@ -412,6 +573,7 @@ fn fused_tests_pass_with_the_other_work_split() {
         fused_backward_matches_reference();
         decoding_rows_against_a_longer_cache();
         key_tiles_outside_the_window_are_never_read();
+        key_tiles_the_block_layout_leaves_out_are_never_read();
     });
 }
 

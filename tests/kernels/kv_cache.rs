@@ -221,6 +221,9 @@ fn gpt(gpu: &Gpu) -> Gpt {
         n_layer: 2,
         n_head: 4,
         layer_norm_epsilon: 1e-5,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     };
     let model = Gpt::new(gpu, cfg, 1).unwrap();
     randomise(&model.params(), 1, 0.3);
@@ -342,6 +345,9 @@ fn encdec(gpu: &Gpu, norm: NormPlacement) -> Transformer {
         layer_norm_epsilon: 1e-5,
         norm,
         activation: Activation::Relu,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     };
     let model = Transformer::new(gpu, cfg, 2).unwrap();
     randomise(&model.params(), 2, 0.3);

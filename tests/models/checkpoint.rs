@@ -320,6 +320,9 @@ fn tiny(n_layer: usize, n_embd: usize) -> GptConfig {
         n_layer,
         n_head: 2,
         layer_norm_epsilon: 1e-5,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     }
 }
 
@@ -486,6 +489,9 @@ fn hugging_face_gpt2_checkpoint_loads() {
             n_layer: 2,
             n_head: 2,
             layer_norm_epsilon: 1e-5,
+            sliding_window: None,
+            global_tokens: 0,
+            sparse_layout: None,
         }
     );
     let (model, report) = load_gpt(&gpu, &dir).unwrap();

@@ -28,6 +28,9 @@ fn tiny(norm: NormPlacement, activation: Activation) -> TransformerConfig {
         layer_norm_epsilon: 1e-5,
         norm,
         activation,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     }
 }
 

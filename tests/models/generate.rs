@@ -18,6 +18,9 @@ fn tiny_gpt(ctx: usize) -> Gpt {
         n_layer: 2,
         n_head: 2,
         layer_norm_epsilon: 1e-5,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     };
     Gpt::new(&crate::common::gpu(), config, 3).unwrap()
 }

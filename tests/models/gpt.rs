@@ -18,6 +18,9 @@ fn tiny() -> GptConfig {
         n_layer: 1,
         n_head: 4,
         layer_norm_epsilon: 1e-5,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     }
 }
 
@@ -157,6 +160,9 @@ fn absurd_sizes_are_refused_naming_the_field() {
         n_layer: 12,
         n_head: 12,
         layer_norm_epsilon: 1e-5,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     };
     assert_eq!(gpt2_small.param_count(), 124_439_808, "GPT-2 small's count");
     let gpu_like = MemoryLimits {

@@ -23,6 +23,9 @@ fn tiny_gpt(g: &Gpu) -> Gpt {
         n_layer: 2,
         n_head: 2,
         layer_norm_epsilon: 1e-5,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     };
     Gpt::new(g, config, 3).unwrap()
 }
@@ -41,6 +44,9 @@ fn tiny_llama(g: &Gpu) -> Llama {
         tie_word_embeddings: false,
         bos_token_id: None,
         eos_token_id: None,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     };
     Llama::new(g, config, 3).unwrap()
 }

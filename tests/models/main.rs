@@ -16,6 +16,7 @@ mod gpt;
 mod lora;
 mod parity_encdec;
 mod parity_gpt;
+mod sliding_window;
 mod trainer;
 mod training_step;
 mod web_demo;

@@ -32,6 +32,9 @@ pub(crate) fn gpt_task(model_seed: u64) -> GptTask {
         n_layer: 2,
         n_head: 2,
         layer_norm_epsilon: 1e-5,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     };
     let dataset = TextDataset::from_text(TEXT, &tok, 0.2).unwrap();
     let model = Gpt::new(&gpu, config, model_seed).unwrap();
@@ -179,6 +182,9 @@ fn icl_task(model_seed: u64) -> IclTrainTask {
         n_layer: 1,
         n_head: 2,
         layer_norm_epsilon: 1e-5,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
     };
     let model = Gpt::new(&gpu, config, model_seed).unwrap();
     let data = IclData {

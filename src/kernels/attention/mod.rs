@@ -13,8 +13,9 @@
 //! - Key padding mask: (B, Tk) f32, 1.0 = attend, 0.0 = padded key. Exactly 0.0
 //!   masks; any other value attends.
 //! - Sparse pattern ([`AttentionPattern`], `pattern.rs`): a sliding window of
-//!   W keys (|i + Tk - Tq - j| < W) and G global tokens; a pair is visible when
-//!   the causal mask, the key padding and the pattern all allow it.
+//!   W keys (|i + Tk - Tq - j| < W) and G global tokens, or a Sparse
+//!   Transformer block layout ([`SparseLayout`]: strided or fixed); a pair is
+//!   visible when the causal mask, the key padding and the pattern all allow it.
 //! - O = softmax over the visible keys of each row, times V: (B, NH, Tq, HS).
 //! - L = log(sum_j exp(S_ij)) over the visible keys: (B, NH, Tq), natural log,
 //!   saved for the backward pass.
@@ -54,7 +55,7 @@ pub(crate) mod plan;
 pub(crate) mod unfused;
 
 pub use fused::{attention_bwd, attention_fwd};
-pub use pattern::AttentionPattern;
+pub use pattern::{AttentionPattern, SparseLayout, SparseLayoutKind};
 pub use unfused::{attention_unfused, attention_unfused_bwd, attention_unfused_naive};
 
 use plan::Dims;
@@ -91,6 +92,10 @@ struct Params {
     out_scale: f32,
     window: u32,
     global: u32,
+    layout: u32,
+    block: u32,
+    stride: u32,
+    _pad: u32,
 }
 
 /// Checks q, k, v and the options; returns the shapes.
@@ -136,6 +141,7 @@ fn check(
 
 fn params(d: &Dims, scale: f32, opts: &AttentionOptions) -> Params {
     let (window, global) = opts.pattern.kernel_params(d.tq, d.tk);
+    let (layout, block, stride) = opts.pattern.layout_params();
     Params {
         tq: d.tq as u32,
         tk: d.tk as u32,
@@ -149,6 +155,10 @@ fn params(d: &Dims, scale: f32, opts: &AttentionOptions) -> Params {
         out_scale: 1.0,
         window,
         global,
+        layout,
+        block,
+        stride,
+        _pad: 0,
     }
 }
 

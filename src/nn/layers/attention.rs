@@ -6,9 +6,12 @@
 
 use super::basic::Linear;
 use crate::autograd::{Masking, Tape, Var};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernels::kv_cache::{kv_attention, kv_scatter, kv_split};
+use crate::kernels::attention::AttentionPattern;
+use crate::kernels::kv_cache::{
+    kv_attention, kv_attention_ring, kv_scatter_ring, kv_split, KvRing,
+};
 use crate::tensor::Tensor;
 
 /// Self-attention: `{qkv}` (C, 3C) columns [q | k | v], then `{out}` (C, C).
@@ -21,6 +24,9 @@ pub struct SelfAttention {
     pub n_head: usize,
     /// Masked (decoder) self-attention: position t sees positions <= t.
     pub causal: bool,
+    /// Sparse pattern on top of the causal mask (dense by default): a causal
+    /// window sees the W positions up to t, a bidirectional one those within W.
+    pub pattern: AttentionPattern,
 }
 
 impl SelfAttention {
@@ -40,7 +46,13 @@ impl SelfAttention {
             out: Linear::new(gpu, out_name, c, c, proj_std, seed2)?,
             n_head,
             causal,
+            pattern: AttentionPattern::DENSE,
         })
+    }
+
+    /// The same layer with a sparse attention `pattern`.
+    pub fn with_pattern(self, pattern: AttentionPattern) -> SelfAttention {
+        SelfAttention { pattern, ..self }
     }
 
     /// x (B, T, C) -> (B, T, C); `key_mask (B, T)`: 0.0 = padding key.
@@ -49,28 +61,62 @@ impl SelfAttention {
         let masking = Masking {
             causal: self.causal,
             key_mask: key_mask.cloned(),
+            pattern: self.pattern,
         };
         let y = tape.self_attention(&qkv, self.n_head, &masking)?;
         self.out.forward(tape, &y)
     }
 
     /// Decoding: x (B, n, C) holds the tokens at positions `len..len + n`; their
-    /// keys and values are written into rows `len..` of the caches `k, v
-    /// (B, NH, Tcap, HS)` and every new token attends to the cache up to itself.
+    /// keys and values are written into the caches `k, v (B, NH, Tcap, HS)` at
+    /// the rows `ring` gives them (rows `len..` of a plain cache) and every new
+    /// token attends to the cache up to itself, within `ring`'s window (which
+    /// must be this layer's pattern's: a cache made by the model's `new_cache`).
     pub fn step(
         &self,
         tape: &Tape,
         x: &Var,
         (k, v): (&Tensor, &Tensor),
         len: usize,
+        ring: KvRing,
     ) -> Result<Var> {
+        check_ring(&self.pattern, ring)?;
         let qkv = self.qkv.forward(tape, x)?;
         let c = qkv.shape()[2] / 3;
         let n = qkv.shape()[1];
-        kv_scatter(qkv.value(), (c, 2 * c), k, v, len)?;
-        let y = kv_attention(qkv.value(), k, v, len + n, self.causal, None)?;
+        kv_scatter_ring(qkv.value(), (c, 2 * c), k, v, len, ring)?;
+        let y = kv_attention_ring(qkv.value(), k, v, (len + n, 1), self.causal, None, ring)?;
         self.out.forward(tape, &tape.constant(y))
     }
+}
+
+/// A cache's window must be the layer's pattern (a cache made for another
+/// model, or a window on a non-causal layer, would compute something else).
+pub(crate) fn check_ring(pattern: &AttentionPattern, ring: KvRing) -> Result<()> {
+    if let Some(layout) = pattern.layout {
+        return Err(Error::invalid(
+            "SelfAttention::step",
+            format!(
+                "incremental decoding with the block layout {layout:?} is not implemented (the \
+                 cache's attention takes a sliding window only)"
+            ),
+        ));
+    }
+    let (w, g) = match pattern.sliding_window {
+        Some(w) => (w, pattern.global_tokens),
+        None => (0, 0),
+    };
+    if (ring.window, ring.global) != (w, g) {
+        return Err(Error::invalid(
+            "SelfAttention::step",
+            format!(
+                "the KV cache attends with window {} and {} global tokens, but the layer's \
+                 pattern is {pattern:?}; make the cache with this model's new_cache",
+                ring.window, ring.global
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Cross-attention: `{q}` (C, C) on the decoder side, `{kv}` (C, 2C) columns
@@ -117,6 +163,7 @@ impl CrossAttention {
         let masking = Masking {
             causal: false,
             key_mask: key_mask.cloned(),
+            pattern: AttentionPattern::DENSE,
         };
         let o = tape.cross_attention(&q, &kv, self.n_head, &masking)?;
         self.out.forward(tape, &o)

@@ -10,6 +10,7 @@ mod feed_forward;
 mod positional;
 mod residual;
 
+pub(crate) use attention::check_ring;
 pub use attention::{CrossAttention, SelfAttention};
 pub use basic::{Embedding, LayerNorm, Linear};
 pub use dropout::Dropout;

@@ -4,6 +4,7 @@
 use crate::autograd::{Param, Tape, Var};
 use crate::error::Result;
 use crate::gpu::Gpu;
+use crate::kernels::kv_cache::KvRing;
 use crate::nn::layers::{CrossAttention, Dropout, FeedForward, LayerNorm, Residual, SelfAttention};
 use crate::tensor::Tensor;
 
@@ -29,6 +30,10 @@ fn self_attention(
     causal: bool,
     seeds: (u64, u64),
 ) -> Result<SelfAttention> {
+    // The encoder's window is bidirectional (within W either side), the
+    // decoder's causal (the W positions up to each); cross-attention stays
+    // dense: a target position has no source position to centre a window on.
+    let pattern = cfg.attention_pattern()?;
     SelfAttention::new(
         gpu,
         (&format!("{p}.self_attn.qkv"), &format!("{p}.self_attn.out")),
@@ -38,6 +43,7 @@ fn self_attention(
         (STD, STD),
         seeds,
     )
+    .map(|a| a.with_pattern(pattern))
 }
 
 fn feed_forward(
@@ -186,13 +192,13 @@ impl DecoderLayer {
         &self,
         tape: &Tape,
         y: &Var,
-        (self_kv, len): ((&Tensor, &Tensor), usize),
+        (self_kv, len, ring): ((&Tensor, &Tensor), usize, KvRing),
         cross_kv: (&Tensor, &Tensor),
         key_mask: Option<&Tensor>,
     ) -> Result<Var> {
         let off = Dropout::off();
         let y = self.ln_1.forward(tape, y, &off, |h| {
-            self.self_attn.step(tape, h, self_kv, len)
+            self.self_attn.step(tape, h, self_kv, len, ring)
         })?;
         let y = self.ln_2.forward(tape, &y, &off, |h| {
             self.cross_attn.step(tape, h, cross_kv, key_mask)

@@ -3,6 +3,7 @@
 //! small one that trains in minutes on a CPU adapter.
 
 use crate::error::{Error, Result};
+use crate::kernels::attention::{AttentionPattern, SparseLayout};
 use crate::nn::config_checks;
 use crate::nn::layers::{Activation, NormPlacement};
 
@@ -34,6 +35,20 @@ pub struct TransformerConfig {
     pub norm: NormPlacement,
     /// "relu" (the paper) or "gelu" (tanh form).
     pub activation: Activation,
+    /// Sliding-window attention (the name of Mistral's config): each position
+    /// attends to the W positions up to itself (the encoder: within W either
+    /// side); absent or null: dense. See [`AttentionPattern`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sliding_window: Option<usize>,
+    /// With a window, the first G positions attend to and are attended by
+    /// every position (Longformer's global tokens); 0 when absent.
+    #[serde(default, skip_serializing_if = "crate::nn::is_zero")]
+    pub global_tokens: usize,
+    /// A Sparse Transformer block layout (`{"kind": "strided" | "fixed",
+    /// "block": B, "stride": S}`) instead of a window; incremental decoding
+    /// (`new_cache`) refuses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sparse_layout: Option<SparseLayout>,
 }
 
 fn default_eps() -> f32 {
@@ -56,6 +71,9 @@ impl TransformerConfig {
             layer_norm_epsilon: 1e-5,
             norm: NormPlacement::Post,
             activation: Activation::Relu,
+            sliding_window: None,
+            global_tokens: 0,
+            sparse_layout: None,
         }
     }
 
@@ -106,7 +124,19 @@ impl TransformerConfig {
             ));
         }
         config_checks::epsilon(OP, self.layer_norm_epsilon, "default 1e-5")?;
+        self.attention_pattern()?;
         Ok(())
+    }
+
+    /// The attention pattern of every layer, from `sliding_window`,
+    /// `global_tokens` and `sparse_layout` (checked: the errors name the value).
+    pub fn attention_pattern(&self) -> Result<AttentionPattern> {
+        config_checks::attention_pattern(
+            "TransformerConfig",
+            self.sliding_window,
+            self.global_tokens,
+            self.sparse_layout,
+        )
     }
 
     /// Parses and validates JSON (unknown or missing fields are errors).

@@ -106,7 +106,7 @@ impl Transformer {
             y = layer.step(
                 &tape,
                 &y,
-                (cache.layer(i), len),
+                (cache.layer(i), len, cache.ring()),
                 (k, v),
                 state.key_mask.as_ref(),
             )?;

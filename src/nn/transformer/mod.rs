@@ -242,7 +242,9 @@ impl Transformer {
     }
 
     /// An empty self-attention cache for `batch` target sequences of up to
-    /// `max_len` positions (at most the config's `max_len`).
+    /// `max_len` positions (at most the config's `max_len`); with a sliding
+    /// window a ring of the window's keys (each step then feeds at most W
+    /// tokens, see [`KvCache::new_windowed`]).
     pub fn new_cache(&self, batch: usize, max_len: usize) -> Result<KvCache> {
         let cfg = &self.config;
         if max_len > cfg.max_len {
@@ -254,13 +256,15 @@ impl Transformer {
                 ),
             ));
         }
-        KvCache::new(
+        let pattern = cfg.attention_pattern()?;
+        KvCache::new_windowed(
             self.embed.weight.value().gpu(),
             cfg.n_decoder_layers,
             batch,
-            cfg.n_heads,
-            cfg.head_size(),
+            (cfg.n_heads, cfg.head_size()),
             max_len,
+            pattern,
+            pattern.sliding_window.unwrap_or(max_len),
         )
     }
 
