@@ -9,6 +9,7 @@ pub mod embedding;
 pub mod gemm;
 pub mod kv_cache;
 pub mod layernorm;
+pub mod loss_scale;
 pub mod llama;
 pub mod optim;
 pub mod per_example;

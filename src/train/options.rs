@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use crate::optim::schedule;
 use crate::optim::OptimizerKind;
+use super::precision::Precision;
 use serde::{Deserialize, Serialize};
 
 /// The update rule (serialisable mirror of [`OptimizerKind`]'s Adam variants).
@@ -164,6 +165,12 @@ pub struct TrainOptions {
     /// Fine-tuning: keep the lowest this many layers of each stack fixed.
     #[serde(default)]
     pub freeze_layers: usize,
+    /// f32 or mixed precision (f16 matmuls with loss scaling); the trainer
+    /// resolves [`Precision::Auto`] for its adapter and saves what it resolved,
+    /// so a resumed run continues in the same precision. Runs saved before
+    /// this option existed trained in f32.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl TrainOptions {

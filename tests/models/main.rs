@@ -13,6 +13,7 @@ mod checkpoint;
 mod encdec;
 mod generate;
 mod gpt;
+mod mixed;
 mod parity_encdec;
 mod parity_gpt;
 mod trainer;

@@ -92,6 +92,7 @@ fn options(steps: u32, optimizer: OptimizerChoice, schedule: Schedule) -> TrainO
         seed: 7,
         freeze_embeddings: false,
         freeze_layers: 0,
+        precision: wgformer::train::Precision::F32,
     }
 }
 
