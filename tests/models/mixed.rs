@@ -150,7 +150,8 @@ fn manual_step(model: &Gpt, opt: &mut Optimizer, ids: &[u32], poison: bool) -> f
         let p = &model.params()[5];
         let g = p.grad().unwrap();
         let mut values = g.to_vec().unwrap();
-        values[values.len() / 2] = f32::INFINITY;
+        let mid = values.len() / 2;
+        values[mid] = f32::INFINITY;
         g.write_f32(&values).unwrap();
     }
     opt.step(1e-3, 1).unwrap();
