@@ -90,9 +90,6 @@ impl Tape {
         } else {
             cast_to_f16(&v.value)?
         };
-        Ok(Var {
-            value,
-            ..v.clone()
-        })
+        Ok(Var { value, ..v.clone() })
     }
 }

@@ -7,8 +7,8 @@ use super::hf::{self, Leftover};
 use super::save::slot_names;
 use super::weights::{declared_bytes, Weights};
 use super::{
-    LoadMode, LoadReport, ModelConfig, CONFIG_FILE, FORMAT_KEY, FORMAT_VERSION, OPTIMIZER_FILE,
-    TRAINER_STATE_FILE, GRAD_SCALER_KEY,
+    LoadMode, LoadReport, ModelConfig, CONFIG_FILE, FORMAT_KEY, FORMAT_VERSION, GRAD_SCALER_KEY,
+    OPTIMIZER_FILE, TRAINER_STATE_FILE,
 };
 use crate::autograd::Param;
 use crate::error::{Error, Result};

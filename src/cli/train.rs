@@ -4,9 +4,7 @@
 //! its row appended to `DIR/emissions.csv` after the final save.
 
 use super::energy::{EnergyArgs, RunEnergy};
-use super::flags::{
-    at_least_one, below_one, non_negative, open_fraction, positive, PrecisionFlag,
-};
+use super::flags::{at_least_one, below_one, non_negative, open_fraction, positive, PrecisionFlag};
 use super::{model_type, note_unknown_in_file, read_text, usage};
 use clap::ValueEnum;
 use serde_json::Value;

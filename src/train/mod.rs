@@ -482,9 +482,12 @@ impl<'a> Trainer<'a> {
                 loss += bytemuck::pod_read_unaligned::<f32>(&bytes[..4]);
             }
             let loss_scale = match read.get(outcome.losses.len()) {
-                Some(bytes) if scaler.is_some() => Some(ScalerState::from_words(
-                    &bytemuck::pod_collect_to_vec::<u8, u32>(bytes),
-                )?),
+                Some(bytes) if scaler.is_some() => {
+                    Some(ScalerState::from_words(&bytemuck::pod_collect_to_vec::<
+                        u8,
+                        u32,
+                    >(bytes))?)
+                }
                 _ => None,
             };
             // A DP step that drew no example has no loss (not 0 / 0).

@@ -2,10 +2,10 @@
 //! clipping, accumulation, evaluation and checkpoint intervals. Saved in every
 //! checkpoint's trainer state so `--resume` continues with the same ones.
 
+use super::precision::Precision;
 use crate::error::{Error, Result};
 use crate::optim::schedule;
 use crate::optim::OptimizerKind;
-use super::precision::Precision;
 use serde::{Deserialize, Serialize};
 
 /// The update rule (serialisable mirror of [`OptimizerKind`]'s Adam variants).

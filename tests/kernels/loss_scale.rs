@@ -22,10 +22,10 @@ use wgformer::kernels::loss_scale::{
     ScaleUpdate, FOUND_INF, SCALE, SKIPPED,
 };
 use wgformer::kernels::optim::{norm_partials, AdamStep};
+use wgformer::kernels::Activation;
 use wgformer::optim::{GradScaler, ScalerOptions, ScalerState};
 use wgformer::reference::gemm as cpu;
 use wgformer::reference::loss_scale as ref_scaler;
-use wgformer::kernels::Activation;
 use wgformer::{reference, DType, Tensor};
 
 /// One f32 -> f16 rounding (either neighbour): relative 2^-10.
@@ -103,7 +103,11 @@ fn nonfinite_check_flags_inf_and_nan_anywhere() {
         let clean64: Vec<f64> = clean.iter().map(|&v| v as f64).collect();
         assert!(!ref_scaler::found_inf(&[&clean64]));
         assert_eq!(state_words(&state)[FOUND_INF], 0, "n={n} clean");
-        for (at, bad) in [(n - 1, f32::INFINITY), (n / 2, f32::NAN), (0, f32::NEG_INFINITY)] {
+        for (at, bad) in [
+            (n - 1, f32::INFINITY),
+            (n / 2, f32::NAN),
+            (0, f32::NEG_INFINITY),
+        ] {
             let mut g = clean.clone();
             g[at] = bad;
             let state = fresh_state(1.0);
@@ -166,8 +170,7 @@ fn scaled_adam_unscales_counts_taken_steps_and_skips_on_overflow() {
         let clip = Tensor::from_slice(&gpu, &[0.0, 1.0], &[2]).unwrap();
         // 2 skipped steps already: Adam's own count is the step minus 2.
         let scale = 4096.0f32;
-        let state =
-            Tensor::from_u32(&gpu, &[scale.to_bits(), 0, 2, 0], &[4]).unwrap();
+        let state = Tensor::from_u32(&gpu, &[scale.to_bits(), 0, 2, 0], &[4]).unwrap();
         for step in 3..=8u32 {
             let g32 = data(n, 200 + step as u64);
             let scaled: Vec<f32> = g32.iter().map(|&g| g * scale).collect();
@@ -200,8 +203,20 @@ fn scaled_adam_unscales_counts_taken_steps_and_skips_on_overflow() {
         }
         // As the f32 kernel's test: f32 arithmetic over six steps, plus the
         // shader's pow() for the bias correction (a few ulp).
-        assert_close(&format!("scaled adam n={n}"), &param.to_vec().unwrap(), &p, 1e-5, 1e-4);
-        assert_close(&format!("scaled adam m n={n}"), &gm.to_vec().unwrap(), &m, 1e-6, 1e-4);
+        assert_close(
+            &format!("scaled adam n={n}"),
+            &param.to_vec().unwrap(),
+            &p,
+            1e-5,
+            1e-4,
+        );
+        assert_close(
+            &format!("scaled adam m n={n}"),
+            &gm.to_vec().unwrap(),
+            &m,
+            1e-6,
+            1e-4,
+        );
         // With the flag set nothing moves, bit for bit.
         let before = (
             param.to_vec().unwrap(),
@@ -240,8 +255,7 @@ fn clip_factor_uses_the_unscaled_norm() {
         Tensor::from_slice(&gpu, &s, &[v.len()]).unwrap()
     };
     let (ga, gb) = (scaled(&a), scaled(&b));
-    let partials =
-        Tensor::zeros(&gpu, &[norm_partials(a.len()) + norm_partials(b.len())]).unwrap();
+    let partials = Tensor::zeros(&gpu, &[norm_partials(a.len()) + norm_partials(b.len())]).unwrap();
     // The partials as global_norm writes them (max_norm 0: factor 1 there).
     let scratch = Tensor::from_slice(&gpu, &[0.0, 1.0], &[2]).unwrap();
     wgformer::kernels::optim::global_norm(&[&ga, &gb], &partials, &scratch, 0.0).unwrap();
@@ -251,14 +265,34 @@ fn clip_factor_uses_the_unscaled_norm() {
     clip_scale_scaled(&partials, partials.numel(), &clip, &state, max_norm).unwrap();
     let (norm, factor) =
         reference::optim::global_norm(&[&to_f64(&a), &to_f64(&b)], max_norm as f64);
-    assert_close("unscaled norm and factor", &clip.to_vec().unwrap(), &[norm, factor], 1e-6, 1e-5);
+    assert_close(
+        "unscaled norm and factor",
+        &clip.to_vec().unwrap(),
+        &[norm, factor],
+        1e-6,
+        1e-5,
+    );
     assert!(factor < 1.0, "the case clips");
 }
 
 /// |A| |B| of a (M, K) x (K, N) product in f64: the scale of its rounding bound.
 fn abs_product(a: &[f32], b: &[f32], m: usize, n: usize, k: usize, ta: bool, tb: bool) -> Vec<f64> {
     let abs = |v: &[f32]| -> Vec<f32> { v.iter().map(|x| x.abs()).collect() };
-    cpu::gemm(&abs(a), &abs(b), m, n, k, 1, 0, 0, ta, tb, 1.0, None, Activation::None)
+    cpu::gemm(
+        &abs(a),
+        &abs(b),
+        m,
+        n,
+        k,
+        1,
+        0,
+        0,
+        ta,
+        tb,
+        1.0,
+        None,
+        Activation::None,
+    )
 }
 
 /// Every element within the derived bound: 2.001 U |A||B| + K 2^-24 |A||B| + a
@@ -270,7 +304,10 @@ fn assert_within_f16_bound(what: &str, ours: &[f32], exact: &[f64], abs_ab: &[f6
     for (i, ((&o, &r), &s)) in ours.iter().zip(exact).zip(abs_ab).enumerate() {
         let bound = rel * s + k as f64 * HALF_MIN_NORMAL * HALF_MIN_NORMAL + 1e-30;
         let err = (o as f64 - r).abs();
-        assert!(err <= bound, "{what}[{i}]: ours {o} exact {r} |diff| {err:.3e} > bound {bound:.3e}");
+        assert!(
+            err <= bound,
+            "{what}[{i}]: ours {o} exact {r} |diff| {err:.3e} > bound {bound:.3e}"
+        );
         worst = worst.max(err / bound);
     }
     eprintln!("{what}: worst error {worst:.3} of the bound");
@@ -287,7 +324,12 @@ fn mixed_linear_forward_and_backward_within_the_f16_bound() {
         eprintln!("skipped: no shader-f16 on this adapter");
         return;
     }
-    for (rows, fin, fout) in [(1usize, 7usize, 5usize), (7, 63, 65), (65, 129, 33), (33, 64, 128)] {
+    for (rows, fin, fout) in [
+        (1usize, 7usize, 5usize),
+        (7, 63, 65),
+        (65, 129, 33),
+        (33, 64, 128),
+    ] {
         let xv = data(rows * fin, 11);
         let wv = data(fin * fout, 12);
         let bv = data(fout, 13);
@@ -312,21 +354,87 @@ fn mixed_linear_forward_and_backward_within_the_f16_bound() {
         let loss = tape.sum_all(&tape.mul(&y, &g).unwrap()).unwrap();
         assert_eq!(half.copies(), 2, "x and W cast once each");
         let what = format!("rows {rows} in {fin} out {fout}");
-        let exact_y = cpu::gemm(&xv, &wv, rows, fout, fin, 1, 0, 0, false, false, 1.0, Some(&bv), Activation::None);
+        let exact_y = cpu::gemm(
+            &xv,
+            &wv,
+            rows,
+            fout,
+            fin,
+            1,
+            0,
+            0,
+            false,
+            false,
+            1.0,
+            Some(&bv),
+            Activation::None,
+        );
         let abs_y = abs_product(&xv, &wv, rows, fout, fin, false, false);
-        assert_within_f16_bound(&format!("y {what}"), &y.value().to_vec().unwrap(), &exact_y, &abs_y, fin);
+        assert_within_f16_bound(
+            &format!("y {what}"),
+            &y.value().to_vec().unwrap(),
+            &exact_y,
+            &abs_y,
+            fin,
+        );
         tape.backward_scaled(&loss, &scaler).unwrap();
         let unscale = |p: &Param| -> Vec<f32> {
-            p.grad().unwrap().to_vec().unwrap().iter().map(|v| v / 256.0).collect()
+            p.grad()
+                .unwrap()
+                .to_vec()
+                .unwrap()
+                .iter()
+                .map(|v| v / 256.0)
+                .collect()
         };
         // dX = g W^T: K = fout; g is cast to f16 after scaling (still one rounding).
-        let exact_dx = cpu::gemm(&gv, &wv, rows, fin, fout, 1, 0, 0, false, true, 1.0, None, Activation::None);
+        let exact_dx = cpu::gemm(
+            &gv,
+            &wv,
+            rows,
+            fin,
+            fout,
+            1,
+            0,
+            0,
+            false,
+            true,
+            1.0,
+            None,
+            Activation::None,
+        );
         let abs_dx = abs_product(&gv, &wv, rows, fin, fout, false, true);
-        assert_within_f16_bound(&format!("dx {what}"), &unscale(&x), &exact_dx, &abs_dx, fout);
+        assert_within_f16_bound(
+            &format!("dx {what}"),
+            &unscale(&x),
+            &exact_dx,
+            &abs_dx,
+            fout,
+        );
         // dW = x^T g: K = rows.
-        let exact_dw = cpu::gemm(&xv, &gv, fin, fout, rows, 1, 0, 0, true, false, 1.0, None, Activation::None);
+        let exact_dw = cpu::gemm(
+            &xv,
+            &gv,
+            fin,
+            fout,
+            rows,
+            1,
+            0,
+            0,
+            true,
+            false,
+            1.0,
+            None,
+            Activation::None,
+        );
         let abs_dw = abs_product(&xv, &gv, fin, fout, rows, true, false);
-        assert_within_f16_bound(&format!("dw {what}"), &unscale(&w), &exact_dw, &abs_dw, rows);
+        assert_within_f16_bound(
+            &format!("dw {what}"),
+            &unscale(&w),
+            &exact_dw,
+            &abs_dw,
+            rows,
+        );
         // db = column sums of g, all f32: f32's bound.
         let exact_db: Vec<f64> = (0..fout)
             .map(|j| (0..rows).map(|i| gv[i * fout + j] as f64).sum())
@@ -375,19 +483,73 @@ fn mixed_matmul_shares_one_weight_copy_and_stays_within_the_bound() {
     let g = tape.constant(Tensor::from_slice(&gpu, &gv, &[rows, v]).unwrap());
     let both = tape.add(&logits, &again).unwrap();
     let loss = tape.sum_all(&tape.mul(&both, &g).unwrap()).unwrap();
-    let exact = cpu::gemm(&xv, &wv, rows, v, c, 1, 0, 0, false, true, 1.0, None, Activation::None);
+    let exact = cpu::gemm(
+        &xv,
+        &wv,
+        rows,
+        v,
+        c,
+        1,
+        0,
+        0,
+        false,
+        true,
+        1.0,
+        None,
+        Activation::None,
+    );
     let abs_xw = abs_product(&xv, &wv, rows, v, c, false, true);
-    assert_within_f16_bound("logits", &logits.value().to_vec().unwrap(), &exact, &abs_xw, c);
+    assert_within_f16_bound(
+        "logits",
+        &logits.value().to_vec().unwrap(),
+        &exact,
+        &abs_xw,
+        c,
+    );
     tape.backward_scaled(&loss, &scaler).unwrap();
     // Two uses: each gradient is twice one use's; the bound doubles with it.
     let unscale = |p: &Param| -> Vec<f32> {
         let s = 1024.0 * 2.0;
-        p.grad().unwrap().to_vec().unwrap().iter().map(|x| x / s).collect()
+        p.grad()
+            .unwrap()
+            .to_vec()
+            .unwrap()
+            .iter()
+            .map(|x| x / s)
+            .collect()
     };
-    let exact_dx = cpu::gemm(&gv, &wv, rows, c, v, 1, 0, 0, false, false, 1.0, None, Activation::None);
+    let exact_dx = cpu::gemm(
+        &gv,
+        &wv,
+        rows,
+        c,
+        v,
+        1,
+        0,
+        0,
+        false,
+        false,
+        1.0,
+        None,
+        Activation::None,
+    );
     let abs_dx = abs_product(&gv, &wv, rows, c, v, false, false);
     assert_within_f16_bound("dx", &unscale(&x), &exact_dx, &abs_dx, v);
-    let exact_dw = cpu::gemm(&gv, &xv, v, c, rows, 1, 0, 0, true, false, 1.0, None, Activation::None);
+    let exact_dw = cpu::gemm(
+        &gv,
+        &xv,
+        v,
+        c,
+        rows,
+        1,
+        0,
+        0,
+        true,
+        false,
+        1.0,
+        None,
+        Activation::None,
+    );
     let abs_dw = abs_product(&gv, &xv, v, c, rows, true, false);
     assert_within_f16_bound("dw", &unscale(&w), &exact_dw, &abs_dw, rows);
     assert_eq!(state_words(scaler.state_tensor())[SKIPPED], 0);

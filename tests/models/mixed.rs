@@ -106,7 +106,10 @@ fn compare_with_f32(steps: u32) {
         l32[0], l16[0]
     );
     assert!(t32 < 0.8 * l32[0] as f64, "the f32 run did not learn");
-    assert!((t16 - t32).abs() <= 0.02 * t32, "training loss f16 {t16} vs f32 {t32}");
+    assert!(
+        (t16 - t32).abs() <= 0.02 * t32,
+        "training loss f16 {t16} vs f32 {t32}"
+    );
     assert!(
         (eval16 - eval32).abs() <= 0.02 * eval32,
         "held-out loss f16 {eval16} vs f32 {eval32}"
@@ -167,8 +170,8 @@ fn an_inf_gradient_skips_exactly_that_step_and_halves_the_scale() {
     let tok = CharTokenizer::from_text(TEXT).unwrap();
     let ids = tok.encode(TEXT);
     let model = Gpt::new(&gpu, config(tok.vocab_size()), 3).unwrap();
-    let mut opt = Optimizer::new(&gpu, model.params(), OptimizerKind::gpt_adamw(), Some(1.0))
-        .unwrap();
+    let mut opt =
+        Optimizer::new(&gpu, model.params(), OptimizerKind::gpt_adamw(), Some(1.0)).unwrap();
     let options = ScalerOptions {
         growth_interval: 3,
         ..Default::default()
@@ -177,7 +180,11 @@ fn an_inf_gradient_skips_exactly_that_step_and_halves_the_scale() {
         .unwrap();
     let state = |opt: &Optimizer| opt.grad_scaler().unwrap().read().unwrap();
     let moments = |opt: &Optimizer| -> Vec<Vec<f32>> {
-        opt.state().iter().flatten().map(|t| t.to_vec().unwrap()).collect()
+        opt.state()
+            .iter()
+            .flatten()
+            .map(|t| t.to_vec().unwrap())
+            .collect()
     };
     let at = |scale: f32, growth_tracker: u32, skipped: u32| ScalerState {
         scale,
@@ -192,10 +199,17 @@ fn an_inf_gradient_skips_exactly_that_step_and_halves_the_scale() {
 
     let (params, m) = (snapshot(&model.params()), moments(&opt));
     manual_step(&model, &mut opt, &ids, true);
-    assert_eq!(snapshot(&model.params()), params, "the overflowing step is skipped");
+    assert_eq!(
+        snapshot(&model.params()),
+        params,
+        "the overflowing step is skipped"
+    );
     assert_eq!(moments(&opt), m, "and leaves the AdamW state alone");
     assert_eq!(state(&opt), at(32768.0, 0, 1), "the scale halves");
-    assert!(model.params().iter().all(|p| p.grad().is_none()), "grads cleared");
+    assert!(
+        model.params().iter().all(|p| p.grad().is_none()),
+        "grads cleared"
+    );
 
     // The next steps are clean again; the third in a row doubles the scale.
     for (i, expected) in [at(32768.0, 1, 1), at(32768.0, 2, 1), at(65536.0, 0, 1)]
@@ -221,8 +235,7 @@ fn a_scale_too_large_for_f16_backs_off_until_the_gradients_fit() {
     let tok = CharTokenizer::from_text(TEXT).unwrap();
     let ids = tok.encode(TEXT);
     let model = Gpt::new(&gpu, config(tok.vocab_size()), 4).unwrap();
-    let mut opt =
-        Optimizer::new(&gpu, model.params(), OptimizerKind::gpt_adamw(), None).unwrap();
+    let mut opt = Optimizer::new(&gpu, model.params(), OptimizerKind::gpt_adamw(), None).unwrap();
     let init = 2f32.powi(30);
     let options = ScalerOptions {
         init_scale: init,
@@ -242,7 +255,10 @@ fn a_scale_too_large_for_f16_backs_off_until_the_gradients_fit() {
         } else {
             assert_ne!(snapshot(&model.params()), params, "step {step} trains");
             assert_eq!(s.scale, init * 0.5f32.powi(skipped as i32));
-            assert!(skipped >= 5, "|dlogits| ~ scale / 64 overflows f16 for 5+ halvings");
+            assert!(
+                skipped >= 5,
+                "|dlogits| ~ scale / 64 overflows f16 for 5+ halvings"
+            );
             eprintln!("trained at scale {} after {skipped} skipped steps", s.scale);
             return;
         }
@@ -357,29 +373,42 @@ fn auto_is_f32_on_a_cpu_adapter_and_f16_needs_the_feature() {
     let mut task = gpt_task(&gpu, 1);
     let trainer = Trainer::new(&mut task, options(2, Precision::Auto), None).unwrap();
     assert_eq!(trainer.state().options.precision, auto, "saved as resolved");
-    assert_eq!(trainer.optimizer().grad_scaler().is_some(), auto == Precision::F16);
+    assert_eq!(
+        trainer.optimizer().grad_scaler().is_some(),
+        auto == Precision::F16
+    );
 
     // The same adapter opened without shader-f16 (as SwiftShader in the browser).
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
     let adapter =
         pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
             .expect("an adapter");
-    let (device, queue) =
-        pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("no f16"),
-            required_features: wgpu::Features::empty(),
-            required_limits: adapter.limits(),
-            ..Default::default()
-        }))
-        .unwrap();
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("no f16"),
+        required_features: wgpu::Features::empty(),
+        required_limits: adapter.limits(),
+        ..Default::default()
+    }))
+    .unwrap();
     let plain = Gpu::from_device(&adapter, &device, &queue).unwrap();
     assert!(!plain.features().shader_f16);
     assert_eq!(Precision::Auto.resolve(&plain).unwrap(), Precision::F32);
     let err = Precision::F16.resolve(&plain).unwrap_err();
-    assert!(matches!(err, Error::Unsupported { feature: "shader-f16", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Unsupported {
+                feature: "shader-f16",
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("--precision f32"), "{err}");
     let scaler = GradScaler::new(&plain, ScalerOptions::default()).unwrap();
-    let err = Tape::mixed(&plain, &HalfWeights::new(&scaler)).err().unwrap();
+    let err = Tape::mixed(&plain, &HalfWeights::new(&scaler))
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("shader-f16"), "{err}");
     let mut task = gpt_task(&plain, 1);
     let err = Trainer::new(&mut task, options(2, Precision::F16), None)
