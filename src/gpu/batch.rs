@@ -433,6 +433,7 @@ impl Gpu {
 
     /// Copies the bytes of several tensors back to the host with one submit and
     /// one map (e.g. a step's losses and the loss scaler's state together).
+    #[cfg(not(target_arch = "wasm32"))]
     pub(crate) async fn read_many_bytes(&self, tensors: &[&Tensor]) -> Result<Vec<Vec<u8>>> {
         let g = &self.inner;
         let sizes: Vec<u64> = tensors
