@@ -110,6 +110,7 @@ fn train_and_audit(s: &Setup, dp: Option<DpOptions>) -> (Exposure, Option<f64>) 
         seed: 3,
         freeze_embeddings: false,
         freeze_layers: 0,
+        precision: wgformer::train::Precision::F32,
     };
     let mut trainer = Trainer::new(&mut task, opts, None).unwrap();
     if let Some(dp) = dp {
@@ -335,6 +336,7 @@ fn train_encdec_and_audit(dp: Option<DpOptions>) -> Exposure {
         seed: 3,
         freeze_embeddings: false,
         freeze_layers: 0,
+        precision: wgformer::train::Precision::F32,
     };
     let mut trainer = Trainer::new(&mut task, opts, None).unwrap();
     if let Some(dp) = dp {

@@ -1282,6 +1282,7 @@ fn lora_fine_tunes_saves_peft_files_and_merges_into_a_plain_checkpoint() {
     assert!((score(&tuned) - score(&merged)).abs() < 1e-4);
     let err = fails(&["merge-lora", s(&base), "--out", s(&scratch.join("again"))]);
     assert!(err.contains("no LoRA adapter"), "{err}");
+}
 
 /// The sparse-attention flags: bad values are refused with the fix.
 #[test]

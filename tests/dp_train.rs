@@ -113,6 +113,7 @@ fn options(steps: u32) -> TrainOptions {
         seed: 21,
         freeze_embeddings: false,
         freeze_layers: 0,
+        precision: wgformer::train::Precision::F32,
     }
 }
 

@@ -232,6 +232,7 @@ fn options(steps: u32, lr: f32) -> TrainOptions {
         seed: 1,
         freeze_embeddings: false,
         freeze_layers: 0,
+        precision: wgformer::train::Precision::F32,
     }
 }
 

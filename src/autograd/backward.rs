@@ -13,6 +13,7 @@ use super::op::{AttentionInputs, Op};
 use crate::error::Result;
 use crate::kernels::attention::{self, AttentionOptions};
 use crate::kernels::gemm::{gemm, gemm_into, GemmOptions, GemmShape};
+use crate::kernels::loss_scale::cast_grad_to_f16;
 use crate::kernels::reduce::{reduce, Reduce};
 use crate::kernels::softmax::{self, SoftmaxOptions};
 use crate::kernels::{
@@ -28,11 +29,17 @@ pub(crate) fn backward(op: &Op, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
             trans_a,
             trans_b,
             alpha,
+            overflow,
         } => {
+            // Mixed precision: A and B are f16, so dC joins them in f16.
+            let dc = match overflow {
+                Some(state) => cast_grad_to_f16(dy, state)?,
+                None => dy.clone(),
+            };
             let (da, db) = matmul_backward(
                 &a.value,
                 &b.value,
-                dy,
+                &dc,
                 *trans_a,
                 *trans_b,
                 *alpha,
@@ -41,12 +48,18 @@ pub(crate) fn backward(op: &Op, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
             )?;
             Ok(vec![da, db])
         }
-        Op::Linear { x, w, b } => {
+        Op::Linear { x, w, b, overflow } => {
             let features_out = w.shape()[1];
             let dy2 = dy.reshape(&[dy.numel() / features_out, features_out])?;
+            // Mixed precision: x and W were saved in f16; dX and dW multiply an
+            // f16 copy of dy (f32 accumulation), the bias gradient sums dy in f32.
+            let dy_gemm = match overflow {
+                Some(state) => cast_grad_to_f16(&dy2, state)?,
+                None => dy2.clone(),
+            };
             let dx = when(x.needs_grad, || {
                 gemm(
-                    &dy2,
+                    &dy_gemm,
                     &w.value,
                     &GemmOptions {
                         trans_b: true,
@@ -61,7 +74,7 @@ pub(crate) fn backward(op: &Op, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
                     .reshape(&[x.value.numel() / w.shape()[0], w.shape()[0]])?;
                 gemm(
                     &x2,
-                    &dy2,
+                    &dy_gemm,
                     &GemmOptions {
                         trans_a: true,
                         ..Default::default()

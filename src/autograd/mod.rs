@@ -9,9 +9,13 @@
 //! when backward finishes. [`Tape::backward_per_example`] (DP-SGD) keeps, for
 //! each parameter use, what its per-example gradients are made of instead of
 //! summing them over the batch. With recording off ([`Tape::no_grad`]) ops still run
-//! but nothing is recorded or saved. Kernels know nothing of any of this.
+//! but nothing is recorded or saved. A mixed-precision tape ([`Tape::mixed`])
+//! runs its matmuls on f16 operands ([`HalfWeights`]) and
+//! [`Tape::backward_scaled`] seeds the backward pass with the loss scale.
+//! Kernels know nothing of any of this.
 
 mod backward;
+mod mixed;
 mod op;
 mod ops;
 mod ops_llama;
@@ -20,6 +24,7 @@ mod param;
 mod per_example;
 mod tape;
 
+pub use mixed::HalfWeights;
 pub use ops_nn::Masking;
 pub use param::{LoraFactors, Param};
 pub use per_example::{ParamPiece, PerExampleGrads};

@@ -15,12 +15,17 @@ pub(crate) enum Op {
         trans_a: bool,
         trans_b: bool,
         alpha: f32,
+        /// Mixed precision: `Some(scaler state)` when A and B were saved in
+        /// f16; the backward casts dC to f16 (an overflow sets the state's flag).
+        overflow: Option<Tensor>,
     },
     /// y = x W + b with x (.., IN), W (IN, OUT) (the Conv1D layout of GPT-2), b (OUT).
     Linear {
         x: Var,
         w: Var,
         b: Option<Var>,
+        /// As `Matmul`'s: x and W saved in f16, dy cast to f16 for dX and dW.
+        overflow: Option<Tensor>,
     },
     /// a + b, b broadcast over a's leading dims (b's shape a suffix of a's).
     Add {
@@ -173,7 +178,7 @@ impl Op {
     pub fn inputs(&self) -> Vec<&Var> {
         match self {
             Op::Matmul { a, b, .. } | Op::Add { a, b } | Op::Mul { a, b } => vec![a, b],
-            Op::Linear { x, w, b } => {
+            Op::Linear { x, w, b, .. } => {
                 let mut v = vec![x, w];
                 v.extend(b.as_ref());
                 v

@@ -25,15 +25,25 @@ impl Tape {
             alpha,
             ..Default::default()
         };
+        // Mixed precision: f16 operands (f32 accumulation), saved for backward.
+        let (a, b, overflow) = match self.half() {
+            Some(half) => (
+                self.as_f16(a, &half)?,
+                self.as_f16(b, &half)?,
+                Some(half.scaler_state().clone()),
+            ),
+            None => (a.clone(), b.clone(), None),
+        };
         let y = gemm(&a.value, &b.value, &opts)?;
         Ok(self.record(
             y,
             Op::Matmul {
-                a: a.clone(),
-                b: b.clone(),
+                a,
+                b,
                 trans_a,
                 trans_b,
                 alpha,
+                overflow,
             },
         ))
     }
@@ -45,6 +55,21 @@ impl Tape {
             bias: b.map(|b| &b.value),
             ..Default::default()
         };
+        // Mixed precision: x and W in f16 (W's copy made once per step), f32
+        // accumulation and output; the f16 values are what backward keeps.
+        let (x, w, overflow) = match self.half() {
+            Some(half) => (
+                self.as_f16(x, &half)?,
+                self.as_f16(w, &half)?,
+                Some(half.scaler_state().clone()),
+            ),
+            None => (x.clone(), w.clone(), None),
+        };
+        let x2 = if overflow.is_some() {
+            x.value.reshape(x2.shape())?
+        } else {
+            x2
+        };
         let y2 = gemm(&x2, &w.value, &opts)?;
         let mut out_shape = x.shape().to_vec();
         *out_shape.last_mut().expect("rank checked") = y2.shape()[1];
@@ -52,9 +77,10 @@ impl Tape {
         Ok(self.record(
             y,
             Op::Linear {
-                x: x.clone(),
-                w: w.clone(),
+                x,
+                w,
                 b: b.cloned(),
+                overflow,
             },
         ))
     }

@@ -108,6 +108,11 @@ impl Param {
         Arc::ptr_eq(&self.0, &other.0)
     }
 
+    /// A key for this parameter (its shared allocation), stable while it lives.
+    pub(crate) fn key(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
+
     /// The accumulated gradient, if any backward pass reached this parameter.
     pub fn grad(&self) -> Option<Tensor> {
         self.lock().clone()

@@ -72,7 +72,7 @@ pub(crate) fn backward_keeping_pieces(
     }
     let wants = |v: &Var| v.needs_grad && !param(v);
     match op {
-        Op::Linear { x, w, b } if param(w) && !param(x) => {
+        Op::Linear { x, w, b, .. } if param(w) && !param(x) => {
             let fout = w.shape()[1];
             let dy2 = dy.reshape(&[dy.numel() / fout, fout])?;
             let x2 = x
@@ -158,6 +158,7 @@ pub(crate) fn backward_keeping_pieces(
             trans_a: false,
             trans_b: true,
             alpha,
+            ..
         } if *alpha == 1.0 && param(b) && !param(a) && a.rank() == 2 && b.rank() == 2 => {
             let (da, _) =
                 matmul_backward(&a.value, &b.value, dy, false, true, 1.0, wants(a), false)?;

@@ -1,11 +1,13 @@
 //! The tape: variables, recording, and the gradient bookkeeping of backward.
 
+use super::mixed::HalfWeights;
 use super::op::Op;
 use super::param::Param;
 use super::per_example::{backward_keeping_pieces, InputGrads, PerExampleGrads};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::elementwise::add_assign;
+use crate::optim::GradScaler;
 use crate::tensor::Tensor;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -45,6 +47,11 @@ struct Inner {
     next_id: usize,
     recording: bool,
     params: HashMap<usize, Param>,
+    /// Mixed precision: the step's f16 weights (None: everything in f32).
+    half: Option<HalfWeights>,
+    /// Mixed precision: every parameter leaf by var id (frozen ones too), so
+    /// its f16 copy is made once per step.
+    weights: HashMap<usize, Param>,
 }
 
 /// Records ops for one forward pass; `backward` consumes the record.
@@ -63,8 +70,33 @@ impl Tape {
                 next_id: 0,
                 recording: true,
                 params: HashMap::new(),
+                half: None,
+                weights: HashMap::new(),
             }),
         }
+    }
+
+    /// A recording tape for a mixed-precision step: its matmuls (linear layers,
+    /// the LM head and their backward products) take f16 operands with f32
+    /// accumulation, the weights' f16 copies shared through `half` (one per
+    /// step), and backward casts the gradients that feed them to f16, flagging
+    /// overflow in the loss scaler's state. Everything else stays f32 (see
+    /// [`HalfWeights`]). Needs shader-f16.
+    pub fn mixed(gpu: &Gpu, half: &HalfWeights) -> Result<Tape> {
+        super::mixed::require_f16(gpu)?;
+        let t = Tape::new(gpu);
+        t.inner.borrow_mut().half = Some(half.clone());
+        Ok(t)
+    }
+
+    /// The step's f16 weights when this tape is mixed precision.
+    pub(crate) fn half(&self) -> Option<HalfWeights> {
+        self.inner.borrow().half.clone()
+    }
+
+    /// The parameter behind the leaf `var`, if it is one (mixed tapes only).
+    pub(crate) fn weight_param(&self, var: &Var) -> Option<Param> {
+        self.inner.borrow().weights.get(&var.id).cloned()
     }
 
     /// A tape that records nothing: inference, evaluation.
@@ -113,8 +145,12 @@ impl Tape {
     /// A parameter leaf: its gradient is added to `param.grad()` by backward.
     pub fn param(&self, param: &Param) -> Var {
         let var = self.fresh(param.value().clone(), param.is_trainable());
+        let mut inner = self.inner.borrow_mut();
         if var.needs_grad {
-            self.inner.borrow_mut().params.insert(var.id, param.clone());
+            inner.params.insert(var.id, param.clone());
+        }
+        if inner.half.is_some() {
+            inner.weights.insert(var.id, param.clone());
         }
         var
     }
@@ -155,8 +191,23 @@ impl Tape {
     /// the gradients of every parameter reached into its `grad`. Consumes the
     /// record: saved activations are released when this returns.
     pub fn backward(&self, loss: &Var) -> Result<()> {
+        let seed = Tensor::ones(&self.gpu, loss.shape())?;
+        self.backward_seeded(loss, seed)
+    }
+
+    /// [`Tape::backward`] seeded with the loss scale of `scaler` instead of 1
+    /// (mixed precision): every gradient, the parameters' included, comes out
+    /// multiplied by the scale, which the optimiser divides out
+    /// ([`crate::optim::Optimizer::set_grad_scaler`]). The scale is copied on
+    /// the GPU; nothing is read back.
+    pub fn backward_scaled(&self, loss: &Var, scaler: &GradScaler) -> Result<()> {
+        let seed = scaler.seed(loss.shape())?;
+        self.backward_seeded(loss, seed)
+    }
+
+    fn backward_seeded(&self, loss: &Var, seed: Tensor) -> Result<()> {
         let (entries, params) = self.take_record(loss)?;
-        let mut grads = walk_back(&self.gpu, loss, entries, &mut |op, dy| {
+        let mut grads = walk_back(loss, seed, entries, &mut |op, dy| {
             super::backward::backward(op, dy)
         })?;
         // A param used through several leaves (a tied embedding) sums their
@@ -180,10 +231,18 @@ impl Tape {
     /// batch. Errors when a parameter enters an op whose per-example gradient is
     /// not implemented.
     pub fn backward_per_example(&self, loss: &Var, examples: usize) -> Result<PerExampleGrads> {
+        if self.half().is_some() {
+            return Err(Error::invalid(
+                "backward_per_example",
+                "per-example gradients (DP-SGD) are computed in f32 only: record the loss on \
+                 a Tape::new tape (--precision f32)",
+            ));
+        }
         let (entries, params) = self.take_record(loss)?;
         let mut uses = Vec::new();
         let is_param = |v: &Var| params.contains_key(&v.id);
-        walk_back(&self.gpu, loss, entries, &mut |op, dy| {
+        let seed = Tensor::ones(&self.gpu, loss.shape())?;
+        walk_back(loss, seed, entries, &mut |op, dy| {
             let (grads, pieces) = backward_keeping_pieces(op, dy, &is_param)?;
             let inputs = op.inputs();
             for (at, piece) in pieces {
@@ -210,17 +269,17 @@ impl Tape {
     }
 }
 
-/// Walks `entries` in reverse from `loss` (seed gradient 1), calling `op_backward`
-/// for each op that received a gradient and summing what arrives at each value.
-/// Returns the gradients left at the leaves.
+/// Walks `entries` in reverse from `loss` (its gradient `seed`: 1, or the loss
+/// scale), calling `op_backward` for each op that received a gradient and
+/// summing what arrives at each value. Returns the gradients left at the leaves.
 fn walk_back(
-    gpu: &Gpu,
     loss: &Var,
+    seed: Tensor,
     entries: Vec<Entry>,
     op_backward: &mut dyn FnMut(&Op, &Tensor) -> Result<InputGrads>,
 ) -> Result<HashMap<usize, Tensor>> {
     let mut grads: HashMap<usize, Tensor> = HashMap::new();
-    grads.insert(loss.id, Tensor::ones(gpu, loss.shape())?);
+    grads.insert(loss.id, seed);
     for entry in entries.into_iter().rev() {
         let Some(dy) = grads.remove(&entry.out) else {
             continue;

@@ -7,14 +7,14 @@ use super::hf::{self, Leftover};
 use super::save::slot_names;
 use super::weights::{declared_bytes, Weights};
 use super::{
-    LoadMode, LoadReport, ModelConfig, CONFIG_FILE, FORMAT_KEY, FORMAT_VERSION, OPTIMIZER_FILE,
-    TRAINER_STATE_FILE,
+    LoadMode, LoadReport, ModelConfig, CONFIG_FILE, FORMAT_KEY, FORMAT_VERSION, GRAD_SCALER_KEY,
+    OPTIMIZER_FILE, TRAINER_STATE_FILE,
 };
 use crate::autograd::Param;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::Gpt;
-use crate::optim::Optimizer;
+use crate::optim::{Optimizer, ScalerState};
 use crate::safetensors::{self, SafeTensors};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
@@ -323,9 +323,32 @@ pub fn load_optimizer(dir: &Path, opt: &mut Optimizer) -> Result<()> {
              the same model, or start a fresh optimizer"
         )));
     }
+    // Mixed precision: the loss scaler continues where it stood.
+    let scaler_state = match opt.grad_scaler() {
+        None => None,
+        Some(_) => {
+            let json = st.metadata().get(GRAD_SCALER_KEY).ok_or_else(|| {
+                fail(
+                    "it holds no loss-scaler state (`grad_scaler`): the run was saved in f32; \
+                     resume it in f32"
+                        .into(),
+                )
+            })?;
+            let state: ScalerState = serde_json::from_str(json).map_err(|e| {
+                Error::corrupt(
+                    file.display(),
+                    format!("the `grad_scaler` metadata does not parse ({e})"),
+                )
+            })?;
+            Some(state)
+        }
+    };
     for (t, name) in &plan {
         let values = st.to_f32(name)?;
         t.write_f32(&values)?;
+    }
+    if let (Some(scaler), Some(state)) = (opt.grad_scaler(), scaler_state) {
+        scaler.load(&state)?;
     }
     opt.set_steps(step);
     Ok(())

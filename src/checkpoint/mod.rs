@@ -7,7 +7,8 @@
 //!   Hugging Face loads it; a data checksum, verified on load);
 //! - `optimizer.safetensors` (optional): per parameter `{name}.exp_avg` and
 //!   `{name}.exp_avg_sq` for Adam/AdamW, `{name}.momentum_buffer` for SGD; the step
-//!   count in the metadata (`step`);
+//!   count in the metadata (`step`), and for a mixed-precision run the loss
+//!   scaler's state (`grad_scaler`: scale, growth tracker, skipped steps);
 //! - `config.json`: the model config plus `"model_type"` (`"gpt2"`,
 //!   `"encoder_decoder"`, ...) and `"wgformer_format": 1`; a GPT's config also holds
 //!   the fields Hugging Face's `GPT2Config` needs (`architectures`, `n_ctx`, ...);
@@ -86,6 +87,9 @@ pub const MODEL_FILE: &str = "model.safetensors";
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
 /// The optimiser's state per parameter and its step count.
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+/// The metadata key of the loss scaler's state in the optimiser file (JSON of
+/// [`crate::optim::ScalerState`]).
+pub const GRAD_SCALER_KEY: &str = "grad_scaler";
 /// The model config with its `model_type`.
 pub const CONFIG_FILE: &str = "config.json";
 /// The trainer's opaque state.

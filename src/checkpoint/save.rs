@@ -3,8 +3,8 @@
 
 use super::atomic::{sync_dir, sync_tree};
 use super::{
-    CheckpointContents, ModelConfig, CONFIG_FILE, FORMAT_KEY, FORMAT_VERSION, MODEL_FILE,
-    OPTIMIZER_FILE, TOKEN_ID_KEYS, TRAINER_STATE_FILE,
+    CheckpointContents, ModelConfig, CONFIG_FILE, FORMAT_KEY, FORMAT_VERSION, GRAD_SCALER_KEY,
+    MODEL_FILE, OPTIMIZER_FILE, TOKEN_ID_KEYS, TRAINER_STATE_FILE,
 };
 use crate::error::{Error, Result};
 use crate::optim::OptimizerKind;
@@ -63,12 +63,18 @@ pub(super) fn write_contents<C: ModelConfig>(
                 data: &values[i],
             })
             .collect();
-        let opt_meta = meta(&[
+        let mut opt_meta = meta(&[
             (FORMAT_KEY, version),
             ("optimizer", kind.to_string()),
             ("hyperparameters", format!("{:?}", opt.kind())),
             ("step", opt.steps().to_string()),
         ]);
+        // Mixed precision: the loss scaler's state, exactly (JSON floats round-trip).
+        if let Some(scaler) = opt.grad_scaler() {
+            let state = serde_json::to_string(&scaler.read()?)
+                .map_err(|e| Error::invalid("save_checkpoint", e.to_string()))?;
+            opt_meta.insert(GRAD_SCALER_KEY.to_string(), state);
+        }
         safetensors::write_file(&tmp.join(OPTIMIZER_FILE), &tensors, &opt_meta, true)?;
     }
 

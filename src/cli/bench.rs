@@ -3,11 +3,12 @@
 
 use super::adapter::AdapterArgs;
 use super::energy::{check_csv, EnergyArgs, RunEnergy};
-use super::flags::at_least_one;
-use wgformer::autograd::Tape;
+use super::flags::{at_least_one, PrecisionFlag};
+use wgformer::autograd::{HalfWeights, Tape};
 use wgformer::kernels::cross_entropy::CrossEntropyOptions;
 use wgformer::nn::{CausalLm, Gpt, GptConfig, Llama, LlamaConfig};
-use wgformer::optim::{Optimizer, OptimizerKind};
+use wgformer::optim::{GradScaler, Optimizer, OptimizerKind, ScalerOptions};
+use wgformer::train::Precision;
 use wgformer::{Error, Gpu, Result};
 
 #[derive(clap::Subcommand)]
@@ -72,9 +73,14 @@ pub struct TrainBench {
     #[arg(long, value_name = "PATH", conflicts_with = "no_energy")]
     emissions_file: Option<std::path::PathBuf>,
     /// Also time DP-SGD steps (per-example clipping, noise) on the same batches
-    /// and print their cost against the normal step's.
+    /// and print their cost against the normal step's (always in f32).
     #[arg(long)]
     dp: bool,
+    /// Arithmetic of the timed steps: f16 = mixed precision (f16 matmuls, f32
+    /// master weights and reductions, dynamic loss scaling; needs shader-f16);
+    /// auto = f16 on GPUs with shader-f16, f32 on CPU adapters.
+    #[arg(long, value_enum, default_value_t = PrecisionFlag::Auto)]
+    precision: PrecisionFlag,
 }
 
 /// The model `bench train` times.
@@ -183,8 +189,9 @@ fn bench_train(gpu: &Gpu, a: &TrainBench, mut energy: RunEnergy) -> Result<()> {
         });
     }
     let timed = build(gpu, a)?;
+    let precision = Precision::from(a.precision).resolve(gpu)?;
     if !a.json {
-        println!("adapter: {}", gpu.adapter_name());
+        println!("adapter: {}, precision {precision}", gpu.adapter_name());
         println!(
             "{}: {} parameters, {:.1} MFLOP per token (training)",
             timed.name,
@@ -194,6 +201,9 @@ fn bench_train(gpu: &Gpu, a: &TrainBench, mut energy: RunEnergy) -> Result<()> {
     }
     let model = timed.model.as_ref();
     let mut opt = Optimizer::new(gpu, model.params(), OptimizerKind::gpt_adamw(), Some(1.0))?;
+    if precision == Precision::F16 {
+        opt.set_grad_scaler(Some(GradScaler::new(gpu, ScalerOptions::default())?))?;
+    }
     let plain = time_train_steps(gpu, &timed, &mut opt, a, false)?;
     let dp = if a.dp {
         // DP-SGD clips each example's gradient instead of the batch's.
@@ -218,6 +228,7 @@ fn bench_train(gpu: &Gpu, a: &TrainBench, mut energy: RunEnergy) -> Result<()> {
         let mut record = serde_json::json!({
             "adapter": gpu.adapter_name(),
             "model": format!("{:?}", a.model).to_lowercase(),
+            "precision": precision.name(),
             "config": timed.config,
             "batch": a.batch,
             "steps": a.steps,
@@ -264,10 +275,18 @@ fn time_train_steps(
     let mut step = |i: usize| -> Result<f32> {
         let ids = wgformer::Tensor::from_u32(gpu, &tokens(n), &[a.batch, a.seq])?;
         let targets = tokens(n);
-        let tape = Tape::new(gpu);
+        // Mixed precision (an optimiser with a loss scaler): f16 matmuls, the
+        // weights cast once per step, the backward seeded with the scale.
+        let scaler = opt.grad_scaler().cloned();
+        let tape = match &scaler {
+            Some(scaler) => Tape::mixed(gpu, &HalfWeights::new(scaler))?,
+            None => Tape::new(gpu),
+        };
         let logits = model.forward(&tape, &ids)?;
         let loss = tape.cross_entropy(&logits, &targets, &CrossEntropyOptions::default())?;
-        if dp {
+        if let Some(scaler) = &scaler {
+            tape.backward_scaled(&loss, scaler)?;
+        } else if dp {
             let sum = tape.scale(&loss, a.batch as f32)?;
             let pieces = tape.backward_per_example(&sum, a.batch)?;
             wgformer::privacy::clip_and_accumulate(pieces, 1.0)?;

@@ -144,3 +144,25 @@ mod tests {
         assert!(probability("nan").unwrap_err().contains("(0, 1]"));
     }
 }
+
+/// `--precision` of `train` and `bench train` (wgformer::train::Precision).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrecisionFlag {
+    /// f16 on GPUs with shader-f16, f32 on CPU adapters and everywhere else.
+    Auto,
+    /// Everything in f32.
+    F32,
+    /// Mixed precision: f16 matmul operands with f32 accumulation, f32 master
+    /// weights, AdamW state and reductions, dynamic loss scaling (needs shader-f16).
+    F16,
+}
+
+impl From<PrecisionFlag> for wgformer::train::Precision {
+    fn from(p: PrecisionFlag) -> Self {
+        match p {
+            PrecisionFlag::Auto => wgformer::train::Precision::Auto,
+            PrecisionFlag::F32 => wgformer::train::Precision::F32,
+            PrecisionFlag::F16 => wgformer::train::Precision::F16,
+        }
+    }
+}

@@ -50,8 +50,7 @@ pub fn run(a: &TrainArgs, mode: ParallelArg, body: impl FnOnce() -> Result<()>) 
              install MPI (`scripts/setup.sh --mpi`), build with `cargo build --release \
              --features mpi` and start the ranks with `mpirun -np N wgformer train ...`",
             mode.to_possible_value()
-                .map_or("", |v| v.get_name())
-                .to_owned()
+                .map_or_else(String::new, |v| v.get_name().to_owned())
         )))
     }
     #[cfg(feature = "mpi")]

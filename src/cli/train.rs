@@ -4,7 +4,7 @@
 //! its row appended to `DIR/emissions.csv` after the final save.
 
 use super::energy::{EnergyArgs, RunEnergy};
-use super::flags::{at_least_one, below_one, non_negative, open_fraction, positive};
+use super::flags::{at_least_one, below_one, non_negative, open_fraction, positive, PrecisionFlag};
 use super::{model_type, note_unknown_in_file, read_text, usage};
 use clap::ValueEnum;
 use serde_json::Value;
@@ -16,8 +16,8 @@ use wgformer::data::shards::{is_shard_data, prepared_tokenizer};
 use wgformer::data::token_data::TokenData;
 use wgformer::data::{BpeTokenizer, CharTokenizer, Tokenizer};
 use wgformer::energy::emissions_csv;
-use wgformer::nn::lora::LoraOptions;
 use wgformer::kernels::attention::SparseLayout;
+use wgformer::nn::lora::LoraOptions;
 use wgformer::nn::{
     FieldNames, Gpt, GptConfig, Llama, LlamaConfig, MemoryLimits, NormPlacement, Transformer,
     TransformerConfig,
@@ -261,6 +261,11 @@ pub struct TrainArgs {
     /// rank named.
     #[arg(long, default_value_t = 300.0, value_parser = positive)]
     pub dist_timeout: f32,
+    /// Arithmetic: f16 = mixed precision (f16 matmuls with f32 accumulation, f32
+    /// master weights, AdamW state and reductions, dynamic loss scaling; needs
+    /// shader-f16); auto = f16 on GPUs with shader-f16, f32 on CPU adapters.
+    #[arg(long, value_enum, default_value_t = PrecisionFlag::Auto)]
+    pub precision: PrecisionFlag,
     /// Take options from this TOML (or .json) file, by their flag names
     /// (`d_model = 256`); flags on the command line win.
     #[arg(long, value_name = "FILE")]
@@ -558,6 +563,7 @@ fn options(a: &TrainArgs, kind: ModelKind, d_model: usize) -> Result<TrainOption
         seed: a.seed,
         freeze_embeddings: a.freeze_embeddings,
         freeze_layers: a.freeze_layers,
+        precision: a.precision.into(),
     })
 }
 

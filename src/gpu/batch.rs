@@ -360,6 +360,41 @@ impl Gpu {
         Ok(())
     }
 
+    /// Encodes a copy of `bytes` bytes from `src` at byte `src_offset` into `dst`
+    /// at byte `dst_offset` (offsets and length multiples of 4, inside both).
+    pub(crate) fn copy_bytes(
+        &self,
+        src: &Tensor,
+        src_offset: u64,
+        dst: &Tensor,
+        dst_offset: u64,
+        bytes: u64,
+    ) -> Result<()> {
+        let fits = |t: &Tensor, offset: u64| offset + bytes <= t.buffer().size();
+        if !(src_offset | dst_offset | bytes).is_multiple_of(4)
+            || !fits(src, src_offset)
+            || !fits(dst, dst_offset)
+        {
+            return Err(Error::invalid(
+                "copy_bytes",
+                format!(
+                    "{bytes} bytes from {:?} at {src_offset} into {:?} at {dst_offset}",
+                    src.shape(),
+                    dst.shape()
+                ),
+            ));
+        }
+        let mut batch = self.batch();
+        batch.encoder(&self.inner.device).copy_buffer_to_buffer(
+            src.buffer(),
+            src_offset,
+            dst.buffer(),
+            dst_offset,
+            bytes,
+        );
+        Ok(())
+    }
+
     /// Encodes a fill with zero bytes.
     pub(crate) fn clear(&self, t: &Tensor) {
         let mut batch = self.batch();
@@ -436,6 +471,46 @@ impl Gpu {
         let data = mapped_bytes(&staging.buffer, bytes)?;
         self.take_device_error()?;
         Ok(data[..t.nbytes() as usize].to_vec())
+    }
+
+    /// Copies the bytes of several tensors back to the host with one submit and
+    /// one map (e.g. a step's losses and the loss scaler's state together).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) async fn read_many_bytes(&self, tensors: &[&Tensor]) -> Result<Vec<Vec<u8>>> {
+        let g = &self.inner;
+        let sizes: Vec<u64> = tensors
+            .iter()
+            .map(|t| t.nbytes().next_multiple_of(4))
+            .collect();
+        let total: u64 = sizes.iter().sum::<u64>().max(4);
+        let staging = BufferPool::take(g, total, READBACK_USAGE, "wgformer readback", false);
+        {
+            let mut batch = self.batch();
+            let encoder = batch.encoder(&g.device);
+            let mut offset = 0;
+            for (t, &size) in tensors.iter().zip(&sizes) {
+                if size > 0 {
+                    encoder.copy_buffer_to_buffer(t.buffer(), 0, &staging.buffer, offset, size);
+                }
+                offset += size;
+            }
+            batch.submit(self);
+        }
+        Counters::add(&g.counters.readbacks, 1);
+        self.take_device_error()?;
+        MapFuture::new(&staging.buffer, total, &g.device)
+            .await
+            .map_err(|e| Error::Gpu(format!("reading tensors back failed: {e}")))?;
+        let data = mapped_bytes(&staging.buffer, total)?;
+        self.take_device_error()?;
+        let mut out = Vec::with_capacity(tensors.len());
+        let mut offset = 0;
+        for (t, &size) in tensors.iter().zip(&sizes) {
+            let begin = offset as usize;
+            out.push(data[begin..begin + t.nbytes() as usize].to_vec());
+            offset += size;
+        }
+        Ok(out)
     }
 
     /// Runs `encode` inside a compute pass of its own with GPU timestamps at its

@@ -16,6 +16,7 @@ pub mod embedding;
 pub mod gemm;
 pub mod kv_cache;
 pub mod layernorm;
+pub mod loss_scale;
 mod norm_rows;
 pub mod optim;
 pub mod per_example;
@@ -128,6 +129,8 @@ pub static GRAD_NORM_WGSL: Shader = shader!("grad_norm.wgsl", f16: false);
 pub static OPTIM_WGSL: Shader = shader!("optim.wgsl", f16: false);
 /// optim_sgd.wgsl: the SGD update.
 pub static OPTIM_SGD_WGSL: Shader = shader!("optim_sgd.wgsl", f16: false);
+/// loss_scale.wgsl: dynamic loss scaling (inf/NaN check, scaled Adam, scale update).
+pub static LOSS_SCALE_WGSL: Shader = shader!("loss_scale.wgsl", f16: false);
 /// The LayerNorm kernels (rows.wgsl + layernorm.wgsl).
 pub static LAYERNORM_WGSL: Shader =
     shader!("layernorm.wgsl" = "rows.wgsl" "layernorm.wgsl", f16: false);
@@ -178,6 +181,7 @@ pub static ALL_SHADERS: &[&Shader] = &[
     &GRAD_NORM_WGSL,
     &OPTIM_WGSL,
     &OPTIM_SGD_WGSL,
+    &LOSS_SCALE_WGSL,
     &LAYERNORM_WGSL,
     &LAYERNORM_SUBGROUP_WGSL,
     &PER_EXAMPLE_WGSL,

@@ -180,6 +180,29 @@ pub fn global_norm(
 ) -> Result<()> {
     const OP: &str = "global_norm";
     check_clip(OP, clip)?;
+    let needed = sumsq_partials(grads, partials)?;
+    let p = NormParams {
+        n: needed as u32,
+        offset: 0,
+        max_norm,
+        _pad: 0,
+    };
+    clip.gpu().dispatch(&Dispatch {
+        shader: &GRAD_NORM_WGSL,
+        entry: "clip_scale",
+        constants: &[],
+        params: bytemuck::bytes_of(&p),
+        reads: &[partials],
+        writes: &[clip],
+        workgroups: [1, 1, 1],
+    })
+}
+
+/// Writes the sums of squares of `grads` into `partials` (the first part of
+/// [`global_norm`]; the loss-scaled clipping shares it) and returns the number
+/// of partial slots written.
+pub(crate) fn sumsq_partials(grads: &[&Tensor], partials: &Tensor) -> Result<usize> {
+    const OP: &str = "global_norm";
     let needed: usize = grads.iter().map(|g| norm_partials(g.numel())).sum();
     if partials.numel() < needed.max(1) || partials.dtype() != DType::F32 {
         return Err(Error::invalid(
@@ -187,14 +210,14 @@ pub fn global_norm(
             format!("partials holds {} f32, needs {needed}", partials.numel()),
         ));
     }
-    let gpu = clip.gpu();
+    let gpu = partials.gpu();
     let mut offset = 0;
     for g in grads {
         g.expect_dtype(OP, "grad", DType::F32)?;
         let p = NormParams {
             n: g.numel() as u32,
             offset: offset as u32,
-            max_norm,
+            max_norm: 0.0,
             _pad: 0,
         };
         gpu.dispatch(&Dispatch {
@@ -208,19 +231,5 @@ pub fn global_norm(
         })?;
         offset += norm_partials(g.numel());
     }
-    let p = NormParams {
-        n: needed as u32,
-        offset: 0,
-        max_norm,
-        _pad: 0,
-    };
-    gpu.dispatch(&Dispatch {
-        shader: &GRAD_NORM_WGSL,
-        entry: "clip_scale",
-        constants: &[],
-        params: bytemuck::bytes_of(&p),
-        reads: &[partials],
-        writes: &[clip],
-        workgroups: [1, 1, 1],
-    })
+    Ok(needed)
 }

@@ -118,6 +118,14 @@ pub fn wgsl_mirrors() -> Vec<WgslMirror> {
         ),
         m!(OPTIM_WGSL, Const("WG"), optim::WG),
         m!(OPTIM_SGD_WGSL, Const("WG"), optim::WG),
+        m!(LOSS_SCALE_WGSL, Const("WG"), optim::WG),
+        m!(LOSS_SCALE_WGSL, Const("FOUND_INF"), loss_scale::FOUND_INF),
+        m!(LOSS_SCALE_WGSL, Const("SKIPPED"), loss_scale::SKIPPED),
+        m!(
+            CAST_F16_WGSL,
+            Const("SCALER_FOUND_INF"),
+            loss_scale::FOUND_INF
+        ),
         m!(GRAD_NORM_WGSL, Const("WG"), optim::WG),
         m!(GRAD_NORM_WGSL, Const("PER_THREAD"), optim::PER_THREAD),
         m!(PERMUTE_WGSL, Override("WG"), permute::WG),

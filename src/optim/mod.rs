@@ -2,13 +2,23 @@
 //! on biases and norm gains by default) and SGD, with global-norm gradient
 //! clipping whose norm never leaves the GPU, and gradient accumulation over
 //! micro-batches (gradients sum in the params; `step` divides by their count).
+//! With a [`GradScaler`] (mixed precision) the gradients arrive multiplied by
+//! the loss scale: the step checks them for inf/NaN, unscales them inside the
+//! update kernel, skips the update when any overflowed and updates the scale,
+//! all on the GPU.
 
+pub mod scaler;
 pub mod schedule;
+
+pub use scaler::{GradScaler, ScalerOptions, ScalerState};
 
 use crate::autograd::Param;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::kernels::optim::{adam_step, global_norm, norm_partials, sgd_step, AdamStep};
+use crate::kernels::loss_scale::{adam_step_scaled, clip_scale_scaled};
+use crate::kernels::optim::{
+    adam_step, global_norm, norm_partials, sgd_step, sumsq_partials, AdamStep,
+};
 use crate::tensor::Tensor;
 
 /// An update rule and its hyperparameters (PyTorch's names and meanings).
@@ -118,6 +128,8 @@ pub struct Optimizer {
     /// [global norm, clip factor] of the last step, on the GPU.
     clip: Tensor,
     partials: Tensor,
+    /// Mixed precision: the gradients are loss-scaled (see [`GradScaler`]).
+    scaler: Option<GradScaler>,
 }
 
 impl Optimizer {
@@ -177,7 +189,30 @@ impl Optimizer {
             max_grad_norm,
             clip: Tensor::from_slice(gpu, &[0.0, 1.0], &[2])?,
             partials: Tensor::zeros(gpu, &[n_partials.max(1)])?,
+            scaler: None,
         })
+    }
+
+    /// Makes the gradients loss-scaled by `scaler` (mixed precision; `None`:
+    /// plain gradients): each step then checks them for inf/NaN, divides the
+    /// scale out inside the update, skips the whole update when any gradient
+    /// overflowed, and updates the scale, without a readback. Adam and AdamW
+    /// only: SGD with a scaler is refused.
+    pub fn set_grad_scaler(&mut self, scaler: Option<GradScaler>) -> Result<()> {
+        if scaler.is_some() && matches!(self.kind, OptimizerKind::Sgd { .. }) {
+            return Err(Error::invalid(
+                "Optimizer::set_grad_scaler",
+                "loss scaling (f16 training) is implemented for Adam and AdamW, not SGD: \
+                 train SGD in f32",
+            ));
+        }
+        self.scaler = scaler;
+        Ok(())
+    }
+
+    /// The loss scaler, when the gradients are loss-scaled.
+    pub fn grad_scaler(&self) -> Option<&GradScaler> {
+        self.scaler.as_ref()
     }
 
     /// The update rule and its hyperparameters.
@@ -237,8 +272,23 @@ impl Optimizer {
             .map(|p| if p.is_trainable() { p.grad() } else { None })
             .collect();
         let grad_scale = 1.0 / micro_batches as f32;
+        if let Some(scaler) = &self.scaler {
+            let present: Vec<&Tensor> = grads.iter().flatten().collect();
+            scaler.check(&present)?;
+        }
         // Without clipping the factor in `clip` stays 1.0.
-        if let Some(max_norm) = self.max_grad_norm {
+        if let (Some(max_norm), Some(scaler)) = (self.max_grad_norm, &self.scaler) {
+            // The norm of the unscaled gradients (the scaled ones' over the scale).
+            let present: Vec<&Tensor> = grads.iter().flatten().collect();
+            let used = sumsq_partials(&present, &self.partials)?;
+            clip_scale_scaled(
+                &self.partials,
+                used,
+                &self.clip,
+                scaler.state_tensor(),
+                max_norm * micro_batches as f32,
+            )?;
+        } else if let Some(max_norm) = self.max_grad_norm {
             let present: Vec<&Tensor> = grads.iter().flatten().collect();
             // The grads hold sums over micro-batches: compare their norm with a
             // threshold scaled the same way (the factor is identical).
@@ -269,7 +319,7 @@ impl Optimizer {
                     l2,
                 } => {
                     let s = adam(beta1, beta2, eps, 0.0, l2);
-                    adam_step(param.value(), grad, &state[0], &state[1], &self.clip, &s)?;
+                    self.adam(param, grad, state, &s)?;
                 }
                 OptimizerKind::AdamW {
                     beta1,
@@ -279,7 +329,7 @@ impl Optimizer {
                 } => {
                     let decay = if param.decays() { weight_decay } else { 0.0 };
                     let s = adam(beta1, beta2, eps, decay, 0.0);
-                    adam_step(param.value(), grad, &state[0], &state[1], &self.clip, &s)?;
+                    self.adam(param, grad, state, &s)?;
                 }
                 OptimizerKind::Sgd { momentum, l2 } => {
                     sgd_step(
@@ -296,6 +346,20 @@ impl Optimizer {
             }
             param.zero_grad();
         }
+        if let Some(scaler) = &self.scaler {
+            scaler.update()?;
+        }
         Ok(())
+    }
+
+    /// One Adam(W) update of `param`, unscaled and skippable with a scaler.
+    fn adam(&self, param: &Param, grad: &Tensor, state: &[Tensor], s: &AdamStep) -> Result<()> {
+        let (value, m, v) = (param.value(), &state[0], &state[1]);
+        match &self.scaler {
+            Some(scaler) => {
+                adam_step_scaled(value, grad, m, v, &self.clip, scaler.state_tensor(), s)
+            }
+            None => adam_step(value, grad, m, v, &self.clip, s),
+        }
     }
 }

@@ -10,6 +10,7 @@ pub mod gemm;
 pub mod kv_cache;
 pub mod layernorm;
 pub mod llama;
+pub mod loss_scale;
 pub mod optim;
 pub mod per_example;
 pub mod permute;

@@ -29,6 +29,7 @@ pub mod icl;
 mod options;
 pub mod out_dir;
 pub mod parallel;
+mod precision;
 pub mod progress;
 pub mod seq2seq;
 pub mod step_log;
@@ -36,14 +37,15 @@ pub mod step_log;
 pub use dp::{DpData, DpOptions, PrivacyState};
 pub use options::{OptimizerChoice, Schedule, TrainOptions};
 pub use out_dir::{Existing, OutDir};
+pub use precision::Precision;
 pub use step_log::{read_log, train_log_path};
 
-use crate::autograd::{Param, Tape, Var};
+use crate::autograd::{HalfWeights, Param, Tape, Var};
 use crate::checkpoint;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::lora::{self, LoraOptions};
-use crate::optim::Optimizer;
+use crate::optim::{GradScaler, Optimizer, ScalerOptions, ScalerState};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::io::Write;
@@ -201,6 +203,9 @@ pub enum TrainEvent {
         tokens_per_s: f64,
         /// DP-SGD: epsilon spent so far (infinite without noise).
         epsilon: Option<f64>,
+        /// Mixed precision: the loss scaler after this step (scale, skipped
+        /// steps), read back together with the loss.
+        loss_scale: Option<ScalerState>,
     },
     /// After every evaluation.
     Eval {
@@ -262,6 +267,17 @@ pub struct Trainer<'a> {
     dp: Option<dp::DpRun>,
     /// Runs over several processes: where the ranks meet.
     parallel: Option<Box<dyn parallel::Parallelism>>,
+    /// The precision was `auto` (DP-SGD may then fall back to f32).
+    auto_precision: bool,
+}
+
+/// Makes `opt`'s gradients loss-scaled when `precision` is f16.
+fn set_precision(opt: &mut Optimizer, gpu: &Gpu, precision: Precision) -> Result<()> {
+    let scaler = match precision {
+        Precision::F16 => Some(GradScaler::new(gpu, ScalerOptions::default())?),
+        Precision::F32 | Precision::Auto => None,
+    };
+    opt.set_grad_scaler(scaler)
 }
 
 impl<'a> Trainer<'a> {
@@ -272,17 +288,21 @@ impl<'a> Trainer<'a> {
         out_dir: Option<OutDir>,
     ) -> Result<Self> {
         options.validate()?;
+        let mut options = options;
+        let auto_precision = options.precision == Precision::Auto;
+        options.precision = options.precision.resolve(task.gpu())?;
         freeze::freeze(
             &task.params(),
             options.freeze_embeddings,
             options.freeze_layers,
         )?;
-        let opt = Optimizer::new(
+        let mut opt = Optimizer::new(
             task.gpu(),
             task.params(),
             options.optimizer.kind(),
             options.grad_clip,
         )?;
+        set_precision(&mut opt, task.gpu(), options.precision)?;
         let state = TrainerState {
             step: 0,
             micro_batches: 0,
@@ -302,6 +322,7 @@ impl<'a> Trainer<'a> {
             out_dir,
             dp: None,
             parallel: None,
+            auto_precision,
         })
     }
 
@@ -345,6 +366,7 @@ impl<'a> Trainer<'a> {
             self.state.options.optimizer.kind(),
             self.state.options.grad_clip,
         )?;
+        set_precision(&mut self.opt, self.task.gpu(), self.state.options.precision)?;
         self.state.lora = Some(lora);
         Ok(self)
     }
@@ -366,6 +388,17 @@ impl<'a> Trainer<'a> {
                 "train --dp",
                 "DP-SGD with LoRA is not supported: train one or the other",
             ));
+        }
+        if self.state.options.precision == Precision::F16 {
+            if !self.auto_precision {
+                return Err(Error::invalid(
+                    "train --dp",
+                    "DP-SGD's per-example gradients are computed in f32: drop --precision f16 \
+                     (or use --precision f32)",
+                ));
+            }
+            self.state.options.precision = Precision::F32;
+            self.opt.set_grad_scaler(None)?;
         }
         let run = dp::DpRun::start(&*self.task, dp, &self.state)?;
         self.state.privacy = Some(run.state_at(0));
@@ -450,6 +483,10 @@ impl<'a> Trainer<'a> {
             state.options.optimizer.kind(),
             state.options.grad_clip,
         )?;
+        // The run continues in the precision it was saved with (its loss scaler
+        // state comes with the optimiser's).
+        state.options.precision = state.options.precision.resolve(task.gpu())?;
+        set_precision(&mut opt, task.gpu(), state.options.precision)?;
         checkpoint::load_optimizer(dir, &mut opt)?;
         let dp = match state.privacy.clone() {
             Some(saved) => Some(dp::DpRun::resume(&*task, saved, state.step)?),
@@ -473,6 +510,7 @@ impl<'a> Trainer<'a> {
             out_dir,
             dp,
             parallel: None,
+            auto_precision: false,
         })
     }
 
@@ -485,6 +523,13 @@ impl<'a> Trainer<'a> {
             return Err(Error::invalid(
                 "train --parallel",
                 "DP-SGD (--dp) does not run over several processes yet: leave out one of them",
+            ));
+        }
+        if self.state.options.precision == Precision::F16 || self.state.lora.is_some() {
+            return Err(Error::invalid(
+                "train --parallel",
+                "mixed precision (f16) and LoRA do not run over several processes yet: use \
+                 --precision f32 and full fine-tuning, or one process",
             ));
         }
         let data = self.task.shard_data(parallel.rank(), parallel.world())?;
@@ -559,11 +604,29 @@ impl<'a> Trainer<'a> {
             };
             flops += outcome.flops;
             self.state.flops += outcome.flops;
-            // One submit per step: the first readback flushes the whole step.
+            // One submit per step and one readback: the losses (and the loss
+            // scaler's state) come back together.
+            let scaler = self.opt.grad_scaler().map(|s| s.state_tensor().clone());
+            let mut reads: Vec<&crate::Tensor> = outcome.losses.iter().collect();
+            reads.extend(scaler.as_ref());
+            let read = if reads.is_empty() {
+                Vec::new()
+            } else {
+                pollster::block_on(self.task.gpu().read_many_bytes(&reads))?
+            };
             let mut loss = 0.0f32;
-            for l in &outcome.losses {
-                loss += l.to_vec()?[0];
+            for bytes in &read[..outcome.losses.len()] {
+                loss += bytemuck::pod_read_unaligned::<f32>(&bytes[..4]);
             }
+            let loss_scale = match read.get(outcome.losses.len()) {
+                Some(bytes) if scaler.is_some() => {
+                    Some(ScalerState::from_words(&bytemuck::pod_collect_to_vec::<
+                        u8,
+                        u32,
+                    >(bytes))?)
+                }
+                _ => None,
+            };
             // A DP step that drew no example has no loss (not 0 / 0).
             let loss = (!outcome.losses.is_empty()).then_some(loss / outcome.divisor);
             let loss = match (&mut self.parallel, loss) {
@@ -625,6 +688,7 @@ impl<'a> Trainer<'a> {
                 lr,
                 tokens_per_s: tokens as f64 / train_s.max(1e-9),
                 epsilon,
+                loss_scale,
             });
             let out_of_budget = self
                 .dp
@@ -694,13 +758,22 @@ impl<'a> Trainer<'a> {
             tokens: 0,
             flops: 0.0,
         };
+        // Mixed precision: the weights' f16 copies are made once for the step.
+        let scaler = self.opt.grad_scaler().cloned();
+        let half = scaler.as_ref().map(HalfWeights::new);
         for _ in 0..accumulation {
             let index = self.state.micro_batches;
-            let tape = Tape::new(self.task.gpu());
+            let tape = match &half {
+                Some(half) => Tape::mixed(self.task.gpu(), half)?,
+                None => Tape::new(self.task.gpu()),
+            };
             let (loss, mb) = self
                 .task
                 .loss(&tape, index, eps, dropout_seed(seed, index))?;
-            tape.backward(&loss)?;
+            match &scaler {
+                Some(scaler) => tape.backward_scaled(&loss, scaler)?,
+                None => tape.backward(&loss)?,
+            }
             out.losses.push(loss.value().clone());
             self.state.micro_batches += 1;
             out.tokens += mb.tokens as u64;

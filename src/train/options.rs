@@ -2,6 +2,7 @@
 //! clipping, accumulation, evaluation and checkpoint intervals. Saved in every
 //! checkpoint's trainer state so `--resume` continues with the same ones.
 
+use super::precision::Precision;
 use crate::error::{Error, Result};
 use crate::optim::schedule;
 use crate::optim::OptimizerKind;
@@ -164,6 +165,12 @@ pub struct TrainOptions {
     /// Fine-tuning: keep the lowest this many layers of each stack fixed.
     #[serde(default)]
     pub freeze_layers: usize,
+    /// f32 or mixed precision (f16 matmuls with loss scaling); the trainer
+    /// resolves [`Precision::Auto`] for its adapter and saves what it resolved,
+    /// so a resumed run continues in the same precision. Runs saved before
+    /// this option existed trained in f32.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl TrainOptions {

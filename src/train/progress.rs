@@ -1,5 +1,5 @@
 //! Shows a run's [`TrainEvent`](super::TrainEvent)s: a progress bar (step, loss, learning rate,
-//! tokens/s, epsilon of a private run, ETA) on a terminal, plain lines when stderr is a file or a pipe.
+//! tokens/s, epsilon of a private run, loss scale and skipped steps of an f16 run, ETA) on a terminal, plain lines when stderr is a file or a pipe.
 //! Everything goes to stderr, so stdout holds only results. The reporter needs
 //! the `cli` feature (indicatif); [`eval_line`] is always there.
 
@@ -85,6 +85,7 @@ mod reporter {
                     lr,
                     tokens_per_s,
                     epsilon,
+                    loss_scale,
                 } => {
                     // A DP-SGD step that drew no example has no loss to show.
                     let loss = match loss {
@@ -97,6 +98,9 @@ mod reporter {
                     );
                     if let Some(eps) = epsilon {
                         msg += &format!(" eps {eps:.3}");
+                    }
+                    if let Some(s) = loss_scale {
+                        msg += &format!(" scale {} skipped {}", s.scale, s.skipped);
                     }
                     match &self.bar {
                         Some(bar) => {

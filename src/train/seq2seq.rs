@@ -552,6 +552,7 @@ impl DateTaskSetup {
             seed,
             freeze_embeddings: false,
             freeze_layers: 0,
+            precision: crate::train::Precision::F32,
         };
         Ok((task, opts))
     }

@@ -18,6 +18,7 @@ mod grad_check_elementwise;
 mod grad_check_rowwise;
 mod kv_cache;
 mod layernorm;
+mod loss_scale;
 mod optim;
 mod permute;
 mod reduce;

@@ -14,6 +14,7 @@ mod encdec;
 mod generate;
 mod gpt;
 mod lora;
+mod mixed;
 mod parity_encdec;
 mod parity_gpt;
 mod sliding_window;

@@ -512,6 +512,7 @@ it was the winter of despair, we had everything before us, we had nothing before
             seed: 7,
             freeze_embeddings: false,
             freeze_layers: 0,
+            precision: wgformer::train::Precision::F32,
         };
         let summary = Trainer::new(&mut task, opts, None)
             .unwrap()

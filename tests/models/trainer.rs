@@ -95,6 +95,7 @@ pub(crate) fn options(steps: u32, optimizer: OptimizerChoice, schedule: Schedule
         seed: 7,
         freeze_embeddings: false,
         freeze_layers: 0,
+        precision: wgformer::train::Precision::F32,
     }
 }
 
