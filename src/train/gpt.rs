@@ -314,7 +314,7 @@ impl<M: LanguageModel> TrainTask for GptTask<M> {
 
     fn shard_data(&mut self, rank: usize, world: usize) -> Result<u64> {
         let b = self.data.batch;
-        if world == 0 || rank >= world || b % world != 0 {
+        if world == 0 || rank >= world || !b.is_multiple_of(world) {
             return Err(Error::invalid(
                 "train --parallel",
                 format!(

@@ -255,7 +255,7 @@ fn merged_and_saved_adapters_give_the_unmerged_logits() {
     let merged = model.logits(&ids).unwrap().to_vec().unwrap();
     assert_close("merged in place", &merged, &reference, 1e-5, 1e-4);
     model
-        .save(&scratch.join("plain"), &SaveOptions::default())
+        .save(scratch.join("plain"), &SaveOptions::default())
         .unwrap();
     assert!(!scratch.join("plain").join(ADAPTER_FILE).exists());
 }

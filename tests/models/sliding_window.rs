@@ -339,7 +339,7 @@ fn checkpoints_keep_the_pattern_and_hugging_face_configs_give_it() {
     std::fs::create_dir_all(&hf).unwrap();
     let windowed = gpt(24, Some(6), 0);
     windowed
-        .save(&root.path().join("src"), &SaveOptions::default())
+        .save(root.path().join("src"), &SaveOptions::default())
         .unwrap();
     std::fs::copy(
         root.path().join("src/model.safetensors"),
