@@ -78,7 +78,11 @@ fn char_tokenizer_bad_input() {
         e.contains("tokenizer.json") && e.contains("pre_tokenizer"),
         "{e}"
     );
-    let e = load_tokenizer(&dir.join("missing"))
+    let e = load_tokenizer(&dir.join("missing")).err().unwrap();
+    assert_eq!(e.kind(), wgformer::ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains("does not exist"), "{e}");
+    std::fs::write(dir.join("a-file"), "").unwrap();
+    let e = load_tokenizer(&dir.join("a-file"))
         .err()
         .unwrap()
         .to_string();
