@@ -613,7 +613,7 @@ fn math_changing_gpt2_options() -> Vec<(&'static str, serde_json::Value)> {
         ("tie_word_embeddings", json!(false)),
         ("n_inner", json!(12)),
         ("n_inner", json!(7)),
-        ("sliding_window", json!(4)),
+        // (`sliding_window` is honoured now: tests/models/sliding_window.rs.)
         ("rope_scaling", json!({"type": "linear", "factor": 2.0})),
         ("rope_theta", json!(10000.0)),
         (
