@@ -55,7 +55,7 @@ pub enum Dtype {
     I32,
     /// Unsigned 32-bit integer.
     U32,
-    /// 32-bit float (what wgformer writes).
+    /// 32-bit float (what wgformer writes unless asked for F16 or BF16).
     F32,
     /// Signed 64-bit integer.
     I64,
@@ -578,6 +578,31 @@ pub fn serialize(
     metadata: &BTreeMap<String, String>,
     checksum: bool,
 ) -> Result<Vec<u8>> {
+    serialize_as(tensors, Dtype::F32, metadata, checksum)
+}
+
+/// [`serialize`], storing every tensor as `dtype`: F32, or F16 / BF16 rounded to
+/// nearest even (half the bytes; what `torch_dtype: float16` checkpoints hold).
+///
+/// # Errors
+/// As [`serialize`]; [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for a
+/// `dtype` other than F32, F16 and BF16, and for a finite value that rounds to infinity in
+/// `dtype` (F16's largest is 65504), naming the tensor.
+pub fn serialize_as(
+    tensors: &[TensorRef],
+    dtype: Dtype,
+    metadata: &BTreeMap<String, String>,
+    checksum: bool,
+) -> Result<Vec<u8>> {
+    if !matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+        return Err(Error::invalid(
+            "safetensors::serialize",
+            format!(
+                "cannot store tensors as {}: use F32, F16 or BF16",
+                dtype.name()
+            ),
+        ));
+    }
     let mut sorted: Vec<&TensorRef> = tensors.iter().collect();
     sorted.sort_by_key(|t| t.name);
     for pair in sorted.windows(2) {
@@ -612,12 +637,16 @@ pub fn serialize(
             ));
         }
         let begin = data.len();
-        extend_le(&mut data, t.data);
+        match dtype {
+            Dtype::F32 => extend_le(&mut data, t.data),
+            _ => extend_narrowed(&mut data, t, dtype)?,
+        }
         let name = serde_json::to_string(t.name).map_err(json_error)?;
         let dims: Vec<String> = t.shape.iter().map(|d| d.to_string()).collect();
         let _ = write!(
             entries,
-            ",{name}:{{\"dtype\":\"F32\",\"shape\":[{}],\"data_offsets\":[{begin},{}]}}",
+            ",{name}:{{\"dtype\":\"{}\",\"shape\":[{}],\"data_offsets\":[{begin},{}]}}",
+            dtype.name(),
             dims.join(","),
             data.len()
         );
@@ -659,7 +688,21 @@ pub fn write_file(
     metadata: &BTreeMap<String, String>,
     checksum: bool,
 ) -> Result<()> {
-    let bytes = serialize(tensors, metadata, checksum)?;
+    write_file_as(path, tensors, Dtype::F32, metadata, checksum)
+}
+
+/// [`write_file`], storing the tensors as `dtype` (see [`serialize_as`]).
+///
+/// # Errors
+/// As [`serialize_as`] and [`write_file`].
+pub fn write_file_as(
+    path: &Path,
+    tensors: &[TensorRef],
+    dtype: Dtype,
+    metadata: &BTreeMap<String, String>,
+    checksum: bool,
+) -> Result<()> {
+    let bytes = serialize_as(tensors, dtype, metadata, checksum)?;
     write_synced(path, &bytes)
 }
 
@@ -682,6 +725,32 @@ fn extend_le(out: &mut Vec<u8>, data: &[f32]) {
     for x in data {
         out.extend_from_slice(&x.to_le_bytes());
     }
+}
+
+/// Appends `t`'s values rounded to the 16-bit float `dtype` (F16 or BF16),
+/// little-endian, refusing a finite value that becomes infinite: the checkpoint
+/// would silently change.
+fn extend_narrowed(out: &mut Vec<u8>, t: &TensorRef, dtype: Dtype) -> Result<()> {
+    let (narrow, infinity): (fn(f32) -> u16, u16) = match dtype {
+        Dtype::F16 => (|x| half::f16::from_f32(x).to_bits(), 0x7c00),
+        _ => (|x| half::bf16::from_f32(x).to_bits(), 0x7f80),
+    };
+    out.reserve(2 * t.data.len());
+    for (i, &x) in t.data.iter().enumerate() {
+        let bits = narrow(x);
+        if bits & 0x7fff == infinity && x.is_finite() {
+            return Err(Error::invalid(
+                "safetensors::serialize",
+                format!(
+                    "tensor `{}` holds {x} at index {i}, beyond {}'s range: save it as F32",
+                    t.name,
+                    dtype.name()
+                ),
+            ));
+        }
+        out.extend_from_slice(&bits.to_le_bytes());
+    }
+    Ok(())
 }
 
 /// Checksum of the data bytes: FNV-1a's multiply step over little-endian 64-bit

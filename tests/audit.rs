@@ -111,6 +111,7 @@ fn train_and_audit(s: &Setup, dp: Option<DpOptions>) -> (Exposure, Option<f64>) 
         freeze_embeddings: false,
         freeze_layers: 0,
         precision: wgformer::train::Precision::F32,
+        save_dtype: wgformer::checkpoint::SaveDtype::F32,
     };
     let mut trainer = Trainer::new(&mut task, opts, None).unwrap();
     if let Some(dp) = dp {
@@ -337,6 +338,7 @@ fn train_encdec_and_audit(dp: Option<DpOptions>) -> Exposure {
         freeze_embeddings: false,
         freeze_layers: 0,
         precision: wgformer::train::Precision::F32,
+        save_dtype: wgformer::checkpoint::SaveDtype::F32,
     };
     let mut trainer = Trainer::new(&mut task, opts, None).unwrap();
     if let Some(dp) = dp {

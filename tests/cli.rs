@@ -1297,3 +1297,48 @@ fn sparse_attention_flags_name_the_bad_value() {
     let err = fails(&["train", "--sparse-layout", "strided:0:2"]);
     assert!(err.contains("block is 0"), "{err}");
 }
+
+/// `train --save-dtype bf16` writes BF16 weights that `score` reads; `merge-lora
+/// --save-dtype` and a bad dtype name are covered by clap's value list.
+#[test]
+fn train_saves_half_precision_checkpoints_on_request() {
+    let scratch = TempDir::new("train_saves_half_precision_checkpoints");
+    let data = scratch.join("text.txt");
+    std::fs::write(&data, TEXT.repeat(4)).unwrap();
+    let ck = scratch.join("gpt");
+    ok(&[
+        "train",
+        "--model",
+        "gpt",
+        "--data",
+        s(&data),
+        "--steps",
+        "1",
+        "--layers",
+        "1",
+        "--d-model",
+        "16",
+        "--heads",
+        "2",
+        "--seq",
+        "16",
+        "--batch",
+        "2",
+        "--save-dtype",
+        "bf16",
+        "--out",
+        s(&ck),
+    ]);
+    let st = wgformer::safetensors::SafeTensors::read(&ck.join("model.safetensors")).unwrap();
+    for name in st.names() {
+        let dtype = st.info(name).unwrap().dtype;
+        assert_eq!(dtype, wgformer::safetensors::Dtype::BF16, "{name}");
+    }
+    let out = ok(&["score", "--checkpoint", s(&ck), "--text", "the lazy fox"]);
+    assert!(out.contains("log_probs"), "{out}");
+    let err = fails(&["train", "--save-dtype", "f8"]);
+    assert!(
+        err.contains("--save-dtype") && err.contains("bf16"),
+        "{err}"
+    );
+}

@@ -114,6 +114,7 @@ fn options(steps: u32) -> TrainOptions {
         freeze_embeddings: false,
         freeze_layers: 0,
         precision: wgformer::train::Precision::F32,
+        save_dtype: wgformer::checkpoint::SaveDtype::F32,
     }
 }
 

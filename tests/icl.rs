@@ -233,6 +233,7 @@ fn options(steps: u32, lr: f32) -> TrainOptions {
         freeze_embeddings: false,
         freeze_layers: 0,
         precision: wgformer::train::Precision::F32,
+        save_dtype: wgformer::checkpoint::SaveDtype::F32,
     }
 }
 

@@ -609,6 +609,7 @@ fn on_the_date_task_a_llama_learns_like_the_gpt() {
         freeze_embeddings: false,
         freeze_layers: 0,
         precision: wgformer::train::Precision::F32,
+        save_dtype: wgformer::checkpoint::SaveDtype::F32,
     };
     fn train<M: LanguageModel>(task: &mut GptTask<M>, options: TrainOptions) -> Vec<(u32, f64)> {
         let mut curve = Vec::new();

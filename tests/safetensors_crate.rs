@@ -11,10 +11,10 @@ use half::{bf16, f16};
 use safetensors::tensor::{Dtype as RefDtype, TensorView};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use wgformer::checkpoint::{load_params, read_config, LoadMode, SaveOptions};
+use wgformer::checkpoint::{load_params, read_config, LoadMode, SaveDtype, SaveOptions};
 use wgformer::data::{BpeTokenizer, Tokenizer};
 use wgformer::nn::{Gpt, GptConfig};
-use wgformer::safetensors::{serialize, Dtype, SafeTensors, TensorRef};
+use wgformer::safetensors::{serialize, serialize_as, Dtype, SafeTensors, TensorRef};
 
 fn hf_gpt2_tiny() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoint/hf_gpt2_tiny")
@@ -353,4 +353,145 @@ fn checkpoints_we_write_load_with_the_crate_and_carry_token_ids() {
         loaded.load_tokenizer(&dir).unwrap().encode("the cat"),
         tok.encode("the cat")
     );
+}
+
+/// F16 and BF16 files: the reference crate reads the dtype we declare, and the
+/// stored bits are the round-to-nearest-even ones, checked on values whose
+/// encodings are known by hand; a finite value that would become infinite is refused.
+#[test]
+fn half_precision_files_hold_the_rounded_bits() {
+    // value, its F16 bits, its BF16 bits.
+    let known: [(f32, u16, u16); 6] = [
+        (1.0, 0x3c00, 0x3f80),
+        (-2.0, 0xc000, 0xc000),
+        (0.1, 0x2e66, 0x3dcd),
+        (1.0 / 3.0, 0x3555, 0x3eab),
+        (65504.0, 0x7bff, 0x4780),
+        (0.0, 0x0000, 0x0000),
+    ];
+    let data: Vec<f32> = known.iter().map(|k| k.0).collect();
+    let tensors = [TensorRef {
+        name: "w",
+        shape: &[2, 3],
+        data: &data,
+    }];
+    for (dtype, theirs_dtype, bits) in [
+        (Dtype::F16, RefDtype::F16, known.map(|k| k.1)),
+        (Dtype::BF16, RefDtype::BF16, known.map(|k| k.2)),
+    ] {
+        let bytes = serialize_as(&tensors, dtype, &BTreeMap::new(), true).unwrap();
+        let theirs = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let view = theirs.tensor("w").unwrap();
+        assert_eq!(view.dtype(), theirs_dtype);
+        assert_eq!(view.shape(), &[2, 3]);
+        let got: Vec<u16> = view
+            .data()
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        assert_eq!(got, bits, "{dtype:?}");
+        // Our reader widens them back to the values the bits encode.
+        let ours = SafeTensors::from_bytes(bytes, "f16 test").unwrap();
+        let widened = ours.to_f32("w").unwrap();
+        let expected: Vec<f32> = match dtype {
+            Dtype::F16 => bits.iter().map(|b| f16::from_bits(*b).to_f32()).collect(),
+            _ => bits.iter().map(|b| bf16::from_bits(*b).to_f32()).collect(),
+        };
+        assert_eq!(widened, expected, "{dtype:?}");
+    }
+
+    // 65520 is halfway between F16's largest (65504) and 65536: it rounds to
+    // infinity; f32::MAX does in BF16. Both are refused, naming the tensor.
+    for (dtype, value) in [(Dtype::F16, 65520.0f32), (Dtype::BF16, f32::MAX)] {
+        let big = [0.5, value];
+        let t = [TensorRef {
+            name: "h.0.mlp.c_fc.weight",
+            shape: &[2],
+            data: &big,
+        }];
+        let err = serialize_as(&t, dtype, &BTreeMap::new(), true).unwrap_err();
+        let msg = err.to_string();
+        assert_eq!(err.kind(), wgformer::ErrorKind::InvalidArgument, "{msg}");
+        assert!(
+            msg.contains("h.0.mlp.c_fc.weight") && msg.contains("F32"),
+            "{msg}"
+        );
+    }
+    // Infinities and NaN stay what they are (they were not finite to begin with).
+    let special = [f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
+    let t = [TensorRef {
+        name: "s",
+        shape: &[3],
+        data: &special,
+    }];
+    let bytes = serialize_as(&t, Dtype::F16, &BTreeMap::new(), false).unwrap();
+    let back = SafeTensors::from_bytes(bytes, "specials")
+        .unwrap()
+        .to_f32("s")
+        .unwrap();
+    assert!(back[0] == f32::INFINITY && back[1] == f32::NEG_INFINITY && back[2].is_nan());
+    // Integer dtypes are not a checkpoint format.
+    let err = serialize_as(&t, Dtype::I32, &BTreeMap::new(), false).unwrap_err();
+    assert!(err.to_string().contains("F32, F16 or BF16"), "{err}");
+}
+
+/// A GPT saved with `SaveDtype::F16` holds F16 tensors at half the bytes, says
+/// `torch_dtype: float16`, and loads as its weights rounded to f16.
+#[test]
+fn checkpoints_saved_in_f16_load_as_the_rounded_weights() {
+    let scratch = TempDir::new("safetensors_checkpoint_f16");
+    let config = GptConfig {
+        vocab_size: 40,
+        n_positions: 8,
+        n_embd: 16,
+        n_layer: 1,
+        n_head: 2,
+        layer_norm_epsilon: 1e-5,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
+    };
+    let gpu = gpu();
+    let model = Gpt::new(&gpu, config, 11).unwrap();
+    let (full, half_dir) = (scratch.join("f32"), scratch.join("f16"));
+    model.save(&full, &SaveOptions::default()).unwrap();
+    let options = SaveOptions {
+        dtype: SaveDtype::F16,
+        ..Default::default()
+    };
+    model.save(&half_dir, &options).unwrap();
+
+    let size = |dir: &Path| {
+        std::fs::metadata(dir.join("model.safetensors"))
+            .unwrap()
+            .len()
+    };
+    let (full_bytes, half_bytes) = (size(&full), size(&half_dir));
+    // Two bytes fewer per weight (the header's offsets only get shorter).
+    let weights: u64 = model.params().iter().map(|p| p.value().numel() as u64).sum();
+    assert!(
+        full_bytes - half_bytes >= 2 * weights,
+        "{half_bytes} vs {full_bytes} bytes for {weights} weights"
+    );
+    let bytes = std::fs::read(half_dir.join("model.safetensors")).unwrap();
+    let theirs = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    for p in model.params() {
+        assert_eq!(theirs.tensor(p.name()).unwrap().dtype(), RefDtype::F16);
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(half_dir.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["torch_dtype"], "float16");
+
+    let loaded = Gpt::load(&gpu, &half_dir).unwrap();
+    for (p, q) in model.params().iter().zip(loaded.params()) {
+        let rounded: Vec<f32> = p
+            .value()
+            .to_vec()
+            .unwrap()
+            .iter()
+            .map(|x| f16::from_f32(*x).to_f32())
+            .collect();
+        assert_eq!(q.value().to_vec().unwrap(), rounded, "{}", p.name());
+    }
 }

@@ -77,7 +77,7 @@ use crate::data::Tokenizer;
 use crate::error::{Error, Result};
 use crate::nn::TransformerConfig;
 use crate::optim::Optimizer;
-use serde::{de::DeserializeOwned, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
@@ -171,6 +171,63 @@ pub struct CheckpointContents<'a, C> {
     /// Called with the temporary directory to write more files (tokenizer); they
     /// are fsynced and committed with the rest.
     pub extra_files: Option<FileHook<'a>>,
+    /// How `model.safetensors` stores the weights (f32 unless asked).
+    pub dtype: SaveDtype,
+}
+
+/// The element type of a checkpoint's `model.safetensors`. Loading widens F16 and
+/// BF16 to f32, so either precision loads any of them.
+///
+/// F32 keeps resuming bit-exact. F16 and BF16 halve the file (what Hugging Face's
+/// `torch_dtype: float16` / `bfloat16` checkpoints hold), but a run resumed from
+/// one continues from the rounded weights. The optimiser state and LoRA adapters
+/// are always F32.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SaveDtype {
+    /// 32-bit floats, exactly the trained weights.
+    #[default]
+    F32,
+    /// IEEE half floats, rounded to nearest even; a weight beyond ±65504 is an error.
+    F16,
+    /// bfloat16, rounded to nearest even (f32's range, 8 bits of mantissa).
+    Bf16,
+}
+
+impl SaveDtype {
+    /// Parses `f32`, `f16` (or `float16`) and `bf16` (or `bfloat16`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`](crate::ErrorKind::InvalidArgument) for any other name.
+    pub fn parse(name: &str) -> Result<SaveDtype> {
+        match name {
+            "f32" | "float32" => Ok(SaveDtype::F32),
+            "f16" | "float16" => Ok(SaveDtype::F16),
+            "bf16" | "bfloat16" => Ok(SaveDtype::Bf16),
+            _ => Err(Error::invalid(
+                "save dtype",
+                format!("`{name}` is not a checkpoint dtype: use f32, f16 or bf16"),
+            )),
+        }
+    }
+
+    /// The safetensors dtype it writes.
+    pub fn safetensors(self) -> crate::safetensors::Dtype {
+        match self {
+            SaveDtype::F32 => crate::safetensors::Dtype::F32,
+            SaveDtype::F16 => crate::safetensors::Dtype::F16,
+            SaveDtype::Bf16 => crate::safetensors::Dtype::BF16,
+        }
+    }
+
+    /// Hugging Face's `torch_dtype` spelling.
+    pub fn torch_name(self) -> &'static str {
+        match self {
+            SaveDtype::F32 => "float32",
+            SaveDtype::F16 => "float16",
+            SaveDtype::Bf16 => "bfloat16",
+        }
+    }
 }
 
 /// A caller's hook that writes more files into the directory it is given.
@@ -186,6 +243,7 @@ impl<'a, C: ModelConfig> CheckpointContents<'a, C> {
             trainer_state: None,
             tokenizer: None,
             extra_files: None,
+            dtype: SaveDtype::F32,
         }
     }
 }

@@ -35,6 +35,8 @@ pub struct SaveOptions<'a> {
     /// Written to `trainer_state.json` as given (read back with
     /// [`super::read_trainer_state`]).
     pub trainer_state: Option<&'a Value>,
+    /// How `model.safetensors` stores the weights (f32 unless asked).
+    pub dtype: super::SaveDtype,
 }
 
 /// Saves `config` and `params` with the parts `options` names, atomically.
@@ -48,6 +50,7 @@ fn save_model<C: ModelConfig>(
     contents.optimizer = options.optimizer;
     contents.trainer_state = options.trainer_state;
     contents.tokenizer = options.tokenizer;
+    contents.dtype = options.dtype;
     save_checkpoint(dir, &contents)
 }
 

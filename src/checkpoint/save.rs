@@ -42,7 +42,13 @@ pub(super) fn write_contents<C: ModelConfig>(
         .collect();
     // "format": "pt" is what Hugging Face's loader requires of a safetensors file.
     let model_meta = meta(&[("format", "pt".into()), (FORMAT_KEY, version.clone())]);
-    safetensors::write_file(&tmp.join(MODEL_FILE), &tensors, &model_meta, true)?;
+    safetensors::write_file_as(
+        &tmp.join(MODEL_FILE),
+        &tensors,
+        contents.dtype.safetensors(),
+        &model_meta,
+        true,
+    )?;
 
     if let Some(opt) = contents.optimizer {
         let (kind, slots) = slot_names(opt.kind());
@@ -89,6 +95,9 @@ pub(super) fn write_contents<C: ModelConfig>(
                 fields.entry(*key).or_insert(id.into());
             }
         }
+    }
+    if let (true, Value::Object(fields)) = (C::COMPAT_KEYS.contains(&"torch_dtype"), &mut config) {
+        fields.insert("torch_dtype".into(), contents.dtype.torch_name().into());
     }
     write_json(&tmp.join(CONFIG_FILE), &config)?;
     super::lora::write_adapters::<C>(tmp, contents.params)?;

@@ -166,3 +166,24 @@ impl From<PrecisionFlag> for wgformer::train::Precision {
         }
     }
 }
+
+/// `--save-dtype` of `train` and `merge-lora` (wgformer::checkpoint::SaveDtype).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SaveDtypeFlag {
+    /// The trained f32 weights exactly (resuming stays bit-exact).
+    F32,
+    /// Half floats: half the size; a weight beyond ±65504 is refused.
+    F16,
+    /// bfloat16: half the size, f32's range.
+    Bf16,
+}
+
+impl From<SaveDtypeFlag> for wgformer::checkpoint::SaveDtype {
+    fn from(d: SaveDtypeFlag) -> Self {
+        match d {
+            SaveDtypeFlag::F32 => wgformer::checkpoint::SaveDtype::F32,
+            SaveDtypeFlag::F16 => wgformer::checkpoint::SaveDtype::F16,
+            SaveDtypeFlag::Bf16 => wgformer::checkpoint::SaveDtype::Bf16,
+        }
+    }
+}

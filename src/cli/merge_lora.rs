@@ -2,9 +2,10 @@
 //! an ordinary checkpoint (no adapter files, no optimiser or trainer state) that
 //! any tool loads as a plain model.
 
+use super::flags::SaveDtypeFlag;
 use super::{model_type, usage};
 use std::path::{Path, PathBuf};
-use wgformer::checkpoint::{LoadReport, SaveOptions};
+use wgformer::checkpoint::{LoadReport, SaveDtype, SaveOptions};
 use wgformer::nn::{Gpt, Llama, Transformer};
 use wgformer::{ErrorKind, Gpu, Result};
 
@@ -20,6 +21,9 @@ pub struct MergeLoraArgs {
     /// Replace a checkpoint already at --out.
     #[arg(long)]
     pub overwrite: bool,
+    /// How the merged weights are stored: f32, or f16 / bf16 at half the size.
+    #[arg(long, value_enum, default_value_t = SaveDtypeFlag::F32)]
+    pub save_dtype: SaveDtypeFlag,
 }
 
 /// Loads `a.checkpoint` (a model's `load` merges its adapter) and saves it
@@ -27,6 +31,7 @@ pub struct MergeLoraArgs {
 pub fn run(gpu: &Gpu, a: &MergeLoraArgs) -> Result<()> {
     let from = &a.checkpoint;
     let out = &a.out;
+    let dtype = SaveDtype::from(a.save_dtype);
     if same_dir(from, out) {
         return Err(usage(
             "--out is the LoRA checkpoint itself: write the merged model to another directory",
@@ -39,15 +44,24 @@ pub fn run(gpu: &Gpu, a: &MergeLoraArgs) -> Result<()> {
         )));
     }
     let report = match model_type(from)?.as_str() {
-        "gpt2" => save_merged(from, out, Gpt::load_with_report(gpu, from)?, |m, dir| {
-            m.load_tokenizer(dir)
-        })?,
-        "llama" => save_merged(from, out, Llama::load_with_report(gpu, from)?, |m, dir| {
-            m.load_tokenizer(dir)
-        })?,
+        "gpt2" => save_merged(
+            from,
+            out,
+            dtype,
+            Gpt::load_with_report(gpu, from)?,
+            |m, dir| m.load_tokenizer(dir),
+        )?,
+        "llama" => save_merged(
+            from,
+            out,
+            dtype,
+            Llama::load_with_report(gpu, from)?,
+            |m, dir| m.load_tokenizer(dir),
+        )?,
         "encoder_decoder" => save_merged(
             from,
             out,
+            dtype,
             Transformer::load_with_report(gpu, from)?,
             |m, dir| m.load_tokenizer(dir),
         )?,
@@ -86,6 +100,7 @@ saveable!(Gpt, Llama, Transformer);
 fn save_merged<M: Saveable>(
     from: &Path,
     out: &Path,
+    dtype: SaveDtype,
     (model, report): (M, LoadReport),
     tokenizer: impl Fn(&M, &Path) -> Result<Box<dyn wgformer::data::Tokenizer>>,
 ) -> Result<LoadReport> {
@@ -103,6 +118,7 @@ fn save_merged<M: Saveable>(
     };
     let options = SaveOptions {
         tokenizer: tokenizer.as_deref(),
+        dtype,
         ..Default::default()
     };
     model.save_to(out, &options)?;

@@ -4,7 +4,9 @@
 //! its row appended to `DIR/emissions.csv` after the final save.
 
 use super::energy::{EnergyArgs, RunEnergy};
-use super::flags::{at_least_one, below_one, non_negative, open_fraction, positive, PrecisionFlag};
+use super::flags::{
+    at_least_one, below_one, non_negative, open_fraction, positive, PrecisionFlag, SaveDtypeFlag,
+};
 use super::{model_type, note_unknown_in_file, read_text, usage};
 use clap::ValueEnum;
 use serde_json::Value;
@@ -266,6 +268,11 @@ pub struct TrainArgs {
     /// shader-f16); auto = f16 on GPUs with shader-f16, f32 on CPU adapters.
     #[arg(long, value_enum, default_value_t = PrecisionFlag::Auto)]
     pub precision: PrecisionFlag,
+    /// How checkpoints store the weights: f32 (exact; resuming is bit-exact),
+    /// or f16 / bf16 at half the size (a run resumed from one continues from the
+    /// rounded weights). The optimiser state is always f32.
+    #[arg(long, value_enum, default_value_t = SaveDtypeFlag::F32)]
+    pub save_dtype: SaveDtypeFlag,
     /// Take options from this TOML (or .json) file, by their flag names
     /// (`d_model = 256`); flags on the command line win.
     #[arg(long, value_name = "FILE")]
@@ -564,6 +571,7 @@ fn options(a: &TrainArgs, kind: ModelKind, d_model: usize) -> Result<TrainOption
         freeze_embeddings: a.freeze_embeddings,
         freeze_layers: a.freeze_layers,
         precision: a.precision.into(),
+        save_dtype: a.save_dtype.into(),
     })
 }
 

@@ -8,7 +8,7 @@
 
 use super::{data_seed, DpData, EvalMetrics, MicroBatch, TrainTask};
 use crate::autograd::{Param, Tape, Var};
-use crate::checkpoint::{self, CheckpointContents, ModelConfig};
+use crate::checkpoint::{self, CheckpointContents, ModelConfig, SaveDtype};
 use crate::data::token_data::TokenData;
 use crate::data::{Split, Tokenizer};
 use crate::error::{Error, Result};
@@ -387,12 +387,19 @@ impl<M: LanguageModel> TrainTask for GptTask<M> {
         ))
     }
 
-    fn save(&self, dir: &Path, optimizer: &Optimizer, trainer_state: &Value) -> Result<()> {
+    fn save(
+        &self,
+        dir: &Path,
+        optimizer: &Optimizer,
+        trainer_state: &Value,
+        dtype: SaveDtype,
+    ) -> Result<()> {
         let params = self.model.params();
         let tokenizer = self.tokenizer.as_ref();
         let mut contents = CheckpointContents::new(self.model.config(), &params);
         contents.optimizer = Some(optimizer);
         contents.trainer_state = Some(trainer_state);
+        contents.dtype = dtype;
         contents.tokenizer = Some(tokenizer);
         checkpoint::save_checkpoint(dir, &contents)
     }

@@ -4,7 +4,7 @@
 
 use super::{data_seed, EvalMetrics, MicroBatch, TrainTask};
 use crate::autograd::{Param, Tape, Var};
-use crate::checkpoint::{self, CheckpointContents};
+use crate::checkpoint::{self, CheckpointContents, SaveDtype};
 use crate::data::icl::{IclTask, IGNORE};
 use crate::error::{Error, Result};
 use crate::generate::icl::{evaluate_icl, IclEval};
@@ -155,12 +155,19 @@ impl TrainTask for IclTrainTask {
         serde_json::json!({ "model": "gpt", "task": TASK_NAME, "data": self.data })
     }
 
-    fn save(&self, dir: &Path, optimizer: &Optimizer, trainer_state: &Value) -> Result<()> {
+    fn save(
+        &self,
+        dir: &Path,
+        optimizer: &Optimizer,
+        trainer_state: &Value,
+        dtype: SaveDtype,
+    ) -> Result<()> {
         let params = self.model.params();
         let tokenizer = self.data.task.tokenizer();
         let mut contents = CheckpointContents::new(&self.model.config, &params);
         contents.optimizer = Some(optimizer);
         contents.trainer_state = Some(trainer_state);
+        contents.dtype = dtype;
         contents.tokenizer = Some(&tokenizer);
         checkpoint::save_checkpoint(dir, &contents)
     }

@@ -41,7 +41,7 @@ pub use precision::Precision;
 pub use step_log::{read_log, train_log_path};
 
 use crate::autograd::{HalfWeights, Param, Tape, Var};
-use crate::checkpoint;
+use crate::checkpoint::{self, SaveDtype};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::lora::{self, LoraOptions};
@@ -103,8 +103,15 @@ pub trait TrainTask {
     fn flops_per_token(&self) -> f64;
     /// Task-specific fields of the trainer state (model kind, data path, ...).
     fn describe(&self) -> Value;
-    /// Writes a checkpoint (config, params, optimiser, tokenizer, `trainer_state`).
-    fn save(&self, dir: &Path, optimizer: &Optimizer, trainer_state: &Value) -> Result<()>;
+    /// Writes a checkpoint (config, params as `dtype`, optimiser, tokenizer,
+    /// `trainer_state`).
+    fn save(
+        &self,
+        dir: &Path,
+        optimizer: &Optimizer,
+        trainer_state: &Value,
+        dtype: SaveDtype,
+    ) -> Result<()>;
     /// DP-SGD: the examples Poisson sampling draws from and how many fit one
     /// micro-batch. The default: this task cannot train privately.
     fn dp_data(&self) -> Result<DpData> {
@@ -723,8 +730,8 @@ impl<'a> Trainer<'a> {
                 if let Some(dir) = self.out_dir.as_ref().map(OutDir::path) {
                     let state = serde_json::to_value(&self.state)
                         .map_err(|e| Error::invalid("train", format!("trainer state: {e}")))?;
-                    self.task
-                        .save(dir, gathered.as_ref().unwrap_or(&self.opt), &state)?;
+                    let optimizer = gathered.as_ref().unwrap_or(&self.opt);
+                    self.task.save(dir, optimizer, &state, opts.save_dtype)?;
                     on_event(&TrainEvent::Checkpoint {
                         step,
                         dir: dir.to_path_buf(),

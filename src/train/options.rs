@@ -3,6 +3,7 @@
 //! checkpoint's trainer state so `--resume` continues with the same ones.
 
 use super::precision::Precision;
+use crate::checkpoint::SaveDtype;
 use crate::error::{Error, Result};
 use crate::optim::schedule;
 use crate::optim::OptimizerKind;
@@ -171,6 +172,10 @@ pub struct TrainOptions {
     /// this option existed trained in f32.
     #[serde(default)]
     pub precision: Precision,
+    /// How checkpoints store the weights: f32 (exact resume), or f16 / bf16 at
+    /// half the size. The optimiser state stays f32.
+    #[serde(default)]
+    pub save_dtype: SaveDtype,
 }
 
 impl TrainOptions {

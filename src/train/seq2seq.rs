@@ -14,7 +14,7 @@
 
 use super::{data_seed, DpData, EvalMetrics, MicroBatch, TrainTask};
 use crate::autograd::{Param, Tape, Var};
-use crate::checkpoint::{self, CheckpointContents};
+use crate::checkpoint::{self, CheckpointContents, SaveDtype};
 use crate::data::{
     pad_fixed, token_budget_batches, CharTokenizer, DateTask, PairBatch, PairDataset, Tokenizer,
 };
@@ -426,12 +426,19 @@ impl TrainTask for Seq2SeqTask {
         ))
     }
 
-    fn save(&self, dir: &Path, optimizer: &Optimizer, trainer_state: &Value) -> Result<()> {
+    fn save(
+        &self,
+        dir: &Path,
+        optimizer: &Optimizer,
+        trainer_state: &Value,
+        dtype: SaveDtype,
+    ) -> Result<()> {
         let params = self.model.params();
         let tokenizer = self.tokenizer.as_ref();
         let mut contents = CheckpointContents::new(&self.model.config, &params);
         contents.optimizer = Some(optimizer);
         contents.trainer_state = Some(trainer_state);
+        contents.dtype = dtype;
         contents.tokenizer = Some(tokenizer);
         checkpoint::save_checkpoint(dir, &contents)
     }
@@ -553,6 +560,7 @@ impl DateTaskSetup {
             freeze_embeddings: false,
             freeze_layers: 0,
             precision: crate::train::Precision::F32,
+            save_dtype: crate::checkpoint::SaveDtype::F32,
         };
         Ok((task, opts))
     }

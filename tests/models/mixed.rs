@@ -74,6 +74,7 @@ fn options(steps: u32, precision: Precision) -> TrainOptions {
         freeze_embeddings: false,
         freeze_layers: 0,
         precision,
+        save_dtype: wgformer::checkpoint::SaveDtype::F32,
     }
 }
 

@@ -513,6 +513,7 @@ it was the winter of despair, we had everything before us, we had nothing before
             freeze_embeddings: false,
             freeze_layers: 0,
             precision: wgformer::train::Precision::F32,
+            save_dtype: wgformer::checkpoint::SaveDtype::F32,
         };
         let summary = Trainer::new(&mut task, opts, None)
             .unwrap()

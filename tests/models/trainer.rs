@@ -96,6 +96,7 @@ pub(crate) fn options(steps: u32, optimizer: OptimizerChoice, schedule: Schedule
         freeze_embeddings: false,
         freeze_layers: 0,
         precision: wgformer::train::Precision::F32,
+        save_dtype: wgformer::checkpoint::SaveDtype::F32,
     }
 }
 
