@@ -468,7 +468,11 @@ fn checkpoints_saved_in_f16_load_as_the_rounded_weights() {
     };
     let (full_bytes, half_bytes) = (size(&full), size(&half_dir));
     // Two bytes fewer per weight (the header's offsets only get shorter).
-    let weights: u64 = model.params().iter().map(|p| p.value().numel() as u64).sum();
+    let weights: u64 = model
+        .params()
+        .iter()
+        .map(|p| p.value().numel() as u64)
+        .sum();
     assert!(
         full_bytes - half_bytes >= 2 * weights,
         "{half_bytes} vs {full_bytes} bytes for {weights} weights"
