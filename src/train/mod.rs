@@ -111,9 +111,6 @@ pub trait TrainTask {
     /// Task-specific fields of the trainer state (model kind, data path, ...).
     fn describe(&self) -> Value;
     /// Writes a checkpoint (config, params, optimiser, tokenizer, `trainer_state`).
-    ///
-    /// # Errors
-    /// As [`checkpoint::save_checkpoint`] for the built-in tasks.
     fn save(&self, dir: &Path, optimizer: &Optimizer, trainer_state: &Value) -> Result<()>;
     /// DP-SGD: the examples Poisson sampling draws from and how many fit one
     /// micro-batch. The default: this task cannot train privately.
