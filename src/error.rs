@@ -105,11 +105,11 @@ pub enum Error {
     #[error("GPU error: {0}")]
     Gpu(String),
 
-    /// A checkpoint or tensor file that is damaged: not valid JSON, a truncated or
-    /// malformed safetensors file, a checksum that does not match, non-finite
-    /// weights; `detail` says what and how to fix it (usually: save it again, or
-    /// load an earlier checkpoint).
-    #[error("checkpoint {path}: {detail}")]
+    /// A checkpoint, tensor, tokenizer or token-shard file that is damaged: not
+    /// valid JSON or UTF-8, a truncated or malformed safetensors file or shard, a
+    /// checksum that does not match, non-finite weights; `detail` says what and how
+    /// to fix it (usually: save it again, or load an earlier checkpoint).
+    #[error("{path}: {detail}")]
     Corrupt {
         /// The directory or file.
         path: String,
@@ -117,12 +117,13 @@ pub enum Error {
         detail: String,
     },
 
-    /// A well-formed checkpoint, config or directory that does not fit what was
-    /// asked of it: another model type, configuration, vocabulary or optimizer, a
-    /// newer format, an option wgformer does not implement, or a directory that is
+    /// A well-formed checkpoint, config, tokenizer, token shard or directory that
+    /// does not fit what was asked of it: another model type, configuration,
+    /// vocabulary, tokenizer or optimizer, a newer format, an option wgformer does
+    /// not implement, or a directory that is
     /// not a checkpoint where one would be written; `detail` says what and how to
     /// fix it.
-    #[error("checkpoint {path}: {detail}")]
+    #[error("{path}: {detail}")]
     Incompatible {
         /// The directory or file.
         path: String,
@@ -170,8 +171,9 @@ pub enum Error {
 pub enum ErrorKind {
     /// Nothing at a path: no checkpoint saved there yet ([`Error::NotFound`]).
     NotFound,
-    /// A damaged file: bad JSON, a truncated or malformed safetensors file, a
-    /// checksum mismatch, non-finite weights ([`Error::Corrupt`]).
+    /// A damaged file: bad JSON, a truncated or malformed safetensors file,
+    /// tokenizer or token shard, a checksum mismatch, non-finite weights
+    /// ([`Error::Corrupt`]).
     Corrupt,
     /// A well-formed file or directory that does not fit: another model type,
     /// shape, vocabulary or optimizer, a newer format ([`Error::Incompatible`]).

@@ -1,6 +1,6 @@
-//! Token ids in the two forms the models' inference methods, generation,
-//! scoring and the cross-entropy loss accept: ids in host memory with their
-//! (B, T) shape, or a u32 tensor already on the GPU.
+//! Token ids in the forms the models' inference methods, generation, scoring,
+//! translation and the cross-entropy loss accept: ids in host memory with their
+//! (B, T) shape, rows of ids, or a u32 tensor already on the GPU.
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -8,13 +8,15 @@ use crate::tensor::{DType, Tensor};
 use std::borrow::Cow;
 
 /// A batch of token ids `(B, T)` as `Gpt::logits`, `Transformer::logits`,
-/// `Gpt::generate`, `Gpt::score` and `Tape::cross_entropy` take them. Build it
-/// with `.into()` from:
+/// `Gpt::generate`, `Gpt::score`, `generate::translate*` and
+/// `Tape::cross_entropy` take them. Build it with `.into()` from:
 /// - `&[u32]` or `&Vec<u32>` or `&[u32; N]`: one sequence, shape `(1, len)`;
 /// - `(&[u32], [B, T])`: `B` rows of `T` ids, row-major;
+/// - `&[Vec<u32>]`, `&Vec<Vec<u32>>` or `&[Vec<u32>; N]`: `B` rows; they must be
+///   of one length `T`, except for translation, which pads shorter sources;
 /// - `&Tensor`: a `(B, T)` u32 tensor on the model's GPU (not copied by
 ///   `logits`; read back, blocking and native only, where the ids are needed on
-///   the host: generation, scoring and the loss's targets).
+///   the host: generation, scoring, translation and the loss's targets).
 #[derive(Clone, Copy, Debug)]
 pub enum TokenIds<'a> {
     /// Ids in host memory, row-major, with their shape `[B, T]`.
@@ -24,8 +26,28 @@ pub enum TokenIds<'a> {
         /// `[B, T]`.
         shape: [usize; 2],
     },
+    /// Rows of ids in host memory (row `b` is sequence `b`).
+    Rows(&'a [Vec<u32>]),
     /// A u32 tensor of shape `(B, T)` on the GPU.
     Tensor(&'a Tensor),
+}
+
+impl<'a> From<&'a [Vec<u32>]> for TokenIds<'a> {
+    fn from(rows: &'a [Vec<u32>]) -> Self {
+        TokenIds::Rows(rows)
+    }
+}
+
+impl<'a> From<&'a Vec<Vec<u32>>> for TokenIds<'a> {
+    fn from(rows: &'a Vec<Vec<u32>>) -> Self {
+        TokenIds::Rows(rows)
+    }
+}
+
+impl<'a, const N: usize> From<&'a [Vec<u32>; N]> for TokenIds<'a> {
+    fn from(rows: &'a [Vec<u32>; N]) -> Self {
+        TokenIds::Rows(rows)
+    }
 }
 
 impl<'a> From<&'a [u32]> for TokenIds<'a> {
@@ -94,6 +116,10 @@ impl<'a> TokenIds<'a> {
 
     fn upload(self, gpu: &Gpu, vocab_size: usize, op: &'static str, name: &str) -> Result<Tensor> {
         match self {
+            TokenIds::Rows(rows) => {
+                let (ids, shape) = flatten_rows(rows, op, name)?;
+                TokenIds::Host { ids: &ids, shape }.upload(gpu, vocab_size, op, name)
+            }
             TokenIds::Host { ids, shape } => {
                 let [b, t] = shape;
                 if b.checked_mul(t) != Some(ids.len()) {
@@ -149,10 +175,39 @@ impl<'a> TokenIds<'a> {
                 }
                 Ok(Cow::Borrowed(ids))
             }
+            TokenIds::Rows(rows) => Ok(Cow::Owned(flatten_rows(rows, op, name)?.0)),
             TokenIds::Tensor(t) => {
                 t.expect_dtype(op, name, DType::U32)?;
                 read_back(t, op, name).map(Cow::Owned)
             }
+        }
+    }
+
+    /// The ids as host rows, of any lengths: host ids cut into their `B` rows,
+    /// rows as given, a `(B, T)` u32 tensor read back (blocking; native only).
+    pub(crate) fn to_rows(self, op: &'static str, name: &str) -> Result<Vec<Vec<u32>>> {
+        match self {
+            TokenIds::Rows(rows) => Ok(rows.to_vec()),
+            TokenIds::Tensor(t) => {
+                let [_, len] = tensor_shape(t, op, name)?;
+                Ok(split_rows(&self.to_host(op, name)?, len))
+            }
+            TokenIds::Host {
+                shape: [_, len], ..
+            } => Ok(split_rows(&self.to_host(op, name)?, len)),
+        }
+    }
+
+    /// [`TokenIds::to_rows`] with an asynchronous readback of a tensor (the
+    /// browser's only kind).
+    pub(crate) async fn to_rows_async(self, op: &'static str, name: &str) -> Result<Vec<Vec<u32>>> {
+        match self {
+            TokenIds::Tensor(t) => {
+                t.expect_dtype(op, name, DType::U32)?;
+                let [_, len] = tensor_shape(t, op, name)?;
+                Ok(split_rows(&t.to_vec_u32_async().await?, len))
+            }
+            other => other.to_rows(op, name),
         }
     }
 
@@ -163,6 +218,7 @@ impl<'a> TokenIds<'a> {
     pub(crate) fn one_sequence(self, op: &'static str, name: &str) -> Result<Cow<'a, [u32]>> {
         let rows = match self {
             TokenIds::Host { shape, .. } => shape[0],
+            TokenIds::Rows(rows) => rows.len(),
             TokenIds::Tensor(t) if t.rank() == 2 => t.dim(0),
             TokenIds::Tensor(t) if t.rank() == 1 => 1,
             TokenIds::Tensor(t) => {
@@ -183,6 +239,42 @@ impl<'a> TokenIds<'a> {
         }
         self.to_host(op, name)
     }
+}
+
+/// Rows of one length as row-major ids and their `[B, T]` shape; rows of
+/// different lengths are refused (only translation pads them).
+fn flatten_rows(rows: &[Vec<u32>], op: &'static str, name: &str) -> Result<(Vec<u32>, [usize; 2])> {
+    let len = rows.first().map_or(0, Vec::len);
+    if let Some((i, row)) = rows.iter().enumerate().find(|(_, r)| r.len() != len) {
+        return Err(Error::shape(
+            op,
+            format!(
+                "{name}: row 0 has {len} ids but row {i} has {}; give rows of one length \
+                 (pad them, and mask or ignore the padding)",
+                row.len()
+            ),
+        ));
+    }
+    Ok((rows.concat(), [rows.len(), len]))
+}
+
+/// The `[B, T]` shape of a token-id tensor, or a shape error.
+fn tensor_shape(t: &Tensor, op: &'static str, name: &str) -> Result<[usize; 2]> {
+    match *t.shape() {
+        [b, len] => Ok([b, len]),
+        ref shape => Err(Error::shape(
+            op,
+            format!("{name} has shape {shape:?}; expected (B, T) token ids"),
+        )),
+    }
+}
+
+/// Row-major ids cut into rows of `len` (none when `len` is 0).
+fn split_rows(ids: &[u32], len: usize) -> Vec<Vec<u32>> {
+    if len == 0 {
+        return Vec::new();
+    }
+    ids.chunks(len).map(<[u32]>::to_vec).collect()
 }
 
 /// A u32 tensor's values (blocking readback; the browser has none).

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use wgformer::autograd::{Param, Tape};
 use wgformer::checkpoint::{checkpoint_tokenizer, load_optimizer, SaveOptions};
-use wgformer::data::{BpeTokenizer, CharTokenizer, TokenStream, Tokenizer, Utf8Stream};
+use wgformer::data::{
+    load_tokenizer, BpeTokenizer, CharTokenizer, TokenStream, Tokenizer, Utf8Stream,
+};
 use wgformer::generate::{GenerateOptions, SamplingOptions, StopReason};
 use wgformer::kernels::cross_entropy::CrossEntropyOptions;
 use wgformer::nn::{
@@ -17,6 +19,8 @@ use wgformer::nn::{
 };
 use wgformer::optim::{Optimizer, OptimizerKind, OptimizerOptions, StepOptions};
 use wgformer::rng::SplitMix64;
+use wgformer::train::read_log;
+use wgformer::web::demo::{CharGpt, DemoConfig};
 use wgformer::{reference, wgpu, Error, ErrorKind, Gpu, Tensor};
 
 fn gpu() -> Gpu {
@@ -64,6 +68,59 @@ fn tiny_gpt_config(vocab_size: usize) -> GptConfig {
 
 // ---------------------------------------------------------------------------
 // Save and load in one call each.
+
+/// The variable that hands the child process its checkpoint directory.
+const CHILD_CHECKPOINT: &str = "WGFORMER_LIBRARY_CHILD_CHECKPOINT";
+
+/// Runs this test binary again, as a new process, for
+/// [`child_process_loads_a_checkpoint_and_prints_its_logits`] on `dir`; returns the
+/// bits of the logits it printed.
+fn logits_bits_in_a_child_process(dir: &std::path::Path) -> Vec<u32> {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "child_process_loads_a_checkpoint_and_prints_its_logits",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_CHECKPOINT, dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("LOGITS "))
+        .unwrap_or_else(|| panic!("the child printed no logits: {stdout}"));
+    line.split(' ').map(|x| x.parse().unwrap()).collect()
+}
+
+/// The child side of [`logits_bits_in_a_child_process`]: loads the checkpoint
+/// and its tokenizer, and prints the logits of the round-trip test's inputs as
+/// bits. Does nothing without the variable (a plain `cargo test -- --ignored`).
+#[test]
+#[ignore = "helper: run in a child process by the save/load round-trip test"]
+fn child_process_loads_a_checkpoint_and_prints_its_logits() {
+    let Some(dir) = std::env::var_os(CHILD_CHECKPOINT) else {
+        return;
+    };
+    let gpu = Gpu::new().unwrap();
+    let model = Gpt::load(&gpu, &dir).unwrap();
+    let ids = model.load_tokenizer(&dir).unwrap().encode(MULTIBYTE);
+    let (b, t) = (2, 8);
+    let logits = model
+        .logits((&ids[..b * t], [b, t]))
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    let bits: Vec<String> = logits.iter().map(|x| x.to_bits().to_string()).collect();
+    println!("LOGITS {}", bits.join(" "));
+}
 
 #[test]
 fn train_save_load_gives_identical_logits_tokenizer_and_optimizer_state() {
@@ -117,6 +174,12 @@ fn train_save_load_gives_identical_logits_tokenizer_and_optimizer_state() {
         before.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
         after.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
         "logits after load differ bit for bit"
+    );
+    // And in a fresh process, which shares nothing with this one but the files.
+    assert_eq!(
+        logits_bits_in_a_child_process(&dir),
+        before.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        "logits loaded in another process differ bit for bit"
     );
     let tok = loaded.load_tokenizer(&dir).unwrap();
     assert_eq!(tok.encode(MULTIBYTE), ids);
@@ -772,4 +835,156 @@ fn error_kind_invalid_argument_for_ids_outside_the_vocabulary() {
         err.kind() == ErrorKind::InvalidArgument && err.to_string().contains("n_head"),
         "{err}"
     );
+}
+
+/// A tokenizer directory written by wgformer, its main file then changed by `damage`.
+fn damaged_tokenizer(name: &str, tokenizer: &dyn Tokenizer, file: &str, damage: &[u8]) -> PathBuf {
+    let dir = scratch(&format!("error-tokenizer-{name}"));
+    tokenizer.save(&dir).unwrap();
+    assert!(dir.join(file).is_file(), "{name}: {file} was written");
+    std::fs::write(dir.join(file), damage).unwrap();
+    dir
+}
+
+#[test]
+fn error_kinds_of_damaged_foreign_and_missing_tokenizer_files() {
+    let bpe = BpeTokenizer::train(&MULTIBYTE.repeat(2), 270).unwrap();
+    let chars = CharTokenizer::from_text("abc").unwrap();
+    let kind_of = |dir: &PathBuf| {
+        let err = load_tokenizer(dir).err().expect("refused");
+        (err.kind(), err.to_string())
+    };
+    // Damaged: a truncated tokenizer.json, invalid UTF-8 in vocab.json, a
+    // char tokenizer that is not JSON. Corrupt, naming the file.
+    let dir = damaged_tokenizer("bpe-json", &bpe, "tokenizer.json", b"{\"model\": {\"type\"");
+    let (kind, msg) = kind_of(&dir);
+    assert_eq!(kind, ErrorKind::Corrupt, "{msg}");
+    assert!(msg.contains("tokenizer.json"), "{msg}");
+    let dir = damaged_tokenizer("bpe-vocab", &bpe, "vocab.json", b"{\"a\": 0, \"\xff\": 1}");
+    std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
+    let (kind, msg) = kind_of(&dir);
+    assert_eq!(kind, ErrorKind::Corrupt, "{msg}");
+    assert!(msg.contains("vocab.json") && msg.contains("UTF-8"), "{msg}");
+    let dir = damaged_tokenizer("char", &chars, "char_tokenizer.json", b"[1, 2");
+    let (kind, msg) = kind_of(&dir);
+    assert_eq!(kind, ErrorKind::Corrupt, "{msg}");
+    assert!(msg.contains("char_tokenizer.json"), "{msg}");
+
+    // Well formed but another kind: a WordPiece tokenizer.json, a char
+    // tokenizer of a newer version. Incompatible.
+    let wordpiece = br#"{"model": {"type": "WordPiece", "vocab": {"a": 0}}}"#;
+    let dir = damaged_tokenizer("wordpiece", &bpe, "tokenizer.json", wordpiece);
+    let (kind, msg) = kind_of(&dir);
+    assert_eq!(kind, ErrorKind::Incompatible, "{msg}");
+    assert!(msg.contains("WordPiece"), "{msg}");
+    let dir = scratch("error-tokenizer-char-v2");
+    chars.save(&dir).unwrap();
+    let file = dir.join("char_tokenizer.json");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let newer = text.replace("\"version\": 1", "\"version\": 2");
+    assert_ne!(
+        newer, text,
+        "char_tokenizer.json spells its version as expected"
+    );
+    std::fs::write(&file, newer).unwrap();
+    let (kind, msg) = kind_of(&dir);
+    assert_eq!(kind, ErrorKind::Incompatible, "{msg}");
+    assert!(msg.contains("version 2"), "{msg}");
+
+    // Missing: a directory without a tokenizer, a BPE without its merges.
+    let (kind, msg) = kind_of(&scratch("error-tokenizer-none"));
+    assert_eq!(kind, ErrorKind::NotFound, "{msg}");
+    let dir = scratch("error-tokenizer-half");
+    bpe.save(&dir).unwrap();
+    std::fs::remove_file(dir.join("tokenizer.json")).unwrap();
+    std::fs::remove_file(dir.join("merges.txt")).unwrap();
+    let (kind, msg) = kind_of(&dir);
+    assert_eq!(kind, ErrorKind::NotFound, "{msg}");
+    assert!(msg.contains("merges.txt"), "{msg}");
+}
+
+#[test]
+fn error_kind_not_found_and_corrupt_for_logs_and_configs() {
+    let root = scratch("error-files");
+    let missing = root.join("absent.json");
+    let err = TransformerConfig::from_json_file(&missing).err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    let err = read_log(&missing).err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    // A log with a damaged line: Corrupt, naming the line.
+    let log = root.join("run.train.jsonl");
+    std::fs::write(&log, "{\"step\": 1}\n{\"step\": 2, \"lo\n").unwrap();
+    let err = read_log(&log).err().unwrap();
+    assert!(
+        err.kind() == ErrorKind::Corrupt && err.to_string().contains("line 2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn error_kind_io_when_the_operating_system_refuses_a_read() {
+    // A directory where a file is expected: it exists, but cannot be read as one.
+    let dir = scratch("error-io");
+    let err = read_log(&dir).err().unwrap();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Io);
+}
+
+#[test]
+fn error_kind_too_large_for_the_web_demos_memory_budget() {
+    let gpu = gpu();
+    // 24 layers of width 1024: ~300M parameters, ~4.8 GB with Adam's state,
+    // over the demo's 1 GiB budget; every single tensor stays small (batch 1,
+    // context 8), so it is the budget that refuses, before any allocation.
+    let config = DemoConfig {
+        n_layer: 24,
+        n_embd: 1024,
+        n_head: 16,
+        context: 8,
+        batch: 1,
+        ..DemoConfig::default()
+    };
+    let err = CharGpt::new(&gpu, "a short text, long enough", config)
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::ModelTooLarge { .. }), "{err}");
+    assert_eq!(err.kind(), ErrorKind::TooLarge);
+    assert!(err.to_string().contains("the demo allows"), "{err}");
+}
+
+#[test]
+fn error_kind_invalid_argument_for_tensors_of_another_gpu() {
+    let (ours, theirs) = (gpu(), Gpu::new().unwrap());
+    let a = Tensor::from_slice(&ours, &[1.0, 2.0, 3.0, 4.0], &[4]).unwrap();
+    let b = Tensor::zeros(&theirs, &[4]).unwrap();
+    for err in [
+        ours.copy(&a, &b).err().unwrap(),
+        ours.copy(&b, &a).err().unwrap(),
+        wgformer::kernels::elementwise::add(&a, &b).err().unwrap(),
+    ] {
+        assert!(
+            err.kind() == ErrorKind::InvalidArgument && err.to_string().contains("another Gpu"),
+            "{err}"
+        );
+    }
+    // The same copy within one Gpu works, and nothing was written before.
+    let c = Tensor::zeros(&ours, &[4]).unwrap();
+    ours.copy(&a, &c).unwrap();
+    assert_eq!(c.to_vec().unwrap(), [1.0, 2.0, 3.0, 4.0]);
+    assert_eq!(b.to_vec().unwrap(), [0.0; 4]);
+}
+
+#[test]
+fn error_kind_invalid_argument_for_a_clipping_norm_that_is_not_positive() {
+    let gpu = gpu();
+    let p = Param::new("w", Tensor::zeros(&gpu, &[2]).unwrap());
+    for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        let err = Optimizer::new(&gpu, vec![p.clone()], OptimizerKind::gpt_adamw(), Some(bad))
+            .err()
+            .unwrap();
+        assert!(
+            err.kind() == ErrorKind::InvalidArgument && err.to_string().contains("max_grad_norm"),
+            "{bad}: {err}"
+        );
+    }
 }

@@ -11,10 +11,11 @@ use common::{fails, ok, wgformer, TempDir};
 use std::path::{Path, PathBuf};
 
 use wgformer::data::prepare::{prepare, PrepareOptions};
-use wgformer::data::shards::{Shard, TokenDtype, TokenizerId};
+use wgformer::data::shards::{Shard, ShardSet, TokenDtype, TokenizerId};
 use wgformer::data::token_data::TokenData;
 use wgformer::data::{load_tokenizer, BpeTokenizer, CharTokenizer, Split, TextDataset, Tokenizer};
 use wgformer::rng::SplitMix64;
+use wgformer::ErrorKind;
 
 /// Lines of prose with the whitespace that matters to GPT-2's pre-tokenizer:
 /// blank lines, indents, trailing spaces, tabs, runs of spaces, non-ASCII text.
@@ -65,7 +66,7 @@ fn shard_ids(dir: &Path, split: &str) -> Vec<u32> {
     for path in wgformer::data::shards::shard_paths(dir, split).unwrap() {
         let shard = Shard::open(&path).unwrap();
         let mut part = vec![0u32; shard.len()];
-        shard.copy(0, &mut part);
+        shard.copy(0, &mut part).unwrap();
         ids.extend(part);
     }
     ids
@@ -119,12 +120,57 @@ fn batches_match(text: &str, tok: &dyn Tokenizer) {
     assert_eq!(shards.train_windows(seq), memory.train_windows(seq));
     for i in [0, 1, 7, memory.train_windows(seq) - 1] {
         let (mut x, mut y) = (vec![0; seq], vec![0; seq]);
-        shards.copy_train_window(i, &mut x, &mut y);
-        let (mx, my) = memory.train_window(i, seq);
+        shards.copy_train_window(i, &mut x, &mut y).unwrap();
+        let (mx, my) = memory.train_window(i, seq).unwrap();
         assert_eq!((x.as_slice(), y.as_slice()), (mx, my), "window {i}");
-        memory_data.copy_train_window(i, &mut x, &mut y);
+        memory_data.copy_train_window(i, &mut x, &mut y).unwrap();
         assert_eq!((x.as_slice(), y.as_slice()), (mx, my), "window {i}");
     }
+    // A window past the end is an error naming the count, not a panic.
+    let past = memory.train_windows(seq);
+    let (mut x, mut y) = (vec![0; seq], vec![0; seq]);
+    for data in [&shards, &memory_data] {
+        let e = data.copy_train_window(past, &mut x, &mut y).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+        assert!(
+            e.to_string().contains(&format!("holds {past} windows")),
+            "{e}"
+        );
+    }
+    let e = memory.train_window(past, seq).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+}
+
+#[test]
+fn ids_outside_a_shard_are_errors_not_panics() {
+    let dir = TempDir::new("shards-range");
+    let text = corpus(40);
+    let tok = CharTokenizer::from_text(&text).unwrap();
+    let data = prepared(&text, &tok, &dir, 0.2);
+    let paths = wgformer::data::shards::shard_paths(&data, "train").unwrap();
+    let shard = Shard::open(&paths[0]).unwrap();
+    let n = shard.len();
+    let ids = tok.encode(&text);
+    // In range: the text's own ids (the first shard starts the text).
+    assert_eq!(shard.id(n - 1).unwrap(), ids[n - 1]);
+    let mut out = vec![0; 3];
+    shard.copy(n - 3, &mut out).unwrap();
+    assert_eq!(out, ids[n - 3..n]);
+    // Past the end, and a range whose end overflows: InvalidArgument naming the length.
+    for e in [
+        shard.id(n).unwrap_err(),
+        shard.copy(n - 2, &mut out).unwrap_err(),
+        shard.copy(usize::MAX, &mut out).unwrap_err(),
+    ] {
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+        assert!(e.to_string().contains(&format!("its {n} ids")), "{e}");
+    }
+    let set = ShardSet::open(&paths).unwrap();
+    let mut all = vec![0; set.len()];
+    set.copy(0, &mut all).unwrap();
+    assert_eq!(all, ids[..set.len()]);
+    let e = set.copy(1, &mut all).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
 }
 
 #[test]
@@ -276,11 +322,18 @@ fn damaged(name: &str, damage: impl FnOnce(&Path)) -> (TempDir, PathBuf, CharTok
     (dir, data, tok)
 }
 
-fn refused(data: &Path, tok: &dyn Tokenizer) -> String {
-    TokenData::load(data, None, tok, 0.1)
+/// The message of the refusal, checked to be of `kind`.
+fn refused_as(kind: ErrorKind, data: &Path, tok: &dyn Tokenizer) -> String {
+    let e = TokenData::load(data, None, tok, 0.1)
         .err()
-        .expect("a damaged shard is refused")
-        .to_string()
+        .expect("a damaged shard is refused");
+    assert_eq!(e.kind(), kind, "{e}");
+    e.to_string()
+}
+
+/// A damaged shard's refusal: [`ErrorKind::Corrupt`].
+fn refused(data: &Path, tok: &dyn Tokenizer) -> String {
+    refused_as(ErrorKind::Corrupt, data, tok)
 }
 
 #[test]
@@ -328,13 +381,13 @@ fn damaged_shards_are_refused_naming_the_file_and_the_fault() {
         bytes[at + key.len() - 1] = b'9';
         std::fs::write(p, bytes).unwrap();
     });
-    let err = refused(&data, &tok);
+    let err = refused_as(ErrorKind::Incompatible, &data, &tok);
     assert!(err.contains(name) && err.contains("version 9"), "{err}");
 
     // A tokenizer other than the one the shards were made with.
     let (_d, data, _) = damaged("shards-tokenizer", |_| {});
     let other = CharTokenizer::from_text("abc").unwrap();
-    let err = refused(&data, &other);
+    let err = refused_as(ErrorKind::Incompatible, &data, &other);
     assert!(
         err.contains("train_000000.bin") && err.contains("was made by a char tokenizer"),
         "{err}"

@@ -46,7 +46,7 @@ const hints = {
   OutOfMemory:
     "The GPU ran out of memory. Build a smaller model (lower the batch, context or width) and try again.",
   TooLarge:
-    "One tensor would exceed what this GPU allows in a single binding. Lower the batch or the context and build the model again.",
+    "The model would exceed what this GPU allows in one binding, or the demo's memory budget (the message says which). Lower the batch, the context or the width and build the model again.",
   InvalidInput: "Change the input named above and try again.",
   NoAdapter:
     "The browser has WebGPU but offered no adapter: the GPU may be blocklisted or hardware acceleration switched off.",
@@ -65,6 +65,13 @@ function showError(err) {
     DeviceLost: "GPU device lost",
     OutOfMemory: "Out of GPU memory",
     TooLarge: "Too large for this GPU",
+    Unsupported: "Not supported by this GPU",
+    GpuError: "GPU error",
+    NoAdapter: "No GPU adapter",
+    NotFound: "Not found",
+    Corrupt: "Damaged file",
+    Incompatible: "Incompatible file",
+    IoError: "File error",
     InvalidInput: "Invalid input",
     RuntimeError: "Internal error",
   }[kind] || "Error";

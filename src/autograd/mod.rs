@@ -13,6 +13,17 @@
 //! runs its matmuls on f16 operands ([`HalfWeights`]) and
 //! [`Tape::backward_scaled`] seeds the backward pass with the loss scale.
 //! Kernels know nothing of any of this.
+//!
+//! # Errors
+//!
+//! An op on the tape runs the kernels of its forward pass at once (and those of
+//! its backward pass in [`Tape::backward`]), so it fails as
+//! [every kernel](crate::kernels#errors) does: inputs of the wrong dtype or
+//! shape are [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument),
+//! an output over the device's binding limit
+//! [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge), a pipeline that cannot be
+//! built [`ErrorKind::Device`](crate::ErrorKind::Device). Each op's doc names
+//! what else it checks.
 
 mod backward;
 mod mixed;

@@ -11,6 +11,9 @@ use crate::tensor::Tensor;
 
 impl Tape {
     /// alpha * op(A) op(B) (see [`crate::kernels::gemm::gemm`] for shapes).
+    ///
+    /// # Errors
+    /// As [`gemm`] for the shapes and options; on a mixed-precision tape also as its f16 casts.
     pub fn matmul(
         &self,
         a: &Var,
@@ -49,6 +52,10 @@ impl Tape {
     }
 
     /// y = x W (+ b): x (.., IN), W (IN, OUT), b (OUT); bias fused into the GEMM.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `x`'s last axis is
+    /// not W's IN or `b` is not (OUT); otherwise as [`Tape::matmul`].
     pub fn linear(&self, x: &Var, w: &Var, b: Option<&Var>) -> Result<Var> {
         let x2 = rows_of(x, w.shape().first().copied().unwrap_or(0), "linear")?;
         let opts = GemmOptions {
@@ -86,6 +93,9 @@ impl Tape {
     }
 
     /// a + b, b's shape a suffix of a's (bias, residual).
+    ///
+    /// # Errors
+    /// As [`elementwise::add`].
     pub fn add(&self, a: &Var, b: &Var) -> Result<Var> {
         let y = elementwise::add(&a.value, &b.value)?;
         Ok(self.record(
@@ -98,6 +108,9 @@ impl Tape {
     }
 
     /// a * b, b's shape a suffix of a's.
+    ///
+    /// # Errors
+    /// As [`elementwise::mul`].
     pub fn mul(&self, a: &Var, b: &Var) -> Result<Var> {
         let y = elementwise::mul(&a.value, &b.value)?;
         Ok(self.record(
@@ -110,12 +123,19 @@ impl Tape {
     }
 
     /// `x * s` for a scalar `s`.
+    ///
+    /// # Errors
+    /// As [`elementwise::scale`].
     pub fn scale(&self, x: &Var, s: f32) -> Result<Var> {
         let y = elementwise::scale(&x.value, s)?;
         Ok(self.record(y, Op::Scale { x: x.clone(), s }))
     }
 
     /// `x` with a new shape of the same element count (shares the buffer).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) ([`Error::Shape`]) when
+    /// `shape` holds another element count.
     pub fn reshape(&self, x: &Var, shape: &[usize]) -> Result<Var> {
         let y = x.value.reshape(shape)?;
         Ok(self.record(y, Op::Reshape { x: x.clone() }))
@@ -123,6 +143,10 @@ impl Tape {
 
     /// Inverted dropout with drop probability `p` (identity when p = 0 or when
     /// the tape is not recording, i.e. at inference).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `p` is not in [0, 1);
+    /// otherwise as [`elementwise::dropout_with`].
     pub fn dropout(&self, x: &Var, p: f32, seed: u32) -> Result<Var> {
         let mask = DropoutMask::new(p, seed)?;
         if p == 0.0 || !self.is_recording() {
@@ -133,6 +157,10 @@ impl Tape {
     }
 
     /// Sum of all elements, shape \[1\].
+    ///
+    /// # Errors
+    /// As [`reduce`] ([`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `x` is
+    /// not f32).
     pub fn sum_all(&self, x: &Var) -> Result<Var> {
         let flat = x.value.reshape(&[x.value.numel()])?;
         let s = reduce(&flat, 0, Reduce::Sum)?.reshape(&[1])?;
@@ -142,6 +170,9 @@ impl Tape {
 
 impl Tape {
     /// GELU: the tanh form of GPT-2 (`tanh = true`) or the exact erf form.
+    ///
+    /// # Errors
+    /// As [`elementwise::gelu_tanh`] / [`elementwise::gelu_erf`].
     pub fn gelu(&self, x: &Var, tanh: bool) -> Result<Var> {
         let y = if tanh {
             elementwise::gelu_tanh(&x.value)?
@@ -152,12 +183,18 @@ impl Tape {
     }
 
     /// `max(x, 0)` elementwise.
+    ///
+    /// # Errors
+    /// As [`elementwise::relu`].
     pub fn relu(&self, x: &Var) -> Result<Var> {
         let y = elementwise::relu(&x.value)?;
         Ok(self.record(y, Op::Relu { x: x.clone() }))
     }
 
     /// table (V, C) gathered by u32 ids (any shape) -> (ids.., C).
+    ///
+    /// # Errors
+    /// As [`embedding::embedding`].
     pub fn embedding(&self, table: &Var, ids: &Tensor) -> Result<Var> {
         let y = embedding::embedding(&table.value, ids)?;
         Ok(self.record(
@@ -170,6 +207,9 @@ impl Tape {
     }
 
     /// wte\[ids\] + wpe\[t\]: ids (B, T), wte (V, C), wpe (Tmax, C) -> (B, T, C).
+    ///
+    /// # Errors
+    /// As [`embedding::token_position_embedding`].
     pub fn token_position_embedding(&self, wte: &Var, wpe: &Var, ids: &Tensor) -> Result<Var> {
         let y = embedding::token_position_embedding(&wte.value, &wpe.value, ids)?;
         Ok(self.record(

@@ -11,6 +11,9 @@ use crate::tensor::Tensor;
 
 impl Tape {
     /// RMSNorm over the last axis with gain `w` (C).
+    ///
+    /// # Errors
+    /// As [`rmsnorm`](crate::kernels::rmsnorm::rmsnorm).
     pub fn rmsnorm(&self, x: &Var, w: &Var, eps: f32) -> Result<Var> {
         let (y, rstd) = rmsnorm(&x.value, &w.value, eps)?;
         Ok(self.record(
@@ -24,6 +27,9 @@ impl Tape {
     }
 
     /// `silu(gate) * up`, elementwise.
+    ///
+    /// # Errors
+    /// As [`swiglu`](crate::kernels::swiglu::swiglu).
     pub fn swiglu(&self, gate: &Var, up: &Var) -> Result<Var> {
         let y = swiglu(&gate.value, &up.value)?;
         Ok(self.record(
@@ -38,6 +44,9 @@ impl Tape {
     /// q (B, T, NH HS), k and v (B, T, NKV HS) -> packed `[q | k | v]` rows, q and
     /// k rotated for positions `pos0..` by `table` (`kernels::rope::rope_table`),
     /// k and v expanded to NH heads when `heads.expand` (see `kernels::rope`).
+    ///
+    /// # Errors
+    /// As [`rope_qkv`](crate::kernels::rope::rope_qkv).
     pub fn rope_qkv(
         &self,
         (q, k, v): (&Var, &Var, &Var),

@@ -28,6 +28,9 @@ pub struct Masking {
 
 impl Tape {
     /// LayerNorm over the last axis with gain `w` and bias `b` (C).
+    ///
+    /// # Errors
+    /// As [`layernorm`](crate::kernels::layernorm::layernorm).
     pub fn layernorm(&self, x: &Var, w: &Var, b: &Var, eps: f32) -> Result<Var> {
         let (y, mean, rstd) = layernorm(&x.value, &w.value, &b.value, eps)?;
         Ok(self.record(
@@ -43,6 +46,10 @@ impl Tape {
     }
 
     /// Softmax over the last axis of scale * x; masks need x (B, NH, Tq, Tk).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for a sparse pattern (the
+    /// attention ops apply those); otherwise as [`softmax`](crate::kernels::softmax::softmax).
     pub fn softmax(&self, x: &Var, scale: f32, masking: &Masking) -> Result<Var> {
         if !masking.pattern.is_dense() {
             return Err(Error::invalid(
@@ -111,7 +118,9 @@ impl Tape {
         let mean = crate::kernels::elementwise::scale(&total, inv_count)?;
         let targets = match given {
             TokenIds::Tensor(t) => t.reshape(&[rows])?,
-            TokenIds::Host { .. } => Tensor::from_u32(logits.value.gpu(), &targets, &[rows])?,
+            TokenIds::Host { .. } | TokenIds::Rows(_) => {
+                Tensor::from_u32(logits.value.gpu(), &targets, &[rows])?
+            }
         };
         Ok(self.record(
             mean,
@@ -128,6 +137,12 @@ impl Tape {
     /// Causal or bidirectional self-attention from a packed projection
     /// qkv (B, T, 3C) laid out [q | k | v]: fused flash attention over `nh` heads,
     /// scale 1/sqrt(HS). Returns (B, T, C) with the heads merged.
+    ///
+    /// # Errors
+    /// As [`split_qkv`](crate::kernels::permute::split_qkv) and the attention kernels
+    /// ([`attention_fwd`](crate::kernels::attention::attention_fwd)):
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `qkv` is not f32 (B,
+    /// T, 3C) with `nh` dividing C, or the masks do not fit.
     pub fn self_attention(&self, qkv: &Var, nh: usize, masking: &Masking) -> Result<Var> {
         let (q, k, v) = split_qkv(&qkv.value, nh)?;
         self.attend(
@@ -142,6 +157,11 @@ impl Tape {
 
     /// Cross-attention (or self-attention with separate projections): q (B, Tq, C),
     /// k and v (B, Tk, C), `nh` heads. Returns (B, Tq, C).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `q`, `k`, `v` are not
+    /// f32 (B, T, C) with `nh` dividing C, one B and one C, or the masks do not fit; otherwise as
+    /// the attention kernels.
     pub fn attention(
         &self,
         q: &Var,
@@ -168,6 +188,11 @@ impl Tape {
     /// Cross-attention with the keys and values in one projection: q (B, Tq, C)
     /// from the decoder, kv (B, Tk, 2C) laid out [k | v] from the encoder output,
     /// `nh` heads. Returns (B, Tq, C).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `q` is not f32 (B,
+    /// Tq, C), `kv` not (B, Tk, 2C) for the same B and C, `nh` does not divide C, or the masks do
+    /// not fit; otherwise as the attention kernels.
     pub fn cross_attention(&self, q: &Var, kv: &Var, nh: usize, masking: &Masking) -> Result<Var> {
         let qh = split_heads(&q.value, nh)?;
         let (kh, vh) = kv_split(&kv.value, nh)?;

@@ -82,6 +82,10 @@ impl Tape {
     /// step), and backward casts the gradients that feed them to f16, flagging
     /// overflow in the loss scaler's state. Everything else stays f32 (see
     /// [`HalfWeights`]). Needs shader-f16.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Device`](crate::ErrorKind::Device) ([`Error::Unsupported`]) when the adapter
+    /// lacks shader-f16.
     pub fn mixed(gpu: &Gpu, half: &HalfWeights) -> Result<Tape> {
         super::mixed::require_f16(gpu)?;
         let t = Tape::new(gpu);
@@ -158,6 +162,9 @@ impl Tape {
     /// A weight matrix as the model uses it: [`Tape::param`], plus
     /// `scale * delta(A, B)` when a LoRA adapter is attached (see
     /// [`super::LoraFactors`]). The frozen base gets no gradient; `A` and `B` do.
+    ///
+    /// # Errors
+    /// With a LoRA adapter: as [`Tape::matmul`] for the factors' product. Without: never.
     pub fn weight(&self, param: &Param) -> Result<Var> {
         let w = self.param(param);
         let Some(lora) = param.lora() else {
@@ -190,6 +197,11 @@ impl Tape {
     /// Back-propagates from `loss` (seed gradient 1 for every element) and adds
     /// the gradients of every parameter reached into its `grad`. Consumes the
     /// record: saved activations are released when this returns.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `loss` depends on no
+    /// trainable parameter (or the tape records nothing); otherwise as the backward kernels ([every
+    /// kernel](crate::kernels#errors)).
     pub fn backward(&self, loss: &Var) -> Result<()> {
         let seed = Tensor::ones(&self.gpu, loss.shape())?;
         self.backward_seeded(loss, seed)
@@ -200,6 +212,9 @@ impl Tape {
     /// multiplied by the scale, which the optimiser divides out
     /// ([`crate::optim::Optimizer::set_grad_scaler`]). The scale is copied on
     /// the GPU; nothing is read back.
+    ///
+    /// # Errors
+    /// As [`Tape::backward`].
     pub fn backward_scaled(&self, loss: &Var, scaler: &GradScaler) -> Result<()> {
         let seed = scaler.seed(loss.shape())?;
         self.backward_seeded(loss, seed)
@@ -230,6 +245,10 @@ impl Tape {
     /// made of ([`PerExampleGrads`]); no parameter gradient is summed over the
     /// batch. Errors when a parameter enters an op whose per-example gradient is
     /// not implemented.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) on a mixed-precision tape;
+    /// otherwise as [`Tape::backward`].
     pub fn backward_per_example(&self, loss: &Var, examples: usize) -> Result<PerExampleGrads> {
         if self.half().is_some() {
             return Err(Error::invalid(

@@ -13,6 +13,18 @@ use std::path::{Path, PathBuf};
 /// Saves a checkpoint into directory `dir` atomically (see the module doc). `dir`
 /// may exist only as an earlier wgformer checkpoint (or empty): anything else is
 /// refused rather than replaced.
+///
+/// # Errors
+/// - [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible) when `dir` (or its `.tmp` / `.old`
+///   sibling) holds something other than a wgformer checkpoint (it is not replaced), or the path
+///   does not end in a directory name.
+/// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when two parameters share a
+///   name.
+/// - [`ErrorKind::Device`](crate::ErrorKind::Device) when the weights or optimiser state cannot be
+///   read back from the GPU.
+/// - [`ErrorKind::Io`](crate::ErrorKind::Io) when a file or directory cannot be written, synced or
+///   renamed.
+/// - The `extra_files` hook's own errors.
 pub fn save_checkpoint<C: ModelConfig>(dir: &Path, contents: &CheckpointContents<C>) -> Result<()> {
     let (tmp, old) = siblings(dir)?;
     recover(dir)?;
@@ -92,6 +104,11 @@ pub fn checkpoint_dir(path: &Path) -> &Path {
 /// The directory a loader reads for checkpoint `dir` (or for its weights file,
 /// see [`checkpoint_dir`]): `dir` itself, or `dir.old` when a save was
 /// interrupted between its two renames. Writes nothing.
+///
+/// # Errors
+/// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when there is no checkpoint at `dir` (nor a
+/// `dir.old` an interrupted save left); [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible)
+/// when `dir` is a file or its path does not end in a directory name.
 pub fn resolve(dir: &Path) -> Result<PathBuf> {
     let dir = checkpoint_dir(dir);
     if dir.is_dir() {
@@ -123,6 +140,11 @@ pub fn resolve(dir: &Path) -> Result<PathBuf> {
 /// Finishes what an interrupted save left: restores `dir.old` to `dir` when `dir`
 /// is missing, then deletes `dir.old` and `dir.tmp`. [`save_checkpoint`] calls it
 /// first; call it yourself only when no save into `dir` is running.
+///
+/// # Errors
+/// [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible) when the `.tmp` / `.old` name is
+/// taken by something other than a directory or the path does not end in a directory name;
+/// [`ErrorKind::Io`](crate::ErrorKind::Io) when a rename or removal fails.
 pub fn recover(dir: &Path) -> Result<()> {
     let (tmp, old) = siblings(dir)?;
     let parent = parent_of(dir);

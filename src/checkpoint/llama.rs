@@ -53,6 +53,9 @@ impl ModelConfig for LlamaConfig {
 
 /// Builds a [`Llama`] from a checkpoint directory (ours or Hugging Face's) and
 /// loads its weights strictly: [`Llama::load_with_report`].
+///
+/// # Errors
+/// As [`Llama::load`](crate::nn::Llama::load).
 pub fn load_llama(gpu: &Gpu, dir: &Path) -> Result<(Llama, LoadReport)> {
     Llama::load_with_report(gpu, dir)
 }

@@ -25,6 +25,16 @@ use std::path::{Path, PathBuf};
 /// refusing a checkpoint of another `model_type`, an unknown or missing field of
 /// our own configs, a newer format, and sizes the weights file beside it
 /// (`model.safetensors`) cannot hold.
+///
+/// # Errors
+/// - [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when there is no checkpoint or no
+///   `config.json` at `path`.
+/// - [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) when `config.json` is not a JSON object.
+/// - [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible) when it is of another `model_type`
+///   (or has none), a newer or unknown format version, a field that does not parse, an unknown
+///   field, an option wgformer does not implement, or describes more parameters than the weights
+///   beside it hold.
+/// - [`ErrorKind::Io`](crate::ErrorKind::Io) when it cannot be read.
 pub fn read_config<C: ModelConfig>(path: &Path) -> Result<C> {
     let path = checkpoint_dir(path);
     let path = if path.is_file() {
@@ -120,6 +130,11 @@ fn parse_config<C: ModelConfig>(path: &Path) -> Result<C> {
 
 /// The trainer state of a checkpoint (`None` when it has none, e.g. a model
 /// downloaded from Hugging Face).
+///
+/// # Errors
+/// As [`resolve`](super::resolve); [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) when
+/// `trainer_state.json` is not valid JSON; [`ErrorKind::Io`](crate::ErrorKind::Io) when it cannot
+/// be read.
 pub fn read_trainer_state(dir: &Path) -> Result<Option<Value>> {
     let path = resolve(dir)?.join(TRAINER_STATE_FILE);
     if !path.exists() {
@@ -140,6 +155,15 @@ pub fn read_trainer_state(dir: &Path) -> Result<Option<Value>> {
 /// before any parameter is written, so a refused file leaves the model as it was.
 /// The files are memory-mapped; each tensor is widened to f32 (from F16 or BF16)
 /// only as it is uploaded, so memory holds at most one tensor's f32 copy.
+///
+/// # Errors
+/// - [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when there are no weights at `path`.
+/// - [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) for a damaged file (malformed safetensors, a
+///   checksum mismatch, non-finite values).
+/// - [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible) (strict mode) for a missing, extra
+///   or misshapen tensor, or a dtype wgformer does not read.
+/// - [`ErrorKind::Device`](crate::ErrorKind::Device) when writing a parameter fails;
+///   [`ErrorKind::Io`](crate::ErrorKind::Io) when a file cannot be read.
 pub fn load_params(path: &Path, params: &[Param], mode: LoadMode) -> Result<LoadReport> {
     let st = if path.is_file() {
         Weights::open(path)?
@@ -262,6 +286,17 @@ fn non_finite(file: &Path, name: &str, i: usize, x: f32) -> Error {
 /// Restores an optimiser's state and step count from a checkpoint directory. Its
 /// parameters must match the checkpoint's by name and shape, and its kind must
 /// keep the same state (Adam and AdamW share theirs; SGD's differs).
+///
+/// # Errors
+/// - [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when the checkpoint has no optimiser
+///   state.
+/// - [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) for a damaged `optimizer.safetensors`
+///   (malformed, non-finite, bad metadata).
+/// - [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible) when its optimiser kind,
+///   parameters or shapes differ from `opt`'s.
+/// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for a saved loss scale that
+///   is not positive and finite; [`ErrorKind::Device`](crate::ErrorKind::Device) when writing the
+///   state fails; [`ErrorKind::Io`](crate::ErrorKind::Io) when a file cannot be read.
 pub fn load_optimizer(dir: &Path, opt: &mut Optimizer) -> Result<()> {
     let file = resolve(dir)?.join(OPTIMIZER_FILE);
     if !file.exists() {
@@ -356,6 +391,9 @@ pub fn load_optimizer(dir: &Path, opt: &mut Optimizer) -> Result<()> {
 
 /// Builds a [`Gpt`] from a checkpoint directory (ours or Hugging Face's GPT-2
 /// layout) and loads its weights strictly: the same as [`Gpt::load_with_report`].
+///
+/// # Errors
+/// As [`Gpt::load`](crate::nn::Gpt::load).
 pub fn load_gpt(gpu: &Gpu, dir: &Path) -> Result<(Gpt, LoadReport)> {
     Gpt::load_with_report(gpu, dir)
 }

@@ -166,6 +166,18 @@ fn adapter_scale(path: &Path, config: &Map<String, Value>) -> Result<(usize, f32
 /// `adapter_config.json`) to `params`, unmerged; returns the factor
 /// parameters, `A` then `B` per weight (None without an adapter). Every tensor
 /// must belong to a weight of `params` with matching shapes.
+///
+/// # Errors
+/// - [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) when `adapter_config.json` is not a JSON
+///   object or a factor is damaged.
+/// - [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when the config is there but the adapter
+///   weights are not.
+/// - [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible) for a rank, alpha or target
+///   wgformer does not read, a factor of the wrong shape, a weight the adapter names that the model
+///   lacks, or tensors that are not LoRA factors.
+/// - [`ErrorKind::Io`](crate::ErrorKind::Io) when a file cannot be read;
+///   [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when a factor exceeds the device's binding
+///   limit.
 pub fn load_adapters(dir: &Path, params: &[Param]) -> Result<Option<Vec<Param>>> {
     let config_path = dir.join(ADAPTER_CONFIG_FILE);
     if !config_path.is_file() {

@@ -125,6 +125,10 @@ pub trait ModelConfig: Serialize + DeserializeOwned {
     /// `config.json` files against the config read from it: they are not part of
     /// the config, so an edited value that asks for a model this one is not must
     /// be refused here, naming the field. By default they are not checked.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible) naming a field whose value asks
+    /// for another model (an implementation's choice; the default never errs).
     fn check_compat_fields(&self, path: &Path, fields: &Map<String, Value>) -> Result<()> {
         let _ = (path, fields);
         Ok(())
@@ -133,12 +137,22 @@ pub trait ModelConfig: Serialize + DeserializeOwned {
     /// weights file `weights`, holding `bytes` bytes of tensors, cannot hold: a config.json
     /// edited to absurd sizes is refused, naming them, before a model of that
     /// size is allocated. By default nothing is checked.
+    ///
+    /// # Errors
+    /// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) or
+    /// [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible) naming the sizes (an
+    /// implementation's choice; the default never errs).
     fn check_weights_file(&self, config: &Path, weights: &Path, bytes: u64) -> Result<()> {
         let _ = (config, weights, bytes);
         Ok(())
     }
     /// Reads a `config.json` of this `model_type` that another tool wrote (no
     /// `"wgformer_format"` field). By default such files are refused.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible) by default (wgformer reads only
+    /// its own configs of this type); an implementation that reads another tool's names the field
+    /// it cannot read.
     fn from_foreign(path: &Path, json: &Map<String, Value>) -> Result<Self> {
         let _ = json;
         Err(Error::incompatible(

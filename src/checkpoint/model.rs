@@ -56,6 +56,10 @@ fn save_model<C: ModelConfig>(
 
 /// Merges the LoRA adapter saved in checkpoint `dir`, if any, into `params`'
 /// weights; returns how many weights it changed.
+///
+/// # Errors
+/// As [`resolve`], [`load_adapters`](super::load_adapters) and
+/// [`lora::merge`](crate::nn::lora::merge).
 pub fn merge_saved_adapters(dir: &Path, params: &[Param]) -> Result<usize> {
     let dir = resolve(dir)?;
     match super::load_adapters(&dir, params)? {
@@ -123,6 +127,9 @@ macro_rules! checkpoint_methods {
 
             /// `load`, also returning what was loaded from which file (e.g. the
             /// Hugging Face buffers ignored, a tied `lm_head.weight`).
+            ///
+            /// # Errors
+            /// As [`Self::load`].
             pub fn load_with_report(
                 gpu: &Gpu,
                 dir: impl AsRef<Path>,
@@ -137,7 +144,10 @@ macro_rules! checkpoint_methods {
 
             /// The tokenizer saved with checkpoint `dir` (see
             /// [`SaveOptions::tokenizer`]), checked against this model's
-            /// vocabulary; errors as [`checkpoint_tokenizer`].
+            /// vocabulary.
+            ///
+            /// # Errors
+            /// As [`checkpoint_tokenizer`].
             pub fn load_tokenizer(&self, dir: impl AsRef<Path>) -> Result<Box<dyn Tokenizer>> {
                 checkpoint_tokenizer(dir.as_ref(), self.config.vocab_size)
             }

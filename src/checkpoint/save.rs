@@ -112,6 +112,10 @@ pub(super) fn write_contents<C: ModelConfig>(
 }
 
 /// The `config.json` object [`super::save_checkpoint`] writes for `config`.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the config does not
+/// serialise to a JSON object (a bug in a [`ModelConfig`] implementation, not in the values).
 pub fn config_json<C: ModelConfig>(config: &C) -> Result<Value> {
     let Value::Object(fields) =
         serde_json::to_value(config).map_err(|e| Error::invalid("config_json", e.to_string()))?

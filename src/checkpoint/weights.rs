@@ -22,6 +22,11 @@ impl Weights {
     /// Opens a `.safetensors` file, a shard index (`*.safetensors.index.json`), or
     /// the weights of checkpoint directory `dir` (its `model.safetensors`, else its
     /// `model.safetensors.index.json`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when there are no weights at `path`;
+    /// [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) for a damaged file or index (as
+    /// [`SafeTensors::read`]); [`ErrorKind::Io`](crate::ErrorKind::Io) when a file cannot be read.
     pub fn open(path: &Path) -> Result<Weights> {
         if path.is_file() {
             return if is_index(path) {
@@ -151,6 +156,10 @@ impl Weights {
     }
 
     /// A tensor's values as f32 (F16 and BF16 widened now, not before).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible) when no tensor is named `name`,
+    /// or it holds a dtype wgformer does not read.
     pub fn to_f32(&self, name: &str) -> Result<Vec<f32>> {
         match self.file(name) {
             Some(st) => st.to_f32(name),

@@ -180,14 +180,18 @@ pub fn token_budget_batches(
         groups.push(cur);
     }
     shuffle(&mut groups, &mut rng);
-    Ok(groups
+    groups
         .iter()
         .map(|g| pad_batch(pairs, g, specials))
-        .collect())
+        .collect()
 }
 
 /// Pads the pairs `rows` of `pairs` into one batch.
-fn pad_batch(pairs: &[(Vec<u32>, Vec<u32>)], rows: &[usize], sp: &SpecialTokens) -> PairBatch {
+fn pad_batch(
+    pairs: &[(Vec<u32>, Vec<u32>)],
+    rows: &[usize],
+    sp: &SpecialTokens,
+) -> Result<PairBatch> {
     let s_len = rows.iter().map(|&i| pairs[i].0.len()).max().unwrap_or(0);
     let t_len = rows
         .iter()
@@ -203,13 +207,38 @@ fn pad_batch(pairs: &[(Vec<u32>, Vec<u32>)], rows: &[usize], sp: &SpecialTokens)
 /// the pairs (DP-SGD's micro-batches). A slot past `rows` holds no pair: its
 /// targets are all padding (no loss) and its source one pad token that its key
 /// mask keeps (attention needs a key); `pair_index` lists the real rows only.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when a row is not an index of
+/// `pairs`, or its source is longer than `s_len` or its target + 1 longer than `t_len` (nothing is
+/// built).
 pub fn pad_fixed(
     pairs: &[(Vec<u32>, Vec<u32>)],
     rows: &[usize],
     slots: usize,
     (s_len, t_len): (usize, usize),
     sp: &SpecialTokens,
-) -> PairBatch {
+) -> Result<PairBatch> {
+    for &i in rows {
+        let Some((src, tgt)) = pairs.get(i) else {
+            return Err(Error::invalid(
+                "pad_fixed",
+                format!("row {i} is not a pair: there are {} pairs", pairs.len()),
+            ));
+        };
+        if src.len() > s_len || tgt.len() >= t_len {
+            return Err(Error::invalid(
+                "pad_fixed",
+                format!(
+                    "pair {i} has a source of {} and a target of {} tokens, which do not fit \
+                     S = {s_len} and T = {t_len} (the target and its end token): pass lengths \
+                     of at least the longest pair's",
+                    src.len(),
+                    tgt.len()
+                ),
+            ));
+        }
+    }
     let b = slots.max(rows.len());
     let mut batch = PairBatch {
         batch: b,
@@ -241,5 +270,5 @@ pub fn pad_fixed(
         batch.tgt_mask[t0..t0 + tgt.len() + 1].fill(1.0);
         batch.n_target_tokens += tgt.len() + 1;
     }
-    batch
+    Ok(batch)
 }

@@ -24,7 +24,7 @@ use crate::data::bpe_train::learn_merges;
 use crate::data::hf_tokenizer;
 use crate::data::pretokenize::{byte_to_char, pretokenize, split_specials, Segment};
 use crate::data::tokenizer::{SpecialTokens, Tokenizer};
-use crate::data::{read_utf8_file, write_file_atomic};
+use crate::data::{read_saved_utf8_file, write_file_atomic};
 use crate::error::{Error, Result};
 
 /// The special token strings, in the id order our trained tokenizers use.
@@ -212,22 +212,18 @@ impl BpeTokenizer {
     ///
     /// # Errors
     /// - [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when either file does not exist.
-    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when a file is not
-    ///   valid UTF-8, and when their contents are not a byte-level BPE vocabulary and merges (bad JSON, ids with
-    ///   gaps or duplicates, tokens outside GPT-2's byte alphabet, merges of unknown tokens, no
-    ///   `<|endoftext|>`): a damaged file is this kind too, not
-    ///   [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt).
+    /// - [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) when a file is not valid UTF-8, or
+    ///   their contents are not a byte-level BPE vocabulary and merges (bad JSON, ids with gaps or
+    ///   duplicates, tokens outside GPT-2's byte alphabet, merges of unknown tokens, no
+    ///   `<|endoftext|>`).
     /// - [`ErrorKind::Io`](crate::ErrorKind::Io) when a file cannot be read.
     pub fn load_vocab_and_merges(dir: &Path) -> Result<Self> {
-        let vocab = read_utf8_file(&dir.join(Self::VOCAB_FILE))?;
-        let merges = read_utf8_file(&dir.join(Self::MERGES_FILE))?;
+        let vocab = read_saved_utf8_file(&dir.join(Self::VOCAB_FILE))?;
+        let merges = read_saved_utf8_file(&dir.join(Self::MERGES_FILE))?;
         Self::parse(&vocab, &merges).map_err(|e| {
-            Error::invalid(
-                "BpeTokenizer::load",
-                format!(
-                    "in `{}`: {e}. Use GPT-2's files or ones saved by wgformer",
-                    dir.display()
-                ),
+            Error::corrupt(
+                dir.display(),
+                format!("{e}. Use GPT-2's files or ones saved by wgformer"),
             )
         })
     }

@@ -12,7 +12,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::data::tokenizer::{SpecialTokens, Tokenizer};
-use crate::data::{read_utf8_file, write_file_atomic};
+use crate::data::{read_saved_utf8_file, write_file_atomic};
 use crate::error::{Error, Result};
 
 const SPECIALS: [&str; 4] = ["<pad>", "<bos>", "<eos>", "<unk>"];
@@ -85,44 +85,46 @@ impl CharTokenizer {
     ///
     /// # Errors
     /// - [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when the file does not exist.
-    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when it is not valid
-    ///   UTF-8, or is
-    ///   not a version 1 char tokenizer (bad JSON, another kind or version, other specials, entries
-    ///   that are not one char, chars not sorted and distinct): damaged and newer files are this
-    ///   kind too, not [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) or
-    ///   [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible).
+    /// - [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) when it is damaged: not valid UTF-8,
+    ///   not JSON of a char tokenizer, an entry that is not one char, chars not sorted and
+    ///   distinct.
+    /// - [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible) when it is well formed but
+    ///   another kind, another version or lists other specials.
     /// - [`ErrorKind::Io`](crate::ErrorKind::Io) when it cannot be read.
     pub fn load(dir: &Path) -> Result<Self> {
         let path = match dir.join(Self::FILE) {
             p if p.is_file() => p,
             _ => dir.join(Self::LEGACY_FILE),
         };
-        let text = read_utf8_file(&path)?;
+        let text = read_saved_utf8_file(&path)?;
         let bad = |detail: String| {
-            Error::invalid(
-                "CharTokenizer::load",
-                format!(
-                    "`{}` {detail}. Re-save the tokenizer with wgformer",
-                    path.display()
-                ),
+            Error::corrupt(
+                path.display(),
+                format!("{detail}. Re-save the tokenizer with wgformer"),
+            )
+        };
+        let other = |detail: String| {
+            Error::incompatible(
+                path.display(),
+                format!("{detail}. Re-save the tokenizer with this wgformer"),
             )
         };
         let file: CharFile = serde_json::from_str(&text)
             .map_err(|e| bad(format!("is not a char tokenizer: {e}")))?;
         if file.kind != "char" {
-            return Err(bad(format!(
+            return Err(other(format!(
                 "has kind \"{}\", expected \"char\"",
                 file.kind
             )));
         }
         if file.version != 1 {
-            return Err(bad(format!(
+            return Err(other(format!(
                 "has version {}, this build reads version 1",
                 file.version
             )));
         }
         if file.specials != SPECIALS {
-            return Err(bad(format!(
+            return Err(other(format!(
                 "lists specials {:?}, expected {:?}",
                 file.specials, SPECIALS
             )));
@@ -149,7 +151,7 @@ impl CharTokenizer {
     /// True if `path` is a JSON file whose `"kind"` is `"char"` (used to tell ours
     /// from other tokenizer.json files).
     pub(crate) fn is_char_file(path: &Path) -> Result<bool> {
-        let text = read_utf8_file(path)?;
+        let text = read_saved_utf8_file(path)?;
         Ok(serde_json::from_str::<serde_json::Value>(&text)
             .ok()
             .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(|k| k == "char"))

@@ -184,9 +184,14 @@ impl TextDataset {
     }
 
     /// Window `i` of [`TextDataset::train_windows`]: (inputs, targets), `seq` each.
-    pub fn train_window(&self, i: usize, seq: usize) -> (&[u32], &[u32]) {
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `seq` is 0 or `i` is
+    /// not below [`TextDataset::train_windows`]`(seq)`.
+    pub fn train_window(&self, i: usize, seq: usize) -> Result<(&[u32], &[u32])> {
+        check_window_index(i, seq, self.train_windows(seq))?;
         let data = &self.tokens(Split::Train)[i * seq..];
-        (&data[..seq], &data[1..seq + 1])
+        Ok((&data[..seq], &data[1..seq + 1]))
     }
 
     /// `batch` random windows of `seq` tokens from `split`: inputs `(B, T)` row-major
@@ -368,6 +373,27 @@ pub(crate) fn check_window(
                 "the {which} split has {n} tokens, fewer than seq + 1 = {}. Use a shorter \
                  sequence length or more data{more}",
                 seq + 1
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Errors unless window `i` of `seq` tokens is one of the `windows` training
+/// windows ([`TextDataset::train_windows`]).
+pub(crate) fn check_window_index(i: usize, seq: usize, windows: usize) -> Result<()> {
+    if seq == 0 {
+        return Err(Error::invalid(
+            "train_window",
+            "seq is 0. Use a sequence length of at least 1",
+        ));
+    }
+    if i >= windows {
+        return Err(Error::invalid(
+            "train_window",
+            format!(
+                "window {i} does not exist: the training split holds {windows} windows of {seq} \
+                 tokens. Ask for a window below {windows}"
             ),
         ));
     }

@@ -20,7 +20,7 @@ use serde_json::{json, Map, Value};
 use crate::data::bpe::{BpeTokenizer, Entry, PartNames, RoleNames};
 use crate::data::pretokenize::byte_to_char;
 use crate::data::tokenizer::Tokenizer;
-use crate::data::{read_utf8_file, write_file_atomic};
+use crate::data::{read_saved_utf8_file, write_file_atomic};
 use crate::error::{Error, Result};
 
 /// Hugging Face's tokenizer file.
@@ -49,26 +49,26 @@ impl BpeTokenizer {
     ///
     /// # Errors
     /// - [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when `tokenizer.json` does not exist.
-    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when it is not valid
-    ///   UTF-8; when it is not a byte-level BPE tokenizer (another model type, normalizer,
-    ///   pre-tokenizer or decoder, bad vocabulary or merges); when `tokenizer_config.json` /
-    ///   `special_tokens_map.json` is not valid JSON or names a role with neither a string nor a
-    ///   `"content"` string. Damaged files are this kind too, not
-    ///   [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt).
+    /// - [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) when a file is damaged: not valid
+    ///   UTF-8 or JSON, a vocabulary with gaps or duplicate ids, bad merges or added tokens; or
+    ///   `tokenizer_config.json` / `special_tokens_map.json` naming a role with neither a string
+    ///   nor a `"content"` string.
+    /// - [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible) when it is a well-formed
+    ///   tokenizer of another kind: another model type, a normalizer, pre-tokenizer or decoder
+    ///   other than byte-level, BPE dropout, `ignore_merges`, stripped added tokens.
     /// - [`ErrorKind::Io`](crate::ErrorKind::Io) when a file cannot be read.
     pub fn load_tokenizer_json(dir: &Path) -> Result<Self> {
         let path = dir.join(TOKENIZER_FILE);
-        let text = read_utf8_file(&path)?;
+        let text = read_saved_utf8_file(&path)?;
         let roles = read_roles(dir)?;
-        parse(&text, &roles).map_err(|e| {
-            Error::invalid(
-                "BpeTokenizer::load_tokenizer_json",
-                format!(
-                    "`{}`: {e}. Use a byte-level BPE tokenizer.json (GPT-2's kind) or one \
-                     saved by wgformer",
-                    path.display()
-                ),
-            )
+        parse(&text, &roles).map_err(|refusal| {
+            let fix = "Use a byte-level BPE tokenizer.json (GPT-2's kind) or one saved by wgformer";
+            match refusal {
+                Refusal::Damaged(e) => Error::corrupt(path.display(), format!("{e}. {fix}")),
+                Refusal::Unsupported(e) => {
+                    Error::incompatible(path.display(), format!("{e}. {fix}"))
+                }
+            }
         })
     }
 
@@ -81,6 +81,7 @@ impl BpeTokenizer {
     /// byte-level BPE `tokenizer.json` (as [`BpeTokenizer::load_tokenizer_json`]).
     pub fn from_tokenizer_json(json: &str) -> Result<Self> {
         parse(json, &RoleNames::default()).map_err(|e| {
+            let (Refusal::Damaged(e) | Refusal::Unsupported(e)) = e;
             Error::invalid(
                 "BpeTokenizer::from_tokenizer_json",
                 format!("{e}. Use a byte-level BPE tokenizer.json (GPT-2's kind)"),
@@ -202,12 +203,9 @@ fn read_roles(dir: &Path) -> Result<RoleNames> {
         return Ok(RoleNames::default());
     };
     let fail = |detail: String| {
-        Error::invalid(
-            "BpeTokenizer::load_tokenizer_json",
-            format!("`{}` {detail}. Fix or remove the file", path.display()),
-        )
+        Error::corrupt(path.display(), format!("{detail}. Fix or remove the file"))
     };
-    let json: Value = serde_json::from_str(&read_utf8_file(&path)?)
+    let json: Value = serde_json::from_str(&read_saved_utf8_file(&path)?)
         .map_err(|e| fail(format!("is not valid JSON ({e})")))?;
     let mut names = [None, None, None, None];
     for (key, slot) in ROLE_KEYS.iter().zip(names.iter_mut()) {
@@ -227,6 +225,26 @@ fn read_roles(dir: &Path) -> Result<RoleNames> {
     }
     let [eos, pad, bos, unk] = names;
     Ok(RoleNames { eos, pad, bos, unk })
+}
+
+/// Why a `tokenizer.json` was refused: damaged (not the JSON of a consistent
+/// tokenizer) or well formed but of a kind wgformer does not read (another model
+/// type, a normalizer, options that change the encoding).
+enum Refusal {
+    Damaged(String),
+    Unsupported(String),
+}
+
+impl From<String> for Refusal {
+    fn from(detail: String) -> Self {
+        Refusal::Damaged(detail)
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(detail: &str) -> Self {
+        Refusal::Damaged(detail.to_string())
+    }
 }
 
 /// The `"type"` of a tokenizer.json component.
@@ -322,7 +340,7 @@ struct AddedToken {
     special: bool,
 }
 
-fn parse_added(root: &Value) -> std::result::Result<Vec<AddedToken>, String> {
+fn parse_added(root: &Value) -> std::result::Result<Vec<AddedToken>, Refusal> {
     let Some(list) = root.get("added_tokens").filter(|v| !v.is_null()) else {
         return Ok(Vec::new());
     };
@@ -337,20 +355,19 @@ fn parse_added(root: &Value) -> std::result::Result<Vec<AddedToken>, String> {
         ) else {
             return Err(format!(
                 "added_tokens entry {i} has no \"id\" number and \"content\" string"
-            ));
+            )
+            .into());
         };
         for option in ["single_word", "lstrip", "rstrip"] {
             if t.get(option).and_then(Value::as_bool) == Some(true) {
-                return Err(format!(
+                return Err(Refusal::Unsupported(format!(
                     "the added token `{content}` (id {id}) has \"{option}\": true, which \
                      changes how it is matched in text; wgformer matches added tokens exactly"
-                ));
+                )));
             }
         }
         if content.is_empty() {
-            return Err(format!(
-                "the added token with id {id} has empty \"content\""
-            ));
+            return Err(format!("the added token with id {id} has empty \"content\"").into());
         }
         out.push(AddedToken {
             id,
@@ -397,7 +414,7 @@ fn slot_index(id: u64) -> usize {
 }
 
 /// Reads a `tokenizer.json`; errors say what is wrong (the caller adds the file).
-fn parse(text: &str, roles: &RoleNames) -> std::result::Result<BpeTokenizer, String> {
+fn parse(text: &str, roles: &RoleNames) -> std::result::Result<BpeTokenizer, Refusal> {
     let root: Value = serde_json::from_str(text)
         .map_err(|e| format!("tokenizer.json is not valid JSON ({e})"))?;
     let model = root
@@ -411,13 +428,13 @@ fn parse(text: &str, roles: &RoleNames) -> std::result::Result<BpeTokenizer, Str
         _ => "model of unknown type",
     };
     if kind != "BPE" {
-        return Err(format!(
+        return Err(Refusal::Unsupported(format!(
             "tokenizer.json holds a {kind} tokenizer (model.type \"{kind}\"); wgformer reads \
              byte-level BPE tokenizers (GPT-2's kind) only"
-        ));
+        )));
     }
-    check_model_options(model)?;
-    check_components(&root)?;
+    check_model_options(model).map_err(Refusal::Unsupported)?;
+    check_components(&root).map_err(Refusal::Unsupported)?;
     let vocab: HashMap<String, u64> = model
         .get("vocab")
         .cloned()
@@ -436,7 +453,7 @@ fn parse(text: &str, roles: &RoleNames) -> std::result::Result<BpeTokenizer, Str
             .get_mut(slot_index(a.id))
             .ok_or_else(|| format!("the added token `{}` has id {}, beyond the {bound} tokens (ids must be 0..n without gaps)", a.content, a.id))?;
         if slot.is_some() {
-            return Err(format!("two added tokens have id {}", a.id));
+            return Err(format!("two added tokens have id {}", a.id).into());
         }
         *slot = Some(if a.special {
             Entry::Special(a.content.clone())
@@ -457,13 +474,13 @@ fn parse(text: &str, roles: &RoleNames) -> std::result::Result<BpeTokenizer, Str
             // An added token listed in the vocabulary too (GPT-2's `<|endoftext|>`).
             Some(Entry::Special(s) | Entry::Added(s)) if s == token => continue,
             Some(other) => {
-                return Err(format!(
+                return Err(Refusal::Damaged(format!(
                     "model.vocab gives id {id} to `{token}`, which is also the id of {}",
                     match other {
                         Entry::Special(s) | Entry::Added(s) => format!("the added token `{s}`"),
                         Entry::Bytes(_) => "another token".into(),
                     }
-                ))
+                )))
             }
             None => {}
         }
@@ -480,7 +497,8 @@ fn parse(text: &str, roles: &RoleNames) -> std::result::Result<BpeTokenizer, Str
         return Err(format!(
             "no token has id {n}, but one has id {}: ids must be 0..n without gaps",
             n + id
-        ));
+        )
+        .into());
     }
     let entries: Vec<Entry> = slots.into_iter().flatten().collect();
     let merge_ids = merges
@@ -495,5 +513,5 @@ fn parse(text: &str, roles: &RoleNames) -> std::result::Result<BpeTokenizer, Str
             Ok((id(a)?, id(b)?))
         })
         .collect::<std::result::Result<Vec<_>, String>>()?;
-    BpeTokenizer::from_parts(entries, merge_ids, roles, PARTS)
+    BpeTokenizer::from_parts(entries, merge_ids, roles, PARTS).map_err(Refusal::Damaged)
 }

@@ -78,6 +78,21 @@ pub(crate) fn read_utf8_file(path: &Path) -> Result<String> {
     })
 }
 
+/// [`read_utf8_file`] for a file wgformer (or another framework) saved, such as a
+/// tokenizer: invalid UTF-8 there is damage, so it is [`Error::Corrupt`] rather
+/// than the invalid argument a user's text file gets.
+pub(crate) fn read_saved_utf8_file(path: &Path) -> Result<String> {
+    read_utf8_file(path).map_err(|e| match e {
+        Error::InvalidArgument { detail, .. } => Error::corrupt(
+            path.display(),
+            format!(
+                "{detail}. The file is damaged: save it again, or copy it again from its source"
+            ),
+        ),
+        other => other,
+    })
+}
+
 /// Writes `dir/name` through a temporary file and a rename, so a crash never
 /// leaves a half-written file under the final name. Creates `dir` if needed.
 pub(crate) fn write_file_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {

@@ -446,7 +446,7 @@ fn split_parts(
                 let mut at = range.start;
                 while at < range.end {
                     let n = (range.end - at).min(ids.len());
-                    shard.copy(at, &mut ids[..n]);
+                    shard.copy(at, &mut ids[..n])?;
                     w.push(&ids[..n])?;
                     at += n;
                 }

@@ -295,9 +295,15 @@ pub struct Shard {
     header: ShardHeader,
 }
 
-/// An error about the shard at `path`.
+/// A damaged shard at `path` (truncated, unparsable, ids beyond its vocabulary).
 fn bad_shard(path: &Path, detail: impl std::fmt::Display) -> Error {
-    Error::invalid("token shard", format!("`{}` {detail}", path.display()))
+    Error::corrupt(path.display(), format!("this file {detail}"))
+}
+
+/// A well-formed shard at `path` that does not fit (another version, another
+/// tokenizer).
+fn other_shard(path: &Path, detail: impl std::fmt::Display) -> Error {
+    Error::incompatible(path.display(), format!("this file {detail}"))
 }
 
 impl Shard {
@@ -309,11 +315,11 @@ impl Shard {
     ///
     /// # Errors
     /// - [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when `path` does not exist.
-    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when it is not a shard, is
-    ///   truncated or longer than its header says, has a header that does not parse or an id beyond
-    ///   its vocabulary (damage is this kind, not
-    ///   [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt)), or is of another version (not
-    ///   [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible)).
+    /// - [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) when it is damaged: no shard magic,
+    ///   truncated or longer than its header says, a header that does not parse, or an id beyond
+    ///   its vocabulary.
+    /// - [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible) when it is a shard of another
+    ///   version.
     /// - [`ErrorKind::Io`](crate::ErrorKind::Io) when it cannot be opened, measured or mapped.
     pub fn open(path: &Path) -> Result<Shard> {
         let file = File::open(path).map_err(|e| match e.kind() {
@@ -361,7 +367,7 @@ impl Shard {
             )
         })?;
         if header.version != VERSION {
-            return Err(bad_shard(
+            return Err(other_shard(
                 path,
                 format!(
                     "is a version {} shard; this wgformer reads version {VERSION}. Prepare the data \
@@ -424,7 +430,7 @@ impl Shard {
                 format!(
                     "holds id {} at position {i}, beyond its vocabulary of {vocab} tokens: the \
                      file is damaged. Run `wgformer prepare` again to rewrite it",
-                    self.id(i)
+                    self.id_at(i)
                 ),
             )),
         }
@@ -450,8 +456,24 @@ impl Shard {
         self.len() == 0
     }
 
-    /// Id number `i` (below [`Shard::len`]).
-    pub fn id(&self, i: usize) -> u32 {
+    /// Id number `i`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `i` is not below
+    /// [`Shard::len`].
+    pub fn id(&self, i: usize) -> Result<u32> {
+        check_range("Shard::id", &|| self.describe(), i, 1, self.len())?;
+        Ok(self.id_at(i))
+    }
+
+    /// The shard's path, quoted, for messages.
+    fn describe(&self) -> String {
+        format!("`{}`", self.path.display())
+    }
+
+    /// Id number `i`, which the caller has checked is below [`Shard::len`]
+    /// (the file's length was checked against the header when it was opened).
+    fn id_at(&self, i: usize) -> u32 {
         let at = self.offset + i * self.header.dtype.width();
         let b = &self.map[at..];
         match self.header.dtype {
@@ -461,10 +483,43 @@ impl Shard {
     }
 
     /// Copies ids `start..start + out.len()` into `out`.
-    pub fn copy(&self, start: usize, out: &mut [u32]) {
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when that range does not
+    /// lie within `0..`[`Shard::len`] (nothing is copied).
+    pub fn copy(&self, start: usize, out: &mut [u32]) -> Result<()> {
+        check_range(
+            "Shard::copy",
+            &|| self.describe(),
+            start,
+            out.len(),
+            self.len(),
+        )?;
         for (k, o) in out.iter_mut().enumerate() {
-            *o = self.id(start + k);
+            *o = self.id_at(start + k);
         }
+        Ok(())
+    }
+}
+
+/// Refuses ids `start..start + n` of a stream of `len` ids unless they all lie
+/// inside it; `op` and `what` name the caller and the data in the error.
+fn check_range(
+    op: &'static str,
+    what: &dyn Fn() -> String,
+    start: usize,
+    n: usize,
+    len: usize,
+) -> Result<()> {
+    match start.checked_add(n) {
+        Some(end) if end <= len => Ok(()),
+        _ => Err(Error::invalid(
+            op,
+            format!(
+                "ids {start}..{start}+{n} of {} lie outside its {len} ids: ask for ids below {len}",
+                what()
+            ),
+        )),
     }
 }
 
@@ -518,7 +573,16 @@ impl ShardSet {
     }
 
     /// Copies stream ids `start..start + out.len()` into `out`, across shard ends.
-    pub fn copy(&self, start: usize, out: &mut [u32]) {
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when that range does not
+    /// lie within `0..`[`ShardSet::len`] (nothing is copied).
+    pub fn copy(&self, start: usize, out: &mut [u32]) -> Result<()> {
+        let what = || match self.shards.first() {
+            Some(first) => format!("the {} shards from {}", self.shards.len(), first.describe()),
+            None => "an empty shard set".to_string(),
+        };
+        check_range("ShardSet::copy", &what, start, out.len(), self.len)?;
         let mut k = self
             .starts
             .partition_point(|&s| s <= start)
@@ -528,23 +592,23 @@ impl ShardSet {
             let shard = &self.shards[k];
             let local = pos - self.starts[k];
             let n = (shard.len() - local).min(out.len() - done);
-            shard.copy(local, &mut out[done..done + n]);
+            shard.copy(local, &mut out[done..done + n])?;
             done += n;
             pos += n;
             k += 1;
         }
+        Ok(())
     }
 
     /// Errors unless every shard was made by `tokenizer`.
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) (not
-    /// [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible)) naming the first shard made by
+    /// [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible) naming the first shard made by
     /// another tokenizer.
     pub fn check_tokenizer(&self, tokenizer: &TokenizerId, whose: &str) -> Result<()> {
         for s in &self.shards {
             if &s.header.tokenizer != tokenizer {
-                return Err(bad_shard(
+                return Err(other_shard(
                     &s.path,
                     format!(
                         "was made by {}, but {whose} is {}: the ids would mean other text. \

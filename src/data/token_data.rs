@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::data::dataset::check_window;
+use crate::data::dataset::{check_window, check_window_index};
 use crate::data::shards::{is_shard_data, shard_paths, ShardSet, TokenizerId};
 use crate::data::tokenizer::Tokenizer;
 use crate::data::{below, read_utf8_file, Split, TextDataset};
@@ -27,10 +27,26 @@ impl TokenSeq {
         }
     }
 
-    fn copy(&self, start: usize, out: &mut [u32]) {
+    fn copy(&self, start: usize, out: &mut [u32]) -> Result<()> {
         match self {
             TokenSeq::Shards(s) => s.copy(start, out),
-            TokenSeq::Memory(v) => out.copy_from_slice(&v[start..start + out.len()]),
+            TokenSeq::Memory(v) => {
+                let window = start
+                    .checked_add(out.len())
+                    .and_then(|end| v.get(start..end))
+                    .ok_or_else(|| {
+                        Error::invalid(
+                            "ShardDataset",
+                            format!(
+                                "ids {start}..{start}+{} lie outside the {} ids of the text",
+                                out.len(),
+                                v.len()
+                            ),
+                        )
+                    })?;
+                out.copy_from_slice(window);
+                Ok(())
+            }
         }
     }
 }
@@ -98,7 +114,7 @@ impl ShardDataset {
         let mut targets = Vec::with_capacity(batch * seq);
         let mut window = vec![0u32; seq + 1];
         for _ in 0..batch {
-            part.copy(below(rng, starts), &mut window);
+            part.copy(below(rng, starts), &mut window)?;
             inputs.extend_from_slice(&window[..seq]);
             targets.extend_from_slice(&window[1..]);
         }
@@ -141,10 +157,12 @@ impl TokenData {
     /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument): `data` or `val` is an
     ///   empty or
     ///   non-UTF-8 text, or a directory without `train_*` shards (for `val`: without `val_*` or
-    ///   `train_*` shards); a directory `data` without `val_*` shards and no `val`; shards made by
-    ///   another tokenizer (as [`ShardSet::check_tokenizer`]) or damaged (as
-    ///   [`Shard::open`](crate::data::shards::Shard::open)); a text `data` as
-    ///   [`TextDataset::from_tokens`] / [`TextDataset::from_splits`].
+    ///   `train_*` shards); a directory `data` without `val_*` shards and no `val`; a text `data`
+    ///   as [`TextDataset::from_tokens`] / [`TextDataset::from_splits`].
+    /// - [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt): a damaged shard (as
+    ///   [`Shard::open`](crate::data::shards::Shard::open)).
+    /// - [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible): a shard of another version,
+    ///   or made by another tokenizer (as [`ShardSet::check_tokenizer`]).
     /// - [`ErrorKind::Io`](crate::ErrorKind::Io) when a file or directory cannot be read.
     pub fn load(
         data: &Path,
@@ -277,21 +295,42 @@ impl TokenData {
     }
 
     /// Copies training window `i` into `inputs` and `targets` (`seq` ids each).
-    pub fn copy_train_window(&self, i: usize, inputs: &mut [u32], targets: &mut [u32]) {
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `inputs` and
+    /// `targets` differ in length or are empty, or `i` is not below [`TokenData::train_windows`]
+    /// for that length (nothing is copied).
+    pub fn copy_train_window(
+        &self,
+        i: usize,
+        inputs: &mut [u32],
+        targets: &mut [u32],
+    ) -> Result<()> {
         let seq = inputs.len();
+        if targets.len() != seq {
+            return Err(Error::invalid(
+                "copy_train_window",
+                format!(
+                    "inputs hold {seq} ids but targets {}: pass two slices of the window's length",
+                    targets.len()
+                ),
+            ));
+        }
         match self {
             TokenData::Text(d) => {
-                let (x, y) = d.train_window(i, seq);
+                let (x, y) = d.train_window(i, seq)?;
                 inputs.copy_from_slice(x);
                 targets.copy_from_slice(y);
             }
             TokenData::Shards(d) => {
+                check_window_index(i, seq, self.train_windows(seq))?;
                 let mut window = vec![0u32; seq + 1];
-                d.train.copy(i * seq, &mut window);
+                d.train.copy(i * seq, &mut window)?;
                 inputs.copy_from_slice(&window[..seq]);
                 targets.copy_from_slice(&window[1..]);
             }
         }
+        Ok(())
     }
 
     /// Plants `tokens` `repeats` times in the training text (a text only: shards

@@ -81,9 +81,10 @@ pub fn list_chars(chars: &[char]) -> String {
 /// Blocking (reads files).
 ///
 /// # Errors
-/// - [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when `dir` does not exist.
+/// - [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when `dir` does not exist, holds no
+///   tokenizer, or holds only one of `vocab.json` / `merges.txt` (naming the missing one).
 /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `dir` is not a
-///   directory, holds no tokenizer, or holds only one of `vocab.json` / `merges.txt`.
+///   directory.
 /// - Otherwise as [`CharTokenizer::load`], [`BpeTokenizer::load_tokenizer_json`] or
 ///   [`BpeTokenizer::load_vocab_and_merges`], by the files found.
 pub fn load_tokenizer(dir: &Path) -> Result<Box<dyn Tokenizer>> {
@@ -124,24 +125,20 @@ pub fn load_tokenizer(dir: &Path) -> Result<Box<dyn Tokenizer>> {
             } else {
                 (BpeTokenizer::MERGES_FILE, BpeTokenizer::VOCAB_FILE)
             };
-            Err(Error::invalid(
-                "load_tokenizer",
+            Err(Error::not_found(
+                dir.join(missing).display(),
                 format!(
-                    "`{}` has {have} but no {missing}: a BPE tokenizer needs both files. \
-                     Copy the missing file next to it",
-                    dir.display()
+                    "the directory has {have} but no {missing}: a BPE tokenizer needs both \
+                     files. Copy the missing file next to it"
                 ),
             ))
         }
-        (false, false) => Err(Error::invalid(
-            "load_tokenizer",
-            format!(
-                "no tokenizer in `{}`. Expected Hugging Face's tokenizer.json (byte-level BPE), \
-                 vocab.json + merges.txt (a byte-level BPE such as GPT-2's) or \
-                 char_tokenizer.json (a wgformer char tokenizer). Train one, or point to the \
-                 directory that holds them",
-                dir.display(),
-            ),
+        (false, false) => Err(Error::not_found(
+            dir.display(),
+            "no tokenizer in this directory. Expected Hugging Face's tokenizer.json (byte-level \
+             BPE), vocab.json + merges.txt (a byte-level BPE such as GPT-2's) or \
+             char_tokenizer.json (a wgformer char tokenizer). Train one, or point to the \
+             directory that holds them",
         )),
     }
 }

@@ -24,6 +24,11 @@ impl<'a> GptDecoder<'a> {
     /// A model with a sliding window decodes with a ring cache of the window's
     /// keys; one whose positions continue past its context (Llama) may then
     /// grow past the context ([`CausalLm::decode_limit`]).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `capacity` is 0 or
+    /// over the model's [`CausalLm::decode_limit`]; otherwise as the model's `new_cache`
+    /// ([`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) over the device's binding limit).
     pub fn new(model: &'a dyn CausalLm, capacity: usize) -> Result<Self> {
         let limit = model.decode_limit();
         if capacity == 0 || capacity > limit {
@@ -58,6 +63,12 @@ impl<'a> GptDecoder<'a> {
     /// Appends `tokens` (at least one) and returns the logits (V) of the position
     /// after the last one. Errors when the capacity would overflow or an id is
     /// outside the vocabulary.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `tokens` is empty, an
+    /// id is outside the vocabulary, or the capacity would overflow;
+    /// [`ErrorKind::Device`](crate::ErrorKind::Device) when the device fails or the readback does;
+    /// otherwise as the model's `forward_step`.
     pub fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         let v = self.model.vocab_size();
         if tokens.is_empty() {
@@ -120,10 +131,12 @@ impl<'a> GptDecoder<'a> {
 /// [`Gpt::generate`] for a callback that can stop generation early.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for an empty prompt, an id outside the
-/// vocabulary, or a prompt that fills the context (unless
-/// `opts.truncate_prompt`); [`Error::Shape`] for a prompt of more than one
-/// sequence; the callback's own errors; [`Error::Device`] when the device fails.
+/// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument): an empty prompt, an id
+///   outside the vocabulary, a prompt that fills the context (unless `opts.truncate_prompt`),
+///   sampling options [`SamplingOptions::validate`](super::SamplingOptions::validate) refuses;
+///   a prompt of more than one sequence ([`Error::Shape`]).
+/// - [`ErrorKind::Device`](crate::ErrorKind::Device) when the device fails or a readback does.
+/// - The callback's own errors, as it returned them.
 pub fn generate<'p>(
     model: &dyn CausalLm,
     prompt: impl Into<TokenIds<'p>>,
@@ -156,6 +169,9 @@ impl Gpt {
     /// assert!(out.tokens.len() <= 5);
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Errors
+    /// As [`generate`](fn@generate) (without the callback's errors).
     pub fn generate<'p>(
         &self,
         prompt: impl Into<TokenIds<'p>>,
@@ -168,6 +184,9 @@ impl Gpt {
 
     /// Each token's log-probability given the ones before it, in one pass
     /// without a tape: the same as [`score`]. Blocking; native only.
+    ///
+    /// # Errors
+    /// As [`score`](fn@score).
     pub fn score<'i>(&self, ids: impl Into<TokenIds<'i>>) -> Result<Score> {
         score(self, ids)
     }
@@ -253,8 +272,10 @@ pub struct Score {
 /// no prediction and gets no entry.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for fewer than 2 tokens, more than the context,
-/// or an id outside the vocabulary; [`Error::Shape`] for more than one sequence.
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for fewer than 2 tokens,
+/// more than the context, an id outside the vocabulary, or more than one sequence
+/// ([`Error::Shape`]); [`ErrorKind::Device`](crate::ErrorKind::Device) when the device fails or
+/// the readback does.
 pub fn score<'i>(model: &dyn CausalLm, ids: impl Into<TokenIds<'i>>) -> Result<Score> {
     let ids = ids.into().one_sequence("score", "ids")?;
     let ids = &ids[..];
@@ -305,8 +326,23 @@ pub fn score<'i>(model: &dyn CausalLm, ids: impl Into<TokenIds<'i>>) -> Result<S
 /// to `n_positions` tokens): the sum over its tokens after the first of
 /// `-log P(token | the ones before)`. Sequences of one length share batches
 /// of up to `batch`, one forward pass each (the memorisation audit scores
-/// thousands of candidate texts so).
-pub fn sequence_nll(model: &Gpt, sequences: &[Vec<u32>], batch: usize) -> Result<Vec<f64>> {
+/// thousands of candidate texts so). `sequences` in any [`TokenIds`] form: rows
+/// of any lengths, host ids with a shape, or a `(B, T)` u32 tensor (read back).
+/// Blocking; native only.
+///
+/// # Errors
+/// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument): a sequence of fewer than 2
+///   or more than `n_positions` tokens, an id outside the vocabulary; host ids whose count is not
+///   `B * T`, a tensor not `(B, T)` u32 ([`Error::Shape`]).
+/// - [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when a batch's activations exceed a device
+///   limit (lower `batch`); [`ErrorKind::Device`](crate::ErrorKind::Device) when the device fails
+///   or a readback does.
+pub fn sequence_nll<'i>(
+    model: &Gpt,
+    sequences: impl Into<TokenIds<'i>>,
+    batch: usize,
+) -> Result<Vec<f64>> {
+    let sequences = &sequences.into().to_rows("sequence_nll", "sequences")?;
     let (ctx, v) = (model.config.n_positions, model.config.vocab_size);
     for seq in sequences {
         if seq.len() < 2 || seq.len() > ctx {

@@ -25,6 +25,13 @@ pub struct IclEval {
 /// Scores `model` on `sequences` sequences of `task` drawn from `rng`, `batch`
 /// sequences per forward pass. The prediction is the most likely token over the
 /// whole vocabulary (a token that is no output counts as wrong).
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `sequences` or `batch` is
+/// 0 or the task does not fit the model's context and vocabulary;
+/// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when a batch's activations exceed the
+/// device's binding limit (lower `batch`); [`ErrorKind::Device`](crate::ErrorKind::Device) when the
+/// device fails or a readback does.
 pub async fn evaluate_icl(
     model: &Gpt,
     task: &IclTask,

@@ -33,6 +33,10 @@ impl Default for SamplingOptions {
 
 impl SamplingOptions {
     /// Errors name the bad option and its valid range.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `temperature` is not
+    /// a finite number >= 0 or `top_p` is outside (0, 1].
     pub fn validate(&self) -> Result<()> {
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
             return Err(Error::invalid(
@@ -86,6 +90,10 @@ pub fn log_softmax(logits: &[f32]) -> Vec<f64> {
 /// The distribution a [`Sampler`] with `opts` draws from for `logits`: the
 /// candidate token ids, most likely first, and their probabilities (summing to 1).
 /// Greedy options give the single argmax with probability 1.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) as
+/// [`SamplingOptions::validate`], for an empty `logits`, or when every logit is NaN.
 pub fn candidates(logits: &[f32], opts: &SamplingOptions) -> Result<Vec<(u32, f64)>> {
     opts.validate()?;
     if logits.is_empty() {
@@ -151,6 +159,9 @@ pub struct Sampler {
 
 impl Sampler {
     /// A sampler seeded with `opts.seed`; errors on invalid options.
+    ///
+    /// # Errors
+    /// As [`SamplingOptions::validate`].
     pub fn new(opts: SamplingOptions) -> Result<Sampler> {
         opts.validate()?;
         Ok(Sampler {
@@ -165,6 +176,9 @@ impl Sampler {
     }
 
     /// The next token for one row of logits (V).
+    ///
+    /// # Errors
+    /// As [`candidates`].
     pub fn sample(&mut self, logits: &[f32]) -> Result<u32> {
         let cands = candidates(logits, &self.opts)?;
         if cands.len() == 1 {

@@ -13,10 +13,18 @@ pub trait StepDecoder {
     fn rows(&self) -> usize;
     /// Feeds `tokens` (one per row) and returns the next-token logits, (rows, V)
     /// row-major.
+    ///
+    /// # Errors
+    /// An implementation's: for the models', as their `decode_step` / `forward_step` and the
+    /// readback.
     fn step(&mut self, tokens: &[u32]) -> Result<Vec<f32>>;
     /// Reorders the cached state: row `r` becomes the old row `index[r]`
     /// (`index.len() == rows()`; entries may repeat). Beam search calls it after
     /// each step.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when an index is not below
+    /// [`StepDecoder::rows`] (the models' caches).
     fn reorder(&mut self, index: &[usize]) -> Result<()>;
 }
 
@@ -29,6 +37,10 @@ pub fn length_penalty(len: usize, alpha: f32) -> f64 {
 /// Greedy decoding of every row at once: starts each row with `bos`, appends the
 /// most likely token until `eos` or `max_len` tokens. Returns each row's tokens
 /// without `eos`.
+///
+/// # Errors
+/// What `dec.step` returns; [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when
+/// its logits do not split into one row per sequence.
 pub fn greedy(
     dec: &mut dyn StepDecoder,
     bos: u32,
@@ -77,6 +89,10 @@ impl GreedySearch {
     /// Takes the next-token logits (rows, V) of the tokens just fed and appends
     /// each unfinished row's arg-max; returns true once every row has produced
     /// `eos`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `logits` does not
+    /// split into one row per sequence.
     pub fn advance(&mut self, logits: &[f32]) -> Result<bool> {
         let rows = self.out.len();
         let v = vocab_of(logits, rows)?;
@@ -143,6 +159,11 @@ pub struct Hypothesis {
 /// live, or no live hypothesis can beat the best finished one; at `max_len` tokens
 /// the surviving extensions end unfinished (`finished: false`). Returns the ended
 /// hypotheses, best score first.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the beam size is 0 or not
+/// `dec`'s row count, or the logits do not split into rows; otherwise what `dec.step` /
+/// `dec.reorder` return.
 pub fn beam_search(
     dec: &mut dyn StepDecoder,
     bos: u32,

@@ -289,14 +289,25 @@ impl Gpu {
             return Ok(false);
         }
         for t in d.reads.iter().chain(d.writes) {
-            if !std::sync::Arc::ptr_eq(&t.gpu().inner, &self.inner) {
-                return Err(Error::invalid(
-                    "dispatch",
-                    format!("{}: tensor belongs to another Gpu", d.entry),
-                ));
-            }
+            self.check_owned("dispatch", d.entry, t)?;
         }
         Ok(true)
+    }
+
+    /// Refuses a tensor created on another [`Gpu`] (another device: its buffer
+    /// cannot be used in this device's commands). `what` names the argument.
+    fn check_owned(&self, op: &'static str, what: &str, t: &Tensor) -> Result<()> {
+        if std::sync::Arc::ptr_eq(&t.gpu().inner, &self.inner) {
+            return Ok(());
+        }
+        Err(Error::invalid(
+            op,
+            format!(
+                "{what}: tensor of shape {:?} belongs to another Gpu (another device); \
+                 create it on this Gpu, or read it back and upload it here",
+                t.shape()
+            ),
+        ))
     }
 
     /// The (cached) bind group of `d`'s tensors behind the params arena.
@@ -339,9 +350,12 @@ impl Gpu {
     /// Encodes only; nothing is submitted.
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument)
-    /// ([`Error::Shape`]) when `src` and `dst` differ in byte size.
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument):
+    /// [`Error::Shape`] when `src` and `dst` differ in byte size,
+    /// [`Error::InvalidArgument`] when either belongs to another [`Gpu`].
     pub fn copy(&self, src: &Tensor, dst: &Tensor) -> Result<()> {
+        self.check_owned("copy", "src", src)?;
+        self.check_owned("copy", "dst", dst)?;
         if src.nbytes() != dst.nbytes() {
             return Err(Error::shape(
                 "copy",
@@ -370,6 +384,8 @@ impl Gpu {
         dst_offset: u64,
         bytes: u64,
     ) -> Result<()> {
+        self.check_owned("copy_bytes", "src", src)?;
+        self.check_owned("copy_bytes", "dst", dst)?;
         let fits = |t: &Tensor, offset: u64| offset + bytes <= t.buffer().size();
         if !(src_offset | dst_offset | bytes).is_multiple_of(4)
             || !fits(src, src_offset)

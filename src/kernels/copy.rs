@@ -16,6 +16,10 @@ struct Params {
 }
 
 /// Copies `src` into `dst` with a compute kernel (vec4 per thread).
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `src` and `dst` differ in
+/// byte size; otherwise as [every kernel](crate::kernels#errors).
 pub fn copy_into(src: &Tensor, dst: &Tensor) -> Result<()> {
     if src.nbytes() != dst.nbytes() {
         return Err(Error::shape(

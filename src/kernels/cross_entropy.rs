@@ -112,6 +112,11 @@ fn layout(
 
 /// Cross-entropy of `logits` (..., V) against u32 `targets` (...); see the
 /// module docs for the exact formula and the handling of bad targets.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `logits` is not f32 (...,
+/// V), `targets` not u32 of the leading shape, or `opts.label_smoothing` is outside [0, 1];
+/// otherwise as [every kernel](crate::kernels#errors).
 pub fn cross_entropy(
     logits: &Tensor,
     targets: &Tensor,
@@ -167,6 +172,11 @@ pub fn cross_entropy(
 /// [`cross_entropy`] with targets from the host: every id is checked against V
 /// (an id >= V other than the ignore index is an error naming the first bad
 /// row) before the targets are uploaded, so no NaN loss can come from a bad id.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when a target id is >= V
+/// (other than the ignore index) or `targets.len()` is not `target_shape`'s element count;
+/// otherwise as [`cross_entropy`].
 pub fn cross_entropy_checked(
     logits: &Tensor,
     targets: &[u32],
@@ -197,6 +207,11 @@ pub fn cross_entropy_checked(
 /// loss (both of the targets' shape, f32), returns dlogits of the logits' shape;
 /// see the module docs for the formula, ignored rows and bad targets. `opts`
 /// must be the forward's.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) as [`cross_entropy`], and when
+/// `lse` or `dloss` is not f32 of the targets' shape; otherwise as [every
+/// kernel](crate::kernels#errors).
 pub fn cross_entropy_bwd(
     logits: &Tensor,
     targets: &Tensor,

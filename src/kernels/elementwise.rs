@@ -259,6 +259,10 @@ fn new_like(a: &Tensor) -> Result<Tensor> {
 }
 
 /// `a + b`, `b` broadcast over `a` (same shape or a suffix of it). Shape of `a`.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `a`, `b` are not f32 or
+/// `b` does not broadcast over `a`; otherwise as [every kernel](crate::kernels#errors).
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let out = new_like(a)?;
     binary_into("add", a, b, &out, Binary::Axpy(1.0))?;
@@ -266,6 +270,10 @@ pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 /// `a * b`, `b` broadcast over `a` like [`add`].
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `a`, `b` are not f32 or
+/// `b` does not broadcast over `a`; otherwise as [every kernel](crate::kernels#errors).
 pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let out = new_like(a)?;
     binary_into("mul", a, b, &out, Binary::Mul)?;
@@ -273,6 +281,10 @@ pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 /// `a + alpha * b` (axpy), `b` broadcast over `a` like [`add`].
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `a`, `b` are not f32 or
+/// `b` does not broadcast over `a`; otherwise as [every kernel](crate::kernels#errors).
 pub fn add_scaled(a: &Tensor, b: &Tensor, alpha: f32) -> Result<Tensor> {
     let out = new_like(a)?;
     binary_into("add_scaled", a, b, &out, Binary::Axpy(alpha))?;
@@ -280,26 +292,48 @@ pub fn add_scaled(a: &Tensor, b: &Tensor, alpha: f32) -> Result<Tensor> {
 }
 
 /// [`add`] into a preallocated `out` (shape of `a`, not sharing an input's buffer).
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `a`, `b`, `out` are not
+/// f32, `b` does not broadcast over `a`, `out` is not `a`'s shape or shares an input's buffer;
+/// otherwise as [every kernel](crate::kernels#errors).
 pub fn add_into(a: &Tensor, b: &Tensor, out: &Tensor) -> Result<()> {
     binary_into("add", a, b, out, Binary::Axpy(1.0))
 }
 
 /// [`mul`] into a preallocated `out`.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `a`, `b`, `out` are not
+/// f32, `b` does not broadcast over `a`, `out` is not `a`'s shape or shares an input's buffer;
+/// otherwise as [every kernel](crate::kernels#errors).
 pub fn mul_into(a: &Tensor, b: &Tensor, out: &Tensor) -> Result<()> {
     binary_into("mul", a, b, out, Binary::Mul)
 }
 
 /// `a += b` in place (`b` broadcast over `a`; `b` may be `a` itself).
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `a`, `b` are not f32 or
+/// `b` does not broadcast over `a`; otherwise as [every kernel](crate::kernels#errors).
 pub fn add_assign(a: &Tensor, b: &Tensor) -> Result<()> {
     binary_assign("add_assign", a, b, Binary::Axpy(1.0))
 }
 
 /// `a *= b` in place (`b` broadcast over `a`; `b` may be `a` itself).
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `a`, `b` are not f32 or
+/// `b` does not broadcast over `a`; otherwise as [every kernel](crate::kernels#errors).
 pub fn mul_assign(a: &Tensor, b: &Tensor) -> Result<()> {
     binary_assign("mul_assign", a, b, Binary::Mul)
 }
 
 /// `a += alpha * b` in place (axpy; gradient accumulation, optimizer steps).
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `a`, `b` are not f32 or
+/// `b` does not broadcast over `a`; otherwise as [every kernel](crate::kernels#errors).
 pub fn add_scaled_assign(a: &Tensor, b: &Tensor, alpha: f32) -> Result<()> {
     binary_assign("add_scaled_assign", a, b, Binary::Axpy(alpha))
 }
@@ -338,17 +372,29 @@ fn unary(op: &'static str, x: &Tensor, kind: Unary) -> Result<Tensor> {
 }
 
 /// `s * x`.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `x` is not f32; otherwise
+/// as [every kernel](crate::kernels#errors).
 pub fn scale(x: &Tensor, s: f32) -> Result<Tensor> {
     unary("scale", x, Unary::Scale(s))
 }
 
 /// `x *= s` in place.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `x` is not f32; otherwise
+/// as [every kernel](crate::kernels#errors).
 pub fn scale_assign(x: &Tensor, s: f32) -> Result<()> {
     unary_into("scale_assign", x, x, Unary::Scale(s))
 }
 
 /// GELU, GPT-2's tanh form: `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
 /// Evaluated as the identical `x * sigmoid(2u)`, finite for every finite x.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `x` is not f32; otherwise
+/// as [every kernel](crate::kernels#errors).
 pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
     unary("gelu_tanh", x, Unary::GeluTanh)
 }
@@ -356,11 +402,19 @@ pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
 /// GELU, exact form: `0.5 x (1 + erf(x / sqrt 2))`. The shader's erfc is Numerical
 /// Recipes' `erfcc` Chebyshev fit (fractional error < 1.2e-7), applied to |x| so
 /// the negative tail has no cancellation.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `x` is not f32; otherwise
+/// as [every kernel](crate::kernels#errors).
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     unary("gelu_erf", x, Unary::GeluErf)
 }
 
 /// `max(x, 0)`.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `x` is not f32; otherwise
+/// as [every kernel](crate::kernels#errors).
 pub fn relu(x: &Tensor) -> Result<Tensor> {
     unary("relu", x, Unary::Relu)
 }
@@ -380,6 +434,10 @@ pub struct DropoutMask {
 impl DropoutMask {
     /// Validates `p`: `0 <= p < 1` (p = 1 would scale by infinity; to drop
     /// everything, multiply by zero instead).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `p` is not in [0, 1)
+    /// (NaN included).
     pub fn new(p: f32, seed: u32) -> Result<DropoutMask> {
         if !(0.0..1.0).contains(&p) {
             return Err(Error::invalid(
@@ -402,6 +460,10 @@ impl DropoutMask {
 /// Inverted dropout: zeroes each element with probability `p` and scales the rest
 /// by `1 / (1 - p)`. `p = 0` returns an exact copy; `p < 0`, `p >= 1` or NaN is an
 /// error. Returns the output and the mask descriptor for the backward pass.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `p` is not in [0, 1) or
+/// `x` is not f32; otherwise as [every kernel](crate::kernels#errors).
 pub fn dropout(x: &Tensor, p: f32, seed: u32) -> Result<(Tensor, DropoutMask)> {
     let mask = DropoutMask::new(p, seed)?;
     Ok((dropout_with(x, &mask)?, mask))
@@ -412,6 +474,10 @@ pub fn dropout(x: &Tensor, p: f32, seed: u32) -> Result<(Tensor, DropoutMask)> {
 /// This is dropout's backward kernel: `dx = dropout_with(&dy, &mask)` with the mask
 /// that [`dropout`] returned, since element `i`'s mask bit is regenerated from
 /// `(seed, i)`; `dy` must have the forward input's element count and order.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `mask.p` is not in [0, 1)
+/// or `x` is not f32; otherwise as [every kernel](crate::kernels#errors).
 pub fn dropout_with(x: &Tensor, mask: &DropoutMask) -> Result<Tensor> {
     const OP: &str = "dropout";
     let mask = DropoutMask::new(mask.p, mask.seed)?;
@@ -478,6 +544,10 @@ fn unary_bwd(op: &'static str, entry: &'static str, x: &Tensor, dy: &Tensor) -> 
 /// (equal to the textbook `0.5 (1 + tanh u) + 0.5 x sech^2(u) u'`). Finite for every
 /// finite x: beyond |x| ~ 9.6 it returns the limits 1 (x > 0) and 0 (x < 0), which
 /// the true derivative meets to within 1e-32.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `x`, `dy` are not f32 of
+/// one shape; otherwise as [every kernel](crate::kernels#errors).
 pub fn gelu_tanh_bwd(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
     unary_bwd("gelu_tanh_bwd", "gelu_tanh_bwd_vec4", x, dy)
 }
@@ -485,6 +555,10 @@ pub fn gelu_tanh_bwd(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
 /// Backward of [`gelu_erf`]: `dx = dy * (Phi(x) + x phi(x))` with Phi the standard
 /// normal CDF (the forward's erfc fit) and phi its density. Finite for every finite
 /// x; the tails give exactly 1 and 0.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `x`, `dy` are not f32 of
+/// one shape; otherwise as [every kernel](crate::kernels#errors).
 pub fn gelu_erf_bwd(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
     unary_bwd("gelu_erf_bwd", "gelu_erf_bwd_vec4", x, dy)
 }
@@ -492,6 +566,10 @@ pub fn gelu_erf_bwd(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
 /// Backward of [`relu`]: `dx = dy` where `x > 0`, `+0` elsewhere. The derivative at
 /// `x = 0` (and `-0`, and NaN) is defined as 0, as PyTorch does: a unit that is
 /// exactly at the kink passes no gradient.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `x`, `dy` are not f32 of
+/// one shape; otherwise as [every kernel](crate::kernels#errors).
 pub fn relu_bwd(x: &Tensor, dy: &Tensor) -> Result<Tensor> {
     unary_bwd("relu_bwd", "relu_bwd_vec4", x, dy)
 }
@@ -541,6 +619,11 @@ fn cast(
 /// f32 -> f16 (shader-f16 only, else `Error::Unsupported`). Rounds to a neighbouring
 /// half (WGSL allows either neighbour); values beyond +-65504 clamp to +-65504
 /// (WGSL leaves overflowing conversions undefined). Any length, odd included.
+///
+/// # Errors
+/// [`ErrorKind::Device`](crate::ErrorKind::Device) ([`Error::Unsupported`]) without shader-f16;
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `x` is not f32; otherwise
+/// as [every kernel](crate::kernels#errors).
 pub fn cast_to_f16(x: &Tensor) -> Result<Tensor> {
     cast(
         "cast_to_f16",
@@ -552,6 +635,11 @@ pub fn cast_to_f16(x: &Tensor) -> Result<Tensor> {
 }
 
 /// f16 -> f32, exact (shader-f16 only, else `Error::Unsupported`).
+///
+/// # Errors
+/// [`ErrorKind::Device`](crate::ErrorKind::Device) ([`Error::Unsupported`]) without shader-f16;
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `h` is not f16; otherwise
+/// as [every kernel](crate::kernels#errors).
 pub fn cast_to_f32(h: &Tensor) -> Result<Tensor> {
     cast(
         "cast_to_f32",

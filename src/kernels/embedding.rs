@@ -112,6 +112,10 @@ fn out_shape(ids: &Tensor, c: usize) -> Vec<usize> {
 
 /// Gathers table rows: `table (V, C)`, `ids` u32 of any shape (N) or (B, T) ->
 /// `(.., C)`. Ids >= V give zero rows (see the module doc).
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `table` is not f32 (V, C)
+/// or `ids` not u32; otherwise as [every kernel](crate::kernels#errors).
 pub fn embedding(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
     const OP: &str = "embedding";
     let (v, c) = table_dims(OP, "table", table)?;
@@ -128,6 +132,10 @@ pub fn embedding(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
 }
 
 /// Fails with `InvalidArgument` naming the first id >= V, its position, and V.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) ([`Error::InvalidArgument`])
+/// naming the first id >= `v`.
 pub fn check_ids(op: &'static str, ids: &[u32], v: usize) -> Result<()> {
     if let Some((at, &id)) = ids.iter().enumerate().find(|(_, &id)| id as usize >= v) {
         return Err(Error::invalid(
@@ -145,6 +153,10 @@ pub fn check_ids(op: &'static str, ids: &[u32], v: usize) -> Result<()> {
 /// [`embedding`] for ids from the host: checks every id against V before upload
 /// (an out-of-vocabulary id is an `InvalidArgument` error naming it and V), then
 /// gathers. `shape` is the ids' shape, e.g. `[B, T]`.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `ids.len()` is not
+/// `shape`'s element count or an id is >= V; otherwise as [`embedding`].
 pub fn embedding_from_ids(table: &Tensor, ids: &[u32], shape: &[usize]) -> Result<Tensor> {
     const OP: &str = "embedding";
     let (v, _) = table_dims(OP, "table", table)?;
@@ -174,6 +186,11 @@ fn seq_len(op: &'static str, ids: &Tensor) -> Result<usize> {
 /// GPT-2's input: `out[b, t] = wte[ids[b, t]] + wpe[t]`. `wte (V, C)`, `wpe (Tmax, C)`,
 /// `ids (B, T)` or `(T)` -> `(B, T, C)` / `(T, C)`. T > Tmax is an error. Ids >= V
 /// contribute a zero token row.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `wte`/`wpe` are not f32
+/// tables of one width C, `ids` not u32 (B, T) or (T), or T exceeds Tmax; otherwise as [every
+/// kernel](crate::kernels#errors).
 pub fn token_position_embedding(wte: &Tensor, wpe: &Tensor, ids: &Tensor) -> Result<Tensor> {
     const OP: &str = "token_position_embedding";
     let (v, c) = table_dims(OP, "wte", wte)?;
@@ -269,6 +286,10 @@ fn grad_width(op: &'static str, ids: &Tensor, dy: &Tensor) -> Result<usize> {
 /// ids[r] == v`, summed in increasing r (deterministic: see the module doc for the
 /// design and its cost). Rows of ids that never occur are zero; ids >= V contribute
 /// nothing (the forward gave them zero rows).
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `ids` is not u32 or `dy`
+/// not f32 of shape `ids.shape() + [C]`; otherwise as [every kernel](crate::kernels#errors).
 pub fn embedding_bwd(ids: &Tensor, dy: &Tensor, v: usize) -> Result<Tensor> {
     const OP: &str = "embedding_bwd";
     let c = grad_width(OP, ids, dy)?;
@@ -367,6 +388,10 @@ fn sort_keys(op: &'static str, ids: &Tensor, rows: u32, v: u32) -> Result<Tensor
 /// `(dwte (V, C), dwpe (Tmax, C))` with `dwte = embedding_bwd(ids, dy, V)` and
 /// `dwpe[t] = sum over b of dy[b, t]` (b increasing) for t < T, zero rows for
 /// t >= T. Deterministic. T > Tmax is an error, as in the forward.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) as [`embedding_bwd`], and when
+/// T exceeds `tmax`; otherwise as [every kernel](crate::kernels#errors).
 pub fn token_position_embedding_bwd(
     ids: &Tensor,
     dy: &Tensor,
@@ -409,6 +434,9 @@ pub fn token_position_embedding_bwd(
 /// `PE(pos, 2i) = sin(pos / 10000^(2i/C))`, `PE(pos, 2i+1) = cos(pos / 10000^(2i/C))`.
 /// For odd C the last column (j = C-1, even) is a sin column with no cos partner.
 /// Computed on the GPU in f32: the angle's rounding error grows like pos * 2^-23.
+///
+/// # Errors
+/// As [every kernel](crate::kernels#errors) (the output's size).
 pub fn sinusoidal_positions(gpu: &Gpu, t: usize, c: usize) -> Result<Tensor> {
     const OP: &str = "sinusoidal_positions";
     let out = Tensor::empty(gpu, &[t, c], DType::F32)?;
@@ -420,6 +448,10 @@ pub fn sinusoidal_positions(gpu: &Gpu, t: usize, c: usize) -> Result<Tensor> {
 /// The Transformer's encoder input: `out[b, t] = table[ids[b, t]] * scale + PE(t)`,
 /// with `scale = sqrt(C)` in the paper. `table (V, C)`, `ids (B, T)` or `(T)`.
 /// Ids >= V contribute a zero token row.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `table` is not f32 (V, C)
+/// or `ids` not u32 (B, T) or (T); otherwise as [every kernel](crate::kernels#errors).
 pub fn embed_scaled_plus_sinusoidal(table: &Tensor, ids: &Tensor, scale: f32) -> Result<Tensor> {
     const OP: &str = "embed_scaled_plus_sinusoidal";
     let (v, c) = table_dims(OP, "table", table)?;

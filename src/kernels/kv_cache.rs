@@ -141,6 +141,9 @@ fn run(
 /// Writes the k and v columns of `src (B, T, W)` into rows `pos0..pos0 + T` of the
 /// caches `k, v (B, NH, Tcap, HS)`: `k[b, h, pos0 + t, d] = src[b, t, ko + h * HS + d]`,
 /// v likewise at column `vo`. Other cache rows are untouched.
+///
+/// # Errors
+/// As [`kv_scatter_ring`].
 pub fn kv_scatter(
     src: &Tensor,
     (ko, vo): (usize, usize),
@@ -153,6 +156,12 @@ pub fn kv_scatter(
 
 /// [`kv_scatter`] into a cache laid out as `ring` says: position `pos0 + t`
 /// goes to row `ring.row(pos0 + t)`.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `src` is not f32 (B, T,
+/// W), `k`/`v` not f32 caches (B, NH, Tcap, HS) of one shape, the k or v columns fall outside W, or
+/// rows `pos0..pos0 + T` do not fit the cache (or the ring); otherwise as [every
+/// kernel](crate::kernels#errors).
 pub fn kv_scatter_ring(
     src: &Tensor,
     (ko, vo): (usize, usize),
@@ -202,6 +211,10 @@ pub fn kv_scatter_ring(
 
 /// Splits a packed `kv (B, T, 2C)` laid out `[k | v]` into `k, v (B, NH, T, HS)`,
 /// HS = C / NH. Backward: [`kv_merge`].
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `kv` is not f32 (B, T,
+/// 2C) with C a multiple of `nh`; otherwise as [every kernel](crate::kernels#errors).
 pub fn kv_split(kv: &Tensor, nh: usize) -> Result<(Tensor, Tensor)> {
     const OP: &str = "kv_split";
     let [b, t, w] = token_dims(OP, "kv", kv)?;
@@ -221,6 +234,10 @@ pub fn kv_split(kv: &Tensor, nh: usize) -> Result<(Tensor, Tensor)> {
 
 /// `dk, dv (B, NH, T, HS)` -> `dkv (B, T, 2C)` laid out `[dk | dv]`: the backward
 /// of [`kv_split`].
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `dk`, `dv` are not f32
+/// (B, NH, T, HS) of one shape; otherwise as [every kernel](crate::kernels#errors).
 pub fn kv_merge(dk: &Tensor, dv: &Tensor) -> Result<Tensor> {
     const OP: &str = "kv_merge";
     let [b, nh, t, hs] = cache_dims(OP, "dk", dk)?;
@@ -249,6 +266,11 @@ pub fn kv_merge(dk: &Tensor, dv: &Tensor) -> Result<Tensor> {
 /// `out[b] = x[idx[b]]` for rows `0..len` (rows past `len` are undefined).
 /// `idx` is a u32 tensor `(B_out)` whose values must be `< B_in`; callers check
 /// them on the host (a GPU index cannot be checked without a readback).
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `k`, `v` are not f32
+/// caches of one shape, `idx` is not a non-empty u32 (B_out), or `len` exceeds the cache's rows;
+/// otherwise as [every kernel](crate::kernels#errors).
 pub fn kv_reorder(k: &Tensor, v: &Tensor, idx: &Tensor, len: usize) -> Result<(Tensor, Tensor)> {
     const OP: &str = "kv_reorder";
     let [_, nh, tcap, hs] = cache_dims(OP, "k", k)?;
@@ -302,6 +324,9 @@ pub fn kv_reorder(k: &Tensor, v: &Tensor, idx: &Tensor, len: usize) -> Result<(T
 /// `j <= i + len - Tq`, and needs `Tq <= len`); `key_mask (B, Tcap)`: 0.0 = padded
 /// key. Returns `(B, Tq, NH * HS)` with the heads merged. A row that sees no key
 /// gets zeros.
+///
+/// # Errors
+/// As [`kv_attention_ring`].
 pub fn kv_attention(
     q: &Tensor,
     k: &Tensor,
@@ -316,6 +341,10 @@ pub fn kv_attention(
 /// [`kv_attention`] with grouped-query heads: the caches hold NKV key/value
 /// heads and q holds `group * NKV` query heads; query head h attends with cached
 /// head `h / group`. Returns `(B, Tq, group * NKV * HS)`.
+///
+/// # Errors
+/// As [`kv_attention_ring`]; [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) also
+/// when `group` is 0.
 pub fn kv_attention_grouped(
     q: &Tensor,
     k: &Tensor,
@@ -334,6 +363,16 @@ pub fn kv_attention_grouped(
 /// positions `0..G` (causal only). `key_mask (B, Tcap)` is indexed by cache row.
 /// The keys a step reads must all still be in the ring: the caller keeps
 /// `Tq + W - 1 <= ring` ([`crate::nn::KvCache`] does).
+///
+/// # Errors
+/// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `q` is not f32 (B, Tq,
+///   W) with W >= NH * HS, `k`/`v` not f32 caches of one shape and q's batch, HS outside the
+///   supported sizes, `key_mask` not f32 (B, Tcap), rows `len - Tq..len` outside the cache (or
+///   ring), a causal step with more query rows than keys, a window without causal attention, a ring
+///   without a window, or a step reading more positions than the ring holds.
+/// - [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when the query rows, heads or batch exceed
+///   the grid the device allows.
+/// - Otherwise as [every kernel](crate::kernels#errors).
 pub fn kv_attention_ring(
     q: &Tensor,
     k: &Tensor,

@@ -40,6 +40,11 @@ pub(crate) const SMALL_ROW_WG: usize = 64;
 /// Layer norm of `x` over its last axis with `weight` and `bias` of shape (C).
 /// Returns `(y, mean, rstd)`: y has x's shape, mean and rstd x's shape minus the
 /// last axis.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `x` is not f32 (..., C),
+/// `weight`/`bias` not f32 (C), or `eps` is not finite and >= 0; otherwise as [every
+/// kernel](crate::kernels#errors).
 pub fn layernorm(
     x: &Tensor,
     weight: &Tensor,
@@ -112,6 +117,10 @@ fn plan_fwd(rows: usize, cols: usize, policy: &KernelPolicy) -> (Launch, u32) {
 /// x's shape and dweight, dbias of shape (C); see the module docs for the
 /// formulas and the deterministic summation order. With no rows, dweight and
 /// dbias are zeros.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when a tensor is not f32 of
+/// the shape above; otherwise as [every kernel](crate::kernels#errors).
 pub fn layernorm_bwd(
     x: &Tensor,
     weight: &Tensor,

@@ -99,6 +99,11 @@ fn count(op: &'static str, n: usize) -> Result<u32> {
 /// clamp), and any element that is NaN or would round to an infinite half
 /// (|x| >= 65520) sets the found-inf flag of `state`, so the optimiser skips the
 /// step instead of training on the clamped value. Needs shader-f16.
+///
+/// # Errors
+/// [`ErrorKind::Device`](crate::ErrorKind::Device) ([`Error::Unsupported`]) without shader-f16;
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `x` is not f32 or `state`
+/// not the scaler's u32 state; otherwise as [every kernel](crate::kernels#errors).
 pub fn cast_grad_to_f16(x: &Tensor, state: &Tensor) -> Result<Tensor> {
     const OP: &str = "cast_grad_to_f16";
     if !x.gpu().features().shader_f16 {
@@ -130,6 +135,10 @@ pub fn cast_grad_to_f16(x: &Tensor, state: &Tensor) -> Result<Tensor> {
 }
 
 /// Sets the found-inf flag of `state` when any element of `grad` (f32) is inf or NaN.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `grad` is not f32 or
+/// `state` not the scaler's u32 state; otherwise as [every kernel](crate::kernels#errors).
 pub fn nonfinite_check(grad: &Tensor, state: &Tensor) -> Result<()> {
     const OP: &str = "nonfinite_check";
     grad.expect_dtype(OP, "grad", DType::F32)?;
@@ -153,6 +162,11 @@ pub fn nonfinite_check(grad: &Tensor, state: &Tensor) -> Result<()> {
 /// the update uses `grad / scale` and does nothing while the found-inf flag of
 /// `state` is set; the bias correction counts `s.step` minus the steps skipped
 /// so far (the steps Adam actually took).
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `grad`, `m`, `v` are not
+/// f32 of `param`'s shape, `clip` not f32 (2), `state` not the scaler's state, or `s.step` is 0;
+/// otherwise as [every kernel](crate::kernels#errors).
 pub fn adam_step_scaled(
     param: &Tensor,
     grad: &Tensor,
@@ -204,6 +218,10 @@ pub fn adam_step_scaled(
 /// max_norm / (norm / scale + 1e-6))] from the sums of squares of the scaled
 /// gradients in the first `used` slots of `partials` (as [`super::optim::global_norm`]
 /// writes them); `max_norm <= 0` means no clipping.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `clip` is not (2) or
+/// `state` not the scaler's state; otherwise as [every kernel](crate::kernels#errors).
 pub fn clip_scale_scaled(
     partials: &Tensor,
     used: usize,
@@ -236,6 +254,10 @@ pub fn clip_scale_scaled(
 /// clean step the tracker counts up and, at `growth_interval`, the scale grows by
 /// `growth_factor` (unless that overflows) and the tracker resets. Clears the
 /// flag. (torch's `_amp_update_scale_`.)
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `state` is not the
+/// scaler's u32 state; otherwise as [every kernel](crate::kernels#errors).
 pub fn scaler_update(state: &Tensor, rule: &ScaleUpdate) -> Result<()> {
     const OP: &str = "scaler_update";
     check_state(OP, state)?;

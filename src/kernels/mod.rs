@@ -6,6 +6,25 @@
 //! the dispatch that encodes it. Kernels know nothing of autograd. This file
 //! registers every WGSL module: one file of `shaders/`, or several concatenated
 //! (shared code such as rows.wgsl and attention_common.wgsl comes first).
+//!
+//! # Errors
+//!
+//! Every kernel function checks its inputs before it encodes anything and
+//! returns, besides the errors its own doc names:
+//! - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for a
+//!   tensor of the wrong dtype or shape ([`Error::Shape`](crate::Error::Shape)),
+//!   an output that shares an input's buffer, a tensor created on another
+//!   [`Gpu`](crate::Gpu), or an element count beyond the u32 the shaders index with;
+//! - [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) for an output over the
+//!   device's largest storage binding ([`Tensor::empty`](crate::Tensor::empty)) or
+//!   a grid over `max_compute_workgroups_per_dimension`
+//!   ([`Gpu::dispatch`](crate::Gpu::dispatch));
+//! - [`ErrorKind::Device`](crate::ErrorKind::Device) when the pipeline cannot be
+//!   built ([`Error::Gpu`](crate::Error::Gpu)), or an f16 kernel runs on an
+//!   adapter without shader-f16 ([`Error::Unsupported`](crate::Error::Unsupported)).
+//!
+//! Kernels only encode work: errors in the work itself come back from the next
+//! [`Gpu::flush`](crate::Gpu::flush) or readback.
 
 mod activation;
 pub mod attention;

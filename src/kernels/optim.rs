@@ -89,6 +89,11 @@ fn check_clip(op: &'static str, clip: &Tensor) -> Result<()> {
 
 /// One Adam/AdamW update of `param` in place, with moments `m`, `v` (same shape).
 /// `clip` is the \[norm, scale\] buffer of [`global_norm`] (or \[_, 1.0\]).
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `grad`, `m`, `v` are not
+/// f32 of `param`'s shape, `clip` not f32 (2), or `s.step` is 0; otherwise as [every
+/// kernel](crate::kernels#errors).
 pub fn adam_step(
     param: &Tensor,
     grad: &Tensor,
@@ -131,6 +136,10 @@ pub fn adam_step(
 }
 
 /// One SGD update in place: buf = momentum * buf + g + l2 * p; p -= lr * buf.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `grad`, `buf` are not f32
+/// of `param`'s shape or `clip` not f32 (2); otherwise as [every kernel](crate::kernels#errors).
 #[allow(clippy::too_many_arguments)]
 pub fn sgd_step(
     param: &Tensor,
@@ -172,6 +181,11 @@ pub fn norm_partials(n: usize) -> usize {
 /// Writes the sums of squares of `grads` into `partials` (length: the sum of
 /// [`norm_partials`] over the grads), then `clip` = [global norm, clip factor]
 /// with factor min(1, max_norm / (norm + 1e-6)); `max_norm <= 0` means no clipping.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when a gradient is not f32,
+/// `partials` is shorter than the sum of [`norm_partials`], or `clip` is not f32 (2); otherwise as
+/// [every kernel](crate::kernels#errors).
 pub fn global_norm(
     grads: &[&Tensor],
     partials: &Tensor,

@@ -105,11 +105,19 @@ fn launch_1d(entry: &'static str, threads: usize) -> Launch {
 }
 
 /// `norms[b] += sum of x[b, ..]^2` for x (B, ..) and norms (B).
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `x` is not f32 (B, ..) or
+/// `norms` not f32 (B); otherwise as [every kernel](crate::kernels#errors).
 pub fn add_sumsq(x: &Tensor, norms: &Tensor) -> Result<()> {
     partial_sums("add_sumsq", x, None, norms)
 }
 
 /// `norms[b] += sum of x[b, ..] * y[b, ..]` for x, y of one shape (B, ..).
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `x`, `y` are not f32 of
+/// one shape (B, ..) or `norms` not f32 (B); otherwise as [every kernel](crate::kernels#errors).
 pub fn add_dot(x: &Tensor, y: &Tensor, norms: &Tensor) -> Result<()> {
     const OP: &str = "add_dot";
     y.expect_dtype(OP, "y", DType::F32)?;
@@ -154,6 +162,10 @@ fn partial_sums(op: &'static str, x: &Tensor, y: Option<&Tensor>, norms: &Tensor
 /// DP-SGD's clip factors `min(1, clip / (sqrt(norms[b]) + 1e-6))` from squared
 /// norms (B): what each example's gradient is multiplied by so that its norm is
 /// at most `clip`.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `norms` is not f32 or
+/// `clip` is not a finite number > 0; otherwise as [every kernel](crate::kernels#errors).
 pub fn clip_factors(norms: &Tensor, clip: f32) -> Result<Tensor> {
     const OP: &str = "clip_factors";
     norms.expect_dtype(OP, "norms", DType::F32)?;
@@ -185,6 +197,11 @@ pub fn clip_factors(norms: &Tensor, clip: f32) -> Result<Tensor> {
 /// The per-example gradient of a LayerNorm gain: `x`, `dy` (B * T, C) (or
 /// (B, T, C)), the forward's `mean`, `rstd` (B * T values), `b` examples ->
 /// (B, C) with `g[b, c] = sum over t of dy[b, t, c] * (x[b, t, c] - mean) * rstd`.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when a tensor is not f32, `dy`
+/// is not `x`'s shape, or `x` does not hold `b` examples of whole rows with one `mean`/`rstd` each;
+/// otherwise as [every kernel](crate::kernels#errors).
 pub fn layernorm_gain(
     x: &Tensor,
     mean: &Tensor,
@@ -257,6 +274,11 @@ fn table_dims(op: &'static str, g: &Tensor, dy: &Tensor) -> Result<(usize, usize
 /// Adds each example's rows of `dy` (B * T, C) to the rows of its table
 /// gradient `g` (B, V, C) named by `ids` (B * T u32): `g[b, ids[b, t]] += dy[b, t]`,
 /// t increasing. Ids >= V add nothing (the forward gathered zeros for them).
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `g` is not f32 (B, V, C),
+/// `dy` not f32 (B * T, C) or `ids` not u32 (B * T); otherwise as [every
+/// kernel](crate::kernels#errors).
 pub fn scatter_rows(g: &Tensor, ids: &Tensor, dy: &Tensor) -> Result<()> {
     const OP: &str = "scatter_rows";
     let (b, v, t, c) = table_dims(OP, g, dy)?;
@@ -273,6 +295,10 @@ pub fn scatter_rows(g: &Tensor, ids: &Tensor, dy: &Tensor) -> Result<()> {
 /// Adds each example's rows of `dy` (B * T, C) to rows 0..T of its table
 /// gradient `g` (B, V, C): the learned position table read at positions 0..T.
 /// Rows t >= V are skipped.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `g` is not f32 (B, V, C)
+/// or `dy` not f32 (B * T, C); otherwise as [every kernel](crate::kernels#errors).
 pub fn position_rows(g: &Tensor, dy: &Tensor) -> Result<()> {
     const OP: &str = "position_rows";
     let dims = table_dims(OP, g, dy)?;
@@ -305,6 +331,10 @@ fn rows_into(
 }
 
 /// `factors[b] * x[b, ..]` for x (B, ..) and factors (B).
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `x` is not f32 (B, ..) or
+/// `factors` not f32 (B); otherwise as [every kernel](crate::kernels#errors).
 pub fn scale_examples(factors: &Tensor, x: &Tensor) -> Result<Tensor> {
     const OP: &str = "scale_examples";
     let (b, r) = examples_of(OP, x, factors)?;
@@ -328,6 +358,10 @@ pub fn scale_examples(factors: &Tensor, x: &Tensor) -> Result<Tensor> {
 
 /// `sum over b of factors[b] * g[b, ..]` (b increasing) for g (B, ..) and
 /// factors (B); the result has g's shape without B.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `g` is not f32 (B, ..) or
+/// `factors` not f32 (B); otherwise as [every kernel](crate::kernels#errors).
 pub fn weighted_sum(factors: &Tensor, g: &Tensor) -> Result<Tensor> {
     const OP: &str = "weighted_sum";
     let (b, r) = examples_of(OP, g, factors)?;
@@ -353,6 +387,11 @@ pub fn weighted_sum(factors: &Tensor, g: &Tensor) -> Result<Tensor> {
 /// normal number `i` of stream `key` (`reference::per_example::gaussian`): the
 /// same noise for the same (key, i) on every run and adapter (up to the
 /// rounding of f32 `log`, `sqrt` and `cos`).
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `g` is not f32 or holds
+/// more than 2^31 values, `std` is not finite and >= 0, or `scale` is not finite; otherwise as
+/// [every kernel](crate::kernels#errors).
 pub fn gaussian_noise(g: &Tensor, std: f32, scale: f32, key: u32) -> Result<()> {
     const OP: &str = "gaussian_noise";
     g.expect_dtype(OP, "g", DType::F32)?;

@@ -140,6 +140,10 @@ fn head_dims(op: &'static str, name: &str, y: &Tensor) -> Result<Heads> {
 
 /// `x (B, T, NH*HS)` -> `(B, NH, T, HS)`: `y[b, h, t, d] = x[b, t, h * HS + d]`.
 /// `nh` must divide C. Backward: [`merge_heads`].
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `x` is not f32 (B, T, C)
+/// or `nh` is 0 or does not divide C; otherwise as [every kernel](crate::kernels#errors).
 pub fn split_heads(x: &Tensor, nh: usize) -> Result<Tensor> {
     const OP: &str = "split_heads";
     let (b, t, c) = token_dims(OP, "x", x)?;
@@ -158,6 +162,10 @@ pub fn split_heads(x: &Tensor, nh: usize) -> Result<Tensor> {
 
 /// `y (B, NH, T, HS)` -> `(B, T, NH*HS)`, the inverse of [`split_heads`] and its
 /// backward (kernel `split_heads_bwd_*`).
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `y` is not f32 (B, NH, T,
+/// HS); otherwise as [every kernel](crate::kernels#errors).
 pub fn merge_heads(y: &Tensor) -> Result<Tensor> {
     const OP: &str = "merge_heads";
     let h = head_dims(OP, "y", y)?;
@@ -177,6 +185,10 @@ pub fn merge_heads(y: &Tensor) -> Result<Tensor> {
 /// last axis, -> `(q, k, v)`, each `(B, NH, T, HS)` with HS = C / NH:
 /// `q[b, h, t, d] = x[b, t, h * HS + d]`, k at offset C, v at offset 2C.
 /// Backward: [`merge_qkv`].
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `x` is not f32 (B, T, 3C)
+/// or `nh` is 0 or does not divide C; otherwise as [every kernel](crate::kernels#errors).
 pub fn split_qkv(x: &Tensor, nh: usize) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "split_qkv";
     let (b, t, w) = token_dims(OP, "x", x)?;
@@ -204,6 +216,10 @@ pub fn split_qkv(x: &Tensor, nh: usize) -> Result<(Tensor, Tensor, Tensor)> {
 
 /// Backward of [`split_qkv`] (and the packing of separate q, k, v): `dq, dk, dv`,
 /// each `(B, NH, T, HS)`, -> `(B, T, 3C)` laid out `[dq | dk | dv]`, C = NH * HS.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `dq`, `dk`, `dv` are not
+/// f32 (B, NH, T, HS) of one shape; otherwise as [every kernel](crate::kernels#errors).
 pub fn merge_qkv(dq: &Tensor, dk: &Tensor, dv: &Tensor) -> Result<Tensor> {
     const OP: &str = "merge_qkv";
     let h = head_dims(OP, "dq", dq)?;

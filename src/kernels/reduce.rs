@@ -72,6 +72,11 @@ impl Reduce {
 }
 
 /// Reduces `x` over `axis` with `op`; the result drops that axis.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `x` is not f32, `axis` is
+/// out of range, or a max reduces an empty axis; otherwise as [every
+/// kernel](crate::kernels#errors).
 pub fn reduce(x: &Tensor, axis: usize, op: Reduce) -> Result<Tensor> {
     const OP: &str = "reduce";
     x.expect_dtype(OP, "x", DType::F32)?;
@@ -260,6 +265,11 @@ fn r_chunks(base_groups: usize, r_len: usize, policy: &KernelPolicy) -> (usize, 
 /// (x_shape without `axis`). `x` is the forward's input and is needed for
 /// [`Reduce::Max`] only (an error without it); for sum and mean it is ignored.
 /// See the module docs for the exact routing of max.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `dy` is not f32 of
+/// `x_shape` without `axis`, `axis` is out of range, or a max's backward lacks `x` (f32 of
+/// `x_shape`); otherwise as [every kernel](crate::kernels#errors).
 pub fn reduce_bwd(
     dy: &Tensor,
     x_shape: &[usize],
@@ -452,6 +462,11 @@ fn plan_bwd(
 
 /// `dy` (x_shape without `axis`) repeated along `axis`: out[o, r, i] = dy[o, i],
 /// of shape `shape`. The backward of a sum, and a broadcast in its own right.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `dy` is not f32 of
+/// `shape` without `axis`, or `axis` is out of range; otherwise as [every
+/// kernel](crate::kernels#errors).
 pub fn broadcast_along(dy: &Tensor, shape: &[usize], axis: usize) -> Result<Tensor> {
     reduce_bwd(dy, shape, axis, Reduce::Sum, None)
 }

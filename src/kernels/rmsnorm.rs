@@ -29,6 +29,11 @@ fn row_launch(policy: &KernelPolicy, rows: usize, cols: usize, entry: &'static s
 
 /// RMSNorm of `x` over its last axis with `weight (C)`. Returns `(y, rstd)`: y has
 /// x's shape, rstd x's shape without the last axis.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `x` is not f32 (..., C),
+/// `weight` not f32 (C), or `eps` is not finite and >= 0; otherwise as [every
+/// kernel](crate::kernels#errors).
 pub fn rmsnorm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<(Tensor, Tensor)> {
     const OP: &str = "rmsnorm";
     let (rows, cols) = rows_cols(OP, x)?;
@@ -77,6 +82,10 @@ fn plan_dw(policy: &KernelPolicy, rows: usize, cols: usize) -> DwPlan {
 
 /// Backward of [`rmsnorm`] from the forward's input `x`, `weight (C)`, the saved
 /// `rstd` and the upstream gradient `dy` (x's shape). Returns `(dx, dweight)`.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when a tensor is not f32 of
+/// the shape above; otherwise as [every kernel](crate::kernels#errors).
 pub fn rmsnorm_bwd(
     x: &Tensor,
     weight: &Tensor,

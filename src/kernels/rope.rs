@@ -34,6 +34,9 @@ struct Params {
 
 /// The cos and sin table `(2, positions, head_size / 2)` of angle
 /// `pos * theta^(-2 i / head_size)` (Hugging Face's default RoPE), computed in f64.
+///
+/// # Errors
+/// As [`rope_table_from`].
 pub fn rope_table(gpu: &Gpu, positions: usize, head_size: usize, theta: f64) -> Result<Tensor> {
     rope_table_from(gpu, 0, positions, head_size, theta)
 }
@@ -41,6 +44,10 @@ pub fn rope_table(gpu: &Gpu, positions: usize, head_size: usize, theta: f64) -> 
 /// The rows `first..first + positions` of [`rope_table`] (row r holds position
 /// `first + r`): a decoding step past the model's table (sliding-window
 /// decoding beyond the trained context) gets its positions' angles this way.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `head_size` is 0 or odd,
+/// or `theta` is not finite and > 1; otherwise as [every kernel](crate::kernels#errors).
 pub fn rope_table_from(
     gpu: &Gpu,
     first: usize,
@@ -195,6 +202,12 @@ fn launch(entry: &'static str, n: usize) -> Launch {
 /// Packs `q (B, T, NH * HS)`, `k, v (B, T, NKV * HS)` into `(B, T, (NH + 2 KO) HS)`
 /// rows `[q | k | v]`, q and k rotated for positions `pos0 + t` by `table`
 /// ([`rope_table`]), k and v expanded to KO = NH heads when `heads.expand`.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the heads are
+/// inconsistent, `q`, `k`, `v` are not f32 (B, T, heads * HS) of one (B, T), `table` is not (2, P,
+/// HS / 2) or has fewer than `pos0 + T` positions, or the packed output exceeds u32 indexing;
+/// otherwise as [every kernel](crate::kernels#errors).
 pub fn rope_qkv(
     q: &Tensor,
     k: &Tensor,
@@ -234,6 +247,10 @@ pub fn rope_qkv(
 }
 
 /// Backward of [`rope_qkv`]: `(dq, dk, dv)` from the gradient of the packed rows.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) as [`rope_qkv`] for `dpacked`
+/// (B, T, packed width) and `table`; otherwise as [every kernel](crate::kernels#errors).
 pub fn rope_qkv_bwd(
     dpacked: &Tensor,
     table: &Tensor,

@@ -120,6 +120,11 @@ fn layout(op: &'static str, x: &Tensor, opts: &SoftmaxOptions) -> Result<Layout>
 
 /// Softmax of `scale * x` over the last axis, with optional masks (see the
 /// module docs). Returns a new tensor of x's shape.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `x` is not f32 of rank >=
+/// 1, `opts.scale` is not finite, or a mask is not f32 of the shape the module docs give; otherwise
+/// as [every kernel](crate::kernels#errors).
 pub fn softmax(x: &Tensor, opts: &SoftmaxOptions) -> Result<Tensor> {
     let l = layout("softmax", x, opts)?;
     let y = Tensor::empty(x.gpu(), x.shape(), DType::F32)?;
@@ -135,6 +140,10 @@ pub fn softmax(x: &Tensor, opts: &SoftmaxOptions) -> Result<Tensor> {
 /// kept columns). Masked columns get exactly 0 without being read (their y is 0
 /// anyway); a fully masked row gets zeros. The options are checked against y's
 /// shape as in the forward.
+///
+/// # Errors
+/// As [`softmax`] for `y`, and [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument)
+/// when `dy` is not f32 of `y`'s shape; otherwise as [every kernel](crate::kernels#errors).
 pub fn softmax_bwd(y: &Tensor, dy: &Tensor, opts: &SoftmaxOptions) -> Result<Tensor> {
     const OP: &str = "softmax_bwd";
     let l = layout(OP, y, opts)?;

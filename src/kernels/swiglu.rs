@@ -36,6 +36,10 @@ fn launch(entry: &'static str, n: u32) -> Launch {
 }
 
 /// `silu(gate) * up`, elementwise; gate and up have one shape.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `gate`, `up` are not f32
+/// of one shape; otherwise as [every kernel](crate::kernels#errors).
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     let p = check("swiglu", gate, up)?;
     let y = Tensor::empty(gate.gpu(), gate.shape(), DType::F32)?;
@@ -49,6 +53,10 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 }
 
 /// Backward of [`swiglu`]: `(dgate, dup)` from the forward's inputs and `dy`.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `gate`, `up`, `dy` are
+/// not f32 of one shape; otherwise as [every kernel](crate::kernels#errors).
 pub fn swiglu_bwd(gate: &Tensor, up: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
     const OP: &str = "swiglu_bwd";
     let p = check(OP, gate, up)?;

@@ -10,12 +10,22 @@ use crate::tensor::Tensor;
 /// decoding against a KV cache.
 pub trait CausalLm {
     /// Logits (B, T, V) for token ids (B, T) (u32 tensor).
+    ///
+    /// # Errors
+    /// As the model's `forward` ([`Gpt::forward`](crate::nn::Gpt::forward),
+    /// [`Llama::forward`](crate::nn::Llama::forward)).
     fn forward(&self, tape: &Tape, ids: &Tensor) -> Result<Var>;
     /// Every parameter, in a fixed order.
     fn params(&self) -> Vec<Param>;
     /// An empty KV cache for `batch` sequences of up to `max_len` positions.
+    ///
+    /// # Errors
+    /// As the model's `new_cache`.
     fn new_cache(&self, batch: usize, max_len: usize) -> Result<KvCache>;
     /// Logits `(B, n_new, V)` of new tokens at positions `cache.len()..`.
+    ///
+    /// # Errors
+    /// As the model's `forward_step`.
     fn forward_step(&self, cache: &mut KvCache, ids_new: &Tensor) -> Result<Tensor>;
     /// The most positions a sequence may have.
     fn context(&self) -> usize;

@@ -396,6 +396,11 @@ macro_rules! size_checks {
             }
 
             $(#[$check_doc])*
+            ///
+            /// # Errors
+            /// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) ([`Error::ModelTooLarge`]) when
+            /// one tensor exceeds `limits.binding_bytes` or the whole (with the training state when
+            /// `training` is given) exceeds `limits.total_bytes`, naming the field to lower.
             pub fn check_size(
                 &self,
                 limits: &MemoryLimits,

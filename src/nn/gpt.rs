@@ -66,6 +66,11 @@ impl GptConfig {
     }
 
     /// Checks the sizes; the error names the field and the fix.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when a size is 0, `n_head`
+    /// does not divide `n_embd`, the epsilon is not finite and > 0, or as
+    /// [`GptConfig::attention_pattern`].
     pub fn validate(&self) -> Result<()> {
         const OP: &str = "GptConfig";
         config_checks::nonzero(
@@ -86,6 +91,11 @@ impl GptConfig {
 
     /// The attention pattern of every layer, from `sliding_window`,
     /// `global_tokens` and `sparse_layout` (checked: the errors name the value).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `sliding_window` is
+    /// 0, `global_tokens` is given without a window, `sparse_layout` is given with a window, or a
+    /// layout's block or stride is 0.
     pub fn attention_pattern(&self) -> Result<AttentionPattern> {
         config_checks::attention_pattern(
             "GptConfig",
@@ -238,6 +248,11 @@ impl Gpt {
     }
 
     /// Logits (B, T, V) for token ids (B, T) (u32 tensor).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `ids` is not a u32
+    /// (B, T) tensor or T exceeds `n_positions`; otherwise as [every
+    /// kernel](crate::kernels#errors).
     pub fn forward(&self, tape: &Tape, ids: &Tensor) -> Result<Var> {
         let t = ids.shape().last().copied().unwrap_or(0);
         if t > self.config.n_positions {
@@ -282,6 +297,12 @@ impl Gpt {
     /// there, and a sliding window does not extend it). With a sliding window
     /// the cache keeps only the window's keys (a ring buffer, see
     /// [`KvCache::new_windowed`]): then each step feeds at most W tokens.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `max_len` exceeds
+    /// `n_positions`, `batch` or `max_len` is 0, or the model uses a block-sparse layout (no
+    /// incremental decoding); [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when the cache
+    /// exceeds the device's binding limit.
     pub fn new_cache(&self, batch: usize, max_len: usize) -> Result<KvCache> {
         let cfg = &self.config;
         if max_len > cfg.n_positions {
@@ -310,6 +331,12 @@ impl Gpt {
     /// tokens `ids_new (B, n_new)` (u32) at positions `cache.len()..`, appending
     /// their keys and values to `cache`. Feeding a sequence in pieces gives the
     /// logits of [`Gpt::forward`] on the whole sequence (up to rounding).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `ids_new` is not u32
+    /// (B, n_new) with the cache's batch, `cache` is not this model's (its layers), n_new is 0, or
+    /// the cache (or a window's step size) would overflow; otherwise as [every
+    /// kernel](crate::kernels#errors).
     pub fn forward_step(&self, cache: &mut KvCache, ids_new: &Tensor) -> Result<Tensor> {
         let n = cache.check_step("Gpt::forward_step", ids_new, self.h.len())?;
         let len = cache.len();

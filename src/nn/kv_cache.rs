@@ -33,6 +33,11 @@ pub struct KvCache {
 
 impl KvCache {
     /// An empty cache for `n_layers` layers of `n_head` heads of `head_size`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `batch` or `capacity`
+    /// is 0; [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when a layer's (B, NH, capacity,
+    /// HS) tensor exceeds the device's binding limit.
     pub fn new(
         gpu: &Gpu,
         n_layers: usize,
@@ -73,6 +78,11 @@ impl KvCache {
     /// rows are fewer than `max_len` they form a ring buffer (the global rows,
     /// then the others cyclically); otherwise it is a plain cache of `max_len`
     /// rows. A dense pattern gives [`KvCache::new`] (`max_len` must be finite).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for a block-sparse layout,
+    /// an unbounded `max_len` without a sliding window, or a window or `max_step` of 0; otherwise
+    /// as [`KvCache::new`].
     #[allow(clippy::too_many_arguments)]
     pub fn new_windowed(
         gpu: &Gpu,
@@ -183,6 +193,11 @@ impl KvCache {
     /// Beam search: sequence `b` of the reordered cache continues sequence
     /// `beam_indices[b]` of this one (indices may repeat, and their count is the
     /// new batch size, e.g. to expand one prompt into k beams).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `beam_indices` is
+    /// empty or an index is not below the batch; otherwise as [every
+    /// kernel](crate::kernels#errors).
     pub fn reorder(&mut self, beam_indices: &[u32]) -> Result<()> {
         let idx = check_indices("KvCache::reorder", beam_indices, self.batch)?;
         let Some(first) = self.layers.first() else {

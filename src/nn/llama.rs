@@ -364,6 +364,11 @@ impl Llama {
     }
 
     /// Logits (B, T, V) for token ids (B, T) (u32 tensor).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `ids` is not a u32
+    /// (B, T) tensor or T exceeds `max_position_embeddings`; otherwise as [every
+    /// kernel](crate::kernels#errors).
     pub fn forward(&self, tape: &Tape, ids: &Tensor) -> Result<Var> {
         self.check_len("Llama::forward", ids.shape().last().copied().unwrap_or(0))?;
         let mut x = self.embed_tokens.forward(tape, ids)?;
@@ -379,6 +384,12 @@ impl Llama {
     /// ring of the window's keys ([`KvCache::new_windowed`]: each step feeds
     /// at most W tokens) and `max_len` may pass the trained context (RoPE
     /// angles exist for every position), `usize::MAX` for no bound.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `max_len` exceeds
+    /// `max_position_embeddings` (without a sliding window), or as [`KvCache::new_windowed`];
+    /// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when the cache exceeds the device's
+    /// binding limit.
     pub fn new_cache(&self, batch: usize, max_len: usize) -> Result<KvCache> {
         let cfg = &self.config;
         let pattern = cfg.attention_pattern()?;
@@ -400,6 +411,12 @@ impl Llama {
     /// tokens `ids_new (B, n_new)` (u32) at positions `cache.len()..`, appending
     /// their keys and values to `cache`. Feeding a sequence in pieces gives the
     /// logits of [`Llama::forward`] on the whole sequence (up to rounding).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `ids_new` is not u32
+    /// (B, n_new) with the cache's batch, `cache` is not this model's, n_new is 0, the cache would
+    /// overflow, or a position passes `max_position_embeddings` without a sliding window; otherwise
+    /// as [every kernel](crate::kernels#errors).
     pub fn forward_step(&self, cache: &mut KvCache, ids_new: &Tensor) -> Result<Tensor> {
         let n = cache.check_step("Llama::forward_step", ids_new, self.layers.len())?;
         let len = cache.len();

@@ -71,12 +71,23 @@ impl LlamaConfig {
     }
 
     /// Checks the sizes; the error names the field and the fix.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when a size is 0,
+    /// `num_attention_heads` does not divide `hidden_size` or is not a multiple of
+    /// `num_key_value_heads`, the head size is odd, `rms_norm_eps` is not finite and > 0,
+    /// `rope_theta` is not finite and > 1, or as [`LlamaConfig::attention_pattern`].
     pub fn validate(&self) -> Result<()> {
         super::llama::validate(self)
     }
 
     /// The attention pattern of every layer, from `sliding_window`,
     /// `global_tokens` and `sparse_layout` (checked: the errors name the value).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `sliding_window` is
+    /// 0, `global_tokens` is given without a window, `sparse_layout` is given with a window, or a
+    /// layout's block or stride is 0.
     pub fn attention_pattern(&self) -> Result<AttentionPattern> {
         super::config_checks::attention_pattern(
             "LlamaConfig",
@@ -101,6 +112,12 @@ impl LlamaConfig {
     /// change the math are refused by name unless they hold the value wgformer
     /// implements; fields of no effect on the math are ignored; any other field
     /// is refused, so nothing is silently misread.
+    ///
+    /// # Errors
+    /// A message (not an [`Error`](crate::Error)) naming the field: a field it does not know, a
+    /// required size missing, a field of the wrong type, a `head_dim` other than `hidden_size /
+    /// num_attention_heads`, or an option that changes the math with a value wgformer does not
+    /// implement.
     pub fn from_hf(json: &Map<String, Value>) -> std::result::Result<LlamaConfig, String> {
         for (key, value) in json {
             if IGNORED.contains(&key.as_str()) {
@@ -186,6 +203,10 @@ impl LlamaConfig {
     }
 
     /// [`LlamaConfig::from_hf`] with the error naming `what` (a file).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) with
+    /// [`LlamaConfig::from_hf`]'s message, prefixed by `what`.
     pub fn from_hf_named(json: &Map<String, Value>, what: &str) -> Result<LlamaConfig> {
         LlamaConfig::from_hf(json)
             .map_err(|e| Error::invalid("LlamaConfig::from_hf", format!("{what}: {e}")))

@@ -37,6 +37,9 @@ pub struct LoraOptions {
 
 impl LoraOptions {
     /// Rank `rank`, `alpha` and `targets`, checked: the error names the bad value.
+    ///
+    /// # Errors
+    /// As [`LoraOptions::validate`].
     pub fn new(rank: usize, alpha: f32, targets: Vec<String>) -> Result<LoraOptions> {
         let options = LoraOptions {
             rank,
@@ -53,6 +56,10 @@ impl LoraOptions {
     }
 
     /// Refuses a rank of 0, a non-finite or non-positive alpha, no targets.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `rank` is 0, `alpha`
+    /// is not finite and > 0, or `targets` is empty.
     pub fn validate(&self) -> Result<()> {
         if self.rank == 0 {
             return Err(Error::invalid(
@@ -112,6 +119,10 @@ fn selects(target: &str, module: &str) -> bool {
 
 /// The weights `options` selects among `params`, in their order. A target that
 /// selects nothing is an error listing the modules there are.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when a target selects no
+/// linear layer of `params` (the error lists the kinds there are).
 pub fn targets(params: &[Param], options: &LoraOptions) -> Result<Vec<Param>> {
     let linear: Vec<&Param> = params.iter().filter(|p| is_linear_weight(p)).collect();
     for target in &options.targets {
@@ -165,6 +176,11 @@ fn in_out(weight: &Param) -> Result<(usize, usize)> {
 /// ±1/sqrt(in) (PEFT's default, Kaiming-uniform with a = sqrt(5)), `B` zero, so
 /// the model starts exactly as it was. Returns the new factors' parameters
 /// (`{module}.lora_A.weight`, `{module}.lora_B.weight`), which are what trains.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) as [`LoraOptions::validate`],
+/// or when a weight is not a matrix; [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when a
+/// factor exceeds the device's binding limit.
 pub fn attach(weights: &[Param], options: &LoraOptions, seed: u64) -> Result<Vec<Param>> {
     options.validate()?;
     let mut factors = Vec::with_capacity(2 * weights.len());
@@ -183,6 +199,10 @@ pub fn attach(weights: &[Param], options: &LoraOptions, seed: u64) -> Result<Vec
 /// Attaches the adapter `a (r, in)`, `b (out, r)` with `scale` to `weight`,
 /// freezes the weight, and returns the two factor parameters. Factors whose
 /// shapes do not fit the weight are refused, naming them.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) ([`Error::Shape`]) when `a`,
+/// `b` do not have the shapes [`factor_shapes`] gives, or `weight` is not a matrix.
 pub fn attach_factors(weight: &Param, a: Tensor, b: Tensor, scale: f32) -> Result<[Param; 2]> {
     let module = module_name(weight).to_string();
     let rank = a.shape().first().copied().unwrap_or(0);
@@ -223,6 +243,9 @@ pub fn adapter_params(params: &[Param]) -> Vec<Param> {
 }
 
 /// The shapes an adapter of rank `rank` on `weight` has: `(A, B)`.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `weight` is not a matrix.
 pub fn factor_shapes(weight: &Param, rank: usize) -> Result<([usize; 2], [usize; 2])> {
     let (fin, fout) = in_out(weight)?;
     Ok(([rank, fin], [fout, rank]))
@@ -232,6 +255,11 @@ pub fn factor_shapes(weight: &Param, rank: usize) -> Result<([usize; 2], [usize;
 /// detaches it: the model then computes the same function with plain weights
 /// (for saving an ordinary checkpoint, or faster inference). Blocking: reads
 /// the factors back.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when a weight with an adapter
+/// is not a matrix; [`ErrorKind::Device`](crate::ErrorKind::Device) when reading a tensor back or
+/// writing the merged weight fails. Blocking; native only.
 pub fn merge(params: &[Param]) -> Result<usize> {
     let mut merged = 0;
     for w in params {

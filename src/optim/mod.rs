@@ -135,16 +135,35 @@ pub struct Optimizer {
 impl Optimizer {
     /// An optimiser of `params` with update rule `kind` and `options`, its state
     /// zeroed. Errors: a `max_grad_norm` that is not positive and finite.
+    ///
+    /// # Errors
+    /// As [`Optimizer::new`].
     pub fn with_options(
         gpu: &Gpu,
         params: Vec<Param>,
         kind: OptimizerKind,
         options: OptimizerOptions,
     ) -> Result<Self> {
-        if let Some(max) = options.max_grad_norm {
+        Self::new(gpu, params, kind, options.max_grad_norm)
+    }
+
+    /// [`Optimizer::with_options`] with the clipping norm as a plain argument
+    /// (`None`: no clipping).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `max_grad_norm` is
+    /// not positive and finite; [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when a state
+    /// tensor exceeds the device's binding limit.
+    pub fn new(
+        gpu: &Gpu,
+        params: Vec<Param>,
+        kind: OptimizerKind,
+        max_grad_norm: Option<f32>,
+    ) -> Result<Self> {
+        if let Some(max) = max_grad_norm {
             if !(max.is_finite() && max > 0.0) {
                 return Err(Error::invalid(
-                    "Optimizer::with_options",
+                    "Optimizer",
                     format!(
                         "max_grad_norm {max}: give a positive finite norm, or None for no \
                          clipping"
@@ -152,17 +171,6 @@ impl Optimizer {
                 ));
             }
         }
-        Self::new(gpu, params, kind, options.max_grad_norm)
-    }
-
-    /// [`Optimizer::with_options`] with the clipping norm as a plain argument
-    /// (`None`: no clipping).
-    pub fn new(
-        gpu: &Gpu,
-        params: Vec<Param>,
-        kind: OptimizerKind,
-        max_grad_norm: Option<f32>,
-    ) -> Result<Self> {
         let mut state = Vec::with_capacity(params.len());
         let slots = if matches!(kind, OptimizerKind::Sgd { .. }) {
             1
@@ -198,6 +206,10 @@ impl Optimizer {
     /// scale out inside the update, skips the whole update when any gradient
     /// overflowed, and updates the scale, without a readback. Adam and AdamW
     /// only: SGD with a scaler is refused.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for a scaler on an SGD
+    /// optimiser.
     pub fn set_grad_scaler(&mut self, scaler: Option<GradScaler>) -> Result<()> {
         if scaler.is_some() && matches!(self.kind, OptimizerKind::Sgd { .. }) {
             return Err(Error::invalid(
@@ -247,6 +259,9 @@ impl Optimizer {
 
     /// One update with the learning rate and accumulation count of `options`:
     /// the same as [`Optimizer::step`]. Encodes the update (no readback).
+    ///
+    /// # Errors
+    /// As [`Optimizer::step`].
     pub fn step_with(&mut self, options: &StepOptions) -> Result<()> {
         self.step(options.lr, options.micro_batches)
     }
@@ -256,8 +271,8 @@ impl Optimizer {
     /// (unused, frozen) are skipped. Gradients are cleared afterwards.
     ///
     /// # Errors
-    /// [`crate::Error::InvalidArgument`] for `micro_batches` of 0;
-    /// [`crate::Error::Device`] when the device fails.
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for `micro_batches` of
+    /// 0; otherwise as the update's kernels ([every kernel](crate::kernels#errors)).
     pub fn step(&mut self, lr: f32, micro_batches: u32) -> Result<()> {
         if micro_batches == 0 {
             return Err(Error::invalid(

@@ -39,6 +39,10 @@ impl Default for ScalerOptions {
 
 impl ScalerOptions {
     /// Errors name the bad constant and its allowed range.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) naming the constant
+    /// outside its range.
     pub fn validate(&self) -> Result<()> {
         let bad = |detail: String| Err(Error::invalid("GradScaler", detail));
         if !(self.init_scale.is_finite() && self.init_scale > 0.0) {
@@ -90,6 +94,10 @@ impl ScalerState {
     }
 
     /// Decodes the GPU state's words (see `kernels::loss_scale`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `words` is not the
+    /// state's length.
     pub fn from_words(words: &[u32]) -> Result<ScalerState> {
         match words {
             [scale, tracker, skipped, _flag] => Ok(ScalerState {
@@ -130,6 +138,9 @@ impl std::fmt::Debug for GradScaler {
 impl GradScaler {
     /// A scaler at `options.init_scale`. Errors: constants out of range
     /// ([`ScalerOptions::validate`]).
+    ///
+    /// # Errors
+    /// As [`ScalerOptions::validate`].
     pub fn new(gpu: &Gpu, options: ScalerOptions) -> Result<GradScaler> {
         options.validate()?;
         let words = ScalerState::initial(&options).words();
@@ -152,6 +163,11 @@ impl GradScaler {
 
     /// The seed of a scaled backward pass: a tensor of `shape` (the loss's)
     /// holding the current scale, copied on the GPU.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `shape` holds no
+    /// element; [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when it exceeds the device's
+    /// binding limit.
     pub fn seed(&self, shape: &[usize]) -> Result<Tensor> {
         let gpu = self.state.gpu();
         let seed = Tensor::empty(gpu, shape, DType::F32)?;
@@ -165,12 +181,20 @@ impl GradScaler {
 
     /// Reads the state back (blocking; checkpoints and tests). A trainer reads it
     /// together with the loss instead.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Device`](crate::ErrorKind::Device) when the readback fails.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn read(&self) -> Result<ScalerState> {
         ScalerState::from_words(&self.state.to_vec_u32()?)
     }
 
     /// Overwrites the state (resuming from a checkpoint).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `state.scale` is not
+    /// positive and finite; [`ErrorKind::Device`](crate::ErrorKind::Device) as
+    /// [`Tensor::write_u32`](crate::Tensor::write_u32).
     pub fn load(&self, state: &ScalerState) -> Result<()> {
         if !(state.scale.is_finite() && state.scale > 0.0) {
             return Err(Error::invalid(

@@ -100,6 +100,12 @@ pub(crate) struct DpRun {
 
 impl DpRun {
     /// Starts the private side of a fresh run at step 0 of `state`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the clipping norm,
+    /// noise, delta or target epsilon are out of range, batch-level clipping (`grad_clip`) is on,
+    /// the sampling rate is not in (0, 1], or the budget cannot be met in the run's steps; as the
+    /// task's `dp_data` (a task without per-example data).
     pub fn start(task: &dyn TrainTask, dp: DpOptions, state: &TrainerState) -> Result<DpRun> {
         check_settings(dp.clip, dp.noise, dp.delta, dp.epsilon)?;
         let opts = &state.options;
@@ -145,6 +151,11 @@ impl DpRun {
     }
 
     /// Continues the private side of a resumed run from its saved state.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the saved state does
+    /// not fit the task's data (another example count) or holds settings out of range; as the
+    /// task's `dp_data`.
     pub fn resume(task: &dyn TrainTask, saved: PrivacyState, step: u32) -> Result<DpRun> {
         let data = task.dp_data()?;
         if (data.examples, data.capacity) != (saved.examples, saved.capacity) {
@@ -197,6 +208,12 @@ impl DpRun {
     /// One DP-SGD step number `step`: sample, per-example backward and
     /// clipping per micro-batch, noise, optimiser update. `state.micro_batches`
     /// counts the micro-batches (their dropout seeds follow it).
+    ///
+    /// # Errors
+    /// As the task's `dp_loss`,
+    /// [`Tape::backward_per_example`](crate::autograd::Tape::backward_per_example) and
+    /// [`Optimizer::step`](crate::optim::Optimizer::step); otherwise as [every
+    /// kernel](crate::kernels#errors).
     pub fn step(
         &self,
         task: &mut dyn TrainTask,

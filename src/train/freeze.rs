@@ -29,6 +29,10 @@ pub fn is_embedding(name: &str) -> bool {
 /// parameter tensors frozen. Freezing the GPT's `wte` also freezes the output
 /// projection, which is the same tensor. Asking for more layers than the deepest
 /// stack has is an error (it would silently freeze the whole model).
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `lower_layers` exceeds
+/// the layers of a stack.
 pub fn freeze(params: &[Param], embeddings: bool, lower_layers: usize) -> Result<usize> {
     let layers = params
         .iter()

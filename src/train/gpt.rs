@@ -57,6 +57,9 @@ pub trait LanguageModel: CausalLm {
     /// Training FLOPs per token (forward + backward) on windows of `seq` tokens.
     fn train_flops_per_token(&self, seq: usize) -> f64;
     /// The config's size check (see `GptConfig::check_size`).
+    ///
+    /// # Errors
+    /// As the config's `check_size` ([`GptConfig::check_size`](crate::nn::GptConfig::check_size)).
     fn check_size(
         &self,
         limits: &MemoryLimits,
@@ -111,6 +114,13 @@ impl<M: LanguageModel> GptTask<M> {
     /// Checks that the tokenizer fits the model and that both splits hold at least
     /// one window of `data.seq + 1` tokens. `dataset`: a `TextDataset` or
     /// prepared shards ([`TokenData`]).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the tokenizer has ids
+    /// outside the model's vocabulary, `data.seq` is 0 or over the context, the batch or eval
+    /// windows are 0, or a split holds fewer than `seq + 1` tokens;
+    /// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when the model with its training state
+    /// would not fit the device or machine.
     pub fn new(
         gpu: &Gpu,
         model: M,
@@ -157,6 +167,10 @@ impl<M: LanguageModel> GptTask<M> {
     /// spaced, each copy on a line of its own when the tokenizer knows the line
     /// break (the held-out text is unchanged). Its characters must be in the
     /// tokenizer's vocabulary.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the canary is empty
+    /// or has characters the tokenizer does not know, or the data are shards (read-only).
     pub fn with_canary(mut self, canary: Canary) -> Result<Self> {
         let unknown = self.tokenizer.unknown_chars(&canary.text);
         if !unknown.is_empty() || canary.text.is_empty() {
@@ -202,6 +216,10 @@ impl<M: LanguageModel> GptTask<M> {
 const IGNORE: u32 = u32::MAX;
 
 /// Errors unless every id of `tokenizer` is inside a model vocabulary of `vocab`.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) naming the first id of
+/// `tokenizer` at or beyond `vocab`.
 pub fn check_vocab(tokenizer: &dyn Tokenizer, vocab: usize) -> Result<()> {
     if tokenizer.vocab_size() > vocab {
         return Err(Error::invalid(
@@ -365,7 +383,7 @@ impl<M: LanguageModel> TrainTask for GptTask<M> {
                 i,
                 &mut inputs[slot * t..(slot + 1) * t],
                 &mut targets[slot * t..(slot + 1) * t],
-            );
+            )?;
         }
         let ids = Tensor::from_u32(tape.gpu(), &inputs, &[b, t])?;
         let logits = self.model.forward(tape, &ids)?;

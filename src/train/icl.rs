@@ -54,6 +54,12 @@ pub struct IclTrainTask {
 impl IclTrainTask {
     /// Checks that the task fits the model's context and vocabulary and that
     /// a micro-batch fits the device.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the task is invalid
+    /// or does not fit the model's context and vocabulary, or the batch or eval sequences are 0;
+    /// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when a micro-batch would not fit the
+    /// device.
     pub fn new(gpu: &Gpu, model: Gpt, data: IclData) -> Result<Self> {
         data.task.validate()?;
         let c = &model.config;
@@ -84,6 +90,9 @@ impl IclTrainTask {
     }
 
     /// Scores `sequences` fresh sequences drawn from `seed` (see [`evaluate_icl`]).
+    ///
+    /// # Errors
+    /// As [`evaluate_icl`].
     pub fn evaluate_curve(&self, sequences: usize, seed: u64) -> Result<IclEval> {
         let mut rng = SplitMix64::new(seed);
         let batch = self.data.batch.max(64);

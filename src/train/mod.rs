@@ -90,6 +90,10 @@ pub trait TrainTask {
     /// Records the loss of micro-batch number `index` (counted over the whole run)
     /// on `tape`, with label smoothing `eps` and dropout seeded by `dropout_seed`.
     /// The batch must be a function of `index` and the task's seed.
+    ///
+    /// # Errors
+    /// An implementation's: for the built-in tasks, as the model's forward and the cross-entropy
+    /// (kernel errors), and the data's batch sampling.
     fn loss(
         &mut self,
         tape: &Tape,
@@ -98,6 +102,9 @@ pub trait TrainTask {
         dropout_seed: u32,
     ) -> Result<(Var, MicroBatch)>;
     /// Held-out metrics (`thorough`: the final evaluation, which may use more data).
+    ///
+    /// # Errors
+    /// An implementation's: for the built-in tasks, as [`TrainTask::loss`] and the readbacks.
     fn evaluate(&mut self, thorough: bool) -> Result<EvalMetrics>;
     /// Training FLOPs per token of the model (for the report before training).
     fn flops_per_token(&self) -> f64;
@@ -114,6 +121,10 @@ pub trait TrainTask {
     ) -> Result<()>;
     /// DP-SGD: the examples Poisson sampling draws from and how many fit one
     /// micro-batch. The default: this task cannot train privately.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) by default (the task has
+    /// no per-example data).
     fn dp_data(&self) -> Result<DpData> {
         Err(Error::invalid(
             "train --dp",
@@ -124,6 +135,10 @@ pub trait TrainTask {
     /// global batch (of `world` equal shares) and evaluate its share of the
     /// held-out data; returns a hash of the data the run draws from, which
     /// must be the same on every rank. The default: this task cannot.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) by default (the task
+    /// cannot be trained data-parallel).
     fn shard_data(&mut self, _rank: usize, _world: usize) -> Result<u64> {
         Err(Error::invalid(
             "train --parallel",
@@ -134,6 +149,10 @@ pub trait TrainTask {
     /// `examples` (indices below [`TrainTask::dp_data`]'s `examples`, at most
     /// its `capacity`), in one micro-batch of `capacity` slots whose unused
     /// slots contribute nothing; examples are the batch's leading axis.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) by default; for the
+    /// built-in tasks, as [`TrainTask::loss`].
     fn dp_loss(
         &mut self,
         _tape: &Tape,
@@ -289,6 +308,13 @@ fn set_precision(opt: &mut Optimizer, gpu: &Gpu, precision: Precision) -> Result
 
 impl<'a> Trainer<'a> {
     /// A fresh run from step 0; checkpoints (and `eval.jsonl`) go to `out_dir`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for options
+    /// [`TrainOptions::validate`] refuses or a `freeze_layers` beyond the model;
+    /// [`ErrorKind::Device`](crate::ErrorKind::Device) ([`Error::Unsupported`]) for f16 precision
+    /// without shader-f16; [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when the optimiser's
+    /// state exceeds the device's binding limit.
     pub fn new(
         task: &'a mut dyn TrainTask,
         options: TrainOptions,
@@ -347,6 +373,11 @@ impl<'a> Trainer<'a> {
     /// option: rank, alpha, a target that selects nothing, freezing options
     /// (LoRA freezes everything already), DP-SGD (its per-example gradients
     /// need plain weights), a resumed run.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for a resumed run, a run
+    /// that already has adapters, freezing options, DP-SGD, or LoRA options [`lora::targets`] /
+    /// [`lora::attach`] refuse.
     pub fn with_lora(mut self, lora: LoraOptions) -> Result<Self> {
         let refuse = |detail: &str| Err(Error::invalid("train --lora-rank", detail.to_string()));
         if self.state.step != 0 || self.state.lora.is_some() {
@@ -383,6 +414,11 @@ impl<'a> Trainer<'a> {
     /// clipping norm or noise out of range, a sampling rate outside (0, 1], a
     /// budget spent before the first step, global clipping left on, a task
     /// without per-example data.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for a resumed run, LoRA,
+    /// f16 precision, batch-level clipping, a clipping norm, noise, delta or budget out of range,
+    /// or a budget the run's steps cannot meet.
     pub fn with_dp(mut self, dp: DpOptions) -> Result<Self> {
         if self.state.step != 0 {
             return Err(Error::invalid(
@@ -419,6 +455,18 @@ impl<'a> Trainer<'a> {
     /// rebuilds it from the checkpoint's files). `steps`, when given,
     /// replaces the run's total step count (to extend a finished run) and clears
     /// its `stop_after`. Checkpoints keep going to `out_dir`.
+    ///
+    /// # Errors
+    /// - [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) /
+    ///   [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) /
+    ///   [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible) as [`checkpoint::load_params`]
+    ///   and [`checkpoint::load_optimizer`].
+    /// - [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible) when the checkpoint has no
+    ///   trainer state or its parts come from different saves (step counts or adapters disagree);
+    ///   [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) when `trainer_state.json` does not
+    ///   parse.
+    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the run has no
+    ///   steps left, or its options are refused as in [`Trainer::new`].
     pub fn resume(
         task: &'a mut dyn TrainTask,
         dir: &Path,
@@ -525,6 +573,11 @@ impl<'a> Trainer<'a> {
     /// rank trains on its share of each global batch; the start refuses
     /// ranks whose config, options, data or weights differ from rank 0's.
     /// Only rank 0 should hold an output directory.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for DP-SGD, f16 or LoRA
+    /// over several processes; otherwise what the [`parallel::Parallelism`] returns when the ranks
+    /// disagree (their config, options, data or weights) or the transport fails.
     pub fn with_parallel(mut self, mut parallel: Box<dyn parallel::Parallelism>) -> Result<Self> {
         if self.dp.is_some() {
             return Err(Error::invalid(
@@ -574,6 +627,13 @@ impl<'a> Trainer<'a> {
     /// Trains from the current step to the last one, reporting to `on_event`;
     /// saves a checkpoint at the intervals and at the end when an output
     /// directory is set.
+    ///
+    /// # Errors
+    /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the loss becomes
+    ///   NaN or infinite (training diverged).
+    /// - [`ErrorKind::Device`](crate::ErrorKind::Device) when the device fails or a readback does;
+    ///   [`ErrorKind::Io`](crate::ErrorKind::Io) when a log or checkpoint cannot be written; as the
+    ///   task's `loss`/`evaluate` and [`checkpoint::save_checkpoint`].
     pub fn run(&mut self, on_event: &mut dyn FnMut(&TrainEvent)) -> Result<TrainSummary> {
         let opts = self.state.options.clone();
         let params = all_params(&*self.task);
@@ -825,6 +885,9 @@ pub fn eval_log_path(out_dir: &Path) -> PathBuf {
 /// Appends `record` as one line to the eval log of the run saving into `out_dir`
 /// (e.g. the run's energy report after its last evaluation). Does nothing when
 /// the run has no log (it never evaluated).
+///
+/// # Errors
+/// [`ErrorKind::Io`](crate::ErrorKind::Io) when the log exists but cannot be opened or written.
 pub fn append_to_eval_log(out_dir: &Path, record: &Value) -> Result<()> {
     let path = eval_log_path(out_dir);
     let mut file = match std::fs::OpenOptions::new().append(true).open(&path) {

@@ -180,6 +180,12 @@ pub struct TrainOptions {
 
 impl TrainOptions {
     /// Errors name the bad option and what to use instead.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) naming the option: 0 steps
+    /// or accumulation, label smoothing outside [0, 1), a gradient clip that is not > 0, a
+    /// `stop_after` of 0, a learning rate that is not a finite number > 0, or a schedule that gives
+    /// NaN.
     pub fn validate(&self) -> Result<()> {
         let bad = |detail: String| Err(Error::invalid("train", detail));
         if self.steps == 0 {

@@ -52,6 +52,13 @@ impl OutDir {
     /// something other than a wgformer checkpoint, a checkpoint when `existing` is
     /// [`Existing::Refuse`], a place where nothing can be written, and a directory
     /// another live run holds. Creates the missing parent directories.
+    ///
+    /// # Errors
+    /// - [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible) when `dir` is a file, does not
+    ///   end in a directory name, holds something other than a wgformer checkpoint, holds a
+    ///   checkpoint and `existing` refuses it, is locked by another run, or cannot be written in.
+    /// - [`ErrorKind::Io`](crate::ErrorKind::Io) when the lock cannot be taken or the directory
+    ///   read.
     pub fn claim(dir: &Path, existing: Existing) -> Result<OutDir> {
         let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
             return Err(Error::incompatible(

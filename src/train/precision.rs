@@ -27,6 +27,10 @@ pub enum Precision {
 impl Precision {
     /// The precision a run on `gpu` uses: [`Precision::Auto`] resolved, and
     /// [`Precision::F16`] refused where the adapter lacks shader-f16.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Device`](crate::ErrorKind::Device) ([`Error::Unsupported`]) for
+    /// [`Precision::F16`] on an adapter without shader-f16.
     pub fn resolve(self, gpu: &Gpu) -> Result<Precision> {
         let f16 = gpu.features().shader_f16;
         match self {

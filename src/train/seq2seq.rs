@@ -24,6 +24,7 @@ use crate::gpu::Gpu;
 use crate::kernels::cross_entropy::CrossEntropyOptions;
 use crate::nn::{FieldNames, ForwardOptions, MemoryLimits, Transformer, TransformerConfig};
 use crate::optim::Optimizer;
+use crate::token_ids::TokenIds;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -68,6 +69,12 @@ pub struct Seq2SeqData {
 
 /// Reads the pairs of `source` and splits them; the tokenizer of the date task is
 /// its own, a TSV file needs one (`None`: a char tokenizer over the file's text).
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for a date task
+/// [`DateTask::generate`] refuses, a TSV file without pairs or with an empty side, or a held-out
+/// fraction out of range; [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) /
+/// [`ErrorKind::Io`](crate::ErrorKind::Io) when the TSV file is missing or unreadable.
 pub fn load_pairs(
     source: &PairSource,
     tokenizer: Option<Box<dyn Tokenizer>>,
@@ -125,6 +132,13 @@ pub struct Seq2SeqTask {
 impl Seq2SeqTask {
     /// Checks the tokenizer against the model and every pair against its lengths
     /// and the token budget.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the tokenizer has ids
+    /// outside the model's vocabulary, a pair is longer than the model's `max_len` or empty, the
+    /// token budget is below the longest pair, or a setting is 0;
+    /// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when the model with its training state
+    /// would not fit.
     pub fn new(
         gpu: &Gpu,
         model: Transformer,
@@ -183,14 +197,23 @@ impl Seq2SeqTask {
     }
 
     /// Greedy translations of texts, decoded back to text.
+    ///
+    /// # Errors
+    /// As [`Seq2SeqTask::translate_ids`].
     pub fn translate_texts(&self, inputs: &[String]) -> Result<Vec<String>> {
         let ids: Vec<Vec<u32>> = inputs.iter().map(|s| self.tokenizer.encode(s)).collect();
         let out = self.translate_ids(&ids)?;
         Ok(out.iter().map(|t| self.tokenizer.decode(t)).collect())
     }
 
-    /// Greedy translations of token sequences, in chunks of at most 256.
-    pub fn translate_ids(&self, sources: &[Vec<u32>]) -> Result<Vec<Vec<u32>>> {
+    /// Greedy translations of token sequences (any [`TokenIds`] form, padding as
+    /// [`Seq2SeqDecoder::new`](crate::generate::Seq2SeqDecoder::new) says), in chunks of
+    /// at most 256 rows. Blocking.
+    ///
+    /// # Errors
+    /// As [`translate_greedy`].
+    pub fn translate_ids<'i>(&self, sources: impl Into<TokenIds<'i>>) -> Result<Vec<Vec<u32>>> {
+        let sources = sources.into().to_rows("translate_ids", "sources")?;
         let sp = self.tokenizer.specials();
         let max_len = self.model.config.max_len;
         let mut out = Vec::with_capacity(sources.len());
@@ -208,6 +231,9 @@ impl Seq2SeqTask {
     }
 
     /// Share of `pairs` whose greedy translation equals the target exactly.
+    ///
+    /// # Errors
+    /// As [`Seq2SeqTask::translate_ids`].
     pub fn exact_match(&self, pairs: &[(Vec<u32>, Vec<u32>)]) -> Result<f64> {
         let sources: Vec<Vec<u32>> = pairs.iter().map(|p| p.0.clone()).collect();
         let out = self.translate_ids(&sources)?;
@@ -392,7 +418,7 @@ impl TrainTask for Seq2SeqTask {
     ) -> Result<(Var, MicroBatch)> {
         let (capacity, s, t) = self.dp_shape()?;
         let sp = self.tokenizer.specials();
-        let batch = pad_fixed(&self.train, examples, capacity, (s, t), &sp);
+        let batch = pad_fixed(&self.train, examples, capacity, (s, t), &sp)?;
         let tensors = batch.upload(&self.gpu)?;
         let logits = self.model.forward(
             tape,
@@ -527,6 +553,9 @@ impl DateTaskSetup {
     /// The task (a fresh model initialised from `seed`, dates drawn with `seed`)
     /// and the run's options: the paper's Adam and warm-up, label smoothing 0.1,
     /// gradient clipping at 1.
+    ///
+    /// # Errors
+    /// As [`load_pairs`], [`Transformer::new`] and [`Seq2SeqTask::new`].
     pub fn build(&self, gpu: &Gpu, seed: u64) -> Result<(Seq2SeqTask, super::TrainOptions)> {
         let source = PairSource::Dates {
             n_train: self.n_train,

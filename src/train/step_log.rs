@@ -139,8 +139,19 @@ impl StepLog {
 
 /// Reads the JSON-lines log at `path` (a step log or an eval log): one object
 /// per line. Errors name the file and the line that does not parse.
+///
+/// # Errors
+/// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when `path` does not exist;
+/// [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) naming the first line that is not a JSON
+/// object; [`ErrorKind::Io`](crate::ErrorKind::Io) when it cannot be read.
 pub fn read_log(path: &Path) -> Result<Vec<Value>> {
-    let text = std::fs::read_to_string(path).map_err(|e| io_error(path, e))?;
+    let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::not_found(
+            path.display(),
+            "no log here: pass the step log DIR.train.jsonl or eval log of a run",
+        ),
+        _ => io_error(path, e),
+    })?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
@@ -149,11 +160,10 @@ pub fn read_log(path: &Path) -> Result<Vec<Value>> {
                 .ok()
                 .filter(Value::is_object)
                 .ok_or_else(|| {
-                    Error::invalid(
-                        "read log",
+                    Error::corrupt(
+                        path.display(),
                         format!(
-                            "`{}` line {} is not a JSON object: the log is damaged. Remove the line",
-                            path.display(),
+                            "line {} is not a JSON object: the log is damaged. Remove the line",
                             i + 1
                         ),
                     )

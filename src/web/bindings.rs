@@ -5,15 +5,19 @@
 //! trains a GPT on the in-context learning task and measures its accuracy by
 //! number of examples. Async methods return
 //! Promises; results are JSON strings; failures reject with a JS `Error` whose
-//! `name` says what kind it is (`DeviceLost`, `OutOfMemory`, `TooLarge`,
-//! `InvalidInput`, `Busy`, `GpuError`, `NoAdapter`, `Unsupported`, `Error`).
+//! `name` says what kind it is: `DeviceLost`, `OutOfMemory`, `GpuError`,
+//! `NoAdapter`, `Unsupported` (the GPU, [`ErrorKind::Device`]), `TooLarge`
+//! ([`ErrorKind::TooLarge`]: a device limit or the demo's memory budget),
+//! `InvalidInput` ([`ErrorKind::InvalidArgument`]), `NotFound`, `Corrupt`,
+//! `Incompatible`, `IoError` (the kinds of those names), `Busy` (another call is
+//! running).
 
 use super::demo::{CharGpt, DemoConfig, Generation};
 use super::icl::{IclConfig, IclTrainer};
 use super::translate::{DateTranslator, TranslateConfig};
 use crate::data::DateTask;
 use crate::data::Tokenizer;
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::gpu::Gpu;
 use crate::selfcheck::{self, bench};
 use js_sys::Promise;
@@ -46,14 +50,20 @@ fn js_error(gpu: Option<&Gpu>, e: &Error) -> JsValue {
         "DeviceLost"
     } else {
         match e {
-            Error::TooLarge { .. } => "TooLarge",
             Error::Gpu(m) if m.to_lowercase().contains("out of memory") => "OutOfMemory",
             Error::Gpu(m) if m.to_lowercase().contains("device lost") => "DeviceLost",
-            Error::Gpu(_) | Error::RequestDevice { .. } => "GpuError",
-            Error::Shape { .. } | Error::InvalidArgument { .. } => "InvalidInput",
             Error::NoAdapter { .. } => "NoAdapter",
-            Error::Unsupported { .. } => "Unsupported",
-            _ => "Error",
+            Error::Unsupported { .. } | Error::Device { .. } => "Unsupported",
+            // Every kind has a name (a new kind must be named here to compile).
+            _ => match e.kind() {
+                ErrorKind::Device => "GpuError",
+                ErrorKind::TooLarge => "TooLarge",
+                ErrorKind::InvalidArgument => "InvalidInput",
+                ErrorKind::NotFound => "NotFound",
+                ErrorKind::Corrupt => "Corrupt",
+                ErrorKind::Incompatible => "Incompatible",
+                ErrorKind::Io => "IoError",
+            },
         }
     };
     let err = js_sys::Error::new(&message);
@@ -262,7 +272,7 @@ impl Trainer {
     ///
     /// # Errors
     /// Throws a JS `Error` named `InvalidInput` for a `config_json` that does not parse or settings
-    /// `CharGpt::new` refuses (its memory budget included), `TooLarge` over a device limit,
+    /// `CharGpt::new` refuses, `TooLarge` over a device limit or the demo's memory budget,
     /// `DeviceLost` / `GpuError` from the GPU.
     #[wasm_bindgen(constructor)]
     pub fn new(engine: &Engine, text: &str, config_json: &str) -> Result<Trainer, JsValue> {

@@ -172,12 +172,10 @@ impl CharGpt {
     /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument): `text` is empty or
     ///   shorter than `context + 1` characters; a size (`n_layer`, `n_embd`, `n_head`, `context`,
     ///   `batch`) is 0; `lr` is not a positive finite number; `n_head` does not divide `n_embd` (as
-    ///   [`GptConfig::validate`](crate::nn::GptConfig::validate)); the model's estimated memory
-    ///   exceeds [`MEMORY_BUDGET_BYTES`] (this is
-    ///   [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument), not
-    ///   [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge)).
+    ///   [`GptConfig::validate`](crate::nn::GptConfig::validate)).
     /// - [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when the largest activation exceeds
-    ///   the device's binding limit.
+    ///   the device's binding limit ([`Error::TooLarge`]), or the model's estimated memory
+    ///   exceeds [`MEMORY_BUDGET_BYTES`] ([`Error::ModelTooLarge`]).
     /// - Otherwise as [`Gpt::new`](crate::nn::Gpt::new) and the optimiser's constructor.
     pub fn new(gpu: &Gpu, text: &str, config: DemoConfig) -> Result<CharGpt> {
         let vocab = CharTokenizer::from_text(text)?;
@@ -447,7 +445,7 @@ pub(super) fn check_memory(
     }
     let estimate = 4u64.saturating_mul(params.saturating_mul(4).saturating_add(activations));
     if estimate > MEMORY_BUDGET_BYTES {
-        return Err(Error::invalid(
+        return Err(Error::model_too_large(
             op,
             format!(
                 "this model would use about {} of GPU memory; the demo allows {}. {fix}",

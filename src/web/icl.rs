@@ -87,11 +87,10 @@ impl IclTrainer {
     /// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument): the task as
     ///   [`IclTask::new`](crate::data::icl::IclTask::new); `n_layer` or `batch` 0; `lr` not a
     ///   positive finite number; sizes [`GptConfig::validate`](crate::nn::GptConfig::validate)
-    ///   refuses; estimated memory over
-    ///   [`MEMORY_BUDGET_BYTES`](crate::web::demo::MEMORY_BUDGET_BYTES) (not
-    ///   [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge)).
+    ///   refuses.
     /// - [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when the largest activation exceeds
-    ///   the device's binding limit.
+    ///   the device's binding limit, or the estimated memory exceeds
+    ///   [`MEMORY_BUDGET_BYTES`](crate::web::demo::MEMORY_BUDGET_BYTES).
     /// - Otherwise as [`Gpt::new`](crate::nn::Gpt::new) and the optimiser's constructor.
     pub fn new(gpu: &Gpu, config: IclConfig) -> Result<IclTrainer> {
         let c = config;

@@ -131,11 +131,10 @@ impl DateTranslator {
     ///   `label_smoothing` outside [0, 1); sizes
     ///   [`TransformerConfig::validate`](crate::nn::TransformerConfig::validate) refuses; more
     ///   dates than [`DateTask::generate`] can draw; `batch_tokens` below the longest pair (as
-    ///   [`token_budget_batches`]); estimated memory over
-    ///   [`MEMORY_BUDGET_BYTES`](crate::web::demo::MEMORY_BUDGET_BYTES) (not
-    ///   [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge)).
+    ///   [`token_budget_batches`]).
     /// - [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when the largest activation exceeds
-    ///   the device's binding limit.
+    ///   the device's binding limit, or the estimated memory exceeds
+    ///   [`MEMORY_BUDGET_BYTES`](crate::web::demo::MEMORY_BUDGET_BYTES).
     /// - Otherwise as [`Transformer::new`](crate::nn::Transformer::new) and the optimiser's
     ///   constructor.
     pub fn new(gpu: &Gpu, config: TranslateConfig) -> Result<DateTranslator> {

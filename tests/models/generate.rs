@@ -154,7 +154,7 @@ fn gpt_generation_stops_at_context_and_truncates_only_when_asked() {
     );
     assert_eq!(g.tokens, gpt_greedy_by_recompute(&model, &long[3..], 2));
 
-    let err = generate::generate(&model, &[], &opts, &mut |_| Ok(()))
+    let err = generate::generate(&model, &[0u32; 0], &opts, &mut |_| Ok(()))
         .unwrap_err()
         .to_string();
     assert!(err.contains("at least one"), "{err}");
@@ -249,6 +249,21 @@ fn encdec_greedy_and_beam_one_equal_full_recomputation() {
         vec![18, 17, 4, 4, 11, 12, 13],
     ];
     let batched = generate::translate_greedy(&model, &sources, bos, eos, pad, 12).unwrap();
+    // The same sources in the other forms every entry point takes: one (B, S)
+    // block of host ids padded with `pad`, and that block as a u32 tensor.
+    let s_len = sources.iter().map(Vec::len).max().unwrap();
+    let mut block = vec![pad; sources.len() * s_len];
+    for (r, src) in sources.iter().enumerate() {
+        block[r * s_len..r * s_len + src.len()].copy_from_slice(src);
+    }
+    let shape = [sources.len(), s_len];
+    let from_block =
+        generate::translate_greedy(&model, (&block[..], shape), bos, eos, pad, 12).unwrap();
+    assert_eq!(from_block, batched, "padded host ids");
+    let gpu = model.params()[0].value().gpu().clone();
+    let tensor = wgformer::Tensor::from_u32(&gpu, &block, &shape).unwrap();
+    let from_tensor = generate::translate_greedy(&model, &tensor, bos, eos, pad, 12).unwrap();
+    assert_eq!(from_tensor, batched, "a u32 tensor");
     for (src, got) in sources.iter().zip(&batched) {
         let expected = encdec_greedy_by_recompute(&model, src, bos, eos, 12);
         assert_eq!(got, &expected, "source {src:?}");
@@ -268,6 +283,20 @@ fn encdec_greedy_and_beam_one_equal_full_recomputation() {
     }
     let beams =
         generate::translate(&model, &sources[0], bos, eos, &BeamOptions::default()).unwrap();
+    let one = wgformer::Tensor::from_u32(&gpu, &sources[0], &[1, sources[0].len()]).unwrap();
+    let beams_of_tensor =
+        generate::translate(&model, &one, bos, eos, &BeamOptions::default()).unwrap();
+    assert_eq!(
+        beams_of_tensor
+            .iter()
+            .map(|h| &h.tokens)
+            .collect::<Vec<_>>(),
+        beams.iter().map(|h| &h.tokens).collect::<Vec<_>>(),
+        "beam search on a (1, S) tensor"
+    );
+    // More than one sequence is refused by beam search, naming the count.
+    let err = generate::translate(&model, &tensor, bos, eos, &BeamOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("3 sequences"), "{err}");
     assert!(!beams.is_empty());
     assert!(
         beams.windows(2).all(|w| w[0].score >= w[1].score),

@@ -18,6 +18,13 @@ use crate::tensor::{DType, Tensor};
 /// `Split::Gpu` gives workgroups of 4 G rows x TX lanes with
 /// register-blocked tile products from workgroup memory, and falls back to the
 /// CPU split where no tile set fits the device's workgroup memory.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `q`, `k`, `v` are not f32
+/// (B, NH, T, HS) with matching B, NH, HS and Tk, HS is 0, the key mask is not f32 (B, Tk), the
+/// scale is not finite, or the pattern does not fit the shapes, or HS is over the fused kernels'
+/// maximum (use [`attention_unfused`](super::attention_unfused)); otherwise as [every
+/// kernel](crate::kernels#errors).
 pub fn attention_fwd(
     q: &Tensor,
     k: &Tensor,
@@ -57,6 +64,11 @@ pub fn attention_fwd(
 /// Causal masking skips the tiles above the diagonal in both kernels, and a
 /// sliding window ([`AttentionPattern`](super::AttentionPattern)) every tile
 /// outside it, so the work grows with the visible (query, key) pairs.
+///
+/// # Errors
+/// As [`attention_fwd`], and [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when
+/// `o`, `d_o` are not f32 of Q's shape or `l` not f32 (B, NH, Tq); otherwise as [every
+/// kernel](crate::kernels#errors).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_bwd(
     q: &Tensor,

@@ -194,6 +194,10 @@ impl SparseLayout {
     }
 
     /// Errors for a block or stride of 0, naming the value and the fix.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the block or stride
+    /// is 0.
     pub fn check(&self, op: &'static str) -> Result<()> {
         for (name, v) in [("block", self.block), ("stride", self.stride)] {
             if v == 0 {
@@ -210,6 +214,11 @@ impl SparseLayout {
     }
 
     /// Parses the CLI form `KIND:BLOCK:STRIDE` (e.g. `strided:64:4`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `text` is not
+    /// `KIND:BLOCK:STRIDE` with KIND `strided` or `fixed` and whole numbers, or as
+    /// [`SparseLayout::check`].
     pub fn parse(text: &str) -> Result<SparseLayout> {
         const OP: &str = "SparseLayout::parse";
         let bad = || {

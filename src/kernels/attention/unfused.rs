@@ -23,6 +23,13 @@ pub(crate) const NAIVE_SOFTMAX_WG: usize = 64;
 /// then O = P V with [`gemm`]. The benchmark baseline and a second GPU oracle;
 /// returns O only. S and P must each fit one storage binding: beyond that this
 /// returns [`Error::TooLarge`] (the fused [`attention_fwd`](super::attention_fwd) has no such limit).
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `q`, `k`, `v` are not f32
+/// (B, NH, T, HS) with matching B, NH, HS and Tk, HS is 0, the key mask is not f32 (B, Tk), the
+/// scale is not finite, or the pattern does not fit the shapes; otherwise as [`gemm`] and
+/// [`softmax`] (the (B, NH, Tq, Tk) scores over the device's binding limit are
+/// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge)).
 pub fn attention_unfused(
     q: &Tensor,
     k: &Tensor,
@@ -110,6 +117,13 @@ fn unfused_probs(
 /// per score, one thread per softmax row, one thread per output value. S is
 /// made for as many (b, head) pairs at a time as one storage binding holds, so
 /// any size runs. The GPU oracle that depends on no other kernel; returns O.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `q`, `k`, `v` are not f32
+/// (B, NH, T, HS) with matching B, NH, HS and Tk, HS is 0, the key mask is not f32 (B, Tk), the
+/// scale is not finite, or the pattern does not fit the shapes;
+/// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when one (Tq, Tk) score matrix exceeds the
+/// binding limit or the grid the device allows; otherwise as [every kernel](crate::kernels#errors).
 pub fn attention_unfused_naive(
     q: &Tensor,
     k: &Tensor,
@@ -186,6 +200,10 @@ pub fn attention_unfused_naive(
 /// (B, NH, Tq, HS). The benchmark baseline and a second GPU oracle of
 /// [`attention_bwd`](super::attention_bwd); needs no O or L. Like [`attention_unfused`], the score
 /// matrix must fit one storage binding ([`Error::TooLarge`] otherwise).
+///
+/// # Errors
+/// As [`attention_unfused`], and [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument)
+/// when `d_o` is not f32 of Q's shape.
 pub fn attention_unfused_bwd(
     q: &Tensor,
     k: &Tensor,

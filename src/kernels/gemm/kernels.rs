@@ -207,6 +207,12 @@ impl GemmKernel {
 
 /// Whether `kernel` can run on `gpu` (tile sizes the shader supports, the
 /// device's workgroup limits and features).
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the tile is not one the
+/// shader supports or its workgroup exceeds the device's limits;
+/// [`ErrorKind::Device`](crate::ErrorKind::Device) ([`Error::Unsupported`]) when the kernel needs a
+/// feature the adapter lacks (subgroups, cooperative matrices, shader-f16).
 pub fn check_kernel(gpu: &Gpu, kernel: GemmKernel) -> Result<()> {
     let limits = &gpu.policy().limits;
     let threads_ok = |x: u32, y: u32| {

@@ -173,6 +173,14 @@ struct Params {
 /// Either may carry one leading batch dimension: (batch, ., .) x (batch, ., .),
 /// or (batch, ., .) x (., .) with B shared by every batch. Returns (M, N) or
 /// (batch, M, N).
+///
+/// # Errors
+/// - [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the shapes do not
+///   multiply (inner sizes, batch, bias of N), A/B are neither both f32 nor both f16, `alpha` is
+///   not finite, or `opts.variant` names a kernel these inputs or this adapter cannot run.
+/// - [`ErrorKind::Device`](crate::ErrorKind::Device) ([`Error::Unsupported`]) for f16 inputs
+///   without shader-f16.
+/// - Otherwise as [every kernel](crate::kernels#errors).
 pub fn gemm(a: &Tensor, b: &Tensor, opts: &GemmOptions) -> Result<Tensor> {
     let shapes = || format!("A {:?} x B {:?}", a.shape(), b.shape());
     let (batch, a2) = match a.shape() {
@@ -251,6 +259,10 @@ pub fn gemm(a: &Tensor, b: &Tensor, opts: &GemmOptions) -> Result<Tensor> {
 /// C = act(alpha * op(A) op(B) + bias) written into `c`, with explicit sizes and
 /// batch strides ([`GemmShape`]). The tensors' shapes are not interpreted, only
 /// their element counts: each must hold every element the strides reach.
+///
+/// # Errors
+/// As [`gemm`], and [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when a tensor
+/// holds fewer elements than `shape` needs, or `c` shares a buffer with `a`, `b` or the bias.
 pub fn gemm_into(
     a: &Tensor,
     b: &Tensor,
@@ -266,6 +278,10 @@ pub fn gemm_into(
 /// names; for [`GemmVariant::Auto`] the GEMV kernel where it applies, else the
 /// choice measured on this device for the shape class (measured now, on these
 /// tensors, where the policy allows: C is overwritten), else [`default_kernel`].
+///
+/// # Errors
+/// As [`gemm_into`]'s checks (no dispatch is made, unless the kernel is measured now: then as
+/// [every kernel](crate::kernels#errors)).
 pub fn kernel_for(
     a: &Tensor,
     b: &Tensor,
@@ -284,6 +300,9 @@ pub fn kernel_for(
 
 /// [`gemm_into`] with the register tile's shape given (benchmarks and tuning);
 /// always runs the register-tile kernel.
+///
+/// # Errors
+/// As [`gemm_into_kernel`].
 pub fn gemm_into_register_tile(
     a: &Tensor,
     b: &Tensor,
@@ -298,6 +317,9 @@ pub fn gemm_into_register_tile(
 /// [`gemm_into`] with the kernel and tile given (benchmarks, tuning, tests);
 /// `opts.variant` is ignored. Errors when the tile is not one the kernel
 /// supports or the adapter lacks what the kernel needs.
+///
+/// # Errors
+/// As [`check_kernel`] for `kernel`, and as [`gemm_into`].
 pub fn gemm_into_kernel(
     a: &Tensor,
     b: &Tensor,

@@ -225,6 +225,11 @@ impl GemmPlan {
 
 /// Plans `kernel` (already checked against the device) for a product of
 /// `shape` with `opts`' transposes and epilogue on inputs of `dtype`.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `dtype` is not one the
+/// kernel takes (f16 inputs on a kernel other than the block tile or a cooperative configuration
+/// for f16, f32 inputs on an f16 cooperative one).
 pub fn plan(
     kernel: GemmKernel,
     shape: &GemmShape,

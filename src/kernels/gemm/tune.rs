@@ -86,6 +86,10 @@ pub fn candidates(gpu: &Gpu) -> Vec<GemmKernel> {
 /// else (when measuring is enabled) measured now on these very tensors (C is
 /// overwritten, which the product does anyway), else
 /// [`default_kernel`](super::default_kernel).
+///
+/// # Errors
+/// As [`autotune`] when the product is measured now; otherwise none (a remembered or default
+/// kernel).
 pub fn choose_kernel(
     a: &Tensor,
     b: &Tensor,
@@ -126,6 +130,11 @@ pub fn choose_kernel(
 /// Times every [`candidates`] kernel on this product (milliseconds per launch,
 /// GPU timestamps), fastest first; `None` for a kernel that failed to build or
 /// where the adapter has no timestamp queries. Submits the pending batch.
+///
+/// # Errors
+/// [`ErrorKind::Device`](crate::ErrorKind::Device) as [`Gpu::time_gpu_ms`](crate::Gpu::time_gpu_ms)
+/// (a failed submission or readback of the timing); a kernel that fails to build or run is listed
+/// with `None`, not an error.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn autotune(
     a: &Tensor,
@@ -184,6 +193,9 @@ pub fn autotune(
 }
 
 /// No timestamps in the browser's batch API here: nothing is measured.
+///
+/// # Errors
+/// None: the browser measures nothing (always `Ok`).
 #[cfg(target_arch = "wasm32")]
 pub fn autotune(
     _a: &Tensor,

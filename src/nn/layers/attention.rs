@@ -31,6 +31,10 @@ pub struct SelfAttention {
 
 impl SelfAttention {
     /// Weights N(0, std) for qkv and N(0, proj_std) for out.
+    ///
+    /// # Errors
+    /// As [`Tensor::randn`](crate::Tensor::randn) for the weights:
+    /// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) over the device's binding limit.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         gpu: &Gpu,
@@ -56,6 +60,11 @@ impl SelfAttention {
     }
 
     /// x (B, T, C) -> (B, T, C); `key_mask (B, T)`: 0.0 = padding key.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `x` is not (B, T, C)
+    /// for this layer's C or `key_mask` not f32 (B, T); otherwise as [every
+    /// kernel](crate::kernels#errors).
     pub fn forward(&self, tape: &Tape, x: &Var, key_mask: Option<&Tensor>) -> Result<Var> {
         let qkv = self.qkv.forward(tape, x)?;
         let masking = Masking {
@@ -72,6 +81,11 @@ impl SelfAttention {
     /// the rows `ring` gives them (rows `len..` of a plain cache) and every new
     /// token attends to the cache up to itself, within `ring`'s window (which
     /// must be this layer's pattern's: a cache made by the model's `new_cache`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for a block-sparse layout,
+    /// `x` not (B, n, C), caches not (B, NH, Tcap, HS), or positions `len..len + n` beyond the
+    /// cache (or its ring); otherwise as [every kernel](crate::kernels#errors).
     pub fn step(
         &self,
         tape: &Tape,
@@ -134,6 +148,10 @@ pub struct CrossAttention {
 
 impl CrossAttention {
     /// Weights N(0, std) for q and kv, N(0, proj_std) for out.
+    ///
+    /// # Errors
+    /// As [`Tensor::randn`](crate::Tensor::randn) for the weights:
+    /// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) over the device's binding limit.
     pub fn new(
         gpu: &Gpu,
         (q_name, kv_name, out_name): (&str, &str, &str),
@@ -151,6 +169,11 @@ impl CrossAttention {
     }
 
     /// y (B, T, C) attends to memory (B, S, C); `key_mask (B, S)`: 0.0 = padding.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `y`, `memory` are not
+    /// (B, T, C) / (B, S, C) for this layer's C or `key_mask` not f32 (B, S); otherwise as [every
+    /// kernel](crate::kernels#errors).
     pub fn forward(
         &self,
         tape: &Tape,
@@ -171,12 +194,21 @@ impl CrossAttention {
 
     /// The encoder side of decoding, computed once per source: K and V of
     /// `memory (B, S, C)`, each (B, NH, S, HS).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `memory` is not (B,
+    /// S, C) for this layer's C; otherwise as [every kernel](crate::kernels#errors).
     pub fn keys_values(&self, tape: &Tape, memory: &Var) -> Result<(Tensor, Tensor)> {
         let kv = self.kv.forward(tape, memory)?;
         kv_split(kv.value(), self.n_head)
     }
 
     /// Decoding: y (B, n, C) attends to precomputed `k, v (B, NH, S, HS)`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `y` is not (B, n, C),
+    /// `k`, `v` not (B, NH, S, HS), or `key_mask` not f32 (B, S); otherwise as [every
+    /// kernel](crate::kernels#errors).
     pub fn step(
         &self,
         tape: &Tape,

@@ -16,6 +16,10 @@ pub struct Linear {
 
 impl Linear {
     /// Weight N(0, std) from `seed`, bias 0.
+    ///
+    /// # Errors
+    /// As [`Tensor::randn`](crate::Tensor::randn) for the weights:
+    /// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) over the device's binding limit.
     pub fn new(
         gpu: &Gpu,
         name: &str,
@@ -34,6 +38,10 @@ impl Linear {
     }
 
     /// x (.., in) -> (.., out).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the last axis of `x`
+    /// is not `in`; otherwise as [every kernel](crate::kernels#errors).
     pub fn forward(&self, tape: &Tape, x: &Var) -> Result<Var> {
         tape.linear(
             x,
@@ -60,6 +68,10 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     /// A LayerNorm over `c` features named `{name}.weight` and `{name}.bias`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when `c` values exceed the device's
+    /// binding limit.
     pub fn new(gpu: &Gpu, name: &str, c: usize, eps: f32) -> Result<LayerNorm> {
         Ok(LayerNorm {
             weight: Param::without_decay(format!("{name}.weight"), Tensor::ones(gpu, &[c])?),
@@ -69,6 +81,10 @@ impl LayerNorm {
     }
 
     /// Normalises the last axis of `x (.., C)`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the last axis of `x`
+    /// is not C; otherwise as [every kernel](crate::kernels#errors).
     pub fn forward(&self, tape: &Tape, x: &Var) -> Result<Var> {
         tape.layernorm(
             x,
@@ -93,6 +109,10 @@ pub struct Embedding {
 
 impl Embedding {
     /// Table N(0, std) from `seed`.
+    ///
+    /// # Errors
+    /// As [`Tensor::randn`](crate::Tensor::randn) for the weights:
+    /// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) over the device's binding limit.
     pub fn new(
         gpu: &Gpu,
         name: &str,
@@ -110,11 +130,19 @@ impl Embedding {
     }
 
     /// Rows of the table for u32 `ids` of any shape -> (ids.., C).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `ids` is not u32;
+    /// otherwise as [every kernel](crate::kernels#errors).
     pub fn forward(&self, tape: &Tape, ids: &Tensor) -> Result<Var> {
         tape.embedding(&tape.param(&self.weight), ids)
     }
 
     /// The tied output projection: `x (B, T, C)` -> logits `x W^T (B, T, V)`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `x` is not (B, T, C)
+    /// for this table's C; otherwise as [every kernel](crate::kernels#errors).
     pub fn project_out(&self, tape: &Tape, x: &Var) -> Result<Var> {
         let (b, t, c) = match *x.shape() {
             [b, t, c] => (b, t, c),

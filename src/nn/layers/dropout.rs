@@ -32,6 +32,10 @@ impl Dropout {
     }
 
     /// Inverted dropout of `x` with the next site's seed.
+    ///
+    /// # Errors
+    /// When active: [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `x` is
+    /// not f32; otherwise as [every kernel](crate::kernels#errors).
     pub fn apply(&self, tape: &Tape, x: &Var) -> Result<Var> {
         if !self.active {
             return Ok(x.clone());

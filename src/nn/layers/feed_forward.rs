@@ -19,6 +19,10 @@ pub struct FeedForward {
 impl FeedForward {
     /// `fc1` (c, hidden) named `fc1_name`, `fc2` (hidden, c) named `fc2_name`;
     /// weights N(0, std) and N(0, proj_std).
+    ///
+    /// # Errors
+    /// As [`Tensor::randn`](crate::Tensor::randn) for the weights:
+    /// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) over the device's binding limit.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         gpu: &Gpu,
@@ -37,6 +41,10 @@ impl FeedForward {
     }
 
     /// `fc2(act(fc1(x)))` for `x (.., C)`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the last axis of `x`
+    /// is not C; otherwise as [every kernel](crate::kernels#errors).
     pub fn forward(&self, tape: &Tape, x: &Var) -> Result<Var> {
         let h = self.fc1.forward(tape, x)?;
         let h = match self.activation {

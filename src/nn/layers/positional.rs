@@ -45,14 +45,19 @@ impl SinusoidalPositions {
     }
 
     /// Positions `start..start + n` as a `(n, d)` tensor.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `start + n` exceeds
+    /// the table's `max_len`; [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) as
+    /// [`Tensor::from_slice`](crate::Tensor::from_slice).
     pub fn rows(&self, gpu: &Gpu, start: usize, n: usize) -> Result<Tensor> {
-        if start + n > self.max_len {
+        if start.saturating_add(n) > self.max_len {
             return Err(Error::invalid(
                 "SinusoidalPositions::rows",
                 format!(
                     "positions {start}..{} exceed the model's max_len {}; use shorter \
                      sequences or a config with a larger max_len",
-                    start + n,
+                    start.saturating_add(n),
                     self.max_len
                 ),
             ));
@@ -73,6 +78,10 @@ pub struct LearnedPositions {
 
 impl LearnedPositions {
     /// Table N(0, std) from `seed`.
+    ///
+    /// # Errors
+    /// As [`Tensor::randn`](crate::Tensor::randn) for the weights:
+    /// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) over the device's binding limit.
     pub fn new(
         gpu: &Gpu,
         name: &str,
@@ -91,15 +100,19 @@ impl LearnedPositions {
 
     /// Rows `start..start + n` of the table as a `(n, C)` value (a gather, so
     /// gradients reach the table).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `start + n` exceeds
+    /// the learned positions; otherwise as [every kernel](crate::kernels#errors).
     pub fn rows(&self, tape: &Tape, start: usize, n: usize) -> Result<Var> {
         let max_len = self.weight.value().shape()[0];
-        if start + n > max_len {
+        if start.saturating_add(n) > max_len {
             return Err(Error::invalid(
                 "LearnedPositions::rows",
                 format!(
                     "positions {start}..{} exceed the {max_len} learned positions; use \
                      sequences of at most {max_len} tokens",
-                    start + n
+                    start.saturating_add(n)
                 ),
             ));
         }

@@ -27,6 +27,10 @@ pub struct Residual {
 impl Residual {
     /// `x` plus sublayer `f`, normalised as `placement` says; `drop` acts on
     /// the sublayer's output before the sum.
+    ///
+    /// # Errors
+    /// What `f` returns; [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when its
+    /// output is not `x`'s shape; otherwise as [every kernel](crate::kernels#errors).
     pub fn forward(
         &self,
         tape: &Tape,

@@ -77,6 +77,10 @@ pub struct EncoderLayer {
 
 impl EncoderLayer {
     /// Layer `encoder.layers.{i}`; `seed` draws its weights.
+    ///
+    /// # Errors
+    /// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when a weight exceeds the device's
+    /// binding limit (as [`Tensor::randn`](crate::Tensor::randn)).
     pub fn new(
         gpu: &Gpu,
         i: usize,
@@ -93,6 +97,10 @@ impl EncoderLayer {
     }
 
     /// x (B, S, d) -> (B, S, d); `key_mask (B, S)`: 0.0 = padding.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `x` is not (B, S, d)
+    /// or `key_mask` not f32 (B, S); otherwise as [every kernel](crate::kernels#errors).
     pub fn forward(
         &self,
         tape: &Tape,
@@ -138,6 +146,10 @@ pub struct DecoderLayer {
 
 impl DecoderLayer {
     /// Layer `decoder.layers.{i}`; `seed` draws its weights.
+    ///
+    /// # Errors
+    /// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when a weight exceeds the device's
+    /// binding limit (as [`Tensor::randn`](crate::Tensor::randn)).
     pub fn new(
         gpu: &Gpu,
         i: usize,
@@ -168,6 +180,11 @@ impl DecoderLayer {
 
     /// y (B, T, d) with memory (B, S, d) -> (B, T, d); `key_mask (B, S)` masks
     /// source padding in the cross-attention.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `y`, `memory` are not
+    /// (B, T, d) / (B, S, d) or `key_mask` not f32 (B, S); otherwise as [every
+    /// kernel](crate::kernels#errors).
     pub fn forward(
         &self,
         tape: &Tape,
@@ -188,6 +205,11 @@ impl DecoderLayer {
 
     /// Decoding: new tokens y (B, n, d) at positions `len..`, the layer's self-
     /// attention cache, the cross-attention keys and values of the source.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the shapes do not fit
+    /// the caches, or positions `len..len + n` pass the cache (or its ring); otherwise as [every
+    /// kernel](crate::kernels#errors).
     pub fn step(
         &self,
         tape: &Tape,

@@ -99,6 +99,11 @@ impl TransformerConfig {
     }
 
     /// Checks every field; the error names the field and the fix.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when a size is 0,
+    /// `n_heads` does not divide `d_model`, `dropout` is outside [0, 1), the epsilon is not finite
+    /// and > 0, or as [`TransformerConfig::attention_pattern`].
     pub fn validate(&self) -> Result<()> {
         const OP: &str = "TransformerConfig";
         config_checks::nonzero(
@@ -130,6 +135,11 @@ impl TransformerConfig {
 
     /// The attention pattern of every layer, from `sliding_window`,
     /// `global_tokens` and `sparse_layout` (checked: the errors name the value).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `sliding_window` is
+    /// 0, `global_tokens` is given without a window, `sparse_layout` is given with a window, or a
+    /// layout's block or stride is 0.
     pub fn attention_pattern(&self) -> Result<AttentionPattern> {
         config_checks::attention_pattern(
             "TransformerConfig",
@@ -140,6 +150,10 @@ impl TransformerConfig {
     }
 
     /// Parses and validates JSON (unknown or missing fields are errors).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `json` does not parse
+    /// as a config (unknown or missing fields included) or as [`TransformerConfig::validate`].
     pub fn from_json_str(json: &str) -> Result<TransformerConfig> {
         let config: TransformerConfig = serde_json::from_str(json).map_err(|e| {
             Error::invalid(
@@ -157,11 +171,22 @@ impl TransformerConfig {
     }
 
     /// Reads [`TransformerConfig::from_json_str`] from a file.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when `path` does not exist;
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) when it cannot be read; otherwise as
+    /// [`TransformerConfig::from_json_str`], the message naming the file.
     pub fn from_json_file(path: impl AsRef<std::path::Path>) -> Result<TransformerConfig> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.display().to_string(),
-            source,
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                Error::not_found(
+                    path.display(),
+                    "the config file does not exist. Check the path",
+                )
+            } else {
+                Error::io(path, source)
+            }
         })?;
         Self::from_json_str(&text).map_err(|e| {
             Error::invalid(

@@ -32,6 +32,10 @@ impl EncoderState {
 
     /// Beam search: row `b` of the new state is row `indices[b]` of this one
     /// (e.g. `[0, 0, 0, 0, 1, 1, 1, 1]` expands two sources into four beams each).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `indices` is empty or
+    /// an index is not below the batch; otherwise as [every kernel](crate::kernels#errors).
     pub fn reorder(&mut self, indices: &[u32]) -> Result<()> {
         let idx = check_indices("EncoderState::reorder", indices, self.batch)?;
         let Some(first) = self.cross.first() else {
@@ -54,6 +58,9 @@ impl EncoderState {
 impl Transformer {
     /// Runs the encoder on `src (B, S)` (mask as in [`Transformer::forward`]) and
     /// keeps what [`Transformer::decode_step`] needs. No gradient.
+    ///
+    /// # Errors
+    /// As [`Transformer::encode`].
     pub fn encode_for_decoding(
         &self,
         src: &Tensor,
@@ -78,6 +85,12 @@ impl Transformer {
     /// positions `cache.len()..`, appending their keys and values to `cache`
     /// (from [`Transformer::new_cache`]). Equal, up to rounding, to the rows of
     /// [`Transformer::forward`] on the whole target. No gradient.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `tgt_new` is not u32
+    /// (B, n_new) with the cache's batch, `cache` is not this model's, n_new is 0, the cache would
+    /// overflow, or `state` and `cache` hold different batches; otherwise as [every
+    /// kernel](crate::kernels#errors).
     pub fn decode_step(
         &self,
         state: &EncoderState,

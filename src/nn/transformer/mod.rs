@@ -152,6 +152,9 @@ impl Transformer {
     /// Logits (B, T, V) of `tgt_in (B, T)` given `src (B, S)` (u32 ids) and the
     /// source padding mask `src_key_mask (B, S)` (f32, 1.0 = token, 0.0 = padding;
     /// `None` = no padding). Every source row needs at least one real token.
+    ///
+    /// # Errors
+    /// As [`Transformer::encode`] and [`Transformer::decode`].
     pub fn forward(
         &self,
         tape: &Tape,
@@ -165,6 +168,11 @@ impl Transformer {
     }
 
     /// The encoder: `src (B, S)` -> memory (B, S, d).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `src` is not a
+    /// non-empty u32 (B, S) tensor within `max_len`, or `src_key_mask` is not f32 (B, S); otherwise
+    /// as [every kernel](crate::kernels#errors).
     pub fn encode(
         &self,
         tape: &Tape,
@@ -187,6 +195,11 @@ impl Transformer {
     }
 
     /// The decoder: `tgt_in (B, T)` attending to `memory (B, S, d)` -> logits (B, T, V).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `tgt_in` is not a
+    /// non-empty u32 (B, T) tensor within `max_len`, `memory` not (B, S, d_model) for the same B,
+    /// or `src_key_mask` not f32 (B, S); otherwise as [every kernel](crate::kernels#errors).
     pub fn decode(
         &self,
         tape: &Tape,
@@ -245,6 +258,12 @@ impl Transformer {
     /// `max_len` positions (at most the config's `max_len`); with a sliding
     /// window a ring of the window's keys (each step then feeds at most W
     /// tokens, see [`KvCache::new_windowed`]).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `max_len` exceeds the
+    /// config's `max_len`, or as [`KvCache::new_windowed`];
+    /// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when the cache exceeds the device's
+    /// binding limit.
     pub fn new_cache(&self, batch: usize, max_len: usize) -> Result<KvCache> {
         let cfg = &self.config;
         if max_len > cfg.max_len {
