@@ -119,6 +119,13 @@ pub struct KernelPolicy {
     /// Threads of a cooperative-matrix workgroup: the adapter's largest
     /// subgroup size, so a workgroup is whole subgroups of any size it runs.
     pub coop_lanes: u32,
+    /// The Llama layers fuse each residual add into the RMSNorm after it
+    /// (`kernels::add_rmsnorm`: one pass writes the sum and the normalised
+    /// rows, one backward kernel adds both gradients) instead of an add and
+    /// an RMSNorm. On everywhere: it moves fewer bytes and launches fewer
+    /// kernels; measured on lavapipe (BENCHMARKS.md, "Fused residual add +
+    /// RMSNorm"). Off only to compare or to test the unfused path.
+    pub fused_residual_norm: bool,
 }
 
 /// The overrides read from the environment, checked.
@@ -233,6 +240,7 @@ impl KernelPolicy {
             shader_f16: features.shader_f16,
             coop_matrix: features.cooperative_matrix,
             coop_lanes: info.subgroup_max_size.max(1),
+            fused_residual_norm: true,
         }
     }
 
@@ -300,6 +308,15 @@ impl std::fmt::Display for KernelPolicy {
         writeln!(f, "  row plan         {}", self.rows)?;
         writeln!(f, "  gemm autotune    {}", on(self.gemm_tune))?;
         writeln!(f, "  coop matrices    {}", self.coop_matrix)?;
+        writeln!(
+            f,
+            "  residual + norm  {}",
+            if self.fused_residual_norm {
+                "fused"
+            } else {
+                "separate"
+            }
+        )?;
         match &self.tune_cache {
             Some(p) => writeln!(f, "  tune cache       {}", p.display())?,
             None => writeln!(f, "  tune cache       off")?,
@@ -333,6 +350,7 @@ pub(crate) mod examples {
             shader_f16: true,
             coop_matrix: CoopMatrices::default(),
             coop_lanes: 8,
+            fused_residual_norm: true,
         }
     }
 
@@ -356,6 +374,7 @@ pub(crate) mod examples {
             shader_f16: true,
             coop_matrix: CoopMatrices::default(),
             coop_lanes: 32,
+            fused_residual_norm: true,
         }
     }
 }
