@@ -122,9 +122,12 @@ pub struct KernelPolicy {
     /// The Llama layers fuse each residual add into the RMSNorm after it
     /// (`kernels::add_rmsnorm`: one pass writes the sum and the normalised
     /// rows, one backward kernel adds both gradients) instead of an add and
-    /// an RMSNorm. On everywhere: it moves fewer bytes and launches fewer
-    /// kernels; measured on lavapipe (BENCHMARKS.md, "Fused residual add +
-    /// RMSNorm"). Off only to compare or to test the unfused path.
+    /// an RMSNorm. On everywhere: per element it must move 16 bytes instead
+    /// of 20 forward and 16 instead of 24 backward (dweight aside, the same in
+    /// both), in one launch fewer each way;
+    /// not yet timed (`cargo bench --bench kernels -- rmsnorm` has the rows;
+    /// BENCHMARKS.md, "Fused residual add + RMSNorm"). Off to compare or to
+    /// test the unfused path.
     pub fused_residual_norm: bool,
 }
 

@@ -2,7 +2,8 @@
 //! (shaders/add_rmsnorm.wgsl): `h = x + branch`, `y = rmsnorm(h)` in one pass,
 //! and a backward that takes the gradients of both outputs. The CPU spec is
 //! `reference::llama::add_rmsnorm`. Whether a model uses it is the kernel
-//! policy's `fused_residual_norm` (measured: BENCHMARKS.md, "Fused residual add + RMSNorm").
+//! policy's `fused_residual_norm` (bench rows `add_rmsnorm/*`; BENCHMARKS.md,
+//! "Fused residual add + RMSNorm").
 
 use super::norm_rows::{check_eps, rows_cols, NormParams};
 use super::rmsnorm::{dweight, row_launch_of};
