@@ -288,6 +288,10 @@ impl Tape {
     }
 }
 
+/// One op's backward as [`walk_back`] calls it: the op, the gradient of its
+/// output and of its second output (if it has one that got a gradient).
+type OpBackward<'a> = dyn FnMut(&Op, &Tensor, Option<&Tensor>) -> Result<InputGrads> + 'a;
+
 /// Walks `entries` in reverse from `loss` (its gradient `seed`: 1, or the loss
 /// scale), calling `op_backward` for each op that received a gradient (with the
 /// gradient of its second output, if it has one that got any) and summing what
@@ -296,7 +300,7 @@ fn walk_back(
     loss: &Var,
     seed: Tensor,
     entries: Vec<Entry>,
-    op_backward: &mut dyn FnMut(&Op, &Tensor, Option<&Tensor>) -> Result<InputGrads>,
+    op_backward: &mut OpBackward<'_>,
 ) -> Result<HashMap<usize, Tensor>> {
     let mut grads: HashMap<usize, Tensor> = HashMap::new();
     grads.insert(loss.id, seed);
