@@ -65,6 +65,13 @@ fn llama_parity_under_the_other_row_plan_and_attention_split() {
     });
 }
 
+#[test]
+fn llama_parity_with_the_residual_adds_and_norms_unfused() {
+    on(&unfused_residual_norm(), || {
+        parity("parity_llama_untied_v1.json")
+    });
+}
+
 /// A Hugging Face-layout directory: their config.json (with fields of no effect
 /// on the math) and model.safetensors under their tensor names.
 fn write_hf_dir(dir: &std::path::Path, fx: &Fixture, extra: serde_json::Value) {

@@ -1,11 +1,13 @@
 //! The Llama-layout kernels on the GPU against the f64 CPU reference: RMSNorm
-//! (forward, dx, deterministic dweight) under both row plans, SwiGLU, RoPE
+//! (forward, dx, deterministic dweight) under both row plans, the residual add
+//! fused with RMSNorm (both outputs, both gradients), SwiGLU, RoPE
 //! packed into [q | k | v] with and without grouped-query expansion, their
 //! backward passes (and the reference's backward against finite differences),
 //! grouped-query attention against a KV cache, and bad input.
 
 mod common;
 use common::*;
+use wgformer::kernels::add_rmsnorm::{add_rmsnorm, add_rmsnorm_bwd};
 use wgformer::kernels::kv_cache::{kv_attention, kv_attention_grouped};
 use wgformer::kernels::rmsnorm::{rmsnorm, rmsnorm_bwd};
 use wgformer::kernels::rope::{rope_qkv, rope_qkv_bwd, rope_table, QkvHeads};
@@ -86,6 +88,59 @@ fn rmsnorm_matches_the_reference_on_ragged_rows() {
 #[test]
 fn rmsnorm_matches_the_reference_under_the_other_row_plan() {
     on(&other_row_plan(), rmsnorm_shapes);
+}
+
+fn add_rmsnorm_case(rows: usize, c: usize) {
+    let x: Vec<f32> = data(rows * c, 3 * c as u64)
+        .iter()
+        .map(|v| 2.0 * v + 0.3)
+        .collect();
+    let branch = data(rows * c, 5 + c as u64);
+    let w: Vec<f32> = data(c, 11 + c as u64).iter().map(|v| 1.0 + v).collect();
+    let (dy, dsum) = (data(rows * c, 13 + c as u64), data(rows * c, 17 + c as u64));
+    let eps = 1e-5;
+    let shape = [rows, c];
+    let out = add_rmsnorm(&t(&x, &shape), &t(&branch, &shape), &t(&w, &[c]), eps).unwrap();
+    let (rh, ry, rrstd) = r::add_rmsnorm(&x, &branch, c, &w, eps);
+    let what = format!("add_rmsnorm ({rows}, {c})");
+    let got = |t: &Tensor| t.to_vec().unwrap();
+    assert_close(&format!("{what} sum"), &got(&out.sum), &rh, 1e-6, 1e-6);
+    assert_close(&format!("{what} y"), &got(&out.y), &ry, 1e-5, 1e-4);
+    assert_close(&format!("{what} rstd"), &got(&out.rstd), &rrstd, 1e-5, 1e-4);
+    let (dh, dw) = add_rmsnorm_bwd(
+        &out.sum,
+        &t(&w, &[c]),
+        &out.rstd,
+        &t(&dy, &shape),
+        &t(&dsum, &shape),
+    )
+    .unwrap();
+    let (sum32, rstd32) = (got(&out.sum), got(&out.rstd));
+    let (rdh, rdw) = r::add_rmsnorm_bwd(&sum32, c, &w, &rstd32, (&dy, &dsum));
+    assert_close(&format!("{what} dh"), &got(&dh), &rdh, 1e-5, 1e-4);
+    assert_close(&format!("{what} dweight"), &got(&dw), &rdw, 1e-4, 1e-4);
+}
+
+fn add_rmsnorm_shapes() {
+    // Rows around the row plans' workgroups; widths below, at and past a
+    // vec4, and not multiples of 4 (the scalar kernels).
+    for c in [1usize, 3, 4, 7, 63, 64, 65, 129, 576] {
+        for rows in [1usize, 7, 63, 65, 129] {
+            add_rmsnorm_case(rows, c);
+        }
+    }
+    add_rmsnorm_case(1100, 65);
+    add_rmsnorm_case(2, 4099);
+}
+
+#[test]
+fn add_rmsnorm_matches_the_reference_on_ragged_shapes() {
+    add_rmsnorm_shapes();
+}
+
+#[test]
+fn add_rmsnorm_matches_the_reference_under_the_other_row_plan() {
+    on(&other_row_plan(), add_rmsnorm_shapes);
 }
 
 #[test]
@@ -254,6 +309,34 @@ fn reference_backward_passes_match_finite_differences() {
             "rmsnorm dw[{j}]: fd {g} vs {want}"
         );
     }
+    // The fused residual add + RMSNorm: L = <y, dy> + <sum, dsum> as a
+    // function of x, of branch and of the gain.
+    let branch: Vec<f32> = data(rows * c, 7).iter().map(|v| 0.5 * v).collect();
+    let dsum = data(rows * c, 8);
+    let (h, _, rstd) = r::add_rmsnorm(&x, &branch, c, &w, 1e-5);
+    let (dh, dw) = r::add_rmsnorm_bwd(&f32s(&h), c, &w, &f32s(&rstd), (&dy, &dsum));
+    let loss = |xs: &[f32], bs: &[f32], ws: &[f32]| {
+        let (h, y, _) = r::add_rmsnorm(xs, bs, c, ws, 1e-5);
+        dot(&y, &dy) + dot(&h, &dsum)
+    };
+    for (i, want) in dh.iter().enumerate() {
+        for (input, g) in [
+            ("x", fd(&|xs: &[f32]| loss(xs, &branch, &w), &x, i)),
+            ("branch", fd(&|bs: &[f32]| loss(&x, bs, &w), &branch, i)),
+        ] {
+            assert!(
+                (g - want).abs() < 1e-3 * (1.0 + g.abs()),
+                "add_rmsnorm d{input}[{i}]: fd {g} vs {want}"
+            );
+        }
+    }
+    for (j, want) in dw.iter().enumerate() {
+        let g = fd(&|ws: &[f32]| loss(&x, &branch, ws), &w, j);
+        assert!(
+            (g - want).abs() < 1e-3 * (1.0 + g.abs()),
+            "add_rmsnorm dw[{j}]: fd {g} vs {want}"
+        );
+    }
     let gate: Vec<f32> = data(8, 4).iter().map(|v| 3.0 * v).collect();
     let up = data(8, 5);
     let dy8 = data(8, 6);
@@ -364,6 +447,11 @@ fn bad_input_is_an_error_that_names_it() {
     assert!(msg(rmsnorm(&x, &t(&[1.0; 3], &[3]), 1e-5).unwrap_err()).contains("weight"));
     assert!(msg(rmsnorm(&x, &t(&[1.0; 4], &[4]), f32::NAN).unwrap_err()).contains("eps"));
     assert!(msg(swiglu(&x, &t(&[1.0; 4], &[4])).unwrap_err()).contains("up"));
+    let e = match add_rmsnorm(&x, &t(&[1.0; 8], &[2, 4]), &t(&[1.0; 4], &[4]), 1e-5) {
+        Err(e) => msg(e),
+        Ok(_) => panic!("add_rmsnorm accepted a branch of another shape"),
+    };
+    assert!(e.contains("branch"), "{e}");
     assert!(msg(rope_table(&g, 4, 7, 10_000.0).unwrap_err()).contains("even"));
     assert!(msg(rope_table(&g, 4, 8, f64::NAN).unwrap_err()).contains("rope_theta"));
     let table = rope_table(&g, 4, 4, 10_000.0).unwrap();

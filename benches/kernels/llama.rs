@@ -1,5 +1,6 @@
 //! The Llama-layout kernels at SmolLM-135M's sizes (hidden 576, intermediate
 //! 1536, 9 query heads and 3 key/value heads of 64, 2048 tokens): RMSNorm,
+//! the residual add + RMSNorm fused against the add and the RMSNorm apart,
 //! SwiGLU and RoPE packed with grouped-query expansion, forward and backward,
 //! in GB/s over the bytes each must move at least once; and one decoding step
 //! of a 4-layer model of that width against a 480-position KV cache with 9
@@ -7,6 +8,8 @@
 //! to read), in GB/s of cache read.
 
 use crate::harness::Bench;
+use wgformer::kernels::add_rmsnorm::{add_rmsnorm, add_rmsnorm_bwd};
+use wgformer::kernels::elementwise::{add, add_assign};
 use wgformer::kernels::rmsnorm::{rmsnorm, rmsnorm_bwd};
 use wgformer::kernels::rope::{rope_qkv, rope_qkv_bwd, rope_table, QkvHeads};
 use wgformer::kernels::swiglu::{swiglu, swiglu_bwd};
@@ -31,6 +34,8 @@ pub fn run(b: &mut Bench) -> Result<()> {
     b.measure("rmsnorm", "bwd", &shape, 0.0, 12.0 * n, || {
         rmsnorm_bwd(&x, &w, &rstd, &dy).map(drop)
     })?;
+
+    residual_norm(b, &x, &w)?;
 
     // SwiGLU (B*T, intermediate): read gate and up, write y.
     let ff = 1536;
@@ -68,6 +73,34 @@ pub fn run(b: &mut Bench) -> Result<()> {
         rope_qkv_bwd(&dpacked, &table, heads, 0).map(drop)
     })?;
     decode(b)
+}
+
+/// The residual add + RMSNorm of a Llama layer on (B*T, C), fused
+/// (`add_rmsnorm`) and as the unfused path runs it (add, then rmsnorm; backward
+/// rmsnorm_bwd, then the tape's gradient accumulation of the residual). Both
+/// rated over the bytes the op must move at least once: forward read x and the
+/// branch, write the sum and y; backward read the sum, dy and dsum, write dh.
+fn residual_norm(b: &mut Bench, x: &Tensor, w: &Tensor) -> Result<()> {
+    let shape = format!("{}x{}", x.shape()[0], x.shape()[1]);
+    let bytes = 16.0 * x.numel() as f64;
+    let branch = Tensor::randn(&b.gpu, x.shape(), 1.0, 11)?;
+    b.measure("add_rmsnorm", "fwd fused", &shape, 0.0, bytes, || {
+        add_rmsnorm(x, &branch, w, 1e-5).map(drop)
+    })?;
+    b.measure("add_rmsnorm", "fwd unfused", &shape, 0.0, bytes, || {
+        rmsnorm(&add(x, &branch)?, w, 1e-5).map(drop)
+    })?;
+    let out = add_rmsnorm(x, &branch, w, 1e-5)?;
+    let dy = Tensor::randn(&b.gpu, x.shape(), 1.0, 12)?;
+    let dsum = Tensor::randn(&b.gpu, x.shape(), 1.0, 13)?;
+    b.measure("add_rmsnorm", "bwd fused", &shape, 0.0, bytes, || {
+        add_rmsnorm_bwd(&out.sum, w, &out.rstd, &dy, &dsum).map(drop)
+    })?;
+    b.measure("add_rmsnorm", "bwd unfused", &shape, 0.0, bytes, || {
+        let (dx, _) = rmsnorm_bwd(&out.sum, w, &out.rstd, &dy)?;
+        add_assign(&dx, &dsum)
+    })?;
+    Ok(())
 }
 
 /// One token decoded at position 480 (the cache truncated back each time).

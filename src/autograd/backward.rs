@@ -11,6 +11,7 @@
 
 use super::op::{AttentionInputs, Op};
 use crate::error::Result;
+use crate::kernels::add_rmsnorm::add_rmsnorm_bwd;
 use crate::kernels::attention::{self, AttentionOptions};
 use crate::kernels::gemm::{gemm, gemm_into, GemmOptions, GemmShape};
 use crate::kernels::loss_scale::cast_grad_to_f16;
@@ -21,7 +22,12 @@ use crate::kernels::{
 };
 use crate::tensor::{DType, Tensor};
 
-pub(crate) fn backward(op: &Op, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+/// `d_second`: the gradient of the op's second output (`Op::AddRmsNorm`'s sum), if any.
+pub(crate) fn backward(
+    op: &Op,
+    dy: &Tensor,
+    d_second: Option<&Tensor>,
+) -> Result<Vec<Option<Tensor>>> {
     match op {
         Op::Matmul {
             a,
@@ -139,6 +145,14 @@ pub(crate) fn backward(op: &Op, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
         Op::RmsNorm { x, w, rstd } => {
             let (dx, dw) = rmsnorm::rmsnorm_bwd(&x.value, &w.value, rstd, dy)?;
             Ok(vec![Some(dx), Some(dw)])
+        }
+        Op::AddRmsNorm { w, sum, rstd, .. } => {
+            // Without a gradient of the sum, the norm's dx is the whole of dh.
+            let (dh, dw) = match d_second {
+                Some(dsum) => add_rmsnorm_bwd(sum, &w.value, rstd, dy, dsum)?,
+                None => rmsnorm::rmsnorm_bwd(sum, &w.value, rstd, dy)?,
+            };
+            Ok(vec![Some(dh.clone()), Some(dh), Some(dw)])
         }
         Op::SwiGlu { gate, up } => {
             let (dgate, dup) = swiglu::swiglu_bwd(&gate.value, &up.value, dy)?;

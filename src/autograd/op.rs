@@ -88,6 +88,15 @@ pub(crate) enum Op {
         w: Var,
         rstd: Tensor,
     },
+    /// sum = x + branch and RMSNorm of sum (sum and rstd saved); two outputs:
+    /// the normalised rows (the entry's) and sum (its second).
+    AddRmsNorm {
+        x: Var,
+        branch: Var,
+        w: Var,
+        sum: Tensor,
+        rstd: Tensor,
+    },
     /// silu(gate) * up.
     SwiGlu {
         gate: Var,
@@ -166,6 +175,7 @@ impl Op {
             Op::TokenPositionEmbedding { .. } => "token + position embedding",
             Op::LayerNorm { .. } => "layernorm",
             Op::RmsNorm { .. } => "RMSNorm",
+            Op::AddRmsNorm { .. } => "residual add + RMSNorm",
             Op::SwiGlu { .. } => "SwiGLU",
             Op::RopeQkv { .. } => "RoPE q/k/v packing",
             Op::Softmax { .. } => "softmax",
@@ -193,6 +203,7 @@ impl Op {
             Op::TokenPositionEmbedding { wte, wpe, .. } => vec![wte, wpe],
             Op::LayerNorm { x, w, b, .. } => vec![x, w, b],
             Op::RmsNorm { x, w, .. } => vec![x, w],
+            Op::AddRmsNorm { x, branch, w, .. } => vec![x, branch, w],
             Op::SwiGlu { gate, up } => vec![gate, up],
             Op::RopeQkv { q, k, v, .. } => vec![q, k, v],
             Op::Softmax { x, .. } => vec![x],

@@ -1,9 +1,11 @@
-//! Forward methods of the tape for the Llama-layout ops: RMSNorm, SwiGLU, and
+//! Forward methods of the tape for the Llama-layout ops: RMSNorm (alone or fused
+//! with the residual add before it), SwiGLU, and
 //! rotary embeddings packed into `[q | k | v]` with grouped-query expansion.
 
 use super::op::Op;
 use super::tape::{Tape, Var};
 use crate::error::Result;
+use crate::kernels::add_rmsnorm::add_rmsnorm;
 use crate::kernels::rmsnorm::rmsnorm;
 use crate::kernels::rope::{rope_qkv, QkvHeads};
 use crate::kernels::swiglu::swiglu;
@@ -22,6 +24,24 @@ impl Tape {
                 x: x.clone(),
                 w: w.clone(),
                 rstd,
+            },
+        ))
+    }
+
+    /// The residual add fused with the RMSNorm after it: `(rmsnorm(x + branch),
+    /// x + branch)`, the normalised rows first, in one kernel (`kernels::add_rmsnorm`).
+    pub fn add_rmsnorm(&self, x: &Var, branch: &Var, w: &Var, eps: f32) -> Result<(Var, Var)> {
+        let out = add_rmsnorm(&x.value, &branch.value, &w.value, eps)?;
+        let sum = out.sum;
+        Ok(self.record2(
+            out.y,
+            sum.clone(),
+            Op::AddRmsNorm {
+                x: x.clone(),
+                branch: branch.clone(),
+                w: w.clone(),
+                sum,
+                rstd: out.rstd,
             },
         ))
     }

@@ -64,11 +64,12 @@ pub(crate) type InputGrads = Vec<Option<Tensor>>;
 pub(crate) fn backward_keeping_pieces(
     op: &Op,
     dy: &Tensor,
+    d_second: Option<&Tensor>,
     param: &dyn Fn(&Var) -> bool,
 ) -> Result<(InputGrads, Vec<(usize, ParamPiece)>)> {
     let inputs = op.inputs();
     if !inputs.iter().any(|v| param(v)) {
-        return Ok((backward(op, dy)?, Vec::new()));
+        return Ok((backward(op, dy, d_second)?, Vec::new()));
     }
     let wants = |v: &Var| v.needs_grad && !param(v);
     match op {

@@ -39,6 +39,9 @@ impl std::fmt::Debug for Var {
 
 pub(crate) struct Entry {
     pub out: usize,
+    /// A second output of the op (the residual sum of a fused add + RMSNorm),
+    /// of the first's shape: backward gets both gradients.
+    pub second: Option<usize>,
     pub op: Op,
 }
 
@@ -186,12 +189,28 @@ impl Tape {
         let needs = op.inputs().iter().any(|v| v.needs_grad);
         let var = self.fresh(value, needs);
         if var.needs_grad {
-            self.inner
-                .borrow_mut()
-                .entries
-                .push(Entry { out: var.id, op });
+            self.inner.borrow_mut().entries.push(Entry {
+                out: var.id,
+                second: None,
+                op,
+            });
         }
         var
+    }
+
+    /// [`Tape::record`] of an op with two outputs of one shape, `first` and
+    /// `second`; its backward receives the gradients of both.
+    pub(crate) fn record2(&self, first: Tensor, second: Tensor, op: Op) -> (Var, Var) {
+        let needs = op.inputs().iter().any(|v| v.needs_grad);
+        let (a, b) = (self.fresh(first, needs), self.fresh(second, needs));
+        if a.needs_grad {
+            self.inner.borrow_mut().entries.push(Entry {
+                out: a.id,
+                second: Some(b.id),
+                op,
+            });
+        }
+        (a, b)
     }
 
     /// Back-propagates from `loss` (seed gradient 1 for every element) and adds
@@ -222,8 +241,8 @@ impl Tape {
 
     fn backward_seeded(&self, loss: &Var, seed: Tensor) -> Result<()> {
         let (entries, params) = self.take_record(loss)?;
-        let mut grads = walk_back(loss, seed, entries, &mut |op, dy| {
-            super::backward::backward(op, dy)
+        let mut grads = walk_back(loss, seed, entries, &mut |op, dy, d_second| {
+            super::backward::backward(op, dy, d_second)
         })?;
         // A param used through several leaves (a tied embedding) sums their
         // gradients; in leaf order, so the rounding is the same every run (a
@@ -261,8 +280,8 @@ impl Tape {
         let mut uses = Vec::new();
         let is_param = |v: &Var| params.contains_key(&v.id);
         let seed = Tensor::ones(&self.gpu, loss.shape())?;
-        walk_back(loss, seed, entries, &mut |op, dy| {
-            let (grads, pieces) = backward_keeping_pieces(op, dy, &is_param)?;
+        walk_back(loss, seed, entries, &mut |op, dy, d_second| {
+            let (grads, pieces) = backward_keeping_pieces(op, dy, d_second, &is_param)?;
             let inputs = op.inputs();
             for (at, piece) in pieces {
                 uses.push((params[&inputs[at].id].clone(), piece));
@@ -288,22 +307,31 @@ impl Tape {
     }
 }
 
+/// One op's backward as [`walk_back`] calls it: the op, the gradient of its
+/// output and of its second output (if it has one that got a gradient).
+type OpBackward<'a> = dyn FnMut(&Op, &Tensor, Option<&Tensor>) -> Result<InputGrads> + 'a;
+
 /// Walks `entries` in reverse from `loss` (its gradient `seed`: 1, or the loss
-/// scale), calling `op_backward` for each op that received a gradient and
-/// summing what arrives at each value. Returns the gradients left at the leaves.
+/// scale), calling `op_backward` for each op that received a gradient (with the
+/// gradient of its second output, if it has one that got any) and summing what
+/// arrives at each value. Returns the gradients left at the leaves.
 fn walk_back(
     loss: &Var,
     seed: Tensor,
     entries: Vec<Entry>,
-    op_backward: &mut dyn FnMut(&Op, &Tensor) -> Result<InputGrads>,
+    op_backward: &mut OpBackward<'_>,
 ) -> Result<HashMap<usize, Tensor>> {
     let mut grads: HashMap<usize, Tensor> = HashMap::new();
     grads.insert(loss.id, seed);
     for entry in entries.into_iter().rev() {
-        let Some(dy) = grads.remove(&entry.out) else {
-            continue;
+        let d_second = entry.second.and_then(|id| grads.remove(&id));
+        let dy = match (grads.remove(&entry.out), &d_second) {
+            (Some(dy), _) => dy,
+            // Only the second output was used: the first's gradient is zero.
+            (None, Some(d2)) => Tensor::zeros(d2.gpu(), d2.shape())?,
+            (None, None) => continue,
         };
-        let input_grads = op_backward(&entry.op, &dy)?;
+        let input_grads = op_backward(&entry.op, &dy, d_second.as_ref())?;
         for (var, g) in entry.op.inputs().into_iter().zip(input_grads) {
             let Some(g) = g else { continue };
             if !var.needs_grad {

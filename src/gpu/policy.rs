@@ -119,6 +119,16 @@ pub struct KernelPolicy {
     /// Threads of a cooperative-matrix workgroup: the adapter's largest
     /// subgroup size, so a workgroup is whole subgroups of any size it runs.
     pub coop_lanes: u32,
+    /// The Llama layers fuse each residual add into the RMSNorm after it
+    /// (`kernels::add_rmsnorm`: one pass writes the sum and the normalised
+    /// rows, one backward kernel adds both gradients) instead of an add and
+    /// an RMSNorm. On everywhere: per element it must move 16 bytes instead
+    /// of 20 forward and 16 instead of 24 backward (dweight aside, the same in
+    /// both), in one launch fewer each way;
+    /// not yet timed (`cargo bench --bench kernels -- rmsnorm` has the rows;
+    /// BENCHMARKS.md, "Fused residual add + RMSNorm"). Off to compare or to
+    /// test the unfused path.
+    pub fused_residual_norm: bool,
 }
 
 /// The overrides read from the environment, checked.
@@ -233,6 +243,7 @@ impl KernelPolicy {
             shader_f16: features.shader_f16,
             coop_matrix: features.cooperative_matrix,
             coop_lanes: info.subgroup_max_size.max(1),
+            fused_residual_norm: true,
         }
     }
 
@@ -300,6 +311,15 @@ impl std::fmt::Display for KernelPolicy {
         writeln!(f, "  row plan         {}", self.rows)?;
         writeln!(f, "  gemm autotune    {}", on(self.gemm_tune))?;
         writeln!(f, "  coop matrices    {}", self.coop_matrix)?;
+        writeln!(
+            f,
+            "  residual + norm  {}",
+            if self.fused_residual_norm {
+                "fused"
+            } else {
+                "separate"
+            }
+        )?;
         match &self.tune_cache {
             Some(p) => writeln!(f, "  tune cache       {}", p.display())?,
             None => writeln!(f, "  tune cache       off")?,
@@ -333,6 +353,7 @@ pub(crate) mod examples {
             shader_f16: true,
             coop_matrix: CoopMatrices::default(),
             coop_lanes: 8,
+            fused_residual_norm: true,
         }
     }
 
@@ -356,6 +377,7 @@ pub(crate) mod examples {
             shader_f16: true,
             coop_matrix: CoopMatrices::default(),
             coop_lanes: 32,
+            fused_residual_norm: true,
         }
     }
 }

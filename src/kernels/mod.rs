@@ -27,6 +27,7 @@
 //! [`Gpu::flush`](crate::Gpu::flush) or readback.
 
 mod activation;
+pub mod add_rmsnorm;
 pub mod attention;
 pub mod copy;
 pub mod cross_entropy;
@@ -165,6 +166,12 @@ pub static PER_EXAMPLE_WGSL: Shader = shader!("per_example.wgsl", f16: false);
 pub static PERMUTE_WGSL: Shader = shader!("permute.wgsl", f16: false);
 /// RMSNorm (Llama) and its backward, after rows.wgsl.
 pub static RMSNORM_WGSL: Shader = shader!("rmsnorm.wgsl" = "rows.wgsl" "rmsnorm.wgsl", f16: false);
+/// The residual add fused with RMSNorm (after rows.wgsl and rmsnorm.wgsl,
+/// whose Params and row helpers it uses).
+pub static ADD_RMSNORM_WGSL: Shader = shader!(
+    "add_rmsnorm.wgsl" = "rows.wgsl" "rmsnorm.wgsl" "add_rmsnorm.wgsl",
+    f16: false
+);
 /// Rotary embeddings packed into [q | k | v] with grouped-query expansion.
 pub static ROPE_WGSL: Shader = shader!("rope.wgsl", f16: false);
 /// SwiGLU (silu(gate) * up) and its backward.
@@ -207,6 +214,7 @@ pub static ALL_SHADERS: &[&Shader] = &[
     &PERMUTE_WGSL,
     &REDUCE_WGSL,
     &RMSNORM_WGSL,
+    &ADD_RMSNORM_WGSL,
     &ROPE_WGSL,
     &SOFTMAX_WGSL,
     &SOFTMAX_SUBGROUP_WGSL,

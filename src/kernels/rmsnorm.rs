@@ -11,16 +11,28 @@
 
 use super::norm_rows::{check_eps, rows_cols, NormParams};
 use super::row_plan::{row_plan, ROW_WG};
-use super::{grid_1d, groups, RMSNORM_WGSL};
+use super::{grid_1d, groups, Shader, RMSNORM_WGSL};
 use crate::error::Result;
 use crate::gpu::{KernelPolicy, Launch, Split};
 use crate::tensor::{DType, Tensor};
 
 /// The row kernels' launch: the shared row plan's grid and threads per row.
 fn row_launch(policy: &KernelPolicy, rows: usize, cols: usize, entry: &'static str) -> Launch {
+    row_launch_of(&RMSNORM_WGSL, policy, rows, cols, entry)
+}
+
+/// [`row_launch`] of an entry point of `shader` (the fused residual add +
+/// RMSNorm of `add_rmsnorm` shares the row layout).
+pub(super) fn row_launch_of(
+    shader: &'static Shader,
+    policy: &KernelPolicy,
+    rows: usize,
+    cols: usize,
+    entry: &'static str,
+) -> Launch {
     let plan = row_plan(policy, rows, cols);
     Launch {
-        shader: &RMSNORM_WGSL,
+        shader,
         entry,
         constants: vec![("TPR_LOG2", plan.tpr_log2 as f64)],
         workgroups: plan.workgroups,
@@ -102,6 +114,28 @@ pub fn rmsnorm_bwd(
     dy.expect_shape(OP, "dy (the shape of x)", x.shape())?;
     let gpu = x.gpu();
     let dx = Tensor::empty(gpu, x.shape(), DType::F32)?;
+    let p = NormParams::new(rows, cols, 0.0);
+    let params = bytemuck::bytes_of(&p);
+    let entry = if cols.is_multiple_of(4) {
+        "rmsnorm_bwd_dx_vec4"
+    } else {
+        "rmsnorm_bwd_dx"
+    };
+    let launch = row_launch(gpu.policy(), rows, cols, entry);
+    gpu.launch(&launch, params, &[x, weight, rstd, dy], &[&dx])?;
+    let dw = dweight(x, rstd, dy, (rows, cols))?;
+    Ok((dx, dw))
+}
+
+/// `dweight (C) = sum over rows of dy * x * rstd`, deterministic: per-chunk
+/// partial sums, then the chunks in order. `x` is the norm's input (rows, C).
+pub(super) fn dweight(
+    x: &Tensor,
+    rstd: &Tensor,
+    dy: &Tensor,
+    (rows, cols): (usize, usize),
+) -> Result<Tensor> {
+    let gpu = x.gpu();
     let dw = Tensor::empty(gpu, &[cols], DType::F32)?;
     let plan = plan_dw(gpu.policy(), rows, cols);
     let p = NormParams {
@@ -111,13 +145,6 @@ pub fn rmsnorm_bwd(
         ..NormParams::new(rows, cols, 0.0)
     };
     let params = bytemuck::bytes_of(&p);
-    let entry = if cols.is_multiple_of(4) {
-        "rmsnorm_bwd_dx_vec4"
-    } else {
-        "rmsnorm_bwd_dx"
-    };
-    let launch = row_launch(gpu.policy(), rows, cols, entry);
-    gpu.launch(&launch, params, &[x, weight, rstd, dy], &[&dx])?;
     let partial = Tensor::empty(gpu, &[plan.chunks, cols], DType::F32)?;
     if rows > 0 {
         let part = Launch {
@@ -135,7 +162,7 @@ pub fn rmsnorm_bwd(
         workgroups: grid_1d(groups(cols, ROW_WG)),
     };
     gpu.launch(&sum, params, &[&partial], &[&dw])?;
-    Ok((dx, dw))
+    Ok(dw)
 }
 
 #[cfg(test)]

@@ -71,7 +71,26 @@ impl RmsNorm {
     fn forward(&self, tape: &Tape, x: &Var) -> Result<Var> {
         tape.rmsnorm(x, &tape.param(&self.weight), self.eps)
     }
+
+    /// The residual add before this norm and the norm: `(rms(x + branch), x +
+    /// branch)` (no add without a branch), fused into one kernel where the
+    /// kernel policy says so (`fused_residual_norm`).
+    fn add_forward(&self, tape: &Tape, x: &Var, branch: Option<&Var>) -> Result<(Var, Var)> {
+        let Some(branch) = branch else {
+            return Ok((self.forward(tape, x)?, x.clone()));
+        };
+        if tape.gpu().policy().fused_residual_norm {
+            tape.add_rmsnorm(x, branch, &tape.param(&self.weight), self.eps)
+        } else {
+            let x = tape.add(x, branch)?;
+            Ok((self.forward(tape, &x)?, x))
+        }
+    }
 }
+
+/// The residual stream between layers: x, and the last branch output (the MLP's)
+/// not yet added to it; whoever normalises x next adds it, fused with its norm.
+type Residual = (Var, Option<Var>);
 
 /// Causal self-attention with rotary positions and `num_key_value_heads`
 /// key/value heads shared by groups of query heads.
@@ -182,7 +201,8 @@ impl Mlp {
     }
 }
 
-/// One layer: `x = x + attn(rms(x)); x = x + mlp(rms(x))`.
+/// One layer: `x = x + attn(rms(x)); x = x + mlp(rms(x))`, each add done by the
+/// norm after it (the MLP's by the next layer's input norm or the final norm).
 struct DecoderLayer {
     input_layernorm: RmsNorm,
     self_attn: Attention,
@@ -215,37 +235,33 @@ impl DecoderLayer {
         })
     }
 
-    fn forward(&self, tape: &Tape, x: &Var, rope: &Tensor) -> Result<Var> {
-        let x = tape.add(
-            x,
-            &self
-                .self_attn
-                .forward(tape, &self.input_layernorm.forward(tape, x)?, rope)?,
-        )?;
-        tape.add(
-            &x,
-            &self
-                .mlp
-                .forward(tape, &self.post_attention_layernorm.forward(tape, &x)?)?,
-        )
+    fn forward(&self, tape: &Tape, (x, mlp_out): &Residual, rope: &Tensor) -> Result<Residual> {
+        let (h, x) = self
+            .input_layernorm
+            .add_forward(tape, x, mlp_out.as_ref())?;
+        let attn_out = self.self_attn.forward(tape, &h, rope)?;
+        let (h, x) = self
+            .post_attention_layernorm
+            .add_forward(tape, &x, Some(&attn_out))?;
+        Ok((x, Some(self.mlp.forward(tape, &h)?)))
     }
 
     fn step(
         &self,
         tape: &Tape,
-        x: &Var,
+        (x, mlp_out): &Residual,
         rope: (&Tensor, usize),
         kv: (&Tensor, &Tensor),
         at: (usize, KvRing),
-    ) -> Result<Var> {
-        let h = self.input_layernorm.forward(tape, x)?;
-        let x = tape.add(x, &self.self_attn.step(tape, &h, rope, kv, at)?)?;
-        tape.add(
-            &x,
-            &self
-                .mlp
-                .forward(tape, &self.post_attention_layernorm.forward(tape, &x)?)?,
-        )
+    ) -> Result<Residual> {
+        let (h, x) = self
+            .input_layernorm
+            .add_forward(tape, x, mlp_out.as_ref())?;
+        let attn_out = self.self_attn.step(tape, &h, rope, kv, at)?;
+        let (h, x) = self
+            .post_attention_layernorm
+            .add_forward(tape, &x, Some(&attn_out))?;
+        Ok((x, Some(self.mlp.forward(tape, &h)?)))
     }
 
     fn params(&self) -> Vec<Param> {
@@ -355,8 +371,8 @@ impl Llama {
         Ok(())
     }
 
-    fn head(&self, tape: &Tape, x: &Var) -> Result<Var> {
-        let x = self.norm.forward(tape, x)?;
+    fn head(&self, tape: &Tape, (x, mlp_out): &Residual) -> Result<Var> {
+        let (x, _) = self.norm.add_forward(tape, x, mlp_out.as_ref())?;
         match &self.lm_head {
             Some(h) => h.forward(tape, &x),
             None => self.embed_tokens.project_out(tape, &x),
@@ -371,7 +387,7 @@ impl Llama {
     /// kernel](crate::kernels#errors).
     pub fn forward(&self, tape: &Tape, ids: &Tensor) -> Result<Var> {
         self.check_len("Llama::forward", ids.shape().last().copied().unwrap_or(0))?;
-        let mut x = self.embed_tokens.forward(tape, ids)?;
+        let mut x = (self.embed_tokens.forward(tape, ids)?, None);
         for layer in &self.layers {
             x = layer.forward(tape, &x, &self.rope)?;
         }
@@ -432,7 +448,7 @@ impl Llama {
             step_table = rope_table_from(ids_new.gpu(), len, n, hs, theta)?;
             (&step_table, 0)
         };
-        let mut x = self.embed_tokens.forward(&tape, ids_new)?;
+        let mut x = (self.embed_tokens.forward(&tape, ids_new)?, None);
         for (i, layer) in self.layers.iter().enumerate() {
             x = layer.step(&tape, &x, rope, cache.layer(i), (len, cache.ring()))?;
         }

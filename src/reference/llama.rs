@@ -50,6 +50,53 @@ pub fn rmsnorm_bwd(
     (dx, dw)
 }
 
+/// The residual add fused with RMSNorm (`kernels::add_rmsnorm`): per row of C,
+///   h = x + branch,  rstd = 1 / sqrt(mean(h^2) + eps),  y = h * rstd * weight.
+/// Returns (h (rows, C), y (rows, C), rstd (rows)).
+pub fn add_rmsnorm(
+    x: &[f32],
+    branch: &[f32],
+    c: usize,
+    weight: &[f32],
+    eps: f32,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    assert_eq!(x.len(), branch.len(), "x and branch have one shape");
+    assert!(c > 0 && x.len().is_multiple_of(c), "x is (rows, C)");
+    assert_eq!(weight.len(), c, "weight is (C)");
+    let h: Vec<f64> = x
+        .iter()
+        .zip(branch)
+        .map(|(&a, &b)| a as f64 + b as f64)
+        .collect();
+    let mut y = vec![0.0; x.len()];
+    let mut rstd = vec![0.0; x.len() / c];
+    for (r, row) in h.chunks(c).enumerate() {
+        let ms = row.iter().map(|v| v * v).sum::<f64>() / c as f64;
+        let s = 1.0 / (ms + eps as f64).sqrt();
+        for j in 0..c {
+            y[r * c + j] = row[j] * s * weight[j] as f64;
+        }
+        rstd[r] = s;
+    }
+    (h, y, rstd)
+}
+
+/// Backward of [`add_rmsnorm`] from the saved `h (rows, C)`, `weight (C)`, `rstd
+/// (rows)` and the gradients of both outputs, `dy` (of y) and `dsum` (of h):
+///   dh = dsum + (RMSNorm's dx of h, [`rmsnorm_bwd`]),  dweight as RMSNorm's.
+/// dh is the gradient of x and of branch alike. Returns (dh (rows, C), dweight (C)).
+pub fn add_rmsnorm_bwd(
+    h: &[f32],
+    c: usize,
+    weight: &[f32],
+    rstd: &[f32],
+    (dy, dsum): (&[f32], &[f32]),
+) -> (Vec<f64>, Vec<f64>) {
+    let (dx, dw) = rmsnorm_bwd(h, c, weight, rstd, dy);
+    let dh = dx.iter().zip(dsum).map(|(d, &s)| d + s as f64).collect();
+    (dh, dw)
+}
+
 fn sigmoid(g: f64) -> f64 {
     1.0 / (1.0 + (-g).exp())
 }

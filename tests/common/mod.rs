@@ -78,6 +78,12 @@ pub fn other_row_plan() -> Gpu {
     with_policy(|p| p.rows = other(p.rows))
 }
 
+/// The test adapter with the Llama layers' residual adds and RMSNorms as
+/// separate kernels (the policy fuses them by default), so both paths stay covered.
+pub fn unfused_residual_norm() -> Gpu {
+    with_policy(|p| p.fused_residual_norm = false)
+}
+
 /// The test adapter with the fused attention kernels' other work split (on a
 /// CPU adapter the GPU split, on a GPU the CPU split).
 pub fn other_attention_split() -> Gpu {
