@@ -238,7 +238,12 @@ pub fn split_qkv_grouped(x: &Tensor, nh: usize, nkv: usize) -> Result<(Tensor, T
     let v = Tensor::empty(gpu, &[b, nkv, t, hs], DType::F32)?;
     let parts = [(nh, 0, &q), (nkv, nh * hs, &k), (nkv, (nh + nkv) * hs, &v)];
     for (heads, offset, y) in parts {
-        let h = Heads { b, nh: heads, t, hs };
+        let h = Heads {
+            b,
+            nh: heads,
+            t,
+            hs,
+        };
         dispatch_slice(h, OP, SPLIT_FWD, (w, offset), &[x], &[y])?;
     }
     Ok((q, k, v))

@@ -202,9 +202,27 @@ impl Gqa {
         let (dq_ref, dk_ref, dv_ref) = self.reference_bwd();
         let (dk, dv) = (dk.to_vec().unwrap(), dv.to_vec().unwrap());
         let dq = dq.to_vec().unwrap();
-        assert_close(&format!("fused dV, {name}"), &dv, &dv_ref, BWD_ATOL, BWD_RTOL);
-        assert_close(&format!("fused dK, {name}"), &dk, &dk_ref, BWD_ATOL, BWD_RTOL);
-        assert_close(&format!("fused dQ, {name}"), &dq, &dq_ref, BWD_ATOL, BWD_RTOL);
+        assert_close(
+            &format!("fused dV, {name}"),
+            &dv,
+            &dv_ref,
+            BWD_ATOL,
+            BWD_RTOL,
+        );
+        assert_close(
+            &format!("fused dK, {name}"),
+            &dk,
+            &dk_ref,
+            BWD_ATOL,
+            BWD_RTOL,
+        );
+        assert_close(
+            &format!("fused dQ, {name}"),
+            &dq,
+            &dq_ref,
+            BWD_ATOL,
+            BWD_RTOL,
+        );
         (dk, dv)
     }
 
@@ -229,7 +247,13 @@ impl Gqa {
         let (dq_ref, dk_ref, dv_ref) = self.reference_bwd();
         let close = |what: &str, x: Tensor, r: &[f64]| {
             let x = x.to_vec().unwrap();
-            assert_close(&format!("unfused {what}, {name}"), &x, r, BWD_ATOL, BWD_RTOL)
+            assert_close(
+                &format!("unfused {what}, {name}"),
+                &x,
+                r,
+                BWD_ATOL,
+                BWD_RTOL,
+            )
         };
         close("dV", dv, &dv_ref);
         close("dK", dk, &dk_ref);
@@ -244,7 +268,11 @@ fn check_lse(what: &str, ours: &[f32], reference: &[f64]) {
     let (mut o, mut r) = (Vec::new(), Vec::new());
     for (i, (&x, &y)) in ours.iter().zip(reference).enumerate() {
         if y == f64::INFINITY {
-            assert_eq!(x, f32::INFINITY, "{what}: [{i}] sees no key: L must be +inf");
+            assert_eq!(
+                x,
+                f32::INFINITY,
+                "{what}: [{i}] sees no key: L must be +inf"
+            );
         } else {
             o.push(x);
             r.push(y);
@@ -277,14 +305,35 @@ fn cases() -> Vec<Gqa> {
         Gqa::new(2, (4, 2), (65, 65), 16).causal(true).padded(),
         Gqa::new(2, (6, 2), (7, 7), 16).padded(),
         Gqa::new(2, (4, 1), (63, 63), 64).causal(true).padded(),
-        Gqa::new(1, (6, 2), (65, 65), 16).causal(true).with_pattern(window),
-        Gqa::new(2, (4, 2), (129, 129), 16).padded().with_pattern(window),
-        Gqa::new(1, (6, 3), (65, 65), 16).causal(true).with_pattern(layout),
+        Gqa::new(1, (6, 2), (65, 65), 16)
+            .causal(true)
+            .with_pattern(window),
+        Gqa::new(2, (4, 2), (129, 129), 16)
+            .padded()
+            .with_pattern(window),
+        Gqa::new(1, (6, 3), (65, 65), 16)
+            .causal(true)
+            .with_pattern(layout),
         // cross-attention and decoding-like shapes: Tq != Tk both ways
         Gqa::new(2, (4, 2), (7, 65), 16).causal(true).padded(),
         Gqa::new(1, (6, 2), (63, 1), 16),
     ]);
     cases
+}
+
+/// A few of [`cases`] at head size 16 (the quick runs of the other splits):
+/// every group size, ragged T, causal, padding and a window.
+fn quick_cases() -> Vec<Gqa> {
+    let window = AttentionPattern::sliding_window(5).with_global_tokens(3);
+    vec![
+        Gqa::new(1, (4, 2), (65, 65), 16).causal(true),
+        Gqa::new(2, (6, 2), (7, 7), 16).padded(),
+        Gqa::new(1, (4, 1), (129, 129), 16).causal(true),
+        Gqa::new(2, (6, 3), (63, 63), 16)
+            .causal(true)
+            .padded()
+            .with_pattern(window),
+    ]
 }
 
 #[test]
@@ -299,7 +348,7 @@ fn fused_gqa_with_the_other_work_split() {
     // This adapter's policy picks one split (the subgroup CPU split on
     // lavapipe); the GPU split runs here.
     on(&other_attention_split(), || {
-        for c in cases() {
+        for c in quick_cases() {
             c.check_fused();
         }
     });
@@ -312,10 +361,24 @@ fn fused_gqa_without_subgroups() {
         return;
     };
     on(&g, || {
-        for c in cases() {
+        for c in quick_cases() {
             c.check_fused();
         }
     });
+}
+
+#[test]
+#[ignore = "slow: every GQA case on the two other work splits (builds their HS = 64 kernels too)"]
+fn every_gqa_case_on_the_other_splits() {
+    let mut splits = vec![other_attention_split()];
+    splits.extend(without_subgroups());
+    for g in splits {
+        on(&g, || {
+            for c in cases() {
+                c.check_fused();
+            }
+        });
+    }
 }
 
 #[test]
@@ -332,7 +395,10 @@ fn group_sums_are_bit_identical_run_to_run() {
     let c = Gqa::new(2, (6, 2), (65, 65), 16).causal(true).padded();
     let first = c.check_fused();
     let second = c.check_fused();
-    assert!(first.0 == second.0 && first.1 == second.1, "dK/dV differ between runs");
+    assert!(
+        first.0 == second.0 && first.1 == second.1,
+        "dK/dV differ between runs"
+    );
 }
 
 #[test]
@@ -352,7 +418,10 @@ fn key_value_heads_that_do_not_divide_the_query_heads_are_errors() {
     ] {
         match r {
             Err(Error::Shape { detail, .. }) => {
-                assert!(detail.contains("3 heads") && detail.contains("4 query heads"), "{detail}")
+                assert!(
+                    detail.contains("3 heads") && detail.contains("4 query heads"),
+                    "{detail}"
+                )
             }
             other => panic!("expected a shape error, got {other:?}"),
         }

@@ -93,7 +93,10 @@ fn split_qkv_grouped_follows_the_packed_llama_layout() {
         let x = Tensor::from_slice(&gpu, &coded(b, t, w), &[b, t, w]).unwrap();
         let (q, k, v) = perm::split_qkv_grouped(&x, nh, nkv).unwrap();
         assert_eq!(q.shape(), &[b, nh, t, hs]);
-        assert_eq!((k.shape(), v.shape()), (&[b, nkv, t, hs][..], &[b, nkv, t, hs][..]));
+        assert_eq!(
+            (k.shape(), v.shape()),
+            (&[b, nkv, t, hs][..], &[b, nkv, t, hs][..])
+        );
         let parts = [(0, nh, &q), (nh * hs, nkv, &k), ((nh + nkv) * hs, nkv, &v)];
         for (offset, heads, part) in parts {
             let got = part.to_vec().unwrap();
@@ -111,16 +114,32 @@ fn split_qkv_grouped_follows_the_packed_llama_layout() {
         }
         let back = perm::merge_qkv(&q, &k, &v).unwrap();
         assert_eq!(back.shape(), &[b, t, w]);
-        assert_eq!(back.to_vec().unwrap(), coded(b, t, w), "merge_qkv(split_qkv_grouped(x))");
+        assert_eq!(
+            back.to_vec().unwrap(),
+            coded(b, t, w),
+            "merge_qkv(split_qkv_grouped(x))"
+        );
     }
     // NKV = NH is split_qkv; NKV not dividing NH and a width that is not
     // (NH + 2 NKV) HS are errors.
     let x = Tensor::from_slice(&gpu, &coded(1, 3, 24), &[1, 3, 24]).unwrap();
-    let (a, b) = (perm::split_qkv_grouped(&x, 2, 2).unwrap(), perm::split_qkv(&x, 2).unwrap());
+    let (a, b) = (
+        perm::split_qkv_grouped(&x, 2, 2).unwrap(),
+        perm::split_qkv(&x, 2).unwrap(),
+    );
     assert_eq!(a.1.to_vec().unwrap(), b.1.to_vec().unwrap());
-    assert!(matches!(perm::split_qkv_grouped(&x, 3, 2), Err(Error::InvalidArgument { .. })));
-    assert!(matches!(perm::split_qkv_grouped(&x, 4, 3), Err(Error::InvalidArgument { .. })));
-    assert!(matches!(perm::split_qkv_grouped(&x, 5, 1), Err(Error::Shape { .. })));
+    assert!(matches!(
+        perm::split_qkv_grouped(&x, 3, 2),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        perm::split_qkv_grouped(&x, 4, 3),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        perm::split_qkv_grouped(&x, 5, 1),
+        Err(Error::Shape { .. })
+    ));
 }
 
 #[test]

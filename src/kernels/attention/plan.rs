@@ -481,7 +481,10 @@ mod tests {
             let mha = plan_bwd(&dims(4, 8, 256, 256, 64), &policy).unwrap();
             assert_eq!(mha.dkdv.workgroups[1..], [8, 4]);
             // The same kernels and tiles as multi-head attention.
-            assert_eq!((b.dkdv.entry, &b.dkdv.constants), (mha.dkdv.entry, &mha.dkdv.constants));
+            assert_eq!(
+                (b.dkdv.entry, &b.dkdv.constants),
+                (mha.dkdv.entry, &mha.dkdv.constants)
+            );
         }
     }
 
