@@ -22,6 +22,9 @@ mod attention;
 #[path = "kernels/sparse.rs"]
 mod sparse;
 
+#[path = "kernels/gqa.rs"]
+mod gqa;
+
 #[path = "kernels/rowwise.rs"]
 mod rowwise;
 
@@ -65,6 +68,7 @@ fn main() -> wgformer::Result<()> {
     gemm::run(&mut bench)?;
     attention::run(&mut bench)?;
     sparse::run(&mut bench)?;
+    gqa::run(&mut bench)?;
     rowwise::run(&mut bench)?;
     elementwise::run(&mut bench)?;
     llama::run(&mut bench)?;

@@ -4,7 +4,10 @@
 // Scaled dot-product attention, forward and backward: O = softmax(scale * Q K^T
 // + masks) V, the per-row log-sum-exp L that the backward pass recomputes the
 // scores from, and the gradients dQ, dK, dV from dO.
-// Q: (B, NH, Tq, HS); K, V: (B, NH, Tk, HS); key mask: (B, Tk), 0.0 = padded
+// Q: (B, NH, Tq, HS); K, V: (B, NKV, Tk, HS), NKV dividing NH (grouped-query
+// attention: query head h reads key/value head h / (NH / NKV); the backward's
+// dK, dV of a key/value head sum over its group of query heads in the kernel,
+// in a fixed order); key mask: (B, Tk), 0.0 = padded
 // key, any other value attends; O: (B, NH, Tq, HS); L: (B, NH, Tq), natural
 // log. Causal masking is bottom-right aligned: query row i sees key j iff
 // j <= i + (Tk - Tq). A sparse pattern (window, global below) masks more pairs.
@@ -37,7 +40,7 @@ struct Params {
     sparse_kind: u32, // block-sparse layout: 0 none, 1 strided, 2 fixed
     block: u32,       // the layout's block B (positions per block), >= 1
     stride: u32,      // the layout's stride S (blocks), >= 1
-    _pad: u32,
+    group: u32,       // query heads per key/value head: NH / NKV (1 = multi-head)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -45,6 +48,17 @@ struct Params {
 const LN2: f32 = 0.6931471805599453;
 // "No score yet": below every real score, finite so that differences never make NaN.
 const NEG_BIG: f32 = -3.0e38;
+
+// Query heads per key/value head (0 reads as 1).
+fn group_size() -> u32 {
+    return max(p.group, 1u);
+}
+
+// The (b * NKV + key/value head) whose K and V query head `h` of batch `b` reads.
+fn kv_head(b: u32, h: u32) -> u32 {
+    let g = group_size();
+    return b * (p.nh / g) + h / g;
+}
 
 fn pos_inf() -> f32 {
     let bits = 0x7f800000u;  // a `let`: a constant infinity is a WGSL error

@@ -11,9 +11,11 @@
 //                            (past the diagonal with causal masking, outside a
 //                            sliding window) are never loaded.
 //   attention_bwd_dkdv       backward step 2, fused: dK and dV; a workgroup owns
-//                            a tile of keys, each thread 8 keys (4 when HS > 64);
-//                            Q/dO tiles stream through workgroup memory; P and
-//                            dS are recomputed from Q, K and L, never stored
+//                            a tile of keys of one key/value head, each thread 8
+//                            keys (4 when HS > 64); Q/dO tiles of each query
+//                            head of the group stream through workgroup memory
+//                            in turn; P and dS are recomputed from Q, K and L,
+//                            never stored
 //   attention_bwd_dq         backward step 3, fused: dQ in the forward's layout
 //                            (K/V tiles stream past a thread's 8 query rows)
 // (Step 1, attention_bwd_prep, is in attention_common.wgsl.)
@@ -58,8 +60,8 @@ override NB: u32 = 4u;
 override VEC: bool = true;
 
 @group(0) @binding(1) var<storage, read> q_in: array<f32>;          // (B, NH, Tq, HS)
-@group(0) @binding(2) var<storage, read> k_in: array<vec4<f32>>;    // (B, NH, Tk, HS)
-@group(0) @binding(3) var<storage, read> v_in: array<vec4<f32>>;    // (B, NH, Tk, HS)
+@group(0) @binding(2) var<storage, read> k_in: array<vec4<f32>>;    // (B, NKV, Tk, HS)
+@group(0) @binding(3) var<storage, read> v_in: array<vec4<f32>>;    // (B, NKV, Tk, HS)
 @group(0) @binding(4) var<storage, read> key_mask: array<f32>;      // (B, Tk) or unused
 @group(0) @binding(5) var<storage, read_write> o_out: array<f32>;   // (B, NH, Tq, HS)
 @group(0) @binding(6) var<storage, read_write> lse_out: array<f32>; // (B, NH, Tq)
@@ -364,7 +366,7 @@ fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>,
     let kr_hi = key_range(vec4<i32>(rows_hi));
     let my_end = min(key_span(i0, i0 + 4u * RG - 1u).end, span.end);
 
-    let kv_base = bh * p.tk;
+    let kv_base = kv_head(b, wid.y) * p.tk; // the group's key/value head
     for (var k0 = span_start(span); k0 < span.end; k0 = span_next(span, k0, BK)) {
         if (!tile_ok(row0, min(row0 + BQ * 4u * RG, p.tq) - 1u, k0, k0 + BK - 1u)) {
             continue; // a tile the block layout leaves out
@@ -452,7 +454,7 @@ fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>,
 // Three kernels, none writes a Tq x Tk value and none uses atomics (each output
 // element is summed by one thread in a fixed order: the same bits every run):
 //   attention_bwd_prep   one thread per row: LD_i = (L_i log2(e), D_i)
-//   attention_bwd_dkdv   a workgroup owns BQ * 4 * RG keys of one (b, head),
+//   attention_bwd_dkdv   a workgroup owns BQ * 4 * RG keys of one (b, kv head),
 //                        each thread 4 * RG keys (K, V, dK, dV rows in
 //                        registers); tiles of BK query rows (Q, dO and LD)
 //                        stream through workgroup memory (k_tile holds Q,
@@ -478,8 +480,8 @@ fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>,
 // binding 2: k_in, 3: v_in, 4: key_mask (as in the forward)
 @group(0) @binding(5) var<storage, read> kv_do: array<vec4<f32>>;     // (B, NH, Tq, HS)
 @group(0) @binding(6) var<storage, read> kv_ld: array<vec2<f32>>;     // (B, NH, Tq) x (L log2 e, D)
-@group(0) @binding(7) var<storage, read_write> dk_out: array<f32>;    // (B, NH, Tk, HS)
-@group(0) @binding(8) var<storage, read_write> dv_out: array<f32>;    // (B, NH, Tk, HS)
+@group(0) @binding(7) var<storage, read_write> dk_out: array<f32>;    // (B, NKV, Tk, HS)
+@group(0) @binding(8) var<storage, read_write> dv_out: array<f32>;    // (B, NKV, Tk, HS)
 
 // attention_bwd_dkdv: L log2(e) and D of tile rows 4 t .. 4 t + 4 (L = +inf past Tq).
 var<workgroup> l_tile: array<vec4<f32>, BK / 4u>;
@@ -812,7 +814,7 @@ fn attention_bwd_dq(@builtin(workgroup_id) wid: vec3<u32>,
     let kr_hi = key_range(vec4<i32>(rows_hi));
     let my_end = min(key_span(i0, i0 + 4u * RG - 1u).end, span.end);
 
-    let kv_base = bh * p.tk;
+    let kv_base = kv_head(b, wid.y) * p.tk; // the group's key/value head
     for (var k0 = span_start(span); k0 < span.end; k0 = span_next(span, k0, BK)) {
         if (!tile_ok(row0, min(row0 + BQ * 4u * RG, p.tq) - 1u, k0, k0 + BK - 1u)) {
             continue; // a tile the block layout leaves out
@@ -908,7 +910,8 @@ fn qo_vec4(base: u32, d4: u32, is_do: bool) -> vec4<f32> {
 fn attention_bwd_dkdv(@builtin(workgroup_id) wid: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
     let b = wid.z;
-    let bh = b * p.nh + wid.y;
+    let group = group_size();
+    let bkv = b * (p.nh / group) + wid.y; // (b, key/value head wid.y)
     let key0 = wid.x * BQ * 4u * RG;     // first key of the workgroup
     let j0 = key0 + lid * 4u * RG;       // this thread's keys: j0 .. j0 + 4 RG
     let keys_lo = vec4<u32>(j0) + vec4<u32>(0u, 1u, 2u, 3u);
@@ -916,8 +919,8 @@ fn attention_bwd_dkdv(@builtin(workgroup_id) wid: vec3<u32>,
     let w = NB * 4u;
 
     // K pre-scaled to log2 units, V, the dK and dV accumulators.
-    let k = load_kv_head(bh, keys_lo, p.scale, false);
-    let v = load_kv_head(bh, keys_lo, 1.0, true);
+    let k = load_kv_head(bkv, keys_lo, p.scale, false);
+    let v = load_kv_head(bkv, keys_lo, 1.0, true);
     var gk = Head();
     var gv = Head();
 
@@ -933,81 +936,85 @@ fn attention_bwd_dkdv(@builtin(workgroup_id) wid: vec3<u32>,
     let g_rows = global_rows();
     let my_begin = row_span(j0, j0 + 4u * RG - 1u).lo;
 
-    let q_base = bh * p.tq;
-    for (var r0 = span_start(span); r0 < span.end; r0 = span_next(span, r0, BK)) {
-        if (!tile_ok(r0, r0 + BK - 1u, key0, min(key0 + BQ * 4u * RG, p.tk) - 1u)) {
-            continue; // a tile the block layout leaves out
-        }
-        // Stage Q, dO, L log2(e) and D of query rows r0 .. r0 + BK.
-        for (var t = lid; t < BK * w; t += BQ) {
-            let r = t / w;
-            let d4 = t - r * w;
-            let row = r0 + r;
-            var qv = vec4<f32>(0.0);
-            var ov = vec4<f32>(0.0);
-            if (row < p.tq) {
-                let base = (q_base + row) * p.hs;
-                qv = qo_vec4(base, d4, false);
-                ov = qo_vec4(base, d4, true);
+    // Every query head of the group, one after the other, into the same
+    // accumulators (a fixed order: the same bits every run).
+    for (var hq = 0u; hq < group; hq++) {
+        let q_base = (b * p.nh + wid.y * group + hq) * p.tq;
+        for (var r0 = span_start(span); r0 < span.end; r0 = span_next(span, r0, BK)) {
+            if (!tile_ok(r0, r0 + BK - 1u, key0, min(key0 + BQ * 4u * RG, p.tk) - 1u)) {
+                continue; // a tile the block layout leaves out
             }
-            k_tile[t] = qv;
-            v_tile[t] = ov;
-        }
-        for (var t = lid; t < BK / 4u; t += BQ) {
-            var l = vec4<f32>(pos_inf());
-            var d = vec4<f32>(0.0);
-            for (var c = 0u; c < 4u; c++) {
-                let row = r0 + t * 4u + c;
+            // Stage Q, dO, L log2(e) and D of query rows r0 .. r0 + BK.
+            for (var t = lid; t < BK * w; t += BQ) {
+                let r = t / w;
+                let d4 = t - r * w;
+                let row = r0 + r;
+                var qv = vec4<f32>(0.0);
+                var ov = vec4<f32>(0.0);
                 if (row < p.tq) {
-                    let x = kv_ld[q_base + row];
-                    l[c] = x.x;
-                    d[c] = x.y;
+                    let base = (q_base + row) * p.hs;
+                    qv = qo_vec4(base, d4, false);
+                    ov = qo_vec4(base, d4, true);
                 }
+                k_tile[t] = qv;
+                v_tile[t] = ov;
             }
-            l_tile[t] = l;
-            d_tile[t] = d;
-        }
-        workgroupBarrier();
+            for (var t = lid; t < BK / 4u; t += BQ) {
+                var l = vec4<f32>(pos_inf());
+                var d = vec4<f32>(0.0);
+                for (var c = 0u; c < 4u; c++) {
+                    let row = r0 + t * 4u + c;
+                    if (row < p.tq) {
+                        let x = kv_ld[q_base + row];
+                        l[c] = x.x;
+                        d[c] = x.y;
+                    }
+                }
+                l_tile[t] = l;
+                d_tile[t] = d;
+            }
+            workgroupBarrier();
 
-        // This thread's rows in the tile: none before its first key's first row
-        // (but for the global rows).
-        let n = min(BK, span.end - r0);
-        var start = (max(my_begin, r0) - r0) / 4u * 4u;
-        if (i32(r0) < g_rows) {
-            start = 0u;
-        }
-        for (var j = start; j < n; j += 4u) {
-            // S^T (log2 units) and dP^T of the thread's keys against rows j .. j + 4.
-            var s = scores_blk(k.b0, j, 0u);
-            var dp = scores_blk_v(v.b0, j, 0u);
-            if (NB > 1u) { let x = scores_blk(k.b1, j, 1u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v.b1, j, 1u); dp.lo += y.lo; dp.hi += y.hi; }
-            if (NB > 2u) { let x = scores_blk(k.b2, j, 2u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v.b2, j, 2u); dp.lo += y.lo; dp.hi += y.hi; }
-            if (NB > 3u) { let x = scores_blk(k.b3, j, 3u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v.b3, j, 3u); dp.lo += y.lo; dp.hi += y.hi; }
-            if (NB > 4u) { let x = scores_blk(k.b4, j, 4u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v.b4, j, 4u); dp.lo += y.lo; dp.hi += y.hi; }
-            if (NB > 5u) { let x = scores_blk(k.b5, j, 5u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v.b5, j, 5u); dp.lo += y.lo; dp.hi += y.hi; }
-            if (NB > 6u) { let x = scores_blk(k.b6, j, 6u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v.b6, j, 6u); dp.lo += y.lo; dp.hi += y.hi; }
-            if (NB > 7u) { let x = scores_blk(k.b7, j, 7u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v.b7, j, 7u); dp.lo += y.lo; dp.hi += y.hi; }
-            let rows = vec4<i32>(i32(r0 + j)) + vec4<i32>(0, 1, 2, 3);
-            let l = l_tile[j / 4u];
-            let d = d_tile[j / 4u];
-            let g_lo = grad_kv(s.lo, dp.lo, l, d, kok_lo, rr_lo, g_rows, rows);
-            var g_hi = g_lo;
-            if (RG > 1u) {
-                g_hi = grad_kv(s.hi, dp.hi, l, d, kok_hi, rr_hi, g_rows, rows);
+            // This thread's rows in the tile: none before its first key's first row
+            // (but for the global rows).
+            let n = min(BK, span.end - r0);
+            var start = (max(my_begin, r0) - r0) / 4u * 4u;
+            if (i32(r0) < g_rows) {
+                start = 0u;
             }
-            // dV += P^T dO, dK += dS^T Q
-            gv.b0 = acc_blk_v(gv.b0, g_lo.p, g_hi.p, j, 0u);
-            gk.b0 = acc_blk_k(gk.b0, g_lo.ds, g_hi.ds, j, 0u);
-            if (NB > 1u) { gv.b1 = acc_blk_v(gv.b1, g_lo.p, g_hi.p, j, 1u); gk.b1 = acc_blk_k(gk.b1, g_lo.ds, g_hi.ds, j, 1u); }
-            if (NB > 2u) { gv.b2 = acc_blk_v(gv.b2, g_lo.p, g_hi.p, j, 2u); gk.b2 = acc_blk_k(gk.b2, g_lo.ds, g_hi.ds, j, 2u); }
-            if (NB > 3u) { gv.b3 = acc_blk_v(gv.b3, g_lo.p, g_hi.p, j, 3u); gk.b3 = acc_blk_k(gk.b3, g_lo.ds, g_hi.ds, j, 3u); }
-            if (NB > 4u) { gv.b4 = acc_blk_v(gv.b4, g_lo.p, g_hi.p, j, 4u); gk.b4 = acc_blk_k(gk.b4, g_lo.ds, g_hi.ds, j, 4u); }
-            if (NB > 5u) { gv.b5 = acc_blk_v(gv.b5, g_lo.p, g_hi.p, j, 5u); gk.b5 = acc_blk_k(gk.b5, g_lo.ds, g_hi.ds, j, 5u); }
-            if (NB > 6u) { gv.b6 = acc_blk_v(gv.b6, g_lo.p, g_hi.p, j, 6u); gk.b6 = acc_blk_k(gk.b6, g_lo.ds, g_hi.ds, j, 6u); }
-            if (NB > 7u) { gv.b7 = acc_blk_v(gv.b7, g_lo.p, g_hi.p, j, 7u); gk.b7 = acc_blk_k(gk.b7, g_lo.ds, g_hi.ds, j, 7u); }
+            for (var j = start; j < n; j += 4u) {
+                // S^T (log2 units) and dP^T of the thread's keys against rows j .. j + 4.
+                var s = scores_blk(k.b0, j, 0u);
+                var dp = scores_blk_v(v.b0, j, 0u);
+                if (NB > 1u) { let x = scores_blk(k.b1, j, 1u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v.b1, j, 1u); dp.lo += y.lo; dp.hi += y.hi; }
+                if (NB > 2u) { let x = scores_blk(k.b2, j, 2u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v.b2, j, 2u); dp.lo += y.lo; dp.hi += y.hi; }
+                if (NB > 3u) { let x = scores_blk(k.b3, j, 3u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v.b3, j, 3u); dp.lo += y.lo; dp.hi += y.hi; }
+                if (NB > 4u) { let x = scores_blk(k.b4, j, 4u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v.b4, j, 4u); dp.lo += y.lo; dp.hi += y.hi; }
+                if (NB > 5u) { let x = scores_blk(k.b5, j, 5u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v.b5, j, 5u); dp.lo += y.lo; dp.hi += y.hi; }
+                if (NB > 6u) { let x = scores_blk(k.b6, j, 6u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v.b6, j, 6u); dp.lo += y.lo; dp.hi += y.hi; }
+                if (NB > 7u) { let x = scores_blk(k.b7, j, 7u); s.lo += x.lo; s.hi += x.hi; let y = scores_blk_v(v.b7, j, 7u); dp.lo += y.lo; dp.hi += y.hi; }
+                let rows = vec4<i32>(i32(r0 + j)) + vec4<i32>(0, 1, 2, 3);
+                let l = l_tile[j / 4u];
+                let d = d_tile[j / 4u];
+                let g_lo = grad_kv(s.lo, dp.lo, l, d, kok_lo, rr_lo, g_rows, rows);
+                var g_hi = g_lo;
+                if (RG > 1u) {
+                    g_hi = grad_kv(s.hi, dp.hi, l, d, kok_hi, rr_hi, g_rows, rows);
+                }
+                // dV += P^T dO, dK += dS^T Q
+                gv.b0 = acc_blk_v(gv.b0, g_lo.p, g_hi.p, j, 0u);
+                gk.b0 = acc_blk_k(gk.b0, g_lo.ds, g_hi.ds, j, 0u);
+                if (NB > 1u) { gv.b1 = acc_blk_v(gv.b1, g_lo.p, g_hi.p, j, 1u); gk.b1 = acc_blk_k(gk.b1, g_lo.ds, g_hi.ds, j, 1u); }
+                if (NB > 2u) { gv.b2 = acc_blk_v(gv.b2, g_lo.p, g_hi.p, j, 2u); gk.b2 = acc_blk_k(gk.b2, g_lo.ds, g_hi.ds, j, 2u); }
+                if (NB > 3u) { gv.b3 = acc_blk_v(gv.b3, g_lo.p, g_hi.p, j, 3u); gk.b3 = acc_blk_k(gk.b3, g_lo.ds, g_hi.ds, j, 3u); }
+                if (NB > 4u) { gv.b4 = acc_blk_v(gv.b4, g_lo.p, g_hi.p, j, 4u); gk.b4 = acc_blk_k(gk.b4, g_lo.ds, g_hi.ds, j, 4u); }
+                if (NB > 5u) { gv.b5 = acc_blk_v(gv.b5, g_lo.p, g_hi.p, j, 5u); gk.b5 = acc_blk_k(gk.b5, g_lo.ds, g_hi.ds, j, 5u); }
+                if (NB > 6u) { gv.b6 = acc_blk_v(gv.b6, g_lo.p, g_hi.p, j, 6u); gk.b6 = acc_blk_k(gk.b6, g_lo.ds, g_hi.ds, j, 6u); }
+                if (NB > 7u) { gv.b7 = acc_blk_v(gv.b7, g_lo.p, g_hi.p, j, 7u); gk.b7 = acc_blk_k(gk.b7, g_lo.ds, g_hi.ds, j, 7u); }
+            }
+            workgroupBarrier();
         }
-        workgroupBarrier();
     }
 
-    store_dkdv_head(bh, j0, gk, gv);
+    store_dkdv_head(bkv, j0, gk, gv);
 }

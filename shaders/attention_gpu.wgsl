@@ -57,8 +57,8 @@ const EM: u32 = 4u;
 
 
 @group(0) @binding(1) var<storage, read> q_in: array<vec4<f32>>;    // (B, NH, Tq, HS)
-@group(0) @binding(2) var<storage, read> k_in: array<vec4<f32>>;    // (B, NH, Tk, HS)
-@group(0) @binding(3) var<storage, read> v_in: array<vec4<f32>>;    // (B, NH, Tk, HS)
+@group(0) @binding(2) var<storage, read> k_in: array<vec4<f32>>;    // (B, NKV, Tk, HS)
+@group(0) @binding(3) var<storage, read> v_in: array<vec4<f32>>;    // (B, NKV, Tk, HS)
 @group(0) @binding(4) var<storage, read> key_mask: array<f32>;      // (B, Tk) or unused
 // forward
 @group(0) @binding(5) var<storage, read_write> o_out: array<f32>;   // (B, NH, Tq, HS)
@@ -210,7 +210,7 @@ fn attention_fwd_gpu(@builtin(workgroup_id) wid: vec3<u32>,
     var l = vec4<f32>(0.0);     // running sum of exp2(s - m) per row
     var acc: array<array<vec4<f32>, EM>, 4>; // [row][e]: head vec4 tx + TX e
 
-    let kvb = bh * p.tk;
+    let kvb = kv_head(b, wid.y) * p.tk; // the group's key/value head
     for (var k0 = span_start(span); k0 < span.end; k0 = span_next(span, k0, BT)) {
         if (!tile_ok(row0, min(row0 + 4u * G, p.tq) - 1u, k0, k0 + BT - 1u)) {
             continue; // a tile the block layout leaves out
@@ -305,15 +305,17 @@ fn attention_fwd_gpu(@builtin(workgroup_id) wid: vec3<u32>,
 }
 
 // ---------------------------------------------------------------------------
-// Backward, dK and dV: a workgroup owns 4 G keys of one (b, head) (K in log2
-// units in wa, V in wb) and streams tiles of BT query rows (Q in ta, dO in tb,
+// Backward, dK and dV: a workgroup owns 4 G keys of one (b, key/value head) (K
+// in log2 units in wa, V in wb) and streams, for each query head of the group
+// in turn, tiles of BT query rows (Q in ta, dO in tb,
 // L log2 e in tcol, D in tcol2). Per tile: S^T and dP^T (keys x rows), then
 // P^T through `pt` for dV += P^T dO, then dS^T through `pt` for dK += dS^T Q.
 @compute @workgroup_size(NT)
 fn attention_bwd_dkdv_gpu(@builtin(workgroup_id) wid: vec3<u32>,
                           @builtin(local_invocation_index) lid: u32) {
     let b = wid.z;
-    let bh = b * p.nh + wid.y;
+    let group = group_size();
+    let bkv = b * (p.nh / group) + wid.y; // (b, key/value head wid.y)
     let key0 = wid.x * 4u * G;
     let ty = lid / TX;
     let tx = lid - ty * TX;
@@ -327,7 +329,7 @@ fn attention_bwd_dkdv_gpu(@builtin(workgroup_id) wid: vec3<u32>,
         var kx = vec4<f32>(0.0);
         var vx = vec4<f32>(0.0);
         if (key < p.tk) {
-            let base = (bh * p.tk + key) * p.hs;
+            let base = (bkv * p.tk + key) * p.hs;
             kx = k4(base, d4) * p.scale;
             vx = v4(base, d4);
         }
@@ -349,92 +351,96 @@ fn attention_bwd_dkdv_gpu(@builtin(workgroup_id) wid: vec3<u32>,
     var gk: array<array<vec4<f32>, EM>, 4>;
     var gv: array<array<vec4<f32>, EM>, 4>;
 
-    let qb = bh * p.tq;
-    for (var r0 = span_start(span); r0 < span.end; r0 = span_next(span, r0, BT)) {
-        if (!tile_ok(r0, r0 + BT - 1u, key0, min(key0 + 4u * G, p.tk) - 1u)) {
-            continue; // a tile the block layout leaves out
-        }
-        for (var t = lid; t < BT * DV; t += NT) {
-            let r = t / DV;
-            let d4 = t - r * DV;
-            let row = r0 + r;
-            var qx = vec4<f32>(0.0);
-            var ox = vec4<f32>(0.0);
-            if (row < p.tq) {
-                let base = (qb + row) * p.hs;
-                qx = q4(base, d4);
-                ox = do4(base, d4);
+    // Every query head of the group, one after the other, into the same
+    // accumulators (a fixed order: the same bits every run).
+    for (var hq = 0u; hq < group; hq++) {
+        let qb = (b * p.nh + wid.y * group + hq) * p.tq;
+        for (var r0 = span_start(span); r0 < span.end; r0 = span_next(span, r0, BT)) {
+            if (!tile_ok(r0, r0 + BT - 1u, key0, min(key0 + 4u * G, p.tk) - 1u)) {
+                continue; // a tile the block layout leaves out
             }
-            ta[r * ts + d4] = qx;
-            tb[r * ts + d4] = ox;
-        }
-        for (var t = lid; t < BT; t += NT) {
-            var x = vec2<f32>(pos_inf(), 0.0);
-            if (r0 + t < p.tq) {
-                x = ld_in[qb + r0 + t];
+            for (var t = lid; t < BT * DV; t += NT) {
+                let r = t / DV;
+                let d4 = t - r * DV;
+                let row = r0 + r;
+                var qx = vec4<f32>(0.0);
+                var ox = vec4<f32>(0.0);
+                if (row < p.tq) {
+                    let base = (qb + row) * p.hs;
+                    qx = q4(base, d4);
+                    ox = do4(base, d4);
+                }
+                ta[r * ts + d4] = qx;
+                tb[r * ts + d4] = ox;
             }
-            tcol[t] = x.x;
-            tcol2[t] = x.y;
-        }
-        workgroupBarrier();
+            for (var t = lid; t < BT; t += NT) {
+                var x = vec2<f32>(pos_inf(), 0.0);
+                if (r0 + t < p.tq) {
+                    x = ld_in[qb + r0 + t];
+                }
+                tcol[t] = x.x;
+                tcol2[t] = x.y;
+            }
+            workgroupBarrier();
 
-        // S^T and dP^T of the group's 4 keys x tile rows tx + TX c.
-        var s: array<vec4<f32>, CM>;
-        var dp: array<vec4<f32>, CM>;
-        for (var d4 = 0u; d4 < DV; d4++) {
-            let k0 = wa[my0 * DV + d4];
-            let k1 = wa[(my0 + 1u) * DV + d4];
-            let k2 = wa[(my0 + 2u) * DV + d4];
-            let k3 = wa[(my0 + 3u) * DV + d4];
-            let v0 = wb[my0 * DV + d4];
-            let v1 = wb[(my0 + 1u) * DV + d4];
-            let v2 = wb[(my0 + 2u) * DV + d4];
-            let v3 = wb[(my0 + 3u) * DV + d4];
+            // S^T and dP^T of the group's 4 keys x tile rows tx + TX c.
+            var s: array<vec4<f32>, CM>;
+            var dp: array<vec4<f32>, CM>;
+            for (var d4 = 0u; d4 < DV; d4++) {
+                let k0 = wa[my0 * DV + d4];
+                let k1 = wa[(my0 + 1u) * DV + d4];
+                let k2 = wa[(my0 + 2u) * DV + d4];
+                let k3 = wa[(my0 + 3u) * DV + d4];
+                let v0 = wb[my0 * DV + d4];
+                let v1 = wb[(my0 + 1u) * DV + d4];
+                let v2 = wb[(my0 + 2u) * DV + d4];
+                let v3 = wb[(my0 + 3u) * DV + d4];
+                for (var c = 0u; c < cols; c++) {
+                    let at = (tx + TX * c) * ts + d4;
+                    s[c] += dot4(k0, k1, k2, k3, ta[at]);
+                    dp[c] += dot4(v0, v1, v2, v3, tb[at]);
+                }
+            }
+            var ds: array<vec4<f32>, CM>;
             for (var c = 0u; c < cols; c++) {
-                let at = (tx + TX * c) * ts + d4;
-                s[c] += dot4(k0, k1, k2, k3, ta[at]);
-                dp[c] += dot4(v0, v1, v2, v3, tb[at]);
+                let i = tx + TX * c;
+                let ok = kok & keys_seen(rr, i32(r0 + i), g_rows);
+                let pc = select(vec4<f32>(0.0), exp2(s[c] - vec4<f32>(tcol[i])), ok);
+                ds[c] = pc * (dp[c] - vec4<f32>(tcol2[i]));
+                pt[i * gs + ty] = pc;
             }
-        }
-        var ds: array<vec4<f32>, CM>;
-        for (var c = 0u; c < cols; c++) {
-            let i = tx + TX * c;
-            let ok = kok & keys_seen(rr, i32(r0 + i), g_rows);
-            let pc = select(vec4<f32>(0.0), exp2(s[c] - vec4<f32>(tcol[i])), ok);
-            ds[c] = pc * (dp[c] - vec4<f32>(tcol2[i]));
-            pt[i * gs + ty] = pc;
-        }
-        workgroupBarrier();
+            workgroupBarrier();
 
-        for (var i = 0u; i < BT; i++) {
-            let p4 = pt[i * gs + ty];
-            for (var e = 0u; e < ev; e++) {
-                let o = tb[i * ts + tx + TX * e];
-                for (var r = 0u; r < 4u; r++) {
-                    gv[r][e] += p4[r] * o;
+            for (var i = 0u; i < BT; i++) {
+                let p4 = pt[i * gs + ty];
+                for (var e = 0u; e < ev; e++) {
+                    let o = tb[i * ts + tx + TX * e];
+                    for (var r = 0u; r < 4u; r++) {
+                        gv[r][e] += p4[r] * o;
+                    }
                 }
             }
-        }
-        workgroupBarrier();
-        for (var c = 0u; c < cols; c++) {
-            pt[(tx + TX * c) * gs + ty] = ds[c];
-        }
-        workgroupBarrier();
-        for (var i = 0u; i < BT; i++) {
-            let d4s = pt[i * gs + ty];
-            for (var e = 0u; e < ev; e++) {
-                let q = ta[i * ts + tx + TX * e];
-                for (var r = 0u; r < 4u; r++) {
-                    gk[r][e] += d4s[r] * q;
+            workgroupBarrier();
+            for (var c = 0u; c < cols; c++) {
+                pt[(tx + TX * c) * gs + ty] = ds[c];
+            }
+            workgroupBarrier();
+            for (var i = 0u; i < BT; i++) {
+                let d4s = pt[i * gs + ty];
+                for (var e = 0u; e < ev; e++) {
+                    let q = ta[i * ts + tx + TX * e];
+                    for (var r = 0u; r < 4u; r++) {
+                        gk[r][e] += d4s[r] * q;
+                    }
                 }
             }
+            workgroupBarrier();
         }
-        workgroupBarrier();
     }
 
     for (var r = 0u; r < 4u; r++) {
         if (keys[r] < p.tk) {
-            let base = (bh * p.tk + keys[r]) * p.hs;
+            let base = (bkv * p.tk + keys[r]) * p.hs;
             for (var e = 0u; e < ev; e++) {
                 store_ga(base, tx + TX * e, gk[r][e] * p.out_scale);
                 store_gb(base, tx + TX * e, gv[r][e]);
@@ -494,7 +500,7 @@ fn attention_bwd_dq_gpu(@builtin(workgroup_id) wid: vec3<u32>,
     let ev = DV / TX;
     var acc: array<array<vec4<f32>, EM>, 4>;
 
-    let kvb = bh * p.tk;
+    let kvb = kv_head(b, wid.y) * p.tk; // the group's key/value head
     for (var k0 = span_start(span); k0 < span.end; k0 = span_next(span, k0, BT)) {
         if (!tile_ok(row0, min(row0 + 4u * G, p.tq) - 1u, k0, k0 + BT - 1u)) {
             continue; // a tile the block layout leaves out

@@ -14,7 +14,7 @@
 // Unfused baseline. S is one chunk: (chunk, Tq, Tk) for (b, head) = bh0 + z.
 
 @group(0) @binding(1) var<storage, read> nq: array<f32>;              // (B, NH, Tq, HS)
-@group(0) @binding(2) var<storage, read> nk: array<f32>;              // (B, NH, Tk, HS)
+@group(0) @binding(2) var<storage, read> nk: array<f32>;              // (B, NKV, Tk, HS)
 @group(0) @binding(3) var<storage, read_write> s_out: array<f32>;     // (chunk, Tq, Tk)
 
 @compute @workgroup_size(16, 16)
@@ -26,7 +26,7 @@ fn attention_scores_naive(@builtin(global_invocation_id) g: vec3<u32>) {
     }
     let bh = p.bh0 + g.z;
     let qb = (bh * p.tq + i) * p.hs;
-    let kb = (bh * p.tk + j) * p.hs;
+    let kb = (kv_head(bh / p.nh, bh % p.nh) * p.tk + j) * p.hs;
     var s = 0.0;
     for (var d = 0u; d < p.hs; d++) {
         s += nq[qb + d] * nk[kb + d];
@@ -80,7 +80,7 @@ fn visible(b: u32, i: u32, j: u32) -> bool {
 }
 
 @group(0) @binding(1) var<storage, read> pp: array<f32>;              // (chunk, Tq, Tk)
-@group(0) @binding(2) var<storage, read> pv: array<f32>;              // (B, NH, Tk, HS)
+@group(0) @binding(2) var<storage, read> pv: array<f32>;              // (B, NKV, Tk, HS)
 @group(0) @binding(3) var<storage, read_write> po: array<f32>;        // (B, NH, Tq, HS)
 
 @compute @workgroup_size(16, 16)
@@ -92,7 +92,7 @@ fn attention_pv_naive(@builtin(global_invocation_id) g: vec3<u32>) {
     }
     let bh = p.bh0 + g.z;
     let pb = (g.z * p.tq + i) * p.tk;
-    let vb = bh * p.tk * p.hs + d;
+    let vb = kv_head(bh / p.nh, bh % p.nh) * p.tk * p.hs + d;
     var o = 0.0;
     for (var j = 0u; j < p.tk; j++) {
         o += pp[pb + j] * pv[vb + j * p.hs];

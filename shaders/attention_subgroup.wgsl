@@ -193,6 +193,7 @@ fn attention_fwd_sg(@builtin(workgroup_id) wid: vec3<u32>,
                     @builtin(subgroup_invocation_id) lane: u32) {
     let b = wid.z;
     let bh = b * p.nh + wid.y;
+    let bkv = kv_head(b, wid.y); // the group's key/value head
     let row0 = wid.x * SG_LANES * 4u * RG;
     let i0 = row0 + lane * 4u * RG;
     let rows_lo = vec4<u32>(i0) + vec4<u32>(0u, 1u, 2u, 3u);
@@ -213,8 +214,8 @@ fn attention_fwd_sg(@builtin(workgroup_id) wid: vec3<u32>,
         if (!tile_ok(row0, min(row0 + SG_LANES * 4u * RG, p.tq) - 1u, j0, j0 + 4u - 1u)) {
             continue; // a tile the block layout leaves out
         }
-        let kt = sg_tile_kv(bh, j0, lane, false);
-        let vt = sg_tile_kv(bh, j0, lane, true);
+        let kt = sg_tile_kv(bkv, j0, lane, false);
+        let vt = sg_tile_kv(bkv, j0, lane, true);
         var s = sg_scores(q.b0, kt, 0u);
         if (NB > 1u) { let s1 = sg_scores(q.b1, kt, 1u); s.lo += s1.lo; s.hi += s1.hi; }
         if (NB > 2u) { let s2 = sg_scores(q.b2, kt, 2u); s.lo += s2.lo; s.hi += s2.hi; }
@@ -259,6 +260,7 @@ fn attention_bwd_dq_sg(@builtin(workgroup_id) wid: vec3<u32>,
                        @builtin(subgroup_invocation_id) lane: u32) {
     let b = wid.z;
     let bh = b * p.nh + wid.y;
+    let bkv = kv_head(b, wid.y); // the group's key/value head
     let row0 = wid.x * SG_LANES * 4u * RG;
     let i0 = row0 + lane * 4u * RG;
     let rows_lo = vec4<u32>(i0) + vec4<u32>(0u, 1u, 2u, 3u);
@@ -278,8 +280,8 @@ fn attention_bwd_dq_sg(@builtin(workgroup_id) wid: vec3<u32>,
         if (!tile_ok(row0, min(row0 + SG_LANES * 4u * RG, p.tq) - 1u, j0, j0 + 4u - 1u)) {
             continue; // a tile the block layout leaves out
         }
-        let kt = sg_tile_kv(bh, j0, lane, false);
-        let vt = sg_tile_kv(bh, j0, lane, true);
+        let kt = sg_tile_kv(bkv, j0, lane, false);
+        let vt = sg_tile_kv(bkv, j0, lane, true);
         var s = sg_scores(q.b0, kt, 0u);
         var dp = sg_scores(o.b0, vt, 0u);
         if (NB > 1u) { let x = sg_scores(q.b1, kt, 1u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(o.b1, vt, 1u); dp.lo += y.lo; dp.hi += y.hi; }
@@ -329,14 +331,15 @@ fn sg_ld4(bh: u32, r0: u32, lane: u32) -> array<vec4<f32>, 2> {
 fn attention_bwd_dkdv_sg(@builtin(workgroup_id) wid: vec3<u32>,
                          @builtin(subgroup_invocation_id) lane: u32) {
     let b = wid.z;
-    let bh = b * p.nh + wid.y;
+    let group = group_size();
+    let bkv = b * (p.nh / group) + wid.y; // (b, key/value head wid.y)
     let key0 = wid.x * SG_LANES * 4u * RG;
     let j0 = key0 + lane * 4u * RG;
     let keys_lo = vec4<u32>(j0) + vec4<u32>(0u, 1u, 2u, 3u);
     let keys_hi = keys_lo + vec4<u32>(4u);
 
-    let k = load_kv_head(bh, keys_lo, p.scale, false);
-    let v = load_kv_head(bh, keys_lo, 1.0, true);
+    let k = load_kv_head(bkv, keys_lo, p.scale, false);
+    let v = load_kv_head(bkv, keys_lo, 1.0, true);
     var gk = Head();
     var gv = Head();
 
@@ -350,38 +353,43 @@ fn attention_bwd_dkdv_sg(@builtin(workgroup_id) wid: vec3<u32>,
     let rr_hi = row_range(vec4<i32>(keys_hi));
     let g_rows = global_rows();
 
-    for (var r0 = span_start(span); r0 < span.end; r0 = span_next(span, r0, 4u)) {
-        if (!tile_ok(r0, r0 + 4u - 1u, key0, min(key0 + SG_LANES * 4u * RG, p.tk) - 1u)) {
-            continue; // a tile the block layout leaves out
+    // Every query head of the group, one after the other, into the same
+    // accumulators (a fixed order: the same bits every run).
+    for (var hq = 0u; hq < group; hq++) {
+        let bh = b * p.nh + wid.y * group + hq;
+        for (var r0 = span_start(span); r0 < span.end; r0 = span_next(span, r0, 4u)) {
+            if (!tile_ok(r0, r0 + 4u - 1u, key0, min(key0 + SG_LANES * 4u * RG, p.tk) - 1u)) {
+                continue; // a tile the block layout leaves out
+            }
+            let qt = sg_tile_qo(bh, r0, lane, false);
+            let ot = sg_tile_qo(bh, r0, lane, true);
+            var s = sg_scores(k.b0, qt, 0u);
+            var dp = sg_scores(v.b0, ot, 0u);
+            if (NB > 1u) { let x = sg_scores(k.b1, qt, 1u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(v.b1, ot, 1u); dp.lo += y.lo; dp.hi += y.hi; }
+            if (NB > 2u) { let x = sg_scores(k.b2, qt, 2u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(v.b2, ot, 2u); dp.lo += y.lo; dp.hi += y.hi; }
+            if (NB > 3u) { let x = sg_scores(k.b3, qt, 3u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(v.b3, ot, 3u); dp.lo += y.lo; dp.hi += y.hi; }
+            if (NB > 4u) { let x = sg_scores(k.b4, qt, 4u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(v.b4, ot, 4u); dp.lo += y.lo; dp.hi += y.hi; }
+            if (NB > 5u) { let x = sg_scores(k.b5, qt, 5u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(v.b5, ot, 5u); dp.lo += y.lo; dp.hi += y.hi; }
+            if (NB > 6u) { let x = sg_scores(k.b6, qt, 6u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(v.b6, ot, 6u); dp.lo += y.lo; dp.hi += y.hi; }
+            if (NB > 7u) { let x = sg_scores(k.b7, qt, 7u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(v.b7, ot, 7u); dp.lo += y.lo; dp.hi += y.hi; }
+            let rows = vec4<i32>(i32(r0)) + vec4<i32>(0, 1, 2, 3);
+            let ld = sg_ld4(bh, r0, lane);
+            let g_lo = grad_kv(s.lo, dp.lo, ld[0], ld[1], kok_lo, rr_lo, g_rows, rows);
+            var g_hi = g_lo;
+            if (RG > 1u) {
+                g_hi = grad_kv(s.hi, dp.hi, ld[0], ld[1], kok_hi, rr_hi, g_rows, rows);
+            }
+            gv.b0 = sg_acc(gv.b0, g_lo.p, g_hi.p, ot, 0u);
+            gk.b0 = sg_acc(gk.b0, g_lo.ds, g_hi.ds, qt, 0u);
+            if (NB > 1u) { gv.b1 = sg_acc(gv.b1, g_lo.p, g_hi.p, ot, 1u); gk.b1 = sg_acc(gk.b1, g_lo.ds, g_hi.ds, qt, 1u); }
+            if (NB > 2u) { gv.b2 = sg_acc(gv.b2, g_lo.p, g_hi.p, ot, 2u); gk.b2 = sg_acc(gk.b2, g_lo.ds, g_hi.ds, qt, 2u); }
+            if (NB > 3u) { gv.b3 = sg_acc(gv.b3, g_lo.p, g_hi.p, ot, 3u); gk.b3 = sg_acc(gk.b3, g_lo.ds, g_hi.ds, qt, 3u); }
+            if (NB > 4u) { gv.b4 = sg_acc(gv.b4, g_lo.p, g_hi.p, ot, 4u); gk.b4 = sg_acc(gk.b4, g_lo.ds, g_hi.ds, qt, 4u); }
+            if (NB > 5u) { gv.b5 = sg_acc(gv.b5, g_lo.p, g_hi.p, ot, 5u); gk.b5 = sg_acc(gk.b5, g_lo.ds, g_hi.ds, qt, 5u); }
+            if (NB > 6u) { gv.b6 = sg_acc(gv.b6, g_lo.p, g_hi.p, ot, 6u); gk.b6 = sg_acc(gk.b6, g_lo.ds, g_hi.ds, qt, 6u); }
+            if (NB > 7u) { gv.b7 = sg_acc(gv.b7, g_lo.p, g_hi.p, ot, 7u); gk.b7 = sg_acc(gk.b7, g_lo.ds, g_hi.ds, qt, 7u); }
         }
-        let qt = sg_tile_qo(bh, r0, lane, false);
-        let ot = sg_tile_qo(bh, r0, lane, true);
-        var s = sg_scores(k.b0, qt, 0u);
-        var dp = sg_scores(v.b0, ot, 0u);
-        if (NB > 1u) { let x = sg_scores(k.b1, qt, 1u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(v.b1, ot, 1u); dp.lo += y.lo; dp.hi += y.hi; }
-        if (NB > 2u) { let x = sg_scores(k.b2, qt, 2u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(v.b2, ot, 2u); dp.lo += y.lo; dp.hi += y.hi; }
-        if (NB > 3u) { let x = sg_scores(k.b3, qt, 3u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(v.b3, ot, 3u); dp.lo += y.lo; dp.hi += y.hi; }
-        if (NB > 4u) { let x = sg_scores(k.b4, qt, 4u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(v.b4, ot, 4u); dp.lo += y.lo; dp.hi += y.hi; }
-        if (NB > 5u) { let x = sg_scores(k.b5, qt, 5u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(v.b5, ot, 5u); dp.lo += y.lo; dp.hi += y.hi; }
-        if (NB > 6u) { let x = sg_scores(k.b6, qt, 6u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(v.b6, ot, 6u); dp.lo += y.lo; dp.hi += y.hi; }
-        if (NB > 7u) { let x = sg_scores(k.b7, qt, 7u); s.lo += x.lo; s.hi += x.hi; let y = sg_scores(v.b7, ot, 7u); dp.lo += y.lo; dp.hi += y.hi; }
-        let rows = vec4<i32>(i32(r0)) + vec4<i32>(0, 1, 2, 3);
-        let ld = sg_ld4(bh, r0, lane);
-        let g_lo = grad_kv(s.lo, dp.lo, ld[0], ld[1], kok_lo, rr_lo, g_rows, rows);
-        var g_hi = g_lo;
-        if (RG > 1u) {
-            g_hi = grad_kv(s.hi, dp.hi, ld[0], ld[1], kok_hi, rr_hi, g_rows, rows);
-        }
-        gv.b0 = sg_acc(gv.b0, g_lo.p, g_hi.p, ot, 0u);
-        gk.b0 = sg_acc(gk.b0, g_lo.ds, g_hi.ds, qt, 0u);
-        if (NB > 1u) { gv.b1 = sg_acc(gv.b1, g_lo.p, g_hi.p, ot, 1u); gk.b1 = sg_acc(gk.b1, g_lo.ds, g_hi.ds, qt, 1u); }
-        if (NB > 2u) { gv.b2 = sg_acc(gv.b2, g_lo.p, g_hi.p, ot, 2u); gk.b2 = sg_acc(gk.b2, g_lo.ds, g_hi.ds, qt, 2u); }
-        if (NB > 3u) { gv.b3 = sg_acc(gv.b3, g_lo.p, g_hi.p, ot, 3u); gk.b3 = sg_acc(gk.b3, g_lo.ds, g_hi.ds, qt, 3u); }
-        if (NB > 4u) { gv.b4 = sg_acc(gv.b4, g_lo.p, g_hi.p, ot, 4u); gk.b4 = sg_acc(gk.b4, g_lo.ds, g_hi.ds, qt, 4u); }
-        if (NB > 5u) { gv.b5 = sg_acc(gv.b5, g_lo.p, g_hi.p, ot, 5u); gk.b5 = sg_acc(gk.b5, g_lo.ds, g_hi.ds, qt, 5u); }
-        if (NB > 6u) { gv.b6 = sg_acc(gv.b6, g_lo.p, g_hi.p, ot, 6u); gk.b6 = sg_acc(gk.b6, g_lo.ds, g_hi.ds, qt, 6u); }
-        if (NB > 7u) { gv.b7 = sg_acc(gv.b7, g_lo.p, g_hi.p, ot, 7u); gk.b7 = sg_acc(gk.b7, g_lo.ds, g_hi.ds, qt, 7u); }
     }
 
-    store_dkdv_head(bh, j0, gk, gv);
+    store_dkdv_head(bkv, j0, gk, gv);
 }

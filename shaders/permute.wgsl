@@ -5,8 +5,10 @@
 // Thread i owns column d (a vec4 or an element of a head row) of a stripe of ROWS
 // positions t of one (b, h): three integer divisions per thread, shared by ROWS copies.
 // Variants (vec4 where HS % 4 == 0, scalar otherwise):
-//   split_heads_fwd_vec4 / _scalar   y[b, h, t, d] = x[b, t, h * HS + d]
-//   split_heads_bwd_vec4 / _scalar   dx[b, t, h * HS + d] = dy[b, h, t, d]   (= merge_heads)
+//   split_heads_fwd_vec4 / _scalar   y[b, h, t, d] = x[b, t, offset + h * HS + d]
+//   split_heads_bwd_vec4 / _scalar   dx[b, t, offset + h * HS + d] = dy[b, h, t, d]   (= merge_heads)
+// (offset and a row wider than NH * HS: one of q, k, v of grouped-query packed
+// rows [q | k | v] with fewer k and v heads than q heads, split_qkv_grouped)
 //   split_qkv_fwd_vec4 / _scalar     q, k, v[b, h, t, d] = x[b, t, {0, C, 2C} + h * HS + d]
 //   split_qkv_bwd_vec4 / _scalar     dx[b, t, {0, C, 2C} + h * HS + d] = dq, dk, dv[b, h, t, d]
 
@@ -23,7 +25,8 @@ struct Params {
     tchunks: u32,  // ceil(T / ROWS)
     row: u32,      // length of one token row of the packed side: C or 3C (same unit as hs)
     part: u32,     // offset of k within a packed row: C (split_qkv_*), unused otherwise
-    _pad0: u32,
+    offset: u32,   // split_heads_*: first column of the heads within a token row
+                   // (0, or where k / v start in grouped-query packed rows)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -62,7 +65,7 @@ fn stripe(i: u32) -> vec3<u32> {
     let b = bh / p.nh;
     let h = bh - b * p.nh;
     let heads = (bh * p.t + t0) * p.hs + d;
-    let tokens = (b * p.t + t0) * p.row + h * p.hs + d;
+    let tokens = (b * p.t + t0) * p.row + p.offset + h * p.hs + d;
     return vec3<u32>(heads, tokens, min(ROWS, p.t - t0));
 }
 

@@ -6,9 +6,11 @@
 //   y[d] = x[d] cos - x[d + HS/2] sin,  y[d + HS/2] = x[d + HS/2] cos + x[d] sin.
 // q (rows, NH * HS), k and v (rows, NKV * HS), rows = B * T at positions
 // pos0 + t. The output row holds NH query heads, then KO key heads, then KO
-// value heads; output k/v head h reads input head h / DIV. Training expands
-// (KO = NH, DIV = NH / NKV: each query head gets its own copy, Hugging Face's
-// repeat_kv); decoding keeps KO = NKV, DIV = 1 (the cache stores KV heads only).
+// value heads; output k/v head h reads input head h / DIV. Training and
+// decoding keep KO = NKV, DIV = 1 (the fused attention kernels read each
+// key/value head for its group of query heads; the cache stores KV heads
+// only); expanding (KO = NH, DIV = NH / NKV: each query head gets its own copy,
+// Hugging Face's repeat_kv) is the older path, kept as the benchmark baseline.
 // Variants:
 //   rope_qkv      q, k, v, table -> packed (rows, (NH + 2 KO) * HS); a thread
 //                 per output value

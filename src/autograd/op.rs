@@ -102,7 +102,8 @@ pub(crate) enum Op {
         gate: Var,
         up: Var,
     },
-    /// RoPE on q and k, packed with v into [q | k | v] rows (k, v expanded).
+    /// RoPE on q and k, packed with v into [q | k | v] rows (k, v expanded
+    /// when `heads.expand`).
     RopeQkv {
         q: Var,
         k: Var,
@@ -137,7 +138,8 @@ pub(crate) enum Op {
 /// How the inputs of an attention op hold q, k and v.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum AttentionInputs {
-    /// \[qkv\]: one (B, T, 3C) projection laid out [q | k | v].
+    /// \[qkv\]: one (B, T, 3C) projection laid out [q | k | v] (or
+    /// (B, T, (NH + 2 NKV) HS) with grouped-query heads: `merge_qkv` packs both).
     PackedQkv,
     /// \[q, kv\]: q (B, Tq, C) and a (B, Tk, 2C) projection laid out [k | v].
     QAndPackedKv,

@@ -8,7 +8,7 @@ use crate::kernels::attention::{attention_fwd, AttentionOptions, AttentionPatter
 use crate::kernels::cross_entropy::{cross_entropy_checked, CrossEntropyOptions};
 use crate::kernels::kv_cache::kv_split;
 use crate::kernels::layernorm::layernorm;
-use crate::kernels::permute::{merge_heads, split_heads, split_qkv};
+use crate::kernels::permute::{merge_heads, split_heads, split_qkv, split_qkv_grouped};
 use crate::kernels::reduce::{reduce, Reduce};
 use crate::kernels::softmax::{softmax, SoftmaxOptions};
 use crate::tensor::Tensor;
@@ -145,6 +145,29 @@ impl Tape {
     /// T, 3C) with `nh` dividing C, or the masks do not fit.
     pub fn self_attention(&self, qkv: &Var, nh: usize, masking: &Masking) -> Result<Var> {
         let (q, k, v) = split_qkv(&qkv.value, nh)?;
+        self.attend(
+            vec![qkv.clone()],
+            q,
+            k,
+            v,
+            masking,
+            AttentionInputs::PackedQkv,
+        )
+    }
+
+    /// Grouped-query self-attention from packed rows qkv (B, T, (NH + 2 NKV) HS)
+    /// laid out [q | k | v] with `nh` query heads and `nkv` key/value heads
+    /// (`nkv` divides `nh`): query head h attends with key/value head
+    /// h / (NH / NKV), which the fused kernels read in place (no expanded
+    /// copies of K and V, and their gradients summed over each group in the
+    /// kernel). `nkv == nh` is [`Tape::self_attention`]. Returns (B, T, NH HS).
+    pub fn self_attention_grouped(
+        &self,
+        qkv: &Var,
+        (nh, nkv): (usize, usize),
+        masking: &Masking,
+    ) -> Result<Var> {
+        let (q, k, v) = split_qkv_grouped(&qkv.value, nh, nkv)?;
         self.attend(
             vec![qkv.clone()],
             q,

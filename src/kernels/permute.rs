@@ -1,6 +1,8 @@
 //! Head permutes of multi-head attention (shaders/permute.wgsl): `split_heads`
 //! (B, T, NH*HS) -> (B, NH, T, HS) and its inverse and backward `merge_heads`, and the
-//! packed-QKV split of GPT-2's c_attn output, `split_qkv`, with its backward `merge_qkv`.
+//! packed-QKV split of GPT-2's c_attn output, `split_qkv`, with its backward `merge_qkv`,
+//! and `split_qkv_grouped` for packed rows with fewer key/value heads than query
+//! heads (grouped-query attention; `merge_qkv` is its backward too).
 //!
 //! Pure copies: exact, any B, T, NH, HS (vec4 kernels where HS % 4 == 0). Each op
 //! is the other's backward: the gradient of `split_heads` is `merge_heads(dy)` and
@@ -27,7 +29,7 @@ struct Params {
     tchunks: u32,
     row: u32,
     part: u32,
-    _pad: u32,
+    offset: u32,
 }
 
 /// The shape of one head-major tensor and how the kernels walk it.
@@ -70,7 +72,7 @@ impl Heads {
             tchunks: tchunks as u32,
             row: (parts * self.c() / unit) as u32,
             part: (self.c() / unit) as u32,
-            _pad: 0,
+            offset: 0,
         };
         Ok((if vec4 { vec4_entry } else { scalar_entry }, p))
     }
@@ -214,18 +216,115 @@ pub fn split_qkv(x: &Tensor, nh: usize) -> Result<(Tensor, Tensor, Tensor)> {
     Ok((q, k, v))
 }
 
+/// Grouped-query packed rows `x (B, T, (NH + 2 NKV) HS)`, laid out `[q | k | v]`
+/// with NH query heads and NKV key/value heads (Llama's q, k and v projections
+/// after RoPE, unexpanded), -> q `(B, NH, T, HS)`, k and v `(B, NKV, T, HS)`.
+/// `nkv` must divide `nh`; with `nkv == nh` this is [`split_qkv`]. Backward:
+/// [`merge_qkv`].
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `nkv` does not
+/// divide `nh` or `x`'s last axis is not a multiple of NH + 2 NKV; otherwise as [every kernel](crate::kernels#errors).
+pub fn split_qkv_grouped(x: &Tensor, nh: usize, nkv: usize) -> Result<(Tensor, Tensor, Tensor)> {
+    const OP: &str = "split_qkv_grouped";
+    if nkv == nh {
+        return split_qkv(x, nh);
+    }
+    let (b, t, w) = token_dims(OP, "x", x)?;
+    if nh == 0 || nkv == 0 || !nh.is_multiple_of(nkv) {
+        return Err(Error::invalid(
+            OP,
+            format!("{nkv} key/value heads must divide the {nh} query heads (and both be > 0)"),
+        ));
+    }
+    let units = nh + 2 * nkv;
+    if !w.is_multiple_of(units) {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "x has last axis {w}, expected (NH + 2 NKV) HS = {units} HS \
+                 ({nh} query heads, {nkv} key/value heads)"
+            ),
+        ));
+    }
+    let hs = w / units;
+    let gpu = x.gpu();
+    let q = Tensor::empty(gpu, &[b, nh, t, hs], DType::F32)?;
+    let k = Tensor::empty(gpu, &[b, nkv, t, hs], DType::F32)?;
+    let v = Tensor::empty(gpu, &[b, nkv, t, hs], DType::F32)?;
+    let parts = [(nh, 0, &q), (nkv, nh * hs, &k), (nkv, (nh + nkv) * hs, &v)];
+    for (heads, offset, y) in parts {
+        let h = Heads {
+            b,
+            nh: heads,
+            t,
+            hs,
+        };
+        dispatch_slice(h, OP, SPLIT_FWD, (w, offset), &[x], &[y])?;
+    }
+    Ok((q, k, v))
+}
+
+const SPLIT_FWD: [&str; 2] = ["split_heads_fwd_vec4", "split_heads_fwd_scalar"];
+const SPLIT_BWD: [&str; 2] = ["split_heads_bwd_vec4", "split_heads_bwd_scalar"];
+
+/// A split_heads kernel between head-major `h` and the columns `offset..offset +
+/// NH HS` of token rows `row` wide.
+fn dispatch_slice(
+    h: Heads,
+    op: &'static str,
+    entries: [&'static str; 2],
+    (row, offset): (usize, usize),
+    reads: &[&Tensor],
+    writes: &[&Tensor],
+) -> Result<()> {
+    let (entry, mut p) = h.plan(op, entries, 1)?;
+    let unit = if h.hs.is_multiple_of(4) { 4 } else { 1 };
+    let elems = h.b * h.t * row;
+    u32::try_from(elems)
+        .map_err(|_| Error::invalid(op, format!("{elems} elements exceed u32 indexing")))?;
+    p.row = (row / unit) as u32;
+    p.offset = (offset / unit) as u32;
+    reads[0].gpu().dispatch(&Dispatch {
+        shader: &PERMUTE_WGSL,
+        entry,
+        constants: &[("WG", WG as f64)],
+        params: bytemuck::bytes_of(&p),
+        reads,
+        writes,
+        workgroups: grid_1d(groups(p.n as usize, WG as usize)),
+    })
+}
+
 /// Backward of [`split_qkv`] (and the packing of separate q, k, v): `dq, dk, dv`,
 /// each `(B, NH, T, HS)`, -> `(B, T, 3C)` laid out `[dq | dk | dv]`, C = NH * HS.
+/// With `dk` and `dv` of NKV < NH heads (`(B, NKV, T, HS)`, NKV dividing NH) the
+/// backward of [`split_qkv_grouped`]: `(B, T, (NH + 2 NKV) HS)`.
 ///
 /// # Errors
 /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `dq`, `dk`, `dv` are not
-/// f32 (B, NH, T, HS) of one shape; otherwise as [every kernel](crate::kernels#errors).
+/// f32 head-major tensors of one batch, length and head size, with `dk` and `dv` of one
+/// shape and their head count dividing `dq`'s; otherwise as [every kernel](crate::kernels#errors).
 pub fn merge_qkv(dq: &Tensor, dk: &Tensor, dv: &Tensor) -> Result<Tensor> {
     const OP: &str = "merge_qkv";
     let h = head_dims(OP, "dq", dq)?;
+    let nkv = match *dk.shape() {
+        [_, nkv, _, _] if nkv > 0 && h.nh.is_multiple_of(nkv) => nkv,
+        _ => h.nh, // and the shape check below names what is wrong
+    };
+    let kv = Heads { nh: nkv, ..h };
     for (name, g) in [("dk", dk), ("dv", dv)] {
         g.expect_dtype(OP, name, DType::F32)?;
-        g.expect_shape(OP, name, &h.shape())?;
+        g.expect_shape(OP, name, &kv.shape())?;
+    }
+    if nkv != h.nh {
+        let w = h.c() + 2 * kv.c();
+        let dx = Tensor::empty(dq.gpu(), &[h.b, h.t, w], DType::F32)?;
+        let parts = [(h, 0, dq), (kv, h.c(), dk), (kv, h.c() + kv.c(), dv)];
+        for (heads, offset, g) in parts {
+            dispatch_slice(heads, OP, SPLIT_BWD, (w, offset), &[g], &[&dx])?;
+        }
+        return Ok(dx);
     }
     let dx = Tensor::empty(dq.gpu(), &[h.b, h.t, 3 * h.c()], DType::F32)?;
     dispatch(

@@ -1,7 +1,7 @@
 //! Rotary position embeddings (shaders/rope.wgsl) in Hugging Face's "rotate
 //! half" layout, applied while packing Llama's q, k and v projections into the
-//! `[q | k | v]` rows the attention kernels read, with grouped-query expansion
-//! of the key/value heads; and its backward. The CPU spec is
+//! `[q | k | v]` rows the attention kernels read (NKV key/value heads, or
+//! optionally expanded to one per query head); and its backward. The CPU spec is
 //! `reference::llama::{rope, repeat_kv}`.
 //!
 //! The angles come from a table `(2, P, HS / 2)` of cos and sin computed on the
@@ -84,7 +84,10 @@ pub fn rope_table_from(
 
 /// The heads of a packed projection: `nh` query heads and `nkv` key/value heads
 /// of `hs` values; `expand` repeats each key/value head for its `nh / nkv`
-/// query heads (training), otherwise the rows keep `nkv` of them (decoding).
+/// query heads (for attention that needs as many key/value heads as query
+/// heads: the benchmark's baseline), otherwise the rows keep `nkv` of them
+/// (training and decoding: the fused attention kernels and the KV cache read
+/// grouped heads in place).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QkvHeads {
     /// Query heads NH.

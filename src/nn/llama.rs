@@ -99,7 +99,8 @@ struct Attention {
     k_proj: Proj,
     v_proj: Proj,
     o_proj: Proj,
-    /// Query and key/value heads, expanded for training (see `kernels::rope`).
+    /// Query and key/value heads, never expanded: the fused attention reads
+    /// each key/value head for its group of query heads (see `kernels::rope`).
     heads: QkvHeads,
     /// Sparse pattern on top of the causal mask (Mistral's sliding window).
     pattern: AttentionPattern,
@@ -123,7 +124,7 @@ impl Attention {
                 nh: cfg.num_attention_heads,
                 nkv: cfg.num_key_value_heads,
                 hs,
-                expand: true,
+                expand: false,
             },
             pattern: cfg.attention_pattern()?,
         })
@@ -147,7 +148,8 @@ impl Attention {
             key_mask: None,
             pattern: self.pattern,
         };
-        let y = tape.self_attention(&qkv, self.heads.nh, &masking)?;
+        let heads = (self.heads.nh, self.heads.nkv);
+        let y = tape.self_attention_grouped(&qkv, heads, &masking)?;
         self.o_proj.forward(tape, &y)
     }
 
@@ -163,10 +165,7 @@ impl Attention {
     ) -> Result<Var> {
         check_ring(&self.pattern, ring)?;
         let (q, k, v) = self.qkv(tape, x)?;
-        let heads = QkvHeads {
-            expand: false,
-            ..self.heads
-        };
+        let heads = self.heads;
         let packed = tape.rope_qkv((&q, &k, &v), rope, heads, rope_pos0)?;
         let (cq, ckv) = (heads.nh * heads.hs, heads.nkv * heads.hs);
         kv_scatter_ring(packed.value(), (cq, cq + ckv), kc, vc, len, ring)?;

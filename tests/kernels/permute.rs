@@ -80,6 +80,69 @@ fn split_qkv_follows_gpt2_c_attn_layout() {
 }
 
 #[test]
+fn split_qkv_grouped_follows_the_packed_llama_layout() {
+    // Llama's packed row after RoPE: [q (NH HS) | k (NKV HS) | v (NKV HS)], head h
+    // of each part at columns h*HS .. (h+1)*HS; merge_qkv is the exact inverse.
+    let gpu = gpu();
+    for (b, t, nh, nkv, hs) in [
+        (2usize, 5usize, 4usize, 2usize, 4usize),
+        (1, 11, 6, 2, 7),
+        (2, 9, 3, 1, 8),
+    ] {
+        let w = (nh + 2 * nkv) * hs;
+        let x = Tensor::from_slice(&gpu, &coded(b, t, w), &[b, t, w]).unwrap();
+        let (q, k, v) = perm::split_qkv_grouped(&x, nh, nkv).unwrap();
+        assert_eq!(q.shape(), &[b, nh, t, hs]);
+        assert_eq!(
+            (k.shape(), v.shape()),
+            (&[b, nkv, t, hs][..], &[b, nkv, t, hs][..])
+        );
+        let parts = [(0, nh, &q), (nh * hs, nkv, &k), ((nh + nkv) * hs, nkv, &v)];
+        for (offset, heads, part) in parts {
+            let got = part.to_vec().unwrap();
+            for bi in 0..b {
+                for h in 0..heads {
+                    for ti in 0..t {
+                        for d in 0..hs {
+                            let at = ((bi * heads + h) * t + ti) * hs + d;
+                            let want = code(bi, ti, offset + h * hs + d);
+                            assert_eq!(got[at], want, "offset {offset} b{bi} h{h} t{ti} d{d}");
+                        }
+                    }
+                }
+            }
+        }
+        let back = perm::merge_qkv(&q, &k, &v).unwrap();
+        assert_eq!(back.shape(), &[b, t, w]);
+        assert_eq!(
+            back.to_vec().unwrap(),
+            coded(b, t, w),
+            "merge_qkv(split_qkv_grouped(x))"
+        );
+    }
+    // NKV = NH is split_qkv; NKV not dividing NH and a width that is not
+    // (NH + 2 NKV) HS are errors.
+    let x = Tensor::from_slice(&gpu, &coded(1, 3, 24), &[1, 3, 24]).unwrap();
+    let (a, b) = (
+        perm::split_qkv_grouped(&x, 2, 2).unwrap(),
+        perm::split_qkv(&x, 2).unwrap(),
+    );
+    assert_eq!(a.1.to_vec().unwrap(), b.1.to_vec().unwrap());
+    assert!(matches!(
+        perm::split_qkv_grouped(&x, 3, 2),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        perm::split_qkv_grouped(&x, 4, 3),
+        Err(Error::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        perm::split_qkv_grouped(&x, 5, 1),
+        Err(Error::Shape { .. })
+    ));
+}
+
+#[test]
 fn merges_invert_splits_exactly() {
     let gpu = gpu();
     for (b, t, nh, hs) in [

@@ -8,6 +8,8 @@ use crate::tensor::{DType, Tensor};
 
 /// Fused attention forward: returns O (B, NH, Tq, HS) and the row log-sum-exp
 /// L (B, NH, Tq). Memory beyond the inputs and outputs: none (no Tq x Tk buffer).
+/// K and V may have fewer heads than Q (grouped-query attention, see the
+/// [module](super) doc): each query head reads its group's key/value head in place.
 /// Each workgroup visits only the key tiles its rows see under the causal mask
 /// and the options' pattern (a sliding window: T W work instead of T^2).
 ///
@@ -52,7 +54,9 @@ pub fn attention_fwd(
 /// (as [`attention_fwd`]): the gradients (dQ, dK, dV) of
 /// a loss with gradient `d_o` (B, NH, Tq, HS) with respect to O, where
 /// (O, L) = [`attention_fwd`]`(q, k, v, opts)` with the same `opts`. Returns
-/// dQ (B, NH, Tq, HS), dK (B, NH, Tk, HS), dV (B, NH, Tk, HS).
+/// dQ (B, NH, Tq, HS), dK (B, NKV, Tk, HS), dV (B, NKV, Tk, HS): with
+/// grouped-query attention a workgroup of `attention_bwd_dkdv` walks the query
+/// rows of every query head of its key/value head's group, in order.
 ///
 /// Three kernels: `attention_bwd_prep` (D = rowsum(dO * O), one value per row),
 /// `attention_bwd_dkdv` (a workgroup per tile of keys streams the Q/dO tiles,
@@ -86,8 +90,8 @@ pub fn attention_bwd(
     let gpu = q.gpu();
     let plan = plan::plan_bwd(&d, gpu.policy())?;
     let dq = Tensor::empty(gpu, &[d.b, d.nh, d.tq, d.hs], DType::F32)?;
-    let dk = Tensor::empty(gpu, &[d.b, d.nh, d.tk, d.hs], DType::F32)?;
-    let dv = Tensor::empty(gpu, &[d.b, d.nh, d.tk, d.hs], DType::F32)?;
+    let dk = Tensor::empty(gpu, &[d.b, d.nkv, d.tk, d.hs], DType::F32)?;
+    let dv = Tensor::empty(gpu, &[d.b, d.nkv, d.tk, d.hs], DType::F32)?;
     // (L log2 e, D) per row: (B, NH, Tq, 2)
     let ld = Tensor::empty(gpu, &[d.b, d.nh, d.tq, 2], DType::F32)?;
     let mask = opts.key_mask.unwrap_or(q);

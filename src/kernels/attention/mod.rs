@@ -5,8 +5,13 @@
 //! + GEMM, and three naive kernels; backward: GEMMs + softmax + softmax_bwd).
 //!
 //! Semantics (the CPU spec is `reference::attention`):
-//! - Q: (B, NH, Tq, HS); K, V: (B, NH, Tk, HS); f32, contiguous. Tq may differ
+//! - Q: (B, NH, Tq, HS); K, V: (B, NKV, Tk, HS); f32, contiguous. Tq may differ
 //!   from Tk (cross-attention, decoding against a cache).
+//! - Grouped-query attention: NKV divides NH, and query head h reads key/value
+//!   head h / (NH / NKV) (Hugging Face's `repeat_kv`, without the copies);
+//!   NKV = NH is multi-head attention, NKV = 1 multi-query. The backward's dK
+//!   and dV of a key/value head sum over its group of query heads inside the
+//!   kernels (no atomics, the same bits every run).
 //! - S = scale * Q K^T, scale given by the caller (usually 1/sqrt(HS)).
 //! - Causal masking is bottom-right aligned: query row i sees key j iff
 //!   j <= i + (Tk - Tq); with Tq == Tk that is the usual lower triangle.
@@ -95,7 +100,8 @@ struct Params {
     layout: u32,
     block: u32,
     stride: u32,
-    _pad: u32,
+    /// Query heads per key/value head, NH / NKV (1: multi-head attention).
+    group: u32,
 }
 
 /// Checks q, k, v and the options; returns the shapes.
@@ -119,9 +125,18 @@ fn check(
         }
     }
     let (b, nh, tq, hs) = (q.dim(0), q.dim(1), q.dim(2), q.dim(3));
-    let tk = k.dim(2);
-    k.expect_shape(op, "k", &[b, nh, tk, hs])?;
-    v.expect_shape(op, "v (must match k)", &[b, nh, tk, hs])?;
+    let (nkv, tk) = (k.dim(1), k.dim(2));
+    k.expect_shape(op, "k", &[b, nkv, tk, hs])?;
+    v.expect_shape(op, "v (must match k)", &[b, nkv, tk, hs])?;
+    if nkv == 0 || !nh.is_multiple_of(nkv) {
+        return Err(Error::shape(
+            op,
+            format!(
+                "k and v have {nkv} heads, which must divide the {nh} query heads of q \
+                 (grouped-query attention: query head h reads key/value head h / (NH / NKV))"
+            ),
+        ));
+    }
     if hs == 0 {
         return Err(Error::invalid(op, "head size HS is 0"));
     }
@@ -136,7 +151,14 @@ fn check(
             format!("scale {} is not finite", opts.scale),
         ));
     }
-    Ok(Dims { b, nh, tq, tk, hs })
+    Ok(Dims {
+        b,
+        nh,
+        nkv,
+        tq,
+        tk,
+        hs,
+    })
 }
 
 fn params(d: &Dims, scale: f32, opts: &AttentionOptions) -> Params {
@@ -158,7 +180,7 @@ fn params(d: &Dims, scale: f32, opts: &AttentionOptions) -> Params {
         layout,
         block,
         stride,
-        _pad: 0,
+        group: d.group() as u32,
     }
 }
 

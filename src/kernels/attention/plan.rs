@@ -13,10 +13,20 @@ use crate::kernels::{
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Dims {
     pub b: usize,
+    /// Query heads NH.
     pub nh: usize,
+    /// Key/value heads NKV (divides NH).
+    pub nkv: usize,
     pub tq: usize,
     pub tk: usize,
     pub hs: usize,
+}
+
+impl Dims {
+    /// Query heads per key/value head.
+    pub fn group(&self) -> usize {
+        self.nh / self.nkv.max(1)
+    }
 }
 
 /// Threads per workgroup of the CPU split (`attention_fwd` and the backward kernels).
@@ -285,7 +295,9 @@ pub(super) fn plan_bwd(d: &Dims, policy: &KernelPolicy) -> Result<BwdPlan> {
         constants: Vec::new(),
         workgroups: grid_1d(groups(rows, PREP_WG)),
     };
-    let (nh, b) = (d.nh as u32, d.b as u32);
+    // dK/dV: a workgroup per tile of keys of one key/value head, which walks
+    // the query rows of every query head of its group.
+    let (nh, nkv, b) = (d.nh as u32, d.nkv as u32, d.b as u32);
     if let Some((kv, qt)) = gpu_split {
         return Ok(BwdPlan {
             prep: prep(&ATTENTION_GPU_WGSL),
@@ -293,7 +305,7 @@ pub(super) fn plan_bwd(d: &Dims, policy: &KernelPolicy) -> Result<BwdPlan> {
                 shader: &ATTENTION_GPU_WGSL,
                 entry: "attention_bwd_dkdv_gpu",
                 constants: kv.constants(d.hs),
-                workgroups: [k_tiles as u32, nh, b],
+                workgroups: [k_tiles as u32, nkv, b],
             },
             dq: Launch {
                 shader: &ATTENTION_GPU_WGSL,
@@ -318,7 +330,7 @@ pub(super) fn plan_bwd(d: &Dims, policy: &KernelPolicy) -> Result<BwdPlan> {
                 "attention_bwd_dkdv"
             },
             constants: cpu_constants(d, kg, bq),
-            workgroups: [k_tiles as u32, nh, b],
+            workgroups: [k_tiles as u32, nkv, b],
         },
         dq: Launch {
             shader,
@@ -339,7 +351,14 @@ mod tests {
     use crate::gpu::policy::examples::{gpu, lavapipe};
 
     fn dims(b: usize, nh: usize, tq: usize, tk: usize, hs: usize) -> Dims {
-        Dims { b, nh, tq, tk, hs }
+        Dims {
+            b,
+            nh,
+            nkv: nh,
+            tq,
+            tk,
+            hs,
+        }
     }
 
     /// lavapipe with the GPU split, and without subgroups.
@@ -443,6 +462,30 @@ mod tests {
             plan_fwd(&dims(1, 1, 7, 7, 128), &none),
             Err(Error::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn grouped_query_dkdv_runs_a_workgroup_row_per_key_value_head() {
+        // NH 8, NKV 2: forward and dQ per query head, dK/dV per key/value head
+        // (each workgroup walks its group's 4 query heads), on every split.
+        let d = Dims {
+            nkv: 2,
+            ..dims(4, 8, 256, 256, 64)
+        };
+        for policy in [lavapipe(), lavapipe_gpu_split(), gpu()] {
+            let f = plan_fwd(&d, &policy).unwrap();
+            let b = plan_bwd(&d, &policy).unwrap();
+            assert_eq!(f.workgroups[1..], [8, 4]);
+            assert_eq!(b.dq.workgroups[1..], [8, 4]);
+            assert_eq!(b.dkdv.workgroups[1..], [2, 4]);
+            let mha = plan_bwd(&dims(4, 8, 256, 256, 64), &policy).unwrap();
+            assert_eq!(mha.dkdv.workgroups[1..], [8, 4]);
+            // The same kernels and tiles as multi-head attention.
+            assert_eq!(
+                (b.dkdv.entry, &b.dkdv.constants),
+                (mha.dkdv.entry, &mha.dkdv.constants)
+            );
+        }
     }
 
     #[test]

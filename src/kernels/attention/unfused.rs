@@ -44,16 +44,19 @@ pub fn attention_unfused(
         // Nothing to compute; with no keys every row sees nothing: O = 0.
         return Tensor::zeros(gpu, &[d.b, d.nh, d.tq, d.hs]);
     }
-    let probs = unfused_probs(OP, q, k, &d, opts)?; // (B * NH, Tq, Tk)
-    let v3 = v.reshape(&[bh, d.tk, d.hs])?;
-    let o = gemm(&probs, &v3, &GemmOptions::default())?; // (B * NH, Tq, HS)
+    let probs = unfused_probs(OP, q, k, &d, opts)?; // (B * NKV, G * Tq, Tk)
+    let v3 = v.reshape(&[d.b * d.nkv, d.tk, d.hs])?;
+    let o = gemm(&probs, &v3, &GemmOptions::default())?; // (B * NKV, G * Tq, HS)
     o.reshape(&[d.b, d.nh, d.tq, d.hs])
 }
 
-/// P = softmax(scale * Q K^T) with the masks, materialised as (B * NH, Tq, Tk)
-/// by [`gemm`] + [`softmax`] (the naive kernel's softmax for a sparse
-/// pattern): the first half of both unfused paths. The score matrix must fit
-/// one storage binding.
+/// P = softmax(scale * Q K^T) with the masks, materialised by [`gemm`] +
+/// [`softmax`] (the naive kernel's softmax for a sparse pattern): the first
+/// half of both unfused paths. The score matrix must fit one storage binding.
+/// Shape (B * NKV, G * Tq, Tk), G = NH / NKV query heads per key/value head:
+/// the G query heads of a key/value head are consecutive in Q, so one batched
+/// GEMM per key/value head serves its whole group (no copies of K or V), and
+/// the memory is that of (B, NH, Tq, Tk).
 fn unfused_probs(
     op: &'static str,
     q: &Tensor,
@@ -75,8 +78,9 @@ fn unfused_probs(
             limit_name: "max_storage_buffer_binding_size",
         });
     }
-    let q3 = q.reshape(&[bh, d.tq, d.hs])?;
-    let k3 = k.reshape(&[bh, d.tk, d.hs])?;
+    let bkv = d.b * d.nkv;
+    let q3 = q.reshape(&[bkv, d.group() * d.tq, d.hs])?;
+    let k3 = k.reshape(&[bkv, d.tk, d.hs])?;
     let scores = gemm(
         &q3,
         &k3,
@@ -85,7 +89,7 @@ fn unfused_probs(
             alpha: opts.scale,
             ..Default::default()
         },
-    )?; // (B * NH, Tq, Tk)
+    )?; // (B * NKV, G * Tq, Tk)
     if !opts.pattern.is_dense() {
         // The softmax kernel knows only the causal and key masks: the pattern's
         // masked softmax is the naive kernel's, in place on S.
@@ -110,7 +114,7 @@ fn unfused_probs(
             key_mask: opts.key_mask,
         },
     )?
-    .reshape(&[bh, d.tq, d.tk])
+    .reshape(&[bkv, d.group() * d.tq, d.tk])
 }
 
 /// The simplest unfused attention, all in shaders/attention_naive.wgsl: one thread
@@ -220,15 +224,18 @@ pub fn attention_unfused_bwd(
         // No (query, key) pair: every gradient is 0.
         return Ok((
             Tensor::zeros(gpu, &[d.b, d.nh, d.tq, d.hs])?,
-            Tensor::zeros(gpu, &[d.b, d.nh, d.tk, d.hs])?,
-            Tensor::zeros(gpu, &[d.b, d.nh, d.tk, d.hs])?,
+            Tensor::zeros(gpu, &[d.b, d.nkv, d.tk, d.hs])?,
+            Tensor::zeros(gpu, &[d.b, d.nkv, d.tk, d.hs])?,
         ));
     }
-    let probs = unfused_probs(OP, q, k, &d, opts)?; // P (B * NH, Tq, Tk)
-    let q3 = q.reshape(&[bh, d.tq, d.hs])?;
-    let k3 = k.reshape(&[bh, d.tk, d.hs])?;
-    let v3 = v.reshape(&[bh, d.tk, d.hs])?;
-    let do3 = d_o.reshape(&[bh, d.tq, d.hs])?;
+    // Batched per key/value head, its G query heads' rows stacked (see
+    // unfused_probs): dV and dK sum over the group inside the GEMMs.
+    let (bkv, gq) = (d.b * d.nkv, d.group() * d.tq);
+    let probs = unfused_probs(OP, q, k, &d, opts)?; // P (B * NKV, G * Tq, Tk)
+    let q3 = q.reshape(&[bkv, gq, d.hs])?;
+    let k3 = k.reshape(&[bkv, d.tk, d.hs])?;
+    let v3 = v.reshape(&[bkv, d.tk, d.hs])?;
+    let do3 = d_o.reshape(&[bkv, gq, d.hs])?;
     let dv = gemm(
         &probs,
         &do3,
@@ -236,7 +243,7 @@ pub fn attention_unfused_bwd(
             trans_a: true,
             ..Default::default()
         },
-    )?; // P^T dO (B * NH, Tk, HS)
+    )?; // P^T dO (B * NKV, Tk, HS)
     let dp = gemm(
         &do3,
         &v3,
@@ -244,7 +251,7 @@ pub fn attention_unfused_bwd(
             trans_b: true,
             ..Default::default()
         },
-    )?; // dP = dO V^T (B * NH, Tq, Tk)
+    )?; // dP = dO V^T (B * NKV, G * Tq, Tk)
     let ds = softmax_bwd(
         &probs.reshape(&[d.b, d.nh, d.tq, d.tk])?,
         &dp.reshape(&[d.b, d.nh, d.tq, d.tk])?,
@@ -254,10 +261,10 @@ pub fn attention_unfused_bwd(
             key_mask: opts.key_mask,
         },
     )?
-    .reshape(&[bh, d.tq, d.tk])?; // dS = scale P (dP - rowsum(P dP)) (B * NH, Tq, Tk)
+    .reshape(&[bkv, gq, d.tk])?; // dS = scale P (dP - rowsum(P dP)) (B * NKV, G * Tq, Tk)
     drop(dp);
     drop(probs);
-    let dq = gemm(&ds, &k3, &GemmOptions::default())?; // dS K (B * NH, Tq, HS)
+    let dq = gemm(&ds, &k3, &GemmOptions::default())?; // dS K (B * NKV, G * Tq, HS)
     let dk = gemm(
         &ds,
         &q3,
@@ -265,10 +272,10 @@ pub fn attention_unfused_bwd(
             trans_a: true,
             ..Default::default()
         },
-    )?; // dS^T Q (B * NH, Tk, HS)
+    )?; // dS^T Q (B * NKV, Tk, HS)
     Ok((
         dq.reshape(&[d.b, d.nh, d.tq, d.hs])?,
-        dk.reshape(&[d.b, d.nh, d.tk, d.hs])?,
-        dv.reshape(&[d.b, d.nh, d.tk, d.hs])?,
+        dk.reshape(&[d.b, d.nkv, d.tk, d.hs])?,
+        dv.reshape(&[d.b, d.nkv, d.tk, d.hs])?,
     ))
 }
