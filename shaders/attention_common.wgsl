@@ -34,10 +34,12 @@ struct Params {
     out_scale: f32,   // backward: multiplies dQ and dK as they are stored
     window: u32,      // sliding window W (0 = none), at most Tq + Tk + 1
     global: u32,      // global tokens G (0 without a window), at most Tk
-    sparse_kind: u32, // block-sparse layout: 0 none, 1 strided, 2 fixed
+    sparse_kind: u32, // block-sparse layout: 0 none, 1 strided, 2 fixed, 3 explicit pairs
     block: u32,       // the layout's block B (positions per block), >= 1
     stride: u32,      // the layout's stride S (blocks), >= 1
     _pad: u32,
+    pairs: array<vec4<u32>, 32>, // explicit layout: bit kb % 32 of word 2 qb + kb / 32
+                                 // (64 x 64 blocks) says qb sees kb (BlockPairs::words)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -65,10 +67,24 @@ const FAR: i32 = 0x3fffffff; // past every key and row
 
 // Block-sparse layouts (the Sparse Transformer's, SparseLayout in pattern.rs):
 // positions fall into blocks of B; query block qb sees key block kb (d = |qb - kb|)
-// when strided: d < S or d % S == 0; fixed: qb / S == kb / S or kb % S == S - 1.
-// A pair must pass the layout on top of the causal mask (no window with a layout).
+// when strided: d < S or d % S == 0; fixed: qb / S == kb / S or kb % S == S - 1;
+// explicit: the pair's bit is set (blocks past 64 see nothing: the host refuses
+// sequences longer than the list). A pair must pass the layout on top of the
+// causal mask (no window with a layout).
+fn pair_bit(qb: i32, kb: i32) -> bool {
+    if (qb < 0 || kb < 0 || qb >= 64 || kb >= 64) {
+        return false;
+    }
+    let word = u32(2 * qb + kb / 32);
+    return ((p.pairs[word / 4u][word % 4u] >> u32(kb % 32)) & 1u) == 1u;
+}
+
 fn blocks_ok(qb: vec4<i32>, kb: vec4<i32>) -> vec4<bool> {
     let s = vec4<i32>(i32(max(p.stride, 1u)));
+    if (p.sparse_kind == 3u) {
+        return vec4<bool>(pair_bit(qb.x, kb.x), pair_bit(qb.y, kb.y), pair_bit(qb.z, kb.z),
+                          pair_bit(qb.w, kb.w));
+    }
     if (p.sparse_kind == 1u) {
         let d = abs(qb - kb);
         return (d < s) | (d % s == vec4<i32>(0));

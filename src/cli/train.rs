@@ -711,6 +711,7 @@ fn new_seq2seq(gpu: &Gpu, a: &TrainArgs) -> Result<Seq2SeqTask> {
                 sliding_window: a.sliding_window,
                 global_tokens: a.global_tokens,
                 sparse_layout: a.sparse_layout,
+                layer_types: None,
                 ..base
             };
             check_seq2seq_size(gpu, a, &config, true)?;

@@ -514,6 +514,7 @@ impl DateTaskSetup {
             sliding_window: None,
             global_tokens: 0,
             sparse_layout: None,
+            layer_types: None,
         }
     }
 

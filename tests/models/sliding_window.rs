@@ -22,6 +22,7 @@ fn gpt_config(ctx: usize, window: Option<usize>, global: usize) -> GptConfig {
         sliding_window: window,
         global_tokens: global,
         sparse_layout: None,
+        layer_types: None,
     }
 }
 
@@ -50,6 +51,7 @@ fn llama_config(ctx: usize, window: Option<usize>) -> LlamaConfig {
         sliding_window: window,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     }
 }
 
@@ -416,6 +418,7 @@ fn bad_patterns_are_refused_naming_the_value_and_the_fix() {
     };
     let e = err(GptConfig {
         sparse_layout: Some(layout),
+        layer_types: None,
         ..gpt_config(16, Some(4), 0)
     });
     assert!(
@@ -427,6 +430,7 @@ fn bad_patterns_are_refused_naming_the_value_and_the_fix() {
         &gpu,
         GptConfig {
             sparse_layout: Some(layout),
+            layer_types: None,
             ..gpt_config(16, None, 0)
         },
         0,

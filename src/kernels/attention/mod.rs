@@ -14,7 +14,8 @@
 //!   masks; any other value attends.
 //! - Sparse pattern ([`AttentionPattern`], `pattern.rs`): a sliding window of
 //!   W keys (|i + Tk - Tq - j| < W) and G global tokens, or a Sparse
-//!   Transformer block layout ([`SparseLayout`]: strided or fixed); a pair is
+//!   Transformer block layout ([`SparseLayout`]: strided, fixed or an explicit
+//!   list of block pairs); a pair is
 //!   visible when the causal mask, the key padding and the pattern all allow it.
 //! - O = softmax over the visible keys of each row, times V: (B, NH, Tq, HS).
 //! - L = log(sum_j exp(S_ij)) over the visible keys: (B, NH, Tq), natural log,
@@ -55,7 +56,7 @@ pub(crate) mod plan;
 pub(crate) mod unfused;
 
 pub use fused::{attention_bwd, attention_fwd};
-pub use pattern::{AttentionPattern, SparseLayout, SparseLayoutKind};
+pub use pattern::{AttentionPattern, BlockPairs, SparseLayout, SparseLayoutKind, LAYOUT_TILE};
 pub use unfused::{attention_unfused, attention_unfused_bwd, attention_unfused_naive};
 
 use plan::Dims;
@@ -96,6 +97,8 @@ struct Params {
     block: u32,
     stride: u32,
     _pad: u32,
+    /// An explicit layout's (query block, key block) bits (`BlockPairs::words`).
+    pairs: [[u32; 4]; 32],
 }
 
 /// Checks q, k, v and the options; returns the shapes.
@@ -159,6 +162,7 @@ fn params(d: &Dims, scale: f32, opts: &AttentionOptions) -> Params {
         block,
         stride,
         _pad: 0,
+        pairs: opts.pattern.layout_words(),
     }
 }
 
