@@ -38,8 +38,8 @@ struct Params {
     block: u32,       // the layout's block B (positions per block), >= 1
     stride: u32,      // the layout's stride S (blocks), >= 1
     _pad: u32,
-    pairs: array<vec4<u32>, 32>, // explicit layout: bit kb % 32 of word 2 qb + kb / 32
-                                 // (64 x 64 blocks) says qb sees kb (BlockPairs::words)
+    pairs: array<vec4<u32>, 8>, // explicit layout: bit kb of word qb (32 x 32 blocks)
+                                // says qb sees kb (BlockPairs::words)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -68,15 +68,14 @@ const FAR: i32 = 0x3fffffff; // past every key and row
 // Block-sparse layouts (the Sparse Transformer's, SparseLayout in pattern.rs):
 // positions fall into blocks of B; query block qb sees key block kb (d = |qb - kb|)
 // when strided: d < S or d % S == 0; fixed: qb / S == kb / S or kb % S == S - 1;
-// explicit: the pair's bit is set (blocks past 64 see nothing: the host refuses
+// explicit: the pair's bit is set (blocks past 32 see nothing: the host refuses
 // sequences longer than the list). A pair must pass the layout on top of the
 // causal mask (no window with a layout).
 fn pair_bit(qb: i32, kb: i32) -> bool {
-    if (qb < 0 || kb < 0 || qb >= 64 || kb >= 64) {
+    if (qb < 0 || kb < 0 || qb >= 32 || kb >= 32) {
         return false;
     }
-    let word = u32(2 * qb + kb / 32);
-    return ((p.pairs[word / 4u][word % 4u] >> u32(kb % 32)) & 1u) == 1u;
+    return ((p.pairs[qb / 4][qb % 4] >> u32(kb)) & 1u) == 1u;
 }
 
 fn blocks_ok(qb: vec4<i32>, kb: vec4<i32>) -> vec4<bool> {

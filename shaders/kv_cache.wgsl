@@ -53,7 +53,7 @@ struct Params {
                       // pairs (src/kernels/attention/pattern.rs; causal, plain cache)
     block: u32,       // the layout's block B, >= 1
     stride: u32,      // the layout's stride S, >= 1
-    pairs: array<vec4<u32>, 32>, // explicit layout: bit kb % 32 of word 2 qb + kb / 32
+    pairs: array<vec4<u32>, 8>, // explicit layout: bit kb of word qb (32 x 32 blocks)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -104,11 +104,10 @@ fn layout_sees(qpos: u32, kpos: u32) -> bool {
     if (p.sparse_kind == 2u) {
         return qb / s == kb / s || kb % s == s - 1u;
     }
-    if (qb >= 64u || kb >= 64u) {
+    if (qb >= 32u || kb >= 32u) {
         return false;
     }
-    let word = 2u * qb + kb / 32u;
-    return ((p.pairs[word / 4u][word % 4u] >> (kb % 32u)) & 1u) == 1u;
+    return ((p.pairs[qb / 4u][qb % 4u] >> kb) & 1u) == 1u;
 }
 
 fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {

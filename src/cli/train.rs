@@ -594,6 +594,7 @@ fn new_icl(gpu: &Gpu, a: &TrainArgs) -> Result<IclTrainTask> {
         sliding_window,
         global_tokens,
         sparse_layout,
+        layer_types: None,
     };
     task.check_fits(n_positions, config.vocab_size, "the model")?;
     let batch = a.batch.unwrap_or(icl_defaults::BATCH);
@@ -769,6 +770,7 @@ fn new_gpt(gpu: &Gpu, a: &TrainArgs) -> Result<GptTask> {
                 sliding_window,
                 global_tokens,
                 sparse_layout,
+                layer_types: None,
             };
             check_gpt_size(gpu, a, &config, true)?;
             (tok, Gpt::new(gpu, config, a.seed)?)
@@ -845,6 +847,7 @@ fn new_llama(gpu: &Gpu, a: &TrainArgs) -> Result<GptTask<Llama>> {
                 sliding_window,
                 global_tokens,
                 sparse_layout,
+                layer_types: None,
             };
             let renames = decoder_size_names(
                 a,

@@ -44,7 +44,7 @@ struct Params {
     sparse_kind: u32,
     block: u32,
     stride: u32,
-    pairs: [[u32; 4]; 32],
+    pairs: [[u32; 4]; 8],
 }
 
 /// How a cache maps positions to rows, and the attention window over them

@@ -21,7 +21,7 @@ use wgformer::{reference, Error, Tensor};
 /// subgroup kernels (4 keys) but not of the others.
 /// Then the Sparse Transformer's block layouts: strided with blocks smaller
 /// than every tile, fixed with blocks of 16 (a tile edge of some kernels), and
-/// an explicit list of blocks of 16 (BigBird-like, see [`bigbird`]).
+/// an explicit list of blocks of 32 (BigBird-like, see [`bigbird`]).
 fn patterns() -> [AttentionPattern; 6] {
     [
         AttentionPattern::sliding_window(16),
@@ -29,7 +29,7 @@ fn patterns() -> [AttentionPattern; 6] {
         AttentionPattern::sliding_window(40).with_global_tokens(9),
         AttentionPattern::block_sparse(strided(8, 3)),
         AttentionPattern::block_sparse(fixed(16, 2)),
-        AttentionPattern::block_sparse(bigbird(16, 64)),
+        AttentionPattern::block_sparse(bigbird(32, 32)),
     ]
 }
 
@@ -335,7 +335,7 @@ fn fused_matches_reference_and_unfused_on_a_long_sequence() {
     // blocks); causal and not, padded.
     let window = AttentionPattern::sliding_window(100).with_global_tokens(4);
     let layout = AttentionPattern::block_sparse(strided(64, 3));
-    let explicit = AttentionPattern::block_sparse(bigbird(16, 64));
+    let explicit = AttentionPattern::block_sparse(bigbird(32, 32));
     for (causal, pattern) in [
         (true, window),
         (false, window),
@@ -639,8 +639,8 @@ fn bad_explicit_layouts_are_errors_that_name_the_value() {
     // No pairs, a block index past 64, a stride on a list.
     let e = msg(SparseLayout::blocks(16, &[]));
     assert!(e.contains("lists no pairs"), "{e}");
-    let e = msg(SparseLayout::blocks(16, &[[0, 0], [64, 0]]));
-    assert!(e.contains("[64, 0]") && e.contains("larger block"), "{e}");
+    let e = msg(SparseLayout::blocks(16, &[[0, 0], [32, 0]]));
+    assert!(e.contains("[32, 0]") && e.contains("larger block"), "{e}");
     let json = r#"{"kind": "blocks", "block": 16, "stride": 2, "pairs": [[0, 0]]}"#;
     let parsed: SparseLayout = serde_json::from_str(json).unwrap();
     let e = parsed.check("test").unwrap_err().to_string();

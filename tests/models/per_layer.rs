@@ -103,7 +103,7 @@ fn decode_all(step_fn: &mut dyn FnMut(&Tensor) -> Tensor, seq: &[u32], step: usi
 /// positions: 10 blocks; the list gives each block itself, the one before
 /// and block 0, and block 9 also block 4).
 fn layouts() -> [SparseLayout; 2] {
-    let mut pairs: Vec<[usize; 2]> = (0..10)
+    let mut pairs: Vec<[usize; 2]> = (0..10usize)
         .flat_map(|qb| [[qb, qb], [qb, qb.saturating_sub(1)], [qb, 0]])
         .collect();
     pairs.push([9, 4]);
@@ -313,15 +313,15 @@ fn qwen2_max_window_layers_and_layer_types_give_per_layer_windows() {
         c.layer_types.unwrap().as_slice(),
         &[SLIDING, FULL, SLIDING, FULL]
     );
-    let c = with(serde_json::json!({"layer_types": ["sliding_attention"; 4]})).unwrap();
+    let c = with(serde_json::json!({"layer_types": ["sliding_attention", "sliding_attention", "sliding_attention", "sliding_attention"]})).unwrap();
     assert_eq!((c.sliding_window, c.layer_types), (Some(6), None));
     // Bad input names the field and the fix.
-    let e = with(serde_json::json!({"layer_types": ["sliding_attention"; 3]})).unwrap_err();
+    let e = with(serde_json::json!({"layer_types": ["sliding_attention", "sliding_attention", "sliding_attention"]})).unwrap_err();
     assert!(e.contains("3 layers") && e.contains("num_hidden_layers is 4"), "{e}");
-    let e = with(serde_json::json!({"layer_types": ["local"; 4]})).unwrap_err();
+    let e = with(serde_json::json!({"layer_types": ["local", "local", "local", "local"]})).unwrap_err();
     assert!(e.contains("\"local\""), "{e}");
     let e = with(serde_json::json!({"use_sliding_window": false,
-        "layer_types": ["sliding_attention"; 4]}))
+        "layer_types": ["sliding_attention", "sliding_attention", "sliding_attention", "sliding_attention"]}))
     .unwrap_err();
     assert!(e.contains("layer_types`[0]") && e.contains("no sliding_window"), "{e}");
     // The model runs each layer with its type.

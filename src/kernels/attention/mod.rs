@@ -98,7 +98,7 @@ struct Params {
     stride: u32,
     _pad: u32,
     /// An explicit layout's (query block, key block) bits (`BlockPairs::words`).
-    pairs: [[u32; 4]; 32],
+    pairs: [[u32; 4]; 8],
 }
 
 /// Checks q, k, v and the options; returns the shapes.

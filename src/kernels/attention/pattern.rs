@@ -164,8 +164,8 @@ impl AttentionPattern {
 
     /// An explicit layout's pairs as the kernels' params hold them (zeros
     /// for none: [`BlockPairs::words`]).
-    pub(crate) fn layout_words(&self) -> [[u32; 4]; 32] {
-        self.layout.map_or([[0; 4]; 32], |l| l.pairs.words())
+    pub(crate) fn layout_words(&self) -> [[u32; 4]; 8] {
+        self.layout.map_or([[0; 4]; 8], |l| l.pairs.words())
     }
 }
 
@@ -226,16 +226,17 @@ pub const LAYOUT_TILE: usize = 64;
 
 /// The present (query block, key block) pairs of an explicit layout: a
 /// [`MAX_BLOCKS`](Self::MAX_BLOCKS) x `MAX_BLOCKS` bit matrix (row qb, bit
-/// kb), small and `Copy` so that it travels in the kernels' uniform params.
+/// kb), small and `Copy` so that it travels in the kernels' uniform params
+/// (which the launcher caps at 256 bytes: 32 x 32 bits fit next to the rest).
 /// In JSON: a list of `[qb, kb]` pairs.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct BlockPairs {
-    rows: [u64; BlockPairs::MAX_BLOCKS],
+    rows: [u32; BlockPairs::MAX_BLOCKS],
 }
 
 impl BlockPairs {
-    /// Most blocks on each side (query blocks and key blocks 0..64).
-    pub const MAX_BLOCKS: usize = 64;
+    /// Most blocks on each side (query blocks and key blocks 0..32).
+    pub const MAX_BLOCKS: usize = 32;
 
     /// No pair.
     pub const EMPTY: BlockPairs = BlockPairs {
@@ -291,13 +292,12 @@ impl BlockPairs {
             .unwrap_or(0)
     }
 
-    /// The matrix as the kernels' params hold it: 32 vec4<u32>, word 2 qb
-    /// (+ 1) holding key blocks 0..32 (32..64) of query block qb.
-    pub(crate) fn words(&self) -> [[u32; 4]; 32] {
-        let mut w = [[0u32; 4]; 32];
+    /// The matrix as the kernels' params hold it: 8 vec4<u32>, word qb
+    /// holding the key blocks of query block qb (bit kb).
+    pub(crate) fn words(&self) -> [[u32; 4]; 8] {
+        let mut w = [[0u32; 4]; 8];
         for (qb, &row) in self.rows.iter().enumerate() {
-            w[qb / 2][2 * (qb % 2)] = row as u32;
-            w[qb / 2][2 * (qb % 2) + 1] = (row >> 32) as u32;
+            w[qb / 4][qb % 4] = row;
         }
         w
     }
