@@ -12,8 +12,8 @@ use crate::autograd::{Param, Tape, Var};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::attention::{AttentionPattern, SparseLayout};
-use crate::nn::layer_types::{self, LayerTypes};
 use crate::kernels::kv_cache::KvRing;
+use crate::nn::layer_types::{self, LayerTypes};
 use crate::tensor::Tensor;
 use crate::token_ids::TokenIds;
 
@@ -108,7 +108,11 @@ impl GptConfig {
     /// where `layer_types` makes layer `i` `"full_attention"`.
     pub fn layer_pattern(&self, i: usize) -> Result<AttentionPattern> {
         let pattern = self.attention_pattern()?;
-        Ok(layer_types::layer_pattern(self.layer_types.as_ref(), i, pattern))
+        Ok(layer_types::layer_pattern(
+            self.layer_types.as_ref(),
+            i,
+            pattern,
+        ))
     }
 
     /// The pattern a KV cache is made for: the decoder layers' shared
@@ -116,7 +120,11 @@ impl GptConfig {
     /// when `layer_types` makes them differ.
     pub fn cache_pattern(&self) -> Result<AttentionPattern> {
         let pattern = self.attention_pattern()?;
-        Ok(layer_types::cache_pattern(self.layer_types.as_ref(), 0..self.n_layer, pattern))
+        Ok(layer_types::cache_pattern(
+            self.layer_types.as_ref(),
+            0..self.n_layer,
+            pattern,
+        ))
     }
 }
 

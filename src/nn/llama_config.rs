@@ -96,7 +96,11 @@ impl LlamaConfig {
     /// where `layer_types` makes layer `i` `"full_attention"`.
     pub fn layer_pattern(&self, i: usize) -> Result<AttentionPattern> {
         let pattern = self.attention_pattern()?;
-        Ok(layer_types::layer_pattern(self.layer_types.as_ref(), i, pattern))
+        Ok(layer_types::layer_pattern(
+            self.layer_types.as_ref(),
+            i,
+            pattern,
+        ))
     }
 
     /// The pattern a KV cache is made for: the decoder layers' shared
@@ -104,7 +108,11 @@ impl LlamaConfig {
     /// when `layer_types` makes them differ.
     pub fn cache_pattern(&self) -> Result<AttentionPattern> {
         let pattern = self.attention_pattern()?;
-        Ok(layer_types::cache_pattern(self.layer_types.as_ref(), 0..self.num_hidden_layers, pattern))
+        Ok(layer_types::cache_pattern(
+            self.layer_types.as_ref(),
+            0..self.num_hidden_layers,
+            pattern,
+        ))
     }
 
     /// Training FLOPs per token (forward + backward = 3x forward): 6 per weight
@@ -240,9 +248,9 @@ fn sliding_window(
     let n = size("num_hidden_layers")?.unwrap_or(0);
     let types = match json.get("layer_types") {
         None | Some(Value::Null) => match (window, size("max_window_layers")?) {
-            (Some(_), Some(first)) => Some(
-                LayerTypes::from_max_window_layers(n, first).map_err(|e| e.to_string())?,
-            ),
+            (Some(_), Some(first)) => {
+                Some(LayerTypes::from_max_window_layers(n, first).map_err(|e| e.to_string())?)
+            }
             _ => None,
         },
         Some(v) => Some(

@@ -63,7 +63,15 @@ pub fn encdec_logits(
         let p = format!("decoder.layers.{i}");
         y = sublayer(cfg, w, &format!("{p}.ln_1"), &y, |h| {
             let pattern = layer_pattern(cfg, cfg.n_encoder_layers + i);
-            self_attention(cfg, w, &format!("{p}.self_attn"), h, (b, t), None, (true, pattern))
+            self_attention(
+                cfg,
+                w,
+                &format!("{p}.self_attn"),
+                h,
+                (b, t),
+                None,
+                (true, pattern),
+            )
         });
         y = sublayer(cfg, w, &format!("{p}.ln_2"), &y, |h| {
             let pc = format!("{p}.cross_attn");
@@ -235,7 +243,14 @@ fn attend(
                 let scores: Vec<f64> = (0..tk)
                     .map(|j| {
                         let visible = keep.is_none_or(|m| m[bi * tk + j])
-                            && super::attention::visible(&pattern, causal, None, (bi, tq, tk), i, j);
+                            && super::attention::visible(
+                                &pattern,
+                                causal,
+                                None,
+                                (bi, tq, tk),
+                                i,
+                                j,
+                            );
                         if !visible {
                             return f64::NEG_INFINITY;
                         }

@@ -48,7 +48,12 @@ fn fixed(block: usize, stride: usize) -> SparseLayout {
 fn bigbird(block: usize, n: usize) -> SparseLayout {
     let mut pairs = vec![[0, 5]];
     for qb in 0..n {
-        pairs.extend([[qb, qb], [qb, qb.saturating_sub(1)], [qb, 0], [qb, (7 * qb + 3) % n]]);
+        pairs.extend([
+            [qb, qb],
+            [qb, qb.saturating_sub(1)],
+            [qb, 0],
+            [qb, (7 * qb + 3) % n],
+        ]);
     }
     SparseLayout::blocks(block, &pairs).unwrap()
 }
@@ -156,8 +161,7 @@ fn reference_follows_the_block_layout_definitions() {
     // Explicit, blocks of 2: query block 3 lists key blocks 0 and 3 (and
     // block 4, beyond the causal mask): keys 0, 1, 6, 7.
     let explicit =
-        SparseLayout::blocks(2, &[[0, 0], [1, 1], [2, 2], [3, 0], [3, 3], [3, 4], [4, 4]])
-            .unwrap();
+        SparseLayout::blocks(2, &[[0, 0], [1, 1], [2, 2], [3, 0], [3, 3], [3, 4], [4, 4]]).unwrap();
     for (layout, keys) in [
         (strided(1, 3), vec![1, 4, 5, 6, 7]),
         (fixed(2, 2), vec![2, 3, 4, 5, 6, 7]),
@@ -618,9 +622,21 @@ fn key_tiles_an_explicit_layout_leaves_out_are_never_read() {
     let (dq_ref, _, _) = Backward::reference(&case);
     let rows = 256 * hs..;
     let o = o.to_vec().unwrap();
-    assert_close("O of rows 256..", &o[rows.clone()], &o_ref[rows.clone()], 1e-5, 1e-4);
+    assert_close(
+        "O of rows 256..",
+        &o[rows.clone()],
+        &o_ref[rows.clone()],
+        1e-5,
+        1e-4,
+    );
     let dq = dq.to_vec().unwrap();
-    assert_close("dQ of rows 256..", &dq[rows.clone()], &dq_ref[rows], 2e-5, 1e-4);
+    assert_close(
+        "dQ of rows 256..",
+        &dq[rows.clone()],
+        &dq_ref[rows],
+        2e-5,
+        1e-4,
+    );
     // Not vacuous: block 2 (rows 128..192) sees block 1.
     assert!(o[128 * hs..192 * hs].iter().all(|x| x.is_nan()));
 }
@@ -630,12 +646,21 @@ fn bad_explicit_layouts_are_errors_that_name_the_value() {
     let msg = |r: wgformer::Result<SparseLayout>| r.unwrap_err().to_string();
     // A block that neither divides the tile nor is a multiple of it.
     let e = msg(SparseLayout::blocks(24, &[[0, 0]]));
-    assert!(e.contains("block 24") && e.contains("multiple of 64"), "{e}");
-    let e = SparseLayout::strided(48, 2).check("test").unwrap_err().to_string();
+    assert!(
+        e.contains("block 24") && e.contains("multiple of 64"),
+        "{e}"
+    );
+    let e = SparseLayout::strided(48, 2)
+        .check("test")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("block 48"), "{e}");
     // A query block with no key block at or before it.
     let e = msg(SparseLayout::blocks(16, &[[0, 0], [1, 2], [2, 2]]));
-    assert!(e.contains("query block 1") && e.contains("add [1, 1]"), "{e}");
+    assert!(
+        e.contains("query block 1") && e.contains("add [1, 1]"),
+        "{e}"
+    );
     // No pairs, a block index past 64, a stride on a list.
     let e = msg(SparseLayout::blocks(16, &[]));
     assert!(e.contains("lists no pairs"), "{e}");
@@ -648,13 +673,19 @@ fn bad_explicit_layouts_are_errors_that_name_the_value() {
     // The JSON form round-trips.
     let layout = bigbird(16, 8);
     let text = serde_json::to_string(&layout).unwrap();
-    assert!(text.starts_with(r#"{"kind":"blocks","block":16,"pairs":[[0,0],[0,3],[0,5],[1,0],"#), "{text}");
+    assert!(
+        text.starts_with(r#"{"kind":"blocks","block":16,"pairs":[[0,0],[0,3],[0,5],[1,0],"#),
+        "{text}"
+    );
     assert_eq!(serde_json::from_str::<SparseLayout>(&text).unwrap(), layout);
     // A sequence longer than the list covers (8 blocks of 16 = 128 positions).
     let gpu = gpu();
-    let c = Case::new(1, 1, 129, 129, 16, true).with_pattern(AttentionPattern::block_sparse(layout));
+    let c =
+        Case::new(1, 1, 129, 129, 16, true).with_pattern(AttentionPattern::block_sparse(layout));
     let ([q, k, v, _], _) = c.tensors(&gpu);
-    let err = attention_fwd(&q, &k, &v, &c.opts(None)).map(drop).unwrap_err();
+    let err = attention_fwd(&q, &k, &v, &c.opts(None))
+        .map(drop)
+        .unwrap_err();
     assert!(err.to_string().contains("covers 128 positions"), "{err}");
     assert_eq!(layout.kind, SparseLayoutKind::Blocks);
 }

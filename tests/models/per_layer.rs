@@ -125,7 +125,10 @@ fn gpt_decodes_with_a_block_layout_like_recomputation() {
             ..gpt_config(ctx)
         });
         let full = logits(|t, x| model.forward(t, x), &seq);
-        assert!(max_diff(&full, &full_dense) > 1e-2, "{layout:?} changes nothing");
+        assert!(
+            max_diff(&full, &full_dense) > 1e-2,
+            "{layout:?} changes nothing"
+        );
         let mut cache = model.new_cache(1, ctx).unwrap();
         assert_eq!(cache.rows(), ctx, "a layout keeps every position");
         for step in [1, 3, 7] {
@@ -276,7 +279,13 @@ fn encoder_decoder_layers_match_the_spec_with_their_own_patterns() {
         let mut dec = Vec::new();
         for tok in &tgt {
             let x = Tensor::from_u32(&gpu, &[*tok], &[1, 1]).unwrap();
-            dec.extend(model.decode_step(&state, &mut cache, &x).unwrap().to_vec().unwrap());
+            dec.extend(
+                model
+                    .decode_step(&state, &mut cache, &x)
+                    .unwrap()
+                    .to_vec()
+                    .unwrap(),
+            );
         }
         let d = max_diff(&dec, &got);
         assert!(d <= 2e-4, "{list:?} decoding: max |diff| {d}");
@@ -317,13 +326,20 @@ fn qwen2_max_window_layers_and_layer_types_give_per_layer_windows() {
     assert_eq!((c.sliding_window, c.layer_types), (Some(6), None));
     // Bad input names the field and the fix.
     let e = with(serde_json::json!({"layer_types": ["sliding_attention", "sliding_attention", "sliding_attention"]})).unwrap_err();
-    assert!(e.contains("3 layers") && e.contains("num_hidden_layers is 4"), "{e}");
-    let e = with(serde_json::json!({"layer_types": ["local", "local", "local", "local"]})).unwrap_err();
+    assert!(
+        e.contains("3 layers") && e.contains("num_hidden_layers is 4"),
+        "{e}"
+    );
+    let e =
+        with(serde_json::json!({"layer_types": ["local", "local", "local", "local"]})).unwrap_err();
     assert!(e.contains("\"local\""), "{e}");
     let e = with(serde_json::json!({"use_sliding_window": false,
         "layer_types": ["sliding_attention", "sliding_attention", "sliding_attention", "sliding_attention"]}))
     .unwrap_err();
-    assert!(e.contains("layer_types`[0]") && e.contains("no sliding_window"), "{e}");
+    assert!(
+        e.contains("layer_types`[0]") && e.contains("no sliding_window"),
+        "{e}"
+    );
     // The model runs each layer with its type.
     let mut cfg = with(serde_json::json!({"max_window_layers": 2})).unwrap();
     cfg.max_position_embeddings = 30;
@@ -331,7 +347,15 @@ fn qwen2_max_window_layers_and_layer_types_give_per_layer_windows() {
     randomise(&model.params(), 13, 0.3);
     let seq = ids(30, 29);
     let full = logits(|t, x| model.forward(t, x), &seq);
-    let all = Llama::new(&gpu(), LlamaConfig { layer_types: None, ..cfg }, 5).unwrap();
+    let all = Llama::new(
+        &gpu(),
+        LlamaConfig {
+            layer_types: None,
+            ..cfg
+        },
+        5,
+    )
+    .unwrap();
     randomise(&all.params(), 13, 0.3);
     assert!(max_diff(&full, &logits(|t, x| all.forward(t, x), &seq)) > 1e-2);
     let mut cache = model.new_cache(1, 30).unwrap();
@@ -382,13 +406,19 @@ fn bad_layer_types_are_errors_that_name_the_value() {
         layer_types: types(&[SLIDING, FULL, FULL]),
         ..gpt_config(16)
     });
-    assert!(e.contains("layer_types[0]") && e.contains("no sliding_window"), "{e}");
+    assert!(
+        e.contains("layer_types[0]") && e.contains("no sliding_window"),
+        "{e}"
+    );
     let e = err(GptConfig {
         sliding_window: Some(4),
         layer_types: types(&[FULL, SPARSE, FULL]),
         ..gpt_config(16)
     });
-    assert!(e.contains("layer_types[1]") && e.contains("sparse_layout"), "{e}");
+    assert!(
+        e.contains("layer_types[1]") && e.contains("sparse_layout"),
+        "{e}"
+    );
     // A ring cache made for a window is refused by a model with another one.
     let windowed = gpt(GptConfig {
         sliding_window: Some(4),

@@ -147,7 +147,13 @@ impl DecoderLayer {
     ) -> Result<Self> {
         let p = format!("decoder.layers.{i}");
         Ok(DecoderLayer {
-            self_attn: self_attention(gpu, &p, cfg, (true, cfg.n_encoder_layers + i), (seed(), seed()))?,
+            self_attn: self_attention(
+                gpu,
+                &p,
+                cfg,
+                (true, cfg.n_encoder_layers + i),
+                (seed(), seed()),
+            )?,
             ln_1: residual(gpu, format!("{p}.ln_1"), cfg)?,
             cross_attn: CrossAttention::new(
                 gpu,

@@ -4,8 +4,8 @@
 
 use crate::error::{Error, Result};
 use crate::kernels::attention::{AttentionPattern, SparseLayout};
-use crate::nn::layer_types::{self, LayerTypes};
 use crate::nn::config_checks;
+use crate::nn::layer_types::{self, LayerTypes};
 use crate::nn::layers::{Activation, NormPlacement};
 
 /// Sizes of an encoder-decoder Transformer; the field names are the JSON keys.
@@ -133,7 +133,14 @@ impl TransformerConfig {
         config_checks::epsilon(OP, self.layer_norm_epsilon, "default 1e-5")?;
         self.attention_pattern()?;
         if let Some(types) = &self.layer_types {
-            types.check(OP, ("n_encoder_layers + n_decoder_layers", self.n_encoder_layers + self.n_decoder_layers), &self.attention_pattern()?)?;
+            types.check(
+                OP,
+                (
+                    "n_encoder_layers + n_decoder_layers",
+                    self.n_encoder_layers + self.n_decoder_layers,
+                ),
+                &self.attention_pattern()?,
+            )?;
         }
         Ok(())
     }
@@ -153,7 +160,11 @@ impl TransformerConfig {
     /// where `layer_types` makes layer `i` `"full_attention"` (encoder layers 0..n_encoder_layers, then the decoder layers: `layer_types` lists them in that order; cross-attention is always dense).
     pub fn layer_pattern(&self, i: usize) -> Result<AttentionPattern> {
         let pattern = self.attention_pattern()?;
-        Ok(layer_types::layer_pattern(self.layer_types.as_ref(), i, pattern))
+        Ok(layer_types::layer_pattern(
+            self.layer_types.as_ref(),
+            i,
+            pattern,
+        ))
     }
 
     /// The pattern a KV cache is made for: the decoder layers' shared
@@ -161,7 +172,11 @@ impl TransformerConfig {
     /// when `layer_types` makes them differ.
     pub fn cache_pattern(&self) -> Result<AttentionPattern> {
         let pattern = self.attention_pattern()?;
-        Ok(layer_types::cache_pattern(self.layer_types.as_ref(), self.n_encoder_layers..self.n_encoder_layers + self.n_decoder_layers, pattern))
+        Ok(layer_types::cache_pattern(
+            self.layer_types.as_ref(),
+            self.n_encoder_layers..self.n_encoder_layers + self.n_decoder_layers,
+            pattern,
+        ))
     }
 
     /// Parses and validates JSON (unknown or missing fields are errors).
