@@ -267,7 +267,7 @@ impl BlockPairs {
 
     /// Is `[qb, kb]` present (false past the matrix)?
     pub fn contains(&self, qb: usize, kb: usize) -> bool {
-        qb < Self::MAX_BLOCKS && kb < Self::MAX_BLOCKS && self.rows[qb] >> kb & 1 == 1
+        qb < Self::MAX_BLOCKS && kb < Self::MAX_BLOCKS && (self.rows[qb] >> kb) & 1 == 1
     }
 
     /// True when no pair is present.
