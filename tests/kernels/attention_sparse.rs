@@ -44,9 +44,9 @@ fn fixed(block: usize, stride: usize) -> SparseLayout {
 /// An explicit layout of `n` blocks of `block`, BigBird-like and irregular:
 /// query block qb sees itself, the block before, block 0 (global), one
 /// pseudo-random block (7 qb + 3) mod n anywhere (so without causal masking
-/// also later ones), and block 0 sees block 5 ahead.
+/// also later ones), and block 0 sees block n / 2 + 1 ahead.
 fn bigbird(block: usize, n: usize) -> SparseLayout {
-    let mut pairs = vec![[0, 5]];
+    let mut pairs = vec![[0, n / 2 + 1]];
     for qb in 0..n {
         pairs.extend([
             [qb, qb],
