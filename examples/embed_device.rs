@@ -36,6 +36,7 @@ fn main() -> wgformer::Result<()> {
         sliding_window: None,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     };
     let model = Gpt::new(&gpu, config, 0)?;
     let logits = model.logits(&[1u32, 2, 3])?; // (1, 3, 64), on the app's device

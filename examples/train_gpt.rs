@@ -41,6 +41,7 @@ fn main() -> wgformer::Result<()> {
         sliding_window: None,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     };
     let model = Gpt::new(&gpu, config, 0)?;
     let clip = OptimizerOptions {

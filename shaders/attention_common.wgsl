@@ -37,10 +37,12 @@ struct Params {
     out_scale: f32,   // backward: multiplies dQ and dK as they are stored
     window: u32,      // sliding window W (0 = none), at most Tq + Tk + 1
     global: u32,      // global tokens G (0 without a window), at most Tk
-    sparse_kind: u32, // block-sparse layout: 0 none, 1 strided, 2 fixed
+    sparse_kind: u32, // block-sparse layout: 0 none, 1 strided, 2 fixed, 3 explicit pairs
     block: u32,       // the layout's block B (positions per block), >= 1
     stride: u32,      // the layout's stride S (blocks), >= 1
     group: u32,       // query heads per key/value head: NH / NKV (1 = multi-head)
+    pairs: array<vec4<u32>, 8>, // explicit layout: bit kb of word qb (32 x 32 blocks)
+                                // says qb sees kb (BlockPairs::words)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -79,10 +81,23 @@ const FAR: i32 = 0x3fffffff; // past every key and row
 
 // Block-sparse layouts (the Sparse Transformer's, SparseLayout in pattern.rs):
 // positions fall into blocks of B; query block qb sees key block kb (d = |qb - kb|)
-// when strided: d < S or d % S == 0; fixed: qb / S == kb / S or kb % S == S - 1.
-// A pair must pass the layout on top of the causal mask (no window with a layout).
+// when strided: d < S or d % S == 0; fixed: qb / S == kb / S or kb % S == S - 1;
+// explicit: the pair's bit is set (blocks past 32 see nothing: the host refuses
+// sequences longer than the list). A pair must pass the layout on top of the
+// causal mask (no window with a layout).
+fn pair_bit(qb: i32, kb: i32) -> bool {
+    if (qb < 0 || kb < 0 || qb >= 32 || kb >= 32) {
+        return false;
+    }
+    return ((p.pairs[qb / 4][qb % 4] >> u32(kb)) & 1u) == 1u;
+}
+
 fn blocks_ok(qb: vec4<i32>, kb: vec4<i32>) -> vec4<bool> {
     let s = vec4<i32>(i32(max(p.stride, 1u)));
+    if (p.sparse_kind == 3u) {
+        return vec4<bool>(pair_bit(qb.x, kb.x), pair_bit(qb.y, kb.y), pair_bit(qb.z, kb.z),
+                          pair_bit(qb.w, kb.w));
+    }
     if (p.sparse_kind == 1u) {
         let d = abs(qb - kb);
         return (d < s) | (d % s == vec4<i32>(0));

@@ -49,9 +49,11 @@ struct Params {
                     // 0..G hold positions 0..G for good
     ring: u32,      // rows G..G + ring are a ring buffer for positions >= G (0 = none:
                     // position t at row t)
-    _pad1: u32,
-    _pad2: u32,
-    _pad3: u32,
+    sparse_kind: u32, // attention: block layout 0 none, 1 strided, 2 fixed, 3 explicit
+                      // pairs (src/kernels/attention/pattern.rs; causal, plain cache)
+    block: u32,       // the layout's block B, >= 1
+    stride: u32,      // the layout's stride S, >= 1
+    pairs: array<vec4<u32>, 8>, // explicit layout: bit kb of word qb (32 x 32 blocks)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -85,6 +87,28 @@ const WG: u32 = 64u;
 const MAX_HS: u32 = 256u;
 // "Masked": below every real score, finite so that differences never make NaN.
 const NEG_BIG: f32 = -3.0e38;
+
+// Does the query at position qpos see the key at position kpos under the block
+// layout? (attention_common.wgsl's blocks_ok for one pair.)
+fn layout_sees(qpos: u32, kpos: u32) -> bool {
+    if (p.sparse_kind == 0u) {
+        return true;
+    }
+    let qb = qpos / p.block;
+    let kb = kpos / p.block;
+    let s = p.stride;
+    if (p.sparse_kind == 1u) {
+        let d = max(qb, kb) - min(qb, kb);
+        return d < s || d % s == 0u;
+    }
+    if (p.sparse_kind == 2u) {
+        return qb / s == kb / s || kb % s == s - 1u;
+    }
+    if (qb >= 32u || kb >= 32u) {
+        return false;
+    }
+    return ((p.pairs[qb / 4u][qb % 4u] >> kb) & 1u) == 1u;
+}
 
 fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wid.x + wid.y * nwg.x) * WG + lid;
@@ -201,9 +225,11 @@ fn kv_attention(@builtin(workgroup_id) wid: vec3<u32>,
     for (var j0 = 0u; j0 < n_slots; j0 += WG) {
         // This thread's key: its score, or NEG_BIG when masked or past the end.
         let j = j0 + lid;
-        let row = cache_row(select(lo + j - g, j, j < g));
+        let key_pos = select(lo + j - g, j, j < g);
+        let row = cache_row(key_pos);
         var s = NEG_BIG;
-        if (j < n_slots && (p.has_mask == 0u || at_mask[b * p.tcap + row] != 0.0)) {
+        if (j < n_slots && (p.has_mask == 0u || at_mask[b * p.tcap + row] != 0.0)
+            && layout_sees(j_end - 1u, key_pos)) {
             let k_row = (kv_base + row) * hs;
             var dot = 0.0;
             for (var d = 0u; d < hs; d++) {

@@ -58,7 +58,8 @@
 //! let ids = tokenizer.encode(&text);
 //! let config = GptConfig { vocab_size: tokenizer.vocab_size(), n_positions: 32,
 //!                          n_embd: 32, n_layer: 2, n_head: 2, layer_norm_epsilon: 1e-5,
-//!                          sliding_window: None, global_tokens: 0, sparse_layout: None };
+//!                          sliding_window: None, global_tokens: 0, sparse_layout: None,
+//!                          layer_types: None };
 //! let model = Gpt::new(&gpu, config, 0)?;
 //! let mut opt = Optimizer::with_options(&gpu, model.params(), OptimizerKind::gpt_adamw(),
 //!                                       OptimizerOptions { max_grad_norm: Some(1.0) })?;

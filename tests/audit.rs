@@ -73,6 +73,7 @@ fn train_and_audit(s: &Setup, dp: Option<DpOptions>) -> (Exposure, Option<f64>) 
         sliding_window: None,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     };
     let dataset = TextDataset::from_text(&text, &tok, 0.1).unwrap();
     let model = Gpt::new(&gpu, config, 1).unwrap();
@@ -209,6 +210,7 @@ fn an_encoder_decoders_target_nll_equals_the_reference_models() {
         sliding_window: None,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     };
     let model = Transformer::new(&gpu, cfg, 5).unwrap();
     // Random weights (norm gains around 1), so that every term shows.
@@ -310,6 +312,7 @@ fn train_encdec_and_audit(dp: Option<DpOptions>) -> Exposure {
         sliding_window: None,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     };
     let model = Transformer::new(&gpu, config, 1).unwrap();
     let data = Seq2SeqData {

@@ -616,6 +616,7 @@ fn absurd_sizes_and_broken_checkpoints_are_refused_naming_the_cause() {
         sliding_window: None,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     };
     let model = wgformer::nn::Gpt::new(&gpu, config, 0).unwrap();
     let params = model.params();

@@ -208,6 +208,7 @@ impl GptCase {
             sliding_window: None,
             global_tokens: 0,
             sparse_layout: None,
+            layer_types: None,
         };
         let model = Gpt::new(&gpu(), config, 3).unwrap();
         perturb(&model.params(), 5);
@@ -295,6 +296,7 @@ impl EncDecCase {
             sliding_window: None,
             global_tokens: 0,
             sparse_layout: None,
+            layer_types: None,
         };
         let model = Transformer::new(&gpu(), config, 4).unwrap();
         perturb(&model.params(), 6);

@@ -50,6 +50,7 @@ fn gpt_task_of(gpu: &Gpu, batch: usize) -> GptTask {
         sliding_window: None,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     };
     let dataset = TextDataset::from_text(TEXT, &tok, 0.1).unwrap();
     let model = Gpt::new(gpu, config, 3).unwrap();

@@ -203,6 +203,7 @@ fn icl_train_task(task: IclTask, n_embd: usize, n_head: usize, batch: usize) -> 
         sliding_window: None,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     };
     let model = Gpt::new(&gpu, config, 1).unwrap();
     let data = IclData {

@@ -63,6 +63,7 @@ fn tiny_gpt_config(vocab_size: usize) -> GptConfig {
         sliding_window: None,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     }
 }
 
@@ -432,6 +433,7 @@ fn tiny_encdec_config(norm: NormPlacement) -> TransformerConfig {
         sliding_window: None,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     }
 }
 

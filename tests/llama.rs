@@ -239,6 +239,7 @@ fn tiny_config(tied: bool) -> LlamaConfig {
         sliding_window: None,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     }
 }
 
@@ -563,6 +564,7 @@ fn smollm_135m() -> LlamaConfig {
         sliding_window: None,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     }
 }
 
@@ -641,6 +643,7 @@ fn on_the_date_task_a_llama_learns_like_the_gpt() {
         sliding_window: None,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     };
     let gpt = Gpt::new(&g, gpt_config, 5).unwrap();
     let mut gpt_task =
@@ -663,6 +666,7 @@ fn on_the_date_task_a_llama_learns_like_the_gpt() {
         sliding_window: None,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     };
     let llama = Llama::new(&g, llama_config, 5).unwrap();
     let mut llama_task = GptTask::new(&g, llama, Box::new(tok.clone()), dataset(), data).unwrap();

@@ -310,6 +310,7 @@ fn checkpoints_we_write_load_with_the_crate_and_carry_token_ids() {
         sliding_window: None,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     };
     let gpu = gpu();
     let model = Gpt::new(&gpu, config, 7).unwrap();
@@ -450,6 +451,7 @@ fn checkpoints_saved_in_f16_load_as_the_rounded_weights() {
         sliding_window: None,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     };
     let gpu = gpu();
     let model = Gpt::new(&gpu, config, 11).unwrap();

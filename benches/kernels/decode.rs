@@ -41,6 +41,7 @@ fn gpt(b: &mut Bench) -> Result<()> {
         sliding_window: None,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     };
     let model = Gpt::new(&gpu, config, 1)?;
     let (prompt_len, new) = (16, 48);

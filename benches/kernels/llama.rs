@@ -123,6 +123,7 @@ fn decode(b: &mut Bench) -> Result<()> {
             sliding_window: None,
             global_tokens: 0,
             sparse_layout: None,
+            layer_types: None,
         };
         let gpu = b.gpu.clone();
         let model = Llama::new(&gpu, config, 1)?;

@@ -13,7 +13,6 @@
 use crate::harness::Bench;
 use wgformer::kernels::attention::{
     attention_bwd, attention_fwd, AttentionOptions, AttentionPattern, SparseLayout,
-    SparseLayoutKind,
 };
 use wgformer::nn::KvCache;
 use wgformer::{Result, Tensor};
@@ -101,11 +100,7 @@ fn kv_cache_memory(b: &mut Bench, (nh, hs): (usize, usize)) -> Result<()> {
 /// The Sparse Transformer's strided layout of the third rows: blocks of 64,
 /// a local band of 16 blocks (1024 positions) and every 16th block before it
 /// (stride about sqrt(T / B) at T = 16384, as the paper picks it).
-const STRIDED: SparseLayout = SparseLayout {
-    kind: SparseLayoutKind::Strided,
-    block: 64,
-    stride: 16,
-};
+const STRIDED: SparseLayout = SparseLayout::strided(64, 16);
 
 /// (query, key) pairs a causal row sees under `layout`, summed over T rows:
 /// whole blocks below the diagonal, the causal triangle of the diagonal block.

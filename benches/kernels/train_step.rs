@@ -41,6 +41,7 @@ pub fn run(b: &mut Bench) -> Result<()> {
         sliding_window: None,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     };
     let name = format!(
         "L{} C{} NH{} T{seq} B{batch} V{}",

@@ -133,6 +133,7 @@ fn build(gpu: &Gpu, a: &TrainBench) -> Result<Timed> {
                 sliding_window: None,
                 global_tokens: 0,
                 sparse_layout: None,
+                layer_types: None,
             };
             Ok(Timed {
                 name: format!(
@@ -164,6 +165,7 @@ fn build(gpu: &Gpu, a: &TrainBench) -> Result<Timed> {
                 sliding_window: None,
                 global_tokens: 0,
                 sparse_layout: None,
+                layer_types: None,
             };
             Ok(Timed {
                 name: format!(

@@ -602,6 +602,7 @@ fn new_icl(gpu: &Gpu, a: &TrainArgs) -> Result<IclTrainTask> {
         sliding_window,
         global_tokens,
         sparse_layout,
+        layer_types: None,
     };
     task.check_fits(n_positions, config.vocab_size, "the model")?;
     let batch = a.batch.unwrap_or(icl_defaults::BATCH);
@@ -719,6 +720,7 @@ fn new_seq2seq(gpu: &Gpu, a: &TrainArgs) -> Result<Seq2SeqTask> {
                 sliding_window: a.sliding_window,
                 global_tokens: a.global_tokens,
                 sparse_layout: a.sparse_layout,
+                layer_types: None,
                 ..base
             };
             check_seq2seq_size(gpu, a, &config, true)?;
@@ -776,6 +778,7 @@ fn new_gpt(gpu: &Gpu, a: &TrainArgs) -> Result<GptTask> {
                 sliding_window,
                 global_tokens,
                 sparse_layout,
+                layer_types: None,
             };
             check_gpt_size(gpu, a, &config, true)?;
             (tok, Gpt::new(gpu, config, a.seed)?)
@@ -852,6 +855,7 @@ fn new_llama(gpu: &Gpu, a: &TrainArgs) -> Result<GptTask<Llama>> {
                 sliding_window,
                 global_tokens,
                 sparse_layout,
+                layer_types: None,
             };
             let renames = decoder_size_names(
                 a,

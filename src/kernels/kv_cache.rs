@@ -12,6 +12,7 @@
 use super::{grid_1d, groups, KV_CACHE_WGSL};
 use crate::error::{Error, Result};
 use crate::gpu::Dispatch;
+use crate::kernels::attention::{AttentionPattern, SparseLayout};
 use crate::tensor::{DType, Tensor};
 
 /// Threads per workgroup (the shader's `WG`).
@@ -40,7 +41,10 @@ struct Params {
     window: u32,
     global: u32,
     ring: u32,
-    _pad: [u32; 3],
+    sparse_kind: u32,
+    block: u32,
+    stride: u32,
+    pairs: [[u32; 4]; 8],
 }
 
 /// How a cache maps positions to rows, and the attention window over them
@@ -57,6 +61,9 @@ pub struct KvRing {
     pub global: usize,
     /// Rows `G..G + ring` hold the positions `>= G` cyclically (0 = no ring).
     pub ring: usize,
+    /// A block-sparse layout the steps attend with (causal, plain caches
+    /// only: a layout may reach back to any position); `None`: none.
+    pub layout: Option<SparseLayout>,
 }
 
 impl KvRing {
@@ -443,6 +450,31 @@ pub fn kv_attention_ring(
         ));
     }
     ring.check(OP, len.saturating_sub(tq), len, tcap)?;
+    if let Some(layout) = ring.layout {
+        if !causal || ring.window > 0 || ring.ring > 0 {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "the block layout {layout:?} decodes causally against a plain cache without \
+                     a window (got causal {causal}, window {}, ring {}); make the cache with \
+                     the model's new_cache",
+                    ring.window, ring.ring
+                ),
+            ));
+        }
+        layout.check(OP)?;
+        if len > layout.positions() {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "position {} is past the {} positions the block layout covers; stop \
+                     decoding there, or list pairs for later blocks",
+                    len - 1,
+                    layout.positions()
+                ),
+            ));
+        }
+    }
     if causal && tq > len {
         return Err(Error::invalid(
             OP,
@@ -466,7 +498,7 @@ pub fn kv_attention_ring(
         }
     }
     let out = Tensor::empty(q.gpu(), &[b, tq, c], DType::F32)?;
-    let p = Params {
+    let mut p = Params {
         t: tq as u32,
         w: w as u32,
         tcap: tcap as u32,
@@ -482,6 +514,10 @@ pub fn kv_attention_ring(
         ring: ring.ring as u32,
         ..Default::default()
     };
+    let pattern = ring.layout.map(AttentionPattern::block_sparse);
+    let pattern = pattern.unwrap_or(AttentionPattern::DENSE);
+    (p.sparse_kind, p.block, p.stride) = pattern.layout_params();
+    p.pairs = pattern.layout_words();
     run(
         "kv_attention",
         &p,

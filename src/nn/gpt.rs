@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::attention::{AttentionPattern, SparseLayout};
 use crate::kernels::kv_cache::KvRing;
+use crate::nn::layer_types::{self, LayerTypes};
 use crate::tensor::Tensor;
 use crate::token_ids::TokenIds;
 
@@ -50,6 +51,11 @@ pub struct GptConfig {
     /// (`new_cache`) refuses it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sparse_layout: Option<SparseLayout>,
+    /// Which layers attend with the pattern above (Hugging Face's
+    /// `layer_types`: `"full_attention"`, `"sliding_attention"` or wgformer's
+    /// `"sparse_attention"`, one per layer); absent: every layer does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_types: Option<LayerTypes>,
 }
 
 fn default_eps() -> f32 {
@@ -86,6 +92,9 @@ impl GptConfig {
         config_checks::heads(OP, ("n_embd", self.n_embd), ("n_head", self.n_head))?;
         config_checks::epsilon(OP, self.layer_norm_epsilon, "GPT-2 uses 1e-5")?;
         self.attention_pattern()?;
+        if let Some(types) = &self.layer_types {
+            types.check(OP, ("n_layer", self.n_layer), &self.attention_pattern()?)?;
+        }
         Ok(())
     }
 
@@ -103,6 +112,29 @@ impl GptConfig {
             self.global_tokens,
             self.sparse_layout,
         )
+    }
+
+    /// Layer `i`'s attention pattern: [`Self::attention_pattern`], or dense
+    /// where `layer_types` makes layer `i` `"full_attention"`.
+    pub fn layer_pattern(&self, i: usize) -> Result<AttentionPattern> {
+        let pattern = self.attention_pattern()?;
+        Ok(layer_types::layer_pattern(
+            self.layer_types.as_ref(),
+            i,
+            pattern,
+        ))
+    }
+
+    /// The pattern a KV cache is made for: the decoder layers' shared
+    /// pattern, or dense (a plain cache, each layer attending with its own)
+    /// when `layer_types` makes them differ.
+    pub fn cache_pattern(&self) -> Result<AttentionPattern> {
+        let pattern = self.attention_pattern()?;
+        Ok(layer_types::cache_pattern(
+            self.layer_types.as_ref(),
+            0..self.n_layer,
+            pattern,
+        ))
     }
 }
 
@@ -147,7 +179,7 @@ impl Block {
                 (INIT_STD, proj_std),
                 (seed(), seed()),
             )?
-            .with_pattern(config.attention_pattern()?),
+            .with_pattern(config.layer_pattern(i)?),
             ln_2: LayerNorm::new(gpu, &format!("{p}.ln_2"), c, eps)?,
             // GPT-2's MLP is 4 n_embd wide (its config's n_inner: null).
             mlp: FeedForward::new(
@@ -315,7 +347,7 @@ impl Gpt {
                 ),
             ));
         }
-        let pattern = cfg.attention_pattern()?;
+        let pattern = cfg.cache_pattern()?;
         KvCache::new_windowed(
             self.wte.weight.value().gpu(),
             cfg.n_layer,

@@ -77,12 +77,15 @@ impl KvCache {
     /// fed at most `max_step` tokens per step. When `G + W - 1 + max_step`
     /// rows are fewer than `max_len` they form a ring buffer (the global rows,
     /// then the others cyclically); otherwise it is a plain cache of `max_len`
-    /// rows. A dense pattern gives [`KvCache::new`] (`max_len` must be finite).
+    /// rows. A dense pattern gives [`KvCache::new`] (`max_len` must be finite),
+    /// and so does a block layout (its steps attend with the layout). Layers
+    /// with different patterns share a plain cache (a dense `pattern` here):
+    /// each attends with its own.
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for a block-sparse layout,
-    /// an unbounded `max_len` without a sliding window, or a window or `max_step` of 0; otherwise
-    /// as [`KvCache::new`].
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for an unbounded
+    /// `max_len` without a sliding window, or a window or `max_step` of 0; otherwise as
+    /// [`KvCache::new`].
     #[allow(clippy::too_many_arguments)]
     pub fn new_windowed(
         gpu: &Gpu,
@@ -95,14 +98,19 @@ impl KvCache {
     ) -> Result<KvCache> {
         const OP: &str = "KvCache::new_windowed";
         if let Some(layout) = pattern.layout {
-            return Err(Error::invalid(
-                OP,
-                format!(
-                    "incremental decoding with the block layout {layout:?} is not implemented \
-                     (the cache's attention takes a sliding window only); score or evaluate the \
-                     model (whole-sequence forward passes), or train it with a window"
-                ),
-            ));
+            // A layout may reach back to any earlier block: a plain cache.
+            if max_len == usize::MAX {
+                return Err(Error::invalid(
+                    OP,
+                    format!(
+                        "an unbounded cache needs a sliding window, and the block layout \
+                         {layout:?} may attend to any earlier position: give max_len"
+                    ),
+                ));
+            }
+            let mut cache = KvCache::new(gpu, n_layers, batch, n_head, head_size, max_len)?;
+            cache.ring.layout = Some(layout);
+            return Ok(cache);
         }
         let Some(w) = pattern.sliding_window else {
             if max_len == usize::MAX {
@@ -135,6 +143,7 @@ impl KvCache {
             window: w,
             global: g,
             ring: ring_rows - g,
+            layout: None,
         };
         Ok(cache)
     }

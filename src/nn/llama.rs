@@ -14,7 +14,7 @@ use crate::gpu::Gpu;
 use crate::kernels::attention::AttentionPattern;
 use crate::kernels::kv_cache::{kv_attention_ring, kv_scatter_ring, KvRing};
 use crate::kernels::rope::{rope_table, rope_table_from, QkvHeads};
-use crate::nn::layers::check_ring;
+use crate::nn::layers::layer_ring;
 use crate::tensor::Tensor;
 
 pub use super::llama_config::LlamaConfig;
@@ -130,6 +130,11 @@ impl Attention {
         })
     }
 
+    /// The same attention with layer `i`'s pattern (`LlamaConfig::layer_pattern`).
+    fn with_pattern(self, pattern: AttentionPattern) -> Attention {
+        Attention { pattern, ..self }
+    }
+
     fn qkv(&self, tape: &Tape, x: &Var) -> Result<(Var, Var, Var)> {
         Ok((
             self.q_proj.forward(tape, x)?,
@@ -163,7 +168,7 @@ impl Attention {
         (kc, vc): (&Tensor, &Tensor),
         (len, ring): (usize, KvRing),
     ) -> Result<Var> {
-        check_ring(&self.pattern, ring)?;
+        let ring = layer_ring(&self.pattern, ring)?;
         let (q, k, v) = self.qkv(tape, x)?;
         let heads = self.heads;
         let packed = tape.rope_qkv((&q, &k, &v), rope, heads, rope_pos0)?;
@@ -223,7 +228,8 @@ impl DecoderLayer {
         );
         Ok(DecoderLayer {
             input_layernorm: RmsNorm::new(gpu, &format!("{p}.input_layernorm"), c, eps)?,
-            self_attn: Attention::new(gpu, &format!("{p}.self_attn"), cfg, seed)?,
+            self_attn: Attention::new(gpu, &format!("{p}.self_attn"), cfg, seed)?
+                .with_pattern(cfg.layer_pattern(i)?),
             post_attention_layernorm: RmsNorm::new(
                 gpu,
                 &format!("{p}.post_attention_layernorm"),
@@ -407,7 +413,7 @@ impl Llama {
     /// binding limit.
     pub fn new_cache(&self, batch: usize, max_len: usize) -> Result<KvCache> {
         let cfg = &self.config;
-        let pattern = cfg.attention_pattern()?;
+        let pattern = cfg.cache_pattern()?;
         if pattern.is_dense() {
             self.check_len("Llama::new_cache", max_len)?;
         }
@@ -517,6 +523,9 @@ pub(crate) fn validate(cfg: &LlamaConfig) -> Result<()> {
             ),
         ));
     }
-    cfg.attention_pattern()?;
+    let pattern = cfg.attention_pattern()?;
+    if let Some(types) = &cfg.layer_types {
+        types.check(OP, ("num_hidden_layers", cfg.num_hidden_layers), &pattern)?;
+    }
     Ok(())
 }

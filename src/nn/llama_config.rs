@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::kernels::attention::{AttentionPattern, SparseLayout};
+use crate::nn::layer_types::{self, LayerType, LayerTypes};
 use serde_json::{Map, Value};
 
 /// Sizes of a Llama-layout decoder (Hugging Face's config.json names).
@@ -54,6 +55,11 @@ pub struct LlamaConfig {
     /// (`new_cache`) refuses it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sparse_layout: Option<SparseLayout>,
+    /// Which layers attend with the pattern above (Hugging Face's
+    /// `layer_types`: `"full_attention"`, `"sliding_attention"` or wgformer's
+    /// `"sparse_attention"`, one per layer); absent: every layer does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_types: Option<LayerTypes>,
 }
 
 fn default_eps() -> f32 {
@@ -95,6 +101,29 @@ impl LlamaConfig {
             self.global_tokens,
             self.sparse_layout,
         )
+    }
+
+    /// Layer `i`'s attention pattern: [`Self::attention_pattern`], or dense
+    /// where `layer_types` makes layer `i` `"full_attention"`.
+    pub fn layer_pattern(&self, i: usize) -> Result<AttentionPattern> {
+        let pattern = self.attention_pattern()?;
+        Ok(layer_types::layer_pattern(
+            self.layer_types.as_ref(),
+            i,
+            pattern,
+        ))
+    }
+
+    /// The pattern a KV cache is made for: the decoder layers' shared
+    /// pattern, or dense (a plain cache, each layer attending with its own)
+    /// when `layer_types` makes them differ.
+    pub fn cache_pattern(&self) -> Result<AttentionPattern> {
+        let pattern = self.attention_pattern()?;
+        Ok(layer_types::cache_pattern(
+            self.layer_types.as_ref(),
+            0..self.num_hidden_layers,
+            pattern,
+        ))
     }
 
     /// Training FLOPs per token (forward + backward = 3x forward): 6 per weight
@@ -170,6 +199,7 @@ impl LlamaConfig {
                 )),
             }
         };
+        let (window, layer_types) = sliding_window(json, &size)?;
         let cfg = LlamaConfig {
             vocab_size: need("vocab_size")?,
             hidden_size: need("hidden_size")?,
@@ -186,9 +216,10 @@ impl LlamaConfig {
                 .unwrap_or(false),
             bos_token_id: token("bos_token_id")?,
             eos_token_id: token("eos_token_id")?,
-            sliding_window: sliding_window(json, &size)?,
+            sliding_window: window,
             global_tokens: 0,
             sparse_layout: None,
+            layer_types,
         };
         if let Some(hd) = size("head_dim")? {
             if hd != cfg.head_dim() {
@@ -214,33 +245,73 @@ impl LlamaConfig {
 }
 
 /// Mistral's `sliding_window` (a number, or null for none), switched off by
-/// Qwen2's `use_sliding_window: false`; Qwen2's per-layer form
-/// (`max_window_layers` below the layer count: only some layers windowed) is
-/// refused by name.
+/// Qwen2's `use_sliding_window: false`, and which layers it applies to:
+/// Hugging Face's `layer_types` list if given, else Qwen2's
+/// `max_window_layers` (layer i slides when `i >= max_window_layers`, as
+/// transformers' `Qwen2Config` builds its `layer_types`), else every layer.
+/// Returns the window and the per-layer types, `None` when every layer is the
+/// same (all sliding; or all full, which is no window).
+#[allow(clippy::type_complexity)]
 fn sliding_window(
     json: &Map<String, Value>,
     size: &dyn Fn(&str) -> std::result::Result<Option<usize>, String>,
-) -> std::result::Result<Option<usize>, String> {
-    let window = size("sliding_window")?;
+) -> std::result::Result<(Option<usize>, Option<LayerTypes>), String> {
+    let mut window = size("sliding_window")?;
     match json.get("use_sliding_window") {
         None | Some(Value::Null) | Some(Value::Bool(true)) => {}
-        Some(Value::Bool(false)) => return Ok(None),
+        Some(Value::Bool(false)) => window = None,
         Some(v) => {
             return Err(format!(
                 "config field `use_sliding_window` = {v} must be true or false"
             ))
         }
     }
-    if let (Some(w), Some(layers)) = (window, size("max_window_layers")?) {
-        let n = size("num_hidden_layers")?.unwrap_or(0);
-        if layers < n {
+    let n = size("num_hidden_layers")?.unwrap_or(0);
+    let types = match json.get("layer_types") {
+        None | Some(Value::Null) => match (window, size("max_window_layers")?) {
+            (Some(_), Some(first)) => {
+                Some(LayerTypes::from_max_window_layers(n, first).map_err(|e| e.to_string())?)
+            }
+            _ => None,
+        },
+        Some(v) => Some(
+            serde_json::from_value::<LayerTypes>(v.clone())
+                .map_err(|e| format!("config field `layer_types` = {v}: {e}"))?,
+        ),
+    };
+    let Some(types) = types else {
+        return Ok((window, None));
+    };
+    let list = types.as_slice();
+    if let Some(i) = list.iter().position(|&t| t == LayerType::Sparse) {
+        return Err(format!(
+            "config field `layer_types`[{i}] is \"sparse_attention\", which a Hugging Face \
+             config has no layout for; use \"sliding_attention\" or \"full_attention\""
+        ));
+    }
+    if window.is_none() {
+        if let Some(i) = list.iter().position(|&t| t == LayerType::Sliding) {
             return Err(format!(
-                "config field `max_window_layers` = {layers} windows only some of the {n} \
-                 layers (sliding_window {w}); wgformer applies one window to every layer"
+                "config field `layer_types`[{i}] is \"sliding_attention\" but there is no \
+                 sliding_window (or use_sliding_window is false); set one, or make the layer \
+                 \"full_attention\""
             ));
         }
+        return Ok((None, None));
     }
-    Ok(window)
+    if list.len() != n {
+        return Err(format!(
+            "config field `layer_types` lists {} layers but num_hidden_layers is {n}",
+            list.len()
+        ));
+    }
+    if list.iter().all(|&t| t == LayerType::Full) {
+        return Ok((None, None)); // the window applies to no layer
+    }
+    if list.iter().all(|&t| t == LayerType::Sliding) {
+        return Ok((window, None));
+    }
+    Ok((window, Some(types)))
 }
 
 /// The fields [`LlamaConfig`] reads.
@@ -248,6 +319,7 @@ const SIZES: &[&str] = &[
     "sliding_window",
     "use_sliding_window",
     "max_window_layers",
+    "layer_types",
     "vocab_size",
     "hidden_size",
     "intermediate_size",

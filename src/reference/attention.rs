@@ -13,7 +13,7 @@ use crate::kernels::attention::AttentionPattern;
 /// not 0.0. Window W: |pos - j| < W, unless key j or position pos is among the
 /// first G (global tokens). Block layout of block B: `allows(pos / B, j / B)`.
 #[allow(clippy::too_many_arguments)]
-fn visible(
+pub(crate) fn visible(
     pattern: &AttentionPattern,
     causal: bool,
     key_mask: Option<&[f32]>,

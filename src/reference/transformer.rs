@@ -3,6 +3,7 @@
 //! the GPU model is tested against it, and its finite differences check the GPU
 //! model's gradients end to end.
 
+use crate::kernels::attention::AttentionPattern;
 use crate::nn::{NormPlacement, TransformerConfig};
 use std::collections::HashMap;
 
@@ -47,7 +48,7 @@ pub fn encdec_logits(
                 h,
                 (b, s),
                 Some(&keep),
-                false,
+                (false, layer_pattern(cfg, i)),
             )
         });
         x = sublayer(cfg, w, &format!("{p}.ln_2"), &x, |h| ffn(cfg, w, &p, h));
@@ -61,7 +62,16 @@ pub fn encdec_logits(
     for i in 0..cfg.n_decoder_layers {
         let p = format!("decoder.layers.{i}");
         y = sublayer(cfg, w, &format!("{p}.ln_1"), &y, |h| {
-            self_attention(cfg, w, &format!("{p}.self_attn"), h, (b, t), None, true)
+            let pattern = layer_pattern(cfg, cfg.n_encoder_layers + i);
+            self_attention(
+                cfg,
+                w,
+                &format!("{p}.self_attn"),
+                h,
+                (b, t),
+                None,
+                (true, pattern),
+            )
         });
         y = sublayer(cfg, w, &format!("{p}.ln_2"), &y, |h| {
             let pc = format!("{p}.cross_attn");
@@ -73,7 +83,7 @@ pub fn encdec_logits(
                 (&kv, 2 * d, 0, d),
                 (b, t, s),
                 Some(&keep),
-                false,
+                (false, AttentionPattern::DENSE),
             );
             linear(w, &format!("{pc}.out"), &o, d, d)
         });
@@ -193,7 +203,7 @@ fn self_attention(
     x: &[f64],
     (b, t): (usize, usize),
     keep: Option<&[bool]>,
-    causal: bool,
+    masking: (bool, AttentionPattern),
 ) -> Vec<f64> {
     let d = cfg.d_model;
     let qkv = linear(w, &format!("{name}.qkv"), x, d, 3 * d);
@@ -203,21 +213,23 @@ fn self_attention(
         (&qkv, 3 * d, d, 2 * d),
         (b, t, t),
         keep,
-        causal,
+        masking,
     );
     linear(w, &format!("{name}.out"), &o, d, d)
 }
 
 /// Multi-head attention before the output projection: queries at column `qo`
 /// of rows of width `qw` (B*Tq rows), keys at `ko` and values at `vo` of rows of
-/// width `kw` (B*Tk rows); `keep (B, Tk)` false = masked key. Returns (B*Tq, d).
+/// width `kw` (B*Tk rows); `keep (B, Tk)` false = masked key; causal masking
+/// and the sparse pattern as `reference::attention` defines them (a row that
+/// sees no key gives zeros). Returns (B*Tq, d).
 fn attend(
     cfg: &TransformerConfig,
     (q, qw, qo): (&[f64], usize, usize),
     (kv, kw, ko, vo): (&[f64], usize, usize, usize),
     (b, tq, tk): (usize, usize, usize),
     keep: Option<&[bool]>,
-    causal: bool,
+    (causal, pattern): (bool, AttentionPattern),
 ) -> Vec<f64> {
     let d = cfg.d_model;
     let hs = d / cfg.n_heads;
@@ -230,7 +242,15 @@ fn attend(
                 // Scores over the visible keys; -inf elsewhere.
                 let scores: Vec<f64> = (0..tk)
                     .map(|j| {
-                        let visible = keep.is_none_or(|m| m[bi * tk + j]) && (!causal || j <= i);
+                        let visible = keep.is_none_or(|m| m[bi * tk + j])
+                            && super::attention::visible(
+                                &pattern,
+                                causal,
+                                None,
+                                (bi, tq, tk),
+                                i,
+                                j,
+                            );
                         if !visible {
                             return f64::NEG_INFINITY;
                         }
@@ -241,6 +261,9 @@ fn attend(
                 let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
                 let z: f64 = e.iter().sum();
+                if m == f64::NEG_INFINITY {
+                    continue; // no visible key: zeros
+                }
                 for (j, ej) in e.iter().enumerate() {
                     let vj = &kv[(bi * tk + j) * kw + vo + h * hs..][..hs];
                     for c in 0..hs {
@@ -251,4 +274,9 @@ fn attend(
         }
     }
     out
+}
+
+/// Layer `i`'s self-attention pattern (encoder layers, then decoder layers).
+fn layer_pattern(cfg: &TransformerConfig, i: usize) -> AttentionPattern {
+    cfg.layer_pattern(i).expect("a valid config")
 }

@@ -547,6 +547,7 @@ impl DateTaskSetup {
             sliding_window: None,
             global_tokens: 0,
             sparse_layout: None,
+            layer_types: None,
         }
     }
 

@@ -222,6 +222,7 @@ impl CharGpt {
             sliding_window: None,
             global_tokens: 0,
             sparse_layout: None,
+            layer_types: None,
         };
         check_gpt_memory(gpu, &gpt, c.batch)?;
         let model = Gpt::new(gpu, gpt, c.seed as u64)?;

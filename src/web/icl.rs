@@ -119,6 +119,7 @@ impl IclTrainer {
             sliding_window: None,
             global_tokens: 0,
             sparse_layout: None,
+            layer_types: None,
         };
         gpt.validate()?;
         check_gpt_memory(gpu, &gpt, c.batch)?;

@@ -187,6 +187,7 @@ impl DateTranslator {
             sliding_window: None,
             global_tokens: 0,
             sparse_layout: None,
+            layer_types: None,
         };
         tc.validate()?;
         check_translator_memory(gpu, &tc, c.batch_tokens)?;

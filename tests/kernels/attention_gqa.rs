@@ -14,7 +14,7 @@ use crate::common::attention::mask;
 use crate::common::*;
 use wgformer::kernels::attention::{
     attention_bwd, attention_fwd, attention_unfused, attention_unfused_bwd,
-    attention_unfused_naive, AttentionOptions, AttentionPattern, SparseLayout, SparseLayoutKind,
+    attention_unfused_naive, AttentionOptions, AttentionPattern, SparseLayout,
 };
 use wgformer::reference::attention::{attention_bwd_pattern, attention_fwd_pattern};
 use wgformer::reference::llama::{repeat_kv, repeat_kv_bwd};
@@ -296,11 +296,7 @@ fn cases() -> Vec<Gqa> {
         }
     }
     let window = AttentionPattern::sliding_window(5).with_global_tokens(3);
-    let layout = AttentionPattern::block_sparse(SparseLayout {
-        kind: SparseLayoutKind::Strided,
-        block: 8,
-        stride: 3,
-    });
+    let layout = AttentionPattern::block_sparse(SparseLayout::strided(8, 3));
     cases.extend([
         Gqa::new(2, (4, 2), (65, 65), 16).causal(true).padded(),
         Gqa::new(2, (6, 2), (7, 7), 16).padded(),

@@ -20,31 +20,42 @@ use wgformer::{reference, Error, Tensor};
 /// window across tiles with global tokens that span a tile edge of the
 /// subgroup kernels (4 keys) but not of the others.
 /// Then the Sparse Transformer's block layouts: strided with blocks smaller
-/// than every tile, fixed with blocks of 16 (a tile edge of some kernels).
-fn patterns() -> [AttentionPattern; 5] {
+/// than every tile, fixed with blocks of 16 (a tile edge of some kernels), and
+/// an explicit list of blocks of 32 (BigBird-like, see [`bigbird`]).
+fn patterns() -> [AttentionPattern; 6] {
     [
         AttentionPattern::sliding_window(16),
         AttentionPattern::sliding_window(5).with_global_tokens(3),
         AttentionPattern::sliding_window(40).with_global_tokens(9),
         AttentionPattern::block_sparse(strided(8, 3)),
         AttentionPattern::block_sparse(fixed(16, 2)),
+        AttentionPattern::block_sparse(bigbird(32, 32)),
     ]
 }
 
 fn strided(block: usize, stride: usize) -> SparseLayout {
-    SparseLayout {
-        kind: SparseLayoutKind::Strided,
-        block,
-        stride,
-    }
+    SparseLayout::strided(block, stride)
 }
 
 fn fixed(block: usize, stride: usize) -> SparseLayout {
-    SparseLayout {
-        kind: SparseLayoutKind::Fixed,
-        block,
-        stride,
+    SparseLayout::fixed(block, stride)
+}
+
+/// An explicit layout of `n` blocks of `block`, BigBird-like and irregular:
+/// query block qb sees itself, the block before, block 0 (global), one
+/// pseudo-random block (7 qb + 3) mod n anywhere (so without causal masking
+/// also later ones), and block 0 sees block n / 2 + 1 ahead.
+fn bigbird(block: usize, n: usize) -> SparseLayout {
+    let mut pairs = vec![[0, n / 2 + 1]];
+    for qb in 0..n {
+        pairs.extend([
+            [qb, qb],
+            [qb, qb.saturating_sub(1)],
+            [qb, 0],
+            [qb, (7 * qb + 3) % n],
+        ]);
     }
+    SparseLayout::blocks(block, &pairs).unwrap()
 }
 
 /// Batch 0 unpadded; batch 1 pads its last quarter and every 5th key (so with
@@ -147,9 +158,14 @@ fn reference_follows_the_block_layout_definitions() {
     let (t, hs) = (9, 4);
     let [q, k, v, _] = Case::new(1, 1, t, t, hs, true).inputs();
     let dims = (1, 1, t, t, hs);
+    // Explicit, blocks of 2: query block 3 lists key blocks 0 and 3 (and
+    // block 4, beyond the causal mask): keys 0, 1, 6, 7.
+    let explicit =
+        SparseLayout::blocks(2, &[[0, 0], [1, 1], [2, 2], [3, 0], [3, 3], [3, 4], [4, 4]]).unwrap();
     for (layout, keys) in [
         (strided(1, 3), vec![1, 4, 5, 6, 7]),
         (fixed(2, 2), vec![2, 3, 4, 5, 6, 7]),
+        (explicit, vec![0, 1, 6, 7]),
     ] {
         let pattern = AttentionPattern::block_sparse(layout);
         let (o, l) = reference::attention::attention_fwd_pattern(
@@ -192,7 +208,7 @@ fn to_f32(x: &[f64]) -> Vec<f32> {
 fn reference_backward_with_patterns_matches_central_differences() {
     // As attention_bwd.rs: loss = sum(W * O), 1e-7 abs + 1e-6 rel.
     // (dims, causal, pattern, padded)
-    let cases: [(Dims, bool, AttentionPattern, bool); 6] = [
+    let cases: [(Dims, bool, AttentionPattern, bool); 7] = [
         (
             (1, 2, 7, 7, 3),
             true,
@@ -228,6 +244,12 @@ fn reference_backward_with_patterns_matches_central_differences() {
             false,
             AttentionPattern::block_sparse(fixed(2, 2)),
             false,
+        ),
+        (
+            (1, 1, 8, 8, 2),
+            false,
+            AttentionPattern::block_sparse(bigbird(2, 4)),
+            true,
         ),
     ];
     for (dims, causal, pattern, padded) in cases {
@@ -317,11 +339,14 @@ fn fused_matches_reference_and_unfused_on_a_long_sequence() {
     // blocks); causal and not, padded.
     let window = AttentionPattern::sliding_window(100).with_global_tokens(4);
     let layout = AttentionPattern::block_sparse(strided(64, 3));
+    let explicit = AttentionPattern::block_sparse(bigbird(32, 32));
     for (causal, pattern) in [
         (true, window),
         (false, window),
         (true, layout),
         (false, layout),
+        (true, explicit),
+        (false, explicit),
     ] {
         let mut c = Case::new(2, 1, 1000, 1000, 64, causal).with_pattern(pattern);
         c.mask = Some(mask(2, 1000, |b, j| b == 0 || j < 900));
@@ -567,6 +592,105 @@ fn key_tiles_the_block_layout_leaves_out_are_never_read() {
 }
 
 #[test]
+fn key_tiles_an_explicit_layout_leaves_out_are_never_read() {
+    // Blocks of 64, causal, T = 512: every query block sees itself and block
+    // 0, blocks 2 and 3 also block 1, which is poisoned with NaN. Rows from
+    // 256 (blocks 4..8) must come out exact: their workgroups skip block 1.
+    let (t, hs) = (512, 16);
+    let mut pairs: Vec<[usize; 2]> = (0..8).flat_map(|qb| [[qb, qb], [qb, 0]]).collect();
+    pairs.extend([[2, 1], [3, 1]]);
+    let layout = SparseLayout::blocks(64, &pairs).unwrap();
+    let case = Case::new(1, 1, t, t, hs, true).with_pattern(AttentionPattern::block_sparse(layout));
+    let [q, k, v, d_o] = case.inputs();
+    let poison = |x: &[f32]| -> Vec<f32> {
+        let mut x = x.to_vec();
+        x[64 * hs..128 * hs].fill(f32::NAN);
+        x
+    };
+    let gpu = gpu();
+    let tensor = |x: &[f32]| Tensor::from_slice(&gpu, x, &[1, 1, t, hs]).unwrap();
+    let (qt, kt, vt, dot) = (
+        tensor(&q),
+        tensor(&poison(&k)),
+        tensor(&poison(&v)),
+        tensor(&d_o),
+    );
+    let opts = case.opts(None);
+    let (o, l) = attention_fwd(&qt, &kt, &vt, &opts).unwrap();
+    let (dq, _, _) = attention_bwd(&qt, &kt, &vt, &o, &l, &dot, &opts).unwrap();
+    let (o_ref, _) = Forward::reference(&case);
+    let (dq_ref, _, _) = Backward::reference(&case);
+    let rows = 256 * hs..;
+    let o = o.to_vec().unwrap();
+    assert_close(
+        "O of rows 256..",
+        &o[rows.clone()],
+        &o_ref[rows.clone()],
+        1e-5,
+        1e-4,
+    );
+    let dq = dq.to_vec().unwrap();
+    assert_close(
+        "dQ of rows 256..",
+        &dq[rows.clone()],
+        &dq_ref[rows],
+        2e-5,
+        1e-4,
+    );
+    // Not vacuous: block 2 (rows 128..192) sees block 1.
+    assert!(o[128 * hs..192 * hs].iter().all(|x| x.is_nan()));
+}
+
+#[test]
+fn bad_explicit_layouts_are_errors_that_name_the_value() {
+    let msg = |r: wgformer::Result<SparseLayout>| r.unwrap_err().to_string();
+    // A block that neither divides the tile nor is a multiple of it.
+    let e = msg(SparseLayout::blocks(24, &[[0, 0]]));
+    assert!(
+        e.contains("block 24") && e.contains("multiple of 64"),
+        "{e}"
+    );
+    let e = SparseLayout::strided(48, 2)
+        .check("test")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("block 48"), "{e}");
+    // A query block with no key block at or before it.
+    let e = msg(SparseLayout::blocks(16, &[[0, 0], [1, 2], [2, 2]]));
+    assert!(
+        e.contains("query block 1") && e.contains("add [1, 1]"),
+        "{e}"
+    );
+    // No pairs, a block index past 64, a stride on a list.
+    let e = msg(SparseLayout::blocks(16, &[]));
+    assert!(e.contains("lists no pairs"), "{e}");
+    let e = msg(SparseLayout::blocks(16, &[[0, 0], [32, 0]]));
+    assert!(e.contains("[32, 0]") && e.contains("larger block"), "{e}");
+    let json = r#"{"kind": "blocks", "block": 16, "stride": 2, "pairs": [[0, 0]]}"#;
+    let parsed: SparseLayout = serde_json::from_str(json).unwrap();
+    let e = parsed.check("test").unwrap_err().to_string();
+    assert!(e.contains("stride 2") && e.contains("remove it"), "{e}");
+    // The JSON form round-trips.
+    let layout = bigbird(16, 8);
+    let text = serde_json::to_string(&layout).unwrap();
+    assert!(
+        text.starts_with(r#"{"kind":"blocks","block":16,"pairs":[[0,0],[0,3],[0,5],[1,0],"#),
+        "{text}"
+    );
+    assert_eq!(serde_json::from_str::<SparseLayout>(&text).unwrap(), layout);
+    // A sequence longer than the list covers (8 blocks of 16 = 128 positions).
+    let gpu = gpu();
+    let c =
+        Case::new(1, 1, 129, 129, 16, true).with_pattern(AttentionPattern::block_sparse(layout));
+    let ([q, k, v, _], _) = c.tensors(&gpu);
+    let err = attention_fwd(&q, &k, &v, &c.opts(None))
+        .map(drop)
+        .unwrap_err();
+    assert!(err.to_string().contains("covers 128 positions"), "{err}");
+    assert_eq!(layout.kind, SparseLayoutKind::Blocks);
+}
+
+#[test]
 fn fused_tests_pass_with_the_other_work_split() {
     on(&other_attention_split(), || {
         fused_forward_matches_reference();
@@ -574,6 +698,7 @@ fn fused_tests_pass_with_the_other_work_split() {
         decoding_rows_against_a_longer_cache();
         key_tiles_outside_the_window_are_never_read();
         key_tiles_the_block_layout_leaves_out_are_never_read();
+        key_tiles_an_explicit_layout_leaves_out_are_never_read();
     });
 }
 

@@ -224,6 +224,7 @@ fn gpt(gpu: &Gpu) -> Gpt {
         sliding_window: None,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     };
     let model = Gpt::new(gpu, cfg, 1).unwrap();
     randomise(&model.params(), 1, 0.3);
@@ -348,6 +349,7 @@ fn encdec(gpu: &Gpu, norm: NormPlacement) -> Transformer {
         sliding_window: None,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     };
     let model = Transformer::new(gpu, cfg, 2).unwrap();
     randomise(&model.params(), 2, 0.3);

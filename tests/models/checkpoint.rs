@@ -323,6 +323,7 @@ fn tiny(n_layer: usize, n_embd: usize) -> GptConfig {
         sliding_window: None,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     }
 }
 
@@ -492,6 +493,7 @@ fn hugging_face_gpt2_checkpoint_loads() {
             sliding_window: None,
             global_tokens: 0,
             sparse_layout: None,
+            layer_types: None,
         }
     );
     let (model, report) = load_gpt(&gpu, &dir).unwrap();

@@ -31,6 +31,7 @@ fn tiny(norm: NormPlacement, activation: Activation) -> TransformerConfig {
         sliding_window: None,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     }
 }
 

@@ -21,6 +21,7 @@ fn tiny_gpt(ctx: usize) -> Gpt {
         sliding_window: None,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     };
     Gpt::new(&crate::common::gpu(), config, 3).unwrap()
 }

@@ -21,6 +21,7 @@ fn tiny() -> GptConfig {
         sliding_window: None,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     }
 }
 
@@ -163,6 +164,7 @@ fn absurd_sizes_are_refused_naming_the_field() {
         sliding_window: None,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     };
     assert_eq!(gpt2_small.param_count(), 124_439_808, "GPT-2 small's count");
     let gpu_like = MemoryLimits {

@@ -26,6 +26,7 @@ fn tiny_gpt(g: &Gpu) -> Gpt {
         sliding_window: None,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     };
     Gpt::new(g, config, 3).unwrap()
 }
@@ -47,6 +48,7 @@ fn tiny_llama(g: &Gpu) -> Llama {
         sliding_window: None,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     };
     Llama::new(g, config, 3).unwrap()
 }

@@ -17,6 +17,7 @@ mod lora;
 mod mixed;
 mod parity_encdec;
 mod parity_gpt;
+mod per_layer;
 mod sliding_window;
 mod trainer;
 mod training_step;

@@ -36,6 +36,7 @@ fn config(vocab: usize) -> GptConfig {
         sliding_window: None,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     }
 }
 

@@ -35,6 +35,7 @@ pub(crate) fn gpt_task(model_seed: u64) -> GptTask {
         sliding_window: None,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     };
     let dataset = TextDataset::from_text(TEXT, &tok, 0.2).unwrap();
     let model = Gpt::new(&gpu, config, model_seed).unwrap();
@@ -187,6 +188,7 @@ fn icl_task(model_seed: u64) -> IclTrainTask {
         sliding_window: None,
         global_tokens: 0,
         sparse_layout: None,
+        layer_types: None,
     };
     let model = Gpt::new(&gpu, config, model_seed).unwrap();
     let data = IclData {

@@ -19,7 +19,8 @@
 //!   masks; any other value attends.
 //! - Sparse pattern ([`AttentionPattern`], `pattern.rs`): a sliding window of
 //!   W keys (|i + Tk - Tq - j| < W) and G global tokens, or a Sparse
-//!   Transformer block layout ([`SparseLayout`]: strided or fixed); a pair is
+//!   Transformer block layout ([`SparseLayout`]: strided, fixed or an explicit
+//!   list of block pairs); a pair is
 //!   visible when the causal mask, the key padding and the pattern all allow it.
 //! - O = softmax over the visible keys of each row, times V: (B, NH, Tq, HS).
 //! - L = log(sum_j exp(S_ij)) over the visible keys: (B, NH, Tq), natural log,
@@ -60,7 +61,7 @@ pub(crate) mod plan;
 pub(crate) mod unfused;
 
 pub use fused::{attention_bwd, attention_fwd};
-pub use pattern::{AttentionPattern, SparseLayout, SparseLayoutKind};
+pub use pattern::{AttentionPattern, BlockPairs, SparseLayout, SparseLayoutKind, LAYOUT_TILE};
 pub use unfused::{attention_unfused, attention_unfused_bwd, attention_unfused_naive};
 
 use plan::Dims;
@@ -102,6 +103,8 @@ struct Params {
     stride: u32,
     /// Query heads per key/value head, NH / NKV (1: multi-head attention).
     group: u32,
+    /// An explicit layout's (query block, key block) bits (`BlockPairs::words`).
+    pairs: [[u32; 4]; 8],
 }
 
 /// Checks q, k, v and the options; returns the shapes.
@@ -181,6 +184,7 @@ fn params(d: &Dims, scale: f32, opts: &AttentionOptions) -> Params {
         block,
         stride,
         group: d.group() as u32,
+        pairs: opts.pattern.layout_words(),
     }
 }
 

@@ -79,13 +79,13 @@ impl SelfAttention {
     /// Decoding: x (B, n, C) holds the tokens at positions `len..len + n`; their
     /// keys and values are written into the caches `k, v (B, NH, Tcap, HS)` at
     /// the rows `ring` gives them (rows `len..` of a plain cache) and every new
-    /// token attends to the cache up to itself, within `ring`'s window (which
-    /// must be this layer's pattern's: a cache made by the model's `new_cache`).
+    /// token attends to the cache up to itself under this layer's pattern (a
+    /// ring cache must have been made for it: see `layer_ring`).
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for a block-sparse layout,
-    /// `x` not (B, n, C), caches not (B, NH, Tcap, HS), or positions `len..len + n` beyond the
-    /// cache (or its ring); otherwise as [every kernel](crate::kernels#errors).
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for `x` not (B, n, C),
+    /// caches not (B, NH, Tcap, HS), or positions `len..len + n` beyond the cache (or its ring);
+    /// otherwise as [every kernel](crate::kernels#errors).
     pub fn step(
         &self,
         tape: &Tape,
@@ -94,7 +94,7 @@ impl SelfAttention {
         len: usize,
         ring: KvRing,
     ) -> Result<Var> {
-        check_ring(&self.pattern, ring)?;
+        let ring = layer_ring(&self.pattern, ring)?;
         let qkv = self.qkv.forward(tape, x)?;
         let c = qkv.shape()[2] / 3;
         let n = qkv.shape()[1];
@@ -104,33 +104,36 @@ impl SelfAttention {
     }
 }
 
-/// A cache's window must be the layer's pattern (a cache made for another
-/// model, or a window on a non-causal layer, would compute something else).
-pub(crate) fn check_ring(pattern: &AttentionPattern, ring: KvRing) -> Result<()> {
-    if let Some(layout) = pattern.layout {
-        return Err(Error::invalid(
-            "SelfAttention::step",
-            format!(
-                "incremental decoding with the block layout {layout:?} is not implemented (the \
-                 cache's attention takes a sliding window only)"
-            ),
-        ));
-    }
+/// The ring a layer with `pattern` attends with in a cache laid out as
+/// `cache`. A ring cache (rows reused cyclically) holds only the window it was
+/// made for, so the layer's window and global tokens must be the cache's (a
+/// cache made for another model would compute something else). A plain cache
+/// holds every position, so each layer attends with its own pattern: its
+/// window, global tokens or block layout (models whose layers differ).
+pub(crate) fn layer_ring(pattern: &AttentionPattern, cache: KvRing) -> Result<KvRing> {
     let (w, g) = match pattern.sliding_window {
         Some(w) => (w, pattern.global_tokens),
         None => (0, 0),
     };
-    if (ring.window, ring.global) != (w, g) {
+    if cache.ring == 0 {
+        return Ok(KvRing {
+            window: w,
+            global: g,
+            ring: 0,
+            layout: pattern.layout,
+        });
+    }
+    if (cache.window, cache.global) != (w, g) || pattern.layout.is_some() {
         return Err(Error::invalid(
             "SelfAttention::step",
             format!(
-                "the KV cache attends with window {} and {} global tokens, but the layer's \
+                "the KV cache is a ring for window {} and {} global tokens, but the layer's \
                  pattern is {pattern:?}; make the cache with this model's new_cache",
-                ring.window, ring.global
+                cache.window, cache.global
             ),
         ));
     }
-    Ok(())
+    Ok(cache)
 }
 
 /// Cross-attention: `{q}` (C, C) on the decoder side, `{kv}` (C, 2C) columns

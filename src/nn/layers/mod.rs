@@ -10,7 +10,7 @@ mod feed_forward;
 mod positional;
 mod residual;
 
-pub(crate) use attention::check_ring;
+pub(crate) use attention::layer_ring;
 pub use attention::{CrossAttention, SelfAttention};
 pub use basic::{Embedding, LayerNorm, Linear};
 pub use dropout::Dropout;

@@ -27,13 +27,14 @@ fn self_attention(
     gpu: &Gpu,
     p: &str,
     cfg: &TransformerConfig,
-    causal: bool,
+    (causal, layer): (bool, usize),
     seeds: (u64, u64),
 ) -> Result<SelfAttention> {
     // The encoder's window is bidirectional (within W either side), the
     // decoder's causal (the W positions up to each); cross-attention stays
     // dense: a target position has no source position to centre a window on.
-    let pattern = cfg.attention_pattern()?;
+    // `layer` counts the encoder's layers, then the decoder's (`layer_types`).
+    let pattern = cfg.layer_pattern(layer)?;
     SelfAttention::new(
         gpu,
         (&format!("{p}.self_attn.qkv"), &format!("{p}.self_attn.out")),
@@ -89,7 +90,7 @@ impl EncoderLayer {
     ) -> Result<Self> {
         let p = format!("encoder.layers.{i}");
         Ok(EncoderLayer {
-            self_attn: self_attention(gpu, &p, cfg, false, (seed(), seed()))?,
+            self_attn: self_attention(gpu, &p, cfg, (false, i), (seed(), seed()))?,
             ln_1: residual(gpu, format!("{p}.ln_1"), cfg)?,
             ffn: feed_forward(gpu, &p, cfg, (seed(), seed()))?,
             ln_2: residual(gpu, format!("{p}.ln_2"), cfg)?,
@@ -158,7 +159,13 @@ impl DecoderLayer {
     ) -> Result<Self> {
         let p = format!("decoder.layers.{i}");
         Ok(DecoderLayer {
-            self_attn: self_attention(gpu, &p, cfg, true, (seed(), seed()))?,
+            self_attn: self_attention(
+                gpu,
+                &p,
+                cfg,
+                (true, cfg.n_encoder_layers + i),
+                (seed(), seed()),
+            )?,
             ln_1: residual(gpu, format!("{p}.ln_1"), cfg)?,
             cross_attn: CrossAttention::new(
                 gpu,

@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use crate::kernels::attention::{AttentionPattern, SparseLayout};
 use crate::nn::config_checks;
+use crate::nn::layer_types::{self, LayerTypes};
 use crate::nn::layers::{Activation, NormPlacement};
 
 /// Sizes of an encoder-decoder Transformer; the field names are the JSON keys.
@@ -49,6 +50,11 @@ pub struct TransformerConfig {
     /// (`new_cache`) refuses it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sparse_layout: Option<SparseLayout>,
+    /// Which layers attend with the pattern above (Hugging Face's
+    /// `layer_types`: `"full_attention"`, `"sliding_attention"` or wgformer's
+    /// `"sparse_attention"`, one per layer); absent: every layer does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer_types: Option<LayerTypes>,
 }
 
 fn default_eps() -> f32 {
@@ -74,6 +80,7 @@ impl TransformerConfig {
             sliding_window: None,
             global_tokens: 0,
             sparse_layout: None,
+            layer_types: None,
         }
     }
 
@@ -130,6 +137,16 @@ impl TransformerConfig {
         }
         config_checks::epsilon(OP, self.layer_norm_epsilon, "default 1e-5")?;
         self.attention_pattern()?;
+        if let Some(types) = &self.layer_types {
+            types.check(
+                OP,
+                (
+                    "n_encoder_layers + n_decoder_layers",
+                    self.n_encoder_layers + self.n_decoder_layers,
+                ),
+                &self.attention_pattern()?,
+            )?;
+        }
         Ok(())
     }
 
@@ -147,6 +164,29 @@ impl TransformerConfig {
             self.global_tokens,
             self.sparse_layout,
         )
+    }
+
+    /// Layer `i`'s attention pattern: [`Self::attention_pattern`], or dense
+    /// where `layer_types` makes layer `i` `"full_attention"` (encoder layers 0..n_encoder_layers, then the decoder layers: `layer_types` lists them in that order; cross-attention is always dense).
+    pub fn layer_pattern(&self, i: usize) -> Result<AttentionPattern> {
+        let pattern = self.attention_pattern()?;
+        Ok(layer_types::layer_pattern(
+            self.layer_types.as_ref(),
+            i,
+            pattern,
+        ))
+    }
+
+    /// The pattern a KV cache is made for: the decoder layers' shared
+    /// pattern, or dense (a plain cache, each layer attending with its own)
+    /// when `layer_types` makes them differ.
+    pub fn cache_pattern(&self) -> Result<AttentionPattern> {
+        let pattern = self.attention_pattern()?;
+        Ok(layer_types::cache_pattern(
+            self.layer_types.as_ref(),
+            self.n_encoder_layers..self.n_encoder_layers + self.n_decoder_layers,
+            pattern,
+        ))
     }
 
     /// Parses and validates JSON (unknown or missing fields are errors).

@@ -275,7 +275,7 @@ impl Transformer {
                 ),
             ));
         }
-        let pattern = cfg.attention_pattern()?;
+        let pattern = cfg.cache_pattern()?;
         KvCache::new_windowed(
             self.embed.weight.value().gpu(),
             cfg.n_decoder_layers,
