@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 /// Saves a checkpoint into directory `dir` atomically (see the module doc). `dir`
 /// may exist only as an earlier wgformer checkpoint (or empty): anything else is
 /// refused rather than replaced.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn save_checkpoint<C: ModelConfig>(dir: &Path, contents: &CheckpointContents<C>) -> Result<()> {
     let (tmp, old) = siblings(dir)?;
     recover(dir)?;

@@ -53,6 +53,7 @@ impl ModelConfig for LlamaConfig {
 
 /// Builds a [`Llama`] from a checkpoint directory (ours or Hugging Face's) and
 /// loads its weights strictly: [`Llama::load_with_report`].
+#[cfg(not(target_arch = "wasm32"))]
 pub fn load_llama(gpu: &Gpu, dir: &Path) -> Result<(Llama, LoadReport)> {
     Llama::load_with_report(gpu, dir)
 }

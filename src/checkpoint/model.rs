@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::{Gpt, GptConfig, Llama, LlamaConfig, Transformer, TransformerConfig};
 use crate::optim::Optimizer;
-use crate::train::gpt::check_vocab;
+use crate::data::check_vocab;
 use serde_json::Value;
 use std::path::Path;
 

@@ -6,6 +6,8 @@ use super::{
     CheckpointContents, ModelConfig, CONFIG_FILE, FORMAT_KEY, FORMAT_VERSION, GRAD_SCALER_KEY,
     MODEL_FILE, OPTIMIZER_FILE, TOKEN_ID_KEYS, TRAINER_STATE_FILE,
 };
+use crate::autograd::Param;
+use crate::data::Tokenizer;
 use crate::error::{Error, Result};
 use crate::optim::OptimizerKind;
 use crate::safetensors::{self, TensorRef};
@@ -13,6 +15,7 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+#[cfg(not(target_arch = "wasm32"))]
 pub(super) fn write_contents<C: ModelConfig>(
     tmp: &Path,
     contents: &CheckpointContents<C>,
@@ -30,19 +33,7 @@ pub(super) fn write_contents<C: ModelConfig>(
         .iter()
         .map(|p| p.value().to_vec())
         .collect::<Result<Vec<_>>>()?;
-    let tensors: Vec<TensorRef> = contents
-        .params
-        .iter()
-        .zip(&values)
-        .map(|(p, v)| TensorRef {
-            name: p.name(),
-            shape: p.value().shape(),
-            data: v,
-        })
-        .collect();
-    // "format": "pt" is what Hugging Face's loader requires of a safetensors file.
-    let model_meta = meta(&[("format", "pt".into()), (FORMAT_KEY, version.clone())]);
-    safetensors::write_file(&tmp.join(MODEL_FILE), &tensors, &model_meta, true)?;
+    safetensors::write_synced(&tmp.join(MODEL_FILE), &model_bytes(contents.params, &values)?)?;
 
     if let Some(opt) = contents.optimizer {
         let (kind, slots) = slot_names(opt.kind());
@@ -78,18 +69,11 @@ pub(super) fn write_contents<C: ModelConfig>(
         safetensors::write_file(&tmp.join(OPTIMIZER_FILE), &tensors, &opt_meta, true)?;
     }
 
-    let mut config = config_json(contents.config)?;
-    if let (Some(tokenizer), Value::Object(fields)) = (contents.tokenizer, &mut config) {
+    if let Some(tokenizer) = contents.tokenizer {
         tokenizer.save(tmp)?;
         sync_tree(tmp)?;
-        let sp = tokenizer.specials();
-        for (key, id) in TOKEN_ID_KEYS.iter().zip([sp.bos, sp.eos, sp.pad]) {
-            // Only where the config reads the key back; a config's own value stays.
-            if C::COMPAT_KEYS.contains(key) {
-                fields.entry(*key).or_insert(id.into());
-            }
-        }
     }
+    let config = config_with_token_ids(contents.config, contents.tokenizer)?;
     write_json(&tmp.join(CONFIG_FILE), &config)?;
     super::lora::write_adapters::<C>(tmp, contents.params)?;
     if let Some(state) = contents.trainer_state {
@@ -100,6 +84,47 @@ pub(super) fn write_contents<C: ModelConfig>(
         sync_tree(tmp)?;
     }
     sync_dir(tmp)
+}
+
+/// The bytes of the `model.safetensors` a checkpoint holds for `params`, whose
+/// values (read back from the GPU) are `values`: f32 tensors by name with the
+/// metadata Hugging Face's loader requires (`"format": "pt"`), our format
+/// version and a checksum.
+pub(super) fn model_bytes(params: &[Param], values: &[Vec<f32>]) -> Result<Vec<u8>> {
+    let tensors: Vec<TensorRef> = params
+        .iter()
+        .zip(values)
+        .map(|(p, v)| TensorRef {
+            name: p.name(),
+            shape: p.value().shape(),
+            data: v,
+        })
+        .collect();
+    let meta: BTreeMap<String, String> = [
+        ("format".to_string(), "pt".to_string()),
+        (FORMAT_KEY.to_string(), FORMAT_VERSION.to_string()),
+    ]
+    .into();
+    safetensors::serialize(&tensors, &meta, true)
+}
+
+/// [`config_json`] plus the special token ids of `tokenizer` (`bos_token_id`, ...)
+/// where the config reads them back, so Hugging Face sees them.
+pub(super) fn config_with_token_ids<C: ModelConfig>(
+    config: &C,
+    tokenizer: Option<&dyn Tokenizer>,
+) -> Result<Value> {
+    let mut json = config_json(config)?;
+    if let (Some(tokenizer), Value::Object(fields)) = (tokenizer, &mut json) {
+        let sp = tokenizer.specials();
+        for (key, id) in TOKEN_ID_KEYS.iter().zip([sp.bos, sp.eos, sp.pad]) {
+            // Only where the config reads the key back; a config's own value stays.
+            if C::COMPAT_KEYS.contains(key) {
+                fields.entry(*key).or_insert(id.into());
+            }
+        }
+    }
+    Ok(json)
 }
 
 /// The `config.json` object [`super::save_checkpoint`] writes for `config`.
@@ -135,8 +160,13 @@ pub(super) fn slot_names(kind: OptimizerKind) -> (&'static str, &'static [&'stat
 }
 
 pub(super) fn write_json(path: &Path, value: &Value) -> Result<()> {
+    safetensors::write_synced(path, &json_bytes(value)?)
+}
+
+/// A JSON file's bytes as checkpoints write them: pretty, with a final newline.
+pub(super) fn json_bytes(value: &Value) -> Result<Vec<u8>> {
     let mut bytes = serde_json::to_vec_pretty(value)
         .map_err(|e| Error::invalid("save_checkpoint", e.to_string()))?;
     bytes.push(b'\n');
-    safetensors::write_synced(path, &bytes)
+    Ok(bytes)
 }

@@ -12,7 +12,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::data::tokenizer::{SpecialTokens, Tokenizer};
-use crate::data::{read_utf8_file, write_file_atomic};
+use crate::data::read_utf8_file;
 use crate::error::{Error, Result};
 
 const SPECIALS: [&str; 4] = ["<pad>", "<bos>", "<eos>", "<unk>"];
@@ -98,16 +98,28 @@ impl CharTokenizer {
             _ => dir.join(Self::LEGACY_FILE),
         };
         let text = read_utf8_file(&path)?;
+        Self::parse_file(&text, &path.display().to_string())
+    }
+
+    /// Builds the tokenizer from the contents of a `char_tokenizer.json` (for
+    /// callers without a file system, such as the browser).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `json` is not a
+    /// version 1 char tokenizer file (as [`CharTokenizer::load`]).
+    pub fn from_json(json: &str) -> Result<Self> {
+        Self::parse_file(json, Self::FILE)
+    }
+
+    /// The tokenizer of a char tokenizer file's `text`; errors name `source`.
+    fn parse_file(text: &str, source: &str) -> Result<Self> {
         let bad = |detail: String| {
             Error::invalid(
                 "CharTokenizer::load",
-                format!(
-                    "`{}` {detail}. Re-save the tokenizer with wgformer",
-                    path.display()
-                ),
+                format!("`{source}` {detail}. Re-save the tokenizer with wgformer"),
             )
         };
-        let file: CharFile = serde_json::from_str(&text)
+        let file: CharFile = serde_json::from_str(text)
             .map_err(|e| bad(format!("is not a char tokenizer: {e}")))?;
         if file.kind != "char" {
             return Err(bad(format!(
@@ -185,7 +197,7 @@ impl Tokenizer for CharTokenizer {
         }
     }
 
-    fn save(&self, dir: &Path) -> Result<()> {
+    fn files(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
         let file = CharFile {
             kind: "char".into(),
             version: 1,
@@ -194,7 +206,7 @@ impl Tokenizer for CharTokenizer {
         };
         let json = serde_json::to_string_pretty(&file)
             .map_err(|e| Error::invalid("CharTokenizer::save", e.to_string()))?;
-        write_file_atomic(dir, Self::FILE, json.as_bytes())
+        Ok(vec![(Self::FILE, json.into_bytes())])
     }
 
     fn kind(&self) -> &'static str {

@@ -15,7 +15,6 @@
 use crate::autograd::{LoraFactors, Param};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
-use crate::train::freeze::is_embedding;
 use serde::{Deserialize, Serialize};
 
 /// Which weights get an adapter, its rank and its scale.
@@ -232,6 +231,7 @@ pub fn factor_shapes(weight: &Param, rank: usize) -> Result<([usize; 2], [usize;
 /// detaches it: the model then computes the same function with plain weights
 /// (for saving an ordinary checkpoint, or faster inference). Blocking: reads
 /// the factors back.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn merge(params: &[Param]) -> Result<usize> {
     let mut merged = 0;
     for w in params {
@@ -258,6 +258,15 @@ pub fn merge(params: &[Param]) -> Result<usize> {
         merged += 1;
     }
     Ok(merged)
+}
+
+/// True for token and position embeddings (the tied output projection included).
+pub fn is_embedding(name: &str) -> bool {
+    let base = name.strip_prefix("transformer.").unwrap_or(name);
+    matches!(
+        base,
+        "wte.weight" | "wpe.weight" | "embed.weight" | "model.embed_tokens.weight"
+    )
 }
 
 #[cfg(test)]

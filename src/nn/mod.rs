@@ -18,7 +18,6 @@ pub mod kv_cache;
 pub mod layers;
 pub mod llama;
 mod llama_config;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod lora;
 pub mod transformer;
 

@@ -21,3 +21,4 @@ mod sliding_window;
 mod trainer;
 mod training_step;
 mod web_demo;
+mod web_files;
