@@ -444,17 +444,28 @@ function loadCheckpoint(files) {
   return info;
 }
 
+// Loads the files chosen in the Generate tab; #loaded-info's data-state says
+// how it went (loading, ready, failed).
 async function loadChosenFiles() {
   clearError();
-  const chosen = [...$("load-files").files];
-  if (!chosen.length) {
-    throw Object.assign(new Error("No files chosen: choose the checkpoint's config.json, model.safetensors and tokenizer files"), {
-      name: "InvalidFile",
-    });
+  dropLoaded();
+  const el = $("loaded-info");
+  el.dataset.state = "loading";
+  try {
+    const chosen = [...$("load-files").files];
+    if (!chosen.length) {
+      throw Object.assign(new Error("No files chosen: choose the checkpoint's config.json, model.safetensors and tokenizer files"), {
+        name: "InvalidFile",
+      });
+    }
+    const files = await Promise.all(chosen.map(async (f) => ({ name: f.name, bytes: new Uint8Array(await f.arrayBuffer()) })));
+    await pauseTraining();
+    loadCheckpoint(files);
+    el.dataset.state = "ready";
+  } catch (e) {
+    el.dataset.state = "failed";
+    throw e;
   }
-  const files = await Promise.all(chosen.map(async (f) => ({ name: f.name, bytes: new Uint8Array(await f.arrayBuffer()) })));
-  await pauseTraining();
-  loadCheckpoint(files);
 }
 
 // ---------------------------------------------------------------- generate

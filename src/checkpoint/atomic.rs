@@ -1,8 +1,10 @@
 //! Atomic checkpoint directories: the `DIR.tmp` / `DIR.old` dance of a save, the
 //! recovery of an interrupted one, the directory a loader reads, and fsync.
 
+#[cfg(not(target_arch = "wasm32"))]
+use super::save::write_contents;
 use super::{
-    save::write_contents, CheckpointContents, ModelConfig, CARRIED_FILES, CONFIG_FILE, FORMAT_KEY,
+    CheckpointContents, ModelConfig, CARRIED_FILES, CONFIG_FILE, FORMAT_KEY,
     INDEX_FILE, MODEL_FILE,
 };
 use crate::error::{Error, Result};

@@ -117,12 +117,8 @@ async function loadFiles(page, files) {
   await page.click('[data-tab="generate"]');
   await page.setInputFiles("#load-files", files);
   await page.click("#load");
-  await page.waitForFunction(
-    () => document.getElementById("loaded-info").textContent !== "none" || !document.getElementById("error").hidden,
-    null,
-    { timeout: 60_000, polling: 100 },
-  );
-  if (!(await page.isHidden("#error"))) {
+  await page.waitForSelector("#loaded-info[data-state=ready], #loaded-info[data-state=failed]", { timeout: 60_000 });
+  if ((await page.getAttribute("#loaded-info", "data-state")) === "failed") {
     const e = await errorPanel(page);
     await page.click("#error-dismiss");
     return { error: e };
@@ -236,6 +232,7 @@ async function checkpointFiles(page) {
   await page.fill("#cfg-n_head", "2");
   await page.fill("#cfg-n_kv_head", "1");
   const t0 = performance.now();
+  await page.evaluate(() => (window.wgDemo.stepsPerCall = 1)); // a loss per step
   const llama = await trainUntil(page, LLAMA_STEPS, 240_000);
   const info = await page.evaluate(() => JSON.parse(window.wgDemo.trainer.info()));
   const lf = llama[0];
