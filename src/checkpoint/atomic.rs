@@ -4,8 +4,7 @@
 #[cfg(not(target_arch = "wasm32"))]
 use super::save::write_contents;
 use super::{
-    CheckpointContents, ModelConfig, CARRIED_FILES, CONFIG_FILE, FORMAT_KEY,
-    INDEX_FILE, MODEL_FILE,
+    CheckpointContents, ModelConfig, CARRIED_FILES, CONFIG_FILE, FORMAT_KEY, INDEX_FILE, MODEL_FILE,
 };
 use crate::error::{Error, Result};
 use serde_json::Value;

@@ -8,12 +8,12 @@ use super::save::{config_with_token_ids, json_bytes, model_bytes};
 use super::weights::Weights;
 use super::{LoadMode, LoadReport, ModelConfig, ADAPTER_FILE, CONFIG_FILE, INDEX_FILE, MODEL_FILE};
 use crate::autograd::Param;
+use crate::data::check_vocab;
 use crate::data::{BpeTokenizer, CharTokenizer, Tokenizer};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::{Gpt, GptConfig, Llama, LlamaConfig};
 use crate::safetensors::SafeTensors;
-use crate::data::check_vocab;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -98,10 +98,7 @@ impl CheckpointFiles {
 
     fn need(&self, name: &str) -> Result<&[u8]> {
         self.get(name).ok_or_else(|| {
-            Error::not_found(
-                name,
-                format!("not among the files given: {CHOOSE_ALL}"),
-            )
+            Error::not_found(name, format!("not among the files given: {CHOOSE_ALL}"))
         })
     }
 
@@ -148,7 +145,11 @@ impl CheckpointFiles {
                 .filter_map(|n| st.info(n))
                 .map(|i| i.data_offsets.1 - i.data_offsets.0)
                 .sum();
-            config.check_weights_file(Path::new(CONFIG_FILE), Path::new(MODEL_FILE), data as u64)?;
+            config.check_weights_file(
+                Path::new(CONFIG_FILE),
+                Path::new(MODEL_FILE),
+                data as u64,
+            )?;
         }
         Ok(config)
     }
@@ -206,7 +207,9 @@ impl CheckpointFiles {
                 std::str::from_utf8(b).map_err(|e| {
                     Error::invalid(
                         "CheckpointFiles::tokenizer",
-                        format!("`{name}` is not UTF-8 text ({e}): choose the tokenizer's own file"),
+                        format!(
+                            "`{name}` is not UTF-8 text ({e}): choose the tokenizer's own file"
+                        ),
                     )
                 })
             })

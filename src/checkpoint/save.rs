@@ -33,7 +33,10 @@ pub(super) fn write_contents<C: ModelConfig>(
         .iter()
         .map(|p| p.value().to_vec())
         .collect::<Result<Vec<_>>>()?;
-    safetensors::write_synced(&tmp.join(MODEL_FILE), &model_bytes(contents.params, &values)?)?;
+    safetensors::write_synced(
+        &tmp.join(MODEL_FILE),
+        &model_bytes(contents.params, &values)?,
+    )?;
 
     if let Some(opt) = contents.optimizer {
         let (kind, slots) = slot_names(opt.kind());

@@ -23,8 +23,8 @@ use std::sync::Mutex;
 use crate::data::bpe_train::learn_merges;
 use crate::data::hf_tokenizer;
 use crate::data::pretokenize::{byte_to_char, pretokenize, split_specials, Segment};
-use crate::data::tokenizer::{SpecialTokens, Tokenizer};
 use crate::data::read_utf8_file;
+use crate::data::tokenizer::{SpecialTokens, Tokenizer};
 use crate::error::{Error, Result};
 
 /// The special token strings, in the id order our trained tokenizers use.

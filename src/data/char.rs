@@ -11,8 +11,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::tokenizer::{SpecialTokens, Tokenizer};
 use crate::data::read_utf8_file;
+use crate::data::tokenizer::{SpecialTokens, Tokenizer};
 use crate::error::{Error, Result};
 
 const SPECIALS: [&str; 4] = ["<pad>", "<bos>", "<eos>", "<unk>"];
@@ -119,8 +119,8 @@ impl CharTokenizer {
                 format!("`{source}` {detail}. Re-save the tokenizer with wgformer"),
             )
         };
-        let file: CharFile = serde_json::from_str(text)
-            .map_err(|e| bad(format!("is not a char tokenizer: {e}")))?;
+        let file: CharFile =
+            serde_json::from_str(text).map_err(|e| bad(format!("is not a char tokenizer: {e}")))?;
         if file.kind != "char" {
             return Err(bad(format!(
                 "has kind \"{}\", expected \"char\"",

@@ -19,8 +19,8 @@ use serde_json::{json, Map, Value};
 
 use crate::data::bpe::{BpeTokenizer, Entry, PartNames, RoleNames};
 use crate::data::pretokenize::byte_to_char;
-use crate::data::tokenizer::Tokenizer;
 use crate::data::read_utf8_file;
+use crate::data::tokenizer::Tokenizer;
 use crate::error::{Error, Result};
 
 /// Hugging Face's tokenizer file.

@@ -14,8 +14,8 @@
 use super::demo::{CharGpt, DemoConfig, Generation};
 use super::icl::{IclConfig, IclTrainer};
 use super::loaded::LoadedLm;
-use crate::checkpoint::CheckpointFiles;
 use super::translate::{DateTranslator, TranslateConfig};
+use crate::checkpoint::CheckpointFiles;
 use crate::data::DateTask;
 use crate::data::Tokenizer;
 use crate::error::Error;
@@ -502,7 +502,10 @@ fn files_from_js(files: &JsValue) -> Result<CheckpointFiles, JsValue> {
             .ok_or_else(|| bad(format!("file {i} has no `name` string")))?;
         let bytes = js_sys::Reflect::get(&entry, &"bytes".into())
             .ok()
-            .filter(|b| b.is_instance_of::<js_sys::Uint8Array>() || b.is_instance_of::<js_sys::ArrayBuffer>())
+            .filter(|b| {
+                b.is_instance_of::<js_sys::Uint8Array>()
+                    || b.is_instance_of::<js_sys::ArrayBuffer>()
+            })
             .ok_or_else(|| bad(format!("file `{name}` has no `bytes` (a Uint8Array)")))?;
         out.insert(&name, js_sys::Uint8Array::new(&bytes).to_vec());
     }

@@ -460,7 +460,11 @@ impl CharGpt {
                     intermediate_size: (8 * c.n_embd).div_ceil(3).next_multiple_of(4),
                     num_hidden_layers: c.n_layer,
                     num_attention_heads: c.n_head,
-                    num_key_value_heads: if c.n_kv_head == 0 { c.n_head } else { c.n_kv_head },
+                    num_key_value_heads: if c.n_kv_head == 0 {
+                        c.n_head
+                    } else {
+                        c.n_kv_head
+                    },
                     rms_norm_eps: 1e-5,
                     rope_theta: 10_000.0,
                     max_position_embeddings: c.context,

@@ -108,7 +108,11 @@ impl LoadedLm {
         let first = self.tokenizer.specials().bos;
         demo::start_generation(
             self.tokenizer.as_ref(),
-            (prompt, first, "the tokenizer's vocabulary; remove it from the prompt"),
+            (
+                prompt,
+                first,
+                "the tokenizer's vocabulary; remove it from the prompt",
+            ),
             max_tokens,
             temperature,
             top_k,

@@ -15,8 +15,8 @@ pub mod translate;
 mod bindings;
 
 pub use demo::{CharGpt, DemoArch, DemoConfig, DemoModel, Generation, TrainReport};
-pub use loaded::LoadedLm;
 pub use icl::{IclConfig, IclCurve, IclTrainer};
+pub use loaded::LoadedLm;
 pub use translate::{DateTranslator, TranslateConfig, TranslateEval, TranslateExample};
 
 use crate::error::Error;

@@ -119,12 +119,21 @@ fn llama_demo_trains_with_falling_loss() {
     assert_eq!(m.config.num_attention_heads, 4);
     let v = model.vocab().vocab_size() as f32;
     let first = pollster::block_on(model.train_steps(2, &clock)).unwrap();
-    assert!((first.loss - v.ln()).abs() < 0.2, "initial loss {}", first.loss);
+    assert!(
+        (first.loss - v.ln()).abs() < 0.2,
+        "initial loss {}",
+        first.loss
+    );
     for _ in 0..3 {
         pollster::block_on(model.train_steps(10, &clock)).unwrap();
     }
     let later = pollster::block_on(model.train_steps(5, &clock)).unwrap();
-    assert!(later.loss.is_finite() && later.loss < first.loss - 0.5, "loss {} -> {}", first.loss, later.loss);
+    assert!(
+        later.loss.is_finite() && later.loss < first.loss - 0.5,
+        "loss {} -> {}",
+        first.loss,
+        later.loss
+    );
 
     // Grouped-query attention is the Llama's alone.
     let gqa_gpt = DemoConfig {
@@ -132,7 +141,10 @@ fn llama_demo_trains_with_falling_loss() {
         n_head: 4,
         ..tiny()
     };
-    let err = CharGpt::new(&gpu, &passage(), gqa_gpt).err().unwrap().to_string();
+    let err = CharGpt::new(&gpu, &passage(), gqa_gpt)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("n_kv_head"), "{err}");
 }
 
@@ -180,7 +192,10 @@ fn jax_gpt_as_hf_files(fx: &Fixture) -> CheckpointFiles {
     let chars: String = ('a'..='y').collect(); // 25 chars + 4 specials = 29 ids
     let tokenizer = wgformer::data::CharTokenizer::from_text(&chars).unwrap();
     let mut files = CheckpointFiles::new();
-    files.insert("model.safetensors", serialize(&tensors, &meta, false).unwrap());
+    files.insert(
+        "model.safetensors",
+        serialize(&tensors, &meta, false).unwrap(),
+    );
     files.insert("config.json", serde_json::to_vec(&config).unwrap());
     for (name, bytes) in tokenizer.files().unwrap() {
         files.insert(name, bytes);
@@ -233,10 +248,16 @@ fn missing_and_mismatched_files_are_named() {
     // GPT-2's own tokenizer has far more ids than this model.
     let mut gpt2_tok = without("char_tokenizer.json");
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gpt2_tokenizer");
-    gpt2_tok.insert("vocab.json", std::fs::read(format!("{dir}/vocab.json")).unwrap());
+    gpt2_tok.insert(
+        "vocab.json",
+        std::fs::read(format!("{dir}/vocab.json")).unwrap(),
+    );
     let e = err(&gpt2_tok);
     assert!(e.to_string().contains("merges.txt"), "{e}");
-    gpt2_tok.insert("merges.txt", std::fs::read(format!("{dir}/merges.txt")).unwrap());
+    gpt2_tok.insert(
+        "merges.txt",
+        std::fs::read(format!("{dir}/merges.txt")).unwrap(),
+    );
     let e = err(&gpt2_tok);
     assert_eq!(e.kind(), ErrorKind::Incompatible);
     assert!(e.to_string().contains("50257 tokens"), "{e}");
@@ -248,7 +269,8 @@ fn missing_and_mismatched_files_are_named() {
     assert!(e.to_string().contains("`bert`"), "{e}");
 
     // A config that asks for other math is refused by name.
-    let mut cfg: serde_json::Value = serde_json::from_slice(full.get("config.json").unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(full.get("config.json").unwrap()).unwrap();
     cfg["activation_function"] = "relu".into();
     let mut relu = without("config.json");
     relu.insert("config.json", serde_json::to_vec(&cfg).unwrap());

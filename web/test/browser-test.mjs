@@ -204,9 +204,12 @@ async function checkpointFiles(page) {
   const bpe = await gpt2BpeFiles(repoDir);
   const gpt2 = await loadFiles(page, bpe.files);
   check(gpt2.info?.tokenizer === "bpe" && gpt2.info?.vocab_size === 50257, "GPT-2-layout checkpoint with vocab.json + merges.txt loads", JSON.stringify(gpt2.info ?? gpt2.error));
-  const encoded = await page.evaluate((texts) => texts.map((t) => JSON.parse(window.wgDemo.loaded.encode(t))), bpe.cases.map((c) => c.text));
-  const wrong = bpe.cases.filter((c, i) => JSON.stringify(c.ids) !== JSON.stringify(encoded[i]));
-  check(wrong.length === 0, `the page encodes ${bpe.cases.length} texts as GPT-2's reference encoders do`, wrong.map((c) => JSON.stringify(c.text)).join(", "));
+  // The reference encoders know no special tokens; wgformer (like Hugging Face)
+  // reads "<|endoftext|>" in text as the special token, so those cases differ by design.
+  const plain = bpe.cases.filter((c) => !c.text.includes("<|endoftext|>"));
+  const encoded = await page.evaluate((texts) => texts.map((t) => JSON.parse(window.wgDemo.loaded.encode(t))), plain.map((c) => c.text));
+  const wrong = plain.filter((c, i) => JSON.stringify(c.ids) !== JSON.stringify(encoded[i]));
+  check(wrong.length === 0 && plain.length >= 20, `the page encodes ${plain.length} texts as GPT-2's reference encoders do`, wrong.map((c) => JSON.stringify(c.text)).join(", "));
   await page.fill("#prompt", "Hello");
   const bpeText = await greedyText(page, "loaded", 5);
   check(bpeText.startsWith("Hello") && bpeText.length > 5, "generation from the GPT-2 BPE checkpoint streams text", JSON.stringify(bpeText));
@@ -319,7 +322,8 @@ async function main() {
       if (!SKIP.has("checks")) {
       await page.click('[data-tab="kernels"]');
       await page.click("#run-checks");
-      await page.waitForSelector("#checks-summary[data-failed]", { timeout: 180_000 });
+      // Minutes on SwiftShader when the machine is loaded.
+      await page.waitForSelector("#checks-summary[data-failed]", { timeout: 600_000 });
       const checks = await page.evaluate(() => window.wgDemo.checks);
       const names = await page.evaluate(() => JSON.parse(window.wgDemo.wasm.Engine.check_names()));
       check(checks.length === names.length && names.length >= 10, `${checks.length} kernel checks ran`);
