@@ -247,7 +247,7 @@ impl CheckpointFiles {
                 Err(Error::invalid(
                     "CheckpointFiles::tokenizer",
                     format!(
-                        "{have} was given but not {missing}: a BPE tokenizer needs both files; \
+                        "the files hold {have} but not {missing}: a BPE tokenizer needs both files; \
                          choose {missing} too"
                     ),
                 ))
