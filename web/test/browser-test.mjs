@@ -177,7 +177,7 @@ async function checkpointFiles(page) {
   const exe = ["release", "debug"].map((p) => join(targetDir, p, "wgformer")).find((p) => existsSync(p));
   if (exe) {
     const native = await new Promise((ok) =>
-      execFile(exe, ["generate", "--checkpoint", saveDir, "--prompt", prompt, "--max-tokens", "24", "--temperature", "0"], { timeout: 300_000 }, (err, stdout, stderr) =>
+      execFile(exe, ["generate", "--checkpoint", saveDir, "--prompt", prompt, "--max-tokens", "24", "--temperature", "0"], { timeout: 300_000, cwd: targetDir }, (err, stdout, stderr) =>
         ok({ err, stdout, stderr }),
       ),
     );
