@@ -107,7 +107,6 @@
 #![cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
 
 pub mod autograd;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod checkpoint;
 pub mod data;
 #[cfg(not(target_arch = "wasm32"))]

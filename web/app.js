@@ -1,6 +1,7 @@
 // The wgformer demo page: WebGPU detection, then the Train / Generate /
 // Translate / In-context learning / Kernels tabs over the wasm API (pkg/wgformer.js, built by
-// build.sh). Long work runs as awaited calls between animation frames, so the
+// build.sh); the Train tab downloads the model's checkpoint files, the Generate
+// tab also loads a checkpoint from files the user chooses. Long work runs as awaited calls between animation frames, so the
 // page stays responsive; every failure lands in one error panel with a way on.
 
 const $ = (id) => document.getElementById(id);
@@ -17,6 +18,9 @@ const state = {
   losses: [], // {step, loss}
   generating: false,
   stopGeneration: false,
+  loaded: null, // a model built from chosen checkpoint files (wasm Loaded)
+  downloads: [], // [{name, bytes}] of the last download
+
   checks: [],
   bench: [],
   // Translate tab
@@ -48,6 +52,10 @@ const hints = {
   TooLarge:
     "The model would exceed what this GPU allows in one binding, or the demo's memory budget (the message says which). Lower the batch, the context or the width and build the model again.",
   InvalidInput: "Change the input named above and try again.",
+  NotFound:
+    "Choose the checkpoint's files together: config.json, model.safetensors and its tokenizer (vocab.json + merges.txt, tokenizer.json or char_tokenizer.json).",
+  Corrupt: "The file named above is damaged: download or save the checkpoint again.",
+  Incompatible: "The files do not belong together or are not a GPT-2 or Llama checkpoint: choose one checkpoint's own files.",
   NoAdapter:
     "The browser has WebGPU but offered no adapter: the GPU may be blocklisted or hardware acceleration switched off.",
   RuntimeError:
@@ -87,6 +95,7 @@ function showError(err) {
     state.iclTraining = false;
     state.stopGeneration = true;
     dropTrainer();
+    dropLoaded();
     updateTrainButton();
     updateTranslateButton();
     updateIclButton();
@@ -113,6 +122,18 @@ function dropTrainer() {
   state.translator = null;
   release(state.icl);
   state.icl = null;
+  if ($("download")) $("download").disabled = true;
+}
+
+// The loaded checkpoint goes only with its device (a new Train-tab model
+// leaves it).
+function dropLoaded() {
+  release(state.loaded);
+  state.loaded = null;
+  const option = document.querySelector('#gen-model option[value="loaded"]');
+  if (option) option.disabled = true;
+  if ($("gen-model")) $("gen-model").value = "trained";
+  if ($("loaded-info")) $("loaded-info").textContent = "none";
 }
 
 function safeIsLost() {
@@ -247,10 +268,13 @@ function nextFrame() {
 
 function readConfig() {
   const num = (id) => Number($(`cfg-${id}`).value);
+  const arch = $("cfg-arch").value;
   return {
+    arch,
     n_layer: num("n_layer"),
     n_embd: num("n_embd"),
     n_head: num("n_head"),
+    n_kv_head: arch === "llama" ? num("n_kv_head") : 0,
     context: num("context"),
     batch: num("batch"),
     lr: num("lr"),
@@ -268,6 +292,7 @@ async function buildModel() {
   dropTrainer(); // the old model's GPU buffers go first
   const config = readConfig();
   for (const [k, v] of Object.entries(config)) {
+    if (k === "arch") continue;
     if (!Number.isFinite(v) || v < 0) {
       throw Object.assign(new Error(`${k} must be a non-negative number`), { name: "InvalidInput" });
     }
@@ -276,7 +301,10 @@ async function buildModel() {
   state.trainerText = wantedModel();
   state.losses = [];
   const info = JSON.parse(state.trainer.info());
-  $("model-info").textContent = `${info.params.toLocaleString()} parameters, ${info.vocab_size} characters`;
+  const arch = info.model_type === "llama" ? "Llama" : "GPT-2";
+  $("model-info").textContent = `${arch}, ${info.params.toLocaleString()} parameters, ${info.vocab_size} characters`;
+  $("download").disabled = false;
+  $("download-files").hidden = true;
   $("stat-step").textContent = "0";
   $("stat-loss").textContent = "–";
   $("stat-speed").textContent = "–";
@@ -326,6 +354,10 @@ function setupTrain() {
       $("text").value ||= "Paste some text here: the model learns to continue it, one character at a time.\n".repeat(4);
     });
   $("build").addEventListener("click", () => buildModel().catch(showError));
+  $("cfg-arch").addEventListener("change", () => {
+    $("cfg-n_kv_head").disabled = $("cfg-arch").value !== "llama";
+  });
+  $("download").addEventListener("click", () => downloadModel().catch(showError));
   $("train").addEventListener("click", async () => {
     if (state.training) {
       await pauseTraining();
@@ -380,23 +412,90 @@ function drawChart(canvas = $("loss-chart"), pts = state.losses) {
   ctx.stroke();
 }
 
+// ---------------------------------------------------------------- download
+
+// Offers the trained model's checkpoint files (config.json, model.safetensors,
+// char_tokenizer.json, byte for byte what `wgformer train` saves) as links,
+// and starts each download.
+async function downloadModel() {
+  if (!state.trainer) return;
+  await pauseTraining();
+  const files = await state.trainer.download();
+  state.downloads = files;
+  const links = $("download-links");
+  for (const a of links.querySelectorAll("a")) URL.revokeObjectURL(a.href);
+  links.textContent = "";
+  for (const f of files) {
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(new Blob([f.bytes], { type: "application/octet-stream" }));
+    a.download = f.name;
+    a.textContent = `${f.name} (${(f.bytes.length / 1024).toFixed(1)} KiB)`;
+    links.append(a, " ");
+    a.click();
+  }
+  $("download-files").hidden = false;
+}
+
+// ---------------------------------------------------------------- load
+
+// Builds a model from checkpoint files: [{name, bytes}] (bytes a Uint8Array).
+function loadCheckpoint(files) {
+  dropLoaded();
+  state.loaded = new state.wasm.Loaded(state.engine, files);
+  const info = JSON.parse(state.loaded.info());
+  const arch = info.model_type === "llama" ? "Llama" : "GPT-2";
+  $("loaded-info").textContent =
+    `${arch}, ${info.params.toLocaleString()} parameters, vocabulary ${info.vocab_size}, ` +
+    `context ${info.context}, ${info.tokenizer} tokenizer`;
+  document.querySelector('#gen-model option[value="loaded"]').disabled = false;
+  $("gen-model").value = "loaded";
+  return info;
+}
+
+// Loads the files chosen in the Generate tab; #loaded-info's data-state says
+// how it went (loading, ready, failed).
+async function loadChosenFiles() {
+  clearError();
+  dropLoaded();
+  const el = $("loaded-info");
+  el.dataset.state = "loading";
+  try {
+    const chosen = [...$("load-files").files];
+    if (!chosen.length) {
+      throw Object.assign(new Error("No files chosen: choose the checkpoint's config.json, model.safetensors and tokenizer files"), {
+        name: "NotFound",
+      });
+    }
+    const files = await Promise.all(chosen.map(async (f) => ({ name: f.name, bytes: new Uint8Array(await f.arrayBuffer()) })));
+    await pauseTraining();
+    loadCheckpoint(files);
+    el.dataset.state = "ready";
+  } catch (e) {
+    el.dataset.state = "failed";
+    throw e;
+  }
+}
+
 // ---------------------------------------------------------------- generate
 
 function setupGenerate() {
   $("generate").addEventListener("click", generate);
+  $("load").addEventListener("click", () => loadChosenFiles().catch(showError));
   $("stop-generate").addEventListener("click", () => (state.stopGeneration = true));
 }
 
 async function generate() {
   clearError();
   if (state.generating) return;
+  const useLoaded = $("gen-model").value === "loaded" && state.loaded;
   try {
     await pauseTraining();
-    if (!state.trainer) await buildModel();
+    if (!useLoaded && !state.trainer) await buildModel();
   } catch (e) {
     showError(e);
     return;
   }
+  const model = useLoaded ? state.loaded : state.trainer;
   const out = $("gen-output");
   const prompt = $("prompt").value;
   out.textContent = prompt;
@@ -408,7 +507,7 @@ async function generate() {
   const t0 = performance.now();
   let n = 0;
   try {
-    state.trainer.start_generation(
+    model.start_generation(
       prompt,
       Number($("max-tokens").value),
       Number($("temperature").value),
@@ -416,7 +515,7 @@ async function generate() {
       Number($("seed").value),
     );
     while (!state.stopGeneration) {
-      const piece = await state.trainer.next_token();
+      const piece = await model.next_token();
       if (piece === null || piece === undefined) break;
       out.textContent += piece;
       n += 1;
@@ -847,6 +946,7 @@ function setupErrors() {
   $("error-restart").addEventListener("click", async () => {
     clearError();
     dropTrainer();
+    dropLoaded();
     release(state.engine);
     state.engine = null;
     state.losses = [];

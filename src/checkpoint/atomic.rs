@@ -1,9 +1,10 @@
 //! Atomic checkpoint directories: the `DIR.tmp` / `DIR.old` dance of a save, the
 //! recovery of an interrupted one, the directory a loader reads, and fsync.
 
+#[cfg(not(target_arch = "wasm32"))]
+use super::save::write_contents;
 use super::{
-    save::write_contents, CheckpointContents, ModelConfig, CARRIED_FILES, CONFIG_FILE, FORMAT_KEY,
-    INDEX_FILE, MODEL_FILE,
+    CheckpointContents, ModelConfig, CARRIED_FILES, CONFIG_FILE, FORMAT_KEY, INDEX_FILE, MODEL_FILE,
 };
 use crate::error::{Error, Result};
 use serde_json::Value;
@@ -25,6 +26,7 @@ use std::path::{Path, PathBuf};
 /// - [`ErrorKind::Io`](crate::ErrorKind::Io) when a file or directory cannot be written, synced or
 ///   renamed.
 /// - The `extra_files` hook's own errors.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn save_checkpoint<C: ModelConfig>(dir: &Path, contents: &CheckpointContents<C>) -> Result<()> {
     let (tmp, old) = siblings(dir)?;
     recover(dir)?;

@@ -56,6 +56,7 @@ impl ModelConfig for LlamaConfig {
 ///
 /// # Errors
 /// As [`Llama::load`](crate::nn::Llama::load).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn load_llama(gpu: &Gpu, dir: &Path) -> Result<(Llama, LoadReport)> {
     Llama::load_with_report(gpu, dir)
 }

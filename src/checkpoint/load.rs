@@ -53,10 +53,15 @@ pub fn read_config<C: ModelConfig>(path: &Path) -> Result<C> {
 
 /// The config in file `path`, ours (strictly) or another tool's.
 fn parse_config<C: ModelConfig>(path: &Path) -> Result<C> {
-    let fail = |detail: String| Error::incompatible(path.display(), detail);
     let text = read_file(path, "config.json")?;
+    parse_config_text(path, &text)
+}
+
+/// The config in `text`, the contents of `path` (named in the errors).
+pub(super) fn parse_config_text<C: ModelConfig>(path: &Path, text: &[u8]) -> Result<C> {
+    let fail = |detail: String| Error::incompatible(path.display(), detail);
     let corrupt = |detail: String| Error::corrupt(path.display(), detail);
-    let Value::Object(mut json) = serde_json::from_slice(&text).map_err(|e| {
+    let Value::Object(mut json) = serde_json::from_slice(text).map_err(|e| {
         corrupt(format!(
             "config.json is not valid JSON ({e}): fix it or save the checkpoint again"
         ))
@@ -170,6 +175,11 @@ pub fn load_params(path: &Path, params: &[Param], mode: LoadMode) -> Result<Load
     } else {
         Weights::open(&resolve(path)?)?
     };
+    load_weights(&st, params, mode)
+}
+
+/// [`load_params`] from weights already opened.
+pub(super) fn load_weights(st: &Weights, params: &[Param], mode: LoadMode) -> Result<LoadReport> {
     let file = st.source().to_path_buf();
     let fail = |detail: String| Error::incompatible(file.display(), detail);
     let mut report = LoadReport {
@@ -222,7 +232,7 @@ pub fn load_params(path: &Path, params: &[Param], mode: LoadMode) -> Result<Load
         .find(|(p, _)| p.name() == "wte.weight")
         .map(|(_, f)| f.clone());
     for name in st.names().filter(|n| !used.contains(*n)) {
-        match hf::leftover(&st, name, wte_source.as_deref(), fail)? {
+        match hf::leftover(st, name, wte_source.as_deref(), fail)? {
             Leftover::AttentionBuffer => report.ignored.push(name.to_string()),
             Leftover::TiedLmHead => {
                 report.tied_lm_head = true;
@@ -394,6 +404,7 @@ pub fn load_optimizer(dir: &Path, opt: &mut Optimizer) -> Result<()> {
 ///
 /// # Errors
 /// As [`Gpt::load`](crate::nn::Gpt::load).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn load_gpt(gpu: &Gpu, dir: &Path) -> Result<(Gpt, LoadReport)> {
     Gpt::load_with_report(gpu, dir)
 }

@@ -40,6 +40,7 @@ fn our_module(hf: &str) -> &str {
 
 /// Writes the adapters attached to `params` (if any) into `dir` as PEFT files;
 /// returns how many weights had one. Blocking: reads the factors back.
+#[cfg(not(target_arch = "wasm32"))]
 pub(super) fn write_adapters<C: ModelConfig>(dir: &Path, params: &[Param]) -> Result<usize> {
     let adapted: Vec<&Param> = params.iter().filter(|p| p.lora().is_some()).collect();
     let Some(first) = adapted.first().and_then(|p| p.lora()) else {

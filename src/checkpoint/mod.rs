@@ -26,6 +26,9 @@
 //!   not written by a save but carried from the checkpoint it replaces, so the
 //!   rows of earlier runs (a resumed run's first part) survive every save.
 //!
+//! [`CheckpointFiles`] holds the same files in memory, by name, for the browser
+//! (no file system): a model's files to download, and files a user chose to load.
+//!
 //! # Atomic save
 //! [`save_checkpoint`] never modifies `DIR` in place. It owns two siblings,
 //! `DIR.tmp` and `DIR.old`:
@@ -56,19 +59,33 @@
 //! every option that changes the model's math, and ignores the other fields
 //! Hugging Face writes (dropout, token ids, generation settings).
 
+// In the browser (wasm32) a save would read the weights back blocking and there
+// is no file system: the directory functions that save, and the model methods
+// over them, are native only, and what only they use is left unused there.
+#![cfg_attr(target_arch = "wasm32", allow(dead_code, unused_imports))]
+
 mod atomic;
+mod files;
 mod hf;
 mod llama;
 mod load;
 mod lora;
+#[cfg(not(target_arch = "wasm32"))]
 mod model;
 mod save;
 mod weights;
 
-pub use atomic::{checkpoint_dir, recover, resolve, save_checkpoint};
+#[cfg(not(target_arch = "wasm32"))]
+pub use atomic::save_checkpoint;
+pub use atomic::{checkpoint_dir, recover, resolve};
+pub use files::CheckpointFiles;
+#[cfg(not(target_arch = "wasm32"))]
 pub use llama::load_llama;
-pub use load::{load_gpt, load_optimizer, load_params, read_config, read_trainer_state};
+#[cfg(not(target_arch = "wasm32"))]
+pub use load::load_gpt;
+pub use load::{load_optimizer, load_params, read_config, read_trainer_state};
 pub use lora::{load_adapters, ADAPTER_CONFIG_FILE, ADAPTER_FILE};
+#[cfg(not(target_arch = "wasm32"))]
 pub use model::{checkpoint_tokenizer, merge_saved_adapters, SaveOptions};
 pub use save::config_json;
 

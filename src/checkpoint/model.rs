@@ -5,12 +5,12 @@
 use super::{load_params, read_config, resolve, save_checkpoint};
 use super::{CheckpointContents, LoadMode, LoadReport, ModelConfig};
 use crate::autograd::Param;
+use crate::data::check_vocab;
 use crate::data::{load_tokenizer, Tokenizer};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::nn::{Gpt, GptConfig, Llama, LlamaConfig, Transformer, TransformerConfig};
 use crate::optim::Optimizer;
-use crate::train::gpt::check_vocab;
 use serde_json::Value;
 use std::path::Path;
 

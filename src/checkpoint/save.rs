@@ -3,9 +3,11 @@
 
 use super::atomic::{sync_dir, sync_tree};
 use super::{
-    CheckpointContents, ModelConfig, CONFIG_FILE, FORMAT_KEY, FORMAT_VERSION, GRAD_SCALER_KEY,
-    MODEL_FILE, OPTIMIZER_FILE, TOKEN_ID_KEYS, TRAINER_STATE_FILE,
+    CheckpointContents, ModelConfig, SaveDtype, CONFIG_FILE, FORMAT_KEY, FORMAT_VERSION,
+    GRAD_SCALER_KEY, MODEL_FILE, OPTIMIZER_FILE, TOKEN_ID_KEYS, TRAINER_STATE_FILE,
 };
+use crate::autograd::Param;
+use crate::data::Tokenizer;
 use crate::error::{Error, Result};
 use crate::optim::OptimizerKind;
 use crate::safetensors::{self, TensorRef};
@@ -13,6 +15,7 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+#[cfg(not(target_arch = "wasm32"))]
 pub(super) fn write_contents<C: ModelConfig>(
     tmp: &Path,
     contents: &CheckpointContents<C>,
@@ -30,24 +33,9 @@ pub(super) fn write_contents<C: ModelConfig>(
         .iter()
         .map(|p| p.value().to_vec())
         .collect::<Result<Vec<_>>>()?;
-    let tensors: Vec<TensorRef> = contents
-        .params
-        .iter()
-        .zip(&values)
-        .map(|(p, v)| TensorRef {
-            name: p.name(),
-            shape: p.value().shape(),
-            data: v,
-        })
-        .collect();
-    // "format": "pt" is what Hugging Face's loader requires of a safetensors file.
-    let model_meta = meta(&[("format", "pt".into()), (FORMAT_KEY, version.clone())]);
-    safetensors::write_file_as(
+    safetensors::write_synced(
         &tmp.join(MODEL_FILE),
-        &tensors,
-        contents.dtype.safetensors(),
-        &model_meta,
-        true,
+        &model_bytes(contents.params, &values, contents.dtype)?,
     )?;
 
     if let Some(opt) = contents.optimizer {
@@ -84,21 +72,11 @@ pub(super) fn write_contents<C: ModelConfig>(
         safetensors::write_file(&tmp.join(OPTIMIZER_FILE), &tensors, &opt_meta, true)?;
     }
 
-    let mut config = config_json(contents.config)?;
-    if let (Some(tokenizer), Value::Object(fields)) = (contents.tokenizer, &mut config) {
+    if let Some(tokenizer) = contents.tokenizer {
         tokenizer.save(tmp)?;
         sync_tree(tmp)?;
-        let sp = tokenizer.specials();
-        for (key, id) in TOKEN_ID_KEYS.iter().zip([sp.bos, sp.eos, sp.pad]) {
-            // Only where the config reads the key back; a config's own value stays.
-            if C::COMPAT_KEYS.contains(key) {
-                fields.entry(*key).or_insert(id.into());
-            }
-        }
     }
-    if let (true, Value::Object(fields)) = (C::COMPAT_KEYS.contains(&"torch_dtype"), &mut config) {
-        fields.insert("torch_dtype".into(), contents.dtype.torch_name().into());
-    }
+    let config = config_with_token_ids(contents.config, contents.tokenizer, contents.dtype)?;
     write_json(&tmp.join(CONFIG_FILE), &config)?;
     super::lora::write_adapters::<C>(tmp, contents.params)?;
     if let Some(state) = contents.trainer_state {
@@ -109,6 +87,56 @@ pub(super) fn write_contents<C: ModelConfig>(
         sync_tree(tmp)?;
     }
     sync_dir(tmp)
+}
+
+/// The bytes of the `model.safetensors` a checkpoint holds for `params`, whose
+/// values (read back from the GPU) are `values`: tensors by name stored as
+/// `dtype`, with the metadata Hugging Face's loader requires (`"format": "pt"`),
+/// our format version and a checksum.
+pub(super) fn model_bytes(
+    params: &[Param],
+    values: &[Vec<f32>],
+    dtype: SaveDtype,
+) -> Result<Vec<u8>> {
+    let tensors: Vec<TensorRef> = params
+        .iter()
+        .zip(values)
+        .map(|(p, v)| TensorRef {
+            name: p.name(),
+            shape: p.value().shape(),
+            data: v,
+        })
+        .collect();
+    let meta: BTreeMap<String, String> = [
+        ("format".to_string(), "pt".to_string()),
+        (FORMAT_KEY.to_string(), FORMAT_VERSION.to_string()),
+    ]
+    .into();
+    safetensors::serialize_as(&tensors, dtype.safetensors(), &meta, true)
+}
+
+/// [`config_json`] plus the special token ids of `tokenizer` (`bos_token_id`, ...)
+/// and the weights' `torch_dtype`, where the config reads them back, so Hugging
+/// Face sees them.
+pub(super) fn config_with_token_ids<C: ModelConfig>(
+    config: &C,
+    tokenizer: Option<&dyn Tokenizer>,
+    dtype: SaveDtype,
+) -> Result<Value> {
+    let mut json = config_json(config)?;
+    if let (Some(tokenizer), Value::Object(fields)) = (tokenizer, &mut json) {
+        let sp = tokenizer.specials();
+        for (key, id) in TOKEN_ID_KEYS.iter().zip([sp.bos, sp.eos, sp.pad]) {
+            // Only where the config reads the key back; a config's own value stays.
+            if C::COMPAT_KEYS.contains(key) {
+                fields.entry(*key).or_insert(id.into());
+            }
+        }
+    }
+    if let (true, Value::Object(fields)) = (C::COMPAT_KEYS.contains(&"torch_dtype"), &mut json) {
+        fields.insert("torch_dtype".into(), dtype.torch_name().into());
+    }
+    Ok(json)
 }
 
 /// The `config.json` object [`super::save_checkpoint`] writes for `config`.
@@ -148,8 +176,13 @@ pub(super) fn slot_names(kind: OptimizerKind) -> (&'static str, &'static [&'stat
 }
 
 pub(super) fn write_json(path: &Path, value: &Value) -> Result<()> {
+    safetensors::write_synced(path, &json_bytes(value)?)
+}
+
+/// A JSON file's bytes as checkpoints write them: pretty, with a final newline.
+pub(super) fn json_bytes(value: &Value) -> Result<Vec<u8>> {
     let mut bytes = serde_json::to_vec_pretty(value)
         .map_err(|e| Error::invalid("save_checkpoint", e.to_string()))?;
     bytes.push(b'\n');
-    safetensors::write_synced(path, &bytes)
+    Ok(bytes)
 }

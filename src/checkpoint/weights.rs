@@ -57,13 +57,17 @@ impl Weights {
     }
 
     fn open_file(path: &Path) -> Result<Weights> {
-        let st = SafeTensors::read(path)?;
+        Ok(Self::from_file(SafeTensors::read(path)?, path))
+    }
+
+    /// The tensors of one file already read (e.g. from bytes), named `source`.
+    pub fn from_file(st: SafeTensors, source: &Path) -> Weights {
         let owner = st.names().map(|n| (n.to_string(), 0)).collect();
-        Ok(Weights {
-            source: path.to_path_buf(),
+        Weights {
+            source: source.to_path_buf(),
             files: vec![st],
             owner,
-        })
+        }
     }
 
     /// Opens every shard the index names and checks that the index and the shards

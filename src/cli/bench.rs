@@ -341,7 +341,7 @@ fn bench_demo(gpu: &Gpu, a: &DemoBench) -> Result<()> {
         "demo GPT {:?}: vocabulary {}, {} parameters",
         config,
         model.vocab().vocab_size(),
-        model.gpt_config().param_count()
+        model.model().param_count()
     );
     let origin = std::time::Instant::now();
     let clock = move || origin.elapsed().as_secs_f64() * 1e3;

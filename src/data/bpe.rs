@@ -23,8 +23,8 @@ use std::sync::Mutex;
 use crate::data::bpe_train::learn_merges;
 use crate::data::hf_tokenizer;
 use crate::data::pretokenize::{byte_to_char, pretokenize, split_specials, Segment};
+use crate::data::read_saved_utf8_file;
 use crate::data::tokenizer::{SpecialTokens, Tokenizer};
-use crate::data::{read_saved_utf8_file, write_file_atomic};
 use crate::error::{Error, Result};
 
 /// The special token strings, in the id order our trained tokenizers use.
@@ -646,13 +646,16 @@ impl Tokenizer for BpeTokenizer {
         self.specials
     }
 
-    /// Writes `vocab.json` + `merges.txt` (GPT-2's files) and Hugging Face's
+    /// `vocab.json` + `merges.txt` (GPT-2's files) and Hugging Face's
     /// `tokenizer.json`, `tokenizer_config.json` and `special_tokens_map.json`.
-    fn save(&self, dir: &Path) -> Result<()> {
+    fn files(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
         let (vocab, merges) = self.to_vocab_and_merges();
-        write_file_atomic(dir, Self::VOCAB_FILE, vocab.as_bytes())?;
-        write_file_atomic(dir, Self::MERGES_FILE, merges.as_bytes())?;
-        hf_tokenizer::save(self, dir)
+        let mut files = vec![
+            (Self::VOCAB_FILE, vocab.into_bytes()),
+            (Self::MERGES_FILE, merges.into_bytes()),
+        ];
+        files.extend(hf_tokenizer::files(self));
+        Ok(files)
     }
 
     fn kind(&self) -> &'static str {

@@ -11,8 +11,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::read_saved_utf8_file;
 use crate::data::tokenizer::{SpecialTokens, Tokenizer};
-use crate::data::{read_saved_utf8_file, write_file_atomic};
 use crate::error::{Error, Result};
 
 const SPECIALS: [&str; 4] = ["<pad>", "<bos>", "<eos>", "<unk>"];
@@ -97,20 +97,34 @@ impl CharTokenizer {
             _ => dir.join(Self::LEGACY_FILE),
         };
         let text = read_saved_utf8_file(&path)?;
+        Self::parse_file(&text, &path.display().to_string())
+    }
+
+    /// Builds the tokenizer from the contents of a `char_tokenizer.json` (for
+    /// callers without a file system, such as the browser).
+    ///
+    /// # Errors
+    /// As [`CharTokenizer::load`] for a file of these contents.
+    pub fn from_json(json: &str) -> Result<Self> {
+        Self::parse_file(json, Self::FILE)
+    }
+
+    /// The tokenizer of a char tokenizer file's `text`; errors name `source`.
+    fn parse_file(text: &str, source: &str) -> Result<Self> {
         let bad = |detail: String| {
             Error::corrupt(
-                path.display(),
+                source,
                 format!("{detail}. Re-save the tokenizer with wgformer"),
             )
         };
         let other = |detail: String| {
             Error::incompatible(
-                path.display(),
+                source,
                 format!("{detail}. Re-save the tokenizer with this wgformer"),
             )
         };
-        let file: CharFile = serde_json::from_str(&text)
-            .map_err(|e| bad(format!("is not a char tokenizer: {e}")))?;
+        let file: CharFile =
+            serde_json::from_str(text).map_err(|e| bad(format!("is not a char tokenizer: {e}")))?;
         if file.kind != "char" {
             return Err(other(format!(
                 "has kind \"{}\", expected \"char\"",
@@ -187,7 +201,7 @@ impl Tokenizer for CharTokenizer {
         }
     }
 
-    fn save(&self, dir: &Path) -> Result<()> {
+    fn files(&self) -> Result<Vec<(&'static str, Vec<u8>)>> {
         let file = CharFile {
             kind: "char".into(),
             version: 1,
@@ -196,7 +210,7 @@ impl Tokenizer for CharTokenizer {
         };
         let json = serde_json::to_string_pretty(&file)
             .map_err(|e| Error::invalid("CharTokenizer::save", e.to_string()))?;
-        write_file_atomic(dir, Self::FILE, json.as_bytes())
+        Ok(vec![(Self::FILE, json.into_bytes())])
     }
 
     fn kind(&self) -> &'static str {

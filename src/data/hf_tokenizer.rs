@@ -19,8 +19,8 @@ use serde_json::{json, Map, Value};
 
 use crate::data::bpe::{BpeTokenizer, Entry, PartNames, RoleNames};
 use crate::data::pretokenize::byte_to_char;
+use crate::data::read_saved_utf8_file;
 use crate::data::tokenizer::Tokenizer;
-use crate::data::{read_saved_utf8_file, write_file_atomic};
 use crate::error::{Error, Result};
 
 /// Hugging Face's tokenizer file.
@@ -80,7 +80,24 @@ impl BpeTokenizer {
     /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `json` is not a
     /// byte-level BPE `tokenizer.json` (as [`BpeTokenizer::load_tokenizer_json`]).
     pub fn from_tokenizer_json(json: &str) -> Result<Self> {
-        parse(json, &RoleNames::default()).map_err(|e| {
+        Self::from_tokenizer_json_with_config(json, None)
+    }
+
+    /// [`BpeTokenizer::from_tokenizer_json`], with the specials' roles taken from
+    /// `config`: the contents of the `tokenizer_config.json` (or
+    /// `special_tokens_map.json`) beside it, when there is one.
+    ///
+    /// # Errors
+    /// As [`BpeTokenizer::from_tokenizer_json`];
+    /// [`ErrorKind::Corrupt`](crate::ErrorKind::Corrupt) when `config` is not valid JSON or names
+    /// a role with neither a string nor a `"content"` string (as
+    /// [`BpeTokenizer::load_tokenizer_json`]).
+    pub fn from_tokenizer_json_with_config(json: &str, config: Option<&str>) -> Result<Self> {
+        let roles = match config {
+            Some(text) => roles_from_json(text, TOKENIZER_CONFIG_FILE)?,
+            None => RoleNames::default(),
+        };
+        parse(json, &roles).map_err(|e| {
             let (Refusal::Damaged(e) | Refusal::Unsupported(e)) = e;
             Error::invalid(
                 "BpeTokenizer::from_tokenizer_json",
@@ -151,10 +168,8 @@ fn added_token(id: u32, content: &str, special: bool) -> Value {
     })
 }
 
-/// Writes `tokenizer.json`, `tokenizer_config.json` and `special_tokens_map.json`
-/// for `tok` into `dir`.
-pub(crate) fn save(tok: &BpeTokenizer, dir: &Path) -> Result<()> {
-    write_file_atomic(dir, TOKENIZER_FILE, tok.to_tokenizer_json().as_bytes())?;
+/// `tokenizer.json`, `tokenizer_config.json` and `special_tokens_map.json` for `tok`.
+pub(crate) fn files(tok: &BpeTokenizer) -> Vec<(&'static str, Vec<u8>)> {
     let sp = tok.specials();
     let name = |id: u32| tok.token_string(id).unwrap_or_default();
     let roles = json!({
@@ -188,8 +203,11 @@ pub(crate) fn save(tok: &BpeTokenizer, dir: &Path) -> Result<()> {
         s.push('\n');
         s
     };
-    write_file_atomic(dir, TOKENIZER_CONFIG_FILE, pretty(&config).as_bytes())?;
-    write_file_atomic(dir, SPECIAL_TOKENS_MAP_FILE, pretty(&roles).as_bytes())
+    vec![
+        (TOKENIZER_FILE, tok.to_tokenizer_json().into_bytes()),
+        (TOKENIZER_CONFIG_FILE, pretty(&config).into_bytes()),
+        (SPECIAL_TOKENS_MAP_FILE, pretty(&roles).into_bytes()),
+    ]
 }
 
 /// The roles named by `dir/tokenizer_config.json`, else `dir/special_tokens_map.json`
@@ -202,11 +220,15 @@ fn read_roles(dir: &Path) -> Result<RoleNames> {
     else {
         return Ok(RoleNames::default());
     };
-    let fail = |detail: String| {
-        Error::corrupt(path.display(), format!("{detail}. Fix or remove the file"))
-    };
-    let json: Value = serde_json::from_str(&read_saved_utf8_file(&path)?)
-        .map_err(|e| fail(format!("is not valid JSON ({e})")))?;
+    roles_from_json(&read_saved_utf8_file(&path)?, &path.display().to_string())
+}
+
+/// The roles named by the contents `text` of a `tokenizer_config.json` or
+/// `special_tokens_map.json`; errors name `source`.
+fn roles_from_json(text: &str, source: &str) -> Result<RoleNames> {
+    let fail = |detail: String| Error::corrupt(source, format!("{detail}. Fix or remove the file"));
+    let json: Value =
+        serde_json::from_str(text).map_err(|e| fail(format!("is not valid JSON ({e})")))?;
     let mut names = [None, None, None, None];
     for (key, slot) in ROLE_KEYS.iter().zip(names.iter_mut()) {
         *slot = match json.get(key) {

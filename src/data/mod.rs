@@ -43,7 +43,7 @@ pub use char::CharTokenizer;
 pub use dataset::{load_tsv_pairs, PairDataset, Split, TextDataset};
 pub use stream::{TokenStream, Utf8Stream};
 pub use synthetic::DateTask;
-pub use tokenizer::{list_chars, load_tokenizer, SpecialTokens, Tokenizer};
+pub use tokenizer::{check_vocab, list_chars, load_tokenizer, SpecialTokens, Tokenizer};
 
 use std::path::Path;
 

@@ -45,14 +45,26 @@ pub trait Tokenizer: Send + Sync {
     fn vocab_size(&self) -> usize;
     /// The special token ids.
     fn specials(&self) -> SpecialTokens;
-    /// Writes the tokenizer's files into `dir` (created if missing); [`load_tokenizer`]
-    /// reads them back. Blocking (writes files, each through a temporary file and a
-    /// rename).
+    /// The tokenizer's files, by name, as [`Tokenizer::save`] writes them (the
+    /// browser, which has no file system, offers them for download).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when a file's
+    /// JSON cannot be written.
+    fn files(&self) -> Result<Vec<(&'static str, Vec<u8>)>>;
+    /// Writes the tokenizer's [`Tokenizer::files`] into `dir` (created if missing);
+    /// [`load_tokenizer`] reads them back. Blocking (writes files, each through a
+    /// temporary file and a rename).
     ///
     /// # Errors
     /// [`ErrorKind::Io`](crate::ErrorKind::Io) when `dir` cannot be created or a file
     /// cannot be written or renamed.
-    fn save(&self, dir: &Path) -> Result<()>;
+    fn save(&self, dir: &Path) -> Result<()> {
+        for (name, bytes) in self.files()? {
+            crate::data::write_file_atomic(dir, name, &bytes)?;
+        }
+        Ok(())
+    }
     /// `"char"` or `"bpe"`.
     fn kind(&self) -> &'static str;
     /// The characters of `text` the vocabulary cannot express (they would encode as
@@ -60,6 +72,26 @@ pub trait Tokenizer: Send + Sync {
     fn unknown_chars(&self, _text: &str) -> Vec<char> {
         Vec::new()
     }
+}
+
+/// Errors unless every id of `tokenizer` is inside a model vocabulary of `vocab`.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) naming the first id of
+/// `tokenizer` at or beyond `vocab`.
+pub fn check_vocab(tokenizer: &dyn Tokenizer, vocab: usize) -> Result<()> {
+    if tokenizer.vocab_size() > vocab {
+        return Err(Error::invalid(
+            "vocabulary",
+            format!(
+                "the tokenizer has {} tokens but the model's vocabulary has only {vocab}: they do not \
+                 belong together. Use the tokenizer saved with the model (its checkpoint directory), \
+                 or a model built for this tokenizer",
+                tokenizer.vocab_size()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// `chars` for a message: `'Z', 'é', '\u{301}'`, the first ten and how many more.

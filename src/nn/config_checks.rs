@@ -335,7 +335,6 @@ impl Footprint {
     /// Refuses parameters that `weights`, a file of `weights_bytes` bytes of
     /// tensor data, cannot hold even at 16 bits each (the narrowest dtype a
     /// checkpoint may use): the config at `config` does not describe those weights.
-    #[cfg(not(target_arch = "wasm32"))] // checkpoints are native only
     fn check_file(
         &self,
         config: &std::path::Path,
@@ -412,7 +411,6 @@ macro_rules! size_checks {
 
             /// Refuses a config (read from `config`) whose parameters `weights`,
             /// holding `bytes` bytes of tensors, cannot hold.
-            #[cfg(not(target_arch = "wasm32"))]
             pub(crate) fn check_weights_fit(
                 &self,
                 config: &std::path::Path,

@@ -15,7 +15,6 @@
 use crate::autograd::{LoraFactors, Param};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
-use crate::train::freeze::is_embedding;
 use serde::{Deserialize, Serialize};
 
 /// Which weights get an adapter, its rank and its scale.
@@ -260,6 +259,7 @@ pub fn factor_shapes(weight: &Param, rank: usize) -> Result<([usize; 2], [usize;
 /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when a weight with an adapter
 /// is not a matrix; [`ErrorKind::Device`](crate::ErrorKind::Device) when reading a tensor back or
 /// writing the merged weight fails. Blocking; native only.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn merge(params: &[Param]) -> Result<usize> {
     let mut merged = 0;
     for w in params {
@@ -286,6 +286,15 @@ pub fn merge(params: &[Param]) -> Result<usize> {
         merged += 1;
     }
     Ok(merged)
+}
+
+/// True for token and position embeddings (the tied output projection included).
+pub fn is_embedding(name: &str) -> bool {
+    let base = name.strip_prefix("transformer.").unwrap_or(name);
+    matches!(
+        base,
+        "wte.weight" | "wpe.weight" | "embed.weight" | "model.embed_tokens.weight"
+    )
 }
 
 #[cfg(test)]

@@ -19,7 +19,6 @@ pub mod layer_types;
 pub mod layers;
 pub mod llama;
 mod llama_config;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod lora;
 pub mod transformer;
 

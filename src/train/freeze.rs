@@ -15,14 +15,7 @@ pub fn layer_index(name: &str) -> Option<usize> {
     rest.split('.').next()?.parse().ok()
 }
 
-/// True for token and position embeddings (the tied output projection included).
-pub fn is_embedding(name: &str) -> bool {
-    let base = name.strip_prefix("transformer.").unwrap_or(name);
-    matches!(
-        base,
-        "wte.weight" | "wpe.weight" | "embed.weight" | "model.embed_tokens.weight"
-    )
-}
+pub use crate::nn::lora::is_embedding;
 
 /// Freezes the embeddings (when `embeddings`) and the layers with index below
 /// `lower_layers` in every stack (encoder and decoder alike). Returns the number of

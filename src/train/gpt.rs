@@ -215,25 +215,7 @@ impl<M: LanguageModel> GptTask<M> {
 /// The target of an unused DP slot: never a token id.
 const IGNORE: u32 = u32::MAX;
 
-/// Errors unless every id of `tokenizer` is inside a model vocabulary of `vocab`.
-///
-/// # Errors
-/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) naming the first id of
-/// `tokenizer` at or beyond `vocab`.
-pub fn check_vocab(tokenizer: &dyn Tokenizer, vocab: usize) -> Result<()> {
-    if tokenizer.vocab_size() > vocab {
-        return Err(Error::invalid(
-            "vocabulary",
-            format!(
-                "the tokenizer has {} tokens but the model's vocabulary has only {vocab}: they do not \
-                 belong together. Use the tokenizer saved with the model (its checkpoint directory), \
-                 or a model built for this tokenizer",
-                tokenizer.vocab_size()
-            ),
-        ));
-    }
-    Ok(())
-}
+pub use crate::data::check_vocab;
 
 impl<M: LanguageModel> TrainTask for GptTask<M> {
     fn gpu(&self) -> &Gpu {

@@ -1,6 +1,8 @@
 //! The JavaScript API of the browser demo (wasm-bindgen): `Engine` opens the
 //! browser's WebGPU device and runs the kernel checks and benchmark; `Trainer`
-//! trains the character GPT and streams generated text; `Translator` trains
+//! trains the character GPT (or Llama), streams generated text and hands out its
+//! checkpoint files; `Loaded` builds a model from checkpoint files the user
+//! chose and generates from it; `Translator` trains
 //! the encoder-decoder on the date task, translates and evaluates; `InContext`
 //! trains a GPT on the in-context learning task and measures its accuracy by
 //! number of examples. Async methods return
@@ -11,10 +13,13 @@
 //! `InvalidInput` ([`ErrorKind::InvalidArgument`]), `NotFound`, `Corrupt`,
 //! `Incompatible`, `IoError` (the kinds of those names), `Busy` (another call is
 //! running).
+//! A `log` logger sends the crate's and wgpu's records to the console.
 
 use super::demo::{CharGpt, DemoConfig, Generation};
 use super::icl::{IclConfig, IclTrainer};
+use super::loaded::LoadedLm;
 use super::translate::{DateTranslator, TranslateConfig};
+use crate::checkpoint::CheckpointFiles;
 use crate::data::DateTask;
 use crate::data::Tokenizer;
 use crate::error::{Error, ErrorKind};
@@ -32,15 +37,76 @@ extern "C" {
     fn performance_now() -> f64;
     #[wasm_bindgen(js_namespace = console, js_name = error)]
     fn console_error(message: &str);
+    #[wasm_bindgen(js_namespace = console, js_name = warn)]
+    fn console_warn(message: &str);
+    #[wasm_bindgen(js_namespace = console, js_name = info)]
+    fn console_info(message: &str);
+    #[wasm_bindgen(js_namespace = console, js_name = debug)]
+    fn console_debug(message: &str);
 }
 
+/// The `log` records of the crate and of wgpu, sent to the browser console at
+/// their level (`console.error`, `warn`, `info`, `debug`). wgpu and naga log
+/// much at info level, so only their warnings and errors pass by default.
+struct ConsoleLogger;
+
+impl log::Log for ConsoleLogger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        let noisy = ["wgpu", "naga"]
+            .iter()
+            .any(|t| metadata.target().starts_with(t));
+        metadata.level() <= log::max_level() && (!noisy || metadata.level() <= log::Level::Warn)
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let line = format!("[{} {}] {}", record.level(), record.target(), record.args());
+        match record.level() {
+            log::Level::Error => console_error(&line),
+            log::Level::Warn => console_warn(&line),
+            log::Level::Info => console_info(&line),
+            log::Level::Debug | log::Level::Trace => console_debug(&line),
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+static LOGGER: ConsoleLogger = ConsoleLogger;
+
 /// Sends Rust panics to the console (a panic aborts the module; the page
-/// catches the resulting trap and offers a reload).
+/// catches the resulting trap and offers a reload) and installs the console
+/// logger, once, when the module starts.
 #[wasm_bindgen(start)]
 fn start() {
     std::panic::set_hook(Box::new(|info| {
         console_error(&format!("wgformer panicked: {info}"));
     }));
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
+}
+
+/// Sets the most detailed `log` level the console shows: `"off"`, `"error"`,
+/// `"warn"`, `"info"` (the default), `"debug"` or `"trace"`.
+///
+/// # Errors
+/// Throws an `InvalidInput` error for another name.
+#[wasm_bindgen]
+pub fn set_log_level(level: &str) -> Result<(), JsValue> {
+    let filter: log::LevelFilter = level.parse().map_err(|_| {
+        js_error(
+            None,
+            &Error::invalid(
+                "set_log_level",
+                format!("{level:?} is no log level; use off, error, warn, info, debug or trace"),
+            ),
+        )
+    })?;
+    log::set_max_level(filter);
+    Ok(())
 }
 
 /// A JS `Error` for `e`, named by kind so the page can offer the right way on.
@@ -98,10 +164,14 @@ impl Engine {
     /// Rejects with a JS `Error` named `NoAdapter` (no WebGPU in this browser) or `GpuError` (the
     /// adapter refused a device).
     pub async fn create() -> Result<Engine, JsValue> {
-        Gpu::new_async()
-            .await
-            .map(|gpu| Engine { gpu })
-            .map_err(|e| js_error(None, &e))
+        let gpu = Gpu::new_async().await.map_err(|e| js_error(None, &e))?;
+        let info = gpu.adapter_info();
+        log::info!(
+            "WebGPU device on adapter `{}` ({:?} backend)",
+            info.name,
+            info.backend
+        );
+        Ok(Engine { gpu })
     }
 
     /// Adapter, backend, limits and features as JSON.
@@ -294,13 +364,15 @@ impl Trainer {
         let Some(s) = guard.as_ref() else {
             return "{}".into(); // busy in a call
         };
-        let g = s.model.gpt_config();
+        let m = s.model.model();
         serde_json::json!({
             "config": s.model.config(),
+            "model_type": m.model_type(),
+            "model_config": m.config_json(),
             "vocab_size": s.model.vocab().vocab_size(),
-            "params": g.param_count(),
+            "params": m.param_count(),
             "steps": s.model.steps(),
-            "train_flops_per_token": g.train_flops_per_token(g.n_positions),
+            "train_flops_per_token": m.train_flops_per_token(s.model.config().context),
         })
         .to_string()
     }
@@ -312,6 +384,35 @@ impl Trainer {
             move |mut s| async move {
                 let result = s.model.train_steps(n, &performance_now).await;
                 (s, result)
+            },
+            |r| to_json(&r),
+        )
+    }
+
+    /// Resolves to the model's checkpoint files, an Array of `{name, bytes}`
+    /// (`bytes` a Uint8Array): `config.json`, `model.safetensors` and
+    /// `char_tokenizer.json`, as `wgformer train` saves them, so `wgformer
+    /// generate --checkpoint DIR` runs on them natively once they are in `DIR`.
+    pub fn download(&self) -> Promise {
+        self.state.lend(
+            &self.gpu,
+            |s| async move {
+                let result = s.model.checkpoint_files().await;
+                (s, result)
+            },
+            |files| files_to_js(&files),
+        )
+    }
+
+    /// Resolves to JSON `{shape: [T, V], data}`: the logits after each
+    /// character of `prompt` (at most the context).
+    pub fn logits(&self, prompt: String) -> Promise {
+        self.state.lend(
+            &self.gpu,
+            move |s| async move {
+                let result = s.model.logits(&prompt).await;
+                let v = s.model.vocab().vocab_size();
+                (s, result.map(|data| logits_json(data, v)))
             },
             |r| to_json(&r),
         )
@@ -348,6 +449,193 @@ impl Trainer {
     }
 
     /// Resolves to the next generated character, or `null` when done.
+    pub fn next_token(&self) -> Promise {
+        let (gpu, state) = (self.gpu.clone(), self.state.clone());
+        future_to_promise(async move {
+            let mut s = state.take()?;
+            let Some(mut g) = s.generation.take() else {
+                state.put(s);
+                return Ok(JsValue::NULL);
+            };
+            let result = s.model.next_token(&mut g).await;
+            if matches!(result, Ok(Some(_))) {
+                s.generation = Some(g); // more to come
+            }
+            state.put(s);
+            match result {
+                Ok(Some(text)) => Ok(JsValue::from_str(&text)),
+                Ok(None) => Ok(JsValue::NULL),
+                Err(e) => Err(js_error(Some(&gpu), &e)),
+            }
+        })
+    }
+}
+
+/// `{shape: [T, V], data}` for logits `data` of a vocabulary of `v`.
+fn logits_json(data: Vec<f32>, v: usize) -> serde_json::Value {
+    serde_json::json!({ "shape": [data.len() / v.max(1), v], "data": data })
+}
+
+/// `files` as a JS Array of `{name, bytes}` objects (`bytes` a Uint8Array).
+fn files_to_js(files: &CheckpointFiles) -> JsValue {
+    let out = js_sys::Array::new();
+    for (name, bytes) in files.iter() {
+        let entry = js_sys::Object::new();
+        let _ = js_sys::Reflect::set(&entry, &"name".into(), &name.into());
+        let _ = js_sys::Reflect::set(
+            &entry,
+            &"bytes".into(),
+            &js_sys::Uint8Array::from(bytes).into(),
+        );
+        out.push(&entry);
+    }
+    out.into()
+}
+
+/// A JS Array of `{name, bytes}` objects (`bytes` a Uint8Array or ArrayBuffer)
+/// as [`CheckpointFiles`].
+fn files_from_js(files: &JsValue) -> Result<CheckpointFiles, JsValue> {
+    let bad = |detail: String| js_error(None, &Error::invalid("Loaded", detail));
+    if !js_sys::Array::is_array(files) {
+        return Err(bad(
+            "expected an Array of {name, bytes} objects (the chosen files)".into(),
+        ));
+    }
+    let mut out = CheckpointFiles::new();
+    for (i, entry) in js_sys::Array::from(files).iter().enumerate() {
+        let name = js_sys::Reflect::get(&entry, &"name".into())
+            .ok()
+            .and_then(|n| n.as_string())
+            .ok_or_else(|| bad(format!("file {i} has no `name` string")))?;
+        let bytes = js_sys::Reflect::get(&entry, &"bytes".into())
+            .ok()
+            .filter(|b| {
+                b.is_instance_of::<js_sys::Uint8Array>()
+                    || b.is_instance_of::<js_sys::ArrayBuffer>()
+            })
+            .ok_or_else(|| bad(format!("file `{name}` has no `bytes` (a Uint8Array)")))?;
+        out.insert(&name, js_sys::Uint8Array::new(&bytes).to_vec());
+    }
+    Ok(out)
+}
+
+struct LoadedState {
+    model: LoadedLm,
+    generation: Option<Generation>,
+}
+
+/// A model built from checkpoint files the user chose: a GPT-2-layout (or
+/// Llama-layout) checkpoint of wgformer's or Hugging Face's, with its
+/// tokenizer (vocab.json + merges.txt, tokenizer.json or char_tokenizer.json).
+#[wasm_bindgen]
+pub struct Loaded {
+    gpu: Gpu,
+    state: Shared<LoadedState>,
+}
+
+#[wasm_bindgen]
+impl Loaded {
+    /// Builds the model of `files`, an Array of `{name, bytes}` (`bytes` a
+    /// Uint8Array), and loads its weights and tokenizer.
+    ///
+    /// # Errors
+    /// Throws a JS `Error` named `NotFound`, `Corrupt` or `Incompatible` for a
+    /// missing, damaged or mismatched file (the message names it and the fix),
+    /// `InvalidInput` for a tokenizer missing one of its files, `TooLarge` over a device limit,
+    /// `DeviceLost` / `GpuError` from the GPU.
+    #[wasm_bindgen(constructor)]
+    pub fn new(engine: &Engine, files: &JsValue) -> Result<Loaded, JsValue> {
+        let gpu = engine.gpu.clone();
+        let files = files_from_js(files)?;
+        let model = LoadedLm::from_files(&gpu, &files).map_err(|e| js_error(Some(&gpu), &e))?;
+        log::info!(
+            "loaded a {} checkpoint: {} parameters, {} tokenizer",
+            model.model().model_type(),
+            model.model().param_count(),
+            model.tokenizer().kind()
+        );
+        Ok(Loaded {
+            gpu,
+            state: Shared::new(LoadedState {
+                model,
+                generation: None,
+            }),
+        })
+    }
+
+    /// Model facts as JSON: `model_type`, config, parameters, vocabulary,
+    /// context, tokenizer kind, what the load skipped.
+    pub fn info(&self) -> String {
+        let guard = self.state.0.borrow();
+        match guard.as_ref() {
+            Some(s) => s.model.info().to_string(),
+            None => "{}".into(), // busy in a call
+        }
+    }
+
+    /// The token ids of `text` with the model's tokenizer (JSON array).
+    ///
+    /// # Errors
+    /// Throws `Busy` while another call holds the model.
+    pub fn encode(&self, text: &str) -> Result<String, JsValue> {
+        let guard = self.state.0.borrow();
+        let s = guard.as_ref().ok_or_else(busy)?;
+        Ok(serde_json::to_string(&s.model.tokenizer().encode(text)).unwrap_or_default())
+    }
+
+    /// Resolves to JSON `{shape: [T, V], data}`: the logits for the token ids
+    /// `ids_json` (a JSON array, at most the context).
+    pub fn logits(&self, ids_json: String) -> Promise {
+        self.state.lend(
+            &self.gpu,
+            move |s| async move {
+                let result = match serde_json::from_str::<Vec<u32>>(&ids_json) {
+                    Ok(ids) => {
+                        let v = s.model.model().lm().vocab_size();
+                        s.model.logits(&ids).await.map(|d| logits_json(d, v))
+                    }
+                    Err(e) => Err(Error::invalid(
+                        "logits",
+                        format!("ids must be a JSON array of token ids ({e})"),
+                    )),
+                };
+                (s, result)
+            },
+            |r| to_json(&r),
+        )
+    }
+
+    /// Starts a generation after `prompt` (empty: from the beginning-of-sequence
+    /// token); then call `next_token` until it resolves to `null`.
+    ///
+    /// # Errors
+    /// As `Trainer.start_generation`.
+    pub fn start_generation(
+        &self,
+        prompt: &str,
+        max_tokens: u32,
+        temperature: f32,
+        top_k: u32,
+        seed: u32,
+    ) -> Result<(), JsValue> {
+        let mut guard = self.state.0.borrow_mut();
+        let s = guard.as_mut().ok_or_else(busy)?;
+        let g = s
+            .model
+            .start_generation(
+                prompt,
+                max_tokens as usize,
+                temperature,
+                top_k as usize,
+                seed as u64,
+            )
+            .map_err(|e| js_error(Some(&self.gpu), &e))?;
+        s.generation = Some(g);
+        Ok(())
+    }
+
+    /// Resolves to the next piece of generated text (empty while a character's
+    /// bytes are incomplete), or `null` when done.
     pub fn next_token(&self) -> Promise {
         let (gpu, state) = (self.gpu.clone(), self.state.clone());
         future_to_promise(async move {

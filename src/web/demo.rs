@@ -1,15 +1,17 @@
-//! The browser demo's model: a tiny character-level GPT trained on one text,
-//! with steps batched between readbacks and token-by-token generation. Plain
-//! async Rust (no wasm-bindgen), so it runs and is tested natively too.
+//! The browser demo's model: a tiny character-level GPT (or Llama-layout
+//! decoder) trained on one text, with steps batched between readbacks,
+//! token-by-token generation and its checkpoint files for download. Plain async
+//! Rust (no wasm-bindgen), so it runs and is tested natively too.
 
-use crate::autograd::Tape;
-use crate::data::{CharTokenizer, Tokenizer};
+use crate::autograd::{Param, Tape};
+use crate::checkpoint::CheckpointFiles;
+use crate::data::{CharTokenizer, Tokenizer, Utf8Stream};
 use crate::error::{human_bytes, Error, Result};
 use crate::generate::{Sampler, SamplingOptions};
 use crate::gpu::Gpu;
 use crate::kernels::cross_entropy::CrossEntropyOptions;
 use crate::kernels::elementwise::add_assign;
-use crate::nn::{Gpt, GptConfig};
+use crate::nn::{CausalLm, Gpt, GptConfig, Llama, LlamaConfig};
 use crate::optim::{Optimizer, OptimizerKind};
 use crate::rng::SplitMix64;
 use crate::tensor::Tensor;
@@ -19,12 +21,17 @@ use crate::tensor::Tensor;
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct DemoConfig {
+    /// The architecture: GPT-2's layout or Llama's.
+    pub arch: DemoArch,
     /// Transformer blocks L.
     pub n_layer: usize,
     /// Model width C.
     pub n_embd: usize,
     /// Attention heads NH (C must be a multiple).
     pub n_head: usize,
+    /// Key/value heads of the Llama (grouped-query attention; must divide
+    /// `n_head`); 0 takes `n_head`. The GPT refuses any other value.
+    pub n_kv_head: usize,
     /// Context length T (characters per training window).
     pub context: usize,
     /// Windows per step B.
@@ -40,14 +47,101 @@ pub struct DemoConfig {
 impl Default for DemoConfig {
     fn default() -> Self {
         DemoConfig {
+            arch: DemoArch::Gpt,
             n_layer: 2,
             n_embd: 64,
             n_head: 4,
+            n_kv_head: 0,
             context: 64,
             batch: 16,
             lr: 3e-3,
             warmup: 20,
             seed: 1,
+        }
+    }
+}
+
+/// The demo model's architecture (JSON: `"gpt"` or `"llama"`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DemoArch {
+    /// GPT-2's layout: learned positions, LayerNorm, GELU MLP, tied head.
+    #[default]
+    Gpt,
+    /// Llama's layout: rotary positions, RMSNorm, SwiGLU MLP, grouped-query
+    /// attention, untied head.
+    Llama,
+}
+
+/// A decoder-only model of the page: trained there or loaded from files.
+pub enum DemoModel {
+    /// A GPT-2-layout model.
+    Gpt(Gpt),
+    /// A Llama-layout model.
+    Llama(Llama),
+}
+
+impl DemoModel {
+    /// The model as the generation and scoring code sees it.
+    pub fn lm(&self) -> &dyn CausalLm {
+        match self {
+            DemoModel::Gpt(m) => m as &dyn CausalLm,
+            DemoModel::Llama(m) => m,
+        }
+    }
+
+    /// Every parameter, in a fixed order.
+    pub fn params(&self) -> Vec<Param> {
+        self.lm().params()
+    }
+
+    /// Number of parameters.
+    pub fn param_count(&self) -> usize {
+        match self {
+            DemoModel::Gpt(m) => m.config.param_count(),
+            DemoModel::Llama(m) => m.config.param_count(),
+        }
+    }
+
+    /// Training FLOPs per token at sequence length `seq`.
+    pub fn train_flops_per_token(&self, seq: usize) -> f64 {
+        match self {
+            DemoModel::Gpt(m) => m.config.train_flops_per_token(seq),
+            DemoModel::Llama(m) => m.config.train_flops_per_token(seq),
+        }
+    }
+
+    /// `"gpt2"` or `"llama"`: the `model_type` of its checkpoints.
+    pub fn model_type(&self) -> &'static str {
+        use crate::checkpoint::ModelConfig;
+        match self {
+            DemoModel::Gpt(_) => GptConfig::MODEL_TYPE,
+            DemoModel::Llama(_) => LlamaConfig::MODEL_TYPE,
+        }
+    }
+
+    /// The model config as JSON (its checkpoint's field names).
+    pub fn config_json(&self) -> serde_json::Value {
+        match self {
+            DemoModel::Gpt(m) => serde_json::to_value(m.config),
+            DemoModel::Llama(m) => serde_json::to_value(m.config),
+        }
+        .unwrap_or_default()
+    }
+
+    /// The files of its checkpoint (config.json, model.safetensors and the
+    /// tokenizer's), as `save` writes them into a directory.
+    ///
+    /// Async (reads the weights back); works in the browser.
+    ///
+    /// # Errors
+    /// As [`CheckpointFiles::from_model`].
+    pub async fn checkpoint_files(&self, tokenizer: &dyn Tokenizer) -> Result<CheckpointFiles> {
+        let params = self.params();
+        let tokenizer = Some(tokenizer);
+        match self {
+            DemoModel::Gpt(m) => CheckpointFiles::from_model(&m.config, &params, tokenizer).await,
+            DemoModel::Llama(m) => CheckpointFiles::from_model(&m.config, &params, tokenizer).await,
         }
     }
 }
@@ -126,7 +220,7 @@ pub(crate) struct StepBatch<'a> {
 /// added to `loss_sum`. Submitted at once, so the GPU works while the next
 /// step is encoded.
 pub(crate) fn gpt_step(
-    model: &Gpt,
+    model: &dyn CausalLm,
     opt: &mut Optimizer,
     batch: StepBatch,
     ce: &CrossEntropyOptions,
@@ -146,11 +240,127 @@ pub(crate) fn gpt_step(
     gpu.flush()
 }
 
-/// A generation in progress: the context so far and the sampler.
+/// A generation in progress: the context so far, the sampler and the bytes of
+/// a character not yet complete (a byte-level BPE token may end inside one).
 pub struct Generation {
     tokens: Vec<u32>,
     remaining: usize,
     sampler: Sampler,
+    text: Utf8Stream,
+}
+
+/// Starts a generation after `prompt` with `tokenizer` (`first` when the prompt
+/// is empty); `source` says where a character the vocabulary lacks should be
+/// added.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) as
+/// [`CharGpt::start_generation`].
+pub(crate) fn start_generation(
+    tokenizer: &dyn Tokenizer,
+    (prompt, first, source): (&str, u32, &str),
+    max_tokens: usize,
+    temperature: f32,
+    top_k: usize,
+    seed: u64,
+) -> Result<Generation> {
+    if max_tokens > MAX_GENERATED {
+        return Err(Error::invalid(
+            "start_generation",
+            format!("{max_tokens} tokens asked for; at most {MAX_GENERATED} per generation"),
+        ));
+    }
+    // A character tokenizer maps unknown characters to <unk>, which the model
+    // never saw: name the character instead.
+    if let Some(c) = tokenizer.unknown_chars(prompt).first() {
+        return Err(Error::invalid(
+            "start_generation",
+            format!("the character {c:?} does not occur in {source}"),
+        ));
+    }
+    let mut tokens = tokenizer.encode(prompt);
+    if tokens.is_empty() {
+        tokens.push(first);
+    }
+    let sampler = Sampler::new(SamplingOptions {
+        temperature,
+        top_k: Some(top_k),
+        top_p: None,
+        seed,
+    })?;
+    Ok(Generation {
+        tokens,
+        remaining: max_tokens,
+        sampler,
+        text: Utf8Stream::new(),
+    })
+}
+
+/// The next piece of generated text (possibly empty while a character's bytes
+/// are incomplete), or None when `max_tokens` are out: one forward pass of
+/// `lm` over the last `context` tokens and one readback. Special tokens are
+/// never sampled.
+///
+/// # Errors
+/// As [`CharGpt::next_token`].
+pub(crate) async fn next_token(
+    lm: &dyn CausalLm,
+    tokenizer: &dyn Tokenizer,
+    g: &mut Generation,
+) -> Result<Option<String>> {
+    if g.remaining == 0 {
+        return Ok(None);
+    }
+    let t = g.tokens.len().min(lm.context());
+    let values = logits(lm, &g.tokens[g.tokens.len() - t..]).await?;
+    let v = lm.vocab_size();
+    let mut last = values[(t - 1) * v..t * v].to_vec();
+    let sp = tokenizer.specials();
+    for id in [sp.pad, sp.bos, sp.eos, sp.unk] {
+        if let Some(x) = last.get_mut(id as usize) {
+            *x = f32::NEG_INFINITY;
+        }
+    }
+    let id = g.sampler.sample(&last)?;
+    g.tokens.push(id);
+    g.remaining -= 1;
+    let mut piece = g.text.push(&tokenizer.decode_bytes(&[id]));
+    if g.remaining == 0 {
+        piece.push_str(&std::mem::take(&mut g.text).finish());
+    }
+    Ok(Some(piece))
+}
+
+/// The logits `(T, V)` of `lm` for the token ids `ids` (at most its context).
+///
+/// Async (one readback); works in the browser.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `ids` is empty, longer
+/// than the context or holds an id outside the vocabulary; as
+/// [`Tensor::to_vec_async`](crate::Tensor::to_vec_async).
+pub async fn logits(lm: &dyn CausalLm, ids: &[u32]) -> Result<Vec<f32>> {
+    let (t, v) = (ids.len(), lm.vocab_size());
+    if t == 0 || t > lm.context() {
+        return Err(Error::invalid(
+            "logits",
+            format!(
+                "{t} tokens given; the model takes 1 to {} (its context)",
+                lm.context()
+            ),
+        ));
+    }
+    if let Some(&id) = ids.iter().find(|&&id| id as usize >= v) {
+        return Err(Error::invalid(
+            "logits",
+            format!("token id {id} is outside the model's vocabulary of {v}"),
+        ));
+    }
+    let gpu = lm.params()[0].value().gpu().clone();
+    let ids = Tensor::from_u32(&gpu, ids, &[1, t])?;
+    let tape = Tape::no_grad(&gpu);
+    let out = lm.forward(&tape, &ids)?;
+    out.value().to_vec_async().await
 }
 
 /// A character-level GPT, its optimiser and its training text.
@@ -159,7 +369,7 @@ pub struct CharGpt {
     vocab: CharTokenizer,
     data: Vec<u32>,
     config: DemoConfig,
-    model: Gpt,
+    model: DemoModel,
     opt: Optimizer,
     rng: SplitMix64,
 }
@@ -212,20 +422,64 @@ impl CharGpt {
                 ),
             ));
         }
-        let gpt = GptConfig {
-            vocab_size: vocab.vocab_size(),
-            n_positions: c.context,
-            n_embd: c.n_embd,
-            n_layer: c.n_layer,
-            n_head: c.n_head,
-            layer_norm_epsilon: 1e-5,
-            sliding_window: None,
-            global_tokens: 0,
-            sparse_layout: None,
-            layer_types: None,
+        let model = match c.arch {
+            DemoArch::Gpt => {
+                if c.n_kv_head != 0 && c.n_kv_head != c.n_head {
+                    return Err(Error::invalid(
+                        "CharGpt::new",
+                        format!(
+                            "n_kv_head {} asks for grouped-query attention, which the GPT does \
+                             not have; choose the Llama architecture or set n_kv_head to 0",
+                            c.n_kv_head
+                        ),
+                    ));
+                }
+                let gpt = GptConfig {
+                    vocab_size: vocab.vocab_size(),
+                    n_positions: c.context,
+                    n_embd: c.n_embd,
+                    n_layer: c.n_layer,
+                    n_head: c.n_head,
+                    layer_norm_epsilon: 1e-5,
+                    sliding_window: None,
+                    global_tokens: 0,
+                    sparse_layout: None,
+                    layer_types: None,
+                };
+                check_gpt_memory(gpu, &gpt, c.batch)?;
+                DemoModel::Gpt(Gpt::new(gpu, gpt, c.seed as u64)?)
+            }
+            DemoArch::Llama => {
+                let specials = vocab.specials();
+                let llama = LlamaConfig {
+                    vocab_size: vocab.vocab_size(),
+                    hidden_size: c.n_embd,
+                    // SwiGLU's three matrices at 8C/3 hold as many weights as
+                    // the GPT's two at 4C (rounded up to a multiple of 4).
+                    intermediate_size: (8 * c.n_embd).div_ceil(3).next_multiple_of(4),
+                    num_hidden_layers: c.n_layer,
+                    num_attention_heads: c.n_head,
+                    num_key_value_heads: if c.n_kv_head == 0 {
+                        c.n_head
+                    } else {
+                        c.n_kv_head
+                    },
+                    rms_norm_eps: 1e-5,
+                    rope_theta: 10_000.0,
+                    max_position_embeddings: c.context,
+                    tie_word_embeddings: false,
+                    bos_token_id: Some(specials.bos),
+                    eos_token_id: Some(specials.eos),
+                    sliding_window: None,
+                    global_tokens: 0,
+                    sparse_layout: None,
+                    layer_types: None,
+                };
+                llama.validate()?;
+                check_llama_memory(gpu, &llama, c.batch)?;
+                DemoModel::Llama(Llama::new(gpu, llama, c.seed as u64)?)
+            }
         };
-        check_gpt_memory(gpu, &gpt, c.batch)?;
-        let model = Gpt::new(gpu, gpt, c.seed as u64)?;
         let opt = Optimizer::new(gpu, model.params(), OptimizerKind::gpt_adamw(), Some(1.0))?;
         Ok(CharGpt {
             gpu: gpu.clone(),
@@ -247,9 +501,10 @@ impl CharGpt {
     pub fn config(&self) -> &DemoConfig {
         &self.config
     }
-    /// The underlying GPT's sizes (vocabulary from the text, positions = context).
-    pub fn gpt_config(&self) -> &GptConfig {
-        &self.model.config
+    /// The underlying model (its sizes: vocabulary from the text, positions =
+    /// context).
+    pub fn model(&self) -> &DemoModel {
+        &self.model
     }
     /// Completed optimiser steps.
     pub fn steps(&self) -> u32 {
@@ -292,7 +547,14 @@ impl CharGpt {
             };
             let schedule = (self.config.lr, self.config.warmup);
             let ce = CrossEntropyOptions::default();
-            gpt_step(&self.model, &mut self.opt, batch, &ce, schedule, &loss_sum)?;
+            gpt_step(
+                self.model.lm(),
+                &mut self.opt,
+                batch,
+                &ce,
+                schedule,
+                &loss_sum,
+            )?;
         }
         let tokens = n as usize * b * t;
         TrainReport::read(
@@ -322,40 +584,16 @@ impl CharGpt {
         top_k: usize,
         seed: u64,
     ) -> Result<Generation> {
-        if max_tokens > MAX_GENERATED {
-            return Err(Error::invalid(
-                "start_generation",
-                format!(
-                    "{max_tokens} characters asked for; at most {MAX_GENERATED} per generation"
-                ),
-            ));
-        }
-        // The tokenizer maps unknown characters to <unk>, which the model never
-        // saw: name the character instead.
-        if let Some(c) = prompt.chars().find(|&c| self.vocab.id_of(c).is_none()) {
-            return Err(Error::invalid(
-                "start_generation",
-                format!(
-                    "the character {c:?} does not occur in the training text; \
-                     remove it from the prompt, or add it to the text and rebuild the model"
-                ),
-            ));
-        }
-        let mut tokens = self.vocab.encode(prompt);
-        if tokens.is_empty() {
-            tokens.push(self.data[0]);
-        }
-        let sampler = Sampler::new(SamplingOptions {
+        let source = "the training text; remove it from the prompt, or add it to the text \
+                      and rebuild the model";
+        start_generation(
+            &self.vocab,
+            (prompt, self.data[0], source),
+            max_tokens,
             temperature,
-            top_k: Some(top_k),
-            top_p: None,
+            top_k,
             seed,
-        })?;
-        Ok(Generation {
-            tokens,
-            remaining: max_tokens,
-            sampler,
-        })
+        )
     }
 
     /// The next generated character, or None when `max_tokens` are out. One
@@ -369,26 +607,37 @@ impl CharGpt {
     /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when every logit is NaN
     /// (broken weights). A `g` started by another model is not detected.
     pub async fn next_token(&self, g: &mut Generation) -> Result<Option<String>> {
-        if g.remaining == 0 {
-            return Ok(None);
+        next_token(self.model.lm(), &self.vocab, g).await
+    }
+
+    /// The logits `(T, V)` after each character of `prompt` (at most `context`
+    /// characters, each in the training text).
+    ///
+    /// Async (one readback); works in the browser.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for an empty or too long
+    /// prompt or one with a character the text lacks; as [`logits`].
+    pub async fn logits(&self, prompt: &str) -> Result<Vec<f32>> {
+        if let Some(c) = self.vocab.unknown_chars(prompt).first() {
+            return Err(Error::invalid(
+                "logits",
+                format!("the character {c:?} does not occur in the training text"),
+            ));
         }
-        let t = g.tokens.len().min(self.config.context);
-        let window = &g.tokens[g.tokens.len() - t..];
-        let ids = Tensor::from_u32(&self.gpu, window, &[1, t])?;
-        let tape = Tape::no_grad(&self.gpu);
-        let logits = self.model.forward(&tape, &ids)?;
-        let values = logits.value().to_vec_async().await?;
-        let v = self.vocab.vocab_size();
-        let mut last = values[(t - 1) * v..t * v].to_vec();
-        // The special tokens never occur in the text: never sample them.
-        let sp = self.vocab.specials();
-        for id in [sp.pad, sp.bos, sp.eos, sp.unk] {
-            last[id as usize] = f32::NEG_INFINITY;
-        }
-        let id = g.sampler.sample(&last)?;
-        g.tokens.push(id);
-        g.remaining -= 1;
-        Ok(Some(self.vocab.decode(&[id])))
+        logits(self.model.lm(), &self.vocab.encode(prompt)).await
+    }
+
+    /// The files of the model's checkpoint: `config.json`, `model.safetensors` and
+    /// `char_tokenizer.json`, byte for byte as the model's `save` writes them, so
+    /// `wgformer generate --checkpoint DIR` runs on them once they are in `DIR`.
+    ///
+    /// Async (reads the weights back); works in the browser.
+    ///
+    /// # Errors
+    /// As [`CheckpointFiles::from_model`].
+    pub async fn checkpoint_files(&self) -> Result<CheckpointFiles> {
+        self.model.checkpoint_files(&self.vocab).await
     }
 }
 
@@ -415,6 +664,34 @@ pub(super) fn check_gpt_memory(gpu: &Gpu, g: &GptConfig, batch: usize) -> Result
         rows.saturating_mul(widest),
         g.param_count() as u64,
         rows.saturating_mul((16 * c).saturating_mul(l) + 3 * v),
+        "Lower the batch, context, width or depth",
+    )
+}
+
+/// Refuses a Llama whose largest activation exceeds the device's binding limit
+/// or whose estimated memory exceeds [`MEMORY_BUDGET_BYTES`].
+fn check_llama_memory(gpu: &Gpu, g: &LlamaConfig, batch: usize) -> Result<()> {
+    let (b, t, c, v, l, ff) = (
+        batch as u64,
+        g.max_position_embeddings as u64,
+        g.hidden_size as u64,
+        g.vocab_size as u64,
+        g.num_hidden_layers as u64,
+        g.intermediate_size as u64,
+    );
+    let rows = b.saturating_mul(t);
+    let widest = ff.max(v).max(3 * c);
+    // About 10 C-wide and 3 intermediate-wide activations kept per layer for
+    // backward, plus logits and their gradient.
+    check_memory(
+        gpu,
+        "CharGpt::new",
+        format!(
+            "an activation of {rows} rows x {widest} (batch {batch} x context {t}, width max(intermediate, vocab))"
+        ),
+        rows.saturating_mul(widest),
+        g.param_count() as u64,
+        rows.saturating_mul((10 * c + 3 * ff).saturating_mul(l) + 3 * v),
         "Lower the batch, context, width or depth",
     )
 }

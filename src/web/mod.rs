@@ -1,18 +1,22 @@
 //! The browser demo, as plain async Rust that also runs natively: a
-//! character-level GPT trainer with token-by-token generation ([`demo`]), an
+//! character-level GPT (or Llama) trainer with token-by-token generation and
+//! its checkpoint files for download ([`demo`]), a model loaded from files the
+//! user chose ([`loaded`]), an
 //! encoder-decoder learning the built-in date task ([`translate`]) and a GPT
 //! learning in context ([`icl`]); on wasm32 also their wasm-bindgen API for the
 //! page in `web/` (`bindings`).
 
 pub mod demo;
 pub mod icl;
+pub mod loaded;
 pub mod translate;
 
 #[cfg(target_arch = "wasm32")]
 mod bindings;
 
-pub use demo::{CharGpt, DemoConfig, Generation, TrainReport};
+pub use demo::{CharGpt, DemoArch, DemoConfig, DemoModel, Generation, TrainReport};
 pub use icl::{IclConfig, IclCurve, IclTrainer};
+pub use loaded::LoadedLm;
 pub use translate::{DateTranslator, TranslateConfig, TranslateEval, TranslateExample};
 
 use crate::error::Error;

@@ -22,3 +22,4 @@ mod sliding_window;
 mod trainer;
 mod training_step;
 mod web_demo;
+mod web_files;

@@ -7,14 +7,18 @@
 
 use wgformer::data::{DateTask, Tokenizer};
 use wgformer::generate::translate_greedy;
-use wgformer::web::{CharGpt, DateTranslator, DemoConfig, IclConfig, IclTrainer, TranslateConfig};
+use wgformer::web::{
+    CharGpt, DateTranslator, DemoArch, DemoConfig, IclConfig, IclTrainer, TranslateConfig,
+};
 use wgformer::Error;
 
-fn tiny() -> DemoConfig {
+pub(crate) fn tiny() -> DemoConfig {
     DemoConfig {
+        arch: DemoArch::Gpt,
         n_layer: 1,
         n_embd: 32,
         n_head: 2,
+        n_kv_head: 0,
         context: 32,
         batch: 8,
         lr: 1e-2,
@@ -23,12 +27,12 @@ fn tiny() -> DemoConfig {
     }
 }
 
-fn passage() -> String {
+pub(crate) fn passage() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/web/passage.txt"))
         .expect("web/passage.txt")
 }
 
-fn clock() -> f64 {
+pub(crate) fn clock() -> f64 {
     use std::sync::OnceLock;
     static T0: OnceLock<std::time::Instant> = OnceLock::new();
     T0.get_or_init(std::time::Instant::now)
