@@ -3,8 +3,9 @@
 //! equals one process with the same global batch (within float reassociation),
 //! ZeRO-1 equals data parallel bit for bit with 1/N of the optimiser state per
 //! rank, checkpoints cross between parallel and single-process runs, and a rank
-//! that dies or hangs ends the run with an error naming it. Without the `mpi`
-//! feature only the refusal of `--parallel` is tested.
+//! that dies or hangs ends the run with an error naming it; a 2-stage
+//! pipeline equals one process and its checkpoints cross both ways. Without
+//! the `mpi` feature only the refusals that need no MPI are tested.
 
 mod common;
 
@@ -66,6 +67,31 @@ fn parallel_without_the_mpi_feature_is_refused() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let err = fails(&args);
     assert!(err.contains("needs the `mpi` feature"), "{err}");
+}
+
+/// The pipeline's flags are refused by name where they cannot apply, before
+/// MPI starts (so in any build).
+#[test]
+fn pipeline_flags_out_of_place_are_refused() {
+    let scratch = TempDir::new("pipeline_flags_out_of_place_are_refused");
+    let data = scratch.join("text.txt");
+    std::fs::write(&data, TEXT.repeat(4)).unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--stages", "2"], "--stages applies to pipeline parallelism only"),
+        (&["--micro-batches", "2"], "--micro-batches applies to pipeline"),
+        (&["--parallel", "pipeline"], "needs --stages S"),
+        (
+            &["--parallel", "pipeline", "--stages", "2", "--precision", "f16"],
+            "--parallel pipeline with --precision f16 (mixed precision) is not supported",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let mut args = gpt_args(&data, &scratch.join("ck"), "2");
+        args.extend(extra.iter().map(|x| x.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let err = fails(&args);
+        assert!(err.contains(expected), "{extra:?}: {err}");
+    }
 }
 
 #[cfg(feature = "mpi")]
@@ -237,6 +263,105 @@ mod over_mpi {
                 dir.display()
             );
             assert!(d <= REASSOCIATION_BOUND, "{}: {d:e}", dir.display());
+        }
+    }
+
+    /// The loss of every step in a run's step log (`DIR.train.jsonl`).
+    fn step_losses(out: &Path) -> Vec<f64> {
+        let log = wgformer::train::read_log(&wgformer::train::train_log_path(out)).unwrap();
+        log.iter().map(|r| r["loss"].as_f64().unwrap()).collect()
+    }
+
+    /// A 2-stage pipeline (one layer per stage, the batch of 4 windows cut
+    /// into 2 micro-batches) trains the same model as one process with the
+    /// same global batch: the only differences are float reassociation (each
+    /// micro-batch's gradient is a mean over 2 rows, summed over the two and
+    /// divided by 2, instead of one mean over 4 rows; the tied wte's
+    /// embedding and head gradients are summed once per step between the
+    /// stages instead of per micro-batch on one tape), as in data parallel, so
+    /// the same bound holds. Then checkpoints cross: 10 pipeline steps resumed
+    /// for 10 in one process, and 10 in one process resumed in the pipeline,
+    /// both end within the bound of the straight run.
+    #[test]
+    fn a_two_stage_pipeline_matches_one_process_and_its_checkpoints_cross() {
+        let scratch = TempDir::new("a_two_stage_pipeline_matches_one_process");
+        let data = text_file(&scratch);
+        let (one, pipe) = (scratch.join("one"), scratch.join("pipe"));
+        let pipeline = ["--parallel", "pipeline", "--stages", "2"].map(String::from);
+        single(&gpt_args(&data, &one, "20"));
+        let mut args = gpt_args(&data, &pipe, "20");
+        args.extend(pipeline.clone());
+        let out = run_ok(mpirun(2, &args));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        eprintln!("{}", stderr.lines().filter(|l| l.contains("pipeline stage")).collect::<Vec<_>>().join("\n"));
+
+        let model = wgformer::checkpoint::MODEL_FILE;
+        let optim = wgformer::checkpoint::OPTIMIZER_FILE;
+        let params = max_diff(&pipe, &one, model);
+        let moments = max_diff(&pipe, &one, optim);
+        eprintln!("pipeline vs one process after 20 steps: params {params:e}, moments {moments:e}");
+        assert!(params <= REASSOCIATION_BOUND, "{params:e}");
+        assert!(moments <= REASSOCIATION_BOUND, "{moments:e}");
+        let init = scratch.join("init");
+        single(&gpt_args(&data, &init, "1"));
+        let moved = max_diff(&one, &init, model);
+        assert!(moved > 50.0 * REASSOCIATION_BOUND, "moved only {moved:e}");
+        // The same loss curve (each step's loss a mean over the same tokens).
+        let (a, b) = (step_losses(&pipe), step_losses(&one));
+        assert_eq!(a.len(), 20);
+        assert_eq!(a.len(), b.len());
+        for (step, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!((x - y).abs() <= 1e-4 * y.abs(), "step {}: {x} vs {y}", step + 1);
+        }
+
+        // 10 steps in the pipeline, the other 10 in one process.
+        let pipe_first = scratch.join("pipe_first");
+        let mut args = gpt_args(&data, &pipe_first, "20");
+        args.extend(pipeline.clone());
+        args.extend(["--stop-after", "10"].map(String::from));
+        run_ok(mpirun(2, &args));
+        single(&["train", "--resume", s(&pipe_first), "--no-energy"].map(String::from));
+        // 10 steps in one process, the other 10 in the pipeline.
+        let one_first = scratch.join("one_first");
+        let mut args = gpt_args(&data, &one_first, "20");
+        args.extend(["--stop-after", "10"].map(String::from));
+        single(&args);
+        let mut args: Vec<String> = ["train", "--resume", s(&one_first), "--no-energy"]
+            .map(String::from)
+            .to_vec();
+        args.extend(pipeline);
+        run_ok(mpirun(2, &args));
+        for dir in [&pipe_first, &one_first] {
+            let d = max_diff(dir, &one, model);
+            eprintln!("max |params({}) - params(1 process)| after 20 steps: {d:e}", dir.display());
+            assert!(d <= REASSOCIATION_BOUND, "{}: {d:e}", dir.display());
+        }
+    }
+
+    #[test]
+    fn pipeline_settings_that_cannot_run_are_refused_by_name() {
+        let scratch = TempDir::new("pipeline_settings_that_cannot_run_are_refused_by_name");
+        let data = text_file(&scratch);
+        let cases: [(&[&str], &str); 3] = [
+            (&["--stages", "3"], "--stages 3 but mpirun started 2 ranks"),
+            (&["--stages", "2", "--micro-batches", "3"], "--micro-batches 3 does not divide --batch 4"),
+            (&["--stages", "2", "--layers", "1"], "2 pipeline stages for a model of 1 layers"),
+        ];
+        for (extra, expected) in cases {
+            let mut args = gpt_args(&data, &scratch.join("ck"), "2");
+            args.extend(["--parallel", "pipeline"].map(String::from));
+            for pair in extra.chunks(2) {
+                // A flag of gpt_args gets the new value; others are added.
+                match args.iter().position(|a| a == pair[0]) {
+                    Some(i) => args[i + 1] = pair[1].to_string(),
+                    None => args.extend(pair.iter().map(|x| x.to_string())),
+                }
+            }
+            let out = mpirun(2, &args).output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{extra:?}: {err}");
+            assert!(err.contains(expected), "{extra:?}: {err}");
+            assert!(!err.contains("panicked"), "{err}");
         }
     }
 
