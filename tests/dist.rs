@@ -77,11 +77,24 @@ fn pipeline_flags_out_of_place_are_refused() {
     let data = scratch.join("text.txt");
     std::fs::write(&data, TEXT.repeat(4)).unwrap();
     let cases: [(&[&str], &str); 4] = [
-        (&["--stages", "2"], "--stages applies to pipeline parallelism only"),
-        (&["--micro-batches", "2"], "--micro-batches applies to pipeline"),
+        (
+            &["--stages", "2"],
+            "--stages applies to pipeline parallelism only",
+        ),
+        (
+            &["--micro-batches", "2"],
+            "--micro-batches applies to pipeline",
+        ),
         (&["--parallel", "pipeline"], "needs --stages S"),
         (
-            &["--parallel", "pipeline", "--stages", "2", "--precision", "f16"],
+            &[
+                "--parallel",
+                "pipeline",
+                "--stages",
+                "2",
+                "--precision",
+                "f16",
+            ],
             "--parallel pipeline with --precision f16 (mixed precision) is not supported",
         ),
     ];
@@ -293,7 +306,14 @@ mod over_mpi {
         args.extend(pipeline.clone());
         let out = run_ok(mpirun(2, &args));
         let stderr = String::from_utf8_lossy(&out.stderr);
-        eprintln!("{}", stderr.lines().filter(|l| l.contains("pipeline stage")).collect::<Vec<_>>().join("\n"));
+        eprintln!(
+            "{}",
+            stderr
+                .lines()
+                .filter(|l| l.contains("pipeline stage"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
 
         let model = wgformer::checkpoint::MODEL_FILE;
         let optim = wgformer::checkpoint::OPTIMIZER_FILE;
@@ -311,7 +331,11 @@ mod over_mpi {
         assert_eq!(a.len(), 20);
         assert_eq!(a.len(), b.len());
         for (step, (x, y)) in a.iter().zip(&b).enumerate() {
-            assert!((x - y).abs() <= 1e-4 * y.abs(), "step {}: {x} vs {y}", step + 1);
+            assert!(
+                (x - y).abs() <= 1e-4 * y.abs(),
+                "step {}: {x} vs {y}",
+                step + 1
+            );
         }
 
         // 10 steps in the pipeline, the other 10 in one process.
@@ -333,7 +357,10 @@ mod over_mpi {
         run_ok(mpirun(2, &args));
         for dir in [&pipe_first, &one_first] {
             let d = max_diff(dir, &one, model);
-            eprintln!("max |params({}) - params(1 process)| after 20 steps: {d:e}", dir.display());
+            eprintln!(
+                "max |params({}) - params(1 process)| after 20 steps: {d:e}",
+                dir.display()
+            );
             assert!(d <= REASSOCIATION_BOUND, "{}: {d:e}", dir.display());
         }
     }
@@ -344,8 +371,14 @@ mod over_mpi {
         let data = text_file(&scratch);
         let cases: [(&[&str], &str); 3] = [
             (&["--stages", "3"], "--stages 3 but mpirun started 2 ranks"),
-            (&["--stages", "2", "--micro-batches", "3"], "--micro-batches 3 does not divide --batch 4"),
-            (&["--stages", "2", "--layers", "1"], "2 pipeline stages for a model of 1 layers"),
+            (
+                &["--stages", "2", "--micro-batches", "3"],
+                "--micro-batches 3 does not divide --batch 4",
+            ),
+            (
+                &["--stages", "2", "--layers", "1"],
+                "2 pipeline stages for a model of 1 layers",
+            ),
         ];
         for (extra, expected) in cases {
             let mut args = gpt_args(&data, &scratch.join("ck"), "2");
@@ -402,12 +435,14 @@ mod over_mpi {
         assert!(err.contains("not started by mpirun"), "{err}");
     }
 
-    /// Starts a long 2-rank run, does `signal` to rank 1 once it has started,
-    /// and returns the run's stderr and how long it took to end after that.
+    /// Starts a long 2-rank run, does `signal` to rank 1 once both ranks
+    /// have taken a step, and returns the run's stderr and how long it took
+    /// to end after that.
     fn run_and_signal_rank_1(name: &str, signal: &str, timeout_s: &str) -> (String, Duration) {
         let scratch = TempDir::new(name);
         let data = text_file(&scratch);
-        let mut args = gpt_args(&data, &scratch.join("ck"), "100000");
+        let ck = scratch.join("ck");
+        let mut args = gpt_args(&data, &ck, "100000");
         args.extend(["--parallel", "data", "--dist-timeout", timeout_s].map(String::from));
         let mut child = mpirun(2, &args)
             .stdout(Stdio::null())
@@ -428,12 +463,23 @@ mod over_mpi {
                     .collect::<String>();
             }
         };
-        // Let both ranks reach the training steps.
-        std::thread::sleep(Duration::from_secs(8));
-        let t0 = Instant::now();
-        Command::new("kill").args([signal, &pid]).status().unwrap();
+        // Keep reading, so that a full pipe never blocks the ranks.
         let reader =
             std::thread::spawn(move || lines.map_while(|l| l.ok()).collect::<Vec<_>>().join("\n"));
+        // Wait until both ranks are past their first step (its shader
+        // compilation takes minutes on a loaded software adapter): rank 0
+        // logs step 2 only after exchanging step 2's gradients with rank 1.
+        let step_log = wgformer::train::train_log_path(&ck);
+        let started = Instant::now();
+        while std::fs::read_to_string(&step_log).map_or(0, |t| t.lines().count()) < 2 {
+            if started.elapsed() > Duration::from_secs(900) {
+                let _ = child.kill();
+                panic!("the run took no 2 steps in 900 s:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let t0 = Instant::now();
+        Command::new("kill").args([signal, &pid]).status().unwrap();
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
                 break status;

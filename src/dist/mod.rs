@@ -206,7 +206,12 @@ impl Comm for SingleProcess {
         sends: &[(usize, &[u8])],
         receives: &[(usize, usize)],
     ) -> Result<Vec<Vec<u8>>> {
-        match sends.iter().map(|s| s.0).chain(receives.iter().map(|r| r.0)).next() {
+        match sends
+            .iter()
+            .map(|s| s.0)
+            .chain(receives.iter().map(|r| r.0))
+            .next()
+        {
             None => Ok(Vec::new()),
             Some(peer) => Err(Error::invalid(
                 "Comm::send_recv",

@@ -103,8 +103,10 @@ impl Comm for MpiComm {
             ));
         }
         let sends: Vec<(usize, &[u8])> = (0..n).filter(|&p| p != me).map(|p| (p, to[p])).collect();
-        let receives: Vec<(usize, usize)> =
-            (0..n).filter(|&p| p != me).map(|p| (p, expect[p])).collect();
+        let receives: Vec<(usize, usize)> = (0..n)
+            .filter(|&p| p != me)
+            .map(|p| (p, expect[p]))
+            .collect();
         let got = self.send_recv(&sends, &receives)?;
         let mut received = vec![Vec::new(); n];
         for ((peer, _), bytes) in receives.iter().zip(got) {
@@ -131,7 +133,11 @@ impl Comm for MpiComm {
                 format!("rank {me} of {n} cannot exchange with rank {peer}"),
             ));
         }
-        for len in to.iter().map(|s| s.1.len()).chain(expect.iter().map(|r| r.1)) {
+        for len in to
+            .iter()
+            .map(|s| s.1.len())
+            .chain(expect.iter().map(|r| r.1))
+        {
             if len > i32::MAX as usize {
                 return Err(Error::invalid(
                     "train --parallel",

@@ -369,7 +369,8 @@ impl Parallelism for PipelineParallel {
                 true => None,
                 false => Some(tape.constant(self.recv_tensor(s - 1)?)),
             };
-            let (y, mb) = task.stage_forward(&tape, StageBatch::HeldOut { chunk }, input.as_ref())?;
+            let (y, mb) =
+                task.stage_forward(&tape, StageBatch::HeldOut { chunk }, input.as_ref())?;
             match last {
                 true => {
                     total += y.value().to_vec()?[0] as f64 * mb.tokens as f64;
@@ -472,12 +473,7 @@ impl Parallelism for PipelineParallel {
                 at += n * slots;
             }
         }
-        let mut full = Optimizer::new(
-            &self.gpu,
-            params,
-            optimizer.kind(),
-            self.max_grad_norm,
-        )?;
+        let mut full = Optimizer::new(&self.gpu, params, optimizer.kind(), self.max_grad_norm)?;
         for (slots, values) in full.state().iter().zip(&states) {
             let mut at = 0;
             for t in slots {

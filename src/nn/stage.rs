@@ -81,6 +81,9 @@ mod tests {
         assert_eq!(spans[2].layers, 5..7);
         assert!(spans[0].is_first() && !spans[0].is_last() && spans[2].is_last());
         let err = StageSpan::of(2, 0, 3).unwrap_err().to_string();
-        assert!(err.contains("3 pipeline stages for a model of 2 layers"), "{err}");
+        assert!(
+            err.contains("3 pipeline stages for a model of 2 layers"),
+            "{err}"
+        );
     }
 }

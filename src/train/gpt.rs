@@ -89,7 +89,7 @@ pub trait LanguageModel: CausalLm {
 /// `LanguageModel` for a model whose config has the size methods (the same
 /// few lines for each decoder-only model).
 macro_rules! language_model {
-    ($model:ty, $config:ty, $kind:literal $(, $($stages:tt)*)?) => {
+    ($model:ty, $config:ty, $kind:literal $(, { $($stages:tt)* })?) => {
         impl LanguageModel for $model {
             type Config = $config;
             const KIND: &'static str = $kind;
@@ -112,21 +112,25 @@ macro_rules! language_model {
     };
 }
 
-language_model!(Gpt, crate::nn::GptConfig, "gpt",
+language_model!(Gpt, crate::nn::GptConfig, "gpt", {
     fn keep_stage(&mut self, stage: usize, stages: usize) -> Result<Vec<Param>> {
         let span = StageSpan::of(self.config.n_layer, stage, stages)?;
         Gpt::keep_stage(self, &span)?;
         // The first stage embeds with wte and the last projects out with it.
         let tied = stages > 1 && (span.is_first() || span.is_last());
         Ok(match tied {
-            true => self.params().into_iter().filter(|p| p.name() == "wte.weight").collect(),
+            true => self
+                .params()
+                .into_iter()
+                .filter(|p| p.name() == "wte.weight")
+                .collect(),
             false => Vec::new(),
         })
     }
     fn stage_forward(&self, tape: &Tape, input: StageInput<'_>) -> Result<Var> {
         Gpt::stage_forward(self, tape, input)
     }
-);
+});
 language_model!(Llama, crate::nn::LlamaConfig, "llama");
 
 /// A decoder-only model (a [`Gpt`] unless named) with its tokenizer and text.
@@ -435,7 +439,12 @@ impl<M: LanguageModel> TrainTask for GptTask<M> {
                 let (inputs, targets) = self.dataset.sample_batch(Split::Train, b, t, &mut rng)?;
                 let rows = b / parts;
                 let span = part * rows * t..(part + 1) * rows * t;
-                (inputs[span.clone()].to_vec(), targets[span].to_vec(), rows, eps)
+                (
+                    inputs[span.clone()].to_vec(),
+                    targets[span].to_vec(),
+                    rows,
+                    eps,
+                )
             }
             StageBatch::HeldOut { chunk } => {
                 let mut chunks = self.held_out_windows(self.data.batch)?;
