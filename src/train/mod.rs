@@ -545,8 +545,9 @@ impl<'a> Trainer<'a> {
         })
     }
 
-    /// Spreads the run over the ranks of `parallel` (data parallel): this
-    /// rank trains on its share of each global batch; the start refuses
+    /// Spreads the run over the ranks of `parallel`: in data parallel this
+    /// rank trains on its share of each global batch, in a pipeline the task
+    /// keeps only this rank's stage of the model; the start refuses
     /// ranks whose config, options, data or weights differ from rank 0's.
     /// Only rank 0 should hold an output directory.
     pub fn with_parallel(mut self, mut parallel: Box<dyn parallel::Parallelism>) -> Result<Self> {
