@@ -3,8 +3,9 @@
 //! equals one process with the same global batch (within float reassociation),
 //! ZeRO-1 equals data parallel bit for bit with 1/N of the optimiser state per
 //! rank, checkpoints cross between parallel and single-process runs, and a rank
-//! that dies or hangs ends the run with an error naming it. Without the `mpi`
-//! feature only the refusal of `--parallel` is tested.
+//! that dies or hangs ends the run with an error naming it; a 2-stage
+//! pipeline equals one process and its checkpoints cross both ways. Without
+//! the `mpi` feature only the refusals that need no MPI are tested.
 
 mod common;
 
@@ -66,6 +67,44 @@ fn parallel_without_the_mpi_feature_is_refused() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let err = fails(&args);
     assert!(err.contains("needs the `mpi` feature"), "{err}");
+}
+
+/// The pipeline's flags are refused by name where they cannot apply, before
+/// MPI starts (so in any build).
+#[test]
+fn pipeline_flags_out_of_place_are_refused() {
+    let scratch = TempDir::new("pipeline_flags_out_of_place_are_refused");
+    let data = scratch.join("text.txt");
+    std::fs::write(&data, TEXT.repeat(4)).unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--stages", "2"],
+            "--stages applies to pipeline parallelism only",
+        ),
+        (
+            &["--micro-batches", "2"],
+            "--micro-batches applies to pipeline",
+        ),
+        (&["--parallel", "pipeline"], "needs --stages S"),
+        (
+            &[
+                "--parallel",
+                "pipeline",
+                "--stages",
+                "2",
+                "--precision",
+                "f16",
+            ],
+            "--parallel pipeline with --precision f16 (mixed precision) is not supported",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let mut args = gpt_args(&data, &scratch.join("ck"), "2");
+        args.extend(extra.iter().map(|x| x.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let err = fails(&args);
+        assert!(err.contains(expected), "{extra:?}: {err}");
+    }
 }
 
 #[cfg(feature = "mpi")]
@@ -240,6 +279,125 @@ mod over_mpi {
         }
     }
 
+    /// The loss of every step in a run's step log (`DIR.train.jsonl`).
+    fn step_losses(out: &Path) -> Vec<f64> {
+        let log = wgformer::train::read_log(&wgformer::train::train_log_path(out)).unwrap();
+        log.iter().map(|r| r["loss"].as_f64().unwrap()).collect()
+    }
+
+    /// A 2-stage pipeline (one layer per stage, the batch of 4 windows cut
+    /// into 2 micro-batches) trains the same model as one process with the
+    /// same global batch: the only differences are float reassociation (each
+    /// micro-batch's gradient is a mean over 2 rows, summed over the two and
+    /// divided by 2, instead of one mean over 4 rows; the tied wte's
+    /// embedding and head gradients are summed once per step between the
+    /// stages instead of per micro-batch on one tape), as in data parallel, so
+    /// the same bound holds. Then checkpoints cross: 10 pipeline steps resumed
+    /// for 10 in one process, and 10 in one process resumed in the pipeline,
+    /// both end within the bound of the straight run.
+    #[test]
+    fn a_two_stage_pipeline_matches_one_process_and_its_checkpoints_cross() {
+        let scratch = TempDir::new("a_two_stage_pipeline_matches_one_process");
+        let data = text_file(&scratch);
+        let (one, pipe) = (scratch.join("one"), scratch.join("pipe"));
+        let pipeline = ["--parallel", "pipeline", "--stages", "2"].map(String::from);
+        single(&gpt_args(&data, &one, "20"));
+        let mut args = gpt_args(&data, &pipe, "20");
+        args.extend(pipeline.clone());
+        let out = run_ok(mpirun(2, &args));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        eprintln!(
+            "{}",
+            stderr
+                .lines()
+                .filter(|l| l.contains("pipeline stage"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+
+        let model = wgformer::checkpoint::MODEL_FILE;
+        let optim = wgformer::checkpoint::OPTIMIZER_FILE;
+        let params = max_diff(&pipe, &one, model);
+        let moments = max_diff(&pipe, &one, optim);
+        eprintln!("pipeline vs one process after 20 steps: params {params:e}, moments {moments:e}");
+        assert!(params <= REASSOCIATION_BOUND, "{params:e}");
+        assert!(moments <= REASSOCIATION_BOUND, "{moments:e}");
+        let init = scratch.join("init");
+        single(&gpt_args(&data, &init, "1"));
+        let moved = max_diff(&one, &init, model);
+        assert!(moved > 50.0 * REASSOCIATION_BOUND, "moved only {moved:e}");
+        // The same loss curve (each step's loss a mean over the same tokens).
+        let (a, b) = (step_losses(&pipe), step_losses(&one));
+        assert_eq!(a.len(), 20);
+        assert_eq!(a.len(), b.len());
+        for (step, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-4 * y.abs(),
+                "step {}: {x} vs {y}",
+                step + 1
+            );
+        }
+
+        // 10 steps in the pipeline, the other 10 in one process.
+        let pipe_first = scratch.join("pipe_first");
+        let mut args = gpt_args(&data, &pipe_first, "20");
+        args.extend(pipeline.clone());
+        args.extend(["--stop-after", "10"].map(String::from));
+        run_ok(mpirun(2, &args));
+        single(&["train", "--resume", s(&pipe_first), "--no-energy"].map(String::from));
+        // 10 steps in one process, the other 10 in the pipeline.
+        let one_first = scratch.join("one_first");
+        let mut args = gpt_args(&data, &one_first, "20");
+        args.extend(["--stop-after", "10"].map(String::from));
+        single(&args);
+        let mut args: Vec<String> = ["train", "--resume", s(&one_first), "--no-energy"]
+            .map(String::from)
+            .to_vec();
+        args.extend(pipeline);
+        run_ok(mpirun(2, &args));
+        for dir in [&pipe_first, &one_first] {
+            let d = max_diff(dir, &one, model);
+            eprintln!(
+                "max |params({}) - params(1 process)| after 20 steps: {d:e}",
+                dir.display()
+            );
+            assert!(d <= REASSOCIATION_BOUND, "{}: {d:e}", dir.display());
+        }
+    }
+
+    #[test]
+    fn pipeline_settings_that_cannot_run_are_refused_by_name() {
+        let scratch = TempDir::new("pipeline_settings_that_cannot_run_are_refused_by_name");
+        let data = text_file(&scratch);
+        let cases: [(&[&str], &str); 3] = [
+            (&["--stages", "3"], "--stages 3 but mpirun started 2 ranks"),
+            (
+                &["--stages", "2", "--micro-batches", "3"],
+                "--micro-batches 3 does not divide --batch 4",
+            ),
+            (
+                &["--stages", "2", "--layers", "1"],
+                "2 pipeline stages for a model of 1 layers",
+            ),
+        ];
+        for (extra, expected) in cases {
+            let mut args = gpt_args(&data, &scratch.join("ck"), "2");
+            args.extend(["--parallel", "pipeline"].map(String::from));
+            for pair in extra.chunks(2) {
+                // A flag of gpt_args gets the new value; others are added.
+                match args.iter().position(|a| a == pair[0]) {
+                    Some(i) => args[i + 1] = pair[1].to_string(),
+                    None => args.extend(pair.iter().map(|x| x.to_string())),
+                }
+            }
+            let out = mpirun(2, &args).output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{extra:?}: {err}");
+            assert!(err.contains(expected), "{extra:?}: {err}");
+            assert!(!err.contains("panicked"), "{err}");
+        }
+    }
+
     #[test]
     fn ranks_that_disagree_are_refused_at_start() {
         let scratch = TempDir::new("ranks_that_disagree_are_refused_at_start");
@@ -277,12 +435,14 @@ mod over_mpi {
         assert!(err.contains("not started by mpirun"), "{err}");
     }
 
-    /// Starts a long 2-rank run, does `signal` to rank 1 once it has started,
-    /// and returns the run's stderr and how long it took to end after that.
+    /// Starts a long 2-rank run, does `signal` to rank 1 once both ranks
+    /// have taken a step, and returns the run's stderr and how long it took
+    /// to end after that.
     fn run_and_signal_rank_1(name: &str, signal: &str, timeout_s: &str) -> (String, Duration) {
         let scratch = TempDir::new(name);
         let data = text_file(&scratch);
-        let mut args = gpt_args(&data, &scratch.join("ck"), "100000");
+        let ck = scratch.join("ck");
+        let mut args = gpt_args(&data, &ck, "100000");
         args.extend(["--parallel", "data", "--dist-timeout", timeout_s].map(String::from));
         let mut child = mpirun(2, &args)
             .stdout(Stdio::null())
@@ -303,12 +463,23 @@ mod over_mpi {
                     .collect::<String>();
             }
         };
-        // Let both ranks reach the training steps.
-        std::thread::sleep(Duration::from_secs(8));
-        let t0 = Instant::now();
-        Command::new("kill").args([signal, &pid]).status().unwrap();
+        // Keep reading, so that a full pipe never blocks the ranks.
         let reader =
             std::thread::spawn(move || lines.map_while(|l| l.ok()).collect::<Vec<_>>().join("\n"));
+        // Wait until both ranks are past their first step (its shader
+        // compilation takes minutes on a loaded software adapter): rank 0
+        // logs step 2 only after exchanging step 2's gradients with rank 1.
+        let step_log = wgformer::train::train_log_path(&ck);
+        let started = Instant::now();
+        while std::fs::read_to_string(&step_log).map_or(0, |t| t.lines().count()) < 2 {
+            if started.elapsed() > Duration::from_secs(900) {
+                let _ = child.kill();
+                panic!("the run took no 2 steps in 900 s:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let t0 = Instant::now();
+        Command::new("kill").args([signal, &pid]).status().unwrap();
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
                 break status;
@@ -328,7 +499,7 @@ mod over_mpi {
     }
 
     #[test]
-    #[ignore = "unverified: rank 1's pid was not found in mpirun's merged output on its last run"]
+    #[ignore = "unverified: not run since it waits for two logged steps before the kill (first steps take minutes at load 15-20)"]
     fn a_killed_rank_ends_the_run_with_its_rank_named() {
         let (log, took) = run_and_signal_rank_1("killed_rank", "-KILL", "30");
         // mpirun's own report (Open MPI: "process rank 1 with PID ... exited on signal 9").
@@ -337,7 +508,7 @@ mod over_mpi {
     }
 
     #[test]
-    #[ignore = "unverified: its first run did not pass (likely mpirun not ending a stopped rank)"]
+    #[ignore = "unverified: its first run signalled rank 1 during the first step's shader compilation, which outlasts the 60 s limit; not run since it waits for two logged steps"]
     fn a_hung_rank_ends_the_run_after_the_timeout_with_its_rank_named() {
         let (log, took) = run_and_signal_rank_1("hung_rank", "-STOP", "10");
         assert!(log.contains("waited 10 s for rank 1"), "{log}");

@@ -239,6 +239,25 @@ impl Tape {
         self.backward_seeded(loss, seed)
     }
 
+    /// Back-propagates from `out`, a value that is not the loss, given the
+    /// gradient of the loss with respect to it (`grad`, of `out`'s shape): a
+    /// pipeline stage's backward, seeded with what the next stage sent back.
+    /// Like [`Tape::backward`], it adds to the parameters' `grad` and
+    /// consumes the record.
+    pub fn backward_from(&self, out: &Var, grad: Tensor) -> Result<()> {
+        if grad.shape() != out.shape() {
+            return Err(Error::invalid(
+                "Tape::backward_from",
+                format!(
+                    "a gradient of shape {:?} for a value of shape {:?}",
+                    grad.shape(),
+                    out.shape()
+                ),
+            ));
+        }
+        self.backward_seeded(out, grad)
+    }
+
     fn backward_seeded(&self, loss: &Var, seed: Tensor) -> Result<()> {
         let (entries, params) = self.take_record(loss)?;
         let mut grads = walk_back(loss, seed, entries, &mut |op, dy, d_second| {

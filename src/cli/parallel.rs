@@ -1,4 +1,4 @@
-//! `wgformer train --parallel data|zero1`: the run as one rank of an `mpirun`
+//! `wgformer train --parallel data|zero1|pipeline`: the run as one rank of an `mpirun`
 //! job (feature `mpi`). Starts MPI around the run, hands the ranks to the
 //! trainer, lets only rank 0 claim the output directory and print progress.
 
@@ -20,6 +20,9 @@ pub enum ParallelArg {
     /// Data parallel with ZeRO stage 1: each rank keeps and updates 1/N of
     /// the optimiser state (AdamW's moments).
     Zero1,
+    /// Pipeline model parallel (gpt): each rank holds one stage of the
+    /// layers and its optimiser state; micro-batches flow through the stages.
+    Pipeline,
 }
 
 static STARTED: AtomicBool = AtomicBool::new(false);
@@ -27,6 +30,47 @@ static RANK: AtomicUsize = AtomicUsize::new(0);
 /// The communicator between [`run`] and [`attach`] (taken once).
 type Ranks = (Box<dyn Comm + Send>, ParallelArg);
 static COMM: Mutex<Option<Ranks>> = Mutex::new(None);
+/// `--stages` and `--micro-batches` of a pipeline run, for [`attach`].
+static PIPELINE: Mutex<Option<(Option<usize>, Option<usize>)>> = Mutex::new(None);
+
+/// Refuses the pipeline flags without `--parallel pipeline`, and a pipeline
+/// with what it cannot run (before MPI or the GPU start).
+pub fn check_flags(a: &TrainArgs) -> Result<()> {
+    let pipeline = a.parallel == Some(ParallelArg::Pipeline);
+    if !pipeline && (a.stages.is_some() || a.micro_batches.is_some()) {
+        return Err(usage(format!(
+            "--{} applies to pipeline parallelism only: add --parallel pipeline (and start the \
+             ranks with mpirun -np S)",
+            if a.stages.is_some() {
+                "stages"
+            } else {
+                "micro-batches"
+            }
+        )));
+    }
+    if !pipeline {
+        return Ok(());
+    }
+    if a.stages.is_none() {
+        return Err(usage(
+            "--parallel pipeline needs --stages S (as many as the ranks of mpirun -np S)",
+        ));
+    }
+    let refused = [
+        (a.dp, "--dp (DP-SGD)"),
+        (a.lora_rank.is_some(), "--lora-rank (LoRA)"),
+        (
+            a.precision == super::flags::PrecisionFlag::F16,
+            "--precision f16 (mixed precision)",
+        ),
+    ];
+    if let Some((_, what)) = refused.iter().find(|(on, _)| *on) {
+        return Err(usage(format!(
+            "--parallel pipeline with {what} is not supported yet: leave one of them out"
+        )));
+    }
+    Ok(())
+}
 
 /// Whether this process is inside a `--parallel` run (MPI started).
 pub fn started() -> bool {
@@ -63,6 +107,7 @@ pub fn run(a: &TrainArgs, mode: ParallelArg, body: impl FnOnce() -> Result<()>) 
         RANK.store(me, Ordering::Relaxed);
         STARTED.store(true, Ordering::Relaxed);
         *COMM.lock().unwrap_or_else(|p| p.into_inner()) = Some((Box::new(comm), mode));
+        *PIPELINE.lock().unwrap_or_else(|p| p.into_inner()) = Some((a.stages, a.micro_batches));
         match body() {
             Ok(()) => {
                 drop(session);
@@ -90,6 +135,41 @@ pub fn attach(trainer: Trainer<'_>) -> Result<Trainer<'_>> {
     let mode = match mode {
         ParallelArg::Data => wgformer::dist::ParallelMode::Data,
         ParallelArg::Zero1 => wgformer::dist::ParallelMode::Zero1,
+        ParallelArg::Pipeline => {
+            let flags = PIPELINE.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let (stages, micro) = flags.unwrap_or_default();
+            let stages = stages.unwrap_or(0);
+            if stages != comm.size() {
+                return Err(usage(format!(
+                    "--stages {stages} but mpirun started {} ranks: a pipeline runs one stage per \
+                     rank, so pass --stages {} or start mpirun -np {stages}",
+                    comm.size(),
+                    comm.size()
+                )));
+            }
+            let batch = trainer
+                .state()
+                .task
+                .pointer("/data/batch")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(1) as usize;
+            let micro = match micro {
+                Some(m) if !batch.is_multiple_of(m) => {
+                    return Err(usage(format!(
+                        "--micro-batches {m} does not divide --batch {batch} (the global batch \
+                         is cut into equal micro-batches): pass a divisor of {batch}"
+                    )))
+                }
+                Some(m) => m,
+                // The stages' count, or the largest divisor of the batch below it.
+                None => (1..=stages.min(batch))
+                    .rev()
+                    .find(|m| batch.is_multiple_of(*m))
+                    .unwrap_or(1),
+            };
+            let pipe = wgformer::dist::PipelineParallel::new(comm, &gpu, micro);
+            return trainer.with_parallel(Box::new(pipe));
+        }
     };
     let dp = wgformer::dist::DataParallel::new(
         comm,

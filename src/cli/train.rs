@@ -255,10 +255,20 @@ pub struct TrainArgs {
     pub canary_repeats: usize,
     /// Train over the processes of `mpirun -np N` (feature `mpi`; gpt, llama):
     /// data (each rank takes 1/N of every global --batch; gradients summed
-    /// over ranks) or zero1 (the same, each rank keeping 1/N of the
-    /// optimiser state).
+    /// over ranks), zero1 (the same, each rank keeping 1/N of the
+    /// optimiser state) or pipeline (gpt: each rank holds one stage of the
+    /// layers; see --stages and --micro-batches).
     #[arg(long, value_enum)]
     pub parallel: Option<super::parallel::ParallelArg>,
+    /// --parallel pipeline: the number of stages, one per rank of `mpirun
+    /// -np S` (the layers are split as evenly as they go).
+    #[arg(long, value_parser = at_least_one::<usize>)]
+    pub stages: Option<usize>,
+    /// --parallel pipeline: micro-batches the global --batch is cut into
+    /// (they flow through the stages one after another; default: the number
+    /// of stages, or the largest divisor of --batch below it).
+    #[arg(long, value_parser = at_least_one::<usize>)]
+    pub micro_batches: Option<usize>,
     /// Seconds a --parallel rank waits for another before failing with that
     /// rank named.
     #[arg(long, default_value_t = 300.0, value_parser = positive)]
@@ -325,6 +335,7 @@ pub fn check_flags(a: &TrainArgs) -> Result<()> {
             )));
         }
     }
+    super::parallel::check_flags(a)?;
     if a.lora_rank.is_some() && a.parallel.is_some() {
         return Err(usage(
             "--lora-rank with --parallel is not supported yet: fine-tune with LoRA in one process",

@@ -21,6 +21,8 @@ const RESUME_FLAGS: &[&str] = &[
     "power-watts",
     "parallel",
     "dist-timeout",
+    "stages",
+    "micro-batches",
 ];
 /// What `--init-from` takes from the checkpoint instead of the flags.
 const MODEL_FLAGS: &[&str] = &[

@@ -413,7 +413,7 @@ impl Parallelism for DataParallel {
 /// Refuses to start unless every rank's `fingerprint` equals rank 0's; the
 /// error names the first rank and field that differ (every rank sees all
 /// fingerprints, so every rank fails alike and none is left waiting).
-fn check_same_everywhere(comm: &mut dyn Comm, fingerprint: &Value) -> Result<()> {
+pub(crate) fn check_same_everywhere(comm: &mut dyn Comm, fingerprint: &Value) -> Result<()> {
     let mine = serde_json::to_vec(fingerprint)
         .map_err(|e| Error::invalid("train --parallel", format!("fingerprint: {e}")))?;
     let all = comm.all_gather_bytes(&mine)?;

@@ -1,6 +1,7 @@
 //! Training over several processes: the [`Comm`] abstraction that moves bytes
 //! between ranks ([`SingleProcess`] here, MPI in `dist::mpi` behind the `mpi`
-//! feature), the collectives built on it, and data parallelism ([`DataParallel`]).
+//! feature), the collectives built on it, data parallelism ([`DataParallel`])
+//! and pipeline model parallelism ([`PipelineParallel`]).
 //!
 //! Every reduction sums the ranks' contributions in rank order 0, 1, ..., N-1,
 //! whichever rank computes it, so results are deterministic and identical on
@@ -10,8 +11,10 @@
 pub mod data_parallel;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+pub mod pipeline;
 
 pub use data_parallel::{DataParallel, ParallelMode};
+pub use pipeline::PipelineParallel;
 
 use crate::error::{Error, Result};
 use std::ops::Range;
@@ -39,6 +42,17 @@ pub trait Comm {
     /// rank is empty). Every rank must call it in the same order. Fails,
     /// naming the ranks, when one has not answered within the timeout.
     fn exchange(&mut self, to: &[&[u8]], expect: &[usize]) -> Result<Vec<Vec<u8>>>;
+    /// Point to point: sends each `(rank, bytes)` of `sends` and receives
+    /// `len` bytes from each `(rank, len)` of `receives`, all at once, and
+    /// returns what came, in the order of `receives`. Only the named ranks
+    /// take part (pipeline stages talk to their neighbours); between two
+    /// ranks, messages arrive in the order they were sent. Fails, naming the
+    /// ranks, when one has not answered within the timeout.
+    fn send_recv(
+        &mut self,
+        sends: &[(usize, &[u8])],
+        receives: &[(usize, usize)],
+    ) -> Result<Vec<Vec<u8>>>;
     /// Communication done so far.
     fn stats(&self) -> CommStats;
 
@@ -186,6 +200,24 @@ impl Comm for SingleProcess {
     }
     fn exchange(&mut self, _to: &[&[u8]], _expect: &[usize]) -> Result<Vec<Vec<u8>>> {
         Ok(vec![Vec::new()])
+    }
+    fn send_recv(
+        &mut self,
+        sends: &[(usize, &[u8])],
+        receives: &[(usize, usize)],
+    ) -> Result<Vec<Vec<u8>>> {
+        match sends
+            .iter()
+            .map(|s| s.0)
+            .chain(receives.iter().map(|r| r.0))
+            .next()
+        {
+            None => Ok(Vec::new()),
+            Some(peer) => Err(Error::invalid(
+                "Comm::send_recv",
+                format!("rank {peer} named, but a single process has only rank 0"),
+            )),
+        }
     }
     fn stats(&self) -> CommStats {
         CommStats::default()

@@ -91,7 +91,6 @@ impl Comm for MpiComm {
     }
 
     fn exchange(&mut self, to: &[&[u8]], expect: &[usize]) -> Result<Vec<Vec<u8>>> {
-        let t0 = Instant::now();
         let (n, me) = (self.size, self.rank);
         if to.len() != n || expect.len() != n {
             return Err(Error::invalid(
@@ -103,30 +102,65 @@ impl Comm for MpiComm {
                 ),
             ));
         }
-        for len in to.iter().map(|b| b.len()).chain(expect.iter().copied()) {
+        let sends: Vec<(usize, &[u8])> = (0..n).filter(|&p| p != me).map(|p| (p, to[p])).collect();
+        let receives: Vec<(usize, usize)> = (0..n)
+            .filter(|&p| p != me)
+            .map(|p| (p, expect[p]))
+            .collect();
+        let got = self.send_recv(&sends, &receives)?;
+        let mut received = vec![Vec::new(); n];
+        for ((peer, _), bytes) in receives.iter().zip(got) {
+            received[*peer] = bytes;
+        }
+        Ok(received)
+    }
+
+    fn send_recv(
+        &mut self,
+        to: &[(usize, &[u8])],
+        expect: &[(usize, usize)],
+    ) -> Result<Vec<Vec<u8>>> {
+        let t0 = Instant::now();
+        let (n, me) = (self.size, self.rank);
+        if let Some(&peer) = to
+            .iter()
+            .map(|s| &s.0)
+            .chain(expect.iter().map(|r| &r.0))
+            .find(|&&p| p >= n || p == me)
+        {
+            return Err(Error::invalid(
+                "MpiComm::send_recv",
+                format!("rank {me} of {n} cannot exchange with rank {peer}"),
+            ));
+        }
+        for len in to
+            .iter()
+            .map(|s| s.1.len())
+            .chain(expect.iter().map(|r| r.1))
+        {
             if len > i32::MAX as usize {
                 return Err(Error::invalid(
                     "train --parallel",
                     format!(
                         "a message of {len} bytes is above MPI's 2 GiB count: the largest \
-                         parameter is too big to exchange in one piece"
+                         parameter or activation is too big to exchange in one piece"
                     ),
                 ));
             }
         }
         // Owned copies of what is sent: on a timeout MPI may still touch them,
         // so they are leaked then rather than freed under its feet.
-        let sends: Vec<Vec<u8>> = to.iter().map(|b| b.to_vec()).collect();
-        let mut received: Vec<Vec<u8>> = expect.iter().map(|&len| vec![0u8; len]).collect();
-        let mut pending = Vec::with_capacity(2 * n);
-        for peer in (0..n).filter(|&p| p != me) {
+        let sends: Vec<Vec<u8>> = to.iter().map(|s| s.1.to_vec()).collect();
+        let mut received: Vec<Vec<u8>> = expect.iter().map(|r| vec![0u8; r.1]).collect();
+        let mut pending = Vec::with_capacity(to.len() + expect.len());
+        for (buffer, &(peer, len)) in received.iter_mut().zip(expect) {
             // SAFETY: the buffer outlives the request (waited for below, or
             // leaked on a timeout); the count is checked to fit a c_int.
             let request = unsafe {
                 let mut request = std::mem::zeroed::<ffi::MPI_Request>();
                 ffi::MPI_Irecv(
-                    received[peer].as_mut_ptr() as *mut c_void,
-                    expect[peer] as c_int,
+                    buffer.as_mut_ptr() as *mut c_void,
+                    len as c_int,
                     ffi::RSMPI_UINT8_T,
                     peer as c_int,
                     TAG,
@@ -142,13 +176,13 @@ impl Comm for MpiComm {
                 done: false,
             });
         }
-        for peer in (0..n).filter(|&p| p != me) {
+        for (buffer, &(peer, _)) in sends.iter().zip(to) {
             // SAFETY: as above, for the owned send buffer.
             let request = unsafe {
                 let mut request = std::mem::zeroed::<ffi::MPI_Request>();
                 ffi::MPI_Isend(
-                    sends[peer].as_ptr() as *mut c_void,
-                    sends[peer].len() as c_int,
+                    buffer.as_ptr() as *mut c_void,
+                    buffer.len() as c_int,
                     ffi::RSMPI_UINT8_T,
                     peer as c_int,
                     TAG,
@@ -157,7 +191,7 @@ impl Comm for MpiComm {
                 );
                 request
             };
-            self.stats.bytes_sent += sends[peer].len() as u64;
+            self.stats.bytes_sent += buffer.len() as u64;
             pending.push(Pending {
                 peer,
                 receive: false,

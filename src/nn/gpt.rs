@@ -7,6 +7,7 @@ use super::kv_cache::KvCache;
 use super::layers::{
     Activation, Embedding, FeedForward, LayerNorm, LearnedPositions, SelfAttention,
 };
+use super::stage::{StageInput, StageSpan};
 use super::{init_seeds, FieldNames, MemoryLimits};
 use crate::autograd::{Param, Tape, Var};
 use crate::error::{Error, Result};
@@ -231,10 +232,18 @@ impl Block {
 pub struct Gpt {
     /// The sizes it was built with.
     pub config: GptConfig,
-    wte: Embedding,
-    wpe: LearnedPositions,
+    /// The token embedding, also the output head (tied); None on a pipeline
+    /// stage that neither embeds nor projects out.
+    wte: Option<Embedding>,
+    /// None on a pipeline stage after the first.
+    wpe: Option<LearnedPositions>,
+    /// The blocks this model holds: all, or a pipeline stage's.
     h: Vec<Block>,
-    ln_f: LayerNorm,
+    /// None on a pipeline stage before the last.
+    ln_f: Option<LayerNorm>,
+    /// Some when this model holds only a pipeline stage's part
+    /// ([`Gpt::keep_stage`]).
+    stage: Option<StageSpan>,
 }
 
 impl Gpt {
@@ -263,20 +272,117 @@ impl Gpt {
             .map(|i| Block::new(gpu, i, &config, &mut seed))
             .collect::<Result<Vec<_>>>()?;
         Ok(Gpt {
-            wte,
-            wpe,
+            wte: Some(wte),
+            wpe: Some(wpe),
             h,
-            ln_f: LayerNorm::new(gpu, "ln_f", c, config.layer_norm_epsilon)?,
+            ln_f: Some(LayerNorm::new(gpu, "ln_f", c, config.layer_norm_epsilon)?),
             config,
+            stage: None,
         })
     }
 
-    /// Every parameter, in a fixed order.
+    /// Every parameter this model holds, in a fixed order (a pipeline stage:
+    /// its own, the last stage's copy of the tied `wte` first).
     pub fn params(&self) -> Vec<Param> {
-        let mut v = vec![self.wte.weight.clone(), self.wpe.weight.clone()];
+        let mut v: Vec<Param> = self.wte.iter().map(|e| e.weight.clone()).collect();
+        v.extend(self.wpe.iter().map(|p| p.weight.clone()));
         v.extend(self.h.iter().flat_map(Block::params));
-        v.extend(self.ln_f.params());
+        v.extend(self.ln_f.iter().flat_map(LayerNorm::params));
         v
+    }
+
+    /// The embedding, positions and final norm of a whole model; an error
+    /// naming `op` on a pipeline stage.
+    fn whole(&self, op: &'static str) -> Result<(&Embedding, &LearnedPositions, &LayerNorm)> {
+        match (&self.stage, &self.wte, &self.wpe, &self.ln_f) {
+            (None, Some(wte), Some(wpe), Some(ln_f)) => Ok((wte, wpe, ln_f)),
+            _ => Err(Error::invalid(
+                op,
+                format!(
+                    "this GPT holds only pipeline stage {}'s layers: run it through the \
+                     pipeline, or load the whole model from a checkpoint",
+                    self.stage.as_ref().map_or(0, |s| s.stage)
+                ),
+            )),
+        }
+    }
+
+    /// Keeps only pipeline stage `span`'s part of this whole model and drops
+    /// the rest (their GPU memory is freed): the blocks of `span.layers`, the
+    /// embeddings on the first stage, the final norm on the last, and `wte`
+    /// on the first and the last (the output head is tied to it; the two
+    /// copies' gradients must be summed between those stages).
+    pub fn keep_stage(&mut self, span: &StageSpan) -> Result<()> {
+        if self.stage.is_some() || span.layers.end > self.h.len() || span.layers.is_empty() {
+            return Err(Error::invalid(
+                "Gpt::keep_stage",
+                format!(
+                    "layers {:?} of a model holding {} blocks{}",
+                    span.layers,
+                    self.h.len(),
+                    if self.stage.is_some() {
+                        " that is a pipeline stage already"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+        self.h = self.h.drain(span.layers.clone()).collect();
+        if !span.is_first() {
+            self.wpe = None;
+            if !span.is_last() {
+                self.wte = None;
+            }
+        }
+        if !span.is_last() {
+            self.ln_f = None;
+        }
+        self.stage = Some(span.clone());
+        Ok(())
+    }
+
+    /// The pipeline stage this model holds, if it is one.
+    pub fn stage(&self) -> Option<&StageSpan> {
+        self.stage.as_ref()
+    }
+
+    /// A pipeline stage's forward ([`Gpt::keep_stage`]; a whole model is the
+    /// one stage of one): token ids `(B, T)` on the first stage, the previous
+    /// stage's hidden states `(B, T, C)` on the others. Returns the logits
+    /// `(B, T, V)` on the last stage, the hidden states to send on otherwise.
+    pub fn stage_forward(&self, tape: &Tape, input: StageInput<'_>) -> Result<Var> {
+        let first = self.stage.as_ref().is_none_or(StageSpan::is_first);
+        let mut x = match (input, &self.wte, &self.wpe) {
+            (StageInput::Ids(ids), Some(wte), Some(wpe)) if first => {
+                let t = ids.shape().last().copied().unwrap_or(0);
+                if t > self.config.n_positions {
+                    return Err(Error::invalid(
+                        "Gpt::forward",
+                        format!(
+                            "sequence of {t} tokens exceeds the context of {} positions",
+                            self.config.n_positions
+                        ),
+                    ));
+                }
+                let wte = tape.param(&wte.weight);
+                tape.token_position_embedding(&wte, &tape.param(&wpe.weight), ids)?
+            }
+            (StageInput::Hidden(x), _, _) if !first => x.clone(),
+            _ => {
+                return Err(Error::invalid(
+                    "Gpt::stage_forward",
+                    "the first stage takes token ids, the others the hidden states sent on",
+                ))
+            }
+        };
+        for block in &self.h {
+            x = block.forward(tape, &x)?;
+        }
+        match (&self.ln_f, &self.wte) {
+            (Some(ln_f), Some(wte)) => wte.project_out(tape, &ln_f.forward(tape, &x)?),
+            _ => Ok(x),
+        }
     }
 
     /// Logits (B, T, V) for token ids (B, T) (u32 tensor).
@@ -286,23 +392,8 @@ impl Gpt {
     /// (B, T) tensor or T exceeds `n_positions`; otherwise as [every
     /// kernel](crate::kernels#errors).
     pub fn forward(&self, tape: &Tape, ids: &Tensor) -> Result<Var> {
-        let t = ids.shape().last().copied().unwrap_or(0);
-        if t > self.config.n_positions {
-            return Err(Error::invalid(
-                "Gpt::forward",
-                format!(
-                    "sequence of {t} tokens exceeds the context of {} positions",
-                    self.config.n_positions
-                ),
-            ));
-        }
-        let wte = tape.param(&self.wte.weight);
-        let mut x = tape.token_position_embedding(&wte, &tape.param(&self.wpe.weight), ids)?;
-        for block in &self.h {
-            x = block.forward(tape, &x)?;
-        }
-        let x = self.ln_f.forward(tape, &x)?;
-        self.wte.project_out(tape, &x)
+        self.whole("Gpt::forward")?;
+        self.stage_forward(tape, StageInput::Ids(ids))
     }
 
     /// Inference without a tape: the logits `(B, T, V)` of token ids `(B, T)`,
@@ -316,7 +407,7 @@ impl Gpt {
     /// a sequence longer than `n_positions`; [`Error::Shape`] when host ids do
     /// not fill their shape or a tensor is not `(B, T)` u32.
     pub fn logits<'a>(&self, ids: impl Into<TokenIds<'a>>) -> Result<Tensor> {
-        let gpu = self.wte.weight.value().gpu();
+        let gpu = self.whole("Gpt::logits")?.0.weight.value().gpu();
         let ids = ids
             .into()
             .to_tensor(gpu, self.config.vocab_size, "Gpt::logits", "ids")?;
@@ -349,7 +440,7 @@ impl Gpt {
         }
         let pattern = cfg.cache_pattern()?;
         KvCache::new_windowed(
-            self.wte.weight.value().gpu(),
+            self.whole("Gpt::new_cache")?.0.weight.value().gpu(),
             cfg.n_layer,
             batch,
             (cfg.n_head, cfg.n_embd / cfg.n_head),
@@ -370,16 +461,17 @@ impl Gpt {
     /// the cache (or a window's step size) would overflow; otherwise as [every
     /// kernel](crate::kernels#errors).
     pub fn forward_step(&self, cache: &mut KvCache, ids_new: &Tensor) -> Result<Tensor> {
+        let (wte, wpe, ln_f) = self.whole("Gpt::forward_step")?;
         let n = cache.check_step("Gpt::forward_step", ids_new, self.h.len())?;
         let len = cache.len();
         let tape = Tape::no_grad(ids_new.gpu());
-        let tok = self.wte.forward(&tape, ids_new)?;
-        let mut x = tape.add(&tok, &self.wpe.rows(&tape, len, n)?)?;
+        let tok = wte.forward(&tape, ids_new)?;
+        let mut x = tape.add(&tok, &wpe.rows(&tape, len, n)?)?;
         for (i, block) in self.h.iter().enumerate() {
             x = block.step(&tape, &x, cache.layer(i), (len, cache.ring()))?;
         }
-        let x = self.ln_f.forward(&tape, &x)?;
-        let logits = self.wte.project_out(&tape, &x)?;
+        let x = ln_f.forward(&tape, &x)?;
+        let logits = wte.project_out(&tape, &x)?;
         cache.advance(n);
         Ok(logits.value().clone())
     }

@@ -1,6 +1,7 @@
 //! Models built from tape ops: the layers ([`layers`]), the GPT-2-layout decoder
 //! ([`gpt`]), the Llama-layout decoder ([`llama`]), the encoder-decoder of "Attention Is All You Need"
-//! ([`transformer`]), the KV cache of incremental decoding ([`kv_cache`]), and
+//! ([`transformer`]), the KV cache of incremental decoding ([`kv_cache`]), the
+//! split of a model into pipeline stages ([`stage`]), and
 //! LoRA adapters for fine-tuning any of them ([`lora`], native only).
 //!
 //! # Initial weights
@@ -20,6 +21,7 @@ pub mod layers;
 pub mod llama;
 mod llama_config;
 pub mod lora;
+pub mod stage;
 pub mod transformer;
 
 pub use crate::token_ids::TokenIds;
@@ -30,6 +32,7 @@ pub use kv_cache::KvCache;
 pub use layer_types::{LayerType, LayerTypes};
 pub use layers::{Activation, NormPlacement};
 pub use llama::{Llama, LlamaConfig};
+pub use stage::{StageInput, StageSpan};
 pub use transformer::{EncoderState, ForwardOptions, Transformer, TransformerConfig};
 
 /// The seeds of a model's random tensors, in `params()` order (see the module

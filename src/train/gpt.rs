@@ -6,6 +6,7 @@
 //! canary ([`GptTask::with_canary`]) can be planted in the training text for a
 //! memorisation audit.
 
+use super::parallel::{StageBatch, StageSplit};
 use super::{data_seed, DpData, EvalMetrics, MicroBatch, TrainTask};
 use crate::autograd::{Param, Tape, Var};
 use crate::checkpoint::{self, CheckpointContents, ModelConfig, SaveDtype};
@@ -14,7 +15,7 @@ use crate::data::{Split, Tokenizer};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::cross_entropy::CrossEntropyOptions;
-use crate::nn::{CausalLm, FieldNames, Gpt, Llama, MemoryLimits};
+use crate::nn::{CausalLm, FieldNames, Gpt, Llama, MemoryLimits, StageInput, StageSpan};
 use crate::optim::Optimizer;
 use crate::privacy::audit::Canary;
 use crate::rng::SplitMix64;
@@ -66,12 +67,32 @@ pub trait LanguageModel: CausalLm {
         training: Option<(usize, usize)>,
         names: &FieldNames,
     ) -> Result<()>;
+    /// Pipeline parallel: keeps only stage `stage` of `stages` of the model
+    /// and returns the params tied across stages (see
+    /// [`super::parallel::StageSplit::tied`]). The default refuses.
+    fn keep_stage(&mut self, _stage: usize, _stages: usize) -> Result<Vec<Param>> {
+        Err(Error::invalid(
+            "train --parallel pipeline",
+            format!(
+                "pipeline parallelism splits --model gpt only yet, not {}: train it data \
+                 parallel (--parallel data or zero1) or in one process",
+                Self::KIND
+            ),
+        ))
+    }
+    /// Pipeline parallel: this stage's forward (see [`Gpt::stage_forward`]).
+    fn stage_forward(&self, _tape: &Tape, _input: StageInput<'_>) -> Result<Var> {
+        Err(Error::invalid(
+            "train --parallel pipeline",
+            format!("{} has no pipeline stages", Self::KIND),
+        ))
+    }
 }
 
 /// `LanguageModel` for a model whose config has the size methods (the same
 /// few lines for each decoder-only model).
 macro_rules! language_model {
-    ($model:ty, $config:ty, $kind:literal) => {
+    ($model:ty, $config:ty, $kind:literal $(, { $($stages:tt)* })?) => {
         impl LanguageModel for $model {
             type Config = $config;
             const KIND: &'static str = $kind;
@@ -89,11 +110,30 @@ macro_rules! language_model {
             ) -> Result<()> {
                 self.config.check_size(limits, training, names)
             }
+            $($($stages)*)?
         }
     };
 }
 
-language_model!(Gpt, crate::nn::GptConfig, "gpt");
+language_model!(Gpt, crate::nn::GptConfig, "gpt", {
+    fn keep_stage(&mut self, stage: usize, stages: usize) -> Result<Vec<Param>> {
+        let span = StageSpan::of(self.config.n_layer, stage, stages)?;
+        Gpt::keep_stage(self, &span)?;
+        // The first stage embeds with wte and the last projects out with it.
+        let tied = stages > 1 && (span.is_first() || span.is_last());
+        Ok(match tied {
+            true => self
+                .params()
+                .into_iter()
+                .filter(|p| p.name() == "wte.weight")
+                .collect(),
+            false => Vec::new(),
+        })
+    }
+    fn stage_forward(&self, tape: &Tape, input: StageInput<'_>) -> Result<Var> {
+        Gpt::stage_forward(self, tape, input)
+    }
+});
 language_model!(Llama, crate::nn::LlamaConfig, "llama");
 
 /// A decoder-only model (a [`Gpt`] unless named) with its tokenizer and text.
@@ -108,7 +148,12 @@ pub struct GptTask<M = Gpt> {
     /// Data parallel: (rank, ranks); this rank trains on its share of every
     /// global batch of `data.batch` windows.
     shard: Option<(usize, usize)>,
+    /// Pipeline parallel: (stage, stages); the model holds only this stage.
+    stage: Option<(usize, usize)>,
 }
+
+/// Held-out windows evaluated together: (inputs, targets, rows).
+type HeldOutChunk = (Vec<u32>, Vec<u32>, usize);
 
 impl<M: LanguageModel> GptTask<M> {
     /// Checks that the tokenizer fits the model and that both splits hold at least
@@ -160,6 +205,7 @@ impl<M: LanguageModel> GptTask<M> {
             data,
             canary: None,
             shard: None,
+            stage: None,
         })
     }
 
@@ -209,6 +255,35 @@ impl<M: LanguageModel> GptTask<M> {
     /// The batching settings.
     pub fn data(&self) -> &GptData {
         &self.data
+    }
+
+    /// The held-out windows of an evaluation, in chunks of up to `rows`: the
+    /// same every time, so evaluations compare.
+    fn held_out_windows(&self, rows: usize) -> Result<Vec<HeldOutChunk>> {
+        let mut rng = SplitMix64::new(0xE7A1 ^ self.data.seed);
+        let mut chunks = Vec::new();
+        let mut left = self.data.eval_windows;
+        while left > 0 {
+            let n = left.min(rows);
+            left -= n;
+            let (inputs, targets) =
+                self.dataset
+                    .sample_batch(Split::HeldOut, n, self.data.seq, &mut rng)?;
+            chunks.push((inputs, targets, n));
+        }
+        Ok(chunks)
+    }
+
+    /// A hash of the data every rank must share: the first global batch and
+    /// the first held-out windows stand for it.
+    fn data_hash(&self) -> Result<u64> {
+        let (b, t) = (self.data.batch, self.data.seq);
+        let mut rng = SplitMix64::new(data_seed(self.data.seed, 0));
+        let (train, _) = self.dataset.sample_batch(Split::Train, b, t, &mut rng)?;
+        let mut rng = SplitMix64::new(0xE7A1 ^ self.data.seed);
+        let (held, _) = self.dataset.sample_batch(Split::HeldOut, b, t, &mut rng)?;
+        let h = crate::dist::fnv1a(bytemuck::cast_slice(&train), crate::dist::FNV_OFFSET);
+        Ok(crate::dist::fnv1a(bytemuck::cast_slice(&held), h))
     }
 }
 
@@ -265,19 +340,8 @@ impl<M: LanguageModel> TrainTask for GptTask<M> {
         // Data parallel: chunk k of the held-out windows is rank k mod N's.
         let (rank, world) = self.shard.unwrap_or((0, 1));
         let (b, t) = (self.data.batch / world, self.data.seq);
-        // The same windows every time, so evaluations compare.
-        let mut rng = SplitMix64::new(0xE7A1 ^ self.data.seed);
         let (mut total, mut tokens) = (0.0f64, 0usize);
-        let mut left = self.data.eval_windows;
-        for chunk in 0.. {
-            if left == 0 {
-                break;
-            }
-            let rows = left.min(b);
-            left -= rows;
-            let (inputs, targets) = self
-                .dataset
-                .sample_batch(Split::HeldOut, rows, t, &mut rng)?;
+        for (chunk, (inputs, targets, rows)) in self.held_out_windows(b)?.into_iter().enumerate() {
             if chunk % world != rank {
                 continue;
             }
@@ -324,14 +388,105 @@ impl<M: LanguageModel> TrainTask for GptTask<M> {
             ));
         }
         self.shard = Some((rank, world));
-        // The first global batch and the first held-out windows stand for the data.
+        self.data_hash()
+    }
+
+    fn pipeline_split(&mut self, stage: usize, stages: usize) -> Result<StageSplit> {
+        if self.canary.is_some() {
+            return Err(Error::invalid(
+                "train --parallel pipeline",
+                "--insert-canary is for private runs in one process: leave it out",
+            ));
+        }
+        let data = self.data_hash()?;
+        let tied = self.model.keep_stage(stage, stages)?;
+        self.stage = Some((stage, stages));
+        Ok(StageSplit { data, tied })
+    }
+
+    fn stage_forward(
+        &mut self,
+        tape: &Tape,
+        batch: StageBatch,
+        input: Option<&Var>,
+    ) -> Result<(Var, MicroBatch)> {
+        let Some((stage, stages)) = self.stage else {
+            return Err(Error::invalid(
+                "GptTask::stage_forward",
+                "the task is not split into pipeline stages (call pipeline_split first)",
+            ));
+        };
         let t = self.data.seq;
-        let mut rng = SplitMix64::new(data_seed(self.data.seed, 0));
-        let (train, _) = self.dataset.sample_batch(Split::Train, b, t, &mut rng)?;
-        let mut rng = SplitMix64::new(0xE7A1 ^ self.data.seed);
-        let (held, _) = self.dataset.sample_batch(Split::HeldOut, b, t, &mut rng)?;
-        let h = crate::dist::fnv1a(bytemuck::cast_slice(&train), crate::dist::FNV_OFFSET);
-        Ok(crate::dist::fnv1a(bytemuck::cast_slice(&held), h))
+        let (inputs, targets, rows, eps) = match batch {
+            StageBatch::Train {
+                index,
+                part,
+                parts,
+                eps,
+            } => {
+                let b = self.data.batch;
+                if parts == 0 || part >= parts || !b.is_multiple_of(parts) {
+                    return Err(Error::invalid(
+                        "train --micro-batches",
+                        format!(
+                            "--batch {b} is split into {parts} pipeline micro-batches of equal \
+                             rows: pass a --micro-batches that divides it"
+                        ),
+                    ));
+                }
+                // The batch of one process, and this micro-batch's rows of it.
+                let mut rng = SplitMix64::new(data_seed(self.data.seed, index));
+                let (inputs, targets) = self.dataset.sample_batch(Split::Train, b, t, &mut rng)?;
+                let rows = b / parts;
+                let span = part * rows * t..(part + 1) * rows * t;
+                (
+                    inputs[span.clone()].to_vec(),
+                    targets[span].to_vec(),
+                    rows,
+                    eps,
+                )
+            }
+            StageBatch::HeldOut { chunk } => {
+                let mut chunks = self.held_out_windows(self.data.batch)?;
+                if chunk >= chunks.len() {
+                    return Err(Error::invalid(
+                        "GptTask::stage_forward",
+                        format!("held-out chunk {chunk} of {}", chunks.len()),
+                    ));
+                }
+                let (inputs, targets, rows) = chunks.swap_remove(chunk);
+                (inputs, targets, rows, 0.0)
+            }
+        };
+        let out = match input {
+            Some(x) => self.model.stage_forward(tape, StageInput::Hidden(x))?,
+            None => {
+                let ids = Tensor::from_u32(tape.gpu(), &inputs, &[rows, t])?;
+                self.model.stage_forward(tape, StageInput::Ids(&ids))?
+            }
+        };
+        let out = match stage + 1 == stages {
+            true => {
+                let opts = CrossEntropyOptions {
+                    label_smoothing: eps,
+                    ignore_index: None,
+                };
+                tape.cross_entropy(&out, &targets, &opts)?
+            }
+            false => out,
+        };
+        let tokens = rows * t;
+        Ok((
+            out,
+            MicroBatch {
+                tokens,
+                flops: tokens as f64 * self.model.train_flops_per_token(t),
+            },
+        ))
+    }
+
+    fn held_out_chunks(&self) -> usize {
+        self.data.eval_windows.div_ceil(self.data.batch)
     }
 
     fn dp_data(&self) -> Result<DpData> {
@@ -394,7 +549,12 @@ impl<M: LanguageModel> TrainTask for GptTask<M> {
         trainer_state: &Value,
         dtype: SaveDtype,
     ) -> Result<()> {
-        let params = self.model.params();
+        // A pipeline stage holds part of the model: the optimiser gathered
+        // for the save holds every stage's params, in the model's order.
+        let params = match self.stage {
+            Some(_) => optimizer.params().to_vec(),
+            None => self.model.params(),
+        };
         let tokenizer = self.tokenizer.as_ref();
         let mut contents = CheckpointContents::new(self.model.config(), &params);
         contents.optimizer = Some(optimizer);

@@ -145,6 +145,37 @@ pub trait TrainTask {
             "this task cannot be trained data-parallel yet: use --model gpt or llama on --data",
         ))
     }
+    /// Pipeline parallel: from now on hold only stage `stage` of `stages` of
+    /// the model (its layers; the embeddings on the first stage, the output
+    /// head on the last) and run [`TrainTask::stage_forward`]; returns the
+    /// hash of the data and the params tied across stages. The default:
+    /// this task cannot.
+    fn pipeline_split(&mut self, _stage: usize, _stages: usize) -> Result<parallel::StageSplit> {
+        Err(Error::invalid(
+            "train --parallel pipeline",
+            "this task cannot be trained in a pipeline yet: use --model gpt on --data",
+        ))
+    }
+    /// Pipeline parallel: records this stage's forward of `batch` on `tape`.
+    /// `input`: the hidden states the previous stage sent (None on the first
+    /// stage, which reads the token ids). Returns the loss (a mean over the
+    /// batch's target tokens) on the last stage and the hidden states to send
+    /// on otherwise, with the batch's tokens and whole-model FLOPs.
+    fn stage_forward(
+        &mut self,
+        _tape: &Tape,
+        _batch: parallel::StageBatch,
+        _input: Option<&Var>,
+    ) -> Result<(Var, MicroBatch)> {
+        Err(Error::invalid(
+            "train --parallel pipeline",
+            "this task cannot be trained in a pipeline yet: use --model gpt on --data",
+        ))
+    }
+    /// Pipeline parallel: the chunks the held-out data is evaluated in.
+    fn held_out_chunks(&self) -> usize {
+        0
+    }
     /// DP-SGD: records on `tape` the sum of each example's loss over
     /// `examples` (indices below [`TrainTask::dp_data`]'s `examples`, at most
     /// its `capacity`), in one micro-batch of `capacity` slots whose unused
@@ -569,8 +600,9 @@ impl<'a> Trainer<'a> {
         })
     }
 
-    /// Spreads the run over the ranks of `parallel` (data parallel): this
-    /// rank trains on its share of each global batch; the start refuses
+    /// Spreads the run over the ranks of `parallel`: in data parallel this
+    /// rank trains on its share of each global batch, in a pipeline the task
+    /// keeps only this rank's stage of the model; the start refuses
     /// ranks whose config, options, data or weights differ from rank 0's.
     /// Only rank 0 should hold an output directory.
     ///
@@ -592,14 +624,19 @@ impl<'a> Trainer<'a> {
                  --precision f32 and full fine-tuning, or one process",
             ));
         }
-        let data = self.task.shard_data(parallel.rank(), parallel.world())?;
+        // The whole model's weights, before a pipeline keeps only its stage.
+        let weights = crate::dist::data_parallel::params_hash(&self.task.params())?;
+        let data = match parallel.split(&mut *self.task)? {
+            Some(data) => data,
+            None => self.task.shard_data(parallel.rank(), parallel.world())?,
+        };
         let fingerprint = serde_json::json!({
             "task": self.state.task,
             "options": self.state.options,
             "step": self.state.step,
             "micro_batches": self.state.micro_batches,
             "data": format!("{data:016x}"),
-            "weights": format!("{:016x}", crate::dist::data_parallel::params_hash(&self.task.params())?),
+            "weights": format!("{weights:016x}"),
         });
         let kind = self.opt.kind();
         let placeholder = Optimizer::new(self.task.gpu(), Vec::new(), kind, None)?;
@@ -729,8 +766,8 @@ impl<'a> Trainer<'a> {
                 // Computed on the GPU for clipping (over the summed micro-batch
                 // gradients); the step is done, so this read waits for nothing.
                 // Over every rank's micro-batches in a parallel run.
-                let world = self.parallel.as_ref().map_or(1.0, |p| p.world() as f32);
-                let micro_batches = opts.accumulation as f32 * world;
+                let shares = self.parallel.as_ref().map_or(1.0, |p| p.shares() as f32);
+                let micro_batches = opts.accumulation as f32 * shares;
                 let grad_norm = match (&self.dp, opts.grad_clip) {
                     (None, Some(_)) => match self.parallel.as_ref().and_then(|p| p.grad_norm()) {
                         Some(norm) => Some(norm / micro_batches),
@@ -763,10 +800,13 @@ impl<'a> Trainer<'a> {
                 .is_some_and(|dp| dp.budget_stops_after(step));
             let at_end = step == last || out_of_budget;
             if at_end || (opts.eval_every > 0 && step % opts.eval_every == 0) {
-                let metrics = self.task.evaluate(at_end && last == opts.steps)?;
+                let thorough = at_end && last == opts.steps;
                 let metrics = match &mut self.parallel {
-                    Some(p) => p.reduce_eval(metrics)?,
-                    None => metrics,
+                    Some(p) => match p.evaluate(&mut *self.task)? {
+                        Some(metrics) => metrics,
+                        None => p.reduce_eval(self.task.evaluate(thorough)?)?,
+                    },
+                    None => self.task.evaluate(thorough)?,
                 };
                 if let Some(log) = &mut log {
                     let privacy = self.state.privacy.as_ref();
@@ -819,6 +859,20 @@ impl<'a> Trainer<'a> {
     fn step(&mut self, lr: f32) -> Result<dp::StepOutcome> {
         let opts = &self.state.options;
         let (seed, eps, accumulation) = (opts.seed, opts.label_smoothing, opts.accumulation);
+        if let Some(p) = &mut self.parallel {
+            // A pipeline runs the passes through its stages itself.
+            let first = self.state.micro_batches;
+            if let Some(passes) = p.passes(&mut *self.task, first, accumulation, eps)? {
+                self.state.micro_batches += accumulation as u64;
+                p.update(&mut self.opt, lr, accumulation)?;
+                return Ok(dp::StepOutcome {
+                    losses: passes.losses,
+                    divisor: passes.divisor,
+                    tokens: passes.tokens,
+                    flops: passes.flops,
+                });
+            }
+        }
         let mut out = dp::StepOutcome {
             losses: Vec::with_capacity(accumulation as usize),
             divisor: accumulation as f32,

@@ -1,10 +1,63 @@
 //! The trainer's hooks for a run spread over several processes (data parallel,
-//! ZeRO-1): the points where ranks meet. `crate::dist` implements them.
+//! ZeRO-1, pipeline): the points where ranks meet. `crate::dist` implements
+//! them.
 
-use super::EvalMetrics;
+use super::{EvalMetrics, TrainTask};
+use crate::autograd::Param;
 use crate::error::Result;
 use crate::optim::Optimizer;
+use crate::tensor::Tensor;
 use serde_json::Value;
+
+/// Which micro-batch a pipeline stage runs ([`TrainTask::stage_forward`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum StageBatch {
+    /// Rows part `part` of `parts` equal slices of training micro-batch
+    /// `index` (the batch [`TrainTask::loss`] would draw for `index`), with
+    /// label smoothing `eps`.
+    Train {
+        /// The micro-batch (counted over the whole run).
+        index: u64,
+        /// The slice of its rows.
+        part: usize,
+        /// The number of slices.
+        parts: usize,
+        /// Label smoothing.
+        eps: f32,
+    },
+    /// Chunk `chunk` of the held-out data (below
+    /// [`TrainTask::held_out_chunks`]), plain cross-entropy.
+    HeldOut {
+        /// The chunk.
+        chunk: usize,
+    },
+}
+
+/// What a task became when split into pipeline stages
+/// ([`TrainTask::pipeline_split`]).
+pub struct StageSplit {
+    /// A hash of the data the run draws from (the same on every stage).
+    pub data: u64,
+    /// Params this stage holds that the other end of the pipeline holds too
+    /// (a tied input embedding and output head, on the first and the last
+    /// stage), in the same order on both: their gradients are summed between
+    /// the two, and checkpoints take the first stage's.
+    pub tied: Vec<Param>,
+}
+
+/// The forward and backward passes of one step, run by the parallelism
+/// itself ([`Parallelism::passes`]).
+pub struct Passes {
+    /// The loss tensors to read (on the stage that computes the loss; other
+    /// stages give one zero, so that the sum over ranks is the loss).
+    pub losses: Vec<Tensor>,
+    /// What their sum is divided by for the step's loss.
+    pub divisor: f32,
+    /// Target tokens of the whole step (every rank's share included).
+    pub tokens: u64,
+    /// Model FLOPs of the whole step.
+    pub flops: f64,
+}
 
 /// What the [`super::Trainer`] asks of a run over several ranks. Every rank
 /// calls the methods in the same order (they communicate).
@@ -56,4 +109,36 @@ pub trait Parallelism {
     /// One line on the parallel run: ranks, mode, optimiser bytes on this
     /// rank, communication so far.
     fn summary(&self) -> String;
+
+    /// How many micro-batch gradients each accumulation step's summed
+    /// gradient holds: one per rank in data parallel (the default), the
+    /// micro-batches of the global batch in a pipeline.
+    fn shares(&self) -> u32 {
+        self.world() as u32
+    }
+    /// Pipeline parallel, before [`Parallelism::begin`]: splits `task` into
+    /// this rank's stage and returns the hash of its data. None (the
+    /// default): the run splits the data, not the model.
+    fn split(&mut self, _task: &mut dyn TrainTask) -> Result<Option<u64>> {
+        Ok(None)
+    }
+    /// Pipeline parallel: runs the forward and backward passes of the
+    /// `micro_batches` training micro-batches from `first_index` (label
+    /// smoothing `eps`) through the stages. None (the default): the trainer
+    /// runs them on this rank's share of the data.
+    fn passes(
+        &mut self,
+        _task: &mut dyn TrainTask,
+        _first_index: u64,
+        _micro_batches: u32,
+        _eps: f32,
+    ) -> Result<Option<Passes>> {
+        Ok(None)
+    }
+    /// Pipeline parallel: the held-out metrics, evaluated through the
+    /// stages. None (the default): the trainer evaluates this rank's share
+    /// and reduces it with [`Parallelism::reduce_eval`].
+    fn evaluate(&mut self, _task: &mut dyn TrainTask) -> Result<Option<EvalMetrics>> {
+        Ok(None)
+    }
 }
