@@ -96,7 +96,8 @@ fn logits_bits_in_a_child_process(dir: &std::path::Path) -> Vec<u32> {
     );
     let line = stdout
         .lines()
-        .find_map(|l| l.strip_prefix("LOGITS "))
+        // The harness may print "test <name> ... " on the same line first.
+        .find_map(|l| l.split_once("LOGITS ").map(|(_, bits)| bits))
         .unwrap_or_else(|| panic!("the child printed no logits: {stdout}"));
     line.split(' ').map(|x| x.parse().unwrap()).collect()
 }

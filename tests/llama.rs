@@ -145,11 +145,15 @@ fn a_hugging_face_llama_checkpoint_loads_and_gives_the_reference_logits() {
     assert_eq!(again.config, model.config);
     let tokenizer = again.load_tokenizer(&ours).unwrap();
     assert_eq!(tokenizer.encode("badge"), letters.encode("badge"));
-    let logits2 = again.forward(&Tape::no_grad(&gpu()), &ids_t).unwrap();
-    assert_eq!(
-        logits2.value().to_vec().unwrap(),
-        logits.value().to_vec().unwrap()
-    );
+    // Inference without a tape, from host ids: the same logits.
+    let (b, t) = (ids.shape[0], ids.shape[1]);
+    let logits2 = again.logits((&ids.u32()[..], [b, t])).unwrap();
+    assert_eq!(logits2.to_vec().unwrap(), logits.value().to_vec().unwrap());
+    let err = again
+        .logits(&[model.config.vocab_size as u32][..])
+        .err()
+        .expect("an id outside the vocabulary is refused");
+    assert_eq!(err.kind(), wgformer::ErrorKind::InvalidArgument, "{err}");
 
     // Settings that change the math are refused by name.
     for (field, value) in [

@@ -394,7 +394,7 @@ fn damaged_shards_are_refused_naming_the_file_and_the_fault() {
     );
     // Not shards at all, and an empty directory.
     let dir = TempDir::new("shards-none");
-    let err = refused(&dir, &other);
+    let err = refused_as(ErrorKind::NotFound, &dir, &other);
     assert!(err.contains("no train_*.bin shards"), "{err}");
 }
 

@@ -30,6 +30,9 @@ impl Tape {
 
     /// The residual add fused with the RMSNorm after it: `(rmsnorm(x + branch),
     /// x + branch)`, the normalised rows first, in one kernel (`kernels::add_rmsnorm`).
+    ///
+    /// # Errors
+    /// As [`kernels::add_rmsnorm`](crate::kernels::add_rmsnorm::add_rmsnorm).
     pub fn add_rmsnorm(&self, x: &Var, branch: &Var, w: &Var, eps: f32) -> Result<(Var, Var)> {
         let out = add_rmsnorm(&x.value, &branch.value, &w.value, eps)?;
         let sum = out.sum;

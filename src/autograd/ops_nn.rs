@@ -161,6 +161,10 @@ impl Tape {
     /// h / (NH / NKV), which the fused kernels read in place (no expanded
     /// copies of K and V, and their gradients summed over each group in the
     /// kernel). `nkv == nh` is [`Tape::self_attention`]. Returns (B, T, NH HS).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `nkv` does not divide
+    /// `nh` or `qkv`'s last axis is not (NH + 2 NKV) HS; otherwise as [`Tape::self_attention`].
     pub fn self_attention_grouped(
         &self,
         qkv: &Var,

@@ -244,6 +244,10 @@ impl Tape {
     /// pipeline stage's backward, seeded with what the next stage sent back.
     /// Like [`Tape::backward`], it adds to the parameters' `grad` and
     /// consumes the record.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `grad`'s shape is not
+    /// `out`'s; otherwise as [`Tape::backward`].
     pub fn backward_from(&self, out: &Var, grad: Tensor) -> Result<()> {
         if grad.shape() != out.shape() {
             return Err(Error::invalid(

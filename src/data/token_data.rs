@@ -224,12 +224,11 @@ impl TokenData {
             };
         }
         let train = open_split(data, "train")?.ok_or_else(|| {
-            Error::invalid(
-                "train --data",
+            Error::not_found(
+                data.display(),
                 format!(
-                    "`{}` holds no train_*.bin shards. Write them with `wgformer prepare --data \
-                     TEXT --tokenizer DIR --out {}`",
-                    data.display(),
+                    "holds no train_*.bin shards. Write them with `wgformer prepare --data TEXT \
+                     --tokenizer DIR --out {}`",
                     data.display()
                 ),
             )

@@ -454,6 +454,10 @@ fn first_difference(a: &Value, b: &Value, path: String) -> String {
 
 /// A hash of the params' values (the start-up check: every rank must begin
 /// from the same weights).
+///
+/// # Errors
+/// [`ErrorKind::Device`](crate::ErrorKind::Device) when a value cannot be read back from the
+/// GPU.
 pub fn params_hash(params: &[Param]) -> Result<u64> {
     let mut h = FNV_OFFSET;
     for p in params {

@@ -38,7 +38,10 @@ pub fn launched_by_mpirun() -> bool {
 
 impl MpiComm {
     /// Initialises MPI. `timeout`: the longest any exchange waits for a peer.
-    /// Errors when the process was not started by `mpirun`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the process was
+    /// not started by `mpirun` or MPI is already initialised in it.
     pub fn init(timeout: Duration) -> Result<(MpiComm, MpiSession)> {
         if !launched_by_mpirun() {
             return Err(Error::invalid(

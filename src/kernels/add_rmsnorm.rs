@@ -23,6 +23,10 @@ pub struct AddRmsNorm {
 
 /// `sum = x + branch` and `y = sum * rstd * weight` with `rstd = 1 / sqrt(mean(sum^2)
 /// + eps)` over the last axis, in one pass over x and branch (same shape), weight (C).
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `x` is not f32 of rank >=
+/// 1, or `branch` and `weight` do not match it; otherwise as [every kernel](crate::kernels#errors).
 pub fn add_rmsnorm(x: &Tensor, branch: &Tensor, weight: &Tensor, eps: f32) -> Result<AddRmsNorm> {
     const OP: &str = "add_rmsnorm";
     let (rows, cols) = rows_cols(OP, x)?;
@@ -54,6 +58,10 @@ pub fn add_rmsnorm(x: &Tensor, branch: &Tensor, weight: &Tensor, eps: f32) -> Re
 /// Backward of [`add_rmsnorm`] from the saved `sum`, `weight (C)`, `rstd` and the
 /// gradients of both outputs, `dy` and `dsum` (sum's shape). Returns `(dh,
 /// dweight)`: dh = dsum + RMSNorm's dx is the gradient of x and of branch alike.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the tensors do not match
+/// the forward's shapes; otherwise as [every kernel](crate::kernels#errors).
 pub fn add_rmsnorm_bwd(
     sum: &Tensor,
     weight: &Tensor,

@@ -117,6 +117,9 @@ impl GptConfig {
 
     /// Layer `i`'s attention pattern: [`Self::attention_pattern`], or dense
     /// where `layer_types` makes layer `i` `"full_attention"`.
+    ///
+    /// # Errors
+    /// As [`Self::attention_pattern`].
     pub fn layer_pattern(&self, i: usize) -> Result<AttentionPattern> {
         let pattern = self.attention_pattern()?;
         Ok(layer_types::layer_pattern(
@@ -129,6 +132,9 @@ impl GptConfig {
     /// The pattern a KV cache is made for: the decoder layers' shared
     /// pattern, or dense (a plain cache, each layer attending with its own)
     /// when `layer_types` makes them differ.
+    ///
+    /// # Errors
+    /// As [`Self::attention_pattern`].
     pub fn cache_pattern(&self) -> Result<AttentionPattern> {
         let pattern = self.attention_pattern()?;
         Ok(layer_types::cache_pattern(
@@ -312,6 +318,10 @@ impl Gpt {
     /// embeddings on the first stage, the final norm on the last, and `wte`
     /// on the first and the last (the output head is tied to it; the two
     /// copies' gradients must be summed between those stages).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the model is already
+    /// a stage or `span` holds no block or blocks past the model's.
     pub fn keep_stage(&mut self, span: &StageSpan) -> Result<()> {
         if self.stage.is_some() || span.layers.end > self.h.len() || span.layers.is_empty() {
             return Err(Error::invalid(
@@ -351,6 +361,11 @@ impl Gpt {
     /// one stage of one): token ids `(B, T)` on the first stage, the previous
     /// stage's hidden states `(B, T, C)` on the others. Returns the logits
     /// `(B, T, V)` on the last stage, the hidden states to send on otherwise.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `input` is not what
+    /// this stage takes (ids on the first, hidden states `(B, T, C)` on the others) or T exceeds
+    /// `n_positions`; otherwise as [every kernel](crate::kernels#errors).
     pub fn stage_forward(&self, tape: &Tape, input: StageInput<'_>) -> Result<Var> {
         let first = self.stage.as_ref().is_none_or(StageSpan::is_first);
         let mut x = match (input, &self.wte, &self.wpe) {
@@ -423,9 +438,9 @@ impl Gpt {
     ///
     /// # Errors
     /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `max_len` exceeds
-    /// `n_positions`, `batch` or `max_len` is 0, or the model uses a block-sparse layout (no
-    /// incremental decoding); [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when the cache
-    /// exceeds the device's binding limit.
+    /// `n_positions`, or `batch` or `max_len` is 0;
+    /// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when the cache exceeds the device's
+    /// binding limit.
     pub fn new_cache(&self, batch: usize, max_len: usize) -> Result<KvCache> {
         let cfg = &self.config;
         if max_len > cfg.n_positions {

@@ -42,6 +42,10 @@ impl LayerTypes {
     pub const MAX_LAYERS: usize = 256;
 
     /// The list `types`; more than [`Self::MAX_LAYERS`] is an error.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for more than
+    /// [`Self::MAX_LAYERS`] types.
     pub fn new(types: &[LayerType]) -> Result<LayerTypes> {
         if types.len() > Self::MAX_LAYERS {
             return Err(Error::invalid(
@@ -64,6 +68,9 @@ impl LayerTypes {
     /// Qwen2's form: `sliding` for the layers from `max_window_layers` on,
     /// full below (transformers' `Qwen2Config`: layer i slides when
     /// `use_sliding_window` and `i >= max_window_layers`).
+    ///
+    /// # Errors
+    /// As [`LayerTypes::new`].
     pub fn from_max_window_layers(n_layers: usize, max_window_layers: usize) -> Result<LayerTypes> {
         let types: Vec<LayerType> = (0..n_layers)
             .map(|i| {

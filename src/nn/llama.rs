@@ -16,6 +16,7 @@ use crate::kernels::kv_cache::{kv_attention_ring, kv_scatter_ring, KvRing};
 use crate::kernels::rope::{rope_table, rope_table_from, QkvHeads};
 use crate::nn::layers::layer_ring;
 use crate::tensor::Tensor;
+use crate::token_ids::TokenIds;
 
 pub use super::llama_config::LlamaConfig;
 
@@ -397,6 +398,26 @@ impl Llama {
             x = layer.forward(tape, &x, &self.rope)?;
         }
         self.head(tape, &x)
+    }
+
+    /// Inference without a tape: the logits `(B, T, V)` of token ids `(B, T)`,
+    /// given as host ids (`&[u32]` for one sequence, `(&[u32], [B, T])` for a
+    /// batch) or as a u32 [`Tensor`] (see [`TokenIds`]). The values equal
+    /// [`Llama::forward`]'s; the result stays on the GPU until you read it
+    /// (`.to_vec()`, blocking, native only; `.to_vec_async()` everywhere).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for an id outside the
+    /// vocabulary, no ids, host ids that do not fill their shape, a tensor that is not `(B, T)`
+    /// u32, or a sequence longer than `max_position_embeddings`; otherwise as [every
+    /// kernel](crate::kernels#errors).
+    pub fn logits<'a>(&self, ids: impl Into<TokenIds<'a>>) -> Result<Tensor> {
+        let gpu = self.embed_tokens.weight.value().gpu();
+        let ids = ids
+            .into()
+            .to_tensor(gpu, self.config.vocab_size, "Llama::logits", "ids")?;
+        let tape = Tape::no_grad(gpu);
+        Ok(self.forward(&tape, &ids)?.value().clone())
     }
 
     /// An empty KV cache for `batch` sequences of up to `max_len` positions; it

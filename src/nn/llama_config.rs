@@ -105,6 +105,9 @@ impl LlamaConfig {
 
     /// Layer `i`'s attention pattern: [`Self::attention_pattern`], or dense
     /// where `layer_types` makes layer `i` `"full_attention"`.
+    ///
+    /// # Errors
+    /// As [`Self::attention_pattern`].
     pub fn layer_pattern(&self, i: usize) -> Result<AttentionPattern> {
         let pattern = self.attention_pattern()?;
         Ok(layer_types::layer_pattern(
@@ -117,6 +120,9 @@ impl LlamaConfig {
     /// The pattern a KV cache is made for: the decoder layers' shared
     /// pattern, or dense (a plain cache, each layer attending with its own)
     /// when `layer_types` makes them differ.
+    ///
+    /// # Errors
+    /// As [`Self::attention_pattern`].
     pub fn cache_pattern(&self) -> Result<AttentionPattern> {
         let pattern = self.attention_pattern()?;
         Ok(layer_types::cache_pattern(

@@ -22,7 +22,10 @@ pub struct StageSpan {
 impl StageSpan {
     /// Stage `stage` of `stages` over `n_layer` blocks: consecutive blocks,
     /// as equal as can be (the first `n_layer % stages` stages take one more).
-    /// Errors when a stage would hold no block or `stage` is out of range.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when a stage would hold
+    /// no block or `stage` is out of range.
     pub fn of(n_layer: usize, stage: usize, stages: usize) -> Result<StageSpan> {
         if stages == 0 || stages > n_layer {
             return Err(Error::invalid(

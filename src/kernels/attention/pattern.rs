@@ -245,6 +245,10 @@ impl BlockPairs {
 
     /// The pairs of `list`; an error names a block index past
     /// [`MAX_BLOCKS`](Self::MAX_BLOCKS) and the fix.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for a block index past
+    /// [`MAX_BLOCKS`](Self::MAX_BLOCKS).
     pub fn new(list: &[[usize; 2]]) -> Result<BlockPairs> {
         let mut pairs = BlockPairs::EMPTY;
         for &[qb, kb] in list {
@@ -351,6 +355,9 @@ impl SparseLayout {
 
     /// An explicit layout: blocks of `block` and the (query block, key
     /// block) `pairs` (checked as [`SparseLayout::check`] does).
+    ///
+    /// # Errors
+    /// As [`SparseLayout::check`] and [`BlockPairs::new`].
     pub fn blocks(block: usize, pairs: &[[usize; 2]]) -> Result<SparseLayout> {
         let layout = SparseLayout {
             kind: SparseLayoutKind::Blocks,

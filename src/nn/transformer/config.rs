@@ -167,7 +167,12 @@ impl TransformerConfig {
     }
 
     /// Layer `i`'s attention pattern: [`Self::attention_pattern`], or dense
-    /// where `layer_types` makes layer `i` `"full_attention"` (encoder layers 0..n_encoder_layers, then the decoder layers: `layer_types` lists them in that order; cross-attention is always dense).
+    /// where `layer_types` makes layer `i` `"full_attention"` (encoder layers 0..n_encoder_layers,
+    /// then the decoder layers: `layer_types` lists them in that order; cross-attention is always
+    /// dense).
+    ///
+    /// # Errors
+    /// As [`Self::attention_pattern`].
     pub fn layer_pattern(&self, i: usize) -> Result<AttentionPattern> {
         let pattern = self.attention_pattern()?;
         Ok(layer_types::layer_pattern(
@@ -180,6 +185,9 @@ impl TransformerConfig {
     /// The pattern a KV cache is made for: the decoder layers' shared
     /// pattern, or dense (a plain cache, each layer attending with its own)
     /// when `layer_types` makes them differ.
+    ///
+    /// # Errors
+    /// As [`Self::attention_pattern`].
     pub fn cache_pattern(&self) -> Result<AttentionPattern> {
         let pattern = self.attention_pattern()?;
         Ok(layer_types::cache_pattern(
