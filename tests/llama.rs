@@ -151,8 +151,7 @@ fn a_hugging_face_llama_checkpoint_loads_and_gives_the_reference_logits() {
     assert_eq!(logits2.to_vec().unwrap(), logits.value().to_vec().unwrap());
     let err = again
         .logits(&[model.config.vocab_size as u32][..])
-        .err()
-        .expect("an id outside the vocabulary is refused");
+        .expect_err("an id outside the vocabulary is refused");
     assert_eq!(err.kind(), wgformer::ErrorKind::InvalidArgument, "{err}");
 
     // Settings that change the math are refused by name.
