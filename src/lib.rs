@@ -13,14 +13,14 @@
 //!   shaders (`shaders/`, one or more files per family).
 //! - [`reference`](mod@reference): plain-loop f64 CPU versions of every kernel: the spec the
 //!   GPU is tested against.
-//! - [`autograd`], [`nn`], [`optim`]: the tape, the models (`Gpt`, `Transformer`),
-//!   the optimisers; [`data`]: tokenizers, datasets, batches.
+//! - [`autograd`], [`nn`], [`optim`]: the tape, the models (`Gpt`, `Llama`,
+//!   `Transformer`), the optimisers; [`data`]: tokenizers, datasets, batches.
 //! - [`train`]: the training loop of both models (schedules, clipping,
 //!   accumulation, evaluation, checkpoints, exact resume); [`generate`]: sampling,
 //!   greedy and beam-search decoding with the KV cache, and scoring.
 //!
 //! - [`checkpoint`]: atomic, checksummed checkpoints (`Gpt::save`, `Gpt::load`,
-//!   the same for `Transformer`); [`error`]: the one [`Error`] enum;
+//!   the same for `Llama` and `Transformer`); [`error`]: the one [`Error`] enum;
 //!   [`rng`]: the seeded generators; [`safetensors`]: our reader and writer;
 //!   [`privacy`]: DP-SGD pieces; [`energy`]: energy meters; [`selfcheck`]:
 //!   `wgformer check`; [`web`]: the wasm-bindgen API of the browser demo.
@@ -31,7 +31,7 @@
 //!
 //! Run a kernel:
 //!
-//! ```no_run
+//! ```
 //! use wgformer::{Gpu, Tensor, kernels::gemm::{gemm, GemmOptions}};
 //! let gpu = Gpu::new()?;
 //! let a = Tensor::randn(&gpu, &[64, 32], 1.0, 1)?;
@@ -43,7 +43,7 @@
 //!
 //! Train a GPT, save it, load it back and generate:
 //!
-//! ```no_run
+//! ```
 //! use std::ops::ControlFlow;
 //! use wgformer::{autograd::Tape, checkpoint::SaveOptions, Gpu, Tensor};
 //! use wgformer::data::{CharTokenizer, TokenStream, Tokenizer};
@@ -70,10 +70,11 @@
 //!     tape.backward(&loss)?;
 //!     opt.step_with(&StepOptions { lr: 1e-2, ..Default::default() })?;
 //! }
-//! model.save("runs/hello", &SaveOptions { tokenizer: Some(&tokenizer), ..Default::default() })?;
+//! let dir = std::env::temp_dir().join("wgformer-hello");
+//! model.save(&dir, &SaveOptions { tokenizer: Some(&tokenizer), ..Default::default() })?;
 //!
-//! let model = Gpt::load(&gpu, "runs/hello")?;
-//! let tokenizer = model.load_tokenizer("runs/hello")?;
+//! let model = Gpt::load(&gpu, &dir)?;
+//! let tokenizer = model.load_tokenizer(&dir)?;
 //! let mut out = TokenStream::new(tokenizer.as_ref());
 //! model.generate(&tokenizer.encode("hel"), &GenerateOptions::default(), |id| {
 //!     print!("{}", out.push(id));
@@ -85,7 +86,7 @@
 //! Translate with the encoder-decoder (here untrained, on the built-in date task's
 //! vocabulary):
 //!
-//! ```no_run
+//! ```
 //! use wgformer::data::{DateTask, Tokenizer};
 //! use wgformer::generate::translate_greedy;
 //! use wgformer::nn::{Transformer, TransformerConfig};

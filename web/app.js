@@ -419,6 +419,7 @@ function drawChart(canvas = $("loss-chart"), pts = state.losses) {
 // and starts each download.
 async function downloadModel() {
   if (!state.trainer) return;
+  $("download-files").hidden = true; // until this model's files are ready
   await pauseTraining();
   const files = await state.trainer.download();
   state.downloads = files;
@@ -487,19 +488,21 @@ function setupGenerate() {
 async function generate() {
   clearError();
   if (state.generating) return;
+  const out = $("gen-output");
+  // Not done from the click on: pausing training can wait for a step in flight.
+  out.dataset.done = "false";
   const useLoaded = $("gen-model").value === "loaded" && state.loaded;
   try {
     await pauseTraining();
     if (!useLoaded && !state.trainer) await buildModel();
   } catch (e) {
     showError(e);
+    out.dataset.done = "true";
     return;
   }
   const model = useLoaded ? state.loaded : state.trainer;
-  const out = $("gen-output");
   const prompt = $("prompt").value;
   out.textContent = prompt;
-  out.dataset.done = "false";
   state.generating = true;
   state.stopGeneration = false;
   $("generate").disabled = true;

@@ -97,6 +97,7 @@ async function trainUntil(page, steps, timeout) {
   );
   await page.click("#train"); // pause
   await page.waitForFunction(() => !window.wgDemo.training && document.getElementById("train").textContent !== "Pause");
+  await page.evaluate(() => window.wgDemo.trainLoop); // the step in flight ends
   return page.evaluate(() => window.wgDemo.losses.slice());
 }
 
@@ -243,7 +244,8 @@ async function checkpointFiles(page) {
   check(
     (await page.isHidden("#error")) && info.model_type === "llama" && info.model_config.num_key_value_heads === 1,
     "a Llama-layout model (2 query heads, 1 key/value head) builds and trains",
-    (await page.textContent("#model-info")),
+    (await page.textContent("#model-info")) +
+      ((await page.isHidden("#error")) ? "" : ` (error shown: ${JSON.stringify(await errorPanel(page))})`),
   );
   check(
     llama.every((p) => Number.isFinite(p.loss)) && ll.loss < lf.loss,
