@@ -17,6 +17,10 @@
 //   rope_qkv_bwd  dpacked, table -> dq, dk, dv: the inverse rotation, each
 //                 key/value head summing its DIV output heads in order
 //                 (deterministic, no atomics); a thread per input value
+//   rope_qkv_vec4, rope_qkv_bwd_vec4
+//                 the same for HS % 8 == 0, four values per thread: a half
+//                 head then holds whole vec4s, so the values, their partners
+//                 and the table entries are all vec4 loads (p.n counts vec4s)
 
 struct Params {
     rows: u32,  // B * T
@@ -139,5 +143,97 @@ fn rope_qkv_bwd(@builtin(workgroup_id) wid: vec3<u32>,
             acc += b_dout[row + cq + (p.ko + h) * p.hs + d];
         }
         b_dv[r * ckv + c] = acc;
+    }
+}
+
+// vec4 views of the same bindings (rope_qkv_vec4 / rope_qkv_bwd_vec4).
+@group(0) @binding(1) var<storage, read> f4_q: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> f4_k: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> f4_v: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> f4_table: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> f4_out: array<vec4<f32>>;
+
+@group(0) @binding(1) var<storage, read> b4_dout: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b4_table: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> b4_dq: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> b4_dk: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> b4_dv: array<vec4<f32>>;
+
+@compute @workgroup_size(WG)
+fn rope_qkv_vec4(@builtin(workgroup_id) wid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let i4 = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (i4 >= p.n) {
+        return;
+    }
+    let i = 4u * i4;
+    let w = (p.nh + 2u * p.ko) * p.hs;
+    let r = i / w;
+    let col = i - r * w;
+    let head = col / p.hs;
+    let d = col - head * p.hs;
+    if (head < p.nh) {
+        let tr = turn(r, d);
+        let base = (r * p.nh + head) * p.hs;
+        let x = f4_q[(base + d) / 4u];
+        let y = f4_q[(base + tr.partner) / 4u];
+        f4_out[i4] = x * f4_table[tr.at / 4u] + tr.sign * y * f4_table[sin_at(tr.at) / 4u];
+    } else if (head < p.nh + p.ko) {
+        let tr = turn(r, d);
+        let base = (r * p.nkv + (head - p.nh) / p.div) * p.hs;
+        let x = f4_k[(base + d) / 4u];
+        let y = f4_k[(base + tr.partner) / 4u];
+        f4_out[i4] = x * f4_table[tr.at / 4u] + tr.sign * y * f4_table[sin_at(tr.at) / 4u];
+    } else {
+        f4_out[i4] = f4_v[((r * p.nkv + (head - p.nh - p.ko) / p.div) * p.hs + d) / 4u];
+    }
+}
+
+@compute @workgroup_size(WG)
+fn rope_qkv_bwd_vec4(@builtin(workgroup_id) wid: vec3<u32>,
+                     @builtin(num_workgroups) nwg: vec3<u32>,
+                     @builtin(local_invocation_index) lid: u32) {
+    let i4 = (wid.x + wid.y * nwg.x) * WG + lid;
+    if (i4 >= p.n) {
+        return;
+    }
+    let i = 4u * i4;
+    let w = (p.nh + 2u * p.ko) * p.hs;
+    let cq = p.nh * p.hs;
+    let ckv = p.nkv * p.hs;
+    let per_row = cq + 2u * ckv;
+    let r = i / per_row;
+    let col = i - r * per_row;
+    let row = r * w;
+    if (col < cq) {
+        let d = col % p.hs;
+        let tr = turn(r, d);
+        let at = row + col;
+        let c = b4_table[tr.at / 4u];
+        let s = b4_table[sin_at(tr.at) / 4u];
+        b4_dq[(r * cq + col) / 4u] = b4_dout[at / 4u] * c - tr.sign * b4_dout[(at - d + tr.partner) / 4u] * s;
+    } else if (col < cq + ckv) {
+        let c = col - cq;
+        let j = c / p.hs;
+        let d = c - j * p.hs;
+        let tr = turn(r, d);
+        let cs = b4_table[tr.at / 4u];
+        let sn = b4_table[sin_at(tr.at) / 4u];
+        var acc = vec4<f32>(0.0);
+        for (var h = j * p.div; h < (j + 1u) * p.div; h++) {
+            let at = row + cq + h * p.hs;
+            acc += b4_dout[(at + d) / 4u] * cs - tr.sign * b4_dout[(at + tr.partner) / 4u] * sn;
+        }
+        b4_dk[(r * ckv + c) / 4u] = acc;
+    } else {
+        let c = col - cq - ckv;
+        let j = c / p.hs;
+        let d = c - j * p.hs;
+        var acc = vec4<f32>(0.0);
+        for (var h = j * p.div; h < (j + 1u) * p.div; h++) {
+            acc += b4_dout[(row + cq + (p.ko + h) * p.hs + d) / 4u];
+        }
+        b4_dv[(r * ckv + c) / 4u] = acc;
     }
 }

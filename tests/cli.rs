@@ -1078,13 +1078,18 @@ fn bench_train_times_a_llama_and_counts_its_parameters() {
     assert_eq!(record["model"], "llama");
     // By hand: embed and untied head 2 V C; per layer q, o C^2 each, k, v C x
     // (C / 2) each (2 of 4 heads), gate, up, down C x FF (FF = 8/3 C rounded
-    // up to 8 = 88), two RMSNorm gains; the final gain.
-    let (v, c, ff) = (50, 32, 88);
+    // up to 64 = 128), two RMSNorm gains; the final gain.
+    let (v, c, ff) = (50, 32, 128);
     let layer = 2 * c * c + 2 * c * (c / 2) + 3 * c * ff + 2 * c;
     assert_eq!(record["params"], 2 * v * c + layer + c);
     assert!(record["tokens_per_s"].as_f64().unwrap() > 0.0, "{record}");
     let err = fails(&["bench", "train", "--model", "llama", "--dp", "--no-energy"]);
     assert!(err.contains("--dp") && err.contains("--model gpt"), "{err}");
+    let err = fails(&["bench", "train", "--d-ff", "64", "--no-energy"]);
+    assert!(
+        err.contains("--d-ff") && err.contains("--model llama"),
+        "{err}"
+    );
 }
 
 #[test]

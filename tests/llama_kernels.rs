@@ -145,7 +145,8 @@ fn add_rmsnorm_matches_the_reference_under_the_other_row_plan() {
 
 #[test]
 fn swiglu_matches_the_reference_including_large_gates() {
-    for n in [1usize, 7, 65, 129, 5000] {
+    // 12 and 5000 take the vec4 kernels.
+    for n in [1usize, 7, 12, 65, 129, 5000] {
         let mut gate: Vec<f32> = data(n, n as u64).iter().map(|v| 4.0 * v).collect();
         gate[0] = if n > 1 { -120.0 } else { 3.0 };
         if n > 2 {
@@ -180,7 +181,8 @@ fn swiglu_matches_the_reference_including_large_gates() {
     }
 }
 
-/// (B, T, NH, NKV, HS, pos0, theta)
+/// (B, T, NH, NKV, HS, pos0, theta): HS 8 and 64 take the vec4 kernels, 6 and
+/// 2 the scalar ones.
 const ROPE_SHAPES: &[(usize, usize, usize, usize, usize, usize, f64)] = &[
     (2, 7, 4, 2, 8, 0, 10_000.0),
     (1, 5, 3, 1, 6, 3, 10_000.0),

@@ -72,6 +72,19 @@ pub fn run(b: &mut Bench) -> Result<()> {
     b.measure("rope_qkv", "bwd expand", &shape, 0.0, moved, || {
         rope_qkv_bwd(&dpacked, &table, heads, 0).map(drop)
     })?;
+    // As training runs it: the packed rows keep the NKV key/value heads.
+    let heads = QkvHeads {
+        expand: false,
+        ..heads
+    };
+    let moved = 4.0 * (rows * ((nh + 2 * nkv) * hs + heads.width())) as f64;
+    b.measure("rope_qkv", "fwd", &shape, 0.0, moved, || {
+        rope_qkv(&q, &k, &v, &table, heads, 0).map(drop)
+    })?;
+    let dpacked = Tensor::randn(&b.gpu, &[bb, t, heads.width()], 1.0, 10)?;
+    b.measure("rope_qkv", "bwd", &shape, 0.0, moved, || {
+        rope_qkv_bwd(&dpacked, &table, heads, 0).map(drop)
+    })?;
     decode(b)
 }
 

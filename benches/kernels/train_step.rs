@@ -1,13 +1,15 @@
-//! One GPT training step (AdamW, loss read back) timed whole and broken down by
+//! One training step (AdamW, loss read back) timed whole and broken down by
 //! kernel with per-dispatch GPU timestamps; dispatches and submits per step.
-//! Config of the performance issue: L=4, C=256, NH=4, T=256, B=8, V=256.
+//! Config of the performance issue: L=4, C=256, NH=4, T=256, B=8, V=256; the
+//! GPT, then a Llama of the same width and depth (NH / 2 key/value heads,
+//! the default SwiGLU width) to see where the layouts differ.
 
 use crate::harness::Bench;
 use std::collections::BTreeMap;
 use std::time::Instant;
 use wgformer::autograd::Tape;
 use wgformer::kernels::cross_entropy::CrossEntropyOptions;
-use wgformer::nn::{Gpt, GptConfig};
+use wgformer::nn::{CausalLm, Gpt, GptConfig, Llama, LlamaConfig};
 use wgformer::optim::{Optimizer, OptimizerKind};
 use wgformer::{Result, Tensor};
 
@@ -47,11 +49,51 @@ pub fn run(b: &mut Bench) -> Result<()> {
         "L{} C{} NH{} T{seq} B{batch} V{}",
         config.n_layer, config.n_embd, config.n_head, config.vocab_size
     );
-    if !b.selects(&format!("train_step/gpt/{name}")) {
-        return Ok(());
+    if b.selects(&format!("train_step/gpt/{name}")) {
+        let model = Gpt::new(&b.gpu, config, 1)?;
+        let flops = config.train_flops_per_token(seq) * (batch * seq) as f64;
+        time_steps(b, &model, ("gpt", &name), (batch, seq), flops)?;
     }
+    let llama = LlamaConfig {
+        vocab_size,
+        hidden_size: n_embd,
+        intermediate_size: LlamaConfig::default_intermediate_size(n_embd),
+        num_hidden_layers: n_layer,
+        num_attention_heads: n_head,
+        num_key_value_heads: (n_head / 2).max(1),
+        rms_norm_eps: 1e-5,
+        rope_theta: 10_000.0,
+        max_position_embeddings: seq,
+        tie_word_embeddings: false,
+        bos_token_id: None,
+        eos_token_id: None,
+        sliding_window: None,
+        global_tokens: 0,
+        sparse_layout: None,
+        layer_types: None,
+    };
+    let name = format!(
+        "L{n_layer} C{n_embd} NH{n_head} NKV{} FF{} T{seq} B{batch} V{vocab_size}",
+        llama.num_key_value_heads, llama.intermediate_size
+    );
+    if b.selects(&format!("train_step/llama/{name}")) {
+        let model = Llama::new(&b.gpu, llama, 1)?;
+        let flops = llama.train_flops_per_token(seq) * (batch * seq) as f64;
+        time_steps(b, &model, ("llama", &name), (batch, seq), flops)?;
+    }
+    Ok(())
+}
+
+/// Times training steps of `model` on random tokens, then profiles one.
+fn time_steps(
+    b: &mut Bench,
+    model: &dyn CausalLm,
+    (variant, name): (&str, &str),
+    (batch, seq): (usize, usize),
+    flops: f64,
+) -> Result<()> {
     let gpu = b.gpu.clone();
-    let model = Gpt::new(&gpu, config, 1)?;
+    let vocab_size = model.vocab_size();
     let mut opt = Optimizer::new(&gpu, model.params(), OptimizerKind::gpt_adamw(), Some(1.0))?;
     let mut rng = wgformer::rng::SplitMix64::new(7);
     let tokens: Vec<u32> = (0..batch * (seq + 1))
@@ -92,22 +134,21 @@ pub fn run(b: &mut Bench) -> Result<()> {
     let encode_ms = encode_s * 1e3 / steps as f64;
     let d = gpu.counters().snapshot() - before;
     let tokens_per_step = (batch * seq) as f64;
-    let flops = config.train_flops_per_token(seq) * tokens_per_step;
-    let record = b.record_wall("train_step", "gpt", &name, step_ms, flops, 0.0);
+    let record = b.record_wall("train_step", variant, name, step_ms, flops, 0.0);
     if cpu_step_ms > 0.0 && gpu.policy().cpu_adapter {
         // lavapipe runs in this process: CPU time over the cores is the step's
         // cost on an otherwise idle machine (wall clock swings with other load).
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         let ideal_ms = cpu_step_ms / cores;
         println!(
-            "train_step: CPU time {cpu_step_ms:.0} ms per step over {cores} cores: {:.0} tokens/s, \
+            "train_step {variant}: CPU time {cpu_step_ms:.0} ms per step over {cores} cores: {:.0} tokens/s, \
              {:.2} model GFLOP/s with the cores to itself",
             tokens_per_step / (ideal_ms / 1e3),
             flops / (ideal_ms * 1e-3) / 1e9
         );
     }
     println!(
-        "train_step: {:.0} tokens/s, {:.2} model GFLOP/s, encoding {encode_ms:.1} ms ({:.1}% of the step), \
+        "train_step {variant}: {:.0} tokens/s, {:.2} model GFLOP/s, encoding {encode_ms:.1} ms ({:.1}% of the step), \
          {} dispatches, {} submits, {} new buffers per step",
         tokens_per_step / (step_ms / 1e3),
         record.gflops,

@@ -54,6 +54,10 @@ pub struct TrainBench {
     /// Key/value heads of the Llama (grouped-query attention; default: --heads).
     #[arg(long, value_parser = at_least_one::<usize>)]
     kv_heads: Option<usize>,
+    /// The Llama's SwiGLU width, `intermediate_size` (default: 8/3 of
+    /// --d-model rounded up to a multiple of 64, as `train --model llama`).
+    #[arg(long, value_parser = at_least_one::<usize>)]
+    d_ff: Option<usize>,
     #[arg(long, default_value_t = 256, value_parser = at_least_one::<usize>)]
     seq: usize,
     #[arg(long, default_value_t = 8, value_parser = at_least_one::<usize>)]
@@ -151,8 +155,9 @@ fn build(gpu: &Gpu, a: &TrainBench) -> Result<Timed> {
             let config = LlamaConfig {
                 vocab_size: a.vocab,
                 hidden_size: a.d_model,
-                // SwiGLU's usual width: 8/3 of the model's, rounded up to 8.
-                intermediate_size: (8 * a.d_model).div_ceil(3).next_multiple_of(8),
+                intermediate_size: a
+                    .d_ff
+                    .unwrap_or(LlamaConfig::default_intermediate_size(a.d_model)),
                 num_hidden_layers: a.layers,
                 num_attention_heads: a.heads,
                 num_key_value_heads: kv_heads,
@@ -187,6 +192,14 @@ fn bench_train(gpu: &Gpu, a: &TrainBench, mut energy: RunEnergy) -> Result<()> {
             op: "bench train",
             detail: "--dp times DP-SGD steps of the GPT only (per-example gradients of \
                      RMSNorm, SwiGLU and RoPE are not written yet); drop --dp or use --model gpt"
+                .into(),
+        });
+    }
+    if a.d_ff.is_some() && a.model == BenchModel::Gpt {
+        return Err(Error::InvalidArgument {
+            op: "bench train",
+            detail: "--d-ff sets the Llama's SwiGLU width; the GPT's MLP is 4 x --d-model \
+                     (GPT-2's); drop --d-ff or use --model llama"
                 .into(),
         });
     }

@@ -169,7 +169,7 @@ pub struct TrainArgs {
     #[arg(long, value_parser = at_least_one::<usize>)]
     pub kv_heads: Option<usize>,
     /// Feed-forward width (encdec; llama's SwiGLU, default 8/3 d_model rounded
-    /// up to a multiple of 8; gpt uses 4 x d_model).
+    /// up to a multiple of 64; gpt uses 4 x d_model).
     #[arg(long, value_parser = at_least_one::<usize>)]
     pub d_ff: Option<usize>,
     /// Dropout in [0, 1) (encdec).
@@ -853,7 +853,7 @@ fn new_llama(gpu: &Gpu, a: &TrainArgs) -> Result<GptTask<Llama>> {
             let config = LlamaConfig {
                 vocab_size: tok.vocab_size(),
                 hidden_size: c,
-                intermediate_size: a.d_ff.unwrap_or((8 * c).div_ceil(3).next_multiple_of(8)),
+                intermediate_size: a.d_ff.unwrap_or(LlamaConfig::default_intermediate_size(c)),
                 num_hidden_layers: a.layers.unwrap_or(4),
                 num_attention_heads: heads,
                 num_key_value_heads: a.kv_heads.unwrap_or(heads),

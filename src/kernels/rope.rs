@@ -2,7 +2,8 @@
 //! half" layout, applied while packing Llama's q, k and v projections into the
 //! `[q | k | v]` rows the attention kernels read (NKV key/value heads, or
 //! optionally expanded to one per query head); and its backward. The CPU spec is
-//! `reference::llama::{rope, repeat_kv}`.
+//! `reference::llama::{rope, repeat_kv}`. Heads of a multiple of 8 values take
+//! the vec4 variants (four values per thread), others the scalar ones.
 //!
 //! The angles come from a table `(2, P, HS / 2)` of cos and sin computed on the
 //! host in f64 ([`rope_table`]) once per model, so no shader evaluates a
@@ -193,13 +194,22 @@ fn check_table(
     }
 }
 
-fn launch(entry: &'static str, n: usize) -> Launch {
-    Launch {
+/// The launch of `entry` (or its vec4 variant, four values per thread, when a
+/// half head is whole vec4s: HS % 8 == 0) over `n` values, and the thread count
+/// its `Params::n` holds.
+fn launch(entry: &'static str, hs: usize, n: usize) -> (Launch, usize) {
+    let (entry, threads) = match (hs.is_multiple_of(8), entry) {
+        (true, "rope_qkv") => ("rope_qkv_vec4", n / 4),
+        (true, "rope_qkv_bwd") => ("rope_qkv_bwd_vec4", n / 4),
+        _ => (entry, n),
+    };
+    let launch = Launch {
         shader: &ROPE_WGSL,
         entry,
         constants: Vec::new(),
-        workgroups: grid_1d(groups(n, WG)),
-    }
+        workgroups: grid_1d(groups(threads, WG)),
+    };
+    (launch, threads)
 }
 
 /// Packs `q (B, T, NH * HS)`, `k, v (B, T, NKV * HS)` into `(B, T, (NH + 2 KO) HS)`
@@ -239,13 +249,10 @@ pub fn rope_qkv(
         ));
     }
     let out = Tensor::empty(q.gpu(), &[bt.0, bt.1, heads.width()], DType::F32)?;
-    let p = heads.params(bt, pos0, npos, n);
-    q.gpu().launch(
-        &launch("rope_qkv", n),
-        bytemuck::bytes_of(&p),
-        &[q, k, v, table],
-        &[&out],
-    )?;
+    let (launch, threads) = launch("rope_qkv", heads.hs, n);
+    let p = heads.params(bt, pos0, npos, threads);
+    q.gpu()
+        .launch(&launch, bytemuck::bytes_of(&p), &[q, k, v, table], &[&out])?;
     Ok(out)
 }
 
@@ -270,9 +277,10 @@ pub fn rope_qkv_bwd(
     let dq = Tensor::empty(gpu, &[b, t, cq], DType::F32)?;
     let dk = Tensor::empty(gpu, &[b, t, ckv], DType::F32)?;
     let dv = Tensor::empty(gpu, &[b, t, ckv], DType::F32)?;
-    let p = heads.params((b, t), pos0, npos, n);
+    let (launch, threads) = launch("rope_qkv_bwd", heads.hs, n);
+    let p = heads.params((b, t), pos0, npos, threads);
     gpu.launch(
-        &launch("rope_qkv_bwd", n),
+        &launch,
         bytemuck::bytes_of(&p),
         &[dpacked, table],
         &[&dq, &dk, &dv],

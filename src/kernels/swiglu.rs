@@ -1,5 +1,6 @@
 //! SwiGLU (shaders/swiglu.wgsl): `y = silu(gate) * up`, the gated activation of
 //! Llama's MLP, and its backward. The CPU spec is `reference::llama::swiglu`.
+//! Tensors of a multiple of four elements take the vec4 variants.
 
 use super::{grid_1d, groups, SWIGLU_WGSL};
 use crate::error::{Error, Result};
@@ -16,23 +17,32 @@ struct Params {
     _pad: [u32; 3],
 }
 
-fn check(op: &'static str, gate: &Tensor, up: &Tensor) -> Result<Params> {
+/// The checked inputs' params and launch: `entry` over every element, or
+/// its vec4 variant over every four when the count allows.
+fn check(
+    op: &'static str,
+    entry: &'static str,
+    gate: &Tensor,
+    up: &Tensor,
+) -> Result<(Params, Launch)> {
     gate.expect_dtype(op, "gate", DType::F32)?;
     up.expect_dtype(op, "up", DType::F32)?;
     up.expect_shape(op, "up (the shape of gate)", gate.shape())?;
     let n = u32::try_from(gate.numel()).map_err(|_| {
         Error::invalid(op, format!("gate of shape {:?} is too large", gate.shape()))
     })?;
-    Ok(Params { n, _pad: [0; 3] })
-}
-
-fn launch(entry: &'static str, n: u32) -> Launch {
-    Launch {
+    let (entry, n) = match entry {
+        "swiglu_fwd" if n.is_multiple_of(4) => ("swiglu_fwd_vec4", n / 4),
+        "swiglu_bwd" if n.is_multiple_of(4) => ("swiglu_bwd_vec4", n / 4),
+        _ => (entry, n),
+    };
+    let launch = Launch {
         shader: &SWIGLU_WGSL,
         entry,
         constants: Vec::new(),
         workgroups: grid_1d(groups(n as usize, WG)),
-    }
+    };
+    Ok((Params { n, _pad: [0; 3] }, launch))
 }
 
 /// `silu(gate) * up`, elementwise; gate and up have one shape.
@@ -41,14 +51,10 @@ fn launch(entry: &'static str, n: u32) -> Launch {
 /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `gate`, `up` are not f32
 /// of one shape; otherwise as [every kernel](crate::kernels#errors).
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    let p = check("swiglu", gate, up)?;
+    let (p, launch) = check("swiglu", "swiglu_fwd", gate, up)?;
     let y = Tensor::empty(gate.gpu(), gate.shape(), DType::F32)?;
-    gate.gpu().launch(
-        &launch("swiglu_fwd", p.n),
-        bytemuck::bytes_of(&p),
-        &[gate, up],
-        &[&y],
-    )?;
+    gate.gpu()
+        .launch(&launch, bytemuck::bytes_of(&p), &[gate, up], &[&y])?;
     Ok(y)
 }
 
@@ -59,13 +65,13 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 /// not f32 of one shape; otherwise as [every kernel](crate::kernels#errors).
 pub fn swiglu_bwd(gate: &Tensor, up: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
     const OP: &str = "swiglu_bwd";
-    let p = check(OP, gate, up)?;
+    let (p, launch) = check(OP, "swiglu_bwd", gate, up)?;
     dy.expect_dtype(OP, "dy", DType::F32)?;
     dy.expect_shape(OP, "dy (the shape of gate)", gate.shape())?;
     let dgate = Tensor::empty(gate.gpu(), gate.shape(), DType::F32)?;
     let dup = Tensor::empty(gate.gpu(), gate.shape(), DType::F32)?;
     gate.gpu().launch(
-        &launch("swiglu_bwd", p.n),
+        &launch,
         bytemuck::bytes_of(&p),
         &[gate, up, dy],
         &[&dgate, &dup],

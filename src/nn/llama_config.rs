@@ -132,6 +132,15 @@ impl LlamaConfig {
         ))
     }
 
+    /// The SwiGLU width `train` and `bench train` give a model of `hidden_size`
+    /// when none is asked for: 8/3 of it (the parameters of a 4x GELU MLP),
+    /// rounded up to a multiple of 64, the GEMMs' tile width (688 for a width
+    /// of 256 made training steps ~15% slower than 704 on lavapipe;
+    /// BENCHMARKS.md, 2026-12-03).
+    pub fn default_intermediate_size(hidden_size: usize) -> usize {
+        (8 * hidden_size).div_ceil(3).next_multiple_of(64)
+    }
+
     /// Training FLOPs per token (forward + backward = 3x forward): 6 per weight
     /// of the matmuls plus attention's 12 * L * C * T (PaLM appendix B convention).
     pub fn train_flops_per_token(&self, seq: usize) -> f64 {
