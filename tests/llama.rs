@@ -165,6 +165,15 @@ fn a_hugging_face_llama_checkpoint_loads_and_gives_the_reference_logits() {
         ("hidden_act", serde_json::json!("gelu")),
         ("head_dim", serde_json::json!(16)),
         ("some_new_option", serde_json::json!(1)),
+        // transformers 5's form of rope_theta and rope_scaling.
+        (
+            "rope_parameters",
+            serde_json::json!({"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0}),
+        ),
+        (
+            "rope_parameters",
+            serde_json::json!({"rope_type": "default", "rope_theta": 500000.0}),
+        ),
     ] {
         let bad = dir.join(format!("bad-{field}"));
         write_hf_dir(&bad, &fx, serde_json::json!({ field: value }));

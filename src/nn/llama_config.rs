@@ -164,7 +164,7 @@ impl LlamaConfig {
     /// implement.
     pub fn from_hf(json: &Map<String, Value>) -> std::result::Result<LlamaConfig, String> {
         for (key, value) in json {
-            if IGNORED.contains(&key.as_str()) {
+            if IGNORED.contains(&key.as_str()) || key == "rope_parameters" {
                 continue;
             }
             if let Some((_, ok, why)) = MUST_BE.iter().find(|(k, _, _)| k == key) {
@@ -223,7 +223,10 @@ impl LlamaConfig {
             num_attention_heads: heads,
             num_key_value_heads: size("num_key_value_heads")?.unwrap_or(heads),
             rms_norm_eps: float("rms_norm_eps", default_eps() as f64)? as f32,
-            rope_theta: float("rope_theta", default_theta())?,
+            rope_theta: match rope_parameters_theta(json)? {
+                Some(theta) => theta,
+                None => float("rope_theta", default_theta())?,
+            },
             max_position_embeddings: size("max_position_embeddings")?.unwrap_or(2048),
             tie_word_embeddings: json
                 .get("tie_word_embeddings")
@@ -329,6 +332,56 @@ fn sliding_window(
     Ok((window, Some(types)))
 }
 
+/// The RoPE base of `transformers` 5's `rope_parameters` (`{"rope_type":
+/// "default", "rope_theta": θ}`, which replaced `rope_theta` and
+/// `rope_scaling`), if the config has one; any other RoPE type or key is
+/// refused by name, as `rope_scaling` is, and so is a `rope_theta` beside it
+/// that says otherwise.
+fn rope_parameters_theta(json: &Map<String, Value>) -> std::result::Result<Option<f64>, String> {
+    let Some(params) = json.get("rope_parameters").filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let Some(params) = params.as_object() else {
+        return Err(format!(
+            "config field `rope_parameters` = {params} must be an object"
+        ));
+    };
+    for (key, value) in params {
+        match key.as_str() {
+            "rope_type" if value == "default" => {}
+            "rope_type" => {
+                return Err(format!(
+                    "config field `rope_parameters.rope_type` = {value} is not supported: \
+                     scaled RoPE (linear, dynamic, YaRN, llama3) changes the angles; wgformer \
+                     implements the plain Llama layout only"
+                ))
+            }
+            "rope_theta" => {}
+            _ => {
+                return Err(format!(
+                    "config field `rope_parameters.{key}` is not a RoPE parameter wgformer \
+                     knows; it may change the angles, so the config is refused"
+                ))
+            }
+        }
+    }
+    let theta = match params.get("rope_theta") {
+        None | Some(Value::Null) => default_theta(),
+        Some(v) => v.as_f64().ok_or_else(|| {
+            format!("config field `rope_parameters.rope_theta` = {v} must be a number")
+        })?,
+    };
+    if let Some(other) = json.get("rope_theta").and_then(Value::as_f64) {
+        if other != theta {
+            return Err(format!(
+                "config fields `rope_theta` = {other} and `rope_parameters.rope_theta` = \
+                 {theta} disagree"
+            ));
+        }
+    }
+    Ok(Some(theta))
+}
+
 /// The fields [`LlamaConfig`] reads.
 const SIZES: &[&str] = &[
     "sliding_window",
@@ -356,6 +409,7 @@ const IGNORED: &[&str] = &[
     "architectures",
     "model_type",
     "torch_dtype",
+    "dtype", // transformers 5's name for torch_dtype
     "transformers_version",
     "_name_or_path",
     "initializer_range",

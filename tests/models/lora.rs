@@ -363,3 +363,57 @@ fn bad_lora_options_are_refused_by_name() {
     let e = lora::attach_factors(w, bad.clone(), bad, 1.0).unwrap_err();
     assert!(e.to_string().contains("lora_A"), "{e}");
 }
+
+/// A fixture directory of tests/fixtures/peft (make_peft_fixtures.py: written by
+/// transformers and PEFT) and its expected.json.
+fn peft_fixture(name: &str) -> (std::path::PathBuf, serde_json::Value) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/peft")
+        .join(name);
+    let expected = std::fs::read_to_string(dir.join("expected.json")).unwrap();
+    (dir, serde_json::from_str(&expected).unwrap())
+}
+
+fn f64s(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+/// PEFT's own adapter files next to transformers' own base model: loading the
+/// directory merges the adapter, and the logits are PEFT's adapted model's;
+/// the same base without the adapter files gives the base model's logits.
+#[test]
+fn peft_adapters_saved_by_peft_load_to_pefts_logits() {
+    let g = gpu();
+    for name in ["gpt2", "llama"] {
+        let (dir, expected) = peft_fixture(name);
+        let ids: Vec<u32> = expected["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        let logits = |dir: &std::path::Path| -> Vec<f32> {
+            match name {
+                "gpt2" => Gpt::load(&g, dir).unwrap().logits(&ids[..]),
+                _ => Llama::load(&g, dir).unwrap().logits(&ids[..]),
+            }
+            .unwrap()
+            .to_vec()
+            .unwrap()
+        };
+        let what = format!("{name} with PEFT's adapter");
+        assert_close(&what, &logits(&dir), &f64s(&expected["logits"]), 1e-4, 1e-4);
+
+        let base = TempDir::new(&format!("peft_base_{name}"));
+        for file in ["config.json", "model.safetensors"] {
+            std::fs::copy(dir.join(file), base.join(file)).unwrap();
+        }
+        let what = format!("{name} without the adapter");
+        let base_logits = f64s(&expected["base_logits"]);
+        assert_close(&what, &logits(&base), &base_logits, 1e-4, 1e-4);
+    }
+}
