@@ -194,14 +194,14 @@ fn check_table(
     }
 }
 
-/// The launch of `entry` (or its vec4 variant, four values per thread, when a
-/// half head is whole vec4s: HS % 8 == 0) over `n` values, and the thread count
-/// its `Params::n` holds.
-fn launch(entry: &'static str, hs: usize, n: usize) -> (Launch, usize) {
-    let (entry, threads) = match (hs.is_multiple_of(8), entry) {
-        (true, "rope_qkv") => ("rope_qkv_vec4", n / 4),
-        (true, "rope_qkv_bwd") => ("rope_qkv_bwd_vec4", n / 4),
-        _ => (entry, n),
+/// The launch over `n` values of `[scalar, vec4]` entry points, the vec4 one
+/// (a thread per four values) when a half head is whole vec4s (HS % 8 == 0),
+/// and the thread count its `Params::n` holds.
+fn launch([scalar, vec4]: [&'static str; 2], hs: usize, n: usize) -> (Launch, usize) {
+    let (entry, threads) = if hs.is_multiple_of(8) {
+        (vec4, n / 4)
+    } else {
+        (scalar, n)
     };
     let launch = Launch {
         shader: &ROPE_WGSL,
@@ -249,7 +249,7 @@ pub fn rope_qkv(
         ));
     }
     let out = Tensor::empty(q.gpu(), &[bt.0, bt.1, heads.width()], DType::F32)?;
-    let (launch, threads) = launch("rope_qkv", heads.hs, n);
+    let (launch, threads) = launch(["rope_qkv", "rope_qkv_vec4"], heads.hs, n);
     let p = heads.params(bt, pos0, npos, threads);
     q.gpu()
         .launch(&launch, bytemuck::bytes_of(&p), &[q, k, v, table], &[&out])?;
@@ -277,7 +277,7 @@ pub fn rope_qkv_bwd(
     let dq = Tensor::empty(gpu, &[b, t, cq], DType::F32)?;
     let dk = Tensor::empty(gpu, &[b, t, ckv], DType::F32)?;
     let dv = Tensor::empty(gpu, &[b, t, ckv], DType::F32)?;
-    let (launch, threads) = launch("rope_qkv_bwd", heads.hs, n);
+    let (launch, threads) = launch(["rope_qkv_bwd", "rope_qkv_bwd_vec4"], heads.hs, n);
     let p = heads.params((b, t), pos0, npos, threads);
     gpu.launch(
         &launch,

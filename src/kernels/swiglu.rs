@@ -17,32 +17,36 @@ struct Params {
     _pad: [u32; 3],
 }
 
-/// The checked inputs' params and launch: `entry` over every element, or
-/// its vec4 variant over every four when the count allows.
-fn check(
-    op: &'static str,
-    entry: &'static str,
-    gate: &Tensor,
-    up: &Tensor,
-) -> Result<(Params, Launch)> {
+/// The element count of `gate` and `up`, checked.
+fn check(op: &'static str, gate: &Tensor, up: &Tensor) -> Result<u32> {
     gate.expect_dtype(op, "gate", DType::F32)?;
     up.expect_dtype(op, "up", DType::F32)?;
     up.expect_shape(op, "up (the shape of gate)", gate.shape())?;
-    let n = u32::try_from(gate.numel()).map_err(|_| {
-        Error::invalid(op, format!("gate of shape {:?} is too large", gate.shape()))
-    })?;
-    let (entry, n) = match entry {
-        "swiglu_fwd" if n.is_multiple_of(4) => ("swiglu_fwd_vec4", n / 4),
-        "swiglu_bwd" if n.is_multiple_of(4) => ("swiglu_bwd_vec4", n / 4),
-        _ => (entry, n),
+    u32::try_from(gate.numel())
+        .map_err(|_| Error::invalid(op, format!("gate of shape {:?} is too large", gate.shape())))
+}
+
+/// The launch over `n` elements of `[scalar, vec4]` entry points, the vec4 one
+/// (a thread per four elements) when `n` allows, and its params.
+fn launch([scalar, vec4]: [&'static str; 2], n: u32) -> (Launch, Params) {
+    let (entry, threads) = if n.is_multiple_of(4) {
+        (vec4, n / 4)
+    } else {
+        (scalar, n)
     };
     let launch = Launch {
         shader: &SWIGLU_WGSL,
         entry,
         constants: Vec::new(),
-        workgroups: grid_1d(groups(n as usize, WG)),
+        workgroups: grid_1d(groups(threads as usize, WG)),
     };
-    Ok((Params { n, _pad: [0; 3] }, launch))
+    (
+        launch,
+        Params {
+            n: threads,
+            _pad: [0; 3],
+        },
+    )
 }
 
 /// `silu(gate) * up`, elementwise; gate and up have one shape.
@@ -51,7 +55,8 @@ fn check(
 /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `gate`, `up` are not f32
 /// of one shape; otherwise as [every kernel](crate::kernels#errors).
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    let (p, launch) = check("swiglu", "swiglu_fwd", gate, up)?;
+    let n = check("swiglu", gate, up)?;
+    let (launch, p) = launch(["swiglu_fwd", "swiglu_fwd_vec4"], n);
     let y = Tensor::empty(gate.gpu(), gate.shape(), DType::F32)?;
     gate.gpu()
         .launch(&launch, bytemuck::bytes_of(&p), &[gate, up], &[&y])?;
@@ -65,7 +70,8 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 /// not f32 of one shape; otherwise as [every kernel](crate::kernels#errors).
 pub fn swiglu_bwd(gate: &Tensor, up: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
     const OP: &str = "swiglu_bwd";
-    let (p, launch) = check(OP, "swiglu_bwd", gate, up)?;
+    let n = check(OP, gate, up)?;
+    let (launch, p) = launch(["swiglu_bwd", "swiglu_bwd_vec4"], n);
     dy.expect_dtype(OP, "dy", DType::F32)?;
     dy.expect_shape(OP, "dy (the shape of gate)", gate.shape())?;
     let dgate = Tensor::empty(gate.gpu(), gate.shape(), DType::F32)?;
