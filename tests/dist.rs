@@ -365,6 +365,117 @@ mod over_mpi {
         }
     }
 
+    /// A 4-stage GPT pipeline (one layer per stage) with the whole batch as
+    /// one micro-batch: the same computation as one process but for the tied
+    /// wte's two gradients (embedding and head) summed between the first and
+    /// the last stage, so within the same bound.
+    #[test]
+    fn a_four_stage_gpt_pipeline_with_one_micro_batch_matches_one_process() {
+        let scratch = TempDir::new("a_four_stage_gpt_pipeline_with_one_micro_batch");
+        let data = text_file(&scratch);
+        let (one, pipe) = (scratch.join("one"), scratch.join("pipe"));
+        let four_layers = |out: &Path| {
+            let mut args = gpt_args(&data, out, "10");
+            let at = args.iter().position(|a| a == "--layers").unwrap();
+            args[at + 1] = "4".into();
+            args
+        };
+        single(&four_layers(&one));
+        let mut args = four_layers(&pipe);
+        args.extend(
+            [
+                "--parallel",
+                "pipeline",
+                "--stages",
+                "4",
+                "--micro-batches",
+                "1",
+            ]
+            .map(String::from),
+        );
+        run_ok(mpirun(4, &args));
+        let params = max_diff(&pipe, &one, wgformer::checkpoint::MODEL_FILE);
+        eprintln!("4-stage GPT pipeline vs one process after 10 steps: {params:e}");
+        assert!(params <= REASSOCIATION_BOUND, "{params:e}");
+        let (a, b) = (step_losses(&pipe), step_losses(&one));
+        assert_eq!(a.len(), 10);
+        for (step, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-4 * y.abs(),
+                "step {}: {x} vs {y}",
+                step + 1
+            );
+        }
+    }
+
+    /// `wgformer train` (the encoder-decoder on the date task), small.
+    fn encdec_args(out: &Path, dropout: &str) -> Vec<String> {
+        // --lr is the factor of the paper's schedule: about 3e-3 at step 1.
+        let fixed = "train --steps 4 --layers 2 --d-model 32 --heads 2 --d-ff 64 --lr 0.05 \
+                     --warmup 2 --eval-every 4 --clip 0 --show 2 --no-energy";
+        let mut args: Vec<String> = fixed.split_whitespace().map(String::from).collect();
+        args.extend(["--dropout", dropout, "--out", s(out)].map(String::from));
+        args
+    }
+
+    fn encdec_pipeline(out: &Path, dropout: &str, stages: usize, micro_batches: usize) -> Output {
+        let mut args = encdec_args(out, dropout);
+        args.extend(["--parallel", "pipeline", "--stages"].map(String::from));
+        args.extend([
+            stages.to_string(),
+            "--micro-batches".into(),
+            micro_batches.to_string(),
+        ]);
+        run_ok(mpirun(stages, &args))
+    }
+
+    /// The encoder-decoder in a pipeline (2 + 2 layers: encoder stages, then
+    /// decoder stages; the memory travels with the decoder's hidden states).
+    /// With one micro-batch and 3 stages (the shared embedding on every
+    /// stage: source, target, output) every sum is made in one process's
+    /// order and dropout draws the same masks: bit for bit. With 4 stages
+    /// and the batch's pairs cut into 3 micro-batches (parts of unequal
+    /// token counts, weighted by them) the only differences are float
+    /// reassociation. Rank 0 then decodes with the whole saved model.
+    #[test]
+    fn encoder_decoder_pipelines_match_one_process() {
+        let scratch = TempDir::new("encoder_decoder_pipelines_match_one_process");
+        let model = wgformer::checkpoint::MODEL_FILE;
+        let optim = wgformer::checkpoint::OPTIMIZER_FILE;
+
+        let (one, three) = (scratch.join("one_dropout"), scratch.join("three_stages"));
+        single(&encdec_args(&one, "0.1"));
+        let out = encdec_pipeline(&three, "0.1", 3, 1);
+        assert_eq!(max_diff(&three, &one, model), 0.0, "params differ");
+        assert_eq!(max_diff(&three, &one, optim), 0.0, "moments differ");
+        assert_eq!(step_losses(&three), step_losses(&one));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("exact match on"), "{stdout}");
+        assert!(stdout.contains("held-out translations"), "{stdout}");
+
+        let (one, four) = (scratch.join("one"), scratch.join("four_stages"));
+        single(&encdec_args(&one, "0"));
+        encdec_pipeline(&four, "0", 4, 3);
+        let params = max_diff(&four, &one, model);
+        eprintln!("4-stage encoder-decoder, 3 micro-batches, vs one process: {params:e}");
+        assert!(params <= REASSOCIATION_BOUND, "{params:e}");
+        let init = scratch.join("init");
+        let mut args = encdec_args(&init, "0");
+        args[2] = "1".into();
+        single(&args);
+        let moved = max_diff(&one, &init, model);
+        assert!(moved > 50.0 * REASSOCIATION_BOUND, "moved only {moved:e}");
+        let (a, b) = (step_losses(&four), step_losses(&one));
+        assert_eq!(a.len(), 4);
+        for (step, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-4 * y.abs(),
+                "step {}: {x} vs {y}",
+                step + 1
+            );
+        }
+    }
+
     #[test]
     fn pipeline_settings_that_cannot_run_are_refused_by_name() {
         let scratch = TempDir::new("pipeline_settings_that_cannot_run_are_refused_by_name");

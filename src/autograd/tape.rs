@@ -223,7 +223,7 @@ impl Tape {
     /// kernel](crate::kernels#errors)).
     pub fn backward(&self, loss: &Var) -> Result<()> {
         let seed = Tensor::ones(&self.gpu, loss.shape())?;
-        self.backward_seeded(loss, seed)
+        self.backward_seeded(vec![(loss, seed)])
     }
 
     /// [`Tape::backward`] seeded with the loss scale of `scaler` instead of 1
@@ -236,7 +236,7 @@ impl Tape {
     /// As [`Tape::backward`].
     pub fn backward_scaled(&self, loss: &Var, scaler: &GradScaler) -> Result<()> {
         let seed = scaler.seed(loss.shape())?;
-        self.backward_seeded(loss, seed)
+        self.backward_seeded(vec![(loss, seed)])
     }
 
     /// Back-propagates from `out`, a value that is not the loss, given the
@@ -249,22 +249,41 @@ impl Tape {
     /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `grad`'s shape is not
     /// `out`'s; otherwise as [`Tape::backward`].
     pub fn backward_from(&self, out: &Var, grad: Tensor) -> Result<()> {
-        if grad.shape() != out.shape() {
-            return Err(Error::invalid(
-                "Tape::backward_from",
-                format!(
-                    "a gradient of shape {:?} for a value of shape {:?}",
-                    grad.shape(),
-                    out.shape()
-                ),
-            ));
-        }
-        self.backward_seeded(out, grad)
+        self.backward_from_many(vec![(out, grad)])
     }
 
-    fn backward_seeded(&self, loss: &Var, seed: Tensor) -> Result<()> {
-        let (entries, params) = self.take_record(loss)?;
-        let mut grads = walk_back(loss, seed, entries, &mut |op, dy, d_second| {
+    /// [`Tape::backward_from`] for several values at once, each with the
+    /// gradient of the loss with respect to it: a pipeline stage of the
+    /// encoder-decoder sends on the encoder's output and the decoder's hidden
+    /// states, and gets both gradients back. A value may be a parameter leaf
+    /// (a stage's input passed on unchanged); its gradient then starts from
+    /// the one given, and what this tape adds comes after, in the order one
+    /// tape over the whole model would add it.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when a gradient's shape is
+    /// not its value's, or no value is given; otherwise as [`Tape::backward`].
+    pub fn backward_from_many(&self, outs: Vec<(&Var, Tensor)>) -> Result<()> {
+        for (out, grad) in &outs {
+            if grad.shape() != out.shape() {
+                return Err(Error::invalid(
+                    "Tape::backward_from",
+                    format!(
+                        "a gradient of shape {:?} for a value of shape {:?}",
+                        grad.shape(),
+                        out.shape()
+                    ),
+                ));
+            }
+        }
+        self.backward_seeded(outs)
+    }
+
+    fn backward_seeded(&self, seeds: Vec<(&Var, Tensor)>) -> Result<()> {
+        let outs: Vec<&Var> = seeds.iter().map(|(v, _)| *v).collect();
+        let (entries, params) = self.take_record(&outs)?;
+        let seeds = seeds.into_iter().map(|(v, g)| (v.id, g)).collect();
+        let mut grads = walk_back(seeds, entries, &mut |op, dy, d_second| {
             super::backward::backward(op, dy, d_second)
         })?;
         // A param used through several leaves (a tied embedding) sums their
@@ -299,11 +318,11 @@ impl Tape {
                  a Tape::new tape (--precision f32)",
             ));
         }
-        let (entries, params) = self.take_record(loss)?;
+        let (entries, params) = self.take_record(&[loss])?;
         let mut uses = Vec::new();
         let is_param = |v: &Var| params.contains_key(&v.id);
         let seed = Tensor::ones(&self.gpu, loss.shape())?;
-        walk_back(loss, seed, entries, &mut |op, dy, d_second| {
+        walk_back(vec![(loss.id, seed)], entries, &mut |op, dy, d_second| {
             let (grads, pieces) = backward_keeping_pieces(op, dy, d_second, &is_param)?;
             let inputs = op.inputs();
             for (at, piece) in pieces {
@@ -314,9 +333,9 @@ impl Tape {
         Ok(PerExampleGrads { examples, uses })
     }
 
-    /// Takes the recorded entries and parameter leaves for a backward from `loss`.
-    fn take_record(&self, loss: &Var) -> Result<(Vec<Entry>, HashMap<usize, Param>)> {
-        if !loss.needs_grad {
+    /// Takes the recorded entries and parameter leaves for a backward from `outs`.
+    fn take_record(&self, outs: &[&Var]) -> Result<(Vec<Entry>, HashMap<usize, Param>)> {
+        if outs.is_empty() || outs.iter().any(|v| !v.needs_grad) {
             return Err(Error::invalid(
                 "backward",
                 "the loss does not depend on any trainable parameter (or the tape is in no_grad mode)",
@@ -334,18 +353,19 @@ impl Tape {
 /// output and of its second output (if it has one that got a gradient).
 type OpBackward<'a> = dyn FnMut(&Op, &Tensor, Option<&Tensor>) -> Result<InputGrads> + 'a;
 
-/// Walks `entries` in reverse from `loss` (its gradient `seed`: 1, or the loss
-/// scale), calling `op_backward` for each op that received a gradient (with the
+/// Walks `entries` in reverse from the seeded values (`seeds`: var id and its
+/// gradient: 1 or the loss scale for a loss), calling `op_backward` for each op that received a gradient (with the
 /// gradient of its second output, if it has one that got any) and summing what
 /// arrives at each value. Returns the gradients left at the leaves.
 fn walk_back(
-    loss: &Var,
-    seed: Tensor,
+    seeds: Vec<(usize, Tensor)>,
     entries: Vec<Entry>,
     op_backward: &mut OpBackward<'_>,
 ) -> Result<HashMap<usize, Tensor>> {
     let mut grads: HashMap<usize, Tensor> = HashMap::new();
-    grads.insert(loss.id, seed);
+    for (id, seed) in seeds {
+        accumulate(&mut grads, id, seed)?;
+    }
     for entry in entries.into_iter().rev() {
         let d_second = entry.second.and_then(|id| grads.remove(&id));
         let dy = match (grads.remove(&entry.out), &d_second) {

@@ -20,7 +20,7 @@ pub enum ParallelArg {
     /// Data parallel with ZeRO stage 1: each rank keeps and updates 1/N of
     /// the optimiser state (AdamW's moments).
     Zero1,
-    /// Pipeline model parallel (gpt): each rank holds one stage of the
+    /// Pipeline model parallel (gpt, encoder-decoder): each rank holds one stage of the
     /// layers and its optimiser state; micro-batches flow through the stages.
     Pipeline,
 }
@@ -147,25 +147,29 @@ pub fn attach(trainer: Trainer<'_>) -> Result<Trainer<'_>> {
                     comm.size()
                 )));
             }
-            let batch = trainer
+            // A GPT's batch is rows of equal length, cut into equal parts; the
+            // encoder-decoder's token-budget batches are cut into parts as
+            // equal as their pairs allow.
+            let rows = trainer
                 .state()
                 .task
                 .pointer("/data/batch")
                 .and_then(serde_json::Value::as_u64)
-                .unwrap_or(1) as usize;
-            let micro = match micro {
-                Some(m) if !batch.is_multiple_of(m) => {
+                .map(|b| b as usize);
+            let micro = match (micro, rows) {
+                (Some(m), Some(batch)) if !batch.is_multiple_of(m) => {
                     return Err(usage(format!(
                         "--micro-batches {m} does not divide --batch {batch} (the global batch \
                          is cut into equal micro-batches): pass a divisor of {batch}"
                     )))
                 }
-                Some(m) => m,
+                (Some(m), _) => m,
                 // The stages' count, or the largest divisor of the batch below it.
-                None => (1..=stages.min(batch))
+                (None, Some(batch)) => (1..=stages.min(batch))
                     .rev()
                     .find(|m| batch.is_multiple_of(*m))
                     .unwrap_or(1),
+                (None, None) => stages.max(1),
             };
             let pipe = wgformer::dist::PipelineParallel::new(comm, &gpu, micro);
             return trainer.with_parallel(Box::new(pipe));

@@ -256,17 +256,18 @@ pub struct TrainArgs {
     /// Train over the processes of `mpirun -np N` (feature `mpi`; gpt, llama):
     /// data (each rank takes 1/N of every global --batch; gradients summed
     /// over ranks), zero1 (the same, each rank keeping 1/N of the
-    /// optimiser state) or pipeline (gpt: each rank holds one stage of the
-    /// layers; see --stages and --micro-batches).
+    /// optimiser state) or pipeline (gpt, encoder-decoder: each rank holds
+    /// one stage of the layers; see --stages and --micro-batches).
     #[arg(long, value_enum)]
     pub parallel: Option<super::parallel::ParallelArg>,
     /// --parallel pipeline: the number of stages, one per rank of `mpirun
     /// -np S` (the layers are split as evenly as they go).
     #[arg(long, value_parser = at_least_one::<usize>)]
     pub stages: Option<usize>,
-    /// --parallel pipeline: micro-batches the global --batch is cut into
-    /// (they flow through the stages one after another; default: the number
-    /// of stages, or the largest divisor of --batch below it).
+    /// --parallel pipeline: micro-batches each batch is cut into (they flow
+    /// through the stages one after another; default: the number of stages,
+    /// or for a GPT the largest divisor of --batch below it; a GPT's --batch
+    /// must be a multiple).
     #[arg(long, value_parser = at_least_one::<usize>)]
     pub micro_batches: Option<usize>,
     /// Seconds a --parallel rank waits for another before failing with that
@@ -1258,7 +1259,19 @@ fn finish_seq2seq(
     a: &TrainArgs,
     energy: RunEnergy,
 ) -> Result<()> {
-    let summary = run_trainer(task, how, energy)?;
+    let out = how.out_path().map(Path::to_path_buf);
+    let mut summary = run_trainer(task, how, energy)?;
+    if task.is_stage() {
+        // A pipeline stage holds part of the model: rank 0 decodes with the
+        // whole model it has just saved; the other ranks are done.
+        let Some(out) = out else { return Ok(()) };
+        task.load_whole_model(&out)?;
+        if let Some(m) = &mut summary.eval {
+            let pairs = task.held_out().to_vec();
+            m.exact_match = Some(task.exact_match(&pairs)?);
+            m.examples = Some(pairs.len());
+        }
+    }
     let n = a.show.min(task.held_out().len());
     if n > 0 {
         let sources: Vec<Vec<u32>> = task.held_out()[..n].iter().map(|p| p.0.clone()).collect();

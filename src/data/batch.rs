@@ -59,6 +59,28 @@ impl PairBatch {
     /// pass it as the loss's `ignore_index` (never a real id).
     pub const IGNORE: u32 = u32::MAX;
 
+    /// Rows `rows` of the batch (a pipeline's micro-batch), padded to the
+    /// same lengths, with their own target-token count.
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> PairBatch {
+        let rows = rows.start.min(self.batch)..rows.end.min(self.batch);
+        let (s, t) = (self.src_len, self.tgt_len);
+        let src_rows = rows.start * s..rows.end * s;
+        let tgt_rows = rows.start * t..rows.end * t;
+        let tgt_mask = self.tgt_mask[tgt_rows.clone()].to_vec();
+        PairBatch {
+            batch: rows.len(),
+            src_len: s,
+            tgt_len: t,
+            src: self.src[src_rows.clone()].to_vec(),
+            src_key_mask: self.src_key_mask[src_rows].to_vec(),
+            tgt_in: self.tgt_in[tgt_rows.clone()].to_vec(),
+            tgt_out: self.tgt_out[tgt_rows].to_vec(),
+            n_target_tokens: tgt_mask.iter().filter(|&&m| m > 0.0).count(),
+            tgt_mask,
+            pair_index: self.pair_index[rows].to_vec(),
+        }
+    }
+
     /// Uploads the batch.
     ///
     /// # Errors

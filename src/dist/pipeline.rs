@@ -1,15 +1,17 @@
 //! Pipeline model parallelism over a [`Comm`] (GPipe): rank `s` holds stage
 //! `s` of the model (its layers and only their optimiser state), the global
-//! batch is cut into micro-batches, every micro-batch's hidden states flow
-//! forward from stage to stage and their gradients flow back, as
-//! point-to-point messages through the host. A tied input embedding and
-//! output head live on the first and the last stage; their two gradients are
-//! summed between those stages before the update, so both copies stay equal.
-//! Checkpoints are gathered on rank 0 and written as one ordinary checkpoint.
+//! batch is cut into micro-batches, every micro-batch's hidden states (the
+//! encoder-decoder: also the encoder's output) flow forward from stage to
+//! stage and their gradients flow back, as point-to-point messages through
+//! the host. A tied embedding and output head live on several stages (the
+//! GPT's on the first and the last; the encoder-decoder's also where the
+//! decoder starts); their gradients are summed between those stages before
+//! the update, so every copy stays equal. Checkpoints are gathered on rank 0
+//! and written as one ordinary checkpoint.
 
 use super::data_parallel::check_same_everywhere;
 use super::{Comm, CommStats};
-use crate::autograd::{Param, Tape};
+use crate::autograd::{Param, Tape, Var};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::optim::Optimizer;
@@ -22,6 +24,9 @@ use std::time::Instant;
 
 /// The most dimensions a tensor sent between stages may have.
 const MAX_DIMS: usize = 4;
+/// The most tensors one stage sends the next at once (the encoder-decoder
+/// sends two: the encoder's output and the decoder's hidden states).
+const MAX_TENSORS: usize = 8;
 
 /// [`Parallelism`] by pipeline stages over a [`Comm`] (see the module doc).
 pub struct PipelineParallel {
@@ -31,8 +36,10 @@ pub struct PipelineParallel {
     micro_batches: usize,
     /// This stage's params, in the task's order (set by `split`).
     params: Vec<Param>,
-    /// Those of them tied to the other end of the pipeline.
+    /// Those of them tied to other stages' copies.
     tied: Vec<Param>,
+    /// The stages holding a copy of the tied params, in order.
+    tied_stages: Vec<usize>,
     max_grad_norm: Option<f32>,
     grad_norm: Option<f32>,
     /// Bytes of optimiser state on this stage and for the whole model.
@@ -61,6 +68,7 @@ impl PipelineParallel {
             micro_batches: micro_batches.max(1),
             params: Vec::new(),
             tied: Vec::new(),
+            tied_stages: Vec::new(),
             max_grad_norm: None,
             grad_norm: None,
             optimizer_bytes: (0, 0),
@@ -86,53 +94,76 @@ impl PipelineParallel {
         self.comm.rank() + 1 == self.comm.size()
     }
 
-    /// Sends `t` (f32) to rank `to`: its shape, then its values.
-    fn send_tensor(&mut self, to: usize, t: &Tensor) -> Result<()> {
-        let shape = t.shape();
-        if shape.len() > MAX_DIMS {
-            return Err(Error::invalid(
-                "PipelineParallel",
-                format!("a tensor of shape {shape:?} has more than {MAX_DIMS} dimensions"),
-            ));
+    /// Sends `tensors` (f32) to rank `to`: their count and shapes, then
+    /// their values, one message each.
+    fn send_tensors(&mut self, to: usize, tensors: &[&Tensor]) -> Result<()> {
+        let mut header = Vec::with_capacity(tensors.len() * (MAX_DIMS + 1));
+        for t in tensors {
+            let shape = t.shape();
+            if shape.len() > MAX_DIMS {
+                return Err(Error::invalid(
+                    "PipelineParallel",
+                    format!("a tensor of shape {shape:?} has more than {MAX_DIMS} dimensions"),
+                ));
+            }
+            let mut dims = [0u64; MAX_DIMS + 1];
+            dims[0] = shape.len() as u64;
+            for (h, &d) in dims[1..].iter_mut().zip(shape) {
+                *h = d as u64;
+            }
+            header.extend(dims);
         }
-        let mut header = [0u64; MAX_DIMS + 1];
-        header[0] = shape.len() as u64;
-        for (h, &d) in header[1..].iter_mut().zip(shape) {
-            *h = d as u64;
+        let count = [tensors.len() as u64];
+        self.comm
+            .send_recv(&[(to, bytemuck::cast_slice(&count[..]))], &[])?;
+        self.comm
+            .send_recv(&[(to, bytemuck::cast_slice(&header))], &[])?;
+        for t in tensors {
+            let values = t.to_vec()?;
+            self.comm
+                .send_recv(&[(to, bytemuck::cast_slice(&values))], &[])?;
         }
-        let values = t.to_vec()?;
-        self.comm
-            .send_recv(&[(to, bytemuck::cast_slice(&header[..]))], &[])?;
-        self.comm
-            .send_recv(&[(to, bytemuck::cast_slice(&values))], &[])?;
         Ok(())
     }
 
-    /// Receives a tensor [`Self::send_tensor`] sent from rank `from`.
-    fn recv_tensor(&mut self, from: usize) -> Result<Tensor> {
+    /// Receives the tensors [`Self::send_tensors`] sent from rank `from`.
+    fn recv_tensors(&mut self, from: usize) -> Result<Vec<Tensor>> {
+        let count = self.comm.send_recv(&[], &[(from, 8)])?.remove(0);
+        let count = u64::from_le_bytes(count[..8].try_into().unwrap_or([0; 8])) as usize;
+        if count > MAX_TENSORS {
+            return Err(Error::invalid(
+                "PipelineParallel",
+                format!(
+                    "rank {from} announced {count} tensors; a stage sends at most {MAX_TENSORS}"
+                ),
+            ));
+        }
         let got = self
             .comm
-            .send_recv(&[], &[(from, 8 * (MAX_DIMS + 1))])?
+            .send_recv(&[], &[(from, count * 8 * (MAX_DIMS + 1))])?
             .remove(0);
         let header: Vec<u64> = bytemuck::pod_collect_to_vec(&got);
-        let dims = (header[0] as usize).min(MAX_DIMS);
-        let shape: Vec<usize> = header[1..=dims].iter().map(|&d| d as usize).collect();
-        let numel: usize = shape.iter().product();
-        let got = self.comm.send_recv(&[], &[(from, numel * 4)])?.remove(0);
-        let values: Vec<f32> = bytemuck::pod_collect_to_vec(&got);
-        Tensor::from_slice(&self.gpu, &values, &shape)
+        let mut out = Vec::with_capacity(count);
+        for dims in header.chunks(MAX_DIMS + 1) {
+            let n = (dims[0] as usize).min(MAX_DIMS);
+            let shape: Vec<usize> = dims[1..=n].iter().map(|&d| d as usize).collect();
+            let numel: usize = shape.iter().product();
+            let got = self.comm.send_recv(&[], &[(from, numel * 4)])?.remove(0);
+            let values: Vec<f32> = bytemuck::pod_collect_to_vec(&got);
+            out.push(Tensor::from_slice(&self.gpu, &values, &shape)?);
+        }
+        Ok(out)
     }
 
-    /// Sums the tied params' gradients between the first and the last stage
-    /// (first stage's + last stage's, the same bits on both).
+    /// Sums the tied params' gradients over the stages holding a copy: the
+    /// others send theirs to the first of them, which adds them in stage
+    /// order and sends the sum back, so every copy gets the same bits.
     fn sum_tied_grads(&mut self) -> Result<()> {
-        if self.tied.is_empty() {
+        let holders = self.tied_stages.clone();
+        let me = self.stage();
+        if self.tied.is_empty() || holders.len() < 2 || !holders.contains(&me) {
             return Ok(());
         }
-        let peer = match self.is_first() {
-            true => self.comm.size() - 1,
-            false => 0,
-        };
         let mut mine = Vec::new();
         for p in &self.tied {
             match p.grad() {
@@ -140,23 +171,39 @@ impl PipelineParallel {
                 None => mine.resize(mine.len() + p.value().numel(), 0.0),
             }
         }
-        let got = self.comm.send_recv(
-            &[(peer, bytemuck::cast_slice(&mine))],
-            &[(peer, mine.len() * 4)],
-        )?;
-        let theirs: Vec<f32> = bytemuck::pod_collect_to_vec(&got[0]);
+        let bytes = mine.len() * 4;
+        let sum: Vec<f32> = match holders[0] == me {
+            true => {
+                let mut sum = mine;
+                for &peer in &holders[1..] {
+                    let got = self.comm.send_recv(&[], &[(peer, bytes)])?.remove(0);
+                    let theirs: Vec<f32> = bytemuck::pod_collect_to_vec(&got);
+                    sum.iter_mut().zip(&theirs).for_each(|(s, x)| *s += x);
+                }
+                for &peer in &holders[1..] {
+                    self.comm
+                        .send_recv(&[(peer, bytemuck::cast_slice(&sum))], &[])?;
+                }
+                sum
+            }
+            false => {
+                let first = holders[0];
+                self.comm
+                    .send_recv(&[(first, bytemuck::cast_slice(&mine))], &[])?;
+                let got = self.comm.send_recv(&[], &[(first, bytes)])?.remove(0);
+                bytemuck::pod_collect_to_vec(&got)
+            }
+        };
         let mut at = 0;
         for p in &self.tied {
             let n = p.value().numel();
-            // f32 addition is commutative: both stages get the same sum.
-            let sum: Vec<f32> = mine[at..at + n]
-                .iter()
-                .zip(&theirs[at..at + n])
-                .map(|(a, b)| a + b)
-                .collect();
-            at += n;
             p.zero_grad();
-            p.accumulate(Tensor::from_slice(&self.gpu, &sum, p.value().shape())?)?;
+            p.accumulate(Tensor::from_slice(
+                &self.gpu,
+                &sum[at..at + n],
+                p.value().shape(),
+            )?)?;
+            at += n;
         }
         Ok(())
     }
@@ -172,8 +219,8 @@ impl PipelineParallel {
                 continue;
             };
             let values = g.to_vec()?;
-            // A tied param counts once: on the first stage.
-            let copy = !self.is_first() && self.tied.iter().any(|t| t.same_as(p));
+            // A tied param counts once: on the first stage holding it.
+            let copy = self.is_tied_copy(p);
             if !copy {
                 local += values.iter().map(|&x| x as f64 * x as f64).sum::<f64>();
             }
@@ -192,15 +239,33 @@ impl PipelineParallel {
         Ok(())
     }
 
+    /// Whether `p` is a tied param whose copy on an earlier stage counts
+    /// (in the gradient norm and the checkpoint) instead of this one.
+    fn is_tied_copy(&self, p: &Param) -> bool {
+        self.tied_stages.first().is_some_and(|&s| s != self.stage())
+            && self.tied.iter().any(|t| t.same_as(p))
+    }
+
     /// The params this stage contributes to a checkpoint: its own, less the
-    /// copies of tied params (the first stage's are saved).
+    /// copies of tied params (the first holder's are saved).
     fn saved_params(&self) -> Vec<(usize, Param)> {
         self.params
             .iter()
             .cloned()
             .enumerate()
-            .filter(|(_, p)| self.is_first() || !self.tied.iter().any(|t| t.same_as(p)))
+            .filter(|(_, p)| !self.is_tied_copy(p))
             .collect()
+    }
+}
+
+/// The last stage's one output, the loss.
+fn one_output(mut outs: Vec<Var>, stage: usize) -> Result<Var> {
+    match outs.len() {
+        1 => Ok(outs.remove(0)),
+        n => Err(Error::invalid(
+            "PipelineParallel",
+            format!("the last stage ({stage}) gave {n} values instead of the loss"),
+        )),
     }
 }
 
@@ -233,6 +298,7 @@ impl Parallelism for PipelineParallel {
         let split = task.pipeline_split(self.stage(), self.comm.size())?;
         self.params = task.params();
         self.tied = split.tied;
+        self.tied_stages = split.tied_stages;
         Ok(Some(split.data))
     }
 
@@ -274,6 +340,7 @@ impl Parallelism for PipelineParallel {
         first_index: u64,
         micro_batches: u32,
         eps: f32,
+        seed: u64,
     ) -> Result<Option<Passes>> {
         let t0 = Instant::now();
         let (s, m) = (self.stage(), self.micro_batches);
@@ -289,45 +356,70 @@ impl Parallelism for PipelineParallel {
             // keeps its tape (and so its activations) until its backward.
             let mut live = Vec::with_capacity(m);
             for part in 0..m {
-                let tape = Tape::new(&self.gpu);
-                let input = match first {
-                    true => None,
-                    false => Some(Param::new("pipeline.input", self.recv_tensor(s - 1)?)),
-                };
-                let x = input.as_ref().map(|p| tape.param(p));
                 let batch = StageBatch::Train {
                     index: first_index + a,
                     part,
                     parts: m,
                     eps,
+                    seed,
                 };
-                let (y, mb) = task.stage_forward(&tape, batch, x.as_ref())?;
+                // Every stage knows from the data when a part holds no rows
+                // (a small batch cut into many parts) and skips it alike.
+                if task.stage_rows(batch)? == 0 {
+                    continue;
+                }
+                let tape = Tape::new(&self.gpu);
+                let inputs: Vec<Param> = match first {
+                    true => Vec::new(),
+                    false => self
+                        .recv_tensors(s - 1)?
+                        .into_iter()
+                        .map(|t| Param::new("pipeline.input", t))
+                        .collect(),
+                };
+                let vars: Vec<_> = inputs.iter().map(|p| tape.param(p)).collect();
+                let (outs, mb) = task.stage_forward(&tape, batch, &vars)?;
                 if !last {
-                    self.send_tensor(s + 1, y.value())?;
+                    let values: Vec<&Tensor> = outs.iter().map(|v| v.value()).collect();
+                    self.send_tensors(s + 1, &values)?;
                 }
                 out.tokens += mb.tokens as u64;
                 out.flops += mb.flops;
-                live.push((tape, input, y));
+                live.push((tape, inputs, outs));
             }
-            for (tape, input, y) in live {
+            for (tape, inputs, outs) in live {
                 match last {
                     true => {
-                        tape.backward(&y)?;
-                        out.losses.push(y.value().clone());
+                        let loss = one_output(outs, s)?;
+                        tape.backward(&loss)?;
+                        out.losses.push(loss.value().clone());
                     }
                     false => {
-                        let grad = self.recv_tensor(s + 1)?;
-                        tape.backward_from(&y, grad)?;
+                        let grads = self.recv_tensors(s + 1)?;
+                        if grads.len() != outs.len() {
+                            return Err(Error::invalid(
+                                "PipelineParallel",
+                                format!(
+                                    "stage {s} sent {} values on but got {} gradients back",
+                                    outs.len(),
+                                    grads.len()
+                                ),
+                            ));
+                        }
+                        tape.backward_from_many(outs.iter().zip(grads).collect())?;
                     }
                 }
-                if let Some(input) = input {
-                    let grad = input.grad().ok_or_else(|| {
+                let mut grads = Vec::with_capacity(inputs.len());
+                for input in &inputs {
+                    grads.push(input.grad().ok_or_else(|| {
                         Error::invalid(
                             "PipelineParallel",
                             format!("stage {s}'s input got no gradient"),
                         )
-                    })?;
-                    self.send_tensor(s - 1, &grad)?;
+                    })?);
+                }
+                if !first {
+                    self.send_tensors(s - 1, &grads.iter().collect::<Vec<_>>())?;
                 }
             }
         }
@@ -365,18 +457,25 @@ impl Parallelism for PipelineParallel {
         let (mut total, mut tokens) = (0.0f64, 0.0f64);
         for chunk in 0..task.held_out_chunks() {
             let tape = Tape::no_grad(&self.gpu);
-            let input = match first {
-                true => None,
-                false => Some(tape.constant(self.recv_tensor(s - 1)?)),
+            let inputs: Vec<_> = match first {
+                true => Vec::new(),
+                false => self
+                    .recv_tensors(s - 1)?
+                    .into_iter()
+                    .map(|t| tape.constant(t))
+                    .collect(),
             };
-            let (y, mb) =
-                task.stage_forward(&tape, StageBatch::HeldOut { chunk }, input.as_ref())?;
+            let (outs, mb) = task.stage_forward(&tape, StageBatch::HeldOut { chunk }, &inputs)?;
             match last {
                 true => {
-                    total += y.value().to_vec()?[0] as f64 * mb.tokens as f64;
+                    let loss = one_output(outs, s)?;
+                    total += loss.value().to_vec()?[0] as f64 * mb.tokens as f64;
                     tokens += mb.tokens as f64;
                 }
-                false => self.send_tensor(s + 1, y.value())?,
+                false => {
+                    let values: Vec<&Tensor> = outs.iter().map(|v| v.value()).collect();
+                    self.send_tensors(s + 1, &values)?;
+                }
             }
         }
         let sums = self.comm.all_reduce_f64(&[total, tokens])?;

@@ -74,7 +74,7 @@ pub trait LanguageModel: CausalLm {
         Err(Error::invalid(
             "train --parallel pipeline",
             format!(
-                "pipeline parallelism splits --model gpt only yet, not {}: train it data \
+                "pipeline parallelism splits the gpt and the encoder-decoder only yet, not {}: train it data \
                  parallel (--parallel data or zero1) or in one process",
                 Self::KIND
             ),
@@ -401,15 +401,31 @@ impl<M: LanguageModel> TrainTask for GptTask<M> {
         let data = self.data_hash()?;
         let tied = self.model.keep_stage(stage, stages)?;
         self.stage = Some((stage, stages));
-        Ok(StageSplit { data, tied })
+        // The first stage embeds with wte and the last projects out with it.
+        let tied_stages = match tied.is_empty() {
+            true => Vec::new(),
+            false => vec![0, stages - 1],
+        };
+        Ok(StageSplit {
+            data,
+            tied,
+            tied_stages,
+        })
+    }
+
+    fn stage_rows(&mut self, batch: StageBatch) -> Result<usize> {
+        match batch {
+            StageBatch::Train { parts, .. } => Ok(self.data.batch / parts.max(1)),
+            StageBatch::HeldOut { .. } => Ok(self.data.batch),
+        }
     }
 
     fn stage_forward(
         &mut self,
         tape: &Tape,
         batch: StageBatch,
-        input: Option<&Var>,
-    ) -> Result<(Var, MicroBatch)> {
+        carried: &[Var],
+    ) -> Result<(Vec<Var>, MicroBatch)> {
         let Some((stage, stages)) = self.stage else {
             return Err(Error::invalid(
                 "GptTask::stage_forward",
@@ -423,6 +439,7 @@ impl<M: LanguageModel> TrainTask for GptTask<M> {
                 part,
                 parts,
                 eps,
+                seed: _,
             } => {
                 let b = self.data.batch;
                 if parts == 0 || part >= parts || !b.is_multiple_of(parts) {
@@ -458,11 +475,17 @@ impl<M: LanguageModel> TrainTask for GptTask<M> {
                 (inputs, targets, rows, 0.0)
             }
         };
-        let out = match input {
-            Some(x) => self.model.stage_forward(tape, StageInput::Hidden(x))?,
-            None => {
+        let out = match carried {
+            [x] => self.model.stage_forward(tape, StageInput::Hidden(x))?,
+            [] => {
                 let ids = Tensor::from_u32(tape.gpu(), &inputs, &[rows, t])?;
                 self.model.stage_forward(tape, StageInput::Ids(&ids))?
+            }
+            _ => {
+                return Err(Error::invalid(
+                    "GptTask::stage_forward",
+                    format!("a GPT stage takes one hidden state, not {}", carried.len()),
+                ))
             }
         };
         let out = match stage + 1 == stages {
@@ -477,7 +500,7 @@ impl<M: LanguageModel> TrainTask for GptTask<M> {
         };
         let tokens = rows * t;
         Ok((
-            out,
+            vec![out],
             MicroBatch {
                 tokens,
                 flops: tokens as f64 * self.model.train_flops_per_token(t),

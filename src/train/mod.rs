@@ -146,31 +146,42 @@ pub trait TrainTask {
         ))
     }
     /// Pipeline parallel: from now on hold only stage `stage` of `stages` of
-    /// the model (its layers; the embeddings on the first stage, the output
+    /// the model (its layers; the embeddings where tokens enter, the output
     /// head on the last) and run [`TrainTask::stage_forward`]; returns the
     /// hash of the data and the params tied across stages. The default:
     /// this task cannot.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) by default, and when the
+    /// model cannot be cut into `stages` stages.
     fn pipeline_split(&mut self, _stage: usize, _stages: usize) -> Result<parallel::StageSplit> {
-        Err(Error::invalid(
-            "train --parallel pipeline",
-            "this task cannot be trained in a pipeline yet: use --model gpt on --data",
-        ))
+        Err(no_stages())
+    }
+    /// Pipeline parallel: the rows of `batch` (every stage asks before
+    /// [`TrainTask::stage_forward`]; a part with no rows is skipped by all).
+    ///
+    /// # Errors
+    /// As [`TrainTask::stage_forward`] (by default, this task has no stages).
+    fn stage_rows(&mut self, _batch: parallel::StageBatch) -> Result<usize> {
+        Err(no_stages())
     }
     /// Pipeline parallel: records this stage's forward of `batch` on `tape`.
-    /// `input`: the hidden states the previous stage sent (None on the first
+    /// `inputs`: the values the previous stage sent on (none on the first
     /// stage, which reads the token ids). Returns the loss (a mean over the
-    /// batch's target tokens) on the last stage and the hidden states to send
-    /// on otherwise, with the batch's tokens and whole-model FLOPs.
+    /// batch's target tokens, see [`parallel::StageBatch::Train`]) on the
+    /// last stage and the values to send on otherwise, with the batch's
+    /// tokens and whole-model FLOPs.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) by default, when the task
+    /// was not split or `inputs` are not what this stage takes; otherwise as the model's forward.
     fn stage_forward(
         &mut self,
         _tape: &Tape,
         _batch: parallel::StageBatch,
-        _input: Option<&Var>,
-    ) -> Result<(Var, MicroBatch)> {
-        Err(Error::invalid(
-            "train --parallel pipeline",
-            "this task cannot be trained in a pipeline yet: use --model gpt on --data",
-        ))
+        _inputs: &[Var],
+    ) -> Result<(Vec<Var>, MicroBatch)> {
+        Err(no_stages())
     }
     /// Pipeline parallel: the chunks the held-out data is evaluated in.
     fn held_out_chunks(&self) -> usize {
@@ -196,6 +207,15 @@ pub trait TrainTask {
             "this task has no per-example data for DP-SGD",
         ))
     }
+}
+
+/// The refusal of a task without pipeline stages.
+fn no_stages() -> Error {
+    Error::invalid(
+        "train --parallel pipeline",
+        "this task cannot be trained in a pipeline yet: use --model gpt on --data, or the \
+         encoder-decoder",
+    )
 }
 
 /// Where a run stands; saved as `trainer_state.json`.
@@ -862,7 +882,7 @@ impl<'a> Trainer<'a> {
         if let Some(p) = &mut self.parallel {
             // A pipeline runs the passes through its stages itself.
             let first = self.state.micro_batches;
-            if let Some(passes) = p.passes(&mut *self.task, first, accumulation, eps)? {
+            if let Some(passes) = p.passes(&mut *self.task, first, accumulation, eps, seed)? {
                 self.state.micro_batches += accumulation as u64;
                 p.update(&mut self.opt, lr, accumulation)?;
                 return Ok(dp::StepOutcome {

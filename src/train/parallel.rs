@@ -12,9 +12,12 @@ use serde_json::Value;
 /// Which micro-batch a pipeline stage runs ([`TrainTask::stage_forward`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum StageBatch {
-    /// Rows part `part` of `parts` equal slices of training micro-batch
-    /// `index` (the batch [`TrainTask::loss`] would draw for `index`), with
-    /// label smoothing `eps`.
+    /// Rows part `part` of `parts` slices of training micro-batch `index`
+    /// (the batch [`TrainTask::loss`] would draw for `index`; consecutive
+    /// rows, as equal as can be), with label smoothing `eps`. Its loss is
+    /// weighted so that the mean over the `parts` losses is the loss of the
+    /// whole batch (a mean over the batch's target tokens): parts of unequal
+    /// token counts count by their tokens.
     Train {
         /// The micro-batch (counted over the whole run).
         index: u64,
@@ -24,6 +27,8 @@ pub enum StageBatch {
         parts: usize,
         /// Label smoothing.
         eps: f32,
+        /// The run's seed (dropout masks derive from it and `index`).
+        seed: u64,
     },
     /// Chunk `chunk` of the held-out data (below
     /// [`TrainTask::held_out_chunks`]), plain cross-entropy.
@@ -38,11 +43,14 @@ pub enum StageBatch {
 pub struct StageSplit {
     /// A hash of the data the run draws from (the same on every stage).
     pub data: u64,
-    /// Params this stage holds that the other end of the pipeline holds too
-    /// (a tied input embedding and output head, on the first and the last
-    /// stage), in the same order on both: their gradients are summed between
-    /// the two, and checkpoints take the first stage's.
+    /// Params this stage holds that other stages hold too (a tied input
+    /// embedding and output head: the GPT's on the first and the last stage;
+    /// the encoder-decoder's also where the decoder starts), in the same
+    /// order on each: their gradients are summed over those stages, and
+    /// checkpoints take the first one's.
     pub tied: Vec<Param>,
+    /// The stages holding `tied`, in order (empty when `tied` is).
+    pub tied_stages: Vec<usize>,
 }
 
 /// The forward and backward passes of one step, run by the parallelism
@@ -124,14 +132,16 @@ pub trait Parallelism {
     }
     /// Pipeline parallel: runs the forward and backward passes of the
     /// `micro_batches` training micro-batches from `first_index` (label
-    /// smoothing `eps`) through the stages. None (the default): the trainer
-    /// runs them on this rank's share of the data.
+    /// smoothing `eps`, dropout from the run's `seed`) through the stages.
+    /// None (the default): the trainer runs them on this rank's share of the
+    /// data.
     fn passes(
         &mut self,
         _task: &mut dyn TrainTask,
         _first_index: u64,
         _micro_batches: u32,
         _eps: f32,
+        _seed: u64,
     ) -> Result<Option<Passes>> {
         Ok(None)
     }

@@ -12,6 +12,7 @@
 //! The pairs come from the built-in date task ([`DateTask`]: "2024-03-15" ->
 //! "15 March 2024") or from a `source<TAB>target` file.
 
+use super::parallel::{StageBatch, StageSplit};
 use super::{data_seed, DpData, EvalMetrics, MicroBatch, TrainTask};
 use crate::autograd::{Param, Tape, Var};
 use crate::checkpoint::{self, CheckpointContents, SaveDtype};
@@ -22,6 +23,8 @@ use crate::error::{Error, Result};
 use crate::generate::translate_greedy;
 use crate::gpu::Gpu;
 use crate::kernels::cross_entropy::CrossEntropyOptions;
+use crate::nn::stage::StageSpan;
+use crate::nn::transformer::StageTokens;
 use crate::nn::{FieldNames, ForwardOptions, MemoryLimits, Transformer, TransformerConfig};
 use crate::optim::Optimizer;
 use crate::token_ids::TokenIds;
@@ -114,6 +117,10 @@ pub fn load_pairs(
     }
 }
 
+/// The seed of the held-out batches' order (a fixed order: every evaluation
+/// sees the same batches).
+const HELD_OUT_ORDER: u64 = 0xE7A1;
+
 /// A [`Transformer`] with its tokenizer and pairs.
 pub struct Seq2SeqTask {
     /// The model being trained.
@@ -127,6 +134,10 @@ pub struct Seq2SeqTask {
     epoch_sizes: Vec<usize>,
     /// The current epoch's batches.
     epoch: Option<(usize, Vec<PairBatch>)>,
+    /// Pipeline parallel: this rank's stage and the number of stages.
+    stage: Option<(usize, usize)>,
+    /// Pipeline parallel: the held-out batches, made once.
+    held_out_batches: Option<Vec<PairBatch>>,
 }
 
 impl Seq2SeqTask {
@@ -178,6 +189,8 @@ impl Seq2SeqTask {
             data,
             epoch_sizes: Vec::new(),
             epoch: None,
+            stage: None,
+            held_out_batches: None,
         })
     }
 
@@ -189,6 +202,34 @@ impl Seq2SeqTask {
     /// The batching settings.
     pub fn data(&self) -> &Seq2SeqData {
         &self.data
+    }
+
+    /// Pipeline parallel: whether this task holds one stage of the model.
+    pub fn is_stage(&self) -> bool {
+        self.stage.is_some()
+    }
+
+    /// After a pipeline run: replaces this stage's part of the model with the
+    /// whole model of the checkpoint in `dir` (the run's last save), so that
+    /// translations and exact match run in this process.
+    ///
+    /// # Errors
+    /// As [`Transformer::load`]; [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible) when
+    /// the checkpoint's config is not this model's.
+    pub fn load_whole_model(&mut self, dir: &Path) -> Result<()> {
+        let whole = Transformer::load(&self.gpu, dir)?;
+        if whole.config != self.model.config {
+            return Err(Error::incompatible(
+                "Seq2SeqTask::load_whole_model",
+                format!(
+                    "{} holds another model than the one trained here",
+                    dir.display()
+                ),
+            ));
+        }
+        self.model = whole;
+        self.stage = None;
+        Ok(())
     }
 
     /// Held-out pairs as token ids.
@@ -239,6 +280,66 @@ impl Seq2SeqTask {
         let out = self.translate_ids(&sources)?;
         let right = out.iter().zip(pairs).filter(|(o, p)| **o == p.1).count();
         Ok(right as f64 / pairs.len().max(1) as f64)
+    }
+
+    /// A pipeline stage's batch: its rows, the weight of its loss (parts of
+    /// a training batch count by their target tokens, so that the mean over
+    /// the parts is the batch's mean), label smoothing and forward options.
+    fn stage_batch(&mut self, batch: StageBatch) -> Result<(PairBatch, f32, f32, ForwardOptions)> {
+        match batch {
+            StageBatch::Train {
+                index,
+                part,
+                parts,
+                eps,
+                seed,
+            } => {
+                let (e, pos) = self.locate(index)?;
+                let whole = self.batch_of(e, pos)?;
+                let rows = whole.rows(crate::dist::shard_range(whole.batch, parts.max(1), part));
+                let weight = match parts {
+                    1 => 1.0,
+                    _ => {
+                        (parts * rows.n_target_tokens) as f32 / whole.n_target_tokens.max(1) as f32
+                    }
+                };
+                // One part: the masks of one process's pass over the batch;
+                // several: each part's rows get masks of their own.
+                let mut dropout = super::dropout_seed(seed, index);
+                if parts > 1 {
+                    dropout = crate::rng::hash_u32(dropout, part as u32);
+                }
+                Ok((rows, weight, eps, ForwardOptions::train(dropout)))
+            }
+            StageBatch::HeldOut { chunk } => {
+                if self.held_out_batches.is_none() {
+                    self.held_out_batches = Some(token_budget_batches(
+                        &self.held_out,
+                        &self.tokenizer.specials(),
+                        self.data.batch_tokens,
+                        HELD_OUT_ORDER,
+                    )?);
+                }
+                let batches = self.held_out_batches.as_deref().unwrap_or_default();
+                let Some(b) = batches.get(chunk) else {
+                    return Err(Error::invalid(
+                        "Seq2SeqTask::stage_forward",
+                        format!("held-out chunk {chunk} of {}", batches.len()),
+                    ));
+                };
+                Ok((b.clone(), 1.0, 0.0, ForwardOptions::eval()))
+            }
+        }
+    }
+
+    /// A hash of the pairs and the batching (the same on every stage).
+    fn data_hash(&self) -> u64 {
+        let mut h = crate::dist::FNV_OFFSET;
+        for (src, tgt) in self.train.iter().chain(&self.held_out) {
+            h = crate::dist::fnv1a(bytemuck::cast_slice(src), h);
+            h = crate::dist::fnv1a(bytemuck::cast_slice(tgt), h);
+        }
+        crate::dist::fnv1a(&(self.data.batch_tokens as u64).to_le_bytes(), h)
     }
 
     /// Batch `pos` of epoch `e`.
@@ -349,7 +450,7 @@ impl TrainTask for Seq2SeqTask {
             &self.held_out,
             &self.tokenizer.specials(),
             self.data.batch_tokens,
-            0xE7A1,
+            HELD_OUT_ORDER,
         )?;
         let (mut total, mut tokens) = (0.0f64, 0usize);
         for b in &batches {
@@ -400,6 +501,85 @@ impl TrainTask for Seq2SeqTask {
 
     fn describe(&self) -> Value {
         serde_json::json!({ "model": "encoder_decoder", "data": self.data })
+    }
+
+    fn pipeline_split(&mut self, stage: usize, stages: usize) -> Result<StageSplit> {
+        let span = StageSpan::of(self.model.n_blocks(), stage, stages)?;
+        let holders = self.model.embedding_stages(stages)?;
+        self.model.keep_stage(&span)?;
+        self.stage = Some((stage, stages));
+        let (tied, tied_stages) = match holders.len() > 1 && holders.contains(&stage) {
+            true => (
+                self.model
+                    .params()
+                    .into_iter()
+                    .filter(|p| p.name() == "embed.weight")
+                    .collect(),
+                holders,
+            ),
+            false => (Vec::new(), Vec::new()),
+        };
+        Ok(StageSplit {
+            data: self.data_hash(),
+            tied,
+            tied_stages,
+        })
+    }
+
+    fn stage_rows(&mut self, batch: StageBatch) -> Result<usize> {
+        Ok(self.stage_batch(batch)?.0.batch)
+    }
+
+    fn stage_forward(
+        &mut self,
+        tape: &Tape,
+        batch: StageBatch,
+        carried: &[Var],
+    ) -> Result<(Vec<Var>, MicroBatch)> {
+        let Some((stage, stages)) = self.stage else {
+            return Err(Error::invalid(
+                "Seq2SeqTask::stage_forward",
+                "the task is not split into pipeline stages (call pipeline_split first)",
+            ));
+        };
+        let (part, weight, eps, opts) = self.stage_batch(batch)?;
+        let t = part.upload(&self.gpu)?;
+        let tokens = StageTokens {
+            src: &t.src,
+            src_key_mask: Some(&t.src_key_mask),
+            tgt_in: &t.tgt_in,
+        };
+        let mut outs = self.model.stage_forward(tape, &tokens, carried, &opts)?;
+        if stage + 1 == stages {
+            let logits = outs.remove(0);
+            let ce = CrossEntropyOptions {
+                label_smoothing: eps,
+                ignore_index: Some(PairBatch::IGNORE),
+            };
+            let mean = tape.cross_entropy(&logits, &t.targets, &ce)?;
+            outs = vec![match weight == 1.0 {
+                true => mean,
+                false => tape.scale(&mean, weight)?,
+            }];
+        }
+        let flops = part.batch as f64 * self.model.config.train_flops(part.src_len, part.tgt_len);
+        Ok((
+            outs,
+            MicroBatch {
+                tokens: part.n_target_tokens,
+                flops,
+            },
+        ))
+    }
+
+    fn held_out_chunks(&self) -> usize {
+        token_budget_batches(
+            &self.held_out,
+            &self.tokenizer.specials(),
+            self.data.batch_tokens,
+            HELD_OUT_ORDER,
+        )
+        .map_or(0, |b| b.len())
     }
 
     fn dp_data(&self) -> Result<DpData> {
@@ -459,7 +639,12 @@ impl TrainTask for Seq2SeqTask {
         trainer_state: &Value,
         dtype: SaveDtype,
     ) -> Result<()> {
-        let params = self.model.params();
+        // A pipeline stage holds part of the model: the optimiser gathered
+        // for the save holds every stage's params, in the model's order.
+        let params = match self.stage {
+            Some(_) => optimizer.params().to_vec(),
+            None => self.model.params(),
+        };
         let tokenizer = self.tokenizer.as_ref();
         let mut contents = CheckpointContents::new(&self.model.config, &params);
         contents.optimizer = Some(optimizer);

@@ -26,6 +26,14 @@ impl Dropout {
         }
     }
 
+    /// The same dropout with its next site numbered `site`: a pipeline stage
+    /// that runs a model's later layers draws the masks those layers draw in
+    /// one pass over the whole model.
+    pub fn starting_at(self, site: u32) -> Dropout {
+        self.site.set(site);
+        self
+    }
+
     /// No dropout at all.
     pub fn off() -> Dropout {
         Dropout::new(0.0, 0, false)

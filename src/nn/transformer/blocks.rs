@@ -77,6 +77,10 @@ pub struct EncoderLayer {
 }
 
 impl EncoderLayer {
+    /// Dropout sites of one [`EncoderLayer::forward`]: after self-attention and
+    /// after the feed-forward.
+    pub(crate) const DROPOUT_SITES: usize = 2;
+
     /// Layer `encoder.layers.{i}`; `seed` draws its weights.
     ///
     /// # Errors
@@ -146,6 +150,10 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
+    /// Dropout sites of one [`DecoderLayer::forward`]: after self-attention,
+    /// cross-attention and the feed-forward.
+    pub(crate) const DROPOUT_SITES: usize = 3;
+
     /// Layer `decoder.layers.{i}`; `seed` draws its weights.
     ///
     /// # Errors

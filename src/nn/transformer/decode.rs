@@ -98,6 +98,7 @@ impl Transformer {
         tgt_new: &Tensor,
     ) -> Result<Tensor> {
         const OP: &str = "Transformer::decode_step";
+        self.whole(OP)?;
         let n = cache.check_step(OP, tgt_new, self.decoder.len())?;
         if state.batch != cache.batch() || state.cross.len() != self.decoder.len() {
             return Err(Error::shape(

@@ -30,13 +30,16 @@
 mod blocks;
 mod config;
 mod decode;
+mod stages;
 
 pub use blocks::{DecoderLayer, EncoderLayer};
 pub use config::TransformerConfig;
 pub use decode::EncoderState;
+pub use stages::StageTokens;
 
 use super::kv_cache::KvCache;
 use super::layers::{Dropout, Embedding, LayerNorm, NormPlacement, SinusoidalPositions};
+use super::stage::StageSpan;
 use super::{init_seeds, FieldNames, MemoryLimits};
 use crate::autograd::{Param, Tape, Var};
 use crate::error::{Error, Result};
@@ -73,12 +76,15 @@ impl ForwardOptions {
 pub struct Transformer {
     /// The sizes it was built with.
     pub config: TransformerConfig,
-    embed: Embedding,
+    /// None on a pipeline stage that neither embeds tokens nor projects out.
+    embed: Option<Embedding>,
     pe: SinusoidalPositions,
     encoder: Vec<EncoderLayer>,
     encoder_ln_f: Option<LayerNorm>,
     decoder: Vec<DecoderLayer>,
     decoder_ln_f: Option<LayerNorm>,
+    /// The pipeline stage this model holds (None: the whole model).
+    stage: Option<StageSpan>,
 }
 
 /// Domain separation of the encoder's and the decoder's dropout sites.
@@ -124,20 +130,22 @@ impl Transformer {
             .map(|i| DecoderLayer::new(gpu, i, &config, &mut next))
             .collect::<Result<Vec<_>>>()?;
         Ok(Transformer {
-            embed,
+            embed: Some(embed),
             pe: SinusoidalPositions::new(config.max_len, d),
             encoder,
             encoder_ln_f: final_norm("encoder.ln_f")?,
             decoder,
             decoder_ln_f: final_norm("decoder.ln_f")?,
             config,
+            stage: None,
         })
     }
 
     /// Every parameter, in a fixed order: embed, encoder layers, encoder.ln_f,
-    /// decoder layers, decoder.ln_f (names in the module docs).
+    /// decoder layers, decoder.ln_f (names in the module docs); on a pipeline
+    /// stage, those it holds.
     pub fn params(&self) -> Vec<Param> {
-        let mut v = vec![self.embed.weight.clone()];
+        let mut v: Vec<Param> = self.embed.iter().map(|e| e.weight.clone()).collect();
         for layer in &self.encoder {
             v.extend(layer.params());
         }
@@ -181,6 +189,7 @@ impl Transformer {
         opts: &ForwardOptions,
     ) -> Result<Var> {
         const OP: &str = "Transformer::encode";
+        self.whole(OP)?;
         let (b, s) = self.check_ids(OP, "src", src)?;
         check_mask(OP, src_key_mask, b, s)?;
         let drop = self.dropout(opts, ENCODER_DROPOUT);
@@ -209,6 +218,7 @@ impl Transformer {
         opts: &ForwardOptions,
     ) -> Result<Var> {
         const OP: &str = "Transformer::decode";
+        self.whole(OP)?;
         let (b, _) = self.check_ids(OP, "tgt_in", tgt_in)?;
         let d = self.config.d_model;
         match *memory.shape() {
@@ -245,7 +255,7 @@ impl Transformer {
         tgt_in: impl Into<TokenIds<'b>>,
     ) -> Result<Tensor> {
         const OP: &str = "Transformer::logits";
-        let gpu = self.embed.weight.value().gpu();
+        let gpu = self.whole(OP)?.weight.value().gpu();
         let v = self.config.vocab_size;
         let src = src.into().to_tensor(gpu, v, OP, "src")?;
         let tgt_in = tgt_in.into().to_tensor(gpu, v, OP, "tgt_in")?;
@@ -265,6 +275,7 @@ impl Transformer {
     /// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when the cache exceeds the device's
     /// binding limit.
     pub fn new_cache(&self, batch: usize, max_len: usize) -> Result<KvCache> {
+        let embed = self.whole("Transformer::new_cache")?;
         let cfg = &self.config;
         if max_len > cfg.max_len {
             return Err(Error::invalid(
@@ -277,7 +288,7 @@ impl Transformer {
         }
         let pattern = cfg.cache_pattern()?;
         KvCache::new_windowed(
-            self.embed.weight.value().gpu(),
+            embed.weight.value().gpu(),
             cfg.n_decoder_layers,
             batch,
             (cfg.n_heads, cfg.head_size()),
@@ -298,7 +309,7 @@ impl Transformer {
     /// `drop(embed[ids] * sqrt(d) + PE[start..start + T])` for ids (B, T).
     fn embed_input(&self, tape: &Tape, ids: &Tensor, start: usize, drop: &Dropout) -> Result<Var> {
         let t = ids.shape()[1];
-        let e = self.embed.forward(tape, ids)?;
+        let e = self.embedding()?.forward(tape, ids)?;
         let e = tape.scale(&e, (self.config.d_model as f32).sqrt())?;
         let pe = tape.constant(self.pe.rows(tape.gpu(), start, t)?);
         drop.apply(tape, &tape.add(&e, &pe)?)
@@ -310,7 +321,34 @@ impl Transformer {
             Some(ln) => ln.forward(tape, y)?,
             None => y.clone(),
         };
-        self.embed.project_out(tape, &y)
+        self.embedding()?.project_out(tape, &y)
+    }
+
+    /// The shared embedding; an error on a pipeline stage without it.
+    fn embedding(&self) -> Result<&Embedding> {
+        self.embed
+            .as_ref()
+            .ok_or_else(|| self.not_whole("Transformer"))
+    }
+
+    /// The embedding of a whole model; an error naming `op` on a pipeline
+    /// stage.
+    fn whole(&self, op: &'static str) -> Result<&Embedding> {
+        match (&self.stage, &self.embed) {
+            (None, Some(embed)) => Ok(embed),
+            _ => Err(self.not_whole(op)),
+        }
+    }
+
+    fn not_whole(&self, op: &'static str) -> Error {
+        Error::invalid(
+            op,
+            format!(
+                "this encoder-decoder holds only pipeline stage {}'s layers: run it through the \
+                 pipeline, or load the whole model from a checkpoint",
+                self.stage.as_ref().map_or(0, |s| s.stage)
+            ),
+        )
     }
 
     /// (B, T) of u32 ids with 1 <= T <= max_len.
