@@ -299,7 +299,7 @@ impl Tape {
         &self,
         loss: &Var,
         seed: Tensor,
-        mut on_ready: Option<&mut dyn FnMut(&Param) -> Result<()>>,
+        mut on_ready: Option<&mut ReadyHook<'_>>,
     ) -> Result<()> {
         let (entries, params) = self.take_record(loss)?;
         let mut groups = LeafGroups::new(params, &entries);

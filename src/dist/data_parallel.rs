@@ -241,19 +241,20 @@ impl DataParallel {
             (comm_s, exposed_s) = (done.comm_seconds, done.exposed_seconds);
         }
         self.ready.fill(false);
-        for bi in 0..self.buckets.len() {
-            if reduced[bi].is_none() {
-                let host = self.bucket_grads(&self.buckets[bi])?;
-                let t0 = Instant::now();
-                let mode = self.mode;
-                let comm = self.comm()?;
-                reduced[bi] = Some(match mode {
-                    ParallelMode::Data => comm.all_reduce_sum(&host)?,
-                    ParallelMode::Zero1 => comm.reduce_scatter_sum(&host)?,
-                });
-                let s = t0.elapsed().as_secs_f64();
-                (comm_s, exposed_s) = (comm_s + s, exposed_s + s);
-            }
+        let missing: Vec<usize> = (0..reduced.len())
+            .filter(|&bi| reduced[bi].is_none())
+            .collect();
+        for bi in missing {
+            let host = self.bucket_grads(&self.buckets[bi])?;
+            let t0 = Instant::now();
+            let mode = self.mode;
+            let comm = self.comm()?;
+            reduced[bi] = Some(match mode {
+                ParallelMode::Data => comm.all_reduce_sum(&host)?,
+                ParallelMode::Zero1 => comm.reduce_scatter_sum(&host)?,
+            });
+            let s = t0.elapsed().as_secs_f64();
+            (comm_s, exposed_s) = (comm_s + s, exposed_s + s);
         }
         self.exchange_seconds.push((comm_s, exposed_s));
         Ok(reduced.into_iter().flatten().collect())
