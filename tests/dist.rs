@@ -2,7 +2,8 @@
 //! loopback with every rank on the same adapter: data parallel over N ranks
 //! equals one process with the same global batch (within float reassociation),
 //! ZeRO-1 equals data parallel bit for bit with 1/N of the optimiser state per
-//! rank, checkpoints cross between parallel and single-process runs, and a rank
+//! rank, both give the same checkpoints bit for bit whether the gradient
+//! buckets are exchanged during the backward or after it, checkpoints cross between parallel and single-process runs, and a rank
 //! that dies or hangs ends the run with an error naming it; a 2-stage
 //! pipeline equals one process and its checkpoints cross both ways. Without
 //! the `mpi` feature only the refusals that need no MPI are tested.
@@ -69,14 +70,33 @@ fn parallel_without_the_mpi_feature_is_refused() {
     assert!(err.contains("needs the `mpi` feature"), "{err}");
 }
 
-/// The pipeline's flags are refused by name where they cannot apply, before
-/// MPI starts (so in any build).
+/// The pipeline's and data parallel's flags are refused by name where they
+/// cannot apply, before MPI starts (so in any build).
 #[test]
 fn pipeline_flags_out_of_place_are_refused() {
     let scratch = TempDir::new("pipeline_flags_out_of_place_are_refused");
     let data = scratch.join("text.txt");
     std::fs::write(&data, TEXT.repeat(4)).unwrap();
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &["--overlap-comm", "off"],
+            "--overlap-comm applies to data parallelism only",
+        ),
+        (
+            &["--bucket-kb", "16"],
+            "--bucket-kb applies to data parallelism only",
+        ),
+        (
+            &[
+                "--parallel",
+                "pipeline",
+                "--stages",
+                "2",
+                "--overlap-comm",
+                "on",
+            ],
+            "--overlap-comm applies to data parallelism only",
+        ),
         (
             &["--stages", "2"],
             "--stages applies to pipeline parallelism only",
@@ -200,8 +220,9 @@ mod over_mpi {
     const REASSOCIATION_BOUND: f32 = 2e-4;
 
     #[test]
-    fn data_parallel_and_zero1_match_one_process() {
-        let scratch = TempDir::new("data_parallel_and_zero1_match_one_process");
+    fn data_parallel_and_zero1_match_one_process_with_and_without_overlap() {
+        let scratch =
+            TempDir::new("data_parallel_and_zero1_match_one_process_with_and_without_overlap");
         let data = text_file(&scratch);
         let (one, dp, zero) = (
             scratch.join("one"),
@@ -209,12 +230,29 @@ mod over_mpi {
             scratch.join("zero"),
         );
         single(&gpt_args(&data, &one, "20"));
-        let mut args = gpt_args(&data, &dp, "20");
-        args.extend(["--parallel".into(), "data".into()]);
-        run_ok(mpirun(2, &args));
-        let mut args = gpt_args(&data, &zero, "20");
-        args.extend(["--parallel".into(), "zero1".into()]);
-        let out = run_ok(mpirun(2, &args));
+        // Buckets of 16 KiB: 7 for this model's 108 KB of gradients, so the
+        // last block's go while the first block's backward still runs.
+        let parallel = |out: &Path, mode: &str, overlap: &str| {
+            let mut args = gpt_args(&data, out, "20");
+            args.extend(
+                [
+                    "--parallel",
+                    mode,
+                    "--bucket-kb",
+                    "16",
+                    "--overlap-comm",
+                    overlap,
+                ]
+                .map(String::from),
+            );
+            run_ok(mpirun(2, &args))
+        };
+        let on = parallel(&dp, "data", "on");
+        let out = parallel(&zero, "zero1", "on");
+        for out in [&on, &out] {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(stderr.matches("(overlap on,").count(), 2, "{stderr}");
+        }
 
         let model = wgformer::checkpoint::MODEL_FILE;
         let optim = wgformer::checkpoint::OPTIMIZER_FILE;
@@ -230,6 +268,18 @@ mod over_mpi {
         // ZeRO-1 sums the same gradients in the same order: bit for bit.
         assert_eq!(max_diff(&zero, &dp, model), 0.0, "ZeRO-1 params differ");
         assert_eq!(max_diff(&zero, &dp, optim), 0.0, "ZeRO-1 moments differ");
+        // So does the exchange after the backward instead of during it.
+        for (mode, during) in [("data", &dp), ("zero1", &zero)] {
+            let after = scratch.join(format!("{mode}_after"));
+            let out = parallel(&after, mode, "off");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(stderr.matches("(overlap off,").count(), 2, "{stderr}");
+            for file in [model, optim] {
+                let (a, b) = (after.join(file), during.join(file));
+                let same = std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap();
+                assert!(same, "{mode}: {file} differs with --overlap-comm off");
+            }
+        }
 
         let stderr = String::from_utf8_lossy(&out.stderr);
         let bytes = optimizer_bytes(&stderr);

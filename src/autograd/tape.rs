@@ -223,7 +223,7 @@ impl Tape {
     /// kernel](crate::kernels#errors)).
     pub fn backward(&self, loss: &Var) -> Result<()> {
         let seed = Tensor::ones(&self.gpu, loss.shape())?;
-        self.backward_seeded(vec![(loss, seed)])
+        self.backward_hooked(vec![(loss, seed)], None)
     }
 
     /// [`Tape::backward`] seeded with the loss scale of `scaler` instead of 1
@@ -236,7 +236,7 @@ impl Tape {
     /// As [`Tape::backward`].
     pub fn backward_scaled(&self, loss: &Var, scaler: &GradScaler) -> Result<()> {
         let seed = scaler.seed(loss.shape())?;
-        self.backward_seeded(vec![(loss, seed)])
+        self.backward_hooked(vec![(loss, seed)], None)
     }
 
     /// Back-propagates from `out`, a value that is not the loss, given the
@@ -276,27 +276,59 @@ impl Tape {
                 ));
             }
         }
-        self.backward_seeded(outs)
+        self.backward_hooked(outs, None)
     }
 
-    fn backward_seeded(&self, seeds: Vec<(&Var, Tensor)>) -> Result<()> {
+    /// [`Tape::backward`] (or [`Tape::backward_scaled`] with `scaler`) that
+    /// calls `on_ready` with each trainable parameter as soon as its gradient
+    /// is final: when no op left to walk takes any of its leaves. Its `grad`
+    /// then already holds this backward's contribution, summed exactly as
+    /// `backward` sums it (so the gradients are bit for bit the same), and
+    /// the backward kernels of the earlier layers are still to be encoded: a
+    /// data-parallel run starts sending the gradients of the last layers while
+    /// the first ones are computed. Each parameter leaf on the tape is handed
+    /// over once; those that no op uses come last.
+    ///
+    /// # Errors
+    /// As [`Tape::backward`], and what `on_ready` returns (the walk stops there).
+    pub fn backward_with_ready(
+        &self,
+        loss: &Var,
+        scaler: Option<&GradScaler>,
+        on_ready: &mut dyn FnMut(&Param) -> Result<()>,
+    ) -> Result<()> {
+        let seed = match scaler {
+            Some(scaler) => scaler.seed(loss.shape())?,
+            None => Tensor::ones(&self.gpu, loss.shape())?,
+        };
+        self.backward_hooked(vec![(loss, seed)], Some(on_ready))
+    }
+
+    /// The backward of [`Tape::backward`]: walks the tape, then adds each
+    /// parameter's leaf gradients to its `grad`. With `on_ready`, a parameter
+    /// is finished (and handed to the hook) as soon as the walk is past its
+    /// last use instead of at the end; the sums are the same.
+    fn backward_hooked(
+        &self,
+        seeds: Vec<(&Var, Tensor)>,
+        mut on_ready: Option<&mut ReadyHook<'_>>,
+    ) -> Result<()> {
         let outs: Vec<&Var> = seeds.iter().map(|(v, _)| *v).collect();
         let (entries, params) = self.take_record(&outs)?;
-        let seeds = seeds.into_iter().map(|(v, g)| (v.id, g)).collect();
-        let mut grads = walk_back(seeds, entries, &mut |op, dy, d_second| {
-            super::backward::backward(op, dy, d_second)
-        })?;
-        // A param used through several leaves (a tied embedding) sums their
-        // gradients; in leaf order, so the rounding is the same every run (a
-        // HashMap's order is random per process and would change the last bits).
-        let mut params: Vec<(usize, Param)> = params.into_iter().collect();
-        params.sort_unstable_by_key(|(id, _)| *id);
-        for (id, param) in params {
-            if let Some(g) = grads.remove(&id) {
-                param.accumulate(g)?;
+        let seeds: Vec<(usize, Tensor)> = seeds.into_iter().map(|(v, g)| (v.id, g)).collect();
+        let mut groups = LeafGroups::new(params, &entries);
+        let mut op_backward =
+            |op: &Op, dy: &Tensor, d2: Option<&Tensor>| super::backward::backward(op, dy, d2);
+        let mut grads = match on_ready.as_deref_mut() {
+            None => walk_back(seeds, entries, &mut op_backward, None)?,
+            Some(hook) => {
+                let mut after = |i: usize, grads: &mut HashMap<usize, Tensor>| {
+                    groups.finish_ready(i, grads, &mut *hook)
+                };
+                walk_back(seeds, entries, &mut op_backward, Some(&mut after))?
             }
-        }
-        Ok(())
+        };
+        groups.finish_rest(&mut grads, on_ready)
     }
 
     /// DP-SGD's backward: back-propagates from `loss` (the sum of the losses of
@@ -322,14 +354,15 @@ impl Tape {
         let mut uses = Vec::new();
         let is_param = |v: &Var| params.contains_key(&v.id);
         let seed = Tensor::ones(&self.gpu, loss.shape())?;
-        walk_back(vec![(loss.id, seed)], entries, &mut |op, dy, d_second| {
+        let mut op_backward = |op: &Op, dy: &Tensor, d_second: Option<&Tensor>| {
             let (grads, pieces) = backward_keeping_pieces(op, dy, d_second, &is_param)?;
             let inputs = op.inputs();
             for (at, piece) in pieces {
                 uses.push((params[&inputs[at].id].clone(), piece));
             }
             Ok(grads)
-        })?;
+        };
+        walk_back(vec![(loss.id, seed)], entries, &mut op_backward, None)?;
         Ok(PerExampleGrads { examples, uses })
     }
 
@@ -353,44 +386,168 @@ impl Tape {
 /// output and of its second output (if it has one that got a gradient).
 type OpBackward<'a> = dyn FnMut(&Op, &Tensor, Option<&Tensor>) -> Result<InputGrads> + 'a;
 
+/// Called by [`walk_back`] after entry `i` (and every entry after it) has
+/// been walked, with the gradients so far.
+type AfterEntry<'a> = dyn FnMut(usize, &mut HashMap<usize, Tensor>) -> Result<()> + 'a;
+
 /// Walks `entries` in reverse from the seeded values (`seeds`: var id and its
 /// gradient: 1 or the loss scale for a loss), calling `op_backward` for each op that received a gradient (with the
 /// gradient of its second output, if it has one that got any) and summing what
-/// arrives at each value. Returns the gradients left at the leaves.
+/// arrives at each value, and `after` once each entry is done. Returns the
+/// gradients left at the leaves.
 fn walk_back(
     seeds: Vec<(usize, Tensor)>,
     entries: Vec<Entry>,
     op_backward: &mut OpBackward<'_>,
+    mut after: Option<&mut AfterEntry<'_>>,
 ) -> Result<HashMap<usize, Tensor>> {
     let mut grads: HashMap<usize, Tensor> = HashMap::new();
     for (id, seed) in seeds {
         accumulate(&mut grads, id, seed)?;
     }
-    for entry in entries.into_iter().rev() {
-        let d_second = entry.second.and_then(|id| grads.remove(&id));
-        let dy = match (grads.remove(&entry.out), &d_second) {
-            (Some(dy), _) => dy,
-            // Only the second output was used: the first's gradient is zero.
-            (None, Some(d2)) => Tensor::zeros(d2.gpu(), d2.shape())?,
-            (None, None) => continue,
-        };
-        let input_grads = op_backward(&entry.op, &dy, d_second.as_ref())?;
-        for (var, g) in entry.op.inputs().into_iter().zip(input_grads) {
-            let Some(g) = g else { continue };
-            if !var.needs_grad {
-                continue;
-            }
-            if g.shape() != var.shape() {
-                return Err(Error::Gpu(format!(
-                    "internal: gradient of shape {:?} for a value of shape {:?}",
-                    g.shape(),
-                    var.shape()
-                )));
-            }
-            accumulate(&mut grads, var.id, g)?;
+    for (i, entry) in entries.into_iter().enumerate().rev() {
+        step_back(entry, &mut grads, op_backward)?;
+        if let Some(after) = after.as_deref_mut() {
+            after(i, &mut grads)?;
         }
     }
     Ok(grads)
+}
+
+/// One entry of [`walk_back`].
+fn step_back(
+    entry: Entry,
+    grads: &mut HashMap<usize, Tensor>,
+    op_backward: &mut OpBackward<'_>,
+) -> Result<()> {
+    let d_second = entry.second.and_then(|id| grads.remove(&id));
+    let dy = match (grads.remove(&entry.out), &d_second) {
+        (Some(dy), _) => dy,
+        // Only the second output was used: the first's gradient is zero.
+        (None, Some(d2)) => Tensor::zeros(d2.gpu(), d2.shape())?,
+        (None, None) => return Ok(()),
+    };
+    let input_grads = op_backward(&entry.op, &dy, d_second.as_ref())?;
+    for (var, g) in entry.op.inputs().into_iter().zip(input_grads) {
+        let Some(g) = g else { continue };
+        if !var.needs_grad {
+            continue;
+        }
+        if g.shape() != var.shape() {
+            return Err(Error::Gpu(format!(
+                "internal: gradient of shape {:?} for a value of shape {:?}",
+                g.shape(),
+                var.shape()
+            )));
+        }
+        accumulate(grads, var.id, g)?;
+    }
+    Ok(())
+}
+
+/// What [`Tape::backward_with_ready`] calls with each finished parameter.
+type ReadyHook<'a> = dyn FnMut(&Param) -> Result<()> + 'a;
+
+/// The trainable parameters of one backward, each with its leaves on the
+/// tape, and the entry after which each one's gradient is final.
+struct LeafGroups {
+    /// Each parameter and its leaf ids, in increasing order (the first
+    /// leaf's order between parameters).
+    params: Vec<(Param, Vec<usize>)>,
+    /// Entry index -> the parameters (indices into `params`) whose first use
+    /// in the forward is that entry: walking back, nothing adds to their
+    /// gradients after it.
+    ready_at: HashMap<usize, Vec<usize>>,
+    done: Vec<bool>,
+}
+
+impl LeafGroups {
+    fn new(leaves: HashMap<usize, Param>, entries: &[Entry]) -> LeafGroups {
+        // A param used through several leaves (a tied embedding) sums their
+        // gradients; in leaf order, so the rounding is the same every run (a
+        // HashMap's order is random per process and would change the last bits).
+        let mut leaves: Vec<(usize, Param)> = leaves.into_iter().collect();
+        leaves.sort_unstable_by_key(|(id, _)| *id);
+        let mut params: Vec<(Param, Vec<usize>)> = Vec::new();
+        let mut group_of = HashMap::new();
+        for (id, p) in leaves {
+            let g = match params.iter().position(|(q, _)| q.same_as(&p)) {
+                Some(g) => g,
+                None => {
+                    params.push((p, Vec::new()));
+                    params.len() - 1
+                }
+            };
+            params[g].1.push(id);
+            group_of.insert(id, g);
+        }
+        let mut first_use: Vec<Option<usize>> = vec![None; params.len()];
+        for (i, e) in entries.iter().enumerate() {
+            for v in e.op.inputs() {
+                if let Some(&g) = group_of.get(&v.id) {
+                    first_use[g].get_or_insert(i);
+                }
+            }
+        }
+        let mut ready_at: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (g, first) in first_use.into_iter().enumerate() {
+            if let Some(i) = first {
+                ready_at.entry(i).or_default().push(g);
+            }
+        }
+        LeafGroups {
+            done: vec![false; params.len()],
+            params,
+            ready_at,
+        }
+    }
+
+    /// Adds parameter `g`'s leaf gradients to its `grad`, then calls `hook`.
+    fn finish<'h>(
+        &mut self,
+        g: usize,
+        grads: &mut HashMap<usize, Tensor>,
+        hook: Option<&mut ReadyHook<'h>>,
+    ) -> Result<()> {
+        self.done[g] = true;
+        let (param, leaves) = &self.params[g];
+        for id in leaves {
+            if let Some(t) = grads.remove(id) {
+                param.accumulate(t)?;
+            }
+        }
+        match hook {
+            Some(hook) => hook(param),
+            None => Ok(()),
+        }
+    }
+
+    /// Finishes the parameters that are final once entry `i` is walked.
+    fn finish_ready<'h>(
+        &mut self,
+        i: usize,
+        grads: &mut HashMap<usize, Tensor>,
+        hook: &mut ReadyHook<'h>,
+    ) -> Result<()> {
+        for g in self.ready_at.remove(&i).unwrap_or_default() {
+            self.finish(g, grads, Some(&mut *hook))?;
+        }
+        Ok(())
+    }
+
+    /// Finishes every parameter not finished yet (all of them without a hook).
+    fn finish_rest<'h>(
+        &mut self,
+        grads: &mut HashMap<usize, Tensor>,
+        mut hook: Option<&mut ReadyHook<'h>>,
+    ) -> Result<()> {
+        for g in 0..self.params.len() {
+            if !self.done[g] {
+                self.finish(g, grads, hook.as_deref_mut())?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Sums gradients arriving at the same value (fan-out: residuals, tied weights).

@@ -25,6 +25,22 @@ pub enum ParallelArg {
     Pipeline,
 }
 
+/// A switch flag's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
+/// `--overlap-comm` and `--bucket-kb` of a data-parallel run, for [`attach`].
+#[derive(Clone, Copy, Debug)]
+struct Buckets {
+    overlap: bool,
+    bytes: usize,
+}
+
 static STARTED: AtomicBool = AtomicBool::new(false);
 static RANK: AtomicUsize = AtomicUsize::new(0);
 /// The communicator between [`run`] and [`attach`] (taken once).
@@ -32,10 +48,23 @@ type Ranks = (Box<dyn Comm + Send>, ParallelArg);
 static COMM: Mutex<Option<Ranks>> = Mutex::new(None);
 /// `--stages` and `--micro-batches` of a pipeline run, for [`attach`].
 static PIPELINE: Mutex<Option<(Option<usize>, Option<usize>)>> = Mutex::new(None);
+static BUCKETS: Mutex<Option<Buckets>> = Mutex::new(None);
 
 /// Refuses the pipeline flags without `--parallel pipeline`, and a pipeline
 /// with what it cannot run (before MPI or the GPU start).
 pub fn check_flags(a: &TrainArgs) -> Result<()> {
+    let data = matches!(a.parallel, Some(ParallelArg::Data | ParallelArg::Zero1));
+    if !data && (a.overlap_comm.is_some() || a.bucket_kb.is_some()) {
+        return Err(usage(format!(
+            "--{} applies to data parallelism only: add --parallel data or --parallel zero1 \
+             (and start the ranks with mpirun -np N)",
+            if a.overlap_comm.is_some() {
+                "overlap-comm"
+            } else {
+                "bucket-kb"
+            }
+        )));
+    }
     let pipeline = a.parallel == Some(ParallelArg::Pipeline);
     if !pipeline && (a.stages.is_some() || a.micro_batches.is_some()) {
         return Err(usage(format!(
@@ -108,6 +137,14 @@ pub fn run(a: &TrainArgs, mode: ParallelArg, body: impl FnOnce() -> Result<()>) 
         STARTED.store(true, Ordering::Relaxed);
         *COMM.lock().unwrap_or_else(|p| p.into_inner()) = Some((Box::new(comm), mode));
         *PIPELINE.lock().unwrap_or_else(|p| p.into_inner()) = Some((a.stages, a.micro_batches));
+        *BUCKETS.lock().unwrap_or_else(|p| p.into_inner()) = Some(Buckets {
+            overlap: a.overlap_comm != Some(OnOff::Off),
+            bytes: a
+                .bucket_kb
+                .map_or(wgformer::dist::data_parallel::DEFAULT_BUCKET_BYTES, |kb| {
+                    kb.saturating_mul(1024)
+                }),
+        });
         match body() {
             Ok(()) => {
                 drop(session);
@@ -175,13 +212,15 @@ pub fn attach(trainer: Trainer<'_>) -> Result<Trainer<'_>> {
             return trainer.with_parallel(Box::new(pipe));
         }
     };
-    let dp = wgformer::dist::DataParallel::new(
-        comm,
-        mode,
-        &gpu,
-        &params,
-        wgformer::dist::data_parallel::DEFAULT_BUCKET_BYTES,
-        true,
-    );
+    let buckets = BUCKETS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .unwrap_or(Buckets {
+            overlap: true,
+            bytes: wgformer::dist::data_parallel::DEFAULT_BUCKET_BYTES,
+        });
+    let dp = wgformer::dist::DataParallel::new(comm, mode, &gpu, &params, buckets.bytes, true)
+        .with_overlap(buckets.overlap);
     trainer.with_parallel(Box::new(dp))
 }

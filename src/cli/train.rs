@@ -270,6 +270,15 @@ pub struct TrainArgs {
     /// must be a multiple).
     #[arg(long, value_parser = at_least_one::<usize>)]
     pub micro_batches: Option<usize>,
+    /// --parallel data|zero1: sum the gradient buckets over the ranks while
+    /// the backward still runs (on, the default) or after it (off: the
+    /// baseline; the results are the same bit for bit).
+    #[arg(long, value_enum)]
+    pub overlap_comm: Option<super::parallel::OnOff>,
+    /// --parallel data|zero1: size of the gradient buckets in KiB (a bucket
+    /// is exchanged once all its gradients are final; default 4096).
+    #[arg(long, value_parser = at_least_one::<usize>)]
+    pub bucket_kb: Option<usize>,
     /// Seconds a --parallel rank waits for another before failing with that
     /// rank named.
     #[arg(long, default_value_t = 300.0, value_parser = positive)]

@@ -21,6 +21,8 @@ const RESUME_FLAGS: &[&str] = &[
     "power-watts",
     "parallel",
     "dist-timeout",
+    "overlap-comm",
+    "bucket-kb",
     "stages",
     "micro-batches",
 ];

@@ -4,6 +4,13 @@
 //! (as llm.c does it): each rank keeps the AdamW moments of 1/N of every
 //! bucket, updates only that part after the reduce-scatter, and the updated
 //! values are all-gathered.
+//!
+//! The buckets are exchanged while the backward still runs (natively, when
+//! the communicator may move to another thread): the trainer reports each
+//! param whose gradient is final ([`Parallelism::grad_ready`]), a bucket whose
+//! params are all final is read back at once and summed on a thread of its own
+//! (`dist::overlap`), and [`Parallelism::update`] waits only for what is left.
+//! The same sums in the same order as without overlap: bit for bit the same.
 
 use super::{fnv1a, shard_range, Comm, CommStats, FNV_OFFSET};
 use crate::autograd::Param;
@@ -15,6 +22,7 @@ use crate::train::parallel::Parallelism;
 use crate::train::EvalMetrics;
 use serde_json::Value;
 use std::ops::Range;
+use std::time::Instant;
 
 /// How the ranks share the work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,7 +66,10 @@ struct ZeroShard {
 
 /// [`Parallelism`] by data parallelism over a [`Comm`] (see the module doc).
 pub struct DataParallel {
-    comm: Box<dyn Comm>,
+    /// None only while a step's exchange thread holds it.
+    comm: Option<Box<dyn Comm + Send>>,
+    rank: usize,
+    world: usize,
     mode: ParallelMode,
     gpu: Gpu,
     /// The trainable params, in the trainer's order.
@@ -70,6 +81,40 @@ pub struct DataParallel {
     /// Bytes of optimiser state on this rank and for the whole model.
     optimizer_bytes: (u64, u64),
     steps: u64,
+    /// Exchange buckets during the backward (see the module doc).
+    overlap: bool,
+    /// The bucket of each param.
+    bucket_of: Vec<usize>,
+    /// Which params' gradients are final in this step's backward.
+    ready: Vec<bool>,
+    #[cfg(not(target_arch = "wasm32"))]
+    exchange: Option<super::overlap::Exchange>,
+    /// Each step's seconds of gradient exchange, and of it those the step
+    /// waited for after the backward.
+    exchange_seconds: Vec<(f64, f64)>,
+}
+
+/// The time data parallel spent exchanging gradients ([`DataParallel::exchange_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ExchangeStats {
+    /// Steps measured.
+    pub steps: u64,
+    /// Mean seconds per step spent in the gradient reductions (waiting for
+    /// the other ranks included).
+    pub comm_seconds: f64,
+    /// Mean seconds per step the step waited for them after its backward
+    /// (all of `comm_seconds` without overlap).
+    pub exposed_seconds: f64,
+}
+
+impl ExchangeStats {
+    /// The share of the exchange hidden behind the backward: 1 - exposed / comm.
+    pub fn overlap(&self) -> f64 {
+        match self.comm_seconds > 0.0 {
+            true => 1.0 - self.exposed_seconds / self.comm_seconds,
+            false => 0.0,
+        }
+    }
 }
 
 /// Gradient bucket size: big enough that per-message latency is small, small
@@ -79,9 +124,10 @@ pub const DEFAULT_BUCKET_BYTES: usize = 4 << 20;
 impl DataParallel {
     /// Data parallel over `comm` for the trainable ones of `params` (the
     /// task's, in its order), gradients in buckets of about `bucket_bytes`;
-    /// `saves`: the run writes checkpoints (rank 0 does).
+    /// `saves`: the run writes checkpoints (rank 0 does). The buckets are
+    /// exchanged during the backward where possible ([`DataParallel::with_overlap`]).
     pub fn new(
-        comm: Box<dyn Comm>,
+        comm: Box<dyn Comm + Send>,
         mode: ParallelMode,
         gpu: &Gpu,
         params: &[Param],
@@ -94,9 +140,11 @@ impl DataParallel {
             .cloned()
             .collect();
         let mut buckets = Vec::new();
+        let mut bucket_of = Vec::with_capacity(params.len());
         let (mut start, mut len) = (0, 0);
         for (i, p) in params.iter().enumerate() {
             len += p.value().numel();
+            bucket_of.push(buckets.len());
             if len * 4 >= bucket_bytes || i + 1 == params.len() {
                 buckets.push(Bucket {
                     params: start..i + 1,
@@ -106,8 +154,16 @@ impl DataParallel {
             }
         }
         DataParallel {
-            comm,
+            rank: comm.rank(),
+            world: comm.size(),
+            overlap: comm.movable_between_threads() && cfg!(not(target_arch = "wasm32")),
+            comm: Some(comm),
             mode,
+            ready: vec![false; params.len()],
+            bucket_of,
+            #[cfg(not(target_arch = "wasm32"))]
+            exchange: None,
+            exchange_seconds: Vec::new(),
             gpu: gpu.clone(),
             params,
             buckets,
@@ -119,9 +175,89 @@ impl DataParallel {
         }
     }
 
+    /// Whether to exchange the gradient buckets during the backward (the
+    /// default where the communicator may move to another thread) or after
+    /// it. Both give the same results bit for bit.
+    pub fn with_overlap(mut self, on: bool) -> DataParallel {
+        self.overlap = on
+            && cfg!(not(target_arch = "wasm32"))
+            && self
+                .comm
+                .as_ref()
+                .is_some_and(|c| c.movable_between_threads());
+        self
+    }
+
     /// Communication so far.
     pub fn stats(&self) -> CommStats {
-        self.comm.stats()
+        self.comm.as_ref().map(|c| c.stats()).unwrap_or_default()
+    }
+
+    /// The gradient exchange's time per step, over the steps after the
+    /// first (which builds the GPU pipelines, so ranks wait for each other),
+    /// or over the first when it is the only one.
+    pub fn exchange_stats(&self) -> ExchangeStats {
+        let measured = match self.exchange_seconds.len() {
+            0 | 1 => &self.exchange_seconds[..],
+            _ => &self.exchange_seconds[1..],
+        };
+        let n = measured.len().max(1) as f64;
+        ExchangeStats {
+            steps: measured.len() as u64,
+            comm_seconds: measured.iter().map(|s| s.0).sum::<f64>() / n,
+            exposed_seconds: measured.iter().map(|s| s.1).sum::<f64>() / n,
+        }
+    }
+
+    /// The communicator (error: a step's exchange thread died with it).
+    fn comm(&mut self) -> Result<&mut (dyn Comm + Send)> {
+        match &mut self.comm {
+            Some(c) => Ok(c.as_mut()),
+            None => Err(Error::invalid(
+                "train --parallel",
+                "the communicator was lost with the gradient exchange thread",
+            )),
+        }
+    }
+
+    /// The reduction of each bucket's gradients: the sum (data parallel) or
+    /// this rank's shard of it (ZeRO-1), by bucket. What the backward did not
+    /// hand over already is read back and reduced now, in bucket order.
+    fn reduced_buckets(&mut self) -> Result<Vec<Vec<f32>>> {
+        let mut reduced: Vec<Option<Vec<f32>>> = vec![None; self.buckets.len()];
+        let (mut comm_s, mut exposed_s) = (0.0, 0.0);
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(mut exchange) = self.exchange.take() {
+            for (bi, b) in self.buckets.iter().enumerate() {
+                if !b.params.clone().all(|i| self.ready[i]) {
+                    exchange.send(bi, self.bucket_grads(b)?);
+                }
+            }
+            let done = exchange.finish()?;
+            self.comm = Some(done.comm);
+            for (bi, r) in done.reduced? {
+                reduced[bi] = Some(r);
+            }
+            (comm_s, exposed_s) = (done.comm_seconds, done.exposed_seconds);
+        }
+        self.ready.fill(false);
+        let missing: Vec<usize> = (0..reduced.len())
+            .filter(|&bi| reduced[bi].is_none())
+            .collect();
+        for bi in missing {
+            let host = self.bucket_grads(&self.buckets[bi])?;
+            let t0 = Instant::now();
+            let mode = self.mode;
+            let comm = self.comm()?;
+            reduced[bi] = Some(match mode {
+                ParallelMode::Data => comm.all_reduce_sum(&host)?,
+                ParallelMode::Zero1 => comm.reduce_scatter_sum(&host)?,
+            });
+            let s = t0.elapsed().as_secs_f64();
+            (comm_s, exposed_s) = (comm_s + s, exposed_s + s);
+        }
+        self.exchange_seconds.push((comm_s, exposed_s));
+        Ok(reduced.into_iter().flatten().collect())
     }
 
     /// Bytes of optimiser state (moments) on this rank.
@@ -158,7 +294,7 @@ impl DataParallel {
 
     /// ZeRO-1: this rank's pieces of every bucket, from the params' values now.
     fn make_pieces(&self) -> Result<Vec<Piece>> {
-        let (n, me) = (self.comm.size(), self.comm.rank());
+        let (n, me) = (self.world, self.rank);
         let mut pieces = Vec::new();
         for (bi, b) in self.buckets.iter().enumerate() {
             let mine = shard_range(b.len, n, me);
@@ -191,12 +327,9 @@ impl DataParallel {
     }
 
     fn update_zero(&mut self, lr: f32, micro_batches: u32) -> Result<()> {
-        let world = self.comm.size() as u32;
-        let mut shards = Vec::with_capacity(self.buckets.len());
-        for b in &self.buckets {
-            let host = self.bucket_grads(b)?;
-            shards.push(self.comm.reduce_scatter_sum(&host)?);
-        }
+        let world = self.world as u32;
+        let mut shards = self.reduced_buckets()?;
+        let comm = self.comm.as_mut().ok_or_else(not_begun)?;
         let zero = self.zero.as_mut().ok_or_else(not_begun)?;
         if let Some(max) = zero.max_grad_norm {
             // The global norm of the summed gradients from each rank's shard,
@@ -206,7 +339,7 @@ impl DataParallel {
                 .flatten()
                 .map(|&g| (g as f64) * g as f64)
                 .sum();
-            let norm = self.comm.all_reduce_f64(&[local])?[0].sqrt() as f32;
+            let norm = comm.all_reduce_f64(&[local])?[0].sqrt() as f32;
             let scale = (max * (micro_batches * world) as f32 / (norm + 1e-6)).min(1.0);
             self.grad_norm = Some(norm);
             if scale < 1.0 {
@@ -226,7 +359,7 @@ impl DataParallel {
             for piece in zero.pieces.iter().filter(|p| p.bucket == bi) {
                 mine.extend(piece.value.value().to_vec()?);
             }
-            let all = self.comm.all_gather(&mine, b.len)?;
+            let all = comm.all_gather(&mine, b.len)?;
             let mut at = 0;
             for p in &self.params[b.params.clone()] {
                 let n = p.value().numel();
@@ -253,15 +386,15 @@ fn state_bytes(opt: &Optimizer) -> u64 {
 
 impl Parallelism for DataParallel {
     fn rank(&self) -> usize {
-        self.comm.rank()
+        self.rank
     }
 
     fn world(&self) -> usize {
-        self.comm.size()
+        self.world
     }
 
     fn begin(&mut self, fingerprint: &Value, optimizer: Optimizer) -> Result<Optimizer> {
-        check_same_everywhere(&mut *self.comm, fingerprint)?;
+        check_same_everywhere(self.comm()?, fingerprint)?;
         let full_bytes = state_bytes(&optimizer);
         if self.mode == ParallelMode::Data {
             self.optimizer_bytes = (full_bytes, full_bytes);
@@ -303,18 +436,51 @@ impl Parallelism for DataParallel {
         if self.mode == ParallelMode::Zero1 {
             return self.update_zero(lr, micro_batches);
         }
-        for b in &self.buckets {
-            let host = self.bucket_grads(b)?;
-            let summed = self.comm.all_reduce_sum(&host)?;
-            self.set_grads(b, &summed)?;
+        let summed = self.reduced_buckets()?;
+        for (b, summed) in self.buckets.iter().zip(&summed) {
+            self.set_grads(b, summed)?;
         }
         // The gradients now hold sums over every rank's micro-batches.
-        optimizer.step(lr, micro_batches * self.comm.size() as u32)
+        optimizer.step(lr, micro_batches * self.world as u32)
+    }
+
+    fn wants_ready_grads(&self) -> bool {
+        self.overlap
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn grad_ready(&mut self, param: &Param) -> Result<()> {
+        let Some(pi) = self.params.iter().position(|p| p.same_as(param)) else {
+            return Ok(());
+        };
+        self.ready[pi] = true;
+        let bi = self.bucket_of[pi];
+        let range = self.buckets[bi].params.clone();
+        let grads: Option<Vec<(Option<Tensor>, usize)>> =
+            range.clone().all(|i| self.ready[i]).then(|| {
+                range
+                    .map(|i| (self.params[i].grad(), self.params[i].value().numel()))
+                    .collect()
+            });
+        if self.exchange.is_none() {
+            let comm = self.comm.take().ok_or_else(not_begun)?;
+            let reduce = match self.mode {
+                ParallelMode::Data => super::overlap::Reduce::AllReduce,
+                ParallelMode::Zero1 => super::overlap::Reduce::ReduceScatter,
+            };
+            self.exchange = Some(super::overlap::Exchange::start(&self.gpu, comm, reduce)?);
+        }
+        let exchange = self.exchange.as_mut().ok_or_else(not_begun)?;
+        match grads {
+            Some(grads) => exchange.read(bi, &grads),
+            // Hand over what arrived meanwhile.
+            None => exchange.hand_over(false),
+        }
     }
 
     fn mean_loss(&mut self, loss: f32) -> Result<f32> {
-        let sum = self.comm.all_reduce_f64(&[loss as f64])?[0];
-        Ok((sum / self.comm.size() as f64) as f32)
+        let sum = self.comm()?.all_reduce_f64(&[loss as f64])?[0];
+        Ok((sum / self.world as f64) as f32)
     }
 
     fn reduce_eval(&mut self, local: EvalMetrics) -> Result<EvalMetrics> {
@@ -325,7 +491,7 @@ impl Parallelism for DataParallel {
             ));
         }
         let t = local.tokens as f64;
-        let sums = self.comm.all_reduce_f64(&[local.loss * t, t])?;
+        let sums = self.comm()?.all_reduce_f64(&[local.loss * t, t])?;
         let loss = sums[0] / sums[1].max(1.0);
         Ok(EvalMetrics {
             loss,
@@ -343,7 +509,8 @@ impl Parallelism for DataParallel {
         let Some(zero) = &self.zero else {
             return Ok(None);
         };
-        let writer = self.comm.rank() == 0;
+        let comm = self.comm.as_mut().ok_or_else(not_begun)?;
+        let writer = self.rank == 0;
         let full = match writer {
             true => Some(Optimizer::new(
                 &self.gpu,
@@ -362,7 +529,7 @@ impl Parallelism for DataParallel {
                         mine.extend(state[slot].to_vec()?);
                     }
                 }
-                let all = self.comm.all_gather(&mine, b.len)?;
+                let all = comm.all_gather(&mine, b.len)?;
                 let Some(full) = &full else { continue };
                 let mut at = 0;
                 for p in &self.params[b.params.clone()] {
@@ -385,15 +552,17 @@ impl Parallelism for DataParallel {
     }
 
     fn summary(&self) -> String {
-        let s = self.comm.stats();
+        let s = self.stats();
+        let x = self.exchange_stats();
         let (mine, full) = self.optimizer_bytes;
         let steps = self.steps.max(1) as f64;
         format!(
             "rank {} of {}: {}, optimiser state {} bytes on this rank ({} for the whole model); \
              {} gradient buckets; communication {:.3} s ({:.1} ms per step), {} bytes sent \
-             ({:.0} per step) over {} steps",
-            self.comm.rank(),
-            self.comm.size(),
+             ({:.0} per step) over {} steps; gradient exchange {:.1} ms per step, {:.1} ms of it \
+             after the backward (overlap {}, {:.0}% hidden; means over {} steps after the first)",
+            self.rank,
+            self.world,
             match self.mode {
                 ParallelMode::Data => "data parallel",
                 ParallelMode::Zero1 => "data parallel with ZeRO-1 optimiser sharding",
@@ -405,7 +574,12 @@ impl Parallelism for DataParallel {
             1e3 * s.seconds / steps,
             s.bytes_sent,
             s.bytes_sent as f64 / steps,
-            self.steps
+            self.steps,
+            1e3 * x.comm_seconds,
+            1e3 * x.exposed_seconds,
+            if self.overlap { "on" } else { "off" },
+            100.0 * x.overlap(),
+            x.steps,
         )
     }
 }

@@ -11,6 +11,8 @@
 pub mod data_parallel;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+#[cfg(not(target_arch = "wasm32"))]
+mod overlap;
 pub mod pipeline;
 
 pub use data_parallel::{DataParallel, ParallelMode};
@@ -55,6 +57,12 @@ pub trait Comm {
     ) -> Result<Vec<Vec<u8>>>;
     /// Communication done so far.
     fn stats(&self) -> CommStats;
+    /// Whether this communicator may be used from another thread than the
+    /// one that made it (one thread at a time): data parallel then sums
+    /// gradients on a thread of its own while the backward runs.
+    fn movable_between_threads(&self) -> bool {
+        true
+    }
 
     /// Sums `data` (the same length on every rank) over the ranks and returns
     /// this rank's part of the sum, the elements [`shard_range`] gives it.

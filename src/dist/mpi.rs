@@ -4,6 +4,7 @@
 
 use super::{Comm, CommStats};
 use crate::error::{Error, Result};
+use mpi::environment::Threading;
 use mpi::ffi;
 use mpi::topology::Communicator;
 use std::os::raw::{c_int, c_void};
@@ -26,6 +27,8 @@ pub struct MpiComm {
     size: usize,
     timeout: Duration,
     stats: CommStats,
+    /// MPI may be called from any thread, one at a time.
+    threads: bool,
 }
 
 /// True when this process was started by an MPI launcher (`mpirun`,
@@ -50,18 +53,22 @@ impl MpiComm {
                  --parallel data` (N processes, one per GPU)",
             ));
         }
-        let universe = mpi::initialize().ok_or_else(|| {
-            Error::invalid(
-                "train --parallel",
-                "MPI is already initialised in this process",
-            )
-        })?;
+        // Serialized: the gradient exchange calls MPI from a thread of its
+        // own while the backward runs (never two threads at once).
+        let (universe, threading) = mpi::initialize_with_threading(Threading::Serialized)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "train --parallel",
+                    "MPI is already initialised in this process",
+                )
+            })?;
         let world = universe.world();
         let comm = MpiComm {
             rank: world.rank() as usize,
             size: world.size() as usize,
             timeout,
             stats: CommStats::default(),
+            threads: matches!(threading, Threading::Serialized | Threading::Multiple),
         };
         Ok((
             comm,
@@ -91,6 +98,10 @@ impl Comm for MpiComm {
 
     fn stats(&self) -> CommStats {
         self.stats
+    }
+
+    fn movable_between_threads(&self) -> bool {
+        self.threads
     }
 
     fn exchange(&mut self, to: &[&[u8]], expect: &[usize]) -> Result<Vec<Vec<u8>>> {

@@ -11,6 +11,8 @@ use super::readback::{MapFuture, WorkDoneFuture};
 use super::Gpu;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
+#[cfg(not(target_arch = "wasm32"))]
+use std::sync::{Arc, Mutex};
 
 /// Uniform arena size: 4096 dispatches per submit before an early flush.
 const ARENA_BYTES: u64 = 1 << 20;
@@ -172,18 +174,19 @@ impl Batch {
         }
     }
 
-    /// Submits everything encoded so far (one `queue.submit`).
-    fn submit(&mut self, gpu: &Gpu) {
+    /// Submits everything encoded so far (one `queue.submit`); the
+    /// submission's index, None when nothing was encoded.
+    fn submit(&mut self, gpu: &Gpu) -> Option<wgpu::SubmissionIndex> {
         self.pass = None;
-        if let Some(encoder) = self.encoder.take() {
-            let g = &gpu.inner;
-            if !self.staged.is_empty() {
-                g.queue.write_buffer(&self.arena, 0, &self.staged);
-                self.staged.clear();
-            }
-            g.queue.submit([encoder.finish()]);
-            Counters::add(&g.counters.submits, 1);
+        let encoder = self.encoder.take()?;
+        let g = &gpu.inner;
+        if !self.staged.is_empty() {
+            g.queue.write_buffer(&self.arena, 0, &self.staged);
+            self.staged.clear();
         }
+        let index = g.queue.submit([encoder.finish()]);
+        Counters::add(&g.counters.submits, 1);
+        Some(index)
     }
 }
 
@@ -529,6 +532,55 @@ impl Gpu {
         Ok(out)
     }
 
+    /// Starts copying the bytes of several tensors back to the host without
+    /// waiting for them: one staging buffer, one submit (of everything encoded
+    /// so far, the copies last), one map. The GPU keeps working and the
+    /// caller keeps encoding; [`PendingRead::wait`] collects the bytes.
+    /// Native only (the browser has no blocking wait).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Device`](crate::ErrorKind::Device) as [`Gpu::flush`].
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn start_read_many(&self, tensors: &[&Tensor]) -> Result<PendingRead> {
+        let g = &self.inner;
+        let sizes: Vec<(u64, u64)> = tensors
+            .iter()
+            .map(|t| (t.nbytes().next_multiple_of(4), t.nbytes()))
+            .collect();
+        let total: u64 = sizes.iter().map(|s| s.0).sum::<u64>().max(4);
+        let staging = BufferPool::take(g, total, READBACK_USAGE, "wgformer readback", false);
+        let index = {
+            let mut batch = self.batch();
+            let encoder = batch.encoder(&g.device);
+            let mut offset = 0;
+            for (t, &(size, _)) in tensors.iter().zip(&sizes) {
+                if size > 0 {
+                    encoder.copy_buffer_to_buffer(t.buffer(), 0, &staging.buffer, offset, size);
+                }
+                offset += size;
+            }
+            batch.submit(self)
+        }
+        .ok_or_else(|| Error::Gpu("internal: the readback's copies were not submitted".into()))?;
+        Counters::add(&g.counters.readbacks, 1);
+        self.take_device_error()?;
+        let mapped = Arc::new(Mutex::new(None));
+        let slot = mapped.clone();
+        staging
+            .buffer
+            .map_async(wgpu::MapMode::Read, 0..total, move |r| {
+                *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+            });
+        Ok(PendingRead {
+            gpu: self.clone(),
+            staging,
+            sizes,
+            total,
+            index,
+            mapped,
+        })
+    }
+
     /// Runs `encode` inside a compute pass of its own with GPU timestamps at its
     /// start and end, and returns the pass's GPU time in milliseconds. `None` when
     /// the adapter has no timestamp queries (callers then time the wall clock).
@@ -613,6 +665,76 @@ impl Gpu {
     pub fn trim(&self) {
         self.inner.pipelines.clear_bind_groups();
         self.inner.pool.trim();
+    }
+}
+
+/// A readback under way ([`Gpu::start_read_many`]).
+#[cfg(not(target_arch = "wasm32"))]
+pub struct PendingRead {
+    gpu: Gpu,
+    staging: super::pool::PooledBuffer,
+    /// Each tensor's (bytes in the staging buffer, its own bytes).
+    sizes: Vec<(u64, u64)>,
+    total: u64,
+    /// The submission holding the copies: `wait` waits for it, not for
+    /// work submitted after it.
+    index: wgpu::SubmissionIndex,
+    /// Set by the map callback.
+    mapped: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>>,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl PendingRead {
+    fn map_done(&self) -> bool {
+        self.mapped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Whether the bytes have arrived (`wait` will not block). Polls the
+    /// device once without blocking, which runs the callbacks of finished work.
+    pub fn is_ready(&self) -> bool {
+        let _ = self.gpu.inner.device.poll(wgpu::PollType::Poll);
+        self.map_done()
+    }
+
+    /// Waits until the copies' submission is done and returns each tensor's
+    /// bytes, in the order given to [`Gpu::start_read_many`].
+    ///
+    /// # Errors
+    /// [`ErrorKind::Device`](crate::ErrorKind::Device) ([`Error::Gpu`]) when waiting on the device
+    /// or mapping the staging buffer fails, or wgpu reported an error meanwhile.
+    pub fn wait(self) -> Result<Vec<Vec<u8>>> {
+        if !self.map_done() {
+            self.gpu
+                .inner
+                .device
+                .poll(wgpu::PollType::Wait {
+                    submission_index: Some(self.index.clone()),
+                    timeout: None,
+                })
+                .map_err(|e| Error::Gpu(e.to_string()))?;
+        }
+        let mapped = self.mapped.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match mapped {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(Error::Gpu(format!("reading tensors back failed: {e}"))),
+            None => {
+                return Err(Error::Gpu(
+                    "reading tensors back failed: the map never completed".into(),
+                ))
+            }
+        }
+        let data = mapped_bytes(&self.staging.buffer, self.total)?;
+        self.gpu.take_device_error()?;
+        let mut out = Vec::with_capacity(self.sizes.len());
+        let mut offset = 0;
+        for &(size, bytes) in &self.sizes {
+            out.push(data[offset as usize..(offset + bytes) as usize].to_vec());
+            offset += size;
+        }
+        Ok(out)
     }
 }
 

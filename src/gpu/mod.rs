@@ -16,6 +16,8 @@ mod readback;
 #[cfg(not(target_arch = "wasm32"))]
 pub use adapter::describe_adapters;
 pub use adapter::AdapterChoice;
+#[cfg(not(target_arch = "wasm32"))]
+pub use batch::PendingRead;
 pub use batch::{Dispatch, Launch};
 pub use coop::{CoopMatrices, CoopMatrixConfig, CoopScalar, CoopUnavailable};
 pub use counters::Counters;

@@ -902,7 +902,7 @@ impl<'a> Trainer<'a> {
         // Mixed precision: the weights' f16 copies are made once for the step.
         let scaler = self.opt.grad_scaler().cloned();
         let half = scaler.as_ref().map(HalfWeights::new);
-        for _ in 0..accumulation {
+        for m in 0..accumulation {
             let index = self.state.micro_batches;
             let tape = match &half {
                 Some(half) => Tape::mixed(self.task.gpu(), half)?,
@@ -911,9 +911,15 @@ impl<'a> Trainer<'a> {
             let (loss, mb) = self
                 .task
                 .loss(&tape, index, eps, dropout_seed(seed, index))?;
-            match &scaler {
-                Some(scaler) => tape.backward_scaled(&loss, scaler)?,
-                None => tape.backward(&loss)?,
+            // The last micro-batch's backward finishes the gradients: a data
+            // parallel run starts sending each as soon as it is final.
+            match (&mut self.parallel, &scaler) {
+                (Some(p), _) if m + 1 == accumulation && p.wants_ready_grads() => tape
+                    .backward_with_ready(&loss, scaler.as_ref(), &mut |param| {
+                        p.grad_ready(param)
+                    })?,
+                (_, Some(scaler)) => tape.backward_scaled(&loss, scaler)?,
+                (_, None) => tape.backward(&loss)?,
             }
             out.losses.push(loss.value().clone());
             self.state.micro_batches += 1;

@@ -118,6 +118,21 @@ pub trait Parallelism {
     /// rank, communication so far.
     fn summary(&self) -> String;
 
+    /// Whether the trainer should call [`Parallelism::grad_ready`] during the
+    /// last backward of each step (false, the default: it is not called).
+    fn wants_ready_grads(&self) -> bool {
+        false
+    }
+    /// During the last backward pass of a step, as soon as `param`'s
+    /// gradient is final (the next call is [`Parallelism::update`]): data
+    /// parallel starts sending it while the backward goes on. Every rank
+    /// calls it for the same params in the same order.
+    ///
+    /// # Errors
+    /// The transport's and the device's errors.
+    fn grad_ready(&mut self, _param: &Param) -> Result<()> {
+        Ok(())
+    }
     /// How many micro-batch gradients each accumulation step's summed
     /// gradient holds: one per rank in data parallel (the default), the
     /// micro-batches of the global batch in a pipeline.

@@ -260,3 +260,78 @@ fn absurd_sizes_are_refused_naming_the_field() {
     };
     assert!(err.to_string().contains("n_layer 1000000000"), "{err}");
 }
+
+/// The gradients after two backward passes (accumulated), the second one
+/// through `backward_with_ready` when `hooked`; the hook's calls in order,
+/// each with whether the param had its gradient then.
+fn two_backwards(seed: u64, hooked: bool) -> (Vec<Vec<f32>>, Vec<(String, bool)>) {
+    let gpu = gpu();
+    let model = Gpt::new(
+        &gpu,
+        GptConfig {
+            n_layer: 2,
+            ..tiny()
+        },
+        seed,
+    )
+    .unwrap();
+    let (ids, targets) = batch(&gpu);
+    let loss = |tape: &Tape| {
+        let logits = model.forward(tape, &ids).unwrap();
+        tape.cross_entropy(&logits, &targets, &CrossEntropyOptions::default())
+            .unwrap()
+    };
+    let tape = Tape::new(&gpu);
+    tape.backward(&loss(&tape)).unwrap();
+    let tape = Tape::new(&gpu);
+    let second = loss(&tape);
+    let mut calls = Vec::new();
+    if hooked {
+        tape.backward_with_ready(&second, None, &mut |p| {
+            calls.push((p.name().to_string(), p.grad().is_some()));
+            Ok(())
+        })
+        .unwrap();
+    } else {
+        tape.backward(&second).unwrap();
+    }
+    let grads = model
+        .params()
+        .iter()
+        .map(|p| p.grad().unwrap().to_vec().unwrap())
+        .collect();
+    (grads, calls)
+}
+
+#[test]
+fn backward_with_ready_hands_each_param_over_early_with_backward_s_gradients() {
+    let (plain, _) = two_backwards(5, false);
+    let (hooked, calls) = two_backwards(5, true);
+    // Bit for bit: the same sums in the same order.
+    assert_eq!(plain, hooked);
+    let names: Vec<&str> = calls.iter().map(|c| c.0.as_str()).collect();
+    let mut once = names.clone();
+    once.sort_unstable();
+    once.dedup();
+    assert_eq!(
+        once.len(),
+        names.len(),
+        "a param handed over twice: {names:?}"
+    );
+    assert_eq!(names.len(), plain.len(), "{names:?}");
+    assert!(
+        calls.iter().all(|c| c.1),
+        "handed over without its gradient"
+    );
+    // Params finished only at the end of the walk would come in leaf order,
+    // `wte` (the first leaf) first. Handed over as the walk passes them, the
+    // last block's come before the first block's, and the tied `wte` (used
+    // first and last) comes at the end, with `wpe` (the first op takes both).
+    let first_h0 = names.iter().position(|n| n.starts_with("h.0.")).unwrap();
+    let last_h1 = names.iter().rposition(|n| n.starts_with("h.1.")).unwrap();
+    assert!(last_h1 < first_h0, "{names:?}");
+    assert!(
+        names[names.len() - 2..].contains(&"wte.weight"),
+        "{names:?}"
+    );
+}
