@@ -619,12 +619,22 @@ mod over_mpi {
         })
     }
 
-    fn run_and_signal_rank_1(name: &str, signal: &str, timeout_s: &str) -> (String, Duration) {
+    /// What [`run_and_signal_rank_1`] leaves: the run's stderr, how long it
+    /// took to end after the signal, and the scratch directory holding its
+    /// checkpoint (`ck`, saved every 2 steps).
+    struct Signalled {
+        log: String,
+        took: Duration,
+        scratch: TempDir,
+    }
+
+    fn run_and_signal_rank_1(name: &str, signal: &str, timeout_s: &str) -> Signalled {
         let scratch = TempDir::new(name);
         let data = text_file(&scratch);
         let ck = scratch.join("ck");
         let mut args = gpt_args(&data, &ck, "100000");
         args.extend(["--parallel", "data", "--dist-timeout", timeout_s].map(String::from));
+        args.extend(["--checkpoint-every", "2"].map(String::from));
         let mut child = mpirun(2, &args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -637,11 +647,15 @@ mod over_mpi {
             lines.collect::<Vec<_>>().join("\n")
         });
         // Wait until both ranks are past their first step (its shader
-        // compilation takes minutes on a loaded software adapter): rank 0
-        // logs step 2 only after exchanging step 2's gradients with rank 1.
+        // compilation takes minutes on a loaded software adapter) and a
+        // checkpoint is written: rank 0 logs step 2 only after exchanging
+        // step 2's gradients with rank 1.
         let step_log = wgformer::train::train_log_path(&ck);
+        let saved = ck.join("trainer_state.json");
         let started = Instant::now();
-        while std::fs::read_to_string(&step_log).map_or(0, |t| t.lines().count()) < 2 {
+        while std::fs::read_to_string(&step_log).map_or(0, |t| t.lines().count()) < 3
+            || !saved.is_file()
+        {
             if started.elapsed() > Duration::from_secs(900) {
                 let _ = child.kill();
                 let log = reader.join().unwrap();
@@ -672,20 +686,53 @@ mod over_mpi {
             .status();
         let log = reader.join().unwrap();
         assert!(!status.success(), "{log}");
-        (log, took)
+        Signalled { log, took, scratch }
     }
 
+    /// A killed rank ends the run, naming the rank; the last checkpoint
+    /// survives and the run resumes from it over the ranks again.
     #[test]
-    fn a_killed_rank_ends_the_run_with_its_rank_named() {
-        let (log, took) = run_and_signal_rank_1("killed_rank", "-KILL", "30");
+    fn a_killed_rank_ends_the_run_with_its_rank_named_and_the_run_resumes() {
+        let Signalled { log, took, scratch } = run_and_signal_rank_1("killed_rank", "-KILL", "30");
         // mpirun's own report (Open MPI: "process rank 1 with PID ... exited on signal 9").
         assert!(log.contains("rank 1 with PID"), "{log}");
         assert!(took < Duration::from_secs(60), "took {took:?}:\n{log}");
+
+        // mpirun returns once it has signalled the other ranks; wait until
+        // rank 0, which holds the checkpoint's lock, has gone too.
+        let ck = scratch.join("ck");
+        let lock: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(scratch.join("ck.lock")).unwrap()).unwrap();
+        let rank_0 = format!("/proc/{}/stat", lock["pid"]);
+        let t0 = Instant::now();
+        while std::fs::read_to_string(&rank_0).is_ok_and(|s| !s.contains(") Z"))
+            && t0.elapsed() < Duration::from_secs(60)
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(ck.join("trainer_state.json")).unwrap()).unwrap();
+        let saved = state["step"].as_u64().unwrap();
+        assert!(saved >= 2, "{state}");
+        let until = (saved + 2).to_string();
+        let args = [
+            "train",
+            "--resume",
+            s(&ck),
+            "--steps",
+            &until,
+            "--parallel",
+            "data",
+        ];
+        run_ok(mpirun(2, &args.map(String::from)));
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(ck.join("trainer_state.json")).unwrap()).unwrap();
+        assert_eq!(state["step"].as_u64(), Some(saved + 2), "{state}");
     }
 
     #[test]
     fn a_hung_rank_ends_the_run_after_the_timeout_with_its_rank_named() {
-        let (log, took) = run_and_signal_rank_1("hung_rank", "-STOP", "10");
+        let Signalled { log, took, .. } = run_and_signal_rank_1("hung_rank", "-STOP", "10");
         assert!(log.contains("waited 10 s for rank 1"), "{log}");
         assert!(took < Duration::from_secs(60), "took {took:?}:\n{log}");
     }

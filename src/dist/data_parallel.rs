@@ -436,6 +436,10 @@ impl Parallelism for DataParallel {
         if self.mode == ParallelMode::Zero1 {
             return self.update_zero(lr, micro_batches);
         }
+        if self.world == 1 {
+            // One rank: its gradients are the sums already.
+            return optimizer.step(lr, micro_batches);
+        }
         let summed = self.reduced_buckets()?;
         for (b, summed) in self.buckets.iter().zip(&summed) {
             self.set_grads(b, summed)?;
@@ -445,7 +449,9 @@ impl Parallelism for DataParallel {
     }
 
     fn wants_ready_grads(&self) -> bool {
-        self.overlap
+        // One rank in data parallel exchanges nothing (ZeRO-1 still moves its
+        // shard through the host).
+        self.overlap && !(self.world == 1 && self.mode == ParallelMode::Data)
     }
 
     #[cfg(not(target_arch = "wasm32"))]

@@ -277,12 +277,17 @@ fn is_alive(owner: &LockOwner) -> Option<bool> {
     }
 }
 
-/// Field 22 of `/proc/PID/stat`: when the process started, in clock ticks since boot.
+/// Field 22 of `/proc/PID/stat`: when the process started, in clock ticks
+/// since boot; None when no such process runs (a zombie, which has exited but
+/// was not reaped yet, counts as gone: a container's init may never reap it).
 fn process_start(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces.
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    after_name.split_whitespace().nth(19)?.parse().ok()
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    if matches!(fields.next(), Some("Z" | "X")) {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 fn host_name() -> String {
@@ -332,6 +337,32 @@ fn probe_writable(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A child that has exited but is not reaped yet (a zombie) no longer
+    /// holds a lock; a running one does.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_exited_unreaped_process_is_not_alive() {
+        let mut running = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        assert!(process_start(running.id()).is_some());
+        let _ = running.kill();
+        // Killed and not waited for: a zombie until `wait`.
+        let mut seen_zombie = false;
+        for _ in 0..100 {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", running.id())).unwrap();
+            if stat.contains(") Z") {
+                seen_zombie = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(seen_zombie, "the killed child never became a zombie");
+        assert_eq!(process_start(running.id()), None);
+        running.wait().unwrap();
+    }
 
     fn tmp(name: &str) -> PathBuf {
         let p =
