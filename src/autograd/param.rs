@@ -17,7 +17,7 @@ struct ParamInner {
     /// AdamW applies weight decay to it (false for biases and norm weights).
     decay: bool,
     trainable: AtomicBool,
-    /// Low-rank adapter factors added to the value by [`super::Tape::weight`].
+    /// Low-rank adapter factors whose term [`super::Tape::lora_delta`] gives.
     lora: Mutex<Option<Arc<LoraFactors>>>,
 }
 
@@ -97,7 +97,7 @@ impl Param {
     }
 
     /// Attaches (`Some`) or removes (`None`) a LoRA adapter: while one is attached,
-    /// [`super::Tape::weight`] gives the adapted weight.
+    /// the linear layers add its term ([`super::Tape::lora_delta`]).
     pub fn set_lora(&self, lora: Option<LoraFactors>) {
         *self.0.lora.lock().unwrap_or_else(|p| p.into_inner()) = lora.map(Arc::new);
     }

@@ -162,26 +162,22 @@ impl Tape {
         var
     }
 
-    /// A weight matrix as the model uses it: [`Tape::param`], plus
-    /// `scale * delta(A, B)` when a LoRA adapter is attached (see
-    /// [`super::LoraFactors`]). The frozen base gets no gradient; `A` and `B` do.
+    /// The LoRA term of a linear layer whose weight is `param`, for inputs
+    /// `x (N, in)`: `scale * (x A^T) B^T`, `(N, out)`, whatever `W`'s layout
+    /// (see [`super::LoraFactors`]); None when no adapter is attached. The
+    /// layer adds it to its `x W` (Hu et al. 2021, eq. 3, as PEFT computes
+    /// it), so `W + B A` is never formed: the frozen `W` is read as it is
+    /// stored and gets no gradient; `A` and `B` do.
     ///
     /// # Errors
-    /// With a LoRA adapter: as [`Tape::matmul`] for the factors' product. Without: never.
-    pub fn weight(&self, param: &Param) -> Result<Var> {
-        let w = self.param(param);
+    /// As [`Tape::matmul`] when `x`'s last axis is not the adapter's `in`.
+    pub fn lora_delta(&self, x: &Var, param: &Param) -> Result<Option<Var>> {
         let Some(lora) = param.lora() else {
-            return Ok(w);
+            return Ok(None);
         };
         let (a, b) = (self.param(&lora.a), self.param(&lora.b));
-        let delta = if lora.fan_in_fan_out {
-            // W (in, out) += A^T B^T: (in, r) (r, out).
-            self.matmul(&a, &b, true, true, lora.scale)?
-        } else {
-            // W (out, in) += B A: (out, r) (r, in).
-            self.matmul(&b, &a, false, false, lora.scale)?
-        };
-        self.add(&w, &delta)
+        let xa = self.matmul(x, &a, false, true, 1.0)?;
+        Ok(Some(self.matmul(&xa, &b, false, true, lora.scale)?))
     }
 
     /// Records `op` producing `value` when any input needs a gradient.

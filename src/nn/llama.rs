@@ -42,7 +42,10 @@ impl Proj {
     fn forward(&self, tape: &Tape, x: &Var) -> Result<Var> {
         let [b, t, c] = three_dims("Proj::forward", x.shape())?;
         let x2 = tape.reshape(x, &[b * t, c])?;
-        let y = tape.matmul(&x2, &tape.weight(&self.weight)?, false, true, 1.0)?;
+        let mut y = tape.matmul(&x2, &tape.param(&self.weight), false, true, 1.0)?;
+        if let Some(delta) = tape.lora_delta(&x2, &self.weight)? {
+            y = tape.add(&y, &delta)?;
+        }
         tape.reshape(&y, &[b, t, self.weight.value().shape()[0]])
     }
 }

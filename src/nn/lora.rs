@@ -3,10 +3,11 @@
 //! weights stay frozen. Which matrices get an adapter, how the factors start,
 //! and merging them into the weights for a plain checkpoint.
 //!
-//! The factors live on the adapted [`Param`] ([`Param::set_lora`]); the model's
-//! layers ask the tape for [`crate::autograd::Tape::weight`], which adds
-//! `scale * delta(A, B)`, so every model (GPT, Llama, encoder-decoder) gets LoRA
-//! without code of its own. The layout is PEFT's (`lora_A (r, in)`,
+//! The factors live on the adapted [`Param`] ([`Param::set_lora`]); the linear
+//! layers (the one of the GPT and the encoder-decoder, the Llama's projection)
+//! add [`crate::autograd::Tape::lora_delta`], `scale * (x A^T) B^T`, to their
+//! `x W`, so every model gets LoRA without code of its own and `W + B A` is
+//! never formed. The layout is PEFT's (`lora_A (r, in)`,
 //! `lora_B (out, r)`, `scale = lora_alpha / r`), so the adapter files
 //! [`crate::checkpoint`] writes load in Hugging Face's `peft`. Native only,
 //! like the trainer and checkpoints it serves (merging reads the factors back

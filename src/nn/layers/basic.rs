@@ -43,11 +43,16 @@ impl Linear {
     /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the last axis of `x`
     /// is not `in`; otherwise as [every kernel](crate::kernels#errors).
     pub fn forward(&self, tape: &Tape, x: &Var) -> Result<Var> {
-        tape.linear(
-            x,
-            &tape.weight(&self.weight)?,
-            Some(&tape.param(&self.bias)),
-        )
+        let y = tape.linear(x, &tape.param(&self.weight), Some(&tape.param(&self.bias)))?;
+        if self.weight.lora().is_none() {
+            return Ok(y);
+        }
+        let fin = self.weight.value().shape()[0];
+        let x2 = tape.reshape(x, &[x.value().numel() / fin.max(1), fin])?;
+        match tape.lora_delta(&x2, &self.weight)? {
+            Some(delta) => tape.add(&y, &tape.reshape(&delta, y.shape())?),
+            None => Ok(y),
+        }
     }
 
     /// Weight then bias.
