@@ -1288,6 +1288,46 @@ fn lora_fine_tunes_saves_peft_files_and_merges_into_a_plain_checkpoint() {
     assert!((score(&tuned) - score(&merged)).abs() < 1e-4);
     let err = fails(&["merge-lora", s(&base), "--out", s(&scratch.join("again"))]);
     assert!(err.contains("no LoRA adapter"), "{err}");
+
+    // The frozen base kept in f16: trains with mixed precision, is refused
+    // without it and without --lora-rank, naming the flag.
+    let half = scratch.join("half");
+    let mut args = vec![
+        "train",
+        "--model",
+        "gpt",
+        "--data",
+        s(&data),
+        "--init-from",
+        s(&base),
+        "--steps",
+        "2",
+        "--lora-rank",
+        "4",
+        "--lora-base-dtype",
+        "f16",
+        "--seq",
+        "16",
+        "--batch",
+        "4",
+    ];
+    let err = fails(&[&args[..], &["--precision", "f32", "--out", s(&half)]].concat());
+    assert!(err.contains("--precision f16"), "{err}");
+    args.extend(["--precision", "f16", "--out", s(&half)]);
+    ok(&args);
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(half.join("trainer_state.json")).unwrap()).unwrap();
+    assert_eq!(state["lora"]["f16_base"], true, "{state}");
+    let err = fails(&[
+        "train",
+        "--model",
+        "gpt",
+        "--data",
+        s(&data),
+        "--lora-base-dtype",
+        "f16",
+    ]);
+    assert!(err.contains("--lora-base-dtype sets up LoRA"), "{err}");
 }
 
 /// The sparse-attention flags: bad values are refused with the fix.

@@ -59,7 +59,7 @@ impl HalfWeights {
         if let Some(copy) = self.0.copies.borrow().get(&param.key()) {
             return Ok(copy.clone());
         }
-        let copy = cast_to_f16(param.value())?;
+        let copy = cast_to_f16(&param.value())?;
         self.0.copies.borrow_mut().insert(param.key(), copy.clone());
         Ok(copy)
     }

@@ -3,11 +3,11 @@
 use super::op::Op;
 use super::tape::{Tape, Var};
 use crate::error::{Error, Result};
-use crate::kernels::elementwise::{self, DropoutMask};
+use crate::kernels::elementwise::{self, cast_to_f16, DropoutMask};
 use crate::kernels::embedding;
 use crate::kernels::gemm::{gemm, GemmOptions};
 use crate::kernels::reduce::{reduce, Reduce};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 impl Tape {
     /// alpha * op(A) op(B) (see [`crate::kernels::gemm::gemm`] for shapes).
@@ -28,15 +28,7 @@ impl Tape {
             alpha,
             ..Default::default()
         };
-        // Mixed precision: f16 operands (f32 accumulation), saved for backward.
-        let (a, b, overflow) = match self.half() {
-            Some(half) => (
-                self.as_f16(a, &half)?,
-                self.as_f16(b, &half)?,
-                Some(half.scaler_state().clone()),
-            ),
-            None => (a.clone(), b.clone(), None),
-        };
+        let (a, b, overflow) = self.product_operands("matmul", a, b)?;
         let y = gemm(&a.value, &b.value, &opts)?;
         Ok(self.record(
             y,
@@ -62,22 +54,8 @@ impl Tape {
             bias: b.map(|b| &b.value),
             ..Default::default()
         };
-        // Mixed precision: x and W in f16 (W's copy made once per step), f32
-        // accumulation and output; the f16 values are what backward keeps.
-        let (x, w, overflow) = match self.half() {
-            Some(half) => (
-                self.as_f16(x, &half)?,
-                self.as_f16(w, &half)?,
-                Some(half.scaler_state().clone()),
-            ),
-            None => (x.clone(), w.clone(), None),
-        };
-        let x2 = if overflow.is_some() {
-            x.value.reshape(x2.shape())?
-        } else {
-            x2
-        };
-        let y2 = gemm(&x2, &w.value, &opts)?;
+        let (x, w, overflow) = self.product_operands("linear", x, w)?;
+        let y2 = gemm(&x.value.reshape(x2.shape())?, &w.value, &opts)?;
         let mut out_shape = x.shape().to_vec();
         *out_shape.last_mut().expect("rank checked") = y2.shape()[1];
         let y = y2.reshape(&out_shape)?;
@@ -90,6 +68,44 @@ impl Tape {
                 overflow,
             },
         ))
+    }
+
+    /// The operands of a product and the loss scaler's state its backward
+    /// casts the gradient with. Mixed precision: both in f16 (a weight's copy
+    /// made once per step; f32 accumulation and output), the f16 values being
+    /// what backward keeps. Otherwise as they are, unless one is f16 (a
+    /// frozen base kept in f16, [`crate::autograd::Param::freeze_in_f16`]):
+    /// then the product is an f16 one too, which only a mixed-precision tape
+    /// can differentiate (its gradient needs the loss scale).
+    fn product_operands(
+        &self,
+        op: &'static str,
+        a: &Var,
+        b: &Var,
+    ) -> Result<(Var, Var, Option<Tensor>)> {
+        if let Some(half) = self.half() {
+            let state = half.scaler_state().clone();
+            return Ok((self.as_f16(a, &half)?, self.as_f16(b, &half)?, Some(state)));
+        }
+        let f16 = |v: &Var| v.value.dtype() == DType::F16;
+        if !(f16(a) || f16(b)) {
+            return Ok((a.clone(), b.clone(), None));
+        }
+        if a.needs_grad || b.needs_grad {
+            return Err(Error::invalid(
+                op,
+                "a weight kept in f16 (--lora-base-dtype f16) trains with mixed precision only: \
+                 train with --precision f16",
+            ));
+        }
+        let cast = |v: &Var| -> Result<Var> {
+            let value = match f16(v) {
+                true => v.value.clone(),
+                false => cast_to_f16(&v.value)?,
+            };
+            Ok(Var { value, ..v.clone() })
+        };
+        Ok((cast(a)?, cast(b)?, None))
     }
 
     /// a + b, b's shape a suffix of a's (bias, residual).

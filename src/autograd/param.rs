@@ -1,10 +1,11 @@
 //! Trainable parameters: a value tensor updated in place by the optimiser, and a
 //! gradient slot that backward passes accumulate into until `zero_grad`.
 
-use crate::error::Result;
-use crate::tensor::Tensor;
+use crate::error::{Error, Result};
+use crate::kernels::elementwise::cast_to_f16;
+use crate::tensor::{DType, Tensor};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// A named parameter. Cloning shares it (same value buffer, same gradient).
 #[derive(Clone)]
@@ -12,7 +13,8 @@ pub struct Param(Arc<ParamInner>);
 
 struct ParamInner {
     name: String,
-    value: Tensor,
+    /// Replaced only to change how a frozen value is stored ([`Param::freeze_in_f16`]).
+    value: RwLock<Tensor>,
     grad: Mutex<Option<Tensor>>,
     /// AdamW applies weight decay to it (false for biases and norm weights).
     decay: bool,
@@ -40,7 +42,7 @@ pub struct LoraFactors {
 
 impl std::fmt::Debug for Param {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Param({}, {:?})", self.0.name, self.0.value.shape())
+        write!(f, "Param({}, {:?})", self.0.name, self.value().shape())
     }
 }
 
@@ -58,7 +60,7 @@ impl Param {
     fn build(name: String, value: Tensor, decay: bool) -> Param {
         Param(Arc::new(ParamInner {
             name,
-            value,
+            value: RwLock::new(value),
             grad: Mutex::new(None),
             decay,
             trainable: AtomicBool::new(true),
@@ -70,9 +72,47 @@ impl Param {
     pub fn name(&self) -> &str {
         &self.0.name
     }
-    /// The current value (updated in place by the optimiser).
-    pub fn value(&self) -> &Tensor {
-        &self.0.value
+    /// The current value (updated in place by the optimiser): a handle on
+    /// the parameter's buffer.
+    pub fn value(&self) -> Tensor {
+        self.0
+            .value
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Freezes the parameter and keeps its value in f16 from now on (half
+    /// the memory: LoRA's frozen base, `--lora-base-dtype f16`). Its products
+    /// then run in f16 with f32 accumulation: on a mixed-precision tape as
+    /// every weight does, on another only without gradients (evaluation,
+    /// generation). The f32 buffer is freed once no other handle holds it.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when the value is not f32
+    /// or f16; otherwise as the cast kernel ([every kernel](crate::kernels#errors)).
+    pub fn freeze_in_f16(&self) -> Result<()> {
+        self.set_trainable(false);
+        let value = self.value();
+        let half = match value.dtype() {
+            DType::F16 => return Ok(()),
+            DType::F32 => cast_to_f16(&value)?,
+            DType::U32 => {
+                return Err(Error::invalid(
+                    "Param::freeze_in_f16",
+                    format!("{} holds u32 values", self.name()),
+                ))
+            }
+        };
+        *self.0.value.write().unwrap_or_else(|p| p.into_inner()) = half;
+        Ok(())
+    }
+
+    /// Replaces a frozen f16 value by `value` (f32, the same shape): merging
+    /// an adapter into a base kept in f16.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn replace_value(&self, value: Tensor) {
+        *self.0.value.write().unwrap_or_else(|p| p.into_inner()) = value;
     }
     /// Whether AdamW's decoupled weight decay applies (not to biases and norm gains).
     pub fn decays(&self) -> bool {

@@ -98,12 +98,14 @@ pub(super) fn model_bytes(
     values: &[Vec<f32>],
     dtype: SaveDtype,
 ) -> Result<Vec<u8>> {
+    let shapes: Vec<Vec<usize>> = params.iter().map(|p| p.value().shape().to_vec()).collect();
     let tensors: Vec<TensorRef> = params
         .iter()
         .zip(values)
-        .map(|(p, v)| TensorRef {
+        .zip(&shapes)
+        .map(|((p, v), shape)| TensorRef {
             name: p.name(),
-            shape: p.value().shape(),
+            shape,
             data: v,
         })
         .collect();

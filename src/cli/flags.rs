@@ -167,6 +167,15 @@ impl From<PrecisionFlag> for wgformer::train::Precision {
     }
 }
 
+/// `--lora-base-dtype` of `train`: how the frozen base's linear weights are kept.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoraBaseDtype {
+    /// As trained (f32).
+    F32,
+    /// Half floats: half their memory (needs --precision f16).
+    F16,
+}
+
 /// `--save-dtype` of `train` and `merge-lora` (wgformer::checkpoint::SaveDtype).
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SaveDtypeFlag {

@@ -222,6 +222,10 @@ pub struct TrainArgs {
     /// (c_attn, q_proj, h.0.mlp.c_fc, ...).
     #[arg(long, value_delimiter = ',', default_value = "attn")]
     pub lora_targets: Vec<String>,
+    /// LoRA: keep the frozen base's linear weights in f16 (half their memory;
+    /// trains with --precision f16) or as they are (f32).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub lora_base_dtype: super::flags::LoraBaseDtype,
     /// Translations to print at the end (encdec).
     #[arg(long, default_value_t = 10)]
     pub show: usize,
@@ -337,7 +341,7 @@ pub fn check_flags(a: &TrainArgs) -> Result<()> {
             "--freeze-embeddings and --freeze-layers fine-tune a trained model: add --init-from CHECKPOINT",
         ));
     }
-    if a.init_from.is_none() && a.lora_rank.is_none() {
+    if a.lora_rank.is_none() {
         let lora_flag = a.given.iter().find(|f| f.starts_with("lora-"));
         if let Some(flag) = lora_flag {
             return Err(usage(format!(
@@ -366,7 +370,13 @@ pub fn check_flags(a: &TrainArgs) -> Result<()> {
 /// The LoRA options of a new run (`--lora-rank`).
 fn lora_options(a: &TrainArgs) -> Result<Option<LoraOptions>> {
     a.lora_rank
-        .map(|rank| LoraOptions::new(rank, a.lora_alpha, a.lora_targets.clone()))
+        .map(|rank| {
+            let f16_base = a.lora_base_dtype == super::flags::LoraBaseDtype::F16;
+            Ok(
+                LoraOptions::new(rank, a.lora_alpha, a.lora_targets.clone())?
+                    .with_f16_base(f16_base),
+            )
+        })
         .transpose()
 }
 

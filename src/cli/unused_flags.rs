@@ -66,6 +66,7 @@ const ICL_IGNORED: &[&str] = &[
     "lora-rank",
     "lora-alpha",
     "lora-targets",
+    "lora-base-dtype",
     "batch-tokens",
     "d-ff",
     "dropout",

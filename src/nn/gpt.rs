@@ -422,11 +422,11 @@ impl Gpt {
     /// a sequence longer than `n_positions`; [`Error::Shape`] when host ids do
     /// not fill their shape or a tensor is not `(B, T)` u32.
     pub fn logits<'a>(&self, ids: impl Into<TokenIds<'a>>) -> Result<Tensor> {
-        let gpu = self.whole("Gpt::logits")?.0.weight.value().gpu();
+        let gpu = self.whole("Gpt::logits")?.0.weight.value().gpu().clone();
         let ids = ids
             .into()
-            .to_tensor(gpu, self.config.vocab_size, "Gpt::logits", "ids")?;
-        let tape = Tape::no_grad(gpu);
+            .to_tensor(&gpu, self.config.vocab_size, "Gpt::logits", "ids")?;
+        let tape = Tape::no_grad(&gpu);
         Ok(self.forward(&tape, &ids)?.value().clone())
     }
 

@@ -415,11 +415,11 @@ impl Llama {
     /// u32, or a sequence longer than `max_position_embeddings`; otherwise as [every
     /// kernel](crate::kernels#errors).
     pub fn logits<'a>(&self, ids: impl Into<TokenIds<'a>>) -> Result<Tensor> {
-        let gpu = self.embed_tokens.weight.value().gpu();
+        let gpu = self.embed_tokens.weight.value().gpu().clone();
         let ids = ids
             .into()
-            .to_tensor(gpu, self.config.vocab_size, "Llama::logits", "ids")?;
-        let tape = Tape::no_grad(gpu);
+            .to_tensor(&gpu, self.config.vocab_size, "Llama::logits", "ids")?;
+        let tape = Tape::no_grad(&gpu);
         Ok(self.forward(&tape, &ids)?.value().clone())
     }
 

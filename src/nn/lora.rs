@@ -33,6 +33,10 @@ pub struct LoraOptions {
     /// `target_modules` takes them (`c_attn`, `q_proj`, `h.0.mlp.c_fc`: a module
     /// whose dotted name ends with it).
     pub targets: Vec<String>,
+    /// The frozen base's linear weights kept in f16 (`--lora-base-dtype
+    /// f16`, half their memory; needs mixed precision, `--precision f16`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub f16_base: bool,
 }
 
 impl LoraOptions {
@@ -45,9 +49,16 @@ impl LoraOptions {
             rank,
             alpha,
             targets,
+            f16_base: false,
         };
         options.validate()?;
         Ok(options)
+    }
+
+    /// The same options with the frozen base's linear weights kept in f16
+    /// (`true`) or f32.
+    pub fn with_f16_base(self, f16_base: bool) -> LoraOptions {
+        LoraOptions { f16_base, ..self }
     }
 
     /// `alpha / rank`, the factor on `B A`.
@@ -186,7 +197,8 @@ pub fn attach(weights: &[Param], options: &LoraOptions, seed: u64) -> Result<Vec
     let mut factors = Vec::with_capacity(2 * weights.len());
     for (i, w) in weights.iter().enumerate() {
         let (fin, fout) = in_out(w)?;
-        let gpu = w.value().gpu();
+        let value = w.value();
+        let gpu = value.gpu();
         let bound = 1.0 / (fin as f32).sqrt();
         let layer_seed = seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let a = Tensor::rand_uniform(gpu, &[options.rank, fin], -bound, bound, layer_seed)?;
@@ -282,11 +294,38 @@ pub fn merge(params: &[Param]) -> Result<usize> {
                 values[at] += (lora.scale as f64 * delta) as f32;
             }
         }
-        w.value().write_f32(&values)?;
+        let value = w.value();
+        match value.dtype() {
+            // A base kept in f16 becomes an f32 weight again: the adapter's
+            // small update would mostly round away in f16.
+            crate::tensor::DType::F16 => {
+                w.replace_value(Tensor::from_slice(value.gpu(), &values, value.shape())?)
+            }
+            _ => value.write_f32(&values)?,
+        }
         w.set_lora(None);
         merged += 1;
     }
     Ok(merged)
+}
+
+/// Keeps the frozen linear weights among `params` in f16 from now on
+/// ([`Param::freeze_in_f16`]): LoRA's base, `--lora-base-dtype f16`, half
+/// its memory. Embeddings, norms and biases stay f32. Returns the bytes freed.
+///
+/// # Errors
+/// As [`Param::freeze_in_f16`].
+pub fn keep_base_in_f16(params: &[Param]) -> Result<u64> {
+    let mut freed = 0;
+    for p in params
+        .iter()
+        .filter(|p| !p.is_trainable() && is_linear_weight(p))
+    {
+        let before = p.value().nbytes();
+        p.freeze_in_f16()?;
+        freed += before - p.value().nbytes();
+    }
+    Ok(freed)
 }
 
 /// True for token and position embeddings (the tied output projection included).

@@ -178,10 +178,10 @@ impl Optimizer {
             2
         };
         for p in &params {
-            let shape = p.value().shape();
+            let value = p.value();
             state.push(
                 (0..slots)
-                    .map(|_| Tensor::zeros(gpu, shape))
+                    .map(|_| Tensor::zeros(gpu, value.shape()))
                     .collect::<Result<Vec<_>>>()?,
             );
         }
@@ -348,7 +348,7 @@ impl Optimizer {
                 }
                 OptimizerKind::Sgd { momentum, l2 } => {
                     sgd_step(
-                        param.value(),
+                        &param.value(),
                         grad,
                         &state[0],
                         &self.clip,
@@ -372,9 +372,9 @@ impl Optimizer {
         let (value, m, v) = (param.value(), &state[0], &state[1]);
         match &self.scaler {
             Some(scaler) => {
-                adam_step_scaled(value, grad, m, v, &self.clip, scaler.state_tensor(), s)
+                adam_step_scaled(&value, grad, m, v, &self.clip, scaler.state_tensor(), s)
             }
-            None => adam_step(value, grad, m, v, &self.clip, s),
+            None => adam_step(&value, grad, m, v, &self.clip, s),
         }
     }
 }

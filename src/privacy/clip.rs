@@ -224,7 +224,8 @@ fn clipped_linear(x: &Tensor, dy: &Tensor, factors: &Tensor) -> Result<Tensor> {
 /// Materialises `param`'s per-example gradients (B, ..), summed over its uses,
 /// and adds their squared norms to `norms`.
 fn full(param: &Param, uses: Vec<ParamPiece>, b: usize, norms: &Tensor) -> Result<PerExample> {
-    let gpu = param.value().gpu();
+    let value = param.value();
+    let gpu = value.gpu();
     let mut shape = vec![b];
     shape.extend_from_slice(param.value().shape());
     let table_zeros = || Tensor::zeros(gpu, &shape);

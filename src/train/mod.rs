@@ -449,6 +449,15 @@ impl<'a> Trainer<'a> {
             p.set_trainable(false);
         }
         lora::attach(&targets, &lora, self.state.options.seed)?;
+        if lora.f16_base {
+            if self.state.options.precision != Precision::F16 {
+                return refuse(
+                    "--lora-base-dtype f16 keeps the frozen weights in f16, which only mixed \
+                     precision trains through: add --precision f16",
+                );
+            }
+            lora::keep_base_in_f16(&params)?;
+        }
         self.opt = Optimizer::new(
             self.task.gpu(),
             all_params(&*self.task),
@@ -561,9 +570,12 @@ impl<'a> Trainer<'a> {
         }
         let adapters = checkpoint::load_adapters(&checkpoint::resolve(dir)?, &task.params())?;
         match (&state.lora, adapters) {
-            (Some(_), Some(_)) => {
+            (Some(lora), Some(_)) => {
                 for p in task.params() {
                     p.set_trainable(false);
+                }
+                if lora.f16_base {
+                    lora::keep_base_in_f16(&task.params())?;
                 }
             }
             (None, None) => {}

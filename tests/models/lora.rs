@@ -1,16 +1,19 @@
 //! LoRA: the adapters' gradients equal what the chain rule gives from the dense
 //! weight's gradient (GPT's `(in, out)` and Llama's `(out, in)` layouts), a
 //! merged model computes the unmerged one's logits, the PEFT files round-trip,
-//! a LoRA run trains only the adapters and resumes bit for bit, and bad options
-//! are refused by name.
+//! a LoRA run trains only the adapters and resumes bit for bit, a frozen base
+//! kept in f16 trains as mixed precision over an f32 base does, and bad
+//! options are refused by name.
 
 use crate::common::{assert_close, data, gpu, randomise, TempDir};
 use crate::trainer::{gpt_task, options};
+use wgformer::autograd::HalfWeights;
 use wgformer::autograd::{Param, Tape, Var};
 use wgformer::checkpoint::{SaveOptions, ADAPTER_CONFIG_FILE, ADAPTER_FILE};
 use wgformer::kernels::cross_entropy::CrossEntropyOptions;
 use wgformer::nn::lora::{self, LoraOptions};
 use wgformer::nn::{Gpt, GptConfig, Llama, LlamaConfig};
+use wgformer::optim::{GradScaler, ScalerOptions};
 use wgformer::safetensors::SafeTensors;
 use wgformer::train::{Existing, OptimizerChoice, OutDir, Schedule, TrainTask, Trainer};
 use wgformer::{ErrorKind, Gpu, Tensor};
@@ -416,4 +419,93 @@ fn peft_adapters_saved_by_peft_load_to_pefts_logits() {
         let base_logits = f64s(&expected["base_logits"]);
         assert_close(&what, &logits(&base), &base_logits, 1e-4, 1e-4);
     }
+}
+
+/// Mixed-precision loss and backward of `model` on [`IDS`]; returns the loss.
+fn mixed_loss_and_backward(g: &Gpu, model: &Gpt) -> f32 {
+    let scaler = GradScaler::new(g, ScalerOptions::default()).unwrap();
+    let tape = Tape::mixed(g, &HalfWeights::new(&scaler)).unwrap();
+    let ids = Tensor::from_u32(g, &IDS, &[2, 7]).unwrap();
+    let logits = model.forward(&tape, &ids).unwrap();
+    let targets: Vec<u32> = IDS.iter().map(|i| (i * 5 + 1) % 13).collect();
+    let loss = tape
+        .cross_entropy(&logits, &targets[..], &CrossEntropyOptions::default())
+        .unwrap();
+    tape.backward_scaled(&loss, &scaler).unwrap();
+    loss.value().to_vec().unwrap()[0]
+}
+
+/// `--lora-base-dtype f16`: the frozen linear weights are stored in f16
+/// (half their bytes; embeddings and norms stay f32). A mixed-precision
+/// step casts an f32 base to the same f16 values each step, so an f16 base
+/// gives its loss and adapter gradients bit for bit. Without mixed
+/// precision an f16 base evaluates (its products in f16, close to the f32
+/// base's logits) but refuses to train, by name.
+#[test]
+fn an_f16_base_trains_like_mixed_precision_over_an_f32_base_in_half_the_memory() {
+    let g = gpu();
+    let (f32_base, f16_base) = (tiny_gpt(&g), tiny_gpt(&g));
+    for model in [&f32_base, &f16_base] {
+        for p in model.params() {
+            p.set_trainable(false);
+        }
+        adapt(&model.params());
+    }
+    let linear_bytes = |m: &Gpt| -> u64 {
+        m.params()
+            .iter()
+            .filter(|p| p.lora().is_some() || p.name().ends_with("c_proj.weight"))
+            .map(|p| p.value().nbytes())
+            .sum()
+    };
+    let before = linear_bytes(&f16_base);
+    let freed = lora::keep_base_in_f16(&f16_base.params()).unwrap();
+    assert_eq!(linear_bytes(&f16_base) * 2, before);
+    assert!(freed >= before / 2, "freed {freed} of {before}");
+    for p in f16_base.params() {
+        let half = p.value().dtype() == wgformer::tensor::DType::F16;
+        let linear = p.value().rank() == 2 && !p.name().starts_with("w");
+        assert_eq!(half, linear, "{}: {:?}", p.name(), p.value().dtype());
+    }
+
+    let loss_32 = mixed_loss_and_backward(&g, &f32_base);
+    let loss_16 = mixed_loss_and_backward(&g, &f16_base);
+    assert_eq!(
+        loss_16.to_bits(),
+        loss_32.to_bits(),
+        "{loss_16} vs {loss_32}"
+    );
+    let adapters = |m: &Gpt| lora::adapter_params(&m.params());
+    for (a, b) in adapters(&f32_base).iter().zip(adapters(&f16_base).iter()) {
+        let (x, y) = (
+            a.grad().unwrap().to_vec().unwrap(),
+            b.grad().unwrap().to_vec().unwrap(),
+        );
+        assert_eq!(x, y, "{}", a.name());
+    }
+
+    let ids = &IDS[..7];
+    let (l32, l16) = (
+        f32_base.logits(ids).unwrap().to_vec().unwrap(),
+        f16_base.logits(ids).unwrap().to_vec().unwrap(),
+    );
+    let l32: Vec<f64> = l32.iter().map(|&x| x as f64).collect();
+    assert_close("logits, f16 base", &l16, &l32, 2e-2, 2e-2);
+    let tape = Tape::new(&g);
+    let input = Tensor::from_u32(&g, &IDS, &[2, 7]).unwrap();
+    let err = match f16_base.forward(&tape, &input) {
+        Ok(_) => panic!("an f16 base recorded a training forward without mixed precision"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("--precision f16"), "{err}");
+
+    // Merging brings the base back to f32, the adapters folded in.
+    assert!(lora::merge(&f16_base.params()).unwrap() >= 4);
+    let merged = f16_base.logits(ids).unwrap().to_vec().unwrap();
+    assert!(f16_base
+        .params()
+        .iter()
+        .all(|p| p.value().dtype() == wgformer::tensor::DType::F32));
+    let l16: Vec<f64> = l16.iter().map(|&x| x as f64).collect();
+    assert_close("logits merged from an f16 base", &merged, &l16, 2e-2, 2e-2);
 }

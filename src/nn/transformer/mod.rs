@@ -255,11 +255,11 @@ impl Transformer {
         tgt_in: impl Into<TokenIds<'b>>,
     ) -> Result<Tensor> {
         const OP: &str = "Transformer::logits";
-        let gpu = self.whole(OP)?.weight.value().gpu();
+        let gpu = self.whole(OP)?.weight.value().gpu().clone();
         let v = self.config.vocab_size;
-        let src = src.into().to_tensor(gpu, v, OP, "src")?;
-        let tgt_in = tgt_in.into().to_tensor(gpu, v, OP, "tgt_in")?;
-        let tape = Tape::no_grad(gpu);
+        let src = src.into().to_tensor(&gpu, v, OP, "src")?;
+        let tgt_in = tgt_in.into().to_tensor(&gpu, v, OP, "tgt_in")?;
+        let tape = Tape::no_grad(&gpu);
         let logits = self.forward(&tape, &src, src_key_mask, &tgt_in, &ForwardOptions::eval())?;
         Ok(logits.value().clone())
     }
