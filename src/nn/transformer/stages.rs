@@ -92,7 +92,10 @@ impl Transformer {
             .collect();
         let dec = start.max(n_enc) - n_enc..end.max(n_enc) - n_enc;
         self.decoder = self.decoder.drain(dec).collect();
-        if !span.layers.contains(&(n_enc - 1)) {
+        if !n_enc
+            .checked_sub(1)
+            .is_some_and(|l| span.layers.contains(&l))
+        {
             self.encoder_ln_f = None;
         }
         if !span.is_last() {
