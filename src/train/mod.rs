@@ -346,6 +346,21 @@ pub struct Trainer<'a> {
     parallel: Option<Box<dyn parallel::Parallelism>>,
     /// The precision was `auto` (DP-SGD may then fall back to f32).
     auto_precision: bool,
+    /// A pipeline stage: the whole model's parameter values and the trainable
+    /// ones, counted before the split (what the start of the run reports).
+    whole_model_values: Option<(usize, usize)>,
+}
+
+/// The parameter values of `params`, all and trainable.
+fn value_counts(params: &[Param]) -> (usize, usize) {
+    let count = |keep: &dyn Fn(&Param) -> bool| -> usize {
+        params
+            .iter()
+            .filter(|p| keep(p))
+            .map(|p| p.value().numel())
+            .sum()
+    };
+    (count(&|_| true), count(&Param::is_trainable))
 }
 
 /// Makes `opt`'s gradients loss-scaled when `precision` is f16.
@@ -407,6 +422,7 @@ impl<'a> Trainer<'a> {
             dp: None,
             parallel: None,
             auto_precision,
+            whole_model_values: None,
         })
     }
 
@@ -629,6 +645,7 @@ impl<'a> Trainer<'a> {
             dp,
             parallel: None,
             auto_precision: false,
+            whole_model_values: None,
         })
     }
 
@@ -657,7 +674,9 @@ impl<'a> Trainer<'a> {
             ));
         }
         // The whole model's weights, before a pipeline keeps only its stage.
+        let whole = all_params(&*self.task);
         let weights = crate::dist::data_parallel::params_hash(&self.task.params())?;
+        self.whole_model_values = Some(value_counts(&whole));
         let data = match parallel.split(&mut *self.task)? {
             Some(data) => data,
             None => self.task.shard_data(parallel.rank(), parallel.world())?,
@@ -705,18 +724,15 @@ impl<'a> Trainer<'a> {
     ///   task's `loss`/`evaluate` and [`checkpoint::save_checkpoint`].
     pub fn run(&mut self, on_event: &mut dyn FnMut(&TrainEvent)) -> Result<TrainSummary> {
         let opts = self.state.options.clone();
-        let params = all_params(&*self.task);
-        let trainable = params
-            .iter()
-            .filter(|p| p.is_trainable())
-            .map(|p| p.value().numel())
-            .sum();
+        let (params, trainable) = self
+            .whole_model_values
+            .unwrap_or_else(|| value_counts(&all_params(&*self.task)));
         let first = self.state.step + 1;
         let last = opts.last_step();
         on_event(&TrainEvent::Start {
             first_step: first,
             last_step: last,
-            params: params.iter().map(|p| p.value().numel()).sum(),
+            params,
             trainable,
             flops_per_token: self.task.flops_per_token(),
         });
