@@ -85,6 +85,9 @@ pub struct DataParallel {
     overlap: bool,
     /// The bucket of each param.
     bucket_of: Vec<usize>,
+    /// Each param's index in `params`, by [`Param::key`] (the backward hands
+    /// over every param of every step: no linear search there).
+    index_of: std::collections::HashMap<usize, usize>,
     /// Which params' gradients are final in this step's backward.
     ready: Vec<bool>,
     #[cfg(not(target_arch = "wasm32"))]
@@ -161,6 +164,11 @@ impl DataParallel {
             mode,
             ready: vec![false; params.len()],
             bucket_of,
+            index_of: params
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.key(), i))
+                .collect(),
             #[cfg(not(target_arch = "wasm32"))]
             exchange: None,
             exchange_seconds: Vec::new(),
@@ -456,7 +464,7 @@ impl Parallelism for DataParallel {
 
     #[cfg(not(target_arch = "wasm32"))]
     fn grad_ready(&mut self, param: &Param) -> Result<()> {
-        let Some(pi) = self.params.iter().position(|p| p.same_as(param)) else {
+        let Some(&pi) = self.index_of.get(&param.key()) else {
             return Ok(());
         };
         self.ready[pi] = true;

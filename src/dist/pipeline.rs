@@ -15,7 +15,7 @@ use crate::autograd::{Param, Tape, Var};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::optim::Optimizer;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 use crate::train::parallel::{Parallelism, Passes, StageBatch};
 use crate::train::{EvalMetrics, TrainTask};
 use serde::{Deserialize, Serialize};
@@ -100,6 +100,12 @@ impl PipelineParallel {
         let mut header = Vec::with_capacity(tensors.len() * (MAX_DIMS + 1));
         for t in tensors {
             let shape = t.shape();
+            if t.dtype() != DType::F32 {
+                return Err(Error::invalid(
+                    "PipelineParallel",
+                    format!("stages exchange f32 values, not {:?}", t.dtype()),
+                ));
+            }
             if shape.len() > MAX_DIMS {
                 return Err(Error::invalid(
                     "PipelineParallel",
@@ -118,10 +124,9 @@ impl PipelineParallel {
             .send_recv(&[(to, bytemuck::cast_slice(&count[..]))], &[])?;
         self.comm
             .send_recv(&[(to, bytemuck::cast_slice(&header))], &[])?;
-        for t in tensors {
-            let values = t.to_vec()?;
-            self.comm
-                .send_recv(&[(to, bytemuck::cast_slice(&values))], &[])?;
+        // One readback for all of them.
+        for bytes in pollster::block_on(self.gpu.read_many_bytes(tensors))? {
+            self.comm.send_recv(&[(to, &bytes)], &[])?;
         }
         Ok(())
     }

@@ -427,10 +427,7 @@ impl<M: LanguageModel> TrainTask for GptTask<M> {
         carried: &[Var],
     ) -> Result<(Vec<Var>, MicroBatch)> {
         let Some((stage, stages)) = self.stage else {
-            return Err(Error::invalid(
-                "GptTask::stage_forward",
-                "the task is not split into pipeline stages (call pipeline_split first)",
-            ));
+            return Err(super::parallel::not_split("GptTask::stage_forward"));
         };
         let t = self.data.seq;
         let (inputs, targets, rows, eps) = match batch {

@@ -38,6 +38,14 @@ pub enum StageBatch {
     },
 }
 
+/// The error of a task asked for a stage's forward before it was split.
+pub(crate) fn not_split(op: &'static str) -> crate::error::Error {
+    crate::error::Error::invalid(
+        op,
+        "the task is not split into pipeline stages (call pipeline_split first)",
+    )
+}
+
 /// What a task became when split into pipeline stages
 /// ([`TrainTask::pipeline_split`]).
 pub struct StageSplit {

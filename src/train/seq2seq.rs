@@ -537,10 +537,7 @@ impl TrainTask for Seq2SeqTask {
         carried: &[Var],
     ) -> Result<(Vec<Var>, MicroBatch)> {
         let Some((stage, stages)) = self.stage else {
-            return Err(Error::invalid(
-                "Seq2SeqTask::stage_forward",
-                "the task is not split into pipeline stages (call pipeline_split first)",
-            ));
+            return Err(super::parallel::not_split("Seq2SeqTask::stage_forward"));
         };
         let (part, weight, eps, opts) = self.stage_batch(batch)?;
         let t = part.upload(&self.gpu)?;
