@@ -69,6 +69,25 @@ fn turn(r: u32, d: u32) -> Turn {
     return Turn(select(d - half, d + half, lower), select(1.0, -1.0, lower), at);
 }
 
+// Values in one packed row: the query heads, then KO key and KO value heads.
+fn packed_width() -> u32 {
+    return (p.nh + 2u * p.ko) * p.hs;
+}
+
+// Element i of the packed rows: its row, its head there, its dim in the head.
+struct PackedAt {
+    r: u32,
+    head: u32,
+    d: u32,
+}
+
+fn packed_at(i: u32) -> PackedAt {
+    let r = i / packed_width();
+    let col = i - r * packed_width();
+    let head = col / p.hs;
+    return PackedAt(r, head, col - head * p.hs);
+}
+
 fn sin_at(at: u32) -> u32 {
     return p.npos * (p.hs >> 1u) + at;
 }
@@ -81,11 +100,10 @@ fn rope_qkv(@builtin(workgroup_id) wid: vec3<u32>,
     if (i >= p.n) {
         return;
     }
-    let w = (p.nh + 2u * p.ko) * p.hs;
-    let r = i / w;
-    let col = i - r * w;
-    let head = col / p.hs;
-    let d = col - head * p.hs;
+    let el = packed_at(i);
+    let r = el.r;
+    let head = el.head;
+    let d = el.d;
     if (head < p.nh) {
         let tr = turn(r, d);
         let base = (r * p.nh + head) * p.hs;
@@ -107,13 +125,11 @@ fn rope_qkv_bwd(@builtin(workgroup_id) wid: vec3<u32>,
     if (i >= p.n) {
         return;
     }
-    let w = (p.nh + 2u * p.ko) * p.hs;
     let cq = p.nh * p.hs;
     let ckv = p.nkv * p.hs;
-    let per_row = cq + 2u * ckv;
-    let r = i / per_row;
-    let col = i - r * per_row;
-    let row = r * w;
+    let r = i / (cq + 2u * ckv);
+    let col = i - r * (cq + 2u * ckv);
+    let row = r * packed_width();
     if (col < cq) {
         let d = col % p.hs;
         let tr = turn(r, d);
@@ -168,11 +184,10 @@ fn rope_qkv_vec4(@builtin(workgroup_id) wid: vec3<u32>,
         return;
     }
     let i = 4u * i4;
-    let w = (p.nh + 2u * p.ko) * p.hs;
-    let r = i / w;
-    let col = i - r * w;
-    let head = col / p.hs;
-    let d = col - head * p.hs;
+    let el = packed_at(i);
+    let r = el.r;
+    let head = el.head;
+    let d = el.d;
     if (head < p.nh) {
         let tr = turn(r, d);
         let base = (r * p.nh + head) * p.hs;
@@ -199,13 +214,11 @@ fn rope_qkv_bwd_vec4(@builtin(workgroup_id) wid: vec3<u32>,
         return;
     }
     let i = 4u * i4;
-    let w = (p.nh + 2u * p.ko) * p.hs;
     let cq = p.nh * p.hs;
     let ckv = p.nkv * p.hs;
-    let per_row = cq + 2u * ckv;
-    let r = i / per_row;
-    let col = i - r * per_row;
-    let row = r * w;
+    let r = i / (cq + 2u * ckv);
+    let col = i - r * (cq + 2u * ckv);
+    let row = r * packed_width();
     if (col < cq) {
         let d = col % p.hs;
         let tr = turn(r, d);
