@@ -5,6 +5,11 @@
 //! split). The window's work grows with T W, the dense one's with T^2; and the
 //! KV-cache memory of decoding with and without the window's ring buffer.
 //!
+//! `sparse/window speed-up paired` times the dense and windowed launches at
+//! T = 4096 alternately, one of each per pair, and reports each pair's ratio:
+//! on a machine whose speed drifts (a shared host) the two rows above are
+//! timed seconds apart, a pair is not.
+//!
 //! GFLOP/s count the useful work of each: 3.5 x 4 x HS x (visible pairs), the
 //! visible pairs being T (T + 1) / 2 (dense causal) or the W keys (pos - W,
 //! pos] of each row (fewer for the first W rows); the same convention as
@@ -71,7 +76,80 @@ pub fn run(b: &mut Bench) -> Result<()> {
             );
         }
     }
+    paired_speed_up(b, (bs, nh, hs))?;
     kv_cache_memory(b, (nh, hs))
+}
+
+/// Pairs of the paired speed-up measurement.
+const PAIRS: usize = 7;
+
+/// The window's speed-up over dense causal at T = 4096 from alternating
+/// launches: the median of the pairs' ratios, with every ratio printed.
+fn paired_speed_up(b: &mut Bench, (bs, nh, hs): (usize, usize, usize)) -> Result<()> {
+    let t = 4096;
+    let dims = format!("B={bs} NH={nh} T={t} HS={hs}");
+    if !b.selects(&format!("sparse/window speed-up paired/{dims}")) {
+        return Ok(());
+    }
+    let shape = [bs, nh, t, hs];
+    let q = Tensor::randn(&b.gpu, &shape, 1.0, 1)?;
+    let k = Tensor::randn(&b.gpu, &shape, 1.0, 2)?;
+    let v = Tensor::randn(&b.gpu, &shape, 1.0, 3)?;
+    let d_o = Tensor::randn(&b.gpu, &shape, 1.0, 4)?;
+    let opts = |pattern| AttentionOptions {
+        scale: 1.0 / (hs as f32).sqrt(),
+        causal: true,
+        key_mask: None,
+        pattern,
+    };
+    let (dense, window) = (
+        opts(AttentionPattern::DENSE),
+        opts(AttentionPattern::sliding_window(WINDOW)),
+    );
+    let time = |opts: &AttentionOptions| -> Result<f64> {
+        let launch = || {
+            let (o, l) = attention_fwd(&q, &k, &v, opts)?;
+            attention_bwd(&q, &k, &v, &o, &l, &d_o, opts).map(drop)
+        };
+        launch()?; // pipelines and pool
+        let start = std::time::Instant::now();
+        let gpu_ms = b.gpu.time_gpu_ms(launch)?;
+        Ok(gpu_ms.unwrap_or_else(|| start.elapsed().as_secs_f64() * 1e3))
+    };
+    let mut pairs = Vec::with_capacity(PAIRS);
+    for _ in 0..PAIRS {
+        pairs.push((time(&dense)?, time(&window)?));
+    }
+    let median = |mut x: Vec<f64>| {
+        x.sort_by(|a, b| a.total_cmp(b));
+        x[x.len() / 2]
+    };
+    let ratios: Vec<f64> = pairs.iter().map(|(d, w)| d / w).collect();
+    let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    println!(
+        "  sparse attention T={t}, {PAIRS} alternating pairs: window {WINDOW} is {:.2}x the \
+         speed of dense causal (median; pairs {})",
+        median(ratios.clone()),
+        listed.join(" ")
+    );
+    let pairs_run = format!("window speed-up paired ({PAIRS} pairs)");
+    b.record_wall(
+        "sparse",
+        &format!("{pairs_run}: dense causal"),
+        &dims,
+        median(pairs.iter().map(|p| p.0).collect()),
+        0.0,
+        0.0,
+    );
+    b.record_wall(
+        "sparse",
+        &format!("{pairs_run}: window {WINDOW}"),
+        &dims,
+        median(pairs.iter().map(|p| p.1).collect()),
+        0.0,
+        0.0,
+    );
+    Ok(())
 }
 
 /// Decoding memory: one layer's KV cache for a sequence of T positions, dense
