@@ -3,7 +3,8 @@
 # with binaries built elsewhere: the adapter report, the kernel benchmark (GEMM
 # up to 4096^3 and the GPT-2 shapes with every tile the autotune compares,
 # attention at T=1024, LayerNorm / softmax / cross-entropy against the copy
-# kernel) and GPT training at two sizes; then the PyTorch peer of the same
+# kernel), GPT training at two sizes and, with time to spare, sparse attention;
+# then the PyTorch peer of the same
 # benchmarks (scripts/torch_peer.py: the same GPT-2-layout training in fp32 with
 # TF32 off and in bf16 autocast with SDPA, torch.matmul at the GEMM shapes) and
 # the ratios ours / torch in summary.txt. Every step has a time limit; our steps
@@ -155,7 +156,7 @@ if ! grep -qs "tokens/s" "$OUT/train_gpt2.log" && grep -qs "^error" "$OUT/train_
 fi
 
 if [ "$DRY_RUN" = 1 ]; then
-  log "skip kernels_attention, kernels_rowwise, kernels_train_*: dry run"
+  log "skip kernels_attention, kernels_rowwise, kernels_train_*, kernels_sparse: dry run"
 else
   WGFORMER_BENCH_JSON="$OUT/kernels_attention.json" step kernels_attention 45 "$KB" "NH=12 T=1024"
   WGFORMER_BENCH_JSON="$OUT/kernels_rowwise.json" step kernels_rowwise 45 "$KB" "copy/vec4,softmax,layernorm,cross_entropy"
@@ -164,6 +165,11 @@ else
   WGFORMER_BENCH_JSON="$OUT/kernels_train.json" step kernels_train_small 30 "$KB" "train_step"
   WGFORMER_BENCH_TRAIN=12,768,12,1024,8,50257 WGFORMER_BENCH_JSON="$OUT/kernels_train_gpt2.json" \
     step kernels_train_gpt2 50 "$KB" "train_step"
+
+  # Sparse attention (issue 12's table on the GPU: dense causal, window 256 and
+  # strided at T = 1024 / 4096 / 16384, the paired speed-up, decode memory),
+  # last: only with time to spare.
+  WGFORMER_BENCH_JSON="$OUT/kernels_sparse.json" step kernels_sparse 40 "$KB" "sparse/"
 fi
 
 # The PyTorch peer, after ours (its CUDA context never shares the GPU with our
