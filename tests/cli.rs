@@ -1191,31 +1191,22 @@ fn lora_fine_tunes_saves_peft_files_and_merges_into_a_plain_checkpoint() {
     ]);
     assert!(err.contains("--init-from"), "{err}");
     let tune = |targets: &str, out: &Path| {
-        wgformer(&[
-            "train",
-            "--model",
-            "gpt",
-            "--data",
-            s(&data),
-            "--init-from",
-            s(&base),
-            "--steps",
-            "3",
-            "--lr",
-            "1e-2",
-            "--lora-rank",
-            "4",
-            "--lora-alpha",
-            "8",
-            "--lora-targets",
-            targets,
-            "--seq",
-            "16",
-            "--batch",
-            "4",
-            "--out",
-            s(out),
-        ])
+        wgformer(&lora_train_args(
+            &data,
+            &base,
+            &[
+                "--steps",
+                "3",
+                "--lr",
+                "1e-2",
+                "--lora-alpha",
+                "8",
+                "--lora-targets",
+                targets,
+                "--out",
+                s(out),
+            ],
+        ))
     };
     let bad = tune("q_proj", &scratch.join("bad"));
     let err = String::from_utf8_lossy(&bad.stderr);
@@ -1292,25 +1283,7 @@ fn lora_fine_tunes_saves_peft_files_and_merges_into_a_plain_checkpoint() {
     // The frozen base kept in f16: trains with mixed precision, is refused
     // without it and without --lora-rank, naming the flag.
     let half = scratch.join("half");
-    let mut args = vec![
-        "train",
-        "--model",
-        "gpt",
-        "--data",
-        s(&data),
-        "--init-from",
-        s(&base),
-        "--steps",
-        "2",
-        "--lora-rank",
-        "4",
-        "--lora-base-dtype",
-        "f16",
-        "--seq",
-        "16",
-        "--batch",
-        "4",
-    ];
+    let mut args = lora_train_args(&data, &base, &["--steps", "2", "--lora-base-dtype", "f16"]);
     let err = fails(&[&args[..], &["--precision", "f32", "--out", s(&half)]].concat());
     assert!(err.contains("--precision f16"), "{err}");
     args.extend(["--precision", "f16", "--out", s(&half)]);
@@ -1328,6 +1301,28 @@ fn lora_fine_tunes_saves_peft_files_and_merges_into_a_plain_checkpoint() {
         "f16",
     ]);
     assert!(err.contains("--lora-base-dtype sets up LoRA"), "{err}");
+}
+
+/// `train` of a rank-4 LoRA on the GPT checkpoint `base` over `data` (16-token
+/// windows, batches of 4), then `extra`.
+fn lora_train_args<'a>(data: &'a Path, base: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "train",
+        "--model",
+        "gpt",
+        "--data",
+        s(data),
+        "--init-from",
+        s(base),
+        "--lora-rank",
+        "4",
+        "--seq",
+        "16",
+        "--batch",
+        "4",
+    ];
+    args.extend_from_slice(extra);
+    args
 }
 
 /// The sparse-attention flags: bad values are refused with the fix.
