@@ -56,14 +56,18 @@ override RG: u32 = 2u;
 override BK: u32 = 32u;
 // 16-dim blocks per head row: ceil(HS / 16), 1..=8.
 override NB: u32 = 4u;
-// HS % 4 == 0: K and V rows are whole vec4s (vec4 loads); else scalar loads.
+// HS % 4 == 0: head rows are whole vec4s (vec4 loads and stores); else each
+// element is loaded or stored on its own.
 override VEC: bool = true;
 
-@group(0) @binding(1) var<storage, read> q_in: array<f32>;          // (B, NH, Tq, HS)
+// Head rows are bound as vec4 arrays in every kernel; with HS % 4 != 0 a row
+// starts inside a vec4 and is read and written by component (as gemm.wgsl's
+// ragged C).
+@group(0) @binding(1) var<storage, read> q_in: array<vec4<f32>>;    // (B, NH, Tq, HS)
 @group(0) @binding(2) var<storage, read> k_in: array<vec4<f32>>;    // (B, NKV, Tk, HS)
 @group(0) @binding(3) var<storage, read> v_in: array<vec4<f32>>;    // (B, NKV, Tk, HS)
 @group(0) @binding(4) var<storage, read> key_mask: array<f32>;      // (B, Tk) or unused
-@group(0) @binding(5) var<storage, read_write> o_out: array<f32>;   // (B, NH, Tq, HS)
+@group(0) @binding(5) var<storage, read_write> o_out: array<vec4<f32>>; // (B, NH, Tq, HS)
 @group(0) @binding(6) var<storage, read_write> lse_out: array<f32>; // (B, NH, Tq)
 
 // (BK, NB * 4) vec4s: k_tile[key * NB * 4 + d4] = K[k0 + key, 4 d4 .. 4 d4 + 4]
@@ -157,20 +161,28 @@ fn v_vec4(base: u32, d4: u32) -> vec4<f32> {
     return r;
 }
 
+// The same for Q.
+fn q_vec4(base: u32, d4: u32) -> vec4<f32> {
+    if (VEC) {
+        if (d4 * 4u < p.hs) {
+            return q_in[base / 4u + d4];
+        }
+        return vec4<f32>(0.0);
+    }
+    var r = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        let at = base + d4 * 4u + c;
+        if (d4 * 4u + c < p.hs) {
+            r[c] = q_in[at / 4u][at % 4u];
+        }
+    }
+    return r;
+}
+
 // Block `blk` of the query row starting at `base`, times `s`; 0 past HS.
 fn load_q16(base: u32, blk: u32, s: f32) -> mat4x4<f32> {
-    var cols = mat4x4<f32>();
-    for (var c = 0u; c < 4u; c++) {
-        var r = vec4<f32>(0.0);
-        for (var e = 0u; e < 4u; e++) {
-            let dim = blk * 16u + c * 4u + e;
-            if (dim < p.hs) {
-                r[e] = q_in[base + dim] * s;
-            }
-        }
-        cols[c] = r;
-    }
-    return cols;
+    return mat4x4<f32>(q_vec4(base, blk * 4u) * s, q_vec4(base, blk * 4u + 1u) * s,
+                       q_vec4(base, blk * 4u + 2u) * s, q_vec4(base, blk * 4u + 3u) * s);
 }
 
 // Block `blk` of query rows `rows` of head `bh` (clamped into range), times `s`.
@@ -266,14 +278,18 @@ fn online4(s: mat4x4<f32>, kok: vec4<bool>, kr: KeyRange, keys: vec4<i32>, m: ve
                  mat4x4<f32>(u0.p, u1.p, u2.p, u3.p));
 }
 
-// Writes block `blk` of an output row (the dims below HS).
+// Writes block `blk` of an output row starting at element `base` (the dims
+// below HS): whole vec4s with VEC, else element by element. (One function per
+// output: an entry point may use only one variable per binding.)
 fn store_o16(base: u32, blk: u32, o: mat4x4<f32>) {
     for (var c = 0u; c < 4u; c++) {
-        let col = o[c];
-        for (var e = 0u; e < 4u; e++) {
-            let dim = blk * 16u + c * 4u + e;
-            if (dim < p.hs) {
-                o_out[base + dim] = col[e];
+        let d4 = blk * 4u + c;
+        if (VEC) {
+            if (d4 * 4u < p.hs) { o_out[base / 4u + d4] = o[c]; }
+        } else {
+            for (var e = 0u; e < 4u; e++) {
+                let at = base + d4 * 4u + e;
+                if (d4 * 4u + e < p.hs) { o_out[at / 4u][at % 4u] = o[c][e]; }
             }
         }
     }
@@ -470,18 +486,14 @@ fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>,
 // the product minus L log2(e); the final dK, dQ are multiplied by p.out_scale
 // (= scale). Override constants as in the forward (BQ, RG, BK, NB, VEC).
 
-// attention_bwd_dq bindings (q_in, k_in, v_in, key_mask as in the forward).
-@group(0) @binding(5) var<storage, read> dq_do: array<f32>;           // (B, NH, Tq, HS)
-@group(0) @binding(6) var<storage, read> dq_ld: array<vec2<f32>>;     // (B, NH, Tq) x (L log2 e, D)
-@group(0) @binding(7) var<storage, read_write> dq_out: array<f32>;    // (B, NH, Tq, HS)
-
-// attention_bwd_dkdv bindings.
-@group(0) @binding(1) var<storage, read> kv_q: array<vec4<f32>>;      // (B, NH, Tq, HS)
-// binding 2: k_in, 3: v_in, 4: key_mask (as in the forward)
-@group(0) @binding(5) var<storage, read> kv_do: array<vec4<f32>>;     // (B, NH, Tq, HS)
-@group(0) @binding(6) var<storage, read> kv_ld: array<vec2<f32>>;     // (B, NH, Tq) x (L log2 e, D)
-@group(0) @binding(7) var<storage, read_write> dk_out: array<f32>;    // (B, NKV, Tk, HS)
-@group(0) @binding(8) var<storage, read_write> dv_out: array<f32>;    // (B, NKV, Tk, HS)
+// Backward bindings (1: q_in, 2: k_in, 3: v_in, 4: key_mask as in the forward).
+@group(0) @binding(5) var<storage, read> do_in: array<vec4<f32>>;     // (B, NH, Tq, HS)
+@group(0) @binding(6) var<storage, read> ld_in: array<vec2<f32>>;     // (B, NH, Tq) x (L log2 e, D)
+// attention_bwd_dq's output.
+@group(0) @binding(7) var<storage, read_write> dq_out: array<vec4<f32>>; // (B, NH, Tq, HS)
+// attention_bwd_dkdv's outputs.
+@group(0) @binding(7) var<storage, read_write> dk_out: array<vec4<f32>>; // (B, NKV, Tk, HS)
+@group(0) @binding(8) var<storage, read_write> dv_out: array<vec4<f32>>; // (B, NKV, Tk, HS)
 
 // attention_bwd_dkdv: L log2(e) and D of tile rows 4 t .. 4 t + 4 (L = +inf past Tq).
 var<workgroup> l_tile: array<vec4<f32>, BK / 4u>;
@@ -600,20 +612,36 @@ fn load_kv_rows(bh: u32, rows: vec4<u32>, blk: u32, s: f32, is_v: bool) -> Rows4
                  load_kv16(at.z, blk, s, is_v), load_kv16(at.w, blk, s, is_v));
 }
 
+// Dims 4 d4 .. 4 d4 + 4 of the dO row starting at element `base`; 0 past HS.
+fn do_vec4(base: u32, d4: u32) -> vec4<f32> {
+    if (VEC) {
+        if (d4 * 4u < p.hs) {
+            return do_in[base / 4u + d4];
+        }
+        return vec4<f32>(0.0);
+    }
+    var r = vec4<f32>(0.0);
+    for (var c = 0u; c < 4u; c++) {
+        let at = base + d4 * 4u + c;
+        if (d4 * 4u + c < p.hs) {
+            r[c] = do_in[at / 4u][at % 4u];
+        }
+    }
+    return r;
+}
+
+// q_vec4, or do_vec4 when `is_do`.
+fn qo_vec4(base: u32, d4: u32, is_do: bool) -> vec4<f32> {
+    if (is_do) {
+        return do_vec4(base, d4);
+    }
+    return q_vec4(base, d4);
+}
+
 // Block `blk` of the dO row starting at `base`; 0 past HS.
 fn load_do16(base: u32, blk: u32) -> mat4x4<f32> {
-    var cols = mat4x4<f32>();
-    for (var c = 0u; c < 4u; c++) {
-        var r = vec4<f32>(0.0);
-        for (var e = 0u; e < 4u; e++) {
-            let dim = blk * 16u + c * 4u + e;
-            if (dim < p.hs) {
-                r[e] = dq_do[base + dim];
-            }
-        }
-        cols[c] = r;
-    }
-    return cols;
+    return mat4x4<f32>(do_vec4(base, blk * 4u), do_vec4(base, blk * 4u + 1u),
+                       do_vec4(base, blk * 4u + 2u), do_vec4(base, blk * 4u + 3u));
 }
 
 fn load_do_rows(bh: u32, rows: vec4<u32>, blk: u32) -> Rows4 {
@@ -622,26 +650,30 @@ fn load_do_rows(bh: u32, rows: vec4<u32>, blk: u32) -> Rows4 {
                  load_do16(at.w, blk));
 }
 
-// Writes block `blk` of a row of dQ, dK or dV (the dims below HS), times `s`.
-fn store_dq16(base: u32, blk: u32, g: mat4x4<f32>, s: f32) {
+// store_o16 for a row of dQ, dK or dV.
+fn store_dq16(base: u32, blk: u32, g: mat4x4<f32>) {
     for (var c = 0u; c < 4u; c++) {
-        let col = g[c] * s;
-        for (var e = 0u; e < 4u; e++) {
-            let dim = blk * 16u + c * 4u + e;
-            if (dim < p.hs) {
-                dq_out[base + dim] = col[e];
+        let d4 = blk * 4u + c;
+        if (VEC) {
+            if (d4 * 4u < p.hs) { dq_out[base / 4u + d4] = g[c]; }
+        } else {
+            for (var e = 0u; e < 4u; e++) {
+                let at = base + d4 * 4u + e;
+                if (d4 * 4u + e < p.hs) { dq_out[at / 4u][at % 4u] = g[c][e]; }
             }
         }
     }
 }
 
-fn store_dk16(base: u32, blk: u32, g: mat4x4<f32>, s: f32) {
+fn store_dk16(base: u32, blk: u32, g: mat4x4<f32>) {
     for (var c = 0u; c < 4u; c++) {
-        let col = g[c] * s;
-        for (var e = 0u; e < 4u; e++) {
-            let dim = blk * 16u + c * 4u + e;
-            if (dim < p.hs) {
-                dk_out[base + dim] = col[e];
+        let d4 = blk * 4u + c;
+        if (VEC) {
+            if (d4 * 4u < p.hs) { dk_out[base / 4u + d4] = g[c]; }
+        } else {
+            for (var e = 0u; e < 4u; e++) {
+                let at = base + d4 * 4u + e;
+                if (d4 * 4u + e < p.hs) { dk_out[at / 4u][at % 4u] = g[c][e]; }
             }
         }
     }
@@ -649,11 +681,13 @@ fn store_dk16(base: u32, blk: u32, g: mat4x4<f32>, s: f32) {
 
 fn store_dv16(base: u32, blk: u32, g: mat4x4<f32>) {
     for (var c = 0u; c < 4u; c++) {
-        let col = g[c];
-        for (var e = 0u; e < 4u; e++) {
-            let dim = blk * 16u + c * 4u + e;
-            if (dim < p.hs) {
-                dv_out[base + dim] = col[e];
+        let d4 = blk * 4u + c;
+        if (VEC) {
+            if (d4 * 4u < p.hs) { dv_out[base / 4u + d4] = g[c]; }
+        } else {
+            for (var e = 0u; e < 4u; e++) {
+                let at = base + d4 * 4u + e;
+                if (d4 * 4u + e < p.hs) { dv_out[at / 4u][at % 4u] = g[c][e]; }
             }
         }
     }
@@ -663,20 +697,20 @@ fn store_dv16(base: u32, blk: u32, g: mat4x4<f32>) {
 fn store_dq_rows(bh: u32, i: u32, blk: u32, a: Rows4) {
     let base = (bh * p.tq + i) * p.hs;
     let s = p.out_scale;
-    if (i < p.tq) { store_dq16(base, blk, a.r0, s); }
-    if (i + 1u < p.tq) { store_dq16(base + p.hs, blk, a.r1, s); }
-    if (i + 2u < p.tq) { store_dq16(base + 2u * p.hs, blk, a.r2, s); }
-    if (i + 3u < p.tq) { store_dq16(base + 3u * p.hs, blk, a.r3, s); }
+    if (i < p.tq) { store_dq16(base, blk, a.r0 * s); }
+    if (i + 1u < p.tq) { store_dq16(base + p.hs, blk, a.r1 * s); }
+    if (i + 2u < p.tq) { store_dq16(base + 2u * p.hs, blk, a.r2 * s); }
+    if (i + 3u < p.tq) { store_dq16(base + 3u * p.hs, blk, a.r3 * s); }
 }
 
 // Block `blk` of four dK and dV rows starting at key `j` of head `bh` (the keys below Tk).
 fn store_dkdv_rows(bh: u32, j: u32, blk: u32, gk: Rows4, gv: Rows4) {
     let base = (bh * p.tk + j) * p.hs;
     let s = p.out_scale;
-    if (j < p.tk) { store_dk16(base, blk, gk.r0, s); store_dv16(base, blk, gv.r0); }
-    if (j + 1u < p.tk) { store_dk16(base + p.hs, blk, gk.r1, s); store_dv16(base + p.hs, blk, gv.r1); }
-    if (j + 2u < p.tk) { store_dk16(base + 2u * p.hs, blk, gk.r2, s); store_dv16(base + 2u * p.hs, blk, gv.r2); }
-    if (j + 3u < p.tk) { store_dk16(base + 3u * p.hs, blk, gk.r3, s); store_dv16(base + 3u * p.hs, blk, gv.r3); }
+    if (j < p.tk) { store_dk16(base, blk, gk.r0 * s); store_dv16(base, blk, gv.r0); }
+    if (j + 1u < p.tk) { store_dk16(base + p.hs, blk, gk.r1 * s); store_dv16(base + p.hs, blk, gv.r1); }
+    if (j + 2u < p.tk) { store_dk16(base + 2u * p.hs, blk, gk.r2 * s); store_dv16(base + 2u * p.hs, blk, gv.r2); }
+    if (j + 3u < p.tk) { store_dk16(base + 3u * p.hs, blk, gk.r3 * s); store_dv16(base + 3u * p.hs, blk, gv.r3); }
 }
 
 // The four (L log2 e, D) of rows `rows` of head `bh`: L = +inf past Tq.
@@ -685,7 +719,7 @@ fn load_ld4(bh: u32, rows: vec4<u32>) -> array<vec4<f32>, 2> {
     var d = vec4<f32>(0.0);
     for (var r = 0u; r < 4u; r++) {
         if (rows[r] < p.tq) {
-            let x = dq_ld[bh * p.tq + rows[r]];
+            let x = ld_in[bh * p.tq + rows[r]];
             l[r] = x.x;
             d[r] = x.y;
         }
@@ -881,31 +915,6 @@ fn attention_bwd_dq(@builtin(workgroup_id) wid: vec3<u32>,
     store_dq_head(bh, i0, a);
 }
 
-// Dims 4 d4 .. 4 d4 + 4 of the Q (or dO) row starting at element `base`; 0 past HS.
-fn qo_vec4(base: u32, d4: u32, is_do: bool) -> vec4<f32> {
-    if (VEC) {
-        if (d4 * 4u < p.hs) {
-            if (is_do) {
-                return kv_do[base / 4u + d4];
-            }
-            return kv_q[base / 4u + d4];
-        }
-        return vec4<f32>(0.0);
-    }
-    var r = vec4<f32>(0.0);
-    for (var c = 0u; c < 4u; c++) {
-        let at = base + d4 * 4u + c;
-        if (d4 * 4u + c < p.hs) {
-            if (is_do) {
-                r[c] = kv_do[at / 4u][at % 4u];
-            } else {
-                r[c] = kv_q[at / 4u][at % 4u];
-            }
-        }
-    }
-    return r;
-}
-
 @compute @workgroup_size(BQ)
 fn attention_bwd_dkdv(@builtin(workgroup_id) wid: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
@@ -965,7 +974,7 @@ fn attention_bwd_dkdv(@builtin(workgroup_id) wid: vec3<u32>,
                 for (var c = 0u; c < 4u; c++) {
                     let row = r0 + t * 4u + c;
                     if (row < p.tq) {
-                        let x = kv_ld[q_base + row];
+                        let x = ld_in[q_base + row];
                         l[c] = x.x;
                         d[c] = x.y;
                     }

@@ -74,9 +74,7 @@ fn sg_block(t: Tile4, d4: u32) -> mat4x4<f32> {
 }
 
 // The lane's slots of the K (or V, `is_v`) row starting at element `base`:
-// vec4s lane + 8 t; zeros when `ok` is false (past Tk) and past HS. (Separate
-// from sg_row_qo: attention_cpu.wgsl binds K/V and Q/dO differently per kernel, and
-// an entry point may use only one variable per binding.)
+// vec4s lane + 8 t; zeros when `ok` is false (past Tk) and past HS.
 fn sg_row_kv(base: u32, ok: bool, lane: u32, is_v: bool) -> Slots {
     return Slots(sg_vec_kv(base, ok, lane, is_v), sg_vec_kv(base, ok, lane + 8u, is_v),
                  sg_vec_kv(base, ok, lane + 16u, is_v), sg_vec_kv(base, ok, lane + 24u, is_v));
@@ -317,7 +315,7 @@ fn sg_ld4(bh: u32, r0: u32, lane: u32) -> array<vec4<f32>, 2> {
     let row = r0 + (lane & 3u);
     var mine = vec4<f32>(pos_inf(), 0.0, 0.0, 0.0);
     if (row < p.tq) {
-        let x = kv_ld[bh * p.tq + row];
+        let x = ld_in[bh * p.tq + row];
         mine = vec4<f32>(x.x, x.y, 0.0, 0.0);
     }
     let c0 = sg_bcast(mine, 0u);
