@@ -8,7 +8,9 @@
 //! `sparse/window speed-up paired` times the dense and windowed launches at
 //! T = 4096 alternately, one of each per pair, and reports each pair's ratio:
 //! on a machine whose speed drifts (a shared host) the two rows above are
-//! timed seconds apart, a pair is not.
+//! timed seconds apart, a pair is not. It also prints the ratio of each
+//! pattern's fastest launch: drift only ever adds time, so a pattern's
+//! fastest launch is the estimate of its cost that drift disturbs least.
 //!
 //! GFLOP/s count the useful work of each: 3.5 x 4 x HS x (visible pairs), the
 //! visible pairs being T (T + 1) / 2 (dense causal) or the W keys (pos - W,
@@ -116,17 +118,28 @@ fn paired_speed_up(b: &mut Bench, (bs, nh, hs): (usize, usize, usize)) -> Result
     // Pipelines and the buffer pool first.
     launch(&dense)?;
     launch(&window)?;
-    let mut ratios = Vec::with_capacity(PAIRS);
+    let (mut dense_ms, mut window_ms) = (Vec::new(), Vec::new());
     for _ in 0..PAIRS {
-        ratios.push(time(&dense)? / time(&window)?);
+        dense_ms.push(time(&dense)?);
+        window_ms.push(time(&window)?);
     }
+    let mut ratios: Vec<f64> = dense_ms
+        .iter()
+        .zip(&window_ms)
+        .map(|(d, w)| d / w)
+        .collect();
     let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
     ratios.sort_by(|a, b| a.total_cmp(b));
+    let fastest = |ms: &[f64]| ms.iter().copied().fold(f64::INFINITY, f64::min);
     println!(
         "  sparse attention T={t}, {PAIRS} alternating pairs: window {WINDOW} is {:.2}x the \
-         speed of dense causal (median; pairs in order {})",
+         speed of dense causal (median; pairs in order {}); fastest launches: dense {:.1} ms, \
+         window {:.1} ms, {:.2}x",
         ratios[PAIRS / 2],
-        listed.join(" ")
+        listed.join(" "),
+        fastest(&dense_ms),
+        fastest(&window_ms),
+        fastest(&dense_ms) / fastest(&window_ms)
     );
     Ok(())
 }
