@@ -256,9 +256,14 @@ fn pair_ok(i: u32, j: u32) -> bool {
     return row_sees(key_range(vec4<i32>(i32(i))), 0u, vec4<i32>(i32(j))).x;
 }
 
-// attention_bwd_prep bindings.
-@group(0) @binding(1) var<storage, read> prep_o: array<f32>;          // (B, NH, Tq, HS)
-@group(0) @binding(2) var<storage, read> prep_do: array<f32>;         // (B, NH, Tq, HS)
+// HS % 4 == 0: head rows are whole vec4s (vec4 loads and stores); else each
+// element is loaded or stored on its own. Set by the host for every fused
+// kernel, attention_bwd_prep included.
+override VEC: bool = true;
+
+// attention_bwd_prep bindings (head rows as vec4s, as in the fused kernels).
+@group(0) @binding(1) var<storage, read> prep_o: array<vec4<f32>>;    // (B, NH, Tq, HS)
+@group(0) @binding(2) var<storage, read> prep_do: array<vec4<f32>>;   // (B, NH, Tq, HS)
 @group(0) @binding(3) var<storage, read> prep_l: array<f32>;          // (B, NH, Tq)
 @group(0) @binding(4) var<storage, read_write> prep_ld: array<f32>;   // (B, NH, Tq, 2)
 
@@ -273,8 +278,15 @@ fn attention_bwd_prep(@builtin(workgroup_id) wid: vec3<u32>,
     }
     let base = row * p.hs;
     var d = 0.0;
-    for (var c = 0u; c < p.hs; c++) {
-        d += prep_do[base + c] * prep_o[base + c];
+    if (VEC) {
+        for (var c4 = 0u; c4 < p.hs / 4u; c4++) {
+            d += dot(prep_do[base / 4u + c4], prep_o[base / 4u + c4]);
+        }
+    } else {
+        for (var c = 0u; c < p.hs; c++) {
+            let at = base + c;
+            d += prep_do[at / 4u][at % 4u] * prep_o[at / 4u][at % 4u];
+        }
     }
     prep_ld[2u * row] = prep_l[row] * p.scale; // p.scale = log2(e); +inf stays +inf
     prep_ld[2u * row + 1u] = d;

@@ -56,9 +56,7 @@ override RG: u32 = 2u;
 override BK: u32 = 32u;
 // 16-dim blocks per head row: ceil(HS / 16), 1..=8.
 override NB: u32 = 4u;
-// HS % 4 == 0: head rows are whole vec4s (vec4 loads and stores); else each
-// element is loaded or stored on its own.
-override VEC: bool = true;
+// VEC (HS % 4 == 0): attention_common.wgsl.
 
 // Head rows are bound as vec4 arrays in every kernel; with HS % 4 != 0 a row
 // starts inside a vec4 and is read and written by component (as gemm.wgsl's

@@ -48,8 +48,7 @@ override BT: u32 = 32u;
 override DV: u32 = 16u;
 // Threads per workgroup: G * TX.
 override NT: u32 = 128u;
-// HS % 4 == 0: head rows are whole vec4s (vec4 loads); else scalar loads.
-override VEC: bool = true;
+// VEC (HS % 4 == 0): attention_common.wgsl.
 
 // Register array bounds: BT / TX and DV / TX are at most 4.
 const CM: u32 = 4u;

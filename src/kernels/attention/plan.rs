@@ -108,7 +108,7 @@ impl GpuTiles {
             ("BT", self.bt as f64),
             ("DV", self.dv as f64),
             ("NT", (self.g * self.tx) as f64),
-            ("VEC", hs.is_multiple_of(4) as u8 as f64),
+            vec_constant(hs),
         ]
     }
 }
@@ -172,6 +172,12 @@ fn check_groups(op: &str, dims: &[(&str, usize)]) -> Result<()> {
     }
 }
 
+/// The override VEC of every fused kernel (attention_common.wgsl): head rows
+/// are whole vec4s.
+fn vec_constant(hs: usize) -> (&'static str, f64) {
+    ("VEC", hs.is_multiple_of(4) as u8 as f64)
+}
+
 /// The CPU split's override constants: `rg` groups of four rows per thread,
 /// `bk` rows per staged tile, `nb` 16-dim blocks per head row.
 fn cpu_constants(d: &Dims, rg: usize, bk: usize) -> Vec<(&'static str, f64)> {
@@ -180,7 +186,7 @@ fn cpu_constants(d: &Dims, rg: usize, bk: usize) -> Vec<(&'static str, f64)> {
         ("RG", rg as f64),
         ("BK", bk.max(4) as f64),
         ("NB", d.hs.div_ceil(16) as f64),
-        ("VEC", d.hs.is_multiple_of(4) as u8 as f64),
+        vec_constant(d.hs),
     ]
 }
 
@@ -292,7 +298,7 @@ pub(super) fn plan_bwd(d: &Dims, policy: &KernelPolicy) -> Result<BwdPlan> {
     let prep = |shader| Launch {
         shader,
         entry: "attention_bwd_prep",
-        constants: Vec::new(),
+        constants: vec![vec_constant(d.hs)],
         workgroups: grid_1d(groups(rows, PREP_WG)),
     };
     // dK/dV: a workgroup per tile of keys of one key/value head, which walks
