@@ -648,7 +648,7 @@ fn load_do_rows(bh: u32, rows: vec4<u32>, blk: u32) -> Rows4 {
                  load_do16(at.w, blk));
 }
 
-// store_o16 for a row of dQ, dK or dV.
+// store_o16 for a row of dQ.
 fn store_dq16(base: u32, blk: u32, g: mat4x4<f32>) {
     for (var c = 0u; c < 4u; c++) {
         let d4 = blk * 4u + c;
@@ -663,29 +663,22 @@ fn store_dq16(base: u32, blk: u32, g: mat4x4<f32>) {
     }
 }
 
-fn store_dk16(base: u32, blk: u32, g: mat4x4<f32>) {
+// store_o16 for a row of dK and the same row of dV (one entry point writes both).
+fn store_dkdv16(base: u32, blk: u32, gk: mat4x4<f32>, gv: mat4x4<f32>) {
     for (var c = 0u; c < 4u; c++) {
         let d4 = blk * 4u + c;
         if (VEC) {
-            if (d4 * 4u < p.hs) { dk_out[base / 4u + d4] = g[c]; }
-        } else {
-            for (var e = 0u; e < 4u; e++) {
-                let at = base + d4 * 4u + e;
-                if (d4 * 4u + e < p.hs) { dk_out[at / 4u][at % 4u] = g[c][e]; }
+            if (d4 * 4u < p.hs) {
+                dk_out[base / 4u + d4] = gk[c];
+                dv_out[base / 4u + d4] = gv[c];
             }
-        }
-    }
-}
-
-fn store_dv16(base: u32, blk: u32, g: mat4x4<f32>) {
-    for (var c = 0u; c < 4u; c++) {
-        let d4 = blk * 4u + c;
-        if (VEC) {
-            if (d4 * 4u < p.hs) { dv_out[base / 4u + d4] = g[c]; }
         } else {
             for (var e = 0u; e < 4u; e++) {
                 let at = base + d4 * 4u + e;
-                if (d4 * 4u + e < p.hs) { dv_out[at / 4u][at % 4u] = g[c][e]; }
+                if (d4 * 4u + e < p.hs) {
+                    dk_out[at / 4u][at % 4u] = gk[c][e];
+                    dv_out[at / 4u][at % 4u] = gv[c][e];
+                }
             }
         }
     }
@@ -705,10 +698,10 @@ fn store_dq_rows(bh: u32, i: u32, blk: u32, a: Rows4) {
 fn store_dkdv_rows(bh: u32, j: u32, blk: u32, gk: Rows4, gv: Rows4) {
     let base = (bh * p.tk + j) * p.hs;
     let s = p.out_scale;
-    if (j < p.tk) { store_dk16(base, blk, gk.r0 * s); store_dv16(base, blk, gv.r0); }
-    if (j + 1u < p.tk) { store_dk16(base + p.hs, blk, gk.r1 * s); store_dv16(base + p.hs, blk, gv.r1); }
-    if (j + 2u < p.tk) { store_dk16(base + 2u * p.hs, blk, gk.r2 * s); store_dv16(base + 2u * p.hs, blk, gv.r2); }
-    if (j + 3u < p.tk) { store_dk16(base + 3u * p.hs, blk, gk.r3 * s); store_dv16(base + 3u * p.hs, blk, gv.r3); }
+    if (j < p.tk) { store_dkdv16(base, blk, gk.r0 * s, gv.r0); }
+    if (j + 1u < p.tk) { store_dkdv16(base + p.hs, blk, gk.r1 * s, gv.r1); }
+    if (j + 2u < p.tk) { store_dkdv16(base + 2u * p.hs, blk, gk.r2 * s, gv.r2); }
+    if (j + 3u < p.tk) { store_dkdv16(base + 3u * p.hs, blk, gk.r3 * s, gv.r3); }
 }
 
 // The four (L log2 e, D) of rows `rows` of head `bh`: L = +inf past Tq.
