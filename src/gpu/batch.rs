@@ -85,7 +85,9 @@ impl Batch {
         let arena = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgformer params arena"),
             size: ARENA_BYTES,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::UNIFORM
+                | wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         Batch {
@@ -94,6 +96,7 @@ impl Batch {
             arena,
             staged: Vec::with_capacity(ARENA_BYTES as usize),
             align: (limits.min_uniform_buffer_offset_alignment as usize)
+                .max(limits.min_storage_buffer_offset_alignment as usize)
                 .max(PARAMS_BINDING_SIZE as usize),
             timing: None,
             timing_open: false,
@@ -316,12 +319,18 @@ impl Gpu {
     /// The (cached) bind group of `d`'s tensors behind the params arena.
     fn bind_group(&self, d: &Dispatch<'_>, arena: &wgpu::Buffer) -> wgpu::BindGroup {
         let g = &self.inner;
-        let mut key = vec![d.reads.len() as u64, d.writes.len() as u64];
+        let mut key = vec![
+            d.reads.len() as u64,
+            d.writes.len() as u64,
+            d.shader.params as u64,
+        ];
         for t in d.reads.iter().chain(d.writes) {
             key.extend([t.buffer_id(), t.binding_size()]);
         }
         g.pipelines.bind_group(g, key, || {
-            let (layout, _) = g.pipelines.layout(&g.device, d.reads.len(), d.writes.len());
+            let (layout, _) =
+                g.pipelines
+                    .layout(&g.device, d.reads.len(), d.writes.len(), d.shader.params);
             let mut entries = vec![wgpu::BindGroupEntry {
                 binding: 0,
                 resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {

@@ -21,7 +21,7 @@ pub use batch::PendingRead;
 pub use batch::{Dispatch, Launch};
 pub use coop::{CoopMatrices, CoopMatrixConfig, CoopScalar, CoopUnavailable};
 pub use counters::Counters;
-pub use pipelines::Shader;
+pub use pipelines::{ParamsBinding, Shader};
 pub use policy::{KernelPolicy, PlanLimits, Split};
 pub(crate) use pool::PooledBuffer;
 pub use profile::OpTime;

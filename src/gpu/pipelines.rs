@@ -4,11 +4,13 @@
 //! buffers reuses its bind groups too.
 //!
 //! Binding convention of every wgformer kernel (group 0):
-//!   binding 0: `var<uniform> p: Params` (dynamic offset into the batch's uniform arena)
+//!   binding 0: `var<uniform> p: Params` (dynamic offset into the batch's params
+//!              arena), or read-only storage for a [`ParamsBinding::ReadOnlyStorage`] module
 //!   bindings 1..=R: `var<storage, read>` inputs, in the order the kernel passes them
 //!   bindings R+1..: `var<storage, read_write>` outputs
 
 use crate::error::{Error, Result};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -20,6 +22,37 @@ pub struct Shader {
     pub source: &'static str,
     /// Needs `shader-f16` (the file starts with `enable f16;`).
     pub needs_f16: bool,
+    /// How binding 0, the kernel's Params, is bound.
+    pub params: ParamsBinding,
+}
+
+/// The address space of a module's Params (binding 0). The WGSL always
+/// declares `var<uniform>`; [`Shader::wgsl`] rewrites it for storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ParamsBinding {
+    /// `var<uniform>`: what every GPU serves best; the default.
+    Uniform,
+    /// `var<storage, read>`, for modules that run on lavapipe only. Mesa 22.3's
+    /// lavapipe inlines the values of uniforms that decide loops and branches
+    /// and, when that halves the shader, compiles the inlined variant again at
+    /// every dispatch (it keeps no variant cache): 30-57 ms a dispatch for the
+    /// subgroup attention kernels whenever Tq is a power of two from 512 on.
+    /// Storage loads are never inlined. Costs one more storage binding.
+    ReadOnlyStorage,
+}
+
+impl Shader {
+    /// The WGSL the device compiles: `source`, with binding 0 declared
+    /// `var<storage, read>` for [`ParamsBinding::ReadOnlyStorage`].
+    pub fn wgsl(&self) -> Cow<'static, str> {
+        match self.params {
+            ParamsBinding::Uniform => Cow::Borrowed(self.source),
+            ParamsBinding::ReadOnlyStorage => Cow::Owned(self.source.replace(
+                "@group(0) @binding(0) var<uniform>",
+                "@group(0) @binding(0) var<storage, read>",
+            )),
+        }
+    }
 }
 
 impl std::fmt::Debug for Shader {
@@ -38,11 +71,13 @@ impl PartialEq for Shader {
 pub(crate) const PARAMS_BINDING_SIZE: u64 = 256;
 
 type PipelineKey = (&'static str, &'static str, Vec<(&'static str, u64)>);
+/// Read-only and read-write storage bindings after binding 0, and binding 0's kind.
+type LayoutKey = (usize, usize, ParamsBinding);
 
 #[derive(Default)]
 pub(crate) struct PipelineCache {
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
-    layouts: Mutex<HashMap<(usize, usize), (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
+    layouts: Mutex<HashMap<LayoutKey, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
     /// One slot per pipeline: a thread that asks for a pipeline another thread
     /// is building waits for it instead of building it again (lavapipe takes
     /// seconds of CPU for the large attention kernels).
@@ -63,15 +98,21 @@ impl PipelineCache {
         device: &wgpu::Device,
         reads: usize,
         writes: usize,
+        params: ParamsBinding,
     ) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
         lock(&self.layouts)
-            .entry((reads, writes))
+            .entry((reads, writes, params))
             .or_insert_with(|| {
                 let mut entries = vec![wgpu::BindGroupLayoutEntry {
                     binding: 0,
                     visibility: wgpu::ShaderStages::COMPUTE,
                     ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
+                        ty: match params {
+                            ParamsBinding::Uniform => wgpu::BufferBindingType::Uniform,
+                            ParamsBinding::ReadOnlyStorage => {
+                                wgpu::BufferBindingType::Storage { read_only: true }
+                            }
+                        },
                         has_dynamic_offset: true,
                         min_binding_size: None,
                     },
@@ -91,7 +132,7 @@ impl PipelineCache {
                         count: None,
                     });
                 }
-                let label = format!("wgformer layout r{reads} w{writes}");
+                let label = format!("wgformer layout r{reads} w{writes} {params:?}");
                 let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
                     label: Some(&label),
                     entries: &entries,
@@ -141,14 +182,14 @@ impl PipelineCache {
             });
         }
         let device = &gpu.device;
-        let (_, layout) = self.layout(device, reads, writes);
+        let (_, layout) = self.layout(device, reads, writes, shader.params);
         let scope = ErrorScope::push(device);
         let module = lock(&self.modules)
             .entry(shader.name)
             .or_insert_with(|| {
                 device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some(shader.name),
-                    source: wgpu::ShaderSource::Wgsl(shader.source.into()),
+                    source: wgpu::ShaderSource::Wgsl(shader.wgsl()),
                 })
             })
             .clone();

@@ -71,6 +71,8 @@ pub struct PlanLimits {
     pub max_workgroup_size_x: u32,
     /// `max_compute_workgroup_size_y`.
     pub max_workgroup_size_y: u32,
+    /// `max_storage_buffers_per_shader_stage`.
+    pub storage_buffers_per_stage: u32,
 }
 
 impl PlanLimits {
@@ -82,6 +84,7 @@ impl PlanLimits {
             max_invocations: limits.max_compute_invocations_per_workgroup,
             max_workgroup_size_x: limits.max_compute_workgroup_size_x,
             max_workgroup_size_y: limits.max_compute_workgroup_size_y,
+            storage_buffers_per_stage: limits.max_storage_buffers_per_shader_stage,
         }
     }
 }
@@ -269,6 +272,7 @@ impl KernelPolicy {
             || l.max_invocations > own.max_invocations
             || l.max_workgroup_size_x > own.max_workgroup_size_x
             || l.max_workgroup_size_y > own.max_workgroup_size_y
+            || l.storage_buffers_per_stage > own.storage_buffers_per_stage
         {
             Some(format!("limits {l:?} exceed the device's {own:?}"))
         } else if self.coop_matrix.unavailable().is_none()
@@ -349,6 +353,7 @@ pub(crate) mod examples {
                 max_invocations: 1024,
                 max_workgroup_size_x: 1024,
                 max_workgroup_size_y: 1024,
+                storage_buffers_per_stage: 1 << 20,
             },
             shader_f16: true,
             coop_matrix: CoopMatrices::default(),
@@ -373,6 +378,7 @@ pub(crate) mod examples {
                 max_invocations: 1024,
                 max_workgroup_size_x: 1024,
                 max_workgroup_size_y: 1024,
+                storage_buffers_per_stage: 8,
             },
             shader_f16: true,
             coop_matrix: CoopMatrices::default(),

@@ -51,7 +51,7 @@ pub mod wgsl_mirrors;
 
 pub use activation::Activation;
 
-use crate::gpu::Shader;
+use crate::gpu::{ParamsBinding, Shader};
 
 macro_rules! shader {
     ($file:literal, f16: $f16:expr) => {
@@ -59,14 +59,19 @@ macro_rules! shader {
             name: $file,
             source: include_str!(concat!("../../shaders/", $file)),
             needs_f16: $f16,
+            params: ParamsBinding::Uniform,
         }
     };
     // A module made of several files (WGSL lets a file use what a later one declares).
     ($name:literal = $($file:literal)+, f16: $f16:expr) => {
+        shader!($name = $($file)+, f16: $f16, params: ParamsBinding::Uniform)
+    };
+    ($name:literal = $($file:literal)+, f16: $f16:expr, params: $params:expr) => {
         Shader {
             name: $name,
             source: concat!($(include_str!(concat!("../../shaders/", $file))),+),
             needs_f16: $f16,
+            params: $params,
         }
     };
 }
@@ -87,11 +92,14 @@ pub static ATTENTION_NAIVE_WGSL: Shader = shader!(
     "attention_naive.wgsl" = "attention_common.wgsl" "attention_naive.wgsl",
     f16: false
 );
-/// The CPU split followed by attention_subgroup.wgsl (subgroup builtins).
+/// The CPU split followed by attention_subgroup.wgsl (subgroup builtins). Its
+/// Params sit in storage: it runs on lavapipe only, whose uniform inlining
+/// would recompile it at every dispatch ([`ParamsBinding::ReadOnlyStorage`]).
 pub static ATTENTION_SUBGROUP_WGSL: Shader = shader!(
     "attention_subgroup.wgsl" =
         "attention_common.wgsl" "attention_cpu.wgsl" "attention_subgroup.wgsl",
-    f16: false
+    f16: false,
+    params: ParamsBinding::ReadOnlyStorage
 );
 /// copy.wgsl: a plain buffer copy (the memory-bandwidth baseline of the benchmarks).
 pub static COPY_WGSL: Shader = shader!("copy.wgsl", f16: false);

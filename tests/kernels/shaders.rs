@@ -9,6 +9,7 @@
 
 use naga::back::{hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
+use wgformer::gpu::ParamsBinding;
 use wgformer::kernels::wgsl_mirrors::{wgsl_mirrors, WgslName};
 use wgformer::kernels::{ALL_SHADERS, COOP_SHADERS};
 
@@ -76,13 +77,47 @@ fn every_shader_validates_and_translates_to_spirv_msl_hlsl() {
     let mut failures = Vec::new();
     let mut total = 0;
     for shader in ALL_SHADERS {
-        match check(shader.name, shader.source) {
+        // The text the device compiles (binding 0 moved to storage where asked).
+        match check(shader.name, &shader.wgsl()) {
             Ok(n) => total += n,
             Err(e) => failures.push(format!("{}:\n{e}", shader.name)),
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     assert!(total > 0, "no entry points found");
+}
+
+#[test]
+fn each_module_declares_its_params_in_the_address_space_its_layout_binds() {
+    let mut storage_modules = 0;
+    for shader in ALL_SHADERS.iter().chain(COOP_SHADERS) {
+        let module = naga::front::wgsl::parse_str(&shader.wgsl()).unwrap();
+        let params = module
+            .global_variables
+            .iter()
+            .map(|(_, var)| var)
+            .filter(|var| {
+                var.binding
+                    .as_ref()
+                    .is_some_and(|b| b.group == 0 && b.binding == 0)
+            })
+            .collect::<Vec<_>>();
+        let expected = match shader.params {
+            ParamsBinding::Uniform => naga::AddressSpace::Uniform,
+            ParamsBinding::ReadOnlyStorage => {
+                storage_modules += 1;
+                naga::AddressSpace::Storage {
+                    access: naga::StorageAccess::LOAD,
+                }
+            }
+        };
+        assert!(!params.is_empty(), "{}: no binding 0", shader.name);
+        for var in params {
+            assert_eq!(var.space, expected, "{}: binding 0", shader.name);
+        }
+    }
+    // The subgroup attention kernels (lavapipe only) keep theirs in storage.
+    assert_eq!(storage_modules, 1);
 }
 
 #[test]

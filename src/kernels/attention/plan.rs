@@ -38,12 +38,20 @@ pub(crate) const SG_LANES: usize = 8;
 /// Threads (rows) per workgroup of `attention_bwd_prep`.
 pub(crate) const PREP_WG: usize = 64;
 
+/// Storage bindings of the subgroup kernels' largest layout
+/// (attention_bwd_dkdv_sg: its Params and eight tensors).
+const SG_STORAGE_BINDINGS: u32 = 9;
+
 /// Whether the fused kernels run in their subgroup form
 /// (shaders/attention_subgroup.wgsl: streamed rows shared by broadcasts instead
 /// of workgroup memory): on CPU adapters with subgroups of exactly 8 lanes
-/// (lavapipe), where every workgroup-memory load is a loop over the lanes.
+/// (lavapipe), where every workgroup-memory load is a loop over the lanes, and
+/// whose device takes their storage bindings (their Params are in storage:
+/// [`crate::gpu::ParamsBinding::ReadOnlyStorage`]).
 fn subgroup_kernels(policy: &KernelPolicy) -> bool {
-    policy.subgroup_size == Some(SG_LANES as u32) && policy.cpu_adapter
+    policy.subgroup_size == Some(SG_LANES as u32)
+        && policy.cpu_adapter
+        && policy.limits.storage_buffers_per_stage >= SG_STORAGE_BINDINGS
 }
 
 /// Groups of four query rows per thread of `attention_fwd` for `nb` 16-dim
@@ -409,6 +417,23 @@ mod tests {
             ("attention_cpu.wgsl", "attention_fwd")
         );
         assert_eq!(f.workgroups, [8, 12, 4]);
+        // The same on a device that takes WebGPU's 8 storage bindings: the
+        // subgroup kernels' dK/dV needs 9 (its Params are in storage).
+        let webgpu_bindings = KernelPolicy {
+            limits: crate::gpu::PlanLimits {
+                storage_buffers_per_stage: 8,
+                ..lavapipe().limits
+            },
+            ..lavapipe()
+        };
+        assert_eq!(
+            plan_fwd(&d, &webgpu_bindings).unwrap().entry,
+            "attention_fwd"
+        );
+        assert_eq!(
+            plan_bwd(&d, &webgpu_bindings).unwrap().dkdv.entry,
+            "attention_bwd_dkdv"
+        );
     }
 
     #[test]
