@@ -47,6 +47,23 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 
+// Whether the call may have a block-sparse layout, as a constant so that the
+// compiler drops the layout checks of calls without one: on lavapipe a branch
+// on a Params value runs both sides, and with the checks (integer divisions
+// at every key step) decided by Params the subgroup kernels ran 1.3-1.7x
+// slower at T = 2048 without a layout. true: p.sparse_kind decides at run
+// time (correct for any call); false only where p.sparse_kind == 0. Set by the
+// host for the CPU-adapter kernels (attention_cpu.wgsl and its subgroup form).
+override BLOCK_LAYOUT: bool = true;
+
+// The call's block-sparse layout: 0 none, 1 strided, 2 fixed, 3 explicit pairs.
+fn layout_kind() -> u32 {
+    if (!BLOCK_LAYOUT) {
+        return 0u;
+    }
+    return p.sparse_kind;
+}
+
 const LN2: f32 = 0.6931471805599453;
 // "No score yet": below every real score, finite so that differences never make NaN.
 const NEG_BIG: f32 = -3.0e38;
@@ -94,11 +111,11 @@ fn pair_bit(qb: i32, kb: i32) -> bool {
 
 fn blocks_ok(qb: vec4<i32>, kb: vec4<i32>) -> vec4<bool> {
     let s = vec4<i32>(i32(max(p.stride, 1u)));
-    if (p.sparse_kind == 3u) {
+    if (layout_kind() == 3u) {
         return vec4<bool>(pair_bit(qb.x, kb.x), pair_bit(qb.y, kb.y), pair_bit(qb.z, kb.z),
                           pair_bit(qb.w, kb.w));
     }
-    if (p.sparse_kind == 1u) {
+    if (layout_kind() == 1u) {
         let d = abs(qb - kb);
         return (d < s) | (d % s == vec4<i32>(0));
     }
@@ -109,7 +126,7 @@ fn blocks_ok(qb: vec4<i32>, kb: vec4<i32>) -> vec4<bool> {
 // row at a negative position sees no key under causal masking, and the host
 // refuses a layout without it when Tq > Tk).
 fn layout_ok(qp: vec4<i32>, kp: vec4<i32>) -> vec4<bool> {
-    if (p.sparse_kind == 0u) {
+    if (layout_kind() == 0u) {
         return vec4<bool>(true);
     }
     let b = vec4<i32>(i32(max(p.block, 1u)));
@@ -121,7 +138,7 @@ fn layout_ok(qp: vec4<i32>, kp: vec4<i32>) -> vec4<bool> {
 // mask): the fused kernels skip a tile of rows x keys when it says no, so blocks
 // as large as the tiles (tiles are at most 64 rows or keys) skip exactly.
 fn tile_ok(r0: u32, r1: u32, k0: u32, k1: u32) -> bool {
-    if (p.sparse_kind == 0u) {
+    if (layout_kind() == 0u) {
         return true;
     }
     let diag = i32(p.tk) - i32(p.tq);

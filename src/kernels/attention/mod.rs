@@ -161,6 +161,7 @@ fn check(
         tq,
         tk,
         hs,
+        block_layout: opts.pattern.layout.is_some(),
     })
 }
 

@@ -9,7 +9,7 @@ use crate::kernels::{
     MAX_GROUPS_PER_DIM,
 };
 
-/// The shapes of one attention call, checked.
+/// The shapes of one attention call, checked, and whether it has a block layout.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Dims {
     pub b: usize,
@@ -20,6 +20,8 @@ pub(super) struct Dims {
     pub tq: usize,
     pub tk: usize,
     pub hs: usize,
+    /// The call has a block-sparse layout.
+    pub block_layout: bool,
 }
 
 impl Dims {
@@ -186,6 +188,14 @@ fn vec_constant(hs: usize) -> (&'static str, f64) {
     ("VEC", hs.is_multiple_of(4) as u8 as f64)
 }
 
+/// The override BLOCK_LAYOUT of the CPU-adapter kernels (attention_common.wgsl):
+/// the layout checks compile away for calls without a block layout. One more
+/// pipeline per kernel and tile set where layouts are used; on GPUs a branch
+/// on a uniform is a jump, and the GPU split leaves it at its default.
+fn layout_constant(d: &Dims) -> (&'static str, f64) {
+    ("BLOCK_LAYOUT", d.block_layout as u8 as f64)
+}
+
 /// The CPU split's override constants: `rg` groups of four rows per thread,
 /// `bk` rows per staged tile, `nb` 16-dim blocks per head row.
 fn cpu_constants(d: &Dims, rg: usize, bk: usize) -> Vec<(&'static str, f64)> {
@@ -195,6 +205,7 @@ fn cpu_constants(d: &Dims, rg: usize, bk: usize) -> Vec<(&'static str, f64)> {
         ("BK", bk.max(4) as f64),
         ("NB", d.hs.div_ceil(16) as f64),
         vec_constant(d.hs),
+        layout_constant(d),
     ]
 }
 
@@ -372,6 +383,7 @@ mod tests {
             tq,
             tk,
             hs,
+            block_layout: false,
         }
     }
 
@@ -398,6 +410,25 @@ mod tests {
         assert_eq!(f.constant("NB"), Some(4.0));
         // 32 KiB: K and V tiles of 32 keys (2 * 64 * 4 + 4 bytes each) fit.
         assert_eq!(f.constant("BK"), Some(32.0));
+        // No block layout: its checks compile away; with one they stay.
+        assert_eq!(f.constant("BLOCK_LAYOUT"), Some(0.0));
+        let sparse = Dims {
+            block_layout: true,
+            ..d
+        };
+        assert_eq!(
+            plan_fwd(&sparse, &lavapipe())
+                .unwrap()
+                .constant("BLOCK_LAYOUT"),
+            Some(1.0)
+        );
+        assert_eq!(
+            plan_bwd(&sparse, &lavapipe())
+                .unwrap()
+                .dq
+                .constant("BLOCK_LAYOUT"),
+            Some(1.0)
+        );
         let b = plan_bwd(&d, &lavapipe()).unwrap();
         assert_eq!(b.dkdv.entry, "attention_bwd_dkdv_sg");
         assert_eq!(b.dq.entry, "attention_bwd_dq_sg");
@@ -459,6 +490,8 @@ mod tests {
             (Some(16.0), Some(32.0))
         );
         assert_eq!(f.workgroups, [16, 12, 4]);
+        // Its layout checks stay decided at run time (a jump on GPUs).
+        assert_eq!(f.constant("BLOCK_LAYOUT"), None);
         let b = plan_bwd(&d, &gpu()).unwrap();
         assert_eq!(b.dkdv.entry, "attention_bwd_dkdv_gpu");
         assert_eq!(b.dkdv.constant("G"), Some(16.0));
