@@ -133,31 +133,98 @@ fn layout_ok(qp: vec4<i32>, kp: vec4<i32>) -> vec4<bool> {
     return blocks_ok(max(qp, vec4<i32>(0)) / b, kp / b);
 }
 
-// Might any of query rows r0..=r1 see any of keys k0..=k1 under the layout? Exact
-// up to 64 (query block, key block) pairs, otherwise yes (the pair checks still
-// mask): the fused kernels skip a tile of rows x keys when it says no, so blocks
-// as large as the tiles (tiles are at most 64 rows or keys) skip exactly.
-fn tile_ok(r0: u32, r1: u32, k0: u32, k1: u32) -> bool {
-    if (layout_kind() == 0u) {
-        return true;
-    }
-    let diag = i32(p.tk) - i32(p.tq);
-    let b = i32(max(p.block, 1u));
-    let q_lo = max(i32(r0) + diag, 0) / b;
-    let q_hi = max(i32(r1) + diag, 0) / b;
-    let k_lo = i32(k0) / b;
-    let k_hi = i32(k1) / b;
-    if (q_hi - q_lo > 63 || k_hi - k_lo > 63 || (q_hi - q_lo + 1) * (k_hi - k_lo + 1) > 64) {
-        return true;
-    }
-    for (var qb = q_lo; qb <= q_hi; qb++) {
-        for (var kb = k_lo; kb <= k_hi; kb++) {
-            if (blocks_ok(vec4<i32>(qb), vec4<i32>(kb)).x) {
-                return true;
+// The blocks of one side that a tile of the other side sees under the layout
+// (the union over the tile's blocks): the band [lo, hi], the blocks b with
+// (b - a) mod s < n, and the blocks b < 32 whose bit is set in `bits`. The
+// fused kernels walk only the tiles that hold such a block (Span): on lavapipe
+// a `continue` on a Params value would still do the skipped tile's work.
+struct BlockSet {
+    lo: i32,
+    hi: i32,
+    a: i32,
+    n: i32,
+    s: i32,
+    bits: u32,
+}
+
+// Every block.
+fn all_blocks() -> BlockSet {
+    return BlockSet(0, FAR, 0, 0, 1, 0u);
+}
+
+// The key blocks query blocks q0 ..= q1 see.
+fn key_blocks(q0: i32, q1: i32) -> BlockSet {
+    let s = i32(max(p.stride, 1u));
+    switch layout_kind() {
+        case 1u: { // strided: |qb - kb| < S, or S divides it
+            return BlockSet(q0 - s + 1, q1 + s - 1, q0 % s, min(q1 - q0 + 1, s), s, 0u);
+        }
+        case 2u: { // fixed: the chunks of S blocks of q0 ..= q1, and every chunk's last
+            return BlockSet(q0 / s * s, (q1 / s + 1) * s - 1, s - 1, 1, s, 0u);
+        }
+        case 3u: { // explicit: the key blocks listed for any of them
+            var bits = 0u;
+            for (var qb = max(q0, 0); qb <= min(q1, 31); qb++) {
+                bits |= p.pairs[qb / 4][qb % 4];
             }
+            return BlockSet(0, -1, 0, 0, 1, bits);
+        }
+        default: {
+            return all_blocks();
         }
     }
-    return false;
+}
+
+// The query blocks that see key blocks k0 ..= k1.
+fn row_blocks(k0: i32, k1: i32) -> BlockSet {
+    let s = i32(max(p.stride, 1u));
+    switch layout_kind() {
+        case 1u: { // strided is symmetric
+            return BlockSet(k0 - s + 1, k1 + s - 1, k0 % s, min(k1 - k0 + 1, s), s, 0u);
+        }
+        case 2u: { // fixed: every query block sees a chunk's last block
+            if (k1 / s > k0 / s || k1 % s == s - 1) {
+                return all_blocks();
+            }
+            return BlockSet(k0 / s * s, (k0 / s + 1) * s - 1, 0, 0, 1, 0u);
+        }
+        case 3u: { // explicit: the query blocks that list any of them
+            var keys = 0u; // bits k0 ..= k1 (those under 32)
+            if (k0 <= 31) {
+                let width = u32(min(k1, 31) - k0 + 1);
+                keys = (0xffffffffu >> (32u - width)) << u32(k0);
+            }
+            var bits = 0u;
+            for (var qb = 0u; qb < 32u; qb++) {
+                if ((p.pairs[qb / 4u][qb % 4u] & keys) != 0u) {
+                    bits |= 1u << qb;
+                }
+            }
+            return BlockSet(0, -1, 0, 0, 1, bits);
+        }
+        default: {
+            return all_blocks();
+        }
+    }
+}
+
+// The first block >= b (b >= 0) of `blocks`, or FAR.
+fn next_block(blocks: BlockSet, b: i32) -> i32 {
+    var next = FAR;
+    if (b <= blocks.hi) {
+        next = max(b, blocks.lo);
+    }
+    if (blocks.n > 0) {
+        let off = ((b - blocks.a) % blocks.s + blocks.s) % blocks.s;
+        next = min(next, select(b + blocks.s - off, b, off < blocks.n));
+    }
+    if (b < 32) {
+        let later = blocks.bits & (0xffffffffu << u32(b));
+        if (later != 0u) {
+            next = min(next, i32(firstTrailingBit(later)));
+        }
+    }
+    return next;
 }
 
 // The keys four query rows (at key positions pos) see: [lo, hi] and [0, g),
@@ -237,35 +304,72 @@ fn keys_seen(r: RowRange, row: i32, g_rows: i32) -> vec4<bool> {
     return in_range & layout_ok(i + vec4<i32>(i32(p.tk) - i32(p.tq)), r.keys);
 }
 
-// What a block of rows (keys) walks: [0, g_end) then [lo, end), each < end.
+// What a block of rows (keys) walks: [0, g_end) then [lo, end), each < end,
+// and of those only the tiles that hold a block of `blocks` (position of
+// index i: i + shift).
 struct Span {
     g_end: u32,
     lo: u32,
     end: u32,
+    blocks: BlockSet,
+    shift: i32,
 }
 
 // The keys query rows first .. last (first <= last) see.
 fn key_span(first: u32, last: u32) -> Span {
     let r = key_range(vec4<i32>(i32(first), i32(last), i32(last), i32(last)));
     let end = clamp(max(r.hi.x, r.hi.y) + 1, 0, i32(p.tk));
-    return Span(u32(clamp(max(r.g.x, r.g.y), 0, end)), u32(clamp(r.lo.x, 0, end)), u32(end));
+    var blocks = all_blocks();
+    if (layout_kind() != 0u) {
+        let b = i32(max(p.block, 1u));
+        blocks = key_blocks(max(r.pos.x, 0) / b, max(r.pos.y, 0) / b);
+    }
+    return Span(u32(clamp(max(r.g.x, r.g.y), 0, end)), u32(clamp(r.lo.x, 0, end)), u32(end),
+                blocks, 0);
 }
 
 // The query rows that see keys first .. last (first <= last).
 fn row_span(first: u32, last: u32) -> Span {
     let r = row_range(vec4<i32>(i32(first), i32(last), i32(last), i32(last)));
     let end = clamp(max(r.last.x, r.last.y) + 1, 0, i32(p.tq));
-    return Span(u32(clamp(global_rows(), 0, end)), u32(clamp(r.first.x, 0, end)), u32(end));
+    var blocks = all_blocks();
+    if (layout_kind() != 0u) {
+        let b = i32(max(p.block, 1u));
+        blocks = row_blocks(i32(first) / b, i32(last) / b);
+    }
+    return Span(u32(clamp(global_rows(), 0, end)), u32(clamp(r.first.x, 0, end)), u32(end),
+                blocks, i32(p.tk) - i32(p.tq));
 }
 
-// The first tile of a span, and the tile after `at` for tiles of `step`.
-fn span_start(s: Span) -> u32 {
-    return select(s.lo, 0u, s.g_end > 0u);
+// The first tile of a span, and the tile after `at`, for tiles of `step`.
+fn span_start(s: Span, step: u32) -> u32 {
+    return span_skip(s, select(s.lo, 0u, s.g_end > 0u), step);
 }
 
 fn span_next(s: Span, at: u32, step: u32) -> u32 {
     let n = at + step;
-    return select(n, s.lo, n >= s.g_end && n < s.lo);
+    return span_skip(s, select(n, s.lo, n >= s.g_end && n < s.lo), step);
+}
+
+// `at`, or past it to the tile (of `step`, aligned to multiples of it) that
+// holds the span's next block under the layout, or `s.end` when none is left.
+fn span_skip(s: Span, at: u32, step: u32) -> u32 {
+    if (layout_kind() == 0u || at >= s.end) {
+        return at;
+    }
+    let b = i32(max(p.block, 1u));
+    let next = next_block(s.blocks, max(i32(at) + s.shift, 0) / b);
+    if (next >= FAR) {
+        return s.end;
+    }
+    let first = next * b - s.shift; // the block's first index
+    if (first <= i32(at)) {
+        return at;
+    }
+    if (first >= i32(s.end)) {
+        return s.end;
+    }
+    return max(at, u32(first) / step * step);
 }
 
 // Does query row i (of Tq) see key j (of Tk) under the causal mask and the pattern?

@@ -381,10 +381,7 @@ fn attention_fwd(@builtin(workgroup_id) wid: vec3<u32>,
     let my_end = min(key_span(i0, i0 + 4u * RG - 1u).end, span.end);
 
     let kv_base = kv_head(b, wid.y) * p.tk; // the group's key/value head
-    for (var k0 = span_start(span); k0 < span.end; k0 = span_next(span, k0, BK)) {
-        if (!tile_ok(row0, min(row0 + BQ * 4u * RG, p.tq) - 1u, k0, k0 + BK - 1u)) {
-            continue; // a tile the block layout leaves out
-        }
+    for (var k0 = span_start(span, BK); k0 < span.end; k0 = span_next(span, k0, BK)) {
         // Stage K, V and the validity of keys k0 .. k0 + BK.
         for (var t = lid; t < BK * w; t += BQ) {
             let r = t / w;
@@ -840,10 +837,7 @@ fn attention_bwd_dq(@builtin(workgroup_id) wid: vec3<u32>,
     let my_end = min(key_span(i0, i0 + 4u * RG - 1u).end, span.end);
 
     let kv_base = kv_head(b, wid.y) * p.tk; // the group's key/value head
-    for (var k0 = span_start(span); k0 < span.end; k0 = span_next(span, k0, BK)) {
-        if (!tile_ok(row0, min(row0 + BQ * 4u * RG, p.tq) - 1u, k0, k0 + BK - 1u)) {
-            continue; // a tile the block layout leaves out
-        }
+    for (var k0 = span_start(span, BK); k0 < span.end; k0 = span_next(span, k0, BK)) {
         // Stage K, V and the validity of keys k0 .. k0 + BK (as the forward).
         for (var t = lid; t < BK * w; t += BQ) {
             let r = t / w;
@@ -940,10 +934,7 @@ fn attention_bwd_dkdv(@builtin(workgroup_id) wid: vec3<u32>,
     // accumulators (a fixed order: the same bits every run).
     for (var hq = 0u; hq < group; hq++) {
         let q_base = (b * p.nh + wid.y * group + hq) * p.tq;
-        for (var r0 = span_start(span); r0 < span.end; r0 = span_next(span, r0, BK)) {
-            if (!tile_ok(r0, r0 + BK - 1u, key0, min(key0 + BQ * 4u * RG, p.tk) - 1u)) {
-                continue; // a tile the block layout leaves out
-            }
+        for (var r0 = span_start(span, BK); r0 < span.end; r0 = span_next(span, r0, BK)) {
             // Stage Q, dO, L log2(e) and D of query rows r0 .. r0 + BK.
             for (var t = lid; t < BK * w; t += BQ) {
                 let r = t / w;

@@ -210,10 +210,7 @@ fn attention_fwd_gpu(@builtin(workgroup_id) wid: vec3<u32>,
     var acc: array<array<vec4<f32>, EM>, 4>; // [row][e]: head vec4 tx + TX e
 
     let kvb = kv_head(b, wid.y) * p.tk; // the group's key/value head
-    for (var k0 = span_start(span); k0 < span.end; k0 = span_next(span, k0, BT)) {
-        if (!tile_ok(row0, min(row0 + 4u * G, p.tq) - 1u, k0, k0 + BT - 1u)) {
-            continue; // a tile the block layout leaves out
-        }
+    for (var k0 = span_start(span, BT); k0 < span.end; k0 = span_next(span, k0, BT)) {
         for (var t = lid; t < BT * DV; t += NT) {
             let r = t / DV;
             let d4 = t - r * DV;
@@ -354,10 +351,7 @@ fn attention_bwd_dkdv_gpu(@builtin(workgroup_id) wid: vec3<u32>,
     // accumulators (a fixed order: the same bits every run).
     for (var hq = 0u; hq < group; hq++) {
         let qb = (b * p.nh + wid.y * group + hq) * p.tq;
-        for (var r0 = span_start(span); r0 < span.end; r0 = span_next(span, r0, BT)) {
-            if (!tile_ok(r0, r0 + BT - 1u, key0, min(key0 + 4u * G, p.tk) - 1u)) {
-                continue; // a tile the block layout leaves out
-            }
+        for (var r0 = span_start(span, BT); r0 < span.end; r0 = span_next(span, r0, BT)) {
             for (var t = lid; t < BT * DV; t += NT) {
                 let r = t / DV;
                 let d4 = t - r * DV;
@@ -500,10 +494,7 @@ fn attention_bwd_dq_gpu(@builtin(workgroup_id) wid: vec3<u32>,
     var acc: array<array<vec4<f32>, EM>, 4>;
 
     let kvb = kv_head(b, wid.y) * p.tk; // the group's key/value head
-    for (var k0 = span_start(span); k0 < span.end; k0 = span_next(span, k0, BT)) {
-        if (!tile_ok(row0, min(row0 + 4u * G, p.tq) - 1u, k0, k0 + BT - 1u)) {
-            continue; // a tile the block layout leaves out
-        }
+    for (var k0 = span_start(span, BT); k0 < span.end; k0 = span_next(span, k0, BT)) {
         for (var t = lid; t < BT * DV; t += NT) {
             let r = t / DV;
             let d4 = t - r * DV;

@@ -208,10 +208,7 @@ fn attention_fwd_sg(@builtin(workgroup_id) wid: vec3<u32>,
     let kr_lo = key_range(vec4<i32>(rows_lo));
     let kr_hi = key_range(vec4<i32>(rows_hi));
 
-    for (var j0 = span_start(span); j0 < span.end; j0 = span_next(span, j0, 4u)) {
-        if (!tile_ok(row0, min(row0 + SG_LANES * 4u * RG, p.tq) - 1u, j0, j0 + 4u - 1u)) {
-            continue; // a tile the block layout leaves out
-        }
+    for (var j0 = span_start(span, 4u); j0 < span.end; j0 = span_next(span, j0, 4u)) {
         let kt = sg_tile_kv(bkv, j0, lane, false);
         let vt = sg_tile_kv(bkv, j0, lane, true);
         var s = sg_scores(q.b0, kt, 0u);
@@ -274,10 +271,7 @@ fn attention_bwd_dq_sg(@builtin(workgroup_id) wid: vec3<u32>,
     let kr_lo = key_range(vec4<i32>(rows_lo));
     let kr_hi = key_range(vec4<i32>(rows_hi));
 
-    for (var j0 = span_start(span); j0 < span.end; j0 = span_next(span, j0, 4u)) {
-        if (!tile_ok(row0, min(row0 + SG_LANES * 4u * RG, p.tq) - 1u, j0, j0 + 4u - 1u)) {
-            continue; // a tile the block layout leaves out
-        }
+    for (var j0 = span_start(span, 4u); j0 < span.end; j0 = span_next(span, j0, 4u)) {
         let kt = sg_tile_kv(bkv, j0, lane, false);
         let vt = sg_tile_kv(bkv, j0, lane, true);
         var s = sg_scores(q.b0, kt, 0u);
@@ -355,10 +349,7 @@ fn attention_bwd_dkdv_sg(@builtin(workgroup_id) wid: vec3<u32>,
     // accumulators (a fixed order: the same bits every run).
     for (var hq = 0u; hq < group; hq++) {
         let bh = b * p.nh + wid.y * group + hq;
-        for (var r0 = span_start(span); r0 < span.end; r0 = span_next(span, r0, 4u)) {
-            if (!tile_ok(r0, r0 + 4u - 1u, key0, min(key0 + SG_LANES * 4u * RG, p.tk) - 1u)) {
-                continue; // a tile the block layout leaves out
-            }
+        for (var r0 = span_start(span, 4u); r0 < span.end; r0 = span_next(span, r0, 4u)) {
             let qt = sg_tile_qo(bh, r0, lane, false);
             let ot = sg_tile_qo(bh, r0, lane, true);
             var s = sg_scores(k.b0, qt, 0u);

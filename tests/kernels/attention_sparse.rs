@@ -335,16 +335,20 @@ fn decoding_rows_against_a_longer_cache() {
 
 #[test]
 fn fused_matches_reference_and_unfused_on_a_long_sequence() {
-    // T = 1000: many key tiles outside the window (or the strided layout's
-    // blocks); causal and not, padded.
+    // T = 1000: many key tiles outside the window (or the layouts' blocks,
+    // which the kernels walk past: blocks of a tile, of two tiles and half a
+    // tile); causal and not, padded.
     let window = AttentionPattern::sliding_window(100).with_global_tokens(4);
     let layout = AttentionPattern::block_sparse(strided(64, 3));
+    let chunks = AttentionPattern::block_sparse(fixed(128, 2));
     let explicit = AttentionPattern::block_sparse(bigbird(32, 32));
     for (causal, pattern) in [
         (true, window),
         (false, window),
         (true, layout),
         (false, layout),
+        (true, chunks),
+        (false, chunks),
         (true, explicit),
         (false, explicit),
     ] {
