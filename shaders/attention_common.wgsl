@@ -64,6 +64,11 @@ fn layout_kind() -> u32 {
     return p.sparse_kind;
 }
 
+// The layout's block B (positions per block).
+fn block_len() -> i32 {
+    return i32(max(p.block, 1u));
+}
+
 const LN2: f32 = 0.6931471805599453;
 // "No score yet": below every real score, finite so that differences never make NaN.
 const NEG_BIG: f32 = -3.0e38;
@@ -129,7 +134,7 @@ fn layout_ok(qp: vec4<i32>, kp: vec4<i32>) -> vec4<bool> {
     if (layout_kind() == 0u) {
         return vec4<bool>(true);
     }
-    let b = vec4<i32>(i32(max(p.block, 1u)));
+    let b = vec4<i32>(block_len());
     return blocks_ok(max(qp, vec4<i32>(0)) / b, kp / b);
 }
 
@@ -180,7 +185,7 @@ fn row_blocks(k0: i32, k1: i32) -> BlockSet {
     let s = i32(max(p.stride, 1u));
     switch layout_kind() {
         case 1u: { // strided is symmetric
-            return BlockSet(k0 - s + 1, k1 + s - 1, k0 % s, min(k1 - k0 + 1, s), s, 0u);
+            return key_blocks(k0, k1);
         }
         case 2u: { // fixed: every query block sees a chunk's last block
             if (k1 / s > k0 / s || k1 % s == s - 1) {
@@ -319,11 +324,7 @@ struct Span {
 fn key_span(first: u32, last: u32) -> Span {
     let r = key_range(vec4<i32>(i32(first), i32(last), i32(last), i32(last)));
     let end = clamp(max(r.hi.x, r.hi.y) + 1, 0, i32(p.tk));
-    var blocks = all_blocks();
-    if (layout_kind() != 0u) {
-        let b = i32(max(p.block, 1u));
-        blocks = key_blocks(max(r.pos.x, 0) / b, max(r.pos.y, 0) / b);
-    }
+    let blocks = key_blocks(max(r.pos.x, 0) / block_len(), max(r.pos.y, 0) / block_len());
     return Span(u32(clamp(max(r.g.x, r.g.y), 0, end)), u32(clamp(r.lo.x, 0, end)), u32(end),
                 blocks, 0);
 }
@@ -332,11 +333,7 @@ fn key_span(first: u32, last: u32) -> Span {
 fn row_span(first: u32, last: u32) -> Span {
     let r = row_range(vec4<i32>(i32(first), i32(last), i32(last), i32(last)));
     let end = clamp(max(r.last.x, r.last.y) + 1, 0, i32(p.tq));
-    var blocks = all_blocks();
-    if (layout_kind() != 0u) {
-        let b = i32(max(p.block, 1u));
-        blocks = row_blocks(i32(first) / b, i32(last) / b);
-    }
+    let blocks = row_blocks(i32(first) / block_len(), i32(last) / block_len());
     return Span(u32(clamp(global_rows(), 0, end)), u32(clamp(r.first.x, 0, end)), u32(end),
                 blocks, i32(p.tk) - i32(p.tq));
 }
@@ -357,7 +354,7 @@ fn span_skip(s: Span, at: u32, step: u32) -> u32 {
     if (layout_kind() == 0u || at >= s.end) {
         return at;
     }
-    let b = i32(max(p.block, 1u));
+    let b = block_len();
     let next = next_block(s.blocks, max(i32(at) + s.shift, 0) / b);
     if (next >= FAR) {
         return s.end;
