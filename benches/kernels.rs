@@ -40,6 +40,9 @@ mod per_example;
 #[path = "kernels/train_step.rs"]
 mod train_step;
 
+#[path = "kernels/optim.rs"]
+mod optim;
+
 #[path = "kernels/decode.rs"]
 mod decode;
 
@@ -74,6 +77,7 @@ fn main() -> wgformer::Result<()> {
     llama::run(&mut bench)?;
     per_example::run(&mut bench)?;
     train_step::run(&mut bench)?;
+    optim::run(&mut bench)?;
     decode::run(&mut bench)?;
     bench.save();
     println!("wrote {}", path.display());

@@ -1,6 +1,9 @@
 //! `Tensor`: a shape, a dtype and a pooled GPU buffer. Row-major and contiguous;
 //! `reshape` shares the buffer. The buffer returns to the pool when the last
-//! tensor that shares it drops.
+//! tensor that shares it drops. Inside the crate a tensor can also be a view
+//! of part of another's buffer (the optimiser's arenas, see `optim::arena`):
+//! it starts at a byte offset that the device's storage-binding alignment
+//! allows, and every binding, copy and readback starts there.
 
 use crate::error::{human_bytes, Error, Result};
 use crate::gpu::{Gpu, PooledBuffer};
@@ -39,6 +42,8 @@ struct Storage {
 /// (`to_vec`) submits it.
 pub struct Tensor {
     storage: Arc<Storage>,
+    /// Where the tensor starts in the buffer, in bytes (0 unless a view).
+    offset: u64,
     shape: Vec<usize>,
     dtype: DType,
 }
@@ -47,8 +52,8 @@ impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Tensor({:?}, {:?}, buffer #{})",
-            self.shape, self.dtype, self.storage.buffer.id
+            "Tensor({:?}, {:?}, buffer #{} at {})",
+            self.shape, self.dtype, self.storage.buffer.id, self.offset
         )
     }
 }
@@ -110,6 +115,7 @@ impl Tensor {
                 gpu: gpu.clone(),
                 buffer,
             }),
+            offset: 0,
             shape: shape.to_vec(),
             dtype,
         })
@@ -265,7 +271,7 @@ impl Tensor {
         gpu.flush()?;
         bytes.resize(bytes.len().next_multiple_of(4), 0);
         if !bytes.is_empty() {
-            gpu.queue().write_buffer(self.buffer(), 0, &bytes);
+            gpu.queue().write_buffer(self.buffer(), self.offset, &bytes);
         }
         Ok(())
     }
@@ -370,14 +376,49 @@ impl Tensor {
         }
         Ok(Tensor {
             storage: self.storage.clone(),
+            offset: self.offset,
             shape: shape.to_vec(),
             dtype: self.dtype,
         })
     }
 
-    /// True when both tensors view the same buffer.
+    /// A view of `shape`'s elements starting at element `start` of this
+    /// tensor's data (read as flat): it shares the buffer, and writes through
+    /// either are seen by both. The start must fall on the device's storage
+    /// binding alignment (`min_storage_buffer_offset_alignment`, 256 bytes on
+    /// most adapters) for the view to be bound to a kernel.
+    pub(crate) fn view(&self, start: usize, shape: &[usize]) -> Result<Tensor> {
+        let size = self.dtype.size();
+        let align = self.gpu().limits().min_storage_buffer_offset_alignment as u64;
+        let offset = self.offset + (start * size) as u64;
+        if start + numel(shape) > self.numel() || !offset.is_multiple_of(align) {
+            return Err(Error::invalid(
+                "Tensor::view",
+                format!(
+                    "{shape:?} at element {start} of {:?}: views stay inside the tensor and \
+                     start on a multiple of {align} bytes",
+                    self.shape
+                ),
+            ));
+        }
+        Ok(Tensor {
+            storage: self.storage.clone(),
+            offset,
+            shape: shape.to_vec(),
+            dtype: self.dtype,
+        })
+    }
+
+    /// True when both tensors use the same GPU buffer, whole or in views (a
+    /// kernel cannot bind one buffer both read-only and read-write).
     pub fn shares_buffer(&self, other: &Tensor) -> bool {
         Arc::ptr_eq(&self.storage, &other.storage)
+    }
+
+    /// True when both tensors are the same elements: the same buffer from the
+    /// same offset, the same byte size.
+    pub(crate) fn same_elements(&self, other: &Tensor) -> bool {
+        self.shares_buffer(other) && self.offset == other.offset && self.nbytes() == other.nbytes()
     }
 
     /// True when another tensor handle views the same buffer (in-place writes
@@ -392,12 +433,17 @@ impl Tensor {
     pub(crate) fn buffer_id(&self) -> u64 {
         self.storage.buffer.id
     }
-    /// Bytes bound to a shader: the tensor rounded up to 16 (whole vec4s), inside its bucket.
+    /// Where the tensor starts in its buffer, in bytes (0 unless a view).
+    pub(crate) fn byte_offset(&self) -> u64 {
+        self.offset
+    }
+    /// Bytes bound to a shader: the tensor rounded up to 16 (whole vec4s),
+    /// inside its bucket.
     pub(crate) fn binding_size(&self) -> u64 {
         self.nbytes()
             .max(4)
             .next_multiple_of(16)
-            .min(self.buffer().size())
+            .min(self.buffer().size() - self.offset)
     }
 
     /// Reads the values back as f32 (f16 is widened; u32 is an error).

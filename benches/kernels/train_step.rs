@@ -16,7 +16,8 @@ use wgformer::{Result, Tensor};
 /// `WGFORMER_BENCH_TRAIN=L,C,NH,T,B,V` replaces the configuration (bigger GPUs).
 pub const CONFIG_ENV: &str = "WGFORMER_BENCH_TRAIN";
 
-pub fn run(b: &mut Bench) -> Result<()> {
+/// `[L, C, NH, T, B, V]`: the default, or `WGFORMER_BENCH_TRAIN`'s.
+pub fn dims() -> Result<[usize; 6]> {
     let mut dims = [4usize, 256, 4, 256, 8, 256];
     if let Ok(spec) = std::env::var(CONFIG_ENV) {
         let parsed: Vec<usize> = spec
@@ -32,8 +33,12 @@ pub fn run(b: &mut Bench) -> Result<()> {
         }
         dims.copy_from_slice(&parsed);
     }
-    let [n_layer, n_embd, n_head, seq, batch, vocab_size] = dims;
-    let config = GptConfig {
+    Ok(dims)
+}
+
+/// The GPT of [`dims`]: `[L, C, NH, T, B, V]`.
+pub fn gpt_config([n_layer, n_embd, n_head, seq, _, vocab_size]: [usize; 6]) -> GptConfig {
+    GptConfig {
         vocab_size,
         n_positions: seq,
         n_embd,
@@ -44,7 +49,13 @@ pub fn run(b: &mut Bench) -> Result<()> {
         global_tokens: 0,
         sparse_layout: None,
         layer_types: None,
-    };
+    }
+}
+
+pub fn run(b: &mut Bench) -> Result<()> {
+    let dims = dims()?;
+    let [n_layer, n_embd, n_head, seq, batch, vocab_size] = dims;
+    let config = gpt_config(dims);
     let name = format!(
         "L{} C{} NH{} T{seq} B{batch} V{}",
         config.n_layer, config.n_embd, config.n_head, config.vocab_size

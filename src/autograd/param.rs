@@ -1,8 +1,11 @@
 //! Trainable parameters: a value tensor updated in place by the optimiser, and a
-//! gradient slot that backward passes accumulate into until `zero_grad`.
+//! gradient slot that backward passes accumulate into until `zero_grad`. An
+//! optimiser may move the value into its arena and give the gradient a home
+//! there (`optim::arena`): gradients then land in that home.
 
 use crate::error::{Error, Result};
-use crate::kernels::elementwise::cast_to_f16;
+use crate::kernels::copy::copy_into;
+use crate::kernels::elementwise::{add_assign, cast_to_f16};
 use crate::tensor::{DType, Tensor};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -13,9 +16,13 @@ pub struct Param(Arc<ParamInner>);
 
 struct ParamInner {
     name: String,
-    /// Replaced only to change how a frozen value is stored ([`Param::freeze_in_f16`]).
+    /// Replaced only to change how a frozen value is stored ([`Param::freeze_in_f16`])
+    /// or to move it into an optimiser's arena.
     value: RwLock<Tensor>,
     grad: Mutex<Option<Tensor>>,
+    /// Where the gradient is summed, when an optimiser's arena gave it a place
+    /// (a view of the arena's gradients); `None`: a fresh tensor per step.
+    grad_home: Mutex<Option<Tensor>>,
     /// AdamW applies weight decay to it (false for biases and norm weights).
     decay: bool,
     trainable: AtomicBool,
@@ -62,6 +69,7 @@ impl Param {
             name,
             value: RwLock::new(value),
             grad: Mutex::new(None),
+            grad_home: Mutex::new(None),
             decay,
             trainable: AtomicBool::new(true),
             lora: Mutex::new(None),
@@ -108,9 +116,8 @@ impl Param {
         Ok(())
     }
 
-    /// Replaces a frozen f16 value by `value` (f32, the same shape): merging
-    /// an adapter into a base kept in f16.
-    #[cfg(not(target_arch = "wasm32"))]
+    /// Replaces the value by `value` (the same shape): merging an adapter into
+    /// a base kept in f16, or moving the value into an optimiser's arena.
     pub(crate) fn replace_value(&self, value: Tensor) {
         *self.0.value.write().unwrap_or_else(|p| p.into_inner()) = value;
     }
@@ -154,6 +161,9 @@ impl Param {
     }
 
     /// The accumulated gradient, if any backward pass reached this parameter.
+    /// For a param in an optimiser's arena it is a view of the arena, which
+    /// the next step's backward overwrites (as PyTorch reuses `.grad`): copy
+    /// it to keep it.
     pub fn grad(&self) -> Option<Tensor> {
         self.lock().clone()
     }
@@ -163,14 +173,47 @@ impl Param {
         *self.lock() = None;
     }
 
-    /// Adds `g` to the gradient (takes `g` itself when there is none yet).
+    /// Adds `g` to the gradient: into the gradient's home when it has one
+    /// (copied there first, summed in place after), otherwise by taking `g`
+    /// itself when there is no gradient yet.
     pub(crate) fn accumulate(&self, g: Tensor) -> Result<()> {
         let mut slot = self.lock();
-        *slot = Some(match slot.take() {
-            Some(existing) => super::tape::add_into_unshared(existing, &g)?,
-            None => g,
+        let home = self
+            .grad_home()
+            .filter(|h| h.dtype() == g.dtype() && h.numel() == g.numel());
+        *slot = Some(match (slot.take(), home) {
+            (Some(existing), Some(home)) if existing.same_elements(&home) => {
+                add_assign(&home, &g.reshape(home.shape())?)?;
+                home
+            }
+            (Some(existing), _) => super::tape::add_into_unshared(existing, &g)?,
+            (None, Some(home)) => {
+                copy_into(&g, &home)?;
+                home
+            }
+            (None, None) => g,
         });
         Ok(())
+    }
+
+    /// The gradient's home in an optimiser's arena, if it has one.
+    pub(crate) fn grad_home(&self) -> Option<Tensor> {
+        self.0
+            .grad_home
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Gives the gradient a home (`None`: none); a gradient already summed
+    /// moves there.
+    pub(crate) fn set_grad_home(&self, home: Option<Tensor>) -> Result<()> {
+        *self.0.grad_home.lock().unwrap_or_else(|p| p.into_inner()) = home;
+        let summed = self.lock().take();
+        match summed {
+            Some(g) => self.accumulate(g),
+            None => Ok(()),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Tensor>> {

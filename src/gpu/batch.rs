@@ -297,6 +297,23 @@ impl Gpu {
         for t in d.reads.iter().chain(d.writes) {
             self.check_owned("dispatch", d.entry, t)?;
         }
+        // wgpu refuses a buffer bound read-only and read-write in one
+        // dispatch, whichever parts of it (views of one arena) are bound.
+        if let Some(w) = d
+            .writes
+            .iter()
+            .find(|w| d.reads.iter().any(|r| r.shares_buffer(w)))
+        {
+            return Err(Error::invalid(
+                "dispatch",
+                format!(
+                    "{}: the output of shape {:?} shares its GPU buffer with an input; write \
+                     into a separate tensor",
+                    d.entry,
+                    w.shape()
+                ),
+            ));
+        }
         Ok(true)
     }
 
@@ -325,7 +342,7 @@ impl Gpu {
             d.shader.params as u64,
         ];
         for t in d.reads.iter().chain(d.writes) {
-            key.extend([t.buffer_id(), t.binding_size()]);
+            key.extend([t.buffer_id(), t.byte_offset(), t.binding_size()]);
         }
         g.pipelines.bind_group(g, key, || {
             let (layout, _) =
@@ -344,7 +361,7 @@ impl Gpu {
                     binding: 1 + i as u32,
                     resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                         buffer: t.buffer(),
-                        offset: 0,
+                        offset: t.byte_offset(),
                         size: wgpu::BufferSize::new(t.binding_size()),
                     }),
                 });
@@ -378,9 +395,9 @@ impl Gpu {
         let bytes = src.nbytes().next_multiple_of(4);
         batch.encoder(&self.inner.device).copy_buffer_to_buffer(
             src.buffer(),
-            0,
+            src.byte_offset(),
             dst.buffer(),
-            0,
+            dst.byte_offset(),
             bytes,
         );
         Ok(())
@@ -398,7 +415,7 @@ impl Gpu {
     ) -> Result<()> {
         self.check_owned("copy_bytes", "src", src)?;
         self.check_owned("copy_bytes", "dst", dst)?;
-        let fits = |t: &Tensor, offset: u64| offset + bytes <= t.buffer().size();
+        let fits = |t: &Tensor, offset: u64| offset + bytes <= t.binding_size();
         if !(src_offset | dst_offset | bytes).is_multiple_of(4)
             || !fits(src, src_offset)
             || !fits(dst, dst_offset)
@@ -415,9 +432,9 @@ impl Gpu {
         let mut batch = self.batch();
         batch.encoder(&self.inner.device).copy_buffer_to_buffer(
             src.buffer(),
-            src_offset,
+            src.byte_offset() + src_offset,
             dst.buffer(),
-            dst_offset,
+            dst.byte_offset() + dst_offset,
             bytes,
         );
         Ok(())
@@ -426,9 +443,11 @@ impl Gpu {
     /// Encodes a fill with zero bytes.
     pub(crate) fn clear(&self, t: &Tensor) {
         let mut batch = self.batch();
-        batch
-            .encoder(&self.inner.device)
-            .clear_buffer(t.buffer(), 0, Some(t.binding_size()));
+        batch.encoder(&self.inner.device).clear_buffer(
+            t.buffer(),
+            t.byte_offset(),
+            Some(t.binding_size()),
+        );
     }
 
     /// Submits the pending batch and reports any error wgpu raised meanwhile.
@@ -484,7 +503,7 @@ impl Gpu {
             let mut batch = self.batch();
             batch.encoder(&g.device).copy_buffer_to_buffer(
                 t.buffer(),
-                0,
+                t.byte_offset(),
                 &staging.buffer,
                 0,
                 bytes,
@@ -518,7 +537,13 @@ impl Gpu {
             let mut offset = 0;
             for (t, &size) in tensors.iter().zip(&sizes) {
                 if size > 0 {
-                    encoder.copy_buffer_to_buffer(t.buffer(), 0, &staging.buffer, offset, size);
+                    encoder.copy_buffer_to_buffer(
+                        t.buffer(),
+                        t.byte_offset(),
+                        &staging.buffer,
+                        offset,
+                        size,
+                    );
                 }
                 offset += size;
             }
@@ -564,7 +589,13 @@ impl Gpu {
             let mut offset = 0;
             for (t, &(size, _)) in tensors.iter().zip(&sizes) {
                 if size > 0 {
-                    encoder.copy_buffer_to_buffer(t.buffer(), 0, &staging.buffer, offset, size);
+                    encoder.copy_buffer_to_buffer(
+                        t.buffer(),
+                        t.byte_offset(),
+                        &staging.buffer,
+                        offset,
+                        size,
+                    );
                 }
                 offset += size;
             }

@@ -226,8 +226,8 @@ fn binary_assign(op: &'static str, a: &Tensor, b: &Tensor, kind: Binary) -> Resu
     let plan = plan_binary(op, n, nb, kind)?;
     let constants = [("WG", WG as f64), ("BINARY_OP", kind.code())];
     let workgroups = grid_1d(groups(plan.params.n as usize, WG as usize));
-    if a.shares_buffer(b) {
-        // Same buffer means same element count: b is a, element for element.
+    if a.same_elements(b) {
+        // b is a, element for element.
         return a.gpu().dispatch(&Dispatch {
             shader: &ELEMENTWISE_WGSL,
             entry: "binary_assign_self_vec4",
@@ -349,7 +349,7 @@ fn unary_into(op: &'static str, x: &Tensor, y: &Tensor, kind: Unary) -> Result<(
         _pad: [0; 2],
     };
     let constants = [("WG", WG as f64), ("UNARY_OP", kind.code())];
-    let (entry, reads, writes): (_, &[&Tensor], &[&Tensor]) = if x.shares_buffer(y) {
+    let (entry, reads, writes): (_, &[&Tensor], &[&Tensor]) = if x.same_elements(y) {
         ("unary_assign_vec4", &[], &[y])
     } else {
         ("unary_fwd_vec4", &[x], &[y])

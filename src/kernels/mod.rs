@@ -153,6 +153,8 @@ pub static GEMM_COOP_F32X8_WGSL: Shader = shader!(
 );
 /// grad_norm.wgsl: the global gradient norm and clip factor.
 pub static GRAD_NORM_WGSL: Shader = shader!("grad_norm.wgsl", f16: false);
+/// grad_tails.wgsl: zeroes the vec4 tails of odd-length gradients in an arena.
+pub static GRAD_TAILS_WGSL: Shader = shader!("grad_tails.wgsl", f16: false);
 /// optim.wgsl: the Adam and AdamW update.
 pub static OPTIM_WGSL: Shader = shader!("optim.wgsl", f16: false);
 /// optim_sgd.wgsl: the SGD update.
@@ -213,6 +215,7 @@ pub static ALL_SHADERS: &[&Shader] = &[
     &GEMM_SUBGROUP_WGSL,
     &GEMM_F16_WGSL,
     &GRAD_NORM_WGSL,
+    &GRAD_TAILS_WGSL,
     &OPTIM_WGSL,
     &OPTIM_SGD_WGSL,
     &LOSS_SCALE_WGSL,

@@ -1,9 +1,10 @@
-//! Optimiser kernels (shaders/optim.wgsl, optim_sgd.wgsl, grad_norm.wgsl): fused
-//! per-tensor Adam/AdamW and SGD updates, and the global gradient norm computed
-//! on the GPU. The update kernels read the clip factor from a [norm, scale]
+//! Optimiser kernels (shaders/optim.wgsl, optim_sgd.wgsl, grad_norm.wgsl,
+//! grad_tails.wgsl): fused Adam/AdamW and SGD updates of one tensor (a
+//! parameter, or an arena of them read as one), the global gradient norm
+//! computed on the GPU, and the zeroing of an arena's gradient tails. The update kernels read the clip factor from a [norm, scale]
 //! buffer, so a clipped step still needs no readback. CPU spec: `reference::optim`.
 
-use super::{grid_1d, groups, GRAD_NORM_WGSL, OPTIM_SGD_WGSL, OPTIM_WGSL};
+use super::{grid_1d, groups, GRAD_NORM_WGSL, GRAD_TAILS_WGSL, OPTIM_SGD_WGSL, OPTIM_WGSL};
 use crate::error::{Error, Result};
 use crate::gpu::Dispatch;
 use crate::tensor::{DType, Tensor};
@@ -15,6 +16,8 @@ pub(crate) const WG: usize = 256;
 pub(crate) const PER_THREAD: usize = 16;
 /// Elements one workgroup of `sumsq_partials` reduces.
 pub const NORM_CHUNK: usize = WG * PER_THREAD;
+/// Threads per workgroup of `zero_tails` (grad_tails.wgsl's `WG`).
+pub const TAILS_WG: usize = 64;
 
 /// Hyper-parameters of one Adam/AdamW step.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -246,4 +249,33 @@ pub(crate) fn sumsq_partials(grads: &[&Tensor], partials: &Tensor) -> Result<usi
         offset += norm_partials(g.numel());
     }
     Ok(needed)
+}
+
+/// Zeroes the elements of `flat` (f32) that `tails` (u32, `(n, 2)` rows of
+/// first element and count) name: the vec4 tails past odd-length gradients in
+/// an optimiser arena.
+///
+/// # Errors
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `flat` is not f32 or
+/// `tails` not u32 `(n, 2)`; otherwise as [every kernel](crate::kernels#errors).
+pub fn zero_tails(flat: &Tensor, tails: &Tensor) -> Result<()> {
+    const OP: &str = "zero_tails";
+    flat.expect_dtype(OP, "flat", DType::F32)?;
+    tails.expect_dtype(OP, "tails", DType::U32)?;
+    if tails.rank() != 2 || tails.dim(1) != 2 {
+        return Err(Error::shape(
+            OP,
+            format!("tails has shape {:?}, expected (n, 2)", tails.shape()),
+        ));
+    }
+    let p = [tails.dim(0) as u32, 0, 0, 0];
+    flat.gpu().dispatch(&Dispatch {
+        shader: &GRAD_TAILS_WGSL,
+        entry: "zero_tails",
+        constants: &[],
+        params: bytemuck::bytes_of(&p),
+        reads: &[tails],
+        writes: &[flat],
+        workgroups: [groups(tails.dim(0), TAILS_WG), 1, 1],
+    })
 }

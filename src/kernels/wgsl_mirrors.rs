@@ -128,6 +128,7 @@ pub fn wgsl_mirrors() -> Vec<WgslMirror> {
         ),
         m!(GRAD_NORM_WGSL, Const("WG"), optim::WG),
         m!(GRAD_NORM_WGSL, Const("PER_THREAD"), optim::PER_THREAD),
+        m!(GRAD_TAILS_WGSL, Const("WG"), optim::TAILS_WG),
         m!(PERMUTE_WGSL, Override("WG"), permute::WG),
         m!(PERMUTE_WGSL, Const("ROWS"), permute::ROWS),
         m!(REDUCE_WGSL, Const("OP_MAX"), reduce::Reduce::Max.code()),

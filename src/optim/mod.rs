@@ -5,8 +5,11 @@
 //! With a [`GradScaler`] (mixed precision) the gradients arrive multiplied by
 //! the loss scale: the step checks them for inf/NaN, unscales them inside the
 //! update kernel, skips the update when any overflowed and updates the scale,
-//! all on the GPU.
+//! all on the GPU. The trainable parameters live in arenas (`arena`), so that
+//! each of these kernels runs once per arena chunk rather than once per
+//! parameter.
 
+mod arena;
 pub mod scaler;
 pub mod schedule;
 
@@ -108,6 +111,13 @@ impl Default for StepOptions {
 /// An optimiser over a set of params: its update rule, its state per param
 /// (Adam's moments, SGD's momentum) and the step count, all on the GPU.
 ///
+/// Building one moves the trainable f32 params' values into its arenas (one
+/// buffer per group of params that decay or not, split where a buffer would
+/// exceed the device's binding limit) and sums their gradients there: a step
+/// then updates, clips and checks each arena chunk with one kernel each.
+/// The params keep their names and shapes; [`Param::value`] is a view of the
+/// arena from then on.
+///
 /// ```no_run
 /// # fn demo(gpu: &wgformer::Gpu, params: Vec<wgformer::autograd::Param>) -> wgformer::Result<()> {
 /// use wgformer::optim::{Optimizer, OptimizerKind, OptimizerOptions, StepOptions};
@@ -120,8 +130,11 @@ impl Default for StepOptions {
 pub struct Optimizer {
     kind: OptimizerKind,
     params: Vec<Param>,
-    /// Per param: [m, v] for Adam(W), [momentum buffer] for SGD.
+    /// Per param: [m, v] for Adam(W), [momentum buffer] for SGD (views of an
+    /// arena chunk's state for the params in one).
     state: Vec<Vec<Tensor>>,
+    /// The arena chunks of the trainable params.
+    chunks: Vec<arena::Chunk>,
     step: u32,
     /// Clip to this global norm (None: no clipping).
     max_grad_norm: Option<f32>,
@@ -171,28 +184,23 @@ impl Optimizer {
                 ));
             }
         }
-        let mut state = Vec::with_capacity(params.len());
         let slots = if matches!(kind, OptimizerKind::Sgd { .. }) {
             1
         } else {
             2
         };
-        for p in &params {
-            let value = p.value();
-            state.push(
-                (0..slots)
-                    .map(|_| Tensor::zeros(gpu, value.shape()))
-                    .collect::<Result<Vec<_>>>()?,
-            );
-        }
+        let (chunks, state) = arena::build(gpu, &params, slots)?;
+        // Enough partial sums for any mix of chunks and single params.
         let n_partials: usize = params
             .iter()
             .map(|p| norm_partials(p.value().numel()))
+            .chain(chunks.iter().map(|c| norm_partials(c.grads.numel())))
             .sum();
         Ok(Optimizer {
             kind,
             params,
             state,
+            chunks,
             step: 0,
             max_grad_norm,
             clip: Tensor::from_slice(gpu, &[0.0, 1.0], &[2])?,
@@ -281,20 +289,36 @@ impl Optimizer {
             ));
         }
         self.step += 1;
-        let grads: Vec<Option<Tensor>> = self
-            .params
+        // A chunk as it was built updates as one tensor; every other
+        // trainable param with a gradient updates alone.
+        let ready: Vec<&arena::Chunk> = self
+            .chunks
             .iter()
-            .map(|p| if p.is_trainable() { p.grad() } else { None })
+            .filter(|c| c.ready(&self.params))
+            .collect();
+        let mut alone = vec![true; self.params.len()];
+        for c in &ready {
+            c.clean_tails()?;
+            for &i in &c.members {
+                alone[i] = false;
+            }
+        }
+        let singles: Vec<(usize, Tensor)> = (0..self.params.len())
+            .filter(|&i| alone[i] && self.params[i].is_trainable())
+            .filter_map(|i| self.params[i].grad().map(|g| (i, g)))
+            .collect();
+        let present: Vec<&Tensor> = ready
+            .iter()
+            .map(|c| &c.grads)
+            .chain(singles.iter().map(|(_, g)| g))
             .collect();
         let grad_scale = 1.0 / micro_batches as f32;
         if let Some(scaler) = &self.scaler {
-            let present: Vec<&Tensor> = grads.iter().flatten().collect();
             scaler.check(&present)?;
         }
         // Without clipping the factor in `clip` stays 1.0.
         if let (Some(max_norm), Some(scaler)) = (self.max_grad_norm, &self.scaler) {
             // The norm of the unscaled gradients (the scaled ones' over the scale).
-            let present: Vec<&Tensor> = grads.iter().flatten().collect();
             let used = sumsq_partials(&present, &self.partials)?;
             clip_scale_scaled(
                 &self.partials,
@@ -304,7 +328,6 @@ impl Optimizer {
                 max_norm * micro_batches as f32,
             )?;
         } else if let Some(max_norm) = self.max_grad_norm {
-            let present: Vec<&Tensor> = grads.iter().flatten().collect();
             // The grads hold sums over micro-batches: compare their norm with a
             // threshold scaled the same way (the factor is identical).
             global_norm(
@@ -314,52 +337,24 @@ impl Optimizer {
                 max_norm * micro_batches as f32,
             )?;
         }
-        for ((param, grad), state) in self.params.iter().zip(&grads).zip(&self.state) {
-            let Some(grad) = grad else { continue };
-            let adam = |beta1, beta2, eps, decoupled_decay, l2| AdamStep {
+        for c in &ready {
+            self.update(&c.values, &c.grads, &c.state, c.decays, lr, grad_scale)?;
+        }
+        for (i, grad) in &singles {
+            let param = &self.params[*i];
+            self.update(
+                &param.value(),
+                grad,
+                &self.state[*i],
+                param.decays(),
                 lr,
-                beta1,
-                beta2,
-                eps,
-                decoupled_decay,
-                l2,
-                step: self.step,
                 grad_scale,
-            };
-            match self.kind {
-                OptimizerKind::Adam {
-                    beta1,
-                    beta2,
-                    eps,
-                    l2,
-                } => {
-                    let s = adam(beta1, beta2, eps, 0.0, l2);
-                    self.adam(param, grad, state, &s)?;
-                }
-                OptimizerKind::AdamW {
-                    beta1,
-                    beta2,
-                    eps,
-                    weight_decay,
-                } => {
-                    let decay = if param.decays() { weight_decay } else { 0.0 };
-                    let s = adam(beta1, beta2, eps, decay, 0.0);
-                    self.adam(param, grad, state, &s)?;
-                }
-                OptimizerKind::Sgd { momentum, l2 } => {
-                    sgd_step(
-                        &param.value(),
-                        grad,
-                        &state[0],
-                        &self.clip,
-                        lr,
-                        momentum,
-                        l2,
-                        grad_scale,
-                    )?;
-                }
+            )?;
+        }
+        for p in &self.params {
+            if p.is_trainable() && p.grad().is_some() {
+                p.zero_grad();
             }
-            param.zero_grad();
         }
         if let Some(scaler) = &self.scaler {
             scaler.update()?;
@@ -367,14 +362,57 @@ impl Optimizer {
         Ok(())
     }
 
-    /// One Adam(W) update of `param`, unscaled and skippable with a scaler.
-    fn adam(&self, param: &Param, grad: &Tensor, state: &[Tensor], s: &AdamStep) -> Result<()> {
-        let (value, m, v) = (param.value(), &state[0], &state[1]);
+    /// One update of `value` (a param, or a chunk of them read as one) by
+    /// its gradient and state, with AdamW's decay when `decays`.
+    fn update(
+        &self,
+        value: &Tensor,
+        grad: &Tensor,
+        state: &[Tensor],
+        decays: bool,
+        lr: f32,
+        grad_scale: f32,
+    ) -> Result<()> {
+        let adam = |beta1, beta2, eps, decoupled_decay, l2| AdamStep {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            decoupled_decay,
+            l2,
+            step: self.step,
+            grad_scale,
+        };
+        match self.kind {
+            OptimizerKind::Adam {
+                beta1,
+                beta2,
+                eps,
+                l2,
+            } => self.adam(value, grad, state, &adam(beta1, beta2, eps, 0.0, l2)),
+            OptimizerKind::AdamW {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => {
+                let decay = if decays { weight_decay } else { 0.0 };
+                self.adam(value, grad, state, &adam(beta1, beta2, eps, decay, 0.0))
+            }
+            OptimizerKind::Sgd { momentum, l2 } => sgd_step(
+                value, grad, &state[0], &self.clip, lr, momentum, l2, grad_scale,
+            ),
+        }
+    }
+
+    /// One Adam(W) update of `value`, unscaled and skippable with a scaler.
+    fn adam(&self, value: &Tensor, grad: &Tensor, state: &[Tensor], s: &AdamStep) -> Result<()> {
+        let (m, v) = (&state[0], &state[1]);
         match &self.scaler {
             Some(scaler) => {
-                adam_step_scaled(&value, grad, m, v, &self.clip, scaler.state_tensor(), s)
+                adam_step_scaled(value, grad, m, v, &self.clip, scaler.state_tensor(), s)
             }
-            None => adam_step(&value, grad, m, v, &self.clip, s),
+            None => adam_step(value, grad, m, v, &self.clip, s),
         }
     }
 }

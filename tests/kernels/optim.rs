@@ -234,3 +234,127 @@ fn optimizer_adamw_with_accumulation_clipping_and_no_decay_on_biases() {
         1e-4,
     );
 }
+
+/// Gives `p` the gradient `c` through a tape on `gpu`: loss = sum(p * c).
+fn backward_on(gpu: &wgformer::Gpu, p: &wgformer::autograd::Param, c: &[f32]) {
+    let tape = wgformer::autograd::Tape::new(gpu);
+    let x = tape.param(p);
+    let c = Tensor::from_slice(gpu, c, &[c.len()]).unwrap();
+    let loss = tape
+        .sum_all(&tape.mul(&x, &tape.constant(c)).unwrap())
+        .unwrap();
+    tape.backward(&loss).unwrap();
+}
+
+/// Fills the buffer pool's small buckets with huge values, so that the vec4
+/// tails of the next small gradients hold them (as a long run's recycled
+/// buffers would): an arena that summed those tails into its norm would clip
+/// every gradient to nothing.
+fn dirty_the_pool(gpu: &wgformer::Gpu) {
+    let dirty: Vec<Tensor> = (1..=64)
+        .flat_map(|n| (0..4).map(move |_| n))
+        .map(|n| Tensor::full(gpu, &[n], 1e30).unwrap())
+        .collect();
+    gpu.sync().unwrap();
+    drop(dirty);
+}
+
+/// The optimiser's arenas: params of ragged lengths (odd ones leave vec4
+/// tails in the arena) that decay and that do not, clipped, equal the f64
+/// reference step by step; a step runs a handful of kernels, not a few per
+/// param; and a step where one param has no gradient and another is frozen
+/// updates neither (their chunk falls back to per-param updates).
+#[test]
+fn optimizer_arena_matches_the_reference_for_ragged_params() {
+    use wgformer::autograd::Param;
+    use wgformer::optim::{Optimizer, OptimizerKind};
+    // A device of its own: its dispatch counter sees only this test.
+    let gpu = wgformer::Gpu::new().unwrap();
+    let lens = [1usize, 3, 4, 5, 63, 64, 65, 257, 1000];
+    let decays = |i: usize| i.is_multiple_of(2);
+    let init: Vec<Vec<f32>> = lens
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| data(n, 40 + i as u64))
+        .collect();
+    let params: Vec<Param> = init
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let t = Tensor::from_slice(&gpu, v, &[v.len()]).unwrap();
+            match decays(i) {
+                true => Param::new(format!("p{i}"), t),
+                false => Param::without_decay(format!("p{i}"), t),
+            }
+        })
+        .collect();
+    let (lr, wd, max_norm) = (1e-2, 0.1, 0.5f32);
+    let kind = OptimizerKind::AdamW {
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: wd as f32,
+    };
+    let mut opt = Optimizer::new(&gpu, params.clone(), kind, Some(max_norm)).unwrap();
+    let mut value: Vec<Vec<f64>> = init.iter().map(|v| to_f64(v)).collect();
+    let mut m: Vec<Vec<f64>> = lens.iter().map(|&n| vec![0.0; n]).collect();
+    let mut v = m.clone();
+    // Step 4: p2 gets no gradient and p4 is frozen (both decay: one chunk).
+    let (no_grad, frozen) = (2, 4);
+    for step in 1..=4u32 {
+        if step == 4 {
+            params[frozen].set_trainable(false);
+        }
+        let skipped = |i: usize| step == 4 && (i == no_grad || i == frozen);
+        let grads: Vec<Vec<f32>> = lens
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| data(n, 100 * step as u64 + i as u64))
+            .collect();
+        dirty_the_pool(&gpu);
+        for (i, p) in params.iter().enumerate() {
+            if !skipped(i) {
+                backward_on(&gpu, p, &grads[i]);
+            }
+        }
+        gpu.sync().unwrap();
+        let before = gpu.counters().snapshot().dispatches;
+        opt.step(lr as f32, 1).unwrap();
+        let dispatches = gpu.counters().snapshot().dispatches - before;
+        if step < 4 {
+            // Two chunks: tails, sum of squares and update each, and the clip factor.
+            assert_eq!(
+                dispatches, 7,
+                "step {step}: kernels of a step on two chunks"
+            );
+        }
+        let present: Vec<Vec<f64>> = (0..lens.len())
+            .filter(|&i| !skipped(i))
+            .map(|i| to_f64(&grads[i]))
+            .collect();
+        let refs: Vec<&[f64]> = present.iter().map(|g| g.as_slice()).collect();
+        let (_, factor) = reference::optim::global_norm(&refs, max_norm as f64);
+        for i in (0..lens.len()).filter(|&i| !skipped(i)) {
+            let g: Vec<f64> = to_f64(&grads[i]).iter().map(|g| g * factor).collect();
+            let decay = if decays(i) { wd } else { 0.0 };
+            reference::optim::adam_step(
+                &mut value[i],
+                &g,
+                &mut m[i],
+                &mut v[i],
+                lr,
+                (0.9, 0.95),
+                1e-8,
+                decay,
+                0.0,
+                step,
+            );
+        }
+    }
+    for (i, p) in params.iter().enumerate() {
+        let name = format!("p{i} (length {})", lens[i]);
+        assert_close(&name, &p.value().to_vec().unwrap(), &value[i], 1e-5, 1e-4);
+        let m_got = opt.state()[i][0].to_vec().unwrap();
+        assert_close(&format!("{name}'s m"), &m_got, &m[i], 1e-5, 1e-4);
+    }
+}
