@@ -165,6 +165,9 @@ else
   WGFORMER_BENCH_JSON="$OUT/kernels_train.json" step kernels_train_small 30 "$KB" "train_step"
   WGFORMER_BENCH_TRAIN=12,768,12,1024,8,50257 WGFORMER_BENCH_JSON="$OUT/kernels_train_gpt2.json" \
     step kernels_train_gpt2 50 "$KB" "train_step"
+  # The optimiser's update of GPT-2 small's 148 tensors: per tensor, and in arenas.
+  WGFORMER_BENCH_TRAIN=12,768,12,1024,8,50257 WGFORMER_BENCH_JSON="$OUT/kernels_optim_gpt2.json" \
+    step kernels_optim_gpt2 20 "$KB" "adamw_step"
 
   # Sparse attention (issue 12's table on the GPU: dense causal, window 256 and
   # strided at T = 1024 / 4096 / 16384, the paired speed-up, decode memory),
@@ -202,7 +205,7 @@ for name in sorted(os.listdir(out)):
             best[key] = (r["gflops"], r["variant"])
         if r["kernel"] == "copy" and r["variant"] == "vec4":
             print(f"copy {r['shape']}: {r['gbps']:.0f} GB/s = {100 * r['gbps'] / 3350:.0f}% of 3.35 TB/s")
-        if r["kernel"] in ("attention", "train_step"):
+        if r["kernel"] in ("attention", "train_step", "adamw_step"):
             print(f"{r['kernel']} {r['variant']} {r['shape']}: {r['median_ms']:.3f} ms {r['gflops']:.0f} GFLOP/s")
 for (k, shape), (g, v) in sorted(best.items(), key=lambda x: -x[1][0]):
     print(f"gemm {shape:<28} {g:>9.0f} GFLOP/s = {100 * g / 67000:5.1f}% of peak ({v})")
