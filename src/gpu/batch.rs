@@ -534,19 +534,7 @@ impl Gpu {
         {
             let mut batch = self.batch();
             let encoder = batch.encoder(&g.device);
-            let mut offset = 0;
-            for (t, &size) in tensors.iter().zip(&sizes) {
-                if size > 0 {
-                    encoder.copy_buffer_to_buffer(
-                        t.buffer(),
-                        t.byte_offset(),
-                        &staging.buffer,
-                        offset,
-                        size,
-                    );
-                }
-                offset += size;
-            }
+            copy_one_after_another(encoder, tensors, sizes.iter().copied(), &staging.buffer);
             batch.submit(self);
         }
         Counters::add(&g.counters.readbacks, 1);
@@ -586,19 +574,8 @@ impl Gpu {
         let index = {
             let mut batch = self.batch();
             let encoder = batch.encoder(&g.device);
-            let mut offset = 0;
-            for (t, &(size, _)) in tensors.iter().zip(&sizes) {
-                if size > 0 {
-                    encoder.copy_buffer_to_buffer(
-                        t.buffer(),
-                        t.byte_offset(),
-                        &staging.buffer,
-                        offset,
-                        size,
-                    );
-                }
-                offset += size;
-            }
+            let padded = sizes.iter().map(|s| s.0);
+            copy_one_after_another(encoder, tensors, padded, &staging.buffer);
             batch.submit(self)
         }
         .ok_or_else(|| Error::Gpu("internal: the readback's copies were not submitted".into()))?;
@@ -705,6 +682,24 @@ impl Gpu {
     pub fn trim(&self) {
         self.inner.pipelines.clear_bind_groups();
         self.inner.pool.trim();
+    }
+}
+
+/// Encodes copies of `tensors`, `sizes` bytes each, one after another into
+/// `staging` from its start (a readback's staging buffer).
+#[cfg(not(target_arch = "wasm32"))]
+fn copy_one_after_another(
+    encoder: &mut wgpu::CommandEncoder,
+    tensors: &[&Tensor],
+    sizes: impl Iterator<Item = u64>,
+    staging: &wgpu::Buffer,
+) {
+    let mut offset = 0;
+    for (t, size) in tensors.iter().zip(sizes) {
+        if size > 0 {
+            encoder.copy_buffer_to_buffer(t.buffer(), t.byte_offset(), staging, offset, size);
+        }
+        offset += size;
     }
 }
 
