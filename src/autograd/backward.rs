@@ -22,11 +22,18 @@ use crate::kernels::{
 };
 use crate::tensor::{DType, Tensor};
 
+/// Where an op may write the gradient of its input `i` instead of into a new
+/// tensor: a parameter's place in its optimiser's arena, which the tape
+/// offers only where that gradient is the parameter's whole gradient. Only
+/// the linear layer's weight takes it so far; every other op ignores it.
+pub(crate) type GradInto<'a> = &'a dyn Fn(usize) -> Option<Tensor>;
+
 /// `d_second`: the gradient of the op's second output (`Op::AddRmsNorm`'s sum), if any.
 pub(crate) fn backward(
     op: &Op,
     dy: &Tensor,
     d_second: Option<&Tensor>,
+    into: GradInto<'_>,
 ) -> Result<Vec<Option<Tensor>>> {
     match op {
         Op::Matmul {
@@ -75,17 +82,20 @@ pub(crate) fn backward(
                 .reshape(x.shape())
             })?;
             let dw = when(w.needs_grad, || {
-                let x2 = x
-                    .value
-                    .reshape(&[x.value.numel() / w.shape()[0], w.shape()[0]])?;
-                gemm(
-                    &x2,
-                    &dy_gemm,
-                    &GemmOptions {
-                        trans_a: true,
-                        ..Default::default()
-                    },
-                )
+                let (rows, features_in) = (x.value.numel() / w.shape()[0], w.shape()[0]);
+                let x2 = x.value.reshape(&[rows, features_in])?;
+                let opts = GemmOptions {
+                    trans_a: true,
+                    ..Default::default()
+                };
+                match into(1) {
+                    Some(dw) => {
+                        let shape = GemmShape::contiguous(features_in, features_out, rows, 1);
+                        gemm_into(&x2, &dy_gemm, &dw, &shape, &opts)?;
+                        Ok(dw)
+                    }
+                    None => gemm(&x2, &dy_gemm, &opts),
+                }
             })?;
             let mut grads = vec![dx, dw];
             if let Some(b) = b {

@@ -174,8 +174,8 @@ impl Param {
     }
 
     /// Adds `g` to the gradient: into the gradient's home when it has one
-    /// (copied there first, summed in place after), otherwise by taking `g`
-    /// itself when there is no gradient yet.
+    /// (copied there first unless backward wrote it there, summed in place
+    /// after), otherwise by taking `g` itself when there is no gradient yet.
     pub(crate) fn accumulate(&self, g: Tensor) -> Result<()> {
         let mut slot = self.lock();
         let home = self
@@ -187,6 +187,8 @@ impl Param {
                 home
             }
             (Some(existing), _) => super::tape::add_into_unshared(existing, &g)?,
+            // Backward wrote it in place (`LeafGroups::arena_homes`).
+            (None, Some(home)) if g.same_elements(&home) => home,
             (None, Some(home)) => {
                 copy_into(&g, &home)?;
                 home

@@ -69,7 +69,7 @@ pub(crate) fn backward_keeping_pieces(
 ) -> Result<(InputGrads, Vec<(usize, ParamPiece)>)> {
     let inputs = op.inputs();
     if !inputs.iter().any(|v| param(v)) {
-        return Ok((backward(op, dy, d_second)?, Vec::new()));
+        return Ok((backward(op, dy, d_second, &|_| None)?, Vec::new()));
     }
     let wants = |v: &Var| v.needs_grad && !param(v);
     match op {

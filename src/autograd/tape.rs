@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::kernels::elementwise::add_assign;
 use crate::optim::GradScaler;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -313,8 +313,12 @@ impl Tape {
         let (entries, params) = self.take_record(&outs)?;
         let seeds: Vec<(usize, Tensor)> = seeds.into_iter().map(|(v, g)| (v.id, g)).collect();
         let mut groups = LeafGroups::new(params, &entries);
-        let mut op_backward =
-            |op: &Op, dy: &Tensor, d2: Option<&Tensor>| super::backward::backward(op, dy, d2);
+        let homes = groups.arena_homes(&entries, &seeds);
+        let mut op_backward = |op: &Op, dy: &Tensor, d2: Option<&Tensor>| {
+            let inputs = op.inputs();
+            let into = |i: usize| homes.get(&inputs[i].id).cloned();
+            super::backward::backward(op, dy, d2, &into)
+        };
         let mut grads = match on_ready.as_deref_mut() {
             None => walk_back(seeds, entries, &mut op_backward, None)?,
             Some(hook) => {
@@ -496,6 +500,33 @@ impl LeafGroups {
             params,
             ready_at,
         }
+    }
+
+    /// The leaves whose gradient may be written straight into their
+    /// parameter's place in an optimiser's arena (by leaf id): where that
+    /// gradient is the parameter's whole gradient of this backward and no
+    /// earlier one is waiting to be summed: one leaf, used by one op, not a
+    /// seed, and no gradient yet. `Param::accumulate` then finds it in place.
+    fn arena_homes(&self, entries: &[Entry], seeds: &[(usize, Tensor)]) -> HashMap<usize, Tensor> {
+        let mut uses: HashMap<usize, usize> = HashMap::new();
+        for e in entries {
+            for v in e.op.inputs() {
+                *uses.entry(v.id).or_default() += 1;
+            }
+        }
+        let mut homes = HashMap::new();
+        for (param, leaves) in &self.params {
+            let [leaf] = leaves[..] else { continue };
+            let single_use =
+                uses.get(&leaf) == Some(&1) && !seeds.iter().any(|(id, _)| *id == leaf);
+            if !single_use || !param.is_trainable() || param.grad().is_some() {
+                continue;
+            }
+            if let Some(home) = param.grad_home().filter(|h| h.dtype() == DType::F32) {
+                homes.insert(leaf, home);
+            }
+        }
+        homes
     }
 
     /// Adds parameter `g`'s leaf gradients to its `grad`, then calls `hook`.

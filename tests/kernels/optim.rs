@@ -358,3 +358,88 @@ fn optimizer_arena_matches_the_reference_for_ragged_params() {
         assert_close(&format!("{name}'s m"), &m_got, &m[i], 1e-5, 1e-4);
     }
 }
+
+/// A linear layer's weight gradient is written by backward straight into
+/// its place in the optimiser's arena (the bias's is copied there): AdamW
+/// with clipping over three steps, the last of two micro-batches (the second
+/// summed in place onto the first), equals the f64 reference.
+#[test]
+fn linear_layer_gradients_in_the_arena_match_the_reference() {
+    use wgformer::autograd::{Param, Tape};
+    use wgformer::optim::{Optimizer, OptimizerKind};
+    let gpu = gpu();
+    let (rows, fin, fout) = (5usize, 7usize, 6usize);
+    let (w0, b0) = (data(fin * fout, 61), data(fout, 62));
+    let w = Param::new("w", Tensor::from_slice(&gpu, &w0, &[fin, fout]).unwrap());
+    let b = Param::without_decay("b", Tensor::from_slice(&gpu, &b0, &[fout]).unwrap());
+    let (lr, wd, max_norm) = (1e-2, 0.1, 0.5f32);
+    let kind = OptimizerKind::AdamW {
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: wd as f32,
+    };
+    let mut opt = Optimizer::new(&gpu, vec![w.clone(), b.clone()], kind, Some(max_norm)).unwrap();
+    let (mut rw, mut rb) = (to_f64(&w0), to_f64(&b0));
+    let (mut mw, mut vw) = (vec![0.0; fin * fout], vec![0.0; fin * fout]);
+    let (mut mb, mut vb) = (vec![0.0; fout], vec![0.0; fout]);
+    for step in 1..=3u32 {
+        let micro_batches = if step == 3 { 2 } else { 1 };
+        let (mut gw, mut gb) = (vec![0.0; fin * fout], vec![0.0; fout]);
+        for micro in 0..micro_batches {
+            let seed = 100 * step as u64 + 10 * micro as u64;
+            let (x, c) = (data(rows * fin, seed), data(rows * fout, seed + 1));
+            // loss = sum((x W + b) * c): dW = x^T c, db = column sums of c.
+            let tape = Tape::new(&gpu);
+            let xv = tape.constant(Tensor::from_slice(&gpu, &x, &[rows, fin]).unwrap());
+            let y = tape
+                .linear(&xv, &tape.param(&w), Some(&tape.param(&b)))
+                .unwrap();
+            let cv = tape.constant(Tensor::from_slice(&gpu, &c, &[rows, fout]).unwrap());
+            let loss = tape.sum_all(&tape.mul(&y, &cv).unwrap()).unwrap();
+            tape.backward(&loss).unwrap();
+            for r in 0..rows {
+                for o in 0..fout {
+                    let co = c[r * fout + o] as f64;
+                    gb[o] += co;
+                    for i in 0..fin {
+                        gw[i * fout + o] += x[r * fin + i] as f64 * co;
+                    }
+                }
+            }
+        }
+        opt.step(lr as f32, micro_batches).unwrap();
+        let mean =
+            |g: Vec<f64>| -> Vec<f64> { g.iter().map(|g| g / micro_batches as f64).collect() };
+        let (gw, gb) = (mean(gw), mean(gb));
+        let (_, factor) = reference::optim::global_norm(&[&gw, &gb], max_norm as f64);
+        let clip = |g: &[f64]| -> Vec<f64> { g.iter().map(|g| g * factor).collect() };
+        let betas = (0.9, 0.95);
+        reference::optim::adam_step(
+            &mut rw,
+            &clip(&gw),
+            &mut mw,
+            &mut vw,
+            lr,
+            betas,
+            1e-8,
+            wd,
+            0.0,
+            step,
+        );
+        reference::optim::adam_step(
+            &mut rb,
+            &clip(&gb),
+            &mut mb,
+            &mut vb,
+            lr,
+            betas,
+            1e-8,
+            0.0,
+            0.0,
+            step,
+        );
+    }
+    assert_close("w", &w.value().to_vec().unwrap(), &rw, 1e-5, 1e-4);
+    assert_close("b", &b.value().to_vec().unwrap(), &rb, 1e-5, 1e-4);
+}
