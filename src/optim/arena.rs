@@ -6,7 +6,8 @@
 //!
 //! Each parameter's value becomes a view of its chunk ([`Param::replace_value`])
 //! and its gradient gets a home there ([`Param::set_grad_home`]): backward
-//! copies the first gradient of a step into that home and sums later ones in
+//! writes the first gradient of a step into that home (a linear layer's dW
+//! product directly, any other gradient by a copy) and sums later ones in
 //! place. A chunk is at most one storage binding (`max_storage_buffer_binding_size`);
 //! every parameter starts on the device's binding alignment, so the views bind
 //! to any kernel, and the gaps between them hold zeros that the update keeps
