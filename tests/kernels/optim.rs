@@ -289,12 +289,8 @@ fn optimizer_arena_matches_the_reference_for_ragged_params() {
         })
         .collect();
     let (lr, wd, max_norm) = (1e-2, 0.1, 0.5f32);
-    let kind = OptimizerKind::AdamW {
-        beta1: 0.9,
-        beta2: 0.95,
-        eps: 1e-8,
-        weight_decay: wd as f32,
-    };
+    // betas (0.9, 0.95), eps 1e-8, weight decay 0.1: the reference's below.
+    let kind = OptimizerKind::gpt_adamw();
     let mut opt = Optimizer::new(&gpu, params.clone(), kind, Some(max_norm)).unwrap();
     let mut value: Vec<Vec<f64>> = init.iter().map(|v| to_f64(v)).collect();
     let mut m: Vec<Vec<f64>> = lens.iter().map(|&n| vec![0.0; n]).collect();
@@ -373,12 +369,8 @@ fn linear_layer_gradients_in_the_arena_match_the_reference() {
     let w = Param::new("w", Tensor::from_slice(&gpu, &w0, &[fin, fout]).unwrap());
     let b = Param::without_decay("b", Tensor::from_slice(&gpu, &b0, &[fout]).unwrap());
     let (lr, wd, max_norm) = (1e-2, 0.1, 0.5f32);
-    let kind = OptimizerKind::AdamW {
-        beta1: 0.9,
-        beta2: 0.95,
-        eps: 1e-8,
-        weight_decay: wd as f32,
-    };
+    // betas (0.9, 0.95), eps 1e-8, weight decay 0.1: the reference's below.
+    let kind = OptimizerKind::gpt_adamw();
     let mut opt = Optimizer::new(&gpu, vec![w.clone(), b.clone()], kind, Some(max_norm)).unwrap();
     let (mut rw, mut rb) = (to_f64(&w0), to_f64(&b0));
     let (mut mw, mut vw) = (vec![0.0; fin * fout], vec![0.0; fin * fout]);
