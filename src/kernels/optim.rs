@@ -1,8 +1,9 @@
 //! Optimiser kernels (shaders/optim.wgsl, optim_sgd.wgsl, grad_norm.wgsl,
 //! grad_tails.wgsl): fused Adam/AdamW and SGD updates of one tensor (a
 //! parameter, or an arena of them read as one), the global gradient norm
-//! computed on the GPU, and the zeroing of an arena's gradient tails. The update kernels read the clip factor from a [norm, scale]
-//! buffer, so a clipped step still needs no readback. CPU spec: `reference::optim`.
+//! computed on the GPU, and the zeroing of an arena's gradient tails. The
+//! update kernels read the clip factor from a [norm, scale] buffer, so a
+//! clipped step still needs no readback. CPU spec: `reference::optim`.
 
 use super::{grid_1d, groups, GRAD_NORM_WGSL, GRAD_TAILS_WGSL, OPTIM_SGD_WGSL, OPTIM_WGSL};
 use crate::error::{Error, Result};
