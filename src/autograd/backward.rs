@@ -11,11 +11,11 @@
 
 use super::op::{AttentionInputs, Op};
 use crate::error::Result;
-use crate::kernels::add_rmsnorm::add_rmsnorm_bwd;
+use crate::kernels::add_rmsnorm::add_rmsnorm_bwd_into;
 use crate::kernels::attention::{self, AttentionOptions};
 use crate::kernels::gemm::{gemm, gemm_into, GemmOptions, GemmShape};
 use crate::kernels::loss_scale::cast_grad_to_f16;
-use crate::kernels::reduce::{reduce, Reduce};
+use crate::kernels::reduce::{reduce, reduce_into, Reduce};
 use crate::kernels::softmax::{self, SoftmaxOptions};
 use crate::kernels::{
     cross_entropy, elementwise, embedding, kv_cache, layernorm, permute, rmsnorm, rope, swiglu,
@@ -24,8 +24,10 @@ use crate::tensor::{DType, Tensor};
 
 /// Where an op may write the gradient of its input `i` instead of into a new
 /// tensor: a parameter's place in its optimiser's arena, which the tape
-/// offers only where that gradient is the parameter's whole gradient. Only
-/// the linear layer's weight takes it so far; every other op ignores it.
+/// offers only where that gradient is the parameter's whole gradient. The
+/// parameters' own ops take it (linear weights and biases, the norms' gains
+/// and biases, embedding tables); every other op ignores it (the gradient is
+/// then copied there).
 pub(crate) type GradInto<'a> = &'a dyn Fn(usize) -> Option<Tensor>;
 
 /// `d_second`: the gradient of the op's second output (`Op::AddRmsNorm`'s sum), if any.
@@ -99,7 +101,10 @@ pub(crate) fn backward(
             })?;
             let mut grads = vec![dx, dw];
             if let Some(b) = b {
-                grads.push(when(b.needs_grad, || reduce(&dy2, 0, Reduce::Sum))?);
+                grads.push(when(b.needs_grad, || match into(2) {
+                    Some(db) => reduce_into(&dy2, 0, Reduce::Sum, db),
+                    None => reduce(&dy2, 0, Reduce::Sum),
+                })?);
             }
             Ok(grads)
         }
@@ -132,14 +137,17 @@ pub(crate) fn backward(
             Ok(vec![Some(dx)])
         }
         Op::Relu { x } => Ok(vec![Some(elementwise::relu_bwd(&x.value, dy)?)]),
-        Op::Embedding { table, ids } => Ok(vec![Some(embedding::embedding_bwd(
+        Op::Embedding { table, ids } => Ok(vec![Some(embedding::embedding_bwd_into(
             ids,
             dy,
             table.shape()[0],
+            into(0),
         )?)]),
         Op::TokenPositionEmbedding { wte, wpe, ids } => {
+            let (v, tmax) = (wte.shape()[0], wpe.shape()[0]);
+            let homes = [into(0), into(1)];
             let (dwte, dwpe) =
-                embedding::token_position_embedding_bwd(ids, dy, wte.shape()[0], wpe.shape()[0])?;
+                embedding::token_position_embedding_bwd_into(ids, dy, v, tmax, homes)?;
             Ok(vec![Some(dwte), Some(dwpe)])
         }
         Op::LayerNorm {
@@ -149,18 +157,20 @@ pub(crate) fn backward(
             mean,
             rstd,
         } => {
-            let (dx, dw, db) = layernorm::layernorm_bwd(&x.value, &w.value, mean, rstd, dy)?;
+            let homes = [into(1), into(2)];
+            let (dx, dw, db) =
+                layernorm::layernorm_bwd_into(&x.value, &w.value, mean, rstd, dy, homes)?;
             Ok(vec![Some(dx), Some(dw), Some(db)])
         }
         Op::RmsNorm { x, w, rstd } => {
-            let (dx, dw) = rmsnorm::rmsnorm_bwd(&x.value, &w.value, rstd, dy)?;
+            let (dx, dw) = rmsnorm::rmsnorm_bwd_into(&x.value, &w.value, rstd, dy, into(1))?;
             Ok(vec![Some(dx), Some(dw)])
         }
         Op::AddRmsNorm { w, sum, rstd, .. } => {
             // Without a gradient of the sum, the norm's dx is the whole of dh.
             let (dh, dw) = match d_second {
-                Some(dsum) => add_rmsnorm_bwd(sum, &w.value, rstd, dy, dsum)?,
-                None => rmsnorm::rmsnorm_bwd(sum, &w.value, rstd, dy)?,
+                Some(dsum) => add_rmsnorm_bwd_into(sum, &w.value, rstd, dy, dsum, into(2))?,
+                None => rmsnorm::rmsnorm_bwd_into(sum, &w.value, rstd, dy, into(2))?,
             };
             Ok(vec![Some(dh.clone()), Some(dh), Some(dw)])
         }

@@ -69,6 +69,19 @@ pub fn add_rmsnorm_bwd(
     dy: &Tensor,
     dsum: &Tensor,
 ) -> Result<(Tensor, Tensor)> {
+    add_rmsnorm_bwd_into(sum, weight, rstd, dy, dsum, None)
+}
+
+/// [`add_rmsnorm_bwd`] writing dweight into `dweight_into` where given (f32
+/// of C elements: a parameter's gradient in an optimiser's arena).
+pub(crate) fn add_rmsnorm_bwd_into(
+    sum: &Tensor,
+    weight: &Tensor,
+    rstd: &Tensor,
+    dy: &Tensor,
+    dsum: &Tensor,
+    dweight_into: Option<Tensor>,
+) -> Result<(Tensor, Tensor)> {
     const OP: &str = "add_rmsnorm_bwd";
     let (rows, cols) = rows_cols(OP, sum)?;
     for (t, name) in [
@@ -102,6 +115,6 @@ pub fn add_rmsnorm_bwd(
         &[sum, weight, rstd, dy, dsum],
         &[&dh],
     )?;
-    let dw = dweight(sum, rstd, dy, (rows, cols))?;
+    let dw = dweight(OP, sum, rstd, dy, (rows, cols), dweight_into)?;
     Ok((dh, dw))
 }

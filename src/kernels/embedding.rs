@@ -23,7 +23,7 @@
 //! id >= V (plus the position term where there is one) and never read the table
 //! out of bounds.
 
-use super::{grid_1d, groups, EMBEDDING_WGSL};
+use super::{grad_output, grid_1d, groups, EMBEDDING_WGSL};
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu};
 use crate::tensor::{numel, DType, Tensor};
@@ -291,10 +291,21 @@ fn grad_width(op: &'static str, ids: &Tensor, dy: &Tensor) -> Result<usize> {
 /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `ids` is not u32 or `dy`
 /// not f32 of shape `ids.shape() + [C]`; otherwise as [every kernel](crate::kernels#errors).
 pub fn embedding_bwd(ids: &Tensor, dy: &Tensor, v: usize) -> Result<Tensor> {
+    embedding_bwd_into(ids, dy, v, None)
+}
+
+/// [`embedding_bwd`] writing dtable into `into` where given (f32 of V * C
+/// elements: a parameter's gradient in an optimiser's arena).
+pub(crate) fn embedding_bwd_into(
+    ids: &Tensor,
+    dy: &Tensor,
+    v: usize,
+    into: Option<Tensor>,
+) -> Result<Tensor> {
     const OP: &str = "embedding_bwd";
     let c = grad_width(OP, ids, dy)?;
     let gpu = ids.gpu();
-    let dtable = Tensor::empty(gpu, &[v, c], DType::F32)?;
+    let dtable = grad_output(gpu, OP, "dtable", into, &[v, c])?;
     let n = ids.numel();
     let zero = BwdParams {
         n: as_u32(OP, "V * C / 4", (v * c).div_ceil(4))?,
@@ -398,6 +409,19 @@ pub fn token_position_embedding_bwd(
     v: usize,
     tmax: usize,
 ) -> Result<(Tensor, Tensor)> {
+    token_position_embedding_bwd_into(ids, dy, v, tmax, [None, None])
+}
+
+/// [`token_position_embedding_bwd`] writing dwte and dwpe into the given
+/// tensors where there are some (f32 of V * C and Tmax * C elements:
+/// parameters' gradients in an optimiser's arena).
+pub(crate) fn token_position_embedding_bwd_into(
+    ids: &Tensor,
+    dy: &Tensor,
+    v: usize,
+    tmax: usize,
+    [dwte_into, dwpe_into]: [Option<Tensor>; 2],
+) -> Result<(Tensor, Tensor)> {
     const OP: &str = "token_position_embedding_bwd";
     let t = seq_len(OP, ids)?;
     let c = grad_width(OP, ids, dy)?;
@@ -411,8 +435,8 @@ pub fn token_position_embedding_bwd(
         ));
     }
     let batch = if ids.rank() == 2 { ids.dim(0) } else { 1 };
-    let dwte = embedding_bwd(ids, dy, v)?;
-    let dwpe = Tensor::empty(ids.gpu(), &[tmax, c], DType::F32)?;
+    let dwte = embedding_bwd_into(ids, dy, v, dwte_into)?;
+    let dwpe = grad_output(ids.gpu(), OP, "dwpe", dwpe_into, &[tmax, c])?;
     let (entry, unit) = if c.is_multiple_of(4) {
         ("token_position_bwd_wpe_vec4", c / 4)
     } else {

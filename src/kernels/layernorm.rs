@@ -25,7 +25,7 @@
 
 use super::norm_rows::{check_eps, rows_cols, NormParams};
 use super::row_plan::{cpu_plan, row_plan, sg_plan, ROW_WG};
-use super::{grid_1d, groups, LAYERNORM_SUBGROUP_WGSL, LAYERNORM_WGSL};
+use super::{grad_output, grid_1d, groups, LAYERNORM_SUBGROUP_WGSL, LAYERNORM_WGSL};
 use crate::error::{Error, Result};
 use crate::gpu::{KernelPolicy, Launch};
 use crate::tensor::{DType, Tensor};
@@ -128,6 +128,20 @@ pub fn layernorm_bwd(
     rstd: &Tensor,
     dy: &Tensor,
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    layernorm_bwd_into(x, weight, mean, rstd, dy, [None, None])
+}
+
+/// [`layernorm_bwd`] writing dweight and dbias into the given tensors where
+/// there are some (f32 of C elements: a parameter's gradient in an
+/// optimiser's arena) instead of new ones.
+pub(crate) fn layernorm_bwd_into(
+    x: &Tensor,
+    weight: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+    dy: &Tensor,
+    [dweight_into, dbias_into]: [Option<Tensor>; 2],
+) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "layernorm_bwd";
     let (rows, cols) = rows_cols(OP, x)?;
     for (t, name) in [
@@ -152,8 +166,8 @@ pub fn layernorm_bwd(
     }
     let gpu = x.gpu();
     let dx = Tensor::empty(gpu, x.shape(), DType::F32)?;
-    let dweight = Tensor::empty(gpu, &[cols], DType::F32)?;
-    let dbias = Tensor::empty(gpu, &[cols], DType::F32)?;
+    let dweight = grad_output(gpu, OP, "dweight", dweight_into, &[cols])?;
+    let dbias = grad_output(gpu, OP, "dbias", dbias_into, &[cols])?;
     let plan = plan_bwd(rows, cols, gpu.policy());
     // The split plan's dx kernel runs before the chunking is set.
     let mut p = NormParams {

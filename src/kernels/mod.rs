@@ -52,6 +52,7 @@ pub mod wgsl_mirrors;
 pub use activation::Activation;
 
 use crate::gpu::{ParamsBinding, Shader};
+use crate::tensor::{DType, Tensor};
 
 macro_rules! shader {
     ($file:literal, f16: $f16:expr) => {
@@ -262,4 +263,27 @@ pub fn grid_1d(groups: u32) -> [u32; 3] {
 /// `ceil(n / d)` as the u32 a dispatch takes.
 pub(crate) fn groups(n: usize, d: usize) -> u32 {
     n.div_ceil(d) as u32
+}
+
+/// Where a backward kernel writes a parameter's gradient: `into` when the tape
+/// offers one (the parameter's place in an optimiser's arena; f32 of as many
+/// elements as `shape`), otherwise a new tensor of `shape`.
+pub(crate) fn grad_output(
+    gpu: &crate::Gpu,
+    op: &'static str,
+    name: &str,
+    into: Option<Tensor>,
+    shape: &[usize],
+) -> crate::Result<Tensor> {
+    let Some(t) = into else {
+        return Tensor::empty(gpu, shape, DType::F32);
+    };
+    t.expect_dtype(op, name, DType::F32)?;
+    if t.numel() != shape.iter().product::<usize>() {
+        return Err(crate::Error::shape(
+            op,
+            format!("{name} has shape {:?}, expected {shape:?}", t.shape()),
+        ));
+    }
+    Ok(t)
 }

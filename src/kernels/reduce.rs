@@ -14,8 +14,9 @@
 //! at every other r. Max is recomputed from x, so the forward's output is not
 //! needed; with NaN in x the routing is unspecified.
 
+use super::copy::copy_into;
 use super::row_plan::{cpu_plan, row_plan, ROW_WG};
-use super::{grid_1d, groups, MAX_GROUPS_PER_DIM, REDUCE_WGSL};
+use super::{grad_output, grid_1d, groups, MAX_GROUPS_PER_DIM, REDUCE_WGSL};
 use crate::error::{Error, Result};
 use crate::gpu::{KernelPolicy, Launch};
 use crate::tensor::{DType, Tensor};
@@ -78,6 +79,17 @@ impl Reduce {
 /// out of range, or a max reduces an empty axis; otherwise as [every
 /// kernel](crate::kernels#errors).
 pub fn reduce(x: &Tensor, axis: usize, op: Reduce) -> Result<Tensor> {
+    reduce_to(x, axis, op, None)
+}
+
+/// [`reduce`] writing into `out` (f32 of x's shape without `axis`, or any
+/// shape of as many elements: a parameter's gradient in an optimiser's
+/// arena) instead of a new tensor.
+pub(crate) fn reduce_into(x: &Tensor, axis: usize, op: Reduce, out: Tensor) -> Result<Tensor> {
+    reduce_to(x, axis, op, Some(out))
+}
+
+fn reduce_to(x: &Tensor, axis: usize, op: Reduce, into: Option<Tensor>) -> Result<Tensor> {
     const OP: &str = "reduce";
     x.expect_dtype(OP, "x", DType::F32)?;
     if axis >= x.rank() {
@@ -97,17 +109,22 @@ pub fn reduce(x: &Tensor, axis: usize, op: Reduce) -> Result<Tensor> {
     let mut out_shape = shape.to_vec();
     out_shape.remove(axis);
     let gpu = x.gpu();
+    let given = into.is_some();
+    let out = grad_output(gpu, OP, "out", into, &out_shape)?;
     if r_len == 0 {
-        return match op {
+        let filled = match op {
             Reduce::Sum => Tensor::zeros(gpu, &out_shape),
             Reduce::Mean => Tensor::full(gpu, &out_shape, f32::NAN),
             Reduce::Max => Err(Error::invalid(
                 OP,
                 format!("max over axis {axis} of x of shape {shape:?}, which is empty"),
             )),
+        }?;
+        return match given {
+            true => copy_into(&filled, &out).map(|()| out),
+            false => Ok(filled),
         };
     }
-    let out = Tensor::empty(gpu, &out_shape, DType::F32)?;
     if out.numel() == 0 {
         return Ok(out);
     }

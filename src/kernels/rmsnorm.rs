@@ -11,7 +11,7 @@
 
 use super::norm_rows::{check_eps, rows_cols, NormParams};
 use super::row_plan::{row_plan, ROW_WG};
-use super::{grid_1d, groups, Shader, RMSNORM_WGSL};
+use super::{grad_output, grid_1d, groups, Shader, RMSNORM_WGSL};
 use crate::error::Result;
 use crate::gpu::{KernelPolicy, Launch, Split};
 use crate::tensor::{DType, Tensor};
@@ -104,6 +104,18 @@ pub fn rmsnorm_bwd(
     rstd: &Tensor,
     dy: &Tensor,
 ) -> Result<(Tensor, Tensor)> {
+    rmsnorm_bwd_into(x, weight, rstd, dy, None)
+}
+
+/// [`rmsnorm_bwd`] writing dweight into `dweight_into` where given (f32 of C
+/// elements: a parameter's gradient in an optimiser's arena).
+pub(crate) fn rmsnorm_bwd_into(
+    x: &Tensor,
+    weight: &Tensor,
+    rstd: &Tensor,
+    dy: &Tensor,
+    dweight_into: Option<Tensor>,
+) -> Result<(Tensor, Tensor)> {
     const OP: &str = "rmsnorm_bwd";
     let (rows, cols) = rows_cols(OP, x)?;
     for (t, name) in [(weight, "weight"), (rstd, "rstd"), (dy, "dy")] {
@@ -123,20 +135,23 @@ pub fn rmsnorm_bwd(
     };
     let launch = row_launch(gpu.policy(), rows, cols, entry);
     gpu.launch(&launch, params, &[x, weight, rstd, dy], &[&dx])?;
-    let dw = dweight(x, rstd, dy, (rows, cols))?;
+    let dw = dweight(OP, x, rstd, dy, (rows, cols), dweight_into)?;
     Ok((dx, dw))
 }
 
 /// `dweight (C) = sum over rows of dy * x * rstd`, deterministic: per-chunk
-/// partial sums, then the chunks in order. `x` is the norm's input (rows, C).
+/// partial sums, then the chunks in order. `x` is the norm's input (rows, C);
+/// the result goes into `into` where given.
 pub(super) fn dweight(
+    op: &'static str,
     x: &Tensor,
     rstd: &Tensor,
     dy: &Tensor,
     (rows, cols): (usize, usize),
+    into: Option<Tensor>,
 ) -> Result<Tensor> {
     let gpu = x.gpu();
-    let dw = Tensor::empty(gpu, &[cols], DType::F32)?;
+    let dw = grad_output(gpu, op, "dweight", into, &[cols])?;
     let plan = plan_dw(gpu.policy(), rows, cols);
     let p = NormParams {
         chunk_rows: plan.chunk_rows as u32,

@@ -335,3 +335,36 @@ fn backward_with_ready_hands_each_param_over_early_with_backward_s_gradients() {
         "{names:?}"
     );
 }
+
+/// Backward writes every GPT gradient straight into its place in the
+/// optimiser's arena (wpe, the layer norms, the linear layers) but the tied
+/// table's, which has two uses (the embedding and the output projection) and
+/// is copied there: with the params in an arena, backward runs exactly the
+/// kernels it runs without one, plus that copy.
+#[test]
+fn gpt_gradients_are_written_in_the_arena_but_the_tied_table() {
+    // A device of its own: its dispatch counter sees only this test.
+    let gpu = Gpu::new().unwrap();
+    let (ids, targets) = batch(&gpu);
+    let backward = |model: &Gpt| -> u64 {
+        let tape = Tape::new(&gpu);
+        let logits = model.forward(&tape, &ids).unwrap();
+        let loss = tape
+            .cross_entropy(&logits, &targets, &CrossEntropyOptions::default())
+            .unwrap();
+        gpu.sync().unwrap();
+        let before = gpu.counters().snapshot().dispatches;
+        tape.backward(&loss).unwrap();
+        gpu.sync().unwrap();
+        gpu.counters().snapshot().dispatches - before
+    };
+    let outside = backward(&Gpt::new(&gpu, tiny(), 1).unwrap());
+    let model = Gpt::new(&gpu, tiny(), 1).unwrap();
+    let _opt = Optimizer::new(&gpu, model.params(), OptimizerKind::gpt_adamw(), None).unwrap();
+    assert_eq!(
+        backward(&model),
+        outside + 1,
+        "backward's kernels with the params in an arena (a copy each where a gradient is not \
+         written in place)"
+    );
+}
