@@ -109,8 +109,6 @@ fn reduce_to(x: &Tensor, axis: usize, op: Reduce, into: Option<Tensor>) -> Resul
     let mut out_shape = shape.to_vec();
     out_shape.remove(axis);
     let gpu = x.gpu();
-    let given = into.is_some();
-    let out = grad_output(gpu, OP, "out", into, &out_shape)?;
     if r_len == 0 {
         let filled = match op {
             Reduce::Sum => Tensor::zeros(gpu, &out_shape),
@@ -120,11 +118,15 @@ fn reduce_to(x: &Tensor, axis: usize, op: Reduce, into: Option<Tensor>) -> Resul
                 format!("max over axis {axis} of x of shape {shape:?}, which is empty"),
             )),
         }?;
-        return match given {
-            true => copy_into(&filled, &out).map(|()| out),
-            false => Ok(filled),
+        return match into {
+            Some(into) => {
+                let out = grad_output(gpu, OP, "out", Some(into), &out_shape)?;
+                copy_into(&filled, &out).map(|()| out)
+            }
+            None => Ok(filled),
         };
     }
+    let out = grad_output(gpu, OP, "out", into, &out_shape)?;
     if out.numel() == 0 {
         return Ok(out);
     }
