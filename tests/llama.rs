@@ -696,3 +696,47 @@ fn on_the_date_task_a_llama_learns_like_the_gpt() {
         "the Llama ends at {llama_end:.3} nats, the GPT at {gpt_end:.3}"
     );
 }
+
+/// Every projection's weight gradient and the norms' gains are written
+/// straight into the optimiser's arena; only a tied table, used twice, is
+/// copied there: with the params in an arena, backward runs exactly the
+/// kernels it runs without one, plus that copy when the head is tied, and
+/// gives the same gradients (which the parity tests check without an arena).
+#[test]
+fn llama_gradients_are_written_in_the_arena_but_a_tied_table() {
+    use wgformer::optim::{Optimizer, OptimizerKind};
+    // A device of its own: its dispatch counter sees only this test.
+    let g = wgformer::Gpu::new().unwrap();
+    let (b, t) = (2, 9);
+    let ids: Vec<u32> = (0..b * t).map(|i| (i * 5 % 37) as u32).collect();
+    let targets: Vec<u32> = ids.iter().map(|x| (x + 1) % 37).collect();
+    let ids_t = Tensor::from_u32(&g, &ids, &[b, t]).unwrap();
+    let backward = |model: &Llama| -> u64 {
+        let tape = Tape::new(&g);
+        let logits = model.forward(&tape, &ids_t).unwrap();
+        let loss = tape
+            .cross_entropy(&logits, &targets, &CrossEntropyOptions::default())
+            .unwrap();
+        g.sync().unwrap();
+        let before = g.counters().snapshot().dispatches;
+        tape.backward(&loss).unwrap();
+        g.sync().unwrap();
+        g.counters().snapshot().dispatches - before
+    };
+    for (tied, copies) in [(false, 0), (true, 1)] {
+        let outside = Llama::new(&g, tiny_config(tied), 1).unwrap();
+        let outside_kernels = backward(&outside);
+        let model = Llama::new(&g, tiny_config(tied), 1).unwrap();
+        let _opt = Optimizer::new(&g, model.params(), OptimizerKind::gpt_adamw(), None).unwrap();
+        assert_eq!(
+            backward(&model),
+            outside_kernels + copies,
+            "tied {tied}: backward's kernels with the params in an arena (a copy each where a \
+             gradient is not written in place)"
+        );
+        for (p, q) in model.params().iter().zip(outside.params()) {
+            let grad = |p: &wgformer::autograd::Param| p.grad().unwrap().to_vec().unwrap();
+            assert_eq!(grad(p), grad(&q), "tied {tied}: {}'s gradient", p.name());
+        }
+    }
+}

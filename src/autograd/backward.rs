@@ -55,11 +55,8 @@ pub(crate) fn backward(
                 &a.value,
                 &b.value,
                 &dc,
-                *trans_a,
-                *trans_b,
-                *alpha,
-                a.needs_grad,
-                b.needs_grad,
+                (*trans_a, *trans_b, *alpha),
+                [want(a.needs_grad, into(0)), want(b.needs_grad, into(1))],
             )?;
             Ok(vec![da, db])
         }
@@ -262,7 +259,8 @@ fn sum_to_suffix(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
 }
 
 /// Batched product for the backward pass: out (batch, m, n) = alpha * op(x) op(y),
-/// x and y addressed by explicit batch strides (0 = shared by every batch).
+/// x and y addressed by explicit batch strides (0 = shared by every batch),
+/// written into `home` when given (a gradient's place in the arena).
 #[allow(clippy::too_many_arguments)]
 fn bmm(
     x: &Tensor,
@@ -273,8 +271,12 @@ fn bmm(
     stride_y: usize,
     (m, n, k, batch): (usize, usize, usize, usize),
     alpha: f32,
+    home: Option<Tensor>,
 ) -> Result<Tensor> {
-    let out = Tensor::empty(x.gpu(), &[batch, m, n], DType::F32)?;
+    let out = match home {
+        Some(home) => home,
+        None => Tensor::empty(x.gpu(), &[batch, m, n], DType::F32)?,
+    };
     let shape = GemmShape {
         m,
         n,
@@ -294,17 +296,21 @@ fn bmm(
     Ok(out)
 }
 
+/// Which gradients of a product to compute: `None` skips one, `Some(home)`
+/// computes it, into `home` when that is given.
+type Wanted = Option<Option<Tensor>>;
+
+fn want(needed: bool, home: Option<Tensor>) -> Wanted {
+    needed.then_some(home)
+}
+
 /// Gradients of C = alpha op(A) op(B), each in its input's stored layout.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul_backward(
     a: &Tensor,
     b: &Tensor,
     dc: &Tensor,
-    ta: bool,
-    tb: bool,
-    alpha: f32,
-    want_a: bool,
-    want_b: bool,
+    (ta, tb, alpha): (bool, bool, f32),
+    [want_a, want_b]: [Wanted; 2],
 ) -> Result<(Option<Tensor>, Option<Tensor>)> {
     let dims = dc.shape();
     let (batch, m, n) = match dims {
@@ -318,34 +324,63 @@ pub(crate) fn matmul_backward(
     let sb = if b_shared { 0 } else { k * n };
     let sa = m * k;
     let mn = m * n;
-    let da = when(want_a, || {
-        let da = if !ta {
-            bmm(dc, false, mn, b, !tb, sb, (m, k, n, batch), alpha)?
-        } else {
-            bmm(b, tb, sb, dc, true, mn, (k, m, n, batch), alpha)?
-        };
-        da.reshape(a.shape())
-    })?;
-    let db = when(want_b, || {
-        let db = match (b_shared, ta, tb) {
-            // B shared over the batch and A's rows contiguous: one product over
-            // all batch*M rows sums the batches for free.
-            (true, false, false) => bmm(a, true, 0, dc, false, 0, (k, n, batch * m, 1), alpha)?,
-            (true, false, true) => bmm(dc, true, 0, a, false, 0, (n, k, batch * m, 1), alpha)?,
-            _ => {
-                let per_batch = if !tb {
-                    bmm(a, !ta, sa, dc, false, mn, (k, n, m, batch), alpha)?
-                } else {
-                    bmm(dc, true, mn, a, ta, sa, (n, k, m, batch), alpha)?
-                };
-                if b_shared {
-                    reduce(&per_batch, 0, Reduce::Sum)?
-                } else {
-                    per_batch
+    let da = want_a
+        .map(|home| {
+            let da = if !ta {
+                bmm(dc, false, mn, b, !tb, sb, (m, k, n, batch), alpha, home)?
+            } else {
+                bmm(b, tb, sb, dc, true, mn, (k, m, n, batch), alpha, home)?
+            };
+            da.reshape(a.shape())
+        })
+        .transpose()?;
+    let db = want_b
+        .map(|home| {
+            let db = match (b_shared, ta, tb) {
+                // B shared over the batch and A's rows contiguous: one product over
+                // all batch*M rows sums the batches for free.
+                (true, false, false) => {
+                    bmm(a, true, 0, dc, false, 0, (k, n, batch * m, 1), alpha, home)?
                 }
-            }
-        };
-        db.reshape(b.shape())
-    })?;
+                (true, false, true) => {
+                    bmm(dc, true, 0, a, false, 0, (n, k, batch * m, 1), alpha, home)?
+                }
+                _ => {
+                    let per_batch_home = if b_shared { None } else { home.clone() };
+                    let per_batch = if !tb {
+                        bmm(
+                            a,
+                            !ta,
+                            sa,
+                            dc,
+                            false,
+                            mn,
+                            (k, n, m, batch),
+                            alpha,
+                            per_batch_home,
+                        )?
+                    } else {
+                        bmm(
+                            dc,
+                            true,
+                            mn,
+                            a,
+                            ta,
+                            sa,
+                            (n, k, m, batch),
+                            alpha,
+                            per_batch_home,
+                        )?
+                    };
+                    match (b_shared, home) {
+                        (true, Some(home)) => reduce_into(&per_batch, 0, Reduce::Sum, home)?,
+                        (true, None) => reduce(&per_batch, 0, Reduce::Sum)?,
+                        (false, _) => per_batch,
+                    }
+                }
+            };
+            db.reshape(b.shape())
+        })
+        .transpose()?;
     Ok((da, db))
 }

@@ -161,8 +161,13 @@ pub(crate) fn backward_keeping_pieces(
             alpha,
             ..
         } if *alpha == 1.0 && param(b) && !param(a) && a.rank() == 2 && b.rank() == 2 => {
-            let (da, _) =
-                matmul_backward(&a.value, &b.value, dy, false, true, 1.0, wants(a), false)?;
+            let (da, _) = matmul_backward(
+                &a.value,
+                &b.value,
+                dy,
+                (false, true, 1.0),
+                [wants(a).then_some(None), None],
+            )?;
             let piece = ParamPiece::OutputProjection {
                 x: a.value.clone(),
                 dy: dy.clone(),
