@@ -1,9 +1,12 @@
 // Cooperative-matrix GEMM body: C = act(alpha * op(A) op(B) + bias), batched,
 // every transpose, any M, N, K. Follows one of the gemm_coop_<type>x<size>.wgsl
 // openings (CoopIn, CoopA/B/C, CS, CP_BK, coop_a_vec/at, coop_b_vec/at) and
-// precedes gemm.wgsl (Params, bindings, a_index/b_index, bias_at, activate,
-// c_set). Needs the device feature wgpu-cooperative-matrix with a configuration
-// CS x CS x CS of CoopIn inputs and f32 accumulators (src/kernels/gemm/coop.rs).
+// gemm_coop_matrix.wgsl (the matrix operations: cm_begin, cm_load_*,
+// cm_mul_add, cm_store_c, cm_zero), and precedes gemm.wgsl (Params, bindings,
+// a_index/b_index, bias_at, activate, c_set). Needs the device feature
+// wgpu-cooperative-matrix with a configuration CS x CS x CS of CoopIn inputs
+// and f32 accumulators (src/kernels/gemm/coop.rs); with the matrix operations
+// emulated (gemm_coop_emulated.wgsl) it runs on every adapter.
 //
 // A workgroup of COOP_WG threads computes a (CP_RM CS) x (CP_RN CS) block of C
 // with CP_RM x CP_RN accumulators. The host sets COOP_WG to the adapter's
@@ -12,7 +15,7 @@
 // through workgroup memory with zeros outside M x K and K x N, so the
 // cooperative loads never read past the matrices (they take one start pointer
 // and no bounds) and partial tiles need no special case; the transposes
-// become the load's layout (coopLoad: column-major, coopLoadT: row-major) so
+// become the load's layout (column-major or row-major) so
 // staging always copies along the stored matrix's contiguous dimension, vec4
 // at a time where VEC_A/VEC_B allow. The epilogue goes one accumulator at a
 // time through a CS x CS scratch tile, where each thread adds the bias, applies
@@ -21,7 +24,8 @@
 // writes): slower, never wrong.
 //
 // Not yet measured on a GPU (none with the feature was available when it was
-// written); its tests run where the adapter lists the configuration.
+// written); its tests run where the adapter lists the configuration, and
+// everywhere with the matrix operations emulated.
 
 override COOP_WG: u32 = 32u;
 const CP_RM: u32 = 4u;                 // accumulators along M
@@ -146,17 +150,17 @@ fn cp_stage(base_a: u32, base_b: u32, r0: u32, c0: u32, k0: u32, li: u32) {
 // The staged op(A) matrix at rows i CS.., depth kk.. of the slice.
 fn cp_load_a(i: u32, kk: u32) -> CoopA {
     if (TRANS_A) {
-        return coopLoad<CoopA>(&cp_a[kk * CP_TM + i * CS], CP_TM);
+        return cm_load_a_cols(kk * CP_TM + i * CS, CP_TM);
     }
-    return coopLoadT<CoopA>(&cp_a[i * CS * CP_BK + kk], CP_BK);
+    return cm_load_a_rows(i * CS * CP_BK + kk, CP_BK);
 }
 
 // The staged op(B) matrix at depth kk.., columns j CS.. of the slice.
 fn cp_load_b(j: u32, kk: u32) -> CoopB {
     if (TRANS_B) {
-        return coopLoad<CoopB>(&cp_b[j * CS * CP_BK + kk], CP_BK);
+        return cm_load_b_cols(j * CS * CP_BK + kk, CP_BK);
     }
-    return coopLoadT<CoopB>(&cp_b[kk * CP_TN + j * CS], CP_TN);
+    return cm_load_b_rows(kk * CP_TN + j * CS, CP_TN);
 }
 
 @compute @workgroup_size(COOP_WG)
@@ -167,9 +171,10 @@ fn gemm_fwd_coop(@builtin(workgroup_id) wid: vec3<u32>,
     let c0 = (wid.x + p.group_x0) * CP_TN;
     let base_a = z * p.stride_a;
     let base_b = z * p.stride_b;
+    cm_begin(li);
     var acc: array<CoopC, CP_TILES>;
     for (var t = 0u; t < CP_TILES; t++) {
-        acc[t] = CoopC();
+        acc[t] = cm_zero();
     }
     for (var k0 = 0u; k0 < p.k; k0 += CP_BK) {
         cp_stage(base_a, base_b, r0, c0, k0, li);
@@ -185,7 +190,7 @@ fn gemm_fwd_coop(@builtin(workgroup_id) wid: vec3<u32>,
             }
             for (var i = 0u; i < CP_RM; i++) {
                 for (var j = 0u; j < CP_RN; j++) {
-                    acc[i * CP_RN + j] = coopMultiplyAdd(at[i], bt[j], acc[i * CP_RN + j]);
+                    acc[i * CP_RN + j] = cm_mul_add(at[i], bt[j], acc[i * CP_RN + j]);
                 }
             }
         }
@@ -193,7 +198,7 @@ fn gemm_fwd_coop(@builtin(workgroup_id) wid: vec3<u32>,
     }
     let cbase = z * p.stride_c;
     for (var t = 0u; t < CP_TILES; t++) {
-        coopStoreT(acc[t], &cp_c[0], CS);
+        cm_store_c(acc[t]);
         workgroupBarrier();
         let tr = r0 + (t / CP_RN) * CS;
         let tc = c0 + (t % CP_RN) * CS;

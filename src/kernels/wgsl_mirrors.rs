@@ -161,5 +161,24 @@ pub fn wgsl_mirrors() -> Vec<WgslMirror> {
             value: row_plan::MAX_ITEMS as f64,
         });
     }
+    // The cooperative GEMM's block and K slice, read from its emulated
+    // modules (the same text, plain WGSL).
+    for (shader, tile) in gemm::coop::emulated_shaders()
+        .iter()
+        .zip(gemm::coop::ALL_TILES)
+    {
+        all.push(WgslMirror {
+            shader,
+            wgsl: Const("CP_RM"),
+            rust: "gemm::coop::COOP_TILES",
+            value: gemm::coop::COOP_TILES as f64,
+        });
+        all.push(WgslMirror {
+            shader,
+            wgsl: Const("CP_BK"),
+            rust: "CoopTile::slice",
+            value: tile.slice() as f64,
+        });
+    }
     all
 }

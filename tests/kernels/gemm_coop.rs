@@ -1,11 +1,13 @@
 //! The cooperative-matrix GEMM (tensor cores, shaders/gemm_coop*.wgsl) against
-//! the f64 CPU reference where the adapter lists a configuration for the input
-//! type: ragged sizes (1, 7, 63, 65, 129: partial tiles in M, N and K), every
-//! transpose, a batch with a shared B, bias + activation, alpha. Where the
-//! adapter has none (lavapipe, DX12, GL) the numerical tests say so on stderr
-//! and check instead that the kernel is refused with an error naming what is
-//! missing. The naga validation and SPIR-V/MSL translation of the shaders is
-//! in shaders.rs and runs everywhere.
+//! the f64 CPU reference: ragged sizes (1, 7, 63, 65, 129: partial tiles in M,
+//! N and K), every transpose, a batch with a shared B, bias + activation,
+//! alpha. Every adapter runs the kernel of each configuration with its matrix
+//! operations emulated (`GemmKernel::CoopEmulated`: the staging, transposes
+//! and epilogue); the cooperative kernel itself runs where the adapter lists
+//! a configuration for the input type. Where it has none (lavapipe, DX12, GL)
+//! the tests say so on stderr, and one checks that the kernel is refused with
+//! an error naming what is missing. The naga validation and SPIR-V/MSL
+//! translation of the shaders is in shaders.rs and runs everywhere.
 //!
 //! Tolerance: f16 inputs are compared against the reference on the inputs
 //! rounded to f16 (the products of two f16 values are exact in f32), so only
@@ -21,30 +23,63 @@ use wgformer::kernels::gemm::{
 use wgformer::reference::gemm as cpu;
 use wgformer::{DType, Error, Tensor};
 
-/// The adapter's kernel for `dtype` inputs, or `None` after saying on stderr
-/// why the test is skipped.
-fn tile_or_skip(test: &str, dtype: DType) -> Option<CoopTile> {
+/// The kernels a test runs: the 8x8 configurations (f16 and f32 inputs)
+/// emulated, the f16 one where the adapter has shader-f16, then the adapter's
+/// cooperative kernel per input type where it lists one (after saying on
+/// stderr where it does not). The 16x16 emulated modules differ from the 8x8
+/// ones only in CS and CP_BK, and take lavapipe ~15 s per pipeline to build
+/// (against 1 s): `emulated_16x16_kernels_match_the_reference` runs them.
+fn kernels_under_test(test: &str) -> Vec<GemmKernel> {
+    let mut kernels = emulated_kernels(8);
     let gpu = gpu();
-    let tile = coop_tile(gpu.policy(), dtype);
-    if tile.is_none() {
-        eprintln!(
-            "{test}: SKIPPED for {dtype:?} inputs: adapter `{}` offers no cooperative-matrix \
-             configuration {dtype:?} x {dtype:?} -> f32 (cooperative matrices: {})",
-            gpu.adapter_info().name,
-            gpu.features().cooperative_matrix
-        );
+    for dtype in [DType::F16, DType::F32] {
+        match coop_tile(gpu.policy(), dtype) {
+            Some(tile) => kernels.push(GemmKernel::Coop(tile)),
+            None => eprintln!(
+                "{test}: the cooperative kernel SKIPPED for {dtype:?} inputs (emulated only): \
+                 adapter `{}` offers no cooperative-matrix configuration {dtype:?} x {dtype:?} \
+                 -> f32 (cooperative matrices: {})",
+                gpu.adapter_info().name,
+                gpu.features().cooperative_matrix
+            ),
+        }
     }
-    tile
+    kernels
+}
+
+/// The emulated kernels of matrices `size`^3, f16 inputs where the adapter
+/// has shader-f16: 4 threads a workgroup, so that the staging, the
+/// accumulators and the epilogue are shared out as on a GPU.
+fn emulated_kernels(size: u32) -> Vec<GemmKernel> {
+    let f16 = gpu().features().shader_f16;
+    [DType::F16, DType::F32]
+        .into_iter()
+        .filter(|&input| input == DType::F32 || f16)
+        .map(|input| {
+            GemmKernel::CoopEmulated(CoopTile {
+                size,
+                input,
+                lanes: 4,
+            })
+        })
+        .collect()
+}
+
+fn tile_of(kernel: GemmKernel) -> CoopTile {
+    match kernel {
+        GemmKernel::Coop(t) | GemmKernel::CoopEmulated(t) => t,
+        k => unreachable!("{k} is not a cooperative kernel"),
+    }
 }
 
 fn round16(v: &[f32]) -> Vec<f32> {
     v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
 }
 
-/// One product on the cooperative kernel against the reference.
+/// One product on a cooperative kernel against the reference.
 #[allow(clippy::too_many_arguments)]
 fn check_case(
-    tile: CoopTile,
+    kernel: GemmKernel,
     (m, n, k): (usize, usize, usize),
     batch: usize,
     shared_b: bool,
@@ -56,6 +91,7 @@ fn check_case(
     seed: u64,
 ) {
     let gpu = gpu();
+    let tile = tile_of(kernel);
     let b_batches = if shared_b { 1 } else { batch };
     let av = data(batch * m * k, seed);
     let bv = data(b_batches * k * n, seed + 1);
@@ -89,7 +125,7 @@ fn check_case(
         activation,
         variant: GemmVariant::Coop,
     };
-    gemm_into_kernel(&a, &b, &c, &shape, &opts, GemmKernel::Coop(tile)).unwrap();
+    gemm_into_kernel(&a, &b, &c, &shape, &opts, kernel).unwrap();
     let (ar, br) = if tile.input == DType::F16 {
         (round16(&av), round16(&bv))
     } else {
@@ -111,7 +147,7 @@ fn check_case(
         activation,
     );
     let what = format!(
-        "coop {tile:?} M={m} N={n} K={k} batch {batch} (shared B {shared_b}) trans \
+        "{kernel} M={m} N={n} K={k} batch {batch} (shared B {shared_b}) trans \
          ({trans_a}, {trans_b}) bias {bias} {activation:?} alpha {alpha}"
     );
     let scale = alpha.abs().max(1.0) as f64;
@@ -126,106 +162,144 @@ fn check_case(
 
 #[test]
 fn coop_gemm_matches_the_reference_on_ragged_shapes_and_every_transpose() {
-    for dtype in [DType::F16, DType::F32] {
-        let Some(tile) = tile_or_skip("coop_gemm ragged shapes", dtype) else {
-            continue;
-        };
-        let mut seed = 300;
-        for (m, n, k) in [
-            (1, 1, 1),
-            (7, 63, 65),
-            (65, 129, 7),
-            (129, 65, 63),
-            (64, 64, 64),
-            (63, 1, 129),
-        ] {
-            for (trans_a, trans_b) in [(false, false), (true, false), (false, true), (true, true)] {
-                seed += 3;
-                check_case(
-                    tile,
-                    (m, n, k),
-                    1,
-                    false,
-                    trans_a,
-                    trans_b,
-                    false,
-                    Activation::None,
-                    1.0,
-                    seed,
-                );
-            }
-        }
+    for kernel in kernels_under_test("coop_gemm ragged shapes") {
+        ragged_shapes_and_every_transpose(kernel);
     }
 }
 
 #[test]
 fn coop_gemm_batches_epilogue_and_k_zero() {
-    for dtype in [DType::F16, DType::F32] {
-        let Some(tile) = tile_or_skip("coop_gemm batches and epilogue", dtype) else {
-            continue;
-        };
-        // Batches with their own B and with one shared B.
-        check_case(
-            tile,
-            (33, 70, 40),
-            3,
-            false,
-            false,
-            true,
-            false,
-            Activation::None,
-            1.0,
-            11,
-        );
-        check_case(
-            tile,
-            (70, 33, 17),
-            2,
-            true,
-            true,
-            false,
-            false,
-            Activation::None,
-            1.0,
-            12,
-        );
-        // Bias + each activation, with alpha.
-        for (i, act) in [
-            Activation::Relu,
-            Activation::GeluTanh,
-            Activation::GeluErf,
-            Activation::None,
-        ]
-        .into_iter()
-        .enumerate()
-        {
+    for kernel in kernels_under_test("coop_gemm batches and epilogue") {
+        batches_epilogue_and_k_zero(kernel);
+    }
+}
+
+/// Both tests' cases on the emulated 16x16 kernels. About 25 minutes on
+/// lavapipe (2 cores):
+/// `cargo test --test kernels -- --ignored emulated_16x16`.
+#[test]
+#[ignore = "slow: minutes on a software adapter (each pipeline takes ~15 s to build)"]
+fn emulated_16x16_kernels_match_the_reference() {
+    for kernel in emulated_kernels(16) {
+        ragged_shapes_and_every_transpose(kernel);
+        batches_epilogue_and_k_zero(kernel);
+    }
+}
+
+fn ragged_shapes_and_every_transpose(kernel: GemmKernel) {
+    let mut seed = 300;
+    for (m, n, k) in [
+        (1, 1, 1),
+        (7, 63, 65),
+        (65, 129, 7),
+        (129, 65, 63),
+        (64, 64, 64),
+        (63, 1, 129),
+    ] {
+        for (trans_a, trans_b) in [(false, false), (true, false), (false, true), (true, true)] {
+            seed += 3;
             check_case(
-                tile,
-                (65, 7, 129),
+                kernel,
+                (m, n, k),
                 1,
                 false,
+                trans_a,
+                trans_b,
                 false,
-                false,
-                true,
-                act,
-                0.5,
-                20 + i as u64,
+                Activation::None,
+                1.0,
+                seed,
             );
         }
-        // K = 0: C is the bias alone.
+    }
+}
+
+fn batches_epilogue_and_k_zero(kernel: GemmKernel) {
+    // Batches with their own B and with one shared B.
+    check_case(
+        kernel,
+        (33, 70, 40),
+        3,
+        false,
+        false,
+        true,
+        false,
+        Activation::None,
+        1.0,
+        11,
+    );
+    check_case(
+        kernel,
+        (70, 33, 17),
+        2,
+        true,
+        true,
+        false,
+        false,
+        Activation::None,
+        1.0,
+        12,
+    );
+    // Bias + each activation, with alpha.
+    for (i, act) in [
+        Activation::Relu,
+        Activation::GeluTanh,
+        Activation::GeluErf,
+        Activation::None,
+    ]
+    .into_iter()
+    .enumerate()
+    {
         check_case(
-            tile,
-            (5, 9, 0),
+            kernel,
+            (65, 7, 129),
             1,
             false,
             false,
             false,
             true,
-            Activation::None,
-            1.0,
-            30,
+            act,
+            0.5,
+            20 + i as u64,
         );
     }
+    // K = 0: C is the bias alone.
+    check_case(
+        kernel,
+        (5, 9, 0),
+        1,
+        false,
+        false,
+        false,
+        true,
+        Activation::None,
+        1.0,
+        30,
+    );
+}
+
+/// The emulated kernel refuses a K whose loops would pass what software
+/// adapters run in one shader invocation (lavapipe stops them silently).
+#[test]
+fn the_emulated_kernel_refuses_a_k_past_the_loop_budget_by_name() {
+    let gpu = gpu();
+    let tile = CoopTile {
+        size: 16,
+        input: DType::F32,
+        lanes: 4,
+    };
+    let (m, n, k) = (16, 16, 4096);
+    let a = Tensor::zeros(&gpu, &[m * k]).unwrap();
+    let b = Tensor::zeros(&gpu, &[k * n]).unwrap();
+    let c = Tensor::zeros(&gpu, &[m * n]).unwrap();
+    let shape = GemmShape::contiguous(m, n, k, 1);
+    let opts = GemmOptions::default();
+    let err =
+        gemm_into_kernel(&a, &b, &c, &shape, &opts, GemmKernel::CoopEmulated(tile)).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidArgument { .. }) && err.to_string().contains("K = 4096"),
+        "{err}"
+    );
 }
 
 /// On an adapter without the configuration the kernel is an error naming the

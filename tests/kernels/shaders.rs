@@ -5,11 +5,13 @@
 //! equals it. The cooperative-matrix shaders (kernels::COOP_SHADERS) validate
 //! with naga's cooperative-matrix capability and translate to SPIR-V and MSL
 //! only: naga 30's HLSL backend has no cooperative matrices (it panics on
-//! them) and wgpu 30 offers them on Vulkan and Metal only.
+//! them) and wgpu 30 offers them on Vulkan and Metal only. Their emulated
+//! forms (gemm::coop::emulated_shaders) are plain WGSL and go with the rest.
 
 use naga::back::{hlsl, msl, spv};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 use wgformer::gpu::ParamsBinding;
+use wgformer::kernels::gemm::coop::emulated_shaders;
 use wgformer::kernels::wgsl_mirrors::{wgsl_mirrors, WgslName};
 use wgformer::kernels::{ALL_SHADERS, COOP_SHADERS};
 
@@ -76,7 +78,7 @@ fn check_with(name: &str, source: &str, extra: Capabilities, hlsl: bool) -> Resu
 fn every_shader_validates_and_translates_to_spirv_msl_hlsl() {
     let mut failures = Vec::new();
     let mut total = 0;
-    for shader in ALL_SHADERS {
+    for shader in ALL_SHADERS.iter().copied().chain(emulated_shaders()) {
         // The text the device compiles (binding 0 moved to storage where asked).
         match check(shader.name, &shader.wgsl()) {
             Ok(n) => total += n,
@@ -90,7 +92,13 @@ fn every_shader_validates_and_translates_to_spirv_msl_hlsl() {
 #[test]
 fn each_module_declares_its_params_in_the_address_space_its_layout_binds() {
     let mut storage_modules = 0;
-    for shader in ALL_SHADERS.iter().chain(COOP_SHADERS) {
+    let emulated = emulated_shaders().iter();
+    for shader in ALL_SHADERS
+        .iter()
+        .copied()
+        .chain(COOP_SHADERS.iter().copied())
+        .chain(emulated)
+    {
         let module = naga::front::wgsl::parse_str(&shader.wgsl()).unwrap();
         let params = module
             .global_variables

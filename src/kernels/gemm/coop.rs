@@ -7,14 +7,19 @@
 //! would round every partial sum to f16, which wgformer's rule of f32
 //! reductions forbids. 16x16x16 is preferred over 8x8x8 (four times the work
 //! per instruction).
+//!
+//! The kernel's matrix operations are a few functions
+//! (shaders/gemm_coop_matrix.wgsl); [`CoopTile::emulated_shader`] is the same
+//! module with them emulated in plain WGSL
+//! ([`GemmKernel::CoopEmulated`]), which every adapter runs: the tests check
+//! the rest of the kernel on machines without the feature.
 
 use super::GemmKernel;
 use crate::error::{Error, Result};
 use crate::gpu::{CoopMatrixConfig, CoopScalar, Gpu, KernelPolicy, Shader};
-use crate::kernels::{
-    GEMM_COOP_F16X16_WGSL, GEMM_COOP_F16X8_WGSL, GEMM_COOP_F32X16_WGSL, GEMM_COOP_F32X8_WGSL,
-};
+use crate::kernels::COOP_SHADERS;
 use crate::tensor::DType;
+use std::sync::OnceLock;
 
 /// Accumulators along each side of a workgroup's block (`CP_RM`, `CP_RN` in
 /// shaders/gemm_coop.wgsl): the block is `COOP_TILES * size` square.
@@ -51,12 +56,95 @@ impl CoopTile {
 
     /// The WGSL module of this size and input type.
     pub fn shader(&self) -> &'static Shader {
+        COOP_SHADERS[self.module_index()]
+    }
+
+    /// [`shader`](Self::shader) with the matrix operations emulated
+    /// ([`GemmKernel::CoopEmulated`]).
+    pub fn emulated_shader(&self) -> &'static Shader {
+        &emulated_shaders()[self.module_index()]
+    }
+
+    /// Its place in [`COOP_SHADERS`] and [`emulated_shaders`].
+    fn module_index(&self) -> usize {
         match (self.input, self.size) {
-            (DType::F16, 16) => &GEMM_COOP_F16X16_WGSL,
-            (DType::F16, _) => &GEMM_COOP_F16X8_WGSL,
-            (_, 16) => &GEMM_COOP_F32X16_WGSL,
-            _ => &GEMM_COOP_F32X8_WGSL,
+            (DType::F16, 16) => 0,
+            (DType::F16, _) => 1,
+            (_, 16) => 2,
+            _ => 3,
         }
+    }
+
+    /// K per staged slice (`CP_BK` of its module's opening): 16, or 32 for
+    /// f16 16x16 (two matrix steps, but one for f32 16x16: f32 staging is
+    /// twice f16's bytes).
+    pub(crate) fn slice(&self) -> usize {
+        if self.input == DType::F16 || self.size == 8 {
+            2 * self.size as usize
+        } else {
+            self.size as usize
+        }
+    }
+}
+
+/// One tile of each module, in [`COOP_SHADERS`]' order (`lanes` aside).
+pub(crate) const ALL_TILES: [CoopTile; 4] = [
+    CoopTile {
+        size: 16,
+        input: DType::F16,
+        lanes: 32,
+    },
+    CoopTile {
+        size: 8,
+        input: DType::F16,
+        lanes: 32,
+    },
+    CoopTile {
+        size: 16,
+        input: DType::F32,
+        lanes: 32,
+    },
+    CoopTile {
+        size: 8,
+        input: DType::F32,
+        lanes: 32,
+    },
+];
+
+/// The cooperative modules with their matrix operations emulated, built on
+/// first use (in [`COOP_SHADERS`]' order): each module's
+/// gemm_coop_matrix.wgsl replaced by gemm_coop_emulated.wgsl, and its
+/// opening's `enable wgpu_cooperative_matrix;` and matrix types (the
+/// `coop_mat` aliases) left out, which gemm_coop_emulated.wgsl declares
+/// instead. Plain WGSL: naga translates them for every backend
+/// (tests/kernels/shaders.rs).
+pub fn emulated_shaders() -> &'static [Shader; 4] {
+    static EMULATED: OnceLock<[Shader; 4]> = OnceLock::new();
+    EMULATED.get_or_init(|| std::array::from_fn(|i| emulate(COOP_SHADERS[i])))
+}
+
+fn emulate(hardware: &Shader) -> Shader {
+    const MATRIX_OPS: &str = include_str!("../../../shaders/gemm_coop_matrix.wgsl");
+    const EMULATED_OPS: &str = include_str!("../../../shaders/gemm_coop_emulated.wgsl");
+    assert!(
+        hardware.source.contains(MATRIX_OPS),
+        "{} holds gemm_coop_matrix.wgsl",
+        hardware.name
+    );
+    let source: String = hardware
+        .source
+        .replacen(MATRIX_OPS, EMULATED_OPS, 1)
+        .lines()
+        .filter(|line| {
+            !line.starts_with("enable wgpu_cooperative_matrix") && !line.contains("coop_mat")
+        })
+        .flat_map(|line| [line, "\n"])
+        .collect();
+    let name = format!("{}, matrix operations emulated", hardware.name);
+    Shader {
+        name: Box::leak(name.into_boxed_str()),
+        source: Box::leak(source.into_boxed_str()),
+        ..*hardware
     }
 }
 
@@ -88,12 +176,7 @@ pub fn coop_tile(policy: &KernelPolicy, dtype: DType) -> Option<CoopTile> {
 /// Whether `tile` runs on `gpu`: the device lets the kernels use its
 /// configuration, with its workgroup.
 pub(crate) fn check(gpu: &Gpu, tile: CoopTile) -> Result<()> {
-    if ![8, 16].contains(&tile.size) || !matches!(tile.input, DType::F16 | DType::F32) {
-        return Err(Error::invalid(
-            "gemm",
-            format!("cooperative-matrix tile {tile:?}: size must be 8 or 16, input f16 or f32"),
-        ));
-    }
+    check_shape(tile)?;
     if coop_tile(gpu.policy(), tile.input).is_none_or(|t| t.size < tile.size)
         || !gpu.policy().coop_matrix.usable(&tile.config())
     {
@@ -104,6 +187,64 @@ pub(crate) fn check(gpu: &Gpu, tile: CoopTile) -> Result<()> {
                    cooperative-matrix configurations",
         });
     }
+    check_lanes(gpu, tile)
+}
+
+/// Whether `tile` runs emulated ([`GemmKernel::CoopEmulated`]) on `gpu`: a
+/// size the shaders have, f16 inputs only with shader-f16, a workgroup within
+/// the device's limits.
+pub(crate) fn check_emulated(gpu: &Gpu, tile: CoopTile) -> Result<()> {
+    check_shape(tile)?;
+    if tile.input == DType::F16 && !gpu.features().shader_f16 {
+        return Err(Error::Unsupported {
+            feature: "shader-f16",
+            adapter: gpu.adapter_info().name.clone(),
+            hint: "emulate the f32 cooperative kernel on this adapter",
+        });
+    }
+    check_lanes(gpu, tile)
+}
+
+/// The most loop iterations one thread of the emulated kernel may run:
+/// software adapters cap a shader invocation's loops (lavapipe: 65 535
+/// iterations in all, past which its loops stop without an error), so the
+/// emulation keeps to half of that.
+const EMULATED_MAX_ITERATIONS: usize = 32_768;
+
+/// Whether the emulated kernel computes a product of depth `k` exactly: its
+/// threads each run about one iteration per accumulator element they hold
+/// (size² / lanes of each of the COOP_TILES² accumulators) per matrix step
+/// along K (shaders/gemm_coop_emulated.wgsl). Tests keep far below it.
+pub(crate) fn check_emulated_depth(tile: CoopTile, k: usize) -> Result<()> {
+    let size = tile.size as usize;
+    let slice = tile.slice();
+    let steps = k.div_ceil(slice) * (slice / size);
+    let per_step = (COOP_TILES * COOP_TILES) as usize * (size * size).div_ceil(tile.lanes as usize);
+    if steps.saturating_mul(per_step) > EMULATED_MAX_ITERATIONS {
+        return Err(Error::invalid(
+            "gemm",
+            format!(
+                "the emulated cooperative kernel {tile:?} at K = {k}: over the {EMULATED_MAX_ITERATIONS} \
+                 loop iterations per thread it allows itself (software adapters stop a shader's \
+                 loops at 65 535); it is a test of the kernel's indexing: use a smaller K or more \
+                 lanes"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_shape(tile: CoopTile) -> Result<()> {
+    if ![8, 16].contains(&tile.size) || !matches!(tile.input, DType::F16 | DType::F32) {
+        return Err(Error::invalid(
+            "gemm",
+            format!("cooperative-matrix tile {tile:?}: size must be 8 or 16, input f16 or f32"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_lanes(gpu: &Gpu, tile: CoopTile) -> Result<()> {
     let limits = &gpu.policy().limits;
     if tile.lanes == 0
         || tile.lanes > limits.max_invocations

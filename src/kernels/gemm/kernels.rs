@@ -127,6 +127,12 @@ pub enum GemmKernel {
     Gemv(GemvTile),
     /// Cooperative matrices (tensor cores; needs the adapter's configuration).
     Coop(super::coop::CoopTile),
+    /// The cooperative kernel with its matrix operations emulated in plain
+    /// WGSL (shaders/gemm_coop_emulated.wgsl): runs on every adapter (f16
+    /// inputs where it has shader-f16), slowly. It tests the kernel's
+    /// staging, transposes and epilogue where no adapter has the feature;
+    /// nothing chooses it.
+    CoopEmulated(super::coop::CoopTile),
 }
 
 impl std::fmt::Display for GemmKernel {
@@ -141,6 +147,7 @@ impl std::fmt::Display for GemmKernel {
             GemmKernel::Subgroup(t) => write!(f, "subgroup-{}x{}", t.tm, t.tn),
             GemmKernel::Gemv(t) => write!(f, "gemv-{}-{}x{}", t.wg_x, t.m, 4 * t.cb),
             GemmKernel::Coop(t) => f.write_str(&super::coop::name(t)),
+            GemmKernel::CoopEmulated(t) => write!(f, "{}-emulated", super::coop::name(t)),
             GemmKernel::Block(t) => write!(
                 f,
                 "block-{}x{}-{}x{}-wg{}x{}",
@@ -225,6 +232,7 @@ pub fn check_kernel(gpu: &Gpu, kernel: GemmKernel) -> Result<()> {
     match kernel {
         GemmKernel::Naive | GemmKernel::Shared => Ok(()),
         GemmKernel::Coop(tile) => super::coop::check(gpu, tile),
+        GemmKernel::CoopEmulated(tile) => super::coop::check_emulated(gpu, tile),
         GemmKernel::Register(tile) => {
             if ![4, 8, 16, 32].contains(&tile.tm) || ![4, 8, 16].contains(&tile.tn) {
                 return Err(Error::invalid(

@@ -330,6 +330,9 @@ pub fn gemm_into_kernel(
 ) -> Result<()> {
     check_kernel(a.gpu(), kernel)?;
     validate(a, b, Some(c), shape, opts)?;
+    if let GemmKernel::CoopEmulated(tile) = kernel {
+        coop::check_emulated_depth(tile, shape.k)?;
+    }
     if shape.m == 0 || shape.n == 0 || shape.batch == 0 {
         return Ok(());
     }

@@ -320,10 +320,20 @@ pub fn plan(
             constants.push(("COOP_WG", t.lanes as f64));
             (t.shader(), "gemm_fwd_coop", t.block(), t.block(), false)
         }
+        GemmKernel::CoopEmulated(t) => {
+            constants.push(("COOP_WG", t.lanes as f64));
+            (
+                t.emulated_shader(),
+                "gemm_fwd_coop",
+                t.block(),
+                t.block(),
+                false,
+            )
+        }
     };
     let (shader, entry) = match (dtype, kernel) {
-        (d, GemmKernel::Coop(t)) if d == t.input => (shader, entry),
-        (d, GemmKernel::Coop(t)) => {
+        (d, GemmKernel::Coop(t) | GemmKernel::CoopEmulated(t)) if d == t.input => (shader, entry),
+        (d, GemmKernel::Coop(t) | GemmKernel::CoopEmulated(t)) => {
             return Err(Error::invalid(
                 "gemm",
                 format!(
