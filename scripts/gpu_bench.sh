@@ -22,8 +22,9 @@
 # `bin/kernels [FILTER[,FILTER...]]` with WGFORMER_BENCH_JSON=<file>.
 # Optional: the kernel test binary as bin/kernel_tests (`cargo test --release
 # --test kernels --no-run`, the newest target/release/deps/kernels-*): then the
-# cooperative-matrix GEMM is checked against the f64 reference on the GPU
-# first (it has never run on hardware with the feature before).
+# cooperative-matrix GEMM and attention forward are checked against the f64
+# reference on the GPU first (they have never run on hardware with the
+# feature before).
 #
 # Run:  OUT=/some/dir BIN=bin scripts/gpu_bench.sh
 # Writes to $OUT: info.txt, kernels_*.log/json, train_*.log, torch_peer.log/json,
@@ -129,7 +130,8 @@ step info 30 "$WGF" info
 cat "$OUT/info.log" >>"$OUT/summary.txt"
 
 if [ -x "$BIN/kernel_tests" ]; then
-  step coop_tests 60 "$BIN/kernel_tests" gemm_coop:: shaders::every_cooperative --nocapture --test-threads 1
+  step coop_tests 60 "$BIN/kernel_tests" gemm_coop:: attention_coop:: shaders::every_cooperative \
+    --nocapture --test-threads 1
   grep -h "test result\|SKIPPED\|panicked" "$OUT/coop_tests.log" >>"$OUT/summary.txt" 2>/dev/null
 fi
 

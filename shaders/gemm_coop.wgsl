@@ -1,12 +1,12 @@
 // Cooperative-matrix GEMM body: C = act(alpha * op(A) op(B) + bias), batched,
 // every transpose, any M, N, K. Follows one of the gemm_coop_<type>x<size>.wgsl
 // openings (CoopIn, CoopA/B/C, CS, CP_BK, coop_a_vec/at, coop_b_vec/at) and
-// gemm_coop_matrix.wgsl (the matrix operations: cm_begin, cm_load_*,
+// coop_matrix.wgsl (the matrix operations: cm_begin, cm_load_*,
 // cm_mul_add, cm_store_c, cm_zero), and precedes gemm.wgsl (Params, bindings,
 // a_index/b_index, bias_at, activate, c_set). Needs the device feature
 // wgpu-cooperative-matrix with a configuration CS x CS x CS of CoopIn inputs
 // and f32 accumulators (src/kernels/gemm/coop.rs); with the matrix operations
-// emulated (gemm_coop_emulated.wgsl) it runs on every adapter.
+// emulated (coop_emulated.wgsl) it runs on every adapter.
 //
 // A workgroup of COOP_WG threads computes a (CP_RM CS) x (CP_RN CS) block of C
 // with CP_RM x CP_RN accumulators. The host sets COOP_WG to the adapter's
@@ -174,7 +174,7 @@ fn gemm_fwd_coop(@builtin(workgroup_id) wid: vec3<u32>,
     cm_begin(li);
     var acc: array<CoopC, CP_TILES>;
     for (var t = 0u; t < CP_TILES; t++) {
-        acc[t] = cm_zero();
+        acc[t] = cm_zero(t);
     }
     for (var k0 = 0u; k0 < p.k; k0 += CP_BK) {
         cp_stage(base_a, base_b, r0, c0, k0, li);
@@ -198,7 +198,7 @@ fn gemm_fwd_coop(@builtin(workgroup_id) wid: vec3<u32>,
     }
     let cbase = z * p.stride_c;
     for (var t = 0u; t < CP_TILES; t++) {
-        cm_store_c(acc[t]);
+        cm_store_c(acc[t], 0u, CS);
         workgroupBarrier();
         let tr = r0 + (t / CP_RN) * CS;
         let tc = c0 + (t % CP_RN) * CS;

@@ -3,7 +3,7 @@ enable wgpu_cooperative_matrix;
 // Cooperative-matrix GEMM, f16 inputs on 16x16x16 tiles with f32 accumulation
 // (tensor cores: Vulkan VK_KHR_cooperative_matrix on NVIDIA and AMD). Opens the
 // module GEMM_COOP_F16X16_WGSL = this +
-// gemm_coop_matrix.wgsl + gemm_coop.wgsl + gemm.wgsl
+// coop_matrix.wgsl + gemm_coop.wgsl + gemm.wgsl
 // (src/kernels/mod.rs); only the element type, the matrix size and the K slice
 // differ between the four gemm_coop_*.wgsl openings.
 

@@ -3,7 +3,7 @@ enable wgpu_cooperative_matrix;
 // Cooperative-matrix GEMM, f16 inputs on 8x8x8 tiles with f32 accumulation
 // (Metal simdgroup matrices, which are 8x8 only). Opens the
 // module GEMM_COOP_F16X8_WGSL = this +
-// gemm_coop_matrix.wgsl + gemm_coop.wgsl + gemm.wgsl
+// coop_matrix.wgsl + gemm_coop.wgsl + gemm.wgsl
 // (src/kernels/mod.rs); only the element type, the matrix size and the K slice
 // differ between the four gemm_coop_*.wgsl openings.
 

@@ -2,7 +2,7 @@ enable wgpu_cooperative_matrix;
 // Cooperative-matrix GEMM, f32 inputs on 16x16x16 tiles with f32 accumulation,
 // for adapters that list that configuration. Opens the module
 // GEMM_COOP_F32X16_WGSL = this +
-// gemm_coop_matrix.wgsl + gemm_coop.wgsl + gemm.wgsl (src/kernels/mod.rs).
+// coop_matrix.wgsl + gemm_coop.wgsl + gemm.wgsl (src/kernels/mod.rs).
 
 alias CoopIn = f32;
 alias CoopA = coop_mat16x16<f32, A>;

@@ -3,7 +3,7 @@ enable wgpu_cooperative_matrix;
 // (Metal simdgroup matrices; wgpu 30 documents 8x8 f32 as its first supported
 // case). Opens the module
 // GEMM_COOP_F32X8_WGSL = this +
-// gemm_coop_matrix.wgsl + gemm_coop.wgsl + gemm.wgsl (src/kernels/mod.rs).
+// coop_matrix.wgsl + gemm_coop.wgsl + gemm.wgsl (src/kernels/mod.rs).
 
 alias CoopIn = f32;
 alias CoopA = coop_mat8x8<f32, A>;

@@ -18,11 +18,14 @@
 //! else the CPU split on CPU adapters and the GPU split elsewhere); "fused ...,
 //! gpu split" / "fused ..., cpu split" is the other one (the same inputs on a
 //! handle with the other policy), so one run on any adapter measures both.
+//! "fused causal, tensor cores" is the forward on cooperative matrices (f16
+//! operands), where the adapter lists an f16 configuration.
 
 use crate::harness::Bench;
 use wgformer::gpu::{KernelPolicy, Split};
 use wgformer::kernels::attention::{
-    attention_bwd, attention_fwd, attention_unfused, attention_unfused_bwd, AttentionOptions,
+    attention_bwd, attention_fwd, attention_fwd_kernel, attention_unfused, attention_unfused_bwd,
+    AttentionKernel, AttentionOptions,
 };
 use wgformer::{Result, Tensor};
 
@@ -103,6 +106,25 @@ pub fn run(b: &mut Bench) -> Result<()> {
             unfused,
             scores,
         );
+        // The forward on the tensor cores (f16 operands, what a
+        // mixed-precision step runs), where the adapter has them.
+        match AttentionKernel::for_mixed_precision(b.gpu.policy(), hs) {
+            kernel @ AttentionKernel::Coop(_) => {
+                let coop = measure_alloc(
+                    b,
+                    "fused causal, tensor cores (f16 operands)",
+                    &dims,
+                    flops,
+                    bytes,
+                    || attention_fwd_kernel(&q, &k, &v, &opts, kernel).map(drop),
+                )?;
+                report(t, "forward (tensor cores)", coop, unfused, scores);
+            }
+            _ => eprintln!(
+                "attention T={t}: no tensor-core forward (the adapter lists no f16 \
+                 cooperative-matrix configuration)"
+            ),
+        }
 
         // Backward alone (the fused path given the forward's O and L), then
         // forward + backward (what a training step runs).

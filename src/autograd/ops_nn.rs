@@ -4,7 +4,9 @@
 use super::op::{AttentionInputs, Op};
 use super::tape::{Tape, Var};
 use crate::error::{Error, Result};
-use crate::kernels::attention::{attention_fwd, AttentionOptions, AttentionPattern};
+use crate::kernels::attention::{
+    attention_fwd_kernel, AttentionKernel, AttentionOptions, AttentionPattern,
+};
 use crate::kernels::cross_entropy::{cross_entropy_checked, CrossEntropyOptions};
 use crate::kernels::kv_cache::kv_split;
 use crate::kernels::layernorm::layernorm;
@@ -260,7 +262,13 @@ impl Tape {
             key_mask: masking.key_mask.as_ref(),
             pattern: masking.pattern,
         };
-        let (o, l) = attention_fwd(&q, &k, &v, &opts)?;
+        // Mixed precision: f16 operands on the matrix units where the adapter
+        // has them (the backward stays f32: it recomputes P from L).
+        let kernel = match self.half() {
+            Some(_) => AttentionKernel::for_mixed_precision(self.gpu().policy(), hs),
+            None => AttentionKernel::Policy,
+        };
+        let (o, l) = attention_fwd_kernel(&q, &k, &v, &opts, kernel)?;
         let y = merge_heads(&o)?;
         let saved = super::op::SavedAttention {
             q,

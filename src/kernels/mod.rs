@@ -132,30 +132,45 @@ pub static GEMM_F16_WGSL: Shader =
     shader!("gemm_f16.wgsl" = "gemm_f16.wgsl" "gemm.wgsl", f16: true);
 /// The cooperative-matrix GEMM (tensor cores), f16 inputs on 16x16x16
 /// matrices with f32 accumulators: gemm_coop_f16x16.wgsl (its `enable`s, types
-/// and loads) + gemm_coop_matrix.wgsl (the matrix operations) + gemm_coop.wgsl
+/// and loads) + coop_matrix.wgsl (the matrix operations) + gemm_coop.wgsl
 /// (the kernel) + gemm.wgsl (Params, epilogue).
 pub static GEMM_COOP_F16X16_WGSL: Shader = shader!(
     "gemm_coop_f16x16.wgsl" =
-        "gemm_coop_f16x16.wgsl" "gemm_coop_matrix.wgsl" "gemm_coop.wgsl" "gemm.wgsl",
+        "gemm_coop_f16x16.wgsl" "coop_matrix.wgsl" "gemm_coop.wgsl" "gemm.wgsl",
     f16: true
 );
 /// The cooperative-matrix GEMM, f16 inputs on 8x8x8 matrices (Metal), f32 accumulators.
 pub static GEMM_COOP_F16X8_WGSL: Shader = shader!(
     "gemm_coop_f16x8.wgsl" =
-        "gemm_coop_f16x8.wgsl" "gemm_coop_matrix.wgsl" "gemm_coop.wgsl" "gemm.wgsl",
+        "gemm_coop_f16x8.wgsl" "coop_matrix.wgsl" "gemm_coop.wgsl" "gemm.wgsl",
     f16: true
 );
 /// The cooperative-matrix GEMM, f32 inputs on 16x16x16 matrices.
 pub static GEMM_COOP_F32X16_WGSL: Shader = shader!(
     "gemm_coop_f32x16.wgsl" =
-        "gemm_coop_f32x16.wgsl" "gemm_coop_matrix.wgsl" "gemm_coop.wgsl" "gemm.wgsl",
+        "gemm_coop_f32x16.wgsl" "coop_matrix.wgsl" "gemm_coop.wgsl" "gemm.wgsl",
     f16: false
 );
 /// The cooperative-matrix GEMM, f32 inputs on 8x8x8 matrices (Metal).
 pub static GEMM_COOP_F32X8_WGSL: Shader = shader!(
     "gemm_coop_f32x8.wgsl" =
-        "gemm_coop_f32x8.wgsl" "gemm_coop_matrix.wgsl" "gemm_coop.wgsl" "gemm.wgsl",
+        "gemm_coop_f32x8.wgsl" "coop_matrix.wgsl" "gemm_coop.wgsl" "gemm.wgsl",
     f16: false
+);
+/// The cooperative-matrix fused attention forward (tensor cores), f16
+/// operands on 16x16x16 matrices with f32 accumulators:
+/// attention_coop_f16x16.wgsl (its `enable`s and types) + coop_matrix.wgsl +
+/// attention_common.wgsl (Params, masks, patterns) + attention_coop.wgsl.
+pub static ATTENTION_COOP_F16X16_WGSL: Shader = shader!(
+    "attention_coop_f16x16.wgsl" = "attention_coop_f16x16.wgsl" "coop_matrix.wgsl"
+        "attention_common.wgsl" "attention_coop.wgsl",
+    f16: true
+);
+/// The cooperative-matrix fused attention forward on 8x8x8 matrices (Metal).
+pub static ATTENTION_COOP_F16X8_WGSL: Shader = shader!(
+    "attention_coop_f16x8.wgsl" = "attention_coop_f16x8.wgsl" "coop_matrix.wgsl"
+        "attention_common.wgsl" "attention_coop.wgsl",
+    f16: true
 );
 /// grad_norm.wgsl: the global gradient norm and clip factor.
 pub static GRAD_NORM_WGSL: Shader = shader!("grad_norm.wgsl", f16: false);
@@ -249,6 +264,8 @@ pub static COOP_SHADERS: &[&Shader] = &[
     &GEMM_COOP_F16X8_WGSL,
     &GEMM_COOP_F32X16_WGSL,
     &GEMM_COOP_F32X8_WGSL,
+    &ATTENTION_COOP_F16X16_WGSL,
+    &ATTENTION_COOP_F16X8_WGSL,
 ];
 
 /// Workgroups per dimension that every adapter allows (WebGPU's guaranteed minimum).

@@ -163,10 +163,8 @@ pub fn wgsl_mirrors() -> Vec<WgslMirror> {
     }
     // The cooperative GEMM's block and K slice, read from its emulated
     // modules (the same text, plain WGSL).
-    for (shader, tile) in gemm::coop::emulated_shaders()
-        .iter()
-        .zip(gemm::coop::ALL_TILES)
-    {
+    for tile in gemm::coop::ALL_TILES {
+        let shader = tile.emulated_shader();
         all.push(WgslMirror {
             shader,
             wgsl: Const("CP_RM"),

@@ -8,6 +8,7 @@ mod common;
 
 mod attention;
 mod attention_bwd;
+mod attention_coop;
 mod attention_gqa;
 mod attention_sparse;
 mod cross_entropy;

@@ -1,6 +1,7 @@
 //! The fused (flash-attention) forward and backward: no Tq x Tk buffer. Which
 //! kernel and tiles run is [`plan`](super::plan)'s choice.
 
+use super::coop::{self, AttentionKernel};
 use super::plan::Dims;
 use super::{check, check_bwd_extra, params, plan, AttentionOptions, MAX_HEAD_SIZE};
 use crate::error::{Error, Result};
@@ -33,11 +34,37 @@ pub fn attention_fwd(
     v: &Tensor,
     opts: &AttentionOptions,
 ) -> Result<(Tensor, Tensor)> {
+    attention_fwd_kernel(q, k, v, opts, AttentionKernel::Policy)
+}
+
+/// [`attention_fwd`] on the given kernel: the policy's
+/// ([`AttentionKernel::Policy`], f32 throughout) or the cooperative-matrix
+/// one (f16 operands, f32 accumulation and softmax; the mixed-precision tape
+/// asks for it through [`AttentionKernel::for_mixed_precision`]).
+///
+/// # Errors
+/// As [`attention_fwd`]; for the cooperative kernels also
+/// [`ErrorKind::Device`](crate::ErrorKind::Device) ([`Error::Unsupported`]) when the adapter lacks
+/// the tile's configuration (or, emulated, shader-f16),
+/// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for a tile without f16
+/// inputs, a head over [`COOP_MAX_HEAD_SIZE`](super::COOP_MAX_HEAD_SIZE) or (emulated) more
+/// work than a software adapter's loop budget, and
+/// [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when its workgroup memory does not fit.
+pub fn attention_fwd_kernel(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    opts: &AttentionOptions,
+    kernel: AttentionKernel,
+) -> Result<(Tensor, Tensor)> {
     const OP: &str = "attention_fwd";
     let d = check(OP, q, k, v, opts)?;
     check_head_size(OP, &d, "attention_unfused")?;
     let gpu = q.gpu();
-    let launch = plan::plan_fwd(&d, gpu.policy())?;
+    let launch = match kernel {
+        AttentionKernel::Policy => plan::plan_fwd(&d, gpu.policy())?,
+        _ => coop::plan_coop_fwd(&d, gpu, kernel)?,
+    };
     let o = Tensor::empty(gpu, &[d.b, d.nh, d.tq, d.hs], DType::F32)?;
     let lse = Tensor::empty(gpu, &[d.b, d.nh, d.tq], DType::F32)?;
     let p = params(&d, opts.scale * std::f32::consts::LOG2_E, opts);

@@ -33,8 +33,10 @@
 //!   rows that see no key contribute nothing, padded keys get dK = dV = 0.
 //!
 //! Files: this one (semantics, options, input checks), `fused.rs` (the
-//! flash-attention forward and backward), `unfused.rs` (the baselines and
-//! oracles), `plan.rs` (which fused kernel, tiles and grid: see there).
+//! flash-attention forward and backward), `coop.rs` (the forward on
+//! cooperative matrices: tensor cores, f16 operands), `unfused.rs` (the
+//! baselines and oracles), `plan.rs` (which fused kernel, tiles and grid:
+//! see there).
 //!
 //! Two work splits of the fused kernels, picked by the kernel policy's
 //! `attention` split ([`Split`](crate::gpu::Split)): on CPU adapters
@@ -55,12 +57,14 @@
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
 
+mod coop;
 mod fused;
 mod pattern;
 pub(crate) mod plan;
 pub(crate) mod unfused;
 
-pub use fused::{attention_bwd, attention_fwd};
+pub use coop::{AttentionKernel, COOP_KEYS, COOP_MAX_HEAD_SIZE, COOP_ROWS};
+pub use fused::{attention_bwd, attention_fwd, attention_fwd_kernel};
 pub use pattern::{AttentionPattern, BlockPairs, SparseLayout, SparseLayoutKind, LAYOUT_TILE};
 pub use unfused::{attention_unfused, attention_unfused_bwd, attention_unfused_naive};
 

@@ -9,7 +9,7 @@
 //! per instruction).
 //!
 //! The kernel's matrix operations are a few functions
-//! (shaders/gemm_coop_matrix.wgsl); [`CoopTile::emulated_shader`] is the same
+//! (shaders/coop_matrix.wgsl); [`CoopTile::emulated_shader`] is the same
 //! module with them emulated in plain WGSL
 //! ([`GemmKernel::CoopEmulated`]), which every adapter runs: the tests check
 //! the rest of the kernel on machines without the feature.
@@ -17,7 +17,10 @@
 use super::GemmKernel;
 use crate::error::{Error, Result};
 use crate::gpu::{CoopMatrixConfig, CoopScalar, Gpu, KernelPolicy, Shader};
-use crate::kernels::COOP_SHADERS;
+use crate::kernels::{
+    COOP_SHADERS, GEMM_COOP_F16X16_WGSL, GEMM_COOP_F16X8_WGSL, GEMM_COOP_F32X16_WGSL,
+    GEMM_COOP_F32X8_WGSL,
+};
 use crate::tensor::DType;
 use std::sync::OnceLock;
 
@@ -56,23 +59,18 @@ impl CoopTile {
 
     /// The WGSL module of this size and input type.
     pub fn shader(&self) -> &'static Shader {
-        COOP_SHADERS[self.module_index()]
+        match (self.input, self.size) {
+            (DType::F16, 16) => &GEMM_COOP_F16X16_WGSL,
+            (DType::F16, _) => &GEMM_COOP_F16X8_WGSL,
+            (_, 16) => &GEMM_COOP_F32X16_WGSL,
+            _ => &GEMM_COOP_F32X8_WGSL,
+        }
     }
 
     /// [`shader`](Self::shader) with the matrix operations emulated
     /// ([`GemmKernel::CoopEmulated`]).
     pub fn emulated_shader(&self) -> &'static Shader {
-        &emulated_shaders()[self.module_index()]
-    }
-
-    /// Its place in [`COOP_SHADERS`] and [`emulated_shaders`].
-    fn module_index(&self) -> usize {
-        match (self.input, self.size) {
-            (DType::F16, 16) => 0,
-            (DType::F16, _) => 1,
-            (_, 16) => 2,
-            _ => 3,
-        }
+        emulated(self.shader())
     }
 
     /// K per staged slice (`CP_BK` of its module's opening): 16, or 32 for
@@ -87,7 +85,7 @@ impl CoopTile {
     }
 }
 
-/// One tile of each module, in [`COOP_SHADERS`]' order (`lanes` aside).
+/// One tile of each GEMM module (`lanes` aside).
 pub(crate) const ALL_TILES: [CoopTile; 4] = [
     CoopTile {
         size: 16,
@@ -111,24 +109,32 @@ pub(crate) const ALL_TILES: [CoopTile; 4] = [
     },
 ];
 
-/// The cooperative modules with their matrix operations emulated, built on
-/// first use (in [`COOP_SHADERS`]' order): each module's
-/// gemm_coop_matrix.wgsl replaced by gemm_coop_emulated.wgsl, and its
-/// opening's `enable wgpu_cooperative_matrix;` and matrix types (the
-/// `coop_mat` aliases) left out, which gemm_coop_emulated.wgsl declares
-/// instead. Plain WGSL: naga translates them for every backend
-/// (tests/kernels/shaders.rs).
-pub fn emulated_shaders() -> &'static [Shader; 4] {
-    static EMULATED: OnceLock<[Shader; 4]> = OnceLock::new();
-    EMULATED.get_or_init(|| std::array::from_fn(|i| emulate(COOP_SHADERS[i])))
+/// The cooperative modules ([`COOP_SHADERS`], in its order) with their
+/// matrix operations emulated, built on first use: each module's
+/// coop_matrix.wgsl replaced by coop_emulated.wgsl, and its opening's
+/// `enable wgpu_cooperative_matrix;` and matrix types (the `coop_mat`
+/// aliases) left out, which coop_emulated.wgsl declares instead. Plain WGSL:
+/// naga translates them for every backend (tests/kernels/shaders.rs).
+pub fn emulated_shaders() -> &'static [Shader] {
+    static EMULATED: OnceLock<Vec<Shader>> = OnceLock::new();
+    EMULATED.get_or_init(|| COOP_SHADERS.iter().map(|s| emulate(s)).collect())
+}
+
+/// The emulated form of `hardware`, one of [`COOP_SHADERS`].
+pub(crate) fn emulated(hardware: &'static Shader) -> &'static Shader {
+    let at = COOP_SHADERS
+        .iter()
+        .position(|s| std::ptr::eq(*s, hardware))
+        .expect("emulated() takes one of COOP_SHADERS");
+    &emulated_shaders()[at]
 }
 
 fn emulate(hardware: &Shader) -> Shader {
-    const MATRIX_OPS: &str = include_str!("../../../shaders/gemm_coop_matrix.wgsl");
-    const EMULATED_OPS: &str = include_str!("../../../shaders/gemm_coop_emulated.wgsl");
+    const MATRIX_OPS: &str = include_str!("../../../shaders/coop_matrix.wgsl");
+    const EMULATED_OPS: &str = include_str!("../../../shaders/coop_emulated.wgsl");
     assert!(
         hardware.source.contains(MATRIX_OPS),
-        "{} holds gemm_coop_matrix.wgsl",
+        "{} holds coop_matrix.wgsl",
         hardware.name
     );
     let source: String = hardware
@@ -174,47 +180,47 @@ pub fn coop_tile(policy: &KernelPolicy, dtype: DType) -> Option<CoopTile> {
 }
 
 /// Whether `tile` runs on `gpu`: the device lets the kernels use its
-/// configuration, with its workgroup.
-pub(crate) fn check(gpu: &Gpu, tile: CoopTile) -> Result<()> {
-    check_shape(tile)?;
+/// configuration, with its workgroup (`op` names the kernel in errors).
+pub(crate) fn check(gpu: &Gpu, tile: CoopTile, op: &'static str) -> Result<()> {
+    check_shape(tile, op)?;
     if coop_tile(gpu.policy(), tile.input).is_none_or(|t| t.size < tile.size)
         || !gpu.policy().coop_matrix.usable(&tile.config())
     {
         return Err(Error::Unsupported {
             feature: "cooperative matrices (wgpu-cooperative-matrix) of this configuration",
             adapter: gpu.adapter_info().name.clone(),
-            hint: "use GemmVariant::Auto or Block here; `wgformer info` lists the adapter's \
-                   cooperative-matrix configurations",
+            hint: "leave the kernel choice to the kernel policy; `wgformer info` lists the \
+                   adapter's cooperative-matrix configurations",
         });
     }
-    check_lanes(gpu, tile)
+    check_lanes(gpu, tile, op)
 }
 
 /// Whether `tile` runs emulated ([`GemmKernel::CoopEmulated`]) on `gpu`: a
 /// size the shaders have, f16 inputs only with shader-f16, a workgroup within
 /// the device's limits.
-pub(crate) fn check_emulated(gpu: &Gpu, tile: CoopTile) -> Result<()> {
-    check_shape(tile)?;
+pub(crate) fn check_emulated(gpu: &Gpu, tile: CoopTile, op: &'static str) -> Result<()> {
+    check_shape(tile, op)?;
     if tile.input == DType::F16 && !gpu.features().shader_f16 {
         return Err(Error::Unsupported {
             feature: "shader-f16",
             adapter: gpu.adapter_info().name.clone(),
-            hint: "emulate the f32 cooperative kernel on this adapter",
+            hint: "emulate a cooperative kernel with f32 inputs on this adapter",
         });
     }
-    check_lanes(gpu, tile)
+    check_lanes(gpu, tile, op)
 }
 
 /// The most loop iterations one thread of the emulated kernel may run:
 /// software adapters cap a shader invocation's loops (lavapipe: 65 535
 /// iterations in all, past which its loops stop without an error), so the
 /// emulation keeps to half of that.
-const EMULATED_MAX_ITERATIONS: usize = 32_768;
+pub(crate) const EMULATED_MAX_ITERATIONS: usize = 32_768;
 
 /// Whether the emulated kernel computes a product of depth `k` exactly: its
 /// threads each run about one iteration per accumulator element they hold
 /// (size² / lanes of each of the COOP_TILES² accumulators) per matrix step
-/// along K (shaders/gemm_coop_emulated.wgsl). Tests keep far below it.
+/// along K (shaders/coop_emulated.wgsl). Tests keep far below it.
 pub(crate) fn check_emulated_depth(tile: CoopTile, k: usize) -> Result<()> {
     let size = tile.size as usize;
     let slice = tile.slice();
@@ -234,24 +240,24 @@ pub(crate) fn check_emulated_depth(tile: CoopTile, k: usize) -> Result<()> {
     Ok(())
 }
 
-fn check_shape(tile: CoopTile) -> Result<()> {
+fn check_shape(tile: CoopTile, op: &'static str) -> Result<()> {
     if ![8, 16].contains(&tile.size) || !matches!(tile.input, DType::F16 | DType::F32) {
         return Err(Error::invalid(
-            "gemm",
+            op,
             format!("cooperative-matrix tile {tile:?}: size must be 8 or 16, input f16 or f32"),
         ));
     }
     Ok(())
 }
 
-fn check_lanes(gpu: &Gpu, tile: CoopTile) -> Result<()> {
+fn check_lanes(gpu: &Gpu, tile: CoopTile, op: &'static str) -> Result<()> {
     let limits = &gpu.policy().limits;
     if tile.lanes == 0
         || tile.lanes > limits.max_invocations
         || tile.lanes > limits.max_workgroup_size_x
     {
         return Err(Error::invalid(
-            "gemm",
+            op,
             format!("cooperative-matrix tile {tile:?}: workgroup outside the device limits"),
         ));
     }

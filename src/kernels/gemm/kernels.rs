@@ -128,7 +128,7 @@ pub enum GemmKernel {
     /// Cooperative matrices (tensor cores; needs the adapter's configuration).
     Coop(super::coop::CoopTile),
     /// The cooperative kernel with its matrix operations emulated in plain
-    /// WGSL (shaders/gemm_coop_emulated.wgsl): runs on every adapter (f16
+    /// WGSL (shaders/coop_emulated.wgsl): runs on every adapter (f16
     /// inputs where it has shader-f16), slowly. It tests the kernel's
     /// staging, transposes and epilogue where no adapter has the feature;
     /// nothing chooses it.
@@ -231,8 +231,8 @@ pub fn check_kernel(gpu: &Gpu, kernel: GemmKernel) -> Result<()> {
     };
     match kernel {
         GemmKernel::Naive | GemmKernel::Shared => Ok(()),
-        GemmKernel::Coop(tile) => super::coop::check(gpu, tile),
-        GemmKernel::CoopEmulated(tile) => super::coop::check_emulated(gpu, tile),
+        GemmKernel::Coop(tile) => super::coop::check(gpu, tile, "gemm"),
+        GemmKernel::CoopEmulated(tile) => super::coop::check_emulated(gpu, tile, "gemm"),
         GemmKernel::Register(tile) => {
             if ![4, 8, 16, 32].contains(&tile.tm) || ![4, 8, 16].contains(&tile.tn) {
                 return Err(Error::invalid(

@@ -1,10 +1,11 @@
-// gemm_coop_matrix.wgsl's functions emulated in plain WGSL, for the
-// GemmKernel::CoopEmulated modules that src/kernels/gemm/coop.rs builds from
-// the cooperative ones (their `enable wgpu_cooperative_matrix;` and matrix
-// types removed). Slow, and meant for tests: the kernel's indexing, staging
-// and epilogue run on adapters without the feature, against the loads'
-// definitions (row-major: element (r, c) at at + r stride + c; column-major:
-// at + c stride + r) and with f32 accumulation, as on the matrix units.
+// coop_matrix.wgsl's functions emulated in plain WGSL, for the emulated
+// modules (GemmKernel::CoopEmulated, AttentionKernel::CoopEmulated) that
+// src/kernels/gemm/coop.rs builds from the cooperative ones (their
+// `enable wgpu_cooperative_matrix;` and matrix types removed). Slow, and
+// meant for tests: each kernel's indexing, staging, masks and epilogue run on
+// adapters without the feature, against the loads' definitions (row-major:
+// element (r, c) at at + r stride + c; column-major: at + c stride + r) and
+// with f32 accumulation, as on the matrix units.
 //
 // As on the hardware, an accumulator's elements are shared out over the
 // workgroup's threads (element e to thread e % COOP_WG), each holding its
@@ -12,16 +13,15 @@
 // passed to or returned from a function new stack at every call in a loop),
 // so the emulated matrices are small handles:
 // - an A or B operand is where its element (0, 0) lies in cp_a or cp_b and
-//   the steps to the next row and column. The kernel writes cp_a and cp_b
-//   only after a barrier that follows the last use of what it loaded, so
+//   the steps to the next row and column. The kernels write cp_a and cp_b
+//   only after a barrier that follows the last use of what they loaded, so
 //   reading them at the multiply reads what was loaded;
-// - an accumulator is a slot of emu_acc, handed out in the order of
-//   cm_zero's calls. cm_mul_add updates c's slot and returns c, which equals
-//   the cooperative form wherever the result replaces c (the kernel's only
-//   use).
+// - an accumulator is its slot of emu_acc (cm_zero's and cm_load_c's
+//   `slot`). cm_mul_add updates c's slot and returns c, which equals the
+//   cooperative form wherever the result replaces c (the kernels' only use).
 // Software adapters also cap the loop iterations of one shader invocation
 // (lavapipe: 65 535 in all, past which loops silently stop), which bounds
-// the K this emulation computes exactly (coop.rs: EMULATED_MAX_K).
+// the work one emulated workgroup may do (coop.rs: EMULATED_MAX_ITERATIONS).
 
 struct EmuOperand {
     at: u32,
@@ -40,19 +40,22 @@ alias CoopC = EmuAcc;
 // This thread's elements of the accumulators: element e = r CS + c of slot
 // s at s CS CS + e, for the e with e % COOP_WG == emu_lane.
 var<private> emu_acc: array<f32, CP_TILES * CS * CS>;
-var<private> emu_slots: u32;
 var<private> emu_lane: u32;
 
 fn cm_begin(lane: u32) {
     emu_lane = lane;
 }
 
-fn cm_zero() -> EmuAcc {
-    // The kernel asks for CP_TILES accumulators; more would share the last.
-    let slot = min(emu_slots, CP_TILES - 1u);
-    emu_slots += 1u;
+fn cm_zero(slot: u32) -> EmuAcc {
     for (var e = emu_lane; e < CS * CS; e += COOP_WG) {
         emu_acc[slot * CS * CS + e] = 0.0;
+    }
+    return EmuAcc(slot);
+}
+
+fn cm_load_c(slot: u32, at: u32, stride: u32) -> EmuAcc {
+    for (var e = emu_lane; e < CS * CS; e += COOP_WG) {
+        emu_acc[slot * CS * CS + e] = cp_c[at + (e / CS) * stride + e % CS];
     }
     return EmuAcc(slot);
 }
@@ -88,8 +91,8 @@ fn cm_mul_add(a: EmuOperand, b: EmuOperand, c: EmuAcc) -> EmuAcc {
     return c;
 }
 
-fn cm_store_c(c: EmuAcc) {
+fn cm_store_c(c: EmuAcc, at: u32, stride: u32) {
     for (var e = emu_lane; e < CS * CS; e += COOP_WG) {
-        cp_c[e] = emu_acc[c.slot * CS * CS + e];
+        cp_c[at + (e / CS) * stride + e % CS] = emu_acc[c.slot * CS * CS + e];
     }
 }
