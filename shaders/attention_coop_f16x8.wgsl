@@ -1,10 +1,11 @@
 enable f16;
 enable wgpu_cooperative_matrix;
-// Cooperative-matrix fused attention forward, f16 operands on 8x8x8 matrices
-// with f32 accumulation (Metal's simdgroup matrices). Opens the module
-// ATTENTION_COOP_F16X8_WGSL = this + coop_matrix.wgsl +
-// attention_common.wgsl + attention_coop.wgsl (src/kernels/mod.rs); only the
-// matrix size differs from attention_coop_f16x16.wgsl.
+// Cooperative-matrix fused attention, f16 operands on 8x8x8 matrices with
+// f32 accumulation (Metal's simdgroup matrices). Opens the modules
+// ATTENTION_COOP_F16X8_WGSL = this + coop_matrix.wgsl + attention_common.wgsl
+// + attention_coop.wgsl (the forward) and ATTENTION_COOP_BWD_F16X8_WGSL (the
+// same with attention_coop_bwd.wgsl: the backward) (src/kernels/mod.rs);
+// only the matrix size differs from attention_coop_f16x16.wgsl.
 
 alias CoopIn = f16;
 alias CoopA = coop_mat8x8<f16, A>;

@@ -18,14 +18,15 @@
 //! else the CPU split on CPU adapters and the GPU split elsewhere); "fused ...,
 //! gpu split" / "fused ..., cpu split" is the other one (the same inputs on a
 //! handle with the other policy), so one run on any adapter measures both.
-//! "fused causal, tensor cores" is the forward on cooperative matrices (f16
-//! operands), where the adapter lists an f16 configuration.
+//! "fused causal, tensor cores" is the forward (and "fwd+bwd ..." the
+//! forward and backward) on cooperative matrices (f16 operands), where the
+//! adapter lists an f16 configuration.
 
 use crate::harness::Bench;
 use wgformer::gpu::{KernelPolicy, Split};
 use wgformer::kernels::attention::{
-    attention_bwd, attention_fwd, attention_fwd_kernel, attention_unfused, attention_unfused_bwd,
-    AttentionKernel, AttentionOptions,
+    attention_bwd, attention_bwd_kernel, attention_fwd, attention_fwd_kernel, attention_unfused,
+    attention_unfused_bwd, AttentionKernel, AttentionOptions,
 };
 use wgformer::{Result, Tensor};
 
@@ -218,6 +219,28 @@ pub fn run(b: &mut Bench) -> Result<()> {
             unfused,
             scores,
         );
+        if let kernel @ AttentionKernel::Coop(_) =
+            AttentionKernel::for_mixed_precision(b.gpu.policy(), hs)
+        {
+            let coop = measure_alloc(
+                b,
+                "fwd+bwd fused causal, tensor cores (f16 operands)",
+                &dims,
+                3.5 * flops,
+                bytes + bwd_bytes,
+                || {
+                    let (o, l) = attention_fwd_kernel(&q, &k, &v, &opts, kernel)?;
+                    attention_bwd_kernel(&q, &k, &v, &o, &l, &d_o, &opts, kernel).map(drop)
+                },
+            )?;
+            report(
+                t,
+                "forward + backward (tensor cores)",
+                coop,
+                unfused,
+                scores,
+            );
+        }
     }
     Ok(())
 }

@@ -221,7 +221,9 @@ pub(crate) fn backward(
                 pattern: s.masking.pattern,
             };
             let d_o = permute::split_heads(dy, nh)?;
-            let (dq, dk, dv) = attention::attention_bwd(&s.q, &s.k, &s.v, &s.o, &s.l, &d_o, &opts)?;
+            let (dq, dk, dv) = attention::attention_bwd_kernel(
+                &s.q, &s.k, &s.v, &s.o, &s.l, &d_o, &opts, s.kernel,
+            )?;
             match layout {
                 AttentionInputs::PackedQkv => Ok(vec![Some(
                     permute::merge_qkv(&dq, &dk, &dv)?.reshape(inputs[0].shape())?,

@@ -24,10 +24,10 @@ use std::rc::Rc;
 /// In a mixed step the matmuls (every linear layer and the LM head, forward,
 /// and the backward's dX and dW products) read f16 operands and accumulate in
 /// f32; their outputs, the gradients, the optimiser and every other op
-/// (LayerNorm, softmax, cross-entropy, GELU, residual adds, embeddings, the
-/// attention backward) stay f32. The attention forward's two products take
-/// f16 operands where the adapter has cooperative matrices (its softmax
-/// stays f32), and stay f32 elsewhere.
+/// (LayerNorm, softmax, cross-entropy, GELU, residual adds, embeddings) stay
+/// f32. The fused attention's products, forward and backward, take f16
+/// operands where the adapter has cooperative matrices (its softmax, P and dS
+/// are computed in f32), and stay f32 elsewhere.
 #[derive(Clone)]
 pub struct HalfWeights(Rc<HalfInner>);
 

@@ -2,6 +2,7 @@
 
 use super::ops_nn::Masking;
 use super::tape::Var;
+use crate::kernels::attention::AttentionKernel;
 use crate::kernels::cross_entropy::CrossEntropyOptions;
 use crate::kernels::elementwise::DropoutMask;
 use crate::kernels::rope::QkvHeads;
@@ -157,6 +158,9 @@ pub(crate) struct SavedAttention {
     pub l: Tensor,
     pub scale: f32,
     pub masking: Masking,
+    /// The forward's kernels; the backward runs the same kind (mixed
+    /// precision: the cooperative ones where the adapter has them).
+    pub kernel: AttentionKernel,
 }
 
 impl Op {

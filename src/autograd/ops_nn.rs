@@ -263,7 +263,7 @@ impl Tape {
             pattern: masking.pattern,
         };
         // Mixed precision: f16 operands on the matrix units where the adapter
-        // has them (the backward stays f32: it recomputes P from L).
+        // has them, forward and backward.
         let kernel = match self.half() {
             Some(_) => AttentionKernel::for_mixed_precision(self.gpu().policy(), hs),
             None => AttentionKernel::Policy,
@@ -278,6 +278,7 @@ impl Tape {
             l,
             scale,
             masking: masking.clone(),
+            kernel,
         };
         Ok(self.record(
             y,

@@ -83,8 +83,9 @@ impl Tape {
     /// the LM head and their backward products) take f16 operands with f32
     /// accumulation, the weights' f16 copies shared through `half` (one per
     /// step), and backward casts the gradients that feed them to f16, flagging
-    /// overflow in the loss scaler's state. The attention forward takes f16
-    /// operands too where the adapter has cooperative matrices
+    /// overflow in the loss scaler's state. The fused attention (forward and
+    /// backward) takes f16 operands too where the adapter has cooperative
+    /// matrices
     /// ([`AttentionKernel::for_mixed_precision`](crate::kernels::attention::AttentionKernel::for_mixed_precision)).
     /// Everything else stays f32 (see [`HalfWeights`]). Needs shader-f16.
     ///

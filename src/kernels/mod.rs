@@ -172,6 +172,20 @@ pub static ATTENTION_COOP_F16X8_WGSL: Shader = shader!(
         "attention_common.wgsl" "attention_coop.wgsl",
     f16: true
 );
+/// The cooperative-matrix fused attention backward (dQ, dK/dV and the prep
+/// kernel), f16 operands on 16x16x16 matrices: as
+/// [`ATTENTION_COOP_F16X16_WGSL`] with attention_coop_bwd.wgsl.
+pub static ATTENTION_COOP_BWD_F16X16_WGSL: Shader = shader!(
+    "attention_coop_bwd_f16x16.wgsl" = "attention_coop_f16x16.wgsl" "coop_matrix.wgsl"
+        "attention_common.wgsl" "attention_coop_bwd.wgsl",
+    f16: true
+);
+/// The cooperative-matrix fused attention backward on 8x8x8 matrices (Metal).
+pub static ATTENTION_COOP_BWD_F16X8_WGSL: Shader = shader!(
+    "attention_coop_bwd_f16x8.wgsl" = "attention_coop_f16x8.wgsl" "coop_matrix.wgsl"
+        "attention_common.wgsl" "attention_coop_bwd.wgsl",
+    f16: true
+);
 /// grad_norm.wgsl: the global gradient norm and clip factor.
 pub static GRAD_NORM_WGSL: Shader = shader!("grad_norm.wgsl", f16: false);
 /// grad_tails.wgsl: zeroes the vec4 tails of odd-length gradients in an arena.
@@ -266,6 +280,8 @@ pub static COOP_SHADERS: &[&Shader] = &[
     &GEMM_COOP_F32X8_WGSL,
     &ATTENTION_COOP_F16X16_WGSL,
     &ATTENTION_COOP_F16X8_WGSL,
+    &ATTENTION_COOP_BWD_F16X16_WGSL,
+    &ATTENTION_COOP_BWD_F16X8_WGSL,
 ];
 
 /// Workgroups per dimension that every adapter allows (WebGPU's guaranteed minimum).

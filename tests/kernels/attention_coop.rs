@@ -20,7 +20,8 @@
 use crate::common::attention::mask;
 use crate::common::*;
 use wgformer::kernels::attention::{
-    attention_fwd_kernel, AttentionKernel, AttentionOptions, AttentionPattern, SparseLayout,
+    attention_bwd_kernel, attention_fwd, attention_fwd_kernel, AttentionKernel, AttentionOptions,
+    AttentionPattern, SparseLayout,
 };
 use wgformer::kernels::gemm::coop::{coop_tile, CoopTile};
 use wgformer::{reference, DType, Error, ErrorKind, Tensor};
@@ -125,37 +126,76 @@ fn repeat_kv(x: &[f64], b: usize, (nh, nkv): (usize, usize), t_hs: usize) -> Vec
         .collect()
 }
 
+/// Q, K, V and dO of `p` from `seed` (on f16's grid when `on_f16_grid`), and
+/// the options' tensors on the GPU.
+struct Inputs {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    d_o: Vec<f32>,
+    tensors: [Tensor; 4],
+    mask: Option<Tensor>,
+}
+
+impl Inputs {
+    fn new(p: &Problem, seed: u64, on_f16_grid: bool) -> Inputs {
+        let gpu = gpu();
+        let (b, nh, nkv, tq, tk, hs) = (p.b, p.nh, p.nkv, p.tq, p.tk, p.hs);
+        let make = |n: usize, seed: u64| -> Vec<f32> {
+            let x = data(n, seed);
+            match on_f16_grid {
+                true => x.iter().map(|&v| round16(v) as f32).collect(),
+                false => x,
+            }
+        };
+        let q = make(b * nh * tq * hs, seed);
+        let k = make(b * nkv * tk * hs, seed + 1);
+        let v = make(b * nkv * tk * hs, seed + 2);
+        let d_o = make(b * nh * tq * hs, seed + 3);
+        let t = |x: &[f32], s: &[usize]| Tensor::from_slice(&gpu, x, s).unwrap();
+        let tensors = [
+            t(&q, &[b, nh, tq, hs]),
+            t(&k, &[b, nkv, tk, hs]),
+            t(&v, &[b, nkv, tk, hs]),
+            t(&d_o, &[b, nh, tq, hs]),
+        ];
+        let mask = p.mask.as_ref().map(|m| t(m, &[b, tk]));
+        Inputs {
+            q,
+            k,
+            v,
+            d_o,
+            tensors,
+            mask,
+        }
+    }
+
+    fn opts(&self, p: &Problem, scale: f32) -> AttentionOptions<'_> {
+        AttentionOptions {
+            scale,
+            causal: p.causal,
+            key_mask: self.mask.as_ref(),
+            pattern: p.pattern,
+        }
+    }
+}
+
 /// The forward of `p` on `kernel` against the reference.
 fn check(kernel: AttentionKernel, p: &Problem, seed: u64) {
-    let gpu = gpu();
-    let (b, nh, nkv, tq, tk, hs) = (p.b, p.nh, p.nkv, p.tq, p.tk, p.hs);
-    let q = data(b * nh * tq * hs, seed);
-    let k = data(b * nkv * tk * hs, seed + 1);
-    let v = data(b * nkv * tk * hs, seed + 2);
-    let t = |x: &[f32], s: &[usize]| Tensor::from_slice(&gpu, x, s).unwrap();
-    let (qt, kt, vt) = (
-        t(&q, &[b, nh, tq, hs]),
-        t(&k, &[b, nkv, tk, hs]),
-        t(&v, &[b, nkv, tk, hs]),
-    );
-    let mask_t = p.mask.as_ref().map(|m| t(m, &[b, tk]));
-    let opts = AttentionOptions {
-        scale: p.scale(),
-        causal: p.causal,
-        key_mask: mask_t.as_ref(),
-        pattern: p.pattern,
-    };
-    let (o, l) = attention_fwd_kernel(&qt, &kt, &vt, &opts, kernel)
+    let x = Inputs::new(p, seed, false);
+    let [qt, kt, vt, _] = &x.tensors;
+    let (o, l) = attention_fwd_kernel(qt, kt, vt, &x.opts(p, p.scale()), kernel)
         .unwrap_or_else(|e| panic!("{kernel:?} {p:?}: {e}"));
     let (o, l) = (o.to_vec().unwrap(), l.to_vec().unwrap());
 
     // The inputs as the kernel rounds them: Q times the f32 scale log2 e,
     // then f16 (divided back, exactly enough in f64); K and V to f16.
+    let (b, nh, nkv, tq, tk, hs) = (p.b, p.nh, p.nkv, p.tq, p.tk, p.hs);
     let c = p.scale() * std::f32::consts::LOG2_E;
-    let q_ref: Vec<f64> = q.iter().map(|&x| round16(x * c) / c as f64).collect();
+    let q_ref: Vec<f64> = x.q.iter().map(|&v| round16(v * c) / c as f64).collect();
     let rounded = |x: &[f32]| x.iter().map(|&x| round16(x)).collect::<Vec<f64>>();
-    let k_ref = repeat_kv(&rounded(&k), b, (nh, nkv), tk * hs);
-    let v_ref = repeat_kv(&rounded(&v), b, (nh, nkv), tk * hs);
+    let k_ref = repeat_kv(&rounded(&x.k), b, (nh, nkv), tk * hs);
+    let v_ref = repeat_kv(&rounded(&x.v), b, (nh, nkv), tk * hs);
     let (o_ref, l_ref) = reference::attention::attention_fwd_pattern(
         &q_ref,
         &k_ref,
@@ -187,11 +227,114 @@ fn check(kernel: AttentionKernel, p: &Problem, seed: u64) {
     }
 }
 
+/// A scale near `p`'s whose product with log2 e is a power of two in f32,
+/// so that the kernels' scaled Q (or K) of f16 inputs is exact in f16.
+fn power_of_two_scale(p: &Problem) -> f32 {
+    let log2e = std::f32::consts::LOG2_E;
+    let c = (p.scale() * log2e).log2().round().exp2();
+    let mut scale = c / log2e;
+    while scale * log2e != c {
+        scale = if scale * log2e < c {
+            scale.next_up()
+        } else {
+            scale.next_down()
+        };
+    }
+    scale
+}
+
+/// The backward of `p` on `kernel` (given the f32 forward's O and L) against
+/// the reference. The inputs are on f16's grid and the scale's product with
+/// log2 e a power of two, so every operand the kernels stage is exact; what
+/// they round is P and dS to f16 (relative error u each) before the
+/// gradients' products, with f32 sums. So dV_j = sum_i P_ij dO_i moves by at
+/// most u c_j max|dO|, with c_j = sum_i P_ij (the reference's dV for dO = 1);
+/// dS_ij = P_ij (dP_ij - D_i) by 2u |dS_ij|, where sum_j |dS_ij| <= 2 |dO_i|_1
+/// max|V| (P's rows sum to 1, |dP|, |D| <= |dO_i|_1 max|V|), so dQ_i = scale
+/// sum_j dS_ij K_j moves by at most 4u scale max|K| max|V| max_i |dO_i|_1, and
+/// dK_j = scale sum_i dS_ij Q_i by 4u scale max|Q| max|V| max|dO|_1 c_j.
+/// Allowed: those bounds times 1.25, plus 1e-5 for the f32 sums.
+fn check_backward(kernel: AttentionKernel, p: &Problem, seed: u64) {
+    let x = Inputs::new(p, seed, true);
+    let [qt, kt, vt, dot] = &x.tensors;
+    let scale = power_of_two_scale(p);
+    let opts = x.opts(p, scale);
+    let (o, l) = attention_fwd(qt, kt, vt, &opts).unwrap();
+    let (dq, dk, dv) = attention_bwd_kernel(qt, kt, vt, &o, &l, dot, &opts, kernel)
+        .unwrap_or_else(|e| panic!("{kernel:?} {p:?}: {e}"));
+
+    let (b, nh, nkv, tq, tk, hs) = (p.b, p.nh, p.nkv, p.tq, p.tk, p.hs);
+    let wide = |x: &[f32]| x.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+    let k_mh = repeat_kv(&wide(&x.k), b, (nh, nkv), tk * hs);
+    let v_mh = repeat_kv(&wide(&x.v), b, (nh, nkv), tk * hs);
+    let backward = |d_o: &[f64]| {
+        reference::attention::attention_bwd_pattern(
+            &wide(&x.q),
+            &k_mh,
+            &v_mh,
+            d_o,
+            p.mask.as_deref(),
+            (b, nh, tq, tk, hs),
+            scale,
+            p.causal,
+            &p.pattern,
+        )
+    };
+    let (dq_ref, dk_mh, dv_mh) = backward(&wide(&x.d_o));
+    // dK, dV of a key/value head: the sum over its group's query heads.
+    let group = nh / nkv;
+    let sum_group = |g: &[f64]| -> Vec<f64> {
+        let mut out = vec![0.0; b * nkv * tk * hs];
+        for (bh, head) in g.chunks(tk * hs).enumerate() {
+            let (bi, h) = (bh / nh, bh % nh);
+            let at = (bi * nkv + h / group) * tk * hs;
+            for (o, g) in out[at..at + tk * hs].iter_mut().zip(head) {
+                *o += g;
+            }
+        }
+        out
+    };
+    // c_j, each key's column sum of P (over the group's heads), per element.
+    let (_, _, ones_dv) = backward(&vec![1.0; x.d_o.len()]);
+    let col_sums = sum_group(&ones_dv);
+    let max_abs = |x: &[f32]| x.iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64));
+    let do_l1 = x
+        .d_o
+        .chunks(hs)
+        .map(|row| row.iter().map(|v| v.abs() as f64).sum::<f64>())
+        .fold(0.0f64, f64::max);
+    let (q_max, k_max, v_max, do_max) =
+        (max_abs(&x.q), max_abs(&x.k), max_abs(&x.v), max_abs(&x.d_o));
+    let ds_term = 4.0 * U16 * scale as f64 * v_max * do_l1;
+    let tol = |name: &str, i: usize| -> f64 {
+        let bound = match name {
+            "dQ" => ds_term * k_max,
+            "dK" => ds_term * q_max * col_sums[i],
+            _ => U16 * col_sums[i] * do_max,
+        };
+        1.25 * bound + 1e-5
+    };
+    for ((name, got), want) in ["dQ", "dK", "dV"].into_iter().zip([dq, dk, dv]).zip([
+        dq_ref,
+        sum_group(&dk_mh),
+        sum_group(&dv_mh),
+    ]) {
+        let got = got.to_vec().unwrap();
+        for (i, (&g, &w)) in got.iter().zip(&want).enumerate() {
+            let tol = tol(name, i);
+            assert!(
+                (g as f64 - w).abs() <= tol,
+                "{kernel:?} {p:?}: {name}[{i}] = {g}, reference {w} (tolerance {tol:.2e})"
+            );
+        }
+    }
+}
+
 /// Ragged shapes, grouped-query heads, head sizes off the matrix size, Tq
 /// != Tk both ways (causal rows before the keys see none), a peaky softmax
 /// and key padding.
 #[test]
-fn coop_forward_matches_the_reference_on_ragged_shapes() {
+fn coop_attention_matches_the_reference_on_ragged_shapes() {
     let problems = [
         Problem::new(1, (1, 1), (1, 1), 16),
         Problem::new(2, (2, 2), (7, 7), 16).causal(),
@@ -208,9 +351,10 @@ fn coop_forward_matches_the_reference_on_ragged_shapes() {
             ..Problem::new(2, (2, 2), (33, 65), 24)
         },
     ];
-    for kernel in kernels_under_test("coop_forward_matches_the_reference_on_ragged_shapes") {
+    for kernel in kernels_under_test("coop_attention_matches_the_reference_on_ragged_shapes") {
         for (i, p) in problems.iter().enumerate() {
             check(kernel, p, 100 + i as u64);
+            check_backward(kernel, p, 100 + i as u64);
         }
     }
 }
@@ -219,7 +363,7 @@ fn coop_forward_matches_the_reference_on_ragged_shapes() {
 /// Transformer's block layouts (attention_common.wgsl's masks and spans),
 /// causal or not, with padding that leaves some rows no key.
 #[test]
-fn coop_forward_honours_every_sparse_pattern() {
+fn coop_attention_honours_every_sparse_pattern() {
     let patterns = [
         AttentionPattern::sliding_window(16),
         AttentionPattern::sliding_window(5).with_global_tokens(3),
@@ -227,7 +371,7 @@ fn coop_forward_honours_every_sparse_pattern() {
         AttentionPattern::block_sparse(SparseLayout::strided(8, 3)),
         AttentionPattern::block_sparse(SparseLayout::fixed(16, 2)),
     ];
-    let kernels = kernels_under_test("coop_forward_honours_every_sparse_pattern");
+    let kernels = kernels_under_test("coop_attention_honours_every_sparse_pattern");
     for (pi, pattern) in patterns.into_iter().enumerate() {
         for causal in [false, true] {
             let t = [65, 129][pi % 2];
@@ -239,6 +383,7 @@ fn coop_forward_honours_every_sparse_pattern() {
             };
             for &kernel in &kernels {
                 check(kernel, &p, 200 + pi as u64);
+                check_backward(kernel, &p, 200 + pi as u64);
             }
         }
     }
@@ -248,7 +393,7 @@ fn coop_forward_honours_every_sparse_pattern() {
 /// inputs, emulated work past a software adapter's loop budget, and (where
 /// the adapter lists no configuration) the hardware kernel itself.
 #[test]
-fn coop_forward_refuses_what_it_cannot_run() {
+fn coop_attention_refuses_what_it_cannot_run() {
     let gpu = gpu();
     let p = Problem::new(1, (1, 1), (4096, 4096), 64);
     let zeros = |t: usize| Tensor::zeros(&gpu, &[1, 1, t, p.hs]).unwrap();
@@ -263,6 +408,11 @@ fn coop_forward_refuses_what_it_cannot_run() {
         let long =
             attention_fwd_kernel(&q, &k, &k, &opts, AttentionKernel::CoopEmulated(EMULATED_8))
                 .unwrap_err();
+        assert_eq!(long.kind(), ErrorKind::InvalidArgument, "{long}");
+        assert!(long.to_string().contains("65 535"), "{long}");
+        let l = Tensor::zeros(&gpu, &[1, 1, p.tq]).unwrap();
+        let kernel = AttentionKernel::CoopEmulated(EMULATED_8);
+        let long = attention_bwd_kernel(&q, &k, &k, &q, &l, &q, &opts, kernel).unwrap_err();
         assert_eq!(long.kind(), ErrorKind::InvalidArgument, "{long}");
         assert!(long.to_string().contains("65 535"), "{long}");
     }

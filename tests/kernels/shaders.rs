@@ -153,8 +153,8 @@ fn every_cooperative_matrix_shader_validates_and_translates_to_spirv_and_msl() {
         );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-    assert_eq!(COOP_SHADERS.len(), 6);
-    assert!(total >= 6, "no entry points found");
+    assert_eq!(COOP_SHADERS.len(), 8);
+    assert!(total >= 8, "no entry points found");
 }
 
 /// Every transpose and epilogue the tape uses builds its own pipeline from

@@ -1,23 +1,28 @@
-//! The cooperative-matrix fused attention forward (shaders/attention_coop.wgsl,
-//! tensor cores): S = Q K^T and O += P V on the adapter's cooperative
-//! matrices with f16 operands and f32 accumulation, the online softmax in f32.
-//! Which kernel a forward runs is an [`AttentionKernel`]; the mixed-precision
-//! tape asks for [`AttentionKernel::for_mixed_precision`], which picks this
-//! kernel where the adapter lists an f16 configuration
-//! ([`coop_tile`]) and the policy's f32 kernels everywhere else.
+//! The cooperative-matrix fused attention (shaders/attention_coop.wgsl, the
+//! forward, and attention_coop_bwd.wgsl, the backward; tensor cores): every
+//! product (S = Q K^T, P V, dP = dO V^T, dQ = dS K, dK = dS^T Q, dV = P^T dO)
+//! on the adapter's cooperative matrices with f16 operands and f32
+//! accumulation, the softmax, P and dS in f32. Which kernels a call runs is
+//! an [`AttentionKernel`]; the mixed-precision tape asks for
+//! [`AttentionKernel::for_mixed_precision`], which picks these kernels where
+//! the adapter lists an f16 configuration ([`coop_tile`]) and the policy's f32
+//! kernels everywhere else.
 //!
-//! Like the GEMM's, the kernel's matrix operations are the functions of
+//! Like the GEMM's, the kernels' matrix operations are the functions of
 //! shaders/coop_matrix.wgsl; [`AttentionKernel::CoopEmulated`] runs the same
-//! module with them emulated in plain WGSL (shaders/coop_emulated.wgsl) on
+//! modules with them emulated in plain WGSL (shaders/coop_emulated.wgsl) on
 //! every adapter with shader-f16, which is how the tests check the rest of
-//! the kernel (staging, masks and patterns, online softmax, ragged edges)
-//! where no adapter has the feature.
+//! the kernels (staging, masks and patterns, the softmax, ragged edges,
+//! grouped-query heads) where no adapter has the feature.
 
-use super::plan::Dims;
+use super::plan::{BwdPlan, Dims, PREP_WG};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, KernelPolicy, Launch, Shader};
 use crate::kernels::gemm::coop::{self, coop_tile, CoopTile, EMULATED_MAX_ITERATIONS};
-use crate::kernels::{ATTENTION_COOP_F16X16_WGSL, ATTENTION_COOP_F16X8_WGSL};
+use crate::kernels::{
+    grid_1d, groups, ATTENTION_COOP_BWD_F16X16_WGSL, ATTENTION_COOP_BWD_F16X8_WGSL,
+    ATTENTION_COOP_F16X16_WGSL, ATTENTION_COOP_F16X8_WGSL, MAX_GROUPS_PER_DIM,
+};
 use crate::tensor::DType;
 
 /// Query rows per workgroup (`CA_ROWS` of attention_coop.wgsl).
@@ -28,16 +33,18 @@ pub const COOP_KEYS: usize = 32;
 /// matrix size, at most this).
 pub const COOP_MAX_HEAD_SIZE: usize = 128;
 
-/// Which fused attention forward runs
-/// ([`attention_fwd_kernel`](super::attention_fwd_kernel)).
+/// Which fused attention kernels run
+/// ([`attention_fwd_kernel`](super::attention_fwd_kernel),
+/// [`attention_bwd_kernel`](super::attention_bwd_kernel)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttentionKernel {
-    /// The kernel policy's fused forward, f32 throughout (what
-    /// [`attention_fwd`](super::attention_fwd) runs).
+    /// The kernel policy's fused kernels, f32 throughout (what
+    /// [`attention_fwd`](super::attention_fwd) and
+    /// [`attention_bwd`](super::attention_bwd) run).
     Policy,
     /// Cooperative matrices (tensor cores): f16 operands, f32 accumulation
     /// and softmax. Needs the adapter's f16 configuration of `tile`, and
-    /// `tile.input` f16.
+    /// `tile.input` f16; heads up to [`COOP_MAX_HEAD_SIZE`].
     Coop(CoopTile),
     /// [`Coop`](Self::Coop) with its matrix operations emulated in plain
     /// WGSL: every adapter with shader-f16 runs it, slowly, and only for
@@ -47,16 +54,18 @@ pub enum AttentionKernel {
 }
 
 impl AttentionKernel {
-    /// The forward a mixed-precision step runs for head size `hs`: the
-    /// cooperative kernel where the policy has an f16 configuration and the
-    /// kernel's workgroup memory fits the device, the policy's f32 kernels
-    /// otherwise (every adapter without the feature).
+    /// The kernels a mixed-precision step runs for head size `hs`: the
+    /// cooperative ones where the policy has an f16 configuration and their
+    /// workgroup memory fits the device, the policy's f32 kernels otherwise
+    /// (every adapter without the feature).
     pub fn for_mixed_precision(policy: &KernelPolicy, hs: usize) -> AttentionKernel {
         match coop_tile(policy, DType::F16) {
             Some(tile)
                 if hs <= COOP_MAX_HEAD_SIZE
-                    && workgroup_bytes(tile, hs)
-                        <= policy.limits.workgroup_storage_bytes as usize =>
+                    && [Pass::Fwd, Pass::Bwd].into_iter().all(|pass| {
+                        workgroup_bytes(tile, hs, pass)
+                            <= policy.limits.workgroup_storage_bytes as usize
+                    }) =>
             {
                 AttentionKernel::Coop(tile)
             }
@@ -70,45 +79,74 @@ fn padded_head(tile: CoopTile, hs: usize) -> usize {
     hs.div_ceil(tile.size as usize) * tile.size as usize
 }
 
-/// Workgroup memory of the kernel (mirrors attention_coop.wgsl's arrays).
-fn workgroup_bytes(tile: CoopTile, hs: usize) -> usize {
-    let hp = padded_head(tile, hs);
-    let (rows, keys) = (COOP_ROWS, COOP_KEYS);
-    let f16_operands = rows * hp + rows * keys + 2 * keys * hp;
-    let f32_accumulators = rows * keys + rows * hp;
-    2 * f16_operands + 4 * f32_accumulators + 4 * (3 * rows + keys)
+/// Rows (dQ) or keys (dK/dV) a backward workgroup owns (`CA_OWN` of
+/// attention_coop_bwd.wgsl), and keys (dQ) or rows (dK/dV) per streamed tile
+/// (`CA_STREAM`).
+const BWD_OWN: usize = 16;
+const BWD_STREAM: usize = 32;
+
+/// The forward's or the backward's kernels.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Fwd,
+    Bwd,
 }
 
-/// The launch of the cooperative forward (`kernel` is `Coop` or
-/// `CoopEmulated`), after checking that it runs on `gpu` for `d`.
-pub(super) fn plan_coop_fwd(d: &Dims, gpu: &Gpu, kernel: AttentionKernel) -> Result<Launch> {
-    const OP: &str = "attention_fwd";
-    if let AttentionKernel::Coop(tile) | AttentionKernel::CoopEmulated(tile) = kernel {
-        if tile.input != DType::F16 {
-            return Err(Error::invalid(
-                OP,
-                format!(
-                    "the cooperative attention takes f16 operands; tile {tile:?} has {:?} inputs",
-                    tile.input
-                ),
-            ));
+/// Workgroup memory of a pass's kernels (mirrors the arrays of
+/// attention_coop.wgsl and attention_coop_bwd.wgsl).
+fn workgroup_bytes(tile: CoopTile, hs: usize, pass: Pass) -> usize {
+    let hp = padded_head(tile, hs);
+    match pass {
+        Pass::Fwd => {
+            let (rows, keys) = (COOP_ROWS, COOP_KEYS);
+            let f16_operands = rows * hp + rows * keys + 2 * keys * hp;
+            let f32_accumulators = rows * keys + rows * hp;
+            2 * f16_operands + 4 * f32_accumulators + 4 * (3 * rows + keys)
+        }
+        Pass::Bwd => {
+            let (own, stream) = (BWD_OWN, BWD_STREAM);
+            let f16_operands = 2 * own * hp + 2 * own * stream + 2 * stream * hp;
+            let f32_accumulators = 2 * own * stream + 2 * own * hp;
+            2 * f16_operands + 4 * f32_accumulators + 4 * 3 * stream
         }
     }
-    let (tile, shader) = match kernel {
-        AttentionKernel::Coop(tile) => {
-            coop::check(gpu, tile, OP)?;
-            (tile, module(tile))
-        }
-        AttentionKernel::CoopEmulated(tile) => {
-            coop::check_emulated(gpu, tile, OP)?;
-            check_emulated_work(tile, d)?;
-            (tile, coop::emulated(module(tile)))
-        }
-        AttentionKernel::Policy => unreachable!("the policy's kernels are plan_fwd's"),
+}
+
+/// The tile and module a cooperative `kernel` runs `pass` with for `d` on
+/// `gpu`, after checking that it can: f16 inputs, the adapter's
+/// configuration (or, emulated, shader-f16 and the loop budget), the head
+/// size and the workgroup memory.
+fn checked(
+    d: &Dims,
+    gpu: &Gpu,
+    kernel: AttentionKernel,
+    pass: Pass,
+    op: &'static str,
+) -> Result<(CoopTile, &'static Shader)> {
+    let (AttentionKernel::Coop(tile) | AttentionKernel::CoopEmulated(tile)) = kernel else {
+        unreachable!("the policy's kernels are plan.rs's");
+    };
+    if tile.input != DType::F16 {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "the cooperative attention takes f16 operands; tile {tile:?} has {:?} inputs",
+                tile.input
+            ),
+        ));
+    }
+    let hardware = module(tile, pass);
+    let shader = if let AttentionKernel::CoopEmulated(_) = kernel {
+        coop::check_emulated(gpu, tile, op)?;
+        check_emulated_work(tile, d, pass, op)?;
+        coop::emulated(hardware)
+    } else {
+        coop::check(gpu, tile, op)?;
+        hardware
     };
     if d.hs > COOP_MAX_HEAD_SIZE {
         return Err(Error::invalid(
-            OP,
+            op,
             format!(
                 "head size {} is over the {COOP_MAX_HEAD_SIZE} the cooperative attention \
                  stages; use AttentionKernel::Policy",
@@ -116,22 +154,39 @@ pub(super) fn plan_coop_fwd(d: &Dims, gpu: &Gpu, kernel: AttentionKernel) -> Res
             ),
         ));
     }
-    let bytes = workgroup_bytes(tile, d.hs);
+    let bytes = workgroup_bytes(tile, d.hs, pass);
     let limit = gpu.policy().limits.workgroup_storage_bytes as usize;
     if bytes > limit {
         return Err(Error::TooLarge {
-            what: format!("{OP} on cooperative matrices with head size {}", d.hs),
+            what: format!("{op} on cooperative matrices with head size {}", d.hs),
             needed: format!("{bytes} bytes of workgroup memory"),
             limit: limit.to_string(),
             limit_name: "max_compute_workgroup_storage_size",
         });
     }
-    let tiles = d.tq.div_ceil(COOP_ROWS);
-    for (what, n) in [("query tiles", tiles), ("heads", d.nh), ("batch", d.b)] {
-        if n > crate::kernels::MAX_GROUPS_PER_DIM as usize {
-            return Err(super::plan::too_many_groups(OP, what, n));
-        }
+    Ok((tile, shader))
+}
+
+fn check_groups(op: &str, dims: &[(&str, usize)]) -> Result<()> {
+    match dims
+        .iter()
+        .find(|(_, n)| *n > crate::kernels::MAX_GROUPS_PER_DIM as usize)
+    {
+        Some(&(what, n)) => Err(super::plan::too_many_groups(op, what, n)),
+        None => Ok(()),
     }
+}
+
+/// The launch of the cooperative forward (`kernel` is `Coop` or
+/// `CoopEmulated`), after checking that it runs on `gpu` for `d`.
+pub(super) fn plan_coop_fwd(d: &Dims, gpu: &Gpu, kernel: AttentionKernel) -> Result<Launch> {
+    const OP: &str = "attention_fwd";
+    let (tile, shader) = checked(d, gpu, kernel, Pass::Fwd, OP)?;
+    let tiles = d.tq.div_ceil(COOP_ROWS);
+    check_groups(
+        OP,
+        &[("query tiles", tiles), ("heads", d.nh), ("batch", d.b)],
+    )?;
     Ok(Launch {
         shader,
         entry: "attention_fwd_coop",
@@ -143,55 +198,125 @@ pub(super) fn plan_coop_fwd(d: &Dims, gpu: &Gpu, kernel: AttentionKernel) -> Res
     })
 }
 
-fn module(tile: CoopTile) -> &'static Shader {
-    if tile.size == 16 {
-        &ATTENTION_COOP_F16X16_WGSL
-    } else {
-        &ATTENTION_COOP_F16X8_WGSL
+/// The cooperative backward's three kernels (`kernel` is `Coop` or
+/// `CoopEmulated`): the prep kernel of attention_common.wgsl, dK/dV, dQ.
+pub(super) fn plan_coop_bwd(d: &Dims, gpu: &Gpu, kernel: AttentionKernel) -> Result<BwdPlan> {
+    const OP: &str = "attention_bwd";
+    let (tile, shader) = checked(d, gpu, kernel, Pass::Bwd, OP)?;
+    let (q_tiles, k_tiles) = (d.tq.div_ceil(BWD_OWN), d.tk.div_ceil(BWD_OWN));
+    let rows = d.b * d.nh * d.tq;
+    check_groups(
+        OP,
+        &[
+            ("query tiles", q_tiles),
+            ("key tiles", k_tiles),
+            ("heads", d.nh),
+            ("batch", d.b),
+            (
+                "rows / 64 / 65535",
+                rows.div_ceil(PREP_WG).div_ceil(MAX_GROUPS_PER_DIM as usize),
+            ),
+        ],
+    )?;
+    let constants = vec![
+        ("COOP_WG", tile.lanes as f64),
+        ("CA_HP", padded_head(tile, d.hs) as f64),
+        ("CA_OWN", BWD_OWN as f64),
+        ("CA_STREAM", BWD_STREAM as f64),
+    ];
+    let (nh, nkv, b) = (d.nh as u32, d.nkv as u32, d.b as u32);
+    Ok(BwdPlan {
+        prep: Launch {
+            shader,
+            entry: "attention_bwd_prep",
+            constants: vec![("VEC", d.hs.is_multiple_of(4) as u8 as f64)],
+            workgroups: grid_1d(groups(rows, PREP_WG)),
+        },
+        dkdv: Launch {
+            shader,
+            entry: "attention_bwd_dkdv_coop",
+            constants: constants.clone(),
+            workgroups: [k_tiles as u32, nkv, b],
+        },
+        dq: Launch {
+            shader,
+            entry: "attention_bwd_dq_coop",
+            constants,
+            workgroups: [q_tiles as u32, nh, b],
+        },
+    })
+}
+
+fn module(tile: CoopTile, pass: Pass) -> &'static Shader {
+    match (tile.size, pass) {
+        (16, Pass::Fwd) => &ATTENTION_COOP_F16X16_WGSL,
+        (_, Pass::Fwd) => &ATTENTION_COOP_F16X8_WGSL,
+        (16, Pass::Bwd) => &ATTENTION_COOP_BWD_F16X16_WGSL,
+        (_, Pass::Bwd) => &ATTENTION_COOP_BWD_F16X8_WGSL,
     }
 }
 
-/// Loop iterations one thread of the emulated kernel runs, at most
-/// (attention_coop.wgsl with coop_emulated.wgsl): per key tile the staging,
-/// S's row x key matrices (each a zero, a multiply per head chunk and a
-/// store), the softmax's two passes over the tile per row, the rescale, and
-/// O's row x head matrices (a load, a multiply per key chunk and a store);
-/// a lane-strided loop over n elements counts n / lanes + 1 (its exit).
-fn emulated_iterations(tile: CoopTile, hs: usize, tk: usize) -> usize {
+/// Loop iterations one thread of an emulated kernel of `pass` runs, at most
+/// (attention_coop*.wgsl with coop_emulated.wgsl). Per streamed tile: the
+/// staging, each product's matrices (a zero or a load, a multiply per
+/// chunk of the product's depth, a store), the element-wise pass over the
+/// tile, the rescale (forward). A lane-strided loop over n elements counts
+/// n / lanes + 1 (its exit); the span may visit the global tiles before the
+/// rest, one tile more.
+fn emulated_iterations(tile: CoopTile, d: &Dims, pass: Pass) -> usize {
     let (size, lanes) = (tile.size as usize, tile.lanes.max(1) as usize);
     let strided = |n: usize| n.div_ceil(lanes) + 1;
-    let hp = padded_head(tile, hs);
-    let (row_mats, key_mats, chunks) = (COOP_ROWS / size, COOP_KEYS / size, hp / size);
+    let hp = padded_head(tile, d.hs);
     let matrix = strided(size * size);
     let multiply = strided(size * size) * (size + 1) + 1;
-    let scores = row_mats * key_mats * (2 * matrix + chunks * multiply + 1) + 1;
-    let softmax = strided(COOP_ROWS) * (2 * COOP_KEYS + 2);
-    let output = row_mats * chunks * (2 * matrix + key_mats * multiply + 1) + 1;
-    let per_tile = strided(COOP_KEYS * hp)
-        + strided(COOP_KEYS)
-        + scores
-        + softmax
-        + strided(COOP_ROWS * hp)
-        + output
-        + 1;
-    let edges = 3 * strided(COOP_ROWS * hp) + 2 * strided(COOP_ROWS);
-    // The span may visit the global tiles before the rest: one more tile.
-    edges + (tk.div_ceil(COOP_KEYS) + 1) * per_tile
+    // (own x out) = (own x depth) (depth x out), matrix by matrix.
+    let product = |own: usize, out: usize, depth: usize| {
+        (own / size) * (out / size) * (2 * matrix + (depth / size) * multiply + 1) + 1
+    };
+    match pass {
+        Pass::Fwd => {
+            let (rows, keys) = (COOP_ROWS, COOP_KEYS);
+            let per_tile = strided(keys * hp)
+                + strided(keys)
+                + product(rows, keys, hp)
+                + strided(rows) * (2 * keys + 2)
+                + strided(rows * hp)
+                + product(rows, hp, keys)
+                + 1;
+            3 * strided(rows * hp) + 2 * strided(rows) + (d.tk.div_ceil(keys) + 1) * per_tile
+        }
+        Pass::Bwd => {
+            let (own, stream) = (BWD_OWN, BWD_STREAM);
+            // dK/dV: two gradients, a tile of rows per query head of the group.
+            let dkdv_tiles = d.group() * (d.tq.div_ceil(stream) + 1);
+            let dq_tiles = d.tk.div_ceil(stream) + 1;
+            let per_tile = |gradients: usize| {
+                2 * strided(stream * hp)
+                    + strided(stream)
+                    + 2 * product(own, stream, hp)
+                    + strided(own * stream)
+                    + gradients * product(own, hp, stream)
+                    + 1
+            };
+            let edges = 4 * strided(own * hp) + 2 * strided(own);
+            edges + (dkdv_tiles * per_tile(2)).max(dq_tiles * per_tile(1))
+        }
+    }
 }
 
 /// Refuses shapes whose emulation would pass the loop budget of a software
 /// adapter (the results would be silently wrong).
-fn check_emulated_work(tile: CoopTile, d: &Dims) -> Result<()> {
-    let iterations = emulated_iterations(tile, d.hs, d.tk);
+fn check_emulated_work(tile: CoopTile, d: &Dims, pass: Pass, op: &'static str) -> Result<()> {
+    let iterations = emulated_iterations(tile, d, pass);
     if iterations > EMULATED_MAX_ITERATIONS {
         return Err(Error::invalid(
-            "attention_fwd",
+            op,
             format!(
-                "the emulated cooperative attention {tile:?} at Tk = {}, HS = {}: about \
+                "the emulated cooperative attention {tile:?} at Tq = {}, Tk = {}, HS = {}: about \
                  {iterations} loop iterations per thread, over the {EMULATED_MAX_ITERATIONS} it \
                  allows itself (software adapters stop a shader's loops at 65 535); it is a test \
-                 of the kernel: use fewer keys, a smaller head or more lanes",
-                d.tk, d.hs
+                 of the kernel: use fewer rows or keys, a smaller head or more lanes",
+                d.tq, d.tk, d.hs
             ),
         ));
     }
@@ -261,10 +386,22 @@ mod tests {
         };
         // f16: Q 32x64, P 32x32, K and V 32x64; f32: S 32x32, O 32x64; rows and keys.
         assert_eq!(
-            workgroup_bytes(tile, 64),
+            workgroup_bytes(tile, 64, Pass::Fwd),
             2 * (2048 + 1024 + 4096) + 4 * (1024 + 2048) + 4 * 128
         );
-        assert!(workgroup_bytes(tile, 128) <= 48 * 1024);
-        assert!(workgroup_bytes(tile, 65) > workgroup_bytes(tile, 64)); // padded to 80
+        // f16: K and V (or Q and dO) 16x64, P and dS 16x32, the streamed 32x64
+        // pair; f32: S and dP 16x32, the gradients 16x64; L, D and key flags.
+        assert_eq!(
+            workgroup_bytes(tile, 64, Pass::Bwd),
+            2 * (2048 + 1024 + 4096) + 4 * (1024 + 2048) + 4 * 96
+        );
+        for pass in [Pass::Fwd, Pass::Bwd] {
+            // Within lavapipe's 32 KiB at HS = 64 (the emulated tests), a
+            // GPU's 48 KiB at 128.
+            assert!(workgroup_bytes(tile, 64, pass) <= 32 * 1024);
+            assert!(workgroup_bytes(tile, 128, pass) <= 48 * 1024);
+            assert!(workgroup_bytes(tile, 65, pass) > workgroup_bytes(tile, 64, pass));
+            // 80
+        }
     }
 }

@@ -110,12 +110,37 @@ pub fn attention_bwd(
     d_o: &Tensor,
     opts: &AttentionOptions,
 ) -> Result<(Tensor, Tensor, Tensor)> {
+    attention_bwd_kernel(q, k, v, o, l, d_o, opts, AttentionKernel::Policy)
+}
+
+/// [`attention_bwd`] on the given kernels: the policy's
+/// ([`AttentionKernel::Policy`], f32 throughout) or the cooperative-matrix
+/// ones (every product with f16 operands and f32 accumulation; P and dS are
+/// computed in f32 and rounded to f16 as operands).
+///
+/// # Errors
+/// As [`attention_bwd`], and for the cooperative kernels as
+/// [`attention_fwd_kernel`].
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bwd_kernel(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    o: &Tensor,
+    l: &Tensor,
+    d_o: &Tensor,
+    opts: &AttentionOptions,
+    kernel: AttentionKernel,
+) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "attention_bwd";
     let d = check(OP, q, k, v, opts)?;
     check_bwd_extra(OP, &d, Some(o), Some(l), d_o)?;
     check_head_size(OP, &d, "attention_unfused_bwd")?;
     let gpu = q.gpu();
-    let plan = plan::plan_bwd(&d, gpu.policy())?;
+    let plan = match kernel {
+        AttentionKernel::Policy => plan::plan_bwd(&d, gpu.policy())?,
+        _ => coop::plan_coop_bwd(&d, gpu, kernel)?,
+    };
     let dq = Tensor::empty(gpu, &[d.b, d.nh, d.tq, d.hs], DType::F32)?;
     let dk = Tensor::empty(gpu, &[d.b, d.nkv, d.tk, d.hs], DType::F32)?;
     let dv = Tensor::empty(gpu, &[d.b, d.nkv, d.tk, d.hs], DType::F32)?;

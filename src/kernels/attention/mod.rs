@@ -33,8 +33,8 @@
 //!   rows that see no key contribute nothing, padded keys get dK = dV = 0.
 //!
 //! Files: this one (semantics, options, input checks), `fused.rs` (the
-//! flash-attention forward and backward), `coop.rs` (the forward on
-//! cooperative matrices: tensor cores, f16 operands), `unfused.rs` (the
+//! flash-attention forward and backward), `coop.rs` (the forward and
+//! backward on cooperative matrices: tensor cores, f16 operands), `unfused.rs` (the
 //! baselines and oracles), `plan.rs` (which fused kernel, tiles and grid:
 //! see there).
 //!
@@ -64,7 +64,7 @@ pub(crate) mod plan;
 pub(crate) mod unfused;
 
 pub use coop::{AttentionKernel, COOP_KEYS, COOP_MAX_HEAD_SIZE, COOP_ROWS};
-pub use fused::{attention_bwd, attention_fwd, attention_fwd_kernel};
+pub use fused::{attention_bwd, attention_bwd_kernel, attention_fwd, attention_fwd_kernel};
 pub use pattern::{AttentionPattern, BlockPairs, SparseLayout, SparseLayoutKind, LAYOUT_TILE};
 pub use unfused::{attention_unfused, attention_unfused_bwd, attention_unfused_naive};
 
