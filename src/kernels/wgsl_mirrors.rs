@@ -178,5 +178,21 @@ pub fn wgsl_mirrors() -> Vec<WgslMirror> {
             value: tile.slice() as f64,
         });
     }
+    // The cooperative attention forward's rows and keys per tile.
+    for hardware in [&ATTENTION_COOP_F16X16_WGSL, &ATTENTION_COOP_F16X8_WGSL] {
+        let shader = gemm::coop::emulated(hardware);
+        all.push(WgslMirror {
+            shader,
+            wgsl: Const("CA_ROWS"),
+            rust: "attention::COOP_ROWS",
+            value: attention::COOP_ROWS as f64,
+        });
+        all.push(WgslMirror {
+            shader,
+            wgsl: Const("CA_KEYS"),
+            rust: "attention::COOP_KEYS",
+            value: attention::COOP_KEYS as f64,
+        });
+    }
     all
 }
