@@ -6,8 +6,9 @@
 # kernel), GPT training at two sizes and, with time to spare, sparse attention;
 # then the PyTorch peer of the same
 # benchmarks (scripts/torch_peer.py: the same GPT-2-layout training in fp32 with
-# TF32 off and in bf16 autocast with SDPA, torch.matmul at the GEMM shapes) and
-# the ratios ours / torch in summary.txt. Every step has a time limit; our steps
+# TF32 off and in bf16 autocast with SDPA, torch.matmul at the GEMM shapes, SDPA
+# at the attention bench's shapes in f32 and f16) and the ratios ours / torch in
+# summary.txt. Every step has a time limit; our steps
 # stop starting after TOTAL_S (360) seconds and the torch step has TORCH_S (90)
 # of its own after them, so the whole run stays under 8 minutes; a step that
 # fails or times out is logged and the next one runs.

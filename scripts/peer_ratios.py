@@ -8,7 +8,9 @@ name contains "f16" is the mixed-precision run) and kernels_*.json (the kernel
 bench's records). Training runs are paired by configuration: f32 with torch's
 fp32 (TF32 off), f16 with torch's bf16 autocast. GEMMs are paired by shape
 label and input type: our best variant with f16 in its name against torch f16,
-every other variant against torch f32. Prints one line per pair with the
+every other variant against torch f32. Attention is paired by shape: our fused
+kernels (forward, and forward + backward) against SDPA in f32, our
+tensor-core ones against SDPA in f16. Prints one line per pair with the
 issue's target where it has one; missing halves are reported, not guessed.
 """
 
@@ -91,6 +93,33 @@ def main():
         target = " (target >= 0.40)" if r["dtype"] == "f16" and r["shape"] == "4096x4096x4096" else ""
         print(f"gemm {r['dtype']} {r['shape']:<26} ours {ours[0] / 1e3:7.2f} ({ours[1]}) / torch "
               f"{r['tflops']:7.2f} TFLOP/s = {ratio:.2f}{target}")
+    # Our attention records by (shape, variant) -> median ms.
+    ours_attention = {}
+    for path in glob.glob(os.path.join(out, "kernels_*.json")):
+        try:
+            records = json.load(open(path))
+        except (OSError, ValueError):
+            continue
+        for r in records:
+            if r.get("kernel") == "attention":
+                ours_attention[(r["shape"], r["variant"])] = r["median_ms"]
+    tensor_cores = ", tensor cores (f16 operands)"
+    for r in peer.get("attention", []):
+        if "fwd_ms" not in r:
+            print(f"attention {r['dtype']} {r['shape']}: torch error {r.get('error')}")
+            continue
+        suffix = tensor_cores if r["dtype"] == "f16" else ""
+        for what, variant, theirs in [
+            ("forward", f"fused causal{suffix}", r["fwd_ms"]),
+            ("fwd+bwd", f"fwd+bwd fused causal{suffix}", r["fwd_bwd_ms"]),
+        ]:
+            ours = ours_attention.get((r["shape"], variant))
+            if ours is None:
+                print(f"attention {what} {r['dtype']} {r['shape']}: torch {theirs:.3f} ms; "
+                      f"no run of ours ({variant!r})")
+                continue
+            print(f"attention {what} {r['dtype']} {r['shape']}: ours {ours:.3f} ms ({variant}) / "
+                  f"torch {theirs:.3f} ms: ours at {theirs / ours:.2f}x torch's speed")
     if peer.get("skipped"):
         print("torch skipped for its time limit:", ", ".join(peer["skipped"]))
 

@@ -13,8 +13,12 @@ warm-up step then `--steps` timed ones -> tokens/s. Two modes:
         the peer of wgformer's mixed precision.
 And torch.matmul at the GEMM benchmark's shapes (benches/kernels/gemm.rs: squares,
 the GPT-2 small projections forward and backward with their transposes) in f32
-(TF32 off) and f16 (f16 out; wgformer's f16 GEMM writes f32), in TFLOP/s, timed
-with CUDA events (wall clock on CPU).
+(TF32 off) and f16 (f16 out; wgformer's f16 GEMM writes f32), in TFLOP/s. And
+F.scaled_dot_product_attention at the attention benchmark's shapes
+(benches/kernels/attention.rs: B4 NH12 HS64 causal, T = 256 and 1024), forward
+and forward + backward, in f32 and f16 (the peers of our f32 fused kernels and
+of the tensor-core ones), in ms. Each time is the best of three samples of
+repeated calls, by wall clock around a device synchronisation.
 
 Output: one JSON object (--json FILE, else stdout) and a readable log on stderr.
 Every part checks a time budget (--time-limit) and records "skipped" when it is
@@ -190,24 +194,29 @@ def time_matmul(m, k, n, ta, tb, dtype, device, min_s):
     b = torch.randn((n, k) if tb else (k, n), generator=g).to(device, dtype)
     opa = a.t() if ta else a
     opb = b.t() if tb else b
-    torch.matmul(opa, opb)  # warm-up (cuBLAS heuristics, allocation)
+    ms = time_ms(lambda: torch.matmul(opa, opb), device, min_s)
+    return 2.0 * m * n * k / ms / 1e9, ms
+
+
+# benches/kernels/attention.rs: (B, NH, HS), causal, at each T.
+ATTENTION = (4, 12, 64)
+ATTENTION_T = [256, 1024]
+
+
+def time_ms(fn, device, min_s):
+    """Milliseconds per call of `fn`: doubled repetitions until one sample takes
+    >= min_s, then the best of that and two more samples (wall clock around a
+    device synchronisation)."""
+    fn()  # warm-up (kernel choice, allocation)
     sync(device)
-    reps, best = 1, float("inf")
-    # Repeat until one sample takes >= min_s, then best of three samples.
+    reps = 1
     while True:
+        sync(device)
         t0 = time.perf_counter()
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(reps):
-                torch.matmul(opa, opb)
-            end.record()
-            end.synchronize()
-            secs = start.elapsed_time(end) / 1e3
-        else:
-            for _ in range(reps):
-                torch.matmul(opa, opb)
-            secs = time.perf_counter() - t0
+        for _ in range(reps):
+            fn()
+        sync(device)
+        secs = time.perf_counter() - t0
         if secs >= min_s or reps >= 1 << 14:
             break
         reps *= 2
@@ -216,10 +225,28 @@ def time_matmul(m, k, n, ta, tb, dtype, device, min_s):
         sync(device)
         t0 = time.perf_counter()
         for _ in range(reps):
-            torch.matmul(opa, opb)
+            fn()
         sync(device)
         best = min(best, (time.perf_counter() - t0) / reps)
-    return 2.0 * m * n * k / best / 1e12, best * 1e3
+    return best * 1e3
+
+
+def time_attention(b, nh, t, hs, dtype, device, min_s):
+    """(forward ms, forward + backward ms) of causal SDPA on (B, NH, T, HS)."""
+    g = torch.Generator(device="cpu").manual_seed(t)
+    q, k, v, d_o = (torch.randn((b, nh, t, hs), generator=g).to(device, dtype) for _ in range(4))
+    for x in (q, k, v):
+        x.requires_grad_(True)
+
+    def forward():
+        with torch.no_grad():
+            F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    def forward_backward():
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        torch.autograd.grad(o, (q, k, v), d_o)
+
+    return time_ms(forward, device, min_s), time_ms(forward_backward, device, min_s)
 
 
 def main():
@@ -235,6 +262,7 @@ def main():
     ap.add_argument("--time-limit", type=float, default=150.0,
                     help="seconds; parts that would start later are skipped")
     ap.add_argument("--no-gemm", action="store_true")
+    ap.add_argument("--no-attention", action="store_true")
     ap.add_argument("--no-train", action="store_true")
     args = ap.parse_args()
     t_start = time.perf_counter()
@@ -253,6 +281,7 @@ def main():
         "tf32": False,
         "train": [],
         "matmul": [],
+        "attention": [],
         "skipped": [],
     }
 
@@ -326,6 +355,28 @@ def main():
             except RuntimeError as e:
                 out["matmul"].append({"dtype": dname, "shape": label, "error": str(e).splitlines()[0]})
                 log(f"{what}: error {e}")
+        save()
+    if not args.no_attention:
+        b, nh, hs = (1, 2, 16) if args.tiny else ATTENTION
+        lengths = [16, 32] if args.tiny else ATTENTION_T
+        min_s = 0.001 if args.tiny else 0.02
+        for dtype in (torch.float32, torch.float16):
+            dname = "f32" if dtype == torch.float32 else "f16"
+            for t in lengths:
+                label = f"B={b} NH={nh} T={t} HS={hs}"
+                what = f"attention {dname} {label}"
+                if time_left() < 3:
+                    out["skipped"].append(what)
+                    continue
+                try:
+                    fwd, fwd_bwd = time_attention(b, nh, t, hs, dtype, device, min_s)
+                    out["attention"].append({"dtype": dname, "shape": label, "causal": True,
+                                             "fwd_ms": fwd, "fwd_bwd_ms": fwd_bwd})
+                    log(f"{what}: forward {fwd:.3f} ms, forward + backward {fwd_bwd:.3f} ms")
+                except RuntimeError as e:
+                    out["attention"].append({"dtype": dname, "shape": label,
+                                             "error": str(e).splitlines()[0]})
+                    log(f"{what}: error {e}")
         save()
     if out["skipped"]:
         log(f"skipped for the time limit: {', '.join(out['skipped'])}")
