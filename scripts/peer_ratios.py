@@ -38,6 +38,16 @@ def our_training(out):
     return runs
 
 
+def our_kernel_records(out, kernel):
+    """The kernel bench's records of `kernel` in every kernels_*.json of `out`."""
+    for path in sorted(glob.glob(os.path.join(out, "kernels_*.json"))):
+        try:
+            records = json.load(open(path))
+        except (OSError, ValueError):
+            continue
+        yield from (r for r in records if r.get("kernel") == kernel)
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "."
     path = os.path.join(out, "torch_peer.json")
@@ -69,18 +79,11 @@ def main():
               f"{t['tokens_per_s']:.0f} tokens/s = {ratio:.2f}{target}")
 
     best = {}
-    for path in glob.glob(os.path.join(out, "kernels_*.json")):
-        try:
-            records = json.load(open(path))
-        except (OSError, ValueError):
-            continue
-        for r in records:
-            if r.get("kernel") != "gemm":
-                continue
-            dtype = "f16" if "f16" in r["variant"] else "f32"
-            k = (dtype, r["shape"])
-            if r["gflops"] > best.get(k, (0.0, ""))[0]:
-                best[k] = (r["gflops"], r["variant"])
+    for r in our_kernel_records(out, "gemm"):
+        dtype = "f16" if "f16" in r["variant"] else "f32"
+        k = (dtype, r["shape"])
+        if r["gflops"] > best.get(k, (0.0, ""))[0]:
+            best[k] = (r["gflops"], r["variant"])
     for r in peer.get("matmul", []):
         if "tflops" not in r:
             print(f"gemm {r['dtype']} {r['shape']}: torch error {r.get('error')}")
@@ -94,15 +97,9 @@ def main():
         print(f"gemm {r['dtype']} {r['shape']:<26} ours {ours[0] / 1e3:7.2f} ({ours[1]}) / torch "
               f"{r['tflops']:7.2f} TFLOP/s = {ratio:.2f}{target}")
     # Our attention records by (shape, variant) -> median ms.
-    ours_attention = {}
-    for path in glob.glob(os.path.join(out, "kernels_*.json")):
-        try:
-            records = json.load(open(path))
-        except (OSError, ValueError):
-            continue
-        for r in records:
-            if r.get("kernel") == "attention":
-                ours_attention[(r["shape"], r["variant"])] = r["median_ms"]
+    ours_attention = {
+        (r["shape"], r["variant"]): r["median_ms"] for r in our_kernel_records(out, "attention")
+    }
     tensor_cores = ", tensor cores (f16 operands)"
     for r in peer.get("attention", []):
         if "fwd_ms" not in r:

@@ -24,6 +24,7 @@ use wgformer::kernels::attention::{
     AttentionPattern, SparseLayout,
 };
 use wgformer::kernels::gemm::coop::{coop_tile, CoopTile};
+use wgformer::reference::llama::{repeat_kv, repeat_kv_bwd};
 use wgformer::{reference, DType, Error, ErrorKind, Tensor};
 
 /// f16's unit roundoff.
@@ -113,19 +114,6 @@ fn round16(x: f32) -> f64 {
     half::f16::from_f32(x).to_f64()
 }
 
-/// `x` (B, NKV, T, HS) with each key/value head repeated for its NH / NKV
-/// query heads: the reference's multi-head layout.
-fn repeat_kv(x: &[f64], b: usize, (nh, nkv): (usize, usize), t_hs: usize) -> Vec<f64> {
-    let group = nh / nkv;
-    (0..b * nh)
-        .flat_map(|bh| {
-            let (bi, h) = (bh / nh, bh % nh);
-            let at = (bi * nkv + h / group) * t_hs;
-            x[at..at + t_hs].iter().copied()
-        })
-        .collect()
-}
-
 /// Q, K, V and dO of `p` from `seed` (on f16's grid when `on_f16_grid`), and
 /// the options' tensors on the GPU.
 struct Inputs {
@@ -194,8 +182,9 @@ fn check(kernel: AttentionKernel, p: &Problem, seed: u64) {
     let c = p.scale() * std::f32::consts::LOG2_E;
     let q_ref: Vec<f64> = x.q.iter().map(|&v| round16(v * c) / c as f64).collect();
     let rounded = |x: &[f32]| x.iter().map(|&x| round16(x)).collect::<Vec<f64>>();
-    let k_ref = repeat_kv(&rounded(&x.k), b, (nh, nkv), tk * hs);
-    let v_ref = repeat_kv(&rounded(&x.v), b, (nh, nkv), tk * hs);
+    // Each key/value head repeated for its group of query heads.
+    let k_ref = repeat_kv(&rounded(&x.k), nkv, tk * hs, nh / nkv);
+    let v_ref = repeat_kv(&rounded(&x.v), nkv, tk * hs, nh / nkv);
     let (o_ref, l_ref) = reference::attention::attention_fwd_pattern(
         &q_ref,
         &k_ref,
@@ -265,8 +254,9 @@ fn check_backward(kernel: AttentionKernel, p: &Problem, seed: u64) {
 
     let (b, nh, nkv, tq, tk, hs) = (p.b, p.nh, p.nkv, p.tq, p.tk, p.hs);
     let wide = |x: &[f32]| x.iter().map(|&x| x as f64).collect::<Vec<f64>>();
-    let k_mh = repeat_kv(&wide(&x.k), b, (nh, nkv), tk * hs);
-    let v_mh = repeat_kv(&wide(&x.v), b, (nh, nkv), tk * hs);
+    let group = nh / nkv;
+    let k_mh = repeat_kv(&wide(&x.k), nkv, tk * hs, group);
+    let v_mh = repeat_kv(&wide(&x.v), nkv, tk * hs, group);
     let backward = |d_o: &[f64]| {
         reference::attention::attention_bwd_pattern(
             &wide(&x.q),
@@ -282,18 +272,7 @@ fn check_backward(kernel: AttentionKernel, p: &Problem, seed: u64) {
     };
     let (dq_ref, dk_mh, dv_mh) = backward(&wide(&x.d_o));
     // dK, dV of a key/value head: the sum over its group's query heads.
-    let group = nh / nkv;
-    let sum_group = |g: &[f64]| -> Vec<f64> {
-        let mut out = vec![0.0; b * nkv * tk * hs];
-        for (bh, head) in g.chunks(tk * hs).enumerate() {
-            let (bi, h) = (bh / nh, bh % nh);
-            let at = (bi * nkv + h / group) * tk * hs;
-            for (o, g) in out[at..at + tk * hs].iter_mut().zip(head) {
-                *o += g;
-            }
-        }
-        out
-    };
+    let sum_group = |g: &[f64]| repeat_kv_bwd(g, nkv, tk * hs, group);
     // c_j, each key's column sum of P (over the group's heads), per element.
     let (_, _, ones_dv) = backward(&vec![1.0; x.d_o.len()]);
     let col_sums = sum_group(&ones_dv);

@@ -15,7 +15,7 @@
 //! the kernels (staging, masks and patterns, the softmax, ragged edges,
 //! grouped-query heads) where no adapter has the feature.
 
-use super::plan::{BwdPlan, Dims, PREP_WG};
+use super::plan::{check_groups, BwdPlan, Dims, PREP_WG};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, KernelPolicy, Launch, Shader};
 use crate::kernels::gemm::coop::{self, coop_tile, CoopTile, EMULATED_MAX_ITERATIONS};
@@ -165,16 +165,6 @@ fn checked(
         });
     }
     Ok((tile, shader))
-}
-
-fn check_groups(op: &str, dims: &[(&str, usize)]) -> Result<()> {
-    match dims
-        .iter()
-        .find(|(_, n)| *n > crate::kernels::MAX_GROUPS_PER_DIM as usize)
-    {
-        Some(&(what, n)) => Err(super::plan::too_many_groups(op, what, n)),
-        None => Ok(()),
-    }
 }
 
 /// The launch of the cooperative forward (`kernel` is `Coop` or

@@ -175,7 +175,7 @@ pub(super) fn too_many_groups(op: &str, what: &str, n: usize) -> Error {
 
 /// Errors when one of `dims` (what, workgroups) passes WebGPU's guaranteed
 /// 65535 workgroups per dimension.
-fn check_groups(op: &str, dims: &[(&str, usize)]) -> Result<()> {
+pub(super) fn check_groups(op: &str, dims: &[(&str, usize)]) -> Result<()> {
     match dims.iter().find(|(_, n)| *n > MAX_GROUPS_PER_DIM as usize) {
         Some(&(what, n)) => Err(too_many_groups(op, what, n)),
         None => Ok(()),
