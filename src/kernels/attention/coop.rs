@@ -15,13 +15,13 @@
 //! the kernels (staging, masks and patterns, the softmax, ragged edges,
 //! grouped-query heads) where no adapter has the feature.
 
-use super::plan::{check_groups, BwdPlan, Dims, PREP_WG};
+use super::plan::{check_bwd_groups, check_groups, prep_launch, BwdPlan, Dims};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, KernelPolicy, Launch, Shader};
 use crate::kernels::gemm::coop::{self, coop_tile, CoopTile, EMULATED_MAX_ITERATIONS};
 use crate::kernels::{
-    grid_1d, groups, ATTENTION_COOP_BWD_F16X16_WGSL, ATTENTION_COOP_BWD_F16X8_WGSL,
-    ATTENTION_COOP_F16X16_WGSL, ATTENTION_COOP_F16X8_WGSL, MAX_GROUPS_PER_DIM,
+    ATTENTION_COOP_BWD_F16X16_WGSL, ATTENTION_COOP_BWD_F16X8_WGSL, ATTENTION_COOP_F16X16_WGSL,
+    ATTENTION_COOP_F16X8_WGSL,
 };
 use crate::tensor::DType;
 
@@ -194,20 +194,7 @@ pub(super) fn plan_coop_bwd(d: &Dims, gpu: &Gpu, kernel: AttentionKernel) -> Res
     const OP: &str = "attention_bwd";
     let (tile, shader) = checked(d, gpu, kernel, Pass::Bwd, OP)?;
     let (q_tiles, k_tiles) = (d.tq.div_ceil(BWD_OWN), d.tk.div_ceil(BWD_OWN));
-    let rows = d.b * d.nh * d.tq;
-    check_groups(
-        OP,
-        &[
-            ("query tiles", q_tiles),
-            ("key tiles", k_tiles),
-            ("heads", d.nh),
-            ("batch", d.b),
-            (
-                "rows / 64 / 65535",
-                rows.div_ceil(PREP_WG).div_ceil(MAX_GROUPS_PER_DIM as usize),
-            ),
-        ],
-    )?;
+    check_bwd_groups(OP, d, q_tiles, k_tiles)?;
     let constants = vec![
         ("COOP_WG", tile.lanes as f64),
         ("CA_HP", padded_head(tile, d.hs) as f64),
@@ -216,12 +203,7 @@ pub(super) fn plan_coop_bwd(d: &Dims, gpu: &Gpu, kernel: AttentionKernel) -> Res
     ];
     let (nh, nkv, b) = (d.nh as u32, d.nkv as u32, d.b as u32);
     Ok(BwdPlan {
-        prep: Launch {
-            shader,
-            entry: "attention_bwd_prep",
-            constants: vec![("VEC", d.hs.is_multiple_of(4) as u8 as f64)],
-            workgroups: grid_1d(groups(rows, PREP_WG)),
-        },
+        prep: prep_launch(d, shader),
         dkdv: Launch {
             shader,
             entry: "attention_bwd_dkdv_coop",

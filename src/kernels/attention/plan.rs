@@ -3,7 +3,7 @@
 //! functions of the shapes and the [`KernelPolicy`]; tested without a GPU.
 
 use crate::error::{Error, Result};
-use crate::gpu::{KernelPolicy, Launch, Split};
+use crate::gpu::{KernelPolicy, Launch, Shader, Split};
 use crate::kernels::{
     grid_1d, groups, ATTENTION_CPU_WGSL, ATTENTION_GPU_WGSL, ATTENTION_SUBGROUP_WGSL,
     MAX_GROUPS_PER_DIM,
@@ -272,6 +272,36 @@ pub(super) struct BwdPlan {
     pub dq: Launch,
 }
 
+/// Errors when a backward grid of `q_tiles` query tiles and `k_tiles` key
+/// tiles (or its prep kernel's) passes 65535 workgroups in a dimension.
+pub(super) fn check_bwd_groups(op: &str, d: &Dims, q_tiles: usize, k_tiles: usize) -> Result<()> {
+    let rows = d.b * d.nh * d.tq;
+    check_groups(
+        op,
+        &[
+            ("query tiles", q_tiles),
+            ("key tiles", k_tiles),
+            ("heads", d.nh),
+            ("batch", d.b),
+            (
+                "rows / 64 / 65535",
+                rows.div_ceil(PREP_WG).div_ceil(MAX_GROUPS_PER_DIM as usize),
+            ),
+        ],
+    )
+}
+
+/// attention_bwd_prep (attention_common.wgsl) from `shader`, the module of
+/// the backward's other kernels.
+pub(super) fn prep_launch(d: &Dims, shader: &'static Shader) -> Launch {
+    Launch {
+        shader,
+        entry: "attention_bwd_prep",
+        constants: vec![vec_constant(d.hs)],
+        workgroups: grid_1d(groups(d.b * d.nh * d.tq, PREP_WG)),
+    }
+}
+
 /// The fused backward for `d` on `policy`.
 pub(super) fn plan_bwd(d: &Dims, policy: &KernelPolicy) -> Result<BwdPlan> {
     const OP: &str = "attention_bwd";
@@ -290,20 +320,7 @@ pub(super) fn plan_bwd(d: &Dims, policy: &KernelPolicy) -> Result<BwdPlan> {
         Some((kv, qt)) => (d.tq.div_ceil(4 * qt.g), d.tk.div_ceil(4 * kv.g)),
         None => (d.tq.div_ceil(lanes * 4 * rg), d.tk.div_ceil(lanes * 4 * kg)),
     };
-    let rows = d.b * d.nh * d.tq;
-    check_groups(
-        OP,
-        &[
-            ("query tiles", q_tiles),
-            ("key tiles", k_tiles),
-            ("heads", d.nh),
-            ("batch", d.b),
-            (
-                "rows / 64 / 65535",
-                rows.div_ceil(64).div_ceil(MAX_GROUPS_PER_DIM as usize),
-            ),
-        ],
-    )?;
+    check_bwd_groups(OP, d, q_tiles, k_tiles)?;
     let (bk, bq) = (keys_per_tile(nb, wg_bytes), rows_per_tile(nb, wg_bytes));
     if gpu_split.is_none() && (bk < 4 || bq < 4) && !sg {
         return Err(Error::TooLarge {
@@ -313,13 +330,7 @@ pub(super) fn plan_bwd(d: &Dims, policy: &KernelPolicy) -> Result<BwdPlan> {
             limit_name: "max_compute_workgroup_storage_size",
         });
     }
-    // attention_bwd_prep (attention_common.wgsl) from the module of the split.
-    let prep = |shader| Launch {
-        shader,
-        entry: "attention_bwd_prep",
-        constants: vec![vec_constant(d.hs)],
-        workgroups: grid_1d(groups(rows, PREP_WG)),
-    };
+    let prep = |shader| prep_launch(d, shader);
     // dK/dV: a workgroup per tile of keys of one key/value head, which walks
     // the query rows of every query head of its group.
     let (nh, nkv, b) = (d.nh as u32, d.nkv as u32, d.b as u32);
