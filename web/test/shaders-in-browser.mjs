@@ -23,18 +23,43 @@ export async function loadShaders(root) {
   }
   if (modules.length === 0) throw new Error("no shader! modules found in src/kernels/mod.rs");
   // Every file must belong to some module, or it would go untested.
-  const used = new Set(modules.flatMap((m) => m.parts));
+  const used = new Set([...modules.flatMap((m) => m.parts), EMULATED_OPS]);
   const files = (await readdir(dir)).filter((n) => n.endsWith(".wgsl"));
   const orphans = files.filter((f) => !used.has(f));
   if (orphans.length) throw new Error(`shaders/ files in no module of src/kernels/mod.rs: ${orphans.join(", ")}`);
+  const entriesOf = (source) => [...source.matchAll(/@compute[^{]*?fn\s+(\w+)/gs)].map((m) => m[1]);
+  const matrixOps = await readFile(join(dir, "coop_matrix.wgsl"), "utf8");
+  const emulatedOps = await readFile(join(dir, EMULATED_OPS), "utf8");
   const out = [];
   for (const { name, parts } of modules.sort((a, b) => a.name.localeCompare(b.name))) {
     let source = "";
     for (const part of parts) source += await readFile(join(dir, part), "utf8");
-    const entries = [...source.matchAll(/@compute[^{]*?fn\s+(\w+)/gs)].map((m) => m[1]);
-    out.push({ name, source, entries });
+    out.push({ name, source, entries: entriesOf(source) });
+    if (parts.includes("coop_matrix.wgsl")) {
+      const emulated = emulate(source, matrixOps, emulatedOps);
+      out.push({ name: `${name}, matrix operations emulated`, source: emulated, entries: entriesOf(emulated) });
+    }
   }
   return out;
+}
+
+/** coop_emulated.wgsl: the matrix operations in plain WGSL, in no module of its own. */
+const EMULATED_OPS = "coop_emulated.wgsl";
+
+/**
+ * A cooperative-matrix module's emulated form, built as
+ * src/kernels/gemm/coop.rs's `emulate` builds it: coop_matrix.wgsl replaced by
+ * coop_emulated.wgsl, the `enable wgpu_cooperative_matrix;` line and the
+ * matrix types (lines naming `coop_mat`) left out. Plain WGSL, so Tint checks
+ * it like any other module.
+ */
+function emulate(source, matrixOps, emulatedOps) {
+  if (!source.includes(matrixOps)) throw new Error("a cooperative module without coop_matrix.wgsl");
+  return source
+    .replace(matrixOps, () => emulatedOps)
+    .split("\n")
+    .filter((line) => !line.startsWith("enable wgpu_cooperative_matrix") && !line.includes("coop_mat"))
+    .join("\n");
 }
 
 /**
