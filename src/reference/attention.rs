@@ -4,7 +4,8 @@
 //! against it; the semantics are documented there. Inputs may be f32 (the
 //! tensors' data) or f64 (finite-difference checks of the backward).
 //! The `_pattern` forms add a sparse [`AttentionPattern`] (sliding window,
-//! global tokens), applied pair by pair from its definition.
+//! global tokens), applied pair by pair from its definition;
+//! [`attention_probs_pattern`] gives the probabilities P themselves.
 
 use crate::kernels::attention::AttentionPattern;
 
@@ -184,27 +185,14 @@ pub fn attention_bwd_pattern<T: Copy + Into<f64>>(
             for i in 0..tq {
                 let qi = &q[(bh * tq + i) * hs..][..hs];
                 let doi = &d_o[(bh * tq + i) * hs..][..hs];
-                // P_i: softmax of the visible scores, 0 elsewhere.
-                let visible = |j: usize| visible(pattern, causal, key_mask, (bi, tq, tk), i, j);
-                let mut max = f64::NEG_INFINITY;
-                for j in 0..tk {
-                    p[j] = scale * dot(qi, &k[(bh * tk + j) * hs..][..hs]);
-                    if visible(j) {
-                        max = max.max(p[j]);
-                    }
-                }
-                if max == f64::NEG_INFINITY {
+                let keys = &k[bh * tk * hs..][..tk * hs];
+                let row = Row { bi, i, tq, tk, hs };
+                if !probs_row(qi, keys, scale, row, (pattern, causal, key_mask), &mut p) {
                     continue; // no visible key: P_i = 0, nothing flows back
-                }
-                let mut sum = 0.0;
-                for (j, pj) in p.iter_mut().enumerate() {
-                    *pj = if visible(j) { (*pj - max).exp() } else { 0.0 };
-                    sum += *pj;
                 }
                 // dP_ij = dO_i . v_j; D_i = sum_j P_ij dP_ij
                 let mut d = 0.0;
                 for j in 0..tk {
-                    p[j] /= sum;
                     dp[j] = dot(doi, &v[(bh * tk + j) * hs..][..hs]);
                     d += p[j] * dp[j];
                 }
@@ -228,4 +216,85 @@ pub fn attention_bwd_pattern<T: Copy + Into<f64>>(
         }
     }
     (dq, dk, dv)
+}
+
+/// The attention probabilities P: (B, NH, Tq, Tk), row i the softmax of
+/// scale * q_i . k_j over the keys row i sees under `causal`, `key_mask` and
+/// `pattern`, 0 at every other key (a row that sees no key is all 0). Shapes
+/// and masks as [`attention_fwd_pattern`].
+#[allow(clippy::too_many_arguments)]
+pub fn attention_probs_pattern<T: Copy + Into<f64>>(
+    q: &[T],
+    k: &[T],
+    key_mask: Option<&[f32]>,
+    (b, nh, tq, tk, hs): (usize, usize, usize, usize, usize),
+    scale: f32,
+    causal: bool,
+    pattern: &AttentionPattern,
+) -> Vec<f64> {
+    assert_eq!(q.len(), b * nh * tq * hs, "q is (B, NH, Tq, HS)");
+    assert_eq!(k.len(), b * nh * tk * hs, "k is (B, NH, Tk, HS)");
+    if let Some(m) = key_mask {
+        assert_eq!(m.len(), b * tk, "key_mask is (B, Tk)");
+    }
+    let f = |x: &[T]| -> Vec<f64> { x.iter().map(|&a| a.into()).collect() };
+    let (q, k) = (f(q), f(k));
+    let mut probs = vec![0.0f64; b * nh * tq * tk];
+    for bi in 0..b {
+        for h in 0..nh {
+            let bh = bi * nh + h;
+            for i in 0..tq {
+                let qi = &q[(bh * tq + i) * hs..][..hs];
+                let keys = &k[bh * tk * hs..][..tk * hs];
+                let p = &mut probs[(bh * tq + i) * tk..][..tk];
+                let row = Row { bi, i, tq, tk, hs };
+                probs_row(qi, keys, scale as f64, row, (pattern, causal, key_mask), p);
+            }
+        }
+    }
+    probs
+}
+
+/// Which row of the problem [`probs_row`] computes: row `i` of batch `bi`,
+/// of Tq rows against Tk keys of HS elements.
+#[derive(Clone, Copy)]
+struct Row {
+    bi: usize,
+    i: usize,
+    tq: usize,
+    tk: usize,
+    hs: usize,
+}
+
+/// One row of P into `p` (Tk): the softmax of scale * q_i . k_j over the
+/// visible keys (`keys`: the head's Tk rows), 0 elsewhere. Returns whether
+/// the row sees any key (if not, `p` is all 0).
+fn probs_row(
+    qi: &[f64],
+    keys: &[f64],
+    scale: f64,
+    Row { bi, i, tq, tk, hs }: Row,
+    (pattern, causal, key_mask): (&AttentionPattern, bool, Option<&[f32]>),
+    p: &mut [f64],
+) -> bool {
+    let visible = |j: usize| visible(pattern, causal, key_mask, (bi, tq, tk), i, j);
+    let mut max = f64::NEG_INFINITY;
+    for (j, pj) in p.iter_mut().enumerate() {
+        let kj = &keys[j * hs..][..hs];
+        *pj = scale * qi.iter().zip(kj).map(|(a, c)| a * c).sum::<f64>();
+        if visible(j) {
+            max = max.max(*pj);
+        }
+    }
+    if max == f64::NEG_INFINITY {
+        p.fill(0.0);
+        return false;
+    }
+    let mut sum = 0.0;
+    for (j, pj) in p.iter_mut().enumerate() {
+        *pj = if visible(j) { (*pj - max).exp() } else { 0.0 };
+        sum += *pj;
+    }
+    p.iter_mut().for_each(|pj| *pj /= sum);
+    true
 }
