@@ -274,15 +274,12 @@ fn check_backward(kernel: AttentionKernel, p: &Problem, seed: u64) {
     let (dq_ref, dk_mh, dv_mh) = backward(&wide(&x.d_o));
     // dK, dV of a key/value head: the sum over its group's query heads.
     let sum_group = |g: &[f64]| repeat_kv_bwd(g, nkv, tk * hs, group);
-    // c_j, each key's column sum of P (over the group's heads), per element.
-    let (_, _, ones_dv) = backward(&vec![1.0; x.d_o.len()]);
-    let col_sums = sum_group(&ones_dv);
     let do_max = x.d_o.iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64));
-    let (dq_abs, dk_abs) = abs_ds_products(p, &x, &k_mh, &v_mh, scale);
-    let dk_abs = sum_group(&dk_abs);
+    let sums = abs_sums(p, &x, &k_mh, &v_mh, scale);
+    let (dk_abs, col_sums) = (sum_group(&sums.dk_abs), sum_group(&sums.col_sums));
     let tol = |name: &str, i: usize| -> f64 {
         let bound = match name {
-            "dQ" => 2.0 * U16 * scale as f64 * dq_abs[i],
+            "dQ" => 2.0 * U16 * scale as f64 * sums.dq_abs[i],
             "dK" => 2.0 * U16 * scale as f64 * dk_abs[i],
             _ => U16 * col_sums[i] * do_max,
         };
@@ -304,17 +301,21 @@ fn check_backward(kernel: AttentionKernel, p: &Problem, seed: u64) {
     }
 }
 
-/// sum_j |dS_ij| |K_jc| (B, NH, Tq, HS) and sum_i |dS_ij| |Q_ic| (B, NH, Tk,
-/// HS), per query head, from the reference's P: dP_ij = dO_i . V_j, D_i =
-/// sum_j P_ij dP_ij, dS_ij = P_ij (dP_ij - D_i). `k_mh`, `v_mh`: K and V
-/// repeated for each query head.
-fn abs_ds_products(
-    p: &Problem,
-    x: &Inputs,
-    k_mh: &[f64],
-    v_mh: &[f64],
-    scale: f32,
-) -> (Vec<f64>, Vec<f64>) {
+/// The sums the backward's error bounds scale, per query head, from the
+/// reference's P: dP_ij = dO_i . V_j, D_i = sum_j P_ij dP_ij, dS_ij = P_ij
+/// (dP_ij - D_i).
+struct AbsSums {
+    /// sum_j |dS_ij| |K_jc|: (B, NH, Tq, HS).
+    dq_abs: Vec<f64>,
+    /// sum_i |dS_ij| |Q_ic|: (B, NH, Tk, HS).
+    dk_abs: Vec<f64>,
+    /// c_j = sum_i P_ij, at every element of key j's row: (B, NH, Tk, HS).
+    col_sums: Vec<f64>,
+}
+
+/// [`AbsSums`] of `p` on `x`; `k_mh`, `v_mh`: K and V repeated for each
+/// query head.
+fn abs_sums(p: &Problem, x: &Inputs, k_mh: &[f64], v_mh: &[f64], scale: f32) -> AbsSums {
     let (b, nh, tq, tk, hs) = (p.b, p.nh, p.tq, p.tk, p.hs);
     let q: Vec<f64> = x.q.iter().map(|&v| v as f64).collect();
     let probs = reference::attention::attention_probs_pattern(
@@ -329,6 +330,7 @@ fn abs_ds_products(
     let dot = |a: &[f32], c: &[f64]| a.iter().zip(c).map(|(&a, c)| a as f64 * c).sum::<f64>();
     let mut dq_abs = vec![0.0; b * nh * tq * hs];
     let mut dk_abs = vec![0.0; b * nh * tk * hs];
+    let mut col_sums = vec![0.0; b * nh * tk * hs];
     for bh in 0..b * nh {
         for i in 0..tq {
             let row = bh * tq + i;
@@ -344,13 +346,19 @@ fn abs_ds_products(
                 for (acc, kc) in dq_abs[row * hs..][..hs].iter_mut().zip(kj) {
                     *acc += ds * kc.abs();
                 }
-                for (acc, qc) in dk_abs[(bh * tk + j) * hs..][..hs].iter_mut().zip(qi) {
+                let key = (bh * tk + j) * hs;
+                for (acc, qc) in dk_abs[key..][..hs].iter_mut().zip(qi) {
                     *acc += ds * qc.abs();
                 }
+                col_sums[key..][..hs].iter_mut().for_each(|c| *c += pi[j]);
             }
         }
     }
-    (dq_abs, dk_abs)
+    AbsSums {
+        dq_abs,
+        dk_abs,
+        col_sums,
+    }
 }
 
 /// Ragged shapes, grouped-query heads, head sizes off the matrix size, Tq
