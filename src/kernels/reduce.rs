@@ -15,7 +15,7 @@
 //! needed; with NaN in x the routing is unspecified.
 
 use super::copy::copy_into;
-use super::row_plan::{cpu_plan, row_plan, ROW_WG};
+use super::row_plan::{cpu_plan, row_plan, RowPlan, MAX_THREAD_STEPS, ROW_WG};
 use super::{grad_output, grid_1d, groups, MAX_GROUPS_PER_DIM, REDUCE_WGSL};
 use crate::error::{Error, Result};
 use crate::gpu::{KernelPolicy, Launch};
@@ -179,9 +179,8 @@ fn plan_fwd(
     policy: &KernelPolicy,
 ) -> Result<Vec<Stage>> {
     let inv_r = 1.0 / r_len as f32;
-    if inner == 1 {
+    if let Some(plan) = row_plan_within_steps(policy, outer, r_len, inner) {
         // Contiguous rows: out[o] = op over r of x[o, r].
-        let plan = row_plan(policy, outer, r_len);
         return Ok(vec![Stage {
             launch: Launch {
                 shader: &REDUCE_WGSL,
@@ -262,9 +261,24 @@ fn plan_fwd(
     Ok(stages)
 }
 
+/// The row plan of a reduction over contiguous rows (`inner` = 1) whose
+/// threads each walk at most [`MAX_THREAD_STEPS`] vec4 of a row; `None` sends
+/// the reduction down the column path, which cuts R into chunks.
+fn row_plan_within_steps(
+    policy: &KernelPolicy,
+    outer: usize,
+    r_len: usize,
+    inner: usize,
+) -> Option<RowPlan> {
+    let plan = row_plan(policy, outer, r_len);
+    let steps = r_len.div_ceil(4).div_ceil(1 << plan.tpr_log2);
+    (inner == 1 && steps <= MAX_THREAD_STEPS).then_some(plan)
+}
+
 /// How many chunks R is cut into, and the rows of R per chunk, when
 /// `base_groups` workgroups alone would leave the device idle (about four per
-/// core on CPU plans, 256 on GPUs): chunks of at least 64 rows of R.
+/// core on CPU plans, 256 on GPUs): chunks of at least 64 rows of R, and of at
+/// most [`MAX_THREAD_STEPS`].
 fn r_chunks(base_groups: usize, r_len: usize, policy: &KernelPolicy) -> (usize, usize) {
     let wanted_groups = if cpu_plan(policy) {
         4 * policy.cores
@@ -275,6 +289,8 @@ fn r_chunks(base_groups: usize, r_len: usize, policy: &KernelPolicy) -> (usize, 
     if base_groups < wanted_groups {
         chunks = wanted_groups.div_ceil(base_groups).min(r_len.div_ceil(64));
     }
+    // A thread walks its chunk's rows one by one: keep that walk short.
+    chunks = chunks.max(r_len.div_ceil(MAX_THREAD_STEPS));
     let r_chunk = r_len.div_ceil(chunks);
     (r_len.div_ceil(r_chunk), r_chunk)
 }
@@ -405,8 +421,7 @@ fn plan_bwd(
     op: Reduce,
     policy: &KernelPolicy,
 ) -> Option<BwdPlan> {
-    if inner == 1 {
-        let plan = row_plan(policy, outer, r_len);
+    if let Some(plan) = row_plan_within_steps(policy, outer, r_len, inner) {
         return Some(BwdPlan {
             params: Params::rows(outer, r_len),
             kind: BwdKind::Rows(Launch {

@@ -89,6 +89,60 @@ fn grid_beyond_65535_workgroups() {
     check(&[70_000, 7], 1, 3);
 }
 
+/// Sum, mean and max over one very long axis against exact f64 sums, forward
+/// and (max) backward: lavapipe stops a thread's loops after 65 535
+/// iterations without an error, so each thread must walk only a chunk.
+fn check_long_axis(shape: [usize; 2], axis: usize) {
+    let gpu = gpu();
+    let (r_len, cols) = if axis == 0 {
+        (shape[0], shape[1])
+    } else {
+        (shape[1], shape[0])
+    };
+    let peak_r = r_len - 1000;
+    let at = |c: usize, r: usize| if axis == 0 { r * cols + c } else { c * r_len + r };
+    // Small integers (exact f32 sums below 2^24), and a larger one in each
+    // column near its end, past the first 65 535 steps of any walk.
+    let mut v: Vec<f32> = (0..r_len * cols).map(|i| (i % 5) as f32).collect();
+    for c in 0..cols {
+        v[at(c, peak_r)] = 9.0;
+    }
+    let x = Tensor::from_slice(&gpu, &v, &shape).unwrap();
+    for op in OPS {
+        let y = reduce(&x, axis, op).unwrap().to_vec().unwrap();
+        for (c, &got) in y.iter().enumerate() {
+            let sum: f64 = (0..r_len).map(|r| v[at(c, r)] as f64).sum();
+            let want = match op {
+                Reduce::Sum => sum,
+                Reduce::Mean => sum / r_len as f64,
+                Reduce::Max => 9.0,
+            };
+            assert!(
+                (got as f64 - want).abs() <= 1e-6 * want.abs(),
+                "{op:?} over axis {axis} of {shape:?}, column {c}: {got} instead of {want}"
+            );
+        }
+    }
+    // The max's gradient goes to the peak alone.
+    let dy = Tensor::from_slice(&gpu, &vec![1.0; cols], &[cols]).unwrap();
+    let dx = reduce_bwd(&dy, &shape, axis, Reduce::Max, Some(&x))
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    for c in 0..cols {
+        assert_eq!(dx[at(c, peak_r)], 1.0, "max backward, column {c}");
+    }
+    assert_eq!(dx.iter().sum::<f32>(), cols as f32, "max backward elsewhere");
+}
+
+#[test]
+fn axes_longer_than_a_thread_may_walk() {
+    // Columns of 600 000 rows (a few columns: one workgroup's worth) and rows of
+    // 4 000 000 values in 8 rows (few rows: at most 8 threads each).
+    check_long_axis([600_000, 8], 0);
+    check_long_axis([8, 4_000_000], 1);
+}
+
 #[test]
 fn empty_axis() {
     let gpu = gpu();
