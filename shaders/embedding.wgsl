@@ -74,6 +74,10 @@ struct BwdParams {
     j: u32,       // bitonic sort: compare distance
     b: u32,       // token_position_bwd_wpe: batch size B
     k_lo: u32,    // embedding_bwd_sort_block: first k of its range (k is the last)
+    s0: u32,      // embedding_bwd_*: the window [s0, s1) of sorted slots
+    s1: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> bp: BwdParams;
@@ -325,21 +329,26 @@ fn embedding_bwd_zero(@builtin(workgroup_id) wid: vec3<u32>,
     }
 }
 
-// Thread (r, col): if sorted slot r starts the run of a valid id v, sums column col
-// of dy over the run (positions increasing) and writes dtable[v, col]. Rows of ids
-// that never occur keep the zeros of embedding_bwd_zero.
+// Thread (r, col) of the window [s0, s1) of sorted slots (one dispatch per
+// window): if slot r starts a run of a valid id v in the window (the run's first
+// slot, or the window's first slot inside a run), adds column col of dy over the
+// run's slots in the window (positions increasing) to dtable[v, col], which
+// holds the run's sum over the earlier windows: the same sum, in the same order,
+// as one walk over the whole run, but no thread walks past its window (lavapipe
+// stops a thread's loops after 65 535 iterations, silently). Rows of ids that
+// never occur keep the zeros of embedding_bwd_zero.
 @compute @workgroup_size(WG)
 fn embedding_bwd_vec4(@builtin(workgroup_id) wid: vec3<u32>,
                       @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
     let i = linear_id(wid, nwg, lid);
     if (i < bp.n) {
-        let r = i / bp.c;
-        let col = i - r * bp.c;
+        let r = bp.s0 + i / bp.c;
+        let col = i % bp.c;
         let id = keys[r].x;
-        if (id < bp.v && (r == 0u || keys[r - 1u].x != id)) {
-            var acc = vec4<f32>(0.0);
-            for (var s = r; s < bp.rows; s++) {
+        if (id < bp.v && (r == bp.s0 || keys[r - 1u].x != id)) {
+            var acc = dtable4[id * bp.c + col];
+            for (var s = r; s < bp.s1; s++) {
                 let key = keys[s];
                 if (key.x != id) {
                     break;
@@ -357,12 +366,12 @@ fn embedding_bwd_scalar(@builtin(workgroup_id) wid: vec3<u32>,
                         @builtin(local_invocation_index) lid: u32) {
     let i = linear_id(wid, nwg, lid);
     if (i < bp.n) {
-        let r = i / bp.c;
-        let col = i - r * bp.c;
+        let r = bp.s0 + i / bp.c;
+        let col = i % bp.c;
         let id = keys[r].x;
-        if (id < bp.v && (r == 0u || keys[r - 1u].x != id)) {
-            var acc = 0.0;
-            for (var s = r; s < bp.rows; s++) {
+        if (id < bp.v && (r == bp.s0 || keys[r - 1u].x != id)) {
+            var acc = dtable1[id * bp.c + col];
+            for (var s = r; s < bp.s1; s++) {
                 let key = keys[s];
                 if (key.x != id) {
                     break;

@@ -23,7 +23,7 @@
 //! id >= V (plus the position term where there is one) and never read the table
 //! out of bounds.
 
-use super::{grad_output, grid_1d, groups, EMBEDDING_WGSL};
+use super::{grad_output, grid_1d, groups, EMBEDDING_WGSL, MAX_THREAD_STEPS};
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, Gpu};
 use crate::tensor::{numel, DType, Tensor};
@@ -234,6 +234,9 @@ struct BwdParams {
     j: u32,
     b: u32,
     k_lo: u32,
+    s0: u32,
+    s1: u32,
+    _pad: [u32; 2],
 }
 
 /// Keys sorted by one workgroup of `embedding_bwd_sort_block` (the shader's
@@ -322,14 +325,21 @@ pub(crate) fn embedding_bwd_into(
     } else {
         ("embedding_bwd_scalar", c)
     };
-    let p = BwdParams {
-        n: as_u32(OP, "N * C", n * unit)?,
-        c: as_u32(OP, "C", unit)?,
-        rows,
-        v: v32,
-        ..Zeroable::zeroed()
-    };
-    bwd_dispatch(gpu, entry, p, &[&keys, dy], &[&dtable])?;
+    // Windows of sorted slots, one dispatch each: a thread walks a run of one
+    // id only within its window (MAX_THREAD_STEPS), however often the id occurs.
+    for s0 in (0..n).step_by(MAX_THREAD_STEPS) {
+        let s1 = (s0 + MAX_THREAD_STEPS).min(n);
+        let p = BwdParams {
+            n: as_u32(OP, "N * C", (s1 - s0) * unit)?,
+            c: as_u32(OP, "C", unit)?,
+            rows,
+            v: v32,
+            s0: s0 as u32,
+            s1: s1 as u32,
+            ..Zeroable::zeroed()
+        };
+        bwd_dispatch(gpu, entry, p, &[&keys, dy], &[&dtable])?;
+    }
     Ok(dtable)
 }
 

@@ -15,8 +15,8 @@
 //! needed; with NaN in x the routing is unspecified.
 
 use super::copy::copy_into;
-use super::row_plan::{cpu_plan, row_plan, RowPlan, MAX_THREAD_STEPS, ROW_WG};
-use super::{grad_output, grid_1d, groups, MAX_GROUPS_PER_DIM, REDUCE_WGSL};
+use super::row_plan::{cpu_plan, row_plan, RowPlan, ROW_WG};
+use super::{grad_output, grid_1d, groups, MAX_GROUPS_PER_DIM, MAX_THREAD_STEPS, REDUCE_WGSL};
 use crate::error::{Error, Result};
 use crate::gpu::{KernelPolicy, Launch};
 use crate::tensor::{DType, Tensor};

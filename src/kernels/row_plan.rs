@@ -14,13 +14,6 @@ pub(crate) const ROW_WG: usize = 256;
 /// compile.)
 pub(crate) const MAX_ITEMS: usize = 16;
 
-/// Most loop steps a plan gives one thread along a row or a column. lavapipe
-/// stops a shader invocation's loops after 65 535 iterations in all, without
-/// an error (DEVELOPERS.md, "lavapipe caps the loop iterations"); a quarter of
-/// that leaves room for a kernel's other loops. On GPUs it costs nothing:
-/// work that long per thread would leave most of the device idle anyway.
-pub(crate) const MAX_THREAD_STEPS: usize = 16_384;
-
 /// Most vec4 items per lane of the subgroup row kernels: `SG_MAX_ITEMS` in the
 /// `*_subgroup.wgsl` shaders.
 pub(crate) const SG_MAX_ITEMS: usize = 32;

@@ -339,6 +339,10 @@ fn embedding_bwd_is_the_position_order_sum_bit_for_bit_on_every_run() {
         (1000, 50, 5),
         (4097, 700, 12),
         (300, 2, 1),
+        // Id 3 over 65 535 times (lavapipe stops a thread's loops there): its
+        // run crosses the kernel's windows of sorted slots.
+        (120_000, 50, 4),
+        (200_000, 9, 1),
     ] {
         let id = skewed_ids(n, v, n as u64);
         // Magnitudes from 1e-3 to 1e3: f32 sums in another order give other bits.
