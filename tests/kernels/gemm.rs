@@ -17,7 +17,7 @@
 use crate::common::*;
 use wgformer::kernels::gemm::tune;
 use wgformer::kernels::gemm::{
-    auto_variant, gemm, gemm_into, gemm_into_kernel, gemm_into_register_tile, gemv_tile,
+    auto_variant, gemm, gemm_into, gemm_into_kernel, gemm_into_register_tile, gemv_tile, max_depth,
     Activation, BlockTile, GemmKernel, GemmOptions, GemmShape, GemmVariant, GemvTile, RegisterTile,
     SubgroupTile,
 };
@@ -741,6 +741,71 @@ fn subgroup_and_block_tile_shapes_all_agree_with_the_reference() {
         )
         .unwrap_err();
         assert!(matches!(err, Error::InvalidArgument { .. }), "{bad}: {err}");
+    }
+}
+
+/// Software adapters stop a shader's loops after 65 535 iterations, silently
+/// (lavapipe): every kernel multiplies exactly up to its [`max_depth`] on this
+/// adapter (ones times ones: every product is K), and one step deeper is an
+/// error, not a short product. Adapters without the cap have no limit.
+#[test]
+fn deep_products_are_exact_up_to_each_kernels_limit_and_refused_past_it() {
+    let gpu = gpu();
+    let block = |wg_x, wg_y, rm, cn| GemmKernel::Block(BlockTile { wg_x, wg_y, rm, cn });
+    let mut kernels = tune::candidates(&gpu);
+    kernels.extend([
+        GemmKernel::Naive,
+        GemmKernel::Shared,
+        GemmKernel::Gemv(GemvTile::default()),
+        block(16, 16, 2, 2),
+        block(16, 16, 2, 1),
+        block(16, 16, 1, 2),
+        block(8, 16, 2, 2),
+        block(8, 8, 2, 2),
+        block(16, 16, 1, 1),
+    ]);
+    let (m, n) = (4, 8);
+    for dtype in [DType::F32, DType::F16] {
+        for &kernel in &kernels {
+            if wgformer::kernels::gemm::check_kernel(&gpu, kernel).is_err()
+                || (dtype == DType::F16 && !matches!(kernel, GemmKernel::Block(_)))
+                || (dtype == DType::F16 && !gpu.features().shader_f16)
+            {
+                continue;
+            }
+            let Some(limit) = max_depth(gpu.policy(), kernel) else {
+                assert!(
+                    !gpu.policy().cpu_adapter,
+                    "{kernel}: no limit on a CPU adapter"
+                );
+                continue;
+            };
+            let ones = |len: usize, shape: &[usize]| match dtype {
+                DType::F16 => Tensor::from_f32_as_f16(&gpu, &vec![1.0; len], shape).unwrap(),
+                _ => Tensor::from_slice(&gpu, &vec![1.0; len], shape).unwrap(),
+            };
+            let a = ones(m * (limit + 1), &[m, limit + 1]);
+            let b = ones((limit + 1) * n, &[limit + 1, n]);
+            let c = Tensor::empty(&gpu, &[m, n], DType::F32).unwrap();
+            let opts = GemmOptions::default();
+            let at = |k| GemmShape::contiguous(m, n, k, 1);
+            gemm_into_kernel(&a, &b, &c, &at(limit), &opts, kernel).unwrap();
+            let got = c.to_vec().unwrap();
+            assert!(
+                got.iter().all(|&x| x == limit as f32),
+                "{kernel} {dtype:?} at K = {limit}: {:?}",
+                &got[..4]
+            );
+            let err = gemm_into_kernel(&a, &b, &c, &at(limit + 1), &opts, kernel).unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidArgument { .. }),
+                "{kernel}: {err}"
+            );
+            assert!(
+                err.to_string().contains(&format!("K = {}", limit + 1)),
+                "{err}"
+            );
+        }
     }
 }
 

@@ -100,7 +100,13 @@ fn check_long_axis(shape: [usize; 2], axis: usize) {
         (shape[1], shape[0])
     };
     let peak_r = r_len - 1000;
-    let at = |c: usize, r: usize| if axis == 0 { r * cols + c } else { c * r_len + r };
+    let at = |c: usize, r: usize| {
+        if axis == 0 {
+            r * cols + c
+        } else {
+            c * r_len + r
+        }
+    };
     // Small integers (exact f32 sums below 2^24), and a larger one in each
     // column near its end, past the first 65 535 steps of any walk.
     let mut v: Vec<f32> = (0..r_len * cols).map(|i| (i % 5) as f32).collect();
@@ -132,7 +138,11 @@ fn check_long_axis(shape: [usize; 2], axis: usize) {
     for c in 0..cols {
         assert_eq!(dx[at(c, peak_r)], 1.0, "max backward, column {c}");
     }
-    assert_eq!(dx.iter().sum::<f32>(), cols as f32, "max backward elsewhere");
+    assert_eq!(
+        dx.iter().sum::<f32>(),
+        cols as f32,
+        "max backward elsewhere"
+    );
 }
 
 #[test]

@@ -42,7 +42,7 @@ pub use super::Activation;
 pub use kernels::{check_kernel, BlockTile, GemmKernel, GemvTile, RegisterTile, SubgroupTile};
 
 pub(crate) use plan::default_kernel_for;
-pub use plan::{auto_kernel, auto_variant, default_kernel, gemv_tile, plan, GemmPlan};
+pub use plan::{auto_kernel, auto_variant, default_kernel, gemv_tile, max_depth, plan, GemmPlan};
 
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
@@ -330,6 +330,7 @@ pub fn gemm_into_kernel(
 ) -> Result<()> {
     check_kernel(a.gpu(), kernel)?;
     validate(a, b, Some(c), shape, opts)?;
+    plan::check_depth(a.gpu().policy(), kernel, shape.k)?;
     if let GemmKernel::CoopEmulated(tile) = kernel {
         coop::check_emulated_depth(tile, shape.k)?;
     }

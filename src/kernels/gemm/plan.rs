@@ -368,6 +368,64 @@ pub fn plan(
     })
 }
 
+/// The longest K that `kernel` multiplies exactly on this adapter, where a
+/// shader's loops are capped; `None`: no cap (GPUs).
+///
+/// lavapipe stops a shader invocation's loops after 65 535 iterations in all,
+/// without an error (DEVELOPERS.md); other software adapters are assumed to
+/// cap them too. Each kernel's threads run their loops a fixed number of
+/// times per step along K; measured on lavapipe (ones times ones, the K at
+/// which the products stopped growing) and kept 5% below: the naive kernel
+/// once per k (65 535), the workgroup-memory tile 18 times per slice of 16
+/// (58 255), the kernels that step K by vec4 once per step (register,
+/// subgroup, GEMV: 262 140), and the block tile per slice of 8 once, its two
+/// staging loops ceil(8 x runs / threads) + 1 times each, and its compute loop
+/// 9 times where LLVM keeps it, for the 8 x 8 tiles (14, 15 and 16 per slice:
+/// 37 447, 34 949 and 32 763); it unrolls it for the 4 x 4, 8 x 4 and 4 x 8
+/// tiles (5 per slice: 104 856). That last is LLVM's choice (LLVM 15 here):
+/// tests/kernels/gemm.rs runs every kernel at its limit on the adapter at hand.
+/// The cooperative kernels run on GPUs only; their emulation checks its own
+/// depth ([`check_emulated_depth`](super::coop::check_emulated_depth)).
+pub fn max_depth(policy: &KernelPolicy, kernel: GemmKernel) -> Option<usize> {
+    const LOOP_CAP: usize = 65_535;
+    if !policy.cpu_adapter {
+        return None;
+    }
+    // (K per step, loop iterations per step)
+    let (k_per_step, per_step) = match kernel {
+        GemmKernel::Naive => (1, 1),
+        GemmKernel::Shared => (16, 18),
+        GemmKernel::Register(_) | GemmKernel::Subgroup(_) | GemmKernel::Gemv(_) => (4, 1),
+        GemmKernel::Block(t) => {
+            let threads = (t.wg_x * t.wg_y) as usize;
+            let staging = |runs: u32| (8 * runs as usize).div_ceil(threads) + 1;
+            let compute = if t.rm > 1 && t.cn > 1 { 9 } else { 0 };
+            (
+                8,
+                1 + staging(t.rm * t.wg_y) + staging(t.cn * t.wg_x) + compute,
+            )
+        }
+        GemmKernel::Coop(_) | GemmKernel::CoopEmulated(_) => return None,
+    };
+    Some(LOOP_CAP / per_step * k_per_step * 95 / 100)
+}
+
+/// An error where `kernel` would stop short of `k` on this adapter
+/// ([`max_depth`]): a silently wrong product is never returned.
+pub(crate) fn check_depth(policy: &KernelPolicy, kernel: GemmKernel, k: usize) -> Result<()> {
+    match max_depth(policy, kernel) {
+        Some(limit) if k > limit => Err(Error::invalid(
+            "gemm",
+            format!(
+                "K = {k} is deeper than the {kernel} kernel multiplies exactly on this software \
+                 adapter (K <= {limit}: it stops a shader's loops after 65 535 iterations); \
+                 split K into chunks and add their products, or run on a GPU"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
