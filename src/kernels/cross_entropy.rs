@@ -27,8 +27,8 @@
 //! An ignored row gets zeros whatever its dloss; a row whose target is >= V (and
 //! not the ignore index) gets NaN in every entry, as its forward loss is NaN.
 
-use super::row_plan::{cpu_plan, row_plan, ROW_WG};
-use super::{grid_1d, groups, CROSS_ENTROPY_SUBGROUP_WGSL, CROSS_ENTROPY_WGSL};
+use super::row_plan::{check_row_len, cpu_plan, row_plan, ROW_WG};
+use super::{grid_1d, groups, CROSS_ENTROPY_SUBGROUP_WGSL, CROSS_ENTROPY_WGSL, MAX_THREAD_STEPS};
 use crate::error::{Error, Result};
 use crate::gpu::Dispatch;
 use crate::tensor::{DType, Tensor};
@@ -97,6 +97,7 @@ fn layout(
             format!("logits of shape {:?} are too large", logits.shape()),
         ));
     }
+    check_row_len(logits.gpu().policy(), op, v)?;
     let rows = targets.numel();
     let p = Params {
         rows: rows as u32,
@@ -133,10 +134,14 @@ pub fn cross_entropy(
     // subgroups of at least 4 lanes (shaders/cross_entropy_subgroup.wgsl). With
     // a row per thread the plain kernel stays: it was faster there (lavapipe,
     // 2048 x 512: 82% of the copy against 65%).
-    let sg = gpu.policy().subgroup_size.filter(|&sg| sg >= 4);
+    // About eight workgroups per core, up to 64 rows each; a subgroup walks
+    // its rows in blocks of 4 vec4 per lane, at most MAX_THREAD_STEPS in all.
+    let chunk_rows = rows.div_ceil(8 * gpu.policy().cores).clamp(1, 64);
+    let sg = gpu
+        .policy()
+        .subgroup_size
+        .filter(|&sg| sg >= 4 && chunk_rows * v.div_ceil(16 * sg as usize) <= MAX_THREAD_STEPS);
     if let (Some(sg), true) = (sg, plan.tpr_log2 > 0 && cpu_plan(gpu.policy())) {
-        // About eight workgroups per core, up to 64 rows each.
-        let chunk_rows = rows.div_ceil(8 * gpu.policy().cores).clamp(1, 64);
         let p = Params {
             chunk_rows: chunk_rows as u32,
             ..p

@@ -1,6 +1,7 @@
 //! What the LayerNorm and RMSNorm kernels share: their shaders' uniform block
 //! and the checks on `x` and `eps`.
 
+use super::row_plan::check_row_len;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Tensor};
 
@@ -52,6 +53,7 @@ pub(crate) fn rows_cols(op: &'static str, x: &Tensor) -> Result<(usize, usize)> 
             format!("x of shape {:?} is too large", x.shape()),
         ));
     }
+    check_row_len(x.gpu().policy(), op, x.dim(-1))?;
     Ok((x.numel() / x.dim(-1), x.dim(-1)))
 }
 

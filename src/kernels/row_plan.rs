@@ -3,7 +3,8 @@
 //! keeps in registers, and when a row goes to one subgroup instead. Pure
 //! functions of the shape and the [`KernelPolicy`].
 
-use super::{grid_1d, groups};
+use super::{grid_1d, groups, MAX_THREAD_STEPS};
+use crate::error::{Error, Result};
 use crate::gpu::{KernelPolicy, Launch, Shader, Split};
 
 /// Threads per workgroup of the row kernels: `WG` in shaders/rows.wgsl.
@@ -13,6 +14,29 @@ pub(crate) const ROW_WG: usize = 256;
 /// `MAX_ITEMS` in shaders/rows.wgsl. (On lavapipe 32 already takes seconds to
 /// compile.)
 pub(crate) const MAX_ITEMS: usize = 16;
+
+/// Most vec4 a thread of a row kernel walks in one pass over its row on a CPU
+/// adapter: the kernels make up to four passes, and lavapipe stops a thread's
+/// loops after 65 535 iterations in all ([`MAX_THREAD_STEPS`]'s reason).
+const MAX_ROW_PASS_STEPS: usize = MAX_THREAD_STEPS / 2;
+
+/// The longest row the row kernels take on this policy: on CPU adapters,
+/// the row's [`ROW_WG`] threads each walk at most [`MAX_ROW_PASS_STEPS`] vec4
+/// per pass (8 192 x 4 x 256 values, 8.4 million); no limit on GPUs.
+pub(crate) fn check_row_len(policy: &KernelPolicy, op: &'static str, cols: usize) -> Result<()> {
+    let longest = 4 * MAX_ROW_PASS_STEPS * ROW_WG;
+    if cpu_plan(policy) && cols > longest {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "rows of {cols} values are longer than this software adapter's row kernels \
+                 take ({longest}: it stops a shader's loops after 65 535 iterations); split \
+                 the rows or run on a GPU"
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// Most vec4 items per lane of the subgroup row kernels: `SG_MAX_ITEMS` in the
 /// `*_subgroup.wgsl` shaders.
@@ -130,6 +154,11 @@ pub(crate) fn row_plan(policy: &KernelPolicy, rows: usize, cols: usize) -> RowPl
             .div_ceil(rows.max(1))
             .next_power_of_two();
         tpr = tpr.min(enough).min(8);
+        // Rows so long that 8 threads would each walk more than
+        // MAX_ROW_PASS_STEPS of a pass get more threads.
+        tpr = tpr
+            .max(n_items.div_ceil(MAX_ROW_PASS_STEPS).next_power_of_two())
+            .min(ROW_WG);
     }
     let per_thread = n_items.div_ceil(tpr).next_power_of_two();
     let tpr_log2 = tpr.trailing_zeros();
@@ -174,6 +203,20 @@ mod tests {
         // 33 items over 8 threads: 5 each, register arrays of 8.
         let p = row_plan(&lavapipe(), 65, 129);
         assert_eq!((p.tpr_log2, p.items), (3, 8));
+    }
+
+    #[test]
+    fn cpu_adapters_give_rows_of_millions_of_values_more_threads() {
+        // 2^21 items: 256 threads of 8192 each (8 would walk 262 144).
+        let p = row_plan(&lavapipe(), 1, 8 << 20);
+        assert_eq!((p.tpr_log2, p.items), (8, 0));
+        // Up to 8192 items a thread, 8 threads as before.
+        assert_eq!(row_plan(&lavapipe(), 1, 256 << 10).tpr_log2, 3);
+        assert_eq!(row_plan(&lavapipe(), 1, (256 << 10) + 4).tpr_log2, 4);
+        let limit = 8 * 1024 * 1024;
+        assert!(check_row_len(&lavapipe(), "op", limit).is_ok());
+        assert!(check_row_len(&lavapipe(), "op", limit + 1).is_err());
+        assert!(check_row_len(&gpu(), "op", limit + 1).is_ok());
     }
 
     #[test]

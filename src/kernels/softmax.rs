@@ -14,7 +14,7 @@
 //! - [`softmax_bwd`] needs only y and the same options:
 //!   dx = scale * y * (dy - sum(dy * y)) per row.
 
-use super::row_plan::{row_plan, sg_plan};
+use super::row_plan::{check_row_len, row_plan, sg_plan};
 use super::{SOFTMAX_SUBGROUP_WGSL, SOFTMAX_WGSL};
 use crate::error::{Error, Result};
 use crate::gpu::Dispatch;
@@ -77,6 +77,7 @@ fn layout(op: &'static str, x: &Tensor, opts: &SoftmaxOptions) -> Result<Layout>
         ));
     }
     let cols = x.dim(-1);
+    check_row_len(x.gpu().policy(), op, cols)?;
     let rows = x.numel().checked_div(cols).unwrap_or(0);
     let masked = opts.causal || opts.key_mask.is_some();
     let (mut tq, mut nh_tq, mut diag) = (1usize, 1usize, 0i64);

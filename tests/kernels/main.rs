@@ -20,6 +20,7 @@ mod grad_check_elementwise;
 mod grad_check_rowwise;
 mod kv_cache;
 mod layernorm;
+mod long_rows;
 mod loss_scale;
 mod optim;
 mod permute;
