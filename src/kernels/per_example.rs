@@ -54,7 +54,10 @@ pub(crate) struct PartialsPlan {
 pub(crate) fn plan_partials(b: usize, r: usize, policy: &KernelPolicy) -> PartialsPlan {
     let mut chunk = if cpu_plan(policy) {
         let per_example = (8 * policy.cores).div_ceil(b.max(1)).max(1);
-        r.div_ceil(per_example).max(GPU_CHUNK)
+        // ...and never so long that a thread walks past MAX_THREAD_STEPS.
+        r.div_ceil(per_example)
+            .max(GPU_CHUNK)
+            .min(WG * super::MAX_THREAD_STEPS)
     } else {
         GPU_CHUNK
     };
@@ -449,6 +452,9 @@ mod tests {
         // Short rows stay one chunk of at least 4096 values.
         let p = plan_partials(64, 1000, &lavapipe());
         assert_eq!((p.chunk, p.chunks), (4096, 1));
+        // A thread walks at most 16 384 values (lavapipe's loop cap).
+        let p = plan_partials(64, 10_000_000, &lavapipe());
+        assert_eq!((p.chunk, p.chunks), (256 * 16_384, 3));
     }
 
     #[test]
