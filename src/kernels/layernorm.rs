@@ -25,7 +25,9 @@
 
 use super::norm_rows::{check_eps, rows_cols, NormParams};
 use super::row_plan::{cpu_plan, row_plan, sg_plan, ROW_WG};
-use super::{grad_output, grid_1d, groups, LAYERNORM_SUBGROUP_WGSL, LAYERNORM_WGSL};
+use super::{
+    grad_output, grid_1d, groups, LAYERNORM_SUBGROUP_WGSL, LAYERNORM_WGSL, MAX_THREAD_STEPS,
+};
 use crate::error::{Error, Result};
 use crate::gpu::{KernelPolicy, Launch};
 use crate::tensor::{DType, Tensor};
@@ -255,7 +257,9 @@ fn plan_bwd(rows: usize, cols: usize, policy: &KernelPolicy) -> BwdPlan {
     if !cpu_plan(policy) {
         // Phase 1 of a block: the forward's threads per row, one row per group of them.
         let block_rows = ROW_WG >> row.tpr_log2;
-        let chunks = 128.min(rows.div_ceil(block_rows));
+        let chunks = 128
+            .max(rows.div_ceil(MAX_THREAD_STEPS))
+            .min(rows.div_ceil(block_rows));
         let chunk_rows = rows.div_ceil(chunks).next_multiple_of(block_rows);
         let chunks = rows.div_ceil(chunk_rows);
         let launch = Launch {
@@ -282,13 +286,15 @@ fn plan_bwd(rows: usize, cols: usize, policy: &KernelPolicy) -> BwdPlan {
         },
     );
     // Four neighbouring vec4 columns per thread (whole cache lines on a CPU);
-    // chunks of at least 64 rows until every core has a few workgroups.
+    // chunks of at least 64 rows until every core has a few workgroups, and of
+    // at most MAX_THREAD_STEPS rows (a thread walks its chunk).
     let cpt = if vec4 { 4 } else { 1 };
     let width = if vec4 { cols / 4 } else { cols };
     let tiles = width.div_ceil(ROW_WG * cpt);
     let chunks = (4 * policy.cores)
         .div_ceil(tiles)
         .min(rows.div_ceil(64))
+        .max(rows.div_ceil(MAX_THREAD_STEPS))
         .max(1);
     let chunk_rows = rows.div_ceil(chunks);
     let chunks = rows.div_ceil(chunk_rows);

@@ -11,7 +11,7 @@
 
 use super::norm_rows::{check_eps, rows_cols, NormParams};
 use super::row_plan::{row_plan, ROW_WG};
-use super::{grad_output, grid_1d, groups, Shader, RMSNORM_WGSL};
+use super::{grad_output, grid_1d, groups, Shader, MAX_THREAD_STEPS, RMSNORM_WGSL};
 use crate::error::Result;
 use crate::gpu::{KernelPolicy, Launch, Split};
 use crate::tensor::{DType, Tensor};
@@ -76,14 +76,18 @@ struct DwPlan {
 }
 
 /// At least 64 rows per chunk; on CPU adapters about four workgroups per core,
-/// on GPUs up to 128 chunks.
+/// on GPUs up to 128 chunks; at most `MAX_THREAD_STEPS` rows per chunk (a
+/// thread walks its chunk's rows).
 fn plan_dw(policy: &KernelPolicy, rows: usize, cols: usize) -> DwPlan {
     let tiles = cols.div_ceil(ROW_WG);
     let want = match policy.rows {
         Split::Cpu => (4 * policy.cores).div_ceil(tiles),
         Split::Gpu => 128,
     };
-    let chunks = want.min(rows.div_ceil(64)).max(1);
+    let chunks = want
+        .min(rows.div_ceil(64))
+        .max(rows.div_ceil(MAX_THREAD_STEPS))
+        .max(1);
     let chunk_rows = rows.div_ceil(chunks).max(1);
     DwPlan {
         chunk_rows,

@@ -1,10 +1,12 @@
-//! Rows longer than one thread may walk on a software adapter: lavapipe stops a
-//! shader invocation's loops after 65 535 iterations, silently, so the row
-//! kernels give such rows more threads and refuse rows longer than their
-//! threads cover, naming the length. Softmax, cross-entropy, LayerNorm and
-//! RMSNorm, forward and backward, at the longest row they take (one row of
-//! 8 388 608 values: 8 192 vec4 per thread and pass) against the f64
-//! reference, and one value longer. GPUs have no such limit.
+//! Rows longer, and more rows, than one thread may walk on a software adapter:
+//! lavapipe stops a shader invocation's loops after 65 535 iterations,
+//! silently. The row kernels give long rows more threads and refuse rows
+//! longer than their threads cover, naming the length: softmax,
+//! cross-entropy, LayerNorm and RMSNorm, forward and backward, at the longest
+//! row they take (one row of 8 388 608 values: 8 192 vec4 per thread and
+//! pass) against the f64 reference, and one value longer. The norms' weight
+//! and bias gradients sum over rows in chunks of at most 16 384 rows: checked
+//! over 600 000 rows. GPUs have no such limit.
 
 use crate::common::*;
 use wgformer::gpu::Split;
@@ -105,4 +107,58 @@ fn the_longest_row_is_exact_and_one_value_more_is_refused_on_cpu_plans() {
     );
     named("layernorm", layernorm(&longer, &w1, &w1, 1e-5).map(drop));
     named("rmsnorm", rmsnorm(&longer, &w1, 1e-5).map(drop));
+}
+
+#[test]
+fn norm_parameter_gradients_over_600_000_rows() {
+    let gpu = gpu();
+    // C = 6: LayerNorm's scalar kernels; C = 8: its subgroup kernel on lavapipe.
+    for c in [6, 8] {
+        let rows = 600_000;
+        let xv = data(rows * c, 51);
+        let dyv = data(rows * c, 52);
+        let wv = data(c, 53);
+        let x = Tensor::from_slice(&gpu, &xv, &[rows, c]).unwrap();
+        let dy = Tensor::from_slice(&gpu, &dyv, &[rows, c]).unwrap();
+        let w = Tensor::from_slice(&gpu, &wv, &[c]).unwrap();
+        let bias = Tensor::zeros(&gpu, &[c]).unwrap();
+        // Sums of 600 000 terms of either sign in f32.
+        let (atol, rtol) = (2e-2, 1e-4);
+
+        let (_, mean, rstd) = layernorm(&x, &w, &bias, 1e-5).unwrap();
+        let (_, dw, db) = layernorm_bwd(&x, &w, &mean, &rstd, &dy).unwrap();
+        let (_, want_dw, want_db) = r::layernorm::layernorm_bwd(
+            &xv,
+            c,
+            &wv,
+            &mean.to_vec().unwrap(),
+            &rstd.to_vec().unwrap(),
+            &dyv,
+        );
+        assert_close(
+            &format!("layernorm dweight C={c}"),
+            &dw.to_vec().unwrap(),
+            &want_dw,
+            atol,
+            rtol,
+        );
+        assert_close(
+            &format!("layernorm dbias C={c}"),
+            &db.to_vec().unwrap(),
+            &want_db,
+            atol,
+            rtol,
+        );
+
+        let (_, rstd) = rmsnorm(&x, &w, 1e-5).unwrap();
+        let (_, dw) = rmsnorm_bwd(&x, &w, &rstd, &dy).unwrap();
+        let (_, want_dw) = r::llama::rmsnorm_bwd(&xv, c, &wv, &rstd.to_vec().unwrap(), &dyv);
+        assert_close(
+            &format!("rmsnorm dweight C={c}"),
+            &dw.to_vec().unwrap(),
+            &want_dw,
+            atol,
+            rtol,
+        );
+    }
 }
