@@ -287,11 +287,11 @@ pub static COOP_SHADERS: &[&Shader] = &[
 /// Workgroups per dimension that every adapter allows (WebGPU's guaranteed minimum).
 pub const MAX_GROUPS_PER_DIM: u32 = 65_535;
 
-/// Most loop steps a plan gives one thread of a kernel whose loops
-/// follow the data (a reduction's axis, an embedding gradient's run of one id). lavapipe
+/// Most loop steps a plan gives one thread of a kernel whose loops follow the
+/// data (a reduction's axis, an embedding gradient's run of one id). lavapipe
 /// stops a shader invocation's loops after 65 535 iterations in all, without
-/// an error (DEVELOPERS.md, "lavapipe caps the loop iterations"); a quarter of
-/// that leaves room for a kernel's other loops. On GPUs it costs nothing:
+/// an error (DEVELOPERS.md, "lavapipe caps the loop iterations"); a quarter
+/// of that leaves room for a kernel's other loops. On GPUs it costs nothing:
 /// work that long per thread would leave most of the device idle anyway.
 pub(crate) const MAX_THREAD_STEPS: usize = 16_384;
 

@@ -20,12 +20,13 @@ pub(crate) const MAX_ITEMS: usize = 16;
 /// loops after 65 535 iterations in all ([`MAX_THREAD_STEPS`]'s reason).
 const MAX_ROW_PASS_STEPS: usize = MAX_THREAD_STEPS / 2;
 
-/// The longest row the row kernels take on this policy: on CPU adapters,
-/// the row's [`ROW_WG`] threads each walk at most [`MAX_ROW_PASS_STEPS`] vec4
-/// per pass (8 192 x 4 x 256 values, 8.4 million); no limit on GPUs.
+/// The longest row the row kernels take on this policy: on CPU adapters (and
+/// CPU plans), the row's [`ROW_WG`] threads each walk at most
+/// [`MAX_ROW_PASS_STEPS`] vec4 per pass (8 192 x 4 x 256 values, 8.4
+/// million); no limit on GPUs.
 pub(crate) fn check_row_len(policy: &KernelPolicy, op: &'static str, cols: usize) -> Result<()> {
     let longest = 4 * MAX_ROW_PASS_STEPS * ROW_WG;
-    if cpu_plan(policy) && cols > longest {
+    if (policy.cpu_adapter || cpu_plan(policy)) && cols > longest {
         return Err(Error::invalid(
             op,
             format!(
