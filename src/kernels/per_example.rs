@@ -56,8 +56,7 @@ pub(crate) fn plan_partials(b: usize, r: usize, policy: &KernelPolicy) -> Partia
         let per_example = (8 * policy.cores).div_ceil(b.max(1)).max(1);
         // ...and never so long that a thread walks past MAX_THREAD_STEPS.
         r.div_ceil(per_example)
-            .max(GPU_CHUNK)
-            .min(WG * super::MAX_THREAD_STEPS)
+            .clamp(GPU_CHUNK, WG * super::MAX_THREAD_STEPS)
     } else {
         GPU_CHUNK
     };

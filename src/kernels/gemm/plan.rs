@@ -385,7 +385,7 @@ pub fn plan(
 /// tiles (5 per slice: 104 856). That last is LLVM's choice (LLVM 15 here):
 /// tests/kernels/gemm.rs runs every kernel at its limit on the adapter at hand.
 /// The cooperative kernels run on GPUs only; their emulation checks its own
-/// depth ([`check_emulated_depth`](super::coop::check_emulated_depth)).
+/// depth (`coop::check_emulated_depth`).
 pub fn max_depth(policy: &KernelPolicy, kernel: GemmKernel) -> Option<usize> {
     const LOOP_CAP: usize = 65_535;
     if !policy.cpu_adapter {
