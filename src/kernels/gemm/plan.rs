@@ -96,10 +96,14 @@ pub(crate) fn default_kernel_for(
                 cn: 1,
                 ..big
             };
-            // ~ a wave of workgroups on a large GPU (100+ compute units)
-            if groups(big) >= 128 {
+            // ~ a wave of workgroups on a large GPU (100+ compute units); on
+            // a software adapter, the smaller tiles multiply deeper K exactly
+            // (their loops take fewer iterations per K step: max_depth).
+            let fits =
+                |t: BlockTile| max_depth(policy, GemmKernel::Block(t)).is_none_or(|d| shape.k <= d);
+            if groups(big) >= 128 && fits(big) {
                 GemmKernel::Block(big)
-            } else if groups(mid) >= 128 {
+            } else if groups(mid) >= 128 && fits(mid) {
                 GemmKernel::Block(mid)
             } else {
                 GemmKernel::Block(small)
@@ -433,6 +437,32 @@ mod tests {
 
     fn shape(m: usize, n: usize, k: usize) -> GemmShape {
         GemmShape::contiguous(m, n, k, 1)
+    }
+
+    #[test]
+    fn f16_on_a_software_adapter_takes_a_block_tile_deep_enough_for_k() {
+        // GPT-2 small's MLP weight gradient over B*T = 65 536 tokens (K): the
+        // big tile (8 x 8 per thread) multiplies K <= 35 575 exactly on
+        // lavapipe, the 8 x 4 tile 99 604; a GPU has no limit.
+        let s = shape(768, 3072, 65_536);
+        let k = auto_kernel(&lavapipe(), &s, DType::F16);
+        assert_eq!(
+            k,
+            GemmKernel::Block(BlockTile {
+                cn: 1,
+                ..BlockTile::default()
+            })
+        );
+        assert!(max_depth(&lavapipe(), k).unwrap() >= 65_536);
+        let shallow = shape(768, 3072, 2048);
+        assert_eq!(
+            auto_kernel(&lavapipe(), &shallow, DType::F16),
+            GemmKernel::Block(BlockTile::default())
+        );
+        assert_eq!(
+            auto_kernel(&gpu(), &s, DType::F16),
+            GemmKernel::Block(BlockTile::default())
+        );
     }
 
     #[test]
