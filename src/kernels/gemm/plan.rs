@@ -443,7 +443,7 @@ mod tests {
     fn f16_on_a_software_adapter_takes_a_block_tile_deep_enough_for_k() {
         // GPT-2 small's MLP weight gradient over B*T = 65 536 tokens (K): the
         // big tile (8 x 8 per thread) multiplies K <= 35 575 exactly on
-        // lavapipe, the 8 x 4 tile 99 604; a GPU has no limit.
+        // lavapipe, the 8 x 4 tile 99 613; a GPU has no limit.
         let s = shape(768, 3072, 65_536);
         let k = auto_kernel(&lavapipe(), &s, DType::F16);
         assert_eq!(
