@@ -126,8 +126,13 @@ pub(crate) fn sg_plan(policy: &KernelPolicy, rows: usize, cols: usize) -> Option
         return None;
     }
     // About eight workgroups per core, up to 64 rows each (the registers that
-    // hold weight and bias, or partial sums, are reused over the chunk).
-    let chunk_rows = rows.div_ceil(8 * policy.cores).clamp(1, 64);
+    // hold weight and bias, or partial sums, are reused over the chunk); past
+    // a million rows, longer chunks, so that the pass that sums the chunks'
+    // partials (LayerNorm's backward) walks at most MAX_THREAD_STEPS of them.
+    let chunk_rows = rows
+        .div_ceil(8 * policy.cores)
+        .clamp(1, 64)
+        .max(rows.div_ceil(MAX_THREAD_STEPS));
     let chunks = rows.div_ceil(chunk_rows);
     Some(SgPlan {
         sg: sg as u32,
@@ -234,6 +239,9 @@ mod tests {
         assert_eq!(s.workgroups, [32, 1, 1]);
         let s = sg_plan(&lavapipe(), 1, 4).unwrap();
         assert_eq!((s.items, s.chunk_rows, s.chunks), (1, 1, 1));
+        // 8 million rows: chunks of 512, 16 384 of them.
+        let s = sg_plan(&lavapipe(), 8 << 20, 4).unwrap();
+        assert_eq!((s.chunk_rows, s.chunks), (512, 16_384));
         // Not: C % 4 != 0, rows too long for registers, no rows, GPU plans,
         // no fixed subgroup size.
         assert_eq!(sg_plan(&lavapipe(), 64, 129), None);
