@@ -270,9 +270,12 @@ fn row_plan_within_steps(
     r_len: usize,
     inner: usize,
 ) -> Option<RowPlan> {
+    if inner != 1 {
+        return None;
+    }
     let plan = row_plan(policy, outer, r_len);
     let steps = r_len.div_ceil(4).div_ceil(1 << plan.tpr_log2);
-    (inner == 1 && steps <= MAX_THREAD_STEPS).then_some(plan)
+    (steps <= MAX_THREAD_STEPS).then_some(plan)
 }
 
 /// How many chunks R is cut into, and the rows of R per chunk, when
