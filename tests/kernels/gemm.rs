@@ -746,8 +746,9 @@ fn subgroup_and_block_tile_shapes_all_agree_with_the_reference() {
 
 /// Software adapters stop a shader's loops after 65 535 iterations, silently
 /// (lavapipe): every kernel multiplies exactly up to its [`max_depth`] on this
-/// adapter (ones times ones: every product is K), and one step deeper is an
-/// error, not a short product. Adapters without the cap have no limit.
+/// adapter (ones times ones: every product is K), and one step deeper, in a
+/// layout that is not split along K (A stored (M, K)), is an error, not a
+/// short product. Adapters without the cap have no limit.
 #[test]
 fn deep_products_are_exact_up_to_each_kernels_limit_and_refused_past_it() {
     let gpu = gpu();
@@ -806,6 +807,126 @@ fn deep_products_are_exact_up_to_each_kernels_limit_and_refused_past_it() {
                 "{err}"
             );
         }
+    }
+}
+
+/// Past a kernel's depth on a software adapter, a product with A stored
+/// (K, M) and B stored (K, N) (the weight gradients, whose K is the batch's
+/// token count) is computed as slices of K added up, with the bias and the
+/// activation applied once. It equals the f64 reference exactly: the inputs are
+/// +-0.5 and +-1.5 (exact in f16), so every partial sum is a multiple of 1/4
+/// below 2^22 and exact in f32; alpha is 1/2, the activation ReLU (sums of
+/// either sign, so a ReLU per slice or a bias added twice shows). Each kernel
+/// runs at two and a half times its depth (three slices) over two batches that
+/// share B, and `gemm` with `Auto` past every kernel's depth (what the tape
+/// calls for a weight gradient).
+#[test]
+fn products_past_a_kernels_depth_are_split_along_k() {
+    let gpu = gpu();
+    if !gpu.policy().cpu_adapter {
+        return; // no depth limit to go past
+    }
+    let mut kernels = tune::candidates(&gpu);
+    kernels.extend([
+        GemmKernel::Naive,
+        GemmKernel::Shared,
+        GemmKernel::Gemv(GemvTile::default()),
+        GemmKernel::Block(BlockTile::default()),
+    ]);
+    let (m, n, batch) = (5, 12, 2);
+    let integers = |len: usize, seed: u64| -> Vec<f32> {
+        let mut x = seed;
+        (0..len)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((x >> 33) % 4) as f32 - 1.5 // -1.5, -0.5, 0.5, 1.5: sums of either sign
+            })
+            .collect()
+    };
+    let bias = integers(n, 3);
+    let bias_t = Tensor::from_slice(&gpu, &bias, &[n]).unwrap();
+    let opts = GemmOptions {
+        trans_a: true,
+        alpha: 0.5,
+        bias: Some(&bias_t),
+        activation: Activation::Relu,
+        ..Default::default()
+    };
+    for dtype in [DType::F32, DType::F16] {
+        if dtype == DType::F16 && !gpu.features().shader_f16 {
+            continue;
+        }
+        let upload = |v: &[f32], shape: &[usize]| match dtype {
+            DType::F16 => Tensor::from_f32_as_f16(&gpu, v, shape).unwrap(),
+            _ => Tensor::from_slice(&gpu, v, shape).unwrap(),
+        };
+        for &kernel in &kernels {
+            if wgformer::kernels::gemm::check_kernel(&gpu, kernel).is_err()
+                || (dtype == DType::F16 && !matches!(kernel, GemmKernel::Block(_)))
+            {
+                continue;
+            }
+            let k = max_depth(gpu.policy(), kernel).unwrap() * 5 / 2;
+            let a = integers(batch * k * m, 1);
+            let b = integers(k * n, 2);
+            let shape = GemmShape {
+                stride_b: 0,
+                ..GemmShape::contiguous(m, n, k, batch)
+            };
+            let c = Tensor::empty(&gpu, &[batch, m, n], DType::F32).unwrap();
+            let (a_t, b_t) = (upload(&a, &[batch, k, m]), upload(&b, &[k, n]));
+            gemm_into_kernel(&a_t, &b_t, &c, &shape, &opts, kernel).unwrap();
+            let want = cpu::gemm(
+                &a,
+                &b,
+                m,
+                n,
+                k,
+                batch,
+                k * m,
+                0,
+                true,
+                false,
+                0.5,
+                Some(&bias),
+                Activation::Relu,
+            );
+            assert_close(
+                &format!("{kernel} {dtype:?} K = {k}"),
+                &c.to_vec().unwrap(),
+                &want,
+                0.0,
+                0.0,
+            );
+        }
+        // The tape's weight gradient through `gemm`, past the deepest kernel.
+        let k = 300_000;
+        let (a, b) = (integers(k * m, 4), integers(k * n, 5));
+        let got = gemm(&upload(&a, &[k, m]), &upload(&b, &[k, n]), &opts).unwrap();
+        let want = cpu::gemm(
+            &a,
+            &b,
+            m,
+            n,
+            k,
+            1,
+            k * m,
+            0,
+            true,
+            false,
+            0.5,
+            Some(&bias),
+            Activation::Relu,
+        );
+        assert_close(
+            &format!("gemm Auto {dtype:?} K = {k}"),
+            &got.to_vec().unwrap(),
+            &want,
+            0.0,
+            0.0,
+        );
     }
 }
 

@@ -36,6 +36,7 @@
 pub mod coop;
 mod kernels;
 pub(crate) mod plan;
+mod split_depth;
 pub mod tune;
 
 pub use super::Activation;
@@ -260,9 +261,15 @@ pub fn gemm(a: &Tensor, b: &Tensor, opts: &GemmOptions) -> Result<Tensor> {
 /// batch strides ([`GemmShape`]). The tensors' shapes are not interpreted, only
 /// their element counts: each must hold every element the strides reach.
 ///
+/// On a software adapter a K deeper than the kernel multiplies exactly
+/// ([`max_depth`]) is computed in slices of K added up where A is stored (K, M)
+/// and B (K, N) (`trans_a` without `trans_b`: the weight gradients), with C's
+/// batches contiguous.
+///
 /// # Errors
 /// As [`gemm`], and [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when a tensor
-/// holds fewer elements than `shape` needs, or `c` shares a buffer with `a`, `b` or the bias.
+/// holds fewer elements than `shape` needs, `c` shares a buffer with `a`, `b` or the bias, or K is
+/// past [`max_depth`] in a layout (or with a C) that is not split.
 pub fn gemm_into(
     a: &Tensor,
     b: &Tensor,
@@ -330,14 +337,24 @@ pub fn gemm_into_kernel(
 ) -> Result<()> {
     check_kernel(a.gpu(), kernel)?;
     validate(a, b, Some(c), shape, opts)?;
-    plan::check_depth(a.gpu().policy(), kernel, shape.k)?;
     if let GemmKernel::CoopEmulated(tile) = kernel {
         coop::check_emulated_depth(tile, shape.k)?;
+    }
+    let gpu = a.gpu();
+    // Past the kernel's exact depth on a software adapter: split along K
+    // where the layout allows it, else refused (never a short product).
+    let past_depth = max_depth(gpu.policy(), kernel).filter(|&limit| shape.k > limit);
+    if let Some(limit) = past_depth {
+        if !split_depth::splits(opts) {
+            return Err(plan::too_deep(kernel, shape.k, limit));
+        }
     }
     if shape.m == 0 || shape.n == 0 || shape.batch == 0 {
         return Ok(());
     }
-    let gpu = a.gpu();
+    if let Some(limit) = past_depth {
+        return split_depth::gemm_split_depth(a, b, c, shape, opts, kernel, limit);
+    }
     let plan = plan::plan(kernel, shape, opts, a.dtype(), gpu.policy())?;
     let mut params = Params {
         m: shape.m as u32,

@@ -389,7 +389,8 @@ pub fn plan(
 /// tiles (5 per slice: 104 856). That last is LLVM's choice (LLVM 15 here):
 /// tests/kernels/gemm.rs runs every kernel at its limit on the adapter at hand.
 /// The cooperative kernels run on GPUs only; their emulation checks its own
-/// depth (`coop::check_emulated_depth`).
+/// depth (`coop::check_emulated_depth`). A deeper product is split along K
+/// where A is stored (K, M) and B (K, N) (split_depth.rs), refused otherwise.
 pub fn max_depth(policy: &KernelPolicy, kernel: GemmKernel) -> Option<usize> {
     const LOOP_CAP: usize = 65_535;
     if !policy.cpu_adapter {
@@ -414,20 +415,20 @@ pub fn max_depth(policy: &KernelPolicy, kernel: GemmKernel) -> Option<usize> {
     Some(LOOP_CAP / per_step * k_per_step * 95 / 100)
 }
 
-/// An error where `kernel` would stop short of `k` on this adapter
-/// ([`max_depth`]): a silently wrong product is never returned.
-pub(crate) fn check_depth(policy: &KernelPolicy, kernel: GemmKernel, k: usize) -> Result<()> {
-    match max_depth(policy, kernel) {
-        Some(limit) if k > limit => Err(Error::invalid(
-            "gemm",
-            format!(
-                "K = {k} is deeper than the {kernel} kernel multiplies exactly on this software \
-                 adapter (K <= {limit}: it stops a shader's loops after 65 535 iterations); \
-                 split K into chunks and add their products, or run on a GPU"
-            ),
-        )),
-        _ => Ok(()),
-    }
+/// The error for a product of depth `k` past `kernel`'s `limit` ([`max_depth`])
+/// in a layout that is not split along K: a silently short product is never
+/// returned.
+pub(crate) fn too_deep(kernel: GemmKernel, k: usize, limit: usize) -> Error {
+    Error::invalid(
+        "gemm",
+        format!(
+            "K = {k} is deeper than the {kernel} kernel multiplies exactly on this software \
+             adapter (K <= {limit}: it stops a shader's loops after 65 535 iterations); deeper \
+             products are split along K only with A stored (K, M) and B (K, N) (trans_a, not \
+             trans_b): store the operands that way, split K yourself and add the products, or \
+             run on a GPU"
+        ),
+    )
 }
 
 #[cfg(test)]
