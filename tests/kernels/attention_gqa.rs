@@ -27,7 +27,7 @@ const BWD_RTOL: f64 = 1e-4;
 
 /// One grouped-query problem: Q (B, NH, Tq, HS), K and V (B, NKV, Tk, HS), dO.
 #[derive(Clone)]
-struct Gqa {
+pub(crate) struct Gqa {
     b: usize,
     nh: usize,
     nkv: usize,
@@ -40,7 +40,12 @@ struct Gqa {
 }
 
 impl Gqa {
-    fn new(b: usize, (nh, nkv): (usize, usize), (tq, tk): (usize, usize), hs: usize) -> Gqa {
+    pub(crate) fn new(
+        b: usize,
+        (nh, nkv): (usize, usize),
+        (tq, tk): (usize, usize),
+        hs: usize,
+    ) -> Gqa {
         Gqa {
             b,
             nh,
@@ -120,7 +125,7 @@ impl Gqa {
     }
 
     /// O and L by the f64 reference on the expanded K and V.
-    fn reference_fwd(&self) -> (Vec<f64>, Vec<f64>) {
+    pub(crate) fn reference_fwd(&self) -> (Vec<f64>, Vec<f64>) {
         let [q, k, v, _] = self.inputs();
         attention_fwd_pattern(
             &to_f64(&q),
@@ -136,7 +141,7 @@ impl Gqa {
 
     /// dQ, dK, dV: the reference's on the expanded K and V, dK and dV summed
     /// back over each group.
-    fn reference_bwd(&self) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    pub(crate) fn reference_bwd(&self) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let [q, k, v, d_o] = self.inputs();
         let (dq, dk, dv) = attention_bwd_pattern(
             &to_f64(&q),
@@ -153,7 +158,7 @@ impl Gqa {
         (dq, sum(&dk), sum(&dv))
     }
 
-    fn tensors(&self, gpu: &Gpu) -> ([Tensor; 4], Option<Tensor>) {
+    pub(crate) fn tensors(&self, gpu: &Gpu) -> ([Tensor; 4], Option<Tensor>) {
         let [q, k, v, d_o] = self.inputs();
         let (b, nh, nkv, tq, tk, hs) = (self.b, self.nh, self.nkv, self.tq, self.tk, self.hs);
         let t = |x: &[f32], s: &[usize]| Tensor::from_slice(gpu, x, s).unwrap();
@@ -168,7 +173,7 @@ impl Gqa {
         )
     }
 
-    fn opts<'a>(&self, mask: Option<&'a Tensor>) -> AttentionOptions<'a> {
+    pub(crate) fn opts<'a>(&self, mask: Option<&'a Tensor>) -> AttentionOptions<'a> {
         AttentionOptions {
             scale: self.scale(),
             causal: self.causal,

@@ -10,6 +10,7 @@ mod attention;
 mod attention_bwd;
 mod attention_coop;
 mod attention_gqa;
+mod attention_long;
 mod attention_sparse;
 mod cross_entropy;
 mod elementwise;

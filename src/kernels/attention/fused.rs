@@ -26,8 +26,10 @@ use crate::tensor::{DType, Tensor};
 /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) when `q`, `k`, `v` are not f32
 /// (B, NH, T, HS) with matching B, NH, HS and Tk, HS is 0, the key mask is not f32 (B, Tk), the
 /// scale is not finite, or the pattern does not fit the shapes, or HS is over the fused kernels'
-/// maximum (use [`attention_unfused`](super::attention_unfused)); otherwise as [every
-/// kernel](crate::kernels#errors).
+/// maximum (use [`attention_unfused`](super::attention_unfused)), or on a software adapter a
+/// thread would walk more keys (in the backward, query heads x rows) than its loops run exactly
+/// (the limits are in `attention/walk.rs`: e.g. 43 289 keys for the CPU split at HS = 64);
+/// otherwise as [every kernel](crate::kernels#errors).
 pub fn attention_fwd(
     q: &Tensor,
     k: &Tensor,

@@ -62,6 +62,7 @@ mod fused;
 mod pattern;
 pub(crate) mod plan;
 pub(crate) mod unfused;
+mod walk;
 
 pub use coop::{AttentionKernel, COOP_KEYS, COOP_MAX_HEAD_SIZE, COOP_ROWS};
 pub use fused::{attention_bwd, attention_bwd_kernel, attention_fwd, attention_fwd_kernel};
@@ -166,6 +167,10 @@ fn check(
         tk,
         hs,
         block_layout: opts.pattern.layout.is_some(),
+        window: opts
+            .pattern
+            .sliding_window
+            .filter(|_| opts.pattern.global_tokens == 0),
     })
 }
 

@@ -2,6 +2,7 @@
 //! GPU split) runs a shape on a policy, with which tiles and grid. Pure
 //! functions of the shapes and the [`KernelPolicy`]; tested without a GPU.
 
+use super::walk::{check_walk, Walk, Walker};
 use crate::error::{Error, Result};
 use crate::gpu::{KernelPolicy, Launch, Shader, Split};
 use crate::kernels::{
@@ -22,6 +23,9 @@ pub(super) struct Dims {
     pub hs: usize,
     /// The call has a block-sparse layout.
     pub block_layout: bool,
+    /// A sliding window without global tokens: no walk is longer than about
+    /// twice the window ([`check_walk`]); `None`: a walk may cover every key.
+    pub window: Option<usize>,
 }
 
 impl Dims {
@@ -220,6 +224,7 @@ pub(super) fn plan_fwd(d: &Dims, policy: &KernelPolicy) -> Result<Launch> {
                 OP,
                 &[("query tiles", tiles), ("heads", d.nh), ("batch", d.b)],
             )?;
+            check_walk(OP, d, policy, Walker::GpuSplit, Walk::Keys)?;
             return Ok(Launch {
                 shader: &ATTENTION_GPU_WGSL,
                 entry: "attention_fwd_gpu",
@@ -246,6 +251,12 @@ pub(super) fn plan_fwd(d: &Dims, policy: &KernelPolicy) -> Result<Launch> {
             limit_name: "max_compute_workgroup_storage_size",
         });
     }
+    let walker = if sg {
+        Walker::Subgroup
+    } else {
+        Walker::CpuSplit { tile: bk }
+    };
+    check_walk(OP, d, policy, walker, Walk::Keys)?;
     Ok(Launch {
         shader: if sg {
             &ATTENTION_SUBGROUP_WGSL
@@ -334,6 +345,13 @@ pub(super) fn plan_bwd(d: &Dims, policy: &KernelPolicy) -> Result<BwdPlan> {
     // dK/dV: a workgroup per tile of keys of one key/value head, which walks
     // the query rows of every query head of its group.
     let (nh, nkv, b) = (d.nh as u32, d.nkv as u32, d.b as u32);
+    let (dkdv_walker, dq_walker) = match (gpu_split, sg) {
+        (Some(_), _) => (Walker::GpuSplit, Walker::GpuSplit),
+        (None, true) => (Walker::Subgroup, Walker::Subgroup),
+        (None, false) => (Walker::CpuSplit { tile: bq }, Walker::CpuSplit { tile: bk }),
+    };
+    check_walk(OP, d, policy, dkdv_walker, Walk::Rows)?;
+    check_walk(OP, d, policy, dq_walker, Walk::Keys)?;
     if let Some((kv, qt)) = gpu_split {
         return Ok(BwdPlan {
             prep: prep(&ATTENTION_GPU_WGSL),
@@ -395,6 +413,7 @@ mod tests {
             tk,
             hs,
             block_layout: false,
+            window: None,
         }
     }
 
@@ -425,6 +444,7 @@ mod tests {
         assert_eq!(f.constant("BLOCK_LAYOUT"), Some(0.0));
         let sparse = Dims {
             block_layout: true,
+            window: None,
             ..d
         };
         assert_eq!(
