@@ -11,7 +11,7 @@
 
 use super::{grid_1d, groups, KV_CACHE_WGSL};
 use crate::error::{Error, Result};
-use crate::gpu::Dispatch;
+use crate::gpu::{Dispatch, KernelPolicy};
 use crate::kernels::attention::{AttentionPattern, SparseLayout};
 use crate::tensor::{DType, Tensor};
 
@@ -324,6 +324,22 @@ pub fn kv_reorder(k: &Tensor, v: &Tensor, idx: &Tensor, len: usize) -> Result<(T
     Ok((ko, vo))
 }
 
+/// The most cached keys one query row of [`kv_attention`] attends to exactly
+/// on this adapter at head size `hs`; `None`: no limit (GPUs).
+///
+/// Software adapters stop a shader invocation's loops after 65 535
+/// iterations, silently (lavapipe; DEVELOPERS.md). A workgroup walks its
+/// row's keys 64 at a time, each step about HS + 132 loop iterations
+/// (measured on lavapipe, LLVM 15: exact up to 21 377 keys at HS = 64, 28 323
+/// at HS = 16, 16 128 at HS = 128, 10 773 at HS = 256, wrong one key later);
+/// kept 5% below.
+pub fn max_cached_keys(policy: &KernelPolicy, hs: usize) -> Option<usize> {
+    const LOOP_CAP: usize = 65_535;
+    policy
+        .cpu_adapter
+        .then(|| LOOP_CAP / (hs + 132) * WG * 95 / 100)
+}
+
 /// Attention of `Tq` new query rows against the first `len` rows of the caches
 /// `k, v (B, NH, Tcap, HS)`: `q (B, Tq, W)` holds each row's query in columns
 /// `0..NH * HS` (a packed `[q | k | v]` projection, or a plain q); scale
@@ -376,7 +392,8 @@ pub fn kv_attention_grouped(
 ///   W) with W >= NH * HS, `k`/`v` not f32 caches of one shape and q's batch, HS outside the
 ///   supported sizes, `key_mask` not f32 (B, Tcap), rows `len - Tq..len` outside the cache (or
 ///   ring), a causal step with more query rows than keys, a window without causal attention, a ring
-///   without a window, or a step reading more positions than the ring holds.
+///   without a window, a step reading more positions than the ring holds, or (on a software
+///   adapter) a row attending to more keys than [`max_cached_keys`].
 /// - [`ErrorKind::TooLarge`](crate::ErrorKind::TooLarge) when the query rows, heads or batch exceed
 ///   the grid the device allows.
 /// - Otherwise as [every kernel](crate::kernels#errors).
@@ -484,6 +501,24 @@ pub fn kv_attention_ring(
     if let Some(m) = key_mask {
         m.expect_dtype(OP, "key_mask", DType::F32)?;
         m.expect_shape(OP, "key_mask (B, Tcap)", &[b, tcap])?;
+    }
+    let walked = if ring.window > 0 {
+        len.min(ring.global + ring.window)
+    } else {
+        len
+    };
+    if let Some(limit) = max_cached_keys(q.gpu().policy(), hs) {
+        if walked > limit {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "a query row would attend to {walked} cached keys, more than this software \
+                     adapter walks exactly at head size {hs} ({limit}: it stops a shader's loops \
+                     after 65 535 iterations); decode with a sliding window, a shorter context, \
+                     or on a GPU"
+                ),
+            ));
+        }
     }
     u32_of(OP, "cache elements", k.numel())?;
     u32_of(OP, "query elements", q.numel())?;

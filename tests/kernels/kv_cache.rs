@@ -5,7 +5,9 @@
 
 use crate::common::{assert_close, data, gpu};
 use wgformer::autograd::Tape;
-use wgformer::kernels::kv_cache::{kv_attention, kv_merge, kv_reorder, kv_scatter, kv_split};
+use wgformer::kernels::kv_cache::{
+    kv_attention, kv_merge, kv_reorder, kv_scatter, kv_split, max_cached_keys,
+};
 use wgformer::nn::{
     Activation, ForwardOptions, Gpt, GptConfig, NormPlacement, Transformer, TransformerConfig,
 };
@@ -471,4 +473,33 @@ fn encdec_beam_reorder_follows_the_beams() {
     assert!(err.contains("reorder both"), "{err}");
     let err = model.new_cache(1, 13).err().unwrap().to_string();
     assert!(err.contains("max_len 12"), "{err}");
+}
+
+/// Software adapters stop a shader's loops after 65 535 iterations, silently
+/// (lavapipe): a row attends exactly to up to [`max_cached_keys`] keys (every
+/// output against the spec) and one key more is refused, not a wrong row
+/// (before the limit, 21 378 keys at HS = 64 came out wrong in every value).
+#[test]
+fn the_longest_cache_a_row_walks_is_exact_and_one_key_more_is_refused() {
+    let gpu = gpu();
+    for hs in [16, 64] {
+        let Some(limit) = max_cached_keys(gpu.policy(), hs) else {
+            return; // no limit on a GPU
+        };
+        let dims = |len| CacheDims {
+            b: 1,
+            nh: 1,
+            tcap: len,
+            hs,
+        };
+        check_attention(dims(limit), 2, limit, true, false);
+        let len = limit + 1;
+        let q = Tensor::from_slice(&gpu, &data(hs, 1), &[1, 1, hs]).unwrap();
+        let cache = Tensor::zeros(&gpu, &[1, 1, len, hs]).unwrap();
+        let err = kv_attention(&q, &cache, &cache, len, true, None).unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("{len} cached keys")),
+            "{err}"
+        );
+    }
 }
