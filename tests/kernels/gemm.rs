@@ -834,7 +834,7 @@ fn products_past_a_kernels_depth_are_split_along_k() {
         GemmKernel::Block(BlockTile::default()),
     ]);
     let (m, n, batch) = (5, 12, 2);
-    let integers = |len: usize, seed: u64| -> Vec<f32> {
+    let half_odd = |len: usize, seed: u64| -> Vec<f32> {
         let mut x = seed;
         (0..len)
             .map(|_| {
@@ -845,7 +845,7 @@ fn products_past_a_kernels_depth_are_split_along_k() {
             })
             .collect()
     };
-    let bias = integers(n, 3);
+    let bias = half_odd(n, 3);
     let bias_t = Tensor::from_slice(&gpu, &bias, &[n]).unwrap();
     let opts = GemmOptions {
         trans_a: true,
@@ -853,6 +853,13 @@ fn products_past_a_kernels_depth_are_split_along_k() {
         bias: Some(&bias_t),
         activation: Activation::Relu,
         ..Default::default()
+    };
+    // C against the reference of (batch, K, M) A times (K, N) B shared by
+    // every batch, exactly.
+    let check = |what: &str, c: &Tensor, a: &[f32], b: &[f32], k: usize, batch: usize| {
+        let (bias, relu) = (Some(&bias[..]), Activation::Relu);
+        let want = cpu::gemm(a, b, m, n, k, batch, k * m, 0, true, false, 0.5, bias, relu);
+        assert_close(what, &c.to_vec().unwrap(), &want, 0.0, 0.0);
     };
     for dtype in [DType::F32, DType::F16] {
         if dtype == DType::F16 && !gpu.features().shader_f16 {
@@ -869,8 +876,8 @@ fn products_past_a_kernels_depth_are_split_along_k() {
                 continue;
             }
             let k = max_depth(gpu.policy(), kernel).unwrap() * 5 / 2;
-            let a = integers(batch * k * m, 1);
-            let b = integers(k * n, 2);
+            let a = half_odd(batch * k * m, 1);
+            let b = half_odd(k * n, 2);
             let shape = GemmShape {
                 stride_b: 0,
                 ..GemmShape::contiguous(m, n, k, batch)
@@ -878,55 +885,14 @@ fn products_past_a_kernels_depth_are_split_along_k() {
             let c = Tensor::empty(&gpu, &[batch, m, n], DType::F32).unwrap();
             let (a_t, b_t) = (upload(&a, &[batch, k, m]), upload(&b, &[k, n]));
             gemm_into_kernel(&a_t, &b_t, &c, &shape, &opts, kernel).unwrap();
-            let want = cpu::gemm(
-                &a,
-                &b,
-                m,
-                n,
-                k,
-                batch,
-                k * m,
-                0,
-                true,
-                false,
-                0.5,
-                Some(&bias),
-                Activation::Relu,
-            );
-            assert_close(
-                &format!("{kernel} {dtype:?} K = {k}"),
-                &c.to_vec().unwrap(),
-                &want,
-                0.0,
-                0.0,
-            );
+            let what = format!("{kernel} {dtype:?} K = {k}");
+            check(&what, &c, &a, &b, k, batch);
         }
         // The tape's weight gradient through `gemm`, past the deepest kernel.
         let k = 300_000;
-        let (a, b) = (integers(k * m, 4), integers(k * n, 5));
+        let (a, b) = (half_odd(k * m, 4), half_odd(k * n, 5));
         let got = gemm(&upload(&a, &[k, m]), &upload(&b, &[k, n]), &opts).unwrap();
-        let want = cpu::gemm(
-            &a,
-            &b,
-            m,
-            n,
-            k,
-            1,
-            k * m,
-            0,
-            true,
-            false,
-            0.5,
-            Some(&bias),
-            Activation::Relu,
-        );
-        assert_close(
-            &format!("gemm Auto {dtype:?} K = {k}"),
-            &got.to_vec().unwrap(),
-            &want,
-            0.0,
-            0.0,
-        );
+        check(&format!("gemm Auto {dtype:?} K = {k}"), &got, &a, &b, k, 1);
     }
 }
 
