@@ -9,7 +9,7 @@
 //! The attention reads the cache in place (a contiguous `(B, NH, len, HS)` view does
 //! not exist without a copy) and writes its output with the heads merged.
 
-use super::{grid_1d, groups, KV_CACHE_WGSL};
+use super::{below_measured, grid_1d, groups, KV_CACHE_WGSL, SOFTWARE_LOOP_CAP};
 use crate::error::{Error, Result};
 use crate::gpu::{Dispatch, KernelPolicy};
 use crate::kernels::attention::{AttentionPattern, SparseLayout};
@@ -334,10 +334,9 @@ pub fn kv_reorder(k: &Tensor, v: &Tensor, idx: &Tensor, len: usize) -> Result<(T
 /// at HS = 16, 16 128 at HS = 128, 10 773 at HS = 256, wrong one key later);
 /// kept 5% below.
 pub fn max_cached_keys(policy: &KernelPolicy, hs: usize) -> Option<usize> {
-    const LOOP_CAP: usize = 65_535;
     policy
         .cpu_adapter
-        .then(|| LOOP_CAP / (hs + 132) * WG * 95 / 100)
+        .then(|| below_measured(SOFTWARE_LOOP_CAP / (hs + 132) * WG))
 }
 
 /// Attention of `Tq` new query rows against the first `len` rows of the caches

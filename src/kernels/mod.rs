@@ -287,12 +287,23 @@ pub static COOP_SHADERS: &[&Shader] = &[
 /// Workgroups per dimension that every adapter allows (WebGPU's guaranteed minimum).
 pub const MAX_GROUPS_PER_DIM: u32 = 65_535;
 
+/// Loop iterations one shader invocation runs on a software adapter: lavapipe
+/// stops its loops after this many in all, without an error (DEVELOPERS.md,
+/// "lavapipe caps the loop iterations"). GPUs have no such cap.
+pub(crate) const SOFTWARE_LOOP_CAP: usize = 65_535;
+
+/// A kernel's limit under [`SOFTWARE_LOOP_CAP`] as measured (or derived from
+/// its loop counts), kept 5% below: the margin the GEMM depth, the attention
+/// walks and the cache's length share.
+pub(crate) fn below_measured(limit: usize) -> usize {
+    limit * 95 / 100
+}
+
 /// Most loop steps a plan gives one thread of a kernel whose loops follow the
-/// data (a reduction's axis, an embedding gradient's run of one id). lavapipe
-/// stops a shader invocation's loops after 65 535 iterations in all, without
-/// an error (DEVELOPERS.md, "lavapipe caps the loop iterations"); a quarter
-/// of that leaves room for a kernel's other loops. On GPUs it costs nothing:
-/// work that long per thread would leave most of the device idle anyway.
+/// data (a reduction's axis, an embedding gradient's run of one id): a
+/// quarter of [`SOFTWARE_LOOP_CAP`] leaves room for a kernel's other loops.
+/// On GPUs it costs nothing: work that long per thread would leave most of
+/// the device idle anyway.
 pub(crate) const MAX_THREAD_STEPS: usize = 16_384;
 
 /// Spreads `groups` workgroups over x and y so no dimension passes 65535.

@@ -28,6 +28,7 @@
 use super::plan::Dims;
 use crate::error::{Error, Result};
 use crate::gpu::KernelPolicy;
+use crate::kernels::{below_measured, SOFTWARE_LOOP_CAP};
 
 /// Which kernels walk: the fused kernels' three forms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,20 +50,19 @@ pub(super) enum Walk {
 
 /// The longest walk `walker` takes exactly on this adapter; `None`: no cap.
 pub(super) fn max_walk(policy: &KernelPolicy, walker: Walker, hs: usize) -> Option<usize> {
-    const LOOP_CAP: usize = 65_535;
     if !policy.cpu_adapter {
         return None;
     }
     let exact = match walker {
-        Walker::Subgroup => LOOP_CAP * 4,
+        Walker::Subgroup => SOFTWARE_LOOP_CAP * 4,
         Walker::CpuSplit { tile } => {
             let vec4s_per_row = hs.div_ceil(16) * 4;
             let staging = (tile * vec4s_per_row).div_ceil(super::plan::BQ);
-            LOOP_CAP / (staging + tile / 4 + 6) * tile
+            SOFTWARE_LOOP_CAP / (staging + tile / 4 + 6) * tile
         }
         Walker::GpuSplit => 8_304 * 128 / hs.max(64),
     };
-    Some(exact * 95 / 100)
+    Some(below_measured(exact))
 }
 
 /// Errors when a thread of `walker` would walk further than it does exactly

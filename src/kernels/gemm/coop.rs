@@ -211,11 +211,10 @@ pub(crate) fn check_emulated(gpu: &Gpu, tile: CoopTile, op: &'static str) -> Res
     check_lanes(gpu, tile, op)
 }
 
-/// The most loop iterations one thread of the emulated kernel may run:
-/// software adapters cap a shader invocation's loops (lavapipe: 65 535
-/// iterations in all, past which its loops stop without an error), so the
-/// emulation keeps to half of that.
-pub(crate) const EMULATED_MAX_ITERATIONS: usize = 32_768;
+/// The most loop iterations one thread of the emulated kernel may run: half
+/// of [`SOFTWARE_LOOP_CAP`](crate::kernels::SOFTWARE_LOOP_CAP), past which a
+/// software adapter's loops stop without an error.
+pub(crate) const EMULATED_MAX_ITERATIONS: usize = crate::kernels::SOFTWARE_LOOP_CAP.div_ceil(2);
 
 /// Whether the emulated kernel computes a product of depth `k` exactly: its
 /// threads each run about one iteration per accumulator element they hold

@@ -10,7 +10,9 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::gpu::{KernelPolicy, Launch, Shader};
-use crate::kernels::{GEMM_F16_WGSL, GEMM_SUBGROUP_WGSL, GEMM_WGSL};
+use crate::kernels::{
+    below_measured, GEMM_F16_WGSL, GEMM_SUBGROUP_WGSL, GEMM_WGSL, SOFTWARE_LOOP_CAP,
+};
 use crate::tensor::DType;
 
 /// The kernel family [`GemmVariant::Auto`] uses on `gpu` when it does not
@@ -392,7 +394,6 @@ pub fn plan(
 /// depth (`coop::check_emulated_depth`). A deeper product is split along K
 /// where A is stored (K, M) and B (K, N) (split_depth.rs), refused otherwise.
 pub fn max_depth(policy: &KernelPolicy, kernel: GemmKernel) -> Option<usize> {
-    const LOOP_CAP: usize = 65_535;
     if !policy.cpu_adapter {
         return None;
     }
@@ -412,7 +413,7 @@ pub fn max_depth(policy: &KernelPolicy, kernel: GemmKernel) -> Option<usize> {
         }
         GemmKernel::Coop(_) | GemmKernel::CoopEmulated(_) => return None,
     };
-    Some(LOOP_CAP / per_step * k_per_step * 95 / 100)
+    Some(below_measured(SOFTWARE_LOOP_CAP / per_step * k_per_step))
 }
 
 /// The error for a product of depth `k` past `kernel`'s `limit` ([`max_depth`])
