@@ -378,8 +378,9 @@ pub fn plan(
 /// shader's loops are capped; `None`: no cap (GPUs).
 ///
 /// lavapipe stops a shader invocation's loops after 65 535 iterations in all,
-/// without an error (DEVELOPERS.md); other software adapters are assumed to
-/// cap them too. Each kernel's threads run their loops a fixed number of
+/// without an error (DEVELOPERS.md); other software adapters are treated as
+/// capped too (SwiftShader, measured, is not, but the browser cannot tell
+/// its fallback adapter from lavapipe). Each kernel's threads run their loops a fixed number of
 /// times per step along K; measured on lavapipe (ones times ones, the K at
 /// which the products stopped growing) and kept 5% below: the naive kernel
 /// once per k (65 535), the workgroup-memory tile 18 times per slice of 16
