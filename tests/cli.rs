@@ -546,6 +546,15 @@ fn translate_names_what_the_model_cannot_take() {
     );
     let err = fails(&["translate", "--checkpoint", s(&ck), "1-2", ""]);
     assert!(err.contains("input 2 of 2 is empty"), "{err}");
+    // A beam's row indices were allocated on the host before the device's
+    // limit refused the beam's cache: an abort, or a panic past usize.
+    for (beam, says) in [
+        ("1000000000000", "device allows"),
+        ("18446744073709551615", "overflows"),
+    ] {
+        let err = fails(&["translate", "--checkpoint", s(&ck), "--beam", beam, "1-2"]);
+        assert!(err.contains(says), "--beam {beam}: {err}");
+    }
     let out = wgformer(&["translate", "--checkpoint", s(&ck), "--beam", "1", "12/x"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
@@ -585,6 +594,18 @@ fn absurd_sizes_and_broken_checkpoints_are_refused_naming_the_cause() {
         (
             &["--d-model", "1048576", "--heads", "8192"],
             "--d-model 1048576",
+        ),
+        // Copies of a canary reserved on the host (this one also overflowed).
+        (
+            &[
+                "--seq",
+                "8",
+                "--insert-canary",
+                "ab",
+                "--canary-repeats",
+                "18446744073709551615",
+            ],
+            "--canary-repeats",
         ),
     ] {
         let err = gpt(flags);

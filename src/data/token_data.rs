@@ -336,10 +336,27 @@ impl TokenData {
     /// are read-only).
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for [`TokenData::Shards`].
+    /// [`ErrorKind::InvalidArgument`](crate::ErrorKind::InvalidArgument) for [`TokenData::Shards`],
+    /// and when the copies would hold more tokens than the training text they
+    /// are planted in (an audit's canary is a small part of the data; the cap
+    /// also keeps an absurd count from exhausting memory).
     pub fn insert_into_train(&mut self, tokens: &[u32], repeats: usize) -> Result<()> {
         match self {
             TokenData::Text(d) => {
+                let train = d.len(Split::Train);
+                let planted = repeats.checked_mul(tokens.len());
+                if planted.is_none_or(|n| n > train) {
+                    return Err(Error::invalid(
+                        "train --canary-repeats",
+                        format!(
+                            "{repeats} copies of a {}-token canary would outnumber the {train} \
+                             tokens of the training text; plant at most {} copies, or train on \
+                             more text",
+                            tokens.len(),
+                            train / tokens.len().max(1)
+                        ),
+                    ));
+                }
                 d.insert_into_train(tokens, repeats);
                 Ok(())
             }

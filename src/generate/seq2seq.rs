@@ -91,11 +91,13 @@ impl<'a> Seq2SeqDecoder<'a> {
             ));
         }
         let (src, mask) = pad_sources(model, std::slice::from_ref(&source.into_owned()), 0)?;
+        // The cache first: its size check refuses a beam the device cannot
+        // hold before the row indices below are allocated on the host.
+        let cache = model.new_cache(beams, decode_len(model, max_len)?)?;
         let mut state = model.encode_for_decoding(&src, Some(&mask))?;
         if beams > 1 {
             state.reorder(&vec![0; beams])?;
         }
-        let cache = model.new_cache(beams, decode_len(model, max_len)?)?;
         Ok(Seq2SeqDecoder {
             model,
             state,

@@ -922,7 +922,7 @@ impl<'a> Trainer<'a> {
             }
         }
         let mut out = dp::StepOutcome {
-            losses: Vec::with_capacity(accumulation as usize),
+            losses: Vec::new(), // not reserved: a count given by the user may exceed memory
             divisor: accumulation as f32,
             tokens: 0,
             flops: 0.0,
