@@ -296,7 +296,7 @@ impl ModelConfig for GptConfig {
             })?,
         };
         check_gpt2_options(json, n_embd, path)?;
-        let sizes = json!({
+        let mut sizes = json!({
             "vocab_size": need("vocab_size", None)?,
             "n_positions": n_positions,
             "n_embd": n_embd,
@@ -307,6 +307,14 @@ impl ModelConfig for GptConfig {
             // with the others when the config is validated).
             "sliding_window": json.get("sliding_window").cloned().unwrap_or(Value::Null),
         });
+        // The rest of the attention pattern, under wgformer's names (the
+        // windowed layers are `transformers`' `layer_types`): honoured and
+        // validated as in a wgformer config, never dropped.
+        for key in ["global_tokens", "sparse_layout", "layer_types"] {
+            if let Some(v) = json.get(key) {
+                sizes[key] = v.clone();
+            }
+        }
         serde_json::from_value(sizes).map_err(|e| {
             fail(format!(
                 "the GPT-2 config does not fit wgformer's GptConfig ({e})"

@@ -364,6 +364,38 @@ fn checkpoints_keep_the_pattern_and_hugging_face_configs_give_it() {
     assert!((got.mean_nll - want.mean_nll).abs() < 1e-5);
     let dense_score = wgformer::generate::score(&gpt(24, None, 0), &seq[..]).unwrap();
     assert!((dense_score.mean_nll - want.mean_nll).abs() > 1e-3);
+
+    // The rest of the pattern in such a config is read, not dropped (it was:
+    // a `layer_types` of full attention scored with the window), and a bad
+    // value is refused.
+    let with = |extra: serde_json::Value| {
+        let mut c = hf_config.as_object().unwrap().clone();
+        c.extend(extra.as_object().unwrap().clone());
+        std::fs::write(
+            hf.join("config.json"),
+            serde_json::Value::from(c).to_string(),
+        )
+        .unwrap();
+        read_config::<GptConfig>(&hf)
+    };
+    let per_layer = with(serde_json::json!({
+        "global_tokens": 2,
+        "layer_types": ["full_attention", "sliding_attention"],
+    }))
+    .unwrap();
+    assert_eq!(per_layer.global_tokens, 2);
+    assert_eq!(
+        per_layer.layer_types.as_ref().map(|l| l.len()),
+        Some(2),
+        "{per_layer:?}"
+    );
+    let all_full = with(serde_json::json!({"layer_types": ["full_attention", "full_attention"]}));
+    let full = Gpt::load(&gpu, &hf).unwrap();
+    assert!(all_full.is_ok());
+    let got = wgformer::generate::score(&full, &seq[..]).unwrap();
+    assert!((got.mean_nll - dense_score.mean_nll).abs() < 1e-5);
+    let err = with(serde_json::json!({"layer_types": ["bogus", "full_attention"]})).unwrap_err();
+    assert!(err.to_string().contains("bogus"), "{err}");
 }
 
 #[test]
