@@ -502,6 +502,35 @@ fn flags_a_run_would_ignore_are_refused() {
     }
 }
 
+/// A resumed run of the built-in date task refuses a --data file it would not
+/// read (it trained on the dates and recorded the file as its data).
+#[test]
+fn resuming_the_date_task_refuses_a_data_file() {
+    let scratch = TempDir::new("resuming_the_date_task_refuses_a_data_file");
+    let ck = scratch.join("dates");
+    let data = scratch.join("pairs.tsv");
+    std::fs::write(&data, "1\tone\n2\ttwo\n").unwrap();
+    let tiny = [
+        "--layers",
+        "1",
+        "--d-model",
+        "16",
+        "--heads",
+        "2",
+        "--d-ff",
+        "32",
+    ];
+    let mut args = vec!["train", "--steps", "1", "--no-energy", "--out", s(&ck)];
+    args.extend_from_slice(&tiny);
+    ok(&args);
+    let resume = ["train", "--resume", s(&ck), "--steps", "2", "--no-energy"];
+    let err = fails(&[&resume[..], &["--data", s(&data)]].concat());
+    assert!(
+        err.contains("--data would be ignored") && err.contains("date task"),
+        "{err}"
+    );
+}
+
 /// `translate` on an (untrained) encoder-decoder checkpoint: a --max-len past the
 /// model's and an empty input are refused; characters the tokenizer never saw
 /// are named in a note.

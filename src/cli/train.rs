@@ -1076,8 +1076,16 @@ fn resume(gpu: &Gpu, a: &TrainArgs, dir: &Path, energy: RunEnergy) -> Result<()>
                     dir.display()
                 ))
             })?;
-            if let (Some(path), PairSource::Tsv { path: p, .. }) = (&a.data, &mut data.source) {
-                *p = path.clone();
+            match (&a.data, &mut data.source) {
+                (Some(path), PairSource::Tsv { path: p, .. }) => *p = path.clone(),
+                (Some(_), PairSource::Dates { .. }) => {
+                    return Err(usage(
+                        "--data would be ignored: this run trains on the built-in date task, \
+                         which makes its own pairs. Leave it out, or start a new run on the \
+                         file (--init-from to keep the weights)",
+                    ))
+                }
+                (None, _) => {}
             }
             let config: TransformerConfig = checkpoint::read_config(dir)?;
             let tok = checkpoint_tokenizer(dir, config.vocab_size)?;
