@@ -48,7 +48,11 @@ pub fn save_checkpoint<C: ModelConfig>(dir: &Path, contents: &CheckpointContents
     let parent = parent_of(dir);
     std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
     std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    if let Err(e) = write_contents(&tmp, contents).and_then(|()| carry_forward(dir, &tmp)) {
+    let marked = mark(&tmp);
+    if let Err(e) = marked
+        .and_then(|()| write_contents(&tmp, contents))
+        .and_then(|()| carry_forward(dir, &tmp))
+    {
         // Nothing committed: the previous checkpoint stays as it was.
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
@@ -59,7 +63,9 @@ pub fn save_checkpoint<C: ModelConfig>(dir: &Path, contents: &CheckpointContents
     };
     if dir.exists() {
         rename(dir, &old)?;
+        mark(&old)?;
     }
+    unmark(&tmp)?;
     rename(&tmp, dir)?;
     if old.exists() {
         std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
@@ -139,29 +145,62 @@ pub fn resolve(dir: &Path) -> Result<PathBuf> {
     Err(Error::not_found(dir.display(), detail))
 }
 
+/// The file a save puts in the directories it will delete (`DIR.tmp` while it
+/// is written, `DIR.old` once replaced), so that recovery deletes only those:
+/// a user's own `DIR.old` (a backup copy) or `DIR.tmp` is refused, not removed.
+const SAVE_MARKER: &str = ".wgformer-save";
+
+fn mark(dir: &Path) -> Result<()> {
+    let at = dir.join(SAVE_MARKER);
+    std::fs::write(
+        &at,
+        b"a wgformer save's own copy: deleted when the save ends\n",
+    )
+    .map_err(|e| Error::io(&at, e))?;
+    sync_dir(dir)
+}
+
+fn unmark(dir: &Path) -> Result<()> {
+    let at = dir.join(SAVE_MARKER);
+    match std::fs::remove_file(&at) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&at, e)),
+        _ => sync_dir(dir),
+    }
+}
+
 /// Finishes what an interrupted save left: restores `dir.old` to `dir` when `dir`
-/// is missing, then deletes `dir.old` and `dir.tmp`. [`save_checkpoint`] calls it
-/// first; call it yourself only when no save into `dir` is running.
+/// is missing, then deletes the `dir.old` and `dir.tmp` the save made.
+/// [`save_checkpoint`] calls it first; call it yourself only when no save into
+/// `dir` is running.
 ///
 /// # Errors
 /// [`ErrorKind::Incompatible`](crate::ErrorKind::Incompatible) when the `.tmp` / `.old` name is
-/// taken by something other than a directory or the path does not end in a directory name;
-/// [`ErrorKind::Io`](crate::ErrorKind::Io) when a rename or removal fails.
+/// taken by something other than a directory a save made (it is left as it is) or the path
+/// does not end in a directory name; [`ErrorKind::Io`](crate::ErrorKind::Io) when a rename or
+/// removal fails.
 pub fn recover(dir: &Path) -> Result<()> {
     let (tmp, old) = siblings(dir)?;
     let parent = parent_of(dir);
-    if !dir.exists() && old.is_dir() {
+    // A missing `dir` beside `dir.old` is a save cut off between its renames:
+    // its `dir.tmp` is that save's too, marked or not (the mark goes just
+    // before the last rename).
+    let interrupted = !dir.exists() && old.is_dir();
+    if interrupted {
         std::fs::rename(&old, dir).map_err(|e| Error::io(&old, e))?;
         sync_dir(&parent)?;
+        unmark(dir)?;
     }
     for leftover in [&old, &tmp] {
         if std::fs::symlink_metadata(leftover).is_ok() {
-            if !leftover.is_dir() || leftover.is_symlink() {
+            let made_by_a_save = leftover.join(SAVE_MARKER).is_file()
+                || (*leftover == tmp && interrupted)
+                || is_empty_dir(leftover);
+            if !leftover.is_dir() || leftover.is_symlink() || !made_by_a_save {
                 return Err(Error::incompatible(
                     leftover.display(),
                     format!(
                         "saving into {} needs this name for its temporary copy, but something \
-                         else is there: move it away",
+                         a save did not make is there (a backup?): move it away",
                         dir.display()
                     ),
                 ));
@@ -171,6 +210,10 @@ pub fn recover(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn is_empty_dir(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_none())
 }
 
 fn ensure_replaceable(dir: &Path) -> Result<()> {

@@ -38,6 +38,11 @@
 //!    (the commit point), fsync the parent directory;
 //! 4. delete `DIR.old`.
 //!
+//! A save marks the `DIR.tmp` it writes and the `DIR.old` it replaces with a
+//! file of its own (taken off `DIR.tmp` just before it becomes `DIR`), and
+//! [`recover`] deletes only marked (or empty) leftovers: a `DIR.old` a user
+//! copied as a backup is refused by name, never deleted.
+//!
 //! A crash leaves one of: `DIR` (old) + partial `DIR.tmp`; `DIR.old` + `DIR.tmp`
 //! with no `DIR` (between the renames); `DIR` (new) + `DIR.old`. Loaders read `DIR`
 //! when it exists and `DIR.old` otherwise, so they always see one complete

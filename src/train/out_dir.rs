@@ -102,6 +102,10 @@ impl OutDir {
             owner,
             note,
         };
+        // Leftovers of an interrupted save are cleared now, and a `DIR.old` or
+        // `DIR.tmp` that a save did not make is refused before any training,
+        // not at the first save.
+        crate::checkpoint::recover(dir)?;
         out.check_contents(existing)?;
         Ok(out)
     }

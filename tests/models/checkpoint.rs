@@ -885,6 +885,41 @@ fn an_interrupted_save_leaves_the_previous_checkpoint() {
     load_params(&dir, &m.params(), LoadMode::Strict).unwrap();
     assert_eq!(param_bits(&m), param_bits(&model));
 
+    // A DIR.old or DIR.tmp the save did not make (a user's backup copy, their
+    // files) is refused by name and kept; before, both were deleted.
+    for leftover in [&old, &tmp] {
+        std::fs::create_dir(leftover).unwrap();
+        std::fs::copy(dir.join("config.json"), leftover.join("config.json")).unwrap();
+        let err = save_checkpoint(&dir, &contents).unwrap_err().to_string();
+        assert!(err.contains("a save did not make"), "{err}");
+        assert!(leftover.join("config.json").is_file());
+        std::fs::remove_dir_all(leftover).unwrap();
+    }
+    // One the save made is cleared: a crash after the commit leaves the new
+    // DIR and the marked DIR.old (the mark made by a save whose hook fails
+    // after DIR.tmp is marked, copied there).
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        save_checkpoint(
+            &dir,
+            &CheckpointContents {
+                extra_files: Some(&crash),
+                ..contents
+            },
+        )
+    }));
+    assert!(r.is_err());
+    std::fs::rename(&tmp, &old).unwrap();
+    save_checkpoint(&dir, &contents).unwrap();
+    assert!(dir.is_dir() && !tmp.exists() && !old.exists());
+    let marks = std::fs::read_dir(&dir).unwrap().filter(|e| {
+        e.as_ref()
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".wgformer")
+    });
+    assert_eq!(marks.count(), 0, "the committed checkpoint carries no mark");
+
     // Saving never replaces a directory that is not a checkpoint.
     let foreign = root.join("notes");
     std::fs::create_dir(&foreign).unwrap();
