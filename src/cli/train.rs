@@ -192,7 +192,7 @@ pub struct TrainArgs {
     pub global_tokens: usize,
     /// A Sparse Transformer block layout KIND:BLOCK:STRIDE (strided or fixed,
     /// e.g. strided:64:4) instead of a window, saved as `sparse_layout`
-    /// (`generate` and `translate` refuse it: no KV-cache decoding with it).
+    /// (`score`, `eval`, `generate` and `translate` run with it).
     #[arg(long, value_name = "KIND:BLOCK:STRIDE", value_parser = sparse_layout)]
     pub sparse_layout: Option<SparseLayout>,
     /// Held-out share of the data, in (0, 1).
