@@ -48,8 +48,7 @@ pub fn save_checkpoint<C: ModelConfig>(dir: &Path, contents: &CheckpointContents
     let parent = parent_of(dir);
     std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
     std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let marked = mark(&tmp);
-    if let Err(e) = marked
+    if let Err(e) = mark(&tmp)
         .and_then(|()| write_contents(&tmp, contents))
         .and_then(|()| carry_forward(dir, &tmp))
     {
@@ -182,8 +181,8 @@ pub fn recover(dir: &Path) -> Result<()> {
     let (tmp, old) = siblings(dir)?;
     let parent = parent_of(dir);
     // A missing `dir` beside `dir.old` is a save cut off between its renames:
-    // its `dir.tmp` is that save's too, marked or not (the mark goes just
-    // before the last rename).
+    // its `dir.tmp` is that save's too, marked or not (the mark comes off
+    // just before the last rename).
     let interrupted = !dir.exists() && old.is_dir();
     if interrupted {
         std::fs::rename(&old, dir).map_err(|e| Error::io(&old, e))?;
