@@ -510,7 +510,13 @@ fn resuming_the_date_task_refuses_a_data_file() {
     let ck = scratch.join("dates");
     let data = scratch.join("pairs.tsv");
     std::fs::write(&data, "1\tone\n2\ttwo\n").unwrap();
-    let tiny = [
+    ok(&[
+        "train",
+        "--steps",
+        "1",
+        "--no-energy",
+        "--out",
+        s(&ck),
         "--layers",
         "1",
         "--d-model",
@@ -519,12 +525,17 @@ fn resuming_the_date_task_refuses_a_data_file() {
         "2",
         "--d-ff",
         "32",
-    ];
-    let mut args = vec!["train", "--steps", "1", "--no-energy", "--out", s(&ck)];
-    args.extend_from_slice(&tiny);
-    ok(&args);
-    let resume = ["train", "--resume", s(&ck), "--steps", "2", "--no-energy"];
-    let err = fails(&[&resume[..], &["--data", s(&data)]].concat());
+    ]);
+    let err = fails(&[
+        "train",
+        "--resume",
+        s(&ck),
+        "--steps",
+        "2",
+        "--no-energy",
+        "--data",
+        s(&data),
+    ]);
     assert!(
         err.contains("--data would be ignored") && err.contains("date task"),
         "{err}"
